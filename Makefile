@@ -1,0 +1,53 @@
+# The two commands a newcomer runs: `make demo`, then `make test`. Each installs what it needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+RUNTIME_STAMP := $(VENV)/.runtime-installed
+DEV_STAMP := $(VENV)/.dev-installed
+NODE_STAMP := node_modules/.installed
+
+export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: demo test lint typecheck unit synth bench clean install install-dev
+
+demo: $(RUNTIME_STAMP)  ## Train, register, promote, serve and roll back locally
+	$(VENV)/bin/sds demo
+
+test: lint $(DEV_STAMP)  ## The whole suite (lint, types, unit, infra, integration, e2e)
+	$(PY) -m pytest
+
+lint: $(DEV_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy sds lambdas stacks training app.py
+
+synth: $(DEV_STAMP) $(NODE_STAMP)  ## Synthesize every environment with the pinned CDK CLI
+	npx --no-install cdk synth --quiet --all
+
+bench: $(DEV_STAMP)
+	$(PY) -m benchmarks.run
+
+install: $(RUNTIME_STAMP)
+install-dev: $(DEV_STAMP)
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(RUNTIME_STAMP): requirements.txt pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+$(DEV_STAMP): requirements-dev.txt $(RUNTIME_STAMP)
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --silent
+	touch $@
+
+clean:
+	rm -rf $(VENV) node_modules cdk.out .sds build .pytest_cache .mypy_cache .ruff_cache

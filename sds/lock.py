@@ -1,0 +1,129 @@
+"""models.lock.json: which model version (and its sha256) each environment serves.
+
+`promote` and `rollback` write it; the CDK app reads it and puts the pin into the Lambda's
+environment, so `cdk diff` shows `MODEL_VERSION 12 -> 13`. Writes are atomic (temp file + rename)
+and serialized with an advisory lock, so two operators promoting different environments at once
+never lose each other's pin.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class LockFileError(ValueError):
+    """models.lock.json is malformed; the message names the file and the entry."""
+
+
+@dataclass(frozen=True)
+class Pin:
+    version: int
+    sha256: str
+
+    def __post_init__(self) -> None:
+        if isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 1:
+            raise LockFileError(f"pin version must be a positive integer, got {self.version!r}")
+        if not isinstance(self.sha256, str) or not _SHA256.match(self.sha256):
+            raise LockFileError(f"pin sha256 must be 64 lowercase hex digits, got {self.sha256!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
+class LockFile:
+    model: str
+    pins: dict[str, Pin]
+
+    def to_json(self) -> str:
+        document = {
+            "model": self.model,
+            "environments": {env: self.pins[env].to_dict() for env in sorted(self.pins)},
+        }
+        return json.dumps(document, indent=2) + "\n"
+
+
+def parse_lock(text: str, *, where: str = "models.lock.json") -> LockFile:
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise LockFileError(f"{where}: invalid JSON: {exc}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("environments", {}), dict):
+        raise LockFileError(f"{where}: expected {{'model': ..., 'environments': {{...}}}}")
+    pins: dict[str, Pin] = {}
+    for env, raw in document.get("environments", {}).items():
+        if not isinstance(raw, dict):
+            raise LockFileError(f"{where}: environments.{env}: expected an object")
+        try:
+            pins[env] = Pin(version=raw.get("version"), sha256=raw.get("sha256"))  # type: ignore[arg-type]
+        except LockFileError as exc:
+            raise LockFileError(f"{where}: environments.{env}: {exc}") from None
+    return LockFile(model=str(document.get("model", "")), pins=pins)
+
+
+def read_lock(path: Path, *, model: str) -> LockFile:
+    """Read the lock file; a missing file means no environment has a pin yet."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return LockFile(model=model, pins={})
+    lock = parse_lock(text, where=str(path))
+    if lock.model and lock.model != model:
+        raise LockFileError(f"{path}: pins model {lock.model!r}, but the project's model is {model!r}")
+    return LockFile(model=model, pins=lock.pins)
+
+
+def read_pin(path: Path, *, model: str, env: str) -> Pin | None:
+    return read_lock(path, model=model).pins.get(env)
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(guard, fcntl.LOCK_UN)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Replace `path` with `text` so readers see the old or the new file, never a torn one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_pin(path: Path, *, model: str, env: str, pin: Pin | None) -> LockFile:
+    """Set (or, with None, clear) one environment's pin, keeping every other pin as it is."""
+    with _exclusive(path):
+        lock = read_lock(path, model=model)
+        pins = dict(lock.pins)
+        if pin is None:
+            pins.pop(env, None)
+        else:
+            pins[env] = pin
+        updated = LockFile(model=model, pins=pins)
+        atomic_write_text(path, updated.to_json())
+        return updated
