@@ -32,7 +32,9 @@ def _build(cls: type[T], where: str, raw: Any) -> T:
     known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(raw) - set(known))
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}"
+        )
     kwargs: dict[str, Any] = {}
     for name, value in raw.items():
         expected = known[name].type
@@ -197,7 +199,10 @@ def parse_project(context: Mapping[str, Any]) -> ProjectConfig:
             raise ConfigError(f"environments.{name}: names are lowercase letters and digits")
         envs[name] = parse_environment(name, raw)
     for env in envs.values():
-        for ref, label in ((env.promote_from, "promote_from"), (env.gates.require_live_in, "gates.require_live_in")):
+        for ref, label in (
+            (env.promote_from, "promote_from"),
+            (env.gates.require_live_in, "gates.require_live_in"),
+        ):
             if ref is not None and ref not in envs:
                 raise ConfigError(f"environments.{env.name}.{label}: unknown environment {ref!r}")
     _check_chain(envs)
@@ -210,7 +215,9 @@ def _check_chain(envs: Mapping[str, EnvironmentConfig]) -> None:
         current = envs[start].promote_from
         while current is not None:
             if current in seen:
-                raise ConfigError(f"environments: promote_from forms a cycle: {' -> '.join([*seen, current])}")
+                raise ConfigError(
+                    f"environments: promote_from forms a cycle: {' -> '.join([*seen, current])}"
+                )
             seen.append(current)
             current = envs[current].promote_from
 

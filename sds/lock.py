@@ -80,7 +80,9 @@ def read_lock(path: Path, *, model: str) -> LockFile:
         return LockFile(model=model, pins={})
     lock = parse_lock(text, where=str(path))
     if lock.model and lock.model != model:
-        raise LockFileError(f"{path}: pins model {lock.model!r}, but the project's model is {model!r}")
+        raise LockFileError(
+            f"{path}: pins model {lock.model!r}, but the project's model is {model!r}"
+        )
     return LockFile(model=model, pins=lock.pins)
 
 

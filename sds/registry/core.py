@@ -1,0 +1,495 @@
+"""The model registry contract, over any `ObjectStore` (local files or S3).
+
+Layout (identical on every backend):
+
+    models/<model>/versions/<n>/manifest.json   immutable; written last, so it marks completeness
+    models/<model>/versions/<n>/<artifact>      model.onnx (serving), model.skops (estimator)
+    models/<model>/aliases/<alias>.json         {version, sha256, previous, history, updated_*}
+    models/<model>/events/<time>-<id>.json      append-only audit trail
+
+Guarantees:
+
+- Versions are write-once. A new version claims its number by creating its first artifact with
+  a create-only write; a writer that loses the race moves on to the next number. The manifest is
+  written last, so a version exists only once every artifact is stored; a crash leaves an
+  invisible, never-reused number, not a half version.
+- Every read of an artifact is checked against the sha256 in the manifest.
+- Aliases move by compare-and-swap on the alias object's etag, and only to a version whose
+  artifacts are all present and verified. Every move and registration writes an audit event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sds.registry.store import NotFound, ObjectStore, PreconditionFailed, StoreError
+
+PRIMARY_ARTIFACT = "model.onnx"
+MANIFEST = "manifest.json"
+MANIFEST_SCHEMA_VERSION = 1
+ALIAS_HISTORY_LIMIT = 50
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_ARTIFACT = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+
+
+class RegistryError(Exception):
+    """Base for registry failures; messages are one clear line for the CLI."""
+
+
+class VersionNotFound(RegistryError):
+    pass
+
+
+class IntegrityError(RegistryError):
+    """An object's bytes do not match the sha256 the manifest (or the pin) promises."""
+
+
+class ConcurrentUpdate(RegistryError):
+    """An alias changed between read and write; re-read and decide again."""
+
+
+class VersionConflict(RegistryError):
+    """A version number is taken by different content."""
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _dumps(document: Mapping[str, Any]) -> bytes:
+    return (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
+
+
+@dataclass(frozen=True)
+class Version:
+    """One complete, immutable model version (its manifest)."""
+
+    manifest: Mapping[str, Any]
+
+    @property
+    def number(self) -> int:
+        return int(self.manifest["version"])
+
+    @property
+    def sha256(self) -> str:
+        return str(self.manifest["sha256"])
+
+    @property
+    def metrics(self) -> Mapping[str, Any]:
+        return dict(self.manifest.get("metrics", {}))
+
+    @property
+    def artifacts(self) -> Mapping[str, Mapping[str, Any]]:
+        return dict(self.manifest.get("artifacts", {}))
+
+
+@dataclass(frozen=True)
+class AliasState:
+    """Where an alias points, how it got there, and the stack of versions rollback returns to."""
+
+    name: str
+    version: int
+    sha256: str
+    previous: int | None
+    history: tuple[int, ...]
+    updated_at: str
+    updated_by: str
+    reason: str
+    event_id: str
+    etag: str = field(default="", compare=False)
+
+    def to_document(self) -> dict[str, Any]:
+        return {
+            "alias": self.name,
+            "version": self.version,
+            "sha256": self.sha256,
+            "previous": self.previous,
+            "history": list(self.history),
+            "updated_at": self.updated_at,
+            "updated_by": self.updated_by,
+            "reason": self.reason,
+            "event_id": self.event_id,
+        }
+
+    @classmethod
+    def from_document(cls, document: Mapping[str, Any], etag: str) -> AliasState:
+        return cls(
+            name=str(document["alias"]),
+            version=int(document["version"]),
+            sha256=str(document["sha256"]),
+            previous=None if document.get("previous") is None else int(document["previous"]),
+            history=tuple(int(v) for v in document.get("history", [])),
+            updated_at=str(document.get("updated_at", "")),
+            updated_by=str(document.get("updated_by", "")),
+            reason=str(document.get("reason", "")),
+            event_id=str(document.get("event_id", "")),
+            etag=etag,
+        )
+
+
+class Registry:
+    def __init__(self, store: ObjectStore, model: str) -> None:
+        if not _NAME.match(model):
+            raise RegistryError(f"invalid model name {model!r}: lowercase letters, digits, dashes")
+        self.store = store
+        self.model = model
+        self._base = f"models/{model}"
+
+    @property
+    def uri(self) -> str:
+        return self.store.uri
+
+    # Keys -------------------------------------------------------------------------------------
+
+    def _version_key(self, version: int, name: str) -> str:
+        return f"{self._base}/versions/{version}/{name}"
+
+    def _alias_key(self, alias: str) -> str:
+        return f"{self._base}/aliases/{alias}.json"
+
+    # Versions ---------------------------------------------------------------------------------
+
+    def _numbers_in_use(self) -> tuple[set[int], set[int]]:
+        """(every claimed number, the numbers whose manifest exists)."""
+        claimed: set[int] = set()
+        complete: set[int] = set()
+        prefix = f"{self._base}/versions/"
+        for key in self.store.list(prefix):
+            number, _, name = key[len(prefix) :].partition("/")
+            if number.isdigit():
+                claimed.add(int(number))
+                if name == MANIFEST:
+                    complete.add(int(number))
+        return claimed, complete
+
+    def list_versions(self) -> list[int]:
+        return sorted(self._numbers_in_use()[1])
+
+    def get_version(self, version: int) -> Version:
+        try:
+            raw = self.store.get(self._version_key(version, MANIFEST)).data
+        except NotFound:
+            raise VersionNotFound(
+                f"model {self.model!r} has no version {version} in {self.uri}"
+            ) from None
+        try:
+            manifest = json.loads(raw)
+        except json.JSONDecodeError:
+            raise IntegrityError(f"version {version}: manifest.json is not valid JSON") from None
+        if not isinstance(manifest, dict) or manifest.get("version") != version:
+            raise IntegrityError(f"version {version}: manifest does not describe version {version}")
+        if PRIMARY_ARTIFACT not in manifest.get("artifacts", {}):
+            raise IntegrityError(f"version {version}: manifest lists no {PRIMARY_ARTIFACT}")
+        if manifest["artifacts"][PRIMARY_ARTIFACT].get("sha256") != manifest.get("sha256"):
+            raise IntegrityError(f"version {version}: manifest sha256 disagrees with its artifact")
+        return Version(manifest=manifest)
+
+    def read_artifact(self, version: int, name: str = PRIMARY_ARTIFACT) -> bytes:
+        """The artifact's bytes, verified against the manifest's sha256 and size."""
+        entry = self.get_version(version).artifacts.get(name)
+        if entry is None:
+            raise VersionNotFound(f"version {version} has no artifact {name!r}")
+        try:
+            data = self.store.get(self._version_key(version, name)).data
+        except NotFound:
+            raise IntegrityError(f"version {version}: {name} is missing from {self.uri}") from None
+        if len(data) != entry.get("size") or sha256_hex(data) != entry.get("sha256"):
+            raise IntegrityError(
+                f"version {version}: {name} does not match its manifest "
+                f"(sha256 {sha256_hex(data)[:12]}..., expected {str(entry.get('sha256'))[:12]}...)"
+            )
+        return data
+
+    def verify_version(self, version: int) -> Version:
+        """The version, after reading and checking every one of its artifacts."""
+        info = self.get_version(version)
+        for name in info.artifacts:
+            self.read_artifact(version, name)
+        return info
+
+    def register(
+        self,
+        artifacts: Mapping[str, bytes],
+        metadata: Mapping[str, Any],
+        *,
+        actor: str,
+        reason: str = "",
+        max_attempts: int = 20,
+    ) -> Version:
+        """Store a new version under the next free number and return it."""
+        if PRIMARY_ARTIFACT not in artifacts:
+            raise RegistryError(f"a version needs a {PRIMARY_ARTIFACT} artifact")
+        for name in artifacts:
+            if not _ARTIFACT.match(name) or name == MANIFEST:
+                raise RegistryError(f"invalid artifact name {name!r}")
+        started = time.monotonic()
+        for _ in range(max_attempts):
+            claimed, _complete = self._numbers_in_use()
+            number = max(claimed, default=0) + 1
+            try:
+                self.store.put(
+                    self._version_key(number, PRIMARY_ARTIFACT),
+                    artifacts[PRIMARY_ARTIFACT],
+                    if_none_match=True,
+                )
+            except PreconditionFailed:
+                continue  # another writer claimed this number first: take the next one
+            manifest = self._manifest(number, artifacts, metadata, actor=actor, source=None)
+            self._write_rest(number, artifacts, manifest)
+            info = Version(manifest=manifest)
+            self.record_event(
+                "registered",
+                version=number,
+                actor=actor,
+                reason=reason,
+                details={"sha256": info.sha256, "duration_ms": _ms_since(started)},
+            )
+            return info
+        raise ConcurrentUpdate(f"could not claim a version number after {max_attempts} attempts")
+
+    def import_version(
+        self, source: Registry, version: int, *, actor: str, reason: str = ""
+    ) -> Version:
+        """Copy `version` from another registry under the same number, verifying every byte.
+
+        Re-running it converges: objects already copied are accepted if identical, and a version
+        already complete with the same sha256 is returned as is. A number taken by different
+        content is a conflict, never overwritten.
+        """
+        started = time.monotonic()
+        origin = source.verify_version(version)
+        try:
+            existing = self.get_version(version)
+        except VersionNotFound:
+            existing = None
+        if existing is not None:
+            if existing.sha256 != origin.sha256:
+                raise VersionConflict(
+                    f"version {version} in {self.uri} holds a different model "
+                    f"(sha256 {existing.sha256[:12]}..., source {origin.sha256[:12]}...)"
+                )
+            self.verify_version(version)
+            return existing
+        artifacts = {name: source.read_artifact(version, name) for name in origin.artifacts}
+        manifest = dict(origin.manifest)
+        manifest["source"] = {
+            "registry": source.uri,
+            "version": version,
+            "copied_at": now_iso(),
+            "copied_by": actor,
+        }
+        self._put_once(self._version_key(version, PRIMARY_ARTIFACT), artifacts[PRIMARY_ARTIFACT])
+        self._write_rest(version, artifacts, manifest)
+        self.record_event(
+            "copied",
+            version=version,
+            actor=actor,
+            reason=reason,
+            details={
+                "from": source.uri,
+                "sha256": origin.sha256,
+                "duration_ms": _ms_since(started),
+            },
+        )
+        return self.get_version(version)
+
+    def _write_rest(
+        self, number: int, artifacts: Mapping[str, bytes], manifest: Mapping[str, Any]
+    ) -> None:
+        for name, data in artifacts.items():
+            if name != PRIMARY_ARTIFACT:
+                self._put_once(self._version_key(number, name), data)
+        # The manifest goes last: its presence is what makes the version exist.
+        self._put_once(self._version_key(number, MANIFEST), _dumps(manifest))
+
+    def _put_once(self, key: str, data: bytes) -> None:
+        try:
+            self.store.put(key, data, if_none_match=True)
+        except PreconditionFailed:
+            if self.store.get(key).data != data:
+                raise VersionConflict(f"{key} already exists with different content") from None
+
+    def _manifest(
+        self,
+        number: int,
+        artifacts: Mapping[str, bytes],
+        metadata: Mapping[str, Any],
+        *,
+        actor: str,
+        source: Mapping[str, Any] | None,
+    ) -> dict[str, Any]:
+        entries: dict[str, dict[str, Any]] = {
+            name: {"sha256": sha256_hex(data), "size": len(data), "format": name.rsplit(".", 1)[-1]}
+            for name, data in artifacts.items()
+        }
+        manifest = dict(metadata)
+        manifest.update(
+            {
+                "manifest_schema_version": MANIFEST_SCHEMA_VERSION,
+                "model": self.model,
+                "version": number,
+                "sha256": entries[PRIMARY_ARTIFACT]["sha256"],
+                "size": entries[PRIMARY_ARTIFACT]["size"],
+                "formats": sorted(str(e["format"]) for e in entries.values()),
+                "artifacts": entries,
+                "created_at": now_iso(),
+                "created_by": actor,
+                "source": source,
+            }
+        )
+        return manifest
+
+    # Aliases ----------------------------------------------------------------------------------
+
+    def get_alias(self, alias: str) -> AliasState | None:
+        try:
+            stored = self.store.get(self._alias_key(alias))
+        except NotFound:
+            return None
+        try:
+            return AliasState.from_document(json.loads(stored.data), stored.etag)
+        except (ValueError, KeyError, TypeError):
+            raise IntegrityError(f"alias {alias!r} in {self.uri} is corrupt") from None
+
+    def list_aliases(self) -> dict[str, AliasState]:
+        prefix = f"{self._base}/aliases/"
+        aliases: dict[str, AliasState] = {}
+        for key in self.store.list(prefix):
+            name = key[len(prefix) :].removesuffix(".json")
+            state = self.get_alias(name)
+            if state is not None:
+                aliases[name] = state
+        return aliases
+
+    def move_alias(
+        self,
+        alias: str,
+        version: int,
+        *,
+        expected: AliasState | None,
+        kind: str,
+        actor: str,
+        reason: str,
+        history: tuple[int, ...] | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> AliasState:
+        """Point `alias` at a complete, verified `version` if the alias is still `expected`.
+
+        `history` is the rollback stack to store; by default the current version is pushed.
+        Raises ConcurrentUpdate if someone else moved the alias since `expected` was read.
+        """
+        if not _NAME.match(alias):
+            raise RegistryError(f"invalid alias name {alias!r}")
+        started = time.monotonic()
+        target = self.verify_version(version)
+        if history is None:
+            history = () if expected is None else (*expected.history, expected.version)
+        event_id = _event_id()
+        state = AliasState(
+            name=alias,
+            version=version,
+            sha256=target.sha256,
+            previous=None if expected is None else expected.version,
+            history=history[-ALIAS_HISTORY_LIMIT:],
+            updated_at=now_iso(),
+            updated_by=actor,
+            reason=reason,
+            event_id=event_id,
+        )
+        try:
+            etag = self.store.put(
+                self._alias_key(alias),
+                _dumps(state.to_document()),
+                if_none_match=expected is None,
+                if_match=None if expected is None else expected.etag,
+            )
+        except PreconditionFailed:
+            raise ConcurrentUpdate(
+                f"alias {alias!r} was moved by someone else while this command ran; "
+                "re-run it to act on the new state"
+            ) from None
+        self.record_event(
+            kind,
+            version=version,
+            actor=actor,
+            reason=reason,
+            alias=alias,
+            event_id=event_id,
+            details={
+                "from_version": state.previous,
+                "sha256": target.sha256,
+                "duration_ms": _ms_since(started),
+                **(details or {}),
+            },
+        )
+        return AliasState(**{**state.__dict__, "etag": etag})
+
+    # Audit ------------------------------------------------------------------------------------
+
+    def record_event(
+        self,
+        kind: str,
+        *,
+        version: int,
+        actor: str,
+        reason: str,
+        alias: str | None = None,
+        event_id: str | None = None,
+        details: Mapping[str, Any] | None = None,
+        attempts: int = 5,
+    ) -> dict[str, Any]:
+        event_id = event_id or _event_id()
+        event = {
+            "id": event_id,
+            "type": kind,
+            "model": self.model,
+            "version": version,
+            "alias": alias,
+            "at": now_iso(),
+            "by": actor,
+            "reason": reason,
+            **(details or {}),
+        }
+        key = f"{self._base}/events/{event_id}.json"
+        for attempt in range(attempts):
+            try:
+                self._put_once(key, _dumps(event))
+                return event
+            except StoreError:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.05 * 2**attempt)
+        return event  # pragma: no cover - the loop returns or raises
+
+    def events(self, *, alias: str | None = None) -> list[dict[str, Any]]:
+        prefix = f"{self._base}/events/"
+        found: list[dict[str, Any]] = []
+        for key in self.store.list(prefix):
+            try:
+                event = json.loads(self.store.get(key).data)
+            except (NotFound, json.JSONDecodeError):
+                continue
+            if alias is None or event.get("alias") in (alias, None):
+                found.append(event)
+        return found
+
+
+def _event_id() -> str:
+    # Sortable by time, unique across writers.
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ") + "-" + uuid.uuid4().hex[:8]
+
+
+def _ms_since(started: float) -> float:
+    return round((time.monotonic() - started) * 1000, 1)
