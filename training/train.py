@@ -1,0 +1,317 @@
+"""Training entry point: the same code runs on a laptop (`sds train`) and in the Fargate task.
+
+    python -m training.train --data PATH|s3://bucket/prefix --registry file:///...|s3://bucket
+
+Steps: read labelled history -> features (the shared `sds.features.featurize`, mapped) ->
+time-ordered split -> fit HistGradientBoosting -> evaluate on the holdout -> export to ONNX ->
+refuse unless ONNX and scikit-learn agree within 1e-4 -> register both artifacts with a manifest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import io
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from sds.data import History, read_history
+from sds.features import FEATURE_NAMES, feature_schema, featurize_batch
+from sds.registry import Registry, Version, open_registry
+from training.evaluate import evaluate
+from training.onnx_export import check_parity, to_onnx
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    max_iter: int = 200
+    learning_rate: float = 0.1
+    max_leaf_nodes: int = 31
+    max_depth: int | None = None
+    min_samples_leaf: int = 20
+    l2_regularization: float = 0.0
+    holdout_fraction: float = 0.2
+    alert_rate: float = 0.01
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_iter < 1:
+            raise ValueError("max_iter must be >= 1")
+        if not 0 < self.learning_rate <= 1:
+            raise ValueError("learning_rate must be in (0, 1]")
+        if self.max_leaf_nodes < 2:
+            raise ValueError("max_leaf_nodes must be >= 2")
+        if not 0.05 <= self.holdout_fraction <= 0.5:
+            raise ValueError("holdout_fraction must be between 0.05 and 0.5")
+        if not 0 < self.alert_rate < 0.5:
+            raise ValueError("alert_rate must be between 0 and 0.5")
+
+
+class Progress:
+    """One line per step on stderr, with its duration, so long runs show where they are."""
+
+    def __init__(self, total: int, *, stream: Any = None, enabled: bool = True) -> None:
+        self.total = total
+        self.step = 0
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+
+    def run(
+        self, label: str, work: Callable[[], T], summary: Callable[[T], str] | None = None
+    ) -> T:
+        self.step += 1
+        if self.enabled:
+            print(f"[{self.step}/{self.total}] {label} ...", file=self.stream, flush=True)
+        started = time.perf_counter()
+        result = work()
+        if self.enabled:
+            note = f": {summary(result)}" if summary else ""
+            elapsed = time.perf_counter() - started
+            print(f"      done in {elapsed:.1f} s{note}", file=self.stream, flush=True)
+        return result
+
+
+def time_ordered_split(n: int, holdout_fraction: float) -> int:
+    """Index of the first holdout row: everything before it is the past, used for training."""
+    cut = round(n * (1 - holdout_fraction))
+    if cut < 10 or n - cut < 10:
+        raise ValueError(f"need at least 10 training and 10 holdout events, got {n} events in all")
+    return cut
+
+
+def fit(features: np.ndarray, labels: np.ndarray, params: TrainParams) -> Any:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    if len(set(labels.tolist())) < 2:
+        raise ValueError("training data has only one class: need fraud and non-fraud events")
+    model = HistGradientBoostingClassifier(
+        max_iter=params.max_iter,
+        learning_rate=params.learning_rate,
+        max_leaf_nodes=params.max_leaf_nodes,
+        max_depth=params.max_depth,
+        min_samples_leaf=params.min_samples_leaf,
+        l2_regularization=params.l2_regularization,
+        early_stopping=False,
+        random_state=params.seed,
+    )
+    return model.fit(features, labels)
+
+
+def to_skops(model: Any) -> bytes:
+    import skops.io as sio
+
+    buffer = io.BytesIO()
+    sio.dump(model, buffer)
+    return buffer.getvalue()
+
+
+def library_versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import skl2onnx
+    import sklearn
+    import skops
+
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__,
+        "skl2onnx": skl2onnx.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "skops": skops.__version__,
+    }
+
+
+def code_version() -> str:
+    """The git revision of the training code (`-dirty` if it has local changes)."""
+    if os.environ.get("SDS_CODE_VERSION"):
+        return os.environ["SDS_CODE_VERSION"]
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def default_actor() -> str:
+    return os.environ.get("SDS_ACTOR") or f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def train(
+    *,
+    data: str | Path,
+    registry: Registry,
+    params: TrainParams,
+    actor: str,
+    reason: str = "",
+    progress: Progress | None = None,
+) -> Version:
+    """Train, evaluate, convert, check parity and register one version; return it."""
+    progress = progress or Progress(7)
+    history: History = progress.run(
+        f"reading events from {data}",
+        lambda: read_history(data),
+        lambda h: f"{len(h.events)} events, {sum(h.labels)} fraud",
+    )
+    features = progress.run(
+        "computing features (sds.features.featurize per event)",
+        lambda: np.asarray(featurize_batch(history.events), dtype=np.float32),
+        lambda x: f"{x.shape[0]} x {x.shape[1]}",
+    )
+    labels = np.asarray(history.labels, dtype=np.int64)
+    cut = time_ordered_split(len(labels), params.holdout_fraction)
+    model = progress.run(
+        f"fitting HistGradientBoosting on {cut} events before {history.timestamps[cut]}",
+        lambda: fit(features[:cut], labels[:cut], params),
+        lambda m: f"{m.n_iter_} trees",
+    )
+    holdout_x, holdout_y = features[cut:], labels[cut:]
+    scores = model.predict_proba(holdout_x)[:, 1]
+    metrics, threshold = progress.run(
+        f"evaluating on the {len(holdout_y)} most recent events",
+        lambda: evaluate(holdout_y, scores, alert_rate=params.alert_rate),
+        lambda r: f"ROC AUC {r[0]['roc_auc']:.4f}, PR AUC {r[0]['pr_auc']:.4f}",
+    )
+    onnx_bytes = progress.run(
+        "exporting to ONNX", lambda: to_onnx(model), lambda b: f"{len(b)} bytes"
+    )
+    worst = progress.run(
+        "checking ONNX parity with scikit-learn on the holdout",
+        lambda: check_parity(model, onnx_bytes, holdout_x),
+        lambda w: f"max |difference| {w:.2g}",
+    )
+    metrics["onnx_max_abs_diff"] = worst
+    metadata = {
+        "algorithm": "sklearn.ensemble.HistGradientBoostingClassifier",
+        "metrics": metrics,
+        "decision_threshold": threshold,
+        "params": asdict(params),
+        "feature_schema": feature_schema(),
+        "library_versions": library_versions(),
+        "data": {
+            "uri": str(data),
+            "fingerprint": history.fingerprint,
+            "files": len(history.sources),
+            "events": len(labels),
+            "train_events": cut,
+            "holdout_events": len(holdout_y),
+            "holdout_from": history.timestamps[cut],
+        },
+        "code_version": code_version(),
+        "serving": {"input": "features", "output": "probabilities", "positive_class": 1},
+    }
+    artifacts = {"model.onnx": onnx_bytes, "model.skops": to_skops(model)}
+    return progress.run(
+        f"registering in {registry.uri}",
+        lambda: registry.register(artifacts, metadata, actor=actor, reason=reason),
+        lambda v: f"version {v.number}",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.train",
+        description="Train a fraud model and register it (locally or in the Fargate task).",
+    )
+    add_training_arguments(parser)
+    parser.add_argument(
+        "--data",
+        default=os.environ.get("TRAINING_DATA_URI"),
+        help="history: .jsonl[.gz] file, directory or s3://bucket/prefix (env TRAINING_DATA_URI)",
+    )
+    parser.add_argument(
+        "--registry",
+        default=os.environ.get("REGISTRY_URI"),
+        help="file:///path or s3://bucket (env REGISTRY_URI)",
+    )
+    parser.add_argument("--model", default=os.environ.get("MODEL_NAME", "fraud"))
+    parser.add_argument("--reason", default="", help="why this version was trained (audited)")
+    parser.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    return parser
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = TrainParams()
+    group = parser.add_argument_group("model parameters")
+    group.add_argument("--max-iter", type=int, default=defaults.max_iter)
+    group.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    group.add_argument("--max-leaf-nodes", type=int, default=defaults.max_leaf_nodes)
+    group.add_argument("--max-depth", type=int, default=defaults.max_depth)
+    group.add_argument("--min-samples-leaf", type=int, default=defaults.min_samples_leaf)
+    group.add_argument("--l2-regularization", type=float, default=defaults.l2_regularization)
+    group.add_argument("--holdout-fraction", type=float, default=defaults.holdout_fraction)
+    group.add_argument(
+        "--alert-rate",
+        type=float,
+        default=defaults.alert_rate,
+        help="share of events flagged as fraud; sets the decision threshold (default 0.01)",
+    )
+    group.add_argument("--seed", type=int, default=defaults.seed)
+
+
+def params_from_args(args: argparse.Namespace) -> TrainParams:
+    return TrainParams(
+        max_iter=args.max_iter,
+        learning_rate=args.learning_rate,
+        max_leaf_nodes=args.max_leaf_nodes,
+        max_depth=args.max_depth,
+        min_samples_leaf=args.min_samples_leaf,
+        l2_regularization=args.l2_regularization,
+        holdout_fraction=args.holdout_fraction,
+        alert_rate=args.alert_rate,
+        seed=args.seed,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.data or not args.registry:
+        print(
+            "error: --data and --registry are required (or TRAINING_DATA_URI, REGISTRY_URI)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        params = params_from_args(args)
+        version = train(
+            data=args.data,
+            registry=open_registry(args.registry, args.model),
+            params=params,
+            actor=default_actor(),
+            reason=args.reason,
+        )
+    except Exception as exc:  # one clear line, non-zero exit: this is a batch job's last word
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(version.manifest, indent=2))
+    else:
+        print(f"registered {args.model} version {version.number} (sha256 {version.sha256[:12]}...)")
+    return 0
+
+
+__all__ = ["FEATURE_NAMES", "TrainParams", "main", "train"]
+
+if __name__ == "__main__":
+    raise SystemExit(main())
