@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 DEFAULT_MODEL_NAME = "fraud"
 
@@ -123,6 +123,29 @@ class Infra:
     training_memory_mb: int = 8192
     training_data_prefix: str = "training-data/"
     lambda_versions_to_keep: int = 10
+    timeout_seconds: int = 10
+    network_azs: int = 2
+    dashboard: bool = True
+    registry_noncurrent_version_days: int = 90
+    access_log_expiration_days: int = 365
+
+    # Names the CDK app maps to CodeDeploy's predefined Lambda deployment configurations.
+    DEPLOYMENT_STRATEGIES: ClassVar[tuple[str, ...]] = (
+        "all_at_once",
+        "canary_10_percent_5_minutes",
+        "canary_10_percent_10_minutes",
+        "canary_10_percent_15_minutes",
+        "canary_10_percent_30_minutes",
+        "linear_10_percent_every_1_minute",
+        "linear_10_percent_every_2_minutes",
+        "linear_10_percent_every_3_minutes",
+        "linear_10_percent_every_10_minutes",
+    )
+    # The retention periods CloudWatch Logs accepts.
+    LOG_RETENTION_DAYS: ClassVar[tuple[int, ...]] = (
+        1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192,
+        2557, 2922, 3288, 3653,
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         if self.architecture not in ("x86_64", "arm64"):
@@ -131,6 +154,53 @@ class Infra:
             raise ValueError("api_auth must be iam or api_key")
         if self.memory_mb < 128 or self.memory_mb > 10240:
             raise ValueError("memory_mb must be between 128 and 10240")
+        self._check_infra()
+
+    def _check_infra(self) -> None:
+        if self.deployment_strategy not in self.DEPLOYMENT_STRATEGIES:
+            known = ", ".join(self.DEPLOYMENT_STRATEGIES)
+            raise ValueError(f"deployment_strategy must be one of {known}")
+        if self.log_retention_days not in self.LOG_RETENTION_DAYS:
+            raise ValueError(f"log_retention_days must be one of {self.LOG_RETENTION_DAYS}")
+        if self.reserved_concurrency is not None and self.reserved_concurrency < 1:
+            raise ValueError("reserved_concurrency must be >= 1 (or null for unreserved)")
+        if self.training_schedule is not None and not (
+            self.training_schedule.startswith(("cron(", "rate("))
+            and self.training_schedule.endswith(")")
+        ):
+            raise ValueError(
+                "training_schedule must be an EventBridge cron(...) or rate(...) expression"
+            )
+        if not 1 <= self.timeout_seconds <= 29:
+            raise ValueError(
+                "timeout_seconds must be between 1 and 29 (API Gateway waits at most 29 s)"
+            )
+        if not 1 <= self.network_azs <= 3:
+            raise ValueError("network_azs must be between 1 and 3")
+        if self.throttle_rate_limit <= 0 or self.throttle_burst_limit < 1:
+            raise ValueError("throttle_rate_limit must be > 0 and throttle_burst_limit >= 1")
+        if self.alarm_error_rate_percent <= 0 or self.alarm_p99_duration_ms < 1:
+            raise ValueError("alarm_error_rate_percent and alarm_p99_duration_ms must be positive")
+        if self.alarm_throttles < 1 or self.alarm_api_5xx < 1:
+            raise ValueError("alarm_throttles and alarm_api_5xx must be >= 1")
+        if self.training_cpu not in (256, 512, 1024, 2048, 4096, 8192, 16384):
+            raise ValueError("training_cpu must be a Fargate CPU size (256 ... 16384)")
+        if not 512 <= self.training_memory_mb <= 122880:
+            raise ValueError("training_memory_mb must be between 512 and 122880")
+        if not self.training_data_prefix.endswith("/") or self.training_data_prefix.startswith(
+            ("/", "models/")
+        ):
+            raise ValueError(
+                "training_data_prefix must be a relative prefix ending in '/', outside models/"
+            )
+        if self.lambda_versions_to_keep < 2:
+            raise ValueError(
+                "lambda_versions_to_keep must be >= 2 (rollback needs a previous version)"
+            )
+        if self.registry_noncurrent_version_days < 1 or self.access_log_expiration_days < 1:
+            raise ValueError(
+                "registry_noncurrent_version_days and access_log_expiration_days must be >= 1"
+            )
 
 
 @dataclass(frozen=True)
