@@ -15,7 +15,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 demo: $(RUNTIME_STAMP)  ## Train, register, promote, serve and roll back locally
 	$(VENV)/bin/sds demo
 
-test: lint $(DEV_STAMP)  ## The whole suite (lint, types, unit, infra, integration, e2e)
+test: lint $(DEV_STAMP) $(NODE_STAMP)  ## The whole suite (lint, types, unit, infra incl. a real `cdk synth`, integration, e2e)
 	$(PY) -m pytest
 
 lint: $(DEV_STAMP)
@@ -24,7 +24,7 @@ lint: $(DEV_STAMP)
 	$(VENV)/bin/mypy sds lambdas stacks training app.py
 
 synth: $(DEV_STAMP) $(NODE_STAMP)  ## Synthesize every environment with the pinned CDK CLI
-	npx --no-install cdk synth --quiet --all
+	npx --no-install cdk synth --quiet '**'
 
 bench: $(DEV_STAMP)
 	$(PY) -m benchmarks.run

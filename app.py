@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""CDK entry point: the only place that reads context and the environment.
+
+It loads the environments from cdk.json (`sds.config`), the model pins from models.lock.json
+(`sds.lock`), builds the Lambda code folder once per architecture, and creates one Stage per
+environment. cdk-nag (AWS Solutions and Serverless packs) runs on every synth: an unacknowledged
+finding fails `cdk synth`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import aws_cdk as cdk
+from cdk_nag import AwsSolutionsChecks, ServerlessChecks
+
+from sds.config import parse_project
+from sds.lock import read_lock
+from stacks.bundling import BundleSpec, build_bundle, find_python
+from stacks.config import EnvironmentSpec, TrainingImage
+from stacks.stage import EnvironmentStage
+
+ROOT = Path(__file__).resolve().parent
+
+
+def lambda_python_candidates() -> list[str]:
+    """Where to find the Lambda runtime's Python (3.12) on this machine, most explicit first."""
+    pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    return [
+        os.environ.get("SDS_LAMBDA_PYTHON", ""),
+        "python3.12",
+        *(str(p / "bin" / "python3") for p in sorted(pyenv_root.glob("versions/3.12*"))),
+        "/usr/bin/python3.12",
+        "/usr/local/bin/python3.12",
+    ]
+
+
+def build(
+    app: cdk.App,
+    *,
+    root: Path = ROOT,
+    lock_path: Path | None = None,
+    lambda_python: str | None = None,
+    nag: bool = True,
+) -> list[EnvironmentStage]:
+    """Add every environment in the `environments` context to `app`."""
+    project = parse_project(
+        {
+            key: value
+            for key in ("model_name", "environments")
+            if (value := app.node.try_get_context(key)) is not None
+        }
+    )
+    lock = read_lock(lock_path or root / "models.lock.json", model=project.model_name)
+    python = lambda_python or find_python(lambda_python_candidates())
+    bundles: dict[str, Path] = {}
+    stages = []
+    for name, environment in project.environments.items():
+        architecture = environment.infra.architecture
+        if architecture not in bundles:
+            bundles[architecture] = build_bundle(
+                BundleSpec(
+                    source_root=root,
+                    packages=("sds", "lambdas"),
+                    requirements=root / "lambdas" / "inference" / "requirements.txt",
+                    architecture=architecture,
+                    python=python,
+                    pip=(sys.executable, "-m", "pip"),
+                    build_root=root / "build",
+                )
+            )
+        spec = EnvironmentSpec(
+            model_name=project.model_name,
+            environment=environment,
+            pin=lock.pins.get(name),
+            lambda_code_dir=bundles[architecture],
+            training_image=TrainingImage(context_dir=root),
+        )
+        stages.append(EnvironmentStage(app, name, spec=spec))
+    if nag:
+        cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app), ServerlessChecks(app))
+    return stages
+
+
+def main() -> None:
+    app = cdk.App()
+    build(app)
+    app.synth()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Infrastructure for sds: one CDK Stage per environment (Registry, Inference, Training)."""

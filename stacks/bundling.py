@@ -1,0 +1,263 @@
+"""Build the inference Lambda's code folder without Docker, cached under build/.
+
+The zip must run on the Lambda platform, not on the machine that synthesizes: wheels are fetched
+for `manylinux_2_28_<arch>` / CPython 3.12 with `pip --platform`, and bytecode is compiled by a real
+Python 3.12 with `unchecked-hash` invalidation. CDK zips assets with a fixed 1980 timestamp, so
+timestamp-checked .pyc files would never match their sources and Lambda (read-only /var/task)
+would recompile every module on every cold start.
+
+Two cache levels keep synth fast: third-party dependencies are keyed by the requirements file,
+the target platform and this module's recipe version; the final bundle adds a hash of our own
+sources on top and is assembled with hard links, so a source edit costs a copy of a few files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+# Bump when the recipe below changes, so stale caches are never reused.
+RECIPE_VERSION = "3"
+LAMBDA_PYTHON_VERSION = "3.12"
+LAMBDA_TASK_ROOT = "/var/task"
+
+_PLATFORMS = {"x86_64": "manylinux_2_28_x86_64", "arm64": "manylinux_2_28_aarch64"}
+
+# Not needed to serve a request: test suites, type stubs, C headers, console scripts, and the
+# onnxruntime model-conversion tool kits (the handler only creates an InferenceSession).
+_STRIP_DIRS = frozenset({"tests", "test", "__pycache__", "include", "bin"})
+_STRIP_PACKAGE_DIRS = (
+    "onnxruntime/transformers",
+    "onnxruntime/quantization",
+    "onnxruntime/tools",
+    "onnxruntime/datasets",
+)
+_STRIP_SUFFIXES = (".pyi", ".pyc", ".pyx", ".pxd", ".c", ".h", ".hpp")
+
+
+class BundleError(RuntimeError):
+    """The Lambda bundle could not be built; the message says what to install or fix."""
+
+
+@dataclass(frozen=True)
+class BundleSpec:
+    """What goes into the inference Lambda's code folder."""
+
+    source_root: Path
+    packages: tuple[str, ...]
+    requirements: Path
+    architecture: str
+    python: str
+    build_root: Path
+    pip: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.architecture not in _PLATFORMS:
+            raise BundleError(f"unsupported Lambda architecture {self.architecture!r}")
+
+
+def find_python(candidates: Iterable[str], version: str = LAMBDA_PYTHON_VERSION) -> str:
+    """Return the first candidate interpreter that really is Python `version`."""
+    tried: list[str] = []
+    for candidate in candidates:
+        if not candidate:
+            continue
+        tried.append(candidate)
+        try:
+            result = subprocess.run(
+                [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if result.returncode == 0 and result.stdout.strip() == version:
+            return candidate
+    raise BundleError(
+        f"no Python {version} found (tried: {', '.join(tried) or 'nothing'}). The Lambda bundle's "
+        f"bytecode must be compiled by the Lambda runtime's Python: install Python {version} or "
+        "point SDS_LAMBDA_PYTHON at it."
+    )
+
+
+def _digest(parts: Iterable[bytes]) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()[:20]
+
+
+def source_files(spec: BundleSpec) -> list[Path]:
+    """Our own modules that ship in the bundle, in a stable order (tests excluded)."""
+    files: list[Path] = []
+    for package in spec.packages:
+        root = spec.source_root / package
+        if not (root / "__init__.py").is_file():
+            raise BundleError(f"{root} is not a package (no __init__.py)")
+        for path in sorted(root.rglob("*.py")):
+            relative = path.relative_to(spec.source_root)
+            if not _stripped(relative.parts[:-1]):
+                files.append(path)
+    return files
+
+
+def _stripped(dir_parts: Sequence[str]) -> bool:
+    return any(part in _STRIP_DIRS for part in dir_parts)
+
+
+def _deps_key(spec: BundleSpec) -> str:
+    return _digest(
+        [
+            RECIPE_VERSION.encode(),
+            _PLATFORMS[spec.architecture].encode(),
+            LAMBDA_PYTHON_VERSION.encode(),
+            spec.requirements.read_bytes(),
+        ]
+    )
+
+
+def _bundle_key(spec: BundleSpec, deps_key: str) -> str:
+    parts = [deps_key.encode()]
+    for path in source_files(spec):
+        parts.append(str(path.relative_to(spec.source_root)).encode())
+        parts.append(path.read_bytes())
+    return _digest(parts)
+
+
+def _run(command: Sequence[str], what: str) -> None:
+    result = subprocess.run(list(command), capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        tail = (result.stderr or result.stdout).strip()[-2000:]
+        raise BundleError(f"{what} failed ({' '.join(command[:4])} ...):\n{tail}")
+
+
+def _strip(root: Path) -> None:
+    for relative in _STRIP_PACKAGE_DIRS:
+        shutil.rmtree(root / relative, ignore_errors=True)
+    for directory, dirnames, filenames in os.walk(root, topdown=True):
+        # `*.libs` folders hold the shared objects the wheels link against: never touch them.
+        keep = [d for d in dirnames if d not in _STRIP_DIRS or d.endswith(".libs")]
+        for removed in set(dirnames) - set(keep):
+            shutil.rmtree(Path(directory) / removed)
+        dirnames[:] = keep
+        for name in filenames:
+            if name.endswith(_STRIP_SUFFIXES):
+                (Path(directory) / name).unlink()
+
+
+def _compile(spec: BundleSpec, root: Path, targets: Sequence[Path]) -> None:
+    _run(
+        [
+            spec.python,
+            "-m",
+            "compileall",
+            "-q",
+            "-j",
+            "0",
+            "--invalidation-mode",
+            "unchecked-hash",
+            # Tracebacks in CloudWatch name /var/task paths, not this machine's build folder.
+            "-s",
+            str(root),
+            "-p",
+            LAMBDA_TASK_ROOT,
+            *[str(t) for t in targets],
+        ],
+        "compiling bytecode",
+    )
+
+
+def _publish(tmp: Path, final: Path) -> Path:
+    """Move a finished build into place; a concurrent build that finished first wins."""
+    try:
+        tmp.rename(final)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not final.is_dir():
+            raise
+    return final
+
+
+def _build_dependencies(spec: BundleSpec, key: str) -> Path:
+    final = spec.build_root / "lambda-deps" / key
+    if final.is_dir():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=final.parent))
+    pip = list(spec.pip) or [spec.python, "-m", "pip"]
+    _run(
+        [
+            *pip,
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--target",
+            str(tmp),
+            "--platform",
+            _PLATFORMS[spec.architecture],
+            "--only-binary=:all:",
+            "--python-version",
+            LAMBDA_PYTHON_VERSION,
+            "--implementation",
+            "cp",
+            "--no-compile",
+            "-r",
+            str(spec.requirements),
+        ],
+        "pip install for the Lambda platform",
+    )
+    _strip(tmp)
+    for dist_info in tmp.glob("*.dist-info"):
+        # RECORD lists files we stripped; nothing at runtime reads it.
+        (dist_info / "RECORD").unlink(missing_ok=True)
+    _compile(spec, tmp, [tmp])
+    return _publish(tmp, final)
+
+
+def build_bundle(spec: BundleSpec) -> Path:
+    """Return a folder ready for `lambda_.Code.from_asset`, building it only when inputs changed."""
+    deps_key = _deps_key(spec)
+    key = _bundle_key(spec, deps_key)
+    final = spec.build_root / "lambda-bundle" / key
+    if final.is_dir():
+        return final
+    deps = _build_dependencies(spec, deps_key)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=final.parent))
+    tmp.rmdir()
+    # Hard links: the dependency tree is ~130 MB and identical for every source change.
+    shutil.copytree(deps, tmp, copy_function=os.link)
+    for path in source_files(spec):
+        target = tmp / path.relative_to(spec.source_root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+    _compile(spec, tmp, [tmp / package for package in spec.packages])
+    published = _publish(tmp, final)
+    _prune(final.parent, keep=published)
+    return published
+
+
+def _prune(folder: Path, *, keep: Path, retain: int = 3) -> None:
+    """Drop all but the newest few bundles so build/ does not grow with every edit."""
+    bundles = sorted(
+        (p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for old in bundles[retain:]:
+        if old != keep:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def folder_size(root: Path) -> int:
+    """Unzipped size in bytes, as Lambda counts it (hard links count once per path)."""
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())

@@ -1,0 +1,197 @@
+"""REST API in front of the `live` alias: authorization, throttling, JSON access logs, tracing."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import aws_cdk as cdk
+from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from stacks.components.nag import acknowledge
+from stacks.components.retention import retention
+from stacks.config import Infra, Serving
+
+# REST API accepts at most 10 MB per request and has no byte-size setting; the handler enforces
+# MAX_BODY_BYTES and the body model below caps the number of events before Lambda is invoked.
+_ACCESS_LOG_FIELDS = {
+    "requestId": apigw.AccessLogField.context_request_id(),
+    "xrayTraceId": apigw.AccessLogField.context_xray_trace_id(),
+    "ip": apigw.AccessLogField.context_identity_source_ip(),
+    "caller": apigw.AccessLogField.context_identity_caller(),
+    "user": apigw.AccessLogField.context_identity_user(),
+    "apiKeyId": apigw.AccessLogField.context_identity_api_key_id(),
+    "requestTime": apigw.AccessLogField.context_request_time(),
+    "httpMethod": apigw.AccessLogField.context_http_method(),
+    "resourcePath": apigw.AccessLogField.context_resource_path(),
+    "status": apigw.AccessLogField.context_status(),
+    "protocol": apigw.AccessLogField.context_protocol(),
+    "responseLength": apigw.AccessLogField.context_response_length(),
+    "responseLatency": apigw.AccessLogField.context_response_latency(),
+    "integrationStatus": apigw.AccessLogField.context_integration_status(),
+    "integrationLatency": apigw.AccessLogField.context_integration_latency(),
+    "errorMessage": apigw.AccessLogField.context_error_message(),
+}
+
+
+def predict_body_schema(serving: Serving) -> apigw.JsonSchema:
+    """Reject what can never be a valid prediction request before it costs an invocation."""
+    return apigw.JsonSchema(
+        schema=apigw.JsonSchemaVersion.DRAFT4,
+        title="PredictRequest",
+        type=apigw.JsonSchemaType.OBJECT,
+        properties={
+            "events": apigw.JsonSchema(
+                type=apigw.JsonSchemaType.ARRAY,
+                min_items=1,
+                max_items=serving.max_events,
+                items=apigw.JsonSchema(type=apigw.JsonSchemaType.OBJECT),
+            ),
+        },
+    )
+
+
+class InferenceApi(Construct):
+    """Regional REST API; every method uses IAM (SigV4) by default or an API key from config."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        environment: str,
+        alias: lambda_.IFunction,
+        infra: Infra,
+        serving: Serving,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        removal = cdk.RemovalPolicy.RETAIN if infra.retain_data else cdk.RemovalPolicy.DESTROY
+        self.access_logs = logs.LogGroup(
+            self,
+            "AccessLogs",
+            retention=retention(infra.log_retention_days),
+            removal_policy=removal,
+        )
+        use_api_key = infra.api_auth == "api_key"
+        self.stage_name = environment
+        method_options = (
+            apigw.MethodOptions(api_key_required=True)
+            if use_api_key
+            else apigw.MethodOptions(authorization_type=apigw.AuthorizationType.IAM)
+        )
+        self.api = apigw.RestApi(
+            self,
+            "Api",
+            # A label, not a unique physical name; it keys the API's CloudWatch metrics, so it
+            # names the stack (one per environment and region).
+            rest_api_name=f"{cdk.Stack.of(self).stack_name}-api",
+            description=f"sds {environment}: model inference",
+            endpoint_types=[apigw.EndpointType.REGIONAL],
+            # The account-wide CloudWatch role is a singleton per account and region; several
+            # environments in one account would fight over it. Access logs need no role.
+            cloud_watch_role=False,
+            default_method_options=method_options,
+            deploy_options=apigw.StageOptions(
+                stage_name=self.stage_name,
+                throttling_rate_limit=infra.throttle_rate_limit,
+                throttling_burst_limit=infra.throttle_burst_limit,
+                tracing_enabled=True,
+                metrics_enabled=True,
+                access_log_destination=apigw.LogGroupLogDestination(self.access_logs),
+                access_log_format=apigw.AccessLogFormat.custom(json.dumps(_ACCESS_LOG_FIELDS)),
+            ),
+        )
+        integration = apigw.LambdaIntegration(
+            alias,
+            timeout=cdk.Duration.seconds(infra.timeout_seconds + 1),
+        )
+        body_validator = self.api.add_request_validator(
+            "BodyValidator", validate_request_body=True, validate_request_parameters=True
+        )
+        params_validator = self.api.add_request_validator(
+            "ParameterValidator", validate_request_body=False, validate_request_parameters=True
+        )
+        model = self.api.add_model(
+            "PredictRequest",
+            content_type="application/json",
+            schema=predict_body_schema(serving),
+            description="A batch of raw events to score",
+        )
+        predict = self.api.root.add_resource("predict")
+        predict.add_method(
+            "POST",
+            integration,
+            request_validator=body_validator,
+            request_models={"application/json": model},
+        )
+        # Everything else (health, model info, unknown paths) goes to the handler, which answers
+        # 404 itself; the methods still require the same authorization.
+        self.api.root.add_method("ANY", integration, request_validator=params_validator)
+        self.api.root.add_resource("{proxy+}").add_method(
+            "ANY", integration, request_validator=params_validator
+        )
+        self.stage = self.api.deployment_stage
+
+        if use_api_key:
+            key = self.api.add_api_key("ApiKey", description=f"sds {environment}: client key")
+            plan = self.api.add_usage_plan(
+                "UsagePlan",
+                description=f"sds {environment}: API key clients",
+                throttle=apigw.ThrottleSettings(
+                    rate_limit=infra.throttle_rate_limit,
+                    burst_limit=infra.throttle_burst_limit,
+                ),
+            )
+            plan.add_api_stage(stage=self.stage)
+            plan.add_api_key(key)
+
+        self._acknowledge(use_api_key)
+
+    def _acknowledge(self, use_api_key: bool) -> None:
+        acknowledge(
+            self.api,
+            "AwsSolutions-APIG3",
+            "No WAF web ACL: every method requires SigV4 (or an API key), the stage is throttled "
+            "and the request body is schema-validated; a web ACL (5 USD/month minimum) can be "
+            "associated per environment when the API is exposed to untrusted clients.",
+        )
+        acknowledge(
+            self.api,
+            "AwsSolutions-APIG6",
+            "Execution logging needs the account-wide API Gateway CloudWatch role, a singleton "
+            "that environments sharing an account would contend for; JSON access logs and X-Ray "
+            "traces record every request instead.",
+        )
+        for finding in self._cognito_findings():
+            acknowledge(
+                self.api,
+                finding,
+                "Clients are services and pipelines that sign requests with IAM (SigV4); there are "
+                "no end users, so there is no Cognito user pool.",
+            )
+        if use_api_key:
+            for finding in self._authorization_findings():
+                acknowledge(
+                    self.api,
+                    finding,
+                    "api_auth is 'api_key' in this environment's config: callers present an API "
+                    "key tied to a throttled usage plan instead of IAM credentials.",
+                )
+
+    @staticmethod
+    def _cognito_findings() -> list[str]:
+        return ["AwsSolutions-COG4"]
+
+    @staticmethod
+    def _authorization_findings() -> list[str]:
+        return ["AwsSolutions-APIG4"]
+
+    @property
+    def url(self) -> str:
+        return self.api.url
+
+    def metric_server_errors(self, **kwargs: Any) -> Any:
+        return self.stage.metric_server_error(**kwargs)

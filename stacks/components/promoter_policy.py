@@ -1,0 +1,104 @@
+"""The managed policy for people and pipelines allowed to promote and roll back one environment."""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_codedeploy as codedeploy
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from stacks.components.nag import acknowledge_wildcard_resource
+from stacks.components.registry_paths import RegistryPaths
+
+
+class PromoterPolicy(Construct):
+    """What `sds promote --to <env>` and `sds rollback --env <env>` need in this environment.
+
+    Promotion copies a version from the source environment, so promoting into staging needs this
+    policy for staging plus dev's (for reading dev's versions). Nothing here can delete.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        environment: str,
+        model_name: str,
+        registry: s3.IBucket,
+        function: lambda_.IFunction,
+        group: codedeploy.ILambdaDeploymentGroup,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        paths = RegistryPaths(model_name)
+        stack = cdk.Stack.of(self)
+        parameters_arn = stack.format_arn(
+            service="ssm", resource="parameter", resource_name=f"sds/{environment}/*"
+        )
+        self.policy = iam.ManagedPolicy(
+            self,
+            "Policy",
+            description=f"sds {environment}: promote model versions to and roll back {model_name}",
+            statements=[
+                iam.PolicyStatement(
+                    sid="MoveAliases",
+                    actions=["s3:GetObject", "s3:PutObject"],
+                    resources=[registry.arn_for_objects(paths.aliases)],
+                ),
+                iam.PolicyStatement(
+                    sid="CopyAndReadVersions",
+                    actions=["s3:GetObject", "s3:PutObject"],
+                    resources=[registry.arn_for_objects(paths.versions)],
+                ),
+                iam.PolicyStatement(
+                    sid="AuditEvents",
+                    actions=["s3:GetObject", "s3:PutObject"],
+                    resources=[registry.arn_for_objects(paths.events)],
+                ),
+                iam.PolicyStatement(
+                    sid="ListModel",
+                    actions=["s3:ListBucket"],
+                    resources=[registry.bucket_arn],
+                    conditions={"StringLike": {"s3:prefix": [f"{paths.root}*"]}},
+                ),
+                iam.PolicyStatement(
+                    sid="SwitchLiveAlias",
+                    actions=[
+                        "lambda:GetAlias",
+                        "lambda:UpdateAlias",
+                        "lambda:ListVersionsByFunction",
+                        "lambda:GetFunctionConfiguration",
+                    ],
+                    resources=[function.function_arn, f"{function.function_arn}:*"],
+                ),
+                iam.PolicyStatement(
+                    sid="StopDeployments",
+                    actions=[
+                        "codedeploy:GetDeployment",
+                        "codedeploy:ListDeployments",
+                        "codedeploy:StopDeployment",
+                    ],
+                    resources=[group.deployment_group_arn],
+                ),
+                iam.PolicyStatement(
+                    sid="Discover",
+                    actions=["ssm:GetParameter", "ssm:GetParameters"],
+                    resources=[parameters_arn],
+                ),
+            ],
+        )
+        reasons = {
+            registry.arn_for_objects(paths.aliases): "alias objects of this model only; moves "
+            "are compare-and-swap (If-Match) and audited",
+            registry.arn_for_objects(paths.versions): "this model's versions only: read, and "
+            "write-once copies (If-None-Match) when a version is promoted into this environment",
+            registry.arn_for_objects(paths.events): "append-only audit events of this model, one "
+            "fresh key per event",
+            f"{function.function_arn}:*": "the function's own versions and aliases (qualified "
+            "ARNs): rollback switches alias live between published versions",
+            parameters_arn: "the discovery parameters of this one environment (/sds/<env>/)",
+        }
+        for resource, reason in reasons.items():
+            acknowledge_wildcard_resource(self.policy, resource, f"Scoped to {reason}.")

@@ -1,0 +1,74 @@
+"""The model registry bucket and the bucket that receives its server access logs."""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from stacks.components.nag import acknowledge
+
+
+class RegistryBucket(Construct):
+    """Versioned, encrypted, TLS-only, private, access-logged storage for model versions.
+
+    S3 versioning is a safety net under the registry's own write-once versions: an overwritten
+    or deleted object can be recovered for `noncurrent_version_days`.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        retain: bool,
+        noncurrent_version_days: int,
+        access_log_expiration_days: int,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        removal = cdk.RemovalPolicy.RETAIN if retain else cdk.RemovalPolicy.DESTROY
+
+        self.access_logs = s3.Bucket(
+            self,
+            "AccessLogs",
+            # S3 server access log delivery supports SSE-S3 only, not KMS keys.
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    id="expire-access-logs",
+                    expiration=cdk.Duration.days(access_log_expiration_days),
+                )
+            ],
+            removal_policy=removal,
+            auto_delete_objects=not retain,
+        )
+        acknowledge(
+            self.access_logs,
+            "AwsSolutions-S1",
+            "This bucket is the access-log destination of the registry bucket; logging it would "
+            "need another log bucket (and so on). Its writes come only from the S3 logging service.",
+        )
+
+        self.bucket = s3.Bucket(
+            self,
+            "Bucket",
+            versioned=True,
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            server_access_logs_bucket=self.access_logs,
+            server_access_logs_prefix="registry/",
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    id="expire-noncurrent-versions",
+                    noncurrent_version_expiration=cdk.Duration.days(noncurrent_version_days),
+                    abort_incomplete_multipart_upload_after=cdk.Duration.days(7),
+                )
+            ],
+            removal_policy=removal,
+            auto_delete_objects=not retain,
+        )

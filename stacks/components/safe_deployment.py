@@ -1,0 +1,156 @@
+"""Alarm-guarded traffic shifting: CodeDeploy moves `live` to a new version and rolls back on alarm."""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_codedeploy as codedeploy
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_sns as sns
+from constructs import Construct
+
+from stacks.components.nag import acknowledge
+from stacks.config import Infra
+
+DEPLOYMENT_CONFIGS: dict[str, codedeploy.ILambdaDeploymentConfig] = {
+    "all_at_once": codedeploy.LambdaDeploymentConfig.ALL_AT_ONCE,
+    "canary_10_percent_5_minutes": codedeploy.LambdaDeploymentConfig.CANARY_10_PERCENT_5_MINUTES,
+    "canary_10_percent_10_minutes": codedeploy.LambdaDeploymentConfig.CANARY_10_PERCENT_10_MINUTES,
+    "canary_10_percent_15_minutes": codedeploy.LambdaDeploymentConfig.CANARY_10_PERCENT_15_MINUTES,
+    "canary_10_percent_30_minutes": codedeploy.LambdaDeploymentConfig.CANARY_10_PERCENT_30_MINUTES,
+    "linear_10_percent_every_1_minute": (
+        codedeploy.LambdaDeploymentConfig.LINEAR_10_PERCENT_EVERY_1_MINUTE
+    ),
+    "linear_10_percent_every_2_minutes": (
+        codedeploy.LambdaDeploymentConfig.LINEAR_10_PERCENT_EVERY_2_MINUTES
+    ),
+    "linear_10_percent_every_3_minutes": (
+        codedeploy.LambdaDeploymentConfig.LINEAR_10_PERCENT_EVERY_3_MINUTES
+    ),
+    "linear_10_percent_every_10_minutes": (
+        codedeploy.LambdaDeploymentConfig.LINEAR_10_PERCENT_EVERY_10_MINUTES
+    ),
+}
+
+_PERIOD = cdk.Duration.minutes(1)
+
+
+def api_server_errors(*, api_name: str, stage_name: str) -> cloudwatch.Metric:
+    """5xx count of the API's deployment stage, built from names only.
+
+    `Stage.metric_server_error` would reference the stage resource: the alarm would then depend
+    on the stage, the stage on the methods, the methods on alias `live`, and the alias (through
+    its CodeDeploy update policy) on the deployment group that watches this alarm - a cycle.
+    """
+    return cloudwatch.Metric(
+        namespace="AWS/ApiGateway",
+        metric_name="5XXError",
+        dimensions_map={"ApiName": api_name, "Stage": stage_name},
+        period=_PERIOD,
+        statistic="Sum",
+    )
+
+
+class SafeDeployment(Construct):
+    """Alarms on the alias (error rate, throttles, p99 duration) and the API stage (5xx), and a
+    CodeDeploy deployment group that shifts `live` with the environment's strategy and rolls back
+    automatically when any of them fires."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        environment: str,
+        alias: lambda_.Alias,
+        api_name: str,
+        stage_name: str,
+        infra: Infra,
+        topic: sns.ITopic | None,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        errors = alias.metric_errors(period=_PERIOD, statistic="Sum")
+        invocations = alias.metric_invocations(period=_PERIOD, statistic="Sum")
+        error_rate = cloudwatch.MathExpression(
+            expression="IF(invocations > 0, 100 * errors / invocations, 0)",
+            using_metrics={"errors": errors, "invocations": invocations},
+            period=_PERIOD,
+            label="Error rate (%)",
+        )
+        self.error_rate = cloudwatch.Alarm(
+            self,
+            "ErrorRate",
+            alarm_description=f"sds {environment}: live alias error rate above "
+            f"{infra.alarm_error_rate_percent}% (rolls back a deployment)",
+            metric=error_rate,
+            threshold=infra.alarm_error_rate_percent,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=3,
+            datapoints_to_alarm=2,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        self.throttles = cloudwatch.Alarm(
+            self,
+            "Throttles",
+            alarm_description=f"sds {environment}: live alias throttled "
+            f">= {infra.alarm_throttles} invocations in a minute",
+            metric=alias.metric_throttles(period=_PERIOD, statistic="Sum"),
+            threshold=infra.alarm_throttles,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            evaluation_periods=2,
+            datapoints_to_alarm=2,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        self.p99_duration = cloudwatch.Alarm(
+            self,
+            "P99Duration",
+            alarm_description=f"sds {environment}: live alias p99 duration above "
+            f"{infra.alarm_p99_duration_ms} ms",
+            metric=alias.metric_duration(period=_PERIOD, statistic="p99"),
+            threshold=infra.alarm_p99_duration_ms,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=3,
+            datapoints_to_alarm=2,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        self.api_5xx = cloudwatch.Alarm(
+            self,
+            "Api5xx",
+            alarm_description=f"sds {environment}: API answered >= {infra.alarm_api_5xx} 5xx "
+            "in a minute",
+            metric=api_server_errors(api_name=api_name, stage_name=stage_name),
+            threshold=infra.alarm_api_5xx,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            evaluation_periods=2,
+            datapoints_to_alarm=1,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        self.alarms = [self.error_rate, self.throttles, self.p99_duration, self.api_5xx]
+        if topic is not None:
+            action = cw_actions.SnsAction(topic)
+            for alarm in self.alarms:
+                alarm.add_alarm_action(action)
+                alarm.add_ok_action(action)
+
+        self.application = codedeploy.LambdaApplication(self, "Application", application_name=None)
+        self.group = codedeploy.LambdaDeploymentGroup(
+            self,
+            "DeploymentGroup",
+            application=self.application,
+            alias=alias,
+            deployment_config=DEPLOYMENT_CONFIGS[infra.deployment_strategy],
+            alarms=list(self.alarms),
+            auto_rollback=codedeploy.AutoRollbackConfig(
+                failed_deployment=True,
+                stopped_deployment=True,
+                deployment_in_alarm=True,
+            ),
+        )
+        acknowledge(
+            self.group,
+            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+            "AWSCodeDeployRoleForLambdaLimited]",
+            "AWS's purpose-built CodeDeploy service-role policy for Lambda: it can only shift "
+            "aliases of functions and read the alarms CodeDeploy watches.",
+        )

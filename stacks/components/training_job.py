@@ -1,0 +1,184 @@
+"""The training job: an ECS cluster and a Fargate task running `python -m training.train`."""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecr_assets as ecr_assets
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from stacks.components.nag import acknowledge, acknowledge_wildcard_resource
+from stacks.components.registry_paths import RegistryPaths
+from stacks.components.retention import retention
+from stacks.config import Infra, TrainingImage
+
+
+def training_command(*, bucket_name: str, model_name: str, data_prefix: str) -> list[str]:
+    """Arguments after the image's entrypoint: the same flags `sds train` uses locally."""
+    return [
+        "--registry",
+        f"s3://{bucket_name}",
+        "--model",
+        model_name,
+        "--data",
+        f"s3://{bucket_name}/{data_prefix}",
+    ]
+
+
+class TrainingJob(Construct):
+    """Task role may read training data and add registry versions and events; it can never move
+    an alias or delete anything."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        environment: str,
+        model_name: str,
+        registry: s3.IBucket,
+        image: TrainingImage,
+        vpc: ec2.IVpc,
+        subnets: ec2.SubnetSelection,
+        security_group: ec2.ISecurityGroup,
+        public_ip: bool,
+        infra: Infra,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.cluster = ecs.Cluster(
+            self,
+            "Cluster",
+            vpc=vpc,
+            container_insights_v2=ecs.ContainerInsights.ENABLED,
+        )
+        self.task_role = iam.Role(
+            self,
+            "TaskRole",
+            assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
+            description=f"sds {environment}: training task (reads data, adds model versions)",
+        )
+        self._grant_registry(registry, model_name, infra.training_data_prefix)
+
+        self.task_definition = ecs.FargateTaskDefinition(
+            self,
+            "Task",
+            cpu=infra.training_cpu,
+            memory_limit_mib=infra.training_memory_mb,
+            task_role=self.task_role,
+            runtime_platform=ecs.RuntimePlatform(
+                cpu_architecture=ecs.CpuArchitecture.X86_64,
+                operating_system_family=ecs.OperatingSystemFamily.LINUX,
+            ),
+        )
+        self.log_group = logs.LogGroup(
+            self,
+            "Logs",
+            retention=retention(infra.log_retention_days),
+            removal_policy=cdk.RemovalPolicy.RETAIN
+            if infra.retain_data
+            else cdk.RemovalPolicy.DESTROY,
+        )
+        self.container = self.task_definition.add_container(
+            "train",
+            image=ecs.ContainerImage.from_asset(
+                str(image.context_dir),
+                file=image.dockerfile,
+                platform=ecr_assets.Platform.LINUX_AMD64,
+            ),
+            command=training_command(
+                bucket_name=registry.bucket_name,
+                model_name=model_name,
+                data_prefix=infra.training_data_prefix,
+            ),
+            logging=ecs.LogDrivers.aws_logs(stream_prefix="train", log_group=self.log_group),
+            essential=True,
+        )
+        if infra.training_schedule is not None:
+            self.schedule: events.Rule | None = events.Rule(
+                self,
+                "Schedule",
+                description=f"sds {environment}: scheduled training of {model_name}",
+                schedule=events.Schedule.expression(infra.training_schedule),
+                targets=[
+                    targets.EcsTask(
+                        cluster=self.cluster,
+                        task_definition=self.task_definition,
+                        launch_type=ecs.LaunchType.FARGATE,
+                        subnet_selection=subnets,
+                        security_groups=[security_group],
+                        assign_public_ip=public_ip,
+                        retry_attempts=2,
+                        max_event_age=cdk.Duration.hours(2),
+                    )
+                ],
+            )
+        else:
+            self.schedule = None
+        self._acknowledge_platform()
+
+    def _grant_registry(self, registry: s3.IBucket, model_name: str, data_prefix: str) -> None:
+        paths = RegistryPaths(model_name)
+        data = registry.arn_for_objects(f"{data_prefix}*")
+        versions = registry.arn_for_objects(paths.versions)
+        audit = registry.arn_for_objects(paths.events)
+        statements = [
+            iam.PolicyStatement(sid="ReadTrainingData", actions=["s3:GetObject"], resources=[data]),
+            iam.PolicyStatement(
+                sid="ListTrainingDataAndModel",
+                actions=["s3:ListBucket"],
+                resources=[registry.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{data_prefix}*", f"{paths.root}*"]}},
+            ),
+            iam.PolicyStatement(
+                sid="RegisterVersions",
+                actions=["s3:GetObject", "s3:PutObject"],
+                resources=[versions],
+            ),
+            iam.PolicyStatement(
+                sid="WriteAuditEvents", actions=["s3:PutObject"], resources=[audit]
+            ),
+        ]
+        for statement in statements:
+            self.task_role.add_to_policy(statement)
+        reasons = {
+            data: f"read-only, the training data prefix ({data_prefix}) only",
+            versions: "this model's versions only; new versions are written once (If-None-Match) "
+            "with the next free number, and existing ones read to find it",
+            audit: "this model's append-only audit events, one fresh key per event",
+        }
+        for resource, reason in reasons.items():
+            acknowledge_wildcard_resource(self.task_role, resource, f"Scoped to {reason}.")
+
+    def _acknowledge_platform(self) -> None:
+        acknowledge(
+            self.task_definition,
+            "AwsSolutions-IAM5[Resource::*]",
+            "ecr:GetAuthorizationToken (execution role, to pull the training image) does not "
+            "support resource-level permissions.",
+        )
+        if self.schedule is None:
+            return
+        acknowledge_wildcard_resource(
+            self.task_definition,
+            cdk.Stack.of(self).format_arn(
+                service="ecs",
+                resource="task",
+                account="*",
+                resource_name=f"{self.cluster.cluster_name}/*",
+            ),
+            "EventBridge tags the task it starts; task ids are generated at launch, so the ARN "
+            "is scoped to this cluster's tasks only.",
+        )
+        acknowledge(
+            self.schedule,
+            "Serverless-EventBusDLQ",
+            "A missed scheduled run is retried by EventBridge (retry policy on the target) and "
+            "is otherwise harmless: the next schedule trains again, and the FailedInvocations "
+            "metric shows it; nothing is lost that a queue would keep.",
+        )

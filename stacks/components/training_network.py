@@ -1,0 +1,103 @@
+"""Network for training tasks: never a NAT gateway, inbound never allowed.
+
+Isolated (staging/prod default): private isolated subnets reach S3 through the free gateway
+endpoint and ECR / CloudWatch Logs through interface endpoints (about 7 USD per endpoint per AZ a
+month). Not isolated (dev): public subnets with public IPs for the task, no inbound rules, and only
+the S3 gateway endpoint, so an idle dev environment costs nothing for networking.
+"""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from stacks.components.retention import retention
+
+_INTERFACE_ENDPOINTS = {
+    "EcrApi": ec2.InterfaceVpcEndpointAwsService.ECR,
+    "EcrDocker": ec2.InterfaceVpcEndpointAwsService.ECR_DOCKER,
+    "Logs": ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_LOGS,
+}
+
+
+class TrainingNetwork(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        isolated: bool,
+        max_azs: int,
+        log_retention_days: int,
+        retain_logs: bool,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.isolated = isolated
+        subnet_type = ec2.SubnetType.PRIVATE_ISOLATED if isolated else ec2.SubnetType.PUBLIC
+        flow_logs = logs.LogGroup(
+            self,
+            "FlowLogs",
+            retention=retention(log_retention_days),
+            removal_policy=cdk.RemovalPolicy.RETAIN if retain_logs else cdk.RemovalPolicy.DESTROY,
+        )
+        self.vpc = ec2.Vpc(
+            self,
+            "Vpc",
+            ip_addresses=ec2.IpAddresses.cidr("10.42.0.0/20"),
+            max_azs=max_azs,
+            nat_gateways=0,
+            subnet_configuration=[
+                ec2.SubnetConfiguration(
+                    name="training",
+                    subnet_type=subnet_type,
+                    cidr_mask=24,
+                    map_public_ip_on_launch=False if not isolated else None,
+                )
+            ],
+            gateway_endpoints={
+                "S3": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.S3)
+            },
+            flow_logs={
+                "FlowLogs": ec2.FlowLogOptions(
+                    destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_logs),
+                    traffic_type=ec2.FlowLogTrafficType.REJECT,
+                )
+            },
+        )
+        self.subnets = ec2.SubnetSelection(subnet_type=subnet_type)
+        self.security_group = ec2.SecurityGroup(
+            self,
+            "TaskSecurityGroup",
+            vpc=self.vpc,
+            description="sds training task: no inbound; HTTPS out to S3, ECR and CloudWatch Logs",
+            allow_all_outbound=False,
+        )
+        self.security_group.add_egress_rule(
+            ec2.Peer.any_ipv4(), ec2.Port.tcp(443), "HTTPS to AWS APIs (endpoints or internet)"
+        )
+        if isolated:
+            endpoints = ec2.SecurityGroup(
+                self,
+                "EndpointSecurityGroup",
+                vpc=self.vpc,
+                description="sds training: interface endpoints accept HTTPS from training tasks",
+                allow_all_outbound=False,
+            )
+            endpoints.add_ingress_rule(
+                self.security_group, ec2.Port.tcp(443), "HTTPS from training tasks"
+            )
+            for endpoint_id, service in _INTERFACE_ENDPOINTS.items():
+                self.vpc.add_interface_endpoint(
+                    endpoint_id,
+                    service=service,
+                    subnets=self.subnets,
+                    private_dns_enabled=True,
+                    security_groups=[endpoints],
+                    open=False,
+                )
+
+    @property
+    def subnet_ids(self) -> list[str]:
+        return self.vpc.select_subnets(subnet_type=self.subnets.subnet_type).subnet_ids

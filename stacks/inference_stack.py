@@ -1,0 +1,133 @@
+"""Inference stack: the function and alias `live`, its API, alarm-guarded deployment, dashboard,
+the promoter policy, and the discovery parameters tools read."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aws_cdk as cdk
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_ssm as ssm
+from constructs import Construct
+
+from stacks.components.dashboard import OperationsDashboard
+from stacks.components.inference_api import InferenceApi
+from stacks.components.model_function import ALIAS_NAME, ModelFunction
+from stacks.components.nag import acknowledge
+from stacks.components.promoter_policy import PromoterPolicy
+from stacks.components.registry_reference import reference_registry
+from stacks.components.safe_deployment import SafeDeployment
+from stacks.config import EnvironmentSpec
+
+
+class InferenceStack(cdk.Stack):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        spec: EnvironmentSpec,
+        registry_stack: cdk.Stack,
+        **kwargs: Any,
+    ) -> None:
+        infra = spec.infra
+        super().__init__(
+            scope,
+            construct_id,
+            # The pin appears only in the function's environment (and so its version): a promotion
+            # must change nothing else, or `cdk diff` would hide the model change among noise.
+            description=f"sds {spec.name}: {spec.model_name} inference",
+            **kwargs,
+        )
+        registry = reference_registry(self, "RegistryBucket", producer=registry_stack)
+        model = ModelFunction(
+            self,
+            "Model",
+            code_dir=spec.lambda_code_dir,
+            model_name=spec.model_name,
+            environment=spec.name,
+            pin=spec.pin,
+            registry=registry,
+            infra=infra,
+            serving=spec.environment.serving,
+        )
+        api = InferenceApi(
+            self,
+            "Api",
+            environment=spec.name,
+            alias=model.alias,
+            infra=infra,
+            serving=spec.environment.serving,
+        )
+        topic = self._alarm_topic(spec)
+        deployment = SafeDeployment(
+            self,
+            "Deployment",
+            environment=spec.name,
+            alias=model.alias,
+            api_name=api.api.rest_api_name,
+            stage_name=api.stage_name,
+            infra=infra,
+            topic=topic,
+        )
+        if infra.dashboard:
+            OperationsDashboard(
+                self,
+                "Operations",
+                environment=spec.name,
+                alias=model.alias,
+                stage=api.stage,
+                alarms=deployment.alarms,
+            )
+        promoter = PromoterPolicy(
+            self,
+            "Promoter",
+            environment=spec.name,
+            model_name=spec.model_name,
+            registry=registry,
+            function=model.function,
+            group=deployment.group,
+        )
+        self.function = model.function
+        self.alias = model.alias
+        self.api = api.api
+        self.deployment_group = deployment.group
+
+        discovery = {
+            "function-name": model.function.function_name,
+            "alias-name": ALIAS_NAME,
+            "api-url": api.url,
+            "deployment-group": deployment.group.deployment_group_name,
+            "codedeploy-application": deployment.application.application_name,
+        }
+        for key, value in discovery.items():
+            ssm.StringParameter(
+                self,
+                f"Discovery-{key}",
+                parameter_name=f"/sds/{spec.name}/{key}",
+                string_value=value,
+                description=f"sds {spec.name}: {key}",
+            )
+        cdk.CfnOutput(self, "ApiUrl", value=api.url, description="Inference API base URL")
+        cdk.CfnOutput(
+            self,
+            "PromoterPolicyArn",
+            value=promoter.policy.managed_policy_arn,
+            description="Attach to people and pipelines allowed to promote/roll back here",
+        )
+
+    def _alarm_topic(self, spec: EnvironmentSpec) -> sns.ITopic | None:
+        email = spec.infra.alarm_topic_email
+        if email is None:
+            return None
+        topic = sns.Topic(self, "AlarmTopic", enforce_ssl=True)
+        topic.add_subscription(subscriptions.EmailSubscription(email))
+        acknowledge(
+            topic,
+            "AwsSolutions-SNS2",
+            "Alarm notifications carry alarm names and states only; CloudWatch cannot publish "
+            "to a topic encrypted with the AWS-managed SNS key, and a customer key would add a "
+            "monthly cost to every environment for no confidentiality gain.",
+        )
+        return topic

@@ -1,0 +1,49 @@
+"""Registry stack (stateful): the environment's model registry bucket.
+
+Kept apart from the stateless stacks so they can be destroyed and recreated freely; outside dev
+the bucket is retained and the stack is termination-protected. The bucket's logical id is pinned
+by a test: changing it would make CloudFormation replace the bucket.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aws_cdk as cdk
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_ssm as ssm
+from constructs import Construct
+
+from stacks.components.registry_bucket import RegistryBucket
+from stacks.components.registry_reference import publish_registry
+from stacks.config import EnvironmentSpec
+
+
+class RegistryStack(cdk.Stack):
+    def __init__(
+        self, scope: Construct, construct_id: str, *, spec: EnvironmentSpec, **kwargs: Any
+    ) -> None:
+        infra = spec.infra
+        super().__init__(
+            scope,
+            construct_id,
+            description=f"sds {spec.name}: model registry for {spec.model_name} (stateful)",
+            termination_protection=infra.retain_data,
+            **kwargs,
+        )
+        registry = RegistryBucket(
+            self,
+            "Registry",
+            retain=infra.retain_data,
+            noncurrent_version_days=infra.registry_noncurrent_version_days,
+            access_log_expiration_days=infra.access_log_expiration_days,
+        )
+        self.bucket: s3.IBucket = registry.bucket
+        publish_registry(self, registry.bucket)
+        ssm.StringParameter(
+            self,
+            "RegistryBucketParameter",
+            parameter_name=f"/sds/{spec.name}/registry-bucket",
+            string_value=registry.bucket.bucket_name,
+            description=f"sds {spec.name}: registry bucket name",
+        )

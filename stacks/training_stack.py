@@ -1,0 +1,71 @@
+"""Training stack: network, ECS cluster and the Fargate task that trains and registers models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aws_cdk as cdk
+from aws_cdk import aws_ssm as ssm
+from constructs import Construct
+
+from stacks.components.registry_reference import reference_registry
+from stacks.components.training_job import TrainingJob
+from stacks.components.training_network import TrainingNetwork
+from stacks.config import EnvironmentSpec
+
+
+class TrainingStack(cdk.Stack):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        spec: EnvironmentSpec,
+        registry_stack: cdk.Stack,
+        **kwargs: Any,
+    ) -> None:
+        infra = spec.infra
+        super().__init__(
+            scope,
+            construct_id,
+            description=f"sds {spec.name}: {spec.model_name} training on Fargate",
+            **kwargs,
+        )
+        registry = reference_registry(self, "RegistryBucket", producer=registry_stack)
+        network = TrainingNetwork(
+            self,
+            "Network",
+            isolated=infra.isolated_network,
+            max_azs=infra.network_azs,
+            log_retention_days=infra.log_retention_days,
+            retain_logs=infra.retain_data,
+        )
+        job = TrainingJob(
+            self,
+            "Job",
+            environment=spec.name,
+            model_name=spec.model_name,
+            registry=registry,
+            image=spec.training_image,
+            vpc=network.vpc,
+            subnets=network.subnets,
+            security_group=network.security_group,
+            public_ip=not infra.isolated_network,
+            infra=infra,
+        )
+        self.vpc = network.vpc
+        self.task_role = job.task_role
+        discovery = {
+            "training-cluster": job.cluster.cluster_name,
+            "training-task-definition": job.task_definition.task_definition_arn,
+            "training-subnets": cdk.Fn.join(",", network.subnet_ids),
+            "training-security-group": network.security_group.security_group_id,
+        }
+        for key, value in discovery.items():
+            ssm.StringParameter(
+                self,
+                f"Discovery-{key}",
+                parameter_name=f"/sds/{spec.name}/{key}",
+                string_value=value,
+                description=f"sds {spec.name}: {key}",
+            )
