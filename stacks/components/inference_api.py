@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import aws_cdk as cdk
 from aws_cdk import aws_apigateway as apigw
@@ -38,20 +37,25 @@ _ACCESS_LOG_FIELDS = {
 
 
 def predict_body_schema(serving: Serving) -> apigw.JsonSchema:
-    """Reject what can never be a valid prediction request before it costs an invocation."""
+    """Stop what can never be scored before it costs an invocation: a body that is not a JSON
+    object, or a batch above MAX_EVENTS. Everything finer (each event's fields) is checked by
+    the handler, which names every problem; the schema stays loose so it never contradicts it."""
     return apigw.JsonSchema(
         schema=apigw.JsonSchemaVersion.DRAFT4,
         title="PredictRequest",
         type=apigw.JsonSchemaType.OBJECT,
         properties={
             "events": apigw.JsonSchema(
-                type=apigw.JsonSchemaType.ARRAY,
-                min_items=1,
-                max_items=serving.max_events,
-                items=apigw.JsonSchema(type=apigw.JsonSchemaType.OBJECT),
+                type=apigw.JsonSchemaType.ARRAY, max_items=serving.max_events
             ),
         },
     )
+
+
+# Same shape as the handler's errors: {"error": code, "message": text}.
+_BAD_BODY_TEMPLATE = (
+    '{"error": "invalid_request", "message": "$context.error.validationErrorString"}'
+)
 
 
 class InferenceApi(Construct):
@@ -133,6 +137,12 @@ class InferenceApi(Construct):
         self.api.root.add_resource("{proxy+}").add_method(
             "ANY", integration, request_validator=params_validator
         )
+        self.api.add_gateway_response(
+            "BadRequestBody",
+            type=apigw.ResponseType.BAD_REQUEST_BODY,
+            status_code="400",
+            templates={"application/json": _BAD_BODY_TEMPLATE},
+        )
         self.stage = self.api.deployment_stage
 
         if use_api_key:
@@ -165,33 +175,20 @@ class InferenceApi(Construct):
             "that environments sharing an account would contend for; JSON access logs and X-Ray "
             "traces record every request instead.",
         )
-        for finding in self._cognito_findings():
+        acknowledge(
+            self.api,
+            "AwsSolutions-COG4",
+            "Clients are services and pipelines that sign requests with IAM (SigV4) or present "
+            "an API key; there are no end users, so there is no Cognito user pool.",
+        )
+        if use_api_key:
             acknowledge(
                 self.api,
-                finding,
-                "Clients are services and pipelines that sign requests with IAM (SigV4); there are "
-                "no end users, so there is no Cognito user pool.",
+                "AwsSolutions-APIG4",
+                "api_auth is 'api_key' in this environment's config: callers present an API key "
+                "tied to a throttled usage plan instead of IAM credentials.",
             )
-        if use_api_key:
-            for finding in self._authorization_findings():
-                acknowledge(
-                    self.api,
-                    finding,
-                    "api_auth is 'api_key' in this environment's config: callers present an API "
-                    "key tied to a throttled usage plan instead of IAM credentials.",
-                )
-
-    @staticmethod
-    def _cognito_findings() -> list[str]:
-        return ["AwsSolutions-COG4"]
-
-    @staticmethod
-    def _authorization_findings() -> list[str]:
-        return ["AwsSolutions-APIG4"]
 
     @property
     def url(self) -> str:
         return self.api.url
-
-    def metric_server_errors(self, **kwargs: Any) -> Any:
-        return self.stage.metric_server_error(**kwargs)

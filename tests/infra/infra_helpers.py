@@ -1,0 +1,47 @@
+"""Small readers over synthesized CloudFormation templates (plain dicts)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def resources(template: dict[str, Any], type_: str) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in template["Resources"].items() if v["Type"] == type_}
+
+
+def one(template: dict[str, Any], type_: str) -> tuple[str, dict[str, Any]]:
+    found = resources(template, type_)
+    assert len(found) == 1, f"expected one {type_}, found {sorted(found)}"
+    return next(iter(found.items()))
+
+
+def statements(policy_document: dict[str, Any]) -> list[dict[str, Any]]:
+    found = policy_document["Statement"]
+    return found if isinstance(found, list) else [found]
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def actions_of(statement: dict[str, Any]) -> list[str]:
+    return [str(a) for a in as_list(statement.get("Action", []))]
+
+
+def resource_text(statement: dict[str, Any]) -> str:
+    """A statement's resources flattened to text, so tests can look for key prefixes."""
+    return json.dumps(statement.get("Resource"))
+
+
+def role_statements(template: dict[str, Any], role_logical_id: str) -> list[dict[str, Any]]:
+    """Every statement of every inline or managed policy attached to the role."""
+    found: list[dict[str, Any]] = []
+    for policy in resources(template, "AWS::IAM::Policy").values():
+        roles = policy["Properties"].get("Roles", [])
+        if {"Ref": role_logical_id} in roles:
+            found.extend(statements(policy["Properties"]["PolicyDocument"]))
+    role = template["Resources"][role_logical_id]["Properties"]
+    for inline in role.get("Policies", []):
+        found.extend(statements(inline["PolicyDocument"]))
+    return found

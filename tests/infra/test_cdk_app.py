@@ -1,0 +1,95 @@
+"""The app as users drive it: one Stage per environment, synthesized by the real CDK CLI."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import aws_cdk as cdk
+import pytest
+from aws_cdk import aws_s3 as s3
+from conftest import CliSynth, SynthesizedApp, cdk_context
+
+import app as cdk_app
+
+
+def test_every_configured_environment_has_registry_inference_and_training_stacks(
+    synthesized: SynthesizedApp,
+) -> None:
+    # Given the environments in cdk.json, when the app is built, then each is a stage of three
+    stacks = {
+        stack.node.path: stack.stack_name
+        for stage in synthesized.stages.values()
+        for stack in stage.stacks
+    }
+    for env in synthesized.project.environments:
+        for part in ("Registry", "Inference", "Training"):
+            assert stacks[f"{env}/{part}"] == f"{env}-{part}"
+    assert [s.node.path for s in synthesized.stages["prod"].stacks] == [
+        "prod/Registry",
+        "prod/Inference",
+        "prod/Training",
+    ]
+
+
+def test_stage_environment_comes_from_config(synthesized: SynthesizedApp) -> None:
+    for env, stage in synthesized.stages.items():
+        infra = synthesized.project.env(env).infra
+        assert stage.region == infra.region
+        for stack in stage.stacks:
+            assert stack.region == infra.region
+
+
+def test_a_fourth_environment_is_a_config_change_only(lock_file: Path, lambda_python: str) -> None:
+    # Given cdk.json plus one more environment block
+    context = copy.deepcopy(cdk_context())
+    context["environments"]["qa"] = {
+        "promote_from": "dev",
+        "infra": {"deployment_strategy": "canary_10_percent_10_minutes", "retain_data": False},
+    }
+    app = cdk.App(context=context)
+    # When the app is built (no synthesis needed to see the construct tree)
+    stages = cdk_app.build(app, lock_path=lock_file, lambda_python=lambda_python, nag=False)
+    # Then the new environment has its own three stacks
+    qa = next(stage for stage in stages if stage.node.id == "qa")
+    assert [s.node.path for s in qa.stacks] == ["qa/Registry", "qa/Inference", "qa/Training"]
+
+
+def test_real_cdk_cli_synthesizes_every_environment_without_credentials_or_docker(
+    cli_synth: CliSynth, synthesized: SynthesizedApp
+) -> None:
+    # Given the pinned CLI (package.json) running `cdk synth --quiet '**'` with no AWS
+    # credentials and a private CDK_HOME (started in the background by the fixture)
+    returncode = cli_synth.wait()
+    log = cli_synth.log.read_text()
+    assert returncode == 0, log[-4000:]
+    # Then every stack of every environment has a template
+    manifest = json.loads((cli_synth.outdir / "manifest.json").read_text())
+    nested = [a for a in manifest["artifacts"].values() if a["type"] == "cdk:cloud-assembly"]
+    assert len(nested) == len(synthesized.project.environments)
+    templates = sorted(p.name for p in cli_synth.outdir.glob("assembly-*/*.template.json"))
+    expected = sorted(
+        f"{env}{part}*.template.json"
+        for env in synthesized.project.environments
+        for part in ("Registry", "Inference", "Training")
+    )
+    assert len(templates) == len(expected)
+    for pattern in expected:
+        assert any(Path(name).match(pattern) for name in templates), pattern
+
+
+def test_synth_fails_on_an_unacknowledged_nag_finding(
+    lock_file: Path, lambda_python: str, tmp_path: Path
+) -> None:
+    # Given the app as app.py builds it (cdk-nag packs registered), one environment only
+    context = copy.deepcopy(cdk_context())
+    context["environments"] = {"dev": context["environments"]["dev"]}
+    app = cdk.App(context=context, outdir=str(tmp_path))
+    cdk_app.build(app, lock_path=lock_file, lambda_python=lambda_python)
+    # When someone adds a bucket without TLS enforcement or access logs
+    rogue = cdk.Stack(app, "Rogue")
+    s3.Bucket(rogue, "Unsafe")
+    # Then synthesis (and so `cdk synth` / `cdk deploy`) refuses
+    with pytest.raises(Exception, match=r"ValidationFailed(.|\n)*AwsSolutions-S10"):
+        app.synth()

@@ -1,0 +1,298 @@
+"""Inference stack: function + alias live, CodeDeploy with alarms, the API, operations."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from aws_cdk.assertions import Match
+from conftest import DEV_PIN, PROD_PIN, SynthesizedApp
+from infra_helpers import actions_of, one, resource_text, resources, role_statements
+
+CODEDEPLOY_CONFIGS = {
+    "all_at_once": "CodeDeployDefault.LambdaAllAtOnce",
+    "canary_10_percent_5_minutes": "CodeDeployDefault.LambdaCanary10Percent5Minutes",
+    "linear_10_percent_every_1_minute": "CodeDeployDefault.LambdaLinear10PercentEvery1Minute",
+}
+PINS = {"dev": DEV_PIN, "prod": PROD_PIN}
+
+
+def _inference(synthesized: SynthesizedApp, env: str) -> dict:
+    return synthesized.template(env, "Inference").to_json()
+
+
+def test_function_runs_the_handler_on_python_312_with_config(
+    synthesized: SynthesizedApp, env: str
+) -> None:
+    infra = synthesized.project.env(env).infra
+    _, function = one(_inference(synthesized, env), "AWS::Lambda::Function")
+    props = function["Properties"]
+    assert props["Runtime"] == "python3.12"
+    assert props["Handler"] == "lambdas.inference.handler.lambda_handler"
+    assert props["Architectures"] == [infra.architecture]
+    assert props["MemorySize"] == infra.memory_mb
+    assert props["Timeout"] == infra.timeout_seconds
+    assert props["TracingConfig"] == {"Mode": "Active"}
+    assert props.get("ReservedConcurrentExecutions") == infra.reserved_concurrency
+    if infra.snapstart:
+        assert props["SnapStart"] == {"ApplyOn": "PublishedVersions"}
+    else:
+        assert "SnapStart" not in props
+    assert "FunctionName" not in props  # generated names only
+
+
+def test_pin_becomes_model_version_and_sha256_in_the_environment(
+    synthesized: SynthesizedApp, env: str
+) -> None:
+    serving = synthesized.project.env(env).serving
+    _, function = one(_inference(synthesized, env), "AWS::Lambda::Function")
+    variables = function["Properties"]["Environment"]["Variables"]
+    expected = {
+        "MODEL_NAME": synthesized.project.model_name,
+        "ENVIRONMENT": env,
+        "MAX_EVENTS": str(serving.max_events),
+        "MAX_BODY_BYTES": str(serving.max_body_bytes),
+    }
+    pin = PINS.get(env)
+    if pin is not None:
+        expected |= {"MODEL_VERSION": str(pin.version), "MODEL_SHA256": pin.sha256}
+    # No pin: both variables are absent and the handler answers 503 "no model deployed"
+    assert {k: v for k, v in variables.items() if k != "REGISTRY_URI"} == expected
+    assert variables["REGISTRY_URI"] == {
+        "Fn::Join": [
+            "",
+            [
+                "s3://",
+                {
+                    "Fn::GetStackOutput": {
+                        "StackName": f"{env}-Registry",
+                        "OutputName": "RegistryBucketName",
+                    }
+                },
+            ],
+        ]
+    }
+
+
+def test_alias_live_points_at_a_retained_published_version_shifted_by_codedeploy(
+    synthesized: SynthesizedApp, env: str
+) -> None:
+    template = _inference(synthesized, env)
+    version_id, version = one(template, "AWS::Lambda::Version")
+    assert version["DeletionPolicy"] == "Retain"  # rollback needs the previous version
+    assert version["UpdateReplacePolicy"] == "Retain"
+    _, alias = one(template, "AWS::Lambda::Alias")
+    assert alias["Properties"]["Name"] == "live"
+    assert alias["Properties"]["FunctionVersion"] == {"Fn::GetAtt": [version_id, "Version"]}
+    group_id, _ = one(template, "AWS::CodeDeploy::DeploymentGroup")
+    app_id, _ = one(template, "AWS::CodeDeploy::Application")
+    assert alias["UpdatePolicy"] == {
+        "CodeDeployLambdaAliasUpdate": {
+            "ApplicationName": {"Ref": app_id},
+            "DeploymentGroupName": {"Ref": group_id},
+        }
+    }
+
+
+def test_deployment_group_uses_the_configured_strategy_and_rolls_back_on_every_alarm(
+    synthesized: SynthesizedApp, env: str
+) -> None:
+    infra = synthesized.project.env(env).infra
+    template = _inference(synthesized, env)
+    _, group = one(template, "AWS::CodeDeploy::DeploymentGroup")
+    props = group["Properties"]
+    assert props["DeploymentConfigName"] == CODEDEPLOY_CONFIGS[infra.deployment_strategy]
+    assert props["AutoRollbackConfiguration"]["Enabled"] is True
+    assert set(props["AutoRollbackConfiguration"]["Events"]) == {
+        "DEPLOYMENT_FAILURE",
+        "DEPLOYMENT_STOP_ON_ALARM",
+        "DEPLOYMENT_STOP_ON_REQUEST",
+    }
+    assert props["AlarmConfiguration"]["Enabled"] is True
+    watched = {alarm["Name"]["Ref"] for alarm in props["AlarmConfiguration"]["Alarms"]}
+    assert watched == set(resources(template, "AWS::CloudWatch::Alarm"))
+    assert len(watched) == 4
+
+
+def test_alarms_watch_the_alias_and_the_api_with_configured_thresholds(
+    synthesized: SynthesizedApp, env: str
+) -> None:
+    infra = synthesized.project.env(env).infra
+    template = _inference(synthesized, env)
+    function_id, _ = one(template, "AWS::Lambda::Function")
+    alias_dimensions = [
+        {"Name": "FunctionName", "Value": {"Ref": function_id}},
+        {"Name": "Resource", "Value": {"Fn::Join": ["", [{"Ref": function_id}, ":live"]]}},
+    ]
+    alarms = {
+        key.removeprefix("Deployment")[:-8]: value["Properties"]
+        for key, value in resources(template, "AWS::CloudWatch::Alarm").items()
+    }
+    error_rate = alarms["ErrorRate"]
+    assert error_rate["Threshold"] == infra.alarm_error_rate_percent
+    assert {m["MetricStat"]["Metric"]["MetricName"] for m in error_rate["Metrics"][1:]} == {
+        "Errors",
+        "Invocations",
+    }
+    for metric in error_rate["Metrics"][1:]:
+        assert metric["MetricStat"]["Metric"]["Dimensions"] == alias_dimensions
+    assert alarms["Throttles"]["MetricName"] == "Throttles"
+    assert alarms["Throttles"]["Threshold"] == infra.alarm_throttles
+    assert alarms["Throttles"]["Dimensions"] == alias_dimensions
+    assert alarms["P99Duration"]["ExtendedStatistic"] == "p99"
+    assert alarms["P99Duration"]["Threshold"] == infra.alarm_p99_duration_ms
+    assert alarms["P99Duration"]["Dimensions"] == alias_dimensions
+    assert alarms["Api5xx"]["MetricName"] == "5XXError"
+    assert alarms["Api5xx"]["Threshold"] == infra.alarm_api_5xx
+    assert alarms["Api5xx"]["Dimensions"] == [
+        {"Name": "ApiName", "Value": f"{env}-Inference-api"},
+        {"Name": "Stage", "Value": env},
+    ]
+    for alarm in alarms.values():
+        assert alarm["TreatMissingData"] == "notBreaching"
+
+
+def test_every_api_method_requires_iam_and_invokes_the_alias(
+    synthesized: SynthesizedApp, env: str
+) -> None:
+    assert synthesized.project.env(env).infra.api_auth == "iam"
+    template = _inference(synthesized, env)
+    alias_id, _ = one(template, "AWS::Lambda::Alias")
+    methods = resources(template, "AWS::ApiGateway::Method")
+    assert len(methods) == 3  # POST /predict, ANY /, ANY /{proxy+}
+    for method in methods.values():
+        props = method["Properties"]
+        assert props["AuthorizationType"] == "AWS_IAM"
+        assert props["Integration"]["Type"] == "AWS_PROXY"
+        assert {"Ref": alias_id} in props["Integration"]["Uri"]["Fn::Join"][1]
+    assert not resources(template, "AWS::ApiGateway::ApiKey")
+
+
+def test_api_stage_is_throttled_traced_and_access_logged_as_json(
+    synthesized: SynthesizedApp, env: str
+) -> None:
+    infra = synthesized.project.env(env).infra
+    _, stage = one(_inference(synthesized, env), "AWS::ApiGateway::Stage")
+    props = stage["Properties"]
+    assert props["StageName"] == env
+    assert props["TracingEnabled"] is True
+    (settings,) = props["MethodSettings"]
+    assert settings["ThrottlingRateLimit"] == infra.throttle_rate_limit
+    assert settings["ThrottlingBurstLimit"] == infra.throttle_burst_limit
+    access_log = json.loads(props["AccessLogSetting"]["Format"])
+    assert access_log["requestId"] == "$context.requestId"
+    assert access_log["status"] == "$context.status"
+
+
+def test_predict_body_is_validated_before_invoking(synthesized: SynthesizedApp, env: str) -> None:
+    serving = synthesized.project.env(env).serving
+    template = _inference(synthesized, env)
+    _, model = one(template, "AWS::ApiGateway::Model")
+    schema = model["Properties"]["Schema"]
+    assert schema["type"] == "object"
+    assert schema["properties"]["events"] == {"type": "array", "maxItems": serving.max_events}
+    predict = next(
+        m["Properties"]
+        for m in resources(template, "AWS::ApiGateway::Method").values()
+        if m["Properties"]["HttpMethod"] == "POST"
+    )
+    validator = template["Resources"][predict["RequestValidatorId"]["Ref"]]["Properties"]
+    assert validator["ValidateRequestBody"] is True
+    _, response = one(template, "AWS::ApiGateway::GatewayResponse")
+    assert response["Properties"]["ResponseType"] == "BAD_REQUEST_BODY"
+
+
+def test_discovery_parameters_are_published(synthesized: SynthesizedApp, env: str) -> None:
+    template = _inference(synthesized, env)
+    names = {p["Properties"]["Name"] for p in resources(template, "AWS::SSM::Parameter").values()}
+    assert names == {
+        f"/sds/{env}/{key}"
+        for key in (
+            "function-name",
+            "alias-name",
+            "api-url",
+            "deployment-group",
+            "codedeploy-application",
+        )
+    }
+    synthesized.template(env, "Inference").has_resource_properties(
+        "AWS::SSM::Parameter", {"Name": f"/sds/{env}/alias-name", "Value": "live"}
+    )
+
+
+def test_function_role_reads_model_versions_and_nothing_else_in_the_bucket(
+    synthesized: SynthesizedApp, env: str
+) -> None:
+    template = _inference(synthesized, env)
+    _, function = one(template, "AWS::Lambda::Function")
+    role_id = function["Properties"]["Role"]["Fn::GetAtt"][0]
+    assert not template["Resources"][role_id]["Properties"].get("ManagedPolicyArns")
+    s3_statements = [
+        s
+        for s in role_statements(template, role_id)
+        if any(a.startswith("s3:") for a in actions_of(s))
+    ]
+    assert len(s3_statements) == 1
+    (statement,) = s3_statements
+    assert actions_of(statement) == ["s3:GetObject"]
+    assert resource_text(statement).endswith('"/models/fraud/versions/*"]]}')
+
+
+def test_dashboard_per_environment(synthesized: SynthesizedApp, env: str) -> None:
+    dashboards = resources(_inference(synthesized, env), "AWS::CloudWatch::Dashboard")
+    assert len(dashboards) == (1 if synthesized.project.env(env).infra.dashboard else 0)
+    for dashboard in dashboards.values():
+        assert "DashboardName" not in dashboard["Properties"]
+
+
+def test_promoter_policy_moves_aliases_and_rolls_back_but_never_deletes(
+    synthesized: SynthesizedApp, env: str
+) -> None:
+    template = _inference(synthesized, env)
+    _, policy = one(template, "AWS::IAM::ManagedPolicy")
+    statements = {s["Sid"]: s for s in policy["Properties"]["PolicyDocument"]["Statement"]}
+    assert sorted(actions_of(statements["MoveAliases"])) == ["s3:GetObject", "s3:PutObject"]
+    assert resource_text(statements["MoveAliases"]).endswith('"/models/fraud/aliases/*"]]}')
+    assert "/models/fraud/events/*" in resource_text(statements["AuditEvents"])
+    assert "/models/fraud/versions/*" in resource_text(statements["CopyAndReadVersions"])
+    assert statements["ListModel"]["Condition"] == {"StringLike": {"s3:prefix": ["models/fraud/*"]}}
+    assert sorted(actions_of(statements["SwitchLiveAlias"])) == [
+        "lambda:GetAlias",
+        "lambda:GetFunctionConfiguration",
+        "lambda:ListVersionsByFunction",
+        "lambda:UpdateAlias",
+    ]
+    assert sorted(actions_of(statements["StopDeployments"])) == [
+        "codedeploy:GetDeployment",
+        "codedeploy:ListDeployments",
+        "codedeploy:StopDeployment",
+    ]
+    assert f"parameter/sds/{env}/*" in resource_text(statements["Discover"])
+    every_action = [a for s in statements.values() for a in actions_of(s)]
+    assert not [a for a in every_action if "Delete" in a or a.endswith("*")]
+
+
+@pytest.mark.parametrize("stack", ["Registry", "Inference", "Training"])
+def test_no_physical_names_on_named_resource_types(
+    synthesized: SynthesizedApp, env: str, stack: str
+) -> None:
+    named = {
+        "AWS::Lambda::Function": "FunctionName",
+        "AWS::IAM::Role": "RoleName",
+        "AWS::IAM::ManagedPolicy": "ManagedPolicyName",
+        "AWS::Logs::LogGroup": "LogGroupName",
+        "AWS::ECS::Cluster": "ClusterName",
+        "AWS::CloudWatch::Alarm": "AlarmName",
+    }
+    template = synthesized.template(env, stack).to_json()
+    for type_, prop in named.items():
+        for key, resource in resources(template, type_).items():
+            assert prop not in resource.get("Properties", {}), f"{key} sets {prop}"
+
+
+def test_api_url_and_promoter_policy_are_stack_outputs(
+    synthesized: SynthesizedApp, env: str
+) -> None:
+    template = synthesized.template(env, "Inference")
+    template.has_output("ApiUrl", Match.any_value())
+    template.has_output("PromoterPolicyArn", Match.any_value())

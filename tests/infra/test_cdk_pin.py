@@ -1,0 +1,67 @@
+"""A promotion (a new pin) changes the function's environment and version, and nothing else."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import aws_cdk as cdk
+import pytest
+from aws_cdk.assertions import Template
+from conftest import ROOT, cdk_context
+
+from sds.config import parse_project
+from stacks.config import EnvironmentSpec, Pin, TrainingImage
+from stacks.stage import EnvironmentStage
+
+
+def _inference_template(env: str, pin: Pin | None, code_dir: Path) -> dict[str, Any]:
+    project = parse_project(cdk_context())
+    app = cdk.App(context=copy.deepcopy(cdk_context()))
+    spec = EnvironmentSpec(
+        model_name=project.model_name,
+        environment=project.env(env),
+        pin=pin,
+        lambda_code_dir=code_dir,
+        training_image=TrainingImage(context_dir=ROOT),
+    )
+    stage = EnvironmentStage(app, env, spec=spec)
+    template: dict[str, Any] = Template.from_stack(stage.inference).to_json()
+    return template
+
+
+def _split(template: dict[str, Any]) -> tuple[str, dict[str, str], str]:
+    """(version logical id, function environment, the rest of the template as text with the
+    version's logical id and the environment variables blanked out)."""
+    rest = copy.deepcopy(template)
+    (version_id,) = [k for k, v in rest["Resources"].items() if v["Type"] == "AWS::Lambda::Version"]
+    (function,) = [v for v in rest["Resources"].values() if v["Type"] == "AWS::Lambda::Function"]
+    variables = function["Properties"]["Environment"].pop("Variables")
+    text = json.dumps(rest, sort_keys=True).replace(version_id, "<VERSION>")
+    return version_id, variables, text
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (Pin(version=12, sha256="1" * 64), Pin(version=13, sha256="2" * 64)),
+        (None, Pin(version=1, sha256="3" * 64)),
+    ],
+    ids=["12->13", "first-promotion"],
+)
+def test_pin_change_changes_only_model_variables_and_the_published_version(
+    lambda_bundle: Path, before: Pin | None, after: Pin
+) -> None:
+    # Given the prod Inference stack built with one pin and then with the next
+    old_version, old_vars, old_rest = _split(_inference_template("prod", before, lambda_bundle))
+    new_version, new_vars, new_rest = _split(_inference_template("prod", after, lambda_bundle))
+    # Then the function environment differs exactly in MODEL_VERSION / MODEL_SHA256
+    changed = {k for k in old_vars.keys() | new_vars.keys() if old_vars.get(k) != new_vars.get(k)}
+    assert changed == {"MODEL_VERSION", "MODEL_SHA256"}
+    assert new_vars["MODEL_VERSION"] == str(after.version)
+    # And a new Lambda version is published (new logical id -> CodeDeploy shifts live to it)
+    assert old_version != new_version
+    # And nothing else in the template changes
+    assert old_rest == new_rest
