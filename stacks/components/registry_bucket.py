@@ -6,8 +6,6 @@ import aws_cdk as cdk
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from stacks.components.nag import acknowledge
-
 
 class RegistryBucket(Construct):
     """Versioned, encrypted, TLS-only, private, access-logged storage for model versions.
@@ -45,13 +43,6 @@ class RegistryBucket(Construct):
             removal_policy=removal,
             auto_delete_objects=not retain,
         )
-        acknowledge(
-            self.access_logs,
-            "AwsSolutions-S1",
-            "This bucket is the access-log destination of the registry bucket; logging it would "
-            "need another log bucket (and so on). Its writes come only from the S3 logging service.",
-        )
-
         self.bucket = s3.Bucket(
             self,
             "Bucket",

@@ -29,6 +29,7 @@ import app as cdk_app  # noqa: E402
 from sds.config import ProjectConfig, parse_project  # noqa: E402
 from sds.lock import LockFile, Pin  # noqa: E402
 from stacks.bundling import BundleSpec, build_bundle, find_python  # noqa: E402
+from stacks.components.nag import recording_only  # noqa: E402
 from stacks.stage import EnvironmentStage  # noqa: E402
 
 CDK_CLI = ROOT / "node_modules" / ".bin" / "cdk"
@@ -181,6 +182,55 @@ def synthesized(
 @pytest.fixture(scope="session")
 def environments(synthesized: SynthesizedApp) -> list[str]:
     return list(synthesized.project.environments)
+
+
+# Options no cdk.json environment uses today, so their code paths are synthesized and checked too.
+VARIANT_ENVIRONMENT = {
+    "promote_from": "dev",
+    "infra": {
+        "api_auth": "api_key",
+        "alarm_topic_email": "ops@example.com",
+        "training_schedule": "rate(7 days)",
+        "isolated_network": False,
+        "retain_data": False,
+        "dashboard": False,
+        "network_azs": 1,
+        "deployment_strategy": "linear_10_percent_every_2_minutes",
+    },
+}
+
+
+@dataclass(frozen=True)
+class NagAudit:
+    """cdk-nag run on an app built without acknowledgments, next to the ones it would apply."""
+
+    synthesized: SynthesizedApp
+    acknowledged: list[tuple[str, str]]
+    findings: set[tuple[str, str]]
+
+
+@pytest.fixture(scope="session")
+def nag_audit(
+    tmp_path_factory: pytest.TempPathFactory, lock_file: Path, lambda_python: str
+) -> NagAudit:
+    from cdk_nag import AwsSolutionsChecks, ServerlessChecks
+
+    context = cdk_context()
+    context["environments"]["variant"] = VARIANT_ENVIRONMENT
+    with recording_only() as acknowledged:
+        synthesized = synthesize(
+            tmp_path_factory.mktemp("audit") / "cdk.out",
+            lock=lock_file,
+            lambda_python=lambda_python,
+            context=context,
+        )
+    findings = {
+        (resource.construct_path, violation.rule_name)
+        for pack in (AwsSolutionsChecks(synthesized.app), ServerlessChecks(synthesized.app))
+        for violation in pack.validate_scope(synthesized.app).violations
+        for resource in violation.violating_resources
+    }
+    return NagAudit(synthesized, list(acknowledged), findings)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

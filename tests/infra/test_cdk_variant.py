@@ -1,0 +1,56 @@
+"""Options no environment in cdk.json uses yet: API key auth, alarm e-mail, a public training
+network with a schedule, no dashboard. A config change must be enough to turn them on."""
+
+from __future__ import annotations
+
+from conftest import NagAudit
+from infra_helpers import one, resources
+
+
+def test_api_key_mode_requires_a_key_on_every_method_with_a_throttled_usage_plan(
+    nag_audit: NagAudit,
+) -> None:
+    template = nag_audit.synthesized.template("variant", "Inference").to_json()
+    for method in resources(template, "AWS::ApiGateway::Method").values():
+        assert method["Properties"]["ApiKeyRequired"] is True
+        assert method["Properties"]["AuthorizationType"] == "NONE"
+    one(template, "AWS::ApiGateway::ApiKey")
+    _, plan = one(template, "AWS::ApiGateway::UsagePlan")
+    assert plan["Properties"]["Throttle"] == {"BurstLimit": 100, "RateLimit": 50}
+    (stage,) = plan["Properties"]["ApiStages"]
+    assert stage["Stage"] == {"Ref": one(template, "AWS::ApiGateway::Stage")[0]}
+    one(template, "AWS::ApiGateway::UsagePlanKey")
+
+
+def test_alarm_email_gets_a_tls_only_topic_that_every_alarm_notifies(
+    nag_audit: NagAudit,
+) -> None:
+    template = nag_audit.synthesized.template("variant", "Inference").to_json()
+    topic_id, _ = one(template, "AWS::SNS::Topic")
+    _, subscription = one(template, "AWS::SNS::Subscription")
+    assert subscription["Properties"]["Protocol"] == "email"
+    assert subscription["Properties"]["Endpoint"] == "ops@example.com"
+    alarms = resources(template, "AWS::CloudWatch::Alarm").values()
+    assert len(alarms) == 4
+    for alarm in alarms:
+        assert alarm["Properties"]["AlarmActions"] == [{"Ref": topic_id}]
+    assert not resources(template, "AWS::CloudWatch::Dashboard")
+    _, group = one(template, "AWS::CodeDeploy::DeploymentGroup")
+    assert (
+        group["Properties"]["DeploymentConfigName"]
+        == "CodeDeployDefault.LambdaLinear10PercentEvery2Minutes"
+    )
+
+
+def test_scheduled_training_in_public_subnets_gets_a_public_ip_and_no_endpoints(
+    nag_audit: NagAudit,
+) -> None:
+    template = nag_audit.synthesized.template("variant", "Training").to_json()
+    (rule,) = resources(template, "AWS::Events::Rule").values()
+    assert rule["Properties"]["ScheduleExpression"] == "rate(7 days)"
+    (target,) = rule["Properties"]["Targets"]
+    network = target["EcsParameters"]["NetworkConfiguration"]["AwsVpcConfiguration"]
+    assert network["AssignPublicIp"] == "ENABLED"
+    assert target["RetryPolicy"]["MaximumRetryAttempts"] == 2
+    assert len(resources(template, "AWS::EC2::Subnet")) == 1
+    assert not resources(template, "AWS::EC2::NatGateway")
