@@ -1,0 +1,49 @@
+"""The training image's build context and pins (synth stages it; no Docker engine needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import ROOT, SynthesizedApp
+
+
+def _requirements(path: Path) -> dict[str, str]:
+    pins: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line and not line.startswith("-"):
+            name, version = line.split("==")
+            pins[name.lower()] = version
+    return pins
+
+
+def test_training_image_pins_match_the_project_pins() -> None:
+    image = _requirements(ROOT / "training" / "requirements.txt")
+    project = _requirements(ROOT / "requirements.txt")
+    assert image == {name: project[name] for name in image}
+    assert {"numpy", "scikit-learn", "skl2onnx", "onnx", "onnxruntime", "skops", "boto3"} <= set(
+        image
+    )
+
+
+def test_dockerfile_runs_the_same_entry_point_as_local_training() -> None:
+    dockerfile = (ROOT / "training" / "Dockerfile").read_text()
+    assert 'ENTRYPOINT ["python", "-m", "training.train"]' in dockerfile
+    assert "FROM public.ecr.aws/docker/library/python:3.12" in dockerfile
+    assert "\nUSER " in dockerfile
+
+
+def test_image_build_context_holds_only_what_the_image_copies(synthesized: SynthesizedApp) -> None:
+    # Given the docker image asset staged by synth (the whole repo root is the context)
+    manifest_path = next(synthesized.outdir.glob("assembly-dev/devTraining*.assets.json"))
+    manifest = json.loads(manifest_path.read_text())
+    (image,) = manifest["dockerImages"].values()
+    assert image["source"]["dockerFile"] == "training/Dockerfile"
+    context = (manifest_path.parent / image["source"]["directory"]).resolve()
+    staged = {str(p.relative_to(context)) for p in context.rglob("*") if p.is_file()}
+    # Then .dockerignore kept the shared package and training code, and nothing else
+    assert "training/train.py" in staged and "sds/features.py" in staged
+    tops = {name.split("/", 1)[0] for name in staged}
+    assert tops <= {"sds", "training", ".dockerignore"}, tops
+    assert not [name for name in staged if "__pycache__" in name or name.endswith(".pyc")]
