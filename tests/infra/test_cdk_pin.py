@@ -17,7 +17,7 @@ from stacks.config import EnvironmentSpec, Pin, TrainingImage
 from stacks.stage import EnvironmentStage
 
 
-def _inference_template(env: str, pin: Pin | None, code_dir: Path) -> dict[str, Any]:
+def _templates(env: str, pin: Pin | None, code_dir: Path) -> dict[str, dict[str, Any]]:
     project = parse_project(cdk_context())
     app = cdk.App(context=copy.deepcopy(cdk_context()))
     spec = EnvironmentSpec(
@@ -28,8 +28,7 @@ def _inference_template(env: str, pin: Pin | None, code_dir: Path) -> dict[str, 
         training_image=TrainingImage(context_dir=ROOT),
     )
     stage = EnvironmentStage(app, env, spec=spec)
-    template: dict[str, Any] = Template.from_stack(stage.inference).to_json()
-    return template
+    return {stack.node.id: Template.from_stack(stack).to_json() for stack in stage.stacks}
 
 
 def _split(template: dict[str, Any]) -> tuple[str, dict[str, str], str]:
@@ -54,14 +53,16 @@ def _split(template: dict[str, Any]) -> tuple[str, dict[str, str], str]:
 def test_pin_change_changes_only_model_variables_and_the_published_version(
     lambda_bundle: Path, before: Pin | None, after: Pin
 ) -> None:
-    # Given the prod Inference stack built with one pin and then with the next
-    old_version, old_vars, old_rest = _split(_inference_template("prod", before, lambda_bundle))
-    new_version, new_vars, new_rest = _split(_inference_template("prod", after, lambda_bundle))
+    # Given the prod stacks built with one pin and then with the next
+    old, new = _templates("prod", before, lambda_bundle), _templates("prod", after, lambda_bundle)
+    old_version, old_vars, old_rest = _split(old.pop("Inference"))
+    new_version, new_vars, new_rest = _split(new.pop("Inference"))
     # Then the function environment differs exactly in MODEL_VERSION / MODEL_SHA256
     changed = {k for k in old_vars.keys() | new_vars.keys() if old_vars.get(k) != new_vars.get(k)}
     assert changed == {"MODEL_VERSION", "MODEL_SHA256"}
     assert new_vars["MODEL_VERSION"] == str(after.version)
     # And a new Lambda version is published (new logical id -> CodeDeploy shifts live to it)
     assert old_version != new_version
-    # And nothing else in the template changes
+    # And nothing else in the template changes, nor in the Registry and Training stacks
     assert old_rest == new_rest
+    assert old == new
