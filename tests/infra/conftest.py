@@ -130,7 +130,7 @@ class CliSynth:
         return self.process.wait(timeout=600)
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def cli_synth(tmp_path_factory: pytest.TempPathFactory, lambda_bundle: Path) -> Iterator[CliSynth]:
     """Start the real `cdk synth` of every environment early, in the background."""
     del lambda_bundle  # built first, so the CLI's app run finds it in build/
@@ -172,8 +172,12 @@ def synthesize(
 
 @pytest.fixture(scope="session")
 def synthesized(
-    tmp_path_factory: pytest.TempPathFactory, lock_file: Path, lambda_python: str
+    tmp_path_factory: pytest.TempPathFactory,
+    lock_file: Path,
+    lambda_python: str,
+    cli_synth: CliSynth,
 ) -> SynthesizedApp:
+    del cli_synth  # started first: the real CLI synthesizes on the other core meanwhile
     return synthesize(
         tmp_path_factory.mktemp("app") / "cdk.out", lock=lock_file, lambda_python=lambda_python
     )
