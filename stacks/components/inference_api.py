@@ -14,8 +14,6 @@ from stacks.components.nag import acknowledge
 from stacks.components.retention import retention
 from stacks.config import Infra, Serving
 
-# REST API accepts at most 10 MB per request and has no byte-size setting; the handler enforces
-# MAX_BODY_BYTES and the body model below caps the number of events before Lambda is invoked.
 _ACCESS_LOG_FIELDS = {
     "requestId": apigw.AccessLogField.context_request_id(),
     "xrayTraceId": apigw.AccessLogField.context_xray_trace_id(),
@@ -36,6 +34,8 @@ _ACCESS_LOG_FIELDS = {
 }
 
 
+# REST API accepts at most 10 MB per request and has no byte-size setting; the handler enforces
+# MAX_BODY_BYTES and this body model caps the number of events before Lambda is invoked.
 def predict_body_schema(serving: Serving) -> apigw.JsonSchema:
     """Stop what can never be scored before it costs an invocation: a body that is not a JSON
     object, or a batch above MAX_EVENTS. Everything finer (each event's fields) is checked by
