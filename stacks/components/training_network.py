@@ -53,7 +53,8 @@ class TrainingNetwork(Construct):
                     name="training",
                     subnet_type=subnet_type,
                     cidr_mask=24,
-                    map_public_ip_on_launch=False if not isolated else None,
+                    # Only tasks that ask for one (assignPublicIp) get a public address.
+                    map_public_ip_on_launch=None if isolated else False,
                 )
             ],
             gateway_endpoints={
