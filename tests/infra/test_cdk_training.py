@@ -28,12 +28,12 @@ def test_isolated_environments_reach_aws_only_through_endpoints(
     assert "s3" in str(gateway[0]["Properties"]["ServiceName"])
     subnets = resources(template, "AWS::EC2::Subnet").values()
     assert len(subnets) == infra.network_azs
+    for subnet in subnets:
+        assert subnet["Properties"]["MapPublicIpOnLaunch"] is False
     if infra.isolated_network:
         services = sorted(str(e["Properties"]["ServiceName"]).rsplit(".", 1)[-1] for e in interface)
         assert services == ["api", "dkr", "logs"]
         assert not resources(template, "AWS::EC2::InternetGateway")
-        for subnet in subnets:
-            assert subnet["Properties"]["MapPublicIpOnLaunch"] is False
     else:
         # dev: public subnets and the free S3 gateway endpoint only (no hourly endpoint cost)
         assert interface == []
