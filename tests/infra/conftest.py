@@ -170,6 +170,13 @@ def synthesize(
     )
 
 
+def session_context() -> dict[str, Any]:
+    """cdk.json's environments plus the variant, so its code paths are synthesized too."""
+    context = cdk_context()
+    context["environments"][VARIANT] = VARIANT_ENVIRONMENT
+    return context
+
+
 @pytest.fixture(scope="session")
 def synthesized(
     tmp_path_factory: pytest.TempPathFactory,
@@ -179,7 +186,10 @@ def synthesized(
 ) -> SynthesizedApp:
     del cli_synth  # started first: the real CLI synthesizes on the other core meanwhile
     return synthesize(
-        tmp_path_factory.mktemp("app") / "cdk.out", lock=lock_file, lambda_python=lambda_python
+        tmp_path_factory.mktemp("app") / "cdk.out",
+        lock=lock_file,
+        lambda_python=lambda_python,
+        context=session_context(),
     )
 
 
@@ -189,6 +199,7 @@ def environments(synthesized: SynthesizedApp) -> list[str]:
 
 
 # Options no cdk.json environment uses today, so their code paths are synthesized and checked too.
+VARIANT = "variant"
 VARIANT_ENVIRONMENT = {
     "promote_from": "dev",
     "infra": {
@@ -208,33 +219,29 @@ VARIANT_ENVIRONMENT = {
 class NagAudit:
     """cdk-nag run on an app built without acknowledgments, next to the ones it would apply."""
 
-    synthesized: SynthesizedApp
     acknowledged: list[tuple[str, str]]
     findings: set[tuple[str, str]]
 
 
 @pytest.fixture(scope="session")
-def nag_audit(
-    tmp_path_factory: pytest.TempPathFactory, lock_file: Path, lambda_python: str
-) -> NagAudit:
+def nag_audit(lock_file: Path, lambda_python: str) -> NagAudit:
+    """cdk-nag over the construct tree built with acknowledgments recorded, not applied.
+
+    No synthesis is needed: the packs walk the construct tree, and every cross-stack value here
+    is an explicit `Fn::GetStackOutput`, so nothing waits for the prepare phase.
+    """
     from cdk_nag import AwsSolutionsChecks, ServerlessChecks
 
-    context = cdk_context()
-    context["environments"]["variant"] = VARIANT_ENVIRONMENT
+    app = cdk.App(context=session_context())
     with recording_only() as acknowledged:
-        synthesized = synthesize(
-            tmp_path_factory.mktemp("audit") / "cdk.out",
-            lock=lock_file,
-            lambda_python=lambda_python,
-            context=context,
-        )
+        cdk_app.build(app, lock_path=lock_file, lambda_python=lambda_python, nag=False)
     findings = {
         (resource.construct_path, violation.rule_name)
-        for pack in (AwsSolutionsChecks(synthesized.app), ServerlessChecks(synthesized.app))
-        for violation in pack.validate_scope(synthesized.app).violations
+        for pack in (AwsSolutionsChecks(app), ServerlessChecks(app))
+        for violation in pack.validate_scope(app).violations
         for resource in violation.violating_resources
     }
-    return NagAudit(synthesized, list(acknowledged), findings)
+    return NagAudit(list(acknowledged), findings)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

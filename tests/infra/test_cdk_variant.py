@@ -3,14 +3,14 @@ network with a schedule, no dashboard. A config change must be enough to turn th
 
 from __future__ import annotations
 
-from conftest import NagAudit
+from conftest import VARIANT, SynthesizedApp
 from infra_helpers import one, resources
 
 
 def test_api_key_mode_requires_a_key_on_every_method_with_a_throttled_usage_plan(
-    nag_audit: NagAudit,
+    synthesized: SynthesizedApp,
 ) -> None:
-    template = nag_audit.synthesized.template("variant", "Inference").to_json()
+    template = synthesized.template(VARIANT, "Inference").to_json()
     for method in resources(template, "AWS::ApiGateway::Method").values():
         assert method["Properties"]["ApiKeyRequired"] is True
         assert method["Properties"]["AuthorizationType"] == "NONE"
@@ -23,9 +23,9 @@ def test_api_key_mode_requires_a_key_on_every_method_with_a_throttled_usage_plan
 
 
 def test_alarm_email_gets_a_tls_only_topic_that_every_alarm_notifies(
-    nag_audit: NagAudit,
+    synthesized: SynthesizedApp,
 ) -> None:
-    template = nag_audit.synthesized.template("variant", "Inference").to_json()
+    template = synthesized.template(VARIANT, "Inference").to_json()
     topic_id, _ = one(template, "AWS::SNS::Topic")
     _, subscription = one(template, "AWS::SNS::Subscription")
     assert subscription["Properties"]["Protocol"] == "email"
@@ -43,9 +43,9 @@ def test_alarm_email_gets_a_tls_only_topic_that_every_alarm_notifies(
 
 
 def test_scheduled_training_in_public_subnets_gets_a_public_ip_and_no_endpoints(
-    nag_audit: NagAudit,
+    synthesized: SynthesizedApp,
 ) -> None:
-    template = nag_audit.synthesized.template("variant", "Training").to_json()
+    template = synthesized.template(VARIANT, "Training").to_json()
     (rule,) = resources(template, "AWS::Events::Rule").values()
     assert rule["Properties"]["ScheduleExpression"] == "rate(7 days)"
     (target,) = rule["Properties"]["Targets"]
