@@ -23,6 +23,7 @@ from stacks.config import EnvironmentSpec, TrainingImage
 from stacks.stage import EnvironmentStage
 
 ROOT = Path(__file__).resolve().parent
+LOCK_FILE = "models.lock.json"
 
 
 def lambda_python_candidates() -> list[str]:
@@ -53,7 +54,10 @@ def build(
             if (value := app.node.try_get_context(key)) is not None
         }
     )
-    lock = read_lock(lock_path or root / "models.lock.json", model=project.model_name)
+    # `-c sds:lock_file=PATH` previews a lock file that is not (yet) the committed one, e.g.
+    # `cdk diff 'prod/*' -c sds:lock_file=proposed.lock.json` in review.
+    lock_path = lock_path or Path(app.node.try_get_context("sds:lock_file") or root / LOCK_FILE)
+    lock = read_lock(lock_path, model=project.model_name)
     python = lambda_python or find_python(lambda_python_candidates())
     bundles: dict[str, Path] = {}
     stages = []

@@ -158,7 +158,15 @@ def cli_synth(tmp_path_factory: pytest.TempPathFactory, lambda_bundle: Path) -> 
 def synthesize(
     outdir: Path, *, lock: Path, lambda_python: str, context: dict[str, Any] | None = None
 ) -> SynthesizedApp:
-    context = context if context is not None else cdk_context()
+    context = dict(context if context is not None else cdk_context())
+    # What the CLI passes to the app, so templates match `cdk synth` byte for byte.
+    context.update(
+        {
+            "aws:cdk:enable-path-metadata": True,
+            "aws:cdk:enable-asset-metadata": True,
+            "aws:cdk:version-reporting": True,
+        }
+    )
     app = cdk.App(context=context, outdir=str(outdir))
     stages = cdk_app.build(app, lock_path=lock, lambda_python=lambda_python, nag=False)
     app.synth()

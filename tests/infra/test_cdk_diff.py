@@ -1,0 +1,66 @@
+"""What a reviewer sees: `cdk diff` of a promotion names the model version it deploys."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from conftest import CDK_CLI, DEV_PIN, PROD_PIN, ROOT, CliSynth, SynthesizedApp, cli_environment
+
+from sds.lock import LockFile, Pin
+
+
+def test_cdk_diff_of_a_promotion_shows_model_version_and_a_new_retained_lambda_version(
+    synthesized: SynthesizedApp, cli_synth: CliSynth, tmp_path: Path
+) -> None:
+    cli_synth.wait()  # one CLI at a time on a 2-core machine
+    # Given prod deployed with the session's pin (v7) and a proposed lock promoting v8
+    deployed = next(synthesized.outdir.glob("assembly-prod/prodInference*.template.json"))
+    promoted = Pin(version=PROD_PIN.version + 1, sha256="c" * 64)
+    proposed = tmp_path / "proposed.lock.json"
+    proposed.write_text(LockFile(model="fraud", pins={"dev": DEV_PIN, "prod": promoted}).to_json())
+    # When a reviewer runs the real CLI's diff (no AWS credentials: against the template)
+    result = subprocess.run(
+        [
+            str(CDK_CLI),
+            "diff",
+            "prod/Inference",
+            "--exclusively",
+            "--template",
+            str(deployed),
+            "--context",
+            f"sds:lock_file={proposed}",
+            "--output",
+            str(tmp_path / "cdk.out"),
+        ],
+        cwd=ROOT,
+        env=cli_environment(tmp_path / "cdk-home"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    # Then the function's MODEL_VERSION goes 7 -> 8 (and its sha256 with it)
+    lines = [line.strip(" │├└─") for line in output.splitlines()]
+    version_at = lines.index("[~] .MODEL_VERSION:")
+    assert lines[version_at + 1 : version_at + 3] == [
+        f"[-] {PROD_PIN.version}",
+        f"[+] {promoted.version}",
+    ]
+    assert "[~] .MODEL_SHA256:" in lines
+    # And a new Lambda version is published while the old one is kept for rollback (orphaned,
+    # not deleted), and alias live moves to the new one
+    assert any(line.startswith("[+] AWS::Lambda::Version") for line in lines)
+    assert any(
+        line.startswith("[-] AWS::Lambda::Version") and line.endswith("orphan") for line in lines
+    )
+    assert any(line.startswith("[~] AWS::Lambda::Alias") for line in lines)
+    # And nothing else changes
+    changed = [
+        line
+        for line in lines
+        if line.startswith(("[+] AWS::", "[-] AWS::", "[~] AWS::")) and "AWS::CDK::" not in line
+    ]
+    assert len(changed) == 4, changed
