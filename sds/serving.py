@@ -1,0 +1,165 @@
+"""Serving-side model access: typed settings from the Lambda environment, and a verified load.
+
+Nothing here imports scikit-learn, scipy or pickle: the serving artifact is ONNX, scored by
+ONNX Runtime. A model is loaded only if its bytes match the sha256 pinned at deploy time (the
+`MODEL_SHA256` the CDK app took from models.lock.json) and the sha256 in its manifest, and only if
+it was trained on the feature schema this code computes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sds.features import feature_schema
+from sds.registry import open_registry
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+DEFAULT_MAX_EVENTS = 100
+DEFAULT_MAX_BODY_BYTES = 262_144
+
+
+class SettingsError(ValueError):
+    """The function's environment variables are invalid; the message names the variable."""
+
+
+class ModelUnavailable(RuntimeError):
+    """No model can be served (no pin, or the pinned model failed to load or verify)."""
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    model_name: str
+    model_version: int | None
+    model_sha256: str | None
+    registry_uri: str | None
+    environment: str = "local"
+    max_events: int = DEFAULT_MAX_EVENTS
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+
+    @property
+    def has_pin(self) -> bool:
+        return self.model_version is not None
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> ServingSettings:
+        """Parse MODEL_NAME, MODEL_VERSION, MODEL_SHA256, REGISTRY_URI, ENVIRONMENT, MAX_*.
+
+        An absent or empty MODEL_VERSION means "no model deployed", which is a valid state.
+        """
+        version_text = environ.get("MODEL_VERSION", "").strip()
+        sha = environ.get("MODEL_SHA256", "").strip() or None
+        version: int | None = None
+        if version_text:
+            if not version_text.isdigit() or int(version_text) < 1:
+                raise SettingsError(
+                    f"MODEL_VERSION must be a positive integer, got {version_text!r}"
+                )
+            version = int(version_text)
+            if sha is None or not _SHA256.match(sha):
+                raise SettingsError(
+                    "MODEL_SHA256 must be the 64-hex-digit sha256 of the pinned model"
+                )
+        registry = environ.get("REGISTRY_URI", "").strip() or None
+        if version is not None and registry is None:
+            raise SettingsError("REGISTRY_URI is required when MODEL_VERSION is set")
+        return cls(
+            model_name=environ.get("MODEL_NAME", "fraud").strip() or "fraud",
+            model_version=version,
+            model_sha256=sha if version is not None else None,
+            registry_uri=registry,
+            environment=environ.get("ENVIRONMENT", "local").strip() or "local",
+            max_events=_positive_int(environ, "MAX_EVENTS", DEFAULT_MAX_EVENTS),
+            max_body_bytes=_positive_int(environ, "MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
+        )
+
+
+def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    text = environ.get(name, "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or int(text) < 1:
+        raise SettingsError(f"{name} must be a positive integer, got {text!r}")
+    return int(text)
+
+
+class LoadedModel:
+    """A verified ONNX model, ready to score feature vectors."""
+
+    def __init__(self, onnx_bytes: bytes, manifest: Mapping[str, Any]) -> None:
+        import numpy as np
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        # One request at a time per Lambda environment: threads only add scheduling jitter.
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        self._np = np
+        self.session = ort.InferenceSession(
+            onnx_bytes, sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        self.manifest = manifest
+        self.name = str(manifest["model"])
+        self.version = int(manifest["version"])
+        self.sha256 = str(manifest["sha256"])
+        self.threshold = float(manifest["decision_threshold"])
+        serving = manifest.get("serving", {})
+        self.input_name = str(serving.get("input", self.session.get_inputs()[0].name))
+        self.output_name = str(serving.get("output", "probabilities"))
+
+    def predict(self, vectors: Sequence[Sequence[float]]) -> list[float]:
+        """Fraud probability for each feature vector."""
+        matrix = self._np.asarray(vectors, dtype=self._np.float32)
+        (probabilities,) = self.session.run([self.output_name], {self.input_name: matrix})
+        return [float(p) for p in probabilities[:, 1]]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "sha256": self.sha256,
+            "created_at": self.manifest.get("created_at"),
+            "metrics": self.manifest.get("metrics", {}),
+            "decision_threshold": self.threshold,
+            "code_version": self.manifest.get("code_version"),
+            "feature_schema": self.manifest.get("feature_schema"),
+        }
+
+
+def load_model(settings: ServingSettings) -> LoadedModel:
+    """Fetch the pinned version, verify it end to end, and open an ONNX Runtime session."""
+    if settings.model_version is None or settings.registry_uri is None:
+        raise ModelUnavailable(
+            f"no model is deployed to environment {settings.environment!r}: "
+            f"promote a version (sds promote VERSION --to {settings.environment}) and deploy"
+        )
+    try:
+        registry = open_registry(settings.registry_uri, settings.model_name)
+        version = registry.get_version(settings.model_version)
+        if version.sha256 != settings.model_sha256:
+            raise ModelUnavailable(
+                f"model {settings.model_name} v{settings.model_version}: registry manifest sha256 "
+                f"{version.sha256[:12]}... does not match the deployed pin "
+                f"{str(settings.model_sha256)[:12]}...; refusing to serve it"
+            )
+        onnx_bytes = registry.read_artifact(settings.model_version)
+    except ModelUnavailable:
+        raise
+    except Exception as exc:
+        raise ModelUnavailable(
+            f"model {settings.model_name} v{settings.model_version} could not be loaded: {exc}"
+        ) from exc
+    schema = version.manifest.get("feature_schema", {})
+    if schema.get("features") != feature_schema()["features"]:
+        raise ModelUnavailable(
+            f"model {settings.model_name} v{settings.model_version} was trained on different "
+            "features than this code computes; retrain it or deploy matching code"
+        )
+    try:
+        return LoadedModel(onnx_bytes, version.manifest)
+    except Exception as exc:
+        raise ModelUnavailable(
+            f"model {settings.model_name} v{settings.model_version} is not a valid ONNX model: {exc}"
+        ) from exc
