@@ -14,7 +14,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,15 +117,26 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def write_pin(path: Path, *, model: str, env: str, pin: Pin | None) -> LockFile:
+def write_pin(path: Path, *, model: str, env: str, pin: Pin | None) -> Pin | None:
     """Set (or, with None, clear) one environment's pin, keeping every other pin as it is."""
+    return sync_pin(path, model=model, env=env, current=lambda: pin)
+
+
+def sync_pin(path: Path, *, model: str, env: str, current: Callable[[], Pin | None]) -> Pin | None:
+    """Write the pin from `current()` evaluated while holding the lock file's lock.
+
+    Callers pass a function that reads the environment's registry alias. Because every
+    alias mover calls this after its own move, the last pin written always reflects the last
+    alias move, whatever order concurrent promotions and rollbacks interleave in.
+    """
     with _exclusive(path):
+        pin = current()
         lock = read_lock(path, model=model)
         pins = dict(lock.pins)
         if pin is None:
             pins.pop(env, None)
         else:
             pins[env] = pin
-        updated = LockFile(model=model, pins=pins)
-        atomic_write_text(path, updated.to_json())
-        return updated
+        if pins != lock.pins or not path.exists():
+            atomic_write_text(path, LockFile(model=model, pins=pins).to_json())
+        return pin

@@ -1,0 +1,480 @@
+"""`sds`: train, register, promote, roll back and serve models, per environment.
+
+Exit codes: 0 done (or nothing to do), 1 error, 2 usage error, 3 refused (a promotion gate
+failed, or a concurrent change won). Errors are one line on stderr; `--json` prints
+machine-readable results on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from sds import __version__
+from sds.config import ConfigError
+from sds.lock import LockFileError, read_lock
+from sds.registry import RegistryError
+from sds.workspace import Workspace
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_REFUSED = 3
+
+EPILOG = """examples:
+  sds generate --events 100000 --out data/events.jsonl.gz
+  sds train --data data/events.jsonl.gz --reason "weekly retrain"
+  sds models
+  sds promote 3 --to dev --reason "better PR AUC"
+  sds promote --from dev --to staging --reason "passed dev checks"
+  sds rollback --env dev --reason "false positives spiking"
+  sds history --env dev
+  sds serve --env dev --port 8080
+"""
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _print_json(document: Any) -> None:
+    print(json.dumps(document, indent=2, sort_keys=True, default=str))
+
+
+def _table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows, strict=False)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += [
+        "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    ]
+    return "\n".join(lines)
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    return (
+        f"{value:.{digits}f}"
+        if isinstance(value, float)
+        else ("-" if value is None else str(value))
+    )
+
+
+def _workspace(args: argparse.Namespace) -> Workspace:
+    return Workspace.discover(project_dir=Path(args.project_dir) if args.project_dir else None)
+
+
+def _env(ws: Workspace, args: argparse.Namespace) -> str:
+    env: str = args.env or ws.config.first_environment
+    ws.config.env(env)
+    return env
+
+
+# Commands -------------------------------------------------------------------------------------
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from sds.data import generate_events, write_jsonl
+
+    events = generate_events(args.events, seed=args.seed)
+    path = write_jsonl(events, Path(args.out))
+    fraud = sum(e["is_fraud"] for e in events)
+    if args.json:
+        _print_json({"path": str(path), "events": len(events), "fraud": fraud})
+    else:
+        print(f"wrote {len(events)} events ({fraud} fraud, {fraud / len(events):.1%}) to {path}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from training.train import Progress, params_from_args, train
+
+    ws = _workspace(args)
+    env = _env(ws, args)
+    if not args.data:
+        raise CliError(
+            "--data is required: a .jsonl[.gz] file, a directory or s3://bucket/prefix "
+            "(make some with: sds generate --out data/events.jsonl.gz)",
+            EXIT_USAGE,
+        )
+    try:
+        params = params_from_args(args)
+    except ValueError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    version = train(
+        data=args.data,
+        registry=ws.registry(env),
+        params=params,
+        actor=ws.actor,
+        reason=args.reason,
+        progress=Progress(7, enabled=not args.quiet),
+    )
+    if args.json:
+        _print_json(dict(version.manifest))
+    else:
+        m = version.metrics
+        print(
+            f"registered {ws.model} version {version.number} in {env} "
+            f"(ROC AUC {m['roc_auc']:.4f}, PR AUC {m['pr_auc']:.4f}, sha256 {version.sha256[:12]}...)"
+        )
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from sds.ops import model_table
+
+    ws = _workspace(args)
+    env = _env(ws, args)
+    rows = model_table(ws, env)
+    if args.json:
+        _print_json({"env": env, "registry": ws.registry_uri(env), "versions": rows})
+        return 0
+    if not rows:
+        print(f"no versions in {env}'s registry ({ws.registry_uri(env)}); train one with sds train")
+        return 0
+    print(
+        _table(
+            [
+                [
+                    str(r["version"]),
+                    str(r["created_at"])[:19].replace("T", " "),
+                    _fmt(r["roc_auc"]),
+                    _fmt(r["pr_auc"]),
+                    _fmt(r["precision_at_alert_rate"]),
+                    _fmt(r["expected_calibration_error"]),
+                    ", ".join(r["live_in"]) or "-",
+                ]
+                for r in rows
+            ],
+            ["VERSION", "CREATED (UTC)", "ROC_AUC", "PR_AUC", "PREC@ALERT", "ECE", "LIVE IN"],
+        )
+    )
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    ws = _workspace(args)
+    env = _env(ws, args)
+    version = ws.registry(env).verify_version(args.version)
+    manifest = dict(version.manifest)
+    if args.json:
+        _print_json(manifest)
+        return 0
+    data = manifest.get("data", {})
+    print(f"{ws.model} version {version.number} ({env}: {ws.registry_uri(env)})")
+    print(f"  sha256        {version.sha256}  (verified)")
+    print(f"  created       {manifest.get('created_at')} by {manifest.get('created_by')}")
+    print(f"  code          {manifest.get('code_version')}")
+    print(
+        f"  data          {data.get('events')} events, fingerprint {str(data.get('fingerprint'))[:12]}..."
+    )
+    print(f"  threshold     {_fmt(manifest.get('decision_threshold'))}")
+    for key, value in sorted(version.metrics.items()):
+        print(f"  {key:<28}{_fmt(value)}")
+    params = ", ".join(f"{k}={v}" for k, v in sorted(manifest.get("params", {}).items()))
+    print(f"  params        {params}")
+    if manifest.get("source"):
+        print(f"  copied from   {manifest['source'].get('registry')}")
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from sds.ops import promote
+
+    if args.version is None and args.from_env is None:
+        raise CliError("say which version: sds promote VERSION --to ENV, or --from ENV", EXIT_USAGE)
+    ws = _workspace(args)
+    change = promote(
+        ws, to_env=args.to, version=args.version, from_env=args.from_env, reason=args.reason
+    )
+    if args.json:
+        _print_json(change.to_dict())
+    elif not change.changed:
+        print(f"{args.to} already serves version {change.version}; nothing to do")
+    else:
+        before = "nothing" if change.previous is None else f"version {change.previous}"
+        copied = f", copied from {change.copied_from}" if change.copied_from else ""
+        print(f"{args.to}: {before} -> version {change.version}{copied}")
+        for gate in change.gates:
+            print(f"  gate {gate.gate}: passed ({gate.detail})")
+        print(f"  pin written to {ws.lock_path.name}: deploy with: cdk deploy '{args.to}/*'")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from sds.ops import rollback
+
+    ws = _workspace(args)
+    ws.config.env(args.env)
+    change = rollback(ws, env=args.env, to_version=args.to, reason=args.reason)
+    if args.json:
+        _print_json(change.to_dict())
+    elif not change.changed:
+        print(f"{args.env} already serves version {change.version}; nothing to do")
+    else:
+        print(
+            f"{args.env}: version {change.previous} -> version {change.version} "
+            f"(rolled back in {change.duration_ms:.0f} ms; pin updated in {ws.lock_path.name})"
+        )
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from sds.ops import history
+
+    ws = _workspace(args)
+    ws.config.env(args.env)
+    events = history(ws, args.env)
+    if args.json:
+        _print_json(events)
+        return 0
+    if not events:
+        print(f"no events in {args.env}'s registry yet")
+        return 0
+    rows = [
+        [
+            str(e.get("at", ""))[:23].replace("T", " "),
+            str(e.get("type")),
+            str(e.get("version")),
+            _fmt(e.get("from_version")),
+            str(e.get("by")),
+            str(e.get("reason") or "-"),
+        ]
+        for e in events
+    ]
+    print(_table(rows, ["TIME (UTC)", "EVENT", "VERSION", "FROM", "BY", "REASON"]))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from sds.local_api import LocalApi, PinnedApps
+
+    ws = _workspace(args)
+    env = _env(ws, args)
+    serving = ws.config.env(env).serving
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    apps = PinnedApps(
+        lock_path=ws.lock_path,
+        model=ws.model,
+        env=env,
+        registry_uri=ws.registry_uri(env),
+        max_events=serving.max_events,
+        max_body_bytes=serving.max_body_bytes,
+    )
+    api = LocalApi(apps, host=args.host, port=args.port)
+    current = apps.current()
+    state = (
+        f"{ws.model} v{current.model.version}"
+        if current.model is not None
+        else f"no model ({current.unavailable})"
+    )
+    print(f"serving {env} on {api.url} ({state}); follows the {env} pin in {ws.lock_path}")
+    print(f"try: curl -s {api.url}/health   |   Ctrl-C stops", flush=True)
+    try:
+        api.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        api.server.server_close()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from sds.demo import run_demo
+
+    ws = _workspace(args)
+    return run_demo(ws, events=args.events, keep=args.keep)
+
+
+def cmd_envs(args: argparse.Namespace) -> int:
+    ws = _workspace(args)
+    lock = read_lock(ws.lock_path, model=ws.model)
+    rows: list[dict[str, Any]] = []
+    for name, env in ws.config.environments.items():
+        pin = lock.pins.get(name)
+        rows.append(
+            {
+                "env": name,
+                "promote_from": env.promote_from,
+                "registry": ws.registry_uri(name),
+                "pin": None if pin is None else pin.to_dict(),
+            }
+        )
+    if args.json:
+        _print_json(rows)
+        return 0
+    print(
+        _table(
+            [
+                [
+                    str(r["env"]),
+                    str(r["promote_from"] or "-"),
+                    "-" if r["pin"] is None else f"v{r['pin']['version']}",
+                    str(r["registry"]),
+                ]
+                for r in rows
+            ],
+            ["ENV", "PROMOTED FROM", "PIN", "REGISTRY"],
+        )
+    )
+    return 0
+
+
+# Parser ---------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from training.train import add_training_arguments
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    common.add_argument(
+        "--project-dir", help="the directory holding cdk.json (default: search upward)"
+    )
+
+    parser = argparse.ArgumentParser(
+        prog="sds",
+        description="Serverless data science on AWS: train, register, promote, roll back and serve models.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"sds {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    def command(
+        name: str, func: Callable[[argparse.Namespace], int], help_text: str, example: str
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(
+            name,
+            parents=[common],
+            help=help_text,
+            description=help_text,
+            epilog=f"example:\n  {example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        p.set_defaults(func=func)
+        return p
+
+    p = command(
+        "generate",
+        cmd_generate,
+        "write synthetic card-payment events (JSON Lines)",
+        "sds generate --events 100000 --out data/events.jsonl.gz",
+    )
+    p.add_argument("--events", type=int, default=100_000)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--out", required=True, help="output path (.jsonl or .jsonl.gz)")
+
+    p = command(
+        "train",
+        cmd_train,
+        "train a model and register it in an environment's registry",
+        'sds train --data data/events.jsonl.gz --reason "weekly retrain"',
+    )
+    p.add_argument("--env", help="registry to register in (default: the first environment)")
+    p.add_argument("--data", help="history: .jsonl[.gz] file, directory or s3://bucket/prefix")
+    p.add_argument("--reason", default="", help="why (recorded in the audit trail)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_training_arguments(p)
+
+    p = command(
+        "models",
+        cmd_models,
+        "list versions, their metrics and where each is live",
+        "sds models --env dev",
+    )
+    p.add_argument("--env")
+
+    p = command(
+        "show",
+        cmd_show,
+        "show one version's manifest (verifies its artifacts)",
+        "sds show 3 --env dev",
+    )
+    p.add_argument("version", type=int)
+    p.add_argument("--env")
+
+    p = command(
+        "promote",
+        cmd_promote,
+        "make a version live in an environment (gates checked first)",
+        "sds promote --from dev --to staging --reason 'passed dev checks'",
+    )
+    p.add_argument("version", type=int, nargs="?")
+    p.add_argument("--to", required=True, help="target environment")
+    p.add_argument("--from", dest="from_env", help="promote what is live in this environment")
+    p.add_argument("--reason", default="", help="why (recorded in the audit trail)")
+
+    p = command(
+        "rollback",
+        cmd_rollback,
+        "point an environment back at the previous (or a given) version",
+        "sds rollback --env prod --reason 'alarm on false positives'",
+    )
+    p.add_argument("--env", required=True)
+    p.add_argument("--to", type=int, help="version to roll back to (default: the previous one)")
+    p.add_argument("--reason", default="", help="why (recorded in the audit trail)")
+
+    p = command(
+        "history", cmd_history, "the audit trail of an environment", "sds history --env prod"
+    )
+    p.add_argument("--env", required=True)
+
+    p = command(
+        "serve",
+        cmd_serve,
+        "run the inference API locally, following the environment's pin",
+        "sds serve --env dev --port 8080",
+    )
+    p.add_argument("--env")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+
+    p = command(
+        "demo", cmd_demo, "the whole local loop: data, train, promote, serve, roll back", "sds demo"
+    )
+    p.add_argument("--events", type=int, default=60_000)
+    p.add_argument("--keep", action="store_true", help="keep the demo workspace (.sds/demo)")
+
+    command("envs", cmd_envs, "list environments, their registries and pins", "sds envs")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from sds.ops import GateFailure, OperationError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except GateFailure as exc:
+        if getattr(args, "json", False):
+            _print_json(
+                {
+                    "refused": True,
+                    "env": exc.env,
+                    "version": exc.version,
+                    "gates": [g.to_dict() for g in exc.results],
+                }
+            )
+        print(f"sds: refused: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except CliError as exc:
+        print(f"sds: error: {exc}", file=sys.stderr)
+        return exc.code
+    except (OperationError, RegistryError, ConfigError, LockFileError, ValueError, OSError) as exc:
+        code = EXIT_REFUSED if type(exc).__name__ == "ConcurrentUpdate" else EXIT_ERROR
+        print(f"sds: error: {exc}", file=sys.stderr)
+        return code
+    except KeyboardInterrupt:
+        print("sds: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

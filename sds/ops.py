@@ -1,0 +1,314 @@
+"""Promotion and rollback: move an environment's registry alias and its pin, safely.
+
+Each environment has its own registry and an alias named after the environment. `promote`
+copies a version up the chain (verifying sha256), checks the target's gates before anything
+moves, moves the alias by compare-and-swap and then syncs the pin in models.lock.json from the
+alias, so pin and alias agree however concurrent commands interleave. `rollback` moves the alias
+back down its history stack (or to `--to N`) without gates: it is the emergency exit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sds.lock import Pin, sync_pin
+from sds.registry import (
+    AliasState,
+    ConcurrentUpdate,
+    Registry,
+    RegistryError,
+    Version,
+    VersionNotFound,
+)
+from sds.workspace import Workspace
+
+CAS_ATTEMPTS = 10
+
+
+class OperationError(RuntimeError):
+    """The command cannot do what was asked; the message says why and what to do instead."""
+
+
+@dataclass(frozen=True)
+class GateResult:
+    gate: str
+    passed: bool
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"gate": self.gate, "passed": self.passed, "detail": self.detail}
+
+
+class GateFailure(OperationError):
+    def __init__(self, env: str, version: int, results: list[GateResult]) -> None:
+        failed = [r for r in results if not r.passed]
+        super().__init__(
+            f"version {version} may not go to {env}: "
+            + "; ".join(f"{r.gate}: {r.detail}" for r in failed)
+        )
+        self.env = env
+        self.version = version
+        self.results = results
+
+
+@dataclass(frozen=True)
+class AliasChange:
+    """What a promote or rollback did (or found already done)."""
+
+    action: str
+    env: str
+    version: int
+    sha256: str
+    previous: int | None
+    changed: bool
+    copied_from: str | None = None
+    gates: list[GateResult] = field(default_factory=list)
+    duration_ms: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "env": self.env,
+            "version": self.version,
+            "sha256": self.sha256,
+            "previous": self.previous,
+            "changed": self.changed,
+            "copied_from": self.copied_from,
+            "gates": [g.to_dict() for g in self.gates],
+            "duration_ms": self.duration_ms,
+        }
+
+
+def live_version(ws: Workspace, env: str) -> AliasState | None:
+    return ws.registry(env).get_alias(env)
+
+
+def check_gates(ws: Workspace, env: str, version: Version) -> list[GateResult]:
+    """Evaluate every gate of `env` for `version`; metrics come from the version's manifest."""
+    gates = ws.config.env(env).gates
+    metrics = version.metrics
+    results: list[GateResult] = []
+
+    def metric_gate(label: str, key: str, bound: float | None, at_least: bool) -> None:
+        if bound is None:
+            return
+        value = metrics.get(key)
+        if not isinstance(value, (int, float)):
+            results.append(GateResult(label, False, f"the manifest has no {key} metric"))
+            return
+        ok = value >= bound if at_least else value <= bound
+        sign = ">=" if at_least else "<="
+        results.append(GateResult(label, ok, f"{key} {value:.4f} (needs {sign} {bound:g})"))
+
+    metric_gate("min_roc_auc", "roc_auc", gates.min_roc_auc, True)
+    metric_gate("min_pr_auc", "pr_auc", gates.min_pr_auc, True)
+    metric_gate(
+        "min_precision_at_alert_rate",
+        "precision_at_alert_rate",
+        gates.min_precision_at_alert_rate,
+        True,
+    )
+    metric_gate(
+        "max_calibration_error",
+        "expected_calibration_error",
+        gates.max_calibration_error,
+        False,
+    )
+    if gates.require_live_in is not None:
+        other = gates.require_live_in
+        state = live_version(ws, other)
+        live = None if state is None else state.version
+        results.append(
+            GateResult(
+                "require_live_in",
+                live == version.number and state is not None and state.sha256 == version.sha256,
+                f"live in {other}: {'nothing' if live is None else f'version {live}'} "
+                f"(needs version {version.number})",
+            )
+        )
+    return results
+
+
+def _sync_pin(ws: Workspace, env: str, registry: Registry) -> Pin | None:
+    def current() -> Pin | None:
+        state = registry.get_alias(env)
+        return None if state is None else Pin(version=state.version, sha256=state.sha256)
+
+    return sync_pin(ws.lock_path, model=ws.model, env=env, current=current)
+
+
+def promote(
+    ws: Workspace,
+    *,
+    to_env: str,
+    version: int | None = None,
+    from_env: str | None = None,
+    reason: str = "",
+) -> AliasChange:
+    """Make `version` (or what is live in `from_env`) live in `to_env`."""
+    started = time.monotonic()
+    target_config = ws.config.env(to_env)
+    if from_env is not None:
+        ws.config.env(from_env)
+    source_env = from_env or target_config.promote_from or to_env
+    source = ws.registry(source_env)
+    if version is None:
+        if from_env is None:
+            raise OperationError("say which version: sds promote VERSION --to ENV, or --from ENV")
+        state = source.get_alias(from_env)
+        if state is None:
+            raise OperationError(f"nothing is live in {from_env}: promote a version there first")
+        version = state.version
+    try:
+        origin = source.verify_version(version)
+    except VersionNotFound:
+        hint = (
+            f"; promote it there first: sds promote {version} --to {source_env}"
+            if source_env != to_env
+            else ""
+        )
+        raise OperationError(f"version {version} is not in {source_env}'s registry{hint}") from None
+    except RegistryError as exc:
+        raise OperationError(f"{source_env}: {exc}") from None
+
+    results = check_gates(ws, to_env, origin)
+    if not all(r.passed for r in results):
+        raise GateFailure(to_env, version, results)
+
+    target = ws.registry(to_env)
+    copied_from = None
+    if target.uri != source.uri:
+        try:
+            target.import_version(source, version, actor=ws.actor, reason=reason)
+        except RegistryError as exc:
+            raise OperationError(f"copying version {version} to {to_env}: {exc}") from None
+        copied_from = source_env
+
+    previous: int | None = None
+    changed = False
+    for _ in range(CAS_ATTEMPTS):
+        current = target.get_alias(to_env)
+        previous = None if current is None else current.version
+        if current is not None and current.version == version:
+            break  # already live: re-running a promotion is a no-op
+        try:
+            target.move_alias(
+                to_env,
+                version,
+                expected=current,
+                kind="promoted",
+                actor=ws.actor,
+                reason=reason,
+                details={"env": to_env, "from_env": copied_from},
+            )
+            changed = True
+            break
+        except ConcurrentUpdate:
+            continue  # someone moved the alias meanwhile: re-read and promote over it
+    else:
+        raise OperationError(f"{to_env}: the alias kept changing; try again")
+    _sync_pin(ws, to_env, target)
+    return AliasChange(
+        action="promote",
+        env=to_env,
+        version=version,
+        sha256=origin.sha256,
+        previous=previous,
+        changed=changed,
+        copied_from=copied_from,
+        gates=results,
+        duration_ms=round((time.monotonic() - started) * 1000, 1),
+    )
+
+
+def rollback(
+    ws: Workspace, *, env: str, to_version: int | None = None, reason: str = ""
+) -> AliasChange:
+    """Point `env` back at the version live before the current one (or at `to_version`)."""
+    started = time.monotonic()
+    registry = ws.registry(env)
+    current = registry.get_alias(env)
+    if current is None:
+        raise OperationError(f"nothing is live in {env}: there is nothing to roll back")
+    if to_version is None:
+        if not current.history:
+            raise OperationError(
+                f"{env} has served only version {current.version}: no earlier version to roll back to"
+            )
+        target_version = current.history[-1]
+        history = current.history[:-1]
+    else:
+        target_version = to_version
+        if target_version in current.history:
+            cut = len(current.history) - 1 - current.history[::-1].index(target_version)
+            history = current.history[:cut]
+        else:
+            history = current.history
+    if target_version == current.version:
+        _sync_pin(ws, env, registry)
+        return AliasChange("rollback", env, current.version, current.sha256, current.version, False)
+    try:
+        state = registry.move_alias(
+            env,
+            target_version,
+            expected=current,
+            kind="rolled_back",
+            actor=ws.actor,
+            reason=reason,
+            history=history,
+            details={"env": env},
+        )
+    except ConcurrentUpdate as exc:
+        raise OperationError(f"{env}: {exc}") from None
+    except RegistryError as exc:
+        raise OperationError(
+            f"{env}: cannot roll back to version {target_version}: {exc}"
+        ) from None
+    _sync_pin(ws, env, registry)
+    return AliasChange(
+        action="rollback",
+        env=env,
+        version=state.version,
+        sha256=state.sha256,
+        previous=current.version,
+        changed=True,
+        duration_ms=round((time.monotonic() - started) * 1000, 1),
+    )
+
+
+def model_table(ws: Workspace, env: str) -> list[dict[str, Any]]:
+    """Versions in `env`'s registry with key metrics and the environments serving each."""
+    registry = ws.registry(env)
+    live: dict[int, list[str]] = {}
+    for name in ws.config.environments:
+        try:
+            state = live_version(ws, name)
+        except RegistryError:
+            continue
+        if state is not None:
+            live.setdefault(state.version, []).append(name)
+    rows = []
+    for number in registry.list_versions():
+        info = registry.get_version(number)
+        metrics: Mapping[str, Any] = info.metrics
+        rows.append(
+            {
+                "version": number,
+                "created_at": info.manifest.get("created_at"),
+                "created_by": info.manifest.get("created_by"),
+                "sha256": info.sha256,
+                "roc_auc": metrics.get("roc_auc"),
+                "pr_auc": metrics.get("pr_auc"),
+                "precision_at_alert_rate": metrics.get("precision_at_alert_rate"),
+                "expected_calibration_error": metrics.get("expected_calibration_error"),
+                "live_in": live.get(number, []),
+            }
+        )
+    return rows
+
+
+def history(ws: Workspace, env: str) -> list[dict[str, Any]]:
+    return ws.registry(env).events(alias=env)

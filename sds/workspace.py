@@ -1,0 +1,99 @@
+"""Where the CLI finds things: the project (cdk.json), local state, the lock file, registries.
+
+Resolution, most explicit first:
+
+- project: `--project-dir`, else `$SDS_PROJECT_DIR`, else the nearest directory upward from the
+  current one that holds a cdk.json;
+- local state: `$SDS_HOME`, else `<project>/.sds`;
+- lock file: `$SDS_LOCK_FILE`, else `<project>/models.lock.json`;
+- an environment's registry: `$SDS_REGISTRY_<ENV>` (file:///path or s3://bucket), else the
+  embedded local default `file://<state>/registries/<env>`.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sds.config import ConfigError, ProjectConfig, load_project
+from sds.registry import Registry, open_registry
+
+
+@dataclass(frozen=True)
+class Workspace:
+    project_dir: Path
+    home: Path
+    lock_path: Path
+    config: ProjectConfig
+    registry_overrides: Mapping[str, str] = field(default_factory=dict)
+    actor: str = "unknown"
+
+    @classmethod
+    def discover(
+        cls,
+        *,
+        environ: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        project_dir: Path | None = None,
+    ) -> Workspace:
+        environ = os.environ if environ is None else environ
+        cwd = cwd or Path.cwd()
+        root = project_dir or (
+            Path(environ["SDS_PROJECT_DIR"])
+            if environ.get("SDS_PROJECT_DIR")
+            else find_project(cwd)
+        )
+        root = root.resolve()
+        config = load_project(root / "cdk.json")
+        overrides = {
+            env: environ[f"SDS_REGISTRY_{env.upper()}"]
+            for env in config.environments
+            if environ.get(f"SDS_REGISTRY_{env.upper()}")
+        }
+        home = Path(environ["SDS_HOME"]) if environ.get("SDS_HOME") else root / ".sds"
+        lock = (
+            Path(environ["SDS_LOCK_FILE"])
+            if environ.get("SDS_LOCK_FILE")
+            else root / "models.lock.json"
+        )
+        return cls(
+            project_dir=root,
+            home=home.resolve(),
+            lock_path=lock.resolve(),
+            config=config,
+            registry_overrides=overrides,
+            actor=environ.get("SDS_ACTOR") or default_actor(),
+        )
+
+    @property
+    def model(self) -> str:
+        return self.config.model_name
+
+    def registry_uri(self, env: str) -> str:
+        self.config.env(env)  # unknown environments fail here, with the known ones listed
+        return self.registry_overrides.get(env) or (self.home / "registries" / env).as_uri()
+
+    def registry(self, env: str) -> Registry:
+        return open_registry(self.registry_uri(env), self.model)
+
+
+def default_actor() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def find_project(start: Path) -> Path:
+    for directory in (start, *start.parents):
+        if (directory / "cdk.json").is_file():
+            return directory
+    raise ConfigError(
+        f"no cdk.json in {start} or any parent: run sds inside an sds project "
+        "(or set SDS_PROJECT_DIR)"
+    )
