@@ -16,6 +16,7 @@ import gzip
 import hashlib
 import io
 import json
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -193,7 +194,10 @@ def read_history(location: str | Path) -> History:
     for name, raw in sources:
         names.append(name)
         digest.update(name.rsplit("/", 1)[-1].encode() + b"\0" + hashlib.sha256(raw).digest())
-        data = gzip.decompress(raw) if name.endswith(".gz") else raw
+        try:
+            data = gzip.decompress(raw) if name.endswith(".gz") else raw
+        except (OSError, EOFError, zlib.error) as exc:
+            raise DataError(f"{name}: not a valid gzip file ({exc})") from None
         for lineno, line in enumerate(data.splitlines(), start=1):
             if not line.strip():
                 continue
@@ -202,6 +206,10 @@ def read_history(location: str | Path) -> History:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{where}: invalid JSON ({exc.msg})") from None
+            except UnicodeDecodeError:
+                raise DataError(f"{where}: not valid UTF-8") from None
+            except (ValueError, RecursionError) as exc:  # e.g. a number with 5000 digits
+                raise DataError(f"{where}: invalid JSON ({str(exc)[:100]})") from None
             problems = validate_event(record, where=where, extra_fields=RECORD_FIELDS)
             if problems:
                 raise DataError(f"{problems[0].field}: {problems[0].reason}")

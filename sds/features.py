@@ -179,7 +179,10 @@ def _check_field(spec: Field, value: Any, where: str) -> Problem | None:
     if spec.kind == "enum" and value not in spec.allowed:
         shown = value if len(value) <= 40 else value[:40] + "..."
         return Problem(where, f"{shown!r} is not one of {', '.join(spec.allowed)}")
-    if spec.kind == "country" and not (len(value) == 2 and value.isascii() and value.isupper()):
+    # isupper() alone accepts "A1": require letters, as the published pattern ^[A-Z]{2}$ does.
+    if spec.kind == "country" and not (
+        len(value) == 2 and value.isascii() and value.isalpha() and value.isupper()
+    ):
         return Problem(where, "must be a two-letter ISO 3166-1 code such as 'US'")
     return None
 

@@ -290,8 +290,24 @@ class Registry:
             "copied_at": now_iso(),
             "copied_by": actor,
         }
-        self._put_once(self._version_key(version, PRIMARY_ARTIFACT), artifacts[PRIMARY_ARTIFACT])
-        self._write_rest(version, artifacts, manifest)
+        try:
+            self._put_once(
+                self._version_key(version, PRIMARY_ARTIFACT), artifacts[PRIMARY_ARTIFACT]
+            )
+            self._write_rest(version, artifacts, manifest)
+        except VersionConflict:
+            # A concurrent copy of the same version finished first: its manifest differs only in
+            # `source.copied_*`. That is the outcome this call wanted, not a conflict.
+            try:
+                winner = self.get_version(version)
+            except VersionNotFound:
+                raise VersionConflict(
+                    f"version {version} in {self.uri} is claimed by a different, unfinished model"
+                ) from None
+            if winner.sha256 != origin.sha256:
+                raise
+            self.verify_version(version)
+            return winner
         self.record_event(
             "copied",
             version=version,

@@ -1,0 +1,622 @@
+"""The registry contract, written once for every storage backend (see conftest.STORE_BACKENDS).
+
+Write-once versions, compare-and-swap aliases, an append-only audit trail, sha256 verified on every
+read, and copies between registries that verify every byte and converge when re-run.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sds.registry import (
+    ConcurrentUpdate,
+    IntegrityError,
+    Registry,
+    RegistryError,
+    VersionConflict,
+    VersionNotFound,
+)
+from sds.registry.core import sha256_hex
+from sds.registry.store import ObjectStore, StoredObject
+
+ACTOR = "alice@laptop"
+
+
+def artifacts(tag: str) -> dict[str, bytes]:
+    return {
+        "model.onnx": f"onnx bytes of {tag}".encode() * 10,
+        "model.skops": f"skops {tag}".encode(),
+    }
+
+
+def register(registry: Registry, tag: str, **kwargs: Any) -> int:
+    version = registry.register(
+        artifacts(tag), {"metrics": {"roc_auc": 0.9}, "tag": tag}, actor=ACTOR, **kwargs
+    )
+    return version.number
+
+
+def key(version: int, name: str, model: str = "fraud") -> str:
+    return f"models/{model}/versions/{version}/{name}"
+
+
+def events_of(registry: Registry, kind: str) -> list[dict[str, Any]]:
+    return [e for e in registry.events() if e["type"] == kind]
+
+
+# Write-once versions ----------------------------------------------------------------------------
+
+
+def test_given_an_empty_registry_when_versions_are_registered_then_numbers_count_up_from_one(
+    registry: Registry,
+) -> None:
+    assert registry.list_versions() == []
+
+    assert [register(registry, t) for t in "abc"] == [1, 2, 3]
+    assert registry.list_versions() == [1, 2, 3]
+    assert registry.get_version(2).manifest["tag"] == "b"
+
+
+def test_a_registered_version_has_a_manifest_describing_every_artifact(registry: Registry) -> None:
+    info = registry.register(
+        artifacts("a"), {"metrics": {"roc_auc": 0.91}, "params": {"x": 1}}, actor=ACTOR
+    )
+    stored = registry.get_version(1).manifest
+
+    assert stored == info.manifest
+    onnx = artifacts("a")["model.onnx"]
+    assert stored["sha256"] == sha256_hex(onnx) == info.sha256
+    assert stored["size"] == len(onnx)
+    assert stored["formats"] == ["onnx", "skops"]
+    assert stored["artifacts"]["model.skops"] == {
+        "sha256": sha256_hex(artifacts("a")["model.skops"]),
+        "size": len(artifacts("a")["model.skops"]),
+        "format": "skops",
+    }
+    assert stored["model"] == "fraud"
+    assert stored["created_by"] == ACTOR
+    assert stored["created_at"].endswith("Z")
+    assert stored["source"] is None
+    assert stored["metrics"] == {"roc_auc": 0.91} == dict(info.metrics)
+    assert stored["params"] == {"x": 1}
+    assert registry.read_artifact(1) == onnx
+    assert registry.read_artifact(1, "model.skops") == artifacts("a")["model.skops"]
+
+
+def test_registered_versions_cannot_be_overwritten_through_the_registry(
+    registry: Registry,
+) -> None:
+    register(registry, "a")
+    before = registry.get_version(1).manifest
+
+    register(registry, "a")  # same bytes again: a new version, not a replacement
+
+    assert registry.list_versions() == [1, 2]
+    assert registry.get_version(1).manifest == before
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        {"model.skops": b"x"},
+        {"model.onnx": b"x", "manifest.json": b"{}"},
+        {"model.onnx": b"x", "../up": b"x"},
+    ],
+    ids=["no-onnx", "manifest-name", "path-name"],
+)
+def test_given_bad_artifact_names_then_nothing_is_registered(
+    registry: Registry, names: dict[str, bytes]
+) -> None:
+    with pytest.raises(RegistryError):
+        registry.register(names, {}, actor=ACTOR)
+
+    assert registry.list_versions() == []
+    assert registry.store.list("models/") == []
+
+
+def test_given_an_invalid_model_name_then_no_registry_is_opened(store: ObjectStore) -> None:
+    for bad in ("Fraud", "../x", "", "a/b", "-x"):
+        with pytest.raises(RegistryError, match="invalid model name"):
+            Registry(store, bad)
+
+
+def test_given_a_claimed_but_incomplete_version_then_it_is_invisible_and_its_number_never_reused(
+    registry: Registry, store: ObjectStore
+) -> None:
+    register(registry, "a")
+    # A writer claimed number 2 and died before writing the manifest.
+    store.put(key(2, "model.onnx"), b"half a model", if_none_match=True)
+
+    assert registry.list_versions() == [1]
+    with pytest.raises(VersionNotFound):
+        registry.get_version(2)
+    with pytest.raises(VersionNotFound):
+        registry.read_artifact(2)
+
+    assert register(registry, "c") == 3
+    assert registry.list_versions() == [1, 3]
+
+
+def test_given_several_threads_registering_at_once_then_every_version_gets_its_own_number(
+    registry: Registry, store: ObjectStore
+) -> None:
+    threads, per_thread = 6, 3
+    start = threading.Barrier(threads)
+
+    def work(worker: int) -> list[tuple[int, str]]:
+        start.wait()
+        return [(register(registry, f"t{worker}-{i}"), f"t{worker}-{i}") for i in range(per_thread)]
+
+    with ThreadPoolExecutor(threads) as pool:
+        results = [pair for batch in pool.map(work, range(threads)) for pair in batch]
+
+    numbers = sorted(n for n, _ in results)
+    assert numbers == list(range(1, threads * per_thread + 1))
+    assert registry.list_versions() == numbers
+    for number, tag in results:  # no version lost or mixed up with another writer's bytes
+        assert registry.read_artifact(number) == artifacts(tag)["model.onnx"]
+        assert registry.get_version(number).manifest["tag"] == tag
+    assert len(events_of(registry, "registered")) == threads * per_thread
+
+
+_WORKER = """
+import sys, time
+from pathlib import Path
+from sds.registry import Registry, open_store
+uri, worker, count, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
+registry = Registry(open_store(uri), "fraud")
+while not go.exists():
+    time.sleep(0.005)
+for i in range(count):
+    tag = f"p{worker}-{i}"
+    blobs = {"model.onnx": f"onnx bytes of {tag}".encode() * 10, "model.skops": f"skops {tag}".encode()}
+    version = registry.register(blobs, {"tag": tag}, actor=f"worker-{worker}")
+    print(version.number, tag, flush=True)
+"""
+
+
+def test_given_several_processes_registering_at_once_then_no_number_is_shared_and_no_version_lost(
+    registry: Registry, store: ObjectStore, tmp_path: Path
+) -> None:
+    processes, per_process = 3, 4
+    go = tmp_path / "go"
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, store.uri, str(w), str(per_process), str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for w in range(processes)
+    ]
+    time.sleep(0.3)  # let every worker import and wait at the start line
+    go.touch()
+    results: list[tuple[int, str]] = []
+    for worker in workers:
+        out, err = worker.communicate(timeout=60)
+        assert worker.returncode == 0, err
+        results.extend((int(n), tag) for n, tag in (line.split() for line in out.splitlines()))
+
+    numbers = sorted(n for n, _ in results)
+    assert numbers == list(range(1, processes * per_process + 1))
+    assert registry.list_versions() == numbers
+    for number, tag in results:
+        assert registry.get_version(number).manifest["tag"] == tag
+        assert registry.read_artifact(number) == f"onnx bytes of {tag}".encode() * 10
+
+
+# Integrity on read ------------------------------------------------------------------------------
+
+
+def _tamper(store: ObjectStore, k: str, change: Callable[[bytes], bytes]) -> None:
+    store.put(k, change(store.get(k).data))  # behind the registry's back
+
+
+def _flip_one_byte(data: bytes) -> bytes:
+    middle = len(data) // 2
+    return data[:middle] + bytes([data[middle] ^ 0x01]) + data[middle + 1 :]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [_flip_one_byte, lambda d: d[:-1], lambda d: d + b"\0", lambda d: b""],
+    ids=["one-byte-flipped", "truncated", "extended", "emptied"],
+)
+def test_given_a_tampered_artifact_then_reading_it_raises_integrity_error(
+    registry: Registry, store: ObjectStore, change: Callable[[bytes], bytes]
+) -> None:
+    register(registry, "a")
+    _tamper(store, key(1, "model.onnx"), change)
+
+    with pytest.raises(IntegrityError, match=r"model\.onnx does not match its manifest"):
+        registry.read_artifact(1)
+    with pytest.raises(IntegrityError):
+        registry.verify_version(1)
+
+
+def test_given_a_tampered_secondary_artifact_then_verification_catches_it(
+    registry: Registry, store: ObjectStore
+) -> None:
+    register(registry, "a")
+    _tamper(store, key(1, "model.skops"), _flip_one_byte)
+
+    assert registry.read_artifact(1) == artifacts("a")["model.onnx"]
+    with pytest.raises(IntegrityError, match=r"model\.skops"):
+        registry.verify_version(1)
+
+
+@pytest.mark.parametrize(
+    ("manifest", "message"),
+    [
+        (b"{not json", "not valid JSON"),
+        (json.dumps({"version": 7}).encode(), "does not describe version 1"),
+        (json.dumps({"version": 1, "sha256": "0" * 64, "artifacts": {}}).encode(), "no model.onnx"),
+    ],
+)
+def test_given_a_corrupt_manifest_then_reading_the_version_raises_integrity_error(
+    registry: Registry, store: ObjectStore, manifest: bytes, message: str
+) -> None:
+    register(registry, "a")
+    store.put(key(1, "manifest.json"), manifest)
+
+    with pytest.raises(IntegrityError, match=message):
+        registry.get_version(1)
+
+
+def test_given_a_manifest_whose_sha_disagrees_with_its_artifact_entry_then_it_is_rejected(
+    registry: Registry, store: ObjectStore
+) -> None:
+    register(registry, "a")
+    manifest = json.loads(store.get(key(1, "manifest.json")).data)
+    manifest["sha256"] = "0" * 64
+    store.put(key(1, "manifest.json"), json.dumps(manifest).encode())
+
+    with pytest.raises(IntegrityError, match="disagrees"):
+        registry.get_version(1)
+
+
+def test_given_a_missing_artifact_then_reading_it_raises_integrity_error(
+    registry: Registry, store: ObjectStore, tmp_path: Path
+) -> None:
+    register(registry, "a")
+    if hasattr(store, "root"):
+        Path(store.root, key(1, "model.skops")).unlink()
+    else:  # pragma: no cover - other backends delete through their own client
+        pytest.skip("deleting an object is backend specific")
+
+    with pytest.raises(IntegrityError, match="missing"):
+        registry.verify_version(1)
+    with pytest.raises(VersionNotFound):
+        registry.read_artifact(1, "model.nothing")
+
+
+# Aliases: compare-and-swap ---------------------------------------------------------------------
+
+
+def test_given_an_alias_moved_twice_then_it_records_previous_history_and_who_and_why(
+    registry: Registry,
+) -> None:
+    for tag in "abc":
+        register(registry, tag)
+    first = registry.move_alias("live", 1, expected=None, kind="promoted", actor="a", reason="r1")
+    second = registry.move_alias("live", 2, expected=first, kind="promoted", actor="b", reason="r2")
+    third = registry.move_alias("live", 3, expected=second, kind="promoted", actor="c", reason="r3")
+
+    stored = registry.get_alias("live")
+    assert stored == third
+    assert stored is not None
+    assert (stored.version, stored.previous, stored.history) == (3, 2, (1, 2))
+    assert stored.sha256 == registry.get_version(3).sha256
+    assert (stored.updated_by, stored.reason) == ("c", "r3")
+    assert stored.etag == third.etag != second.etag
+    assert set(registry.list_aliases()) == {"live"}
+    assert registry.get_alias("staging") is None
+
+
+def test_given_a_stale_expected_state_then_move_alias_raises_and_changes_nothing(
+    registry: Registry,
+) -> None:
+    for tag in "abc":
+        register(registry, tag)
+    original = registry.move_alias("live", 1, expected=None, kind="promoted", actor="a", reason="")
+    winner = registry.move_alias(
+        "live", 2, expected=original, kind="promoted", actor="b", reason=""
+    )
+    promoted_before = len(events_of(registry, "promoted"))
+
+    with pytest.raises(ConcurrentUpdate, match="moved by someone else"):
+        registry.move_alias("live", 3, expected=original, kind="promoted", actor="c", reason="")
+
+    assert registry.get_alias("live") == winner
+    assert registry.get_alias("live").etag == winner.etag  # type: ignore[union-attr]
+    assert len(events_of(registry, "promoted")) == promoted_before
+
+
+def test_given_an_alias_exists_then_creating_it_again_with_no_expected_state_conflicts(
+    registry: Registry,
+) -> None:
+    register(registry, "a")
+    register(registry, "b")
+    first = registry.move_alias("live", 1, expected=None, kind="promoted", actor="a", reason="")
+
+    with pytest.raises(ConcurrentUpdate):
+        registry.move_alias("live", 2, expected=None, kind="promoted", actor="b", reason="")
+
+    assert registry.get_alias("live") == first
+
+
+def test_given_concurrent_promotions_from_the_same_state_then_exactly_one_wins(
+    registry: Registry,
+) -> None:
+    contenders = 6
+    for i in range(contenders + 1):
+        register(registry, f"v{i}")
+    base = registry.move_alias("live", 1, expected=None, kind="promoted", actor="x", reason="")
+    start = threading.Barrier(contenders)
+
+    def promote(version: int) -> int | None:
+        start.wait()
+        try:
+            registry.move_alias(
+                "live", version, expected=base, kind="promoted", actor="x", reason=""
+            )
+        except ConcurrentUpdate:
+            return None
+        return version
+
+    with ThreadPoolExecutor(contenders) as pool:
+        outcomes = list(pool.map(promote, range(2, contenders + 2)))
+
+    winners = [v for v in outcomes if v is not None]
+    assert len(winners) == 1
+    final = registry.get_alias("live")
+    assert final is not None
+    assert (final.version, final.previous, final.history) == (winners[0], 1, (1,))
+
+
+@pytest.mark.parametrize("target", ["missing", "incomplete", "tampered"])
+def test_an_alias_never_points_at_a_missing_incomplete_or_tampered_version(
+    registry: Registry, store: ObjectStore, target: str
+) -> None:
+    register(registry, "a")
+    current = registry.move_alias("live", 1, expected=None, kind="promoted", actor="a", reason="")
+    if target == "incomplete":
+        store.put(key(2, "model.onnx"), b"claimed, never finished", if_none_match=True)
+    elif target == "tampered":
+        register(registry, "b")
+        _tamper(store, key(2, "model.skops"), _flip_one_byte)
+    events_before = registry.events()
+
+    with pytest.raises(IntegrityError if target == "tampered" else VersionNotFound):
+        registry.move_alias("live", 2, expected=current, kind="promoted", actor="b", reason="")
+
+    assert registry.get_alias("live") == current
+    assert registry.events() == events_before
+
+
+@pytest.mark.parametrize("alias", ["Live", "a/b", "../x", ""])
+def test_given_an_invalid_alias_name_then_it_is_refused(registry: Registry, alias: str) -> None:
+    register(registry, "a")
+
+    with pytest.raises(RegistryError, match="invalid alias"):
+        registry.move_alias(alias, 1, expected=None, kind="promoted", actor="a", reason="")
+
+
+# Audit ------------------------------------------------------------------------------------------
+
+
+def test_every_change_writes_an_audit_event_with_actor_and_reason(
+    registry: Registry, other_store: ObjectStore
+) -> None:
+    registry.register(artifacts("a"), {}, actor="trainer", reason="nightly")
+    registry.register(artifacts("b"), {}, actor="trainer", reason="tuned")
+    up = registry.move_alias("live", 1, expected=None, kind="promoted", actor="ops", reason="go")
+    up = registry.move_alias("live", 2, expected=up, kind="promoted", actor="ops", reason="v2")
+    registry.move_alias(
+        "live", 1, expected=up, kind="rolled_back", actor="oncall", reason="alarm", history=()
+    )
+    target = Registry(other_store, "fraud")
+    target.import_version(registry, 2, actor="promoter", reason="to staging")
+
+    events = registry.events()
+    summary = [(e["type"], e["version"], e["alias"], e["by"], e["reason"]) for e in events]
+    assert summary == [
+        ("registered", 1, None, "trainer", "nightly"),
+        ("registered", 2, None, "trainer", "tuned"),
+        ("promoted", 1, "live", "ops", "go"),
+        ("promoted", 2, "live", "ops", "v2"),
+        ("rolled_back", 1, "live", "oncall", "alarm"),
+    ]  # in time order: the keys sort by time
+    assert events[0]["sha256"] == registry.get_version(1).sha256
+    assert events[3]["from_version"] == 1
+    assert events[4]["from_version"] == 2
+    assert len({e["id"] for e in events}) == len(events)
+    assert all(e["at"].endswith("Z") and e["model"] == "fraud" for e in events)
+    assert registry.get_alias("live").event_id == events[4]["id"]  # type: ignore[union-attr]
+    [copied] = target.events()
+    assert (copied["type"], copied["version"], copied["by"], copied["reason"]) == (
+        "copied",
+        2,
+        "promoter",
+        "to staging",
+    )
+    assert copied["from"] == registry.uri
+    assert copied["sha256"] == registry.get_version(2).sha256
+
+
+def test_events_can_be_filtered_by_alias_keeping_registrations(registry: Registry) -> None:
+    register(registry, "a")
+    registry.move_alias("live", 1, expected=None, kind="promoted", actor="a", reason="")
+    registry.move_alias("canary", 1, expected=None, kind="promoted", actor="a", reason="")
+
+    assert [(e["type"], e["alias"]) for e in registry.events(alias="live")] == [
+        ("registered", None),
+        ("promoted", "live"),
+    ]
+
+
+def test_audit_events_are_append_only(registry: Registry, store: ObjectStore) -> None:
+    register(registry, "a")
+    [event] = registry.events()
+    event_key = f"models/fraud/events/{event['id']}.json"
+
+    with pytest.raises(VersionConflict):
+        registry._put_once(event_key, b"{}")  # the registry never rewrites an event
+    assert json.loads(store.get(event_key).data) == event
+
+
+# Copying between registries ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def target(other_store: ObjectStore) -> Registry:
+    return Registry(other_store, "fraud")
+
+
+def test_import_copies_a_version_under_the_same_number_and_records_where_it_came_from(
+    registry: Registry, target: Registry
+) -> None:
+    for tag in "abc":
+        register(registry, tag)
+
+    copied = target.import_version(registry, 3, actor="promoter", reason="ship it")
+
+    assert target.list_versions() == [3]
+    assert copied.number == 3
+    assert copied.sha256 == registry.get_version(3).sha256
+    assert target.verify_version(3).manifest == copied.manifest
+    assert copied.manifest["created_by"] == ACTOR  # provenance of the model is kept
+    assert copied.manifest["source"]["registry"] == registry.uri
+    assert copied.manifest["source"]["version"] == 3
+    assert copied.manifest["source"]["copied_by"] == "promoter"
+    for name in ("model.onnx", "model.skops"):
+        assert target.read_artifact(3, name) == registry.read_artifact(3, name)
+    assert register(target, "local") == 4  # the copy's number is taken in the target
+
+
+def test_importing_the_same_version_again_changes_nothing(
+    registry: Registry, target: Registry, other_store: ObjectStore
+) -> None:
+    register(registry, "a")
+    first = target.import_version(registry, 1, actor="promoter")
+    keys = other_store.list("models/")
+    contents = {k: other_store.get(k).data for k in keys}
+
+    again = target.import_version(registry, 1, actor="someone else")
+
+    assert again.manifest == first.manifest
+    assert other_store.list("models/") == keys
+    assert {k: other_store.get(k).data for k in keys} == contents
+    assert len(events_of(target, "copied")) == 1
+
+
+def test_import_refuses_a_different_model_under_the_same_number(
+    registry: Registry, target: Registry, other_store: ObjectStore
+) -> None:
+    register(registry, "a")
+    register(target, "something else")
+    before = {k: other_store.get(k).data for k in other_store.list("models/")}
+
+    with pytest.raises(VersionConflict, match=r"version 1 .* holds a different model"):
+        target.import_version(registry, 1, actor="promoter")
+
+    assert {k: other_store.get(k).data for k in other_store.list("models/")} == before
+
+
+def test_import_refuses_when_an_unfinished_different_model_holds_the_number(
+    registry: Registry, target: Registry, other_store: ObjectStore
+) -> None:
+    register(registry, "a")
+    other_store.put(key(1, "model.onnx"), b"someone else's claim", if_none_match=True)
+
+    with pytest.raises(VersionConflict):
+        target.import_version(registry, 1, actor="promoter")
+
+    assert target.list_versions() == []
+    assert other_store.get(key(1, "model.onnx")).data == b"someone else's claim"
+
+
+@pytest.mark.parametrize("copied_before", [("model.onnx",), ("model.onnx", "model.skops")])
+def test_import_converges_after_an_earlier_copy_stopped_halfway(
+    registry: Registry, target: Registry, other_store: ObjectStore, copied_before: tuple[str, ...]
+) -> None:
+    register(registry, "a")
+    for name in copied_before:  # what a crashed earlier run left behind
+        other_store.put(key(1, name), registry.read_artifact(1, name), if_none_match=True)
+    assert target.list_versions() == []
+
+    copied = target.import_version(registry, 1, actor="promoter")
+
+    assert target.list_versions() == [1]
+    assert target.verify_version(1).sha256 == copied.sha256 == registry.get_version(1).sha256
+
+
+def test_import_of_a_tampered_source_copies_nothing(
+    registry: Registry, target: Registry, store: ObjectStore, other_store: ObjectStore
+) -> None:
+    register(registry, "a")
+    _tamper(store, key(1, "model.onnx"), _flip_one_byte)
+
+    with pytest.raises(IntegrityError):
+        target.import_version(registry, 1, actor="promoter")
+
+    assert other_store.list("models/") == []
+
+
+def test_import_of_a_version_the_source_lacks_raises_version_not_found(
+    registry: Registry, target: Registry
+) -> None:
+    with pytest.raises(VersionNotFound, match="no version 4"):
+        target.import_version(registry, 4, actor="promoter")
+
+
+class _RacingStore:
+    """Delegates to a store; just before the first manifest write, another copier finishes."""
+
+    def __init__(self, inner: ObjectStore, race: Callable[[], None]) -> None:
+        self.inner = inner
+        self.race: Callable[[], None] | None = race
+
+    @property
+    def uri(self) -> str:
+        return self.inner.uri
+
+    def get(self, key: str) -> StoredObject:
+        return self.inner.get(key)
+
+    def list(self, prefix: str) -> list[str]:
+        return self.inner.list(prefix)
+
+    def put(
+        self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None
+    ) -> str:
+        if key.endswith("/manifest.json") and self.race is not None:
+            race, self.race = self.race, None
+            race()
+        return self.inner.put(key, data, if_none_match=if_none_match, if_match=if_match)
+
+
+def test_given_two_copies_of_the_same_version_racing_then_both_succeed_with_the_same_model(
+    registry: Registry, other_store: ObjectStore
+) -> None:
+    register(registry, "a")
+    rival = Registry(other_store, "fraud")
+    racing = Registry(
+        _RacingStore(other_store, lambda: rival.import_version(registry, 1, actor="rival")),
+        "fraud",
+    )
+
+    copied = racing.import_version(registry, 1, actor="me")
+
+    assert copied.sha256 == registry.get_version(1).sha256
+    assert rival.verify_version(1).sha256 == copied.sha256

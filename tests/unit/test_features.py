@@ -1,0 +1,313 @@
+"""The feature function: one pure function, identical in batch and per event, with a published
+schema that validation enforces and that names every problem in an event."""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from typing import Any
+
+import jsonschema
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sds.data import LABEL, RECORD_FIELDS, generate_events
+from sds.features import (
+    CURRENCIES,
+    FEATURE_NAMES,
+    FIELD_NAMES,
+    FIELDS,
+    MERCHANT_CATEGORIES,
+    N_FEATURES,
+    feature_schema,
+    featurize,
+    featurize_batch,
+    validate_event,
+)
+
+
+def _event_fields(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k not in RECORD_FIELDS}
+
+
+@pytest.fixture(scope="module")
+def history() -> list[dict[str, Any]]:
+    return [_event_fields(r) for r in generate_events(3000, seed=11)]
+
+
+def valid_event(**overrides: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "amount": 42.5,
+        "currency": "EUR",
+        "merchant_category": "electronics",
+        "country": "DE",
+        "card_country": "US",
+        "hour_of_day": 3,
+        "account_age_days": 12,
+        "is_new_device": True,
+        "num_failed_logins_last_24_hours": 2,
+        "txn_count_last_1h": 5,
+    }
+    event.update(overrides)
+    return event
+
+
+events_strategy = st.fixed_dictionaries(
+    {
+        "amount": st.floats(0, 1e9, allow_nan=False) | st.integers(0, 10**9),
+        "currency": st.sampled_from(CURRENCIES),
+        "merchant_category": st.sampled_from(MERCHANT_CATEGORIES),
+        "country": st.from_regex(r"\A[A-Z]{2}\Z"),
+        "card_country": st.from_regex(r"\A[A-Z]{2}\Z"),
+        "hour_of_day": st.integers(0, 23),
+        "account_age_days": st.integers(0, 36_500),
+        "is_new_device": st.booleans(),
+        "num_failed_logins_last_24_hours": st.integers(0, 1_000_000),
+        "txn_count_last_1h": st.integers(0, 1_000_000),
+    }
+)
+
+
+# Batch == per event --------------------------------------------------------------------------
+
+
+def test_given_generated_history_when_featurized_in_batch_then_each_row_equals_the_per_event_vector(
+    history: list[dict[str, Any]],
+) -> None:
+    batch = featurize_batch(history)
+
+    assert len(batch) == len(history)
+    for event, row in zip(history, batch, strict=True):
+        assert row == featurize(event)  # exact: no tolerance, it is the same function
+
+
+def test_given_generated_history_then_every_event_is_valid_and_every_vector_has_the_published_width(
+    history: list[dict[str, Any]],
+) -> None:
+    for event in history:
+        assert validate_event(event) == []
+        vector = featurize(event)
+        assert len(vector) == N_FEATURES
+        assert all(math.isfinite(x) for x in vector)
+
+
+@settings(max_examples=200, deadline=None)
+@given(events=st.lists(events_strategy, min_size=1, max_size=20))
+def test_given_any_valid_events_then_batch_features_equal_per_event_features(
+    events: list[dict[str, Any]],
+) -> None:
+    assert featurize_batch(events) == [featurize(e) for e in events]
+
+
+# Purity ---------------------------------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(event=events_strategy)
+def test_given_an_event_when_featurized_twice_then_same_vector_and_the_input_is_not_mutated(
+    event: dict[str, Any],
+) -> None:
+    before = copy.deepcopy(event)
+
+    first = featurize(event)
+    second = featurize(copy.deepcopy(event))
+
+    assert first == second
+    assert event == before
+    assert validate_event(event) == []
+    assert event == before
+
+
+def test_given_a_known_event_then_the_vector_encodes_the_analyst_signals_by_name() -> None:
+    vector = dict(zip(FEATURE_NAMES, featurize(valid_event()), strict=True))
+
+    assert vector["amount_log1p"] == pytest.approx(math.log1p(42.5))
+    assert vector["amount_usd_log1p"] == pytest.approx(math.log1p(42.5 * 1.08))
+    assert vector["is_foreign"] == 1.0
+    assert vector["is_night"] == 1.0
+    assert vector["is_new_device"] == 1.0
+    assert vector["merchant_category=electronics"] == 1.0
+    assert sum(vector[f"merchant_category={c}"] for c in MERCHANT_CATEGORIES) == 1.0
+    assert (
+        dict(zip(FEATURE_NAMES, featurize(valid_event(country="US")), strict=True))["is_foreign"]
+        == 0.0
+    )
+
+
+# Published schema -----------------------------------------------------------------------------
+
+
+def test_the_published_schema_lists_exactly_the_input_fields_and_feature_order() -> None:
+    schema = feature_schema()
+
+    assert schema["inputs"]["required"] == list(FIELD_NAMES)
+    assert list(schema["inputs"]["properties"]) == list(FIELD_NAMES)
+    assert schema["inputs"]["additionalProperties"] is False
+    assert schema["features"] == list(FEATURE_NAMES)
+    assert len(FEATURE_NAMES) == len(set(FEATURE_NAMES)) == N_FEATURES
+    assert schema["inputs"]["properties"]["currency"]["enum"] == list(CURRENCIES)
+    assert schema["inputs"]["properties"]["merchant_category"]["enum"] == list(MERCHANT_CATEGORIES)
+    assert schema["inputs"]["properties"]["hour_of_day"] == {
+        "description": "Local hour of the transaction",
+        "type": "integer",
+        "minimum": 0,
+        "maximum": 23,
+    }
+    for spec in FIELDS:
+        assert schema["inputs"]["properties"][spec.name]["description"]
+    jsonschema.Draft202012Validator.check_schema(schema["inputs"])
+
+
+_anything = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=2) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=4,
+)
+_near_valid_values = st.one_of(
+    _anything,
+    st.sampled_from([*CURRENCIES, *MERCHANT_CATEGORIES, "US", "A1", "1A", "us", "USA", "ÄB", ""]),
+    st.text(alphabet="AZaz09 _-Ä", min_size=0, max_size=3),
+    st.integers(-3, 40),
+    st.floats(-1, 1e10),
+    st.sampled_from([10**9, 10**9 + 1, 1e9, 1e9 + 1e-3, 36_500, 36_501, 1_000_000, 1_000_001]),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    base=events_strategy,
+    changes=st.dictionaries(st.sampled_from([*FIELD_NAMES, "extra"]), _near_valid_values),
+    dropped=st.sets(st.sampled_from(FIELD_NAMES), max_size=2),
+)
+def test_given_any_event_then_validation_agrees_with_the_published_json_schema(
+    base: dict[str, Any], changes: dict[str, Any], dropped: set[str]
+) -> None:
+    """A client validating against the published schema gets the same verdict as the API."""
+    event = {**base, **changes}
+    for name in dropped:
+        event.pop(name, None)
+    validator = jsonschema.Draft202012Validator(feature_schema()["inputs"])
+    # JSON Schema treats 1.0 as an integer and has no notion of finiteness; the API is stricter
+    # there on purpose, so compare only where both are defined.
+    if any(
+        isinstance(v, float) and (v.is_integer() or not math.isfinite(v)) for v in event.values()
+    ):
+        return
+
+    schema_ok = validator.is_valid(event)
+    problems = validate_event(event)
+
+    assert schema_ok == (problems == []), (event, problems)
+
+
+# Validation names every problem ---------------------------------------------------------------
+
+
+def test_given_a_valid_event_then_there_are_no_problems() -> None:
+    assert validate_event(valid_event()) == []
+
+
+def test_given_an_event_with_many_problems_then_each_one_is_named_with_field_and_reason() -> None:
+    event = valid_event(
+        amount=-1,
+        currency="XXX",
+        country="usa",
+        hour_of_day=24,
+        is_new_device="yes",
+        account_age_days=1.5,
+        surprise=1,
+    )
+    del event["txn_count_last_1h"]
+
+    problems = {p.field: p.reason for p in validate_event(event, where="events[3]")}
+
+    assert problems == {
+        "events[3].amount": "must be >= 0",
+        "events[3].currency": "'XXX' is not one of " + ", ".join(CURRENCIES),
+        "events[3].country": "must be a two-letter ISO 3166-1 code such as 'US'",
+        "events[3].hour_of_day": "must be <= 23",
+        "events[3].account_age_days": "must be an integer",
+        "events[3].is_new_device": "must be true or false",
+        "events[3].txn_count_last_1h": "is required",
+        "events[3].surprise": "is not a known field",
+    }
+
+
+def test_given_an_empty_object_then_every_field_is_reported_missing_in_schema_order() -> None:
+    problems = validate_event({})
+
+    assert [p.field for p in problems] == [f"event.{name}" for name in FIELD_NAMES]
+    assert {p.reason for p in problems} == {"is required"}
+
+
+@pytest.mark.parametrize("value", [None, [], "amount", 3, True])
+def test_given_something_that_is_not_an_object_then_one_problem_says_so(value: Any) -> None:
+    assert [p.to_dict() for p in validate_event(value, where="events[0]")] == [
+        {"field": "events[0]", "reason": "must be a JSON object"}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("amount", True, "must be a number"),
+        ("amount", False, "must be a number"),
+        ("hour_of_day", True, "must be an integer"),
+        ("txn_count_last_1h", False, "must be an integer"),
+        ("amount", "12", "must be a number"),
+        ("amount", float("nan"), "must be a finite number"),
+        ("amount", float("inf"), "must be a finite number"),
+        ("amount", float("-inf"), "must be a finite number"),
+        ("amount", 10**400, "must be at most 1e+09"),
+        ("amount", 10**12, "must be <= 1e+09"),
+        ("account_age_days", 10**400, "must be at most 36500"),
+        ("num_failed_logins_last_24_hours", -(10**400), "must be at most 1e+06"),
+        ("num_failed_logins_last_24_hours", 1_000_001, "must be <= 1e+06"),
+        ("hour_of_day", 23.0, "must be an integer"),
+        ("hour_of_day", -1, "must be >= 0"),
+        ("is_new_device", 1, "must be true or false"),
+        ("is_new_device", "true", "must be true or false"),
+        ("merchant_category", 7, "must be a string"),
+        ("card_country", "A1", "must be a two-letter ISO 3166-1 code such as 'US'"),
+        ("card_country", "ÄB", "must be a two-letter ISO 3166-1 code such as 'US'"),
+        ("country", "U", "must be a two-letter ISO 3166-1 code such as 'US'"),
+    ],
+)
+def test_given_one_bad_value_then_exactly_that_field_is_named_with_its_reason(
+    field: str, value: Any, reason: str
+) -> None:
+    problems = validate_event(valid_event(**{field: value}))
+
+    assert [p.to_dict() for p in problems] == [{"field": f"event.{field}", "reason": reason}]
+
+
+def test_given_a_huge_unknown_value_then_the_reason_is_shortened_not_echoed_in_full() -> None:
+    [problem] = validate_event(valid_event(currency="X" * 10_000))
+
+    assert len(problem.reason) < 200
+    assert problem.reason.startswith("'" + "X" * 40 + "...'")
+
+
+@pytest.mark.parametrize("country", ["US", "GB", "ZZ"])
+def test_given_any_two_capital_letters_then_the_country_is_accepted(country: str) -> None:
+    assert validate_event(valid_event(country=country, card_country=country)) == []
+
+
+@given(value=st.text(min_size=0, max_size=3))
+@settings(max_examples=300, deadline=None)
+def test_given_any_string_then_a_country_is_accepted_exactly_when_the_published_pattern_matches(
+    value: str,
+) -> None:
+    pattern = feature_schema()["inputs"]["properties"]["country"]["pattern"]
+    accepted = validate_event(valid_event(country=value)) == []
+
+    assert accepted == bool(re.fullmatch(pattern.strip("^$"), value, flags=re.ASCII))
+
+
+def test_extra_fields_are_accepted_only_when_the_caller_allows_them() -> None:
+    record = {**valid_event(), "event_id": "e1", LABEL: False}
+
+    assert [p.field for p in validate_event(record)] == ["event.event_id", f"event.{LABEL}"]
+    assert validate_event(record, extra_fields=("event_id", LABEL)) == []
