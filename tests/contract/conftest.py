@@ -1,32 +1,33 @@
 """The registry contract runs once per storage backend: every test takes the `store` fixture.
 
-Backends are listed in STORE_BACKENDS. Today that is the filesystem store (the embedded default).
-The S3 backend joins by adding "s3" to STORE_BACKENDS and a branch in `store` that returns an
-`S3Store` on a fresh bucket of a moto server started once per session (the S3 backend issue);
-nothing else in tests/contract changes. Worker processes reopen the store with
+Backends are listed in STORE_BACKENDS: the filesystem store (the embedded default) and the
+`S3Store` on a fresh bucket of the moto server the session starts (tests/conftest.py), so the
+same tests run against a real S3 protocol server. Worker processes reopen the store with
 `open_store(store.uri)`, so a backend must be reachable from a child process by its URI (for S3:
 AWS_ENDPOINT_URL and credentials in the environment).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from sds.registry import Registry
+from sds.registry.s3 import S3Store
 from sds.registry.store import FileStore, ObjectStore
 
-STORE_BACKENDS = [
-    "file",
-    # "s3",  <- the S3Store against a moto server plugs in here
-]
+STORE_BACKENDS = ["file", "s3"]
 
 
 @pytest.fixture(params=STORE_BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
     if request.param == "file":
         return FileStore(tmp_path / "registry")
+    if request.param == "s3":
+        make: Callable[[], ObjectStore] = request.getfixturevalue("s3_store")
+        return make()
     raise NotImplementedError(f"no fixture for the {request.param!r} store backend yet")
 
 
@@ -40,4 +41,7 @@ def other_store(request: pytest.FixtureRequest, store: ObjectStore, tmp_path: Pa
     """A second, independent store on the same backend (another environment's registry)."""
     if isinstance(store, FileStore):
         return FileStore(tmp_path / "other-registry")
+    if isinstance(store, S3Store):
+        make: Callable[[], ObjectStore] = request.getfixturevalue("s3_store")
+        return make()
     raise NotImplementedError(f"no second store for {type(store).__name__} yet")
