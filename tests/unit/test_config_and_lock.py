@@ -1,0 +1,113 @@
+"""cdk.json environments and models.lock.json: what users edit and what promote writes."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from sds.config import ConfigError, load_project, parse_project
+from sds.lock import LockFileError, Pin, read_lock, write_pin
+
+ROOT = Path(__file__).resolve().parents[2]
+SHA_A = "a" * 64
+SHA_B = "b" * 64
+
+
+def test_the_repository_config_defines_the_promotion_chain() -> None:
+    project = load_project(ROOT / "cdk.json")
+    assert list(project.environments) == ["dev", "staging", "prod"]
+    assert project.first_environment == "dev"
+    assert project.env("prod").promote_from == "staging"
+    assert project.env("prod").gates.require_live_in == "staging"
+
+
+def test_a_fourth_environment_is_config_only() -> None:
+    context = json.loads((ROOT / "cdk.json").read_text())["context"]
+    context["environments"]["qa"] = {"promote_from": "dev", "gates": {"min_roc_auc": 0.7}}
+    project = parse_project(context)
+    assert project.env("qa").gates.min_roc_auc == 0.7
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"gates": {"min_roc_auc": "high"}}, "environments.dev.gates.min_roc_auc: expected float"),
+        ({"gates": {"min_auc": 0.8}}, "environments.dev.gates: unknown key(s) min_auc"),
+        ({"promote_from": "nowhere"}, "environments.dev.promote_from: unknown environment"),
+        ({"serving": {"max_events": 0}}, "max_events must be >= 1"),
+        ({"serving": {"max_events": True}}, "expected int, got a boolean"),
+        ({"colour": "red"}, "environments.dev: unknown key(s) colour"),
+    ],
+)
+def test_invalid_settings_name_the_key(change: dict[str, object], message: str) -> None:
+    context = {"environments": {"dev": change, "prod": {"promote_from": "dev"}}}
+    with pytest.raises(ConfigError) as error:
+        parse_project(context)
+    assert message in str(error.value)
+
+
+def test_promotion_cycles_and_missing_start_are_rejected() -> None:
+    with pytest.raises(ConfigError, match="cycle"):
+        parse_project({"environments": {"a": {"promote_from": "b"}, "b": {"promote_from": "a"}}})
+
+
+def test_unknown_environment_lists_the_known_ones() -> None:
+    with pytest.raises(
+        ConfigError, match=r"unknown environment 'qa' \(known: dev, staging, prod\)"
+    ):
+        load_project(ROOT / "cdk.json").env("qa")
+
+
+def test_pins_round_trip_and_leave_other_environments_alone(tmp_path: Path) -> None:
+    lock = tmp_path / "models.lock.json"
+    write_pin(lock, model="fraud", env="prod", pin=Pin(3, SHA_A))
+    write_pin(lock, model="fraud", env="dev", pin=Pin(5, SHA_B))
+    write_pin(lock, model="fraud", env="dev", pin=Pin(6, SHA_A))
+    assert read_lock(lock, model="fraud").pins == {"prod": Pin(3, SHA_A), "dev": Pin(6, SHA_A)}
+    document = json.loads(lock.read_text())
+    assert list(document["environments"]) == ["dev", "prod"]  # sorted: stable diffs in review
+    write_pin(lock, model="fraud", env="dev", pin=None)
+    assert set(read_lock(lock, model="fraud").pins) == {"prod"}
+
+
+def test_concurrent_pin_writes_for_different_environments_lose_nothing(tmp_path: Path) -> None:
+    lock = tmp_path / "models.lock.json"
+    envs = [f"env{i}" for i in range(12)]
+    threads = [
+        threading.Thread(
+            target=write_pin,
+            kwargs={"path": lock, "model": "fraud", "env": e, "pin": Pin(i + 1, SHA_A)},
+        )
+        for i, e in enumerate(envs)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert set(read_lock(lock, model="fraud").pins) == set(envs)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{", "invalid JSON"),
+        (
+            '{"environments": {"dev": {"version": 0, "sha256": "' + SHA_A + '"}}}',
+            "positive integer",
+        ),
+        ('{"environments": {"dev": {"version": 2, "sha256": "xyz"}}}', "64 lowercase hex"),
+        ('{"model": "other", "environments": {}}', "pins model 'other'"),
+    ],
+)
+def test_malformed_lock_files_are_named(tmp_path: Path, text: str, message: str) -> None:
+    lock = tmp_path / "models.lock.json"
+    lock.write_text(text)
+    with pytest.raises(LockFileError, match=message):
+        read_lock(lock, model="fraud")
+
+
+def test_a_missing_lock_file_means_no_pins(tmp_path: Path) -> None:
+    assert read_lock(tmp_path / "models.lock.json", model="fraud").pins == {}
