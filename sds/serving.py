@@ -53,7 +53,7 @@ class ServingSettings:
         sha = environ.get("MODEL_SHA256", "").strip() or None
         version: int | None = None
         if version_text:
-            if not version_text.isdigit() or int(version_text) < 1:
+            if not _is_decimal(version_text) or int(version_text) < 1:
                 raise SettingsError(
                     f"MODEL_VERSION must be a positive integer, got {version_text!r}"
                 )
@@ -76,11 +76,17 @@ class ServingSettings:
         )
 
 
+def _is_decimal(text: str) -> bool:
+    # str.isdigit() also accepts "²", which int() rejects: that ValueError would escape as a crash
+    # at init (a crash loop) instead of a SettingsError and a 503.
+    return text.isascii() and text.isdigit()
+
+
 def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
     text = environ.get(name, "").strip()
     if not text:
         return default
-    if not text.isdigit() or int(text) < 1:
+    if not _is_decimal(text) or int(text) < 1:
         raise SettingsError(f"{name} must be a positive integer, got {text!r}")
     return int(text)
 

@@ -1,0 +1,47 @@
+"""Shared unit-test fixtures: one small model, trained once per session on generated events.
+
+Training on 4000 events with 20 trees takes about two seconds on 2 cores; every test that needs a
+real registered model (training, ONNX parity, the inference handler) shares this one, and copies
+the registry first if it wants to change it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from trained_model import MODEL, SMALL_PARAMS, TRAINER, TrainedModel
+
+from lambdas.inference.app import InferenceApp
+from sds.data import generate_events, write_jsonl
+from sds.registry import open_registry
+from training.train import Progress, train
+
+
+@pytest.fixture(scope="session")
+def small_history(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_jsonl(
+        generate_events(4000, seed=3), tmp_path_factory.mktemp("data") / "history.jsonl"
+    )
+
+
+@pytest.fixture(scope="session")
+def trained(small_history: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
+    root = tmp_path_factory.mktemp("registry")
+    version = train(
+        data=small_history,
+        registry=open_registry(root.as_uri(), MODEL),
+        params=SMALL_PARAMS,
+        actor=TRAINER,
+        reason="session fixture",
+        progress=Progress(7, enabled=False),
+    )
+    return TrainedModel(data=small_history, registry_root=root, version=version)
+
+
+@pytest.fixture(scope="session")
+def served(trained: TrainedModel) -> InferenceApp:
+    """The inference app serving the trained version, as one Lambda execution environment."""
+    app = InferenceApp(trained.settings(), metrics=lambda name, value, dimensions: None)
+    assert app.model is not None, app.unavailable
+    return app

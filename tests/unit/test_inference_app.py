@@ -1,0 +1,622 @@
+"""The inference API over a real, small trained model: routes, responses, validation that names
+every problem, and clear 503s when no model can be served."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import skops.io as sio
+from trained_model import MODEL, TrainedModel
+
+from lambdas.inference.app import InferenceApp
+from sds.features import FIELD_NAMES, featurize
+from sds.registry import open_registry
+from sds.serving import ServingSettings
+from training.onnx_export import onnx_scores
+
+Metrics = list[tuple[str, float, dict[str, str]]]
+
+
+def valid_event(**overrides: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "amount": 950.0,
+        "currency": "USD",
+        "merchant_category": "electronics",
+        "country": "BR",
+        "card_country": "US",
+        "hour_of_day": 3,
+        "account_age_days": 5,
+        "is_new_device": True,
+        "num_failed_logins_last_24_hours": 4,
+        "txn_count_last_1h": 6,
+    }
+    event.update(overrides)
+    return event
+
+
+def ordinary_event(**overrides: Any) -> dict[str, Any]:
+    return valid_event(
+        amount=23.5,
+        merchant_category="grocery",
+        country="US",
+        hour_of_day=14,
+        account_age_days=2000,
+        is_new_device=False,
+        num_failed_logins_last_24_hours=0,
+        txn_count_last_1h=0,
+        **overrides,
+    )
+
+
+def proxy(
+    body: Any = None,
+    *,
+    method: str = "POST",
+    path: str = "/predict",
+    headers: dict[str, str] | None = None,
+    raw: str | None = None,
+    b64: bool = False,
+) -> dict[str, Any]:
+    text = raw if raw is not None else (None if body is None else json.dumps(body))
+    if b64 and text is not None:
+        text = base64.b64encode(text.encode()).decode()
+    return {
+        "resource": "/{proxy+}",
+        "path": path,
+        "httpMethod": method,
+        "headers": {"Content-Type": "application/json"} if headers is None else headers,
+        "body": text,
+        "isBase64Encoded": b64,
+    }
+
+
+def call(app: InferenceApp, event: Any) -> tuple[int, dict[str, str], Any]:
+    response = app.handle(event, None)
+    assert set(response) == {"statusCode", "headers", "body", "isBase64Encoded"}
+    assert response["headers"]["Content-Type"] == "application/json"
+    return response["statusCode"], response["headers"], json.loads(response["body"])
+
+
+def problems_of(body: Any) -> dict[str, str]:
+    assert body["error"] == "invalid_request"
+    return {p["field"]: p["reason"] for p in body["problems"]}
+
+
+# Predictions ------------------------------------------------------------------------------------
+
+
+def test_given_valid_events_then_each_gets_a_prediction_from_the_pinned_version(
+    served: InferenceApp, trained: TrainedModel
+) -> None:
+    status, headers, body = call(
+        served, proxy({"events": [valid_event(event_id="risky"), ordinary_event()]})
+    )
+
+    assert status == 200
+    assert headers["X-Model-Version"] == "1"
+    assert headers["X-Model-Name"] == MODEL
+    assert body["model"] == {"name": MODEL, "version": 1}
+    risky, ordinary = body["predictions"]
+    assert set(risky) == {"fraud_probability", "is_fraud", "event_id"}
+    assert risky["event_id"] == "risky"
+    assert set(ordinary) == {"fraud_probability", "is_fraud"}
+    assert 0 <= ordinary["fraud_probability"] < risky["fraud_probability"] <= 1
+    threshold = trained.version.manifest["decision_threshold"]
+    for prediction in body["predictions"]:
+        assert prediction["is_fraud"] is (prediction["fraud_probability"] >= round(threshold, 6))
+
+
+def test_served_scores_equal_the_registered_scikit_learn_estimator_on_the_same_events(
+    served: InferenceApp, trained: TrainedModel
+) -> None:
+    events = [valid_event(), ordinary_event(), valid_event(amount=1.0, currency="JPY")]
+    _, _, body = call(served, proxy({"events": events}))
+
+    data = trained.registry().read_artifact(1, "model.skops")
+    estimator = sio.loads(data, trusted=sio.get_untrusted_types(data=data))
+    vectors = np.asarray([featurize(e) for e in events], dtype=np.float32)
+    expected = estimator.predict_proba(vectors)[:, 1]
+    served_scores = [p["fraud_probability"] for p in body["predictions"]]
+
+    assert np.max(np.abs(np.asarray(served_scores) - expected)) <= 1e-4
+    assert served_scores == [round(float(s), 6) for s in onnx_scores(served_onnx(trained), vectors)]
+
+
+def served_onnx(trained: TrainedModel) -> bytes:
+    return trained.registry().read_artifact(1)
+
+
+def test_serving_is_stateless_a_batch_scores_like_its_events_one_by_one(
+    served: InferenceApp,
+) -> None:
+    events = [valid_event(), ordinary_event(), valid_event(hour_of_day=12)]
+
+    _, _, batch = call(served, proxy({"events": events}))
+    _, _, again = call(served, proxy({"events": events}))
+    singles = [call(served, proxy({"events": [e]}))[2]["predictions"][0] for e in events]
+
+    assert batch == again
+    assert batch["predictions"] == singles
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        None,
+        "application/json",
+        "application/json; charset=utf-8",
+        "APPLICATION/JSON",
+        "application/vnd.api+json",
+    ],
+)
+def test_given_a_json_content_type_or_none_then_the_request_is_scored(
+    served: InferenceApp, content_type: str | None
+) -> None:
+    headers = {} if content_type is None else {"content-type": content_type}
+
+    status, _, _ = call(served, proxy({"events": [valid_event()]}, headers=headers))
+
+    assert status == 200
+
+
+def test_given_a_base64_encoded_body_then_it_is_decoded_and_scored(served: InferenceApp) -> None:
+    plain = call(served, proxy({"events": [valid_event()]}))
+    encoded = call(served, proxy({"events": [valid_event()]}, b64=True))
+
+    assert encoded[0] == 200
+    assert encoded[2] == plain[2]
+
+
+@pytest.mark.parametrize("path", ["/predict", "/predict/", "predict", "//predict//"])
+def test_given_slashes_around_the_path_or_lower_case_method_then_the_route_still_matches(
+    served: InferenceApp, path: str
+) -> None:
+    assert call(served, proxy({"events": [valid_event()]}, path=path, method="post"))[0] == 200
+
+
+def test_given_the_maximum_number_of_events_then_all_are_scored(served: InferenceApp) -> None:
+    limit = served.settings.max_events
+    status, _, body = call(served, proxy({"events": [ordinary_event()] * limit}))
+
+    assert status == 200
+    assert len(body["predictions"]) == limit
+
+
+# Model and health ------------------------------------------------------------------------------
+
+
+def test_get_model_describes_the_served_version(
+    served: InferenceApp, trained: TrainedModel
+) -> None:
+    status, headers, body = call(served, proxy(method="GET", path="/model"))
+
+    assert status == 200
+    assert headers["X-Model-Version"] == "1"
+    assert body["name"] == MODEL
+    assert body["version"] == 1
+    assert body["sha256"] == trained.version.sha256
+    assert body["metrics"]["roc_auc"] == trained.version.metrics["roc_auc"]
+    assert body["decision_threshold"] == trained.version.manifest["decision_threshold"]
+    assert body["feature_schema"]["inputs"]["required"] == list(FIELD_NAMES)
+    assert body["created_at"] == trained.version.manifest["created_at"]
+
+
+def test_get_health_reports_ok_with_the_model(served: InferenceApp) -> None:
+    status, _, body = call(served, proxy(method="GET", path="/health"))
+
+    assert (status, body) == (200, {"status": "ok", "model": {"name": MODEL, "version": 1}})
+
+
+# Routing errors --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path", ["/", "/predictions", "/predict/extra", "/admin", "/" + "x" * 5000]
+)
+def test_given_an_unknown_path_then_404_points_at_the_predict_route(
+    served: InferenceApp, path: str
+) -> None:
+    status, _, body = call(served, proxy({"events": []}, path=path))
+
+    assert status == 404
+    assert body["error"] == "not_found"
+    assert body["message"].endswith("try POST /predict")
+    assert len(body["message"]) < 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("GET", "/predict", "POST"),
+        ("PUT", "/predict", "POST"),
+        ("DELETE", "/model", "GET"),
+        ("POST", "/health", "GET"),
+        ("WHATEVER", "/model", "GET"),
+    ],
+)
+def test_given_the_wrong_method_then_405_with_an_allow_header(
+    served: InferenceApp, method: str, path: str, allow: str
+) -> None:
+    status, headers, body = call(
+        served, proxy({"events": [valid_event()]}, method=method, path=path)
+    )
+
+    assert status == 405
+    assert headers["Allow"] == allow
+    assert body == {"error": "method_not_allowed", "message": f"{path} accepts {allow}"}
+
+
+def test_given_a_body_over_the_limit_then_413_says_the_size_and_limit(
+    trained: TrainedModel,
+) -> None:
+    app = InferenceApp(trained.settings(max_body_bytes=2000), metrics=lambda *a: None)
+    body = {"events": [valid_event()] * 20}
+    size = len(json.dumps(body).encode())
+
+    for b64 in (False, True):  # the limit applies to the decoded bytes
+        status, _, answer = call(app, proxy(body, b64=b64))
+        assert status == 413
+        assert answer == {
+            "error": "payload_too_large",
+            "message": f"the body has {size} bytes; the limit is 2000",
+        }
+    assert call(app, proxy({"events": [valid_event()]}))[0] == 200
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "json"]
+)
+def test_given_a_body_that_is_not_json_then_415(served: InferenceApp, content_type: str) -> None:
+    status, _, body = call(
+        served, proxy({"events": [valid_event()]}, headers={"Content-Type": content_type})
+    )
+
+    assert status == 415
+    assert body["error"] == "unsupported_media_type"
+    assert content_type in body["message"]
+
+
+# 400: every problem named ----------------------------------------------------------------------
+
+
+def test_given_several_bad_events_then_400_lists_every_problem_with_field_and_reason(
+    served: InferenceApp,
+) -> None:
+    second = valid_event(amount=-5, hour_of_day="3", is_new_device=1)
+    del second["country"]
+    events = [valid_event(), second, "not an event", valid_event(event_id=7, colour="red")]
+
+    status, headers, body = call(served, proxy({"events": events, "debug": True}))
+
+    assert status == 400
+    assert headers["X-Model-Version"] == "1"
+    assert body["message"].startswith(
+        "8 problem(s) in the request; expected fields per event: amount"
+    )
+    assert problems_of(body) == {
+        "debug": "is not a known field (expected only 'events')",
+        "events[1].amount": "must be >= 0",
+        "events[1].country": "is required",
+        "events[1].hour_of_day": "must be an integer",
+        "events[1].is_new_device": "must be true or false",
+        "events[2]": "must be a JSON object",
+        "events[3].colour": "is not a known field",
+        "events[3].event_id": "must be a string of 1 to 128 characters",
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "reason"),
+    [
+        ({}, "events", "is required"),
+        ({"events": {}}, "events", "must be a list of events"),
+        ({"events": []}, "events", "must contain at least one event"),
+        ({"events": [valid_event()] * 101}, "events", "has 101 events; the limit is 100"),
+        (
+            {"events": [valid_event(event_id="")]},
+            "events[0].event_id",
+            "must be a string of 1 to 128 characters",
+        ),
+        (
+            {"events": [valid_event(event_id="x" * 129)]},
+            "events[0].event_id",
+            "must be a string of 1 to 128 characters",
+        ),
+        ({"events": [valid_event(amount=10**400)]}, "events[0].amount", "must be at most 1e+09"),
+        (
+            {"events": [valid_event(txn_count_last_1h=10**30)]},
+            "events[0].txn_count_last_1h",
+            "must be <= 1e+06",
+        ),
+    ],
+)
+def test_given_a_bad_request_then_the_problem_is_named(
+    served: InferenceApp, body: Any, field: str, reason: str
+) -> None:
+    status, _, answer = call(served, proxy(raw=json.dumps(body)))
+
+    assert status == 400
+    assert problems_of(answer)[field] == reason
+
+
+def test_given_a_number_that_overflows_to_infinity_then_it_is_named_not_scored(
+    served: InferenceApp,
+) -> None:
+    raw = json.dumps({"events": [valid_event(amount=12345.0)]}).replace("12345.0", "1e400")
+
+    status, _, body = call(served, proxy(raw=raw))
+
+    assert status == 400
+    assert problems_of(body) == {"events[0].amount": "must be a finite number"}
+
+
+def test_given_a_thousand_bad_events_then_the_listing_is_capped_and_says_how_many_more(
+    trained: TrainedModel,
+) -> None:
+    app = InferenceApp(trained.settings(max_events=2000), metrics=lambda *a: None)
+
+    status, _, body = call(app, proxy({"events": [{}] * 200}))
+
+    assert status == 400
+    assert len(body["problems"]) == 1000
+    assert body["problems_not_listed"] == 200 * len(FIELD_NAMES) - 1000
+
+
+@pytest.mark.parametrize(
+    ("raw", "error", "message"),
+    [
+        ("", "empty_body", 'the request body is empty; send {"events": [...]}'),
+        ("{", "invalid_json", "the body is not valid JSON: Expecting property name"),
+        ('{"events": [{"amount": NaN}]}', "invalid_json", "NaN is not valid JSON"),
+        ('{"events": [{"amount": Infinity}]}', "invalid_json", "Infinity is not valid JSON"),
+        ('{"events": [{"amount": -Infinity}]}', "invalid_json", "-Infinity is not valid JSON"),
+        (
+            '{"events": [{"amount": ' + "9" * 5000 + "}]}",
+            "invalid_json",
+            "the body is not valid JSON",
+        ),
+        ("[" * 100_000 + "]" * 100_000, "invalid_json", "the JSON is nested too deeply"),
+        ('{"events": ' + "[" * 50_000 + "]" * 50_000 + "}", "invalid_json", "nested too deeply"),
+        ("[]", "invalid_request", "the body must be a JSON object"),
+        ('"events"', "invalid_request", "the body must be a JSON object"),
+        ("null", "invalid_request", "the body must be a JSON object"),
+    ],
+)
+def test_given_a_body_that_is_not_a_valid_request_then_400_says_why(
+    served: InferenceApp, raw: str, error: str, message: str
+) -> None:
+    status, _, body = call(served, proxy(raw=raw))
+
+    assert status == 400
+    assert body["error"] == error
+    assert message in body["message"]
+    assert len(body["message"]) < 300
+
+
+def test_given_no_body_at_all_then_400_empty_body(served: InferenceApp) -> None:
+    status, _, body = call(served, proxy(None))
+
+    assert (status, body["error"]) == (400, "empty_body")
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (b"\xff\xfe{}", "the body is not valid UTF-8"),
+        (
+            '{"events": [{"currency": "\ud800"}]}'.encode("utf-8", "surrogatepass"),
+            "not valid UTF-8",
+        ),
+    ],
+)
+def test_given_a_body_that_is_not_utf8_then_400(
+    served: InferenceApp, payload: bytes, message: str
+) -> None:
+    event = proxy(b64=True)
+    event["body"] = base64.b64encode(payload).decode()
+
+    status, _, body = call(served, event)
+
+    assert status == 400
+    assert body["error"] == "invalid_body"
+    assert message in body["message"]
+
+
+def test_given_a_lone_surrogate_in_a_text_body_then_400_not_a_crash(served: InferenceApp) -> None:
+    status, _, body = call(served, proxy(raw='{"events": [{"currency": "\ud800"}]}'))
+
+    assert (status, body["error"]) == (400, "invalid_body")
+
+
+@pytest.mark.parametrize("raw", ["not base64!", "e30", "ü"])
+def test_given_invalid_base64_then_400(served: InferenceApp, raw: str) -> None:
+    event = proxy(b64=True)
+    event["body"] = raw
+
+    status, _, body = call(served, event)
+
+    assert (status, body["error"]) == (400, "invalid_body")
+
+
+@pytest.mark.parametrize(
+    "event",
+    [None, "GET /predict", [], {}, {"path": "/predict"}, {"httpMethod": "POST", "path": 7}],
+)
+def test_given_something_that_is_not_a_proxy_event_then_400_bad_event(
+    served: InferenceApp, event: Any
+) -> None:
+    status, _, body = call(served, event)
+
+    assert (status, body["error"]) == (400, "bad_event")
+
+
+def test_given_a_body_that_is_not_a_string_then_400(served: InferenceApp) -> None:
+    event = proxy()
+    event["body"] = {"events": [valid_event()]}
+
+    status, _, body = call(served, event)
+
+    assert (status, body["error"]) == (400, "bad_event")
+
+
+# Metrics ---------------------------------------------------------------------------------------
+
+
+def test_metrics_count_predictions_and_invalid_requests_and_never_break_serving(
+    trained: TrainedModel,
+) -> None:
+    seen: Metrics = []
+    app = InferenceApp(trained.settings(), metrics=lambda n, v, d: seen.append((n, v, dict(d))))
+
+    call(app, proxy({"events": [valid_event(), ordinary_event()]}))
+    call(app, proxy({"events": [{}]}))
+
+    assert seen == [
+        ("Predictions", 2, {"Environment": "test"}),
+        ("InvalidRequests", 1.0, {"Environment": "test"}),
+    ]
+
+    def broken(name: str, value: float, dimensions: Any) -> None:
+        raise OSError("stdout closed")
+
+    app.metrics = broken
+    assert call(app, proxy({"events": [valid_event()]}))[0] == 200
+
+
+# 503: nothing to serve -------------------------------------------------------------------------
+
+
+def assert_unavailable(app: InferenceApp, message: str) -> None:
+    assert app.model is None
+    for method, path in (("POST", "/predict"), ("GET", "/model")):
+        status, headers, body = call(
+            app, proxy({"events": [valid_event()]}, method=method, path=path)
+        )
+        assert status == 503
+        assert "X-Model-Version" not in headers
+        assert body["error"] == "model_unavailable"
+        assert message in body["message"]
+    status, _, body = call(app, proxy(method="GET", path="/health"))
+    assert status == 503
+    assert body["status"] == "unavailable"
+    assert message in body["message"]
+    # Client errors are still client errors while unavailable.
+    assert call(app, proxy({"events": [valid_event()]}, path="/nope"))[0] == 404
+    assert call(app, proxy(raw="{"))[0] == 400
+
+
+def test_given_no_pin_then_every_model_route_answers_503_with_how_to_deploy_one() -> None:
+    seen: Metrics = []
+    app = InferenceApp(
+        ServingSettings(MODEL, None, None, None, environment="dev"),
+        metrics=lambda n, v, d: seen.append((n, v, dict(d))),
+    )
+
+    assert_unavailable(app, "no model is deployed to environment 'dev'")
+    assert_unavailable(app, "sds promote VERSION --to dev")
+    assert [m for m in seen if m[0] == "ModelLoadFailure"] == []  # a valid state, not a failure
+
+
+def _load_failure(settings: ServingSettings) -> tuple[InferenceApp, Metrics]:
+    seen: Metrics = []
+    app = InferenceApp(settings, metrics=lambda n, v, d: seen.append((n, v, dict(d))))
+    return app, seen
+
+
+def test_given_a_pin_with_the_wrong_sha256_then_503_and_a_load_failure_metric(
+    trained: TrainedModel,
+) -> None:
+    app, seen = _load_failure(trained.settings(model_sha256="0" * 64))
+
+    assert_unavailable(app, "does not match the deployed pin")
+    assert ("ModelLoadFailure", 1.0, {"Environment": "test"}) in seen
+
+
+def test_given_a_tampered_artifact_then_503_names_the_integrity_failure(
+    trained: TrainedModel, tmp_path: Path
+) -> None:
+    root = trained.copy_registry(tmp_path / "registry")
+    onnx = root / "models" / MODEL / "versions" / "1" / "model.onnx"
+    data = bytearray(onnx.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    onnx.write_bytes(bytes(data))
+
+    app, seen = _load_failure(trained.settings(registry_uri=root.as_uri()))
+
+    assert_unavailable(
+        app, "could not be loaded: version 1: model.onnx does not match its manifest"
+    )
+    assert [m[0] for m in seen if m[0] == "ModelLoadFailure"] == ["ModelLoadFailure"]
+
+
+def test_given_a_pinned_version_missing_from_the_registry_then_503(
+    trained: TrainedModel, tmp_path: Path
+) -> None:
+    app, _ = _load_failure(trained.settings(registry_uri=(tmp_path / "empty").as_uri()))
+
+    assert_unavailable(app, "has no version 1")
+
+
+def _register_variant(
+    trained: TrainedModel, tmp_path: Path, *, onnx: bytes | None = None, **changes: Any
+) -> ServingSettings:
+    root = trained.copy_registry(tmp_path / "registry")
+    registry = open_registry(root.as_uri(), MODEL)
+    metadata = {**trained.version.manifest, **changes}
+    version = registry.register(
+        {"model.onnx": registry.read_artifact(1) if onnx is None else onnx}, metadata, actor="t"
+    )
+    return trained.settings(
+        registry_uri=root.as_uri(), model_version=version.number, model_sha256=version.sha256
+    )
+
+
+def test_given_a_model_trained_on_other_features_then_503_asks_to_retrain_or_redeploy(
+    trained: TrainedModel, tmp_path: Path
+) -> None:
+    schema = dict(trained.version.manifest["feature_schema"])
+    schema["features"] = [*schema["features"], "new_feature"]
+
+    app, seen = _load_failure(_register_variant(trained, tmp_path, feature_schema=schema))
+
+    assert_unavailable(app, "was trained on different features than this code computes")
+    assert [m[0] for m in seen if m[0] == "ModelLoadFailure"] == ["ModelLoadFailure"]
+
+
+def test_given_an_artifact_that_is_not_onnx_then_503(trained: TrainedModel, tmp_path: Path) -> None:
+    app, _ = _load_failure(_register_variant(trained, tmp_path, onnx=b"not an onnx model"))
+
+    assert_unavailable(app, "is not a valid ONNX model")
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"MODEL_VERSION": "abc"}, "MODEL_VERSION must be a positive integer, got 'abc'"),
+        ({"MODEL_VERSION": "1"}, "MODEL_SHA256 must be the 64-hex-digit sha256"),
+        ({"MODEL_VERSION": "1", "MODEL_SHA256": "a" * 64}, "REGISTRY_URI is required"),
+        ({"MAX_EVENTS": "0"}, "MAX_EVENTS must be a positive integer"),
+    ],
+)
+def test_given_a_misconfigured_function_then_503_names_the_variable(
+    environ: dict[str, str], message: str
+) -> None:
+    seen: Metrics = []
+    app = InferenceApp.from_environ(environ, metrics=lambda n, v, d: seen.append((n, v, dict(d))))
+
+    assert_unavailable(app, "the function is misconfigured: " + message)
+    assert [m[0] for m in seen if m[0] == "ModelLoadFailure"] == ["ModelLoadFailure"]
+
+
+def test_from_environ_with_a_valid_pin_serves_it(trained: TrainedModel) -> None:
+    app = InferenceApp.from_environ(trained.environ(), metrics=lambda *a: None)
+
+    assert call(app, proxy({"events": [valid_event()]}))[2]["model"] == {
+        "name": MODEL,
+        "version": 1,
+    }
