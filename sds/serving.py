@@ -157,8 +157,10 @@ def load_model(settings: ServingSettings) -> LoadedModel:
         raise ModelUnavailable(
             f"model {settings.model_name} v{settings.model_version} could not be loaded: {exc}"
         ) from exc
-    schema = version.manifest.get("feature_schema", {})
-    if schema.get("features") != feature_schema()["features"]:
+    schema = version.manifest.get("feature_schema")
+    # A manifest is data from elsewhere: a non-object schema must give a 503, not crash the init.
+    trained_on = schema.get("features") if isinstance(schema, Mapping) else None
+    if trained_on != feature_schema()["features"]:
         raise ModelUnavailable(
             f"model {settings.model_name} v{settings.model_version} was trained on different "
             "features than this code computes; retrain it or deploy matching code"

@@ -45,3 +45,13 @@ def other_store(request: pytest.FixtureRequest, store: ObjectStore, tmp_path: Pa
         make: Callable[[], ObjectStore] = request.getfixturevalue("s3_store")
         return make()
     raise NotImplementedError(f"no second store for {type(store).__name__} yet")
+
+
+@pytest.fixture
+def remove_object(store: ObjectStore) -> Callable[[str], None]:
+    """Delete one object behind the registry's back (the contract has no delete on purpose)."""
+    if isinstance(store, FileStore):
+        return lambda key: store.root.joinpath(*key.split("/")).unlink()
+    if isinstance(store, S3Store):
+        return lambda key: store.client.delete_object(Bucket=store.bucket, Key=store.prefix + key)
+    raise NotImplementedError(f"no way to delete from {type(store).__name__} yet")

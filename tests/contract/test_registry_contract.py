@@ -27,7 +27,7 @@ from sds.registry import (
     VersionNotFound,
 )
 from sds.registry.core import sha256_hex
-from sds.registry.store import ObjectStore, StoredObject
+from sds.registry.store import ObjectStore, StoredObject, StoreError
 
 ACTOR = "alice@laptop"
 
@@ -145,6 +145,24 @@ def test_given_a_claimed_but_incomplete_version_then_it_is_invisible_and_its_num
 
     assert register(registry, "c") == 3
     assert registry.list_versions() == [1, 3]
+
+
+def test_given_a_writer_that_fails_after_claiming_a_number_then_the_version_never_appears(
+    registry: Registry, store: ObjectStore
+) -> None:
+    register(registry, "a")
+
+    def fail(key: str) -> None:
+        if key.endswith("/model.skops"):
+            raise StoreError(f"{key}: connection reset")
+
+    crashing = Registry(_HookedStore(store, before_put=fail), "fraud")
+    with pytest.raises(StoreError, match="connection reset"):
+        register(crashing, "b")
+
+    assert registry.list_versions() == [1]
+    assert [e["version"] for e in registry.events()] == [1]  # no "registered" for the failure
+    assert register(registry, "c") == 3
 
 
 def test_given_several_threads_registering_at_once_then_every_version_gets_its_own_number(
@@ -286,15 +304,10 @@ def test_given_a_manifest_whose_sha_disagrees_with_its_artifact_entry_then_it_is
 
 
 def test_given_a_missing_artifact_then_reading_it_raises_integrity_error(
-    registry: Registry, store: ObjectStore, tmp_path: Path
+    registry: Registry, remove_object: Callable[[str], None]
 ) -> None:
     register(registry, "a")
-    if hasattr(store, "root"):
-        Path(store.root, key(1, "model.skops")).unlink()
-    elif hasattr(store, "bucket"):  # S3: delete through the store's own client
-        store.client.delete_object(Bucket=store.bucket, Key=store.prefix + key(1, "model.skops"))
-    else:  # pragma: no cover - other backends delete through their own client
-        pytest.skip("deleting an object is backend specific")
+    remove_object(key(1, "model.skops"))
 
     with pytest.raises(IntegrityError, match="missing"):
         registry.verify_version(1)
@@ -582,12 +595,13 @@ def test_import_of_a_version_the_source_lacks_raises_version_not_found(
         target.import_version(registry, 4, actor="promoter")
 
 
-class _RacingStore:
-    """Delegates to a store; just before the first manifest write, another copier finishes."""
+class _HookedStore:
+    """Delegates to a store, calling `before_put(key)` before each write (to inject races and
+    failures at an exact point, on any backend)."""
 
-    def __init__(self, inner: ObjectStore, race: Callable[[], None]) -> None:
+    def __init__(self, inner: ObjectStore, *, before_put: Callable[[str], None]) -> None:
         self.inner = inner
-        self.race: Callable[[], None] | None = race
+        self.before_put = before_put
 
     @property
     def uri(self) -> str:
@@ -602,9 +616,7 @@ class _RacingStore:
     def put(
         self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None
     ) -> str:
-        if key.endswith("/manifest.json") and self.race is not None:
-            race, self.race = self.race, None
-            race()
+        self.before_put(key)
         return self.inner.put(key, data, if_none_match=if_none_match, if_match=if_match)
 
 
@@ -613,12 +625,19 @@ def test_given_two_copies_of_the_same_version_racing_then_both_succeed_with_the_
 ) -> None:
     register(registry, "a")
     rival = Registry(other_store, "fraud")
-    racing = Registry(
-        _RacingStore(other_store, lambda: rival.import_version(registry, 1, actor="rival")),
-        "fraud",
-    )
+    raced: list[str] = []
+
+    def rival_finishes_first(key: str) -> None:
+        if key.endswith("/manifest.json") and not raced:
+            raced.append(key)
+            rival.import_version(registry, 1, actor="rival")
+
+    racing = Registry(_HookedStore(other_store, before_put=rival_finishes_first), "fraud")
 
     copied = racing.import_version(registry, 1, actor="me")
 
+    assert raced  # the rival really did win the manifest write
     assert copied.sha256 == registry.get_version(1).sha256
-    assert rival.verify_version(1).sha256 == copied.sha256
+    assert copied.manifest["source"]["copied_by"] == "rival"
+    assert rival.verify_version(1).manifest == copied.manifest
+    assert len(events_of(rival, "copied")) == 1

@@ -588,6 +588,16 @@ def test_given_a_model_trained_on_other_features_then_503_asks_to_retrain_or_red
     assert [m[0] for m in seen if m[0] == "ModelLoadFailure"] == ["ModelLoadFailure"]
 
 
+@pytest.mark.parametrize("schema", [None, [], "v1", {}])
+def test_given_a_manifest_without_a_usable_feature_schema_then_503_not_a_crash_loop(
+    trained: TrainedModel, tmp_path: Path, schema: Any
+) -> None:
+    app, seen = _load_failure(_register_variant(trained, tmp_path, feature_schema=schema))
+
+    assert_unavailable(app, "was trained on different features than this code computes")
+    assert [m[0] for m in seen if m[0] == "ModelLoadFailure"] == ["ModelLoadFailure"]
+
+
 def test_given_an_artifact_that_is_not_onnx_then_503(trained: TrainedModel, tmp_path: Path) -> None:
     app, _ = _load_failure(_register_variant(trained, tmp_path, onnx=b"not an onnx model"))
 
