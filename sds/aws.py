@@ -8,6 +8,7 @@ once per command and says which stack to deploy when one is missing.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,11 +52,17 @@ def sdk_config() -> Any:
     )
 
 
+_CLIENT_LOCK = threading.Lock()
+
+
 def client(service: str) -> Any:
     """A boto3 client for `service` with standard retries (region and endpoint from the env)."""
     import boto3
 
-    return boto3.client(service, config=sdk_config())
+    # boto3's default session is not thread-safe while it creates clients: concurrent creation
+    # can lose configuration (the endpoint among it). Clients themselves are thread-safe.
+    with _CLIENT_LOCK:
+        return boto3.client(service, config=sdk_config())
 
 
 def error_code(exc: BaseException) -> str:

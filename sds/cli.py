@@ -3,6 +3,11 @@
 Exit codes: 0 done (or nothing to do), 1 error, 2 usage error, 3 refused (a promotion gate
 failed, or a concurrent change won). Errors are one line on stderr; `--json` prints
 machine-readable results on stdout.
+
+Local mode is the zero-config default. `--aws` (or `SDS_TARGET=aws`) works against the deployed
+stacks instead: registries come from SSM `/sds/<env>/registry-bucket` (unless
+`SDS_REGISTRY_<ENV>` names one), `rollback` switches the Lambda alias `live`, and
+`train --on-fargate` runs the training task.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sds import __version__
+from sds.aws import AwsError
 from sds.config import ConfigError
 from sds.lock import LockFileError, read_lock
 from sds.registry import RegistryError
@@ -32,6 +38,8 @@ EPILOG = """examples:
   sds promote 3 --to dev --reason "better PR AUC"
   sds promote --from dev --to staging --reason "passed dev checks"
   sds rollback --env dev --reason "false positives spiking"
+  sds --aws rollback --env prod --reason "alarm on false positives"   (or SDS_TARGET=aws)
+  sds train --aws --env dev --on-fargate --reason "weekly retrain"
   sds history --env dev
   sds serve --env dev --port 8080
 """
@@ -65,7 +73,10 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 
 def _workspace(args: argparse.Namespace) -> Workspace:
-    return Workspace.discover(project_dir=Path(args.project_dir) if args.project_dir else None)
+    return Workspace.discover(
+        project_dir=Path(args.project_dir) if args.project_dir else None,
+        target="aws" if getattr(args, "aws", False) else None,
+    )
 
 
 def _env(ws: Workspace, args: argparse.Namespace) -> str:
@@ -93,6 +104,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from training.train import Progress, params_from_args, train
 
+    if args.on_fargate:
+        return _train_on_fargate(args)
     ws = _workspace(args)
     env = _env(ws, args)
     if not args.data:
@@ -120,6 +133,30 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(
             f"registered {ws.model} version {version.number} in {env} "
             f"(ROC AUC {m['roc_auc']:.4f}, PR AUC {m['pr_auc']:.4f}, sha256 {version.sha256[:12]}...)"
+        )
+    return 0
+
+
+def _train_on_fargate(args: argparse.Namespace) -> int:
+    from sds.fargate import run_training
+
+    args.aws = True  # the task, its network and the registry are the deployed environment's
+    ws = _workspace(args)
+    env = _env(ws, args)
+
+    def say(line: str) -> None:
+        if not args.quiet:
+            print(line, file=sys.stderr, flush=True)
+
+    run = run_training(ws, env=env, reason=args.reason, data=args.data, say=say)
+    if args.json:
+        _print_json(run.to_dict())
+    else:
+        m = run.version.metrics
+        print(
+            f"registered {ws.model} version {run.version.number} in {env} on Fargate "
+            f"in {run.duration_s:.0f} s (ROC AUC {m.get('roc_auc', float('nan')):.4f}, "
+            f"sha256 {run.version.sha256[:12]}...)"
         )
     return 0
 
@@ -210,6 +247,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
     ws = _workspace(args)
     ws.config.env(args.env)
+    if ws.on_aws:
+        return _rollback_live(ws, args)
     change = rollback(ws, env=args.env, to_version=args.to, reason=args.reason)
     if args.json:
         _print_json(change.to_dict())
@@ -220,6 +259,34 @@ def cmd_rollback(args: argparse.Namespace) -> int:
             f"{args.env}: version {change.previous} -> version {change.version} "
             f"(rolled back in {change.duration_ms:.0f} ms; pin updated in {ws.lock_path.name})"
         )
+    return 0
+
+
+def _rollback_live(ws: Workspace, args: argparse.Namespace) -> int:
+    from sds.deploy_rollback import rollback_live
+
+    done = rollback_live(ws, env=args.env, to_version=args.to, reason=args.reason)
+    if args.json:
+        _print_json(done.to_dict())
+        return 0
+    if not done.changed:
+        print(
+            f"{args.env} already serves model version {done.version} "
+            f"(Lambda {done.function}:{done.alias} -> version {done.lambda_to}); nothing to do"
+        )
+        return 0
+    print(
+        f"{args.env}: model version {done.previous} -> {done.version}, "
+        f"alias {done.alias} of {done.function}: Lambda version {done.lambda_from} -> "
+        f"{done.lambda_to} (no routing weights)"
+    )
+    for deployment in done.stopped_deployments:
+        print(f"  stopped CodeDeploy deployment {deployment} first (without its own rollback)")
+    print(
+        f"  registry alias moved and audited; pin rewritten in {ws.lock_path.name}: commit it "
+        "so the next deploy keeps the rollback"
+    )
+    print(f"  done in {done.duration_ms:.0f} ms")
     return 0
 
 
@@ -335,6 +402,12 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--project-dir", help="the directory holding cdk.json (default: search upward)"
     )
+    common.add_argument(
+        "--aws",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="work against the deployed stacks, found through SSM /sds/<env>/ (or SDS_TARGET=aws)",
+    )
 
     parser = argparse.ArgumentParser(
         prog="sds",
@@ -343,6 +416,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"sds {__version__}")
+    parser.add_argument(
+        "--aws",
+        action="store_true",
+        default=False,
+        help="work against the deployed stacks, found through SSM /sds/<env>/ (or SDS_TARGET=aws)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -380,6 +459,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="history: .jsonl[.gz] file, directory or s3://bucket/prefix")
     p.add_argument("--reason", default="", help="why (recorded in the audit trail)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--on-fargate",
+        action="store_true",
+        help="run the environment's training task on ECS Fargate (implies --aws), wait, and "
+        "report the registered version; --data then overrides the task's data location",
+    )
+    where.add_argument(
+        "--local",
+        action="store_true",
+        help="train on this machine and register into the environment's registry (default)",
+    )
     add_training_arguments(p)
 
     p = command(
@@ -467,10 +558,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"sds: error: {exc}", file=sys.stderr)
         return exc.code
-    except (OperationError, RegistryError, ConfigError, LockFileError, ValueError, OSError) as exc:
-        code = EXIT_REFUSED if type(exc).__name__ == "ConcurrentUpdate" else EXIT_ERROR
+    except (
+        OperationError,
+        RegistryError,
+        ConfigError,
+        LockFileError,
+        AwsError,
+        ValueError,
+        OSError,
+    ) as exc:
+        refused = type(exc).__name__ in ("ConcurrentUpdate", "ConcurrentRollback")
         print(f"sds: error: {exc}", file=sys.stderr)
-        return code
+        return EXIT_REFUSED if refused else EXIT_ERROR
+    except Exception as exc:
+        if not type(exc).__module__.startswith(("botocore", "boto3")):
+            raise
+        # Credentials, endpoints, permissions: the SDK's message is the useful part.
+        print(f"sds: error: AWS: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print("sds: interrupted", file=sys.stderr)
         return 130

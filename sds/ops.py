@@ -224,6 +224,31 @@ def promote(
     )
 
 
+def rollback_target(
+    env: str, current: AliasState, to_version: int | None
+) -> tuple[int, tuple[int, ...]]:
+    """The version a rollback goes to and the alias history it leaves behind.
+
+    Without `to_version` it pops the history stack; with it, the stack is cut back to just
+    below the last occurrence of that version (or kept, if the version was never live).
+    """
+    if to_version is None:
+        if not current.history:
+            raise OperationError(
+                f"{env} has served only version {current.version}: no earlier version to roll back to"
+            )
+        return current.history[-1], current.history[:-1]
+    if to_version in current.history:
+        cut = len(current.history) - 1 - current.history[::-1].index(to_version)
+        return to_version, current.history[:cut]
+    return to_version, current.history
+
+
+def sync_env_pin(ws: Workspace, env: str, registry: Registry) -> Pin | None:
+    """Rewrite `env`'s pin in models.lock.json from its registry alias (under the file's lock)."""
+    return _sync_pin(ws, env, registry)
+
+
 def rollback(
     ws: Workspace, *, env: str, to_version: int | None = None, reason: str = ""
 ) -> AliasChange:
@@ -233,20 +258,7 @@ def rollback(
     current = registry.get_alias(env)
     if current is None:
         raise OperationError(f"nothing is live in {env}: there is nothing to roll back")
-    if to_version is None:
-        if not current.history:
-            raise OperationError(
-                f"{env} has served only version {current.version}: no earlier version to roll back to"
-            )
-        target_version = current.history[-1]
-        history = current.history[:-1]
-    else:
-        target_version = to_version
-        if target_version in current.history:
-            cut = len(current.history) - 1 - current.history[::-1].index(target_version)
-            history = current.history[:cut]
-        else:
-            history = current.history
+    target_version, history = rollback_target(env, current, to_version)
     if target_version == current.version:
         _sync_pin(ws, env, registry)
         return AliasChange("rollback", env, current.version, current.sha256, current.version, False)

@@ -6,8 +6,11 @@ Resolution, most explicit first:
   current one that holds a cdk.json;
 - local state: `$SDS_HOME`, else `<project>/.sds`;
 - lock file: `$SDS_LOCK_FILE`, else `<project>/models.lock.json`;
-- an environment's registry: `$SDS_REGISTRY_<ENV>` (file:///path or s3://bucket), else the
-  embedded local default `file://<state>/registries/<env>`.
+- target: `--aws` (or `$SDS_TARGET=aws`) works against the deployed stacks; the default,
+  `local` (`$SDS_TARGET=local`), needs no AWS at all;
+- an environment's registry: `$SDS_REGISTRY_<ENV>` (file:///path or s3://bucket), else, when the
+  target is `aws`, `s3://<bucket>` from SSM `/sds/<env>/registry-bucket`, else the embedded local
+  default `file://<state>/registries/<env>`.
 """
 
 from __future__ import annotations
@@ -19,8 +22,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sds.aws import Discovery
 from sds.config import ConfigError, ProjectConfig, load_project
 from sds.registry import Registry, open_registry
+
+TARGETS = ("local", "aws")
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,8 @@ class Workspace:
     config: ProjectConfig
     registry_overrides: Mapping[str, str] = field(default_factory=dict)
     actor: str = "unknown"
+    target: str = "local"
+    discovery: Discovery = field(default_factory=Discovery, compare=False, repr=False)
 
     @classmethod
     def discover(
@@ -39,6 +47,7 @@ class Workspace:
         environ: Mapping[str, str] | None = None,
         cwd: Path | None = None,
         project_dir: Path | None = None,
+        target: str | None = None,
     ) -> Workspace:
         environ = os.environ if environ is None else environ
         cwd = cwd or Path.cwd()
@@ -60,6 +69,9 @@ class Workspace:
             if environ.get("SDS_LOCK_FILE")
             else root / "models.lock.json"
         )
+        target = target or environ.get("SDS_TARGET", "").strip().lower() or "local"
+        if target not in TARGETS:
+            raise ConfigError(f"SDS_TARGET must be one of {', '.join(TARGETS)}, got {target!r}")
         return cls(
             project_dir=root,
             home=home.resolve(),
@@ -67,15 +79,24 @@ class Workspace:
             config=config,
             registry_overrides=overrides,
             actor=environ.get("SDS_ACTOR") or default_actor(),
+            target=target,
         )
 
     @property
     def model(self) -> str:
         return self.config.model_name
 
+    @property
+    def on_aws(self) -> bool:
+        return self.target == "aws"
+
     def registry_uri(self, env: str) -> str:
         self.config.env(env)  # unknown environments fail here, with the known ones listed
-        return self.registry_overrides.get(env) or (self.home / "registries" / env).as_uri()
+        if env in self.registry_overrides:
+            return self.registry_overrides[env]
+        if self.on_aws:
+            return f"s3://{self.discovery.get(env, 'registry-bucket')}"
+        return (self.home / "registries" / env).as_uri()
 
     def registry(self, env: str) -> Registry:
         return open_registry(self.registry_uri(env), self.model)

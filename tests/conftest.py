@@ -9,6 +9,7 @@ bucket (the registry contract's S3 backend).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -50,6 +51,18 @@ class MotoServer:
         request = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")
         with urllib.request.urlopen(request, timeout=10) as response:
             assert response.status == 200
+
+    def hold_state(self, model_name: str) -> None:
+        """Keep resources of `model_name` (e.g. "ecs::task") where the test puts them, instead
+        of moto advancing their status on every describe call."""
+        body = json.dumps(
+            {"model_name": model_name, "transition": {"progression": "manual", "times": 10**9}}
+        ).encode()
+        request = urllib.request.Request(
+            f"{self.endpoint}/moto-api/state-manager/set-transition", data=body, method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status in (200, 201)
 
     def client(self, service: str) -> Any:
         from sds.aws import client

@@ -1,0 +1,337 @@
+"""Rollback against a deployed environment: switch Lambda alias `live`, no redeploy.
+
+`sds rollback --aws --env ENV [--to N] --reason TEXT` does, in this order:
+
+1. picks the target model version from the environment's registry alias (its previous version,
+   or N) and finds the published Lambda version whose environment pins exactly that model
+   (MODEL_VERSION and MODEL_SHA256); if no deploy ever published one, it refuses and says so;
+2. stops any in-flight CodeDeploy deployment of the alias's deployment group, without
+   CodeDeploy's own rollback (which would race the alias switch below);
+3. points `live` at that version with no routing weights (an interrupted canary leaves some);
+4. moves the registry alias by compare-and-swap, with an audit event naming who, why, both
+   Lambda versions, the stopped deployment and how long it took;
+5. rewrites the pin in models.lock.json, so the next `cdk deploy` keeps the rollback.
+
+Concurrent rollbacks of one environment are serialized by a lease object next to the alias
+(created with If-None-Match, taken over and released with If-Match, expiring if its holder dies),
+so the Lambda alias and the registry alias always move in the same order. Promotions do not touch
+the Lambda alias (a deploy does) and take no lease; if one moves the registry alias between
+steps 1 and 4, the Lambda alias is put back and the rollback is re-planned (`--to N`) or refused
+(a relative rollback must not pop a history that just changed under it).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+from sds.aws import AwsError, Clients, error_code
+from sds.ops import CAS_ATTEMPTS, OperationError, rollback_target, sync_env_pin
+from sds.registry import ConcurrentUpdate, Registry, RegistryError, Version
+from sds.registry.core import now_iso
+from sds.registry.store import NotFound, ObjectStore, PreconditionFailed
+from sds.workspace import Workspace
+
+IN_FLIGHT = ["Created", "Queued", "InProgress", "Baking", "Ready"]
+LEASE_TTL_S = 60.0
+
+
+class ConcurrentRollback(OperationError):
+    """Another command changed the environment while this one ran; nothing was left half done."""
+
+
+@dataclass(frozen=True)
+class LiveRollback:
+    env: str
+    version: int
+    sha256: str
+    previous: int | None
+    changed: bool
+    function: str
+    alias: str
+    lambda_from: str
+    lambda_to: str
+    stopped_deployments: list[str] = field(default_factory=list)
+    duration_ms: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "action": "rollback",
+            "target": "aws",
+            "env": self.env,
+            "version": self.version,
+            "sha256": self.sha256,
+            "previous": self.previous,
+            "changed": self.changed,
+            "function": self.function,
+            "alias": self.alias,
+            "lambda_from": self.lambda_from,
+            "lambda_to": self.lambda_to,
+            "stopped_deployments": self.stopped_deployments,
+            "duration_ms": self.duration_ms,
+        }
+
+
+# Lease --------------------------------------------------------------------------------------
+
+
+def lease_key(model: str, env: str) -> str:
+    # Under aliases/ (the promoter policy's alias prefix); not *.json, so it is never an alias.
+    return f"models/{model}/aliases/{env}.lease"
+
+
+@contextmanager
+def lease(
+    store: ObjectStore,
+    key: str,
+    *,
+    holder: str,
+    ttl_s: float = LEASE_TTL_S,
+    wait_s: float = 2 * LEASE_TTL_S,
+) -> Iterator[None]:
+    """Hold `key` exclusively: at most one holder at a time, and a dead holder's lease expires."""
+    token = uuid.uuid4().hex
+    deadline = time.monotonic() + wait_s
+    etag = ""
+    while not etag:
+        now = time.time()
+        document = {"holder": holder, "token": token, "since": now_iso(), "expires": now + ttl_s}
+        data = json.dumps(document, sort_keys=True).encode()
+        try:
+            current = store.get(key)
+        except NotFound:
+            current = None
+        try:
+            if current is None:
+                etag = store.put(key, data, if_none_match=True)
+            else:
+                held = json.loads(current.data)
+                if not held.get("holder") or float(held.get("expires", 0)) < now:
+                    etag = store.put(key, data, if_match=current.etag)
+        except PreconditionFailed:
+            pass  # another command took it first: wait for it
+        if not etag:
+            if time.monotonic() > deadline:
+                who = json.loads(current.data) if current is not None else {}
+                raise ConcurrentRollback(
+                    f"another rollback ({who.get('holder', 'unknown')}, since "
+                    f"{who.get('since', '?')}) still holds {key}; try again when it is done"
+                )
+            time.sleep(0.02 + random.random() * 0.08)
+    try:
+        yield
+    finally:
+        released = json.dumps({"holder": None, "released_by": holder, "at": now_iso()}).encode()
+        # If it expired and someone took it over, it is theirs now: leave it.
+        with suppress(PreconditionFailed):
+            store.put(key, released, if_match=etag)
+
+
+# Lambda and CodeDeploy ----------------------------------------------------------------------
+
+
+def serving_versions(lambda_client: Any, function: str, model: Version) -> list[str]:
+    """Published versions of `function` whose environment pins exactly `model`, oldest first."""
+    found: list[str] = []
+    paginator = lambda_client.get_paginator("list_versions_by_function")
+    for page in paginator.paginate(FunctionName=function):
+        for config in page.get("Versions", []):
+            if config.get("Version") == "$LATEST":
+                continue
+            variables: Mapping[str, str] = config.get("Environment", {}).get("Variables", {})
+            if variables.get("MODEL_VERSION") == str(model.number) and (
+                variables.get("MODEL_SHA256") == model.sha256
+            ):
+                found.append(str(config["Version"]))
+    return sorted(found, key=int)
+
+
+def stop_deployments(
+    codedeploy: Any,
+    *,
+    application: str,
+    group: str,
+    wait_s: float = 30.0,
+    poll_s: float = 0.5,
+) -> list[str]:
+    """Stop every in-flight deployment of `group` and wait until CodeDeploy reports it stopped."""
+    response = codedeploy.list_deployments(
+        applicationName=application,
+        deploymentGroupName=group,
+        includeOnlyStatuses=IN_FLIGHT,
+    )
+    stopped: list[str] = []
+    for deployment_id in response.get("deployments", []):
+        # Without CodeDeploy's own rollback: it would move `live` back to the deployment's
+        # original version, racing the switch this command makes next.
+        answer = codedeploy.stop_deployment(deploymentId=deployment_id, autoRollbackEnabled=False)
+        deadline = time.monotonic() + wait_s
+        status = str(answer.get("status", ""))
+        while status == "Pending":
+            info = codedeploy.get_deployment(deploymentId=deployment_id)["deploymentInfo"]
+            if info.get("status") not in IN_FLIGHT:
+                break
+            if time.monotonic() > deadline:
+                raise AwsError(
+                    f"CodeDeploy deployment {deployment_id} did not stop within {wait_s:.0f} s; "
+                    "nothing was switched: check it in the console and run the rollback again"
+                )
+            time.sleep(poll_s)
+        stopped.append(deployment_id)
+    return stopped
+
+
+def _switch(lambda_client: Any, function: str, alias: str, version: str, revision: str) -> str:
+    kwargs: dict[str, Any] = {
+        "FunctionName": function,
+        "Name": alias,
+        "FunctionVersion": version,
+        "RoutingConfig": {"AdditionalVersionWeights": {}},
+    }
+    if revision:
+        kwargs["RevisionId"] = revision
+    response = lambda_client.update_alias(**kwargs)
+    return str(response.get("RevisionId", ""))
+
+
+# The command --------------------------------------------------------------------------------
+
+
+def rollback_live(
+    ws: Workspace,
+    *,
+    env: str,
+    to_version: int | None = None,
+    reason: str = "",
+    clients: Clients | None = None,
+    stop_wait_s: float = 30.0,
+) -> LiveRollback:
+    started = time.monotonic()
+    ws.config.env(env)
+    clients = clients or ws.discovery.clients
+    function = ws.discovery.get(env, "function-name")
+    alias = ws.discovery.get(env, "alias-name")
+    application = ws.discovery.get(env, "codedeploy-application")
+    group = ws.discovery.get(env, "deployment-group")
+    registry = ws.registry(env)
+    lambda_client = clients["lambda"]
+    stopped: list[str] = []
+    with lease(registry.store, lease_key(ws.model, env), holder=ws.actor):
+        for _ in range(CAS_ATTEMPTS):
+            current = registry.get_alias(env)
+            if current is None:
+                raise OperationError(f"nothing is live in {env}: there is nothing to roll back")
+            target_version, history = rollback_target(env, current, to_version)
+            target = _verified(registry, env, target_version)
+            candidates = serving_versions(lambda_client, function, target)
+            live = _get_alias(lambda_client, function, alias)
+            before = str(live["FunctionVersion"])
+            routed = bool(live.get("RoutingConfig", {}).get("AdditionalVersionWeights"))
+            if not candidates:
+                raise OperationError(
+                    f"no published version of {function} serves model version {target_version} "
+                    f"(sha256 {target.sha256[:12]}...): deploy it first (sds promote "
+                    f"{target_version} --to {env}, then cdk deploy '{env}/*'); nothing was changed"
+                )
+            # Keep the current code if it already serves the target model; else the newest build.
+            chosen = before if before in candidates else candidates[-1]
+            if target_version == current.version and chosen == before and not routed:
+                sync_env_pin(ws, env, registry)
+                return LiveRollback(
+                    env, current.version, current.sha256, current.version, False,
+                    function, alias, before, before, stopped, _ms(started),
+                )  # fmt: skip
+            if not stopped:
+                stopped = stop_deployments(
+                    clients["codedeploy"], application=application, group=group, wait_s=stop_wait_s
+                )
+                live = _get_alias(lambda_client, function, alias)  # a stop may have moved it
+                before = str(live["FunctionVersion"])
+            revision = _switch(lambda_client, function, alias, chosen, live.get("RevisionId", ""))
+            details = {
+                "env": env,
+                "target": "aws",
+                "function": function,
+                "function_alias": alias,
+                "lambda_from": before,
+                "lambda_to": chosen,
+                "stopped_deployments": stopped,
+            }
+            if target_version == current.version:
+                # The registry already says so: only `live` had drifted (e.g. a stopped canary).
+                registry.record_event(
+                    "rolled_back",
+                    version=target_version,
+                    actor=ws.actor,
+                    reason=reason,
+                    alias=env,
+                    details={
+                        **details,
+                        "from_version": current.version,
+                        "duration_ms": _ms(started),
+                    },
+                )
+                state_version, state_sha, previous = (
+                    current.version,
+                    current.sha256,
+                    current.version,
+                )
+                break
+            try:
+                state = registry.move_alias(
+                    env,
+                    target_version,
+                    expected=current,
+                    kind="rolled_back",
+                    actor=ws.actor,
+                    reason=reason,
+                    history=history,
+                    details={**details, "duration_ms": _ms(started)},
+                )
+            except ConcurrentUpdate:
+                # A promotion moved the registry alias meanwhile: put `live` back as it was.
+                _switch(lambda_client, function, alias, before, revision)
+                if to_version is None:
+                    raise ConcurrentRollback(
+                        f"{env}: a promotion moved the registry alias while this rollback ran; "
+                        f"live is back on Lambda version {before}. Check `sds history --env {env}` "
+                        "and run the rollback again (with --to VERSION to be explicit)"
+                    ) from None
+                continue
+            state_version, state_sha, previous = state.version, state.sha256, current.version
+            break
+        else:
+            raise ConcurrentRollback(f"{env}: the registry alias kept changing; try again")
+    sync_env_pin(ws, env, registry)
+    return LiveRollback(
+        env, state_version, state_sha, previous, True,
+        function, alias, before, chosen, stopped, _ms(started),
+    )  # fmt: skip
+
+
+def _verified(registry: Registry, env: str, version: int) -> Version:
+    try:
+        return registry.verify_version(version)
+    except RegistryError as exc:
+        raise OperationError(f"{env}: cannot roll back to version {version}: {exc}") from None
+
+
+def _get_alias(lambda_client: Any, function: str, alias: str) -> dict[str, Any]:
+    try:
+        return dict(lambda_client.get_alias(FunctionName=function, Name=alias))
+    except Exception as exc:
+        if error_code(exc) == "ResourceNotFoundException":
+            raise AwsError(
+                f"alias {alias!r} of {function} not found: is the Inference stack deployed?"
+            ) from None
+        raise
+
+
+def _ms(started: float) -> float:
+    return round((time.monotonic() - started) * 1000, 1)

@@ -1,0 +1,179 @@
+"""`sds train --on-fargate`: run the environment's training task on ECS Fargate and wait for it.
+
+Cluster, task definition, subnets and security group come from SSM (`/sds/<env>/training-*`);
+the container runs the same `python -m training.train` as `sds train --local`, with the task
+definition's own command (registry, model, data) plus `--reason`, and `SDS_ACTOR` set to whoever
+started it, so the registered version and its audit event name that person. While it runs, every
+status change is reported; when it stops, the command reports the version it registered.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sds.aws import AwsError, Clients
+from sds.ops import OperationError
+from sds.registry import Version
+from sds.workspace import Workspace
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    env: str
+    task_arn: str
+    exit_code: int | None
+    version: Version
+    duration_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "env": self.env,
+            "task_arn": self.task_arn,
+            "exit_code": self.exit_code,
+            "version": self.version.number,
+            "sha256": self.version.sha256,
+            "metrics": dict(self.version.metrics),
+            "duration_s": self.duration_s,
+        }
+
+
+def start_training_task(
+    ws: Workspace, *, env: str, clients: Clients, reason: str = "", data: str | None = None
+) -> tuple[str, str]:
+    """Start the task; return (cluster, task ARN)."""
+    discovery = ws.discovery
+    cluster = discovery.get(env, "training-cluster")
+    task_definition = discovery.get(env, "training-task-definition")
+    subnets = [s for s in discovery.get(env, "training-subnets").split(",") if s]
+    security_group = discovery.get(env, "training-security-group")
+    ecs = clients["ecs"]
+    definition = ecs.describe_task_definition(taskDefinition=task_definition)["taskDefinition"]
+    container = definition["containerDefinitions"][0]
+    command = list(container.get("command", []))
+    if data is not None:
+        if "--data" in command:
+            command[command.index("--data") + 1] = data
+        else:
+            command += ["--data", data]
+    if reason:
+        command += ["--reason", reason]
+    isolated = ws.config.env(env).infra.isolated_network
+    response = ecs.run_task(
+        cluster=cluster,
+        taskDefinition=task_definition,
+        launchType="FARGATE",
+        count=1,
+        startedBy="sds-cli",
+        networkConfiguration={
+            "awsvpcConfiguration": {
+                "subnets": subnets,
+                "securityGroups": [security_group],
+                # Public subnets (no NAT) need a public IP to reach ECR and S3's APIs.
+                "assignPublicIp": "DISABLED" if isolated else "ENABLED",
+            }
+        },
+        overrides={
+            "containerOverrides": [
+                {
+                    "name": container["name"],
+                    "command": command,
+                    "environment": [{"name": "SDS_ACTOR", "value": ws.actor}],
+                }
+            ]
+        },
+    )
+    failures = response.get("failures") or []
+    tasks = response.get("tasks") or []
+    if failures or not tasks:
+        detail = "; ".join(f"{f.get('arn', '')} {f.get('reason', '')}".strip() for f in failures)
+        raise AwsError(f"ECS could not start the training task in {cluster}: {detail or 'no task'}")
+    return cluster, str(tasks[0]["taskArn"])
+
+
+def wait_for_task(
+    clients: Clients,
+    *,
+    cluster: str,
+    task_arn: str,
+    say: Say,
+    poll_s: float = 5.0,
+    timeout_s: float = 6 * 3600,
+) -> dict[str, Any]:
+    """Poll until the task stops, reporting each status change; return the stopped task."""
+    ecs = clients["ecs"]
+    started = time.monotonic()
+    last = ""
+    while True:
+        described = ecs.describe_tasks(cluster=cluster, tasks=[task_arn])
+        tasks = described.get("tasks") or []
+        if not tasks:
+            raise AwsError(f"task {task_arn} disappeared from {cluster}")
+        task: dict[str, Any] = tasks[0]
+        status = str(task.get("lastStatus", "?"))
+        elapsed = time.monotonic() - started
+        if status != last:
+            say(f"[{elapsed:6.0f} s] {status.lower()}")
+            last = status
+        if status == "STOPPED":
+            return task
+        if elapsed > timeout_s:
+            raise AwsError(
+                f"training task {task_arn} still {status.lower()} after {timeout_s:.0f} s; "
+                "it keeps running: follow it in the ECS console or its log group"
+            )
+        time.sleep(poll_s)
+
+
+def run_training(
+    ws: Workspace,
+    *,
+    env: str,
+    reason: str = "",
+    data: str | None = None,
+    clients: Clients | None = None,
+    say: Say = print,
+    poll_s: float = 5.0,
+    timeout_s: float = 6 * 3600,
+) -> TrainingRun:
+    started = time.monotonic()
+    clients = clients or ws.discovery.clients
+    registry = ws.registry(env)
+    before = set(registry.list_versions())
+    cluster, task_arn = start_training_task(ws, env=env, clients=clients, reason=reason, data=data)
+    say(f"started training task {task_arn.rsplit('/', 1)[-1]} in {cluster}")
+    try:
+        task = wait_for_task(
+            clients, cluster=cluster, task_arn=task_arn, say=say, poll_s=poll_s, timeout_s=timeout_s
+        )
+    except KeyboardInterrupt:
+        say(f"stopped waiting; the task keeps running: {task_arn}")
+        raise
+    containers = task.get("containers") or [{}]
+    exit_code = containers[0].get("exitCode")
+    if exit_code != 0:
+        reason_text = task.get("stoppedReason") or containers[0].get("reason") or "no reason given"
+        raise OperationError(
+            f"training task failed (exit code {exit_code}, {reason_text}); "
+            "its log group (Training stack) has the details"
+        )
+    mine = [
+        registry.get_version(n)
+        for n in sorted(set(registry.list_versions()) - before)
+        if registry.get_version(n).manifest.get("created_by") == ws.actor
+    ]
+    if not mine:
+        raise OperationError(
+            f"training task {task_arn} finished but registered no version in {registry.uri}"
+        )
+    return TrainingRun(
+        env=env,
+        task_arn=task_arn,
+        exit_code=exit_code,
+        version=mine[-1],
+        duration_s=round(time.monotonic() - started, 1),
+    )

@@ -1,0 +1,142 @@
+"""What the integration tests deploy on the moto server, and how they look at it."""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+import zipfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sds.registry import Registry, Version, open_registry
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = "fraud"
+ACTOR = "tester@ci"
+# Good enough for every gate in cdk.json (staging and prod need roc_auc >= 0.8, pr_auc >= 0.2,
+# calibration error <= 0.05).
+GOOD_METRICS = {"roc_auc": 0.93, "pr_auc": 0.41, "expected_calibration_error": 0.01}
+
+
+def lambda_zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("handler.py", "def lambda_handler(event, context):\n    return {}\n")
+    return buffer.getvalue()
+
+
+@dataclass
+class Deployed:
+    """One environment's deployed resources on the moto server."""
+
+    env: str
+    bucket: str
+    function: str
+    application: str
+    group: str
+    role_arn: str
+    clients: Callable[[str], Any]
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def registry(self) -> Registry:
+        return open_registry(f"s3://{self.bucket}", MODEL)
+
+    def publish(self, model: Version | None) -> str:
+        """What `cdk deploy` does after a promotion: new environment, new published version."""
+        variables = {"MODEL_NAME": MODEL, "ENVIRONMENT": self.env}
+        if model is not None:
+            variables |= {"MODEL_VERSION": str(model.number), "MODEL_SHA256": model.sha256}
+        lam = self.clients("lambda")
+        lam.update_function_configuration(
+            FunctionName=self.function, Environment={"Variables": variables}
+        )
+        return str(lam.publish_version(FunctionName=self.function)["Version"])
+
+    def point_live(self, version: str, weights: Mapping[str, float] | None = None) -> None:
+        lam = self.clients("lambda")
+        routing = {"AdditionalVersionWeights": dict(weights or {})}
+        try:
+            lam.update_alias(
+                FunctionName=self.function, Name="live", FunctionVersion=version,
+                RoutingConfig=routing,
+            )  # fmt: skip
+        except lam.exceptions.ResourceNotFoundException:
+            lam.create_alias(
+                FunctionName=self.function, Name="live", FunctionVersion=version,
+                RoutingConfig=routing,
+            )  # fmt: skip
+
+    def live(self) -> dict[str, Any]:
+        return dict(self.clients("lambda").get_alias(FunctionName=self.function, Name="live"))
+
+    def register(self, tag: str, metrics: Mapping[str, float] | None = None) -> Version:
+        return self.registry.register(
+            {"model.onnx": f"onnx {tag} {uuid.uuid4()}".encode(), "model.skops": tag.encode()},
+            {"metrics": dict(GOOD_METRICS if metrics is None else metrics)},
+            actor=ACTOR,
+        )
+
+
+def training_stack(aws: Any, env: str, bucket: str, suffix: str) -> dict[str, str]:
+    ec2 = aws.client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    # As the CDK VPC has it (and moto's ECS needs it to attach the task's network interface).
+    ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
+    subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24")["Subnet"]["SubnetId"]
+        for i in range(2)
+    ]
+    group = ec2.create_security_group(GroupName=f"train-{suffix}", Description="t", VpcId=vpc)
+    aws.hold_state("ecs::task")  # the test plays the container and stops the task itself
+    ecs = aws.client("ecs")
+    cluster = ecs.create_cluster(clusterName=f"sds-{env}-training-{suffix}")["cluster"]
+    task = ecs.register_task_definition(
+        family=f"sds-{env}-train-{suffix}",
+        requiresCompatibilities=["FARGATE"],
+        networkMode="awsvpc",
+        cpu="2048",
+        memory="8192",
+        containerDefinitions=[
+            {
+                "name": "train",
+                "image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/train:latest",
+                "essential": True,
+                "memory": 8192,  # moto sums container memory to place the task
+                "command": [
+                    "--registry",
+                    f"s3://{bucket}",
+                    "--model",
+                    MODEL,
+                    "--data",
+                    f"s3://{bucket}/training-data/",
+                ],
+            }
+        ],
+    )["taskDefinition"]
+    return {
+        "training-cluster": cluster["clusterName"],
+        "training-task-definition": task["taskDefinitionArn"],
+        "training-subnets": ",".join(subnets),
+        "training-security-group": group["GroupId"],
+    }
+
+
+@dataclass(frozen=True)
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+def read_pin(lock: Path, env: str) -> dict[str, Any] | None:
+    if not lock.exists():
+        return None
+    pin: dict[str, Any] | None = json.loads(lock.read_text())["environments"].get(env)
+    return pin

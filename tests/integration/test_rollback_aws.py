@@ -1,0 +1,193 @@
+"""`sds rollback --aws` against a function, published versions and alias `live` on moto's Lambda API.
+
+The function, its versions and the alias are created through the Lambda API the way a deploy
+creates them (one published version per model pin); the rollback then has to find its way back
+through SSM, the Lambda API, CodeDeploy and the S3 registry.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+from deployed import ACTOR, CliResult, Deployed, read_pin
+
+from sds.aws import Clients
+from sds.deploy_rollback import rollback_live
+from sds.registry import Version
+from sds.workspace import Workspace
+
+
+def deploy_two_models(deployed: Deployed, cli: Callable[..., CliResult]) -> tuple[Version, ...]:
+    """Given v1 promoted and deployed, then v2 promoted and deployed (live -> v2's version)."""
+    models = []
+    for tag in ("one", "two"):
+        model = deployed.register(tag)
+        assert cli("promote", str(model.number), "--to", deployed.env).code == 0
+        deployed.point_live(deployed.publish(model))
+        models.append(model)
+    return tuple(models)
+
+
+def test_rollback_switches_live_to_the_lambda_version_serving_the_previous_model(
+    deploy: Callable[..., Deployed], cli: Callable[..., CliResult], project: Path
+) -> None:
+    # Given two deploys: Lambda version 2 serves model 1, version 3 serves model 2 (live)
+    dev = deploy("dev")
+    one, two = deploy_two_models(dev, cli)
+    assert dev.live()["FunctionVersion"] == "3"
+
+    # When an operator rolls back on AWS
+    started = time.monotonic()
+    result = cli("--aws", "rollback", "--env", "dev", "--reason", "false positives spiking")
+    wall = time.monotonic() - started
+
+    # Then live points at the version pinning model 1, with no routing weights, in under 2 s
+    assert result.code == 0, result.err
+    assert wall < 2.0, f"rollback took {wall:.2f} s"
+    live = dev.live()
+    assert live["FunctionVersion"] == "2"
+    assert not live.get("RoutingConfig", {}).get("AdditionalVersionWeights")
+    assert "model version 2 -> 1" in result.out and "Lambda version 3 -> 2" in result.out
+    # And the registry alias moved back, the pin follows it, and the event says who/why/how long
+    state = dev.registry.get_alias("dev")
+    assert state is not None and (state.version, state.previous) == (1, 2)
+    assert read_pin(project, "dev") == {"version": 1, "sha256": one.sha256}
+    (event,) = [e for e in dev.registry.events(alias="dev") if e["type"] == "rolled_back"]
+    assert event["by"] == ACTOR and event["reason"] == "false positives spiking"
+    assert event["lambda_from"] == "3" and event["lambda_to"] == "2"
+    assert event["function"] == dev.function and event["from_version"] == 2
+    assert 0 < event["duration_ms"] < 2000
+    assert event["id"] == state.event_id
+    del two
+
+    # And running it again with --to 1 is a no-op
+    again = cli("--aws", "rollback", "--env", "dev", "--to", "1", "--reason", "again")
+    assert again.code == 0 and "nothing to do" in again.out
+    assert len([e for e in dev.registry.events() if e["type"] == "rolled_back"]) == 1
+
+
+def test_rollback_to_a_model_no_deploy_published_is_refused_and_changes_nothing(
+    deploy: Callable[..., Deployed], cli: Callable[..., CliResult], project: Path
+) -> None:
+    # Given model 3 registered (and once live) but never deployed to a Lambda version
+    dev = deploy("dev")
+    one, two = deploy_two_models(dev, cli)
+    three = dev.register("three")
+    pin_before = project.read_text()
+
+    # When an operator asks to roll back to it
+    result = cli("--aws", "rollback", "--env", "dev", "--to", str(three.number), "--reason", "x")
+
+    # Then the command refuses, says to deploy, and neither alias nor the pin moved
+    assert result.code == 1
+    assert "deploy it first" in result.err and f"model version {three.number}" in result.err
+    assert dev.live()["FunctionVersion"] == "3"
+    state = dev.registry.get_alias("dev")
+    assert state is not None and state.version == two.number
+    assert project.read_text() == pin_before
+    assert not [e for e in dev.registry.events() if e["type"] == "rolled_back"]
+    del one
+
+
+class StopDeploymentStub:
+    """moto's CodeDeploy has no StopDeployment. Every other CodeDeploy call goes to the moto
+    server; this one call is answered by a botocore Stubber, which also checks the exact
+    parameters sent (deployment id, CodeDeploy's own rollback disabled)."""
+
+    def __init__(self, real: Any, calls: list[str]) -> None:
+        self.real = real
+        self.calls = calls
+        self.stubbed = boto3.client("codedeploy")
+        self.stubber = Stubber(self.stubbed)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def stop_deployment(self, **kwargs: Any) -> Any:
+        self.calls.append(f"StopDeployment {kwargs['deploymentId']}")
+        with self.stubber:
+            return self.stubbed.stop_deployment(**kwargs)
+
+
+def test_rollback_during_an_in_flight_deployment_stops_it_first_then_clears_the_canary(
+    deploy: Callable[..., Deployed],
+    cli: Callable[..., CliResult],
+    workspace: Callable[[], Workspace],
+) -> None:
+    # Given model 1 live, and model 2 deployed with CodeDeploy mid-canary (10 % on version 3)
+    dev = deploy("dev")
+    one = dev.register("one")
+    assert cli("promote", "1", "--to", "dev").code == 0
+    dev.point_live(dev.publish(one))
+    two = dev.register("two")
+    assert cli("promote", "2", "--to", "dev").code == 0
+    canary = dev.publish(two)
+    dev.point_live("2", weights={canary: 0.1})
+    assert dev.live()["RoutingConfig"]["AdditionalVersionWeights"] == {canary: 0.1}
+    codedeploy = dev.clients("codedeploy")
+    deployment = codedeploy.create_deployment(
+        applicationName=dev.application,
+        deploymentGroupName=dev.group,
+        revision={"revisionType": "AppSpecContent", "appSpecContent": {"content": "{}"}},
+    )["deploymentId"]
+    calls: list[str] = []
+    stub = StopDeploymentStub(codedeploy, calls)
+    stub.stubber.add_response(
+        "stop_deployment",
+        {"status": "Succeeded", "statusMessage": "Deployment stopped"},
+        expected_params={"deploymentId": deployment, "autoRollbackEnabled": False},
+    )
+    lam = dev.clients("lambda")
+    lam.meta.events.register(
+        "provide-client-params.lambda.UpdateAlias",
+        lambda params, **_: calls.append(f"UpdateAlias {params['FunctionVersion']}"),
+    )
+
+    # When the operator rolls back
+    done = rollback_live(
+        workspace(),
+        env="dev",
+        reason="canary alarms",
+        clients=Clients(overrides={"codedeploy": stub, "lambda": lam}),
+    )
+
+    # Then the deployment was stopped before the alias moved, and live serves model 1 only
+    stub.stubber.assert_no_pending_responses()
+    assert calls == [f"StopDeployment {deployment}", "UpdateAlias 2"]
+    assert done.stopped_deployments == [deployment]
+    live = dev.live()
+    assert live["FunctionVersion"] == "2"
+    assert not live.get("RoutingConfig", {}).get("AdditionalVersionWeights")
+    state = dev.registry.get_alias("dev")
+    assert state is not None and state.version == 1
+    (event,) = [e for e in dev.registry.events() if e["type"] == "rolled_back"]
+    assert event["stopped_deployments"] == [deployment]
+
+
+def test_rollback_names_the_missing_stack_when_discovery_fails(
+    cli: Callable[..., CliResult],
+) -> None:
+    # Given nothing deployed: no /sds/dev/ parameters
+    # When rolling back on AWS, Then the error names the parameter and the deploy to run
+    result = cli("--aws", "rollback", "--env", "dev", "--reason", "x")
+    assert result.code == 1
+    assert "/sds/dev/" in result.err and "cdk deploy 'dev/" in result.err
+
+
+@pytest.mark.parametrize("target", ["local"])
+def test_local_mode_never_touches_aws(
+    cli: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch, target: str
+) -> None:
+    # Given SDS_TARGET=local (the default) and an endpoint that would fail if used
+    monkeypatch.setenv("SDS_TARGET", target)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    # When listing environments, Then registries are local folders and nothing calls AWS
+    result = cli("envs", "--json")
+    assert result.code == 0, result.err
+    assert all(row["registry"].startswith("file://") for row in result.json())
