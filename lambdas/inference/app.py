@@ -3,9 +3,11 @@
 Takes API Gateway REST proxy events, returns proxy responses. Importable without AWS and free of
 I/O at import time; `handler.py` builds one `InferenceApp` per execution environment.
 
-Status codes: 200 scored; 400 invalid JSON or events (every problem named, with field and
-reason); 404 unknown route; 405 wrong method; 413 body too large; 415 not JSON; 503 no model
-deployed or the model failed to load. Nothing a client sends reaches a 500.
+Routes: POST /predict, GET /model, GET /health, GET /openapi.json (the OpenAPI document from
+`sds.openapi`, served even without a model). Status codes: 200 scored; 400 invalid JSON or
+events (every problem named, with field and reason); 404 unknown route; 405 wrong method; 413
+body too large; 415 not JSON; 503 no model deployed or the model failed to load. Nothing a
+client sends reaches a 500.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from sds.features import FIELD_NAMES, Problem, featurize, validate_event
+from sds.openapi import build_openapi
 from sds.serving import LoadedModel, ModelUnavailable, ServingSettings, SettingsError, load_model
 
 logger = logging.getLogger("sds.inference")
@@ -30,6 +33,7 @@ ROUTES: Mapping[str, tuple[str, ...]] = {
     "/predict": ("POST",),
     "/model": ("GET",),
     "/health": ("GET",),
+    "/openapi.json": ("GET",),
 }
 
 Response = dict[str, Any]
@@ -157,6 +161,8 @@ class InferenceApp:
             return self._health()
         if normalized == "/model":
             return self._json(200, self._require_model().describe())
+        if normalized == "/openapi.json":
+            return self._json(200, self._openapi())
         return self._predict(event)
 
     # Routes -----------------------------------------------------------------------------------
@@ -170,6 +176,13 @@ class InferenceApp:
         return self._json(
             200,
             {"status": "ok", "model": {"name": self.model.name, "version": self.model.version}},
+        )
+
+    def _openapi(self) -> dict[str, Any]:
+        return build_openapi(
+            max_events=self.settings.max_events,
+            max_body_bytes=self.settings.max_body_bytes,
+            model_name=self.settings.model_name,
         )
 
     def _require_model(self) -> LoadedModel:

@@ -1,0 +1,257 @@
+"""The inference API's OpenAPI 3.1 document, built from the feature schema and the routes.
+
+`build_openapi()` derives the event schema from `sds.features.FIELDS` (the same table the
+handler validates with and every manifest records), so the document cannot drift from what the
+API accepts. The handler serves it at `GET /openapi.json` with the deployed limits
+(`MAX_EVENTS`, `MAX_BODY_BYTES`), with or without a model loaded, and the contract test
+(schemathesis, tests/contract_api/) fuzzes the API against it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sds.features import FIELDS, SCHEMA_VERSION, Field
+
+# Kept in step with lambdas.inference.app.MAX_EVENT_ID_LENGTH (a unit test checks it); sds must
+# not import the Lambda package.
+MAX_EVENT_ID_LENGTH = 128
+DEFAULT_MAX_EVENTS = 100
+DEFAULT_MAX_BODY_BYTES = 262_144
+
+ERROR_CODES: dict[int, str] = {
+    400: "Invalid JSON or invalid events: `problems` lists every one, with field and reason",
+    413: "The body is larger than `MAX_BODY_BYTES`",
+    415: "The body is not `application/json`",
+    503: "No model is deployed, or the pinned model failed to load or verify",
+}
+
+_MODEL_HEADERS: dict[str, Any] = {
+    "X-Model-Version": {
+        "description": "The model version that answered (present whenever a model is loaded)",
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    },
+    "X-Model-Name": {
+        "description": "The model name (present whenever a model is loaded)",
+        "schema": {"type": "string"},
+    },
+}
+
+
+def _event_property(spec: Field) -> dict[str, Any]:
+    schema = spec.to_json_schema()
+    if spec.kind == "country":
+        # `$` also matches before a trailing newline in some regex engines: fix the length too.
+        schema["minLength"] = 2
+        schema["maxLength"] = 2
+        schema["examples"] = ["US"]
+    return schema
+
+
+def event_schema() -> dict[str, Any]:
+    """One event as the API accepts it: the feature schema's inputs plus an optional event_id."""
+    properties = {spec.name: _event_property(spec) for spec in FIELDS}
+    properties["event_id"] = {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_EVENT_ID_LENGTH,
+        "description": "Optional; echoed back in the event's prediction",
+    }
+    return {
+        "type": "object",
+        "description": f"One card-payment event (feature schema version {SCHEMA_VERSION})",
+        "required": [spec.name for spec in FIELDS],
+        "additionalProperties": False,
+        "properties": properties,
+    }
+
+
+def _json_content(ref: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}
+
+
+def _error_response(status: int, *, with_model_headers: bool = True) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": ERROR_CODES[status],
+        "content": _json_content("Error"),
+    }
+    if with_model_headers:
+        response["headers"] = _MODEL_HEADERS
+    return response
+
+
+def _components(max_events: int) -> dict[str, Any]:
+    model_ref = {
+        "type": "object",
+        "required": ["name", "version"],
+        "properties": {"name": {"type": "string"}, "version": {"type": "integer", "minimum": 1}},
+    }
+    return {
+        "schemas": {
+            "Event": event_schema(),
+            "PredictRequest": {
+                "type": "object",
+                "required": ["events"],
+                "additionalProperties": False,
+                "properties": {
+                    "events": {
+                        "type": "array",
+                        "minItems": 1,
+                        "maxItems": max_events,
+                        "items": {"$ref": "#/components/schemas/Event"},
+                    }
+                },
+            },
+            "Prediction": {
+                "type": "object",
+                "required": ["fraud_probability", "is_fraud"],
+                "additionalProperties": False,
+                "properties": {
+                    "fraud_probability": {"type": "number", "minimum": 0, "maximum": 1},
+                    "is_fraud": {
+                        "type": "boolean",
+                        "description": "fraud_probability >= the version's decision threshold",
+                    },
+                    "event_id": {"type": "string"},
+                },
+            },
+            "PredictResponse": {
+                "type": "object",
+                "required": ["model", "predictions"],
+                "properties": {
+                    "model": model_ref,
+                    "predictions": {
+                        "type": "array",
+                        "description": "One prediction per event, in request order",
+                        "items": {"$ref": "#/components/schemas/Prediction"},
+                    },
+                },
+            },
+            "ModelDescription": {
+                "type": "object",
+                "required": ["name", "version", "sha256", "decision_threshold", "metrics"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "version": {"type": "integer", "minimum": 1},
+                    "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                    "created_at": {"type": ["string", "null"]},
+                    "metrics": {"type": "object"},
+                    "decision_threshold": {"type": "number"},
+                    "code_version": {"type": ["string", "null"]},
+                    "feature_schema": {"type": ["object", "null"]},
+                },
+            },
+            "Health": {
+                "type": "object",
+                "required": ["status", "model"],
+                "properties": {
+                    "status": {"type": "string", "enum": ["ok", "unavailable"]},
+                    "message": {"type": ["string", "null"]},
+                    "model": {"oneOf": [model_ref, {"type": "null"}]},
+                },
+            },
+            "Error": {
+                "type": "object",
+                "required": ["error", "message"],
+                "properties": {
+                    "error": {"type": "string", "description": "A stable, machine-readable code"},
+                    "message": {"type": "string"},
+                    "problems": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["field", "reason"],
+                            "properties": {
+                                "field": {"type": "string", "examples": ["events[0].amount"]},
+                                "reason": {"type": "string", "examples": ["must be >= 0"]},
+                            },
+                        },
+                    },
+                    "problems_not_listed": {"type": "integer", "minimum": 1},
+                },
+            },
+        }
+    }
+
+
+def build_openapi(
+    *,
+    max_events: int = DEFAULT_MAX_EVENTS,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    model_name: str | None = None,
+) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the inference API with these deployed limits."""
+    title = "sds inference API" + (f" ({model_name})" if model_name else "")
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": title,
+            "version": f"feature-schema-{SCHEMA_VERSION}",
+            "description": (
+                "Scores card-payment events with the model version deployed to this "
+                "environment. On AWS every method is authorized with IAM (SigV4) or an API key; "
+                f"bodies are limited to {max_body_bytes} bytes and {max_events} events. "
+                "Nothing a client sends produces a 5xx."
+            ),
+        },
+        "paths": {
+            "/predict": {
+                "post": {
+                    "operationId": "predict",
+                    "summary": "Score 1 to max_events events",
+                    "requestBody": {"required": True, "content": _json_content("PredictRequest")},
+                    "responses": {
+                        "200": {
+                            "description": "One prediction per event",
+                            "headers": _MODEL_HEADERS,
+                            "content": _json_content("PredictResponse"),
+                        },
+                        **{str(code): _error_response(code) for code in (400, 413, 415, 503)},
+                    },
+                }
+            },
+            "/model": {
+                "get": {
+                    "operationId": "describeModel",
+                    "summary": "The served version: metrics, decision threshold, feature schema",
+                    "responses": {
+                        "200": {
+                            "description": "The served version",
+                            "headers": _MODEL_HEADERS,
+                            "content": _json_content("ModelDescription"),
+                        },
+                        "503": _error_response(503),
+                    },
+                }
+            },
+            "/health": {
+                "get": {
+                    "operationId": "health",
+                    "summary": "Whether a model is loaded",
+                    "responses": {
+                        "200": {
+                            "description": "A model is loaded",
+                            "content": _json_content("Health"),
+                        },
+                        "503": {
+                            "description": "No model is loaded; `message` says why",
+                            "content": _json_content("Health"),
+                        },
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "operationId": "openapi",
+                    "summary": "This document",
+                    "responses": {
+                        "200": {
+                            "description": "The OpenAPI document",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
+                    },
+                }
+            },
+        },
+        "components": _components(max_events),
+    }

@@ -1,0 +1,59 @@
+"""Fixtures for the API contract: a real local API over HTTP serving a small trained model.
+
+`contract_api_url` trains a small model once per session into a registry on disk, pins it in a
+private lock file, and starts `sds.local_api.LocalApi` (the real handler behind a local API
+Gateway) on a free loopback port. `contract_api_schema` loads the OpenAPI document the way a
+client would: from `GET /openapi.json` of that server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from sds.data import generate_events, write_jsonl
+from sds.local_api import LocalApi, PinnedApps
+from sds.lock import Pin, write_pin
+from sds.registry import open_registry
+from training.train import Progress, TrainParams, train
+
+MODEL = "fraud"
+ENV = "contract"
+
+
+@pytest.fixture(scope="session")
+def contract_api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("contract-api")
+    data = write_jsonl(generate_events(3000, seed=11), root / "history.jsonl")
+    registry_root = root / "registry"
+    registry_root.mkdir()
+    version = train(
+        data=data,
+        registry=open_registry(registry_root.as_uri(), MODEL),
+        params=TrainParams(max_iter=10, seed=1),
+        actor="contract@ci",
+        reason="contract test fixture",
+        progress=Progress(7, enabled=False),
+    )
+    lock_path = root / "models.lock.json"
+    write_pin(lock_path, model=MODEL, env=ENV, pin=Pin(version.number, version.sha256))
+    apps = PinnedApps(
+        lock_path=lock_path,
+        model=MODEL,
+        env=ENV,
+        registry_uri=registry_root.as_uri(),
+        max_events=100,
+        max_body_bytes=262_144,
+    )
+    with LocalApi(apps, host="127.0.0.1", port=0) as api:
+        assert apps.current().model is not None, apps.current().unavailable
+        yield api.url
+
+
+@pytest.fixture(scope="session")
+def contract_api_schema(contract_api_url: str) -> Any:
+    import schemathesis
+
+    return schemathesis.openapi.from_url(f"{contract_api_url}/openapi.json", timeout=10)

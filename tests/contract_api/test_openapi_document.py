@@ -1,0 +1,99 @@
+"""The published OpenAPI document: valid OpenAPI 3.1, built from the feature schema, always served.
+
+Given the feature table `sds.features.FIELDS`, when the document is built, then its event schema
+is exactly those fields (plus the optional event_id) with their types and ranges, it follows the
+deployed limits, and the handler serves it at `GET /openapi.json` even when no model is deployed.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+import pytest
+from openapi_spec_validator import validate
+
+from lambdas.inference import app as inference_app
+from lambdas.inference.app import ROUTES, InferenceApp
+from sds import openapi
+from sds.features import FIELD_NAMES, FIELDS, feature_schema
+from sds.serving import ServingSettings
+
+
+def test_the_document_is_valid_openapi_3_1() -> None:
+    document = openapi.build_openapi()
+
+    validate(document)
+    assert document["openapi"] == "3.1.0"
+
+
+def test_every_route_the_handler_answers_is_documented_with_its_methods() -> None:
+    paths = openapi.build_openapi()["paths"]
+
+    assert {path: tuple(m.upper() for m in ops) for path, ops in paths.items()} == dict(ROUTES)
+
+
+def test_the_event_schema_is_the_feature_schema_plus_event_id() -> None:
+    event = openapi.event_schema()
+    inputs = feature_schema()["inputs"]
+
+    assert event["required"] == list(FIELD_NAMES) == inputs["required"]
+    assert event["additionalProperties"] is False
+    assert set(event["properties"]) == {*FIELD_NAMES, "event_id"}
+    for field in FIELDS:
+        published = inputs["properties"][field.name]
+        assert published.items() <= event["properties"][field.name].items(), field.name
+    assert event["properties"]["event_id"]["maxLength"] == inference_app.MAX_EVENT_ID_LENGTH
+
+
+def test_the_document_follows_the_deployed_limits() -> None:
+    document = openapi.build_openapi(max_events=7, max_body_bytes=1000)
+
+    request = document["components"]["schemas"]["PredictRequest"]
+    assert request["properties"]["events"]["maxItems"] == 7
+    assert "1000 bytes" in document["info"]["description"]
+
+
+def _get(app: InferenceApp, path: str, method: str = "GET") -> dict[str, Any]:
+    return app.handle({"path": path, "httpMethod": method, "headers": {}, "body": None})
+
+
+def test_given_no_model_deployed_then_openapi_json_is_still_served() -> None:
+    settings = ServingSettings(
+        model_name="fraud",
+        model_version=None,
+        model_sha256=None,
+        registry_uri=None,
+        environment="dev",
+        max_events=12,
+    )
+    app = InferenceApp(settings, metrics=lambda *_: None)
+    assert app.model is None
+
+    response = _get(app, "/openapi.json")
+
+    assert response["statusCode"] == 200
+    document = json.loads(response["body"])
+    assert (
+        document["components"]["schemas"]["PredictRequest"]["properties"]["events"]["maxItems"]
+        == 12
+    )
+    assert document["info"]["title"] == "sds inference API (fraud)"
+    assert _get(app, "/model")["statusCode"] == 503
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/predict"), ("POST", "/openapi.json"), ("DELETE", "/model"), ("PUT", "/health")],
+)
+def test_over_http_a_wrong_method_gets_405_with_allow(
+    contract_api_url: str, method: str, path: str
+) -> None:
+    request = urllib.request.Request(f"{contract_api_url}{path}", method=method, data=b"{}")
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        urllib.request.urlopen(request, timeout=10)
+
+    assert raised.value.code == 405
+    assert raised.value.headers["Allow"] == ", ".join(ROUTES[path])
