@@ -193,6 +193,8 @@ from pathlib import Path
 from sds.registry import Registry, open_store
 uri, worker, count, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
 registry = Registry(open_store(uri), "fraud")
+registry.list_versions()  # connect before the start line
+(go.parent / f"ready-{worker}").touch()
 while not go.exists():
     time.sleep(0.005)
 for i in range(count):
@@ -201,6 +203,21 @@ for i in range(count):
     version = registry.register(blobs, {"tag": tag}, actor=f"worker-{worker}")
     print(version.number, tag, flush=True)
 """
+
+
+def _start_when_ready(
+    go: Path, ready: list[str], workers: list[subprocess.Popen[str]], timeout: float = 60
+) -> None:
+    """Open the start line only once every worker has connected and read its starting state."""
+    deadline = time.monotonic() + timeout
+    while not all((go.parent / name).exists() for name in ready):
+        for worker in workers:
+            if worker.poll() is not None:
+                _, err = worker.communicate()
+                pytest.fail(f"a worker exited before the start line: {err}")
+        assert time.monotonic() < deadline, "workers did not get ready in time"
+        time.sleep(0.01)
+    go.touch()
 
 
 def test_given_several_processes_registering_at_once_then_no_number_is_shared_and_no_version_lost(
@@ -217,8 +234,7 @@ def test_given_several_processes_registering_at_once_then_no_number_is_shared_an
         )
         for w in range(processes)
     ]
-    time.sleep(0.3)  # let every worker import and wait at the start line
-    go.touch()
+    _start_when_ready(go, [f"ready-{w}" for w in range(processes)], workers)
     results: list[tuple[int, str]] = []
     for worker in workers:
         out, err = worker.communicate(timeout=60)
@@ -397,6 +413,88 @@ def test_given_concurrent_promotions_from_the_same_state_then_exactly_one_wins(
     final = registry.get_alias("live")
     assert final is not None
     assert (final.version, final.previous, final.history) == (winners[0], 1, (1,))
+
+
+_PROMOTER = """
+import sys, time
+from pathlib import Path
+from sds.registry import ConcurrentUpdate, Registry, open_store
+uri, version, go = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
+registry = Registry(open_store(uri), "fraud")
+expected = registry.get_alias("live")
+(go.parent / f"ready-{version}").touch()
+while not go.exists():
+    time.sleep(0.005)
+try:
+    registry.move_alias("live", version, expected=expected, kind="promoted", actor=f"p{version}", reason="")
+except ConcurrentUpdate:
+    print("lost")
+else:
+    print("won")
+"""
+
+
+def test_given_concurrent_promotions_from_several_processes_then_exactly_one_wins(
+    registry: Registry, store: ObjectStore, tmp_path: Path
+) -> None:
+    for tag in "abcd":
+        register(registry, tag)
+    registry.move_alias("live", 1, expected=None, kind="promoted", actor="x", reason="")
+    go = tmp_path / "go"
+    workers = {
+        version: subprocess.Popen(
+            [sys.executable, "-c", _PROMOTER, store.uri, str(version), str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for version in (2, 3, 4)
+    }
+    _start_when_ready(go, [f"ready-{v}" for v in workers], list(workers.values()))
+    outcomes = {}
+    for version, worker in workers.items():
+        out, err = worker.communicate(timeout=60)
+        assert worker.returncode == 0, err
+        outcomes[version] = out.strip()
+
+    winners = [v for v, outcome in outcomes.items() if outcome == "won"]
+    assert len(winners) == 1, outcomes
+    final = registry.get_alias("live")
+    assert final is not None
+    assert (final.version, final.previous, final.updated_by) == (winners[0], 1, f"p{winners[0]}")
+    assert [e["version"] for e in events_of(registry, "promoted")] == [1, winners[0]]
+
+
+def test_given_a_corrupt_alias_object_then_reading_it_raises_integrity_error(
+    registry: Registry, store: ObjectStore
+) -> None:
+    register(registry, "a")
+    registry.move_alias("live", 1, expected=None, kind="promoted", actor="a", reason="")
+    store.put("models/fraud/aliases/live.json", b'{"alias": "live"}')
+
+    with pytest.raises(IntegrityError, match=r"alias 'live' .* is corrupt"):
+        registry.get_alias("live")
+
+
+def test_metadata_cannot_override_what_the_registry_records(registry: Registry) -> None:
+    forged = {
+        "version": 99,
+        "sha256": "0" * 64,
+        "size": 1,
+        "created_by": "mallory",
+        "model": "other",
+        "source": {"registry": "elsewhere"},
+        "metrics": {"roc_auc": 0.5},
+    }
+
+    info = registry.register(artifacts("a"), forged, actor=ACTOR)
+
+    manifest = registry.get_version(1).manifest
+    assert info.number == manifest["version"] == 1
+    assert manifest["sha256"] == sha256_hex(artifacts("a")["model.onnx"])
+    assert manifest["size"] == len(artifacts("a")["model.onnx"])
+    assert (manifest["created_by"], manifest["model"], manifest["source"]) == (ACTOR, "fraud", None)
+    assert manifest["metrics"] == {"roc_auc": 0.5}
 
 
 @pytest.mark.parametrize("target", ["missing", "incomplete", "tampered"])
