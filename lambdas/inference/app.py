@@ -264,10 +264,14 @@ class InferenceApp:
     def _events(self, body: Any) -> list[Mapping[str, Any]]:
         if not isinstance(body, dict):
             raise RequestError(
-                400, "invalid_request", 'the body must be a JSON object: {"events": [...]}'
+                400,
+                "invalid_request",
+                'the body must be a JSON object: {"events": [...]}',
+                [Problem("body", "must be a JSON object")],
             )
         problems = [
-            Problem(str(key)[:40], "is not a known field (expected only 'events')")
+            # An empty key would give a problem that names nothing.
+            Problem(str(key)[:40] or '""', "is not a known field (expected only 'events')")
             for key in body
             if key != "events"
         ]
