@@ -202,6 +202,26 @@ def test_given_any_event_then_validation_agrees_with_the_published_json_schema(
     assert schema_ok == (problems == []), (event, problems)
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    base=events_strategy,
+    changes=st.dictionaries(st.sampled_from(FIELD_NAMES), _near_valid_values),
+)
+def test_given_any_event_that_validates_then_featurize_returns_a_finite_vector_of_published_width(
+    base: dict[str, Any], changes: dict[str, Any]
+) -> None:
+    """Validation is the only gate before featurize on the serving path: nothing it lets through
+    may make featurize raise or produce a value ONNX Runtime cannot score."""
+    event = {**base, **changes}
+    if validate_event(event):
+        return
+
+    vector = featurize(event)
+
+    assert len(vector) == N_FEATURES
+    assert all(isinstance(x, float) and math.isfinite(x) for x in vector)
+
+
 # Validation names every problem ---------------------------------------------------------------
 
 

@@ -124,11 +124,8 @@ def test_served_scores_equal_the_registered_scikit_learn_estimator_on_the_same_e
     served_scores = [p["fraud_probability"] for p in body["predictions"]]
 
     assert np.max(np.abs(np.asarray(served_scores) - expected)) <= 1e-4
-    assert served_scores == [round(float(s), 6) for s in onnx_scores(served_onnx(trained), vectors)]
-
-
-def served_onnx(trained: TrainedModel) -> bytes:
-    return trained.registry().read_artifact(1)
+    onnx = trained.registry().read_artifact(1)
+    assert served_scores == [round(float(s), 6) for s in onnx_scores(onnx, vectors)]
 
 
 def test_serving_is_stateless_a_batch_scores_like_its_events_one_by_one(
