@@ -155,13 +155,14 @@ def promote(
         ws.config.env(from_env)
     source_env = from_env or target_config.promote_from or to_env
     source = ws.registry(source_env)
+    live_in_source: AliasState | None = None
     if version is None:
         if from_env is None:
             raise OperationError("say which version: sds promote VERSION --to ENV, or --from ENV")
         state = source.get_alias(from_env)
         if state is None:
             raise OperationError(f"nothing is live in {from_env}: promote a version there first")
-        version = state.version
+        version, live_in_source = state.version, state
     try:
         origin = source.verify_version(version)
     except VersionNotFound:
@@ -173,6 +174,14 @@ def promote(
         raise OperationError(f"version {version} is not in {source_env}'s registry{hint}") from None
     except RegistryError as exc:
         raise OperationError(f"{source_env}: {exc}") from None
+    if live_in_source is not None and live_in_source.sha256 != origin.sha256:
+        # The version was replaced after it went live (manifest and artifact rewritten together,
+        # so it verifies): promoting it would carry an unreviewed model up the chain.
+        raise OperationError(
+            f"version {version} in {source_env}'s registry (sha256 {origin.sha256[:12]}...) is "
+            f"not the model made live in {source_env} (sha256 {live_in_source.sha256[:12]}...); "
+            "refusing to promote it"
+        )
 
     results = check_gates(ws, to_env, origin)
     if not all(r.passed for r in results):
