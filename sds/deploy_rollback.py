@@ -9,7 +9,9 @@
    CodeDeploy's own rollback (which would race the alias switch below);
 3. points `live` at that version with no routing weights (an interrupted canary leaves some);
 4. moves the registry alias by compare-and-swap, with an audit event naming who, why, both
-   Lambda versions, the stopped deployment and how long it took;
+   Lambda versions, the stopped deployment and how long it took (if the registry alias is
+   already there and only `live` differs, e.g. after a stopped canary, the event is
+   `live_switched` and the registry alias stays);
 5. rewrites the pin in models.lock.json, so the next `cdk deploy` keeps the rollback.
 
 Concurrent rollbacks of one environment are serialized by a lease object next to the alias
@@ -266,7 +268,7 @@ def rollback_live(
             if target_version == current.version:
                 # The registry already says so: only `live` had drifted (e.g. a stopped canary).
                 registry.record_event(
-                    "rolled_back",
+                    "live_switched",
                     version=target_version,
                     actor=ws.actor,
                     reason=reason,

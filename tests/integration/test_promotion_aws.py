@@ -1,0 +1,81 @@
+"""Cross-environment promotion on S3: each environment's registry found through SSM."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from deployed import CliResult, Deployed, read_pin
+
+
+def object_versions(deployed: Deployed) -> list[tuple[str, str]]:
+    """Every object version in the registry bucket: any write at all shows up here."""
+    listing = deployed.clients("s3").list_object_versions(Bucket=deployed.bucket)
+    return sorted((v["Key"], v["VersionId"]) for v in listing.get("Versions", []))
+
+
+def test_promote_from_dev_to_staging_copies_verified_bytes_and_a_rerun_writes_nothing(
+    deploy: Callable[..., Deployed], cli: Callable[..., CliResult], project: Path
+) -> None:
+    # Given version 1 live in dev's registry (bucket A) and an empty staging registry (bucket B)
+    dev, staging = deploy("dev"), deploy("staging")
+    one = dev.register("one")
+    assert cli("--aws", "promote", "1", "--to", "dev").code == 0
+
+    # When promoting what is live in dev to staging
+    result = cli("--aws", "promote", "--from", "dev", "--to", "staging", "--reason", "dev ok")
+
+    # Then staging's registry holds the same bytes, says where they came from, and is live
+    assert result.code == 0, result.err
+    assert "copied from dev" in result.out
+    copied = staging.registry.verify_version(1)
+    assert copied.sha256 == one.sha256
+    assert copied.manifest["source"]["registry"] == f"s3://{dev.bucket}"
+    assert staging.registry.read_artifact(1, "model.skops") == b"one"
+    state = staging.registry.get_alias("staging")
+    assert state is not None and state.version == 1
+    assert read_pin(project, "staging") == {"version": 1, "sha256": one.sha256}
+    kinds = [e["type"] for e in staging.registry.events()]
+    assert sorted(kinds) == ["copied", "promoted"]
+
+    # And running it again is a no-op: not one object written in either bucket
+    before = object_versions(staging), object_versions(dev)
+    again = cli("--aws", "promote", "--from", "dev", "--to", "staging", "--reason", "again")
+    assert again.code == 0 and "nothing to do" in again.out
+    assert (object_versions(staging), object_versions(dev)) == before
+
+
+def test_gates_are_checked_before_anything_moves(
+    deploy: Callable[..., Deployed], cli: Callable[..., CliResult], project: Path
+) -> None:
+    # Given a version good enough for dev (ROC AUC >= 0.75) but not for staging (>= 0.8)
+    dev, staging = deploy("dev"), deploy("staging")
+    dev.register("weak", {"roc_auc": 0.78, "pr_auc": 0.3, "expected_calibration_error": 0.01})
+    assert cli("--aws", "promote", "1", "--to", "dev").code == 0
+
+    # When promoting it to staging
+    result = cli("--aws", "promote", "--from", "dev", "--to", "staging", "--reason", "try")
+
+    # Then it is refused with the failing gate named, and nothing reached staging at all
+    assert result.code == 3
+    assert "min_roc_auc" in result.err and "0.7800" in result.err
+    assert object_versions(staging) == []
+    assert read_pin(project, "staging") is None
+
+
+def test_a_tampered_source_version_is_not_copied(
+    deploy: Callable[..., Deployed], cli: Callable[..., CliResult]
+) -> None:
+    # Given dev's live version whose ONNX bytes were changed behind the registry's back
+    dev, staging = deploy("dev"), deploy("staging")
+    dev.register("one")
+    assert cli("--aws", "promote", "1", "--to", "dev").code == 0
+    dev.clients("s3").put_object(
+        Bucket=dev.bucket, Key="models/fraud/versions/1/model.onnx", Body=b"tampered"
+    )
+
+    # When promoting it, Then the sha256 check stops it before anything is written to staging
+    result = cli("--aws", "promote", "--from", "dev", "--to", "staging", "--reason", "x")
+    assert result.code == 1
+    assert "does not match its manifest" in result.err
+    assert object_versions(staging) == []
