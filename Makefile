@@ -10,7 +10,7 @@ NODE_STAMP := node_modules/.installed
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lint typecheck unit synth bench clean install install-dev
+.PHONY: demo test lint typecheck unit synth bench clean install install-dev diagram
 
 demo: $(RUNTIME_STAMP)  ## Train, register, promote, serve and roll back locally
 	$(VENV)/bin/sds demo
@@ -27,6 +27,15 @@ lint: $(DEV_STAMP) $(NODE_STAMP)  ## ruff, ruff format, strict mypy, and actionl
 
 synth: $(DEV_STAMP) $(NODE_STAMP)  ## Synthesize every environment with the pinned CDK CLI
 	npx --no-install cdk synth --quiet '**'
+
+# Graphviz comes from the system's packages (there is no wheel of `dot`); installed only if missing.
+diagram: $(DEV_STAMP)  ## Redraw docs/architecture.png from cdk.json (diagrams + Graphviz)
+	@command -v dot >/dev/null || { \
+	  echo "Graphviz (dot) not found: installing it with apt-get"; \
+	  command -v apt-get >/dev/null || { echo "install Graphviz (https://graphviz.org) and rerun" >&2; exit 1; }; \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq graphviz; }
+	$(PY) docs/diagram.py
 
 bench: $(DEV_STAMP)
 	$(PY) -m benchmarks.run

@@ -1,0 +1,184 @@
+"""Draw docs/architecture.png from the project's own configuration: `make diagram`.
+
+The environments, their order (promote_from), deployment strategies, API auth and training
+schedules come from cdk.json through `sds.config` (the loader the CDK app uses), so adding an
+environment or changing a canary shows up the next time the picture is drawn. Uses the
+`diagrams` package (pinned in requirements-dev.txt) and Graphviz `dot` (the Makefile installs
+it when missing).
+
+Four paths, one colour each: requests (blue), training (green), promotion and deployment
+(orange), rollback (red).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from diagrams import Cluster, Diagram, Edge, Node
+from diagrams.aws.compute import Fargate, Lambda
+from diagrams.aws.devtools import Codedeploy
+from diagrams.aws.management import CloudwatchAlarm, CloudwatchEventTimeBased
+from diagrams.aws.network import APIGateway
+from diagrams.aws.storage import S3
+from diagrams.onprem.ci import GithubActions
+from diagrams.onprem.client import Client, User
+from diagrams.onprem.vcs import Git
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sds.config import EnvironmentConfig, load_project  # noqa: E402
+
+REQUEST = "#1f6fd1"
+TRAINING = "#2e8b3e"
+PROMOTION = "#d97a00"
+ROLLBACK = "#c62828"
+
+STRATEGY_LABELS = {
+    "all_at_once": "all at once",
+    "canary_10_percent_5_minutes": "canary 10 % for 5 min",
+    "canary_10_percent_10_minutes": "canary 10 % for 10 min",
+    "canary_10_percent_15_minutes": "canary 10 % for 15 min",
+    "canary_10_percent_30_minutes": "canary 10 % for 30 min",
+    "linear_10_percent_every_1_minute": "linear 10 % / min",
+    "linear_10_percent_every_2_minutes": "linear 10 % / 2 min",
+    "linear_10_percent_every_3_minutes": "linear 10 % / 3 min",
+    "linear_10_percent_every_10_minutes": "linear 10 % / 10 min",
+}
+
+
+def promotion_order(environments: dict[str, EnvironmentConfig]) -> list[str]:
+    """Environments from the bottom of the promotion chain (dev) to the top (prod)."""
+    ordered: list[str] = []
+    remaining = dict(environments)
+    while remaining:
+        ready = [
+            n for n, e in remaining.items() if e.promote_from is None or e.promote_from in ordered
+        ]
+        ordered.extend(ready)
+        for name in ready:
+            del remaining[name]
+        if not ready:  # a cycle: sds.config rejects it, but never loop forever
+            ordered.extend(remaining)
+            break
+    return ordered
+
+
+def draw(out: Path, *, cdk_json: Path = ROOT / "cdk.json") -> Path:
+    project = load_project(cdk_json)
+    environments = dict(project.environments)
+    order = promotion_order(environments)
+    graph_attr = {
+        "fontsize": "22",
+        "fontname": "Helvetica",
+        "pad": "0.4",
+        "nodesep": "0.7",
+        "ranksep": "0.9",
+        "splines": "spline",
+        "labelloc": "t",
+        # Little crossing minimization: keeps the environments in definition (promotion) order,
+        # left to right, instead of reshuffling them to shorten a few edges.
+        "mclimit": "0.01",
+    }
+    title = (
+        f"sds: model '{project.model_name}' in {len(order)} environments "
+        "(blue: requests, green: training, orange: promote + deploy, red: rollback)"
+    )
+    with Diagram(
+        title,
+        filename=str(out.with_suffix("")),
+        outformat="png",
+        show=False,
+        direction="TB",
+        graph_attr=graph_attr,
+        node_attr={"fontname": "Helvetica", "fontsize": "12"},
+        edge_attr={"fontname": "Helvetica", "fontsize": "11"},
+    ):
+        # Edges that only explain (not flow top to bottom) must not move nodes between rows.
+        side = {"constraint": "false"}
+        with Cluster("operators and CI"):
+            people = User("data scientist / on-call\nsds train · promote · rollback")
+            lock = Git("models.lock.json in git\n(pin: version + sha256)")
+            ci = GithubActions(
+                "CI (GitHub Actions)\nPR: make test + cdk diff\nmain: cdk deploy, approvals"
+            )
+            (
+                people
+                >> Edge(color=PROMOTION, label="sds promote / rollback\nwrite the pin", **side)
+                >> lock
+            )
+            lock >> Edge(color=PROMOTION, label="push", **side) >> ci
+        clients = Client("API clients\n(SigV4 or API key)")
+
+        registries: dict[str, Node] = {}
+        functions: dict[str, Node] = {}
+        deploys: dict[str, Node] = {}
+        for name in order:
+            env = environments[name]
+            infra = env.infra
+            strategy = STRATEGY_LABELS.get(infra.deployment_strategy, infra.deployment_strategy)
+            source = (
+                f"promoted from {env.promote_from}"
+                if env.promote_from
+                else "new versions start here"
+            )
+            with Cluster(f"{name}  ({source})"):
+                with Cluster(f"{name}/Inference"):
+                    api = APIGateway(f"REST API ({infra.api_auth.replace('_', ' ').upper()})")
+                    deploy = Codedeploy(f"CodeDeploy\n{strategy}")
+                    function = Lambda("Lambda alias live\n-> version N (code + model)")
+                    alarms = CloudwatchAlarm("alarms\nerrors, p99, 5xx")
+                with Cluster(f"{name}/Training"):
+                    training = Fargate("training task\n(Fargate, no NAT)")
+                    if infra.training_schedule:
+                        schedule = CloudwatchEventTimeBased(f"schedule\n{infra.training_schedule}")
+                        schedule >> Edge(color=TRAINING) >> training
+                with Cluster(f"{name}/Registry"):
+                    registry = S3(f"registry (S3)\nalias {name}")
+
+            clients >> Edge(color=REQUEST, label="POST /predict") >> api
+            api >> Edge(color=REQUEST) >> function
+            (
+                function
+                >> Edge(color=REQUEST, style="dashed", label="load pinned model\n(sha256-verified)")
+                >> registry
+            )
+            training >> Edge(color=TRAINING, label="register version") >> registry
+            ci >> Edge(color=PROMOTION, label=f"cdk deploy '{name}/*'") >> deploy
+            deploy >> Edge(color=PROMOTION, label="shift live") >> function
+            function >> Edge(color=ROLLBACK, style="dotted") >> alarms
+            alarms >> Edge(color=ROLLBACK, label="auto rollback", **side) >> deploy
+            registries[name] = registry
+            functions[name] = function
+            deploys[name] = deploy
+
+        for name in order:
+            source = environments[name].promote_from
+            if source in registries:
+                (
+                    registries[source]
+                    >> Edge(color=PROMOTION, label="sds promote\n(gates, verified copy)", **side)
+                    >> registries[name]
+                )
+
+        people >> Edge(color=TRAINING, label="sds train") >> registries[order[0]]
+        (
+            people
+            >> Edge(color=ROLLBACK, label="sds rollback --env ENV\n(live -> previous version)")
+            >> functions[order[-1]]
+        )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "architecture.png")
+    args = parser.parse_args(argv)
+    print(draw(args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,72 @@
+"""The architecture picture is drawn from cdk.json, so it follows the configured environments.
+
+Given the project's cdk.json, when docs/diagram.py builds the graph (Graphviz's rendering is
+stubbed out: `make diagram` renders, the suite only checks what would be drawn), then every
+environment appears in promotion order with its stacks and deployment strategy, and every path
+(requests, training, promotion, rollback) has its edges.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load_generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("sds_docs_diagram", ROOT / "docs" / "diagram.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _graph_source(cdk_json: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    import diagrams
+
+    captured: list[str] = []
+    monkeypatch.setattr(diagrams.Diagram, "render", lambda self: captured.append(self.dot.source))
+    monkeypatch.setattr("os.remove", lambda path: None)
+    _load_generator().draw(tmp_path / "architecture.png", cdk_json=cdk_json)
+    (source,) = captured
+    return source
+
+
+def test_every_environment_is_drawn_in_promotion_order_with_its_stacks(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    source = _graph_source(ROOT / "cdk.json", monkeypatch, tmp_path)
+
+    clusters = re.findall(r'label="(dev|staging|prod)  \(', source)
+    assert clusters == ["dev", "staging", "prod"]
+    for env in ("dev", "staging", "prod"):
+        for stack in ("Registry", "Inference", "Training"):
+            assert f'label="{env}/{stack}"' in source
+    assert "CodeDeploy\nall at once" in source
+    assert "CodeDeploy\ncanary 10 % for 5 min" in source
+    for path_label in ("POST /predict", "register version", "sds promote", "auto rollback"):
+        assert path_label in source
+    assert "sds rollback --env ENV" in source
+
+
+def test_a_new_environment_in_cdk_json_appears_in_the_picture(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    document = json.loads((ROOT / "cdk.json").read_text())
+    document["context"]["environments"]["qa"] = {
+        "promote_from": "staging",
+        "infra": {"deployment_strategy": "linear_10_percent_every_2_minutes"},
+    }
+    cdk_json = tmp_path / "cdk.json"
+    cdk_json.write_text(json.dumps(document))
+
+    source = _graph_source(cdk_json, monkeypatch, tmp_path)
+
+    assert 'label="qa  (promoted from staging)"' in source
+    assert "CodeDeploy\nlinear 10 % / 2 min" in source
