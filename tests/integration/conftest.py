@@ -9,14 +9,12 @@ request) the training cluster and task definition. `cli` runs the real `sds` ent
 
 from __future__ import annotations
 
-import json
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from deployed import ACTOR, MODEL, ROOT, CliResult, Deployed, lambda_zip, training_stack
+from deployed import ACTOR, ROOT, CliResult, Deployed, deploy_environment
 
 from sds.workspace import Workspace
 
@@ -24,54 +22,7 @@ from sds.workspace import Workspace
 @pytest.fixture
 def deploy(aws: Any) -> Callable[..., Deployed]:
     def make(env: str, *, training: bool = False) -> Deployed:
-        suffix = uuid.uuid4().hex[:8]
-        iam = aws.client("iam")
-        role_arn = iam.create_role(
-            RoleName=f"sds-{env}-{suffix}",
-            AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
-        )["Role"]["Arn"]
-        bucket = aws.bucket(versioned=True)
-        function = f"sds-{env}-inference-{suffix}"
-        aws.client("lambda").create_function(
-            FunctionName=function,
-            Runtime="python3.12",
-            Role=role_arn,
-            Handler="handler.lambda_handler",
-            Code={"ZipFile": lambda_zip()},
-            Environment={"Variables": {"MODEL_NAME": MODEL, "ENVIRONMENT": env}},
-        )
-        codedeploy = aws.client("codedeploy")
-        application = f"sds-{env}-{suffix}"
-        codedeploy.create_application(applicationName=application, computePlatform="Lambda")
-        group = f"sds-{env}-group-{suffix}"
-        codedeploy.create_deployment_group(
-            applicationName=application,
-            deploymentGroupName=group,
-            serviceRoleArn=role_arn,
-            deploymentConfigName="CodeDeployDefault.LambdaAllAtOnce",
-            deploymentStyle={
-                "deploymentType": "BLUE_GREEN",
-                "deploymentOption": "WITH_TRAFFIC_CONTROL",
-            },
-        )
-        parameters = {
-            "registry-bucket": bucket,
-            "function-name": function,
-            "alias-name": "live",
-            "api-url": f"https://example.execute-api.us-east-1.amazonaws.com/{env}/",
-            "deployment-group": group,
-            "codedeploy-application": application,
-        }
-        deployed = Deployed(env, bucket, function, application, group, role_arn, aws.client)
-        if training:
-            parameters |= training_stack(aws, env, bucket, suffix)
-            deployed.extra = parameters
-        ssm = aws.client("ssm")
-        for key, value in parameters.items():
-            ssm.put_parameter(Name=f"/sds/{env}/{key}", Value=value, Type="String")
-        # The first deploy: a published version without a pin, behind `live`.
-        deployed.point_live(deployed.publish(None))
-        return deployed
+        return deploy_environment(aws, env, training=training)
 
     return make
 

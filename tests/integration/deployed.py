@@ -140,3 +140,55 @@ def read_pin(lock: Path, env: str) -> dict[str, Any] | None:
         return None
     pin: dict[str, Any] | None = json.loads(lock.read_text())["environments"].get(env)
     return pin
+
+
+def deploy_environment(aws: Any, env: str, *, training: bool = False) -> Deployed:
+    """Create what one environment's stacks create, and publish its SSM parameters."""
+    suffix = uuid.uuid4().hex[:8]
+    iam = aws.client("iam")
+    role_arn = iam.create_role(
+        RoleName=f"sds-{env}-{suffix}",
+        AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
+    )["Role"]["Arn"]
+    bucket = aws.bucket(versioned=True)
+    function = f"sds-{env}-inference-{suffix}"
+    aws.client("lambda").create_function(
+        FunctionName=function,
+        Runtime="python3.12",
+        Role=role_arn,
+        Handler="handler.lambda_handler",
+        Code={"ZipFile": lambda_zip()},
+        Environment={"Variables": {"MODEL_NAME": MODEL, "ENVIRONMENT": env}},
+    )
+    codedeploy = aws.client("codedeploy")
+    application = f"sds-{env}-{suffix}"
+    codedeploy.create_application(applicationName=application, computePlatform="Lambda")
+    group = f"sds-{env}-group-{suffix}"
+    codedeploy.create_deployment_group(
+        applicationName=application,
+        deploymentGroupName=group,
+        serviceRoleArn=role_arn,
+        deploymentConfigName="CodeDeployDefault.LambdaAllAtOnce",
+        deploymentStyle={
+            "deploymentType": "BLUE_GREEN",
+            "deploymentOption": "WITH_TRAFFIC_CONTROL",
+        },
+    )
+    parameters = {
+        "registry-bucket": bucket,
+        "function-name": function,
+        "alias-name": "live",
+        "api-url": f"https://example.execute-api.us-east-1.amazonaws.com/{env}/",
+        "deployment-group": group,
+        "codedeploy-application": application,
+    }
+    deployed = Deployed(env, bucket, function, application, group, role_arn, aws.client)
+    if training:
+        parameters |= training_stack(aws, env, bucket, suffix)
+        deployed.extra = parameters
+    ssm = aws.client("ssm")
+    for key, value in parameters.items():
+        ssm.put_parameter(Name=f"/sds/{env}/{key}", Value=value, Type="String")
+    # The first deploy: a published version without a pin, behind `live`.
+    deployed.point_live(deployed.publish(None))
+    return deployed

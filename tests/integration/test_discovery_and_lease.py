@@ -1,0 +1,69 @@
+"""Where an environment's registry comes from, and the rollback lease, on the moto server."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from deployed import Deployed
+
+from sds.deploy_rollback import ConcurrentRollback, lease
+from sds.registry.s3 import S3Store
+from sds.workspace import Workspace
+
+
+def test_registry_resolution_order_override_then_ssm_then_local(
+    deploy: Callable[..., Deployed],
+    workspace: Callable[..., Workspace],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    dev = deploy("dev")
+    # With --aws (SDS_TARGET=aws): the bucket named by SSM /sds/dev/registry-bucket
+    assert workspace().registry_uri("dev") == f"s3://{dev.bucket}"
+    # SDS_REGISTRY_<ENV> wins over SSM
+    monkeypatch.setenv("SDS_REGISTRY_DEV", "s3://elsewhere/prefix")
+    assert workspace().registry_uri("dev") == "s3://elsewhere/prefix"
+    monkeypatch.delenv("SDS_REGISTRY_DEV")
+    # Local mode (the default) never asks SSM
+    monkeypatch.setenv("SDS_TARGET", "local")
+    assert workspace().registry_uri("dev") == (tmp_path / "state" / "registries" / "dev").as_uri()
+    # An environment that is not deployed says what to deploy
+    monkeypatch.setenv("SDS_TARGET", "aws")
+    with pytest.raises(Exception, match=r"/sds/staging/registry-bucket not found.*cdk deploy"):
+        workspace().registry_uri("staging")
+
+
+def test_the_lease_admits_one_holder_and_a_dead_holders_lease_expires(
+    s3_store: Callable[..., S3Store],
+) -> None:
+    store = s3_store()
+    key = "models/fraud/aliases/dev.lease"
+    # Given a lease held by one command, Then another waits, and gives up naming the holder
+    with (
+        lease(store, key, holder="alice"),
+        pytest.raises(ConcurrentRollback, match="alice"),
+        lease(store, key, holder="bob", wait_s=0.3),
+    ):
+        pass
+    # And after release it is free again
+    with lease(store, key, holder="bob", wait_s=1):
+        assert json.loads(store.get(key).data)["holder"] == "bob"
+
+    # Given a holder that died (its lease document stays, and expires)
+    dead: Any = {"holder": "carol", "token": "x", "since": "then", "expires": time.time() - 1}
+    current = store.get(key)
+    store.put(key, json.dumps(dead).encode(), if_match=current.etag)
+    # Then the next command takes it over without waiting for anyone
+    started = time.monotonic()
+    with lease(store, key, holder="dave", wait_s=5):
+        assert json.loads(store.get(key).data)["holder"] == "dave"
+    assert time.monotonic() - started < 1
+    # And the registry never mistakes the lease for an alias
+    from sds.registry import Registry
+
+    assert Registry(store, "fraud").list_aliases() == {}
