@@ -165,6 +165,17 @@ def load_model(settings: ServingSettings) -> LoadedModel:
             f"model {settings.model_name} v{settings.model_version} was trained on different "
             "features than this code computes; retrain it or deploy matching code"
         )
+    threshold = version.manifest.get("decision_threshold")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+        raise ModelUnavailable(
+            f"model {settings.model_name} v{settings.model_version}: the manifest has no numeric "
+            "decision_threshold; re-register it with this version of sds"
+        )
+    if not isinstance(version.manifest.get("serving", {}), Mapping):
+        raise ModelUnavailable(
+            f"model {settings.model_name} v{settings.model_version}: the manifest's serving "
+            "section is not an object"
+        )
     try:
         return LoadedModel(onnx_bytes, version.manifest)
     except Exception as exc:

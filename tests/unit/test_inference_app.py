@@ -627,3 +627,13 @@ def test_from_environ_with_a_valid_pin_serves_it(trained: TrainedModel) -> None:
         "name": MODEL,
         "version": 1,
     }
+
+
+@pytest.mark.parametrize("threshold", [None, "0.5", True])
+def test_given_a_manifest_without_a_numeric_threshold_then_503_names_it(
+    trained: TrainedModel, tmp_path: Path, threshold: Any
+) -> None:
+    app, seen = _load_failure(_register_variant(trained, tmp_path, decision_threshold=threshold))
+
+    assert_unavailable(app, "the manifest has no numeric decision_threshold")
+    assert [m[0] for m in seen if m[0] == "ModelLoadFailure"] == ["ModelLoadFailure"]
