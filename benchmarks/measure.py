@@ -1,0 +1,183 @@
+"""One function per measurement. Each returns plain data; `benchmarks.run` orchestrates and reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks.bundles import Bundle
+from benchmarks.servers import RuntimeApi, peak_rss_bytes
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def stats(values: Sequence[float]) -> dict[str, Any]:
+    """Median with min and max, and every run, so a reader can see the spread."""
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "runs": len(values),
+        "values": [round(v, 6) for v in values],
+    }
+
+
+@dataclass(frozen=True)
+class Measured:
+    wall_s: float
+    peak_rss_bytes: int
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_measured(
+    command: Sequence[str], *, env: dict[str, str], cwd: Path = ROOT, timeout: float = 900
+) -> Measured:
+    """Wall time and peak RSS (ru_maxrss of the process and its waited-for children)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        process = subprocess.Popen(list(command), env=env, cwd=cwd, stdout=out, stderr=err)
+        deadline = started + timeout
+        while True:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                process.kill()
+                pid, status, usage = os.wait4(process.pid, 0)
+                break
+            time.sleep(0.005)
+        wall = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return Measured(
+            wall_s=wall,
+            peak_rss_bytes=usage.ru_maxrss * 1024,
+            returncode=process.returncode,
+            stdout=out.read().decode(errors="replace"),
+            stderr=err.read().decode(errors="replace"),
+        )
+
+
+def check(result: Measured, what: str) -> Measured:
+    if result.returncode != 0:
+        tail = (result.stderr or result.stdout).strip()[-3000:]
+        raise RuntimeError(f"{what} failed (exit {result.returncode}):\n{tail}")
+    return result
+
+
+# Cold start ---------------------------------------------------------------------------------
+
+
+def lambda_env(
+    bundle: Bundle, runtime_dir: Path, base: dict[str, str], model: dict[str, str]
+) -> dict[str, str]:
+    """The variables a Python 3.12 Lambda execution environment sets, pointed at local paths."""
+    return {
+        **base,
+        **model,
+        "PYTHONPATH": f"{bundle.path}:{runtime_dir}",
+        # /var/task is read-only on Lambda: nothing may be compiled and cached between runs.
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "LAMBDA_TASK_ROOT": str(bundle.path),
+        "LAMBDA_RUNTIME_DIR": str(runtime_dir),
+        "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12",
+        "AWS_LAMBDA_FUNCTION_NAME": f"sds-bench-{bundle.name}",
+        "AWS_LAMBDA_FUNCTION_VERSION": "1",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024",
+        "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/sds-bench",
+        "AWS_LAMBDA_LOG_STREAM_NAME": "bench",
+        "ENVIRONMENT": "bench",
+    }
+
+
+def cold_start(
+    bundle: Bundle, *, python: str, env: dict[str, str], api: RuntimeApi, event: dict[str, Any]
+) -> dict[str, Any]:
+    """One fresh process through the runtime interface client until its first response."""
+    request_id = api.queue(event)
+    with tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        # -S: the bundle and the runtime folder are the whole sys.path, as on Lambda (this
+        # machine's site-packages must not leak in).
+        process = subprocess.Popen(
+            [python, "-S", "-m", "awslambdaric", bundle.handler],
+            env={**env, "AWS_LAMBDA_RUNTIME_API": api.address},
+            cwd=bundle.path,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+        try:
+            kind, received, body = api.wait(request_id)
+            elapsed = received - started
+            peak = peak_rss_bytes(process.pid)
+        except Exception as exc:
+            process.kill()
+            process.wait()
+            err.seek(0)
+            raise RuntimeError(
+                f"{bundle.name} cold start failed: {exc}\n{err.read()[-3000:]!r}"
+            ) from exc
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    response = json.loads(body)
+    if kind != "response" or response.get("statusCode") != 200:
+        raise RuntimeError(f"{bundle.name} cold start answered {kind}: {body[:500]!r}")
+    return {
+        "ms": elapsed * 1000,
+        "peak_rss_bytes": peak,
+        "model_version": response["headers"].get("X-Model-Version"),
+    }
+
+
+# Warm latency -------------------------------------------------------------------------------
+
+
+def warm(
+    bundle: Bundle,
+    *,
+    python: str,
+    env: dict[str, str],
+    events_file: Path,
+    calls: int,
+    raw: bool,
+) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="sds-bench-warm-") as tmp:
+        out = Path(tmp) / "warm.json"
+        command = [
+            python,
+            "-S",
+            "-P",  # only the bundle on sys.path, not the worker's own folder
+            str(ROOT / "benchmarks" / "warm_worker.py"),
+            bundle.handler,
+            str(events_file),
+            str(calls),
+            str(out),
+        ]
+        if raw:
+            command.append("--raw")
+        result = subprocess.run(
+            command,
+            env=env,
+            cwd=tmp,
+            stdout=subprocess.DEVNULL,  # EMF metric lines, as CloudWatch would receive them
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=1800,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"warm {bundle.name} failed:\n{result.stderr[-3000:]}")
+        return dict(json.loads(out.read_text()))

@@ -1,0 +1,359 @@
+"""Targets from issue 5, and the three result files: latest.json, latest.md, latest.png."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+MIB = 1024 * 1024
+
+
+def _target(name: str, figure: float, limit: float, unit: str, *, at_least: bool = False) -> dict:
+    met = figure >= limit if at_least else figure <= limit
+    return {
+        "target": name,
+        "figure": round(figure, 4),
+        "limit": limit,
+        "unit": unit,
+        "comparison": ">=" if at_least else "<=",
+        "met": met,
+    }
+
+
+def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target of the issue against the measured median (the rule: median, same run)."""
+    targets = []
+    cold = results.get("cold_start")
+    if cold:
+        targets.append(
+            _target(
+                "cold start, ours / baseline", cold["ratio_ours_to_baseline"]["median"], 0.45, "x"
+            )
+        )
+        targets.append(_target("cold start, ours", cold["ours"]["ms"]["median"], 350, "ms"))
+    warm = results.get("warm")
+    if warm:
+        targets.append(
+            _target(
+                "warm single-event p50, baseline / ours",
+                warm["single_speedup_p50_baseline_over_ours"]["median"],
+                10,
+                "x",
+                at_least=True,
+            )
+        )
+        targets.append(
+            _target(
+                "warm single-event p50, ours above raw InferenceSession.run",
+                warm["single_p50_above_raw_us"]["median"],
+                30,
+                "us",
+            )
+        )
+        targets.append(
+            _target(
+                "warm single-event p99 / p50, ours",
+                warm["single_p99_over_p50_ours"]["median"],
+                2.5,
+                "x",
+            )
+        )
+    bundle = results.get("bundle")
+    if bundle:
+        targets.append(
+            _target("bundle unzipped, ours", bundle["ours"]["unzipped_bytes"] / MIB, 140, "MiB")
+        )
+        targets.append(
+            _target("bundle zipped, ours", bundle["ours"]["zipped_bytes"] / MIB, 50, "MiB")
+        )
+    synth = results.get("synth")
+    if synth:
+        targets.append(_target("cdk synth, all environments", synth["wall_s"]["median"], 20, "s"))
+    training = results.get("training", {})
+    if "1000000" in training:
+        targets.append(
+            _target(
+                "training, 1M events end to end", training["1000000"]["wall_s"]["median"], 90, "s"
+            )
+        )
+    rollback = results.get("rollback")
+    if rollback:
+        targets.append(
+            _target("sds rollback (local target)", rollback["local"]["wall_s"]["median"], 2, "s")
+        )
+        if rollback.get("aws"):
+            targets.append(
+                _target(
+                    "sds --aws rollback (Lambda alias)", rollback["aws"]["wall_s"]["median"], 2, "s"
+                )
+            )
+    return targets
+
+
+def write(results: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic(out / "latest.json", json.dumps(results, indent=2, sort_keys=False) + "\n")
+    _atomic(out / "latest.md", markdown(results))
+    chart(results, out / "latest.png")
+
+
+def _atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _s(figure: dict[str, Any], fmt: str = "{:.0f}", scale: float = 1.0) -> str:
+    """median (min-max)."""
+    return (
+        fmt.format(figure["median"] * scale)
+        + " ("
+        + fmt.format(figure["min"] * scale)
+        + "–"
+        + fmt.format(figure["max"] * scale)
+        + ")"
+    )
+
+
+def markdown(results: dict[str, Any]) -> str:
+    env = results["environment"]
+    lines = [
+        "# Benchmark results",
+        "",
+        f"{'Quick smoke run' if results['quick'] else 'Full run'} of `python -m benchmarks.run`, "
+        f"{env['date']}, git {env['git']}. Every figure: median (min–max) over the runs named; "
+        "ratios are taken pairwise within this run.",
+        "",
+        f"Machine: {env['cpu']}, {env['cpus']} CPUs, {env['memory_gib']} GiB; {env['platform']}; "
+        f"Lambda-side {env['lambda_python']}; harness Python {env['harness_python']}; "
+        f"node {env['node']}; CDK CLI {env['cdk_cli']}; "
+        + ", ".join(f"{k}={v}" for k, v in env["env"].items())
+        + ".",
+        "",
+        "## Targets",
+        "",
+        "| target | measured (median) | limit | met |",
+        "|---|---|---|---|",
+    ]
+    for t in results["targets"]:
+        lines.append(
+            f"| {t['target']} | {t['figure']:g} {t['unit']} | {t['comparison']} {t['limit']:g} "
+            f"{t['unit']} | {'yes' if t['met'] else '**no**'} |"
+        )
+    cold = results.get("cold_start")
+    if cold:
+        runs = cold["ours"]["ms"]["runs"]
+        lines += [
+            "",
+            f"## Cold start ({runs} runs each, interleaved)",
+            "",
+            "Fresh Python 3.12 process, `awslambdaric` against a local Runtime API, model fetched "
+            "from the S3 server, until the first response is posted.",
+            "",
+            "| | first response, ms | peak RSS, MiB |",
+            "|---|---|---|",
+        ]
+        for name in ("ours", "baseline"):
+            lines.append(
+                f"| {name} | {_s(cold[name]['ms'])} | "
+                f"{_s(cold[name]['peak_rss_bytes'], scale=1 / MIB)} |"
+            )
+        lines.append(f"| ours / baseline | {_s(cold['ratio_ours_to_baseline'], '{:.2f}')} | |")
+    warm = results.get("warm")
+    if warm:
+        calls = warm["ours"]["single"]["calls_per_round"]
+        rounds = warm["ours"]["single"]["rounds"]
+        lines += [
+            "",
+            f"## Warm latency ({calls} calls per round, {rounds} round(s), in process)",
+            "",
+            "| | 1 event p50, µs | 1 event p99, µs | 100 events p50, µs | 100 events p99, µs |",
+            "|---|---|---|---|---|",
+        ]
+        for name, label in (
+            ("raw_onnx", "raw `InferenceSession.run` (floor)"),
+            ("ours", "ours (handler)"),
+            ("baseline", "baseline (handler)"),
+        ):
+            w = warm[name]
+            lines.append(
+                f"| {label} | {_s(w['single']['p50_us'], '{:.1f}')} | "
+                f"{_s(w['single']['p99_us'], '{:.1f}')} | {_s(w['batch100']['p50_us'])} | "
+                f"{_s(w['batch100']['p99_us'])} |"
+            )
+        lines += [
+            "",
+            f"- p50 speedup, baseline / ours: 1 event {_s(warm['single_speedup_p50_baseline_over_ours'], '{:.1f}')}x, "
+            f"100 events {_s(warm['batch100_speedup_p50_baseline_over_ours'], '{:.1f}')}x",
+            f"- ours above the raw floor (p50): 1 event {_s(warm['single_p50_above_raw_us'], '{:.1f}')} µs, "
+            f"100 events {_s(warm['batch100_p50_above_raw_us'])} µs",
+            f"- p99 / p50: ours {_s(warm['single_p99_over_p50_ours'], '{:.2f}')} (1 event), "
+            f"{_s(warm['batch100_p99_over_p50_ours'], '{:.2f}')} (100 events); baseline "
+            f"{_s(warm['single_p99_over_p50_baseline'], '{:.2f}')}, "
+            f"{_s(warm['batch100_p99_over_p50_baseline'], '{:.2f}')}",
+            f"- largest score difference ours vs baseline on the request events: "
+            f"{warm['max_abs_score_difference_ours_vs_baseline']:.2g}",
+        ]
+    bundle = results.get("bundle")
+    if bundle:
+        lines += [
+            "",
+            "## Bundle size",
+            "",
+            "| | unzipped, MiB | zipped, MiB |",
+            "|---|---|---|",
+        ]
+        for name in ("ours", "baseline"):
+            lines.append(
+                f"| {name} | {bundle[name]['unzipped_bytes'] / MIB:.1f} | "
+                f"{bundle[name]['zipped_bytes'] / MIB:.1f} |"
+            )
+        lines.append(
+            f"| Lambda limit | {bundle['limits']['unzipped_bytes'] / MIB:.0f} | "
+            f"{bundle['limits']['zipped_bytes'] / MIB:.0f} (direct upload) |"
+        )
+    synth = results.get("synth")
+    if synth:
+        lines += [
+            "",
+            "## cdk synth",
+            "",
+            f"`{synth['command']}`, {synth['templates']} templates: "
+            f"{_s(synth['wall_s'], '{:.1f}')} s over {synth['wall_s']['runs']} runs "
+            "(after one unmeasured run that may build the bundle).",
+        ]
+    training = results.get("training")
+    if training:
+        lines += [
+            "",
+            "## Training end to end",
+            "",
+            "`python -m training.train` (read, features, fit, evaluate, ONNX export and parity, "
+            "register on the S3 server), one process per run.",
+            "",
+            "| events | wall, s | peak RSS, MiB | runs |",
+            "|---|---|---|---|",
+        ]
+        for size, t in sorted(training.items(), key=lambda kv: int(kv[0])):
+            lines.append(
+                f"| {int(size):,} | {_s(t['wall_s'], '{:.1f}')} | "
+                f"{_s(t['peak_rss_bytes'], scale=1 / MIB)} | {t['wall_s']['runs']} |"
+            )
+    rollback = results.get("rollback")
+    if rollback:
+        lines += ["", "## Rollback", "", "A new `sds` process each run, as a user runs it.", ""]
+        lines += ["| | wall, s | the CLI's own timing, ms | runs |", "|---|---|---|---|"]
+        for key in ("local", "aws"):
+            r = rollback.get(key)
+            if r is None:
+                lines.append(f"| {key} | not available in this checkout | | |")
+                continue
+            reported = _s(r["reported_ms"]) if r.get("reported_ms") else "n/a"
+            lines.append(
+                f"| `{r['command']}` | {_s(r['wall_s'], '{:.2f}')} | {reported} | "
+                f"{r['wall_s']['runs']} |"
+            )
+    lines.append("")
+    return "\n".join(lines)
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    fig.suptitle(
+        f"sds benchmarks ({results['environment']['cpus']} CPUs, {results['environment']['date']})"
+        + (" — QUICK SMOKE RUN" if results["quick"] else "")
+    )
+
+    def bars(ax: Any, labels: list[str], figures: list[dict[str, Any]], scale: float = 1.0) -> None:
+        medians = [f["median"] * scale for f in figures]
+        errors = [
+            [(f["median"] - f["min"]) * scale for f in figures],
+            [(f["max"] - f["median"]) * scale for f in figures],
+        ]
+        ax.bar(
+            labels,
+            medians,
+            yerr=errors,
+            capsize=4,
+            color=["#2b7bba", "#d9534f", "#888888"][: len(labels)],
+        )
+        for i, value in enumerate(medians):
+            ax.annotate(f"{value:.3g}", (i, value), ha="center", va="bottom", fontsize=8)
+
+    cold = results.get("cold_start")
+    ax = axes[0][0]
+    if cold:
+        bars(ax, ["ours", "baseline"], [cold["ours"]["ms"], cold["baseline"]["ms"]])
+        ax.axhline(350, linestyle="--", color="grey", linewidth=1)
+    ax.set_title("cold start to first response, ms (target ours <= 350)")
+
+    warm = results.get("warm")
+    ax = axes[0][1]
+    if warm:
+        bars(
+            ax,
+            ["raw ONNX", "ours", "baseline"],
+            [
+                warm["raw_onnx"]["single"]["p50_us"],
+                warm["ours"]["single"]["p50_us"],
+                warm["baseline"]["single"]["p50_us"],
+            ],
+        )
+        ax.set_yscale("log")
+    ax.set_title("warm single-event p50, µs (log)")
+
+    bundle = results.get("bundle")
+    ax = axes[1][0]
+    if bundle:
+        names = ["ours", "baseline"]
+        x = range(len(names))
+        ax.bar(
+            [i - 0.2 for i in x],
+            [bundle[n]["unzipped_bytes"] / MIB for n in names],
+            0.4,
+            label="unzipped",
+        )
+        ax.bar(
+            [i + 0.2 for i in x],
+            [bundle[n]["zipped_bytes"] / MIB for n in names],
+            0.4,
+            label="zipped",
+        )
+        ax.set_xticks(list(x), names)
+        ax.axhline(250, linestyle="--", color="grey", linewidth=1, label="Lambda 250 MB unzipped")
+        ax.axhline(50, linestyle=":", color="grey", linewidth=1, label="50 MB zipped upload")
+        ax.legend(fontsize=7)
+    ax.set_title("Lambda bundle, MiB")
+
+    ax = axes[1][1]
+    labels, figures = [], []
+    for size, t in sorted((results.get("training") or {}).items(), key=lambda kv: int(kv[0])):
+        labels.append(f"train {int(size) // 1000}k")
+        figures.append(t["wall_s"])
+    if results.get("synth"):
+        labels.append("cdk synth")
+        figures.append(results["synth"]["wall_s"])
+    for key in ("local", "aws"):
+        if (results.get("rollback") or {}).get(key):
+            labels.append(f"rollback {key}")
+            figures.append(results["rollback"][key]["wall_s"])
+    if figures:
+        medians = [f["median"] for f in figures]
+        errors = [
+            [f["median"] - f["min"] for f in figures],
+            [f["max"] - f["median"] for f in figures],
+        ]
+        ax.bar(labels, medians, yerr=errors, capsize=4, color="#5cb85c")
+        for i, value in enumerate(medians):
+            ax.annotate(f"{value:.3g}", (i, value), ha="center", va="bottom", fontsize=8)
+    ax.set_title("wall time, s")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

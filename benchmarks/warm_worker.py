@@ -1,0 +1,105 @@
+"""Warm latency inside one execution environment: run by the Lambda's Python (3.12) on a bundle.
+
+    python3.12 -S benchmarks/warm_worker.py HANDLER EVENTS_JSON CALLS OUT_JSON [--raw]
+
+Imports the handler like the runtime does (model fetched and loaded at import), then calls
+`lambda_handler(event, None)` CALLS times with a 1-event and a 100-event API Gateway proxy event,
+timing each call. With --raw it also times the floor: `InferenceSession.run` on the same,
+already featurized rows. Only the standard library and the bundle are importable here.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+WARMUP_CALLS = 200
+
+
+def proxy_event(events: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "resource": "/predict",
+        "path": "/predict",
+        "httpMethod": "POST",
+        "headers": {"Content-Type": "application/json"},
+        "body": json.dumps({"events": events}),
+        "isBase64Encoded": False,
+        "requestContext": {"stage": "live"},
+    }
+
+
+def summarize(samples_ns: list[int]) -> dict[str, float]:
+    ordered = sorted(samples_ns)
+
+    def rank(q: float) -> float:
+        return ordered[max(0, math.ceil(q * len(ordered)) - 1)] / 1000.0
+
+    return {
+        "calls": len(ordered),
+        "p50_us": rank(0.50),
+        "p90_us": rank(0.90),
+        "p99_us": rank(0.99),
+        "max_us": ordered[-1] / 1000.0,
+        "mean_us": sum(ordered) / len(ordered) / 1000.0,
+    }
+
+
+def time_calls(call: Callable[[], Any], calls: int) -> dict[str, float]:
+    for _ in range(min(WARMUP_CALLS, calls)):
+        call()
+    clock = time.perf_counter_ns
+    samples = [0] * calls
+    for i in range(calls):
+        started = clock()
+        call()
+        samples[i] = clock() - started
+    return summarize(samples)
+
+
+def main(argv: list[str]) -> int:
+    handler_path, events_path, calls_text, out_path = argv[:4]
+    raw = "--raw" in argv[4:]
+    calls = int(calls_text)
+    module_name, function_name = handler_path.rsplit(".", 1)
+    with open(events_path) as source:
+        events = json.load(source)
+    started = time.perf_counter()
+    module = importlib.import_module(module_name)
+    init_ms = (time.perf_counter() - started) * 1000
+    handler = getattr(module, function_name)
+    results: dict[str, Any] = {"init_ms": init_ms}
+    for label, batch in (("single", events[:1]), ("batch100", events[:100])):
+        event = proxy_event(batch)
+        response = handler(event, None)
+        if response["statusCode"] != 200:
+            raise SystemExit(
+                f"{handler_path} answered {response['statusCode']}: {response['body']}"
+            )
+        scores = [p["fraud_probability"] for p in json.loads(response["body"])["predictions"]]
+        results[f"{label}_scores"] = scores
+        gc.collect()
+        results[label] = time_calls(lambda event=event: handler(event, None), calls)
+    if raw:
+        import numpy as np
+
+        from sds.features import featurize
+
+        model = module.app.model
+        session, feed, output = model.session, model.input_name, model.output_name
+        for label, batch in (("raw_single", events[:1]), ("raw_batch100", events[:100])):
+            matrix = np.asarray([featurize(e) for e in batch], dtype=np.float32)
+            gc.collect()
+            results[label] = time_calls(lambda m=matrix: session.run([output], {feed: m}), calls)
+    with open(out_path, "w") as sink:
+        json.dump(results, sink)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

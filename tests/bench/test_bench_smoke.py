@@ -1,0 +1,85 @@
+"""The benchmark harness runs end to end in its quick mode and writes sane, complete results.
+
+The figures of a quick run mean nothing (a few calls, a tiny model); this checks that
+`make bench` would work: both bundles build and serve through the runtime interface client,
+the result files are written, and every figure is a median within its min and max.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def assert_figure(figure: dict[str, Any], *, low: float, high: float) -> None:
+    assert figure["runs"] >= 1 and len(figure["values"]) == figure["runs"]
+    assert figure["min"] <= figure["median"] <= figure["max"]
+    assert low < figure["median"] < high, figure
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_quick_run_writes_results_with_sane_figures(tmp_path: Path) -> None:
+    # When the harness runs in quick mode
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--quick", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=880,
+        check=False,
+    )
+
+    # Then it succeeds and writes the JSON, the markdown table and the chart
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "latest.json").read_text())
+    assert (tmp_path / "latest.md").read_text().startswith("# Benchmark results")
+    assert (tmp_path / "latest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert results["quick"] is True
+    assert results["environment"]["lambda_python"].startswith("Python 3.12")
+
+    # And both bundles served the same model version through the runtime interface client
+    cold = results["cold_start"]
+    version = str(results["served_model"]["version"])
+    for name in ("ours", "baseline"):
+        assert cold[name]["model_version"] == version
+        assert_figure(cold[name]["ms"], low=10, high=120_000)
+        assert_figure(cold[name]["peak_rss_bytes"], low=20e6, high=4e9)
+    assert_figure(cold["ratio_ours_to_baseline"], low=0.01, high=100)
+
+    # And warm latency has the floor, ours and the baseline, scoring alike
+    warm = results["warm"]
+    for name in ("raw_onnx", "ours", "baseline"):
+        for label in ("single", "batch100"):
+            assert_figure(warm[name][label]["p50_us"], low=0.5, high=1e6)
+            assert warm[name][label]["p99_us"]["median"] >= warm[name][label]["p50_us"]["median"]
+    assert warm["max_abs_score_difference_ours_vs_baseline"] <= 1e-4
+    assert (
+        warm["ours"]["single"]["p50_us"]["median"] > warm["raw_onnx"]["single"]["p50_us"]["median"]
+    )
+
+    # And bundle sizes are within Lambda's unzipped limit, ours smaller than the baseline
+    bundle = results["bundle"]
+    for name in ("ours", "baseline"):
+        assert 0 < bundle[name]["zipped_bytes"] < bundle[name]["unzipped_bytes"]
+    assert bundle["ours"]["unzipped_bytes"] < bundle["limits"]["unzipped_bytes"]
+    assert bundle["ours"]["unzipped_bytes"] < bundle["baseline"]["unzipped_bytes"]
+
+    # And training and rollback were timed, and every target is judged on a measured figure
+    training = results["training"]["5000"]
+    assert_figure(training["wall_s"], low=0.1, high=600)
+    assert_figure(training["peak_rss_bytes"], low=20e6, high=20e9)
+    assert_figure(results["rollback"]["local"]["wall_s"], low=0.05, high=120)
+    if results["rollback"]["aws"] is not None:
+        assert_figure(results["rollback"]["aws"]["wall_s"], low=0.05, high=120)
+    assert "synth" not in results  # quick runs skip it
+    judged = {t["target"] for t in results["targets"]}
+    assert {"cold start, ours / baseline", "bundle unzipped, ours"} <= judged
+    assert all(isinstance(t["met"], bool) for t in results["targets"])
