@@ -275,10 +275,13 @@ def _rollback_live(ws: Workspace, args: argparse.Namespace) -> int:
             f"(Lambda {done.function}:{done.alias} -> version {done.lambda_to}); nothing to do"
         )
         return 0
+    if done.lambda_from == done.lambda_to:
+        switched = f"already on Lambda version {done.lambda_to}, which serves it"
+    else:
+        switched = f"Lambda version {done.lambda_from} -> {done.lambda_to}"
     print(
-        f"{args.env}: model version {done.previous} -> {done.version}, "
-        f"alias {done.alias} of {done.function}: Lambda version {done.lambda_from} -> "
-        f"{done.lambda_to} (no routing weights)"
+        f"{args.env}: model version {done.previous} -> {done.version}; "
+        f"alias {done.alias} of {done.function}: {switched} (no routing weights)"
     )
     for deployment in done.stopped_deployments:
         print(f"  stopped CodeDeploy deployment {deployment} first (without its own rollback)")
