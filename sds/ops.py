@@ -202,6 +202,7 @@ def promote(
         current = target.get_alias(to_env)
         previous = None if current is None else current.version
         if current is not None and current.version == version:
+            target.ensure_audited(current)  # a retry completes an interrupted move's audit
             break  # already live: re-running a promotion is a no-op
         try:
             target.move_alias(
@@ -269,6 +270,7 @@ def rollback(
         raise OperationError(f"nothing is live in {env}: there is nothing to roll back")
     target_version, history = rollback_target(env, current, to_version)
     if target_version == current.version:
+        registry.ensure_audited(current)  # a retry completes an interrupted move's audit
         _sync_pin(ws, env, registry)
         return AliasChange("rollback", env, current.version, current.sha256, current.version, False)
     try:

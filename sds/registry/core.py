@@ -452,6 +452,37 @@ class Registry:
         )
         return AliasState(**{**state.__dict__, "etag": etag})
 
+    def ensure_audited(self, state: AliasState) -> None:
+        """Write the audit event of the alias's last move if a failure lost it.
+
+        `move_alias` writes the alias, then its event (keyed by the alias's `event_id`). A failure
+        in between leaves a moved alias without an event, and a retried command then finds the
+        alias already where it wanted it. Such commands call this, so the retry completes the
+        trail; the event is rebuilt from the alias document and marked `recovered`.
+        """
+        if not state.event_id:
+            return
+        try:
+            self.store.get(f"{self._base}/events/{state.event_id}.json")
+            return
+        except NotFound:
+            pass
+        pushed = state.previous is None or state.history[-1:] == (state.previous,)
+        self.record_event(
+            "promoted" if pushed else "rolled_back",
+            version=state.version,
+            actor=state.updated_by,
+            reason=state.reason,
+            alias=state.name,
+            event_id=state.event_id,
+            details={
+                "at": state.updated_at,
+                "from_version": state.previous,
+                "sha256": state.sha256,
+                "recovered": True,
+            },
+        )
+
     # Audit ------------------------------------------------------------------------------------
 
     def record_event(

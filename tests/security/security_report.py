@@ -25,7 +25,6 @@ def summary_lines() -> list[str]:
     lines = []
     for suite in sorted(COUNTS):
         counts = COUNTS[suite]
-        total = sum(counts.values())
         parts = ", ".join(f"{key}: {counts[key]}" for key in sorted(counts))
-        lines.append(f"{suite} ({total}): {parts}")
+        lines.append(f"{suite}: {parts}")
     return lines
