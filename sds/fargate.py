@@ -104,10 +104,15 @@ def wait_for_task(
     poll_s: float = 5.0,
     timeout_s: float = 6 * 3600,
 ) -> dict[str, Any]:
-    """Poll until the task stops, reporting each status change; return the stopped task."""
+    """Poll until the task stops, reporting each status change; return the stopped task.
+
+    Polls quickly at first (a task that fails to start stops within seconds), then every
+    `poll_s` seconds.
+    """
     ecs = clients["ecs"]
     started = time.monotonic()
     last = ""
+    interval = min(0.25, poll_s)
     while True:
         described = ecs.describe_tasks(cluster=cluster, tasks=[task_arn])
         tasks = described.get("tasks") or []
@@ -126,7 +131,8 @@ def wait_for_task(
                 f"training task {task_arn} still {status.lower()} after {timeout_s:.0f} s; "
                 "it keeps running: follow it in the ECS console or its log group"
             )
-        time.sleep(poll_s)
+        time.sleep(interval)
+        interval = min(interval * 2, poll_s)
 
 
 def run_training(

@@ -13,8 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from deployed import ACTOR, Deployed
+from deployed import ACTOR, CliResult, Deployed
 
+import sds.aws
 from sds.aws import Clients
 from sds.fargate import TrainingRun, run_training
 from sds.ops import OperationError
@@ -117,13 +118,34 @@ def test_a_task_that_registers_nothing_is_an_error(
     container.join()
 
 
-def test_isolated_environments_start_the_task_without_a_public_ip(
-    deploy: Callable[..., Deployed], workspace: Callable[[], Workspace]
+def test_the_cli_trains_on_fargate_without_a_public_ip_in_isolated_environments(
+    deploy: Callable[..., Deployed],
+    cli: Callable[..., CliResult],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # staging sets isolated_network (private subnets with VPC endpoints) by default
+    # Given staging, which sets isolated_network (private subnets with VPC endpoints)
     staging = deploy("staging", training=True)
-    sent, _lines, run = start(workspace, staging)
+    sent: list[dict[str, Any]] = []
+    # The CLI makes its own clients: watch RunTask on the ECS client it makes
+    real_client = sds.aws.client
+
+    def watched(service: str) -> Any:
+        made = real_client(service)
+        if service == "ecs":
+            made.meta.events.register(
+                "provide-client-params.ecs.RunTask", lambda params, **_: sent.append(dict(params))
+            )
+        return made
+
+    monkeypatch.setattr(sds.aws, "client", watched)
     container = play_the_container(staging, sent, register=True)
-    run()
+
+    # When training on Fargate through the CLI
+    result = cli("train", "--env", "staging", "--on-fargate", "--reason", "weekly")
     container.join()
+
+    # Then the task ran without a public IP and the CLI names the registered version
+    assert result.code == 0, result.err
     assert sent[0]["networkConfiguration"]["awsvpcConfiguration"]["assignPublicIp"] == "DISABLED"
+    assert "registered fraud version 1 in staging on Fargate" in result.out
+    assert "running" in result.err and "stopped" in result.err
