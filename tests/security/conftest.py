@@ -80,3 +80,12 @@ def tmp_registry(tmp_path: Path, security_model: SecurityModel) -> SecurityModel
     """A private copy of the trained registry that a test may tamper with."""
     root = security_model.copy_registry(tmp_path / "registry")
     return SecurityModel(registry_root=root, version=security_model.version)
+
+
+@pytest.fixture(scope="session")
+def audited_app(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Every environment (and a variant) synthesized once, with nag acknowledgments recorded."""
+    from security_templates import synthesize
+
+    work = tmp_path_factory.mktemp("synth")
+    return synthesize(work / "models.lock.json", work / "cdk.out")

@@ -1,0 +1,140 @@
+"""The CDK app synthesized for the least-privilege audit, with its cdk-nag acknowledgments.
+
+Built the way `app.py` builds it, for every environment in cdk.json plus a variant that turns
+on the options no shipped environment uses (API key auth, alarm e-mail topic, scheduled
+training), with construct paths in the template metadata and the nag acknowledgments recorded
+(`stacks.components.nag.recording_only`) so the audit can check each wildcard against them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # app.py is a script at the repository root, not a package
+    sys.path.insert(0, str(ROOT))
+
+VARIANT = "variant"
+VARIANT_ENVIRONMENT = {
+    "promote_from": "dev",
+    "infra": {
+        "api_auth": "api_key",
+        "alarm_topic_email": "ops@example.com",
+        "training_schedule": "rate(7 days)",
+        "isolated_network": False,
+        "retain_data": False,
+    },
+}
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One IAM statement, where it lives and who it is for."""
+
+    env: str
+    stack: str
+    logical_id: str
+    path: str  # construct path of the policy (aws:cdk:path)
+    kind: str  # "role policy", "managed policy", "bucket policy"
+    holder: str  # the role(s) or principal it is attached to
+    document: dict[str, Any]
+
+    @property
+    def allows(self) -> bool:
+        return self.document.get("Effect") == "Allow"
+
+    @property
+    def actions(self) -> list[str]:
+        value = self.document.get("Action", [])
+        return [str(a) for a in (value if isinstance(value, list) else [value])]
+
+    @property
+    def resources(self) -> list[Any]:
+        value = self.document.get("Resource", [])
+        return value if isinstance(value, list) else [value]
+
+
+@dataclass(frozen=True)
+class AuditedApp:
+    templates: dict[tuple[str, str], dict[str, Any]]
+    acknowledged: list[tuple[str, str]]
+    retain_data: dict[str, bool]
+    api_auth: dict[str, str]
+
+    @property
+    def environments(self) -> list[str]:
+        return sorted({env for env, _ in self.templates})
+
+    def resources(self, type_: str) -> Iterator[tuple[str, str, str, dict[str, Any]]]:
+        for (env, stack), template in self.templates.items():
+            for logical_id, resource in template["Resources"].items():
+                if resource["Type"] == type_:
+                    yield env, stack, logical_id, resource
+
+    def statements(self) -> list[Statement]:
+        found: list[Statement] = []
+        for (env, stack), template in self.templates.items():
+            for logical_id, resource in template["Resources"].items():
+                props = resource.get("Properties", {})
+                path = str(resource.get("Metadata", {}).get("aws:cdk:path", ""))
+                documents: list[tuple[str, str, dict[str, Any]]] = []
+                if resource["Type"] == "AWS::IAM::Policy":
+                    documents.append(
+                        ("role policy", json.dumps(props.get("Roles")), props["PolicyDocument"])
+                    )
+                elif resource["Type"] == "AWS::IAM::ManagedPolicy":
+                    documents.append(("managed policy", logical_id, props["PolicyDocument"]))
+                elif resource["Type"] == "AWS::IAM::Role":
+                    for inline in props.get("Policies", []):
+                        documents.append(("role policy", logical_id, inline["PolicyDocument"]))
+                elif resource["Type"] == "AWS::S3::BucketPolicy":
+                    documents.append(("bucket policy", "", props["PolicyDocument"]))
+                for kind, holder, document in documents:
+                    listed = document["Statement"]
+                    for statement in listed if isinstance(listed, list) else [listed]:
+                        if kind == "bucket policy":
+                            holder = json.dumps(statement.get("Principal"))
+                        found.append(
+                            Statement(env, stack, logical_id, path, kind, holder, statement)
+                        )
+        return found
+
+
+def synthesize(lock: Path, outdir: Path) -> AuditedApp:
+    import aws_cdk as cdk
+    from aws_cdk.assertions import Template
+
+    import app as cdk_app
+    from sds.config import parse_project
+    from sds.lock import LockFile, Pin
+    from stacks.components.nag import recording_only
+
+    context: dict[str, Any] = json.loads((ROOT / "cdk.json").read_text())["context"]
+    context["environments"][VARIANT] = VARIANT_ENVIRONMENT
+    context["aws:cdk:enable-path-metadata"] = True
+    project = parse_project(context)
+    lock.write_text(
+        LockFile(
+            model=project.model_name,
+            pins={env: Pin(version=4, sha256="c" * 64) for env in project.environments},
+        ).to_json()
+    )
+    app = cdk.App(context=context, outdir=str(outdir))
+    with recording_only() as acknowledged:
+        stages = cdk_app.build(app, lock_path=lock, nag=False)
+    templates = {
+        (stage.node.id, stack.node.id): Template.from_stack(stack).to_json()
+        for stage in stages
+        for stack in stage.stacks
+    }
+    return AuditedApp(
+        templates=templates,
+        acknowledged=list(acknowledged),
+        retain_data={n: e.infra.retain_data for n, e in project.environments.items()},
+        api_auth={n: e.infra.api_auth for n, e in project.environments.items()},
+    )
