@@ -366,11 +366,15 @@ def cmd_envs(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     for name, env in ws.config.environments.items():
         pin = lock.pins.get(name)
+        try:
+            registry = ws.registry_uri(name)
+        except AwsError as exc:  # with --aws, an environment that is not deployed (yet)
+            registry = f"(not found: {exc})"
         rows.append(
             {
                 "env": name,
                 "promote_from": env.promote_from,
-                "registry": ws.registry_uri(name),
+                "registry": registry,
                 "pin": None if pin is None else pin.to_dict(),
             }
         )

@@ -198,7 +198,15 @@ def _switch(lambda_client: Any, function: str, alias: str, version: str, revisio
     }
     if revision:
         kwargs["RevisionId"] = revision
-    response = lambda_client.update_alias(**kwargs)
+    try:
+        response = lambda_client.update_alias(**kwargs)
+    except Exception as exc:
+        if error_code(exc) == "PreconditionFailedException":
+            raise ConcurrentRollback(
+                f"alias {alias} of {function} changed while this rollback ran (a deploy?); "
+                "nothing was switched: run the rollback again"
+            ) from None
+        raise
     return str(response.get("RevisionId", ""))
 
 

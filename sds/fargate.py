@@ -167,11 +167,8 @@ def run_training(
             f"training task failed (exit code {exit_code}, {reason_text}); "
             "its log group (Training stack) has the details"
         )
-    mine = [
-        registry.get_version(n)
-        for n in sorted(set(registry.list_versions()) - before)
-        if registry.get_version(n).manifest.get("created_by") == ws.actor
-    ]
+    new = [registry.get_version(n) for n in sorted(set(registry.list_versions()) - before)]
+    mine = [v for v in new if v.manifest.get("created_by") == ws.actor]
     if not mine:
         raise OperationError(
             f"training task {task_arn} finished but registered no version in {registry.uri}"

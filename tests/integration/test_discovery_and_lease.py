@@ -67,3 +67,12 @@ def test_the_lease_admits_one_holder_and_a_dead_holders_lease_expires(
     from sds.registry import Registry
 
     assert Registry(store, "fraud").list_aliases() == {}
+
+
+def test_envs_with_aws_shows_each_registry_or_what_is_missing(
+    deploy: Callable[..., Deployed], cli: Callable[..., Any]
+) -> None:
+    dev = deploy("dev")
+    rows = {row["env"]: row["registry"] for row in cli("--aws", "envs", "--json").json()}
+    assert rows["dev"] == f"s3://{dev.bucket}"
+    assert rows["prod"].startswith("(not found: SSM parameter /sds/prod/registry-bucket")

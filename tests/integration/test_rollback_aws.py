@@ -14,11 +14,12 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.awsrequest import AWSResponse
 from botocore.stub import Stubber
 from deployed import ACTOR, CliResult, Deployed, read_pin
 
 from sds.aws import Clients
-from sds.deploy_rollback import rollback_live
+from sds.deploy_rollback import ConcurrentRollback, rollback_live
 from sds.registry import Version
 from sds.workspace import Workspace
 
@@ -191,3 +192,43 @@ def test_local_mode_never_touches_aws(
     result = cli("envs", "--json")
     assert result.code == 0, result.err
     assert all(row["registry"].startswith("file://") for row in result.json())
+
+
+def test_a_deploy_moving_live_meanwhile_makes_the_rollback_stop_without_changing_anything(
+    deploy: Callable[..., Deployed],
+    cli: Callable[..., CliResult],
+    workspace: Callable[[], Workspace],
+    project: Path,
+) -> None:
+    # Given two deploys, and Lambda answering the alias switch as AWS does when the alias's
+    # RevisionId changed since it was read (moto ignores RevisionId, so this one answer is
+    # injected at the HTTP layer; every other call reaches the server)
+    dev = deploy("dev")
+    deploy_two_models(dev, cli)
+    pin_before = project.read_text()
+    lam = dev.clients("lambda")
+
+    def precondition_failed(request: Any, **_: Any) -> AWSResponse:
+        body = b'{"Type": "User", "message": "The Revision Id provided does not match"}'
+        headers = {"x-amzn-ErrorType": "PreconditionFailedException"}
+        return AWSResponse(request.url, 412, headers, _Raw(body))  # type: ignore[arg-type]
+
+    lam.meta.events.register("before-send.lambda.UpdateAlias", precondition_failed)
+
+    # When rolling back, Then it refuses as a concurrent change and moves nothing
+    with pytest.raises(ConcurrentRollback, match="changed while this rollback ran"):
+        rollback_live(
+            workspace(), env="dev", reason="x", clients=Clients(overrides={"lambda": lam})
+        )
+    assert dev.live()["FunctionVersion"] == "3"
+    state = dev.registry.get_alias("dev")
+    assert state is not None and state.version == 2
+    assert project.read_text() == pin_before
+
+
+class _Raw:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def stream(self, **_: Any) -> Any:
+        yield self.data
