@@ -19,7 +19,7 @@ from botocore.stub import Stubber
 from deployed import ACTOR, CliResult, Deployed, read_pin
 
 from sds.aws import Clients
-from sds.deploy_rollback import ConcurrentRollback, rollback_live
+from sds.deploy_rollback import ConcurrentRollback, rollback_live, stop_deployments
 from sds.registry import Version
 from sds.workspace import Workspace
 
@@ -232,3 +232,33 @@ class _Raw:
 
     def stream(self, **_: Any) -> Any:
         yield self.data
+
+
+def test_a_stop_that_codedeploy_reports_pending_is_waited_for_until_stopped() -> None:
+    # Given CodeDeploy answering the stop with Pending, then reporting the deployment as still
+    # in progress once and stopped after that (all stubbed: moto has no StopDeployment)
+    codedeploy = boto3.client("codedeploy", region_name="us-east-1")
+    with Stubber(codedeploy) as stub:
+        stub.add_response(
+            "list_deployments",
+            {"deployments": ["d-1"]},
+            {
+                "applicationName": "app",
+                "deploymentGroupName": "group",
+                "includeOnlyStatuses": ["Created", "Queued", "InProgress", "Baking", "Ready"],
+            },
+        )
+        stub.add_response(
+            "stop_deployment",
+            {"status": "Pending"},
+            {"deploymentId": "d-1", "autoRollbackEnabled": False},
+        )
+        for status in ("InProgress", "Stopped"):
+            stub.add_response(
+                "get_deployment", {"deploymentInfo": {"status": status}}, {"deploymentId": "d-1"}
+            )
+        # When stopping the group's deployments
+        stopped = stop_deployments(codedeploy, application="app", group="group", poll_s=0.01)
+        # Then it returned only once CodeDeploy said Stopped
+        stub.assert_no_pending_responses()
+    assert stopped == ["d-1"]
