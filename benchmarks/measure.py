@@ -152,6 +152,7 @@ def warm(
     env: dict[str, str],
     events_file: Path,
     calls: int,
+    blocks: int,
     raw: bool,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="sds-bench-warm-") as tmp:
@@ -164,6 +165,7 @@ def warm(
             bundle.handler,
             str(events_file),
             str(calls),
+            str(blocks),
             str(out),
         ]
         if raw:

@@ -117,12 +117,29 @@ def _s(figure: dict[str, Any], fmt: str = "{:.0f}", scale: float = 1.0) -> str:
     )
 
 
+def _load_line(results: dict[str, Any]) -> str:
+    loads = [entry["load_1m"] for entry in results.get("load_log", [])]
+    if not loads:
+        return ""
+    return (
+        f"Machine load (1-minute load average at each progress line): {min(loads):.1f} to "
+        f"{max(loads):.1f} on {results['environment']['cpus']} CPUs"
+        + (
+            "; other work was running on this machine during the run, so absolute figures are "
+            "pessimistic; the same-run ratios are the comparison."
+            if max(loads) > results["environment"]["cpus"] * 0.75
+            else "."
+        )
+    )
+
+
 def markdown(results: dict[str, Any]) -> str:
     env = results["environment"]
     lines = [
         "# Benchmark results",
         "",
-        f"{'Quick smoke run' if results['quick'] else 'Full run'} of `python -m benchmarks.run`, "
+        ("" if results.get("complete") else "**Incomplete run (interrupted).** ")
+        + f"{'Quick smoke run' if results['quick'] else 'Full run'} of `python -m benchmarks.run`, "
         f"{env['date']}, git {env['git']}. Every figure: median (min–max) over the runs named; "
         "ratios are taken pairwise within this run.",
         "",
@@ -131,6 +148,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"node {env['node']}; CDK CLI {env['cdk_cli']}; "
         + ", ".join(f"{k}={v}" for k, v in env["env"].items())
         + ".",
+        "",
+        _load_line(results),
         "",
         "## Targets",
         "",
@@ -163,11 +182,15 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"| ours / baseline | {_s(cold['ratio_ours_to_baseline'], '{:.2f}')} | |")
     warm = results.get("warm")
     if warm:
-        calls = warm["ours"]["single"]["calls_per_round"]
-        rounds = warm["ours"]["single"]["rounds"]
+        calls = warm["ours"]["single"]["calls"]
+        blocks = warm["ours"]["single"]["blocks"]
         lines += [
             "",
-            f"## Warm latency ({calls} calls per round, {rounds} round(s), in process)",
+            f"## Warm latency ({calls} calls per series, in process)",
+            "",
+            "The handler called in a warm Python 3.12 process on each bundle. Percentiles over all "
+            f"{calls} calls; the range in brackets is min–max over {blocks} blocks of "
+            f"{calls // blocks} consecutive calls.",
             "",
             "| | 1 event p50, µs | 1 event p99, µs | 100 events p50, µs | 100 events p99, µs |",
             "|---|---|---|---|---|",

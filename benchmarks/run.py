@@ -42,9 +42,8 @@ class Plan:
     quick: bool
     cold_runs: int
     warm_calls: int
-    warm_rounds: int
-    training_sizes: tuple[int, ...]
-    training_runs: int
+    warm_blocks: int
+    training_runs: dict[int, int]
     synth_runs: int
     rollback_runs: int
     sections: tuple[str, ...]
@@ -60,8 +59,9 @@ def make_plan(args: argparse.Namespace) -> Plan:
     if args.quick:
         if not args.only:
             sections = tuple(s for s in SECTIONS if s != "synth")
-        return Plan(True, 1, 100, 1, (5_000,), 2, 1, 1, sections, max_iter=20)
-    return Plan(False, 7, 10_000, 3, (100_000, 1_000_000), 3, 3, 7, sections)
+        return Plan(True, 1, 100, 2, {5_000: 2}, 1, 1, sections, max_iter=20)
+    # 1M-event training is the long pole (minutes per run on 2 cores): two runs, min and max.
+    return Plan(False, 7, 10_000, 5, {100_000: 3, 1_000_000: 2}, 3, 7, sections)
 
 
 # Every progress line with the machine's 1-minute load average: the machine may be shared, and a
@@ -172,13 +172,14 @@ def put_joblib_baseline(endpoint: str, version: int) -> str:
 # Sections -----------------------------------------------------------------------------------
 
 
-def run_training(plan: Plan, env: dict[str, str]) -> dict[str, Any]:
+def run_training(plan: Plan, env: dict[str, str], sizes: list[int]) -> dict[str, Any]:
     results: dict[str, Any] = {}
-    for size in plan.training_sizes:
+    for size in sizes:
         data = dataset(size)
         walls, peaks, versions = [], [], []
-        for run in range(plan.training_runs):
-            log(f"training on {size} events, run {run + 1}/{plan.training_runs}")
+        runs = plan.training_runs[size]
+        for run in range(runs):
+            log(f"training on {size} events, run {run + 1}/{runs}")
             result = measure.check(
                 measure.run_measured(
                     [
@@ -258,36 +259,60 @@ def run_warm(
     envs: dict[str, dict[str, str]],
     events_file: Path,
 ) -> dict[str, Any]:
-    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in built}
-    for round_ in range(plan.warm_rounds):
-        for name, bundle in built.items():
-            rounds[name].append(
-                measure.warm(
-                    bundle,
-                    python=python,
-                    env=envs[name],
-                    events_file=events_file,
-                    calls=plan.warm_calls,
-                    raw=name == "ours",
-                )
-            )
-        log(
-            f"warm round {round_ + 1}/{plan.warm_rounds}: single p50 "
-            + ", ".join(f"{n} {rounds[n][-1]['single']['p50_us']:.0f} us" for n in built)
+    """One execution environment per variant; every series timed over `warm_calls` calls."""
+    runs: dict[str, dict[str, Any]] = {}
+    for name, bundle in built.items():
+        runs[name] = measure.warm(
+            bundle,
+            python=python,
+            env=envs[name],
+            events_file=events_file,
+            calls=plan.warm_calls,
+            blocks=plan.warm_blocks,
+            raw=name == "ours",
         )
-    ours, baseline = rounds["ours"], rounds["baseline"]
+        log(f"warm {name}: single p50 {runs[name]['single']['p50_us']:.0f} us")
+    ours, baseline = runs["ours"], runs["baseline"]
     worst_gap = max(
         abs(a - b)
-        for o, bl in zip(ours, baseline, strict=True)
         for label in ("single_scores", "batch100_scores")
-        for a, b in zip(o[label], bl[label], strict=True)
+        for a, b in zip(ours[label], baseline[label], strict=True)
     )
 
-    def series(results: list[dict[str, Any]], label: str) -> dict[str, Any]:
+    def series(result: dict[str, Any], label: str) -> dict[str, Any]:
+        """Percentiles over all calls; min and max are those of the blocks of calls."""
+        whole, blocks = result[label], result[label]["blocks"]
+        out: dict[str, Any] = {"calls": whole["calls"], "blocks": len(blocks)}
+        for key in ("p50_us", "p90_us", "p99_us", "mean_us"):
+            per_block = [b[key] for b in blocks]
+            out[key] = {
+                "median": whole[key],  # over all calls
+                "min": min(per_block),
+                "max": max(per_block),
+                "runs": len(per_block),
+                "values": per_block,
+            }
+        return out
+
+    def paired(label: str, figure: Any) -> dict[str, Any]:
+        """A ratio or difference: over all calls, with min and max over paired blocks."""
+        whole = figure(ours[label], baseline[label], ours.get(f"raw_{label}"))
+        blocks = [
+            figure(o, b, r)
+            for o, b, r in zip(
+                ours[label]["blocks"],
+                baseline[label]["blocks"],
+                ours[f"raw_{label}"]["blocks"],
+                strict=True,
+            )
+        ]
         return {
-            key: measure.stats([r[label][key] for r in results])
-            for key in ("p50_us", "p99_us", "p90_us", "mean_us")
-        } | {"calls_per_round": plan.warm_calls, "rounds": len(results)}
+            "median": whole,
+            "min": min(blocks),
+            "max": max(blocks),
+            "runs": len(blocks),
+            "values": blocks,
+        }
 
     out: dict[str, Any] = {
         "ours": {"single": series(ours, "single"), "batch100": series(ours, "batch100")},
@@ -299,20 +324,17 @@ def run_warm(
             "single": series(ours, "raw_single"),
             "batch100": series(ours, "raw_batch100"),
         },
+        "init_ms": {name: r["init_ms"] for name, r in runs.items()},
         "max_abs_score_difference_ours_vs_baseline": worst_gap,
     }
     for label in ("single", "batch100"):
-        out[f"{label}_speedup_p50_baseline_over_ours"] = measure.stats(
-            [b[label]["p50_us"] / o[label]["p50_us"] for o, b in zip(ours, baseline, strict=True)]
+        out[f"{label}_speedup_p50_baseline_over_ours"] = paired(
+            label, lambda o, b, r: b["p50_us"] / o["p50_us"]
         )
-        out[f"{label}_p50_above_raw_us"] = measure.stats(
-            [o[label]["p50_us"] - o[f"raw_{label}"]["p50_us"] for o in ours]
-        )
-        out[f"{label}_p99_over_p50_ours"] = measure.stats(
-            [o[label]["p99_us"] / o[label]["p50_us"] for o in ours]
-        )
-        out[f"{label}_p99_over_p50_baseline"] = measure.stats(
-            [b[label]["p99_us"] / b[label]["p50_us"] for b in baseline]
+        out[f"{label}_p50_above_raw_us"] = paired(label, lambda o, b, r: o["p50_us"] - r["p50_us"])
+        out[f"{label}_p99_over_p50_ours"] = paired(label, lambda o, b, r: o["p99_us"] / o["p50_us"])
+        out[f"{label}_p99_over_p50_baseline"] = paired(
+            label, lambda o, b, r: b["p99_us"] / b["p50_us"]
         )
     return out
 
@@ -460,9 +482,12 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.update({**FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint})
         create_bucket(endpoint)
         needs_model = {"cold_start", "warm", "rollback"} & set(plan.sections)
+        sizes = sorted(plan.training_runs)
+        training_plan = plan if "training" in plan.sections else quick_training(plan)
         if "training" in plan.sections or needs_model:
-            training_plan = plan if "training" in plan.sections else quick_training(plan)
-            results["training"] = run_training(training_plan, env)
+            # The smallest size first: its first version is the model every other section serves.
+            results["training"] = run_training(training_plan, env, sizes[:1])
+            checkpoint(results, args.out)
         built: dict[str, bundles.Bundle] = {}
         if {"bundle", "cold_start", "warm"} & set(plan.sections):
             log("building the bundles (cached under build/)")
@@ -498,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 for name, bundle in built.items()
             }
-            events = request_events(dataset(min(plan.training_sizes)))
+            events = request_events(dataset(min(plan.training_runs)))
             events_file = WORK / "request-events.json"
             events_file.write_text(json.dumps(events))
             results["served_model"] = {
@@ -511,28 +536,41 @@ def main(argv: list[str] | None = None) -> int:
                 log("cold starts")
                 event = measure_event(events[:1])
                 results["cold_start"] = run_cold(plan, built, python, envs, event)
+                checkpoint(results, args.out)
             if "warm" in plan.sections:
                 log("warm latency")
                 results["warm"] = run_warm(plan, built, python, envs, events_file)
+                checkpoint(results, args.out)
         if "rollback" in plan.sections:
             versions = [v for r in results["training"].values() for v in r["versions"]]
             results["rollback"] = run_rollback(plan, env, endpoint, (versions[0], versions[1]))
-    if "synth" in plan.sections:
-        log("cdk synth of every environment")
-        results["synth"] = run_synth(plan)
+            checkpoint(results, args.out)
+        if "synth" in plan.sections:
+            log("cdk synth of every environment")
+            results["synth"] = run_synth(plan)
+            checkpoint(results, args.out)
+        if "training" in plan.sections and sizes[1:]:
+            results["training"] |= run_training(plan, env, sizes[1:])
     if "training" not in plan.sections:
         results.pop("training", None)
-    results["targets"] = report.evaluate_targets(results)
+    results["complete"] = True
     results["wall_s"] = time.perf_counter() - started
-    results["load_log"] = LOAD_LOG
-    report.write(results, args.out)
+    checkpoint(results, args.out)
     log(f"done in {results['wall_s']:.0f} s; results in {args.out}")
     return 0
 
 
+def checkpoint(results: dict[str, Any], out: Path) -> None:
+    """Write what is measured so far: an interrupted run still leaves its figures."""
+    results.setdefault("complete", False)
+    results["targets"] = report.evaluate_targets(results)
+    results["load_log"] = LOAD_LOG
+    report.write(results, out)
+
+
 def quick_training(plan: Plan) -> Plan:
     """Just enough training for a model to serve when the training section is not measured."""
-    return Plan(True, 0, 0, 0, plan.training_sizes[:1], 2, 0, 0, ("training",), plan.max_iter)
+    return Plan(True, 0, 0, 0, {min(plan.training_runs): 2}, 0, 0, ("training",), plan.max_iter)
 
 
 def measure_event(events: list[dict[str, Any]]) -> dict[str, Any]:

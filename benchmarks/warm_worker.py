@@ -1,6 +1,6 @@
 """Warm latency inside one execution environment: run by the Lambda's Python (3.12) on a bundle.
 
-    python3.12 -S benchmarks/warm_worker.py HANDLER EVENTS_JSON CALLS OUT_JSON [--raw]
+    python3.12 -S -P benchmarks/warm_worker.py HANDLER EVENTS_JSON CALLS BLOCKS OUT_JSON [--raw]
 
 Imports the handler like the runtime does (model fetched and loaded at import), then calls
 `lambda_handler(event, None)` CALLS times with a 1-event and a 100-event API Gateway proxy event,
@@ -50,7 +50,8 @@ def summarize(samples_ns: list[int]) -> dict[str, float]:
     }
 
 
-def time_calls(call: Callable[[], Any], calls: int) -> dict[str, float]:
+def time_calls(call: Callable[[], Any], calls: int, blocks: int) -> dict[str, Any]:
+    """Percentiles over all calls, and per block of consecutive calls (for the spread)."""
     for _ in range(min(WARMUP_CALLS, calls)):
         call()
     clock = time.perf_counter_ns
@@ -59,13 +60,16 @@ def time_calls(call: Callable[[], Any], calls: int) -> dict[str, float]:
         started = clock()
         call()
         samples[i] = clock() - started
-    return summarize(samples)
+    size = calls // blocks
+    return summarize(samples) | {
+        "blocks": [summarize(samples[b * size : (b + 1) * size]) for b in range(blocks)]
+    }
 
 
 def main(argv: list[str]) -> int:
-    handler_path, events_path, calls_text, out_path = argv[:4]
-    raw = "--raw" in argv[4:]
-    calls = int(calls_text)
+    handler_path, events_path, calls_text, blocks_text, out_path = argv[:5]
+    raw = "--raw" in argv[5:]
+    calls, blocks = int(calls_text), int(blocks_text)
     module_name, function_name = handler_path.rsplit(".", 1)
     with open(events_path) as source:
         events = json.load(source)
@@ -84,7 +88,7 @@ def main(argv: list[str]) -> int:
         scores = [p["fraud_probability"] for p in json.loads(response["body"])["predictions"]]
         results[f"{label}_scores"] = scores
         gc.collect()
-        results[label] = time_calls(lambda event=event: handler(event, None), calls)
+        results[label] = time_calls(lambda event=event: handler(event, None), calls, blocks)
     if raw:
         import numpy as np
 
@@ -95,7 +99,9 @@ def main(argv: list[str]) -> int:
         for label, batch in (("raw_single", events[:1]), ("raw_batch100", events[:100])):
             matrix = np.asarray([featurize(e) for e in batch], dtype=np.float32)
             gc.collect()
-            results[label] = time_calls(lambda m=matrix: session.run([output], {feed: m}), calls)
+            results[label] = time_calls(
+                lambda m=matrix: session.run([output], {feed: m}), calls, blocks
+            )
     with open(out_path, "w") as sink:
         json.dump(results, sink)
     return 0
