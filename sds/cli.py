@@ -102,7 +102,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from training.train import Progress, params_from_args, train
+    from training.params import params_from_args
+    from training.train import Progress, train
 
     if args.on_fargate:
         return _train_on_fargate(args)
@@ -402,7 +403,7 @@ def cmd_envs(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from training.train import add_training_arguments
+    from training.params import add_training_arguments
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="machine-readable output on stdout")
