@@ -21,6 +21,7 @@ from sds.registry.store import ObjectStore, StoredObject
 
 T = TypeVar("T")
 MODES = ("before", "after")
+S3_MODES = ("before", "after", "retried")
 
 
 class InjectedFault(Exception):
@@ -90,15 +91,41 @@ class FaultyStore:
 
 
 class S3Faults(Injector):
-    """Faults injected into one botocore S3 client through its event hooks."""
+    """Faults injected into one botocore S3 client through its event hooks.
+
+    A third mode exists only here, `"retried"`: the request reaches S3 and is applied, the
+    connection then drops before the response (`ConnectionClosedError` from `before-send`,
+    after sending the request itself), and the SDK's standard retry sends it again, the way a
+    real network fails. The registry must recognise its own landed write (a create-only write
+    answered 412 with identical bytes, a compare-and-swap answered 412 with its own document).
+    """
 
     def __init__(self, client: Any) -> None:
         super().__init__()
+        self._lose_response_of: int | None = None
         client.meta.events.register("before-call.s3.*", self._before_call)
+        client.meta.events.register("before-send.s3.*", self._before_send)
         client.meta.events.register("after-call.s3.*", self._after_call)
+
+    def arm(self, fail_at: int | None, mode: str = "before") -> None:
+        super().arm(fail_at, mode)
+        self._lose_response_of = None
+
+    def _before_send(self, request: Any, **_: Any) -> None:
+        if self._lose_response_of is None or self._lose_response_of != self.calls:
+            return
+        from botocore.exceptions import ConnectionClosedError
+        from botocore.httpsession import URLLib3Session
+
+        self._lose_response_of = None
+        URLLib3Session().send(request)  # S3 applies it ...
+        self.fired = f"{self.operations[-1]}: applied, connection dropped, retried by the SDK"
+        raise ConnectionClosedError(endpoint_url=request.url)  # ... and the answer is lost
 
     def _before_call(self, model: Any, params: Any, **_: Any) -> None:
         self._before(f"{model.name} {params.get('Key', params.get('Prefix', ''))}")
+        if self.calls == self.fail_at and self.mode == "retried":
+            self._lose_response_of = self.calls
 
     def _after_call(self, model: Any, http_response: Any, **_: Any) -> None:
         if http_response is not None and http_response.status_code < 300:
