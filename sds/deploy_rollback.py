@@ -238,7 +238,9 @@ def rollback_live(
             if current is None:
                 raise OperationError(f"nothing is live in {env}: there is nothing to roll back")
             target_version, history = rollback_target(env, current, to_version)
-            target = _verified(registry, env, target_version)
+            # The manifest names the sha256 to look for; `move_alias` verifies every artifact
+            # before the registry alias moves (and `live` is put back if that fails).
+            target = _manifest(registry, env, target_version)
             candidates = serving_versions(lambda_client, function, target)
             live = _get_alias(lambda_client, function, alias)
             before = str(live["FunctionVersion"])
@@ -314,6 +316,13 @@ def rollback_live(
                         "and run the rollback again (with --to VERSION to be explicit)"
                     ) from None
                 continue
+            except RegistryError as exc:
+                # The target's artifacts failed verification: put `live` back as it was.
+                _switch(lambda_client, function, alias, before, revision)
+                raise OperationError(
+                    f"{env}: cannot roll back to version {target_version}: {exc}; "
+                    f"live is back on Lambda version {before}"
+                ) from None
             state_version, state_sha, previous = state.version, state.sha256, current.version
             break
         else:
@@ -325,9 +334,9 @@ def rollback_live(
     )  # fmt: skip
 
 
-def _verified(registry: Registry, env: str, version: int) -> Version:
+def _manifest(registry: Registry, env: str, version: int) -> Version:
     try:
-        return registry.verify_version(version)
+        return registry.get_version(version)
     except RegistryError as exc:
         raise OperationError(f"{env}: cannot roll back to version {version}: {exc}") from None
 

@@ -262,3 +262,26 @@ def test_a_stop_that_codedeploy_reports_pending_is_waited_for_until_stopped() ->
         # Then it returned only once CodeDeploy said Stopped
         stub.assert_no_pending_responses()
     assert stopped == ["d-1"]
+
+
+def test_a_tampered_target_is_refused_and_live_is_put_back(
+    deploy: Callable[..., Deployed], cli: Callable[..., CliResult], project: Path
+) -> None:
+    # Given model 1's ONNX bytes changed in the registry after it was deployed
+    dev = deploy("dev")
+    deploy_two_models(dev, cli)
+    pin_before = project.read_text()
+    dev.clients("s3").put_object(
+        Bucket=dev.bucket, Key="models/fraud/versions/1/model.onnx", Body=b"tampered"
+    )
+
+    # When rolling back to it
+    result = cli("--aws", "rollback", "--env", "dev", "--reason", "x")
+
+    # Then the sha256 check refuses it, live is back where it was and nothing else moved
+    assert result.code == 1
+    assert "does not match its manifest" in result.err and "live is back" in result.err
+    assert dev.live()["FunctionVersion"] == "3"
+    state = dev.registry.get_alias("dev")
+    assert state is not None and state.version == 2
+    assert project.read_text() == pin_before
