@@ -166,7 +166,9 @@ def draw(out: Path, *, cdk_json: Path = ROOT / "cdk.json") -> Path:
         people >> Edge(color=TRAINING, label="sds train") >> registries[order[0]]
         (
             people
-            >> Edge(color=ROLLBACK, label="sds rollback --env ENV\n(live -> previous version)")
+            >> Edge(
+                color=ROLLBACK, label="sds rollback --aws --env ENV\n(live -> previous version)"
+            )
             >> functions[order[-1]]
         )
     return out

@@ -52,7 +52,7 @@ def test_every_environment_is_drawn_in_promotion_order_with_its_stacks(
     assert "CodeDeploy\ncanary 10 % for 5 min" in source
     for path_label in ("POST /predict", "register version", "sds promote", "auto rollback"):
         assert path_label in source
-    assert "sds rollback --env ENV" in source
+    assert "sds rollback --aws --env ENV" in source
 
 
 def test_a_new_environment_in_cdk_json_appears_in_the_picture(
