@@ -290,7 +290,12 @@ def rollback(
         raise OperationError(
             f"{env}: cannot roll back to version {target_version}: {exc}"
         ) from None
-    _sync_pin(ws, env, registry)
+    except Exception as exc:
+        raise _interrupted_rollback(env, current.version, target_version, exc) from exc
+    try:
+        _sync_pin(ws, env, registry)
+    except Exception as exc:
+        raise _interrupted_rollback(env, current.version, target_version, exc) from exc
     return AliasChange(
         action="rollback",
         env=env,
@@ -299,6 +304,15 @@ def rollback(
         previous=current.version,
         changed=True,
         duration_ms=round((time.monotonic() - started) * 1000, 1),
+    )
+
+
+def _interrupted_rollback(env: str, current: int, target: int, exc: Exception) -> OperationError:
+    # The alias may already have moved (its audit event or the pin failed to write): a plain
+    # re-run would then roll back one version too far, so name the command that is safe to repeat.
+    return OperationError(
+        f"{env}: rollback {current} -> {target} was interrupted ({exc}) and may have landed; "
+        f"finish it with: sds rollback --env {env} --to {target} (safe to repeat)"
     )
 
 

@@ -27,7 +27,7 @@ from security_report import record
 
 from sds.config import load_project
 from sds.lock import read_lock
-from sds.ops import promote, rollback
+from sds.ops import OperationError, promote, rollback
 from sds.registry import Registry
 from sds.registry.store import FileStore, ObjectStore
 from sds.workspace import Workspace
@@ -264,3 +264,33 @@ def test_s3_registry_survives_a_fault_at_every_step(
     assert counts["faults"] > 0 and counts["failed"] + counts["absorbed"] == counts["faults"]
     for key, n in counts.items():
         record(f"registry faults, S3 on moto: {scenario}", key, n)
+
+
+def test_an_interrupted_rollback_names_the_command_that_is_safe_to_repeat(tmp_path: Path) -> None:
+    """A plain `rollback` re-run after a failure that landed would go back one version too far;
+    whenever the alias already moved, the error must say how to finish: `--to <target>`."""
+    command, _ = SCENARIOS["rollback"]
+    clean = file_backend(tmp_path / "clean")
+    prepare(clean)
+    clean.injector.arm(None)
+    command(clean)
+    landed_failures = 0
+    for k in range(1, clean.injector.calls + 1):
+        for mode in MODES:
+            setup = file_backend(tmp_path / f"k{k}-{mode}")
+            prepare(setup)
+            setup.injector.arm(k, mode)
+            try:
+                command(setup)
+            except Exception as exc:
+                alias = setup.registry("dev").get_alias("dev")
+                if alias is not None and alias.version == 1:  # it landed
+                    landed_failures += 1
+                    assert isinstance(exc, OperationError), exc
+                    assert "sds rollback --env dev --to 1" in str(exc), exc
+    assert landed_failures > 0
+    record(
+        "registry faults, file backend: rollback",
+        "landed, then failed: told --to 1",
+        landed_failures,
+    )
