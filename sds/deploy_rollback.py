@@ -248,7 +248,7 @@ def rollback_live(
             if not candidates:
                 raise OperationError(
                     f"no published version of {function} serves model version {target_version} "
-                    f"(sha256 {target.sha256[:12]}...): deploy it first (sds promote "
+                    f"(sha256 {target.sha256[:12]}...): deploy it first (sds --aws promote "
                     f"{target_version} --to {env}, then cdk deploy '{env}/*'); nothing was changed"
                 )
             # Keep the current code if it already serves the target model; else the newest build.
