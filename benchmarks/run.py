@@ -220,24 +220,29 @@ def run_cold(
     envs: dict[str, dict[str, str]],
     event: dict[str, Any],
 ) -> dict[str, Any]:
-    api = RuntimeApi()
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in built}
-    try:
-        # One unmeasured start each fills the page cache for both alike; then interleave.
-        for name, bundle in built.items():
-            measure.cold_start(bundle, python=python, env=envs[name], api=api, event=event)
-        for run in range(plan.cold_runs):
-            for name, bundle in built.items():
-                outcome = measure.cold_start(
-                    bundle, python=python, env=envs[name], api=api, event=event
-                )
-                runs[name].append(outcome)
-            log(
-                f"cold start {run + 1}/{plan.cold_runs}: "
-                + ", ".join(f"{n} {runs[n][-1]['ms']:.0f} ms" for n in built)
+
+    def start(bundle: bundles.Bundle) -> dict[str, Any]:
+        # A fresh Runtime API per start: a killed client's pending GET /next must not take the
+        # next start's event.
+        api = RuntimeApi()
+        try:
+            return measure.cold_start(
+                bundle, python=python, env=envs[bundle.name], api=api, event=event
             )
-    finally:
-        api.close()
+        finally:
+            api.close()
+
+    # One unmeasured start each fills the page cache for both alike; then interleave.
+    for bundle in built.values():
+        start(bundle)
+    for run in range(plan.cold_runs):
+        for name, bundle in built.items():
+            runs[name].append(start(bundle))
+        log(
+            f"cold start {run + 1}/{plan.cold_runs}: "
+            + ", ".join(f"{n} {runs[n][-1]['ms']:.0f} ms" for n in built)
+        )
     ratios = [o["ms"] / b["ms"] for o, b in zip(runs["ours"], runs["baseline"], strict=True)]
     return {
         **{
