@@ -96,7 +96,15 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer
     port = _free_port()
     log = tmp_path_factory.mktemp("moto") / "server.log"
     with open(log, "wb") as handle:
-        process = subprocess.Popen(_moto_command(port), stdout=handle, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            _moto_command(port),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env={
+                **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+                **FAKE_AWS_ENVIRONMENT,
+            },
+        )
     endpoint = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
@@ -109,7 +117,15 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer
                 pytest.fail(f"moto_server did not start: {log.read_text()[-2000:]}")
             time.sleep(0.1)
     server = MotoServer(endpoint=endpoint, process=process)
-    saved = {key: os.environ.get(key) for key in server.environment}
+    # A developer's own AWS settings must not leak in (a profile, a per-service endpoint).
+    leaking = [
+        key
+        for key in os.environ
+        if key in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE") or key.startswith("AWS_ENDPOINT_URL_")
+    ]
+    saved = {key: os.environ.get(key) for key in [*server.environment, *leaking]}
+    for key in leaking:
+        del os.environ[key]
     os.environ.update(server.environment)
     try:
         yield server
