@@ -253,6 +253,8 @@ def rollback_live(
                 )
             # Keep the current code if it already serves the target model; else the newest build.
             chosen = before if before in candidates else candidates[-1]
+            if target_version == current.version:
+                registry.ensure_audited(current)  # a retry completes an interrupted move's audit
             if target_version == current.version and chosen == before and not routed:
                 sync_env_pin(ws, env, registry)
                 return LiveRollback(
@@ -323,15 +325,29 @@ def rollback_live(
                     f"{env}: cannot roll back to version {target_version}: {exc}; "
                     f"live is back on Lambda version {before}"
                 ) from None
+            except Exception as exc:
+                # The alias write or its audit event failed midway: the move may have landed.
+                raise _interrupted(env, current.version, target_version, exc) from exc
             state_version, state_sha, previous = state.version, state.sha256, current.version
             break
         else:
             raise ConcurrentRollback(f"{env}: the registry alias kept changing; try again")
-    sync_env_pin(ws, env, registry)
+    try:
+        sync_env_pin(ws, env, registry)
+    except Exception as exc:
+        raise _interrupted(env, previous, state_version, exc) from exc
     return LiveRollback(
         env, state_version, state_sha, previous, True,
         function, alias, before, chosen, stopped, _ms(started),
     )  # fmt: skip
+
+
+def _interrupted(env: str, current: int | None, target: int, exc: Exception) -> OperationError:
+    # `live` already serves the target; re-running a plain rollback would go one step too far.
+    return OperationError(
+        f"{env}: rollback {current} -> {target} was interrupted ({exc}) and may have landed; "
+        f"finish it with: sds --aws rollback --env {env} --to {target} (safe to repeat)"
+    )
 
 
 def _manifest(registry: Registry, env: str, version: int) -> Version:

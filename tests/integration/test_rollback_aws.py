@@ -18,6 +18,7 @@ from botocore.awsrequest import AWSResponse
 from botocore.stub import Stubber
 from deployed import ACTOR, CliResult, Deployed, read_pin
 
+import sds.aws
 from sds.aws import Clients
 from sds.deploy_rollback import ConcurrentRollback, rollback_live, stop_deployments
 from sds.registry import Version
@@ -285,3 +286,50 @@ def test_a_tampered_target_is_refused_and_live_is_put_back(
     state = dev.registry.get_alias("dev")
     assert state is not None and state.version == 2
     assert project.read_text() == pin_before
+
+
+def test_an_interrupted_rollback_names_the_command_that_finishes_it_and_the_trail_completes(
+    deploy: Callable[..., Deployed],
+    cli: Callable[..., CliResult],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given two deploys, and S3 refusing the audit event of the next alias move (after the alias
+    # itself was written): 403 is not retried, like a policy that forgot the events prefix
+    dev = deploy("dev")
+    deploy_two_models(dev, cli)
+    refuse = [True]
+
+    def no_events(request: Any, **_: Any) -> AWSResponse | None:
+        if refuse[0] and "/models/fraud/events/" in request.url:
+            return AWSResponse(
+                request.url, 403, {}, _Raw(b"<Error><Code>AccessDenied</Code></Error>")
+            )  # type: ignore[arg-type]
+        return None
+
+    real_client = sds.aws.client
+
+    def watched(service: str) -> Any:
+        made = real_client(service)
+        if service == "s3":
+            made.meta.events.register("before-send.s3.PutObject", no_events)
+        return made
+
+    monkeypatch.setattr(sds.aws, "client", watched)
+
+    # When a rollback is interrupted between the alias move and its audit event
+    first = cli("--aws", "rollback", "--env", "dev", "--reason", "alarms")
+
+    # Then it says it may have landed and which command finishes it safely
+    assert first.code == 1
+    assert "finish it with: sds --aws rollback --env dev --to 1 (safe to repeat)" in first.err
+    assert dev.live()["FunctionVersion"] == "2"
+
+    # And running that command completes the trail without moving anything further
+    refuse[0] = False
+    second = cli("--aws", "rollback", "--env", "dev", "--to", "1", "--reason", "finish")
+    assert second.code == 0, second.err
+    state = dev.registry.get_alias("dev")
+    assert state is not None and state.version == 1
+    (event,) = [e for e in dev.registry.events() if e["type"] == "rolled_back"]
+    assert event["id"] == state.event_id and event["recovered"] is True
+    assert event["reason"] == "alarms"
