@@ -19,7 +19,6 @@ import pytest
 from security_model import MODEL, TRAINER, SecurityModel
 from security_report import summary_lines
 
-from lambdas.inference.app import InferenceApp
 from sds.data import generate_events, write_jsonl
 from sds.registry import open_registry
 from training.train import Progress, TrainParams, train
@@ -56,14 +55,6 @@ def security_model(tmp_path_factory: pytest.TempPathFactory) -> SecurityModel:
 @pytest.fixture
 def metrics() -> MetricsSink:
     return MetricsSink()
-
-
-@pytest.fixture(scope="session")
-def served(security_model: SecurityModel) -> InferenceApp:
-    """One execution environment serving the trained version, shared by the hostile-input runs."""
-    app = InferenceApp(security_model.settings(), metrics=lambda name, value, dimensions: None)
-    assert app.model is not None, app.unavailable
-    return app
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

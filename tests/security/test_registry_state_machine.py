@@ -216,7 +216,9 @@ class Promotions(RuleBasedStateMachine):
     @rule(data=st.data())
     def rollback_to(self, data: st.DataObject) -> None:
         env = data.draw(st.sampled_from([e for e in ENVS if self.alias[e]] or list(ENVS)))
-        version = data.draw(st.sampled_from(sorted(self.quality)))
+        # Mostly a version the environment holds; sometimes any (must refuse if absent).
+        held = sorted(self.present[env]) or sorted(self.quality)
+        version = data.draw(st.sampled_from(held) | st.sampled_from(sorted(self.quality)))
         expected = self.expect_rollback(env, version)
         self._run(
             "rollback --to",
