@@ -266,11 +266,17 @@ def run_warm(
 ) -> dict[str, Any]:
     """One execution environment per variant; every series timed over `warm_calls` calls."""
     runs: dict[str, dict[str, Any]] = {}
-    for name, bundle in built.items():
+    variants = [(name, bundle, envs[name]) for name, bundle in built.items()]
+    # scikit-learn's defaults use an OpenMP pool (one thread per core); on a busy machine its
+    # workers wait for CPU. The same baseline with one thread shows how much of the gap that is.
+    variants.append(
+        ("baseline_1_thread", built["baseline"], {**envs["baseline"], "OMP_NUM_THREADS": "1"})
+    )
+    for name, bundle, env in variants:
         runs[name] = measure.warm(
             bundle,
             python=python,
-            env=envs[name],
+            env=env,
             events_file=events_file,
             calls=plan.warm_calls,
             blocks=plan.warm_blocks,
@@ -299,14 +305,15 @@ def run_warm(
             }
         return out
 
-    def paired(label: str, figure: Any) -> dict[str, Any]:
+    def paired(label: str, figure: Any, other: str = "baseline") -> dict[str, Any]:
         """A ratio or difference: over all calls, with min and max over paired blocks."""
-        whole = figure(ours[label], baseline[label], ours.get(f"raw_{label}"))
+        base = runs[other]
+        whole = figure(ours[label], base[label], ours.get(f"raw_{label}"))
         blocks = [
             figure(o, b, r)
             for o, b, r in zip(
                 ours[label]["blocks"],
-                baseline[label]["blocks"],
+                base[label]["blocks"],
                 ours[f"raw_{label}"]["blocks"],
                 strict=True,
             )
@@ -325,6 +332,10 @@ def run_warm(
             "single": series(baseline, "single"),
             "batch100": series(baseline, "batch100"),
         },
+        "baseline_1_thread": {
+            "single": series(runs["baseline_1_thread"], "single"),
+            "batch100": series(runs["baseline_1_thread"], "batch100"),
+        },
         "raw_onnx": {
             "single": series(ours, "raw_single"),
             "batch100": series(ours, "raw_batch100"),
@@ -335,6 +346,9 @@ def run_warm(
     for label in ("single", "batch100"):
         out[f"{label}_speedup_p50_baseline_over_ours"] = paired(
             label, lambda o, b, r: b["p50_us"] / o["p50_us"]
+        )
+        out[f"{label}_speedup_p50_baseline_1_thread_over_ours"] = paired(
+            label, lambda o, b, r: b["p50_us"] / o["p50_us"], "baseline_1_thread"
         )
         out[f"{label}_p50_above_raw_us"] = paired(label, lambda o, b, r: o["p50_us"] - r["p50_us"])
         out[f"{label}_p99_over_p50_ours"] = paired(label, lambda o, b, r: o["p99_us"] / o["p50_us"])

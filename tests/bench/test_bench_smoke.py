@@ -56,7 +56,7 @@ def test_quick_run_writes_results_with_sane_figures(tmp_path: Path) -> None:
 
     # And warm latency has the floor, ours and the baseline, scoring alike
     warm = results["warm"]
-    for name in ("raw_onnx", "ours", "baseline"):
+    for name in ("raw_onnx", "ours", "baseline", "baseline_1_thread"):
         for label in ("single", "batch100"):
             assert_figure(warm[name][label]["p50_us"], low=0.5, high=1e6)
             assert warm[name][label]["p99_us"]["median"] >= warm[name][label]["p50_us"]["median"]
