@@ -28,6 +28,10 @@ def _target(name: str, figure: float, limit: float, unit: str, *, at_least: bool
     }
 
 
+def _label(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
 def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Each target of the issue against the measured median (the rule: median, same run)."""
     targets = []
@@ -194,9 +198,10 @@ def markdown(results: dict[str, Any]) -> str:
             "",
             f"## Warm latency ({calls} calls per series, in process)",
             "",
-            "The handler called in a warm Python 3.12 process on each bundle. Percentiles over all "
-            f"{calls} calls; the range in brackets is min–max over {blocks} blocks of "
-            f"{calls // blocks} consecutive calls.",
+            "The handler called in a warm Python 3.12 process on each bundle. Each percentile is "
+            f"taken per block of {calls // blocks} consecutive calls: median (min–max) over the "
+            f"{blocks} blocks; ratios pair the blocks of two series. `latest.json` also has every "
+            f"figure over all {calls} calls (`all_calls`).",
             "",
             "| | 1 event p50, µs | 1 event p99, µs | 100 events p50, µs | 100 events p99, µs |",
             "|---|---|---|---|---|",
@@ -321,7 +326,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
             color=[_COLORS.get(label, "#5cb85c") for label in labels],
         )
         for i, value in enumerate(medians):
-            ax.annotate(f"{value:.3g}", (i, value), ha="center", va="bottom", fontsize=8)
+            ax.annotate(_label(value), (i, value), ha="center", va="bottom", fontsize=8)
 
     cold = results.get("cold_start")
     ax = axes[0][0]
@@ -388,7 +393,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
         ]
         ax.bar(labels, medians, yerr=errors, capsize=4, color="#5cb85c")
         for i, value in enumerate(medians):
-            ax.annotate(f"{value:.3g}", (i, value), ha="center", va="bottom", fontsize=8)
+            ax.annotate(_label(value), (i, value), ha="center", va="bottom", fontsize=8)
     ax.set_title("wall time, s")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -291,24 +291,19 @@ def run_warm(
     )
 
     def series(result: dict[str, Any], label: str) -> dict[str, Any]:
-        """Percentiles over all calls; min and max are those of the blocks of calls."""
+        """Each percentile per block of consecutive calls (median, min, max over the blocks),
+        and over all calls."""
         whole, blocks = result[label], result[label]["blocks"]
         out: dict[str, Any] = {"calls": whole["calls"], "blocks": len(blocks)}
         for key in ("p50_us", "p90_us", "p99_us", "mean_us"):
-            per_block = [b[key] for b in blocks]
-            out[key] = {
-                "median": whole[key],  # over all calls
-                "min": min(per_block),
-                "max": max(per_block),
-                "runs": len(per_block),
-                "values": per_block,
-            }
+            out[key] = measure.stats([b[key] for b in blocks]) | {"all_calls": whole[key]}
         return out
 
     def paired(label: str, figure: Any, other: str = "baseline") -> dict[str, Any]:
-        """A ratio or difference: over all calls, with min and max over paired blocks."""
+        """A ratio or difference per pair of blocks (same position in each series), and over
+        all calls."""
         base = runs[other]
-        whole = figure(ours[label], base[label], ours.get(f"raw_{label}"))
+        whole = figure(ours[label], base[label], ours[f"raw_{label}"])
         blocks = [
             figure(o, b, r)
             for o, b, r in zip(
@@ -318,13 +313,7 @@ def run_warm(
                 strict=True,
             )
         ]
-        return {
-            "median": whole,
-            "min": min(blocks),
-            "max": max(blocks),
-            "runs": len(blocks),
-            "values": blocks,
-        }
+        return measure.stats(blocks) | {"all_calls": whole}
 
     out: dict[str, Any] = {
         "ours": {"single": series(ours, "single"), "batch100": series(ours, "batch100")},
