@@ -340,11 +340,12 @@ def chart(results: dict[str, Any], path: Path) -> None:
     if warm:
         bars(
             ax,
-            ["raw ONNX", "ours", "baseline"],
+            ["raw ONNX", "ours", "baseline", "baseline 1 thread"],
             [
                 warm["raw_onnx"]["single"]["p50_us"],
                 warm["ours"]["single"]["p50_us"],
                 warm["baseline"]["single"]["p50_us"],
+                warm["baseline_1_thread"]["single"]["p50_us"],
             ],
         )
         ax.set_yscale("log")
