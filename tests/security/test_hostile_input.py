@@ -102,7 +102,10 @@ def test_no_hostile_request_gets_a_5xx_or_an_exception(
     assert sent >= n_requests
     assert probe_score(fuzzed_app) == baseline
     assert "InternalErrors" not in metrics.names()
-    assert statuses["HTTP 200"] > 0 and len(categories) == 17, categories
+    # 10,000 draws cover all 17 categories; 400 random draws may miss a rare one, so the quick
+    # run only requires broad coverage (requiring all 17 there made the test flaky).
+    assert statuses["HTTP 200"] > 0, statuses
+    assert len(categories) >= (17 if n_requests >= 10_000 else 12), categories
     merge(f"hostile input, handler, {n_requests} run: status", statuses)
     merge(f"hostile input, handler, {n_requests} run: category", categories)
     record_property("status_counts", json.dumps(dict(statuses), sort_keys=True))
