@@ -10,12 +10,10 @@ refuse unless ONNX and scikit-learn agree within 1e-4 -> register both artifacts
 from __future__ import annotations
 
 import argparse
-import getpass
 import io
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +27,7 @@ import numpy as np
 from sds.data import History, read_history
 from sds.features import FEATURE_NAMES, feature_schema, featurize_batch
 from sds.registry import Registry, Version, open_registry
+from sds.workspace import default_actor as workspace_actor
 from training.evaluate import evaluate
 from training.onnx_export import check_parity, to_onnx
 from training.params import TrainParams, add_training_arguments, params_from_args
@@ -131,7 +130,7 @@ def code_version() -> str:
 
 
 def default_actor() -> str:
-    return os.environ.get("SDS_ACTOR") or f"{getpass.getuser()}@{socket.gethostname()}"
+    return os.environ.get("SDS_ACTOR") or workspace_actor()
 
 
 def train(

@@ -7,12 +7,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from stacks.bundling import LAMBDA_TASK_ROOT, folder_size
 
 MB = 1024 * 1024
-HANDLER_MODULE = Path(__file__).resolve().parents[2] / "lambdas" / "inference" / "handler.py"
 
 # Runs inside the bundle with a bare Python 3.12 (-I -S: no site-packages, no user site), like
 # the Lambda runtime. It counts modules compiled from source: with valid unchecked-hash .pyc
@@ -90,7 +87,6 @@ def test_bytecode_is_compiled_for_312_with_unchecked_hashes(lambda_bundle: Path)
     assert flags == 0b01  # hash-based, source not checked: valid despite CDK's zip timestamps
 
 
-@pytest.mark.skipif(not HANDLER_MODULE.exists(), reason="lambdas/inference/handler.py not yet")
 def test_bundle_imports_and_serves_under_python_312(
     lambda_bundle: Path, lambda_python: str, tmp_path: Path
 ) -> None:
