@@ -150,7 +150,7 @@ def load_model(settings: ServingSettings) -> LoadedModel:
                 f"{version.sha256[:12]}... does not match the deployed pin "
                 f"{str(settings.model_sha256)[:12]}...; refusing to serve it"
             )
-        onnx_bytes = registry.read_artifact(settings.model_version)
+        onnx_bytes = registry.read_artifact(settings.model_version, info=version)
     except ModelUnavailable:
         raise
     except Exception as exc:

@@ -196,9 +196,15 @@ class Registry:
             raise IntegrityError(f"version {version}: manifest sha256 disagrees with its artifact")
         return Version(manifest=manifest)
 
-    def read_artifact(self, version: int, name: str = PRIMARY_ARTIFACT) -> bytes:
-        """The artifact's bytes, verified against the manifest's sha256 and size."""
-        entry = self.get_version(version).artifacts.get(name)
+    def read_artifact(
+        self, version: int, name: str = PRIMARY_ARTIFACT, *, info: Version | None = None
+    ) -> bytes:
+        """The artifact's bytes, verified against the manifest's sha256 and size.
+
+        Pass `info` when the manifest was just read, to spare a second read of it.
+        """
+        info = self.get_version(version) if info is None else info
+        entry = info.artifacts.get(name)
         if entry is None:
             raise VersionNotFound(f"version {version} has no artifact {name!r}")
         try:
@@ -212,12 +218,14 @@ class Registry:
             )
         return data
 
+    def read_version(self, version: int) -> tuple[Version, dict[str, bytes]]:
+        """The version and the bytes of every one of its artifacts, each verified."""
+        info = self.get_version(version)
+        return info, {name: self.read_artifact(version, name, info=info) for name in info.artifacts}
+
     def verify_version(self, version: int) -> Version:
         """The version, after reading and checking every one of its artifacts."""
-        info = self.get_version(version)
-        for name in info.artifacts:
-            self.read_artifact(version, name)
-        return info
+        return self.read_version(version)[0]
 
     def register(
         self,
@@ -269,7 +277,7 @@ class Registry:
         content is a conflict, never overwritten.
         """
         started = time.monotonic()
-        origin = source.verify_version(version)
+        origin, artifacts = source.read_version(version)
         try:
             existing = self.get_version(version)
         except VersionNotFound:
@@ -282,7 +290,6 @@ class Registry:
                 )
             self.verify_version(version)
             return existing
-        artifacts = {name: source.read_artifact(version, name) for name in origin.artifacts}
         manifest = dict(origin.manifest)
         manifest["source"] = {
             "registry": source.uri,
