@@ -2,7 +2,7 @@
 
 Exit codes: 0 done (or nothing to do), 1 error, 2 usage error, 3 refused (a promotion gate
 failed, or a concurrent change won). Errors are one line on stderr; `--json` prints
-machine-readable results on stdout.
+machine-readable results on stdout, and errors there as `{"error": {...}}`.
 
 Local mode is the zero-config default. `--aws` (or `SDS_TARGET=aws`) works against the deployed
 stacks instead: registries come from SSM `/sds/<env>/registry-bucket` (unless
@@ -15,7 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,11 +39,21 @@ EPILOG = """examples:
   sds models
   sds promote 3 --to dev --reason "better PR AUC"
   sds promote --from dev --to staging --reason "passed dev checks"
+  sds status
   sds rollback --env dev --reason "false positives spiking"
-  sds --aws rollback --env prod --reason "alarm on false positives"   (or SDS_TARGET=aws)
-  sds train --aws --env dev --on-fargate --reason "weekly retrain"
+  sds --aws status --env prod
+  sds --aws rollback --env prod --reason "alarm on false positives"
+  sds --aws train --env dev --on-fargate --reason "weekly retrain"
   sds history --env dev
   sds serve --env dev --port 8080
+
+every command takes --json (results on stdout; errors as {"error": {...}}) and has its own
+--help with examples. --aws (or SDS_TARGET=aws) works against the deployed stacks.
+
+exit codes: 0 done (or nothing to do), 1 error (or `status --check` found a disagreement),
+2 usage error, 3 refused (a promotion gate failed, or a concurrent change won).
+
+shell completion: eval "$(sds completion bash)"   (also zsh, fish, tcsh, powershell)
 """
 
 
@@ -343,8 +355,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if current.model is not None
         else f"no model ({current.unavailable})"
     )
-    print(f"serving {env} on {api.url} ({state}); follows the {env} pin in {ws.lock_path}")
-    print(f"try: curl -s {api.url}/health   |   Ctrl-C stops", flush=True)
+    if args.json:  # one line, so a script can read the URL and go on
+        started = {
+            "url": api.url,
+            "env": env,
+            "model": ws.model,
+            "model_version": None if current.model is None else current.model.version,
+            "unavailable": current.unavailable,
+            "lock_file": str(ws.lock_path),
+        }
+        print(json.dumps(started, sort_keys=True), flush=True)
+    else:
+        print(f"serving {env} on {api.url} ({state}); follows the {env} pin in {ws.lock_path}")
+        print(f"try: curl -s {api.url}/health   |   Ctrl-C stops", flush=True)
     try:
         api.serve_forever()
     except KeyboardInterrupt:
@@ -358,7 +381,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from sds.demo import run_demo
 
     ws = _workspace(args)
-    return run_demo(ws, events=args.events, keep=args.keep)
+    return run_demo(ws, events=args.events, keep=args.keep, as_json=args.json)
 
 
 def cmd_envs(args: argparse.Namespace) -> int:
@@ -399,7 +422,152 @@ def cmd_envs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from sds.status import status
+
+    ws = _workspace(args)
+    results = status(ws, [args.env] if args.env else None)
+    ok = all(r.ok for r in results)
+    if args.json:
+        _print_json(
+            {
+                "target": ws.target,
+                "lock_file": str(ws.lock_path),
+                "ok": ok,
+                "environments": [r.to_dict() for r in results],
+            }
+        )
+    elif args.env:
+        print(_status_detail(results[0], ws))
+    else:
+        print(_status_table(results, aws=ws.on_aws))
+        for r in results:
+            for line in ([r.error] if r.error else []) + r.warnings:
+                print(f"warning: {r.env}: {line}")
+        if not ws.on_aws:
+            print("(local target: the API follows the pin; add --aws for the deployed Lambda)")
+    return EXIT_ERROR if args.check and not ok else 0
+
+
+def _version(version: int | None) -> str:
+    return "-" if version is None else f"v{version}"
+
+
+def _sha(sha256: str | None) -> str:
+    return "-" if not sha256 else f"{sha256[:12]}..."
+
+
+def _status_table(results: list[Any], *, aws: bool) -> str:
+    headers = ["ENV", "PIN", "REGISTRY"] + (["LAMBDA", "DEPLOYMENT"] if aws else []) + ["STATE"]
+    rows = []
+    for r in results:
+        row = [r.env, _version(r.pin and r.pin.version), _version(r.alias and r.alias.version)]
+        if aws:
+            live = "-"
+            if r.live is not None:
+                live = _version(r.live.primary.model_version)
+                live += "".join(
+                    f" +{s.weight:.0%} {_version(s.model_version)}" for s in r.live.served[1:]
+                )
+            deploying = ", ".join(f"{d.id} {d.status}" for d in r.deployments) or "-"
+            row += [live, deploying]
+        rows.append([*row, r.state])
+    return _table(rows, headers)
+
+
+def _status_detail(r: Any, ws: Workspace) -> str:
+    lines = [f"{r.env} ({r.target}): {r.state}"]
+
+    def line(label: str, value: str) -> None:
+        lines.append(f"  {label:<11}{value}")
+
+    pin = r.pin
+    line(
+        "pin",
+        f"{_version(pin and pin.version)}  sha256 {_sha(pin and pin.sha256)}  ({ws.lock_path.name})",
+    )
+    alias = r.alias
+    moved = ""
+    if alias is not None:
+        why = f": {alias.reason!r}" if alias.reason else ""
+        moved = f", moved {alias.updated_at[:19].replace('T', ' ')} by {alias.updated_by}{why}"
+    line(
+        "registry",
+        f"{_version(alias and alias.version)}  sha256 {_sha(alias and alias.sha256)}  "
+        f"({r.registry_uri or '?'}{moved})",
+    )
+    if r.live is not None:
+        first = r.live.primary
+        line(
+            "lambda",
+            f"{_version(first.model_version)}  sha256 {_sha(first.sha256)}  "
+            f"({r.live.function}:{r.live.alias} -> Lambda version {first.function_version})",
+        )
+        for s in r.live.served[1:]:
+            line(
+                "",
+                f"+ {s.weight:.0%} of requests to Lambda version {s.function_version} "
+                f"({_version(s.model_version)}, sha256 {_sha(s.sha256)})",
+            )
+    elif r.target == "local" and r.error is None:
+        line("lambda", "not checked locally (the local API follows the pin); add --aws")
+    for d in r.deployments:
+        moving = f", Lambda version {d.from_version} -> {d.to_version}" if d.to_version else ""
+        line("deployment", f"{d.id} {d.status} since {d.created[:19].replace('T', ' ')}{moving}")
+    if r.target == "aws" and not r.deployments and r.error is None:
+        line("deployment", "none in progress")
+    for message in ([r.error] if r.error else []) + r.warnings:
+        lines.append(f"warning: {message}")
+    return "\n".join(lines)
+
+
 # Parser ---------------------------------------------------------------------------------------
+
+
+def _complete_env(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
+    """Environment names from cdk.json, for --env, --to and --from."""
+    try:
+        ws = Workspace.discover(
+            project_dir=Path(parsed_args.project_dir)
+            if getattr(parsed_args, "project_dir", None)
+            else None
+        )
+    except (ConfigError, OSError):
+        return []
+    return [name for name in ws.config.environments if name.startswith(prefix)]
+
+
+def _complete_version(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
+    """Version numbers in the environment's local registry (no network calls while typing)."""
+    try:
+        ws = Workspace.discover(
+            project_dir=Path(parsed_args.project_dir)
+            if getattr(parsed_args, "project_dir", None)
+            else None
+        )
+        if ws.on_aws or getattr(parsed_args, "aws", False):
+            return []
+        env = (
+            getattr(parsed_args, "from_env", None)
+            or getattr(parsed_args, "env", None)
+            or ws.config.first_environment
+        )
+        versions = ws.registry(env).list_versions()
+    except (ConfigError, RegistryError, OSError, ValueError):
+        return []
+    return [str(v) for v in versions if str(v).startswith(prefix)]
+
+
+def _completed(action: argparse.Action, completer: Callable[..., list[str]]) -> argparse.Action:
+    action.completer = completer  # type: ignore[attr-defined]  # argcomplete's protocol
+    return action
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    from argcomplete.shell_integration import shellcode
+
+    print(shellcode(["sds"], shell=args.shell), end="")  # type: ignore[no-untyped-call]
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -434,24 +602,35 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     def command(
-        name: str, func: Callable[[argparse.Namespace], int], help_text: str, example: str
+        name: str,
+        func: Callable[[argparse.Namespace], int],
+        help_text: str,
+        examples: Sequence[str],
+        *,
+        options: bool = True,
     ) -> argparse.ArgumentParser:
         p = sub.add_parser(
             name,
-            parents=[common],
+            parents=[common] if options else [],
             help=help_text,
-            description=help_text,
-            epilog=f"example:\n  {example}",
+            description=textwrap.fill(help_text, 88),
+            epilog="examples:\n" + "\n".join(f"  {e}" for e in examples),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         p.set_defaults(func=func)
         return p
 
+    def env_option(p: argparse.ArgumentParser, *flags: str, **kwargs: Any) -> None:
+        _completed(p.add_argument(*flags, **kwargs), _complete_env)
+
     p = command(
         "generate",
         cmd_generate,
         "write synthetic card-payment events (JSON Lines)",
-        "sds generate --events 100000 --out data/events.jsonl.gz",
+        [
+            "sds generate --events 100000 --out data/events.jsonl.gz",
+            "sds generate --events 1000 --seed 3 --out data/small.jsonl --json",
+        ],
     )
     p.add_argument("--events", type=int, default=100_000)
     p.add_argument("--seed", type=int, default=7)
@@ -461,12 +640,17 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         cmd_train,
         "train a model and register it in an environment's registry",
-        'sds train --data data/events.jsonl.gz --reason "weekly retrain"',
+        [
+            'sds train --data data/events.jsonl.gz --reason "weekly retrain"',
+            "sds train --data data/events.jsonl.gz --max-iter 200 --learning-rate 0.05 --json",
+            'sds --aws train --env dev --data s3://my-bucket/events/ --reason "weekly retrain"',
+            'sds --aws train --env dev --on-fargate --reason "weekly retrain"',
+        ],
     )
-    p.add_argument("--env", help="registry to register in (default: the first environment)")
+    env_option(p, "--env", help="registry to register in (default: the first environment)")
     p.add_argument("--data", help="history: .jsonl[.gz] file, directory or s3://bucket/prefix")
     p.add_argument("--reason", default="", help="why (recorded in the audit trail)")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
     where = p.add_mutually_exclusive_group()
     where.add_argument(
         "--on-fargate",
@@ -485,87 +669,157 @@ def build_parser() -> argparse.ArgumentParser:
         "models",
         cmd_models,
         "list versions, their metrics and where each is live",
-        "sds models --env dev",
+        ["sds models", "sds models --env staging --json", "sds --aws models --env prod"],
     )
-    p.add_argument("--env")
+    env_option(p, "--env")
 
     p = command(
         "show",
         cmd_show,
         "show one version's manifest (verifies its artifacts)",
-        "sds show 3 --env dev",
+        ["sds show 3", "sds show 3 --env staging --json"],
     )
-    p.add_argument("version", type=int)
-    p.add_argument("--env")
+    _completed(p.add_argument("version", type=int), _complete_version)
+    env_option(p, "--env")
 
     p = command(
         "promote",
         cmd_promote,
         "make a version live in an environment (gates checked first)",
-        "sds promote --from dev --to staging --reason 'passed dev checks'",
+        [
+            'sds promote 3 --to dev --reason "better PR AUC"',
+            'sds promote --from dev --to staging --reason "passed dev checks"',
+            'sds --aws promote --from staging --to prod --reason "release 2026-11"',
+        ],
     )
-    p.add_argument("version", type=int, nargs="?")
-    p.add_argument("--to", required=True, help="target environment")
-    p.add_argument("--from", dest="from_env", help="promote what is live in this environment")
+    _completed(p.add_argument("version", type=int, nargs="?"), _complete_version)
+    env_option(p, "--to", required=True, help="target environment")
+    env_option(p, "--from", dest="from_env", help="promote what is live in this environment")
     p.add_argument("--reason", default="", help="why (recorded in the audit trail)")
 
     p = command(
         "rollback",
         cmd_rollback,
         "point an environment back at the previous (or a given) version",
-        "sds rollback --env prod --reason 'alarm on false positives'",
+        [
+            'sds rollback --env dev --reason "false positives spiking"',
+            'sds rollback --env dev --to 2 --reason "back to the last good model"',
+            'sds --aws rollback --env prod --reason "alarm on false positives"',
+        ],
     )
-    p.add_argument("--env", required=True)
-    p.add_argument("--to", type=int, help="version to roll back to (default: the previous one)")
+    env_option(p, "--env", required=True)
+    _completed(
+        p.add_argument(
+            "--to", type=int, help="version to roll back to (default: the previous one)"
+        ),
+        _complete_version,
+    )
     p.add_argument("--reason", default="", help="why (recorded in the audit trail)")
 
     p = command(
-        "history", cmd_history, "the audit trail of an environment", "sds history --env prod"
+        "history",
+        cmd_history,
+        "the audit trail of an environment",
+        ["sds history --env prod", "sds --aws history --env prod --json"],
     )
-    p.add_argument("--env", required=True)
+    env_option(p, "--env", required=True)
+
+    p = command(
+        "status",
+        cmd_status,
+        "what each environment serves: pin, registry alias and (with --aws) the Lambda alias "
+        "and any deployment in progress; warns when they disagree",
+        [
+            "sds status",
+            "sds status --env dev --json",
+            "sds --aws status --env prod",
+            "sds --aws status --check",
+        ],
+    )
+    env_option(p, "--env", help="one environment, in detail (default: all, as a table)")
+    p.add_argument(
+        "--check", action="store_true", help="exit 1 when anything disagrees (for scripts and CI)"
+    )
 
     p = command(
         "serve",
         cmd_serve,
         "run the inference API locally, following the environment's pin",
-        "sds serve --env dev --port 8080",
+        ["sds serve --env dev", "sds serve --env staging --port 8081 --json"],
     )
-    p.add_argument("--env")
+    env_option(p, "--env")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
 
     p = command(
-        "demo", cmd_demo, "the whole local loop: data, train, promote, serve, roll back", "sds demo"
+        "demo",
+        cmd_demo,
+        "the whole local loop: data, train, promote, serve, roll back",
+        ["sds demo", "sds demo --events 20000 --json"],
     )
     p.add_argument("--events", type=int, default=60_000)
     p.add_argument("--keep", action="store_true", help="keep the demo workspace (.sds/demo)")
 
-    command("envs", cmd_envs, "list environments, their registries and pins", "sds envs")
+    command(
+        "envs",
+        cmd_envs,
+        "list environments, their registries and pins",
+        ["sds envs", "sds --aws envs --json"],
+    )
+
+    p = command(
+        "completion",
+        cmd_completion,
+        "print the shell completion script (commands, options, environments, versions)",
+        [
+            'eval "$(sds completion bash)"     # add to ~/.bashrc',
+            'eval "$(sds completion zsh)"      # add to ~/.zshrc',
+            "sds completion fish > ~/.config/fish/completions/sds.fish",
+        ],
+        options=False,  # a shell script, not a result: no --json, no project needed
+    )
+    p.add_argument("shell", choices=["bash", "zsh", "fish", "tcsh", "powershell"])
     return parser
+
+
+def _error_json(exc: BaseException, code: int) -> dict[str, Any]:
+    return {"error": {"message": str(exc), "type": type(exc).__name__, "exit_code": code}}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from sds.ops import GateFailure, OperationError
 
     parser = build_parser()
+    if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions: answer, then exit
+        import argcomplete
+
+        argcomplete.autocomplete(parser)
     args = parser.parse_args(argv)
+    as_json = getattr(args, "json", False)
+
+    def fail(exc: BaseException, code: int, prefix: str = "error") -> int:
+        if as_json:
+            _print_json(_error_json(exc, code))
+        print(f"sds: {prefix}: {exc}", file=sys.stderr)
+        return code
+
     try:
         return int(args.func(args))
     except GateFailure as exc:
-        if getattr(args, "json", False):
+        if as_json:
             _print_json(
                 {
                     "refused": True,
                     "env": exc.env,
                     "version": exc.version,
                     "gates": [g.to_dict() for g in exc.results],
+                    **_error_json(exc, EXIT_REFUSED),
                 }
             )
         print(f"sds: refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     except CliError as exc:
-        print(f"sds: error: {exc}", file=sys.stderr)
-        return exc.code
+        return fail(exc, exc.code)
     except (
         OperationError,
         RegistryError,
@@ -576,14 +830,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         OSError,
     ) as exc:
         refused = type(exc).__name__ in ("ConcurrentUpdate", "ConcurrentRollback")
-        print(f"sds: error: {exc}", file=sys.stderr)
-        return EXIT_REFUSED if refused else EXIT_ERROR
+        return fail(exc, EXIT_REFUSED if refused else EXIT_ERROR)
     except Exception as exc:
         if not type(exc).__module__.startswith(("botocore", "boto3")):
             raise
         # Credentials, endpoints, permissions: the SDK's message is the useful part.
-        print(f"sds: error: AWS: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return fail(exc, EXIT_ERROR, "error: AWS")
     except KeyboardInterrupt:
         print("sds: interrupted", file=sys.stderr)
         return 130

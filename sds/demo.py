@@ -9,9 +9,11 @@ checks what it shows: a step that does not behave as promised fails the demo.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import shutil
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -99,7 +101,21 @@ def _show_predictions(url: str, expect_version: int) -> float:
     return waited
 
 
-def run_demo(project: Workspace, *, events: int = 60_000, keep: bool = False) -> int:
+def run_demo(
+    project: Workspace, *, events: int = 60_000, keep: bool = False, as_json: bool = False
+) -> int:
+    """Run the demo; with `as_json` the narrative goes to stderr and a summary to stdout."""
+    report: dict[str, Any] = {"ok": False}
+    if not as_json:
+        return _run(project, events=events, keep=keep, report=report)
+    stdout = sys.stdout
+    with contextlib.redirect_stdout(sys.stderr):
+        code = _run(project, events=events, keep=keep, report=report)
+    print(json.dumps(report, indent=2, sort_keys=True), file=stdout)
+    return code
+
+
+def _run(project: Workspace, *, events: int, keep: bool, report: dict[str, Any]) -> int:
     started = time.monotonic()
     home = project.home / "demo"
     shutil.rmtree(home, ignore_errors=True)
@@ -221,9 +237,18 @@ def run_demo(project: Workspace, *, events: int = 60_000, keep: bool = False) ->
             _say(f"  {name:<30} {seconds * 1000:8.0f} ms")
         _say(f"  total                          {time.monotonic() - started:8.1f} s")
         _say("\nnext: make test; see README.md for deploying, diffing and rolling back on AWS")
+        report.update(
+            ok=True,
+            env=env,
+            versions=[v1, v2],
+            served=[v1, v2, v1],
+            timings_ms={name: round(seconds * 1000, 1) for name, seconds in timings.items()},
+            total_s=round(time.monotonic() - started, 2),
+        )
         return 0
     except DemoFailure as exc:
         _say(f"demo failed: {exc}")
+        report["error"] = str(exc)
         return 1
     finally:
         if not keep:

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
+import pytest
 from cli_project import Project
 
 
@@ -117,3 +123,91 @@ def test_python_dash_m_and_console_script_agree(trained_project: Project) -> Non
     if script:
         out = subprocess.run([script, "--version"], capture_output=True, text=True, check=True)
         assert out.stdout.startswith("sds ")
+
+
+def test_status_shows_pin_and_registry_alias_and_warns_when_they_disagree(
+    fresh_copy: Callable[[], Project],
+) -> None:
+    project = fresh_copy()
+    empty = project.sds("status", "--check")
+    assert empty.stdout.splitlines()[1].split() == ["dev", "-", "-", "nothing", "promoted"]
+
+    project.sds("promote", "1", "--to", "dev", "--reason", "first")
+    synced = project.sds("status", "--env", "dev", "--json", "--check").json()
+    (dev,) = synced["environments"]
+    assert synced["ok"] and dev["state"] == "in sync" and dev["warnings"] == []
+    assert dev["pin"]["version"] == dev["registry"]["alias"]["version"] == 1
+    assert dev["lambda"] is None  # locally the API follows the pin; --aws reads the Lambda
+
+    # Someone else promotes v2 and their lock file change is not in this checkout yet
+    ours = (project.path / "models.lock.json").read_text()
+    project.sds("promote", "2", "--to", "dev", "--reason", "theirs")
+    (project.path / "models.lock.json").write_text(ours)
+    behind = project.sds("status", "--check", check=False)
+    assert behind.code == 1
+    assert behind.stdout.splitlines()[1].split() == ["dev", "v1", "v2", "out", "of", "sync"]
+    assert "warning: dev: models.lock.json pins v1 but the registry alias is v2" in behind.stdout
+    assert "sds promote 2 --to dev" in behind.stdout
+    assert project.sds("status").code == 0  # a report is not a failure without --check
+
+    # The command it names makes them agree again
+    project.sds("promote", "2", "--to", "dev")
+    assert "dev (local): in sync" in project.sds("status", "--env", "dev", "--check").stdout
+
+
+def test_with_json_errors_are_json_on_stdout_too(fresh_copy: Callable[[], Project]) -> None:
+    project = fresh_copy()
+    cases = [
+        (("show", "9", "--json"), 1, "no version 9"),
+        (("promote", "--to", "dev", "--json"), 2, "say which version"),
+        (("status", "--env", "qa", "--json"), 1, "unknown environment 'qa'"),
+    ]
+    for args, code, message in cases:
+        result = project.sds(*args, check=False)
+        assert result.code == code, (args, result)
+        error = result.json()["error"]
+        assert message in error["message"] and error["exit_code"] == code
+        assert message in result.stderr  # and the one line on stderr, as without --json
+
+
+def test_shell_completion_completes_commands_environments_and_versions(
+    trained_project: Project, tmp_path: Path
+) -> None:
+    bash = shutil.which("bash")
+    script = Path(sys.executable).parent / "sds"
+    if bash is None or not script.exists():
+        pytest.skip("needs bash and the sds console script (make installs both)")
+    env = dict(trained_project.env, PATH=f"{script.parent}{os.pathsep}{os.environ['PATH']}")
+    completion = trained_project.sds("completion", "bash").stdout
+    (tmp_path / "sds.bash").write_text(completion)
+    # What the shell does on <TAB>: the registered function fills COMPREPLY
+    probe = r"""
+source "$1"
+complete -p sds
+t() {
+  COMP_LINE="$1"; COMP_POINT=${#COMP_LINE}; read -ra COMP_WORDS <<< "$COMP_LINE"
+  [[ "$COMP_LINE" == *" " ]] && COMP_WORDS+=("")
+  COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); COMPREPLY=()
+  _python_argcomplete sds
+  echo "${COMPREPLY[*]}"
+}
+t "sds st"
+t "sds promote --from dev --to st"
+t "sds show "
+t "sds rollback --env "
+"""
+    done = subprocess.run(
+        [bash, "-c", probe, "probe", str(tmp_path / "sds.bash")],
+        cwd=trained_project.path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    lines = [line.split() for line in done.stdout.splitlines()]
+    assert "_python_argcomplete" in lines[0] and lines[0][-1] == "sds"
+    assert lines[1] == ["status"]
+    assert lines[2] == ["staging"]
+    assert {"1", "2"} <= set(lines[3]) and "--env" in lines[3]
+    assert lines[4] == ["dev", "staging", "prod"]

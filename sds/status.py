@@ -1,0 +1,347 @@
+"""`sds status`: what each environment serves, according to everything that has a say.
+
+Three places name the model version an environment serves, and they should agree:
+
+- the **pin** in models.lock.json: what the next `cdk deploy` deploys (promote and rollback
+  write it);
+- the **registry alias** named after the environment: what promote and rollback last decided;
+- on AWS, the **Lambda alias** `live`: what the deployed function actually serves (the model
+  version and sha256 are in the environment of the published version it points at), plus any
+  CodeDeploy deployment still moving it.
+
+Locally the API (`sds serve`) follows the pin, so pin and registry alias are the whole story.
+`environment_status` reads them without changing anything and explains every disagreement with
+what to do about it. A deployment in progress is expected to disagree for a while: the state is
+then `deploying`, not a warning.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sds.aws import AwsError, Clients, error_code
+from sds.lock import LockFileError, Pin, read_lock
+from sds.registry import AliasState, RegistryError
+from sds.workspace import Workspace
+
+IN_FLIGHT = ["Created", "Queued", "InProgress", "Baking", "Ready"]
+
+IN_SYNC = "in sync"
+DEPLOYING = "deploying"
+OUT_OF_SYNC = "out of sync"
+EMPTY = "nothing promoted"
+UNREACHABLE = "unreachable"
+
+
+@dataclass(frozen=True)
+class ServedVersion:
+    """One published Lambda version behind the alias, and the model its environment pins."""
+
+    function_version: str
+    weight: float
+    model_version: int | None
+    sha256: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "function_version": self.function_version,
+            "weight": self.weight,
+            "model_version": self.model_version,
+            "sha256": self.sha256,
+        }
+
+
+@dataclass(frozen=True)
+class LiveAlias:
+    function: str
+    alias: str
+    served: list[ServedVersion]  # the alias's version first, then any canary weights
+
+    @property
+    def primary(self) -> ServedVersion:
+        return self.served[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "function": self.function,
+            "alias": self.alias,
+            "function_version": self.primary.function_version,
+            "model_version": self.primary.model_version,
+            "sha256": self.primary.sha256,
+            "routing": [s.to_dict() for s in self.served[1:]],
+        }
+
+
+@dataclass(frozen=True)
+class Deployment:
+    id: str
+    status: str
+    created: str
+    from_version: str | None
+    to_version: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "status": self.status,
+            "created": self.created,
+            "from_function_version": self.from_version,
+            "to_function_version": self.to_version,
+        }
+
+
+@dataclass
+class EnvironmentStatus:
+    env: str
+    target: str
+    registry_uri: str | None = None
+    pin: Pin | None = None
+    alias: AliasState | None = None
+    live: LiveAlias | None = None
+    deployments: list[Deployment] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def state(self) -> str:
+        if self.error is not None:
+            return UNREACHABLE
+        if self.warnings:
+            return OUT_OF_SYNC
+        if self.deployments:
+            return DEPLOYING
+        if self.pin is None and self.alias is None:
+            return EMPTY
+        return IN_SYNC
+
+    @property
+    def ok(self) -> bool:
+        return self.state in (IN_SYNC, DEPLOYING, EMPTY)
+
+    def to_dict(self) -> dict[str, Any]:
+        alias = None
+        if self.alias is not None:
+            alias = {
+                "version": self.alias.version,
+                "sha256": self.alias.sha256,
+                "previous": self.alias.previous,
+                "updated_at": self.alias.updated_at,
+                "updated_by": self.alias.updated_by,
+                "reason": self.alias.reason,
+            }
+        return {
+            "env": self.env,
+            "target": self.target,
+            "state": self.state,
+            "ok": self.ok,
+            "pin": None if self.pin is None else self.pin.to_dict(),
+            "registry": {"uri": self.registry_uri, "alias": alias},
+            "lambda": None if self.live is None else self.live.to_dict(),
+            "deployments": [d.to_dict() for d in self.deployments],
+            "warnings": list(self.warnings),
+            "error": self.error,
+        }
+
+
+def status(ws: Workspace, envs: list[str] | None = None) -> list[EnvironmentStatus]:
+    """The status of `envs` (default: every environment in cdk.json, in chain order)."""
+    names = envs or list(ws.config.environments)
+    for name in names:
+        ws.config.env(name)  # unknown names fail before anything is read
+    return [environment_status(ws, name) for name in names]
+
+
+def environment_status(
+    ws: Workspace, env: str, *, clients: Clients | None = None
+) -> EnvironmentStatus:
+    result = EnvironmentStatus(env=env, target=ws.target)
+    try:
+        result.pin = read_lock(ws.lock_path, model=ws.model).pins.get(env)
+    except LockFileError as exc:
+        result.error = str(exc)
+        return result
+    try:
+        result.registry_uri = ws.registry_uri(env)
+        result.alias = ws.registry(env).get_alias(env)
+        if ws.on_aws:
+            clients = clients or ws.discovery.clients
+            function = ws.discovery.get(env, "function-name")
+            alias = ws.discovery.get(env, "alias-name")
+            result.live = live_alias(clients["lambda"], function, alias)
+            result.deployments = deployments(
+                clients["codedeploy"],
+                application=ws.discovery.get(env, "codedeploy-application"),
+                group=ws.discovery.get(env, "deployment-group"),
+            )
+    except (AwsError, RegistryError) as exc:
+        result.error = str(exc)
+        return result
+    except Exception as exc:
+        if not type(exc).__module__.startswith(("botocore", "boto3")):
+            raise
+        result.error = f"AWS: {exc}"
+        return result
+    result.warnings = disagreements(result)
+    return result
+
+
+def disagreements(s: EnvironmentStatus) -> list[str]:
+    """Every way pin, registry alias and Lambda alias disagree, each with what to do."""
+    env, pin, alias, live = s.env, s.pin, s.alias, s.live
+    found: list[str] = []
+    if alias is not None and pin is None:
+        found.append(
+            f"the registry alias serves v{alias.version} but models.lock.json has no pin for "
+            f"{env}, so the next deploy ships no model: pull the lock file change that "
+            f"promoted it, or write the pin with: sds promote {alias.version} --to {env}"
+        )
+    elif alias is None and pin is not None:
+        found.append(
+            f"models.lock.json pins v{pin.version} but {env}'s registry has no alias {env} "
+            f"({s.registry_uri}): is this the right registry? promote it there with: "
+            f"sds promote {pin.version} --to {env}"
+        )
+    elif alias is not None and pin is not None:
+        if alias.version != pin.version:
+            found.append(
+                f"models.lock.json pins v{pin.version} but the registry alias is "
+                f"v{alias.version} ({_moved(alias)}): the next deploy would ship v{pin.version}; "
+                f"pull the lock file change that moved it, or make the pin follow the alias "
+                f"with: sds promote {alias.version} --to {env}"
+            )
+        elif alias.sha256 != pin.sha256:
+            found.append(
+                f"v{pin.version} has sha256 {pin.sha256[:12]}... in models.lock.json but "
+                f"{alias.sha256[:12]}... in the registry: one of them was edited by hand; do "
+                "not deploy until `sds show` and the lock file's history explain it"
+            )
+    if live is None:
+        return found
+    served = live.primary
+    expected = pin or (None if alias is None else Pin(alias.version, alias.sha256))
+    if len(live.served) > 1 and not s.deployments:
+        canary = ", ".join(
+            f"{v.weight:.0%} to Lambda version {v.function_version} ({_model(v)})"
+            for v in live.served[1:]
+        )
+        found.append(
+            f"{live.function}:{live.alias} splits traffic ({canary}) with no deployment in "
+            f"progress, an interrupted canary: undo it with: sds --aws rollback --env {env}, or "
+            f"finish it with: cdk deploy '{env}/*'"
+        )
+    if s.deployments:
+        return found  # the deployment is moving `live`; it disagrees until it is done
+    if expected is None:
+        if served.model_version is not None:
+            found.append(
+                f"{live.function}:{live.alias} serves v{served.model_version} but nothing is "
+                f"pinned or promoted in {env}"
+            )
+        return found
+    if served.model_version is None:
+        found.append(
+            f"{live.function}:{live.alias} (Lambda version {served.function_version}) serves no "
+            f"model yet, the pin is v{expected.version}: deploy it with: cdk deploy '{env}/*'"
+        )
+    elif served.model_version != expected.version:
+        found.append(
+            f"{live.function}:{live.alias} serves v{served.model_version} (Lambda version "
+            f"{served.function_version}) but the pin is v{expected.version}: deploy it with: "
+            f"cdk deploy '{env}/*' (or roll back with sds --aws rollback --env {env} "
+            f"--to {served.model_version})"
+        )
+    elif served.sha256 != expected.sha256:
+        found.append(
+            f"{live.function}:{live.alias} serves v{served.model_version} with sha256 "
+            f"{str(served.sha256)[:12]}... but the pin says {expected.sha256[:12]}...: the "
+            f"version was replaced after it was deployed; redeploy with: cdk deploy '{env}/*'"
+        )
+    return found
+
+
+def live_alias(lambda_client: Any, function: str, alias: str) -> LiveAlias:
+    try:
+        answer = lambda_client.get_alias(FunctionName=function, Name=alias)
+    except Exception as exc:
+        if error_code(exc) == "ResourceNotFoundException":
+            raise AwsError(
+                f"alias {alias!r} of {function} not found: is the Inference stack deployed?"
+            ) from None
+        raise
+    weights: Mapping[str, float] = answer.get("RoutingConfig", {}).get(
+        "AdditionalVersionWeights", {}
+    )
+    primary = str(answer["FunctionVersion"])
+    shares = [(primary, 1.0 - sum(weights.values()))]
+    shares += [(str(v), float(w)) for v, w in sorted(weights.items())]
+    served = []
+    for version, weight in shares:
+        config = lambda_client.get_function_configuration(FunctionName=function, Qualifier=version)
+        variables: Mapping[str, str] = config.get("Environment", {}).get("Variables", {})
+        model = variables.get("MODEL_VERSION")
+        served.append(
+            ServedVersion(
+                function_version=version,
+                weight=round(weight, 4),
+                model_version=int(model) if model and model.isdigit() else None,
+                sha256=variables.get("MODEL_SHA256") or None,
+            )
+        )
+    return LiveAlias(function=function, alias=alias, served=served)
+
+
+def deployments(codedeploy: Any, *, application: str, group: str) -> list[Deployment]:
+    """The deployment group's deployments that are still in flight, oldest first."""
+    ids = codedeploy.list_deployments(
+        applicationName=application, deploymentGroupName=group, includeOnlyStatuses=IN_FLIGHT
+    ).get("deployments", [])
+    found = []
+    for deployment_id in ids:
+        info = codedeploy.get_deployment(deploymentId=deployment_id)["deploymentInfo"]
+        if info.get("status") not in IN_FLIGHT:
+            continue  # it finished between the two calls
+        source, target = _appspec_versions(info.get("revision", {}))
+        created = info.get("createTime")
+        found.append(
+            Deployment(
+                id=str(deployment_id),
+                status=str(info.get("status")),
+                created=created.isoformat() if hasattr(created, "isoformat") else str(created),
+                from_version=source,
+                to_version=target,
+            )
+        )
+    return sorted(found, key=lambda d: d.created)
+
+
+def _appspec_versions(revision: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """CurrentVersion and TargetVersion of a Lambda deployment's AppSpec, when it says."""
+    content = revision.get("appSpecContent", {}).get("content") or revision.get("string", {}).get(
+        "content"
+    )
+    try:
+        spec = json.loads(content) if content else {}
+        for resource in spec.get("Resources", []):
+            for body in resource.values():
+                props = body.get("Properties", {})
+                return _str(props.get("CurrentVersion")), _str(props.get("TargetVersion"))
+    except (ValueError, AttributeError, TypeError):
+        pass  # YAML or unexpected shape: the deployment is still listed, without versions
+    return None, None
+
+
+def _str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _moved(alias: AliasState) -> str:
+    when = alias.updated_at[:19].replace("T", " ")
+    why = f": {alias.reason!r}" if alias.reason else ""
+    return f"moved {when} by {alias.updated_by}{why}"
+
+
+def _model(served: ServedVersion) -> str:
+    return "no model" if served.model_version is None else f"v{served.model_version}"

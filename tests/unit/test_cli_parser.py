@@ -1,0 +1,74 @@
+"""The CLI's surface: every command documents itself with examples that actually parse."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+
+import pytest
+
+from sds.cli import build_parser
+
+
+def subcommands() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    (group,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(group.choices)
+
+
+def examples(help_text: str) -> list[str]:
+    block = help_text.split("examples:\n", 1)[1]
+    lines = []
+    for line in block.splitlines():
+        if not line.startswith("  "):
+            break
+        lines.append(line.strip())
+    return lines
+
+
+def runnable(example: str) -> list[str]:
+    """The sds arguments of an example, without shell around them (eval, $( ), comments, >)."""
+    if example.startswith('eval "$('):
+        example = example[len('eval "$(') :].split(')"', 1)[0]
+    words = shlex.split(example, comments=True)
+    if ">" in words:
+        words = words[: words.index(">")]
+    assert words[0] == "sds", example
+    return words[1:]
+
+
+@pytest.mark.parametrize("name", sorted(subcommands()))
+def test_given_any_command_then_its_help_shows_examples_that_parse(name: str) -> None:
+    help_text = subcommands()[name].format_help()
+    found = examples(help_text)
+    assert found, f"sds {name} --help has no examples"
+    for example in found:
+        words = runnable(example)
+        assert name in words, example
+        args = build_parser().parse_args(words)  # a usage error would exit 2 here
+        assert args.command == name
+
+
+def test_given_the_top_level_help_then_every_example_parses_and_exit_codes_are_listed() -> None:
+    help_text = build_parser().format_help()
+    for example in examples(help_text):
+        build_parser().parse_args(runnable(example))
+    assert "exit codes: 0 done" in help_text and "3 refused" in help_text
+    assert 'eval "$(sds completion bash)"' in help_text
+
+
+def test_given_any_command_that_reports_then_it_takes_json() -> None:
+    without = {name for name, p in subcommands().items() if "--json" not in p.format_help()}
+    assert without == {"completion"}  # prints a shell script, which is not a result
+
+
+@pytest.mark.parametrize("name", ["train", "models", "show", "promote", "rollback", "status"])
+def test_given_an_environment_option_then_it_completes_environment_names(name: str) -> None:
+    parser = subcommands()[name]
+    env_actions = [
+        a for a in parser._actions if a.dest in ("env", "to", "from_env") and a.option_strings
+    ]
+    if name == "rollback":
+        env_actions = [a for a in env_actions if a.dest == "env"]  # its --to is a version
+    assert env_actions
+    assert all(callable(getattr(a, "completer", None)) for a in env_actions)
