@@ -10,7 +10,7 @@ back down its history stack (or to `--to N`) without gates: it is the emergency 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -147,8 +147,13 @@ def promote(
     version: int | None = None,
     from_env: str | None = None,
     reason: str = "",
+    on_upload: Callable[[str, int, int], None] | None = None,
 ) -> AliasChange:
-    """Make `version` (or what is live in `from_env`) live in `to_env`."""
+    """Make `version` (or what is live in `from_env`) live in `to_env`.
+
+    `on_upload` sees the copy's progress when the version goes to another registry (see
+    `Registry.import_version`).
+    """
     started = time.monotonic()
     target_config = ws.config.env(to_env)
     if from_env is not None:
@@ -191,7 +196,9 @@ def promote(
     copied_from = None
     if target.uri != source.uri:
         try:
-            target.import_version(source, version, actor=ws.actor, reason=reason)
+            target.import_version(
+                source, version, actor=ws.actor, reason=reason, on_upload=on_upload
+            )
         except RegistryError as exc:
             raise OperationError(f"copying version {version} to {to_env}: {exc}") from None
         copied_from = source_env

@@ -16,47 +16,21 @@ import os
 import platform
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
 from sds.data import History, read_history
 from sds.features import FEATURE_NAMES, feature_schema, featurize_batch
+from sds.progress import Progress, human_bytes
 from sds.registry import Registry, Version, open_registry
 from sds.workspace import default_actor as workspace_actor
 from training.evaluate import evaluate
 from training.onnx_export import check_parity, to_onnx
 from training.params import TrainParams, add_training_arguments, params_from_args
-
-T = TypeVar("T")
-
-
-class Progress:
-    """One line per step on stderr, with its duration, so long runs show where they are."""
-
-    def __init__(self, total: int, *, stream: Any = None, enabled: bool = True) -> None:
-        self.total = total
-        self.step = 0
-        self.stream = stream or sys.stderr
-        self.enabled = enabled
-
-    def run(
-        self, label: str, work: Callable[[], T], summary: Callable[[T], str] | None = None
-    ) -> T:
-        self.step += 1
-        if self.enabled:
-            print(f"[{self.step}/{self.total}] {label} ...", file=self.stream, flush=True)
-        started = time.perf_counter()
-        result = work()
-        if self.enabled:
-            note = f": {summary(result)}" if summary else ""
-            elapsed = time.perf_counter() - started
-            print(f"      done in {elapsed:.1f} s{note}", file=self.stream, flush=True)
-        return result
 
 
 def time_ordered_split(n: int, holdout_fraction: float) -> int:
@@ -197,10 +171,19 @@ def train(
         "serving": {"input": "features", "output": "probabilities", "positive_class": 1},
     }
     artifacts = {"model.onnx": onnx_bytes, "model.skops": to_skops(model)}
+
+    def register() -> Version:
+        # One bar over the artifacts and the manifest, as each object is stored.
+        with progress.uploading(f"uploading {len(artifacts) + 1} objects") as on_upload:
+            return registry.register(
+                artifacts, metadata, actor=actor, reason=reason, on_upload=on_upload
+            )
+
+    size = sum(len(data) for data in artifacts.values())
     return progress.run(
         f"registering in {registry.uri}",
-        lambda: registry.register(artifacts, metadata, actor=actor, reason=reason),
-        lambda v: f"version {v.number}",
+        register,
+        lambda v: f"version {v.number} ({human_bytes(size)} of artifacts)",
     )
 
 
@@ -255,6 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 __all__ = [
     "FEATURE_NAMES",
+    "Progress",
     "TrainParams",
     "add_training_arguments",
     "main",

@@ -25,7 +25,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +38,11 @@ MANIFEST_SCHEMA_VERSION = 1
 ALIAS_HISTORY_LIMIT = 50
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _ARTIFACT = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+
+UploadCallback = Callable[[str, int, int], None]
+"""Called after each object of a version is stored: (object name, bytes of the version stored
+so far, total bytes of the version including its manifest). An exception from it stops the write
+like a crash would: the version stays invisible (a re-run import converges)."""
 
 
 class RegistryError(Exception):
@@ -235,8 +240,12 @@ class Registry:
         actor: str,
         reason: str = "",
         max_attempts: int = 20,
+        on_upload: UploadCallback | None = None,
     ) -> Version:
-        """Store a new version under the next free number and return it."""
+        """Store a new version under the next free number and return it.
+
+        `on_upload` is told after each object is stored: each artifact, then the manifest.
+        """
         if PRIMARY_ARTIFACT not in artifacts:
             raise RegistryError(f"a version needs a {PRIMARY_ARTIFACT} artifact")
         for name in artifacts:
@@ -255,7 +264,7 @@ class Registry:
             except PreconditionFailed:
                 continue  # another writer claimed this number first: take the next one
             manifest = self._manifest(number, artifacts, metadata, actor=actor, source=None)
-            self._write_rest(number, artifacts, manifest)
+            self._write_rest(number, artifacts, manifest, on_upload)
             info = Version(manifest=manifest)
             self.record_event(
                 "registered",
@@ -268,13 +277,20 @@ class Registry:
         raise ConcurrentUpdate(f"could not claim a version number after {max_attempts} attempts")
 
     def import_version(
-        self, source: Registry, version: int, *, actor: str, reason: str = ""
+        self,
+        source: Registry,
+        version: int,
+        *,
+        actor: str,
+        reason: str = "",
+        on_upload: UploadCallback | None = None,
     ) -> Version:
         """Copy `version` from another registry under the same number, verifying every byte.
 
         Re-running it converges: objects already copied are accepted if identical, and a version
-        already complete with the same sha256 is returned as is. A number taken by different
-        content is a conflict, never overwritten.
+        already complete with the same sha256 is returned as is (nothing is stored, so
+        `on_upload` is not called). A number taken by different content is a conflict, never
+        overwritten. `on_upload` is told after each object is stored, as in `register`.
         """
         started = time.monotonic()
         origin, artifacts = source.read_version(version)
@@ -301,7 +317,7 @@ class Registry:
             self._put_once(
                 self._version_key(version, PRIMARY_ARTIFACT), artifacts[PRIMARY_ARTIFACT]
             )
-            self._write_rest(version, artifacts, manifest)
+            self._write_rest(version, artifacts, manifest, on_upload)
         except VersionConflict:
             # A concurrent copy of the same version finished first: its manifest differs only in
             # `source.copied_*`. That is the outcome this call wanted, not a conflict.
@@ -329,13 +345,32 @@ class Registry:
         return self.get_version(version)
 
     def _write_rest(
-        self, number: int, artifacts: Mapping[str, bytes], manifest: Mapping[str, Any]
+        self,
+        number: int,
+        artifacts: Mapping[str, bytes],
+        manifest: Mapping[str, Any],
+        on_upload: UploadCallback | None = None,
     ) -> None:
+        """Store every artifact but the primary one (the caller stored it, claiming the number),
+        then the manifest, telling `on_upload` after each object, the primary one first."""
+        document = _dumps(manifest)
+        total = sum(len(data) for data in artifacts.values()) + len(document)
+        stored = 0
+
+        def report(name: str, size: int) -> None:
+            nonlocal stored
+            stored += size
+            if on_upload is not None:
+                on_upload(name, stored, total)
+
+        report(PRIMARY_ARTIFACT, len(artifacts[PRIMARY_ARTIFACT]))
         for name, data in artifacts.items():
             if name != PRIMARY_ARTIFACT:
                 self._put_once(self._version_key(number, name), data)
+                report(name, len(data))
         # The manifest goes last: its presence is what makes the version exist.
-        self._put_once(self._version_key(number, MANIFEST), _dumps(manifest))
+        self._put_once(self._version_key(number, MANIFEST), document)
+        report(MANIFEST, len(document))
 
     def _put_once(self, key: str, data: bytes) -> None:
         try:

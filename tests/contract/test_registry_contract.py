@@ -739,3 +739,112 @@ def test_given_two_copies_of_the_same_version_racing_then_both_succeed_with_the_
     assert copied.manifest["source"]["copied_by"] == "rival"
     assert rival.verify_version(1).manifest == copied.manifest
     assert len(events_of(rival, "copied")) == 1
+
+
+# Upload progress ---------------------------------------------------------------------------------
+
+
+class _UploadLog:
+    """An `on_upload` callback recording each call and what the registry showed at that moment."""
+
+    def __init__(self, registry: Registry, version: int) -> None:
+        self.registry = registry
+        self.version = version
+        self.calls: list[tuple[str, int, int]] = []
+        self.stored_at_call: list[bool] = []
+        self.visible_at_call: list[bool] = []
+
+    def __call__(self, name: str, done: int, total: int) -> None:
+        self.calls.append((name, done, total))
+        stored = self.registry.store.list(key(self.version, name))
+        self.stored_at_call.append(stored == [key(self.version, name)])
+        self.visible_at_call.append(self.version in self.registry.list_versions())
+
+
+def _stored_sizes(registry: Registry, version: int) -> dict[str, int]:
+    names = ["model.onnx", "model.skops", "manifest.json"]
+    return {name: len(registry.store.get(key(version, name)).data) for name in names}
+
+
+def _assert_reported_each_object_after_storing_it(log: _UploadLog, registry: Registry) -> None:
+    sizes = _stored_sizes(registry, log.version)
+    total = sum(sizes.values())
+    # Once per object, in the order stored: the artifacts, then the manifest.
+    assert [name for name, _, _ in log.calls] == ["model.onnx", "model.skops", "manifest.json"]
+    assert [done for _, done, _ in log.calls] == [
+        sizes["model.onnx"],
+        sizes["model.onnx"] + sizes["model.skops"],
+        total,
+    ]
+    assert {t for _, _, t in log.calls} == {total}
+    assert log.stored_at_call == [True, True, True]
+    # The version appears only with its manifest, so only at the last call.
+    assert log.visible_at_call == [False, False, True]
+    assert registry.verify_version(log.version).number == log.version
+
+
+def test_register_reports_each_stored_object_with_bytes_done_and_total(
+    registry: Registry,
+) -> None:
+    register(registry, "a")
+    log = _UploadLog(registry, 2)
+
+    assert register(registry, "b", on_upload=log) == 2
+
+    _assert_reported_each_object_after_storing_it(log, registry)
+
+
+def test_register_reports_only_the_number_it_won(registry: Registry, store: ObjectStore) -> None:
+    store.put(key(1, "model.onnx"), b"someone else's claim", if_none_match=True)
+    claims: list[str] = []
+
+    def rival_claims_two_first(k: str) -> None:
+        if k == key(2, "model.onnx") and not claims:
+            claims.append(k)
+            store.put(k, b"a rival's claim", if_none_match=True)
+
+    racing = Registry(_HookedStore(store, before_put=rival_claims_two_first), "fraud")
+    log = _UploadLog(racing, 3)
+
+    assert register(racing, "b", on_upload=log) == 3
+
+    assert claims  # the first number tried was lost to the rival: nothing reported for it
+    _assert_reported_each_object_after_storing_it(log, registry)
+
+
+def test_import_reports_each_copied_object_with_bytes_done_and_total(
+    registry: Registry, target: Registry
+) -> None:
+    register(registry, "a")
+    log = _UploadLog(target, 1)
+
+    copied = target.import_version(registry, 1, actor="promoter", on_upload=log)
+
+    assert copied.sha256 == registry.get_version(1).sha256
+    _assert_reported_each_object_after_storing_it(log, target)
+
+
+def test_import_of_a_version_already_there_reports_nothing(
+    registry: Registry, target: Registry
+) -> None:
+    register(registry, "a")
+    target.import_version(registry, 1, actor="promoter")
+    log = _UploadLog(target, 1)
+
+    target.import_version(registry, 1, actor="promoter", on_upload=log)
+
+    assert log.calls == []
+
+
+def test_given_on_upload_fails_then_the_version_stays_invisible_like_after_a_crash(
+    registry: Registry,
+) -> None:
+    def fail(name: str, done: int, total: int) -> None:
+        if name == "model.skops":
+            raise KeyboardInterrupt  # e.g. Ctrl-C while the progress bar is drawn
+
+    with pytest.raises(KeyboardInterrupt):
+        register(registry, "a", on_upload=fail)
+
+    assert registry.list_versions() == []
+    assert register(registry, "b") == 2
