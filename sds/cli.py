@@ -234,13 +234,26 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_promote(args: argparse.Namespace) -> int:
     from sds.ops import promote
+    from sds.progress import Progress
 
     if args.version is None and args.from_env is None:
         raise CliError("say which version: sds promote VERSION --to ENV, or --from ENV", EXIT_USAGE)
     ws = _workspace(args)
-    change = promote(
-        ws, to_env=args.to, version=args.version, from_env=args.from_env, reason=args.reason
+    what = (
+        f"version {args.version}"
+        if args.version is not None
+        else f"what is live in {args.from_env}"
     )
+    progress = Progress(0, enabled=not args.quiet)
+    with progress.uploading(f"copying {what} into {args.to}'s registry") as on_upload:
+        change = promote(
+            ws,
+            to_env=args.to,
+            version=args.version,
+            from_env=args.from_env,
+            reason=args.reason,
+            on_upload=on_upload,
+        )
     if args.json:
         _print_json(change.to_dict())
     elif not change.changed:
@@ -696,6 +709,7 @@ def build_parser() -> argparse.ArgumentParser:
     env_option(p, "--to", required=True, help="target environment")
     env_option(p, "--from", dest="from_env", help="promote what is live in this environment")
     p.add_argument("--reason", default="", help="why (recorded in the audit trail)")
+    p.add_argument("--quiet", action="store_true", help="no progress display for the copy")
 
     p = command(
         "rollback",
