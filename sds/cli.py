@@ -537,14 +537,15 @@ def _status_detail(r: Any, ws: Workspace) -> str:
 # Parser ---------------------------------------------------------------------------------------
 
 
+def _completion_workspace(parsed_args: argparse.Namespace) -> Workspace:
+    project_dir = getattr(parsed_args, "project_dir", None)
+    return Workspace.discover(project_dir=Path(project_dir) if project_dir else None)
+
+
 def _complete_env(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
     """Environment names from cdk.json, for --env, --to and --from."""
     try:
-        ws = Workspace.discover(
-            project_dir=Path(parsed_args.project_dir)
-            if getattr(parsed_args, "project_dir", None)
-            else None
-        )
+        ws = _completion_workspace(parsed_args)
     except (ConfigError, OSError):
         return []
     return [name for name in ws.config.environments if name.startswith(prefix)]
@@ -553,11 +554,7 @@ def _complete_env(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> lis
 def _complete_version(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
     """Version numbers in the environment's local registry (no network calls while typing)."""
     try:
-        ws = Workspace.discover(
-            project_dir=Path(parsed_args.project_dir)
-            if getattr(parsed_args, "project_dir", None)
-            else None
-        )
+        ws = _completion_workspace(parsed_args)
         if ws.on_aws or getattr(parsed_args, "aws", False):
             return []
         env = (

@@ -242,7 +242,7 @@ def rollback_live(
             # before the registry alias moves (and `live` is put back if that fails).
             target = _manifest(registry, env, target_version)
             candidates = serving_versions(lambda_client, function, target)
-            live = _get_alias(lambda_client, function, alias)
+            live = get_live_alias(lambda_client, function, alias)
             before = str(live["FunctionVersion"])
             routed = bool(live.get("RoutingConfig", {}).get("AdditionalVersionWeights"))
             if not candidates:
@@ -265,7 +265,7 @@ def rollback_live(
                 stopped = stop_deployments(
                     clients["codedeploy"], application=application, group=group, wait_s=stop_wait_s
                 )
-                live = _get_alias(lambda_client, function, alias)  # a stop may have moved it
+                live = get_live_alias(lambda_client, function, alias)  # a stop may have moved it
                 before = str(live["FunctionVersion"])
             revision = _switch(lambda_client, function, alias, chosen, live.get("RevisionId", ""))
             details = {
@@ -357,7 +357,8 @@ def _manifest(registry: Registry, env: str, version: int) -> Version:
         raise OperationError(f"{env}: cannot roll back to version {version}: {exc}") from None
 
 
-def _get_alias(lambda_client: Any, function: str, alias: str) -> dict[str, Any]:
+def get_live_alias(lambda_client: Any, function: str, alias: str) -> dict[str, Any]:
+    """GetAlias, with a missing alias explained as an undeployed Inference stack."""
     try:
         return dict(lambda_client.get_alias(FunctionName=function, Name=alias))
     except Exception as exc:

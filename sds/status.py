@@ -22,12 +22,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sds.aws import AwsError, Clients, error_code
+from sds.aws import AwsError, Clients
+from sds.deploy_rollback import IN_FLIGHT, get_live_alias
 from sds.lock import LockFileError, Pin, read_lock
 from sds.registry import AliasState, RegistryError
 from sds.workspace import Workspace
-
-IN_FLIGHT = ["Created", "Queued", "InProgress", "Baking", "Ready"]
 
 IN_SYNC = "in sync"
 DEPLOYING = "deploying"
@@ -263,14 +262,7 @@ def disagreements(s: EnvironmentStatus) -> list[str]:
 
 
 def live_alias(lambda_client: Any, function: str, alias: str) -> LiveAlias:
-    try:
-        answer = lambda_client.get_alias(FunctionName=function, Name=alias)
-    except Exception as exc:
-        if error_code(exc) == "ResourceNotFoundException":
-            raise AwsError(
-                f"alias {alias!r} of {function} not found: is the Inference stack deployed?"
-            ) from None
-        raise
+    answer = get_live_alias(lambda_client, function, alias)
     weights: Mapping[str, float] = answer.get("RoutingConfig", {}).get(
         "AdditionalVersionWeights", {}
     )
