@@ -27,6 +27,7 @@ from sds.aws import AwsError
 from sds.config import ConfigError
 from sds.lock import LockFileError, read_lock
 from sds.registry import RegistryError
+from sds.status import EnvironmentStatus, moved
 from sds.workspace import Workspace
 
 EXIT_ERROR = 1
@@ -351,16 +352,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     ws = _workspace(args)
     env = _env(ws, args)
-    serving = ws.config.env(env).serving
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    apps = PinnedApps(
-        lock_path=ws.lock_path,
-        model=ws.model,
-        env=env,
-        registry_uri=ws.registry_uri(env),
-        max_events=serving.max_events,
-        max_body_bytes=serving.max_body_bytes,
-    )
+    apps = PinnedApps.for_environment(ws, env)
     api = LocalApi(apps, host=args.host, port=args.port)
     current = apps.current()
     state = (
@@ -470,11 +463,15 @@ def _sha(sha256: str | None) -> str:
     return "-" if not sha256 else f"{sha256[:12]}..."
 
 
-def _status_table(results: list[Any], *, aws: bool) -> str:
+def _status_table(results: list[EnvironmentStatus], *, aws: bool) -> str:
     headers = ["ENV", "PIN", "REGISTRY"] + (["LAMBDA", "DEPLOYMENT"] if aws else []) + ["STATE"]
     rows = []
     for r in results:
-        row = [r.env, _version(r.pin and r.pin.version), _version(r.alias and r.alias.version)]
+        row = [
+            r.env,
+            _version(None if r.pin is None else r.pin.version),
+            _version(None if r.alias is None else r.alias.version),
+        ]
         if aws:
             live = "-"
             if r.live is not None:
@@ -488,7 +485,7 @@ def _status_table(results: list[Any], *, aws: bool) -> str:
     return _table(rows, headers)
 
 
-def _status_detail(r: Any, ws: Workspace) -> str:
+def _status_detail(r: EnvironmentStatus, ws: Workspace) -> str:
     lines = [f"{r.env} ({r.target}): {r.state}"]
 
     def line(label: str, value: str) -> None:
@@ -497,17 +494,14 @@ def _status_detail(r: Any, ws: Workspace) -> str:
     pin = r.pin
     line(
         "pin",
-        f"{_version(pin and pin.version)}  sha256 {_sha(pin and pin.sha256)}  ({ws.lock_path.name})",
+        f"{_version(None if pin is None else pin.version)}  sha256 {_sha(None if pin is None else pin.sha256)}  ({ws.lock_path.name})",
     )
     alias = r.alias
-    moved = ""
-    if alias is not None:
-        why = f": {alias.reason!r}" if alias.reason else ""
-        moved = f", moved {alias.updated_at[:19].replace('T', ' ')} by {alias.updated_by}{why}"
+    how = "" if alias is None else f", {moved(alias)}"
     line(
         "registry",
-        f"{_version(alias and alias.version)}  sha256 {_sha(alias and alias.sha256)}  "
-        f"({r.registry_uri or '?'}{moved})",
+        f"{_version(None if alias is None else alias.version)}  sha256 {_sha(None if alias is None else alias.sha256)}  "
+        f"({r.registry_uri or '?'}{how})",
     )
     if r.live is not None:
         first = r.live.primary

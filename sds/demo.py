@@ -170,15 +170,7 @@ def _run(project: Workspace, *, events: int, keep: bool, report: dict[str, Any])
         change = promote(ws, to_env=env, version=v1, reason="demo: first model")
         _say(f"{env}: nothing -> version {change.version}; pin written to {ws.lock_path}")
 
-        serving = ws.config.env(env).serving
-        apps = PinnedApps(
-            lock_path=ws.lock_path,
-            model=ws.model,
-            env=env,
-            registry_uri=ws.registry_uri(env),
-            max_events=serving.max_events,
-            max_body_bytes=serving.max_body_bytes,
-        )
+        apps = PinnedApps.for_environment(ws, env)
         with LocalApi(apps) as api:
             _cmd(f"sds serve --env {env}   # started on {api.url}")
             _cmd(f"curl -s -X POST {api.url}/predict -d '{{\"events\": [...]}}'")

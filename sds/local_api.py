@@ -24,6 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 from lambdas.inference.app import InferenceApp, MetricSink
 from sds.lock import LockFileError, Pin, read_pin
 from sds.serving import ServingSettings
+from sds.workspace import Workspace
 
 logger = logging.getLogger("sds.local_api")
 
@@ -61,6 +62,19 @@ class PinnedApps:
         self._stamp: tuple[int, int] | None = None
         self._pin: Pin | None = None
         self._pin_error: str | None = None
+
+    @classmethod
+    def for_environment(cls, ws: Workspace, env: str) -> PinnedApps:
+        """What `sds serve --env ENV` serves: ENV's pin, registry and serving limits."""
+        serving = ws.config.env(env).serving
+        return cls(
+            lock_path=ws.lock_path,
+            model=ws.model,
+            env=env,
+            registry_uri=ws.registry_uri(env),
+            max_events=serving.max_events,
+            max_body_bytes=serving.max_body_bytes,
+        )
 
     def _current_pin(self) -> Pin | None:
         try:

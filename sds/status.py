@@ -207,7 +207,7 @@ def disagreements(s: EnvironmentStatus) -> list[str]:
         if alias.version != pin.version:
             found.append(
                 f"models.lock.json pins v{pin.version} but the registry alias is "
-                f"v{alias.version} ({_moved(alias)}): the next deploy would ship v{pin.version}; "
+                f"v{alias.version} ({moved(alias)}): the next deploy would ship v{pin.version}; "
                 f"pull the lock file change that moved it, or make the pin follow the alias "
                 f"with: sds promote {alias.version} --to {env}"
             )
@@ -329,7 +329,8 @@ def _str(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def _moved(alias: AliasState) -> str:
+def moved(alias: AliasState) -> str:
+    """When, by whom and why the alias last moved, for people."""
     when = alias.updated_at[:19].replace("T", " ")
     why = f": {alias.reason!r}" if alias.reason else ""
     return f"moved {when} by {alias.updated_by}{why}"
