@@ -2,7 +2,7 @@
 """CDK entry point: the only place that reads context and the environment.
 
 It loads the environments from cdk.json (`sds.config`), the model pins from models.lock.json
-(`sds.lock`), builds the Lambda code folder once per architecture, and creates one Stage per
+(`sds.kernel.lock`), builds the Lambda code folder once per architecture, and creates one Stage per
 environment. cdk-nag (AWS Solutions and Serverless packs) runs on every synth: an unacknowledged
 finding fails `cdk synth`.
 """
@@ -17,13 +17,15 @@ import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks, ServerlessChecks
 
 from sds.config import parse_project
-from sds.lock import read_lock
+from sds.kernel.lock import read_lock
 from stacks.bundling import BundleSpec, build_bundle, find_python
 from stacks.config import EnvironmentSpec, TrainingImage
 from stacks.stage import EnvironmentStage
 
 ROOT = Path(__file__).resolve().parent
 LOCK_FILE = "models.lock.json"
+# What the inference Lambda carries: the serving kernel and the handler, nothing else.
+LAMBDA_PACKAGES = ("sds.kernel", "lambdas")
 
 
 def lambda_python_candidates() -> list[str]:
@@ -36,6 +38,19 @@ def lambda_python_candidates() -> list[str]:
         "/usr/bin/python3.12",
         "/usr/local/bin/python3.12",
     ]
+
+
+def lambda_bundle_spec(*, root: Path = ROOT, architecture: str, python: str) -> BundleSpec:
+    """The inference Lambda's bundle: the kernel and the handler, wheels for the Lambda platform."""
+    return BundleSpec(
+        source_root=root,
+        packages=LAMBDA_PACKAGES,
+        requirements=root / "lambdas" / "inference" / "requirements.txt",
+        architecture=architecture,
+        python=python,
+        pip=(sys.executable, "-m", "pip"),
+        build_root=root / "build",
+    )
 
 
 def build(
@@ -65,15 +80,7 @@ def build(
         architecture = environment.infra.architecture
         if architecture not in bundles:
             bundles[architecture] = build_bundle(
-                BundleSpec(
-                    source_root=root,
-                    packages=("sds", "lambdas"),
-                    requirements=root / "lambdas" / "inference" / "requirements.txt",
-                    architecture=architecture,
-                    python=python,
-                    pip=(sys.executable, "-m", "pip"),
-                    build_root=root / "build",
-                )
+                lambda_bundle_spec(root=root, architecture=architecture, python=python)
             )
         spec = EnvironmentSpec(
             model_name=project.model_name,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app import LAMBDA_PACKAGES
 from stacks.bundling import BundleSpec, build_bundle, find_python, folder_size
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,11 +47,11 @@ def lambda_python() -> str:
 
 def build(name: str, python: str) -> Bundle:
     if name == "ours":
-        packages: tuple[str, ...] = ("sds", "lambdas")
+        packages: tuple[str, ...] = LAMBDA_PACKAGES
         requirements = ROOT / "lambdas" / "inference" / "requirements.txt"
         build_root = ROOT / "build"  # the cache app.py uses: the very bundle cdk deploys
     else:
-        packages = ("sds", "lambdas", "benchmarks")
+        packages = (*LAMBDA_PACKAGES, "benchmarks")
         requirements = ROOT / "benchmarks" / "baseline" / "requirements.txt"
         # Its own cache, so the baseline never prunes the bundles synth keeps.
         build_root = ROOT / "build" / "bench"

@@ -157,7 +157,7 @@ def put_joblib_baseline(endpoint: str, version: int) -> str:
     import skops.io as sio
 
     from benchmarks.baseline.handler import artifact_key
-    from sds.registry import open_registry, open_store
+    from sds.kernel.registry import open_registry, open_store
 
     del endpoint  # os.environ points the SDK at it
     store = open_store(f"s3://{BUCKET}")
@@ -420,7 +420,7 @@ def run_rollback(
             out["aws"] = None
             return out
         from benchmarks.aws_rollback import FakeDeployment, expected_output
-        from sds.registry import open_registry
+        from sds.kernel.registry import open_registry
 
         registry = open_registry(f"s3://{BUCKET}", MODEL)
         shas = {v: registry.get_version(v).sha256 for v in (old, new)}
@@ -456,7 +456,7 @@ def aws_rollback_available() -> bool:
         [str(VENV_BIN / "sds"), "--help"], capture_output=True, text=True, check=False
     ).stdout
     tracked = subprocess.run(
-        ["git", "-C", str(ROOT), "ls-files", "--error-unmatch", "sds/deploy_rollback.py"],
+        ["git", "-C", str(ROOT), "ls-files", "--error-unmatch", "sds/ops/aws_rollback.py"],
         capture_output=True,
         check=False,
     )
@@ -486,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     runtime_dir = runtime_folder(python)
     with moto_server(VENV_BIN) as endpoint:
         env = {**base_env(endpoint), "PYTHONPATH": str(ROOT)}
-        # The harness itself reads the registry on the S3 server too (sds.aws honours these).
+        # The harness itself reads the registry on the S3 server too (sds.ops.aws honours these).
         os.environ.update({**FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint})
         create_bucket(endpoint)
         needs_model = {"cold_start", "warm", "rollback"} & set(plan.sections)
@@ -602,7 +602,7 @@ def _boto_credentials() -> dict[str, str]:
 
 
 def served_manifest(endpoint: str, version: int) -> dict[str, Any]:
-    from sds.registry import open_registry
+    from sds.kernel.registry import open_registry
 
     del endpoint  # os.environ points the SDK at it
     return dict(open_registry(f"s3://{BUCKET}", MODEL).get_version(version).manifest)

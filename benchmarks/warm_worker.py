@@ -92,7 +92,7 @@ def main(argv: list[str]) -> int:
     if raw:
         import numpy as np
 
-        from sds.features import featurize
+        from sds.kernel.features import featurize
 
         model = module.app.model
         session, feed, output = model.session, model.input_name, model.output_name

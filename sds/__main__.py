@@ -1,5 +1,5 @@
 """`python -m sds` is the `sds` command."""
 
-from sds.cli import main
+from sds.cli.main import main
 
 raise SystemExit(main())

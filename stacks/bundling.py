@@ -97,17 +97,24 @@ def _digest(parts: Iterable[bytes]) -> str:
 
 
 def source_files(spec: BundleSpec) -> list[Path]:
-    """Our own modules that ship in the bundle, in a stable order (tests excluded)."""
-    files: list[Path] = []
+    """Our own modules that ship in the bundle, in a stable order (tests excluded).
+
+    A package may be dotted (`sds.kernel`): its parents' `__init__.py` ship too, and nothing else
+    of theirs, so an edit to a sibling package leaves the bundle (and its asset hash) unchanged.
+    """
+    files: set[Path] = set()
     for package in spec.packages:
-        root = spec.source_root / package
+        parts = package.split(".")
+        root = spec.source_root.joinpath(*parts)
         if not (root / "__init__.py").is_file():
             raise BundleError(f"{root} is not a package (no __init__.py)")
-        for path in sorted(root.rglob("*.py")):
+        for depth in range(1, len(parts)):
+            files.add(spec.source_root.joinpath(*parts[:depth], "__init__.py"))
+        for path in root.rglob("*.py"):
             relative = path.relative_to(spec.source_root)
             if not _stripped(relative.parts[:-1]):
-                files.append(path)
-    return files
+                files.add(path)
+    return sorted(files)
 
 
 def _stripped(dir_parts: Sequence[str]) -> bool:
@@ -240,7 +247,7 @@ def build_bundle(spec: BundleSpec) -> Path:
         target = tmp / path.relative_to(spec.source_root)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
-    _compile(spec, tmp, [tmp / package for package in spec.packages])
+    _compile(spec, tmp, sorted({tmp / package.split(".")[0] for package in spec.packages}))
     published = _publish(tmp, final)
     _prune(final.parent, keep=published)
     return published

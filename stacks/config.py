@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sds.config import EnvironmentConfig, Infra, ProjectConfig, Serving
-from sds.lock import Pin
+from sds.kernel.lock import Pin
 
 __all__ = [
     "EnvironmentConfig",

@@ -8,10 +8,11 @@ from typing import Any
 import aws_cdk as cdk
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
-from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
+from sds.kernel.discovery import INFERENCE_STACK
 from stacks.components.dashboard import OperationsDashboard
+from stacks.components.discovery import publish_discovery
 from stacks.components.inference_api import InferenceApi
 from stacks.components.model_function import ALIAS_NAME, ModelFunction
 from stacks.components.nag import acknowledge
@@ -94,21 +95,18 @@ class InferenceStack(cdk.Stack):
         self.api = api.api
         self.deployment_group = deployment.group
 
-        discovery = {
-            "function-name": model.function.function_name,
-            "alias-name": ALIAS_NAME,
-            "api-url": api.url,
-            "deployment-group": deployment.group.deployment_group_name,
-            "codedeploy-application": deployment.application.application_name,
-        }
-        for key, value in discovery.items():
-            ssm.StringParameter(
-                self,
-                f"Discovery-{key}",
-                parameter_name=f"/sds/{spec.name}/{key}",
-                string_value=value,
-                description=f"sds {spec.name}: {key}",
-            )
+        publish_discovery(
+            self,
+            environment=spec.name,
+            stack=INFERENCE_STACK,
+            values={
+                "function-name": model.function.function_name,
+                "alias-name": ALIAS_NAME,
+                "api-url": api.url,
+                "deployment-group": deployment.group.deployment_group_name,
+                "codedeploy-application": deployment.application.application_name,
+            },
+        )
         cdk.CfnOutput(self, "ApiUrl", value=api.url, description="Inference API base URL")
         cdk.CfnOutput(
             self,

@@ -11,9 +11,10 @@ from typing import Any
 
 import aws_cdk as cdk
 from aws_cdk import aws_s3 as s3
-from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
+from sds.kernel.discovery import REGISTRY_STACK
+from stacks.components.discovery import publish_discovery
 from stacks.components.registry_bucket import RegistryBucket
 from stacks.components.registry_reference import publish_registry
 from stacks.config import EnvironmentSpec
@@ -40,10 +41,10 @@ class RegistryStack(cdk.Stack):
         )
         self.bucket: s3.IBucket = registry.bucket
         publish_registry(self, registry.bucket)
-        ssm.StringParameter(
+        publish_discovery(
             self,
-            "RegistryBucketParameter",
-            parameter_name=f"/sds/{spec.name}/registry-bucket",
-            string_value=registry.bucket.bucket_name,
-            description=f"sds {spec.name}: registry bucket name",
+            environment=spec.name,
+            stack=REGISTRY_STACK,
+            values={"registry-bucket": registry.bucket.bucket_name},
+            construct_ids={"registry-bucket": "RegistryBucketParameter"},
         )

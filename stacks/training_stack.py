@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import aws_cdk as cdk
-from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
+from sds.kernel.discovery import TRAINING_STACK
+from stacks.components.discovery import publish_discovery
 from stacks.components.registry_reference import reference_registry
 from stacks.components.training_job import TrainingJob
 from stacks.components.training_network import TrainingNetwork
@@ -55,17 +56,14 @@ class TrainingStack(cdk.Stack):
         )
         self.vpc = network.vpc
         self.task_role = job.task_role
-        discovery = {
-            "training-cluster": job.cluster.cluster_name,
-            "training-task-definition": job.task_definition.task_definition_arn,
-            "training-subnets": cdk.Fn.join(",", network.subnet_ids),
-            "training-security-group": network.security_group.security_group_id,
-        }
-        for key, value in discovery.items():
-            ssm.StringParameter(
-                self,
-                f"Discovery-{key}",
-                parameter_name=f"/sds/{spec.name}/{key}",
-                string_value=value,
-                description=f"sds {spec.name}: {key}",
-            )
+        publish_discovery(
+            self,
+            environment=spec.name,
+            stack=TRAINING_STACK,
+            values={
+                "training-cluster": job.cluster.cluster_name,
+                "training-task-definition": job.task_definition.task_definition_arn,
+                "training-subnets": cdk.Fn.join(",", network.subnet_ids),
+                "training-security-group": network.security_group.security_group_id,
+            },
+        )

@@ -65,7 +65,7 @@ class MotoServer:
             assert response.status in (200, 201)
 
     def client(self, service: str) -> Any:
-        from sds.aws import client
+        from sds.kernel.sdk import client
 
         return client(service)
 
@@ -153,7 +153,7 @@ def aws(moto_server: MotoServer) -> MotoServer:
 @pytest.fixture
 def s3_store(moto_server: MotoServer) -> Callable[..., Any]:
     """Make an `S3Store` on a fresh bucket of the session's moto server."""
-    from sds.registry.s3 import S3Store
+    from sds.kernel.registry.s3 import S3Store
 
     def make(**kwargs: Any) -> S3Store:
         return S3Store(moto_server.bucket(), **kwargs)

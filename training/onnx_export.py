@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from sds.features import N_FEATURES
+from sds.kernel.features import N_FEATURES
 
 INPUT_NAME = "features"
 PARITY_TOLERANCE = 1e-4

@@ -2,7 +2,7 @@
 
     python -m training.train --data PATH|s3://bucket/prefix --registry file:///...|s3://bucket
 
-Steps: read labelled history -> features (the shared `sds.features.featurize`, mapped) ->
+Steps: read labelled history -> features (the shared `sds.kernel.features.featurize`, mapped) ->
 time-ordered split -> fit HistGradientBoosting -> evaluate on the holdout -> export to ONNX ->
 refuse unless ONNX and scikit-learn agree within 1e-4 -> register both artifacts with a manifest.
 """
@@ -23,11 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from sds.data import History, read_history
-from sds.features import FEATURE_NAMES, feature_schema, featurize_batch
+from sds.kernel.features import FEATURE_NAMES, feature_schema, featurize_batch
+from sds.kernel.registry import Registry, Version, default_actor, open_registry
 from sds.progress import Progress, human_bytes
-from sds.registry import Registry, Version, open_registry
-from sds.workspace import default_actor as workspace_actor
+from training.data import History, read_history
 from training.evaluate import evaluate
 from training.onnx_export import check_parity, to_onnx
 from training.params import TrainParams, add_training_arguments, params_from_args
@@ -103,8 +102,8 @@ def code_version() -> str:
         return "unknown"
 
 
-def default_actor() -> str:
-    return os.environ.get("SDS_ACTOR") or workspace_actor()
+def task_actor() -> str:
+    return os.environ.get("SDS_ACTOR") or default_actor()
 
 
 def train(
@@ -124,7 +123,7 @@ def train(
         lambda h: f"{len(h.events)} events, {sum(h.labels)} fraud",
     )
     features = progress.run(
-        "computing features (sds.features.featurize per event)",
+        "computing features (sds.kernel.features.featurize per event)",
         lambda: np.asarray(featurize_batch(history.events), dtype=np.float32),
         lambda x: f"{x.shape[0]} x {x.shape[1]}",
     )
@@ -223,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             data=args.data,
             registry=open_registry(args.registry, args.model),
             params=params,
-            actor=default_actor(),
+            actor=task_actor(),
             reason=args.reason,
         )
     except Exception as exc:  # one clear line, non-zero exit: this is a batch job's last word

@@ -16,10 +16,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lambdas.inference.app import InferenceApp
-from sds.features import feature_schema
-from sds.registry import open_store
-from sds.registry.core import Registry
-from sds.serving import ModelUnavailable, ServingSettings
+from sds.kernel.features import feature_schema
+from sds.kernel.registry import open_store
+from sds.kernel.registry.core import Registry
+from sds.kernel.serving import ModelUnavailable
+from sds.kernel.settings import ServingSettings
 
 ARTIFACT = "model.joblib"
 
@@ -32,7 +33,7 @@ def artifact_key(model: str, version: int) -> str:
 
 
 class JoblibModel:
-    """The estimator behind the same interface as `sds.serving.LoadedModel`."""
+    """The estimator behind the same interface as `sds.kernel.serving.LoadedModel`."""
 
     def __init__(self, estimator: Any, manifest: Mapping[str, Any], sha256: str) -> None:
         import numpy as np

@@ -4,7 +4,7 @@ Takes API Gateway REST proxy events, returns proxy responses. Importable without
 I/O at import time; `handler.py` builds one `InferenceApp` per execution environment.
 
 Routes: POST /predict, GET /model, GET /health, GET /openapi.json (the OpenAPI document from
-`sds.openapi`, served even without a model). Status codes: 200 scored; 400 invalid JSON or
+`sds.kernel.openapi`, served even without a model). Status codes: 200 scored; 400 invalid JSON or
 events (every problem named, with field and reason); 404 unknown route; 405 wrong method; 413
 body too large; 415 not JSON; 503 no model deployed or the model failed to load. Nothing a
 client sends reaches a 500.
@@ -21,14 +21,20 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sds.features import FIELD_NAMES, Problem, featurize, validate_event
-from sds.openapi import build_openapi
-from sds.serving import LoadedModel, ModelUnavailable, ServingSettings, SettingsError, load_model
+from sds.kernel.features import (
+    FIELD_NAMES,
+    MAX_EVENT_ID_LENGTH,
+    Problem,
+    featurize,
+    validate_event,
+)
+from sds.kernel.openapi import build_openapi
+from sds.kernel.serving import LoadedModel, ModelUnavailable, load_model
+from sds.kernel.settings import ServingSettings, SettingsError
 
 logger = logging.getLogger("sds.inference")
 
 MAX_PROBLEMS_LISTED = 1000
-MAX_EVENT_ID_LENGTH = 128
 ROUTES: Mapping[str, tuple[str, ...]] = {
     "/predict": ("POST",),
     "/model": ("GET",),

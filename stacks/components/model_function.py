@@ -11,6 +11,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from sds.kernel.settings import function_environment
 from stacks.components.nag import acknowledge, acknowledge_wildcard_resource
 from stacks.components.registry_paths import RegistryPaths
 from stacks.components.retention import retention
@@ -18,25 +19,6 @@ from stacks.config import Infra, Pin, Serving
 
 HANDLER = "lambdas.inference.handler.lambda_handler"
 ALIAS_NAME = "live"
-
-
-def function_environment(
-    *, model_name: str, environment: str, pin: Pin | None, registry_uri: str, serving: Serving
-) -> dict[str, str]:
-    """The handler's settings. Without a pin, MODEL_VERSION and MODEL_SHA256 are absent (the
-    handler then answers 503 "no model deployed"), so a first promotion shows in `cdk diff` as
-    two added variables rather than as a change from a placeholder."""
-    variables = {
-        "MODEL_NAME": model_name,
-        "ENVIRONMENT": environment,
-        "REGISTRY_URI": registry_uri,
-        "MAX_EVENTS": str(serving.max_events),
-        "MAX_BODY_BYTES": str(serving.max_body_bytes),
-    }
-    if pin is not None:
-        variables["MODEL_VERSION"] = str(pin.version)
-        variables["MODEL_SHA256"] = pin.sha256
-    return variables
 
 
 class ModelFunction(Construct):
@@ -116,7 +98,8 @@ class ModelFunction(Construct):
                 environment=environment,
                 pin=pin,
                 registry_uri=f"s3://{registry.bucket_name}",
-                serving=serving,
+                max_events=serving.max_events,
+                max_body_bytes=serving.max_body_bytes,
             ),
             current_version_options=lambda_.VersionOptions(
                 removal_policy=cdk.RemovalPolicy.RETAIN,

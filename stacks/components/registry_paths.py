@@ -1,4 +1,4 @@
-"""The registry's S3 key layout as IAM sees it (mirrors sds.registry: models/<model>/...).
+"""The registry's S3 key layout as IAM sees it (mirrors sds.kernel.registry: models/<model>/...).
 
 Permissions are written against these prefixes only, so a role that may read model versions can
 never touch aliases, and nothing in the system may delete.

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from sds.registry import Registry
-from sds.registry.s3 import S3Store
-from sds.registry.store import FileStore, ObjectStore
+from sds.kernel.registry import Registry
+from sds.kernel.registry.s3 import S3Store
+from sds.kernel.registry.store import FileStore, ObjectStore
 
 STORE_BACKENDS = ["file", "s3"]
 

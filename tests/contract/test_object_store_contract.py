@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from sds.registry.store import NotFound, ObjectStore, PreconditionFailed
+from sds.kernel.registry.store import NotFound, ObjectStore, PreconditionFailed
 
 
 def test_given_no_object_then_get_raises_not_found_naming_the_key(store: ObjectStore) -> None:

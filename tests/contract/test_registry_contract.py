@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from sds.registry import (
+from sds.kernel.registry import (
     ConcurrentUpdate,
     IntegrityError,
     Registry,
@@ -26,8 +26,8 @@ from sds.registry import (
     VersionConflict,
     VersionNotFound,
 )
-from sds.registry.core import sha256_hex
-from sds.registry.store import ObjectStore, StoredObject, StoreError
+from sds.kernel.registry.core import sha256_hex
+from sds.kernel.registry.store import ObjectStore, StoredObject, StoreError
 
 ACTOR = "alice@laptop"
 
@@ -190,7 +190,7 @@ def test_given_several_threads_registering_at_once_then_every_version_gets_its_o
 _WORKER = """
 import sys, time
 from pathlib import Path
-from sds.registry import Registry, open_store
+from sds.kernel.registry import Registry, open_store
 uri, worker, count, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
 registry = Registry(open_store(uri), "fraud")
 registry.list_versions()  # connect before the start line
@@ -418,7 +418,7 @@ def test_given_concurrent_promotions_from_the_same_state_then_exactly_one_wins(
 _PROMOTER = """
 import sys, time
 from pathlib import Path
-from sds.registry import ConcurrentUpdate, Registry, open_store
+from sds.kernel.registry import ConcurrentUpdate, Registry, open_store
 uri, version, go = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
 registry = Registry(open_store(uri), "fraud")
 expected = registry.get_alias("live")

@@ -1,7 +1,7 @@
 """Fixtures for the API contract: a real local API over HTTP serving a small trained model.
 
 `contract_api_url` trains a small model once per session into a registry on disk, pins it in a
-private lock file, and starts `sds.local_api.LocalApi` (the real handler behind a local API
+private lock file, and starts `sds.ops.local_api.LocalApi` (the real handler behind a local API
 Gateway) on a free loopback port. `contract_api_schema` loads the OpenAPI document the way a
 client would: from `GET /openapi.json` of that server.
 """
@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from sds.data import generate_events, write_jsonl
-from sds.local_api import LocalApi, PinnedApps
-from sds.lock import Pin, write_pin
-from sds.registry import open_registry
+from sds.kernel.lock import Pin, write_pin
+from sds.kernel.registry import open_registry
+from sds.ops.local_api import LocalApi, PinnedApps
+from training.data import generate_events, write_jsonl
 from training.train import Progress, TrainParams, train
 
 MODEL = "fraud"

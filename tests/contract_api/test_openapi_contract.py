@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
-from sds.features import FIELDS
+from sds.kernel.features import FIELDS
 
 INTEGER_FIELDS = frozenset(f.name for f in FIELDS if f.kind == "integer")
 

@@ -1,6 +1,6 @@
 """The published OpenAPI document: valid OpenAPI 3.1, built from the feature schema, always served.
 
-Given the feature table `sds.features.FIELDS`, when the document is built, then its event schema
+Given the feature table `sds.kernel.features.FIELDS`, when the document is built, then its event schema
 is exactly those fields (plus the optional event_id) with their types and ranges, it follows the
 deployed limits, and the handler serves it at `GET /openapi.json` even when no model is deployed.
 """
@@ -15,11 +15,10 @@ from typing import Any
 import pytest
 from openapi_spec_validator import validate
 
-from lambdas.inference import app as inference_app
 from lambdas.inference.app import ROUTES, InferenceApp
-from sds import openapi
-from sds.features import FIELD_NAMES, FIELDS, feature_schema
-from sds.serving import ServingSettings
+from sds.kernel import features, openapi
+from sds.kernel.features import FIELD_NAMES, FIELDS, feature_schema
+from sds.kernel.settings import ServingSettings
 
 
 def test_the_document_is_valid_openapi_3_1() -> None:
@@ -45,7 +44,7 @@ def test_the_event_schema_is_the_feature_schema_plus_event_id() -> None:
     for field in FIELDS:
         published = inputs["properties"][field.name]
         assert published.items() <= event["properties"][field.name].items(), field.name
-    assert event["properties"]["event_id"]["maxLength"] == inference_app.MAX_EVENT_ID_LENGTH
+    assert event["properties"]["event_id"]["maxLength"] == features.MAX_EVENT_ID_LENGTH
 
 
 def test_the_document_follows_the_deployed_limits() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sds.cli import build_parser
+from sds.cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

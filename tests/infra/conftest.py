@@ -27,8 +27,8 @@ if str(ROOT) not in sys.path:  # app.py is a script at the repository root, not 
 
 import app as cdk_app  # noqa: E402
 from sds.config import ProjectConfig, parse_project  # noqa: E402
-from sds.lock import LockFile, Pin  # noqa: E402
-from stacks.bundling import BundleSpec, build_bundle, find_python  # noqa: E402
+from sds.kernel.lock import LockFile, Pin  # noqa: E402
+from stacks.bundling import build_bundle, find_python  # noqa: E402
 from stacks.components.nag import recording_only  # noqa: E402
 from stacks.stage import EnvironmentStage  # noqa: E402
 
@@ -82,17 +82,7 @@ def lambda_python() -> str:
 @pytest.fixture(scope="session")
 def lambda_bundle(lambda_python: str) -> Path:
     """The inference bundle exactly as `app.py` builds it (x86_64)."""
-    return build_bundle(
-        BundleSpec(
-            source_root=ROOT,
-            packages=("sds", "lambdas"),
-            requirements=ROOT / "lambdas" / "inference" / "requirements.txt",
-            architecture="x86_64",
-            python=lambda_python,
-            pip=(sys.executable, "-m", "pip"),
-            build_root=ROOT / "build",
-        )
-    )
+    return build_bundle(cdk_app.lambda_bundle_spec(architecture="x86_64", python=lambda_python))
 
 
 @pytest.fixture(scope="session")

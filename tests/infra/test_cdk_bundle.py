@@ -91,9 +91,9 @@ def test_bundle_imports_and_serves_under_python_312(
     lambda_bundle: Path, lambda_python: str, tmp_path: Path
 ) -> None:
     # Given a model trained and registered with the project's own code in a file registry
-    from sds.data import generate_events, write_jsonl
-    from sds.features import FIELD_NAMES
-    from sds.registry import open_registry
+    from sds.kernel.features import FIELD_NAMES
+    from sds.kernel.registry import open_registry
+    from training.data import generate_events, write_jsonl
     from training.train import main as train
 
     history = write_jsonl(generate_events(1500, seed=3), tmp_path / "history.jsonl")

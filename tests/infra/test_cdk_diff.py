@@ -7,7 +7,7 @@ from pathlib import Path
 
 from conftest import CDK_CLI, DEV_PIN, PROD_PIN, ROOT, CliSynth, SynthesizedApp, cli_environment
 
-from sds.lock import LockFile, Pin
+from sds.kernel.lock import LockFile, Pin
 
 
 def test_cdk_diff_of_a_promotion_shows_model_version_and_a_new_retained_lambda_version(

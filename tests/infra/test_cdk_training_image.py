@@ -43,7 +43,7 @@ def test_image_build_context_holds_only_what_the_image_copies(synthesized: Synth
     context = (manifest_path.parent / image["source"]["directory"]).resolve()
     staged = {str(p.relative_to(context)) for p in context.rglob("*") if p.is_file()}
     # Then .dockerignore kept the shared package and training code, and nothing else
-    assert "training/train.py" in staged and "sds/features.py" in staged
+    assert "training/train.py" in staged and "sds/kernel/features.py" in staged
     tops = {name.split("/", 1)[0] for name in staged}
     assert tops <= {"sds", "training", ".dockerignore"}, tops
     assert not [name for name in staged if "__pycache__" in name or name.endswith(".pyc")]

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from deployed import ACTOR, ROOT, CliResult, Deployed, deploy_environment
 
-from sds.workspace import Workspace
+from sds.ops.workspace import Workspace
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def workspace(project: Path) -> Callable[[], Workspace]:
 
 @pytest.fixture
 def cli(project: Path, capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
-    from sds.cli import main
+    from sds.cli.main import main
 
     del project
 

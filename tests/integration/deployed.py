@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sds.registry import Registry, Version, open_registry
+from sds.kernel.registry import Registry, Version, open_registry
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "fraud"

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from deployed import Deployed
 
-from sds.deploy_rollback import ConcurrentRollback, lease
-from sds.registry.s3 import S3Store
-from sds.workspace import Workspace
+from sds.kernel.registry.s3 import S3Store
+from sds.ops.aws_rollback import ConcurrentRollback, lease
+from sds.ops.workspace import Workspace
 
 
 def test_registry_resolution_order_override_then_ssm_then_local(
@@ -64,7 +64,7 @@ def test_the_lease_admits_one_holder_and_a_dead_holders_lease_expires(
         assert json.loads(store.get(key).data)["holder"] == "dave"
     assert time.monotonic() - started < 1
     # And the registry never mistakes the lease for an alias
-    from sds.registry import Registry
+    from sds.kernel.registry import Registry
 
     assert Registry(store, "fraud").list_aliases() == {}
 

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from deployed import ACTOR, CliResult, Deployed
 
-import sds.aws
-from sds.aws import Clients
-from sds.fargate import TrainingRun, run_training
-from sds.ops import OperationError
-from sds.workspace import Workspace
+import sds.kernel.sdk
+from sds.ops.aws import Clients
+from sds.ops.fargate import TrainingRun, run_training
+from sds.ops.promotion import OperationError
+from sds.ops.workspace import Workspace
 
 
 def play_the_container(
@@ -127,7 +127,7 @@ def test_the_cli_trains_on_fargate_without_a_public_ip_in_isolated_environments(
     staging = deploy("staging", training=True)
     sent: list[dict[str, Any]] = []
     # The CLI makes its own clients: watch RunTask on the ECS client it makes
-    real_client = sds.aws.client
+    real_client = sds.kernel.sdk.client
 
     def watched(service: str) -> Any:
         made = real_client(service)
@@ -137,7 +137,7 @@ def test_the_cli_trains_on_fargate_without_a_public_ip_in_isolated_environments(
             )
         return made
 
-    monkeypatch.setattr(sds.aws, "client", watched)
+    monkeypatch.setattr(sds.kernel.sdk, "client", watched)
     container = play_the_container(staging, sent, register=True)
 
     # When training on Fargate through the CLI

@@ -22,7 +22,8 @@ import pytest
 from deployed import ROOT
 from runtime_api import RuntimeApi
 
-from stacks.bundling import BundleSpec, build_bundle, find_python
+import app as cdk_app
+from stacks.bundling import build_bundle, find_python
 
 RIC_REQUIREMENTS = ("awslambdaric", "boto3")
 
@@ -37,26 +38,12 @@ def _pinned(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def lambda_python() -> str:
-    if str(ROOT) not in sys.path:  # app.py is a script at the repository root
-        sys.path.insert(0, str(ROOT))
-    import app as cdk_app
-
     return find_python(cdk_app.lambda_python_candidates())
 
 
 @pytest.fixture(scope="module")
 def lambda_bundle(lambda_python: str) -> Path:
-    return build_bundle(
-        BundleSpec(
-            source_root=ROOT,
-            packages=("sds", "lambdas"),
-            requirements=ROOT / "lambdas" / "inference" / "requirements.txt",
-            architecture="x86_64",
-            python=lambda_python,
-            pip=(sys.executable, "-m", "pip"),
-            build_root=ROOT / "build",
-        )
-    )
+    return build_bundle(cdk_app.lambda_bundle_spec(architecture="x86_64", python=lambda_python))
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +76,8 @@ def runtime_site() -> Path:
 @pytest.fixture
 def trained_model_on_s3(aws: Any, tmp_path: Path) -> dict[str, str]:
     """A model trained with the project's own code and registered in a moto S3 bucket."""
-    from sds.data import generate_events, write_jsonl
-    from sds.registry import open_registry
+    from sds.kernel.registry import open_registry
+    from training.data import generate_events, write_jsonl
     from training.train import main as train
 
     bucket = aws.bucket()
@@ -180,8 +167,8 @@ def test_the_bundle_serves_api_gateway_events_under_awslambdaric_cold_and_warm(
 ) -> None:
     import json
 
-    from sds.data import generate_events
-    from sds.features import FIELD_NAMES
+    from sds.kernel.features import FIELD_NAMES
+    from training.data import generate_events
 
     # Given the bundle started by awslambdaric under Python 3.12, pinned to model 1 on S3
     started = time.monotonic()
@@ -228,8 +215,8 @@ def test_a_model_that_fails_verification_answers_503_without_a_crash_loop(
     aws: Any,
     tmp_path: Path,
 ) -> None:
-    from sds.data import generate_events
-    from sds.features import FIELD_NAMES
+    from sds.kernel.features import FIELD_NAMES
+    from training.data import generate_events
 
     # Given a pin whose sha256 does not match the model in the registry
     settings = {**trained_model_on_s3, "MODEL_SHA256": "0" * 64}

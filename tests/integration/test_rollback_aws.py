@@ -18,11 +18,11 @@ from botocore.awsrequest import AWSResponse
 from botocore.stub import Stubber
 from deployed import ACTOR, CliResult, Deployed, read_pin
 
-import sds.aws
-from sds.aws import Clients
-from sds.deploy_rollback import ConcurrentRollback, rollback_live, stop_deployments
-from sds.registry import Version
-from sds.workspace import Workspace
+import sds.kernel.sdk
+from sds.kernel.registry import Version
+from sds.ops.aws import Clients
+from sds.ops.aws_rollback import ConcurrentRollback, rollback_live, stop_deployments
+from sds.ops.workspace import Workspace
 
 
 def deploy_two_models(deployed: Deployed, cli: Callable[..., CliResult]) -> tuple[Version, ...]:
@@ -306,7 +306,7 @@ def test_an_interrupted_rollback_names_the_command_that_finishes_it_and_the_trai
             )  # type: ignore[arg-type]
         return None
 
-    real_client = sds.aws.client
+    real_client = sds.kernel.sdk.client
 
     def watched(service: str) -> Any:
         made = real_client(service)
@@ -314,7 +314,7 @@ def test_an_interrupted_rollback_names_the_command_that_finishes_it_and_the_trai
             made.meta.events.register("before-send.s3.PutObject", no_events)
         return made
 
-    monkeypatch.setattr(sds.aws, "client", watched)
+    monkeypatch.setattr(sds.kernel.sdk, "client", watched)
 
     # When a rollback is interrupted between the alias move and its audit event
     first = cli("--aws", "rollback", "--env", "dev", "--reason", "alarms")

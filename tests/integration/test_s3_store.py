@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from sds.registry import Registry
-from sds.registry.s3 import S3Store
-from sds.registry.store import PreconditionFailed
+from sds.kernel.registry import Registry
+from sds.kernel.registry.s3 import S3Store
+from sds.kernel.registry.store import PreconditionFailed
 
 MIB = 1024 * 1024
 

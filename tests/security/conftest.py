@@ -19,8 +19,8 @@ import pytest
 from security_model import MODEL, TRAINER, SecurityModel
 from security_report import summary_lines
 
-from sds.data import generate_events, write_jsonl
-from sds.registry import open_registry
+from sds.kernel.registry import open_registry
+from training.data import generate_events, write_jsonl
 from training.train import Progress, TrainParams, train
 
 

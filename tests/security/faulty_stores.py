@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from sds.registry.store import ObjectStore, StoredObject
+from sds.kernel.registry.store import ObjectStore, StoredObject
 
 T = TypeVar("T")
 MODES = ("before", "after")

@@ -15,7 +15,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from sds.features import CURRENCIES, FIELD_NAMES, FIELDS, MERCHANT_CATEGORIES
+from sds.kernel.features import CURRENCIES, FIELD_NAMES, FIELDS, MERCHANT_CATEGORIES
 
 ALLOWED_STATUSES = {200, 400, 404, 405, 413, 415}
 

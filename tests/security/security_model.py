@@ -6,8 +6,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from sds.registry import Registry, Version, open_registry
-from sds.serving import ServingSettings
+from sds.kernel.registry import Registry, Version, open_registry
+from sds.kernel.settings import ServingSettings
 
 MODEL = "fraud"
 TRAINER = "security-suite@ci"

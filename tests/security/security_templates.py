@@ -111,7 +111,7 @@ def synthesize(lock: Path, outdir: Path) -> AuditedApp:
 
     import app as cdk_app
     from sds.config import parse_project
-    from sds.lock import LockFile, Pin
+    from sds.kernel.lock import LockFile, Pin
     from stacks.components.nag import recording_only
 
     context: dict[str, Any] = json.loads((ROOT / "cdk.json").read_text())["context"]

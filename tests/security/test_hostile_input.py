@@ -28,8 +28,8 @@ from security_model import MODEL, SecurityModel
 from security_report import merge
 
 from lambdas.inference.app import InferenceApp
-from sds.local_api import LocalApi, PinnedApps
-from sds.lock import Pin, write_pin
+from sds.kernel.lock import Pin, write_pin
+from sds.ops.local_api import LocalApi, PinnedApps
 
 MAX_EVENTS = 20
 MAX_BODY_BYTES = 65_536

@@ -30,9 +30,9 @@ from security_model import MODEL, SecurityModel
 from security_report import record
 from tampering import TAMPERS
 
-import sds.serving
+import sds.kernel.serving
 from lambdas.inference.app import InferenceApp
-from sds.lock import Pin, read_lock, write_pin
+from sds.kernel.lock import Pin, read_lock, write_pin
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENT = {
@@ -60,14 +60,14 @@ PREDICT = {
 def onnx_sessions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts the bytes ever handed to ONNX Runtime (a spy around LoadedModel)."""
     opened: list[int] = []
-    real = sds.serving.LoadedModel
+    real = sds.kernel.serving.LoadedModel
 
     class Spy(real):  # type: ignore[misc, valid-type]
         def __init__(self, onnx_bytes: bytes, manifest: Any) -> None:
             opened.append(len(onnx_bytes))
             super().__init__(onnx_bytes, manifest)
 
-    monkeypatch.setattr(sds.serving, "LoadedModel", Spy)
+    monkeypatch.setattr(sds.kernel.serving, "LoadedModel", Spy)
     return opened
 
 

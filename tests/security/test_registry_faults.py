@@ -26,11 +26,11 @@ from faulty_stores import MODES, S3_MODES, FaultyStore, InjectedFault, Injector,
 from security_report import record
 
 from sds.config import load_project
-from sds.lock import read_lock
-from sds.ops import OperationError, promote, rollback
-from sds.registry import Registry
-from sds.registry.store import FileStore, ObjectStore
-from sds.workspace import Workspace
+from sds.kernel.lock import read_lock
+from sds.kernel.registry import Registry
+from sds.kernel.registry.store import FileStore, ObjectStore
+from sds.ops.promotion import OperationError, promote, rollback
+from sds.ops.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "fraud"
@@ -232,7 +232,7 @@ def test_file_registry_survives_a_fault_at_every_step(scenario: str, tmp_path: P
 
 @pytest.fixture
 def s3_backend(moto_server: Any) -> Iterator[Backend]:
-    from sds.registry.s3 import S3Store
+    from sds.kernel.registry.s3 import S3Store
 
     client = moto_server.client("s3")
     injector = S3Faults(client)

@@ -2,7 +2,7 @@
 
 A Hypothesis state machine runs random sequences of register (into dev, with good, dev-only or
 bad metrics), promote VERSION --to ENV, promote --from ENV --to ENV, rollback and rollback --to N
-against real file registries and a real models.lock.json (through `sds.ops`, with a Workspace
+against real file registries and a real models.lock.json (through `sds.ops.promotion`, with a Workspace
 built from a copy of cdk.json), next to a small model of what each should do: the gates of
 cdk.json, the copy up the chain, the alias history stack. After every step it checks that:
 
@@ -33,9 +33,9 @@ from hypothesis.stateful import (
 from security_report import merge
 
 from sds.config import load_project
-from sds.lock import read_lock
-from sds.ops import GateFailure, OperationError, promote, rollback
-from sds.workspace import Workspace
+from sds.kernel.lock import read_lock
+from sds.ops.promotion import GateFailure, OperationError, promote, rollback
+from sds.ops.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "fraud"

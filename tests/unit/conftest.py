@@ -13,8 +13,8 @@ import pytest
 from trained_model import MODEL, SMALL_PARAMS, TRAINER, TrainedModel
 
 from lambdas.inference.app import InferenceApp
-from sds.data import generate_events, write_jsonl
-from sds.registry import open_registry
+from sds.kernel.registry import open_registry
+from training.data import generate_events, write_jsonl
 from training.train import Progress, train
 
 

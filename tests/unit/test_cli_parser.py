@@ -7,7 +7,7 @@ import shlex
 
 import pytest
 
-from sds.cli import build_parser
+from sds.cli.main import build_parser
 
 
 def subcommands() -> dict[str, argparse.ArgumentParser]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sds.config import ConfigError, load_project, parse_project
-from sds.lock import LockFileError, Pin, read_lock, write_pin
+from sds.kernel.lock import LockFileError, Pin, read_lock, write_pin
 
 ROOT = Path(__file__).resolve().parents[2]
 SHA_A = "a" * 64

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from sds.data import LABEL, DataError, generate_events, read_history, write_jsonl
-from sds.features import validate_event
+from sds.kernel.features import validate_event
+from training.data import LABEL, DataError, generate_events, read_history, write_jsonl
 
 
 @pytest.fixture(scope="module")

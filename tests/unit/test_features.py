@@ -13,8 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sds.data import LABEL, RECORD_FIELDS, generate_events
-from sds.features import (
+from sds.kernel.features import (
     CURRENCIES,
     FEATURE_NAMES,
     FIELD_NAMES,
@@ -26,6 +25,7 @@ from sds.features import (
     featurize_batch,
     validate_event,
 )
+from training.data import LABEL, RECORD_FIELDS, generate_events
 
 
 def _event_fields(record: dict[str, Any]) -> dict[str, Any]:

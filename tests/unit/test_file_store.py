@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sds.registry import RegistryError, open_registry, open_store
-from sds.registry.store import FileStore
+from sds.kernel.registry import RegistryError, open_registry, open_store
+from sds.kernel.registry.store import FileStore
 
 
 @pytest.mark.parametrize(

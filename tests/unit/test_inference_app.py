@@ -14,9 +14,9 @@ import skops.io as sio
 from trained_model import MODEL, TrainedModel
 
 from lambdas.inference.app import InferenceApp
-from sds.features import FIELD_NAMES, featurize
-from sds.registry import open_registry
-from sds.serving import ServingSettings
+from sds.kernel.features import FIELD_NAMES, featurize
+from sds.kernel.registry import open_registry
+from sds.kernel.settings import ServingSettings
 from training.onnx_export import onnx_scores
 
 Metrics = list[tuple[str, float, dict[str, str]]]

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from lambdas.inference.app import InferenceApp
-from sds.features import CURRENCIES, FIELD_NAMES, MERCHANT_CATEGORIES, validate_event
+from sds.kernel.features import CURRENCIES, FIELD_NAMES, MERCHANT_CATEGORIES, validate_event
 
 FUZZ = settings(
     max_examples=300,

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from sds.lock import read_lock
-from sds.ops import GateFailure, OperationError, check_gates, promote, rollback
-from sds.registry import Version
-from sds.workspace import Workspace
+from sds.kernel.lock import read_lock
+from sds.kernel.registry import Version
+from sds.ops.promotion import GateFailure, OperationError, check_gates, promote, rollback
+from sds.ops.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = {"roc_auc": 0.93, "pr_auc": 0.6, "expected_calibration_error": 0.01}

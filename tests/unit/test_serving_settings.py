@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sds.serving import (
+from sds.kernel.settings import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_EVENTS,
     ServingSettings,

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from sds.lock import Pin
-from sds.registry import AliasState
-from sds.status import (
+from sds.kernel.lock import Pin
+from sds.kernel.registry import AliasState
+from sds.ops.status import (
     DEPLOYING,
     EMPTY,
     IN_SYNC,

@@ -16,9 +16,9 @@ import skops.io as sio
 from trained_model import MODEL, SMALL_PARAMS, TRAINER, TrainedModel
 
 import training.onnx_export as onnx_export
-from sds.data import read_history
-from sds.features import FEATURE_NAMES, feature_schema, featurize_batch
-from sds.registry import open_registry
+from sds.kernel.features import FEATURE_NAMES, feature_schema, featurize_batch
+from sds.kernel.registry import open_registry
+from training.data import read_history
 from training.evaluate import evaluate, expected_calibration_error
 from training.train import Progress, TrainParams, code_version, main, time_ordered_split, train
 

@@ -20,9 +20,11 @@ Guarantees:
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import json
 import re
+import socket
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -30,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sds.registry.store import NotFound, ObjectStore, PreconditionFailed, StoreError
+from sds.kernel.registry.store import NotFound, ObjectStore, PreconditionFailed, StoreError
 
 PRIMARY_ARTIFACT = "model.onnx"
 MANIFEST = "manifest.json"
@@ -63,6 +65,15 @@ class ConcurrentUpdate(RegistryError):
 
 class VersionConflict(RegistryError):
     """A version number is taken by different content."""
+
+
+def default_actor() -> str:
+    """Who acts, when nobody says: `user@host` (also for a user with no passwd entry)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
 
 
 def now_iso() -> str:

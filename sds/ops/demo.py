@@ -20,10 +20,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from sds.data import generate_events, write_jsonl
-from sds.local_api import LocalApi, PinnedApps
-from sds.ops import GateFailure, history, promote, rollback
-from sds.workspace import Workspace
+from sds.ops.local_api import LocalApi, PinnedApps
+from sds.ops.promotion import GateFailure, history, promote, rollback
+from sds.ops.workspace import Workspace
+from training.data import generate_events, write_jsonl
 
 RISKY = {
     "event_id": "risky-1",

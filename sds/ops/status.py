@@ -22,11 +22,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sds.aws import AwsError, Clients
-from sds.deploy_rollback import IN_FLIGHT, get_live_alias
-from sds.lock import LockFileError, Pin, read_lock
-from sds.registry import AliasState, RegistryError
-from sds.workspace import Workspace
+from sds.kernel.lock import LockFileError, Pin, read_lock
+from sds.kernel.registry import AliasState, RegistryError
+from sds.kernel.settings import served_model
+from sds.ops.aws import AwsError, Clients
+from sds.ops.aws_rollback import IN_FLIGHT, get_live_alias
+from sds.ops.workspace import Workspace
 
 IN_SYNC = "in sync"
 DEPLOYING = "deploying"
@@ -272,14 +273,13 @@ def live_alias(lambda_client: Any, function: str, alias: str) -> LiveAlias:
     served = []
     for version, weight in shares:
         config = lambda_client.get_function_configuration(FunctionName=function, Qualifier=version)
-        variables: Mapping[str, str] = config.get("Environment", {}).get("Variables", {})
-        model = variables.get("MODEL_VERSION")
+        pin = served_model(config.get("Environment", {}).get("Variables", {}))
         served.append(
             ServedVersion(
                 function_version=version,
                 weight=round(weight, 4),
-                model_version=int(model) if model and model.isdigit() else None,
-                sha256=variables.get("MODEL_SHA256") or None,
+                model_version=None if pin is None else pin.version,
+                sha256=None if pin is None else pin.sha256,
             )
         )
     return LiveAlias(function=function, alias=alias, served=served)

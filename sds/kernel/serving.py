@@ -1,4 +1,4 @@
-"""Serving-side model access: typed settings from the Lambda environment, and a verified load.
+"""Serving-side model access: the verified load of the pinned model (settings: `sds.kernel.settings`).
 
 Nothing here imports scikit-learn, scipy or pickle: the serving artifact is ONNX, scored by
 ONNX Runtime. A model is loaded only if its bytes match the sha256 pinned at deploy time (the
@@ -8,87 +8,16 @@ it was trained on the feature schema this code computes.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from sds.features import feature_schema
-from sds.registry import open_registry
-
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-DEFAULT_MAX_EVENTS = 100
-DEFAULT_MAX_BODY_BYTES = 262_144
-
-
-class SettingsError(ValueError):
-    """The function's environment variables are invalid; the message names the variable."""
+from sds.kernel.features import feature_schema
+from sds.kernel.registry import open_registry
+from sds.kernel.settings import ServingSettings
 
 
 class ModelUnavailable(RuntimeError):
     """No model can be served (no pin, or the pinned model failed to load or verify)."""
-
-
-@dataclass(frozen=True)
-class ServingSettings:
-    model_name: str
-    model_version: int | None
-    model_sha256: str | None
-    registry_uri: str | None
-    environment: str = "local"
-    max_events: int = DEFAULT_MAX_EVENTS
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-
-    @property
-    def has_pin(self) -> bool:
-        return self.model_version is not None
-
-    @classmethod
-    def from_environ(cls, environ: Mapping[str, str]) -> ServingSettings:
-        """Parse MODEL_NAME, MODEL_VERSION, MODEL_SHA256, REGISTRY_URI, ENVIRONMENT, MAX_*.
-
-        An absent or empty MODEL_VERSION means "no model deployed", which is a valid state.
-        """
-        version_text = environ.get("MODEL_VERSION", "").strip()
-        sha = environ.get("MODEL_SHA256", "").strip() or None
-        version: int | None = None
-        if version_text:
-            if not _is_decimal(version_text) or int(version_text) < 1:
-                raise SettingsError(
-                    f"MODEL_VERSION must be a positive integer, got {version_text!r}"
-                )
-            version = int(version_text)
-            if sha is None or not _SHA256.match(sha):
-                raise SettingsError(
-                    "MODEL_SHA256 must be the 64-hex-digit sha256 of the pinned model"
-                )
-        registry = environ.get("REGISTRY_URI", "").strip() or None
-        if version is not None and registry is None:
-            raise SettingsError("REGISTRY_URI is required when MODEL_VERSION is set")
-        return cls(
-            model_name=environ.get("MODEL_NAME", "fraud").strip() or "fraud",
-            model_version=version,
-            model_sha256=sha if version is not None else None,
-            registry_uri=registry,
-            environment=environ.get("ENVIRONMENT", "local").strip() or "local",
-            max_events=_positive_int(environ, "MAX_EVENTS", DEFAULT_MAX_EVENTS),
-            max_body_bytes=_positive_int(environ, "MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
-        )
-
-
-def _is_decimal(text: str) -> bool:
-    # str.isdigit() also accepts "²", which int() rejects: that ValueError would escape as a crash
-    # at init (a crash loop) instead of a SettingsError and a 503.
-    return text.isascii() and text.isdigit()
-
-
-def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
-    text = environ.get(name, "").strip()
-    if not text:
-        return default
-    if not _is_decimal(text) or int(text) < 1:
-        raise SettingsError(f"{name} must be a positive integer, got {text!r}")
-    return int(text)
 
 
 class LoadedModel:

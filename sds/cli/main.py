@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from sds import __version__
-from sds.aws import AwsError
 from sds.config import ConfigError
-from sds.lock import LockFileError, read_lock
-from sds.registry import RegistryError
-from sds.status import EnvironmentStatus, moved
-from sds.workspace import Workspace
+from sds.kernel.lock import LockFileError, read_lock
+from sds.kernel.registry import RegistryError
+from sds.ops.aws import AwsError
+from sds.ops.status import EnvironmentStatus, moved
+from sds.ops.workspace import Workspace
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -102,7 +102,7 @@ def _env(ws: Workspace, args: argparse.Namespace) -> str:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from sds.data import generate_events, write_jsonl
+    from training.data import generate_events, write_jsonl
 
     events = generate_events(args.events, seed=args.seed)
     path = write_jsonl(events, Path(args.out))
@@ -152,7 +152,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train_on_fargate(args: argparse.Namespace) -> int:
-    from sds.fargate import run_training
+    from sds.ops.fargate import run_training
 
     args.aws = True  # the task, its network and the registry are the deployed environment's
     ws = _workspace(args)
@@ -176,7 +176,7 @@ def _train_on_fargate(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from sds.ops import model_table
+    from sds.ops.promotion import model_table
 
     ws = _workspace(args)
     env = _env(ws, args)
@@ -234,7 +234,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from sds.ops import promote
+    from sds.ops.promotion import promote
     from sds.progress import Progress
 
     if args.version is None and args.from_env is None:
@@ -270,7 +270,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from sds.ops import rollback
+    from sds.ops.promotion import rollback
 
     ws = _workspace(args)
     ws.config.env(args.env)
@@ -290,7 +290,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def _rollback_live(ws: Workspace, args: argparse.Namespace) -> int:
-    from sds.deploy_rollback import rollback_live
+    from sds.ops.aws_rollback import rollback_live
 
     done = rollback_live(ws, env=args.env, to_version=args.to, reason=args.reason)
     if args.json:
@@ -321,7 +321,7 @@ def _rollback_live(ws: Workspace, args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from sds.ops import history
+    from sds.ops.promotion import history
 
     ws = _workspace(args)
     ws.config.env(args.env)
@@ -348,7 +348,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from sds.local_api import LocalApi, PinnedApps
+    from sds.ops.local_api import LocalApi, PinnedApps
 
     ws = _workspace(args)
     env = _env(ws, args)
@@ -384,7 +384,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from sds.demo import run_demo
+    from sds.ops.demo import run_demo
 
     ws = _workspace(args)
     return run_demo(ws, events=args.events, keep=args.keep, as_json=args.json)
@@ -429,7 +429,7 @@ def cmd_envs(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from sds.status import status
+    from sds.ops.status import status
 
     ws = _workspace(args)
     results = status(ws, [args.env] if args.env else None)
@@ -792,7 +792,7 @@ def _error_json(exc: BaseException, code: int) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from sds.ops import GateFailure, OperationError
+    from sds.ops.promotion import GateFailure, OperationError
 
     parser = build_parser()
     if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions: answer, then exit

@@ -22,11 +22,11 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from lambdas.inference.app import InferenceApp, MetricSink
-from sds.lock import LockFileError, Pin, read_pin
-from sds.serving import ServingSettings
-from sds.workspace import Workspace
+from sds.kernel.lock import LockFileError, Pin, read_pin
+from sds.kernel.settings import ServingSettings
+from sds.ops.workspace import Workspace
 
-logger = logging.getLogger("sds.local_api")
+logger = logging.getLogger("sds.ops.local_api")
 
 # API Gateway's own payload limit; the handler enforces the (smaller) configured one.
 GATEWAY_MAX_BODY = 10 * 1024 * 1024

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from sds.registry.store import NotFound, PreconditionFailed, StoredObject
+from sds.kernel.registry.store import NotFound, PreconditionFailed, StoredObject
 
 _CONFLICT_CODES = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
@@ -28,7 +28,7 @@ PART_SIZE = 16 * 1024 * 1024  # S3 minimum is 5 MiB for every part but the last
 
 
 def s3_client() -> Any:
-    from sds.aws import client
+    from sds.kernel.sdk import client
 
     return client("s3")
 

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sds.aws import AwsError, Clients
-from sds.ops import OperationError
-from sds.registry import Version
-from sds.workspace import Workspace
+from sds.kernel.registry import Version
+from sds.ops.aws import AwsError, Clients
+from sds.ops.promotion import OperationError
+from sds.ops.workspace import Workspace
 
 Say = Callable[[str], None]
 

@@ -1,4 +1,4 @@
-"""AWS access for the CLI: SDK clients with standard retries, and discovery through SSM.
+"""AWS access for the operator application: per-command SDK clients, and discovery through SSM.
 
 Every client honours `AWS_ENDPOINT_URL` (and the per-service variants) the way the SDK does, so
 the same commands run against AWS and against a local protocol server. The stacks publish what
@@ -8,61 +8,16 @@ once per command and says which stack to deploy when one is missing.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-# The SDK's standard retry mode: exponential backoff with jitter for throttling, 5xx and
-# connection errors; conditional-write conflicts (412) are not retried, they are answers.
-RETRY_MAX_ATTEMPTS = 5
-
-PARAMETERS = (
-    "registry-bucket",
-    "function-name",
-    "alias-name",
-    "api-url",
-    "deployment-group",
-    "codedeploy-application",
-    "training-cluster",
-    "training-task-definition",
-    "training-subnets",
-    "training-security-group",
-)
-_STACK_OF = {
-    "registry-bucket": "Registry",
-    "training-cluster": "Training",
-    "training-task-definition": "Training",
-    "training-subnets": "Training",
-    "training-security-group": "Training",
-}
+from sds.kernel import sdk
+from sds.kernel.discovery import PARAMETERS, parameter_name
 
 
 class AwsError(RuntimeError):
     """An AWS call failed or the deployed stack is not what the command needs."""
-
-
-def sdk_config() -> Any:
-    from botocore.config import Config
-
-    return Config(
-        retries={"mode": "standard", "max_attempts": RETRY_MAX_ATTEMPTS},
-        connect_timeout=5,
-        read_timeout=60,
-    )
-
-
-_CLIENT_LOCK = threading.Lock()
-
-
-def client(service: str) -> Any:
-    """A boto3 client for `service` with standard retries (region and endpoint from the env)."""
-    import boto3
-
-    # boto3's default session is not thread-safe while it creates clients: concurrent creation
-    # can lose configuration (the endpoint among it). Clients themselves are thread-safe.
-    with _CLIENT_LOCK:
-        return boto3.client(service, config=sdk_config())
 
 
 def error_code(exc: BaseException) -> str:
@@ -81,7 +36,7 @@ class Clients:
         if service in self.overrides:
             return self.overrides[service]
         if service not in self._made:
-            self._made[service] = client(service)
+            self._made[service] = sdk.client(service)
         return self._made[service]
 
 
@@ -94,7 +49,7 @@ class Discovery:
 
     def parameters(self, env: str) -> dict[str, str]:
         if env not in self._cache:
-            names = [f"/sds/{env}/{key}" for key in PARAMETERS]
+            names = [parameter_name(env, key) for key in PARAMETERS]
             found: dict[str, str] = {}
             ssm = self.clients["ssm"]
             try:
@@ -110,10 +65,9 @@ class Discovery:
     def get(self, env: str, key: str) -> str:
         value = self.parameters(env).get(key)
         if not value:
-            stack = _STACK_OF.get(key, "Inference")
             raise AwsError(
-                f"SSM parameter /sds/{env}/{key} not found: is {env} deployed here? "
-                f"(cdk deploy '{env}/{stack}')"
+                f"SSM parameter {parameter_name(env, key)} not found: is {env} deployed here? "
+                f"(cdk deploy '{env}/{PARAMETERS[key]}')"
             )
         return value
 

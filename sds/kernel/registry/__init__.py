@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from sds.registry.core import (
+from sds.kernel.registry.core import (
     AliasState,
     ConcurrentUpdate,
     IntegrityError,
@@ -18,8 +18,9 @@ from sds.registry.core import (
     Version,
     VersionConflict,
     VersionNotFound,
+    default_actor,
 )
-from sds.registry.store import FileStore, ObjectStore
+from sds.kernel.registry.store import FileStore, ObjectStore
 
 __all__ = [
     "AliasState",
@@ -30,6 +31,7 @@ __all__ = [
     "Version",
     "VersionConflict",
     "VersionNotFound",
+    "default_actor",
     "open_registry",
     "open_store",
 ]
@@ -44,7 +46,7 @@ def open_store(uri: str) -> ObjectStore:
     if parsed.scheme == "s3":
         if not parsed.netloc:
             raise RegistryError(f"{uri}: s3 URIs look like s3://bucket[/prefix]")
-        from sds.registry.s3 import S3Store
+        from sds.kernel.registry.s3 import S3Store
 
         return S3Store(parsed.netloc, parsed.path.lstrip("/"))
     raise RegistryError(f"unsupported registry URI {uri!r}: use file:///path or s3://bucket")

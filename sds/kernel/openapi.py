@@ -1,6 +1,6 @@
 """The inference API's OpenAPI 3.1 document, built from the feature schema and the routes.
 
-`build_openapi()` derives the event schema from `sds.features.FIELDS` (the same table the
+`build_openapi()` derives the event schema from `sds.kernel.features.FIELDS` (the same table the
 handler validates with and every manifest records), so the document cannot drift from what the
 API accepts. The handler serves it at `GET /openapi.json` with the deployed limits
 (`MAX_EVENTS`, `MAX_BODY_BYTES`), with or without a model loaded, and the contract test
@@ -11,13 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sds.features import FIELDS, SCHEMA_VERSION, Field
-
-# Kept in step with lambdas.inference.app.MAX_EVENT_ID_LENGTH (a unit test checks it); sds must
-# not import the Lambda package.
-MAX_EVENT_ID_LENGTH = 128
-DEFAULT_MAX_EVENTS = 100
-DEFAULT_MAX_BODY_BYTES = 262_144
+from sds.kernel.features import FIELDS, MAX_EVENT_ID_LENGTH, SCHEMA_VERSION, Field
+from sds.kernel.settings import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_EVENTS
 
 ERROR_CODES: dict[int, str] = {
     400: "Invalid JSON or invalid events: `problems` lists every one, with field and reason",

@@ -33,12 +33,14 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
-from sds.aws import AwsError, Clients, error_code
-from sds.ops import CAS_ATTEMPTS, OperationError, rollback_target, sync_env_pin
-from sds.registry import ConcurrentUpdate, Registry, RegistryError, Version
-from sds.registry.core import now_iso
-from sds.registry.store import NotFound, ObjectStore, PreconditionFailed
-from sds.workspace import Workspace
+from sds.kernel.lock import Pin
+from sds.kernel.registry import ConcurrentUpdate, Registry, RegistryError, Version
+from sds.kernel.registry.core import now_iso
+from sds.kernel.registry.store import NotFound, ObjectStore, PreconditionFailed
+from sds.kernel.settings import served_model
+from sds.ops.aws import AwsError, Clients, error_code
+from sds.ops.promotion import CAS_ATTEMPTS, OperationError, rollback_target, sync_env_pin
+from sds.ops.workspace import Workspace
 
 IN_FLIGHT = ["Created", "Queued", "InProgress", "Baking", "Ready"]
 LEASE_TTL_S = 60.0
@@ -147,9 +149,7 @@ def serving_versions(lambda_client: Any, function: str, model: Version) -> list[
             if config.get("Version") == "$LATEST":
                 continue
             variables: Mapping[str, str] = config.get("Environment", {}).get("Variables", {})
-            if variables.get("MODEL_VERSION") == str(model.number) and (
-                variables.get("MODEL_SHA256") == model.sha256
-            ):
+            if served_model(variables) == Pin(version=model.number, sha256=model.sha256):
                 found.append(str(config["Version"]))
     return sorted(found, key=int)
 

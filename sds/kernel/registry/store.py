@@ -1,7 +1,7 @@
 """Object stores under the registry: the few operations the registry contract needs.
 
 The registry is written against `ObjectStore`; `FileStore` (local disk, the embedded default)
-and `S3Store` (sds.registry.s3) implement it with the same semantics:
+and `S3Store` (sds.kernel.registry.s3) implement it with the same semantics:
 
 - `put(key, data, if_none_match=True)` creates the object only if absent (S3 `If-None-Match: *`);
 - `put(key, data, if_match=etag)` replaces it only if unchanged (S3 `If-Match`);

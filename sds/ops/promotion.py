@@ -14,8 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sds.lock import Pin, sync_pin
-from sds.registry import (
+from sds.kernel.lock import Pin, sync_pin
+from sds.kernel.registry import (
     AliasState,
     ConcurrentUpdate,
     Registry,
@@ -23,7 +23,7 @@ from sds.registry import (
     Version,
     VersionNotFound,
 )
-from sds.workspace import Workspace
+from sds.ops.workspace import Workspace
 
 CAS_ATTEMPTS = 10
 

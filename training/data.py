@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from sds.features import CURRENCIES, MERCHANT_CATEGORIES, USD_PER_UNIT, validate_event
+from sds.kernel.features import CURRENCIES, MERCHANT_CATEGORIES, USD_PER_UNIT, validate_event
 
 LABEL = "is_fraud"
 RECORD_FIELDS = ("event_id", "timestamp", LABEL)

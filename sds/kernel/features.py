@@ -52,6 +52,7 @@ CURRENCIES: tuple[str, ...] = tuple(USD_PER_UNIT)
 MAX_AMOUNT = 1_000_000_000.0
 MAX_COUNT = 1_000_000
 MAX_ACCOUNT_AGE_DAYS = 36_500
+MAX_EVENT_ID_LENGTH = 128
 
 
 @dataclass(frozen=True)

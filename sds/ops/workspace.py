@@ -15,16 +15,14 @@ Resolution, most explicit first:
 
 from __future__ import annotations
 
-import getpass
 import os
-import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sds.aws import Discovery
 from sds.config import ConfigError, ProjectConfig, load_project
-from sds.registry import Registry, open_registry
+from sds.kernel.registry import Registry, default_actor, open_registry
+from sds.ops.aws import Discovery
 
 TARGETS = ("local", "aws")
 
@@ -100,14 +98,6 @@ class Workspace:
 
     def registry(self, env: str) -> Registry:
         return open_registry(self.registry_uri(env), self.model)
-
-
-def default_actor() -> str:
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return f"{user}@{socket.gethostname()}"
 
 
 def find_project(start: Path) -> Path:

@@ -1,0 +1,1 @@
+"""`sds`, the command line: one module per command over `sds.ops`."""

@@ -1,0 +1,152 @@
+"""The inference function's settings: the contract between the CDK app and the handler.
+
+`function_environment` writes the Lambda's environment variables (the stack calls it with the pin
+from models.lock.json); `ServingSettings.from_environ` parses them in the handler, and
+`served_model` reads the model a published Lambda version pins (what `sds status` and the AWS
+rollback look at). One writer, one parser: a variable renamed here is renamed everywhere.
+
+Variables: MODEL_NAME, ENVIRONMENT, REGISTRY_URI, MAX_EVENTS, MAX_BODY_BYTES, and, only when the
+environment has a pin, MODEL_VERSION and MODEL_SHA256 (absent means "no model deployed", a valid
+state answered with 503, and a first promotion shows in `cdk diff` as two added variables).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sds.kernel.lock import Pin
+
+MODEL_NAME = "MODEL_NAME"
+MODEL_VERSION = "MODEL_VERSION"
+MODEL_SHA256 = "MODEL_SHA256"
+REGISTRY_URI = "REGISTRY_URI"
+ENVIRONMENT = "ENVIRONMENT"
+MAX_EVENTS = "MAX_EVENTS"
+MAX_BODY_BYTES = "MAX_BODY_BYTES"
+
+DEFAULT_MODEL_NAME = "fraud"
+DEFAULT_MAX_EVENTS = 100
+DEFAULT_MAX_BODY_BYTES = 262_144
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class SettingsError(ValueError):
+    """The function's environment variables are invalid; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    model_name: str
+    model_version: int | None
+    model_sha256: str | None
+    registry_uri: str | None
+    environment: str = "local"
+    max_events: int = DEFAULT_MAX_EVENTS
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+
+    @property
+    def has_pin(self) -> bool:
+        return self.model_version is not None
+
+    @property
+    def pin(self) -> Pin | None:
+        if self.model_version is None or self.model_sha256 is None:
+            return None
+        return Pin(version=self.model_version, sha256=self.model_sha256)
+
+    def to_environ(self) -> dict[str, str]:
+        """These settings as the function's environment variables (see `function_environment`)."""
+        if self.registry_uri is None:
+            raise SettingsError(f"{REGISTRY_URI} is required")
+        return function_environment(
+            model_name=self.model_name,
+            environment=self.environment,
+            pin=self.pin,
+            registry_uri=self.registry_uri,
+            max_events=self.max_events,
+            max_body_bytes=self.max_body_bytes,
+        )
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> ServingSettings:
+        """Parse the variables `function_environment` writes; the error names the variable.
+
+        An absent or empty MODEL_VERSION means "no model deployed", which is a valid state.
+        """
+        pin = _parse_pin(environ)
+        registry = environ.get(REGISTRY_URI, "").strip() or None
+        if pin is not None and registry is None:
+            raise SettingsError(f"{REGISTRY_URI} is required when {MODEL_VERSION} is set")
+        return cls(
+            model_name=environ.get(MODEL_NAME, "").strip() or DEFAULT_MODEL_NAME,
+            model_version=None if pin is None else pin.version,
+            model_sha256=None if pin is None else pin.sha256,
+            registry_uri=registry,
+            environment=environ.get(ENVIRONMENT, "").strip() or "local",
+            max_events=_positive_int(environ, MAX_EVENTS, DEFAULT_MAX_EVENTS),
+            max_body_bytes=_positive_int(environ, MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES),
+        )
+
+
+def function_environment(
+    *,
+    model_name: str,
+    environment: str,
+    pin: Pin | None,
+    registry_uri: str,
+    max_events: int,
+    max_body_bytes: int,
+) -> dict[str, str]:
+    """The inference function's environment variables for one environment and pin."""
+    variables = {
+        MODEL_NAME: model_name,
+        ENVIRONMENT: environment,
+        REGISTRY_URI: registry_uri,
+        MAX_EVENTS: str(max_events),
+        MAX_BODY_BYTES: str(max_body_bytes),
+    }
+    if pin is not None:
+        variables[MODEL_VERSION] = str(pin.version)
+        variables[MODEL_SHA256] = pin.sha256
+    return variables
+
+
+def served_model(environ: Mapping[str, str]) -> Pin | None:
+    """The model a function's environment pins, or None if it pins none or pins it badly.
+
+    For tools that inspect deployed versions: a malformed pin is "serves no model" to them
+    (the handler itself refuses it with a 503 and says why).
+    """
+    try:
+        return _parse_pin(environ)
+    except SettingsError:
+        return None
+
+
+def _parse_pin(environ: Mapping[str, str]) -> Pin | None:
+    version_text = environ.get(MODEL_VERSION, "").strip()
+    if not version_text:
+        return None
+    if not _is_decimal(version_text) or int(version_text) < 1:
+        raise SettingsError(f"{MODEL_VERSION} must be a positive integer, got {version_text!r}")
+    sha = environ.get(MODEL_SHA256, "").strip()
+    if not _SHA256.match(sha):
+        raise SettingsError(f"{MODEL_SHA256} must be the 64-hex-digit sha256 of the pinned model")
+    return Pin(version=int(version_text), sha256=sha)
+
+
+def _is_decimal(text: str) -> bool:
+    # str.isdigit() also accepts "²", which int() rejects: that ValueError would escape as a crash
+    # at init (a crash loop) instead of a SettingsError and a 503.
+    return text.isascii() and text.isdigit()
+
+
+def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    text = environ.get(name, "").strip()
+    if not text:
+        return default
+    if not _is_decimal(text) or int(text) < 1:
+        raise SettingsError(f"{name} must be a positive integer, got {text!r}")
+    return int(text)
