@@ -1,0 +1,88 @@
+"""The online feature store: each account's aggregate state, and which events it holds.
+
+A store keeps, per entity, the bucketed state `sds.kernel.aggregates.fold` produces, with a
+version for compare-and-swap, and the ids of the events folded in (until they are too old to
+matter), so a redelivered event is never counted twice. The logic (folding, evaluating, retries)
+lives in `sds.kernel.online`; a store only persists, with two guarantees:
+
+- `read(entities)` returns every requested entity's state in one round trip;
+- `commit(...)` writes an entity's new state only if its version is still the one read, and only
+  if none of the events is already recorded; otherwise nothing is written and it raises
+  `VersionConflict` or `DuplicateEvents` (naming the duplicates).
+
+`open_feature_store("sqlite:///path/to/file.db" | "dynamodb://table")` picks the backend; both
+pass one contract suite (tests/contract/test_feature_store_contract.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import unquote, urlparse
+
+from sds.kernel.aggregates import EntityState
+
+
+class FeatureStoreError(Exception):
+    """The store failed or is unreachable; the message says which and why."""
+
+
+class VersionConflict(FeatureStoreError):
+    """The entity changed since it was read: read again and refold."""
+
+
+class DuplicateEvents(FeatureStoreError):
+    """Some of the events are already recorded: drop them and refold the rest."""
+
+    def __init__(self, event_ids: Sequence[str]) -> None:
+        super().__init__(f"already recorded: {', '.join(sorted(event_ids)[:5])}")
+        self.event_ids = frozenset(event_ids)
+
+
+@dataclass(frozen=True)
+class Stored:
+    """An entity's state as stored, with the version a commit must match (0: no item yet)."""
+
+    state: EntityState
+    version: int
+
+
+EMPTY = Stored(state={}, version=0)
+
+
+class FeatureStore(Protocol):
+    @property
+    def uri(self) -> str: ...
+
+    def read(self, entities: Sequence[str]) -> Mapping[str, Stored]:
+        """Every requested entity that has state (absent ones are left out), in one round trip."""
+        ...
+
+    def commit(
+        self,
+        entity: str,
+        *,
+        expected_version: int,
+        state: EntityState,
+        events: Mapping[str, int],
+        expires_at: int,
+    ) -> None:
+        """Store `state` and record `events` (event id -> time after which the id may be
+        forgotten, microseconds), if the version still matches and no id is recorded yet.
+        `expires_at`: when the entity's state can no longer affect any value (microseconds)."""
+        ...
+
+
+def open_feature_store(uri: str) -> FeatureStore:
+    parsed = urlparse(uri)
+    if parsed.scheme == "sqlite":
+        if parsed.netloc not in ("", "localhost") or not parsed.path:
+            raise FeatureStoreError(f"{uri}: sqlite URIs look like sqlite:///absolute/path.db")
+        from sds.kernel.featurestore.sqlite import SqliteFeatureStore
+
+        return SqliteFeatureStore(Path(unquote(parsed.path)))
+    raise FeatureStoreError(
+        f"unsupported feature store URI {uri!r}: use sqlite:///path.db or dynamodb://table"
+    )

@@ -1,0 +1,148 @@
+"""The feature store on SQLite: the embedded default for local runs (`.sds/features/<env>.db`).
+
+One file, safe for several processes at once (`sds serve` reading while `sds ingest` writes):
+write-ahead logging, and each commit in an IMMEDIATE transaction that checks the version and
+the event ids before writing anything.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from sds.kernel.aggregates import EntityState, state_from_json, state_to_json
+from sds.kernel.featurestore import (
+    DuplicateEvents,
+    FeatureStoreError,
+    Stored,
+    VersionConflict,
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entities (
+    entity TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    event_id TEXT PRIMARY KEY,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_expiry ON events (expires_at);
+"""
+_MAX_VARIABLES = 500  # below SQLite's limit on bound parameters per statement
+
+
+class SqliteFeatureStore:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                self.path, timeout=30, isolation_level=None, check_same_thread=False
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise FeatureStoreError(f"{self.path}: cannot open the feature store: {exc}") from exc
+
+    @property
+    def uri(self) -> str:
+        return f"sqlite://{self.path.resolve()}"
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def read(self, entities: Sequence[str]) -> Mapping[str, Stored]:
+        wanted = list(dict.fromkeys(entities))
+        found: dict[str, Stored] = {}
+        with self._lock:
+            try:
+                for start in range(0, len(wanted), _MAX_VARIABLES):
+                    chunk = wanted[start : start + _MAX_VARIABLES]
+                    rows = self._db.execute(
+                        "SELECT entity, state, version FROM entities WHERE entity IN "
+                        f"({','.join('?' * len(chunk))})",
+                        chunk,
+                    ).fetchall()
+                    for entity, state, version in rows:
+                        found[entity] = Stored(state_from_json(json.loads(state)), int(version))
+            except sqlite3.Error as exc:
+                raise FeatureStoreError(f"{self.path}: read failed: {exc}") from exc
+        return found
+
+    def commit(
+        self,
+        entity: str,
+        *,
+        expected_version: int,
+        state: EntityState,
+        events: Mapping[str, int],
+        expires_at: int,
+    ) -> None:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._commit(entity, expected_version, state, events, expires_at)
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise FeatureStoreError(f"{self.path}: commit failed: {exc}") from exc
+
+    def _commit(
+        self,
+        entity: str,
+        expected_version: int,
+        state: EntityState,
+        events: Mapping[str, int],
+        expires_at: int,
+    ) -> None:
+        ids = list(events)
+        recorded: list[str] = []
+        for start in range(0, len(ids), _MAX_VARIABLES):
+            chunk = ids[start : start + _MAX_VARIABLES]
+            recorded += [
+                row[0]
+                for row in self._db.execute(
+                    f"SELECT event_id FROM events WHERE event_id IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                )
+            ]
+        if recorded:
+            raise DuplicateEvents(recorded)
+        row = self._db.execute(
+            "SELECT version FROM entities WHERE entity = ?", (entity,)
+        ).fetchone()
+        if (0 if row is None else int(row[0])) != expected_version:
+            raise VersionConflict(f"{entity}: changed since it was read")
+        document = json.dumps(state_to_json(state), separators=(",", ":"), sort_keys=True)
+        self._db.execute(
+            "INSERT INTO entities (entity, state, version, expires_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (entity) DO UPDATE SET state = excluded.state, "
+            "version = excluded.version, expires_at = excluded.expires_at",
+            (entity, document, expected_version + 1, expires_at),
+        )
+        self._db.executemany(
+            "INSERT INTO events (event_id, expires_at) VALUES (?, ?)", list(events.items())
+        )
+
+    def expire(self, now: int) -> int:
+        """Forget event ids and entities past their expiry (DynamoDB's TTL does this there)."""
+        with self._lock:
+            try:
+                gone = self._db.execute("DELETE FROM events WHERE expires_at < ?", (now,)).rowcount
+                gone += self._db.execute(
+                    "DELETE FROM entities WHERE expires_at < ?", (now,)
+                ).rowcount
+            except sqlite3.Error as exc:
+                raise FeatureStoreError(f"{self.path}: expiry failed: {exc}") from exc
+        return int(gone)

@@ -1,0 +1,143 @@
+"""What the online feature store guarantees, for every backend (SQLite locally, DynamoDB on AWS):
+one-round-trip reads, compare-and-swap commits, and event ids recorded exactly once, so the
+updater over it is idempotent and safe under concurrency."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sds.kernel.aggregates import AGGREGATES, DAY, HOUR, MINUTE, SECOND
+from sds.kernel.featurestore import (
+    DuplicateEvents,
+    FeatureStore,
+    Stored,
+    VersionConflict,
+)
+from sds.kernel.featurestore.sqlite import SqliteFeatureStore
+from sds.kernel.online import OnlineFeatures
+
+FEATURE_STORE_BACKENDS = ["sqlite"]
+T0 = 1_767_225_600 * SECOND
+BURST = next(a.name for a in AGGREGATES if a.name == "failed_logins_last_1h")
+STATE = {BURST: {T0: 2}}
+
+
+@pytest.fixture(params=FEATURE_STORE_BACKENDS)
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Any]]:
+    """A factory: each call opens the same store again (as another process or Lambda would)."""
+    opened: list[Any] = []
+
+    def make() -> FeatureStore:
+        if request.param == "sqlite":
+            store = SqliteFeatureStore(tmp_path / "features.db")
+            opened.append(store)
+            return store
+        raise AssertionError(f"unknown backend {request.param}")
+
+    yield make
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(make_store: Callable[[], FeatureStore]) -> FeatureStore:
+    return make_store()
+
+
+def login(event_id: str, account: str = "acct") -> dict[str, Any]:
+    return {"type": "login", "event_id": event_id, "account_id": account, "outcome": "failure"}
+
+
+def test_an_unknown_entity_reads_as_absent(store: FeatureStore) -> None:
+    assert store.read(["nobody"]) == {}
+
+
+def test_a_commit_is_read_back_with_the_next_version(store: FeatureStore) -> None:
+    store.commit("acct", expected_version=0, state=STATE, events={"e1": T0 + DAY}, expires_at=T0)
+    assert store.read(["acct", "nobody"]) == {"acct": Stored(state=STATE, version=1)}
+
+
+def test_sets_and_large_sums_survive_the_round_trip(store: FeatureStore) -> None:
+    state = {"distinct_countries_last_7d": {T0: frozenset({"US", "DE"})}, "x": {T0: 10**15}}
+    store.commit("acct", expected_version=0, state=state, events={"e1": T0}, expires_at=T0)
+    assert store.read(["acct"])["acct"].state == state
+
+
+def test_a_commit_on_a_stale_version_writes_nothing(store: FeatureStore) -> None:
+    store.commit("acct", expected_version=0, state=STATE, events={"e1": T0 + DAY}, expires_at=T0)
+    with pytest.raises(VersionConflict):
+        store.commit("acct", expected_version=0, state={}, events={"e2": T0}, expires_at=T0)
+    # the losing commit's event id was not recorded: it can still be applied
+    store.commit("acct", expected_version=1, state={}, events={"e2": T0}, expires_at=T0)
+    assert store.read(["acct"])["acct"].version == 2
+
+
+def test_a_commit_with_a_recorded_event_writes_nothing_and_names_it(store: FeatureStore) -> None:
+    store.commit("acct", expected_version=0, state=STATE, events={"e1": T0 + DAY}, expires_at=T0)
+    with pytest.raises(DuplicateEvents) as raised:
+        store.commit(
+            "acct", expected_version=1, state={}, events={"e1": T0, "e9": T0}, expires_at=T0
+        )
+    assert raised.value.event_ids == {"e1"}
+    assert store.read(["acct"])["acct"] == Stored(state=STATE, version=1)
+
+
+def test_one_read_returns_many_entities(store: FeatureStore) -> None:
+    accounts = [f"acct-{i}" for i in range(150)]
+    for i, account in enumerate(accounts):
+        store.commit(
+            account, expected_version=0, state={BURST: {T0: i + 1}}, events={}, expires_at=T0
+        )
+    found = store.read(accounts)
+    assert [found[a].state[BURST][T0] for a in accounts] == list(range(1, 151))
+
+
+def test_the_updater_counts_a_redelivered_event_once(store: FeatureStore) -> None:
+    online = OnlineFeatures(store)
+    first = online.apply([(T0, login("e1")), (T0 + 1, login("e2"))], now=T0 + 2)
+    again = online.apply([(T0 + 1, login("e2")), (T0, login("e1"))], now=T0 + 3)
+    assert (first.applied, again.applied, again.duplicates) == (2, 0, 2)
+    assert online.read([("acct", T0 + MINUTE)])[0][BURST] == 2
+
+
+def test_an_out_of_order_event_lands_in_its_own_bucket(store: FeatureStore) -> None:
+    online = OnlineFeatures(store)
+    online.apply([(T0 + 50 * MINUTE, login("late-arriving-newer"))], now=T0 + 50 * MINUTE)
+    online.apply([(T0, login("early-but-delivered-later"))], now=T0 + 51 * MINUTE)
+    # At 01:02 the 1-hour window starts at 00:00 floor(5 min): both count; at 01:06 only one
+    assert online.read([("acct", T0 + HOUR + 2 * MINUTE)])[0][BURST] == 2
+    assert online.read([("acct", T0 + HOUR + 6 * MINUTE)])[0][BURST] == 1
+
+
+def test_concurrent_updaters_lose_no_event_and_count_none_twice(
+    make_store: Callable[[], FeatureStore],
+) -> None:
+    # Given four updaters (each with its own store handle) applying overlapping batches at once
+    events = [(T0 + i, login(f"e{i}", account=f"acct-{i % 3}")) for i in range(120)]
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def run(offset: int) -> None:
+        online = OnlineFeatures(make_store())
+        barrier.wait()
+        try:
+            for start in range(offset, 120, 10):
+                result = online.apply(events[start : start + 30], now=T0 + 200)
+                assert not result.failed, result.failed
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(offset,)) for offset in (0, 0, 5, 5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    # Then every account counts exactly its own 40 events
+    values = OnlineFeatures(make_store()).read([(f"acct-{i}", T0 + MINUTE) for i in range(3)])
+    assert [v[BURST] for v in values] == [40, 40, 40]

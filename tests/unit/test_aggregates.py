@@ -1,0 +1,167 @@
+"""Account aggregates: the declarations, the window rule, and online = offline = the definition."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sds.kernel import aggregates as agg
+from sds.kernel.aggregates import AGGREGATES, HOUR, MINUTE, Aggregate, evaluate, fold
+from sds.kernel.pointintime import compute
+
+T0 = 1_767_225_600 * agg.SECOND  # 2026-01-01T00:00:00Z
+BURST = next(a for a in AGGREGATES if a.name == "failed_logins_last_1h")
+
+
+def login(event_id: str, account: str, outcome: str = "failure") -> dict[str, Any]:
+    return {"type": "login", "event_id": event_id, "account_id": account, "outcome": outcome}
+
+
+def payment(
+    event_id: str, account: str, amount: float = 10.0, country: str = "US"
+) -> dict[str, Any]:
+    return {
+        "type": "payment",
+        "event_id": event_id,
+        "account_id": account,
+        "amount": amount,
+        "currency": "USD",
+        "country": country,
+    }
+
+
+def by_definition(
+    events: list[tuple[int, Mapping[str, Any]]], entity: str, at: int, aggregate: Aggregate
+) -> float:
+    """The rule in words: events of the entity in [floor(t - window), t)."""
+    start = (at - aggregate.window) - (at - aggregate.window) % aggregate.bucket
+    inside = [
+        e
+        for t, e in events
+        if start <= t < at and aggregate.matches(e) and e[aggregate.entity] == entity
+    ]
+    if aggregate.function == "count":
+        return len(inside) / aggregate.scale
+    values = [aggregate.contribution(e) for e in inside]
+    if aggregate.function == "sum":
+        return sum(values) / aggregate.scale  # type: ignore[arg-type]
+    return len(set().union(*values)) / aggregate.scale  # type: ignore[arg-type]
+
+
+def test_the_window_starts_on_a_bucket_boundary_and_ends_just_before_t() -> None:
+    # Given failed logins at 10:00, 10:04:59 and 11:00 (buckets of 5 minutes, window 1 hour)
+    events = [
+        (T0 + 10 * HOUR, login("a", "acct")),
+        (T0 + 10 * HOUR + 5 * MINUTE - 1, login("b", "acct")),
+        (T0 + 11 * HOUR, login("c", "acct")),
+    ]
+    state = fold({}, events, now=T0 + 11 * HOUR).state
+    # When read at 11:03: the window starts at floor(10:03) = 10:00, so both early logins count,
+    # and the one at 11:00 counts too (before t)
+    assert evaluate(state, T0 + 11 * HOUR + 3 * MINUTE)[BURST.name] == 3
+    # At 11:05 the window starts at 10:05: the first two logins have left it
+    assert evaluate(state, T0 + 11 * HOUR + 5 * MINUTE)[BURST.name] == 1
+    # At exactly 11:00 the login at 11:00 does not count (strictly before t)
+    assert evaluate(state, T0 + 11 * HOUR)[BURST.name] == 2
+
+
+def test_only_matching_events_count_and_sums_are_exact_cents() -> None:
+    # Given one account's successful login and two small payments (states are per account)
+    events = [
+        (T0, login("ok", "acct", outcome="success")),
+        (T0 + 1, payment("p1", "acct", amount=0.1)),
+        (T0 + 2, payment("p2", "acct", amount=0.2, country="DE")),
+    ]
+    result = fold({}, events, now=T0 + 2)
+    values = evaluate(result.state, T0 + HOUR)
+    # Then a successful login is read by no aggregate, and the payments count as declared
+    assert result.ignored == ["ok"] and result.applied == ["p1", "p2"]
+    assert values["num_failed_logins_last_24_hours"] == 0
+    assert values["txn_count_last_1h"] == 2
+    assert values["amount_usd_last_24h"] == 0.3  # 10 + 20 cents, exactly, not 0.30000000000000004
+    assert values["distinct_countries_last_7d"] == 2
+
+
+def test_fold_drops_events_older_than_the_longest_window_and_expires_buckets() -> None:
+    now = T0 + 30 * agg.DAY
+    result = fold({}, [(now - agg.LONGEST_WINDOW - 1, login("old", "acct"))], now=now)
+    assert result.too_old == ["old"] and result.state == {}
+    # A bucket is kept LATENESS after it leaves its window, then dropped at the next fold
+    state = fold({}, [(T0, login("x", "acct"))], now=T0).state
+    assert BURST.name in state
+    later = fold(state, [], now=T0 + BURST.window + agg.LATENESS + BURST.bucket).state
+    assert BURST.name not in later
+    assert "num_failed_logins_last_24_hours" in later  # its 24-hour window still holds it
+
+
+def test_declarations_are_checked() -> None:
+    with pytest.raises(ValueError, match="number of buckets"):
+        Aggregate("x", "", "login", "count", window=HOUR + 1, bucket=HOUR)
+    with pytest.raises(ValueError, match="needs `of`"):
+        Aggregate("x", "", "payment", "sum", window=HOUR, bucket=HOUR)
+    with pytest.raises(ValueError, match="unknown value"):
+        Aggregate("x", "", "payment", "sum", window=HOUR, bucket=HOUR, of="nope")
+
+
+def test_the_fingerprint_changes_with_any_declaration() -> None:
+    changed = (
+        *AGGREGATES[:-1],
+        Aggregate(**{**AGGREGATES[-1].__dict__, "window": AGGREGATES[-1].window * 2}),
+    )
+    assert agg.fingerprint(changed) != agg.fingerprint()
+    assert agg.fingerprint() == agg.fingerprint(AGGREGATES)
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> list[tuple[int, dict[str, Any]]]:
+    """A few accounts' logins and payments over two days, with clustered times."""
+    count = draw(st.integers(1, 60))
+    events = []
+    for i in range(count):
+        # Clustered on whole minutes (bucket edges), never two events at the same microsecond
+        time = T0 + draw(st.integers(0, 2 * agg.DAY // MINUTE)) * MINUTE + i
+        account = draw(st.sampled_from(["a", "b", "c"]))
+        if draw(st.booleans()):
+            outcome = draw(st.sampled_from(["failure", "success"]))
+            events.append((time, login(f"e{i}", account, outcome)))
+        else:
+            amount = draw(st.sampled_from([0.01, 0.1, 9.99, 120.5, 3000.0]))
+            country = draw(st.sampled_from(["US", "DE", "BR"]))
+            events.append((time, payment(f"e{i}", account, amount, country)))
+    # Arrival order is time order: nothing at or after t has been delivered when t is scored
+    return sorted(events, key=lambda pair: pair[0])
+
+
+@settings(max_examples=150, deadline=None)
+@given(histories())
+def test_online_fold_and_offline_point_in_time_both_equal_the_definition(
+    events: list[tuple[int, dict[str, Any]]],
+) -> None:
+    # Given a history, each payment scored when it arrives (online: read, then fold it in)
+    states: dict[str, agg.EntityState] = {}
+    online: list[dict[str, float]] = []
+    queries = []
+    for time, event in events:
+        account = event["account_id"]
+        if event["type"] == "payment":
+            online.append(evaluate(states.get(account, {}), time))
+            queries.append((account, time))
+        states[account] = fold(states.get(account, {}), [(time, event)], now=time).state
+    # And the same payments computed offline, all at once
+    offline = compute(
+        [e for _, e in events],
+        np.array([t for t, _ in events], dtype=np.int64),
+        [a for a, _ in queries],
+        np.array([t for _, t in queries], dtype=np.int64),
+    )
+    # Then both give the definition's value for every payment and aggregate, exactly
+    for index, (account, time) in enumerate(queries):
+        for aggregate in AGGREGATES:
+            expected = by_definition(events, account, time, aggregate)
+            assert online[index][aggregate.name] == expected, (aggregate.name, index)
+            assert offline[aggregate.name][index] == expected, (aggregate.name, index)
