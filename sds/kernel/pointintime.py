@@ -70,21 +70,31 @@ def compute(
     query_times = np.asarray(query_times, dtype=np.int64)
     if len(times) != len(events) or len(query_times) != len(query_entities):
         raise ValueError("each event needs a time, and each query an entity and a time")
+    columns: dict[str, np.ndarray] = {}
+
+    def column(name: str) -> np.ndarray:
+        if name not in columns:
+            columns[name] = np.array([str(e.get(name)) for e in events], dtype=object)
+        return columns[name]
+
+    keys = {a.entity for a in aggregates}
+    codes = {key: _codes([str(e.get(key)) for e in events], query_entities) for key in keys}
     results: dict[str, np.ndarray] = {}
     for aggregate in aggregates:
-        selected = [i for i, event in enumerate(events) if aggregate.matches(event)]
-        entity, query_entity = _codes(
-            [str(events[i][aggregate.entity]) for i in selected], query_entities
-        )
-        time = times[selected]
-        starts = np.fromiter(
-            (aggregate.window_start(int(t)) for t in query_times), np.int64, len(query_times)
-        )
+        mask = column("type") == aggregate.source
+        for key, value in aggregate.where:
+            mask &= column(key) == value
+        selected = np.flatnonzero(mask).tolist()
+        all_entities, query_entity = codes[aggregate.entity]
+        entity, time = all_entities[selected], times[selected]
+        reach = query_times - aggregate.window
+        starts = reach - reach % aggregate.bucket  # Aggregate.window_start, for every query
         if aggregate.function == "count_distinct":
-            values = [str(VALUES[str(aggregate.of)](events[i])) for i in selected]
+            of = VALUES[str(aggregate.of)]
+            values = np.array([str(of(events[i])) for i in selected])
             total = np.zeros(len(query_times), np.int64)
-            for value in sorted(set(values)):
-                has = np.fromiter((v == value for v in values), bool, len(values))
+            for value in sorted(set(values.tolist())):
+                has = values == value
                 ones = np.ones(int(has.sum()), np.int64)
                 inside = _window(entity[has], time[has], ones, query_entity, query_times, starts)
                 total += inside > 0
@@ -93,11 +103,8 @@ def compute(
         if aggregate.function == "count":
             weight = np.ones(len(selected), np.int64)
         else:
-            weight = np.fromiter(
-                (int(VALUES[str(aggregate.of)](events[i])) for i in selected),
-                np.int64,
-                len(selected),
-            )
+            of = VALUES[str(aggregate.of)]
+            weight = np.fromiter((int(of(events[i])) for i in selected), np.int64, len(selected))
         inside = _window(entity, time, weight, query_entity, query_times, starts)
         results[aggregate.name] = inside / aggregate.scale
     return results

@@ -1,0 +1,202 @@
+"""Synthetic account activity: logins and card payments over 90 days, with fraud in the events.
+
+`generate_activity(payments, seed)` is deterministic (the same seed gives byte-identical files).
+Accounts log in and pay in sessions; now and then a login fails (a typo) or a customer pays
+abroad, at night or from a new device. Fraud arrives in episodes the account's history gives
+away only through its aggregates:
+
+- account takeover (most fraud): a burst of failed logins within minutes, a successful login,
+  then a run of payments, often from a new device and abroad, in risky categories;
+- a stolen card used directly: a quick run of payments abroad without any login.
+
+Each payment is labelled (`is_fraud`); no aggregate is written into the data. A model learns
+the bursts only through the features the system computes from the logins and payments before
+each payment (`sds.kernel.aggregates`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from sds.kernel.aggregates import MINUTE, SECOND
+from sds.kernel.features import CURRENCIES, MERCHANT_CATEGORIES, USD_PER_UNIT
+
+LABEL = "is_fraud"
+START = 1_767_225_600 * SECOND  # 2026-01-01T00:00:00Z
+SPAN = 90 * 24 * 60 * MINUTE
+
+_COUNTRIES = ("US", "GB", "DE", "FR", "ES", "IT", "NL", "CA", "MX", "BR", "IN", "JP", "AU", "SG")
+_COUNTRY_WEIGHTS = np.array([30, 10, 8, 7, 5, 5, 4, 6, 4, 5, 6, 4, 3, 3], dtype=float)
+_COUNTRY_CURRENCY = {
+    "US": "USD", "GB": "GBP", "DE": "EUR", "FR": "EUR", "ES": "EUR", "IT": "EUR", "NL": "EUR",
+    "CA": "CAD", "MX": "MXN", "BR": "BRL", "IN": "INR", "JP": "JPY", "AU": "AUD", "SG": "SGD",
+}  # fmt: skip
+_CATEGORY_WEIGHTS = np.array([0.22, 0.18, 0.10, 0.06, 0.07, 0.17, 0.07, 0.02, 0.05, 0.06])
+_FRAUD_CATEGORY_WEIGHTS = np.array([0.03, 0.03, 0.02, 0.10, 0.30, 0.17, 0.22, 0.08, 0.02, 0.03])
+_CATEGORY_MEDIAN_USD = np.array([45, 30, 50, 420, 300, 70, 15, 60, 25, 40], dtype=float)
+# Quiet nights, busy evenings (UTC hour of the session).
+_HOUR_WEIGHTS = np.array(
+    [1, 0.6, 0.4, 0.3, 0.3, 0.5, 1.5, 3, 4, 5, 5, 6, 7, 6, 6, 6, 6, 7, 8, 8, 7, 5, 3, 2], float
+)
+
+FRAUD_SHARE = 0.03  # of payments, roughly
+PAYMENTS_PER_ACCOUNT = 25
+
+
+def _choice(rng: np.random.Generator, weights: np.ndarray, size: int) -> np.ndarray:
+    return rng.choice(len(weights), size=size, p=weights / weights.sum())
+
+
+def _session_times(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Session start times: a day, then an hour by the daily shape, then a second."""
+    day = rng.integers(0, 90, size=size)
+    hour = _choice(rng, _HOUR_WEIGHTS, size)
+    second = rng.integers(0, 3600, size=size)
+    jitter = rng.integers(0, SECOND, size=size)
+    return np.asarray(START + (day * 86400 + hour * 3600 + second) * SECOND + jitter)
+
+
+def generate_activity(payments: int, *, seed: int = 7) -> list[dict[str, Any]]:
+    """About `payments` labelled payments and the logins around them, in time order."""
+    if payments < 1:
+        raise ValueError("payments must be >= 1")
+    rng = np.random.default_rng(seed)
+    accounts = max(1, payments // PAYMENTS_PER_ACCOUNT)
+    home = _choice(rng, _COUNTRY_WEIGHTS, accounts)
+    age_at_start = np.minimum(rng.gamma(1.2, 500, size=accounts).astype(np.int64), 20_000)
+    spend = rng.lognormal(0.0, 0.5, size=accounts)  # how much an account spends, relatively
+    activity = rng.gamma(2.0, 1.0, size=accounts)
+    busy = activity / activity.sum()
+    logins: list[tuple[int, int, bool]] = []  # (time, account, succeeded)
+
+    # Legitimate sessions: an optional login (now and then after a typo), then 1-3 payments.
+    fraud_budget = round(payments * FRAUD_SHARE)
+    legit = max(payments - fraud_budget, 1)
+    sizes = rng.integers(1, 4, size=legit)  # more than enough sessions; cut at `legit` payments
+    sizes = sizes[: int(np.searchsorted(np.cumsum(sizes), legit)) + 1]
+    sizes[-1] -= int(sizes.sum()) - legit
+    sessions = len(sizes)
+    who = rng.choice(accounts, size=sessions, p=busy)
+    starts = _session_times(rng, sessions)
+    logs_in = rng.random(sessions) < 0.8
+    typos = np.where(logs_in, rng.poisson(0.12, size=sessions), 0)
+    for s in np.flatnonzero(logs_in):
+        for k in range(int(typos[s])):
+            logins.append((int(starts[s]) - (3 - k) * 20 * SECOND, int(who[s]), False))
+        logins.append((int(starts[s]) - 10 * SECOND, int(who[s]), True))
+    session = np.repeat(np.arange(sessions), sizes)
+    position = np.arange(legit) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    pay_time = [starts[session] + position * rng.integers(30, 900, size=legit) * SECOND]
+    pay_account = [who[session]]
+    pay_fraud = [np.zeros(legit, bool)]
+    pay_category = [_choice(rng, _CATEGORY_WEIGHTS, legit)]
+    pay_abroad = [rng.random(legit) < 0.06]
+    pay_device = [rng.random(legit) < 0.06]
+
+    # Fraud episodes until the budget is spent.
+    while fraud_budget > 0:
+        account = int(rng.choice(accounts, p=busy))
+        time = int(_session_times(rng, 1)[0])
+        takeover = rng.random() < 0.7
+        run = min(fraud_budget, int(rng.integers(1, 6 if takeover else 4)))
+        if takeover:
+            guesses = int(rng.integers(2, 12))
+            gaps = rng.integers(5, 60, size=guesses)
+            for k in range(guesses):
+                logins.append((time - MINUTE - int(gaps[k:].sum()) * SECOND, account, False))
+            logins.append((time - 20 * SECOND, account, True))
+        pay_time.append(time + np.arange(run) * rng.integers(20, 300, size=run) * SECOND)
+        pay_account.append(np.full(run, account))
+        pay_fraud.append(np.ones(run, bool))
+        pay_category.append(_choice(rng, _FRAUD_CATEGORY_WEIGHTS, run))
+        pay_abroad.append(rng.random(run) < (0.5 if takeover else 0.8))
+        pay_device.append(rng.random(run) < (0.6 if takeover else 0.3))
+        fraud_budget -= run
+
+    return _events(
+        rng,
+        seed,
+        logins,
+        np.concatenate(pay_time),
+        np.concatenate(pay_account),
+        np.concatenate(pay_fraud),
+        np.concatenate(pay_category),
+        np.concatenate(pay_abroad),
+        np.concatenate(pay_device),
+        home=home,
+        age_at_start=age_at_start,
+        spend=spend,
+    )
+
+
+def _events(
+    rng: np.random.Generator,
+    seed: int,
+    logins: list[tuple[int, int, bool]],
+    time: np.ndarray,
+    account: np.ndarray,
+    fraud: np.ndarray,
+    category: np.ndarray,
+    abroad: np.ndarray,
+    device: np.ndarray,
+    *,
+    home: np.ndarray,
+    age_at_start: np.ndarray,
+    spend: np.ndarray,
+) -> list[dict[str, Any]]:
+    """The payments' fields, drawn for all at once, and every event as a record, in time order."""
+    n = len(time)
+    order = np.argsort(time, kind="stable")
+    time, account, fraud, category = time[order], account[order], fraud[order], category[order]
+    abroad, device = abroad[order], device[order]
+    card_country = home[account]
+    country = np.where(abroad, _choice(rng, _COUNTRY_WEIGHTS, n), card_country)
+    local_currency = np.array([_COUNTRY_CURRENCY[c] for c in _COUNTRIES])[country]
+    currency = np.where(rng.random(n) < 0.9, local_currency, np.array(CURRENCIES[:4])[account % 4])
+    usd = _CATEGORY_MEDIAN_USD[category] * spend[account] * rng.lognormal(0.0, 0.8, size=n)
+    usd = np.where(fraud, usd * rng.lognormal(0.6, 0.5, size=n), usd)  # fraud drains more
+    rate = np.array([USD_PER_UNIT[c] for c in currency.tolist()])
+    amount = np.round(usd / rate, 2)
+    age = np.minimum(age_at_start[account] + (time - START) // (86400 * SECOND), 36_500)
+    hour = (time // (3600 * SECOND)) % 24
+    stamps = _iso(time)
+
+    login_time = np.array([t for t, _, _ in logins], dtype=np.int64)
+    login_stamps = _iso(login_time)
+    records: list[tuple[int, int, dict[str, Any]]] = []
+    for i, (when, who, ok) in enumerate(logins):
+        envelope = _envelope("login", seed, i + 1, who, str(login_stamps[i]))
+        records.append((when, 1, {**envelope, "outcome": "success" if ok else "failure"}))
+    for i in range(n):
+        envelope = _envelope("payment", seed, i + 1, int(account[i]), str(stamps[i]))
+        fields = {
+            "amount": float(amount[i]),
+            "currency": str(currency[i]),
+            "merchant_category": MERCHANT_CATEGORIES[int(category[i])],
+            "country": _COUNTRIES[int(country[i])],
+            "card_country": _COUNTRIES[int(card_country[i])],
+            "hour_of_day": int(hour[i]),
+            "account_age_days": int(age[i]),
+            "is_new_device": bool(device[i]),
+            LABEL: bool(fraud[i]),
+        }
+        records.append((int(time[i]), 0, {**envelope, **fields}))
+    records.sort(key=lambda record: (record[0], record[1]))
+    return [record for _, _, record in records]
+
+
+def _envelope(kind: str, seed: int, number: int, account: int, stamp: str) -> dict[str, Any]:
+    return {
+        "type": kind,
+        "event_id": f"{kind[0]}-{seed}-{number:08d}",
+        "account_id": f"acct-{seed}-{account:06d}",
+        "occurred_at": stamp,
+    }
+
+
+def _iso(micros: np.ndarray) -> np.ndarray:
+    """ISO 8601 UTC with microseconds and 'Z', for many times at once."""
+    text = np.datetime_as_string(np.asarray(micros, dtype="datetime64[us]"), unit="us")
+    return np.char.add(text, "Z")
