@@ -77,7 +77,7 @@ def build(
     bundles: dict[str, Path] = {}
     stages = []
     for name, environment in project.environments.items():
-        architecture = environment.infra.architecture
+        architecture = environment.infra.lambda_.architecture
         if architecture not in bundles:
             bundles[architecture] = build_bundle(
                 lambda_bundle_spec(root=root, architecture=architecture, python=python)

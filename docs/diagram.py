@@ -118,7 +118,7 @@ def draw(out: Path, *, cdk_json: Path = ROOT / "cdk.json") -> Path:
         for name in order:
             env = environments[name]
             infra = env.infra
-            strategy = STRATEGY_LABELS.get(infra.deployment_strategy, infra.deployment_strategy)
+            strategy = STRATEGY_LABELS.get(infra.deployment.strategy, infra.deployment.strategy)
             source = (
                 f"promoted from {env.promote_from}"
                 if env.promote_from
@@ -126,14 +126,14 @@ def draw(out: Path, *, cdk_json: Path = ROOT / "cdk.json") -> Path:
             )
             with Cluster(f"{name}  ({source})"):
                 with Cluster(f"{name}/Inference"):
-                    api = APIGateway(f"REST API ({infra.api_auth.replace('_', ' ').upper()})")
+                    api = APIGateway(f"REST API ({infra.api.auth.replace('_', ' ').upper()})")
                     deploy = Codedeploy(f"CodeDeploy\n{strategy}")
                     function = Lambda("Lambda alias live\n-> version N (code + model)")
                     alarms = CloudwatchAlarm("alarms\nerrors, p99, 5xx")
                 with Cluster(f"{name}/Training"):
                     training = Fargate("training task\n(Fargate, no NAT)")
-                    if infra.training_schedule:
-                        schedule = CloudwatchEventTimeBased(f"schedule\n{infra.training_schedule}")
+                    if infra.training.schedule:
+                        schedule = CloudwatchEventTimeBased(f"schedule\n{infra.training.schedule}")
                         schedule >> Edge(color=TRAINING) >> training
                 with Cluster(f"{name}/Registry"):
                     registry = S3(f"registry (S3)\nalias {name}")

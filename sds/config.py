@@ -3,13 +3,20 @@
 The CDK app (through `app.py`) and the CLI both read environments through `load_project`, so a gate
 or a setting means the same thing at deploy time and at promotion time. Unknown keys are errors:
 a typo in cdk.json must not silently fall back to a default.
+
+An environment's infrastructure settings (`environments.<env>.infra`) are a few stack-wide keys
+and one group per part of the system (`lambda`, `api`, `deployment`, `alarms`, `training`,
+`network`, `registry`); each construct receives only its group. Each group checks its own keys
+and names the one that is wrong. A new key is one field (and its check) in its group; a new group
+is one dataclass and one field of `Infra`.
 """
 
 from __future__ import annotations
 
 import json
+import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -23,52 +30,73 @@ class ConfigError(ValueError):
 T = TypeVar("T")
 
 
+class _Invalid(ValueError):
+    """A setting breaks its group's rule; the loader prefixes the group's path in cdk.json."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key} {problem}")
+        self.key = key
+        self.problem = problem
+
+
+def _require(condition: bool, key: str, problem: str) -> None:
+    if not condition:
+        raise _Invalid(key, problem)
+
+
+def _key(f: Any) -> str:
+    """A field's key in cdk.json: its name, unless that is a Python keyword (`lambda_`)."""
+    return str(f.metadata.get("key", f.name))
+
+
 def _build(cls: type[T], where: str, raw: Any) -> T:
-    """Build a flat frozen dataclass from a mapping, rejecting unknown keys and wrong types."""
+    """Build a frozen settings dataclass (and its groups) from a mapping, naming any bad key."""
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: expected an object, got {type(raw).__name__}")
-    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    known = {_key(f): f for f in fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(raw) - set(known))
     if unknown:
         raise ConfigError(
             f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}"
         )
-    kwargs: dict[str, Any] = {}
-    for name, value in raw.items():
-        expected = known[name].type
-        _check_type(f"{where}.{name}", value, str(expected))
-        kwargs[name] = value
+    hints = typing.get_type_hints(cls)
+    kwargs = {
+        known[key].name: _value(f"{where}.{key}", value, hints[known[key].name])
+        for key, value in raw.items()
+    }
     try:
         return cls(**kwargs)
+    except _Invalid as exc:
+        raise ConfigError(f"{where}.{exc.key}: {exc.problem}") from None
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {exc}") from exc
 
 
-def _check_type(where: str, value: Any, annotation: str) -> None:
-    optional = "None" in annotation
+_SCALARS: dict[type, tuple[type, ...]] = {
+    int: (int,),
+    float: (int, float),
+    str: (str,),
+    bool: (bool,),
+}
+
+
+def _value(where: str, value: Any, hint: Any) -> Any:
+    """Check one value against its field's type (a group is built recursively)."""
+    if isinstance(hint, type) and is_dataclass(hint):
+        return _build(hint, where, value)
+    members = typing.get_args(hint) or (hint,)
+    base = next(m for m in members if m is not type(None))
     if value is None:
-        if not optional:
+        if type(None) not in members:
             raise ConfigError(f"{where}: must not be null")
-        return
-    base = annotation.replace("| None", "").replace("None |", "").strip()
-    checks: dict[str, tuple[type, ...]] = {
-        "int": (int,),
-        "float": (int, float),
-        "str": (str,),
-        "bool": (bool,),
-    }
-    if base in checks:
-        allowed = checks[base]
-        if isinstance(value, bool) and base != "bool":
-            raise ConfigError(f"{where}: expected {base}, got a boolean")
-        if not isinstance(value, allowed):
-            raise ConfigError(f"{where}: expected {base}, got {type(value).__name__}")
-    elif base.startswith("tuple[str") and not (
-        isinstance(value, list) and all(isinstance(v, str) for v in value)
-    ):
-        raise ConfigError(f"{where}: expected a list of strings")
+        return None
+    if isinstance(value, bool) and base is not bool:
+        raise ConfigError(f"{where}: expected {base.__name__}, got a boolean")
+    if not isinstance(value, _SCALARS[base]):
+        raise ConfigError(f"{where}: expected {base.__name__}, got {type(value).__name__}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -90,47 +118,68 @@ class Serving:
     max_body_bytes: int = 262_144
 
     def __post_init__(self) -> None:
-        if self.max_events < 1:
-            raise ValueError("max_events must be >= 1")
-        if self.max_body_bytes < 1024:
-            raise ValueError("max_body_bytes must be >= 1024")
+        _require(self.max_events >= 1, "max_events", "must be >= 1")
+        _require(self.max_body_bytes >= 1024, "max_body_bytes", "must be >= 1024")
 
 
 @dataclass(frozen=True)
-class Infra:
-    """Infrastructure settings for one environment's stacks (read by the CDK app only)."""
+class LambdaSettings:
+    """`infra.lambda`: the inference function."""
 
-    account: str | None = None
-    region: str = "us-east-1"
     memory_mb: int = 1024
     architecture: str = "x86_64"
+    timeout_seconds: int = 10
     reserved_concurrency: int | None = None
     snapstart: bool = False
+    # Published versions to keep for rollback (validated now; pruning old versions comes later).
+    versions_to_keep: int = 10
+
+    ARCHITECTURES: ClassVar[tuple[str, ...]] = ("x86_64", "arm64")
+
+    def __post_init__(self) -> None:
+        _require(self.architecture in self.ARCHITECTURES, "architecture", "must be x86_64 or arm64")
+        _require(128 <= self.memory_mb <= 10240, "memory_mb", "must be between 128 and 10240")
+        _require(
+            1 <= self.timeout_seconds <= 29,
+            "timeout_seconds",
+            "must be between 1 and 29 (API Gateway waits at most 29 s)",
+        )
+        _require(
+            self.reserved_concurrency is None or self.reserved_concurrency >= 1,
+            "reserved_concurrency",
+            "must be >= 1 (or null for unreserved)",
+        )
+        _require(
+            self.versions_to_keep >= 2,
+            "versions_to_keep",
+            "must be >= 2 (rollback needs a previous version)",
+        )
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """`infra.api`: the REST API in front of the function."""
+
     throttle_rate_limit: float = 50.0
     throttle_burst_limit: int = 100
-    api_auth: str = "iam"
-    deployment_strategy: str = "all_at_once"
-    alarm_error_rate_percent: float = 5.0
-    alarm_p99_duration_ms: int = 1000
-    alarm_throttles: int = 5
-    alarm_api_5xx: int = 5
-    alarm_topic_email: str | None = None
-    log_retention_days: int = 30
-    retain_data: bool = True
-    isolated_network: bool = True
-    training_schedule: str | None = None
-    training_cpu: int = 2048
-    training_memory_mb: int = 8192
-    training_data_prefix: str = "training-data/"
-    lambda_versions_to_keep: int = 10
-    timeout_seconds: int = 10
-    network_azs: int = 2
-    dashboard: bool = True
-    registry_noncurrent_version_days: int = 90
-    access_log_expiration_days: int = 365
+    auth: str = "iam"
+
+    AUTH_MODES: ClassVar[tuple[str, ...]] = ("iam", "api_key")
+
+    def __post_init__(self) -> None:
+        _require(self.auth in self.AUTH_MODES, "auth", "must be iam or api_key")
+        _require(self.throttle_rate_limit > 0, "throttle_rate_limit", "must be > 0")
+        _require(self.throttle_burst_limit >= 1, "throttle_burst_limit", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class DeploymentSettings:
+    """`infra.deployment`: how CodeDeploy shifts alias `live` to a new version."""
+
+    strategy: str = "all_at_once"
 
     # Names the CDK app maps to CodeDeploy's predefined Lambda deployment configurations.
-    DEPLOYMENT_STRATEGIES: ClassVar[tuple[str, ...]] = (
+    STRATEGIES: ClassVar[tuple[str, ...]] = (
         "all_at_once",
         "canary_10_percent_5_minutes",
         "canary_10_percent_10_minutes",
@@ -141,6 +190,110 @@ class Infra:
         "linear_10_percent_every_3_minutes",
         "linear_10_percent_every_10_minutes",
     )
+
+    def __post_init__(self) -> None:
+        _require(
+            self.strategy in self.STRATEGIES,
+            "strategy",
+            f"must be one of {', '.join(self.STRATEGIES)}",
+        )
+
+
+@dataclass(frozen=True)
+class AlarmSettings:
+    """`infra.alarms`: the alarms that roll a deployment back, and who hears about them."""
+
+    error_rate_percent: float = 5.0
+    p99_duration_ms: int = 1000
+    throttles: int = 5
+    api_5xx: int = 5
+    # An e-mail address subscribed to an SNS topic every alarm notifies (none when null).
+    topic_email: str | None = None
+
+    def __post_init__(self) -> None:
+        _require(self.error_rate_percent > 0, "error_rate_percent", "must be positive")
+        _require(self.p99_duration_ms >= 1, "p99_duration_ms", "must be positive")
+        _require(self.throttles >= 1, "throttles", "must be >= 1")
+        _require(self.api_5xx >= 1, "api_5xx", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """`infra.training`: the Fargate training task and its schedule."""
+
+    schedule: str | None = None
+    cpu: int = 2048
+    memory_mb: int = 8192
+    data_prefix: str = "training-data/"
+
+    FARGATE_CPU: ClassVar[tuple[int, ...]] = (256, 512, 1024, 2048, 4096, 8192, 16384)
+
+    def __post_init__(self) -> None:
+        _require(
+            self.schedule is None
+            or (self.schedule.startswith(("cron(", "rate(")) and self.schedule.endswith(")")),
+            "schedule",
+            "must be an EventBridge cron(...) or rate(...) expression",
+        )
+        _require(self.cpu in self.FARGATE_CPU, "cpu", "must be a Fargate CPU size (256 ... 16384)")
+        _require(512 <= self.memory_mb <= 122880, "memory_mb", "must be between 512 and 122880")
+        _require(
+            self.data_prefix.endswith("/") and not self.data_prefix.startswith(("/", "models/")),
+            "data_prefix",
+            "must be a relative prefix ending in '/', outside models/",
+        )
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    """`infra.network`: the training network (isolated subnets with endpoints, or public)."""
+
+    isolated: bool = True
+    azs: int = 2
+
+    def __post_init__(self) -> None:
+        _require(1 <= self.azs <= 3, "azs", "must be between 1 and 3")
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    """`infra.registry`: how long the registry bucket keeps overwritten objects and access logs."""
+
+    noncurrent_version_days: int = 90
+    access_log_expiration_days: int = 365
+
+    def __post_init__(self) -> None:
+        _require(self.noncurrent_version_days >= 1, "noncurrent_version_days", "must be >= 1")
+        _require(self.access_log_expiration_days >= 1, "access_log_expiration_days", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """What every log group of an environment shares: retention, and whether it outlives its
+    stack (derived from the stack-wide `log_retention_days` and `retain_data`)."""
+
+    retention_days: int
+    retain: bool
+
+
+@dataclass(frozen=True)
+class Infra:
+    """`environments.<env>.infra`: stack-wide settings, then one group per part of the system
+    (read by the CDK app; each construct receives its group only)."""
+
+    account: str | None = None
+    region: str = "us-east-1"
+    retain_data: bool = True
+    log_retention_days: int = 30
+    dashboard: bool = True
+    lambda_: LambdaSettings = field(default_factory=LambdaSettings, metadata={"key": "lambda"})
+    api: ApiSettings = field(default_factory=ApiSettings)
+    deployment: DeploymentSettings = field(default_factory=DeploymentSettings)
+    alarms: AlarmSettings = field(default_factory=AlarmSettings)
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+    network: NetworkSettings = field(default_factory=NetworkSettings)
+    registry: RegistrySettings = field(default_factory=RegistrySettings)
+
     # The retention periods CloudWatch Logs accepts.
     LOG_RETENTION_DAYS: ClassVar[tuple[int, ...]] = (
         1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192,
@@ -148,59 +301,57 @@ class Infra:
     )  # fmt: skip
 
     def __post_init__(self) -> None:
-        if self.architecture not in ("x86_64", "arm64"):
-            raise ValueError("architecture must be x86_64 or arm64")
-        if self.api_auth not in ("iam", "api_key"):
-            raise ValueError("api_auth must be iam or api_key")
-        if self.memory_mb < 128 or self.memory_mb > 10240:
-            raise ValueError("memory_mb must be between 128 and 10240")
-        self._check_infra()
+        _require(
+            self.log_retention_days in self.LOG_RETENTION_DAYS,
+            "log_retention_days",
+            f"must be one of {', '.join(map(str, self.LOG_RETENTION_DAYS))}",
+        )
 
-    def _check_infra(self) -> None:
-        if self.deployment_strategy not in self.DEPLOYMENT_STRATEGIES:
-            known = ", ".join(self.DEPLOYMENT_STRATEGIES)
-            raise ValueError(f"deployment_strategy must be one of {known}")
-        if self.log_retention_days not in self.LOG_RETENTION_DAYS:
-            raise ValueError(f"log_retention_days must be one of {self.LOG_RETENTION_DAYS}")
-        if self.reserved_concurrency is not None and self.reserved_concurrency < 1:
-            raise ValueError("reserved_concurrency must be >= 1 (or null for unreserved)")
-        if self.training_schedule is not None and not (
-            self.training_schedule.startswith(("cron(", "rate("))
-            and self.training_schedule.endswith(")")
-        ):
-            raise ValueError(
-                "training_schedule must be an EventBridge cron(...) or rate(...) expression"
-            )
-        if not 1 <= self.timeout_seconds <= 29:
-            raise ValueError(
-                "timeout_seconds must be between 1 and 29 (API Gateway waits at most 29 s)"
-            )
-        if not 1 <= self.network_azs <= 3:
-            raise ValueError("network_azs must be between 1 and 3")
-        if self.throttle_rate_limit <= 0 or self.throttle_burst_limit < 1:
-            raise ValueError("throttle_rate_limit must be > 0 and throttle_burst_limit >= 1")
-        if self.alarm_error_rate_percent <= 0 or self.alarm_p99_duration_ms < 1:
-            raise ValueError("alarm_error_rate_percent and alarm_p99_duration_ms must be positive")
-        if self.alarm_throttles < 1 or self.alarm_api_5xx < 1:
-            raise ValueError("alarm_throttles and alarm_api_5xx must be >= 1")
-        if self.training_cpu not in (256, 512, 1024, 2048, 4096, 8192, 16384):
-            raise ValueError("training_cpu must be a Fargate CPU size (256 ... 16384)")
-        if not 512 <= self.training_memory_mb <= 122880:
-            raise ValueError("training_memory_mb must be between 512 and 122880")
-        if not self.training_data_prefix.endswith("/") or self.training_data_prefix.startswith(
-            ("/", "models/")
-        ):
-            raise ValueError(
-                "training_data_prefix must be a relative prefix ending in '/', outside models/"
-            )
-        if self.lambda_versions_to_keep < 2:
-            raise ValueError(
-                "lambda_versions_to_keep must be >= 2 (rollback needs a previous version)"
-            )
-        if self.registry_noncurrent_version_days < 1 or self.access_log_expiration_days < 1:
-            raise ValueError(
-                "registry_noncurrent_version_days and access_log_expiration_days must be >= 1"
-            )
+    @property
+    def logs(self) -> LogSettings:
+        return LogSettings(retention_days=self.log_retention_days, retain=self.retain_data)
+
+
+# The flat `infra` keys of earlier releases and where each lives now: an upgrade fails naming the
+# new place instead of "unknown key". A test checks that every target is a real setting.
+MOVED_INFRA_KEYS: Mapping[str, str] = {
+    "memory_mb": "lambda.memory_mb",
+    "architecture": "lambda.architecture",
+    "timeout_seconds": "lambda.timeout_seconds",
+    "reserved_concurrency": "lambda.reserved_concurrency",
+    "snapstart": "lambda.snapstart",
+    "lambda_versions_to_keep": "lambda.versions_to_keep",
+    "throttle_rate_limit": "api.throttle_rate_limit",
+    "throttle_burst_limit": "api.throttle_burst_limit",
+    "api_auth": "api.auth",
+    "deployment_strategy": "deployment.strategy",
+    "alarm_error_rate_percent": "alarms.error_rate_percent",
+    "alarm_p99_duration_ms": "alarms.p99_duration_ms",
+    "alarm_throttles": "alarms.throttles",
+    "alarm_api_5xx": "alarms.api_5xx",
+    "alarm_topic_email": "alarms.topic_email",
+    "training_schedule": "training.schedule",
+    "training_cpu": "training.cpu",
+    "training_memory_mb": "training.memory_mb",
+    "training_data_prefix": "training.data_prefix",
+    "isolated_network": "network.isolated",
+    "network_azs": "network.azs",
+    "registry_noncurrent_version_days": "registry.noncurrent_version_days",
+    "access_log_expiration_days": "registry.access_log_expiration_days",
+}
+
+
+def _reject_moved_keys(where: str, raw: Any) -> None:
+    if not isinstance(raw, Mapping):
+        return
+    moved = [key for key in raw if key in MOVED_INFRA_KEYS]
+    if moved:
+        hints = "; ".join(
+            f"{where}.{key} has moved to {where}.{MOVED_INFRA_KEYS[key]}" for key in moved
+        )
+        raise ConfigError(
+            f"{hints} (infra settings are grouped: see Configuration in docs/infrastructure.md)"
+        )
 
 
 @dataclass(frozen=True)
@@ -246,6 +397,7 @@ def parse_environment(name: str, raw: Any) -> EnvironmentConfig:
     promote_from = raw.get("promote_from")
     if promote_from is not None and not isinstance(promote_from, str):
         raise ConfigError(f"{where}.promote_from: expected an environment name")
+    _reject_moved_keys(f"{where}.infra", raw.get("infra"))
     return EnvironmentConfig(
         name=name,
         promote_from=promote_from,

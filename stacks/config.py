@@ -2,7 +2,8 @@
 
 Environment settings come from the one loader in `sds.config` (re-exported here so stacks import
 their configuration from one place); `EnvironmentSpec` adds what `app.py` resolves outside the
-construct tree: the model pin from models.lock.json and the built Lambda code folder.
+construct tree: the model pin from models.lock.json and the built Lambda code folder. Stacks hand
+each construct one settings group (`spec.lambda_`, `spec.api`, ...), never the whole environment.
 """
 
 from __future__ import annotations
@@ -10,17 +11,38 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sds.config import EnvironmentConfig, Infra, ProjectConfig, Serving
+from sds.config import (
+    AlarmSettings,
+    ApiSettings,
+    DeploymentSettings,
+    EnvironmentConfig,
+    Infra,
+    LambdaSettings,
+    LogSettings,
+    NetworkSettings,
+    ProjectConfig,
+    RegistrySettings,
+    Serving,
+    TrainingSettings,
+)
 from sds.kernel.lock import Pin
 
 __all__ = [
+    "AlarmSettings",
+    "ApiSettings",
+    "DeploymentSettings",
     "EnvironmentConfig",
     "EnvironmentSpec",
     "Infra",
+    "LambdaSettings",
+    "LogSettings",
+    "NetworkSettings",
     "Pin",
     "ProjectConfig",
+    "RegistrySettings",
     "Serving",
     "TrainingImage",
+    "TrainingSettings",
 ]
 
 
@@ -48,4 +70,41 @@ class EnvironmentSpec:
 
     @property
     def infra(self) -> Infra:
+        """The stack-wide settings (account, region, retain_data, dashboard) and every group."""
         return self.environment.infra
+
+    @property
+    def serving(self) -> Serving:
+        return self.environment.serving
+
+    @property
+    def lambda_(self) -> LambdaSettings:
+        return self.infra.lambda_
+
+    @property
+    def api(self) -> ApiSettings:
+        return self.infra.api
+
+    @property
+    def deployment(self) -> DeploymentSettings:
+        return self.infra.deployment
+
+    @property
+    def alarms(self) -> AlarmSettings:
+        return self.infra.alarms
+
+    @property
+    def training(self) -> TrainingSettings:
+        return self.infra.training
+
+    @property
+    def network(self) -> NetworkSettings:
+        return self.infra.network
+
+    @property
+    def registry(self) -> RegistrySettings:
+        return self.infra.registry
+
+    @property
+    def logs(self) -> LogSettings:
+        return self.infra.logs

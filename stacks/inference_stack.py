@@ -32,7 +32,6 @@ class InferenceStack(cdk.Stack):
         registry_stack: cdk.Stack,
         **kwargs: Any,
     ) -> None:
-        infra = spec.infra
         super().__init__(
             scope,
             construct_id,
@@ -50,18 +49,21 @@ class InferenceStack(cdk.Stack):
             environment=spec.name,
             pin=spec.pin,
             registry=registry,
-            infra=infra,
-            serving=spec.environment.serving,
+            settings=spec.lambda_,
+            serving=spec.serving,
+            logs=spec.logs,
         )
         api = InferenceApi(
             self,
             "Api",
             environment=spec.name,
             alias=model.alias,
-            infra=infra,
-            serving=spec.environment.serving,
+            settings=spec.api,
+            serving=spec.serving,
+            function_timeout_seconds=spec.lambda_.timeout_seconds,
+            logs=spec.logs,
         )
-        topic = self._alarm_topic(spec)
+        topic = self._alarm_topic(spec.alarms.topic_email)
         deployment = SafeDeployment(
             self,
             "Deployment",
@@ -69,10 +71,11 @@ class InferenceStack(cdk.Stack):
             alias=model.alias,
             api_name=api.api.rest_api_name,
             stage_name=api.stage_name,
-            infra=infra,
+            deployment=spec.deployment,
+            alarms=spec.alarms,
             topic=topic,
         )
-        if infra.dashboard:
+        if spec.infra.dashboard:
             OperationsDashboard(
                 self,
                 "Operations",
@@ -115,8 +118,7 @@ class InferenceStack(cdk.Stack):
             description="Attach to people and pipelines allowed to promote/roll back here",
         )
 
-    def _alarm_topic(self, spec: EnvironmentSpec) -> sns.ITopic | None:
-        email = spec.infra.alarm_topic_email
+    def _alarm_topic(self, email: str | None) -> sns.ITopic | None:
         if email is None:
             return None
         # SSE with the AWS-managed key would stop CloudWatch from publishing (its key policy

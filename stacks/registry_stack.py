@@ -36,8 +36,7 @@ class RegistryStack(cdk.Stack):
             self,
             "Registry",
             retain=infra.retain_data,
-            noncurrent_version_days=infra.registry_noncurrent_version_days,
-            access_log_expiration_days=infra.access_log_expiration_days,
+            settings=spec.registry,
         )
         self.bucket: s3.IBucket = registry.bucket
         publish_registry(self, registry.bucket)

@@ -25,7 +25,6 @@ class TrainingStack(cdk.Stack):
         registry_stack: cdk.Stack,
         **kwargs: Any,
     ) -> None:
-        infra = spec.infra
         super().__init__(
             scope,
             construct_id,
@@ -36,10 +35,8 @@ class TrainingStack(cdk.Stack):
         network = TrainingNetwork(
             self,
             "Network",
-            isolated=infra.isolated_network,
-            max_azs=infra.network_azs,
-            log_retention_days=infra.log_retention_days,
-            retain_logs=infra.retain_data,
+            settings=spec.network,
+            logs=spec.logs,
         )
         job = TrainingJob(
             self,
@@ -51,8 +48,10 @@ class TrainingStack(cdk.Stack):
             vpc=network.vpc,
             subnets=network.subnets,
             security_group=network.security_group,
-            public_ip=not infra.isolated_network,
-            infra=infra,
+            # Without endpoints, the task reaches S3, ECR and CloudWatch Logs over the internet.
+            public_ip=not network.isolated,
+            settings=spec.training,
+            logs=spec.logs,
         )
         self.vpc = network.vpc
         self.task_role = job.task_role

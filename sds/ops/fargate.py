@@ -62,7 +62,7 @@ def start_training_task(
             command += ["--data", data]
     if reason:
         command += ["--reason", reason]
-    isolated = ws.config.env(env).infra.isolated_network
+    isolated = ws.config.env(env).infra.network.isolated
     response = ecs.run_task(
         cluster=cluster,
         taskDefinition=task_definition,

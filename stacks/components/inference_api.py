@@ -7,12 +7,11 @@ import json
 import aws_cdk as cdk
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from stacks.components.nag import acknowledge
-from stacks.components.retention import retention
-from stacks.config import Infra, Serving
+from stacks.components.retention import log_group
+from stacks.config import ApiSettings, LogSettings, Serving
 
 _ACCESS_LOG_FIELDS = {
     "requestId": apigw.AccessLogField.context_request_id(),
@@ -68,25 +67,35 @@ class InferenceApi(Construct):
         *,
         environment: str,
         alias: lambda_.IFunction,
-        infra: Infra,
+        settings: ApiSettings,
         serving: Serving,
+        function_timeout_seconds: int,
+        logs: LogSettings,
     ) -> None:
         super().__init__(scope, construct_id)
-        removal = cdk.RemovalPolicy.RETAIN if infra.retain_data else cdk.RemovalPolicy.DESTROY
-        self.access_logs = logs.LogGroup(
-            self,
-            "AccessLogs",
-            retention=retention(infra.log_retention_days),
-            removal_policy=removal,
-        )
-        use_api_key = infra.api_auth == "api_key"
+        self.access_logs = log_group(self, "AccessLogs", settings=logs)
+        use_api_key = settings.auth == "api_key"
         self.stage_name = environment
+        self.api = self._build_api(environment=environment, settings=settings)
+        # One second above the function's timeout, so the function's own timeout error reaches
+        # the caller instead of API Gateway's.
+        integration = apigw.LambdaIntegration(
+            alias,
+            timeout=cdk.Duration.seconds(function_timeout_seconds + 1),
+        )
+        self._build_routes(integration, serving)
+        self.stage = self.api.deployment_stage
+        if use_api_key:
+            self._build_api_key(environment=environment, settings=settings)
+        self._acknowledge(use_api_key)
+
+    def _build_api(self, *, environment: str, settings: ApiSettings) -> apigw.RestApi:
         method_options = (
             apigw.MethodOptions(api_key_required=True)
-            if use_api_key
+            if settings.auth == "api_key"
             else apigw.MethodOptions(authorization_type=apigw.AuthorizationType.IAM)
         )
-        self.api = apigw.RestApi(
+        return apigw.RestApi(
             self,
             "Api",
             # A label, not a unique physical name; it keys the API's CloudWatch metrics, so it
@@ -100,18 +109,17 @@ class InferenceApi(Construct):
             default_method_options=method_options,
             deploy_options=apigw.StageOptions(
                 stage_name=self.stage_name,
-                throttling_rate_limit=infra.throttle_rate_limit,
-                throttling_burst_limit=infra.throttle_burst_limit,
+                throttling_rate_limit=settings.throttle_rate_limit,
+                throttling_burst_limit=settings.throttle_burst_limit,
                 tracing_enabled=True,
                 metrics_enabled=True,
                 access_log_destination=apigw.LogGroupLogDestination(self.access_logs),
                 access_log_format=apigw.AccessLogFormat.custom(json.dumps(_ACCESS_LOG_FIELDS)),
             ),
         )
-        integration = apigw.LambdaIntegration(
-            alias,
-            timeout=cdk.Duration.seconds(infra.timeout_seconds + 1),
-        )
+
+    def _build_routes(self, integration: apigw.LambdaIntegration, serving: Serving) -> None:
+        """POST /predict with its body validated; every other path to the handler."""
         body_validator = self.api.add_request_validator(
             "BodyValidator", validate_request_body=True, validate_request_parameters=True
         )
@@ -143,22 +151,20 @@ class InferenceApi(Construct):
             status_code="400",
             templates={"application/json": _BAD_BODY_TEMPLATE},
         )
-        self.stage = self.api.deployment_stage
 
-        if use_api_key:
-            key = self.api.add_api_key("ApiKey", description=f"sds {environment}: client key")
-            plan = self.api.add_usage_plan(
-                "UsagePlan",
-                description=f"sds {environment}: API key clients",
-                throttle=apigw.ThrottleSettings(
-                    rate_limit=infra.throttle_rate_limit,
-                    burst_limit=infra.throttle_burst_limit,
-                ),
-            )
-            plan.add_api_stage(stage=self.stage)
-            plan.add_api_key(key)
-
-        self._acknowledge(use_api_key)
+    def _build_api_key(self, *, environment: str, settings: ApiSettings) -> None:
+        """A client key tied to a usage plan throttled like the stage."""
+        key = self.api.add_api_key("ApiKey", description=f"sds {environment}: client key")
+        plan = self.api.add_usage_plan(
+            "UsagePlan",
+            description=f"sds {environment}: API key clients",
+            throttle=apigw.ThrottleSettings(
+                rate_limit=settings.throttle_rate_limit,
+                burst_limit=settings.throttle_burst_limit,
+            ),
+        )
+        plan.add_api_stage(stage=self.stage)
+        plan.add_api_key(key)
 
     def _acknowledge(self, use_api_key: bool) -> None:
         acknowledge(
@@ -185,7 +191,7 @@ class InferenceApi(Construct):
             acknowledge(
                 self.api,
                 "AwsSolutions-APIG4",
-                "api_auth is 'api_key' in this environment's config: callers present an API key "
+                "api.auth is 'api_key' in this environment's config: callers present an API key "
                 "tied to a throttled usage plan instead of IAM credentials.",
             )
 

@@ -7,18 +7,21 @@ from pathlib import Path
 import aws_cdk as cdk
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from sds.kernel.settings import function_environment
 from stacks.components.nag import acknowledge, acknowledge_wildcard_resource
 from stacks.components.registry_paths import RegistryPaths
-from stacks.components.retention import retention
-from stacks.config import Infra, Pin, Serving
+from stacks.components.retention import log_group
+from stacks.config import LambdaSettings, LogSettings, Pin, Serving
 
 HANDLER = "lambdas.inference.handler.lambda_handler"
 ALIAS_NAME = "live"
+_ARCHITECTURES = {
+    "x86_64": lambda_.Architecture.X86_64,
+    "arm64": lambda_.Architecture.ARM_64,
+}
 
 
 class ModelFunction(Construct):
@@ -41,58 +44,19 @@ class ModelFunction(Construct):
         environment: str,
         pin: Pin | None,
         registry: s3.IBucket,
-        infra: Infra,
+        settings: LambdaSettings,
         serving: Serving,
+        logs: LogSettings,
     ) -> None:
         super().__init__(scope, construct_id)
-        removal = cdk.RemovalPolicy.RETAIN if infra.retain_data else cdk.RemovalPolicy.DESTROY
-        self.log_group = logs.LogGroup(
-            self,
-            "Logs",
-            retention=retention(infra.log_retention_days),
-            removal_policy=removal,
+        self.log_group = log_group(self, "Logs", settings=logs)
+        self.role = self._build_role(
+            environment=environment, model_name=model_name, registry=registry
         )
-        self.role = iam.Role(
-            self,
-            "Role",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description=f"sds {environment}: inference function (reads model versions only)",
-        )
-        self.log_group.grant_write(self.role)
-        paths = RegistryPaths(model_name)
-        versions = registry.arn_for_objects(paths.versions)
-        self.role.add_to_policy(
-            iam.PolicyStatement(
-                sid="ReadModelVersions", actions=["s3:GetObject"], resources=[versions]
-            )
-        )
-        acknowledge_wildcard_resource(
-            self.role,
-            versions,
-            "Read-only, and only the immutable version objects of this model; the function "
-            "learns which version to load from its MODEL_VERSION setting at run time.",
-        )
-        architecture = (
-            lambda_.Architecture.ARM_64
-            if infra.architecture == "arm64"
-            else lambda_.Architecture.X86_64
-        )
-        self.function = lambda_.Function(
-            self,
-            "Function",
+        self.function = self._build_function(
+            code_dir=code_dir,
+            settings=settings,
             description=f"sds {environment}: {model_name} inference (ONNX Runtime)",
-            runtime=lambda_.Runtime.PYTHON_3_12,
-            architecture=architecture,
-            handler=HANDLER,
-            code=lambda_.Code.from_asset(str(code_dir)),
-            memory_size=infra.memory_mb,
-            timeout=cdk.Duration.seconds(infra.timeout_seconds),
-            role=self.role,
-            log_group=self.log_group,
-            logging_format=lambda_.LoggingFormat.JSON,
-            tracing=lambda_.Tracing.ACTIVE,
-            reserved_concurrent_executions=infra.reserved_concurrency,
-            snap_start=lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS if infra.snapstart else None,
             environment=function_environment(
                 model_name=model_name,
                 environment=environment,
@@ -101,13 +65,65 @@ class ModelFunction(Construct):
                 max_events=serving.max_events,
                 max_body_bytes=serving.max_body_bytes,
             ),
+        )
+        self.version = self.function.current_version
+        self.alias = lambda_.Alias(self, "Live", alias_name=ALIAS_NAME, version=self.version)
+        self._acknowledge(snapstart=settings.snapstart)
+
+    def _build_role(self, *, environment: str, model_name: str, registry: s3.IBucket) -> iam.Role:
+        """Writes its own logs and reads the immutable version objects of this model, nothing else."""
+        role = iam.Role(
+            self,
+            "Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"sds {environment}: inference function (reads model versions only)",
+        )
+        self.log_group.grant_write(role)
+        versions = registry.arn_for_objects(RegistryPaths(model_name).versions)
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ReadModelVersions", actions=["s3:GetObject"], resources=[versions]
+            )
+        )
+        acknowledge_wildcard_resource(
+            role,
+            versions,
+            "Read-only, and only the immutable version objects of this model; the function "
+            "learns which version to load from its MODEL_VERSION setting at run time.",
+        )
+        return role
+
+    def _build_function(
+        self,
+        *,
+        code_dir: Path,
+        settings: LambdaSettings,
+        description: str,
+        environment: dict[str, str],
+    ) -> lambda_.Function:
+        return lambda_.Function(
+            self,
+            "Function",
+            description=description,
+            runtime=lambda_.Runtime.PYTHON_3_12,
+            architecture=_ARCHITECTURES[settings.architecture],
+            handler=HANDLER,
+            code=lambda_.Code.from_asset(str(code_dir)),
+            memory_size=settings.memory_mb,
+            timeout=cdk.Duration.seconds(settings.timeout_seconds),
+            role=self.role,
+            log_group=self.log_group,
+            logging_format=lambda_.LoggingFormat.JSON,
+            tracing=lambda_.Tracing.ACTIVE,
+            reserved_concurrent_executions=settings.reserved_concurrency,
+            snap_start=lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS if settings.snapstart else None,
+            environment=environment,
             current_version_options=lambda_.VersionOptions(
                 removal_policy=cdk.RemovalPolicy.RETAIN,
             ),
         )
-        self.version = self.function.current_version
-        self.alias = lambda_.Alias(self, "Live", alias_name=ALIAS_NAME, version=self.version)
 
+    def _acknowledge(self, *, snapstart: bool) -> None:
         acknowledge(
             self.role,
             "AwsSolutions-IAM5[Resource::*]",
@@ -131,7 +147,7 @@ class ModelFunction(Construct):
             "Invoked synchronously by API Gateway only; a dead-letter queue applies to "
             "asynchronous invocations, and the caller receives every error directly.",
         )
-        if infra.snapstart:
+        if snapstart:
             cdk.Annotations.of(self.function).acknowledge_warning(
                 "@aws-cdk/aws-lambda:snapStartRequirePublish",
                 "current_version publishes a version on every deploy and alias live uses it.",

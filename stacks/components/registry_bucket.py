@@ -6,12 +6,14 @@ import aws_cdk as cdk
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from stacks.config import RegistrySettings
+
 
 class RegistryBucket(Construct):
     """Versioned, encrypted, TLS-only, private, access-logged storage for model versions.
 
     S3 versioning is a safety net under the registry's own write-once versions: an overwritten
-    or deleted object can be recovered for `noncurrent_version_days`.
+    or deleted object can be recovered for `settings.noncurrent_version_days`.
     """
 
     def __init__(
@@ -20,8 +22,7 @@ class RegistryBucket(Construct):
         construct_id: str,
         *,
         retain: bool,
-        noncurrent_version_days: int,
-        access_log_expiration_days: int,
+        settings: RegistrySettings,
     ) -> None:
         super().__init__(scope, construct_id)
         removal = cdk.RemovalPolicy.RETAIN if retain else cdk.RemovalPolicy.DESTROY
@@ -37,7 +38,7 @@ class RegistryBucket(Construct):
             lifecycle_rules=[
                 s3.LifecycleRule(
                     id="expire-access-logs",
-                    expiration=cdk.Duration.days(access_log_expiration_days),
+                    expiration=cdk.Duration.days(settings.access_log_expiration_days),
                 )
             ],
             removal_policy=removal,
@@ -56,7 +57,9 @@ class RegistryBucket(Construct):
             lifecycle_rules=[
                 s3.LifecycleRule(
                     id="expire-noncurrent-versions",
-                    noncurrent_version_expiration=cdk.Duration.days(noncurrent_version_days),
+                    noncurrent_version_expiration=cdk.Duration.days(
+                        settings.noncurrent_version_days
+                    ),
                     abort_incomplete_multipart_upload_after=cdk.Duration.days(7),
                 )
             ],

@@ -1,10 +1,12 @@
-"""CloudWatch Logs retention from a number of days in config."""
+"""CloudWatch Logs log groups kept for the environment's retention period (config speaks days)."""
 
 from __future__ import annotations
 
+import aws_cdk as cdk
 from aws_cdk import aws_logs as logs
+from constructs import Construct
 
-from stacks.config import Infra
+from stacks.config import Infra, LogSettings
 
 # CDK's enum is named (TWO_WEEKS, ...); config speaks days. Same order as Infra.LOG_RETENTION_DAYS.
 _BY_DAYS = dict(
@@ -21,3 +23,14 @@ def retention(days: int) -> logs.RetentionDays:
         return _BY_DAYS[days]
     except KeyError:
         raise ValueError(f"{days} is not a CloudWatch Logs retention period") from None
+
+
+def log_group(scope: Construct, construct_id: str, *, settings: LogSettings) -> logs.LogGroup:
+    """A log group that keeps events `settings.retention_days` and, where the environment
+    retains its data, outlives its stack."""
+    return logs.LogGroup(
+        scope,
+        construct_id,
+        retention=retention(settings.retention_days),
+        removal_policy=cdk.RemovalPolicy.RETAIN if settings.retain else cdk.RemovalPolicy.DESTROY,
+    )

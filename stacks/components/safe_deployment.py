@@ -11,7 +11,7 @@ from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from stacks.components.nag import acknowledge
-from stacks.config import Infra
+from stacks.config import AlarmSettings, DeploymentSettings
 
 DEPLOYMENT_CONFIGS: dict[str, codedeploy.ILambdaDeploymentConfig] = {
     "all_at_once": codedeploy.LambdaDeploymentConfig.ALL_AT_ONCE,
@@ -66,80 +66,101 @@ class SafeDeployment(Construct):
         alias: lambda_.Alias,
         api_name: str,
         stage_name: str,
-        infra: Infra,
+        deployment: DeploymentSettings,
+        alarms: AlarmSettings,
         topic: sns.ITopic | None,
     ) -> None:
         super().__init__(scope, construct_id)
-        errors = alias.metric_errors(period=_PERIOD, statistic="Sum")
-        invocations = alias.metric_invocations(period=_PERIOD, statistic="Sum")
-        error_rate = cloudwatch.MathExpression(
-            expression="IF(invocations > 0, 100 * errors / invocations, 0)",
-            using_metrics={"errors": errors, "invocations": invocations},
-            period=_PERIOD,
-            label="Error rate (%)",
+        self.alarms = self._build_alarms(
+            environment=environment,
+            alias=alias,
+            api_5xx_count=api_server_errors(api_name=api_name, stage_name=stage_name),
+            settings=alarms,
         )
-        self.error_rate = cloudwatch.Alarm(
-            self,
-            "ErrorRate",
-            alarm_description=f"sds {environment}: live alias error rate above "
-            f"{infra.alarm_error_rate_percent}% (rolls back a deployment)",
-            metric=error_rate,
-            threshold=infra.alarm_error_rate_percent,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            evaluation_periods=3,
-            datapoints_to_alarm=2,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-        )
-        self.throttles = cloudwatch.Alarm(
-            self,
-            "Throttles",
-            alarm_description=f"sds {environment}: live alias throttled "
-            f">= {infra.alarm_throttles} invocations in a minute",
-            metric=alias.metric_throttles(period=_PERIOD, statistic="Sum"),
-            threshold=infra.alarm_throttles,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            evaluation_periods=2,
-            datapoints_to_alarm=2,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-        )
-        self.p99_duration = cloudwatch.Alarm(
-            self,
-            "P99Duration",
-            alarm_description=f"sds {environment}: live alias p99 duration above "
-            f"{infra.alarm_p99_duration_ms} ms",
-            metric=alias.metric_duration(period=_PERIOD, statistic="p99"),
-            threshold=infra.alarm_p99_duration_ms,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            evaluation_periods=3,
-            datapoints_to_alarm=2,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-        )
-        self.api_5xx = cloudwatch.Alarm(
-            self,
-            "Api5xx",
-            alarm_description=f"sds {environment}: API answered >= {infra.alarm_api_5xx} 5xx "
-            "in a minute",
-            metric=api_server_errors(api_name=api_name, stage_name=stage_name),
-            threshold=infra.alarm_api_5xx,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            evaluation_periods=2,
-            datapoints_to_alarm=1,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-        )
-        self.alarms = [self.error_rate, self.throttles, self.p99_duration, self.api_5xx]
         if topic is not None:
             action = cw_actions.SnsAction(topic)
             for alarm in self.alarms:
                 alarm.add_alarm_action(action)
                 alarm.add_ok_action(action)
-
         self.application = codedeploy.LambdaApplication(self, "Application", application_name=None)
-        self.group = codedeploy.LambdaDeploymentGroup(
+        self.group = self._build_deployment_group(alias=alias, settings=deployment)
+
+    def _build_alarms(
+        self,
+        *,
+        environment: str,
+        alias: lambda_.Alias,
+        api_5xx_count: cloudwatch.Metric,
+        settings: AlarmSettings,
+    ) -> list[cloudwatch.Alarm]:
+        """Error rate, throttles and p99 duration of alias `live`, and the API stage's 5xx."""
+        errors = alias.metric_errors(period=_PERIOD, statistic="Sum")
+        invocations = alias.metric_invocations(period=_PERIOD, statistic="Sum")
+        error_rate_percent = cloudwatch.MathExpression(
+            expression="IF(invocations > 0, 100 * errors / invocations, 0)",
+            using_metrics={"errors": errors, "invocations": invocations},
+            period=_PERIOD,
+            label="Error rate (%)",
+        )
+        error_rate = cloudwatch.Alarm(
+            self,
+            "ErrorRate",
+            alarm_description=f"sds {environment}: live alias error rate above "
+            f"{settings.error_rate_percent}% (rolls back a deployment)",
+            metric=error_rate_percent,
+            threshold=settings.error_rate_percent,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=3,
+            datapoints_to_alarm=2,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        throttles = cloudwatch.Alarm(
+            self,
+            "Throttles",
+            alarm_description=f"sds {environment}: live alias throttled "
+            f">= {settings.throttles} invocations in a minute",
+            metric=alias.metric_throttles(period=_PERIOD, statistic="Sum"),
+            threshold=settings.throttles,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            evaluation_periods=2,
+            datapoints_to_alarm=2,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        p99_duration = cloudwatch.Alarm(
+            self,
+            "P99Duration",
+            alarm_description=f"sds {environment}: live alias p99 duration above "
+            f"{settings.p99_duration_ms} ms",
+            metric=alias.metric_duration(period=_PERIOD, statistic="p99"),
+            threshold=settings.p99_duration_ms,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=3,
+            datapoints_to_alarm=2,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        api_5xx = cloudwatch.Alarm(
+            self,
+            "Api5xx",
+            alarm_description=f"sds {environment}: API answered >= {settings.api_5xx} 5xx "
+            "in a minute",
+            metric=api_5xx_count,
+            threshold=settings.api_5xx,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            evaluation_periods=2,
+            datapoints_to_alarm=1,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        return [error_rate, throttles, p99_duration, api_5xx]
+
+    def _build_deployment_group(
+        self, *, alias: lambda_.Alias, settings: DeploymentSettings
+    ) -> codedeploy.LambdaDeploymentGroup:
+        group = codedeploy.LambdaDeploymentGroup(
             self,
             "DeploymentGroup",
             application=self.application,
             alias=alias,
-            deployment_config=DEPLOYMENT_CONFIGS[infra.deployment_strategy],
+            deployment_config=DEPLOYMENT_CONFIGS[settings.strategy],
             alarms=list(self.alarms),
             auto_rollback=codedeploy.AutoRollbackConfig(
                 failed_deployment=True,
@@ -148,9 +169,10 @@ class SafeDeployment(Construct):
             ),
         )
         acknowledge(
-            self.group,
+            group,
             "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
             "AWSCodeDeployRoleForLambdaLimited]",
             "AWS's purpose-built CodeDeploy service-role policy for Lambda: it can only shift "
             "aliases of functions and read the alarms CodeDeploy watches.",
         )
+        return group

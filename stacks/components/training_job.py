@@ -9,14 +9,13 @@ from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from stacks.components.nag import acknowledge, acknowledge_wildcard_resource
 from stacks.components.registry_paths import RegistryPaths
-from stacks.components.retention import retention
-from stacks.config import Infra, TrainingImage
+from stacks.components.retention import log_group
+from stacks.config import LogSettings, TrainingImage, TrainingSettings
 
 
 def training_command(*, bucket_name: str, model_name: str, data_prefix: str) -> list[str]:
@@ -48,7 +47,8 @@ class TrainingJob(Construct):
         subnets: ec2.SubnetSelection,
         security_group: ec2.ISecurityGroup,
         public_ip: bool,
-        infra: Infra,
+        settings: TrainingSettings,
+        logs: LogSettings,
     ) -> None:
         super().__init__(scope, construct_id)
         self.cluster = ecs.Cluster(
@@ -63,64 +63,92 @@ class TrainingJob(Construct):
             assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
             description=f"sds {environment}: training task (reads data, adds model versions)",
         )
-        self._grant_registry(registry, model_name, infra.training_data_prefix)
+        self._grant_registry(registry, model_name, settings.data_prefix)
+        self.task_definition = self._build_task(
+            image=image,
+            command=training_command(
+                bucket_name=registry.bucket_name,
+                model_name=model_name,
+                data_prefix=settings.data_prefix,
+            ),
+            settings=settings,
+            logs=logs,
+        )
+        self.schedule = (
+            None
+            if settings.schedule is None
+            else self._build_schedule(
+                expression=settings.schedule,
+                description=f"sds {environment}: scheduled training of {model_name}",
+                subnets=subnets,
+                security_group=security_group,
+                public_ip=public_ip,
+            )
+        )
+        self._acknowledge_platform()
 
-        self.task_definition = ecs.FargateTaskDefinition(
+    def _build_task(
+        self,
+        *,
+        image: TrainingImage,
+        command: list[str],
+        settings: TrainingSettings,
+        logs: LogSettings,
+    ) -> ecs.FargateTaskDefinition:
+        """The Fargate task definition and its one container, logging to its own log group."""
+        task_definition = ecs.FargateTaskDefinition(
             self,
             "Task",
-            cpu=infra.training_cpu,
-            memory_limit_mib=infra.training_memory_mb,
+            cpu=settings.cpu,
+            memory_limit_mib=settings.memory_mb,
             task_role=self.task_role,
             runtime_platform=ecs.RuntimePlatform(
                 cpu_architecture=ecs.CpuArchitecture.X86_64,
                 operating_system_family=ecs.OperatingSystemFamily.LINUX,
             ),
         )
-        self.log_group = logs.LogGroup(
-            self,
-            "Logs",
-            retention=retention(infra.log_retention_days),
-            removal_policy=cdk.RemovalPolicy.RETAIN
-            if infra.retain_data
-            else cdk.RemovalPolicy.DESTROY,
-        )
-        self.container = self.task_definition.add_container(
+        self.log_group = log_group(self, "Logs", settings=logs)
+        self.container = task_definition.add_container(
             "train",
             image=ecs.ContainerImage.from_asset(
                 str(image.context_dir),
                 file=image.dockerfile,
                 platform=ecr_assets.Platform.LINUX_AMD64,
             ),
-            command=training_command(
-                bucket_name=registry.bucket_name,
-                model_name=model_name,
-                data_prefix=infra.training_data_prefix,
-            ),
+            command=command,
             logging=ecs.LogDrivers.aws_logs(stream_prefix="train", log_group=self.log_group),
             essential=True,
         )
-        if infra.training_schedule is not None:
-            self.schedule: events.Rule | None = events.Rule(
-                self,
-                "Schedule",
-                description=f"sds {environment}: scheduled training of {model_name}",
-                schedule=events.Schedule.expression(infra.training_schedule),
-                targets=[
-                    targets.EcsTask(
-                        cluster=self.cluster,
-                        task_definition=self.task_definition,
-                        launch_type=ecs.LaunchType.FARGATE,
-                        subnet_selection=subnets,
-                        security_groups=[security_group],
-                        assign_public_ip=public_ip,
-                        retry_attempts=2,
-                        max_event_age=cdk.Duration.hours(2),
-                    )
-                ],
-            )
-        else:
-            self.schedule = None
-        self._acknowledge_platform()
+        return task_definition
+
+    def _build_schedule(
+        self,
+        *,
+        expression: str,
+        description: str,
+        subnets: ec2.SubnetSelection,
+        security_group: ec2.ISecurityGroup,
+        public_ip: bool,
+    ) -> events.Rule:
+        """An EventBridge rule that starts the task on the configured schedule."""
+        return events.Rule(
+            self,
+            "Schedule",
+            description=description,
+            schedule=events.Schedule.expression(expression),
+            targets=[
+                targets.EcsTask(
+                    cluster=self.cluster,
+                    task_definition=self.task_definition,
+                    launch_type=ecs.LaunchType.FARGATE,
+                    subnet_selection=subnets,
+                    security_groups=[security_group],
+                    assign_public_ip=public_ip,
+                    retry_attempts=2,
+                    max_event_age=cdk.Duration.hours(2),
+                )
+            ],
+        )
 
     def _grant_registry(self, registry: s3.IBucket, model_name: str, data_prefix: str) -> None:
         paths = RegistryPaths(model_name)

@@ -8,12 +8,11 @@ the S3 gateway endpoint, so an idle dev environment costs nothing for networking
 
 from __future__ import annotations
 
-import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
-from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from stacks.components.retention import retention
+from stacks.components.retention import log_group
+from stacks.config import LogSettings, NetworkSettings
 
 _INTERFACE_ENDPOINTS = {
     "EcrApi": ec2.InterfaceVpcEndpointAwsService.ECR,
@@ -28,25 +27,19 @@ class TrainingNetwork(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        isolated: bool,
-        max_azs: int,
-        log_retention_days: int,
-        retain_logs: bool,
+        settings: NetworkSettings,
+        logs: LogSettings,
     ) -> None:
         super().__init__(scope, construct_id)
+        isolated = settings.isolated
         self.isolated = isolated
         subnet_type = ec2.SubnetType.PRIVATE_ISOLATED if isolated else ec2.SubnetType.PUBLIC
-        flow_logs = logs.LogGroup(
-            self,
-            "FlowLogs",
-            retention=retention(log_retention_days),
-            removal_policy=cdk.RemovalPolicy.RETAIN if retain_logs else cdk.RemovalPolicy.DESTROY,
-        )
+        flow_logs = log_group(self, "FlowLogs", settings=logs)
         self.vpc = ec2.Vpc(
             self,
             "Vpc",
             ip_addresses=ec2.IpAddresses.cidr("10.42.0.0/20"),
-            max_azs=max_azs,
+            max_azs=settings.azs,
             nat_gateways=0,
             subnet_configuration=[
                 ec2.SubnetConfiguration(
@@ -79,25 +72,29 @@ class TrainingNetwork(Construct):
             ec2.Peer.any_ipv4(), ec2.Port.tcp(443), "HTTPS to AWS APIs (endpoints or internet)"
         )
         if isolated:
-            endpoints = ec2.SecurityGroup(
-                self,
-                "EndpointSecurityGroup",
-                vpc=self.vpc,
-                description="sds training: interface endpoints accept HTTPS from training tasks",
-                allow_all_outbound=False,
+            self._build_interface_endpoints()
+
+    def _build_interface_endpoints(self) -> None:
+        """ECR and CloudWatch Logs inside the VPC, reachable from training tasks only."""
+        endpoints = ec2.SecurityGroup(
+            self,
+            "EndpointSecurityGroup",
+            vpc=self.vpc,
+            description="sds training: interface endpoints accept HTTPS from training tasks",
+            allow_all_outbound=False,
+        )
+        endpoints.add_ingress_rule(
+            self.security_group, ec2.Port.tcp(443), "HTTPS from training tasks"
+        )
+        for endpoint_id, service in _INTERFACE_ENDPOINTS.items():
+            self.vpc.add_interface_endpoint(
+                endpoint_id,
+                service=service,
+                subnets=self.subnets,
+                private_dns_enabled=True,
+                security_groups=[endpoints],
+                open=False,
             )
-            endpoints.add_ingress_rule(
-                self.security_group, ec2.Port.tcp(443), "HTTPS from training tasks"
-            )
-            for endpoint_id, service in _INTERFACE_ENDPOINTS.items():
-                self.vpc.add_interface_endpoint(
-                    endpoint_id,
-                    service=service,
-                    subnets=self.subnets,
-                    private_dns_enabled=True,
-                    security_groups=[endpoints],
-                    open=False,
-                )
 
     @property
     def subnet_ids(self) -> list[str]:

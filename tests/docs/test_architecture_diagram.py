@@ -61,7 +61,7 @@ def test_a_new_environment_in_cdk_json_appears_in_the_picture(
     document = json.loads((ROOT / "cdk.json").read_text())
     document["context"]["environments"]["qa"] = {
         "promote_from": "staging",
-        "infra": {"deployment_strategy": "linear_10_percent_every_2_minutes"},
+        "infra": {"deployment": {"strategy": "linear_10_percent_every_2_minutes"}},
     }
     cdk_json = tmp_path / "cdk.json"
     cdk_json.write_text(json.dumps(document))

@@ -201,14 +201,13 @@ VARIANT = "variant"
 VARIANT_ENVIRONMENT = {
     "promote_from": "dev",
     "infra": {
-        "api_auth": "api_key",
-        "alarm_topic_email": "ops@example.com",
-        "training_schedule": "rate(7 days)",
-        "isolated_network": False,
         "retain_data": False,
         "dashboard": False,
-        "network_azs": 1,
-        "deployment_strategy": "linear_10_percent_every_2_minutes",
+        "api": {"auth": "api_key"},
+        "deployment": {"strategy": "linear_10_percent_every_2_minutes"},
+        "alarms": {"topic_email": "ops@example.com"},
+        "training": {"schedule": "rate(7 days)"},
+        "network": {"isolated": False, "azs": 1},
     },
 }
 

@@ -48,7 +48,10 @@ def test_a_fourth_environment_is_a_config_change_only(lock_file: Path, lambda_py
     context = copy.deepcopy(cdk_context())
     context["environments"]["qa"] = {
         "promote_from": "dev",
-        "infra": {"deployment_strategy": "canary_10_percent_10_minutes", "retain_data": False},
+        "infra": {
+            "retain_data": False,
+            "deployment": {"strategy": "canary_10_percent_10_minutes"},
+        },
     }
     app = cdk.App(context=context)
     # When the app is built (no synthesis needed to see the construct tree)

@@ -24,17 +24,17 @@ def _inference(synthesized: SynthesizedApp, env: str) -> dict:
 def test_function_runs_the_handler_on_python_312_with_config(
     synthesized: SynthesizedApp, env: str
 ) -> None:
-    infra = synthesized.project.env(env).infra
+    settings = synthesized.project.env(env).infra.lambda_
     _, function = one(_inference(synthesized, env), "AWS::Lambda::Function")
     props = function["Properties"]
     assert props["Runtime"] == "python3.12"
     assert props["Handler"] == "lambdas.inference.handler.lambda_handler"
-    assert props["Architectures"] == [infra.architecture]
-    assert props["MemorySize"] == infra.memory_mb
-    assert props["Timeout"] == infra.timeout_seconds
+    assert props["Architectures"] == [settings.architecture]
+    assert props["MemorySize"] == settings.memory_mb
+    assert props["Timeout"] == settings.timeout_seconds
     assert props["TracingConfig"] == {"Mode": "Active"}
-    assert props.get("ReservedConcurrentExecutions") == infra.reserved_concurrency
-    if infra.snapstart:
+    assert props.get("ReservedConcurrentExecutions") == settings.reserved_concurrency
+    if settings.snapstart:
         assert props["SnapStart"] == {"ApplyOn": "PublishedVersions"}
     else:
         assert "SnapStart" not in props
@@ -97,11 +97,11 @@ def test_alias_live_points_at_a_retained_published_version_shifted_by_codedeploy
 def test_deployment_group_uses_the_configured_strategy_and_rolls_back_on_every_alarm(
     synthesized: SynthesizedApp, env: str
 ) -> None:
-    infra = synthesized.project.env(env).infra
+    deployment = synthesized.project.env(env).infra.deployment
     template = _inference(synthesized, env)
     _, group = one(template, "AWS::CodeDeploy::DeploymentGroup")
     props = group["Properties"]
-    assert props["DeploymentConfigName"] == CODEDEPLOY_CONFIGS[infra.deployment_strategy]
+    assert props["DeploymentConfigName"] == CODEDEPLOY_CONFIGS[deployment.strategy]
     assert props["AutoRollbackConfiguration"]["Enabled"] is True
     assert set(props["AutoRollbackConfiguration"]["Events"]) == {
         "DEPLOYMENT_FAILURE",
@@ -117,7 +117,7 @@ def test_deployment_group_uses_the_configured_strategy_and_rolls_back_on_every_a
 def test_alarms_watch_the_alias_and_the_api_with_configured_thresholds(
     synthesized: SynthesizedApp, env: str
 ) -> None:
-    infra = synthesized.project.env(env).infra
+    settings = synthesized.project.env(env).infra.alarms
     template = _inference(synthesized, env)
     function_id, _ = one(template, "AWS::Lambda::Function")
     alias_dimensions = [
@@ -129,7 +129,7 @@ def test_alarms_watch_the_alias_and_the_api_with_configured_thresholds(
         for key, value in resources(template, "AWS::CloudWatch::Alarm").items()
     }
     error_rate = alarms["ErrorRate"]
-    assert error_rate["Threshold"] == infra.alarm_error_rate_percent
+    assert error_rate["Threshold"] == settings.error_rate_percent
     assert {m["MetricStat"]["Metric"]["MetricName"] for m in error_rate["Metrics"][1:]} == {
         "Errors",
         "Invocations",
@@ -137,13 +137,13 @@ def test_alarms_watch_the_alias_and_the_api_with_configured_thresholds(
     for metric in error_rate["Metrics"][1:]:
         assert metric["MetricStat"]["Metric"]["Dimensions"] == alias_dimensions
     assert alarms["Throttles"]["MetricName"] == "Throttles"
-    assert alarms["Throttles"]["Threshold"] == infra.alarm_throttles
+    assert alarms["Throttles"]["Threshold"] == settings.throttles
     assert alarms["Throttles"]["Dimensions"] == alias_dimensions
     assert alarms["P99Duration"]["ExtendedStatistic"] == "p99"
-    assert alarms["P99Duration"]["Threshold"] == infra.alarm_p99_duration_ms
+    assert alarms["P99Duration"]["Threshold"] == settings.p99_duration_ms
     assert alarms["P99Duration"]["Dimensions"] == alias_dimensions
     assert alarms["Api5xx"]["MetricName"] == "5XXError"
-    assert alarms["Api5xx"]["Threshold"] == infra.alarm_api_5xx
+    assert alarms["Api5xx"]["Threshold"] == settings.api_5xx
     assert alarms["Api5xx"]["Dimensions"] == [
         {"Name": "ApiName", "Value": f"{env}-Inference-api"},
         {"Name": "Stage", "Value": env},
@@ -155,7 +155,7 @@ def test_alarms_watch_the_alias_and_the_api_with_configured_thresholds(
 def test_every_api_method_requires_iam_and_invokes_the_alias(
     synthesized: SynthesizedApp, env: str
 ) -> None:
-    assert synthesized.project.env(env).infra.api_auth == "iam"
+    assert synthesized.project.env(env).infra.api.auth == "iam"
     template = _inference(synthesized, env)
     alias_id, _ = one(template, "AWS::Lambda::Alias")
     methods = resources(template, "AWS::ApiGateway::Method")
@@ -171,14 +171,14 @@ def test_every_api_method_requires_iam_and_invokes_the_alias(
 def test_api_stage_is_throttled_traced_and_access_logged_as_json(
     synthesized: SynthesizedApp, env: str
 ) -> None:
-    infra = synthesized.project.env(env).infra
+    api = synthesized.project.env(env).infra.api
     _, stage = one(_inference(synthesized, env), "AWS::ApiGateway::Stage")
     props = stage["Properties"]
     assert props["StageName"] == env
     assert props["TracingEnabled"] is True
     (settings,) = props["MethodSettings"]
-    assert settings["ThrottlingRateLimit"] == infra.throttle_rate_limit
-    assert settings["ThrottlingBurstLimit"] == infra.throttle_burst_limit
+    assert settings["ThrottlingRateLimit"] == api.throttle_rate_limit
+    assert settings["ThrottlingBurstLimit"] == api.throttle_burst_limit
     access_log = json.loads(props["AccessLogSetting"]["Format"])
     assert access_log["requestId"] == "$context.requestId"
     assert access_log["status"] == "$context.status"

@@ -39,7 +39,7 @@ def test_registry_bucket_is_versioned_encrypted_private_logged_with_lifecycle(
     assert {
         "Id": "expire-noncurrent-versions",
         "Status": "Enabled",
-        "NoncurrentVersionExpiration": {"NoncurrentDays": infra.registry_noncurrent_version_days},
+        "NoncurrentVersionExpiration": {"NoncurrentDays": infra.registry.noncurrent_version_days},
         "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7},
     } in rules
     # TLS only: a bucket policy denies every request without SecureTransport

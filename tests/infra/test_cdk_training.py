@@ -19,7 +19,7 @@ def test_never_a_nat_gateway(synthesized: SynthesizedApp, env: str) -> None:
 def test_isolated_environments_reach_aws_only_through_endpoints(
     synthesized: SynthesizedApp, env: str
 ) -> None:
-    infra = synthesized.project.env(env).infra
+    network = synthesized.project.env(env).infra.network
     template = _training(synthesized, env)
     endpoints = resources(template, "AWS::EC2::VPCEndpoint").values()
     gateway = [e for e in endpoints if e["Properties"].get("VpcEndpointType") == "Gateway"]
@@ -27,10 +27,10 @@ def test_isolated_environments_reach_aws_only_through_endpoints(
     assert len(gateway) == 1
     assert "s3" in str(gateway[0]["Properties"]["ServiceName"])
     subnets = resources(template, "AWS::EC2::Subnet").values()
-    assert len(subnets) == infra.network_azs
+    assert len(subnets) == network.azs
     for subnet in subnets:
         assert subnet["Properties"]["MapPublicIpOnLaunch"] is False
-    if infra.isolated_network:
+    if network.isolated:
         services = sorted(str(e["Properties"]["ServiceName"]).rsplit(".", 1)[-1] for e in interface)
         assert services == ["api", "dkr", "logs"]
         assert not resources(template, "AWS::EC2::InternetGateway")
@@ -54,19 +54,19 @@ def test_task_security_group_allows_no_inbound(synthesized: SynthesizedApp, env:
 def test_fargate_task_runs_the_training_entry_point_against_the_registry(
     synthesized: SynthesizedApp, env: str
 ) -> None:
-    infra = synthesized.project.env(env).infra
+    training = synthesized.project.env(env).infra.training
     template = _training(synthesized, env)
     _, task = one(template, "AWS::ECS::TaskDefinition")
     props = task["Properties"]
     assert props["RequiresCompatibilities"] == ["FARGATE"]
-    assert props["Cpu"] == str(infra.training_cpu)
-    assert props["Memory"] == str(infra.training_memory_mb)
+    assert props["Cpu"] == str(training.cpu)
+    assert props["Memory"] == str(training.memory_mb)
     (container,) = props["ContainerDefinitions"]
     assert container["LogConfiguration"]["LogDriver"] == "awslogs"
     command = container["Command"]
     assert command[0] == "--registry" and command[2:4] == ["--model", "fraud"]
     assert command[4] == "--data"
-    assert command[5]["Fn::Join"][1][-1] == f"/{infra.training_data_prefix}"
+    assert command[5]["Fn::Join"][1][-1] == f"/{training.data_prefix}"
     assert "Environment" not in container
     # the image is a CDK asset built from training/Dockerfile (synth needs no Docker engine)
     assert "cdk-hnb659fds-container-assets" in str(container["Image"])
@@ -98,14 +98,14 @@ def test_task_role_reads_data_writes_versions_and_events_never_aliases_or_delete
 def test_schedule_only_where_configured(synthesized: SynthesizedApp, env: str) -> None:
     infra = synthesized.project.env(env).infra
     rules = resources(_training(synthesized, env), "AWS::Events::Rule")
-    if infra.training_schedule is None:
+    if infra.training.schedule is None:
         assert rules == {}
         return
     (rule,) = rules.values()
-    assert rule["Properties"]["ScheduleExpression"] == infra.training_schedule
+    assert rule["Properties"]["ScheduleExpression"] == infra.training.schedule
     (target,) = rule["Properties"]["Targets"]
     network = target["EcsParameters"]["NetworkConfiguration"]["AwsVpcConfiguration"]
-    assert network["AssignPublicIp"] == ("DISABLED" if infra.isolated_network else "ENABLED")
+    assert network["AssignPublicIp"] == ("DISABLED" if infra.network.isolated else "ENABLED")
 
 
 def test_training_discovery_parameters(synthesized: SynthesizedApp, env: str) -> None:

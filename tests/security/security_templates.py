@@ -23,11 +23,11 @@ VARIANT = "variant"
 VARIANT_ENVIRONMENT = {
     "promote_from": "dev",
     "infra": {
-        "api_auth": "api_key",
-        "alarm_topic_email": "ops@example.com",
-        "training_schedule": "rate(7 days)",
-        "isolated_network": False,
         "retain_data": False,
+        "api": {"auth": "api_key"},
+        "alarms": {"topic_email": "ops@example.com"},
+        "training": {"schedule": "rate(7 days)"},
+        "network": {"isolated": False},
     },
 }
 
@@ -136,5 +136,5 @@ def synthesize(lock: Path, outdir: Path) -> AuditedApp:
         templates=templates,
         acknowledged=list(acknowledged),
         retain_data={n: e.infra.retain_data for n, e in project.environments.items()},
-        api_auth={n: e.infra.api_auth for n, e in project.environments.items()},
+        api_auth={n: e.infra.api.auth for n, e in project.environments.items()},
     )

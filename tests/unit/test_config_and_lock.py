@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from sds.config import ConfigError, load_project, parse_project
+from sds.config import (
+    ConfigError,
+    LambdaSettings,
+    TrainingSettings,
+    load_project,
+    parse_project,
+)
 from sds.kernel.lock import LockFileError, Pin, read_lock, write_pin
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,7 +43,11 @@ def test_a_fourth_environment_is_config_only() -> None:
         ({"gates": {"min_roc_auc": "high"}}, "environments.dev.gates.min_roc_auc: expected float"),
         ({"gates": {"min_auc": 0.8}}, "environments.dev.gates: unknown key(s) min_auc"),
         ({"promote_from": "nowhere"}, "environments.dev.promote_from: unknown environment"),
-        ({"serving": {"max_events": 0}}, "max_events must be >= 1"),
+        ({"serving": {"max_events": 0}}, "environments.dev.serving.max_events: must be >= 1"),
+        (
+            {"serving": {"max_body_bytes": 100}},
+            "environments.dev.serving.max_body_bytes: must be >= 1024",
+        ),
         ({"serving": {"max_events": True}}, "expected int, got a boolean"),
         ({"colour": "red"}, "environments.dev: unknown key(s) colour"),
     ],
@@ -47,6 +57,34 @@ def test_invalid_settings_name_the_key(change: dict[str, object], message: str) 
     with pytest.raises(ConfigError) as error:
         parse_project(context)
     assert message in str(error.value)
+
+
+def test_an_infra_block_from_an_earlier_release_names_the_new_place_of_each_key(
+    tmp_path: Path,
+) -> None:
+    # Given a cdk.json written for an earlier release: infra settings flat, not grouped
+    cdk_json = tmp_path / "cdk.json"
+    environments = {
+        "dev": {"infra": {"region": "us-east-1", "memory_mb": 512, "isolated_network": False}}
+    }
+    cdk_json.write_text(json.dumps({"context": {"environments": environments}}))
+    # When any command loads it
+    with pytest.raises(ConfigError) as error:
+        load_project(cdk_json)
+    # Then the error says where each old key lives now, not just "unknown key"
+    assert str(error.value).startswith(
+        "environments.dev.infra.memory_mb has moved to environments.dev.infra.lambda.memory_mb; "
+        "environments.dev.infra.isolated_network has moved to "
+        "environments.dev.infra.network.isolated"
+    )
+    assert "docs/infrastructure.md" in str(error.value)
+
+
+def test_settings_groups_name_the_key_when_built_in_code() -> None:
+    with pytest.raises(ValueError, match="memory_mb must be between 128 and 10240"):
+        LambdaSettings(memory_mb=64)
+    with pytest.raises(ValueError, match="schedule must be an EventBridge"):
+        TrainingSettings(schedule="weekly")
 
 
 def test_promotion_cycles_and_missing_start_are_rejected() -> None:
