@@ -2,8 +2,9 @@
 
 Environment settings come from the one loader in `sds.config` (re-exported here so stacks import
 their configuration from one place); `EnvironmentSpec` adds what `app.py` resolves outside the
-construct tree: the model pin from models.lock.json and the built Lambda code folder. Stacks hand
-each construct one settings group (`spec.lambda_`, `spec.api`, ...), never the whole environment.
+construct tree: the model pin from models.lock.json and the built Lambda code folder. The stage
+reads the groups here (`spec.lambda_`, `spec.api`, ...) and hands each stack, and each stack each
+construct, only the groups it uses, never the whole environment.
 """
 
 from __future__ import annotations

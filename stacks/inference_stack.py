@@ -3,6 +3,7 @@ the promoter policy, and the discovery parameters tools read."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import aws_cdk as cdk
@@ -19,7 +20,15 @@ from stacks.components.nag import acknowledge
 from stacks.components.promoter_policy import PromoterPolicy
 from stacks.components.registry_reference import reference_registry
 from stacks.components.safe_deployment import SafeDeployment
-from stacks.config import EnvironmentSpec
+from stacks.config import (
+    AlarmSettings,
+    ApiSettings,
+    DeploymentSettings,
+    LambdaSettings,
+    LogSettings,
+    Pin,
+    Serving,
+)
 
 
 class InferenceStack(cdk.Stack):
@@ -28,8 +37,18 @@ class InferenceStack(cdk.Stack):
         scope: Construct,
         construct_id: str,
         *,
-        spec: EnvironmentSpec,
+        environment: str,
+        model_name: str,
+        pin: Pin | None,
+        code_dir: Path,
         registry_stack: cdk.Stack,
+        lambda_: LambdaSettings,
+        serving: Serving,
+        api: ApiSettings,
+        deployment: DeploymentSettings,
+        alarms: AlarmSettings,
+        logs: LogSettings,
+        dashboard: bool,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -37,80 +56,80 @@ class InferenceStack(cdk.Stack):
             construct_id,
             # The pin appears only in the function's environment (and so its version): a promotion
             # must change nothing else, or `cdk diff` would hide the model change among noise.
-            description=f"sds {spec.name}: {spec.model_name} inference",
+            description=f"sds {environment}: {model_name} inference",
             **kwargs,
         )
         registry = reference_registry(self, "RegistryBucket", producer=registry_stack)
         model = ModelFunction(
             self,
             "Model",
-            code_dir=spec.lambda_code_dir,
-            model_name=spec.model_name,
-            environment=spec.name,
-            pin=spec.pin,
+            code_dir=code_dir,
+            model_name=model_name,
+            environment=environment,
+            pin=pin,
             registry=registry,
-            settings=spec.lambda_,
-            serving=spec.serving,
-            logs=spec.logs,
+            settings=lambda_,
+            serving=serving,
+            logs=logs,
         )
-        api = InferenceApi(
+        rest_api = InferenceApi(
             self,
             "Api",
-            environment=spec.name,
+            environment=environment,
             alias=model.alias,
-            settings=spec.api,
-            serving=spec.serving,
-            function_timeout_seconds=spec.lambda_.timeout_seconds,
-            logs=spec.logs,
+            settings=api,
+            serving=serving,
+            function_timeout_seconds=lambda_.timeout_seconds,
+            logs=logs,
         )
-        topic = self._alarm_topic(spec.alarms.topic_email)
-        deployment = SafeDeployment(
+        topic = self._alarm_topic(alarms.topic_email)
+        guarded = SafeDeployment(
             self,
             "Deployment",
-            environment=spec.name,
+            environment=environment,
             alias=model.alias,
-            api_name=api.api.rest_api_name,
-            stage_name=api.stage_name,
-            deployment=spec.deployment,
-            alarms=spec.alarms,
+            api_name=rest_api.api.rest_api_name,
+            stage_name=rest_api.stage_name,
+            deployment=deployment,
+            alarms=alarms,
             topic=topic,
         )
-        if spec.infra.dashboard:
+        if dashboard:
             OperationsDashboard(
                 self,
                 "Operations",
-                environment=spec.name,
+                environment=environment,
                 alias=model.alias,
-                stage=api.stage,
-                alarms=deployment.alarms,
+                stage=rest_api.stage,
+                alarms=guarded.alarms,
             )
         promoter = PromoterPolicy(
             self,
             "Promoter",
-            environment=spec.name,
-            model_name=spec.model_name,
+            environment=environment,
+            model_name=model_name,
             registry=registry,
             function=model.function,
-            group=deployment.group,
+            group=guarded.group,
         )
         self.function = model.function
         self.alias = model.alias
-        self.api = api.api
-        self.deployment_group = deployment.group
+        self.api = rest_api.api
+        self.deployment_group = guarded.group
 
         publish_discovery(
             self,
-            environment=spec.name,
+            environment=environment,
             stack=INFERENCE_STACK,
             values={
                 "function-name": model.function.function_name,
                 "alias-name": ALIAS_NAME,
-                "api-url": api.url,
-                "deployment-group": deployment.group.deployment_group_name,
-                "codedeploy-application": deployment.application.application_name,
+                "api-url": rest_api.url,
+                "deployment-group": guarded.group.deployment_group_name,
+                "codedeploy-application": guarded.application.application_name,
             },
         )
-        cdk.CfnOutput(self, "ApiUrl", value=api.url, description="Inference API base URL")
+        cdk.CfnOutput(self, "ApiUrl", value=rest_api.url, description="Inference API base URL")
         cdk.CfnOutput(
             self,
             "PromoterPolicyArn",

@@ -17,33 +17,35 @@ from sds.kernel.discovery import REGISTRY_STACK
 from stacks.components.discovery import publish_discovery
 from stacks.components.registry_bucket import RegistryBucket
 from stacks.components.registry_reference import publish_registry
-from stacks.config import EnvironmentSpec
+from stacks.config import RegistrySettings
 
 
 class RegistryStack(cdk.Stack):
     def __init__(
-        self, scope: Construct, construct_id: str, *, spec: EnvironmentSpec, **kwargs: Any
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        environment: str,
+        model_name: str,
+        retain_data: bool,
+        registry: RegistrySettings,
+        **kwargs: Any,
     ) -> None:
-        infra = spec.infra
         super().__init__(
             scope,
             construct_id,
-            description=f"sds {spec.name}: model registry for {spec.model_name} (stateful)",
-            termination_protection=infra.retain_data,
+            description=f"sds {environment}: model registry for {model_name} (stateful)",
+            termination_protection=retain_data,
             **kwargs,
         )
-        registry = RegistryBucket(
-            self,
-            "Registry",
-            retain=infra.retain_data,
-            settings=spec.registry,
-        )
-        self.bucket: s3.IBucket = registry.bucket
-        publish_registry(self, registry.bucket)
+        registry_bucket = RegistryBucket(self, "Registry", retain=retain_data, settings=registry)
+        self.bucket: s3.IBucket = registry_bucket.bucket
+        publish_registry(self, registry_bucket.bucket)
         publish_discovery(
             self,
-            environment=spec.name,
+            environment=environment,
             stack=REGISTRY_STACK,
-            values={"registry-bucket": registry.bucket.bucket_name},
+            values={"registry-bucket": registry_bucket.bucket.bucket_name},
             construct_ids={"registry-bucket": "RegistryBucketParameter"},
         )

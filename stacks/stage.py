@@ -27,9 +27,42 @@ class EnvironmentStage(cdk.Stage):
             **kwargs,
         )
         self.spec = spec
-        self.registry = RegistryStack(self, "Registry", spec=spec)
-        self.inference = InferenceStack(self, "Inference", spec=spec, registry_stack=self.registry)
-        self.training = TrainingStack(self, "Training", spec=spec, registry_stack=self.registry)
+        # Each stack receives the settings groups its constructs use, and nothing else.
+        self.registry = RegistryStack(
+            self,
+            "Registry",
+            environment=spec.name,
+            model_name=spec.model_name,
+            retain_data=infra.retain_data,
+            registry=spec.registry,
+        )
+        self.inference = InferenceStack(
+            self,
+            "Inference",
+            environment=spec.name,
+            model_name=spec.model_name,
+            pin=spec.pin,
+            code_dir=spec.lambda_code_dir,
+            registry_stack=self.registry,
+            lambda_=spec.lambda_,
+            serving=spec.serving,
+            api=spec.api,
+            deployment=spec.deployment,
+            alarms=spec.alarms,
+            logs=spec.logs,
+            dashboard=infra.dashboard,
+        )
+        self.training = TrainingStack(
+            self,
+            "Training",
+            environment=spec.name,
+            model_name=spec.model_name,
+            image=spec.training_image,
+            registry_stack=self.registry,
+            network=spec.network,
+            training=spec.training,
+            logs=spec.logs,
+        )
         cdk.Tags.of(self).add("sds:environment", spec.name)
         cdk.Tags.of(self).add("sds:model", spec.model_name)
 

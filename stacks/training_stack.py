@@ -12,7 +12,7 @@ from stacks.components.discovery import publish_discovery
 from stacks.components.registry_reference import reference_registry
 from stacks.components.training_job import TrainingJob
 from stacks.components.training_network import TrainingNetwork
-from stacks.config import EnvironmentSpec
+from stacks.config import LogSettings, NetworkSettings, TrainingImage, TrainingSettings
 
 
 class TrainingStack(cdk.Stack):
@@ -21,48 +21,48 @@ class TrainingStack(cdk.Stack):
         scope: Construct,
         construct_id: str,
         *,
-        spec: EnvironmentSpec,
+        environment: str,
+        model_name: str,
+        image: TrainingImage,
         registry_stack: cdk.Stack,
+        network: NetworkSettings,
+        training: TrainingSettings,
+        logs: LogSettings,
         **kwargs: Any,
     ) -> None:
         super().__init__(
             scope,
             construct_id,
-            description=f"sds {spec.name}: {spec.model_name} training on Fargate",
+            description=f"sds {environment}: {model_name} training on Fargate",
             **kwargs,
         )
         registry = reference_registry(self, "RegistryBucket", producer=registry_stack)
-        network = TrainingNetwork(
-            self,
-            "Network",
-            settings=spec.network,
-            logs=spec.logs,
-        )
+        training_network = TrainingNetwork(self, "Network", settings=network, logs=logs)
         job = TrainingJob(
             self,
             "Job",
-            environment=spec.name,
-            model_name=spec.model_name,
+            environment=environment,
+            model_name=model_name,
             registry=registry,
-            image=spec.training_image,
-            vpc=network.vpc,
-            subnets=network.subnets,
-            security_group=network.security_group,
+            image=image,
+            vpc=training_network.vpc,
+            subnets=training_network.subnets,
+            security_group=training_network.security_group,
             # Without endpoints, the task reaches S3, ECR and CloudWatch Logs over the internet.
             public_ip=not network.isolated,
-            settings=spec.training,
-            logs=spec.logs,
+            settings=training,
+            logs=logs,
         )
-        self.vpc = network.vpc
+        self.vpc = training_network.vpc
         self.task_role = job.task_role
         publish_discovery(
             self,
-            environment=spec.name,
+            environment=environment,
             stack=TRAINING_STACK,
             values={
                 "training-cluster": job.cluster.cluster_name,
                 "training-task-definition": job.task_definition.task_definition_arn,
-                "training-subnets": cdk.Fn.join(",", network.subnet_ids),
-                "training-security-group": network.security_group.security_group_id,
+                "training-subnets": cdk.Fn.join(",", training_network.subnet_ids),
+                "training-security-group": training_network.security_group.security_group_id,
             },
         )
