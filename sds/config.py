@@ -14,6 +14,7 @@ is one dataclass and one field of `Infra`.
 from __future__ import annotations
 
 import json
+import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -86,8 +87,11 @@ def _value(where: str, value: Any, hint: Any) -> Any:
     """Check one value against its field's type (a group is built recursively)."""
     if isinstance(hint, type) and is_dataclass(hint):
         return _build(hint, where, value)
-    members = typing.get_args(hint) or (hint,)
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    members = typing.get_args(hint) if union else (hint,)
     base = next(m for m in members if m is not type(None))
+    if base not in _SCALARS:
+        raise TypeError(f"{where}: the loader cannot read settings of type {hint}")
     if value is None:
         if type(None) not in members:
             raise ConfigError(f"{where}: must not be null")

@@ -188,16 +188,26 @@ def _nested(dotted: str, value: Any) -> dict[str, Any]:
     return {group: {key: value}} if key else {group: value}
 
 
+def _configuration_section() -> str:
+    text = (ROOT / "docs" / "infrastructure.md").read_text()
+    return text.split("## Configuration (`cdk.json`", 1)[1].split("\n## ", 1)[0]
+
+
 def test_every_setting_is_documented_with_its_default() -> None:
     # Given the configuration table of docs/infrastructure.md
-    text = (ROOT / "docs" / "infrastructure.md").read_text()
-    section = text.split("## Configuration (`cdk.json`", 1)[1].split("\n## ", 1)[0]
+    section = _configuration_section()
     rows = dict(re.findall(r"^\| `([\w.]+)` \| `([^`]*)` \|", section, flags=re.MULTILINE))
     # Then it lists every key the loader accepts, no more, each with the loader's default
     settings = _settings()
     assert set(rows) == set(settings)
     for key, default in settings.items():
         assert json.loads(rows[key]) == default, key
+
+
+def test_the_documented_example_is_prod_as_committed() -> None:
+    example = _configuration_section().split("```json\n", 1)[1].split("```", 1)[0]
+    infra = json.loads("{" + example + "}")["infra"]
+    assert infra == cdk_context()["environments"]["prod"]["infra"]
 
 
 def test_the_repository_environments_keep_their_settings() -> None:

@@ -123,7 +123,7 @@ def test_the_cli_trains_on_fargate_without_a_public_ip_in_isolated_environments(
     cli: Callable[..., CliResult],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Given staging, which sets isolated_network (private subnets with VPC endpoints)
+    # Given staging, whose training network is isolated (infra.network.isolated: private subnets)
     staging = deploy("staging", training=True)
     sent: list[dict[str, Any]] = []
     # The CLI makes its own clients: watch RunTask on the ECS client it makes
