@@ -21,10 +21,12 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from sds.kernel.errors import SdsError
+
 DEFAULT_MODEL_NAME = "fraud"
 
 
-class ConfigError(ValueError):
+class ConfigError(SdsError, ValueError):
     """cdk.json (or a value derived from it) is invalid; the message names the key."""
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from sds.kernel.errors import SdsError
 from sds.kernel.features import CURRENCIES, MERCHANT_CATEGORIES, USD_PER_UNIT, validate_event
 
 LABEL = "is_fraud"
@@ -41,7 +42,7 @@ _CATEGORY_MEDIAN_USD = (45, 30, 50, 420, 300, 70, 15, 60, 25, 40)
 _CATEGORY_RISK = (-0.6, -0.5, -0.4, 0.5, 0.9, 0.3, 1.0, 1.2, -0.3, 0.0)
 
 
-class DataError(ValueError):
+class DataError(SdsError, ValueError):
     """Training data is missing or malformed; the message names the file and line."""
 
 

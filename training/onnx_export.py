@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from sds.kernel.errors import SdsError
 from sds.kernel.features import N_FEATURES
 
 INPUT_NAME = "features"
@@ -21,7 +22,7 @@ PARITY_TOLERANCE = 1e-4
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
 
 
-class ParityError(RuntimeError):
+class ParityError(SdsError, RuntimeError):
     """ONNX scores differ from scikit-learn's beyond the tolerance: the model is not registered."""
 
 

@@ -19,10 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sds.kernel.errors import SdsError
+
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
-class LockFileError(ValueError):
+class LockFileError(SdsError, ValueError):
     """models.lock.json is malformed; the message names the file and the entry."""
 
 

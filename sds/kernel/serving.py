@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sds.kernel.errors import Unavailable
 from sds.kernel.features import feature_schema
 from sds.kernel.registry import open_registry
 from sds.kernel.settings import ServingSettings
 
 
-class ModelUnavailable(RuntimeError):
+class ModelUnavailable(Unavailable, RuntimeError):
     """No model can be served (no pin, or the pinned model failed to load or verify)."""
 
 

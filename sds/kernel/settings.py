@@ -16,6 +16,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from sds.kernel.errors import Unavailable
 from sds.kernel.lock import Pin
 
 MODEL_NAME = "MODEL_NAME"
@@ -32,8 +33,9 @@ DEFAULT_MAX_BODY_BYTES = 262_144
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
-class SettingsError(ValueError):
-    """The function's environment variables are invalid; the message names the variable."""
+class SettingsError(Unavailable, ValueError):
+    """The function's environment variables are invalid; the message names the variable (the
+    function answers 503 until they are fixed)."""
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,10 @@ from typing import Any
 
 from sds.kernel import sdk
 from sds.kernel.discovery import PARAMETERS, parameter_name
+from sds.kernel.errors import SdsError
 
 
-class AwsError(RuntimeError):
+class AwsError(SdsError, RuntimeError):
     """An AWS call failed or the deployed stack is not what the command needs."""
 
 

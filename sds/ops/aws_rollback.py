@@ -39,15 +39,17 @@ from sds.kernel.registry.core import now_iso
 from sds.kernel.registry.store import NotFound, ObjectStore, PreconditionFailed
 from sds.kernel.settings import served_model
 from sds.ops.aws import AwsError, Clients, error_code
-from sds.ops.promotion import CAS_ATTEMPTS, OperationError, rollback_target, sync_env_pin
+from sds.ops.promotion import (
+    CAS_ATTEMPTS,
+    ConcurrentRollback,
+    OperationError,
+    rollback_target,
+    sync_env_pin,
+)
 from sds.ops.workspace import Workspace
 
 IN_FLIGHT = ["Created", "Queued", "InProgress", "Baking", "Ready"]
 LEASE_TTL_S = 60.0
-
-
-class ConcurrentRollback(OperationError):
-    """Another command changed the environment while this one ran; nothing was left half done."""
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from sds.kernel.errors import SdsError
 from sds.ops.local_api import LocalApi, PinnedApps
 from sds.ops.promotion import GateFailure, history, promote, rollback
 from sds.ops.workspace import Workspace
@@ -53,8 +54,8 @@ ROUTINE = {
 }
 
 
-class DemoFailure(RuntimeError):
-    pass
+class DemoFailure(SdsError, RuntimeError):
+    """The demo did not see what it expected (the narrative says what)."""
 
 
 def _say(text: str = "") -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sds.kernel.errors import Refused, SdsError
 from sds.kernel.lock import Pin, sync_pin
 from sds.kernel.registry import (
     AliasState,
@@ -28,7 +29,7 @@ from sds.ops.workspace import Workspace
 CAS_ATTEMPTS = 10
 
 
-class OperationError(RuntimeError):
+class OperationError(SdsError, RuntimeError):
     """The command cannot do what was asked; the message says why and what to do instead."""
 
 
@@ -42,7 +43,11 @@ class GateResult:
         return {"gate": self.gate, "passed": self.passed, "detail": self.detail}
 
 
-class GateFailure(OperationError):
+class GateFailure(Refused, OperationError):
+    """The version fails one or more of the target environment's gates; nothing moved."""
+
+    label = "refused"
+
     def __init__(self, env: str, version: int, results: list[GateResult]) -> None:
         failed = [r for r in results if not r.passed]
         super().__init__(
@@ -52,6 +57,18 @@ class GateFailure(OperationError):
         self.env = env
         self.version = version
         self.results = results
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "refused": True,
+            "env": self.env,
+            "version": self.version,
+            "gates": [g.to_dict() for g in self.results],
+        }
+
+
+class ConcurrentRollback(Refused, OperationError):
+    """Another command changed the environment while this one ran; nothing was left half done."""
 
 
 @dataclass(frozen=True)
@@ -292,7 +309,8 @@ def rollback(
             details={"env": env},
         )
     except ConcurrentUpdate as exc:
-        raise OperationError(f"{env}: {exc}") from None
+        # Refused like the same loss on AWS: nothing moved, and a re-run acts on the new state.
+        raise ConcurrentRollback(f"{env}: {exc}") from None
     except RegistryError as exc:
         raise OperationError(
             f"{env}: cannot roll back to version {target_version}: {exc}"

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from sds.kernel.errors import Refused, SdsError
 from sds.kernel.registry.store import NotFound, ObjectStore, PreconditionFailed, StoreError
 
 PRIMARY_ARTIFACT = "model.onnx"
@@ -47,19 +48,19 @@ so far, total bytes of the version including its manifest). An exception from it
 like a crash would: the version stays invisible (a re-run import converges)."""
 
 
-class RegistryError(Exception):
+class RegistryError(SdsError):
     """Base for registry failures; messages are one clear line for the CLI."""
 
 
 class VersionNotFound(RegistryError):
-    pass
+    http_status = 404
 
 
 class IntegrityError(RegistryError):
     """An object's bytes do not match the sha256 the manifest (or the pin) promises."""
 
 
-class ConcurrentUpdate(RegistryError):
+class ConcurrentUpdate(Refused, RegistryError):
     """An alias changed between read and write; re-read and decide again."""
 
 

@@ -20,18 +20,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from sds.kernel.errors import Refused, SdsError
 
-class StoreError(Exception):
+
+class StoreError(SdsError):
     """Base for store failures."""
 
 
 class NotFound(StoreError):
+    http_status = 404
+
     def __init__(self, key: str) -> None:
         super().__init__(f"{key}: not found")
         self.key = key
 
 
-class PreconditionFailed(StoreError):
+class PreconditionFailed(Refused, StoreError):
     """A conditional write lost: the object exists (create) or changed (compare-and-swap)."""
 
     def __init__(self, key: str) -> None:
