@@ -225,7 +225,6 @@ def rollback_live(
     stop_wait_s: float = 30.0,
 ) -> LiveRollback:
     started = time.monotonic()
-    ws.config.env(env)
     clients = clients or ws.discovery.clients
     function = ws.discovery.get(env, "function-name")
     alias = ws.discovery.get(env, "alias-name")

@@ -173,8 +173,6 @@ def promote(
     """
     started = time.monotonic()
     target_config = ws.config.env(to_env)
-    if from_env is not None:
-        ws.config.env(from_env)
     source_env = from_env or target_config.promote_from or to_env
     source = ws.registry(source_env)
     live_in_source: AliasState | None = None

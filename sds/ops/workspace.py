@@ -89,7 +89,8 @@ class Workspace:
         return self.target == "aws"
 
     def registry_uri(self, env: str) -> str:
-        self.config.env(env)  # unknown environments fail here, with the known ones listed
+        """Where `env`'s registry is. `env` is a name from cdk.json: the CLI resolves names once,
+        as it parses its arguments (sds.cli.arguments), and says which names are known."""
         if env in self.registry_overrides:
             return self.registry_overrides[env]
         if self.on_aws:

@@ -1,0 +1,172 @@
+"""What the command modules share on the argument side: how a command is added, the options
+every command takes, environment and version arguments (with shell completion), and the
+workspace the parsed arguments name.
+
+Environment names are resolved once, here, right after parsing (`resolve_environments`): each
+`--env`, `--to` or `--from` declared with `env_option` becomes that environment's config from
+cdk.json (an unknown name is a ConfigError that lists the known ones), so the commands and the
+operations below them never re-validate a name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sds.config import ConfigError
+from sds.kernel.registry import RegistryError
+from sds.ops.workspace import Workspace
+
+Run = Callable[[argparse.Namespace], int]
+
+AWS_HELP = "work against the deployed stacks, found through SSM /sds/<env>/ (or SDS_TARGET=aws)"
+
+
+def common_options() -> argparse.ArgumentParser:
+    """The options every reporting command takes (a parent parser)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    common.add_argument(
+        "--project-dir", help="the directory holding cdk.json (default: search upward)"
+    )
+    # Also accepted after the command; SUPPRESS keeps a top-level `sds --aws CMD` in effect.
+    common.add_argument("--aws", action="store_true", default=argparse.SUPPRESS, help=AWS_HELP)
+    return common
+
+
+@dataclass(frozen=True)
+class Commands:
+    """The `sds` subcommands; each command module's `register` adds its own through `add`."""
+
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
+    common: argparse.ArgumentParser
+
+    def add(
+        self,
+        name: str,
+        run: Run,
+        help_text: str,
+        examples: Sequence[str],
+        *,
+        options: bool = True,
+    ) -> argparse.ArgumentParser:
+        """Add command `name`, run by `run`; its --help shows `help_text` and `examples`.
+
+        `options=False` leaves out the common options (--json, --project-dir, --aws).
+        """
+        parser = self.subparsers.add_parser(
+            name,
+            parents=[self.common] if options else [],
+            help=help_text,
+            description=textwrap.fill(help_text, 88),
+            epilog="examples:\n" + "\n".join(f"  {e}" for e in examples),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        parser.set_defaults(func=run)
+        return parser
+
+
+# Workspace ------------------------------------------------------------------------------------
+
+
+def workspace(args: argparse.Namespace) -> Workspace:
+    """The project the arguments name (--project-dir, --aws), discovered once per command."""
+    found: Workspace | None = getattr(args, "_workspace", None)
+    if found is None:
+        found = Workspace.discover(
+            project_dir=Path(args.project_dir) if args.project_dir else None,
+            target="aws" if getattr(args, "aws", False) else None,
+        )
+        args._workspace = found
+    return found
+
+
+# Environments ---------------------------------------------------------------------------------
+
+_ENVIRONMENT_OPTIONS = "environment_options"  # the namespace attribute listing a command's
+
+
+@dataclass(frozen=True)
+class _EnvironmentOption:
+    dest: str
+    default_first: bool
+
+
+def env_option(
+    parser: argparse.ArgumentParser, *flags: str, default_first: bool = False, **kwargs: Any
+) -> None:
+    """An option naming an environment: it completes names from cdk.json and, once parsed, holds
+    that environment's config (`resolve_environments`). With `default_first`, leaving it out
+    means the first environment of the promotion chain (where new versions are registered)."""
+    action = completed(parser.add_argument(*flags, **kwargs), complete_env)
+    declared = parser.get_default(_ENVIRONMENT_OPTIONS) or ()
+    option = _EnvironmentOption(action.dest, default_first)
+    parser.set_defaults(**{_ENVIRONMENT_OPTIONS: (*declared, option)})
+
+
+def resolve_environments(args: argparse.Namespace) -> None:
+    """Replace each environment option's name with its config (or the first environment's,
+    where that is the default); an unknown name raises ConfigError naming the known ones.
+
+    Commands without environment options need no project, and are left alone.
+    """
+    options: tuple[_EnvironmentOption, ...] = getattr(args, _ENVIRONMENT_OPTIONS, ())
+    if not options:
+        return
+    config = workspace(args).config
+    for option in options:
+        name = getattr(args, option.dest)
+        if name is None and option.default_first:
+            name = config.first_environment
+        setattr(args, option.dest, None if name is None else config.env(name))
+
+
+# Completion -----------------------------------------------------------------------------------
+
+
+def completed(action: argparse.Action, completer: Callable[..., list[str]]) -> argparse.Action:
+    action.completer = completer  # type: ignore[attr-defined]  # argcomplete's protocol
+    return action
+
+
+def version_argument(parser: argparse.ArgumentParser, *flags: str, **kwargs: Any) -> None:
+    """A model version number, completed from the environment's local registry."""
+    completed(parser.add_argument(*flags, type=int, **kwargs), complete_version)
+
+
+def _completion_workspace(parsed_args: argparse.Namespace) -> Workspace:
+    project_dir = getattr(parsed_args, "project_dir", None)
+    return Workspace.discover(project_dir=Path(project_dir) if project_dir else None)
+
+
+def complete_env(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
+    """Environment names from cdk.json, for --env, --to and --from."""
+    try:
+        ws = _completion_workspace(parsed_args)
+    except (ConfigError, OSError):
+        return []
+    return [name for name in ws.config.environments if name.startswith(prefix)]
+
+
+def complete_version(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
+    """Version numbers in the environment's local registry (no network calls while typing)."""
+    try:
+        ws = _completion_workspace(parsed_args)
+        if ws.on_aws or getattr(parsed_args, "aws", False):
+            return []
+        # While typing, names are as typed (nothing is resolved yet): complete known ones only.
+        env = (
+            getattr(parsed_args, "from_env", None)
+            or getattr(parsed_args, "env", None)
+            or ws.config.first_environment
+        )
+        if env not in ws.config.environments:
+            return []
+        versions = ws.registry(env).list_versions()
+    except (ConfigError, RegistryError, OSError, ValueError):
+        return []
+    return [str(v) for v in versions if str(v).startswith(prefix)]

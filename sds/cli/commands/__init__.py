@@ -1,0 +1,36 @@
+"""The `sds` commands, one module each: its arguments (`register`), its `run` and its output.
+
+`COMMANDS` is the order `sds --help` lists them in.
+"""
+
+from __future__ import annotations
+
+from sds.cli.commands import (
+    completion,
+    demo,
+    envs,
+    generate,
+    history,
+    models,
+    promote,
+    rollback,
+    serve,
+    show,
+    status,
+    train,
+)
+
+COMMANDS = (
+    generate,
+    train,
+    models,
+    show,
+    promote,
+    rollback,
+    history,
+    status,
+    serve,
+    demo,
+    envs,
+    completion,
+)

@@ -1,0 +1,46 @@
+"""`sds history`: an environment's audit trail (registered, promoted, rolled back, ...)."""
+
+from __future__ import annotations
+
+import argparse
+
+from sds.cli.arguments import Commands, env_option, workspace
+from sds.cli.render import fmt, print_json, table
+from sds.config import EnvironmentConfig
+
+
+def register(commands: Commands) -> None:
+    parser = commands.add(
+        "history",
+        run,
+        "the audit trail of an environment",
+        ["sds history --env prod", "sds --aws history --env prod --json"],
+    )
+    env_option(parser, "--env", required=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sds.ops.promotion import history
+
+    ws = workspace(args)
+    env: EnvironmentConfig = args.env
+    events = history(ws, env.name)
+    if args.json:
+        print_json(events)
+        return 0
+    if not events:
+        print(f"no events in {env.name}'s registry yet")
+        return 0
+    rows = [
+        [
+            str(e.get("at", ""))[:23].replace("T", " "),
+            str(e.get("type")),
+            str(e.get("version")),
+            fmt(e.get("from_version")),
+            str(e.get("by")),
+            str(e.get("reason") or "-"),
+        ]
+        for e in events
+    ]
+    print(table(rows, ["TIME (UTC)", "EVENT", "VERSION", "FROM", "BY", "REASON"]))
+    return 0

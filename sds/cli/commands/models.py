@@ -1,0 +1,54 @@
+"""`sds models`: the versions in an environment's registry, their metrics and where each is live."""
+
+from __future__ import annotations
+
+import argparse
+
+from sds.cli.arguments import Commands, env_option, workspace
+from sds.cli.render import fmt, print_json, table
+from sds.config import EnvironmentConfig
+
+
+def register(commands: Commands) -> None:
+    parser = commands.add(
+        "models",
+        run,
+        "list versions, their metrics and where each is live",
+        ["sds models", "sds models --env staging --json", "sds --aws models --env prod"],
+    )
+    env_option(parser, "--env", default_first=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sds.ops.promotion import model_table
+
+    ws = workspace(args)
+    env: EnvironmentConfig = args.env
+    rows = model_table(ws, env.name)
+    if args.json:
+        print_json({"env": env.name, "registry": ws.registry_uri(env.name), "versions": rows})
+        return 0
+    if not rows:
+        print(
+            f"no versions in {env.name}'s registry ({ws.registry_uri(env.name)}); "
+            "train one with sds train"
+        )
+        return 0
+    print(
+        table(
+            [
+                [
+                    str(r["version"]),
+                    str(r["created_at"])[:19].replace("T", " "),
+                    fmt(r["roc_auc"]),
+                    fmt(r["pr_auc"]),
+                    fmt(r["precision_at_alert_rate"]),
+                    fmt(r["expected_calibration_error"]),
+                    ", ".join(r["live_in"]) or "-",
+                ]
+                for r in rows
+            ],
+            ["VERSION", "CREATED (UTC)", "ROC_AUC", "PR_AUC", "PREC@ALERT", "ECE", "LIVE IN"],
+        )
+    )
+    return 0

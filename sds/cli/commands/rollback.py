@@ -1,0 +1,81 @@
+"""`sds rollback`: point an environment back at its previous (or a given) version.
+
+Locally it moves the registry alias and the pin; with `--aws` it also switches the Lambda alias
+`live` (no redeploy), after stopping an in-flight deployment.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from sds.cli.arguments import Commands, env_option, version_argument, workspace
+from sds.cli.render import print_json
+from sds.config import EnvironmentConfig
+from sds.ops.workspace import Workspace
+
+
+def register(commands: Commands) -> None:
+    parser = commands.add(
+        "rollback",
+        run,
+        "point an environment back at the previous (or a given) version",
+        [
+            'sds rollback --env dev --reason "false positives spiking"',
+            'sds rollback --env dev --to 2 --reason "back to the last good model"',
+            'sds --aws rollback --env prod --reason "alarm on false positives"',
+        ],
+    )
+    env_option(parser, "--env", required=True)
+    version_argument(parser, "--to", help="version to roll back to (default: the previous one)")
+    parser.add_argument("--reason", default="", help="why (recorded in the audit trail)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from sds.ops.promotion import rollback
+
+    ws = workspace(args)
+    env: EnvironmentConfig = args.env
+    if ws.on_aws:
+        return _run_live(ws, env.name, args)
+    change = rollback(ws, env=env.name, to_version=args.to, reason=args.reason)
+    if args.json:
+        print_json(change.to_dict())
+    elif not change.changed:
+        print(f"{env.name} already serves version {change.version}; nothing to do")
+    else:
+        print(
+            f"{env.name}: version {change.previous} -> version {change.version} "
+            f"(rolled back in {change.duration_ms:.0f} ms; pin updated in {ws.lock_path.name})"
+        )
+    return 0
+
+
+def _run_live(ws: Workspace, env: str, args: argparse.Namespace) -> int:
+    from sds.ops.aws_rollback import rollback_live
+
+    done = rollback_live(ws, env=env, to_version=args.to, reason=args.reason)
+    if args.json:
+        print_json(done.to_dict())
+        return 0
+    if not done.changed:
+        print(
+            f"{env} already serves model version {done.version} "
+            f"(Lambda {done.function}:{done.alias} -> version {done.lambda_to}); nothing to do"
+        )
+        return 0
+    if done.lambda_from == done.lambda_to:
+        switched = f"already on Lambda version {done.lambda_to}, which serves it"
+    else:
+        switched = f"Lambda version {done.lambda_from} -> {done.lambda_to}"
+    print(
+        f"{env}: model version {done.previous} -> {done.version}; "
+        f"alias {done.alias} of {done.function}: {switched} (no routing weights)"
+    )
+    for deployment in done.stopped_deployments:
+        print(f"  stopped CodeDeploy deployment {deployment} first (without its own rollback)")
+    print(
+        f"  registry alias moved and audited; pin rewritten in {ws.lock_path.name}: commit it "
+        "so the next deploy keeps the rollback"
+    )
+    print(f"  done in {done.duration_ms:.0f} ms")
+    return 0

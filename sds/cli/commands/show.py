@@ -1,0 +1,46 @@
+"""`sds show VERSION`: one version's manifest, after verifying its artifacts."""
+
+from __future__ import annotations
+
+import argparse
+
+from sds.cli.arguments import Commands, env_option, version_argument, workspace
+from sds.cli.render import fmt, print_json
+from sds.config import EnvironmentConfig
+
+
+def register(commands: Commands) -> None:
+    parser = commands.add(
+        "show",
+        run,
+        "show one version's manifest (verifies its artifacts)",
+        ["sds show 3", "sds show 3 --env staging --json"],
+    )
+    version_argument(parser, "version")
+    env_option(parser, "--env", default_first=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    ws = workspace(args)
+    env: EnvironmentConfig = args.env
+    version = ws.registry(env.name).verify_version(args.version)
+    manifest = dict(version.manifest)
+    if args.json:
+        print_json(manifest)
+        return 0
+    data = manifest.get("data", {})
+    print(f"{ws.model} version {version.number} ({env.name}: {ws.registry_uri(env.name)})")
+    print(f"  sha256        {version.sha256}  (verified)")
+    print(f"  created       {manifest.get('created_at')} by {manifest.get('created_by')}")
+    print(f"  code          {manifest.get('code_version')}")
+    print(
+        f"  data          {data.get('events')} events, fingerprint {str(data.get('fingerprint'))[:12]}..."
+    )
+    print(f"  threshold     {fmt(manifest.get('decision_threshold'))}")
+    for key, value in sorted(version.metrics.items()):
+        print(f"  {key:<28}{fmt(value)}")
+    params = ", ".join(f"{k}={v}" for k, v in sorted(manifest.get("params", {}).items()))
+    print(f"  params        {params}")
+    if manifest.get("source"):
+        print(f"  copied from   {manifest['source'].get('registry')}")
+    return 0

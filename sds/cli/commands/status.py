@@ -1,0 +1,133 @@
+"""`sds status`: what each environment serves (pin, registry alias and, with --aws, the Lambda
+alias and any deployment in progress), with a warning wherever they disagree."""
+
+from __future__ import annotations
+
+import argparse
+
+from sds.cli.arguments import Commands, env_option, workspace
+from sds.cli.render import print_json, table
+from sds.config import EnvironmentConfig
+from sds.kernel.errors import EXIT_ERROR
+from sds.ops.status import EnvironmentStatus, moved
+from sds.ops.workspace import Workspace
+
+
+def register(commands: Commands) -> None:
+    parser = commands.add(
+        "status",
+        run,
+        "what each environment serves: pin, registry alias and (with --aws) the Lambda alias "
+        "and any deployment in progress; warns when they disagree",
+        [
+            "sds status",
+            "sds status --env dev --json",
+            "sds --aws status --env prod",
+            "sds --aws status --check",
+        ],
+    )
+    env_option(parser, "--env", help="one environment, in detail (default: all, as a table)")
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 when anything disagrees (for scripts and CI)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from sds.ops.status import status
+
+    ws = workspace(args)
+    env: EnvironmentConfig | None = args.env
+    results = status(ws, None if env is None else [env.name])
+    ok = all(r.ok for r in results)
+    if args.json:
+        print_json(
+            {
+                "target": ws.target,
+                "lock_file": str(ws.lock_path),
+                "ok": ok,
+                "environments": [r.to_dict() for r in results],
+            }
+        )
+    elif env is not None:
+        print(_detail(results[0], ws))
+    else:
+        print(_table(results, aws=ws.on_aws))
+        for r in results:
+            for line in ([r.error] if r.error else []) + r.warnings:
+                print(f"warning: {r.env}: {line}")
+        if not ws.on_aws:
+            print("(local target: the API follows the pin; add --aws for the deployed Lambda)")
+    return EXIT_ERROR if args.check and not ok else 0
+
+
+def _version(version: int | None) -> str:
+    return "-" if version is None else f"v{version}"
+
+
+def _sha(sha256: str | None) -> str:
+    return "-" if not sha256 else f"{sha256[:12]}..."
+
+
+def _table(results: list[EnvironmentStatus], *, aws: bool) -> str:
+    headers = ["ENV", "PIN", "REGISTRY"] + (["LAMBDA", "DEPLOYMENT"] if aws else []) + ["STATE"]
+    rows = []
+    for r in results:
+        row = [
+            r.env,
+            _version(None if r.pin is None else r.pin.version),
+            _version(None if r.alias is None else r.alias.version),
+        ]
+        if aws:
+            live = "-"
+            if r.live is not None:
+                live = _version(r.live.primary.model_version)
+                live += "".join(
+                    f" +{s.weight:.0%} {_version(s.model_version)}" for s in r.live.served[1:]
+                )
+            deploying = ", ".join(f"{d.id} {d.status}" for d in r.deployments) or "-"
+            row += [live, deploying]
+        rows.append([*row, r.state])
+    return table(rows, headers)
+
+
+def _detail(r: EnvironmentStatus, ws: Workspace) -> str:
+    lines = [f"{r.env} ({r.target}): {r.state}"]
+
+    def line(label: str, value: str) -> None:
+        lines.append(f"  {label:<11}{value}")
+
+    pin = r.pin
+    line(
+        "pin",
+        f"{_version(None if pin is None else pin.version)}  sha256 {_sha(None if pin is None else pin.sha256)}  ({ws.lock_path.name})",
+    )
+    alias = r.alias
+    how = "" if alias is None else f", {moved(alias)}"
+    line(
+        "registry",
+        f"{_version(None if alias is None else alias.version)}  sha256 {_sha(None if alias is None else alias.sha256)}  "
+        f"({r.registry_uri or '?'}{how})",
+    )
+    if r.live is not None:
+        first = r.live.primary
+        line(
+            "lambda",
+            f"{_version(first.model_version)}  sha256 {_sha(first.sha256)}  "
+            f"({r.live.function}:{r.live.alias} -> Lambda version {first.function_version})",
+        )
+        for s in r.live.served[1:]:
+            line(
+                "",
+                f"+ {s.weight:.0%} of requests to Lambda version {s.function_version} "
+                f"({_version(s.model_version)}, sha256 {_sha(s.sha256)})",
+            )
+    elif r.target == "local" and r.error is None:
+        line("lambda", "not checked locally (the local API follows the pin); add --aws")
+    for d in r.deployments:
+        moving = f", Lambda version {d.from_version} -> {d.to_version}" if d.to_version else ""
+        line("deployment", f"{d.id} {d.status} since {d.created[:19].replace('T', ' ')}{moving}")
+    if r.target == "aws" and not r.deployments and r.error is None:
+        line("deployment", "none in progress")
+    for message in ([r.error] if r.error else []) + r.warnings:
+        lines.append(f"warning: {message}")
+    return "\n".join(lines)

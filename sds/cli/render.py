@@ -1,0 +1,56 @@
+"""What every command prints the same way: JSON documents, tables, values, and errors.
+
+Errors are one line on stderr, `sds: <label>: <message>`; with `--json` the same error is also a
+document on stdout, `{"error": {"message", "type", "exit_code"}}` plus whatever fields the error
+adds itself (`SdsError.details`, e.g. a failed promotion's gates).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from sds.kernel.errors import EXIT_ERROR, SdsError
+
+
+def print_json(document: Any) -> None:
+    print(json.dumps(document, indent=2, sort_keys=True, default=str))
+
+
+def table(rows: list[list[str]], headers: list[str]) -> str:
+    """Left-aligned columns as wide as their widest cell, two spaces apart."""
+    widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows, strict=False)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += [
+        "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    ]
+    return "\n".join(lines)
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    """A metric or value for a table cell: floats to `digits` places, None as "-"."""
+    return (
+        f"{value:.{digits}f}"
+        if isinstance(value, float)
+        else ("-" if value is None else str(value))
+    )
+
+
+def error_document(exc: BaseException) -> dict[str, Any]:
+    """The `--json` report of `exc`: an SdsError's own (with its details), else the bare error."""
+    if isinstance(exc, SdsError):
+        return exc.to_dict()
+    return {"error": {"message": str(exc), "type": type(exc).__name__, "exit_code": EXIT_ERROR}}
+
+
+def report_error(exc: BaseException, *, as_json: bool, label: str | None = None) -> int:
+    """Print `exc` (one line on stderr, and a JSON document on stdout with --json) and return
+    its exit code: an SdsError's own, else 1. `label` overrides how stderr introduces it."""
+    code = exc.exit_code if isinstance(exc, SdsError) else EXIT_ERROR
+    if label is None:
+        label = exc.label if isinstance(exc, SdsError) else "error"
+    if as_json:
+        print_json(error_document(exc))
+    print(f"sds: {label}: {exc}", file=sys.stderr)
+    return code
