@@ -19,7 +19,7 @@ from botocore.stub import Stubber
 from deployed import ACTOR, CliResult, Deployed, read_pin
 
 import sds.kernel.sdk
-from sds.kernel.registry import Version
+from sds.kernel.registry import Registry, Version
 from sds.ops.aws import Clients
 from sds.ops.aws_rollback import ConcurrentRollback, rollback_live, stop_deployments
 from sds.ops.workspace import Workspace
@@ -224,6 +224,56 @@ def test_a_deploy_moving_live_meanwhile_makes_the_rollback_stop_without_changing
     assert dev.live()["FunctionVersion"] == "3"
     state = dev.registry.get_alias("dev")
     assert state is not None and state.version == 2
+    assert project.read_text() == pin_before
+
+
+def test_a_promotion_winning_the_race_makes_sds_rollback_exit_3_with_live_put_back(
+    deploy: Callable[..., Deployed],
+    cli: Callable[..., CliResult],
+    project: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given two deploys (live on Lambda version 3, model 2), and model 3 registered
+    dev = deploy("dev")
+    deploy_two_models(dev, cli)
+    three = dev.register("three")
+    pin_before = project.read_text()
+
+    # And another operator promoting model 3 between the rollback's read of the registry alias
+    # and its compare-and-swap (after `live` was switched)
+    real_move = Registry.move_alias
+    raced: list[str] = []
+
+    def racing_move(self: Registry, alias: str, version: int, **kwargs: Any) -> Any:
+        if kwargs.get("kind") == "rolled_back" and not raced:
+            raced.append(alias)
+            current = self.get_alias(alias)
+            real_move(
+                self,
+                alias,
+                three.number,
+                expected=current,
+                kind="promoted",
+                actor="other@ci",
+                reason="meanwhile",
+            )
+        return real_move(self, alias, version, **kwargs)
+
+    monkeypatch.setattr(Registry, "move_alias", racing_move)
+
+    # When the operator rolls back through the CLI
+    result = cli("--aws", "rollback", "--env", "dev", "--reason", "incident", "--json")
+
+    # Then it is refused with exit 3 (as the same loss locally), in one line and as JSON
+    assert raced == ["dev"]
+    assert result.code == 3, result.err
+    assert "a promotion moved the registry alias while this rollback ran" in result.err
+    error = result.json()["error"]
+    assert (error["type"], error["exit_code"]) == ("ConcurrentRollback", 3)
+    # And live is back where it was, the alias is the promoter's and the pin is untouched
+    assert dev.live()["FunctionVersion"] == "3"
+    state = dev.registry.get_alias("dev")
+    assert state is not None and state.version == three.number
     assert project.read_text() == pin_before
 
 

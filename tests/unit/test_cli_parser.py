@@ -72,3 +72,18 @@ def test_given_an_environment_option_then_it_completes_environment_names(name: s
         env_actions = [a for a in env_actions if a.dest == "env"]  # its --to is a version
     assert env_actions
     assert all(callable(getattr(a, "completer", None)) for a in env_actions)
+
+
+@pytest.mark.parametrize("name", sorted(subcommands()))
+def test_given_any_command_then_its_arguments_and_run_live_in_its_own_module(name: str) -> None:
+    parser = subcommands()[name]
+    assert parser.get_default("func").__module__ == f"sds.cli.commands.{name}"
+
+
+def test_given_on_fargate_then_the_command_works_against_aws() -> None:
+    # The task, its network and its registry are the deployed environment's
+    assert build_parser().parse_args(["train", "--on-fargate"]).aws is True
+    assert build_parser().parse_args(["train", "--local"]).aws is False
+    assert build_parser().parse_args(["--aws", "train"]).aws is True
+    with pytest.raises(SystemExit):  # still one or the other
+        build_parser().parse_args(["train", "--on-fargate", "--local"])

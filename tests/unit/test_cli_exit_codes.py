@@ -1,0 +1,249 @@
+"""How `sds` ends: the exit code an error declares, its one stderr line and its --json document;
+environment names checked once, as the arguments are parsed.
+
+The CLI runs in-process (`sds.cli.main.main`) on a throwaway project with local registries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sds.cli.commands import envs
+from sds.cli.main import main
+from sds.kernel.errors import Refused
+from sds.kernel.lock import read_lock
+from sds.kernel.registry import Registry, Version
+from sds.ops.promotion import promote
+from sds.ops.workspace import Workspace
+
+ROOT = Path(__file__).resolve().parents[2]
+METRICS = {"roc_auc": 0.93, "pr_auc": 0.6, "expected_calibration_error": 0.01}
+
+
+@dataclass
+class Ended:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+    @property
+    def error_line(self) -> str:
+        lines = self.err.strip().splitlines()
+        assert [line for line in lines if line.startswith("sds:")] == [lines[-1]], lines
+        return lines[-1]
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The repository's cdk.json in a temporary folder, with local state and lock file there."""
+    shutil.copy(ROOT / "cdk.json", tmp_path / "cdk.json")
+    monkeypatch.setenv("SDS_PROJECT_DIR", str(tmp_path))
+    monkeypatch.setenv("SDS_ACTOR", "tester")
+    for name in ("SDS_HOME", "SDS_LOCK_FILE", "SDS_TARGET"):
+        monkeypatch.delenv(name, raising=False)
+    for env in ("DEV", "STAGING", "PROD"):
+        monkeypatch.delenv(f"SDS_REGISTRY_{env}", raising=False)
+    return tmp_path
+
+
+def sds(capsys: pytest.CaptureFixture[str], *argv: str) -> Ended:
+    capsys.readouterr()
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return Ended(code, captured.out, captured.err)
+
+
+def register(ws: Workspace, tag: str) -> Version:
+    payload = tag.encode() * 64
+    return ws.registry("dev").register(
+        {"model.onnx": b"onnx" + payload, "model.skops": b"skops" + payload},
+        {"metrics": METRICS},
+        actor="tester",
+        reason=tag,
+    )
+
+
+# Errors carry their exit code ------------------------------------------------------------------
+
+
+def test_a_local_rollback_that_loses_a_concurrent_update_is_refused_with_exit_3(
+    project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given dev serving v2 (after v1), and v3 registered
+    ws = Workspace.discover(project_dir=project)
+    one, two, three = (register(ws, tag) for tag in ("one", "two", "three"))
+    promote(ws, to_env="dev", version=one.number)
+    promote(ws, to_env="dev", version=two.number)
+    pin_before = (project / "models.lock.json").read_text()
+
+    # And another operator promoting v3 between the rollback's read of the alias and its write
+    real_move = Registry.move_alias
+    raced: list[str] = []
+
+    def racing_move(self: Registry, alias: str, version: int, **kwargs: Any) -> Any:
+        if kwargs.get("kind") == "rolled_back" and not raced:
+            raced.append(alias)
+            current = self.get_alias(alias)
+            real_move(
+                self,
+                alias,
+                three.number,
+                expected=current,
+                kind="promoted",
+                actor="other",
+                reason="meanwhile",
+            )
+        return real_move(self, alias, version, **kwargs)
+
+    monkeypatch.setattr(Registry, "move_alias", racing_move)
+
+    # When rolling back dev
+    ended = sds(capsys, "rollback", "--env", "dev", "--reason", "incident", "--json")
+
+    # Then it is refused (exit 3, as the same loss with --aws), in one line and as JSON
+    assert raced == ["dev"]
+    assert ended.code == 3, ended
+    assert ended.error_line.startswith("sds: error: dev: alias 'dev' was moved by someone else")
+    error = ended.json()["error"]
+    assert (error["type"], error["exit_code"]) == ("ConcurrentRollback", 3)
+    # And nothing of its own was done: the alias is the other operator's, the pin untouched
+    state = ws.registry("dev").get_alias("dev")
+    assert state is not None and state.version == three.number
+    assert not [e for e in ws.registry("dev").events() if e["type"] == "rolled_back"]
+    assert (project / "models.lock.json").read_text() == pin_before
+
+
+class _ChangedUnderneath(Refused):
+    """An error class the CLI has never heard of: only its declared exit code can tell main."""
+
+    def details(self) -> dict[str, Any]:
+        return {"env": "dev", "retry": True}
+
+
+def test_main_exits_with_the_code_an_error_declares_and_reports_its_details(
+    project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a command that fails with a refusal main does not know by name
+    def refuse(args: argparse.Namespace) -> int:
+        raise _ChangedUnderneath("dev changed while this command ran")
+
+    monkeypatch.setattr(envs, "run", refuse)
+
+    # When it runs, with and without --json
+    plain = sds(capsys, "envs")
+    as_json = sds(capsys, "envs", "--json")
+
+    # Then both exit 3; stderr has the one line; the JSON has the error's own fields too
+    assert plain.code == as_json.code == 3
+    assert plain.out == ""
+    assert plain.error_line == "sds: error: dev changed while this command ran"
+    assert as_json.json() == {
+        "env": "dev",
+        "retry": True,
+        "error": {
+            "message": "dev changed while this command ran",
+            "type": "_ChangedUnderneath",
+            "exit_code": 3,
+        },
+    }
+
+
+def test_an_operating_system_error_exits_1_in_one_line(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given an --out path below a file, which no directory can be created under
+    (project / "data").write_text("a file, not a directory")
+
+    # When generating into it
+    out = project / "data" / "events.jsonl"
+    ended = sds(capsys, "generate", "--events", "20", "--out", str(out), "--json")
+
+    # Then it is an error (exit 1), named in one line and in the JSON document
+    assert ended.code == 1
+    assert ended.error_line.startswith("sds: error: ") and "data" in ended.error_line
+    assert ended.json()["error"]["exit_code"] == 1
+
+
+def test_a_usage_error_exits_2(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ended = sds(capsys, "train", "--json")
+    assert ended.code == 2
+    assert ended.error_line.startswith("sds: error: --data is required")
+    assert ended.json()["error"] == {
+        "message": ended.error_line.removeprefix("sds: error: "),
+        "type": "UsageError",
+        "exit_code": 2,
+    }
+
+
+# Environment names, resolved once --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("train", "--env", "qa", "--data", "missing.jsonl"),
+        ("models", "--env", "qa"),
+        ("show", "1", "--env", "qa"),
+        ("promote", "1", "--to", "qa"),
+        ("promote", "--from", "qa", "--to", "dev"),
+        ("rollback", "--env", "qa"),
+        ("history", "--env", "qa"),
+        ("status", "--env", "qa"),
+        ("serve", "--env", "qa", "--port", "0"),
+    ],
+    ids=lambda argv: " ".join(argv[:3]),
+)
+def test_an_unknown_environment_is_named_with_the_known_ones_before_anything_happens(
+    argv: tuple[str, ...], project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # When a command names an environment cdk.json does not define
+    ended = sds(capsys, *argv, "--json")
+
+    # Then it is one clear error (exit 1) that lists the known environments
+    assert ended.code == 1, ended
+    message = "unknown environment 'qa' (known: dev, staging, prod)"
+    assert ended.error_line == f"sds: error: {message}"
+    assert ended.json()["error"] == {"message": message, "type": "ConfigError", "exit_code": 1}
+    # And nothing was created for it: no registry, no pin
+    assert not (project / ".sds" / "registries" / "qa").exists()
+    assert not (project / "models.lock.json").exists()
+
+
+def test_without_env_a_command_works_on_the_first_environment_of_the_chain(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ws = Workspace.discover(project_dir=project)
+    register(ws, "one")
+
+    listing = sds(capsys, "models", "--json").json()
+
+    assert listing["env"] == "dev"
+    assert [v["version"] for v in listing["versions"]] == [1]
+
+
+def test_promote_from_one_environment_to_the_next_resolves_both(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given v1 live in dev
+    ws = Workspace.discover(project_dir=project)
+    register(ws, "one")
+    promote(ws, to_env="dev", version=1)
+
+    # When promoting what is live in dev to staging
+    ended = sds(capsys, "promote", "--from", "dev", "--to", "staging", "--quiet", "--json")
+
+    # Then staging serves the copy, and both pins are written
+    assert ended.code == 0, ended
+    assert (ended.json()["env"], ended.json()["copied_from"]) == ("staging", "dev")
+    pins = read_lock(ws.lock_path, model=ws.model).pins
+    assert pins["staging"].version == pins["dev"].version == 1
