@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from stacks.bundling import BundleError, BundleSpec, _bundle_key, _deps_key, find_python
+from stacks.bundling import (
+    UNUSED_ON_SERVING_PATH,
+    BundleError,
+    BundleSpec,
+    _bundle_key,
+    _deps_key,
+    _strip,
+    find_python,
+)
 
 
 def _spec(root: Path, architecture: str = "x86_64") -> BundleSpec:
@@ -46,6 +54,17 @@ def test_dependencies_are_keyed_by_requirements_and_platform(source: Path) -> No
     assert _deps_key(_spec(source)) != x86
 
 
+def test_dependencies_are_rebuilt_when_the_strip_list_changes(
+    source: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The cache is shared between work trees: a strip list edited without a RECIPE_VERSION bump
+    # must still never reuse a tree stripped by the old list.
+    before = _deps_key(_spec(source))
+    fewer = UNUSED_ON_SERVING_PATH[1:]
+    monkeypatch.setattr("stacks.bundling.UNUSED_ON_SERVING_PATH", fewer)
+    assert _deps_key(_spec(source)) != before
+
+
 def test_missing_lambda_python_is_a_clear_error() -> None:
     with pytest.raises(BundleError, match="SDS_LAMBDA_PYTHON"):
         find_python(["/nonexistent/python3.12", ""])
@@ -54,3 +73,66 @@ def test_missing_lambda_python_is_a_clear_error() -> None:
 def test_unknown_architecture_is_rejected(source: Path) -> None:
     with pytest.raises(BundleError, match="architecture"):
         _spec(source, "sparc")
+
+
+def test_strip_removes_what_serving_never_loads_and_keeps_what_it_links(tmp_path: Path) -> None:
+    # Given a dependency tree laid out like the wheels pip installs for the Lambda platform
+    files = [
+        "onnxruntime/__init__.py",
+        "onnxruntime/LICENSE",
+        "onnxruntime/ThirdPartyNotices.txt",
+        "onnxruntime/capi/onnxruntime_pybind11_state.cpython-312-x86_64-linux-gnu.so",
+        "onnxruntime/capi/libonnxruntime_providers_shared.so",
+        "onnxruntime/capi/libonnxruntime.so.1.32.0",
+        "onnxruntime/backend/backend.py",
+        "onnxruntime/tools/convert.py",
+        "onnxruntime/transformers/machine_info.py",
+        "onnxruntime-1.32.0.dist-info/METADATA",
+        "numpy/__init__.py",
+        "numpy/_core/tests/test_api.py",
+        "numpy/_core/include/numpy/ndarrayobject.h",
+        "numpy/_core/__init__.pyi",
+        "numpy.libs/libscipy_openblas64_-32a4b2a6.so",
+        "numpy.libs/libgfortran-040039e1-0352e75f.so.5.0.0",
+        "numpy-2.4.6.dist-info/licenses/LICENSE.txt",
+        "google/protobuf/descriptor_pb2.py",
+        "protobuf-7.36.2.dist-info/METADATA",
+        "flatbuffers/builder.py",
+        "flatbuffers-25.12.19.dist-info/METADATA",
+        "packaging/version.py",
+        "packaging-26.4.dist-info/METADATA",
+    ]
+    for name in files:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    # When the recipe strips it
+    _strip(tmp_path)
+    # Then the binding, the libraries it and numpy link against, licenses and metadata stay
+    left = {str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()}
+    assert left == {
+        "onnxruntime/__init__.py",
+        "onnxruntime/LICENSE",
+        "onnxruntime/ThirdPartyNotices.txt",
+        "onnxruntime/capi/onnxruntime_pybind11_state.cpython-312-x86_64-linux-gnu.so",
+        "onnxruntime/capi/libonnxruntime_providers_shared.so",
+        "onnxruntime-1.32.0.dist-info/METADATA",
+        "numpy/__init__.py",
+        "numpy.libs/libscipy_openblas64_-32a4b2a6.so",
+        "numpy.libs/libgfortran-040039e1-0352e75f.so.5.0.0",
+        "numpy-2.4.6.dist-info/licenses/LICENSE.txt",
+    }
+    # And no empty top-level folder of a stripped package is left behind
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "onnxruntime",
+        "onnxruntime-1.32.0.dist-info",
+        "numpy",
+        "numpy.libs",
+        "numpy-2.4.6.dist-info",
+    }
+
+
+def test_unused_entries_stay_inside_the_bundle_and_off_linked_libraries() -> None:
+    for unused in UNUSED_ON_SERVING_PATH:
+        for pattern in unused.paths:
+            assert not Path(pattern).is_absolute() and ".." not in Path(pattern).parts
+            assert ".libs" not in pattern, pattern
