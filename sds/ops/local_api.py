@@ -5,20 +5,32 @@ what Lambda receives behind API Gateway. Like a Lambda alias, the server follows
 environment's pin in models.lock.json: each pin gets its own app instance (a "published
 version", loaded once), and every request is routed to the app of the current pin, so a
 `promote` or `rollback` takes effect on the next request, without a restart.
+
+The HTTP side refuses what API Gateway refuses before the handler runs (bodies over its 10 MiB,
+unreadable framing) the way mature servers do: the refusal goes out first (before `100 Continue`
+when the client asked for it), with `Connection: close`, and what the client still sends is read
+and discarded for a bounded time and amount ("lingering close", as nginx does), so a client that
+sends its whole body before reading (Python's http.client) reads the 413 instead of a reset.
+Every read and write has a timeout and a body has a deadline, so a slow or endless body cannot
+hold a thread for good.
 """
 
 from __future__ import annotations
 
 import base64
+import io
 import json
 import logging
+import re
+import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 from lambdas.inference.app import InferenceApp, MetricSink
@@ -30,6 +42,152 @@ logger = logging.getLogger("sds.ops.local_api")
 
 # API Gateway's own payload limit; the handler enforces the (smaller) configured one.
 GATEWAY_MAX_BODY = 10 * 1024 * 1024
+# API Gateway's answer to a larger body: 413 with its REQUEST_TOO_LARGE gateway response.
+GATEWAY_TOO_LARGE = "Request Too Long"
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """How long and how much the local API waits on one client, so none can hold a thread for good.
+
+    The defaults follow nginx: 60 s for any single read or write (`client_body_timeout`,
+    `send_timeout`, and an idle keep-alive connection), a deadline for a whole body, and a bounded
+    lingering close after a refusal (`lingering_time`).
+    """
+
+    idle_timeout_s: float = 60.0
+    body_timeout_s: float = 60.0
+    drain_timeout_s: float = 5.0
+    drain_max_bytes: int = 64 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        for name in ("idle_timeout_s", "body_timeout_s", "drain_timeout_s", "drain_max_bytes"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+
+
+class _Refusal(Exception):
+    """A request answered before (or instead of) the handler: status and a message naming why."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+_DIGITS = re.compile(r"[0-9]{1,20}")
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+_CHUNK_LINE_MAX = 4096  # a chunk-size line with its extensions, or one trailer field
+_MAX_TRAILERS = 100  # as http.client's cap on header fields
+_READ_SIZE = 64 * 1024
+
+
+def _linger(sock: socket.socket, limits: ConnectionLimits) -> None:
+    """Half-close, then discard what the client still sends until it closes, bounded in time and bytes.
+
+    Closing a socket with unread data makes the kernel send a reset, and a client still writing
+    its body (or one whose receive buffer the reset overtakes) then sees ECONNRESET or a broken
+    pipe instead of the response that is already on its way.
+    """
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        return
+    deadline = time.monotonic() + limits.drain_timeout_s
+    budget = limits.drain_max_bytes
+    buffer = bytearray(_READ_SIZE)
+    try:
+        while budget > 0:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            sock.settimeout(remaining)
+            received = sock.recv_into(buffer, min(len(buffer), budget))
+            if received == 0:
+                return  # the client closed: nothing more will come
+            budget -= received
+    except OSError:
+        return  # too slow (timeout) or gone (reset): stop either way
+
+
+class _BodyReader:
+    """Reads one request body against a deadline; every wait is bounded by the time left."""
+
+    def __init__(self, rfile: io.BufferedReader, sock: socket.socket, limits: ConnectionLimits):
+        self._rfile = rfile
+        self._sock = sock
+        self._limits = limits
+        self._deadline = time.monotonic() + limits.body_timeout_s
+
+    def _arm(self) -> None:
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise self._too_slow()
+        self._sock.settimeout(min(self._limits.idle_timeout_s, remaining))
+
+    def _too_slow(self) -> _Refusal:
+        return _Refusal(
+            408,
+            f"the request body did not arrive in time (limits: {self._limits.body_timeout_s:g} s "
+            f"in all, {self._limits.idle_timeout_s:g} s between reads)",
+        )
+
+    @staticmethod
+    def _cut_short() -> _Refusal:
+        return _Refusal(400, "the connection ended before the request body was complete")
+
+    def exactly(self, length: int) -> bytes:
+        parts: list[bytes] = []
+        remaining = length
+        while remaining > 0:
+            self._arm()
+            try:
+                data = self._rfile.read1(min(remaining, _READ_SIZE))
+            except TimeoutError:
+                raise self._too_slow() from None
+            if not data:
+                raise self._cut_short()
+            parts.append(data)
+            remaining -= len(data)
+        return b"".join(parts)
+
+    def line(self) -> bytes:
+        line = bytearray()
+        while True:
+            self._arm()
+            try:
+                buffered = self._rfile.peek(1)
+            except TimeoutError:
+                raise self._too_slow() from None
+            if not buffered:
+                raise self._cut_short()
+            end = buffered.find(b"\n")
+            take = end + 1 if end >= 0 else len(buffered)
+            line += self._rfile.read(min(take, _CHUNK_LINE_MAX + 1 - len(line)))
+            if line.endswith(b"\n"):
+                return bytes(line)
+            if len(line) > _CHUNK_LINE_MAX:
+                raise _Refusal(400, "a line of the chunked body is too long")
+
+    def chunked(self, limit: int) -> bytes:
+        """A `Transfer-Encoding: chunked` body, decoded; over `limit` bytes is a 413."""
+        body = bytearray()
+        while True:
+            size_text = self.line().split(b";", 1)[0].strip()
+            if not _CHUNK_SIZE.fullmatch(size_text):
+                raise _Refusal(400, "invalid chunk size in the chunked request body")
+            size = int(size_text, 16)
+            if size == 0:
+                break
+            if len(body) + size > limit:
+                raise _Refusal(413, GATEWAY_TOO_LARGE)
+            body += self.exactly(size)
+            if self.exactly(2) != b"\r\n":
+                raise _Refusal(400, "a chunk of the request body is longer than its declared size")
+        for _ in range(_MAX_TRAILERS + 1):
+            if self.line().strip() == b"":
+                return bytes(body)
+        raise _Refusal(400, "too many trailer fields after the chunked request body")
 
 
 def _no_metrics(name: str, value: float, dimensions: Mapping[str, str]) -> None:
@@ -162,23 +320,81 @@ def to_proxy_event(
     }
 
 
-def make_handler(apps: Callable[[], InferenceApp]) -> type[BaseHTTPRequestHandler]:
+def make_handler(
+    apps: Callable[[], InferenceApp], limits: ConnectionLimits | None = None
+) -> type[BaseHTTPRequestHandler]:
+    connection_limits = limits or ConnectionLimits()
+
     class Handler(BaseHTTPRequestHandler):
         server_version = "sds-local-api"
         protocol_version = "HTTP/1.1"
+        # Per read and write, and for an idle keep-alive connection (StreamRequestHandler applies it).
+        timeout = connection_limits.idle_timeout_s
+
+        def _framing(self) -> int | None:
+            """The body's length (None: chunked), or the refusal API Gateway would answer with."""
+            codings = [
+                coding.strip().lower()
+                for value in self.headers.get_all("Transfer-Encoding") or []
+                for coding in value.split(",")
+                if coding.strip()
+            ]
+            lengths = {
+                part.strip()
+                for value in self.headers.get_all("Content-Length") or []
+                for part in value.split(",")
+            }
+            if codings:
+                if lengths:
+                    raise _Refusal(400, "send either Content-Length or Transfer-Encoding, not both")
+                if codings != ["chunked"]:
+                    raise _Refusal(
+                        501,
+                        f"Transfer-Encoding {', '.join(codings)} is not supported; "
+                        "send Content-Length or Transfer-Encoding: chunked",
+                    )
+                return None
+            if not lengths:
+                return 0
+            text = lengths.pop() if len(lengths) == 1 else ""  # "5, 5" is one length, "5, 6" none
+            if not _DIGITS.fullmatch(text):
+                raise _Refusal(400, "invalid Content-Length: it must be one number of bytes")
+            length = int(text)
+            if length > GATEWAY_MAX_BODY:
+                raise _Refusal(413, GATEWAY_TOO_LARGE)
+            return length
+
+        def handle_expect_100(self) -> bool:
+            # Refuse before the client sends a body we would refuse anyway (RFC 9110, 10.1.1).
+            try:
+                self._framing()
+            except _Refusal as refusal:
+                self._refuse(refusal)
+                return False
+            return super().handle_expect_100()
+
+        def send_error(
+            self, code: int, message: str | None = None, explain: str | None = None
+        ) -> None:
+            # http.server's own refusals (malformed request line, unknown method, headers too
+            # long) as JSON, with the same lingering close.
+            self._refuse(_Refusal(code, message or self.responses.get(code, ("error",))[0]))
+
+        def _read_body(self) -> bytes:
+            length = self._framing()
+            # StreamRequestHandler reads through a buffered reader (rbufsize -1): peek and read1.
+            rfile = cast(io.BufferedReader, self.rfile)
+            reader = _BodyReader(rfile, self.connection, connection_limits)
+            body = reader.chunked(GATEWAY_MAX_BODY) if length is None else reader.exactly(length)
+            self.connection.settimeout(connection_limits.idle_timeout_s)
+            return body
 
         def _serve(self) -> None:
-            length_text = self.headers.get("Content-Length", "0") or "0"
             try:
-                length = int(length_text)
-            except ValueError:
-                self._send(400, {}, json.dumps({"message": "invalid Content-Length"}).encode())
+                body = self._read_body()
+            except _Refusal as refusal:
+                self._refuse(refusal)
                 return
-            if length > GATEWAY_MAX_BODY:
-                self.close_connection = True
-                self._send(413, {}, json.dumps({"message": "Request Too Long"}).encode())
-                return
-            body = self.rfile.read(length) if length > 0 else b""
             event = to_proxy_event(
                 method=self.command,
                 raw_path=self.path,
@@ -194,6 +410,17 @@ def make_handler(apps: Callable[[], InferenceApp]) -> type[BaseHTTPRequestHandle
                 else str(payload).encode()
             )
             self._send(int(response.get("statusCode", 502)), response.get("headers") or {}, data)
+
+        def _refuse(self, refusal: _Refusal) -> None:
+            """Answer, half-close, and discard the rest of the request (bounded) before closing."""
+            self.close_connection = True
+            data = json.dumps({"message": refusal.message}).encode()
+            try:
+                self.connection.settimeout(connection_limits.idle_timeout_s)
+                self._send(refusal.status, {"Connection": "close"}, data)
+            except OSError:
+                return  # the client is gone: nobody to answer
+            _linger(self.connection, connection_limits)
 
         def _send(self, status: int, headers: Mapping[str, str], data: bytes) -> None:
             self.send_response(status)
@@ -216,9 +443,16 @@ def make_handler(apps: Callable[[], InferenceApp]) -> type[BaseHTTPRequestHandle
 class LocalApi:
     """A running local API: `with LocalApi(...) as api: requests to api.url`."""
 
-    def __init__(self, apps: PinnedApps, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        apps: PinnedApps,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        limits: ConnectionLimits | None = None,
+    ) -> None:
         self.apps = apps
-        self.server = ThreadingHTTPServer((host, port), make_handler(apps.current))
+        self.server = ThreadingHTTPServer((host, port), make_handler(apps.current, limits))
         self.server.daemon_threads = True
         self._thread: threading.Thread | None = None
 

@@ -139,5 +139,13 @@ def test_http_errors_are_4xx_that_name_the_problem(fresh_copy: Callable[[], Proj
         big = json.dumps({"events": [EVENT] * 5000}).encode()
         status, _, body = call(f"{url}/predict", "POST", big, {"Content-Type": "application/json"})
         assert status == 413 and "limit" in body["message"]
+        # Over API Gateway's 10 MiB, refused before the handler: urllib writes the whole body
+        # before reading, and still reads the 413 (no connection reset)
+        huge = b" " * (10 * 1024 * 1024 + 1)
+        status, headers, body = call(
+            f"{url}/predict", "POST", huge, {"Content-Type": "application/json"}
+        )
+        assert status == 413 and body == {"message": "Request Too Long"}
+        assert headers["Connection"] == "close"
         status, _, body = predict(url, [EVENT] * 101)
         assert status == 400 and "the limit is 100" in body["problems"][0]["reason"]

@@ -1,0 +1,367 @@
+"""The local API's HTTP side over real sockets: refusals a client can read, and bounded waits.
+
+API Gateway refuses some requests before the handler runs (bodies over 10 MiB, framing it cannot
+read). The local API does the same, and does it the way nginx and Go's net/http do: the refusal
+goes out before `100 Continue`, with `Connection: close`, and what the client still sends is
+discarded for a bounded time and amount, so a client that writes its whole body before reading
+(Python's http.client, urllib, requests) reads the 413 instead of a connection reset.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from trained_model import MODEL, TrainedModel
+
+from sds.kernel.lock import Pin, write_pin
+from sds.ops.local_api import GATEWAY_MAX_BODY, ConnectionLimits, LocalApi, PinnedApps
+
+MAX_BODY_BYTES = 262_144
+EVENT = {
+    "amount": 250.0,
+    "currency": "EUR",
+    "merchant_category": "electronics",
+    "country": "FR",
+    "card_country": "DE",
+    "hour_of_day": 2,
+    "account_age_days": 12,
+    "is_new_device": True,
+    "num_failed_logins_last_24_hours": 2,
+    "txn_count_last_1h": 3,
+}
+JSON = {"Content-Type": "application/json"}
+# A bound on how long a test waits for the server to let go: far above the limits under test
+# (tenths of a second), so only a server that never lets go fails it.
+PATIENCE_S = 15.0
+
+StartApi = Callable[..., LocalApi]
+
+
+@pytest.fixture
+def start_api(trained: TrainedModel, tmp_path: Path) -> Iterator[StartApi]:
+    """Starts local APIs serving the trained model; every one is stopped after the test."""
+    lock = tmp_path / "models.lock.json"
+    write_pin(lock, model=MODEL, env="dev", pin=Pin(trained.version.number, trained.version.sha256))
+    started: list[LocalApi] = []
+
+    def start(
+        *, max_body_bytes: int = MAX_BODY_BYTES, limits: ConnectionLimits | None = None
+    ) -> LocalApi:
+        apps = PinnedApps(
+            lock_path=lock,
+            model=MODEL,
+            env="dev",
+            registry_uri=trained.registry_uri,
+            max_events=100,
+            max_body_bytes=max_body_bytes,
+        )
+        api = LocalApi(apps, limits=limits).start()
+        started.append(api)
+        return api
+
+    yield start
+    for api in started:
+        api.stop()
+
+
+def address(api: LocalApi) -> tuple[str, int]:
+    host, port = api.server.server_address[:2]
+    return str(host), int(port)
+
+
+def post(api: LocalApi, body: Any, *, chunked: bool = False) -> tuple[int, dict[str, str], Any]:
+    """One POST /predict with http.client, which sends the whole body before reading."""
+    connection = http.client.HTTPConnection(*address(api), timeout=PATIENCE_S)
+    try:
+        connection.request("POST", "/predict", body, JSON, encode_chunked=chunked)
+        response = connection.getresponse()
+        headers_read = {k.lower(): v for k, v in response.getheaders()}
+        return response.status, headers_read, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def padded(size: int) -> bytes:
+    """A valid request body of exactly `size` bytes (JSON allows trailing whitespace)."""
+    body = json.dumps({"events": [EVENT]}).encode()
+    assert len(body) <= size
+    return body + b" " * (size - len(body))
+
+
+def raw_exchange(api: LocalApi, request: bytes) -> bytes:
+    """Send raw bytes, then read everything the server says until it closes the connection."""
+    with socket.create_connection(address(api), timeout=PATIENCE_S) as sock:
+        sock.sendall(request)
+        received = bytearray()
+        while chunk := sock.recv(65536):
+            received += chunk
+        return bytes(received)
+
+
+def parse(response: bytes) -> tuple[int, dict[str, str], Any]:
+    head, _, body = response.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
+    return int(status_line.split()[1]), headers, json.loads(body)
+
+
+def assert_serves(api: LocalApi) -> None:
+    status, _, body = post(api, json.dumps({"events": [EVENT]}).encode())
+    assert status == 200, body
+    assert 0 <= body["predictions"][0]["fraud_probability"] <= 1
+
+
+def handler_threads() -> int:
+    return sum("process_request_thread" in t.name for t in threading.enumerate())
+
+
+@pytest.mark.parametrize("size", [GATEWAY_MAX_BODY + 1, 3 * GATEWAY_MAX_BODY])
+def test_a_body_over_the_gateway_limit_sent_in_one_go_reads_a_413(
+    start_api: StartApi, size: int
+) -> None:
+    # Given a local API, and a client that writes its whole body before reading (http.client)
+    api = start_api()
+    # When it posts a body over API Gateway's 10 MiB
+    status, headers, body = post(api, b"x" * size)
+    # Then it reads API Gateway's 413 with a JSON message, not a reset, and the connection closes
+    assert status == 413
+    assert body == {"message": "Request Too Long"}
+    assert headers["connection"] == "close"
+    assert headers["content-type"] == "application/json"
+    # And the server keeps serving
+    assert_serves(api)
+
+
+def test_expect_100_continue_over_the_limit_gets_413_and_never_100_continue(
+    start_api: StartApi,
+) -> None:
+    # Given a client that asks before sending a body over the limit
+    api = start_api()
+    request = (
+        b"POST /predict HTTP/1.1\r\nHost: local\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\nExpect: 100-continue\r\n\r\n" % (GATEWAY_MAX_BODY + 1)
+    )
+    # When it sends only the head and reads the answer
+    response = raw_exchange(api, request)
+    # Then the answer is a final 413 with Connection: close, and no 100 Continue ever came
+    assert b"100 Continue" not in response
+    status, headers, body = parse(response)
+    assert status == 413 and body == {"message": "Request Too Long"}
+    assert headers["connection"] == "close"
+    assert_serves(api)
+
+
+def test_expect_100_continue_within_the_limit_continues_and_serves(start_api: StartApi) -> None:
+    api = start_api()
+    body = json.dumps({"events": [EVENT]}).encode()
+    with socket.create_connection(address(api), timeout=PATIENCE_S) as sock:
+        # Given a client that asks before sending a body the API accepts
+        sock.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: local\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\nExpect: 100-continue\r\n\r\n" % len(body)
+        )
+        # When it waits for the go-ahead, then sends the body
+        assert sock.recv(64) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        # Then the request is served as usual
+        assert response.status == 200
+        assert len(json.loads(response.read())["predictions"]) == 1
+
+
+def test_bodies_at_the_limits_are_served_as_before(start_api: StartApi) -> None:
+    # Given the handler's configured limit (256 KiB), well under API Gateway's
+    api = start_api()
+    # When a client sends exactly the limit, then one byte more
+    at_limit = post(api, padded(MAX_BODY_BYTES))
+    over = post(api, padded(MAX_BODY_BYTES + 1))
+    # Then the first is scored and the second is the handler's own 413, naming the limit
+    assert at_limit[0] == 200 and len(at_limit[2]["predictions"]) == 1
+    assert over[0] == 413 and over[2]["error"] == "payload_too_large"
+    assert f"the limit is {MAX_BODY_BYTES}" in over[2]["message"]
+    assert over[1].get("connection") != "close"  # read in full: the connection can be reused
+
+
+def test_exactly_the_gateway_limit_reaches_the_handler_and_one_byte_more_does_not(
+    start_api: StartApi,
+) -> None:
+    # Given a handler configured up to API Gateway's own limit
+    api = start_api(max_body_bytes=GATEWAY_MAX_BODY)
+    # When a client sends exactly 10 MiB, then one byte more
+    status, _, body = post(api, padded(GATEWAY_MAX_BODY))
+    assert status == 200 and len(body["predictions"]) == 1
+    status, headers, body = post(api, padded(GATEWAY_MAX_BODY + 1))
+    # Then 10 MiB is scored and one byte more is the gateway's 413, before the handler
+    assert status == 413 and body == {"message": "Request Too Long"}
+    assert headers["connection"] == "close"
+
+
+def test_chunked_bodies_are_decoded_and_capped_at_the_gateway_limit(start_api: StartApi) -> None:
+    api = start_api()
+    events = json.dumps({"events": [EVENT, {**EVENT, "event_id": "b"}]}).encode()
+    # Given a client that streams its body in chunks (Transfer-Encoding: chunked)
+    pieces = [events[:10], events[10:40], events[40:]]
+    # When the body is within the limits, it is reassembled and scored like any other
+    status, _, body = post(api, iter(pieces), chunked=True)
+    assert status == 200 and body["predictions"][1]["event_id"] == "b"
+    # And a chunked body that grows past 10 MiB is a readable 413, though the client keeps sending
+    endless = (b"x" * (1024 * 1024) for _ in range(16))
+    status, headers, body = post(api, endless, chunked=True)
+    assert status == 413 and body == {"message": "Request Too Long"}
+    assert headers["connection"] == "close"
+    assert_serves(api)
+
+
+HEAD = b"POST /predict HTTP/1.1\r\nHost: local\r\nContent-Type: application/json\r\n"
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "says"),
+    [
+        (
+            HEAD + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            400,
+            "not both",
+        ),
+        (HEAD + b"Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501, "gzip"),
+        (HEAD + b"Content-Length: abc\r\n\r\n", 400, "invalid Content-Length"),
+        (HEAD + b"Content-Length: -5\r\n\r\n", 400, "invalid Content-Length"),
+        (HEAD + b"Content-Length: +5\r\n\r\n{}   ", 400, "invalid Content-Length"),
+        (HEAD + b"Content-Length: 1_0\r\n\r\n", 400, "invalid Content-Length"),
+        (
+            HEAD + b"Content-Length: 2\r\nContent-Length: 3\r\n\r\n{} ",
+            400,
+            "invalid Content-Length",
+        ),
+        (HEAD + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n", 400, "chunk size"),
+        (HEAD + b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}}\r\n0\r\n\r\n", 400, "declared size"),
+        (HEAD + b"Content-Length: 10\r\n\r\n{}", 400, "ended before"),
+        (b"BREW /predict HTTP/1.1\r\nHost: local\r\nContent-Length: 2\r\n\r\n{}", 501, "BREW"),
+    ],
+    ids=[
+        "length-and-chunked",
+        "unknown-coding",
+        "length-not-a-number",
+        "negative-length",
+        "signed-length",
+        "underscored-length",
+        "two-lengths",
+        "bad-chunk-size",
+        "chunk-overrun",
+        "truncated-body",
+        "unknown-method",
+    ],
+)
+def test_framing_that_cannot_be_read_is_refused_with_a_json_message(
+    start_api: StartApi, request_bytes: bytes, status: int, says: str
+) -> None:
+    # Given a request whose body no server can delimit safely (or one it cannot parse at all)
+    api = start_api()
+    # When it is sent (a truncated body: then the client stops writing)
+    with socket.create_connection(address(api), timeout=PATIENCE_S) as sock:
+        sock.sendall(request_bytes)
+        if says == "ended before":
+            sock.shutdown(socket.SHUT_WR)
+        received = bytearray()
+        while chunk := sock.recv(65536):
+            received += chunk
+    # Then the answer names the problem as JSON and the connection is closed, never reused
+    got_status, headers, body = parse(bytes(received))
+    assert got_status == status
+    assert says in body["message"]
+    assert headers["connection"] == "close"
+    assert_serves(api)
+
+
+def trickle(api: LocalApi, head: bytes, piece: bytes, interval_s: float) -> bytes:
+    """Send `head`, then `piece` every `interval_s`, reading as it goes, until the server closes.
+
+    Returns what the server said before it closed (its end of stream).
+    """
+    started = time.monotonic()
+    received = bytearray()
+    with socket.create_connection(address(api), timeout=PATIENCE_S) as sock:
+        sock.sendall(head)
+        while time.monotonic() - started < PATIENCE_S:
+            readable, _, _ = select.select([sock], [], [], interval_s)
+            if readable:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return bytes(received)
+                received += chunk
+            sock.sendall(piece)
+    raise AssertionError(f"the server still held the connection after {PATIENCE_S} s: {received!r}")
+
+
+def test_a_body_that_drips_in_slower_than_the_deadline_gets_408_and_is_let_go(
+    start_api: StartApi,
+) -> None:
+    # Given a body deadline of half a second
+    api = start_api(limits=ConnectionLimits(body_timeout_s=0.5, drain_timeout_s=0.5))
+    threads_before = handler_threads()
+    # When a client announces 1000 bytes and sends one every 50 ms
+    said = trickle(api, HEAD + b"Content-Length: 1000\r\n\r\n", b" ", 0.05)
+    # Then it is told 408 with the limits, and the connection is closed
+    status, headers, body = parse(said)
+    assert status == 408 and "0.5 s in all" in body["message"]
+    assert headers["connection"] == "close"
+    wait_for_threads(threads_before)
+    assert_serves(api)
+
+
+@pytest.mark.parametrize(
+    ("limits", "piece", "interval_s"),
+    [
+        # slow and endless: the lingering close ends on its time limit
+        (ConnectionLimits(drain_timeout_s=0.5), b"x" * 1024, 0.02),
+        # fast and endless: the lingering close ends on its byte limit long before its time
+        (ConnectionLimits(drain_timeout_s=600, drain_max_bytes=1024 * 1024), b"x" * 65536, 0.0),
+    ],
+    ids=["slow", "fast"],
+)
+def test_an_endless_body_after_a_refusal_does_not_hold_a_thread(
+    start_api: StartApi, limits: ConnectionLimits, piece: bytes, interval_s: float
+) -> None:
+    # Given a local API with bounded lingering
+    api = start_api(limits=limits)
+    threads_before = handler_threads()
+    with socket.create_connection(address(api), timeout=PATIENCE_S) as sock:
+        # When a client announces far more than 10 MiB
+        sock.sendall(HEAD + b"Content-Length: %d\r\n\r\n" % (1000 * GATEWAY_MAX_BODY))
+        # Then it is told 413 at once, and the server half-closes (end of stream after it)
+        said = bytearray()
+        while chunk := sock.recv(65536):
+            said += chunk
+        status, _, body = parse(bytes(said))
+        assert status == 413 and body == {"message": "Request Too Long"}
+        # And when the client keeps sending regardless, the server cuts it off
+        started = time.monotonic()
+        with pytest.raises((ConnectionResetError, BrokenPipeError)):
+            while time.monotonic() - started < PATIENCE_S:
+                sock.sendall(piece)
+                time.sleep(interval_s)
+    # And its thread is gone, and the API keeps serving
+    wait_for_threads(threads_before)
+    assert_serves(api)
+
+
+def wait_for_threads(count: int) -> None:
+    deadline = time.monotonic() + PATIENCE_S
+    while handler_threads() > count:
+        assert time.monotonic() < deadline, f"{handler_threads()} handler threads, {count} before"
+        time.sleep(0.02)
+
+
+def test_connection_limits_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="drain_timeout_s must be positive"):
+        ConnectionLimits(drain_timeout_s=0)
