@@ -33,7 +33,7 @@ class ConfigError(SdsError, ValueError):
 T = TypeVar("T")
 
 
-class _Invalid(ValueError):
+class _Invalid(ConfigError):
     """A setting breaks its group's rule; the loader prefixes the group's path in cdk.json."""
 
     def __init__(self, key: str, problem: str) -> None:

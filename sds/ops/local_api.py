@@ -34,6 +34,7 @@ from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 from lambdas.inference.app import InferenceApp, MetricSink
+from sds.kernel.errors import SdsError
 from sds.kernel.lock import LockFileError, Pin, read_pin
 from sds.kernel.settings import ServingSettings
 from sds.ops.workspace import Workspace
@@ -66,7 +67,7 @@ class ConnectionLimits:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
 
 
-class _Refusal(Exception):
+class _Refusal(SdsError):
     """A request answered before (or instead of) the handler: status and a message naming why."""
 
     def __init__(self, status: int, message: str) -> None:

@@ -23,10 +23,13 @@ from typing import Protocol
 from urllib.parse import unquote, urlparse
 
 from sds.kernel.aggregates import EntityState
+from sds.kernel.errors import SdsError
 
 
-class FeatureStoreError(Exception):
+class FeatureStoreError(SdsError):
     """The store failed or is unreachable; the message says which and why."""
+
+    http_status = 503
 
 
 class VersionConflict(FeatureStoreError):
