@@ -28,6 +28,9 @@ LAMBDA_PYTHON_VERSION = "3.12"
 LAMBDA_TASK_ROOT = "/var/task"
 
 _PLATFORMS = {"x86_64": "manylinux_2_28_x86_64", "arm64": "manylinux_2_28_aarch64"}
+# Wheels for an older glibc run on the Lambda's too (Amazon Linux 2023, glibc 2.34), and pip takes
+# them only if asked: orjson publishes manylinux_2_17 wheels alone. pip prefers the first platform.
+_OLDER_PLATFORMS = {"x86_64": "manylinux_2_17_x86_64", "arm64": "manylinux_2_17_aarch64"}
 
 # Not needed to serve a request, anywhere in the tree: test suites, type stubs, C and Cython
 # sources and headers, console scripts, and bytecode (compiled again below, by Python 3.12).
@@ -287,6 +290,8 @@ def _build_dependencies(spec: BundleSpec, key: str) -> Path:
             str(tmp),
             "--platform",
             _PLATFORMS[spec.architecture],
+            "--platform",
+            _OLDER_PLATFORMS[spec.architecture],
             "--only-binary=:all:",
             "--python-version",
             LAMBDA_PYTHON_VERSION,

@@ -2,7 +2,7 @@
 
     python -m training.train --data PATH|s3://bucket/prefix --registry file:///...|s3://bucket
 
-Steps: read labelled history -> features (the shared `sds.kernel.features.featurize`, mapped) ->
+Steps: read labelled history -> features (the shared `sds.kernel.features.featurize_batch`) ->
 time-ordered split -> fit HistGradientBoosting -> evaluate on the holdout -> export to ONNX ->
 refuse unless ONNX and scikit-learn agree within 1e-4 -> register both artifacts with a manifest.
 """
@@ -123,7 +123,7 @@ def train(
         lambda h: f"{len(h.events)} events, {sum(h.labels)} fraud",
     )
     features = progress.run(
-        "computing features (sds.kernel.features.featurize per event)",
+        "computing features (sds.kernel.features.featurize_batch, column by column)",
         lambda: np.asarray(featurize_batch(history.events), dtype=np.float32),
         lambda x: f"{x.shape[0]} x {x.shape[1]}",
     )

@@ -8,12 +8,21 @@ Routes: POST /predict, GET /model, GET /health, GET /openapi.json (the OpenAPI d
 events (every problem named, with field and reason); 404 unknown route; 405 wrong method; 413
 body too large; 415 not JSON; 503 no model deployed or the model failed to load. Nothing a
 client sends reaches a 500.
+
+The warm path is built for the requests that are almost all of them, valid ones: the body is
+parsed with orjson, the events are validated and featurized together, column by column
+(`sds.kernel.features.event_columns`, `featurize_columns`), and the response is written with
+orjson. Anything that path does not accept is answered by the reference path, the standard
+library's parser and `validate_event` per event, so every error a client can see (status, code,
+message, problems in order) is exactly what that reference gives. Each request emits its metrics
+as one Embedded Metric Format line.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import logging
 import sys
@@ -21,11 +30,16 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import orjson
+
 from sds.kernel.features import (
+    ABSENT,
     FIELD_NAMES,
     MAX_EVENT_ID_LENGTH,
+    Columns,
     Problem,
-    featurize,
+    event_columns,
+    featurize_columns,
     validate_event,
 )
 from sds.kernel.openapi import build_openapi
@@ -43,26 +57,43 @@ ROUTES: Mapping[str, tuple[str, ...]] = {
 }
 
 Response = dict[str, Any]
-MetricSink = Callable[[str, float, Mapping[str, str]], None]
+# A request's metrics (name -> value) and their dimensions, emitted together.
+MetricSink = Callable[[Mapping[str, float], Mapping[str, str]], None]
+NAMESPACE = "sds/inference"
+OPTIONAL_FIELDS = ("event_id",)
 
 
-def emf_metric(name: str, value: float, dimensions: Mapping[str, str]) -> None:
-    """Emit one CloudWatch metric as an Embedded Metric Format log line (no API call)."""
+@functools.lru_cache(maxsize=64)
+def _emf_directive(names: tuple[str, ...], dimensions: tuple[str, ...]) -> list[dict[str, Any]]:
+    return [
+        {
+            "Namespace": NAMESPACE,
+            "Dimensions": [list(dimensions)],
+            "Metrics": [{"Name": name, "Unit": "Count"} for name in names],
+        }
+    ]
+
+
+def emf_metrics(values: Mapping[str, float], dimensions: Mapping[str, str]) -> None:
+    """Emit a request's CloudWatch metrics as one Embedded Metric Format log line (no API call)."""
     document = {
         "_aws": {
             "Timestamp": int(time.time() * 1000),
-            "CloudWatchMetrics": [
-                {
-                    "Namespace": "sds/inference",
-                    "Dimensions": [sorted(dimensions)],
-                    "Metrics": [{"Name": name, "Unit": "Count"}],
-                }
-            ],
+            "CloudWatchMetrics": _emf_directive(tuple(values), tuple(sorted(dimensions))),
         },
-        name: value,
+        **values,
         **dimensions,
     }
-    sys.stdout.write(json.dumps(document) + "\n")
+    sys.stdout.write(orjson.dumps(document, option=orjson.OPT_APPEND_NEWLINE).decode())
+
+
+def _dumps(document: Mapping[str, Any]) -> str:
+    try:
+        return orjson.dumps(document).decode()
+    except orjson.JSONEncodeError:
+        # What orjson refuses (a lone surrogate echoed from a key, an integer beyond 64 bits in a
+        # manifest) the standard library writes as escapes.
+        return json.dumps(document, ensure_ascii=True)
 
 
 class RequestError(Exception):
@@ -74,6 +105,20 @@ class RequestError(Exception):
         self.code = code
         self.message = message
         self.problems = problems or []
+
+
+def _content_type(headers: Any) -> str:
+    """The first Content-Type header, whatever its case ("" if none)."""
+    if not headers or not isinstance(headers, Mapping):
+        return ""
+    try:
+        # API Gateway passes every header of the request: find it without a Python-level loop.
+        index = list(map(str.lower, headers)).index("content-type")
+    except ValueError:
+        return ""
+    except TypeError:  # a key that is not a string (not from API Gateway)
+        return next((str(v) for k, v in headers.items() if str(k).lower() == "content-type"), "")
+    return str(list(headers.values())[index])
 
 
 def _reject_constant(name: str) -> Any:
@@ -88,16 +133,19 @@ class InferenceApp:
         settings: ServingSettings | None,
         *,
         loader: Callable[[ServingSettings], LoadedModel] = load_model,
-        metrics: MetricSink = emf_metric,
+        metrics: MetricSink = emf_metrics,
         settings_error: str | None = None,
     ) -> None:
         self.settings = settings or ServingSettings(None, None, None, None)  # type: ignore[arg-type]
         self.metrics = metrics
+        self.dimensions = {"Environment": self.settings.environment or "unknown"}
         self.model: LoadedModel | None = None
         self.unavailable: str | None = settings_error
+        self._headers = {"Content-Type": "application/json"}
+        self._model_ref: dict[str, Any] = {}
         if settings is None or settings_error is not None:
             self.unavailable = settings_error or "the function is misconfigured"
-            self._metric("ModelLoadFailure")
+            self._emit({"ModelLoadFailure": 1.0})
             return
         started = time.perf_counter()
         try:
@@ -106,8 +154,13 @@ class InferenceApp:
             self.unavailable = str(exc)
             if settings.has_pin:
                 logger.error("model load failed: %s", exc)
-                self._metric("ModelLoadFailure")
+                self._emit({"ModelLoadFailure": 1.0})
         else:
+            self._model_ref = {"name": self.model.name, "version": self.model.version}
+            self._headers |= {
+                "X-Model-Name": self.model.name,
+                "X-Model-Version": str(self.model.version),
+            }
             logger.info(
                 "loaded model %s v%s in %.0f ms",
                 self.model.name,
@@ -123,28 +176,32 @@ class InferenceApp:
             return cls(None, settings_error=f"the function is misconfigured: {exc}", **kwargs)
         return cls(settings, **kwargs)
 
-    def _metric(self, name: str, value: float = 1.0) -> None:
+    def _emit(self, values: Mapping[str, float]) -> None:
         try:
-            self.metrics(name, value, {"Environment": self.settings.environment or "unknown"})
+            self.metrics(values, self.dimensions)
         except Exception:  # metrics must never break serving
-            logger.exception("could not emit metric %s", name)
+            logger.exception("could not emit metrics %s", ", ".join(values))
 
     # Entry point ------------------------------------------------------------------------------
 
     def handle(self, event: Any, context: Any = None) -> Response:
+        metrics: dict[str, float] = {}  # this request's, emitted as one line at the end
         try:
-            return self._route(event)
+            response = self._route(event, metrics)
         except RequestError as exc:
             if exc.status == 400:
-                self._metric("InvalidRequests")
-            return self._error(exc)
+                metrics["InvalidRequests"] = 1.0
+            response = self._error(exc)
         except Exception:
             # A bug or an infrastructure fault, never the client's input: say so without detail.
             logger.exception("unhandled error")
-            self._metric("InternalErrors")
-            return self._json(500, {"error": "internal_error", "message": "internal error"})
+            metrics["InternalErrors"] = 1.0
+            response = self._json(500, {"error": "internal_error", "message": "internal error"})
+        if metrics:
+            self._emit(metrics)
+        return response
 
-    def _route(self, event: Any) -> Response:
+    def _route(self, event: Any, metrics: dict[str, float]) -> Response:
         if not isinstance(event, Mapping):
             raise RequestError(400, "bad_event", "not an API Gateway proxy event")
         path = event.get("path")
@@ -169,7 +226,7 @@ class InferenceApp:
             return self._json(200, self._require_model().describe())
         if normalized == "/openapi.json":
             return self._json(200, self._openapi())
-        return self._predict(event)
+        return self._predict(event, metrics)
 
     # Routes -----------------------------------------------------------------------------------
 
@@ -196,37 +253,52 @@ class InferenceApp:
             raise RequestError(503, "model_unavailable", self.unavailable or "no model loaded")
         return self.model
 
-    def _predict(self, event: Mapping[str, Any]) -> Response:
-        body = self._json_body(event)
-        events = self._events(body)
+    def _predict(self, event: Mapping[str, Any], metrics: dict[str, float]) -> Response:
+        data = self._body_bytes(event)
+        try:
+            columns = self._valid_columns(orjson.loads(data))
+        except orjson.JSONDecodeError:
+            columns = None
+        if columns is None:
+            # Not certainly valid: the reference path decides, and names every problem.
+            events = self._events(self._parse_json(data))
+            columns = Columns.of(events, optional=OPTIONAL_FIELDS)
         model = self._require_model()
-        vectors = [featurize(e) for e in events]
-        scores = model.predict(vectors)
-        predictions = []
-        for source, score in zip(events, scores, strict=True):
-            prediction: dict[str, Any] = {
-                "fraud_probability": round(score, 6),
-                "is_fraud": score >= model.threshold,
-            }
-            if "event_id" in source:
-                prediction["event_id"] = source["event_id"]
-            predictions.append(prediction)
-        self._metric("Predictions", len(predictions))
-        return self._json(
-            200,
-            {"model": {"name": model.name, "version": model.version}, "predictions": predictions},
-        )
+        scores = model.predict(featurize_columns(columns))
+        threshold = model.threshold
+        predictions = [
+            {"fraud_probability": round(score, 6), "is_fraud": score >= threshold}
+            for score in scores
+        ]
+        for prediction, event_id in zip(predictions, columns["event_id"], strict=True):
+            if event_id is not ABSENT:
+                prediction["event_id"] = event_id
+        metrics["Predictions"] = len(predictions)
+        return self._json(200, {"model": self._model_ref, "predictions": predictions})
+
+    def _valid_columns(self, body: Any) -> Columns | None:
+        """The events as columns if the request is certainly valid, else None."""
+        if type(body) is not dict or len(body) != 1:
+            return None
+        events = body.get("events")
+        if type(events) is not list or not 0 < len(events) <= self.settings.max_events:
+            return None
+        columns = event_columns(events, optional=OPTIONAL_FIELDS)
+        if columns is None:
+            return None
+        event_ids = [i for i in columns["event_id"] if i is not ABSENT]
+        if event_ids and not (
+            set(map(type, event_ids)) == {str}
+            and min(map(len, event_ids)) > 0
+            and max(map(len, event_ids)) <= MAX_EVENT_ID_LENGTH
+        ):
+            return None
+        return columns
 
     # Request parsing --------------------------------------------------------------------------
 
-    def _json_body(self, event: Mapping[str, Any]) -> Any:
-        headers = event.get("headers") or {}
-        if not isinstance(headers, Mapping):
-            headers = {}
-        content_type = next(
-            (str(v) for k, v in headers.items() if str(k).lower() == "content-type"), ""
-        )
-        media_type = content_type.split(";", 1)[0].strip().lower()
+    def _body_bytes(self, event: Mapping[str, Any]) -> bytes:
+        media_type = _content_type(event.get("headers")).split(";", 1)[0].strip().lower()
         if media_type and media_type != "application/json" and not media_type.endswith("+json"):
             raise RequestError(
                 415,
@@ -253,6 +325,12 @@ class InferenceApp:
                 "payload_too_large",
                 f"the body has {len(data)} bytes; the limit is {self.settings.max_body_bytes}",
             )
+        return data
+
+    def _parse_json(self, data: bytes) -> Any:
+        """The reference parser, the standard library's: its errors are the messages clients see,
+        and it decides what orjson refuses or reads otherwise (an integer beyond 64 bits, which
+        orjson reads as a float; a lone surrogate escape)."""
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
@@ -321,14 +399,10 @@ class InferenceApp:
     # Responses --------------------------------------------------------------------------------
 
     def _json(self, status: int, document: Mapping[str, Any]) -> Response:
-        headers = {"Content-Type": "application/json"}
-        if self.model is not None:
-            headers["X-Model-Name"] = self.model.name
-            headers["X-Model-Version"] = str(self.model.version)
         return {
             "statusCode": status,
-            "headers": headers,
-            "body": json.dumps(document, ensure_ascii=True),
+            "headers": dict(self._headers),
+            "body": _dumps(document),
             "isBase64Encoded": False,
         }
 

@@ -191,8 +191,8 @@ class _BodyReader:
         raise _Refusal(400, "too many trailer fields after the chunked request body")
 
 
-def _no_metrics(name: str, value: float, dimensions: Mapping[str, str]) -> None:
-    logger.debug("metric %s=%s %s", name, value, dict(dimensions))
+def _no_metrics(values: Mapping[str, float], dimensions: Mapping[str, str]) -> None:
+    logger.debug("metrics %s %s", dict(values), dict(dimensions))
 
 
 class PinnedApps:

@@ -30,8 +30,8 @@ class MetricsSink:
     def __init__(self) -> None:
         self.emitted: list[tuple[str, float, dict[str, str]]] = []
 
-    def __call__(self, name: str, value: float, dimensions: Mapping[str, str]) -> None:
-        self.emitted.append((name, value, dict(dimensions)))
+    def __call__(self, values: Mapping[str, float], dimensions: Mapping[str, str]) -> None:
+        self.emitted.extend((name, value, dict(dimensions)) for name, value in values.items())
 
     def names(self) -> list[str]:
         return [name for name, _, _ in self.emitted]

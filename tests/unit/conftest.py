@@ -42,6 +42,6 @@ def trained(small_history: Path, tmp_path_factory: pytest.TempPathFactory) -> Tr
 @pytest.fixture(scope="session")
 def served(trained: TrainedModel) -> InferenceApp:
     """The inference app serving the trained version, as one Lambda execution environment."""
-    app = InferenceApp(trained.settings(), metrics=lambda name, value, dimensions: None)
+    app = InferenceApp(trained.settings(), metrics=lambda values, dimensions: None)
     assert app.model is not None, app.unavailable
     return app

@@ -1,5 +1,6 @@
-"""The feature function: one pure function, identical in batch and per event, with a published
-schema that validation enforces and that names every problem in an event."""
+"""The features: each defined once over columns, identical in batch and per event and equal to their
+formulas, with a published schema that validation enforces and that names every problem in an
+event; the batch validation accepts exactly the batches whose every event validates."""
 
 from __future__ import annotations
 
@@ -9,20 +10,27 @@ import re
 from typing import Any
 
 import jsonschema
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import sds.kernel.features as features_module
 from sds.kernel.features import (
+    ABSENT,
     CURRENCIES,
     FEATURE_NAMES,
     FIELD_NAMES,
     FIELDS,
     MERCHANT_CATEGORIES,
     N_FEATURES,
+    USD_PER_UNIT,
+    Columns,
+    event_columns,
     feature_schema,
     featurize,
     featurize_batch,
+    featurize_columns,
     validate_event,
 )
 from training.data import LABEL, RECORD_FIELDS, generate_events
@@ -70,7 +78,28 @@ events_strategy = st.fixed_dictionaries(
 )
 
 
-# Batch == per event --------------------------------------------------------------------------
+# Batch == per event == the formulas -------------------------------------------------------------
+
+
+def formulas(event: dict[str, Any]) -> list[float]:
+    """What each feature means, written out per event: the reference the definitions must equal."""
+    amount, hour = float(event["amount"]), int(event["hour_of_day"])
+    return [
+        math.log1p(amount),
+        math.log1p(amount * USD_PER_UNIT[event["currency"]]),
+        1.0 if event["country"] != event["card_country"] else 0.0,
+        float(hour),
+        1.0 if hour < 6 else 0.0,
+        math.log1p(int(event["account_age_days"])),
+        1.0 if event["is_new_device"] else 0.0,
+        float(event["num_failed_logins_last_24_hours"]),
+        float(event["txn_count_last_1h"]),
+        *(1.0 if event["merchant_category"] == c else 0.0 for c in MERCHANT_CATEGORIES),
+    ]
+
+
+def as_float32(vectors: list[list[float]]) -> list[list[float]]:
+    return np.asarray(vectors, dtype=np.float32).tolist()  # type: ignore[no-any-return]
 
 
 def test_given_generated_history_when_featurized_in_batch_then_each_row_equals_the_per_event_vector(
@@ -78,9 +107,12 @@ def test_given_generated_history_when_featurized_in_batch_then_each_row_equals_t
 ) -> None:
     batch = featurize_batch(history)
 
-    assert len(batch) == len(history)
-    for event, row in zip(history, batch, strict=True):
-        assert row == featurize(event)  # exact: no tolerance, it is the same function
+    assert batch.dtype == np.float32
+    assert batch.shape == (len(history), N_FEATURES)
+    assert batch.flags.c_contiguous  # what ONNX Runtime reads without a copy
+    # exact: no tolerance, it is the same definition (as float32, what the model reads)
+    assert batch.tolist() == as_float32([featurize(event) for event in history])
+    assert [featurize(event) for event in history] == [formulas(event) for event in history]
 
 
 def test_given_generated_history_then_every_event_is_valid_and_every_vector_has_the_published_width(
@@ -90,15 +122,53 @@ def test_given_generated_history_then_every_event_is_valid_and_every_vector_has_
         assert validate_event(event) == []
         vector = featurize(event)
         assert len(vector) == N_FEATURES
-        assert all(math.isfinite(x) for x in vector)
+        assert all(isinstance(x, float) and math.isfinite(x) for x in vector)
 
 
 @settings(max_examples=200, deadline=None)
 @given(events=st.lists(events_strategy, min_size=1, max_size=20))
-def test_given_any_valid_events_then_batch_features_equal_per_event_features(
+def test_given_any_valid_events_then_batch_features_equal_per_event_features_and_the_formulas(
     events: list[dict[str, Any]],
 ) -> None:
-    assert featurize_batch(events) == [featurize(e) for e in events]
+    per_event = [featurize(e) for e in events]
+
+    assert per_event == [formulas(e) for e in events]
+    assert featurize_batch(events).tolist() == as_float32(per_event)
+    columns = event_columns(events)
+    assert columns is not None
+    assert featurize_columns(columns).tolist() == as_float32(per_event)
+
+
+def test_given_history_longer_than_a_chunk_then_the_chunks_join_to_the_same_matrix(
+    history: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    whole = featurize_batch(history)
+    monkeypatch.setattr(features_module, "FEATURIZE_CHUNK", 7)
+
+    chunked = featurize_batch(history)
+
+    assert chunked.dtype == np.float32
+    assert np.array_equal(chunked, whole)
+
+
+def test_given_no_events_then_the_matrix_is_empty_with_the_published_width() -> None:
+    assert featurize_batch([]).shape == (0, N_FEATURES)
+
+
+def test_a_feature_reads_an_input_by_name_whatever_its_source() -> None:
+    """Inputs fed from elsewhere (for example aggregates read once per request) join the batch
+    as columns; a column of the wrong length is refused, never silently misaligned."""
+    columns = Columns.of([valid_event(), valid_event(amount=1.0)])
+
+    enriched = columns.with_inputs({"txn_count_last_1h": (7, 9)})
+
+    assert enriched["txn_count_last_1h"] == (7, 9)
+    assert featurize_columns(enriched)[:, FEATURE_NAMES.index("txn_count_last_1h")].tolist() == [
+        7.0,
+        9.0,
+    ]
+    with pytest.raises(ValueError, match="has 1 values for 2 events"):
+        columns.with_inputs({"txn_count_last_1h": (7,)})
 
 
 # Purity ---------------------------------------------------------------------------------------
@@ -331,3 +401,96 @@ def test_extra_fields_are_accepted_only_when_the_caller_allows_them() -> None:
 
     assert [p.field for p in validate_event(record)] == ["event.event_id", f"event.{LABEL}"]
     assert validate_event(record, extra_fields=("event_id", LABEL)) == []
+
+
+# Batch validation: the columns of exactly the batches whose every event validates -------------
+
+_plain_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 30),
+    st.integers(-(10**30), 10**30),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.floats(-1, 1e10),
+    st.sampled_from([*CURRENCIES, *MERCHANT_CATEGORIES, "US", "us", "A1", "ÄB", "", "USD "]),
+    st.text(max_size=3),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=2), st.integers(), max_size=1),
+)
+
+
+@st.composite
+def mixed_batches(draw: st.DrawFn) -> list[Any]:
+    """Valid events, some of them broken: a field dropped, replaced, added, or the event replaced."""
+    events: list[Any] = [dict(e) for e in draw(st.lists(events_strategy, min_size=1, max_size=8))]
+    for index in range(len(events)):
+        if draw(st.integers(0, 3)):  # most events stay valid
+            continue
+        action = draw(st.sampled_from(["drop", "replace", "add", "event_id", "not_an_event"]))
+        event = events[index]
+        if action == "drop":
+            event.pop(draw(st.sampled_from(sorted(event))))
+        elif action == "replace":
+            event[draw(st.sampled_from(FIELD_NAMES))] = draw(_plain_values)
+        elif action == "add":
+            event[draw(st.text(max_size=6))] = draw(_plain_values)
+        elif action == "event_id":
+            event["event_id"] = draw(st.text(max_size=4) | _plain_values)
+        else:
+            events[index] = draw(_plain_values)
+    return events
+
+
+@settings(max_examples=600, deadline=None)
+@given(events=mixed_batches())
+def test_given_mixed_batches_then_batch_validation_accepts_exactly_when_every_event_validates(
+    events: list[Any],
+) -> None:
+    columns = event_columns(events, optional=("event_id",))
+    every_event_valid = all(
+        validate_event(e, where=f"events[{i}]", extra_fields=("event_id",)) == []
+        for i, e in enumerate(events)
+    )
+
+    assert (columns is not None) == every_event_valid, events
+    if columns is not None:
+        assert columns.size == len(events)
+        for name in FIELD_NAMES:
+            assert list(columns[name]) == [e[name] for e in events]
+        assert list(columns["event_id"]) == [e.get("event_id", ABSENT) for e in events]
+        assert featurize_columns(columns).tolist() == as_float32([featurize(e) for e in events])
+
+
+class Amount(float):
+    """A float subclass: valid for `validate_event`, not a plain JSON value."""
+
+
+@pytest.mark.parametrize(
+    "events",
+    [
+        [valid_event(amount=Amount(3.0))],
+        [valid_event(), {**valid_event(), "amount": float("nan")}],
+        [valid_event(amount=float("inf"))],
+        [valid_event(amount=10**400)],
+        [valid_event(hour_of_day=3.0)],
+        [valid_event(is_new_device=1)],
+        [valid_event(), [valid_event()]],
+        [valid_event(surprise=1)],
+        [valid_event(event_id="e1")],  # not allowed unless optional
+    ],
+    ids=[
+        "float subclass",
+        "NaN after a valid event",
+        "infinity",
+        "integer beyond float range",
+        "float hour",
+        "int for a boolean",
+        "an event that is not an object",
+        "unknown field",
+        "optional field not declared",
+    ],
+)
+def test_given_anything_unusual_then_batch_validation_declines_and_never_raises(
+    events: list[Any],
+) -> None:
+    assert event_columns(events) is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +14,22 @@ import pytest
 import skops.io as sio
 from trained_model import MODEL, TrainedModel
 
-from lambdas.inference.app import InferenceApp
+from lambdas.inference.app import InferenceApp, emf_metrics
 from sds.kernel.features import FIELD_NAMES, featurize
 from sds.kernel.registry import open_registry
 from sds.kernel.settings import ServingSettings
 from training.onnx_export import onnx_scores
 
 Metrics = list[tuple[str, float, dict[str, str]]]
+
+
+def collect(seen: Metrics) -> Any:
+    """A metric sink that records each metric with its dimensions, one request at a time."""
+
+    def sink(values: Any, dimensions: Any) -> None:
+        seen.extend((name, value, dict(dimensions)) for name, value in values.items())
+
+    return sink
 
 
 def valid_event(**overrides: Any) -> dict[str, Any]:
@@ -467,22 +477,53 @@ def test_given_a_body_that_is_not_a_string_then_400(served: InferenceApp) -> Non
 def test_metrics_count_predictions_and_invalid_requests_and_never_break_serving(
     trained: TrainedModel,
 ) -> None:
-    seen: Metrics = []
-    app = InferenceApp(trained.settings(), metrics=lambda n, v, d: seen.append((n, v, dict(d))))
+    emitted: list[tuple[dict[str, float], dict[str, str]]] = []
+    app = InferenceApp(trained.settings(), metrics=lambda v, d: emitted.append((dict(v), dict(d))))
 
     call(app, proxy({"events": [valid_event(), ordinary_event()]}))
     call(app, proxy({"events": [{}]}))
+    call(app, proxy(method="GET", path="/health"))
 
-    assert seen == [
-        ("Predictions", 2, {"Environment": "test"}),
-        ("InvalidRequests", 1.0, {"Environment": "test"}),
+    # One emission per request that has metrics, carrying all of them.
+    assert emitted == [
+        ({"Predictions": 2}, {"Environment": "test"}),
+        ({"InvalidRequests": 1.0}, {"Environment": "test"}),
     ]
 
-    def broken(name: str, value: float, dimensions: Any) -> None:
+    def broken(values: Any, dimensions: Any) -> None:
         raise OSError("stdout closed")
 
     app.metrics = broken
     assert call(app, proxy({"events": [valid_event()]}))[0] == 200
+
+
+def test_a_request_emits_its_metrics_as_one_embedded_metric_format_line(
+    trained: TrainedModel, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app = InferenceApp(trained.settings(environment="prod"))
+    capsys.readouterr()
+
+    call(app, proxy({"events": [valid_event(), ordinary_event(), valid_event()]}))
+    emf_metrics({"Predictions": 3, "Flagged": 1}, {"Environment": "prod", "Version": "1"})
+
+    first, second = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert first["_aws"]["CloudWatchMetrics"] == [
+        {
+            "Namespace": "sds/inference",
+            "Dimensions": [["Environment"]],
+            "Metrics": [{"Name": "Predictions", "Unit": "Count"}],
+        }
+    ]
+    assert (first["Predictions"], first["Environment"]) == (3, "prod")
+    assert abs(first["_aws"]["Timestamp"] / 1000 - time.time()) < 60
+    # Several metrics of one request share the line, with every dimension (sorted).
+    [directive] = second["_aws"]["CloudWatchMetrics"]
+    assert directive["Dimensions"] == [["Environment", "Version"]]
+    assert directive["Metrics"] == [
+        {"Name": "Predictions", "Unit": "Count"},
+        {"Name": "Flagged", "Unit": "Count"},
+    ]
+    assert (second["Predictions"], second["Flagged"], second["Version"]) == (3, 1, "1")
 
 
 # 503: nothing to serve -------------------------------------------------------------------------
@@ -511,7 +552,7 @@ def test_given_no_pin_then_every_model_route_answers_503_with_how_to_deploy_one(
     seen: Metrics = []
     app = InferenceApp(
         ServingSettings(MODEL, None, None, None, environment="dev"),
-        metrics=lambda n, v, d: seen.append((n, v, dict(d))),
+        metrics=collect(seen),
     )
 
     assert_unavailable(app, "no model is deployed to environment 'dev'")
@@ -521,7 +562,7 @@ def test_given_no_pin_then_every_model_route_answers_503_with_how_to_deploy_one(
 
 def _load_failure(settings: ServingSettings) -> tuple[InferenceApp, Metrics]:
     seen: Metrics = []
-    app = InferenceApp(settings, metrics=lambda n, v, d: seen.append((n, v, dict(d))))
+    app = InferenceApp(settings, metrics=collect(seen))
     return app, seen
 
 
@@ -614,7 +655,7 @@ def test_given_a_misconfigured_function_then_503_names_the_variable(
     environ: dict[str, str], message: str
 ) -> None:
     seen: Metrics = []
-    app = InferenceApp.from_environ(environ, metrics=lambda n, v, d: seen.append((n, v, dict(d))))
+    app = InferenceApp.from_environ(environ, metrics=collect(seen))
 
     assert_unavailable(app, "the function is misconfigured: " + message)
     assert [m[0] for m in seen if m[0] == "ModelLoadFailure"] == ["ModelLoadFailure"]

@@ -11,9 +11,12 @@ import base64
 import json
 from typing import Any
 
+import orjson
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+import lambdas.inference.app as app_module
 from lambdas.inference.app import InferenceApp
 from sds.kernel.features import CURRENCIES, FIELD_NAMES, MERCHANT_CATEGORIES, validate_event
 
@@ -50,6 +53,18 @@ finite_json_values = st.recursive(
     max_leaves=6,
 )
 
+VALID = {
+    "amount": 12.5,
+    "currency": "EUR",
+    "merchant_category": "grocery",
+    "country": "DE",
+    "card_country": "DE",
+    "hour_of_day": 14,
+    "account_age_days": 900,
+    "is_new_device": False,
+    "num_failed_logins_last_24_hours": 0,
+    "txn_count_last_1h": 1,
+}
 valid_events = st.fixed_dictionaries(
     {
         "amount": st.floats(0, 1e9, allow_nan=False) | st.integers(0, 10**9),
@@ -246,3 +261,86 @@ def test_given_mutated_events_then_valid_ones_are_scored_and_each_invalid_event_
         assert response["statusCode"] == 400, body
         named = {int(p["field"].split("]")[0].removeprefix("events[")) for p in body["problems"]}
         assert named == invalid
+
+
+# The fast path changes nothing a client can see ------------------------------------------------
+
+
+def _reference_answer(app: InferenceApp, event: dict[str, Any]) -> dict[str, Any]:
+    """The answer of the reference path alone: orjson refuses everything, so the standard
+    library parses and `validate_event` validates each event."""
+
+    def refuse(data: Any) -> Any:
+        raise orjson.JSONDecodeError("refused", "", 0)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(app_module.orjson, "loads", refuse)
+        return app.handle(event, None)
+
+
+big_numbers = st.sampled_from(
+    ["10000000000000000000000", "-9223372036854775809", "18446744073709551616", "1e400", "1E2"]
+)
+
+
+@st.composite
+def request_texts(draw: st.DrawFn) -> str:
+    """Request bodies as a client writes them: mutated events, escapes or raw UTF-8, and numbers
+    that orjson reads otherwise than the standard library (beyond 64 bits) or refuses."""
+    text = json.dumps({"events": draw(mutated_requests())}, ensure_ascii=draw(st.booleans()))
+    if draw(st.booleans()):
+        field = draw(st.sampled_from([*FIELD_NAMES, "event_id"]))
+        text = text.replace(f'"{field}": ', f'"{field}": {draw(big_numbers)}, "x{field}": ', 1)
+    return text
+
+
+@settings(FUZZ, max_examples=400)
+@given(text=request_texts() | bodies.filter(lambda b: isinstance(b, str)), b64=st.booleans())
+@example(text='{"events": [{"event_id": "\\ud800"}]}', b64=False)
+@example(text=json.dumps({"events": [{"event_id": "\ud800", **VALID}]}), b64=False)
+@example(text=json.dumps({"events": [{**VALID, "hour_of_day": 10**22}]}), b64=False)
+@example(text=json.dumps({"events": [{**VALID, "amount": 1e-7}]}), b64=False)
+def test_given_any_body_then_the_fast_path_answers_exactly_as_the_reference_path(
+    served: InferenceApp, text: str, b64: bool
+) -> None:
+    """orjson and the batch validation are an optimization: same status, headers and document
+    (numbers included) as the standard library's parser and per-event validation."""
+    try:
+        event = predict(text, b64=b64)
+    except UnicodeEncodeError:  # a lone surrogate cannot be base64-encoded as UTF-8
+        event = predict(text)
+
+    fast, reference = served.handle(event, None), _reference_answer(served, event)
+
+    assert fast["statusCode"] == reference["statusCode"]
+    assert fast["headers"] == reference["headers"]
+    assert json.loads(fast["body"]) == json.loads(reference["body"])
+
+
+@settings(FUZZ, max_examples=300)
+@given(events=mutated_requests())
+def test_given_mixed_valid_and_invalid_events_then_the_problems_are_the_per_event_ones_in_order(
+    served: InferenceApp, events: list[Any]
+) -> None:
+    response = served.handle(predict(json.dumps({"events": events})), None)
+
+    expected = []
+    for index, event in enumerate(events):
+        where = f"events[{index}]"
+        expected += [
+            p.to_dict() for p in validate_event(event, where=where, extra_fields=("event_id",))
+        ]
+        if isinstance(event, dict) and "event_id" in event and not _is_valid_id(event["event_id"]):
+            expected.append(
+                {"field": f"{where}.event_id", "reason": "must be a string of 1 to 128 characters"}
+            )
+    body = json.loads(response["body"])
+    if expected:
+        assert response["statusCode"] == 400
+        assert body["problems"] == expected
+    else:
+        assert response["statusCode"] == 200, body
+
+
+def _is_valid_id(event_id: Any) -> bool:
+    return isinstance(event_id, str) and 0 < len(event_id) <= 128
