@@ -340,6 +340,7 @@ def run_warm(
             label, lambda o, b, r: b["p50_us"] / o["p50_us"], "baseline_1_thread"
         )
         out[f"{label}_p50_above_raw_us"] = paired(label, lambda o, b, r: o["p50_us"] - r["p50_us"])
+        out[f"{label}_p50_over_raw"] = paired(label, lambda o, b, r: o["p50_us"] / r["p50_us"])
         out[f"{label}_p99_over_p50_ours"] = paired(label, lambda o, b, r: o["p99_us"] / o["p50_us"])
         out[f"{label}_p99_over_p50_baseline"] = paired(
             label, lambda o, b, r: b["p99_us"] / b["p50_us"]
