@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Bump when the recipe below changes, so stale caches are never reused.
-RECIPE_VERSION = "4"
+RECIPE_VERSION = "5"
 LAMBDA_PYTHON_VERSION = "3.12"
 LAMBDA_TASK_ROOT = "/var/task"
 
@@ -195,6 +195,7 @@ def _deps_key(spec: BundleSpec) -> str:
             RECIPE_VERSION.encode(),
             _strip_recipe(),
             _PLATFORMS[spec.architecture].encode(),
+            _OLDER_PLATFORMS[spec.architecture].encode(),
             LAMBDA_PYTHON_VERSION.encode(),
             spec.requirements.read_bytes(),
         ]
