@@ -135,10 +135,14 @@ def cold_start(
     response = json.loads(body)
     if kind != "response" or response.get("statusCode") != 200:
         raise RuntimeError(f"{bundle.name} cold start answered {kind}: {body[:500]!r}")
+    # A REST API proxy response may carry its headers as `multiValueHeaders` (Powertools does).
+    headers = response.get("headers") or {
+        name: values[-1] for name, values in response.get("multiValueHeaders", {}).items()
+    }
     return {
         "ms": elapsed * 1000,
         "peak_rss_bytes": peak,
-        "model_version": response["headers"].get("X-Model-Version"),
+        "model_version": headers.get("X-Model-Version"),
     }
 
 

@@ -310,6 +310,10 @@ def markdown(results: dict[str, Any]) -> str:
                 f"| `{r['command']}` | {_s(r['wall_s'], '{:.2f}')} | {reported} | "
                 f"{r['wall_s']['runs']} |"
             )
+    if results.get("powertools"):
+        from benchmarks.powertools.report import markdown as powertools_markdown
+
+        lines += powertools_markdown(results["powertools"])
     lines.append("")
     return "\n".join(lines)
 

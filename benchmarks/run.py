@@ -34,7 +34,7 @@ VENV_BIN = Path(sys.executable).parent
 WORK = ROOT / "build" / "bench"
 MODEL = "fraud"
 BUCKET = "sds-bench-dev"
-SECTIONS = ("bundle", "cold_start", "warm", "synth", "training", "rollback")
+SECTIONS = ("bundle", "cold_start", "warm", "synth", "training", "rollback", "powertools")
 
 
 @dataclass(frozen=True)
@@ -490,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
         # The harness itself reads the registry on the S3 server too (sds.ops.aws honours these).
         os.environ.update({**FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint})
         create_bucket(endpoint)
-        needs_model = {"cold_start", "warm", "rollback"} & set(plan.sections)
+        needs_model = {"cold_start", "warm", "rollback", "powertools"} & set(plan.sections)
         sizes = sorted(plan.training_runs)
         training_plan = plan if "training" in plan.sections else quick_training(plan)
         if "training" in plan.sections or needs_model:
@@ -498,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
             results["training"] = run_training(training_plan, env, sizes[:1])
             checkpoint(results, args.out)
         built: dict[str, bundles.Bundle] = {}
-        if {"bundle", "cold_start", "warm"} & set(plan.sections):
+        if {"bundle", "cold_start", "warm", "powertools"} & set(plan.sections):
             log("building the bundles (cached under build/)")
             built = {name: bundles.build(name, python) for name in ("ours", "baseline")}
         if "bundle" in plan.sections:
@@ -511,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
                     "zipped_bytes": bundles.LAMBDA_ZIPPED_LIMIT,
                 }
             }
-        if {"cold_start", "warm"} & set(plan.sections):
+        if {"cold_start", "warm", "powertools"} & set(plan.sections):
             first = results["training"][str(min(results["training"], key=int))]
             version = first["versions"][0]
             manifest = served_manifest(endpoint, version)
@@ -549,6 +549,20 @@ def main(argv: list[str] | None = None) -> int:
             if "warm" in plan.sections:
                 log("warm latency")
                 results["warm"] = run_warm(plan, built, python, envs, events_file)
+                checkpoint(results, args.out)
+            if "powertools" in plan.sections:
+                from benchmarks.powertools import section as powertools
+
+                log("powertools: the variant bundle, parity, cold start, import and warm cost")
+                results["powertools"] = powertools.run(
+                    plan,
+                    ours=built["ours"],
+                    python=python,
+                    runtime_dir=runtime_dir,
+                    ours_env=envs["ours"],
+                    events_file=events_file,
+                    log=log,
+                )
                 checkpoint(results, args.out)
         if "rollback" in plan.sections:
             versions = [v for r in results["training"].values() for v in r["versions"]]

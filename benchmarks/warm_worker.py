@@ -3,7 +3,7 @@
     python3.12 -S -P benchmarks/warm_worker.py HANDLER EVENTS_JSON CALLS BLOCKS OUT_JSON [--raw]
 
 Imports the handler like the runtime does (model fetched and loaded at import), then calls
-`lambda_handler(event, None)` CALLS times with a 1-event and a 100-event API Gateway proxy event,
+`lambda_handler(event, context)` CALLS times with a 1-event and a 100-event API Gateway proxy event,
 timing each call. With --raw it also times the floor: `InferenceSession.run` on the same,
 already featurized rows. Only the standard library and the bundle are importable here.
 """
@@ -30,8 +30,31 @@ def proxy_event(events: list[dict[str, Any]]) -> dict[str, Any]:
         "headers": {"Content-Type": "application/json"},
         "body": json.dumps({"events": events}),
         "isBase64Encoded": False,
-        "requestContext": {"stage": "live"},
+        # What API Gateway sends with every request (Powertools' resolver reads the path, its
+        # Logger the request id).
+        "requestContext": {
+            "stage": "live",
+            "path": "/live/predict",
+            "resourcePath": "/predict",
+            "httpMethod": "POST",
+            "requestId": "c6af9ac6-7b61-11e6-9a41-93e8deadbeef",
+        },
     }
+
+
+class Context:
+    """The fields of the Lambda context object a handler may read (ours reads none)."""
+
+    function_name = "sds-bench"
+    function_version = "1"
+    memory_limit_in_mb = 1024
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:sds-bench:live"
+    aws_request_id = "8f5a1a4e-0000-4000-8000-000000000001"
+    log_group_name = "/aws/lambda/sds-bench"
+    log_stream_name = "bench"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000
 
 
 def summarize(samples_ns: list[int]) -> dict[str, float]:
@@ -77,10 +100,11 @@ def main(argv: list[str]) -> int:
     module = importlib.import_module(module_name)
     init_ms = (time.perf_counter() - started) * 1000
     handler = getattr(module, function_name)
+    context = Context()
     results: dict[str, Any] = {"init_ms": init_ms}
     for label, batch in (("single", events[:1]), ("batch100", events[:100])):
         event = proxy_event(batch)
-        response = handler(event, None)
+        response = handler(event, context)
         if response["statusCode"] != 200:
             raise SystemExit(
                 f"{handler_path} answered {response['statusCode']}: {response['body']}"
@@ -88,7 +112,7 @@ def main(argv: list[str]) -> int:
         scores = [p["fraud_probability"] for p in json.loads(response["body"])["predictions"]]
         results[f"{label}_scores"] = scores
         gc.collect()
-        results[label] = time_calls(lambda event=event: handler(event, None), calls, blocks)
+        results[label] = time_calls(lambda event=event: handler(event, context), calls, blocks)
     if raw:
         import numpy as np
 

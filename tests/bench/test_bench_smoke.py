@@ -72,6 +72,18 @@ def test_quick_run_writes_results_with_sane_figures(tmp_path: Path) -> None:
     assert bundle["ours"]["unzipped_bytes"] < bundle["limits"]["unzipped_bytes"]
     assert bundle["ours"]["unzipped_bytes"] < bundle["baseline"]["unzipped_bytes"]
 
+    # And the Powertools variant answered like ours, and what it adds was measured against ours
+    powertools = results["powertools"]
+    assert powertools["parity"]["all_same"], powertools["parity"]
+    assert_figure(powertools["cold_start"]["powertools"]["ms"], low=10, high=120_000)
+    for mode in ("with_sdk", "without_sdk"):
+        assert_figure(powertools["import"][mode]["total_ms"], low=0.1, high=60_000)
+    for name in ("ours", "powertools", "routing", "metrics", "logging"):
+        assert_figure(powertools["warm"][name]["single"]["p50_us"], low=0.5, high=1e6)
+    assert powertools["warm"]["max_abs_score_difference_vs_ours"] == 0
+    assert powertools["bundle"]["added_unzipped_bytes"] > 0
+    assert "## Powertools for AWS Lambda" in (tmp_path / "latest.md").read_text()
+
     # And training and rollback were timed, and every target is judged on a measured figure
     training = results["training"]["5000"]
     assert_figure(training["wall_s"], low=0.1, high=600)
