@@ -199,7 +199,7 @@ def run(
     out["import"] = {
         mode: {
             key: measure.stats([r[key] for r in runs])
-            for key in ("total_ms", "import_ms", "init_ms")
+            for key in ("total_ms", "cpu_ms", "import_ms", "init_ms")
         }
         | {
             "modules": runs[0]["modules"],
