@@ -16,7 +16,7 @@ handler: a module-level `APIGatewayRestResolver`, `Logger` and `Metrics`, and
   line); our `sds.inference` logger is given its configuration.
 
 Our routing runs once more behind the resolver for /predict (two isinstance checks, a strip and a
-dict lookup); adoption would drop it, so this variant is pessimistic by that (well under 1 µs).
+dict lookup); adoption would drop it, so this variant is pessimistic by that (about 1 µs).
 Benchmarks only; never deployed. Same model loading as ours.
 """
 
