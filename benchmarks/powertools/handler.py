@@ -39,11 +39,12 @@ metrics = Metrics(namespace="sds/inference")
 resolver = APIGatewayRestResolver()
 
 
-def powertools_metric(name: str, value: float, dimensions: Mapping[str, str]) -> None:
+def powertools_metric(values: Mapping[str, float], dimensions: Mapping[str, str]) -> None:
     """Our metric sink onto Powertools Metrics: buffered, flushed by `log_metrics`."""
     for key, dimension in dimensions.items():
         metrics.add_dimension(name=key, value=dimension)
-    metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+    for name, value in values.items():
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
 
 
 copy_config_to_registered_loggers(source_logger=logger, include={"sds.inference"})

@@ -51,10 +51,11 @@ def _routing() -> Handler:
 def _metrics() -> Handler:
     metrics = Metrics(namespace="sds/inference")
 
-    def sink(name: str, value: float, dimensions: Mapping[str, str]) -> None:
+    def sink(values: Mapping[str, float], dimensions: Mapping[str, str]) -> None:
         for key, dimension in dimensions.items():
             metrics.add_dimension(name=key, value=dimension)
-        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+        for name, value in values.items():
+            metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
 
     app = InferenceApp.from_environ(os.environ, metrics=sink)
     return metrics.log_metrics(app.handle)

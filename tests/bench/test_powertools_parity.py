@@ -1,6 +1,6 @@
 """The Powertools section's parity check compares metrics as CloudWatch reads them.
 
-Ours writes one EMF line per metric with a scalar value; Powertools flushes one line per
+Ours writes one EMF line per request with a scalar value per metric; Powertools flushes one line per
 invocation with a list of values and compact separators. Both must read as the same metric, and
 a metric that differs in what CloudWatch stores (name, unit, dimension, value) must not.
 """
@@ -12,13 +12,13 @@ import io
 import json
 
 from benchmarks.powertools.probe import cloudwatch_metrics
-from lambdas.inference.app import emf_metric
+from lambdas.inference.app import emf_metrics
 
 
 def ours(name: str, value: float, environment: str = "dev") -> str:
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        emf_metric(name, value, {"Environment": environment})
+        emf_metrics({name: value}, {"Environment": environment})
     return printed.getvalue()
 
 
