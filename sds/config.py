@@ -14,6 +14,7 @@ is one dataclass and one field of `Infra`.
 from __future__ import annotations
 
 import json
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -31,6 +32,9 @@ class ConfigError(SdsError, ValueError):
 
 
 T = TypeVar("T")
+
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}")
+_SNS_TOPIC_ARN = re.compile(r"arn:aws[a-z-]*:sns:[a-z]{2}(-[a-z]+)+-\d:\d{12}:[A-Za-z0-9_-]{1,256}")
 
 
 class _Invalid(ConfigError):
@@ -213,14 +217,39 @@ class AlarmSettings:
     p99_duration_ms: int = 1000
     throttles: int = 5
     api_5xx: int = 5
-    # An e-mail address subscribed to an SNS topic every alarm notifies (none when null).
+    # An e-mail address subscribed to a KMS-encrypted SNS topic every alarm notifies.
     topic_email: str | None = None
+    # An existing SNS topic (same region) every alarm notifies too, e.g. a team's paging topic.
+    topic_arn: str | None = None
+    # Refuse to build the environment unless its alarms reach a person (topic_email/topic_arn).
+    require_notification: bool = False
 
     def __post_init__(self) -> None:
         _require(self.error_rate_percent > 0, "error_rate_percent", "must be positive")
         _require(self.p99_duration_ms >= 1, "p99_duration_ms", "must be positive")
         _require(self.throttles >= 1, "throttles", "must be >= 1")
         _require(self.api_5xx >= 1, "api_5xx", "must be >= 1")
+        _require(
+            self.topic_email is None or _EMAIL.fullmatch(self.topic_email) is not None,
+            "topic_email",
+            "must be an e-mail address (name@domain)",
+        )
+        _require(
+            self.topic_arn is None or _SNS_TOPIC_ARN.fullmatch(self.topic_arn) is not None,
+            "topic_arn",
+            "must be an SNS topic ARN (arn:aws:sns:<region>:<account>:<name>)",
+        )
+        _require(
+            not self.require_notification or bool(self.topic_email or self.topic_arn),
+            "require_notification",
+            "is true, so the alarms must reach a person: set alarms.topic_email (an address "
+            "to e-mail) or alarms.topic_arn (an existing SNS topic), or both",
+        )
+
+    @property
+    def topic_region(self) -> str | None:
+        """The region of `topic_arn` (alarms can only notify a topic in their own region)."""
+        return None if self.topic_arn is None else self.topic_arn.split(":")[3]
 
 
 @dataclass(frozen=True)
@@ -244,9 +273,9 @@ class TrainingSettings:
         _require(self.cpu in self.FARGATE_CPU, "cpu", "must be a Fargate CPU size (256 ... 16384)")
         _require(512 <= self.memory_mb <= 122880, "memory_mb", "must be between 512 and 122880")
         _require(
-            self.data_prefix.endswith("/") and not self.data_prefix.startswith(("/", "models/")),
+            self.data_prefix.endswith("/") and not self.data_prefix.startswith("/"),
             "data_prefix",
-            "must be a relative prefix ending in '/', outside models/",
+            "must be a relative prefix ending in '/' (in the training-data bucket)",
         )
 
 
@@ -263,14 +292,33 @@ class NetworkSettings:
 
 @dataclass(frozen=True)
 class RegistrySettings:
-    """`infra.registry`: how long the registry bucket keeps overwritten objects and access logs."""
+    """`infra.registry`: the stateful buckets (model registry, training data): how they are
+    encrypted, whether they outlive their stack, how long overwritten objects and access logs
+    are kept."""
 
     noncurrent_version_days: int = 90
     access_log_expiration_days: int = 365
+    # A customer-managed KMS key (rotated yearly, 1 USD a month) for the registry and the
+    # training data instead of S3-managed keys.
+    kms: bool = False
+    # "retain" keeps both buckets (and their key) when the stack is deleted; "destroy" empties
+    # and deletes them with it: every model version and all training data are gone.
+    removal_policy: str = "retain"
+
+    REMOVAL_POLICIES: ClassVar[tuple[str, ...]] = ("retain", "destroy")
 
     def __post_init__(self) -> None:
         _require(self.noncurrent_version_days >= 1, "noncurrent_version_days", "must be >= 1")
         _require(self.access_log_expiration_days >= 1, "access_log_expiration_days", "must be >= 1")
+        _require(
+            self.removal_policy in self.REMOVAL_POLICIES,
+            "removal_policy",
+            "must be retain or destroy",
+        )
+
+    @property
+    def retain(self) -> bool:
+        return self.removal_policy == "retain"
 
 
 @dataclass(frozen=True)
@@ -311,6 +359,12 @@ class Infra:
             self.log_retention_days in self.LOG_RETENTION_DAYS,
             "log_retention_days",
             f"must be one of {', '.join(map(str, self.LOG_RETENTION_DAYS))}",
+        )
+        _require(
+            self.alarms.topic_region in (None, self.region),
+            "alarms.topic_arn",
+            f"is in {self.alarms.topic_region}, but CloudWatch alarms can only notify a topic in "
+            f"their own region ({self.region})",
         )
 
     @property

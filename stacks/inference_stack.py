@@ -1,5 +1,6 @@
-"""Inference stack: the function and alias `live`, its API, alarm-guarded deployment, dashboard,
-the promoter policy, and the discovery parameters tools read."""
+"""Inference stack: the function and alias `live`, its API, alarm-guarded deployment and where its
+alarms go, dashboard, the promoter and promotion-source policies, and the discovery parameters
+tools read."""
 
 from __future__ import annotations
 
@@ -7,17 +8,16 @@ from pathlib import Path
 from typing import Any
 
 import aws_cdk as cdk
-from aws_cdk import aws_sns as sns
-from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
 from sds.kernel.discovery import INFERENCE_STACK
+from stacks.components.alarm_notifications import AlarmNotifications
 from stacks.components.dashboard import OperationsDashboard
 from stacks.components.discovery import publish_discovery
 from stacks.components.inference_api import InferenceApi
 from stacks.components.model_function import ALIAS_NAME, ModelFunction
-from stacks.components.nag import acknowledge
 from stacks.components.promoter_policy import PromoterPolicy
+from stacks.components.promotion_source_policy import PromotionSourcePolicy
 from stacks.components.registry_reference import reference_registry
 from stacks.components.safe_deployment import SafeDeployment
 from stacks.config import (
@@ -29,6 +29,7 @@ from stacks.config import (
     Pin,
     Serving,
 )
+from stacks.registry_stack import RegistryStack
 
 
 class InferenceStack(cdk.Stack):
@@ -41,7 +42,7 @@ class InferenceStack(cdk.Stack):
         model_name: str,
         pin: Pin | None,
         code_dir: Path,
-        registry_stack: cdk.Stack,
+        registry_stack: RegistryStack,
         lambda_: LambdaSettings,
         serving: Serving,
         api: ApiSettings,
@@ -59,7 +60,10 @@ class InferenceStack(cdk.Stack):
             description=f"sds {environment}: {model_name} inference",
             **kwargs,
         )
-        registry = reference_registry(self, "RegistryBucket", producer=registry_stack)
+        stateful = reference_registry(
+            self, producer=registry_stack, encrypted=registry_stack.key is not None
+        )
+        registry = stateful.registry
         model = ModelFunction(
             self,
             "Model",
@@ -68,6 +72,7 @@ class InferenceStack(cdk.Stack):
             environment=environment,
             pin=pin,
             registry=registry,
+            key=stateful.key,
             settings=lambda_,
             serving=serving,
             logs=logs,
@@ -82,7 +87,9 @@ class InferenceStack(cdk.Stack):
             function_timeout_seconds=lambda_.timeout_seconds,
             logs=logs,
         )
-        topic = self._alarm_topic(alarms.topic_email)
+        notifications = AlarmNotifications(
+            self, "AlarmNotifications", environment=environment, settings=alarms
+        )
         guarded = SafeDeployment(
             self,
             "Deployment",
@@ -92,7 +99,7 @@ class InferenceStack(cdk.Stack):
             stage_name=rest_api.stage_name,
             deployment=deployment,
             alarms=alarms,
-            topic=topic,
+            topics=notifications.topics,
         )
         if dashboard:
             OperationsDashboard(
@@ -109,8 +116,17 @@ class InferenceStack(cdk.Stack):
             environment=environment,
             model_name=model_name,
             registry=registry,
+            key=stateful.key,
             function=model.function,
             group=guarded.group,
+        )
+        source = PromotionSourcePolicy(
+            self,
+            "PromotionSource",
+            environment=environment,
+            model_name=model_name,
+            registry=registry,
+            key=stateful.key,
         )
         self.function = model.function
         self.alias = model.alias
@@ -136,19 +152,10 @@ class InferenceStack(cdk.Stack):
             value=promoter.policy.managed_policy_arn,
             description="Attach to people and pipelines allowed to promote/roll back here",
         )
-
-    def _alarm_topic(self, email: str | None) -> sns.ITopic | None:
-        if email is None:
-            return None
-        # SSE with the AWS-managed key would stop CloudWatch from publishing (its key policy
-        # cannot be changed); alarm names and states are all these messages carry.
-        topic = sns.Topic(self, "AlarmTopic", enforce_ssl=True)
-        topic.add_subscription(subscriptions.EmailSubscription(email))
-        acknowledge(
-            topic,
-            "Serverless-SNSRedrivePolicy",
-            "The only subscription is an e-mail address for alarm notifications; an undelivered "
-            "mail has nothing to replay from a queue, and the alarm state stays visible in "
-            "CloudWatch and on the dashboard.",
+        cdk.CfnOutput(
+            self,
+            "PromotionSourcePolicyArn",
+            value=source.policy.managed_policy_arn,
+            description="Read-only: attach, with the target environment's promoter policy, to "
+            "people and pipelines allowed to promote versions out of this environment",
         )
-        return topic

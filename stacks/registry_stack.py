@@ -1,8 +1,11 @@
-"""Registry stack (stateful): the environment's model registry bucket.
+"""Registry stack (stateful): the environment's model registry and training-data buckets.
 
-Kept apart from the stateless stacks so they can be destroyed and recreated freely; outside dev
-the bucket is retained and the stack is termination-protected. The bucket's logical id is pinned
-by a test: changing it would make CloudFormation replace the bucket.
+Kept apart from the stateless stacks so they can be destroyed and recreated freely. Both buckets
+(and, with `infra.registry.kms`, the customer-managed key they are encrypted with) are retained
+when the stack is deleted, in every environment, unless `infra.registry.removal_policy` says
+"destroy"; the stack is termination-protected where the environment retains its data. The
+registry bucket's logical id is pinned by a test: changing it would make CloudFormation replace
+the bucket.
 """
 
 from __future__ import annotations
@@ -10,13 +13,16 @@ from __future__ import annotations
 from typing import Any
 
 import aws_cdk as cdk
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from sds.kernel.discovery import REGISTRY_STACK
+from stacks.components.data_key import data_key
 from stacks.components.discovery import publish_discovery
 from stacks.components.registry_bucket import RegistryBucket
 from stacks.components.registry_reference import publish_registry
+from stacks.components.training_data import TrainingDataBucket
 from stacks.config import RegistrySettings
 
 
@@ -35,17 +41,37 @@ class RegistryStack(cdk.Stack):
         super().__init__(
             scope,
             construct_id,
-            description=f"sds {environment}: model registry for {model_name} (stateful)",
+            description=f"sds {environment}: model registry and training data for {model_name} "
+            "(stateful)",
             termination_protection=retain_data,
             **kwargs,
         )
-        registry_bucket = RegistryBucket(self, "Registry", retain=retain_data, settings=registry)
+        self.key: kms.IKey | None = (
+            data_key(self, "DataKey", environment=environment, retain=registry.retain)
+            if registry.kms
+            else None
+        )
+        registry_bucket = RegistryBucket(
+            self, "Registry", retain_logs=retain_data, settings=registry, key=self.key
+        )
+        training_data = TrainingDataBucket(
+            self,
+            "TrainingData",
+            access_logs=registry_bucket.access_logs,
+            settings=registry,
+            key=self.key,
+        )
         self.bucket: s3.IBucket = registry_bucket.bucket
-        publish_registry(self, registry_bucket.bucket)
+        self.training_data: s3.IBucket = training_data.bucket
+        self.access_logs: s3.IBucket = registry_bucket.access_logs
+        publish_registry(self, registry=self.bucket, training_data=self.training_data, key=self.key)
         publish_discovery(
             self,
             environment=environment,
             stack=REGISTRY_STACK,
-            values={"registry-bucket": registry_bucket.bucket.bucket_name},
+            values={
+                "registry-bucket": self.bucket.bucket_name,
+                "training-data-bucket": self.training_data.bucket_name,
+            },
             construct_ids={"registry-bucket": "RegistryBucketParameter"},
         )

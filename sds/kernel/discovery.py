@@ -19,6 +19,7 @@ TRAINING_STACK = "Training"
 PARAMETERS: Mapping[str, str] = MappingProxyType(
     {
         "registry-bucket": REGISTRY_STACK,
+        "training-data-bucket": REGISTRY_STACK,
         "function-name": INFERENCE_STACK,
         "alias-name": INFERENCE_STACK,
         "api-url": INFERENCE_STACK,

@@ -6,11 +6,13 @@ from pathlib import Path
 
 import aws_cdk as cdk
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from sds.kernel.settings import function_environment
+from stacks.components.data_key import READ, key_use
 from stacks.components.nag import acknowledge, acknowledge_wildcard_resource
 from stacks.components.registry_paths import RegistryPaths
 from stacks.components.retention import log_group
@@ -44,6 +46,7 @@ class ModelFunction(Construct):
         environment: str,
         pin: Pin | None,
         registry: s3.IBucket,
+        key: kms.IKey | None,
         settings: LambdaSettings,
         serving: Serving,
         logs: LogSettings,
@@ -51,7 +54,7 @@ class ModelFunction(Construct):
         super().__init__(scope, construct_id)
         self.log_group = log_group(self, "Logs", settings=logs)
         self.role = self._build_role(
-            environment=environment, model_name=model_name, registry=registry
+            environment=environment, model_name=model_name, registry=registry, key=key
         )
         self.function = self._build_function(
             code_dir=code_dir,
@@ -70,8 +73,11 @@ class ModelFunction(Construct):
         self.alias = lambda_.Alias(self, "Live", alias_name=ALIAS_NAME, version=self.version)
         self._acknowledge(snapstart=settings.snapstart)
 
-    def _build_role(self, *, environment: str, model_name: str, registry: s3.IBucket) -> iam.Role:
-        """Writes its own logs and reads the immutable version objects of this model, nothing else."""
+    def _build_role(
+        self, *, environment: str, model_name: str, registry: s3.IBucket, key: kms.IKey | None
+    ) -> iam.Role:
+        """Writes its own logs and reads the immutable version objects of this model, nothing else
+        (with a KMS-encrypted registry: decrypts, never encrypts, and only registry objects)."""
         role = iam.Role(
             self,
             "Role",
@@ -85,6 +91,10 @@ class ModelFunction(Construct):
                 sid="ReadModelVersions", actions=["s3:GetObject"], resources=[versions]
             )
         )
+        if key is not None:
+            role.add_to_policy(
+                key_use(role, sid="DecryptRegistry", key=key, buckets=[registry], actions=READ)
+            )
         acknowledge_wildcard_resource(
             role,
             versions,

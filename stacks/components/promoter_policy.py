@@ -5,10 +5,12 @@ from __future__ import annotations
 import aws_cdk as cdk
 from aws_cdk import aws_codedeploy as codedeploy
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from stacks.components.data_key import READ_WRITE, key_use
 from stacks.components.nag import acknowledge_wildcard_resource
 from stacks.components.registry_paths import RegistryPaths
 
@@ -17,7 +19,8 @@ class PromoterPolicy(Construct):
     """What `sds promote --to <env>` and `sds rollback --env <env>` need in this environment.
 
     Promotion copies a version from the source environment, so promoting into staging needs this
-    policy for staging plus dev's (for reading dev's versions). Nothing here can delete.
+    policy for staging plus dev's read-only `PromotionSourcePolicy` (never dev's promoter
+    policy). Nothing here can delete.
     """
 
     def __init__(
@@ -28,6 +31,7 @@ class PromoterPolicy(Construct):
         environment: str,
         model_name: str,
         registry: s3.IBucket,
+        key: kms.IKey | None,
         function: lambda_.IFunction,
         group: codedeploy.ILambdaDeploymentGroup,
     ) -> None:
@@ -89,6 +93,10 @@ class PromoterPolicy(Construct):
                 ),
             ],
         )
+        if key is not None:
+            self.policy.add_statements(
+                key_use(self, sid="UseRegistryKey", key=key, buckets=[registry], actions=READ_WRITE)
+            )
         reasons = {
             registry.arn_for_objects(paths.aliases): "alias objects of this model only; moves "
             "are compare-and-swap (If-Match) and audited",

@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 import aws_cdk as cdk
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from stacks.config import RegistrySettings
 
 
+def removal(retain: bool) -> cdk.RemovalPolicy:
+    return cdk.RemovalPolicy.RETAIN if retain else cdk.RemovalPolicy.DESTROY
+
+
+def encryption(key: kms.IKey | None) -> s3.BucketEncryption:
+    """The environment's KMS key when it has one (`infra.registry.kms`), else S3-managed keys."""
+    return s3.BucketEncryption.S3_MANAGED if key is None else s3.BucketEncryption.KMS
+
+
 class RegistryBucket(Construct):
     """Versioned, encrypted, TLS-only, private, access-logged storage for model versions.
 
     S3 versioning is a safety net under the registry's own write-once versions: an overwritten
-    or deleted object can be recovered for `settings.noncurrent_version_days`.
+    or deleted object can be recovered for `settings.noncurrent_version_days`. The bucket is
+    retained when its stack is deleted unless `settings.removal_policy` is "destroy": every
+    version starts in some environment's registry, dev's included. The access logs follow the
+    environment's `retain_data` (`retain_logs`).
     """
 
     def __init__(
@@ -21,12 +34,11 @@ class RegistryBucket(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        retain: bool,
+        retain_logs: bool,
         settings: RegistrySettings,
+        key: kms.IKey | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
-        removal = cdk.RemovalPolicy.RETAIN if retain else cdk.RemovalPolicy.DESTROY
-
         self.access_logs = s3.Bucket(
             self,
             "AccessLogs",
@@ -35,20 +47,28 @@ class RegistryBucket(Construct):
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
             enforce_ssl=True,
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            # A log object overwritten or deleted stays recoverable: access logs are evidence.
+            versioned=True,
             lifecycle_rules=[
                 s3.LifecycleRule(
                     id="expire-access-logs",
                     expiration=cdk.Duration.days(settings.access_log_expiration_days),
+                    noncurrent_version_expiration=cdk.Duration.days(
+                        settings.noncurrent_version_days
+                    ),
                 )
             ],
-            removal_policy=removal,
-            auto_delete_objects=not retain,
+            removal_policy=removal(retain_logs),
+            auto_delete_objects=not retain_logs,
         )
         self.bucket = s3.Bucket(
             self,
             "Bucket",
             versioned=True,
-            encryption=s3.BucketEncryption.S3_MANAGED,
+            encryption=encryption(key),
+            encryption_key=key,
+            # KMS is asked once per bucket key, not once per object (cost and throttling).
+            bucket_key_enabled=True if key else None,
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
             enforce_ssl=True,
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
@@ -63,6 +83,6 @@ class RegistryBucket(Construct):
                     abort_incomplete_multipart_upload_after=cdk.Duration.days(7),
                 )
             ],
-            removal_policy=removal,
-            auto_delete_objects=not retain,
+            removal_policy=removal(settings.retain),
+            auto_delete_objects=not settings.retain,
         )

@@ -1,31 +1,69 @@
-"""How the Inference and Training stacks see their environment's registry bucket.
+"""How the Inference and Training stacks see their environment's stateful resources.
 
-The Registry stack publishes the bucket's name and ARN as outputs; consumers read them with
-`Fn::GetStackOutput` (a weak reference: no export lock between the stateful stack and the ones
-that are redeployed often) and declare the deploy-order dependency explicitly.
+The Registry stack publishes the registry and training-data buckets' names and ARNs (and its
+KMS key's ARN, when it has one) as outputs; consumers read them with `Fn::GetStackOutput` (a
+weak reference: no export lock between the stateful stack and the ones that are redeployed
+often) and declare the deploy-order dependency explicitly.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import aws_cdk as cdk
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 BUCKET_NAME_OUTPUT = "RegistryBucketName"
 BUCKET_ARN_OUTPUT = "RegistryBucketArn"
+DATA_BUCKET_NAME_OUTPUT = "TrainingDataBucketName"
+DATA_BUCKET_ARN_OUTPUT = "TrainingDataBucketArn"
+KEY_ARN_OUTPUT = "DataKeyArn"
 
 
-def publish_registry(stack: cdk.Stack, bucket: s3.IBucket) -> None:
-    cdk.CfnOutput(stack, BUCKET_NAME_OUTPUT, value=bucket.bucket_name)
-    cdk.CfnOutput(stack, BUCKET_ARN_OUTPUT, value=bucket.bucket_arn)
+@dataclass(frozen=True)
+class StatefulResources:
+    """What the Registry stack holds, as another stack of the environment sees it."""
+
+    registry: s3.IBucket
+    training_data: s3.IBucket
+    # The customer-managed key both buckets are encrypted with (None: S3-managed keys).
+    key: kms.IKey | None
 
 
-def reference_registry(scope: Construct, construct_id: str, *, producer: cdk.Stack) -> s3.IBucket:
+def publish_registry(
+    stack: cdk.Stack, *, registry: s3.IBucket, training_data: s3.IBucket, key: kms.IKey | None
+) -> None:
+    cdk.CfnOutput(stack, BUCKET_NAME_OUTPUT, value=registry.bucket_name)
+    cdk.CfnOutput(stack, BUCKET_ARN_OUTPUT, value=registry.bucket_arn)
+    cdk.CfnOutput(stack, DATA_BUCKET_NAME_OUTPUT, value=training_data.bucket_name)
+    cdk.CfnOutput(stack, DATA_BUCKET_ARN_OUTPUT, value=training_data.bucket_arn)
+    if key is not None:
+        cdk.CfnOutput(stack, KEY_ARN_OUTPUT, value=key.key_arn)
+
+
+def reference_registry(
+    scope: Construct, *, producer: cdk.Stack, encrypted: bool
+) -> StatefulResources:
     consumer = cdk.Stack.of(scope)
     consumer.add_stack_dependency(producer, "the registry bucket must exist first")
-    return s3.Bucket.from_bucket_attributes(
-        scope,
-        construct_id,
-        bucket_name=cdk.Fn.get_stack_output(producer.stack_name, BUCKET_NAME_OUTPUT),
-        bucket_arn=cdk.Fn.get_stack_output(producer.stack_name, BUCKET_ARN_OUTPUT),
+
+    def output(name: str) -> str:
+        return cdk.Fn.get_stack_output(producer.stack_name, name)
+
+    return StatefulResources(
+        registry=s3.Bucket.from_bucket_attributes(
+            scope,
+            "RegistryBucket",
+            bucket_name=output(BUCKET_NAME_OUTPUT),
+            bucket_arn=output(BUCKET_ARN_OUTPUT),
+        ),
+        training_data=s3.Bucket.from_bucket_attributes(
+            scope,
+            "TrainingDataBucket",
+            bucket_name=output(DATA_BUCKET_NAME_OUTPUT),
+            bucket_arn=output(DATA_BUCKET_ARN_OUTPUT),
+        ),
+        key=kms.Key.from_key_arn(scope, "DataKey", output(KEY_ARN_OUTPUT)) if encrypted else None,
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import aws_cdk as cdk
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cw_actions
@@ -68,7 +70,7 @@ class SafeDeployment(Construct):
         stage_name: str,
         deployment: DeploymentSettings,
         alarms: AlarmSettings,
-        topic: sns.ITopic | None,
+        topics: Sequence[sns.ITopic],
     ) -> None:
         super().__init__(scope, construct_id)
         self.alarms = self._build_alarms(
@@ -77,7 +79,7 @@ class SafeDeployment(Construct):
             api_5xx_count=api_server_errors(api_name=api_name, stage_name=stage_name),
             settings=alarms,
         )
-        if topic is not None:
+        for topic in topics:
             action = cw_actions.SnsAction(topic)
             for alarm in self.alarms:
                 alarm.add_alarm_action(action)

@@ -9,16 +9,20 @@ from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from stacks.components.data_key import READ, READ_WRITE, key_use
 from stacks.components.nag import acknowledge, acknowledge_wildcard_resource
 from stacks.components.registry_paths import RegistryPaths
 from stacks.components.retention import log_group
 from stacks.config import LogSettings, TrainingImage, TrainingSettings
 
 
-def training_command(*, bucket_name: str, model_name: str, data_prefix: str) -> list[str]:
+def training_command(
+    *, bucket_name: str, data_bucket_name: str, model_name: str, data_prefix: str
+) -> list[str]:
     """Arguments after the image's entrypoint: the same flags `sds train` uses locally."""
     return [
         "--registry",
@@ -26,13 +30,14 @@ def training_command(*, bucket_name: str, model_name: str, data_prefix: str) -> 
         "--model",
         model_name,
         "--data",
-        f"s3://{bucket_name}/{data_prefix}",
+        f"s3://{data_bucket_name}/{data_prefix}",
     ]
 
 
 class TrainingJob(Construct):
     """Task role may read training data and add registry versions and events; it can never move
-    an alias or delete anything."""
+    an alias or delete anything (and, with a KMS-encrypted registry, decrypt the training data
+    and encrypt and decrypt registry objects, through S3 only)."""
 
     def __init__(
         self,
@@ -42,6 +47,8 @@ class TrainingJob(Construct):
         environment: str,
         model_name: str,
         registry: s3.IBucket,
+        training_data: s3.IBucket,
+        key: kms.IKey | None,
         image: TrainingImage,
         vpc: ec2.IVpc,
         subnets: ec2.SubnetSelection,
@@ -63,11 +70,13 @@ class TrainingJob(Construct):
             assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
             description=f"sds {environment}: training task (reads data, adds model versions)",
         )
-        self._grant_registry(registry, model_name, settings.data_prefix)
+        self._grant_data(training_data, settings.data_prefix, key)
+        self._grant_registry(registry, model_name, key)
         self.task_definition = self._build_task(
             image=image,
             command=training_command(
                 bucket_name=registry.bucket_name,
+                data_bucket_name=training_data.bucket_name,
                 model_name=model_name,
                 data_prefix=settings.data_prefix,
             ),
@@ -150,18 +159,40 @@ class TrainingJob(Construct):
             ],
         )
 
-    def _grant_registry(self, registry: s3.IBucket, model_name: str, data_prefix: str) -> None:
-        paths = RegistryPaths(model_name)
-        data = registry.arn_for_objects(f"{data_prefix}*")
-        versions = registry.arn_for_objects(paths.versions)
-        audit = registry.arn_for_objects(paths.events)
+    def _grant_data(self, bucket: s3.IBucket, data_prefix: str, key: kms.IKey | None) -> None:
+        data = bucket.arn_for_objects(f"{data_prefix}*")
         statements = [
             iam.PolicyStatement(sid="ReadTrainingData", actions=["s3:GetObject"], resources=[data]),
             iam.PolicyStatement(
-                sid="ListTrainingDataAndModel",
+                sid="ListTrainingData",
+                actions=["s3:ListBucket"],
+                resources=[bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{data_prefix}*"]}},
+            ),
+        ]
+        if key is not None:
+            statements.append(
+                key_use(self, sid="DecryptTrainingData", key=key, buckets=[bucket], actions=READ)
+            )
+        for statement in statements:
+            self.task_role.add_to_policy(statement)
+        acknowledge_wildcard_resource(
+            self.task_role,
+            data,
+            f"Read-only, scoped to the training data prefix ({data_prefix}) of the training-data "
+            "bucket.",
+        )
+
+    def _grant_registry(self, registry: s3.IBucket, model_name: str, key: kms.IKey | None) -> None:
+        paths = RegistryPaths(model_name)
+        versions = registry.arn_for_objects(paths.versions)
+        audit = registry.arn_for_objects(paths.events)
+        statements = [
+            iam.PolicyStatement(
+                sid="ListModel",
                 actions=["s3:ListBucket"],
                 resources=[registry.bucket_arn],
-                conditions={"StringLike": {"s3:prefix": [f"{data_prefix}*", f"{paths.root}*"]}},
+                conditions={"StringLike": {"s3:prefix": [f"{paths.root}*"]}},
             ),
             iam.PolicyStatement(
                 sid="RegisterVersions",
@@ -172,10 +203,13 @@ class TrainingJob(Construct):
                 sid="WriteAuditEvents", actions=["s3:PutObject"], resources=[audit]
             ),
         ]
+        if key is not None:
+            statements.append(
+                key_use(self, sid="UseRegistryKey", key=key, buckets=[registry], actions=READ_WRITE)
+            )
         for statement in statements:
             self.task_role.add_to_policy(statement)
         reasons = {
-            data: f"read-only, the training data prefix ({data_prefix}) only",
             versions: "this model's versions only; new versions are written once (If-None-Match) "
             "with the next free number, and existing ones read to find it",
             audit: "this model's append-only audit events, one fresh key per event",

@@ -205,9 +205,13 @@ VARIANT_ENVIRONMENT = {
         "dashboard": False,
         "api": {"auth": "api_key"},
         "deployment": {"strategy": "linear_10_percent_every_2_minutes"},
-        "alarms": {"topic_email": "ops@example.com"},
+        "alarms": {
+            "topic_email": "ops@example.com",
+            "topic_arn": "arn:aws:sns:us-east-1:123456789012:team-pager",
+        },
         "training": {"schedule": "rate(7 days)"},
         "network": {"isolated": False, "azs": 1},
+        "registry": {"kms": True, "removal_policy": "destroy"},
     },
 }
 

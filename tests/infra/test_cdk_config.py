@@ -14,9 +14,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+import aws_cdk as cdk
 import pytest
 from conftest import cdk_context
 
+import app as cdk_app
 from sds.config import (
     MOVED_INFRA_KEYS,
     ConfigError,
@@ -91,7 +93,8 @@ def _settings(cls: type = Infra, prefix: str = "") -> dict[str, Any]:
         ({"alarms": {"api_5xx": 0}}, "infra.alarms.api_5xx: must be >= 1"),
         ({"training": {"cpu": 3000}}, "infra.training.cpu: must be a Fargate CPU size"),
         ({"training": {"memory_mb": 256}}, "infra.training.memory_mb: must be between 512 and"),
-        ({"training": {"data_prefix": "models/fraud/"}}, "infra.training.data_prefix: must be a"),
+        ({"training": {"data_prefix": "/history/"}}, "infra.training.data_prefix: must be a"),
+        ({"training": {"data_prefix": "history"}}, "infra.training.data_prefix: must be a"),
         ({"network": {"azs": 0}}, "environments.dev.infra.network.azs: must be between 1 and 3"),
         ({"network": {"azs": "2"}}, "environments.dev.infra.network.azs: expected int, got str"),
         (
@@ -105,6 +108,29 @@ def _settings(cls: type = Infra, prefix: str = "") -> dict[str, Any]:
         (
             {"registry": {"access_log_expiration_days": 0}},
             "infra.registry.access_log_expiration_days: must be >= 1",
+        ),
+        (
+            {"registry": {"removal_policy": "delete"}},
+            "environments.dev.infra.registry.removal_policy: must be retain or destroy",
+        ),
+        ({"registry": {"kms": "yes"}}, "infra.registry.kms: expected bool, got str"),
+        (
+            {"alarms": {"topic_email": "ops-team"}},
+            "environments.dev.infra.alarms.topic_email: must be an e-mail address",
+        ),
+        (
+            {"alarms": {"topic_arn": "arn:aws:sqs:us-east-1:123456789012:alarms"}},
+            "environments.dev.infra.alarms.topic_arn: must be an SNS topic ARN",
+        ),
+        (
+            {"alarms": {"topic_arn": "arn:aws:sns:eu-west-1:123456789012:pager"}},
+            "environments.dev.infra.alarms.topic_arn: is in eu-west-1, but CloudWatch alarms "
+            "can only notify a topic in their own region (us-east-1)",
+        ),
+        (
+            {"alarms": {"require_notification": True}},
+            "environments.dev.infra.alarms.require_notification: is true, so the alarms must "
+            "reach a person: set alarms.topic_email (an address to e-mail) or alarms.topic_arn",
         ),
         (
             {"lambda": {"memory": 512}},
@@ -157,15 +183,21 @@ def test_a_flat_key_of_an_earlier_release_names_where_it_moved(old: str, new: st
 
 
 def test_an_old_flat_environment_is_fixed_by_following_the_error() -> None:
-    # Given prod's infra block as earlier releases wrote it (every grouped key flat)
+    # Given prod's infra block as earlier releases wrote it (every grouped key flat; settings
+    # added since the grouping, which never had a flat name, stay in their group)
     context = copy.deepcopy(cdk_context())
     grouped = context["environments"]["prod"]["infra"]
     flat = {k: v for k, v in grouped.items() if not isinstance(v, dict)}
+    newer: dict[str, dict[str, Any]] = {}
     where_now = {new: old for old, new in MOVED_INFRA_KEYS.items()}
     for group, values in grouped.items():
         if isinstance(values, dict):
-            flat.update({where_now[f"{group}.{key}"]: value for key, value in values.items()})
-    context["environments"]["prod"]["infra"] = flat
+            for key, value in values.items():
+                if f"{group}.{key}" in where_now:
+                    flat[where_now[f"{group}.{key}"]] = value
+                else:
+                    newer.setdefault(group, {})[key] = value
+    context["environments"]["prod"]["infra"] = {**flat, **newer}
     # When it is loaded, Then one error names every moved key
     with pytest.raises(ConfigError) as error:
         parse_project(context)
@@ -176,6 +208,7 @@ def test_an_old_flat_environment_is_fixed_by_following_the_error() -> None:
     assert {old for old, _ in moves} == set(flat) - {"region", "log_retention_days"}
     # And moving each key where the error says gives back exactly today's prod
     fixed: dict[str, Any] = {k: v for k, v in flat.items() if k not in dict(moves)}
+    fixed.update(copy.deepcopy(newer))
     for old, new in moves:
         group, key = new.split(".")
         fixed.setdefault(group, {})[key] = flat[old]
@@ -228,6 +261,37 @@ def test_the_repository_environments_keep_their_settings() -> None:
     assert (prod.api.throttle_rate_limit, prod.api.throttle_burst_limit) == (200, 400)
     assert prod.training.schedule == "cron(0 3 ? * MON *)"
     assert prod.log_retention_days == 90
+    # And the registry outlives its stack everywhere (dev's too: every version starts there),
+    # encrypted with a customer-managed key where data is retained for real
+    for env in (dev, staging, prod):
+        assert env.registry.removal_policy == "retain"
+    assert (dev.registry.kms, staging.registry.kms, prod.registry.kms) == (False, True, True)
+    # And prod's alarms must reach a person; the committed address is a placeholder to replace
+    assert prod.alarms.require_notification is True
+    assert prod.alarms.topic_email == "alarms@example.com"
+    assert not dev.alarms.require_notification and not staging.alarms.require_notification
+
+
+def test_prod_refuses_to_synthesize_without_a_notification_target(
+    lock_file: Path, lambda_python: str
+) -> None:
+    # Given cdk.json with prod's alarm e-mail removed (prod requires a notification target)
+    context = copy.deepcopy(cdk_context())
+    del context["environments"]["prod"]["infra"]["alarms"]["topic_email"]
+    app = cdk.App(context=context)
+    # When the app is built (what `cdk synth`, `cdk diff` and `cdk deploy` of any stage do)
+    with pytest.raises(ConfigError) as error:
+        cdk_app.build(app, lock_path=lock_file, lambda_python=lambda_python, nag=False)
+    # Then it refuses, naming the key and how to satisfy it
+    assert str(error.value).startswith(
+        "environments.prod.infra.alarms.require_notification: is true, so the alarms must reach "
+        "a person: set alarms.topic_email"
+    )
+    # And an existing topic alone satisfies it
+    context["environments"]["prod"]["infra"]["alarms"]["topic_arn"] = (
+        "arn:aws:sns:us-east-1:123456789012:pager"
+    )
+    assert parse_project(context).env("prod").infra.alarms.topic_arn
 
 
 def test_every_deployment_strategy_name_maps_to_a_codedeploy_config() -> None:

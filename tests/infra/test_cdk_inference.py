@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
-from aws_cdk.assertions import Match
-from conftest import DEV_PIN, PROD_PIN, SynthesizedApp
+from aws_cdk.assertions import Annotations, Match
+from conftest import DEV_PIN, PROD_PIN, VARIANT, SynthesizedApp
 from infra_helpers import actions_of, one, resource_text, resources, role_statements
 
 CODEDEPLOY_CONFIGS = {
@@ -15,6 +16,7 @@ CODEDEPLOY_CONFIGS = {
     "linear_10_percent_every_1_minute": "CodeDeployDefault.LambdaLinear10PercentEvery1Minute",
 }
 PINS = {"dev": DEV_PIN, "prod": PROD_PIN}
+PROMOTER_POLICY = "PromoterPolicyE707AE28"
 
 
 def _inference(synthesized: SynthesizedApp, env: str) -> dict:
@@ -227,15 +229,133 @@ def test_function_role_reads_model_versions_and_nothing_else_in_the_bucket(
     _, function = one(template, "AWS::Lambda::Function")
     role_id = function["Properties"]["Role"]["Fn::GetAtt"][0]
     assert not template["Resources"][role_id]["Properties"].get("ManagedPolicyArns")
-    s3_statements = [
-        s
-        for s in role_statements(template, role_id)
-        if any(a.startswith("s3:") for a in actions_of(s))
-    ]
+    statements = role_statements(template, role_id)
+    s3_statements = [s for s in statements if any(a.startswith("s3:") for a in actions_of(s))]
     assert len(s3_statements) == 1
     (statement,) = s3_statements
     assert actions_of(statement) == ["s3:GetObject"]
     assert resource_text(statement).endswith('"/models/fraud/versions/*"]]}')
+    # With a KMS-encrypted registry: decrypt only (never encrypt), through S3, registry only
+    kms = [s for s in statements if any(a.startswith("kms:") for a in actions_of(s))]
+    if not synthesized.project.env(env).infra.registry.kms:
+        assert kms == []
+        return
+    (decrypt,) = kms
+    assert actions_of(decrypt) == ["kms:Decrypt"]
+    assert decrypt["Resource"] == _stack_output(env, "DataKeyArn")
+    assert decrypt["Condition"]["StringLike"] == {
+        "kms:EncryptionContext:aws:s3:arn": [
+            _stack_output(env, "RegistryBucketArn"),
+            {"Fn::Join": ["", [_stack_output(env, "RegistryBucketArn"), "/*"]]},
+        ]
+    }
+    assert decrypt["Condition"]["StringEquals"] == {
+        "kms:ViaService": {"Fn::Join": ["", ["s3.us-east-1.", {"Ref": "AWS::URLSuffix"}]]}
+    }
+
+
+def _stack_output(env: str, name: str) -> dict[str, Any]:
+    return {"Fn::GetStackOutput": {"StackName": f"{env}-Registry", "OutputName": name}}
+
+
+def test_alarms_reach_the_configured_topics_and_nothing_when_none_is_configured(
+    synthesized: SynthesizedApp, env: str
+) -> None:
+    settings = synthesized.project.env(env).infra.alarms
+    template = _inference(synthesized, env)
+    alarms = resources(template, "AWS::CloudWatch::Alarm").values()
+    topics = resources(template, "AWS::SNS::Topic")
+    expected: list[Any] = [{"Ref": topic_id} for topic_id in topics]
+    if settings.topic_arn is not None:
+        expected.append(settings.topic_arn)
+    assert len(topics) == (0 if settings.topic_email is None else 1)
+    if settings.require_notification:
+        assert expected, "an environment that requires notification must have a target"
+    for alarm in alarms:
+        assert alarm["Properties"].get("AlarmActions", []) == expected
+        assert alarm["Properties"].get("OKActions", []) == expected
+
+
+@pytest.mark.parametrize("topic_env", ["prod", VARIANT])
+def test_the_alarm_topic_is_encrypted_with_a_key_cloudwatch_may_use(
+    synthesized: SynthesizedApp, topic_env: str
+) -> None:
+    # Given an environment whose alarms e-mail someone (prod as committed, and the variant)
+    settings = synthesized.project.env(topic_env).infra.alarms
+    assert settings.topic_email is not None
+    template = _inference(synthesized, topic_env)
+    topic_id, topic = one(template, "AWS::SNS::Topic")
+    # Encrypted with a customer-managed key of this stack (SNS's AWS-managed key would lock
+    # CloudWatch out: its key policy cannot be changed), rotated yearly
+    key_id = topic["Properties"]["KmsMasterKeyId"]["Fn::GetAtt"][0]
+    key = template["Resources"][key_id]
+    assert key["Type"] == "AWS::KMS::Key"
+    assert key["Properties"]["EnableKeyRotation"] is True
+    # Whose policy lets CloudWatch, for alarms of this account only, exactly generate and
+    # decrypt data keys
+    for_cloudwatch = [
+        s
+        for s in key["Properties"]["KeyPolicy"]["Statement"]
+        if s.get("Principal") == {"Service": "cloudwatch.amazonaws.com"}
+    ]
+    (statement,) = for_cloudwatch
+    from_alarms = {
+        "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
+        "ArnLike": {
+            "aws:SourceArn": {
+                "Fn::Join": [
+                    "",
+                    ["arn:aws:cloudwatch:us-east-1:", {"Ref": "AWS::AccountId"}, ":alarm:*"],
+                ]
+            }
+        },
+    }
+    assert statement == {
+        "Sid": "AllowCloudWatchAlarmsToUseTheKey",
+        "Effect": "Allow",
+        "Principal": {"Service": "cloudwatch.amazonaws.com"},
+        "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
+        "Resource": "*",
+        "Condition": from_alarms,
+    }
+    # And the topic's policy (which replaces SNS's default one) lets CloudWatch publish, under
+    # the same conditions, and refuses anything not sent over TLS
+    _, policy = one(template, "AWS::SNS::TopicPolicy")
+    assert policy["Properties"]["Topics"] == [{"Ref": topic_id}]
+    document = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert {
+        "Sid": "AllowCloudWatchAlarmsToPublish",
+        "Effect": "Allow",
+        "Principal": {"Service": "cloudwatch.amazonaws.com"},
+        "Action": "sns:Publish",
+        "Resource": {"Ref": topic_id},
+        "Condition": from_alarms,
+    } in document
+    assert any(
+        s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+        for s in document
+    )
+    _, subscription = one(template, "AWS::SNS::Subscription")
+    assert subscription["Properties"]["Protocol"] == "email"
+    assert subscription["Properties"]["Endpoint"] == settings.topic_email
+
+
+def test_a_placeholder_alarm_address_is_flagged_at_synth(synthesized: SynthesizedApp) -> None:
+    # Given prod as committed: its alarm e-mail is alarms@example.com, a placeholder
+    assert synthesized.project.env("prod").infra.alarms.topic_email == "alarms@example.com"
+    # Then synthesizing it warns, naming the key to change
+    annotations = Annotations.from_stack(synthesized.stages["prod"].inference)
+    annotations.has_warning(
+        "/prod/Inference/AlarmNotifications",
+        Match.string_like_regexp(
+            r"alarms@example\.com, an address at a reserved domain .* set "
+            r"environments\.prod\.infra\.alarms\.topic_email"
+        ),
+    )
+    # And a real address raises no such warning
+    assert not Annotations.from_stack(synthesized.stages["dev"].inference).find_warning(
+        "*", Match.string_like_regexp("reserved domain")
+    )
 
 
 def test_dashboard_per_environment(synthesized: SynthesizedApp, env: str) -> None:
@@ -249,7 +369,7 @@ def test_promoter_policy_moves_aliases_and_rolls_back_but_never_deletes(
     synthesized: SynthesizedApp, env: str
 ) -> None:
     template = _inference(synthesized, env)
-    _, policy = one(template, "AWS::IAM::ManagedPolicy")
+    policy = template["Resources"][PROMOTER_POLICY]
     statements = {s["Sid"]: s for s in policy["Properties"]["PolicyDocument"]["Statement"]}
     assert sorted(actions_of(statements["MoveAliases"])) == ["s3:GetObject", "s3:PutObject"]
     assert resource_text(statements["MoveAliases"]).endswith('"/models/fraud/aliases/*"]]}')
@@ -270,6 +390,37 @@ def test_promoter_policy_moves_aliases_and_rolls_back_but_never_deletes(
     assert f"parameter/sds/{env}/*" in resource_text(statements["Discover"])
     every_action = [a for s in statements.values() for a in actions_of(s)]
     assert not [a for a in every_action if "Delete" in a or a.endswith("*")]
+    # With a KMS-encrypted registry it reads and writes registry objects through S3 only
+    if synthesized.project.env(env).infra.registry.kms:
+        key_use = statements.pop("UseRegistryKey")
+        assert actions_of(key_use) == ["kms:Decrypt", "kms:GenerateDataKey"]
+        assert key_use["Resource"] == _stack_output(env, "DataKeyArn")
+    assert "UseRegistryKey" not in statements
+
+
+def test_the_promotion_source_policy_only_reads(synthesized: SynthesizedApp, env: str) -> None:
+    # Given the read-only policy for promoting out of this environment
+    template = _inference(synthesized, env)
+    (policy_id,) = [
+        k for k in resources(template, "AWS::IAM::ManagedPolicy") if k.startswith("PromotionSource")
+    ]
+    document = template["Resources"][policy_id]["Properties"]["PolicyDocument"]
+    statements = {s["Sid"]: s for s in document["Statement"]}
+    # Then it reads this model's versions, aliases and events, lists its prefix, reads the
+    # discovery parameters (and decrypts, with a KMS-encrypted registry): nothing else
+    expected = {
+        "ReadVersionsAliasesAndEvents": ["s3:GetObject"],
+        "ListModel": ["s3:ListBucket"],
+        "Discover": ["ssm:GetParameter", "ssm:GetParameters"],
+    }
+    if synthesized.project.env(env).infra.registry.kms:
+        expected["DecryptRegistry"] = ["kms:Decrypt"]
+    assert {sid: sorted(actions_of(s)) for sid, s in statements.items()} == expected
+    read = resource_text(statements["ReadVersionsAliasesAndEvents"])
+    for prefix in ("versions", "aliases", "events"):
+        assert f'"/models/fraud/{prefix}/*"' in read
+    assert statements["ListModel"]["Condition"] == {"StringLike": {"s3:prefix": ["models/fraud/*"]}}
+    assert f"parameter/sds/{env}/*" in resource_text(statements["Discover"])
 
 
 @pytest.mark.parametrize("stack", ["Registry", "Inference", "Training"])
@@ -296,3 +447,4 @@ def test_api_url_and_promoter_policy_are_stack_outputs(
     template = synthesized.template(env, "Inference")
     template.has_output("ApiUrl", Match.any_value())
     template.has_output("PromoterPolicyArn", Match.any_value())
+    template.has_output("PromotionSourcePolicyArn", Match.any_value())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from conftest import SynthesizedApp
 from infra_helpers import actions_of, one, resource_text, resources, role_statements
 
@@ -65,11 +67,22 @@ def test_fargate_task_runs_the_training_entry_point_against_the_registry(
     assert container["LogConfiguration"]["LogDriver"] == "awslogs"
     command = container["Command"]
     assert command[0] == "--registry" and command[2:4] == ["--model", "fraud"]
+    assert command[1] == {"Fn::Join": ["", ["s3://", _output(env, "RegistryBucketName")]]}
+    # Training data comes from its own bucket, never from the registry
     assert command[4] == "--data"
-    assert command[5]["Fn::Join"][1][-1] == f"/{training.data_prefix}"
+    assert command[5] == {
+        "Fn::Join": [
+            "",
+            ["s3://", _output(env, "TrainingDataBucketName"), f"/{training.data_prefix}"],
+        ]
+    }
     assert "Environment" not in container
     # the image is a CDK asset built from training/Dockerfile (synth needs no Docker engine)
     assert "cdk-hnb659fds-container-assets" in str(container["Image"])
+
+
+def _output(env: str, name: str) -> dict[str, Any]:
+    return {"Fn::GetStackOutput": {"StackName": f"{env}-Registry", "OutputName": name}}
 
 
 def test_task_role_reads_data_writes_versions_and_events_never_aliases_or_deletes(
@@ -79,20 +92,60 @@ def test_task_role_reads_data_writes_versions_and_events_never_aliases_or_delete
     _, task = one(template, "AWS::ECS::TaskDefinition")
     role_id = task["Properties"]["TaskRoleArn"]["Fn::GetAtt"][0]
     statements = {s["Sid"]: s for s in role_statements(template, role_id)}
+    kms = synthesized.project.env(env).infra.registry.kms
     assert set(statements) == {
         "ReadTrainingData",
-        "ListTrainingDataAndModel",
+        "ListTrainingData",
+        "ListModel",
         "RegisterVersions",
         "WriteAuditEvents",
+        *(["DecryptTrainingData", "UseRegistryKey"] if kms else []),
     }
+    data, registry = _output(env, "TrainingDataBucketArn"), _output(env, "RegistryBucketArn")
     assert actions_of(statements["ReadTrainingData"]) == ["s3:GetObject"]
-    assert "/training-data/*" in resource_text(statements["ReadTrainingData"])
+    assert statements["ReadTrainingData"]["Resource"] == {
+        "Fn::Join": ["", [data, "/training-data/*"]]
+    }
+    assert statements["ListTrainingData"]["Resource"] == data
+    assert statements["ListModel"]["Resource"] == registry
     assert "/models/fraud/versions/*" in resource_text(statements["RegisterVersions"])
     assert actions_of(statements["WriteAuditEvents"]) == ["s3:PutObject"]
     assert "/models/fraud/events/*" in resource_text(statements["WriteAuditEvents"])
     for statement in statements.values():
         assert "aliases" not in resource_text(statement)
         assert not [a for a in actions_of(statement) if "Delete" in a or a.endswith("*")]
+    if kms:
+        # Decrypts training data only; encrypts and decrypts registry objects only
+        assert actions_of(statements["DecryptTrainingData"]) == ["kms:Decrypt"]
+        assert (
+            data
+            in statements["DecryptTrainingData"]["Condition"]["StringLike"][
+                "kms:EncryptionContext:aws:s3:arn"
+            ]
+        )
+        assert actions_of(statements["UseRegistryKey"]) == ["kms:Decrypt", "kms:GenerateDataKey"]
+        assert (
+            registry
+            in statements["UseRegistryKey"]["Condition"]["StringLike"][
+                "kms:EncryptionContext:aws:s3:arn"
+            ]
+        )
+
+
+def test_operator_policies_are_published_as_stack_outputs(
+    synthesized: SynthesizedApp, env: str
+) -> None:
+    template = _training(synthesized, env)
+    outputs = template["Outputs"]
+    policies = resources(template, "AWS::IAM::ManagedPolicy")
+    for output, prefix in (
+        ("TrainingOperatorPolicyArn", "OperatorPolicy"),
+        ("DataReaderPolicyArn", "DataReaderPolicy"),
+    ):
+        (policy_id,) = [k for k in policies if k.startswith(prefix)]
+        assert outputs[output]["Value"] == {"Ref": policy_id}
+        assert outputs[output]["Description"].startswith("Attach to ")
+        assert policies[policy_id]["Properties"]["Description"].startswith(f"sds {env}: ")
 
 
 def test_schedule_only_where_configured(synthesized: SynthesizedApp, env: str) -> None:

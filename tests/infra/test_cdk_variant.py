@@ -1,5 +1,6 @@
-"""Options no environment in cdk.json uses yet: API key auth, alarm e-mail, a public training
-network with a schedule, no dashboard. A config change must be enough to turn them on."""
+"""Options no environment in cdk.json uses yet: API key auth, alarms to an e-mail and an existing
+topic, a public training network with a schedule, no dashboard, a registry destroyed with its
+stack. A config change must be enough to turn them on."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def test_api_key_mode_requires_a_key_on_every_method_with_a_throttled_usage_plan
     one(template, "AWS::ApiGateway::UsagePlanKey")
 
 
-def test_alarm_email_gets_a_tls_only_topic_that_every_alarm_notifies(
+def test_alarms_notify_the_email_topic_and_the_existing_topic(
     synthesized: SynthesizedApp,
 ) -> None:
     template = synthesized.template(VARIANT, "Inference").to_json()
@@ -32,8 +33,9 @@ def test_alarm_email_gets_a_tls_only_topic_that_every_alarm_notifies(
     assert subscription["Properties"]["Endpoint"] == "ops@example.com"
     alarms = resources(template, "AWS::CloudWatch::Alarm").values()
     assert len(alarms) == 4
+    pager = "arn:aws:sns:us-east-1:123456789012:team-pager"
     for alarm in alarms:
-        assert alarm["Properties"]["AlarmActions"] == [{"Ref": topic_id}]
+        assert alarm["Properties"]["AlarmActions"] == [{"Ref": topic_id}, pager]
     assert not resources(template, "AWS::CloudWatch::Dashboard")
     _, group = one(template, "AWS::CodeDeploy::DeploymentGroup")
     assert (

@@ -25,9 +25,13 @@ VARIANT_ENVIRONMENT = {
     "infra": {
         "retain_data": False,
         "api": {"auth": "api_key"},
-        "alarms": {"topic_email": "ops@example.com"},
+        "alarms": {
+            "topic_email": "ops@example.com",
+            "topic_arn": "arn:aws:sns:us-east-1:123456789012:team-pager",
+        },
         "training": {"schedule": "rate(7 days)"},
         "network": {"isolated": False},
+        "registry": {"kms": True, "removal_policy": "destroy"},
     },
 }
 

@@ -1,0 +1,123 @@
+"""The managed policy for people and pipelines that start an environment's training task.
+
+Exactly what `sds train --env <env> --on-fargate` (sds/ops/fargate.py) does, and what an operator
+does around it by hand: start this environment's task definition (its current revision) in its
+cluster, hand ECS the task's own two roles and no other, watch and stop tasks of that cluster,
+read the task's log group, and read the registry to report the version the task registered.
+"""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from stacks.components.data_key import READ, key_use
+from stacks.components.nag import acknowledge, acknowledge_wildcard_resource
+from stacks.components.promotion_source_policy import discovery_parameters_arn
+from stacks.components.registry_paths import RegistryPaths
+
+ECS_TASKS = "ecs-tasks.amazonaws.com"
+
+
+class TrainingOperatorPolicy(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        environment: str,
+        model_name: str,
+        cluster: ecs.ICluster,
+        task_definition: ecs.TaskDefinition,
+        log_group: logs.ILogGroup,
+        registry: s3.IBucket,
+        key: kms.IKey | None,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        paths = RegistryPaths(model_name)
+        stack = cdk.Stack.of(self)
+        tasks = stack.format_arn(
+            service="ecs", resource="task", resource_name=f"{cluster.cluster_name}/*"
+        )
+        versions = registry.arn_for_objects(paths.versions)
+        parameters_arn = discovery_parameters_arn(self, environment)
+        roles = [
+            task_definition.task_role.role_arn,
+            task_definition.obtain_execution_role().role_arn,
+        ]
+        self.policy = iam.ManagedPolicy(
+            self,
+            "Policy",
+            description=f"sds {environment}: run the {model_name} training task and follow it",
+            statements=[
+                iam.PolicyStatement(
+                    sid="RunTrainingTask",
+                    actions=["ecs:RunTask"],
+                    resources=[task_definition.task_definition_arn],
+                    conditions={"ArnEquals": {"ecs:cluster": cluster.cluster_arn}},
+                ),
+                iam.PolicyStatement(
+                    sid="PassTaskRoles",
+                    actions=["iam:PassRole"],
+                    resources=roles,
+                    conditions={"StringEquals": {"iam:PassedToService": ECS_TASKS}},
+                ),
+                iam.PolicyStatement(
+                    sid="ReadTaskDefinition",
+                    actions=["ecs:DescribeTaskDefinition"],
+                    resources=["*"],
+                ),
+                iam.PolicyStatement(
+                    sid="WatchAndStopTasks",
+                    actions=["ecs:DescribeTasks", "ecs:StopTask"],
+                    resources=[tasks],
+                ),
+                iam.PolicyStatement(
+                    sid="ReadTaskLogs",
+                    actions=[
+                        "logs:DescribeLogStreams",
+                        "logs:FilterLogEvents",
+                        "logs:GetLogEvents",
+                    ],
+                    resources=[log_group.log_group_arn],
+                ),
+                iam.PolicyStatement(
+                    sid="ReadVersions", actions=["s3:GetObject"], resources=[versions]
+                ),
+                iam.PolicyStatement(
+                    sid="ListModel",
+                    actions=["s3:ListBucket"],
+                    resources=[registry.bucket_arn],
+                    conditions={"StringLike": {"s3:prefix": [f"{paths.root}*"]}},
+                ),
+                iam.PolicyStatement(
+                    sid="Discover",
+                    actions=["ssm:GetParameter", "ssm:GetParameters"],
+                    resources=[parameters_arn],
+                ),
+            ],
+        )
+        if key is not None:
+            self.policy.add_statements(
+                key_use(self, sid="DecryptRegistry", key=key, buckets=[registry], actions=READ)
+            )
+        acknowledge(
+            self.policy,
+            "AwsSolutions-IAM5[Resource::*]",
+            "ecs:DescribeTaskDefinition does not support resource-level permissions; it reads "
+            "the task's container command, which the CLI extends with the run's reason.",
+        )
+        reasons = {
+            tasks: "tasks of this environment's training cluster only (task ids are generated "
+            "at launch)",
+            versions: "read-only, this model's versions, to report the version the task registered",
+            parameters_arn: "read-only, the discovery parameters of this one environment "
+            "(/sds/<env>/)",
+        }
+        for resource, reason in reasons.items():
+            acknowledge_wildcard_resource(self.policy, resource, f"Scoped to {reason}.")
