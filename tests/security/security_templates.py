@@ -1,8 +1,8 @@
 """The CDK app synthesized for the least-privilege audit, with its cdk-nag acknowledgments.
 
 Built the way `app.py` builds it, for every environment in cdk.json plus a variant that turns
-on the options no shipped environment uses (API key auth, alarm e-mail topic, scheduled
-training), with construct paths in the template metadata and the nag acknowledgments recorded
+on the options no shipped environment uses (API key auth, alarm e-mail and existing topics,
+scheduled training, a registry destroyed with its stack), with construct paths in the template metadata and the nag acknowledgments recorded
 (`stacks.components.nag.recording_only`) so the audit can check each wildcard against them.
 """
 
@@ -69,6 +69,14 @@ class AuditedApp:
     acknowledged: list[tuple[str, str]]
     retain_data: dict[str, bool]
     api_auth: dict[str, str]
+    # Environments where some bucket goes with its stack (CDK empties it first): the access logs
+    # where retain_data is false, the registry and training data with removal_policy "destroy"
+    destroyable: dict[str, bool]
+    kms: dict[str, bool]
+
+    def stack_templates(self, env: str) -> dict[str, dict[str, Any]]:
+        """One environment's templates by stack name (Registry, Inference, Training)."""
+        return {stack: t for (e, stack), t in self.templates.items() if e == env}
 
     @property
     def environments(self) -> list[str]:
@@ -141,4 +149,9 @@ def synthesize(lock: Path, outdir: Path) -> AuditedApp:
         acknowledged=list(acknowledged),
         retain_data={n: e.infra.retain_data for n, e in project.environments.items()},
         api_auth={n: e.infra.api.auth for n, e in project.environments.items()},
+        destroyable={
+            n: not (e.infra.retain_data and e.infra.registry.retain)
+            for n, e in project.environments.items()
+        },
+        kms={n: e.infra.registry.kms for n, e in project.environments.items()},
     )

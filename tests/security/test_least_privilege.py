@@ -3,23 +3,53 @@
 Given the CDK app synthesized for dev, staging, prod and a variant with the optional features on,
 when every IAM statement, bucket policy, API method and storage resource is read back from the
 templates, then: every API method requires authorization; the function can only read version
-objects; training can never touch an alias or delete; only the environment's promoter policy can
-move its aliases and switch its Lambda alias; no statement allows a wildcard action, and every
-wildcard resource carries a cdk-nag acknowledgment on the construct that holds it; storage is
-encrypted and reachable over TLS only.
+objects (and decrypt, never encrypt); training can never touch an alias or delete; only the
+environment's promoter policy can move its aliases and switch its Lambda alias; each operator
+policy (promoter, promotion source, training operator, data reader) holds exactly its actions,
+on its own environment's resources, and the read-only ones never write; no statement allows a
+wildcard action, and every wildcard resource carries a cdk-nag acknowledgment on the construct
+that holds it; storage is encrypted and reachable over TLS only; the inference role can never
+read training data.
+
+And the policies grant what the commands need: each command runs against the moto server with
+every AWS call it makes recorded (`operator_calls`), and every call, with what it implies
+(KMS for encrypted objects, PassRole for the task's roles), must be allowed by the policy of the
+role that runs it; a command that starts calling something its policy does not grant fails here.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
+from operator_calls import (
+    MODEL,
+    Call,
+    Deployed,
+    Request,
+    Resolver,
+    World,
+    deploy,
+    policy_statements,
+    private_client,
+    recording,
+    refused,
+    requests_of,
+)
 from security_report import record
-from security_templates import AuditedApp, Statement
+from security_templates import ROOT, VARIANT, AuditedApp, Statement
 
+from sds.kernel.registry import Registry, Version, open_registry
+from sds.kernel.registry.s3 import S3Store
 from stacks.components.nag import _render
+from training.data import generate_events, read_history, write_jsonl
+from training.train import Progress, TrainParams, train
 
 WRITE_OR_DELETE = ("s3:Put", "s3:Delete", "s3:Copy", "s3:Replicate", "s3:Restore", "s3:Abort")
 AUTO_DELETE_PROVIDER = "CustomS3AutoDeleteObjectsCustomResourceProviderRole"
@@ -82,7 +112,16 @@ def test_the_function_can_only_read_version_objects(audited_app: AuditedApp, env
         "logs:PutLogEvents",
         "xray:PutTraceSegments",
         "xray:PutTelemetryRecords",
+        "kms:Decrypt",
     }, others
+    # Decrypting (never encrypting) is for registry objects only, and through S3 only
+    for statement in statements:
+        if "kms:Decrypt" in statement.actions:
+            assert statement.actions == ["kms:Decrypt"]
+            contexts = json.dumps(statement.document["Condition"])
+            assert '"OutputName": "RegistryBucketArn"' in contexts
+            assert "TrainingData" not in contexts
+            assert "kms:ViaService" in contexts
 
 
 @pytest.mark.parametrize("env", ["dev", "staging", "prod", "variant"])
@@ -173,7 +212,7 @@ def test_no_wildcard_action_and_every_wildcard_resource_is_acknowledged(
             # CDK's auto-delete-objects provider empties the bucket when a stack that does not
             # retain data is destroyed; nothing else gets a bucket-policy grant but S3 logging.
             if AUTO_DELETE_PROVIDER in statement.holder:
-                assert not audited_app.retain_data[statement.env], statement
+                assert audited_app.destroyable[statement.env], statement
                 exceptions += 1
                 continue
             assert statement.holder == '{"Service": "logging.s3.amazonaws.com"}', statement
@@ -191,15 +230,21 @@ def test_no_wildcard_action_and_every_wildcard_resource_is_acknowledged(
                 unacknowledged.append(f"{statement.path}: resource {resource}")
     assert unacknowledged == []
     record(
-        "least privilege: audited", "dev-only auto-delete grants (retain_data false)", exceptions
+        "least privilege: audited",
+        "auto-delete grants (buckets destroyed with their stack)",
+        exceptions,
     )
 
 
 def test_nothing_outside_dev_like_environments_can_delete(audited_app: AuditedApp) -> None:
     for statement in audited_app.statements():
         if statement.allows and any("Delete" in a for a in statement.actions):
-            assert not audited_app.retain_data[statement.env], statement
+            assert audited_app.destroyable[statement.env], statement
             assert AUTO_DELETE_PROVIDER in statement.holder, statement
+    # And in the shipped environments nothing can ever empty a registry or training-data bucket
+    for statement in audited_app.statements():
+        if statement.env != VARIANT and AUTO_DELETE_PROVIDER in statement.holder:
+            assert statement.logical_id.startswith("RegistryAccessLogsPolicy"), statement
 
 
 def test_storage_is_encrypted_private_and_tls_only(audited_app: AuditedApp) -> None:
@@ -240,3 +285,486 @@ def test_storage_is_encrypted_private_and_tls_only(audited_app: AuditedApp) -> N
             assert not any(s in name.upper() for s in ("SECRET", "PASSWORD", "TOKEN")), name
     record("least privilege: audited", "buckets encrypted + TLS-only", len(buckets))
     record("least privilege: audited", "SNS topics TLS-only", len(topics))
+
+
+# --- Operator policies: one per role a person or pipeline plays ----------------------------
+
+ENVIRONMENTS = ["dev", "staging", "prod", "variant"]
+READ_ONLY = (
+    "s3:GetObject",
+    "s3:ListBucket",
+    "ssm:GetParameter",
+    "ssm:GetParameters",
+    "kms:Decrypt",
+)
+# The exact actions of each operator policy, statement by statement (Sid), without the KMS
+# statement that environments with an encrypted registry add (checked below).
+OPERATOR_POLICIES: dict[str, tuple[str, str, dict[str, list[str]], tuple[str, list[str]]]] = {
+    "promoter": (
+        "Inference",
+        "PromoterPolicy",
+        {
+            "MoveAliases": ["s3:GetObject", "s3:PutObject"],
+            "CopyAndReadVersions": ["s3:GetObject", "s3:PutObject"],
+            "AuditEvents": ["s3:GetObject", "s3:PutObject"],
+            "ListModel": ["s3:ListBucket"],
+            "SwitchLiveAlias": [
+                "lambda:GetAlias",
+                "lambda:GetFunctionConfiguration",
+                "lambda:ListVersionsByFunction",
+                "lambda:UpdateAlias",
+            ],
+            "StopDeployments": [
+                "codedeploy:GetDeployment",
+                "codedeploy:ListDeployments",
+                "codedeploy:StopDeployment",
+            ],
+            "Discover": ["ssm:GetParameter", "ssm:GetParameters"],
+        },
+        ("UseRegistryKey", ["kms:Decrypt", "kms:GenerateDataKey"]),
+    ),
+    "promotion source": (
+        "Inference",
+        "PromotionSourcePolicy",
+        {
+            "ReadVersionsAliasesAndEvents": ["s3:GetObject"],
+            "ListModel": ["s3:ListBucket"],
+            "Discover": ["ssm:GetParameter", "ssm:GetParameters"],
+        },
+        ("DecryptRegistry", ["kms:Decrypt"]),
+    ),
+    "training operator": (
+        "Training",
+        "OperatorPolicy",
+        {
+            "RunTrainingTask": ["ecs:RunTask"],
+            "PassTaskRoles": ["iam:PassRole"],
+            "ReadTaskDefinition": ["ecs:DescribeTaskDefinition"],
+            "WatchAndStopTasks": ["ecs:DescribeTasks", "ecs:StopTask"],
+            "ReadTaskLogs": [
+                "logs:DescribeLogStreams",
+                "logs:FilterLogEvents",
+                "logs:GetLogEvents",
+            ],
+            "ReadVersions": ["s3:GetObject"],
+            "ListModel": ["s3:ListBucket"],
+            "Discover": ["ssm:GetParameter", "ssm:GetParameters"],
+        },
+        ("DecryptRegistry", ["kms:Decrypt"]),
+    ),
+    "data reader": (
+        "Training",
+        "DataReaderPolicy",
+        {"ReadTrainingData": ["s3:GetObject"], "ListTrainingData": ["s3:ListBucket"]},
+        ("DecryptTrainingData", ["kms:Decrypt"]),
+    ),
+}
+
+
+def operator_policy(audited_app: AuditedApp, env: str, role: str) -> list[Statement]:
+    stack, prefix, _, _ = OPERATOR_POLICIES[role]
+    found = [
+        s
+        for s in audited_app.statements()
+        if s.env == env
+        and s.stack == stack
+        and s.kind == "managed policy"
+        and s.logical_id.startswith(prefix)
+    ]
+    assert len({s.logical_id for s in found}) == 1, (env, role)
+    return found
+
+
+@pytest.mark.parametrize("role", sorted(OPERATOR_POLICIES))
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_each_operator_policy_holds_exactly_its_actions_on_its_own_environment(
+    audited_app: AuditedApp, env: str, role: str
+) -> None:
+    # Given one environment's policy for one role
+    _, _, expected, (kms_sid, kms_actions) = OPERATOR_POLICIES[role]
+    statements = operator_policy(audited_app, env, role)
+    if audited_app.kms[env]:
+        expected = {**expected, kms_sid: kms_actions}
+    # Then it holds exactly the expected actions, statement by statement, all Allow, no wildcard
+    assert {s.document["Sid"]: sorted(s.actions) for s in statements} == expected
+    for statement in statements:
+        assert statement.allows
+        assert not [a for a in statement.actions if "*" in a or "Delete" in a]
+        # on this environment's resources only
+        text = json.dumps(statement.document)
+        for other in ENVIRONMENTS:
+            if other != env:
+                assert f'"{other}-Registry"' not in text and f"/sds/{other}/" not in text
+        # and "*" only where the action has no resource-level permissions
+        if "*" in statement.resources:
+            assert statement.actions == ["ecs:DescribeTaskDefinition"], statement
+        # KMS only through S3, for the bucket the policy is about
+        if statement.actions[0].startswith("kms:"):
+            condition = statement.document["Condition"]
+            assert set(condition) == {"StringEquals", "StringLike"}
+            assert set(condition["StringEquals"]) == {"kms:ViaService"}
+            bucket = "TrainingDataBucketArn" if role == "data reader" else "RegistryBucketArn"
+            for context in condition["StringLike"]["kms:EncryptionContext:aws:s3:arn"]:
+                assert f'"OutputName": "{bucket}"' in json.dumps(context), context
+    record("least privilege: operator policies", f"{role} (statements checked)", len(statements))
+
+
+@pytest.mark.parametrize("role", ["promotion source", "data reader"])
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_the_read_only_policies_never_write(audited_app: AuditedApp, env: str, role: str) -> None:
+    for statement in operator_policy(audited_app, env, role):
+        assert set(statement.actions) <= set(READ_ONLY), statement.actions
+        # reads of objects stay under this model's registry prefixes or the data prefix
+        if "s3:GetObject" in statement.actions:
+            for resource in rendered(statement):
+                assert resource.endswith(
+                    (
+                        "/models/fraud/versions/*",
+                        "/models/fraud/aliases/*",
+                        "/models/fraud/events/*",
+                        "/training-data/*",
+                    )
+                ), resource
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_the_training_operator_starts_only_its_task_and_passes_only_its_roles(
+    audited_app: AuditedApp, env: str
+) -> None:
+    statements = {
+        s.document["Sid"]: s for s in operator_policy(audited_app, env, "training operator")
+    }
+    template = audited_app.templates[(env, "Training")]["Resources"]
+    (task_definition,) = [k for k, v in template.items() if v["Type"] == "AWS::ECS::TaskDefinition"]
+    (cluster,) = [k for k, v in template.items() if v["Type"] == "AWS::ECS::Cluster"]
+    task = template[task_definition]["Properties"]
+    # RunTask: this task definition (its current revision), in this cluster only
+    run = statements["RunTrainingTask"].document
+    assert run["Resource"] == {"Ref": task_definition}
+    assert run["Condition"] == {"ArnEquals": {"ecs:cluster": {"Fn::GetAtt": [cluster, "Arn"]}}}
+    # PassRole: the task's own two roles, and only to ECS tasks
+    passing = statements["PassTaskRoles"].document
+    assert sorted(map(json.dumps, passing["Resource"])) == sorted(
+        map(json.dumps, [task["TaskRoleArn"], task["ExecutionRoleArn"]])
+    )
+    assert passing["Condition"] == {
+        "StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}
+    }
+    # Watching and stopping: tasks of this cluster only
+    assert rendered(statements["WatchAndStopTasks"]) == [
+        f"arn:aws:ecs:us-east-1:<AWS::AccountId>:task/<{cluster}>/*"
+    ]
+    # Logs: the task's own log group
+    container = task["ContainerDefinitions"][0]
+    group = container["LogConfiguration"]["Options"]["awslogs-group"]
+    assert statements["ReadTaskLogs"].document["Resource"] == {"Fn::GetAtt": [group["Ref"], "Arn"]}
+
+
+def test_the_inference_role_never_reaches_training_data(audited_app: AuditedApp) -> None:
+    # Given every environment's statements
+    for statement in audited_app.statements():
+        text = json.dumps(statement.document)
+        # Then nothing attached to the inference function names the training-data bucket,
+        if "ModelRole" in statement.holder:
+            assert "TrainingData" not in text, statement
+        # and no bucket policy grants anyone but CDK's emptier (destroyable stacks) anything
+        if statement.kind == "bucket policy" and statement.allows:
+            assert statement.holder == '{"Service": "logging.s3.amazonaws.com"}' or (
+                AUTO_DELETE_PROVIDER in statement.holder and audited_app.destroyable[statement.env]
+            ), statement
+
+
+# --- The policies grant what the commands call (recorded on the moto server) ----------------
+
+ACTOR = "operator@ci"
+GOOD_METRICS = {"roc_auc": 0.93, "pr_auc": 0.41, "expected_calibration_error": 0.01}
+
+
+@dataclass
+class Operator:
+    """Runs the real `sds` entry point against the moto server (SDS_TARGET=aws)."""
+
+    capsys: pytest.CaptureFixture[str]
+
+    def __call__(self, *argv: str) -> tuple[int, str]:
+        from sds.cli.main import main
+
+        self.capsys.readouterr()
+        code = main(list(argv))
+        captured = self.capsys.readouterr()
+        return code, captured.out + captured.err
+
+
+@pytest.fixture
+def operator(
+    aws: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Operator:
+    del aws  # the SDK points at the moto server by now
+    monkeypatch.setenv("SDS_PROJECT_DIR", str(ROOT))
+    monkeypatch.setenv("SDS_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("SDS_LOCK_FILE", str(tmp_path / "models.lock.json"))
+    monkeypatch.setenv("SDS_ACTOR", ACTOR)
+    monkeypatch.setenv("SDS_TARGET", "aws")
+    for env in ("DEV", "STAGING", "PROD"):
+        monkeypatch.delenv(f"SDS_REGISTRY_{env}", raising=False)
+    return Operator(capsys)
+
+
+def registry_of(bucket: str) -> Registry:
+    """The test's own view of a registry (its calls are not recorded)."""
+    return Registry(S3Store(bucket, client=private_client("s3")), MODEL)
+
+
+def register(bucket: str, tag: str) -> Version:
+    return registry_of(bucket).register(
+        {"model.onnx": f"onnx {tag}".encode(), "model.skops": tag.encode()},
+        {"metrics": GOOD_METRICS},
+        actor=ACTOR,
+    )
+
+
+def make_live(bucket: str, alias: str, version: int) -> None:
+    registry = registry_of(bucket)
+    registry.move_alias(
+        alias,
+        version,
+        expected=registry.get_alias(alias),
+        kind="promoted",
+        actor=ACTOR,
+        reason="test setup",
+    )
+
+
+def statements_of(
+    audited_app: AuditedApp, deployed: Deployed, stack: str, prefix: str
+) -> list[dict[str, Any]]:
+    templates = audited_app.stack_templates(deployed.env)
+    return policy_statements(templates, stack, prefix, Resolver(templates, deployed))
+
+
+def actions(requests: list[Request]) -> set[str]:
+    return {r.action for r in requests}
+
+
+def test_promoting_up_the_chain_needs_the_targets_promoter_and_the_sources_read_only_policy(
+    audited_app: AuditedApp, operator: Operator
+) -> None:
+    # Given dev, staging and prod deployed as the app builds them (staging and prod encrypt
+    # their registry with a KMS key), and version 1 live in dev
+    dev = deploy("dev", kms=audited_app.kms["dev"])
+    staging = deploy("staging", kms=audited_app.kms["staging"], function=True)
+    prod = deploy("prod", kms=audited_app.kms["prod"], function=True)
+    world = World([dev, staging, prod])
+    register(dev.registry_bucket, "one")
+    make_live(dev.registry_bucket, "dev", 1)
+
+    # When version 1 is promoted into staging, then into prod, every AWS call recorded
+    with recording() as into_staging:
+        code, output = operator("promote", "1", "--to", "staging", "--reason", "dev ok")
+        assert code == 0, output
+    with recording() as into_prod:
+        code, output = operator("promote", "1", "--to", "prod", "--reason", "staging ok")
+        assert code == 0, output
+
+    # Then every call on the target is allowed by the target's promoter policy, and every call on
+    # the source by the source's read-only promotion-source policy: no write access to the
+    # source is needed
+    promoter = {
+        e.env: statements_of(audited_app, e, "Inference", "PromoterPolicy") for e in (staging, prod)
+    }
+    source = {
+        e.env: statements_of(audited_app, e, "Inference", "PromotionSourcePolicy")
+        for e in (dev, staging)
+    }
+    to_staging = requests_of(into_staging, world)
+    to_prod = requests_of(into_prod, world)
+    assert refused(to_staging, {"staging": promoter["staging"], "dev": source["dev"]}, world) == []
+    assert refused(to_prod, {"prod": promoter["prod"], "staging": source["staging"]}, world) == []
+    for requests, source_env in ((to_staging, "dev"), (to_prod, "staging")):
+        on_source = [r for r in requests if world.owner(r) == source_env]
+        assert actions(on_source) >= {"s3:GetObject", "ssm:GetParameters"}
+        assert not [r for r in on_source if r.action not in READ_ONLY], on_source
+    # (the copy into the encrypted registries needed KMS, and the promoter policy grants it)
+    assert {"kms:GenerateDataKey", "kms:Decrypt"} <= actions(to_prod)
+    # And the checker does refuse: the target's calls are not the source policy's business
+    assert refused(to_staging, {"staging": source["staging"], "dev": source["dev"]}, world)
+    record("least privilege: commands", "promote: AWS calls checked", len(into_staging + into_prod))
+
+
+def test_rolling_back_on_aws_needs_only_the_promoter_policy(
+    audited_app: AuditedApp, operator: Operator
+) -> None:
+    # Given prod deployed with two models served one after the other by two published Lambda
+    # versions, alias live on the second
+    prod = deploy("prod", kms=audited_app.kms["prod"], function=True)
+    world = World([prod])
+    lambda_client = private_client("lambda")
+    published = []
+    for tag in ("one", "two"):
+        model = register(prod.registry_bucket, tag)
+        make_live(prod.registry_bucket, "prod", model.number)
+        lambda_client.update_function_configuration(
+            FunctionName=prod.function,
+            Environment={
+                "Variables": {
+                    "MODEL_NAME": MODEL,
+                    "ENVIRONMENT": "prod",
+                    "MODEL_VERSION": str(model.number),
+                    "MODEL_SHA256": model.sha256,
+                }
+            },
+        )
+        published.append(lambda_client.publish_version(FunctionName=prod.function)["Version"])
+    lambda_client.create_alias(
+        FunctionName=prod.function, Name="live", FunctionVersion=published[1]
+    )
+
+    # When an operator rolls prod back, every AWS call recorded
+    with recording() as calls:
+        code, output = operator("rollback", "--env", "prod", "--reason", "alarm on fraud rate")
+        assert code == 0, output
+
+    # Then prod's promoter policy allows every one of them
+    requests = requests_of(calls, world)
+    promoter = statements_of(audited_app, prod, "Inference", "PromoterPolicy")
+    assert refused(requests, {"prod": promoter}, world) == []
+    assert {"lambda:UpdateAlias", "codedeploy:ListDeployments", "s3:PutObject"} <= actions(requests)
+    # And without its Lambda statement the rollback could not switch live
+    without = [s for s in promoter if s.get("Sid") != "SwitchLiveAlias"]
+    assert any("lambda:UpdateAlias" in line for line in refused(requests, {"prod": without}, world))
+    record("least privilege: commands", "rollback: AWS calls checked", len(calls))
+
+
+def play_the_container(deployed: Deployed, calls: list[Call]) -> threading.Thread:
+    """moto's ECS runs no container: once the CLI has started the task, register a version as
+    the task would (as the actor the CLI passed it), then stop the task. Its own calls are not
+    recorded: they are the task role's, not the operator's."""
+    ecs = private_client("ecs")
+
+    def container() -> None:
+        deadline = time.monotonic() + 20
+        while not (tasks := ecs.list_tasks(cluster=deployed.cluster)["taskArns"]):
+            assert time.monotonic() < deadline, "no task was started"
+            time.sleep(0.05)
+        (run,) = [c for c in list(calls) if c.operation == "RunTask"]
+        (override,) = run.params["overrides"]["containerOverrides"]
+        actor = {e["name"]: e["value"] for e in override["environment"]}["SDS_ACTOR"]
+        registry_of(deployed.registry_bucket).register(
+            {"model.onnx": b"trained on fargate"}, {"metrics": GOOD_METRICS}, actor=actor
+        )
+        ecs.stop_task(cluster=deployed.cluster, task=tasks[0], reason="Essential container exited")
+
+    thread = threading.Thread(target=container, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_training_on_fargate_needs_only_the_training_operator_policy(
+    audited_app: AuditedApp, operator: Operator, aws: Any
+) -> None:
+    # Given dev's training stack deployed (cluster, task definition with its two roles)
+    dev = deploy("dev", kms=audited_app.kms["dev"], training=True)
+    world = World([dev])
+    aws.hold_state("ecs::task")  # the container below stops the task itself
+
+    # When an operator trains on Fargate, every AWS call recorded
+    with recording() as calls:
+        container = play_the_container(dev, calls)
+        code, output = operator("train", "--env", "dev", "--on-fargate", "--reason", "weekly")
+        container.join(timeout=30)
+        assert code == 0, output
+
+    # Then dev's training-operator policy allows every one of them, including the roles
+    # RunTask hands to ECS
+    requests = requests_of(calls, world)
+    policy = statements_of(audited_app, dev, "Training", "OperatorPolicy")
+    assert refused(requests, {"dev": policy, "*": policy}, world) == []
+    assert {
+        "ecs:DescribeTaskDefinition",
+        "ecs:RunTask",
+        "iam:PassRole",
+        "ecs:DescribeTasks",
+        "ssm:GetParameters",
+        "s3:ListBucket",
+        "s3:GetObject",
+    } <= actions(requests)
+    # And without PassTaskRoles, RunTask would be refused for the task's roles
+    without = [s for s in policy if s.get("Sid") != "PassTaskRoles"]
+    problems = refused(requests, {"dev": without, "*": without}, world)
+    assert [p for p in problems if "iam:PassRole" in p] and len(problems) == 2
+    record("least privilege: commands", "train --on-fargate: AWS calls checked", len(calls))
+
+
+def upload_history(bucket: str, tmp_path: Path, events: int = 3000) -> None:
+    path = write_jsonl(generate_events(events, seed=5), tmp_path / "history.jsonl.gz")
+    private_client("s3").upload_file(str(path), bucket, "training-data/history.jsonl.gz")
+
+
+def test_the_training_task_role_grants_what_training_calls(
+    audited_app: AuditedApp, aws: Any, tmp_path: Path
+) -> None:
+    # Given staging (KMS-encrypted registry and training data) with history uploaded
+    del aws
+    staging = deploy("staging", kms=audited_app.kms["staging"])
+    assert staging.key_arn is not None
+    world = World([staging])
+    upload_history(staging.data_bucket, tmp_path)
+
+    # When the container's entry point trains and registers a version, every AWS call recorded
+    with recording() as calls:
+        version = train(
+            data=f"s3://{staging.data_bucket}/training-data/",
+            registry=open_registry(f"s3://{staging.registry_bucket}", MODEL),
+            params=TrainParams(max_iter=10, seed=2),
+            actor=ACTOR,
+            reason="least privilege",
+            progress=Progress(7, enabled=False),
+        )
+    assert version.number == 1
+
+    # Then the task role allows every one of them: read the data (decrypting it), list and
+    # register versions and their audit event (encrypting them)
+    requests = requests_of(calls, world)
+    role = statements_of(audited_app, staging, "Training", "JobTaskRoleDefaultPolicy")
+    assert refused(requests, {"staging": role}, world) == []
+    assert {
+        "s3:GetObject",
+        "s3:ListBucket",
+        "s3:PutObject",
+        "kms:Decrypt",
+        "kms:GenerateDataKey",
+    } <= (actions(requests))
+    record("least privilege: commands", "training task: AWS calls checked", len(calls))
+
+
+def test_the_data_reader_reads_training_data_that_the_inference_role_never_can(
+    audited_app: AuditedApp, aws: Any, tmp_path: Path
+) -> None:
+    # Given staging's training data (KMS-encrypted) and a version in its registry
+    del aws
+    staging = deploy("staging", kms=audited_app.kms["staging"])
+    world = World([staging])
+    upload_history(staging.data_bucket, tmp_path, events=200)
+    register(staging.registry_bucket, "one")
+
+    # When an analyst reads the training data the way training does, every AWS call recorded
+    with recording() as calls:
+        history = read_history(f"s3://{staging.data_bucket}/training-data/")
+    assert len(history.events) == 200
+
+    # Then the data-reader policy allows every one of them (decrypting included)
+    requests = requests_of(calls, world)
+    reader = statements_of(audited_app, staging, "Training", "DataReaderPolicy")
+    assert refused(requests, {"staging": reader}, world) == []
+    assert {"s3:ListBucket", "s3:GetObject", "kms:Decrypt"} <= actions(requests)
+    # And the inference function's role allows none of them: neither the objects nor the key
+    inference = statements_of(audited_app, staging, "Inference", "ModelRoleDefaultPolicy")
+    assert len(refused(requests, {"staging": inference}, world)) == len(requests)
+    # While the data reader, in turn, cannot read a model version
+    with recording() as model_calls:
+        registry_of_default = open_registry(f"s3://{staging.registry_bucket}", MODEL)
+        registry_of_default.get_version(1)
+    model_requests = requests_of(model_calls, world)
+    assert len(refused(model_requests, {"staging": reader}, world)) == len(model_requests)
+    assert refused(model_requests, {"staging": inference}, world) == []
+    record("least privilege: commands", "data reader: AWS calls checked", len(calls))
