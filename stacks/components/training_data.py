@@ -2,7 +2,7 @@
 
 Its own bucket (not a prefix of the registry) so that no grant on the registry, the inference
 function's least of all, can ever reach it; analysts and pipelines read it through the
-environment's data-reader policy, the training task through its role (docs/decisions.md, 9).
+environment's data-reader policy, the training task through its role (docs/decisions.md, "Training data in its own bucket").
 """
 
 from __future__ import annotations
