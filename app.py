@@ -24,8 +24,9 @@ from stacks.stage import EnvironmentStage
 
 ROOT = Path(__file__).resolve().parent
 LOCK_FILE = "models.lock.json"
-# What the inference Lambda carries: the serving kernel and the handler, nothing else.
-LAMBDA_PACKAGES = ("sds.kernel", "lambdas")
+# What the inference Lambda carries: the serving kernel and its handler, nothing else (the
+# pruner's code ships in its own function: an edit to it never publishes an inference version).
+LAMBDA_PACKAGES = ("sds.kernel", "lambdas.inference")
 
 
 def lambda_python_candidates() -> list[str]:

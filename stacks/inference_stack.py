@@ -18,6 +18,7 @@ from stacks.components.inference_api import InferenceApi
 from stacks.components.model_function import ALIAS_NAME, ModelFunction
 from stacks.components.promoter_policy import PromoterPolicy
 from stacks.components.promotion_source_policy import PromotionSourcePolicy
+from stacks.components.pruner import VersionPruner
 from stacks.components.registry_reference import reference_registry
 from stacks.components.safe_deployment import SafeDeployment
 from stacks.config import (
@@ -128,6 +129,19 @@ class InferenceStack(cdk.Stack):
             registry=registry,
             key=stateful.key,
         )
+        pruner = VersionPruner(
+            self,
+            "Pruner",
+            environment=environment,
+            model_name=model_name,
+            function=model.function,
+            registry=registry,
+            key=stateful.key,
+            application=guarded.application,
+            group=guarded.group,
+            versions_to_keep=lambda_.versions_to_keep,
+            logs=logs,
+        )
         self.function = model.function
         self.alias = model.alias
         self.api = rest_api.api
@@ -158,4 +172,10 @@ class InferenceStack(cdk.Stack):
             value=source.policy.managed_policy_arn,
             description="Read-only: attach, with the target environment's promoter policy, to "
             "people and pipelines allowed to promote versions out of this environment",
+        )
+        cdk.CfnOutput(
+            self,
+            "PrunerFunctionName",
+            value=pruner.function.function_name,
+            description='Prunes old Lambda versions daily; invoke with {"dry_run": true} to see',
         )

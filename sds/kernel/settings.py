@@ -5,6 +5,10 @@ from models.lock.json); `ServingSettings.from_environ` parses them in the handle
 `served_model` reads the model a published Lambda version pins (what `sds status` and the AWS
 rollback look at). One writer, one parser: a variable renamed here is renamed everywhere.
 
+`PIN_VARIABLES` lists every pair of variables that pins a model, by role, and `model_pins` reads
+them all: pruning keeps every published version a protected model is pinned in, whichever
+variable pins it, so a new pin (the shadow's `SHADOW_MODEL_VERSION`) is one line in that table.
+
 Variables: MODEL_NAME, ENVIRONMENT, REGISTRY_URI, MAX_EVENTS, MAX_BODY_BYTES, and, only when the
 environment has a pin, MODEL_VERSION and MODEL_SHA256 (absent means "no model deployed", a valid
 state answered with 503, and a first promotion shows in `cdk diff` as two added variables).
@@ -31,6 +35,21 @@ DEFAULT_MODEL_NAME = "fraud"
 DEFAULT_MAX_EVENTS = 100
 DEFAULT_MAX_BODY_BYTES = 262_144
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class PinVariables:
+    """The two variables that pin one model in the function's environment, and its role there."""
+
+    role: str
+    version: str
+    sha256: str
+
+
+# The model the handler serves.
+LIVE_PIN = PinVariables("live", MODEL_VERSION, MODEL_SHA256)
+# Every model a function's environment can pin, by role.
+PIN_VARIABLES: tuple[PinVariables, ...] = (LIVE_PIN,)
 
 
 class SettingsError(Unavailable, ValueError):
@@ -127,15 +146,33 @@ def served_model(environ: Mapping[str, str]) -> Pin | None:
         return None
 
 
-def _parse_pin(environ: Mapping[str, str]) -> Pin | None:
-    version_text = environ.get(MODEL_VERSION, "").strip()
+def model_pins(
+    environ: Mapping[str, str], variables: tuple[PinVariables, ...] | None = None
+) -> dict[str, Pin]:
+    """Every model a function's environment pins, by role (`PIN_VARIABLES` unless `variables`).
+
+    Like `served_model`, a malformed pin is left out: to a tool it pins nothing.
+    """
+    found: dict[str, Pin] = {}
+    for pair in PIN_VARIABLES if variables is None else variables:
+        try:
+            pin = _parse_pin(environ, pair)
+        except SettingsError:
+            continue
+        if pin is not None:
+            found[pair.role] = pin
+    return found
+
+
+def _parse_pin(environ: Mapping[str, str], pair: PinVariables = LIVE_PIN) -> Pin | None:
+    version_text = environ.get(pair.version, "").strip()
     if not version_text:
         return None
     if not _is_decimal(version_text) or int(version_text) < 1:
-        raise SettingsError(f"{MODEL_VERSION} must be a positive integer, got {version_text!r}")
-    sha = environ.get(MODEL_SHA256, "").strip()
+        raise SettingsError(f"{pair.version} must be a positive integer, got {version_text!r}")
+    sha = environ.get(pair.sha256, "").strip()
     if not _SHA256.match(sha):
-        raise SettingsError(f"{MODEL_SHA256} must be the 64-hex-digit sha256 of the pinned model")
+        raise SettingsError(f"{pair.sha256} must be the 64-hex-digit sha256 of the pinned model")
     return Pin(version=int(version_text), sha256=sha)
 
 

@@ -37,6 +37,7 @@ from sds.kernel.lock import Pin
 from sds.kernel.registry import ConcurrentUpdate, Registry, RegistryError, Version
 from sds.kernel.registry.core import now_iso
 from sds.kernel.registry.store import NotFound, ObjectStore, PreconditionFailed
+from sds.kernel.retention import IN_FLIGHT_DEPLOYMENT_STATUSES
 from sds.kernel.settings import served_model
 from sds.ops.aws import AwsError, Clients, error_code
 from sds.ops.promotion import (
@@ -48,7 +49,7 @@ from sds.ops.promotion import (
 )
 from sds.ops.workspace import Workspace
 
-IN_FLIGHT = ["Created", "Queued", "InProgress", "Baking", "Ready"]
+IN_FLIGHT = list(IN_FLIGHT_DEPLOYMENT_STATUSES)
 LEASE_TTL_S = 60.0
 
 

@@ -17,13 +17,13 @@ then `deploying`, not a warning.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from sds.kernel.lock import LockFileError, Pin, read_lock
 from sds.kernel.registry import AliasState, RegistryError
+from sds.kernel.retention import appspec_versions
 from sds.kernel.settings import served_model
 from sds.ops.aws import AwsError, Clients
 from sds.ops.aws_rollback import IN_FLIGHT, get_live_alias
@@ -293,7 +293,7 @@ def deployments(codedeploy: Any, *, application: str, group: str) -> list[Deploy
         info = codedeploy.get_deployment(deploymentId=deployment_id)["deploymentInfo"]
         if info.get("status") not in IN_FLIGHT:
             continue  # it finished between the two calls
-        source, target = _appspec_versions(info.get("revision", {}))
+        source, target = appspec_versions(info.get("revision", {})) or (None, None)
         created = info.get("createTime")
         found.append(
             Deployment(
@@ -305,26 +305,6 @@ def deployments(codedeploy: Any, *, application: str, group: str) -> list[Deploy
             )
         )
     return sorted(found, key=lambda d: d.created)
-
-
-def _appspec_versions(revision: Mapping[str, Any]) -> tuple[str | None, str | None]:
-    """CurrentVersion and TargetVersion of a Lambda deployment's AppSpec, when it says."""
-    content = revision.get("appSpecContent", {}).get("content") or revision.get("string", {}).get(
-        "content"
-    )
-    try:
-        spec = json.loads(content) if content else {}
-        for resource in spec.get("Resources", []):
-            for body in resource.values():
-                props = body.get("Properties", {})
-                return _str(props.get("CurrentVersion")), _str(props.get("TargetVersion"))
-    except (ValueError, AttributeError, TypeError):
-        pass  # YAML or unexpected shape: the deployment is still listed, without versions
-    return None, None
-
-
-def _str(value: Any) -> str | None:
-    return None if value is None else str(value)
 
 
 def moved(alias: AliasState) -> str:

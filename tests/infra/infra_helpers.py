@@ -16,6 +16,17 @@ def one(template: dict[str, Any], type_: str) -> tuple[str, dict[str, Any]]:
     return next(iter(found.items()))
 
 
+def model_function(template: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The inference function (the Inference stack also holds the pruner's function)."""
+    found = {
+        k: v
+        for k, v in resources(template, "AWS::Lambda::Function").items()
+        if v["Properties"].get("Handler") == "lambdas.inference.handler.lambda_handler"
+    }
+    assert len(found) == 1, f"expected one inference function, found {sorted(found)}"
+    return next(iter(found.items()))
+
+
 def statements(policy_document: dict[str, Any]) -> list[dict[str, Any]]:
     found = policy_document["Statement"]
     return found if isinstance(found, list) else [found]

@@ -29,6 +29,7 @@ OUTSIDE_THE_BUNDLE = (
     "sds/progress.py",
     "training/train.py",
     "stacks/components/model_function.py",
+    "lambdas/pruner/pruning.py",  # another function's handler: the pruner's asset changes
 )
 
 

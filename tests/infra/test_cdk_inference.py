@@ -8,7 +8,14 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Annotations, Match
 from conftest import DEV_PIN, PROD_PIN, VARIANT, SynthesizedApp
-from infra_helpers import actions_of, one, resource_text, resources, role_statements
+from infra_helpers import (
+    actions_of,
+    model_function,
+    one,
+    resource_text,
+    resources,
+    role_statements,
+)
 
 CODEDEPLOY_CONFIGS = {
     "all_at_once": "CodeDeployDefault.LambdaAllAtOnce",
@@ -27,7 +34,7 @@ def test_function_runs_the_handler_on_python_312_with_config(
     synthesized: SynthesizedApp, env: str
 ) -> None:
     settings = synthesized.project.env(env).infra.lambda_
-    _, function = one(_inference(synthesized, env), "AWS::Lambda::Function")
+    _, function = model_function(_inference(synthesized, env))
     props = function["Properties"]
     assert props["Runtime"] == "python3.12"
     assert props["Handler"] == "lambdas.inference.handler.lambda_handler"
@@ -47,7 +54,7 @@ def test_pin_becomes_model_version_and_sha256_in_the_environment(
     synthesized: SynthesizedApp, env: str
 ) -> None:
     serving = synthesized.project.env(env).serving
-    _, function = one(_inference(synthesized, env), "AWS::Lambda::Function")
+    _, function = model_function(_inference(synthesized, env))
     variables = function["Properties"]["Environment"]["Variables"]
     expected = {
         "MODEL_NAME": synthesized.project.model_name,
@@ -121,7 +128,7 @@ def test_alarms_watch_the_alias_and_the_api_with_configured_thresholds(
 ) -> None:
     settings = synthesized.project.env(env).infra.alarms
     template = _inference(synthesized, env)
-    function_id, _ = one(template, "AWS::Lambda::Function")
+    function_id, _ = model_function(template)
     alias_dimensions = [
         {"Name": "FunctionName", "Value": {"Ref": function_id}},
         {"Name": "Resource", "Value": {"Fn::Join": ["", [{"Ref": function_id}, ":live"]]}},
@@ -226,7 +233,7 @@ def test_function_role_reads_model_versions_and_nothing_else_in_the_bucket(
     synthesized: SynthesizedApp, env: str
 ) -> None:
     template = _inference(synthesized, env)
-    _, function = one(template, "AWS::Lambda::Function")
+    _, function = model_function(template)
     role_id = function["Properties"]["Role"]["Fn::GetAtt"][0]
     assert not template["Resources"][role_id]["Properties"].get("ManagedPolicyArns")
     statements = role_statements(template, role_id)

@@ -11,6 +11,7 @@ import aws_cdk as cdk
 import pytest
 from aws_cdk.assertions import Template
 from conftest import ROOT, cdk_context
+from infra_helpers import model_function
 
 from sds.config import parse_project
 from stacks.config import EnvironmentSpec, Pin, TrainingImage
@@ -36,7 +37,7 @@ def _split(template: dict[str, Any]) -> tuple[str, dict[str, str], str]:
     version's logical id and the environment variables blanked out)."""
     rest = copy.deepcopy(template)
     (version_id,) = [k for k, v in rest["Resources"].items() if v["Type"] == "AWS::Lambda::Version"]
-    (function,) = [v for v in rest["Resources"].values() if v["Type"] == "AWS::Lambda::Function"]
+    _, function = model_function(rest)
     variables = function["Properties"]["Environment"].pop("Variables")
     text = json.dumps(rest, sort_keys=True).replace(version_id, "<VERSION>")
     return version_id, variables, text

@@ -6,7 +6,8 @@ templates, then: every API method requires authorization; the function can only 
 objects (and decrypt, never encrypt); training can never touch an alias or delete; only the
 environment's promoter policy can move its aliases and switch its Lambda alias; each operator
 policy (promoter, promotion source, training operator, data reader) holds exactly its actions,
-on its own environment's resources, and the read-only ones never write; no statement allows a
+on its own environment's resources, and the read-only ones never write; the only deletions
+outside dev are the pruner's, of its own function's published versions; no statement allows a
 wildcard action, and every wildcard resource carries a cdk-nag acknowledgment on the construct
 that holds it; storage is encrypted and reachable over TLS only; the inference role can never
 read training data.
@@ -91,6 +92,11 @@ def test_every_api_method_requires_authorization(audited_app: AuditedApp) -> Non
     assert not list(audited_app.resources("AWS::Lambda::Url")), "a function URL bypasses the API"
     for env, _, logical_id, permission in audited_app.resources("AWS::Lambda::Permission"):
         props = permission["Properties"]
+        if "Pruner" in json.dumps(props["FunctionName"]):
+            # the pruner: invoked by its own EventBridge rules only (schedule, deployment done)
+            assert props["Principal"] == "events.amazonaws.com", (env, logical_id)
+            assert "Pruner" in json.dumps(props["SourceArn"]), (env, logical_id)
+            continue
         assert props["Principal"] == "apigateway.amazonaws.com", (env, logical_id)
         assert "execute-api" in json.dumps(props["SourceArn"]), (env, logical_id)
     record("least privilege: audited", "API methods, all authorized", len(methods))
@@ -237,10 +243,21 @@ def test_no_wildcard_action_and_every_wildcard_resource_is_acknowledged(
 
 
 def test_nothing_outside_dev_like_environments_can_delete(audited_app: AuditedApp) -> None:
+    pruners = 0
     for statement in audited_app.statements():
         if statement.allows and any("Delete" in a for a in statement.actions):
+            if "PrunerRole" in statement.holder:
+                # The pruner deletes published versions of its own environment's inference
+                # function (qualified ARNs), never the function (unqualified) or anything else.
+                assert statement.actions == ["lambda:DeleteFunction"], statement
+                assert [_render(r) for r in statement.resources] == [
+                    "<ModelFunction0EAFA5DC.Arn>:*"
+                ], statement
+                pruners += 1
+                continue
             assert audited_app.destroyable[statement.env], statement
             assert AUTO_DELETE_PROVIDER in statement.holder, statement
+    assert pruners == len(audited_app.environments)
     # And in the shipped environments nothing can ever empty a registry or training-data bucket
     for statement in audited_app.statements():
         if statement.env != VARIANT and AUTO_DELETE_PROVIDER in statement.holder:

@@ -170,10 +170,19 @@ def test_the_lambda_code_imports_only_what_its_bundle_ships(layers: Layers) -> N
     assert outside == []
 
 
-def test_the_bundle_packages_are_exactly_the_kernel_and_the_handler(layers: Layers) -> None:
+def test_the_bundle_packages_are_exactly_the_kernel_and_the_inference_handler(
+    layers: Layers,
+) -> None:
     import app
 
     assert {layers.layer_of(p) for p in app.LAMBDA_PACKAGES} == {"kernel", "handler"}
-    assert set(app.LAMBDA_PACKAGES) == {
-        m for m, layer in layers.members.items() if layer == "handler" or m == "sds.kernel"
-    }
+    # The handler layer holds every function's handler; the inference bundle carries its own
+    # only (the pruner ships in its own function, stacks/components/pruner.py).
+    assert set(app.LAMBDA_PACKAGES) == {"sds.kernel", "lambdas.inference"}
+
+
+def test_the_pruner_carries_the_kernel_and_its_handler_only(layers: Layers) -> None:
+    from stacks.components.pruner import PACKAGES
+
+    assert set(PACKAGES) == {"sds.kernel", "lambdas.pruner"}
+    assert {layers.layer_of(p) for p in PACKAGES} == {"kernel", "handler"}

@@ -1,0 +1,77 @@
+"""`sds --aws prune`: delete published Lambda versions beyond `versions_to_keep`, never one that
+alias `live` serves or routes to, a deployment in flight moves, or a rollback can return to;
+prints what it keeps and why."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from sds.cli.arguments import Commands, env_option, workspace
+from sds.cli.render import print_json, table
+from sds.config import EnvironmentConfig
+from sds.kernel.errors import EXIT_ERROR
+
+
+def register(commands: Commands) -> None:
+    parser = commands.add(
+        "prune",
+        run,
+        "delete the deployed function's published versions that nothing needs: keeps the newest "
+        "versions_to_keep, what alias live serves or routes to, what a deployment in flight "
+        "moves, and the newest version serving each model rollback can return to",
+        [
+            "sds --aws prune --env prod --dry-run",
+            "sds --aws prune --env prod",
+            "sds --aws prune --env staging --json",
+        ],
+    )
+    env_option(parser, "--env", required=True)
+    parser.add_argument(
+        "--dry-run", action="store_true", help="say what would be deleted, and delete nothing"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from sds.ops.prune import prune_versions
+
+    ws = workspace(args)
+    env: EnvironmentConfig = args.env
+    report = prune_versions(ws, env=env.name, dry_run=args.dry_run)
+    if args.json:
+        print_json(report.to_dict())
+        return 0 if report.ok else EXIT_ERROR
+    plan = report.plan
+    rows = []
+    for decision in plan.decisions:
+        if decision.keep:
+            action = "keep"
+        elif plan.blocked:
+            action = "keep (blocked)"
+        elif report.dry_run:
+            action = "would delete"
+        elif decision.version in report.failed:
+            action = "FAILED"
+        else:
+            action = "deleted"
+        models = ", ".join(
+            f"v{pin.version}" if role == "live" else f"{role} v{pin.version}"
+            for role, pin in sorted(decision.pins.items())
+        )
+        why = "; ".join(decision.reasons) or "nothing needs it"
+        rows.append([str(decision.version), models or "-", action, why])
+    print(
+        f"{env.name}: {report.target.function} (keeps the {plan.versions_to_keep} newest, and "
+        f"rollback targets {plan.history_depth} deep in the registry alias's history)"
+    )
+    print(table(rows, ["VERSION", "MODEL", "ACTION", "WHY"]) if rows else "no published versions")
+    if plan.blocked:
+        print(f"nothing deleted: {plan.blocked}")
+    elif report.dry_run:
+        print(f"dry run: {len(plan.to_delete)} would be deleted, {len(plan.kept)} kept")
+    else:
+        gone = len(report.deleted) + len(report.already_gone)
+        print(f"deleted {gone}, kept {len(plan.kept)}, failed {len(report.failed)}")
+    for version, message in sorted(report.failed.items()):
+        print(f"sds: error: version {version} was not deleted: {message}", file=sys.stderr)
+    return 0 if report.ok else EXIT_ERROR
