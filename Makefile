@@ -13,7 +13,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lint typecheck unit synth bench clean install install-dev diagram
+.PHONY: demo test lint typecheck unit synth bench cost clean install install-dev diagram
 
 demo: $(RUNTIME_STAMP)  ## Train, register, promote, serve and roll back locally
 	$(VENV)/bin/sds demo
@@ -42,6 +42,9 @@ diagram: $(DEV_STAMP)  ## Redraw docs/architecture.png from cdk.json (diagrams +
 
 bench: $(DEV_STAMP)
 	$(PY) -m benchmarks.run
+
+cost: $(DEV_STAMP)  ## Idle monthly cost of every environment from the synthesized templates; updates README.md
+	$(PY) docs/cost.py --write
 
 install: $(RUNTIME_STAMP)
 install-dev: $(DEV_STAMP)

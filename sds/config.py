@@ -141,7 +141,8 @@ class LambdaSettings:
     timeout_seconds: int = 10
     reserved_concurrency: int | None = None
     snapstart: bool = False
-    # Published versions to keep for rollback (validated now; pruning old versions comes later).
+    # Published versions the pruner keeps besides rollback targets; also how many models deep in
+    # the registry alias history rollback targets are kept (sds.kernel.retention).
     versions_to_keep: int = 10
 
     ARCHITECTURES: ClassVar[tuple[str, ...]] = ("x86_64", "arm64")

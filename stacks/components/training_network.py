@@ -1,9 +1,13 @@
 """Network for training tasks: never a NAT gateway, inbound never allowed.
 
-Isolated (staging/prod default): private isolated subnets reach S3 through the free gateway
-endpoint and ECR / CloudWatch Logs through interface endpoints (about 7 USD per endpoint per AZ a
-month). Not isolated (dev): public subnets with public IPs for the task, no inbound rules, and only
-the S3 gateway endpoint, so an idle dev environment costs nothing for networking.
+Isolated (staging/prod): private isolated subnets with no route out of the VPC reach S3 through
+the free gateway endpoint, and ECR (API and Docker, to pull the image) and CloudWatch Logs (the
+container's log driver) through interface endpoints. Those bill by the hour for every AZ they
+have an interface in (7.30 USD a month each), so they are the biggest idle cost of an environment:
+staging and prod run the network in one AZ (`network.azs: 1`, 21.90 USD a month; two would be
+43.80), because training is a batch job an AZ outage only delays (docs/decisions.md). Not
+isolated (dev): public subnets with public IPs for the task, no inbound rules, and only the S3
+gateway endpoint, so an idle dev environment costs nothing for networking.
 """
 
 from __future__ import annotations
@@ -86,11 +90,13 @@ class TrainingNetwork(Construct):
         endpoints.add_ingress_rule(
             self.security_group, ec2.Port.tcp(443), "HTTPS from training tasks"
         )
+        # One interface per AZ, whatever the subnets: the hourly charge is per endpoint per AZ.
+        one_per_az = ec2.SubnetSelection(subnet_type=self.subnets.subnet_type, one_per_az=True)
         for endpoint_id, service in _INTERFACE_ENDPOINTS.items():
             self.vpc.add_interface_endpoint(
                 endpoint_id,
                 service=service,
-                subnets=self.subnets,
+                subnets=one_per_az,
                 private_dns_enabled=True,
                 security_groups=[endpoints],
                 open=False,

@@ -261,6 +261,10 @@ def test_the_repository_environments_keep_their_settings() -> None:
     assert (prod.api.throttle_rate_limit, prod.api.throttle_burst_limit) == (200, 400)
     assert prod.training.schedule == "cron(0 3 ? * MON *)"
     assert prod.log_retention_days == 90
+    # training stays isolated, in one AZ (interface endpoints bill per AZ; docs/decisions.md)
+    assert (staging.network.azs, prod.network.azs, prod.network.isolated) == (1, 1, True)
+    # prod keeps few published versions: each may hold a SnapStart cache
+    assert prod.lambda_.versions_to_keep == 3
     # And the registry outlives its stack everywhere (dev's too: every version starts there),
     # encrypted with a customer-managed key where data is retained for real
     for env in (dev, staging, prod):

@@ -17,16 +17,15 @@ def register(commands: Commands) -> None:
     parser = commands.add(
         "prune",
         run,
-        "delete the deployed function's published versions that nothing needs: keeps the newest "
-        "versions_to_keep, what alias live serves or routes to, what a deployment in flight "
-        "moves, and the newest version serving each model rollback can return to",
+        "delete published Lambda versions nothing needs (never live's, a deployment's or a "
+        "rollback target); says what it keeps and why",
         [
             "sds --aws prune --env prod --dry-run",
             "sds --aws prune --env prod",
             "sds --aws prune --env staging --json",
         ],
     )
-    env_option(parser, "--env", required=True)
+    env_option(parser, "--env", required=True, help="the environment whose function to prune")
     parser.add_argument(
         "--dry-run", action="store_true", help="say what would be deleted, and delete nothing"
     )

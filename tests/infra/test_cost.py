@@ -1,0 +1,54 @@
+"""The README's idle-cost table is what docs/cost.py computes from today's templates.
+
+The session's synthesized app (every cdk.json environment, already built for the other infra
+tests) goes through the same estimate `make cost` prints; a change to a stack or to cdk.json
+that moves an environment's idle cost fails here until `make cost` rewrites the table.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from conftest import ROOT, SynthesizedApp, cdk_context
+
+
+def _cost() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("sds_docs_cost", ROOT / "docs" / "cost.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_readme_idle_cost_table_is_what_the_templates_give(synthesized: SynthesizedApp) -> None:
+    # Given the environments of cdk.json (the session app also synthesizes a variant)
+    cost = _cost()
+    names = list(cdk_context()["environments"])
+    accounts = {name: synthesized.project.env(name).infra.account for name in names}
+    # When their templates are estimated
+    estimates = cost.estimate(synthesized.templates(), accounts)
+    # Then the README holds exactly that table (run `make cost` after changing a stack)
+    readme = (ROOT / "README.md").read_text()
+    assert cost.current_block(readme) == cost.readme_table(estimates)
+    # And the target of issue 13 holds where it can today: staging, isolated, under 25 USD
+    by_env = {e.env: e for e in estimates}
+    assert by_env["staging"].total < 25
+    assert by_env["staging"].row("endpoints")[0] > 0  # still isolated: endpoints, no internet
+    assert not [w for e in estimates for w in e.warnings]  # every SnapStart function is pruned
+
+
+def test_make_cost_check_fails_on_a_stale_readme(tmp_path: Path) -> None:
+    # Given a README whose table says something else
+    cost = _cost()
+    stale = f"intro\n{cost.BEGIN}\n| old | table |\n{cost.END}\noutro\n"
+    fresh = cost.readme_table([cost.Estimate("dev", (cost.Line("kms", "Key1", 1.0),))])
+    # Then the block is found, replaced, and nothing around it changes
+    assert cost.current_block(stale) != fresh
+    replaced = cost.replace_block(stale, fresh)
+    assert replaced.startswith("intro\n") and replaced.endswith("\noutro\n")
+    assert cost.current_block(replaced) == fresh
+    assert "| KMS customer managed keys | 1.00 (1) |" in fresh
