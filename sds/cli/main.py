@@ -1,7 +1,7 @@
 """`sds`: train, register, promote, roll back and serve models, per environment.
 
 Exit codes: 0 done (or nothing to do), 1 error, 2 usage error, 3 refused (a promotion gate
-failed, or a concurrent change won). Errors are one line on stderr; `--json` prints
+failed, a concurrent change won, or a rollback's target Lambda version cannot serve). Errors are one line on stderr; `--json` prints
 machine-readable results on stdout, and errors there as `{"error": {...}}`.
 
 Local mode is the zero-config default. `--aws` (or `SDS_TARGET=aws`) works against the deployed
@@ -45,7 +45,8 @@ every command takes --json (results on stdout; errors as {"error": {...}}) and h
 --help with examples. --aws (or SDS_TARGET=aws) works against the deployed stacks.
 
 exit codes: 0 done (or nothing to do), 1 error (or `status --check` found a disagreement),
-2 usage error, 3 refused (a promotion gate failed, or a concurrent change won).
+2 usage error, 3 refused (a promotion gate failed, a concurrent change won, or a rollback's
+target Lambda version cannot serve).
 
 shell completion: eval "$(sds completion bash)"   (also zsh, fish, tcsh, powershell)
 """

@@ -5,21 +5,28 @@
 1. picks the target model version from the environment's registry alias (its previous version,
    or N) and finds the published Lambda version whose environment pins exactly that model
    (MODEL_VERSION and MODEL_SHA256); if no deploy ever published one, it refuses and says so;
-2. stops any in-flight CodeDeploy deployment of the alias's deployment group, without
+2. makes sure that version can serve: one GetFunctionConfiguration; if Lambda reports it
+   `Inactive` (a SnapStart snapshot deleted or failed to regenerate) it is invoked once, which
+   starts its re-creation, and the command waits, with a line on stderr every few seconds, until
+   it is `Active` (`Pending`: it only waits). `Failed`, a re-creation that fails, or no `Active`
+   within the activation timeout refuse the rollback (exit 3) before anything has moved
+   (`sds.kernel.activation` cites the AWS documentation this follows);
+3. stops any in-flight CodeDeploy deployment of the alias's deployment group, without
    CodeDeploy's own rollback (which would race the alias switch below);
-3. points `live` at that version with no routing weights (an interrupted canary leaves some);
-4. moves the registry alias by compare-and-swap, with an audit event naming who, why, both
-   Lambda versions, the stopped deployment and how long it took (if the registry alias is
-   already there and only `live` differs, e.g. after a stopped canary, the event is
-   `live_switched` and the registry alias stays);
-5. rewrites the pin in models.lock.json, so the next `cdk deploy` keeps the rollback.
+4. points `live` at that version with no routing weights (an interrupted canary leaves some);
+5. moves the registry alias by compare-and-swap, with an audit event naming who, why, both
+   Lambda versions, the target's state, the stopped deployment and how long it took (if the
+   registry alias is already there and only `live` differs, e.g. after a stopped canary, the
+   event is `live_switched` and the registry alias stays);
+6. rewrites the pin in models.lock.json, so the next `cdk deploy` keeps the rollback.
 
 Concurrent rollbacks of one environment are serialized by a lease object next to the alias
 (created with If-None-Match, taken over and released with If-Match, expiring if its holder dies),
-so the Lambda alias and the registry alias always move in the same order. Promotions do not touch
-the Lambda alias (a deploy does) and take no lease; if one moves the registry alias between
-steps 1 and 4, the Lambda alias is put back and the rollback is re-planned (`--to N`) or refused
-(a relative rollback must not pop a history that just changed under it).
+so the Lambda alias and the registry alias always move in the same order; a rollback waiting for
+its target to become Active renews its lease meanwhile. Promotions do not touch the Lambda alias
+(a deploy does) and take no lease; if one moves the registry alias between steps 1 and 5, the
+Lambda alias is put back and the rollback is re-planned (`--to N`) or refused (a relative
+rollback must not pop a history that just changed under it).
 """
 
 from __future__ import annotations
@@ -28,11 +35,19 @@ import json
 import random
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
+from sds.kernel.activation import (
+    DEFAULT_TIMEOUT_S,
+    Activation,
+    Say,
+    VersionNotReady,
+    ensure_active,
+)
+from sds.kernel.errors import Refused
 from sds.kernel.lock import Pin
 from sds.kernel.registry import ConcurrentUpdate, Registry, RegistryError, Version
 from sds.kernel.registry.core import now_iso
@@ -51,6 +66,21 @@ from sds.ops.workspace import Workspace
 
 IN_FLIGHT = list(IN_FLIGHT_DEPLOYMENT_STATUSES)
 LEASE_TTL_S = 60.0
+ACTIVATION_TIMEOUT_S = DEFAULT_TIMEOUT_S  # `sds rollback --activation-timeout` changes it
+
+
+class TargetNotServable(Refused, OperationError):
+    """The Lambda version a rollback would switch `live` to cannot serve (Failed, its re-creation
+    failed, or it did not become Active in time). Nothing was switched or moved."""
+
+    label = "refused"
+
+    def __init__(self, message: str, cause: VersionNotReady) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+    def details(self) -> dict[str, Any]:
+        return self.cause.details()
 
 
 @dataclass(frozen=True)
@@ -66,6 +96,8 @@ class LiveRollback:
     lambda_to: str
     stopped_deployments: list[str] = field(default_factory=list)
     duration_ms: float = 0.0
+    target_state: str = ""  # the state Lambda first reported for lambda_to (Active, Inactive, ...)
+    activation_ms: float = 0.0  # how long the rollback waited for lambda_to to become Active
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -82,6 +114,8 @@ class LiveRollback:
             "lambda_to": self.lambda_to,
             "stopped_deployments": self.stopped_deployments,
             "duration_ms": self.duration_ms,
+            "target_state": self.target_state,
+            "activation_ms": self.activation_ms,
         }
 
 
@@ -93,6 +127,42 @@ def lease_key(model: str, env: str) -> str:
     return f"models/{model}/aliases/{env}.lease"
 
 
+class Lease:
+    """A held lease: `renew()` pushes its expiry out while its holder is still working."""
+
+    def __init__(self, store: ObjectStore, key: str, *, holder: str, token: str, ttl_s: float):
+        self.store = store
+        self.key = key
+        self.holder = holder
+        self.token = token
+        self.ttl_s = ttl_s
+        self.etag = ""
+        self.renewed_at = 0.0
+
+    def document(self) -> bytes:
+        now = time.time()
+        held = {
+            "holder": self.holder,
+            "token": self.token,
+            "since": now_iso(),
+            "expires": now + self.ttl_s,
+        }
+        return json.dumps(held, sort_keys=True).encode()
+
+    def renew(self) -> None:
+        """Extend the lease (at most every third of its lifetime; cheap to call often)."""
+        if time.monotonic() - self.renewed_at < self.ttl_s / 3:
+            return
+        try:
+            self.etag = self.store.put(self.key, self.document(), if_match=self.etag)
+        except PreconditionFailed:
+            raise ConcurrentRollback(
+                f"{self.key} was taken over by another command while this one waited; "
+                "nothing was switched: check `sds --aws status` and run the rollback again"
+            ) from None
+        self.renewed_at = time.monotonic()
+
+
 @contextmanager
 def lease(
     store: ObjectStore,
@@ -101,29 +171,27 @@ def lease(
     holder: str,
     ttl_s: float = LEASE_TTL_S,
     wait_s: float = 2 * LEASE_TTL_S,
-) -> Iterator[None]:
+) -> Iterator[Lease]:
     """Hold `key` exclusively: at most one holder at a time, and a dead holder's lease expires."""
-    token = uuid.uuid4().hex
+    held = Lease(store, key, holder=holder, token=uuid.uuid4().hex, ttl_s=ttl_s)
     deadline = time.monotonic() + wait_s
-    etag = ""
-    while not etag:
+    while not held.etag:
         now = time.time()
-        document = {"holder": holder, "token": token, "since": now_iso(), "expires": now + ttl_s}
-        data = json.dumps(document, sort_keys=True).encode()
+        data = held.document()
         try:
             current = store.get(key)
         except NotFound:
             current = None
         try:
             if current is None:
-                etag = store.put(key, data, if_none_match=True)
+                held.etag = store.put(key, data, if_none_match=True)
             else:
-                held = json.loads(current.data)
-                if not held.get("holder") or float(held.get("expires", 0)) < now:
-                    etag = store.put(key, data, if_match=current.etag)
+                taken = json.loads(current.data)
+                if not taken.get("holder") or float(taken.get("expires", 0)) < now:
+                    held.etag = store.put(key, data, if_match=current.etag)
         except PreconditionFailed:
             pass  # another command took it first: wait for it
-        if not etag:
+        if not held.etag:
             if time.monotonic() > deadline:
                 who = json.loads(current.data) if current is not None else {}
                 raise ConcurrentRollback(
@@ -131,13 +199,14 @@ def lease(
                     f"{who.get('since', '?')}) still holds {key}; try again when it is done"
                 )
             time.sleep(0.02 + random.random() * 0.08)
+    held.renewed_at = time.monotonic()
     try:
-        yield
+        yield held
     finally:
         released = json.dumps({"holder": None, "released_by": holder, "at": now_iso()}).encode()
         # If it expired and someone took it over, it is theirs now: leave it.
         with suppress(PreconditionFailed):
-            store.put(key, released, if_match=etag)
+            store.put(key, released, if_match=held.etag)
 
 
 # Lambda and CodeDeploy ----------------------------------------------------------------------
@@ -224,7 +293,11 @@ def rollback_live(
     reason: str = "",
     clients: Clients | None = None,
     stop_wait_s: float = 30.0,
+    activation_timeout_s: float = ACTIVATION_TIMEOUT_S,
+    say: Say | None = None,
 ) -> LiveRollback:
+    """Switch `live` back (see the module docstring); `say` receives the activation step's
+    lines (none when the target is Active)."""
     started = time.monotonic()
     clients = clients or ws.discovery.clients
     function = ws.discovery.get(env, "function-name")
@@ -234,7 +307,8 @@ def rollback_live(
     registry = ws.registry(env)
     lambda_client = clients["lambda"]
     stopped: list[str] = []
-    with lease(registry.store, lease_key(ws.model, env), holder=ws.actor):
+    ready: dict[str, Activation] = {}  # Lambda versions found (or made) Active by this rollback
+    with lease(registry.store, lease_key(ws.model, env), holder=ws.actor) as held:
         for _ in range(CAS_ATTEMPTS):
             current = registry.get_alias(env)
             if current is None:
@@ -263,6 +337,14 @@ def rollback_live(
                     env, current.version, current.sha256, current.version, False,
                     function, alias, before, before, stopped, _ms(started),
                 )  # fmt: skip
+            if chosen not in ready:
+                # Before anything moves: a version that cannot serve must never get `live`.
+                ready[chosen] = _ensure_servable(
+                    lambda_client, env=env, function=function, version=chosen,
+                    model_version=target_version, timeout_s=activation_timeout_s,
+                    say=say, heartbeat=held.renew,
+                )  # fmt: skip
+            activation = ready[chosen]
             if not stopped:
                 stopped = stop_deployments(
                     clients["codedeploy"], application=application, group=group, wait_s=stop_wait_s
@@ -277,6 +359,8 @@ def rollback_live(
                 "function_alias": alias,
                 "lambda_from": before,
                 "lambda_to": chosen,
+                "lambda_to_state": activation.initial,
+                "activation_ms": round(activation.waited_s * 1000, 1),
                 "stopped_deployments": stopped,
             }
             if target_version == current.version:
@@ -341,7 +425,67 @@ def rollback_live(
     return LiveRollback(
         env, state_version, state_sha, previous, True,
         function, alias, before, chosen, stopped, _ms(started),
+        activation.initial, round(activation.waited_s * 1000, 1),
     )  # fmt: skip
+
+
+def _ensure_servable(
+    lambda_client: Any,
+    *,
+    env: str,
+    function: str,
+    version: str,
+    model_version: int,
+    timeout_s: float,
+    say: Say | None,
+    heartbeat: Callable[[], None],
+) -> Activation:
+    """The target Lambda version, Active (re-activated and waited for if need be), or a refusal
+    that says what Lambda reported and what to do."""
+    try:
+        return ensure_active(
+            lambda_client,
+            function,
+            version,
+            timeout_s=timeout_s,
+            say=say or _silent,
+            heartbeat=heartbeat,
+        )
+    except VersionNotReady as exc:
+        state = exc.state
+        target = (
+            f"{env}: target Lambda version {version} of {function} (model version {model_version})"
+        )
+        nothing = "nothing was switched or moved"
+        if exc.timed_out:
+            message = (
+                f"{target} is still {state.state} after {exc.waited_s:.0f} s ({state.why()}); "
+                f"{nothing}. Lambda goes on re-creating it: run the same rollback again to keep "
+                "waiting, or give it longer with --activation-timeout SECONDS"
+            )
+        else:
+            if exc.recreation_failed:
+                cause = (
+                    f"went back to Inactive after {exc.waited_s:.0f} s ({state.why()}): "
+                    "Lambda could not re-create it"
+                )
+            elif state.snapstart:
+                cause = (
+                    f"is {state.state} ({state.why()}): running its initialization code or "
+                    "creating its SnapStart snapshot failed"
+                )
+            else:
+                cause = f"is {state.state} ({state.why()}): Lambda could not provision it"
+            message = (
+                f"{target} {cause}, so it cannot serve; {nothing}. Roll back to another version "
+                f"(--to N), or deploy model version {model_version} again so that Lambda "
+                f"publishes a fresh version (docs/rollback.md, 'When the target cannot serve')"
+            )
+        raise TargetNotServable(message, exc) from None
+
+
+def _silent(line: str) -> None:
+    del line
 
 
 def _interrupted(env: str, current: int | None, target: int, exc: Exception) -> OperationError:

@@ -74,6 +74,9 @@ class PromoterPolicy(Construct):
                         "lambda:UpdateAlias",
                         "lambda:ListVersionsByFunction",
                         "lambda:GetFunctionConfiguration",
+                        # Re-activates an Inactive target version before the switch (an
+                        # invocation is what starts its re-creation; sds.kernel.activation).
+                        "lambda:InvokeFunction",
                     ],
                     resources=[function.function_arn, f"{function.function_arn}:*"],
                 ),
@@ -105,7 +108,8 @@ class PromoterPolicy(Construct):
             registry.arn_for_objects(paths.events): "append-only audit events of this model, one "
             "fresh key per event",
             f"{function.function_arn}:*": "the function's own versions and aliases (qualified "
-            "ARNs): rollback switches alias live between published versions",
+            "ARNs): rollback switches alias live between published versions, and invokes an "
+            "Inactive target version once to start its re-creation",
             parameters_arn: "the discovery parameters of this one environment (/sds/<env>/)",
         }
         for resource, reason in reasons.items():

@@ -386,6 +386,7 @@ def test_promoter_policy_moves_aliases_and_rolls_back_but_never_deletes(
     assert sorted(actions_of(statements["SwitchLiveAlias"])) == [
         "lambda:GetAlias",
         "lambda:GetFunctionConfiguration",
+        "lambda:InvokeFunction",  # wakes an Inactive target version before the switch
         "lambda:ListVersionsByFunction",
         "lambda:UpdateAlias",
     ]

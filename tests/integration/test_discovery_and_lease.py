@@ -69,6 +69,39 @@ def test_the_lease_admits_one_holder_and_a_dead_holders_lease_expires(
     assert Registry(store, "fraud").list_aliases() == {}
 
 
+def test_a_renewed_lease_outlives_its_ttl_and_a_lost_one_stops_its_holder(
+    s3_store: Callable[..., S3Store],
+) -> None:
+    store = s3_store()
+    key = "models/fraud/aliases/prod.lease"
+    # Given a holder that waits longer than the lease's lifetime (a rollback waiting for its
+    # target to become Active) and renews it as it goes
+    with lease(store, key, holder="alice", ttl_s=0.6) as held:
+        first = json.loads(store.get(key).data)["expires"]
+        for _ in range(4):
+            time.sleep(0.25)
+            held.renew()
+        # Then the lease was pushed out, and another command still cannot take it
+        assert json.loads(store.get(key).data)["expires"] > first + 0.5
+        with (
+            pytest.raises(ConcurrentRollback, match="alice"),
+            lease(store, key, holder="bob", wait_s=0.2),
+        ):
+            pass
+
+    # Given a holder whose lease someone else took over meanwhile
+    with lease(store, key, holder="carol", ttl_s=0.3) as held:
+        current = store.get(key)
+        taken = {"holder": "dave", "token": "y", "since": "now", "expires": time.time() + 60}
+        store.put(key, json.dumps(taken).encode(), if_match=current.etag)
+        time.sleep(0.15)
+        # Then renewing says so (the rollback stops before switching anything)
+        with pytest.raises(ConcurrentRollback, match="taken over by another command"):
+            held.renew()
+    # And the release left the new holder's lease alone
+    assert json.loads(store.get(key).data)["holder"] == "dave"
+
+
 def test_envs_with_aws_shows_each_registry_or_what_is_missing(
     deploy: Callable[..., Deployed], cli: Callable[..., Any]
 ) -> None:

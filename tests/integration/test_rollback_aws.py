@@ -7,6 +7,7 @@ through SSM, the Lambda API, CodeDeploy and the S3 registry.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,10 +15,13 @@ from typing import Any
 
 import boto3
 import pytest
+import snapstart
 from botocore.awsrequest import AWSResponse
 from botocore.stub import Stubber
 from deployed import ACTOR, CliResult, Deployed, read_pin
+from snapstart import LambdaStates, with_states
 
+import sds.kernel.activation
 import sds.kernel.sdk
 from sds.kernel.registry import Registry, Version
 from sds.ops.aws import Clients
@@ -383,3 +387,239 @@ def test_an_interrupted_rollback_names_the_command_that_finishes_it_and_the_trai
     (event,) = [e for e in dev.registry.events() if e["type"] == "rolled_back"]
     assert event["id"] == state.event_id and event["recovered"] is True
     assert event["reason"] == "alarms"
+
+
+# The target's state: SnapStart versions that cannot serve (moto reports every version Active,
+# so `LambdaStates` scripts what Lambda would say; every other call reaches the server) --------
+
+
+@pytest.fixture
+def states(monkeypatch: pytest.MonkeyPatch) -> LambdaStates:
+    """Every Lambda client the CLI makes carries the scripted states; waits poll fast."""
+    found = LambdaStates()
+    monkeypatch.setattr(sds.kernel.sdk, "client", with_states(found, sds.kernel.sdk.client))
+    monkeypatch.setattr(sds.kernel.activation, "POLL_S", 0.01)
+    monkeypatch.setattr(sds.kernel.activation, "REPORT_S", 0.05)
+    return found
+
+
+def nothing_moved(dev: Deployed, project: Path, pin_before: str, states: LambdaStates) -> None:
+    """live, the registry alias, the pin, the trail and the lease are as before the rollback."""
+    assert dev.live()["FunctionVersion"] == "3"
+    assert not dev.live().get("RoutingConfig", {}).get("AdditionalVersionWeights")
+    state = dev.registry.get_alias("dev")
+    assert state is not None and state.version == 2
+    assert project.read_text() == pin_before
+    assert not [e for e in dev.registry.events() if e["type"] in ("rolled_back", "live_switched")]
+    assert states.count("UpdateAlias") == 0
+    lease_document = json.loads(dev.registry.store.get("models/fraud/aliases/dev.lease").data)
+    assert lease_document["holder"] is None  # released: the next rollback need not wait
+
+
+def test_an_active_target_costs_one_state_read_and_the_rollback_is_unchanged(
+    deploy: Callable[..., Deployed],
+    cli: Callable[..., CliResult],
+    states: LambdaStates,
+) -> None:
+    # Given two deploys (live on Lambda version 3) and version 2 Active, as Lambda reports it
+    dev = deploy("dev")
+    deploy_two_models(dev, cli)
+    states.calls.clear()
+
+    # When rolling back
+    result = cli("--aws", "rollback", "--env", "dev", "--reason", "alarms")
+
+    # Then one GetFunctionConfiguration of the target, no invocation, then the switch
+    assert result.code == 0, result.err
+    assert [c for c in states.calls if not c.startswith("GetFunctionConfiguration $")] == [
+        "GetFunctionConfiguration 2",
+        "UpdateAlias 2",
+    ]
+    # And nothing about it on the terminal: the output is what it always was
+    assert result.err == ""
+    assert "was Inactive" not in result.out and "Lambda version 3 -> 2" in result.out
+    (event,) = [e for e in dev.registry.events() if e["type"] == "rolled_back"]
+    assert (event["lambda_to_state"], event["activation_ms"]) == ("Active", 0.0)
+
+
+def test_an_inactive_target_is_re_activated_and_waited_for_before_live_moves(
+    deploy: Callable[..., Deployed],
+    cli: Callable[..., CliResult],
+    states: LambdaStates,
+    project: Path,
+) -> None:
+    # Given two deploys, and Lambda version 2 (model 1) Inactive: its SnapStart snapshot is
+    # gone; an invocation is refused and starts its re-creation, which takes a few polls
+    dev = deploy("dev")
+    one, _ = deploy_two_models(dev, cli)
+    states.script("2", snapstart.INACTIVE, snapstart.PENDING, snapstart.PENDING, snapstart.ACTIVE)
+    states.calls.clear()
+
+    # When rolling back
+    result = cli("--aws", "rollback", "--env", "dev", "--reason", "false positives")
+
+    # Then the version was invoked once (with the API's health check), waited for, and only
+    # then did live move
+    assert result.code == 0, result.err
+    target_calls = [c for c in states.calls if c.endswith(" 2")]
+    assert target_calls[:2] == ["GetFunctionConfiguration 2", "Invoke 2"]
+    assert target_calls[-2:] == ["GetFunctionConfiguration 2", "UpdateAlias 2"]
+    assert states.count("Invoke") == 1
+    assert snapstart.wake_payload(states.invoked[0])["path"] == "/health"
+    assert dev.live()["FunctionVersion"] == "2"
+    # And the step was visible on stderr, in Lambda's own words, and in the summary
+    err = result.err.splitlines()
+    assert err[0] == (
+        "target Lambda version 2 is Inactive (Idle: The function version is inactive: its "
+        "snapshot was deleted): re-activating, waiting up to 300 s ..."
+    )
+    assert any("Pending (Restoring: The function is being restored)" in line for line in err)
+    assert err[-1].endswith("Active: target Lambda version 2 can serve")
+    assert "  Lambda version 2 was Inactive: Active after 0 s, then switched" in result.out
+    # And the trail records it; registry alias and pin moved as always
+    (event,) = [e for e in dev.registry.events() if e["type"] == "rolled_back"]
+    assert event["lambda_to_state"] == "Inactive" and event["activation_ms"] > 0
+    assert read_pin(project, "dev") == {"version": 1, "sha256": one.sha256}
+
+
+def test_an_inactive_target_under_json_waits_quietly_and_reports_it(
+    deploy: Callable[..., Deployed],
+    cli: Callable[..., CliResult],
+    states: LambdaStates,
+) -> None:
+    dev = deploy("dev")
+    deploy_two_models(dev, cli)
+    states.script("2", snapstart.INACTIVE, snapstart.PENDING, snapstart.ACTIVE)
+    result = cli("--aws", "rollback", "--env", "dev", "--reason", "x", "--json")
+    assert result.code == 0, result.err
+    assert result.err == ""  # nothing but the JSON document
+    done = result.json()
+    assert (done["lambda_to"], done["target_state"]) == ("2", "Inactive")
+    assert done["activation_ms"] > 0
+
+
+def test_a_failed_target_is_refused_with_exit_3_and_nothing_moves(
+    deploy: Callable[..., Deployed],
+    cli: Callable[..., CliResult],
+    states: LambdaStates,
+    project: Path,
+) -> None:
+    # Given two deploys and Lambda version 2 Failed (its snapshot could not be created), with a
+    # CodeDeploy deployment in flight that a rollback would stop
+    dev = deploy("dev")
+    deploy_two_models(dev, cli)
+    codedeploy = dev.clients("codedeploy")
+    codedeploy.create_deployment(
+        applicationName=dev.application,
+        deploymentGroupName=dev.group,
+        revision={"revisionType": "AppSpecContent", "appSpecContent": {"content": "{}"}},
+    )
+    states.script("2", snapstart.FAILED)
+    pin_before = project.read_text()
+    states.calls.clear()
+
+    # When rolling back
+    result = cli("--aws", "rollback", "--env", "dev", "--reason", "incident", "--json")
+
+    # Then it is refused (exit 3), in one line naming Lambda's reason and what to do
+    assert result.code == 3, result.err
+    error = result.json()["error"]
+    assert (error["type"], error["exit_code"]) == ("TargetNotServable", 3)
+    assert error["message"].startswith(
+        f"dev: target Lambda version 2 of {dev.function} (model version 1) is Failed "
+        "(FunctionError: Init failed: ModuleNotFoundError: No module named 'x'): running its "
+        "initialization code or creating its SnapStart snapshot failed, so it cannot serve; "
+        "nothing was switched or moved. Roll back to another version (--to N)"
+    )
+    assert result.json()["state"] == "Failed"
+    # And nothing was invoked, no deployment stopped, nothing moved, the lease released
+    assert states.count("Invoke") == 0
+    nothing_moved(dev, project, pin_before, states)
+    in_flight = codedeploy.list_deployments(
+        applicationName=dev.application,
+        deploymentGroupName=dev.group,
+        includeOnlyStatuses=["Created", "Queued", "InProgress"],
+    )["deployments"]
+    assert len(in_flight) == 1  # still there: the refusal came before any StopDeployment
+
+
+def test_a_target_whose_re_creation_fails_is_refused(
+    deploy: Callable[..., Deployed],
+    cli: Callable[..., CliResult],
+    states: LambdaStates,
+    project: Path,
+) -> None:
+    dev = deploy("dev")
+    deploy_two_models(dev, cli)
+    states.script("2", snapstart.INACTIVE, snapstart.PENDING, snapstart.INACTIVE)
+    pin_before = project.read_text()
+    states.calls.clear()
+    result = cli("--aws", "rollback", "--env", "dev", "--reason", "incident")
+    assert result.code == 3
+    assert "went back to Inactive after" in result.err
+    assert "Lambda could not re-create it, so it cannot serve" in result.err
+    assert result.err.splitlines()[-1].startswith("sds: refused: dev: target Lambda version 2")
+    nothing_moved(dev, project, pin_before, states)
+
+
+def test_a_target_not_active_within_the_timeout_is_refused_and_says_how_to_wait_longer(
+    deploy: Callable[..., Deployed],
+    cli: Callable[..., CliResult],
+    states: LambdaStates,
+    project: Path,
+) -> None:
+    # Given Lambda version 2 Inactive and re-created more slowly than the operator will wait
+    dev = deploy("dev")
+    deploy_two_models(dev, cli)
+    states.script("2", snapstart.INACTIVE, snapstart.PENDING)
+    pin_before = project.read_text()
+    states.calls.clear()
+
+    # When rolling back with a short activation timeout
+    result = cli(
+        "--aws", "rollback", "--env", "dev", "--reason", "x", "--activation-timeout", "0.3"
+    )
+
+    # Then it is refused after that long, saying the state and how to go on
+    assert result.code == 3
+    last = result.err.splitlines()[-1]
+    assert last.startswith("sds: refused: dev: target Lambda version 2 of ")
+    assert "is still Pending after 0 s (Restoring: The function is being restored)" in last
+    assert "run the same rollback again to keep waiting" in last
+    assert "--activation-timeout SECONDS" in last
+    assert states.count("Invoke") == 1  # the re-creation was started, and goes on
+    nothing_moved(dev, project, pin_before, states)
+
+
+def test_ctrl_c_while_waiting_for_the_target_leaves_everything_as_it_was(
+    deploy: Callable[..., Deployed],
+    cli: Callable[..., CliResult],
+    states: LambdaStates,
+    project: Path,
+) -> None:
+    # Given Lambda version 2 Inactive, and the operator pressing Ctrl-C during the wait
+    dev = deploy("dev")
+    deploy_two_models(dev, cli)
+    states.script("2", snapstart.INACTIVE, snapstart.PENDING)
+    pin_before = project.read_text()
+    states.calls.clear()
+    real_state = states._state
+    reads: list[int] = []
+
+    def interrupted(parsed: dict[str, Any], **kwargs: Any) -> None:
+        real_state(parsed, **kwargs)
+        if parsed.get("Version") == "2":
+            reads.append(1)
+            if len(reads) == 3:
+                raise KeyboardInterrupt
+
+    states._state = interrupted  # type: ignore[method-assign]
+
+    # When rolling back
+    result = cli("--aws", "rollback", "--env", "dev", "--reason", "x")
+
+    # Then the command ends as interrupted (130), says what goes on, and nothing moved
+    assert result.code == 130
+    assert "interrupted while target Lambda version 2 was Pending" in result.err
+    assert result.err.splitlines()[-1] == "sds: interrupted"
+    nothing_moved(dev, project, pin_before, states)

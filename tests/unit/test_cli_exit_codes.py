@@ -185,6 +185,34 @@ def test_a_usage_error_exits_2(project: Path, capsys: pytest.CaptureFixture[str]
     }
 
 
+@pytest.mark.parametrize("value", ["-1", "soon", "nan", "inf"])
+def test_an_activation_timeout_that_is_not_a_duration_is_a_usage_error(
+    project: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    # argparse reports it on stderr and exits 2, before anything runs
+    with pytest.raises(SystemExit) as ended:
+        main(["--aws", "rollback", "--env", "prod", "--activation-timeout", value])
+    assert ended.value.code == 2
+    assert "--activation-timeout" in capsys.readouterr().err
+
+
+def test_an_activation_timeout_on_a_local_rollback_is_a_usage_error_and_nothing_moves(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given dev serving v2 after v1, locally
+    ws = Workspace.discover(project_dir=project)
+    one, two = (register(ws, tag) for tag in ("one", "two"))
+    promote(ws, to_env="dev", version=one.number)
+    promote(ws, to_env="dev", version=two.number)
+    # When a local rollback is given an option that only a Lambda switch uses
+    ended = sds(capsys, "rollback", "--env", "dev", "--activation-timeout", "60")
+    # Then it is a usage error that says so, and the alias did not move
+    assert ended.code == 2
+    assert "--activation-timeout applies to rollbacks on AWS only" in ended.error_line
+    state = ws.registry("dev").get_alias("dev")
+    assert state is not None and state.version == two.number
+
+
 # Environment names, resolved once --------------------------------------------------------------
 
 

@@ -75,6 +75,9 @@ def test_every_error_class_declares_a_documented_exit_code(name: str) -> None:
         ("sds.ops.promotion.ConcurrentRollback", 3),
         ("sds.kernel.registry.core.ConcurrentUpdate", 3),
         ("sds.kernel.registry.store.PreconditionFailed", 3),
+        # refused: nothing changed, because the Lambda version to switch to cannot serve
+        ("sds.ops.aws_rollback.TargetNotServable", 3),
+        ("sds.kernel.activation.VersionNotReady", 3),
         # usage
         ("sds.kernel.errors.UsageError", 2),
         # errors
@@ -85,6 +88,7 @@ def test_every_error_class_declares_a_documented_exit_code(name: str) -> None:
         ("sds.config.ConfigError", 1),
         ("sds.kernel.lock.LockFileError", 1),
         ("sds.ops.aws.AwsError", 1),
+        ("sds.kernel.activation.ActivationError", 1),
         ("training.data.DataError", 1),
     ],
 )

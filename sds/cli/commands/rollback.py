@@ -1,17 +1,38 @@
 """`sds rollback`: point an environment back at its previous (or a given) version.
 
 Locally it moves the registry alias and the pin; with `--aws` it also switches the Lambda alias
-`live` (no redeploy), after stopping an in-flight deployment.
+`live` (no redeploy), after making sure the target Lambda version can serve (re-activating it if
+Lambda reports it Inactive, with progress on stderr) and stopping an in-flight deployment.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from sds.cli.arguments import Commands, env_option, version_argument, workspace
 from sds.cli.render import print_json
 from sds.config import EnvironmentConfig
+from sds.kernel.activation import DEFAULT_TIMEOUT_S
+from sds.kernel.errors import UsageError
 from sds.ops.workspace import Workspace
+
+ACTIVATION_HELP = (
+    "with --aws: how long to wait for an Inactive or Pending target Lambda version to become "
+    f"Active before refusing (seconds; default {DEFAULT_TIMEOUT_S:.0f}; 0: refuse unless it is "
+    "Active now)"
+)
+
+
+def seconds(text: str) -> float:
+    """A duration in seconds, 0 or more (argparse reports anything else as a usage error)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text!r}")
+    return value
 
 
 def register(commands: Commands) -> None:
@@ -23,11 +44,19 @@ def register(commands: Commands) -> None:
             'sds rollback --env dev --reason "false positives spiking"',
             'sds rollback --env dev --to 2 --reason "back to the last good model"',
             'sds --aws rollback --env prod --reason "alarm on false positives"',
+            'sds --aws rollback --env prod --to 7 --activation-timeout 900 --reason "incident 42"',
         ],
     )
     env_option(parser, "--env", required=True)
     version_argument(parser, "--to", help="version to roll back to (default: the previous one)")
     parser.add_argument("--reason", default="", help="why (recorded in the audit trail)")
+    parser.add_argument(
+        "--activation-timeout",
+        type=seconds,
+        default=None,
+        metavar="SECONDS",
+        help=ACTIVATION_HELP,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,6 +66,11 @@ def run(args: argparse.Namespace) -> int:
     env: EnvironmentConfig = args.env
     if ws.on_aws:
         return _run_live(ws, env.name, args)
+    if args.activation_timeout is not None:
+        raise UsageError(
+            "--activation-timeout applies to rollbacks on AWS only (sds --aws rollback ...): "
+            "a local rollback switches no Lambda version"
+        )
     change = rollback(ws, env=env.name, to_version=args.to, reason=args.reason)
     if args.json:
         print_json(change.to_dict())
@@ -53,7 +87,19 @@ def run(args: argparse.Namespace) -> int:
 def _run_live(ws: Workspace, env: str, args: argparse.Namespace) -> int:
     from sds.ops.aws_rollback import rollback_live
 
-    done = rollback_live(ws, env=env, to_version=args.to, reason=args.reason)
+    def say(line: str) -> None:  # the activation step, on stderr; --json stays quiet
+        if not args.json:
+            print(line, file=sys.stderr, flush=True)
+
+    timeout = DEFAULT_TIMEOUT_S if args.activation_timeout is None else args.activation_timeout
+    done = rollback_live(
+        ws,
+        env=env,
+        to_version=args.to,
+        reason=args.reason,
+        activation_timeout_s=timeout,
+        say=say,
+    )
     if args.json:
         print_json(done.to_dict())
         return 0
@@ -71,6 +117,11 @@ def _run_live(ws: Workspace, env: str, args: argparse.Namespace) -> int:
         f"{env}: model version {done.previous} -> {done.version}; "
         f"alias {done.alias} of {done.function}: {switched} (no routing weights)"
     )
+    if done.target_state and done.target_state != "Active":
+        print(
+            f"  Lambda version {done.lambda_to} was {done.target_state}: Active after "
+            f"{done.activation_ms / 1000:.0f} s, then switched"
+        )
     for deployment in done.stopped_deployments:
         print(f"  stopped CodeDeploy deployment {deployment} first (without its own rollback)")
     print(
