@@ -12,6 +12,7 @@ from constructs import Construct
 
 from sds.kernel.discovery import INFERENCE_STACK
 from stacks.components.alarm_notifications import AlarmNotifications
+from stacks.components.activation_hook import ActivationHook
 from stacks.components.dashboard import OperationsDashboard
 from stacks.components.discovery import publish_discovery
 from stacks.components.inference_api import InferenceApi
@@ -91,6 +92,15 @@ class InferenceStack(cdk.Stack):
         notifications = AlarmNotifications(
             self, "AlarmNotifications", environment=environment, settings=alarms
         )
+        hook = ActivationHook(
+            self,
+            "ActivationHook",
+            environment=environment,
+            code_dir=code_dir,
+            guarded=model.function,
+            architecture=lambda_.architecture,
+            logs=logs,
+        )
         guarded = SafeDeployment(
             self,
             "Deployment",
@@ -101,6 +111,7 @@ class InferenceStack(cdk.Stack):
             deployment=deployment,
             alarms=alarms,
             topics=notifications.topics,
+            pre_traffic_hook=hook.function,
         )
         if dashboard:
             OperationsDashboard(

@@ -12,7 +12,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
-from stacks.components.nag import acknowledge
+from stacks.components.nag import acknowledge, acknowledge_wildcard_resource
 from stacks.config import AlarmSettings, DeploymentSettings
 
 DEPLOYMENT_CONFIGS: dict[str, codedeploy.ILambdaDeploymentConfig] = {
@@ -57,7 +57,8 @@ def api_server_errors(*, api_name: str, stage_name: str) -> cloudwatch.Metric:
 class SafeDeployment(Construct):
     """Alarms on the alias (error rate, throttles, p99 duration) and the API stage (5xx), and a
     CodeDeploy deployment group that shifts `live` with the environment's strategy and rolls back
-    automatically when any of them fires."""
+    automatically when any of them fires. `pre_traffic_hook` runs before any traffic shifts (the
+    AppSpec's `BeforeAllowTraffic`); a `Failed` from it fails the deployment."""
 
     def __init__(
         self,
@@ -71,6 +72,7 @@ class SafeDeployment(Construct):
         deployment: DeploymentSettings,
         alarms: AlarmSettings,
         topics: Sequence[sns.ITopic],
+        pre_traffic_hook: lambda_.IFunction | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self.alarms = self._build_alarms(
@@ -85,7 +87,9 @@ class SafeDeployment(Construct):
                 alarm.add_alarm_action(action)
                 alarm.add_ok_action(action)
         self.application = codedeploy.LambdaApplication(self, "Application", application_name=None)
-        self.group = self._build_deployment_group(alias=alias, settings=deployment)
+        self.group = self._build_deployment_group(
+            alias=alias, settings=deployment, pre_traffic_hook=pre_traffic_hook
+        )
 
     def _build_alarms(
         self,
@@ -155,8 +159,15 @@ class SafeDeployment(Construct):
         return [error_rate, throttles, p99_duration, api_5xx]
 
     def _build_deployment_group(
-        self, *, alias: lambda_.Alias, settings: DeploymentSettings
+        self,
+        *,
+        alias: lambda_.Alias,
+        settings: DeploymentSettings,
+        pre_traffic_hook: lambda_.IFunction | None,
     ) -> codedeploy.LambdaDeploymentGroup:
+        # CDK names the hook in the alias's update policy (BeforeAllowTrafficHook), lets the
+        # group's role invoke it, and grants it PutLifecycleEventHookExecutionStatus on this
+        # deployment group only.
         group = codedeploy.LambdaDeploymentGroup(
             self,
             "DeploymentGroup",
@@ -169,6 +180,7 @@ class SafeDeployment(Construct):
                 stopped_deployment=True,
                 deployment_in_alarm=True,
             ),
+            pre_hook=pre_traffic_hook,
         )
         acknowledge(
             group,
@@ -177,4 +189,11 @@ class SafeDeployment(Construct):
             "AWS's purpose-built CodeDeploy service-role policy for Lambda: it can only shift "
             "aliases of functions and read the alarms CodeDeploy watches.",
         )
+        if pre_traffic_hook is not None:
+            acknowledge_wildcard_resource(
+                group.role,
+                f"{pre_traffic_hook.function_arn}:*",
+                "CDK's grant for CodeDeploy to invoke the pre-traffic hook function: the hook's "
+                "own versions and aliases (qualified ARNs), nothing else.",
+            )
         return group

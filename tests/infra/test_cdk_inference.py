@@ -95,10 +95,13 @@ def test_alias_live_points_at_a_retained_published_version_shifted_by_codedeploy
     assert alias["Properties"]["FunctionVersion"] == {"Fn::GetAtt": [version_id, "Version"]}
     group_id, _ = one(template, "AWS::CodeDeploy::DeploymentGroup")
     app_id, _ = one(template, "AWS::CodeDeploy::Application")
+    (hook_id,) = [k for k in resources(template, "AWS::Lambda::Function") if "ActivationHook" in k]
     assert alias["UpdatePolicy"] == {
         "CodeDeployLambdaAliasUpdate": {
             "ApplicationName": {"Ref": app_id},
             "DeploymentGroupName": {"Ref": group_id},
+            # No traffic shifts before the activation hook says the target version can serve
+            "BeforeAllowTrafficHook": {"Ref": hook_id},
         }
     }
 

@@ -1,0 +1,133 @@
+"""The CodeDeploy `BeforeAllowTraffic` hook of alias `live`: no traffic shifts to a Lambda version
+that cannot serve (not Active, e.g. an Inactive SnapStart version whose snapshot is gone)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aws_cdk as cdk
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from constructs import Construct
+
+from sds.kernel.activation import hook_environment
+from stacks.components.nag import acknowledge, acknowledge_wildcard_resource
+from stacks.components.retention import log_group
+from stacks.config import LogSettings
+
+HANDLER = "lambdas.activation_hook.handler.lambda_handler"
+# Lambda's longest timeout: the most time the hook can give an Inactive target to be re-created
+# (CodeDeploy itself waits up to an hour for a hook's status). The handler stops waiting 30 s
+# before it, to report `Failed` in time.
+TIMEOUT = cdk.Duration.minutes(15)
+_ARCHITECTURES = {
+    "x86_64": lambda_.Architecture.X86_64,
+    "arm64": lambda_.Architecture.ARM_64,
+}
+
+
+class ActivationHook(Construct):
+    """A small function CodeDeploy runs before every traffic shift of `live` (a deploy, a
+    deployment created by hand, CodeDeploy's own rollback). It reads the deployment's target
+    version, re-activates it if Lambda reports it Inactive, waits for Active, and reports
+    `Succeeded`; otherwise `Failed`, and the deployment fails with `live` unchanged.
+
+    Its code is `lambdas/activation_hook` in the same bundle as the inference function (one
+    asset), importing only the kernel and the AWS SDK the runtime provides. Its role can read and
+    invoke the guarded function's versions, read deployment targets, and (granted by the
+    deployment group when this is its pre-traffic hook) report a status on that one deployment
+    group; nothing else.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        environment: str,
+        code_dir: Path,
+        guarded: lambda_.IFunction,
+        architecture: str,
+        logs: LogSettings,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.log_group = log_group(self, "Logs", settings=logs)
+        self.role = self._build_role(environment=environment, guarded=guarded)
+        self.function = lambda_.Function(
+            self,
+            "Function",
+            description=f"sds {environment}: CodeDeploy BeforeAllowTraffic hook of alias live "
+            "(shifts traffic only to an Active version)",
+            runtime=lambda_.Runtime.PYTHON_3_12,
+            architecture=_ARCHITECTURES[architecture],
+            handler=HANDLER,
+            code=lambda_.Code.from_asset(str(code_dir)),
+            memory_size=256,
+            timeout=TIMEOUT,
+            role=self.role,
+            log_group=self.log_group,
+            logging_format=lambda_.LoggingFormat.JSON,
+            tracing=lambda_.Tracing.ACTIVE,
+            environment=hook_environment(function_name=guarded.function_name),
+        )
+        self._acknowledge()
+
+    def _build_role(self, *, environment: str, guarded: lambda_.IFunction) -> iam.Role:
+        role = iam.Role(
+            self,
+            "Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"sds {environment}: activation hook (reads and wakes the inference "
+            "function's versions)",
+        )
+        self.log_group.grant_write(role)
+        versions = f"{guarded.function_arn}:*"
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ReadAndWakeVersions",
+                actions=["lambda:GetFunctionConfiguration", "lambda:InvokeFunction"],
+                resources=[versions],
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ReadDeploymentTargets",
+                actions=["codedeploy:ListDeploymentTargets", "codedeploy:GetDeploymentTarget"],
+                resources=["*"],
+            )
+        )
+        acknowledge_wildcard_resource(
+            role,
+            versions,
+            "The guarded inference function's own versions (qualified ARNs): the hook reads the "
+            "state of the version a deployment shifts to and invokes it once if Lambda reports it "
+            "Inactive, which is what starts its re-creation.",
+        )
+        return role
+
+    def _acknowledge(self) -> None:
+        acknowledge(
+            self.role,
+            "AwsSolutions-IAM5[Resource::*]",
+            "codedeploy:ListDeploymentTargets and codedeploy:GetDeploymentTarget support no "
+            "resource-level permissions (Service Authorization Reference for CodeDeploy); both "
+            "are read-only and return deployment metadata. X-Ray's PutTraceSegments/"
+            "PutTelemetryRecords likewise accept only '*'.",
+        )
+        acknowledge(
+            self.function,
+            "AwsSolutions-L1",
+            "Runs from the inference bundle, built for CPython 3.12 (the serving contract).",
+        )
+        acknowledge(
+            self.function,
+            "Serverless-LambdaLatestVersion",
+            "Same as AwsSolutions-L1: the bundle is built for CPython 3.12 on purpose.",
+        )
+        acknowledge(
+            self.function,
+            "Serverless-LambdaDLQ",
+            "Invoked only by CodeDeploy, once per deployment; whatever happens it reports a "
+            "status, and without one CodeDeploy fails the deployment after an hour: a failed "
+            "invocation has nothing to replay from a queue.",
+        )
