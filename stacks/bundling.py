@@ -350,3 +350,42 @@ def _prune(folder: Path, *, keep: Path, retain: int = 3) -> None:
 def folder_size(root: Path) -> int:
     """Unzipped size in bytes, as Lambda counts it (hard links count once per path)."""
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def source_bundle(
+    packages: tuple[str, ...], *, name: str, source_root: Path, build_root: Path | None = None
+) -> Path:
+    """A code folder of our own sources only (no wheels), `build/<name>/<hash of the sources>`,
+    built once: for the small functions that need nothing but the kernel, the standard library
+    and the AWS SDK the Lambda runtime provides (the pruner, the activation hook).
+
+    Each has its own asset, so an edit to one never publishes a version of another function.
+    """
+    build_root = build_root or source_root / "build"
+    spec = BundleSpec(
+        source_root=source_root,
+        packages=packages,
+        requirements=source_root / "lambdas" / "inference" / "requirements.txt",  # not installed
+        architecture="arm64",
+        python="",
+        build_root=build_root,
+    )
+    files = source_files(spec)
+    digest = hashlib.sha256()
+    for path in files:
+        relative = str(path.relative_to(source_root)).encode()
+        digest.update(len(relative).to_bytes(8, "big") + relative)
+        content = path.read_bytes()
+        digest.update(len(content).to_bytes(8, "big") + content)
+    final = build_root / name / digest.hexdigest()[:20]
+    if final.is_dir():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    for path in files:
+        target = tmp / path.relative_to(source_root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+    published = _publish(tmp, final)
+    _prune(final.parent, keep=published)
+    return published

@@ -11,8 +11,8 @@ import aws_cdk as cdk
 from constructs import Construct
 
 from sds.kernel.discovery import INFERENCE_STACK
-from stacks.components.alarm_notifications import AlarmNotifications
 from stacks.components.activation_hook import ActivationHook
+from stacks.components.alarm_notifications import AlarmNotifications
 from stacks.components.dashboard import OperationsDashboard
 from stacks.components.discovery import publish_discovery
 from stacks.components.inference_api import InferenceApi
@@ -96,9 +96,7 @@ class InferenceStack(cdk.Stack):
             self,
             "ActivationHook",
             environment=environment,
-            code_dir=code_dir,
             guarded=model.function,
-            architecture=lambda_.architecture,
             logs=logs,
         )
         guarded = SafeDeployment(

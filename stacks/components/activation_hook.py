@@ -11,19 +11,19 @@ from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
 from sds.kernel.activation import hook_environment
+from stacks.bundling import source_bundle
 from stacks.components.nag import acknowledge, acknowledge_wildcard_resource
 from stacks.components.retention import log_group
 from stacks.config import LogSettings
 
 HANDLER = "lambdas.activation_hook.handler.lambda_handler"
+PACKAGES = ("sds.kernel", "lambdas.activation_hook")
+# The repository the stacks are synthesized from (this file is stacks/components/...).
+_SOURCE_ROOT = Path(__file__).resolve().parents[2]
 # Lambda's longest timeout: the most time the hook can give an Inactive target to be re-created
 # (CodeDeploy itself waits up to an hour for a hook's status). The handler stops waiting 30 s
 # before it, to report `Failed` in time.
 TIMEOUT = cdk.Duration.minutes(15)
-_ARCHITECTURES = {
-    "x86_64": lambda_.Architecture.X86_64,
-    "arm64": lambda_.Architecture.ARM_64,
-}
 
 
 class ActivationHook(Construct):
@@ -32,8 +32,9 @@ class ActivationHook(Construct):
     version, re-activates it if Lambda reports it Inactive, waits for Active, and reports
     `Succeeded`; otherwise `Failed`, and the deployment fails with `live` unchanged.
 
-    Its code is `lambdas/activation_hook` in the same bundle as the inference function (one
-    asset), importing only the kernel and the AWS SDK the runtime provides. Its role can read and
+    Its code is `lambdas/activation_hook` and the kernel, its own small asset (no wheels: it
+    imports only the kernel and the AWS SDK the runtime provides), so an edit to it never
+    publishes a new inference version. Its role can read and
     invoke the guarded function's versions, read deployment targets, and (granted by the
     deployment group when this is its pre-traffic hook) report a status on that one deployment
     group; nothing else.
@@ -45,10 +46,9 @@ class ActivationHook(Construct):
         construct_id: str,
         *,
         environment: str,
-        code_dir: Path,
         guarded: lambda_.IFunction,
-        architecture: str,
         logs: LogSettings,
+        source_root: Path = _SOURCE_ROOT,
     ) -> None:
         super().__init__(scope, construct_id)
         self.log_group = log_group(self, "Logs", settings=logs)
@@ -59,9 +59,11 @@ class ActivationHook(Construct):
             description=f"sds {environment}: CodeDeploy BeforeAllowTraffic hook of alias live "
             "(shifts traffic only to an Active version)",
             runtime=lambda_.Runtime.PYTHON_3_12,
-            architecture=_ARCHITECTURES[architecture],
+            architecture=lambda_.Architecture.ARM_64,
             handler=HANDLER,
-            code=lambda_.Code.from_asset(str(code_dir)),
+            code=lambda_.Code.from_asset(
+                str(source_bundle(PACKAGES, name="lambda-hook", source_root=source_root))
+            ),
             memory_size=256,
             timeout=TIMEOUT,
             role=self.role,

@@ -14,9 +14,6 @@ changes the inference function's asset.
 
 from __future__ import annotations
 
-import hashlib
-import shutil
-import tempfile
 from pathlib import Path
 
 import aws_cdk as cdk
@@ -30,7 +27,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from sds.kernel.retention import PruneTarget
-from stacks.bundling import BundleSpec, source_files
+from stacks.bundling import source_bundle
 from stacks.components.data_key import READ, key_use
 from stacks.components.nag import acknowledge, acknowledge_wildcard_resource
 from stacks.components.registry_paths import RegistryPaths
@@ -47,39 +44,9 @@ DEPLOYMENT_SUCCEEDED = "CodeDeploy Deployment State-change Notification"
 
 def pruner_code(source_root: Path = _SOURCE_ROOT, build_root: Path | None = None) -> Path:
     """The pruner's code folder, `build/lambda-pruner/<hash of its sources>`, built once."""
-    build_root = build_root or source_root / "build"
-    spec = BundleSpec(
-        source_root=source_root,
-        packages=PACKAGES,
-        requirements=source_root / "lambdas" / "inference" / "requirements.txt",  # unused
-        architecture="arm64",
-        python="",
-        build_root=build_root,
+    return source_bundle(
+        PACKAGES, name="lambda-pruner", source_root=source_root, build_root=build_root
     )
-    files = source_files(spec)
-    digest = hashlib.sha256()
-    for path in files:
-        relative = str(path.relative_to(source_root)).encode()
-        digest.update(len(relative).to_bytes(8, "big") + relative)
-        content = path.read_bytes()
-        digest.update(len(content).to_bytes(8, "big") + content)
-    final = build_root / "lambda-pruner" / digest.hexdigest()[:20]
-    if final.is_dir():
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    for path in files:
-        target = tmp / path.relative_to(source_root)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, target)
-    try:
-        tmp.rename(final)
-    except OSError:  # a concurrent synth built it first
-        shutil.rmtree(tmp, ignore_errors=True)
-    for old in sorted(final.parent.iterdir(), key=lambda p: p.stat().st_mtime)[:-3]:
-        if old != final and not old.name.startswith("."):
-            shutil.rmtree(old, ignore_errors=True)
-    return final
 
 
 class VersionPruner(Construct):

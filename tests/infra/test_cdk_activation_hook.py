@@ -8,6 +8,8 @@ from typing import Any
 from conftest import SynthesizedApp
 from infra_helpers import actions_of, resource_text, resources, role_statements
 
+from stacks.components import activation_hook
+
 HOOK_HANDLER = "lambdas.activation_hook.handler.lambda_handler"
 INFERENCE_HANDLER = "lambdas.inference.handler.lambda_handler"
 
@@ -26,7 +28,7 @@ def test_every_environment_runs_the_hook_before_any_traffic_shift_of_live(
     # Given an environment's inference stack
     template = synthesized.template(env, "Inference").to_json()
     functions = _functions(template)
-    assert set(functions) == {INFERENCE_HANDLER, HOOK_HANDLER}
+    assert {INFERENCE_HANDLER, HOOK_HANDLER} <= set(functions)
     hook_id, hook = functions[HOOK_HANDLER]
     inference_id, inference = functions[INFERENCE_HANDLER]
 
@@ -36,11 +38,18 @@ def test_every_environment_runs_the_hook_before_any_traffic_shift_of_live(
     assert update["BeforeAllowTrafficHook"] == {"Ref": hook_id}
     assert "AfterAllowTrafficHook" not in update
 
-    # And the hook guards the inference function, from the same bundle (one asset, one build)
+    # And the hook guards the inference function, from an asset of its own: an edit to the hook
+    # never publishes an inference version, and it carries no wheels (the kernel and itself)
     assert hook["Environment"]["Variables"] == {"SDS_GUARDED_FUNCTION": {"Ref": inference_id}}
-    assert hook["Code"] == inference["Code"]
+    assert hook["Code"] != inference["Code"]
     assert hook["Runtime"] == "python3.12"
-    assert hook["Architectures"] == inference["Architectures"]
+    assert hook["Architectures"] == ["arm64"]
+    folder = activation_hook.source_bundle(
+        activation_hook.PACKAGES, name="lambda-hook", source_root=activation_hook._SOURCE_ROOT
+    )
+    shipped = {p.relative_to(folder).parts[0] for p in folder.rglob("*.py")}
+    assert shipped == {"sds", "lambdas"}
+    assert not (folder / "numpy").exists() and (folder / "lambdas" / "activation_hook").is_dir()
     # As long as Lambda allows: the time it can give an Inactive version to be re-created
     assert hook["Timeout"] == 900
     assert "FunctionName" not in hook  # generated names only

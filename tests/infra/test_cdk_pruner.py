@@ -111,7 +111,11 @@ def test_its_role_deletes_published_versions_of_this_function_only(
         "logs:PutLogEvents",
         "xray:PutTraceSegments",
         "xray:PutTelemetryRecords",
+        "kms:Decrypt",  # the registry alias object, where the registry has a customer key
     }, every_action
+    if "DecryptRegistry" in statements:
+        assert actions_of(statements["DecryptRegistry"]) == ["kms:Decrypt"]
+        assert env != "dev"  # dev's registry is SSE-S3 (registry.kms false)
 
 
 def test_its_code_is_the_kernel_and_its_handler_and_imports_without_third_party_packages(
