@@ -73,7 +73,8 @@ def load_model(settings: ServingSettings) -> LoadedModel:
             f"promote a version (sds promote VERSION --to {settings.environment}) and deploy"
         )
     try:
-        registry = open_registry(settings.registry_uri, settings.model_name)
+        # Read-only: on S3 through the kernel's own client, so the Lambda never imports boto3.
+        registry = open_registry(settings.registry_uri, settings.model_name, read_only=True)
         version = registry.get_version(settings.model_version)
         if version.sha256 != settings.model_sha256:
             raise ModelUnavailable(

@@ -2,6 +2,8 @@
 
 `open_registry("file:///path" | "s3://bucket[/prefix]", model)` returns a `Registry` over the
 matching object store; both backends honour the same contract (tests/contract).
+`read_only=True` opens a store that reads and never writes: on S3 it reads through the kernel's
+own client (`S3ReadStore`, no AWS SDK), which is how the Lambda loads its model.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from sds.kernel.registry.core import (
     VersionNotFound,
     default_actor,
 )
-from sds.kernel.registry.store import FileStore, ObjectStore
+from sds.kernel.registry.store import FileStore, ObjectStore, ReadOnlyView
 
 __all__ = [
     "AliasState",
@@ -37,20 +39,27 @@ __all__ = [
 ]
 
 
-def open_store(uri: str) -> ObjectStore:
+def open_store(uri: str, *, read_only: bool = False) -> ObjectStore:
+    """The object store at `uri`; with `read_only`, one that refuses writes (and, on S3, reads
+    without the AWS SDK)."""
     parsed = urlparse(uri)
     if parsed.scheme == "file":
         if parsed.netloc not in ("", "localhost"):
             raise RegistryError(f"{uri}: file URIs look like file:///absolute/path")
-        return FileStore(Path(unquote(parsed.path)))
+        store = FileStore(Path(unquote(parsed.path)))
+        return ReadOnlyView(store) if read_only else store
     if parsed.scheme == "s3":
         if not parsed.netloc:
             raise RegistryError(f"{uri}: s3 URIs look like s3://bucket[/prefix]")
+        if read_only:
+            from sds.kernel.registry.s3_read import S3ReadStore
+
+            return S3ReadStore(parsed.netloc, parsed.path.lstrip("/"))
         from sds.kernel.registry.s3 import S3Store
 
         return S3Store(parsed.netloc, parsed.path.lstrip("/"))
     raise RegistryError(f"unsupported registry URI {uri!r}: use file:///path or s3://bucket")
 
 
-def open_registry(uri: str, model: str) -> Registry:
-    return Registry(open_store(uri), model)
+def open_registry(uri: str, model: str, *, read_only: bool = False) -> Registry:
+    return Registry(open_store(uri, read_only=read_only), model)

@@ -43,6 +43,14 @@ class PreconditionFailed(Refused, StoreError):
         self.key = key
 
 
+class ReadOnlyStoreError(StoreError):
+    """A write reached a store opened read-only (the serving path never writes)."""
+
+    def __init__(self, uri: str, key: str) -> None:
+        super().__init__(f"{uri}: opened read-only; refusing to write {key}")
+        self.key = key
+
+
 @dataclass(frozen=True)
 class StoredObject:
     data: bytes
@@ -150,6 +158,30 @@ class FileStore:
                 if key.startswith(prefix):
                     keys.append(key)
         return sorted(keys)
+
+
+class ReadOnlyView:
+    """Another store's reads, and no writes: what `open_store(uri, read_only=True)` gives for
+    backends without a dedicated reader (the file store)."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self._store = store
+
+    @property
+    def uri(self) -> str:
+        return self._store.uri
+
+    def get(self, key: str) -> StoredObject:
+        return self._store.get(key)
+
+    def put(
+        self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None
+    ) -> str:
+        del data, if_none_match, if_match
+        raise ReadOnlyStoreError(self.uri, key)
+
+    def list(self, prefix: str) -> list[str]:
+        return self._store.list(prefix)
 
 
 def _etag(data: bytes) -> str:

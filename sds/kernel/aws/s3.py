@@ -1,0 +1,166 @@
+"""S3 reads without the SDK: GetObject and ListObjectsV2 (what the registry's read path needs).
+
+Addressing as the SDK does it: virtual-hosted (`bucket.s3.<region>.amazonaws.com`) for
+DNS-compatible bucket names without dots, path style otherwise and on a custom endpoint
+(`AWS_ENDPOINT_URL[_S3]`: moto, MinIO, LocalStack all take it). A bucket in another region than
+the client's is followed once, to the region S3 names in `x-amz-bucket-region`, and remembered.
+Keys are percent-encoded like the SDK (`/` and `~` kept); S3 signs the path as sent.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, unquote
+
+from sds.kernel.aws.client import AwsClient, Endpoint, dns_suffix
+from sds.kernel.aws.errors import AwsError
+from sds.kernel.aws.transport import Response
+
+# Virtual-hosted addressing needs a DNS label (no dots: the wildcard certificate covers one).
+_VIRTUAL_HOSTABLE = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+_BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]$")
+_XML_ENTITIES = (("&lt;", "<"), ("&gt;", ">"), ("&quot;", '"'), ("&apos;", "'"), ("&amp;", "&"))
+_STATUS_CODES = {304: "NotModified", 400: "BadRequest", 403: "Forbidden", 404: "NotFound"}
+_REDIRECT_STATUSES = frozenset({301, 307, 400})
+NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
+Query = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class S3Object:
+    data: bytes
+    etag: str  # without the quotes
+    content_type: str | None = None
+
+
+def _xml_text(document: str, tag: str) -> str | None:
+    match = re.search(rf"<{tag}>(.*?)</{tag}>", document, re.S)
+    if match is None:
+        return None
+    text = match.group(1)
+    for entity, char in _XML_ENTITIES:
+        text = text.replace(entity, char)
+    return text
+
+
+class S3Error(AwsError):
+    """An S3 error response; `bucket_region` is S3's `x-amz-bucket-region` when it sent one."""
+
+    bucket_region: str | None = None
+
+
+class S3Client(AwsClient):
+    service = "s3"
+    service_id = "S3"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._bucket_regions: dict[str, str] = {}
+
+    def default_endpoint(self, region: str) -> Endpoint:
+        return Endpoint("https", f"s3.{region}.{dns_suffix(region)}", 443, custom=False)
+
+    def _address(self, bucket: str, key: str, region: str) -> tuple[Endpoint, str]:
+        """(endpoint, wire path) of an object, or of the bucket when `key` is empty."""
+        encoded_key = quote(key, safe="/~")
+        if self.endpoint.custom:
+            return self.endpoint, f"/{bucket}" + (f"/{encoded_key}" if key else "")
+        base = self.endpoint if region == self.region else self.default_endpoint(region)
+        if _VIRTUAL_HOSTABLE.match(bucket):
+            return base.with_host(f"{bucket}.{base.host}"), f"/{encoded_key}"
+        return base, f"/{bucket}" + (f"/{encoded_key}" if key else "")
+
+    def error_from(self, operation: str, response: Response) -> AwsError:
+        text = response.body.decode("utf-8", "replace") if response.body else ""
+        code = _xml_text(text, "Code") or _STATUS_CODES.get(response.status) or str(response.status)
+        message = _xml_text(text, "Message") or response.reason or "request failed"
+        request_id = _xml_text(text, "RequestId") or response.headers.get("x-amz-request-id")
+        error = S3Error(
+            message,
+            service=self.service,
+            operation=operation,
+            code=code,
+            status=response.status,
+            request_id=request_id,
+        )
+        error.bucket_region = response.headers.get("x-amz-bucket-region") or _xml_text(
+            text, "Region"
+        )
+        return error
+
+    def _get(self, operation: str, bucket: str, key: str, query: Query = ()) -> Response:
+        if not _BUCKET.match(bucket):
+            raise AwsError(
+                f"{bucket!r} is not an S3 bucket name", service="s3", operation=operation
+            )
+        region = self._bucket_regions.get(bucket, self.region)
+        endpoint, path = self._address(bucket, key, region)
+        try:
+            return self.send(operation, "GET", path, endpoint=endpoint, query=query, region=region)
+        except S3Error as exc:
+            moved = exc.bucket_region
+            if (
+                self.endpoint.custom
+                or exc.status not in _REDIRECT_STATUSES
+                or not moved
+                or moved == region
+            ):
+                raise
+        # The bucket lives in another region: S3 said which; go there (once) and remember it.
+        self._bucket_regions[bucket] = moved
+        endpoint, path = self._address(bucket, key, moved)
+        return self.send(operation, "GET", path, endpoint=endpoint, query=query, region=moved)
+
+    def get_object(self, bucket: str, key: str) -> S3Object:
+        """The object's bytes and etag; AwsError with code NoSuchKey (HTTP 404) if it is absent
+        (AccessDenied, 403, when the caller may not list the bucket)."""
+        if not key:
+            raise AwsError("an object key is required", service="s3", operation="GetObject")
+        response = self._get("GetObject", bucket, key)
+        return S3Object(
+            data=response.body,
+            etag=response.headers.get("etag", "").strip('"'),
+            content_type=response.headers.get("content-type"),
+        )
+
+    def list_objects_v2(self, bucket: str, prefix: str = "") -> list[str]:
+        """Every key under `prefix`, in S3's order (UTF-8 binary), following continuations."""
+        keys: list[str] = []
+        token: str | None = None
+        while True:
+            query: Query = (("list-type", "2"), ("encoding-type", "url"), ("prefix", prefix))
+            if token:
+                query = (*query, ("continuation-token", token))
+            page = self._get("ListObjectsV2", bucket, "", query)
+            found, token = _parse_list(page.body)
+            keys.extend(found)
+            if not token:
+                return keys
+
+
+def _parse_list(body: bytes) -> tuple[list[str], str | None]:
+    """(keys, next continuation token) of a ListObjectsV2 page (keys URL-decoded)."""
+    import xml.etree.ElementTree as ElementTree  # only listing parses XML: not the model load
+
+    try:
+        root = ElementTree.fromstring(body)
+    except ElementTree.ParseError as exc:
+        raise AwsError(
+            f"the ListObjectsV2 answer is not XML ({exc})", service="s3", operation="ListObjectsV2"
+        ) from None
+    keys: list[str] = []
+    token: str | None = None
+    truncated = False
+    for element in root:
+        tag = element.tag.rsplit("}", 1)[-1]
+        if tag == "Contents":
+            for child in element:
+                if child.tag.rsplit("}", 1)[-1] == "Key":
+                    keys.append(unquote(child.text or ""))
+        elif tag == "NextContinuationToken":
+            token = element.text
+        elif tag == "IsTruncated":
+            truncated = (element.text or "").strip().lower() == "true"
+    return keys, token if truncated else None

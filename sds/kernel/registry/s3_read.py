@@ -1,0 +1,50 @@
+"""The registry's object store on S3 for readers that must not load the AWS SDK: the Lambda.
+
+`S3ReadStore` reads through the kernel's own S3 client (`sds.kernel.aws.s3`: SigV4 over a
+kept-alive connection, no boto3), so the serving path's cold start pays neither boto3's import
+nor its client creation. It answers `get` and `list` exactly like `S3Store` (same keys, same
+etags, `NotFound` for a missing key) and refuses every write: writers (the CLI, training) use
+`S3Store` and the SDK. `open_store(uri, read_only=True)` picks it for `s3://` URIs.
+"""
+
+from __future__ import annotations
+
+from sds.kernel.aws.errors import AwsError
+from sds.kernel.aws.s3 import NOT_FOUND_CODES, S3Client
+from sds.kernel.registry.store import NotFound, ReadOnlyStoreError, StoredObject
+
+
+class S3ReadStore:
+    def __init__(self, bucket: str, prefix: str = "", *, client: S3Client | None = None) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self._client = client
+
+    @property
+    def client(self) -> S3Client:
+        if self._client is None:
+            self._client = S3Client()
+        return self._client
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+
+    def get(self, key: str) -> StoredObject:
+        try:
+            found = self.client.get_object(self.bucket, self.prefix + key)
+        except AwsError as exc:
+            if exc.code in NOT_FOUND_CODES:
+                raise NotFound(key) from None
+            raise
+        return StoredObject(data=found.data, etag=found.etag)
+
+    def put(
+        self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None
+    ) -> str:
+        del data, if_none_match, if_match
+        raise ReadOnlyStoreError(self.uri, key)
+
+    def list(self, prefix: str) -> list[str]:
+        keys = self.client.list_objects_v2(self.bucket, self.prefix + prefix)
+        return sorted(k[len(self.prefix) :] for k in keys)
