@@ -23,12 +23,16 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from sds.kernel.aws.credentials import CredentialProvider
 from sds.kernel.aws.errors import AwsConnectionError, AwsError, ConfigurationError
 from sds.kernel.aws.sigv4 import UNSIGNED_PAYLOAD, canonical_query, sign
 from sds.kernel.aws.transport import Connection, Response
+
+if TYPE_CHECKING:
+    import ssl
 
 logger = logging.getLogger("sds.aws")
 
@@ -155,9 +159,12 @@ def dns_suffix(region: str) -> str:
 class _Pool:
     """Idle kept-alive connections to one endpoint; a request takes one or opens a new one."""
 
-    def __init__(self, endpoint: Endpoint, config: ClientConfig) -> None:
+    def __init__(
+        self, endpoint: Endpoint, config: ClientConfig, environ: Mapping[str, str] | None
+    ) -> None:
         self.endpoint = endpoint
         self.config = config
+        self.environ = environ
         self._idle: list[Connection] = []
         self._lock = threading.Lock()
 
@@ -169,7 +176,9 @@ class _Pool:
         if self.endpoint.scheme == "https":
             from sds.kernel.aws.trust import contexts_for
 
-            tls = contexts_for
+            def tls(host: str) -> list[ssl.SSLContext]:
+                return contexts_for(host, self.environ)
+
         return Connection(
             self.endpoint.scheme,
             self.endpoint.host,
@@ -224,6 +233,7 @@ class AwsClient:
             if endpoint_url
             else configured_endpoint(self.service_id, env) or self.default_endpoint(self.region)
         )
+        self.environ = environ
         self.credentials = credentials or CredentialProvider(environ)
         self.config = config or ClientConfig()
         self._pools: dict[Endpoint, _Pool] = {}
@@ -249,7 +259,7 @@ class AwsClient:
         pool = self._pools.get(endpoint)
         if pool is None:
             with self._pools_lock:
-                pool = self._pools.setdefault(endpoint, _Pool(endpoint, self.config))
+                pool = self._pools.setdefault(endpoint, _Pool(endpoint, self.config, self.environ))
         return pool
 
     def error_from(self, operation: str, response: Response) -> AwsError:

@@ -125,12 +125,17 @@ class S3Client(AwsClient):
             content_type=response.headers.get("content-type"),
         )
 
-    def list_objects_v2(self, bucket: str, prefix: str = "") -> list[str]:
-        """Every key under `prefix`, in S3's order (UTF-8 binary), following continuations."""
+    def list_objects_v2(
+        self, bucket: str, prefix: str = "", *, page_size: int | None = None
+    ) -> list[str]:
+        """Every key under `prefix`, in S3's order (UTF-8 binary), following continuations
+        (`page_size` keys a page; S3's default is 1000)."""
         keys: list[str] = []
         token: str | None = None
         while True:
             query: Query = (("list-type", "2"), ("encoding-type", "url"), ("prefix", prefix))
+            if page_size is not None:
+                query = (*query, ("max-keys", str(page_size)))
             if token:
                 query = (*query, ("continuation-token", token))
             page = self._get("ListObjectsV2", bucket, "", query)
