@@ -129,11 +129,14 @@ def start_function(
     aws: Any,
     settings: dict[str, str],
     tmp_path: Path,
+    *,
+    handler: str = "lambdas.inference.handler.lambda_handler",
+    extra_path: Path | None = None,
 ) -> tuple[subprocess.Popen[bytes], Path]:
-    handler = "lambdas.inference.handler.lambda_handler"
+    python_path = f"{bundle}:{site}" + (f":{extra_path}" if extra_path else "")
     environment = {
         "PATH": "/usr/bin:/bin",
-        "PYTHONPATH": f"{bundle}:{site}",
+        "PYTHONPATH": python_path,
         "PYTHONNOUSERSITE": "1",
         "LAMBDA_TASK_ROOT": str(bundle),
         "AWS_LAMBDA_RUNTIME_API": runtime_api.address,
@@ -240,3 +243,73 @@ def test_a_model_that_fails_verification_answers_503_without_a_crash_loop(
     assert first.result["statusCode"] == 503
     assert "does not match the deployed pin" in first.result["body"]
     assert second.result["statusCode"] == 503
+
+
+# The probe wraps the real handler and reports, with each response, which of these modules the
+# Lambda process has loaded by then.
+_PROBE_HANDLER = """
+import sys
+
+from lambdas.inference.handler import lambda_handler as real_handler
+
+WATCHED = ("boto3", "botocore", "s3transfer", "urllib3", "http.client", "email")
+
+
+def lambda_handler(event, context):
+    response = real_handler(event, context)
+    loaded = sorted(name for name in WATCHED if name in sys.modules)
+    response.setdefault("headers", {})["X-Probe-Loaded"] = ",".join(loaded) or "none"
+    return response
+"""
+
+
+def test_the_model_is_loaded_from_s3_without_the_aws_sdk(
+    lambda_python: str,
+    lambda_bundle: Path,
+    runtime_site: Path,
+    trained_model_on_s3: dict[str, str],
+    runtime_api: RuntimeApi,
+    aws: Any,
+    tmp_path: Path,
+) -> None:
+    from sds.kernel.features import FIELD_NAMES
+    from training.data import generate_events
+
+    # Given the bundle under awslambdaric, boto3 on its path as on Lambda, wrapped by a probe
+    probe_dir = tmp_path / "probe"
+    probe_dir.mkdir()
+    (probe_dir / "sds_probe.py").write_text(_PROBE_HANDLER)
+    process, log = start_function(
+        lambda_python,
+        lambda_bundle,
+        runtime_site,
+        runtime_api,
+        aws,
+        trained_model_on_s3,
+        tmp_path,
+        handler="sds_probe.lambda_handler",
+        extra_path=probe_dir,
+    )
+    try:
+        # When it loads the pinned model from S3 and serves requests
+        events = [
+            {k: v for k, v in e.items() if k in FIELD_NAMES or k == "event_id"}
+            for e in generate_events(2, seed=7)
+        ]
+        scored = runtime_api.invoke(api_event("POST", "/predict", {"events": events}))
+        described = runtime_api.invoke(api_event("GET", "/model"))
+    finally:
+        process.kill()
+        process.wait()
+    output_text = log.read_text(errors="replace")
+
+    # Then it serves the verified model, and the process never loaded the AWS SDK (nor
+    # http.client and its email package: the kernel's own client carried the S3 reads)
+    assert runtime_api.init_errors == [], output_text[-3000:]
+    assert scored.result["statusCode"] == 200, scored.result
+    assert scored.result["headers"]["X-Model-Version"] == "1"
+    assert described.result["statusCode"] == 200
+    assert scored.result["headers"]["X-Probe-Loaded"] == "none", output_text[-3000:]
+    assert described.result["headers"]["X-Probe-Loaded"] == "none"
+    # And boto3 was there to be loaded: the runtime folder carries it, as /var/runtime does
+    assert (runtime_site / "boto3" / "__init__.py").is_file()
