@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import bundles, measure, report
+from benchmarks import bundles, measure, report, tls_path
 from benchmarks.servers import FAKE_CREDENTIALS, RuntimeApi, base_env, moto_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +34,7 @@ VENV_BIN = Path(sys.executable).parent
 WORK = ROOT / "build" / "bench"
 MODEL = "fraud"
 BUCKET = "sds-bench-dev"
-SECTIONS = ("bundle", "cold_start", "warm", "synth", "training", "rollback", "powertools")
+SECTIONS = ("bundle", "cold_start", "warm", "synth", "training", "rollback", "powertools", "tls")
 
 
 @dataclass(frozen=True)
@@ -567,6 +567,12 @@ def main(argv: list[str] | None = None) -> int:
         if "rollback" in plan.sections:
             versions = [v for r in results["training"].values() for v in r["versions"]]
             results["rollback"] = run_rollback(plan, env, endpoint, (versions[0], versions[1]))
+            checkpoint(results, args.out)
+        if "tls" in plan.sections:
+            log("the TLS path of a cold start (imports, trust stores, handshakes)")
+            tls_bundle = built["ours"] if "ours" in built else bundles.build("ours", python)
+            tls_runs = plan.cold_runs * 2 + 1
+            results["tls"] = tls_path.run(python, tls_bundle.path, runtime_dir, tls_runs)
             checkpoint(results, args.out)
         if "synth" in plan.sections:
             log("cdk synth of every environment")

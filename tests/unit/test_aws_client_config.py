@@ -218,18 +218,17 @@ def test_typed_values_match_boto3s_serializer_and_round_trip(value: Any) -> None
 
 
 def _normalize(attribute: Any) -> Any:
-    # boto3 keeps binary values as bytes (the wire has base64); compare on the wire form.
+    """An attribute value in its wire form (boto3 keeps binary values as bytes, the wire and the
+    kernel have base64)."""
     import base64
 
-    if isinstance(attribute, dict):
-        return {
-            k: base64.b64encode(bytes(v)).decode()
-            if k == "B" and not isinstance(v, str)
-            else _normalize(v)
-            for k, v in attribute.items()
-        }
-    if isinstance(attribute, list):
-        return [_normalize(v) for v in attribute]
+    ((kind, value),) = attribute.items()
+    if kind == "B" and not isinstance(value, str):
+        return {"B": base64.b64encode(bytes(value)).decode()}
+    if kind == "M":
+        return {"M": {name: _normalize(v) for name, v in value.items()}}
+    if kind == "L":
+        return {"L": [_normalize(v) for v in value]}
     return attribute
 
 

@@ -22,8 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import urlsplit
 
 from sds.kernel.aws.credentials import CredentialProvider
@@ -66,8 +65,7 @@ RETRYABLE_CODES = frozenset(
 EXPIRED_CREDENTIAL_CODES = frozenset({"ExpiredToken", "ExpiredTokenException", "RequestExpired"})
 
 
-@dataclass(frozen=True)
-class ClientConfig:
+class ClientConfig(NamedTuple):
     """Timeouts in seconds and the retry budget (attempts in all, the first included)."""
 
     connect_timeout: float = 5.0
@@ -76,13 +74,8 @@ class ClientConfig:
     base_delay: float = 0.05
     max_delay: float = 2.0
 
-    def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
 
-
-@dataclass(frozen=True)
-class Endpoint:
+class Endpoint(NamedTuple):
     scheme: str
     host: str
     port: int
@@ -236,6 +229,8 @@ class AwsClient:
         self.environ = environ
         self.credentials = credentials or CredentialProvider(environ)
         self.config = config or ClientConfig()
+        if self.config.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
         self._pools: dict[Endpoint, _Pool] = {}
         self._pools_lock = threading.Lock()
 

@@ -15,7 +15,6 @@ where none of them exists. The CLI and training use the full SDK.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import threading
@@ -103,6 +102,8 @@ def _container_url(env: Mapping[str, str]) -> str | None:
 def _allowed_http_host(host: str) -> bool:
     if host in _HTTP_CREDENTIAL_HOSTS:
         return True
+    import ipaddress  # only here: a cold start with static credentials never needs it
+
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:

@@ -10,8 +10,7 @@ Keys are percent-encoded like the SDK (`/` and `~` kept); S3 signs the path as s
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote, unquote
 
 from sds.kernel.aws.client import AwsClient, Endpoint, dns_suffix
@@ -28,8 +27,7 @@ NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
 Query = tuple[tuple[str, str], ...]
 
 
-@dataclass(frozen=True)
-class S3Object:
+class S3Object(NamedTuple):
     data: bytes
     etag: str  # without the quotes
     content_type: str | None = None

@@ -19,7 +19,7 @@ import hashlib
 import hmac
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import quote
 
 ALGORITHM = "AWS4-HMAC-SHA256"
@@ -47,8 +47,9 @@ UNSIGNED_HEADERS = frozenset(
 Headers = Sequence[tuple[str, str]]
 
 
-@dataclass(frozen=True)
-class Credentials:
+# NamedTuple, not a dataclass, here and in the rest of this package: these modules are imported
+# at every cold start, and a frozen dataclass costs 0.5-1.7 ms to define, a NamedTuple a fifth.
+class Credentials(NamedTuple):
     """An access key, its secret and (for temporary credentials) the session token."""
 
     access_key: str

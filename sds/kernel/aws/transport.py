@@ -18,8 +18,7 @@ import contextlib
 import select
 import socket
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 if TYPE_CHECKING:
     import ssl
@@ -37,8 +36,7 @@ class _Dropped(ConnectionError):
     """The peer closed the connection before sending any byte of a response."""
 
 
-@dataclass(frozen=True)
-class Response:
+class Response(NamedTuple):
     status: int
     reason: str
     headers: dict[str, str]  # lowercase names; repeated headers joined by ", "
