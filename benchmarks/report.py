@@ -340,9 +340,9 @@ def _tls_lines(results: dict[str, Any]) -> list[str]:
         f"| `import boto3` | {_s(imports['boto3_import'], '{:.1f}')} |",
         f"| `boto3.client('s3')` | {_s(imports['boto3_s3_client'], '{:.1f}')} |",
         "",
-        "What HTTPS adds: `import ssl`, loading the trust store, one handshake (TLS "
-        f"{stores['amazon']['tls_version']}, RSA 2048 certificate, loopback) with the run's test "
-        "CA added to the store, ms:",
+        "What HTTPS adds: `import ssl`, loading the trust store, one verified handshake "
+        f"({stores['amazon']['tls_version']}, RSA 2048 certificate, loopback) with the run's "
+        "test CA added to the store, ms:",
         "",
         "| trust store | roots | `import ssl` | load the store | handshake | total |",
         "|---|---|---|---|---|---|",
