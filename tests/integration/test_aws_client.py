@@ -558,3 +558,34 @@ def test_https_with_a_trusted_certificate_works_and_an_untrusted_one_is_refused_
     assert refused.value.code == "CertificateVerifyFailed"
     assert len(server.received) == 1
     assert server.connections == 2
+
+
+def test_a_certificate_outside_the_first_trust_store_is_verified_against_the_next(
+    scripted: list[ScriptedServer], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import ssl
+
+    from sds.kernel.aws.transport import Connection
+
+    # Given a server whose CA is only in the second of two trust stores (as for an AWS host
+    # whose certificate would not chain to the Amazon roots but does to the system store)
+    context, ca_file = self_signed_tls(tmp_path)
+    server = serve(scripted, Answer(200, b"ok"), tls=context)
+    first = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    second = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    second.load_verify_locations(cafile=ca_file)
+    connection = Connection(
+        "https", "127.0.0.1", server.port, connect_timeout=2, read_timeout=2,
+        tls=lambda host: [first, second],
+    )  # fmt: skip
+
+    # When a request goes out
+    with caplog.at_level("WARNING", logger="sds.aws"):
+        response = connection.request("GET", "/", [("Host", f"127.0.0.1:{server.port}")])
+
+    # Then the handshake failed against the first store, succeeded against the second, and
+    # the fallback is logged
+    assert response.status == 200 and response.body == b"ok"
+    assert server.connections == 2
+    assert "did not chain to the first trust store" in caplog.text
+    connection.close()

@@ -15,6 +15,7 @@ Any other failure closes the connection and is raised for the caller's retry pol
 from __future__ import annotations
 
 import contextlib
+import logging
 import select
 import socket
 from collections.abc import Callable, Sequence
@@ -102,6 +103,13 @@ class Connection:
                 raw = self._tcp(address)
                 try:
                     sock = context.wrap_socket(raw, server_hostname=self.host.strip("[]"))
+                    if index:
+                        logging.getLogger("sds.aws").warning(
+                            "the TLS certificate of %s did not chain to the first trust store "
+                            "tried; it verified against trust store %d (slower to load)",
+                            self.host,
+                            index + 1,
+                        )
                     break
                 except OSError as exc:
                     raw.close()
