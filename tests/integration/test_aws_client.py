@@ -589,3 +589,18 @@ def test_a_certificate_outside_the_first_trust_store_is_verified_against_the_nex
     assert server.connections == 2
     assert "did not chain to the first trust store" in caplog.text
     connection.close()
+
+
+def test_a_connection_idle_for_too_long_is_not_reused(scripted: list[ScriptedServer]) -> None:
+    # Given a client that reuses connections idle for at most 0.2 s (as after a Lambda freeze)
+    server = serve(scripted, Answer(200, b"x", {"ETag": '"e"'}))
+    client = s3(server, ClientConfig(max_idle=0.2, max_attempts=1))
+
+    # When calls come quickly, then after a longer pause
+    client.get_object("bucket", "a")
+    client.get_object("bucket", "b")
+    time.sleep(0.4)
+    client.get_object("bucket", "c")
+
+    # Then the quick calls shared a connection and the late one opened a new one
+    assert [r.connection for r in server.received] == [1, 1, 2]

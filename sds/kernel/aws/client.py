@@ -66,13 +66,15 @@ EXPIRED_CREDENTIAL_CODES = frozenset({"ExpiredToken", "ExpiredTokenException", "
 
 
 class ClientConfig(NamedTuple):
-    """Timeouts in seconds and the retry budget (attempts in all, the first included)."""
+    """Timeouts in seconds, the retry budget (attempts in all, the first included), and how
+    long a kept-alive connection may sit idle and still be reused (see `transport`)."""
 
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
     max_attempts: int = 5
     base_delay: float = 0.05
     max_delay: float = 2.0
+    max_idle: float = 45.0
 
 
 class Endpoint(NamedTuple):
@@ -179,6 +181,7 @@ class _Pool:
             connect_timeout=self.config.connect_timeout,
             read_timeout=self.config.read_timeout,
             tls=tls,
+            max_idle=self.config.max_idle,
         )
 
     def give_back(self, connection: Connection) -> None:

@@ -9,7 +9,11 @@ surface AWS's JSON and REST-XML APIs need is small: one request at a time per co
 A `Connection` is kept alive between requests. A connection the server dropped while idle is
 noticed before the request goes out (the socket reads as closed) or, if the drop races with the
 request, by an empty answer; either way the request is sent once more on a fresh connection.
-Any other failure closes the connection and is raised for the caller's retry policy.
+A connection idle for longer than `max_idle` seconds of wall-clock time is not reused at all:
+a Lambda environment frozen between invocations, or restored from a SnapStart snapshot, may hold
+a socket whose peer is long gone without having been told, and a request sent on it would wait
+for the read timeout. Any other failure closes the connection and is raised for the caller's
+retry policy.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import contextlib
 import logging
 import select
 import socket
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
@@ -64,6 +69,7 @@ class Connection:
         connect_timeout: float,
         read_timeout: float,
         tls: TlsContexts | None = None,
+        max_idle: float = 45.0,
     ) -> None:
         if scheme not in ("http", "https"):
             raise ValueError(f"unsupported scheme {scheme!r}")
@@ -75,6 +81,8 @@ class Connection:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self._tls = tls
+        self.max_idle = max_idle
+        self._last_used = 0.0
         self._sock: socket.socket | None = None
         self._file: BinaryIO | None = None
         self.opened = 0  # connections made, for tests and diagnostics
@@ -144,7 +152,11 @@ class Connection:
         self, method: str, target: str, headers: Sequence[tuple[str, str]], body: bytes = b""
     ) -> Response:
         """Send one request and read its whole response (so the connection can be reused)."""
-        reused = self._sock is not None and not self._idle_peer_closed()
+        reused = (
+            self._sock is not None
+            and time.time() - self._last_used <= self.max_idle
+            and not self._idle_peer_closed()
+        )
         if not reused:
             self._open()
         data = _serialize(method, target, headers, body)
@@ -169,6 +181,7 @@ class Connection:
         assert self._sock is not None and self._file is not None
         self._sock.sendall(data)
         response, keep = _read_response(self._file, method)
+        self._last_used = time.time()
         if not keep:
             self.close()
         return response
