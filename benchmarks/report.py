@@ -190,15 +190,16 @@ def markdown(results: dict[str, Any]) -> str:
             "Fresh Python 3.12 process, `awslambdaric` against a local Runtime API, model fetched "
             "from the S3 server, until the first response is posted.",
             "",
-            "| | first response, ms | peak RSS, MiB |",
-            "|---|---|---|",
+            "| | first response, ms | CPU time until then, ms | peak RSS, MiB |",
+            "|---|---|---|---|",
         ]
         for name in ("ours", "baseline"):
+            cpu = _s(cold[name]["cpu_ms"]) if "cpu_ms" in cold[name] else "n/a"
             lines.append(
-                f"| {name} | {_s(cold[name]['ms'])} | "
+                f"| {name} | {_s(cold[name]['ms'])} | {cpu} | "
                 f"{_s(cold[name]['peak_rss_bytes'], scale=1 / MIB)} |"
             )
-        lines.append(f"| ours / baseline | {_s(cold['ratio_ours_to_baseline'], '{:.2f}')} | |")
+        lines.append(f"| ours / baseline | {_s(cold['ratio_ours_to_baseline'], '{:.2f}')} | | |")
     lines += _tls_lines(results)
     warm = results.get("warm")
     if warm:

@@ -249,6 +249,7 @@ def run_cold(
             name: {
                 "ms": measure.stats([r["ms"] for r in outcomes]),
                 "peak_rss_bytes": measure.stats([r["peak_rss_bytes"] for r in outcomes]),
+                "cpu_ms": measure.stats([r["cpu_ms"] for r in outcomes]),
                 "model_version": outcomes[0]["model_version"],
             }
             for name, outcomes in runs.items()
