@@ -1,4 +1,7 @@
-"""AWS SDK clients for the kernel's data-plane calls (registry reads and writes on S3).
+"""AWS SDK clients for the kernel's data-plane calls (registry writes and the CLI's reads on S3).
+
+The Lambda's serving path does not use them: it reads through `sds.kernel.aws`, without the SDK
+(docs/decisions.md, "No AWS SDK on the serving path").
 
 One configuration for every client the project makes: the SDK's standard retry mode
 (exponential backoff with jitter for throttling, 5xx and connection errors; conditional-write
