@@ -37,6 +37,7 @@ from sds.kernel.aws.credentials import CredentialProvider
 from sds.kernel.aws.dynamodb import DynamoDBClient, from_item, to_item
 from sds.kernel.aws.errors import AwsConnectionError, AwsError, CredentialsError
 from sds.kernel.aws.s3 import S3Client
+from sds.kernel.aws.sigv4 import EMPTY_SHA256
 from sds.kernel.registry.s3_read import S3ReadStore
 from sds.kernel.registry.store import NotFound
 
@@ -550,9 +551,9 @@ def test_https_with_a_trusted_certificate_works_and_an_untrusted_one_is_refused_
     with pytest.raises(AwsConnectionError) as refused:
         s3(server).get_object("bucket", "k")
 
-    # Then the trusted read works (unsigned payload over TLS, as botocore does for S3)...
+    # Then the trusted read works, signed (the empty body's hash included, as botocore does)...
     assert trusted.data == b"secret model"
-    assert server.received[0].headers["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"
+    assert server.received[0].headers["x-amz-content-sha256"] == EMPTY_SHA256
     assert signed_ok(server.received[0], "s3", server.port)
     # ...and the untrusted certificate fails at once, never retried, never read
     assert refused.value.code == "CertificateVerifyFailed"

@@ -16,6 +16,7 @@ reads them, kept-alive connections per endpoint, SigV4 signing, and bounded retr
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sys
@@ -27,7 +28,7 @@ from urllib.parse import urlsplit
 
 from sds.kernel.aws.credentials import CredentialProvider
 from sds.kernel.aws.errors import AwsConnectionError, AwsError, ConfigurationError
-from sds.kernel.aws.sigv4 import UNSIGNED_PAYLOAD, canonical_query, sign
+from sds.kernel.aws.sigv4 import EMPTY_SHA256, canonical_query, sign
 from sds.kernel.aws.transport import Connection, Response
 
 if TYPE_CHECKING:
@@ -297,13 +298,9 @@ class AwsClient:
         query_string = canonical_query(query)
         target = wire_path + (f"?{query_string}" if query_string else "")
         extra = [("User-Agent", USER_AGENT), *headers]
-        # S3 over TLS need not sign the body (botocore's default); everything else signs it.
-        if self.service == "s3" and target_endpoint.scheme == "https":
-            payload_hash = UNSIGNED_PAYLOAD
-        else:
-            import hashlib
-
-            payload_hash = hashlib.sha256(body).hexdigest()
+        # The body is always signed, as botocore does for requests without a checksum header
+        # (S3 would accept UNSIGNED-PAYLOAD over TLS, but the kernel's bodies are small).
+        payload_hash = hashlib.sha256(body).hexdigest() if body else EMPTY_SHA256
         pool = self._pool(target_endpoint)
         refreshed = False
         attempt = 0
