@@ -1,0 +1,96 @@
+"""Version numbers are allocated in one place: the environment where the promotion chain starts.
+
+Promotion copies a version up under its own number, so a number taken anywhere else (prod's
+weekly training registering into prod's own registry) would make that number impossible to
+promote there, for good. Training, scheduled or not, registers where the chain starts; the
+environments above receive versions only by promotion.
+
+The CLI runs in-process (`sds.cli.main.main`) on a throwaway project with local registries, and
+trains real (small) models.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sds.cli.main import main
+from sds.ops.workspace import Workspace
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Ended:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The repository's cdk.json in a temporary folder, with local state and lock file there."""
+    shutil.copy(ROOT / "cdk.json", tmp_path / "cdk.json")
+    monkeypatch.setenv("SDS_PROJECT_DIR", str(tmp_path))
+    monkeypatch.setenv("SDS_ACTOR", "tester")
+    for name in ("SDS_HOME", "SDS_LOCK_FILE", "SDS_TARGET"):
+        monkeypatch.delenv(name, raising=False)
+    for env in ("DEV", "STAGING", "PROD"):
+        monkeypatch.delenv(f"SDS_REGISTRY_{env}", raising=False)
+    return tmp_path
+
+
+def sds(capsys: pytest.CaptureFixture[str], *argv: str) -> Ended:
+    capsys.readouterr()
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return Ended(code, captured.out, captured.err)
+
+
+def train(capsys: pytest.CaptureFixture[str], data: Path, *options: str, trees: int) -> Ended:
+    """`sds train` of a small model (about a second on 2 cores) that passes every gate in
+    cdk.json; `trees` tells models apart (different trees, different bytes)."""
+    return sds(capsys, "train", "--data", str(data), "--max-iter", str(trees), "--quiet", *options)
+
+
+def promote_up_the_chain(capsys: pytest.CaptureFixture[str], version: int) -> list[Ended]:
+    return [
+        sds(capsys, "promote", str(version), "--to", "dev", "--quiet"),
+        sds(capsys, "promote", "--from", "dev", "--to", "staging", "--quiet"),
+        sds(capsys, "promote", "--from", "staging", "--to", "prod", "--quiet"),
+    ]
+
+
+@pytest.mark.xfail(strict=True, reason="issue 12 defect 1: prod's training takes dev's numbers")
+def test_training_for_prod_never_blocks_promoting_the_next_version_into_prod(
+    project: Path, capsys: pytest.CaptureFixture[str], small_history: Path
+) -> None:
+    # Given version 1, trained in dev, live in dev, staging and prod
+    first = train(capsys, small_history, trees=20)
+    assert first.code == 0, first
+    assert all(step.code == 0 for step in promote_up_the_chain(capsys, 1))
+    # And prod's (weekly) training has run: a different model than dev's next one
+    train(capsys, small_history, "--env", "prod", trees=30)
+
+    # When dev trains its next version and it is promoted up the chain
+    second = train(capsys, small_history, trees=25)
+    assert second.code == 0, second
+    steps = promote_up_the_chain(capsys, 2)
+
+    # Then the promotion into prod succeeds, and prod serves dev's version 2, byte for byte
+    assert [step.code for step in steps] == [0, 0, 0], steps[-1].err
+    ws = Workspace.discover(project_dir=project)
+    dev, prod = ws.registry("dev"), ws.registry("prod")
+    assert prod.get_alias("prod").version == 2  # type: ignore[union-attr]
+    assert prod.verify_version(2).sha256 == dev.verify_version(2).sha256
+    # And every version prod holds came there by promotion (none was allocated in prod)
+    for number in prod.list_versions():
+        assert prod.get_version(number).manifest["source"] is not None, number
