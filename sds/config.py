@@ -422,6 +422,18 @@ class EnvironmentConfig:
     gates: Gates
     serving: Serving
     infra: Infra
+    # Where the environment's promotion chain starts (itself, if nothing is promoted into it):
+    # the one registry that allocates version numbers for it. Training, scheduled or not,
+    # registers there; the environments above receive versions only by promotion, under the
+    # same number (docs/decisions.md, 3).
+    chain_start: str
+    # Whether the environment has a training task. Not in another account or region than its
+    # chain start: its task could not register there without cross-account wiring.
+    has_training: bool
+
+    @property
+    def allocates_versions(self) -> bool:
+        return self.chain_start == self.name
 
 
 @dataclass(frozen=True)
@@ -438,7 +450,8 @@ class ProjectConfig:
 
     @property
     def first_environment(self) -> str:
-        """The environment new versions are registered in: the one nothing is promoted into."""
+        """The first environment (in cdk.json order) that starts a promotion chain: where new
+        versions are registered when no environment is named."""
         for name, env in self.environments.items():
             if env.promote_from is None:
                 return name
@@ -448,23 +461,44 @@ class ProjectConfig:
 _ENV_KEYS = {"promote_from", "gates", "serving", "infra"}
 
 
-def parse_environment(name: str, raw: Any) -> EnvironmentConfig:
+def parse_environment(
+    name: str, raw: Mapping[str, Any], *, chain_start: str, start: EnvironmentConfig | None
+) -> EnvironmentConfig:
+    """One environment; `start` is its chain start's config (None if it starts its chain)."""
     where = f"environments.{name}"
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where}: expected an object")
     unknown = sorted(set(raw) - _ENV_KEYS)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
-    promote_from = raw.get("promote_from")
-    if promote_from is not None and not isinstance(promote_from, str):
-        raise ConfigError(f"{where}.promote_from: expected an environment name")
     _reject_moved_keys(f"{where}.infra", raw.get("infra"))
+    infra = _build(Infra, f"{where}.infra", raw.get("infra"))
+    has_training = start is None or (infra.account, infra.region) == (
+        start.infra.account,
+        start.infra.region,
+    )
+    if not has_training:
+        raw_infra = raw.get("infra") or {}
+        if "training" in raw_infra:
+            raise ConfigError(
+                f"{where}.infra.training: {name} is in another account or region than "
+                f"{chain_start}, where its versions are allocated, so it has no training task "
+                f"(its task could not register versions in {chain_start}); remove the setting "
+                f"and train in {chain_start}"
+            )
+    elif start is not None and infra.training.schedule is not None:
+        raise ConfigError(
+            f"{where}.infra.training.schedule: scheduled training registers new versions, and "
+            f"versions are allocated only where the promotion chain starts ({chain_start}); "
+            f"{name} receives them by promotion. Move the schedule to "
+            f"environments.{chain_start}.infra.training.schedule"
+        )
     return EnvironmentConfig(
         name=name,
-        promote_from=promote_from,
+        promote_from=raw.get("promote_from"),
         gates=_build(Gates, f"{where}.gates", raw.get("gates")),
         serving=_build(Serving, f"{where}.serving", raw.get("serving")),
-        infra=_build(Infra, f"{where}.infra", raw.get("infra")),
+        infra=infra,
+        chain_start=chain_start,
+        has_training=has_training,
     )
 
 
@@ -476,33 +510,48 @@ def parse_project(context: Mapping[str, Any]) -> ProjectConfig:
     raw_envs = context.get("environments")
     if not isinstance(raw_envs, Mapping) or not raw_envs:
         raise ConfigError("environments: expected a non-empty object of environment settings")
-    envs: dict[str, EnvironmentConfig] = {}
+    promote_from: dict[str, str | None] = {}
     for name, raw in raw_envs.items():
         if not name.isalnum() or not name.islower():
             raise ConfigError(f"environments.{name}: names are lowercase letters and digits")
-        envs[name] = parse_environment(name, raw)
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"environments.{name}: expected an object")
+        source = raw.get("promote_from")
+        if source is not None and not isinstance(source, str):
+            raise ConfigError(f"environments.{name}.promote_from: expected an environment name")
+        if source is not None and source not in raw_envs:
+            raise ConfigError(f"environments.{name}.promote_from: unknown environment {source!r}")
+        promote_from[name] = source
+    starts = _chain_starts(promote_from)
+    # Chain starts first: every other environment is checked against its start's placement.
+    envs: dict[str, EnvironmentConfig] = {}
+    for name in sorted(raw_envs, key=lambda n: starts[n] != n):
+        start = None if starts[name] == name else envs[starts[name]]
+        envs[name] = parse_environment(name, raw_envs[name], chain_start=starts[name], start=start)
     for env in envs.values():
-        for ref, label in (
-            (env.promote_from, "promote_from"),
-            (env.gates.require_live_in, "gates.require_live_in"),
-        ):
-            if ref is not None and ref not in envs:
-                raise ConfigError(f"environments.{env.name}.{label}: unknown environment {ref!r}")
-    _check_chain(envs)
-    return ProjectConfig(model_name=model_name, environments=envs)
+        ref = env.gates.require_live_in
+        if ref is not None and ref not in envs:
+            raise ConfigError(
+                f"environments.{env.name}.gates.require_live_in: unknown environment {ref!r}"
+            )
+    return ProjectConfig(model_name=model_name, environments={n: envs[n] for n in raw_envs})
 
 
-def _check_chain(envs: Mapping[str, EnvironmentConfig]) -> None:
-    for start in envs:
-        seen = [start]
-        current = envs[start].promote_from
+def _chain_starts(promote_from: Mapping[str, str | None]) -> dict[str, str]:
+    """Each environment's chain start: follow promote_from until an environment has none."""
+    starts: dict[str, str] = {}
+    for name in promote_from:
+        seen = [name]
+        current = promote_from[name]
         while current is not None:
             if current in seen:
                 raise ConfigError(
                     f"environments: promote_from forms a cycle: {' -> '.join([*seen, current])}"
                 )
             seen.append(current)
-            current = envs[current].promote_from
+            current = promote_from[current]
+        starts[name] = seen[-1]
+    return starts
 
 
 def load_project(cdk_json: Path) -> ProjectConfig:

@@ -14,7 +14,11 @@ from stacks.training_stack import TrainingStack
 
 
 class EnvironmentStage(cdk.Stage):
-    """`<env>/Registry`, `<env>/Inference` and `<env>/Training`, deployed with `cdk deploy '<env>/*'`."""
+    """`<env>/Registry`, `<env>/Inference` and `<env>/Training`, deployed with `cdk deploy '<env>/*'`.
+
+    No Training stack for an environment in another account or region than where its promotion
+    chain starts (`has_training` in sds.config).
+    """
 
     def __init__(
         self, scope: Construct, construct_id: str, *, spec: EnvironmentSpec, **kwargs: Any
@@ -52,20 +56,30 @@ class EnvironmentStage(cdk.Stage):
             logs=spec.logs,
             dashboard=infra.dashboard,
         )
-        self.training = TrainingStack(
-            self,
-            "Training",
-            environment=spec.name,
-            model_name=spec.model_name,
-            image=spec.training_image,
-            registry_stack=self.registry,
-            network=spec.network,
-            training=spec.training,
-            logs=spec.logs,
+        # Versions are allocated where the promotion chain starts: an environment above it trains
+        # on its own data and registers there; one in another account or region has no task.
+        self.training = (
+            TrainingStack(
+                self,
+                "Training",
+                environment=spec.name,
+                model_name=spec.model_name,
+                image=spec.training_image,
+                registry_stack=self.registry,
+                versions_in=(
+                    None if spec.environment.allocates_versions else spec.environment.chain_start
+                ),
+                network=spec.network,
+                training=spec.training,
+                logs=spec.logs,
+            )
+            if spec.environment.has_training
+            else None
         )
         cdk.Tags.of(self).add("sds:environment", spec.name)
         cdk.Tags.of(self).add("sds:model", spec.model_name)
 
     @property
     def stacks(self) -> list[cdk.Stack]:
-        return [self.registry, self.inference, self.training]
+        built = [self.registry, self.inference, self.training]
+        return [stack for stack in built if stack is not None]

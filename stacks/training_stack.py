@@ -1,14 +1,23 @@
 """Training stack: network, ECS cluster and the Fargate task that trains and registers models, and
-the managed policies of the people who run training and read its data."""
+the managed policies of the people who run training and read its data.
+
+The task reads training data in its own environment's training-data bucket and registers versions
+where the environment's promotion chain starts (versions are allocated there only). Above the
+chain start (same account and region), that registry's bucket name is read at deploy time from
+the chain start's discovery parameter, `/sds/<start>/registry-bucket` (a template parameter of
+SSM type): deploy the chain start's Registry stack first.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import aws_cdk as cdk
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
-from sds.kernel.discovery import TRAINING_STACK
+from sds.kernel.discovery import TRAINING_STACK, parameter_name
 from stacks.components.data_reader_policy import DataReaderPolicy
 from stacks.components.discovery import publish_discovery
 from stacks.components.registry_reference import reference_registry
@@ -29,6 +38,7 @@ class TrainingStack(cdk.Stack):
         model_name: str,
         image: TrainingImage,
         registry_stack: RegistryStack,
+        versions_in: str | None,
         network: NetworkSettings,
         training: TrainingSettings,
         logs: LogSettings,
@@ -43,15 +53,21 @@ class TrainingStack(cdk.Stack):
         stateful = reference_registry(
             self, producer=registry_stack, encrypted=registry_stack.key is not None
         )
+        # Versions go where they are allocated: this registry at the chain start, else the chain
+        # start's (an SSE-S3 registry in the shipped config: dev has no registry key).
+        registry = (
+            stateful.registry if versions_in is None else _versions_registry(self, versions_in)
+        )
         training_network = TrainingNetwork(self, "Network", settings=network, logs=logs)
         job = TrainingJob(
             self,
             "Job",
             environment=environment,
             model_name=model_name,
-            registry=stateful.registry,
+            registry=registry,
             training_data=stateful.training_data,
             key=stateful.key,
+            registry_key=stateful.key if versions_in is None else None,
             image=image,
             vpc=training_network.vpc,
             subnets=training_network.subnets,
@@ -69,8 +85,9 @@ class TrainingStack(cdk.Stack):
             cluster=job.cluster,
             task_definition=job.task_definition,
             log_group=job.log_group,
-            registry=stateful.registry,
-            key=stateful.key,
+            registry=registry,
+            key=stateful.key if versions_in is None else None,
+            versions_in=versions_in,
         )
         reader = DataReaderPolicy(
             self,
@@ -93,17 +110,18 @@ class TrainingStack(cdk.Stack):
                 "training-security-group": training_network.security_group.security_group_id,
             },
         )
-        cdk.CfnOutput(
-            self,
-            "TrainingOperatorPolicyArn",
-            value=operator.policy.managed_policy_arn,
-            description="Attach to people and pipelines allowed to run training here "
-            "(sds train --on-fargate) and follow it",
-        )
-        cdk.CfnOutput(
-            self,
-            "DataReaderPolicyArn",
-            value=reader.policy.managed_policy_arn,
-            description="Attach to analysts and pipelines allowed to read the training data "
-            "(read-only)",
-        )
+
+
+def _versions_registry(scope: Construct, environment: str) -> s3.IBucket:
+    """The registry bucket of `environment` (where versions are allocated), by name, resolved by
+    CloudFormation at each deploy from that environment's discovery parameter.
+
+    A template parameter of type `AWS::SSM::Parameter::Value<String>` rather than a
+    `{{resolve:ssm:...}}` dynamic reference: both are read from SSM at deploy time, but the
+    name ends up in the task role's wildcard resources, and cdk-nag v3 names a finding after
+    the resource, which CDK's validation ids cannot hold when it contains `{{`.
+    """
+    name = ssm.StringParameter.value_for_string_parameter(
+        scope, parameter_name(environment, "registry-bucket")
+    )
+    return s3.Bucket.from_bucket_name(scope, "VersionsRegistryBucket", name)

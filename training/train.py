@@ -5,6 +5,12 @@
 Steps: read labelled history -> features (the shared `sds.kernel.features.featurize_batch`) ->
 time-ordered split -> fit HistGradientBoosting -> evaluate on the holdout -> export to ONNX ->
 refuse unless ONNX and scikit-learn agree within 1e-4 -> register both artifacts with a manifest.
+
+The registry is where versions are allocated (the start of the promotion chain): the Fargate
+task of every environment is deployed with that registry in its command. Who registers is the
+identity that signs the registry's requests: for an `s3://` registry the caller's AWS identity
+(STS; in the task, its role), with `SDS_ACTOR` kept as an annotation (`declared_by`); for a
+local one `SDS_ACTOR`, else `user@host`.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from sds.kernel.features import FEATURE_NAMES, feature_schema, featurize_batch
-from sds.kernel.registry import Registry, Version, default_actor, open_registry
+from sds.kernel.registry import Registry, Version, aws_actor, default_actor, open_registry
 from sds.progress import Progress, human_bytes
 from training.data import History, read_history
 from training.evaluate import evaluate
@@ -102,8 +108,12 @@ def code_version() -> str:
         return "unknown"
 
 
-def task_actor() -> str:
-    return os.environ.get("SDS_ACTOR") or default_actor()
+def task_actor(registry_uri: str) -> tuple[str, str | None]:
+    """(who registers, what they declare): see the module docstring."""
+    declared = os.environ.get("SDS_ACTOR") or None
+    if registry_uri.startswith("s3://"):
+        return aws_actor(), declared
+    return declared or default_actor(), None
 
 
 def train(
@@ -113,9 +123,14 @@ def train(
     params: TrainParams,
     actor: str,
     reason: str = "",
+    run_id: str | None = None,
     progress: Progress | None = None,
 ) -> Version:
-    """Train, evaluate, convert, check parity and register one version; return it."""
+    """Train, evaluate, convert, check parity and register one version; return it.
+
+    `run_id` (from `sds train --on-fargate`) is recorded in the manifest, so the command that
+    started the run finds the version it produced.
+    """
     progress = progress or Progress(7)
     history: History = progress.run(
         f"reading events from {data}",
@@ -169,6 +184,8 @@ def train(
         "code_version": code_version(),
         "serving": {"input": "features", "output": "probabilities", "positive_class": 1},
     }
+    if run_id:
+        metadata["run_id"] = run_id
     artifacts = {"model.onnx": onnx_bytes, "model.skops": to_skops(model)}
 
     def register() -> Version:
@@ -204,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--model", default=os.environ.get("MODEL_NAME", "fraud"))
     parser.add_argument("--reason", default="", help="why this version was trained (audited)")
+    parser.add_argument(
+        "--run-id", default=None, help="recorded in the manifest (set by sds train --on-fargate)"
+    )
     parser.add_argument("--json", action="store_true", help="print the manifest as JSON")
     return parser
 
@@ -218,12 +238,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         params = params_from_args(args)
+        # Asked first: a run that cannot say who it is fails before it trains, not after.
+        actor, declared = task_actor(args.registry)
         version = train(
             data=args.data,
-            registry=open_registry(args.registry, args.model),
+            registry=open_registry(args.registry, args.model, declared_actor=declared),
             params=params,
-            actor=task_actor(),
+            actor=actor,
             reason=args.reason,
+            run_id=args.run_id,
         )
     except Exception as exc:  # one clear line, non-zero exit: this is a batch job's last word
         print(f"error: {exc}", file=sys.stderr)

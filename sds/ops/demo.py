@@ -125,7 +125,7 @@ def _run(project: Workspace, *, events: int, keep: bool, report: dict[str, Any])
         home=home,
         lock_path=home / "models.lock.json",
         registry_overrides={},
-        actor=f"{project.actor} (demo)",
+        local_actor=f"{project.local_actor} (demo)",
     )
     env = ws.config.first_environment
     timings: dict[str, float] = {}

@@ -2,21 +2,25 @@
 
 Cluster, task definition, subnets and security group come from SSM (`/sds/<env>/training-*`);
 the container runs the same `python -m training.train` as `sds train --local`, with the task
-definition's own command (registry, model, data) plus `--reason`, and `SDS_ACTOR` set to whoever
-started it, so the registered version and its audit event name that person. While it runs, every
-status change is reported; when it stops, the command reports the version it registered.
+definition's own command (registry, model, data) plus `--reason` and a fresh `--run-id`. The
+task definition's registry is where the environment's promotion chain starts (versions are
+allocated there only), so prod's task trains on prod's data and registers in dev. The task
+records its own identity (its role, from STS) as the actor, and `SDS_ACTOR`, set to whoever
+started it (their identity, and what they declared), as an annotation. While it runs, every status change is reported; when it stops, the
+command reports the version it registered: the one whose manifest carries the run id.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from sds.kernel.registry import Version
 from sds.ops.aws import AwsError, Clients
-from sds.ops.promotion import OperationError
+from sds.ops.promotion import OperationError, registering_environment
 from sds.ops.workspace import Workspace
 
 Say = Callable[[str], None]
@@ -25,6 +29,7 @@ Say = Callable[[str], None]
 @dataclass(frozen=True)
 class TrainingRun:
     env: str
+    registered_in: str
     task_arn: str
     exit_code: int | None
     version: Version
@@ -33,6 +38,7 @@ class TrainingRun:
     def to_dict(self) -> dict[str, Any]:
         return {
             "env": self.env,
+            "registered_in": self.registered_in,
             "task_arn": self.task_arn,
             "exit_code": self.exit_code,
             "version": self.version.number,
@@ -43,9 +49,15 @@ class TrainingRun:
 
 
 def start_training_task(
-    ws: Workspace, *, env: str, clients: Clients, reason: str = "", data: str | None = None
+    ws: Workspace,
+    *,
+    env: str,
+    clients: Clients,
+    run_id: str,
+    reason: str = "",
+    data: str | None = None,
 ) -> tuple[str, str]:
-    """Start the task; return (cluster, task ARN)."""
+    """Start the task (its version's manifest will carry `run_id`); return (cluster, task ARN)."""
     discovery = ws.discovery
     cluster = discovery.get(env, "training-cluster")
     task_definition = discovery.get(env, "training-task-definition")
@@ -62,6 +74,7 @@ def start_training_task(
             command += ["--data", data]
     if reason:
         command += ["--reason", reason]
+    command += ["--run-id", run_id]
     isolated = ws.config.env(env).infra.network.isolated
     response = ecs.run_task(
         cluster=cluster,
@@ -82,7 +95,7 @@ def start_training_task(
                 {
                     "name": container["name"],
                     "command": command,
-                    "environment": [{"name": "SDS_ACTOR", "value": ws.actor}],
+                    "environment": [{"name": "SDS_ACTOR", "value": started_by(ws)}],
                 }
             ]
         },
@@ -93,6 +106,13 @@ def start_training_task(
         detail = "; ".join(f"{f.get('arn', '')} {f.get('reason', '')}".strip() for f in failures)
         raise AwsError(f"ECS could not start the training task in {cluster}: {detail or 'no task'}")
     return cluster, str(tasks[0]["taskArn"])
+
+
+def started_by(ws: Workspace) -> str:
+    """What the task records as its annotation: who started it (the caller's actor), and what
+    they declared about themselves, if anything."""
+    declared = ws.declared_actor
+    return ws.actor if not declared or declared == ws.actor else f"{ws.actor} ({declared})"
 
 
 def wait_for_task(
@@ -147,11 +167,16 @@ def run_training(
     timeout_s: float = 6 * 3600,
 ) -> TrainingRun:
     started = time.monotonic()
+    registered_in = registering_environment(ws, env, on_fargate=True)
     clients = clients or ws.discovery.clients
-    registry = ws.registry(env)
+    registry = ws.registry(registered_in)
     before = set(registry.list_versions())
-    cluster, task_arn = start_training_task(ws, env=env, clients=clients, reason=reason, data=data)
-    say(f"started training task {task_arn.rsplit('/', 1)[-1]} in {cluster}")
+    run_id = uuid.uuid4().hex
+    cluster, task_arn = start_training_task(
+        ws, env=env, clients=clients, run_id=run_id, reason=reason, data=data
+    )
+    where = "" if registered_in == env else f"; it registers in {registered_in}"
+    say(f"started training task {task_arn.rsplit('/', 1)[-1]} in {cluster}{where}")
     try:
         task = wait_for_task(
             clients, cluster=cluster, task_arn=task_arn, say=say, poll_s=poll_s, timeout_s=timeout_s
@@ -168,13 +193,15 @@ def run_training(
             "its log group (Training stack) has the details"
         )
     new = [registry.get_version(n) for n in sorted(set(registry.list_versions()) - before)]
-    mine = [v for v in new if v.manifest.get("created_by") == ws.actor]
+    mine = [v for v in new if v.manifest.get("run_id") == run_id]
     if not mine:
         raise OperationError(
-            f"training task {task_arn} finished but registered no version in {registry.uri}"
+            f"training task {task_arn} finished but registered no version in "
+            f"{registered_in}'s registry ({registry.uri})"
         )
     return TrainingRun(
         env=env,
+        registered_in=registered_in,
         task_arn=task_arn,
         exit_code=exit_code,
         version=mine[-1],

@@ -71,6 +71,44 @@ class ConcurrentRollback(Refused, OperationError):
     """Another command changed the environment while this one ran; nothing was left half done."""
 
 
+class VersionsAllocatedElsewhere(Refused, OperationError):
+    """Asked to register a new version in an environment that receives versions only by
+    promotion; nothing was trained. The message names where versions are allocated and what to
+    run instead."""
+
+    label = "refused"
+
+
+def registering_environment(ws: Workspace, env: str, *, on_fargate: bool) -> str:
+    """The environment whose registry a training run for `env` registers its version in.
+
+    Version numbers are allocated only where the promotion chain starts (docs/decisions.md, 3):
+    training there registers there. Above it, `env`'s own Fargate task (its data, its network)
+    may run and registers where the chain starts; training on this machine "for" such an
+    environment is refused, as is the task of an environment that has none (another account
+    or region than its chain start).
+    """
+    config = ws.config.env(env)
+    start = config.chain_start
+    if config.allocates_versions:
+        return env
+    if not config.has_training:
+        raise VersionsAllocatedElsewhere(
+            f"{env} has no training task: it is in another account or region than {start}, "
+            f"where its versions are allocated. Train there: sds --aws train --env {start} "
+            "--on-fargate"
+        )
+    if not on_fargate:
+        raise VersionsAllocatedElsewhere(
+            f"{env} receives versions only by promotion: versions are allocated in {start}, "
+            f"where the promotion chain starts. Train there (sds train --env {start} --data "
+            f"PATH, then sds promote VERSION --to {start} and up the chain), or run {env}'s "
+            f"training task on its data, which registers in {start}: sds --aws train --env "
+            f"{env} --on-fargate"
+        )
+    return start
+
+
 @dataclass(frozen=True)
 class AliasChange:
     """What a promote or rollback did (or found already done)."""

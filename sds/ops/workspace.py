@@ -10,7 +10,11 @@ Resolution, most explicit first:
   `local` (`$SDS_TARGET=local`), needs no AWS at all;
 - an environment's registry: `$SDS_REGISTRY_<ENV>` (file:///path or s3://bucket), else, when the
   target is `aws`, `s3://<bucket>` from SSM `/sds/<env>/registry-bucket`, else the embedded local
-  default `file://<state>/registries/<env>`.
+  default `file://<state>/registries/<env>`;
+- who acts (recorded in every audit event and manifest): on `aws`, the caller's AWS identity as
+  STS returns it (`arn:aws:sts::123456789012:assumed-role/Deployer/alice`), asked once, on first
+  use, with `$SDS_ACTOR` kept only as an annotation (`declared_actor`); locally `$SDS_ACTOR`,
+  else `user@host`.
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sds.config import ConfigError, ProjectConfig, load_project
-from sds.kernel.registry import Registry, default_actor, open_registry
-from sds.ops.aws import Discovery
+from sds.kernel.registry import Registry, aws_actor, default_actor, open_registry
+from sds.ops.aws import AwsError, Discovery
 
 TARGETS = ("local", "aws")
 
@@ -34,9 +38,13 @@ class Workspace:
     lock_path: Path
     config: ProjectConfig
     registry_overrides: Mapping[str, str] = field(default_factory=dict)
-    actor: str = "unknown"
+    # Who acts on the local target ($SDS_ACTOR, else user@host); on AWS see `actor`.
+    local_actor: str = "unknown"
+    # What the caller says about themselves on AWS ($SDS_ACTOR): an annotation, never the actor.
+    declared_actor: str | None = None
     target: str = "local"
     discovery: Discovery = field(default_factory=Discovery, compare=False, repr=False)
+    _identity: dict[str, str] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     @classmethod
     def discover(
@@ -76,7 +84,8 @@ class Workspace:
             lock_path=lock.resolve(),
             config=config,
             registry_overrides=overrides,
-            actor=environ.get("SDS_ACTOR") or default_actor(),
+            local_actor=environ.get("SDS_ACTOR") or default_actor(),
+            declared_actor=(environ.get("SDS_ACTOR") or None) if target == "aws" else None,
             target=target,
         )
 
@@ -88,6 +97,19 @@ class Workspace:
     def on_aws(self) -> bool:
         return self.target == "aws"
 
+    @property
+    def actor(self) -> str:
+        """Who acts, as audit events and manifests record it: on AWS the caller's identity
+        (STS GetCallerIdentity, asked once), locally `local_actor`."""
+        if not self.on_aws:
+            return self.local_actor
+        if "arn" not in self._identity:
+            try:
+                self._identity["arn"] = aws_actor(self.discovery.clients["sts"])
+            except Exception as exc:
+                raise AwsError(f"asking AWS STS who these credentials belong to: {exc}") from exc
+        return self._identity["arn"]
+
     def registry_uri(self, env: str) -> str:
         """Where `env`'s registry is. `env` is a name from cdk.json: the CLI resolves names once,
         as it parses its arguments (sds.cli.arguments), and says which names are known."""
@@ -98,7 +120,8 @@ class Workspace:
         return (self.home / "registries" / env).as_uri()
 
     def registry(self, env: str) -> Registry:
-        return open_registry(self.registry_uri(env), self.model)
+        """`env`'s registry; every event it writes carries `declared_actor`, if any."""
+        return open_registry(self.registry_uri(env), self.model, declared_actor=self.declared_actor)
 
 
 def find_project(start: Path) -> Path:

@@ -26,7 +26,7 @@ def training_command(
     """Arguments after the image's entrypoint: the same flags `sds train` uses locally."""
     return [
         "--registry",
-        f"s3://{bucket_name}",
+        f"s3://{registry_bucket_name}",
         "--model",
         model_name,
         "--data",
@@ -35,9 +35,11 @@ def training_command(
 
 
 class TrainingJob(Construct):
-    """Task role may read training data and add registry versions and events; it can never move
-    an alias or delete anything (and, with a KMS-encrypted registry, decrypt the training data
-    and encrypt and decrypt registry objects, through S3 only)."""
+    """Task role may read training data (its environment's own bucket) and add versions and
+    events to `registry`, where versions are allocated: its own registry where the promotion
+    chain starts, the chain start's above it (`registry_key` is then that registry's key, None for
+    an SSE-S3 one). It can never move an alias or delete anything (and, with KMS, decrypt the
+    training data and encrypt and decrypt registry objects, through S3 only)."""
 
     def __init__(
         self,
@@ -49,6 +51,7 @@ class TrainingJob(Construct):
         registry: s3.IBucket,
         training_data: s3.IBucket,
         key: kms.IKey | None,
+        registry_key: kms.IKey | None,
         image: TrainingImage,
         vpc: ec2.IVpc,
         subnets: ec2.SubnetSelection,
@@ -71,7 +74,7 @@ class TrainingJob(Construct):
             description=f"sds {environment}: training task (reads data, adds model versions)",
         )
         self._grant_data(training_data, settings.data_prefix, key)
-        self._grant_registry(registry, model_name, key)
+        self._grant_registry(registry, model_name, registry_key)
         self.task_definition = self._build_task(
             image=image,
             command=training_command(
@@ -213,6 +216,59 @@ class TrainingJob(Construct):
             versions: "this model's versions only; new versions are written once (If-None-Match) "
             "with the next free number, and existing ones read to find it",
             audit: "this model's append-only audit events, one fresh key per event",
+        }
+        for resource, reason in reasons.items():
+            acknowledge_wildcard_resource(self.task_role, resource, f"Scoped to {reason}.")
+
+    def _grant_data_and_registry(
+        self,
+        data: s3.IBucket,
+        registry: s3.IBucket,
+        versions_in: str,
+        model_name: str,
+        data_prefix: str,
+    ) -> None:
+        """Above the chain start: read this environment's training data in its own bucket,
+        register versions and events in `versions_in`'s registry (and read what registering
+        needs there: its versions, and the model's listing to find the next number)."""
+        paths = RegistryPaths(model_name)
+        training_data = data.arn_for_objects(f"{data_prefix}*")
+        versions = registry.arn_for_objects(paths.versions)
+        audit = registry.arn_for_objects(paths.events)
+        statements = [
+            iam.PolicyStatement(
+                sid="ReadTrainingData", actions=["s3:GetObject"], resources=[training_data]
+            ),
+            iam.PolicyStatement(
+                sid="ListTrainingData",
+                actions=["s3:ListBucket"],
+                resources=[data.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{data_prefix}*"]}},
+            ),
+            iam.PolicyStatement(
+                sid="ListModel",
+                actions=["s3:ListBucket"],
+                resources=[registry.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{paths.root}*"]}},
+            ),
+            iam.PolicyStatement(
+                sid="RegisterVersions",
+                actions=["s3:GetObject", "s3:PutObject"],
+                resources=[versions],
+            ),
+            iam.PolicyStatement(
+                sid="WriteAuditEvents", actions=["s3:PutObject"], resources=[audit]
+            ),
+        ]
+        for statement in statements:
+            self.task_role.add_to_policy(statement)
+        reasons = {
+            training_data: f"read-only, this environment's training data prefix ({data_prefix})",
+            versions: f"this model's versions in {versions_in}'s registry, where versions are "
+            "allocated; new versions are written once (If-None-Match) with the next free number, "
+            "and existing ones read to find it",
+            audit: f"this model's append-only audit events in {versions_in}'s registry, one "
+            "fresh key per event",
         }
         for resource, reason in reasons.items():
             acknowledge_wildcard_resource(self.task_role, resource, f"Scoped to {reason}.")

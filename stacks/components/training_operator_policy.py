@@ -37,7 +37,11 @@ class TrainingOperatorPolicy(Construct):
         log_group: logs.ILogGroup,
         registry: s3.IBucket,
         key: kms.IKey | None,
+        versions_in: str | None = None,
     ) -> None:
+        """`registry` is where the task registers versions; `versions_in` names the environment
+        that registry belongs to when it is not this one (the chain start), whose discovery
+        parameters the operator then reads too (to find the registered version)."""
         super().__init__(scope, construct_id)
         paths = RegistryPaths(model_name)
         stack = cdk.Stack.of(self)
@@ -46,6 +50,9 @@ class TrainingOperatorPolicy(Construct):
         )
         versions = registry.arn_for_objects(paths.versions)
         parameters_arn = discovery_parameters_arn(self, environment)
+        discovered = [parameters_arn]
+        if versions_in is not None:
+            discovered.append(discovery_parameters_arn(self, versions_in))
         roles = [
             task_definition.task_role.role_arn,
             task_definition.obtain_execution_role().role_arn,
@@ -98,7 +105,7 @@ class TrainingOperatorPolicy(Construct):
                 iam.PolicyStatement(
                     sid="Discover",
                     actions=["ssm:GetParameter", "ssm:GetParameters"],
-                    resources=[parameters_arn],
+                    resources=discovered,
                 ),
             ],
         )

@@ -209,7 +209,6 @@ VARIANT_ENVIRONMENT = {
             "topic_email": "ops@example.com",
             "topic_arn": "arn:aws:sns:us-east-1:123456789012:team-pager",
         },
-        "training": {"schedule": "rate(7 days)"},
         "network": {"isolated": False, "azs": 1},
         "registry": {"kms": True, "removal_policy": "destroy"},
     },

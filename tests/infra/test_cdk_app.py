@@ -61,6 +61,21 @@ def test_a_fourth_environment_is_a_config_change_only(lock_file: Path, lambda_py
     assert [s.node.path for s in qa.stacks] == ["qa/Registry", "qa/Inference", "qa/Training"]
 
 
+def test_an_environment_in_another_region_than_its_chain_start_has_no_training_stack(
+    lock_file: Path, lambda_python: str
+) -> None:
+    # Given prod in another region than dev, where its versions are allocated
+    context = copy.deepcopy(cdk_context())
+    context["environments"]["prod"]["infra"]["region"] = "eu-west-1"
+    app = cdk.App(context=context)
+    # When the app is built
+    stages = cdk_app.build(app, lock_path=lock_file, lambda_python=lambda_python, nag=False)
+    # Then prod has no training task (it could not register in dev's registry); the others do
+    paths = {stage.node.id: [s.node.path for s in stage.stacks] for stage in stages}
+    assert paths["prod"] == ["prod/Registry", "prod/Inference"]
+    assert paths["staging"] == ["staging/Registry", "staging/Inference", "staging/Training"]
+
+
 def test_real_cdk_cli_synthesizes_every_environment_without_credentials_or_docker(
     cli_synth: CliSynth,
 ) -> None:

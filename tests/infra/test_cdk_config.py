@@ -259,7 +259,9 @@ def test_the_repository_environments_keep_their_settings() -> None:
     assert prod.deployment.strategy == "canary_10_percent_5_minutes"
     assert (prod.lambda_.reserved_concurrency, prod.lambda_.snapstart) == (100, True)
     assert (prod.api.throttle_rate_limit, prod.api.throttle_burst_limit) == (200, 400)
-    assert prod.training.schedule == "cron(0 3 ? * MON *)"
+    # And the weekly training runs where versions are allocated (dev), nowhere else
+    assert dev.training.schedule == "cron(0 3 ? * MON *)"
+    assert staging.training.schedule is None and prod.training.schedule is None
     assert prod.log_retention_days == 90
     # training stays isolated, in one AZ (interface endpoints bill per AZ; docs/decisions.md)
     assert (staging.network.azs, prod.network.azs, prod.network.isolated) == (1, 1, True)

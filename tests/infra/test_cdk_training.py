@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from conftest import SynthesizedApp
@@ -34,7 +35,7 @@ def test_isolated_environments_reach_aws_only_through_endpoints(
         assert subnet["Properties"]["MapPublicIpOnLaunch"] is False
     if network.isolated:
         services = sorted(str(e["Properties"]["ServiceName"]).rsplit(".", 1)[-1] for e in interface)
-        assert services == ["api", "dkr", "logs"]
+        assert services == ["api", "dkr", "logs", "sts"]
         assert not resources(template, "AWS::EC2::InternetGateway")
     else:
         # dev: public subnets and the free S3 gateway endpoint only (no hourly endpoint cost)
@@ -53,10 +54,28 @@ def test_task_security_group_allows_no_inbound(synthesized: SynthesizedApp, env:
         assert "CidrIp" not in ingress["Properties"]
 
 
-def test_fargate_task_runs_the_training_entry_point_against_the_registry(
+def _versions_registry(template: dict, env: str, start: str) -> Any:
+    """How `env`'s Training template names the bucket of the registry where versions are
+    allocated: its own bucket at the chain start, else `start`'s, read from SSM at deploy time."""
+    if env == start:
+        return {"Fn::GetStackOutput": {"StackName": f"{env}-Registry", "OutputName": _NAME}}
+    (parameter_id,) = [
+        key
+        for key, parameter in template.get("Parameters", {}).items()
+        if parameter.get("Default") == f"/sds/{start}/registry-bucket"
+    ]
+    assert template["Parameters"][parameter_id]["Type"] == "AWS::SSM::Parameter::Value<String>"
+    return {"Ref": parameter_id}
+
+
+_NAME = "RegistryBucketName"
+
+
+def test_fargate_task_trains_on_its_own_data_and_registers_where_versions_are_allocated(
     synthesized: SynthesizedApp, env: str
 ) -> None:
-    training = synthesized.project.env(env).infra.training
+    config = synthesized.project.env(env)
+    training = config.infra.training
     template = _training(synthesized, env)
     _, task = one(template, "AWS::ECS::TaskDefinition")
     props = task["Properties"]
@@ -67,8 +86,10 @@ def test_fargate_task_runs_the_training_entry_point_against_the_registry(
     assert container["LogConfiguration"]["LogDriver"] == "awslogs"
     command = container["Command"]
     assert command[0] == "--registry" and command[2:4] == ["--model", "fraud"]
-    assert command[1] == {"Fn::Join": ["", ["s3://", _output(env, "RegistryBucketName")]]}
-    # Training data comes from its own bucket, never from the registry
+    # Versions go to the registry where the chain starts (dev's, for staging and prod too)
+    registry = _versions_registry(template, env, config.chain_start)
+    assert command[1] == {"Fn::Join": ["", ["s3://", registry]]}
+    # And the data is the environment's own, in its own training-data bucket, never a registry
     assert command[4] == "--data"
     assert command[5] == {
         "Fn::Join": [
@@ -88,20 +109,35 @@ def _output(env: str, name: str) -> dict[str, Any]:
 def test_task_role_reads_data_writes_versions_and_events_never_aliases_or_deletes(
     synthesized: SynthesizedApp, env: str
 ) -> None:
+    config = synthesized.project.env(env)
     template = _training(synthesized, env)
     _, task = one(template, "AWS::ECS::TaskDefinition")
     role_id = task["Properties"]["TaskRoleArn"]["Fn::GetAtt"][0]
     statements = {s["Sid"]: s for s in role_statements(template, role_id)}
-    kms = synthesized.project.env(env).infra.registry.kms
+    kms = config.infra.registry.kms
+    allocates = config.allocates_versions
     assert set(statements) == {
         "ReadTrainingData",
         "ListTrainingData",
         "ListModel",
         "RegisterVersions",
         "WriteAuditEvents",
-        *(["DecryptTrainingData", "UseRegistryKey"] if kms else []),
+        *(["DecryptTrainingData"] if kms else []),
+        # the chain start's registry is SSE-S3 in the shipped config: no key to use there
+        *(["UseRegistryKey"] if kms and allocates else []),
     }
-    data, registry = _output(env, "TrainingDataBucketArn"), _output(env, "RegistryBucketArn")
+    data = _output(env, "TrainingDataBucketArn")
+    if allocates:
+        registry = _output(env, "RegistryBucketArn")
+    else:
+        # Versions, events and the model's listing in the chain start's registry, by the name
+        # its discovery parameter holds; the data stays the environment's own
+        name = json.dumps(_versions_registry(template, env, config.chain_start))
+        for sid in ("ListModel", "RegisterVersions", "WriteAuditEvents"):
+            assert name in resource_text(statements[sid]), sid
+        for sid in ("ReadTrainingData", "ListTrainingData"):
+            assert name not in resource_text(statements[sid]), sid
+        registry = statements["ListModel"]["Resource"]
     assert actions_of(statements["ReadTrainingData"]) == ["s3:GetObject"]
     assert statements["ReadTrainingData"]["Resource"] == {
         "Fn::Join": ["", [data, "/training-data/*"]]
@@ -123,6 +159,7 @@ def test_task_role_reads_data_writes_versions_and_events_never_aliases_or_delete
                 "kms:EncryptionContext:aws:s3:arn"
             ]
         )
+    if kms and allocates:
         assert actions_of(statements["UseRegistryKey"]) == ["kms:Decrypt", "kms:GenerateDataKey"]
         assert (
             registry
@@ -154,11 +191,25 @@ def test_schedule_only_where_configured(synthesized: SynthesizedApp, env: str) -
     if infra.training.schedule is None:
         assert rules == {}
         return
+    # Only where versions are allocated (the config refuses a schedule anywhere else)
+    assert synthesized.project.env(env).allocates_versions
     (rule,) = rules.values()
     assert rule["Properties"]["ScheduleExpression"] == infra.training.schedule
     (target,) = rule["Properties"]["Targets"]
     network = target["EcsParameters"]["NetworkConfiguration"]["AwsVpcConfiguration"]
     assert network["AssignPublicIp"] == ("DISABLED" if infra.network.isolated else "ENABLED")
+    assert target["RetryPolicy"]["MaximumRetryAttempts"] == 2
+
+
+def test_the_weekly_schedule_runs_where_versions_are_allocated(
+    synthesized: SynthesizedApp,
+) -> None:
+    scheduled = [
+        env
+        for env in synthesized.project.environments
+        if resources(_training(synthesized, env), "AWS::Events::Rule")
+    ]
+    assert scheduled == ["dev"]
 
 
 def test_training_discovery_parameters(synthesized: SynthesizedApp, env: str) -> None:

@@ -1,5 +1,5 @@
 """Options no environment in cdk.json uses yet: API key auth, alarms to an e-mail and an existing
-topic, a public training network with a schedule, no dashboard, a registry destroyed with its
+topic, a public training network above the chain start, no dashboard, a registry destroyed with its
 stack. A config change must be enough to turn them on."""
 
 from __future__ import annotations
@@ -44,15 +44,20 @@ def test_alarms_notify_the_email_topic_and_the_existing_topic(
     )
 
 
-def test_scheduled_training_in_public_subnets_gets_a_public_ip_and_no_endpoints(
+def test_training_above_the_chain_start_in_public_subnets_needs_no_endpoint(
     synthesized: SynthesizedApp,
 ) -> None:
+    # Given the variant: promoted from dev, training in one public subnet, no schedule (only
+    # where versions are allocated)
     template = synthesized.template(VARIANT, "Training").to_json()
-    (rule,) = resources(template, "AWS::Events::Rule").values()
-    assert rule["Properties"]["ScheduleExpression"] == "rate(7 days)"
-    (target,) = rule["Properties"]["Targets"]
-    network = target["EcsParameters"]["NetworkConfiguration"]["AwsVpcConfiguration"]
-    assert network["AssignPublicIp"] == "ENABLED"
-    assert target["RetryPolicy"]["MaximumRetryAttempts"] == 2
+    assert not resources(template, "AWS::Events::Rule")
     assert len(resources(template, "AWS::EC2::Subnet")) == 1
     assert not resources(template, "AWS::EC2::NatGateway")
+    endpoints = resources(template, "AWS::EC2::VPCEndpoint").values()
+    assert [e["Properties"]["VpcEndpointType"] for e in endpoints] == ["Gateway"]
+    # And its task registers in dev's registry, found through SSM at deploy time
+    parameters = template["Parameters"].values()
+    assert {
+        "Type": "AWS::SSM::Parameter::Value<String>",
+        "Default": "/sds/dev/registry-bucket",
+    } in [{k: p[k] for k in ("Type", "Default")} for p in parameters if "Default" in p]

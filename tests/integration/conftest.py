@@ -21,8 +21,8 @@ from sds.ops.workspace import Workspace
 
 @pytest.fixture
 def deploy(aws: Any) -> Callable[..., Deployed]:
-    def make(env: str, *, training: bool = False) -> Deployed:
-        return deploy_environment(aws, env, training=training)
+    def make(env: str, *, training: bool = False, registers_in: Deployed | None = None) -> Deployed:
+        return deploy_environment(aws, env, training=training, registers_in=registers_in)
 
     return make
 

@@ -81,7 +81,44 @@ class Deployed:
         )
 
 
-def training_stack(aws: Any, env: str, bucket: str, suffix: str) -> dict[str, str]:
+def assume_role(aws: Any, role: str, session: str) -> dict[str, str]:
+    """Credentials of `role` assumed as `session` (the role is created first), as environment
+    variables: with them, STS on the moto server says `assumed-role/<role>/<session>`."""
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}],
+    }
+    iam = aws.client("iam")
+    try:
+        arn = iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(trust))["Role"][
+            "Arn"
+        ]
+    except iam.exceptions.EntityAlreadyExistsException:
+        arn = iam.get_role(RoleName=role)["Role"]["Arn"]
+    credentials = aws.client("sts").assume_role(RoleArn=arn, RoleSessionName=session)
+    found = credentials["Credentials"]
+    return {
+        "AWS_ACCESS_KEY_ID": found["AccessKeyId"],
+        "AWS_SECRET_ACCESS_KEY": found["SecretAccessKey"],
+        "AWS_SESSION_TOKEN": found["SessionToken"],
+    }
+
+
+def act_as(monkeypatch: Any, credentials: Mapping[str, str]) -> None:
+    """Make the SDK clients this process creates from now on sign with `credentials` (the
+    default boto3 session caches the credentials it resolved first: start a fresh one)."""
+    import boto3
+
+    for name, value in credentials.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+
+
+def training_stack(
+    aws: Any, env: str, bucket: str, suffix: str, *, registry_bucket: str | None = None
+) -> dict[str, str]:
+    """The training cluster and task definition; the task reads data in `bucket` and registers
+    in `registry_bucket` (where versions are allocated; `bucket` itself by default)."""
     ec2 = aws.client("ec2")
     vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
     # As the CDK VPC has it (and moto's ECS needs it to attach the task's network interface).
@@ -108,7 +145,7 @@ def training_stack(aws: Any, env: str, bucket: str, suffix: str) -> dict[str, st
                 "memory": 8192,  # moto sums container memory to place the task
                 "command": [
                     "--registry",
-                    f"s3://{bucket}",
+                    f"s3://{registry_bucket or bucket}",
                     "--model",
                     MODEL,
                     "--data",
@@ -142,8 +179,11 @@ def read_pin(lock: Path, env: str) -> dict[str, Any] | None:
     return pin
 
 
-def deploy_environment(aws: Any, env: str, *, training: bool = False) -> Deployed:
-    """Create what one environment's stacks create, and publish its SSM parameters."""
+def deploy_environment(
+    aws: Any, env: str, *, training: bool = False, registers_in: Deployed | None = None
+) -> Deployed:
+    """Create what one environment's stacks create, and publish its SSM parameters. Its training
+    task registers in `registers_in`'s registry (where its chain starts), by default its own."""
     suffix = uuid.uuid4().hex[:8]
     iam = aws.client("iam")
     role_arn = iam.create_role(
@@ -184,7 +224,13 @@ def deploy_environment(aws: Any, env: str, *, training: bool = False) -> Deploye
     }
     deployed = Deployed(env, bucket, function, application, group, role_arn, aws.client)
     if training:
-        parameters |= training_stack(aws, env, bucket, suffix)
+        parameters |= training_stack(
+            aws,
+            env,
+            bucket,
+            suffix,
+            registry_bucket=None if registers_in is None else registers_in.bucket,
+        )
         deployed.extra = parameters
     ssm = aws.client("ssm")
     for key, value in parameters.items():

@@ -1,49 +1,76 @@
 """`sds train --on-fargate`: the ECS RunTask contract, progress while waiting, and the result.
 
 moto's ECS records tasks but runs no containers, so the test plays the container: once the task
-is started it registers a version the way `python -m training.train` would (as the actor the CLI
-passed in the task's environment), then stops the task.
+is started it registers a version the way `python -m training.train` would (with the run id the
+CLI put in the task's command), then stops the task. One test runs the real entry point in a
+separate process, with the task role's own credentials, as the container would.
+
+Every environment's task registers where its promotion chain starts (dev): prod's and staging's
+tasks train on their own data and register in dev's registry.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
-from deployed import ACTOR, CliResult, Deployed
+from deployed import ACTOR, ROOT, CliResult, Deployed, act_as, assume_role
 
 import sds.kernel.sdk
 from sds.ops.aws import Clients
 from sds.ops.fargate import TrainingRun, run_training
 from sds.ops.promotion import OperationError
 from sds.ops.workspace import Workspace
+from training.data import generate_events, write_jsonl
+
+
+def the_override(sent: list[dict[str, Any]]) -> tuple[list[str], dict[str, str]]:
+    """The container's command and environment, as the CLI asked ECS to run them."""
+    (override,) = sent[0]["overrides"]["containerOverrides"]
+    return list(override["command"]), {e["name"]: e["value"] for e in override["environment"]}
+
+
+def wait_for_the_task(deployed: Deployed) -> str:
+    ecs = deployed.clients("ecs")
+    cluster = deployed.extra["training-cluster"]
+    deadline = time.monotonic() + 10
+    while not (arns := ecs.list_tasks(cluster=cluster)["taskArns"]):
+        assert time.monotonic() < deadline, "no task was started"
+        time.sleep(0.05)
+    return str(arns[0])
 
 
 def play_the_container(
-    deployed: Deployed, sent: list[dict[str, Any]], *, register: bool
+    deployed: Deployed, sent: list[dict[str, Any]], *, registry: Deployed | None, register: bool
 ) -> threading.Thread:
-    ecs = deployed.clients("ecs")
-    cluster = deployed.extra["training-cluster"]
+    """Play `deployed`'s task: register in `registry` (where the task definition says) a version
+    whose manifest carries the run id from the command, as the entry point does."""
 
     def container() -> None:
-        deadline = time.monotonic() + 10
-        while not (arns := ecs.list_tasks(cluster=cluster)["taskArns"]):
-            assert time.monotonic() < deadline, "no task was started"
-            time.sleep(0.05)
+        task = wait_for_the_task(deployed)
         time.sleep(0.3)  # let the CLI report the task as pending for a moment
         if register:
-            (override,) = sent[0]["overrides"]["containerOverrides"]
-            actor = {e["name"]: e["value"] for e in override["environment"]}["SDS_ACTOR"]
-            deployed.registry.register(
+            assert registry is not None
+            command, environment = the_override(sent)
+            assert command[command.index("--registry") + 1] == f"s3://{registry.bucket}"
+            registry.registry.register(
                 {"model.onnx": b"trained on fargate"},
-                {"metrics": {"roc_auc": 0.9}},
-                actor=actor,
-                reason="weekly",
+                {"metrics": {"roc_auc": 0.9}, "run_id": command[command.index("--run-id") + 1]},
+                actor="the task's role",
+                reason=environment.get("SDS_ACTOR", ""),
             )
-        ecs.stop_task(cluster=cluster, task=arns[0], reason="Essential container exited")
+        deployed.clients("ecs").stop_task(
+            cluster=deployed.extra["training-cluster"],
+            task=task,
+            reason="Essential container exited",
+        )
 
     thread = threading.Thread(target=container, daemon=True)
     thread.start()
@@ -74,59 +101,9 @@ def start(
     return sent, lines, run
 
 
-def test_on_fargate_runs_the_task_from_ssm_waits_with_progress_and_reports_the_version(
-    deploy: Callable[..., Deployed], workspace: Callable[[], Workspace]
-) -> None:
-    # Given dev's training stack (cluster, task definition, public subnets, security group)
-    dev = deploy("dev", training=True)
-    sent, lines, run = start(workspace, dev)
-    container = play_the_container(dev, sent, register=True)
-
-    # When training on Fargate
-    result = run()
-    container.join()
-
-    # Then RunTask got everything from SSM, with the task's own command plus the reason
-    (params,) = sent
-    assert params["cluster"] == dev.extra["training-cluster"]
-    assert params["taskDefinition"] == dev.extra["training-task-definition"]
-    assert params["launchType"] == "FARGATE"
-    network = params["networkConfiguration"]["awsvpcConfiguration"]
-    assert network["subnets"] == dev.extra["training-subnets"].split(",")
-    assert network["securityGroups"] == [dev.extra["training-security-group"]]
-    assert network["assignPublicIp"] == "ENABLED"  # dev trains in public subnets (no NAT)
-    (override,) = params["overrides"]["containerOverrides"]
-    assert override["name"] == "train"
-    assert override["command"][:2] == ["--registry", f"s3://{dev.bucket}"]
-    assert override["command"][-2:] == ["--reason", "weekly"]
-    assert {"name": "SDS_ACTOR", "value": ACTOR} in override["environment"]
-    # And it reported progress until the task stopped, and the version the task registered
-    assert any("started training task" in line for line in lines)
-    assert any(line.endswith("stopped") for line in lines)
-    assert result.version.number == 1 and result.version.manifest["created_by"] == ACTOR
-    assert result.exit_code == 0
-
-
-def test_a_task_that_registers_nothing_is_an_error(
-    deploy: Callable[..., Deployed], workspace: Callable[[], Workspace]
-) -> None:
-    dev = deploy("dev", training=True)
-    sent, _lines, run = start(workspace, dev)
-    container = play_the_container(dev, sent, register=False)
-    with pytest.raises(OperationError, match="registered no version"):
-        run()
-    container.join()
-
-
-def test_the_cli_trains_on_fargate_without_a_public_ip_in_isolated_environments(
-    deploy: Callable[..., Deployed],
-    cli: Callable[..., CliResult],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # Given staging, whose training network is isolated (infra.network.isolated: private subnets)
-    staging = deploy("staging", training=True)
+def watch_run_task(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """The parameters of every RunTask the CLI sends (it makes its own clients)."""
     sent: list[dict[str, Any]] = []
-    # The CLI makes its own clients: watch RunTask on the ECS client it makes
     real_client = sds.kernel.sdk.client
 
     def watched(service: str) -> Any:
@@ -138,14 +115,149 @@ def test_the_cli_trains_on_fargate_without_a_public_ip_in_isolated_environments(
         return made
 
     monkeypatch.setattr(sds.kernel.sdk, "client", watched)
-    container = play_the_container(staging, sent, register=True)
+    return sent
+
+
+def test_on_fargate_runs_the_task_from_ssm_waits_with_progress_and_reports_the_version(
+    deploy: Callable[..., Deployed], workspace: Callable[[], Workspace]
+) -> None:
+    # Given dev's training stack (cluster, task definition, public subnets, security group)
+    dev = deploy("dev", training=True)
+    sent, lines, run = start(workspace, dev)
+    container = play_the_container(dev, sent, registry=dev, register=True)
+
+    # When training on Fargate
+    result = run()
+    container.join()
+
+    # Then RunTask got everything from SSM, with the task's own command plus reason and run id
+    (params,) = sent
+    assert params["cluster"] == dev.extra["training-cluster"]
+    assert params["taskDefinition"] == dev.extra["training-task-definition"]
+    assert params["launchType"] == "FARGATE"
+    network = params["networkConfiguration"]["awsvpcConfiguration"]
+    assert network["subnets"] == dev.extra["training-subnets"].split(",")
+    assert network["securityGroups"] == [dev.extra["training-security-group"]]
+    assert network["assignPublicIp"] == "ENABLED"  # dev trains in public subnets (no NAT)
+    (override,) = params["overrides"]["containerOverrides"]
+    assert override["name"] == "train"
+    command = override["command"]
+    assert command[:2] == ["--registry", f"s3://{dev.bucket}"]
+    assert command[-4:-2] == ["--reason", "weekly"] and command[-2] == "--run-id"
+    # And the task is told who started it, as an annotation: the caller's identity (STS) and
+    # what the caller declared ($SDS_ACTOR)
+    caller = dev.clients("sts").get_caller_identity()["Arn"]
+    assert {"name": "SDS_ACTOR", "value": f"{caller} ({ACTOR})"} in override["environment"]
+    # And it reported progress until the task stopped, and the version of this run
+    assert any("started training task" in line for line in lines)
+    assert any(line.endswith("stopped") for line in lines)
+    assert result.version.number == 1 and result.version.manifest["run_id"] == command[-1]
+    assert (result.env, result.registered_in, result.exit_code) == ("dev", "dev", 0)
+
+
+def test_a_version_another_run_registered_meanwhile_is_not_reported_as_this_one(
+    deploy: Callable[..., Deployed], workspace: Callable[[], Workspace]
+) -> None:
+    # Given a task that registers nothing, while someone else registers a version in dev
+    dev = deploy("dev", training=True)
+    sent, _lines, run = start(workspace, dev)
+    container = play_the_container(dev, sent, registry=dev, register=False)
+    dev.register("someone else's")
+
+    # When the task stops, Then the command says it registered nothing
+    with pytest.raises(OperationError, match="registered no version in dev's registry"):
+        run()
+    container.join()
+
+
+def test_the_cli_trains_staging_on_its_isolated_network_and_registers_in_dev(
+    deploy: Callable[..., Deployed],
+    cli: Callable[..., CliResult],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given staging, whose training network is isolated, and whose task registers in dev
+    dev = deploy("dev")
+    staging = deploy("staging", training=True, registers_in=dev)
+    sent = watch_run_task(monkeypatch)
+    container = play_the_container(staging, sent, registry=dev, register=True)
 
     # When training on Fargate through the CLI
     result = cli("train", "--env", "staging", "--on-fargate", "--reason", "weekly")
     container.join()
 
-    # Then the task ran without a public IP and the CLI names the registered version
+    # Then the task ran without a public IP, and the CLI names where the version went
     assert result.code == 0, result.err
     assert sent[0]["networkConfiguration"]["awsvpcConfiguration"]["assignPublicIp"] == "DISABLED"
-    assert "registered fraud version 1 in staging on Fargate" in result.out
+    assert (
+        "registered fraud version 1 in dev (versions are allocated there) on staging's Fargate "
+        "task" in result.out
+    )
     assert "running" in result.err and "stopped" in result.err
+    assert "it registers in dev" in result.err
+    # And the version is in dev's registry; staging's holds none (it receives them by promotion)
+    assert dev.registry.list_versions() == [1]
+    assert staging.registry.list_versions() == []
+
+
+def test_prods_task_trains_on_prods_data_and_registers_in_dev_as_its_own_role(
+    deploy: Callable[..., Deployed],
+    cli: Callable[..., CliResult],
+    aws: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    # Given prod's training data in prod's bucket, and prod's task registering in dev
+    dev = deploy("dev")
+    prod = deploy("prod", training=True, registers_in=dev)
+    history = write_jsonl(generate_events(3000, seed=5), tmp_path / "history.jsonl")
+    prod.clients("s3").upload_file(str(history), prod.bucket, "training-data/history.jsonl")
+    # And alice, who starts it with her own role, saying who she is in SDS_ACTOR
+    act_as(monkeypatch, assume_role(aws, "Deployer", "alice"))
+    monkeypatch.setenv("SDS_ACTOR", "alice, CHG-4711")
+    sent = watch_run_task(monkeypatch)
+    task_identity: dict[str, str] = {}
+
+    def container() -> None:
+        # The real entry point, in its own process, with the task role's credentials (ECS names
+        # the session after the task here; any name would do)
+        task = wait_for_the_task(prod)
+        task_id = task.rsplit("/", 1)[-1]
+        credentials = assume_role(aws, "TrainingTaskRole", task_id)
+        task_identity["arn"] = f"arn:aws:sts::123456789012:assumed-role/TrainingTaskRole/{task_id}"
+        command, environment = the_override(sent)
+        done = subprocess.run(
+            # A quick model: this is about where it registers and who it says registered it
+            [sys.executable, "-m", "training.train", *command, "--max-iter", "10"],
+            cwd=ROOT,
+            env={**os.environ, **credentials, **environment},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        task_identity["log"] = done.stdout + done.stderr
+        prod.clients("ecs").stop_task(
+            cluster=prod.extra["training-cluster"], task=task, reason="Essential container exited"
+        )
+
+    thread = threading.Thread(target=container, daemon=True)
+    thread.start()
+
+    # When alice runs prod's training task
+    result = cli("train", "--env", "prod", "--on-fargate", "--reason", "on prod data", "--json")
+    thread.join()
+
+    # Then the version is registered in dev, trained on prod's data
+    assert result.code == 0, (result.err, task_identity.get("log"))
+    report = result.json()
+    assert (report["env"], report["registered_in"], report["version"]) == ("prod", "dev", 1)
+    assert prod.registry.list_versions() == []
+    manifest = dev.registry.get_version(1).manifest
+    assert manifest["data"]["uri"] == f"s3://{prod.bucket}/training-data/"
+    # And who registered it is the task's own role (from STS), not a name it was handed
+    assert manifest["created_by"] == task_identity["arn"]
+    # And who started it, with what she declared, is kept as an annotation
+    started_by = "arn:aws:sts::123456789012:assumed-role/Deployer/alice (alice, CHG-4711)"
+    assert manifest["declared_by"] == started_by
+    (event,) = [e for e in dev.registry.events() if e["type"] == "registered"]
+    assert (event["by"], event["declared_actor"]) == (task_identity["arn"], started_by)
+    assert event["reason"] == "on prod data"

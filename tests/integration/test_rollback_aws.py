@@ -65,7 +65,9 @@ def test_rollback_switches_live_to_the_lambda_version_serving_the_previous_model
     assert state is not None and (state.version, state.previous) == (1, 2)
     assert read_pin(project, "dev") == {"version": 1, "sha256": one.sha256}
     (event,) = [e for e in dev.registry.events(alias="dev") if e["type"] == "rolled_back"]
-    assert event["by"] == ACTOR and event["reason"] == "false positives spiking"
+    caller = dev.clients("sts").get_caller_identity()["Arn"]  # who, on AWS: STS says
+    assert (event["by"], event["declared_actor"]) == (caller, ACTOR)
+    assert event["reason"] == "false positives spiking"
     assert event["lambda_from"] == "3" and event["lambda_to"] == "2"
     assert event["function"] == dev.function and event["from_version"] == 2
     assert 0 < event["duration_ms"] < 2000

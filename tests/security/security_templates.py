@@ -2,7 +2,7 @@
 
 Built the way `app.py` builds it, for every environment in cdk.json plus a variant that turns
 on the options no shipped environment uses (API key auth, alarm e-mail and existing topics,
-scheduled training, a registry destroyed with its stack), with construct paths in the template metadata and the nag acknowledgments recorded
+training in public subnets above the chain start, a registry destroyed with its stack), with construct paths in the template metadata and the nag acknowledgments recorded
 (`stacks.components.nag.recording_only`) so the audit can check each wildcard against them.
 """
 
@@ -29,7 +29,6 @@ VARIANT_ENVIRONMENT = {
             "topic_email": "ops@example.com",
             "topic_arn": "arn:aws:sns:us-east-1:123456789012:team-pager",
         },
-        "training": {"schedule": "rate(7 days)"},
         "network": {"isolated": False},
         "registry": {"kms": True, "removal_policy": "destroy"},
     },

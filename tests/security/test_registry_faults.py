@@ -89,7 +89,7 @@ def _setup(
         home=tmp / ".sds",
         lock_path=tmp / "models.lock.json",
         config=load_project(tmp / "cdk.json"),
-        actor="operator",
+        local_actor="operator",
         stores=faulty,
     )
     return Setup(workspace, raw, injector)

@@ -58,7 +58,7 @@ class Promotions(RuleBasedStateMachine):
             home=self.tmp / ".sds",
             lock_path=self.tmp / "models.lock.json",
             config=load_project(self.tmp / "cdk.json"),
-            actor="state-machine",
+            local_actor="state-machine",
         )
         self.quality: dict[int, str] = {}  # version -> metrics quality (registered in dev)
         self.present: dict[str, set[int]] = {env: set() for env in ENVS}

@@ -28,6 +28,78 @@ def test_the_repository_config_defines_the_promotion_chain() -> None:
     assert project.first_environment == "dev"
     assert project.env("prod").promote_from == "staging"
     assert project.env("prod").gates.require_live_in == "staging"
+    # Versions of every environment are allocated where the chain starts, and only dev does it
+    assert {e.name: e.chain_start for e in project.environments.values()} == {
+        "dev": "dev",
+        "staging": "dev",
+        "prod": "dev",
+    }
+    assert [e.name for e in project.environments.values() if e.allocates_versions] == ["dev"]
+
+
+def test_each_chain_starts_where_nothing_is_promoted_into() -> None:
+    # Given two chains: dev -> staging -> prod, and lab -> demo
+    context = {
+        "environments": {
+            "dev": {},
+            "staging": {"promote_from": "dev"},
+            "demo": {"promote_from": "lab"},
+            "prod": {"promote_from": "staging"},
+            "lab": {},
+        }
+    }
+    # When it is loaded, Then each environment knows its own chain's start, in cdk.json's order
+    project = parse_project(context)
+    assert list(project.environments) == ["dev", "staging", "demo", "prod", "lab"]
+    starts = {e.name: e.chain_start for e in project.environments.values()}
+    assert starts == {"dev": "dev", "staging": "dev", "demo": "lab", "prod": "dev", "lab": "lab"}
+
+
+def test_a_schedule_above_the_chain_start_is_refused_naming_where_it_belongs() -> None:
+    # Given cdk.json as it was: prod trains on a weekly schedule
+    context = json.loads((ROOT / "cdk.json").read_text())["context"]
+    del context["environments"]["dev"]["infra"]["training"]
+    context["environments"]["prod"]["infra"]["training"] = {"schedule": "cron(0 3 ? * MON *)"}
+    # When it is loaded, Then it is refused: scheduled versions would be allocated in prod
+    with pytest.raises(ConfigError) as error:
+        parse_project(context)
+    assert str(error.value) == (
+        "environments.prod.infra.training.schedule: scheduled training registers new versions, "
+        "and versions are allocated only where the promotion chain starts (dev); prod receives "
+        "them by promotion. Move the schedule to environments.dev.infra.training.schedule"
+    )
+
+
+@pytest.mark.parametrize(
+    ("placement", "trains"),
+    [
+        ({}, True),
+        ({"region": "us-east-1"}, True),
+        ({"region": "eu-west-1"}, False),
+        ({"account": "111122223333"}, False),
+    ],
+)
+def test_an_environment_away_from_its_chain_start_has_no_training(
+    placement: dict[str, str], trains: bool
+) -> None:
+    # Given prod placed relative to dev (us-east-1, no account set)
+    context = {"environments": {"dev": {}, "prod": {"promote_from": "dev", "infra": placement}}}
+    # When it is loaded, Then it has a training task only in dev's account and region
+    project = parse_project(context)
+    assert project.env("prod").has_training is trains
+    assert project.env("dev").has_training is True
+
+
+def test_training_settings_away_from_the_chain_start_are_refused() -> None:
+    # Given prod in another region than dev, with training settings of its own
+    prod = {"promote_from": "dev", "infra": {"region": "eu-west-1", "training": {"cpu": 4096}}}
+    # When it is loaded, Then the setting is refused, not silently ignored
+    with pytest.raises(ConfigError) as error:
+        parse_project({"environments": {"dev": {}, "prod": prod}})
+    assert str(error.value).startswith(
+        "environments.prod.infra.training: prod is in another account or region than dev, "
+        "where its versions are allocated, so it has no training task"
+    )
 
 
 def test_a_fourth_environment_is_config_only() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import threading
@@ -173,3 +174,53 @@ def test_concurrent_promotions_leave_pin_equal_to_alias(ws: Workspace) -> None:
     moves = [e for e in ws.registry("dev").events() if e["type"] == "promoted"]
     assert [e["version"] for e in moves][-1] == alias.version
     assert len(moves) == len(alias.history) + 1
+
+
+def test_locally_the_actor_is_sds_actor_and_nothing_is_annotated(ws: Workspace) -> None:
+    # Given the local target with SDS_ACTOR=tester (the fixture)
+    register(ws)
+    # When promoting
+    promote(ws, to_env="dev", version=1, reason="first")
+    # Then the alias and the event name tester, and carry no declared name: there is no
+    # authenticated identity to annotate
+    assert ws.registry("dev").get_alias("dev").updated_by == "tester"  # type: ignore[union-attr]
+    (event,) = [e for e in ws.registry("dev").events() if e["type"] == "promoted"]
+    assert event["by"] == "tester" and "declared_actor" not in event
+
+
+def test_locally_without_sds_actor_the_actor_is_user_at_host(tmp_path: Path) -> None:
+    import getpass
+    import socket
+
+    shutil.copy(ROOT / "cdk.json", tmp_path / "cdk.json")
+    ws = Workspace.discover(project_dir=tmp_path, environ={})
+    assert ws.actor == f"{getpass.getuser()}@{socket.gethostname()}"
+    assert ws.declared_actor is None
+
+
+def test_on_aws_sts_is_asked_once_and_only_when_an_actor_is_needed(tmp_path: Path) -> None:
+    # Given a workspace on AWS whose STS answers for alice (a stub: no network here)
+    from sds.ops.aws import Clients, Discovery
+
+    class Sts:
+        calls = 0
+
+        def get_caller_identity(self) -> dict[str, str]:
+            Sts.calls += 1
+            return {"Arn": "arn:aws:sts::123456789012:assumed-role/Deployer/alice"}
+
+    shutil.copy(ROOT / "cdk.json", tmp_path / "cdk.json")
+    environ = {
+        "SDS_TARGET": "aws",
+        "SDS_ACTOR": "bob",
+        "SDS_REGISTRY_DEV": (tmp_path / "dev").as_uri(),
+    }
+    found = Workspace.discover(project_dir=tmp_path, environ=environ)
+    ws = dataclasses.replace(found, discovery=Discovery(clients=Clients(overrides={"sts": Sts()})))
+    # When nothing needs an actor, STS is not asked
+    assert (ws.declared_actor, Sts.calls) == ("bob", 0)
+    # When the actor is needed, twice, STS is asked once, and SDS_ACTOR is not the actor
+    assert ws.actor == ws.actor == "arn:aws:sts::123456789012:assumed-role/Deployer/alice"
+    assert Sts.calls == 1
+    # And the registries it opens annotate their events with what the caller declared
+    assert ws.registry("dev").declared_actor == "bob"

@@ -69,7 +69,6 @@ def promote_up_the_chain(capsys: pytest.CaptureFixture[str], version: int) -> li
     ]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 defect 1: prod's training takes dev's numbers")
 def test_training_for_prod_never_blocks_promoting_the_next_version_into_prod(
     project: Path, capsys: pytest.CaptureFixture[str], small_history: Path
 ) -> None:
@@ -94,3 +93,45 @@ def test_training_for_prod_never_blocks_promoting_the_next_version_into_prod(
     # And every version prod holds came there by promotion (none was allocated in prod)
     for number in prod.list_versions():
         assert prod.get_version(number).manifest["source"] is not None, number
+
+
+@pytest.mark.parametrize("env", ["staging", "prod"])
+def test_training_on_this_machine_above_the_chain_start_is_refused_naming_what_to_run(
+    env: str, project: Path, capsys: pytest.CaptureFixture[str], small_history: Path
+) -> None:
+    # When training on this machine for an environment that receives versions by promotion
+    ended = sds(capsys, "train", "--env", env, "--data", str(small_history), "--json")
+
+    # Then it is refused (exit 3) before anything is trained, naming where versions are
+    # allocated and the commands to run instead
+    assert ended.code == 3, ended
+    error = ended.json()["error"]
+    assert error["type"] == "VersionsAllocatedElsewhere"
+    assert error["message"] == (
+        f"{env} receives versions only by promotion: versions are allocated in dev, where the "
+        "promotion chain starts. Train there (sds train --env dev --data PATH, then sds promote "
+        f"VERSION --to dev and up the chain), or run {env}'s training task on its data, which "
+        f"registers in dev: sds --aws train --env {env} --on-fargate"
+    )
+    assert ended.err.strip().splitlines()[-1] == f"sds: refused: {error['message']}"
+    # And no registry holds a version
+    ws = Workspace.discover(project_dir=project)
+    assert [ws.registry(name).list_versions() for name in ("dev", "staging", "prod")] == [[]] * 3
+
+
+def test_an_environment_without_a_training_task_names_where_to_train(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given prod in another region than dev, where versions are allocated
+    cdk_json = project / "cdk.json"
+    document = json.loads(cdk_json.read_text())
+    document["context"]["environments"]["prod"]["infra"]["region"] = "eu-west-1"
+    cdk_json.write_text(json.dumps(document))
+
+    # When running prod's training task, Then it is refused before any AWS call: prod has none
+    ended = sds(capsys, "train", "--env", "prod", "--on-fargate", "--json")
+    assert ended.code == 3, ended
+    assert ended.json()["error"]["message"] == (
+        "prod has no training task: it is in another account or region than dev, where its "
+        "versions are allocated. Train there: sds --aws train --env dev --on-fargate"
+    )

@@ -1,4 +1,8 @@
-"""`sds history`: an environment's audit trail (registered, promoted, rolled back, ...)."""
+"""`sds history`: an environment's audit trail (registered, promoted, rolled back, ...).
+
+BY is who did it (on AWS the caller's identity, from STS); DECLARED, shown when any event has
+one, is what the caller said about themselves (`$SDS_ACTOR` on AWS), an annotation only.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     if not events:
         print(f"no events in {env.name}'s registry yet")
         return 0
+    declared = any(e.get("declared_actor") for e in events)
     rows = [
         [
             str(e.get("at", ""))[:23].replace("T", " "),
@@ -38,9 +43,11 @@ def run(args: argparse.Namespace) -> int:
             str(e.get("version")),
             fmt(e.get("from_version")),
             str(e.get("by")),
+            *([str(e.get("declared_actor") or "-")] if declared else []),
             str(e.get("reason") or "-"),
         ]
         for e in events
     ]
-    print(table(rows, ["TIME (UTC)", "EVENT", "VERSION", "FROM", "BY", "REASON"]))
+    headers = ["TIME (UTC)", "EVENT", "VERSION", "FROM", "BY"]
+    print(table(rows, [*headers, *(["DECLARED"] if declared else []), "REASON"]))
     return 0

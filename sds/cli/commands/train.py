@@ -1,5 +1,10 @@
-"""`sds train`: train a model and register it in an environment's registry, on this machine or
-(`--on-fargate`) as the deployed environment's ECS task."""
+"""`sds train`: train a model and register it, on this machine or (`--on-fargate`) as the
+deployed environment's ECS task.
+
+Versions are registered only where the promotion chain starts (dev as committed): training on
+this machine is for that environment; `--on-fargate` may run any environment's task (its data,
+its network), which registers there too. The report names where the version went.
+"""
 
 from __future__ import annotations
 
@@ -20,19 +25,23 @@ def register(commands: Commands) -> None:
     parser = commands.add(
         "train",
         run,
-        "train a model and register it in an environment's registry",
+        "train a model and register it where versions are allocated (the start of the "
+        "promotion chain)",
         [
             'sds train --data data/events.jsonl.gz --reason "weekly retrain"',
             "sds train --data data/events.jsonl.gz --max-iter 200 --learning-rate 0.05 --json",
             'sds --aws train --env dev --data s3://my-bucket/events/ --reason "weekly retrain"',
             'sds --aws train --env dev --on-fargate --reason "weekly retrain"',
+            'sds --aws train --env prod --on-fargate --reason "on prod data"  # registers in dev',
         ],
     )
     env_option(
         parser,
         "--env",
         default_first=True,
-        help="registry to register in (default: the first environment)",
+        help="on this machine: the environment that allocates versions (default: the first "
+        "environment); with --on-fargate: whose training task runs (it registers where that "
+        "environment's promotion chain starts)",
     )
     parser.add_argument("--data", help="history: .jsonl[.gz] file, directory or s3://bucket/prefix")
     parser.add_argument("--reason", default="", help="why (recorded in the audit trail)")
@@ -47,7 +56,8 @@ def register(commands: Commands) -> None:
     where.add_argument(
         "--local",
         action="store_true",
-        help="train on this machine and register into the environment's registry (default)",
+        help="train on this machine and register into the environment's registry (default; "
+        "only where the promotion chain starts)",
     )
     add_training_arguments(parser)
 
@@ -71,6 +81,7 @@ class _OnFargate(argparse.Action):
 
 
 def run(args: argparse.Namespace) -> int:
+    from sds.ops.promotion import registering_environment
     from training.params import params_from_args
     from training.train import Progress, train
 
@@ -78,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         return _run_on_fargate(args)
     ws = workspace(args)
     env: EnvironmentConfig = args.env
+    registering_environment(ws, env.name, on_fargate=False)  # refused above the chain start
     if not args.data:
         raise UsageError(
             "--data is required: a .jsonl[.gz] file, a directory or s3://bucket/prefix "
@@ -121,8 +133,14 @@ def _run_on_fargate(args: argparse.Namespace) -> int:
         print_json(done.to_dict())
     else:
         m = done.version.metrics
+        where = (
+            f"in {done.registered_in} on Fargate"
+            if done.registered_in == done.env
+            else f"in {done.registered_in} (versions are allocated there) on {done.env}'s "
+            "Fargate task"
+        )
         print(
-            f"registered {ws.model} version {done.version.number} in {env.name} on Fargate "
+            f"registered {ws.model} version {done.version.number} {where} "
             f"in {done.duration_s:.0f} s (ROC AUC {m.get('roc_auc', float('nan')):.4f}, "
             f"sha256 {done.version.sha256[:12]}...)"
         )

@@ -20,6 +20,7 @@ from sds.kernel.registry.core import (
     Version,
     VersionConflict,
     VersionNotFound,
+    aws_actor,
     default_actor,
 )
 from sds.kernel.registry.store import FileStore, ObjectStore, ReadOnlyView
@@ -33,6 +34,7 @@ __all__ = [
     "Version",
     "VersionConflict",
     "VersionNotFound",
+    "aws_actor",
     "default_actor",
     "open_registry",
     "open_store",
@@ -61,5 +63,7 @@ def open_store(uri: str, *, read_only: bool = False) -> ObjectStore:
     raise RegistryError(f"unsupported registry URI {uri!r}: use file:///path or s3://bucket")
 
 
-def open_registry(uri: str, model: str, *, read_only: bool = False) -> Registry:
-    return Registry(open_store(uri, read_only=read_only), model)
+def open_registry(
+    uri: str, model: str, *, read_only: bool = False, declared_actor: str | None = None
+) -> Registry:
+    return Registry(open_store(uri, read_only=read_only), model, declared_actor=declared_actor)

@@ -77,6 +77,22 @@ def default_actor() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
+def aws_actor(sts: Any = None) -> str:
+    """Who the AWS credentials in use authenticate as: the ARN STS returns for them, e.g.
+    `arn:aws:sts::123456789012:assumed-role/Deployer/alice` (a person) or the training task's
+    role session. Nobody can declare it: it is whoever signs the registry's requests.
+
+    GetCallerIdentity needs no IAM permission ("No permissions are required to perform this
+    operation", even with an explicit deny: STS API Reference, GetCallerIdentity), so no role
+    or policy of the project grants `sts:GetCallerIdentity`.
+    """
+    if sts is None:
+        from sds.kernel.sdk import client
+
+        sts = client("sts")
+    return str(sts.get_caller_identity()["Arn"])
+
+
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
@@ -157,11 +173,22 @@ class AliasState:
 
 
 class Registry:
-    def __init__(self, store: ObjectStore, model: str) -> None:
+    """One model's registry over an object store.
+
+    The `actor` of each change is who did it (on AWS, `aws_actor()`). `declared_actor` is what
+    the caller says about themselves (`$SDS_ACTOR` on AWS: a ticket, a pipeline run, the person
+    who started a training task): every audit event this registry writes, and every version it
+    registers, carries it as an annotation next to the actor, never instead of it.
+    """
+
+    def __init__(
+        self, store: ObjectStore, model: str, *, declared_actor: str | None = None
+    ) -> None:
         if not _NAME.match(model):
             raise RegistryError(f"invalid model name {model!r}: lowercase letters, digits, dashes")
         self.store = store
         self.model = model
+        self.declared_actor = declared_actor or None
         self._base = f"models/{model}"
 
     @property
@@ -419,6 +446,8 @@ class Registry:
                 "source": source,
             }
         )
+        if self.declared_actor is not None:
+            manifest["declared_by"] = self.declared_actor
         return manifest
 
     # Aliases ----------------------------------------------------------------------------------
@@ -535,6 +564,7 @@ class Registry:
                 "sha256": state.sha256,
                 "recovered": True,
             },
+            annotate=False,  # the move was not this caller's: their declared name does not apply
         )
 
     # Audit ------------------------------------------------------------------------------------
@@ -550,7 +580,10 @@ class Registry:
         event_id: str | None = None,
         details: Mapping[str, Any] | None = None,
         attempts: int = 5,
+        annotate: bool = True,
     ) -> dict[str, Any]:
+        """Write one audit event; `by` is the actor, and `declared_actor` (the registry's, unless
+        `annotate` is false) is added when there is one."""
         event_id = event_id or _event_id()
         event = {
             "id": event_id,
@@ -563,6 +596,8 @@ class Registry:
             "reason": reason,
             **(details or {}),
         }
+        if annotate and self.declared_actor is not None:
+            event["declared_actor"] = self.declared_actor
         key = f"{self._base}/events/{event_id}.json"
         for attempt in range(attempts):
             try:
