@@ -4,8 +4,10 @@ Kept apart from the stateless stacks so they can be destroyed and recreated free
 (and, with `infra.registry.kms`, the customer-managed key they are encrypted with) are retained
 when the stack is deleted, in every environment, unless `infra.registry.removal_policy` says
 "destroy"; the stack is termination-protected where the environment retains its data. The
-registry bucket's logical id is pinned by a test: changing it would make CloudFormation replace
-the bucket.
+registry's bucket policy makes S3 itself refuse rewrites of versions and audit events, alias
+writes without compare-and-swap, and deletes by anyone but the retention role
+(stacks/components/registry_protection.py). The registry bucket's logical id is pinned by a
+test: changing it would make CloudFormation replace the bucket.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from sds.kernel.discovery import REGISTRY_STACK
 from stacks.components.data_key import data_key
 from stacks.components.discovery import publish_discovery
 from stacks.components.registry_bucket import RegistryBucket
+from stacks.components.registry_protection import RegistryProtection
 from stacks.components.registry_reference import publish_registry
 from stacks.components.training_data import TrainingDataBucket
 from stacks.config import RegistrySettings
@@ -53,6 +56,15 @@ class RegistryStack(cdk.Stack):
         )
         registry_bucket = RegistryBucket(
             self, "Registry", retain_logs=retain_data, settings=registry, key=self.key
+        )
+        # S3 enforces write-once versions and events, compare-and-swap aliases and no deletes.
+        RegistryProtection(
+            self,
+            "Protection",
+            environment=environment,
+            model_name=model_name,
+            bucket=registry_bucket.bucket,
+            key=self.key,
         )
         training_data = TrainingDataBucket(
             self,

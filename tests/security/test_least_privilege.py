@@ -7,7 +7,8 @@ objects (and decrypt, never encrypt); training can never touch an alias or delet
 environment's promoter policy can move its aliases and switch its Lambda alias; each operator
 policy (promoter, promotion source, training operator, data reader) holds exactly its actions,
 on its own environment's resources, and the read-only ones never write; the only deletions
-outside dev are the pruner's, of its own function's published versions; no statement allows a
+outside dev are the pruner's, of its own function's published versions, and the retention
+role's, of the registry's objects; no statement allows a
 wildcard action, and every wildcard resource carries a cdk-nag acknowledgment on the construct
 that holds it; storage is encrypted and reachable over TLS only; the inference role can never
 read training data.
@@ -54,6 +55,7 @@ from training.train import Progress, TrainParams, train
 
 WRITE_OR_DELETE = ("s3:Put", "s3:Delete", "s3:Copy", "s3:Replicate", "s3:Restore", "s3:Abort")
 AUTO_DELETE_PROVIDER = "CustomS3AutoDeleteObjectsCustomResourceProviderRole"
+REGISTRY_BUCKET = "RegistryBucket9C3667AF"
 
 
 def rendered(statement: Statement) -> list[str]:
@@ -242,10 +244,17 @@ def test_no_wildcard_action_and_every_wildcard_resource_is_acknowledged(
     )
 
 
-def test_nothing_outside_dev_like_environments_can_delete(audited_app: AuditedApp) -> None:
-    pruners = 0
+def test_only_the_pruner_the_retention_role_and_dev_like_teardown_can_delete(
+    audited_app: AuditedApp,
+) -> None:
+    pruners = retention = 0
     for statement in audited_app.statements():
         if statement.allows and any("Delete" in a for a in statement.actions):
+            if "ProtectionRetentionRole" in statement.holder:
+                # The one deliberate way to remove registry objects: this model's only
+                assert rendered(statement) == [f"<{REGISTRY_BUCKET}.Arn>/models/fraud/*"], statement
+                retention += 1
+                continue
             if "PrunerRole" in statement.holder:
                 # The pruner deletes published versions of its own environment's inference
                 # function (qualified ARNs), never the function (unqualified) or anything else.
@@ -257,7 +266,7 @@ def test_nothing_outside_dev_like_environments_can_delete(audited_app: AuditedAp
                 continue
             assert audited_app.destroyable[statement.env], statement
             assert AUTO_DELETE_PROVIDER in statement.holder, statement
-    assert pruners == len(audited_app.environments)
+    assert pruners == retention == len(audited_app.environments)
     # And in the shipped environments nothing can ever empty a registry or training-data bucket
     for statement in audited_app.statements():
         if statement.env != VARIANT and AUTO_DELETE_PROVIDER in statement.holder:
