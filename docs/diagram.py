@@ -130,11 +130,15 @@ def draw(out: Path, *, cdk_json: Path = ROOT / "cdk.json") -> Path:
                     deploy = Codedeploy(f"CodeDeploy\n{strategy}")
                     function = Lambda("Lambda alias live\n-> version N (code + model)")
                     alarms = CloudwatchAlarm("alarms\nerrors, p99, 5xx")
-                with Cluster(f"{name}/Training"):
-                    training = Fargate("training task\n(Fargate, no NAT)")
-                    if infra.training.schedule:
-                        schedule = CloudwatchEventTimeBased(f"schedule\n{infra.training.schedule}")
-                        schedule >> Edge(color=TRAINING) >> training
+                training = None
+                if env.has_training:
+                    with Cluster(f"{name}/Training"):
+                        training = Fargate(f"training task\n(Fargate, no NAT, {name}'s data)")
+                        if infra.training.schedule:
+                            schedule = CloudwatchEventTimeBased(
+                                f"schedule\n{infra.training.schedule}"
+                            )
+                            schedule >> Edge(color=TRAINING) >> training
                 with Cluster(f"{name}/Registry"):
                     registry = S3(f"registry (S3)\nalias {name}")
 
@@ -145,7 +149,12 @@ def draw(out: Path, *, cdk_json: Path = ROOT / "cdk.json") -> Path:
                 >> Edge(color=REQUEST, style="dashed", label="load pinned model\n(sha256-verified)")
                 >> registry
             )
-            training >> Edge(color=TRAINING, label="register version") >> registry
+            registries[name] = registry
+            if training is not None:
+                # Versions are allocated where the chain starts: every task registers there.
+                start = env.chain_start
+                label = "register version" if start == name else f"register version\n(in {start})"
+                training >> Edge(color=TRAINING, label=label) >> registries[start]
             ci >> Edge(color=PROMOTION, label=f"cdk deploy '{name}/*'") >> deploy
             deploy >> Edge(color=PROMOTION, label="shift live") >> function
             function >> Edge(color=ROLLBACK, style="dotted") >> alarms

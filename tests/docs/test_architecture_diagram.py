@@ -70,3 +70,24 @@ def test_a_new_environment_in_cdk_json_appears_in_the_picture(
 
     assert 'label="qa  (promoted from staging)"' in source
     assert "CodeDeploy\nlinear 10 % / 2 min" in source
+
+
+def test_every_training_task_registers_where_versions_are_allocated(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Given cdk.json: dev starts the chain, trains weekly; staging and prod are promoted into
+    source = _graph_source(ROOT / "cdk.json", monkeypatch, tmp_path)
+
+    # Then each environment's training task has one "register version" edge, into dev's registry
+    nodes = dict(re.findall(r'^\s*"?(\w+)"? \[label="([^"]*)"', source, flags=re.MULTILINE))
+    edges = re.findall(r'"?(\w+)"? -> "?(\w+)"? \[label="(register version[^"]*)"', source)
+    assert len(edges) == 3, edges
+    for tail, head, label in edges:
+        assert nodes[head] == "registry (S3)\nalias dev", (nodes[tail], label)
+    assert sorted(label for _, _, label in edges) == [
+        "register version",
+        "register version\n(in dev)",
+        "register version\n(in dev)",
+    ]
+    # And the weekly schedule is dev's
+    assert source.count("schedule\ncron(0 3 ? * MON *)") == 1
