@@ -224,3 +224,24 @@ def test_on_aws_sts_is_asked_once_and_only_when_an_actor_is_needed(tmp_path: Pat
     assert Sts.calls == 1
     # And the registries it opens annotate their events with what the caller declared
     assert ws.registry("dev").declared_actor == "bob"
+
+
+def test_a_recovered_audit_event_keeps_the_movers_identity_not_the_retriers_note(
+    tmp_path: Path,
+) -> None:
+    from sds.kernel.registry import open_registry
+
+    # Given an alias moved by alice (noting CHG-1) whose audit event was lost
+    uri = (tmp_path / "registry").as_uri()
+    alices = open_registry(uri, "fraud", declared_actor="CHG-1")
+    alices.register({"model.onnx": b"one"}, {}, actor="alice")
+    state = alices.move_alias("dev", 1, expected=None, kind="promoted", actor="alice", reason="go")
+    (tmp_path / "registry" / "models" / "fraud" / "events" / f"{state.event_id}.json").unlink()
+
+    # When bob's retry (noting CHG-2) completes the trail
+    open_registry(uri, "fraud", declared_actor="CHG-2").ensure_audited(state)
+
+    # Then the event names alice, the mover, and carries no note of bob's
+    (event,) = [e for e in alices.events() if e["id"] == state.event_id]
+    assert (event["by"], event["recovered"]) == ("alice", True)
+    assert "declared_actor" not in event
