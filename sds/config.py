@@ -27,6 +27,12 @@ from sds.kernel.errors import SdsError
 DEFAULT_MODEL_NAME = "fraud"
 
 
+# The training task's environment (stacks: TrainingJob writes it, training.train reads it): the
+# ARN of the task's own role, which it records as who registered a version. Here, not in the
+# kernel, so it never changes the inference bundle.
+TASK_ROLE_ARN = "SDS_TASK_ROLE_ARN"
+
+
 class ConfigError(SdsError, ValueError):
     """cdk.json (or a value derived from it) is invalid; the message names the key."""
 

@@ -110,6 +110,20 @@ class TrainingStack(cdk.Stack):
                 "training-security-group": training_network.security_group.security_group_id,
             },
         )
+        cdk.CfnOutput(
+            self,
+            "TrainingOperatorPolicyArn",
+            value=operator.policy.managed_policy_arn,
+            description="Attach to people and pipelines allowed to run training here "
+            "(sds train --on-fargate) and follow it",
+        )
+        cdk.CfnOutput(
+            self,
+            "DataReaderPolicyArn",
+            value=reader.policy.managed_policy_arn,
+            description="Attach to analysts and pipelines allowed to read the training data "
+            "(read-only)",
+        )
 
 
 def _versions_registry(scope: Construct, environment: str) -> s3.IBucket:

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from sds.config import TASK_ROLE_ARN
 from sds.kernel.features import FEATURE_NAMES, feature_schema, featurize_batch
 from sds.kernel.registry import Registry, Version, aws_actor, default_actor, open_registry
 from sds.progress import Progress, human_bytes
@@ -108,12 +109,38 @@ def code_version() -> str:
         return "unknown"
 
 
+ECS_METADATA_VARIABLE = "ECS_CONTAINER_METADATA_URI_V4"  # set by ECS in every Fargate container
+
+
 def task_actor(registry_uri: str) -> tuple[str, str | None]:
-    """(who registers, what they declare): see the module docstring."""
+    """(who registers, what they declare): see the module docstring.
+
+    In the Fargate task, who registers is the task itself: its role (which the deploy fixes in the
+    task definition) and the task's ARN from ECS's task metadata endpoint, a link-local address
+    only the container reaches; neither is something whoever starts the task can choose, and
+    asking them needs no network route (the isolated training network has no STS endpoint). On
+    S3 elsewhere it is STS's answer for the credentials in use; locally, SDS_ACTOR or user@host.
+    """
     declared = os.environ.get("SDS_ACTOR") or None
+    role = os.environ.get(TASK_ROLE_ARN)
+    metadata = os.environ.get(ECS_METADATA_VARIABLE)
+    if role and metadata:
+        return f"{role} (ECS task {ecs_task_arn(metadata)})", declared
     if registry_uri.startswith("s3://"):
         return aws_actor(), declared
     return declared or default_actor(), None
+
+
+def ecs_task_arn(metadata_uri: str) -> str:
+    """The running task's ARN from the ECS task metadata endpoint (version 4)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"{metadata_uri}/task", timeout=5) as answer:
+        document = json.loads(answer.read())
+    arn = document.get("TaskARN") if isinstance(document, dict) else None
+    if not isinstance(arn, str) or not arn.startswith("arn:"):
+        raise RuntimeError(f"the ECS task metadata at {metadata_uri}/task names no TaskARN")
+    return arn
 
 
 def train(

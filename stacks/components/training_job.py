@@ -13,6 +13,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from sds.config import TASK_ROLE_ARN
 from stacks.components.data_key import READ, READ_WRITE, key_use
 from stacks.components.nag import acknowledge, acknowledge_wildcard_resource
 from stacks.components.registry_paths import RegistryPaths
@@ -26,7 +27,7 @@ def training_command(
     """Arguments after the image's entrypoint: the same flags `sds train` uses locally."""
     return [
         "--registry",
-        f"s3://{registry_bucket_name}",
+        f"s3://{bucket_name}",
         "--model",
         model_name,
         "--data",
@@ -128,6 +129,9 @@ class TrainingJob(Construct):
                 platform=ecr_assets.Platform.LINUX_AMD64,
             ),
             command=command,
+            # Who registers: the task's own role (fixed by the deploy, not by whoever starts the
+            # task) and, from ECS's task metadata endpoint, the task (training.train.task_actor).
+            environment={TASK_ROLE_ARN: self.task_role.role_arn},
             logging=ecs.LogDrivers.aws_logs(stream_prefix="train", log_group=self.log_group),
             essential=True,
         )

@@ -97,7 +97,8 @@ def test_fargate_task_trains_on_its_own_data_and_registers_where_versions_are_al
             ["s3://", _output(env, "TrainingDataBucketName"), f"/{training.data_prefix}"],
         ]
     }
-    assert "Environment" not in container
+    # The only setting in its environment: its own role, for the audit trail (task_actor)
+    assert [v["Name"] for v in container["Environment"]] == ["SDS_TASK_ROLE_ARN"]
     # the image is a CDK asset built from training/Dockerfile (synth needs no Docker engine)
     assert "cdk-hnb659fds-container-assets" in str(container["Image"])
 

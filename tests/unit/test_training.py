@@ -386,3 +386,43 @@ def test_given_invalid_parameters_on_the_command_line_then_it_exits_with_one_lin
 
     assert main([*argv, "--max-iter", "0"]) == 1
     assert capsys.readouterr().err == "error: max_iter must be >= 1\n"
+
+
+def test_in_the_fargate_task_the_actor_is_its_role_and_its_task_from_ecs_metadata(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import http.server
+    import threading
+
+    from training.train import task_actor
+
+    task_arn = "arn:aws:ecs:us-east-1:123456789012:task/sds-train/0f1e2d3c"
+
+    class Metadata(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # the v4 endpoint's /task document
+            body = json.dumps({"TaskARN": task_arn, "Family": "train"}).encode()
+            self.send_response(200 if self.path == "/v4/abc/task" else 404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Metadata)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        # Given the environment ECS and the task definition give the container
+        role = "arn:aws:iam::123456789012:role/prod-Training-JobTaskRole"
+        monkeypatch.setenv("SDS_TASK_ROLE_ARN", role)
+        monkeypatch.setenv(
+            "ECS_CONTAINER_METADATA_URI_V4", f"http://127.0.0.1:{server.server_port}/v4/abc"
+        )
+        monkeypatch.setenv("SDS_ACTOR", "alice started it")
+        # When the task names who registers
+        actor, declared = task_actor("s3://dev-registry")
+    finally:
+        server.shutdown()
+    # Then it is its own role and task, with the starter's note beside it, no STS call needed
+    assert actor == f"{role} (ECS task {task_arn})"
+    assert declared == "alice started it"
