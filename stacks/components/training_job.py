@@ -284,6 +284,13 @@ class TrainingJob(Construct):
             "ecr:GetAuthorizationToken (execution role, to pull the training image) does not "
             "support resource-level permissions.",
         )
+        acknowledge(
+            self.task_definition,
+            "AwsSolutions-ECS2",
+            "The one variable is the task role's own ARN (SDS_TASK_ROLE_ARN), which the task "
+            "records as who registered a version: no secret, and fixed by the deploy so that "
+            "whoever starts the task cannot change it (a secret store would add nothing).",
+        )
         if self.schedule is None:
             return
         acknowledge_wildcard_resource(

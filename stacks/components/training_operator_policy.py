@@ -126,5 +126,10 @@ class TrainingOperatorPolicy(Construct):
             parameters_arn: "read-only, the discovery parameters of this one environment "
             "(/sds/<env>/)",
         }
+        if versions_in is not None:
+            reasons[discovered[1]] = (
+                f"read-only, the discovery parameters of {versions_in} (/sds/{versions_in}/), "
+                "where this environment's task registers its versions"
+            )
         for resource, reason in reasons.items():
             acknowledge_wildcard_resource(self.policy, resource, f"Scoped to {reason}.")

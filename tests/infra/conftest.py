@@ -203,6 +203,7 @@ VARIANT_ENVIRONMENT = {
     "infra": {
         "retain_data": False,
         "dashboard": False,
+        "lambda": {"snapstart": True},
         "api": {"auth": "api_key"},
         "deployment": {"strategy": "linear_10_percent_every_2_minutes"},
         "alarms": {

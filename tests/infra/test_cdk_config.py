@@ -257,7 +257,8 @@ def test_the_repository_environments_keep_their_settings() -> None:
     assert staging.deployment.strategy == "linear_10_percent_every_1_minute"
     assert (staging.retain_data, staging.network.isolated) == (True, True)
     assert prod.deployment.strategy == "canary_10_percent_5_minutes"
-    assert (prod.lambda_.reserved_concurrency, prod.lambda_.snapstart) == (100, True)
+    # no SnapStart: its snapshot caches cost more than it saves (docs/decisions.md)
+    assert (prod.lambda_.reserved_concurrency, prod.lambda_.snapstart) == (100, False)
     assert (prod.api.throttle_rate_limit, prod.api.throttle_burst_limit) == (200, 400)
     # And the weekly training runs where versions are allocated (dev), nowhere else
     assert dev.training.schedule == "cron(0 3 ? * MON *)"

@@ -446,13 +446,25 @@ def requests_of(calls: Sequence[Call], world: World) -> list[Request]:
 class Resolver:
     """Resolves the intrinsic functions of one environment's templates to the moto resources."""
 
-    def __init__(self, templates: Mapping[str, Mapping[str, Any]], deployed: Deployed) -> None:
+    def __init__(
+        self,
+        templates: Mapping[str, Mapping[str, Any]],
+        deployed: Deployed,
+        chain_start: Deployed | None = None,
+    ) -> None:
         self.refs: dict[str, str] = {
             "AWS::AccountId": ACCOUNT,
             "AWS::Region": REGION,
             "AWS::Partition": PARTITION,
             "AWS::URLSuffix": URL_SUFFIX,
         }
+        # Above the chain start, the Training template reads the chain start's registry bucket
+        # name from its discovery parameter (a template parameter of SSM type)
+        if chain_start is not None:
+            for stack in templates.values():
+                for name, parameter in stack.get("Parameters", {}).items():
+                    if parameter.get("Default") == f"/sds/{chain_start.env}/registry-bucket":
+                        self.refs[name] = chain_start.registry_bucket
         self.attrs: dict[tuple[str, str], str] = {}
         registry = f"{deployed.env}-Registry"
         self.outputs: dict[tuple[str, str], str] = {

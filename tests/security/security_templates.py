@@ -24,6 +24,7 @@ VARIANT_ENVIRONMENT = {
     "promote_from": "dev",
     "infra": {
         "retain_data": False,
+        "lambda": {"snapstart": True},
         "api": {"auth": "api_key"},
         "alarms": {
             "topic_email": "ops@example.com",
@@ -72,6 +73,8 @@ class AuditedApp:
     # where retain_data is false, the registry and training data with removal_policy "destroy"
     destroyable: dict[str, bool]
     kms: dict[str, bool]
+    # Where each environment's versions are allocated (its promotion chain's start)
+    chain_start: dict[str, str]
 
     def stack_templates(self, env: str) -> dict[str, dict[str, Any]]:
         """One environment's templates by stack name (Registry, Inference, Training)."""
@@ -153,4 +156,5 @@ def synthesize(lock: Path, outdir: Path) -> AuditedApp:
             for n, e in project.environments.items()
         },
         kms={n: e.infra.registry.kms for n, e in project.environments.items()},
+        chain_start={n: e.chain_start for n, e in project.environments.items()},
     )

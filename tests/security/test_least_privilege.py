@@ -178,12 +178,16 @@ def test_only_the_promoter_policy_moves_aliases_and_switches_the_lambda_alias(
         (env, "managed policy", "PromoterPolicyE707AE28") for env in audited_app.environments
     }
     assert set(movers) == expected, movers
-    # Each environment's promoter policy reaches that environment's registry and function only.
+    # Each environment's managed policies reach that environment's registry and function only
+    # (the training operator, above the chain start, also reads where its versions go).
     for statement in audited_app.statements():
         if statement.kind == "managed policy":
             text = json.dumps(statement.document)
+            allowed = {statement.env}
+            if statement.logical_id.startswith("OperatorPolicy"):
+                allowed.add(audited_app.chain_start[statement.env])
             for other in audited_app.environments:
-                if other != statement.env:
+                if other not in allowed:
                     assert f'"{other}-Registry"' not in text and f"/sds/{other}/" not in text
             assert not any("Delete" in a for a in statement.actions), statement.actions
     record(
@@ -337,6 +341,7 @@ OPERATOR_POLICIES: dict[str, tuple[str, str, dict[str, list[str]], tuple[str, li
             "SwitchLiveAlias": [
                 "lambda:GetAlias",
                 "lambda:GetFunctionConfiguration",
+                "lambda:InvokeFunction",  # wakes an Inactive SnapStart target before switching
                 "lambda:ListVersionsByFunction",
                 "lambda:UpdateAlias",
             ],
@@ -409,7 +414,11 @@ def test_each_operator_policy_holds_exactly_its_actions_on_its_own_environment(
     # Given one environment's policy for one role
     _, _, expected, (kms_sid, kms_actions) = OPERATOR_POLICIES[role]
     statements = operator_policy(audited_app, env, role)
-    if audited_app.kms[env]:
+    start = audited_app.chain_start[env]
+    # The training operator reads versions where they are allocated: above the chain start,
+    # the chain start's registry (and discovery parameters), with that registry's key if any
+    reads_from = start if role == "training operator" else env
+    if audited_app.kms[reads_from]:
         expected = {**expected, kms_sid: kms_actions}
     # Then it holds exactly the expected actions, statement by statement, all Allow, no wildcard
     assert {s.document["Sid"]: sorted(s.actions) for s in statements} == expected
@@ -419,7 +428,7 @@ def test_each_operator_policy_holds_exactly_its_actions_on_its_own_environment(
         # on this environment's resources only
         text = json.dumps(statement.document)
         for other in ENVIRONMENTS:
-            if other != env:
+            if other not in (env, reads_from):
                 assert f'"{other}-Registry"' not in text and f"/sds/{other}/" not in text
         # and "*" only where the action has no resource-level permissions
         if "*" in statement.resources:
@@ -562,10 +571,14 @@ def make_live(bucket: str, alias: str, version: int) -> None:
 
 
 def statements_of(
-    audited_app: AuditedApp, deployed: Deployed, stack: str, prefix: str
+    audited_app: AuditedApp,
+    deployed: Deployed,
+    stack: str,
+    prefix: str,
+    chain_start: Deployed | None = None,
 ) -> list[dict[str, Any]]:
     templates = audited_app.stack_templates(deployed.env)
-    return policy_statements(templates, stack, prefix, Resolver(templates, deployed))
+    return policy_statements(templates, stack, prefix, Resolver(templates, deployed, chain_start))
 
 
 def actions(requests: list[Request]) -> set[str]:
@@ -674,9 +687,12 @@ def play_the_container(deployed: Deployed, calls: list[Call]) -> threading.Threa
             time.sleep(0.05)
         (run,) = [c for c in list(calls) if c.operation == "RunTask"]
         (override,) = run.params["overrides"]["containerOverrides"]
-        actor = {e["name"]: e["value"] for e in override["environment"]}["SDS_ACTOR"]
+        command = override["command"]
         registry_of(deployed.registry_bucket).register(
-            {"model.onnx": b"trained on fargate"}, {"metrics": GOOD_METRICS}, actor=actor
+            {"model.onnx": b"trained on fargate"},
+            # the run id the CLI passes finds the version the task registered
+            {"metrics": GOOD_METRICS, "run_id": command[command.index("--run-id") + 1]},
+            actor="the training task",
         )
         ecs.stop_task(cluster=deployed.cluster, task=tasks[0], reason="Essential container exited")
 
@@ -729,18 +745,21 @@ def upload_history(bucket: str, tmp_path: Path, events: int = 3000) -> None:
 def test_the_training_task_role_grants_what_training_calls(
     audited_app: AuditedApp, aws: Any, tmp_path: Path
 ) -> None:
-    # Given staging (KMS-encrypted registry and training data) with history uploaded
+    # Given staging (KMS-encrypted training data) with history uploaded, and dev, where the
+    # promotion chain starts and every environment's task registers its versions
     del aws
+    dev = deploy("dev", kms=audited_app.kms["dev"])
     staging = deploy("staging", kms=audited_app.kms["staging"])
     assert staging.key_arn is not None
-    world = World([staging])
+    world = World([dev, staging])
     upload_history(staging.data_bucket, tmp_path)
 
-    # When the container's entry point trains and registers a version, every AWS call recorded
+    # When staging's container entry point trains on staging's data and registers in dev's
+    # registry, every AWS call recorded
     with recording() as calls:
         version = train(
             data=f"s3://{staging.data_bucket}/training-data/",
-            registry=open_registry(f"s3://{staging.registry_bucket}", MODEL),
+            registry=open_registry(f"s3://{dev.registry_bucket}", MODEL),
             params=TrainParams(max_iter=10, seed=2),
             actor=ACTOR,
             reason="least privilege",
@@ -748,18 +767,17 @@ def test_the_training_task_role_grants_what_training_calls(
         )
     assert version.number == 1
 
-    # Then the task role allows every one of them: read the data (decrypting it), list and
-    # register versions and their audit event (encrypting them)
+    # Then staging's task role allows every one of them: read its data (decrypting it), list dev's
+    # model prefix and register a version and its audit event there
     requests = requests_of(calls, world)
-    role = statements_of(audited_app, staging, "Training", "JobTaskRoleDefaultPolicy")
-    assert refused(requests, {"staging": role}, world) == []
+    role = statements_of(
+        audited_app, staging, "Training", "JobTaskRoleDefaultPolicy", chain_start=dev
+    )
+    assert refused(requests, {"staging": role, "dev": role}, world) == []
+    assert {"s3:GetObject", "s3:ListBucket", "s3:PutObject", "kms:Decrypt"} <= actions(requests)
     assert {
-        "s3:GetObject",
-        "s3:ListBucket",
-        "s3:PutObject",
-        "kms:Decrypt",
-        "kms:GenerateDataKey",
-    } <= (actions(requests))
+        r.resource.split(":::")[-1].split("/")[0] for r in requests if r.action == "s3:PutObject"
+    } == {dev.registry_bucket}
     record("least privilege: commands", "training task: AWS calls checked", len(calls))
 
 

@@ -187,10 +187,15 @@ def test_the_retention_role_is_published_and_may_only_touch_the_models_objects(
         s for s in audited_app.statements() if s.env == env and role_id in s.holder and s.allows
     ]
     resources = {json.dumps(r) for s in grants for r in s.resources}
+    key = [json.dumps({"Fn::GetAtt": ["DataKey17AFBB84", "Arn"]})] if audited_app.kms[env] else []
     assert resources == {
         json.dumps(objects("/models/fraud/*")),
         json.dumps({"Fn::GetAtt": [BUCKET_ID, "Arn"]}),
+        *key,  # it reads what it deletes: the registry's key, to decrypt only
     }
+    for grant in grants:
+        if any(a.startswith("kms:") for a in grant.actions):
+            assert grant.actions == ["kms:Decrypt"], grant
 
 
 # 2. The statements evaluated for each request ---------------------------------------------------

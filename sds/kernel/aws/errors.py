@@ -3,8 +3,10 @@ error code, so a log line or a 503 says what AWS said."""
 
 from __future__ import annotations
 
+from sds.kernel.errors import SdsError
 
-class AwsError(Exception):
+
+class AwsError(SdsError):
     """An AWS API call failed. `code` is AWS's error code (`NoSuchKey`, `AccessDenied`,
     `ResourceNotFoundException`, ...), `status` the HTTP status (None if no response came)."""
 

@@ -26,6 +26,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
+from sds.kernel.errors import SdsError
+
 if TYPE_CHECKING:
     import ssl
 
@@ -34,11 +36,11 @@ MAX_HEADERS = 200
 _NO_BODY_STATUSES = frozenset({204, 304})
 
 
-class ProtocolError(ConnectionError):
+class ProtocolError(SdsError, ConnectionError):
     """The peer answered with something that is not HTTP/1.1, or broke off mid-response."""
 
 
-class _Dropped(ConnectionError):
+class _Dropped(SdsError, ConnectionError):
     """The peer closed the connection before sending any byte of a response."""
 
 
