@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from sds.kernel.errors import SdsError
+from sds.kernel.settings import FEATURES_UNAVAILABLE_POLICIES
 
 DEFAULT_MODEL_NAME = "fraud"
 
@@ -132,10 +133,18 @@ class Serving:
 
     max_events: int = 100
     max_body_bytes: int = 262_144
+    # When the feature store cannot answer: "refuse" (503; the caller's fallback decides) or
+    # "score" without the account aggregates, flagged in the response and counted in a metric.
+    when_features_unavailable: str = "refuse"
 
     def __post_init__(self) -> None:
         _require(self.max_events >= 1, "max_events", "must be >= 1")
         _require(self.max_body_bytes >= 1024, "max_body_bytes", "must be >= 1024")
+        _require(
+            self.when_features_unavailable in FEATURES_UNAVAILABLE_POLICIES,
+            "when_features_unavailable",
+            f"must be one of {', '.join(FEATURES_UNAVAILABLE_POLICIES)}",
+        )
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
     python -m training.train --data PATH|s3://bucket/prefix --registry file:///...|s3://bucket
 
-Steps: read labelled history -> features (the shared `sds.kernel.features.featurize_batch`) ->
+Steps: read activity history (payments, labelled, and logins) -> each payment's account
+aggregates as of just before it (`sds.kernel.pointintime`, from the same declarations the online
+feature store folds) -> features (the shared `sds.kernel.features.featurize_batch`) ->
 time-ordered split -> fit HistGradientBoosting -> evaluate on the holdout -> export to ONNX ->
 refuse unless ONNX and scikit-learn agree within 1e-4 -> register both artifacts with a manifest.
 
@@ -30,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from sds.config import TASK_ROLE_ARN
+from sds.kernel import pointintime
 from sds.kernel.features import FEATURE_NAMES, feature_schema, featurize_batch
 from sds.kernel.registry import Registry, Version, aws_actor, default_actor, open_registry
 from sds.progress import Progress, human_bytes
@@ -37,6 +40,8 @@ from training.data import History, read_history
 from training.evaluate import evaluate
 from training.onnx_export import check_parity, to_onnx
 from training.params import TrainParams, add_training_arguments, params_from_args
+
+STEPS = 8
 
 
 def time_ordered_split(n: int, holdout_fraction: float) -> int:
@@ -158,28 +163,42 @@ def train(
     `run_id` (from `sds train --on-fargate`) is recorded in the manifest, so the command that
     started the run finds the version it produced.
     """
-    progress = progress or Progress(7)
+    progress = progress or Progress(STEPS)
     history: History = progress.run(
         f"reading events from {data}",
         lambda: read_history(data),
-        lambda h: f"{len(h.events)} events, {sum(h.labels)} fraud",
+        lambda h: (
+            f"{len(h.events)} events, {len(h.payments)} payments, {sum(h.labels)} fraud"
+            + (f", {h.duplicates} redelivered" if h.duplicates else "")
+        ),
+    )
+    payments = history.payment_events
+    computed = progress.run(
+        "computing account aggregates as of each payment (sds.kernel.pointintime)",
+        lambda: pointintime.compute(
+            history.events,
+            history.times,
+            [e["account_id"] for e in payments],
+            history.payment_times,
+        ),
+        lambda c: f"{len(c)} aggregates x {len(payments)} payments",
     )
     features = progress.run(
         "computing features (sds.kernel.features.featurize_batch, column by column)",
-        lambda: np.asarray(featurize_batch(history.events), dtype=np.float32),
+        lambda: featurize_batch(payments, {n: v.tolist() for n, v in computed.items()}),
         lambda x: f"{x.shape[0]} x {x.shape[1]}",
     )
     labels = np.asarray(history.labels, dtype=np.int64)
     cut = time_ordered_split(len(labels), params.holdout_fraction)
     model = progress.run(
-        f"fitting HistGradientBoosting on {cut} events before {history.timestamps[cut]}",
+        f"fitting HistGradientBoosting on {cut} payments before {history.timestamp(cut)}",
         lambda: fit(features[:cut], labels[:cut], params),
         lambda m: f"{m.n_iter_} trees",
     )
     holdout_x, holdout_y = features[cut:], labels[cut:]
     scores = model.predict_proba(holdout_x)[:, 1]
     metrics, threshold = progress.run(
-        f"evaluating on the {len(holdout_y)} most recent events",
+        f"evaluating on the {len(holdout_y)} most recent payments",
         lambda: evaluate(holdout_y, scores, alert_rate=params.alert_rate),
         lambda r: f"ROC AUC {r[0]['roc_auc']:.4f}, PR AUC {r[0]['pr_auc']:.4f}",
     )
@@ -203,10 +222,11 @@ def train(
             "uri": str(data),
             "fingerprint": history.fingerprint,
             "files": len(history.sources),
-            "events": len(labels),
+            "events": len(history.events),
+            "payments": len(labels),
             "train_events": cut,
             "holdout_events": len(holdout_y),
-            "holdout_from": history.timestamps[cut],
+            "holdout_from": history.timestamp(cut),
         },
         "code_version": code_version(),
         "serving": {"input": "features", "output": "probabilities", "positive_class": 1},

@@ -6,8 +6,13 @@ I/O at import time; `handler.py` builds one `InferenceApp` per execution environ
 Routes: POST /predict, GET /model, GET /health, GET /openapi.json (the OpenAPI document from
 `sds.kernel.openapi`, served even without a model). Status codes: 200 scored; 400 invalid JSON or
 events (every problem named, with field and reason); 404 unknown route; 405 wrong method; 413
-body too large; 415 not JSON; 503 no model deployed or the model failed to load. Nothing a
+body too large; 415 not JSON; 503 no model deployed, the model failed to load, or the account
+aggregates could not be read (when the environment refuses to score without them). Nothing a
 client sends reaches a 500.
+
+Each payment is scored with its account's aggregates (`sds.kernel.aggregates`) as of its
+`occurred_at`, read from the feature store in one round trip for the whole request
+(`sds.kernel.online.OnlineFeatures.read`).
 
 The warm path is built for the requests that are almost all of them, valid ones: the body is
 parsed with orjson, the events are validated and featurized together, column by column
@@ -32,16 +37,19 @@ from typing import Any
 
 import orjson
 
+from sds.kernel.aggregates import NAMES as AGGREGATES
 from sds.kernel.features import (
     ABSENT,
     FIELD_NAMES,
-    MAX_EVENT_ID_LENGTH,
+    TIME_US,
     Columns,
     Problem,
     event_columns,
     featurize_columns,
     validate_event,
 )
+from sds.kernel.featurestore import FeatureStoreError, open_feature_store
+from sds.kernel.online import OnlineFeatures
 from sds.kernel.openapi import build_openapi
 from sds.kernel.serving import LoadedModel, ModelUnavailable, load_model
 from sds.kernel.settings import ServingSettings, SettingsError
@@ -60,7 +68,9 @@ Response = dict[str, Any]
 # A request's metrics (name -> value) and their dimensions, emitted together.
 MetricSink = Callable[[Mapping[str, float], Mapping[str, str]], None]
 NAMESPACE = "sds/inference"
-OPTIONAL_FIELDS = ("event_id",)
+# A payment sent to /predict may say what it is, as on the event bus.
+OPTIONAL_FIELDS = ("type",)
+PAYMENT = "payment"
 
 
 @functools.lru_cache(maxsize=64)
@@ -135,9 +145,14 @@ class InferenceApp:
         loader: Callable[[ServingSettings], LoadedModel] = load_model,
         metrics: MetricSink = emf_metrics,
         settings_error: str | None = None,
+        online: OnlineFeatures | None = None,
     ) -> None:
         self.settings = settings or ServingSettings(None, None, None, None)  # type: ignore[arg-type]
         self.metrics = metrics
+        self.online = online
+        self.online_error: str | None = None
+        if online is None and settings is not None:
+            self._open_feature_store(settings)
         self.dimensions = {"Environment": self.settings.environment or "unknown"}
         self.model: LoadedModel | None = None
         self.unavailable: str | None = settings_error
@@ -167,6 +182,16 @@ class InferenceApp:
                 self.model.version,
                 (time.perf_counter() - started) * 1000,
             )
+
+    def _open_feature_store(self, settings: ServingSettings) -> None:
+        if settings.feature_store_uri is None:
+            self.online_error = "no feature store is configured (FEATURE_STORE_URI)"
+            return
+        try:
+            self.online = OnlineFeatures(open_feature_store(settings.feature_store_uri))
+        except FeatureStoreError as exc:
+            self.online_error = str(exc)
+            logger.error("feature store unavailable: %s", exc)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str], **kwargs: Any) -> InferenceApp:
@@ -264,17 +289,46 @@ class InferenceApp:
             events = self._events(self._parse_json(data))
             columns = Columns.of(events, optional=OPTIONAL_FIELDS)
         model = self._require_model()
+        columns, missing = self._with_aggregates(columns, metrics)
         scores = model.predict(featurize_columns(columns))
         threshold = model.threshold
         predictions = [
-            {"fraud_probability": round(score, 6), "is_fraud": score >= threshold}
-            for score in scores
+            {"fraud_probability": round(score, 6), "is_fraud": score >= threshold, "event_id": i}
+            for score, i in zip(scores, columns["event_id"], strict=True)
         ]
-        for prediction, event_id in zip(predictions, columns["event_id"], strict=True):
-            if event_id is not ABSENT:
-                prediction["event_id"] = event_id
         metrics["Predictions"] = len(predictions)
-        return self._json(200, {"model": self._model_ref, "predictions": predictions})
+        document: dict[str, Any] = {"model": self._model_ref, "predictions": predictions}
+        if missing is not None:
+            document["online_features"] = {"available": False, "reason": missing}
+        return self._json(200, document)
+
+    def _with_aggregates(
+        self, columns: Columns, metrics: dict[str, float]
+    ) -> tuple[Columns, str | None]:
+        """The batch with each payment's account aggregates as of its time, read in one round
+        trip; if the store cannot answer, a 503 or zeros flagged (WHEN_FEATURES_UNAVAILABLE)."""
+        reason = self.online_error
+        if self.online is not None:
+            try:
+                values = self.online.read(
+                    list(zip(columns["account_id"], columns[TIME_US], strict=True))
+                )
+            except FeatureStoreError as exc:
+                reason = str(exc)
+            else:
+                return columns.with_inputs(
+                    {name: [v[name] for v in values] for name in AGGREGATES}
+                ), None
+        metrics["OnlineFeaturesUnavailable"] = 1.0
+        logger.warning("account aggregates unavailable: %s", reason)
+        if self.settings.when_features_unavailable != "score":
+            raise RequestError(
+                503,
+                "features_unavailable",
+                f"the account aggregates could not be read: {reason}; retry, or use your "
+                "fallback decision",
+            )
+        return columns.with_inputs({name: [0.0] * columns.size for name in AGGREGATES}), reason
 
     def _valid_columns(self, body: Any) -> Columns | None:
         """The events as columns if the request is certainly valid, else None."""
@@ -284,14 +338,7 @@ class InferenceApp:
         if type(events) is not list or not 0 < len(events) <= self.settings.max_events:
             return None
         columns = event_columns(events, optional=OPTIONAL_FIELDS)
-        if columns is None:
-            return None
-        event_ids = [i for i in columns["event_id"] if i is not ABSENT]
-        if event_ids and not (
-            set(map(type, event_ids)) == {str}
-            and min(map(len, event_ids)) > 0
-            and max(map(len, event_ids)) <= MAX_EVENT_ID_LENGTH
-        ):
+        if columns is None or not all(t is ABSENT or t == PAYMENT for t in columns["type"]):
             return None
         return columns
 
@@ -372,19 +419,12 @@ class InferenceApp:
         else:
             for index, item in enumerate(events):
                 where = f"events[{index}]"
-                problems.extend(validate_event(item, where=where, extra_fields=("event_id",)))
-                if isinstance(item, Mapping) and "event_id" in item:
-                    event_id = item["event_id"]
-                    if (
-                        not isinstance(event_id, str)
-                        or not 0 < len(event_id) <= MAX_EVENT_ID_LENGTH
-                    ):
-                        problems.append(
-                            Problem(
-                                f"{where}.event_id",
-                                f"must be a string of 1 to {MAX_EVENT_ID_LENGTH} characters",
-                            )
-                        )
+                problems.extend(validate_event(item, where=where, extra_fields=OPTIONAL_FIELDS))
+                if isinstance(item, Mapping) and item.get("type", PAYMENT) != PAYMENT:
+                    shown = str(item["type"])[:40]
+                    problems.append(
+                        Problem(f"{where}.type", f"{shown!r}: only payments are scored")
+                    )
         if problems:
             raise RequestError(
                 400,

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sds.kernel.features import USD_PER_UNIT
+from sds.kernel.reference import USD_PER_UNIT
 
 # Bump when the meaning of a declaration changes without its fields changing (e.g. the window
 # rule above): models trained on the old meaning must not be served under the new one.

@@ -13,16 +13,21 @@ counterpart for a whole batch: it returns the columns only when every event cert
 `validate_event` (plain JSON values), and None otherwise, so the problems a client sees always
 come from `validate_event`.
 
-Aggregates such as `num_failed_logins_last_24_hours` arrive with the event (computed upstream).
-An input fed from elsewhere (for example aggregates read once per request) joins the batch as
-more columns (`Columns.with_inputs`) and a feature reads it by name like any event field.
+A payment carries its envelope (`event_id`, `account_id`, `occurred_at`) and its own fields. The
+account aggregates (`sds.kernel.aggregates`: failed logins, payments and amounts in a window,
+...) are never sent: the system computes them from events, online from the feature store at
+scoring time and offline point in time in training, and they join the batch as more columns
+(`Columns.with_inputs`) that the aggregate features read by name. A request that carries one is
+told so.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from itertools import chain, product, repeat
 from operator import itemgetter
 from string import ascii_uppercase
@@ -31,43 +36,57 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-SCHEMA_VERSION = 1
+from sds.kernel import aggregates
 
-MERCHANT_CATEGORIES: tuple[str, ...] = (
-    "grocery",
-    "restaurant",
-    "fuel",
-    "travel",
-    "electronics",
-    "online_retail",
-    "digital_goods",
-    "gambling",
-    "pharmacy",
-    "other",
-)
+# Re-exported: the payment's reference data is part of the feature schema's public names.
+from sds.kernel.reference import CURRENCIES as CURRENCIES
+from sds.kernel.reference import MERCHANT_CATEGORIES as MERCHANT_CATEGORIES
+from sds.kernel.reference import USD_PER_UNIT as USD_PER_UNIT
 
-# Fixed reference rates to USD: features must not depend on a live FX feed (same event, same
-# vector), and a tree model only needs amounts on a comparable scale.
-USD_PER_UNIT: Mapping[str, float] = {
-    "USD": 1.0,
-    "EUR": 1.08,
-    "GBP": 1.27,
-    "CHF": 1.12,
-    "CAD": 0.73,
-    "AUD": 0.66,
-    "JPY": 0.0067,
-    "SEK": 0.095,
-    "MXN": 0.058,
-    "BRL": 0.20,
-    "INR": 0.012,
-    "SGD": 0.74,
-}
-CURRENCIES: tuple[str, ...] = tuple(USD_PER_UNIT)
+# 2: payments carry event_id, account_id and occurred_at; the aggregates are computed, not sent.
+SCHEMA_VERSION = 2
+
 
 MAX_AMOUNT = 1_000_000_000.0
-MAX_COUNT = 1_000_000
 MAX_ACCOUNT_AGE_DAYS = 36_500
 MAX_EVENT_ID_LENGTH = 128
+MAX_ID_LENGTH = MAX_EVENT_ID_LENGTH
+
+# occurred_at: RFC 3339 / ISO 8601 with a time zone, between EARLIEST_YEAR and LATEST_YEAR (a time
+# outside is a unit mix-up or a typo, not a payment). Inside, times are integer microseconds since
+# the Unix epoch, so window arithmetic is exact.
+EARLIEST_YEAR = 2000
+LATEST_YEAR = 2099
+_TIME = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?(Z|[+-]\d{2}:\d{2})$"
+)
+TIME_PATTERN = (
+    r"^(20[0-9]{2})-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?"
+    r"(Z|[+-][0-9]{2}:[0-9]{2})$"
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+TIME_FORMAT_HINT = "an ISO 8601 time with a time zone, e.g. 2026-03-01T12:00:00Z"
+
+
+def parse_time(text: Any) -> int:
+    """Microseconds since the epoch of an `occurred_at`; ValueError says what is wrong."""
+    match = _TIME.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(f"must be {TIME_FORMAT_HINT}")
+    year = int(match.group(1))
+    if not EARLIEST_YEAR <= year <= LATEST_YEAR:
+        raise ValueError(f"must be in the years {EARLIEST_YEAR} to {LATEST_YEAR}")
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"must be a real date and time ({TIME_FORMAT_HINT})") from None
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+def format_time(micros: int) -> str:
+    """The canonical form of a time: UTC, microseconds, 'Z'."""
+    return (_EPOCH + micros * _MICROSECOND).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass(frozen=True)
@@ -75,7 +94,7 @@ class Field:
     """One input field of an event: its JSON type and the values it may take."""
 
     name: str
-    kind: str  # "number", "integer", "boolean", "enum" or "country"
+    kind: str  # "number", "integer", "boolean", "enum", "country", "id" or "time"
     description: str
     minimum: float | None = None
     maximum: float | None = None
@@ -97,10 +116,21 @@ class Field:
         elif self.kind == "country":
             schema["type"] = "string"
             schema["pattern"] = "^[A-Z]{2}$"
+        elif self.kind == "id":
+            schema["type"] = "string"
+            schema["minLength"] = 1
+            schema["maxLength"] = MAX_ID_LENGTH
+        elif self.kind == "time":
+            schema["type"] = "string"
+            schema["format"] = "date-time"
+            schema["pattern"] = TIME_PATTERN
         return schema
 
 
 FIELDS: tuple[Field, ...] = (
+    Field("event_id", "id", "Unique id of the payment: captures and labels are joined on it"),
+    Field("account_id", "id", "The account paying: the account aggregates are kept per account"),
+    Field("occurred_at", "time", "When the payment happened (ISO 8601 with a time zone)"),
     Field("amount", "number", "Transaction amount in `currency`", 0, MAX_AMOUNT),
     Field("currency", "enum", "ISO 4217 currency code", allowed=CURRENCIES),
     Field("merchant_category", "enum", "Merchant category", allowed=MERCHANT_CATEGORIES),
@@ -109,22 +139,13 @@ FIELDS: tuple[Field, ...] = (
     Field("hour_of_day", "integer", "Local hour of the transaction", 0, 23),
     Field("account_age_days", "integer", "Days since the account opened", 0, MAX_ACCOUNT_AGE_DAYS),
     Field("is_new_device", "boolean", "First transaction seen from this device"),
-    Field(
-        "num_failed_logins_last_24_hours",
-        "integer",
-        "Failed logins on the account in the 24 hours before the event (computed upstream)",
-        0,
-        MAX_COUNT,
-    ),
-    Field(
-        "txn_count_last_1h",
-        "integer",
-        "Transactions on the card in the hour before the event (computed upstream)",
-        0,
-        MAX_COUNT,
-    ),
 )
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
+# The column of `occurred_at` in microseconds that every `Columns` carries (see `Columns.of_rows`).
+TIME_US = "occurred_at_us"
+COMPUTED_REASON = (
+    "is computed by sds from the account's events (logins, payments) and must not be sent"
+)
 
 
 def feature_schema() -> dict[str, Any]:
@@ -138,6 +159,10 @@ def feature_schema() -> dict[str, Any]:
             "properties": {f.name: f.to_json_schema() for f in FIELDS},
         },
         "features": list(FEATURE_NAMES),
+        "aggregates": {
+            "fingerprint": aggregates.fingerprint(),
+            "definitions": [a.declaration() for a in aggregates.AGGREGATES],
+        },
     }
 
 
@@ -175,8 +200,18 @@ def _check_field(spec: Field, value: Any, where: str) -> Problem | None:
         return None
     if spec.kind == "boolean":
         return None if isinstance(value, bool) else Problem(where, "must be true or false")
+    if spec.kind == "time":
+        try:
+            parse_time(value)
+        except ValueError as exc:
+            return Problem(where, str(exc))
+        return None
     if not isinstance(value, str):
         return Problem(where, "must be a string")
+    if spec.kind == "id":
+        if not 0 < len(value) <= MAX_ID_LENGTH:
+            return Problem(where, f"must be 1 to {MAX_ID_LENGTH} characters")
+        return None
     if spec.kind == "enum" and value not in spec.allowed:
         shown = value if len(value) <= 40 else value[:40] + "..."
         return Problem(where, f"{shown!r} is not one of {', '.join(spec.allowed)}")
@@ -191,22 +226,30 @@ def _check_field(spec: Field, value: Any, where: str) -> Problem | None:
 def validate_event(
     event: Any, *, where: str = "event", extra_fields: Iterable[str] = ()
 ) -> list[Problem]:
-    """Every problem with one event: missing, unknown and invalid fields, in schema order."""
+    """Every problem with one payment: missing, unknown and invalid fields, in schema order."""
+    return validate_fields(event, FIELDS, where=where, extra_fields=extra_fields)
+
+
+def validate_fields(
+    event: Any, fields: Sequence[Field], *, where: str = "event", extra_fields: Iterable[str] = ()
+) -> list[Problem]:
+    """Every problem with one event against `fields`: missing, unknown and invalid fields."""
     if not isinstance(event, Mapping):
         return [Problem(where, "must be a JSON object")]
     problems: list[Problem] = []
-    for spec in FIELDS:
+    for spec in fields:
         if spec.name not in event:
             problems.append(Problem(f"{where}.{spec.name}", "is required"))
             continue
         problem = _check_field(spec, event[spec.name], f"{where}.{spec.name}")
         if problem is not None:
             problems.append(problem)
-    allowed_extra = set(extra_fields)
+    known = {spec.name for spec in fields} | set(extra_fields)
     for key in event:
-        if key not in FIELD_NAMES and key not in allowed_extra:
+        if key not in known:
             shown = str(key) if len(str(key)) <= 40 else str(key)[:40] + "..."
-            problems.append(Problem(f"{where}.{shown}", "is not a known field"))
+            reason = COMPUTED_REASON if key in aggregates.NAMES else "is not a known field"
+            problems.append(Problem(f"{where}.{shown}", reason))
     return problems
 
 
@@ -264,11 +307,13 @@ class Columns:
         *,
         optional: tuple[str, ...] = (),
     ) -> Columns:
-        """Columns from each event's values of `FIELDS`, in order (`_FIELD_GETTER`)."""
+        """Columns from each event's values of `FIELDS`, in order (`_FIELD_GETTER`), and
+        `TIME_US`: `occurred_at` parsed (ValueError if one is not a valid time)."""
         if rows:
             inputs: dict[str, Column] = dict(zip(FIELD_NAMES, zip(*rows, strict=True), strict=True))
         else:
             inputs = {name: () for name in FIELD_NAMES}
+        inputs[TIME_US] = list(map(parse_time, inputs["occurred_at"]))
         for name in optional:
             inputs[name] = [event.get(name, ABSENT) for event in events]
         return cls(len(rows), inputs, optional)
@@ -284,6 +329,8 @@ _KIND_TYPES: Mapping[str, tuple[type, ...]] = {
     "boolean": (bool,),
     "enum": (str,),
     "country": (str,),
+    "id": (str,),
+    "time": (str,),  # checked by parsing it, in `Columns.of_rows`
 }
 # What `_check_field` accepts, as checks over whole columns: a batch costs a few calls per field
 # whatever its size. First the exact types of every event's values at once (its signature: one
@@ -301,6 +348,7 @@ _RANGES: tuple[tuple[str, float, float], ...] = tuple(
     if f.kind in ("number", "integer")
 )
 _FLOAT_FIELDS = tuple(f.name for f in FIELDS if f.kind == "number")
+_ID_FIELDS = tuple(f.name for f in FIELDS if f.kind == "id")
 _ALLOWED_VALUES: tuple[tuple[str, frozenset[str]], ...] = tuple(
     (f.name, _COUNTRY_CODES if f.kind == "country" else frozenset(f.allowed))
     for f in FIELDS
@@ -322,6 +370,11 @@ def _rows_are_valid(rows: Sequence[tuple[Any, ...]], inputs: Mapping[str, Column
         total = sum(inputs[name])
         if total != total:  # a NaN makes the sum NaN (min and max may skip it)
             return False
+    for name in _ID_FIELDS:
+        column = inputs[name]
+        lengths = list(map(len, column))
+        if not (min(lengths) > 0 and max(lengths) <= MAX_ID_LENGTH):
+            return False
     return all(set(inputs[name]) <= allowed for name, allowed in _ALLOWED_VALUES)
 
 
@@ -340,7 +393,10 @@ def event_columns(events: Sequence[Any], *, optional: Iterable[str] = ()) -> Col
         rows = list(map(_FIELD_GETTER, events))
     except KeyError:  # a required field is missing
         return None
-    columns = Columns.of_rows(rows, events, optional=tuple(optional))
+    try:
+        columns = Columns.of_rows(rows, events, optional=tuple(optional))
+    except ValueError:  # an occurred_at that is not a valid time
+        return None
     carried = sum(1 for name in columns.optional for value in columns[name] if value is not ABSENT)
     # Each event holds every field (the rows exist), so any key beyond them is an extra key; the
     # count matches only if every extra key is an allowed optional one.
@@ -393,9 +449,9 @@ FEATURES: tuple[Feature, ...] = (
     _feature("is_night", lambda c: [hour < 6 for hour in c["hour_of_day"]]),
     _feature("account_age_days_log1p", lambda c: [_log1p(d) for d in c["account_age_days"]]),
     _feature("is_new_device", lambda c: c["is_new_device"]),
-    _feature("num_failed_logins_last_24_hours", lambda c: c["num_failed_logins_last_24_hours"]),
-    _feature("txn_count_last_1h", lambda c: c["txn_count_last_1h"]),
     _one_hot("merchant_category", MERCHANT_CATEGORIES),
+    # The account aggregates, as the feature store (online) or history (offline) computes them.
+    *(_feature(name, itemgetter(name)) for name in aggregates.NAMES),
 )
 FEATURE_NAMES: tuple[str, ...] = tuple(name for feature in FEATURES for name in feature.names)
 N_FEATURES = len(FEATURE_NAMES)
@@ -415,21 +471,31 @@ def featurize_columns(columns: Columns) -> Matrix:
     return matrix.reshape(columns.size, N_FEATURES)
 
 
-def featurize(event: Mapping[str, Any]) -> list[float]:
-    """One validated event's feature vector (order: FEATURE_NAMES): the batch of one."""
-    return [float(column[0]) for column in feature_columns(Columns.of((event,)))]
+def featurize(event: Mapping[str, Any], computed: Mapping[str, float]) -> list[float]:
+    """One validated event's feature vector (order: FEATURE_NAMES), with its account aggregates
+    (`computed`: a value for each of `aggregates.NAMES`): the batch of one."""
+    columns = Columns.of((event,)).with_inputs({n: (computed[n],) for n in aggregates.NAMES})
+    return [float(column[0]) for column in feature_columns(columns)]
 
 
 FEATURIZE_CHUNK = 65_536
 
 
-def featurize_batch(events: Sequence[Mapping[str, Any]]) -> Matrix:
-    """Features for history: `featurize_columns` over chunks of events (bounded extra memory)."""
+def featurize_batch(
+    events: Sequence[Mapping[str, Any]],
+    computed: Mapping[str, Sequence[float]],
+) -> Matrix:
+    """Features for history: `featurize_columns` over chunks of events (bounded extra memory);
+    `computed[name][i]` is aggregate `name` of event i, as of just before it."""
+
+    def chunk(start: int, stop: int) -> Matrix:
+        columns = Columns.of(events[start:stop]).with_inputs(
+            {name: computed[name][start:stop] for name in aggregates.NAMES}
+        )
+        return featurize_columns(columns)
+
     if len(events) <= FEATURIZE_CHUNK:
-        return featurize_columns(Columns.of(events))
+        return chunk(0, len(events))
     return np.concatenate(
-        [
-            featurize_columns(Columns.of(events[start : start + FEATURIZE_CHUNK]))
-            for start in range(0, len(events), FEATURIZE_CHUNK)
-        ]
+        [chunk(start, start + FEATURIZE_CHUNK) for start in range(0, len(events), FEATURIZE_CHUNK)]
     )

@@ -92,10 +92,20 @@ def load_model(settings: ServingSettings) -> LoadedModel:
     schema = version.manifest.get("feature_schema")
     # A manifest is data from elsewhere: a non-object schema must give a 503, not crash the init.
     trained_on = schema.get("features") if isinstance(schema, Mapping) else None
-    if trained_on != feature_schema()["features"]:
+    expected = feature_schema()
+    if trained_on != expected["features"]:
         raise ModelUnavailable(
             f"model {settings.model_name} v{settings.model_version} was trained on different "
             "features than this code computes; retrain it or deploy matching code"
+        )
+    computed = schema.get("aggregates") if isinstance(schema, Mapping) else None
+    trained_fingerprint = computed.get("fingerprint") if isinstance(computed, Mapping) else None
+    if trained_fingerprint != expected["aggregates"]["fingerprint"]:
+        raise ModelUnavailable(
+            f"model {settings.model_name} v{settings.model_version} was trained on other account "
+            f"aggregate definitions (fingerprint {str(trained_fingerprint)[:12]}..., this code "
+            f"computes {expected['aggregates']['fingerprint'][:12]}...); retrain it or deploy "
+            "matching code"
         )
     threshold = version.manifest.get("decision_threshold")
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):

@@ -9,9 +9,12 @@ rollback look at). One writer, one parser: a variable renamed here is renamed ev
 them all: pruning keeps every published version a protected model is pinned in, whichever
 variable pins it, so a new pin (the shadow's `SHADOW_MODEL_VERSION`) is one line in that table.
 
-Variables: MODEL_NAME, ENVIRONMENT, REGISTRY_URI, MAX_EVENTS, MAX_BODY_BYTES, and, only when the
-environment has a pin, MODEL_VERSION and MODEL_SHA256 (absent means "no model deployed", a valid
-state answered with 503, and a first promotion shows in `cdk diff` as two added variables).
+Variables: MODEL_NAME, ENVIRONMENT, REGISTRY_URI, MAX_EVENTS, MAX_BODY_BYTES, FEATURE_STORE_URI
+(where the account aggregates are read: `dynamodb://table` on AWS, `sqlite:///path` locally),
+WHEN_FEATURES_UNAVAILABLE (`refuse`: answer 503; `score`: score without them, flagged), and,
+only when the environment has a pin, MODEL_VERSION and MODEL_SHA256 (absent means "no model
+deployed", a valid state answered with 503, and a first promotion shows in `cdk diff` as two
+added variables).
 """
 
 from __future__ import annotations
@@ -30,10 +33,15 @@ REGISTRY_URI = "REGISTRY_URI"
 ENVIRONMENT = "ENVIRONMENT"
 MAX_EVENTS = "MAX_EVENTS"
 MAX_BODY_BYTES = "MAX_BODY_BYTES"
+FEATURE_STORE_URI = "FEATURE_STORE_URI"
+WHEN_FEATURES_UNAVAILABLE = "WHEN_FEATURES_UNAVAILABLE"
 
 DEFAULT_MODEL_NAME = "fraud"
 DEFAULT_MAX_EVENTS = 100
 DEFAULT_MAX_BODY_BYTES = 262_144
+# What the handler does when the feature store cannot answer: refuse (503, the caller's fallback
+# decides) or score with the aggregates missing, flagged in the response and counted in a metric.
+FEATURES_UNAVAILABLE_POLICIES = ("refuse", "score")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -66,6 +74,8 @@ class ServingSettings:
     environment: str = "local"
     max_events: int = DEFAULT_MAX_EVENTS
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    feature_store_uri: str | None = None
+    when_features_unavailable: str = "refuse"
 
     @property
     def has_pin(self) -> bool:
@@ -88,6 +98,8 @@ class ServingSettings:
             registry_uri=self.registry_uri,
             max_events=self.max_events,
             max_body_bytes=self.max_body_bytes,
+            feature_store_uri=self.feature_store_uri,
+            when_features_unavailable=self.when_features_unavailable,
         )
 
     @classmethod
@@ -108,6 +120,8 @@ class ServingSettings:
             environment=environ.get(ENVIRONMENT, "").strip() or "local",
             max_events=_positive_int(environ, MAX_EVENTS, DEFAULT_MAX_EVENTS),
             max_body_bytes=_positive_int(environ, MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES),
+            feature_store_uri=environ.get(FEATURE_STORE_URI, "").strip() or None,
+            when_features_unavailable=_policy(environ),
         )
 
 
@@ -119,15 +133,24 @@ def function_environment(
     registry_uri: str,
     max_events: int,
     max_body_bytes: int,
+    feature_store_uri: str | None,
+    when_features_unavailable: str,
 ) -> dict[str, str]:
     """The inference function's environment variables for one environment and pin."""
+    if when_features_unavailable not in FEATURES_UNAVAILABLE_POLICIES:
+        raise SettingsError(
+            f"{WHEN_FEATURES_UNAVAILABLE} must be one of {', '.join(FEATURES_UNAVAILABLE_POLICIES)}"
+        )
     variables = {
         MODEL_NAME: model_name,
         ENVIRONMENT: environment,
         REGISTRY_URI: registry_uri,
         MAX_EVENTS: str(max_events),
         MAX_BODY_BYTES: str(max_body_bytes),
+        WHEN_FEATURES_UNAVAILABLE: when_features_unavailable,
     }
+    if feature_store_uri is not None:
+        variables[FEATURE_STORE_URI] = feature_store_uri
     if pin is not None:
         variables[MODEL_VERSION] = str(pin.version)
         variables[MODEL_SHA256] = pin.sha256
@@ -174,6 +197,16 @@ def _parse_pin(environ: Mapping[str, str], pair: PinVariables = LIVE_PIN) -> Pin
     if not _SHA256.match(sha):
         raise SettingsError(f"{pair.sha256} must be the 64-hex-digit sha256 of the pinned model")
     return Pin(version=int(version_text), sha256=sha)
+
+
+def _policy(environ: Mapping[str, str]) -> str:
+    text = environ.get(WHEN_FEATURES_UNAVAILABLE, "").strip() or "refuse"
+    if text not in FEATURES_UNAVAILABLE_POLICIES:
+        raise SettingsError(
+            f"{WHEN_FEATURES_UNAVAILABLE} must be one of "
+            f"{', '.join(FEATURES_UNAVAILABLE_POLICIES)}, got {text[:40]!r}"
+        )
+    return text
 
 
 def _is_decimal(text: str) -> bool:

@@ -1,8 +1,11 @@
 """`sds demo` / `make demo`: the whole local loop in a few minutes, on the embedded defaults.
 
-Generates events, trains two versions with different settings, promotes v1 to dev, serves it
-over real HTTP through the real handler, promotes v2 and shows the served version change, shows
-a promotion gate refusing, rolls back and shows v1 served again. It runs in its own workspace
+Generates account activity (logins and payments), trains two versions with different settings
+(the account aggregates computed point in time from the events), promotes v1 to dev, serves it
+over real HTTP through the real handler, streams a burst of failed logins through `POST /events`
+and shows the next payment of that account scored higher (the aggregates read from the feature
+store), promotes v2 and shows the served version change, shows a promotion gate refusing, rolls
+back and shows v1 served again. It runs in its own workspace
 (.sds/demo, with its own lock file) so it never touches the project's models.lock.json, and it
 checks what it shows: a step that does not behave as promised fails the demo.
 """
@@ -21,13 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from sds.kernel.errors import SdsError
+from sds.kernel.features import format_time
 from sds.ops.local_api import LocalApi, PinnedApps
 from sds.ops.promotion import GateFailure, history, promote, rollback
 from sds.ops.workspace import Workspace
-from training.data import generate_events, write_jsonl
+from training.data import write_jsonl
+from training.synthetic import LABEL, generate_activity
 
 RISKY = {
     "event_id": "risky-1",
+    "account_id": "acct-demo-risky",
     "amount": 1899.0,
     "currency": "EUR",
     "merchant_category": "electronics",
@@ -36,11 +42,10 @@ RISKY = {
     "hour_of_day": 3,
     "account_age_days": 4,
     "is_new_device": True,
-    "num_failed_logins_last_24_hours": 5,
-    "txn_count_last_1h": 7,
 }
 ROUTINE = {
     "event_id": "routine-1",
+    "account_id": "acct-demo-routine",
     "amount": 42.5,
     "currency": "USD",
     "merchant_category": "grocery",
@@ -49,9 +54,23 @@ ROUTINE = {
     "hour_of_day": 18,
     "account_age_days": 1460,
     "is_new_device": False,
-    "num_failed_logins_last_24_hours": 0,
-    "txn_count_last_1h": 1,
 }
+# A payment from an account a burst of failed logins is about to hit (see _show_event_path).
+TARGETED = {
+    **ROUTINE,
+    "event_id": "targeted-1",
+    "account_id": "acct-demo-targeted",
+    "amount": 420.0,
+    "merchant_category": "online_retail",
+}
+
+
+def _now() -> str:
+    return format_time(time.time_ns() // 1000)
+
+
+def _payment(template: dict[str, Any], suffix: str = "") -> dict[str, Any]:
+    return {**template, "event_id": template["event_id"] + suffix, "occurred_at": _now()}
 
 
 class DemoFailure(SdsError, RuntimeError):
@@ -66,10 +85,12 @@ def _cmd(text: str) -> None:
     _say(f"\n$ {text}")
 
 
-def _predict(url: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+def _post(
+    url: str, path: str, events: list[dict[str, Any]]
+) -> tuple[int, dict[str, Any], dict[str, str]]:
     request = urllib.request.Request(
-        f"{url}/predict",
-        data=json.dumps({"events": [RISKY, ROUTINE]}).encode(),
+        f"{url}{path}",
+        data=json.dumps({"events": events}).encode(),
         headers={"Content-Type": "application/json"},
         method="POST",
     )
@@ -83,7 +104,7 @@ def _predict(url: str) -> tuple[int, dict[str, Any], dict[str, str]]:
 def _show_predictions(url: str, expect_version: int) -> float:
     started = time.monotonic()
     while True:
-        status, body, headers = _predict(url)
+        status, body, headers = _post(url, "/predict", [_payment(RISKY), _payment(ROUTINE)])
         served = body.get("model", {}).get("version")
         if status == 200 and served == expect_version:
             break
@@ -94,12 +115,55 @@ def _show_predictions(url: str, expect_version: int) -> float:
         time.sleep(0.02)
     waited = time.monotonic() - started
     _say(f"  HTTP {status}, X-Model-Version: {headers.get('X-Model-Version')}")
+    _show(body)
+    return waited
+
+
+def _show(body: dict[str, Any]) -> None:
     for prediction in body["predictions"]:
         flag = "FRAUD" if prediction["is_fraud"] else "ok"
         _say(
-            f"  {prediction['event_id']:<10} fraud_probability={prediction['fraud_probability']:.4f}  {flag}"
+            f"  {prediction['event_id']:<12} fraud_probability={prediction['fraud_probability']:.4f}"
+            f"  {flag}"
         )
-    return waited
+
+
+def _score(url: str, event: dict[str, Any]) -> float:
+    status, body, _ = _post(url, "/predict", [event])
+    if status != 200:
+        raise DemoFailure(f"scoring {event['event_id']}: HTTP {status} {body}")
+    _show(body)
+    return float(body["predictions"][0]["fraud_probability"])
+
+
+def _show_event_path(url: str) -> tuple[float, float]:
+    """A payment, then a burst of failed logins on its account, then the same payment again:
+    the second score is higher because the account aggregates changed, not the payment."""
+    _cmd(f"curl -s -X POST {url}/predict -d '{{\"events\": [{{... account acct-demo-targeted}}]}}'")
+    before = _score(url, _payment(TARGETED, "-a"))
+    logins = [
+        {
+            "type": "login",
+            "event_id": f"demo-login-{time.time_ns()}-{i}",
+            "account_id": TARGETED["account_id"],
+            "occurred_at": _now(),
+            "outcome": "failure" if i < 6 else "success",
+        }
+        for i in range(7)
+    ]
+    _cmd(f"curl -s -X POST {url}/events -d '{{\"events\": [6 failed logins, 1 login]}}'")
+    status, body, _ = _post(url, "/events", logins)
+    if status != 202:
+        raise DemoFailure(f"POST /events: HTTP {status} {body}")
+    _say(f"  HTTP {status}: {body['applied']} events applied to the feature store")
+    _cmd(f"curl -s -X POST {url}/predict -d '{{\"events\": [{{the same payment, again}}]}}'")
+    after = _score(url, _payment(TARGETED, "-b"))
+    if not after > before:
+        raise DemoFailure(
+            f"a burst of failed logins did not raise the account's next score ({before} -> {after})"
+        )
+    _say(f"  the account's failed logins moved its payment from {before:.4f} to {after:.4f}")
+    return before, after
 
 
 def run_demo(
@@ -133,12 +197,13 @@ def _run(project: Workspace, *, events: int, keep: bool, report: dict[str, Any])
         _say(f"sds demo: everything below runs locally, in {home}")
         _cmd(f"sds generate --events {events} --out {home}/data/events.jsonl.gz")
         data = home / "data" / "events.jsonl.gz"
-        generated = generate_events(events, seed=7)
+        generated = generate_activity(events, seed=7)
         write_jsonl(generated, data)
-        fraud = sum(e["is_fraud"] for e in generated)
-        _say(f"wrote {events} events ({fraud} fraud, {fraud / events:.1%})")
+        fraud = sum(e.get(LABEL, False) for e in generated)
+        logins = sum(e["type"] == "login" for e in generated)
+        _say(f"wrote {events} payments ({fraud} fraud, {fraud / events:.1%}) and {logins} logins")
 
-        from training.train import Progress, TrainParams, train
+        from training.train import STEPS, Progress, TrainParams, train
 
         versions = []
         for label, params in (
@@ -156,7 +221,7 @@ def _run(project: Workspace, *, events: int, keep: bool, report: dict[str, Any])
                 params=params,
                 actor=ws.actor,
                 reason=f"demo: {label} model",
-                progress=Progress(7),
+                progress=Progress(STEPS),
             )
             timings[f"train v{version.number}"] = time.monotonic() - t0
             m = version.metrics
@@ -176,6 +241,7 @@ def _run(project: Workspace, *, events: int, keep: bool, report: dict[str, Any])
             _cmd(f"sds serve --env {env}   # started on {api.url}")
             _cmd(f"curl -s -X POST {api.url}/predict -d '{{\"events\": [...]}}'")
             _show_predictions(api.url, v1)
+            burst = _show_event_path(api.url)
 
             _cmd(f"sds promote {v2} --to {env} --reason 'tuned model'")
             change = promote(ws, to_env=env, version=v2, reason="demo: tuned model")
@@ -235,6 +301,7 @@ def _run(project: Workspace, *, events: int, keep: bool, report: dict[str, Any])
             env=env,
             versions=[v1, v2],
             served=[v1, v2, v1],
+            failed_login_burst={"before": burst[0], "after": burst[1]},
             timings_ms={name: round(seconds * 1000, 1) for name, seconds in timings.items()},
             total_s=round(time.monotonic() - started, 2),
         )

@@ -35,7 +35,10 @@ from urllib.parse import parse_qs, urlsplit
 
 from lambdas.inference.app import InferenceApp, MetricSink
 from sds.kernel.errors import SdsError
+from sds.kernel.events import timed, validate_batch
+from sds.kernel.featurestore import open_feature_store
 from sds.kernel.lock import LockFileError, Pin, read_pin
+from sds.kernel.online import OnlineFeatures
 from sds.kernel.settings import ServingSettings
 from sds.ops.workspace import Workspace
 
@@ -207,6 +210,8 @@ class PinnedApps:
         registry_uri: str,
         max_events: int,
         max_body_bytes: int,
+        feature_store_uri: str | None = None,
+        when_features_unavailable: str = "refuse",
         metrics: MetricSink = _no_metrics,
     ) -> None:
         self.lock_path = lock_path
@@ -215,7 +220,14 @@ class PinnedApps:
         self.registry_uri = registry_uri
         self.max_events = max_events
         self.max_body_bytes = max_body_bytes
+        self.feature_store_uri = feature_store_uri
+        self.when_features_unavailable = when_features_unavailable
         self.metrics = metrics
+        # One store for every pinned app and for POST /events, like the one table on AWS.
+        self.online: OnlineFeatures | None = None
+        if feature_store_uri is not None:
+            self.online = OnlineFeatures(open_feature_store(feature_store_uri))
+        self.events = EventsEndpoint(self.online)
         self._apps: dict[Pin | None, InferenceApp] = {}
         self._mutex = threading.Lock()
         self._stamp: tuple[int, int] | None = None
@@ -233,6 +245,8 @@ class PinnedApps:
             registry_uri=ws.registry_uri(env),
             max_events=serving.max_events,
             max_body_bytes=serving.max_body_bytes,
+            feature_store_uri=ws.feature_store_uri(env),
+            when_features_unavailable=serving.when_features_unavailable,
         )
 
     def _current_pin(self) -> Pin | None:
@@ -263,15 +277,76 @@ class PinnedApps:
                     environment=self.env,
                     max_events=self.max_events,
                     max_body_bytes=self.max_body_bytes,
+                    feature_store_uri=self.feature_store_uri,
+                    when_features_unavailable=self.when_features_unavailable,
                 )
                 if self._pin_error is not None:
                     app = InferenceApp(None, settings_error=self._pin_error, metrics=self.metrics)
                 else:
-                    app = InferenceApp(settings, metrics=self.metrics)
+                    app = InferenceApp(settings, metrics=self.metrics, online=self.online)
                     self._apps[pin] = app
                 if pin is not None and app.model is not None:
                     logger.info("now serving %s v%s", self.model, pin.version)
             return app
+
+    def handle(self, event: Mapping[str, Any]) -> Mapping[str, Any]:
+        """One API Gateway proxy event: POST /events feeds the feature store, the rest is the
+        inference API of the current pin."""
+        if "/" + str(event.get("path", "")).strip("/") == EventsEndpoint.PATH:
+            return self.events.handle(event)
+        return self.current().handle(event, None)
+
+
+class EventsEndpoint:
+    """`POST /events`: activity events into the feature store, locally (on AWS they go to the
+    environment's event bus). A batch with a problem is refused whole (400, every problem named);
+    otherwise 202 with what the updater did."""
+
+    PATH = "/events"
+    MAX_EVENTS = 1000
+
+    def __init__(self, online: OnlineFeatures | None) -> None:
+        self.online = online
+
+    def handle(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        if event.get("httpMethod") != "POST":
+            refusal = {"error": "method_not_allowed", "message": "/events accepts POST"}
+            return _proxy(405, refusal, {"Allow": "POST"})
+        if self.online is None:
+            return _proxy(503, {"error": "no_feature_store", "message": "no feature store"})
+        try:
+            body = json.loads(event.get("body") or "")
+        except ValueError as exc:
+            message = f"the body is not valid JSON: {str(exc)[:200]}"
+            return _proxy(400, {"error": "invalid_json", "message": message})
+        items = body.get("events") if isinstance(body, dict) else None
+        if not isinstance(items, list) or not 0 < len(items) <= self.MAX_EVENTS:
+            message = f'send {{"events": [...]}} with 1 to {self.MAX_EVENTS} activity events'
+            return _proxy(400, {"error": "invalid_request", "message": message})
+        problems = validate_batch(items)
+        if problems:
+            return _proxy(
+                400,
+                {
+                    "error": "invalid_request",
+                    "message": f"{len(problems)} problem(s); nothing was stored",
+                    "problems": [p.to_dict() for p in problems[:1000]],
+                },
+            )
+        result = self.online.apply(timed(items))
+        status = 202 if not result.failed else 503
+        return _proxy(status, {"accepted": len(items), **result.to_dict()})
+
+
+def _proxy(
+    status: int, document: Mapping[str, Any], headers: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    return {
+        "statusCode": status,
+        "headers": {"Content-Type": "application/json", **(headers or {})},
+        "body": json.dumps(document),
+        "isBase64Encoded": False,
+    }
 
 
 def to_proxy_event(
@@ -322,7 +397,7 @@ def to_proxy_event(
 
 
 def make_handler(
-    apps: Callable[[], InferenceApp], limits: ConnectionLimits | None = None
+    handle: Callable[[dict[str, Any]], Mapping[str, Any]], limits: ConnectionLimits | None = None
 ) -> type[BaseHTTPRequestHandler]:
     connection_limits = limits or ConnectionLimits()
 
@@ -403,7 +478,7 @@ def make_handler(
                 body=body,
                 source_ip=self.client_address[0],
             )
-            response = apps().handle(event, None)
+            response = handle(event)
             payload = response.get("body") or ""
             data = (
                 base64.b64decode(payload)
@@ -453,7 +528,7 @@ class LocalApi:
         limits: ConnectionLimits | None = None,
     ) -> None:
         self.apps = apps
-        self.server = ThreadingHTTPServer((host, port), make_handler(apps.current, limits))
+        self.server = ThreadingHTTPServer((host, port), make_handler(apps.handle, limits))
         self.server.daemon_threads = True
         self._thread: threading.Thread | None = None
 

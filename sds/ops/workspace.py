@@ -15,6 +15,8 @@ Resolution, most explicit first:
   STS returns it (`arn:aws:sts::123456789012:assumed-role/Deployer/alice`), asked once, on first
   use, with `$SDS_ACTOR` kept only as an annotation (`declared_actor`); locally `$SDS_ACTOR`,
   else `user@host`.
+- an environment's feature store (the account aggregates) when served locally:
+  `$SDS_FEATURE_STORE_<ENV>`, else the embedded `sqlite://<state>/features/<env>.db`.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class Workspace:
     lock_path: Path
     config: ProjectConfig
     registry_overrides: Mapping[str, str] = field(default_factory=dict)
+    feature_store_overrides: Mapping[str, str] = field(default_factory=dict)
     # Who acts on the local target ($SDS_ACTOR, else user@host); on AWS see `actor`.
     local_actor: str = "unknown"
     # What the caller says about themselves on AWS ($SDS_ACTOR): an annotation, never the actor.
@@ -64,11 +67,14 @@ class Workspace:
         )
         root = root.resolve()
         config = load_project(root / "cdk.json")
-        overrides = {
-            env: environ[f"SDS_REGISTRY_{env.upper()}"]
-            for env in config.environments
-            if environ.get(f"SDS_REGISTRY_{env.upper()}")
-        }
+
+        def overrides(prefix: str) -> dict[str, str]:
+            return {
+                env: environ[f"{prefix}_{env.upper()}"]
+                for env in config.environments
+                if environ.get(f"{prefix}_{env.upper()}")
+            }
+
         home = Path(environ["SDS_HOME"]) if environ.get("SDS_HOME") else root / ".sds"
         lock = (
             Path(environ["SDS_LOCK_FILE"])
@@ -83,7 +89,8 @@ class Workspace:
             home=home.resolve(),
             lock_path=lock.resolve(),
             config=config,
-            registry_overrides=overrides,
+            registry_overrides=overrides("SDS_REGISTRY"),
+            feature_store_overrides=overrides("SDS_FEATURE_STORE"),
             local_actor=environ.get("SDS_ACTOR") or default_actor(),
             declared_actor=(environ.get("SDS_ACTOR") or None) if target == "aws" else None,
             target=target,
@@ -122,6 +129,13 @@ class Workspace:
     def registry(self, env: str) -> Registry:
         """`env`'s registry; every event it writes carries `declared_actor`, if any."""
         return open_registry(self.registry_uri(env), self.model, declared_actor=self.declared_actor)
+
+    def feature_store_uri(self, env: str) -> str:
+        """Where `env`'s account aggregates are kept locally: `$SDS_FEATURE_STORE_<ENV>` or the
+        embedded SQLite store under the local state."""
+        if env in self.feature_store_overrides:
+            return self.feature_store_overrides[env]
+        return f"sqlite://{self.home / 'features' / f'{env}.db'}"
 
 
 def find_project(start: Path) -> Path:

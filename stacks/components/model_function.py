@@ -67,6 +67,8 @@ class ModelFunction(Construct):
                 registry_uri=f"s3://{registry.bucket_name}",
                 max_events=serving.max_events,
                 max_body_bytes=serving.max_body_bytes,
+                feature_store_uri=None,
+                when_features_unavailable=serving.when_features_unavailable,
             ),
         )
         self.version = self.function.current_version

@@ -16,8 +16,9 @@ import pytest
 from sds.kernel.lock import Pin, write_pin
 from sds.kernel.registry import open_registry
 from sds.ops.local_api import LocalApi, PinnedApps
-from training.data import generate_events, write_jsonl
-from training.train import Progress, TrainParams, train
+from training.data import write_jsonl
+from training.synthetic import generate_activity
+from training.train import STEPS, Progress, TrainParams, train
 
 MODEL = "fraud"
 ENV = "contract"
@@ -26,7 +27,7 @@ ENV = "contract"
 @pytest.fixture(scope="session")
 def contract_api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("contract-api")
-    data = write_jsonl(generate_events(3000, seed=11), root / "history.jsonl")
+    data = write_jsonl(generate_activity(3000, seed=11), root / "history.jsonl")
     registry_root = root / "registry"
     registry_root.mkdir()
     version = train(
@@ -35,7 +36,7 @@ def contract_api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         params=TrainParams(max_iter=10, seed=1),
         actor="contract@ci",
         reason="contract test fixture",
-        progress=Progress(7, enabled=False),
+        progress=Progress(STEPS, enabled=False),
     )
     lock_path = root / "models.lock.json"
     write_pin(lock_path, model=MODEL, env=ENV, pin=Pin(version.number, version.sha256))
@@ -46,6 +47,7 @@ def contract_api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         registry_uri=registry_root.as_uri(),
         max_events=100,
         max_body_bytes=262_144,
+        feature_store_uri=f"sqlite://{root / 'features.db'}",
     )
     with LocalApi(apps, host="127.0.0.1", port=0) as api:
         assert apps.current().model is not None, apps.current().unavailable

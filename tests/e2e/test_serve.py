@@ -16,6 +16,9 @@ from typing import Any
 from cli_project import Project
 
 EVENT = {
+    "event_id": "evt-1",
+    "account_id": "acct-1",
+    "occurred_at": "2026-03-01T12:00:00Z",
     "amount": 250.0,
     "currency": "EUR",
     "merchant_category": "electronics",
@@ -24,8 +27,6 @@ EVENT = {
     "hour_of_day": 2,
     "account_age_days": 12,
     "is_new_device": True,
-    "num_failed_logins_last_24_hours": 2,
-    "txn_count_last_1h": 3,
 }
 
 

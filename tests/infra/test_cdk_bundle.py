@@ -195,16 +195,18 @@ def test_bundle_imports_and_serves_under_python_312(
     # Given a model trained and registered with the project's own code in a file registry
     from sds.kernel.features import FIELD_NAMES
     from sds.kernel.registry import open_registry
-    from training.data import generate_events, write_jsonl
+    from training.data import write_jsonl
+    from training.synthetic import generate_activity
     from training.train import main as train
 
-    history = write_jsonl(generate_events(1500, seed=3), tmp_path / "history.jsonl")
+    history = write_jsonl(generate_activity(1500, seed=3), tmp_path / "history.jsonl")
     registry_uri = f"file://{tmp_path / 'registry'}"
     assert train(["--data", str(history), "--registry", registry_uri, "--max-iter", "10"]) == 0
     version = open_registry(registry_uri, "fraud").get_version(1)
     events = [
-        {k: v for k, v in e.items() if k in FIELD_NAMES or k == "event_id"}
-        for e in generate_events(3, seed=11)
+        {k: v for k, v in e.items() if k in FIELD_NAMES}
+        for e in generate_activity(3, seed=11)
+        if e["type"] == "payment"
     ]
     settings = {
         "MODEL_NAME": "fraud",
@@ -212,6 +214,7 @@ def test_bundle_imports_and_serves_under_python_312(
         "REGISTRY_URI": registry_uri,
         "MAX_EVENTS": "100",
         "MAX_BODY_BYTES": "262144",
+        "FEATURE_STORE_URI": f"sqlite://{tmp_path / 'features.db'}",
     }
     # When the bundle's handler serves a prediction with the pin in its environment
     pinned = _serve(

@@ -77,11 +77,12 @@ def runtime_site() -> Path:
 def trained_model_on_s3(aws: Any, tmp_path: Path) -> dict[str, str]:
     """A model trained with the project's own code and registered in a moto S3 bucket."""
     from sds.kernel.registry import open_registry
-    from training.data import generate_events, write_jsonl
+    from training.data import write_jsonl
+    from training.synthetic import generate_activity
     from training.train import main as train
 
     bucket = aws.bucket()
-    history = write_jsonl(generate_events(1500, seed=3), tmp_path / "history.jsonl")
+    history = write_jsonl(generate_activity(1500, seed=3), tmp_path / "history.jsonl")
     registry_uri = f"s3://{bucket}"
     assert train(["--data", str(history), "--registry", registry_uri, "--max-iter", "10"]) == 0
     version = open_registry(registry_uri, "fraud").get_version(1)
@@ -93,6 +94,7 @@ def trained_model_on_s3(aws: Any, tmp_path: Path) -> dict[str, str]:
         "ENVIRONMENT": "test",
         "MAX_EVENTS": "100",
         "MAX_BODY_BYTES": "262144",
+        "FEATURE_STORE_URI": f"sqlite://{tmp_path / 'features.db'}",
     }
 
 
@@ -171,7 +173,7 @@ def test_the_bundle_serves_api_gateway_events_under_awslambdaric_cold_and_warm(
     import json
 
     from sds.kernel.features import FIELD_NAMES
-    from training.data import generate_events
+    from training.synthetic import generate_activity
 
     # Given the bundle started by awslambdaric under Python 3.12, pinned to model 1 on S3
     started = time.monotonic()
@@ -180,8 +182,9 @@ def test_the_bundle_serves_api_gateway_events_under_awslambdaric_cold_and_warm(
     )
     try:
         events = [
-            {k: v for k, v in e.items() if k in FIELD_NAMES or k == "event_id"}
-            for e in generate_events(3, seed=11)
+            {k: v for k, v in e.items() if k in FIELD_NAMES}
+            for e in generate_activity(3, seed=11)
+            if e["type"] == "payment"
         ]
         # When API Gateway events arrive: the first one cold, the next ones warm
         cold = runtime_api.invoke(api_event("POST", "/predict", {"events": events}))
@@ -219,7 +222,7 @@ def test_a_model_that_fails_verification_answers_503_without_a_crash_loop(
     tmp_path: Path,
 ) -> None:
     from sds.kernel.features import FIELD_NAMES
-    from training.data import generate_events
+    from training.synthetic import generate_activity
 
     # Given a pin whose sha256 does not match the model in the registry
     settings = {**trained_model_on_s3, "MODEL_SHA256": "0" * 64}
@@ -229,8 +232,9 @@ def test_a_model_that_fails_verification_answers_503_without_a_crash_loop(
     try:
         # When requests arrive
         events = [
-            {k: v for k, v in e.items() if k in FIELD_NAMES or k == "event_id"}
-            for e in generate_events(1, seed=5)
+            {k: v for k, v in e.items() if k in FIELD_NAMES}
+            for e in generate_activity(1, seed=5)
+            if e["type"] == "payment"
         ]
         first = runtime_api.invoke(api_event("POST", "/predict", {"events": events}))
         second = runtime_api.invoke(api_event("GET", "/health"))

@@ -20,8 +20,9 @@ from security_model import MODEL, TRAINER, SecurityModel
 from security_report import summary_lines
 
 from sds.kernel.registry import open_registry
-from training.data import generate_events, write_jsonl
-from training.train import Progress, TrainParams, train
+from training.data import write_jsonl
+from training.synthetic import generate_activity
+from training.train import STEPS, Progress, TrainParams, train
 
 
 class MetricsSink:
@@ -39,7 +40,9 @@ class MetricsSink:
 
 @pytest.fixture(scope="session")
 def security_model(tmp_path_factory: pytest.TempPathFactory) -> SecurityModel:
-    data = write_jsonl(generate_events(3000, seed=11), tmp_path_factory.mktemp("data") / "h.jsonl")
+    data = write_jsonl(
+        generate_activity(3000, seed=11), tmp_path_factory.mktemp("data") / "h.jsonl"
+    )
     root = tmp_path_factory.mktemp("registry")
     version = train(
         data=data,
@@ -47,9 +50,10 @@ def security_model(tmp_path_factory: pytest.TempPathFactory) -> SecurityModel:
         params=TrainParams(max_iter=10, seed=2),
         actor=TRAINER,
         reason="security suite fixture",
-        progress=Progress(7, enabled=False),
+        progress=Progress(STEPS, enabled=False),
     )
-    return SecurityModel(registry_root=root, version=version)
+    features = tmp_path_factory.mktemp("features") / "features.db"
+    return SecurityModel(registry_root=root, version=version, feature_store=features)
 
 
 @pytest.fixture
@@ -70,7 +74,11 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 def tmp_registry(tmp_path: Path, security_model: SecurityModel) -> SecurityModel:
     """A private copy of the trained registry that a test may tamper with."""
     root = security_model.copy_registry(tmp_path / "registry")
-    return SecurityModel(registry_root=root, version=security_model.version)
+    return SecurityModel(
+        registry_root=root,
+        version=security_model.version,
+        feature_store=security_model.feature_store,
+    )
 
 
 @pytest.fixture(scope="session")

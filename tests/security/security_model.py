@@ -17,6 +17,11 @@ TRAINER = "security-suite@ci"
 class SecurityModel:
     registry_root: Path
     version: Version
+    feature_store: Path  # an empty SQLite feature store: every aggregate reads as 0
+
+    @property
+    def feature_store_uri(self) -> str:
+        return f"sqlite://{self.feature_store}"
 
     @property
     def registry_uri(self) -> str:
@@ -37,6 +42,7 @@ class SecurityModel:
             "model_sha256": self.version.sha256,
             "registry_uri": self.registry_uri,
             "environment": "security",
+            "feature_store_uri": self.feature_store_uri,
         }
         values.update(overrides)
         return ServingSettings(**values)  # type: ignore[arg-type]

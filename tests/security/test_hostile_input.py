@@ -35,6 +35,8 @@ MAX_EVENTS = 20
 MAX_BODY_BYTES = 65_536
 VALID_EVENT = {
     "event_id": "probe",
+    "account_id": "acct-probe",
+    "occurred_at": "2026-03-01T12:00:00Z",
     "amount": 42.5,
     "currency": "EUR",
     "merchant_category": "grocery",
@@ -43,8 +45,6 @@ VALID_EVENT = {
     "hour_of_day": 14,
     "account_age_days": 900,
     "is_new_device": False,
-    "num_failed_logins_last_24_hours": 0,
-    "txn_count_last_1h": 1,
 }
 PROBE = proxy(dumps({"events": [VALID_EVENT]}))
 
@@ -160,6 +160,7 @@ def local_api(tmp_path: Path, security_model: SecurityModel) -> Iterator[LocalAp
         registry_uri=security_model.registry_uri,
         max_events=MAX_EVENTS,
         max_body_bytes=MAX_BODY_BYTES,
+        feature_store_uri=security_model.feature_store_uri,
     )
     api = LocalApi(apps, host="127.0.0.1", port=0).start()
     try:

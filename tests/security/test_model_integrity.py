@@ -36,6 +36,9 @@ from sds.kernel.lock import Pin, read_lock, write_pin
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENT = {
+    "event_id": "evt-1",
+    "account_id": "acct-1",
+    "occurred_at": "2026-03-01T12:00:00Z",
     "amount": 10.0,
     "currency": "USD",
     "merchant_category": "fuel",
@@ -44,8 +47,6 @@ EVENT = {
     "hour_of_day": 9,
     "account_age_days": 400,
     "is_new_device": False,
-    "num_failed_logins_last_24_hours": 0,
-    "txn_count_last_1h": 0,
 }
 PREDICT = {
     "path": "/predict",

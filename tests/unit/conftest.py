@@ -1,6 +1,6 @@
 """Shared unit-test fixtures: one small model, trained once per session on generated events.
 
-Training on 4000 events with 20 trees takes about two seconds on 2 cores; every test that needs a
+Training on 4000 payments (and the logins around them) with 20 trees takes a few seconds on 2 cores; every test that needs a
 real registered model (training, ONNX parity, the inference handler) shares this one, and copies
 the registry first if it wants to change it.
 """
@@ -14,14 +14,15 @@ from trained_model import MODEL, SMALL_PARAMS, TRAINER, TrainedModel
 
 from lambdas.inference.app import InferenceApp
 from sds.kernel.registry import open_registry
-from training.data import generate_events, write_jsonl
-from training.train import Progress, train
+from training.data import write_jsonl
+from training.synthetic import generate_activity
+from training.train import STEPS, Progress, train
 
 
 @pytest.fixture(scope="session")
 def small_history(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_jsonl(
-        generate_events(4000, seed=3), tmp_path_factory.mktemp("data") / "history.jsonl"
+        generate_activity(4000, seed=3), tmp_path_factory.mktemp("data") / "history.jsonl"
     )
 
 
@@ -34,9 +35,12 @@ def trained(small_history: Path, tmp_path_factory: pytest.TempPathFactory) -> Tr
         params=SMALL_PARAMS,
         actor=TRAINER,
         reason="session fixture",
-        progress=Progress(7, enabled=False),
+        progress=Progress(STEPS, enabled=False),
     )
-    return TrainedModel(data=small_history, registry_root=root, version=version)
+    features = tmp_path_factory.mktemp("features") / "features.db"
+    return TrainedModel(
+        data=small_history, registry_root=root, version=version, feature_store=features
+    )
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Synthetic events and reading history: deterministic files, a learnable signal, clear errors."""
+"""Reading activity history: time-ordered, deduplicated, labelled payments, and clear errors."""
 
 from __future__ import annotations
 
@@ -9,80 +9,13 @@ from typing import Any
 
 import pytest
 
-from sds.kernel.features import validate_event
-from training.data import LABEL, DataError, generate_events, read_history, write_jsonl
+from sds.kernel.features import parse_time
+from training.data import LABEL, DataError, read_history, write_jsonl
+from training.synthetic import generate_activity
 
 
-@pytest.fixture(scope="module")
-def events() -> list[dict[str, Any]]:
-    return generate_events(20_000, seed=5)
-
-
-# Generator --------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name", ["history.jsonl", "history.jsonl.gz"])
-def test_given_the_same_seed_then_the_written_files_are_byte_identical(
-    tmp_path: Path, name: str
-) -> None:
-    first = write_jsonl(generate_events(500, seed=42), tmp_path / "a" / name).read_bytes()
-    second = write_jsonl(generate_events(500, seed=42), tmp_path / "b" / name).read_bytes()
-    other = write_jsonl(generate_events(500, seed=43), tmp_path / "c" / name).read_bytes()
-
-    assert first == second
-    assert first != other
-
-
-def test_given_a_gz_name_then_the_file_is_gzip_of_the_plain_jsonl(tmp_path: Path) -> None:
-    events = generate_events(50, seed=1)
-    plain = write_jsonl(events, tmp_path / "h.jsonl").read_bytes()
-    packed = write_jsonl(events, tmp_path / "h.jsonl.gz").read_bytes()
-
-    assert packed[:2] == b"\x1f\x8b"
-    assert gzip.decompress(packed) == plain
-
-
-def test_generated_events_are_valid_time_ordered_and_uniquely_identified(
-    events: list[dict[str, Any]],
-) -> None:
-    for record in events[:2000]:
-        assert validate_event(record, extra_fields=("event_id", "timestamp", LABEL)) == []
-    stamps = [e["timestamp"] for e in events]
-    assert stamps == sorted(stamps)
-    assert len({e["event_id"] for e in events}) == len(events)
-
-
-def test_generated_history_has_a_few_percent_fraud(events: list[dict[str, Any]]) -> None:
-    rate = sum(e[LABEL] for e in events) / len(events)
-
-    assert 0.01 <= rate <= 0.06
-
-
-def _rate(events: list[dict[str, Any]]) -> float:
-    assert events, "the slice is empty: the generator lost the pattern this test looks for"
-    return sum(e[LABEL] for e in events) / len(events)
-
-
-def test_generated_fraud_follows_the_signals_an_analyst_looks_at(
-    events: list[dict[str, Any]],
-) -> None:
-    overall = _rate(events)
-    new_device_abroad = _rate(
-        [e for e in events if e["is_new_device"] and e["country"] != e["card_country"]]
-    )
-    familiar_at_home = _rate(
-        [e for e in events if not e["is_new_device"] and e["country"] == e["card_country"]]
-    )
-    many_failed_logins = _rate([e for e in events if e["num_failed_logins_last_24_hours"] >= 3])
-
-    assert new_device_abroad > 3 * overall
-    assert familiar_at_home < overall
-    assert many_failed_logins > 3 * overall
-
-
-def test_given_n_below_one_then_generation_is_refused() -> None:
-    with pytest.raises(ValueError, match="n must be >= 1"):
-        generate_events(0)
+def _payments(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in records if r["type"] == "payment"]
 
 
 # Reading history ------------------------------------------------------------------------------
@@ -94,39 +27,57 @@ def _write_lines(path: Path, lines: list[str]) -> Path:
     return path
 
 
-def test_given_a_file_then_read_history_returns_events_labels_and_times_without_record_fields(
+def test_given_a_file_then_read_history_returns_events_times_and_labelled_payments(
     tmp_path: Path,
 ) -> None:
-    records = generate_events(200, seed=2)
+    records = generate_activity(200, seed=2)
     history = read_history(write_jsonl(records, tmp_path / "h.jsonl"))
 
-    assert len(history.events) == 200
-    assert history.labels == [r[LABEL] for r in records]
-    assert history.timestamps == [r["timestamp"] for r in records]
-    assert set(history.events[0]) == set(records[0]) - {"event_id", "timestamp", LABEL}
+    assert len(history.events) == len(records)
+    assert [e["event_id"] for e in history.payment_events] == [
+        r["event_id"] for r in _payments(records)
+    ]
+    assert history.labels == [r[LABEL] for r in _payments(records)]
+    assert history.times.tolist() == [parse_time(r["occurred_at"]) for r in records]
+    assert all(LABEL not in e for e in history.events)  # the label is not an event field
+    assert history.timestamp(0) == _payments(records)[0]["occurred_at"]
     assert history.sources == [str(tmp_path / "h.jsonl")]
 
 
 def test_given_a_directory_of_plain_and_gz_files_out_of_order_then_history_is_merged_in_time_order(
     tmp_path: Path,
 ) -> None:
-    records = generate_events(300, seed=4)
+    records = generate_activity(300, seed=4)
+    third = len(records) // 3
     # Later events in the first file name, earlier ones in a gzipped file and a subdirectory.
-    write_jsonl(records[200:], tmp_path / "data" / "a.jsonl")
-    write_jsonl(records[:100], tmp_path / "data" / "b.jsonl.gz")
-    write_jsonl(list(reversed(records[100:200])), tmp_path / "data" / "sub" / "c.jsonl")
+    write_jsonl(records[2 * third :], tmp_path / "data" / "a.jsonl")
+    write_jsonl(records[:third], tmp_path / "data" / "b.jsonl.gz")
+    write_jsonl(list(reversed(records[third : 2 * third])), tmp_path / "data" / "sub" / "c.jsonl")
     (tmp_path / "data" / "notes.txt").write_text("not history")
 
     history = read_history(tmp_path / "data")
 
-    assert history.timestamps == [r["timestamp"] for r in records]
-    assert history.labels == [r[LABEL] for r in records]
+    assert [e["event_id"] for e in history.events] == [r["event_id"] for r in records]
+    assert history.labels == [r[LABEL] for r in _payments(records)]
     assert len(history.sources) == 3
 
 
+def test_a_redelivered_event_counts_once_and_a_conflicting_one_is_refused(tmp_path: Path) -> None:
+    records = generate_activity(50, seed=6)
+    history = read_history(write_jsonl([*records, records[3], records[7]], tmp_path / "h.jsonl"))
+    assert len(history.events) == len(records) and history.duplicates == 2
+
+    other = {**records[3], "occurred_at": "2026-01-01T00:00:00Z"}
+    path = write_jsonl([*records, other], tmp_path / "bad.jsonl")
+    assert _error(path) == (
+        f"{path}:{len(records) + 1}: event {records[3]['event_id']} appears twice with "
+        "different content"
+    )
+
+
 def test_given_blank_lines_then_they_are_skipped(tmp_path: Path) -> None:
-    record = json.dumps(generate_events(1, seed=1)[0])
-    history = read_history(_write_lines(tmp_path / "h.jsonl", ["", record, "   ", record]))
+    first, second = (json.dumps(r) for r in _payments(generate_activity(2, seed=1))[:2])
+    history = read_history(_write_lines(tmp_path / "h.jsonl", ["", first, "   ", second]))
 
     assert len(history.events) == 2
 
@@ -134,7 +85,7 @@ def test_given_blank_lines_then_they_are_skipped(tmp_path: Path) -> None:
 def test_the_fingerprint_is_stable_across_reads_and_locations_and_changes_with_content(
     tmp_path: Path,
 ) -> None:
-    records = generate_events(100, seed=8)
+    records = _payments(generate_activity(100, seed=8))
     first = read_history(write_jsonl(records, tmp_path / "one" / "h.jsonl")).fingerprint
     again = read_history(tmp_path / "one" / "h.jsonl").fingerprint
     elsewhere = read_history(write_jsonl(records, tmp_path / "two" / "h.jsonl")).fingerprint
@@ -152,7 +103,7 @@ def test_given_the_same_events_in_different_files_then_the_fingerprint_differs(
     tmp_path: Path,
 ) -> None:
     """The fingerprint is of the bytes the model was trained from, including how they were split."""
-    records = generate_events(100, seed=8)
+    records = generate_activity(100, seed=8)
     whole = read_history(write_jsonl(records, tmp_path / "a" / "h.jsonl"))
     write_jsonl(records[:50], tmp_path / "b" / "h1.jsonl")
     write_jsonl(records[50:], tmp_path / "b" / "h2.jsonl")
@@ -174,7 +125,7 @@ def _error(location: Path) -> str:
 
 
 def _good_line() -> str:
-    return json.dumps(generate_events(1, seed=1)[0])
+    return json.dumps(_payments(generate_activity(1, seed=1))[0])
 
 
 def test_given_bad_json_then_the_error_names_file_and_line(tmp_path: Path) -> None:
@@ -193,14 +144,23 @@ def test_given_an_invalid_field_then_the_error_names_file_line_and_field(tmp_pat
     assert _error(path) == f"{path}:3.hour_of_day: must be <= 23"
 
 
+TIME_REASON = "must be an ISO 8601 time with a time zone, e.g. 2026-03-01T12:00:00Z"
+
+
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        ({"timestamp": None}, "timestamp: must be an ISO 8601 time"),
-        ({"timestamp": "yesterday"}, "timestamp: must be an ISO 8601 time"),
-        ({"timestamp": "2026-01-01T00:00:00"}, "timestamp: must carry a time zone (e.g. 'Z')"),
-        ({LABEL: "no"}, f"{LABEL}: must be true or false"),
+        ({"occurred_at": None}, f"occurred_at: {TIME_REASON}"),
+        ({"occurred_at": "yesterday"}, f"occurred_at: {TIME_REASON}"),
+        ({"occurred_at": "2026-01-01T00:00:00"}, f"occurred_at: {TIME_REASON}"),
+        ({LABEL: "no"}, f"{LABEL}: a payment's label must be true or false"),
         ({"surprise": 1}, "surprise: is not a known field"),
+        ({"type": "refund"}, "type: 'refund' is not one of payment, login"),
+        (
+            {"txn_count_last_1h": 3},
+            "txn_count_last_1h: is computed by sds from the account's events (logins, "
+            "payments) and must not be sent",
+        ),
     ],
 )
 def test_given_a_bad_record_field_then_the_error_names_it(
@@ -212,12 +172,30 @@ def test_given_a_bad_record_field_then_the_error_names_it(
     assert _error(path) == f"{path}:1.{expected}"
 
 
-def test_given_a_missing_timestamp_then_the_error_names_file_and_line(tmp_path: Path) -> None:
+def test_given_a_missing_time_then_the_error_names_file_and_line(tmp_path: Path) -> None:
     record = json.loads(_good_line())
-    del record["timestamp"]
+    del record["occurred_at"]
     path = _write_lines(tmp_path / "h.jsonl", [_good_line(), json.dumps(record)])
 
-    assert _error(path) == f"{path}:2.timestamp: must be an ISO 8601 time"
+    assert _error(path) == f"{path}:2.occurred_at: is required"
+
+
+def test_labels_belong_to_payments_only(tmp_path: Path) -> None:
+    unlabelled = {k: v for k, v in json.loads(_good_line()).items() if k != LABEL}
+    login = {
+        "type": "login",
+        "event_id": "l-1",
+        "account_id": "a",
+        "occurred_at": "2026-01-01T00:00:00Z",
+        "outcome": "failure",
+    }
+    assert _error(_write_lines(tmp_path / "a.jsonl", [json.dumps(unlabelled)])).endswith(
+        f":1.{LABEL}: a payment's label must be true or false"
+    )
+    labelled_login = _write_lines(tmp_path / "b.jsonl", [json.dumps({**login, LABEL: True})])
+    assert _error(labelled_login).endswith(f":1.{LABEL}: only payments are labelled")
+    logins_only = _write_lines(tmp_path / "c.jsonl", [json.dumps(login)])
+    assert _error(logins_only) == f"{logins_only}: no payments among 1 events"
 
 
 def test_given_bad_json_inside_a_gz_file_then_the_error_names_the_gz_file_and_line(

@@ -16,8 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sds.kernel.features as features_module
+from sds.kernel import aggregates, pointintime
 from sds.kernel.features import (
     ABSENT,
+    COMPUTED_REASON,
     CURRENCIES,
     FEATURE_NAMES,
     FIELD_NAMES,
@@ -31,22 +33,59 @@ from sds.kernel.features import (
     featurize,
     featurize_batch,
     featurize_columns,
+    parse_time,
     validate_event,
 )
-from training.data import LABEL, RECORD_FIELDS, generate_events
+from training.synthetic import LABEL, generate_activity
 
-
-def _event_fields(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in record.items() if k not in RECORD_FIELDS}
+AGGREGATES = aggregates.NAMES
+TIME_HINT = features_module.TIME_FORMAT_HINT
+TIME_REASON = f"must be {TIME_HINT}"
 
 
 @pytest.fixture(scope="module")
-def history() -> list[dict[str, Any]]:
-    return [_event_fields(r) for r in generate_events(3000, seed=11)]
+def activity() -> list[dict[str, Any]]:
+    return generate_activity(3000, seed=11)
+
+
+@pytest.fixture(scope="module")
+def history(activity: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The payments of a generated history, as the API receives them (no label)."""
+    return [
+        {k: v for k, v in e.items() if k not in ("type", LABEL)}
+        for e in activity
+        if e["type"] == "payment"
+    ]
+
+
+@pytest.fixture(scope="module")
+def computed(
+    activity: list[dict[str, Any]], history: list[dict[str, Any]]
+) -> dict[str, list[float]]:
+    """Each payment's account aggregates as of just before it (what training computes)."""
+    times = np.array([parse_time(e["occurred_at"]) for e in activity], dtype=np.int64)
+    at = np.array([parse_time(e["occurred_at"]) for e in history], dtype=np.int64)
+    values = pointintime.compute(activity, times, [e["account_id"] for e in history], at)
+    return {name: column.tolist() for name, column in values.items()}
+
+
+def row(computed: dict[str, list[float]], index: int) -> dict[str, float]:
+    return {name: computed[name][index] for name in AGGREGATES}
+
+
+ZERO = {name: 0.0 for name in AGGREGATES}
+SOME = {name: float(i + 1) for i, name in enumerate(AGGREGATES)}
+
+
+def zeros(events: list[Any]) -> dict[str, list[float]]:
+    return {name: [0.0] * len(events) for name in AGGREGATES}
 
 
 def valid_event(**overrides: Any) -> dict[str, Any]:
     event: dict[str, Any] = {
+        "event_id": "evt-1",
+        "account_id": "acct-1",
+        "occurred_at": "2026-03-01T12:00:00.250Z",
         "amount": 42.5,
         "currency": "EUR",
         "merchant_category": "electronics",
@@ -55,15 +94,22 @@ def valid_event(**overrides: Any) -> dict[str, Any]:
         "hour_of_day": 3,
         "account_age_days": 12,
         "is_new_device": True,
-        "num_failed_logins_last_24_hours": 2,
-        "txn_count_last_1h": 5,
     }
     event.update(overrides)
     return event
 
 
+TIMES = [
+    "2026-03-01T12:00:00Z",
+    "2026-03-01T12:00:00.5+02:00",
+    "2000-01-01T00:00:00Z",
+    "2099-12-31T23:59:59.999999-11:30",
+]
 events_strategy = st.fixed_dictionaries(
     {
+        "event_id": st.text(min_size=1, max_size=12),
+        "account_id": st.text(min_size=1, max_size=12),
+        "occurred_at": st.sampled_from(TIMES),
         "amount": st.floats(0, 1e9, allow_nan=False) | st.integers(0, 10**9),
         "currency": st.sampled_from(CURRENCIES),
         "merchant_category": st.sampled_from(MERCHANT_CATEGORIES),
@@ -72,8 +118,6 @@ events_strategy = st.fixed_dictionaries(
         "hour_of_day": st.integers(0, 23),
         "account_age_days": st.integers(0, 36_500),
         "is_new_device": st.booleans(),
-        "num_failed_logins_last_24_hours": st.integers(0, 1_000_000),
-        "txn_count_last_1h": st.integers(0, 1_000_000),
     }
 )
 
@@ -81,7 +125,7 @@ events_strategy = st.fixed_dictionaries(
 # Batch == per event == the formulas -------------------------------------------------------------
 
 
-def formulas(event: dict[str, Any]) -> list[float]:
+def formulas(event: dict[str, Any], computed: dict[str, float]) -> list[float]:
     """What each feature means, written out per event: the reference the definitions must equal."""
     amount, hour = float(event["amount"]), int(event["hour_of_day"])
     return [
@@ -92,9 +136,8 @@ def formulas(event: dict[str, Any]) -> list[float]:
         1.0 if hour < 6 else 0.0,
         math.log1p(int(event["account_age_days"])),
         1.0 if event["is_new_device"] else 0.0,
-        float(event["num_failed_logins_last_24_hours"]),
-        float(event["txn_count_last_1h"]),
         *(1.0 if event["merchant_category"] == c else 0.0 for c in MERCHANT_CATEGORIES),
+        *(float(computed[name]) for name in AGGREGATES),
     ]
 
 
@@ -103,24 +146,25 @@ def as_float32(vectors: list[list[float]]) -> list[list[float]]:
 
 
 def test_given_generated_history_when_featurized_in_batch_then_each_row_equals_the_per_event_vector(
-    history: list[dict[str, Any]],
+    history: list[dict[str, Any]], computed: dict[str, list[float]]
 ) -> None:
-    batch = featurize_batch(history)
+    batch = featurize_batch(history, computed)
+    per_event = [featurize(event, row(computed, i)) for i, event in enumerate(history)]
 
     assert batch.dtype == np.float32
     assert batch.shape == (len(history), N_FEATURES)
     assert batch.flags.c_contiguous  # what ONNX Runtime reads without a copy
     # exact: no tolerance, it is the same definition (as float32, what the model reads)
-    assert batch.tolist() == as_float32([featurize(event) for event in history])
-    assert [featurize(event) for event in history] == [formulas(event) for event in history]
+    assert batch.tolist() == as_float32(per_event)
+    assert per_event == [formulas(e, row(computed, i)) for i, e in enumerate(history)]
 
 
 def test_given_generated_history_then_every_event_is_valid_and_every_vector_has_the_published_width(
-    history: list[dict[str, Any]],
+    history: list[dict[str, Any]], computed: dict[str, list[float]]
 ) -> None:
-    for event in history:
+    for index, event in enumerate(history):
         assert validate_event(event) == []
-        vector = featurize(event)
+        vector = featurize(event, row(computed, index))
         assert len(vector) == N_FEATURES
         assert all(isinstance(x, float) and math.isfinite(x) for x in vector)
 
@@ -130,37 +174,39 @@ def test_given_generated_history_then_every_event_is_valid_and_every_vector_has_
 def test_given_any_valid_events_then_batch_features_equal_per_event_features_and_the_formulas(
     events: list[dict[str, Any]],
 ) -> None:
-    per_event = [featurize(e) for e in events]
+    per_event = [featurize(e, SOME) for e in events]
 
-    assert per_event == [formulas(e) for e in events]
-    assert featurize_batch(events).tolist() == as_float32(per_event)
+    assert per_event == [formulas(e, SOME) for e in events]
+    some = {name: [SOME[name]] * len(events) for name in AGGREGATES}
+    assert featurize_batch(events, some).tolist() == as_float32(per_event)
     columns = event_columns(events)
     assert columns is not None
-    assert featurize_columns(columns).tolist() == as_float32(per_event)
+    assert featurize_columns(columns.with_inputs(some)).tolist() == as_float32(per_event)
 
 
 def test_given_history_longer_than_a_chunk_then_the_chunks_join_to_the_same_matrix(
-    history: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+    history: list[dict[str, Any]], computed: dict[str, list[float]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    whole = featurize_batch(history)
+    whole = featurize_batch(history, computed)
     monkeypatch.setattr(features_module, "FEATURIZE_CHUNK", 7)
 
-    chunked = featurize_batch(history)
+    chunked = featurize_batch(history, computed)
 
     assert chunked.dtype == np.float32
     assert np.array_equal(chunked, whole)
 
 
 def test_given_no_events_then_the_matrix_is_empty_with_the_published_width() -> None:
-    assert featurize_batch([]).shape == (0, N_FEATURES)
+    assert featurize_batch([], zeros([])).shape == (0, N_FEATURES)
 
 
 def test_a_feature_reads_an_input_by_name_whatever_its_source() -> None:
-    """Inputs fed from elsewhere (for example aggregates read once per request) join the batch
-    as columns; a column of the wrong length is refused, never silently misaligned."""
-    columns = Columns.of([valid_event(), valid_event(amount=1.0)])
+    """The aggregates read once per request join the batch as columns; a column of the wrong
+    length is refused, never silently misaligned."""
+    events = [valid_event(), valid_event(amount=1.0)]
+    columns = Columns.of(events)
 
-    enriched = columns.with_inputs({"txn_count_last_1h": (7, 9)})
+    enriched = columns.with_inputs({**zeros(events), "txn_count_last_1h": (7, 9)})
 
     assert enriched["txn_count_last_1h"] == (7, 9)
     assert featurize_columns(enriched)[:, FEATURE_NAMES.index("txn_count_last_1h")].tolist() == [
@@ -169,6 +215,8 @@ def test_a_feature_reads_an_input_by_name_whatever_its_source() -> None:
     ]
     with pytest.raises(ValueError, match="has 1 values for 2 events"):
         columns.with_inputs({"txn_count_last_1h": (7,)})
+    with pytest.raises(KeyError):  # an aggregate missing is an error, never a silent zero
+        featurize_columns(columns)
 
 
 # Purity ---------------------------------------------------------------------------------------
@@ -181,8 +229,8 @@ def test_given_an_event_when_featurized_twice_then_same_vector_and_the_input_is_
 ) -> None:
     before = copy.deepcopy(event)
 
-    first = featurize(event)
-    second = featurize(copy.deepcopy(event))
+    first = featurize(event, SOME)
+    second = featurize(copy.deepcopy(event), SOME)
 
     assert first == second
     assert event == before
@@ -191,7 +239,7 @@ def test_given_an_event_when_featurized_twice_then_same_vector_and_the_input_is_
 
 
 def test_given_a_known_event_then_the_vector_encodes_the_analyst_signals_by_name() -> None:
-    vector = dict(zip(FEATURE_NAMES, featurize(valid_event()), strict=True))
+    vector = dict(zip(FEATURE_NAMES, featurize(valid_event(), SOME), strict=True))
 
     assert vector["amount_log1p"] == pytest.approx(math.log1p(42.5))
     assert vector["amount_usd_log1p"] == pytest.approx(math.log1p(42.5 * 1.08))
@@ -200,10 +248,10 @@ def test_given_a_known_event_then_the_vector_encodes_the_analyst_signals_by_name
     assert vector["is_new_device"] == 1.0
     assert vector["merchant_category=electronics"] == 1.0
     assert sum(vector[f"merchant_category={c}"] for c in MERCHANT_CATEGORIES) == 1.0
-    assert (
-        dict(zip(FEATURE_NAMES, featurize(valid_event(country="US")), strict=True))["is_foreign"]
-        == 0.0
-    )
+    for name in AGGREGATES:
+        assert vector[name] == SOME[name]
+    domestic = featurize(valid_event(country="US"), ZERO)
+    assert dict(zip(FEATURE_NAMES, domestic, strict=True))["is_foreign"] == 0.0
 
 
 # Published schema -----------------------------------------------------------------------------
@@ -228,6 +276,10 @@ def test_the_published_schema_lists_exactly_the_input_fields_and_feature_order()
     for spec in FIELDS:
         assert schema["inputs"]["properties"][spec.name]["description"]
     jsonschema.Draft202012Validator.check_schema(schema["inputs"])
+    # The aggregates are part of the schema a model records: their declarations and fingerprint
+    assert schema["aggregates"]["fingerprint"] == aggregates.fingerprint()
+    assert [d["name"] for d in schema["aggregates"]["definitions"]] == list(AGGREGATES)
+    assert set(AGGREGATES) <= set(FEATURE_NAMES) and not set(AGGREGATES) & set(FIELD_NAMES)
 
 
 _anything = st.recursive(
@@ -238,6 +290,17 @@ _anything = st.recursive(
 _near_valid_values = st.one_of(
     _anything,
     st.sampled_from([*CURRENCIES, *MERCHANT_CATEGORIES, "US", "A1", "1A", "us", "USA", "ÄB", ""]),
+    st.sampled_from(
+        [
+            *TIMES,
+            "2026-03-01T12:00:00",  # no zone
+            "2026-03-01 12:00:00Z",
+            "1999-12-31T23:59:59Z",
+            "2100-01-01T00:00:00Z",
+            "2026-03-01T12:00:00.1234567Z",
+            "26-03-01T12:00:00Z",
+        ]
+    ),
     st.text(alphabet="AZaz09 _-Ä", min_size=0, max_size=3),
     st.integers(-3, 40),
     st.floats(-1, 1e10),
@@ -286,7 +349,7 @@ def test_given_any_event_that_validates_then_featurize_returns_a_finite_vector_o
     if validate_event(event):
         return
 
-    vector = featurize(event)
+    vector = featurize(event, SOME)
 
     assert len(vector) == N_FEATURES
     assert all(isinstance(x, float) and math.isfinite(x) for x in vector)
@@ -308,20 +371,22 @@ def test_given_an_event_with_many_problems_then_each_one_is_named_with_field_and
         is_new_device="yes",
         account_age_days=1.5,
         surprise=1,
+        txn_count_last_1h=3,
     )
-    del event["txn_count_last_1h"]
+    del event["account_id"]
 
     problems = {p.field: p.reason for p in validate_event(event, where="events[3]")}
 
     assert problems == {
+        "events[3].account_id": "is required",
         "events[3].amount": "must be >= 0",
         "events[3].currency": "'XXX' is not one of " + ", ".join(CURRENCIES),
         "events[3].country": "must be a two-letter ISO 3166-1 code such as 'US'",
         "events[3].hour_of_day": "must be <= 23",
         "events[3].account_age_days": "must be an integer",
         "events[3].is_new_device": "must be true or false",
-        "events[3].txn_count_last_1h": "is required",
         "events[3].surprise": "is not a known field",
+        "events[3].txn_count_last_1h": COMPUTED_REASON,
     }
 
 
@@ -345,7 +410,7 @@ def test_given_something_that_is_not_an_object_then_one_problem_says_so(value: A
         ("amount", True, "must be a number"),
         ("amount", False, "must be a number"),
         ("hour_of_day", True, "must be an integer"),
-        ("txn_count_last_1h", False, "must be an integer"),
+        ("account_age_days", False, "must be an integer"),
         ("amount", "12", "must be a number"),
         ("amount", float("nan"), "must be a finite number"),
         ("amount", float("inf"), "must be a finite number"),
@@ -353,8 +418,16 @@ def test_given_something_that_is_not_an_object_then_one_problem_says_so(value: A
         ("amount", 10**400, "must be at most 1e+09"),
         ("amount", 10**12, "must be <= 1e+09"),
         ("account_age_days", 10**400, "must be at most 36500"),
-        ("num_failed_logins_last_24_hours", -(10**400), "must be at most 1e+06"),
-        ("num_failed_logins_last_24_hours", 1_000_001, "must be <= 1e+06"),
+        ("account_age_days", -(10**400), "must be at most 36500"),
+        ("account_age_days", 36_501, "must be <= 36500"),
+        ("event_id", "", "must be 1 to 128 characters"),
+        ("account_id", "x" * 129, "must be 1 to 128 characters"),
+        ("account_id", 7, "must be a string"),
+        ("occurred_at", "2026-03-01T12:00:00", TIME_REASON),
+        ("occurred_at", "yesterday", TIME_REASON),
+        ("occurred_at", 1767225600, TIME_REASON),
+        ("occurred_at", "1999-12-31T23:59:59Z", "must be in the years 2000 to 2099"),
+        ("occurred_at", "2026-02-30T00:00:00Z", "must be a real date and time (" + TIME_HINT + ")"),
         ("hour_of_day", 23.0, "must be an integer"),
         ("hour_of_day", -1, "must be >= 0"),
         ("is_new_device", 1, "must be true or false"),
@@ -397,10 +470,16 @@ def test_given_any_string_then_a_country_is_accepted_exactly_when_the_published_
 
 
 def test_extra_fields_are_accepted_only_when_the_caller_allows_them() -> None:
-    record = {**valid_event(), "event_id": "e1", LABEL: False}
+    record = {**valid_event(), "type": "payment", LABEL: False}
 
-    assert [p.field for p in validate_event(record)] == ["event.event_id", f"event.{LABEL}"]
-    assert validate_event(record, extra_fields=("event_id", LABEL)) == []
+    assert [p.field for p in validate_event(record)] == ["event.type", f"event.{LABEL}"]
+    assert validate_event(record, extra_fields=("type", LABEL)) == []
+
+
+def test_times_are_exact_microseconds_since_the_epoch() -> None:
+    assert parse_time("2026-01-01T00:00:00Z") == 1_767_225_600_000_000
+    assert parse_time("2026-01-01T01:00:00.000001+01:00") == 1_767_225_600_000_001
+    assert features_module.format_time(1_767_225_600_000_001) == "2026-01-01T00:00:00.000001Z"
 
 
 # Batch validation: the columns of exactly the batches whose every event validates -------------
@@ -426,7 +505,7 @@ def mixed_batches(draw: st.DrawFn) -> list[Any]:
     for index in range(len(events)):
         if draw(st.integers(0, 3)):  # most events stay valid
             continue
-        action = draw(st.sampled_from(["drop", "replace", "add", "event_id", "not_an_event"]))
+        action = draw(st.sampled_from(["drop", "replace", "add", "type", "not_an_event"]))
         event = events[index]
         if action == "drop":
             event.pop(draw(st.sampled_from(sorted(event))))
@@ -434,8 +513,8 @@ def mixed_batches(draw: st.DrawFn) -> list[Any]:
             event[draw(st.sampled_from(FIELD_NAMES))] = draw(_plain_values)
         elif action == "add":
             event[draw(st.text(max_size=6))] = draw(_plain_values)
-        elif action == "event_id":
-            event["event_id"] = draw(st.text(max_size=4) | _plain_values)
+        elif action == "type":
+            event["type"] = draw(st.text(max_size=4) | _plain_values)
         else:
             events[index] = draw(_plain_values)
     return events
@@ -446,9 +525,9 @@ def mixed_batches(draw: st.DrawFn) -> list[Any]:
 def test_given_mixed_batches_then_batch_validation_accepts_exactly_when_every_event_validates(
     events: list[Any],
 ) -> None:
-    columns = event_columns(events, optional=("event_id",))
+    columns = event_columns(events, optional=("type",))
     every_event_valid = all(
-        validate_event(e, where=f"events[{i}]", extra_fields=("event_id",)) == []
+        validate_event(e, where=f"events[{i}]", extra_fields=("type",)) == []
         for i, e in enumerate(events)
     )
 
@@ -457,8 +536,12 @@ def test_given_mixed_batches_then_batch_validation_accepts_exactly_when_every_ev
         assert columns.size == len(events)
         for name in FIELD_NAMES:
             assert list(columns[name]) == [e[name] for e in events]
-        assert list(columns["event_id"]) == [e.get("event_id", ABSENT) for e in events]
-        assert featurize_columns(columns).tolist() == as_float32([featurize(e) for e in events])
+        assert list(columns["type"]) == [e.get("type", ABSENT) for e in events]
+        assert list(columns[features_module.TIME_US]) == [
+            parse_time(e["occurred_at"]) for e in events
+        ]
+        per_event = as_float32([featurize(e, ZERO) for e in events])
+        assert featurize_columns(columns.with_inputs(zeros(events))).tolist() == per_event
 
 
 class Amount(float):
@@ -476,7 +559,8 @@ class Amount(float):
         [valid_event(is_new_device=1)],
         [valid_event(), [valid_event()]],
         [valid_event(surprise=1)],
-        [valid_event(event_id="e1")],  # not allowed unless optional
+        [valid_event(type="payment")],  # not allowed unless optional
+        [valid_event(occurred_at="2026-02-30T00:00:00Z")],
     ],
     ids=[
         "float subclass",
@@ -488,6 +572,7 @@ class Amount(float):
         "an event that is not an object",
         "unknown field",
         "optional field not declared",
+        "a time that is no date",
     ],
 )
 def test_given_anything_unusual_then_batch_validation_declines_and_never_raises(

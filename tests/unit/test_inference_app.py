@@ -15,7 +15,11 @@ import skops.io as sio
 from trained_model import MODEL, TrainedModel
 
 from lambdas.inference.app import InferenceApp, emf_metrics
-from sds.kernel.features import FIELD_NAMES, featurize
+from sds.kernel.aggregates import NAMES as AGGREGATES
+from sds.kernel.features import COMPUTED_REASON, FIELD_NAMES, featurize, parse_time
+from sds.kernel.featurestore import FeatureStoreError
+from sds.kernel.featurestore.sqlite import SqliteFeatureStore
+from sds.kernel.online import OnlineFeatures
 from sds.kernel.registry import open_registry
 from sds.kernel.settings import ServingSettings
 from training.onnx_export import onnx_scores
@@ -32,8 +36,15 @@ def collect(seen: Metrics) -> Any:
     return sink
 
 
+NOW = "2026-03-01T12:00:00Z"
+ZERO = {name: 0.0 for name in AGGREGATES}
+
+
 def valid_event(**overrides: Any) -> dict[str, Any]:
     event: dict[str, Any] = {
+        "event_id": "evt-risky",
+        "account_id": "acct-risky",
+        "occurred_at": NOW,
         "amount": 950.0,
         "currency": "USD",
         "merchant_category": "electronics",
@@ -42,8 +53,6 @@ def valid_event(**overrides: Any) -> dict[str, Any]:
         "hour_of_day": 3,
         "account_age_days": 5,
         "is_new_device": True,
-        "num_failed_logins_last_24_hours": 4,
-        "txn_count_last_1h": 6,
     }
     event.update(overrides)
     return event
@@ -57,9 +66,7 @@ def ordinary_event(**overrides: Any) -> dict[str, Any]:
         hour_of_day=14,
         account_age_days=2000,
         is_new_device=False,
-        num_failed_logins_last_24_hours=0,
-        txn_count_last_1h=0,
-        **overrides,
+        **{"event_id": "evt-ordinary", "account_id": "acct-ordinary", **overrides},
     )
 
 
@@ -114,7 +121,7 @@ def test_given_valid_events_then_each_gets_a_prediction_from_the_pinned_version(
     risky, ordinary = body["predictions"]
     assert set(risky) == {"fraud_probability", "is_fraud", "event_id"}
     assert risky["event_id"] == "risky"
-    assert set(ordinary) == {"fraud_probability", "is_fraud"}
+    assert ordinary["event_id"] == "evt-ordinary"
     assert 0 <= ordinary["fraud_probability"] < risky["fraud_probability"] <= 1
     threshold = trained.version.manifest["decision_threshold"]
     for prediction in body["predictions"]:
@@ -129,7 +136,8 @@ def test_served_scores_equal_the_registered_scikit_learn_estimator_on_the_same_e
 
     data = trained.registry().read_artifact(1, "model.skops")
     estimator = sio.loads(data, trusted=sio.get_untrusted_types(data=data))
-    vectors = np.asarray([featurize(e) for e in events], dtype=np.float32)
+    # Nothing was ever folded into the feature store for these accounts: every aggregate is 0
+    vectors = np.asarray([featurize(e, ZERO) for e in events], dtype=np.float32)
     expected = estimator.predict_proba(vectors)[:, 1]
     served_scores = [p["fraud_probability"] for p in body["predictions"]]
 
@@ -297,23 +305,25 @@ def test_given_several_bad_events_then_400_lists_every_problem_with_field_and_re
     second = valid_event(amount=-5, hour_of_day="3", is_new_device=1)
     del second["country"]
     events = [valid_event(), second, "not an event", valid_event(event_id=7, colour="red")]
+    events[0] = {**valid_event(), "txn_count_last_1h": 3}
 
     status, headers, body = call(served, proxy({"events": events, "debug": True}))
 
     assert status == 400
     assert headers["X-Model-Version"] == "1"
     assert body["message"].startswith(
-        "8 problem(s) in the request; expected fields per event: amount"
+        "9 problem(s) in the request; expected fields per event: event_id, account_id"
     )
     assert problems_of(body) == {
         "debug": "is not a known field (expected only 'events')",
+        "events[0].txn_count_last_1h": COMPUTED_REASON,
         "events[1].amount": "must be >= 0",
         "events[1].country": "is required",
         "events[1].hour_of_day": "must be an integer",
         "events[1].is_new_device": "must be true or false",
         "events[2]": "must be a JSON object",
+        "events[3].event_id": "must be a string",
         "events[3].colour": "is not a known field",
-        "events[3].event_id": "must be a string of 1 to 128 characters",
     }
 
 
@@ -327,18 +337,28 @@ def test_given_several_bad_events_then_400_lists_every_problem_with_field_and_re
         (
             {"events": [valid_event(event_id="")]},
             "events[0].event_id",
-            "must be a string of 1 to 128 characters",
+            "must be 1 to 128 characters",
         ),
         (
             {"events": [valid_event(event_id="x" * 129)]},
             "events[0].event_id",
-            "must be a string of 1 to 128 characters",
+            "must be 1 to 128 characters",
         ),
         ({"events": [valid_event(amount=10**400)]}, "events[0].amount", "must be at most 1e+09"),
         (
             {"events": [valid_event(txn_count_last_1h=10**30)]},
             "events[0].txn_count_last_1h",
-            "must be <= 1e+06",
+            COMPUTED_REASON,
+        ),
+        (
+            {"events": [valid_event(occurred_at="2026-03-01 12:00")]},
+            "events[0].occurred_at",
+            "must be an ISO 8601 time with a time zone, e.g. 2026-03-01T12:00:00Z",
+        ),
+        (
+            {"events": [valid_event(type="login")]},
+            "events[0].type",
+            "'login': only payments are scored",
         ),
     ],
 )
@@ -678,3 +698,135 @@ def test_given_a_manifest_without_a_numeric_threshold_then_503_names_it(
 
     assert_unavailable(app, "the manifest has no numeric decision_threshold")
     assert [m[0] for m in seen if m[0] == "ModelLoadFailure"] == ["ModelLoadFailure"]
+
+
+def test_given_a_model_trained_on_other_aggregate_definitions_then_503_asks_to_retrain(
+    trained: TrainedModel, tmp_path: Path
+) -> None:
+    schema = dict(trained.version.manifest["feature_schema"])
+    schema["aggregates"] = {**schema["aggregates"], "fingerprint": "0" * 64}
+
+    app, _ = _load_failure(_register_variant(trained, tmp_path, feature_schema=schema))
+
+    assert_unavailable(app, "was trained on other account aggregate definitions")
+
+
+# Account aggregates from the feature store -------------------------------------------------------
+
+
+class CountingStore(SqliteFeatureStore):
+    """The SQLite store, counting reads (one round trip per request is the contract)."""
+
+    reads = 0
+
+    def read(self, entities: Any) -> Any:
+        self.reads += 1
+        return super().read(entities)
+
+
+class BrokenStore(SqliteFeatureStore):
+    def read(self, entities: Any) -> Any:
+        raise FeatureStoreError("features.db: read failed: disk I/O error")
+
+
+def _failed_logins(account: str, count: int, at: str = NOW) -> list[tuple[int, dict[str, Any]]]:
+    minute = 60_000_000
+    return [
+        (
+            parse_time(at) - (i + 1) * minute,
+            {
+                "type": "login",
+                "event_id": f"{account}-{i}",
+                "account_id": account,
+                "outcome": "failure",
+            },
+        )
+        for i in range(count)
+    ]
+
+
+def test_a_payment_is_scored_with_its_account_aggregates_read_in_one_round_trip(
+    trained: TrainedModel, tmp_path: Path
+) -> None:
+    # Given a feature store holding a burst of failed logins on one account
+    store = CountingStore(tmp_path / "features.db")
+    online = OnlineFeatures(store)
+    online.apply(_failed_logins("acct-risky", 6), now=parse_time(NOW))
+    app = InferenceApp(trained.settings(), metrics=lambda *a: None, online=online)
+    events = [
+        valid_event(),
+        ordinary_event(),
+        *[ordinary_event(event_id=f"o{i}") for i in range(98)],
+    ]
+    store.reads = 0
+
+    # When a request with 100 payments is scored
+    status, _, body = call(app, proxy({"events": events}))
+
+    # Then the store was read once, and each payment was scored with its own account's values
+    assert status == 200 and store.reads == 1
+    burst = online.read([("acct-risky", parse_time(NOW))])[0]
+    assert burst["failed_logins_last_1h"] == 6 and burst["num_failed_logins_last_24_hours"] == 6
+    data = trained.registry().read_artifact(1)
+    expected = onnx_scores(
+        data,
+        np.asarray([featurize(events[0], burst), featurize(events[1], ZERO)], dtype=np.float32),
+    )
+    assert [p["fraud_probability"] for p in body["predictions"][:2]] == [
+        round(float(s), 6) for s in expected
+    ]
+    # and the burst is what moved the score: without it the same payment scores lower
+    _, _, quiet = call(app, proxy({"events": [valid_event(account_id="acct-quiet")]}))
+    assert (
+        body["predictions"][0]["fraud_probability"] > quiet["predictions"][0]["fraud_probability"]
+    )
+
+
+def test_given_the_store_failing_and_an_environment_that_refuses_then_503_not_500(
+    trained: TrainedModel, tmp_path: Path
+) -> None:
+    seen: Metrics = []
+    app = InferenceApp(
+        trained.settings(),
+        metrics=collect(seen),
+        online=OnlineFeatures(BrokenStore(tmp_path / "features.db")),
+    )
+
+    status, _, body = call(app, proxy({"events": [valid_event()]}))
+
+    assert status == 503
+    assert body["error"] == "features_unavailable"
+    assert "disk I/O error" in body["message"]
+    assert ("OnlineFeaturesUnavailable", 1.0, {"Environment": "test"}) in seen
+
+
+def test_given_the_store_failing_and_an_environment_that_scores_then_200_flagged(
+    trained: TrainedModel, tmp_path: Path
+) -> None:
+    seen: Metrics = []
+    app = InferenceApp(
+        trained.settings(when_features_unavailable="score"),
+        metrics=collect(seen),
+        online=OnlineFeatures(BrokenStore(tmp_path / "features.db")),
+    )
+
+    status, _, body = call(app, proxy({"events": [valid_event()]}))
+
+    assert status == 200
+    assert body["online_features"] == {
+        "available": False,
+        "reason": "features.db: read failed: disk I/O error",
+    }
+    assert [p["event_id"] for p in body["predictions"]] == ["evt-risky"]
+    assert ("OnlineFeaturesUnavailable", 1.0, {"Environment": "test"}) in seen
+
+
+def test_given_no_feature_store_configured_then_503_names_the_setting(
+    trained: TrainedModel,
+) -> None:
+    app = InferenceApp(trained.settings(feature_store_uri=None), metrics=lambda *a: None)
+
+    status, _, body = call(app, proxy({"events": [valid_event()]}))
+
+    assert status == 503
+    assert "no feature store is configured (FEATURE_STORE_URI)" in body["message"]

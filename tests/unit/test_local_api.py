@@ -27,6 +27,9 @@ from sds.ops.local_api import GATEWAY_MAX_BODY, ConnectionLimits, LocalApi, Pinn
 
 MAX_BODY_BYTES = 262_144
 EVENT = {
+    "event_id": "evt-1",
+    "account_id": "acct-1",
+    "occurred_at": "2026-03-01T12:00:00Z",
     "amount": 250.0,
     "currency": "EUR",
     "merchant_category": "electronics",
@@ -35,8 +38,6 @@ EVENT = {
     "hour_of_day": 2,
     "account_age_days": 12,
     "is_new_device": True,
-    "num_failed_logins_last_24_hours": 2,
-    "txn_count_last_1h": 3,
 }
 JSON = {"Content-Type": "application/json"}
 # A bound on how long a test waits for the server to let go: far above the limits under test
@@ -63,6 +64,7 @@ def start_api(trained: TrainedModel, tmp_path: Path) -> Iterator[StartApi]:
             registry_uri=trained.registry_uri,
             max_events=100,
             max_body_bytes=max_body_bytes,
+            feature_store_uri=trained.feature_store_uri,
         )
         api = LocalApi(apps, limits=limits).start()
         started.append(api)

@@ -79,8 +79,8 @@ event = {
     "body": json.dumps({"events": [{
         "amount": 120.0, "currency": "EUR", "merchant_category": "travel", "country": "FR",
         "card_country": "FR", "hour_of_day": 11, "account_age_days": 400,
-        "is_new_device": False, "num_failed_logins_last_24_hours": 0, "txn_count_last_1h": 1,
-        "event_id": "subprocess",
+        "is_new_device": False, "event_id": "subprocess", "account_id": "acct-1",
+        "occurred_at": "2026-03-01T12:00:00Z",
     }]}),
 }
 response = handler.lambda_handler(event, None)

@@ -16,11 +16,20 @@ import skops.io as sio
 from trained_model import MODEL, SMALL_PARAMS, TRAINER, TrainedModel
 
 import training.onnx_export as onnx_export
+from sds.kernel import pointintime
 from sds.kernel.features import FEATURE_NAMES, feature_schema, featurize_batch
 from sds.kernel.registry import open_registry
 from training.data import read_history
 from training.evaluate import evaluate, expected_calibration_error
-from training.train import Progress, TrainParams, code_version, main, time_ordered_split, train
+from training.train import (
+    STEPS,
+    Progress,
+    TrainParams,
+    code_version,
+    main,
+    time_ordered_split,
+    train,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,7 +51,14 @@ def _estimator(trained: TrainedModel) -> Any:
 
 def _holdout(trained: TrainedModel) -> np.ndarray:
     history = read_history(trained.data)
-    features = np.asarray(featurize_batch(history.events), dtype=np.float32)
+    payments = history.payment_events
+    computed = pointintime.compute(
+        history.events,
+        history.times,
+        [e["account_id"] for e in payments],
+        history.payment_times,
+    )
+    features = featurize_batch(payments, {n: v.tolist() for n, v in computed.items()})
     return features[trained.version.manifest["data"]["train_events"] :]
 
 
@@ -91,12 +107,14 @@ def test_the_manifest_records_the_data_fingerprint_and_a_time_ordered_holdout(
 
     assert data["fingerprint"] == history.fingerprint
     assert data["uri"] == str(trained.data)
-    assert (data["files"], data["events"]) == (1, 4000)
+    assert (data["files"], data["payments"]) == (1, 4000)
+    assert data["events"] == len(history.events) > 4000  # the logins around the payments
     assert data["train_events"] + data["holdout_events"] == 4000
     assert data["holdout_events"] == 800  # holdout_fraction 0.2
     # The holdout is the most recent fifth: nothing the model trained on is later than it.
-    assert data["holdout_from"] == history.timestamps[data["train_events"]]
-    assert max(history.timestamps[: data["train_events"]]) <= data["holdout_from"]
+    cut = data["train_events"]
+    assert data["holdout_from"] == history.timestamp(cut)
+    assert history.payment_times[:cut].max() <= history.payment_times[cut]
 
 
 def test_the_manifest_metrics_show_a_model_that_learned_the_fraud_signal(
@@ -174,7 +192,7 @@ def test_given_onnx_scores_that_differ_from_scikit_learn_then_nothing_is_registe
             registry=registry,
             params=TrainParams(max_iter=5),
             actor=TRAINER,
-            progress=Progress(7, enabled=False),
+            progress=Progress(STEPS, enabled=False),
         )
 
     assert registry.list_versions() == []
@@ -331,8 +349,8 @@ def test_the_training_command_trains_registers_and_prints_the_manifest_with_prog
     assert manifest["version"] == 1
     assert manifest["params"]["max_iter"] == 5
     assert manifest["params"]["learning_rate"] == 0.2
-    for step in range(1, 8):
-        assert f"[{step}/7] " in err
+    for step in range(1, STEPS + 1):
+        assert f"[{step}/{STEPS}] " in err
     assert "done in" in err
     registry = open_registry(registry_uri, "fraud")
     assert registry.list_versions() == [1, 2]

@@ -20,6 +20,11 @@ class TrainedModel:
     data: Path
     registry_root: Path
     version: Version
+    feature_store: Path  # the (empty unless a test fills it) SQLite store the app reads
+
+    @property
+    def feature_store_uri(self) -> str:
+        return f"sqlite://{self.feature_store}"
 
     @property
     def registry_uri(self) -> str:
@@ -41,6 +46,7 @@ class TrainedModel:
             "model_sha256": self.version.sha256,
             "registry_uri": self.registry_uri,
             "environment": "test",
+            "feature_store_uri": self.feature_store_uri,
         }
         values.update(overrides)
         return ServingSettings(**values)  # type: ignore[arg-type]
@@ -53,4 +59,5 @@ class TrainedModel:
             "MODEL_SHA256": self.version.sha256,
             "REGISTRY_URI": self.registry_uri,
             "ENVIRONMENT": "test",
+            "FEATURE_STORE_URI": self.feature_store_uri,
         }

@@ -11,6 +11,7 @@ from sds.cli.commands import (
     envs,
     generate,
     history,
+    ingest,
     models,
     promote,
     prune,
@@ -24,6 +25,7 @@ from sds.cli.commands import (
 COMMANDS = (
     generate,
     train,
+    ingest,
     models,
     show,
     promote,

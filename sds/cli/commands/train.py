@@ -83,7 +83,7 @@ class _OnFargate(argparse.Action):
 def run(args: argparse.Namespace) -> int:
     from sds.ops.promotion import registering_environment
     from training.params import params_from_args
-    from training.train import Progress, train
+    from training.train import STEPS, Progress, train
 
     if args.on_fargate:
         return _run_on_fargate(args)
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         params=params,
         actor=ws.actor,
         reason=args.reason,
-        progress=Progress(7, enabled=not args.quiet),
+        progress=Progress(STEPS, enabled=not args.quiet),
     )
     if args.json:
         print_json(dict(version.manifest))

@@ -1,0 +1,60 @@
+"""`sds ingest`: feed activity events (logins, payments) into an environment's local feature store."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from sds.cli.arguments import Commands, env_option, workspace
+from sds.cli.render import print_json
+from sds.config import EnvironmentConfig
+from sds.ops.ingest import CLOCKS
+
+
+def register(commands: Commands) -> None:
+    parser = commands.add(
+        "ingest",
+        run,
+        "fold activity events from a file into an environment's local feature store (what "
+        "`sds serve` reads the account aggregates from); nothing is stored if any event is invalid",
+        [
+            "sds ingest data/events.jsonl.gz --env dev",
+            "sds ingest data/events.jsonl.gz --env dev --clock events   # replay a history",
+            "sds ingest logins.jsonl --json",
+        ],
+    )
+    parser.add_argument("data", help="events: .jsonl[.gz] file, directory or s3://bucket/prefix")
+    env_option(parser, "--env", default_first=True, help="whose feature store (default: the first)")
+    parser.add_argument(
+        "--clock",
+        choices=CLOCKS,
+        default="wall",
+        help="wall: drop events older than the longest window, as live; events: replay history "
+        "as it happened (time stands at the latest event so far)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def run(args: argparse.Namespace) -> int:
+    from sds.ops.ingest import ingest
+
+    ws = workspace(args)
+    env: EnvironmentConfig = args.env
+
+    def progress(done: int, total: int) -> None:
+        if not args.quiet and not args.json:
+            print(f"  {done}/{total} events", file=sys.stderr, flush=True)
+
+    result = ingest(ws, env.name, args.data, clock=args.clock, on_batch=progress)
+    if args.json:
+        print_json(result.to_dict())
+        return 1 if result.totals.failed else 0
+    totals = result.totals
+    print(
+        f"{env.name}: {result.events} events -> {totals.applied} applied, "
+        f"{totals.duplicates} already there, {totals.too_old} too old, "
+        f"{totals.ignored} read by no aggregate ({result.store})"
+    )
+    for event_id, reason in list(totals.failed.items())[:5]:
+        print(f"  failed {event_id}: {reason}", file=sys.stderr)
+    return 1 if totals.failed else 0

@@ -1,0 +1,86 @@
+"""Activity events: the typed records the account aggregates are computed from.
+
+Every event has a `type` and the envelope `event_id`, `account_id`, `occurred_at`; its other
+fields depend on the kind. `payment` is the scored event (its fields are the feature schema's
+inputs, `sds.kernel.features.FIELDS`); `login` is an attempt to log in; a new kind is one entry
+in `KINDS`. `validate_batch` names every problem of a batch, like a bad request does, so a batch
+with a problem is refused whole: nothing of it is stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sds.kernel.features import FIELDS, Field, Problem, parse_time, validate_fields
+
+TYPE = "type"
+ENVELOPE: tuple[Field, ...] = tuple(
+    f for f in FIELDS if f.name in ("event_id", "account_id", "occurred_at")
+)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One event type: all its fields (the envelope first) and what it means."""
+
+    name: str
+    fields: tuple[Field, ...]
+    description: str
+
+
+PAYMENT = Kind("payment", FIELDS, "A card payment from the account (the event the API scores)")
+LOGIN = Kind(
+    "login",
+    (
+        *ENVELOPE,
+        Field("outcome", "enum", "Whether the login succeeded", allowed=("success", "failure")),
+    ),
+    "An attempt to log in to the account",
+)
+KINDS: Mapping[str, Kind] = {kind.name: kind for kind in (PAYMENT, LOGIN)}
+
+
+def validate(
+    event: Any,
+    *,
+    where: str = "event",
+    kinds: Iterable[str] | None = None,
+    extra_fields: Iterable[str] = (),
+) -> list[Problem]:
+    """Every problem with one activity event of one of `kinds` (default: every kind)."""
+    if not isinstance(event, Mapping):
+        return [Problem(where, "must be a JSON object")]
+    known = tuple(KINDS) if kinds is None else tuple(kinds)
+    kind = event.get(TYPE)
+    if kind is None:
+        return [Problem(f"{where}.{TYPE}", f"is required: one of {', '.join(known)}")]
+    if not isinstance(kind, str) or kind not in known:
+        shown = str(kind) if len(str(kind)) <= 40 else str(kind)[:40] + "..."
+        return [Problem(f"{where}.{TYPE}", f"{shown!r} is not one of {', '.join(known)}")]
+    return validate_fields(
+        event, KINDS[kind].fields, where=where, extra_fields=(TYPE, *extra_fields)
+    )
+
+
+def validate_batch(
+    events: Sequence[Any],
+    *,
+    where: str = "events",
+    kinds: Iterable[str] | None = None,
+    extra_fields: Iterable[str] = (),
+) -> list[Problem]:
+    """Every problem of every event in a batch, each located by its index."""
+    kinds = None if kinds is None else tuple(kinds)
+    problems: list[Problem] = []
+    for index, event in enumerate(events):
+        problems.extend(
+            validate(event, where=f"{where}[{index}]", kinds=kinds, extra_fields=extra_fields)
+        )
+    return problems
+
+
+def timed(events: Iterable[Mapping[str, Any]]) -> list[tuple[int, Mapping[str, Any]]]:
+    """Validated events with their time in microseconds, as the online updater takes them."""
+    return [(parse_time(event["occurred_at"]), event) for event in events]

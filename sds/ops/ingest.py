@@ -1,0 +1,122 @@
+"""`sds ingest`: activity events from files into an environment's local feature store.
+
+The same updater as the feature-updater Lambda (`sds.kernel.online.OnlineFeatures`), over the
+embedded SQLite store `sds serve` reads. The whole input is validated first: a file with a
+problem stores nothing. Two clocks: `wall` (events older than the longest window are dropped,
+as they would be live) and `events` (a replay: time stands at the latest event applied so far,
+so a history is folded exactly as it would have been when it happened).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sds.kernel.errors import UsageError
+from sds.kernel.events import validate
+from sds.kernel.features import parse_time
+from sds.kernel.featurestore import open_feature_store
+from sds.kernel.online import ApplyResult, OnlineFeatures
+from sds.ops.workspace import Workspace
+from training.data import LABEL, DataError, sources
+
+CLOCKS = ("wall", "events")
+BATCH = 500
+MAX_PROBLEMS_SHOWN = 5
+
+
+@dataclass
+class IngestResult:
+    env: str
+    store: str
+    events: int = 0
+    totals: ApplyResult = field(default_factory=ApplyResult)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "env": self.env,
+            "store": self.store,
+            "events": self.events,
+            **self.totals.to_dict(),
+        }
+
+
+def read_events(location: str) -> list[tuple[int, dict[str, Any]]]:
+    """Every event of a file, directory or s3:// prefix, validated, with its time; labels on
+    payments (training data) are dropped. A problem anywhere raises before anything is stored."""
+    found: list[tuple[int, dict[str, Any]]] = []
+    problems: list[str] = []
+    for name, raw in sources(location):
+        try:
+            data = gzip.decompress(raw) if name.endswith(".gz") else raw
+        except (OSError, EOFError, zlib.error) as exc:
+            raise DataError(f"{name}: not a valid gzip file ({exc})") from None
+        for lineno, line in enumerate(data.splitlines(), start=1):
+            if not line.strip():
+                continue
+            where = f"{name}:{lineno}"
+            try:
+                record = json.loads(line)
+            except ValueError as exc:
+                problems.append(f"{where}: invalid JSON ({str(exc)[:100]})")
+                continue
+            found_problems = validate(record, where=where, extra_fields=(LABEL,))
+            if found_problems:
+                problems.extend(f"{p.field}: {p.reason}" for p in found_problems)
+                continue
+            event = {k: v for k, v in record.items() if k != LABEL}
+            found.append((parse_time(event["occurred_at"]), event))
+    if problems:
+        shown = "; ".join(problems[:MAX_PROBLEMS_SHOWN])
+        more = f" (and {len(problems) - MAX_PROBLEMS_SHOWN} more)" if len(problems) > 5 else ""
+        raise DataError(f"{len(problems)} problem(s), nothing was stored: {shown}{more}")
+    if not found:
+        raise DataError(f"{location}: no events")
+    return found
+
+
+def ingest(
+    ws: Workspace,
+    env: str,
+    location: str,
+    *,
+    clock: str = "wall",
+    on_batch: Callable[[int, int], None] | None = None,
+) -> IngestResult:
+    """Validate every event of `location`, then fold them into `env`'s feature store."""
+    if clock not in CLOCKS:
+        raise UsageError(f"--clock must be one of {', '.join(CLOCKS)}, got {clock!r}")
+    if ws.on_aws:
+        raise UsageError(
+            "sds ingest feeds the local feature store; on AWS, producers put events on the "
+            f"environment's event bus ({env}/Features), and an archive replay refills a table"
+        )
+    timed = read_events(location)
+    if clock == "events":
+        timed.sort(key=lambda pair: pair[0])
+    uri = ws.feature_store_uri(env)
+    online = OnlineFeatures(open_feature_store(uri))
+    result = IngestResult(env=env, store=uri, events=len(timed))
+    latest = 0
+    for start in range(0, len(timed), BATCH):
+        batch = timed[start : start + BATCH]
+        now = None
+        if clock == "events":
+            latest = max(latest, max(t for t, _ in batch))
+            now = latest
+        done = online.apply(batch, now=now)
+        totals = result.totals
+        totals.applied += done.applied
+        totals.duplicates += done.duplicates
+        totals.too_old += done.too_old
+        totals.ignored += done.ignored
+        totals.commits += done.commits
+        totals.retries += done.retries
+        totals.failed.update(done.failed)
+        if on_batch is not None:
+            on_batch(start + len(batch), len(timed))
+    return result
