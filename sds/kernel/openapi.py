@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sds.kernel.features import FIELDS, MAX_EVENT_ID_LENGTH, SCHEMA_VERSION, Field
+from sds.kernel.aggregates import AGGREGATES
+from sds.kernel.features import FIELDS, SCHEMA_VERSION, Field
 from sds.kernel.settings import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_EVENTS
 
 ERROR_CODES: dict[int, str] = {
@@ -44,17 +45,22 @@ def _event_property(spec: Field) -> dict[str, Any]:
 
 
 def event_schema() -> dict[str, Any]:
-    """One event as the API accepts it: the feature schema's inputs plus an optional event_id."""
+    """One payment as the API accepts it: the feature schema's inputs (envelope included) and an
+    optional `type`, as on the event bus. The account aggregates are not sent: the system
+    computes them from the account's events (`x-computed-features` lists them)."""
     properties = {spec.name: _event_property(spec) for spec in FIELDS}
-    properties["event_id"] = {
+    properties["type"] = {
         "type": "string",
-        "minLength": 1,
-        "maxLength": MAX_EVENT_ID_LENGTH,
-        "description": "Optional; echoed back in the event's prediction",
+        "enum": ["payment"],
+        "description": "Optional: the event's type, as activity events carry it",
     }
     return {
         "type": "object",
-        "description": f"One card-payment event (feature schema version {SCHEMA_VERSION})",
+        "description": (
+            f"One card-payment event (feature schema version {SCHEMA_VERSION}); the account "
+            "aggregates it is scored with are computed by the system from the account's events"
+        ),
+        "x-computed-features": [{"name": a.name, "description": a.description} for a in AGGREGATES],
         "required": [spec.name for spec in FIELDS],
         "additionalProperties": False,
         "properties": properties,

@@ -16,7 +16,7 @@ import pytest
 from openapi_spec_validator import validate
 
 from lambdas.inference.app import ROUTES, InferenceApp
-from sds.kernel import features, openapi
+from sds.kernel import aggregates, features, openapi
 from sds.kernel.features import FIELD_NAMES, FIELDS, feature_schema
 from sds.kernel.settings import ServingSettings
 
@@ -34,17 +34,21 @@ def test_every_route_the_handler_answers_is_documented_with_its_methods() -> Non
     assert {path: tuple(m.upper() for m in ops) for path, ops in paths.items()} == dict(ROUTES)
 
 
-def test_the_event_schema_is_the_feature_schema_plus_event_id() -> None:
+def test_the_event_schema_is_the_feature_schema_plus_an_optional_type() -> None:
     event = openapi.event_schema()
     inputs = feature_schema()["inputs"]
 
     assert event["required"] == list(FIELD_NAMES) == inputs["required"]
     assert event["additionalProperties"] is False
-    assert set(event["properties"]) == {*FIELD_NAMES, "event_id"}
+    assert set(event["properties"]) == {*FIELD_NAMES, "type"}
     for field in FIELDS:
         published = inputs["properties"][field.name]
         assert published.items() <= event["properties"][field.name].items(), field.name
     assert event["properties"]["event_id"]["maxLength"] == features.MAX_EVENT_ID_LENGTH
+    assert event["properties"]["type"]["enum"] == ["payment"]
+    # The aggregates are documented as computed, never as inputs
+    computed = [f["name"] for f in event["x-computed-features"]]
+    assert computed == list(aggregates.NAMES) and not set(computed) & set(event["properties"])
 
 
 def test_the_document_follows_the_deployed_limits() -> None:

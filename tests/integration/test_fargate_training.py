@@ -28,7 +28,8 @@ from sds.ops.aws import Clients
 from sds.ops.fargate import TrainingRun, run_training
 from sds.ops.promotion import OperationError
 from sds.ops.workspace import Workspace
-from training.data import generate_events, write_jsonl
+from training.data import write_jsonl
+from training.synthetic import generate_activity
 
 
 def the_override(sent: list[dict[str, Any]]) -> tuple[list[str], dict[str, str]]:
@@ -209,7 +210,7 @@ def test_prods_task_trains_on_prods_data_and_registers_in_dev_as_its_own_role(
     # Given prod's training data in prod's bucket, and prod's task registering in dev
     dev = deploy("dev")
     prod = deploy("prod", training=True, registers_in=dev)
-    history = write_jsonl(generate_events(3000, seed=5), tmp_path / "history.jsonl")
+    history = write_jsonl(generate_activity(3000, seed=5), tmp_path / "history.jsonl")
     prod.clients("s3").upload_file(str(history), prod.bucket, "training-data/history.jsonl")
     # And alice, who starts it with her own role, saying who she is in SDS_ACTOR
     act_as(monkeypatch, assume_role(aws, "Deployer", "alice"))

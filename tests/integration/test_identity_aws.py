@@ -15,7 +15,8 @@ import pytest
 from deployed import CliResult, Deployed, act_as, assume_role
 
 import sds.kernel.sdk
-from training.data import generate_events, write_jsonl
+from training.data import write_jsonl
+from training.synthetic import generate_activity
 
 ALICE = "arn:aws:sts::123456789012:assumed-role/Deployer/alice"
 
@@ -109,7 +110,7 @@ def test_training_here_into_an_s3_registry_records_the_callers_identity(
 ) -> None:
     # Given dev's registry on S3 and some history on this machine
     dev = deploy("dev")
-    history = write_jsonl(generate_events(3000, seed=9), tmp_path / "history.jsonl")
+    history = write_jsonl(generate_activity(3000, seed=9), tmp_path / "history.jsonl")
 
     # When alice (saying she is bob) trains here and registers into dev's registry
     trained = cli(

@@ -277,7 +277,7 @@ def test_the_model_is_loaded_from_s3_without_the_aws_sdk(
     tmp_path: Path,
 ) -> None:
     from sds.kernel.features import FIELD_NAMES
-    from training.data import generate_events
+    from training.synthetic import generate_activity
 
     # Given the bundle under awslambdaric, boto3 on its path as on Lambda, wrapped by a probe
     probe_dir = tmp_path / "probe"
@@ -297,8 +297,9 @@ def test_the_model_is_loaded_from_s3_without_the_aws_sdk(
     try:
         # When it loads the pinned model from S3 and serves requests
         events = [
-            {k: v for k, v in e.items() if k in FIELD_NAMES or k == "event_id"}
-            for e in generate_events(2, seed=7)
+            {k: v for k, v in e.items() if k in FIELD_NAMES}
+            for e in generate_activity(2, seed=7)
+            if e["type"] == "payment"
         ]
         scored = runtime_api.invoke(api_event("POST", "/predict", {"events": events}))
         described = runtime_api.invoke(api_event("GET", "/model"))

@@ -50,8 +50,9 @@ from security_templates import ROOT, VARIANT, AuditedApp, Statement
 from sds.kernel.registry import Registry, Version, open_registry
 from sds.kernel.registry.s3 import S3Store
 from stacks.components.nag import _render
-from training.data import generate_events, read_history, write_jsonl
-from training.train import Progress, TrainParams, train
+from training.data import read_history, write_jsonl
+from training.synthetic import generate_activity
+from training.train import STEPS, Progress, TrainParams, train
 
 WRITE_OR_DELETE = ("s3:Put", "s3:Delete", "s3:Copy", "s3:Replicate", "s3:Restore", "s3:Abort")
 AUTO_DELETE_PROVIDER = "CustomS3AutoDeleteObjectsCustomResourceProviderRole"
@@ -738,7 +739,7 @@ def test_training_on_fargate_needs_only_the_training_operator_policy(
 
 
 def upload_history(bucket: str, tmp_path: Path, events: int = 3000) -> None:
-    path = write_jsonl(generate_events(events, seed=5), tmp_path / "history.jsonl.gz")
+    path = write_jsonl(generate_activity(events, seed=5), tmp_path / "history.jsonl.gz")
     private_client("s3").upload_file(str(path), bucket, "training-data/history.jsonl.gz")
 
 
@@ -763,7 +764,7 @@ def test_the_training_task_role_grants_what_training_calls(
             params=TrainParams(max_iter=10, seed=2),
             actor=ACTOR,
             reason="least privilege",
-            progress=Progress(7, enabled=False),
+            progress=Progress(STEPS, enabled=False),
         )
     assert version.number == 1
 
