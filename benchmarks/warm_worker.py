@@ -116,12 +116,17 @@ def main(argv: list[str]) -> int:
     if raw:
         import numpy as np
 
-        from sds.kernel.features import featurize
+        from sds.kernel.features import Columns, featurize_columns
 
-        model = module.app.model
+        app = module.app
+        model = app.model
         session, feed, output = model.session, model.input_name, model.output_name
         for label, batch in (("raw_single", events[:1]), ("raw_batch100", events[:100])):
-            matrix = np.asarray([featurize(e) for e in batch], dtype=np.float32)
+            # The very matrix the handler scores: the same events, aggregates from its store.
+            columns, missing = app._with_aggregates(Columns.of(batch), {})
+            if missing is not None:
+                raise SystemExit(f"{handler_path}: account aggregates unavailable: {missing}")
+            matrix = np.asarray(featurize_columns(columns), dtype=np.float32)
             gc.collect()
             results[label] = time_calls(
                 lambda m=matrix: session.run([output], {feed: m}), calls, blocks

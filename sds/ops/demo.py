@@ -155,7 +155,10 @@ def _show_event_path(url: str) -> tuple[float, float]:
     status, body, _ = _post(url, "/events", logins)
     if status != 202:
         raise DemoFailure(f"POST /events: HTTP {status} {body}")
-    _say(f"  HTTP {status}: {body['applied']} events applied to the feature store")
+    _say(
+        f"  HTTP {status}: {body['accepted']} events accepted, {body['applied']} counted by an "
+        "aggregate (a successful login counts in none)"
+    )
     _cmd(f"curl -s -X POST {url}/predict -d '{{\"events\": [{{the same payment, again}}]}}'")
     after = _score(url, _payment(TARGETED, "-b"))
     if not after > before:

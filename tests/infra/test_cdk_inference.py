@@ -61,6 +61,7 @@ def test_pin_becomes_model_version_and_sha256_in_the_environment(
         "ENVIRONMENT": env,
         "MAX_EVENTS": str(serving.max_events),
         "MAX_BODY_BYTES": str(serving.max_body_bytes),
+        "WHEN_FEATURES_UNAVAILABLE": serving.when_features_unavailable,
     }
     pin = PINS.get(env)
     if pin is not None:
