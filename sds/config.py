@@ -18,7 +18,7 @@ import re
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -41,6 +41,7 @@ class ConfigError(SdsError, ValueError):
 T = TypeVar("T")
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}")
+_ACCOUNT = re.compile(r"\d{12}")
 _SNS_TOPIC_ARN = re.compile(r"arn:aws[a-z-]*:sns:[a-z]{2}(-[a-z]+)+-\d:\d{12}:[A-Za-z0-9_-]{1,256}")
 
 
@@ -372,6 +373,11 @@ class Infra:
 
     def __post_init__(self) -> None:
         _require(
+            self.account is None or _ACCOUNT.fullmatch(self.account) is not None,
+            "account",
+            'must be a 12-digit AWS account id, as a string ("111111111111")',
+        )
+        _require(
             self.log_retention_days in self.LOG_RETENTION_DAYS,
             "log_retention_days",
             f"must be one of {', '.join(map(str, self.LOG_RETENTION_DAYS))}",
@@ -430,6 +436,48 @@ def _reject_moved_keys(where: str, raw: Any) -> None:
         )
 
 
+# IAM role names are at most 64 characters.
+_ROLE_NAME_LIMIT = 64
+
+
+def promotion_source_role_name(model_name: str, environment: str) -> str:
+    """The name of `environment`'s promotion source role: the read-only role that promoters in
+    other accounts assume to read its registry (docs/multi-account.md).
+
+    A fixed, documented name rather than a generated one: the accounts that assume it (and their
+    promoter policies, and the CLI) must know its ARN before anything is deployed, the way CDK's
+    own bootstrap roles are named (`cdk-hnb659fds-deploy-role-<account>-<region>`).
+    """
+    return f"sds-{model_name}-{environment}-promotion-source"
+
+
+@dataclass(frozen=True)
+class PromotionSource:
+    """An environment in another account whose registry a promotion reads: the target's
+    `promote_from`, or the environment its `require_live_in` gate looks at."""
+
+    env: str
+    account: str
+    region: str
+
+
+@dataclass(frozen=True)
+class CrossAccountPromotion:
+    """How one environment takes part in promotions across accounts (derived from cdk.json).
+
+    `readers` are the accounts whose promoters read this environment's registry: it gets a
+    read-only promotion source role that trusts them. `sources` are the environments in other
+    accounts this environment's promoters read, through those roles. `unplaced` names the
+    environments it reads, or that read it, where only one side has an account in cdk.json:
+    they may be in different accounts, but no role can be trusted by an unknown account, so
+    the CDK app warns instead of wiring anything.
+    """
+
+    readers: tuple[str, ...] = ()
+    sources: tuple[PromotionSource, ...] = ()
+    unplaced: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class EnvironmentConfig:
     name: str
@@ -445,6 +493,8 @@ class EnvironmentConfig:
     # Whether the environment has a training task. Not in another account or region than its
     # chain start: its task could not register there without cross-account wiring.
     has_training: bool
+    # Promotions into or out of this environment that cross accounts (docs/multi-account.md).
+    cross_account: CrossAccountPromotion = field(default_factory=CrossAccountPromotion)
 
     @property
     def allocates_versions(self) -> bool:
@@ -549,7 +599,50 @@ def parse_project(context: Mapping[str, Any]) -> ProjectConfig:
             raise ConfigError(
                 f"environments.{env.name}.gates.require_live_in: unknown environment {ref!r}"
             )
+    envs = _cross_account_promotions(model_name, envs)
     return ProjectConfig(model_name=model_name, environments={n: envs[n] for n in raw_envs})
+
+
+def _cross_account_promotions(
+    model_name: str, envs: Mapping[str, EnvironmentConfig]
+) -> dict[str, EnvironmentConfig]:
+    """Who reads whose registry across accounts: a promotion into T reads T's `promote_from`
+    and the environment its `require_live_in` gate names. A role is wired only between two
+    accounts cdk.json names; with one named and one not, both environments are `unplaced`."""
+    readers: dict[str, set[str]] = {name: set() for name in envs}
+    sources: dict[str, list[PromotionSource]] = {name: [] for name in envs}
+    unplaced: dict[str, list[str]] = {name: [] for name in envs}
+    for env in envs.values():
+        for name in dict.fromkeys(r for r in (env.promote_from, env.gates.require_live_in) if r):
+            source = envs[name]
+            mine, theirs = env.infra.account, source.infra.account
+            if name == env.name or mine == theirs:
+                continue
+            if mine is None or theirs is None:
+                unplaced[env.name].append(name)
+                unplaced[name].append(env.name)
+                continue
+            sources[env.name].append(PromotionSource(name, theirs, source.infra.region))
+            readers[name].add(mine)
+    for name, accounts in readers.items():
+        role = promotion_source_role_name(model_name, name)
+        if accounts and len(role) > _ROLE_NAME_LIMIT:
+            raise ConfigError(
+                f"model_name: {name}'s promotion source role would be named {role} "
+                f"({len(role)} characters; IAM allows {_ROLE_NAME_LIMIT}): use a shorter "
+                "model name or environment name"
+            )
+    return {
+        name: replace(
+            env,
+            cross_account=CrossAccountPromotion(
+                readers=tuple(sorted(readers[name])),
+                sources=tuple(sources[name]),
+                unplaced=tuple(dict.fromkeys(unplaced[name])),
+            ),
+        )
+        for name, env in envs.items()
+    }
 
 
 def _chain_starts(promote_from: Mapping[str, str | None]) -> dict[str, str]:

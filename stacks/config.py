@@ -15,6 +15,7 @@ from pathlib import Path
 from sds.config import (
     AlarmSettings,
     ApiSettings,
+    CrossAccountPromotion,
     DeploymentSettings,
     EnvironmentConfig,
     Infra,
@@ -22,15 +23,18 @@ from sds.config import (
     LogSettings,
     NetworkSettings,
     ProjectConfig,
+    PromotionSource,
     RegistrySettings,
     Serving,
     TrainingSettings,
+    promotion_source_role_name,
 )
 from sds.kernel.lock import Pin
 
 __all__ = [
     "AlarmSettings",
     "ApiSettings",
+    "CrossAccountPromotion",
     "DeploymentSettings",
     "EnvironmentConfig",
     "EnvironmentSpec",
@@ -40,10 +44,12 @@ __all__ = [
     "NetworkSettings",
     "Pin",
     "ProjectConfig",
+    "PromotionSource",
     "RegistrySettings",
     "Serving",
     "TrainingImage",
     "TrainingSettings",
+    "promotion_source_role_name",
 ]
 
 
@@ -109,3 +115,7 @@ class EnvironmentSpec:
     @property
     def logs(self) -> LogSettings:
         return self.infra.logs
+
+    @property
+    def cross_account(self) -> CrossAccountPromotion:
+        return self.environment.cross_account

@@ -1,6 +1,6 @@
 """Inference stack: the function and alias `live`, its API, alarm-guarded deployment and where its
-alarms go, dashboard, the promoter and promotion-source policies, and the discovery parameters
-tools read."""
+alarms go, dashboard, the promoter and promotion-source policies (and, for readers in other
+accounts, the promotion source role), and the discovery parameters tools read."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from stacks.components.safe_deployment import SafeDeployment
 from stacks.config import (
     AlarmSettings,
     ApiSettings,
+    CrossAccountPromotion,
     DeploymentSettings,
     LambdaSettings,
     LogSettings,
@@ -52,6 +53,7 @@ class InferenceStack(cdk.Stack):
         alarms: AlarmSettings,
         logs: LogSettings,
         dashboard: bool,
+        cross_account: CrossAccountPromotion,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -129,6 +131,7 @@ class InferenceStack(cdk.Stack):
             key=stateful.key,
             function=model.function,
             group=guarded.group,
+            sources=cross_account.sources,
         )
         source = PromotionSourcePolicy(
             self,
@@ -137,6 +140,7 @@ class InferenceStack(cdk.Stack):
             model_name=model_name,
             registry=registry,
             key=stateful.key,
+            readers=cross_account.readers,
         )
         pruner = VersionPruner(
             self,

@@ -55,7 +55,10 @@ class EnvironmentStage(cdk.Stage):
             alarms=spec.alarms,
             logs=spec.logs,
             dashboard=infra.dashboard,
+            cross_account=spec.cross_account,
         )
+        if spec.cross_account.unplaced:
+            self._warn_unplaced(spec)
         # Versions are allocated where the promotion chain starts: an environment above it trains
         # on its own data and registers there; one in another account or region has no task.
         self.training = (
@@ -78,6 +81,15 @@ class EnvironmentStage(cdk.Stage):
         )
         cdk.Tags.of(self).add("sds:environment", spec.name)
         cdk.Tags.of(self).add("sds:model", spec.model_name)
+
+    def _warn_unplaced(self, spec: EnvironmentSpec) -> None:
+        others = ", ".join(spec.cross_account.unplaced)
+        cdk.Annotations.of(self.inference).add_warning_v2(
+            "sds:unplacedPromotion",
+            f"{spec.name} promotes to or from {others}, and only one side names an account in "
+            "cdk.json (infra.account): if they are in different accounts, promotion between "
+            "them has no role to read through. Name both accounts (docs/multi-account.md).",
+        )
 
     @property
     def stacks(self) -> list[cdk.Stack]:

@@ -109,6 +109,10 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer
             env={
                 **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
                 **FAKE_AWS_ENVIRONMENT,
+                # S3 refuses a principal of another account unless the bucket grants it; moto
+                # cannot evaluate grants, so it refuses other accounts outright, which is what
+                # the registry buckets (they grant no other account) do on AWS.
+                "MOTO_S3_ALLOW_CROSSACCOUNT_ACCESS": "false",
             },
         )
     endpoint = f"http://127.0.0.1:{port}"

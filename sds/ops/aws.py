@@ -3,11 +3,15 @@
 Every client honours `AWS_ENDPOINT_URL` (and the per-service variants) the way the SDK does, so
 the same commands run against AWS and against a local protocol server. The stacks publish what
 tools need under `/sds/<env>/` (see DESIGN.md, "Discovery"); `Discovery` reads those parameters
-once per command and says which stack to deploy when one is missing.
+once per command and says which stack to deploy when one is missing. `assume_role` gives the
+clients of a role in another account (an environment's promotion source role,
+docs/multi-account.md).
 """
 
 from __future__ import annotations
 
+import re
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,19 +30,77 @@ def error_code(exc: BaseException) -> str:
     return str(response.get("Error", {}).get("Code", ""))
 
 
+# boto3's default session is not thread-safe while it creates clients (sds.kernel.sdk).
+_CLIENT_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class RoleSession:
+    """Temporary credentials of an assumed role, and the region its clients call."""
+
+    role_arn: str
+    access_key_id: str
+    secret_access_key: str
+    session_token: str
+    region: str
+
+
 @dataclass
 class Clients:
-    """The clients one command uses, created on first use; tests pass their own."""
+    """The clients one command uses, created on first use; tests pass their own. With `role`,
+    they sign with that role's credentials and call its region; otherwise with the caller's."""
 
     overrides: Mapping[str, Any] = field(default_factory=dict)
+    role: RoleSession | None = None
     _made: dict[str, Any] = field(default_factory=dict)
 
     def __getitem__(self, service: str) -> Any:
         if service in self.overrides:
             return self.overrides[service]
         if service not in self._made:
-            self._made[service] = sdk.client(service)
+            self._made[service] = (
+                sdk.client(service) if self.role is None else self._signed(service)
+            )
         return self._made[service]
+
+    def _signed(self, service: str) -> Any:
+        import boto3
+
+        assert self.role is not None
+        with _CLIENT_LOCK:
+            return boto3.client(
+                service,
+                config=sdk.sdk_config(),
+                region_name=self.role.region,
+                aws_access_key_id=self.role.access_key_id,
+                aws_secret_access_key=self.role.secret_access_key,
+                aws_session_token=self.role.session_token,
+            )
+
+
+def session_name(caller_arn: str) -> str:
+    """A role session name that says who assumed the role (`sds-alice` for
+    `.../assumed-role/Deployer/alice`): CloudTrail in the role's account shows it with every
+    call the session makes. STS allows 2 to 64 of `[\\w+=,.@-]`."""
+    who = re.sub(r"[^\w+=,.@-]", "-", caller_arn.rsplit("/", 1)[-1].rsplit(":", 1)[-1])
+    return f"sds-{who}"[:64]
+
+
+def assume_role(sts: Any, *, role_arn: str, session: str, region: str) -> Clients:
+    """Clients signed with `role_arn`'s credentials (one hour, the role's maximum)."""
+    try:
+        found = sts.assume_role(RoleArn=role_arn, RoleSessionName=session)["Credentials"]
+    except Exception as exc:
+        raise AwsError(f"assuming {role_arn}: {exc}") from exc
+    return Clients(
+        role=RoleSession(
+            role_arn=role_arn,
+            access_key_id=found["AccessKeyId"],
+            secret_access_key=found["SecretAccessKey"],
+            session_token=found["SessionToken"],
+            region=region,
+        )
+    )
 
 
 @dataclass

@@ -299,6 +299,7 @@ def rollback_live(
     """Switch `live` back (see the module docstring); `say` receives the activation step's
     lines (none when the target is Active)."""
     started = time.monotonic()
+    ws.ensure_writable(env)  # an environment in another account takes credentials there
     clients = clients or ws.discovery.clients
     function = ws.discovery.get(env, "function-name")
     alias = ws.discovery.get(env, "alias-name")

@@ -24,6 +24,7 @@ from sds.kernel.registry import (
     Version,
     VersionNotFound,
 )
+from sds.ops.aws import AwsError
 from sds.ops.workspace import Workspace
 
 CAS_ATTEMPTS = 10
@@ -210,6 +211,7 @@ def promote(
     `Registry.import_version`).
     """
     started = time.monotonic()
+    ws.ensure_writable(to_env)  # before reading anything: the target's account must be ours
     target_config = ws.config.env(to_env)
     source_env = from_env or target_config.promote_from or to_env
     source = ws.registry(source_env)
@@ -245,7 +247,7 @@ def promote(
     if not all(r.passed for r in results):
         raise GateFailure(to_env, version, results)
 
-    target = ws.registry(to_env)
+    target = ws.registry(to_env, write=True)
     copied_from = None
     if target.uri != source.uri:
         try:
@@ -324,7 +326,7 @@ def rollback(
 ) -> AliasChange:
     """Point `env` back at the version live before the current one (or at `to_version`)."""
     started = time.monotonic()
-    registry = ws.registry(env)
+    registry = ws.registry(env, write=True)
     current = registry.get_alias(env)
     if current is None:
         raise OperationError(f"nothing is live in {env}: there is nothing to roll back")
@@ -384,8 +386,8 @@ def model_table(ws: Workspace, env: str) -> list[dict[str, Any]]:
     for name in ws.config.environments:
         try:
             state = live_version(ws, name)
-        except RegistryError:
-            continue
+        except (RegistryError, AwsError):  # not deployed, or in an account these credentials
+            continue  # cannot read: the table shows what can be seen
         if state is not None:
             live.setdefault(state.version, []).append(name)
     rows = []

@@ -14,10 +14,12 @@ Resolution, most explicit first:
 - who acts (recorded in every audit event and manifest): on `aws`, the caller's AWS identity as
   STS returns it (`arn:aws:sts::123456789012:assumed-role/Deployer/alice`), asked once, on first
   use, with `$SDS_ACTOR` kept only as an annotation (`declared_actor`); locally `$SDS_ACTOR`,
-  else `user@host`.
+  else `user@host`;
+- an environment in another account than the caller's (its `infra.account` in cdk.json): read
+  through its promotion source role, assumed once per command; never written
+  (docs/multi-account.md).
 - an environment's feature store (the account aggregates) when served locally:
-  `$SDS_FEATURE_STORE_<ENV>`, else the embedded `sqlite://<state>/features/<env>.db`.
-"""
+  `$SDS_FEATURE_STORE_<ENV>`, else the embedded `sqlite://<state>/features/<env>.db`."""
 
 from __future__ import annotations
 
@@ -26,9 +28,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sds.config import ConfigError, ProjectConfig, load_project
+from sds.config import ConfigError, ProjectConfig, load_project, promotion_source_role_name
 from sds.kernel.registry import Registry, aws_actor, default_actor, open_registry
-from sds.ops.aws import AwsError, Discovery
+from sds.kernel.registry.s3 import S3Store
+from sds.kernel.registry.store import ReadOnlyView
+from sds.ops.aws import AwsError, Clients, Discovery, assume_role, session_name
 
 TARGETS = ("local", "aws")
 
@@ -48,6 +52,10 @@ class Workspace:
     target: str = "local"
     discovery: Discovery = field(default_factory=Discovery, compare=False, repr=False)
     _identity: dict[str, str] = field(default_factory=dict, init=False, compare=False, repr=False)
+    # Discovery through each other-account environment's promotion source role, once assumed.
+    _readers: dict[str, Discovery] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
 
     @classmethod
     def discover(
@@ -117,18 +125,94 @@ class Workspace:
                 raise AwsError(f"asking AWS STS who these credentials belong to: {exc}") from exc
         return self._identity["arn"]
 
+    @property
+    def caller_account(self) -> str:
+        """The AWS account of the caller's credentials (from the ARN STS returned for `actor`)."""
+        return self.actor.split(":")[4]
+
+    def other_account(self, env: str) -> str | None:
+        """`env`'s account when, on AWS, cdk.json places it in another one than the caller's
+        credentials (None: the caller's own, or cdk.json does not say)."""
+        account = self.config.env(env).infra.account
+        if not self.on_aws or account is None or account == self.caller_account:
+            return None
+        return account
+
+    def _discovery(self, env: str) -> Discovery:
+        """Discovery of `env`'s parameters: with the caller's credentials, or through `env`'s
+        promotion source role when it is in another account."""
+        account = self.other_account(env)
+        if account is None:
+            return self.discovery
+        if env not in self._readers:
+            self._readers[env] = Discovery(clients=self._assume_source_role(env, account))
+        return self._readers[env]
+
+    def _assume_source_role(self, env: str, account: str) -> Clients:
+        config, caller = self.config.env(env), self.caller_account
+        readers = config.cross_account.readers
+        if caller not in readers:
+            raise AwsError(
+                f"{env} is in account {account} (cdk.json) and your AWS credentials are for "
+                f"{caller}: another account reads {env}'s registry only through {env}'s "
+                "promotion source role, which trusts the accounts of the environments that "
+                f"promote from {env} or gate on it ({', '.join(readers) or 'none'}); use "
+                f"credentials for {account}"
+            )
+        partition = self.actor.split(":")[1]
+        name = promotion_source_role_name(self.model, env)
+        role_arn = f"arn:{partition}:iam::{account}:role/{name}"
+        try:
+            return assume_role(
+                self.discovery.clients["sts"],
+                role_arn=role_arn,
+                session=session_name(self.actor),
+                region=config.infra.region,
+            )
+        except AwsError as exc:
+            raise AwsError(
+                f"reading {env} from account {caller}: {exc}. The role exists once "
+                f"'{env}/Inference' is deployed, and your credentials need sts:AssumeRole on it "
+                "(the promoter policy of the environment you promote into grants it)"
+            ) from None
+
+    def ensure_writable(self, env: str) -> None:
+        """Refuse, before any AWS call that changes something, to change an environment in
+        another account than the caller's credentials (a `$SDS_REGISTRY_<ENV>` override is
+        taken at its word)."""
+        account = None if env in self.registry_overrides else self.other_account(env)
+        if account is not None:
+            raise AwsError(
+                f"{env} is in account {account} (cdk.json) and your AWS credentials are for "
+                f"{self.caller_account}: changing {env}'s registry takes credentials in "
+                f"{account} with {env}'s promoter policy"
+            )
+
     def registry_uri(self, env: str) -> str:
         """Where `env`'s registry is. `env` is a name from cdk.json: the CLI resolves names once,
         as it parses its arguments (sds.cli.arguments), and says which names are known."""
         if env in self.registry_overrides:
             return self.registry_overrides[env]
         if self.on_aws:
-            return f"s3://{self.discovery.get(env, 'registry-bucket')}"
+            return f"s3://{self._discovery(env).get(env, 'registry-bucket')}"
         return (self.home / "registries" / env).as_uri()
 
-    def registry(self, env: str) -> Registry:
-        """`env`'s registry; every event it writes carries `declared_actor`, if any."""
-        return open_registry(self.registry_uri(env), self.model, declared_actor=self.declared_actor)
+    def registry(self, env: str, *, write: bool = False) -> Registry:
+        """`env`'s registry; every event it writes carries `declared_actor`, if any.
+
+        An environment in another account is read through its promotion source role, read-only;
+        asking to `write` it (promote into it, roll it back) is refused: that takes credentials
+        in its own account, with its promoter policy.
+        """
+        if write:
+            self.ensure_writable(env)
+        account = None if env in self.registry_overrides else self.other_account(env)
+        if account is None:
+            uri = self.registry_uri(env)
+            return open_registry(uri, self.model, declared_actor=self.declared_actor)
+        discovery = self._discovery(env)
+        store = S3Store(discovery.get(env, "registry-bucket"), client=discovery.clients["s3"])
+        return Registry(ReadOnlyView(store), self.model, declared_actor=self.declared_actor)
 
     def feature_store_uri(self, env: str) -> str:
         """Where `env`'s account aggregates are kept locally: `$SDS_FEATURE_STORE_<ENV>` or the

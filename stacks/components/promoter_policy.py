@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import aws_cdk as cdk
 from aws_cdk import aws_codedeploy as codedeploy
 from aws_cdk import aws_iam as iam
@@ -12,7 +14,20 @@ from constructs import Construct
 
 from stacks.components.data_key import READ_WRITE, key_use
 from stacks.components.nag import acknowledge_wildcard_resource
+from stacks.components.promotion_source_policy import TRUSTED_ACTIONS
 from stacks.components.registry_paths import RegistryPaths
+from stacks.config import PromotionSource, promotion_source_role_name
+
+
+def promotion_source_role_arn(scope: Construct, *, model_name: str, source: PromotionSource) -> str:
+    """The ARN of `source`'s promotion source role, in its account (IAM is global: no region)."""
+    return cdk.Stack.of(scope).format_arn(
+        service="iam",
+        region="",
+        account=source.account,
+        resource="role",
+        resource_name=promotion_source_role_name(model_name, source.env),
+    )
 
 
 class PromoterPolicy(Construct):
@@ -20,7 +35,9 @@ class PromoterPolicy(Construct):
 
     Promotion copies a version from the source environment, so promoting into staging needs this
     policy for staging plus dev's read-only `PromotionSourcePolicy` (never dev's promoter
-    policy). Nothing here can delete.
+    policy). When the source is in another account (`sources`), this policy may assume the
+    source's promotion source role instead, which holds exactly that read-only policy there.
+    Nothing here can delete.
     """
 
     def __init__(
@@ -34,6 +51,7 @@ class PromoterPolicy(Construct):
         key: kms.IKey | None,
         function: lambda_.IFunction,
         group: codedeploy.ILambdaDeploymentGroup,
+        sources: Sequence[PromotionSource] = (),
     ) -> None:
         super().__init__(scope, construct_id)
         paths = RegistryPaths(model_name)
@@ -99,6 +117,19 @@ class PromoterPolicy(Construct):
         if key is not None:
             self.policy.add_statements(
                 key_use(self, sid="UseRegistryKey", key=key, buckets=[registry], actions=READ_WRITE)
+            )
+        if sources:
+            self.policy.add_statements(
+                iam.PolicyStatement(
+                    sid="AssumePromotionSourceRoles",
+                    # SetSourceIdentity: for callers whose session carries a source identity,
+                    # which role chaining passes on (the role's trust allows it too).
+                    actions=list(TRUSTED_ACTIONS),
+                    resources=[
+                        promotion_source_role_arn(self, model_name=model_name, source=source)
+                        for source in sources
+                    ],
+                )
             )
         reasons = {
             registry.arn_for_objects(paths.aliases): "alias objects of this model only; moves "

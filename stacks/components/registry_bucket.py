@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import aws_cdk as cdk
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
@@ -19,8 +20,31 @@ def encryption(key: kms.IKey | None) -> s3.BucketEncryption:
     return s3.BucketEncryption.S3_MANAGED if key is None else s3.BucketEncryption.KMS
 
 
+ACCOUNT_PERIMETER_SID = "OnlyThisAccountsPrincipals"
+
+
+def account_perimeter(bucket: s3.IBucket) -> iam.PolicyStatement:
+    """Deny every request from a principal of another account, whatever any Allow says (the
+    data-perimeter statement of AWS's "Establishing a data perimeter on AWS" guidance, with the
+    account instead of the organization): another account reads the registry only through the
+    source environment's promotion source role, a principal of this account. AWS services acting
+    with their own service principal are exempt (`aws:PrincipalIsAWSService`)."""
+    return iam.PolicyStatement(
+        sid=ACCOUNT_PERIMETER_SID,
+        effect=iam.Effect.DENY,
+        principals=[iam.AnyPrincipal()],
+        actions=["s3:*"],
+        resources=[bucket.bucket_arn, bucket.arn_for_objects("*")],
+        conditions={
+            "StringNotEquals": {"aws:PrincipalAccount": cdk.Stack.of(bucket).account},
+            "BoolIfExists": {"aws:PrincipalIsAWSService": "false"},
+        },
+    )
+
+
 class RegistryBucket(Construct):
-    """Versioned, encrypted, TLS-only, private, access-logged storage for model versions.
+    """Versioned, encrypted, TLS-only, private, access-logged storage for model versions, closed
+    to principals of other accounts.
 
     S3 versioning is a safety net under the registry's own write-once versions: an overwritten
     or deleted object can be recovered for `settings.noncurrent_version_days`. The bucket is
@@ -86,3 +110,4 @@ class RegistryBucket(Construct):
             removal_policy=removal(settings.retain),
             auto_delete_objects=not settings.retain,
         )
+        self.bucket.add_to_resource_policy(account_perimeter(self.bucket))

@@ -12,13 +12,14 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from stacks.components.registry_bucket import encryption, removal
+from stacks.components.registry_bucket import account_perimeter, encryption, removal
 from stacks.config import RegistrySettings
 
 
 class TrainingDataBucket(Construct):
-    """Versioned, encrypted like the registry, TLS-only, private, access-logged (to the
-    registry's access-log bucket), and retained or destroyed with the registry."""
+    """Versioned, encrypted like the registry, TLS-only, closed to other accounts, private,
+    access-logged (to the registry's access-log bucket), and retained or destroyed with the
+    registry."""
 
     def __init__(
         self,
@@ -54,3 +55,4 @@ class TrainingDataBucket(Construct):
             removal_policy=removal(settings.retain),
             auto_delete_objects=not settings.retain,
         )
+        self.bucket.add_to_resource_policy(account_perimeter(self.bucket))
