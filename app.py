@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import aws_cdk as cdk
-from cdk_nag import AwsSolutionsChecks, ServerlessChecks
+from cdk_nag import AwsSolutionsChecks, NagPack, ServerlessChecks
 
 from sds.config import parse_project
 from sds.kernel.lock import read_lock
@@ -24,6 +24,8 @@ from stacks.stage import EnvironmentStage
 
 ROOT = Path(__file__).resolve().parent
 LOCK_FILE = "models.lock.json"
+# The cdk-nag packs every synth runs; an unacknowledged finding of any of them fails `cdk synth`.
+NAG_PACKS: tuple[type[NagPack], ...] = (AwsSolutionsChecks, ServerlessChecks)
 # What the inference Lambda carries: the serving kernel and its handler, nothing else (the
 # pruner's code ships in its own function: an edit to it never publishes an inference version).
 LAMBDA_PACKAGES = ("sds.kernel", "lambdas.inference")
@@ -92,7 +94,7 @@ def build(
         )
         stages.append(EnvironmentStage(app, name, spec=spec))
     if nag:
-        cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app), ServerlessChecks(app))
+        cdk.Validations.of(app).add_plugins(*(pack(app) for pack in NAG_PACKS))
     return stages
 
 

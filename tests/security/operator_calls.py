@@ -9,6 +9,9 @@ implies: `kms:Decrypt` to read an SSE-KMS object, `iam:PassRole` for the roles o
 `ecs:RunTask` starts), and evaluates them against the policy statements of the synthesized
 templates with their intrinsic functions resolved to those resources (`Resolver`, `allows`).
 
+Environments may live in different accounts (`deploy(..., account=...)`): their resources are
+created with credentials of that account on the moto server, and their ARNs carry it.
+
 The evaluator implements what these policies use (Allow statements; `*`/`?` wildcards in actions
 and resources; StringEquals, StringLike, ArnEquals, ArnLike and Bool conditions, a missing key
 failing the condition as in IAM) and refuses anything else loudly, so a policy that grows a
@@ -67,11 +70,37 @@ def recording() -> Iterator[list[Call]]:
         boto3.DEFAULT_SESSION = previous
 
 
-def private_client(service: str) -> Any:
-    """A client outside the recorded default session (the test's own setup and "container")."""
+_ACCOUNT_CREDENTIALS: dict[str, dict[str, str]] = {}
+
+
+def private_client(service: str, account: str = ACCOUNT) -> Any:
+    """A client outside the recorded default session (the test's own setup and "container"),
+    acting in `account` (moto: with credentials of a role assumed in it)."""
     import boto3
 
-    return boto3.Session().client(service, region_name=REGION)
+    if account == ACCOUNT:
+        return boto3.Session().client(service, region_name=REGION)
+    return boto3.Session(region_name=REGION, **credentials_in(account)).client(service)
+
+
+def credentials_in(account: str) -> dict[str, str]:
+    """Credentials that act in `account` on the moto server (an administrator's session there)."""
+    import boto3
+
+    if account not in _ACCOUNT_CREDENTIALS:
+        found = (
+            boto3.Session()
+            .client("sts", region_name=REGION)
+            .assume_role(
+                RoleArn=f"arn:{PARTITION}:iam::{account}:role/Admin", RoleSessionName="setup"
+            )["Credentials"]
+        )
+        _ACCOUNT_CREDENTIALS[account] = {
+            "aws_access_key_id": found["AccessKeyId"],
+            "aws_secret_access_key": found["SecretAccessKey"],
+            "aws_session_token": found["SessionToken"],
+        }
+    return _ACCOUNT_CREDENTIALS[account]
 
 
 # ------------------------------------------------------------------------------------------
@@ -86,6 +115,7 @@ class Deployed:
     registry_bucket: str
     data_bucket: str
     key_arn: str | None
+    account: str = ACCOUNT
     parameters: dict[str, str] = field(default_factory=dict)
     function: str | None = None
     application: str | None = None
@@ -98,18 +128,18 @@ class Deployed:
 
     @property
     def function_arn(self) -> str:
-        return f"arn:{PARTITION}:lambda:{REGION}:{ACCOUNT}:function:{self.function}"
+        return f"arn:{PARTITION}:lambda:{REGION}:{self.account}:function:{self.function}"
 
     @property
     def group_arn(self) -> str:
         return (
-            f"arn:{PARTITION}:codedeploy:{REGION}:{ACCOUNT}:deploymentgroup:"
+            f"arn:{PARTITION}:codedeploy:{REGION}:{self.account}:deploymentgroup:"
             f"{self.application}/{self.group}"
         )
 
     @property
     def cluster_arn(self) -> str:
-        return f"arn:{PARTITION}:ecs:{REGION}:{ACCOUNT}:cluster/{self.cluster}"
+        return f"arn:{PARTITION}:ecs:{REGION}:{self.account}:cluster/{self.cluster}"
 
     def identifiers(self) -> list[str]:
         """Strings that appear in the ARN of every resource of this environment."""
@@ -138,16 +168,19 @@ def deploy(
     kms: bool,
     function: bool = False,
     training: bool = False,
+    account: str = ACCOUNT,
 ) -> Deployed:
     """Create what `<env>/*` creates (buckets, discovery parameters, and on request the function
-    with its deployment group, or the training cluster and task) through the moto server."""
-    s3, ssm = private_client("s3"), private_client("ssm")
+    with its deployment group, or the training cluster and task) through the moto server, in
+    `account`."""
+    s3, ssm = private_client("s3", account), private_client("ssm", account)
     name = _names(env)
     deployed = Deployed(
         env=env,
         registry_bucket=f"{name}-registry",
         data_bucket=f"{name}-data",
-        key_arn=f"arn:{PARTITION}:kms:{REGION}:{ACCOUNT}:key/{uuid.uuid4()}" if kms else None,
+        key_arn=f"arn:{PARTITION}:kms:{REGION}:{account}:key/{uuid.uuid4()}" if kms else None,
+        account=account,
     )
     for bucket in (deployed.registry_bucket, deployed.data_bucket):
         s3.create_bucket(Bucket=bucket)
@@ -166,7 +199,7 @@ def deploy(
     return deployed
 
 
-def _role(name: str, service: str) -> str:
+def _role(name: str, service: str, account: str = ACCOUNT) -> str:
     trust = {
         "Version": "2012-10-17",
         "Statement": [
@@ -174,7 +207,7 @@ def _role(name: str, service: str) -> str:
         ],
     }
     return str(
-        private_client("iam").create_role(
+        private_client("iam", account).create_role(
             RoleName=name, AssumeRolePolicyDocument=json.dumps(trust)
         )["Role"]["Arn"]
     )
@@ -188,21 +221,21 @@ def _deploy_function(deployed: Deployed, name: str) -> dict[str, str]:
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("handler.py", "def lambda_handler(event, context):\n    return {}\n")
     deployed.function = f"{name}-inference"
-    private_client("lambda").create_function(
+    private_client("lambda", deployed.account).create_function(
         FunctionName=deployed.function,
         Runtime="python3.12",
-        Role=_role(f"{name}-fn", "lambda.amazonaws.com"),
+        Role=_role(f"{name}-fn", "lambda.amazonaws.com", deployed.account),
         Handler="handler.lambda_handler",
         Code={"ZipFile": buffer.getvalue()},
         Environment={"Variables": {"MODEL_NAME": MODEL, "ENVIRONMENT": deployed.env}},
     )
-    codedeploy = private_client("codedeploy")
+    codedeploy = private_client("codedeploy", deployed.account)
     deployed.application, deployed.group = f"{name}-app", f"{name}-group"
     codedeploy.create_application(applicationName=deployed.application, computePlatform="Lambda")
     codedeploy.create_deployment_group(
         applicationName=deployed.application,
         deploymentGroupName=deployed.group,
-        serviceRoleArn=_role(f"{name}-cd", "codedeploy.amazonaws.com"),
+        serviceRoleArn=_role(f"{name}-cd", "codedeploy.amazonaws.com", deployed.account),
         deploymentConfigName="CodeDeployDefault.LambdaAllAtOnce",
         deploymentStyle={
             "deploymentType": "BLUE_GREEN",
@@ -313,6 +346,12 @@ class World:
             raise KeyError(f"cannot tell which deployment group is meant ({application})")
         return groups[0]
 
+    def account_of_parameter(self, name: str) -> str:
+        for deployed in self.environments:
+            if name.startswith(f"/sds/{deployed.env}/"):
+                return deployed.account
+        return ACCOUNT
+
     def owner(self, request: Request) -> str | None:
         owners = {
             d.env for d in self.environments if any(i in request.resource for i in d.identifiers())
@@ -360,17 +399,23 @@ def _s3(call: Call, world: World) -> list[Request]:
     return [Request(f"s3:{op}", f"arn:{PARTITION}:s3:::{params.get('Bucket', '*')}", {}, str(call))]
 
 
-def _ssm(call: Call) -> list[Request]:
+def _ssm(call: Call, world: World) -> list[Request]:
     names = call.params.get("Names") or [call.params.get("Name", "*")]
     return [
         Request(
             f"ssm:{call.operation}",
-            f"arn:{PARTITION}:ssm:{REGION}:{ACCOUNT}:parameter{name}",
+            f"arn:{PARTITION}:ssm:{REGION}:{world.account_of_parameter(name)}:parameter{name}",
             {},
             str(call),
         )
         for name in names
     ]
+
+
+def _sts(call: Call) -> list[Request]:
+    if call.operation == "AssumeRole":
+        return [Request("sts:AssumeRole", call.params["RoleArn"], {}, str(call))]
+    return [Request(f"sts:{call.operation}", "*", {}, str(call))]
 
 
 def _ecs(call: Call, world: World) -> list[Request]:
@@ -391,7 +436,8 @@ def _ecs(call: Call, world: World) -> list[Request]:
     tasks = params.get("tasks") or [params.get("task", "*")]
     # The long ARN format (task/<cluster>/<id>), whatever form moto answered with
     arns = [
-        f"arn:{PARTITION}:ecs:{REGION}:{ACCOUNT}:task/{deployed.cluster}/{t.rsplit('/', 1)[-1]}"
+        f"arn:{PARTITION}:ecs:{REGION}:{deployed.account}:task/{deployed.cluster}/"
+        f"{t.rsplit('/', 1)[-1]}"
         for t in tasks
     ]
     return [Request(f"ecs:{op}", arn, on_cluster, str(call)) for arn in arns]
@@ -420,7 +466,9 @@ def requests_of(calls: Sequence[Call], world: World) -> list[Request]:
         if call.service == "s3":
             made = _s3(call, world)
         elif call.service == "ssm":
-            made = _ssm(call)
+            made = _ssm(call, world)
+        elif call.service == "sts":
+            made = _sts(call)
         elif call.service == "ecs":
             made = _ecs(call, world)
         elif call.service == "lambda":
@@ -453,7 +501,7 @@ class Resolver:
         chain_start: Deployed | None = None,
     ) -> None:
         self.refs: dict[str, str] = {
-            "AWS::AccountId": ACCOUNT,
+            "AWS::AccountId": deployed.account,
             "AWS::Region": REGION,
             "AWS::Partition": PARTITION,
             "AWS::URLSuffix": URL_SUFFIX,
@@ -475,10 +523,11 @@ class Resolver:
         }
         if deployed.key_arn is not None:
             self.outputs[(registry, "DataKeyArn")] = deployed.key_arn
-        inference, training = templates["Inference"], templates["Training"]
+        # No Training stack for an environment in another account than its chain start
+        inference, training = templates["Inference"], templates.get("Training", {})
         # The function's own log group: no command touches it, its role writes to it
         self.attrs[(_logical_id(inference, "AWS::Logs::LogGroup", "ModelLogs"), "Arn")] = (
-            f"arn:{PARTITION}:logs:{REGION}:{ACCOUNT}:log-group:{deployed.env}-inference:*"
+            f"arn:{PARTITION}:logs:{REGION}:{deployed.account}:log-group:{deployed.env}-inference:*"
         )
         if deployed.function is not None:
             function = _logical_id(inference, "AWS::Lambda::Function", "ModelFunction")
@@ -505,7 +554,7 @@ class Resolver:
             logs = _logical_id(training, "AWS::Logs::LogGroup", "JobLogs")
             self.refs[logs] = str(deployed.log_group)
             self.attrs[(logs, "Arn")] = (
-                f"arn:{PARTITION}:logs:{REGION}:{ACCOUNT}:log-group:{deployed.log_group}:*"
+                f"arn:{PARTITION}:logs:{REGION}:{deployed.account}:log-group:{deployed.log_group}:*"
             )
 
     def __call__(self, value: Any) -> Any:

@@ -119,7 +119,9 @@ class AuditedApp:
         return found
 
 
-def synthesize(lock: Path, outdir: Path) -> AuditedApp:
+def synthesize(lock: Path, outdir: Path, *, accounts: dict[str, str] | None = None) -> AuditedApp:
+    """cdk.json's environments plus the variant; with `accounts`, cdk.json's environments
+    only, each in the account given for it."""
     import aws_cdk as cdk
     from aws_cdk.assertions import Template
 
@@ -129,7 +131,10 @@ def synthesize(lock: Path, outdir: Path) -> AuditedApp:
     from stacks.components.nag import recording_only
 
     context: dict[str, Any] = json.loads((ROOT / "cdk.json").read_text())["context"]
-    context["environments"][VARIANT] = VARIANT_ENVIRONMENT
+    if accounts is None:
+        context["environments"][VARIANT] = VARIANT_ENVIRONMENT
+    for env, account in (accounts or {}).items():
+        context["environments"][env]["infra"]["account"] = account
     context["aws:cdk:enable-path-metadata"] = True
     project = parse_project(context)
     lock.write_text(

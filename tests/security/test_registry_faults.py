@@ -41,7 +41,8 @@ GOOD_METRICS = {"roc_auc": 0.93, "pr_auc": 0.6, "expected_calibration_error": 0.
 class FaultyWorkspace(Workspace):
     stores: dict[str, Any] = field(default_factory=dict, compare=False)
 
-    def registry(self, env: str) -> Registry:
+    def registry(self, env: str, *, write: bool = False) -> Registry:
+        del write  # every environment is local here: all writable
         return Registry(self.stores[env], self.model)
 
 
