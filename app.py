@@ -3,8 +3,8 @@
 
 It loads the environments from cdk.json (`sds.config`), the model pins from models.lock.json
 (`sds.kernel.lock`), builds the Lambda code folder once per architecture, and creates one Stage per
-environment. cdk-nag (AWS Solutions and Serverless packs) runs on every synth: an unacknowledged
-finding fails `cdk synth`.
+environment. cdk-nag (AWS Solutions, Serverless, PCI DSS 3.2.1 and NIST 800-53 rev 5 packs) runs
+on every synth: an unacknowledged finding fails `cdk synth`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,13 @@ import sys
 from pathlib import Path
 
 import aws_cdk as cdk
-from cdk_nag import AwsSolutionsChecks, NagPack, ServerlessChecks
+from cdk_nag import (
+    AwsSolutionsChecks,
+    NagPack,
+    NIST80053R5Checks,
+    PCIDSS321Checks,
+    ServerlessChecks,
+)
 
 from sds.config import parse_project
 from sds.kernel.lock import read_lock
@@ -25,7 +31,12 @@ from stacks.stage import EnvironmentStage
 ROOT = Path(__file__).resolve().parent
 LOCK_FILE = "models.lock.json"
 # The cdk-nag packs every synth runs; an unacknowledged finding of any of them fails `cdk synth`.
-NAG_PACKS: tuple[type[NagPack], ...] = (AwsSolutionsChecks, ServerlessChecks)
+NAG_PACKS: tuple[type[NagPack], ...] = (
+    AwsSolutionsChecks,
+    ServerlessChecks,
+    PCIDSS321Checks,
+    NIST80053R5Checks,
+)
 # What the inference Lambda carries: the serving kernel and its handler, nothing else (the
 # pruner's code ships in its own function: an edit to it never publishes an inference version).
 LAMBDA_PACKAGES = ("sds.kernel", "lambdas.inference")

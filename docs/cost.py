@@ -17,6 +17,8 @@ ingestion and storage, S3 and ECR storage, data processed by endpoints, X-Ray tr
   environments sharing an account (cdk.json `infra.account`; unset means the deploying
   account, so all of them) use it up in chain order, so the later environments pay;
 - Lambda provisioned concurrency (memory x concurrency, all month);
+- AWS WAF web ACLs (`AWS::WAFv2::WebACL`), and each rule or rule group in them (requests
+  inspected are pay per use);
 - SnapStart snapshot caches (Python and .NET runtimes; Java's cost nothing): one cache per
   published version while it is active, weighted by the function's memory. The count is the
   `VERSIONS_TO_KEEP` of the pruner that prunes that function (sds.kernel.retention); without a
@@ -114,6 +116,15 @@ PRICES: Mapping[str, Price] = {
         "per GB-second (arm64)",
         "https://aws.amazon.com/lambda/pricing/ (Price List API SKU MV7PTBS82AVCMXJJ)",
     ),
+    "waf_web_acl": Price(
+        5.00, "month", "per web ACL per month", "https://aws.amazon.com/waf/pricing/"
+    ),
+    "waf_rule": Price(
+        1.00,
+        "month",
+        "per rule or rule group in a web ACL per month",
+        "https://aws.amazon.com/waf/pricing/",
+    ),
     "snapstart_cache": Price(
         0.0000015046,
         "GB-second",
@@ -137,6 +148,7 @@ ROWS = (
     ("alarms", "CloudWatch alarm metrics (beyond 10 free per account)"),
     ("provisioned", "Lambda provisioned concurrency"),
     ("snapstart", "SnapStart caches (versions kept x memory)"),
+    ("waf", "AWS WAF web ACLs and their rules"),
 )
 
 
@@ -252,6 +264,13 @@ def raw_lines(
                     f"{high} high-resolution",
                     monthly("alarm_metric_high_resolution", high),
                 )
+            )
+    for logical_id, acl in _resources(templates, "AWS::WAFv2::WebACL"):
+        rules = len(acl["Properties"].get("Rules", []))
+        lines.append(Line("waf", f"{logical_id}: 1 web ACL", monthly("waf_web_acl", 1)))
+        if rules:
+            lines.append(
+                Line("waf", f"{rules} rule{'s' if rules != 1 else ''}", monthly("waf_rule", rules))
             )
     for logical_id, _ in _resources(templates, "AWS::CloudWatch::CompositeAlarm"):
         lines.append(Line("alarms", f"composite {logical_id}", monthly("composite_alarm", 1)))
@@ -398,6 +417,10 @@ def _summary(key: str, details: list[str]) -> str:
         return ", ".join(f"{count} x {azs}" for azs, count in per_az.items())
     if key in ("nat", "ipv4", "kms", "secrets"):
         return str(len(details))
+    if key == "waf":
+        acls = sum(1 for d in details if d.endswith(": 1 web ACL"))
+        rules = sum(int(d.split()[0]) for d in details if not d.endswith(": 1 web ACL"))
+        return f"{acls} web ACL{'s' if acls != 1 else ''}, {rules} rule{'s' if rules != 1 else ''}"
     return "; ".join(details)
 
 

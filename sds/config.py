@@ -190,13 +190,36 @@ class ApiSettings:
     throttle_rate_limit: float = 50.0
     throttle_burst_limit: int = 100
     auth: str = "iam"
+    # An AWS WAF web ACL on the stage (5 USD a month plus 1 USD per rule): a rate-based rule
+    # that blocks a source address sending more than `waf_rate_limit` requests in 5 minutes.
+    waf: bool = False
+    # Requests per source IP per 5 minutes; null: the whole stage's rate over that window
+    # (throttle_rate_limit x 300), so only an address that alone exceeds the stage is blocked.
+    waf_rate_limit: int | None = None
 
     AUTH_MODES: ClassVar[tuple[str, ...]] = ("iam", "api_key")
+    WAF_WINDOW_SECONDS: ClassVar[int] = 300
+    # AWS WAF's bounds for a rate-based rule's limit.
+    WAF_RATE_LIMITS: ClassVar[tuple[int, int]] = (10, 2_000_000_000)
 
     def __post_init__(self) -> None:
         _require(self.auth in self.AUTH_MODES, "auth", "must be iam or api_key")
         _require(self.throttle_rate_limit > 0, "throttle_rate_limit", "must be > 0")
         _require(self.throttle_burst_limit >= 1, "throttle_burst_limit", "must be >= 1")
+        low, high = self.WAF_RATE_LIMITS
+        _require(
+            self.waf_rate_limit is None or low <= self.waf_rate_limit <= high,
+            "waf_rate_limit",
+            f"must be between {low} and {high:,} requests per 5 minutes (AWS WAF's bounds)",
+        )
+
+    @property
+    def waf_rate(self) -> int:
+        """The rate-based rule's limit: requests per source IP per 5 minutes."""
+        if self.waf_rate_limit is not None:
+            return self.waf_rate_limit
+        stage = int(self.throttle_rate_limit * self.WAF_WINDOW_SECONDS)
+        return min(max(stage, self.WAF_RATE_LIMITS[0]), self.WAF_RATE_LIMITS[1])
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,13 @@ from constructs import Construct
 
 from sds.kernel.activation import hook_environment
 from stacks.bundling import source_bundle
-from stacks.components.nag import acknowledge, acknowledge_wildcard_resource
+from stacks.components.nag import (
+    acknowledge,
+    acknowledge_compliance,
+    acknowledge_function_outside_vpc,
+    acknowledge_own_policy,
+    acknowledge_wildcard_resource,
+)
 from stacks.components.retention import log_group
 from stacks.config import LogSettings
 
@@ -132,4 +138,24 @@ class ActivationHook(Construct):
             "Invoked only by CodeDeploy, once per deployment; whatever happens it reports a "
             "status, and without one CodeDeploy fails the deployment after an hour: a failed "
             "invocation has nothing to replay from a queue.",
+        )
+        acknowledge_compliance(
+            self.function,
+            "LambdaDLQ",
+            "Invoked only by CodeDeploy, once per deployment; whatever happens it reports a "
+            "status, and without one CodeDeploy fails the deployment after an hour: a failed "
+            "invocation has nothing to replay from a queue.",
+        )
+        acknowledge_compliance(
+            self.function,
+            "LambdaConcurrency",
+            "Only CodeDeploy invokes it, once per deployment of this environment (one at a "
+            "time per deployment group), so it cannot be flooded; a reservation would be carved "
+            "out of the account's pool, which new accounts start at 10, too few to reserve from.",
+        )
+        acknowledge_function_outside_vpc(self.function, "Lambda, CodeDeploy, X-Ray")
+        acknowledge_own_policy(
+            self.role,
+            "the activation hook: read and wake the guarded function's versions, read this "
+            "deployment's targets, report its status",
         )

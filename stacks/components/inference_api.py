@@ -1,4 +1,5 @@
-"""REST API in front of the `live` alias: authorization, throttling, JSON access logs, tracing."""
+"""REST API in front of the `live` alias: authorization, throttling, JSON access logs, tracing,
+and (with `infra.api.waf`) an AWS WAF web ACL with a per-address rate rule."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import json
 import aws_cdk as cdk
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
-from stacks.components.nag import acknowledge
+from stacks.components.nag import acknowledge, acknowledge_compliance
 from stacks.components.retention import log_group
 from stacks.config import ApiSettings, LogSettings, Serving
 
@@ -87,7 +89,12 @@ class InferenceApi(Construct):
         self.stage = self.api.deployment_stage
         if use_api_key:
             self._build_api_key(environment=environment, settings=settings)
-        self._acknowledge(use_api_key)
+        self.web_acl = (
+            self._build_web_acl(environment=environment, settings=settings)
+            if settings.waf
+            else None
+        )
+        self._acknowledge(use_api_key, waf=settings.waf)
 
     def _build_api(self, *, environment: str, settings: ApiSettings) -> apigw.RestApi:
         method_options = (
@@ -166,13 +173,83 @@ class InferenceApi(Construct):
         plan.add_api_stage(stage=self.stage)
         plan.add_api_key(key)
 
-    def _acknowledge(self, use_api_key: bool) -> None:
-        acknowledge(
-            self.api,
-            "AwsSolutions-APIG3",
-            "No WAF web ACL: every method requires SigV4 (or an API key), the stage is throttled "
-            "and the request body is schema-validated; a web ACL (5 USD/month minimum) can be "
-            "associated per environment when the API is exposed to untrusted clients.",
+    def _build_web_acl(self, *, environment: str, settings: ApiSettings) -> wafv2.CfnWebACL:
+        """A regional web ACL on the stage: allow by default, block a source address above
+        `settings.waf_rate` requests in 5 minutes."""
+        stack = cdk.Stack.of(self)
+
+        def visibility(metric: str) -> wafv2.CfnWebACL.VisibilityConfigProperty:
+            return wafv2.CfnWebACL.VisibilityConfigProperty(
+                cloud_watch_metrics_enabled=True,
+                metric_name=f"{stack.stack_name}-{metric}",
+                sampled_requests_enabled=True,
+            )
+
+        acl = wafv2.CfnWebACL(
+            self,
+            "WebAcl",
+            scope="REGIONAL",
+            description=f"sds {environment}: per-address rate limit in front of the API",
+            default_action=wafv2.CfnWebACL.DefaultActionProperty(allow={}),
+            visibility_config=visibility("waf"),
+            rules=[
+                wafv2.CfnWebACL.RuleProperty(
+                    name="RateLimitPerAddress",
+                    priority=0,
+                    action=wafv2.CfnWebACL.RuleActionProperty(block={}),
+                    statement=wafv2.CfnWebACL.StatementProperty(
+                        rate_based_statement=wafv2.CfnWebACL.RateBasedStatementProperty(
+                            aggregate_key_type="IP",
+                            limit=settings.waf_rate,
+                            evaluation_window_sec=settings.WAF_WINDOW_SECONDS,
+                        )
+                    ),
+                    visibility_config=visibility("rate-limit"),
+                )
+            ],
+        )
+        wafv2.CfnWebACLAssociation(
+            self, "WebAclAssociation", resource_arn=self.stage.stage_arn, web_acl_arn=acl.attr_arn
+        )
+        acknowledge_compliance(
+            acl,
+            "WAFv2LoggingEnabled",
+            "AWS WAF delivers logs only to a destination named aws-waf-logs-*, and this project "
+            "gives no resource a physical name (tests/infra/test_cdk_inference.py). What the "
+            "rule blocks is counted in the ACL's CloudWatch metrics, per rule, and sampled "
+            "requests keep the last three hours of matches with their headers; API Gateway's "
+            "access logs record every request that passes.",
+        )
+        return acl
+
+    def _acknowledge(self, use_api_key: bool, *, waf: bool) -> None:
+        if not waf:
+            reason = (
+                "No WAF web ACL in this environment (infra.api.waf; prod sets it): every method "
+                "requires SigV4 (or an API key), the stage is throttled and the request body is "
+                "schema-validated. A web ACL costs 5 USD a month plus 1 USD per rule."
+            )
+            acknowledge(self.api, "AwsSolutions-APIG3", reason)
+            acknowledge_compliance(self.stage, "APIGWAssociatedWithWAF", reason)
+        acknowledge_compliance(
+            self.stage,
+            "APIGWCacheEnabledAndEncrypted",
+            "No response cache: every request scores different payments, so a cached answer "
+            "would be a wrong one, and a cache bills by the hour (0.5 GB: about 14.60 USD a "
+            "month) whether used or not.",
+        )
+        acknowledge_compliance(
+            self.stage,
+            "APIGWExecutionLoggingEnabled",
+            "Execution logging needs the account-wide API Gateway CloudWatch role, a singleton "
+            "that environments sharing an account would contend for; JSON access logs and X-Ray "
+            "traces record every request instead.",
+        )
+        acknowledge_compliance(
+            self.stage,
+            "APIGWSSLEnabled",
+            "A client certificate authenticates API Gateway to an HTTP backend; this API's only "
+            "integration is its Lambda alias, invoked through the Lambda API with IAM.",
         )
         acknowledge(
             self.api,

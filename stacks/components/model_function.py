@@ -13,7 +13,13 @@ from constructs import Construct
 
 from sds.kernel.settings import function_environment
 from stacks.components.data_key import READ, key_use
-from stacks.components.nag import acknowledge, acknowledge_wildcard_resource
+from stacks.components.nag import (
+    acknowledge,
+    acknowledge_compliance,
+    acknowledge_function_outside_vpc,
+    acknowledge_own_policy,
+    acknowledge_wildcard_resource,
+)
 from stacks.components.registry_paths import RegistryPaths
 from stacks.components.retention import log_group
 from stacks.config import LambdaSettings, LogSettings, Pin, Serving
@@ -73,7 +79,9 @@ class ModelFunction(Construct):
         )
         self.version = self.function.current_version
         self.alias = lambda_.Alias(self, "Live", alias_name=ALIAS_NAME, version=self.version)
-        self._acknowledge(snapstart=settings.snapstart)
+        self._acknowledge(
+            snapstart=settings.snapstart, reserved=settings.reserved_concurrency is not None
+        )
 
     def _build_role(
         self, *, environment: str, model_name: str, registry: s3.IBucket, key: kms.IKey | None
@@ -135,7 +143,26 @@ class ModelFunction(Construct):
             ),
         )
 
-    def _acknowledge(self, *, snapstart: bool) -> None:
+    def _acknowledge(self, *, snapstart: bool, reserved: bool) -> None:
+        acknowledge_own_policy(
+            self.role, "the inference function: write its logs, read this model's versions"
+        )
+        acknowledge_function_outside_vpc(self.function, "S3 for the model, X-Ray")
+        acknowledge_compliance(
+            self.function,
+            "LambdaDLQ",
+            "Invoked synchronously by API Gateway only; a dead-letter queue applies to "
+            "asynchronous invocations, and the caller receives every error directly.",
+        )
+        if not reserved:
+            acknowledge_compliance(
+                self.function,
+                "LambdaConcurrency",
+                "infra.lambda.reserved_concurrency is null in this environment (prod reserves "
+                "100): the API stage's throttle (infra.api) bounds how often it runs, and a "
+                "reservation would be carved out of the account's pool, which new accounts "
+                "start at 10, too few to reserve from.",
+            )
         acknowledge(
             self.role,
             "AwsSolutions-IAM5[Resource::*]",

@@ -29,7 +29,13 @@ from constructs import Construct
 from sds.kernel.retention import PruneTarget
 from stacks.bundling import source_bundle
 from stacks.components.data_key import READ, key_use
-from stacks.components.nag import acknowledge, acknowledge_wildcard_resource
+from stacks.components.nag import (
+    acknowledge,
+    acknowledge_compliance,
+    acknowledge_function_outside_vpc,
+    acknowledge_own_policy,
+    acknowledge_wildcard_resource,
+)
 from stacks.components.registry_paths import RegistryPaths
 from stacks.components.retention import log_group
 from stacks.config import LogSettings
@@ -215,4 +221,24 @@ class VersionPruner(Construct):
             "A missed or failed run changes nothing and the next one (daily, and after every "
             "deployment) does the same work; failures show in the function's Errors metric and "
             "logs. A queue would only hold events nobody replays.",
+        )
+        acknowledge_compliance(
+            self.function,
+            "LambdaDLQ",
+            "A missed or failed run changes nothing and the next one (daily, and after every "
+            "deployment) does the same work; failures show in the function's Errors metric and "
+            "logs. A queue would only hold events nobody replays.",
+        )
+        acknowledge_compliance(
+            self.function,
+            "LambdaConcurrency",
+            "Only its two EventBridge rules invoke it (a daily schedule, a finished deployment): "
+            "it runs a few times a day and cannot be flooded; a reservation would be carved out "
+            "of the account's pool, which new accounts start at 10, too few to reserve from.",
+        )
+        acknowledge_function_outside_vpc(self.function, "Lambda, CodeDeploy, S3, X-Ray")
+        acknowledge_own_policy(
+            self.role,
+            "the pruner: list and delete this function's published versions, read the registry "
+            "alias and this deployment group's deployments",
         )

@@ -8,7 +8,30 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from stacks.components.nag import acknowledge_compliance
 from stacks.config import RegistrySettings
+
+
+def acknowledge_single_region(bucket: s3.IBucket, what: str) -> None:
+    """Acknowledge S3BucketReplicationEnabled for one of the environment's buckets."""
+    acknowledge_compliance(
+        bucket,
+        "S3BucketReplicationEnabled",
+        f"{what} Within the region it is versioned (overwritten or deleted objects stay "
+        "recoverable), retained when its stack is deleted and, for the data buckets, refuses "
+        "deletes but by the retention role; a replica in a second region would double its "
+        "storage and need a second key, for a regional outage that the serving function "
+        "(regional too) would share.",
+    )
+
+
+def acknowledge_s3_managed_key(bucket: s3.IBucket, why: str) -> None:
+    """Acknowledge S3DefaultEncryptionKMS for a bucket encrypted with S3-managed keys."""
+    acknowledge_compliance(
+        bucket,
+        "S3DefaultEncryptionKMS",
+        f"Encrypted at rest with S3-managed keys (SSE-S3, AES-256): {why}",
+    )
 
 
 def removal(retain: bool) -> cdk.RemovalPolicy:
@@ -111,3 +134,25 @@ class RegistryBucket(Construct):
             auto_delete_objects=not settings.retain,
         )
         self.bucket.add_to_resource_policy(account_perimeter(self.bucket))
+        acknowledge_single_region(
+            self.access_logs,
+            "Server access logs: evidence of who read the registry and the training data, kept "
+            "for infra.registry.access_log_expiration_days.",
+        )
+        acknowledge_s3_managed_key(
+            self.access_logs,
+            "S3 server access log delivery writes only to buckets with SSE-S3 default encryption "
+            '(Amazon S3 User Guide, "Enabling Amazon S3 server access logging").',
+        )
+        acknowledge_single_region(
+            self.bucket,
+            "Model versions: each is also stored in every environment it was promoted to (dev, "
+            "staging, prod; in a multi-account setup, in other accounts), and can be retrained "
+            "from the training data and the recorded code version.",
+        )
+        if key is None:
+            acknowledge_s3_managed_key(
+                self.bucket,
+                "infra.registry.kms is off in this environment (dev, as committed: no production "
+                "data, and a key costs 1 USD a month); staging and prod use a customer key.",
+            )

@@ -37,7 +37,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from stacks.components.data_key import READ, key_use
-from stacks.components.nag import acknowledge_wildcard_resource
+from stacks.components.nag import acknowledge_own_policy, acknowledge_wildcard_resource
 from stacks.components.registry_paths import RegistryPaths
 
 WRITE_ONCE_SID = "VersionsAndEventsAreCreatedOnlyIfAbsent"
@@ -125,6 +125,7 @@ class RegistryProtection(Construct):
             "Scoped to this model's registry objects: the retention role exists to remove them "
             "(every version of every object), deliberately and audited by CloudTrail.",
         )
+        acknowledge_own_policy(role, "the retention role: read, list and delete model objects")
         return role
 
     def _no_delete_statement(self, bucket: s3.IBucket, paths: RegistryPaths) -> iam.PolicyStatement:

@@ -6,6 +6,7 @@ import aws_cdk as cdk
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from stacks.components.nag import acknowledge_compliance
 from stacks.config import Infra, LogSettings
 
 # CDK's enum is named (TWO_WEEKS, ...); config speaks days. Same order as Infra.LOG_RETENTION_DAYS.
@@ -28,9 +29,20 @@ def retention(days: int) -> logs.RetentionDays:
 def log_group(scope: Construct, construct_id: str, *, settings: LogSettings) -> logs.LogGroup:
     """A log group that keeps events `settings.retention_days` and, where the environment
     retains its data, outlives its stack."""
-    return logs.LogGroup(
+    group = logs.LogGroup(
         scope,
         construct_id,
         retention=retention(settings.retention_days),
         removal_policy=cdk.RemovalPolicy.RETAIN if settings.retain else cdk.RemovalPolicy.DESTROY,
     )
+    acknowledge_compliance(
+        group,
+        "CloudWatchLogGroupEncrypted",
+        "CloudWatch Logs encrypts every log group at rest with AES-256 (service-managed keys). "
+        "Nothing here logs cardholder or training data: the functions log versions, request "
+        "ids and failures, the API logs callers and statuses, training its progress, flow "
+        "logs addresses. A customer-managed key would add 1 USD a month per environment and a "
+        "key-policy grant to the CloudWatch Logs service; the environment's data key is kept "
+        "for S3, scoped per bucket.",
+    )
+    return group

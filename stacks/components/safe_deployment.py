@@ -12,7 +12,12 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
-from stacks.components.nag import acknowledge, acknowledge_wildcard_resource
+from stacks.components.nag import (
+    acknowledge,
+    acknowledge_compliance,
+    acknowledge_own_policy,
+    acknowledge_wildcard_resource,
+)
 from stacks.config import AlarmSettings, DeploymentSettings
 
 DEPLOYMENT_CONFIGS: dict[str, codedeploy.ILambdaDeploymentConfig] = {
@@ -86,6 +91,15 @@ class SafeDeployment(Construct):
             for alarm in self.alarms:
                 alarm.add_alarm_action(action)
                 alarm.add_ok_action(action)
+        if not topics:
+            for alarm in self.alarms:
+                acknowledge_compliance(
+                    alarm,
+                    "CloudWatchAlarmAction",
+                    "Its consumer is CodeDeploy, which watches it during every deployment of "
+                    "live and rolls back when it fires; this environment notifies no one "
+                    "(infra.alarms.topic_email / topic_arn unset; prod requires a target).",
+                )
         self.application = codedeploy.LambdaApplication(self, "Application", application_name=None)
         self.group = self._build_deployment_group(
             alias=alias, settings=deployment, pre_traffic_hook=pre_traffic_hook
@@ -196,4 +210,8 @@ class SafeDeployment(Construct):
                 "CDK's grant for CodeDeploy to invoke the pre-traffic hook function: the hook's "
                 "own versions and aliases (qualified ARNs), nothing else.",
             )
+        acknowledge_own_policy(
+            group.role,
+            "CodeDeploy's service role for this deployment group (invoke the pre-traffic hook)",
+        )
         return group

@@ -12,7 +12,13 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from stacks.components.registry_bucket import account_perimeter, encryption, removal
+from stacks.components.registry_bucket import (
+    account_perimeter,
+    acknowledge_s3_managed_key,
+    acknowledge_single_region,
+    encryption,
+    removal,
+)
 from stacks.config import RegistrySettings
 
 
@@ -56,3 +62,14 @@ class TrainingDataBucket(Construct):
             auto_delete_objects=not settings.retain,
         )
         self.bucket.add_to_resource_policy(account_perimeter(self.bucket))
+        acknowledge_single_region(
+            self.bucket,
+            "Training data: extracts of payment history whose source of record is upstream (the "
+            "payment system), from which they can be exported again.",
+        )
+        if key is None:
+            acknowledge_s3_managed_key(
+                self.bucket,
+                "infra.registry.kms is off in this environment (dev, as committed: synthetic or "
+                "sampled data, and a key costs 1 USD a month); staging and prod use a customer key.",
+            )

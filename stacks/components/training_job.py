@@ -15,7 +15,11 @@ from constructs import Construct
 
 from sds.config import TASK_ROLE_ARN
 from stacks.components.data_key import READ, READ_WRITE, key_use
-from stacks.components.nag import acknowledge, acknowledge_wildcard_resource
+from stacks.components.nag import (
+    acknowledge,
+    acknowledge_own_policy,
+    acknowledge_wildcard_resource,
+)
 from stacks.components.registry_paths import RegistryPaths
 from stacks.components.retention import log_group
 from stacks.config import LogSettings, TrainingImage, TrainingSettings
@@ -278,6 +282,14 @@ class TrainingJob(Construct):
             acknowledge_wildcard_resource(self.task_role, resource, f"Scoped to {reason}.")
 
     def _acknowledge_platform(self) -> None:
+        acknowledge_own_policy(
+            self.task_role,
+            "the training task: read its training data, add versions and audit events",
+        )
+        acknowledge_own_policy(
+            self.task_definition.obtain_execution_role(),
+            "the task's execution role: pull the training image, write the task's logs",
+        )
         acknowledge(
             self.task_definition,
             "AwsSolutions-IAM5[Resource::*]",
@@ -311,3 +323,9 @@ class TrainingJob(Construct):
             "is otherwise harmless: the next schedule trains again, and the FailedInvocations "
             "metric shows it; nothing is lost that a queue would keep.",
         )
+        events_role = self.task_definition.node.try_find_child("EventsRole")
+        if events_role is not None:
+            acknowledge_own_policy(
+                events_role,
+                "the schedule's EventBridge role: run this task definition, pass its two roles",
+            )

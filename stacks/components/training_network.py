@@ -15,6 +15,7 @@ from __future__ import annotations
 from aws_cdk import aws_ec2 as ec2
 from constructs import Construct
 
+from stacks.components.nag import acknowledge_compliance, acknowledge_own_policy
 from stacks.components.retention import log_group
 from stacks.config import LogSettings, NetworkSettings
 
@@ -77,6 +78,23 @@ class TrainingNetwork(Construct):
         )
         if isolated:
             self._build_interface_endpoints()
+        else:
+            self._acknowledge_public_subnets()
+        acknowledge_own_policy(
+            self.vpc.node.find_child("FlowLogs").node.find_child("IAMRole"),
+            "the VPC flow logs' delivery role: write rejected traffic to its log group",
+        )
+
+    def _acknowledge_public_subnets(self) -> None:
+        for subnet in self.vpc.public_subnets:
+            acknowledge_compliance(
+                subnet,
+                "VPCNoUnrestrictedRouteToIGW",
+                "infra.network.isolated is false in this environment (dev, as committed): the "
+                "training task reaches ECR and CloudWatch Logs over the internet instead of "
+                "through interface endpoints (21.90 USD a month in one AZ). Its security group "
+                "allows no inbound traffic and HTTPS out only; staging and prod are isolated.",
+            )
 
     def _build_interface_endpoints(self) -> None:
         """ECR and CloudWatch Logs inside the VPC, reachable from training tasks only."""

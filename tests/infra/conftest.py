@@ -231,14 +231,12 @@ def nag_audit(lock_file: Path, lambda_python: str) -> NagAudit:
     No synthesis is needed: the packs walk the construct tree, and every cross-stack value here
     is an explicit `Fn::GetStackOutput`, so nothing waits for the prepare phase.
     """
-    from cdk_nag import AwsSolutionsChecks, ServerlessChecks
-
     app = cdk.App(context=session_context())
     with recording_only() as acknowledged:
         cdk_app.build(app, lock_path=lock_file, lambda_python=lambda_python, nag=False)
     findings = {
         (resource.construct_path, violation.rule_name)
-        for pack in (AwsSolutionsChecks(app), ServerlessChecks(app))
+        for pack in (pack_type(app) for pack_type in cdk_app.NAG_PACKS)
         for violation in pack.validate_scope(app).violations
         for resource in violation.violating_resources
     }

@@ -1,14 +1,21 @@
-"""cdk-nag (AWS Solutions + Serverless packs) and cfn-lint over every synthesized template."""
+"""cdk-nag (AWS Solutions, Serverless, PCI DSS 3.2.1, NIST 800-53 rev 5) and cfn-lint over every
+synthesized template."""
 
 from __future__ import annotations
 
+import copy
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import aws_cdk as cdk
 import pytest
-from cdk_nag import AwsSolutionsChecks, NagPack, ServerlessChecks
-from conftest import NagAudit, SynthesizedApp
+from aws_cdk import aws_logs as logs
+from cdk_nag import NagPack
+from conftest import NagAudit, SynthesizedApp, cdk_context
+
+import app as cdk_app
 
 
 def _violations(pack: NagPack, synthesized: SynthesizedApp, env: str) -> list[str]:
@@ -20,7 +27,26 @@ def _violations(pack: NagPack, synthesized: SynthesizedApp, env: str) -> list[st
     ]
 
 
-@pytest.mark.parametrize("pack_type", [AwsSolutionsChecks, ServerlessChecks])
+@pytest.mark.parametrize("pack", ["PCI.DSS.321", "NIST.800.53.R5"])
+def test_synth_fails_on_an_unacknowledged_compliance_finding(
+    lock_file: Path, lambda_python: str, tmp_path: Path, pack: str
+) -> None:
+    # Given the app as app.py builds it, one environment only
+    context = copy.deepcopy(cdk_context())
+    context["environments"] = {"dev": context["environments"]["dev"]}
+    app = cdk.App(context=context, outdir=str(tmp_path))
+    cdk_app.build(app, lock_path=lock_file, lambda_python=lambda_python)
+    # When someone adds a log group without acknowledging its encryption (no AWS Solutions or
+    # Serverless rule looks at that)
+    logs.LogGroup(cdk.Stack(app, "Rogue"), "Plain")
+    # Then synthesis refuses, naming the compliance pack's rule
+    with pytest.raises(
+        Exception, match=rf"ValidationFailed(.|\n)*{re.escape(pack)}-CloudWatchLogGroupEncrypted"
+    ):
+        app.synth()
+
+
+@pytest.mark.parametrize("pack_type", cdk_app.NAG_PACKS)
 def test_cdk_nag_reports_nothing_unacknowledged(
     synthesized: SynthesizedApp, env: str, pack_type: type[NagPack]
 ) -> None:
@@ -54,6 +80,13 @@ def test_every_finding_is_acknowledged_and_every_acknowledgment_is_still_needed(
     # Given every environment plus a variant using the options cdk.json does not (API key,
     # alarm e-mail, public training network, schedule), built without acknowledgments
     assert nag_audit.findings, "cdk-nag found nothing at all: is it still running?"
+    # (every pack ran: each reported something to acknowledge)
+    assert {rule.split("-")[0] for _, rule in nag_audit.findings} == {
+        "AwsSolutions",
+        "Serverless",
+        "PCI.DSS.321",
+        "NIST.800.53.R5",
+    }
     # Then each finding has a matching acknowledgment on it or on a parent construct
     unacknowledged = sorted(
         (path, rule)

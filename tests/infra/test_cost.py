@@ -52,3 +52,16 @@ def test_make_cost_check_fails_on_a_stale_readme(tmp_path: Path) -> None:
     assert replaced.startswith("intro\n") and replaced.endswith("\noutro\n")
     assert cost.current_block(replaced) == fresh
     assert "| KMS customer managed keys | 1.00 (1) |" in fresh
+
+
+def test_a_web_acl_counts_with_each_of_its_rules(synthesized: SynthesizedApp) -> None:
+    # Given the environments of cdk.json: prod has the API's web ACL (infra.api.waf), with its
+    # one rate-based rule; dev and staging have none
+    cost = _cost()
+    names = list(cdk_context()["environments"])
+    estimates = {e.env: e for e in cost.estimate(synthesized.templates(), dict.fromkeys(names))}
+    # Then prod pays 5.00 for the ACL and 1.00 for the rule, a month, and the others nothing
+    usd, details = estimates["prod"].row("waf")
+    assert usd == 6.0
+    assert [d.split(": ", 1)[-1] for d in details] == ["1 web ACL", "1 rule"]
+    assert [estimates[env].row("waf")[0] for env in ("dev", "staging")] == [0.0, 0.0]
