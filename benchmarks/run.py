@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import json
 import os
 import platform
@@ -120,8 +121,16 @@ def environment(lambda_python: str) -> dict[str, Any]:
 
 
 def dataset(size: int) -> Path:
-    """Seeded synthetic history, generated once per size (input, not measured)."""
-    path = WORK / "data" / f"events-{size}.jsonl.gz"
+    """Seeded synthetic history, generated once per size and generator (input, not measured).
+
+    The file name carries a digest of the generator and the event format, so a checkout whose
+    events look different (a new field, a new event type) generates its own history instead of
+    reading a stale one left in build/ by an older checkout.
+    """
+    generator = hashlib.sha256()
+    for source in ("training/synthetic.py", "sds/kernel/events.py"):
+        generator.update((ROOT / source).read_bytes())
+    path = WORK / "data" / f"events-{size}-{generator.hexdigest()[:12]}.jsonl.gz"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         log(f"generating {size} events")
