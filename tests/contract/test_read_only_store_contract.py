@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_object_store_contract import *  # noqa: F403  (the contract, re-run on these stores)
-from test_registry_contract import *  # noqa: F403
 
 from sds.kernel.registry import Registry, open_store
 from sds.kernel.registry.s3 import S3Store
@@ -30,6 +28,8 @@ from sds.kernel.registry.store import (
     ReadOnlyView,
     StoredObject,
 )
+from tests.contract.test_object_store_contract import *  # noqa: F403  (the contract, re-run on these stores)
+from tests.contract.test_registry_contract import *  # noqa: F403
 
 READ_ONLY_BACKENDS = ["s3-read", "file-read"]
 

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from cli_project import Project, make_project
+
+from tests.e2e.cli_project import Project, make_project
 
 
 @pytest.fixture(scope="session")

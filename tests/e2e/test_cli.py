@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from cli_project import Project
+from tests.e2e.cli_project import Project
 
 
 def test_models_lists_versions_metrics_and_where_they_are_live(

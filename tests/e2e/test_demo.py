@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cli_project import Project
+from tests.e2e.cli_project import Project
 
 
 def test_demo_trains_promotes_serves_and_rolls_back(trained_project: Project) -> None:

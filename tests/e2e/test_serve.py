@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from cli_project import Project
+from tests.e2e.cli_project import Project
 
 EVENT = {
     "event_id": "evt-1",

@@ -3,75 +3,37 @@
 The machine running the suite has 2 cores, so the expensive things happen once: the Lambda bundle
 is built (or taken from build/), the app is synthesized in-process for the assertions, and the
 real CDK CLI (`npx --no-install cdk synth`) runs in the background meanwhile, with no AWS
-credentials and a throwaway CDK_HOME.
+credentials and a throwaway CDK_HOME. What the tests import (pins, the variant, synthesis) is
+in synth.py.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aws_cdk as cdk
 import pytest
-from aws_cdk.assertions import Template
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # app.py is a script at the repository root, not a package
-    sys.path.insert(0, str(ROOT))
-
-import app as cdk_app  # noqa: E402
-from sds.config import ProjectConfig, parse_project  # noqa: E402
-from sds.kernel.lock import LockFile, Pin  # noqa: E402
-from stacks.bundling import build_bundle, find_python  # noqa: E402
-from stacks.components.nag import recording_only  # noqa: E402
-from stacks.stage import EnvironmentStage  # noqa: E402
-
-CDK_CLI = ROOT / "node_modules" / ".bin" / "cdk"
-
-# Pins the session app deploys: dev and prod pinned, staging deliberately not (it must still
-# synthesize and answer 503 at run time).
-DEV_PIN = Pin(version=3, sha256="a" * 64)
-PROD_PIN = Pin(version=7, sha256="b" * 64)
-
-
-@dataclass(frozen=True)
-class SynthesizedApp:
-    app: cdk.App
-    project: ProjectConfig
-    stages: dict[str, EnvironmentStage]
-    outdir: Path
-
-    def template(self, env: str, stack: str) -> Template:
-        return _template(self, env, stack)
-
-    def templates(self) -> dict[tuple[str, str], dict[str, Any]]:
-        return {
-            (env, stack.node.id): self.template(env, stack.node.id).to_json()
-            for env, stage in self.stages.items()
-            for stack in stage.stacks
-        }
-
-
-_TEMPLATES: dict[tuple[int, str, str], Template] = {}
-
-
-def _template(synth: SynthesizedApp, env: str, stack: str) -> Template:
-    key = (id(synth.app), env, stack)
-    if key not in _TEMPLATES:
-        found = {s.node.id: s for s in synth.stages[env].stacks}
-        _TEMPLATES[key] = Template.from_stack(found[stack])
-    return _TEMPLATES[key]
-
-
-def cdk_context() -> dict[str, Any]:
-    context: dict[str, Any] = json.loads((ROOT / "cdk.json").read_text())["context"]
-    return context
+import app as cdk_app
+from sds.config import parse_project
+from sds.kernel.lock import LockFile
+from stacks.bundling import build_bundle, find_python
+from stacks.components.nag import recording_only
+from tests.infra.synth import (
+    CDK_CLI,
+    DEV_PIN,
+    PROD_PIN,
+    ROOT,
+    CliSynth,
+    NagAudit,
+    SynthesizedApp,
+    cdk_context,
+    cli_environment,
+    session_context,
+    synthesize,
+)
 
 
 @pytest.fixture(scope="session")
@@ -91,33 +53,6 @@ def lock_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = cdk_context()["model_name"]
     path.write_text(LockFile(model=model, pins={"dev": DEV_PIN, "prod": PROD_PIN}).to_json())
     return path
-
-
-def cli_environment(cdk_home: Path) -> dict[str, str]:
-    """The environment of a machine with no AWS credentials (and a private CDK cache)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(
-        CDK_HOME=str(cdk_home),
-        AWS_EC2_METADATA_DISABLED="true",
-        AWS_CONFIG_FILE=str(cdk_home / "no-config"),
-        AWS_SHARED_CREDENTIALS_FILE=str(cdk_home / "no-credentials"),
-        JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION="1",
-        CDK_DISABLE_VERSION_CHECK="1",
-    )
-    return env
-
-
-@dataclass
-class CliSynth:
-    process: subprocess.Popen[str] | None
-    outdir: Path
-    log: Path
-    missing: str = ""
-
-    def wait(self) -> int:
-        if self.process is None:
-            pytest.fail(self.missing)
-        return self.process.wait(timeout=600)
 
 
 @pytest.fixture(scope="session")
@@ -145,36 +80,6 @@ def cli_synth(tmp_path_factory: pytest.TempPathFactory, lambda_bundle: Path) -> 
         process.wait()
 
 
-def synthesize(
-    outdir: Path, *, lock: Path, lambda_python: str, context: dict[str, Any] | None = None
-) -> SynthesizedApp:
-    context = dict(context if context is not None else cdk_context())
-    # What the CLI passes to the app, so templates match `cdk synth` byte for byte.
-    context.update(
-        {
-            "aws:cdk:enable-path-metadata": True,
-            "aws:cdk:enable-asset-metadata": True,
-            "aws:cdk:version-reporting": True,
-        }
-    )
-    app = cdk.App(context=context, outdir=str(outdir))
-    stages = cdk_app.build(app, lock_path=lock, lambda_python=lambda_python, nag=False)
-    app.synth()
-    return SynthesizedApp(
-        app=app,
-        project=parse_project(context),
-        stages={stage.node.id: stage for stage in stages},
-        outdir=outdir,
-    )
-
-
-def session_context() -> dict[str, Any]:
-    """cdk.json's environments plus the variant, so its code paths are synthesized too."""
-    context = cdk_context()
-    context["environments"][VARIANT] = VARIANT_ENVIRONMENT
-    return context
-
-
 @pytest.fixture(scope="session")
 def synthesized(
     tmp_path_factory: pytest.TempPathFactory,
@@ -194,34 +99,6 @@ def synthesized(
 @pytest.fixture(scope="session")
 def environments(synthesized: SynthesizedApp) -> list[str]:
     return list(synthesized.project.environments)
-
-
-# Options no cdk.json environment uses today, so their code paths are synthesized and checked too.
-VARIANT = "variant"
-VARIANT_ENVIRONMENT = {
-    "promote_from": "dev",
-    "infra": {
-        "retain_data": False,
-        "dashboard": False,
-        "lambda": {"snapstart": True},
-        "api": {"auth": "api_key"},
-        "deployment": {"strategy": "linear_10_percent_every_2_minutes"},
-        "alarms": {
-            "topic_email": "ops@example.com",
-            "topic_arn": "arn:aws:sns:us-east-1:123456789012:team-pager",
-        },
-        "network": {"isolated": False, "azs": 1},
-        "registry": {"kms": True, "removal_policy": "destroy"},
-    },
-}
-
-
-@dataclass(frozen=True)
-class NagAudit:
-    """cdk-nag run on an app built without acknowledgments, next to the ones it would apply."""
-
-    acknowledged: list[tuple[str, str]]
-    findings: set[tuple[str, str]]
 
 
 @pytest.fixture(scope="session")

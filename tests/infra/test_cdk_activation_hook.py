@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import SynthesizedApp
-from infra_helpers import actions_of, resource_text, resources, role_statements
-
 from stacks.components import activation_hook
+from tests.infra.infra_helpers import actions_of, resource_text, resources, role_statements
+from tests.infra.synth import SynthesizedApp
 
 HOOK_HANDLER = "lambdas.activation_hook.handler.lambda_handler"
 INFERENCE_HANDLER = "lambdas.inference.handler.lambda_handler"

@@ -9,11 +9,11 @@ from typing import Any
 import aws_cdk as cdk
 import pytest
 from aws_cdk.assertions import Template
-from conftest import SynthesizedApp, cdk_context
-from infra_helpers import one, resources
 
 import app as cdk_app
 from sds.config import ConfigError, parse_project
+from tests.infra.infra_helpers import one, resources
+from tests.infra.synth import SynthesizedApp, cdk_context
 
 
 def test_an_environment_with_waf_has_one_web_acl_on_its_stage(

@@ -10,10 +10,10 @@ from pathlib import Path
 import aws_cdk as cdk
 import pytest
 from aws_cdk import aws_s3 as s3
-from conftest import CliSynth, SynthesizedApp, cdk_context
 
 import app as cdk_app
 from sds.config import parse_project
+from tests.infra.synth import CliSynth, SynthesizedApp, cdk_context
 
 
 def test_every_configured_environment_has_registry_inference_and_training_stacks(

@@ -13,9 +13,9 @@ import aws_cdk as cdk
 import pytest
 from aws_cdk import aws_logs as logs
 from cdk_nag import NagPack
-from conftest import NagAudit, SynthesizedApp, cdk_context
 
 import app as cdk_app
+from tests.infra.synth import NagAudit, SynthesizedApp, cdk_context
 
 
 def _violations(pack: NagPack, synthesized: SynthesizedApp, env: str) -> list[str]:

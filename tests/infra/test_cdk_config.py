@@ -16,7 +16,6 @@ from typing import Any
 
 import aws_cdk as cdk
 import pytest
-from conftest import cdk_context
 
 import app as cdk_app
 from sds.config import (
@@ -28,6 +27,7 @@ from sds.config import (
 )
 from stacks.components.retention import retention
 from stacks.components.safe_deployment import DEPLOYMENT_CONFIGS
+from tests.infra.synth import cdk_context
 
 ROOT = Path(__file__).resolve().parents[2]
 

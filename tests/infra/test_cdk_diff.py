@@ -5,9 +5,16 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from conftest import CDK_CLI, DEV_PIN, PROD_PIN, ROOT, CliSynth, SynthesizedApp, cli_environment
-
 from sds.kernel.lock import LockFile, Pin
+from tests.infra.synth import (
+    CDK_CLI,
+    DEV_PIN,
+    PROD_PIN,
+    ROOT,
+    CliSynth,
+    SynthesizedApp,
+    cli_environment,
+)
 
 
 def test_cdk_diff_of_a_promotion_shows_model_version_and_a_new_retained_lambda_version(

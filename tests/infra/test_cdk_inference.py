@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 from aws_cdk.assertions import Annotations, Match
-from conftest import DEV_PIN, PROD_PIN, VARIANT, SynthesizedApp
-from infra_helpers import (
+
+from tests.infra.infra_helpers import (
     actions_of,
     model_function,
     one,
@@ -16,6 +16,7 @@ from infra_helpers import (
     resources,
     role_statements,
 )
+from tests.infra.synth import DEV_PIN, PROD_PIN, VARIANT, SynthesizedApp
 
 CODEDEPLOY_CONFIGS = {
     "all_at_once": "CodeDeployDefault.LambdaAllAtOnce",

@@ -18,11 +18,11 @@ from typing import Any
 import aws_cdk as cdk
 import pytest
 from aws_cdk.assertions import Annotations, Match
-from conftest import SynthesizedApp, cdk_context, synthesize
-from infra_helpers import resources, statements
 
 import app as cdk_app
 from sds.config import ConfigError, parse_project, promotion_source_role_name
+from tests.infra.infra_helpers import resources, statements
+from tests.infra.synth import SynthesizedApp, cdk_context, synthesize
 
 A, B, C = "111111111111", "222222222222", "333333333333"
 ACCOUNTS = {"dev": A, "staging": B, "prod": C}

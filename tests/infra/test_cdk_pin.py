@@ -10,12 +10,12 @@ from typing import Any
 import aws_cdk as cdk
 import pytest
 from aws_cdk.assertions import Template
-from conftest import ROOT, cdk_context
-from infra_helpers import model_function
 
 from sds.config import parse_project
 from stacks.config import EnvironmentSpec, Pin, TrainingImage
 from stacks.stage import EnvironmentStage
+from tests.infra.infra_helpers import model_function
+from tests.infra.synth import ROOT, cdk_context
 
 
 def _templates(env: str, pin: Pin | None, code_dir: Path) -> dict[str, dict[str, Any]]:

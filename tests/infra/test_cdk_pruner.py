@@ -7,11 +7,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from conftest import SynthesizedApp
-from infra_helpers import actions_of, model_function, resources, role_statements
-
 from sds.kernel.retention import PruneTarget
 from stacks.components.pruner import HANDLER, pruner_code
+from tests.infra.infra_helpers import actions_of, model_function, resources, role_statements
+from tests.infra.synth import SynthesizedApp
 
 
 def _pruner(template: dict[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from aws_cdk.assertions import Match
-from conftest import VARIANT, SynthesizedApp
-from infra_helpers import one, resources
+
+from tests.infra.infra_helpers import one, resources
+from tests.infra.synth import VARIANT, SynthesizedApp
 
 # Never change: CloudFormation would replace the bucket (and, with RETAIN, orphan the old one
 # with every model version in it). A rename of the construct path must keep this id.

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from conftest import SynthesizedApp
-from infra_helpers import actions_of, one, resource_text, resources, role_statements
+from tests.infra.infra_helpers import actions_of, one, resource_text, resources, role_statements
+from tests.infra.synth import SynthesizedApp
 
 
 def _training(synthesized: SynthesizedApp, env: str) -> dict:

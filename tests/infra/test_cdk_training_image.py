@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import ROOT, SynthesizedApp
+from tests.infra.synth import ROOT, SynthesizedApp
 
 
 def _requirements(path: Path) -> dict[str, str]:

@@ -4,8 +4,8 @@ stack. A config change must be enough to turn them on."""
 
 from __future__ import annotations
 
-from conftest import VARIANT, SynthesizedApp
-from infra_helpers import one, resources
+from tests.infra.infra_helpers import one, resources
+from tests.infra.synth import VARIANT, SynthesizedApp
 
 
 def test_api_key_mode_requires_a_key_on_every_method_with_a_throttled_usage_plan(

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from conftest import ROOT, SynthesizedApp, cdk_context
+from tests.infra.synth import ROOT, SynthesizedApp, cdk_context
 
 
 def _cost() -> ModuleType:

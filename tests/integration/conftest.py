@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deployed import ACTOR, ROOT, CliResult, Deployed, deploy_environment
 
 from sds.ops.workspace import Workspace
+from tests.integration.deployed import ACTOR, ROOT, CliResult, Deployed, deploy_environment
 
 
 @pytest.fixture

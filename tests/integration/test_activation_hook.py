@@ -15,13 +15,13 @@ from typing import Any
 
 import boto3
 import pytest
-import snapstart
 from botocore.stub import Stubber
-from deployed import Deployed
-from snapstart import LambdaStates
 
 import sds.kernel.activation
 from lambdas.activation_hook import handler
+from tests.integration import snapstart
+from tests.integration.deployed import Deployed
+from tests.integration.snapstart import LambdaStates
 
 DEPLOYMENT = "d-HOOKTEST1"
 EXECUTION = "hook-execution-1"

@@ -19,7 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aws_fakes import (
+
+from sds.kernel.aws.client import ClientConfig, Endpoint
+from sds.kernel.aws.credentials import CredentialProvider
+from sds.kernel.aws.dynamodb import DynamoDBClient, from_item, to_item
+from sds.kernel.aws.errors import AwsConnectionError, AwsError, CredentialsError
+from sds.kernel.aws.s3 import S3Client
+from sds.kernel.aws.sigv4 import EMPTY_SHA256
+from sds.kernel.registry.s3_read import S3ReadStore
+from sds.kernel.registry.store import NotFound
+from tests.integration.aws_fakes import (
     DROP,
     HANG,
     Answer,
@@ -31,15 +40,6 @@ from aws_fakes import (
     self_signed_tls,
     signature_is_valid,
 )
-
-from sds.kernel.aws.client import ClientConfig, Endpoint
-from sds.kernel.aws.credentials import CredentialProvider
-from sds.kernel.aws.dynamodb import DynamoDBClient, from_item, to_item
-from sds.kernel.aws.errors import AwsConnectionError, AwsError, CredentialsError
-from sds.kernel.aws.s3 import S3Client
-from sds.kernel.aws.sigv4 import EMPTY_SHA256
-from sds.kernel.registry.s3_read import S3ReadStore
-from sds.kernel.registry.store import NotFound
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = ClientConfig(connect_timeout=2, read_timeout=2, max_attempts=5, base_delay=0.001)

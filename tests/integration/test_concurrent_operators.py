@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from deployed import ROOT, CliResult, Deployed, read_pin
+from tests.integration.deployed import ROOT, CliResult, Deployed, read_pin
 
 ALIAS_KEY = "models/fraud/aliases/dev.json"
 MOVES = ("promoted", "rolled_back")

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deployed import Deployed
 
 from sds.kernel.registry.s3 import S3Store
 from sds.ops.aws_rollback import ConcurrentRollback, lease
 from sds.ops.workspace import Workspace
+from tests.integration.deployed import Deployed
 
 
 def test_registry_resolution_order_override_then_ssm_then_local(

@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deployed import ACTOR, ROOT, CliResult, Deployed, act_as, assume_role
 
 import sds.kernel.sdk
 from sds.ops.aws import Clients
 from sds.ops.fargate import TrainingRun, run_training
 from sds.ops.promotion import OperationError
 from sds.ops.workspace import Workspace
+from tests.integration.deployed import ACTOR, ROOT, CliResult, Deployed, act_as, assume_role
 from training.data import write_jsonl
 from training.synthetic import generate_activity
 

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deployed import CliResult, Deployed, act_as, assume_role
 
 import sds.kernel.sdk
+from tests.integration.deployed import CliResult, Deployed, act_as, assume_role
 from training.data import write_jsonl
 from training.synthetic import generate_activity
 

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deployed import ROOT
-from runtime_api import RuntimeApi
 
 import app as cdk_app
 from stacks.bundling import build_bundle, find_python
+from tests.integration.deployed import ROOT
+from tests.integration.runtime_api import RuntimeApi
 
 RIC_REQUIREMENTS = ("awslambdaric", "boto3")
 

@@ -24,11 +24,11 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from deployed import GOOD_METRICS, MODEL, ROOT, CliResult, act_as
 
 from sds.config import promotion_source_role_name
 from sds.kernel.registry import Registry
 from sds.kernel.registry.s3 import S3Store
+from tests.integration.deployed import GOOD_METRICS, MODEL, ROOT, CliResult, act_as
 
 DEV_ACCOUNT, STAGING_ACCOUNT, PROD_ACCOUNT = "111111111111", "222222222222", "333333333333"
 ACCOUNTS = {"dev": DEV_ACCOUNT, "staging": STAGING_ACCOUNT, "prod": PROD_ACCOUNT}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from deployed import CliResult, Deployed, read_pin
+from tests.integration.deployed import CliResult, Deployed, read_pin
 
 
 def object_versions(deployed: Deployed) -> list[tuple[str, str]]:

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from deployed import MODEL, CliResult, Deployed
 
 import sds.kernel.settings as settings
 from lambdas.pruner import handler
@@ -25,6 +24,7 @@ from sds.kernel.retention import PruneTarget
 from sds.ops.aws import Clients
 from sds.ops.prune import prune_versions
 from sds.ops.workspace import Workspace
+from tests.integration.deployed import MODEL, CliResult, Deployed
 
 
 def target(deployed: Deployed, *, keep: int) -> PruneTarget:

@@ -15,11 +15,8 @@ from typing import Any
 
 import boto3
 import pytest
-import snapstart
 from botocore.awsrequest import AWSResponse
 from botocore.stub import Stubber
-from deployed import ACTOR, CliResult, Deployed, read_pin
-from snapstart import LambdaStates, with_states
 
 import sds.kernel.activation
 import sds.kernel.sdk
@@ -27,6 +24,9 @@ from sds.kernel.registry import Registry, Version
 from sds.ops.aws import Clients
 from sds.ops.aws_rollback import ConcurrentRollback, rollback_live, stop_deployments
 from sds.ops.workspace import Workspace
+from tests.integration import snapstart
+from tests.integration.deployed import ACTOR, CliResult, Deployed, read_pin
+from tests.integration.snapstart import LambdaStates, with_states
 
 
 def deploy_two_models(deployed: Deployed, cli: Callable[..., CliResult]) -> tuple[Version, ...]:

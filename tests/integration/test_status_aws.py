@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from deployed import CliResult, Deployed
+from tests.integration.deployed import CliResult, Deployed
 
 
 def environment(result: CliResult, env: str) -> dict:  # type: ignore[type-arg]

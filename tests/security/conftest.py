@@ -1,8 +1,7 @@
-"""Security suite fixtures: one small real model (trained once per session), and a summary.
+"""Security suite fixtures: a tamperable copy of the session's model, metrics, and a summary.
 
-The model is trained with the real training code (`training.train.train`) on 3000 generated
-events with 10 trees into a `file://` registry, in about two seconds on 2 cores; every suite that
-needs a real registered model shares it and copies the registry before changing anything.
+The model is the one every suite shares (`trained`, tests/conftest.py): the security suites
+copy its registry before changing anything.
 
 At the end of the run, `pytest_terminal_summary` prints the counts the suites recorded through
 `security_report.record` (requests sent, status codes answered, faults injected, steps run), so
@@ -12,17 +11,14 @@ they show up in every `make test` log, captured output or not.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from security_model import MODEL, TRAINER, SecurityModel
-from security_report import summary_lines
 
-from sds.kernel.registry import open_registry
-from training.data import write_jsonl
-from training.synthetic import generate_activity
-from training.train import STEPS, Progress, TrainParams, train
+from tests.security.security_report import summary_lines
+from tests.support.trained_model import TrainedModel
 
 
 class MetricsSink:
@@ -36,24 +32,6 @@ class MetricsSink:
 
     def names(self) -> list[str]:
         return [name for name, _, _ in self.emitted]
-
-
-@pytest.fixture(scope="session")
-def security_model(tmp_path_factory: pytest.TempPathFactory) -> SecurityModel:
-    data = write_jsonl(
-        generate_activity(3000, seed=11), tmp_path_factory.mktemp("data") / "h.jsonl"
-    )
-    root = tmp_path_factory.mktemp("registry")
-    version = train(
-        data=data,
-        registry=open_registry(root.as_uri(), MODEL),
-        params=TrainParams(max_iter=10, seed=2),
-        actor=TRAINER,
-        reason="security suite fixture",
-        progress=Progress(STEPS, enabled=False),
-    )
-    features = tmp_path_factory.mktemp("features") / "features.db"
-    return SecurityModel(registry_root=root, version=version, feature_store=features)
 
 
 @pytest.fixture
@@ -71,20 +49,16 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 
 @pytest.fixture
-def tmp_registry(tmp_path: Path, security_model: SecurityModel) -> SecurityModel:
+def tmp_registry(tmp_path: Path, trained: TrainedModel) -> TrainedModel:
     """A private copy of the trained registry that a test may tamper with."""
-    root = security_model.copy_registry(tmp_path / "registry")
-    return SecurityModel(
-        registry_root=root,
-        version=security_model.version,
-        feature_store=security_model.feature_store,
-    )
+    root = trained.copy_registry(tmp_path / "registry")
+    return replace(trained, registry_root=root)
 
 
 @pytest.fixture(scope="session")
 def audited_app(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """Every environment (and a variant) synthesized once, with nag acknowledgments recorded."""
-    from security_templates import synthesize
+    from tests.security.security_templates import synthesize
 
     work = tmp_path_factory.mktemp("synth")
     return synthesize(work / "models.lock.json", work / "cdk.out")

@@ -9,15 +9,12 @@ training in public subnets above the chain start, a registry destroyed with its 
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # app.py is a script at the repository root, not a package
-    sys.path.insert(0, str(ROOT))
 
 VARIANT = "variant"
 VARIANT_ENVIRONMENT = {

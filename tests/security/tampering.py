@@ -10,7 +10,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from security_model import MODEL
+from tests.support.trained_model import MODEL
 
 Tamper = Callable[[Path, int], str]
 

@@ -21,7 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from operator_calls import (
+
+from sds.config import promotion_source_role_name
+from sds.kernel.registry import Registry
+from sds.kernel.registry.s3 import S3Store
+from tests.security.operator_calls import (
     MODEL,
     PARTITION,
     Deployed,
@@ -36,12 +40,8 @@ from operator_calls import (
     refused,
     requests_of,
 )
-from security_report import record
-from security_templates import ROOT, AuditedApp, synthesize
-
-from sds.config import promotion_source_role_name
-from sds.kernel.registry import Registry
-from sds.kernel.registry.s3 import S3Store
+from tests.security.security_report import record
+from tests.security.security_templates import ROOT, AuditedApp, synthesize
 
 A, B, C = "111111111111", "222222222222", "333333333333"
 ACCOUNTS = {"dev": A, "staging": B, "prod": C}

@@ -21,15 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hostile_requests import Case, cases, check_answer, dumps, proxy, valid_event
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from security_model import MODEL, SecurityModel
-from security_report import merge
 
 from lambdas.inference.app import InferenceApp
 from sds.kernel.lock import Pin, write_pin
 from sds.ops.local_api import LocalApi, PinnedApps
+from tests.security.hostile_requests import Case, cases, check_answer, dumps, proxy, valid_event
+from tests.security.security_report import merge
+from tests.support.trained_model import MODEL, TrainedModel
 
 MAX_EVENTS = 20
 MAX_BODY_BYTES = 65_536
@@ -59,9 +59,9 @@ def fuzz_settings(n: int) -> settings:
 
 
 @pytest.fixture
-def fuzzed_app(security_model: SecurityModel, metrics: Any) -> InferenceApp:
+def fuzzed_app(trained: TrainedModel, metrics: Any) -> InferenceApp:
     app = InferenceApp(
-        security_model.settings(max_events=MAX_EVENTS, max_body_bytes=MAX_BODY_BYTES),
+        trained.settings(max_events=MAX_EVENTS, max_body_bytes=MAX_BODY_BYTES),
         metrics=metrics,
     )
     assert app.model is not None, app.unavailable
@@ -112,9 +112,9 @@ def test_no_hostile_request_gets_a_5xx_or_an_exception(
     record_property("category_counts", json.dumps(dict(categories), sort_keys=True))
 
 
-def test_limits_are_the_configured_ones_at_the_boundary(security_model: SecurityModel) -> None:
+def test_limits_are_the_configured_ones_at_the_boundary(trained: TrainedModel) -> None:
     """Given the default limits, the largest allowed body and batch pass and one more is refused."""
-    app = InferenceApp(security_model.settings(), metrics=lambda *_: None)
+    app = InferenceApp(trained.settings(), metrics=lambda *_: None)
     limit = app.settings.max_body_bytes
     events = [VALID_EVENT] * app.settings.max_events
     body = dumps({"events": events})
@@ -145,22 +145,22 @@ def test_every_problem_is_listed_but_the_list_is_bounded(fuzzed_app: InferenceAp
 
 
 @pytest.fixture
-def local_api(tmp_path: Path, security_model: SecurityModel) -> Iterator[LocalApi]:
+def local_api(tmp_path: Path, trained: TrainedModel) -> Iterator[LocalApi]:
     lock = tmp_path / "models.lock.json"
     write_pin(
         lock,
         model=MODEL,
         env="dev",
-        pin=Pin(version=security_model.version.number, sha256=security_model.version.sha256),
+        pin=Pin(version=trained.version.number, sha256=trained.version.sha256),
     )
     apps = PinnedApps(
         lock_path=lock,
         model=MODEL,
         env="dev",
-        registry_uri=security_model.registry_uri,
+        registry_uri=trained.registry_uri,
         max_events=MAX_EVENTS,
         max_body_bytes=MAX_BODY_BYTES,
-        feature_store_uri=security_model.feature_store_uri,
+        feature_store_uri=trained.feature_store_uri,
     )
     api = LocalApi(apps, host="127.0.0.1", port=0).start()
     try:
@@ -283,9 +283,9 @@ def _not_json(data: bytes) -> bool:
 
 
 def test_hostile_requests_over_real_http_get_4xx_and_the_server_keeps_serving(
-    local_api: LocalApi, security_model: SecurityModel, record_property: Any
+    local_api: LocalApi, trained: TrainedModel, record_property: Any
 ) -> None:
-    version = str(security_model.version.number)
+    version = str(trained.version.number)
     statuses: Counter[str] = Counter()
 
     @fuzz_settings(300)

@@ -30,7 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from operator_calls import (
+
+from sds.kernel.registry import Registry, Version, open_registry
+from sds.kernel.registry.s3 import S3Store
+from stacks.components.nag import _render
+from tests.security.operator_calls import (
     MODEL,
     Call,
     Deployed,
@@ -44,12 +48,8 @@ from operator_calls import (
     refused,
     requests_of,
 )
-from security_report import record
-from security_templates import ROOT, VARIANT, AuditedApp, Statement
-
-from sds.kernel.registry import Registry, Version, open_registry
-from sds.kernel.registry.s3 import S3Store
-from stacks.components.nag import _render
+from tests.security.security_report import record
+from tests.security.security_templates import ROOT, VARIANT, AuditedApp, Statement
 from training.data import read_history, write_jsonl
 from training.synthetic import generate_activity
 from training.train import STEPS, Progress, TrainParams, train

@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from security_model import MODEL, SecurityModel
-from security_report import record
-from tampering import TAMPERS
 
 import sds.kernel.serving
 from lambdas.inference.app import InferenceApp
 from sds.kernel.lock import Pin, read_lock, write_pin
+from tests.security.security_report import record
+from tests.security.tampering import TAMPERS
+from tests.support.trained_model import MODEL, TrainedModel
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENT = {
@@ -80,7 +80,7 @@ def call(app: InferenceApp, path: str, method: str = "GET") -> tuple[int, dict[s
 
 @pytest.mark.parametrize("damage", list(TAMPERS), ids=list(TAMPERS))
 def test_handler_refuses_a_damaged_model_with_503_and_a_metric(
-    damage: str, tmp_registry: SecurityModel, metrics: Any, onnx_sessions: list[int]
+    damage: str, tmp_registry: TrainedModel, metrics: Any, onnx_sessions: list[int]
 ) -> None:
     version = tmp_registry.version.number
     what = TAMPERS[damage](tmp_registry.registry_root, version)
@@ -110,10 +110,10 @@ def test_handler_refuses_a_damaged_model_with_503_and_a_metric(
     ids=["pin sha256 of another model", "pin of a version that does not exist"],
 )
 def test_handler_serves_only_what_the_pin_names(
-    pin: Pin, reason: str, security_model: SecurityModel, metrics: Any, onnx_sessions: list[int]
+    pin: Pin, reason: str, trained: TrainedModel, metrics: Any, onnx_sessions: list[int]
 ) -> None:
     app = InferenceApp(
-        security_model.settings(model_version=pin.version, model_sha256=pin.sha256),
+        trained.settings(model_version=pin.version, model_sha256=pin.sha256),
         metrics=metrics,
     )
     status, body = call(app, "/predict", "POST")
@@ -123,7 +123,7 @@ def test_handler_serves_only_what_the_pin_names(
 
 
 def test_the_lambda_entry_point_reports_a_tampered_model_as_an_emf_metric(
-    tmp_registry: SecurityModel, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_registry: TrainedModel, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The real handler module, initialised from its environment, as Lambda does at cold start."""
     TAMPERS["tampered artifact (sha256 mismatch)"](
@@ -179,12 +179,12 @@ class CliProject:
 
 
 @pytest.fixture
-def project(tmp_path: Path, security_model: SecurityModel) -> CliProject:
+def project(tmp_path: Path, trained: TrainedModel) -> CliProject:
     """A throwaway project whose dev registry holds the trained version."""
     root = tmp_path / "project"
     root.mkdir()
     shutil.copy(ROOT / "cdk.json", root / "cdk.json")
-    security_model.copy_registry(root / ".sds" / "registries" / "dev")
+    trained.copy_registry(root / ".sds" / "registries" / "dev")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SDS_", "AWS_", "MODEL_"))}
     env.update({"SDS_ACTOR": "security-suite", "PYTHONPATH": str(ROOT)})
     return CliProject(root, env)

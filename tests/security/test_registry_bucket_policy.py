@@ -34,8 +34,6 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from security_report import record
-from security_templates import AuditedApp
 
 from sds.kernel.registry import Registry
 from sds.kernel.registry.s3 import S3Store
@@ -45,6 +43,8 @@ from stacks.components.registry_protection import (
     NO_DELETE_SID,
     WRITE_ONCE_SID,
 )
+from tests.security.security_report import record
+from tests.security.security_templates import AuditedApp
 
 BUCKET_ID = "RegistryBucket9C3667AF"  # pinned in tests/infra/test_cdk_registry.py
 AUTO_DELETE_ROLE_ID = "CustomS3AutoDeleteObjectsCustomResourceProviderRole3B1BD092"

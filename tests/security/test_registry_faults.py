@@ -22,8 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from faulty_stores import MODES, S3_MODES, FaultyStore, InjectedFault, Injector, S3Faults
-from security_report import record
 
 from sds.config import load_project
 from sds.kernel.lock import read_lock
@@ -31,6 +29,15 @@ from sds.kernel.registry import Registry
 from sds.kernel.registry.store import FileStore, ObjectStore
 from sds.ops.promotion import OperationError, promote, rollback
 from sds.ops.workspace import Workspace
+from tests.security.faulty_stores import (
+    MODES,
+    S3_MODES,
+    FaultyStore,
+    InjectedFault,
+    Injector,
+    S3Faults,
+)
+from tests.security.security_report import record
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "fraud"

@@ -30,12 +30,12 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
-from security_report import merge
 
 from sds.config import load_project
 from sds.kernel.lock import read_lock
 from sds.ops.promotion import GateFailure, OperationError, promote, rollback
 from sds.ops.workspace import Workspace
+from tests.security.security_report import merge
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "fraud"

@@ -186,3 +186,52 @@ def test_the_pruner_carries_the_kernel_and_its_handler_only(layers: Layers) -> N
 
     assert set(PACKAGES) == {"sds.kernel", "lambdas.pruner"}
     assert {layers.layer_of(p) for p in PACKAGES} == {"kernel", "handler"}
+
+
+def bare_test_imports(tests: Path) -> list[str]:
+    """Imports in the test tree that reach a helper by its bare file name (or a conftest): the
+    ones that only work because pytest put the importing file's folder on sys.path."""
+    local = {path.stem for path in tests.rglob("*.py")} - {"__init__"}
+    found = []
+    for path in sorted(tests.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and node.level == 0
+                else []
+            )
+            found += [
+                f"{path.relative_to(tests.parent)}:{node.lineno} imports {name}"
+                for name in names
+                if name.split(".")[0] in local | {"conftest"}
+            ]
+    return found
+
+
+def test_the_tests_are_packages_that_import_their_helpers_as_modules() -> None:
+    # Given the test tree
+    tests = ROOT / "tests"
+
+    # Then every folder of it is a package (so `pytest tests/infra tests/unit` collects both in
+    # one run), and every shared helper is imported by its dotted name, never as a bare module
+    # or from a conftest
+    folders = {path.parent for path in tests.rglob("*.py")}
+    assert [str(f) for f in sorted(folders) if not (f / "__init__.py").is_file()] == []
+    assert bare_test_imports(tests) == []
+
+
+def test_the_test_import_check_catches_a_bare_helper_import(tmp_path: Path) -> None:
+    # Given a test tree whose test imports its folder's helper by bare name, and one a conftest
+    (tmp_path / "tests" / "unit").mkdir(parents=True)
+    (tmp_path / "tests" / "unit" / "helper.py").write_text("X = 1\n")
+    (tmp_path / "tests" / "unit" / "test_a.py").write_text(
+        "from helper import X\nfrom tests.unit.helper import X as Y\nfrom conftest import Z\n"
+    )
+
+    # Then the check names both bare imports, and not the dotted one
+    assert bare_test_imports(tmp_path / "tests") == [
+        "tests/unit/test_a.py:1 imports helper",
+        "tests/unit/test_a.py:3 imports conftest",
+    ]

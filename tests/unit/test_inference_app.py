@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 import pytest
 import skops.io as sio
-from trained_model import MODEL, TrainedModel
 
 from lambdas.inference.app import InferenceApp, emf_metrics
 from sds.kernel.aggregates import NAMES as AGGREGATES
@@ -22,6 +21,7 @@ from sds.kernel.featurestore.sqlite import SqliteFeatureStore
 from sds.kernel.online import OnlineFeatures
 from sds.kernel.registry import open_registry
 from sds.kernel.settings import ServingSettings
+from tests.support.trained_model import MODEL, TrainedModel
 from training.onnx_export import onnx_scores
 
 Metrics = list[tuple[str, float, dict[str, str]]]

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from trained_model import MODEL, TrainedModel
 
 from sds.kernel.lock import Pin, write_pin
 from sds.ops.local_api import GATEWAY_MAX_BODY, ConnectionLimits, LocalApi, PinnedApps
+from tests.support.trained_model import MODEL, TrainedModel
 
 MAX_BODY_BYTES = 262_144
 EVENT = {

@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from trained_model import TrainedModel
+from tests.support.trained_model import TrainedModel
 
 ROOT = Path(__file__).resolve().parents[2]
 FORBIDDEN = ("sklearn", "scipy", "skops", "joblib", "cloudpickle", "dill")

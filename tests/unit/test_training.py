@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 import pytest
 import skops.io as sio
-from trained_model import MODEL, SMALL_PARAMS, TRAINER, TrainedModel
 
 import training.onnx_export as onnx_export
 from sds.kernel import pointintime
 from sds.kernel.features import FEATURE_NAMES, feature_schema, featurize_batch
 from sds.kernel.registry import open_registry
+from tests.support.trained_model import MODEL, SMALL_PARAMS, TRAINER, TrainedModel
 from training.data import read_history
 from training.evaluate import evaluate, expected_calibration_error
 from training.train import (

@@ -1,4 +1,9 @@
-"""The small trained model the unit tests share (built by the `trained` fixture in conftest)."""
+"""The small real model every suite shares: trained once per session by the `trained` fixture.
+
+`train_small_model` trains it with the real training code (`training.train.train`) on generated
+events into a `file://` registry, in a few seconds on 2 cores; the unit, security and end-to-end
+suites serve, attack and promote this one model and copy its registry before changing anything.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,9 @@ from pathlib import Path
 
 from sds.kernel.registry import Registry, Version, open_registry
 from sds.kernel.settings import ServingSettings
-from training.train import TrainParams
+from training.data import write_jsonl
+from training.synthetic import generate_activity
+from training.train import STEPS, Progress, TrainParams, train
 
 MODEL = "fraud"
 TRAINER = "trainer@ci"
@@ -61,3 +68,21 @@ class TrainedModel:
             "ENVIRONMENT": "test",
             "FEATURE_STORE_URI": self.feature_store_uri,
         }
+
+
+def train_small_model(work: Path, *, events: int = 4000, seed: int = 3) -> TrainedModel:
+    """Generate `events` payments (and the logins around them), train `SMALL_PARAMS` into a
+    registry under `work`, and give an empty SQLite feature store next to it."""
+    data = write_jsonl(generate_activity(events, seed=seed), work / "data" / "history.jsonl")
+    root = work / "registry"
+    version = train(
+        data=data,
+        registry=open_registry(root.as_uri(), MODEL),
+        params=SMALL_PARAMS,
+        actor=TRAINER,
+        reason="session fixture",
+        progress=Progress(STEPS, enabled=False),
+    )
+    return TrainedModel(
+        data=data, registry_root=root, version=version, feature_store=work / "features.db"
+    )
