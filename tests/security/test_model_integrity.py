@@ -90,7 +90,7 @@ def test_handler_refuses_a_damaged_model_with_503_and_a_metric(
     assert app.model is None, what
     assert onnx_sessions == [], f"{what}: unverified bytes reached ONNX Runtime"
     assert metrics.names() == ["ModelLoadFailure"]
-    assert metrics.emitted[0][2] == {"Environment": "security"}
+    assert metrics.emitted[0][2] == {"Environment": tmp_registry.settings().environment}
     for path, method in (("/predict", "POST"), ("/model", "GET"), ("/health", "GET")):
         status, body = call(app, path, method)
         assert status == 503, (what, path, body)
