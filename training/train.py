@@ -33,12 +33,13 @@ import numpy as np
 
 from sds.config import TASK_ROLE_ARN
 from sds.kernel import pointintime
+from sds.kernel.behaviour import holdout_behaviour
 from sds.kernel.features import FEATURE_NAMES, feature_schema, featurize_batch
 from sds.kernel.registry import Registry, Version, aws_actor, default_actor, open_registry
 from sds.progress import Progress, human_bytes
 from training.data import History, read_history
 from training.evaluate import evaluate
-from training.onnx_export import check_parity, to_onnx
+from training.onnx_export import check_parity, onnx_scores, to_onnx
 from training.params import TrainParams, add_training_arguments, params_from_args
 
 STEPS = 8
@@ -215,6 +216,9 @@ def train(
         "algorithm": "sklearn.ensemble.HistGradientBoostingClassifier",
         "metrics": metrics,
         "decision_threshold": threshold,
+        # What the version does as served (ONNX scores): the deployment's alert-rate alarms
+        # expect its alert rate, and the histogram is the baseline drift is measured against.
+        "behaviour": holdout_behaviour(onnx_scores(onnx_bytes, holdout_x).tolist(), threshold),
         "params": asdict(params),
         "feature_schema": feature_schema(),
         "library_versions": library_versions(),

@@ -19,8 +19,13 @@ parsed with orjson, the events are validated and featurized together, column by 
 (`sds.kernel.features.event_columns`, `featurize_columns`), and the response is written with
 orjson. Anything that path does not accept is answered by the reference path, the standard
 library's parser and `validate_event` per event, so every error a client can see (status, code,
-message, problems in order) is exactly what that reference gives. Each request emits its metrics
-as one Embedded Metric Format line.
+message, problems in order) is exactly what that reference gives.
+
+Metrics are Embedded Metric Format lines on stdout (no API call): a scored request writes the
+served version's behaviour (`sds.kernel.behaviour`: predictions, flagged, score histogram) with
+the dimensions Environment, Model and ModelVersion, which the deployment's alert-rate alarms
+watch; the function's own health (invalid requests, internal errors, model load failures, feature
+store outages) is counted per Environment, in one line at the end of the request.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from typing import Any
 import orjson
 
 from sds.kernel.aggregates import NAMES as AGGREGATES
+from sds.kernel.behaviour import NAMESPACE, behaviour_counts, version_dimensions
 from sds.kernel.features import (
     ABSENT,
     FIELD_NAMES,
@@ -67,7 +73,6 @@ ROUTES: Mapping[str, tuple[str, ...]] = {
 Response = dict[str, Any]
 # A request's metrics (name -> value) and their dimensions, emitted together.
 MetricSink = Callable[[Mapping[str, float], Mapping[str, str]], None]
-NAMESPACE = "sds/inference"
 # A payment sent to /predict may say what it is, as on the event bus.
 OPTIONAL_FIELDS = ("type",)
 PAYMENT = "payment"
@@ -154,6 +159,8 @@ class InferenceApp:
         if online is None and settings is not None:
             self._open_feature_store(settings)
         self.dimensions = {"Environment": self.settings.environment or "unknown"}
+        # The served version's behaviour metrics carry its name and number too.
+        self.version_dimensions: dict[str, str] = {}
         self.model: LoadedModel | None = None
         self.unavailable: str | None = settings_error
         self._headers = {"Content-Type": "application/json"}
@@ -172,6 +179,11 @@ class InferenceApp:
                 self._emit({"ModelLoadFailure": 1.0})
         else:
             self._model_ref = {"name": self.model.name, "version": self.model.version}
+            self.version_dimensions = version_dimensions(
+                environment=self.dimensions["Environment"],
+                model=self.model.name,
+                version=self.model.version,
+            )
             self._headers |= {
                 "X-Model-Name": self.model.name,
                 "X-Model-Version": str(self.model.version),
@@ -201,9 +213,11 @@ class InferenceApp:
             return cls(None, settings_error=f"the function is misconfigured: {exc}", **kwargs)
         return cls(settings, **kwargs)
 
-    def _emit(self, values: Mapping[str, float]) -> None:
+    def _emit(
+        self, values: Mapping[str, float], dimensions: Mapping[str, str] | None = None
+    ) -> None:
         try:
-            self.metrics(values, self.dimensions)
+            self.metrics(values, self.dimensions if dimensions is None else dimensions)
         except Exception:  # metrics must never break serving
             logger.exception("could not emit metrics %s", ", ".join(values))
 
@@ -296,7 +310,7 @@ class InferenceApp:
             {"fraud_probability": round(score, 6), "is_fraud": score >= threshold, "event_id": i}
             for score, i in zip(scores, columns["event_id"], strict=True)
         ]
-        metrics["Predictions"] = len(predictions)
+        self._emit(behaviour_counts(scores, threshold), self.version_dimensions)
         document: dict[str, Any] = {"model": self._model_ref, "predictions": predictions}
         if missing is not None:
             document["online_features"] = {"available": False, "reason": missing}

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import skops.io as sio
 
-from lambdas.inference.app import InferenceApp, emf_metrics
+from lambdas.inference.app import InferenceApp
 from sds.kernel.aggregates import NAMES as AGGREGATES
+from sds.kernel.behaviour import BEHAVIOUR_METRICS, SCORE_BOUNDS, SCORE_BUCKETS
 from sds.kernel.features import COMPUTED_REASON, FIELD_NAMES, featurize, parse_time
 from sds.kernel.featurestore import FeatureStoreError
 from sds.kernel.featurestore.sqlite import SqliteFeatureStore
@@ -494,56 +495,122 @@ def test_given_a_body_that_is_not_a_string_then_400(served: InferenceApp) -> Non
 # Metrics ---------------------------------------------------------------------------------------
 
 
-def test_metrics_count_predictions_and_invalid_requests_and_never_break_serving(
+def _scores(app: InferenceApp, events: list[dict[str, Any]]) -> list[float]:
+    """The model's scores for `events`, as the handler computes them (no account history)."""
+    assert app.model is not None
+    return app.model.predict([featurize(e, ZERO) for e in events])
+
+
+def test_a_scored_request_counts_its_predictions_flags_and_scores_per_model_version(
+    trained: TrainedModel, tmp_path: Path
+) -> None:
+    # Given the trained model with its decision threshold between a risky and an ordinary score
+    events = [valid_event(), ordinary_event(), valid_event(event_id="evt-risky-2")]
+    plain = InferenceApp(trained.settings(), metrics=lambda *a: None)
+    risky, ordinary, _ = _scores(plain, events)
+    assert ordinary < risky
+    seen: list[tuple[dict[str, float], dict[str, str]]] = []
+    app = InferenceApp(
+        _register_variant(trained, tmp_path, decision_threshold=(risky + ordinary) / 2),
+        metrics=lambda values, dimensions: seen.append((dict(values), dict(dimensions))),
+    )
+
+    # When it scores the three events in one request
+    status, _, body = call(app, proxy({"events": events}))
+
+    # Then one metric line counts them under the served version's own dimensions
+    assert status == 200
+    [(values, dimensions)] = seen
+    assert dimensions == {"Environment": "test", "Model": "fraud", "ModelVersion": "2"}
+    assert list(values) == list(BEHAVIOUR_METRICS)
+    assert (values["Predictions"], values["Flagged"]) == (3, 2)
+    assert values["Flagged"] == sum(p["is_fraud"] for p in body["predictions"])
+
+    # And each score is counted once, in the bucket its value falls into
+    def bucket(score: float) -> str:
+        (name,) = [
+            name
+            for name, low, high in zip(SCORE_BUCKETS, SCORE_BOUNDS, SCORE_BOUNDS[1:], strict=False)
+            if low <= score < high or score == high == 1.0
+        ]
+        return name
+
+    expected = dict.fromkeys(SCORE_BUCKETS, 0)
+    for score in (risky, ordinary, risky):
+        expected[bucket(score)] += 1
+    assert {name: values[name] for name in SCORE_BUCKETS} == expected
+
+
+def test_health_metrics_stay_per_environment_and_a_request_without_scores_counts_no_behaviour(
     trained: TrainedModel,
 ) -> None:
-    emitted: list[tuple[dict[str, float], dict[str, str]]] = []
-    app = InferenceApp(trained.settings(), metrics=lambda v, d: emitted.append((dict(v), dict(d))))
+    seen: list[tuple[dict[str, float], dict[str, str]]] = []
+    app = InferenceApp(
+        trained.settings(), metrics=lambda values, dims: seen.append((dict(values), dict(dims)))
+    )
 
-    call(app, proxy({"events": [valid_event(), ordinary_event()]}))
     call(app, proxy({"events": [{}]}))
     call(app, proxy(method="GET", path="/health"))
+    call(app, proxy(method="GET", path="/model"))
 
-    # One emission per request that has metrics, carrying all of them.
-    assert emitted == [
-        ({"Predictions": 2}, {"Environment": "test"}),
-        ({"InvalidRequests": 1.0}, {"Environment": "test"}),
-    ]
+    # Only the invalid request emits, per environment: no model version judged by a 400
+    assert seen == [({"InvalidRequests": 1.0}, {"Environment": "test"})]
 
+
+def test_a_failing_metric_sink_never_breaks_serving(trained: TrainedModel) -> None:
     def broken(values: Any, dimensions: Any) -> None:
         raise OSError("stdout closed")
 
-    app.metrics = broken
+    app = InferenceApp(trained.settings(), metrics=broken)
+
     assert call(app, proxy({"events": [valid_event()]}))[0] == 200
+    assert call(app, proxy({"events": [{}]}))[0] == 400
 
 
-def test_a_request_emits_its_metrics_as_one_embedded_metric_format_line(
+def test_a_scored_request_writes_one_embedded_metric_format_line_cloudwatch_accepts(
     trained: TrainedModel, capsys: pytest.CaptureFixture[str]
 ) -> None:
     app = InferenceApp(trained.settings(environment="prod"))
     capsys.readouterr()
 
     call(app, proxy({"events": [valid_event(), ordinary_event(), valid_event()]}))
-    emf_metrics({"Predictions": 3, "Flagged": 1}, {"Environment": "prod", "Version": "1"})
+    call(app, proxy({"events": [{}]}))
 
-    first, second = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert first["_aws"]["CloudWatchMetrics"] == [
+    scored, invalid = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    # The behaviour line: one directive, the version's three dimensions, every count
+    assert scored["_aws"]["CloudWatchMetrics"] == [
         {
             "Namespace": "sds/inference",
-            "Dimensions": [["Environment"]],
-            "Metrics": [{"Name": "Predictions", "Unit": "Count"}],
+            "Dimensions": [["Environment", "Model", "ModelVersion"]],
+            "Metrics": [{"Name": name, "Unit": "Count"} for name in BEHAVIOUR_METRICS],
         }
     ]
-    assert (first["Predictions"], first["Environment"]) == (3, "prod")
-    assert abs(first["_aws"]["Timestamp"] / 1000 - time.time()) < 60
-    # Several metrics of one request share the line, with every dimension (sorted).
-    [directive] = second["_aws"]["CloudWatchMetrics"]
-    assert directive["Dimensions"] == [["Environment", "Version"]]
-    assert directive["Metrics"] == [
-        {"Name": "Predictions", "Unit": "Count"},
-        {"Name": "Flagged", "Unit": "Count"},
-    ]
-    assert (second["Predictions"], second["Flagged"], second["Version"]) == (3, 1, "1")
+    assert (scored["Environment"], scored["Model"], scored["ModelVersion"]) == (
+        "prod",
+        "fraud",
+        "1",
+    )
+    assert scored["Predictions"] == 3
+    assert sum(scored[name] for name in SCORE_BUCKETS) == 3
+    assert abs(scored["_aws"]["Timestamp"] / 1000 - time.time()) < 60
+    # Within the format's limits: at most 100 metrics per directive and 30 dimensions per set,
+    # every metric and dimension a member of the document, values numbers, dimensions strings
+    for document in (scored, invalid):
+        assert isinstance(document["_aws"]["Timestamp"], int)
+        for directive in document["_aws"]["CloudWatchMetrics"]:
+            assert len(directive["Metrics"]) <= 100
+            assert all(0 < len(names) <= 30 for names in directive["Dimensions"])
+            for metric in directive["Metrics"]:
+                assert 1 <= len(metric["Name"]) <= 255
+                value = document[metric["Name"]]
+                assert isinstance(value, (int, float)) and not isinstance(value, bool)
+            for name in (n for names in directive["Dimensions"] for n in names):
+                assert isinstance(document[name], str) and document[name].isascii()
+                assert 1 <= len(document[name]) <= 1024
+    # The health line stays per environment
+    [health] = invalid["_aws"]["CloudWatchMetrics"]
+    assert health["Dimensions"] == [["Environment"]]
+    assert (invalid["InvalidRequests"], invalid["Environment"]) == (1, "prod")
 
 
 # 503: nothing to serve -------------------------------------------------------------------------

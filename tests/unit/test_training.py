@@ -16,6 +16,7 @@ import skops.io as sio
 
 import training.onnx_export as onnx_export
 from sds.kernel import pointintime
+from sds.kernel.behaviour import SCORE_BOUNDS, SCORE_BUCKETS, expected_alert_rate
 from sds.kernel.features import FEATURE_NAMES, feature_schema, featurize_batch
 from sds.kernel.registry import open_registry
 from tests.support.trained_model import MODEL, SMALL_PARAMS, TRAINER, TrainedModel
@@ -137,6 +138,36 @@ def test_the_manifest_metrics_show_a_model_that_learned_the_fraud_signal(
     assert 0 <= metrics["expected_calibration_error"] < 0.1
     assert metrics["holdout_events"] == 800
     assert 0 <= metrics["onnx_max_abs_diff"] <= onnx_export.PARITY_TOLERANCE
+
+
+def test_the_manifest_records_what_the_version_flags_on_its_holdout_as_served(
+    trained: TrainedModel,
+) -> None:
+    # Given the registered version and its holdout, scored by its ONNX model as the handler does
+    manifest = trained.version.manifest
+    onnx = trained.registry().read_artifact(trained.version.number)
+    served = onnx_export.onnx_scores(onnx, _holdout(trained)).tolist()
+    threshold = manifest["decision_threshold"]
+
+    # When its behaviour block is read
+    behaviour = manifest["behaviour"]
+
+    # Then the alert rate is the fraction of the holdout at or above the decision threshold
+    flagged = sum(score >= threshold for score in served)
+    assert (behaviour["flagged"], behaviour["holdout_events"]) == (flagged, 800)
+    assert behaviour["alert_rate"] == flagged / 800
+    assert behaviour["decision_threshold"] == threshold
+    assert 0 < behaviour["alert_rate"] < 0.05
+    # And the score histogram counts every holdout score in the handler's buckets
+    histogram = behaviour["score_histogram"]
+    assert histogram["bounds"] == list(SCORE_BOUNDS)
+    expected = [0] * len(SCORE_BUCKETS)
+    for score in served:
+        expected[sum(score >= edge for edge in SCORE_BOUNDS[1:-1])] += 1
+    assert histogram["counts"] == expected
+    assert sum(1 for count in expected if count) >= 3  # the scores spread over the buckets
+    # And it is what the deployment's alarms will expect of the version
+    assert expected_alert_rate(manifest) == behaviour["alert_rate"]
 
 
 def test_the_registered_onnx_model_scores_the_holdout_like_the_registered_estimator(

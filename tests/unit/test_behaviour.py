@@ -1,0 +1,98 @@
+"""What a served version's behaviour metrics count, and what its manifest says it should do."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from sds.kernel.behaviour import (
+    BEHAVIOUR_METRICS,
+    FLAGGED,
+    PREDICTIONS,
+    SCORE_BOUNDS,
+    SCORE_BUCKETS,
+    VERSION_DIMENSIONS,
+    behaviour_counts,
+    expected_alert_rate,
+    holdout_behaviour,
+    version_dimensions,
+)
+
+
+def histogram(counts: dict[str, int]) -> list[int]:
+    return [counts[name] for name in SCORE_BUCKETS]
+
+
+def test_a_score_on_an_edge_counts_in_the_bucket_above_and_one_in_the_last() -> None:
+    # Given a score at each bound: 0, every inner edge, and 1
+    scores = list(SCORE_BOUNDS)
+
+    counts = behaviour_counts(scores, threshold=0.5)
+
+    # Then bucket i holds [edge i, edge i+1): each edge opens its bucket, and 1 closes the last
+    assert histogram(counts) == [1] * (len(SCORE_BUCKETS) - 1) + [2]
+    assert counts[PREDICTIONS] == len(scores)
+
+
+def test_flagged_counts_scores_at_or_above_the_threshold_as_the_response_decides() -> None:
+    counts = behaviour_counts([0.2, 0.7, 0.7000001, 0.69999], threshold=0.7)
+
+    assert (counts[PREDICTIONS], counts[FLAGGED]) == (4, 2)
+
+
+def test_a_request_names_every_metric_in_a_fixed_order_within_the_format_limits() -> None:
+    counts = behaviour_counts([0.0004], threshold=0.5)
+
+    assert list(counts) == list(BEHAVIOUR_METRICS)
+    assert histogram(counts) == [1] + [0] * (len(SCORE_BUCKETS) - 1)
+    # An EMF directive holds at most 100 metrics and a dimension set 30 keys
+    assert len(BEHAVIOUR_METRICS) <= 100 and len(VERSION_DIMENSIONS) <= 30
+    assert all(1 <= len(name) <= 255 and name.isascii() for name in BEHAVIOUR_METRICS)
+    assert version_dimensions(environment="prod", model="fraud", version=12) == {
+        "Environment": "prod",
+        "Model": "fraud",
+        "ModelVersion": "12",
+    }
+
+
+def test_the_holdout_behaviour_is_the_fraction_flagged_and_the_histogram() -> None:
+    scores = [0.0001] * 90 + [0.3] * 7 + [0.995] * 3
+
+    behaviour = holdout_behaviour(scores, threshold=0.3)
+
+    assert behaviour["alert_rate"] == pytest.approx(0.10)
+    assert (behaviour["flagged"], behaviour["holdout_events"]) == (10, 100)
+    assert behaviour["score_histogram"]["bounds"] == list(SCORE_BOUNDS)
+    assert behaviour["score_histogram"]["counts"] == [90, 0, 0, 0, 7, 0, 0, 0, 3, 0]
+
+
+def test_an_empty_holdout_has_no_behaviour_to_record() -> None:
+    with pytest.raises(ValueError, match="holdout is empty"):
+        holdout_behaviour([], threshold=0.5)
+
+
+@pytest.mark.parametrize(
+    ("manifest", "expected"),
+    [
+        ({"behaviour": {"alert_rate": 0.0125}, "metrics": {"alert_rate": 0.01}}, 0.0125),
+        # A manifest written before sds recorded behaviour: the rate the threshold was chosen for
+        ({"metrics": {"alert_rate": 0.01}}, 0.01),
+        ({"metrics": {"alert_rate": 1}}, 1.0),
+        ({}, None),
+        ({"metrics": {}}, None),
+        ({"behaviour": {"alert_rate": 0}}, None),
+        ({"behaviour": {"alert_rate": 1.5}}, None),
+        ({"behaviour": {"alert_rate": math.nan}}, None),
+        ({"behaviour": {"alert_rate": True}}, None),
+        ({"behaviour": {"alert_rate": "0.01"}}, None),
+        # A behaviour block that says nothing about the rate does not fall back to a guess
+        ({"behaviour": {"alert_rate": None}, "metrics": {"alert_rate": 0.01}}, None),
+        ({"behaviour": "broken", "metrics": {"alert_rate": 0.01}}, 0.01),
+    ],
+)
+def test_the_expected_alert_rate_is_read_from_the_manifest_or_is_unknown(
+    manifest: dict[str, Any], expected: float | None
+) -> None:
+    assert expected_alert_rate(manifest) == expected
