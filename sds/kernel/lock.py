@@ -1,7 +1,9 @@
 """models.lock.json: which model version (and its sha256) each environment serves.
 
 `promote` and `rollback` write it; the CDK app reads it and puts the pin into the Lambda's
-environment, so `cdk diff` shows `MODEL_VERSION 12 -> 13`. Writes are atomic (temp file + rename)
+environment, so `cdk diff` shows `MODEL_VERSION 12 -> 13`. A pin also carries the alert rate its
+version's manifest expects (`sds.kernel.behaviour.expected_alert_rate`), which the deployment's
+alert-rate alarms are built around: the CDK app reads no registry at synth time. Writes are atomic (temp file + rename)
 and serialized with an advisory lock, so two operators promoting different environments at once
 never lose each other's pin.
 """
@@ -15,10 +17,11 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sds.kernel.behaviour import is_alert_rate
 from sds.kernel.errors import SdsError
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -30,17 +33,31 @@ class LockFileError(SdsError, ValueError):
 
 @dataclass(frozen=True)
 class Pin:
+    """Which model an environment serves (version and sha256: a pin's identity), and what that
+    version is expected to flag (None: unknown, as in pins written before sds recorded it)."""
+
     version: int
     sha256: str
+    # Not part of the identity: the same model, read from a Lambda's environment (which does not
+    # carry it), is the same pin.
+    expected_alert_rate: float | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 1:
             raise LockFileError(f"pin version must be a positive integer, got {self.version!r}")
         if not isinstance(self.sha256, str) or not _SHA256.match(self.sha256):
             raise LockFileError(f"pin sha256 must be 64 lowercase hex digits, got {self.sha256!r}")
+        if self.expected_alert_rate is not None and not is_alert_rate(self.expected_alert_rate):
+            raise LockFileError(
+                "pin expected_alert_rate must be a number in (0, 1], got "
+                f"{self.expected_alert_rate!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": self.version, "sha256": self.sha256}
+        document: dict[str, Any] = {"version": self.version, "sha256": self.sha256}
+        if self.expected_alert_rate is not None:
+            document["expected_alert_rate"] = self.expected_alert_rate
+        return document
 
 
 @dataclass(frozen=True)
@@ -68,7 +85,11 @@ def parse_lock(text: str, *, where: str = "models.lock.json") -> LockFile:
         if not isinstance(raw, dict):
             raise LockFileError(f"{where}: environments.{env}: expected an object")
         try:
-            pins[env] = Pin(version=raw.get("version"), sha256=raw.get("sha256"))  # type: ignore[arg-type]
+            pins[env] = Pin(
+                version=raw.get("version"),  # type: ignore[arg-type]
+                sha256=raw.get("sha256"),  # type: ignore[arg-type]
+                expected_alert_rate=raw.get("expected_alert_rate"),
+            )
         except LockFileError as exc:
             raise LockFileError(f"{where}: environments.{env}: {exc}") from None
     return LockFile(model=str(document.get("model", "")), pins=pins)
@@ -139,6 +160,12 @@ def sync_pin(path: Path, *, model: str, env: str, current: Callable[[], Pin | No
             pins.pop(env, None)
         else:
             pins[env] = pin
-        if pins != lock.pins or not path.exists():
+        # Compared as written: a pin's expected alert rate is not part of its identity, but a
+        # pin that gains one (a promotion re-run on a lock from before it) is rewritten.
+        if _documents(pins) != _documents(lock.pins) or not path.exists():
             atomic_write_text(path, LockFile(model=model, pins=pins).to_json())
         return pin
+
+
+def _documents(pins: dict[str, Pin]) -> dict[str, dict[str, Any]]:
+    return {env: pin.to_dict() for env, pin in pins.items()}

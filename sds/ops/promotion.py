@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sds.kernel.behaviour import expected_alert_rate
 from sds.kernel.errors import Refused, SdsError
 from sds.kernel.lock import Pin, sync_pin
 from sds.kernel.registry import (
@@ -191,7 +192,16 @@ def check_gates(ws: Workspace, env: str, version: Version) -> list[GateResult]:
 def _sync_pin(ws: Workspace, env: str, registry: Registry) -> Pin | None:
     def current() -> Pin | None:
         state = registry.get_alias(env)
-        return None if state is None else Pin(version=state.version, sha256=state.sha256)
+        if state is None:
+            return None
+        # What the version's manifest expects it to flag: the deployment's alert-rate alarms
+        # are built around it, and the CDK app reads only the lock file.
+        manifest = registry.get_version(state.version).manifest
+        return Pin(
+            version=state.version,
+            sha256=state.sha256,
+            expected_alert_rate=expected_alert_rate(manifest),
+        )
 
     return sync_pin(ws.lock_path, model=ws.model, env=env, current=current)
 

@@ -183,6 +183,44 @@ def test_pins_round_trip_and_leave_other_environments_alone(tmp_path: Path) -> N
     assert set(read_lock(lock, model="fraud").pins) == {"prod"}
 
 
+def test_a_pin_carries_its_versions_expected_alert_rate_and_is_the_same_pin_without_it(
+    tmp_path: Path,
+) -> None:
+    # Given a pin written with the alert rate its version's manifest expects
+    lock = tmp_path / "models.lock.json"
+    write_pin(lock, model="fraud", env="prod", pin=Pin(3, SHA_A, expected_alert_rate=0.0125))
+
+    # When the lock is read back
+    pin = read_lock(lock, model="fraud").pins["prod"]
+
+    # Then the rate is there, in the file a reviewer reads too
+    assert pin.expected_alert_rate == 0.0125
+    assert json.loads(lock.read_text())["environments"]["prod"] == {
+        "version": 3,
+        "sha256": SHA_A,
+        "expected_alert_rate": 0.0125,
+    }
+    # And it is the same pin as the model a Lambda's environment names (which has no rate)
+    assert pin == Pin(3, SHA_A)
+
+
+def test_a_pin_written_before_alert_rates_reads_as_unknown_and_is_rewritten_when_one_is_known(
+    tmp_path: Path,
+) -> None:
+    # Given a lock file from before pins carried a rate
+    lock = tmp_path / "models.lock.json"
+    lock.write_text(
+        json.dumps({"model": "fraud", "environments": {"prod": {"version": 3, "sha256": SHA_A}}})
+    )
+    assert read_lock(lock, model="fraud").pins["prod"].expected_alert_rate is None
+
+    # When the same pin is synced with its rate (a promotion re-run)
+    write_pin(lock, model="fraud", env="prod", pin=Pin(3, SHA_A, expected_alert_rate=0.01))
+
+    # Then the file gains it
+    assert read_lock(lock, model="fraud").pins["prod"].expected_alert_rate == 0.01
+
+
 def test_concurrent_pin_writes_for_different_environments_lose_nothing(tmp_path: Path) -> None:
     lock = tmp_path / "models.lock.json"
     envs = [f"env{i}" for i in range(12)]
@@ -209,6 +247,11 @@ def test_concurrent_pin_writes_for_different_environments_lose_nothing(tmp_path:
             "positive integer",
         ),
         ('{"environments": {"dev": {"version": 2, "sha256": "xyz"}}}', "64 lowercase hex"),
+        (
+            '{"environments": {"dev": {"version": 2, "sha256": "' + SHA_A + '", '
+            '"expected_alert_rate": 2}}}',
+            r"environments.dev: pin expected_alert_rate must be a number in \(0, 1\], got 2",
+        ),
         ('{"model": "other", "environments": {}}', "pins model 'other'"),
     ],
 )

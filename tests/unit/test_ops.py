@@ -48,6 +48,53 @@ def test_promote_moves_alias_and_writes_pin_with_sha(ws: Workspace) -> None:
     assert ws.registry("dev").get_alias("dev").version == 1  # type: ignore[union-attr]
 
 
+def test_the_pin_carries_the_alert_rate_the_versions_manifest_expects(ws: Workspace) -> None:
+    # Given a version whose manifest records what it flags on its holdout
+    version = ws.registry("dev").register(
+        {"model.onnx": b"onnx-behaviour", "model.skops": b"skops-behaviour"},
+        {"metrics": {**GOOD, "alert_rate": 0.01}, "behaviour": {"alert_rate": 0.0125}},
+        actor="tester",
+    )
+
+    # When it is promoted
+    promote(ws, to_env="dev", version=version.number)
+
+    # Then the pin the CDK app deploys carries that rate, for the alert-rate alarms
+    assert read_lock(ws.lock_path, model=ws.model).pins["dev"].expected_alert_rate == 0.0125
+
+
+def test_re_running_a_promotion_adds_the_rate_to_a_pin_written_before_rates(
+    ws: Workspace,
+) -> None:
+    # Given a version live in dev, and a lock file from before pins carried a rate
+    version = register(ws, metrics={**GOOD, "alert_rate": 0.02})
+    promote(ws, to_env="dev", version=version.number)
+    ws.lock_path.write_text(
+        json.dumps(
+            {"model": ws.model, "environments": {"dev": {"version": 1, "sha256": version.sha256}}}
+        )
+    )
+
+    # When the promotion is run again (a no-op for the alias)
+    change = promote(ws, to_env="dev", version=version.number)
+
+    # Then the pin gains the rate the version's threshold was chosen for
+    assert not change.changed
+    assert read_lock(ws.lock_path, model=ws.model).pins["dev"].expected_alert_rate == 0.02
+
+
+def test_a_rollback_pins_the_rate_of_the_version_it_returns_to(ws: Workspace) -> None:
+    first = register(ws, metrics={**GOOD, "alert_rate": 0.01})
+    second = register(ws, metrics={**GOOD, "alert_rate": 0.05})
+    promote(ws, to_env="dev", version=first.number)
+    promote(ws, to_env="dev", version=second.number)
+    assert read_lock(ws.lock_path, model=ws.model).pins["dev"].expected_alert_rate == 0.05
+
+    rollback(ws, env="dev")
+
+    assert read_lock(ws.lock_path, model=ws.model).pins["dev"].expected_alert_rate == 0.01
+
+
 def test_promote_again_is_a_no_op(ws: Workspace) -> None:
     register(ws)
     promote(ws, to_env="dev", version=1)
