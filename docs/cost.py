@@ -15,7 +15,8 @@ ingestion and storage, S3 and ECR storage, data processed by endpoints, X-Ray tr
 - Secrets Manager secrets;
 - CloudWatch dashboards and alarm metrics beyond the free tier, which is per account: the
   environments sharing an account (cdk.json `infra.account`; unset means the deploying
-  account, so all of them) use it up in chain order, so the later environments pay;
+  account, so all of them) use it up in chain order, so the later environments pay. Every
+  environment is priced serving a model, so its pinned version's alert-rate alarms count;
 - Lambda provisioned concurrency (memory x concurrency, all month);
 - AWS WAF web ACLs (`AWS::WAFv2::WebACL`), and each rule or rule group in them (requests
   inspected are pay per use);
@@ -463,11 +464,18 @@ def synthesized_templates() -> tuple[
     from aws_cdk.assertions import Template
 
     import app as cdk_app
+    from sds.kernel.lock import LockFile, Pin
 
     context = json.loads((ROOT / "cdk.json").read_text())["context"]
     with tempfile.TemporaryDirectory(prefix="sds-cost-") as outdir:
+        # Priced as they run, each serving a model: a pinned version's alert-rate alarms are
+        # counted whatever models.lock.json pins on this machine.
+        serving = Pin(version=1, sha256="0" * 64, expected_alert_rate=0.01)
+        lock = Path(outdir) / "models.lock.json"
+        pins = dict.fromkeys(context["environments"], serving)
+        lock.write_text(LockFile(model=context["model_name"], pins=pins).to_json())
         application = cdk.App(context=context, outdir=outdir)
-        stages = cdk_app.build(application, nag=False)
+        stages = cdk_app.build(application, lock_path=lock, nag=False)
         application.synth()
         templates = {
             (stage.node.id, stack.node.id): Template.from_stack(stack).to_json()

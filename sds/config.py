@@ -250,6 +250,34 @@ class DeploymentSettings:
 
 
 @dataclass(frozen=True)
+class AlertRateAlarmSettings:
+    """`infra.alarms.alert_rate`: two alarms on the pinned model version's own alert rate (the
+    fraction of events it flags), against the rate its manifest expects (carried by the pin).
+
+    Neither alarm fires on less evidence than `min_expected_flags` flags: "too high" judges a
+    period once its threshold means that many flags, "too low" once that many were expected; a
+    quieter period reads as expected, so a canary's first few requests never decide. Each alarm
+    fires on 2 of 3 periods out of band."""
+
+    enabled: bool = True
+    # Out of band: above max_ratio x, or below min_ratio x, the expected rate.
+    max_ratio: float = 3.0
+    min_ratio: float = 0.33
+    min_expected_flags: int = 20
+    period_minutes: int = 1
+
+    def __post_init__(self) -> None:
+        _require(self.max_ratio > 1, "max_ratio", "must be > 1 (a multiple of the expected rate)")
+        _require(0 < self.min_ratio < 1, "min_ratio", "must be between 0 and 1 (a fraction of it)")
+        _require(self.min_expected_flags >= 1, "min_expected_flags", "must be >= 1")
+        _require(
+            1 <= self.period_minutes <= 60,
+            "period_minutes",
+            "must be between 1 and 60 (the alarm judges 3 periods)",
+        )
+
+
+@dataclass(frozen=True)
 class AlarmSettings:
     """`infra.alarms`: the alarms that roll a deployment back, and who hears about them."""
 
@@ -257,6 +285,7 @@ class AlarmSettings:
     p99_duration_ms: int = 1000
     throttles: int = 5
     api_5xx: int = 5
+    alert_rate: AlertRateAlarmSettings = field(default_factory=AlertRateAlarmSettings)
     # An e-mail address subscribed to a KMS-encrypted SNS topic every alarm notifies.
     topic_email: str | None = None
     # An existing SNS topic (same region) every alarm notifies too, e.g. a team's paging topic.

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from sds.config import (
     AlarmSettings,
+    AlertRateAlarmSettings,
     ApiSettings,
     CrossAccountPromotion,
     DeploymentSettings,
@@ -33,6 +34,7 @@ from sds.kernel.lock import Pin
 
 __all__ = [
     "AlarmSettings",
+    "AlertRateAlarmSettings",
     "ApiSettings",
     "CrossAccountPromotion",
     "DeploymentSettings",

@@ -1,6 +1,7 @@
-"""Inference stack: the function and alias `live`, its API, alarm-guarded deployment and where its
-alarms go, dashboard, the promoter and promotion-source policies (and, for readers in other
-accounts, the promotion source role), and the discovery parameters tools read."""
+"""Inference stack: the function and alias `live`, its API, alarm-guarded deployment (with alarms on
+the pinned model version's alert rate) and where its alarms go, dashboard, the promoter and
+promotion-source policies (and, for readers in other accounts, the promotion source role), and the
+discovery parameters tools read."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from constructs import Construct
 from sds.kernel.discovery import INFERENCE_STACK
 from stacks.components.activation_hook import ActivationHook
 from stacks.components.alarm_notifications import AlarmNotifications
+from stacks.components.alert_rate_alarms import alert_rate_alarms
 from stacks.components.dashboard import OperationsDashboard
 from stacks.components.discovery import publish_discovery
 from stacks.components.inference_api import InferenceApi
@@ -101,6 +103,15 @@ class InferenceStack(cdk.Stack):
             guarded=model.function,
             logs=logs,
         )
+        # The pinned version's own behaviour: they change with the pin, as cdk diff shows.
+        behaviour = alert_rate_alarms(
+            self,
+            "ModelBehaviour",
+            environment=environment,
+            model_name=model_name,
+            pin=pin,
+            settings=alarms.alert_rate,
+        )
         guarded = SafeDeployment(
             self,
             "Deployment",
@@ -112,15 +123,18 @@ class InferenceStack(cdk.Stack):
             alarms=alarms,
             topics=notifications.topics,
             pre_traffic_hook=hook.function,
+            model_alarms=[] if behaviour is None else behaviour.alarms,
         )
         if dashboard:
             OperationsDashboard(
                 self,
                 "Operations",
                 environment=environment,
+                model_name=model_name,
                 alias=model.alias,
                 stage=rest_api.stage,
                 alarms=guarded.alarms,
+                model_alarms=[] if behaviour is None else behaviour.alarms,
             )
         promoter = PromoterPolicy(
             self,

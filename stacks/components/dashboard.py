@@ -1,4 +1,5 @@
-"""One CloudWatch dashboard per environment: traffic, errors, latency and the deployment alarms."""
+"""One CloudWatch dashboard per environment: traffic, errors, latency, the deployment alarms, and
+what each model version flags."""
 
 from __future__ import annotations
 
@@ -8,7 +9,34 @@ from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
+from sds.kernel.behaviour import (
+    ENVIRONMENT,
+    FLAGGED,
+    MODEL,
+    NAMESPACE,
+    PREDICTIONS,
+    VERSION_DIMENSIONS,
+)
+
 _PERIOD = cdk.Duration.minutes(1)
+
+
+def per_version(
+    metric_name: str, *, environment: str, model_name: str
+) -> cloudwatch.MathExpression:
+    """One line per model version serving in the environment (a search, so a new pin changes
+    nothing here: during a canary both versions show side by side)."""
+    schema = ",".join((NAMESPACE, *VERSION_DIMENSIONS))
+    return cloudwatch.MathExpression(
+        expression=(
+            f'SEARCH(\'{{{schema}}} MetricName="{metric_name}" '
+            f'{ENVIRONMENT}="{environment}" {MODEL}="{model_name}"\', \'Sum\', '
+            f"{int(_PERIOD.to_seconds())})"
+        ),
+        using_metrics={},
+        period=_PERIOD,
+        label="",
+    )
 
 
 class OperationsDashboard(Construct):
@@ -18,9 +46,11 @@ class OperationsDashboard(Construct):
         construct_id: str,
         *,
         environment: str,
+        model_name: str,
         alias: lambda_.Alias,
         stage: apigw.Stage,
         alarms: list[cloudwatch.Alarm],
+        model_alarms: list[cloudwatch.Alarm],
     ) -> None:
         super().__init__(scope, construct_id)
         self.dashboard = cloudwatch.Dashboard(
@@ -31,7 +61,8 @@ class OperationsDashboard(Construct):
         self.dashboard.add_widgets(
             cloudwatch.TextWidget(
                 markdown=f"# sds {environment}\nAlias `live` of the inference function, its API "
-                "stage, and the alarms that roll a CodeDeploy deployment back.",
+                "stage, the alarms that roll a CodeDeploy deployment back, and what each model "
+                "version flags.",
                 width=24,
                 height=2,
             )
@@ -82,3 +113,18 @@ class OperationsDashboard(Construct):
                 width=12,
             ),
         )
+        behaviour: list[cloudwatch.IWidget] = [
+            cloudwatch.AlarmWidget(
+                title=f"{alarm.node.id}: the pinned version's alert rate", alarm=alarm, width=6
+            )
+            for alarm in model_alarms
+        ]
+        behaviour.extend(
+            cloudwatch.GraphWidget(
+                title=f"{name} per model version",
+                left=[per_version(name, environment=environment, model_name=model_name)],
+                width=12 - 3 * len(model_alarms),
+            )
+            for name in (PREDICTIONS, FLAGGED)
+        )
+        self.dashboard.add_widgets(*behaviour)

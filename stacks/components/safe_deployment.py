@@ -62,8 +62,9 @@ def api_server_errors(*, api_name: str, stage_name: str) -> cloudwatch.Metric:
 class SafeDeployment(Construct):
     """Alarms on the alias (error rate, throttles, p99 duration) and the API stage (5xx), and a
     CodeDeploy deployment group that shifts `live` with the environment's strategy and rolls back
-    automatically when any of them fires. `pre_traffic_hook` runs before any traffic shifts (the
-    AppSpec's `BeforeAllowTraffic`); a `Failed` from it fails the deployment."""
+    automatically when any of them fires, or any of `model_alarms` (the pinned version's own
+    behaviour). `pre_traffic_hook` runs before any traffic shifts (the AppSpec's
+    `BeforeAllowTraffic`); a `Failed` from it fails the deployment."""
 
     def __init__(
         self,
@@ -78,14 +79,18 @@ class SafeDeployment(Construct):
         alarms: AlarmSettings,
         topics: Sequence[sns.ITopic],
         pre_traffic_hook: lambda_.IFunction | None = None,
+        model_alarms: Sequence[cloudwatch.Alarm] = (),
     ) -> None:
         super().__init__(scope, construct_id)
-        self.alarms = self._build_alarms(
-            environment=environment,
-            alias=alias,
-            api_5xx_count=api_server_errors(api_name=api_name, stage_name=stage_name),
-            settings=alarms,
-        )
+        self.alarms = [
+            *self._build_alarms(
+                environment=environment,
+                alias=alias,
+                api_5xx_count=api_server_errors(api_name=api_name, stage_name=stage_name),
+                settings=alarms,
+            ),
+            *model_alarms,
+        ]
         for topic in topics:
             action = cw_actions.SnsAction(topic)
             for alarm in self.alarms:

@@ -23,8 +23,7 @@ from stacks.bundling import build_bundle, find_python
 from stacks.components.nag import recording_only
 from tests.infra.synth import (
     CDK_CLI,
-    DEV_PIN,
-    PROD_PIN,
+    PINS,
     ROOT,
     CliSynth,
     NagAudit,
@@ -51,7 +50,7 @@ def lambda_bundle(lambda_python: str) -> Path:
 def lock_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("lock") / "models.lock.json"
     model = cdk_context()["model_name"]
-    path.write_text(LockFile(model=model, pins={"dev": DEV_PIN, "prod": PROD_PIN}).to_json())
+    path.write_text(LockFile(model=model, pins=PINS).to_json())
     return path
 
 

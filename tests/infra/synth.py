@@ -28,10 +28,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 CDK_CLI = ROOT / "node_modules" / ".bin" / "cdk"
 
-# Pins the session app deploys: dev and prod pinned, staging deliberately not (it must still
-# synthesize and answer 503 at run time).
-DEV_PIN = Pin(version=3, sha256="a" * 64)
-PROD_PIN = Pin(version=7, sha256="b" * 64)
+# Pins the session app deploys: every cdk.json environment pinned with the alert rate its
+# version's manifest expects (as `make cost` prices them: serving a model, alert-rate alarms
+# included), the variant deliberately not (it must still synthesize and answer 503 at run time).
+DEV_PIN = Pin(version=3, sha256="a" * 64, expected_alert_rate=0.02)
+STAGING_PIN = Pin(version=5, sha256="d" * 64, expected_alert_rate=0.0125)
+PROD_PIN = Pin(version=7, sha256="b" * 64, expected_alert_rate=0.01)
+PINS = {"dev": DEV_PIN, "staging": STAGING_PIN, "prod": PROD_PIN}
 
 
 @dataclass(frozen=True)

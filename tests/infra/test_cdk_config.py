@@ -91,6 +91,30 @@ def _settings(cls: type = Infra, prefix: str = "") -> dict[str, Any]:
         ({"alarms": {"p99_duration_ms": 0}}, "infra.alarms.p99_duration_ms: must be positive"),
         ({"alarms": {"throttles": 0}}, "infra.alarms.throttles: must be >= 1"),
         ({"alarms": {"api_5xx": 0}}, "infra.alarms.api_5xx: must be >= 1"),
+        (
+            {"alarms": {"alert_rate": {"max_ratio": 1}}},
+            "infra.alarms.alert_rate.max_ratio: must be > 1 (a multiple of the expected rate)",
+        ),
+        (
+            {"alarms": {"alert_rate": {"min_ratio": 1.5}}},
+            "infra.alarms.alert_rate.min_ratio: must be between 0 and 1 (a fraction of it)",
+        ),
+        (
+            {"alarms": {"alert_rate": {"min_expected_flags": 0}}},
+            "infra.alarms.alert_rate.min_expected_flags: must be >= 1",
+        ),
+        (
+            {"alarms": {"alert_rate": {"period_minutes": 90}}},
+            "infra.alarms.alert_rate.period_minutes: must be between 1 and 60",
+        ),
+        (
+            {"alarms": {"alert_rate": {"enabled": "no"}}},
+            "infra.alarms.alert_rate.enabled: expected bool, got str",
+        ),
+        (
+            {"alarms": {"alert_rate": {"ratio": 2}}},
+            "environments.dev.infra.alarms.alert_rate: unknown key(s) ratio; known: enabled",
+        ),
         ({"training": {"cpu": 3000}}, "infra.training.cpu: must be a Fargate CPU size"),
         ({"training": {"memory_mb": 256}}, "infra.training.memory_mb: must be between 512 and"),
         ({"training": {"data_prefix": "/history/"}}, "infra.training.data_prefix: must be a"),

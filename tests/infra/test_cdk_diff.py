@@ -1,4 +1,5 @@
-"""What a reviewer sees: `cdk diff` of a promotion names the model version it deploys."""
+"""What a reviewer sees: `cdk diff` of a promotion names the model version it deploys, and the
+alarms on its alert rate that replace the previous version's."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def test_cdk_diff_of_a_promotion_shows_model_version_and_a_new_retained_lambda_v
     cli_synth.wait()  # one CLI at a time on a 2-core machine
     # Given prod deployed with the session's pin (v7) and a proposed lock promoting v8
     deployed = next(synthesized.outdir.glob("assembly-prod/prodInference*.template.json"))
-    promoted = Pin(version=PROD_PIN.version + 1, sha256="c" * 64)
+    promoted = Pin(version=PROD_PIN.version + 1, sha256="c" * 64, expected_alert_rate=0.012)
     proposed = tmp_path / "proposed.lock.json"
     proposed.write_text(LockFile(model="fraud", pins={"dev": DEV_PIN, "prod": promoted}).to_json())
     # When a reviewer runs the real CLI's diff (no AWS credentials: against the template)
@@ -64,10 +65,21 @@ def test_cdk_diff_of_a_promotion_shows_model_version_and_a_new_retained_lambda_v
         line.startswith("[-] AWS::Lambda::Version") and line.endswith("orphan") for line in lines
     )
     assert any(line.startswith("[~] AWS::Lambda::Alias") for line in lines)
-    # And nothing else changes
+    # And the alert-rate alarms of v7 are replaced by v8's (so none starts in v7's state), the
+    # deployment group and the dashboard following them
     changed = [
         line
         for line in lines
         if line.startswith(("[+] AWS::", "[-] AWS::", "[~] AWS::")) and "AWS::CDK::" not in line
     ]
-    assert len(changed) == 4, changed
+    alarms = sorted(line.split()[2] for line in changed if "AWS::CloudWatch::Alarm" in line)
+    assert alarms == sorted(
+        f"Inference/ModelBehaviourV{pin.version}/AlertRate{kind}"
+        for pin in (PROD_PIN, promoted)
+        for kind in ("High", "Low")
+    ), changed
+    assert [line[:3] for line in changed if "AWS::CloudWatch::Alarm" in line].count("[+]") == 2
+    assert any(line.startswith("[~] AWS::CodeDeploy::DeploymentGroup") for line in changed)
+    assert any(line.startswith("[~] AWS::CloudWatch::Dashboard") for line in changed)
+    # And nothing else changes
+    assert len(changed) == 4 + 4 + 2, changed

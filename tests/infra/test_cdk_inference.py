@@ -16,14 +16,13 @@ from tests.infra.infra_helpers import (
     resources,
     role_statements,
 )
-from tests.infra.synth import DEV_PIN, PROD_PIN, VARIANT, SynthesizedApp
+from tests.infra.synth import PINS, VARIANT, SynthesizedApp
 
 CODEDEPLOY_CONFIGS = {
     "all_at_once": "CodeDeployDefault.LambdaAllAtOnce",
     "canary_10_percent_5_minutes": "CodeDeployDefault.LambdaCanary10Percent5Minutes",
     "linear_10_percent_every_1_minute": "CodeDeployDefault.LambdaLinear10PercentEvery1Minute",
 }
-PINS = {"dev": DEV_PIN, "prod": PROD_PIN}
 PROMOTER_POLICY = "PromoterPolicyE707AE28"
 
 
@@ -125,7 +124,8 @@ def test_deployment_group_uses_the_configured_strategy_and_rolls_back_on_every_a
     assert props["AlarmConfiguration"]["Enabled"] is True
     watched = {alarm["Name"]["Ref"] for alarm in props["AlarmConfiguration"]["Alarms"]}
     assert watched == set(resources(template, "AWS::CloudWatch::Alarm"))
-    assert len(watched) == 4
+    # Four on the alias and the API, two on the pinned version's own alert rate
+    assert len(watched) == 6
 
 
 def test_alarms_watch_the_alias_and_the_api_with_configured_thresholds(
