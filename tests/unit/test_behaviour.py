@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sds.kernel.behaviour import (
     BEHAVIOUR_METRICS,
@@ -40,6 +43,26 @@ def test_flagged_counts_scores_at_or_above_the_threshold_as_the_response_decides
     counts = behaviour_counts([0.2, 0.7, 0.7000001, 0.69999], threshold=0.7)
 
     assert (counts[PREDICTIONS], counts[FLAGGED]) == (4, 2)
+
+
+@given(
+    scores=st.lists(
+        st.one_of(st.floats(0, 1), st.sampled_from(SCORE_BOUNDS)), min_size=1, max_size=100
+    ),
+    threshold=st.one_of(st.floats(0, 1), st.sampled_from(SCORE_BOUNDS)),
+)
+def test_every_score_counts_once_where_the_bucket_rule_and_the_response_put_it(
+    scores: list[float], threshold: float
+) -> None:
+    # Given any batch (edges and the threshold included)
+    counts = behaviour_counts(scores, threshold)
+    # Then each bucket holds the scores in [low, high) (the last one closed), as written out
+    for name, (low, high) in zip(SCORE_BUCKETS, pairwise(SCORE_BOUNDS), strict=True):
+        last = high == SCORE_BOUNDS[-1]
+        assert counts[name] == sum(low <= s < high or (last and s == high) for s in scores)
+    # And flagged is what the response calls is_fraud
+    assert counts[FLAGGED] == sum(score >= threshold for score in scores)
+    assert counts[PREDICTIONS] == sum(histogram(counts)) == len(scores)
 
 
 def test_a_request_names_every_metric_in_a_fixed_order_within_the_format_limits() -> None:
