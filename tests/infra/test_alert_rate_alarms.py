@@ -31,15 +31,6 @@ import aws_cdk as cdk
 import numpy as np
 import pytest
 from aws_cdk.assertions import Annotations, Match, Template
-from cloudwatch_model import (
-    Alarm,
-    Datapoint,
-    EmfError,
-    exact_metric,
-    parse_expression,
-    read_emf,
-    statistic,
-)
 
 import lambdas.inference.app as inference_app
 from lambdas.inference.app import InferenceApp
@@ -52,6 +43,15 @@ from sds.kernel.settings import ServingSettings
 from stacks.components.alert_rate_alarms import DATAPOINTS_TO_ALARM, EVALUATION_PERIODS
 from stacks.config import EnvironmentSpec, Pin, TrainingImage
 from stacks.stage import EnvironmentStage
+from tests.infra.cloudwatch_model import (
+    Alarm,
+    Datapoint,
+    EmfError,
+    exact_metric,
+    parse_expression,
+    read_emf,
+    statistic,
+)
 from tests.infra.infra_helpers import model_function, one, resources
 from tests.infra.synth import PINS, ROOT, VARIANT, SynthesizedApp, cdk_context
 from training.data import read_history, write_jsonl
