@@ -8,6 +8,11 @@ test asks for it, points the SDK at it through the environment (AWS_ENDPOINT_URL
 credentials, us-east-1) so child processes reach it too, and stops it at the end. `aws` hands
 the same server to one test after resetting its state; `s3_store` is an `S3Store` on a fresh
 bucket (the registry contract's S3 backend).
+
+`serial_moto_server` is a second moto server that answers one request at a time. moto's own
+server is threaded and does not lock its DynamoDB backend, so two conditional transactions sent
+at once can both pass their conditions, which DynamoDB never allows; tests of concurrent
+compare-and-swap writers use this one, where each request is atomic as on DynamoDB.
 """
 
 from __future__ import annotations
@@ -102,13 +107,23 @@ def _moto_command(port: int) -> list[str]:
     return [*base, "-H", "127.0.0.1", "-p", str(port)]
 
 
-@pytest.fixture(scope="session")
-def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
-    port = _free_port()
-    log = tmp_path_factory.mktemp("moto") / "server.log"
+# moto's WSGI application behind werkzeug's single-threaded server (HTTP/1.0: one connection,
+# one request, answered before the next is accepted).
+_SERIAL_MOTO = """
+import sys
+from werkzeug.serving import run_simple
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication, MotoRequestHandler, create_backend_app,
+)
+run_simple(sys.argv[1], int(sys.argv[2]), DomainDispatcherApplication(create_backend_app),
+           threaded=False, request_handler=MotoRequestHandler)
+"""
+
+
+def _start_moto(command: list[str], log: Path, port: int) -> MotoServer:
     with open(log, "wb") as handle:
         process = subprocess.Popen(
-            _moto_command(port),
+            command,
             stdout=handle,
             stderr=subprocess.STDOUT,
             env={
@@ -131,7 +146,23 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer
                 process.kill()
                 pytest.fail(f"moto_server did not start: {log.read_text()[-2000:]}")
             time.sleep(0.1)
-    server = MotoServer(endpoint=endpoint, process=process)
+    return MotoServer(endpoint=endpoint, process=process)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    port = _free_port()
+    log = tmp_path_factory.mktemp("moto") / "server.log"
+    server = _start_moto(_moto_command(port), log, port)
     # A developer's own AWS settings must not leak in (a profile, a per-service endpoint).
     leaking = [
         key
@@ -150,12 +181,23 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        _stop(server.process)
+
+
+@pytest.fixture(scope="session")
+def serial_moto_server(
+    tmp_path_factory: pytest.TempPathFactory, moto_server: MotoServer
+) -> Iterator[MotoServer]:
+    """A moto server answering one request at a time (see the module docstring). Clients reach
+    it through its `endpoint` (the environment still points at `moto_server`)."""
+    del moto_server  # its environment (fake credentials, region) is what this one needs too
+    port = _free_port()
+    log = tmp_path_factory.mktemp("moto-serial") / "server.log"
+    server = _start_moto([sys.executable, "-c", _SERIAL_MOTO, "127.0.0.1", str(port)], log, port)
+    try:
+        yield server
+    finally:
+        _stop(server.process)
 
 
 @pytest.fixture

@@ -103,18 +103,34 @@ class OnlineFeatures:
             for items in by_entity.values():
                 result.failed.update({str(e["event_id"]): str(exc) for _, e in items})
             return result
+        limit = self.store.max_events_per_commit
         for entity, items in by_entity.items():
-            self._apply_entity(entity, items, stored.get(entity, EMPTY), now, result)
+            current: Stored | None = stored.get(entity, EMPTY)
+            # A store may bound the events one commit records (DynamoDB: 99): an account with
+            # more in this batch is committed in parts, each atomic with its event ids.
+            step = limit or len(items)
+            for start in range(0, len(items), step):
+                current = self._apply_entity(
+                    entity, items[start : start + step], current, now, result
+                )
         return result
 
     def _apply_entity(
         self,
         entity: str,
         items: list[TimedEvent],
-        current: Stored,
+        current: Stored | None,
         now: int,
         result: ApplyResult,
-    ) -> None:
+    ) -> Stored | None:
+        """Fold and commit one part of an entity's events; the state it left (None: unknown,
+        read it again), and each event that could not be applied in `result.failed`."""
+        if current is None:
+            try:
+                current = self.store.read([entity]).get(entity, EMPTY)
+            except FeatureStoreError as exc:
+                result.failed.update({str(e["event_id"]): str(exc) for _, e in items})
+                return None
         for _attempt in range(COMMIT_ATTEMPTS):
             folded = fold(current.state, items, now=now, aggregates=self.aggregates)
             if not folded.applied:
@@ -129,6 +145,7 @@ class OnlineFeatures:
                     expires_at=self._expiry(folded.state, now),
                 )
                 result.commits += 1
+                current = Stored(folded.state, current.version + 1)
                 break
             except DuplicateEvents as exc:
                 result.duplicates += sum(1 for _, e in items if str(e["event_id"]) in exc.event_ids)
@@ -137,20 +154,21 @@ class OnlineFeatures:
                 pass
             except FeatureStoreError as exc:
                 result.failed.update({str(e["event_id"]): str(exc) for _, e in items})
-                return
+                return None
             result.retries += 1
             try:
                 current = self.store.read([entity]).get(entity, EMPTY)
             except FeatureStoreError as exc:
                 result.failed.update({str(e["event_id"]): str(exc) for _, e in items})
-                return
+                return None
         else:
             reason = f"{entity}: still conflicting after {COMMIT_ATTEMPTS} attempts"
             result.failed.update({str(e["event_id"]): reason for _, e in items})
-            return
+            return None
         result.applied += len(folded.applied)
         result.too_old += len(folded.too_old)
         result.ignored += len(folded.ignored)
+        return current
 
     def _expiry(self, state: EntityState, now: int) -> int:
         """When nothing in `state` can count any more (DynamoDB TTL, SQLite expiry)."""

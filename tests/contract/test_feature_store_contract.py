@@ -1,10 +1,17 @@
 """What the online feature store guarantees, for every backend (SQLite locally, DynamoDB on AWS):
 one-round-trip reads, compare-and-swap commits, and event ids recorded exactly once, so the
-updater over it is idempotent and safe under concurrency."""
+updater over it is idempotent and safe under concurrency.
+
+The DynamoDB backend runs against a moto server the session starts (tests/conftest.py), on a
+fresh table per test created as the stack creates it, through the kernel's own client. It is the
+server that answers one request at a time: moto's threaded one lets two concurrent conditional
+transactions both pass, which DynamoDB never does, and the concurrency test below would then
+count events twice for moto's sake, not the store's."""
 
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,16 +19,18 @@ from typing import Any
 import pytest
 
 from sds.kernel.aggregates import AGGREGATES, DAY, HOUR, MINUTE, SECOND
+from sds.kernel.aws.dynamodb import DynamoDBClient
 from sds.kernel.featurestore import (
     DuplicateEvents,
     FeatureStore,
     Stored,
     VersionConflict,
 )
+from sds.kernel.featurestore.dynamodb import DynamoDBFeatureStore, table_definition
 from sds.kernel.featurestore.sqlite import SqliteFeatureStore
 from sds.kernel.online import OnlineFeatures
 
-FEATURE_STORE_BACKENDS = ["sqlite"]
+FEATURE_STORE_BACKENDS = ["sqlite", "dynamodb"]
 T0 = 1_767_225_600 * SECOND
 BURST = next(a.name for a in AGGREGATES if a.name == "failed_logins_last_1h")
 STATE = {BURST: {T0: 2}}
@@ -31,13 +40,24 @@ STATE = {BURST: {T0: 2}}
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Any]]:
     """A factory: each call opens the same store again (as another process or Lambda would)."""
     opened: list[Any] = []
+    table = ""
+    endpoint = ""
+    if request.param == "dynamodb":
+        endpoint = request.getfixturevalue("serial_moto_server").endpoint
+        table = f"features-{uuid.uuid4().hex[:12]}"
+        DynamoDBClient(endpoint_url=endpoint).call("CreateTable", table_definition(table))
 
     def make() -> FeatureStore:
+        store: SqliteFeatureStore | DynamoDBFeatureStore
         if request.param == "sqlite":
             store = SqliteFeatureStore(tmp_path / "features.db")
-            opened.append(store)
-            return store
-        raise AssertionError(f"unknown backend {request.param}")
+        elif request.param == "dynamodb":
+            client = DynamoDBClient(endpoint_url=endpoint)
+            store = DynamoDBFeatureStore(table, client=client, consistent_read=True)
+        else:
+            raise AssertionError(f"unknown backend {request.param}")
+        opened.append(store)
+        return store
 
     yield make
     for store in opened:
@@ -112,6 +132,20 @@ def test_an_out_of_order_event_lands_in_its_own_bucket(store: FeatureStore) -> N
     # At 01:02 the 1-hour window starts at 00:00 floor(5 min): both count; at 01:06 only one
     assert online.read([("acct", T0 + HOUR + 2 * MINUTE)])[0][BURST] == 2
     assert online.read([("acct", T0 + HOUR + 6 * MINUTE)])[0][BURST] == 1
+
+
+def test_an_account_with_hundreds_of_events_in_one_batch_gets_every_one_once(
+    store: FeatureStore,
+) -> None:
+    # Given 250 failed logins of one account in one batch (more than a DynamoDB transaction holds)
+    online = OnlineFeatures(store)
+    events = [(T0 + i, login(f"e{i}")) for i in range(250)]
+    # When the updater applies them, and the same batch again
+    first = online.apply(events, now=T0 + 300)
+    again = online.apply(events, now=T0 + 301)
+    # Then each counted once
+    assert (first.applied, first.failed, again.applied, again.duplicates) == (250, {}, 0, 250)
+    assert online.read([("acct", T0 + MINUTE)])[0][BURST] == 250
 
 
 def test_concurrent_updaters_lose_no_event_and_count_none_twice(

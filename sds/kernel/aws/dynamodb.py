@@ -7,7 +7,8 @@ follow `UnprocessedKeys` and `LastEvaluatedKey`. `to_item` / `from_item` convert
 Python values and typed attribute values.
 
 Errors come back as `AwsError` with DynamoDB's code (`ResourceNotFoundException`,
-`ValidationException`, `ConditionalCheckFailedException`, ...); throttling
+`ValidationException`, `ConditionalCheckFailedException`, ...), and a cancelled transaction as
+`TransactionCanceled` with DynamoDB's reason for each of its items; throttling
 (`ProvisionedThroughputExceededException`, `ThrottlingException`), 5xx and a body whose
 `x-amz-crc32` does not match are retried (sds.kernel.aws.client).
 """
@@ -33,6 +34,15 @@ UNPROCESSED_ROUNDS = 8
 Item = dict[str, Any]
 
 
+class TransactionCanceled(AwsError):
+    """`TransactWriteItems` wrote nothing; `reasons` holds DynamoDB's cancellation reason code
+    for each item in request order (`None` for an item that was not the cause)."""
+
+    def __init__(self, message: str, *, reasons: list[str | None], **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.reasons = reasons
+
+
 class DynamoDBClient(AwsClient):
     service = "dynamodb"
     service_id = "DynamoDB"
@@ -49,6 +59,17 @@ class DynamoDBClient(AwsClient):
         message = str(
             document.get("message") or document.get("Message") or response.reason or "failed"
         )
+        reasons = document.get("CancellationReasons")
+        if code == "TransactionCanceledException" and isinstance(reasons, list):
+            return TransactionCanceled(
+                message,
+                reasons=[_reason_code(reason) for reason in reasons],
+                service=self.service,
+                operation=operation,
+                code=code,
+                status=response.status,
+                request_id=response.headers.get("x-amzn-requestid"),
+            )
         return AwsError(
             message,
             service=self.service,
@@ -160,6 +181,11 @@ class DynamoDBClient(AwsClient):
             operation="Query",
             code="TooManyPages",
         )
+
+
+def _reason_code(reason: Any) -> str | None:
+    code = reason.get("Code") if isinstance(reason, dict) else None
+    return None if code in (None, "", "None") else str(code)
 
 
 # Typed attribute values ------------------------------------------------------------------------

@@ -10,8 +10,11 @@ lives in `sds.kernel.online`; a store only persists, with two guarantees:
   if none of the events is already recorded; otherwise nothing is written and it raises
   `VersionConflict` or `DuplicateEvents` (naming the duplicates).
 
-`open_feature_store("sqlite:///path/to/file.db" | "dynamodb://table")` picks the backend; both
-pass one contract suite (tests/contract/test_feature_store_contract.py).
+`open_feature_store("sqlite:///path/to/file.db" | "dynamodb://table")` picks the backend
+(`sds.kernel.featurestore.sqlite`, `sds.kernel.featurestore.dynamodb`); both pass one contract
+suite (tests/contract/test_feature_store_contract.py). A store may bound how many events one
+commit records (`max_events_per_commit`: DynamoDB's transactions hold 100 items); the updater
+splits an account's batch to fit.
 """
 
 from __future__ import annotations
@@ -56,6 +59,9 @@ EMPTY = Stored(state={}, version=0)
 
 
 class FeatureStore(Protocol):
+    # The most events one commit may record (None: no limit).
+    max_events_per_commit: int | None
+
     @property
     def uri(self) -> str: ...
 
@@ -78,8 +84,19 @@ class FeatureStore(Protocol):
         ...
 
 
-def open_feature_store(uri: str) -> FeatureStore:
+def open_feature_store(
+    uri: str, *, timeout: float | None = None, consistent_read: bool = False
+) -> FeatureStore:
+    """The store at `uri`. DynamoDB only: `timeout` (seconds) bounds each network attempt, so a
+    read on the request path fails in bounded time instead of hanging; `consistent_read` reads
+    strongly consistently (the updater's read before its compare-and-swap)."""
     parsed = urlparse(uri)
+    if parsed.scheme == "dynamodb":
+        if not parsed.netloc or parsed.path not in ("", "/") or parsed.query:
+            raise FeatureStoreError(f"{uri}: DynamoDB URIs look like dynamodb://<table name>")
+        from sds.kernel.featurestore.dynamodb import DynamoDBFeatureStore
+
+        return DynamoDBFeatureStore(parsed.netloc, timeout=timeout, consistent_read=consistent_read)
     if parsed.scheme == "sqlite":
         if parsed.netloc not in ("", "localhost") or not parsed.path:
             raise FeatureStoreError(f"{uri}: sqlite URIs look like sqlite:///absolute/path.db")

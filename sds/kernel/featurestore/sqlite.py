@@ -38,6 +38,8 @@ _MAX_VARIABLES = 500  # below SQLite's limit on bound parameters per statement
 
 
 class SqliteFeatureStore:
+    max_events_per_commit: int | None = None
+
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
