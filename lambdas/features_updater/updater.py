@@ -1,0 +1,160 @@
+"""The feature updater's logic: SQS batches of activity events in, the store's aggregates folded,
+the messages that must come back reported.
+
+Each SQS record holds one EventBridge envelope around one activity event
+(`sds.kernel.activity.activity_event`). The batch's valid events are folded together by
+`sds.kernel.online.OnlineFeatures.apply` (one read for all their accounts, one compare-and-swap
+commit per account), and the answer is SQS's partial batch response: only the messages whose
+event could not be applied come back to the queue (`batchItemFailures`), to be delivered again
+and, after the queue's `maxReceiveCount`, moved to the dead-letter queue, where an alarm fires.
+
+- a redelivered event (already folded, or twice in the batch) succeeds and is counted once;
+- an event older than the longest window is dropped, succeeds, and is counted (`TooOld`);
+- an event no aggregate reads succeeds (`Ignored`);
+- an invalid message (not an activity event, or one with problems) fails: retrying cannot fix
+  it, but it is kept in the dead-letter queue for whoever sent it (`Invalid`, and the problems
+  are logged);
+- an event dated more than `FUTURE_TOLERANCE` after the updater's clock fails (`FromTheFuture`):
+  a producer's clock is wrong, and folding it would keep a bucket until that date;
+- an event the store could not take (a conflict that would not settle, DynamoDB unavailable)
+  fails, and comes back.
+
+One Embedded Metric Format line per batch (namespace `sds/features`, dimension `Environment`)
+carries the counts: no API call, and no metric at all while nothing arrives.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from sds.kernel.activity import activity_event
+from sds.kernel.aggregates import MINUTE
+from sds.kernel.events import timed
+from sds.kernel.features import Problem
+from sds.kernel.online import ApplyResult, OnlineFeatures, now_micros
+
+logger = logging.getLogger("sds.features_updater")
+
+NAMESPACE = "sds/features"
+# How far ahead of the updater's clock an event may be dated (producers' clocks drift a little).
+FUTURE_TOLERANCE = 5 * MINUTE
+METRICS = (
+    "Events",
+    "Applied",
+    "Duplicates",
+    "TooOld",
+    "Ignored",
+    "Invalid",
+    "FromTheFuture",
+    "Failed",
+    "Commits",
+    "Retries",
+)
+
+MetricSink = Callable[[Mapping[str, float], Mapping[str, str]], None]
+
+
+def emf_metrics(values: Mapping[str, float], dimensions: Mapping[str, str]) -> None:
+    """One CloudWatch Embedded Metric Format log line (no API call)."""
+    document = {
+        "_aws": {
+            "Timestamp": int(time.time() * 1000),
+            "CloudWatchMetrics": [
+                {
+                    "Namespace": NAMESPACE,
+                    "Dimensions": [sorted(dimensions)],
+                    "Metrics": [{"Name": name, "Unit": "Count"} for name in values],
+                }
+            ],
+        },
+        **values,
+        **dimensions,
+    }
+    sys.stdout.write(json.dumps(document, separators=(",", ":")) + "\n")
+
+
+class FeatureUpdater:
+    def __init__(
+        self,
+        online: OnlineFeatures,
+        *,
+        environment: str = "unknown",
+        metrics: MetricSink = emf_metrics,
+        clock: Callable[[], int] = now_micros,
+    ) -> None:
+        self.online = online
+        self.dimensions = {"Environment": environment}
+        self.metrics = metrics
+        self.clock = clock
+
+    def handle(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        """An SQS event source batch in; the partial batch response out."""
+        records = event.get("Records")
+        if not isinstance(records, list):
+            raise ValueError("not an SQS event: no Records list")
+        now = self.clock()
+        counts = dict.fromkeys(METRICS, 0.0)
+        counts["Events"] = len(records)
+        failed: list[str] = []
+        pending: list[tuple[int, Mapping[str, Any]]] = []
+        messages_of: dict[str, list[str]] = {}  # event id -> the messages that carry it
+        for record in records:
+            message_id = str(record.get("messageId", "")) if isinstance(record, Mapping) else ""
+            parsed, problems = self._parse(record)
+            if parsed is None:
+                counts["Invalid"] += 1
+                logger.warning(
+                    "invalid activity event in message %s: %s",
+                    message_id or "?",
+                    "; ".join(f"{p.field}: {p.reason}" for p in problems[:10]),
+                )
+                failed.append(message_id)
+                continue
+            ((occurred, activity),) = timed([parsed])
+            if occurred > now + FUTURE_TOLERANCE:
+                counts["FromTheFuture"] += 1
+                logger.warning(
+                    "event %s of message %s is dated %s, ahead of the updater's clock by more "
+                    "than %d s: not folded (is the producer's clock right?)",
+                    activity["event_id"],
+                    message_id,
+                    activity["occurred_at"],
+                    FUTURE_TOLERANCE // 1_000_000,
+                )
+                failed.append(message_id)
+                continue
+            event_id = str(activity["event_id"])
+            if event_id not in messages_of:
+                pending.append((occurred, activity))
+            messages_of.setdefault(event_id, []).append(message_id)
+        result = self.online.apply(pending, now=now) if pending else ApplyResult()
+        for event_id, reason in result.failed.items():
+            logger.error("event %s not applied: %s", event_id, reason)
+            failed.extend(messages_of.get(event_id, []))
+        counts["Applied"] = result.applied
+        # Copies of an event inside this batch are duplicates too.
+        counts["Duplicates"] = result.duplicates + sum(len(m) - 1 for m in messages_of.values())
+        counts["TooOld"] = result.too_old
+        counts["Ignored"] = result.ignored
+        counts["Failed"] = len(result.failed)
+        counts["Commits"] = result.commits
+        counts["Retries"] = result.retries
+        self._emit(counts)
+        return {"batchItemFailures": [{"itemIdentifier": m} for m in dict.fromkeys(failed)]}
+
+    @staticmethod
+    def _parse(record: Any) -> tuple[dict[str, Any] | None, list[Problem]]:
+        if not isinstance(record, Mapping) or "body" not in record:
+            return None, [Problem("record", "is not an SQS message")]
+        return activity_event(record["body"])
+
+    def _emit(self, values: Mapping[str, float]) -> None:
+        try:
+            self.metrics(values, self.dimensions)
+        except Exception:  # metrics must never fail a batch
+            logger.exception("could not emit metrics")
