@@ -40,6 +40,8 @@ NAG_PACKS: tuple[type[NagPack], ...] = (
 # What the inference Lambda carries: the serving kernel and its handler, nothing else (the
 # pruner's code ships in its own function: an edit to it never publishes an inference version).
 LAMBDA_PACKAGES = ("sds.kernel", "lambdas.inference")
+# The feature updater's, in its own bundle: an edit to it never publishes an inference version.
+UPDATER_PACKAGES = ("sds.kernel", "lambdas.features_updater")
 
 
 def lambda_python_candidates() -> list[str]:
@@ -60,6 +62,19 @@ def lambda_bundle_spec(*, root: Path = ROOT, architecture: str, python: str) -> 
         source_root=root,
         packages=LAMBDA_PACKAGES,
         requirements=root / "lambdas" / "inference" / "requirements.txt",
+        architecture=architecture,
+        python=python,
+        pip=(sys.executable, "-m", "pip"),
+        build_root=root / "build",
+    )
+
+
+def updater_bundle_spec(*, root: Path = ROOT, architecture: str, python: str) -> BundleSpec:
+    """The feature updater's bundle: the kernel and its handler, with numpy (event validation)."""
+    return BundleSpec(
+        source_root=root,
+        packages=UPDATER_PACKAGES,
+        requirements=root / "lambdas" / "features_updater" / "requirements.txt",
         architecture=architecture,
         python=python,
         pip=(sys.executable, "-m", "pip"),
@@ -89,6 +104,7 @@ def build(
     lock = read_lock(lock_path, model=project.model_name)
     python = lambda_python or find_python(lambda_python_candidates())
     bundles: dict[str, Path] = {}
+    updaters: dict[str, Path] = {}
     stages = []
     for name, environment in project.environments.items():
         architecture = environment.infra.lambda_.architecture
@@ -96,12 +112,16 @@ def build(
             bundles[architecture] = build_bundle(
                 lambda_bundle_spec(root=root, architecture=architecture, python=python)
             )
+            updaters[architecture] = build_bundle(
+                updater_bundle_spec(root=root, architecture=architecture, python=python)
+            )
         spec = EnvironmentSpec(
             model_name=project.model_name,
             environment=environment,
             pin=lock.pins.get(name),
             lambda_code_dir=bundles[architecture],
             training_image=TrainingImage(context_dir=root),
+            updater_code_dir=updaters[architecture],
         )
         stages.append(EnvironmentStage(app, name, spec=spec))
     if nag:

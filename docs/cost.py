@@ -26,6 +26,15 @@ ingestion and storage, S3 and ECR storage, data processed by endpoints, X-Ray tr
   pruner it is unbounded and the script says so. It is an upper bound: a version not invoked
   for 14 days loses its snapshot (AWS Lambda Developer Guide, "Security model for Lambda
   SnapStart"), so older kept versions mostly cost nothing.
+- SQS requests of Lambda event source mappings on an empty queue: Lambda's pollers long-poll
+  (20 s) with up to five at a time, and as few as two when traffic is low (AWS Lambda Developer
+  Guide, "Configuring scaling behavior for SQS event source mappings"); five is counted, an
+  upper bound, against the SQS free tier of 1 million requests a month per account, used up in
+  chain order like the CloudWatch one.
+
+`PER_USE` holds the prices of what bills per event (DynamoDB requests, EventBridge events, SQS
+requests, Lambda invocations and duration), for estimates that multiply them by measured counts
+(the `features` section of `make bench`); they are not part of the idle cost.
 
 `--write` puts the summary table into README.md (between the `idle-cost` markers); `--check`
 exits 1 when the README's table is not what the templates give today. tests/infra/test_cost.py
@@ -126,6 +135,12 @@ PRICES: Mapping[str, Price] = {
         "per rule or rule group in a web ACL per month",
         "https://aws.amazon.com/waf/pricing/",
     ),
+    "sqs_requests": Price(
+        0.40,
+        "million",
+        "per million SQS requests; 1 million free a month per account",
+        "https://aws.amazon.com/sqs/pricing/",
+    ),
     "snapstart_cache": Price(
         0.0000015046,
         "GB-second",
@@ -136,6 +151,55 @@ PRICES: Mapping[str, Price] = {
 }
 FREE_DASHBOARDS = 3
 FREE_ALARM_METRICS = 10
+FREE_SQS_REQUESTS = 1_000_000
+SQS_IDLE_POLLERS = 5  # the most Lambda keeps polling an empty queue
+SQS_LONG_POLL_SECONDS = 20
+
+# us-east-1 list prices of what bills per use (not idle), each with where it is published.
+PER_USE: Mapping[str, Price] = {
+    "dynamodb_write_request_unit": Price(
+        0.625 / 1_000_000,
+        "request unit",
+        "per on-demand write request unit (1 KB; a transactional write takes 2 per KB)",
+        "https://aws.amazon.com/dynamodb/pricing/on-demand/",
+    ),
+    "dynamodb_read_request_unit": Price(
+        0.125 / 1_000_000,
+        "request unit",
+        "per on-demand read request unit (4 KB strongly consistent; eventually consistent 0.5)",
+        "https://aws.amazon.com/dynamodb/pricing/on-demand/",
+    ),
+    "eventbridge_event": Price(
+        1.00 / 1_000_000,
+        "event",
+        "per custom event put on a bus (each 64 KB chunk)",
+        "https://aws.amazon.com/eventbridge/pricing/",
+    ),
+    "eventbridge_archive_gb": Price(
+        0.10,
+        "GB",
+        "per GB of events archived (storage 0.023 per GB-month on top)",
+        "https://aws.amazon.com/eventbridge/pricing/",
+    ),
+    "sqs_request": Price(
+        0.40 / 1_000_000,
+        "request",
+        "per standard queue request (each 64 KB chunk); 1 million free a month per account",
+        "https://aws.amazon.com/sqs/pricing/",
+    ),
+    "lambda_request": Price(
+        0.20 / 1_000_000,
+        "request",
+        "per Lambda invocation",
+        "https://aws.amazon.com/lambda/pricing/",
+    ),
+    "lambda_gb_second_x86_64": Price(
+        0.0000166667,
+        "GB-second",
+        "per GB-second of Lambda duration (x86_64)",
+        "https://aws.amazon.com/lambda/pricing/",
+    ),
+}
 
 # Rows of the summary table, in order (every row is printed, zero or not, so a reader sees
 # what was looked for).
@@ -150,6 +214,7 @@ ROWS = (
     ("provisioned", "Lambda provisioned concurrency"),
     ("snapstart", "SnapStart caches (versions kept x memory)"),
     ("waf", "AWS WAF web ACLs and their rules"),
+    ("sqs_polling", "SQS long polls of idle event sources (beyond 1M free requests per account)"),
 )
 
 
@@ -183,7 +248,12 @@ def monthly(price: str, quantity: float) -> float:
     """`quantity` units of `price` for a month (hourly prices times 730 h, per-second ones
     times 730 h of seconds)."""
     p = PRICES[price]
-    per_month = {"hour": HOURS_PER_MONTH, "GB-second": SECONDS_PER_MONTH, "month": 1}[p.per]
+    per_month = {
+        "hour": HOURS_PER_MONTH,
+        "GB-second": SECONDS_PER_MONTH,
+        "month": 1,
+        "million": 1 / 1_000_000,
+    }[p.per]
     return quantity * p.usd * per_month
 
 
@@ -254,6 +324,7 @@ def raw_lines(
     usage = {
         "dashboards": len(_resources(templates, "AWS::CloudWatch::Dashboard")),
         "alarm_metrics": 0,
+        "sqs_requests": _idle_sqs_requests(templates),
     }
     for _, alarm in _resources(templates, "AWS::CloudWatch::Alarm"):
         standard, high = _alarm_metrics(alarm["Properties"])
@@ -281,6 +352,20 @@ def raw_lines(
     lines += snapstart
     warnings += unbounded
     return lines, usage, warnings
+
+
+def _idle_sqs_requests(templates: Sequence[Mapping[str, Any]]) -> int:
+    """What Lambda's pollers ask an empty queue for in a month, for every event source mapping
+    that reads an SQS queue of these templates (at most five long polls of 20 s at a time)."""
+    queues = {logical_id for logical_id, _ in _resources(templates, "AWS::SQS::Queue")}
+    polls_per_poller = SECONDS_PER_MONTH // SQS_LONG_POLL_SECONDS
+    total = 0
+    for _, mapping in _resources(templates, "AWS::Lambda::EventSourceMapping"):
+        source = mapping["Properties"].get("EventSourceArn")
+        attribute = source.get("Fn::GetAtt") if isinstance(source, dict) else None
+        if attribute and attribute[0] in queues:
+            total += SQS_IDLE_POLLERS * polls_per_poller
+    return total
 
 
 def _function_of(reference: Any, functions: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
@@ -358,7 +443,10 @@ def estimate(
 ) -> list[Estimate]:
     """Every environment of `accounts` (in its order), with the per-account free tiers applied
     in that order."""
-    free = {account: [FREE_DASHBOARDS, FREE_ALARM_METRICS] for account in accounts.values()}
+    free = {
+        account: [FREE_DASHBOARDS, FREE_ALARM_METRICS, FREE_SQS_REQUESTS]
+        for account in accounts.values()
+    }
     found = []
     for env, account in accounts.items():
         mine = [t for (e, _), t in sorted(templates.items()) if e == env]
@@ -368,6 +456,7 @@ def estimate(
             (
                 ("dashboards", "dashboards", "dashboard", "dashboard"),
                 ("alarms", "alarm_metrics", "alarm_metric", "alarm metric"),
+                ("sqs_polling", "sqs_requests", "sqs_requests", "request"),
             )
         ):
             used = usage[key]
@@ -375,7 +464,7 @@ def estimate(
             remaining[index] -= covered
             billed = used - covered
             if used:
-                detail = f"{used} {label}{'s' if used != 1 else ''}, {covered} in the free tier"
+                detail = f"{used:,} {label}{'s' if used != 1 else ''}, {covered:,} in the free tier"
                 lines.append(Line(row, detail, monthly(price, billed)))
         found.append(Estimate(env, tuple(lines), tuple(warnings)))
     return found
@@ -435,6 +524,8 @@ def report(estimates: Sequence[Estimate]) -> str:
     out.append("")
     out.append(f"prices (us-east-1, {HOURS_PER_MONTH} hours a month):")
     out += [f"  {p.usd:g} USD {p.unit}  <{p.source}>" for p in PRICES.values()]
+    out.append("per use (not idle; for estimates from measured counts):")
+    out += [f"  {p.usd:g} USD {p.unit}  <{p.source}>" for p in PER_USE.values()]
     return "\n".join(out)
 
 

@@ -6,7 +6,7 @@ a typo in cdk.json must not silently fall back to a default.
 
 An environment's infrastructure settings (`environments.<env>.infra`) are a few stack-wide keys
 and one group per part of the system (`lambda`, `api`, `deployment`, `alarms`, `training`,
-`network`, `registry`); each construct receives only its group. Each group checks its own keys
+`network`, `registry`, `features`); each construct receives only its group. Each group checks its own keys
 and names the one that is wrong. A new key is one field (and its check) in its group; a new group
 is one dataclass and one field of `Infra`.
 """
@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from sds.kernel.aggregates import DAY, LATENESS, LONGEST_WINDOW
 from sds.kernel.errors import SdsError
 from sds.kernel.settings import FEATURES_UNAVAILABLE_POLICIES
 
@@ -137,9 +138,17 @@ class Serving:
     # When the feature store cannot answer: "refuse" (503; the caller's fallback decides) or
     # "score" without the account aggregates, flagged in the response and counted in a metric.
     when_features_unavailable: str = "refuse"
+    # Each attempt's connect and read timeout of the feature store read (two attempts at most).
+    feature_store_timeout_ms: int = 500
 
     def __post_init__(self) -> None:
         _require(self.max_events >= 1, "max_events", "must be >= 1")
+        _require(
+            10 <= self.feature_store_timeout_ms <= 2000,
+            "feature_store_timeout_ms",
+            "must be between 10 and 2000 (two attempts must fit well inside the function's "
+            "timeout)",
+        )
         _require(self.max_body_bytes >= 1024, "max_body_bytes", "must be >= 1024")
         _require(
             self.when_features_unavailable in FEATURES_UNAVAILABLE_POLICIES,
@@ -390,6 +399,53 @@ class RegistrySettings:
         return self.removal_policy == "retain"
 
 
+# Days of archive a replay needs to rebuild every aggregate's window from nothing.
+REPLAY_DAYS = -(-(LONGEST_WINDOW + LATENESS) // DAY)
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    """`infra.features`: the activity event path (bus archive, queue, feature updater)."""
+
+    # How long the bus archive keeps events (0: forever); a replay rebuilds aggregates from it.
+    archive_retention_days: int = 30
+    # SQS messages per updater invocation, and how long Lambda waits to fill a batch.
+    batch_size: int = 100
+    batching_window_seconds: int = 1
+    # Deliveries of a message before it moves to the dead-letter queue (and the alarm fires).
+    max_receive_count: int = 5
+    updater_memory_mb: int = 512
+
+    def __post_init__(self) -> None:
+        _require(
+            self.archive_retention_days == 0 or self.archive_retention_days >= REPLAY_DAYS,
+            "archive_retention_days",
+            f"must be 0 (keep forever) or at least {REPLAY_DAYS}: a replay must hold the "
+            "longest window, plus its lateness, to rebuild the aggregates",
+        )
+        _require(1 <= self.batch_size <= 10000, "batch_size", "must be between 1 and 10000")
+        _require(
+            0 <= self.batching_window_seconds <= 300,
+            "batching_window_seconds",
+            "must be between 0 and 300",
+        )
+        _require(
+            self.batch_size <= 10 or self.batching_window_seconds >= 1,
+            "batching_window_seconds",
+            "must be at least 1 when batch_size is over 10 (an SQS event source rule)",
+        )
+        _require(
+            1 <= self.max_receive_count <= 1000,
+            "max_receive_count",
+            "must be between 1 and 1000",
+        )
+        _require(
+            128 <= self.updater_memory_mb <= 10240,
+            "updater_memory_mb",
+            "must be between 128 and 10240",
+        )
+
+
 @dataclass(frozen=True)
 class LogSettings:
     """What every log group of an environment shares: retention, and whether it outlives its
@@ -416,6 +472,7 @@ class Infra:
     training: TrainingSettings = field(default_factory=TrainingSettings)
     network: NetworkSettings = field(default_factory=NetworkSettings)
     registry: RegistrySettings = field(default_factory=RegistrySettings)
+    features: FeatureSettings = field(default_factory=FeatureSettings)
 
     # The retention periods CloudWatch Logs accepts.
     LOG_RETENTION_DAYS: ClassVar[tuple[int, ...]] = (

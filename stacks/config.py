@@ -2,7 +2,7 @@
 
 Environment settings come from the one loader in `sds.config` (re-exported here so stacks import
 their configuration from one place); `EnvironmentSpec` adds what `app.py` resolves outside the
-construct tree: the model pin from models.lock.json and the built Lambda code folder. The stage
+construct tree: the model pin from models.lock.json and the built Lambda code folders. The stage
 reads the groups here (`spec.lambda_`, `spec.api`, ...) and hands each stack, and each stack each
 construct, only the groups it uses, never the whole environment.
 """
@@ -19,6 +19,7 @@ from sds.config import (
     CrossAccountPromotion,
     DeploymentSettings,
     EnvironmentConfig,
+    FeatureSettings,
     Infra,
     LambdaSettings,
     LogSettings,
@@ -40,6 +41,7 @@ __all__ = [
     "DeploymentSettings",
     "EnvironmentConfig",
     "EnvironmentSpec",
+    "FeatureSettings",
     "Infra",
     "LambdaSettings",
     "LogSettings",
@@ -72,6 +74,8 @@ class EnvironmentSpec:
     pin: Pin | None
     lambda_code_dir: Path
     training_image: TrainingImage
+    # The feature updater's code folder (the kernel, its handler and numpy).
+    updater_code_dir: Path
 
     @property
     def name(self) -> str:
@@ -121,3 +125,6 @@ class EnvironmentSpec:
     @property
     def cross_account(self) -> CrossAccountPromotion:
         return self.environment.cross_account
+
+    def features(self) -> FeatureSettings:
+        return self.infra.features

@@ -79,6 +79,7 @@ class InferenceStack(cdk.Stack):
             pin=pin,
             registry=registry,
             key=stateful.key,
+            feature_table=stateful.feature_table,
             settings=lambda_,
             serving=serving,
             logs=logs,
@@ -173,6 +174,7 @@ class InferenceStack(cdk.Stack):
         self.alias = model.alias
         self.api = rest_api.api
         self.deployment_group = guarded.group
+        self.alarm_topics = notifications.topics
 
         publish_discovery(
             self,

@@ -1,13 +1,16 @@
-"""Registry stack (stateful): the environment's model registry and training-data buckets.
+"""Registry stack (stateful): the environment's model registry and training-data buckets, and the
+feature table (each account's aggregates, `stacks/components/feature_table.py`).
 
 Kept apart from the stateless stacks so they can be destroyed and recreated freely. Both buckets
 (and, with `infra.registry.kms`, the customer-managed key they are encrypted with) are retained
 when the stack is deleted, in every environment, unless `infra.registry.removal_policy` says
-"destroy"; the stack is termination-protected where the environment retains its data. The
+"destroy"; the feature table, encrypted with the same key, is retained where the environment
+retains its data (it can be rebuilt from the activity archive); the stack is
+termination-protected where the environment retains its data. The
 registry's bucket policy makes S3 itself refuse rewrites of versions and audit events, alias
 writes without compare-and-swap, and deletes by anyone but the retention role
 (stacks/components/registry_protection.py). The registry bucket's logical id is pinned by a
-test: changing it would make CloudFormation replace the bucket.
+test (the feature table's too): changing it would make CloudFormation replace the resource.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import aws_cdk as cdk
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
@@ -22,6 +26,7 @@ from constructs import Construct
 from sds.kernel.discovery import REGISTRY_STACK
 from stacks.components.data_key import data_key
 from stacks.components.discovery import publish_discovery
+from stacks.components.feature_table import FeatureTable
 from stacks.components.registry_bucket import RegistryBucket
 from stacks.components.registry_protection import RegistryProtection
 from stacks.components.registry_reference import publish_registry
@@ -44,8 +49,8 @@ class RegistryStack(cdk.Stack):
         super().__init__(
             scope,
             construct_id,
-            description=f"sds {environment}: model registry and training data for {model_name} "
-            "(stateful)",
+            description=f"sds {environment}: model registry, training data and feature table for "
+            f"{model_name} (stateful)",
             termination_protection=retain_data,
             **kwargs,
         )
@@ -73,10 +78,18 @@ class RegistryStack(cdk.Stack):
             settings=registry,
             key=self.key,
         )
+        features = FeatureTable(self, "FeatureTable", key=self.key, retain=retain_data)
         self.bucket: s3.IBucket = registry_bucket.bucket
         self.training_data: s3.IBucket = training_data.bucket
         self.access_logs: s3.IBucket = registry_bucket.access_logs
-        publish_registry(self, registry=self.bucket, training_data=self.training_data, key=self.key)
+        self.feature_table: dynamodb.ITable = features.table
+        publish_registry(
+            self,
+            registry=self.bucket,
+            training_data=self.training_data,
+            key=self.key,
+            feature_table=self.feature_table,
+        )
         publish_discovery(
             self,
             environment=environment,
@@ -84,6 +97,7 @@ class RegistryStack(cdk.Stack):
             values={
                 "registry-bucket": self.bucket.bucket_name,
                 "training-data-bucket": self.training_data.bucket_name,
+                "feature-table": self.feature_table.table_name,
             },
             construct_ids={"registry-bucket": "RegistryBucketParameter"},
         )

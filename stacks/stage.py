@@ -1,4 +1,4 @@
-"""One environment: its Registry, Inference and Training stacks, wired together."""
+"""One environment: its Registry, Inference, Features and Training stacks, wired together."""
 
 from __future__ import annotations
 
@@ -8,13 +8,15 @@ import aws_cdk as cdk
 from constructs import Construct
 
 from stacks.config import EnvironmentSpec
+from stacks.features_stack import FeaturesStack
 from stacks.inference_stack import InferenceStack
 from stacks.registry_stack import RegistryStack
 from stacks.training_stack import TrainingStack
 
 
 class EnvironmentStage(cdk.Stage):
-    """`<env>/Registry`, `<env>/Inference` and `<env>/Training`, deployed with `cdk deploy '<env>/*'`.
+    """`<env>/Registry`, `<env>/Inference`, `<env>/Features` and `<env>/Training`, deployed with
+    `cdk deploy '<env>/*'`.
 
     No Training stack for an environment in another account or region than where its promotion
     chain starts (`has_training` in sds.config).
@@ -59,6 +61,18 @@ class EnvironmentStage(cdk.Stage):
         )
         if spec.cross_account.unplaced:
             self._warn_unplaced(spec)
+        self.features = FeaturesStack(
+            self,
+            "Features",
+            environment=spec.name,
+            model_name=spec.model_name,
+            registry_stack=self.registry,
+            inference_stack=self.inference,
+            code_dir=spec.updater_code_dir,
+            architecture=spec.lambda_.architecture,
+            features=spec.features,
+            logs=spec.logs,
+        )
         # Versions are allocated where the promotion chain starts: an environment above it trains
         # on its own data and registers there; one in another account or region has no task.
         self.training = (
@@ -93,5 +107,5 @@ class EnvironmentStage(cdk.Stage):
 
     @property
     def stacks(self) -> list[cdk.Stack]:
-        built = [self.registry, self.inference, self.training]
+        built = [self.registry, self.inference, self.features, self.training]
         return [stack for stack in built if stack is not None]

@@ -200,7 +200,12 @@ class InferenceApp:
             self.online_error = "no feature store is configured (FEATURE_STORE_URI)"
             return
         try:
-            self.online = OnlineFeatures(open_feature_store(settings.feature_store_uri))
+            self.online = OnlineFeatures(
+                open_feature_store(
+                    settings.feature_store_uri,
+                    timeout=settings.feature_store_timeout_ms / 1000,
+                )
+            )
         except FeatureStoreError as exc:
             self.online_error = str(exc)
             logger.error("feature store unavailable: %s", exc)

@@ -33,6 +33,12 @@ FEATURE_DETAIL_TYPES: tuple[str, ...] = tuple(sorted(SOURCES))
 MAX_ENTRIES_PER_PUT = 10
 
 
+def replay_prefix(environment: str) -> str:
+    """How the names of an environment's feature replays start (`sds --aws replay` names them;
+    the replay policy may follow only those)."""
+    return f"sds-{environment}-features-"
+
+
 def put_events_entry(event: Mapping[str, Any], *, bus: str) -> dict[str, Any]:
     """One `PutEvents` entry for a validated activity event, on the bus named (or ARN) `bus`."""
     kind = event.get("type")

@@ -13,6 +13,7 @@ from types import MappingProxyType
 
 REGISTRY_STACK = "Registry"
 INFERENCE_STACK = "Inference"
+FEATURES_STACK = "Features"
 TRAINING_STACK = "Training"
 
 # key -> the stack (under the environment's stage) that publishes it
@@ -20,11 +21,15 @@ PARAMETERS: Mapping[str, str] = MappingProxyType(
     {
         "registry-bucket": REGISTRY_STACK,
         "training-data-bucket": REGISTRY_STACK,
+        "feature-table": REGISTRY_STACK,
         "function-name": INFERENCE_STACK,
         "alias-name": INFERENCE_STACK,
         "api-url": INFERENCE_STACK,
         "deployment-group": INFERENCE_STACK,
         "codedeploy-application": INFERENCE_STACK,
+        "event-bus": FEATURES_STACK,
+        "event-archive": FEATURES_STACK,
+        "feature-rule": FEATURES_STACK,
         "training-cluster": TRAINING_STACK,
         "training-task-definition": TRAINING_STACK,
         "training-subnets": TRAINING_STACK,

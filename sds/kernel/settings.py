@@ -11,6 +11,8 @@ variable pins it, so a new pin (the shadow's `SHADOW_MODEL_VERSION`) is one line
 
 Variables: MODEL_NAME, ENVIRONMENT, REGISTRY_URI, MAX_EVENTS, MAX_BODY_BYTES, FEATURE_STORE_URI
 (where the account aggregates are read: `dynamodb://table` on AWS, `sqlite:///path` locally),
+FEATURE_STORE_TIMEOUT_MS (with a feature store: each attempt's connect and read timeout, two
+attempts at most, so a slow table costs a request at most a few timeouts and never a hang),
 WHEN_FEATURES_UNAVAILABLE (`refuse`: answer 503; `score`: score without them, flagged), and,
 only when the environment has a pin, MODEL_VERSION and MODEL_SHA256 (absent means "no model
 deployed", a valid state answered with 503, and a first promotion shows in `cdk diff` as two
@@ -34,11 +36,13 @@ ENVIRONMENT = "ENVIRONMENT"
 MAX_EVENTS = "MAX_EVENTS"
 MAX_BODY_BYTES = "MAX_BODY_BYTES"
 FEATURE_STORE_URI = "FEATURE_STORE_URI"
+FEATURE_STORE_TIMEOUT_MS = "FEATURE_STORE_TIMEOUT_MS"
 WHEN_FEATURES_UNAVAILABLE = "WHEN_FEATURES_UNAVAILABLE"
 
 DEFAULT_MODEL_NAME = "fraud"
 DEFAULT_MAX_EVENTS = 100
 DEFAULT_MAX_BODY_BYTES = 262_144
+DEFAULT_FEATURE_STORE_TIMEOUT_MS = 500
 # What the handler does when the feature store cannot answer: refuse (503, the caller's fallback
 # decides) or score with the aggregates missing, flagged in the response and counted in a metric.
 FEATURES_UNAVAILABLE_POLICIES = ("refuse", "score")
@@ -76,6 +80,7 @@ class ServingSettings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     feature_store_uri: str | None = None
     when_features_unavailable: str = "refuse"
+    feature_store_timeout_ms: int = DEFAULT_FEATURE_STORE_TIMEOUT_MS
 
     @property
     def has_pin(self) -> bool:
@@ -100,6 +105,7 @@ class ServingSettings:
             max_body_bytes=self.max_body_bytes,
             feature_store_uri=self.feature_store_uri,
             when_features_unavailable=self.when_features_unavailable,
+            feature_store_timeout_ms=self.feature_store_timeout_ms,
         )
 
     @classmethod
@@ -122,6 +128,9 @@ class ServingSettings:
             max_body_bytes=_positive_int(environ, MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES),
             feature_store_uri=environ.get(FEATURE_STORE_URI, "").strip() or None,
             when_features_unavailable=_policy(environ),
+            feature_store_timeout_ms=_positive_int(
+                environ, FEATURE_STORE_TIMEOUT_MS, DEFAULT_FEATURE_STORE_TIMEOUT_MS
+            ),
         )
 
 
@@ -135,6 +144,7 @@ def function_environment(
     max_body_bytes: int,
     feature_store_uri: str | None,
     when_features_unavailable: str,
+    feature_store_timeout_ms: int = DEFAULT_FEATURE_STORE_TIMEOUT_MS,
 ) -> dict[str, str]:
     """The inference function's environment variables for one environment and pin."""
     if when_features_unavailable not in FEATURES_UNAVAILABLE_POLICIES:
@@ -151,6 +161,7 @@ def function_environment(
     }
     if feature_store_uri is not None:
         variables[FEATURE_STORE_URI] = feature_store_uri
+        variables[FEATURE_STORE_TIMEOUT_MS] = str(feature_store_timeout_ms)
     if pin is not None:
         variables[MODEL_VERSION] = str(pin.version)
         variables[MODEL_SHA256] = pin.sha256

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import aws_cdk as cdk
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
@@ -12,7 +13,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from sds.kernel.settings import function_environment
-from stacks.components.data_key import READ, key_use
+from stacks.components.data_key import READ, key_use, table_key_use
 from stacks.components.nag import (
     acknowledge,
     acknowledge_compliance,
@@ -53,6 +54,7 @@ class ModelFunction(Construct):
         pin: Pin | None,
         registry: s3.IBucket,
         key: kms.IKey | None,
+        feature_table: dynamodb.ITable,
         settings: LambdaSettings,
         serving: Serving,
         logs: LogSettings,
@@ -60,7 +62,11 @@ class ModelFunction(Construct):
         super().__init__(scope, construct_id)
         self.log_group = log_group(self, "Logs", settings=logs)
         self.role = self._build_role(
-            environment=environment, model_name=model_name, registry=registry, key=key
+            environment=environment,
+            model_name=model_name,
+            registry=registry,
+            key=key,
+            feature_table=feature_table,
         )
         self.function = self._build_function(
             code_dir=code_dir,
@@ -73,8 +79,9 @@ class ModelFunction(Construct):
                 registry_uri=f"s3://{registry.bucket_name}",
                 max_events=serving.max_events,
                 max_body_bytes=serving.max_body_bytes,
-                feature_store_uri=None,
+                feature_store_uri=f"dynamodb://{feature_table.table_name}",
                 when_features_unavailable=serving.when_features_unavailable,
+                feature_store_timeout_ms=serving.feature_store_timeout_ms,
             ),
         )
         self.version = self.function.current_version
@@ -84,10 +91,17 @@ class ModelFunction(Construct):
         )
 
     def _build_role(
-        self, *, environment: str, model_name: str, registry: s3.IBucket, key: kms.IKey | None
+        self,
+        *,
+        environment: str,
+        model_name: str,
+        registry: s3.IBucket,
+        key: kms.IKey | None,
+        feature_table: dynamodb.ITable,
     ) -> iam.Role:
-        """Writes its own logs and reads the immutable version objects of this model, nothing else
-        (with a KMS-encrypted registry: decrypts, never encrypts, and only registry objects)."""
+        """Writes its own logs, reads the immutable version objects of this model and the feature
+        table's items, nothing else (with a customer-managed key: decrypts, never encrypts, and
+        only registry objects and that table)."""
         role = iam.Role(
             self,
             "Role",
@@ -101,9 +115,22 @@ class ModelFunction(Construct):
                 sid="ReadModelVersions", actions=["s3:GetObject"], resources=[versions]
             )
         )
+        # The account aggregates: read only (the feature updater writes them).
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ReadAccountAggregates",
+                actions=["dynamodb:BatchGetItem", "dynamodb:GetItem"],
+                resources=[feature_table.table_arn],
+            )
+        )
         if key is not None:
             role.add_to_policy(
                 key_use(role, sid="DecryptRegistry", key=key, buckets=[registry], actions=READ)
+            )
+            role.add_to_policy(
+                table_key_use(
+                    role, sid="DecryptFeatureTable", key=key, table=feature_table, actions=READ
+                )
             )
         acknowledge_wildcard_resource(
             role,

@@ -1,7 +1,7 @@
 """How the Inference and Training stacks see their environment's stateful resources.
 
-The Registry stack publishes the registry and training-data buckets' names and ARNs (and its
-KMS key's ARN, when it has one) as outputs; consumers read them with `Fn::GetStackOutput` (a
+The Registry stack publishes the registry and training-data buckets' names and ARNs, the feature
+table's name (and its KMS key's ARN, when it has one) as outputs; consumers read them with `Fn::GetStackOutput` (a
 weak reference: no export lock between the stateful stack and the ones that are redeployed
 often) and declare the deploy-order dependency explicitly.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import aws_cdk as cdk
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
@@ -20,6 +21,7 @@ BUCKET_ARN_OUTPUT = "RegistryBucketArn"
 DATA_BUCKET_NAME_OUTPUT = "TrainingDataBucketName"
 DATA_BUCKET_ARN_OUTPUT = "TrainingDataBucketArn"
 KEY_ARN_OUTPUT = "DataKeyArn"
+TABLE_NAME_OUTPUT = "FeatureTableName"
 
 
 @dataclass(frozen=True)
@@ -30,11 +32,19 @@ class StatefulResources:
     training_data: s3.IBucket
     # The customer-managed key both buckets are encrypted with (None: S3-managed keys).
     key: kms.IKey | None
+    # Each account's aggregates (encrypted with `key` when there is one).
+    feature_table: dynamodb.ITable
 
 
 def publish_registry(
-    stack: cdk.Stack, *, registry: s3.IBucket, training_data: s3.IBucket, key: kms.IKey | None
+    stack: cdk.Stack,
+    *,
+    registry: s3.IBucket,
+    training_data: s3.IBucket,
+    key: kms.IKey | None,
+    feature_table: dynamodb.ITable,
 ) -> None:
+    cdk.CfnOutput(stack, TABLE_NAME_OUTPUT, value=feature_table.table_name)
     cdk.CfnOutput(stack, BUCKET_NAME_OUTPUT, value=registry.bucket_name)
     cdk.CfnOutput(stack, BUCKET_ARN_OUTPUT, value=registry.bucket_arn)
     cdk.CfnOutput(stack, DATA_BUCKET_NAME_OUTPUT, value=training_data.bucket_name)
@@ -66,4 +76,10 @@ def reference_registry(
             bucket_arn=output(DATA_BUCKET_ARN_OUTPUT),
         ),
         key=kms.Key.from_key_arn(scope, "DataKey", output(KEY_ARN_OUTPUT)) if encrypted else None,
+        feature_table=dynamodb.Table.from_table_attributes(
+            scope,
+            "FeatureTable",
+            # Its ARN is then formatted from the name (CDK takes one or the other).
+            table_name=output(TABLE_NAME_OUTPUT),
+        ),
     )

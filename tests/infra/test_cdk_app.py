@@ -16,23 +16,28 @@ from sds.config import parse_project
 from tests.infra.synth import CliSynth, SynthesizedApp, cdk_context
 
 
-def test_every_configured_environment_has_registry_inference_and_training_stacks(
+def test_every_configured_environment_has_registry_inference_features_and_training_stacks(
     synthesized: SynthesizedApp,
 ) -> None:
-    # Given the environments in cdk.json, when the app is built, then each is a stage of three
+    # Given the environments in cdk.json, when the app is built, then each is a stage of four
     stacks = {
         stack.node.path: stack.stack_name
         for stage in synthesized.stages.values()
         for stack in stage.stacks
     }
     for env in synthesized.project.environments:
-        for part in ("Registry", "Inference", "Training"):
+        for part in ("Registry", "Inference", "Features", "Training"):
             assert stacks[f"{env}/{part}"] == f"{env}-{part}"
     assert [s.node.path for s in synthesized.stages["prod"].stacks] == [
         "prod/Registry",
         "prod/Inference",
+        "prod/Features",
         "prod/Training",
     ]
+    # And they deploy in that order: the Features stack reads the Registry stack's table and
+    # notifies the Inference stack's alarm topics
+    features = synthesized.stages["prod"].features
+    assert {d.node.path for d in features.dependencies} == {"prod/Registry", "prod/Inference"}
 
 
 def test_stage_environment_comes_from_config(synthesized: SynthesizedApp) -> None:
@@ -56,9 +61,14 @@ def test_a_fourth_environment_is_a_config_change_only(lock_file: Path, lambda_py
     app = cdk.App(context=context)
     # When the app is built (no synthesis needed to see the construct tree)
     stages = cdk_app.build(app, lock_path=lock_file, lambda_python=lambda_python, nag=False)
-    # Then the new environment has its own three stacks
+    # Then the new environment has its own four stacks
     qa = next(stage for stage in stages if stage.node.id == "qa")
-    assert [s.node.path for s in qa.stacks] == ["qa/Registry", "qa/Inference", "qa/Training"]
+    assert [s.node.path for s in qa.stacks] == [
+        "qa/Registry",
+        "qa/Inference",
+        "qa/Features",
+        "qa/Training",
+    ]
 
 
 def test_an_environment_in_another_region_than_its_chain_start_has_no_training_stack(
@@ -72,8 +82,13 @@ def test_an_environment_in_another_region_than_its_chain_start_has_no_training_s
     stages = cdk_app.build(app, lock_path=lock_file, lambda_python=lambda_python, nag=False)
     # Then prod has no training task (it could not register in dev's registry); the others do
     paths = {stage.node.id: [s.node.path for s in stage.stacks] for stage in stages}
-    assert paths["prod"] == ["prod/Registry", "prod/Inference"]
-    assert paths["staging"] == ["staging/Registry", "staging/Inference", "staging/Training"]
+    assert paths["prod"] == ["prod/Registry", "prod/Inference", "prod/Features"]
+    assert paths["staging"] == [
+        "staging/Registry",
+        "staging/Inference",
+        "staging/Features",
+        "staging/Training",
+    ]
 
 
 def test_real_cdk_cli_synthesizes_every_environment_without_credentials_or_docker(
@@ -95,7 +110,7 @@ def test_real_cdk_cli_synthesizes_every_environment_without_credentials_or_docke
     expected = sorted(
         f"{env}{part}*.template.json"
         for env in configured
-        for part in ("Registry", "Inference", "Training")
+        for part in ("Registry", "Inference", "Features", "Training")
     )
     assert len(templates) == len(expected)
     for pattern in expected:

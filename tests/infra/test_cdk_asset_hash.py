@@ -30,6 +30,7 @@ OUTSIDE_THE_BUNDLE = (
     "training/train.py",
     "stacks/components/model_function.py",
     "lambdas/pruner/pruning.py",  # another function's handler: the pruner's asset changes
+    "lambdas/features_updater/updater.py",  # the feature updater's: its own asset changes
 )
 
 

@@ -62,6 +62,11 @@ def test_pin_becomes_model_version_and_sha256_in_the_environment(
         "MAX_EVENTS": str(serving.max_events),
         "MAX_BODY_BYTES": str(serving.max_body_bytes),
         "WHEN_FEATURES_UNAVAILABLE": serving.when_features_unavailable,
+        "FEATURE_STORE_TIMEOUT_MS": str(serving.feature_store_timeout_ms),
+        # The account aggregates: the environment's feature table (in the Registry stack)
+        "FEATURE_STORE_URI": {
+            "Fn::Join": ["", ["dynamodb://", _stack_output(env, "FeatureTableName")]]
+        },
     }
     pin = PINS.get(env)
     if pin is not None:
@@ -248,7 +253,12 @@ def test_function_role_reads_model_versions_and_nothing_else_in_the_bucket(
     assert actions_of(statement) == ["s3:GetObject"]
     assert resource_text(statement).endswith('"/models/fraud/versions/*"]]}')
     # With a KMS-encrypted registry: decrypt only (never encrypt), through S3, registry only
-    kms = [s for s in statements if any(a.startswith("kms:") for a in actions_of(s))]
+    kms = [
+        s
+        for s in statements
+        if any(a.startswith("kms:") for a in actions_of(s))
+        and s.get("Sid") != "DecryptFeatureTable"
+    ]
     if not synthesized.project.env(env).infra.registry.kms:
         assert kms == []
         return
@@ -263,6 +273,47 @@ def test_function_role_reads_model_versions_and_nothing_else_in_the_bucket(
     }
     assert decrypt["Condition"]["StringEquals"] == {
         "kms:ViaService": {"Fn::Join": ["", ["s3.us-east-1.", {"Ref": "AWS::URLSuffix"}]]}
+    }
+
+
+def test_function_role_reads_the_feature_table_and_never_writes_it(
+    synthesized: SynthesizedApp, env: str
+) -> None:
+    template = _inference(synthesized, env)
+    _, function = model_function(template)
+    role_id = function["Properties"]["Role"]["Fn::GetAtt"][0]
+    statements = {s.get("Sid", ""): s for s in role_statements(template, role_id)}
+    table_arn = {
+        "Fn::Join": [
+            "",
+            [
+                "arn:aws:dynamodb:us-east-1:",
+                {"Ref": "AWS::AccountId"},
+                ":table/",
+                _stack_output(env, "FeatureTableName"),
+            ],
+        ]
+    }
+    # Reads only, on that one table (BatchGetItem: one round trip per request)
+    read = statements["ReadAccountAggregates"]
+    assert sorted(actions_of(read)) == ["dynamodb:BatchGetItem", "dynamodb:GetItem"]
+    assert read["Resource"] == table_arn
+    every_action = {a for s in statements.values() for a in actions_of(s)}
+    assert not [a for a in every_action if a.startswith("dynamodb:") and "Get" not in a]
+    # With the data key: decrypt only, through DynamoDB, for that table only
+    if not synthesized.project.env(env).infra.registry.kms:
+        assert "DecryptFeatureTable" not in statements
+        return
+    decrypt = statements["DecryptFeatureTable"]
+    assert actions_of(decrypt) == ["kms:Decrypt"]
+    assert decrypt["Resource"] == _stack_output(env, "DataKeyArn")
+    assert decrypt["Condition"] == {
+        "StringEquals": {
+            "kms:ViaService": {
+                "Fn::Join": ["", ["dynamodb.us-east-1.", {"Ref": "AWS::URLSuffix"}]]
+            },
+            "kms:EncryptionContext:aws:dynamodb:tableName": _stack_output(env, "FeatureTableName"),
+        }
     }
 
 
