@@ -6,8 +6,9 @@ environment or changing a canary shows up the next time the picture is drawn. Us
 `diagrams` package (pinned in requirements-dev.txt) and Graphviz `dot` (the Makefile installs
 it when missing).
 
-Four paths, one colour each: requests (blue), training (green), promotion and deployment
-(orange), rollback (red).
+Five paths, one colour each: requests (blue), activity events (purple: the bus, queue, feature
+updater and feature table that keep the account aggregates), training (green), promotion and
+deployment (orange), rollback (red).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from pathlib import Path
 
 from diagrams import Cluster, Diagram, Edge, Node
 from diagrams.aws.compute import Fargate, Lambda
+from diagrams.aws.database import Dynamodb
 from diagrams.aws.devtools import Codedeploy
+from diagrams.aws.integration import SQS, Eventbridge
 from diagrams.aws.management import CloudwatchAlarm, CloudwatchEventTimeBased
 from diagrams.aws.network import APIGateway
 from diagrams.aws.storage import S3
@@ -32,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 from sds.config import EnvironmentConfig, load_project  # noqa: E402
 
 REQUEST = "#1f6fd1"
+ACTIVITY = "#7b3fa0"
 TRAINING = "#2e8b3e"
 PROMOTION = "#d97a00"
 ROLLBACK = "#c62828"
@@ -84,7 +88,8 @@ def draw(out: Path, *, cdk_json: Path = ROOT / "cdk.json") -> Path:
     }
     title = (
         f"sds: model '{project.model_name}' in {len(order)} environments "
-        "(blue: requests, green: training, orange: promote + deploy, red: rollback)"
+        "(blue: requests, purple: activity events, green: training, orange: promote + deploy, "
+        "red: rollback)"
     )
     with Diagram(
         title,
@@ -111,6 +116,7 @@ def draw(out: Path, *, cdk_json: Path = ROOT / "cdk.json") -> Path:
             )
             lock >> Edge(color=PROMOTION, label="push", **side) >> ci
         clients = Client("API clients\n(SigV4 or API key)")
+        producers = Client("activity producers\n(logins; payments after scoring)")
 
         registries: dict[str, Node] = {}
         functions: dict[str, Node] = {}
@@ -130,6 +136,10 @@ def draw(out: Path, *, cdk_json: Path = ROOT / "cdk.json") -> Path:
                     deploy = Codedeploy(f"CodeDeploy\n{strategy}")
                     function = Lambda("Lambda alias live\n-> version N (code + model)")
                     alarms = CloudwatchAlarm("alarms\nerrors, p99, 5xx")
+                with Cluster(f"{name}/Features"):
+                    bus = Eventbridge("activity bus\n+ archive (sds --aws replay)")
+                    queue = SQS("queue\n+ dead-letter queue (alarmed)")
+                    updater = Lambda("feature updater\n(batches, partial failures)")
                 training = None
                 if env.has_training:
                     with Cluster(f"{name}/Training"):
@@ -141,6 +151,7 @@ def draw(out: Path, *, cdk_json: Path = ROOT / "cdk.json") -> Path:
                             schedule >> Edge(color=TRAINING) >> training
                 with Cluster(f"{name}/Registry"):
                     registry = S3(f"registry (S3)\nalias {name}")
+                    table = Dynamodb("feature table\n(account aggregates)")
 
             clients >> Edge(color=REQUEST, label="POST /predict") >> api
             api >> Edge(color=REQUEST) >> function
@@ -148,6 +159,15 @@ def draw(out: Path, *, cdk_json: Path = ROOT / "cdk.json") -> Path:
                 function
                 >> Edge(color=REQUEST, style="dashed", label="load pinned model\n(sha256-verified)")
                 >> registry
+            )
+            producers >> Edge(color=ACTIVITY, label="PutEvents") >> bus
+            bus >> Edge(color=ACTIVITY) >> queue
+            queue >> Edge(color=ACTIVITY) >> updater
+            updater >> Edge(color=ACTIVITY, label="fold (once per event id)") >> table
+            (
+                function
+                >> Edge(color=REQUEST, style="dashed", label="read aggregates\n(one round trip)")
+                >> table
             )
             registries[name] = registry
             if training is not None:

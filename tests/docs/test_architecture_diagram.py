@@ -46,13 +46,18 @@ def test_every_environment_is_drawn_in_promotion_order_with_its_stacks(
     clusters = re.findall(r'label="(dev|staging|prod)  \(', source)
     assert clusters == ["dev", "staging", "prod"]
     for env in ("dev", "staging", "prod"):
-        for stack in ("Registry", "Inference", "Training"):
+        for stack in ("Registry", "Inference", "Features", "Training"):
             assert f'label="{env}/{stack}"' in source
     assert "CodeDeploy\nall at once" in source
     assert "CodeDeploy\ncanary 10 % for 5 min" in source
     for path_label in ("POST /predict", "register version", "sds promote", "auto rollback"):
         assert path_label in source
     assert "sds rollback --aws --env ENV" in source
+    # And each environment's event path: bus, queue, updater and the table the function reads
+    for node in ("activity bus", "queue\n+ dead-letter queue", "feature updater", "feature table"):
+        assert source.count(node) == 3, node
+    assert source.count("fold (once per event id)") == 3
+    assert source.count("read aggregates") == 3
 
 
 def test_a_new_environment_in_cdk_json_appears_in_the_picture(
