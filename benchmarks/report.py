@@ -312,6 +312,10 @@ def markdown(results: dict[str, Any]) -> str:
                 f"| `{r['command']}` | {_s(r['wall_s'], '{:.2f}')} | {reported} | "
                 f"{r['wall_s']['runs']} |"
             )
+    if results.get("features"):
+        from benchmarks.features import markdown as features_markdown
+
+        lines += features_markdown(results["features"])
     if results.get("powertools"):
         from benchmarks.powertools.report import markdown as powertools_markdown
 

@@ -35,7 +35,17 @@ VENV_BIN = Path(sys.executable).parent
 WORK = ROOT / "build" / "bench"
 MODEL = "fraud"
 BUCKET = "sds-bench-dev"
-SECTIONS = ("bundle", "cold_start", "warm", "synth", "training", "rollback", "powertools", "tls")
+SECTIONS = (
+    "bundle",
+    "cold_start",
+    "warm",
+    "synth",
+    "training",
+    "rollback",
+    "powertools",
+    "tls",
+    "features",
+)
 
 
 @dataclass(frozen=True)
@@ -616,6 +626,15 @@ def main(argv: list[str] | None = None) -> int:
             tls_bundle = built["ours"] if "ours" in built else bundles.build("ours", python)
             tls_runs = plan.cold_runs * 2 + 1
             results["tls"] = tls_path.run(python, tls_bundle.path, runtime_dir, tls_runs)
+            checkpoint(results, args.out)
+        if "features" in plan.sections:
+            from benchmarks import features
+            from sds.kernel.aws.dynamodb import DynamoDBClient
+
+            log("features: the event path (updater throughput, DynamoDB requests, cost)")
+            results["features"] = features.run(
+                quick=plan.quick, client_factory=DynamoDBClient, log=log
+            )
             checkpoint(results, args.out)
         if "synth" in plan.sections:
             log("cdk synth of every environment")

@@ -84,6 +84,26 @@ def test_quick_run_writes_results_with_sane_figures(tmp_path: Path) -> None:
     assert powertools["bundle"]["added_unzipped_bytes"] > 0
     assert "## Powertools for AWS Lambda" in (tmp_path / "latest.md").read_text()
 
+    # And the event path was measured: the updater folded every event it was given, moto's
+    # DynamoDB took about one request per event or fewer, and the cost adds up its lines
+    features = results["features"]
+    updater = features["updater_sqlite"]
+    assert_figure(updater["events_per_second"], low=10, high=1e7)
+    assert updater["applied"] + updater["ignored"] == updater["events"]
+    assert updater["too_old"] == 0
+    dynamo = features["dynamodb"]
+    assert 0 < dynamo["requests_per_event"] <= 1.1
+    assert (
+        dynamo["write_units_per_event"]
+        >= 2 * dynamo["requests"]["TransactWriteItems"] / (dynamo["events"])
+    )
+    for size in (1, 100):
+        figure = features["enrichment"][f"events_{size}"]
+        assert 0 < figure["p50_us"] <= figure["p99_us"]
+    cost = features["cost_per_million_events"]
+    assert cost["total_usd"] == pytest.approx(sum(cost["usd"].values()), abs=0.002)
+    assert "## Event-driven features" in (tmp_path / "latest.md").read_text()
+
     # And training and rollback were timed, and every target is judged on a measured figure
     training = results["training"]["5000"]
     assert_figure(training["wall_s"], low=0.1, high=600)
