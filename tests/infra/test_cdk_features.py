@@ -9,12 +9,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from conftest import SynthesizedApp
-from infra_helpers import actions_of, one, resources, role_statements
-
 from sds.kernel.activity import FEATURE_DETAIL_TYPES, SOURCE, UpdaterSettings
 from sds.kernel.featurestore.dynamodb import PARTITION_KEY, TTL_ATTRIBUTE
 from stacks.components.feature_updater import HANDLER
+from tests.infra.infra_helpers import actions_of, one, resources, role_statements
+from tests.infra.synth import SynthesizedApp
 
 # Changing it would make CloudFormation replace the table: every account's state gone.
 FEATURE_TABLE_LOGICAL_ID = "FeatureTable17E74754"

@@ -17,7 +17,6 @@ from string import ascii_uppercase
 from typing import Any
 
 import pytest
-from aws_fakes import HANG, ScriptedServer, dynamodb_error, json_answer
 
 from sds.kernel.aggregates import AGGREGATES, DAY, HOUR, LATENESS, SECOND, EntityState
 from sds.kernel.aws.client import ClientConfig
@@ -36,6 +35,7 @@ from sds.kernel.featurestore.dynamodb import (
     table_definition,
 )
 from sds.kernel.online import OnlineFeatures
+from tests.integration.aws_fakes import HANG, ScriptedServer, dynamodb_error, json_answer
 
 T0 = 1_767_225_600 * SECOND
 KEYS = {

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from deployed import CliResult
 
 from lambdas.features_updater.updater import FeatureUpdater
 from sds.kernel.activity import SOURCE, put_events_entry
@@ -25,6 +24,7 @@ from sds.kernel.aggregates import MINUTE, SECOND
 from sds.kernel.features import format_time
 from sds.kernel.featurestore.dynamodb import DynamoDBFeatureStore, table_definition
 from sds.kernel.online import OnlineFeatures, now_micros
+from tests.integration.deployed import CliResult
 
 ENV = "dev"
 

@@ -125,6 +125,7 @@ class Deployed:
     task_role_arn: str | None = None
     execution_role_arn: str | None = None
     log_group: str | None = None
+    archive: str | None = None  # the activity bus's archive (Features stack)
 
     @property
     def function_arn(self) -> str:
@@ -136,6 +137,10 @@ class Deployed:
             f"arn:{PARTITION}:codedeploy:{REGION}:{self.account}:deploymentgroup:"
             f"{self.application}/{self.group}"
         )
+
+    @property
+    def archive_arn(self) -> str:
+        return f"arn:{PARTITION}:events:{REGION}:{ACCOUNT}:archive/{self.archive}"
 
     @property
     def cluster_arn(self) -> str:
@@ -152,9 +157,12 @@ class Deployed:
             self.task_definition_arn,
             self.task_role_arn,
             self.execution_role_arn,
+            self.archive,
         ):
             if value:
                 found.append(value)
+        if self.archive:
+            found.append(f":replay/sds-{self.env}-features-")
         return found
 
 
@@ -169,6 +177,7 @@ def deploy(
     function: bool = False,
     training: bool = False,
     account: str = ACCOUNT,
+    activity: bool = False,
 ) -> Deployed:
     """Create what `<env>/*` creates (buckets, discovery parameters, and on request the function
     with its deployment group, or the training cluster and task) through the moto server, in
@@ -193,6 +202,8 @@ def deploy(
         parameters |= _deploy_function(deployed, name)
     if training:
         parameters |= _deploy_training(deployed, name)
+    if activity:
+        parameters |= _deploy_activity(deployed, name)
     for key, value in parameters.items():
         ssm.put_parameter(Name=f"/sds/{env}/{key}", Value=value, Type="String")
     deployed.parameters = parameters
@@ -249,6 +260,25 @@ def _deploy_function(deployed: Deployed, name: str) -> dict[str, str]:
         "deployment-group": deployed.group,
         "codedeploy-application": deployed.application,
     }
+
+
+def _deploy_activity(deployed: Deployed, name: str) -> dict[str, str]:
+    """The Features stack's bus, its archive and the feature rule."""
+    events = private_client("events")
+    bus = f"{name}-activity"
+    bus_arn = events.create_event_bus(Name=bus)["EventBusArn"]
+    deployed.archive = f"{name}-archive"
+    events.create_archive(
+        ArchiveName=deployed.archive,
+        EventSourceArn=bus_arn,
+        EventPattern=json.dumps({"account": [ACCOUNT]}),
+    )
+    rule_arn = events.put_rule(
+        Name=f"{name}-features",
+        EventBusName=bus,
+        EventPattern=json.dumps({"source": ["sds.activity"]}),
+    )["RuleArn"]
+    return {"event-bus": bus, "event-archive": deployed.archive, "feature-rule": rule_arn}
 
 
 def _deploy_training(deployed: Deployed, name: str) -> dict[str, str]:
@@ -452,6 +482,18 @@ def _lambda(call: Call, world: World) -> list[Request]:
     return [Request(f"lambda:{call.operation}", resource, {}, str(call))]
 
 
+def _events(call: Call) -> list[Request]:
+    op, params = call.operation, call.params
+    if op in ("DescribeArchive", "StartReplay"):
+        name = params.get("ArchiveName") or str(params["EventSourceArn"]).rsplit("/", 1)[-1]
+        resource = f"arn:{PARTITION}:events:{REGION}:{ACCOUNT}:archive/{name}"
+    elif op in ("DescribeReplay", "CancelReplay"):
+        resource = f"arn:{PARTITION}:events:{REGION}:{ACCOUNT}:replay/{params['ReplayName']}"
+    else:
+        resource = "*"
+    return [Request(f"events:{op}", resource, {}, str(call))]
+
+
 def _codedeploy(call: Call, world: World) -> list[Request]:
     deployed = world.by_group(call.params.get("applicationName"))
     return [Request(f"codedeploy:{call.operation}", deployed.group_arn, {}, str(call))]
@@ -475,6 +517,8 @@ def requests_of(calls: Sequence[Call], world: World) -> list[Request]:
             made = _lambda(call, world)
         elif call.service == "codedeploy":
             made = _codedeploy(call, world)
+        elif call.service == "events":
+            made = _events(call)
         else:  # something new: judged as an action on everything, which no policy here grants
             made = [Request(f"{call.service}:{call.operation}", "*", {}, str(call))]
         for request in made:
@@ -520,6 +564,8 @@ class Resolver:
             (registry, "RegistryBucketArn"): f"arn:{PARTITION}:s3:::{deployed.registry_bucket}",
             (registry, "TrainingDataBucketName"): deployed.data_bucket,
             (registry, "TrainingDataBucketArn"): f"arn:{PARTITION}:s3:::{deployed.data_bucket}",
+            # No command reads the feature table; policies that name it resolve to this name
+            (registry, "FeatureTableName"): f"{deployed.registry_bucket}-features",
         }
         if deployed.key_arn is not None:
             self.outputs[(registry, "DataKeyArn")] = deployed.key_arn
@@ -539,6 +585,9 @@ class Resolver:
             self.refs[_logical_id(inference, "AWS::CodeDeploy::DeploymentGroup", "Deployment")] = (
                 str(deployed.group)
             )
+        if deployed.archive is not None:
+            archive = _logical_id(templates["Features"], "AWS::Events::Archive", "ActivityArchive")
+            self.attrs[(archive, "Arn")] = deployed.archive_arn
         if deployed.cluster is not None:
             cluster = _logical_id(training, "AWS::ECS::Cluster", "JobCluster")
             self.refs[cluster] = deployed.cluster

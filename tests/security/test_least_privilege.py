@@ -106,7 +106,9 @@ def test_every_api_method_requires_authorization(audited_app: AuditedApp) -> Non
 
 
 @pytest.mark.parametrize("env", ["dev", "staging", "prod", "variant"])
-def test_the_function_can_only_read_version_objects(audited_app: AuditedApp, env: str) -> None:
+def test_the_function_can_only_read_version_objects_and_the_feature_table(
+    audited_app: AuditedApp, env: str
+) -> None:
     statements = by_role(audited_app, env, "ModelRole")
     s3 = [s for s in statements if any(a.startswith("s3:") for a in s.actions)]
     assert len(s3) == 1
@@ -122,15 +124,30 @@ def test_the_function_can_only_read_version_objects(audited_app: AuditedApp, env
         "xray:PutTraceSegments",
         "xray:PutTelemetryRecords",
         "kms:Decrypt",
+        "dynamodb:BatchGetItem",
+        "dynamodb:GetItem",
     }, others
-    # Decrypting (never encrypting) is for registry objects only, and through S3 only
+    # The account aggregates: read only, the environment's feature table only
+    for statement in statements:
+        if any(a.startswith("dynamodb:") for a in statement.actions):
+            assert sorted(statement.actions) == ["dynamodb:BatchGetItem", "dynamodb:GetItem"]
+            (table,) = rendered(statement)
+            assert table.endswith(
+                f'{{"Fn::GetStackOutput":{{"StackName":"{env}-Registry",'
+                '"OutputName":"FeatureTableName"}}'
+            ), table
+    # Decrypting (never encrypting) is for registry objects (through S3) and the feature table
+    # (through DynamoDB) only
     for statement in statements:
         if "kms:Decrypt" in statement.actions:
             assert statement.actions == ["kms:Decrypt"]
             contexts = json.dumps(statement.document["Condition"])
-            assert '"OutputName": "RegistryBucketArn"' in contexts
             assert "TrainingData" not in contexts
             assert "kms:ViaService" in contexts
+            assert '"OutputName": "RegistryBucketArn"' in contexts or (
+                '"OutputName": "FeatureTableName"' in contexts
+                and "aws:dynamodb:tableName" in contexts
+            ), contexts
 
 
 @pytest.mark.parametrize("env", ["dev", "staging", "prod", "variant"])
@@ -252,7 +269,7 @@ def test_no_wildcard_action_and_every_wildcard_resource_is_acknowledged(
 def test_only_the_pruner_the_retention_role_and_dev_like_teardown_can_delete(
     audited_app: AuditedApp,
 ) -> None:
-    pruners = retention = 0
+    pruners = retention = updaters = 0
     for statement in audited_app.statements():
         if statement.allows and any("Delete" in a for a in statement.actions):
             if "ProtectionRetentionRole" in statement.holder:
@@ -269,9 +286,16 @@ def test_only_the_pruner_the_retention_role_and_dev_like_teardown_can_delete(
                 ], statement
                 pruners += 1
                 continue
+            if "UpdaterRole" in statement.holder:
+                # The feature updater consumes its own queue: a message it applied is deleted
+                deletes = [a for a in statement.actions if "Delete" in a]
+                assert deletes == ["sqs:DeleteMessage"], statement
+                assert [_render(r) for r in statement.resources] == ["<UpdaterQueueA27DF372.Arn>"]
+                updaters += 1
+                continue
             assert audited_app.destroyable[statement.env], statement
             assert AUTO_DELETE_PROVIDER in statement.holder, statement
-    assert pruners == retention == len(audited_app.environments)
+    assert pruners == retention == updaters == len(audited_app.environments)
     # And in the shipped environments nothing can ever empty a registry or training-data bucket
     for statement in audited_app.statements():
         if statement.env != VARIANT and AUTO_DELETE_PROVIDER in statement.holder:
@@ -813,3 +837,32 @@ def test_the_data_reader_reads_training_data_that_the_inference_role_never_can(
     assert len(refused(model_requests, {"staging": reader}, world)) == len(model_requests)
     assert refused(model_requests, {"staging": inference}, world) == []
     record("least privilege: commands", "data reader: AWS calls checked", len(calls))
+
+
+def test_replaying_the_archive_needs_only_the_feature_replay_policy(
+    audited_app: AuditedApp, operator: Operator
+) -> None:
+    # Given dev's Features stack deployed (its bus, the archive and the feature rule)
+    dev = deploy("dev", kms=audited_app.kms["dev"], activity=True)
+    world = World([dev])
+
+    # When an operator replays the archive and follows the replay, every AWS call recorded
+    with recording() as calls:
+        code, output = operator("replay", "--env", "dev", "--since", "2h", "--wait")
+        assert code == 0, output
+
+    # Then dev's feature-replay policy allows every one of them
+    requests = requests_of(calls, world)
+    policy = statements_of(audited_app, dev, "Features", "ReplayPolicy")
+    assert refused(requests, {"dev": policy}, world) == []
+    assert {
+        "ssm:GetParameters",
+        "events:DescribeArchive",
+        "events:StartReplay",
+        "events:DescribeReplay",
+    } <= actions(requests)
+    # And without FollowReplays, following the replay would be refused
+    without = [s for s in policy if s.get("Sid") != "FollowReplays"]
+    problems = refused(requests, {"dev": without}, world)
+    assert problems and all("events:DescribeReplay" in p for p in problems)
+    record("least privilege: commands", "replay --wait: AWS calls checked", len(calls))
