@@ -126,5 +126,6 @@ class EnvironmentSpec:
     def cross_account(self) -> CrossAccountPromotion:
         return self.environment.cross_account
 
+    @property
     def features(self) -> FeatureSettings:
         return self.infra.features
