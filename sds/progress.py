@@ -211,8 +211,11 @@ class Progress:
     # Transfers ----------------------------------------------------------------------------------
 
     @contextmanager
-    def transfer(self, label: str, total_bytes: int) -> Iterator[Callable[[int], None]]:
+    def transfer(
+        self, label: str, total_bytes: int, *, unit: str | None = None
+    ) -> Iterator[Callable[[int], None]]:
         """A byte transfer: yields `advance(nbytes)`, to call as bytes are moved (any thread).
+        With `unit`, a count of things instead of bytes (`3/16 parts`).
 
         Live: a byte bar, drawn in the current step's line if inside `run`, else on its own line
         which ends as `label: 3.4 MiB in 0.8 s`. Plain: one line at the start and one at the end.
@@ -231,15 +234,21 @@ class Progress:
         indent = _INDENT if self._in_step else ""
         started = time.perf_counter()
 
+        def amount(n: int) -> str:
+            return human_bytes(n) if unit is None else f"{n} {unit}"
+
+        def amounts(n: int, total: int) -> str:
+            return human_bytes_of(n, total) if unit is None else f"{n}/{total} {unit}"
+
         def ending(ok: bool) -> str:
             elapsed = time.perf_counter() - started
             if ok:
-                return f"{indent}{label}: {human_bytes(done)} in {elapsed:.1f} s"
-            moved = human_bytes_of(done, total_bytes)
+                return f"{indent}{label}: {amount(done)} in {elapsed:.1f} s"
+            moved = amounts(done, total_bytes)
             return f"{indent}{label}: failed after {elapsed:.1f} s ({moved})"
 
         if not self.live:
-            self._print(f"{indent}{label} ({human_bytes(total_bytes)}) ...")
+            self._print(f"{indent}{label} ({amount(total_bytes)}) ...")
             ok = False
             try:
                 yield advance
@@ -255,7 +264,7 @@ class Progress:
             moved = min(done, total_bytes)
             cells = BAR_CELLS if total_bytes <= 0 else round(BAR_CELLS * moved / total_bytes)
             bar = full * cells + empty * (BAR_CELLS - cells)
-            sizes = human_bytes_of(done, total_bytes)
+            sizes = amounts(done, total_bytes)
             return self._compose(step_prefix, label, f"  {bar}  {sizes}", width)
 
         with self._lock:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from sds.cli.commands import (
+    backfill,
     completion,
     demo,
     envs,
@@ -17,6 +18,7 @@ from sds.cli.commands import (
     prune,
     replay,
     rollback,
+    score,
     serve,
     show,
     status,
@@ -28,6 +30,8 @@ COMMANDS = (
     train,
     ingest,
     replay,
+    score,
+    backfill,
     models,
     show,
     promote,

@@ -1,0 +1,93 @@
+"""What `sds score` and `sds backfill` share: their run options and how a run is reported."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from sds.cli.render import print_json
+from sds.progress import Progress, human_bytes
+
+STEPS = 4  # partition, collect, compute, manifest
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="the history: a .jsonl[.gz] file, a folder of them or s3://bucket/prefix",
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="where the parts and the run's manifest go (a folder or s3://bucket/prefix); "
+        "running again with the same arguments resumes the run there",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes on this machine (default: one per core)",
+    )
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=None,
+        help="partitions of accounts, one output part each (default: from the input's size)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress display")
+    parser.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="with --aws: start the run and print its execution ARN without following it",
+    )
+
+
+def report_local_run(args: argparse.Namespace, run: Callable[[Progress], Any], *, what: str) -> int:
+    result = run(Progress(STEPS, enabled=not args.quiet))
+    manifest = result.manifest
+    if args.json:
+        print_json(result.to_dict())
+        return 0 if manifest["complete"] else 1
+    totals = manifest["totals"]
+    if result.nothing_to_do:
+        print(f"nothing to do: {args.out} holds a finished run ({totals['rows']} rows)")
+        return 0
+    rate = f"{result.events_per_second:,.0f} events/s"
+    memory = result.peak_rss_bytes
+    print(
+        f"{totals['rows']} rows ({what}) from {totals['events']} events into "
+        f"{len(manifest['parts'])} parts in {args.out}: {result.seconds:.1f} s, {rate} with "
+        f"{result.workers} worker(s); peak memory {human_bytes(memory.get('largest_worker', 0))} "
+        f"per worker, {human_bytes(memory.get('main', 0))} main"
+        + (f" (resumed: {result.parts_skipped} part(s) were finished)" if result.resumed else "")
+    )
+    backtest = manifest.get("backtest")
+    if backtest:
+        precision, recall = backtest["precision"], backtest["recall"]
+        print(
+            f"  labelled: {backtest['fraud']} fraud of {backtest['labelled']}; flagged "
+            f"{backtest['flagged']}: precision {_ratio(precision)}, recall {_ratio(recall)}"
+        )
+    if totals["duplicates"]:
+        print(f"  {totals['duplicates']} redelivered event(s) counted once", file=sys.stderr)
+    return 0 if manifest["complete"] else 1
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def report_aws_run(args: argparse.Namespace, run: Callable[[Callable[[str], None]], Any]) -> int:
+    def say(line: str) -> None:
+        if not args.quiet:
+            print(line, file=sys.stderr, flush=True)
+
+    result = run(say)
+    if args.json:
+        print_json(result.to_dict())
+    else:
+        print(result.summary())
+    return int(result.exit_code)

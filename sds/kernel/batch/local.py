@@ -1,0 +1,99 @@
+"""The steps of a batch run on this machine: one worker process per core, bounded memory each.
+
+`parallel` runs a module-level function over argument tuples in a pool of `spawn`ed processes
+(a fresh interpreter each: ONNX Runtime's and OpenMP's threads do not survive a fork) and yields
+results as they complete; with one worker, or one task, it runs them in this process. The first
+error cancels what has not started and is raised as it was raised in the worker.
+
+The worker functions below take plain, picklable arguments (the plan as JSON, locations as
+strings) and open what they need themselves; a worker keeps the model it loaded for the next
+partitions it gets.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sds.kernel.batch.run import ModelRef, RunPlan, part_step, shuffle_step, shuffled_segments
+from sds.kernel.batch.shuffle import Shuffled
+from sds.kernel.batch.storage import open_storage
+from sds.kernel.serving import LoadedModel, load_model
+from sds.kernel.settings import ServingSettings
+
+T = TypeVar("T")
+
+
+def parallel(
+    function: Callable[..., T], tasks: Sequence[tuple[Any, ...]], *, workers: int
+) -> Iterator[tuple[int, T]]:
+    """(task index, result) for each task, in completion order."""
+    if workers <= 1 or len(tasks) <= 1:
+        for index, arguments in enumerate(tasks):
+            yield index, function(*arguments)
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context) as pool:
+        pending: dict[Future[T], int] = {
+            pool.submit(function, *arguments): index for index, arguments in enumerate(tasks)
+        }
+        try:
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    index = pending.pop(future)
+                    yield index, future.result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+# Worker functions ----------------------------------------------------------------------------------
+
+_MODELS: dict[tuple[str, str, int, str], LoadedModel] = {}
+
+
+def load_cached(ref: ModelRef) -> LoadedModel:
+    """The verified model of `ref`, loaded once per process (the API's own loader)."""
+    key = (ref.registry, ref.name, ref.version, ref.sha256)
+    if key not in _MODELS:
+        _MODELS[key] = load_model(
+            ServingSettings(
+                model_name=ref.name,
+                model_version=ref.version,
+                model_sha256=ref.sha256,
+                registry_uri=ref.registry,
+                environment="batch",
+            )
+        )
+    return _MODELS[key]
+
+
+def shuffle_worker(
+    plan: dict[str, Any], index: int, labels_required: bool, spool_root: str | None
+) -> dict[str, Any]:
+    run = RunPlan.from_json(plan)
+    done = shuffle_step(
+        run,
+        open_storage(run.input),
+        open_storage(run.output),
+        index,
+        labels_required=labels_required,
+        spool_root=Path(spool_root) if spool_root else None,
+    )
+    return done.to_json()
+
+
+_SEGMENTS: dict[str, list[tuple[str, Shuffled]]] = {}
+
+
+def part_worker(plan: dict[str, Any], partition: int) -> dict[str, Any]:
+    run = RunPlan.from_json(plan)
+    output = open_storage(run.output)
+    if run.output not in _SEGMENTS:  # read once per process: every partition needs them
+        _SEGMENTS.clear()
+        _SEGMENTS[run.output] = shuffled_segments(output)
+    return part_step(run, output, partition, load=load_cached, segments=_SEGMENTS[run.output])

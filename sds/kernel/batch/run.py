@@ -1,0 +1,414 @@
+"""A batch run: its plan, its steps and its manifest, written next to its results.
+
+One layout under the output location, the same in a local folder and under an S3 prefix, and
+the same steps, whoever runs them (`sds score` / `sds backfill` with a process per core, or the
+environment's Step Functions state machine with a Lambda per item):
+
+    part-00000.jsonl.gz ...        the results: one part per partition of accounts
+    _run/plan.json                 what the run is: job, input files, model, items, partitions
+    _run/work/items/item-N.json    item N is shuffled (its object: _run/work/shuffle/item-N.jsonl)
+    _run/work/shuffled.json        every item is shuffled (their segment offsets, in one place)
+    _run/parts/part-N.json         part N is finished (written after the part, with its counts)
+    _run/manifest.json             the run is finished: totals, every part, and any failures
+
+Resumable by part: a part counts as finished only when its status exists, and a status is
+written only after its part is stored whole, so a run interrupted at any point and started again
+with the same arguments recomputes exactly the parts that are not finished (and the items not yet
+shuffled). The plan pins the input (each file's size and version), the model (version and
+sha256) and the partitioning: a run with other input, model or partitions is refused instead of
+mixing results.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sds.kernel.batch import jobs
+from sds.kernel.batch.shuffle import (
+    PARTITION_BYTES,
+    RANGE_BYTES,
+    HistoryError,
+    Item,
+    Shuffled,
+    Source,
+    estimated_json_bytes,
+    list_sources,
+    load_partition,
+    partition_count,
+    plan_items,
+    read_partition,
+    shuffle_item,
+)
+from sds.kernel.batch.storage import Storage
+from sds.kernel.errors import Refused, UsageError
+from sds.kernel.serving import LoadedModel
+
+FORMAT = "sds-batch-run/1"
+PLAN = "_run/plan.json"
+SHUFFLED = "_run/work/shuffled.json"
+WORK = "_run/work/"
+MANIFEST = "_run/manifest.json"
+
+
+def item_object(index: int) -> str:
+    return f"_run/work/shuffle/item-{index:05d}.jsonl"
+
+
+def item_status(index: int) -> str:
+    return f"_run/work/items/item-{index:05d}.json"
+
+
+def part_object(partition: int) -> str:
+    return f"part-{partition:05d}.jsonl.gz"
+
+
+def part_status(partition: int) -> str:
+    return f"_run/parts/part-{partition:05d}.json"
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """The model a scoring run uses: pinned by version and sha256, read from `registry`."""
+
+    name: str
+    version: int
+    sha256: str
+    registry: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "sha256": self.sha256,
+            "registry": self.registry,
+        }
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> ModelRef:
+        return cls(
+            str(document["name"]),
+            int(document["version"]),
+            str(document["sha256"]),
+            str(document["registry"]),
+        )
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    job: str
+    input: str
+    output: str
+    sources: tuple[Source, ...]
+    items: tuple[Item, ...]
+    partitions: int
+    model: ModelRef | None
+    created_at: str
+    run_id: str = ""
+
+    def identity(self) -> dict[str, Any]:
+        """What must be the same for a run to resume another (not where, when or who)."""
+        return {
+            "format": FORMAT,
+            "job": self.job,
+            "sources": [[s.name, s.size, s.version] for s in self.sources],
+            "items": [[i.source.name, i.start, i.end] for i in self.items],
+            "partitions": self.partitions,
+            "model": None
+            if self.model is None
+            else {
+                "name": self.model.name,
+                "version": self.model.version,
+                "sha256": self.model.sha256,
+            },
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "job": self.job,
+            "input": self.input,
+            "output": self.output,
+            "sources": [s.to_json() for s in self.sources],
+            "items": [i.to_json() for i in self.items],
+            "partitions": self.partitions,
+            "model": None if self.model is None else self.model.to_json(),
+            "created_at": self.created_at,
+            "run_id": self.run_id,
+        }
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> RunPlan:
+        if document.get("format") != FORMAT:
+            raise Refused(f"the run's plan has format {document.get('format')!r}, not {FORMAT}")
+        model = document.get("model")
+        return cls(
+            job=str(document["job"]),
+            input=str(document["input"]),
+            output=str(document["output"]),
+            sources=tuple(Source.from_json(s) for s in document["sources"]),
+            items=tuple(Item.from_json(i) for i in document["items"]),
+            partitions=int(document["partitions"]),
+            model=None if model is None else ModelRef.from_json(model),
+            created_at=str(document["created_at"]),
+            run_id=str(document.get("run_id", "")),
+        )
+
+
+def make_plan(
+    job: str,
+    source: Storage,
+    output: str,
+    *,
+    model: ModelRef | None,
+    partitions: int | None = None,
+    range_bytes: int = RANGE_BYTES,
+    partition_bytes: int = PARTITION_BYTES,
+    run_id: str = "",
+) -> RunPlan:
+    """List the input, cut it into items and choose the number of partitions."""
+    if job not in jobs.JOBS:
+        raise UsageError(f"unknown batch job {job!r}; one of {', '.join(jobs.JOBS)}")
+    if (job == "score") != (model is not None):
+        raise UsageError("a scoring run needs a model, and only a scoring run uses one")
+    if partitions is not None and not 1 <= partitions <= 10_000:
+        raise UsageError(f"--partitions must be between 1 and 10000, got {partitions}")
+    sources = list_sources(source)
+    if partitions is None:
+        partitions = partition_count(
+            estimated_json_bytes(source, sources),
+            partition_bytes=partition_bytes,
+        )
+    return RunPlan(
+        job=job,
+        input=source.uri,
+        output=output,
+        sources=tuple(sources),
+        items=tuple(plan_items(sources, range_bytes)),
+        partitions=partitions,
+        model=model,
+        created_at=now_iso(),
+        run_id=run_id,
+    )
+
+
+def read_json(storage: Storage, key: str) -> dict[str, Any]:
+    document = json.loads(storage.read(key))
+    if not isinstance(document, dict):
+        raise Refused(f"{storage.name(key)}: not a JSON object")
+    return document
+
+
+def put_json(storage: Storage, key: str, document: dict[str, Any]) -> None:
+    storage.put_bytes(key, json.dumps(document, indent=1, sort_keys=True).encode() + b"\n")
+
+
+def begin(
+    plan: RunPlan, output: Storage, *, chosen_partitions: bool = True
+) -> tuple[RunPlan, bool]:
+    """Start the run, or resume the one already at `output`: (the plan in force, resumed).
+
+    Refused (nothing written) when `output` holds a run of other input or model, of another
+    number of partitions when `plan`'s was chosen by the caller (otherwise the existing run's is
+    kept), or files that are not a run's."""
+    if output.exists(PLAN):
+        existing = RunPlan.from_json(read_json(output, PLAN))
+        mine, theirs = plan.identity(), existing.identity()
+        if not chosen_partitions:
+            mine["partitions"] = theirs["partitions"]
+        if mine != theirs:
+            differs = [k for k, v in mine.items() if theirs.get(k) != v]
+            raise Refused(
+                f"{output.uri} holds a run of another {', '.join(differs)} (started "
+                f"{existing.created_at}); use another output location, or remove it to start over"
+            )
+        return existing, True
+    strangers = [f.key for f in output.list() if not f.key.startswith("_run/")]
+    if strangers:
+        raise Refused(
+            f"{output.uri} is not empty and holds no sds run ({strangers[0]}, ...): refusing to "
+            "write results among other files; choose an empty or new output location"
+        )
+    put_json(output, PLAN, plan.to_json())
+    return plan, False
+
+
+def check_locations(input_uri: str, output_uri: str) -> None:
+    """Results must not land inside the history they are computed from (a later run would
+    read them as input)."""
+    source, target = input_uri.rstrip("/"), output_uri.rstrip("/")
+    if not source.startswith("s3://"):
+        source, target = str(Path(source).resolve()), str(Path(target).resolve())
+    if target == source or target.startswith(source + "/"):
+        raise UsageError(
+            f"the output {output_uri} is inside the input {input_uri}: put it elsewhere"
+        )
+
+
+# Steps ---------------------------------------------------------------------------------------------
+
+
+def shuffle_step(
+    plan: RunPlan,
+    source: Storage,
+    output: Storage,
+    index: int,
+    *,
+    labels_required: bool = False,
+    spool_root: Path | None = None,
+) -> Shuffled:
+    """Shuffle item `index` (a no-op returning its record if it is already done)."""
+    if output.exists(item_status(index)):
+        return Shuffled.from_json(read_json(output, item_status(index)))
+    done = shuffle_item(
+        source,
+        plan.items[index],
+        plan.partitions,
+        output,
+        item_object(index),
+        labels_required=labels_required,
+        spool_root=spool_root,
+    )
+    put_json(output, item_status(index), done.to_json())
+    return done
+
+
+def collect_step(plan: RunPlan, output: Storage) -> dict[str, Any]:
+    """Every item's record in one document each partition reads; what the shuffle read."""
+    if output.exists(SHUFFLED):
+        return read_json(output, SHUFFLED)
+    records = []
+    for item in plan.items:
+        if not output.exists(item_status(item.index)):
+            raise HistoryError(f"item {item.index} ({item.source.name}) is not shuffled yet")
+        records.append(read_json(output, item_status(item.index)))
+    document = {
+        "items": records,
+        "events": sum(r["events"] for r in records),
+        "payments": sum(r["payments"] for r in records),
+        "read_bytes": sum(r["read_bytes"] for r in records),
+    }
+    put_json(output, SHUFFLED, document)
+    return document
+
+
+def shuffled_segments(output: Storage) -> list[tuple[str, Shuffled]]:
+    document = read_json(output, SHUFFLED)
+    done = [Shuffled.from_json(r) for r in document["items"]]
+    return [(item_object(d.item), d) for d in done]
+
+
+def finished_parts(plan: RunPlan, output: Storage) -> set[int]:
+    names = {f.key for f in output.list("_run/parts/")}
+    return {p for p in range(plan.partitions) if part_status(p) in names}
+
+
+ModelLoader = Callable[[ModelRef], LoadedModel]
+
+
+def part_step(
+    plan: RunPlan,
+    output: Storage,
+    partition: int,
+    *,
+    load: ModelLoader,
+    segments: Sequence[tuple[str, Shuffled]] | None = None,
+) -> dict[str, Any]:
+    """Compute part `partition` and store it, then its status (a no-op if it is finished)."""
+    if output.exists(part_status(partition)):
+        return read_json(output, part_status(partition))
+    started = time.perf_counter()
+    segments = shuffled_segments(output) if segments is None else segments
+    history = load_partition(read_partition(output, segments, partition))
+    if plan.job == "score":
+        assert plan.model is not None
+        model = load(plan.model)
+        rows, counts = jobs.score_rows(history, model)
+    else:
+        rows, counts = jobs.feature_rows(history)
+    with output.open_write(part_object(partition)) as handle:
+        jobs.write_rows(handle, rows)
+    status = {
+        "part": partition,
+        "object": part_object(partition),
+        **counts.to_json(),
+        "seconds": round(time.perf_counter() - started, 3),
+        "finished_at": now_iso(),
+    }
+    put_json(output, part_status(partition), status)
+    return status
+
+
+TOTALS = (
+    "events",
+    "payments",
+    "rows",
+    "duplicates",
+    "flagged",
+    "labelled",
+    "fraud",
+    "flagged_labelled",
+    "flagged_fraud",
+)
+
+
+def summarize(
+    plan: RunPlan,
+    output: Storage,
+    *,
+    failures: Sequence[dict[str, Any]] = (),
+    started_at: str | None = None,
+    execution: str | None = None,
+) -> dict[str, Any]:
+    """The run's manifest from every finished part's status; written only when every part is
+    finished (a run with failed parts reports them and stays resumable)."""
+    statuses = [read_json(output, part_status(p)) for p in sorted(finished_parts(plan, output))]
+    missing = sorted(set(range(plan.partitions)) - {int(s["part"]) for s in statuses})
+    totals = {key: sum(int(s.get(key, 0)) for s in statuses) for key in TOTALS}
+    if plan.job == "features":
+        for key in ("flagged", "flagged_labelled", "flagged_fraud"):
+            totals.pop(key)
+    manifest: dict[str, Any] = {
+        "format": FORMAT,
+        "job": plan.job,
+        "run_id": plan.run_id,
+        "input": plan.input,
+        "output": plan.output,
+        "files": len(plan.sources),
+        "items": len(plan.items),
+        "partitions": plan.partitions,
+        "model": None if plan.model is None else plan.model.to_json(),
+        "complete": not missing,
+        "totals": totals,
+        "parts": [
+            {"part": int(s["part"]), "object": s["object"], "rows": s["rows"]} for s in statuses
+        ],
+        "missing_parts": missing,
+        "failures": list(failures),
+        "started_at": started_at or plan.created_at,
+        "finished_at": now_iso(),
+    }
+    if plan.job == "score" and totals["labelled"]:
+        # The input carried labels: how the version's decisions did on them (a backtest).
+        flagged = totals["flagged_labelled"]
+        manifest["backtest"] = {
+            "labelled": totals["labelled"],
+            "fraud": totals["fraud"],
+            "flagged": flagged,
+            "precision": totals["flagged_fraud"] / flagged if flagged else None,
+            "recall": totals["flagged_fraud"] / totals["fraud"] if totals["fraud"] else None,
+        }
+    if execution:
+        manifest["execution"] = execution
+    if not missing:
+        put_json(output, MANIFEST, manifest)
+    return manifest

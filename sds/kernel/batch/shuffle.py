@@ -1,0 +1,470 @@
+"""Partitioning an activity history by account: the one shuffle behind batch scoring, feature
+backfill and training on long histories.
+
+Point-in-time aggregates need every event of an account, in time order, in one place; a history
+arrives as files (or S3 objects) of any size, each holding events of many accounts. So a run has
+two steps, the same on one machine and on Step Functions:
+
+1. Shuffle, one work item per input range: a `.jsonl` file is cut into ranges of about
+   `RANGE_BYTES` (a line belongs to the range its first byte is in), a `.jsonl.gz` file is one
+   item (gzip cannot be entered in the middle). Each item reads its lines once, validates each
+   event (`sds.kernel.events.validate`: a problem stops the run and names the file and line),
+   and writes one object holding its events grouped by partition, `partition_of(account)`, with
+   the offsets of each partition's segment (`Shuffled`). Memory is bounded: segments are spooled
+   to local files while the item is read.
+2. Per partition: read that partition's segment of every item, parse, drop redelivered events
+   (the same id with the same content; the same id with other content is an error), and order
+   them by time (ties keep input order): `load_partition`. All of an account's events are there,
+   so its aggregates are exact; memory holds one partition (about `PARTITION_BYTES` of JSON).
+
+Each spooled line carries its position in its item, so input order (and so every result) does
+not depend on how many partitions or workers there were.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import tempfile
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from sds.kernel.batch.storage import Storage, StoredFile, iter_chunks
+from sds.kernel.errors import SdsError
+from sds.kernel.events import validate
+from sds.kernel.features import parse_time
+
+MIB = 1024 * 1024
+HISTORY_SUFFIXES = (".jsonl", ".jsonl.gz")
+LABEL = "is_fraud"  # a payment's label in training data; carried through to batch outputs
+RANGE_BYTES = 64 * MIB  # a plain file's work items
+PARTITION_BYTES = 32 * MIB  # JSON per partition: one partition's events fit in a worker's memory
+MAX_PARTITIONS = 10_000
+# At least this many partitions (unless they would hold less than a MiB each), so that a run can
+# use many cores; not tied to this machine's count: a run resumes with the same partitions
+# wherever it is started again.
+MIN_PARTITIONS = 64
+READ_CHUNK = 8 * MIB
+SPOOL_BUFFER = 16 * MIB  # an item's events held in memory before they go to its spool files
+_SAMPLE = MIB  # compressed bytes decompressed to estimate a .gz file's size
+
+
+class HistoryError(SdsError, ValueError):
+    """The history is missing or malformed; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input file (or object) of a history."""
+
+    key: str  # relative to the input storage ("" when the input is this one file)
+    name: str  # how messages name it
+    size: int
+    version: str  # changes with its content: mtime locally, the ETag on S3
+
+    @property
+    def compressed(self) -> bool:
+        return self.name.endswith(".gz")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "name": self.name, "size": self.size, "version": self.version}
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> Source:
+        return cls(
+            str(document["key"]),
+            str(document["name"]),
+            int(document["size"]),
+            str(document["version"]),
+        )
+
+
+@dataclass(frozen=True)
+class Item:
+    """One unit of the shuffle: bytes [start, end) of a plain file, or a whole .gz file."""
+
+    index: int
+    source: Source
+    start: int
+    end: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "source": self.source.to_json(),
+            "start": self.start,
+            "end": self.end,
+        }
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> Item:
+        return cls(
+            int(document["index"]),
+            Source.from_json(document["source"]),
+            int(document["start"]),
+            int(document["end"]),
+        )
+
+
+def list_sources(storage: Storage) -> list[Source]:
+    """The history files of a file, folder or S3 prefix (`.jsonl`, `.jsonl.gz`), in name order.
+
+    A location that is one file is read whatever its name (`.gz` means gzip)."""
+    files: list[StoredFile] = storage.list()
+    if len(files) == 1 and files[0].key == "":
+        only = files[0]
+        return [Source("", storage.name(""), only.size, only.version)]
+    found = [
+        Source(f.key, storage.name(f.key), f.size, f.version)
+        for f in files
+        if f.key.endswith(HISTORY_SUFFIXES) and not _hidden(f.key)
+    ]
+    if not found:
+        if not files and not storage.exists(""):
+            raise HistoryError(f"{storage.uri}: no such file, folder or prefix")
+        raise HistoryError(f"{storage.uri}: no .jsonl or .jsonl.gz files")
+    return found
+
+
+def _hidden(key: str) -> bool:
+    # A run's own bookkeeping (`_run/`) and editors' or tools' dot files are not history.
+    return any(part.startswith(("_", ".")) for part in key.split("/"))
+
+
+def plan_items(sources: Sequence[Source], range_bytes: int = RANGE_BYTES) -> list[Item]:
+    """Work items: ranges of about `range_bytes` of each plain file, each .gz file whole."""
+    if range_bytes < 1:
+        raise ValueError("range_bytes must be positive")
+    items: list[Item] = []
+    for source in sources:
+        if source.compressed or source.size <= range_bytes:
+            items.append(Item(len(items), source, 0, source.size))
+            continue
+        for start in range(0, source.size, range_bytes):
+            items.append(Item(len(items), source, start, min(start + range_bytes, source.size)))
+    return items
+
+
+def estimated_json_bytes(storage: Storage, sources: Sequence[Source]) -> int:
+    """About how many bytes of JSON the sources hold: a .gz file's size times the ratio of its
+    first MiB decompressed."""
+    total = 0
+    for source in sources:
+        if not source.compressed or source.size == 0:
+            total += source.size
+            continue
+        head = storage.read(source.key, 0, _SAMPLE)
+        decompressor = zlib.decompressobj(wbits=31)
+        try:
+            inflated = len(decompressor.decompress(head, 64 * _SAMPLE))
+        except zlib.error as exc:
+            raise HistoryError(f"{source.name}: not a valid gzip file ({exc})") from None
+        consumed = len(head) - len(decompressor.unconsumed_tail) - len(decompressor.unused_data)
+        ratio = inflated / consumed if consumed else 1.0
+        total += round(source.size * max(ratio, 1.0))
+    return total
+
+
+def partition_count(json_bytes: int, *, partition_bytes: int = PARTITION_BYTES) -> int:
+    """Enough partitions for each to hold at most about `partition_bytes` of JSON, and at least
+    `MIN_PARTITIONS` of a MiB or more."""
+    wanted = -(-json_bytes // max(partition_bytes, 1))
+    spread = min(MIN_PARTITIONS, json_bytes // MIB)
+    return int(min(MAX_PARTITIONS, max(wanted, spread, 1)))
+
+
+def partition_of(account_id: str, partitions: int) -> int:
+    """The partition every event of an account goes to (stable across runs and machines)."""
+    return zlib.crc32(account_id.encode("utf-8", "surrogatepass")) % partitions
+
+
+# Step 1: shuffle one item ------------------------------------------------------------------------
+
+
+@dataclass
+class Shuffled:
+    """What shuffling one item wrote: its object's partition segments and what it read."""
+
+    item: int
+    offsets: list[int]  # segment p is bytes [offsets[p], offsets[p + 1]) of the item's object
+    events: int = 0
+    payments: int = 0
+    labelled: int = 0  # payments carrying a label
+    fraud: int = 0  # of which labelled fraud
+    read_bytes: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "item": self.item,
+            "offsets": self.offsets,
+            "events": self.events,
+            "payments": self.payments,
+            "labelled": self.labelled,
+            "fraud": self.fraud,
+            "read_bytes": self.read_bytes,
+        }
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> Shuffled:
+        return cls(
+            item=int(document["item"]),
+            offsets=[int(o) for o in document["offsets"]],
+            events=int(document["events"]),
+            payments=int(document["payments"]),
+            labelled=int(document["labelled"]),
+            fraud=int(document["fraud"]),
+            read_bytes=int(document["read_bytes"]),
+        )
+
+    def segment(self, partition: int) -> tuple[int, int]:
+        return self.offsets[partition], self.offsets[partition + 1]
+
+
+def item_lines(storage: Storage, item: Item) -> Iterator[tuple[str, bytes]]:
+    """(where, line) of each line of the item: `where` names the file and line (or, inside a
+    plain file's later ranges, the line's byte offset)."""
+    name = item.source.name
+    if item.source.compressed:
+        try:
+            with (
+                closing(storage.stream(item.source.key)) as raw,
+                gzip.GzipFile(fileobj=raw) as lines,
+            ):
+                for number, line in enumerate(lines, start=1):
+                    yield f"{name}:{number}", line.rstrip(b"\r\n")
+        except (OSError, EOFError, zlib.error) as exc:
+            raise HistoryError(f"{name}: not a valid gzip file ({exc})") from None
+        return
+    if item.start == 0:
+        for number, (_, line) in enumerate(_ranged(storage, item), start=1):
+            yield f"{name}:{number}", line
+        return
+    for offset, line in _ranged(storage, item):
+        yield f"{name} (the line at byte {offset})", line
+
+
+def _ranged(storage: Storage, item: Item) -> Iterator[tuple[int, bytes]]:
+    """(offset, line) of every line whose first byte lies in [start, end)."""
+    skipping = item.start > 0  # the line straddling `start` belongs to the range before
+    base = item.start - 1 if skipping else item.start  # absolute offset of buffer[0]
+    buffer = b""
+    for chunk in iter_chunks(storage, item.source.key, base, READ_CHUNK):
+        buffer = buffer + chunk if buffer else chunk
+        cursor = 0
+        if skipping:
+            newline = buffer.find(b"\n")
+            if newline < 0:
+                base += len(buffer)
+                buffer = b""
+                continue
+            cursor, skipping = newline + 1, False
+        while base + cursor < item.end:
+            newline = buffer.find(b"\n", cursor)
+            if newline < 0:
+                break
+            yield base + cursor, buffer[cursor:newline].rstrip(b"\r")
+            cursor = newline + 1
+        else:
+            return
+        base += cursor
+        buffer = buffer[cursor:]
+    if buffer and not skipping and base < item.end:
+        yield base, buffer.rstrip(b"\r")
+
+
+def parse_event(line: bytes, where: str, *, labels_required: bool) -> dict[str, Any] | None:
+    """The validated event on one line (None for a blank line); HistoryError names a problem."""
+    if not line.strip():
+        return None
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise HistoryError(f"{where}: invalid JSON ({str(exc)[:100]})") from None
+    problems = validate(record, where=where, extra_fields=(LABEL,))
+    if problems:
+        raise HistoryError(f"{problems[0].field}: {problems[0].reason}")
+    if record["type"] == "payment":
+        if LABEL in record:
+            if not isinstance(record[LABEL], bool):
+                raise HistoryError(f"{where}.{LABEL}: a payment's label must be true or false")
+        elif labels_required:
+            raise HistoryError(f"{where}.{LABEL}: a payment's label must be true or false")
+    elif LABEL in record:
+        raise HistoryError(f"{where}.{LABEL}: only payments are labelled")
+    return dict(record)
+
+
+@dataclass
+class _Spool:
+    """An item's events grouped by partition: in memory, then in one local file per partition."""
+
+    partitions: int
+    root: Path | None = None
+    buffers: list[bytearray] = field(default_factory=list)
+    written: list[int] = field(default_factory=list)
+    held: int = 0
+    folder: tempfile.TemporaryDirectory[str] | None = None
+
+    def __post_init__(self) -> None:
+        self.buffers = [bytearray() for _ in range(self.partitions)]
+        self.written = [0] * self.partitions
+
+    def add(self, partition: int, record: bytes) -> None:
+        self.buffers[partition] += record
+        self.held += len(record)
+        if self.held >= SPOOL_BUFFER:
+            self.flush()
+
+    def _path(self, partition: int) -> Path:
+        assert self.folder is not None
+        return Path(self.folder.name) / str(partition)
+
+    def flush(self) -> None:
+        if self.folder is None:
+            self.folder = tempfile.TemporaryDirectory(prefix="sds-shuffle-", dir=self.root)
+        for partition, buffer in enumerate(self.buffers):
+            if buffer:
+                with open(self._path(partition), "ab") as handle:
+                    handle.write(buffer)
+                self.written[partition] += len(buffer)
+                buffer.clear()
+        self.held = 0
+
+    def write(self, handle: Any) -> list[int]:
+        """Every partition's records, in partition order, into `handle`; the offsets."""
+        offsets = [0]
+        for partition, buffer in enumerate(self.buffers):
+            if self.written[partition]:
+                with open(self._path(partition), "rb") as spooled:
+                    while chunk := spooled.read(READ_CHUNK):
+                        handle.write(chunk)
+            handle.write(buffer)
+            offsets.append(offsets[-1] + self.written[partition] + len(buffer))
+        return offsets
+
+    def close(self) -> None:
+        if self.folder is not None:
+            self.folder.cleanup()
+
+
+def shuffle_item(
+    storage: Storage,
+    item: Item,
+    partitions: int,
+    output: Storage,
+    key: str,
+    *,
+    labels_required: bool = False,
+    spool_root: Path | None = None,
+) -> Shuffled:
+    """Read, validate and partition one item's events into the object `key` of `output`."""
+    spool = _Spool(partitions, spool_root)
+    result = Shuffled(item=item.index, offsets=[])
+    try:
+        for position, (where, line) in enumerate(item_lines(storage, item)):
+            event = parse_event(line, where, labels_required=labels_required)
+            if event is None:
+                continue
+            result.events += 1
+            if event["type"] == "payment":
+                result.payments += 1
+                if LABEL in event:
+                    result.labelled += 1
+                    result.fraud += bool(event[LABEL])
+            record = b"%d\t%s\n" % (position, line.strip())
+            spool.add(partition_of(event["account_id"], partitions), record)
+        with output.open_write(key) as handle:
+            result.offsets = spool.write(handle)
+    finally:
+        spool.close()
+    result.read_bytes = item.end - item.start
+    return result
+
+
+# Step 2: one partition ----------------------------------------------------------------------------
+
+
+def read_partition(
+    storage: Storage, shuffled: Sequence[tuple[str, Shuffled]], partition: int
+) -> list[tuple[int, bytes]]:
+    """(input order, event line) of every event of `partition`, from each item's object
+    (`shuffled`: (object key, what shuffling the item wrote))."""
+    lines: list[tuple[int, bytes]] = []
+    for key, done in shuffled:
+        start, end = done.segment(partition)
+        if end <= start:
+            continue
+        data = storage.read(key, start, end)
+        if len(data) != end - start:
+            raise HistoryError(
+                f"{storage.name(key)}: holds {len(data)} bytes of partition {partition}, "
+                f"expected {end - start} (the shuffle's work files changed under the run)"
+            )
+        base = done.item << 32
+        for record in data.splitlines():
+            position, _, line = record.partition(b"\t")
+            lines.append((base | int(position), line))
+    return lines
+
+
+@dataclass(frozen=True)
+class PartitionHistory:
+    """One partition's distinct events in time order, labels apart."""
+
+    events: list[dict[str, Any]]  # without labels
+    times: np.ndarray  # occurred_at, microseconds (int64)
+    order: np.ndarray  # input order (item << 32 | line position), the tie-breaker (int64)
+    labels: dict[str, bool]  # event id -> label, for the payments that carry one
+    duplicates: int
+
+    @property
+    def payments(self) -> np.ndarray:
+        return np.fromiter(
+            (i for i, e in enumerate(self.events) if e["type"] == "payment"), np.int64
+        )
+
+
+def load_partition(lines: Sequence[tuple[int, bytes]]) -> PartitionHistory:
+    """Parse a partition's events, drop redeliveries and order them by (time, input order)."""
+    records: dict[str, tuple[int, dict[str, Any]]] = {}
+    duplicates = 0
+    for position, line in sorted(lines, key=lambda pair: pair[0]):
+        event = orjson.loads(line)
+        event_id = event["event_id"]
+        known = records.get(event_id)
+        if known is not None:
+            if known[1] != event:
+                raise HistoryError(f"event {event_id} appears twice with different content")
+            duplicates += 1
+            continue
+        records[event_id] = (position, event)
+    labels: dict[str, bool] = {}
+    events: list[dict[str, Any]] = []
+    for _, event in records.values():
+        if LABEL in event:
+            labels[event["event_id"]] = bool(event.pop(LABEL))
+        events.append(event)
+    times = np.fromiter((parse_time(e["occurred_at"]) for e in events), np.int64, len(events))
+    order = np.fromiter((p for p, _ in records.values()), np.int64, len(events))
+    ranked = np.lexsort((order, times))
+    return PartitionHistory(
+        events=[events[i] for i in ranked],
+        times=times[ranked],
+        order=order[ranked],
+        labels=labels,
+        duplicates=duplicates,
+    )
+
+
+def default_workers() -> int:
+    return max(
+        1,
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
+    )

@@ -1,0 +1,195 @@
+"""`sds score` and `sds backfill` on this machine: a batch run with a worker process per core.
+
+The run's steps, layout and resumability are the kernel's (`sds.kernel.batch.run`); this module
+chooses the model, runs the steps in parallel (`sds.kernel.batch.local`), shows progress, and
+reports what the run did: rows, throughput, and the peak memory of the largest worker (each holds
+one partition, so it does not grow with the history).
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sds.kernel.batch import local
+from sds.kernel.batch.run import (
+    MANIFEST,
+    WORK,
+    ModelRef,
+    RunPlan,
+    begin,
+    check_locations,
+    collect_step,
+    finished_parts,
+    make_plan,
+    read_json,
+    summarize,
+)
+from sds.kernel.batch.shuffle import RANGE_BYTES, default_workers
+from sds.kernel.batch.storage import open_storage
+from sds.kernel.errors import Refused, UsageError
+from sds.kernel.lock import read_pin
+from sds.kernel.registry import RegistryError
+from sds.ops.workspace import Workspace
+from sds.progress import Progress
+
+STEPS = 3
+
+
+@dataclass
+class LocalRun:
+    """What one invocation did (the manifest is the run's, over every invocation)."""
+
+    manifest: dict[str, Any]
+    resumed: bool
+    workers: int
+    items_shuffled: int
+    parts_computed: int
+    parts_skipped: int
+    seconds: float
+    peak_rss_bytes: dict[str, int] = field(default_factory=dict)
+    nothing_to_do: bool = False  # the output held a finished run already
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "manifest": self.manifest,
+            "resumed": self.resumed,
+            "workers": self.workers,
+            "items_shuffled": self.items_shuffled,
+            "parts_computed": self.parts_computed,
+            "parts_skipped": self.parts_skipped,
+            "seconds": round(self.seconds, 3),
+            "peak_rss_bytes": self.peak_rss_bytes,
+            "nothing_to_do": self.nothing_to_do,
+        }
+
+    @property
+    def events_per_second(self) -> float:
+        return self.manifest["totals"]["events"] / self.seconds if self.seconds else 0.0
+
+
+def model_for(ws: Workspace, env: str, version: int | None) -> ModelRef:
+    """The version `env` serves (its pin in the lock file), or `version` from its registry."""
+    registry = ws.registry(env)
+    if version is None:
+        pin = read_pin(ws.lock_path, model=ws.model, env=env)
+        if pin is None:
+            raise Refused(
+                f"{env} has no pinned model to score with: promote one (sds promote VERSION "
+                f"--to {env}) or name a version with --version"
+            )
+        return ModelRef(ws.model, pin.version, pin.sha256, registry.uri)
+    try:
+        found = registry.get_version(version)
+    except RegistryError as exc:
+        raise Refused(f"version {version} cannot be used from {env}'s registry: {exc}") from exc
+    return ModelRef(ws.model, found.number, found.sha256, registry.uri)
+
+
+def run_locally(
+    job: str,
+    *,
+    data: str,
+    out: str,
+    model: ModelRef | None = None,
+    workers: int | None = None,
+    partitions: int | None = None,
+    progress: Progress | None = None,
+    keep_work: bool = False,
+    range_bytes: int = RANGE_BYTES,
+) -> LocalRun:
+    """Plan (or resume) a run of `job` over `data` into `out`, and run every step not done."""
+    started = time.perf_counter()
+    workers = workers or default_workers()
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
+    check_locations(data, out)
+    progress = progress or Progress(STEPS, enabled=False)
+    source, output = open_storage(data), open_storage(out)
+    if job == "score" and model is not None:
+        local.load_cached(model)  # a model that cannot be served fails the run before it starts
+    plan, resumed = begin(
+        make_plan(job, source, out, model=model, partitions=partitions, range_bytes=range_bytes),
+        output,
+        chosen_partitions=partitions is not None,
+    )
+    if resumed and output.exists(MANIFEST):
+        manifest = read_json(output, MANIFEST)
+        return LocalRun(manifest, True, workers, 0, 0, plan.partitions, 0.0, nothing_to_do=True)
+
+    todo = [
+        i for i in range(len(plan.items)) if not output.exists(f"_run/work/items/item-{i:05d}.json")
+    ]
+    shuffled = _shuffle(plan, todo, workers, progress)
+    progress.run("collecting the shuffle", lambda: collect_step(plan, output))
+
+    finished = finished_parts(plan, output)
+    parts = [p for p in range(plan.partitions) if p not in finished]
+    _compute(plan, parts, workers, progress)
+    manifest = progress.run(
+        "writing the run's manifest",
+        lambda: summarize(plan, output, started_at=plan.created_at),
+        lambda m: f"{m['totals']['rows']} rows in {len(m['parts'])} parts",
+    )
+    if manifest["complete"] and not keep_work:
+        output.delete_prefix(WORK)
+    return LocalRun(
+        manifest=manifest,
+        resumed=resumed,
+        workers=workers,
+        items_shuffled=shuffled,
+        parts_computed=len(parts),
+        parts_skipped=len(finished),
+        seconds=time.perf_counter() - started,
+        peak_rss_bytes=peak_rss(),
+    )
+
+
+def _shuffle(plan: RunPlan, todo: list[int], workers: int, progress: Progress) -> int:
+    total = sum(plan.items[i].end - plan.items[i].start for i in todo)
+    label = (
+        f"partitioning {len(plan.items)} input item(s) by account into {plan.partitions} "
+        f"partitions ({workers} workers)"
+    )
+    if not todo:
+        progress.run(label, lambda: None, lambda _: "already done (resumed)")
+        return 0
+    tasks = [(plan.to_json(), index, False, None) for index in todo]
+
+    def work() -> int:
+        with progress.transfer("read", total) as advance:
+            for _, done in local.parallel(local.shuffle_worker, tasks, workers=workers):
+                advance(int(done["read_bytes"]))
+        return len(todo)
+
+    return progress.run(label, work, lambda n: f"{n} item(s) shuffled")
+
+
+def _compute(plan: RunPlan, parts: list[int], workers: int, progress: Progress) -> None:
+    verb = "scoring" if plan.job == "score" else "computing the account aggregates of"
+    label = f"{verb} {plan.partitions} partitions ({workers} workers)"
+    if not parts:
+        progress.run(label, lambda: None, lambda _: "every part was finished (resumed)")
+        return
+    tasks = [(plan.to_json(), p) for p in parts]
+    rows = 0
+
+    def work() -> int:
+        nonlocal rows
+        # Progress in parts: each is about the same size (accounts hash evenly).
+        with progress.transfer("parts", len(parts), unit="parts") as advance:
+            for _, status in local.parallel(local.part_worker, tasks, workers=workers):
+                rows += int(status["rows"])
+                advance(1)
+        return rows
+
+    progress.run(label, work, lambda n: f"{n} rows in {len(parts)} part(s)")
+
+
+def peak_rss() -> dict[str, int]:
+    """Peak resident memory of this process and of the largest worker it waited for."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    return {"main": own, "largest_worker": children}

@@ -1,0 +1,380 @@
+"""Batch runs over a history, partitioned by account: backfill, scoring, resuming, refusing.
+
+The partitioned computation must give exactly what one process computing the whole history
+gives (item 2 of issue 17), and a batch score must be the score the API gives the same payment
+with the same account history.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from trained_model import TrainedModel
+
+from lambdas.inference.app import InferenceApp
+from sds.kernel import pointintime
+from sds.kernel.aggregates import NAMES
+from sds.kernel.batch import run as batch_run
+from sds.kernel.batch.run import ModelRef
+from sds.kernel.batch.shuffle import HistoryError, Source, item_lines, plan_items
+from sds.kernel.batch.storage import LocalStorage
+from sds.kernel.errors import Refused, UsageError
+from sds.kernel.features import parse_time
+from sds.kernel.featurestore import open_feature_store
+from sds.kernel.online import OnlineFeatures
+from sds.kernel.serving import ModelUnavailable
+from sds.ops.batch import run_locally
+from training.data import LABEL, read_history, write_jsonl
+from training.synthetic import generate_activity
+
+
+def _rows(out: Path) -> list[dict[str, Any]]:
+    rows = []
+    for part in sorted(out.glob("part-*.jsonl.gz")):
+        rows.extend(json.loads(line) for line in gzip.decompress(part.read_bytes()).splitlines())
+    return rows
+
+
+def _single_process(history_path: Path) -> dict[str, dict[str, float]]:
+    """Each payment's aggregates, computed by one process over the whole history at once."""
+    history = read_history(history_path)
+    payments = history.payment_events
+    computed = pointintime.compute(
+        history.events,
+        history.times,
+        [e["account_id"] for e in payments],
+        history.payment_times,
+    )
+    return {
+        e["event_id"]: {name: float(computed[name][i]) for name in NAMES}
+        for i, e in enumerate(payments)
+    }
+
+
+def _model(trained: TrainedModel) -> ModelRef:
+    return ModelRef("fraud", trained.version.number, trained.version.sha256, trained.registry_uri)
+
+
+# Backfill: partitioned = one process -------------------------------------------------------------
+
+
+def test_the_partitioned_backfill_equals_the_single_process_computation(
+    tmp_path: Path, small_history: Path
+) -> None:
+    # Given a history split over a plain file cut into many ranges, a gzipped file and a
+    # subfolder, with some events redelivered
+    records = generate_activity(1500, seed=11)
+    third = len(records) // 3
+    data = tmp_path / "data"
+    write_jsonl(records[:third] + records[5:40], data / "a.jsonl")
+    write_jsonl(records[third : 2 * third], data / "b.jsonl.gz")
+    write_jsonl(records[2 * third :], data / "sub" / "c.jsonl")
+    write_jsonl(records, tmp_path / "whole.jsonl")
+
+    # When the aggregates are backfilled in 7 partitions from items of 20 kB
+    done = run_locally(
+        "features",
+        data=str(data),
+        out=str(tmp_path / "out"),
+        workers=1,
+        partitions=7,
+        range_bytes=20_000,
+    )
+
+    # Then every payment has exactly the values of the single-process computation
+    expected = _single_process(tmp_path / "whole.jsonl")
+    rows = _rows(tmp_path / "out")
+    assert len(rows) == len(expected)
+    assert {r["event_id"]: {n: r[n] for n in NAMES} for r in rows} == expected
+    # And the manifest accounts for every event, the redelivered ones once
+    totals = done.manifest["totals"]
+    assert done.manifest["complete"] and done.manifest["partitions"] == 7
+    assert totals["events"] == len(records) and totals["duplicates"] == 35
+    assert totals["rows"] == totals["payments"] == len(expected)
+    assert len(done.manifest["parts"]) == 7 and done.manifest["items"] > 3
+
+
+def test_the_result_does_not_depend_on_the_number_of_workers(tmp_path: Path) -> None:
+    # Given one history
+    data = write_jsonl(generate_activity(800, seed=5), tmp_path / "h.jsonl.gz")
+
+    # When it is backfilled by one process and by a pool of two
+    run_locally("features", data=str(data), out=str(tmp_path / "one"), workers=1, partitions=4)
+    run_locally("features", data=str(data), out=str(tmp_path / "two"), workers=2, partitions=4)
+
+    # Then the parts are the same bytes
+    for part in sorted((tmp_path / "one").glob("part-*")):
+        assert part.read_bytes() == (tmp_path / "two" / part.name).read_bytes()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    lengths=st.lists(st.integers(0, 40), min_size=1, max_size=60),
+    range_bytes=st.integers(1, 200),
+    trailing_newline=st.booleans(),
+)
+def test_every_line_of_a_plain_file_belongs_to_exactly_one_range(
+    tmp_path_factory: pytest.TempPathFactory,
+    lengths: list[int],
+    range_bytes: int,
+    trailing_newline: bool,
+) -> None:
+    # Given a file of lines of any lengths (empty ones too)
+    lines = [(f"{i}:" + "x" * n).encode() for i, n in enumerate(lengths)]
+    content = b"\n".join(lines) + (b"\n" if trailing_newline else b"")
+    path = tmp_path_factory.mktemp("ranges") / "h.jsonl"
+    path.write_bytes(content)
+    storage = LocalStorage(path)
+    source = Source("", str(path), len(content), "1")
+
+    # When it is cut into ranges and each range reads its lines
+    read = [
+        line for item in plan_items([source], range_bytes) for _, line in item_lines(storage, item)
+    ]
+
+    # Then together they read every line once, in order
+    assert read == lines
+
+
+# Scoring = the API --------------------------------------------------------------------------------
+
+
+def test_a_batch_score_is_the_score_the_api_gives_with_the_same_account_history(
+    tmp_path: Path, trained: TrainedModel
+) -> None:
+    # Given the history of a few accounts, among them some with bursts of failed logins
+    records = generate_activity(4000, seed=3)
+    busy = {r["account_id"] for r in records if r["type"] == "login" and r["outcome"] == "failure"}
+    accounts = sorted(busy)[:12] + sorted({r["account_id"] for r in records} - busy)[:8]
+    history = [r for r in records if r["account_id"] in accounts]
+    data = write_jsonl(history, tmp_path / "h.jsonl")
+
+    # When it is scored as a batch
+    run_locally(
+        "score", data=str(data), out=str(tmp_path / "out"), model=_model(trained), workers=1
+    )
+    batch = {r["event_id"]: r for r in _rows(tmp_path / "out")}
+
+    # And each payment is sent to the API as it happens, its account's events folded into the
+    # feature store as they arrive
+    app = InferenceApp(
+        trained.settings(feature_store_uri=f"sqlite://{tmp_path / 'store.db'}"),
+        metrics=lambda values, dimensions: None,
+    )
+    online = OnlineFeatures(open_feature_store(f"sqlite://{tmp_path / 'store.db'}"))
+    api: dict[str, dict[str, Any]] = {}
+    for record in sorted(history, key=lambda r: parse_time(r["occurred_at"])):
+        event = {k: v for k, v in record.items() if k != LABEL}
+        time = parse_time(event["occurred_at"])
+        if event["type"] == "payment":
+            response = app.handle(
+                {"httpMethod": "POST", "path": "/predict", "body": json.dumps({"events": [event]})}
+            )
+            assert response["statusCode"] == 200, response["body"]
+            api[event["event_id"]] = json.loads(response["body"])["predictions"][0]
+        online.apply([(time, event)], now=time)
+
+    # Then every payment has the API's score and decision, and names the model
+    assert set(batch) == set(api) and len(api) > 50
+    for event_id, prediction in api.items():
+        row = batch[event_id]
+        assert row["fraud_probability"] == prediction["fraud_probability"], event_id
+        assert row["is_fraud"] == prediction["is_fraud"], event_id
+        assert (row["model_version"], row["model_sha256"]) == (
+            trained.version.number,
+            trained.version.sha256,
+        )
+    # And the failed logins did move scores (the aggregates are not all zero)
+    assert len({row["fraud_probability"] for row in batch.values()}) > 10
+
+
+def test_a_scored_history_with_labels_reports_a_backtest_and_keeps_each_label(
+    tmp_path: Path, trained: TrainedModel, small_history: Path
+) -> None:
+    # When the labelled training history is scored
+    done = run_locally(
+        "score",
+        data=str(small_history),
+        out=str(tmp_path / "out"),
+        model=_model(trained),
+        workers=1,
+        partitions=3,
+    )
+
+    # Then each row carries its payment's label, and the manifest how the decisions did
+    rows = _rows(tmp_path / "out")
+    labels = {
+        e["event_id"]: lab
+        for e, lab in zip(
+            read_history(small_history).payment_events,
+            read_history(small_history).labels,
+            strict=True,
+        )
+    }
+    assert {r["event_id"]: r["label"] for r in rows} == labels
+    backtest = done.manifest["backtest"]
+    flagged_fraud = sum(r["is_fraud"] and r["label"] for r in rows)
+    assert backtest["labelled"] == len(rows) and backtest["fraud"] == sum(labels.values())
+    assert backtest["flagged"] == sum(r["is_fraud"] for r in rows) > 0
+    assert backtest["precision"] == pytest.approx(flagged_fraud / backtest["flagged"])
+    assert backtest["recall"] == pytest.approx(flagged_fraud / backtest["fraud"])
+
+
+# Resuming -------------------------------------------------------------------------------------------
+
+
+def test_an_interrupted_run_resumes_with_only_the_parts_that_are_not_finished(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a run that stops with an error in its fourth part
+    data = write_jsonl(generate_activity(600, seed=8), tmp_path / "h.jsonl")
+    out = tmp_path / "out"
+    computed: list[int] = []
+    real = batch_run.jobs.feature_rows
+
+    def failing(history: Any) -> Any:
+        if len(computed) == 3:
+            raise RuntimeError("the machine went away")
+        computed.append(1)
+        return real(history)
+
+    monkeypatch.setattr(batch_run.jobs, "feature_rows", failing)
+    with pytest.raises(RuntimeError):
+        run_locally("features", data=str(data), out=str(out), workers=1, partitions=6)
+    finished = sorted(p.name for p in out.glob("part-*"))
+    assert len(finished) == 3 and not (out / "_run" / "manifest.json").exists()
+    stamps = {name: (out / name).stat().st_mtime_ns for name in finished}
+    # And a part that was half written when it stopped (no status: it does not count)
+    half = out / "part-00005.jsonl.gz"
+    half.write_bytes(b"\x1f\x8b half a part")
+
+    # When the same command runs again
+    monkeypatch.setattr(batch_run.jobs, "feature_rows", real)
+    done = run_locally("features", data=str(data), out=str(out), workers=1, partitions=6)
+
+    # Then it computed only the three unfinished parts, the half-written one among them
+    assert done.resumed and (done.parts_skipped, done.parts_computed) == (3, 3)
+    assert {name: (out / name).stat().st_mtime_ns for name in finished} == stamps
+    assert len(gzip.decompress(half.read_bytes())) > 0
+    assert done.manifest["complete"] and done.manifest["totals"]["events"] > 600
+    # And the result is the one an uninterrupted run gives
+    run_locally("features", data=str(data), out=str(tmp_path / "again"), workers=1, partitions=6)
+    assert _rows(out) == _rows(tmp_path / "again")
+    # And a third run has nothing to do
+    assert run_locally("features", data=str(data), out=str(out), workers=1).nothing_to_do
+
+
+def test_a_finished_run_keeps_no_work_files(tmp_path: Path) -> None:
+    data = write_jsonl(generate_activity(300, seed=9), tmp_path / "h.jsonl")
+    run_locally("features", data=str(data), out=str(tmp_path / "out"), workers=1)
+    kept = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*"))
+    assert not [k for k in kept if k.startswith("_run/work")]
+    assert "_run/manifest.json" in kept and "_run/plan.json" in kept
+
+
+# Refusing ---------------------------------------------------------------------------------------------
+
+
+def test_given_an_output_holding_another_kind_of_run_then_it_is_refused_untouched(
+    tmp_path: Path, trained: TrainedModel
+) -> None:
+    # Given a finished scoring run
+    data = write_jsonl(generate_activity(300, seed=9), tmp_path / "h.jsonl")
+    out = tmp_path / "out"
+    run_locally("score", data=str(data), out=str(out), model=_model(trained), workers=1)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    # When a backfill is asked to write there
+    with pytest.raises(Refused, match="holds a run of another job, model"):
+        run_locally("features", data=str(data), out=str(out), workers=1)
+
+    # Then nothing there changed
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_given_a_model_that_cannot_be_served_then_the_run_fails_before_writing_anything(
+    tmp_path: Path, trained: TrainedModel
+) -> None:
+    data = write_jsonl(generate_activity(100, seed=9), tmp_path / "h.jsonl")
+    wrong = ModelRef("fraud", trained.version.number, "0" * 64, trained.registry_uri)
+
+    with pytest.raises(ModelUnavailable, match="does not match the deployed pin"):
+        run_locally("score", data=str(data), out=str(tmp_path / "out"), model=wrong, workers=1)
+    assert not (tmp_path / "out").exists()
+
+
+def test_given_an_output_holding_other_files_then_nothing_is_written_there(tmp_path: Path) -> None:
+    data = write_jsonl(generate_activity(100, seed=9), tmp_path / "h.jsonl")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+
+    with pytest.raises(Refused, match="not empty and holds no sds run"):
+        run_locally("features", data=str(data), out=str(tmp_path / "out"), workers=1)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["notes.txt"]
+
+
+def test_given_an_output_inside_the_input_then_it_is_a_usage_error(tmp_path: Path) -> None:
+    write_jsonl(generate_activity(100, seed=9), tmp_path / "data" / "h.jsonl")
+    with pytest.raises(UsageError, match="inside the input"):
+        run_locally(
+            "features", data=str(tmp_path / "data"), out=str(tmp_path / "data" / "out"), workers=1
+        )
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("{not json", "invalid JSON"),
+        ('{"type": "login", "event_id": "x", "account_id": "a"}', "occurred_at: is required"),
+        ('{"type": "refund", "event_id": "x"}', "'refund' is not one of payment, login"),
+    ],
+)
+def test_given_an_invalid_event_then_the_run_names_its_file_and_line_and_writes_no_part(
+    tmp_path: Path, line: str, problem: str
+) -> None:
+    records = generate_activity(50, seed=1)
+    path = write_jsonl(records, tmp_path / "h.jsonl")
+    path.write_text(path.read_text() + line + "\n")
+
+    with pytest.raises(HistoryError, match=rf"h.jsonl:{len(records) + 1}.*{problem}"):
+        run_locally("features", data=str(path), out=str(tmp_path / "out"), workers=1)
+    assert not list((tmp_path / "out").glob("part-*"))
+
+
+def test_given_an_event_id_with_two_contents_then_the_run_says_which(tmp_path: Path) -> None:
+    records = generate_activity(50, seed=1)
+    twin = dict(records[10], occurred_at=records[11]["occurred_at"])
+    path = write_jsonl([*records, twin], tmp_path / "h.jsonl")
+    with pytest.raises(HistoryError, match=f"event {twin['event_id']} appears twice"):
+        run_locally("features", data=str(path), out=str(tmp_path / "out"), workers=1)
+
+
+def test_given_no_history_files_then_the_run_says_so(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "readme.txt").write_text("no events here")
+    with pytest.raises(HistoryError, match=r"no \.jsonl or \.jsonl\.gz files"):
+        run_locally("features", data=str(tmp_path / "data"), out=str(tmp_path / "o"), workers=1)
+    with pytest.raises(HistoryError, match="no such file"):
+        run_locally("features", data=str(tmp_path / "nope"), out=str(tmp_path / "o"), workers=1)
+
+
+def test_partition_numbers_do_not_change_with_the_machine() -> None:
+    from sds.kernel.batch.shuffle import partition_count, partition_of
+
+    # Fixed values: a run resumed elsewhere must send every account to the same part
+    assert [partition_of(f"acct-{i}", 64) for i in range(5)] == [
+        partition_of(f"acct-{i}", 64) for i in range(5)
+    ]
+    assert partition_of("acct-7-000001", 64) == 37
+    assert partition_count(0) == 1
+    assert partition_count(10 * 1024 * 1024) == 10  # small: partitions of a MiB at least
+    assert partition_count(100 * 1024 * 1024) == 64  # spread over 64 for many cores
+    assert partition_count(10 * 1024**3) == 320  # large: 32 MiB each
+    assert np.isfinite(partition_count(10**15))
