@@ -27,7 +27,7 @@ from sds.kernel.batch.run import (
     read_json,
     summarize,
 )
-from sds.kernel.batch.shuffle import RANGE_BYTES, default_workers
+from sds.kernel.batch.shuffle import default_workers
 from sds.kernel.batch.storage import open_storage
 from sds.kernel.errors import Refused, UsageError
 from sds.kernel.lock import read_pin
@@ -98,7 +98,7 @@ def run_locally(
     partitions: int | None = None,
     progress: Progress | None = None,
     keep_work: bool = False,
-    range_bytes: int = RANGE_BYTES,
+    range_bytes: int | None = None,
 ) -> LocalRun:
     """Plan (or resume) a run of `job` over `data` into `out`, and run every step not done."""
     started = time.perf_counter()

@@ -29,10 +29,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sds.kernel.batch import jobs
+from sds.kernel.batch import jobs, shuffle
 from sds.kernel.batch.shuffle import (
-    PARTITION_BYTES,
-    RANGE_BYTES,
     HistoryError,
     Item,
     Shuffled,
@@ -171,11 +169,12 @@ def make_plan(
     *,
     model: ModelRef | None,
     partitions: int | None = None,
-    range_bytes: int = RANGE_BYTES,
-    partition_bytes: int = PARTITION_BYTES,
+    range_bytes: int | None = None,
+    partition_bytes: int | None = None,
     run_id: str = "",
 ) -> RunPlan:
-    """List the input, cut it into items and choose the number of partitions."""
+    """List the input, cut it into items and choose the number of partitions (sizes default to
+    `shuffle.RANGE_BYTES` and `shuffle.PARTITION_BYTES`)."""
     if job not in jobs.JOBS:
         raise UsageError(f"unknown batch job {job!r}; one of {', '.join(jobs.JOBS)}")
     if (job == "score") != (model is not None):
@@ -186,14 +185,14 @@ def make_plan(
     if partitions is None:
         partitions = partition_count(
             estimated_json_bytes(source, sources),
-            partition_bytes=partition_bytes,
+            partition_bytes=partition_bytes or shuffle.PARTITION_BYTES,
         )
     return RunPlan(
         job=job,
         input=source.uri,
         output=output,
         sources=tuple(sources),
-        items=tuple(plan_items(sources, range_bytes)),
+        items=tuple(plan_items(sources, range_bytes or shuffle.RANGE_BYTES)),
         partitions=partitions,
         model=model,
         created_at=now_iso(),
