@@ -7,21 +7,43 @@ from typing import Any
 import numpy as np
 
 
-def expected_calibration_error(labels: np.ndarray, scores: np.ndarray, *, bins: int = 10) -> float:
+def expected_calibration_error(
+    labels: np.ndarray, scores: np.ndarray, *, bins: int = 10, weights: np.ndarray | None = None
+) -> float:
     """Weighted mean |observed fraud rate - mean score| over equal-count score bins.
 
     Equal-count bins, because with a few percent positives most equal-width bins are empty.
+    With `weights` (a downsampled holdout), bins hold equal weight and rates are weighted.
     """
     order = np.argsort(scores, kind="stable")
-    chunks = [c for c in np.array_split(order, bins) if len(c)]
-    total = len(scores)
-    return float(sum(len(c) / total * abs(labels[c].mean() - scores[c].mean()) for c in chunks))
+    if weights is None:
+        chunks = [c for c in np.array_split(order, bins) if len(c)]
+        total = len(scores)
+        return float(sum(len(c) / total * abs(labels[c].mean() - scores[c].mean()) for c in chunks))
+    w = np.asarray(weights, dtype=np.float64)[order]
+    before = np.cumsum(w) - w
+    which = np.minimum((before / w.sum() * bins).astype(np.int64), bins - 1)
+    error = 0.0
+    for b in np.unique(which):
+        rows, rw = order[which == b], w[which == b]
+        gap = np.average(labels[rows], weights=rw) - np.average(scores[rows], weights=rw)
+        error += rw.sum() / w.sum() * abs(gap)
+    return float(error)
 
 
 def evaluate(
-    labels: np.ndarray, scores: np.ndarray, *, alert_rate: float
+    labels: np.ndarray,
+    scores: np.ndarray,
+    *,
+    alert_rate: float,
+    weights: np.ndarray | None = None,
 ) -> tuple[dict[str, Any], float]:
-    """(metrics, decision threshold that flags `alert_rate` of the holdout as fraud)."""
+    """(metrics, decision threshold that flags `alert_rate` of the holdout as fraud).
+
+    `weights` are the holdout rows' sampling weights (1/rate for the legitimate payments kept by
+    negative downsampling, 1 for fraud): every figure is then the one the whole holdout would
+    give, in expectation, rather than the sample's (whose fraud rate is inflated).
+    """
     from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
     labels = np.asarray(labels)
@@ -30,20 +52,25 @@ def evaluate(
         raise ValueError(
             "the holdout has only one class; use more data or a larger --holdout-fraction"
         )
-    n_alerts = max(1, round(alert_rate * len(scores)))
-    ranked = np.argsort(-scores, kind="stable")[:n_alerts]
-    threshold = float(scores[ranked].min())
+    w = np.ones(len(scores)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != scores.shape or (w <= 0).any():
+        raise ValueError("weights must be positive, one per holdout event")
+    ranked = np.argsort(-scores, kind="stable")
+    # The top-scored events holding `alert_rate` of the (weighted) holdout.
+    wanted = max(1, round(alert_rate * float(w.sum())))
+    last = min(int(np.searchsorted(np.cumsum(w[ranked]), wanted - 1e-9)), len(scores) - 1)
+    threshold = float(scores[ranked[last]])
     flagged = scores >= threshold
-    positives = int(labels.sum())
+    fraud = w * labels
     metrics = {
-        "roc_auc": float(roc_auc_score(labels, scores)),
-        "pr_auc": float(average_precision_score(labels, scores)),
+        "roc_auc": float(roc_auc_score(labels, scores, sample_weight=weights)),
+        "pr_auc": float(average_precision_score(labels, scores, sample_weight=weights)),
         "alert_rate": alert_rate,
-        "precision_at_alert_rate": float(labels[flagged].mean()),
-        "recall_at_alert_rate": float(labels[flagged].sum() / positives),
-        "expected_calibration_error": expected_calibration_error(labels, scores),
-        "brier_score": float(brier_score_loss(labels, scores)),
+        "precision_at_alert_rate": float(fraud[flagged].sum() / w[flagged].sum()),
+        "recall_at_alert_rate": float(fraud[flagged].sum() / fraud.sum()),
+        "expected_calibration_error": expected_calibration_error(labels, scores, weights=weights),
+        "brier_score": float(brier_score_loss(labels, scores, sample_weight=weights)),
         "holdout_events": len(labels),
-        "holdout_fraud_rate": float(labels.mean()),
+        "holdout_fraud_rate": float(fraud.sum() / w.sum()),
     }
     return metrics, threshold

@@ -20,6 +20,9 @@ class TrainParams:
     l2_regularization: float = 0.0
     holdout_fraction: float = 0.2
     alert_rate: float = 0.01
+    # Share of legitimate payments kept (every fraud is kept); the kept ones weigh 1/rate in the
+    # fit and in the holdout metrics, so the model and its figures describe the whole history.
+    negative_rate: float = 1.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -33,6 +36,8 @@ class TrainParams:
             raise ValueError("holdout_fraction must be between 0.05 and 0.5")
         if not 0 < self.alert_rate < 0.5:
             raise ValueError("alert_rate must be between 0 and 0.5")
+        if not 0.001 <= self.negative_rate <= 1:
+            raise ValueError("negative_rate must be between 0.001 and 1 (1 keeps every payment)")
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,6 +56,13 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         default=defaults.alert_rate,
         help="share of events flagged as fraud; sets the decision threshold (default 0.01)",
     )
+    group.add_argument(
+        "--negative-rate",
+        type=float,
+        default=defaults.negative_rate,
+        help="share of legitimate payments to train on (every fraud is kept; the kept ones are "
+        "weighted back, metrics too); below 1 for a history too large for memory (default 1)",
+    )
     group.add_argument("--seed", type=int, default=defaults.seed)
 
 
@@ -64,5 +76,6 @@ def params_from_args(args: argparse.Namespace) -> TrainParams:
         l2_regularization=args.l2_regularization,
         holdout_fraction=args.holdout_fraction,
         alert_rate=args.alert_rate,
+        negative_rate=args.negative_rate,
         seed=args.seed,
     )

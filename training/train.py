@@ -53,7 +53,45 @@ def time_ordered_split(n: int, holdout_fraction: float) -> int:
     return cut
 
 
-def fit(features: np.ndarray, labels: np.ndarray, params: TrainParams) -> Any:
+def downsample(labels: np.ndarray, rate: float, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indices kept, in order; their weights): every fraud payment, and each legitimate one with
+    probability `rate`, weighted 1/rate so sums over the sample estimate sums over the history.
+
+    The draw depends only on the seed and the payments' order, so a run is reproducible.
+    """
+    if rate >= 1:
+        return np.arange(len(labels)), np.ones(len(labels))
+    draw = np.random.default_rng(seed).random(len(labels))
+    kept = np.flatnonzero((labels == 1) | (draw < rate))
+    weights = np.where(labels[kept] == 1, 1.0, 1.0 / rate)
+    return kept, weights
+
+
+def sampling_record(labels: np.ndarray, kept: np.ndarray, params: TrainParams) -> dict[str, Any]:
+    """The manifest's account of negative downsampling: what was kept and how it was weighted."""
+    fraud = int(labels.sum())
+    return {
+        "method": "negative downsampling" if params.negative_rate < 1 else "none",
+        "negative_rate": params.negative_rate,
+        "legitimate_weight": 1 / params.negative_rate,
+        "seed": params.seed,
+        "payments": len(labels),
+        "kept_payments": len(kept),
+        "kept_fraud": int(labels[kept].sum()),
+        "fraud": fraud,
+        "metrics": "weighted back to the whole holdout"
+        if params.negative_rate < 1
+        else "on the whole holdout",
+    }
+
+
+def fit(
+    features: np.ndarray,
+    labels: np.ndarray,
+    params: TrainParams,
+    *,
+    sample_weight: np.ndarray | None = None,
+) -> Any:
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     if len(set(labels.tolist())) < 2:
@@ -68,7 +106,7 @@ def fit(features: np.ndarray, labels: np.ndarray, params: TrainParams) -> Any:
         early_stopping=False,
         random_state=params.seed,
     )
-    return model.fit(features, labels)
+    return model.fit(features, labels, sample_weight=sample_weight)
 
 
 def to_skops(model: Any) -> bytes:
@@ -173,14 +211,20 @@ def train(
             + (f", {h.duplicates} redelivered" if h.duplicates else "")
         ),
     )
+    all_labels = np.asarray(history.labels, dtype=np.int64)
+    cut = time_ordered_split(len(all_labels), params.holdout_fraction)
+    kept, weights = downsample(all_labels, params.negative_rate, seed=params.seed)
+    # Only the kept payments are featurized: the memory a sampled run saves is theirs.
     payments = history.payment_events
+    if len(kept) < len(all_labels):
+        payments = [payments[i] for i in kept]
     computed = progress.run(
         "computing account aggregates as of each payment (sds.kernel.pointintime)",
         lambda: pointintime.compute(
             history.events,
             history.times,
             [e["account_id"] for e in payments],
-            history.payment_times,
+            history.payment_times[kept],
         ),
         lambda c: f"{len(c)} aggregates x {len(payments)} payments",
     )
@@ -189,18 +233,35 @@ def train(
         lambda: featurize_batch(payments, {n: v.tolist() for n, v in computed.items()}),
         lambda x: f"{x.shape[0]} x {x.shape[1]}",
     )
-    labels = np.asarray(history.labels, dtype=np.int64)
-    cut = time_ordered_split(len(labels), params.holdout_fraction)
+    labels = all_labels[kept]
+    sampled = params.negative_rate < 1
+    train_rows = int(np.searchsorted(kept, cut))  # kept is in time order: the past comes first
     model = progress.run(
-        f"fitting HistGradientBoosting on {cut} payments before {history.timestamp(cut)}",
-        lambda: fit(features[:cut], labels[:cut], params),
+        f"fitting HistGradientBoosting on {train_rows} payments before {history.timestamp(cut)}"
+        + (
+            f" (legitimate ones sampled at {params.negative_rate:g}, weighted back)"
+            if sampled
+            else ""
+        ),
+        lambda: fit(
+            features[:train_rows],
+            labels[:train_rows],
+            params,
+            sample_weight=weights[:train_rows] if sampled else None,
+        ),
         lambda m: f"{m.n_iter_} trees",
     )
-    holdout_x, holdout_y = features[cut:], labels[cut:]
+    holdout_x, holdout_y = features[train_rows:], labels[train_rows:]
     scores = model.predict_proba(holdout_x)[:, 1]
     metrics, threshold = progress.run(
-        f"evaluating on the {len(holdout_y)} most recent payments",
-        lambda: evaluate(holdout_y, scores, alert_rate=params.alert_rate),
+        f"evaluating on the {len(all_labels) - cut} most recent payments"
+        + (f" ({len(holdout_y)} sampled, weighted back)" if sampled else ""),
+        lambda: evaluate(
+            holdout_y,
+            scores,
+            alert_rate=params.alert_rate,
+            weights=weights[train_rows:] if sampled else None,
+        ),
         lambda r: f"ROC AUC {r[0]['roc_auc']:.4f}, PR AUC {r[0]['pr_auc']:.4f}",
     )
     onnx_bytes = progress.run(
@@ -227,11 +288,12 @@ def train(
             "fingerprint": history.fingerprint,
             "files": len(history.sources),
             "events": len(history.events),
-            "payments": len(labels),
+            "payments": len(all_labels),
             "train_events": cut,
-            "holdout_events": len(holdout_y),
+            "holdout_events": len(all_labels) - cut,
             "holdout_from": history.timestamp(cut),
         },
+        "sampling": sampling_record(all_labels, kept, params),
         "code_version": code_version(),
         "serving": {"input": "features", "output": "probabilities", "positive_class": 1},
     }

@@ -1,0 +1,107 @@
+"""Negative downsampling: every fraud kept, legitimate payments sampled and weighted back, the
+holdout metrics corrected to the whole history, and the sampling recorded in the manifest."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+from trained_model import MODEL, SMALL_PARAMS, TRAINER, TrainedModel
+
+from sds.kernel.registry import open_registry
+from training.evaluate import evaluate
+from training.train import STEPS, Progress, TrainParams, downsample, train
+
+
+def test_downsampling_keeps_every_fraud_and_weights_the_sampled_legitimate_payments_back() -> None:
+    # Given 100k payments with 1% fraud
+    labels = (np.random.default_rng(0).random(100_000) < 0.01).astype(np.int64)
+
+    # When a tenth of the legitimate ones is kept
+    kept, weights = downsample(labels, 0.1, seed=7)
+
+    # Then every fraud is there, about a tenth of the rest, in time order, and the weights make
+    # the sample count as many payments (and as many legitimate ones) as the history
+    assert labels[kept].sum() == labels.sum()
+    assert (np.diff(kept) > 0).all()
+    legitimate = (labels[kept] == 0).sum()
+    assert 0.09 < legitimate / (labels == 0).sum() < 0.11
+    assert set(weights[labels[kept] == 1]) == {1.0}
+    assert set(weights[labels[kept] == 0]) == {10.0}
+    assert weights.sum() == pytest.approx(len(labels), rel=0.02)
+    # and the same seed draws the same sample
+    again, _ = downsample(labels, 0.1, seed=7)
+    assert np.array_equal(kept, again)
+    assert not np.array_equal(kept, downsample(labels, 0.1, seed=8)[0])
+
+
+def test_weighted_metrics_equal_the_metrics_of_the_holdout_the_weights_stand_for() -> None:
+    # Given a holdout where each row stands for `weights` identical rows
+    rng = np.random.default_rng(1)
+    labels = (rng.random(600) < 0.2).astype(np.int64)
+    scores = np.clip(labels * 0.3 + rng.random(600) * 0.7, 0, 1)
+    weights = np.where(labels == 1, 1, rng.integers(1, 6, 600)).astype(np.float64)
+    expanded = np.repeat(np.arange(600), weights.astype(np.int64))
+
+    # When the weighted holdout and the expanded one are evaluated
+    weighted, weighted_threshold = evaluate(labels, scores, alert_rate=0.05, weights=weights)
+    whole, whole_threshold = evaluate(labels[expanded], scores[expanded], alert_rate=0.05)
+
+    # Then every figure is the expanded holdout's (not the sample's inflated fraud rate)
+    assert weighted_threshold == whole_threshold
+    for name in (
+        "roc_auc",
+        "pr_auc",
+        "precision_at_alert_rate",
+        "recall_at_alert_rate",
+        "brier_score",
+        "holdout_fraud_rate",
+    ):
+        assert weighted[name] == pytest.approx(whole[name], abs=1e-9), name
+    assert weighted["expected_calibration_error"] == pytest.approx(
+        whole["expected_calibration_error"], abs=0.02
+    )
+    assert weighted["holdout_fraud_rate"] < labels.mean()
+
+
+def test_a_sampled_training_run_records_the_sampling_and_reports_the_whole_historys_metrics(
+    small_history: Path, trained: TrainedModel, tmp_path: Path
+) -> None:
+    # Given the history the shared model was trained on without sampling
+    full = trained.version.manifest
+    # When a model is trained keeping a quarter of the legitimate payments
+    params = dataclasses.replace(SMALL_PARAMS, negative_rate=0.25)
+    version = train(
+        data=small_history,
+        registry=open_registry(tmp_path.as_uri(), MODEL),
+        params=params,
+        actor=TRAINER,
+        progress=Progress(STEPS, enabled=False),
+    )
+
+    # Then the manifest says how it was sampled: every fraud kept, a quarter of the rest
+    sampling = version.manifest["sampling"]
+    assert sampling["method"] == "negative downsampling"
+    assert sampling["negative_rate"] == 0.25 and sampling["legitimate_weight"] == 4
+    assert sampling["kept_fraud"] == sampling["fraud"] > 0
+    legitimate = sampling["payments"] - sampling["fraud"]
+    kept_legitimate = sampling["kept_payments"] - sampling["kept_fraud"]
+    assert 0.2 < kept_legitimate / legitimate < 0.3
+    assert version.manifest["params"]["negative_rate"] == 0.25
+    assert version.manifest["data"] == full["data"]  # the same history, described the same way
+    # and its holdout figures are the whole holdout's, corrected for the sampling: the fraud
+    # rate the sample over-represents fourfold is estimated back, and the model still ranks
+    sampled, unsampled = version.manifest["metrics"], full["metrics"]
+    assert sampled["holdout_fraud_rate"] == pytest.approx(unsampled["holdout_fraud_rate"], rel=0.35)
+    assert sampled["roc_auc"] > 0.8 and abs(sampled["roc_auc"] - unsampled["roc_auc"]) < 0.08
+    # and the unsampled run says it was not sampled
+    assert full["sampling"]["method"] == "none"
+    assert full["sampling"]["kept_payments"] == full["sampling"]["payments"]
+
+
+@pytest.mark.parametrize("rate", [0, 1.5, 0.0001])
+def test_a_negative_rate_outside_the_range_is_refused_by_name(rate: float) -> None:
+    with pytest.raises(ValueError, match=r"negative_rate must be between 0\.001 and 1"):
+        TrainParams(negative_rate=rate)
