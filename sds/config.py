@@ -447,6 +447,54 @@ class FeatureSettings:
 
 
 @dataclass(frozen=True)
+class BatchSettings:
+    """`infra.batch`: batch scoring and feature backfill on AWS (`sds --aws score`, `sds --aws
+    backfill`): the state machine's Distributed Maps and the batch function they invoke."""
+
+    memory_mb: int = 2048
+    timeout_seconds: int = 900
+    # /tmp, where a shuffle item spools its partitions (a .jsonl.gz object is one item, whole).
+    ephemeral_storage_mb: int = 4096
+    # Items (input ranges, then partitions) processed at once: the cap on concurrent functions.
+    max_concurrency: int = 100
+    # Parts that may fail before the run fails (they are named in its summary and recomputed
+    # by the next run); the shuffle tolerates none, since a lost range would skew every part.
+    tolerated_failure_percent: float = 0.0
+    # Runs read anywhere in the training-data bucket and write only under this prefix.
+    output_prefix: str = "batch/"
+
+    def __post_init__(self) -> None:
+        _require(128 <= self.memory_mb <= 10240, "memory_mb", "must be between 128 and 10240")
+        _require(
+            1 <= self.timeout_seconds <= 900,
+            "timeout_seconds",
+            "must be between 1 and 900 (Lambda's longest)",
+        )
+        _require(
+            512 <= self.ephemeral_storage_mb <= 10240,
+            "ephemeral_storage_mb",
+            "must be between 512 and 10240",
+        )
+        _require(
+            1 <= self.max_concurrency <= 10000,
+            "max_concurrency",
+            "must be between 1 and 10000 (a Distributed Map's most)",
+        )
+        _require(
+            0 <= self.tolerated_failure_percent <= 100,
+            "tolerated_failure_percent",
+            "must be between 0 and 100",
+        )
+        _require(
+            self.output_prefix.endswith("/")
+            and not self.output_prefix.startswith("/")
+            and len(self.output_prefix) > 1,
+            "output_prefix",
+            "must be a relative prefix ending in '/' (in the training-data bucket)",
+        )
+
+
+@dataclass(frozen=True)
 class LogSettings:
     """What every log group of an environment shares: retention, and whether it outlives its
     stack (derived from the stack-wide `log_retention_days` and `retain_data`)."""
@@ -473,6 +521,7 @@ class Infra:
     network: NetworkSettings = field(default_factory=NetworkSettings)
     registry: RegistrySettings = field(default_factory=RegistrySettings)
     features: FeatureSettings = field(default_factory=FeatureSettings)
+    batch: BatchSettings = field(default_factory=BatchSettings)
 
     # The retention periods CloudWatch Logs accepts.
     LOG_RETENTION_DAYS: ClassVar[tuple[int, ...]] = (
@@ -490,6 +539,13 @@ class Infra:
             self.log_retention_days in self.LOG_RETENTION_DAYS,
             "log_retention_days",
             f"must be one of {', '.join(map(str, self.LOG_RETENTION_DAYS))}",
+        )
+        _require(
+            not self.batch.output_prefix.startswith(self.training.data_prefix)
+            and not self.training.data_prefix.startswith(self.batch.output_prefix),
+            "batch.output_prefix",
+            f"{self.batch.output_prefix!r} overlaps training.data_prefix "
+            f"{self.training.data_prefix!r}: training would read batch results as history",
         )
         _require(
             self.alarms.topic_region in (None, self.region),

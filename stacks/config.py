@@ -17,6 +17,7 @@ from sds.config import (
     AlertRateAlarmSettings,
     ApiSettings,
     CrossAccountPromotion,
+    BatchSettings,
     DeploymentSettings,
     EnvironmentConfig,
     FeatureSettings,
@@ -38,6 +39,7 @@ __all__ = [
     "AlertRateAlarmSettings",
     "ApiSettings",
     "CrossAccountPromotion",
+    "BatchSettings",
     "DeploymentSettings",
     "EnvironmentConfig",
     "EnvironmentSpec",
@@ -129,3 +131,7 @@ class EnvironmentSpec:
     @property
     def features(self) -> FeatureSettings:
         return self.infra.features
+
+    @property
+    def batch(self) -> BatchSettings:
+        return self.infra.batch

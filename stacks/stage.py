@@ -7,6 +7,7 @@ from typing import Any
 import aws_cdk as cdk
 from constructs import Construct
 
+from stacks.batch_stack import BatchStack
 from stacks.config import EnvironmentSpec
 from stacks.features_stack import FeaturesStack
 from stacks.inference_stack import InferenceStack
@@ -15,8 +16,8 @@ from stacks.training_stack import TrainingStack
 
 
 class EnvironmentStage(cdk.Stage):
-    """`<env>/Registry`, `<env>/Inference`, `<env>/Features` and `<env>/Training`, deployed with
-    `cdk deploy '<env>/*'`.
+    """`<env>/Registry`, `<env>/Inference`, `<env>/Features`, `<env>/Training` and `<env>/Batch`,
+    deployed with `cdk deploy '<env>/*'`.
 
     No Training stack for an environment in another account or region than where its promotion
     chain starts (`has_training` in sds.config).
@@ -93,6 +94,18 @@ class EnvironmentStage(cdk.Stage):
             if spec.environment.has_training
             else None
         )
+        # Batch scoring and backfill: the inference bundle again, with the batch entry point.
+        self.batch = BatchStack(
+            self,
+            "Batch",
+            environment=spec.name,
+            model_name=spec.model_name,
+            code_dir=spec.lambda_code_dir,
+            architecture=spec.lambda_.architecture,
+            registry_stack=self.registry,
+            batch=spec.batch,
+            logs=spec.logs,
+        )
         cdk.Tags.of(self).add("sds:environment", spec.name)
         cdk.Tags.of(self).add("sds:model", spec.model_name)
 
@@ -107,5 +120,5 @@ class EnvironmentStage(cdk.Stage):
 
     @property
     def stacks(self) -> list[cdk.Stack]:
-        built = [self.registry, self.inference, self.features, self.training]
+        built = [self.registry, self.inference, self.features, self.training, self.batch]
         return [stack for stack in built if stack is not None]

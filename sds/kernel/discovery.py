@@ -15,6 +15,7 @@ REGISTRY_STACK = "Registry"
 INFERENCE_STACK = "Inference"
 FEATURES_STACK = "Features"
 TRAINING_STACK = "Training"
+BATCH_STACK = "Batch"
 
 # key -> the stack (under the environment's stage) that publishes it
 PARAMETERS: Mapping[str, str] = MappingProxyType(
@@ -34,6 +35,7 @@ PARAMETERS: Mapping[str, str] = MappingProxyType(
         "training-task-definition": TRAINING_STACK,
         "training-subnets": TRAINING_STACK,
         "training-security-group": TRAINING_STACK,
+        "batch-state-machine": BATCH_STACK,
     }
 )
 

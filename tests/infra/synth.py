@@ -144,6 +144,12 @@ VARIANT_ENVIRONMENT = {
         },
         "network": {"isolated": False, "azs": 1},
         "registry": {"kms": True, "removal_policy": "destroy"},
+        "batch": {
+            "max_concurrency": 7,
+            "tolerated_failure_percent": 5,
+            "memory_mb": 4096,
+            "output_prefix": "scores/",
+        },
     },
 }
 

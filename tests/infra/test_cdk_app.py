@@ -16,23 +16,24 @@ from sds.config import parse_project
 from tests.infra.synth import CliSynth, SynthesizedApp, cdk_context
 
 
-def test_every_configured_environment_has_registry_inference_features_and_training_stacks(
+def test_every_configured_environment_has_registry_inference_features_training_and_batch_stacks(
     synthesized: SynthesizedApp,
 ) -> None:
-    # Given the environments in cdk.json, when the app is built, then each is a stage of four
+    # Given the environments in cdk.json, when the app is built, then each is a stage of five
     stacks = {
         stack.node.path: stack.stack_name
         for stage in synthesized.stages.values()
         for stack in stage.stacks
     }
     for env in synthesized.project.environments:
-        for part in ("Registry", "Inference", "Features", "Training"):
+        for part in ("Registry", "Inference", "Features", "Training", "Batch"):
             assert stacks[f"{env}/{part}"] == f"{env}-{part}"
     assert [s.node.path for s in synthesized.stages["prod"].stacks] == [
         "prod/Registry",
         "prod/Inference",
         "prod/Features",
         "prod/Training",
+        "prod/Batch",
     ]
     # And they deploy in that order: the Features stack reads the Registry stack's table and
     # notifies the Inference stack's alarm topics
@@ -68,6 +69,7 @@ def test_a_fourth_environment_is_a_config_change_only(lock_file: Path, lambda_py
         "qa/Inference",
         "qa/Features",
         "qa/Training",
+        "qa/Batch",
     ]
 
 
@@ -80,14 +82,16 @@ def test_an_environment_in_another_region_than_its_chain_start_has_no_training_s
     app = cdk.App(context=context)
     # When the app is built
     stages = cdk_app.build(app, lock_path=lock_file, lambda_python=lambda_python, nag=False)
-    # Then prod has no training task (it could not register in dev's registry); the others do
+    # Then prod has no training task (it could not register in dev's registry); the others do.
+    # Batch runs read the environment's own registry and data: every environment has them.
     paths = {stage.node.id: [s.node.path for s in stage.stacks] for stage in stages}
-    assert paths["prod"] == ["prod/Registry", "prod/Inference", "prod/Features"]
+    assert paths["prod"] == ["prod/Registry", "prod/Inference", "prod/Features", "prod/Batch"]
     assert paths["staging"] == [
         "staging/Registry",
         "staging/Inference",
         "staging/Features",
         "staging/Training",
+        "staging/Batch",
     ]
 
 
@@ -110,7 +114,7 @@ def test_real_cdk_cli_synthesizes_every_environment_without_credentials_or_docke
     expected = sorted(
         f"{env}{part}*.template.json"
         for env in configured
-        for part in ("Registry", "Inference", "Features", "Training")
+        for part in ("Registry", "Inference", "Features", "Training", "Batch")
     )
     assert len(templates) == len(expected)
     for pattern in expected:

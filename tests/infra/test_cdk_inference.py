@@ -487,7 +487,7 @@ def test_the_promotion_source_policy_only_reads(synthesized: SynthesizedApp, env
     assert f"parameter/sds/{env}/*" in resource_text(statements["Discover"])
 
 
-@pytest.mark.parametrize("stack", ["Registry", "Inference", "Training"])
+@pytest.mark.parametrize("stack", ["Registry", "Inference", "Training", "Batch"])
 def test_no_physical_names_on_named_resource_types(
     synthesized: SynthesizedApp, env: str, stack: str
 ) -> None:
@@ -498,6 +498,7 @@ def test_no_physical_names_on_named_resource_types(
         "AWS::Logs::LogGroup": "LogGroupName",
         "AWS::ECS::Cluster": "ClusterName",
         "AWS::CloudWatch::Alarm": "AlarmName",
+        "AWS::StepFunctions::StateMachine": "StateMachineName",
     }
     template = synthesized.template(env, stack).to_json()
     for type_, prop in named.items():

@@ -279,3 +279,229 @@ def test_a_model_that_does_not_match_its_pin_fails_the_plan(
     with pytest.raises(ModelUnavailable, match="does not match the deployed pin"):
         environment.app.handle({"action": "plan", **run})
     assert not environment.objects("batch/")
+
+
+# `sds --aws score` and `sds --aws backfill` ---------------------------------------------------------
+
+
+class EndingExecutions:
+    """moto's Step Functions records executions but runs none (they stay RUNNING): this client
+    is moto's, except that an execution ends SUCCEEDED at its `after`-th describe (the test runs
+    the steps itself, with the batch function), and that the parts map reports its progress the
+    way the service does (moto has no map runs)."""
+
+    def __init__(self, real: Any, after: int, parts: int) -> None:
+        self._real, self._after, self._parts, self._describes = real, after, parts, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def describe_execution(self, **kwargs: Any) -> dict[str, Any]:
+        described = dict(self._real.describe_execution(**kwargs))
+        self._describes += 1
+        if self._describes >= self._after:
+            described["status"] = "SUCCEEDED"
+        return described
+
+    def list_map_runs(self, **kwargs: Any) -> dict[str, Any]:
+        machine = kwargs["executionArn"].split(":")[-2]
+        arn = f"arn:aws:states:us-east-1:123456789012:mapRun:{machine}/ComputeParts:1"
+        return {"mapRuns": [{"mapRunArn": arn}]}
+
+    def describe_map_run(self, **_: Any) -> dict[str, Any]:
+        done = min(self._describes, self._parts)
+        return {"itemCounts": {"total": self._parts, "succeeded": done, "running": 0, "failed": 0}}
+
+
+@pytest.fixture
+def deployed_batch(
+    aws: Any, environment: Environment, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """The Batch stack's state machine and the discovery parameters `sds --aws score` reads;
+    dev's pin in the lock file."""
+    from sds.kernel.lock import Pin, write_pin
+
+    role = aws.client("iam").create_role(
+        RoleName="sds-dev-batch",
+        AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
+    )["Role"]["Arn"]
+    definition = {"StartAt": "Plan", "States": {"Plan": {"Type": "Pass", "End": True}}}
+    machine = aws.client("stepfunctions").create_state_machine(
+        name="sds-dev-batch", definition=json.dumps(definition), roleArn=role
+    )["stateMachineArn"]
+    ssm = aws.client("ssm")
+    for key, value in {
+        "registry-bucket": environment.registry_bucket,
+        "training-data-bucket": environment.data_bucket,
+        "batch-state-machine": machine,
+    }.items():
+        ssm.put_parameter(Name=f"/sds/dev/{key}", Value=value, Type="String")
+    write_pin(
+        project,
+        model=MODEL,
+        env="dev",
+        pin=Pin(environment.model["version"], environment.model["sha256"]),
+    )
+    monkeypatch.setattr("sds.ops.batch_aws.POLL_SECONDS", 0.01)
+    return machine
+
+
+def test_sds_aws_score_starts_the_state_machine_with_the_pin_and_reports_the_run(
+    aws: Any,
+    environment: Environment,
+    deployed_batch: str,
+    cli: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given history in dev's data bucket, and the run the state machine's steps complete
+    data = environment.upload(
+        "training-data/h.jsonl", write_jsonl(generate_activity(600, seed=3), tmp_path / "h.jsonl")
+    )
+    output = f"s3://{environment.data_bucket}/batch/scores-1"
+    run = {"job": "score", "input": data, "output": output, "model": environment.model}
+    finished = execute(environment, {**run, "partitions": None})
+    parts = finished["parts"]
+    from sds.kernel import sdk
+
+    made = sdk.client
+    ending = EndingExecutions(made("stepfunctions"), after=3, parts=parts)
+    monkeypatch.setattr(
+        sdk, "client", lambda service: ending if service == "stepfunctions" else made(service)
+    )
+
+    # When an operator scores on AWS
+    result = cli("--aws", "score", "--env", "dev", "--data", data, "--out", output, "--json")
+
+    # Then it started dev's state machine with the pinned model, followed it to the end, and
+    # reports the run's manifest
+    assert result.code == 0, result.err
+    report = result.json()
+    assert report["status"] == "SUCCEEDED" and report["complete"]
+    assert report["manifest"]["totals"]["rows"] == finished["rows"]
+    (execution,) = aws.client("stepfunctions").list_executions(stateMachineArn=deployed_batch)[
+        "executions"
+    ]
+    described = aws.client("stepfunctions").describe_execution(
+        executionArn=execution["executionArn"]
+    )
+    assert json.loads(described["input"]) == {
+        "job": "score",
+        "input": data,
+        "output": output,
+        "model": environment.model,
+        "partitions": None,
+    }
+    assert execution["name"].startswith("score-")
+    assert "started score-" in result.err
+    # and showed the parts map's progress while following it
+    assert f"parts: 1/{parts} items done" in result.err
+    assert f"parts: {parts}/{parts} items done, 0 running, 0 failed" in result.err
+
+
+def test_sds_aws_backfill_without_waiting_prints_the_execution(
+    aws: Any, environment: Environment, deployed_batch: str, cli: Any
+) -> None:
+    data = f"s3://{environment.data_bucket}/training-data/"
+    output = f"s3://{environment.data_bucket}/batch/features-1/"
+
+    result = cli("--aws", "backfill", "--env", "dev", "--data", data, "--out", output, "--no-wait")
+
+    assert result.code == 0, result.err
+    assert "started features-" in result.out
+    (execution,) = aws.client("stepfunctions").list_executions(stateMachineArn=deployed_batch)[
+        "executions"
+    ]
+    described = aws.client("stepfunctions").describe_execution(
+        executionArn=execution["executionArn"]
+    )
+    assert json.loads(described["input"])["model"] is None
+    assert json.loads(described["input"])["output"] == output.rstrip("/")
+
+
+@pytest.mark.parametrize(
+    ("data", "out", "problem"),
+    [
+        ("s3://someone-elses/h.jsonl", "{bucket}/batch/x", "must be in the environment's data"),
+        ("{bucket}/training-data/", "{bucket}/models/x", "must be a location under"),
+        ("{bucket}/training-data/", "/tmp/scores", "must be a location under"),
+    ],
+)
+def test_sds_aws_score_refuses_locations_the_state_machine_cannot_use_before_starting_it(
+    aws: Any,
+    environment: Environment,
+    deployed_batch: str,
+    cli: Any,
+    data: str,
+    out: str,
+    problem: str,
+) -> None:
+    bucket = f"s3://{environment.data_bucket}"
+    result = cli(
+        "--aws", "score", "--env", "dev",
+        "--data", data.format(bucket=bucket), "--out", out.format(bucket=bucket),
+    )  # fmt: skip
+
+    assert result.code == 2 and problem in result.err
+    assert not aws.client("stepfunctions").list_executions(stateMachineArn=deployed_batch)[
+        "executions"
+    ]
+
+
+def test_a_failed_execution_names_the_failed_parts(
+    environment: Environment, deployed_batch: str, workspace: Any, tmp_path: Path
+) -> None:
+    import dataclasses
+
+    from sds.ops.aws import Clients, Discovery
+    from sds.ops.batch_aws import run_on_aws
+
+    # Given an execution that fails with a part over the tolerance, as ResultWriter recorded it
+    output = f"s3://{environment.data_bucket}/batch/features-2"
+    failed = [
+        {
+            "Input": json.dumps({"action": "part", "output": output, "part": 3}),
+            "Error": "States.TaskFailed",
+            "Cause": json.dumps({"errorType": "MemoryError", "errorMessage": "too big"}),
+        }
+    ]
+
+    class Failing:
+        def start_execution(self, **kwargs: Any) -> dict[str, Any]:
+            name = kwargs["name"]
+            environment.s3.put_object(
+                Bucket=environment.data_bucket,
+                Key=f"batch/features-2/_run/sfn/{name}/map-1/FAILED_0.json",
+                Body=json.dumps(failed).encode(),
+            )
+            return {"executionArn": f"arn:aws:states:us-east-1:123456789012:execution:m:{name}"}
+
+        def describe_execution(self, **_: Any) -> dict[str, Any]:
+            return {
+                "status": "FAILED",
+                "error": "States.ExceedToleratedFailureThreshold",
+                "cause": "The specified tolerated failure threshold was exceeded",
+            }
+
+    ws = workspace()
+    ssm = Clients()["ssm"]
+    ws = dataclasses.replace(
+        ws, discovery=Discovery(clients=Clients(overrides={"stepfunctions": Failing(), "ssm": ssm}))
+    )
+    lines: list[str] = []
+
+    # When the run is started and followed
+    run = run_on_aws(
+        ws, "features", env="dev", data=f"s3://{environment.data_bucket}/training-data/",
+        out=output, version=None, say=lines.append,
+    )  # fmt: skip
+
+    # Then it failed, says why and which part, and how to go on
+    assert run.exit_code == 1 and not run.complete
+    assert run.failures == [
+        {"step": "part", "part": 3, "error": "States.TaskFailed", "cause": "MemoryError: too big"}
+    ]
+    summary = run.summary()
+    assert "ended FAILED: States.ExceedToleratedFailureThreshold" in summary
+    assert "part 3: States.TaskFailed: MemoryError: too big" in summary
+    assert "run the same command again" in summary
