@@ -320,6 +320,10 @@ def markdown(results: dict[str, Any]) -> str:
         from benchmarks.powertools.report import markdown as powertools_markdown
 
         lines += powertools_markdown(results["powertools"])
+    if results.get("batch") or results.get("scale_training"):
+        from benchmarks.batch_scale import markdown as batch_markdown
+
+        lines += batch_markdown(results)
     lines.append("")
     return "\n".join(lines)
 

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import bundles, measure, report, tls_path
+from benchmarks import batch_scale, bundles, measure, report, tls_path
 from benchmarks.servers import FAKE_CREDENTIALS, RuntimeApi, base_env, moto_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +45,8 @@ SECTIONS = (
     "powertools",
     "tls",
     "features",
+    "batch",
+    "scale_training",
 )
 
 
@@ -60,6 +62,9 @@ class Plan:
     sections: tuple[str, ...]
     # None: training's defaults (what `sds train` does); quick runs train a tiny model.
     max_iter: int | None = None
+    # Issue 17 (benchmarks/batch_scale.py): the training curve's sizes, the batch run's size.
+    scale_sizes: tuple[int, ...] = batch_scale.SCALE_SIZES
+    batch_events: int = batch_scale.BATCH_EVENTS
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
@@ -67,12 +72,41 @@ def make_plan(args: argparse.Namespace) -> Plan:
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         raise SystemExit(f"unknown section(s) {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
+    scale_sizes = (
+        tuple(int(size) for size in args.scale_sizes.split(","))
+        if args.scale_sizes
+        else batch_scale.SCALE_SIZES
+    )
     if args.quick:
         if not args.only:
-            sections = tuple(s for s in SECTIONS if s != "synth")
-        return Plan(True, 1, 100, 2, {5_000: 2}, 1, 1, sections, max_iter=20)
+            # The issue-17 sections run on their own (`--only batch,scale_training`).
+            sections = tuple(s for s in SECTIONS if s not in ("synth", "batch", "scale_training"))
+        return Plan(
+            True,
+            1,
+            100,
+            2,
+            {5_000: 2},
+            1,
+            1,
+            sections,
+            max_iter=20,
+            scale_sizes=scale_sizes if args.scale_sizes else (20_000,),
+            batch_events=args.batch_events or 20_000,
+        )
     # 1M-event training is the long pole (minutes per run on 2 cores): two runs, min and max.
-    return Plan(False, 7, 10_000, 5, {100_000: 3, 1_000_000: 2}, 3, 7, sections)
+    return Plan(
+        False,
+        7,
+        10_000,
+        5,
+        {100_000: 3, 1_000_000: 2},
+        3,
+        7,
+        sections,
+        scale_sizes=scale_sizes,
+        batch_events=args.batch_events or batch_scale.BATCH_EVENTS,
+    )
 
 
 # Every progress line with the machine's 1-minute load average: the machine may be shared, and a
@@ -521,6 +555,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny smoke run of the harness")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--only", help=f"comma-separated sections: {', '.join(SECTIONS)}")
+    parser.add_argument(
+        "--scale-sizes",
+        help="scale_training's history sizes, comma-separated (default 1000000,4000000,16000000)",
+    )
+    parser.add_argument(
+        "--batch-events", type=int, help="events the batch section scores (default 1000000)"
+    )
     args = parser.parse_args(argv)
     plan = make_plan(args)
     os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
@@ -642,6 +683,25 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint(results, args.out)
         if "training" in plan.sections and sizes[1:]:
             results["training"] |= run_training(plan, env, sizes[1:])
+            checkpoint(results, args.out)
+        if "batch" in plan.sections:
+            from sds.config import load_project
+
+            project = load_project(ROOT / "cdk.json")
+            batch = project.env(next(iter(project.environments))).infra.batch
+            results["batch"] = batch_scale.run_batch(
+                dataset,
+                plan.batch_events,
+                max_iter=plan.max_iter,
+                concurrency=batch.max_concurrency,
+                memory_mb=batch.memory_mb,
+                log=log,
+            )
+            checkpoint(results, args.out)
+        if "scale_training" in plan.sections:
+            results["scale_training"] = batch_scale.run_scale_training(
+                dataset, plan.scale_sizes, max_iter=plan.max_iter, log=log
+            )
     if "training" not in plan.sections:
         results.pop("training", None)
     results["complete"] = True
