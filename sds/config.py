@@ -338,6 +338,9 @@ class TrainingSettings:
     cpu: int = 2048
     memory_mb: int = 8192
     data_prefix: str = "training-data/"
+    # Negative downsampling for the task (`--negative-rate`): below 1 once the history outgrows
+    # the task's memory (README, "When you outgrow one machine").
+    negative_rate: float = 1.0
 
     FARGATE_CPU: ClassVar[tuple[int, ...]] = (256, 512, 1024, 2048, 4096, 8192, 16384)
 
@@ -354,6 +357,11 @@ class TrainingSettings:
             self.data_prefix.endswith("/") and not self.data_prefix.startswith("/"),
             "data_prefix",
             "must be a relative prefix ending in '/' (in the training-data bucket)",
+        )
+        _require(
+            0.001 <= self.negative_rate <= 1,
+            "negative_rate",
+            "must be between 0.001 and 1 (1 keeps every payment)",
         )
 
 

@@ -26,9 +26,15 @@ from stacks.config import LogSettings, TrainingImage, TrainingSettings
 
 
 def training_command(
-    *, bucket_name: str, data_bucket_name: str, model_name: str, data_prefix: str
+    *,
+    bucket_name: str,
+    data_bucket_name: str,
+    model_name: str,
+    data_prefix: str,
+    negative_rate: float = 1.0,
 ) -> list[str]:
     """Arguments after the image's entrypoint: the same flags `sds train` uses locally."""
+    sampling = ["--negative-rate", f"{negative_rate:g}"] if negative_rate < 1 else []
     return [
         "--registry",
         f"s3://{bucket_name}",
@@ -36,6 +42,7 @@ def training_command(
         model_name,
         "--data",
         f"s3://{data_bucket_name}/{data_prefix}",
+        *sampling,
     ]
 
 
@@ -87,6 +94,7 @@ class TrainingJob(Construct):
                 data_bucket_name=training_data.bucket_name,
                 model_name=model_name,
                 data_prefix=settings.data_prefix,
+                negative_rate=settings.negative_rate,
             ),
             settings=settings,
             logs=logs,

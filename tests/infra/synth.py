@@ -144,6 +144,7 @@ VARIANT_ENVIRONMENT = {
         },
         "network": {"isolated": False, "azs": 1},
         "registry": {"kms": True, "removal_policy": "destroy"},
+        "training": {"negative_rate": 0.1},
         "batch": {
             "max_concurrency": 7,
             "tolerated_failure_percent": 5,

@@ -99,6 +99,11 @@ def test_fargate_task_trains_on_its_own_data_and_registers_where_versions_are_al
             ["s3://", _output(env, "TrainingDataBucketName"), f"/{training.data_prefix}"],
         ]
     }
+    # with the environment's negative downsampling, if it has any
+    rate = training.negative_rate
+    assert (env == "variant") == (rate < 1)  # the variant samples (tests/infra/conftest.py)
+    sampling = ["--negative-rate", f"{rate:g}"] if rate < 1 else []
+    assert command[6:] == sampling
     # The only setting in its environment: its own role, for the audit trail (task_actor)
     assert [v["Name"] for v in container["Environment"]] == ["SDS_TASK_ROLE_ARN"]
     # the image is a CDK asset built from training/Dockerfile (synth needs no Docker engine)

@@ -122,6 +122,22 @@ def test_a_fourth_environment_is_config_only() -> None:
         ),
         ({"serving": {"max_events": True}}, "expected int, got a boolean"),
         ({"colour": "red"}, "environments.dev: unknown key(s) colour"),
+        (
+            {"infra": {"batch": {"max_concurrency": 0}}},
+            "environments.dev.infra.batch.max_concurrency: must be between 1 and 10000",
+        ),
+        (
+            {"infra": {"batch": {"tolerated_failure_percent": 101}}},
+            "tolerated_failure_percent: must be between 0 and 100",
+        ),
+        (
+            {"infra": {"batch": {"output_prefix": "training-data/scores/"}}},
+            "overlaps training.data_prefix 'training-data/': training would read batch results",
+        ),
+        (
+            {"infra": {"training": {"negative_rate": 0}}},
+            "environments.dev.infra.training.negative_rate: must be between 0.001 and 1",
+        ),
     ],
 )
 def test_invalid_settings_name_the_key(change: dict[str, object], message: str) -> None:
