@@ -338,8 +338,8 @@ class TrainingSettings:
     cpu: int = 2048
     memory_mb: int = 8192
     data_prefix: str = "training-data/"
-    # Negative downsampling for the task (`--negative-rate`): below 1 once the history outgrows
-    # the task's memory (README, "When you outgrow one machine").
+    # Negative downsampling for the task (`--negative-rate`): below 1 once fitting the whole
+    # history takes too long (README, "When you outgrow one machine").
     negative_rate: float = 1.0
 
     FARGATE_CPU: ClassVar[tuple[int, ...]] = (256, 512, 1024, 2048, 4096, 8192, 16384)

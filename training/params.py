@@ -61,7 +61,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=defaults.negative_rate,
         help="share of legitimate payments to train on (every fraud is kept; the kept ones are "
-        "weighted back, metrics too); below 1 for a history too large for memory (default 1)",
+        "weighted back, metrics too); below 1 to fit a large history faster (default 1)",
     )
     group.add_argument("--seed", type=int, default=defaults.seed)
 
