@@ -72,6 +72,8 @@ class AuditedApp:
     kms: dict[str, bool]
     # Where each environment's versions are allocated (its promotion chain's start)
     chain_start: dict[str, str]
+    # Where each environment's batch runs write, in its training-data bucket
+    batch_output: dict[str, str]
 
     def stack_templates(self, env: str) -> dict[str, dict[str, Any]]:
         """One environment's templates by stack name (Registry, Inference, Training)."""
@@ -159,4 +161,5 @@ def synthesize(lock: Path, outdir: Path, *, accounts: dict[str, str] | None = No
         },
         kms={n: e.infra.registry.kms for n, e in project.environments.items()},
         chain_start={n: e.chain_start for n, e in project.environments.items()},
+        batch_output={n: e.infra.batch.output_prefix for n, e in project.environments.items()},
     )

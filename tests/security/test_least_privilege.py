@@ -59,6 +59,17 @@ AUTO_DELETE_PROVIDER = "CustomS3AutoDeleteObjectsCustomResourceProviderRole"
 REGISTRY_BUCKET = "RegistryBucket9C3667AF"
 
 
+def _batch_output(app: AuditedApp, env: str) -> str:
+    """The objects an environment's batch runs write, rendered as `rendered` renders them."""
+    bucket = {
+        "Fn::GetStackOutput": {
+            "StackName": f"{env}-Registry",
+            "OutputName": "TrainingDataBucketArn",
+        }
+    }
+    return _render({"Fn::Join": ["", [bucket, f"/{app.batch_output[env]}*"]]})
+
+
 def rendered(statement: Statement) -> list[str]:
     return [_render(resource) for resource in statement.resources]
 
@@ -186,6 +197,8 @@ def test_only_the_promoter_policy_moves_aliases_and_switches_the_lambda_alias(
                 and "/events/" not in r
                 and "/training-data/" not in r
                 and "/registry/" not in r
+                # the batch runs' outputs, in the training-data bucket (no alias is there)
+                and r != _batch_output(audited_app, statement.env)
             )
             for r in rendered(statement)
         )
@@ -269,9 +282,22 @@ def test_no_wildcard_action_and_every_wildcard_resource_is_acknowledged(
 def test_only_the_pruner_the_retention_role_and_dev_like_teardown_can_delete(
     audited_app: AuditedApp,
 ) -> None:
-    pruners = retention = updaters = 0
+    pruners = retention = updaters = batch = 0
     for statement in audited_app.statements():
         if statement.allows and any("Delete" in a for a in statement.actions):
+            if "RunsFunctionRole" in statement.holder:
+                # The batch function deletes its own runs' work files: only under the batch
+                # output prefix of the training-data bucket, never the history or a registry
+                assert rendered(statement) == [_batch_output(audited_app, statement.env)]
+                assert "s3:DeleteObject" in statement.actions, statement
+                batch += 1
+                continue
+            if "RunsStateMachineRole" in statement.holder:
+                # Step Functions' vended log delivery (its own logs): no data is deleted
+                assert [a for a in statement.actions if "Delete" in a] == [
+                    "logs:DeleteLogDelivery"
+                ], statement
+                continue
             if "ProtectionRetentionRole" in statement.holder:
                 # The one deliberate way to remove registry objects: this model's only
                 assert rendered(statement) == [f"<{REGISTRY_BUCKET}.Arn>/models/fraud/*"], statement
@@ -295,7 +321,7 @@ def test_only_the_pruner_the_retention_role_and_dev_like_teardown_can_delete(
                 continue
             assert audited_app.destroyable[statement.env], statement
             assert AUTO_DELETE_PROVIDER in statement.holder, statement
-    assert pruners == retention == updaters == len(audited_app.environments)
+    assert pruners == retention == updaters == batch == len(audited_app.environments)
     # And in the shipped environments nothing can ever empty a registry or training-data bucket
     for statement in audited_app.statements():
         if statement.env != VARIANT and AUTO_DELETE_PROVIDER in statement.holder:
