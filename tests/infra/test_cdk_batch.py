@@ -7,12 +7,19 @@ import json
 from typing import Any
 
 import pytest
-from conftest import VARIANT, SynthesizedApp
-from infra_helpers import actions_of, model_function, one, resource_text, resources, role_statements
 
 from sds.kernel.batch.settings import batch_environment
 from sds.kernel.discovery import parameter_name
 from stacks.components.batch_runs import HANDLER
+from tests.infra.infra_helpers import (
+    actions_of,
+    model_function,
+    one,
+    resource_text,
+    resources,
+    role_statements,
+)
+from tests.infra.synth import VARIANT, SynthesizedApp
 
 ENVIRONMENTS = ["dev", "staging", "prod", VARIANT]
 

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from trained_model import TrainedModel
 
 from lambdas.inference.app import InferenceApp
 from sds.kernel import pointintime
@@ -31,6 +30,7 @@ from sds.kernel.featurestore import open_feature_store
 from sds.kernel.online import OnlineFeatures
 from sds.kernel.serving import ModelUnavailable
 from sds.ops.batch import run_locally
+from tests.support.trained_model import TrainedModel
 from training.data import LABEL, read_history, write_jsonl
 from training.synthetic import generate_activity
 

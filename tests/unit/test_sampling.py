@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from trained_model import MODEL, SMALL_PARAMS, TRAINER, TrainedModel
 
 from sds.kernel.registry import open_registry
+from tests.support.trained_model import MODEL, SMALL_PARAMS, TRAINER, TrainedModel
 from training.evaluate import evaluate
 from training.train import STEPS, Progress, TrainParams, downsample, train
 
