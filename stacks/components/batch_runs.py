@@ -37,7 +37,13 @@ from constructs import Construct
 
 from sds.kernel.batch.settings import batch_environment
 from stacks.components.data_key import READ, READ_WRITE, key_use
-from stacks.components.nag import acknowledge, acknowledge_wildcard_resource
+from stacks.components.nag import (
+    acknowledge,
+    acknowledge_compliance,
+    acknowledge_function_outside_vpc,
+    acknowledge_own_policy,
+    acknowledge_wildcard_resource,
+)
 from stacks.components.registry_paths import RegistryPaths
 from stacks.components.retention import log_group
 from stacks.config import BatchSettings, LogSettings
@@ -433,10 +439,42 @@ class BatchRuns(Construct):
             "Serverless-LambdaLatestVersion",
             "Same as AwsSolutions-L1: the bundle is built for CPython 3.12 on purpose.",
         )
-        acknowledge(
-            self.function,
-            "Serverless-LambdaDLQ",
+        synchronous_only = (
             "Invoked synchronously by the state machine only: every failure is returned to the "
             "map, written to its ResultWriter output and named in the run's summary; a "
-            "dead-letter queue applies to asynchronous invocations.",
+            "dead-letter queue applies to asynchronous invocations."
+        )
+        acknowledge(self.function, "Serverless-LambdaDLQ", synchronous_only)
+        acknowledge_compliance(self.function, "LambdaDLQ", synchronous_only)
+        acknowledge_compliance(
+            self.function,
+            "LambdaConcurrency",
+            "Only the state machine invokes it, and each of a run's Distributed Maps runs at most "
+            "infra.batch.max_concurrency items at once: that is its cap, and the maps retry "
+            "throttling (Lambda.TooManyRequestsException) with backoff. A reservation would hold "
+            "that many executions out of the account's pool every day no run is going (the "
+            "inference function included), and new accounts, which start at 10, cannot reserve "
+            "any.",
+        )
+        acknowledge_function_outside_vpc(
+            self.function, "S3 for the history, the runs and the model, X-Ray"
+        )
+        acknowledge_own_policy(
+            self.role,
+            "the batch function: write its logs, read the history and this model's versions, "
+            "write under the batch output prefix",
+        )
+        acknowledge_own_policy(
+            self.machine_role,
+            "the batch state machine: invoke the batch function, read item lists and write map "
+            "results under the batch output prefix, deliver its logs and traces",
+        )
+        acknowledge_compliance(
+            self.child_executions,
+            "IAMNoInlinePolicy",
+            "CDK's policy for a Distributed Map's child executions (start, describe, stop and "
+            "redrive this state machine's executions only): it names the state machine, so it "
+            "is a policy of its own, created and deleted with the state machine and attached to "
+            "its role only; a managed policy would be one more object holding the same "
+            "statements. tests/security/test_least_privilege.py audits its resources.",
         )

@@ -19,6 +19,7 @@ from aws_cdk import aws_kms as kms
 from constructs import Construct
 
 from sds.kernel.featurestore.dynamodb import PARTITION_KEY, TTL_ATTRIBUTE
+from stacks.components.nag import acknowledge_compliance
 
 
 class FeatureTable(Construct):
@@ -51,4 +52,14 @@ class FeatureTable(Construct):
             time_to_live_attribute=TTL_ATTRIBUTE,
             deletion_protection=retain,
             removal_policy=cdk.RemovalPolicy.RETAIN if retain else cdk.RemovalPolicy.DESTROY,
+        )
+        acknowledge_compliance(
+            self.table,
+            "DynamoDBInBackupPlan",
+            "Point-in-time recovery restores it to any second of the last 35 days (the packs' "
+            "PITR rule passes), and its items are derived data: `sds --aws replay` rebuilds them "
+            "from the activity archive, which keeps at least the longest window plus its "
+            "lateness (infra.features.archive_retention_days refuses less). An AWS Backup plan "
+            "would add a vault and a third copy billed per GB-month, for nothing either cannot "
+            "restore.",
         )

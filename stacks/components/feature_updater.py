@@ -42,7 +42,12 @@ from constructs import Construct
 
 from sds.kernel.activity import FEATURE_DETAIL_TYPES, SOURCE, UpdaterSettings
 from stacks.components.data_key import TABLE_READ_WRITE, table_key_use
-from stacks.components.nag import acknowledge
+from stacks.components.nag import (
+    acknowledge,
+    acknowledge_compliance,
+    acknowledge_function_outside_vpc,
+    acknowledge_own_policy,
+)
 from stacks.components.retention import log_group
 from stacks.config import FeatureSettings, LogSettings
 
@@ -159,6 +164,14 @@ class FeatureUpdater(Construct):
             action = cw_actions.SnsAction(topic)
             self.alarm.add_alarm_action(action)
             self.alarm.add_ok_action(action)
+        if not topics:
+            acknowledge_compliance(
+                self.alarm,
+                "CloudWatchAlarmAction",
+                "This environment notifies no one (infra.alarms.topic_email / topic_arn unset; "
+                "prod requires a target): the alarm still shows its state in the console and the "
+                "dead letters stay 14 days in their queue for docs/runbook.md's 'Dead letters'.",
+            )
         self._acknowledge()
 
     def _build_role(
@@ -218,10 +231,29 @@ class FeatureUpdater(Construct):
             "Serverless-LambdaLatestVersion",
             "Same as AwsSolutions-L1: the kernel it runs targets CPython 3.12 on purpose.",
         )
-        acknowledge(
-            self.function,
-            "Serverless-LambdaDLQ",
+        no_function_dlq = (
             "Invoked by its SQS event source only: failed messages go back to the queue and, "
-            "after max_receive_count deliveries, to the queue's own dead-letter queue; a "
-            "function DLQ applies to asynchronous invocations, which never happen here.",
+            "after max_receive_count deliveries, to the queue's own dead-letter queue (alarmed); "
+            "a function DLQ applies to asynchronous invocations, which never happen here."
+        )
+        acknowledge(self.function, "Serverless-LambdaDLQ", no_function_dlq)
+        acknowledge_compliance(self.function, "LambdaDLQ", no_function_dlq)
+        acknowledge_compliance(
+            self.function,
+            "LambdaConcurrency",
+            "Only its SQS event source invokes it. Reserved concurrency would make Lambda "
+            "throttle the pollers' batches, which return to the queue and count towards "
+            "max_receive_count: events would reach the dead-letter queue for being throttled, "
+            "not for failing (AWS advises the event source's maximum concurrency instead). The "
+            "table is on demand and takes what the pollers scale to, and a reservation would be "
+            "carved out of the account's pool, which new accounts start at 10, too few to "
+            "reserve from.",
+        )
+        acknowledge_function_outside_vpc(
+            self.function, "DynamoDB for the feature table, SQS through its event source, X-Ray"
+        )
+        acknowledge_own_policy(
+            self.role,
+            "the feature updater: write its logs, read and write the feature table's items, "
+            "consume its own queue",
         )

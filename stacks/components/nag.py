@@ -43,7 +43,9 @@ def recording_only() -> Iterator[list[tuple[str, str]]]:
 # (cdk-nag 3.0.2's PCIDSS321Checks has no rule by those names).
 PCI_DSS_321 = "PCI.DSS.321"
 NIST_800_53_R5 = "NIST.800.53.R5"
-_NIST_ONLY = frozenset({"CloudWatchAlarmAction", "LambdaConcurrency", "LambdaDLQ"})
+_NIST_ONLY = frozenset(
+    {"CloudWatchAlarmAction", "DynamoDBInBackupPlan", "LambdaConcurrency", "LambdaDLQ"}
+)
 
 
 def acknowledge_compliance(scope: IConstruct, rule: str, reason: str) -> None:

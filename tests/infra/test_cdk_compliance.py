@@ -55,9 +55,10 @@ def test_cdk_nag_reports_nothing_unacknowledged(
 
 
 def test_cfn_lint_reports_no_errors_on_any_template(synthesized: SynthesizedApp) -> None:
-    # Every environment plus the variant
+    # Every stack (Registry, Training, Inference, Features, Batch) of every environment plus the
+    # variant
     templates = sorted(synthesized.outdir.glob("assembly-*/*.template.json"))
-    assert len(templates) == 4 * len(synthesized.stages) == 16
+    assert len(templates) == 5 * len(synthesized.stages) == 20
     cfn_lint = Path(sys.executable).with_name("cfn-lint")
     result = subprocess.run(
         [str(cfn_lint), "--format", "parseable", *map(str, templates)],

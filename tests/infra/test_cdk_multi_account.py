@@ -85,12 +85,13 @@ def test_each_environment_deploys_to_its_own_account_and_only_dev_trains(
         stage = accounts.stages[env]
         assert stage.account == account
         assert {stack.account for stack in stage.stacks} == {account}
-    # Versions are allocated in dev: staging and prod, in other accounts, have no training task
+    # Versions are allocated in dev: staging and prod, in other accounts, have no training task;
+    # every environment has its own event path (Features) and batch runs (Batch)
     paths = {env: [s.node.path for s in stage.stacks] for env, stage in accounts.stages.items()}
     assert paths == {
-        "dev": ["dev/Registry", "dev/Inference", "dev/Training"],
-        "staging": ["staging/Registry", "staging/Inference"],
-        "prod": ["prod/Registry", "prod/Inference"],
+        "dev": ["dev/Registry", "dev/Inference", "dev/Features", "dev/Training", "dev/Batch"],
+        "staging": ["staging/Registry", "staging/Inference", "staging/Features", "staging/Batch"],
+        "prod": ["prod/Registry", "prod/Inference", "prod/Features", "prod/Batch"],
     }
 
 
