@@ -26,6 +26,12 @@ served version's behaviour (`sds.kernel.behaviour`: predictions, flagged, score 
 the dimensions Environment, Model and ModelVersion, which the deployment's alert-rate alarms
 watch; the function's own health (invalid requests, internal errors, model load failures, feature
 store outages) is counted per Environment, in one line at the end of the request.
+
+Each scored payment is captured (`sds.kernel.capture`: the event, the feature vector as scored,
+the model, score and decision), sampled per event id at the environment's CAPTURE_SAMPLE_RATE,
+as one line per payment to the capture sink: stdout on Lambda, where the function's log
+subscription ships them to S3, a JSON Lines file under `sds serve`. Capture never fails a request:
+a sink that raises is logged and counted (`CaptureFailures`).
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ import orjson
 
 from sds.kernel.aggregates import NAMES as AGGREGATES
 from sds.kernel.behaviour import NAMESPACE, behaviour_counts, version_dimensions
+from sds.kernel.capture import Capturer, CaptureSink
 from sds.kernel.features import (
     ABSENT,
     FIELD_NAMES,
@@ -151,9 +158,11 @@ class InferenceApp:
         metrics: MetricSink = emf_metrics,
         settings_error: str | None = None,
         online: OnlineFeatures | None = None,
+        capture: CaptureSink | None = None,
     ) -> None:
         self.settings = settings or ServingSettings(None, None, None, None)  # type: ignore[arg-type]
         self.metrics = metrics
+        self.capturer: Capturer | None = None
         self.online = online
         self.online_error: str | None = None
         if online is None and settings is not None:
@@ -184,6 +193,15 @@ class InferenceApp:
                 model=self.model.name,
                 version=self.model.version,
             )
+            if capture is not None and settings.capture_sample_rate > 0:
+                self.capturer = Capturer(
+                    env=self.settings.environment,
+                    model={**self._model_ref, "sha256": self.model.sha256},
+                    threshold=self.model.threshold,
+                    sink=capture,
+                    sample_rate=settings.capture_sample_rate,
+                    exclude=settings.capture_exclude,
+                )
             self._headers |= {
                 "X-Model-Name": self.model.name,
                 "X-Model-Version": str(self.model.version),
@@ -298,18 +316,27 @@ class InferenceApp:
         return self.model
 
     def _predict(self, event: Mapping[str, Any], metrics: dict[str, float]) -> Response:
+        received_us, started_ns = time.time_ns() // 1000, time.perf_counter_ns()
         data = self._body_bytes(event)
         try:
-            columns = self._valid_columns(orjson.loads(data))
+            body = orjson.loads(data)
         except orjson.JSONDecodeError:
-            columns = None
+            body = None
+        columns = self._valid_columns(body)
         if columns is None:
             # Not certainly valid: the reference path decides, and names every problem.
             events = self._events(self._parse_json(data))
             columns = Columns.of(events, optional=OPTIONAL_FIELDS)
+        else:
+            events = body["events"]
         model = self._require_model()
         columns, missing = self._with_aggregates(columns, metrics)
-        scores = model.predict(featurize_columns(columns))
+        features = featurize_columns(columns)
+        scores = model.predict(features)
+        if self.capturer is not None:
+            self._capture(
+                event, (received_us, started_ns), events, features, scores, missing, metrics
+            )
         threshold = model.threshold
         predictions = [
             {"fraud_probability": round(score, 6), "is_fraud": score >= threshold, "event_id": i}
@@ -320,6 +347,35 @@ class InferenceApp:
         if missing is not None:
             document["online_features"] = {"available": False, "reason": missing}
         return self._json(200, document)
+
+    def _capture(
+        self,
+        event: Mapping[str, Any],
+        received: tuple[int, int],
+        events: list[Mapping[str, Any]],
+        features: Any,
+        scores: list[float],
+        missing: str | None,
+        metrics: dict[str, float],
+    ) -> None:
+        """Capture the request's scored events; `received` is (wall clock in microseconds,
+        perf counter in nanoseconds) when scoring started."""
+        assert self.capturer is not None
+        context = event.get("requestContext")
+        request_id = context.get("requestId") if isinstance(context, Mapping) else None
+        try:
+            self.capturer.capture(
+                request_id=request_id if isinstance(request_id, str) else None,
+                received_us=received[0],
+                started_ns=received[1],
+                events=events,
+                features=features,
+                scores=scores,
+                online_features=missing is None,
+            )
+        except Exception:  # capture must never break serving
+            logger.exception("could not capture %d scored events", len(events))
+            metrics["CaptureFailures"] = 1.0
 
     def _with_aggregates(
         self, columns: Columns, metrics: dict[str, float]

@@ -23,6 +23,7 @@ PARAMETERS: Mapping[str, str] = MappingProxyType(
         "registry-bucket": REGISTRY_STACK,
         "training-data-bucket": REGISTRY_STACK,
         "feature-table": REGISTRY_STACK,
+        "captures-bucket": REGISTRY_STACK,
         "function-name": INFERENCE_STACK,
         "alias-name": INFERENCE_STACK,
         "api-url": INFERENCE_STACK,

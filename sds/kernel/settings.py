@@ -13,7 +13,9 @@ Variables: MODEL_NAME, ENVIRONMENT, REGISTRY_URI, MAX_EVENTS, MAX_BODY_BYTES, FE
 (where the account aggregates are read: `dynamodb://table` on AWS, `sqlite:///path` locally),
 FEATURE_STORE_TIMEOUT_MS (with a feature store: each attempt's connect and read timeout, two
 attempts at most, so a slow table costs a request at most a few timeouts and never a hang),
-WHEN_FEATURES_UNAVAILABLE (`refuse`: answer 503; `score`: score without them, flagged), and,
+WHEN_FEATURES_UNAVAILABLE (`refuse`: answer 503; `score`: score without them, flagged),
+CAPTURE_SAMPLE_RATE (the share of scored payments captured, 0 to 1, chosen per event id) and
+CAPTURE_EXCLUDE (comma-separated fields left out of capture records: `sds.kernel.capture`), and,
 only when the environment has a pin, MODEL_VERSION and MODEL_SHA256 (absent means "no model
 deployed", a valid state answered with 503, and a first promotion shows in `cdk diff` as two
 added variables).
@@ -25,6 +27,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from sds.kernel.capture import CaptureError, check_exclude, check_sample_rate
 from sds.kernel.errors import Unavailable
 from sds.kernel.lock import Pin
 
@@ -38,6 +41,8 @@ MAX_BODY_BYTES = "MAX_BODY_BYTES"
 FEATURE_STORE_URI = "FEATURE_STORE_URI"
 FEATURE_STORE_TIMEOUT_MS = "FEATURE_STORE_TIMEOUT_MS"
 WHEN_FEATURES_UNAVAILABLE = "WHEN_FEATURES_UNAVAILABLE"
+CAPTURE_SAMPLE_RATE = "CAPTURE_SAMPLE_RATE"
+CAPTURE_EXCLUDE = "CAPTURE_EXCLUDE"
 
 DEFAULT_MODEL_NAME = "fraud"
 DEFAULT_MAX_EVENTS = 100
@@ -81,6 +86,8 @@ class ServingSettings:
     feature_store_uri: str | None = None
     when_features_unavailable: str = "refuse"
     feature_store_timeout_ms: int = DEFAULT_FEATURE_STORE_TIMEOUT_MS
+    capture_sample_rate: float = 1.0
+    capture_exclude: tuple[str, ...] = ()
 
     @property
     def has_pin(self) -> bool:
@@ -106,6 +113,8 @@ class ServingSettings:
             feature_store_uri=self.feature_store_uri,
             when_features_unavailable=self.when_features_unavailable,
             feature_store_timeout_ms=self.feature_store_timeout_ms,
+            capture_sample_rate=self.capture_sample_rate,
+            capture_exclude=self.capture_exclude,
         )
 
     @classmethod
@@ -131,6 +140,8 @@ class ServingSettings:
             feature_store_timeout_ms=_positive_int(
                 environ, FEATURE_STORE_TIMEOUT_MS, DEFAULT_FEATURE_STORE_TIMEOUT_MS
             ),
+            capture_sample_rate=_sample_rate(environ),
+            capture_exclude=_exclude(environ),
         )
 
 
@@ -145,8 +156,15 @@ def function_environment(
     feature_store_uri: str | None,
     when_features_unavailable: str,
     feature_store_timeout_ms: int = DEFAULT_FEATURE_STORE_TIMEOUT_MS,
+    capture_sample_rate: float = 1.0,
+    capture_exclude: tuple[str, ...] = (),
 ) -> dict[str, str]:
     """The inference function's environment variables for one environment and pin."""
+    try:
+        check_sample_rate(capture_sample_rate)
+        check_exclude(capture_exclude)
+    except CaptureError as exc:
+        raise SettingsError(str(exc)) from None
     if when_features_unavailable not in FEATURES_UNAVAILABLE_POLICIES:
         raise SettingsError(
             f"{WHEN_FEATURES_UNAVAILABLE} must be one of {', '.join(FEATURES_UNAVAILABLE_POLICIES)}"
@@ -158,7 +176,10 @@ def function_environment(
         MAX_EVENTS: str(max_events),
         MAX_BODY_BYTES: str(max_body_bytes),
         WHEN_FEATURES_UNAVAILABLE: when_features_unavailable,
+        CAPTURE_SAMPLE_RATE: repr(float(capture_sample_rate)),
     }
+    if capture_exclude:
+        variables[CAPTURE_EXCLUDE] = ",".join(capture_exclude)
     if feature_store_uri is not None:
         variables[FEATURE_STORE_URI] = feature_store_uri
         variables[FEATURE_STORE_TIMEOUT_MS] = str(feature_store_timeout_ms)
@@ -218,6 +239,26 @@ def _policy(environ: Mapping[str, str]) -> str:
             f"{', '.join(FEATURES_UNAVAILABLE_POLICIES)}, got {text[:40]!r}"
         )
     return text
+
+
+def _sample_rate(environ: Mapping[str, str]) -> float:
+    text = environ.get(CAPTURE_SAMPLE_RATE, "").strip()
+    if not text:
+        return 1.0
+    try:
+        return check_sample_rate(float(text))
+    except (ValueError, CaptureError):
+        raise SettingsError(
+            f"{CAPTURE_SAMPLE_RATE} must be a number from 0 to 1, got {text[:40]!r}"
+        ) from None
+
+
+def _exclude(environ: Mapping[str, str]) -> tuple[str, ...]:
+    names = [n.strip() for n in environ.get(CAPTURE_EXCLUDE, "").split(",") if n.strip()]
+    try:
+        return check_exclude(names)
+    except CaptureError as exc:
+        raise SettingsError(f"{CAPTURE_EXCLUDE}: {exc}") from None
 
 
 def _is_decimal(text: str) -> bool:

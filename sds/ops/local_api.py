@@ -4,7 +4,10 @@ Each HTTP request becomes an API Gateway REST proxy event for `InferenceApp.hand
 what Lambda receives behind API Gateway. Like a Lambda alias, the server follows the
 environment's pin in models.lock.json: each pin gets its own app instance (a "published
 version", loaded once), and every request is routed to the app of the current pin, so a
-`promote` or `rollback` takes effect on the next request, without a restart.
+`promote` or `rollback` takes effect on the next request, without a restart. The handler
+captures every scored payment through the same sink interface as on Lambda, into JSON Lines files
+under `.sds/capture/<env>/` instead of stdout (`sds.ops.capture_store`), and `POST /events` takes
+label events too (into `.sds/labels/<env>/`), as the environment's event bus does on AWS.
 
 The HTTP side refuses what API Gateway refuses before the handler runs (bodies over its 10 MiB,
 unreadable framing) the way mature servers do: the refusal goes out first (before `100 Continue`
@@ -34,12 +37,14 @@ from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 from lambdas.inference.app import InferenceApp, MetricSink
+from sds.kernel.capture import CaptureSink
 from sds.kernel.errors import SdsError
-from sds.kernel.events import timed, validate_batch
+from sds.kernel.events import KINDS, LABEL_KINDS, timed, validate_batch
 from sds.kernel.featurestore import open_feature_store
 from sds.kernel.lock import LockFileError, Pin, read_pin
 from sds.kernel.online import OnlineFeatures
 from sds.kernel.settings import ServingSettings
+from sds.ops.capture_store import CaptureFiles, LabelFiles
 from sds.ops.workspace import Workspace
 
 logger = logging.getLogger("sds.ops.local_api")
@@ -213,6 +218,10 @@ class PinnedApps:
         feature_store_uri: str | None = None,
         when_features_unavailable: str = "refuse",
         metrics: MetricSink = _no_metrics,
+        capture: CaptureSink | None = None,
+        capture_sample_rate: float = 1.0,
+        capture_exclude: tuple[str, ...] = (),
+        labels: LabelFiles | None = None,
     ) -> None:
         self.lock_path = lock_path
         self.model = model
@@ -223,11 +232,14 @@ class PinnedApps:
         self.feature_store_uri = feature_store_uri
         self.when_features_unavailable = when_features_unavailable
         self.metrics = metrics
+        self.capture = capture
+        self.capture_sample_rate = capture_sample_rate
+        self.capture_exclude = capture_exclude
         # One store for every pinned app and for POST /events, like the one table on AWS.
         self.online: OnlineFeatures | None = None
         if feature_store_uri is not None:
             self.online = OnlineFeatures(open_feature_store(feature_store_uri))
-        self.events = EventsEndpoint(self.online)
+        self.events = EventsEndpoint(self.online, labels)
         self._apps: dict[Pin | None, InferenceApp] = {}
         self._mutex = threading.Lock()
         self._stamp: tuple[int, int] | None = None
@@ -236,8 +248,10 @@ class PinnedApps:
 
     @classmethod
     def for_environment(cls, ws: Workspace, env: str) -> PinnedApps:
-        """What `sds serve --env ENV` serves: ENV's pin, registry and serving limits."""
-        serving = ws.config.env(env).serving
+        """What `sds serve --env ENV` serves: ENV's pin, registry and serving limits, capturing
+        into ENV's local captures folder with ENV's capture settings."""
+        config = ws.config.env(env)
+        serving = config.serving
         return cls(
             lock_path=ws.lock_path,
             model=ws.model,
@@ -247,6 +261,10 @@ class PinnedApps:
             max_body_bytes=serving.max_body_bytes,
             feature_store_uri=ws.feature_store_uri(env),
             when_features_unavailable=serving.when_features_unavailable,
+            capture=CaptureFiles(ws.capture_dir(env)),
+            capture_sample_rate=config.capture.sample_rate,
+            capture_exclude=config.capture.exclude,
+            labels=LabelFiles(ws.labels_dir(env)),
         )
 
     def _current_pin(self) -> Pin | None:
@@ -279,11 +297,15 @@ class PinnedApps:
                     max_body_bytes=self.max_body_bytes,
                     feature_store_uri=self.feature_store_uri,
                     when_features_unavailable=self.when_features_unavailable,
+                    capture_sample_rate=self.capture_sample_rate,
+                    capture_exclude=self.capture_exclude,
                 )
                 if self._pin_error is not None:
                     app = InferenceApp(None, settings_error=self._pin_error, metrics=self.metrics)
                 else:
-                    app = InferenceApp(settings, metrics=self.metrics, online=self.online)
+                    app = InferenceApp(
+                        settings, metrics=self.metrics, online=self.online, capture=self.capture
+                    )
                     self._apps[pin] = app
                 if pin is not None and app.model is not None:
                     logger.info("now serving %s v%s", self.model, pin.version)
@@ -298,22 +320,22 @@ class PinnedApps:
 
 
 class EventsEndpoint:
-    """`POST /events`: activity events into the feature store, locally (on AWS they go to the
-    environment's event bus). A batch with a problem is refused whole (400, every problem named);
-    otherwise 202 with what the updater did."""
+    """`POST /events`: activity events into the feature store and label events into the labels
+    folder, locally (on AWS they go to the environment's event bus). A batch with a problem is
+    refused whole (400, every problem named); otherwise 202 with what the updater did and how many
+    labels were stored."""
 
     PATH = "/events"
     MAX_EVENTS = 1000
 
-    def __init__(self, online: OnlineFeatures | None) -> None:
+    def __init__(self, online: OnlineFeatures | None, labels: LabelFiles | None = None) -> None:
         self.online = online
+        self.labels = labels
 
     def handle(self, event: Mapping[str, Any]) -> dict[str, Any]:
         if event.get("httpMethod") != "POST":
             refusal = {"error": "method_not_allowed", "message": "/events accepts POST"}
             return _proxy(405, refusal, {"Allow": "POST"})
-        if self.online is None:
-            return _proxy(503, {"error": "no_feature_store", "message": "no feature store"})
         try:
             body = json.loads(event.get("body") or "")
         except ValueError as exc:
@@ -323,7 +345,8 @@ class EventsEndpoint:
         if not isinstance(items, list) or not 0 < len(items) <= self.MAX_EVENTS:
             message = f'send {{"events": [...]}} with 1 to {self.MAX_EVENTS} activity events'
             return _proxy(400, {"error": "invalid_request", "message": message})
-        problems = validate_batch(items)
+        kinds = tuple(KINDS) if self.labels is not None else None
+        problems = validate_batch(items, kinds=kinds)
         if problems:
             return _proxy(
                 400,
@@ -333,9 +356,22 @@ class EventsEndpoint:
                     "problems": [p.to_dict() for p in problems[:1000]],
                 },
             )
-        result = self.online.apply(timed(items))
-        status = 202 if not result.failed else 503
-        return _proxy(status, {"accepted": len(items), **result.to_dict()})
+        labels = [item for item in items if item["type"] in LABEL_KINDS]
+        activity = [item for item in items if item["type"] not in LABEL_KINDS]
+        if activity and self.online is None:
+            return _proxy(503, {"error": "no_feature_store", "message": "no feature store"})
+        document: dict[str, Any] = {"accepted": len(items), "labels": len(labels)}
+        if activity:
+            assert self.online is not None
+            result = self.online.apply(timed(activity))
+            document |= result.to_dict()
+            if result.failed:
+                # Nothing of the labels is stored either: the caller retries the whole batch,
+                # and a retry of the activity counts each event once.
+                return _proxy(503, document)
+        if labels and self.labels is not None:
+            self.labels.store(labels)
+        return _proxy(202, document)
 
 
 def _proxy(

@@ -19,7 +19,11 @@ Resolution, most explicit first:
   through its promotion source role, assumed once per command; never written
   (docs/multi-account.md).
 - an environment's feature store (the account aggregates) when served locally:
-  `$SDS_FEATURE_STORE_<ENV>`, else the embedded `sqlite://<state>/features/<env>.db`."""
+  `$SDS_FEATURE_STORE_<ENV>`, else the embedded `sqlite://<state>/features/<env>.db`.
+- an environment's captures and labels (`sds.kernel.capture`): locally `<state>/capture/<env>`
+  and `<state>/labels/<env>` (what `sds serve` and `sds label` write); with `--aws`, the
+  `captures/` and `labels/` prefixes of the bucket SSM `/sds/<env>/captures-bucket` names.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sds.config import ConfigError, ProjectConfig, load_project, promotion_source_role_name
+from sds.kernel.capture import CAPTURES_PREFIX, LABELS_PREFIX
 from sds.kernel.registry import Registry, aws_actor, default_actor, open_registry
 from sds.kernel.registry.s3 import S3Store
 from sds.kernel.registry.store import ReadOnlyView
@@ -220,6 +225,26 @@ class Workspace:
         if env in self.feature_store_overrides:
             return self.feature_store_overrides[env]
         return f"sqlite://{self.home / 'features' / f'{env}.db'}"
+
+    def capture_dir(self, env: str) -> Path:
+        """Where `sds serve --env ENV` writes ENV's captures on this machine."""
+        return self.home / "capture" / env
+
+    def labels_dir(self, env: str) -> Path:
+        """Where `sds label --env ENV` (and `POST /events` on `sds serve`) store ENV's labels."""
+        return self.home / "labels" / env
+
+    def captures_uri(self, env: str) -> str:
+        """ENV's captures: the local folder, or on AWS the captures bucket's prefix."""
+        if self.on_aws:
+            return f"s3://{self.discovery.get(env, 'captures-bucket')}/{CAPTURES_PREFIX}"
+        return str(self.capture_dir(env))
+
+    def labels_uri(self, env: str) -> str:
+        """ENV's labels: the local folder, or on AWS the captures bucket's labels prefix."""
+        if self.on_aws:
+            return f"s3://{self.discovery.get(env, 'captures-bucket')}/{LABELS_PREFIX}"
+        return str(self.labels_dir(env))
 
 
 def find_project(start: Path) -> Path:

@@ -1,0 +1,363 @@
+"""Capture records: what the inference handler served, one record per scored payment.
+
+The contract between the handler, which writes them, and everything that reads them back
+(training from capture, `sds monitor`, an analyst's query): `Capturer` builds and writes the
+records, `parse` reads one back and checks it, both here. A record is one JSON object on one
+line. On AWS the handler writes the lines to stdout, so they become log events of the function's
+log group, and a subscription filter (`SUBSCRIPTION_FILTER`) ships them through Firehose to S3 with
+no network call on the request path; `sds serve` writes the same lines to JSON Lines files under
+`.sds/capture/<env>/`. Both are partitioned by the UTC day the record was served,
+`dt=YYYY-MM-DD/` (`partition`).
+
+Record, schema version 1 (fields in this order; `*` marks the ones `capture.exclude` may drop):
+
+| field | value |
+|---|---|
+| `record` | `"sds.capture"`: what the line is (the subscription filter selects on it) |
+| `schema_version` | `1`; a reader refuses a version it does not know |
+| `env` | the environment that served it |
+| `request_id` * | the API Gateway request id (what the client sees as `x-amzn-RequestId`) |
+| `received_at` | when the handler started scoring the request (UTC, microseconds, `Z`) |
+| `latency_ms` * | from `received_at` to the decision, for the whole request |
+| `event_id` | the payment's id: captures and labels are joined on it |
+| `account_id` * | the payment's account |
+| `occurred_at` | the payment's own time, as sent |
+| `model` | `{"name", "version", "sha256"}` of the model that scored it |
+| `score` | the fraud probability, unrounded (the response rounds it to 6 digits) |
+| `decision` | `score >= threshold`: what the response said (`is_fraud`) |
+| `threshold` | the model's decision threshold |
+| `online_features` | whether the account aggregates were read (false: scored with zeros) |
+| `sample_rate` | the environment's sampling rate when it was captured (weight = 1 / rate) |
+| `feature_schema` | `feature_fingerprint()`: the feature names, in order, and the aggregate definitions |
+| `features` * | the model's input exactly as scored: float32 values in `FEATURE_NAMES` order |
+| `event` * | the payment as the client sent it |
+
+`capture.exclude` names fields to leave out of every record: `request_id`, `latency_ms`,
+`features`, `event`, or a payment field (`account_id`, `card_country`, ...), which is then left
+out wherever it appears (the top-level copy and the raw event). The join key and the time
+(`event_id`, `occurred_at`) and what the model decided cannot be excluded: without them a record
+serves neither training nor monitoring. Note that the features are derived from the payment
+(an amount's logarithm is the amount): exclude `features` too if a field must not be inferable.
+
+Sampling is deterministic per event id (`sampled`): the first 8 bytes of the id's MD5 as an
+unsigned integer, below `rate * 2**64`. A replay of the same events captures the same ones, and any
+tool can recompute the choice (Athena: `from_big_endian_64(substr(md5(to_utf8(event_id)), 1, 8))`
+read as unsigned).
+
+Building the records is on the warm path: one orjson call per record (the float32 feature row is
+serialized straight from the matrix, as float32's shortest text, which reads back to the same
+float32), one sink call per request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from sds.kernel.errors import SdsError
+from sds.kernel.features import FIELD_NAMES, feature_schema, format_time, parse_time
+
+RECORD = "sds.capture"
+SCHEMA_VERSION = 1
+# What the function's log subscription selects (CloudWatch Logs filter pattern syntax).
+SUBSCRIPTION_FILTER = '{ $.record = "sds.capture" }'
+# Where captures and labels live in the environment's captures bucket (and, locally, the folder
+# names under .sds/): one prefix each, then one partition per UTC day.
+CAPTURES_PREFIX = "captures/"
+LABELS_PREFIX = "labels/"
+PARTITION_KEY = "dt"
+
+# Fields `capture.exclude` may name, besides the payment fields below.
+RECORD_FIELDS_EXCLUDABLE = ("request_id", "latency_ms", "features", "event")
+# Payment fields that cannot be excluded: the join key and the time every reader needs.
+KEPT_PAYMENT_FIELDS = ("event_id", "occurred_at")
+PAYMENT_FIELDS_EXCLUDABLE = tuple(f for f in FIELD_NAMES if f not in KEPT_PAYMENT_FIELDS)
+EXCLUDABLE = (*RECORD_FIELDS_EXCLUDABLE, *PAYMENT_FIELDS_EXCLUDABLE)
+
+_TWO_TO_64 = 1 << 64
+
+# What a sink receives: the request's records, one JSON object per line, each line ending in \n.
+CaptureSink = Callable[[bytes], None]
+
+
+class CaptureError(SdsError, ValueError):
+    """A capture record (or a capture setting) is not what this contract says; the message
+    names the field."""
+
+
+def feature_fingerprint() -> str:
+    """16 hex digits naming the feature vector's layout: the feature names in order and the
+    account aggregates' definitions. A reader decodes `features` only under the same one."""
+    schema = feature_schema()
+    document = {"features": schema["features"], "aggregates": schema["aggregates"]["fingerprint"]}
+    return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def sampled(event_id: str, rate: float) -> bool:
+    """Whether the event is captured at `rate`: the same answer for the same id, everywhere."""
+    if rate >= 1.0:
+        return True
+    if rate <= 0.0:
+        return False
+    digest = hashlib.md5(event_id.encode("utf-8", "surrogatepass"), usedforsecurity=False).digest()
+    return int.from_bytes(digest[:8], "big") < rate * _TWO_TO_64
+
+
+def check_sample_rate(rate: float) -> float:
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
+        raise CaptureError(f"the capture sample rate must be a number from 0 to 1, got {rate!r}")
+    return float(rate)
+
+
+def check_exclude(names: Sequence[str]) -> tuple[str, ...]:
+    """The exclusions, checked: each one a field `capture.exclude` may name, none twice."""
+    unknown = [n for n in names if n not in EXCLUDABLE]
+    if unknown:
+        kept = ", ".join((*KEPT_PAYMENT_FIELDS, "model", "score", "decision", "threshold"))
+        raise CaptureError(
+            f"capture cannot exclude {', '.join(map(repr, unknown))}: it may exclude "
+            f"{', '.join(EXCLUDABLE)}; it always keeps {kept}"
+        )
+    if len(set(names)) != len(names):
+        raise CaptureError("a capture exclusion is named twice")
+    return tuple(names)
+
+
+def partition(micros: int) -> str:
+    """The partition of a record served at `micros` (or a label received then): `dt=YYYY-MM-DD`."""
+    return f"{PARTITION_KEY}={format_time(micros)[:10]}"
+
+
+def stdout_sink(lines: bytes) -> None:
+    """On Lambda: each line written to stdout becomes one log event of the function's log group."""
+    sys.stdout.write(lines.decode())
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "tolist"):  # a numpy row
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
+
+
+def _dumps(document: Any) -> bytes:
+    """One line: the record and its newline."""
+    try:
+        return orjson.dumps(document, option=_OPTIONS)
+    except orjson.JSONEncodeError:
+        # What orjson refuses (a lone surrogate escape a client sent in a string) the standard
+        # library writes as an escape, as the handler's responses do.
+        text = json.dumps(document, ensure_ascii=True, separators=(",", ":"), default=_plain)
+        return text.encode() + b"\n"
+
+
+class Capturer:
+    """Builds and writes the capture records of one served model in one environment."""
+
+    def __init__(
+        self,
+        *,
+        env: str,
+        model: Mapping[str, Any],
+        threshold: float,
+        sink: CaptureSink,
+        sample_rate: float = 1.0,
+        exclude: Sequence[str] = (),
+    ) -> None:
+        self.env = env
+        self.sink = sink
+        self.sample_rate = check_sample_rate(sample_rate)
+        self.exclude = check_exclude(exclude)
+        excluded = set(self.exclude)
+        # Top-level fields left out, and the payment fields left out of the raw event too.
+        self._dropped = tuple(n for n in (*RECORD_FIELDS_EXCLUDABLE, "account_id") if n in excluded)
+        self._event_exclude = frozenset(excluded & set(PAYMENT_FIELDS_EXCLUDABLE))
+        self._excluding = bool(self._dropped or self._event_exclude)
+        self._model = {
+            "name": model["name"],
+            "version": model["version"],
+            "sha256": model["sha256"],
+        }
+        self._threshold = float(threshold)
+        self._fingerprint = feature_fingerprint()
+
+    def capture(
+        self,
+        *,
+        request_id: str | None,
+        received_us: int,
+        started_ns: int,
+        events: Sequence[Mapping[str, Any]],
+        features: Any,
+        scores: Sequence[float],
+        online_features: bool,
+    ) -> int:
+        """Write the records of one request's sampled events (one sink call); how many."""
+        rate = self.sample_rate
+        chosen: Sequence[int] = (
+            range(len(events))
+            if rate >= 1.0
+            else [i for i, e in enumerate(events) if sampled(str(e["event_id"]), rate)]
+        )
+        if not chosen:
+            return 0
+        received_at = _iso(received_us)
+        latency = round((time.perf_counter_ns() - started_ns) / 1e6, 3)
+        model = self._model
+        threshold = self._threshold
+        fingerprint = self._fingerprint
+        env = self.env
+        excluding = self._excluding
+        lines = []
+        for i in chosen:
+            event = events[i]
+            score = scores[i]
+            record = {
+                "record": RECORD,
+                "schema_version": SCHEMA_VERSION,
+                "env": env,
+                "request_id": request_id,
+                "received_at": received_at,
+                "latency_ms": latency,
+                "event_id": event["event_id"],
+                "account_id": event["account_id"],
+                "occurred_at": event["occurred_at"],
+                "model": model,
+                "score": score,
+                "decision": score >= threshold,
+                "threshold": threshold,
+                "online_features": online_features,
+                "sample_rate": rate,
+                "feature_schema": fingerprint,
+                "features": features[i],
+                "event": event,
+            }
+            if excluding:
+                self._drop(record)
+            lines.append(_dumps(record))
+        self.sink(b"".join(lines))
+        return len(lines)
+
+    def _drop(self, record: dict[str, Any]) -> None:
+        for name in self._dropped:
+            record.pop(name, None)
+        if self._event_exclude and "event" in record:
+            record["event"] = {
+                k: v for k, v in record["event"].items() if k not in self._event_exclude
+            }
+
+
+_clock: tuple[int, str] = (-1, "")
+
+
+def _iso(micros: int) -> str:
+    """`format_time`, with the second's text kept from the previous call: strftime is most of
+    a one-event request's capture cost otherwise."""
+    global _clock
+    seconds, fraction = divmod(micros, 1_000_000)
+    known, text = _clock
+    if seconds != known:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        _clock = (seconds, text)
+    return f"{text}.{fraction:06d}Z"
+
+
+# Reading records back ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Capture:
+    """One record, read back and checked (`parse`). Excluded fields are None."""
+
+    env: str
+    event_id: str
+    occurred_at_us: int
+    received_at_us: int
+    model_name: str
+    model_version: int
+    model_sha256: str
+    score: float
+    decision: bool
+    threshold: float
+    online_features: bool
+    sample_rate: float
+    feature_schema: str
+    request_id: str | None = None
+    latency_ms: float | None = None
+    account_id: str | None = None
+    features: tuple[float, ...] | None = None
+    event: Mapping[str, Any] | None = None
+
+
+def _field(document: Mapping[str, Any], name: str, kinds: tuple[type, ...]) -> Any:
+    value = document.get(name)
+    if isinstance(value, bool) and bool not in kinds:
+        value = None
+    if not isinstance(value, kinds):
+        expected = " or ".join(k.__name__ for k in kinds)
+        raise CaptureError(f"{name}: expected {expected}, got {type(value).__name__}")
+    return value
+
+
+def parse(document: Any) -> Capture:
+    """A record read back from its JSON, checked against this schema (`CaptureError` names the
+    field); a newer schema version is refused rather than misread."""
+    if not isinstance(document, Mapping) or document.get("record") != RECORD:
+        raise CaptureError(f'not a capture record (no "record": "{RECORD}")')
+    version = document.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise CaptureError(
+            f"schema_version {version!r}: this sds reads capture schema version {SCHEMA_VERSION} "
+            "(a newer sds wrote it? upgrade to read it)"
+        )
+    model = _field(document, "model", (dict,))
+    try:
+        occurred = parse_time(document.get("occurred_at"))
+    except ValueError as exc:
+        raise CaptureError(f"occurred_at: {exc}") from None
+    try:
+        received = parse_time(document.get("received_at"))
+    except ValueError as exc:
+        raise CaptureError(f"received_at: {exc}") from None
+    features = document.get("features")
+    if features is not None:
+        if not isinstance(features, list) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in features
+        ):
+            raise CaptureError("features: expected a list of numbers")
+        features = tuple(float(v) for v in features)
+    event = document.get("event")
+    if event is not None and not isinstance(event, dict):
+        raise CaptureError("event: expected an object")
+    request_id = document.get("request_id")
+    latency = document.get("latency_ms")
+    account = document.get("account_id")
+    return Capture(
+        env=_field(document, "env", (str,)),
+        event_id=_field(document, "event_id", (str,)),
+        occurred_at_us=occurred,
+        received_at_us=received,
+        model_name=_field(model, "name", (str,)),
+        model_version=_field(model, "version", (int,)),
+        model_sha256=_field(model, "sha256", (str,)),
+        score=float(_field(document, "score", (int, float))),
+        decision=_field(document, "decision", (bool,)),
+        threshold=float(_field(document, "threshold", (int, float))),
+        online_features=_field(document, "online_features", (bool,)),
+        sample_rate=float(_field(document, "sample_rate", (int, float))),
+        feature_schema=_field(document, "feature_schema", (str,)),
+        request_id=request_id if isinstance(request_id, str) else None,
+        latency_ms=float(latency) if isinstance(latency, (int, float)) else None,
+        account_id=account if isinstance(account, str) else None,
+        features=features,
+        event=event,
+    )
