@@ -6,7 +6,10 @@ a typo in cdk.json must not silently fall back to a default.
 
 An environment's infrastructure settings (`environments.<env>.infra`) are a few stack-wide keys
 and one group per part of the system (`lambda`, `api`, `deployment`, `alarms`, `training`,
-`network`, `registry`, `features`); each construct receives only its group. Each group checks its own keys
+`network`, `registry`, `features`); each construct receives only its group. Besides `gates`,
+`serving` and `infra`, an environment has `capture` (what the handler records of each scored
+payment, and how long it is kept) and `labels` (when a label counts as final for training from
+capture). Each group checks its own keys
 and names the one that is wrong. A new key is one field (and its check) in its group; a new group
 is one dataclass and one field of `Infra`.
 """
@@ -23,6 +26,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from sds.kernel.aggregates import DAY, LATENESS, LONGEST_WINDOW
+from sds.kernel.capture import CaptureError, check_exclude, check_sample_rate
 from sds.kernel.errors import SdsError
 from sds.kernel.settings import FEATURES_UNAVAILABLE_POLICIES
 
@@ -99,12 +103,19 @@ _SCALARS: dict[type, tuple[type, ...]] = {
 
 
 def _value(where: str, value: Any, hint: Any) -> Any:
-    """Check one value against its field's type (a group is built recursively)."""
+    """Check one value against its field's type (a group is built recursively, a list of
+    strings becomes a tuple)."""
     if isinstance(hint, type) and is_dataclass(hint):
         return _build(hint, where, value)
+    if typing.get_origin(hint) is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: expected a list of strings")
+        return tuple(value)
     union = typing.get_origin(hint) in (typing.Union, types.UnionType)
     members = typing.get_args(hint) if union else (hint,)
     base = next(m for m in members if m is not type(None))
+    if isinstance(base, type) and is_dataclass(base):  # an optional group
+        return None if value is None else _build(base, where, value)
     if base not in _SCALARS:
         raise TypeError(f"{where}: the loader cannot read settings of type {hint}")
     if value is None:
@@ -118,6 +129,39 @@ def _value(where: str, value: Any, hint: Any) -> Any:
     return value
 
 
+# Holdout metrics `must_beat_live` may compare, and whether more is better.
+COMPARED_METRICS: Mapping[str, bool] = {
+    "roc_auc": True,
+    "pr_auc": True,
+    "precision_at_alert_rate": True,
+    "recall_at_alert_rate": True,
+    "expected_calibration_error": False,
+    "brier_score": False,
+}
+
+
+@dataclass(frozen=True)
+class MustBeatLive:
+    """`gates.must_beat_live`: the version must beat the model live in the environment on the
+    same served traffic (the out-of-time holdout of a training from capture, whose captures hold
+    the live model's scores) by more than `margin` in `metric`."""
+
+    metric: str = "pr_auc"
+    margin: float = 0.0
+
+    def __post_init__(self) -> None:
+        _require(
+            self.metric in COMPARED_METRICS,
+            "metric",
+            f"must be one of {', '.join(COMPARED_METRICS)}",
+        )
+        _require(self.margin >= 0, "margin", "must be >= 0")
+
+    @property
+    def higher_is_better(self) -> bool:
+        return COMPARED_METRICS[self.metric]
+
+
 @dataclass(frozen=True)
 class Gates:
     """Conditions a model version must meet before an environment's alias may point at it."""
@@ -127,6 +171,52 @@ class Gates:
     min_precision_at_alert_rate: float | None = None
     max_calibration_error: float | None = None
     require_live_in: str | None = None
+    must_beat_live: MustBeatLive | None = None
+
+
+@dataclass(frozen=True)
+class CaptureSettings:
+    """`capture`: what the inference handler records of each scored payment (sds.kernel.capture),
+    and how long the records are kept."""
+
+    # The share of scored payments captured, chosen per event id (a replay captures the same ones).
+    sample_rate: float = 1.0
+    # Fields left out of every record: request_id, latency_ms, features, event, or a payment field.
+    exclude: tuple[str, ...] = ()
+    # Days the captures bucket keeps a record (S3 lifecycle); the function's log group keeps its
+    # copy for the environment's log_retention_days.
+    retention_days: int = 365
+
+    def __post_init__(self) -> None:
+        try:
+            check_sample_rate(self.sample_rate)
+        except CaptureError:
+            raise _Invalid("sample_rate", "must be a number from 0 to 1") from None
+        try:
+            check_exclude(self.exclude)
+        except CaptureError as exc:
+            raise _Invalid("exclude", str(exc).removeprefix("capture ")) from None
+        _require(self.retention_days >= 1, "retention_days", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class LabelSettings:
+    """`labels`: the label-maturity policy of training from capture."""
+
+    # A payment younger than this may still get a chargeback: it is left out of training.
+    maturity_days: int = 30
+    # A matured payment without a label: "legitimate" (no chargeback came) or "exclude".
+    unlabelled: str = "legitimate"
+
+    UNLABELLED: ClassVar[tuple[str, ...]] = ("legitimate", "exclude")
+
+    def __post_init__(self) -> None:
+        _require(self.maturity_days >= 0, "maturity_days", "must be >= 0")
+        _require(
+            self.unlabelled in self.UNLABELLED,
+            "unlabelled",
+            f"must be one of {', '.join(self.UNLABELLED)}",
+        )
 
 
 @dataclass(frozen=True)
@@ -341,8 +431,15 @@ class TrainingSettings:
     # Negative downsampling for the task (`--negative-rate`): below 1 once fitting the whole
     # history takes too long (README, "When you outgrow one machine").
     negative_rate: float = 1.0
+    # What the task trains on: "history" (activity events under data_prefix) or "capture" (the
+    # environment's captures joined with its labels, the `window_days` before now).
+    source: str = "history"
+    window_days: int = 90
+    # Training from capture: the out-of-time holdout is the most recent matured days.
+    holdout_days: int = 7
 
     FARGATE_CPU: ClassVar[tuple[int, ...]] = (256, 512, 1024, 2048, 4096, 8192, 16384)
+    SOURCES: ClassVar[tuple[str, ...]] = ("history", "capture")
 
     def __post_init__(self) -> None:
         _require(
@@ -362,6 +459,13 @@ class TrainingSettings:
             0.001 <= self.negative_rate <= 1,
             "negative_rate",
             "must be between 0.001 and 1 (1 keeps every payment)",
+        )
+        _require(self.source in self.SOURCES, "source", "must be history or capture")
+        _require(self.window_days >= 1, "window_days", "must be >= 1")
+        _require(
+            1 <= self.holdout_days < self.window_days,
+            "holdout_days",
+            "must be >= 1 and less than window_days",
         )
 
 
@@ -668,6 +772,8 @@ class EnvironmentConfig:
     has_training: bool
     # Promotions into or out of this environment that cross accounts (docs/multi-account.md).
     cross_account: CrossAccountPromotion = field(default_factory=CrossAccountPromotion)
+    capture: CaptureSettings = field(default_factory=CaptureSettings)
+    labels: LabelSettings = field(default_factory=LabelSettings)
 
     @property
     def allocates_versions(self) -> bool:
@@ -696,7 +802,7 @@ class ProjectConfig:
         raise ConfigError("no environment without promote_from: the promotion chain has no start")
 
 
-_ENV_KEYS = {"promote_from", "gates", "serving", "infra"}
+_ENV_KEYS = {"promote_from", "gates", "serving", "infra", "capture", "labels"}
 
 
 def parse_environment(
@@ -737,6 +843,8 @@ def parse_environment(
         infra=infra,
         chain_start=chain_start,
         has_training=has_training,
+        capture=_build(CaptureSettings, f"{where}.capture", raw.get("capture")),
+        labels=_build(LabelSettings, f"{where}.labels", raw.get("labels")),
     )
 
 

@@ -1,12 +1,14 @@
 """Training entry point: the same code runs on a laptop (`sds train`) and in the Fargate task.
 
     python -m training.train --data PATH|s3://bucket/prefix --registry file:///...|s3://bucket
+    python -m training.train --from-capture --captures URI --labels URI --capture-env ENV ...
 
 Steps: read activity history (payments, labelled, and logins) -> each payment's account
 aggregates as of just before it (`sds.kernel.pointintime`, from the same declarations the online
 feature store folds) -> features (the shared `sds.kernel.features.featurize_batch`) ->
 time-ordered split -> fit HistGradientBoosting -> evaluate on the holdout -> export to ONNX ->
 refuse unless ONNX and scikit-learn agree within 1e-4 -> register both artifacts with a manifest.
+With `--from-capture` it trains on served traffic instead (`training.from_capture`).
 
 The registry is where versions are allocated (the start of the promotion chain): the Fargate
 task of every environment is deployed with that registry in its command. Who registers is the
@@ -24,6 +26,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -39,6 +42,7 @@ from sds.kernel.registry import Registry, Version, aws_actor, default_actor, ope
 from sds.progress import Progress, human_bytes
 from training.data import History, read_history
 from training.evaluate import evaluate
+from training.from_capture import add_capture_arguments, train_from_capture, window_from_args
 from training.onnx_export import check_parity, onnx_scores, to_onnx
 from training.params import TrainParams, add_training_arguments, params_from_args
 
@@ -338,12 +342,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--run-id", default=None, help="recorded in the manifest (set by sds train --on-fargate)"
     )
     parser.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    add_capture_arguments(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not args.data or not args.registry:
+    if args.from_capture:
+        missing = [n for n in ("captures", "labels", "capture_env") if not getattr(args, n)]
+        if missing or not args.registry:
+            names = ", ".join(f"--{n.replace('_', '-')}" for n in [*missing, "registry"])
+            print(f"error: --from-capture needs {names}", file=sys.stderr)
+            return 2
+    elif not args.data or not args.registry:
         print(
             "error: --data and --registry are required (or TRAINING_DATA_URI, REGISTRY_URI)",
             file=sys.stderr,
@@ -353,14 +364,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         params = params_from_args(args)
         # Asked first: a run that cannot say who it is fails before it trains, not after.
         actor, declared = task_actor(args.registry)
-        version = train(
-            data=args.data,
-            registry=open_registry(args.registry, args.model, declared_actor=declared),
-            params=params,
-            actor=actor,
-            reason=args.reason,
-            run_id=args.run_id,
-        )
+        registry = open_registry(args.registry, args.model, declared_actor=declared)
+        if args.from_capture:
+            version = train_from_capture(
+                captures=args.captures,
+                labels=args.labels,
+                env=args.capture_env,
+                window=window_from_args(args, now_us=time.time_ns() // 1000),
+                holdout_days=args.holdout_days,
+                registry=registry,
+                params=params,
+                actor=actor,
+                reason=args.reason,
+                run_id=args.run_id,
+            )
+        else:
+            version = train(
+                data=args.data,
+                registry=registry,
+                params=params,
+                actor=actor,
+                reason=args.reason,
+                run_id=args.run_id,
+            )
     except Exception as exc:  # one clear line, non-zero exit: this is a batch job's last word
         print(f"error: {exc}", file=sys.stderr)
         return 1

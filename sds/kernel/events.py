@@ -1,10 +1,17 @@
 """Activity events: the typed records the account aggregates are computed from.
 
-Every event has a `type` and the envelope `event_id`, `account_id`, `occurred_at`; its other
-fields depend on the kind. `payment` is the scored event (its fields are the feature schema's
-inputs, `sds.kernel.features.FIELDS`); `login` is an attempt to log in; a new kind is one entry
-in `KINDS`. `validate_batch` names every problem of a batch, like a bad request does, so a batch
-with a problem is refused whole: nothing of it is stored.
+Every activity event has a `type` and the envelope `event_id`, `account_id`, `occurred_at`; its
+other fields depend on the kind. `payment` is the scored event (its fields are the feature
+schema's inputs, `sds.kernel.features.FIELDS`); `login` is an attempt to log in; a new kind is one
+entry in `KINDS`. `validate_batch` names every problem of a batch, like a bad request does, so a
+batch with a problem is refused whole: nothing of it is stored.
+
+A `label` says what a scored payment turned out to be: its `event_id`, `is_fraud`, when it was
+known (`labelled_at`) and where from (`source`: chargeback, review, ...). Labels travel the same
+event path but feed no aggregate: they land in S3 (locally under `.sds/labels/`) and are joined
+with the captures by event id when a model is trained from what was served. `validate` checks the
+activity kinds (`ACTIVITY_KINDS`) unless asked for others, so the feature store's updaters never
+see a label.
 """
 
 from __future__ import annotations
@@ -39,7 +46,24 @@ LOGIN = Kind(
     ),
     "An attempt to log in to the account",
 )
-KINDS: Mapping[str, Kind] = {kind.name: kind for kind in (PAYMENT, LOGIN)}
+LABEL = Kind(
+    "label",
+    (
+        Field("event_id", "id", "The labelled payment's event_id"),
+        Field("is_fraud", "boolean", "Whether the payment was fraud"),
+        Field("labelled_at", "time", "When the label became known (ISO 8601 with a time zone)"),
+        Field(
+            "source",
+            "id",
+            "Where the label comes from: chargeback, review, customer_report, ...",
+        ),
+    ),
+    "What a scored payment turned out to be (a chargeback, a review's verdict)",
+)
+KINDS: Mapping[str, Kind] = {kind.name: kind for kind in (PAYMENT, LOGIN, LABEL)}
+# The kinds the account aggregates are computed from (what the feature store's updaters take).
+ACTIVITY_KINDS: tuple[str, ...] = (PAYMENT.name, LOGIN.name)
+LABEL_KINDS: tuple[str, ...] = (LABEL.name,)
 
 
 def validate(
@@ -49,10 +73,10 @@ def validate(
     kinds: Iterable[str] | None = None,
     extra_fields: Iterable[str] = (),
 ) -> list[Problem]:
-    """Every problem with one activity event of one of `kinds` (default: every kind)."""
+    """Every problem with one event of one of `kinds` (default: the activity kinds)."""
     if not isinstance(event, Mapping):
         return [Problem(where, "must be a JSON object")]
-    known = tuple(KINDS) if kinds is None else tuple(kinds)
+    known = ACTIVITY_KINDS if kinds is None else tuple(kinds)
     kind = event.get(TYPE)
     if kind is None:
         return [Problem(f"{where}.{TYPE}", f"is required: one of {', '.join(known)}")]

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sds.kernel.behaviour import expected_alert_rate
+from sds.config import MustBeatLive
+from sds.kernel.comparison import Comparison, ComparisonError
 from sds.kernel.errors import Refused, SdsError
 from sds.kernel.lock import Pin, sync_pin
 from sds.kernel.registry import (
@@ -186,7 +188,61 @@ def check_gates(ws: Workspace, env: str, version: Version) -> list[GateResult]:
                 f"(needs version {version.number})",
             )
         )
+    if gates.must_beat_live is not None:
+        results.append(must_beat_live(ws, env, version, gates.must_beat_live))
     return results
+
+
+def must_beat_live(ws: Workspace, env: str, version: Version, gate: MustBeatLive) -> GateResult:
+    """Whether `version` beats the model live in `env` on the same served traffic: the
+    comparison its training from capture recorded against exactly that model (version and
+    sha256), in `gate.metric`, by more than `gate.margin`."""
+    name = "must_beat_live"
+    state = live_version(ws, env)
+    if state is None:
+        return GateResult(name, True, f"nothing is live in {env}: nothing to beat")
+    if state.version == version.number and state.sha256 == version.sha256:
+        return GateResult(name, True, f"version {version.number} is what {env} serves")
+    live = f"version {state.version}, live in {env}"
+    try:
+        comparison = Comparison.from_manifest(version.manifest)
+    except ComparisonError as exc:
+        return GateResult(name, False, f"the manifest's comparison is unreadable: {exc}")
+    if comparison is None:
+        return GateResult(
+            name,
+            False,
+            f"version {version.number} was not trained from served traffic, so nothing shows it "
+            f"beats {live}: train one with sds train --from-capture",
+        )
+    served = comparison.against(state.version, state.sha256)
+    if served is None:
+        compared = ", ".join(f"v{s.version}" for s in comparison.served) or "no model"
+        return GateResult(
+            name,
+            False,
+            f"version {version.number} was compared with {compared} on {comparison.env}'s "
+            f"traffic, not with {live}: train from capture again once it has served",
+        )
+    if served.live is None or served.candidate is None:
+        return GateResult(
+            name,
+            False,
+            f"{live} could not be compared on {comparison.env}'s holdout: {served.reason}",
+        )
+    metric = gate.metric
+    if metric not in served.live or metric not in served.candidate:
+        return GateResult(name, False, f"the comparison has no {metric}")
+    ours, theirs = served.candidate[metric], served.live[metric]
+    improvement = ours - theirs if gate.higher_is_better else theirs - ours
+    needs = theirs + gate.margin if gate.higher_is_better else theirs - gate.margin
+    sign = ">" if gate.higher_is_better else "<"
+    return GateResult(
+        name,
+        improvement > gate.margin,
+        f"{metric} {ours:.4f} vs {theirs:.4f} for {live}, on the same {served.events} "
+        f"held-out payments {comparison.env} served (needs {sign} {needs:.4f})",
+    )
 
 
 def _sync_pin(ws: Workspace, env: str, registry: Registry) -> Pin | None:

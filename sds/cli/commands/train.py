@@ -3,7 +3,10 @@ deployed environment's ECS task.
 
 Versions are registered only where the promotion chain starts (dev as committed): training on
 this machine is for that environment; `--on-fargate` may run any environment's task (its data,
-its network), which registers there too. The report names where the version went.
+its network), which registers there too. `--from-capture` trains on what an environment served
+(its captures joined with its labels: `training.from_capture`), any environment's, and registers
+where that environment's chain starts, like its Fargate task would. The report names where the
+version went.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ def register(commands: Commands) -> None:
             'sds --aws train --env dev --data s3://my-bucket/events/ --reason "weekly retrain"',
             'sds --aws train --env dev --on-fargate --reason "weekly retrain"',
             'sds --aws train --env prod --on-fargate --reason "on prod data"  # registers in dev',
+            "sds train --from-capture --env dev --since 2026-01-01 --until 2026-03-01",
+            'sds --aws train --from-capture --env prod --reason "retrain on served traffic"',
         ],
     )
     env_option(
@@ -44,6 +49,31 @@ def register(commands: Commands) -> None:
         "environment's promotion chain starts)",
     )
     parser.add_argument("--data", help="history: .jsonl[.gz] file, directory or s3://bucket/prefix")
+    capture = parser.add_argument_group(
+        "training from capture (the environment's served traffic, joined with its labels)"
+    )
+    capture.add_argument(
+        "--from-capture",
+        action="store_true",
+        help="train on --env's captures instead of --data; registers where its promotion "
+        "chain starts",
+    )
+    capture.add_argument(
+        "--since",
+        help="payments from (a date, 2026-03-01, or an ISO 8601 time; default: --until minus "
+        "the environment's infra.training.window_days)",
+    )
+    capture.add_argument("--until", help="payments before (default: --as-of)")
+    capture.add_argument(
+        "--as-of",
+        help="labels known by, and maturity measured at, this time (default: now)",
+    )
+    capture.add_argument(
+        "--holdout-days",
+        type=int,
+        help="the out-of-time holdout: the most recent matured days (default: the "
+        "environment's infra.training.holdout_days)",
+    )
     parser.add_argument("--reason", default="", help="why (recorded in the audit trail)")
     parser.add_argument("--quiet", action="store_true", help="no progress display")
     where = parser.add_mutually_exclusive_group()
@@ -60,6 +90,9 @@ def register(commands: Commands) -> None:
         "only where the promotion chain starts)",
     )
     add_training_arguments(parser)
+
+
+CAPTURE_ONLY = ("since", "until", "as_of", "holdout_days")
 
 
 class _OnFargate(argparse.Action):
@@ -86,7 +119,17 @@ def run(args: argparse.Namespace) -> int:
     from training.train import STEPS, Progress, train
 
     if args.on_fargate:
+        if args.from_capture:
+            raise UsageError(
+                "--on-fargate runs the training the environment's task is deployed with; to "
+                "train its task from capture, set infra.training.source to capture and deploy"
+            )
         return _run_on_fargate(args)
+    if args.from_capture:
+        return _run_from_capture(args)
+    given = [f"--{n.replace('_', '-')}" for n in CAPTURE_ONLY if getattr(args, n) is not None]
+    if given:
+        raise UsageError(f"{', '.join(given)}: only with --from-capture")
     ws = workspace(args)
     env: EnvironmentConfig = args.env
     registering_environment(ws, env.name, on_fargate=False)  # refused above the chain start
@@ -114,6 +157,75 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"registered {ws.model} version {version.number} in {env.name} "
             f"(ROC AUC {m['roc_auc']:.4f}, PR AUC {m['pr_auc']:.4f}, sha256 {version.sha256[:12]}...)"
+        )
+    return 0
+
+
+def _run_from_capture(args: argparse.Namespace) -> int:
+    import time
+
+    from training.data import DataError
+    from training.from_capture import STEPS, make_window, train_from_capture
+    from training.params import params_from_args
+    from training.train import Progress
+
+    if args.data:
+        raise UsageError("--from-capture trains on the environment's captures: drop --data")
+    ws = workspace(args)
+    env: EnvironmentConfig = args.env
+    training = env.infra.training
+    holdout_days = training.holdout_days if args.holdout_days is None else args.holdout_days
+    try:
+        params = params_from_args(args)
+        window = make_window(
+            since=args.since,
+            until=args.until,
+            as_of=args.as_of,
+            window_days=training.window_days,
+            maturity_days=env.labels.maturity_days,
+            unlabelled=env.labels.unlabelled,
+            now_us=time.time_ns() // 1000,
+        )
+    except (ValueError, DataError) as exc:
+        raise UsageError(str(exc)) from None
+    if holdout_days < 1:
+        raise UsageError("--holdout-days must be >= 1")
+    registering = env.chain_start
+    version = train_from_capture(
+        captures=ws.captures_uri(env.name),
+        labels=ws.labels_uri(env.name),
+        env=env.name,
+        window=window,
+        holdout_days=holdout_days,
+        registry=ws.registry(registering),
+        params=params,
+        actor=ws.actor,
+        reason=args.reason,
+        progress=Progress(STEPS, enabled=not args.quiet),
+    )
+    if args.json:
+        print_json(dict(version.manifest))
+        return 0
+    m = version.metrics
+    where = (
+        registering if registering == env.name else f"{registering} (versions are allocated there)"
+    )
+    print(
+        f"registered {ws.model} version {version.number} in {where} from {env.name}'s captured "
+        f"traffic (ROC AUC {m['roc_auc']:.4f}, PR AUC {m['pr_auc']:.4f}, sha256 "
+        f"{version.sha256[:12]}...)"
+    )
+    for served in version.manifest["comparison"]["served"]:
+        if served["live"] is None:
+            print(
+                f"  v{served['version']} served {served['events']} held-out payments: "
+                f"not compared ({served['reason']})"
+            )
+            continue
+        print(
+            f"  on the {served['events']} held-out payments v{served['version']} served: PR AUC "
+            f"{served['candidate']['pr_auc']:.4f} vs {served['live']['pr_auc']:.4f} for "
+            f"v{served['version']}"
         )
     return 0
 
