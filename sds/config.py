@@ -828,12 +828,20 @@ def parse_environment(
                 f"(its task could not register versions in {chain_start}); remove the setting "
                 f"and train in {chain_start}"
             )
-    elif start is not None and infra.training.schedule is not None:
+    elif (
+        start is not None
+        and infra.training.schedule is not None
+        and infra.training.source != "capture"
+    ):
+        # Above the chain start a schedule retrains from the environment's own served traffic
+        # (registering in the chain start, like any run of its task); on history it would only
+        # repeat the chain start's schedule.
         raise ConfigError(
             f"{where}.infra.training.schedule: scheduled training registers new versions, and "
             f"versions are allocated only where the promotion chain starts ({chain_start}); "
             f"{name} receives them by promotion. Move the schedule to "
-            f"environments.{chain_start}.infra.training.schedule"
+            f"environments.{chain_start}.infra.training.schedule, or retrain {name} from what it "
+            f"serves (infra.training.source: capture), which registers in {chain_start}"
         )
     return EnvironmentConfig(
         name=name,

@@ -18,10 +18,12 @@ from sds.config import (
     ApiSettings,
     BatchSettings,
     CrossAccountPromotion,
+    CaptureSettings,
     DeploymentSettings,
     EnvironmentConfig,
     FeatureSettings,
     Infra,
+    LabelSettings,
     LambdaSettings,
     LogSettings,
     NetworkSettings,
@@ -40,11 +42,13 @@ __all__ = [
     "ApiSettings",
     "BatchSettings",
     "CrossAccountPromotion",
+    "CaptureSettings",
     "DeploymentSettings",
     "EnvironmentConfig",
     "EnvironmentSpec",
     "FeatureSettings",
     "Infra",
+    "LabelSettings",
     "LambdaSettings",
     "LogSettings",
     "NetworkSettings",
@@ -91,6 +95,14 @@ class EnvironmentSpec:
     @property
     def serving(self) -> Serving:
         return self.environment.serving
+
+    @property
+    def capture(self) -> CaptureSettings:
+        return self.environment.capture
+
+    @property
+    def labels(self) -> LabelSettings:
+        return self.environment.labels
 
     @property
     def lambda_(self) -> LambdaSettings:

@@ -1,7 +1,7 @@
 """Inference stack: the function and alias `live`, its API, alarm-guarded deployment (with alarms on
 the pinned model version's alert rate) and where its alarms go, dashboard, the promoter and
-promotion-source policies (and, for readers in other accounts, the promotion source role), and the
-discovery parameters tools read."""
+promotion-source policies (and, for readers in other accounts, the promotion source role), the
+delivery of its capture records to the captures bucket, and the discovery parameters tools read."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from sds.kernel.discovery import INFERENCE_STACK
 from stacks.components.activation_hook import ActivationHook
 from stacks.components.alarm_notifications import AlarmNotifications
 from stacks.components.alert_rate_alarms import alert_rate_alarms
+from stacks.components.capture_delivery import CaptureDelivery
 from stacks.components.dashboard import OperationsDashboard
 from stacks.components.discovery import publish_discovery
 from stacks.components.inference_api import InferenceApi
@@ -28,6 +29,7 @@ from stacks.config import (
     AlarmSettings,
     ApiSettings,
     CrossAccountPromotion,
+    CaptureSettings,
     DeploymentSettings,
     LambdaSettings,
     LogSettings,
@@ -50,6 +52,7 @@ class InferenceStack(cdk.Stack):
         registry_stack: RegistryStack,
         lambda_: LambdaSettings,
         serving: Serving,
+        capture: CaptureSettings,
         api: ApiSettings,
         deployment: DeploymentSettings,
         alarms: AlarmSettings,
@@ -82,7 +85,17 @@ class InferenceStack(cdk.Stack):
             feature_table=stateful.feature_table,
             settings=lambda_,
             serving=serving,
+            capture=capture,
             logs=logs,
+        )
+        CaptureDelivery(
+            self,
+            "Capture",
+            environment=environment,
+            log_group=model.log_group,
+            bucket=stateful.captures,
+            key=stateful.key,
+            logs_settings=logs,
         )
         rest_api = InferenceApi(
             self,

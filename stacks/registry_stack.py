@@ -1,5 +1,5 @@
-"""Registry stack (stateful): the environment's model registry and training-data buckets, and the
-feature table (each account's aggregates, `stacks/components/feature_table.py`).
+"""Registry stack (stateful): the environment's model registry, training-data and captures buckets,
+and the feature table (each account's aggregates, `stacks/components/feature_table.py`).
 
 Kept apart from the stateless stacks so they can be destroyed and recreated freely. Both buckets
 (and, with `infra.registry.kms`, the customer-managed key they are encrypted with) are retained
@@ -24,6 +24,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from sds.kernel.discovery import REGISTRY_STACK
+from stacks.components.capture_bucket import CapturesBucket
 from stacks.components.data_key import data_key
 from stacks.components.discovery import publish_discovery
 from stacks.components.feature_table import FeatureTable
@@ -31,7 +32,7 @@ from stacks.components.registry_bucket import RegistryBucket
 from stacks.components.registry_protection import RegistryProtection
 from stacks.components.registry_reference import publish_registry
 from stacks.components.training_data import TrainingDataBucket
-from stacks.config import RegistrySettings
+from stacks.config import CaptureSettings, RegistrySettings
 
 
 class RegistryStack(cdk.Stack):
@@ -44,12 +45,13 @@ class RegistryStack(cdk.Stack):
         model_name: str,
         retain_data: bool,
         registry: RegistrySettings,
+        capture: CaptureSettings,
         **kwargs: Any,
     ) -> None:
         super().__init__(
             scope,
             construct_id,
-            description=f"sds {environment}: model registry, training data and feature table for "
+            description=f"sds {environment}: model registry, training data, captures and feature table for "
             f"{model_name} (stateful)",
             termination_protection=retain_data,
             **kwargs,
@@ -79,14 +81,24 @@ class RegistryStack(cdk.Stack):
             key=self.key,
         )
         features = FeatureTable(self, "FeatureTable", key=self.key, retain=retain_data)
+        captures = CapturesBucket(
+            self,
+            "Captures",
+            access_logs=registry_bucket.access_logs,
+            settings=registry,
+            capture=capture,
+            key=self.key,
+        )
         self.bucket: s3.IBucket = registry_bucket.bucket
         self.training_data: s3.IBucket = training_data.bucket
+        self.captures: s3.IBucket = captures.bucket
         self.access_logs: s3.IBucket = registry_bucket.access_logs
         self.feature_table: dynamodb.ITable = features.table
         publish_registry(
             self,
             registry=self.bucket,
             training_data=self.training_data,
+            captures=self.captures,
             key=self.key,
             feature_table=self.feature_table,
         )
@@ -98,6 +110,7 @@ class RegistryStack(cdk.Stack):
                 "registry-bucket": self.bucket.bucket_name,
                 "training-data-bucket": self.training_data.bucket_name,
                 "feature-table": self.feature_table.table_name,
+                "captures-bucket": self.captures.bucket_name,
             },
             construct_ids={"registry-bucket": "RegistryBucketParameter"},
         )

@@ -42,6 +42,7 @@ class EnvironmentStage(cdk.Stage):
             model_name=spec.model_name,
             retain_data=infra.retain_data,
             registry=spec.registry,
+            capture=spec.capture,
         )
         self.inference = InferenceStack(
             self,
@@ -53,6 +54,7 @@ class EnvironmentStage(cdk.Stage):
             registry_stack=self.registry,
             lambda_=spec.lambda_,
             serving=spec.serving,
+            capture=spec.capture,
             api=spec.api,
             deployment=spec.deployment,
             alarms=spec.alarms,
@@ -89,6 +91,7 @@ class EnvironmentStage(cdk.Stage):
                 ),
                 network=spec.network,
                 training=spec.training,
+                labels=spec.labels,
                 logs=spec.logs,
             )
             if spec.environment.has_training

@@ -1,8 +1,9 @@
 """Training stack: network, ECS cluster and the Fargate task that trains and registers models, and
 the managed policies of the people who run training and read its data.
 
-The task reads training data in its own environment's training-data bucket and registers versions
-where the environment's promotion chain starts (versions are allocated there only). Above the
+The task reads training data in its own environment's training-data bucket (or, with
+`infra.training.source: capture`, its own environment's captures and labels) and registers
+versions where the environment's promotion chain starts (versions are allocated there only). Above the
 chain start (same account and region), that registry's bucket name is read at deploy time from
 the chain start's discovery parameter, `/sds/<start>/registry-bucket` (a template parameter of
 SSM type): deploy the chain start's Registry stack first.
@@ -24,7 +25,13 @@ from stacks.components.registry_reference import reference_registry
 from stacks.components.training_job import TrainingJob
 from stacks.components.training_network import TrainingNetwork
 from stacks.components.training_operator_policy import TrainingOperatorPolicy
-from stacks.config import LogSettings, NetworkSettings, TrainingImage, TrainingSettings
+from stacks.config import (
+    LabelSettings,
+    LogSettings,
+    NetworkSettings,
+    TrainingImage,
+    TrainingSettings,
+)
 from stacks.registry_stack import RegistryStack
 
 
@@ -41,6 +48,7 @@ class TrainingStack(cdk.Stack):
         versions_in: str | None,
         network: NetworkSettings,
         training: TrainingSettings,
+        labels: LabelSettings,
         logs: LogSettings,
         **kwargs: Any,
     ) -> None:
@@ -66,6 +74,7 @@ class TrainingStack(cdk.Stack):
             model_name=model_name,
             registry=registry,
             training_data=stateful.training_data,
+            captures=stateful.captures,
             key=stateful.key,
             registry_key=stateful.key if versions_in is None else None,
             image=image,
@@ -75,6 +84,7 @@ class TrainingStack(cdk.Stack):
             # Without endpoints, the task reaches S3, ECR and CloudWatch Logs over the internet.
             public_ip=not network.isolated,
             settings=training,
+            labels=labels,
             logs=logs,
         )
         operator = TrainingOperatorPolicy(

@@ -23,7 +23,7 @@ from stacks.components.nag import (
 )
 from stacks.components.registry_paths import RegistryPaths
 from stacks.components.retention import log_group
-from stacks.config import LambdaSettings, LogSettings, Pin, Serving
+from stacks.config import CaptureSettings, LambdaSettings, LogSettings, Pin, Serving
 
 HANDLER = "lambdas.inference.handler.lambda_handler"
 ALIAS_NAME = "live"
@@ -57,6 +57,7 @@ class ModelFunction(Construct):
         feature_table: dynamodb.ITable,
         settings: LambdaSettings,
         serving: Serving,
+        capture: CaptureSettings,
         logs: LogSettings,
     ) -> None:
         super().__init__(scope, construct_id)
@@ -82,6 +83,8 @@ class ModelFunction(Construct):
                 feature_store_uri=f"dynamodb://{feature_table.table_name}",
                 when_features_unavailable=serving.when_features_unavailable,
                 feature_store_timeout_ms=serving.feature_store_timeout_ms,
+                capture_sample_rate=capture.sample_rate,
+                capture_exclude=capture.exclude,
             ),
         )
         self.version = self.function.current_version

@@ -1,7 +1,7 @@
 """How the Inference and Training stacks see their environment's stateful resources.
 
-The Registry stack publishes the registry and training-data buckets' names and ARNs, the feature
-table's name (and its KMS key's ARN, when it has one) as outputs; consumers read them with `Fn::GetStackOutput` (a
+The Registry stack publishes the registry, training-data and captures buckets' names and ARNs, the
+feature table's name (and its KMS key's ARN, when it has one) as outputs; consumers read them with `Fn::GetStackOutput` (a
 weak reference: no export lock between the stateful stack and the ones that are redeployed
 often) and declare the deploy-order dependency explicitly.
 """
@@ -20,6 +20,8 @@ BUCKET_NAME_OUTPUT = "RegistryBucketName"
 BUCKET_ARN_OUTPUT = "RegistryBucketArn"
 DATA_BUCKET_NAME_OUTPUT = "TrainingDataBucketName"
 DATA_BUCKET_ARN_OUTPUT = "TrainingDataBucketArn"
+CAPTURES_BUCKET_NAME_OUTPUT = "CapturesBucketName"
+CAPTURES_BUCKET_ARN_OUTPUT = "CapturesBucketArn"
 KEY_ARN_OUTPUT = "DataKeyArn"
 TABLE_NAME_OUTPUT = "FeatureTableName"
 
@@ -30,7 +32,9 @@ class StatefulResources:
 
     registry: s3.IBucket
     training_data: s3.IBucket
-    # The customer-managed key both buckets are encrypted with (None: S3-managed keys).
+    # What the environment served and its labels (sds.kernel.capture).
+    captures: s3.IBucket
+    # The customer-managed key the buckets are encrypted with (None: S3-managed keys).
     key: kms.IKey | None
     # Each account's aggregates (encrypted with `key` when there is one).
     feature_table: dynamodb.ITable
@@ -41,6 +45,7 @@ def publish_registry(
     *,
     registry: s3.IBucket,
     training_data: s3.IBucket,
+    captures: s3.IBucket,
     key: kms.IKey | None,
     feature_table: dynamodb.ITable,
 ) -> None:
@@ -49,6 +54,8 @@ def publish_registry(
     cdk.CfnOutput(stack, BUCKET_ARN_OUTPUT, value=registry.bucket_arn)
     cdk.CfnOutput(stack, DATA_BUCKET_NAME_OUTPUT, value=training_data.bucket_name)
     cdk.CfnOutput(stack, DATA_BUCKET_ARN_OUTPUT, value=training_data.bucket_arn)
+    cdk.CfnOutput(stack, CAPTURES_BUCKET_NAME_OUTPUT, value=captures.bucket_name)
+    cdk.CfnOutput(stack, CAPTURES_BUCKET_ARN_OUTPUT, value=captures.bucket_arn)
     if key is not None:
         cdk.CfnOutput(stack, KEY_ARN_OUTPUT, value=key.key_arn)
 
@@ -74,6 +81,12 @@ def reference_registry(
             "TrainingDataBucket",
             bucket_name=output(DATA_BUCKET_NAME_OUTPUT),
             bucket_arn=output(DATA_BUCKET_ARN_OUTPUT),
+        ),
+        captures=s3.Bucket.from_bucket_attributes(
+            scope,
+            "CapturesBucket",
+            bucket_name=output(CAPTURES_BUCKET_NAME_OUTPUT),
+            bucket_arn=output(CAPTURES_BUCKET_ARN_OUTPUT),
         ),
         key=kms.Key.from_key_arn(scope, "DataKey", output(KEY_ARN_OUTPUT)) if encrypted else None,
         feature_table=dynamodb.Table.from_table_attributes(

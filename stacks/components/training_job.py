@@ -1,4 +1,9 @@
-"""The training job: an ECS cluster and a Fargate task running `python -m training.train`."""
+"""The training job: an ECS cluster and a Fargate task running `python -m training.train`.
+
+What it trains on is `infra.training.source`: `history` (the activity events under the
+training-data bucket's `data_prefix`) or `capture` (the environment's own captures joined with its
+labels, the `window_days` before each run, under the `labels` maturity policy: the flags
+`training.from_capture` reads)."""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from sds.config import TASK_ROLE_ARN
+from sds.kernel.capture import CAPTURES_PREFIX, LABELS_PREFIX
 from stacks.components.data_key import READ, READ_WRITE, key_use
 from stacks.components.nag import (
     acknowledge,
@@ -22,7 +28,7 @@ from stacks.components.nag import (
 )
 from stacks.components.registry_paths import RegistryPaths
 from stacks.components.retention import log_group
-from stacks.config import LogSettings, TrainingImage, TrainingSettings
+from stacks.config import LabelSettings, LogSettings, TrainingImage, TrainingSettings
 
 
 def training_command(
@@ -46,12 +52,47 @@ def training_command(
     ]
 
 
+def capture_training_command(
+    *,
+    bucket_name: str,
+    captures_bucket_name: str,
+    model_name: str,
+    environment: str,
+    settings: TrainingSettings,
+    labels: LabelSettings,
+) -> list[str]:
+    """The task's arguments when it trains from capture: each run takes the `window_days` before
+    it, labels known by then, the maturity policy and holdout from config."""
+    return [
+        "--registry",
+        f"s3://{bucket_name}",
+        "--model",
+        model_name,
+        "--from-capture",
+        "--captures",
+        f"s3://{captures_bucket_name}/{CAPTURES_PREFIX}",
+        "--labels",
+        f"s3://{captures_bucket_name}/{LABELS_PREFIX}",
+        "--capture-env",
+        environment,
+        "--window-days",
+        str(settings.window_days),
+        "--maturity-days",
+        str(labels.maturity_days),
+        "--unlabelled",
+        labels.unlabelled,
+        "--holdout-days",
+        str(settings.holdout_days),
+    ]
+
+
 class TrainingJob(Construct):
-    """Task role may read training data (its environment's own bucket) and add versions and
-    events to `registry`, where versions are allocated: its own registry where the promotion
-    chain starts, the chain start's above it (`registry_key` is then that registry's key, None for
-    an SSE-S3 one). It can never move an alias or delete anything (and, with KMS, decrypt the
-    training data and encrypt and decrypt registry objects, through S3 only)."""
+    """Task role may read training data (its environment's own bucket; with `source: capture`,
+    its environment's captures and labels instead) and add versions and events to `registry`,
+    where versions are allocated: its own registry where the promotion chain starts, the chain
+    start's above it (`registry_key` is then that registry's key, None for an SSE-S3 one). It can
+    never move an alias or delete anything (and, with KMS, decrypt what it reads and encrypt and
+    decrypt registry objects, through S3 only)."""
 
     def __init__(
         self,
@@ -62,6 +103,7 @@ class TrainingJob(Construct):
         model_name: str,
         registry: s3.IBucket,
         training_data: s3.IBucket,
+        captures: s3.IBucket,
         key: kms.IKey | None,
         registry_key: kms.IKey | None,
         image: TrainingImage,
@@ -70,6 +112,7 @@ class TrainingJob(Construct):
         security_group: ec2.ISecurityGroup,
         public_ip: bool,
         settings: TrainingSettings,
+        labels: LabelSettings,
         logs: LogSettings,
     ) -> None:
         super().__init__(scope, construct_id)
@@ -85,17 +128,29 @@ class TrainingJob(Construct):
             assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
             description=f"sds {environment}: training task (reads data, adds model versions)",
         )
-        self._grant_data(training_data, settings.data_prefix, key)
-        self._grant_registry(registry, model_name, registry_key)
-        self.task_definition = self._build_task(
-            image=image,
-            command=training_command(
+        if settings.source == "capture":
+            self._grant_captures(captures, key)
+            command = capture_training_command(
+                bucket_name=registry.bucket_name,
+                captures_bucket_name=captures.bucket_name,
+                model_name=model_name,
+                environment=environment,
+                settings=settings,
+                labels=labels,
+            )
+        else:
+            self._grant_data(training_data, settings.data_prefix, key)
+            command = training_command(
                 bucket_name=registry.bucket_name,
                 data_bucket_name=training_data.bucket_name,
                 model_name=model_name,
                 data_prefix=settings.data_prefix,
                 negative_rate=settings.negative_rate,
-            ),
+            )
+        self._grant_registry(registry, model_name, registry_key)
+        self.task_definition = self._build_task(
+            image=image,
+            command=command,
             settings=settings,
             logs=logs,
         )
@@ -201,6 +256,34 @@ class TrainingJob(Construct):
             f"Read-only, scoped to the training data prefix ({data_prefix}) of the training-data "
             "bucket.",
         )
+
+    def _grant_captures(self, bucket: s3.IBucket, key: kms.IKey | None) -> None:
+        """Read the environment's captures and labels (what training from capture joins)."""
+        prefixes = (CAPTURES_PREFIX, LABELS_PREFIX)
+        objects = [bucket.arn_for_objects(f"{prefix}*") for prefix in prefixes]
+        statements = [
+            iam.PolicyStatement(
+                sid="ReadCapturesAndLabels", actions=["s3:GetObject"], resources=objects
+            ),
+            iam.PolicyStatement(
+                sid="ListCapturesAndLabels",
+                actions=["s3:ListBucket"],
+                resources=[bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{p}*" for p in prefixes]}},
+            ),
+        ]
+        if key is not None:
+            statements.append(
+                key_use(self, sid="DecryptCaptures", key=key, buckets=[bucket], actions=READ)
+            )
+        for statement in statements:
+            self.task_role.add_to_policy(statement)
+        for resource, prefix in zip(objects, prefixes, strict=True):
+            acknowledge_wildcard_resource(
+                self.task_role,
+                resource,
+                f"Read-only, scoped to the {prefix} prefix of this environment's captures bucket.",
+            )
 
     def _grant_registry(self, registry: s3.IBucket, model_name: str, key: kms.IKey | None) -> None:
         paths = RegistryPaths(model_name)

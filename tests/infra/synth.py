@@ -144,7 +144,9 @@ VARIANT_ENVIRONMENT = {
         },
         "network": {"isolated": False, "azs": 1},
         "registry": {"kms": True, "removal_policy": "destroy"},
-        "training": {"negative_rate": 0.1},
+        # Retrains weekly from its own captures (registering in dev, where versions are
+        # allocated): the task reads the captures bucket instead of the training data.
+        "training": {"source": "capture", "schedule": "cron(0 4 ? * MON *)"},
         "batch": {
             "max_concurrency": 7,
             "tolerated_failure_percent": 5,
@@ -152,6 +154,8 @@ VARIANT_ENVIRONMENT = {
             "output_prefix": "scores/",
         },
     },
+    "capture": {"sample_rate": 0.5, "exclude": ["account_id", "request_id"]},
+    "labels": {"maturity_days": 45, "unlabelled": "exclude"},
 }
 
 

@@ -20,9 +20,11 @@ import pytest
 import app as cdk_app
 from sds.config import (
     MOVED_INFRA_KEYS,
+    CaptureSettings,
     ConfigError,
     DeploymentSettings,
     Infra,
+    LabelSettings,
     parse_project,
 )
 from stacks.components.retention import retention
@@ -255,10 +257,14 @@ def test_every_setting_is_documented_with_its_default() -> None:
     section = _configuration_section()
     rows = dict(re.findall(r"^\| `([\w.]+)` \| `([^`]*)` \|", section, flags=re.MULTILINE))
     # Then it lists every key the loader accepts, no more, each with the loader's default
-    settings = _settings()
+    # (the infra groups, and the capture and labels groups next to infra)
+    settings = (
+        _settings() | _settings(CaptureSettings, "capture.") | _settings(LabelSettings, "labels.")
+    )
     assert set(rows) == set(settings)
     for key, default in settings.items():
-        assert json.loads(rows[key]) == default, key
+        expected = list(default) if isinstance(default, tuple) else default
+        assert json.loads(rows[key]) == expected, key
 
 
 def test_the_documented_example_is_prod_as_committed() -> None:

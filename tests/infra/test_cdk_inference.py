@@ -54,6 +54,7 @@ def test_pin_becomes_model_version_and_sha256_in_the_environment(
     synthesized: SynthesizedApp, env: str
 ) -> None:
     serving = synthesized.project.env(env).serving
+    capture = synthesized.project.env(env).capture
     _, function = model_function(_inference(synthesized, env))
     variables = function["Properties"]["Environment"]["Variables"]
     expected = {
@@ -67,7 +68,10 @@ def test_pin_becomes_model_version_and_sha256_in_the_environment(
         "FEATURE_STORE_URI": {
             "Fn::Join": ["", ["dynamodb://", _stack_output(env, "FeatureTableName")]]
         },
+        "CAPTURE_SAMPLE_RATE": str(float(capture.sample_rate)),
     }
+    if capture.exclude:
+        expected["CAPTURE_EXCLUDE"] = ",".join(capture.exclude)
     pin = PINS.get(env)
     if pin is not None:
         expected |= {"MODEL_VERSION": str(pin.version), "MODEL_SHA256": pin.sha256}

@@ -13,6 +13,7 @@ from tests.infra.synth import VARIANT, SynthesizedApp
 # with every model version in it). A rename of the construct path must keep this id.
 REGISTRY_BUCKET_LOGICAL_ID = "RegistryBucket9C3667AF"
 ACCESS_LOGS_LOGICAL_ID = "RegistryAccessLogs7B323143"
+CAPTURES_BUCKET_LOGICAL_ID = "CapturesBucketA18E2F11"
 
 
 def _registry(synthesized: SynthesizedApp, env: str) -> dict[str, Any]:
@@ -164,8 +165,8 @@ def test_the_registry_and_training_data_outlive_their_stack_in_every_environment
     infra = synthesized.project.env(env).infra
     assert infra.registry.removal_policy == "retain"
     data_id, _ = _data_bucket(template)
-    # Then deleting the stack keeps both buckets, and nothing is set up to empty them
-    for bucket_id in (REGISTRY_BUCKET_LOGICAL_ID, data_id):
+    # Then deleting the stack keeps the three buckets, and nothing is set up to empty them
+    for bucket_id in (REGISTRY_BUCKET_LOGICAL_ID, data_id, CAPTURES_BUCKET_LOGICAL_ID):
         bucket = template["Resources"][bucket_id]
         assert (bucket["DeletionPolicy"], bucket["UpdateReplacePolicy"]) == ("Retain", "Retain")
         tags = {t["Key"] for t in bucket["Properties"].get("Tags", [])}
@@ -176,6 +177,7 @@ def test_the_registry_and_training_data_outlive_their_stack_in_every_environment
     ]
     assert {"Ref": REGISTRY_BUCKET_LOGICAL_ID} not in emptied
     assert {"Ref": data_id} not in emptied
+    assert {"Ref": CAPTURES_BUCKET_LOGICAL_ID} not in emptied
     # And only the access logs follow retain_data (dev lets `cdk destroy` remove them)
     logs = template["Resources"][ACCESS_LOGS_LOGICAL_ID]
     assert logs["DeletionPolicy"] == ("Retain" if infra.retain_data else "Delete")
@@ -187,14 +189,20 @@ def test_removal_policy_destroy_is_the_explicit_opt_out(synthesized: Synthesized
     # Given the variant, which sets registry.removal_policy "destroy"
     template = _registry(synthesized, VARIANT)
     data_id, _ = _data_bucket(template)
-    # Then both buckets (and their key) go with the stack, emptied first
-    for bucket_id in (REGISTRY_BUCKET_LOGICAL_ID, data_id, ACCESS_LOGS_LOGICAL_ID):
+    # Then the data buckets (and their key) go with the stack, emptied first
+    buckets = (
+        REGISTRY_BUCKET_LOGICAL_ID,
+        data_id,
+        ACCESS_LOGS_LOGICAL_ID,
+        CAPTURES_BUCKET_LOGICAL_ID,
+    )
+    for bucket_id in buckets:
         assert template["Resources"][bucket_id]["DeletionPolicy"] == "Delete"
     emptied = {
         r["Properties"]["BucketName"]["Ref"]
         for r in resources(template, "Custom::S3AutoDeleteObjects").values()
     }
-    assert emptied == {REGISTRY_BUCKET_LOGICAL_ID, data_id, ACCESS_LOGS_LOGICAL_ID}
+    assert emptied == set(buckets)
     (key,) = resources(template, "AWS::KMS::Key").values()
     assert key["DeletionPolicy"] == "Delete"
 

@@ -47,10 +47,13 @@ def test_alarms_notify_the_email_topic_and_the_existing_topic(
 def test_training_above_the_chain_start_in_public_subnets_needs_no_endpoint(
     synthesized: SynthesizedApp,
 ) -> None:
-    # Given the variant: promoted from dev, training in one public subnet, no schedule (only
-    # where versions are allocated)
+    # Given the variant: promoted from dev, training in one public subnet, scheduled only
+    # because it retrains from its own captures (a schedule on history belongs where versions
+    # are allocated)
     template = synthesized.template(VARIANT, "Training").to_json()
-    assert not resources(template, "AWS::Events::Rule")
+    (rule,) = resources(template, "AWS::Events::Rule").values()
+    assert synthesized.project.env(VARIANT).infra.training.source == "capture"
+    assert rule["Properties"]["ScheduleExpression"] == "cron(0 4 ? * MON *)"
     assert len(resources(template, "AWS::EC2::Subnet")) == 1
     assert not resources(template, "AWS::EC2::NatGateway")
     endpoints = resources(template, "AWS::EC2::VPCEndpoint").values()

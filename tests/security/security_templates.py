@@ -29,7 +29,12 @@ VARIANT_ENVIRONMENT = {
         },
         "network": {"isolated": False},
         "registry": {"kms": True, "removal_policy": "destroy"},
+        # Retrains weekly from its own captures (registering in dev, where versions are
+        # allocated): the task reads the captures bucket instead of the training data.
+        "training": {"source": "capture", "schedule": "cron(0 4 ? * MON *)"},
     },
+    "capture": {"sample_rate": 0.5, "exclude": ["account_id", "request_id"]},
+    "labels": {"maturity_days": 45, "unlabelled": "exclude"},
 }
 
 

@@ -66,8 +66,22 @@ def test_a_schedule_above_the_chain_start_is_refused_naming_where_it_belongs() -
     assert str(error.value) == (
         "environments.prod.infra.training.schedule: scheduled training registers new versions, "
         "and versions are allocated only where the promotion chain starts (dev); prod receives "
-        "them by promotion. Move the schedule to environments.dev.infra.training.schedule"
+        "them by promotion. Move the schedule to environments.dev.infra.training.schedule, or "
+        "retrain prod from what it serves (infra.training.source: capture), which registers in dev"
     )
+
+
+def test_a_schedule_above_the_chain_start_may_retrain_from_what_it_serves() -> None:
+    # Given prod retraining weekly from its own captures
+    context = json.loads((ROOT / "cdk.json").read_text())["context"]
+    context["environments"]["prod"]["infra"]["training"] = {
+        "schedule": "cron(0 3 ? * MON *)",
+        "source": "capture",
+    }
+    # When it is loaded, Then it is accepted: its task registers candidates in dev
+    prod = parse_project(context).env("prod")
+    assert prod.infra.training.schedule == "cron(0 3 ? * MON *)"
+    assert prod.chain_start == "dev" and not prod.allocates_versions
 
 
 @pytest.mark.parametrize(
