@@ -27,7 +27,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sds.kernel.capture import CaptureError, check_exclude, check_sample_rate
 from sds.kernel.errors import Unavailable
 from sds.kernel.lock import Pin
 
@@ -160,6 +159,9 @@ def function_environment(
     capture_exclude: tuple[str, ...] = (),
 ) -> dict[str, str]:
     """The inference function's environment variables for one environment and pin."""
+    # Here, not at the top: the pruner reads model pins from this module without numpy.
+    from sds.kernel.capture import CaptureError, check_exclude, check_sample_rate
+
     try:
         check_sample_rate(capture_sample_rate)
         check_exclude(capture_exclude)
@@ -246,14 +248,19 @@ def _sample_rate(environ: Mapping[str, str]) -> float:
     if not text:
         return 1.0
     try:
-        return check_sample_rate(float(text))
-    except (ValueError, CaptureError):
+        rate = float(text)
+    except ValueError:
+        rate = -1.0
+    if not 0.0 <= rate <= 1.0:  # NaN fails too
         raise SettingsError(
             f"{CAPTURE_SAMPLE_RATE} must be a number from 0 to 1, got {text[:40]!r}"
-        ) from None
+        )
+    return rate
 
 
 def _exclude(environ: Mapping[str, str]) -> tuple[str, ...]:
+    from sds.kernel.capture import CaptureError, check_exclude
+
     names = [n.strip() for n in environ.get(CAPTURE_EXCLUDE, "").split(",") if n.strip()]
     try:
         return check_exclude(names)
