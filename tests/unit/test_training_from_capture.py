@@ -1,0 +1,348 @@
+"""Training from what was served: captures joined with labels, the maturity policy, the
+out-of-time holdout, the comparison with the served model, and `sds label`.
+
+Given capture records written by the contract's own writer into day partitions (as `sds serve`
+and Firehose lay them out) and label events next to them, each test reads them back through the
+training code and checks what a user relies on: which payments count and why the others do not
+(every exclusion counted), which label decides, that the model trains on the vectors exactly as
+scored, and that the manifest records the window, the counts and both models' metrics on the
+same held-out payments.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from served_traffic import (
+    DAY_US,
+    JAN_1,
+    chargebacks,
+    label,
+    traffic,
+    write_captures,
+    write_labels,
+)
+
+from sds.kernel.errors import UsageError
+from sds.kernel.features import format_time
+from sds.kernel.registry import open_registry
+from sds.ops.labels import ingest_labels
+from sds.ops.workspace import Workspace
+from training import train as train_module
+from training.capture_data import Window, read_served
+from training.data import DataError
+from training.from_capture import make_window, train_from_capture
+from training.params import TrainParams
+
+ROOT = Path(__file__).resolve().parents[2]
+PARAMS = TrainParams(max_iter=30, seed=1)
+
+
+def window(
+    *, since_day: int = 0, until_day: int = 40, as_of_day: int = 60, unlabelled: str = "legitimate"
+) -> Window:
+    return Window(
+        since_us=JAN_1 + since_day * DAY_US,
+        until_us=JAN_1 + until_day * DAY_US,
+        as_of_us=JAN_1 + as_of_day * DAY_US,
+        maturity_days=30,
+        unlabelled=unlabelled,
+    )
+
+
+def test_the_join_keeps_matured_labelled_payments_once_and_counts_every_exclusion(
+    tmp_path: Path,
+) -> None:
+    # Given dev's captures: five ordinary payments in January, and one of each kind left out
+    captures, labels = tmp_path / "capture", tmp_path / "labels"
+    base = traffic(days=1, per_day=5, start_us=JAN_1 + 5 * DAY_US, served="weak")
+    write_captures(captures, base)
+    (young,) = traffic(days=1, per_day=1, start_us=JAN_1 + 35 * DAY_US, prefix="young")
+    (early,) = traffic(days=1, per_day=1, start_us=JAN_1 - DAY_US, prefix="early")
+    (other,) = traffic(days=1, per_day=1, start_us=JAN_1 + 6 * DAY_US, prefix="staging")
+    (blind,) = traffic(days=1, per_day=1, start_us=JAN_1 + 6 * DAY_US, prefix="blind")
+    write_captures(captures, [young, early])
+    write_captures(captures, [other], env="staging")
+    write_captures(captures, [blind], online_features=False)
+    # a retried request: the same payment scored twice, by version 1 and then by version 2
+    write_captures(captures, base[:1], version=2, sha256="b" * 64, served_after_us=900_000)
+    # and labels: a chargeback, a review corrected later by a chargeback, one after as_of,
+    # one the review says is legitimate, and a line a producer got wrong
+    as_of = JAN_1 + 60 * DAY_US
+    write_labels(
+        labels,
+        [
+            label(base[0].event_id, True, JAN_1 + 10 * DAY_US),
+            label(base[1].event_id, False, JAN_1 + 7 * DAY_US, source="review"),
+            label(base[1].event_id, True, JAN_1 + 20 * DAY_US),
+            label(base[2].event_id, False, JAN_1 + 8 * DAY_US, source="review"),
+            label(base[3].event_id, True, as_of + DAY_US),  # not known yet at as_of
+            {"type": "label", "event_id": "x", "is_fraud": "maybe"},
+        ],
+        day_us=JAN_1 + 10 * DAY_US,
+    )
+    # When dev's served traffic of January is read as of day 60 (30 days' maturity)
+    served = read_served(str(captures), str(labels), env="dev", window=window())
+    # Then the five payments count, each once, in time order, with the first served record
+    assert served.event_ids == [p.event_id for p in base]
+    assert served.versions.tolist() == [1, 1, 1, 1, 1]
+    assert served.scores.tolist() == pytest.approx([p.score for p in base])
+    # their features exactly as scored
+    assert served.features.tobytes() == np.stack([p.features for p in base]).tobytes()
+    # the latest label known at as_of decides; a matured payment without one is legitimate
+    assert served.labels.tolist() == [True, True, False, False, False]
+    counts = served.counts
+    assert counts["labelled_fraud"] == 2 and counts["labelled_legitimate"] == 1
+    assert counts["unlabelled_as_legitimate"] == 2
+    # and each payment left out is counted where a user looks for it
+    assert counts["young"] == 1 and counts["outside_window"] == 1
+    assert counts["other_env"] == 1 and counts["without_online_features"] == 1
+    assert counts["duplicates"] == 1 and counts["records"] == 10 and counts["used"] == 5
+    assert counts["labels_invalid"] == 1 and counts["labels_after_as_of"] == 1
+
+    # When the policy leaves unlabelled payments out instead
+    strict = read_served(str(captures), str(labels), env="dev", window=window(unlabelled="exclude"))
+    # Then only the labelled ones count
+    assert strict.event_ids == [p.event_id for p in base[:3]]
+    assert strict.counts["unlabelled_excluded"] == 2
+
+
+def test_maturity_is_measured_at_as_of_and_a_later_as_of_lets_more_in(tmp_path: Path) -> None:
+    # Given a payment a day for 40 days
+    payments = traffic(days=40, per_day=1)
+    write_captures(tmp_path / "capture", payments)
+    read = lambda as_of_day: read_served(  # noqa: E731
+        str(tmp_path / "capture"),
+        str(tmp_path / "labels"),
+        env="dev",
+        window=window(as_of_day=as_of_day),
+    )
+    # When read as of day 50, Then only the first 20 days are 30 days old
+    assert len(read(50)) == 20 and read(50).counts["young"] == 20
+    # and as of day 70 all 40 are
+    assert len(read(70)) == 40
+
+
+def test_a_malformed_capture_is_an_error_naming_the_file_and_line(tmp_path: Path) -> None:
+    captures = tmp_path / "capture"
+    write_captures(captures, traffic(days=1, per_day=3, start_us=JAN_1 + DAY_US))
+    (file,) = captures.rglob("*.jsonl")
+    lines = file.read_text().splitlines()
+    record = json.loads(lines[1])
+    record["schema_version"] = 9
+    file.write_text("\n".join([lines[0], json.dumps(record), lines[2]]) + "\n")
+    with pytest.raises(DataError) as error:
+        read_served(str(captures), str(tmp_path / "labels"), env="dev", window=window())
+    assert f"{file}:2: schema_version 9" in str(error.value)
+
+
+def test_nothing_usable_says_why(tmp_path: Path) -> None:
+    # Given only payments younger than the maturity window
+    write_captures(tmp_path / "c", traffic(days=2, per_day=3, start_us=JAN_1 + 35 * DAY_US))
+    with pytest.raises(DataError) as error:
+        read_served(str(tmp_path / "c"), str(tmp_path / "l"), env="dev", window=window())
+    assert "none of dev's 6 capture records can be trained on" in str(error.value)
+    assert "young 6" in str(error.value)
+    # And no captures at all names how to get some
+    with pytest.raises(DataError, match="sds serve --env dev"):
+        read_served(str(tmp_path / "none"), str(tmp_path / "l"), env="dev", window=window())
+
+
+def test_a_window_given_by_dates_and_defaults() -> None:
+    now = JAN_1 + 100 * DAY_US
+    w = make_window(
+        since=None,
+        until=None,
+        as_of=None,
+        window_days=90,
+        maturity_days=30,
+        unlabelled="legitimate",
+        now_us=now,
+    )
+    assert (w.since_us, w.until_us, w.as_of_us) == (now - 90 * DAY_US, now, now)
+    assert w.matured_before == now - 30 * DAY_US
+    dated = make_window(
+        since="2026-01-01",
+        until="2026-02-01",
+        as_of="2026-03-15T12:00:00Z",
+        window_days=90,
+        maturity_days=30,
+        unlabelled="exclude",
+        now_us=now,
+    )
+    assert format_time(dated.since_us) == "2026-01-01T00:00:00.000000Z"
+    assert dated.matured_before == dated.until_us  # all of January is 30 days old by mid-March
+    with pytest.raises(DataError, match="expected a date"):
+        make_window(
+            since="last week",
+            until=None,
+            as_of=None,
+            window_days=90,
+            maturity_days=30,
+            unlabelled="legitimate",
+            now_us=now,
+        )
+    with pytest.raises(DataError, match="the window is empty"):
+        make_window(
+            since="2026-02-01",
+            until="2026-01-01",
+            as_of=None,
+            window_days=90,
+            maturity_days=30,
+            unlabelled="legitimate",
+            now_us=now,
+        )
+
+
+def test_training_from_capture_registers_a_candidate_compared_with_what_served(
+    tmp_path: Path,
+) -> None:
+    # Given 40 days of dev traffic served by a weak version 1, and its chargebacks
+    payments = traffic(days=40, per_day=40, served="weak")
+    captures, labels = tmp_path / "capture", tmp_path / "labels"
+    write_captures(captures, payments)
+    write_labels(labels, chargebacks(payments), day_us=JAN_1 + 45 * DAY_US)
+    registry = open_registry((tmp_path / "registry").as_uri(), "fraud")
+    # When a model is trained from it as of day 60 with a 7-day holdout
+    version = train_from_capture(
+        captures=str(captures),
+        labels=str(labels),
+        env="dev",
+        window=window(),
+        holdout_days=7,
+        registry=registry,
+        params=PARAMS,
+        actor="tester",
+        reason="retrain on served traffic",
+    )
+    manifest = version.manifest
+    data = manifest["data"]
+    # Then it is registered (a candidate: no alias moved) with the source, window and counts
+    assert version.number == 1 and registry.get_alias("dev") is None
+    assert data["source"] == "capture" and data["env"] == "dev"
+    assert data["since"] == "2026-01-01T00:00:00.000000Z"
+    assert data["matured_before"] == "2026-01-31T00:00:00.000000Z"
+    assert data["maturity_days"] == 30 and data["unlabelled"] == "legitimate"
+    matured = [p for p in payments if p.occurred_us < JAN_1 + 30 * DAY_US]
+    assert data["payments"] == len(matured) == 30 * 40
+    assert data["counts"]["young"] == 10 * 40
+    assert data["counts"]["labelled_fraud"] == sum(p.is_fraud for p in matured)
+    # the holdout is the last 7 matured days, out of time
+    assert data["holdout_from"] == "2026-01-24T00:00:00.000000Z"
+    assert data["holdout_events"] == 7 * 40 and data["train_events"] == 23 * 40
+    # And the comparison holds both models' metrics on the same held-out payments
+    (served,) = manifest["comparison"]["served"]
+    assert (served["version"], served["sha256"], served["events"]) == (1, "a" * 64, 7 * 40)
+    assert served["fraud"] == sum(p.is_fraud for p in matured[-7 * 40 :])
+    assert served["candidate"]["roc_auc"] > 0.85 > served["live"]["roc_auc"]
+    assert served["candidate"]["pr_auc"] > served["live"]["pr_auc"]
+    assert manifest["metrics"]["roc_auc"] == pytest.approx(served["candidate"]["roc_auc"])
+
+
+def test_the_task_command_trains_from_capture_with_the_flags_the_stack_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given captures of the last 60 days (the task's window ends now) and their chargebacks
+    from stacks.components.training_job import capture_training_command
+
+    monkeypatch.setenv("SDS_ACTOR", "task")
+    import time
+
+    now = time.time_ns() // 1000
+    start = (now - 60 * DAY_US) // DAY_US * DAY_US
+    payments = traffic(days=50, per_day=30, start_us=start)
+    captures, labels = tmp_path / "bucket" / "captures", tmp_path / "bucket" / "labels"
+    write_captures(captures, payments, env="prod")
+    write_labels(labels, chargebacks(payments), day_us=start + 40 * DAY_US)
+    # When the task runs the command the stack gives it (here with local paths for the buckets)
+    from sds.config import LabelSettings, TrainingSettings
+
+    command = capture_training_command(
+        bucket_name="registry",
+        captures_bucket_name="bucket",
+        model_name="fraud",
+        environment="prod",
+        settings=TrainingSettings(window_days=90, holdout_days=5),
+        labels=LabelSettings(maturity_days=20),
+    )
+    local = [
+        arg.replace("s3://registry", (tmp_path / "registry").as_uri()).replace(
+            "s3://bucket", str(tmp_path / "bucket")
+        )
+        for arg in command
+    ]
+    code = train_module.main([*local, "--max-iter", "20", "--json"])
+    # Then it registered a version trained on prod's matured traffic, compared with what served
+    assert code == 0, capsys.readouterr().err
+    manifest = json.loads(capsys.readouterr().out)
+    assert manifest["data"]["source"] == "capture" and manifest["data"]["env"] == "prod"
+    assert manifest["data"]["maturity_days"] == 20 and manifest["data"]["holdout_days"] == 5
+    assert manifest["comparison"]["served"][0]["version"] == 1
+    assert open_registry((tmp_path / "registry").as_uri(), "fraud").list_versions() == [1]
+
+
+def test_the_task_names_what_is_missing_for_training_from_capture(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert train_module.main(["--from-capture", "--registry", "file:///tmp/r"]) == 2
+    assert "--from-capture needs --captures, --labels, --capture-env" in capsys.readouterr().err
+
+
+# --- sds label ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    shutil.copy(ROOT / "cdk.json", tmp_path / "cdk.json")
+    return Workspace.discover(project_dir=tmp_path, environ={"SDS_ACTOR": "tester"})
+
+
+def test_sds_label_stores_a_file_of_labels_where_training_reads_them(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    # Given a file of chargebacks and review verdicts, one line repeated
+    source = tmp_path / "labels.jsonl"
+    items = [
+        label("evt-1", True, JAN_1),
+        label("evt-2", False, JAN_1, source="review"),
+        label("evt-1", True, JAN_1),
+    ]
+    source.write_text("".join(json.dumps(i) + "\n" for i in items))
+    # When ingested for dev
+    result = ingest_labels(ws, "dev", str(source))
+    # Then two are stored (the repeat skipped), in a day partition of dev's labels
+    assert (result.stored, result.fraud, result.duplicates) == (2, 1, 1)
+    stored = Path(result.path)
+    assert stored.parent.parent == ws.labels_dir("dev")
+    assert stored.parent.name.startswith("dt=")
+    assert [json.loads(line)["event_id"] for line in stored.read_text().splitlines()] == [
+        "evt-1",
+        "evt-2",
+    ]
+
+
+def test_sds_label_stores_nothing_when_a_line_is_wrong_and_names_it(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    source = tmp_path / "labels.jsonl"
+    good = json.dumps(label("evt-1", True, JAN_1))
+    bad = json.dumps({**label("evt-2", True, JAN_1), "is_fraud": "yes"})
+    source.write_text(f"{good}\n{bad}\nnot json\n")
+    with pytest.raises(DataError) as error:
+        ingest_labels(ws, "dev", str(source))
+    message = str(error.value)
+    assert message.startswith("2 problem(s), nothing was stored")
+    assert f"{source}:2" in message and f"{source}:3: invalid JSON" in message
+    assert not ws.labels_dir("dev").exists() or not list(ws.labels_dir("dev").rglob("*.jsonl"))
+
+
+def test_sds_label_on_aws_points_at_the_event_bus(ws: Workspace, tmp_path: Path) -> None:
+    import dataclasses
+
+    on_aws = dataclasses.replace(ws, target="aws")
+    with pytest.raises(UsageError, match="event bus"):
+        ingest_labels(on_aws, "prod", str(tmp_path / "labels.jsonl"))
