@@ -79,6 +79,16 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "x",
             )
         )
+    capture = results.get("capture")
+    if capture:
+        targets.append(
+            _target(
+                "capture, in-process cost per event (1-event request, p50)",
+                capture["single"]["capture_per_event_us"]["p50"],
+                capture["target_us_per_event"],
+                "us",
+            )
+        )
     bundle = results.get("bundle")
     if bundle:
         targets.append(

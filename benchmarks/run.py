@@ -45,6 +45,7 @@ SECTIONS = (
     "powertools",
     "tls",
     "features",
+    "capture",
     "batch",
     "scale_training",
 )
@@ -676,6 +677,12 @@ def main(argv: list[str] | None = None) -> int:
             results["features"] = features.run(
                 quick=plan.quick, client_factory=DynamoDBClient, log=log
             )
+
+        if "capture" in plan.sections:
+            from benchmarks import capture
+
+            log("capture: in-process cost per event, cost per million predictions on AWS")
+            results["capture"] = capture.run(quick=plan.quick, log=log)
             checkpoint(results, args.out)
         if "synth" in plan.sections:
             log("cdk synth of every environment")
