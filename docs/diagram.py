@@ -6,9 +6,11 @@ environment or changing a canary shows up the next time the picture is drawn. Us
 `diagrams` package (pinned in requirements-dev.txt) and Graphviz `dot` (the Makefile installs
 it when missing).
 
-Five paths, one colour each: requests (blue), activity events (purple: the bus, queue, feature
+Six paths, one colour each: requests (blue), activity events (purple: the bus, queue, feature
 updater and feature table that keep the account aggregates), training (green), promotion and
-deployment (orange), rollback (red).
+deployment (orange), rollback (red), and the loop (brown): what each function served, captured as
+a log line and shipped by a log subscription through Firehose to the environment's captures
+bucket, the label events the bus sends next to it, and the training from capture that reads both.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ import sys
 from pathlib import Path
 
 from diagrams import Cluster, Diagram, Edge, Node
+from diagrams.aws.analytics import KinesisDataFirehose
 from diagrams.aws.compute import Fargate, Lambda
 from diagrams.aws.database import Dynamodb
 from diagrams.aws.devtools import Codedeploy
 from diagrams.aws.integration import SQS, Eventbridge
-from diagrams.aws.management import CloudwatchAlarm, CloudwatchEventTimeBased
+from diagrams.aws.management import CloudwatchAlarm, CloudwatchEventTimeBased, CloudwatchLogs
 from diagrams.aws.network import APIGateway
 from diagrams.aws.storage import S3
 from diagrams.onprem.ci import GithubActions
@@ -39,6 +42,7 @@ ACTIVITY = "#7b3fa0"
 TRAINING = "#2e8b3e"
 PROMOTION = "#d97a00"
 ROLLBACK = "#c62828"
+CAPTURE = "#8d5524"
 
 STRATEGY_LABELS = {
     "all_at_once": "all at once",
@@ -89,7 +93,7 @@ def draw(out: Path, *, cdk_json: Path = ROOT / "cdk.json") -> Path:
     title = (
         f"sds: model '{project.model_name}' in {len(order)} environments "
         "(blue: requests, purple: activity events, green: training, orange: promote + deploy, "
-        "red: rollback)"
+        "red: rollback, brown: capture + labels)"
     )
     with Diagram(
         title,
@@ -136,10 +140,13 @@ def draw(out: Path, *, cdk_json: Path = ROOT / "cdk.json") -> Path:
                     deploy = Codedeploy(f"CodeDeploy\n{strategy}")
                     function = Lambda("Lambda alias live\n-> version N (code + model)")
                     alarms = CloudwatchAlarm("alarms\nerrors, p99, 5xx")
+                    logs = CloudwatchLogs("function log group\n(capture lines)")
+                    firehose = KinesisDataFirehose("Firehose\n(gzip, data key)")
                 with Cluster(f"{name}/Features"):
                     bus = Eventbridge("activity bus\n+ archive (sds --aws replay)")
                     queue = SQS("queue\n+ dead-letter queue (alarmed)")
                     updater = Lambda("feature updater\n(batches, partial failures)")
+                    labels = KinesisDataFirehose("Firehose\n(label events)")
                 training = None
                 if env.has_training:
                     with Cluster(f"{name}/Training"):
@@ -152,6 +159,11 @@ def draw(out: Path, *, cdk_json: Path = ROOT / "cdk.json") -> Path:
                 with Cluster(f"{name}/Registry"):
                     registry = S3(f"registry (S3)\nalias {name}")
                     table = Dynamodb("feature table\n(account aggregates)")
+                    rate = env.capture.sample_rate
+                    captures = S3(
+                        f"captures (S3)\ncaptures/ labels/ dt=YYYY-MM-DD\n"
+                        f"sampled {rate:g}, kept {env.capture.retention_days} days"
+                    )
 
             clients >> Edge(color=REQUEST, label="POST /predict") >> api
             api >> Edge(color=REQUEST) >> function
@@ -169,6 +181,13 @@ def draw(out: Path, *, cdk_json: Path = ROOT / "cdk.json") -> Path:
                 >> Edge(color=REQUEST, style="dashed", label="read aggregates\n(one round trip)")
                 >> table
             )
+            function >> Edge(color=CAPTURE, label="one line per\nscored payment") >> logs
+            logs >> Edge(color=CAPTURE, label="subscription") >> firehose
+            firehose >> Edge(color=CAPTURE, label="captures/") >> captures
+            bus >> Edge(color=CAPTURE, label="label events") >> labels
+            labels >> Edge(color=CAPTURE, label="labels/") >> captures
+            if training is not None and infra.training.source == "capture":
+                captures >> Edge(color=TRAINING, label="train from capture", **side) >> training
             registries[name] = registry
             if training is not None:
                 # Versions are allocated where the chain starts: every task registers there.

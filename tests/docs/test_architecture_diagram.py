@@ -96,3 +96,15 @@ def test_every_training_task_registers_where_versions_are_allocated(
     ]
     # And the weekly schedule is dev's
     assert source.count("schedule\ncron(0 3 ? * MON *)") == 1
+
+
+def test_every_environment_captures_what_it_serves_and_receives_labels(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Given cdk.json
+    source = _graph_source(ROOT / "cdk.json", monkeypatch, tmp_path)
+    # Then each environment's function ships capture lines through its log group and Firehose
+    # into its captures bucket, next to the labels, with its sampling and retention
+    for edge in ("one line per\nscored payment", "subscription", "captures/", "labels/"):
+        assert len(re.findall(rf'-> "?\w+"? \[label="?{re.escape(edge)}"? ', source)) == 3, edge
+    assert source.count("captures (S3)\ncaptures/ labels/ dt=YYYY-MM-DD\nsampled 1, kept 365") == 3
