@@ -10,6 +10,8 @@ exclusions that leave fields out everywhere, and a capture that never fails a re
 from __future__ import annotations
 
 import json
+import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -323,3 +325,68 @@ def test_the_function_environment_carries_the_capture_settings_the_handler_parse
             ServingSettings.from_environ({**variables, name: value})
     app = InferenceApp.from_environ({**variables, CAPTURE_SAMPLE_RATE: "2"})
     assert app.handle(proxy([payment(1)]), None)["statusCode"] == 503
+
+
+def test_sds_serve_captures_into_day_files_and_takes_labels_on_post_events(
+    trained: TrainedModel, tmp_path: Path
+) -> None:
+    # Given what `sds serve --env dev` builds: the pinned app, capturing into dev's folder
+    from sds.kernel.lock import Pin, write_pin
+    from sds.ops.capture_store import CaptureFiles, LabelFiles
+    from sds.ops.local_api import PinnedApps
+    from training.capture_data import Window, read_served
+
+    lock = tmp_path / "models.lock.json"
+    version = trained.version
+    write_pin(lock, model="fraud", env="dev", pin=Pin(version.number, version.sha256))
+    captures, labels = tmp_path / "capture" / "dev", tmp_path / "labels" / "dev"
+    apps = PinnedApps(
+        lock_path=lock,
+        model="fraud",
+        env="dev",
+        registry_uri=trained.registry_uri,
+        max_events=100,
+        max_body_bytes=262_144,
+        feature_store_uri=f"sqlite://{tmp_path / 'features.db'}",
+        capture=CaptureFiles(captures),
+        labels=LabelFiles(labels),
+    )
+    # When two requests are scored and a chargeback arrives on POST /events
+    for start in (0, 3):
+        assert (
+            apps.handle(proxy([payment(i) for i in range(start, start + 3)]))["statusCode"] == 200
+        )
+    label = {
+        "type": "label",
+        "event_id": "evt-4",
+        "is_fraud": True,
+        "labelled_at": "2026-03-20T00:00:00Z",
+        "source": "chargeback",
+    }
+    events = {**proxy([]), "path": "/events", "body": json.dumps({"events": [label]})}
+    answer = apps.handle(events)
+    assert answer["statusCode"] == 202 and json.loads(answer["body"])["labels"] == 1
+    # Then the captures are one file of the day, a line per payment, in the contract's schema
+    (file,) = captures.rglob("*.jsonl")
+    assert file.parent.name == partition(time.time_ns() // 1000)
+    assert [parse(json.loads(line)).event_id for line in file.read_text().splitlines()] == [
+        f"evt-{i}" for i in range(6)
+    ]
+    # and training from capture reads them back joined with the label
+    served = read_served(
+        str(captures),
+        str(labels),
+        env="dev",
+        window=Window(
+            since_us=1_772_323_200_000_000,
+            until_us=1_772_323_200_000_000 + 86_400_000_000,
+            as_of_us=1_772_323_200_000_000 + 40 * 86_400_000_000,
+            maturity_days=30,
+        ),
+    )
+    assert served.event_ids == [f"evt-{i}" for i in range(6)]
+    assert served.labels.tolist() == [False, False, False, False, True, False]
+    # And a batch with a bad label stores nothing
+    bad = {**events, "body": json.dumps({"events": [label, {**label, "is_fraud": "yes"}]})}
+    assert apps.handle(bad)["statusCode"] == 400
+    assert len(list(labels.rglob("*.jsonl"))) == 1
