@@ -5,9 +5,14 @@ Generates account activity (logins and payments), trains two versions with diffe
 over real HTTP through the real handler, streams a burst of failed logins through `POST /events`
 and shows the next payment of that account scored higher (the aggregates read from the feature
 store), promotes v2 and shows the served version change, shows a promotion gate refusing, rolls
-back and shows v1 served again. It runs in its own workspace
-(.sds/demo, with its own lock file) so it never touches the project's models.lock.json, and it
-checks what it shows: a step that does not behave as promised fails the demo.
+back and shows v1 served again. Then it closes the loop: it streams new traffic through the same
+API (each payment scored as of its time, the account aggregates read from the feature store),
+every scored payment captured under .sds/demo/capture, ingests the chargebacks and reviews that
+followed as labels, retrains twice from what was served, and shows the must_beat_live gate
+refuse the candidate that does not beat the live model on the same held-out payments and decide
+on the one that might. It runs in its own workspace (.sds/demo, with its own lock file) so it
+never touches the project's models.lock.json, and it checks what it shows: a step that does not
+behave as promised fails the demo.
 """
 
 from __future__ import annotations
@@ -23,10 +28,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from sds.config import MustBeatLive
 from sds.kernel.errors import SdsError
-from sds.kernel.features import format_time
+from sds.kernel.features import format_time, parse_time
+from sds.ops.labels import ingest_labels
 from sds.ops.local_api import LocalApi, PinnedApps
 from sds.ops.promotion import GateFailure, history, promote, rollback
+from sds.ops.traffic import replay
 from sds.ops.workspace import Workspace
 from training.data import write_jsonl
 from training.synthetic import LABEL, generate_activity
@@ -169,6 +177,192 @@ def _show_event_path(url: str) -> tuple[float, float]:
     return before, after
 
 
+DAY_US = 86_400_000_000
+# Where `sds monitor` (issue 15, item 6) will write its HTML report of the demo's captures; until
+# it exists there is nothing to point at, and the demo says nothing about a report.
+MONITOR_REPORT: Path | None = None
+
+
+def monitor_report(ws: Workspace, env: str) -> Path | None:
+    """The monitor's HTML report of `env`'s captures, once `sds monitor` writes one (the hook the
+    monitor fills in); None until then."""
+    return None if MONITOR_REPORT is None else ws.home / MONITOR_REPORT / env
+
+
+def chargebacks(traffic: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The labels that follow the traffic: a chargeback for each fraud, 5 to 44 days after the
+    payment (some arrive after the retraining, as in life), and a review's verdict on every
+    fiftieth legitimate payment, the next day."""
+    labels = []
+    for number, event in enumerate(e for e in traffic if e["type"] == "payment"):
+        at = parse_time(event["occurred_at"])
+        if event[LABEL]:
+            delay, source = 5 + number % 40, "chargeback"
+        elif number % 50 == 0:
+            delay, source = 1, "review"
+        else:
+            continue
+        labels.append(
+            {
+                "type": "label",
+                "event_id": event["event_id"],
+                "is_fraud": bool(event[LABEL]),
+                "labelled_at": format_time(at + delay * DAY_US),
+                "source": source,
+            }
+        )
+    return labels
+
+
+def _day(micros: int) -> str:
+    return format_time(micros)[:10]
+
+
+def _show_capture_loop(
+    ws: Workspace, env: str, url: str, apps: PinnedApps, *, payments: int, live: int
+) -> dict[str, Any]:
+    """Stream new traffic, label it, retrain from it twice and let must_beat_live decide."""
+    home = ws.home
+    traffic = generate_activity(payments, seed=8)
+    logins = sum(1 for e in traffic if e["type"] == "login")
+    assert apps.online is not None
+    _cmd(
+        f"stream {payments} new payments ({logins} logins around them) through POST "
+        f"{url}/predict, each scored as of its time"
+    )
+    started = time.monotonic()
+
+    def score(batch: list[dict[str, Any]]) -> None:
+        status, body, _ = _post(url, "/predict", batch)
+        if status != 200:
+            raise DemoFailure(f"POST /predict: HTTP {status} {body}")
+
+    streamed = replay(traffic, score=score, online=apps.online)
+    seconds = time.monotonic() - started
+    files = sorted(ws.capture_dir(env).rglob("*.jsonl"))
+    records = [json.loads(line) for f in files for line in f.read_text().splitlines()]
+    traffic_ids = {e["event_id"] for e in traffic if e["type"] == "payment"}
+    captured = [r for r in records if r["event_id"] in traffic_ids]
+    if len(captured) != payments:
+        raise DemoFailure(f"{payments} payments scored, {len(captured)} captured")
+    _say(
+        f"  {streamed.payments} payments scored in {streamed.requests} requests "
+        f"({seconds:.1f} s), the account aggregates folded from {streamed.events} events"
+    )
+    _say(f"  captured: {len(captured)} records in {files[-1].relative_to(home.parent)}")
+    sample = captured[-1]
+    _say(
+        f"  one record: event {sample['event_id']}, model v{sample['model']['version']}, "
+        f"score {sample['score']:.4f}, decision {sample['decision']}, "
+        f"{len(sample['features'])} features as scored, the raw event, request "
+        f"{str(sample['request_id'])[:8]}..."
+    )
+
+    labels = chargebacks(traffic)
+    path = home / "data" / "labels.jsonl"
+    write_jsonl(labels, path)
+    _cmd(f"sds label {path} --env {env}   # chargebacks and reviews, as they came in")
+    stored = ingest_labels(ws, env, str(path))
+    _say(
+        f"{env}: {stored.stored} labels stored ({stored.fraud} fraud, "
+        f"{stored.stored - stored.fraud} legitimate)"
+    )
+
+    times = sorted(parse_time(e["occurred_at"]) for e in traffic)
+    since, until = _day(times[0]), _day(times[-1] + DAY_US)
+    # The retraining happens three weeks after the traffic ends: the payments of its last ten
+    # days are younger than the 30-day maturity window, and some chargebacks have not come yet.
+    as_of = _day(times[-1] + 20 * DAY_US)
+    maturity = ws.config.env(env).labels.maturity_days
+    gated = _with_must_beat_live(ws, env)
+    gate = gated.config.env(env).gates.must_beat_live
+    assert gate is not None
+    from training.from_capture import STEPS as CAPTURE_STEPS
+    from training.from_capture import make_window, train_from_capture
+    from training.train import Progress, TrainParams
+
+    candidates = {}
+    for label, params in (
+        ("retrained", TrainParams(max_iter=120, max_leaf_nodes=15, learning_rate=0.08)),
+        ("underfit", TrainParams(max_iter=1, max_leaf_nodes=2, learning_rate=0.1)),
+    ):
+        _cmd(
+            f"sds train --from-capture --env {env} --since {since} --until {until} --as-of "
+            f"{as_of} --max-iter {params.max_iter} --max-leaf-nodes {params.max_leaf_nodes} "
+            f"--reason '{label} on served traffic'"
+        )
+        window = make_window(
+            since=since,
+            until=until,
+            as_of=as_of,
+            window_days=90,
+            maturity_days=maturity,
+            unlabelled=ws.config.env(env).labels.unlabelled,
+            now_us=times[-1],
+        )
+        version = train_from_capture(
+            captures=ws.captures_uri(env),
+            labels=ws.labels_uri(env),
+            env=env,
+            window=window,
+            holdout_days=ws.config.env(env).infra.training.holdout_days,
+            registry=ws.registry(env),
+            params=params,
+            actor=ws.actor,
+            reason=f"demo: {label} on served traffic",
+            progress=Progress(CAPTURE_STEPS),
+        )
+        counts = version.manifest["data"]["counts"]
+        (served,) = [s for s in version.manifest["comparison"]["served"] if s["version"] == live]
+        _say(
+            f"registered version {version.number}: trained on {version.manifest['data']['payments']} "
+            f"matured payments ({counts['young']} younger than {maturity} days left out, "
+            f"{counts['unlabelled_as_legitimate']} without a label counted legitimate)"
+        )
+        if served["live"] is None:
+            raise DemoFailure(f"v{live} could not be compared: {served['reason']}")
+        _say(
+            f"  on the {served['events']} held-out payments v{live} served: "
+            f"{gate.metric} {served['candidate'][gate.metric]:.4f} vs "
+            f"{served['live'][gate.metric]:.4f} for v{live}"
+        )
+        candidates[label] = version.number
+
+    decisions: dict[str, bool] = {}
+    for label in ("underfit", "retrained"):
+        number = candidates[label]
+        _cmd(f"sds promote {number} --to {env} --reason '{label} on served traffic'")
+        try:
+            change = promote(gated, to_env=env, version=number, reason=f"demo: {label}")
+        except GateFailure as refused:
+            _say(f"refused: {refused}")
+            decisions[label] = False
+            continue
+        decisions[label] = True
+        _say(f"{env}: version {change.previous} -> version {change.version}")
+        for result in change.gates:
+            _say(f"  gate {result.gate}: passed ({result.detail})")
+        _show_predictions(url, number)
+    if decisions["underfit"]:
+        raise DemoFailure("must_beat_live let through a model that does not beat the live one")
+    return {
+        "traffic": streamed.to_dict() | {"captured": len(captured), "seconds": round(seconds, 2)},
+        "labels": stored.to_dict(),
+        "candidates": candidates,
+        "promoted": decisions,
+    }
+
+
+def _with_must_beat_live(ws: Workspace, env: str) -> Workspace:
+    """The workspace with `env` gated by must_beat_live (as prod is in cdk.json), if it is not."""
+    config = ws.config.env(env)
+    if config.gates.must_beat_live is not None:
+        return ws
+    gates = dataclasses.replace(config.gates, must_beat_live=MustBeatLive())
+    environments = {**ws.config.environments, env: dataclasses.replace(config, gates=gates)}
+    return dataclasses.replace(ws, config=dataclasses.replace(ws.config, environments=environments))
+
+
 def run_demo(
     project: Workspace, *, events: int = 60_000, keep: bool = False, as_json: bool = False
 ) -> int:
@@ -286,6 +480,16 @@ def _run(project: Workspace, *, events: int, keep: bool, report: dict[str, Any])
             _cmd(f"curl -s -X POST {api.url}/predict ...")
             timings["switch to v1 seen by the API"] = _show_predictions(api.url, v1)
 
+            _say(
+                f"\nthe loop: {env} now gates promotions with must_beat_live "
+                "(pr_auc, margin 0), as prod does in cdk.json"
+            )
+            t0 = time.monotonic()
+            loop = _show_capture_loop(
+                ws, env, api.url, apps, payments=max(events // 3, 6000), live=v1
+            )
+            timings["capture loop (stream, label, retrain x2)"] = time.monotonic() - t0
+
         _cmd(f"sds history --env {env}")
         for event in history(ws, env):
             _say(
@@ -295,15 +499,30 @@ def _run(project: Workspace, *, events: int, keep: bool, report: dict[str, Any])
         _say("\nsummary")
         _say(f"  versions trained        {v1}, {v2}")
         _say(f"  served after promote    v{v1} -> v{v2} -> v{v1} (after rollback)")
+        promoted = [n for label, n in loop["candidates"].items() if loop["promoted"][label]]
+        _say(
+            f"  from capture            {loop['traffic']['captured']} payments captured, "
+            f"{loop['labels']['stored']} labels; v{loop['candidates']['underfit']} refused by "
+            "must_beat_live" + (f", v{promoted[0]} promoted" if promoted else ", nothing promoted")
+        )
         for name, seconds in timings.items():
             _say(f"  {name:<30} {seconds * 1000:8.0f} ms")
         _say(f"  total                          {time.monotonic() - started:8.1f} s")
+        report_path = monitor_report(ws, env)
+        if report_path is not None:
+            _say(f"  monitor report          {report_path}")
+        where = ws.capture_dir(env)
+        _say(
+            f"  captures                {where}"
+            + ("" if keep else " (removed with the demo; --keep keeps them)")
+        )
         _say("\nnext: make test; see README.md for deploying, diffing and rolling back on AWS")
         report.update(
             ok=True,
             env=env,
             versions=[v1, v2],
             served=[v1, v2, v1],
+            capture=loop,
             failed_login_burst={"before": burst[0], "after": burst[1]},
             timings_ms={name: round(seconds * 1000, 1) for name, seconds in timings.items()},
             total_s=round(time.monotonic() - started, 2),

@@ -1,6 +1,10 @@
-"""`make demo` runs `sds demo`: it must pass on its own and prove the served version changes."""
+"""`make demo` runs `sds demo`: it must pass on its own, prove the served version changes, and
+close the loop: traffic captured, labels ingested, retraining from capture, must_beat_live
+deciding."""
 
 from __future__ import annotations
+
+import re
 
 from tests.e2e.cli_project import Project
 
@@ -12,6 +16,13 @@ def test_demo_trains_promotes_serves_and_rolls_back(trained_project: Project) ->
     assert out.index("X-Model-Version: 2") < out.rindex("X-Model-Version: 1")
     assert "refused: version 2 may not go to prod" in out
     assert "served after promote    v1 -> v2 -> v1" in out
+    # The loop: every streamed payment captured, labels stored, two retrainings from capture,
+    # and the one that does not beat the live model refused by must_beat_live
+    assert "captured: 6000 records in demo/capture/dev/dt=" in out
+    assert re.search(r"dev: \d+ labels stored \(\d+ fraud, \d+ legitimate\)", out)
+    assert out.count("sds train --from-capture --env dev") == 2
+    assert re.search(r"refused: version \d+ may not go to dev: must_beat_live: pr_auc", out)
+    assert re.search(r"from capture +6000 payments captured, \d+ labels; v\d+ refused", out)
     # The demo works in its own workspace: the project's lock file is untouched.
     assert not (trained_project.path / "models.lock.json").exists()
     assert not (trained_project.path / ".sds" / "demo").exists()
