@@ -199,6 +199,9 @@ def test_only_the_promoter_policy_moves_aliases_and_switches_the_lambda_alias(
                 and "/registry/" not in r
                 # the batch runs' outputs, in the training-data bucket (no alias is there)
                 and r != _batch_output(audited_app, statement.env)
+                # the captures bucket's prefixes (Firehose's deliveries and its access logs)
+                and "/captures/" not in r
+                and "/labels/" not in r
             )
             for r in rendered(statement)
         )
