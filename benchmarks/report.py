@@ -81,14 +81,17 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         )
     capture = results.get("capture")
     if capture:
-        targets.append(
-            _target(
-                "capture, in-process cost per event (1-event request, p50)",
-                capture["single"]["capture_per_event_us"]["p50"],
-                capture["target_us_per_event"],
-                "us",
+        # In the warm handler: its p50 with capture minus without, per event (capture alone,
+        # in a tight loop with its code and data hot, is in the JSON and is lower).
+        for label, size in (("single", "1-event"), ("batch100", "100-event")):
+            targets.append(
+                _target(
+                    f"capture, cost per event in the warm handler ({size} requests, p50)",
+                    capture[label]["handler_difference_per_event_us"]["median"],
+                    capture["target_us_per_event"],
+                    "us",
+                )
             )
-        )
     bundle = results.get("bundle")
     if bundle:
         targets.append(
