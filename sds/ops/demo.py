@@ -354,7 +354,7 @@ def _show_capture_loop(
 
 
 def _with_must_beat_live(ws: Workspace, env: str) -> Workspace:
-    """The workspace with `env` gated by must_beat_live (as prod is in cdk.json), if it is not."""
+    """The workspace with `env` gated by must_beat_live (opt-in in cdk.json), if it is not."""
     config = ws.config.env(env)
     if config.gates.must_beat_live is not None:
         return ws
@@ -482,7 +482,7 @@ def _run(project: Workspace, *, events: int, keep: bool, report: dict[str, Any])
 
             _say(
                 f"\nthe loop: {env} now gates promotions with must_beat_live "
-                "(pr_auc, margin 0), as prod does in cdk.json"
+                "(pr_auc, margin 0), as gates.must_beat_live in cdk.json would"
             )
             t0 = time.monotonic()
             loop = _show_capture_loop(

@@ -37,7 +37,7 @@ WINDOW = Window(
 
 @pytest.fixture
 def ws(tmp_path: Path) -> Workspace:
-    # dev gated as prod is in cdk.json: beat the live model's PR AUC
+    # dev gated with must_beat_live (opt-in): beat the live model's PR AUC
     context = json.loads((ROOT / "cdk.json").read_text())
     dev = context["context"]["environments"]["dev"]
     dev["gates"]["must_beat_live"] = {"metric": "pr_auc", "margin": 0.0}
@@ -170,9 +170,17 @@ def _without_gate(ws: Workspace) -> Workspace:
     return dataclasses.replace(ws, config=dataclasses.replace(ws.config, environments=environments))
 
 
-def test_cdk_json_gates_prod_with_must_beat_live() -> None:
-    # The committed configuration: prod's promotions must beat what prod serves
-    from sds.config import load_project
+def test_must_beat_live_is_read_from_config_and_a_bad_metric_is_named() -> None:
+    from sds.config import ConfigError, parse_project
 
-    prod = load_project(ROOT / "cdk.json").env("prod")
-    assert prod.gates.must_beat_live == MustBeatLive(metric="pr_auc", margin=0.0)
+    context = json.loads((ROOT / "cdk.json").read_text())["context"]
+    # Opt-in: the committed environments promote without it
+    assert all(e.gates.must_beat_live is None for e in parse_project(context).environments.values())
+    gates = context["environments"]["prod"]["gates"]
+    gates["must_beat_live"] = {"metric": "brier_score", "margin": 0.01}
+    prod = parse_project(context).env("prod")
+    assert prod.gates.must_beat_live == MustBeatLive(metric="brier_score", margin=0.01)
+    assert not prod.gates.must_beat_live.higher_is_better
+    gates["must_beat_live"] = {"metric": "accuracy"}
+    with pytest.raises(ConfigError, match=r"must_beat_live\.metric: must be one of roc_auc"):
+        parse_project(context)
