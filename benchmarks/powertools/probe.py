@@ -87,6 +87,8 @@ def cloudwatch_metrics(printed: str) -> list[dict[str, Any]]:
     out = []
     for line in printed.splitlines():
         document = json.loads(line)
+        if "_aws" not in document:  # a capture record (sds.kernel.capture), not a metric
+            continue
         for directive in document["_aws"]["CloudWatchMetrics"]:
             names = sorted({name for group in directive["Dimensions"] for name in group})
             for metric in directive["Metrics"]:

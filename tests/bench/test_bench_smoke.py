@@ -115,3 +115,12 @@ def test_quick_run_writes_results_with_sane_figures(tmp_path: Path) -> None:
     judged = {t["target"] for t in results["targets"]}
     assert {"cold start, ours / baseline", "bundle unzipped, ours"} <= judged
     assert all(isinstance(t["met"], bool) for t in results["targets"])
+
+    # And capture was measured in the handler, and priced per million predictions
+    capture = results["capture"]
+    for label in ("single", "batch100"):
+        assert 0 < capture[label]["capture_per_event_us"]["p50"] < 1e4
+        assert len(capture[label]["handler_difference_per_event_us"]["blocks"]) == 2
+    assert 100 < capture["record"]["mean_bytes"] < 10_000
+    assert 0 < capture["cost_per_million_usd"]["total"] < 100
+    assert "capture, cost per event in the warm handler (1-event requests, p50)" in judged
