@@ -461,6 +461,12 @@ class TrainingSettings:
             "must be between 0.001 and 1 (1 keeps every payment)",
         )
         _require(self.source in self.SOURCES, "source", "must be history or capture")
+        _require(
+            self.source == "history" or self.negative_rate == 1,
+            "negative_rate",
+            "applies to training from history only (training from capture weights what was "
+            "sampled at capture instead)",
+        )
         _require(self.window_days >= 1, "window_days", "must be >= 1")
         _require(
             1 <= self.holdout_days < self.window_days,

@@ -2,13 +2,14 @@
 
 The activity bus with its archive (`stacks/components/activity_bus.py`), the rule, queue,
 dead-letter queue and updater function that fold events into the feature table
-(`stacks/components/feature_updater.py`), the producer and replay managed policies, and the
+(`stacks/components/feature_updater.py`), the delivery of label events to the captures bucket
+(`stacks/components/label_delivery.py`), the producer and replay managed policies, and the
 discovery parameters of the bus, its archive and the rule. The table itself is stateful and lives
 in the Registry stack; this stack reads it from the Registry stack's outputs (weak references, as
 the Inference stack does), and sends its dead-letter alarm to the Inference stack's alarm topics,
 so it deploys after both: Registry, Inference, Features.
 
-`bus` is the activity bus: other rules (labels, captures) attach to it from outside.
+`bus` is the activity bus: other rules may attach to it from outside.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sds.kernel.discovery import FEATURES_STACK
 from stacks.components.activity_bus import ActivityBus
 from stacks.components.discovery import publish_discovery
 from stacks.components.feature_updater import FeatureUpdater
+from stacks.components.label_delivery import LabelDelivery
 from stacks.components.registry_reference import reference_registry
 from stacks.components.replay_policy import ReplayPolicy
 from stacks.config import FeatureSettings, LogSettings
@@ -72,6 +74,16 @@ class FeaturesStack(cdk.Stack):
             topics=inference_stack.alarm_topics,
         )
         replay = ReplayPolicy(self, "Replay", environment=environment, archive=activity.archive)
+        # Label events (chargebacks, reviews) share the bus; they land next to the captures.
+        self.labels = LabelDelivery(
+            self,
+            "Labels",
+            environment=environment,
+            bus=activity.bus,
+            bucket=stateful.captures,
+            key=stateful.key,
+            logs_settings=logs,
+        )
         self.bus = activity.bus
         self.archive = activity.archive
         self.rule = updater.rule

@@ -28,8 +28,8 @@ from stacks.components.safe_deployment import SafeDeployment
 from stacks.config import (
     AlarmSettings,
     ApiSettings,
-    CrossAccountPromotion,
     CaptureSettings,
+    CrossAccountPromotion,
     DeploymentSettings,
     LambdaSettings,
     LogSettings,

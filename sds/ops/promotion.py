@@ -14,8 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sds.kernel.behaviour import expected_alert_rate
 from sds.config import MustBeatLive
+from sds.kernel.behaviour import expected_alert_rate
 from sds.kernel.comparison import Comparison, ComparisonError
 from sds.kernel.errors import Refused, SdsError
 from sds.kernel.lock import Pin, sync_pin

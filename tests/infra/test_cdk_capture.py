@@ -19,8 +19,12 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from aws_cdk.assertions import Template
 from cdk_nag import AwsSolutionsChecks, ServerlessChecks
-from conftest import VARIANT, SynthesizedApp
-from infra_helpers import (
+
+from sds.kernel.capture import SUBSCRIPTION_FILTER
+from stacks.components.label_delivery import LabelDelivery
+from stacks.components.nag import recording_only
+from stacks.config import LogSettings
+from tests.infra.infra_helpers import (
     actions_of,
     model_function,
     one,
@@ -28,11 +32,7 @@ from infra_helpers import (
     resources,
     role_statements,
 )
-
-from sds.kernel.capture import SUBSCRIPTION_FILTER
-from stacks.components.label_delivery import LabelDelivery
-from stacks.components.nag import recording_only
-from stacks.config import LogSettings
+from tests.infra.synth import VARIANT, SynthesizedApp
 
 CAPTURES_BUCKET_LOGICAL_ID = "CapturesBucketA18E2F11"
 

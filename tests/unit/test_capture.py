@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from trained_model import TrainedModel
 
 from lambdas.inference.app import InferenceApp
 from sds.kernel.aggregates import NAMES as AGGREGATES
@@ -40,6 +39,7 @@ from sds.kernel.settings import (
     SettingsError,
     function_environment,
 )
+from tests.support.trained_model import TrainedModel
 
 NOW = "2026-03-01T12:00:00Z"
 

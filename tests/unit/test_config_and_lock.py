@@ -152,6 +152,10 @@ def test_a_fourth_environment_is_config_only() -> None:
             {"infra": {"training": {"negative_rate": 0}}},
             "environments.dev.infra.training.negative_rate: must be between 0.001 and 1",
         ),
+        (
+            {"infra": {"training": {"source": "capture", "negative_rate": 0.1}}},
+            "environments.dev.infra.training.negative_rate: applies to training from history only",
+        ),
     ],
 )
 def test_invalid_settings_name_the_key(change: dict[str, object], message: str) -> None:

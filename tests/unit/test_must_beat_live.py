@@ -15,12 +15,19 @@ import json
 from pathlib import Path
 
 import pytest
-from served_traffic import DAY_US, JAN_1, chargebacks, traffic, write_captures, write_labels
 
 from sds.config import MustBeatLive
 from sds.kernel.registry import Version
 from sds.ops.promotion import GateFailure, must_beat_live, promote
 from sds.ops.workspace import Workspace
+from tests.unit.served_traffic import (
+    DAY_US,
+    JAN_1,
+    chargebacks,
+    traffic,
+    write_captures,
+    write_labels,
+)
 from training.capture_data import Window
 from training.from_capture import train_from_capture
 from training.params import TrainParams

@@ -105,3 +105,29 @@ def test_a_sampled_training_run_records_the_sampling_and_reports_the_whole_histo
 def test_a_negative_rate_outside_the_range_is_refused_by_name(rate: float) -> None:
     with pytest.raises(ValueError, match=r"negative_rate must be between 0\.001 and 1"):
         TrainParams(negative_rate=rate)
+
+
+def test_the_fargate_task_samples_as_its_environment_says() -> None:
+    from stacks.components.training_job import training_command
+
+    # Given the task's command for an environment that samples and for one that does not
+    def command(rate: float) -> list[str]:
+        return training_command(
+            bucket_name="registry",
+            data_bucket_name="data",
+            model_name="fraud",
+            data_prefix="training-data/",
+            negative_rate=rate,
+        )
+
+    # Then only the sampling one passes the flag, with the configured rate, as sds train takes it
+    assert command(0.1)[-2:] == ["--negative-rate", "0.1"]
+    assert "--negative-rate" not in command(1.0)
+    assert command(1.0) == [
+        "--registry",
+        "s3://registry",
+        "--model",
+        "fraud",
+        "--data",
+        "s3://data/training-data/",
+    ]

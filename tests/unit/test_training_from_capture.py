@@ -17,7 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from served_traffic import (
+
+from sds.kernel.errors import UsageError
+from sds.kernel.features import format_time
+from sds.kernel.registry import open_registry
+from sds.ops.labels import ingest_labels
+from sds.ops.workspace import Workspace
+from tests.unit.served_traffic import (
     DAY_US,
     JAN_1,
     chargebacks,
@@ -26,12 +32,6 @@ from served_traffic import (
     write_captures,
     write_labels,
 )
-
-from sds.kernel.errors import UsageError
-from sds.kernel.features import format_time
-from sds.kernel.registry import open_registry
-from sds.ops.labels import ingest_labels
-from sds.ops.workspace import Workspace
 from training import train as train_module
 from training.capture_data import Window, read_served
 from training.data import DataError
