@@ -30,6 +30,7 @@ from sds.progress import Progress, human_bytes
 from training import capture_data
 from training.capture_data import DAY_US, Window, parse_moment, read_served
 from training.data import DataError
+from training.drift_reference import holdout_reference
 from training.evaluate import evaluate
 from training.onnx_export import check_parity, to_onnx
 from training.params import TrainParams
@@ -193,6 +194,7 @@ def train_from_capture(
         "code_version": code_version(),
         "serving": {"input": "features", "output": "probabilities", "positive_class": 1},
     }
+    metadata["drift_reference"] = holdout_reference(holdout_x, scores)
     if run_id:
         metadata["run_id"] = run_id
     artifacts = {"model.onnx": onnx_bytes, "model.skops": to_skops(model)}

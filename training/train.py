@@ -41,6 +41,7 @@ from sds.kernel.features import FEATURE_NAMES, feature_schema, featurize_batch
 from sds.kernel.registry import Registry, Version, aws_actor, default_actor, open_registry
 from sds.progress import Progress, human_bytes
 from training.data import History, read_history
+from training.drift_reference import holdout_reference
 from training.evaluate import evaluate
 from training.from_capture import add_capture_arguments, train_from_capture, window_from_args
 from training.onnx_export import check_parity, onnx_scores, to_onnx
@@ -301,6 +302,7 @@ def train(
         "code_version": code_version(),
         "serving": {"input": "features", "output": "probabilities", "positive_class": 1},
     }
+    metadata["drift_reference"] = holdout_reference(holdout_x, scores)
     if run_id:
         metadata["run_id"] = run_id
     artifacts = {"model.onnx": onnx_bytes, "model.skops": to_skops(model)}

@@ -1,0 +1,162 @@
+"""`sds monitor`: the drift report of what an environment served, per model version and day."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from sds.cli.arguments import Commands, env_option, workspace
+from sds.cli.render import fmt, print_json, table
+from sds.config import EnvironmentConfig
+from sds.kernel.errors import UsageError
+
+
+def register(commands: Commands) -> None:
+    parser = commands.add(
+        "monitor",
+        run,
+        "report what an environment served, per model version and day: volume, alert rate, "
+        "score and feature drift (PSI against the training holdout) and, once labels mature, "
+        "precision and recall",
+        [
+            "sds monitor --env dev",
+            "sds monitor --env prod --since 2026-03-01 --until 2026-03-15 --json",
+            "sds monitor --env dev --html drift.html",
+            "sds --aws monitor --env prod --since 2026-03-01",
+        ],
+    )
+    env_option(parser, "--env", default_first=True, help="whose traffic (default: the first)")
+    parser.add_argument(
+        "--since",
+        help="payments received from (a date, 2026-03-01, or an ISO 8601 time; default: 14 "
+        "days before --until)",
+    )
+    parser.add_argument("--until", help="payments received before (default: --as-of)")
+    parser.add_argument(
+        "--as-of",
+        help="labels known by, and maturity measured at, this time (default: now)",
+    )
+    parser.add_argument(
+        "--html",
+        metavar="PATH",
+        help="also write the report as one self-contained HTML page with plots",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from sds.ops.monitor import DEFAULT_DAYS, monitor, registry_manifests
+    from sds.ops.monitor_html import render
+    from training.capture_data import DAY_US, Window, parse_moment
+    from training.data import DataError
+
+    ws = workspace(args)
+    env: EnvironmentConfig = args.env
+    try:
+        as_of = (
+            time.time_ns() // 1000
+            if args.as_of is None
+            else parse_moment(args.as_of, what="--as-of")
+        )
+        until = as_of if args.until is None else parse_moment(args.until, what="--until")
+        since = (
+            until - DEFAULT_DAYS * DAY_US
+            if args.since is None
+            else parse_moment(args.since, what="--since")
+        )
+        window = Window(
+            since_us=since,
+            until_us=until,
+            as_of_us=as_of,
+            maturity_days=env.labels.maturity_days,
+            unlabelled=env.labels.unlabelled,
+        )
+    except DataError as exc:
+        raise UsageError(str(exc)) from None
+    html = Path(args.html) if args.html else None
+    if html is not None and not html.parent.is_dir():
+        raise UsageError(f"--html {args.html}: the folder {html.parent} does not exist")
+    report = monitor(
+        env=env.name,
+        captures=ws.captures_uri(env.name),
+        labels=ws.labels_uri(env.name),
+        window=window,
+        manifests=registry_manifests(ws.registry(env.name)),
+    ).to_dict()
+    if html is not None:
+        temporary = html.with_name(f".{html.name}.tmp")
+        temporary.write_text(render(report), encoding="utf-8")
+        temporary.replace(html)  # a reader never sees half a page
+        report["html"] = str(html.resolve())
+    if args.json:
+        print_json(report)
+        return 0
+    print(_text(report))
+    return 0
+
+
+def _text(report: dict[str, Any]) -> str:
+    window, sources = report["window"], report["sources"]
+    lines = [
+        f"{report['env']}: payments received {window['since']} to {window['until']}, labels as "
+        f"of {window['as_of']} (matured after {window['maturity_days']} days); "
+        f"{sources['records']} capture records"
+        + (
+            f", {sources['duplicates']} repeated event ids counted once"
+            if sources["duplicates"]
+            else ""
+        ),
+        f"PSI: {report['psi']['bins']}; < {report['psi']['stable_below']} stable, "
+        f">= {report['psi']['drift_above']} drift",
+    ]
+    for version in report["versions"]:
+        lines += [
+            "",
+            f"{version['model']} v{version['version']} (sha256 {version['sha256'][:12]}...)",
+        ]
+        if version["reference"]["note"]:
+            lines.append(f"  {version['reference']['note']}")
+        rows = []
+        for day in [*version["days"], {**version["total"], "day": "all"}]:
+            worst = day["max_feature_psi"]
+            labels = day["labels"]
+            label_status = (
+                labels["status"]
+                if labels["status"] == "matured"
+                else f"{labels['status']} (on {labels['matures_on'][:10]})"
+            )
+            rows.append(
+                [
+                    day["day"],
+                    str(day["captured"]),
+                    f"{100 * day['alert_rate']:.2f}%" if day["alert_rate"] is not None else "-",
+                    fmt(day["score_psi"], 3)
+                    + (f" {day['score_drift']}" if day["score_psi"] is not None else ""),
+                    f"{worst['feature']} {worst['psi']:.3f}" if worst else "-",
+                    label_status,
+                    fmt(labels["precision"], 3),
+                    fmt(labels["recall"], 3),
+                ]
+            )
+        lines.append(
+            table(
+                rows,
+                [
+                    "day",
+                    "captured",
+                    "alert rate",
+                    "score PSI",
+                    "worst feature PSI",
+                    "labels",
+                    "precision",
+                    "recall",
+                ],
+            )
+        )
+        drifted = version["total"]["drifted_features"]
+        if drifted:
+            lines.append(f"  drift (PSI >= {report['psi']['drift_above']}): {', '.join(drifted)}")
+    if "html" in report:
+        lines += ["", f"HTML report: {report['html']}"]
+    return "\n".join(lines)

@@ -1,0 +1,242 @@
+"""Drift figures: how served traffic compares with the training holdout, per model version and day.
+
+The contract between training, which stores the holdout's reference distributions in the
+manifest (`reference`), and the readers that compare served traffic with them (`sds monitor`, the
+scheduled monitor function): both here, in pure Python, so the command and the function compute
+the same figures and the function needs no wheel.
+
+Reference (the manifest's `drift_reference`, schema version 1): for the score and for each
+feature, the interior edges of `BINS` quantile bins of the holdout (duplicates dropped: a binary
+feature has one edge, two bins) and the holdout's share of each bin. A value `x` falls in bin
+`bisect_right(edges, x)`: bin 0 is below the first edge, the last bin is at or above the last one.
+Quantile bins put a tenth of the holdout in each bin, so a shift anywhere in the distribution
+moves mass between bins; equal-width bins over a fraud score would put almost every payment in the
+first bin and see nothing.
+
+PSI (population stability index) = sum over bins of (served - reference) * ln(served / reference),
+each share floored at `FLOOR` so an empty bin counts as a small share, not an infinite one. Read it
+as the industry does: below `PSI_STABLE` (0.1) stable, from 0.1 to `PSI_DRIFT` (0.25) a moderate
+shift worth a look, above 0.25 a shift that changes what the model sees. A day with fewer than
+`MIN_EVENTS_FOR_PSI` captured payments gets no PSI: on a handful of payments the figure is noise.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+REFERENCE_KEY = "drift_reference"
+REFERENCE_SCHEMA = 1
+BINS = 10
+FLOOR = 1e-4
+PSI_STABLE = 0.1
+PSI_DRIFT = 0.25
+MIN_EVENTS_FOR_PSI = 100
+BINS_DESCRIPTION = (
+    f"{BINS} quantile bins of the training holdout (fewer where values repeat), shares floored "
+    f"at {FLOOR}"
+)
+
+
+# The reference, built by training from its holdout ------------------------------------------------
+
+
+def quantile_edges(values: Sequence[float], bins: int = BINS) -> list[float]:
+    """The interior edges of `bins` quantile bins of `values`, duplicates dropped, ascending."""
+    ordered = sorted(float(v) for v in values if not math.isnan(v))
+    if not ordered:
+        return []
+    n, low = len(ordered), ordered[0]
+    # Edges strictly above the minimum: an edge at it would leave bin 0 empty by construction.
+    edges = sorted({ordered[min(n - 1, (i * n) // bins)] for i in range(1, bins)} - {low})
+    edges = [e for e in edges if e > low]
+    if not edges and ordered[-1] > low:
+        # A value that is mostly one number (a flag, a count that is mostly zero): two bins, the
+        # number and everything above it.
+        edges = [next(v for v in ordered if v > low)]
+    return edges
+
+
+def histogram(values: Iterable[float], edges: Sequence[float]) -> list[int]:
+    """How many of `values` fall in each of the `len(edges) + 1` bins (NaN in none)."""
+    counts = [0] * (len(edges) + 1)
+    for v in values:
+        if v == v:  # not NaN
+            counts[bisect_right(edges, v)] += 1
+    return counts
+
+
+def proportions(counts: Sequence[int]) -> list[float]:
+    total = sum(counts)
+    return [c / total if total else 0.0 for c in counts]
+
+
+def _distribution(values: Sequence[float]) -> dict[str, Any]:
+    edges = quantile_edges(values)
+    return {"edges": edges, "proportions": proportions(histogram(values, edges))}
+
+
+def reference(
+    features: Sequence[Sequence[float]], scores: Sequence[float], names: Sequence[str]
+) -> dict[str, Any]:
+    """The manifest's `drift_reference` of a holdout: its rows of features (in `names` order)
+    and the model's scores on them."""
+    columns = list(zip(*features, strict=True)) if features else [() for _ in names]
+    if len(columns) != len(names):
+        raise ValueError(f"{len(columns)} feature columns for {len(names)} names")
+    return {
+        "schema_version": REFERENCE_SCHEMA,
+        "bins": BINS_DESCRIPTION,
+        "events": len(scores),
+        "feature_names": list(names),  # the manifest's JSON sorts keys; this keeps the order
+        "score": _distribution([float(s) for s in scores]),
+        "features": {
+            name: _distribution([float(v) for v in column])
+            for name, column in zip(names, columns, strict=True)
+        },
+    }
+
+
+@dataclass(frozen=True)
+class Distribution:
+    edges: tuple[float, ...]
+    proportions: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A manifest's reference, read back and checked."""
+
+    events: int
+    score: Distribution
+    features: Mapping[str, Distribution]
+    feature_names: tuple[str, ...]  # the order of a captured feature vector
+
+
+def _read_distribution(document: Any, where: str) -> Distribution:
+    if not isinstance(document, Mapping):
+        raise ValueError(f"{where}: expected an object")
+    edges, shares = document.get("edges"), document.get("proportions")
+    if not isinstance(edges, list) or not isinstance(shares, list):
+        raise ValueError(f"{where}: expected edges and proportions lists")
+    if len(shares) != len(edges) + 1:
+        raise ValueError(f"{where}: {len(edges)} edges need {len(edges) + 1} proportions")
+    return Distribution(tuple(float(e) for e in edges), tuple(float(p) for p in shares))
+
+
+def read_reference(manifest: Mapping[str, Any]) -> Reference | None:
+    """The manifest's reference, or None for a model trained before training stored one.
+    A reference that is there but malformed raises ValueError naming the part."""
+    document = manifest.get(REFERENCE_KEY)
+    if document is None:
+        return None
+    if not isinstance(document, Mapping):
+        raise ValueError(f"{REFERENCE_KEY}: expected an object")
+    if document.get("schema_version") != REFERENCE_SCHEMA:
+        raise ValueError(
+            f"{REFERENCE_KEY}: schema_version {document.get('schema_version')!r} is not "
+            f"{REFERENCE_SCHEMA} (a newer sds trained the model? upgrade to read it)"
+        )
+    features = document.get("features")
+    names = document.get("feature_names")
+    if not isinstance(features, Mapping) or not isinstance(names, list):
+        raise ValueError(f"{REFERENCE_KEY}: expected features and feature_names")
+    if set(names) != set(features):
+        raise ValueError(f"{REFERENCE_KEY}: feature_names do not name the features")
+    return Reference(
+        events=int(document.get("events", 0)),
+        score=_read_distribution(document.get("score"), f"{REFERENCE_KEY}.score"),
+        features={
+            str(name): _read_distribution(value, f"{REFERENCE_KEY}.features.{name}")
+            for name, value in features.items()
+        },
+        feature_names=tuple(str(n) for n in names),
+    )
+
+
+# Comparing served traffic with it ----------------------------------------------------------------
+
+
+def psi(expected: Sequence[float], actual: Sequence[float]) -> float:
+    """The population stability index of `actual` shares against `expected` ones (same bins)."""
+    if len(expected) != len(actual):
+        raise ValueError(f"{len(expected)} reference bins, {len(actual)} served bins")
+    total = 0.0
+    for e, a in zip(expected, actual, strict=True):
+        e, a = max(e, FLOOR), max(a, FLOOR)
+        total += (a - e) * math.log(a / e)
+    return total
+
+
+def verdict(value: float | None) -> str:
+    """How to read a PSI: stable, moderate or drift (or "-" when there is none)."""
+    if value is None:
+        return "-"
+    if value < PSI_STABLE:
+        return "stable"
+    return "moderate" if value < PSI_DRIFT else "drift"
+
+
+@dataclass
+class Cell:
+    """One model version on one UTC day: what it served, as captured."""
+
+    captured: int = 0
+    served_estimate: float = 0.0  # each record weighs 1 / its sample rate
+    flagged: int = 0
+    score_counts: list[int] | None = None
+    feature_counts: dict[str, list[int]] = field(default_factory=dict)
+    without_features: int = 0
+
+    def add(
+        self,
+        *,
+        score: float,
+        decision: bool,
+        sample_rate: float,
+        features: Sequence[float] | None,
+        reference: Reference | None,
+    ) -> None:
+        self.captured += 1
+        self.served_estimate += 1.0 / sample_rate if sample_rate > 0 else 0.0
+        self.flagged += int(decision)
+        if reference is None:
+            return
+        if self.score_counts is None:
+            self.score_counts = [0] * (len(reference.score.edges) + 1)
+        self.score_counts[bisect_right(reference.score.edges, score)] += 1
+        names = reference.feature_names
+        if features is None or len(features) != len(names):
+            self.without_features += 1
+            return
+        for name, value in zip(names, features, strict=True):
+            distribution = reference.features.get(name)
+            if distribution is None or value != value:
+                continue
+            counts = self.feature_counts.get(name)
+            if counts is None:
+                counts = self.feature_counts[name] = [0] * (len(distribution.edges) + 1)
+            counts[bisect_right(distribution.edges, value)] += 1
+
+    @property
+    def alert_rate(self) -> float | None:
+        return self.flagged / self.captured if self.captured else None
+
+    def score_psi(self, reference: Reference | None) -> float | None:
+        if reference is None or self.score_counts is None or self.captured < MIN_EVENTS_FOR_PSI:
+            return None
+        return psi(reference.score.proportions, proportions(self.score_counts))
+
+    def feature_psi(self, reference: Reference | None) -> dict[str, float]:
+        if reference is None:
+            return {}
+        found: dict[str, float] = {}
+        for name, distribution in reference.features.items():
+            counts = self.feature_counts.get(name)
+            if counts is None or sum(counts) < MIN_EVENTS_FOR_PSI:
+                continue
+            found[name] = psi(distribution.proportions, proportions(counts))
+        return found

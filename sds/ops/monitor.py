@@ -1,0 +1,311 @@
+"""`sds monitor`: the drift report of what an environment served, per model version and UTC day.
+
+It reads the environment's captures (`sds.kernel.capture`, locally `.sds/capture/<env>`, on AWS
+the captures bucket's `captures/` prefix) and its labels, and reports for each model version and
+day it served: volume (captured payments, and the served volume they estimate under sampling),
+alert rate, the score's PSI against the training holdout stored in the version's manifest
+(`sds.kernel.drift`, bins stated in the report), each feature's PSI, and, once the day's payments
+have matured, precision and recall against the labels. Labels and maturity are training's
+(`training.capture_data`): the latest label known at `--as-of` decides, a payment is matured once
+it is older than the environment's `labels.maturity_days`, and a matured payment without a label
+counts as the environment's `labels.unlabelled` policy says.
+
+The report is a JSON document (`REPORT_SCHEMA`; `to_dict` is what `--json` prints and what the
+HTML page is drawn from), so the table, the JSON and the page cannot disagree.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sds.kernel import drift
+from sds.kernel.capture import Capture
+from sds.kernel.features import format_time
+from sds.kernel.registry import Registry, RegistryError
+from training.capture_data import DAY_US, Window, read_labels
+from training.capture_data import _captures as read_captures
+from training.data import DataError
+
+REPORT_SCHEMA = 1
+DEFAULT_DAYS = 14
+
+
+@dataclass
+class _Labels:
+    """Label-based figures of one cell: its matured payments, against what the model decided."""
+
+    payments: int = 0
+    matured: int = 0
+    labelled: int = 0
+    unlabelled_excluded: int = 0
+    true_positives: int = 0
+    false_positives: int = 0
+    false_negatives: int = 0
+    true_negatives: int = 0
+
+    def add(self, *, matured: bool, decision: bool, label: bool | None, unlabelled: str) -> None:
+        self.payments += 1
+        if not matured:
+            return
+        self.matured += 1
+        if label is None:
+            if unlabelled == "exclude":
+                self.unlabelled_excluded += 1
+                return
+            label = False
+        else:
+            self.labelled += 1
+        if decision:
+            if label:
+                self.true_positives += 1
+            else:
+                self.false_positives += 1
+        elif label:
+            self.false_negatives += 1
+        else:
+            self.true_negatives += 1
+
+    def to_dict(self, *, matures_on: str) -> dict[str, Any]:
+        tp, fp, fn = self.true_positives, self.false_positives, self.false_negatives
+        if not self.matured:
+            status = "not yet matured"
+        elif self.matured < self.payments:
+            status = "partly matured"
+        else:
+            status = "matured"
+        return {
+            "status": status,
+            "matures_on": matures_on,
+            "matured": self.matured,
+            "labelled": self.labelled,
+            "unlabelled_excluded": self.unlabelled_excluded,
+            "true_positives": tp,
+            "false_positives": fp,
+            "false_negatives": fn,
+            "true_negatives": self.true_negatives,
+            "precision": tp / (tp + fp) if self.matured and tp + fp else None,
+            "recall": tp / (tp + fn) if self.matured and tp + fn else None,
+        }
+
+
+@dataclass
+class _Figures:
+    cell: drift.Cell = field(default_factory=drift.Cell)
+    labels: _Labels = field(default_factory=_Labels)
+    last_occurred_us: int = 0
+
+
+@dataclass
+class _Model:
+    """One model version as the report knows it: its manifest's reference and expectations."""
+
+    name: str
+    version: int
+    sha256: str
+    reference: drift.Reference | None
+    note: str | None
+    expected_alert_rate: float | None
+    days: dict[str, _Figures] = field(default_factory=dict)
+    total: _Figures = field(default_factory=_Figures)
+
+
+ManifestLookup = Callable[[str, int], Mapping[str, Any] | None]
+
+
+def registry_manifests(registry: Registry) -> ManifestLookup:
+    """Manifests from the environment's registry: the version it served is there (by promotion
+    or registration); None for another model's name or a version it does not hold."""
+
+    def lookup(name: str, version: int) -> Mapping[str, Any] | None:
+        if name != registry.model:
+            return None
+        try:
+            return registry.get_version(version).manifest
+        except RegistryError:
+            return None
+
+    return lookup
+
+
+def _model(name: str, version: int, sha256: str, manifests: ManifestLookup, env: str) -> _Model:
+    manifest = manifests(name, version)
+    reference: drift.Reference | None = None
+    expected = None
+    note: str | None
+    if manifest is None:
+        note = f"{name} version {version} is not in {env}'s registry: no reference to compare with"
+    elif manifest.get("sha256") not in (None, sha256):
+        note = (
+            f"{env}'s registry holds another {name} version {version} (sha256 "
+            f"{str(manifest.get('sha256'))[:12]}..., served {sha256[:12]}...): not compared"
+        )
+    else:
+        metrics = manifest.get("metrics") or {}
+        rate = metrics.get("alert_rate") if isinstance(metrics, Mapping) else None
+        expected = float(rate) if isinstance(rate, (int, float)) else None
+        try:
+            reference = drift.read_reference(manifest)
+        except ValueError as exc:
+            raise DataError(f"{name} version {version}'s manifest: {exc}") from None
+        note = (
+            None
+            if reference is not None
+            else f"version {version} was trained before sds stored the holdout's reference "
+            "distributions in the manifest: no PSI (retrain to get one)"
+        )
+    return _Model(name, version, sha256, reference, note, expected)
+
+
+@dataclass
+class Report:
+    env: str
+    window: Window
+    captures: str
+    labels: str
+    generated_at_us: int
+    counts: dict[str, int]
+    models: list[_Model]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as `--json` prints it (schema `REPORT_SCHEMA`)."""
+        maturity = self.window.maturity_days
+        return {
+            "schema_version": REPORT_SCHEMA,
+            "env": self.env,
+            "generated_at": format_time(self.generated_at_us),
+            "window": self.window.to_dict(),
+            "sources": {"captures": self.captures, "labels": self.labels, **self.counts},
+            "psi": {
+                "bins": drift.BINS_DESCRIPTION,
+                "stable_below": drift.PSI_STABLE,
+                "drift_above": drift.PSI_DRIFT,
+                "min_events": drift.MIN_EVENTS_FOR_PSI,
+            },
+            "versions": [
+                {
+                    "model": m.name,
+                    "version": m.version,
+                    "sha256": m.sha256,
+                    "reference": {
+                        "available": m.reference is not None,
+                        "events": m.reference.events if m.reference else None,
+                        "note": m.note,
+                    },
+                    "expected_alert_rate": m.expected_alert_rate,
+                    "total": _figures(m, m.total, day=None, maturity_days=maturity),
+                    "days": [
+                        _figures(m, m.days[day], day=day, maturity_days=maturity)
+                        for day in sorted(m.days)
+                    ],
+                }
+                for m in self.models
+            ],
+        }
+
+
+def _figures(
+    model: _Model, figures: _Figures, *, day: str | None, maturity_days: int
+) -> dict[str, Any]:
+    cell, reference = figures.cell, model.reference
+    score_psi = cell.score_psi(reference)
+    feature_psi = cell.feature_psi(reference)
+    worst = max(feature_psi.items(), key=lambda kv: kv[1], default=None)
+    matures_on = format_time(figures.last_occurred_us + maturity_days * DAY_US)
+    document: dict[str, Any] = {
+        "captured": cell.captured,
+        "served_estimate": round(cell.served_estimate, 3),
+        "flagged": cell.flagged,
+        "alert_rate": cell.alert_rate,
+        "score_psi": score_psi,
+        "score_drift": drift.verdict(score_psi),
+        "score_histogram": (
+            {
+                "edges": list(reference.score.edges),
+                "reference": list(reference.score.proportions),
+                "served": drift.proportions(cell.score_counts),
+            }
+            if reference is not None and cell.score_counts is not None
+            else None
+        ),
+        "feature_psi": {name: feature_psi[name] for name in sorted(feature_psi)},
+        "max_feature_psi": {"feature": worst[0], "psi": worst[1]} if worst else None,
+        "drifted_features": sorted(n for n, v in feature_psi.items() if v >= drift.PSI_DRIFT),
+        "without_features": cell.without_features,
+        "labels": figures.labels.to_dict(matures_on=matures_on),
+    }
+    if day is not None:
+        document = {"day": day, **document}
+    return document
+
+
+def monitor(
+    *,
+    env: str,
+    captures: str,
+    labels: str,
+    window: Window,
+    manifests: ManifestLookup,
+    now_us: int | None = None,
+) -> Report:
+    """The drift report of the payments `env` served (received) in the window."""
+    first_day = format_time(window.since_us)[:10]
+    counts = dict.fromkeys(("records", "other_env", "outside_window", "duplicates"), 0)
+    chosen: dict[str, Capture] = {}
+    for _, record in read_captures(captures, first_day):
+        counts["records"] += 1
+        if record.env != env:
+            counts["other_env"] += 1
+            continue
+        if not window.since_us <= record.received_at_us < window.until_us:
+            counts["outside_window"] += 1
+            continue
+        known = chosen.get(record.event_id)
+        if known is not None:
+            # A retried request scores an event twice: the first served counts, as in training.
+            counts["duplicates"] += 1
+            if record.received_at_us >= known.received_at_us:
+                continue
+        chosen[record.event_id] = record
+    if not counts["records"]:
+        raise DataError(
+            f"{captures}: no capture records from {first_day} on (serve {env} with capture on: "
+            f"sds serve --env {env}; on AWS the function's captures reach S3 within minutes)"
+        )
+    known_labels = read_labels(
+        labels, first_day=format_time(window.since_us - DAY_US)[:10], as_of_us=window.as_of_us
+    ).by_event
+    models: dict[tuple[str, int, str], _Model] = {}
+    matured_before = window.as_of_us - window.maturity_days * DAY_US
+    for record in sorted(chosen.values(), key=lambda r: (r.received_at_us, r.event_id)):
+        key = (record.model_name, record.model_version, record.model_sha256)
+        model = models.get(key)
+        if model is None:
+            model = models[key] = _model(*key, manifests, env)
+        day = format_time(record.received_at_us)[:10]
+        for figures in (model.days.setdefault(day, _Figures()), model.total):
+            figures.cell.add(
+                score=record.score,
+                decision=record.decision,
+                sample_rate=record.sample_rate,
+                features=record.features,
+                reference=model.reference,
+            )
+            figures.labels.add(
+                matured=record.occurred_at_us < matured_before,
+                decision=record.decision,
+                label=known_labels.get(record.event_id),
+                unlabelled=window.unlabelled,
+            )
+            figures.last_occurred_us = max(figures.last_occurred_us, record.occurred_at_us)
+    return Report(
+        env=env,
+        window=window,
+        captures=captures,
+        labels=labels,
+        generated_at_us=time.time_ns() // 1000 if now_us is None else now_us,
+        counts=counts,
+        models=sorted(models.values(), key=lambda m: (m.name, m.version, m.sha256)),
+    )

@@ -1,0 +1,485 @@
+"""`sds monitor`: the drift report's figures on generated traffic (volume, alert rate, PSI of the
+score and of each feature against the training holdout, precision and recall once labels mature),
+and the report as a table, as JSON with a stable schema, and as a self-contained HTML page."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from sds.cli.main import main
+from sds.kernel import drift
+from sds.kernel.capture import sampled
+from sds.kernel.features import FEATURE_NAMES
+from sds.ops.monitor import monitor
+from tests.unit import drift_traffic as traffic
+from tests.unit.drift_traffic import Payments, day
+from tests.unit.trained_model import TrainedModel
+from training.capture_data import Window
+from training.data import DataError
+
+ROOT = Path(__file__).resolve().parents[2]
+SHA = "a" * 64
+AMOUNT_FEATURES = {"amount_log1p", "amount_usd_log1p", "amount_usd_last_24h"}
+
+
+@pytest.fixture(scope="module")
+def population(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Payments]:
+    """One generated population split in two: the training holdout (even payments) and served
+    traffic (odd ones), as generated and with every amount four times larger."""
+    folder = tmp_path_factory.mktemp("activity")
+    plain = traffic.payments(folder, 5000, seed=3)
+    larger = traffic.payments(folder, 5000, seed=3, amount_factor=4.0)
+    return {
+        "holdout": plain.take(slice(0, None, 2)),
+        "unchanged": plain.take(slice(1, None, 2)),
+        "shifted": larger.take(slice(1, None, 2)),
+    }
+
+
+def window(since: str, until: str, *, as_of: str | None = None, **policy: Any) -> Window:
+    return Window(
+        since_us=day(since),
+        until_us=day(until),
+        as_of_us=day(as_of or until),
+        maturity_days=policy.pop("maturity_days", 30),
+        **policy,
+    )
+
+
+def report(
+    tmp_path: Path, manifests: Mapping[int, Mapping[str, Any] | None], w: Window
+) -> dict[str, Any]:
+    return monitor(
+        env="dev",
+        captures=str(tmp_path / "capture"),
+        labels=str(tmp_path / "labels"),
+        window=w,
+        manifests=lambda name, version: manifests.get(version),
+    ).to_dict()
+
+
+def days_of(document: dict[str, Any], version: int) -> dict[str, dict[str, Any]]:
+    (found,) = [v for v in document["versions"] if v["version"] == version]
+    return {d["day"]: d for d in found["days"]}
+
+
+# Drift ------------------------------------------------------------------------------------------
+
+
+def test_a_shifted_amount_distribution_drifts_the_amount_features_and_the_score_only(
+    tmp_path: Path, population: dict[str, Payments]
+) -> None:
+    # Given version 1 serving its holdout's population on March 1st, and the same payments with
+    # four times larger amounts on March 2nd
+    holdout = population["holdout"]
+    threshold = traffic.threshold_for(holdout, 0.1)
+    for served, when, prefix in (("unchanged", "2026-03-01", ""), ("shifted", "2026-03-02", "s-")):
+        traffic.capture(
+            tmp_path / "capture",
+            population[served],
+            day_us=day(when),
+            version=1,
+            sha256=SHA,
+            threshold=threshold,
+            id_prefix=prefix,
+        )
+    manifest = traffic.manifest(holdout, version=1, sha256=SHA)
+
+    # When the monitor reports both days
+    days = days_of(report(tmp_path, {1: manifest}, window("2026-03-01", "2026-03-03")), 1)
+
+    # Then the unchanged day is stable: the score and every feature under 0.1
+    unchanged = days["2026-03-01"]
+    assert unchanged["score_psi"] < drift.PSI_STABLE
+    assert unchanged["score_drift"] == "stable"
+    assert set(unchanged["feature_psi"]) == set(FEATURE_NAMES)
+    assert max(unchanged["feature_psi"].values()) < drift.PSI_STABLE
+    assert unchanged["drifted_features"] == []
+    # And the shifted day drifts on the amount features and the score, and on nothing else
+    shifted = days["2026-03-02"]
+    assert shifted["score_psi"] > drift.PSI_DRIFT
+    assert shifted["score_drift"] == "drift"
+    assert set(shifted["drifted_features"]) == AMOUNT_FEATURES
+    others = {k: v for k, v in shifted["feature_psi"].items() if k not in AMOUNT_FEATURES}
+    assert max(others.values()) < drift.PSI_STABLE
+    assert shifted["max_feature_psi"]["feature"] in AMOUNT_FEATURES
+    # And the served score histogram is stated against the holdout's bins
+    histogram = shifted["score_histogram"]
+    assert len(histogram["reference"]) == len(histogram["served"]) == len(histogram["edges"]) + 1
+    assert sum(histogram["served"]) == pytest.approx(1.0)
+    assert sum(histogram["served"][-2:]) > 2 * sum(histogram["reference"][-2:])
+
+
+def test_psi_is_zero_for_identical_shares_and_grows_with_the_shift() -> None:
+    # Given a reference of ten equal bins
+    reference = [0.1] * 10
+    # Then the same shares give 0, a small shift a small PSI, a large one a large PSI
+    assert drift.psi(reference, reference) == 0.0
+    small = drift.psi(reference, [0.12] * 5 + [0.08] * 5)
+    large = drift.psi(reference, [0.02] * 5 + [0.18] * 5)
+    assert 0 < small < drift.PSI_STABLE < drift.PSI_DRIFT < large
+    # And an empty served bin counts as a small share, not an infinite PSI
+    assert np.isfinite(drift.psi(reference, [0.0] + [1 / 9] * 9))
+
+
+def test_a_flag_gets_two_bins_and_a_continuous_value_ten_quantile_bins() -> None:
+    # Given a flag that is mostly 0, and a continuous value
+    flag = [0.0] * 97 + [1.0] * 3
+    continuous = [float(i) for i in range(1000)]
+    # Then the flag splits at 1 (0s and 1s apart) and the value at its deciles
+    assert drift.quantile_edges(flag) == [1.0]
+    assert drift.histogram(flag, [1.0]) == [97, 3]
+    edges = drift.quantile_edges(continuous)
+    assert len(edges) == drift.BINS - 1
+    assert drift.histogram(continuous, edges) == [100] * drift.BINS
+
+
+def test_a_malformed_reference_in_a_manifest_is_an_error_naming_the_part() -> None:
+    # Given manifests whose reference is broken in two ways
+    good = drift.reference([[1.0], [2.0]], [0.1, 0.2], ["x"])
+    broken = {**good, "score": {"edges": [0.5], "proportions": [1.0]}}
+    newer = {**good, "schema_version": 2}
+    # Then reading each one names what is wrong; a manifest without one reads as None
+    with pytest.raises(ValueError, match=r"drift_reference\.score: 1 edges need 2 proportions"):
+        drift.read_reference({"drift_reference": broken})
+    with pytest.raises(ValueError, match="schema_version 2"):
+        drift.read_reference({"drift_reference": newer})
+    assert drift.read_reference({"version": 1}) is None
+
+
+# Volume and alert rate --------------------------------------------------------------------------
+
+
+def test_volume_and_alert_rate_are_reported_per_version_and_day(
+    tmp_path: Path, population: dict[str, Payments]
+) -> None:
+    # Given version 1 serving on March 1st and 2nd, version 2 (sampled at half) on March 2nd,
+    # and another environment's captures in the same folder
+    holdout = population["holdout"]
+    served = population["unchanged"]
+    first, second = served.take(slice(0, 1000)), served.take(slice(1000, 2500))
+    low, high = traffic.threshold_for(holdout, 0.05), traffic.threshold_for(holdout, 0.2)
+    captures = tmp_path / "capture"
+    traffic.capture(captures, first, day_us=day("2026-03-01"), version=1, sha256=SHA, threshold=low)
+    traffic.capture(
+        captures, second, day_us=day("2026-03-02"), version=1, sha256=SHA, threshold=low,
+        id_prefix="b-",
+    )  # fmt: skip
+    half = traffic.capture(
+        captures, second, day_us=day("2026-03-02"), version=2, sha256="b" * 64, threshold=high,
+        sample_rate=0.5, id_prefix="c-",
+    )  # fmt: skip
+    traffic.capture(
+        captures, first, day_us=day("2026-03-01"), version=1, sha256=SHA, threshold=low,
+        env="prod", id_prefix="p-",
+    )  # fmt: skip
+    manifests = {
+        1: traffic.manifest(holdout, version=1, sha256=SHA, alert_rate=0.05),
+        2: traffic.manifest(holdout, version=2, sha256="b" * 64, alert_rate=0.2),
+    }
+
+    # When the monitor reports dev
+    document = report(tmp_path, manifests, window("2026-03-01", "2026-03-03"))
+
+    # Then each version's days show what it served, and its alert rate from its own decisions
+    def rate(payments: Payments, threshold: float) -> float:
+        return float(np.mean(np.asarray(payments.scores) >= threshold))
+
+    v1, v2 = days_of(document, 1), days_of(document, 2)
+    assert sorted(v1) == ["2026-03-01", "2026-03-02"] and sorted(v2) == ["2026-03-02"]
+    assert v1["2026-03-01"]["captured"] == 1000
+    assert v1["2026-03-01"]["alert_rate"] == pytest.approx(rate(first, low))
+    assert v1["2026-03-02"]["captured"] == 1500
+    assert v1["2026-03-02"]["alert_rate"] == pytest.approx(rate(second, low))
+    captured = len(half)
+    kept = [e for e in half if sampled(e["event_id"], 0.5)]
+    assert v2["2026-03-02"]["captured"] == len(kept) < captured
+    # And a sampled version's volume is estimated from its rate (each record counts twice)
+    assert v2["2026-03-02"]["served_estimate"] == pytest.approx(2 * len(kept))
+    assert v2["2026-03-02"]["alert_rate"] > v1["2026-03-02"]["alert_rate"]
+    # And the versions' totals and what the manifests expect are there; prod's records are not
+    (first_version,) = [v for v in document["versions"] if v["version"] == 1]
+    assert first_version["total"]["captured"] == 2500
+    assert first_version["expected_alert_rate"] == 0.05
+    assert document["sources"]["other_env"] == 1000
+
+
+def test_a_retried_request_counts_once_and_a_version_without_reference_is_said_not_fatal(
+    tmp_path: Path, population: dict[str, Payments]
+) -> None:
+    # Given version 3, trained before training stored reference distributions, whose payments
+    # were all captured twice (a retried request scores an event twice)
+    served = population["unchanged"].take(slice(0, 300))
+    for _ in range(2):
+        traffic.capture(
+            tmp_path / "capture", served, day_us=day("2026-03-01"), version=3, sha256=SHA,
+            threshold=0.5,
+        )  # fmt: skip
+    manifests = {3: traffic.manifest(None, version=3, sha256=SHA)}
+
+    # When the monitor reports it
+    document = report(tmp_path, manifests, window("2026-03-01", "2026-03-02"))
+
+    # Then each payment counts once, volume and alert rate are there, and PSI is not, with why
+    (version,) = document["versions"]
+    assert document["sources"]["duplicates"] == 300
+    assert version["total"]["captured"] == 300
+    assert version["total"]["alert_rate"] is not None
+    assert version["reference"]["available"] is False
+    assert "trained before" in version["reference"]["note"]
+    assert version["total"]["score_psi"] is None and version["total"]["feature_psi"] == {}
+    assert version["total"]["score_drift"] == "-"
+
+
+def test_a_version_missing_from_the_registry_is_reported_without_psi(
+    tmp_path: Path, population: dict[str, Payments]
+) -> None:
+    # Given captures of a version the environment's registry does not hold
+    traffic.capture(
+        tmp_path / "capture", population["unchanged"].take(slice(0, 200)),
+        day_us=day("2026-03-01"), version=9, sha256=SHA, threshold=0.5,
+    )  # fmt: skip
+    # When the monitor reports it
+    (version,) = report(tmp_path, {}, window("2026-03-01", "2026-03-02"))["versions"]
+    # Then it says where it looked
+    assert version["reference"]["note"] == (
+        "fraud version 9 is not in dev's registry: no reference to compare with"
+    )
+    assert version["total"]["captured"] == 200
+
+
+# Labels -----------------------------------------------------------------------------------------
+
+
+def test_precision_and_recall_appear_once_labels_mature_and_not_before(
+    tmp_path: Path, population: dict[str, Payments]
+) -> None:
+    # Given 1000 payments served on March 1st, and chargebacks on March 10th for the fraud ones
+    holdout = population["holdout"]
+    served = population["unchanged"].take(slice(0, 1000))
+    threshold = traffic.threshold_for(holdout, 0.1)
+    events = traffic.capture(
+        tmp_path / "capture", served, day_us=day("2026-03-01"), version=1, sha256=SHA,
+        threshold=threshold,
+    )  # fmt: skip
+    fraud = [i for i, is_fraud in enumerate(served.labels) if is_fraud]
+    # A flagged payment is fraud too (the rule's best catches), so precision and recall are both
+    # figures that can be checked by hand
+    flagged = [i for i, s in enumerate(served.scores) if s >= threshold]
+    truth = set(fraud) | set(flagged[::3])
+    traffic.label(
+        tmp_path / "labels",
+        [events[i] for i in sorted(truth)],
+        [True] * len(truth),
+        at_us=day("2026-03-10"),
+    )
+    manifests = {1: traffic.manifest(holdout, version=1, sha256=SHA)}
+
+    # When the monitor reports on March 15th (labels 30 days to mature)
+    young = days_of(report(tmp_path, manifests, window("2026-03-01", "2026-03-02",
+                                                      as_of="2026-03-15")), 1)  # fmt: skip
+    # Then the day is not yet matured: no precision, no recall, and when it will be
+    labels = young["2026-03-01"]["labels"]
+    assert labels["status"] == "not yet matured"
+    assert labels["precision"] is None and labels["recall"] is None
+    assert labels["matures_on"].startswith("2026-03-31")
+
+    # When the monitor reports on April 2nd
+    matured = days_of(report(tmp_path, manifests, window("2026-03-01", "2026-03-02",
+                                                        as_of="2026-04-02")), 1)  # fmt: skip
+    # Then precision and recall are the labels' against what the model decided
+    labels = matured["2026-03-01"]["labels"]
+    caught = len(truth & set(flagged))
+    assert labels["status"] == "matured"
+    assert labels["matured"] == 1000 and labels["labelled"] == len(truth)
+    assert labels["precision"] == pytest.approx(caught / len(flagged))
+    assert labels["recall"] == pytest.approx(caught / len(truth))
+
+    # When a later review clears every chargeback, and the environment excludes unlabelled ones
+    traffic.label(
+        tmp_path / "labels",
+        [events[i] for i in sorted(truth)],
+        [False] * len(truth),
+        at_us=day("2026-03-20"),
+    )
+    cleared = days_of(report(tmp_path, manifests, window("2026-03-01", "2026-03-02",
+                                                        as_of="2026-04-02",
+                                                        unlabelled="exclude")), 1)  # fmt: skip
+    # Then the latest label decides (no fraud left: precision 0, no recall) and only labelled
+    # payments count
+    labels = cleared["2026-03-01"]["labels"]
+    assert labels["precision"] == 0.0 and labels["recall"] is None
+    assert labels["unlabelled_excluded"] == 1000 - len(truth)
+
+
+# The command: table, JSON, HTML -----------------------------------------------------------------
+
+REPORT_KEYS = {"schema_version", "env", "generated_at", "window", "sources", "psi", "versions"}
+VERSION_KEYS = {"model", "version", "sha256", "reference", "expected_alert_rate", "total", "days"}
+FIGURE_KEYS = {
+    "captured",
+    "served_estimate",
+    "flagged",
+    "alert_rate",
+    "score_psi",
+    "score_drift",
+    "score_histogram",
+    "feature_psi",
+    "max_feature_psi",
+    "drifted_features",
+    "without_features",
+    "labels",
+}
+LABEL_KEYS = {
+    "status",
+    "matures_on",
+    "matured",
+    "labelled",
+    "unlabelled_excluded",
+    "true_positives",
+    "false_positives",
+    "false_negatives",
+    "true_negatives",
+    "precision",
+    "recall",
+}
+
+
+@pytest.fixture
+def project(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    trained: TrainedModel,
+    population: dict[str, Payments],
+) -> Path:
+    """A project whose dev registry holds the trained version, with two days of its captures."""
+    shutil.copy(ROOT / "cdk.json", tmp_path / "cdk.json")
+    monkeypatch.setenv("SDS_PROJECT_DIR", str(tmp_path))
+    monkeypatch.setenv("SDS_ACTOR", "tester")
+    for name in ("SDS_HOME", "SDS_LOCK_FILE", "SDS_TARGET", "SDS_REGISTRY_DEV"):
+        monkeypatch.delenv(name, raising=False)
+    trained.copy_registry(tmp_path / ".sds" / "registries" / "dev")
+    version = trained.version
+    for when, served in (("2026-03-01", "unchanged"), ("2026-03-02", "shifted")):
+        traffic.capture(
+            tmp_path / ".sds" / "capture" / "dev",
+            population[served].take(slice(0, 400)),
+            day_us=day(when),
+            version=version.number,
+            sha256=version.sha256,
+            threshold=float(version.manifest["decision_threshold"]),
+            id_prefix=when,
+        )
+    return tmp_path
+
+
+def sds(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+WINDOW = ("--since", "2026-03-01", "--until", "2026-03-03", "--as-of", "2026-03-05")
+
+
+def test_the_json_report_has_a_stable_schema(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # When the monitor reports dev as JSON
+    code, out, _ = sds(capsys, "monitor", "--env", "dev", *WINDOW, "--json")
+    document = json.loads(out)
+
+    # Then the document has exactly the keys the schema names, at every level
+    assert code == 0
+    assert set(document) == REPORT_KEYS and document["schema_version"] == 1
+    assert document["psi"] == {
+        "bins": drift.BINS_DESCRIPTION,
+        "stable_below": 0.1,
+        "drift_above": 0.25,
+        "min_events": drift.MIN_EVENTS_FOR_PSI,
+    }
+    assert document["window"]["maturity_days"] == 30
+    (version,) = document["versions"]
+    assert set(version) == VERSION_KEYS
+    assert set(version["total"]) == FIGURE_KEYS
+    assert [d["day"] for d in version["days"]] == ["2026-03-01", "2026-03-02"]
+    for figures in version["days"]:
+        assert set(figures) == FIGURE_KEYS | {"day"}
+        assert set(figures["labels"]) == LABEL_KEYS
+        assert set(figures["feature_psi"]) == set(FEATURE_NAMES)
+    # And the trained model's manifest carried the holdout's reference
+    assert version["reference"]["available"] is True
+    assert version["reference"]["events"] > 0
+
+
+def test_the_table_names_each_version_and_day_and_the_html_page_is_self_contained(
+    project: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # When the monitor reports dev as a table, and writes the HTML page
+    page = tmp_path / "drift.html"
+    code, out, _ = sds(capsys, "monitor", "--env", "dev", *WINDOW, "--html", str(page))
+
+    # Then the table shows each day, its drift and the labels' state, and where the page is
+    assert code == 0
+    assert "2026-03-01" in out and "2026-03-02" in out
+    assert re.search(r"2026-03-02\s+400\s+\S+%\s+\d+\.\d{3} drift", out), out
+    assert "not yet matured (on 2026-04-0" in out
+    assert f"HTML report: {page.resolve()}" in out
+    # And the page has its plots inline and fetches nothing: no script, no link, no URL but the
+    # SVG namespace
+    html = page.read_text()
+    assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
+    assert html.count("<svg") >= 4
+    assert "<script" not in html and "<link" not in html and "<img" not in html
+    urls = set(re.findall(r"https?://[^\s\"'<>]+", html))
+    assert urls == {"http://www.w3.org/2000/svg"}
+    assert "amount_usd_log1p" in html and "score PSI per day" in html
+    assert not list(tmp_path.glob(".drift.html*"))  # no temporary file left
+
+
+def test_monitor_errors_name_the_problem(
+    project: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # When the window is empty, the HTML folder does not exist, or nothing was captured
+    empty = sds(capsys, "monitor", "--env", "dev", "--since", "2026-03-05", "--until", "2026-03-01")
+    folder = sds(capsys, "monitor", "--env", "dev", *WINDOW, "--html", str(tmp_path / "no" / "x"))
+    nothing = sds(capsys, "monitor", "--env", "staging", *WINDOW)
+
+    # Then each is one line naming it: usage errors exit 2, no data exits 1
+    assert empty[0] == 2 and "the window is empty" in empty[2]
+    assert folder[0] == 2 and "does not exist" in folder[2]
+    assert nothing[0] == 1 and "no capture records" in nothing[2]
+    with pytest.raises(DataError, match="no capture records"):
+        monitor(
+            env="dev",
+            captures=str(tmp_path / "nothing"),
+            labels=str(tmp_path / "nothing"),
+            window=window("2026-03-01", "2026-03-02"),
+            manifests=lambda name, version: None,
+        )
+
+
+def test_training_stores_the_holdouts_reference_distributions_in_the_manifest(
+    trained: TrainedModel,
+) -> None:
+    # Given the version the training fixture registered
+    reference = drift.read_reference(trained.version.manifest)
+
+    # Then its manifest holds the score's and every feature's bins and shares, on the holdout
+    assert reference is not None
+    assert reference.events == trained.version.manifest["data"]["holdout_events"]
+    assert reference.feature_names == FEATURE_NAMES
+    assert len(reference.score.edges) == drift.BINS - 1
+    assert sum(reference.score.proportions) == pytest.approx(1.0)
+    for name in FEATURE_NAMES:
+        shares = reference.features[name].proportions
+        assert sum(shares) == pytest.approx(1.0)
