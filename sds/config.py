@@ -8,8 +8,8 @@ An environment's infrastructure settings (`environments.<env>.infra`) are a few 
 and one group per part of the system (`lambda`, `api`, `deployment`, `alarms`, `training`,
 `network`, `registry`, `features`); each construct receives only its group. Besides `gates`,
 `serving` and `infra`, an environment has `capture` (what the handler records of each scored
-payment, and how long it is kept) and `labels` (when a label counts as final for training from
-capture). Each group checks its own keys
+payment, and how long it is kept), `labels` (when a label counts as final for training from
+capture) and `monitor` (the scheduled drift monitor and its alarms). Each group checks its own keys
 and names the one that is wrong. A new key is one field (and its check) in its group; a new group
 is one dataclass and one field of `Infra`.
 """
@@ -216,6 +216,37 @@ class LabelSettings:
             self.unlabelled in self.UNLABELLED,
             "unlabelled",
             f"must be one of {', '.join(self.UNLABELLED)}",
+        )
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    """`monitor`: the drift monitor that runs on AWS on a schedule (`sds.kernel.drift`, the
+    figures `sds monitor` reports), and the alarms on what it publishes."""
+
+    # An EventBridge cron(...) or rate(...) expression; null: no scheduled monitor.
+    schedule: str | None = "cron(0 6 * * ? *)"
+    # Whole UTC days before the run it reports (1: yesterday).
+    days: int = 1
+    # Alarm when any version's score PSI reaches this (0.25: the conventional "drift" line).
+    score_psi_alarm: float = 0.25
+    # Alarm when a version's alert rate leaves this band around the rate its manifest expects.
+    alert_rate_ratio_max: float = 2.0
+    alert_rate_ratio_min: float = 0.5
+
+    def __post_init__(self) -> None:
+        _require(
+            self.schedule is None
+            or (self.schedule.startswith(("cron(", "rate(")) and self.schedule.endswith(")")),
+            "schedule",
+            "must be an EventBridge cron(...) or rate(...) expression, or null",
+        )
+        _require(1 <= self.days <= 31, "days", "must be from 1 to 31")
+        _require(self.score_psi_alarm > 0, "score_psi_alarm", "must be > 0")
+        _require(
+            0 <= self.alert_rate_ratio_min < 1 < self.alert_rate_ratio_max,
+            "alert_rate_ratio_min",
+            "and alert_rate_ratio_max must bracket 1 (min < 1 < max)",
         )
 
 
@@ -780,6 +811,7 @@ class EnvironmentConfig:
     cross_account: CrossAccountPromotion = field(default_factory=CrossAccountPromotion)
     capture: CaptureSettings = field(default_factory=CaptureSettings)
     labels: LabelSettings = field(default_factory=LabelSettings)
+    monitor: MonitorSettings = field(default_factory=MonitorSettings)
 
     @property
     def allocates_versions(self) -> bool:
@@ -808,7 +840,7 @@ class ProjectConfig:
         raise ConfigError("no environment without promote_from: the promotion chain has no start")
 
 
-_ENV_KEYS = {"promote_from", "gates", "serving", "infra", "capture", "labels"}
+_ENV_KEYS = {"promote_from", "gates", "serving", "infra", "capture", "labels", "monitor"}
 
 
 def parse_environment(
@@ -859,6 +891,7 @@ def parse_environment(
         has_training=has_training,
         capture=_build(CaptureSettings, f"{where}.capture", raw.get("capture")),
         labels=_build(LabelSettings, f"{where}.labels", raw.get("labels")),
+        monitor=_build(MonitorSettings, f"{where}.monitor", raw.get("monitor")),
     )
 
 

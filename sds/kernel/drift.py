@@ -240,3 +240,63 @@ class Cell:
                 continue
             found[name] = psi(distribution.proportions, proportions(counts))
         return found
+
+
+# The scheduled monitor function's settings (its Lambda environment) ------------------------------
+
+NAMESPACE = "sds/drift"
+ENVIRONMENT = "SDS_ENVIRONMENT"
+MODEL_NAME = "MODEL_NAME"
+REGISTRY_URI = "REGISTRY_URI"
+CAPTURES_URI = "CAPTURES_URI"
+DAYS = "MONITOR_DAYS"
+_REQUIRED = (ENVIRONMENT, MODEL_NAME, REGISTRY_URI, CAPTURES_URI, DAYS)
+
+
+class MonitorSettingsError(ValueError):
+    """The monitor function's environment is not what `MonitorTarget.to_environ` writes."""
+
+
+@dataclass(frozen=True)
+class MonitorTarget:
+    """What the scheduled monitor function reads: one environment's captures (an s3:// prefix),
+    and its registry for each served version's reference; `days`: how many whole UTC days
+    before the run it reports (1: yesterday)."""
+
+    environment: str
+    model: str
+    registry_uri: str
+    captures_uri: str
+    days: int = 1
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.days <= 31:
+            raise MonitorSettingsError(f"days must be from 1 to 31, got {self.days}")
+
+    def to_environ(self) -> dict[str, str]:
+        """The monitor Lambda's environment variables (values may be CDK tokens)."""
+        return {
+            ENVIRONMENT: self.environment,
+            MODEL_NAME: self.model,
+            REGISTRY_URI: self.registry_uri,
+            CAPTURES_URI: self.captures_uri,
+            DAYS: str(self.days),
+        }
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> MonitorTarget:
+        """Parse what `to_environ` wrote; the error names every missing or invalid variable."""
+        values = {name: environ.get(name, "").strip() for name in _REQUIRED}
+        missing = [name for name, value in values.items() if not value]
+        if missing:
+            raise MonitorSettingsError(f"monitor settings missing: {', '.join(missing)}")
+        days = values[DAYS]
+        if not (days.isascii() and days.isdigit()):
+            raise MonitorSettingsError(f"{DAYS} must be a positive integer, got {days!r}")
+        return cls(
+            environment=values[ENVIRONMENT],
+            model=values[MODEL_NAME],
+            registry_uri=values[REGISTRY_URI],
+            captures_uri=values[CAPTURES_URI],
+            days=int(days),
+        )

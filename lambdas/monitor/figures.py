@@ -1,0 +1,216 @@
+"""The scheduled monitor's work: one environment's served traffic of whole UTC days, read from
+its captures bucket, tallied per model version and day (`sds.kernel.drift`, the same figures
+`sds monitor` reports) and published as CloudWatch metrics in embedded metric format.
+
+Metrics (namespace `sds/drift`, dimensions `Environment` and `Environment, ModelVersion`):
+`Captured` and `Flagged` (counts), `AlertRate`, and, once a version served at least
+`MIN_EVENTS_FOR_PSI` payments that day, `AlertRateRatio` (the alert rate over the one its manifest
+expects), `ScorePSI` and `MaxFeaturePSI` against the training holdout in its manifest. A version
+whose manifest has no reference (trained before training stored one) gets no PSI metric, and the
+summary says so. Labels are not published: precision and recall wait for matured labels, which
+`sds monitor` reports.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sds.kernel import drift
+from sds.kernel.capture import PARTITION_KEY, Capture, CaptureError, parse
+from sds.kernel.features import format_time
+
+DAY_US = 86_400_000_000
+
+# (key, bytes) of the data files under one prefix.
+Reader = Callable[[str], Iterable[tuple[str, bytes]]]
+ManifestLookup = Callable[[str, int], Mapping[str, Any] | None]
+
+
+@dataclass
+class Tally:
+    """One model version on one day."""
+
+    name: str
+    version: int
+    sha256: str
+    day: str
+    reference: drift.Reference | None
+    expected_alert_rate: float | None
+    note: str | None
+    cell: drift.Cell = field(default_factory=drift.Cell)
+
+    def figures(self) -> dict[str, Any]:
+        cell = self.cell
+        rate = cell.alert_rate
+        score_psi = cell.score_psi(self.reference)
+        feature_psi = cell.feature_psi(self.reference)
+        ratio = (
+            rate / self.expected_alert_rate
+            if rate is not None
+            and self.expected_alert_rate
+            and cell.captured >= drift.MIN_EVENTS_FOR_PSI
+            else None
+        )
+        return {
+            "model": self.name,
+            "version": self.version,
+            "day": self.day,
+            "captured": cell.captured,
+            "flagged": cell.flagged,
+            "alert_rate": rate,
+            "alert_rate_ratio": ratio,
+            "score_psi": score_psi,
+            "max_feature_psi": max(feature_psi.values(), default=None),
+            "drifted_features": sorted(k for k, v in feature_psi.items() if v >= drift.PSI_DRIFT),
+            "note": self.note,
+        }
+
+
+def _is_data_file(key: str) -> bool:
+    base = key.rsplit("/", 1)[-1]
+    return not base.startswith(".") and (base.endswith(".jsonl") or base.endswith(".jsonl.gz"))
+
+
+def s3_reader(s3: Any, captures_uri: str) -> Reader:
+    """Reads the data files of one day partition (`dt=YYYY-MM-DD/`) under the captures prefix."""
+    bucket, _, prefix = captures_uri.removeprefix("s3://").partition("/")
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+
+    def read(day: str) -> Iterator[tuple[str, bytes]]:
+        pages = s3.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=f"{prefix}{PARTITION_KEY}={day}/"
+        )
+        for page in pages:
+            for item in page.get("Contents", []):
+                if _is_data_file(item["Key"]):
+                    body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+                    yield f"s3://{bucket}/{item['Key']}", body
+
+    return read
+
+
+def _records(files: Iterable[tuple[str, bytes]], counts: dict[str, int]) -> Iterator[Capture]:
+    for name, raw in files:
+        try:
+            data = gzip.decompress(raw) if name.endswith(".gz") else raw
+        except (OSError, EOFError, zlib.error):
+            counts["unreadable_files"] += 1
+            continue
+        for line in data.splitlines():
+            if not line.strip():
+                continue
+            try:
+                yield parse(json.loads(line))
+            except (ValueError, CaptureError):
+                # One bad line must not hide a day's figures: counted, and in the summary.
+                counts["invalid_records"] += 1
+
+
+def _reference(
+    name: str, version: int, sha256: str, manifests: ManifestLookup
+) -> tuple[drift.Reference | None, float | None, str | None]:
+    manifest = manifests(name, version)
+    if manifest is None or manifest.get("sha256") not in (None, sha256):
+        return None, None, f"{name} version {version} with this sha256 is not in the registry"
+    metrics = manifest.get("metrics") or {}
+    rate = metrics.get("alert_rate") if isinstance(metrics, Mapping) else None
+    expected = float(rate) if isinstance(rate, (int, float)) and rate > 0 else None
+    try:
+        reference = drift.read_reference(manifest)
+    except ValueError as exc:
+        return None, expected, f"version {version}'s reference is unreadable: {exc}"
+    if reference is None:
+        return None, expected, f"version {version} was trained without a reference: no PSI"
+    return reference, expected, None
+
+
+def tally(
+    read: Reader, *, env: str, days: Iterable[str], manifests: ManifestLookup
+) -> tuple[list[Tally], dict[str, int]]:
+    """Each version's figures on each of `days` (YYYY-MM-DD) of `env`'s captures."""
+    counts = dict.fromkeys(
+        ("records", "other_env", "duplicates", "invalid_records", "unreadable_files"), 0
+    )
+    found: dict[tuple[str, int, str, str], Tally] = {}
+    known: dict[tuple[str, int, str], tuple[drift.Reference | None, float | None, str | None]] = {}
+    for day in days:
+        seen: set[str] = set()
+        for record in _records(read(day), counts):
+            counts["records"] += 1
+            if record.env != env:
+                counts["other_env"] += 1
+                continue
+            if record.event_id in seen:
+                counts["duplicates"] += 1
+                continue
+            seen.add(record.event_id)
+            model = (record.model_name, record.model_version, record.model_sha256)
+            if model not in known:
+                known[model] = _reference(*model, manifests)
+            entry = found.get((*model, day))
+            if entry is None:
+                reference, expected, note = known[model]
+                entry = found[(*model, day)] = Tally(*model, day, reference, expected, note)
+            entry.cell.add(
+                score=record.score,
+                decision=record.decision,
+                sample_rate=record.sample_rate,
+                features=record.features,
+                reference=entry.reference,
+            )
+    return sorted(found.values(), key=lambda t: (t.day, t.name, t.version)), counts
+
+
+def days_before(now_us: int, count: int) -> list[str]:
+    """The `count` whole UTC days before the one `now_us` is in, oldest first."""
+    today = now_us - now_us % DAY_US
+    return [format_time(today - i * DAY_US)[:10] for i in range(count, 0, -1)]
+
+
+def emf_documents(
+    env: str, tallies: Iterable[Tally], *, now_ms: int | None = None
+) -> list[dict[str, Any]]:
+    """One embedded-metric-format document per version and day. Timestamped at the run: a
+    datapoint in an already evaluated period would never reach the alarms."""
+    stamp = int(time.time() * 1000) if now_ms is None else now_ms
+    documents = []
+    for entry in tallies:
+        figures = entry.figures()
+        values = {
+            "Captured": (figures["captured"], "Count"),
+            "Flagged": (figures["flagged"], "Count"),
+            "AlertRate": (figures["alert_rate"], "None"),
+            "AlertRateRatio": (figures["alert_rate_ratio"], "None"),
+            "ScorePSI": (figures["score_psi"], "None"),
+            "MaxFeaturePSI": (figures["max_feature_psi"], "None"),
+        }
+        present = {name: pair for name, pair in values.items() if pair[0] is not None}
+        documents.append(
+            {
+                "_aws": {
+                    "Timestamp": stamp,
+                    "CloudWatchMetrics": [
+                        {
+                            "Namespace": drift.NAMESPACE,
+                            "Dimensions": [["Environment"], ["Environment", "ModelVersion"]],
+                            "Metrics": [
+                                {"Name": name, "Unit": unit} for name, (_, unit) in present.items()
+                            ],
+                        }
+                    ],
+                },
+                "Environment": env,
+                "ModelVersion": str(entry.version),
+                "Day": entry.day,
+                "DriftedFeatures": figures["drifted_features"],
+                **{name: value for name, (value, _) in present.items()},
+            }
+        )
+    return documents

@@ -1,0 +1,281 @@
+"""The drift monitor: a small scheduled Lambda that publishes an environment's daily drift figures
+as CloudWatch metrics, and the alarms on them.
+
+An EventBridge schedule (config `monitor.schedule`, daily by default) invokes the function
+(`lambdas/monitor`), which reads the last whole days of the environment's captures
+(`captures/dt=YYYY-MM-DD/` of the captures bucket), each served version's manifest from the
+registry, and prints the figures in embedded metric format (`sds.kernel.drift.NAMESPACE`): no
+API call, no always-on resource. Two alarms watch them, on the `Environment` dimension (the
+largest value any version published): the score's PSI against the training holdout reaching
+`monitor.score_psi_alarm`, and the alert rate leaving the band `monitor.alert_rate_ratio_min` ..
+`max` around the rate the version's manifest expects.
+
+Its role reads the captures prefix and the registry's version manifests, nothing else. The code
+needs the kernel's capture parser, which imports numpy and orjson: `monitor_bundle_spec` is its
+bundle (the kernel, `lambdas/monitor` and those two wheels), built like the inference bundle but
+as its own asset, so an edit to the monitor never publishes an inference version. The stack
+builds it and passes it as `code`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import aws_cdk as cdk
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sns as sns
+from constructs import Construct
+
+from sds.config import MonitorSettings
+from sds.kernel.capture import CAPTURES_PREFIX
+from sds.kernel.drift import NAMESPACE, MonitorTarget
+from stacks.bundling import BundleSpec
+from stacks.components.data_key import READ, key_use
+from stacks.components.nag import acknowledge, acknowledge_wildcard_resource
+from stacks.components.registry_paths import RegistryPaths
+from stacks.components.retention import log_group
+from stacks.config import LogSettings
+
+HANDLER = "lambdas.monitor.handler.lambda_handler"
+PACKAGES = ("sds.kernel", "lambdas.monitor")
+ARCHITECTURE = "arm64"
+_SOURCE_ROOT = Path(__file__).resolve().parents[2]
+
+
+def monitor_bundle_spec(*, python: str, root: Path = _SOURCE_ROOT) -> BundleSpec:
+    """The monitor function's bundle: the kernel, the handler and the wheels the kernel's capture
+    parser imports (`lambdas/monitor/requirements.txt`), for arm64."""
+    return BundleSpec(
+        source_root=root,
+        packages=PACKAGES,
+        requirements=root / "lambdas" / "monitor" / "requirements.txt",
+        architecture=ARCHITECTURE,
+        python=python,
+        build_root=root / "build",
+    )
+
+
+class DriftMonitor(Construct):
+    """The monitor function, its least-privilege role and log group, its schedule and alarms."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        environment: str,
+        model_name: str,
+        captures: s3.IBucket,
+        registry: s3.IBucket,
+        key: kms.IKey | None,
+        code: lambda_.Code,
+        settings: MonitorSettings,
+        logs: LogSettings,
+        topics: Sequence[sns.ITopic] = (),
+    ) -> None:
+        super().__init__(scope, construct_id)
+        target = MonitorTarget(
+            environment=environment,
+            model=model_name,
+            registry_uri=f"s3://{registry.bucket_name}",
+            captures_uri=f"s3://{captures.bucket_name}/{CAPTURES_PREFIX}",
+            days=settings.days,
+        )
+        self.log_group = log_group(self, "Logs", settings=logs)
+        self.role = self._build_role(
+            environment=environment,
+            model_name=model_name,
+            captures=captures,
+            registry=registry,
+            key=key,
+        )
+        self.function = lambda_.Function(
+            self,
+            "Function",
+            description=f"sds {environment}: publishes daily drift figures of served traffic",
+            runtime=lambda_.Runtime.PYTHON_3_12,
+            architecture=lambda_.Architecture.ARM_64,
+            handler=HANDLER,
+            code=code,
+            memory_size=1024,
+            timeout=cdk.Duration.minutes(15),
+            role=self.role,
+            log_group=self.log_group,
+            logging_format=lambda_.LoggingFormat.JSON,
+            tracing=lambda_.Tracing.ACTIVE,
+            environment=target.to_environ(),
+        )
+        self.schedule = (
+            None
+            if settings.schedule is None
+            else self._build_schedule(environment=environment, expression=settings.schedule)
+        )
+        self.alarms = self._build_alarms(environment=environment, settings=settings)
+        for topic in topics:
+            action = cw_actions.SnsAction(topic)
+            for alarm in self.alarms:
+                alarm.add_alarm_action(action)
+                alarm.add_ok_action(action)
+        self._acknowledge()
+
+    def _build_role(
+        self,
+        *,
+        environment: str,
+        model_name: str,
+        captures: s3.IBucket,
+        registry: s3.IBucket,
+        key: kms.IKey | None,
+    ) -> iam.Role:
+        role = iam.Role(
+            self,
+            "Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"sds {environment}: drift monitor (reads captures and manifests only)",
+        )
+        self.log_group.grant_write(role)
+        self._captures = captures.arn_for_objects(f"{CAPTURES_PREFIX}*")
+        self._manifests = registry.arn_for_objects(
+            f"{RegistryPaths(model_name).root}versions/*/manifest.json"
+        )
+        statements = [
+            iam.PolicyStatement(
+                sid="ListCaptures",
+                actions=["s3:ListBucket"],
+                resources=[captures.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{CAPTURES_PREFIX}*"]}},
+            ),
+            iam.PolicyStatement(
+                sid="ReadCaptures", actions=["s3:GetObject"], resources=[self._captures]
+            ),
+            iam.PolicyStatement(
+                sid="ReadManifests", actions=["s3:GetObject"], resources=[self._manifests]
+            ),
+        ]
+        for statement in statements:
+            role.add_to_policy(statement)
+        if key is not None:
+            role.add_to_policy(
+                key_use(
+                    role, sid="DecryptData", key=key, buckets=[captures, registry], actions=READ
+                )
+            )
+        return role
+
+    def _build_schedule(self, *, environment: str, expression: str) -> events.Rule:
+        rule = events.Rule(
+            self,
+            "Schedule",
+            description=f"sds {environment}: publish the drift figures of served traffic",
+            schedule=events.Schedule.expression(expression),
+        )
+        rule.add_target(targets.LambdaFunction(self.function, retry_attempts=2))
+        acknowledge(
+            rule,
+            "Serverless-EventBusDLQ",
+            "An undelivered run loses no data: the captures stay in S3, and the function can be "
+            'invoked with {"day": "YYYY-MM-DD"} to publish that day again.',
+        )
+        return rule
+
+    def _metric(self, name: str, environment: str, statistic: str) -> cloudwatch.Metric:
+        return cloudwatch.Metric(
+            namespace=NAMESPACE,
+            metric_name=name,
+            dimensions_map={"Environment": environment},
+            statistic=statistic,
+            period=cdk.Duration.days(1),
+        )
+
+    def _alarm(
+        self,
+        construct_id: str,
+        *,
+        description: str,
+        metric: cloudwatch.Metric,
+        threshold: float,
+        operator: cloudwatch.ComparisonOperator,
+    ) -> cloudwatch.Alarm:
+        # One datapoint a day: missing data (no traffic, or a version too small to measure) is
+        # not a breach; the function's own Errors metric says whether it ran.
+        return cloudwatch.Alarm(
+            self,
+            construct_id,
+            alarm_description=description,
+            metric=metric,
+            threshold=threshold,
+            comparison_operator=operator,
+            evaluation_periods=1,
+            datapoints_to_alarm=1,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+
+    def _build_alarms(
+        self, *, environment: str, settings: MonitorSettings
+    ) -> list[cloudwatch.Alarm]:
+        operators = cloudwatch.ComparisonOperator
+        return [
+            self._alarm(
+                "ScorePsi",
+                description=f"sds {environment}: a served version's score distribution drifted "
+                f"from its training holdout (PSI >= {settings.score_psi_alarm})",
+                metric=self._metric("ScorePSI", environment, "Maximum"),
+                threshold=settings.score_psi_alarm,
+                operator=operators.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            ),
+            self._alarm(
+                "AlertRateHigh",
+                description=f"sds {environment}: a served version flags more than "
+                f"{settings.alert_rate_ratio_max}x the alert rate its manifest expects",
+                metric=self._metric("AlertRateRatio", environment, "Maximum"),
+                threshold=settings.alert_rate_ratio_max,
+                operator=operators.GREATER_THAN_THRESHOLD,
+            ),
+            self._alarm(
+                "AlertRateLow",
+                description=f"sds {environment}: a served version flags less than "
+                f"{settings.alert_rate_ratio_min}x the alert rate its manifest expects",
+                metric=self._metric("AlertRateRatio", environment, "Minimum"),
+                threshold=settings.alert_rate_ratio_min,
+                operator=operators.LESS_THAN_THRESHOLD,
+            ),
+        ]
+
+    def _acknowledge(self) -> None:
+        acknowledge(
+            self.function,
+            "AwsSolutions-L1",
+            "The monitor runs the serving kernel's capture parser, built and tested for CPython "
+            "3.12 (the inference function's runtime); both move together.",
+        )
+        acknowledge(
+            self.function,
+            "Serverless-LambdaLatestVersion",
+            "Same as AwsSolutions-L1: the kernel it runs targets CPython 3.12 on purpose.",
+        )
+        acknowledge(
+            self.function,
+            "Serverless-LambdaDLQ",
+            "A failed scheduled run loses nothing: the captures stay in S3 and the next run (or "
+            'an invocation with {"day": "YYYY-MM-DD"}) publishes the figures; its Errors metric '
+            "shows the failure.",
+        )
+        acknowledge(
+            self.role,
+            "AwsSolutions-IAM5[Resource::*]",
+            "X-Ray's PutTraceSegments/PutTelemetryRecords do not support resource-level "
+            "permissions; '*' is the only valid resource for active tracing.",
+        )
+        for resource, why in (
+            (self._captures, "the day partitions under captures/ the function reads"),
+            (self._manifests, "the version manifests the function reads references from"),
+        ):
+            acknowledge_wildcard_resource(self.role, resource, f"Scoped to {why}; read only.")
