@@ -1,0 +1,176 @@
+"""The drift report on AWS (moto): `sds --aws monitor` reads the captures bucket SSM names, and
+the scheduled monitor function publishes the same figures as embedded-metric-format lines whose
+values breach the alarms' thresholds on drifted traffic, and only then."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from deployed import ACTOR, Deployed
+
+from lambdas.monitor import handler
+from sds.config import MonitorSettings
+from sds.kernel.drift import NAMESPACE, MonitorTarget
+from sds.kernel.registry import Version
+from tests.unit import drift_traffic as traffic
+from tests.unit.drift_traffic import Payments, day
+
+WINDOW = ("--since", "2026-03-01", "--until", "2026-03-03", "--as-of", "2026-03-05")
+
+
+@pytest.fixture(scope="module")
+def population(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Payments]:
+    folder = tmp_path_factory.mktemp("activity")
+    plain = traffic.payments(folder, 3000, seed=3)
+    larger = traffic.payments(folder, 3000, seed=3, amount_factor=4.0)
+    return {
+        "holdout": plain.take(slice(0, None, 2)),
+        "unchanged": plain.take(slice(1, None, 2)),
+        "shifted": larger.take(slice(1, None, 2)),
+    }
+
+
+@dataclass
+class Served:
+    deployed: Deployed
+    captures_bucket: str
+    version: Version
+    local: Path  # the same captures, as files on this machine
+
+
+@pytest.fixture
+def served(
+    aws: Any,
+    deploy: Callable[..., Deployed],
+    population: dict[str, Payments],
+    tmp_path: Path,
+) -> Served:
+    """dev deployed, a version registered with the holdout's reference, and two days of its
+    captures in the captures bucket (the unchanged day gzip-compressed, as Firehose writes)."""
+    deployed = deploy("dev")
+    holdout = population["holdout"]
+    manifest = traffic.manifest(holdout, version=1, sha256="unused", alert_rate=0.1)
+    version = deployed.registry.register(
+        {"model.onnx": b"onnx", "model.skops": b"skops"},
+        {"metrics": manifest["metrics"], "drift_reference": manifest["drift_reference"]},
+        actor=ACTOR,
+    )
+    local = tmp_path / "capture"
+    for when, kind in (("2026-03-01", "unchanged"), ("2026-03-02", "shifted")):
+        traffic.capture(
+            local,
+            population[kind],
+            day_us=day(when),
+            version=version.number,
+            sha256=version.sha256,
+            threshold=traffic.threshold_for(holdout, 0.1),
+            id_prefix=kind,
+        )
+    bucket = aws.bucket()
+    s3 = aws.client("s3")
+    for path in sorted(local.rglob("*.jsonl")):
+        key = f"captures/{path.relative_to(local)}"
+        body = path.read_bytes()
+        if "2026-03-01" in key:
+            key, body = key + ".gz", gzip.compress(body)
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+    aws.client("ssm").put_parameter(Name="/sds/dev/captures-bucket", Value=bucket, Type="String")
+    return Served(deployed, bucket, version, local)
+
+
+def test_the_aws_report_reads_the_captures_bucket_and_matches_the_local_one(
+    served: Served, cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # When the monitor reports dev on AWS
+    on_aws = cli("--aws", "monitor", "--env", "dev", *WINDOW, "--json")
+
+    # Then it read both days from the bucket SSM names, with the registry's reference
+    assert on_aws.code == 0, on_aws.err
+    document = on_aws.json()
+    assert document["sources"]["captures"] == f"s3://{served.captures_bucket}/captures/"
+    (version,) = document["versions"]
+    assert version["version"] == served.version.number
+    assert version["reference"]["available"] is True
+    assert [d["day"] for d in version["days"]] == ["2026-03-01", "2026-03-02"]
+    assert [d["score_drift"] for d in version["days"]] == ["stable", "drift"]
+
+    # And the same captures read from this machine give the same figures
+    monkeypatch.setenv("SDS_TARGET", "local")
+    monkeypatch.setenv("SDS_REGISTRY_DEV", f"s3://{served.deployed.bucket}")
+    home = tmp_path / "state"
+    (home / "capture").mkdir(parents=True, exist_ok=True)
+    (home / "capture" / "dev").symlink_to(served.local)
+    local = cli("monitor", "--env", "dev", *WINDOW, "--json")
+    assert local.code == 0, local.err
+    assert local.json()["versions"] == document["versions"]
+
+
+def emf_lines(output: str) -> list[dict[str, Any]]:
+    documents = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    return [d for d in documents if "_aws" in d]
+
+
+@pytest.fixture
+def monitor_environment(served: Served, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    target = MonitorTarget(
+        environment="dev",
+        model="fraud",
+        registry_uri=f"s3://{served.deployed.bucket}",
+        captures_uri=f"s3://{served.captures_bucket}/captures/",
+    )
+    for name, value in target.to_environ().items():
+        monkeypatch.setenv(name, value)
+    yield
+
+
+@pytest.mark.usefixtures("monitor_environment")
+def test_the_scheduled_function_publishes_metrics_that_breach_the_alarms_only_on_drift(
+    served: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = MonitorSettings()  # the alarms' thresholds, as deployed by default
+
+    # When the function publishes each day
+    figures: dict[str, dict[str, Any]] = {}
+    for when in ("2026-03-01", "2026-03-02"):
+        summary = handler.lambda_handler({"day": when}, None)
+        (line,) = emf_lines(capsys.readouterr().out)
+        figures[when] = line
+        assert summary["versions"][0]["captured"] == line["Captured"]
+
+    # Then each day is one EMF document in the namespace the alarms watch, on their dimension
+    for line in figures.values():
+        (directive,) = line["_aws"]["CloudWatchMetrics"]
+        assert directive["Namespace"] == NAMESPACE
+        assert ["Environment"] in directive["Dimensions"]
+        assert line["Environment"] == "dev"
+        assert line["ModelVersion"] == str(served.version.number)
+        names = {m["Name"] for m in directive["Metrics"]}
+        assert {"Captured", "AlertRate", "AlertRateRatio", "ScorePSI", "MaxFeaturePSI"} <= names
+    # And the unchanged day stays inside every alarm, the shifted day breaches PSI and the band
+    quiet, drifted = figures["2026-03-01"], figures["2026-03-02"]
+    assert quiet["ScorePSI"] < settings.score_psi_alarm
+    assert settings.alert_rate_ratio_min < quiet["AlertRateRatio"] < settings.alert_rate_ratio_max
+    assert drifted["ScorePSI"] >= settings.score_psi_alarm
+    assert drifted["AlertRateRatio"] > settings.alert_rate_ratio_max
+    assert "amount_usd_log1p" in drifted["DriftedFeatures"]
+
+
+@pytest.mark.usefixtures("monitor_environment")
+def test_a_day_without_traffic_publishes_nothing_and_a_bad_day_is_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # When the function runs for a day nothing was served, and with a day that is not a date
+    summary = handler.lambda_handler({"day": "2026-02-01"}, None)
+    out = capsys.readouterr().out
+
+    # Then it publishes no metric (missing data is not a breach) and says so in its summary
+    assert emf_lines(out) == []
+    assert summary["versions"] == [] and summary["counts"]["records"] == 0
+    with pytest.raises(ValueError, match='"day" must be a date'):
+        handler.lambda_handler({"day": "yesterday"}, None)
