@@ -10,26 +10,34 @@ have matured, precision and recall against the labels. Labels and maturity are t
 it is older than the environment's `labels.maturity_days`, and a matured payment without a label
 counts as the environment's `labels.unlabelled` policy says.
 
+It reads the day partitions of the window (and the day after it, where a late delivery lands)
+in one pass, holding the event ids seen and the figures, not the records: a retried request
+scores an event twice, and the first read counts.
+
 The report is a JSON document (`REPORT_SCHEMA`; `to_dict` is what `--json` prints and what the
 HTML page is drawn from), so the table, the JSON and the page cannot disagree.
 """
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from sds.kernel import drift
-from sds.kernel.capture import Capture
+from sds.kernel.capture import PARTITION_KEY, Capture, CaptureError, parse
 from sds.kernel.features import format_time
 from sds.kernel.registry import Registry, RegistryError
-from training.capture_data import DAY_US, Window, read_labels
-from training.capture_data import _captures as read_captures
+from training.capture_data import DAY_US, Window, partitions, read_labels
+from training.capture_data import _lines as lines_of
 from training.data import DataError
 
 REPORT_SCHEMA = 1
+_PARTITION = re.compile(rf"/{PARTITION_KEY}=(\d{{4}}-\d{{2}}-\d{{2}})/")
 DEFAULT_DAYS = 14
 
 
@@ -241,6 +249,22 @@ def _figures(
     return document
 
 
+def _captures(location: str, first_day: str, last_day: str) -> Iterator[Capture]:
+    """The records of the day partitions from `first_day` to `last_day`; a malformed one is an
+    error naming its file and line, as in training (captures are this project's own contract)."""
+    for name, raw in partitions(location, first_day):
+        found = _PARTITION.search(name)
+        if found is not None and found.group(1) > last_day:
+            return  # partitions come in day order: nothing after this one is read
+        for where, line in lines_of(name, raw):
+            try:
+                yield parse(orjson.loads(line))
+            except orjson.JSONDecodeError as exc:
+                raise DataError(f"{where}: not a capture record: invalid JSON ({exc})") from None
+            except CaptureError as exc:
+                raise DataError(f"{where}: {exc}") from None
+
+
 def monitor(
     *,
     env: str,
@@ -250,11 +274,23 @@ def monitor(
     manifests: ManifestLookup,
     now_us: int | None = None,
 ) -> Report:
-    """The drift report of the payments `env` served (received) in the window."""
+    """The drift report of the payments `env` served (received) in the window.
+
+    One pass over the captures, holding only the event ids seen (a retried request scores an
+    event twice: the first read counts) and the figures; labels are read first, as a map from
+    event id to the label that decides."""
     first_day = format_time(window.since_us)[:10]
+    # A record lands in the partition of the day it was served, or a little later (Firehose
+    # delivers in batches): the day after `until` is read too, and nothing beyond it.
+    last_day = format_time(window.until_us - 1 + DAY_US)[:10]
+    known_labels = read_labels(
+        labels, first_day=format_time(window.since_us - DAY_US)[:10], as_of_us=window.as_of_us
+    ).by_event
     counts = dict.fromkeys(("records", "other_env", "outside_window", "duplicates"), 0)
-    chosen: dict[str, Capture] = {}
-    for _, record in read_captures(captures, first_day):
+    seen: set[str] = set()
+    models: dict[tuple[str, int, str], _Model] = {}
+    matured_before = window.as_of_us - window.maturity_days * DAY_US
+    for record in _captures(captures, first_day, last_day):
         counts["records"] += 1
         if record.env != env:
             counts["other_env"] += 1
@@ -262,29 +298,17 @@ def monitor(
         if not window.since_us <= record.received_at_us < window.until_us:
             counts["outside_window"] += 1
             continue
-        known = chosen.get(record.event_id)
-        if known is not None:
-            # A retried request scores an event twice: the first served counts, as in training.
+        if record.event_id in seen:
             counts["duplicates"] += 1
-            if record.received_at_us >= known.received_at_us:
-                continue
-        chosen[record.event_id] = record
-    if not counts["records"]:
-        raise DataError(
-            f"{captures}: no capture records from {first_day} on (serve {env} with capture on: "
-            f"sds serve --env {env}; on AWS the function's captures reach S3 within minutes)"
-        )
-    known_labels = read_labels(
-        labels, first_day=format_time(window.since_us - DAY_US)[:10], as_of_us=window.as_of_us
-    ).by_event
-    models: dict[tuple[str, int, str], _Model] = {}
-    matured_before = window.as_of_us - window.maturity_days * DAY_US
-    for record in sorted(chosen.values(), key=lambda r: (r.received_at_us, r.event_id)):
+            continue
+        seen.add(record.event_id)
         key = (record.model_name, record.model_version, record.model_sha256)
         model = models.get(key)
         if model is None:
             model = models[key] = _model(*key, manifests, env)
         day = format_time(record.received_at_us)[:10]
+        label = known_labels.get(record.event_id)
+        matured = record.occurred_at_us < matured_before
         for figures in (model.days.setdefault(day, _Figures()), model.total):
             figures.cell.add(
                 score=record.score,
@@ -294,12 +318,15 @@ def monitor(
                 reference=model.reference,
             )
             figures.labels.add(
-                matured=record.occurred_at_us < matured_before,
-                decision=record.decision,
-                label=known_labels.get(record.event_id),
-                unlabelled=window.unlabelled,
+                matured=matured, decision=record.decision, label=label, unlabelled=window.unlabelled
             )
             figures.last_occurred_us = max(figures.last_occurred_us, record.occurred_at_us)
+    if not counts["records"]:
+        raise DataError(
+            f"{captures}: no capture records from {first_day} to {last_day} (serve {env} with "
+            f"capture on: sds serve --env {env}; on AWS the function's captures reach S3 within "
+            "minutes)"
+        )
     return Report(
         env=env,
         window=window,

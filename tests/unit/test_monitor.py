@@ -10,6 +10,7 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import numpy as np
 import pytest
@@ -256,6 +257,26 @@ def test_a_version_missing_from_the_registry_is_reported_without_psi(
     assert version["total"]["captured"] == 200
 
 
+def test_only_the_windows_partitions_are_read(
+    tmp_path: Path, population: dict[str, Payments]
+) -> None:
+    # Given captures on March 1st, a broken file on March 10th, and a window of March 1st only
+    traffic.capture(
+        tmp_path / "capture", population["unchanged"].take(slice(0, 150)),
+        day_us=day("2026-03-01"), version=1, sha256=SHA, threshold=0.5,
+    )  # fmt: skip
+    later = tmp_path / "capture" / "dt=2026-03-10"
+    later.mkdir()
+    (later / "broken.jsonl").write_text("not json\n")
+    # When the monitor reports March 1st
+    document = report(tmp_path, {}, window("2026-03-01", "2026-03-02"))
+    # Then it read that day (and the next, where a late delivery lands), not March 10th
+    assert document["sources"]["records"] == 150
+    # And a report that reaches March 10th names the broken line
+    with pytest.raises(DataError, match=r"broken\.jsonl:1: not a capture record"):
+        report(tmp_path, {}, window("2026-03-01", "2026-03-11"))
+
+
 # Labels -----------------------------------------------------------------------------------------
 
 
@@ -443,6 +464,9 @@ def test_the_table_names_each_version_and_day_and_the_html_page_is_self_containe
     urls = set(re.findall(r"https?://[^\s\"'<>]+", html))
     assert urls == {"http://www.w3.org/2000/svg"}
     assert "amount_usd_log1p" in html and "score PSI per day" in html
+    # And every plot is well-formed SVG (a browser would draw it)
+    for svg in re.findall(r"<svg.*?</svg>", html, flags=re.DOTALL):
+        ElementTree.fromstring(svg)
     assert not list(tmp_path.glob(".drift.html*"))  # no temporary file left
 
 
