@@ -4,6 +4,8 @@ score PSI and the alert rate, a read-only role, and cdk-nag."""
 
 from __future__ import annotations
 
+import dataclasses
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,8 @@ from infra_helpers import actions_of, resources, role_statements
 
 from sds.config import ConfigError, LogSettings, MonitorSettings, parse_project
 from sds.kernel.drift import NAMESPACE, MonitorTarget
-from stacks.components.drift_monitor import HANDLER, DriftMonitor
+from stacks.bundling import build_bundle
+from stacks.components.drift_monitor import HANDLER, DriftMonitor, monitor_bundle_spec
 from stacks.components.nag import recording_only
 
 LOGS = LogSettings(retention_days=30, retain=False)
@@ -207,3 +210,33 @@ def test_every_acknowledgment_in_the_monitor_matches_a_real_finding(tmp_path: Pa
             rule == found_rule and found_path.startswith(path + "/")
             for found_path, found_rule in findings
         ), (path, rule)
+
+
+def test_its_bundle_is_the_kernel_its_handler_and_two_wheels_and_the_handler_imports(
+    lambda_python: str,
+) -> None:
+    # Given the monitor's bundle, built for this machine's architecture (the stack builds it for
+    # arm64; the host cannot import arm64 wheels)
+    spec = dataclasses.replace(monitor_bundle_spec(python=lambda_python), architecture="x86_64")
+    code = build_bundle(spec)
+    top = sorted(p.name for p in code.iterdir() if not p.name.endswith((".dist-info", ".libs")))
+    # Then it holds the kernel, the monitor's handler and numpy and orjson, nothing else
+    assert top == ["lambdas", "numpy", "orjson", "sds"]
+    shipped = sorted(str(p.relative_to(code)) for p in code.rglob("*.py"))
+    assert "lambdas/monitor/handler.py" in shipped and "sds/kernel/drift.py" in shipped
+    assert not [p for p in shipped if p.startswith(("lambdas/inference", "sds/ops", "sds/cli"))]
+    # And the handler imports on Python 3.12 with nothing but the bundle
+    probe = subprocess.run(
+        [
+            lambda_python,
+            "-I",
+            "-S",
+            "-c",
+            f"import sys; sys.path[:0] = [{str(code)!r}]; import lambdas.monitor.handler",
+        ],
+        cwd=code,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert probe.returncode == 0, probe.stderr
