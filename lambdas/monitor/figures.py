@@ -158,12 +158,12 @@ def tally(
             if entry is None:
                 reference, expected, note = known[model]
                 entry = found[(*model, day)] = Tally(*model, day, reference, expected, note)
+            reference = entry.reference
             entry.cell.add(
-                score=record.score,
                 decision=record.decision,
                 sample_rate=record.sample_rate,
-                features=record.features,
-                reference=entry.reference,
+                reference=reference,
+                bins=None if reference is None else reference.bins(record.score, record.features),
             )
     return sorted(found.values(), key=lambda t: (t.day, t.name, t.version)), counts
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 REFERENCE_KEY = "drift_reference"
@@ -114,6 +114,20 @@ class Reference:
     score: Distribution
     features: Mapping[str, Distribution]
     feature_names: tuple[str, ...]  # the order of a captured feature vector
+    feature_edges: tuple[tuple[float, ...], ...]  # each feature's edges, in that order
+
+    def bins(
+        self, score: float, features: Sequence[float] | None
+    ) -> tuple[int, tuple[int, ...] | None]:
+        """Which bin the score falls in, and each feature (in `feature_names` order; -1 for a
+        NaN); None for the features when the vector is missing or of another length."""
+        score_bin = bisect_right(self.score.edges, score)
+        if features is None or len(features) != len(self.feature_names):
+            return score_bin, None
+        return score_bin, tuple(
+            bisect_right(edges, v) if v == v else -1
+            for edges, v in zip(self.feature_edges, features, strict=True)
+        )
 
 
 def _read_distribution(document: Any, where: str) -> Distribution:
@@ -146,14 +160,16 @@ def read_reference(manifest: Mapping[str, Any]) -> Reference | None:
         raise ValueError(f"{REFERENCE_KEY}: expected features and feature_names")
     if set(names) != set(features):
         raise ValueError(f"{REFERENCE_KEY}: feature_names do not name the features")
+    distributions = {
+        str(name): _read_distribution(value, f"{REFERENCE_KEY}.features.{name}")
+        for name, value in features.items()
+    }
     return Reference(
         events=int(document.get("events", 0)),
         score=_read_distribution(document.get("score"), f"{REFERENCE_KEY}.score"),
-        features={
-            str(name): _read_distribution(value, f"{REFERENCE_KEY}.features.{name}")
-            for name, value in features.items()
-        },
+        features=distributions,
         feature_names=tuple(str(n) for n in names),
+        feature_edges=tuple(distributions[str(n)].edges for n in names),
     )
 
 
@@ -182,44 +198,45 @@ def verdict(value: float | None) -> str:
 
 @dataclass
 class Cell:
-    """One model version on one UTC day: what it served, as captured."""
+    """One model version on one UTC day (or over the whole window): what it served, as
+    captured. `add` takes the bins the reference put the record in (`Reference.bins`), computed
+    once per record whatever the number of cells it counts in."""
 
     captured: int = 0
     served_estimate: float = 0.0  # each record weighs 1 / its sample rate
     flagged: int = 0
     score_counts: list[int] | None = None
-    feature_counts: dict[str, list[int]] = field(default_factory=dict)
+    feature_counts: list[list[int]] | None = None  # in the reference's feature_names order
     without_features: int = 0
 
     def add(
         self,
         *,
-        score: float,
         decision: bool,
         sample_rate: float,
-        features: Sequence[float] | None,
         reference: Reference | None,
+        bins: tuple[int, tuple[int, ...] | None] | None,
     ) -> None:
         self.captured += 1
         self.served_estimate += 1.0 / sample_rate if sample_rate > 0 else 0.0
         self.flagged += int(decision)
-        if reference is None:
+        if reference is None or bins is None:
             return
+        score_bin, feature_bins = bins
         if self.score_counts is None:
             self.score_counts = [0] * (len(reference.score.edges) + 1)
-        self.score_counts[bisect_right(reference.score.edges, score)] += 1
-        names = reference.feature_names
-        if features is None or len(features) != len(names):
+        self.score_counts[score_bin] += 1
+        if feature_bins is None:
             self.without_features += 1
             return
-        for name, value in zip(names, features, strict=True):
-            distribution = reference.features.get(name)
-            if distribution is None or value != value:
-                continue
-            counts = self.feature_counts.get(name)
-            if counts is None:
-                counts = self.feature_counts[name] = [0] * (len(distribution.edges) + 1)
-            counts[bisect_right(distribution.edges, value)] += 1
+        counts = self.feature_counts
+        if counts is None:
+            counts = self.feature_counts = [
+                [0] * (len(reference.features[name].edges) + 1) for name in reference.feature_names
+            ]
+        for column, index in zip(counts, feature_bins, strict=True):
+            if index >= 0:
+                column[index] += 1
 
     @property
     def alert_rate(self) -> float | None:
@@ -231,14 +248,13 @@ class Cell:
         return psi(reference.score.proportions, proportions(self.score_counts))
 
     def feature_psi(self, reference: Reference | None) -> dict[str, float]:
-        if reference is None:
+        if reference is None or self.feature_counts is None:
             return {}
         found: dict[str, float] = {}
-        for name, distribution in reference.features.items():
-            counts = self.feature_counts.get(name)
-            if counts is None or sum(counts) < MIN_EVENTS_FOR_PSI:
+        for name, counts in zip(reference.feature_names, self.feature_counts, strict=True):
+            if sum(counts) < MIN_EVENTS_FOR_PSI:
                 continue
-            found[name] = psi(distribution.proportions, proportions(counts))
+            found[name] = psi(reference.features[name].proportions, proportions(counts))
         return found
 
 

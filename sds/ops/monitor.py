@@ -288,6 +288,7 @@ def monitor(
     ).by_event
     counts = dict.fromkeys(("records", "other_env", "outside_window", "duplicates"), 0)
     seen: set[str] = set()
+    days: dict[int, str] = {}
     models: dict[tuple[str, int, str], _Model] = {}
     matured_before = window.as_of_us - window.maturity_days * DAY_US
     for record in _captures(captures, first_day, last_day):
@@ -306,16 +307,20 @@ def monitor(
         model = models.get(key)
         if model is None:
             model = models[key] = _model(*key, manifests, env)
-        day = format_time(record.received_at_us)[:10]
+        day_index = record.received_at_us // DAY_US
+        day = days.get(day_index)
+        if day is None:
+            day = days[day_index] = format_time(day_index * DAY_US)[:10]
         label = known_labels.get(record.event_id)
         matured = record.occurred_at_us < matured_before
+        reference = model.reference
+        bins = None if reference is None else reference.bins(record.score, record.features)
         for figures in (model.days.setdefault(day, _Figures()), model.total):
             figures.cell.add(
-                score=record.score,
                 decision=record.decision,
                 sample_rate=record.sample_rate,
-                features=record.features,
-                reference=model.reference,
+                reference=reference,
+                bins=bins,
             )
             figures.labels.add(
                 matured=matured, decision=record.decision, label=label, unlabelled=window.unlabelled
