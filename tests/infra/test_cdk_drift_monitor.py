@@ -5,6 +5,8 @@ score PSI and the alert rate, a read-only role, and cdk-nag."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -240,3 +242,16 @@ def test_its_bundle_is_the_kernel_its_handler_and_two_wheels_and_the_handler_imp
         check=False,
     )
     assert probe.returncode == 0, probe.stderr
+
+
+def test_every_monitor_setting_is_documented_with_its_default() -> None:
+    # Given the drift monitor's table in docs/infrastructure.md
+    text = (Path(__file__).resolve().parents[2] / "docs" / "infrastructure.md").read_text()
+    section = text.split("## The drift monitor (`environments.<env>.monitor`)", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    rows = dict(re.findall(r"^\| `monitor\.(\w+)` \| `([^`]*)` \|", section, flags=re.MULTILINE))
+    # Then it lists every monitor setting, each with the loader's default
+    defaults = {f.name: f.default for f in dataclasses.fields(MonitorSettings)}
+    assert set(rows) == set(defaults)
+    for key, default in defaults.items():
+        assert json.loads(rows[key]) == default, key
