@@ -23,7 +23,7 @@ from typing import Any
 
 from sds.kernel import drift
 from sds.kernel.capture import PARTITION_KEY, Capture, CaptureError, parse
-from sds.kernel.features import format_time
+from sds.kernel.features import format_time, parse_time
 
 DAY_US = 86_400_000_000
 
@@ -131,21 +131,42 @@ def _reference(
     return reference, expected, None
 
 
+def _next_day(day: str) -> str:
+    return format_time(parse_time(f"{day}T00:00:00Z") + DAY_US)[:10]
+
+
 def tally(
     read: Reader, *, env: str, days: Iterable[str], manifests: ManifestLookup
 ) -> tuple[list[Tally], dict[str, int]]:
-    """Each version's figures on each of `days` (YYYY-MM-DD) of `env`'s captures."""
+    """Each version's figures on each of `days` (YYYY-MM-DD, the UTC day a payment was scored)
+    of `env`'s captures. A record lands in its day's partition or a little later (Firehose
+    delivers in batches), so each day's partition and the next are read; a retried request's
+    second record counts once."""
+    wanted = sorted(set(days))
+    partitions = sorted(set(wanted) | {_next_day(day) for day in wanted})
     counts = dict.fromkeys(
-        ("records", "other_env", "duplicates", "invalid_records", "unreadable_files"), 0
+        (
+            "records",
+            "other_env",
+            "other_days",
+            "duplicates",
+            "invalid_records",
+            "unreadable_files",
+        ),
+        0,
     )
     found: dict[tuple[str, int, str, str], Tally] = {}
     known: dict[tuple[str, int, str], tuple[drift.Reference | None, float | None, str | None]] = {}
-    for day in days:
-        seen: set[str] = set()
-        for record in _records(read(day), counts):
+    seen: set[str] = set()
+    for partition in partitions:
+        for record in _records(read(partition), counts):
             counts["records"] += 1
             if record.env != env:
                 counts["other_env"] += 1
+                continue
+            day = format_time(record.received_at_us)[:10]
+            if day not in wanted:
+                counts["other_days"] += 1
                 continue
             if record.event_id in seen:
                 counts["duplicates"] += 1

@@ -174,3 +174,32 @@ def test_a_day_without_traffic_publishes_nothing_and_a_bad_day_is_refused(
     assert summary["versions"] == [] and summary["counts"]["records"] == 0
     with pytest.raises(ValueError, match='"day" must be a date'):
         handler.lambda_handler({"day": "yesterday"}, None)
+
+
+@pytest.mark.usefixtures("monitor_environment")
+def test_a_late_delivery_counts_on_the_day_it_was_scored(
+    served: Served, aws: Any, population: dict[str, Payments], tmp_path: Path
+) -> None:
+    # Given 100 more payments scored on March 1st whose records reached the March 2nd partition
+    late = tmp_path / "late"
+    traffic.capture(
+        late, population["unchanged"].take(slice(0, 100)), day_us=day("2026-03-01"),
+        version=served.version.number, sha256=served.version.sha256, threshold=0.5,
+        id_prefix="late-",
+    )  # fmt: skip
+    (path,) = late.rglob("*.jsonl")
+    aws.client("s3").put_object(
+        Bucket=served.captures_bucket,
+        Key="captures/dt=2026-03-02/firehose-late.jsonl",
+        Body=path.read_bytes(),
+    )
+
+    # When the function publishes March 1st, and then March 2nd
+    first = handler.lambda_handler({"day": "2026-03-01"}, None)
+    second = handler.lambda_handler({"day": "2026-03-02"}, None)
+
+    # Then they count on March 1st, and not on March 2nd
+    scored_first = len(population["unchanged"].events) + 100
+    assert [v["captured"] for v in first["versions"]] == [scored_first]
+    assert [v["captured"] for v in second["versions"]] == [len(population["shifted"].events)]
+    assert second["counts"]["other_days"] == 100
