@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from html import escape
+from pathlib import Path
 from typing import Any
 
 from sds.kernel.drift import verdict
@@ -245,3 +246,16 @@ def render(report: Mapping[str, Any]) -> str:
         f"stable, up to {psi['drift_above']} moderate, above it drift; no PSI under "
         f"{psi['min_events']} payments.</p>" + "".join(sections) + "</body></html>\n"
     )
+
+
+def write(report: Mapping[str, Any], path: Path) -> Path:
+    """Write the page of `report` to `path` whole (a temporary file, then a rename: a reader
+    never sees half a page); its absolute path."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        temporary.write_text(render(report), encoding="utf-8")
+        temporary.replace(path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path.resolve()

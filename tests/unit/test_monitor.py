@@ -454,6 +454,9 @@ def test_the_table_names_each_version_and_day_and_the_html_page_is_self_containe
     assert "2026-03-01" in out and "2026-03-02" in out
     assert re.search(r"2026-03-02\s+400\s+\S+%\s+\d+\.\d{3} drift", out), out
     assert "not yet matured (on 2026-04-0" in out
+    (drifted,) = [line for line in out.splitlines() if "features with PSI >= 0.25" in line]
+    assert drifted.strip().startswith("2026-03-02:") and "amount_usd_log1p" in drifted
+    assert "its holdout's alert rate" in out
     assert f"HTML report: {page.resolve()}" in out
     # And the page has its plots inline and fetches nothing: no script, no link, no URL but the
     # SVG namespace

@@ -47,7 +47,7 @@ def register(commands: Commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sds.ops.monitor import DEFAULT_DAYS, monitor, registry_manifests
-    from sds.ops.monitor_html import render
+    from sds.ops.monitor_html import write
     from training.capture_data import DAY_US, Window, parse_moment
     from training.data import DataError
 
@@ -85,10 +85,7 @@ def run(args: argparse.Namespace) -> int:
         manifests=registry_manifests(ws.registry(env.name)),
     ).to_dict()
     if html is not None:
-        temporary = html.with_name(f".{html.name}.tmp")
-        temporary.write_text(render(report), encoding="utf-8")
-        temporary.replace(html)  # a reader never sees half a page
-        report["html"] = str(html.resolve())
+        report["html"] = str(write(report, html))
     if args.json:
         print_json(report)
         return 0
@@ -113,7 +110,12 @@ def _text(report: dict[str, Any]) -> str:
     for version in report["versions"]:
         lines += [
             "",
-            f"{version['model']} v{version['version']} (sha256 {version['sha256'][:12]}...)",
+            f"{version['model']} v{version['version']} (sha256 {version['sha256'][:12]}..."
+            + (
+                f"; its holdout's alert rate {100 * version['expected_alert_rate']:.2f}%)"
+                if version["expected_alert_rate"] is not None
+                else ")"
+            ),
         ]
         if version["reference"]["note"]:
             lines.append(f"  {version['reference']['note']}")
@@ -154,9 +156,12 @@ def _text(report: dict[str, Any]) -> str:
                 ],
             )
         )
-        drifted = version["total"]["drifted_features"]
-        if drifted:
-            lines.append(f"  drift (PSI >= {report['psi']['drift_above']}): {', '.join(drifted)}")
+        for day in version["days"]:
+            if day["drifted_features"]:
+                lines.append(
+                    f"  {day['day']}: features with PSI >= {report['psi']['drift_above']}: "
+                    + ", ".join(day["drifted_features"])
+                )
     if "html" in report:
         lines += ["", f"HTML report: {report['html']}"]
     return "\n".join(lines)
