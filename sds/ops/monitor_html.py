@@ -41,9 +41,9 @@ def _pct(value: Any) -> str:
     return "-" if value is None else f"{100 * value:.2f}%"
 
 
-def _scale(values: Sequence[float], low: float, high: float) -> list[float]:
-    top = max([*values, 1e-12])
-    return [high - (high - low) * v / top for v in values]
+def _axis(value: float) -> str:
+    """An axis label: counts with thousands separators, small values in 3 significant digits."""
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
 def _line_chart(
@@ -69,14 +69,16 @@ def _line_chart(
         f'<text x="{_PAD}" y="16" font-size="13">{escape(title)}</text>',
         f'<line x1="{_PAD}" y1="{_HEIGHT - _PAD}" x2="{_WIDTH - _PAD}" y2="{_HEIGHT - _PAD}" '
         'stroke="#999"/>',
-        f'<text x="4" y="{y(top / 1.1) + 4:.1f}" font-size="10">{top / 1.1:.3g}</text>',
+        f'<text x="{_PAD - 4}" y="{y(top / 1.1) + 4:.1f}" font-size="10" text-anchor="end">'
+        f"{_axis(top / 1.1)}</text>",
+        f'<text x="{_PAD - 4}" y="{y(0) + 4:.1f}" font-size="10" text-anchor="end">0</text>',
     ]
     for name, level in (lines or {}).items():
         parts.append(
             f'<line x1="{_PAD}" y1="{y(level):.1f}" x2="{_WIDTH - _PAD}" y2="{y(level):.1f}" '
             'stroke="#c00" stroke-dasharray="4 3"/>'
-            f'<text x="{_WIDTH - _PAD + 2}" y="{y(level) + 4:.1f}" font-size="10">'
-            f"{escape(name)}</text>"
+            f'<text x="{_WIDTH - _PAD}" y="{y(level) - 3:.1f}" font-size="10" '
+            f'text-anchor="end" fill="#c00">{escape(name)}</text>'
         )
     palette = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd")
     for index, (name, points) in enumerate(series.items()):
