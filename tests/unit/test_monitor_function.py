@@ -1,0 +1,78 @@
+"""The scheduled monitor function's logic without AWS: its settings contract, which days it
+reports, and what it publishes for a version with and without a reference in its manifest."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+
+from lambdas.monitor.figures import days_before, emf_documents, tally
+from sds.kernel.drift import MonitorSettingsError, MonitorTarget
+from tests.unit import drift_traffic as traffic
+from tests.unit.drift_traffic import day
+
+
+def test_the_settings_round_trip_and_a_missing_or_bad_one_is_named() -> None:
+    # Given the settings the construct writes
+    target = MonitorTarget("prod", "fraud", "s3://registry", "s3://captures/captures/", days=2)
+    # Then the handler reads back the same, and names what is missing or wrong
+    assert MonitorTarget.from_environ(target.to_environ()) == target
+    with pytest.raises(MonitorSettingsError, match="missing: CAPTURES_URI, MONITOR_DAYS"):
+        MonitorTarget.from_environ({"SDS_ENVIRONMENT": "prod", "MODEL_NAME": "fraud",
+                                    "REGISTRY_URI": "s3://r"})  # fmt: skip
+    with pytest.raises(MonitorSettingsError, match="MONITOR_DAYS must be a positive integer"):
+        MonitorTarget.from_environ({**target.to_environ(), "MONITOR_DAYS": "two"})
+    with pytest.raises(MonitorSettingsError, match="days must be from 1 to 31"):
+        MonitorTarget("prod", "fraud", "s3://r", "s3://c/", days=0)
+
+
+def test_it_reports_the_whole_days_before_the_run() -> None:
+    # Given a run on March 3rd at 06:00 UTC
+    now = day("2026-03-03") + 6 * 3_600_000_000
+    # Then it reports March 2nd, or the two days before
+    assert days_before(now, 1) == ["2026-03-02"]
+    assert days_before(now, 2) == ["2026-03-01", "2026-03-02"]
+
+
+def test_a_version_without_reference_publishes_volume_and_alert_rate_but_no_psi(
+    tmp_path: Path,
+) -> None:
+    # Given 300 payments of a version trained before references were stored, one bad line, and
+    # a gzip file that is not gzip
+    folder = tmp_path / "activity"
+    folder.mkdir()
+    served = traffic.payments(folder, 600, seed=4)
+    traffic.capture(
+        tmp_path / "capture", served, day_us=day("2026-03-02"), version=4, sha256="c" * 64,
+        threshold=0.5,
+    )  # fmt: skip
+    (path,) = (tmp_path / "capture").rglob("*.jsonl")
+    files = {
+        "2026-03-02": [
+            (str(path), path.read_bytes() + b'{"record": "sds.capture", "schema_version": 1}\n'),
+            ("broken.jsonl.gz", b"not gzip"),
+        ],
+        "2026-03-03": [("next.jsonl.gz", gzip.compress(b""))],
+    }
+
+    # When the function tallies March 2nd
+    tallies, counts = tally(
+        lambda partition: files.get(partition, []),
+        env="dev",
+        days=["2026-03-02"],
+        manifests=lambda name, version: {"version": version, "sha256": "c" * 64},
+    )
+    (document,) = emf_documents("dev", tallies, now_ms=1)
+
+    # Then volume and alert rate are published, PSI is not, and the summary says why
+    (entry,) = tallies
+    figures = entry.figures()
+    assert figures["captured"] == len(served.events)
+    assert figures["note"] == "version 4 was trained without a reference: no PSI"
+    names = {m["Name"] for m in document["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+    assert names == {"Captured", "Flagged", "AlertRate"}
+    assert "ScorePSI" not in document and document["Captured"] == len(served.events)
+    # And the bad line and the unreadable file are counted, not fatal
+    assert counts["invalid_records"] == 1 and counts["unreadable_files"] == 1
