@@ -28,6 +28,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sds.kernel.errors import SdsError
+
 REFERENCE_KEY = "drift_reference"
 REFERENCE_SCHEMA = 1
 BINS = 10
@@ -269,7 +271,7 @@ DAYS = "MONITOR_DAYS"
 _REQUIRED = (ENVIRONMENT, MODEL_NAME, REGISTRY_URI, CAPTURES_URI, DAYS)
 
 
-class MonitorSettingsError(ValueError):
+class MonitorSettingsError(SdsError, ValueError):
     """The monitor function's environment is not what `MonitorTarget.to_environ` writes."""
 
 
