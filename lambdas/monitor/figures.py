@@ -14,12 +14,13 @@ summary says so. Labels are not published: precision and recall wait for matured
 from __future__ import annotations
 
 import gzip
-import json
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from sds.kernel import drift
 from sds.kernel.capture import PARTITION_KEY, Capture, CaptureError, parse
@@ -107,8 +108,8 @@ def _records(files: Iterable[tuple[str, bytes]], counts: dict[str, int]) -> Iter
             if not line.strip():
                 continue
             try:
-                yield parse(json.loads(line))
-            except (ValueError, CaptureError):
+                yield parse(orjson.loads(line))
+            except (orjson.JSONDecodeError, CaptureError):
                 # One bad line must not hide a day's figures: counted, and in the summary.
                 counts["invalid_records"] += 1
 
