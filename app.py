@@ -25,6 +25,7 @@ from cdk_nag import (
 from sds.config import parse_project
 from sds.kernel.lock import read_lock
 from stacks.bundling import BundleSpec, build_bundle, find_python
+from stacks.components.drift_monitor import monitor_bundle_spec
 from stacks.config import EnvironmentSpec, TrainingImage
 from stacks.stage import EnvironmentStage
 
@@ -105,6 +106,7 @@ def build(
     python = lambda_python or find_python(lambda_python_candidates())
     bundles: dict[str, Path] = {}
     updaters: dict[str, Path] = {}
+    monitor_code: Path | None = None
     stages = []
     for name, environment in project.environments.items():
         architecture = environment.infra.lambda_.architecture
@@ -115,6 +117,8 @@ def build(
             updaters[architecture] = build_bundle(
                 updater_bundle_spec(root=root, architecture=architecture, python=python)
             )
+        if monitor_code is None:  # one arm64 bundle, whatever the environments' architecture
+            monitor_code = build_bundle(monitor_bundle_spec(root=root, python=python))
         spec = EnvironmentSpec(
             model_name=project.model_name,
             environment=environment,
@@ -122,6 +126,7 @@ def build(
             lambda_code_dir=bundles[architecture],
             training_image=TrainingImage(context_dir=root),
             updater_code_dir=updaters[architecture],
+            monitor_code_dir=monitor_code,
         )
         stages.append(EnvironmentStage(app, name, spec=spec))
     if nag:

@@ -26,6 +26,7 @@ from sds.config import (
     LabelSettings,
     LambdaSettings,
     LogSettings,
+    MonitorSettings,
     NetworkSettings,
     ProjectConfig,
     PromotionSource,
@@ -51,6 +52,7 @@ __all__ = [
     "LabelSettings",
     "LambdaSettings",
     "LogSettings",
+    "MonitorSettings",
     "NetworkSettings",
     "Pin",
     "ProjectConfig",
@@ -82,6 +84,8 @@ class EnvironmentSpec:
     training_image: TrainingImage
     # The feature updater's code folder (the kernel, its handler and numpy).
     updater_code_dir: Path
+    # The drift monitor's code folder (the kernel, its handler, numpy and orjson; arm64).
+    monitor_code_dir: Path
 
     @property
     def name(self) -> str:
@@ -95,6 +99,10 @@ class EnvironmentSpec:
     @property
     def serving(self) -> Serving:
         return self.environment.serving
+
+    @property
+    def monitor(self) -> MonitorSettings:
+        return self.environment.monitor
 
     @property
     def capture(self) -> CaptureSettings:

@@ -3,7 +3,8 @@
 The activity bus with its archive (`stacks/components/activity_bus.py`), the rule, queue,
 dead-letter queue and updater function that fold events into the feature table
 (`stacks/components/feature_updater.py`), the delivery of label events to the captures bucket
-(`stacks/components/label_delivery.py`), the producer and replay managed policies, and the
+(`stacks/components/label_delivery.py`), the scheduled drift monitor over the captures and its
+alarms (`stacks/components/drift_monitor.py`), the producer and replay managed policies, and the
 discovery parameters of the bus, its archive and the rule. The table itself is stateful and lives
 in the Registry stack; this stack reads it from the Registry stack's outputs (weak references, as
 the Inference stack does), and sends its dead-letter alarm to the Inference stack's alarm topics,
@@ -18,16 +19,18 @@ from pathlib import Path
 from typing import Any
 
 import aws_cdk as cdk
+from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
 from sds.kernel.discovery import FEATURES_STACK
 from stacks.components.activity_bus import ActivityBus
 from stacks.components.discovery import publish_discovery
+from stacks.components.drift_monitor import DriftMonitor
 from stacks.components.feature_updater import FeatureUpdater
 from stacks.components.label_delivery import LabelDelivery
 from stacks.components.registry_reference import reference_registry
 from stacks.components.replay_policy import ReplayPolicy
-from stacks.config import FeatureSettings, LogSettings
+from stacks.config import FeatureSettings, LogSettings, MonitorSettings
 from stacks.inference_stack import InferenceStack
 from stacks.registry_stack import RegistryStack
 
@@ -43,8 +46,10 @@ class FeaturesStack(cdk.Stack):
         registry_stack: RegistryStack,
         inference_stack: InferenceStack,
         code_dir: Path,
+        monitor_code_dir: Path,
         architecture: str,
         features: FeatureSettings,
+        monitor: MonitorSettings,
         logs: LogSettings,
         **kwargs: Any,
     ) -> None:
@@ -83,6 +88,20 @@ class FeaturesStack(cdk.Stack):
             bucket=stateful.captures,
             key=stateful.key,
             logs_settings=logs,
+        )
+        # The loop's daily look at what was served: drift figures as metrics, alarmed.
+        self.drift_monitor = DriftMonitor(
+            self,
+            "DriftMonitor",
+            environment=environment,
+            model_name=model_name,
+            captures=stateful.captures,
+            registry=stateful.registry,
+            key=stateful.key,
+            code=lambda_.Code.from_asset(str(monitor_code_dir)),
+            settings=monitor,
+            logs=logs,
+            topics=inference_stack.alarm_topics,
         )
         self.bus = activity.bus
         self.archive = activity.archive

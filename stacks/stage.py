@@ -72,8 +72,10 @@ class EnvironmentStage(cdk.Stage):
             registry_stack=self.registry,
             inference_stack=self.inference,
             code_dir=spec.updater_code_dir,
+            monitor_code_dir=spec.monitor_code_dir,
             architecture=spec.lambda_.architecture,
             features=spec.features,
+            monitor=spec.monitor,
             logs=spec.logs,
         )
         # Versions are allocated where the promotion chain starts: an environment above it trains

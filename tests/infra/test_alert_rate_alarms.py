@@ -209,6 +209,7 @@ def _stage(env: str, pin: Pin | None, code_dir: Path, **alert_rate: Any) -> Envi
         lambda_code_dir=code_dir,
         training_image=TrainingImage(context_dir=ROOT),
         updater_code_dir=code_dir,
+        monitor_code_dir=code_dir,
     )
     return EnvironmentStage(cdk.App(context=context), env, spec=spec)
 

@@ -18,13 +18,13 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
 from cdk_nag import AwsSolutionsChecks, ServerlessChecks
-from infra_helpers import actions_of, resources, role_statements
 
 from sds.config import ConfigError, LogSettings, MonitorSettings, parse_project
 from sds.kernel.drift import NAMESPACE, MonitorTarget
 from stacks.bundling import build_bundle
 from stacks.components.drift_monitor import HANDLER, DriftMonitor, monitor_bundle_spec
 from stacks.components.nag import recording_only
+from tests.infra.infra_helpers import actions_of, resources, role_statements
 
 LOGS = LogSettings(retention_days=30, retain=False)
 

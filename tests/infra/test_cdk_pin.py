@@ -28,6 +28,7 @@ def _templates(env: str, pin: Pin | None, code_dir: Path) -> dict[str, dict[str,
         lambda_code_dir=code_dir,
         training_image=TrainingImage(context_dir=ROOT),
         updater_code_dir=code_dir,
+        monitor_code_dir=code_dir,
     )
     stage = EnvironmentStage(app, env, spec=spec)
     return {stack.node.id: Template.from_stack(stack).to_json() for stack in stage.stacks}

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deployed import ACTOR, Deployed
 
 from lambdas.monitor import handler
 from sds.config import MonitorSettings
 from sds.kernel.drift import NAMESPACE, MonitorTarget
 from sds.kernel.registry import Version
+from tests.integration.deployed import ACTOR, Deployed
 from tests.unit import drift_traffic as traffic
 from tests.unit.drift_traffic import Payments, day
 
