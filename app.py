@@ -123,6 +123,7 @@ def build(
             model_name=project.model_name,
             environment=environment,
             pin=lock.pins.get(name),
+            shadow=lock.shadows.get(name),
             lambda_code_dir=bundles[architecture],
             training_image=TrainingImage(context_dir=root),
             updater_code_dir=updaters[architecture],

@@ -86,6 +86,8 @@ class EnvironmentSpec:
     updater_code_dir: Path
     # The drift monitor's code folder (the kernel, its handler, numpy and orjson; arm64).
     monitor_code_dir: Path
+    # The challenger the function loads beside the pinned model (`sds shadow`), if any.
+    shadow: Pin | None = None
 
     @property
     def name(self) -> str:

@@ -50,6 +50,7 @@ class EnvironmentStage(cdk.Stage):
             environment=spec.name,
             model_name=spec.model_name,
             pin=spec.pin,
+            shadow=spec.shadow,
             code_dir=spec.lambda_code_dir,
             registry_stack=self.registry,
             lambda_=spec.lambda_,

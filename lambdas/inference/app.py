@@ -32,6 +32,19 @@ the model, score and decision), sampled per event id at the environment's CAPTUR
 as one line per payment to the capture sink: stdout on Lambda, where the function's log
 subscription ships them to S3, a JSON Lines file under `sds serve`. Capture never fails a request:
 a sink that raises is logged and counted (`CaptureFailures`).
+
+With a shadow pin (SHADOW_MODEL_VERSION), a challenger is loaded at cold start beside the live
+model, the same way (same registry, same sha256 and feature-schema checks). When capture is on it
+scores the same float32 matrix the live model scored (the account aggregates are read once), after
+the live model and before the response is built, and its score and decision go into the capture
+record beside the live ones (`sds.kernel.capture`). The live model alone decides: the response is
+built from the live scores only, byte for byte what it is without a shadow. The bound on what a
+challenger costs a request: one ONNX Runtime run on the request's matrix when it works (`make bench`
+measures it), the time to raise when it fails. A challenger that fails to load serves nothing and
+is counted once (`ShadowLoadFailure`); one that raises while scoring is counted per request
+(`ShadowFailures`) and, after `SHADOW_FAILURE_LIMIT` failures in a row, switched off for the life
+of the execution environment (`ShadowDisabled`). With capture off nothing would record its scores,
+so it does not score.
 """
 
 from __future__ import annotations
@@ -83,6 +96,8 @@ MetricSink = Callable[[Mapping[str, float], Mapping[str, str]], None]
 # A payment sent to /predict may say what it is, as on the event bus.
 OPTIONAL_FIELDS = ("type",)
 PAYMENT = "payment"
+# A challenger that raises this many times in a row is switched off for the execution environment.
+SHADOW_FAILURE_LIMIT = 3
 
 
 @functools.lru_cache(maxsize=64)
@@ -174,6 +189,9 @@ class InferenceApp:
         self.unavailable: str | None = settings_error
         self._headers = {"Content-Type": "application/json"}
         self._model_ref: dict[str, Any] = {}
+        self.shadow: LoadedModel | None = None
+        self.shadow_unavailable: str | None = None
+        self._shadow_failures = 0
         if settings is None or settings_error is not None:
             self.unavailable = settings_error or "the function is misconfigured"
             self._emit({"ModelLoadFailure": 1.0})
@@ -212,6 +230,54 @@ class InferenceApp:
                 self.model.version,
                 (time.perf_counter() - started) * 1000,
             )
+            self._load_shadow(settings, loader)
+
+    def _load_shadow(
+        self, settings: ServingSettings, loader: Callable[[ServingSettings], LoadedModel]
+    ) -> None:
+        """Load the challenger, if one is pinned; its failure is logged and counted, and the live
+        model serves exactly as it would without it."""
+        shadow_settings = settings.for_shadow()
+        if shadow_settings is None and settings.shadow_error is None:
+            return
+        started = time.perf_counter()
+        try:
+            if shadow_settings is None:
+                raise ModelUnavailable(f"the shadow pin is invalid: {settings.shadow_error}")
+            shadow = loader(shadow_settings)
+        except Exception as exc:  # a challenger must never stop the live model from serving
+            self.shadow_unavailable = f"shadow: {exc}"
+            logger.error("shadow model load failed (serving without it): %s", exc)
+            self._emit({"ShadowLoadFailure": 1.0})
+            pin = settings.shadow_pin
+            if self.capturer is not None and pin is not None:
+                # Each record then says the pinned challenger did not score it, and why.
+                self.capturer.with_shadow(
+                    model={
+                        "name": settings.model_name,
+                        "version": pin.version,
+                        "sha256": pin.sha256,
+                    },
+                    threshold=0.0,
+                )
+            return
+        if self.capturer is None:
+            self.shadow_unavailable = "shadow: capture is off, so nothing would record its scores"
+            logger.warning(
+                "shadow model v%s loaded but capture is off: it does not score", shadow.version
+            )
+            return
+        self.shadow = shadow
+        self.capturer.with_shadow(
+            model={"name": shadow.name, "version": shadow.version, "sha256": shadow.sha256},
+            threshold=shadow.threshold,
+        )
+        logger.info(
+            "loaded shadow model %s v%s in %.0f ms (scores for the capture, decides nothing)",
+            shadow.name,
+            shadow.version,
+            (time.perf_counter() - started) * 1000,
+        )
 
     def _open_feature_store(self, settings: ServingSettings) -> None:
         if settings.feature_store_uri is None:
@@ -334,8 +400,16 @@ class InferenceApp:
         features = featurize_columns(columns)
         scores = model.predict(features)
         if self.capturer is not None:
+            shadow = self._shadow_scores(features, metrics) if self.capturer.shadowing else None
             self._capture(
-                event, (received_us, started_ns), events, features, scores, missing, metrics
+                event,
+                (received_us, started_ns),
+                events,
+                features,
+                scores,
+                missing,
+                metrics,
+                shadow,
             )
         threshold = model.threshold
         predictions = [
@@ -357,12 +431,15 @@ class InferenceApp:
         scores: list[float],
         missing: str | None,
         metrics: dict[str, float],
+        shadow: tuple[list[float] | None, int, str | None] | None = None,
     ) -> None:
         """Capture the request's scored events; `received` is (wall clock in microseconds,
-        perf counter in nanoseconds) when scoring started."""
+        perf counter in nanoseconds) when scoring started, `shadow` the challenger's scores,
+        scoring time in nanoseconds and error (`_shadow_scores`)."""
         assert self.capturer is not None
         context = event.get("requestContext")
         request_id = context.get("requestId") if isinstance(context, Mapping) else None
+        shadow_scores, shadow_ns, shadow_error = shadow or (None, 0, None)
         try:
             self.capturer.capture(
                 request_id=request_id if isinstance(request_id, str) else None,
@@ -372,10 +449,42 @@ class InferenceApp:
                 features=features,
                 scores=scores,
                 online_features=missing is None,
+                shadow_scores=shadow_scores,
+                shadow_ns=shadow_ns,
+                shadow_error=shadow_error,
             )
         except Exception:  # capture must never break serving
             logger.exception("could not capture %d scored events", len(events))
             metrics["CaptureFailures"] = 1.0
+
+    def _shadow_scores(
+        self, features: Any, metrics: dict[str, float]
+    ) -> tuple[list[float] | None, int, str | None]:
+        """The challenger's scores for the matrix the live model scored, the time they took (ns),
+        and what went wrong if they could not be had. Never raises."""
+        shadow = self.shadow
+        if shadow is None:
+            return None, 0, self.shadow_unavailable or "switched off"
+        started = time.perf_counter_ns()
+        try:
+            scores = shadow.predict(features)
+            if len(scores) != len(features):
+                raise ValueError(f"{len(scores)} scores for {len(features)} payments")
+        except Exception as exc:  # the challenger never decides, and never fails a request
+            took = time.perf_counter_ns() - started
+            self._shadow_failures += 1
+            metrics["ShadowFailures"] = 1.0
+            logger.warning("shadow model v%s failed to score: %s", shadow.version, exc)
+            if self._shadow_failures >= SHADOW_FAILURE_LIMIT:
+                self.shadow = None
+                self.shadow_unavailable = (
+                    f"shadow: switched off after {SHADOW_FAILURE_LIMIT} failures in a row: {exc}"
+                )
+                metrics["ShadowDisabled"] = 1.0
+                logger.error("%s", self.shadow_unavailable)
+            return None, took, f"{type(exc).__name__}: {str(exc)[:200]}"
+        self._shadow_failures = 0
+        return scores, time.perf_counter_ns() - started, None
 
     def _with_aggregates(
         self, columns: Columns, metrics: dict[str, float]

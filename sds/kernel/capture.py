@@ -9,12 +9,12 @@ no network call on the request path; `sds serve` writes the same lines to JSON L
 `.sds/capture/<env>/`. Both are partitioned by the UTC day the record was served,
 `dt=YYYY-MM-DD/` (`partition`).
 
-Record, schema version 1 (fields in this order; `*` marks the ones `capture.exclude` may drop):
+Record, schema version 2 (fields in this order; `*` marks the ones `capture.exclude` may drop):
 
 | field | value |
 |---|---|
 | `record` | `"sds.capture"`: what the line is (the subscription filter selects on it) |
-| `schema_version` | `1`; a reader refuses a version it does not know |
+| `schema_version` | `2`; a reader reads versions 1 and 2 and refuses one it does not know |
 | `env` | the environment that served it |
 | `request_id` * | the API Gateway request id (what the client sees as `x-amzn-RequestId`) |
 | `received_at` | when the handler started scoring the request (UTC, microseconds, `Z`) |
@@ -26,11 +26,24 @@ Record, schema version 1 (fields in this order; `*` marks the ones `capture.excl
 | `score` | the fraud probability, unrounded (the response rounds it to 6 digits) |
 | `decision` | `score >= threshold`: what the response said (`is_fraud`) |
 | `threshold` | the model's decision threshold |
+| `shadow` | only when the environment runs a challenger (`sds shadow`): see below |
 | `online_features` | whether the account aggregates were read (false: scored with zeros) |
 | `sample_rate` | the environment's sampling rate when it was captured (weight = 1 / rate) |
 | `feature_schema` | `feature_fingerprint()`: the feature names, in order, and the aggregate definitions |
 | `features` * | the model's input exactly as scored: float32 values in `FEATURE_NAMES` order |
 | `event` * | the payment as the client sent it |
+
+Version 2 added `shadow`, and only it: a version 1 record is a version 2 record without a
+challenger, and this parser reads both. When the environment pins a shadow, the challenger scores
+the same feature matrix as the live model (the aggregates read once) and its result sits beside
+the live one; it decided nothing:
+
+| `shadow` field | value |
+|---|---|
+| `model` | `{"name", "version", "sha256"}` of the challenger |
+| `score`, `decision`, `threshold` | its fraud probability, `score >= threshold`, its own threshold |
+| `cost_us` | its scoring time for the request divided by the request's payments (warm-path cost) |
+| `error` | instead of the three above, when it failed to score this request |
 
 `capture.exclude` names fields to leave out of every record: `request_id`, `latency_ms`,
 `features`, `event`, or a payment field (`account_id`, `card_country`, ...), which is then left
@@ -65,7 +78,9 @@ from sds.kernel.errors import SdsError
 from sds.kernel.features import FIELD_NAMES, feature_schema, format_time, parse_time
 
 RECORD = "sds.capture"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Versions `parse` reads: 1 is 2 without the optional `shadow`.
+READABLE_VERSIONS = (1, 2)
 # What the function's log subscription selects (CloudWatch Logs filter pattern syntax).
 SUBSCRIPTION_FILTER = '{ $.record = "sds.capture" }'
 # Where captures and labels live in the environment's captures bucket (and, locally, the folder
@@ -189,6 +204,21 @@ class Capturer:
         }
         self._threshold = float(threshold)
         self._fingerprint = feature_fingerprint()
+        self._shadow: dict[str, Any] | None = None
+        self._shadow_threshold = 0.0
+
+    def with_shadow(self, *, model: Mapping[str, Any], threshold: float) -> None:
+        """Record the challenger's result beside the live one in every record from now on."""
+        self._shadow = {
+            "name": model["name"],
+            "version": model["version"],
+            "sha256": model["sha256"],
+        }
+        self._shadow_threshold = float(threshold)
+
+    @property
+    def shadowing(self) -> bool:
+        return self._shadow is not None
 
     def capture(
         self,
@@ -200,8 +230,14 @@ class Capturer:
         features: Any,
         scores: Sequence[float],
         online_features: bool,
+        shadow_scores: Sequence[float] | None = None,
+        shadow_ns: int = 0,
+        shadow_error: str | None = None,
     ) -> int:
-        """Write the records of one request's sampled events (one sink call); how many."""
+        """Write the records of one request's sampled events (one sink call); how many.
+
+        With a challenger (`with_shadow`): its scores for the same events and how long scoring
+        them took (`shadow_ns`, for the whole request), or `shadow_error` if it failed."""
         rate = self.sample_rate
         chosen: Sequence[int] = (
             range(len(events))
@@ -217,6 +253,15 @@ class Capturer:
         fingerprint = self._fingerprint
         env = self.env
         excluding = self._excluding
+        shadow_model = self._shadow
+        shadow_threshold = self._shadow_threshold
+        failed: dict[str, Any] | None = None
+        cost_us = 0.0
+        if shadow_model is not None:
+            if shadow_scores is None:
+                failed = {"model": shadow_model, "error": shadow_error or "not scored"}
+            else:
+                cost_us = round(shadow_ns / 1000 / len(events), 3)
         lines = []
         for i in chosen:
             event = events[i]
@@ -235,12 +280,26 @@ class Capturer:
                 "score": score,
                 "decision": score >= threshold,
                 "threshold": threshold,
+                "shadow": None,
                 "online_features": online_features,
                 "sample_rate": rate,
                 "feature_schema": fingerprint,
                 "features": features[i],
                 "event": event,
             }
+            if shadow_model is None:
+                del record["shadow"]
+            elif failed is not None:
+                record["shadow"] = failed
+            else:
+                challenger = shadow_scores[i]  # type: ignore[index]
+                record["shadow"] = {
+                    "model": shadow_model,
+                    "score": challenger,
+                    "decision": challenger >= shadow_threshold,
+                    "threshold": shadow_threshold,
+                    "cost_us": cost_us,
+                }
             if excluding:
                 self._drop(record)
             lines.append(_dumps(record))
@@ -275,6 +334,20 @@ def _iso(micros: int) -> str:
 
 
 @dataclass(frozen=True)
+class ShadowScore:
+    """The challenger's result for one captured payment (`score` None: it failed, `error`)."""
+
+    model_name: str
+    model_version: int
+    model_sha256: str
+    score: float | None
+    decision: bool | None
+    threshold: float | None
+    cost_us: float | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class Capture:
     """One record, read back and checked (`parse`). Excluded fields are None."""
 
@@ -296,6 +369,7 @@ class Capture:
     account_id: str | None = None
     features: tuple[float, ...] | None = None
     event: Mapping[str, Any] | None = None
+    shadow: ShadowScore | None = None
 
 
 def _field(document: Mapping[str, Any], name: str, kinds: tuple[type, ...]) -> Any:
@@ -314,9 +388,10 @@ def parse(document: Any) -> Capture:
     if not isinstance(document, Mapping) or document.get("record") != RECORD:
         raise CaptureError(f'not a capture record (no "record": "{RECORD}")')
     version = document.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if isinstance(version, bool) or version not in READABLE_VERSIONS:
+        readable = " and ".join(map(str, READABLE_VERSIONS))
         raise CaptureError(
-            f"schema_version {version!r}: this sds reads capture schema version {SCHEMA_VERSION} "
+            f"schema_version {version!r}: this sds reads capture schema versions {readable} "
             "(a newer sds wrote it? upgrade to read it)"
         )
     model = _field(document, "model", (dict,))
@@ -360,4 +435,27 @@ def parse(document: Any) -> Capture:
         account_id=account if isinstance(account, str) else None,
         features=features,
         event=event,
+        shadow=_shadow(document.get("shadow")) if version >= 2 else None,
     )
+
+
+def _shadow(value: Any) -> ShadowScore | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise CaptureError("shadow: expected an object")
+    model = _field(value, "model", (dict,))
+    name = _field(model, "name", (str,))
+    version = _field(model, "version", (int,))
+    sha = _field(model, "sha256", (str,))
+    error = value.get("error")
+    if error is not None:
+        return ShadowScore(name, version, sha, None, None, None, None, str(error))
+    try:
+        score = float(_field(value, "score", (int, float)))
+        decision = _field(value, "decision", (bool,))
+        threshold = float(_field(value, "threshold", (int, float)))
+        cost = float(_field(value, "cost_us", (int, float)))
+    except CaptureError as exc:
+        raise CaptureError(f"shadow.{exc}") from None
+    return ShadowScore(name, version, sha, score, decision, threshold, cost)

@@ -6,6 +6,17 @@ version's manifest expects (`sds.kernel.behaviour.expected_alert_rate`), which t
 alert-rate alarms are built around: the CDK app reads no registry at synth time. Writes are atomic (temp file + rename)
 and serialized with an advisory lock, so two operators promoting different environments at once
 never lose each other's pin.
+
+An environment may also pin a shadow (`sds shadow`): a challenger the function loads beside the
+live model, which scores the same payments, is captured, and decides nothing. It sits in the
+environment's entry, so `cdk diff` shows `SHADOW_MODEL_VERSION` appear and a review sees both
+models an environment runs:
+
+    "prod": {"version": 12, "sha256": "...", "shadow": {"version": 13, "sha256": "..."}}
+
+A reader that predates shadows ignores the key. A shadow needs a live model beside it: when the
+live pin is removed, so is the shadow, and when the shadow's version becomes live (`sds promote`),
+the shadow pin is removed in the same write, so the pin moves from shadow to live in one change.
 """
 
 from __future__ import annotations
@@ -60,16 +71,24 @@ class Pin:
         return document
 
 
+SHADOW = "shadow"
+
+
 @dataclass(frozen=True)
 class LockFile:
     model: str
     pins: dict[str, Pin]
+    # The challengers, by environment: each beside a live pin of the same environment.
+    shadows: dict[str, Pin] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        document = {
-            "model": self.model,
-            "environments": {env: self.pins[env].to_dict() for env in sorted(self.pins)},
-        }
+        environments: dict[str, Any] = {}
+        for env in sorted(self.pins):
+            entry = self.pins[env].to_dict()
+            if env in self.shadows:
+                entry[SHADOW] = self.shadows[env].to_dict()
+            environments[env] = entry
+        document = {"model": self.model, "environments": environments}
         return json.dumps(document, indent=2) + "\n"
 
 
@@ -81,6 +100,7 @@ def parse_lock(text: str, *, where: str = "models.lock.json") -> LockFile:
     if not isinstance(document, dict) or not isinstance(document.get("environments", {}), dict):
         raise LockFileError(f"{where}: expected {{'model': ..., 'environments': {{...}}}}")
     pins: dict[str, Pin] = {}
+    shadows: dict[str, Pin] = {}
     for env, raw in document.get("environments", {}).items():
         if not isinstance(raw, dict):
             raise LockFileError(f"{where}: environments.{env}: expected an object")
@@ -92,7 +112,16 @@ def parse_lock(text: str, *, where: str = "models.lock.json") -> LockFile:
             )
         except LockFileError as exc:
             raise LockFileError(f"{where}: environments.{env}: {exc}") from None
-    return LockFile(model=str(document.get("model", "")), pins=pins)
+        shadow = raw.get(SHADOW)
+        if shadow is None:
+            continue
+        if not isinstance(shadow, dict):
+            raise LockFileError(f"{where}: environments.{env}.{SHADOW}: expected an object")
+        try:
+            shadows[env] = Pin(version=shadow.get("version"), sha256=shadow.get("sha256"))  # type: ignore[arg-type]
+        except LockFileError as exc:
+            raise LockFileError(f"{where}: environments.{env}.{SHADOW}: {exc}") from None
+    return LockFile(model=str(document.get("model", "")), pins=pins, shadows=shadows)
 
 
 def read_lock(path: Path, *, model: str) -> LockFile:
@@ -106,11 +135,16 @@ def read_lock(path: Path, *, model: str) -> LockFile:
         raise LockFileError(
             f"{path}: pins model {lock.model!r}, but the project's model is {model!r}"
         )
-    return LockFile(model=model, pins=lock.pins)
+    return LockFile(model=model, pins=lock.pins, shadows=lock.shadows)
 
 
 def read_pin(path: Path, *, model: str, env: str) -> Pin | None:
     return read_lock(path, model=model).pins.get(env)
+
+
+def read_shadow(path: Path, *, model: str, env: str) -> Pin | None:
+    """The challenger `env` runs beside its live model, if any."""
+    return read_lock(path, model=model).shadows.get(env)
 
 
 @contextlib.contextmanager
@@ -156,16 +190,59 @@ def sync_pin(path: Path, *, model: str, env: str, current: Callable[[], Pin | No
         pin = current()
         lock = read_lock(path, model=model)
         pins = dict(lock.pins)
+        shadows = dict(lock.shadows)
         if pin is None:
             pins.pop(env, None)
+            shadows.pop(env, None)  # a shadow scores beside a live model, never alone
         else:
             pins[env] = pin
+            if shadows.get(env) == pin:
+                shadows.pop(env)  # the challenger is live now: it moves from shadow to live
         # Compared as written: a pin's expected alert rate is not part of its identity, but a
         # pin that gains one (a promotion re-run on a lock from before it) is rewritten.
-        if _documents(pins) != _documents(lock.pins) or not path.exists():
-            atomic_write_text(path, LockFile(model=model, pins=pins).to_json())
+        if (
+            _documents(pins) != _documents(lock.pins)
+            or shadows != lock.shadows
+            or not path.exists()
+        ):
+            atomic_write_text(path, LockFile(model=model, pins=pins, shadows=shadows).to_json())
         return pin
 
 
 def _documents(pins: dict[str, Pin]) -> dict[str, dict[str, Any]]:
     return {env: pin.to_dict() for env, pin in pins.items()}
+
+
+def write_shadow(
+    path: Path, *, model: str, env: str, shadow: Pin | None, live: Pin | None = None
+) -> LockFile:
+    """Set (or, with None, clear) `env`'s shadow pin, keeping every other pin as it is.
+
+    Refused (LockFileError) when `env` has no live pin, when the shadow is what is live, or when
+    `live` is given and is no longer `env`'s live pin (a promotion or rollback won a race).
+    """
+    with _exclusive(path):
+        lock = read_lock(path, model=model)
+        current = lock.pins.get(env)
+        shadows = dict(lock.shadows)
+        if shadow is None:
+            shadows.pop(env, None)
+        else:
+            if current is None:
+                raise LockFileError(
+                    f"{path}: {env} has no live pin: a shadow scores beside a live model"
+                )
+            if live is not None and current != live:
+                raise LockFileError(
+                    f"{path}: {env}'s live pin changed to version {current.version} while the "
+                    "shadow was being set; run the command again"
+                )
+            if current == shadow:
+                raise LockFileError(
+                    f"{path}: version {shadow.version} is live in {env}: it cannot shadow itself"
+                )
+            shadows[env] = shadow
+        updated = LockFile(model=model, pins=dict(lock.pins), shadows=shadows)
+        if shadows != lock.shadows or not path.exists():
+            atomic_write_text(path, updated.to_json())
+        return updated

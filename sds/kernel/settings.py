@@ -18,14 +18,17 @@ CAPTURE_SAMPLE_RATE (the share of scored payments captured, 0 to 1, chosen per e
 CAPTURE_EXCLUDE (comma-separated fields left out of capture records: `sds.kernel.capture`), and,
 only when the environment has a pin, MODEL_VERSION and MODEL_SHA256 (absent means "no model
 deployed", a valid state answered with 503, and a first promotion shows in `cdk diff` as two
-added variables).
+added variables), and, only when the environment has a shadow pin (`sds shadow`),
+SHADOW_MODEL_VERSION and SHADOW_MODEL_SHA256: the challenger loaded beside the live model, which
+scores the same payments for the capture and decides nothing. A malformed shadow pin never makes
+the function answer 503: the handler serves without a challenger and says why (`shadow_error`).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sds.kernel.errors import Unavailable
 from sds.kernel.lock import Pin
@@ -42,6 +45,8 @@ FEATURE_STORE_TIMEOUT_MS = "FEATURE_STORE_TIMEOUT_MS"
 WHEN_FEATURES_UNAVAILABLE = "WHEN_FEATURES_UNAVAILABLE"
 CAPTURE_SAMPLE_RATE = "CAPTURE_SAMPLE_RATE"
 CAPTURE_EXCLUDE = "CAPTURE_EXCLUDE"
+SHADOW_MODEL_VERSION = "SHADOW_MODEL_VERSION"
+SHADOW_MODEL_SHA256 = "SHADOW_MODEL_SHA256"
 
 DEFAULT_MODEL_NAME = "fraud"
 DEFAULT_MAX_EVENTS = 100
@@ -64,8 +69,10 @@ class PinVariables:
 
 # The model the handler serves.
 LIVE_PIN = PinVariables("live", MODEL_VERSION, MODEL_SHA256)
+# The challenger that scores beside it and decides nothing.
+SHADOW_PIN = PinVariables("shadow", SHADOW_MODEL_VERSION, SHADOW_MODEL_SHA256)
 # Every model a function's environment can pin, by role.
-PIN_VARIABLES: tuple[PinVariables, ...] = (LIVE_PIN,)
+PIN_VARIABLES: tuple[PinVariables, ...] = (LIVE_PIN, SHADOW_PIN)
 
 
 class SettingsError(Unavailable, ValueError):
@@ -87,6 +94,10 @@ class ServingSettings:
     feature_store_timeout_ms: int = DEFAULT_FEATURE_STORE_TIMEOUT_MS
     capture_sample_rate: float = 1.0
     capture_exclude: tuple[str, ...] = ()
+    shadow_version: int | None = None
+    shadow_sha256: str | None = None
+    # Why the shadow pin could not be read (the function then serves without a challenger).
+    shadow_error: str | None = None
 
     @property
     def has_pin(self) -> bool:
@@ -97,6 +108,20 @@ class ServingSettings:
         if self.model_version is None or self.model_sha256 is None:
             return None
         return Pin(version=self.model_version, sha256=self.model_sha256)
+
+    @property
+    def shadow_pin(self) -> Pin | None:
+        if self.shadow_version is None or self.shadow_sha256 is None:
+            return None
+        return Pin(version=self.shadow_version, sha256=self.shadow_sha256)
+
+    def for_shadow(self) -> ServingSettings | None:
+        """The settings that load the challenger the way the live model is loaded (same registry,
+        same verification), or None without a shadow pin."""
+        shadow = self.shadow_pin
+        if shadow is None:
+            return None
+        return replace(self, model_version=shadow.version, model_sha256=shadow.sha256)
 
     def to_environ(self) -> dict[str, str]:
         """These settings as the function's environment variables (see `function_environment`)."""
@@ -114,6 +139,7 @@ class ServingSettings:
             feature_store_timeout_ms=self.feature_store_timeout_ms,
             capture_sample_rate=self.capture_sample_rate,
             capture_exclude=self.capture_exclude,
+            shadow=self.shadow_pin,
         )
 
     @classmethod
@@ -126,6 +152,12 @@ class ServingSettings:
         registry = environ.get(REGISTRY_URI, "").strip() or None
         if pin is not None and registry is None:
             raise SettingsError(f"{REGISTRY_URI} is required when {MODEL_VERSION} is set")
+        shadow: Pin | None = None
+        shadow_error: str | None = None
+        try:
+            shadow = _parse_pin(environ, SHADOW_PIN)
+        except SettingsError as exc:
+            shadow_error = str(exc)
         return cls(
             model_name=environ.get(MODEL_NAME, "").strip() or DEFAULT_MODEL_NAME,
             model_version=None if pin is None else pin.version,
@@ -141,6 +173,9 @@ class ServingSettings:
             ),
             capture_sample_rate=_sample_rate(environ),
             capture_exclude=_exclude(environ),
+            shadow_version=None if shadow is None else shadow.version,
+            shadow_sha256=None if shadow is None else shadow.sha256,
+            shadow_error=shadow_error,
         )
 
 
@@ -157,8 +192,10 @@ def function_environment(
     feature_store_timeout_ms: int = DEFAULT_FEATURE_STORE_TIMEOUT_MS,
     capture_sample_rate: float = 1.0,
     capture_exclude: tuple[str, ...] = (),
+    shadow: Pin | None = None,
 ) -> dict[str, str]:
-    """The inference function's environment variables for one environment and pin."""
+    """The inference function's environment variables for one environment, its pin and its
+    shadow pin."""
     # Here, not at the top: the pruner reads model pins from this module without numpy.
     from sds.kernel.capture import CaptureError, check_exclude, check_sample_rate
 
@@ -188,6 +225,11 @@ def function_environment(
     if pin is not None:
         variables[MODEL_VERSION] = str(pin.version)
         variables[MODEL_SHA256] = pin.sha256
+    if shadow is not None:
+        if pin is None:
+            raise SettingsError("a shadow pin needs a live pin: the shadow never decides alone")
+        variables[SHADOW_MODEL_VERSION] = str(shadow.version)
+        variables[SHADOW_MODEL_SHA256] = shadow.sha256
     return variables
 
 

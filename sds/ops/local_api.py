@@ -4,7 +4,9 @@ Each HTTP request becomes an API Gateway REST proxy event for `InferenceApp.hand
 what Lambda receives behind API Gateway. Like a Lambda alias, the server follows the
 environment's pin in models.lock.json: each pin gets its own app instance (a "published
 version", loaded once), and every request is routed to the app of the current pin, so a
-`promote` or `rollback` takes effect on the next request, without a restart. The handler
+`promote` or `rollback` takes effect on the next request, without a restart. The shadow pin is
+followed the same way: `sds shadow` (or `--clear`) gives the next request an app with (or without)
+the challenger scoring beside the live model. The handler
 captures every scored payment through the same sink interface as on Lambda, into JSON Lines files
 under `.sds/capture/<env>/` instead of stdout (`sds.ops.capture_store`), and `POST /events` takes
 label events too (into `.sds/labels/<env>/`), as the environment's event bus does on AWS.
@@ -41,7 +43,7 @@ from sds.kernel.capture import CaptureSink
 from sds.kernel.errors import SdsError
 from sds.kernel.events import KINDS, LABEL_KINDS, timed, validate_batch
 from sds.kernel.featurestore import open_feature_store
-from sds.kernel.lock import LockFileError, Pin, read_pin
+from sds.kernel.lock import LockFileError, Pin, read_lock
 from sds.kernel.online import OnlineFeatures
 from sds.kernel.settings import ServingSettings
 from sds.ops.capture_store import CaptureFiles, LabelFiles
@@ -240,10 +242,12 @@ class PinnedApps:
         if feature_store_uri is not None:
             self.online = OnlineFeatures(open_feature_store(feature_store_uri))
         self.events = EventsEndpoint(self.online, labels)
-        self._apps: dict[Pin | None, InferenceApp] = {}
+        # One app per (live pin, shadow pin): a new shadow is a new "published version" too.
+        self._apps: dict[tuple[Pin | None, Pin | None], InferenceApp] = {}
         self._mutex = threading.Lock()
         self._stamp: tuple[int, int] | None = None
         self._pin: Pin | None = None
+        self._shadow: Pin | None = None
         self._pin_error: str | None = None
 
     @classmethod
@@ -275,17 +279,19 @@ class PinnedApps:
             stamp = None
         if stamp != self._stamp or self._stamp is None:
             try:
-                self._pin = read_pin(self.lock_path, model=self.model, env=self.env)
+                lock = read_lock(self.lock_path, model=self.model)
+                self._pin, self._shadow = lock.pins.get(self.env), lock.shadows.get(self.env)
                 self._pin_error = None
             except LockFileError as exc:
-                self._pin, self._pin_error = None, str(exc)
+                self._pin, self._shadow, self._pin_error = None, None, str(exc)
             self._stamp = stamp
         return self._pin
 
     def current(self) -> InferenceApp:
         with self._mutex:
             pin = self._current_pin()
-            app = self._apps.get(pin)
+            shadow = self._shadow
+            app = self._apps.get((pin, shadow))
             if app is None:
                 settings = ServingSettings(
                     model_name=self.model,
@@ -299,6 +305,8 @@ class PinnedApps:
                     when_features_unavailable=self.when_features_unavailable,
                     capture_sample_rate=self.capture_sample_rate,
                     capture_exclude=self.capture_exclude,
+                    shadow_version=None if shadow is None else shadow.version,
+                    shadow_sha256=None if shadow is None else shadow.sha256,
                 )
                 if self._pin_error is not None:
                     app = InferenceApp(None, settings_error=self._pin_error, metrics=self.metrics)
@@ -306,9 +314,11 @@ class PinnedApps:
                     app = InferenceApp(
                         settings, metrics=self.metrics, online=self.online, capture=self.capture
                     )
-                    self._apps[pin] = app
+                    self._apps[(pin, shadow)] = app
                 if pin is not None and app.model is not None:
                     logger.info("now serving %s v%s", self.model, pin.version)
+                if app.shadow is not None:
+                    logger.info("shadowed by %s v%s", self.model, app.shadow.version)
             return app
 
     def handle(self, event: Mapping[str, Any]) -> Mapping[str, Any]:

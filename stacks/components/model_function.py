@@ -41,6 +41,12 @@ class ModelFunction(Construct):
     variable) publishes a new version exactly like a code change does. Versions are retained:
     CloudFormation would otherwise delete the previous version on the next deploy and leave
     nothing for `sds rollback` to switch back to.
+
+    A shadow pin (`shadow`) reaches the function the way the live pin does: two environment
+    variables, so `cdk diff` shows SHADOW_MODEL_VERSION appear and a new version is published; the
+    challenger's model is read at cold start from the same registry, under the same read-only
+    grant on the immutable version objects, and verified against its sha256. No model is in the
+    asset, so neither pin changes the asset hash.
     """
 
     def __init__(
@@ -53,6 +59,7 @@ class ModelFunction(Construct):
         environment: str,
         pin: Pin | None,
         registry: s3.IBucket,
+        shadow: Pin | None = None,
         key: kms.IKey | None,
         feature_table: dynamodb.ITable,
         settings: LambdaSettings,
@@ -85,6 +92,7 @@ class ModelFunction(Construct):
                 feature_store_timeout_ms=serving.feature_store_timeout_ms,
                 capture_sample_rate=capture.sample_rate,
                 capture_exclude=capture.exclude,
+                shadow=shadow,
             ),
         )
         self.version = self.function.current_version

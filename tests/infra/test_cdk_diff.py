@@ -83,3 +83,47 @@ def test_cdk_diff_of_a_promotion_shows_model_version_and_a_new_retained_lambda_v
     assert any(line.startswith("[~] AWS::CloudWatch::Dashboard") for line in changed)
     # And nothing else changes
     assert len(changed) == 4 + 4 + 2, changed
+
+
+def test_cdk_diff_of_a_shadow_pin_shows_shadow_model_version_appear(
+    synthesized: SynthesizedApp, cli_synth: CliSynth, tmp_path: Path
+) -> None:
+    cli_synth.wait()
+    # Given prod deployed with the session's pin and a proposed lock adding a shadow beside it
+    deployed = next(synthesized.outdir.glob("assembly-prod/prodInference*.template.json"))
+    challenger = Pin(version=PROD_PIN.version + 1, sha256="d" * 64)
+    proposed = tmp_path / "proposed.lock.json"
+    lock = LockFile(
+        model="fraud", pins={"dev": DEV_PIN, "prod": PROD_PIN}, shadows={"prod": challenger}
+    )
+    proposed.write_text(lock.to_json())
+    # When a reviewer runs the real CLI's diff
+    result = subprocess.run(
+        [
+            str(CDK_CLI),
+            "diff",
+            "prod/Inference",
+            "--exclusively",
+            "--template",
+            str(deployed),
+            "--context",
+            f"sds:lock_file={proposed}",
+            "--output",
+            str(tmp_path / "cdk.out"),
+        ],
+        cwd=ROOT,
+        env=cli_environment(tmp_path / "cdk-home"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    lines = [line.strip(" │├└─") for line in output.splitlines()]
+    # Then SHADOW_MODEL_VERSION (and its sha256) appear, and the live MODEL_VERSION does not move
+    assert "[+] Added: .SHADOW_MODEL_VERSION" in lines, output[-4000:]
+    assert "[+] Added: .SHADOW_MODEL_SHA256" in lines
+    assert "[~] .MODEL_VERSION:" not in lines
+    # And the function publishes a new version (it loads the challenger at its cold start)
+    assert any(line.startswith("[+] AWS::Lambda::Version") for line in lines)

@@ -18,7 +18,9 @@ from tests.infra.infra_helpers import model_function
 from tests.infra.synth import ROOT, cdk_context
 
 
-def _templates(env: str, pin: Pin | None, code_dir: Path) -> dict[str, dict[str, Any]]:
+def _templates(
+    env: str, pin: Pin | None, code_dir: Path, shadow: Pin | None = None
+) -> dict[str, dict[str, Any]]:
     project = parse_project(cdk_context())
     app = cdk.App(context=copy.deepcopy(cdk_context()))
     spec = EnvironmentSpec(
@@ -29,6 +31,7 @@ def _templates(env: str, pin: Pin | None, code_dir: Path) -> dict[str, dict[str,
         training_image=TrainingImage(context_dir=ROOT),
         updater_code_dir=code_dir,
         monitor_code_dir=code_dir,
+        shadow=shadow,
     )
     stage = EnvironmentStage(app, env, spec=spec)
     return {stack.node.id: Template.from_stack(stack).to_json() for stack in stage.stacks}
@@ -67,5 +70,29 @@ def test_pin_change_changes_only_model_variables_and_the_published_version(
     # And a new Lambda version is published (new logical id -> CodeDeploy shifts live to it)
     assert old_version != new_version
     # And nothing else in the template changes, nor in the Registry and Training stacks
+    assert old_rest == new_rest
+    assert old == new
+
+
+def test_a_shadow_pin_adds_only_the_shadow_variables_and_publishes_a_version(
+    lambda_bundle: Path,
+) -> None:
+    # Given prod serving version 12, then the same with version 13 shadowing it
+    live = Pin(version=12, sha256="1" * 64)
+    shadow = Pin(version=13, sha256="2" * 64)
+    old = _templates("prod", live, lambda_bundle)
+    new = _templates("prod", live, lambda_bundle, shadow=shadow)
+    old_version, old_vars, old_rest = _split(old.pop("Inference"))
+    new_version, new_vars, new_rest = _split(new.pop("Inference"))
+    # Then the function environment gains exactly SHADOW_MODEL_VERSION / SHADOW_MODEL_SHA256
+    # (what cdk diff shows), and the live pin is untouched
+    assert set(new_vars) - set(old_vars) == {"SHADOW_MODEL_VERSION", "SHADOW_MODEL_SHA256"}
+    assert {k: v for k, v in new_vars.items() if k in old_vars} == old_vars
+    assert new_vars["SHADOW_MODEL_VERSION"] == "13"
+    assert new_vars["SHADOW_MODEL_SHA256"] == shadow.sha256
+    # And a new Lambda version is published (the challenger is loaded at its cold start)
+    assert old_version != new_version
+    # And nothing else changes: no new grant (the role already reads every immutable version
+    # object of the model, from the same registry), no asset change, no other stack
     assert old_rest == new_rest
     assert old == new

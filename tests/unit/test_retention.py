@@ -132,9 +132,9 @@ def test_the_newest_version_serving_each_model_in_the_history_is_kept() -> None:
 
 
 def test_a_model_pinned_by_any_pin_variable_keeps_its_newest_version() -> None:
-    # Given a second pin variable (the shadow, a later issue) in the pin table
-    shadow = serving_settings.PinVariables("shadow", "SHADOW_MODEL_VERSION", "SHADOW_MODEL_SHA256")
-    table = (*serving_settings.PIN_VARIABLES, shadow)
+    # Given the pin table with its second pin variable, the shadow's
+    table = serving_settings.PIN_VARIABLES
+    assert serving_settings.SHADOW_PIN in table
     environ = {
         "MODEL_VERSION": "3",
         "MODEL_SHA256": sha(3),
@@ -142,8 +142,8 @@ def test_a_model_pinned_by_any_pin_variable_keeps_its_newest_version() -> None:
         "SHADOW_MODEL_SHA256": sha(9),
     }
     # Then model_pins reads both, and served_model still reads the live one only
-    assert serving_settings.model_pins(environ, table) == {"live": pin(3), "shadow": pin(9)}
-    assert serving_settings.model_pins(environ) == {"live": pin(3)}
+    assert serving_settings.model_pins(environ) == {"live": pin(3), "shadow": pin(9)}
+    assert serving_settings.model_pins(environ, (serving_settings.LIVE_PIN,)) == {"live": pin(3)}
     assert serving_settings.served_model(environ) == pin(3)
     # And a version carrying model 9 as shadow is kept when the configuration pins it, by role
     versions = [
