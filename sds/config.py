@@ -9,7 +9,8 @@ and one group per part of the system (`lambda`, `api`, `deployment`, `alarms`, `
 `network`, `registry`, `features`); each construct receives only its group. Besides `gates`,
 `serving` and `infra`, an environment has `capture` (what the handler records of each scored
 payment, and how long it is kept), `labels` (when a label counts as final for training from
-capture) and `monitor` (the scheduled drift monitor and its alarms). Each group checks its own keys
+capture), `monitor` (the scheduled drift monitor and its alarms) and `shadow` (the gates a version
+passes before it may shadow the live model: `sds shadow`). Each group checks its own keys
 and names the one that is wrong. A new key is one field (and its check) in its group; a new group
 is one dataclass and one field of `Infra`.
 """
@@ -163,6 +164,31 @@ class MustBeatLive:
 
 
 @dataclass(frozen=True)
+class ShadowedIn:
+    """`gates.shadowed_in`: the version must have shadowed the model live in `env` (the target
+    environment when unset) on at least `min_events` matured payments and beaten it on them by
+    more than `margin` in `metric` (both models' scores captured for the same payments)."""
+
+    env: str | None = None
+    min_events: int = 1000
+    metric: str = "pr_auc"
+    margin: float = 0.0
+
+    def __post_init__(self) -> None:
+        _require(self.min_events >= 1, "min_events", "must be >= 1")
+        _require(
+            self.metric in COMPARED_METRICS,
+            "metric",
+            f"must be one of {', '.join(COMPARED_METRICS)}",
+        )
+        _require(self.margin >= 0, "margin", "must be >= 0")
+
+    @property
+    def higher_is_better(self) -> bool:
+        return COMPARED_METRICS[self.metric]
+
+
+@dataclass(frozen=True)
 class Gates:
     """Conditions a model version must meet before an environment's alias may point at it."""
 
@@ -172,6 +198,15 @@ class Gates:
     max_calibration_error: float | None = None
     require_live_in: str | None = None
     must_beat_live: MustBeatLive | None = None
+    shadowed_in: ShadowedIn | None = None
+
+
+@dataclass(frozen=True)
+class ShadowSettings:
+    """`shadow`: what a version must pass before `sds shadow` lets it score beside the live model
+    (it decides nothing, so these are usually looser than the promotion gates)."""
+
+    gates: Gates = field(default_factory=Gates)
 
 
 @dataclass(frozen=True)
@@ -812,6 +847,7 @@ class EnvironmentConfig:
     capture: CaptureSettings = field(default_factory=CaptureSettings)
     labels: LabelSettings = field(default_factory=LabelSettings)
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
+    shadow: ShadowSettings = field(default_factory=ShadowSettings)
 
     @property
     def allocates_versions(self) -> bool:
@@ -840,7 +876,7 @@ class ProjectConfig:
         raise ConfigError("no environment without promote_from: the promotion chain has no start")
 
 
-_ENV_KEYS = {"promote_from", "gates", "serving", "infra", "capture", "labels", "monitor"}
+_ENV_KEYS = {"promote_from", "gates", "serving", "infra", "capture", "labels", "monitor", "shadow"}
 
 
 def parse_environment(
@@ -892,6 +928,7 @@ def parse_environment(
         capture=_build(CaptureSettings, f"{where}.capture", raw.get("capture")),
         labels=_build(LabelSettings, f"{where}.labels", raw.get("labels")),
         monitor=_build(MonitorSettings, f"{where}.monitor", raw.get("monitor")),
+        shadow=_build(ShadowSettings, f"{where}.shadow", raw.get("shadow")),
     )
 
 
@@ -922,11 +959,18 @@ def parse_project(context: Mapping[str, Any]) -> ProjectConfig:
         start = None if starts[name] == name else envs[starts[name]]
         envs[name] = parse_environment(name, raw_envs[name], chain_start=starts[name], start=start)
     for env in envs.values():
-        ref = env.gates.require_live_in
-        if ref is not None and ref not in envs:
-            raise ConfigError(
-                f"environments.{env.name}.gates.require_live_in: unknown environment {ref!r}"
-            )
+        for where, gates in (("gates", env.gates), ("shadow.gates", env.shadow.gates)):
+            ref = gates.require_live_in
+            if ref is not None and ref not in envs:
+                raise ConfigError(
+                    f"environments.{env.name}.{where}.require_live_in: unknown environment {ref!r}"
+                )
+            shadowed = gates.shadowed_in
+            if shadowed is not None and shadowed.env is not None and shadowed.env not in envs:
+                raise ConfigError(
+                    f"environments.{env.name}.{where}.shadowed_in.env: unknown environment "
+                    f"{shadowed.env!r}"
+                )
     envs = _cross_account_promotions(model_name, envs)
     return ProjectConfig(model_name=model_name, environments={n: envs[n] for n in raw_envs})
 

@@ -14,11 +14,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sds.config import MustBeatLive
+from sds.config import Gates, MustBeatLive
 from sds.kernel.behaviour import expected_alert_rate
 from sds.kernel.comparison import Comparison, ComparisonError
 from sds.kernel.errors import Refused, SdsError
-from sds.kernel.lock import Pin, sync_pin
+from sds.kernel.lock import Pin, read_lock, sync_pin
 from sds.kernel.registry import (
     AliasState,
     ConcurrentUpdate,
@@ -145,9 +145,12 @@ def live_version(ws: Workspace, env: str) -> AliasState | None:
     return ws.registry(env).get_alias(env)
 
 
-def check_gates(ws: Workspace, env: str, version: Version) -> list[GateResult]:
-    """Evaluate every gate of `env` for `version`; metrics come from the version's manifest."""
-    gates = ws.config.env(env).gates
+def check_gates(
+    ws: Workspace, env: str, version: Version, *, gates: Gates | None = None
+) -> list[GateResult]:
+    """Evaluate every gate of `env` (or `gates`: its shadow gates) for `version`; metrics come
+    from the version's manifest, `shadowed_in` from `env`'s captures."""
+    gates = ws.config.env(env).gates if gates is None else gates
     metrics = version.metrics
     results: list[GateResult] = []
 
@@ -190,6 +193,13 @@ def check_gates(ws: Workspace, env: str, version: Version) -> list[GateResult]:
         )
     if gates.must_beat_live is not None:
         results.append(must_beat_live(ws, env, version, gates.must_beat_live))
+    if gates.shadowed_in is not None:
+        from sds.ops.shadow import shadowed_in
+
+        where = gates.shadowed_in.env or env
+        serving = live_version(ws, where)
+        pinned = None if serving is None else Pin(version=serving.version, sha256=serving.sha256)
+        results.append(shadowed_in(ws, env, version, gates.shadowed_in, live=pinned))
     return results
 
 
@@ -270,18 +280,34 @@ def promote(
     from_env: str | None = None,
     reason: str = "",
     on_upload: Callable[[str, int, int], None] | None = None,
+    shadow: bool = False,
 ) -> AliasChange:
-    """Make `version` (or what is live in `from_env`) live in `to_env`.
+    """Make `version` (or what is live in `from_env`, or with `shadow` the version shadowing in
+    `to_env`) live in `to_env`.
 
     `on_upload` sees the copy's progress when the version goes to another registry (see
-    `Registry.import_version`).
+    `Registry.import_version`). Promoting the shadow's version removes the shadow pin in the same
+    write of models.lock.json that moves the live pin (`sds.kernel.lock.sync_pin`).
     """
     started = time.monotonic()
     ws.ensure_writable(to_env)  # before reading anything: the target's account must be ours
     target_config = ws.config.env(to_env)
     source_env = from_env or target_config.promote_from or to_env
-    source = ws.registry(source_env)
     live_in_source: AliasState | None = None
+    pinned_shadow: Pin | None = None
+    if shadow:
+        if version is not None or from_env is not None:
+            raise OperationError(
+                "--shadow promotes the shadow's version: name no version or --from"
+            )
+        pinned_shadow = read_lock(ws.lock_path, model=ws.model).shadows.get(to_env)
+        if pinned_shadow is None:
+            raise OperationError(
+                f"{to_env} has no shadow to promote (sds shadow VERSION --env {to_env})"
+            )
+        # The shadow is already in the target's registry: it was verified there when pinned.
+        version, source_env = pinned_shadow.version, to_env
+    source = ws.registry(source_env)
     if version is None:
         if from_env is None:
             raise OperationError("say which version: sds promote VERSION --to ENV, or --from ENV")
@@ -300,6 +326,12 @@ def promote(
         raise OperationError(f"version {version} is not in {source_env}'s registry{hint}") from None
     except RegistryError as exc:
         raise OperationError(f"{source_env}: {exc}") from None
+    if pinned_shadow is not None and pinned_shadow.sha256 != origin.sha256:
+        raise OperationError(
+            f"version {version} in {to_env}'s registry (sha256 {origin.sha256[:12]}...) is not "
+            f"the model pinned as {to_env}'s shadow (sha256 {pinned_shadow.sha256[:12]}...); "
+            "refusing to promote it"
+        )
     if live_in_source is not None and live_in_source.sha256 != origin.sha256:
         # The version was replaced after it went live (manifest and artifact rewritten together,
         # so it verifies): promoting it would carry an unreviewed model up the chain.

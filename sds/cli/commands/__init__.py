@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from sds.cli.commands import (
     backfill,
+    compare,
     completion,
     demo,
     envs,
@@ -22,6 +23,7 @@ from sds.cli.commands import (
     rollback,
     score,
     serve,
+    shadow,
     show,
     status,
     train,
@@ -38,6 +40,8 @@ COMMANDS = (
     models,
     show,
     promote,
+    shadow,
+    compare,
     rollback,
     history,
     status,

@@ -20,11 +20,18 @@ def register(commands: Commands) -> None:
             'sds promote 3 --to dev --reason "better PR AUC"',
             'sds promote --from dev --to staging --reason "passed dev checks"',
             'sds --aws promote --from staging --to prod --reason "release 2026-11"',
+            'sds promote --shadow --to prod --reason "beat v12 in shadow on 40k payments"',
         ],
     )
     version_argument(parser, "version", nargs="?")
     env_option(parser, "--to", required=True, help="target environment")
     env_option(parser, "--from", dest="from_env", help="promote what is live in this environment")
+    parser.add_argument(
+        "--shadow",
+        action="store_true",
+        help="promote the version shadowing in the target environment (the pin moves from "
+        "shadow to live in one change)",
+    )
     parser.add_argument("--reason", default="", help="why (recorded in the audit trail)")
     parser.add_argument("--quiet", action="store_true", help="no progress display for the copy")
 
@@ -35,7 +42,11 @@ def run(args: argparse.Namespace) -> int:
 
     to: EnvironmentConfig = args.to
     source: EnvironmentConfig | None = args.from_env
-    if args.version is not None:
+    if args.shadow:
+        if args.version is not None or source is not None:
+            raise UsageError("--shadow promotes the shadow's version: name no VERSION or --from")
+        what = f"the shadow of {to.name}"
+    elif args.version is not None:
         what = f"version {args.version}"
     elif source is not None:
         what = f"what is live in {source.name}"
@@ -51,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
             from_env=None if source is None else source.name,
             reason=args.reason,
             on_upload=on_upload,
+            shadow=args.shadow,
         )
     if args.json:
         print_json(change.to_dict())

@@ -1,0 +1,62 @@
+"""`sds compare`: an environment's live model against its shadow on the payments both scored."""
+
+from __future__ import annotations
+
+import argparse
+
+from sds.cli.arguments import Commands, env_option, workspace
+from sds.cli.render import print_json
+from sds.config import EnvironmentConfig
+from sds.kernel.errors import UsageError
+
+
+def register(commands: Commands) -> None:
+    parser = commands.add(
+        "compare",
+        run,
+        "live against shadow on identical captured payments: agreement, alert rates, score "
+        "correlation, the payments they disagree on, label metrics once labels mature, and the "
+        "shadow's measured cost",
+        [
+            "sds compare --env prod",
+            "sds compare --env prod --since 2026-11-01 --json",
+            "sds --aws compare --env prod --since 2026-11-01 --until 2026-11-15",
+        ],
+    )
+    env_option(parser, "--env", required=True, help="whose captures")
+    parser.add_argument("--since", help="payments from (a date or ISO 8601 time, UTC)")
+    parser.add_argument("--until", help="payments before (default: no end)")
+    parser.add_argument(
+        "--as-of", help="labels known by, and maturity measured at, this time (default: now)"
+    )
+    parser.add_argument(
+        "--limit", type=int, default=20, help="disagreements listed per pair (default: 20)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from sds.ops.shadow import compare, render_report
+    from training.capture_data import parse_moment
+
+    env: EnvironmentConfig = args.env
+    if args.limit < 0:
+        raise UsageError("--limit must be >= 0")
+    since = None if args.since is None else parse_moment(args.since, what="--since")
+    until = None if args.until is None else parse_moment(args.until, what="--until")
+    as_of = None if args.as_of is None else parse_moment(args.as_of, what="--as-of")
+    if since is not None and until is not None and since >= until:
+        raise UsageError(f"--since {args.since} is not before --until {args.until}")
+    report = compare(
+        workspace(args),
+        env=env.name,
+        since_us=since,
+        until_us=until,
+        as_of_us=as_of,
+        limit=args.limit,
+    )
+    if args.json:
+        print_json(report.to_dict())
+    else:
+        for line in render_report(report):
+            print(line)
+    return 0

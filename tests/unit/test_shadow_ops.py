@@ -1,0 +1,352 @@
+"""`sds shadow`, `sds compare` and the `shadowed_in` gate on local registries and captures:
+the shadow pin, the comparison's figures on generated traffic and labels, and promotion of the
+shadow."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from sds.kernel.capture import Capturer
+from sds.kernel.features import N_FEATURES, format_time
+from sds.kernel.lock import Pin, read_lock
+from sds.kernel.registry import Version
+from sds.ops.capture_store import CaptureFiles, LabelFiles
+from sds.ops.promotion import GateFailure, OperationError, promote
+from sds.ops.shadow import ShadowGateFailure, clear_shadow, compare, set_shadow
+from sds.ops.workspace import Workspace
+
+ROOT = Path(__file__).resolve().parents[2]
+GOOD = {"roc_auc": 0.93, "pr_auc": 0.6, "expected_calibration_error": 0.01}
+DAY_US = 86_400_000_000
+NOW_US = time.time_ns() // 1000
+
+
+def workspace(tmp_path: Path, **environments: dict[str, Any]) -> Workspace:
+    """A project with the repository's cdk.json, each named environment's settings merged in."""
+    document = json.loads((ROOT / "cdk.json").read_text())
+    for env, settings in environments.items():
+        document["context"]["environments"][env].update(settings)
+    (tmp_path / "cdk.json").write_text(json.dumps(document))
+    return Workspace.discover(project_dir=tmp_path, environ={"SDS_ACTOR": "tester"})
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    return workspace(tmp_path)
+
+
+def register(ws: Workspace, metrics: dict[str, float] | None = None) -> Version:
+    payload = json.dumps(metrics or GOOD).encode() + bytes(range(16)) + str(time.time_ns()).encode()
+    return ws.registry("dev").register(
+        {"model.onnx": b"onnx" + payload, "model.skops": b"skops" + payload},
+        {"metrics": metrics or GOOD},
+        actor="tester",
+        reason="test",
+    )
+
+
+def lock_entry(ws: Workspace, env: str) -> dict[str, Any]:
+    entry: dict[str, Any] = json.loads(ws.lock_path.read_text())["environments"][env]
+    return entry
+
+
+# The shadow pin ----------------------------------------------------------------------------------
+
+
+def test_shadow_pins_a_verified_version_beside_live_and_clear_removes_it(ws: Workspace) -> None:
+    # Given version 1 live in dev and version 2 registered
+    one, two = register(ws), register(ws)
+    promote(ws, to_env="dev", version=1)
+
+    # When version 2 shadows dev
+    change = set_shadow(ws, env="dev", version=2, reason="challenger")
+
+    # Then the lock file pins it beside the live pin, and the audit trail says who and why
+    assert change.changed and change.shadow == Pin(2, two.sha256)
+    assert lock_entry(ws, "dev") == {
+        "version": 1,
+        "sha256": one.sha256,
+        "shadow": {"version": 2, "sha256": two.sha256},
+    }
+    (event,) = [e for e in ws.registry("dev").events(alias="dev") if e["type"] == "shadowed"]
+    assert (event["version"], event["reason"], event["by"]) == (2, "challenger", "tester")
+    # And the registry alias (what serves) did not move
+    assert ws.registry("dev").get_alias("dev").version == 1  # type: ignore[union-attr]
+    # And doing it again is a no-op
+    assert not set_shadow(ws, env="dev", version=2).changed
+
+    # When the shadow is cleared
+    cleared = clear_shadow(ws, env="dev", reason="done")
+    # Then only the live pin is left, and the trail says so
+    assert cleared.changed and cleared.previous == Pin(2, two.sha256)
+    assert lock_entry(ws, "dev") == {"version": 1, "sha256": one.sha256}
+    assert [e["type"] for e in ws.registry("dev").events(alias="dev")].count("shadow_cleared") == 1
+    assert not clear_shadow(ws, env="dev").changed
+
+
+def test_shadowing_above_dev_copies_the_version_without_making_it_live(ws: Workspace) -> None:
+    register(ws)
+    two = register(ws)
+    promote(ws, to_env="dev", version=1)
+    promote(ws, to_env="staging", from_env="dev")
+
+    change = set_shadow(ws, env="staging", version=2, reason="try it on staging traffic")
+
+    assert change.copied_from == "dev"
+    assert ws.registry("staging").verify_version(2).sha256 == two.sha256
+    assert ws.registry("staging").get_alias("staging").version == 1  # type: ignore[union-attr]
+    assert read_lock(ws.lock_path, model=ws.model).shadows == {"staging": Pin(2, two.sha256)}
+
+
+@pytest.mark.parametrize(
+    ("setup", "version", "message"),
+    [
+        ("nothing live", 2, "nothing is live in dev: a shadow scores beside a live model"),
+        ("live", 1, "version 1 is live in dev: it cannot shadow itself"),
+        ("live", 9, "version 9 is not in dev's registry"),
+    ],
+)
+def test_a_shadow_that_cannot_be_is_refused_and_pins_nothing(
+    ws: Workspace, setup: str, version: int, message: str
+) -> None:
+    register(ws)
+    register(ws)
+    if setup == "live":
+        promote(ws, to_env="dev", version=1)
+    before = ws.lock_path.read_text() if ws.lock_path.exists() else None
+    with pytest.raises(OperationError, match=message):
+        set_shadow(ws, env="dev", version=version)
+    assert (ws.lock_path.read_text() if ws.lock_path.exists() else None) == before
+
+
+def test_the_shadow_gates_come_from_config(tmp_path: Path) -> None:
+    # Given dev's shadow gates ask for a PR AUC the challenger does not have
+    ws = workspace(tmp_path, dev={"shadow": {"gates": {"min_pr_auc": 0.7}}})
+    register(ws)
+    register(ws, metrics={**GOOD, "pr_auc": 0.5})
+    promote(ws, to_env="dev", version=1)
+
+    # Then shadowing it is refused, naming the gate, and nothing is pinned
+    with pytest.raises(
+        ShadowGateFailure, match=r"may not shadow in dev: min_pr_auc: pr_auc 0.5000"
+    ):
+        set_shadow(ws, env="dev", version=2)
+    assert read_lock(ws.lock_path, model=ws.model).shadows == {}
+
+
+def test_promoting_the_shadow_moves_the_pin_from_shadow_to_live(ws: Workspace) -> None:
+    register(ws)
+    two = register(ws)
+    promote(ws, to_env="dev", version=1)
+    set_shadow(ws, env="dev", version=2)
+
+    change = promote(ws, to_env="dev", shadow=True, reason="beat v1 in shadow")
+
+    assert change.changed and (change.previous, change.version) == (1, 2)
+    assert lock_entry(ws, "dev") == {"version": 2, "sha256": two.sha256}
+    # And without a shadow there is nothing to promote
+    with pytest.raises(OperationError, match="dev has no shadow to promote"):
+        promote(ws, to_env="dev", shadow=True)
+
+
+# Compare on generated traffic --------------------------------------------------------------------
+
+
+def serve(
+    ws: Workspace,
+    env: str,
+    live: Version,
+    shadow: Version,
+    *,
+    n: int,
+    days_ago: float,
+    seed: int,
+    shadow_signal: float = 0.6,
+    prefix: str = "p",
+) -> dict[str, np.ndarray]:
+    """Capture `n` payments served in `env` by `live` with `shadow` beside it, and label the
+    fraud among them (a chargeback each; the rest stay unlabelled: legitimate once matured).
+    The shadow's scores carry more of the label than the live model's."""
+    rng = np.random.default_rng(seed)
+    fraud = rng.random(n) < 0.1
+    live_scores = 0.3 * fraud + 0.7 * rng.random(n)
+    shadow_scores = shadow_signal * fraud + (1 - shadow_signal) * rng.random(n)
+    capturer = Capturer(
+        env=env,
+        model={"name": ws.model, "version": live.number, "sha256": live.sha256},
+        threshold=0.6,
+        sink=CaptureFiles(ws.capture_dir(env)),
+    )
+    capturer.with_shadow(
+        model={"name": ws.model, "version": shadow.number, "sha256": shadow.sha256},
+        threshold=0.5,
+    )
+    start = NOW_US - int(days_ago * DAY_US)
+    events = [
+        {
+            "event_id": f"{prefix}-{i}",
+            "account_id": f"acct-{i % 7}",
+            "occurred_at": format_time(start + i * 1_000_000),
+        }
+        for i in range(n)
+    ]
+    for first in range(0, n, 50):  # requests of 50 payments
+        chunk = slice(first, first + 50)
+        capturer.capture(
+            request_id=f"req-{prefix}-{first}",
+            received_us=NOW_US,
+            started_ns=time.perf_counter_ns(),
+            events=events[chunk],
+            features=np.zeros((len(events[chunk]), N_FEATURES), dtype=np.float32),
+            scores=live_scores[chunk].tolist(),
+            online_features=True,
+            shadow_scores=shadow_scores[chunk].tolist(),
+            shadow_ns=40_000,
+        )
+    LabelFiles(ws.labels_dir(env)).store(
+        {
+            "type": "label",
+            "event_id": events[i]["event_id"],
+            "is_fraud": True,
+            "labelled_at": format_time(NOW_US - DAY_US),
+            "source": "chargeback",
+        }
+        for i in np.flatnonzero(fraud)
+    )
+    return {"fraud": fraud, "live": live_scores, "shadow": shadow_scores}
+
+
+def test_compare_reports_agreement_alert_rates_correlation_and_disagreements(
+    ws: Workspace,
+) -> None:
+    # Given 400 matured payments served by v1 with v2 shadowing, and 100 too young to count
+    one, two = register(ws), register(ws)
+    old = serve(ws, "dev", one, two, n=400, days_ago=60, seed=1)
+    young = serve(ws, "dev", one, two, n=100, days_ago=2, seed=2, prefix="y")
+
+    # When the two are compared
+    report = compare(ws, env="dev", limit=5)
+
+    # Then the figures are those of the captured scores and decisions
+    (pair,) = report.pairs
+    live = np.concatenate([old["live"], young["live"]])
+    shadow = np.concatenate([old["shadow"], young["shadow"]])
+    live_flags, shadow_flags = live >= 0.6, shadow >= 0.5
+    assert (pair.live.version, pair.shadow.version) == (1, 2)
+    assert pair.events == pair.compared == 500 and pair.shadow_failed == 0
+    assert pair.agreement == pytest.approx((live_flags == shadow_flags).mean(), abs=1e-6)
+    assert pair.live_alert_rate == pytest.approx(live_flags.mean(), abs=1e-6)
+    assert pair.shadow_alert_rate == pytest.approx(shadow_flags.mean(), abs=1e-6)
+    assert pair.pearson == pytest.approx(np.corrcoef(live, shadow)[0, 1], abs=1e-6)
+    assert pair.disagreements == int((live_flags != shadow_flags).sum())
+    # And the disagreements are listed, largest score gap first, with their labels
+    assert len(pair.listed) == 5
+    gaps = [abs(row["live_score"] - row["shadow_score"]) for row in pair.listed]
+    assert gaps == sorted(gaps, reverse=True)
+    assert all(row["live_decision"] != row["shadow_decision"] for row in pair.listed)
+    # And the label metrics use the matured payments only, unlabelled ones as legitimate
+    labels = pair.labels
+    assert (labels["matured"], labels["young"]) == (400, 100)
+    assert labels["fraud"] == int(old["fraud"].sum())
+    assert labels["live"]["roc_auc"] == pytest.approx(roc_auc_score(old["fraud"], old["live"]))
+    assert labels["shadow"]["pr_auc"] == pytest.approx(
+        average_precision_score(old["fraud"], old["shadow"]), abs=1e-6
+    )
+    assert labels["shadow"]["pr_auc"] > labels["live"]["pr_auc"]
+    caught = int((old["fraud"] & (old["shadow"] >= 0.5)).sum())
+    assert labels["shadow_decisions"]["caught"] == caught
+    # And the shadow's measured cost is the captured one: 40 us per request of 50 payments
+    assert pair.cost_us is not None and pair.cost_us["p50"] == pytest.approx(0.8)
+    # And --json carries the same figures
+    document = report.to_dict()
+    assert document["pairs"][0]["agreement"] == pair.agreement
+    assert document["pairs"][0]["score_correlation"]["pearson"] == pair.pearson
+
+
+def test_compare_with_a_window_and_without_shadowed_traffic(ws: Workspace) -> None:
+    one, two = register(ws), register(ws)
+    serve(ws, "dev", one, two, n=100, days_ago=60, seed=3)
+    serve(ws, "dev", one, two, n=100, days_ago=20, seed=4, prefix="late")
+
+    since = NOW_US - 30 * DAY_US
+    (pair,) = compare(ws, env="dev", since_us=since).pairs
+    assert pair.events == 100
+    assert compare(ws, env="staging").pairs == []
+
+
+# The shadowed_in gate ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("min_events", "shadow_signal", "passes", "detail"),
+    [
+        (300, 0.45, True, r"pr_auc 0\.\d+ vs 0\.\d+ for version 1, on the same 400 matured"),
+        (1000, 0.45, False, r"on 400 matured payments \(needs 1000; payments mature after 30"),
+        (300, 0.05, False, r"pr_auc 0\.\d+ vs 0\.\d+ for version 1.*\(needs > 0\.\d+\)"),
+    ],
+    ids=["beat-live", "too-few-matured", "worse-than-live"],
+)
+def test_the_shadowed_in_gate_needs_matured_payments_and_a_win_over_live(
+    tmp_path: Path, min_events: int, shadow_signal: float, passes: bool, detail: str
+) -> None:
+    # Given dev requires a version to have shadowed its live model before it goes live
+    gate = {"min_events": min_events, "metric": "pr_auc"}
+    ws = workspace(tmp_path, dev={"gates": {"min_roc_auc": 0.75, "shadowed_in": gate}})
+    one, two = register(ws), register(ws)
+    promote(ws, to_env="dev", version=1)  # nothing live yet: nothing to have shadowed
+    set_shadow(ws, env="dev", version=2)
+    serve(ws, "dev", one, two, n=400, days_ago=60, seed=5, shadow_signal=shadow_signal)
+
+    # When the shadow is promoted
+    if passes:
+        change = promote(ws, to_env="dev", shadow=True)
+        (result,) = [g for g in change.gates if g.gate == "shadowed_in"]
+        assert result.passed
+        assert read_lock(ws.lock_path, model=ws.model).shadows == {}
+        assert re.search(detail, result.detail), result.detail
+        return
+    with pytest.raises(GateFailure, match=f"shadowed_in: .*{detail}"):
+        promote(ws, to_env="dev", shadow=True)
+    # Then nothing moved: v1 is live, v2 still shadows
+    assert lock_entry(ws, "dev")["version"] == 1
+    assert lock_entry(ws, "dev")["shadow"]["version"] == 2
+
+
+def test_the_shadowed_in_gate_refuses_a_version_that_never_shadowed(tmp_path: Path) -> None:
+    gate = {"min_events": 10}
+    ws = workspace(tmp_path, dev={"gates": {"shadowed_in": gate}})
+    register(ws)
+    register(ws)
+    promote(ws, to_env="dev", version=1)
+    with pytest.raises(GateFailure, match="version 2 has not shadowed version 1"):
+        promote(ws, to_env="dev", version=2)
+
+
+def test_a_shadowed_in_gate_naming_an_unknown_environment_is_a_config_error(
+    tmp_path: Path,
+) -> None:
+    from sds.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"dev\.gates\.shadowed_in\.env: unknown environment"):
+        workspace(tmp_path, dev={"gates": {"shadowed_in": {"env": "qa"}}}).config  # noqa: B018
+
+
+def test_clearing_copies_nothing_and_leaves_other_environments(ws: Workspace) -> None:
+    register(ws)
+    register(ws)
+    promote(ws, to_env="dev", version=1)
+    promote(ws, to_env="staging", from_env="dev")
+    set_shadow(ws, env="dev", version=2)
+    set_shadow(ws, env="staging", version=2)
+    clear_shadow(ws, env="dev")
+    assert set(read_lock(ws.lock_path, model=ws.model).shadows) == {"staging"}
+    shutil.rmtree(ws.capture_dir("dev"), ignore_errors=True)
