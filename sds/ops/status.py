@@ -99,6 +99,8 @@ class EnvironmentStatus:
     target: str
     registry_uri: str | None = None
     pin: Pin | None = None
+    # The challenger the next deploy loads beside the pinned model (`sds shadow`), if any.
+    shadow: Pin | None = None
     alias: AliasState | None = None
     live: LiveAlias | None = None
     deployments: list[Deployment] = field(default_factory=list)
@@ -138,6 +140,7 @@ class EnvironmentStatus:
             "state": self.state,
             "ok": self.ok,
             "pin": None if self.pin is None else self.pin.to_dict(),
+            "shadow": None if self.shadow is None else self.shadow.to_dict(),
             "registry": {"uri": self.registry_uri, "alias": alias},
             "lambda": None if self.live is None else self.live.to_dict(),
             "deployments": [d.to_dict() for d in self.deployments],
@@ -157,7 +160,8 @@ def environment_status(
 ) -> EnvironmentStatus:
     result = EnvironmentStatus(env=env, target=ws.target)
     try:
-        result.pin = read_lock(ws.lock_path, model=ws.model).pins.get(env)
+        lock = read_lock(ws.lock_path, model=ws.model)
+        result.pin, result.shadow = lock.pins.get(env), lock.shadows.get(env)
     except LockFileError as exc:
         result.error = str(exc)
         return result

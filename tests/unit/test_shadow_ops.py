@@ -350,3 +350,17 @@ def test_clearing_copies_nothing_and_leaves_other_environments(ws: Workspace) ->
     clear_shadow(ws, env="dev")
     assert set(read_lock(ws.lock_path, model=ws.model).shadows) == {"staging"}
     shutil.rmtree(ws.capture_dir("dev"), ignore_errors=True)
+
+
+def test_status_shows_the_shadow_beside_the_pin(ws: Workspace) -> None:
+    from sds.ops.status import environment_status
+
+    register(ws)
+    two = register(ws)
+    promote(ws, to_env="dev", version=1)
+    assert environment_status(ws, "dev").to_dict()["shadow"] is None
+    set_shadow(ws, env="dev", version=2)
+    status = environment_status(ws, "dev")
+    assert status.shadow == Pin(2, two.sha256)
+    assert status.to_dict()["shadow"] == {"version": 2, "sha256": two.sha256}
+    assert status.state == "in sync"

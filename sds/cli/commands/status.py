@@ -101,6 +101,12 @@ def _detail(r: EnvironmentStatus, ws: Workspace) -> str:
         "pin",
         f"{_version(None if pin is None else pin.version)}  sha256 {_sha(None if pin is None else pin.sha256)}  ({ws.lock_path.name})",
     )
+    if r.shadow is not None:
+        line(
+            "shadow",
+            f"v{r.shadow.version}  sha256 {_sha(r.shadow.sha256)}  (scores beside the pin, "
+            f"decides nothing: sds compare --env {r.env})",
+        )
     alias = r.alias
     how = "" if alias is None else f", {moved(alias)}"
     line(
