@@ -342,10 +342,11 @@ class ShadowReport:
 
 
 def _records(location: str, env: str, since_us: int | None, until_us: int | None) -> list[Capture]:
-    """`env`'s captures whose payment happened in [since, until), one per event id (the first
-    served, as training from capture takes them)."""
+    """`env`'s captures whose payment happened in [since, until), one per event id and pair of
+    models (the first served, as training from capture takes them: a retried request scored the
+    payment twice; a payment scored again after a shadow was pinned counts for the new pair)."""
     first_day = "0000-00-00" if since_us is None else format_time(since_us - DAY_US)[:10]
-    chosen: dict[str, Capture] = {}
+    chosen: dict[tuple[str, str, str | None], Capture] = {}
     for name, raw in partitions(location, first_day):
         data = raw
         if name.endswith(".gz"):
@@ -367,9 +368,11 @@ def _records(location: str, env: str, since_us: int | None, until_us: int | None
                 continue
             if until_us is not None and record.occurred_at_us >= until_us:
                 continue
-            known = chosen.get(record.event_id)
+            shadow = None if record.shadow is None else record.shadow.model_sha256
+            key = (record.event_id, record.model_sha256, shadow)
+            known = chosen.get(key)
             if known is None or record.received_at_us < known.received_at_us:
-                chosen[record.event_id] = record
+                chosen[key] = record
     return sorted(chosen.values(), key=lambda r: (r.occurred_at_us, r.event_id))
 
 

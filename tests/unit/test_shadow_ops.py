@@ -364,3 +364,32 @@ def test_status_shows_the_shadow_beside_the_pin(ws: Workspace) -> None:
     assert status.shadow == Pin(2, two.sha256)
     assert status.to_dict()["shadow"] == {"version": 2, "sha256": two.sha256}
     assert status.state == "in sync"
+
+
+def test_a_payment_scored_again_counts_once_per_pair(ws: Workspace) -> None:
+    # Given the same payments served twice by the same pair (a retried request), and once more
+    # before the shadow was pinned
+    one, two = register(ws), register(ws)
+    serve(ws, "dev", one, two, n=50, days_ago=60, seed=8)
+    serve(ws, "dev", one, two, n=50, days_ago=60, seed=8)
+    alone = Capturer(
+        env="dev",
+        model={"name": ws.model, "version": 1, "sha256": one.sha256},
+        threshold=0.6,
+        sink=CaptureFiles(ws.capture_dir("dev")),
+    )
+    alone.capture(
+        request_id="before",
+        received_us=NOW_US,
+        started_ns=time.perf_counter_ns(),
+        events=[{"event_id": f"p-{i}", "account_id": "a", "occurred_at": "2026-01-01T00:00:00Z"}
+                for i in range(50)],
+        features=np.zeros((50, N_FEATURES), dtype=np.float32),
+        scores=[0.1] * 50,
+        online_features=True,
+    )  # fmt: skip
+    # Then the pair counts each payment once, and the unshadowed scoring apart
+    report = compare(ws, env="dev")
+    (pair,) = report.pairs
+    assert pair.events == 50
+    assert report.without_shadow == 50
