@@ -110,6 +110,17 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "training, 1M events end to end", training["1000000"]["wall_s"]["median"], 90, "s"
             )
         )
+    shadow = results.get("shadow")
+    if shadow:
+        for size in ("1", "100"):
+            targets.append(
+                _target(
+                    f"shadow scoring, added per payment ({size}-payment requests, CPU time)",
+                    shadow[f"{size}_event"]["added_cpu_us_per_event"]["median"],
+                    shadow["target_us_per_event"],
+                    "us",
+                )
+            )
     rollback = results.get("rollback")
     if rollback:
         targets.append(
@@ -214,6 +225,7 @@ def markdown(results: dict[str, Any]) -> str:
             )
         lines.append(f"| ours / baseline | {_s(cold['ratio_ours_to_baseline'], '{:.2f}')} | | |")
     lines += _tls_lines(results)
+    lines += _shadow_lines(results)
     warm = results.get("warm")
     if warm:
         calls = warm["ours"]["single"]["calls"]
@@ -339,6 +351,34 @@ def markdown(results: dict[str, Any]) -> str:
         lines += batch_markdown(results)
     lines.append("")
     return "\n".join(lines)
+
+
+def _shadow_lines(results: dict[str, Any]) -> list[str]:
+    """What a challenger adds to the warm path (benchmarks/shadow.py)."""
+    shadow = results.get("shadow")
+    if not shadow:
+        return []
+    lines = [
+        "",
+        f"## Shadow scoring ({shadow['model']}, {shadow['trees']} trees, "
+        f"{shadow['blocks']} blocks of {shadow['calls_per_block']} paired calls)",
+        "",
+        "The same handler serving the same version with capture on, alone and with a second "
+        "version as its shadow; calls alternate. Added = median shadowed call minus median alone "
+        "call, per block. CPU time is the thread's (not stretched by other work on the machine).",
+        "",
+        "| request | added per payment, CPU us | added per payment, wall us | "
+        "challenger's own run, us | request alone, wall us |",
+        "|---|---|---|---|---|",
+    ]
+    for size in ("1", "100"):
+        f = shadow[f"{size}_event"]
+        lines.append(
+            f"| {size} payment(s) | {_s(f['added_cpu_us_per_event'], '{:.2f}')} | "
+            f"{_s(f['added_wall_us_per_event'], '{:.2f}')} | "
+            f"{_s(f['floor_shadow_run_us'], '{:.1f}')} | {_s(f['request_alone_wall_us'])} |"
+        )
+    return lines
 
 
 def _tls_lines(results: dict[str, Any]) -> list[str]:

@@ -46,6 +46,7 @@ SECTIONS = (
     "tls",
     "features",
     "capture",
+    "shadow",
     "batch",
     "scale_training",
 )
@@ -683,6 +684,18 @@ def main(argv: list[str] | None = None) -> int:
 
             log("capture: in-process cost per event, cost per million predictions on AWS")
             results["capture"] = capture.run(quick=plan.quick, log=log)
+            checkpoint(results, args.out)
+        if "shadow" in plan.sections:
+            from benchmarks import shadow
+
+            log("shadow scoring: the handler with and without a challenger")
+            results["shadow"] = shadow.run(
+                events=min(plan.training_runs),
+                calls=200 if plan.quick else 2000,
+                blocks=plan.warm_blocks,
+                max_iter=plan.max_iter,
+                log=log,
+            )
             checkpoint(results, args.out)
         if "synth" in plan.sections:
             log("cdk synth of every environment")

@@ -103,6 +103,16 @@ def test_quick_run_writes_results_with_sane_figures(tmp_path: Path) -> None:
     cost = features["cost_per_million_events"]
     assert cost["total_usd"] == pytest.approx(sum(cost["usd"].values()), abs=0.002)
     assert "## Event-driven features" in (tmp_path / "latest.md").read_text()
+    # And what a shadow adds to the warm path was measured, against the challenger's own run
+    shadow = results["shadow"]
+    for size in ("1", "100"):
+        figures = shadow[f"{size}_event"]
+        assert_figure(figures["floor_shadow_run_us"], low=0.1, high=1e5)
+        assert_figure(figures["request_alone_wall_us"], low=1, high=1e6)
+        assert (
+            figures["added_cpu_us_per_event"]["runs"] == figures["added_wall_us_per_event"]["runs"]
+        )
+    assert "## Shadow scoring" in (tmp_path / "latest.md").read_text()
 
     # And training and rollback were timed, and every target is judged on a measured figure
     training = results["training"]["5000"]
