@@ -467,7 +467,7 @@ class InferenceApp:
             return None, 0, self.shadow_unavailable or "switched off"
         started = time.perf_counter_ns()
         try:
-            scores = shadow.predict(features)
+            scores = shadow.score_matrix(features)
             if len(scores) != len(features):
                 raise ValueError(f"{len(scores)} scores for {len(features)} payments")
         except Exception as exc:  # the challenger never decides, and never fails a request

@@ -207,6 +207,8 @@ class _Raising:
         self.calls += 1
         raise RuntimeError("ONNX Runtime: [ShapeInferenceError] broken challenger")
 
+    score_matrix = predict
+
 
 def test_a_challenger_that_fails_to_score_changes_no_response_and_is_switched_off(
     two_versions: TrainedModel,
@@ -402,3 +404,14 @@ def test_loading_a_shadow_needs_the_same_verification_as_the_live_model(
     assert load_model(settings).version == 2
     with pytest.raises(ModelUnavailable, match="does not match the deployed pin"):
         load_model(replace(settings, model_sha256="0" * 64))
+
+
+def test_the_shadows_lean_scoring_call_answers_like_predict(two_versions: TrainedModel) -> None:
+    # Given the challenger and a matrix of the handler's layout
+    settings = with_shadow(two_versions).for_shadow()
+    assert settings is not None
+    model = load_model(settings)
+    rows = np.random.default_rng(0).random((7, model.session.get_inputs()[0].shape[1]))
+    matrix = np.ascontiguousarray(rows, dtype=np.float32)
+    # Then the call the handler makes for the shadow gives exactly predict's scores
+    assert model.score_matrix(matrix) == model.predict(matrix)
