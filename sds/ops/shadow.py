@@ -653,9 +653,8 @@ def render_report(report: ShadowReport) -> Iterable[str]:
                 f"{labels['young']} too young",
             )
         )
-        for label, key in (("label metrics", "live"),):
-            if labels[key] is None:
-                rows.append((label, str(labels.get("reason"))))
+        if labels["live"] is None:
+            rows.append(("label metrics", str(labels.get("reason"))))
         for key, value in rows:
             yield f"    {key:<18} {value}"
         if labels["live"] is not None and labels["shadow"] is not None:
