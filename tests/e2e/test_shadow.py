@@ -8,8 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cli_project import Project
-from test_serve import EVENT, predict, serving, wait_for_version
+from tests.e2e.cli_project import Project
+from tests.e2e.test_serve import EVENT, predict, serving, wait_for_version
 
 
 def captured(project: Project, env: str = "dev") -> list[dict[str, Any]]:

@@ -13,8 +13,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_inference_app import collect, ordinary_event, proxy, valid_event
-from trained_model import MODEL, TRAINER, TrainedModel
 
 from lambdas.inference.app import SHADOW_FAILURE_LIMIT, InferenceApp
 from sds.kernel.capture import SCHEMA_VERSION, CaptureError, parse
@@ -28,6 +26,8 @@ from sds.kernel.settings import (
     SettingsError,
     function_environment,
 )
+from tests.support.trained_model import MODEL, TRAINER, TrainedModel
+from tests.unit.test_inference_app import collect, ordinary_event, proxy, valid_event
 from training.train import STEPS, Progress, TrainParams, train
 
 # The requests compared with and without a challenger: scored ones, refused ones, every route.
