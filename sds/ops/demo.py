@@ -34,6 +34,7 @@ from sds.kernel.features import format_time, parse_time
 from sds.ops.labels import ingest_labels
 from sds.ops.local_api import LocalApi, PinnedApps
 from sds.ops.promotion import GateFailure, history, promote, rollback
+from sds.ops.shadow import compare, render_report, set_shadow
 from sds.ops.traffic import replay
 from sds.ops.workspace import Workspace
 from training.data import write_jsonl
@@ -178,15 +179,6 @@ def _show_event_path(url: str) -> tuple[float, float]:
 
 
 DAY_US = 86_400_000_000
-# Where `sds monitor` (issue 15, item 6) will write its HTML report of the demo's captures; until
-# it exists there is nothing to point at, and the demo says nothing about a report.
-MONITOR_REPORT: Path | None = None
-
-
-def monitor_report(ws: Workspace, env: str) -> Path | None:
-    """The monitor's HTML report of `env`'s captures, once `sds monitor` writes one (the hook the
-    monitor fills in); None until then."""
-    return None if MONITOR_REPORT is None else ws.home / MONITOR_REPORT / env
 
 
 def chargebacks(traffic: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -329,28 +321,119 @@ def _show_capture_loop(
         candidates[label] = version.number
 
     decisions: dict[str, bool] = {}
-    for label in ("underfit", "retrained"):
-        number = candidates[label]
-        _cmd(f"sds promote {number} --to {env} --reason '{label} on served traffic'")
-        try:
-            change = promote(gated, to_env=env, version=number, reason=f"demo: {label}")
-        except GateFailure as refused:
-            _say(f"refused: {refused}")
-            decisions[label] = False
-            continue
-        decisions[label] = True
-        _say(f"{env}: version {change.previous} -> version {change.version}")
-        for result in change.gates:
-            _say(f"  gate {result.gate}: passed ({result.detail})")
-        _show_predictions(url, number)
+    number = candidates["underfit"]
+    _cmd(f"sds promote {number} --to {env} --reason 'underfit on served traffic'")
+    try:
+        promote(gated, to_env=env, version=number, reason="demo: underfit")
+        decisions["underfit"] = True
+    except GateFailure as refused:
+        _say(f"refused: {refused}")
+        decisions["underfit"] = False
     if decisions["underfit"]:
         raise DemoFailure("must_beat_live let through a model that does not beat the live one")
+    shadowed = _show_shadow(gated, env, url, apps, challenger=candidates["retrained"], live=live)
+    decisions["retrained"] = shadowed["promoted"]
     return {
         "traffic": streamed.to_dict() | {"captured": len(captured), "seconds": round(seconds, 2)},
         "labels": stored.to_dict(),
         "candidates": candidates,
         "promoted": decisions,
+        "shadow": shadowed,
+        "window": {"since": since, "until": until, "as_of": as_of},
     }
+
+
+def _show_shadow(
+    ws: Workspace, env: str, url: str, apps: PinnedApps, *, challenger: int, live: int
+) -> dict[str, Any]:
+    """Shadow the challenger on new traffic (the live model alone decides), compare the two on
+    the same payments, then promote the shadow: the pin moves from shadow to live."""
+    _cmd(f"sds shadow {challenger} --env {env} --reason 'retrained on served traffic'")
+    set_shadow(ws, env=env, version=challenger, reason="demo: retrained on served traffic")
+    _say(f"{env}: v{challenger} shadows v{live}: it scores every payment, v{live} alone decides")
+    traffic = generate_activity(2000, seed=9)
+    assert apps.online is not None
+
+    def score(batch: list[dict[str, Any]]) -> None:
+        status, body, _ = _post(url, "/predict", batch)
+        if status != 200:
+            raise DemoFailure(f"POST /predict: HTTP {status} {body}")
+        if body.get("model", {}).get("version") != live:
+            raise DemoFailure(f"a payment was decided by another version than the live v{live}")
+
+    streamed = replay(traffic, score=score, online=apps.online)
+    _say(f"  {streamed.payments} more payments scored, every answer from v{live}")
+    _cmd(f"sds compare --env {env}")
+    report = compare(ws, env=env)
+    for line in list(render_report(report))[2:10]:
+        _say(line)
+    pairs = [p for p in report.pairs if p.shadow.version == challenger]
+    if not pairs or pairs[0].events < streamed.payments:
+        raise DemoFailure(
+            f"v{challenger} did not score the {streamed.payments} payments it shadowed"
+        )
+    _cmd(f"sds promote --shadow --to {env} --reason 'beat v{live} on served traffic'")
+    try:
+        change = promote(ws, to_env=env, shadow=True, reason=f"demo: beat v{live}")
+    except GateFailure as refused:
+        _say(f"refused: {refused}")
+        return {"version": challenger, "payments": pairs[0].events, "promoted": False}
+    _say(f"{env}: version {change.previous} -> version {change.version} (the shadow pin is gone)")
+    for result in change.gates:
+        _say(f"  gate {result.gate}: passed ({result.detail})")
+    _show_predictions(url, challenger)
+    return {
+        "version": challenger,
+        "payments": pairs[0].events,
+        "agreement": pairs[0].agreement,
+        "promoted": True,
+    }
+
+
+def _write_monitor_report(
+    ws: Workspace, project: Workspace, env: str, loop: dict[str, Any]
+) -> Path:
+    """`sds monitor` over what the demo served (received today), as a summary and an HTML page
+    kept outside the demo's folder, so the page survives the clean-up."""
+    from sds.ops.monitor import monitor, registry_manifests
+    from sds.ops.monitor_html import write
+    from training.capture_data import Window, parse_moment
+
+    config = ws.config.env(env)
+    now = time.time_ns() // 1000
+    since = _day(now - DAY_US)
+    path = project.home / "reports" / f"drift-{env}.html"
+    _cmd(f"sds monitor --env {env} --since {since} --as-of {loop['window']['as_of']} --html {path}")
+    report = monitor(
+        env=env,
+        captures=ws.captures_uri(env),
+        labels=ws.labels_uri(env),
+        window=Window(
+            since_us=parse_moment(since, what="--since"),
+            until_us=now + 1,
+            # labels as of three weeks after the replayed payments, as the retraining saw them
+            as_of_us=parse_moment(loop["window"]["as_of"], what="--as-of"),
+            maturity_days=config.labels.maturity_days,
+            unlabelled=config.labels.unlabelled,
+        ),
+        manifests=registry_manifests(ws.registry(env)),
+    ).to_dict()
+    for version in report["versions"]:
+        total = version["total"]
+        psi = total["score_psi"]
+        _say(
+            f"  v{version['version']}: {total['captured']} payments, alert rate "
+            f"{100 * total['alert_rate']:.2f}% (its holdout's: "
+            + (
+                f"{100 * version['expected_alert_rate']:.2f}%"
+                if version["expected_alert_rate"] is not None
+                else "not recorded"
+            )
+            + "), score PSI "
+            + (f"{psi:.3f} ({total['score_drift']})" if psi is not None else "n/a")
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write(report, path)
 
 
 def _with_must_beat_live(ws: Workspace, env: str) -> Workspace:
@@ -488,7 +571,8 @@ def _run(project: Workspace, *, events: int, keep: bool, report: dict[str, Any])
             loop = _show_capture_loop(
                 ws, env, api.url, apps, payments=max(events // 3, 6000), live=v1
             )
-            timings["capture loop (stream, label, retrain x2)"] = time.monotonic() - t0
+            timings["capture loop and shadow"] = time.monotonic() - t0
+            report_path = _write_monitor_report(ws, project, env, loop)
 
         _cmd(f"sds history --env {env}")
         for event in history(ws, env):
@@ -505,12 +589,16 @@ def _run(project: Workspace, *, events: int, keep: bool, report: dict[str, Any])
             f"{loop['labels']['stored']} labels; v{loop['candidates']['underfit']} refused by "
             "must_beat_live" + (f", v{promoted[0]} promoted" if promoted else ", nothing promoted")
         )
+        shadow = loop["shadow"]
+        _say(
+            f"  shadow                  v{shadow['version']} scored {shadow['payments']} payments "
+            f"beside the live model, then "
+            + ("was promoted" if shadow["promoted"] else "was refused promotion")
+        )
         for name, seconds in timings.items():
             _say(f"  {name:<30} {seconds * 1000:8.0f} ms")
         _say(f"  total                          {time.monotonic() - started:8.1f} s")
-        report_path = monitor_report(ws, env)
-        if report_path is not None:
-            _say(f"  monitor report          {report_path}")
+        _say(f"  monitor report          {report_path}")
         where = ws.capture_dir(env)
         _say(
             f"  captures                {where}"

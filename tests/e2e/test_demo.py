@@ -23,6 +23,19 @@ def test_demo_trains_promotes_serves_and_rolls_back(trained_project: Project) ->
     assert out.count("sds train --from-capture --env dev") == 2
     assert re.search(r"refused: version \d+ may not go to dev: must_beat_live: pr_auc", out)
     assert re.search(r"from capture +6000 payments captured, \d+ labels; v\d+ refused", out)
+    # A challenger shadows the live model on new traffic (the live model alone answers), sds
+    # compare reads both scores of every payment, and promote --shadow moves the pin (or the gate
+    # refuses it, saying why)
+    assert re.search(r"dev: v\d+ shadows v1: it scores every payment, v1 alone decides", out)
+    assert "2000 more payments scored, every answer from v1" in out
+    assert re.search(r"payments +2000 \(0 the shadow failed on\)", out)
+    assert re.search(r"agreement +\d+\.\d+%", out)
+    assert re.search(r"the shadow pin is gone|refused: version \d+ may not go to dev", out)
+    # The monitor's report of what was served, kept after the demo's clean-up
+    report = trained_project.path / ".sds" / "reports" / "drift-dev.html"
+    assert f"monitor report          {report}" in out
+    assert re.search(r"v1: \d+ payments, alert rate \d+\.\d+% \(its holdout's: ", out)
+    assert report.read_text().startswith("<!DOCTYPE html>")
     # The demo works in its own workspace: the project's lock file is untouched.
     assert not (trained_project.path / "models.lock.json").exists()
     assert not (trained_project.path / ".sds" / "demo").exists()
