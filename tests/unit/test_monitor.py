@@ -20,9 +20,9 @@ from sds.kernel import drift
 from sds.kernel.capture import sampled
 from sds.kernel.features import FEATURE_NAMES
 from sds.ops.monitor import monitor
+from tests.support.trained_model import TrainedModel
 from tests.unit import drift_traffic as traffic
 from tests.unit.drift_traffic import Payments, day
-from tests.unit.trained_model import TrainedModel
 from training.capture_data import Window
 from training.data import DataError
 
