@@ -18,7 +18,8 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from sds.kernel.capture import CAPTURES_PREFIX
-from stacks.components.registry_bucket import encryption, removal
+from stacks.components.nag import acknowledge_compliance
+from stacks.components.registry_bucket import acknowledge_s3_managed_key, encryption, removal
 from stacks.config import CaptureSettings, RegistrySettings
 
 # Where Firehose puts what it could not deliver as asked (under its own prefix, per stream).
@@ -64,3 +65,29 @@ class CapturesBucket(Construct):
             removal_policy=removal(settings.retain),
             auto_delete_objects=not settings.retain,
         )
+        acknowledge_compliance(
+            self.bucket,
+            "S3BucketReplicationEnabled",
+            "Captures and labels are copies: of what the inference function logged (its log "
+            "group keeps the same records for infra.log_retention_days) and of the label events "
+            "the activity bus's archive keeps. A lost day costs retraining and the drift report "
+            "that day's data, not a served decision; a replica in a second region would double "
+            "the storage and need a second key, for a regional outage that the serving function "
+            "(regional too) would share.",
+        )
+        acknowledge_compliance(
+            self.bucket,
+            "S3BucketVersioningEnabled",
+            "Nothing here is ever overwritten: Firehose writes each object once, under a name it "
+            "generates, and no role of this project may delete from it (the bucket's lifecycle "
+            "rule expires captures; CDK's auto-delete empties it only when its stack is deleted "
+            "with infra.registry.removal_policy 'destroy'). Versioning would keep every expired "
+            "capture as a noncurrent version, holding served payments past "
+            "capture.retention_days.",
+        )
+        if key is None:
+            acknowledge_s3_managed_key(
+                self.bucket,
+                "infra.registry.kms is off in this environment (dev, as committed: synthetic "
+                "traffic, and a key costs 1 USD a month); staging and prod use a customer key.",
+            )

@@ -23,6 +23,7 @@ from constructs import Construct
 
 from sds.kernel.capture import CAPTURES_PREFIX, SUBSCRIPTION_FILTER
 from stacks.components.firehose_to_s3 import FirehoseToS3, processor
+from stacks.components.nag import acknowledge_own_policy
 from stacks.config import LogSettings
 
 
@@ -84,6 +85,9 @@ class CaptureDelivery(Construct):
             ],
             roles=[self.role],
         )
+        acknowledge_own_policy(
+            policy, "the capture subscription: put records into this environment's capture stream"
+        )
         self.subscription = logs.CfnSubscriptionFilter(
             self,
             "Subscription",
@@ -92,6 +96,6 @@ class CaptureDelivery(Construct):
             destination_arn=self.delivery.arn,
             role_arn=self.role.role_arn,
         )
-        # CloudWatch Logs tests the destination when the filter is created.
+        # CloudWatch Logs tests the destination when the filter is created: the role's policy
+        # must exist first (the stream comes first anyway: its ARN is the destination).
         self.subscription.node.add_dependency(policy)
-        self.subscription.node.add_dependency(self.delivery.stream)

@@ -39,7 +39,13 @@ from sds.kernel.capture import CAPTURES_PREFIX
 from sds.kernel.drift import NAMESPACE, MonitorTarget
 from stacks.bundling import BundleSpec
 from stacks.components.data_key import READ, key_use
-from stacks.components.nag import acknowledge, acknowledge_wildcard_resource
+from stacks.components.nag import (
+    acknowledge,
+    acknowledge_compliance,
+    acknowledge_function_outside_vpc,
+    acknowledge_own_policy,
+    acknowledge_wildcard_resource,
+)
 from stacks.components.registry_paths import RegistryPaths
 from stacks.components.retention import log_group
 from stacks.config import LogSettings
@@ -124,6 +130,15 @@ class DriftMonitor(Construct):
             for alarm in self.alarms:
                 alarm.add_alarm_action(action)
                 alarm.add_ok_action(action)
+        if not topics:
+            for alarm in self.alarms:
+                acknowledge_compliance(
+                    alarm,
+                    "CloudWatchAlarmAction",
+                    "This environment notifies no one (infra.alarms.topic_email / topic_arn "
+                    "unset; prod requires a target): the drift alarms' state is read where it "
+                    "is kept, in CloudWatch, next to the figures `sds monitor` reports.",
+                )
         self._acknowledge()
 
     def _build_role(
@@ -261,12 +276,26 @@ class DriftMonitor(Construct):
             "Serverless-LambdaLatestVersion",
             "Same as AwsSolutions-L1: the kernel it runs targets CPython 3.12 on purpose.",
         )
-        acknowledge(
+        no_queue = (
+            "A failed scheduled run loses nothing: the captures stay in S3, Lambda retries the "
+            'run twice, and an invocation with {"day": "YYYY-MM-DD"} publishes that day again; '
+            "its Errors metric shows the failure. A queue would only hold schedule events, "
+            "which carry nothing."
+        )
+        acknowledge(self.function, "Serverless-LambdaDLQ", no_queue)
+        acknowledge_compliance(self.function, "LambdaDLQ", no_queue)
+        acknowledge_compliance(
             self.function,
-            "Serverless-LambdaDLQ",
-            "A failed scheduled run loses nothing: the captures stay in S3 and the next run (or "
-            'an invocation with {"day": "YYYY-MM-DD"}) publishes the figures; its Errors metric '
-            "shows the failure.",
+            "LambdaConcurrency",
+            "Only its schedule (monitor.schedule, daily by default) and operators invoke it: it "
+            "runs about once a day and cannot be flooded; a reservation would be carved out of "
+            "the account's pool, which new accounts start at 10, too few to reserve from.",
+        )
+        acknowledge_function_outside_vpc(self.function, "S3 for captures and manifests, X-Ray")
+        acknowledge_own_policy(
+            self.role,
+            "the drift monitor: write its logs, list and read the captures, read the version "
+            "manifests",
         )
         acknowledge(
             self.role,

@@ -24,7 +24,7 @@ from constructs import Construct
 from sds.kernel.capture import PARTITION_KEY
 from stacks.components.capture_bucket import ERRORS_PREFIX
 from stacks.components.data_key import READ_WRITE, key_use
-from stacks.components.nag import acknowledge_wildcard_resource
+from stacks.components.nag import acknowledge_own_policy, acknowledge_wildcard_resource
 from stacks.components.retention import log_group
 from stacks.config import LogSettings
 
@@ -119,7 +119,13 @@ class FirehoseToS3(Construct):
             statements.append(
                 key_use(self, sid="EncryptObjects", key=key, buckets=[bucket], actions=READ_WRITE)
             )
+        # Its own policy object (not the role's default one) so the stream can depend on it.
         policy = iam.Policy(self, "Policy", statements=statements, roles=[self.role])
+        acknowledge_own_policy(
+            policy,
+            f"the Firehose role of {purpose}: write under {prefix} and its error output, log "
+            "delivery errors to its own stream",
+        )
         for resource in objects:
             acknowledge_wildcard_resource(
                 policy,

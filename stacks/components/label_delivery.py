@@ -20,7 +20,7 @@ from constructs import Construct
 from sds.kernel.capture import LABELS_PREFIX
 from sds.kernel.events import LABEL_KINDS
 from stacks.components.firehose_to_s3 import FirehoseToS3, processor
-from stacks.components.nag import acknowledge
+from stacks.components.nag import acknowledge, acknowledge_own_policy
 from stacks.config import LogSettings
 
 
@@ -68,4 +68,9 @@ class LabelDelivery(Construct):
             "EventBridge retries a failed delivery to Firehose for 24 hours; the bus's archive "
             "keeps every label event, so a delivery that still failed is replayed from it (the "
             "rule's FailedInvocations metric shows one). A queue would keep nothing more.",
+        )
+        # The target's role, which CDK creates next to the stream it may put records into.
+        acknowledge_own_policy(
+            stream.node.find_child("EventsRole"),
+            "EventBridge's role for the label rule: put records into the label stream",
         )

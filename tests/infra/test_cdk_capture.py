@@ -18,8 +18,8 @@ from aws_cdk import aws_events as events
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from aws_cdk.assertions import Template
-from cdk_nag import AwsSolutionsChecks, ServerlessChecks
 
+import app as cdk_app
 from sds.kernel.capture import SUBSCRIPTION_FILTER
 from stacks.components.label_delivery import LabelDelivery
 from stacks.components.nag import recording_only
@@ -299,9 +299,10 @@ def test_label_events_on_the_bus_land_under_labels_one_per_line(encrypted: bool)
 def test_label_delivery_is_cdk_nag_clean_one_acknowledgment_at_a_time() -> None:
     # Given the label delivery built with its acknowledgments recorded, not applied
     stack, acknowledged = _label_stack(encrypted=True)
+    # When every pack the app runs checks it
     findings = {
         (resource.construct_path, violation.rule_name)
-        for pack in (AwsSolutionsChecks(stack), ServerlessChecks(stack))
+        for pack in (pack_type(stack) for pack_type in cdk_app.NAG_PACKS)
         for violation in pack.validate_scope(stack).violations
         for resource in violation.violating_resources
         if "/LabelDelivery/" in resource.construct_path

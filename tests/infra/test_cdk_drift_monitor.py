@@ -17,8 +17,9 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
-from cdk_nag import AwsSolutionsChecks, ServerlessChecks
+from cdk_nag import NagPack
 
+import app as cdk_app
 from sds.config import ConfigError, LogSettings, MonitorSettings, parse_project
 from sds.kernel.drift import NAMESPACE, MonitorTarget
 from stacks.bundling import build_bundle
@@ -159,9 +160,9 @@ def test_its_role_only_reads_captures_and_manifests(tmp_path: Path) -> None:
     assert kms_actions == {"kms:Decrypt"}
 
 
-@pytest.mark.parametrize("pack_type", [AwsSolutionsChecks, ServerlessChecks])
+@pytest.mark.parametrize("pack_type", cdk_app.NAG_PACKS)
 def test_cdk_nag_finds_nothing_unacknowledged_in_the_monitor(
-    tmp_path: Path, pack_type: type
+    tmp_path: Path, pack_type: type[NagPack]
 ) -> None:
     # Given the monitor in a stack (its buckets are the test's, not the monitor's)
     app, stack, monitor = build(tmp_path, MonitorSettings(), with_key=True)
@@ -201,7 +202,7 @@ def test_every_acknowledgment_in_the_monitor_matches_a_real_finding(tmp_path: Pa
     # When cdk-nag checks it
     findings = {
         (resource.construct_path, violation.rule_name)
-        for pack in (AwsSolutionsChecks(app), ServerlessChecks(app))
+        for pack in (pack_type(app) for pack_type in cdk_app.NAG_PACKS)
         for violation in pack.validate_scope(stack).violations
         for resource in violation.violating_resources
     }
