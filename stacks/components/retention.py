@@ -39,11 +39,13 @@ def log_group(scope: Construct, construct_id: str, *, settings: LogSettings) -> 
         group,
         "CloudWatchLogGroupEncrypted",
         "CloudWatch Logs encrypts every log group at rest with AES-256 (service-managed keys). "
-        "Nothing here logs cardholder or training data: the functions log versions, request "
-        "ids, event ids and failures, the API logs callers and statuses, training its "
-        "progress, the batch state machine its steps' S3 locations and counts, flow logs "
-        "addresses. A customer-managed key would add 1 USD a month per environment and a "
-        "key-policy grant to the CloudWatch Logs service; the environment's data key is kept "
-        "for S3, scoped per bucket.",
+        "No log holds cardholder data (the API's schema admits no card number). The functions "
+        "log versions, request ids, event ids and failures, the API callers and statuses, "
+        "training its progress, the batch state machine its steps' S3 locations and counts, "
+        "flow logs addresses; the inference function's log group also carries the capture "
+        "records (payments as sent, less capture.exclude) that its subscription ships to the "
+        "captures bucket, for infra.log_retention_days. A customer-managed key would add 1 USD "
+        "a month per environment and a key-policy grant to the CloudWatch Logs service; the "
+        "environment's data key is kept for S3, scoped per bucket.",
     )
     return group
