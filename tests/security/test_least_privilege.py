@@ -106,10 +106,14 @@ def test_every_api_method_requires_authorization(audited_app: AuditedApp) -> Non
     assert not list(audited_app.resources("AWS::Lambda::Url")), "a function URL bypasses the API"
     for env, _, logical_id, permission in audited_app.resources("AWS::Lambda::Permission"):
         props = permission["Properties"]
-        if "Pruner" in json.dumps(props["FunctionName"]):
-            # the pruner: invoked by its own EventBridge rules only (schedule, deployment done)
+        scheduled = [
+            f for f in ("Pruner", "DriftMonitor") if f in json.dumps(props["FunctionName"])
+        ]
+        if scheduled:
+            # the pruner and the drift monitor: each invoked by its own EventBridge rules only
+            # (the pruner's schedule and finished deployments, the monitor's schedule)
             assert props["Principal"] == "events.amazonaws.com", (env, logical_id)
-            assert "Pruner" in json.dumps(props["SourceArn"]), (env, logical_id)
+            assert scheduled[0] in json.dumps(props["SourceArn"]), (env, logical_id)
             continue
         assert props["Principal"] == "apigateway.amazonaws.com", (env, logical_id)
         assert "execute-api" in json.dumps(props["SourceArn"]), (env, logical_id)
