@@ -10,9 +10,11 @@ def resources(template: dict[str, Any], type_: str) -> dict[str, dict[str, Any]]
     return {k: v for k, v in template["Resources"].items() if v["Type"] == type_}
 
 
-def one(template: dict[str, Any], type_: str) -> tuple[str, dict[str, Any]]:
-    found = resources(template, type_)
-    assert len(found) == 1, f"expected one {type_}, found {sorted(found)}"
+def one(template: dict[str, Any], type_: str, *, prefix: str = "") -> tuple[str, dict[str, Any]]:
+    """The one resource of `type_` (whose logical id starts with `prefix`, when given)."""
+    found = {k: v for k, v in resources(template, type_).items() if k.startswith(prefix)}
+    named = f" named {prefix}*" if prefix else ""
+    assert len(found) == 1, f"expected one {type_}{named}, found {sorted(found)}"
     return next(iter(found.items()))
 
 

@@ -92,7 +92,7 @@ def test_the_table_and_the_bus_are_published_for_tools(
     features = _features(synthesized, env)
     (bus_id, _) = one(features, "AWS::Events::EventBus")
     (archive_id, _) = one(features, "AWS::Events::Archive")
-    (rule_id, _) = one(features, "AWS::Events::Rule")
+    (rule_id, _) = one(features, "AWS::Events::Rule", prefix="Updater")
     published = {
         p["Properties"]["Name"]: p["Properties"]["Value"]
         for p in resources(features, "AWS::SSM::Parameter").values()
@@ -122,7 +122,7 @@ def test_the_rule_sends_what_the_aggregates_read_to_the_queue_and_failures_to_de
 ) -> None:
     features = _features(synthesized, env)
     (bus_id, _) = one(features, "AWS::Events::EventBus")
-    (_, rule) = one(features, "AWS::Events::Rule")
+    (_, rule) = one(features, "AWS::Events::Rule", prefix="Updater")
     (queue_id, _), (dead_id, _) = _queues(features)
     props = rule["Properties"]
     assert props["EventBusName"] == {"Ref": bus_id}
@@ -246,7 +246,7 @@ def test_dead_letters_raise_an_alarm_that_reaches_the_environments_targets(
 ) -> None:
     features = _features(synthesized, env)
     _, (dead_id, _) = _queues(features)
-    (_, alarm) = one(features, "AWS::CloudWatch::Alarm")
+    (_, alarm) = one(features, "AWS::CloudWatch::Alarm", prefix="Updater")
     props = alarm["Properties"]
     assert (props["Namespace"], props["MetricName"]) == (
         "AWS/SQS",
