@@ -58,7 +58,8 @@ def test_serve_follows_the_shadow_pin_and_compare_and_promote_use_what_it_captur
 
     # And promoting the shadow moves the pin from shadow to live in one write
     project.sds("promote", "--shadow", "--to", "dev", "--reason", "e2e")
-    assert set(project.lock["environments"]["dev"]) == {"version", "sha256"}
+    # (the pin carries the alert rate its manifest expects, for the alarms, and no shadow)
+    assert set(project.lock["environments"]["dev"]) == {"version", "sha256", "expected_alert_rate"}
     assert project.lock["environments"]["dev"]["version"] == 2
     history = project.sds("history", "--env", "dev", "--json").json()
     assert "shadowed" in json.dumps(history)

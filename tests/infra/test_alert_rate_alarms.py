@@ -396,7 +396,13 @@ def alarms_for(lambda_bundle: Path) -> Any:
 def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
     """The handler's wall clock, as the simulation sets it (its metric lines' timestamps)."""
     now = [float(T0)]
-    fake = SimpleNamespace(time=lambda: now[0], perf_counter=inference_app.time.perf_counter)
+    real = inference_app.time
+    fake = SimpleNamespace(
+        time=lambda: now[0],
+        time_ns=lambda: int(now[0] * 1e9),  # capture records' received time
+        perf_counter=real.perf_counter,
+        perf_counter_ns=real.perf_counter_ns,
+    )
     monkeypatch.setattr(inference_app, "time", fake)
     yield now
 

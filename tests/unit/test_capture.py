@@ -282,8 +282,8 @@ def test_parse_refuses_what_is_not_a_record_of_this_schema() -> None:
     assert parse(good).decision is True and parse(good).received_at_us == 1_772_366_400_000_000
     with pytest.raises(CaptureError, match="not a capture record"):
         parse({"_aws": {}, "Predictions": 1})  # an EMF line is not a capture
-    with pytest.raises(CaptureError, match="schema_version 2: this sds reads capture schema"):
-        parse({**good, "schema_version": 2})
+    with pytest.raises(CaptureError, match="schema_version 3: this sds reads capture schema"):
+        parse({**good, "schema_version": 3})
     with pytest.raises(CaptureError, match="score: expected int or float"):
         parse({**good, "score": "high"})
     with pytest.raises(CaptureError, match="occurred_at"):
