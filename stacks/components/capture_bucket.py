@@ -19,7 +19,12 @@ from constructs import Construct
 
 from sds.kernel.capture import CAPTURES_PREFIX
 from stacks.components.nag import acknowledge_compliance
-from stacks.components.registry_bucket import acknowledge_s3_managed_key, encryption, removal
+from stacks.components.registry_bucket import (
+    account_perimeter,
+    acknowledge_s3_managed_key,
+    encryption,
+    removal,
+)
 from stacks.config import CaptureSettings, RegistrySettings
 
 # Where Firehose puts what it could not deliver as asked (under its own prefix, per stream).
@@ -65,6 +70,9 @@ class CapturesBucket(Construct):
             removal_policy=removal(settings.retain),
             auto_delete_objects=not settings.retain,
         )
+        # What was served (payments as sent) stays in this account, as the registry and the
+        # training data do: no Allow can open it to another account's principals.
+        self.bucket.add_to_resource_policy(account_perimeter(self.bucket))
         acknowledge_compliance(
             self.bucket,
             "S3BucketReplicationEnabled",

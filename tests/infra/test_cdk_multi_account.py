@@ -183,9 +183,9 @@ def test_no_bucket_or_key_policy_grants_another_account_and_data_buckets_refuse_
     data_buckets = [
         k
         for k in resources(template, "AWS::S3::Bucket")
-        if k.startswith(("RegistryBucket", "TrainingDataBucket"))
+        if k.startswith(("RegistryBucket", "TrainingDataBucket", "CapturesBucket"))
     ]
-    assert len(data_buckets) == 2
+    assert len(data_buckets) == 3
     for bucket in data_buckets:
         (perimeter,) = [
             s

@@ -218,7 +218,7 @@ def test_the_data_buckets_refuse_every_other_accounts_principal(
         if s.env == env and s.kind == "bucket policy"
         and s.document.get("Sid") == "OnlyThisAccountsPrincipals"
     ]  # fmt: skip
-    assert len(perimeters) == 2  # the registry and the training data
+    assert len(perimeters) == 3  # the registry, the training data and the captures
     own = ACCOUNTS[env]
     for statement in perimeters:
         # a session of this account (the promotion source role's included) is not refused
@@ -234,7 +234,7 @@ def test_the_data_buckets_refuse_every_other_accounts_principal(
         assert _perimeter_denies(statement, {})
         # an AWS service acting with its own service principal is not refused by it
         assert not _perimeter_denies(statement, {"aws:PrincipalIsAWSService": "true"})
-    record("least privilege: cross-account promotion", "account perimeters checked", 2)
+    record("least privilege: cross-account promotion", "account perimeters checked", 3)
 
 
 def test_the_setup_acts_in_separate_accounts() -> None:
