@@ -1,8 +1,10 @@
 """`sds`: train, register, promote, roll back and serve models, per environment.
 
 Exit codes: 0 done (or nothing to do), 1 error, 2 usage error, 3 refused (a promotion gate
-failed, a concurrent change won, or a rollback's target Lambda version cannot serve). Errors are one line on stderr; `--json` prints
-machine-readable results on stdout, and errors there as `{"error": {...}}`.
+failed, a concurrent change won, or a rollback's target Lambda version cannot serve); 130 when
+interrupted, 141 (SIGPIPE's) quietly when the reader of stdout goes away. Errors are one line on
+stderr; `--json` prints machine-readable results on stdout, and errors there as
+`{"error": {...}}`.
 
 Local mode is the zero-config default. `--aws` (or `SDS_TARGET=aws`) works against the deployed
 stacks instead: registries come from SSM `/sds/<env>/registry-bucket` (unless
@@ -82,6 +84,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except SdsError as exc:  # every error sds raises on purpose carries its exit code
         return report_error(exc, as_json=as_json)
+    except BrokenPipeError:
+        # The reader went away (`sds history --json | head -1`): nothing is wrong and nobody is
+        # left to tell. Quiet, as any Unix tool that SIGPIPE stops, with its exit status; stdout
+        # points at /dev/null so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13
     # The fallback, for errors no sds class describes, all exit 1: the operating system's
     # (OSError, e.g. an unwritable --out path) and a bad value found by Python or a library
     # (ValueError, e.g. training's checks of its arguments), whose messages name the problem.

@@ -210,3 +210,20 @@ t "sds rollback --env "
     assert lines[2] == ["staging"]
     assert {"1", "2"} <= set(lines[3]) and "--env" in lines[3]
     assert lines[4] == ["dev", "staging", "prod"]
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:
+    # Given a command whose reader closes its end of the pipe before the output arrives
+    # (`sds completion bash | head -0`)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sds", "completion", "bash"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()
+
+    # Then it exits with SIGPIPE's status and says nothing: no error line, no traceback
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 141
+    assert stderr == ""
