@@ -26,11 +26,10 @@ import numpy as np
 from sds.kernel.comparison import Comparison, Served
 from sds.kernel.features import feature_schema, format_time
 from sds.kernel.registry import Registry, Version
-from sds.progress import Progress, human_bytes
+from sds.progress import Progress
 from training import capture_data
 from training.capture_data import DAY_US, Window, parse_moment, read_served
 from training.data import DataError
-from training.drift_reference import holdout_reference
 from training.evaluate import evaluate
 from training.onnx_export import check_parity, to_onnx
 from training.params import TrainParams
@@ -117,7 +116,7 @@ def train_from_capture(
     progress: Progress | None = None,
 ) -> Version:
     """Train on `env`'s served traffic, compare with the models that served it, register."""
-    from training.train import code_version, fit, library_versions, to_skops
+    from training.train import code_version, fit, library_versions, register_model
 
     progress = progress or Progress(STEPS)
     served = progress.run(
@@ -194,22 +193,18 @@ def train_from_capture(
         "code_version": code_version(),
         "serving": {"input": "features", "output": "probabilities", "positive_class": 1},
     }
-    metadata["drift_reference"] = holdout_reference(holdout_x, scores)
-    if run_id:
-        metadata["run_id"] = run_id
-    artifacts = {"model.onnx": onnx_bytes, "model.skops": to_skops(model)}
-
-    def register() -> Version:
-        with progress.uploading(f"uploading {len(artifacts) + 1} objects") as on_upload:
-            return registry.register(
-                artifacts, metadata, actor=actor, reason=reason, on_upload=on_upload
-            )
-
-    size = sum(len(data) for data in artifacts.values())
-    return progress.run(
-        f"registering in {registry.uri} (a candidate: promotion and its gates decide)",
-        register,
-        lambda v: f"version {v.number} ({human_bytes(size)} of artifacts)",
+    return register_model(
+        registry,
+        model=model,
+        onnx_bytes=onnx_bytes,
+        metadata=metadata,
+        holdout_x=holdout_x,
+        scores=scores,
+        run_id=run_id,
+        actor=actor,
+        reason=reason,
+        progress=progress,
+        note=" (a candidate: promotion and its gates decide)",
     )
 
 

@@ -302,6 +302,37 @@ def train(
         "code_version": code_version(),
         "serving": {"input": "features", "output": "probabilities", "positive_class": 1},
     }
+    return register_model(
+        registry,
+        model=model,
+        onnx_bytes=onnx_bytes,
+        metadata=metadata,
+        holdout_x=holdout_x,
+        scores=scores,
+        run_id=run_id,
+        actor=actor,
+        reason=reason,
+        progress=progress,
+    )
+
+
+def register_model(
+    registry: Registry,
+    *,
+    model: Any,
+    onnx_bytes: bytes,
+    metadata: dict[str, Any],
+    holdout_x: np.ndarray,
+    scores: np.ndarray,
+    run_id: str | None,
+    actor: str,
+    reason: str,
+    progress: Progress,
+    note: str = "",
+) -> Version:
+    """The last step of every trainer: the manifest gets the holdout's drift reference and the
+    run id, and the ONNX and skops artifacts are registered as a new version, `note` after the
+    step's title."""
     metadata["drift_reference"] = holdout_reference(holdout_x, scores)
     if run_id:
         metadata["run_id"] = run_id
@@ -316,7 +347,7 @@ def train(
 
     size = sum(len(data) for data in artifacts.values())
     return progress.run(
-        f"registering in {registry.uri}",
+        f"registering in {registry.uri}{note}",
         register,
         lambda v: f"version {v.number} ({human_bytes(size)} of artifacts)",
     )
