@@ -51,11 +51,13 @@ class GateFailure(Refused, OperationError):
     """The version fails one or more of the target environment's gates; nothing moved."""
 
     label = "refused"
+    # What the version may not do: "version 3 may not go to prod: ...".
+    refused_action = "go to"
 
     def __init__(self, env: str, version: int, results: list[GateResult]) -> None:
         failed = [r for r in results if not r.passed]
         super().__init__(
-            f"version {version} may not go to {env}: "
+            f"version {version} may not {self.refused_action} {env}: "
             + "; ".join(f"{r.gate}: {r.detail}" for r in failed)
         )
         self.env = env

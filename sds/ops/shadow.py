@@ -31,11 +31,10 @@ import orjson
 
 from sds.config import EnvironmentConfig, ShadowedIn
 from sds.kernel.capture import Capture, CaptureError, parse
-from sds.kernel.errors import Refused
 from sds.kernel.features import format_time
 from sds.kernel.lock import LockFileError, Pin, read_lock, write_shadow
 from sds.kernel.registry import RegistryError, Version, VersionNotFound
-from sds.ops.promotion import GateResult, OperationError, check_gates
+from sds.ops.promotion import GateFailure, GateResult, OperationError, check_gates
 from sds.ops.workspace import Workspace
 from training.capture_data import DAY_US, partitions, read_labels
 from training.data import DataError
@@ -57,28 +56,10 @@ _COMPARED = (
 )
 
 
-class ShadowGateFailure(Refused, OperationError):
+class ShadowGateFailure(GateFailure):
     """The version fails the environment's shadow gates; nothing was pinned."""
 
-    label = "refused"
-
-    def __init__(self, env: str, version: int, results: list[GateResult]) -> None:
-        failed = [r for r in results if not r.passed]
-        super().__init__(
-            f"version {version} may not shadow in {env}: "
-            + "; ".join(f"{r.gate}: {r.detail}" for r in failed)
-        )
-        self.env = env
-        self.version = version
-        self.results = results
-
-    def details(self) -> dict[str, Any]:
-        return {
-            "refused": True,
-            "env": self.env,
-            "version": self.version,
-            "gates": [g.to_dict() for g in self.results],
-        }
+    refused_action = "shadow in"
 
 
 @dataclass(frozen=True)
