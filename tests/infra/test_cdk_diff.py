@@ -28,28 +28,7 @@ def test_cdk_diff_of_a_promotion_shows_model_version_and_a_new_retained_lambda_v
     proposed = tmp_path / "proposed.lock.json"
     proposed.write_text(LockFile(model="fraud", pins={"dev": DEV_PIN, "prod": promoted}).to_json())
     # When a reviewer runs the real CLI's diff (no AWS credentials: against the template)
-    result = subprocess.run(
-        [
-            str(CDK_CLI),
-            "diff",
-            "prod/Inference",
-            "--exclusively",
-            "--template",
-            str(deployed),
-            "--context",
-            f"sds:lock_file={proposed}",
-            "--output",
-            str(tmp_path / "cdk.out"),
-        ],
-        cwd=ROOT,
-        env=cli_environment(tmp_path / "cdk-home"),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
+    output = _cli_diff(deployed, proposed, tmp_path)
     # Then the function's MODEL_VERSION goes 7 -> 8 (and its sha256 with it)
     lines = [line.strip(" │├└─") for line in output.splitlines()]
     version_at = lines.index("[~] .MODEL_VERSION:")
@@ -98,6 +77,19 @@ def test_cdk_diff_of_a_shadow_pin_shows_shadow_model_version_appear(
     )
     proposed.write_text(lock.to_json())
     # When a reviewer runs the real CLI's diff
+    output = _cli_diff(deployed, proposed, tmp_path)
+    lines = [line.strip(" │├└─") for line in output.splitlines()]
+    # Then SHADOW_MODEL_VERSION (and its sha256) appear, and the live MODEL_VERSION does not move
+    assert "[+] Added: .SHADOW_MODEL_VERSION" in lines, output[-4000:]
+    assert "[+] Added: .SHADOW_MODEL_SHA256" in lines
+    assert "[~] .MODEL_VERSION:" not in lines
+    # And the function publishes a new version (it loads the challenger at its cold start)
+    assert any(line.startswith("[+] AWS::Lambda::Version") for line in lines)
+
+
+def _cli_diff(deployed: Path, proposed: Path, work: Path) -> str:
+    """The real CLI's `cdk diff` of prod/Inference with the `proposed` lock file against the
+    `deployed` template (no AWS credentials); its whole output, after checking it succeeded."""
     result = subprocess.run(
         [
             str(CDK_CLI),
@@ -109,10 +101,10 @@ def test_cdk_diff_of_a_shadow_pin_shows_shadow_model_version_appear(
             "--context",
             f"sds:lock_file={proposed}",
             "--output",
-            str(tmp_path / "cdk.out"),
+            str(work / "cdk.out"),
         ],
         cwd=ROOT,
-        env=cli_environment(tmp_path / "cdk-home"),
+        env=cli_environment(work / "cdk-home"),
         capture_output=True,
         text=True,
         timeout=600,
@@ -120,10 +112,4 @@ def test_cdk_diff_of_a_shadow_pin_shows_shadow_model_version_appear(
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
-    lines = [line.strip(" │├└─") for line in output.splitlines()]
-    # Then SHADOW_MODEL_VERSION (and its sha256) appear, and the live MODEL_VERSION does not move
-    assert "[+] Added: .SHADOW_MODEL_VERSION" in lines, output[-4000:]
-    assert "[+] Added: .SHADOW_MODEL_SHA256" in lines
-    assert "[~] .MODEL_VERSION:" not in lines
-    # And the function publishes a new version (it loads the challenger at its cold start)
-    assert any(line.startswith("[+] AWS::Lambda::Version") for line in lines)
+    return output
