@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -157,21 +158,45 @@ def test_concurrent_updaters_lose_no_event_and_count_none_twice(
     errors: list[BaseException] = []
 
     def run(offset: int) -> None:
-        online = OnlineFeatures(make_store())
-        barrier.wait()
-        try:
+        try:  # a thread that fails before the barrier breaks it, so the others stop too
+            online = OnlineFeatures(make_store())
+            barrier.wait(timeout=60)
             for start in range(offset, 120, 10):
                 result = online.apply(events[start : start + 30], now=T0 + 200)
                 assert not result.failed, result.failed
         except BaseException as exc:
             errors.append(exc)
+            barrier.abort()
 
     threads = [threading.Thread(target=run, args=(offset,)) for offset in (0, 0, 5, 5)]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads)
     assert errors == []
     # Then every account counts exactly its own 40 events
     values = OnlineFeatures(make_store()).read([(f"acct-{i}", T0 + MINUTE) for i in range(3)])
     assert [v[BURST] for v in values] == [40, 40, 40]
+
+
+def test_many_processes_opening_a_new_sqlite_store_at_once_all_get_it(tmp_path: Path) -> None:
+    # Given eight handles opening the same new file at the same moment, many times over (SQLite
+    # refuses a racing journal-mode switch at once, without waiting: one in ten such starts
+    # failed with "database is locked" before the store retried its setup)
+    for trial in range(30):
+        path = tmp_path / f"trial-{trial}" / "features.db"
+        start = threading.Barrier(8)
+
+        def open_store(path: Path = path, start: threading.Barrier = start) -> None:
+            start.wait(timeout=60)
+            SqliteFeatureStore(path).close()
+
+        with ThreadPoolExecutor(8) as pool:
+            # Then every one opens it (an exception here names the one that did not)
+            list(pool.map(lambda _: open_store(), range(8)))
+        # And the file is a working store in write-ahead-logging mode
+        store = SqliteFeatureStore(path)
+        assert store._db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert store.read(["nobody"]) == {}
+        store.close()

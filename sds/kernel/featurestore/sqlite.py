@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -35,6 +36,7 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_expiry ON events (expires_at);
 """
 _MAX_VARIABLES = 500  # below SQLite's limit on bound parameters per statement
+_BUSY_TIMEOUT = 30.0  # seconds a statement waits for another connection's lock
 
 
 class SqliteFeatureStore:
@@ -46,16 +48,33 @@ class SqliteFeatureStore:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(
-                self.path, timeout=30, isolation_level=None, check_same_thread=False
+                self.path, timeout=_BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
             )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # With write-ahead logging, NORMAL syncs at checkpoints, not at every commit: a
-            # power loss may lose the last commits, never corrupt the file (a local store; the
-            # AWS one is DynamoDB). Every commit paying an fsync made folding 10x slower.
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
+            self._set_up()
         except (OSError, sqlite3.Error) as exc:
             raise FeatureStoreError(f"{self.path}: cannot open the feature store: {exc}") from exc
+
+    def _set_up(self) -> None:
+        """Switch to write-ahead logging and create the tables, however many processes open
+        the file at once. SQLite answers a journal-mode switch or a schema write that races
+        another connection's with "database is locked" at once, without waiting out the busy
+        timeout (it would deadlock otherwise), so the setup is retried until that timeout."""
+        deadline = time.monotonic() + _BUSY_TIMEOUT
+        pause = 0.001
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                # With write-ahead logging, NORMAL syncs at checkpoints, not at every commit:
+                # a power loss may lose the last commits, never corrupt the file (a local
+                # store; the AWS one is DynamoDB). An fsync per commit made folding 10x slower.
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.executescript(_SCHEMA)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
 
     @property
     def uri(self) -> str:
