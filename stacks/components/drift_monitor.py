@@ -8,7 +8,9 @@ registry, and prints the figures in embedded metric format (`sds.kernel.drift.NA
 API call, no always-on resource. Two alarms watch them, on the `Environment` dimension (the
 largest value any version published): the score's PSI against the training holdout reaching
 `monitor.score_psi_alarm`, and the alert rate leaving the band `monitor.alert_rate_ratio_min` ..
-`max` around the rate the version's manifest expects.
+`max` around the rate the version's manifest expects. A third watches the monitor itself: a run
+that fails (after Lambda's two retries of a scheduled one) would otherwise leave the drift alarms
+quietly without data, which they read as "no drift".
 
 Its role reads the captures prefix and the registry's version manifests, nothing else. The code
 needs the kernel's capture parser, which imports numpy and orjson: `monitor_bundle_spec` is its
@@ -220,7 +222,7 @@ class DriftMonitor(Construct):
         operator: cloudwatch.ComparisonOperator,
     ) -> cloudwatch.Alarm:
         # One datapoint a day: missing data (no traffic, or a version too small to measure) is
-        # not a breach; the function's own Errors metric says whether it ran.
+        # not a breach; the function's own Errors metric says whether it ran (alarm "Failed").
         return cloudwatch.Alarm(
             self,
             construct_id,
@@ -238,6 +240,19 @@ class DriftMonitor(Construct):
     ) -> list[cloudwatch.Alarm]:
         operators = cloudwatch.ComparisonOperator
         return [
+            cloudwatch.Alarm(
+                self,
+                "Failed",
+                alarm_description=f"sds {environment}: the drift monitor failed; until it runs "
+                "again the drift alarms have no data (re-run a day with "
+                '{"day": "YYYY-MM-DD"} once fixed)',
+                metric=self.function.metric_errors(period=cdk.Duration.days(1), statistic="Sum"),
+                threshold=1,
+                comparison_operator=operators.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                evaluation_periods=1,
+                datapoints_to_alarm=1,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            ),
             self._alarm(
                 "ScorePsi",
                 description=f"sds {environment}: a served version's score distribution drifted "

@@ -121,6 +121,7 @@ def test_alarms_watch_score_psi_and_the_alert_rate_band_with_the_configured_thre
     alarms = {
         (a["Properties"]["MetricName"], a["Properties"]["Statistic"]): a["Properties"]
         for a in resources(doc, "AWS::CloudWatch::Alarm").values()
+        if a["Properties"]["Namespace"] == NAMESPACE
     }
     assert set(alarms) == {
         ("ScorePSI", "Maximum"),
@@ -138,6 +139,28 @@ def test_alarms_watch_score_psi_and_the_alert_rate_band_with_the_configured_thre
         assert alarm["Dimensions"] == [{"Name": "Environment", "Value": "prod"}]
         assert alarm["Period"] == 86400 and alarm["TreatMissingData"] == "notBreaching"
         assert len(alarm["AlarmActions"]) == 1 and len(alarm["OKActions"]) == 1
+
+
+def test_a_failed_run_of_the_monitor_alarms_and_notifies(tmp_path: Path) -> None:
+    # Given the monitor (the drift alarms read missing data as "no drift")
+    doc = template(build(tmp_path, MonitorSettings())[1])
+    (function_id,) = resources(doc, "AWS::Lambda::Function")
+
+    # Then one alarm watches the function's own errors: one failed run a day raises it
+    (failed,) = [
+        a["Properties"]
+        for a in resources(doc, "AWS::CloudWatch::Alarm").values()
+        if a["Properties"]["Namespace"] == "AWS/Lambda"
+    ]
+    assert (failed["MetricName"], failed["Statistic"]) == ("Errors", "Sum")
+    assert failed["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": function_id}}]
+    assert (failed["Threshold"], failed["ComparisonOperator"]) == (
+        1,
+        "GreaterThanOrEqualToThreshold",
+    )
+    assert failed["Period"] == 86400 and failed["TreatMissingData"] == "notBreaching"
+    # And it notifies the same topic as the drift alarms
+    assert len(failed["AlarmActions"]) == 1 and len(failed["OKActions"]) == 1
 
 
 def test_its_role_only_reads_captures_and_manifests(tmp_path: Path) -> None:
