@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from sds.kernel.reference import USD_PER_UNIT
 
 # Bump when the meaning of a declaration changes without its fields changing (e.g. the window
@@ -292,3 +294,35 @@ def state_from_json(document: Mapping[str, Mapping[str, Any]]) -> EntityState:
         }
         for name, buckets in document.items()
     }
+
+
+def encode_state(state: Mapping[str, Mapping[int, BucketValue]]) -> str:
+    """The text a feature store keeps: `state_to_json`, compact, keys sorted."""
+    return json.dumps(state_to_json(state), separators=(",", ":"), sort_keys=True)
+
+
+def decode_state(text: str | bytes) -> EntityState:
+    """A state from the text `encode_state` wrote: what `state_from_json` makes of the standard
+    library's parse of it, value for value.
+
+    On the scoring path once per account of a request, so parsed with orjson, about four times
+    faster on these documents. orjson reads an integer beyond 64 bits as a float, and refuses a
+    lone surrogate escape: a document with anything but integers and lists of strings as bucket
+    values is read by the standard library instead."""
+    try:
+        document = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return state_from_json(json.loads(text))
+    state: EntityState = {}
+    for name, buckets in document.items():
+        decoded: dict[int, BucketValue] = {}
+        for start, value in buckets.items():
+            kind = value.__class__
+            if kind is int:
+                decoded[int(start)] = value
+            elif kind is list:
+                decoded[int(start)] = frozenset(value)
+            else:
+                return state_from_json(json.loads(text))
+        state[name] = decoded
+    return state

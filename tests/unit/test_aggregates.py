@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -165,3 +166,29 @@ def test_online_fold_and_offline_point_in_time_both_equal_the_definition(
             expected = by_definition(events, account, time, aggregate)
             assert online[index][aggregate.name] == expected, (aggregate.name, index)
             assert offline[aggregate.name][index] == expected, (aggregate.name, index)
+
+
+_bucket_values = st.one_of(
+    st.integers(min_value=-(2**70), max_value=2**70),  # beyond 64 bits: orjson refuses them
+    st.frozensets(st.text(max_size=4), max_size=3),  # any text, lone surrogates included
+)
+_states = st.dictionaries(
+    st.sampled_from(agg.NAMES),
+    st.dictionaries(st.integers(min_value=0, max_value=2**62), _bucket_values, max_size=5),
+    max_size=5,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_states)
+def test_a_stored_state_reads_back_as_the_standard_library_reads_it(
+    state: dict[str, dict[int, agg.BucketValue]],
+) -> None:
+    # Given any state as a feature store keeps it (the text `encode_state` writes)
+    text = agg.encode_state(state)
+    # When the scoring path decodes it (orjson, the standard library for what orjson refuses)
+    decoded = agg.decode_state(text)
+    # Then it is the state that was written, exactly what the standard library's parser gives
+    assert decoded == state
+    assert decoded == agg.state_from_json(json.loads(text))
+    assert agg.decode_state(text.encode()) == state

@@ -43,7 +43,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sds.kernel.aggregates import EntityState, fingerprint, state_from_json, state_to_json
+from sds.kernel.aggregates import EntityState, decode_state, encode_state, fingerprint
 from sds.kernel.aws.client import ClientConfig
 from sds.kernel.aws.dynamodb import DynamoDBClient, TransactionCanceled
 from sds.kernel.aws.errors import AwsConnectionError, AwsError
@@ -173,7 +173,7 @@ class DynamoDBFeatureStore:
 
     def _stored(self, entity: str, item: Mapping[str, Any]) -> Stored:
         try:
-            state = state_from_json(json.loads(item[STATE]["S"]))
+            state = decode_state(item[STATE]["S"])
             version = int(item[VERSION]["N"])
         except (KeyError, TypeError, ValueError) as exc:
             raise FeatureStoreError(
@@ -199,7 +199,7 @@ class DynamoDBFeatureStore:
                 f"a commit records at most {TRANSACTION_LIMIT - 1} events, got {len(ids)} "
                 "(OnlineFeatures splits larger batches)"
             )
-        document = json.dumps(state_to_json(state), separators=(",", ":"), sort_keys=True)
+        document = encode_state(state)
         account = {
             PARTITION_KEY: {"S": self.account_key(entity)},
             STATE: {"S": document},

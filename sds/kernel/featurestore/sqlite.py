@@ -7,14 +7,13 @@ the event ids before writing anything.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from sds.kernel.aggregates import EntityState, state_from_json, state_to_json
+from sds.kernel.aggregates import EntityState, decode_state, encode_state
 from sds.kernel.featurestore import (
     DuplicateEvents,
     FeatureStoreError,
@@ -97,7 +96,7 @@ class SqliteFeatureStore:
                         chunk,
                     ).fetchall()
                     for entity, state, version in rows:
-                        found[entity] = Stored(state_from_json(json.loads(state)), int(version))
+                        found[entity] = Stored(decode_state(state), int(version))
             except sqlite3.Error as exc:
                 raise FeatureStoreError(f"{self.path}: read failed: {exc}") from exc
         return found
@@ -149,7 +148,7 @@ class SqliteFeatureStore:
         ).fetchone()
         if (0 if row is None else int(row[0])) != expected_version:
             raise VersionConflict(f"{entity}: changed since it was read")
-        document = json.dumps(state_to_json(state), separators=(",", ":"), sort_keys=True)
+        document = encode_state(state)
         self._db.execute(
             "INSERT INTO entities (entity, state, version, expires_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (entity) DO UPDATE SET state = excluded.state, "
