@@ -357,6 +357,12 @@ def run_warm(
     variants.append(
         ("baseline_1_thread", built["baseline"], {**envs["baseline"], "OMP_NUM_THREADS": "1"})
     )
+    # Issue 13 budgets the handler without capture, which issue 15 budgets on its own: ours
+    # again with CAPTURE_SAMPLE_RATE=0. That worker also times the floor it is held to: the raw
+    # ONNX run and the feature store's read of the same accounts (on AWS, a DynamoDB round trip).
+    variants.append(
+        ("ours_capture_off", built["ours"], {**envs["ours"], "CAPTURE_SAMPLE_RATE": "0"})
+    )
     for name, bundle, env in variants:
         runs[name] = measure.warm(
             bundle,
@@ -365,7 +371,7 @@ def run_warm(
             events_file=events_file,
             calls=plan.warm_calls,
             blocks=plan.warm_blocks,
-            raw=name == "ours",
+            raw=name in ("ours", "ours_capture_off"),
         )
         log(f"warm {name}: single p50 {runs[name]['single']['p50_us']:.0f} us")
     ours, baseline = runs["ours"], runs["baseline"]
@@ -400,8 +406,25 @@ def run_warm(
         ]
         return measure.stats(blocks) | {"all_calls": whole}
 
+    bare = runs["ours_capture_off"]
+
+    def floor(label: str, figure: Any) -> dict[str, Any]:
+        """A figure of the capture-off handler's p50 and its floor's parts (raw ONNX run, store
+        read), per block (all three timed in that one worker), and over all calls."""
+        parts = (bare[label], bare[f"raw_{label}"], bare[f"store_{label}"])
+        blocks = [figure(*b) for b in zip(*(p["blocks"] for p in parts), strict=True)]
+        return measure.stats(blocks) | {"all_calls": figure(*parts)}
+
     out: dict[str, Any] = {
         "ours": {"single": series(ours, "single"), "batch100": series(ours, "batch100")},
+        "ours_capture_off": {
+            "single": series(bare, "single"),
+            "batch100": series(bare, "batch100"),
+        },
+        "store_read": {
+            "single": series(bare, "store_single"),
+            "batch100": series(bare, "store_batch100"),
+        },
         "baseline": {
             "single": series(baseline, "single"),
             "batch100": series(baseline, "batch100"),
@@ -426,6 +449,18 @@ def run_warm(
         )
         out[f"{label}_p50_above_raw_us"] = paired(label, lambda o, b, r: o["p50_us"] - r["p50_us"])
         out[f"{label}_p50_over_raw"] = paired(label, lambda o, b, r: o["p50_us"] / r["p50_us"])
+        out[f"{label}_capture_off_p50_above_floor_us"] = floor(
+            label, lambda h, r, f: h["p50_us"] - r["p50_us"] - f["p50_us"]
+        )
+        out[f"{label}_capture_off_p50_over_floor"] = floor(
+            label, lambda h, r, f: h["p50_us"] / (r["p50_us"] + f["p50_us"])
+        )
+        out[f"{label}_capture_p50_us"] = measure.stats(
+            [
+                o["p50_us"] - b["p50_us"]
+                for o, b in zip(ours[label]["blocks"], bare[label]["blocks"], strict=True)
+            ]
+        ) | {"all_calls": ours[label]["p50_us"] - bare[label]["p50_us"]}
         out[f"{label}_p99_over_p50_ours"] = paired(label, lambda o, b, r: o["p99_us"] / o["p50_us"])
         out[f"{label}_p99_over_p50_baseline"] = paired(
             label, lambda o, b, r: b["p99_us"] / b["p50_us"]
