@@ -398,7 +398,9 @@ class InferenceApp:
         model = self._require_model()
         columns, missing = self._with_aggregates(columns, metrics)
         features = featurize_columns(columns)
-        scores = model.predict(features)
+        # The handler's own matrix: C-contiguous float32 in the verified layout, scored without
+        # the wrapper's per-call checks (`LoadedModel.score_matrix`; `predict` gives the same).
+        scores = model.score_matrix(features)
         if self.capturer is not None:
             shadow = self._shadow_scores(features, metrics) if self.capturer.shadowing else None
             self._capture(
@@ -494,15 +496,11 @@ class InferenceApp:
         reason = self.online_error
         if self.online is not None:
             try:
-                values = self.online.read(
-                    list(zip(columns["account_id"], columns[TIME_US], strict=True))
-                )
+                values = self.online.read_columns(columns["account_id"], columns[TIME_US])
             except FeatureStoreError as exc:
                 reason = str(exc)
             else:
-                return columns.with_inputs(
-                    {name: [v[name] for v in values] for name in AGGREGATES}
-                ), None
+                return columns.with_inputs(values), None
         metrics["OnlineFeaturesUnavailable"] = 1.0
         logger.warning("account aggregates unavailable: %s", reason)
         if self.settings.when_features_unavailable != "score":

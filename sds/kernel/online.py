@@ -21,6 +21,7 @@ from sds.kernel.aggregates import (
     Aggregate,
     EntityState,
     evaluate,
+    evaluate_columns,
     fold,
 )
 from sds.kernel.featurestore import (
@@ -186,3 +187,11 @@ class OnlineFeatures:
             evaluate(stored.get(entity, EMPTY).state, at, aggregates=self.aggregates)
             for entity, at in queries
         ]
+
+    def read_columns(self, entities: Sequence[str], times: Sequence[int]) -> dict[str, list[float]]:
+        """`read` as columns, the scoring path's form: `columns[name][i]` is aggregate `name` of
+        `entities[i]` at `times[i]`, with one store read for the whole batch."""
+        stored = self.store.read(list(dict.fromkeys(entities)))
+        empty = EMPTY.state
+        states = [(found.state if (found := stored.get(e)) else empty) for e in entities]
+        return evaluate_columns(list(zip(states, times, strict=True)), aggregates=self.aggregates)

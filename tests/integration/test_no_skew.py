@@ -83,6 +83,10 @@ class RecordingModel:
         self.matrices.append(np.array(vectors, copy=True))
         return self.model.predict(vectors)
 
+    def score_matrix(self, matrix: Any) -> list[float]:
+        self.matrices.append(np.array(matrix, copy=True))
+        return self.model.score_matrix(matrix)
+
 
 @dataclass(order=True)
 class Step:

@@ -192,3 +192,38 @@ def test_a_stored_state_reads_back_as_the_standard_library_reads_it(
     assert decoded == state
     assert decoded == agg.state_from_json(json.loads(text))
     assert agg.decode_state(text.encode()) == state
+
+
+def _typed_states() -> st.SearchStrategy[dict[str, dict[int, agg.BucketValue]]]:
+    """States as folding makes them: sets of strings for count_distinct, integers otherwise."""
+    per_aggregate = {
+        a.name: st.dictionaries(
+            st.integers(min_value=T0 - 9 * agg.DAY, max_value=T0 + agg.DAY).map(a.bucket_of),
+            st.frozensets(st.sampled_from(["US", "GB", "FR"]), min_size=1)
+            if a.function == "count_distinct"
+            else st.integers(min_value=-(10**12), max_value=10**12),
+            max_size=40,
+        )
+        for a in AGGREGATES
+    }
+    return st.fixed_dictionaries({}, optional=per_aggregate)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(_typed_states(), st.integers(min_value=T0 - agg.DAY, max_value=T0 + agg.DAY)),
+        max_size=20,
+    )
+)
+def test_evaluating_many_queries_at_once_gives_each_querys_own_values(
+    queries: list[tuple[dict[str, dict[int, agg.BucketValue]], int]],
+) -> None:
+    # Given states and times, as a request's payments query them
+    # When the scoring path evaluates them together, as columns
+    columns = agg.evaluate_columns(queries)
+    # Then each payment's values are exactly what evaluating it alone gives
+    assert list(columns) == list(agg.NAMES)
+    for i, (state, at) in enumerate(queries):
+        alone = evaluate(state, at)
+        assert {name: columns[name][i] for name in agg.NAMES} == alone

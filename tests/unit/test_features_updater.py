@@ -166,6 +166,23 @@ def test_a_late_event_lands_in_its_own_bucket(store: Any, metrics: Recorder) -> 
     assert OnlineFeatures(store).read([("acct", T0 + 40 * MINUTE)])[0]["failed_logins_last_1h"] == 1
 
 
+def test_the_scoring_paths_column_read_answers_what_read_answers(
+    store: Any, metrics: Recorder
+) -> None:
+    # Given an account with logins and payments folded in, and one the store has never seen
+    updater = updater_over(store, metrics, now=T0 + 2 * HOUR)
+    updater.handle(batch(login("l1", at=T0), login("l2", at=T0 + 50 * MINUTE)))
+    queries = [("acct", T0 + HOUR), ("unknown", T0 + HOUR), ("acct", T0 + 55 * MINUTE)]
+    online = OnlineFeatures(store)
+    # When the handler reads the request's aggregates as columns, in one store read
+    columns = online.read_columns([e for e, _ in queries], [t for _, t in queries])
+    # Then each payment's values are what `read` gives it, the unknown account all zeros
+    rows = online.read(queries)
+    assert columns == {name: [row[name] for row in rows] for name in rows[0]}
+    assert columns["failed_logins_last_1h"] == [2, 0, 2]
+    assert all(column[1] == 0.0 for column in columns.values())
+
+
 def test_invalid_messages_come_back_alone_and_their_problems_are_logged(
     store: Any, metrics: Recorder, caplog: pytest.LogCaptureFixture
 ) -> None:
