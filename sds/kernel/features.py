@@ -356,9 +356,48 @@ _ALLOWED_VALUES: tuple[tuple[str, frozenset[str]], ...] = tuple(
 )
 
 
+# The same checks for one event's values, field by field in `FIELDS` order: (exact types
+# accepted, the range of a number, the allowed strings, whether it is an id).
+_ROW_CHECKS: tuple[
+    tuple[frozenset[type], float | None, float | None, frozenset[str] | None, bool], ...
+] = tuple(
+    (
+        frozenset(_KIND_TYPES[f.kind]),
+        next((low for name, low, _ in _RANGES if name == f.name), None),
+        next((high for name, _, high in _RANGES if name == f.name), None),
+        next((allowed for name, allowed in _ALLOWED_VALUES if name == f.name), None),
+        f.name in _ID_FIELDS,
+    )
+    for f in FIELDS
+)
+
+
+def _row_is_valid(row: tuple[Any, ...]) -> bool:
+    """`_rows_are_valid` for a batch of one, the most common request: the same checks on the
+    event's values directly, without building a column per check."""
+    for value, (types, low, high, allowed, is_id) in zip(row, _ROW_CHECKS, strict=True):
+        if type(value) not in types:
+            return False
+        # A NaN fails both comparisons; every number field has a range.
+        if low is not None and not low <= value <= high:
+            return False
+        if allowed is not None and value not in allowed:
+            return False
+        if is_id and not 0 < len(value) <= MAX_ID_LENGTH:
+            return False
+    return True
+
+
 def _rows_are_valid(rows: Sequence[tuple[Any, ...]], inputs: Mapping[str, Column]) -> bool:
     """Whether every value certainly passes `_check_field`: True only for plain JSON values that
     are valid; anything else (a subclass, a NaN, a wrong type) answers False and never raises."""
+    if len(rows) == 1:
+        return _row_is_valid(rows[0])
+    return _columns_are_valid(rows, inputs)
+
+
+def _columns_are_valid(rows: Sequence[tuple[Any, ...]], inputs: Mapping[str, Column]) -> bool:
+    """`_rows_are_valid`, a check per field over whole columns."""
     if not set(map(tuple, map(map, repeat(type), rows))) <= _SIGNATURES:
         return False
     # int and float compare exactly in Python: nothing is converted, nothing can overflow.

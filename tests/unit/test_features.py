@@ -579,3 +579,17 @@ def test_given_anything_unusual_then_batch_validation_declines_and_never_raises(
     events: list[Any],
 ) -> None:
     assert event_columns(events) is None
+
+
+@settings(max_examples=600, deadline=None)
+@given(events=mixed_batches())
+def test_a_single_event_is_checked_as_its_batch_of_one_would_be(events: list[Any]) -> None:
+    # Given one event, valid or broken, whose fields are all present
+    event = events[0]
+    if not isinstance(event, dict) or not set(FIELD_NAMES) <= set(event):
+        return
+    row = features_module._FIELD_GETTER(event)
+    inputs = dict(zip(FIELD_NAMES, ([value] for value in row), strict=True))
+    # When the one-event path checks it (the most common request)
+    # Then it answers what the checks over columns answer for a batch of one
+    assert features_module._row_is_valid(row) == features_module._columns_are_valid([row], inputs)
