@@ -101,14 +101,17 @@ SHADOW_FAILURE_LIMIT = 3
 
 
 @functools.lru_cache(maxsize=64)
-def _emf_directive(names: tuple[str, ...], dimensions: tuple[str, ...]) -> list[dict[str, Any]]:
-    return [
+def _emf_directive(names: tuple[str, ...], dimensions: tuple[str, ...]) -> orjson.Fragment:
+    """The metric directive, serialized once per set of names: a request's line only inserts it
+    (the behaviour line names 13 metrics, most of its bytes)."""
+    directive = [
         {
             "Namespace": NAMESPACE,
             "Dimensions": [list(dimensions)],
             "Metrics": [{"Name": name, "Unit": "Count"} for name in names],
         }
     ]
+    return orjson.Fragment(orjson.dumps(directive))
 
 
 def emf_metrics(values: Mapping[str, float], dimensions: Mapping[str, str]) -> None:
