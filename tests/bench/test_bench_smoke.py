@@ -65,6 +65,20 @@ def test_quick_run_writes_results_with_sane_figures(tmp_path: Path) -> None:
         warm["ours"]["single"]["p50_us"]["median"] > warm["raw_onnx"]["single"]["p50_us"]["median"]
     )
 
+    # And the handler without capture was timed beside its floor: the raw run and the store read
+    for name in ("ours_capture_off", "store_read"):
+        for label in ("single", "batch100"):
+            assert_figure(warm[name][label]["p50_us"], low=0.5, high=1e6)
+    for label in ("single", "batch100"):
+        bare = warm["ours_capture_off"][label]["p50_us"]["median"]
+        assert bare > warm["store_read"][label]["p50_us"]["median"]  # the handler makes that read
+        assert_figure(warm[f"{label}_capture_off_p50_over_floor"], low=1, high=1e4)
+        above = warm[f"{label}_capture_off_p50_above_floor_us"]
+        assert above["min"] <= above["median"] <= above["max"]
+    assert any(
+        t["target"].startswith("warm single-event p50, capture off") for t in results["targets"]
+    )
+
     # And bundle sizes are within Lambda's unzipped limit, ours smaller than the baseline
     bundle = results["bundle"]
     for name in ("ours", "baseline"):
