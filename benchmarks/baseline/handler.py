@@ -50,6 +50,9 @@ class JoblibModel:
         matrix = self._np.asarray(vectors, dtype=self._np.float32)
         return [float(p) for p in self.estimator.predict_proba(matrix)[:, 1]]
 
+    # What the handler calls on its own float32 matrix (`LoadedModel.score_matrix`).
+    score_matrix = predict
+
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
