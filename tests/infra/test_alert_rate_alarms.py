@@ -35,7 +35,7 @@ from aws_cdk.assertions import Annotations, Match, Template
 import lambdas.inference.app as inference_app
 from lambdas.inference.app import InferenceApp
 from sds.config import parse_project
-from sds.kernel import pointintime
+from sds.kernel import aggregates, pointintime
 from sds.kernel.behaviour import FLAGGED, MODEL_VERSION, NAMESPACE, PREDICTIONS, expected_alert_rate
 from sds.kernel.features import featurize_batch
 from sds.kernel.registry import Version, open_registry
@@ -295,6 +295,11 @@ class PointInTime:
 
     def read(self, queries: list[tuple[str, int]]) -> list[dict[str, float]]:
         return [self.values[query] for query in queries]
+
+    def read_columns(self, entities: list[str], times: list[int]) -> dict[str, list[float]]:
+        """`read` as the handler asks for it (`OnlineFeatures.read_columns`)."""
+        rows = self.read(list(zip(entities, times, strict=True)))
+        return {name: [row[name] for row in rows] for name in aggregates.NAMES}
 
 
 @dataclass

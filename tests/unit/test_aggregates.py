@@ -227,3 +227,19 @@ def test_evaluating_many_queries_at_once_gives_each_querys_own_values(
     for i, (state, at) in enumerate(queries):
         alone = evaluate(state, at)
         assert {name: columns[name][i] for name in agg.NAMES} == alone
+
+
+def test_without_orjson_a_state_reads_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given states as the updater writes them, one with a sum beyond 64 bits and a lone surrogate
+    states = [
+        {"txn_count_last_1h": {T0: 3, T0 + 5 * MINUTE: 1}},
+        {
+            "amount_usd_last_24h": {T0: 2**70},
+            "distinct_countries_last_7d": {T0: frozenset({"\ud800", "US"})},
+        },
+    ]
+    texts = [agg.encode_state(state) for state in states]
+    # When a bundle without orjson reads them (the feature updater's: the kernel and numpy only)
+    monkeypatch.setattr(agg, "_fast_loads", None)
+    # Then each reads back as written
+    assert [agg.decode_state(text) for text in texts] == states
