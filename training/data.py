@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import json
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -26,22 +25,35 @@ from sds.kernel.events import validate
 from sds.kernel.features import parse_time
 
 LABEL = "is_fraud"
+_WRITE_BATCH = 10_000  # lines encoded and written at a time
 
 
 class DataError(SdsError, ValueError):
     """Training data is missing or malformed; the message names the file and line."""
 
 
-def write_jsonl(events: list[dict[str, Any]], path: Path) -> Path:
-    """Write events as JSON Lines; `.gz` suffix compresses (deterministically: no mtime)."""
+def write_jsonl(events: Iterable[Mapping[str, Any]], path: Path) -> Path:
+    """Write events as JSON Lines, streaming (any iterable, held a batch of lines at a time);
+    `.gz` suffix compresses (deterministically: no mtime, no file name). The file appears only
+    once it is complete."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in events).encode()
-    if path.suffix == ".gz":
-        buffer = io.BytesIO()
-        with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as handle:
-            handle.write(payload)
-        payload = buffer.getvalue()
-    path.write_bytes(payload)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        with open(partial, "wb") as raw:
+            out: BinaryIO = raw
+            if path.suffix == ".gz":
+                out = gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0)  # type: ignore[assignment]
+            with out:
+                batch: list[str] = []
+                for event in events:
+                    batch.append(json.dumps(event, separators=(",", ":")) + "\n")
+                    if len(batch) >= _WRITE_BATCH:
+                        out.write("".join(batch).encode())
+                        batch.clear()
+                out.write("".join(batch).encode())
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
     return path
 
 

@@ -16,6 +16,8 @@ each payment (`sds.kernel.aggregates`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -41,8 +43,12 @@ _HOUR_WEIGHTS = np.array(
     [1, 0.6, 0.4, 0.3, 0.3, 0.5, 1.5, 3, 4, 5, 5, 6, 7, 6, 6, 6, 6, 7, 8, 8, 7, 5, 3, 2], float
 )
 
+_CURRENCY_CODE = {code: i for i, code in enumerate(CURRENCIES)}
+_RATES = np.array([USD_PER_UNIT[code] for code in CURRENCIES])
+
 FRAUD_SHARE = 0.03  # of payments, roughly
 PAYMENTS_PER_ACCOUNT = 25
+CHUNK = 50_000  # records built at a time when streaming
 
 
 def _choice(rng: np.random.Generator, weights: np.ndarray, size: int) -> np.ndarray:
@@ -60,8 +66,22 @@ def _session_times(rng: np.random.Generator, size: int) -> np.ndarray:
 
 def generate_activity(payments: int, *, seed: int = 7) -> list[dict[str, Any]]:
     """About `payments` labelled payments and the logins around them, in time order."""
+    return [record for chunk in activity_chunks(payments, seed=seed) for record in chunk]
+
+
+def activity_chunks(
+    payments: int, *, seed: int = 7, chunk: int = CHUNK
+) -> Iterator[list[dict[str, Any]]]:
+    """`generate_activity`'s records, in time order, `chunk` at a time.
+
+    The draws are made for every event at once, as numeric columns (about 100 bytes per
+    payment); records exist only a chunk at a time, so `sds generate` writes a long history
+    without holding it (the records, at about 2 KB each, were what filled memory).
+    """
     if payments < 1:
         raise ValueError("payments must be >= 1")
+    if chunk < 1:
+        raise ValueError("chunk must be >= 1")
     rng = np.random.default_rng(seed)
     accounts = max(1, payments // PAYMENTS_PER_ACCOUNT)
     home = _choice(rng, _COUNTRY_WEIGHTS, accounts)
@@ -69,7 +89,6 @@ def generate_activity(payments: int, *, seed: int = 7) -> list[dict[str, Any]]:
     spend = rng.lognormal(0.0, 0.5, size=accounts)  # how much an account spends, relatively
     activity = rng.gamma(2.0, 1.0, size=accounts)
     busy = activity / activity.sum()
-    logins: list[tuple[int, int, bool]] = []  # (time, account, succeeded)
 
     # Legitimate sessions: an optional login (now and then after a typo), then 1-3 payments.
     fraud_budget = round(payments * FRAUD_SHARE)
@@ -82,14 +101,27 @@ def generate_activity(payments: int, *, seed: int = 7) -> list[dict[str, Any]]:
     starts = _session_times(rng, sessions)
     logs_in = rng.random(sessions) < 0.8
     typos = np.where(logs_in, rng.poisson(0.12, size=sessions), 0)
-    for s in np.flatnonzero(logs_in):
-        for k in range(int(typos[s])):
-            logins.append((int(starts[s]) - (3 - k) * 20 * SECOND, int(who[s]), False))
-        logins.append((int(starts[s]) - 10 * SECOND, int(who[s]), True))
+    # Each session that logs in: its typos (failures 60, 40, 20 s before it starts), then the
+    # successful login 10 s before; in session order.
+    logging = np.flatnonzero(logs_in)
+    tries = typos[logging] + 1
+    login_session = np.repeat(logging, tries)
+    attempt = np.arange(int(tries.sum())) - np.repeat(np.cumsum(tries) - tries, tries)
+    login_ok = [attempt == typos[login_session]]
+    login_time = [
+        np.where(
+            login_ok[0],
+            starts[login_session] - 10 * SECOND,
+            starts[login_session] - (3 - attempt) * 20 * SECOND,
+        )
+    ]
+    login_account = [who[login_session]]
+    del login_session, attempt, logging, tries
     session = np.repeat(np.arange(sessions), sizes)
     position = np.arange(legit) - np.repeat(np.cumsum(sizes) - sizes, sizes)
     pay_time = [starts[session] + position * rng.integers(30, 900, size=legit) * SECOND]
     pay_account = [who[session]]
+    del session, position
     pay_fraud = [np.zeros(legit, bool)]
     pay_category = [_choice(rng, _CATEGORY_WEIGHTS, legit)]
     pay_abroad = [rng.random(legit) < 0.06]
@@ -104,9 +136,10 @@ def generate_activity(payments: int, *, seed: int = 7) -> list[dict[str, Any]]:
         if takeover:
             guesses = int(rng.integers(2, 12))
             gaps = rng.integers(5, 60, size=guesses)
-            for k in range(guesses):
-                logins.append((time - MINUTE - int(gaps[k:].sum()) * SECOND, account, False))
-            logins.append((time - 20 * SECOND, account, True))
+            waited = np.cumsum(gaps[::-1])[::-1]  # gaps[k:].sum() for each guess k
+            login_time.append(np.append(time - MINUTE - waited * SECOND, time - 20 * SECOND))
+            login_account.append(np.full(guesses + 1, account))
+            login_ok.append(np.arange(guesses + 1) == guesses)
         pay_time.append(time + np.arange(run) * rng.integers(20, 300, size=run) * SECOND)
         pay_account.append(np.full(run, account))
         pay_fraud.append(np.ones(run, bool))
@@ -115,10 +148,15 @@ def generate_activity(payments: int, *, seed: int = 7) -> list[dict[str, Any]]:
         pay_device.append(rng.random(run) < (0.6 if takeover else 0.3))
         fraud_budget -= run
 
-    return _events(
+    yield from _events(
         rng,
         seed,
-        logins,
+        chunk,
+        _Logins(
+            np.concatenate(login_time).astype(np.int64),
+            np.concatenate(login_account).astype(np.int64),
+            np.concatenate(login_ok),
+        ),
         np.concatenate(pay_time),
         np.concatenate(pay_account),
         np.concatenate(pay_fraud),
@@ -131,10 +169,20 @@ def generate_activity(payments: int, *, seed: int = 7) -> list[dict[str, Any]]:
     )
 
 
+@dataclass(frozen=True)
+class _Logins:
+    """Every login, in the order they were drawn (which orders logins at the same time)."""
+
+    time: np.ndarray
+    account: np.ndarray
+    ok: np.ndarray
+
+
 def _events(
     rng: np.random.Generator,
     seed: int,
-    logins: list[tuple[int, int, bool]],
+    chunk: int,
+    logins: _Logins,
     time: np.ndarray,
     account: np.ndarray,
     fraud: np.ndarray,
@@ -145,46 +193,57 @@ def _events(
     home: np.ndarray,
     age_at_start: np.ndarray,
     spend: np.ndarray,
-) -> list[dict[str, Any]]:
-    """The payments' fields, drawn for all at once, and every event as a record, in time order."""
+) -> Iterator[list[dict[str, Any]]]:
+    """The payments' fields, drawn for all at once, and every event as a record, in time order
+    (payments before logins at the same microsecond), `chunk` records at a time."""
     n = len(time)
     order = np.argsort(time, kind="stable")
     time, account, fraud, category = time[order], account[order], fraud[order], category[order]
     abroad, device = abroad[order], device[order]
+    del order
     card_country = home[account]
     country = np.where(abroad, _choice(rng, _COUNTRY_WEIGHTS, n), card_country)
-    local_currency = np.array([_COUNTRY_CURRENCY[c] for c in _COUNTRIES])[country]
-    currency = np.where(rng.random(n) < 0.9, local_currency, np.array(CURRENCIES[:4])[account % 4])
+    local_currency = np.array([_CURRENCY_CODE[_COUNTRY_CURRENCY[c]] for c in _COUNTRIES])[country]
+    currency = np.where(rng.random(n) < 0.9, local_currency, account % 4)
+    del local_currency
     usd = _CATEGORY_MEDIAN_USD[category] * spend[account] * rng.lognormal(0.0, 0.8, size=n)
     usd = np.where(fraud, usd * rng.lognormal(0.6, 0.5, size=n), usd)  # fraud drains more
-    rate = np.array([USD_PER_UNIT[c] for c in currency.tolist()])
-    amount = np.round(usd / rate, 2)
+    amount = np.round(usd / _RATES[currency], 2)
+    del usd
     age = np.minimum(age_at_start[account] + (time - START) // (86400 * SECOND), 36_500)
     hour = (time // (3600 * SECOND)) % 24
-    stamps = _iso(time)
 
-    login_time = np.array([t for t, _, _ in logins], dtype=np.int64)
-    login_stamps = _iso(login_time)
-    records: list[tuple[int, int, dict[str, Any]]] = []
-    for i, (when, who, ok) in enumerate(logins):
-        envelope = _envelope("login", seed, i + 1, who, str(login_stamps[i]))
-        records.append((when, 1, {**envelope, "outcome": "success" if ok else "failure"}))
-    for i in range(n):
-        envelope = _envelope("payment", seed, i + 1, int(account[i]), str(stamps[i]))
-        fields = {
-            "amount": float(amount[i]),
-            "currency": str(currency[i]),
-            "merchant_category": MERCHANT_CATEGORIES[int(category[i])],
-            "country": _COUNTRIES[int(country[i])],
-            "card_country": _COUNTRIES[int(card_country[i])],
-            "hour_of_day": int(hour[i]),
-            "account_age_days": int(age[i]),
-            "is_new_device": bool(device[i]),
-            LABEL: bool(fraud[i]),
-        }
-        records.append((int(time[i]), 0, {**envelope, **fields}))
-    records.sort(key=lambda record: (record[0], record[1]))
-    return [record for _, _, record in records]
+    # Payments sort before logins at the same time; logins at one time keep the order drawn.
+    when = np.concatenate([logins.time, time])
+    kind = np.concatenate([np.ones(len(logins.time), np.int8), np.zeros(n, np.int8)])
+    merged = np.lexsort((kind, when))
+    del kind
+    first_payment = len(logins.time)
+    for begin in range(0, len(merged), chunk):
+        picked = merged[begin : begin + chunk]
+        stamps = _iso(when[picked]).tolist()
+        records: list[dict[str, Any]] = []
+        for index, stamp in zip(picked.tolist(), stamps, strict=True):
+            if index < first_payment:
+                who, ok = int(logins.account[index]), bool(logins.ok[index])
+                envelope = _envelope("login", seed, index + 1, who, stamp)
+                records.append({**envelope, "outcome": "success" if ok else "failure"})
+                continue
+            i = index - first_payment
+            envelope = _envelope("payment", seed, i + 1, int(account[i]), stamp)
+            fields = {
+                "amount": float(amount[i]),
+                "currency": CURRENCIES[int(currency[i])],
+                "merchant_category": MERCHANT_CATEGORIES[int(category[i])],
+                "country": _COUNTRIES[int(country[i])],
+                "card_country": _COUNTRIES[int(card_country[i])],
+                "hour_of_day": int(hour[i]),
+                "account_age_days": int(age[i]),
+                "is_new_device": bool(device[i]),
+                LABEL: bool(fraud[i]),
+            }
+            records.append({**envelope, **fields})
+        yield records
 
 
 def _envelope(kind: str, seed: int, number: int, account: int, stamp: str) -> dict[str, Any]:

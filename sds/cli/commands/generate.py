@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from sds.cli.arguments import Commands
 from sds.cli.render import print_json
@@ -27,26 +29,36 @@ def register(commands: Commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from training.data import write_jsonl
-    from training.synthetic import LABEL, generate_activity
+    from training.synthetic import LABEL, activity_chunks
 
-    events = generate_activity(args.events, seed=args.seed)
-    path = write_jsonl(events, Path(args.out))
-    payments = [e for e in events if e["type"] == "payment"]
-    fraud = sum(e[LABEL] for e in payments)
-    logins = len(events) - len(payments)
+    counts = {"events": 0, "payments": 0, "fraud": 0}
+
+    def counted() -> Iterator[dict[str, Any]]:
+        # Streamed: a chunk of records at a time, counted on the way to the file.
+        for chunk in activity_chunks(args.events, seed=args.seed):
+            for event in chunk:
+                counts["events"] += 1
+                if event["type"] == "payment":
+                    counts["payments"] += 1
+                    counts["fraud"] += event[LABEL]
+                yield event
+
+    path = write_jsonl(counted(), Path(args.out))
+    payments, fraud = counts["payments"], counts["fraud"]
+    logins = counts["events"] - payments
     if args.json:
         print_json(
             {
                 "path": str(path),
-                "events": len(events),
-                "payments": len(payments),
+                "events": counts["events"],
+                "payments": payments,
                 "logins": logins,
                 "fraud": fraud,
             }
         )
     else:
         print(
-            f"wrote {len(payments)} payments ({fraud} fraud, {fraud / len(payments):.1%}) and "
+            f"wrote {payments} payments ({fraud} fraud, {fraud / payments:.1%}) and "
             f"{logins} logins to {path}"
         )
     return 0
