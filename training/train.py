@@ -35,55 +35,31 @@ from typing import Any
 import numpy as np
 
 from sds.config import TASK_ROLE_ARN
-from sds.kernel import pointintime
 from sds.kernel.behaviour import holdout_behaviour
-from sds.kernel.features import FEATURE_NAMES, feature_schema, featurize_batch
+from sds.kernel.features import FEATURE_NAMES, feature_schema
 from sds.kernel.registry import Registry, Version, aws_actor, default_actor, open_registry
 from sds.progress import Progress, human_bytes
-from training.data import History, read_history
 from training.drift_reference import holdout_reference
 from training.evaluate import evaluate
 from training.from_capture import add_capture_arguments, train_from_capture, window_from_args
 from training.onnx_export import check_parity, onnx_scores, to_onnx
 from training.params import TrainParams, add_training_arguments, params_from_args
+from training.partitioned import TrainingSet, downsample, time_ordered_split, training_set
 
 STEPS = 8
 
 
-def time_ordered_split(n: int, holdout_fraction: float) -> int:
-    """Index of the first holdout row: everything before it is the past, used for training."""
-    cut = round(n * (1 - holdout_fraction))
-    if cut < 10 or n - cut < 10:
-        raise ValueError(f"need at least 10 training and 10 holdout events, got {n} events in all")
-    return cut
-
-
-def downsample(labels: np.ndarray, rate: float, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(indices kept, in order; their weights): every fraud payment, and each legitimate one with
-    probability `rate`, weighted 1/rate so sums over the sample estimate sums over the history.
-
-    The draw depends only on the seed and the payments' order, so a run is reproducible.
-    """
-    if rate >= 1:
-        return np.arange(len(labels)), np.ones(len(labels))
-    draw = np.random.default_rng(seed).random(len(labels))
-    kept = np.flatnonzero((labels == 1) | (draw < rate))
-    weights = np.where(labels[kept] == 1, 1.0, 1.0 / rate)
-    return kept, weights
-
-
-def sampling_record(labels: np.ndarray, kept: np.ndarray, params: TrainParams) -> dict[str, Any]:
+def sampling_record(rows: TrainingSet, params: TrainParams) -> dict[str, Any]:
     """The manifest's account of negative downsampling: what was kept and how it was weighted."""
-    fraud = int(labels.sum())
     return {
         "method": "negative downsampling" if params.negative_rate < 1 else "none",
         "negative_rate": params.negative_rate,
         "legitimate_weight": 1 / params.negative_rate,
         "seed": params.seed,
-        "payments": len(labels),
-        "kept_payments": len(kept),
-        "kept_fraud": int(labels[kept].sum()),
-        "fraud": fraud,
+        "payments": rows.payments,
+        "kept_payments": len(rows.kept),
+        "kept_fraud": int(rows.labels.sum()),
+        "fraud": rows.fraud,
         "metrics": "weighted back to the whole holdout"
         if params.negative_rate < 1
         else "on the whole holdout",
@@ -201,48 +177,32 @@ def train(
     reason: str = "",
     run_id: str | None = None,
     progress: Progress | None = None,
+    workers: int | None = None,
+    work_dir: str | Path | None = None,
 ) -> Version:
     """Train, evaluate, convert, check parity and register one version; return it.
 
     `run_id` (from `sds train --on-fargate`) is recorded in the manifest, so the command that
-    started the run finds the version it produced.
+    started the run finds the version it produced. `workers` (default: every core) read the
+    history's partitions; `work_dir` holds them meanwhile (default: the temporary folder).
     """
     progress = progress or Progress(STEPS)
-    history: History = progress.run(
-        f"reading events from {data}",
-        lambda: read_history(data),
-        lambda h: (
-            f"{len(h.events)} events, {len(h.payments)} payments, {sum(h.labels)} fraud"
-            + (f", {h.duplicates} redelivered" if h.duplicates else "")
-        ),
+    # Bounded memory: the history is partitioned by account on local disk and only the kept
+    # payments' rows are ever held (training.partitioned).
+    rows = training_set(
+        data,
+        holdout_fraction=params.holdout_fraction,
+        negative_rate=params.negative_rate,
+        seed=params.seed,
+        progress=progress,
+        workers=workers,
+        work_dir=work_dir,
     )
-    all_labels = np.asarray(history.labels, dtype=np.int64)
-    cut = time_ordered_split(len(all_labels), params.holdout_fraction)
-    kept, weights = downsample(all_labels, params.negative_rate, seed=params.seed)
-    # Only the kept payments are featurized: the memory a sampled run saves is theirs.
-    payments = history.payment_events
-    if len(kept) < len(all_labels):
-        payments = [payments[i] for i in kept]
-    computed = progress.run(
-        "computing account aggregates as of each payment (sds.kernel.pointintime)",
-        lambda: pointintime.compute(
-            history.events,
-            history.times,
-            [e["account_id"] for e in payments],
-            history.payment_times[kept],
-        ),
-        lambda c: f"{len(c)} aggregates x {len(payments)} payments",
-    )
-    features = progress.run(
-        "computing features (sds.kernel.features.featurize_batch, column by column)",
-        lambda: featurize_batch(payments, {n: v.tolist() for n, v in computed.items()}),
-        lambda x: f"{x.shape[0]} x {x.shape[1]}",
-    )
-    labels = all_labels[kept]
+    features, labels, weights = rows.features, rows.labels, rows.weights
     sampled = params.negative_rate < 1
-    train_rows = int(np.searchsorted(kept, cut))  # kept is in time order: the past comes first
+    train_rows = rows.train_rows
     model = progress.run(
-        f"fitting HistGradientBoosting on {train_rows} payments before {history.timestamp(cut)}"
+        f"fitting HistGradientBoosting on {train_rows} payments before {rows.holdout_from}"
         + (
             f" (legitimate ones sampled at {params.negative_rate:g}, weighted back)"
             if sampled
@@ -259,7 +219,7 @@ def train(
     holdout_x, holdout_y = features[train_rows:], labels[train_rows:]
     scores = model.predict_proba(holdout_x)[:, 1]
     metrics, threshold = progress.run(
-        f"evaluating on the {len(all_labels) - cut} most recent payments"
+        f"evaluating on the {rows.payments - rows.cut} most recent payments"
         + (f" ({len(holdout_y)} sampled, weighted back)" if sampled else ""),
         lambda: evaluate(
             holdout_y,
@@ -290,15 +250,15 @@ def train(
         "library_versions": library_versions(),
         "data": {
             "uri": str(data),
-            "fingerprint": history.fingerprint,
-            "files": len(history.sources),
-            "events": len(history.events),
-            "payments": len(all_labels),
-            "train_events": cut,
-            "holdout_events": len(all_labels) - cut,
-            "holdout_from": history.timestamp(cut),
+            "fingerprint": rows.fingerprint,
+            "files": len(rows.sources),
+            "events": rows.events,
+            "payments": rows.payments,
+            "train_events": rows.cut,
+            "holdout_events": rows.payments - rows.cut,
+            "holdout_from": rows.holdout_from,
         },
-        "sampling": sampling_record(all_labels, kept, params),
+        "sampling": sampling_record(rows, params),
         "code_version": code_version(),
         "serving": {"input": "features", "output": "probabilities", "positive_class": 1},
     }
@@ -435,8 +395,10 @@ __all__ = [
     "Progress",
     "TrainParams",
     "add_training_arguments",
+    "downsample",
     "main",
     "params_from_args",
+    "time_ordered_split",
     "train",
 ]
 
