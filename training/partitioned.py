@@ -116,11 +116,13 @@ def training_set(
     workers: int | None = None,
     work_dir: str | Path | None = None,
     partition_bytes: int | None = None,
+    partitions: int | None = None,
 ) -> TrainingSet:
     """Read the history at `location` (file, folder or s3:// prefix) into the kept training rows.
 
     The shuffle's files go to a temporary folder under `work_dir` (the system's temporary
-    folder by default), removed when the rows are built, whatever happens.
+    folder by default), removed when the rows are built, whatever happens. Partitions hold about
+    `partition_bytes` of JSON each (the backfill's default) unless `partitions` says how many.
     """
     text = str(location)
     if not text.startswith("s3://") and not Path(text).exists():
@@ -138,6 +140,7 @@ def training_set(
                 progress=progress,
                 workers=workers,
                 partition_bytes=partition_bytes,
+                partitions=partitions,
             )
     except (HistoryError, StorageError) as exc:
         raise DataError(str(exc)) from None
@@ -153,8 +156,16 @@ def _build(
     progress: Progress,
     workers: int,
     partition_bytes: int | None,
+    partitions: int | None,
 ) -> TrainingSet:
-    plan = make_plan("features", source, work, model=None, partition_bytes=partition_bytes)
+    plan = make_plan(
+        "features",
+        source,
+        work,
+        model=None,
+        partitions=partitions,
+        partition_bytes=partition_bytes,
+    )
     output = open_storage(work)
     named = [(s.key, s.name) for s in plan.sources]
 
