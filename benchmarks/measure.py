@@ -37,6 +37,8 @@ class Measured:
     returncode: int
     stdout: str
     stderr: str
+    # User + system time of the process and its waited-for children: steady on a shared machine.
+    cpu_s: float = 0.0
 
 
 def run_measured(
@@ -66,6 +68,7 @@ def run_measured(
             returncode=process.returncode,
             stdout=out.read().decode(errors="replace"),
             stderr=err.read().decode(errors="replace"),
+            cpu_s=usage.ru_utime + usage.ru_stime,
         )
 
 

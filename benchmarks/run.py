@@ -594,7 +594,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help=f"comma-separated sections: {', '.join(SECTIONS)}")
     parser.add_argument(
         "--scale-sizes",
-        help="scale_training's history sizes, comma-separated (default 1000000,4000000,16000000)",
+        help="scale_training's history sizes, comma-separated (default 1000000,4000000; "
+        "add 16000000 for the long point)",
     )
     parser.add_argument(
         "--batch-events", type=int, help="events the batch section scores (default 1000000)"
