@@ -127,6 +127,10 @@ def training_set(
     text = str(location)
     if not text.startswith("s3://") and not Path(text).exists():
         raise DataError(f"{text}: no such file or directory")
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    if work_dir is not None and not Path(work_dir).is_dir():
+        raise ValueError(f"{work_dir}: no such folder for the partitioned history")
     workers = workers or default_workers()
     try:
         source = open_storage(location)

@@ -3,11 +3,14 @@
     python -m training.train --data PATH|s3://bucket/prefix --registry file:///...|s3://bucket
     python -m training.train --from-capture --captures URI --labels URI --capture-env ENV ...
 
-Steps: read activity history (payments, labelled, and logins) -> each payment's account
-aggregates as of just before it (`sds.kernel.pointintime`, from the same declarations the online
-feature store folds) -> features (the shared `sds.kernel.features.featurize_batch`) ->
-time-ordered split -> fit HistGradientBoosting -> evaluate on the holdout -> export to ONNX ->
-refuse unless ONNX and scikit-learn agree within 1e-4 -> register both artifacts with a manifest.
+Steps: partition the activity history (payments, labelled, and logins) by account on local disk
+-> the payments' time order: the time-ordered split and the sample (`--negative-rate`) -> for the
+kept payments only, each one's account aggregates as of just before it
+(`sds.kernel.pointintime`, from the same declarations the online feature store folds) and
+features (the shared `sds.kernel.features.featurize_batch`), partition by partition
+(`training.partitioned`: memory follows the sample, not the history) -> fit HistGradientBoosting
+-> evaluate on the holdout -> export to ONNX -> refuse unless ONNX and scikit-learn agree within
+1e-4 -> register both artifacts with a manifest.
 With `--from-capture` it trains on served traffic instead (`training.from_capture`).
 
 The registry is where versions are allocated (the start of the promotion chain): the Fargate
@@ -335,6 +338,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--run-id", default=None, help="recorded in the manifest (set by sds train --on-fargate)"
     )
     parser.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes reading the history's partitions (default: one per core)",
+    )
+    parser.add_argument(
+        "--work-dir",
+        default=os.environ.get("TRAINING_WORK_DIR"),
+        help="local folder for the partitioned history while it is read: about 250 bytes per "
+        "event (env TRAINING_WORK_DIR; default: the temporary folder)",
+    )
     add_capture_arguments(parser)
     return parser
 
@@ -379,6 +394,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 actor=actor,
                 reason=args.reason,
                 run_id=args.run_id,
+                workers=args.workers,
+                work_dir=args.work_dir,
             )
     except Exception as exc:  # one clear line, non-zero exit: this is a batch job's last word
         print(f"error: {exc}", file=sys.stderr)
