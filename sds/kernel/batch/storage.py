@@ -167,6 +167,9 @@ class S3Storage:
     def __init__(self, bucket: str, prefix: str = "", *, client: Any = None) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
+        # `s3://b/data/` is a folder: listed as `data/`, which is also what a policy that grants
+        # s3:ListBucket on the prefix `data/*` allows (`s3://b/data` may be one object).
+        self.folder = prefix.endswith("/")
         self._client = client
 
     @property
@@ -199,7 +202,7 @@ class S3Storage:
         base = self._key("")
         found: list[StoredFile] = []
         # A prefix that is one object (s3://bucket/events.jsonl.gz) lists as itself.
-        search = self._key(prefix) if prefix else base
+        search = self._key(prefix) if prefix else (f"{base}/" if self.folder and base else base)
         try:
             pages = self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=search
