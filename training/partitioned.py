@@ -274,14 +274,16 @@ def _order(
     n = int(offsets[-1])
     if not n:
         raise DataError(f"{plan.input}: no payments among {events} events")
-    labels = np.concatenate([k["labels"] for k in parts]).astype(np.int64)
-    # Time order over the whole history, ties in input order: read_history's order.
-    ranked = np.lexsort(
-        (np.concatenate([k["order"] for k in parts]), np.concatenate([k["times"] for k in parts]))
-    )
+    # About 18 bytes per payment from here on (times, input order, label), not the events.
+    labels = np.concatenate([k.pop("labels") for k in parts]).view(np.int8)
+    times = np.concatenate([k.pop("times") for k in parts])
+    order = np.concatenate([k.pop("order") for k in parts])
     duplicates = sum(int(k["duplicates"]) for k in parts)
     largest = max(int(k["events"]) for k in parts)
     del parts
+    # Time order over the whole history, ties in input order: read_history's order.
+    ranked = np.lexsort((order, times))
+    del times, order
     cut = time_ordered_split(n, holdout_fraction)
     kept, weights = downsample(labels[ranked], negative_rate, seed=seed)
     rank_of = np.empty(n, np.int64)
@@ -298,7 +300,7 @@ def _order(
     where = int(np.searchsorted(offsets, first, side="right")) - 1
     return _Order(
         kept=kept,
-        labels=labels[ranked[kept]],
+        labels=labels[ranked[kept]].astype(np.int64),
         weights=weights,
         cut=cut,
         cut_at=(where, first - int(offsets[where])),
