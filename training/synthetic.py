@@ -76,8 +76,8 @@ def activity_chunks(
     """`generate_activity`'s records, in time order, `chunk` at a time (arguments are checked
     when called, before anything is drawn).
 
-    The draws are made for every event at once, as numeric columns (the peak is about 220 bytes
-    per payment: 869 MiB for 4M); records exist only a chunk at a time, so `sds generate` writes
+    The draws are made for every event at once, as numeric columns (the peak is about 200 bytes
+    per payment: 849 MiB for 4M, 2.9 GiB for 16M); records exist only a chunk at a time, so `sds generate` writes
     a long history without holding it (the records, about 2 KB each, were what filled memory).
     """
     if payments < 1:
