@@ -503,6 +503,9 @@ class TrainingSettings:
     window_days: int = 90
     # Training from capture: the out-of-time holdout is the most recent matured days.
     holdout_days: int = 7
+    # The task's local disk, where training partitions the history while it reads it (about
+    # 250 bytes per activity event): Fargate gives 20 GiB; more is billed per GB-hour of a run.
+    ephemeral_storage_gib: int = 20
 
     FARGATE_CPU: ClassVar[tuple[int, ...]] = (256, 512, 1024, 2048, 4096, 8192, 16384)
     SOURCES: ClassVar[tuple[str, ...]] = ("history", "capture")
@@ -534,6 +537,11 @@ class TrainingSettings:
             "sampled at capture instead)",
         )
         _require(self.window_days >= 1, "window_days", "must be >= 1")
+        _require(
+            20 <= self.ephemeral_storage_gib <= 200,
+            "ephemeral_storage_gib",
+            "must be between 20 (Fargate's default) and 200",
+        )
         _require(
             1 <= self.holdout_days < self.window_days,
             "holdout_days",

@@ -181,6 +181,10 @@ class TrainingJob(Construct):
             "Task",
             cpu=settings.cpu,
             memory_limit_mib=settings.memory_mb,
+            # Where training partitions the history it reads (Fargate's default: 20 GiB).
+            ephemeral_storage_gib=(
+                settings.ephemeral_storage_gib if settings.ephemeral_storage_gib > 20 else None
+            ),
             task_role=self.task_role,
             runtime_platform=ecs.RuntimePlatform(
                 cpu_architecture=ecs.CpuArchitecture.X86_64,

@@ -146,7 +146,11 @@ VARIANT_ENVIRONMENT = {
         "registry": {"kms": True, "removal_policy": "destroy"},
         # Retrains weekly from its own captures (registering in dev, where versions are
         # allocated): the task reads the captures bucket instead of the training data.
-        "training": {"source": "capture", "schedule": "cron(0 4 ? * MON *)"},
+        "training": {
+            "source": "capture",
+            "schedule": "cron(0 4 ? * MON *)",
+            "ephemeral_storage_gib": 60,
+        },
         "batch": {
             "max_concurrency": 7,
             "tolerated_failure_percent": 5,

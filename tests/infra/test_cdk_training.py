@@ -84,6 +84,9 @@ def test_fargate_task_trains_on_its_own_data_and_registers_where_versions_are_al
     assert props["RequiresCompatibilities"] == ["FARGATE"]
     assert props["Cpu"] == str(training.cpu)
     assert props["Memory"] == str(training.memory_mb)
+    # with more local disk than Fargate's 20 GiB only when the environment asks for it
+    disk = training.ephemeral_storage_gib
+    assert props.get("EphemeralStorage") == ({"SizeInGiB": disk} if disk > 20 else None)
     (container,) = props["ContainerDefinitions"]
     assert container["LogConfiguration"]["LogDriver"] == "awslogs"
     command = container["Command"]
@@ -221,6 +224,19 @@ def test_the_weekly_schedule_runs_where_versions_are_allocated(
     # variant's), which registers in dev too
     assert scheduled == ["dev", VARIANT]
     assert synthesized.project.env(VARIANT).infra.training.source == "capture"
+
+
+def test_a_training_task_gets_the_local_disk_its_environment_asks_for(
+    synthesized: SynthesizedApp,
+) -> None:
+    # Given the variant environment asking for 60 GiB (a history of about 240M events)
+    assert synthesized.project.env(VARIANT).infra.training.ephemeral_storage_gib == 60
+    # Then its task definition has it, and cdk.json's environments keep Fargate's free 20 GiB
+    for env, size in [(VARIANT, {"SizeInGiB": 60})] + [
+        (name, None) for name in synthesized.project.environments if name != VARIANT
+    ]:
+        _, task = one(_training(synthesized, env), "AWS::ECS::TaskDefinition")
+        assert task["Properties"].get("EphemeralStorage") == size, env
 
 
 def test_training_discovery_parameters(synthesized: SynthesizedApp, env: str) -> None:

@@ -153,6 +153,10 @@ def test_a_fourth_environment_is_config_only() -> None:
             "environments.dev.infra.training.negative_rate: must be between 0.001 and 1",
         ),
         (
+            {"infra": {"training": {"ephemeral_storage_gib": 201}}},
+            "environments.dev.infra.training.ephemeral_storage_gib: must be between 20",
+        ),
+        (
             {"infra": {"training": {"source": "capture", "negative_rate": 0.1}}},
             "environments.dev.infra.training.negative_rate: applies to training from history only",
         ),
