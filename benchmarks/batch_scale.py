@@ -273,7 +273,8 @@ def markdown(results: dict[str, Any]) -> list[str]:
             "",
             f"Estimated on AWS, {aws['events']:,} events at concurrency {aws['concurrency']} "
             f"and {aws['memory_mb']} MB: {aws['compute_seconds'] / 3600:.1f} function-hours, "
-            f"about {aws['wall_s'] / 60:.0f} min wall, {aws['total_usd']:.2f} USD "
+            f"about {aws['wall_s']:.0f} s of compute wall time at full concurrency (plus the "
+            f"functions' starts and S3), {aws['total_usd']:.2f} USD "
             f"(Lambda {aws['lambda_usd']:.2f}, Step Functions {aws['step_functions_usd']:.2f}).",
         ]
     scale = results.get("scale_training")
