@@ -256,31 +256,10 @@ def evaluate(
     *,
     aggregates: tuple[Aggregate, ...] = AGGREGATES,
 ) -> dict[str, float]:
-    """Every aggregate's value at `time` from an entity's state (0 where nothing counts).
-
-    On the scoring path once per event, so written for speed: an aggregate with no buckets
-    costs one lookup, and the window's first bucket is computed inline (`window_start`)."""
-    values: dict[str, float] = {}
-    for aggregate in aggregates:
-        buckets = state.get(aggregate.name)
-        if not buckets:
-            values[aggregate.name] = 0.0
-            continue
-        first = time - aggregate.window
-        first -= first % aggregate.bucket
-        if aggregate.function == "count_distinct":
-            seen: set[str] = set()
-            for start, value in buckets.items():
-                if first <= start < time:
-                    seen.update(value)  # type: ignore[arg-type]
-            values[aggregate.name] = len(seen) / aggregate.scale
-        else:
-            total = 0
-            for start, value in buckets.items():
-                if first <= start < time:
-                    total += value  # type: ignore[operator]
-            values[aggregate.name] = total / aggregate.scale
-    return values
+    """Every aggregate's value at `time` from an entity's state (0 where nothing counts): one
+    query of `evaluate_columns`, which holds the arithmetic."""
+    columns = evaluate_columns([(state, time)], aggregates=aggregates)
+    return {name: column[0] for name, column in columns.items()}
 
 
 def evaluate_columns(
@@ -288,12 +267,13 @@ def evaluate_columns(
     *,
     aggregates: tuple[Aggregate, ...] = AGGREGATES,
 ) -> dict[str, list[float]]:
-    """`evaluate` for many (state, time) queries at once, as columns: `columns[name][i]` is
-    `evaluate(*queries[i])[name]`, the same float (the same sums, divided the same way).
+    """Every aggregate's value for many (state, time) queries at once, as columns:
+    `columns[name][i]` is aggregate `name` of `queries[i]` (0 where nothing counts).
 
     The scoring path's form: one aggregate at a time over the whole request, so each
     declaration is read once per request instead of once per payment, and the columns are what
-    the features read (`sds.kernel.features.Columns.with_inputs`)."""
+    the features read (`sds.kernel.features.Columns.with_inputs`). An aggregate with no buckets
+    costs one lookup, and the window's first bucket is computed inline (`window_start`)."""
     columns: dict[str, list[float]] = {}
     for aggregate in aggregates:
         name, window, bucket, scale = (
