@@ -120,6 +120,12 @@ def sources(location: str | Path) -> Iterator[tuple[str, bytes]]:
     return _s3_sources(text) if text.startswith("s3://") else _local_sources(Path(text))
 
 
+def fingerprint_entry(name: str, content_sha256: bytes) -> bytes:
+    """What one history file adds to a data fingerprint: its base name and its bytes' sha256
+    (so a history fingerprints the same wherever it is copied)."""
+    return name.rsplit("/", 1)[-1].encode() + b"\0" + content_sha256
+
+
 def read_history(location: str | Path) -> History:
     """Read, validate, deduplicate and time-order activity events from a file, directory or
     s3:// prefix; every payment must carry its `is_fraud` label."""
@@ -131,7 +137,7 @@ def read_history(location: str | Path) -> History:
     duplicates = 0
     for name, raw in sources(location):
         names.append(name)
-        digest.update(name.rsplit("/", 1)[-1].encode() + b"\0" + hashlib.sha256(raw).digest())
+        digest.update(fingerprint_entry(name, hashlib.sha256(raw).digest()))
         try:
             data = gzip.decompress(raw) if name.endswith(".gz") else raw
         except (OSError, EOFError, zlib.error) as exc:

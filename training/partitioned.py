@@ -45,7 +45,7 @@ from sds.kernel.batch.shuffle import (
 from sds.kernel.batch.storage import Storage, StorageError, open_storage
 from sds.kernel.features import N_FEATURES, featurize_batch
 from sds.progress import Progress
-from training.data import DataError
+from training.data import DataError, fingerprint_entry
 
 HASH_CHUNK = 8 * 1024 * 1024
 
@@ -102,7 +102,7 @@ def history_fingerprint(storage: Storage, sources: list[tuple[str, str]]) -> str
         with closing(storage.stream(key)) as raw:
             while chunk := raw.read(HASH_CHUNK):
                 content.update(chunk)
-        digest.update(name.rsplit("/", 1)[-1].encode() + b"\0" + content.digest())
+        digest.update(fingerprint_entry(name, content.digest()))
     return digest.hexdigest()
 
 
