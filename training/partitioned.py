@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from sds.kernel import pointintime
 from sds.kernel.batch import local
+from sds.kernel.batch.jobs import aggregates_at_payments
 from sds.kernel.batch.run import RunPlan, collect_step, make_plan, shuffled_segments
 from sds.kernel.batch.shuffle import (
     HistoryError,
@@ -350,14 +350,8 @@ def _rows_worker(
     at `stamp_at`, if it is not -1)."""
     history = _load(plan, partition)
     everyone = history.payments
-    payments = everyone[positions]
+    payments, computed = aggregates_at_payments(history, everyone[positions])
     events = [history.events[i] for i in payments.tolist()]
-    computed = pointintime.compute(
-        history.events,
-        history.times,
-        [e["account_id"] for e in events],
-        history.times[payments],
-    )
     matrix = featurize_batch(events, {name: v.tolist() for name, v in computed.items()})
     stamp = None if stamp_at < 0 else str(history.events[int(everyone[stamp_at])]["occurred_at"])
     return matrix, stamp

@@ -65,9 +65,12 @@ class PartCounts:
         return {**document, **self.extra}
 
 
-def aggregates_at_payments(history: PartitionHistory) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """(positions of the payments in `history.events`, each aggregate at each payment)."""
-    payments = history.payments
+def aggregates_at_payments(
+    history: PartitionHistory, payments: np.ndarray | None = None
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(positions of the payments in `history.events`, each aggregate at each payment): every
+    payment of the partition, or those at `payments` (positions in `history.events`)."""
+    payments = history.payments if payments is None else payments
     accounts = [history.events[i]["account_id"] for i in payments.tolist()]
     computed = pointintime.compute(history.events, history.times, accounts, history.times[payments])
     return payments, computed
