@@ -2,7 +2,7 @@
 what scoring 100M events on AWS would cost.
 
 - `scale_training`: `python -m training.train` as its own process on 1M and 4M seeded payments
-  (`--scale-sizes`; 16M is `--scale-sizes 1000000,4000000,16000000`, about an hour more on two
+  (`--scale-sizes`; 16M is `--scale-sizes 1000000,4000000,16000000`, about 35 minutes more on two
   cores), once with every payment and once with negative downsampling (`--negative-rate`,
   `SAMPLED_RATE`): wall time, CPU time, peak RSS (VmHWM: the largest process of the run,
   the trainer or one of its partition workers), the rows kept and the holdout's quality. A size
@@ -31,7 +31,8 @@ from typing import Any
 
 from benchmarks import measure
 
-# The default plan finishes on 2 cores in about half an hour; 16M is asked for by name.
+# The default plan takes about 9 minutes on 2 quiet cores once the data exists; 16M (about
+# 35 minutes more with its data) is asked for by name.
 SCALE_SIZES = (1_000_000, 4_000_000)
 SAMPLED_RATE = 0.05
 BATCH_EVENTS = 1_000_000
