@@ -57,9 +57,12 @@ MAX_ID_LENGTH = MAX_EVENT_ID_LENGTH
 # the Unix epoch, so window arithmetic is exact.
 EARLIEST_YEAR = 2000
 LATEST_YEAR = 2099
+# ASCII digits only (as the published pattern): `\d` would let other scripts' digits through.
 _TIME = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?(Z|[+-]\d{2}:\d{2})$"
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?"
+    r"(?:Z|[+-][0-9]{2}:[0-9]{2})"
 )
+_YEARS = (f"{EARLIEST_YEAR:04d}", f"{LATEST_YEAR:04d}")  # four ASCII digits compare as numbers
 TIME_PATTERN = (
     r"^(20[0-9]{2})-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?"
     r"(Z|[+-][0-9]{2}:[0-9]{2})$"
@@ -70,18 +73,23 @@ TIME_FORMAT_HINT = "an ISO 8601 time with a time zone, e.g. 2026-03-01T12:00:00Z
 
 
 def parse_time(text: Any) -> int:
-    """Microseconds since the epoch of an `occurred_at`; ValueError says what is wrong."""
-    match = _TIME.match(text) if isinstance(text, str) else None
-    if match is None:
+    """Microseconds since the epoch of an `occurred_at`; ValueError says what is wrong.
+
+    Once per payment on the scoring path (and per event when training reads a history): the
+    shape is checked by one match without groups, the year on the text, and the offset from the
+    epoch added up in integers (exact, as `timedelta` floor division is, at a third of its cost).
+    """
+    if not (isinstance(text, str) and _TIME.fullmatch(text)):
         raise ValueError(f"must be {TIME_FORMAT_HINT}")
-    year = int(match.group(1))
-    if not EARLIEST_YEAR <= year <= LATEST_YEAR:
+    low, high = _YEARS
+    if not low <= text[:4] <= high:
         raise ValueError(f"must be in the years {EARLIEST_YEAR} to {LATEST_YEAR}")
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise ValueError(f"must be a real date and time ({TIME_FORMAT_HINT})") from None
-    return (moment - _EPOCH) // _MICROSECOND
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def format_time(micros: int) -> str:

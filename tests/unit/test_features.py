@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import math
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jsonschema
@@ -593,3 +594,49 @@ def test_a_single_event_is_checked_as_its_batch_of_one_would_be(events: list[Any
     # When the one-event path checks it (the most common request)
     # Then it answers what the checks over columns answer for a batch of one
     assert features_module._row_is_valid(row) == features_module._columns_are_valid([row], inputs)
+
+
+_time_texts = st.one_of(
+    st.datetimes(
+        min_value=datetime(1990, 1, 1), max_value=datetime(2110, 12, 31), timezones=st.timezones()
+    ).map(lambda moment: moment.isoformat()),
+    st.builds(
+        lambda y, mo, d, h, mi, s, frac, zone: f"{y}-{mo}-{d}T{h}:{mi}:{s}{frac}{zone}",
+        st.sampled_from(["2026", "1999", "2000", "2099", "2100", "٢٠٢٦", "20x6", "226"]),
+        st.sampled_from(["01", "02", "12", "13", "00", "1"]),
+        st.sampled_from(["01", "28", "29", "30", "31", "32"]),
+        st.sampled_from(["00", "23", "24", "7"]),
+        st.sampled_from(["00", "59", "60"]),
+        st.sampled_from(["00", "59", "60", "61"]),
+        st.sampled_from(["", ".1", ".123456", ".1234567", "."]),
+        st.sampled_from(["Z", "+01:00", "-23:59", "+24:00", "z", "", "+0100", "Z\n"]),
+    ),
+    st.text(max_size=30),
+)
+
+
+@given(text=_time_texts)
+@settings(max_examples=800, deadline=None)
+def test_given_any_text_then_a_time_is_read_exactly_when_the_published_pattern_and_calendar_agree(
+    text: str,
+) -> None:
+    # Given the published pattern (what the OpenAPI document promises) and the calendar as the
+    # oracle, computed another way (timedelta floor division)
+    pattern = feature_schema()["inputs"]["properties"]["occurred_at"]["pattern"]
+    expected: int | None = None
+    if re.fullmatch(pattern.strip("^$"), text, flags=re.ASCII):
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            moment = None
+        if moment is not None:
+            expected = (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
+    # When the scoring path reads it
+    try:
+        got: int | None = parse_time(text)
+    except ValueError:
+        got = None
+
+    # Then it is accepted exactly when both accept it, with the same microsecond
+    assert got == expected
