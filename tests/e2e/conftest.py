@@ -16,10 +16,12 @@ def trained_project(tmp_path_factory: pytest.TempPathFactory) -> Project:
     """A project with generated history and two versions registered in dev (trained once)."""
     project = make_project(tmp_path_factory.mktemp("project"))
     project.sds("generate", "--events", "8000", "--seed", "3", "--out", "data/events.jsonl.gz")
-    for max_iter in ("10", "40"):
+    # The second run reads the history with one worker, its partitions under the project's data
+    # folder: the options reach training (an unknown folder is refused: test_cli).
+    for max_iter, reading in (("10", ()), ("40", ("--workers", "1", "--work-dir", "data"))):
         project.sds(
             "train", "--data", "data/events.jsonl.gz", "--max-iter", max_iter, "--quiet",
-            "--reason", f"max_iter {max_iter}",
+            "--reason", f"max_iter {max_iter}", *reading,
         )  # fmt: skip
     return project
 

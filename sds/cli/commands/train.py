@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from sds.cli.arguments import Commands, env_option, workspace
@@ -76,6 +77,19 @@ def register(commands: Commands) -> None:
     )
     parser.add_argument("--reason", default="", help="why (recorded in the audit trail)")
     parser.add_argument("--quiet", action="store_true", help="no progress display")
+    reading = parser.add_argument_group(
+        "reading a --data history on this machine (in bounded memory, partitioned by account)"
+    )
+    reading.add_argument(
+        "--workers",
+        type=int,
+        help="processes reading the history's partitions (default: one per core)",
+    )
+    reading.add_argument(
+        "--work-dir",
+        help="folder for the partitioned history while it is read, about 250 bytes per event "
+        "(default: the system's temporary folder)",
+    )
     where = parser.add_mutually_exclusive_group()
     where.add_argument(
         "--on-fargate",
@@ -93,6 +107,7 @@ def register(commands: Commands) -> None:
 
 
 CAPTURE_ONLY = ("since", "until", "as_of", "holdout_days")
+LOCAL_DATA_ONLY = ("workers", "work_dir")
 
 
 class _OnFargate(argparse.Action):
@@ -118,6 +133,15 @@ def run(args: argparse.Namespace) -> int:
     from training.params import params_from_args
     from training.train import STEPS, Progress, train
 
+    local_only = [
+        f"--{n.replace('_', '-')}" for n in LOCAL_DATA_ONLY if getattr(args, n) is not None
+    ]
+    if local_only and (args.on_fargate or args.from_capture):
+        mode = "--on-fargate" if args.on_fargate else "--from-capture"
+        raise UsageError(
+            f"{', '.join(local_only)}: only when this machine trains on a --data history, "
+            f"not with {mode}"
+        )
     if args.on_fargate:
         if args.from_capture:
             raise UsageError(
@@ -142,6 +166,10 @@ def run(args: argparse.Namespace) -> int:
         params = params_from_args(args)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
+    if args.work_dir is not None and not Path(args.work_dir).is_dir():
+        raise UsageError(f"--work-dir {args.work_dir}: no such folder")
     version = train(
         data=args.data,
         registry=ws.registry(env.name),
@@ -149,6 +177,8 @@ def run(args: argparse.Namespace) -> int:
         actor=ws.actor,
         reason=args.reason,
         progress=Progress(STEPS, enabled=not args.quiet),
+        workers=args.workers,
+        work_dir=args.work_dir,
     )
     if args.json:
         print_json(dict(version.manifest))
