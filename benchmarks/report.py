@@ -270,6 +270,10 @@ def markdown(results: dict[str, Any]) -> str:
         for name, label in (
             ("raw_onnx", "raw `InferenceSession.run` (floor)"),
             ("store_read", "feature store read of the request's accounts (floor)"),
+            (
+                "raw_onnx_after_read",
+                "raw `InferenceSession.run`, each right after the handler's aggregates read",
+            ),
             ("ours", "ours (handler)"),
             ("ours_capture_off", "ours, `CAPTURE_SAMPLE_RATE=0` (handler)"),
             ("baseline", "baseline (handler)"),

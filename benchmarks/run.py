@@ -437,6 +437,10 @@ def run_warm(
             "single": series(ours, "raw_single"),
             "batch100": series(ours, "raw_batch100"),
         },
+        "raw_onnx_after_read": {
+            "single": series(bare, "raw_after_read_single"),
+            "batch100": series(bare, "raw_after_read_batch100"),
+        },
         "init_ms": {name: r["init_ms"] for name, r in runs.items()},
         "max_abs_score_difference_ours_vs_baseline": worst_gap,
     }

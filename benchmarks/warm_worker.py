@@ -6,7 +6,8 @@ Imports the handler like the runtime does (model fetched and loaded at import), 
 `lambda_handler(event, context)` CALLS times with a 1-event and a 100-event API Gateway proxy event,
 timing each call. With --raw it also times the floor: `InferenceSession.run` on the same,
 already featurized rows, and the feature store's read of the same accounts (`store.read`, the
-round trip the handler makes per request). Only the standard library and the bundle are importable here.
+round trip the handler makes per request); and the raw run again, each time right after the
+handler's read of those accounts' aggregates (what the handler's own scoring meets). Only the standard library and the bundle are importable here.
 """
 
 from __future__ import annotations
@@ -74,13 +75,20 @@ def summarize(samples_ns: list[int]) -> dict[str, float]:
     }
 
 
-def time_calls(call: Callable[[], Any], calls: int, blocks: int) -> dict[str, Any]:
-    """Percentiles over all calls, and per block of consecutive calls (for the spread)."""
+def time_calls(
+    call: Callable[[], Any], calls: int, blocks: int, before: Callable[[], Any] | None = None
+) -> dict[str, Any]:
+    """Percentiles over all calls, and per block of consecutive calls (for the spread); with
+    `before`, each timed call follows an untimed call of it."""
     for _ in range(min(WARMUP_CALLS, calls)):
+        if before is not None:
+            before()
         call()
     clock = time.perf_counter_ns
     samples = [0] * calls
     for i in range(calls):
+        if before is not None:
+            before()
         started = clock()
         call()
         samples[i] = clock() - started
@@ -117,7 +125,7 @@ def main(argv: list[str]) -> int:
     if raw:
         import numpy as np
 
-        from sds.kernel.features import Columns, featurize_columns
+        from sds.kernel.features import TIME_US, Columns, featurize_columns
 
         app = module.app
         model = app.model
@@ -139,6 +147,16 @@ def main(argv: list[str]) -> int:
             accounts = list(dict.fromkeys(columns["account_id"]))
             gc.collect()
             results[f"store_{label}"] = time_calls(lambda a=accounts: store.read(a), calls, blocks)
+            # The same raw run, each right after the handler's read of the accounts' aggregates
+            # (untimed), as the handler's own scoring meets the CPU's caches: how much of the gap
+            # above the floor is the model's run itself, slowed by the work before it.
+            gc.collect()
+            results[f"raw_after_read_{label}"] = time_calls(
+                lambda m=matrix: session.run([output], {feed: m}),
+                calls,
+                blocks,
+                before=lambda c=columns: app.online.read_columns(c["account_id"], c[TIME_US]),
+            )
     with open(out_path, "w") as sink:
         json.dump(results, sink)
     return 0
