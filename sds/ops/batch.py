@@ -8,7 +8,6 @@ one partition, so it does not grow with the history).
 
 from __future__ import annotations
 
-import resource
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,6 +101,7 @@ def run_locally(
 ) -> LocalRun:
     """Plan (or resume) a run of `job` over `data` into `out`, and run every step not done."""
     started = time.perf_counter()
+    local.reset_worker_peak()
     workers = workers or default_workers()
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
@@ -189,7 +189,6 @@ def _compute(plan: RunPlan, parts: list[int], workers: int, progress: Progress) 
 
 
 def peak_rss() -> dict[str, int]:
-    """Peak resident memory of this process and of the largest worker it waited for."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-    return {"main": own, "largest_worker": children}
+    """Peak resident memory of this process and of the largest worker of this run (each
+    worker's own high-water mark, as it reported it: `sds.kernel.batch.local.parallel`)."""
+    return {"main": local.peak_rss_bytes(), "largest_worker": local.worker_peak_bytes()}

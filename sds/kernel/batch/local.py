@@ -13,6 +13,7 @@ partitions it gets.
 from __future__ import annotations
 
 import multiprocessing
+import resource
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
@@ -26,26 +27,64 @@ from sds.kernel.settings import ServingSettings
 
 T = TypeVar("T")
 
+# The largest peak resident set a worker of `parallel` reported since `reset_worker_peak`.
+_worker_peak = 0
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set: VmHWM on Linux, which starts afresh at exec. Not
+    `ru_maxrss`, which Linux carries across fork and exec: a worker spawned by a large process
+    would report at least that process's size."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def reset_worker_peak() -> None:
+    global _worker_peak
+    _worker_peak = 0
+
+
+def worker_peak_bytes() -> int:
+    """The largest peak resident set of a worker process since `reset_worker_peak` (0: none
+    ran, the work ran in this process)."""
+    return _worker_peak
+
+
+def _measured(function: Callable[..., T], *arguments: Any) -> tuple[T, int]:
+    """In a worker: the function's result and the worker's peak resident set so far."""
+    return function(*arguments), peak_rss_bytes()
+
 
 def parallel(
     function: Callable[..., T], tasks: Sequence[tuple[Any, ...]], *, workers: int
 ) -> Iterator[tuple[int, T]]:
-    """(task index, result) for each task, in completion order."""
+    """(task index, result) for each task, in completion order; each worker's peak resident set
+    is kept for `worker_peak_bytes`."""
+    global _worker_peak
     if workers <= 1 or len(tasks) <= 1:
         for index, arguments in enumerate(tasks):
             yield index, function(*arguments)
         return
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context) as pool:
-        pending: dict[Future[T], int] = {
-            pool.submit(function, *arguments): index for index, arguments in enumerate(tasks)
+        pending: dict[Future[tuple[T, int]], int] = {
+            pool.submit(_measured, function, *arguments): index
+            for index, arguments in enumerate(tasks)
         }
         try:
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     index = pending.pop(future)
-                    yield index, future.result()
+                    result, peak = future.result()
+                    _worker_peak = max(_worker_peak, peak)
+                    yield index, result
         finally:
             for future in pending:
                 future.cancel()
