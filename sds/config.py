@@ -551,13 +551,39 @@ class TrainingSettings:
 
 @dataclass(frozen=True)
 class NetworkSettings:
-    """`infra.network`: the training network (isolated subnets with endpoints, or public)."""
+    """`infra.network`: the training network (isolated subnets with endpoints, or public).
+
+    `endpoints` says when an isolated network has its interface endpoints (ECR API, ECR Docker,
+    CloudWatch Logs): `always` (in the template, billed every hour of the month) or
+    `during_runs` (created by the training run's state machine before its task starts and
+    deleted after it stops: billed only while a run lasts). A network that is not isolated has
+    no interface endpoints at all, so `during_runs` there is refused rather than ignored.
+    """
 
     isolated: bool = True
     azs: int = 2
+    endpoints: str = "always"
+
+    ENDPOINTS: ClassVar[tuple[str, ...]] = ("always", "during_runs")
 
     def __post_init__(self) -> None:
         _require(1 <= self.azs <= 3, "azs", "must be between 1 and 3")
+        _require(
+            self.endpoints in self.ENDPOINTS,
+            "endpoints",
+            f"must be one of {', '.join(self.ENDPOINTS)}",
+        )
+        _require(
+            self.isolated or self.endpoints == "always",
+            "endpoints",
+            "during_runs needs isolated: true (a network that is not isolated has no interface "
+            "endpoints to create during runs)",
+        )
+
+    @property
+    def leased_endpoints(self) -> bool:
+        """The interface endpoints exist only while a training run needs them."""
+        return self.isolated and self.endpoints == "during_runs"
 
 
 @dataclass(frozen=True)

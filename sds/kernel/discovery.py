@@ -36,9 +36,15 @@ PARAMETERS: Mapping[str, str] = MappingProxyType(
         "training-task-definition": TRAINING_STACK,
         "training-subnets": TRAINING_STACK,
         "training-security-group": TRAINING_STACK,
+        "training-state-machine": TRAINING_STACK,
         "batch-state-machine": BATCH_STACK,
     }
 )
+
+
+# Keys a stack publishes only in some configurations: the training run's state machine exists
+# only where the interface endpoints are leased per run (`infra.network.endpoints: during_runs`).
+OPTIONAL: frozenset[str] = frozenset({"training-state-machine"})
 
 
 def parameter_name(env: str, key: str) -> str:

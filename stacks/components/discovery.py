@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
-from sds.kernel.discovery import keys_of, parameter_name
+from sds.kernel.discovery import OPTIONAL, keys_of, parameter_name
 
 
 def publish_discovery(
@@ -18,18 +18,22 @@ def publish_discovery(
     values: Mapping[str, str],
     construct_ids: Mapping[str, str] | None = None,
 ) -> None:
-    """One `/sds/<env>/<key>` parameter per key the contract assigns to `stack`, no more, no less.
+    """One `/sds/<env>/<key>` parameter per key the contract assigns to `stack`, no more, no
+    less (a key the contract marks optional may be left out).
 
     `construct_ids` keeps the id of a parameter deployed before this helper existed: a new logical
     id for the same parameter name would make CloudFormation create it before deleting the old
     one, and fail on the name.
     """
     expected = keys_of(stack)
-    if sorted(values) != sorted(expected):
+    required = [key for key in expected if key not in OPTIONAL]
+    if not set(required) <= set(values) <= set(expected):
         raise ValueError(
-            f"{stack} must publish exactly {', '.join(expected)}; got {', '.join(sorted(values))}"
+            f"{stack} must publish {', '.join(required)} (and may publish "
+            f"{', '.join(k for k in expected if k in OPTIONAL) or 'nothing else'}); "
+            f"got {', '.join(sorted(values))}"
         )
-    for key in expected:
+    for key in (key for key in expected if key in values):
         ssm.StringParameter(
             scope,
             (construct_ids or {}).get(key, f"Discovery-{key}"),

@@ -128,6 +128,15 @@ def _settings(cls: type = Infra, prefix: str = "") -> dict[str, Any]:
             "environments.dev.infra.network.isolated: must not be null",
         ),
         (
+            {"network": {"endpoints": "weekly"}},
+            "environments.dev.infra.network.endpoints: must be one of always, during_runs",
+        ),
+        (
+            # dev's network is not isolated: it has no interface endpoints to lease
+            {"network": {"endpoints": "during_runs"}},
+            "environments.dev.infra.network.endpoints: during_runs needs isolated: true",
+        ),
+        (
             {"registry": {"noncurrent_version_days": 0}},
             "infra.registry.noncurrent_version_days: must be >= 1",
         ),
