@@ -9,7 +9,11 @@ prints, per environment, every line it counted.
 What it counts, and how (the rest is pay-per-use: requests, Lambda duration, training runs, log
 ingestion and storage, S3 and ECR storage, data processed by endpoints, X-Ray traces):
 
-- interface VPC endpoints: one charge per endpoint per subnet (AZ) it has an interface in;
+- interface VPC endpoints: one charge per endpoint per subnet (AZ) it has an interface in.
+  Endpoints a training run leases (`infra.network.endpoints: during_runs`: created by the run's
+  state machine, deleted after it) are not in the template and cost nothing idle; the table
+  names them with what they cost per hour of a run (found from the lease function's
+  environment: its services and subnets);
 - NAT gateways, and public IPv4 addresses allocated while idle (Elastic IPs);
 - KMS customer managed keys, whatever stack creates them (`AWS::KMS::Key`, replica keys);
 - Secrets Manager secrets;
@@ -281,6 +285,34 @@ def _service(name: Any) -> str:
     return text.split(".", 3)[-1] if text.startswith("com.amazonaws.") else text
 
 
+def _leased_endpoints(templates: Sequence[Mapping[str, Any]]) -> list[Line]:
+    """A zero-cost line per function that leases interface endpoints for training runs (its
+    environment names the services and the subnets: sds.kernel.endpoints), saying what they
+    cost per hour of a run."""
+    lines = []
+    for _, function in _resources(templates, "AWS::Lambda::Function"):
+        variables = function["Properties"].get("Environment", {}).get("Variables", {})
+        if "SERVICE_NAMES" not in variables or "SUBNET_IDS" not in variables:
+            continue
+        services = str(variables["SERVICE_NAMES"]).split(",")
+        subnets = variables["SUBNET_IDS"]
+        azs = (
+            json.dumps(subnets).count('"Ref"')
+            if not isinstance(subnets, str)
+            else len(subnets.split(","))
+        )
+        hourly = len(services) * azs * PRICES["interface_endpoint"].usd
+        lines.append(
+            Line(
+                "endpoints",
+                f"leased per training run: {len(services)} x {azs} AZ, "
+                f"{hourly:.2f} USD per hour of a run",
+                0.0,
+            )
+        )
+    return lines
+
+
 def _alarm_metrics(props: Mapping[str, Any]) -> tuple[int, int]:
     """(standard, high-resolution) alarm metrics an alarm is billed for: one per metric it
     reads, so a metric-math alarm over two metrics counts two."""
@@ -312,6 +344,7 @@ def raw_lines(
                 monthly("interface_endpoint", azs),
             )
         )
+    lines += _leased_endpoints(templates)
     for kind, row, price in (
         ("AWS::EC2::NatGateway", "nat", "nat_gateway"),
         ("AWS::EC2::EIP", "ipv4", "public_ipv4"),
@@ -500,11 +533,12 @@ def _summary(key: str, details: list[str]) -> str:
     if not details:
         return ""
     if key == "endpoints":
+        leased = [d for d in details if d.startswith("leased")]
         per_az: dict[str, int] = {}
-        for detail in details:
+        for detail in (d for d in details if not d.startswith("leased")):
             azs = detail.rsplit(" x ", 1)[-1]
             per_az[azs] = per_az.get(azs, 0) + 1
-        return ", ".join(f"{count} x {azs}" for azs, count in per_az.items())
+        return ", ".join([f"{count} x {azs}" for azs, count in per_az.items()] + leased)
     if key in ("nat", "ipv4", "kms", "secrets"):
         return str(len(details))
     if key == "waf":

@@ -7,6 +7,10 @@ versions where the environment's promotion chain starts (versions are allocated 
 chain start (same account and region), that registry's bucket name is read at deploy time from
 the chain start's discovery parameter, `/sds/<start>/registry-bucket` (a template parameter of
 SSM type): deploy the chain start's Registry stack first.
+
+With `infra.network.endpoints: during_runs` the isolated network has no interface endpoint in
+the template: every training run (the CLI's, the schedule's) is an execution of the Runs state
+machine, which creates them before the task and deletes them after it.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from stacks.components.registry_reference import reference_registry
 from stacks.components.training_job import TrainingJob
 from stacks.components.training_network import TrainingNetwork
 from stacks.components.training_operator_policy import TrainingOperatorPolicy
+from stacks.components.training_runs import TrainingRuns
 from stacks.config import (
     LabelSettings,
     LogSettings,
@@ -86,7 +91,29 @@ class TrainingStack(cdk.Stack):
             settings=training,
             labels=labels,
             logs=logs,
+            # Where the endpoints are leased per run, the state machine starts every task.
+            schedule_task=not network.leased_endpoints,
         )
+        runs = None
+        if network.leased_endpoints:
+            assert training_network.endpoint_security_group is not None
+            runs = TrainingRuns(
+                self,
+                "Runs",
+                environment=environment,
+                model_name=model_name,
+                vpc=training_network.vpc,
+                subnets=training_network.subnets,
+                endpoint_subnet_ids=training_network.endpoint_subnet_ids,
+                task_security_group=training_network.security_group,
+                endpoint_security_group=training_network.endpoint_security_group,
+                services=training_network.interface_services,
+                cluster=job.cluster,
+                task_definition=job.task_definition,
+                container=job.container,
+                schedule=training.schedule,
+                logs=logs,
+            )
         operator = TrainingOperatorPolicy(
             self,
             "Operator",
@@ -98,6 +125,7 @@ class TrainingStack(cdk.Stack):
             registry=registry,
             key=stateful.key if versions_in is None else None,
             versions_in=versions_in,
+            state_machine=None if runs is None else runs.state_machine,
         )
         reader = DataReaderPolicy(
             self,
@@ -109,17 +137,15 @@ class TrainingStack(cdk.Stack):
         )
         self.vpc = training_network.vpc
         self.task_role = job.task_role
-        publish_discovery(
-            self,
-            environment=environment,
-            stack=TRAINING_STACK,
-            values={
-                "training-cluster": job.cluster.cluster_name,
-                "training-task-definition": job.task_definition.task_definition_arn,
-                "training-subnets": cdk.Fn.join(",", training_network.subnet_ids),
-                "training-security-group": training_network.security_group.security_group_id,
-            },
-        )
+        discovered = {
+            "training-cluster": job.cluster.cluster_name,
+            "training-task-definition": job.task_definition.task_definition_arn,
+            "training-subnets": cdk.Fn.join(",", training_network.subnet_ids),
+            "training-security-group": training_network.security_group.security_group_id,
+        }
+        if runs is not None:
+            discovered["training-state-machine"] = runs.state_machine.state_machine_arn
+        publish_discovery(self, environment=environment, stack=TRAINING_STACK, values=discovered)
         cdk.CfnOutput(
             self,
             "TrainingOperatorPolicyArn",

@@ -9,10 +9,20 @@ records its own identity (its role, from STS) as the actor, and `SDS_ACTOR`, set
 started it (their identity, and what they declared), as an annotation. While it runs, every
 status change is reported; when it stops, the command reports the version it registered: the
 one whose manifest carries the run id.
+
+Where the isolated network's interface endpoints are leased per run (`infra.network.endpoints:
+during_runs`), the command does not start the task itself: it starts an execution of the
+training run's state machine (`/sds/<env>/training-state-machine`), named after the run id, with
+the same command and actor as its input; the state machine leases the endpoints, starts the task
+and releases them. The command finds the task in the execution's history and follows it as
+before; a run that fails before its task starts (a lease that failed or timed out) is reported
+with the state machine's error.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -25,6 +35,16 @@ from sds.ops.promotion import OperationError, registering_environment
 from sds.ops.workspace import Workspace
 
 Say = Callable[[str], None]
+
+# How long the CLI waits for a run's state machine to start the task: its lease waits at most
+# 10 minutes for the endpoints (stacks/components/training_runs.py), plus the calls around it.
+LEASE_TIMEOUT_S = 15 * 60
+# What the state machine's steps before the task mean to the person waiting.
+_STEPS = {
+    "LeaseEndpoints": "leasing the training network's interface endpoints",
+    "WaitForEndpoints": "waiting for the endpoints to be available (typically a minute or two)",
+}
+_LEASE_ERRORS = ("EndpointsPending", "LeaseFailed", "LeaseSettingsError")
 
 
 @dataclass(frozen=True)
@@ -57,8 +77,15 @@ def start_training_task(
     run_id: str,
     reason: str = "",
     data: str | None = None,
+    say: Say = print,
+    poll_s: float = 5.0,
+    lease_timeout_s: float = LEASE_TIMEOUT_S,
 ) -> tuple[str, str]:
-    """Start the task (its version's manifest will carry `run_id`); return (cluster, task ARN)."""
+    """Start the task (its version's manifest will carry `run_id`); return (cluster, task ARN).
+
+    Where the endpoints are leased per run, through the training run's state machine: this
+    returns once the execution has started the task (after the lease, typically a minute or
+    two)."""
     discovery = ws.discovery
     cluster = discovery.get(env, "training-cluster")
     task_definition = discovery.get(env, "training-task-definition")
@@ -76,7 +103,21 @@ def start_training_task(
     if reason:
         command += ["--reason", reason]
     command += ["--run-id", run_id]
-    isolated = ws.config.env(env).infra.network.isolated
+    network = ws.config.env(env).infra.network
+    if network.leased_endpoints:
+        task_arn = start_training_run(
+            clients,
+            env=env,
+            machine=discovery.get(env, "training-state-machine"),
+            run_id=run_id,
+            command=command,
+            actor=started_by(ws),
+            say=say,
+            poll_s=poll_s,
+            timeout_s=lease_timeout_s,
+        )
+        return cluster, task_arn
+    isolated = network.isolated
     response = ecs.run_task(
         cluster=cluster,
         taskDefinition=task_definition,
@@ -107,6 +148,108 @@ def start_training_task(
         detail = "; ".join(f"{f.get('arn', '')} {f.get('reason', '')}".strip() for f in failures)
         raise AwsError(f"ECS could not start the training task in {cluster}: {detail or 'no task'}")
     return cluster, str(tasks[0]["taskArn"])
+
+
+def start_training_run(
+    clients: Clients,
+    *,
+    env: str,
+    machine: str,
+    run_id: str,
+    command: list[str],
+    actor: str,
+    say: Say,
+    poll_s: float = 5.0,
+    timeout_s: float = LEASE_TIMEOUT_S,
+) -> str:
+    """Start an execution of the training run's state machine (named `run_id`) and return the
+    ARN of the task it started, once it has."""
+    sfn = clients["stepfunctions"]
+    document = {"run_id": run_id, "command": command, "actor": actor}
+    try:
+        execution = str(
+            sfn.start_execution(stateMachineArn=machine, name=run_id, input=json.dumps(document))[
+                "executionArn"
+            ]
+        )
+    except Exception as exc:
+        raise AwsError(f"starting {env}'s training run state machine: {exc}") from exc
+    say(f"started training run {run_id} on {env}'s training state machine")
+    return task_of_execution(sfn, execution, env=env, say=say, poll_s=poll_s, timeout_s=timeout_s)
+
+
+def task_of_execution(
+    sfn: Any, execution: str, *, env: str, say: Say, poll_s: float, timeout_s: float
+) -> str:
+    """Follow the execution until its history shows the task it submitted to ECS; report each
+    step before it; fail with the execution's error if it ends first."""
+    started = time.monotonic()
+    reported: set[str] = set()
+    interval = min(0.25, poll_s)
+    while True:
+        try:
+            events = _history(sfn, execution)
+        except Exception as exc:
+            raise AwsError(f"following {execution}: {exc}") from exc
+        for event in events:
+            entered = (event.get("stateEnteredEventDetails") or {}).get("name", "")
+            if entered in _STEPS and entered not in reported:
+                reported.add(entered)
+                say(f"[{time.monotonic() - started:6.0f} s] {_STEPS[entered]}")
+            submitted = event.get("taskSubmittedEventDetails") or {}
+            if submitted.get("resourceType") == "ecs":
+                return _submitted_task(submitted.get("output", ""), execution)
+        try:
+            described = sfn.describe_execution(executionArn=execution)
+        except Exception as exc:
+            raise AwsError(f"following {execution}: {exc}") from exc
+        status = str(described.get("status"))
+        if status != "RUNNING":
+            raise _before_the_task(env, execution, status, described)
+        if time.monotonic() - started > timeout_s:
+            raise AwsError(
+                f"{env}'s training run {execution} started no task in {timeout_s:.0f} s; it "
+                "keeps going: follow it in the Step Functions console"
+            )
+        time.sleep(interval)
+        interval = min(interval * 2, poll_s)
+
+
+def _history(sfn: Any, execution: str) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    for page in sfn.get_paginator("get_execution_history").paginate(executionArn=execution):
+        events.extend(page.get("events", []))
+    return events
+
+
+def _submitted_task(output: str, execution: str) -> str:
+    """The task ARN in the RunTask answer the execution's history recorded (Step Functions
+    spells the ECS fields in PascalCase; the API's own camelCase is accepted too)."""
+    try:
+        answer = json.loads(output)
+        tasks = answer.get("Tasks") or answer.get("tasks") or []
+        return str(tasks[0].get("TaskArn") or tasks[0]["taskArn"])
+    except (ValueError, LookupError, AttributeError, TypeError) as exc:
+        raise AwsError(f"{execution} started a task but its history does not name it") from exc
+
+
+def _before_the_task(
+    env: str, execution: str, status: str, described: dict[str, Any]
+) -> OperationError:
+    error = str(described.get("error") or status)
+    cause = str(described.get("cause") or "no cause given")
+    with_message = cause
+    with contextlib.suppress(ValueError, AttributeError):  # a Lambda error's cause is JSON
+        with_message = str(json.loads(cause).get("errorMessage") or cause)
+    if error in _LEASE_ERRORS:
+        return OperationError(
+            f"could not lease {env}'s training network endpoints ({error}): {with_message}; "
+            f"no task was started ({execution})"
+        )
+    return OperationError(
+        f"{env}'s training run {status.lower()} before its task started ({error}): "
+        f"{with_message} ({execution})"
+    )
 
 
 def started_by(ws: Workspace) -> str:
@@ -174,7 +317,14 @@ def run_training(
     before = set(registry.list_versions())
     run_id = uuid.uuid4().hex
     cluster, task_arn = start_training_task(
-        ws, env=env, clients=clients, run_id=run_id, reason=reason, data=data
+        ws,
+        env=env,
+        clients=clients,
+        run_id=run_id,
+        reason=reason,
+        data=data,
+        say=say,
+        poll_s=poll_s,
     )
     where = "" if registered_in == env else f"; it registers in {registered_in}"
     say(f"started training task {task_arn.rsplit('/', 1)[-1]} in {cluster}{where}")

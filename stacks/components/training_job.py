@@ -114,7 +114,10 @@ class TrainingJob(Construct):
         settings: TrainingSettings,
         labels: LabelSettings,
         logs: LogSettings,
+        schedule_task: bool = True,
     ) -> None:
+        """`schedule_task` False leaves `settings.schedule` to whoever starts runs instead (the
+        training run's state machine, where the endpoints are leased per run)."""
         super().__init__(scope, construct_id)
         self.cluster = ecs.Cluster(
             self,
@@ -154,9 +157,10 @@ class TrainingJob(Construct):
             settings=settings,
             logs=logs,
         )
+        self.command = command
         self.schedule = (
             None
-            if settings.schedule is None
+            if settings.schedule is None or not schedule_task
             else self._build_schedule(
                 expression=settings.schedule,
                 description=f"sds {environment}: scheduled training of {model_name}",

@@ -8,6 +8,11 @@ staging and prod run the network in one AZ (`network.azs: 1`, 21.90 USD a month;
 43.80), because training is a batch job an AZ outage only delays (docs/decisions.md). Not
 isolated (dev): public subnets with public IPs for the task, no inbound rules, and only the S3
 gateway endpoint, so an idle dev environment costs nothing for networking.
+
+With `network.endpoints: during_runs` (staging and prod) the isolated network keeps its subnets,
+the S3 gateway endpoint and both security groups, but no interface endpoint: each training run's
+state machine creates them before its task starts and deletes them after it stops
+(`stacks/components/training_runs.py`), so they bill only while a run lasts.
 """
 
 from __future__ import annotations
@@ -76,8 +81,13 @@ class TrainingNetwork(Construct):
         self.security_group.add_egress_rule(
             ec2.Peer.any_ipv4(), ec2.Port.tcp(443), "HTTPS to AWS APIs (endpoints or internet)"
         )
+        # The services of the interface endpoints the task needs (their names, per region).
+        self.interface_services = [service.name for service in _INTERFACE_ENDPOINTS.values()]
+        self.endpoint_security_group: ec2.SecurityGroup | None = None
         if isolated:
-            self._build_interface_endpoints()
+            self.endpoint_security_group = self._build_endpoint_security_group()
+            if not settings.leased_endpoints:
+                self._build_interface_endpoints(self.endpoint_security_group)
         else:
             self._acknowledge_public_subnets()
         acknowledge_own_policy(
@@ -96,8 +106,8 @@ class TrainingNetwork(Construct):
                 "allows no inbound traffic and HTTPS out only; staging and prod are isolated.",
             )
 
-    def _build_interface_endpoints(self) -> None:
-        """ECR and CloudWatch Logs inside the VPC, reachable from training tasks only."""
+    def _build_endpoint_security_group(self) -> ec2.SecurityGroup:
+        """What the interface endpoints sit behind: HTTPS from training tasks, nothing else."""
         endpoints = ec2.SecurityGroup(
             self,
             "EndpointSecurityGroup",
@@ -108,6 +118,10 @@ class TrainingNetwork(Construct):
         endpoints.add_ingress_rule(
             self.security_group, ec2.Port.tcp(443), "HTTPS from training tasks"
         )
+        return endpoints
+
+    def _build_interface_endpoints(self, endpoints: ec2.SecurityGroup) -> None:
+        """ECR and CloudWatch Logs inside the VPC, reachable from training tasks only."""
         # One interface per AZ, whatever the subnets: the hourly charge is per endpoint per AZ.
         one_per_az = ec2.SubnetSelection(subnet_type=self.subnets.subnet_type, one_per_az=True)
         for endpoint_id, service in _INTERFACE_ENDPOINTS.items():
@@ -123,3 +137,10 @@ class TrainingNetwork(Construct):
     @property
     def subnet_ids(self) -> list[str]:
         return self.vpc.select_subnets(subnet_type=self.subnets.subnet_type).subnet_ids
+
+    @property
+    def endpoint_subnet_ids(self) -> list[str]:
+        """One training subnet per AZ: where an interface endpoint gets its network interface."""
+        return self.vpc.select_subnets(
+            subnet_type=self.subnets.subnet_type, one_per_az=True
+        ).subnet_ids

@@ -2,8 +2,10 @@
 
 Exactly what `sds train --env <env> --on-fargate` (sds/ops/fargate.py) does, and what an operator
 does around it by hand: start this environment's task definition (its current revision) in its
-cluster, hand ECS the task's own two roles and no other, watch and stop tasks of that cluster,
-read the task's log group, and read the registry to report the version the task registered.
+cluster, hand ECS the task's own two roles and no other (or, where the interface endpoints are
+leased per run, start and follow the training run's state machine instead, and no task
+directly), watch and stop tasks of that cluster, read the task's log group, and read the
+registry to report the version the task registered.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from stacks.components.data_key import READ, key_use
@@ -38,10 +41,15 @@ class TrainingOperatorPolicy(Construct):
         registry: s3.IBucket,
         key: kms.IKey | None,
         versions_in: str | None = None,
+        state_machine: sfn.StateMachine | None = None,
     ) -> None:
         """`registry` is where the task registers versions; `versions_in` names the environment
         that registry belongs to when it is not this one (the chain start), whose discovery
-        parameters the operator then reads too (to find the registered version)."""
+        parameters the operator then reads too (to find the registered version).
+
+        With `state_machine` (the training run's, where the endpoints are leased per run) the
+        operator starts an execution of it and follows it, and may not run the task directly:
+        a task started without the state machine would find no endpoints."""
         super().__init__(scope, construct_id)
         paths = RegistryPaths(model_name)
         stack = cdk.Stack.of(self)
@@ -62,17 +70,10 @@ class TrainingOperatorPolicy(Construct):
             "Policy",
             description=f"sds {environment}: run the {model_name} training task and follow it",
             statements=[
-                iam.PolicyStatement(
-                    sid="RunTrainingTask",
-                    actions=["ecs:RunTask"],
-                    resources=[task_definition.task_definition_arn],
-                    conditions={"ArnEquals": {"ecs:cluster": cluster.cluster_arn}},
-                ),
-                iam.PolicyStatement(
-                    sid="PassTaskRoles",
-                    actions=["iam:PassRole"],
-                    resources=roles,
-                    conditions={"StringEquals": {"iam:PassedToService": ECS_TASKS}},
+                *(
+                    _start_task(task_definition, cluster, roles)
+                    if state_machine is None
+                    else self._start_execution(state_machine)
                 ),
                 iam.PolicyStatement(
                     sid="ReadTaskDefinition",
@@ -131,5 +132,56 @@ class TrainingOperatorPolicy(Construct):
                 f"read-only, the discovery parameters of {versions_in} (/sds/{versions_in}/), "
                 "where this environment's task registers its versions"
             )
+        if state_machine is not None:
+            reasons[self._executions] = (
+                "the executions of this environment's training run state machine (execution "
+                "names are chosen at start: the run id)"
+            )
         for resource, reason in reasons.items():
             acknowledge_wildcard_resource(self.policy, resource, f"Scoped to {reason}.")
+
+    def _start_execution(self, state_machine: sfn.StateMachine) -> list[iam.PolicyStatement]:
+        """Start the training run's state machine, follow its executions (status, and the
+        history that names the task it started), stop one."""
+        self._executions = cdk.Stack.of(self).format_arn(
+            service="states",
+            resource="execution",
+            resource_name=f"{state_machine.state_machine_name}:*",
+            arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+        )
+        return [
+            iam.PolicyStatement(
+                sid="StartTrainingRun",
+                actions=["states:StartExecution"],
+                resources=[state_machine.state_machine_arn],
+            ),
+            iam.PolicyStatement(
+                sid="FollowTrainingRuns",
+                actions=[
+                    "states:DescribeExecution",
+                    "states:GetExecutionHistory",
+                    "states:StopExecution",
+                ],
+                resources=[self._executions],
+            ),
+        ]
+
+
+def _start_task(
+    task_definition: ecs.TaskDefinition, cluster: ecs.ICluster, roles: list[str]
+) -> list[iam.PolicyStatement]:
+    """Run the task definition in its cluster, handing ECS the task's own two roles."""
+    return [
+        iam.PolicyStatement(
+            sid="RunTrainingTask",
+            actions=["ecs:RunTask"],
+            resources=[task_definition.task_definition_arn],
+            conditions={"ArnEquals": {"ecs:cluster": cluster.cluster_arn}},
+        ),
+        iam.PolicyStatement(
+            sid="PassTaskRoles",
+            actions=["iam:PassRole"],
+            resources=roles,
+            conditions={"StringEquals": {"iam:PassedToService": ECS_TASKS}},
+        ),
+    ]

@@ -69,6 +69,38 @@ def test_interface_endpoints_bill_per_az_and_gateway_endpoints_are_free(cost: Mo
     assert found.total == 21.9
 
 
+def test_endpoints_leased_per_run_cost_nothing_idle_and_say_what_a_run_hour_costs(
+    cost: ModuleType,
+) -> None:
+    # Given a lease function for three services in two subnets (infra.network.endpoints:
+    # during_runs, azs 2), and no interface endpoint in the template
+    found = one_env(
+        cost,
+        template(
+            Lease=resource(
+                "AWS::Lambda::Function",
+                Environment={
+                    "Variables": {
+                        "SERVICE_NAMES": "com.amazonaws.us-east-1.ecr.api,"
+                        "com.amazonaws.us-east-1.ecr.dkr,com.amazonaws.us-east-1.logs",
+                        "SUBNET_IDS": {
+                            "Fn::Join": ["", [{"Ref": "SubnetA"}, ",", {"Ref": "SubnetB"}]]
+                        },
+                    }
+                },
+            ),
+            Other=resource("AWS::Lambda::Function", Environment={"Variables": {"A": "b"}}),
+        ),
+    )
+    # Then nothing bills idle, and the line says 6 endpoint-AZs at 0.01 USD an hour of a run
+    assert found.row("endpoints") == (
+        0.0,
+        ["leased per training run: 3 x 2 AZ, 0.06 USD per hour of a run"],
+    )
+    assert found.total == 0.0
+    assert "leased per training run: 3 x 2 AZ" in cost.readme_table([found])
+
+
 def test_kms_keys_are_counted_in_every_stack_nat_and_secrets_too(cost: ModuleType) -> None:
     found = one_env(
         cost,

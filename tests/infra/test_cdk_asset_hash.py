@@ -31,6 +31,7 @@ OUTSIDE_THE_BUNDLE = (
     "stacks/components/model_function.py",
     "lambdas/pruner/pruning.py",  # another function's handler: the pruner's asset changes
     "lambdas/features_updater/updater.py",  # the feature updater's: its own asset changes
+    "lambdas/training_endpoints/leases.py",  # the training endpoints' lease function's
 )
 
 

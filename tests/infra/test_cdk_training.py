@@ -33,7 +33,12 @@ def test_isolated_environments_reach_aws_only_through_endpoints(
     assert len(subnets) == network.azs
     for subnet in subnets:
         assert subnet["Properties"]["MapPublicIpOnLaunch"] is False
-    if network.isolated:
+    if network.leased_endpoints:
+        # staging, prod: isolated, and the interface endpoints exist only while a run needs
+        # them (the training run's state machine creates and deletes them): none in the template
+        assert interface == []
+        assert not resources(template, "AWS::EC2::InternetGateway")
+    elif network.isolated:
         services = sorted(str(e["Properties"]["ServiceName"]).rsplit(".", 1)[-1] for e in interface)
         # ECR (image), CloudWatch Logs (log driver): nothing else bills by the hour; the task
         # names itself without STS (its role from the task definition, its ARN from ECS metadata)
@@ -196,9 +201,18 @@ def test_operator_policies_are_published_as_stack_outputs(
         assert policies[policy_id]["Properties"]["Description"].startswith(f"sds {env}: ")
 
 
+def training_schedules(template: dict) -> dict[str, dict]:
+    """The rules that start training runs (not the hourly sweep of leftover endpoints)."""
+    return {
+        logical_id: rule
+        for logical_id, rule in resources(template, "AWS::Events::Rule").items()
+        if not logical_id.startswith("RunsSweep")
+    }
+
+
 def test_schedule_only_where_configured(synthesized: SynthesizedApp, env: str) -> None:
     infra = synthesized.project.env(env).infra
-    rules = resources(_training(synthesized, env), "AWS::Events::Rule")
+    rules = training_schedules(_training(synthesized, env))
     if infra.training.schedule is None:
         assert rules == {}
         return
@@ -207,8 +221,12 @@ def test_schedule_only_where_configured(synthesized: SynthesizedApp, env: str) -
     (rule,) = rules.values()
     assert rule["Properties"]["ScheduleExpression"] == infra.training.schedule
     (target,) = rule["Properties"]["Targets"]
-    network = target["EcsParameters"]["NetworkConfiguration"]["AwsVpcConfiguration"]
-    assert network["AssignPublicIp"] == ("DISABLED" if infra.network.isolated else "ENABLED")
+    if infra.network.leased_endpoints:
+        # the run's state machine starts the task (tests/infra/test_cdk_training_runs.py)
+        assert "StateMachine" in json.dumps(target["Arn"])
+    else:
+        network = target["EcsParameters"]["NetworkConfiguration"]["AwsVpcConfiguration"]
+        assert network["AssignPublicIp"] == ("DISABLED" if infra.network.isolated else "ENABLED")
     assert target["RetryPolicy"]["MaximumRetryAttempts"] == 2
 
 
@@ -218,7 +236,7 @@ def test_the_weekly_schedule_runs_where_versions_are_allocated(
     scheduled = [
         env
         for env in synthesized.project.environments
-        if resources(_training(synthesized, env), "AWS::Events::Rule")
+        if training_schedules(_training(synthesized, env))
     ]
     # dev on its history; above the chain start only a retraining from served traffic (the
     # variant's), which registers in dev too
@@ -240,6 +258,7 @@ def test_a_training_task_gets_the_local_disk_its_environment_asks_for(
 
 
 def test_training_discovery_parameters(synthesized: SynthesizedApp, env: str) -> None:
+    network = synthesized.project.env(env).infra.network
     names = {
         p["Properties"]["Name"]
         for p in resources(_training(synthesized, env), "AWS::SSM::Parameter").values()
@@ -251,5 +270,7 @@ def test_training_discovery_parameters(synthesized: SynthesizedApp, env: str) ->
             "training-task-definition",
             "training-subnets",
             "training-security-group",
+            # where the endpoints are leased per run, what the CLI starts a run with
+            *(["training-state-machine"] if network.leased_endpoints else []),
         )
     }

@@ -34,10 +34,16 @@ def test_the_readme_idle_cost_table_is_what_the_templates_give(synthesized: Synt
     # Then the README holds exactly that table (run `make cost` after changing a stack)
     readme = (ROOT / "README.md").read_text()
     assert cost.current_block(readme) == cost.readme_table(estimates)
-    # And the target of issue 13 holds where it can today: staging, isolated, under 25 USD
+    # And the target of issue 13 holds: staging and prod, isolated, under 25 USD, because their
+    # interface endpoints are leased per training run (priced per hour of a run, not idle)
     by_env = {e.env: e for e in estimates}
-    assert by_env["staging"].total < 25
-    assert by_env["staging"].row("endpoints")[0] > 0  # still isolated: endpoints, no internet
+    for env in ("staging", "prod"):
+        assert by_env[env].total < 25
+        assert synthesized.project.env(env).infra.network.isolated  # no internet route, no NAT
+        assert by_env[env].row("endpoints") == (
+            0.0,
+            ["leased per training run: 3 x 1 AZ, 0.03 USD per hour of a run"],
+        )
     assert not [w for e in estimates for w in e.warnings]  # every SnapStart function is pruned
 
 

@@ -6,7 +6,10 @@ CLI put in the task's command), then stops the task. One test runs the real entr
 separate process, with the task role's own credentials, as the container would.
 
 Every environment's task registers where its promotion chain starts (dev): prod's and staging's
-tasks train on their own data and register in dev's registry.
+tasks train on their own data and register in dev's registry. Staging's and prod's isolated
+networks lease their interface endpoints per run (`infra.network.endpoints: during_runs`): there
+the CLI starts the training run's state machine, which moto cannot run, so
+`tests.integration.training_runs` plays it (it starts the task as the deployed one would).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from sds.ops.fargate import TrainingRun, run_training
 from sds.ops.promotion import OperationError
 from sds.ops.workspace import Workspace
 from tests.integration.deployed import ACTOR, ROOT, CliResult, Deployed, act_as, assume_role
+from tests.integration.training_runs import PlayedStateMachine, publish_state_machine
 from training.data import write_jsonl
 from training.synthetic import generate_activity
 
@@ -102,8 +106,11 @@ def start(
     return sent, lines, run
 
 
-def watch_run_task(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """The parameters of every RunTask the CLI sends (it makes its own clients)."""
+def watch_run_task(
+    monkeypatch: pytest.MonkeyPatch, runs: Deployed | None = None, **played: Any
+) -> tuple[list[dict[str, Any]], PlayedStateMachine | None]:
+    """The parameters of every RunTask sent (the CLI makes its own clients); with `runs`, the
+    environment whose training run state machine is played (its RunTask is recorded too)."""
     sent: list[dict[str, Any]] = []
     real_client = sds.kernel.sdk.client
 
@@ -115,8 +122,18 @@ def watch_run_task(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
             )
         return made
 
-    monkeypatch.setattr(sds.kernel.sdk, "client", watched)
-    return sent
+    machine = None
+    if runs is not None:
+        publish_state_machine(runs)
+        machine = PlayedStateMachine(runs, watched("ecs"), **played)
+
+    def client(service: str) -> Any:
+        if service == "stepfunctions" and machine is not None:
+            return machine
+        return watched(service)
+
+    monkeypatch.setattr(sds.kernel.sdk, "client", client)
+    return sent, machine
 
 
 def test_on_fargate_runs_the_task_from_ssm_waits_with_progress_and_reports_the_version(
@@ -176,18 +193,34 @@ def test_the_cli_trains_staging_on_its_isolated_network_and_registers_in_dev(
     cli: Callable[..., CliResult],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Given staging, whose training network is isolated, and whose task registers in dev
+    # Given staging, whose training network is isolated with its endpoints leased per run, and
+    # whose task registers in dev
     dev = deploy("dev")
     staging = deploy("staging", training=True, registers_in=dev)
-    sent = watch_run_task(monkeypatch)
+    sent, machine = watch_run_task(monkeypatch, runs=staging)
     container = play_the_container(staging, sent, registry=dev, register=True)
 
     # When training on Fargate through the CLI
     result = cli("train", "--env", "staging", "--on-fargate", "--reason", "weekly")
     container.join()
 
-    # Then the task ran without a public IP, and the CLI names where the version went
+    # Then the CLI started one execution of the training run's state machine, named after the
+    # run id, with the task's command (reason and run id added) and who started it
     assert result.code == 0, result.err
+    assert machine is not None
+    (execution,) = machine.started
+    command = execution["input"]["command"]
+    assert command[:2] == ["--registry", f"s3://{dev.bucket}"]
+    assert command[-4:] == ["--reason", "weekly", "--run-id", execution["name"]]
+    caller = dev.clients("sts").get_caller_identity()["Arn"]
+    assert execution["input"]["actor"] == f"{caller} ({ACTOR})"
+    # And the CLI started no task itself: the one task is the state machine's
+    (run_task,) = sent
+    assert run_task["overrides"]["containerOverrides"][0]["command"] == command
+    # And it said what the run waits for before the task starts
+    assert "leasing the training network's interface endpoints" in result.err
+    assert "waiting for the endpoints to be available" in result.err
+    # And the task ran without a public IP, and the CLI names where the version went
     assert sent[0]["networkConfiguration"]["awsvpcConfiguration"]["assignPublicIp"] == "DISABLED"
     assert (
         "registered fraud version 1 in dev (versions are allocated there) on staging's Fargate "
@@ -215,7 +248,7 @@ def test_prods_task_trains_on_prods_data_and_registers_in_dev_as_its_own_role(
     # And alice, who starts it with her own role, saying who she is in SDS_ACTOR
     act_as(monkeypatch, assume_role(aws, "Deployer", "alice"))
     monkeypatch.setenv("SDS_ACTOR", "alice, CHG-4711")
-    sent = watch_run_task(monkeypatch)
+    sent, _ = watch_run_task(monkeypatch, runs=prod)
     task_identity: dict[str, str] = {}
 
     def container() -> None:
@@ -262,3 +295,33 @@ def test_prods_task_trains_on_prods_data_and_registers_in_dev_as_its_own_role(
     (event,) = [e for e in dev.registry.events() if e["type"] == "registered"]
     assert (event["by"], event["declared_actor"]) == (task_identity["arn"], started_by)
     assert event["reason"] == "on prod data"
+
+
+def test_a_lease_that_fails_is_reported_and_no_task_is_started(
+    deploy: Callable[..., Deployed],
+    cli: Callable[..., CliResult],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given staging, whose endpoints never became available within the state machine's bound
+    dev = deploy("dev")
+    staging = deploy("staging", training=True, registers_in=dev)
+    sent, _ = watch_run_task(
+        monkeypatch,
+        runs=staging,
+        lease_fails=("EndpointsPending", "not available yet: com.amazonaws.us-east-1.logs pending"),
+    )
+
+    # When training on Fargate through the CLI
+    result = cli("train", "--env", "staging", "--on-fargate", "--reason", "weekly")
+
+    # Then it fails naming the lease, the endpoint and the execution, and no task ever started
+    assert result.code == 1
+    assert "could not lease staging's training network endpoints (EndpointsPending)" in result.err
+    assert "com.amazonaws.us-east-1.logs pending; no task was started" in result.err
+    assert "execution:RunsStateMachine-test:" in result.err
+    assert sent == []
+    assert (
+        staging.clients("ecs").list_tasks(cluster=staging.extra["training-cluster"])["taskArns"]
+        == []
+    )
+    assert dev.registry.list_versions() == []

@@ -79,6 +79,8 @@ class AuditedApp:
     chain_start: dict[str, str]
     # Where each environment's batch runs write, in its training-data bucket
     batch_output: dict[str, str]
+    # Environments whose training runs lease the interface endpoints (network.endpoints)
+    leased_endpoints: dict[str, bool]
 
     def stack_templates(self, env: str) -> dict[str, dict[str, Any]]:
         """One environment's templates by stack name (Registry, Inference, Training)."""
@@ -167,4 +169,7 @@ def synthesize(lock: Path, outdir: Path, *, accounts: dict[str, str] | None = No
         kms={n: e.infra.registry.kms for n, e in project.environments.items()},
         chain_start={n: e.chain_start for n, e in project.environments.items()},
         batch_output={n: e.infra.batch.output_prefix for n, e in project.environments.items()},
+        leased_endpoints={
+            n: e.infra.network.leased_endpoints for n, e in project.environments.items()
+        },
     )

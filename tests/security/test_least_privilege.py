@@ -106,12 +106,20 @@ def test_every_api_method_requires_authorization(audited_app: AuditedApp) -> Non
     assert not list(audited_app.resources("AWS::Lambda::Url")), "a function URL bypasses the API"
     for env, _, logical_id, permission in audited_app.resources("AWS::Lambda::Permission"):
         props = permission["Properties"]
+        # function -> the EventBridge rules allowed to invoke it
         scheduled = [
-            f for f in ("Pruner", "DriftMonitor") if f in json.dumps(props["FunctionName"])
+            rule
+            for function, rule in (
+                ("Pruner", "Pruner"),
+                ("DriftMonitor", "DriftMonitor"),
+                ("RunsLeaseFunction", "RunsSweep"),
+            )
+            if function in json.dumps(props["FunctionName"])
         ]
         if scheduled:
-            # the pruner and the drift monitor: each invoked by its own EventBridge rules only
-            # (the pruner's schedule and finished deployments, the monitor's schedule)
+            # the pruner, the drift monitor and the training endpoints' lease function: each
+            # invoked by its own EventBridge rules only (the pruner's schedule and finished
+            # deployments, the monitor's schedule, the hourly sweep of leftover endpoints)
             assert props["Principal"] == "events.amazonaws.com", (env, logical_id)
             assert scheduled[0] in json.dumps(props["SourceArn"]), (env, logical_id)
             continue
@@ -289,7 +297,7 @@ def test_no_wildcard_action_and_every_wildcard_resource_is_acknowledged(
 def test_only_the_pruner_the_retention_role_and_dev_like_teardown_can_delete(
     audited_app: AuditedApp,
 ) -> None:
-    pruners = retention = updaters = batch = 0
+    pruners = retention = updaters = batch = leases = 0
     for statement in audited_app.statements():
         if statement.allows and any("Delete" in a for a in statement.actions):
             if "RunsFunctionRole" in statement.holder:
@@ -304,6 +312,15 @@ def test_only_the_pruner_the_retention_role_and_dev_like_teardown_can_delete(
                 assert [a for a in statement.actions if "Delete" in a] == [
                     "logs:DeleteLogDelivery"
                 ], statement
+                continue
+            if "RunsLeaseRole" in statement.holder:
+                # The training endpoints' lease function deletes interface endpoints carrying
+                # its environment's tag only (the ones its leases created)
+                assert statement.actions == ["ec2:DeleteVpcEndpoints"], statement
+                assert statement.document["Condition"] == {
+                    "StringEquals": {"aws:ResourceTag/sds:training-endpoints": statement.env}
+                }, statement
+                leases += 1
                 continue
             if "ProtectionRetentionRole" in statement.holder:
                 # The one deliberate way to remove registry objects: this model's only
@@ -329,6 +346,7 @@ def test_only_the_pruner_the_retention_role_and_dev_like_teardown_can_delete(
             assert audited_app.destroyable[statement.env], statement
             assert AUTO_DELETE_PROVIDER in statement.holder, statement
     assert pruners == retention == updaters == batch == len(audited_app.environments)
+    assert leases == sum(audited_app.leased_endpoints.values()) >= 1
     # And in the shipped environments nothing can ever empty a registry or training-data bucket
     for statement in audited_app.statements():
         if statement.env != VARIANT and AUTO_DELETE_PROVIDER in statement.holder:
@@ -426,6 +444,7 @@ OPERATOR_POLICIES: dict[str, tuple[str, str, dict[str, list[str]], tuple[str, li
         "Training",
         "OperatorPolicy",
         {
+            # (where the endpoints are leased per run: StartTrainingRun, FollowTrainingRuns)
             "RunTrainingTask": ["ecs:RunTask"],
             "PassTaskRoles": ["iam:PassRole"],
             "ReadTaskDefinition": ["ecs:DescribeTaskDefinition"],
@@ -447,6 +466,18 @@ OPERATOR_POLICIES: dict[str, tuple[str, str, dict[str, list[str]], tuple[str, li
         {"ReadTrainingData": ["s3:GetObject"], "ListTrainingData": ["s3:ListBucket"]},
         ("DecryptTrainingData", ["kms:Decrypt"]),
     ),
+}
+
+
+# What the training operator holds instead of RunTask and PassRole where the interface
+# endpoints are leased per run (infra.network.endpoints: during_runs)
+LEASED_RUNS = {
+    "StartTrainingRun": ["states:StartExecution"],
+    "FollowTrainingRuns": [
+        "states:DescribeExecution",
+        "states:GetExecutionHistory",
+        "states:StopExecution",
+    ],
 }
 
 
@@ -478,6 +509,10 @@ def test_each_operator_policy_holds_exactly_its_actions_on_its_own_environment(
     reads_from = start if role == "training operator" else env
     if audited_app.kms[reads_from]:
         expected = {**expected, kms_sid: kms_actions}
+    if role == "training operator" and audited_app.leased_endpoints[env]:
+        # a run is an execution of the state machine; the task is never started directly
+        direct = ("RunTrainingTask", "PassTaskRoles")
+        expected = {sid: a for sid, a in expected.items() if sid not in direct} | LEASED_RUNS
     # Then it holds exactly the expected actions, statement by statement, all Allow, no wildcard
     assert {s.document["Sid"]: sorted(s.actions) for s in statements} == expected
     for statement in statements:
@@ -531,6 +566,32 @@ def test_the_training_operator_starts_only_its_task_and_passes_only_its_roles(
     (task_definition,) = [k for k, v in template.items() if v["Type"] == "AWS::ECS::TaskDefinition"]
     (cluster,) = [k for k, v in template.items() if v["Type"] == "AWS::ECS::Cluster"]
     task = template[task_definition]["Properties"]
+    if audited_app.leased_endpoints[env]:
+        # Where the endpoints are leased per run: start this environment's training run state
+        # machine only, follow its executions only, and no RunTask or PassRole at all
+        (machine,) = [
+            k for k, v in template.items() if v["Type"] == "AWS::StepFunctions::StateMachine"
+        ]
+        assert statements["StartTrainingRun"].document["Resource"] == {"Ref": machine}
+        assert rendered(statements["FollowTrainingRuns"]) == [
+            f"arn:aws:states:us-east-1:<AWS::AccountId>:execution:<{machine}.Name>:*"
+        ]
+        assert "RunTrainingTask" not in statements and "PassTaskRoles" not in statements
+    else:
+        _runs_only_its_task(statements, task_definition, cluster, task)
+    # Watching and stopping: tasks of this cluster only
+    assert rendered(statements["WatchAndStopTasks"]) == [
+        f"arn:aws:ecs:us-east-1:<AWS::AccountId>:task/<{cluster}>/*"
+    ]
+    # Logs: the task's own log group
+    container = task["ContainerDefinitions"][0]
+    group = container["LogConfiguration"]["Options"]["awslogs-group"]
+    assert statements["ReadTaskLogs"].document["Resource"] == {"Fn::GetAtt": [group["Ref"], "Arn"]}
+
+
+def _runs_only_its_task(
+    statements: dict[str, Statement], task_definition: str, cluster: str, task: dict[str, Any]
+) -> None:
     # RunTask: this task definition (its current revision), in this cluster only
     run = statements["RunTrainingTask"].document
     assert run["Resource"] == {"Ref": task_definition}
@@ -543,14 +604,6 @@ def test_the_training_operator_starts_only_its_task_and_passes_only_its_roles(
     assert passing["Condition"] == {
         "StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}
     }
-    # Watching and stopping: tasks of this cluster only
-    assert rendered(statements["WatchAndStopTasks"]) == [
-        f"arn:aws:ecs:us-east-1:<AWS::AccountId>:task/<{cluster}>/*"
-    ]
-    # Logs: the task's own log group
-    container = task["ContainerDefinitions"][0]
-    group = container["LogConfiguration"]["Options"]["awslogs-group"]
-    assert statements["ReadTaskLogs"].document["Resource"] == {"Fn::GetAtt": [group["Ref"], "Arn"]}
 
 
 def test_the_inference_role_never_reaches_training_data(audited_app: AuditedApp) -> None:

@@ -188,6 +188,15 @@ def test_the_pruner_carries_the_kernel_and_its_handler_only(layers: Layers) -> N
     assert {layers.layer_of(p) for p in PACKAGES} == {"kernel", "handler"}
 
 
+def test_the_training_endpoints_lease_function_carries_the_kernel_and_its_handler_only(
+    layers: Layers,
+) -> None:
+    from stacks.components.training_runs import PACKAGES
+
+    assert set(PACKAGES) == {"sds.kernel", "lambdas.training_endpoints"}
+    assert {layers.layer_of(p) for p in PACKAGES} == {"kernel", "handler"}
+
+
 def bare_test_imports(tests: Path) -> list[str]:
     """Imports in the test tree that reach a helper by its bare file name (or a conftest): the
     ones that only work because pytest put the importing file's folder on sys.path."""
