@@ -308,7 +308,10 @@ def test_a_lease_that_fails_is_reported_and_no_task_is_started(
     sent, _ = watch_run_task(
         monkeypatch,
         runs=staging,
-        lease_fails=("EndpointsPending", "not available yet: com.amazonaws.us-east-1.logs pending"),
+        fails_before_task=(
+            "EndpointsPending",
+            "not available yet: com.amazonaws.us-east-1.logs pending",
+        ),
     )
 
     # When training on Fargate through the CLI
@@ -325,3 +328,27 @@ def test_a_lease_that_fails_is_reported_and_no_task_is_started(
         == []
     )
     assert dev.registry.list_versions() == []
+
+
+def test_a_run_that_fails_before_its_task_for_another_reason_says_so(
+    deploy: Callable[..., Deployed],
+    cli: Callable[..., CliResult],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given staging, whose state machine leased the endpoints but could not start the task
+    dev = deploy("dev")
+    staging = deploy("staging", training=True, registers_in=dev)
+    watch_run_task(
+        monkeypatch,
+        runs=staging,
+        fails_before_task=("ECS.AmazonECSException", "No Container Instances were found"),
+    )
+
+    # When training on Fargate, Then the error is the state machine's, not a lease failure
+    result = cli("train", "--env", "staging", "--on-fargate")
+    assert result.code == 1
+    assert (
+        "staging's training run failed before its task started (ECS.AmazonECSException): "
+        "No Container Instances were found" in result.err
+    )
+    assert "could not lease" not in result.err

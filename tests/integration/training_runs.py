@@ -25,8 +25,9 @@ MACHINE = "arn:aws:states:us-east-1:123456789012:stateMachine:RunsStateMachine-t
 class PlayedStateMachine:
     deployed: Deployed
     ecs: Any
-    # The lease function's error, if the lease is to fail: (error name, its message)
-    lease_fails: tuple[str, str] | None = None
+    # The error the execution fails with before any task starts (the lease function's, or
+    # another step's): (error name, its message)
+    fails_before_task: tuple[str, str] | None = None
     started: list[dict[str, Any]] = field(default_factory=list)
     _executions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -41,8 +42,8 @@ class PlayedStateMachine:
             _entered("WaitForEndpoints"),
         ]
         execution: dict[str, Any] = {"status": "RUNNING", "events": events}
-        if self.lease_fails is not None:
-            error, message = self.lease_fails
+        if self.fails_before_task is not None:
+            error, message = self.fails_before_task
             cause = json.dumps({"errorMessage": message, "errorType": error})
             events += [_entered("ReleaseAfterFailure"), _entered("TrainingRunFailed")]
             execution |= {"status": "FAILED", "error": error, "cause": cause}
