@@ -126,6 +126,7 @@ class Deployed:
     execution_role_arn: str | None = None
     log_group: str | None = None
     archive: str | None = None  # the activity bus's archive (Features stack)
+    state_machine: str | None = None  # the training run's (network.endpoints: during_runs)
 
     @property
     def function_arn(self) -> str:
@@ -146,6 +147,10 @@ class Deployed:
     def cluster_arn(self) -> str:
         return f"arn:{PARTITION}:ecs:{REGION}:{self.account}:cluster/{self.cluster}"
 
+    @property
+    def state_machine_arn(self) -> str:
+        return f"arn:{PARTITION}:states:{REGION}:{self.account}:stateMachine:{self.state_machine}"
+
     def identifiers(self) -> list[str]:
         """Strings that appear in the ARN of every resource of this environment."""
         found = [self.registry_bucket, self.data_bucket, f"parameter/sds/{self.env}/"]
@@ -158,6 +163,7 @@ class Deployed:
             self.task_role_arn,
             self.execution_role_arn,
             self.archive,
+            self.state_machine,
         ):
             if value:
                 found.append(value)
@@ -178,6 +184,7 @@ def deploy(
     training: bool = False,
     account: str = ACCOUNT,
     activity: bool = False,
+    training_runs: bool = False,
 ) -> Deployed:
     """Create what `<env>/*` creates (buckets, discovery parameters, and on request the function
     with its deployment group, or the training cluster and task) through the moto server, in
@@ -202,6 +209,14 @@ def deploy(
         parameters |= _deploy_function(deployed, name)
     if training:
         parameters |= _deploy_training(deployed, name)
+    if training_runs:  # the training run's state machine (it leases the endpoints per run)
+        deployed.state_machine = f"{name}-training-runs"
+        private_client("stepfunctions", account).create_state_machine(
+            name=deployed.state_machine,
+            definition=json.dumps({"StartAt": "Run", "States": {"Run": {"Type": "Succeed"}}}),
+            roleArn=_role(f"{name}-runs", "states.amazonaws.com", account),
+        )
+        parameters["training-state-machine"] = deployed.state_machine_arn
     if activity:
         parameters |= _deploy_activity(deployed, name)
     for key, value in parameters.items():
@@ -473,6 +488,14 @@ def _ecs(call: Call, world: World) -> list[Request]:
     return [Request(f"ecs:{op}", arn, on_cluster, str(call)) for arn in arns]
 
 
+def _states(call: Call) -> list[Request]:
+    """Step Functions authorizes StartExecution on the state machine, the rest on the
+    execution."""
+    params = call.params
+    resource = params.get("stateMachineArn") or params.get("executionArn") or "*"
+    return [Request(f"states:{call.operation}", str(resource), {}, str(call))]
+
+
 def _lambda(call: Call, world: World) -> list[Request]:
     deployed = world.by_function(call.params["FunctionName"])
     resource = deployed.function_arn
@@ -519,6 +542,8 @@ def requests_of(calls: Sequence[Call], world: World) -> list[Request]:
             made = _codedeploy(call, world)
         elif call.service == "events":
             made = _events(call)
+        elif call.service == "states":
+            made = _states(call)
         else:  # something new: judged as an action on everything, which no policy here grants
             made = [Request(f"{call.service}:{call.operation}", "*", {}, str(call))]
         for request in made:
@@ -600,6 +625,10 @@ class Resolver:
             )
             execution = _logical_id(training, "AWS::IAM::Role", "JobTaskExecutionRole")
             self.attrs[(execution, "Arn")] = str(deployed.execution_role_arn)
+            if deployed.state_machine is not None:
+                machine = _logical_id(training, "AWS::StepFunctions::StateMachine", "Runs")
+                self.refs[machine] = deployed.state_machine_arn
+                self.attrs[(machine, "Name")] = deployed.state_machine
             logs = _logical_id(training, "AWS::Logs::LogGroup", "JobLogs")
             self.refs[logs] = str(deployed.log_group)
             self.attrs[(logs, "Arn")] = (

@@ -785,9 +785,12 @@ def test_rolling_back_on_aws_needs_only_the_promoter_policy(
     record("least privilege: commands", "rollback: AWS calls checked", len(calls))
 
 
-def play_the_container(deployed: Deployed, calls: list[Call]) -> threading.Thread:
-    """moto's ECS runs no container: once the CLI has started the task, register a version as
-    the task would (as the actor the CLI passed it), then stop the task. Its own calls are not
+def play_the_container(
+    deployed: Deployed, calls: list[Call], *, registry: Deployed | None = None
+) -> threading.Thread:
+    """moto's ECS runs no container: once the task is started (by the CLI, or by the state
+    machine the CLI started), register a version in `registry` (where the task registers; the
+    environment's own by default) as the task would, then stop the task. Its own calls are not
     recorded: they are the task role's, not the operator's."""
     ecs = private_client("ecs")
 
@@ -796,10 +799,13 @@ def play_the_container(deployed: Deployed, calls: list[Call]) -> threading.Threa
         while not (tasks := ecs.list_tasks(cluster=deployed.cluster)["taskArns"]):
             assert time.monotonic() < deadline, "no task was started"
             time.sleep(0.05)
-        (run,) = [c for c in list(calls) if c.operation == "RunTask"]
-        (override,) = run.params["overrides"]["containerOverrides"]
-        command = override["command"]
-        registry_of(deployed.registry_bucket).register(
+        started = [c for c in list(calls) if c.operation in ("RunTask", "StartExecution")]
+        if started[0].operation == "RunTask":
+            (override,) = started[0].params["overrides"]["containerOverrides"]
+            command = override["command"]
+        else:
+            command = json.loads(started[0].params["input"])["command"]
+        registry_of((registry or deployed).registry_bucket).register(
             {"model.onnx": b"trained on fargate"},
             # the run id the CLI passes finds the version the task registered
             {"metrics": GOOD_METRICS, "run_id": command[command.index("--run-id") + 1]},
@@ -846,6 +852,100 @@ def test_training_on_fargate_needs_only_the_training_operator_policy(
     problems = refused(requests, {"dev": without, "*": without}, world)
     assert [p for p in problems if "iam:PassRole" in p] and len(problems) == 2
     record("least privilege: commands", "train --on-fargate: AWS calls checked", len(calls))
+
+
+class StateMachineRunsTheTask:
+    """What the training run's state machine does for the CLI on AWS, which moto's Step
+    Functions does not: when the CLI first reads the execution's history, the task has been
+    started (by the state machine's role: not recorded, not the operator's call) with the
+    execution's command and actor, and the history names it (a TaskSubmitted event)."""
+
+    def __init__(self, deployed: Deployed, calls: list[Call]) -> None:
+        self.deployed, self.calls, self.task = deployed, calls, ""
+
+    def __call__(self, **_: Any) -> tuple[Any, dict[str, Any]]:
+        if not self.task:
+            (start,) = [c for c in list(self.calls) if c.operation == "StartExecution"]
+            document = json.loads(start.params["input"])
+            self.task = private_client("ecs").run_task(
+                cluster=self.deployed.cluster,
+                taskDefinition=self.deployed.task_definition_arn,
+                launchType="FARGATE",
+                networkConfiguration={
+                    "awsvpcConfiguration": {
+                        "subnets": self.deployed.parameters["training-subnets"].split(","),
+                        "securityGroups": [self.deployed.parameters["training-security-group"]],
+                    }
+                },
+                overrides={
+                    "containerOverrides": [
+                        {
+                            "name": "train",
+                            "command": document["command"],
+                            "environment": [{"name": "SDS_ACTOR", "value": document["actor"]}],
+                        }
+                    ]
+                },
+            )["tasks"][0]["taskArn"]
+        submitted = {
+            "resourceType": "ecs",
+            "resource": "runTask.sync",
+            "output": json.dumps({"Tasks": [{"TaskArn": self.task}]}),
+        }
+        answer = {
+            "events": [
+                {"id": 1, "timestamp": 0, "type": "ExecutionStarted"},
+                {"id": 2, "timestamp": 0, "type": "TaskSubmitted",
+                 "taskSubmittedEventDetails": submitted},
+            ]
+        }  # fmt: skip
+        return _Ok(), answer
+
+
+class _Ok:
+    status_code = 200
+
+
+def test_training_through_the_state_machine_needs_only_the_training_operator_policy(
+    audited_app: AuditedApp, operator: Operator, aws: Any
+) -> None:
+    # Given staging as committed (its endpoints leased per run, so a run is an execution of
+    # its training run state machine), whose task registers in dev
+    assert audited_app.leased_endpoints["staging"]
+    dev = deploy("dev", kms=audited_app.kms["dev"])
+    staging = deploy("staging", kms=audited_app.kms["staging"], training=True, training_runs=True)
+    world = World([dev, staging])
+    aws.hold_state("ecs::task")
+
+    # When an operator trains staging on Fargate, every AWS call recorded
+    with recording() as calls:
+        import boto3
+
+        machine = StateMachineRunsTheTask(staging, calls)
+        boto3.DEFAULT_SESSION.events.register("before-call.sfn.GetExecutionHistory", machine)
+        container = play_the_container(staging, calls, registry=dev)
+        code, output = operator("train", "--env", "staging", "--on-fargate", "--reason", "weekly")
+        container.join(timeout=30)
+        assert code == 0, output
+
+    # Then staging's training-operator policy allows every one of them: start the state
+    # machine, read the execution's history, follow the task, find the version in dev
+    requests = requests_of(calls, world)
+    policy = statements_of(audited_app, staging, "Training", "OperatorPolicy", chain_start=dev)
+    assert refused(requests, {"staging": policy, "dev": policy, "*": policy}, world) == []
+    assert {
+        "states:StartExecution",
+        "states:GetExecutionHistory",
+        "ecs:DescribeTaskDefinition",
+        "ecs:DescribeTasks",
+    } <= actions(requests)
+    # And the operator itself never ran the task nor passed its roles
+    assert not {"ecs:RunTask", "iam:PassRole"} & actions(requests)
+    # And without StartTrainingRun the run could not start
+    without = [s for s in policy if s.get("Sid") != "StartTrainingRun"]
+    problems = refused(requests, {"staging": without, "dev": without, "*": without}, world)
+    assert len(problems) == 1 and "states:StartExecution" in problems[0]
+    record("least privilege: commands", "train --on-fargate (state machine): calls", len(calls))
 
 
 def upload_history(bucket: str, tmp_path: Path, events: int = 3000) -> None:
