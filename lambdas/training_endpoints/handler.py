@@ -33,7 +33,9 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     if action == "lease":
         result = lease_endpoints(sdk.client("ec2"), lease, token=token).to_dict()
     elif action == "wait":
-        result = wait_for_endpoints(sdk.client("ec2"), lease, token=token).to_dict()
+        # No idempotency token: what the wait creates replaces an endpoint released meanwhile,
+        # and EC2 would answer a repeated token with that deleted endpoint.
+        result = wait_for_endpoints(sdk.client("ec2"), lease).to_dict()
     elif action == "release":
         state_machine = event.get("state_machine")
         if not state_machine:

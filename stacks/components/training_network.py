@@ -3,11 +3,11 @@
 Isolated (staging/prod): private isolated subnets with no route out of the VPC reach S3 through
 the free gateway endpoint, and ECR (API and Docker, to pull the image) and CloudWatch Logs (the
 container's log driver) through interface endpoints. Those bill by the hour for every AZ they
-have an interface in (7.30 USD a month each), so they are the biggest idle cost of an environment:
-staging and prod run the network in one AZ (`network.azs: 1`, 21.90 USD a month; two would be
-43.80), because training is a batch job an AZ outage only delays (docs/decisions.md). Not
-isolated (dev): public subnets with public IPs for the task, no inbound rules, and only the S3
-gateway endpoint, so an idle dev environment costs nothing for networking.
+have an interface in (7.30 USD a month each, with `network.endpoints: always`), the biggest idle
+cost an environment can have: staging and prod run the network in one AZ (`network.azs: 1`,
+21.90 USD a month; two would be 43.80), because training is a batch job an AZ outage only delays
+(docs/decisions.md). Not isolated (dev): public subnets with public IPs for the task, no inbound
+rules, and only the S3 gateway endpoint, so an idle dev environment costs nothing for networking.
 
 With `network.endpoints: during_runs` (staging and prod) the isolated network keeps its subnets,
 the S3 gateway endpoint and both security groups, but no interface endpoint: each training run's
