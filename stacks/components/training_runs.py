@@ -498,6 +498,11 @@ class TrainingRuns(Construct):
             "A missed sweep loses nothing: the next one, an hour later, does the same work.",
         )
         if self.schedule is not None:
+            events_role = self.state_machine.node.find_child("EventsRole")
+            acknowledge_own_policy(
+                events_role,
+                "the schedule's EventBridge role: start this state machine's executions",
+            )
             acknowledge(
                 self.schedule,
                 "Serverless-EventBusDLQ",
