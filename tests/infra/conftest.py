@@ -13,14 +13,12 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import aws_cdk as cdk
 import pytest
 
 import app as cdk_app
 from sds.config import parse_project
 from sds.kernel.lock import LockFile
 from stacks.bundling import build_bundle, find_python
-from stacks.components.nag import recording_only
 from tests.infra.synth import (
     CDK_CLI,
     PINS,
@@ -28,6 +26,7 @@ from tests.infra.synth import (
     CliSynth,
     NagAudit,
     SynthesizedApp,
+    audit_nag,
     cdk_context,
     cli_environment,
     session_context,
@@ -102,21 +101,8 @@ def environments(synthesized: SynthesizedApp) -> list[str]:
 
 @pytest.fixture(scope="session")
 def nag_audit(lock_file: Path, lambda_python: str) -> NagAudit:
-    """cdk-nag over the construct tree built with acknowledgments recorded, not applied.
-
-    No synthesis is needed: the packs walk the construct tree, and every cross-stack value here
-    is an explicit `Fn::GetStackOutput`, so nothing waits for the prepare phase.
-    """
-    app = cdk.App(context=session_context())
-    with recording_only() as acknowledged:
-        cdk_app.build(app, lock_path=lock_file, lambda_python=lambda_python, nag=False)
-    findings = {
-        (resource.construct_path, violation.rule_name)
-        for pack in (pack_type(app) for pack_type in cdk_app.NAG_PACKS)
-        for violation in pack.validate_scope(app).violations
-        for resource in violation.violating_resources
-    }
-    return NagAudit(list(acknowledged), findings)
+    """cdk-nag over the session app's construct tree, acknowledgments recorded (`audit_nag`)."""
+    return audit_nag(session_context(), lock=lock_file, lambda_python=lambda_python)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

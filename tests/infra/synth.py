@@ -22,6 +22,7 @@ from aws_cdk.assertions import Template
 import app as cdk_app
 from sds.config import ProjectConfig, parse_project
 from sds.kernel.lock import Pin
+from stacks.components.nag import recording_only
 from stacks.stage import EnvironmentStage
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -169,3 +170,46 @@ class NagAudit:
 
     acknowledged: list[tuple[str, str]]
     findings: set[tuple[str, str]]
+
+    @staticmethod
+    def covers(scope_path: str, resource_path: str) -> bool:
+        return resource_path == scope_path or resource_path.startswith(scope_path + "/")
+
+    def unacknowledged(self, within: str = "") -> list[tuple[str, str]]:
+        """Findings (path, rule) under `within` with no matching acknowledgment on them or on a
+        parent construct."""
+        return sorted(
+            (path, rule)
+            for path, rule in self.findings
+            if within in path
+            and not any(rule == f and self.covers(scope, path) for scope, f in self.acknowledged)
+        )
+
+    def stale(self, within: str = "") -> list[tuple[str, str]]:
+        """Acknowledgments (scope, rule) under `within` that match no finding: they would
+        silently hide a future one."""
+        return sorted(
+            (scope, rule)
+            for scope, rule in self.acknowledged
+            if within in scope + "/"
+            and not any(rule == f and self.covers(scope, path) for path, f in self.findings)
+        )
+
+
+def audit_nag(context: dict[str, Any], *, lock: Path, lambda_python: str) -> NagAudit:
+    """cdk-nag over the construct tree of the app built from `context` with acknowledgments
+    recorded, not applied.
+
+    No synthesis is needed: the packs walk the construct tree, and every cross-stack value here
+    is an explicit `Fn::GetStackOutput`, so nothing waits for the prepare phase.
+    """
+    app = cdk.App(context=context)
+    with recording_only() as acknowledged:
+        cdk_app.build(app, lock_path=lock, lambda_python=lambda_python, nag=False)
+    findings = {
+        (resource.construct_path, violation.rule_name)
+        for pack in (pack_type(app) for pack_type in cdk_app.NAG_PACKS)
+        for violation in pack.validate_scope(app).violations
+        for resource in violation.violating_resources
+    }
+    return NagAudit(list(acknowledged), findings)

@@ -10,13 +10,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import aws_cdk as cdk
 import pytest
 
-import app as cdk_app
-from stacks.components.nag import recording_only
 from tests.infra.infra_helpers import actions_of, one, resources, role_statements
-from tests.infra.synth import SynthesizedApp, cdk_context, synthesize
+from tests.infra.synth import SynthesizedApp, audit_nag, cdk_context, synthesize
 
 LEASED = ["staging", "prod"]
 SERVICES = ["ecr.api", "ecr.dkr", "logs"]
@@ -70,31 +67,13 @@ def test_every_cdk_nag_finding_of_the_altered_app_is_acknowledged_and_none_is_st
 ) -> None:
     # Given the app with the options cdk.json does not use here (a leased environment on a
     # schedule, an isolated one with endpoints always), built with acknowledgments recorded
-    app = cdk.App(context=_altered_context())
-    with recording_only() as acknowledged:
-        cdk_app.build(app, lock_path=lock_file, lambda_python=lambda_python, nag=False)
-    findings = {
-        (resource.construct_path, violation.rule_name)
-        for pack in (pack_type(app) for pack_type in cdk_app.NAG_PACKS)
-        for violation in pack.validate_scope(app).violations
-        for resource in violation.violating_resources
-    }
-
-    def covers(scope: str, path: str) -> bool:
-        return path == scope or path.startswith(scope + "/")
+    audit = audit_nag(_altered_context(), lock=lock_file, lambda_python=lambda_python)
 
     # Then every finding of the Training stacks is acknowledged (the schedule's EventBridge
     # role included), and every acknowledgment there still matches a finding
-    training = [(p, r) for p, r in findings if "/Training/" in p]
-    assert training
-    assert [
-        (p, r) for p, r in training if not any(r == f and covers(s, p) for s, f in acknowledged)
-    ] == []
-    assert [
-        (s, f)
-        for s, f in acknowledged
-        if "/Training/" in s + "/" and not any(r == f and covers(s, p) for p, r in findings)
-    ] == []
+    assert any("/Training/" in path for path, _ in audit.findings)
+    assert audit.unacknowledged(within="/Training/") == []
+    assert audit.stale(within="/Training/") == []
 
 
 @pytest.mark.parametrize("leased", LEASED)
