@@ -128,14 +128,17 @@ class _OnFargate(argparse.Action):
         namespace.aws = True
 
 
+def _given(args: argparse.Namespace, names: Sequence[str]) -> list[str]:
+    """The options among `names` the command line gave, spelled as typed (--work-dir)."""
+    return [f"--{n.replace('_', '-')}" for n in names if getattr(args, n) is not None]
+
+
 def run(args: argparse.Namespace) -> int:
     from sds.ops.promotion import registering_environment
     from training.params import params_from_args
     from training.train import STEPS, Progress, train
 
-    local_only = [
-        f"--{n.replace('_', '-')}" for n in LOCAL_DATA_ONLY if getattr(args, n) is not None
-    ]
+    local_only = _given(args, LOCAL_DATA_ONLY)
     if local_only and (args.on_fargate or args.from_capture):
         mode = "--on-fargate" if args.on_fargate else "--from-capture"
         raise UsageError(
@@ -151,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
         return _run_on_fargate(args)
     if args.from_capture:
         return _run_from_capture(args)
-    given = [f"--{n.replace('_', '-')}" for n in CAPTURE_ONLY if getattr(args, n) is not None]
+    given = _given(args, CAPTURE_ONLY)
     if given:
         raise UsageError(f"{', '.join(given)}: only with --from-capture")
     ws = workspace(args)
