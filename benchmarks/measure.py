@@ -15,6 +15,7 @@ from typing import Any
 
 from benchmarks.bundles import Bundle
 from benchmarks.servers import RuntimeApi, peak_rss_bytes
+from sds.kernel.batch.local import vm_hwm_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,7 +62,7 @@ def run_measured(
         peaks: dict[int, int] = {}
         while True:
             for member in _process_tree(process.pid):
-                peak = _vm_hwm_bytes(member)
+                peak = vm_hwm_bytes(member)
                 if peak > peaks.get(member, 0):
                     peaks[member] = peak
             pid, status, usage = os.wait4(process.pid, os.WNOHANG)
@@ -107,18 +108,6 @@ def _process_tree(pid: int) -> list[int]:
             except OSError:
                 continue
     return tree
-
-
-def _vm_hwm_bytes(pid: int) -> int:
-    """The process's peak resident set so far (0 once it has exited)."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 def check(result: Measured, what: str) -> Measured:

@@ -17,6 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from sds.kernel.batch.local import vm_hwm_bytes
+
 FAKE_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -186,11 +188,12 @@ class RuntimeApi:
 
 
 def peak_rss_bytes(pid: int) -> int:
-    """VmHWM: the process's peak resident set, what Lambda reports as Max Memory Used."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmHWM for pid {pid}")
+    """VmHWM of a running process: its peak resident set, what Lambda reports as Max Memory
+    Used (`sds.kernel.batch.local.vm_hwm_bytes`); an error if it cannot be read."""
+    peak = vm_hwm_bytes(pid)
+    if not peak:
+        raise RuntimeError(f"no VmHWM for pid {pid}")
+    return peak
 
 
 def base_env(endpoint: str) -> dict[str, str]:

@@ -31,18 +31,24 @@ T = TypeVar("T")
 _worker_peak = 0
 
 
-def peak_rss_bytes() -> int:
-    """This process's peak resident set: VmHWM on Linux, which starts afresh at exec. Not
-    `ru_maxrss`, which Linux carries across fork and exec: a worker spawned by a large process
-    would report at least that process's size."""
+def vm_hwm_bytes(pid: int | str = "self") -> int:
+    """A process's peak resident set so far, its VmHWM (Linux; what Lambda reports as Max Memory
+    Used); 0 where it cannot be read (the process has exited, or this is not Linux)."""
     try:
-        with open("/proc/self/status") as status:
+        with open(f"/proc/{pid}/status") as status:
             for line in status:
                 if line.startswith("VmHWM:"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return 0
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set: VmHWM, which starts afresh at exec. Not `ru_maxrss`
+    (only where there is no /proc), which Linux carries across fork and exec: a worker spawned
+    by a large process would report at least that process's size."""
+    return vm_hwm_bytes() or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def reset_worker_peak() -> None:
