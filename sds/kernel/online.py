@@ -20,7 +20,6 @@ from sds.kernel.aggregates import (
     LONGEST_WINDOW,
     Aggregate,
     EntityState,
-    evaluate,
     evaluate_columns,
     fold,
 )
@@ -181,12 +180,10 @@ class OnlineFeatures:
         return max(ends, default=now)
 
     def read(self, queries: Sequence[tuple[str, int]]) -> list[dict[str, float]]:
-        """Each (entity, time)'s aggregate values, with one store read for the whole batch."""
-        stored = self.store.read(list(dict.fromkeys(entity for entity, _ in queries)))
-        return [
-            evaluate(stored.get(entity, EMPTY).state, at, aggregates=self.aggregates)
-            for entity, at in queries
-        ]
+        """Each (entity, time)'s aggregate values, with one store read for the whole batch:
+        `read_columns` as one mapping per query."""
+        columns = self.read_columns([e for e, _ in queries], [t for _, t in queries])
+        return [{name: column[i] for name, column in columns.items()} for i in range(len(queries))]
 
     def read_columns(self, entities: Sequence[str], times: Sequence[int]) -> dict[str, list[float]]:
         """`read` as columns, the scoring path's form: `columns[name][i]` is aggregate `name` of
