@@ -11,7 +11,7 @@
    each item, the updater's strongly consistent read 1 read unit per 4 KB of each item (and 1
    for a key no item answers).
 3. **Enrichment in the warm handler**: what the handler adds to a request to read the payments'
-   account aggregates (`OnlineFeatures.read`: one store read, then evaluation) on the folded
+   account aggregates (`OnlineFeatures.read_columns`: one store read, then evaluation) on the folded
    local store, for 1 and 100 payments; p50 and p99 in microseconds.
 4. **Cost per million events on AWS**: the counts above times the per-use list prices in
    `docs/cost.py` (`PER_USE`), with what is assumed written next to each line.

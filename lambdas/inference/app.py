@@ -12,7 +12,7 @@ client sends reaches a 500.
 
 Each payment is scored with its account's aggregates (`sds.kernel.aggregates`) as of its
 `occurred_at`, read from the feature store in one round trip for the whole request
-(`sds.kernel.online.OnlineFeatures.read`).
+(`sds.kernel.online.OnlineFeatures.read_columns`).
 
 The warm path is built for the requests that are almost all of them, valid ones: the body is
 parsed with orjson, the events are validated and featurized together, column by column
