@@ -259,7 +259,9 @@ def markdown(results: dict[str, Any]) -> str:
             "",
             f"## Warm latency ({calls} calls per series, in process)",
             "",
-            "The handler called in a warm Python 3.12 process on each bundle. Each percentile is "
+            "The handler called in a warm Python 3.12 process on each bundle. "
+            + _traffic(warm)
+            + "Each percentile is "
             f"taken per block of {calls // blocks} consecutive calls: median (min–max) over the "
             f"{blocks} blocks; ratios pair the blocks of two series. `latest.json` also has every "
             f"figure over all {calls} calls (`all_calls`).",
@@ -269,6 +271,7 @@ def markdown(results: dict[str, Any]) -> str:
         ]
         for name, label in (
             ("raw_onnx", "raw `InferenceSession.run` (floor)"),
+            ("raw_onnx_repeated", "raw `InferenceSession.run` on one request, repeated"),
             ("store_read", "feature store read of the request's accounts (floor)"),
             (
                 "raw_onnx_after_read",
@@ -395,6 +398,21 @@ def markdown(results: dict[str, Any]) -> str:
         lines += batch_markdown(results)
     lines.append("")
     return "\n".join(lines)
+
+
+def _traffic(warm: dict[str, Any]) -> str:
+    """What the warm series were called with (results before distinct requests: one request)."""
+    requests = warm.get("requests")
+    if not requests:
+        return "Every call sent the same request. "
+    return (
+        f"The calls cycle through {requests['single']} distinct 1-payment requests and "
+        f"{requests['batch100']} of 100 payments (the history's last payments, each payment in "
+        "one request of each size), as a function's traffic brings new payments; every floor is "
+        "timed on the same requests in the same order. Timed on one request repeated, the raw "
+        "run is faster, most of all for 100 payments: the CPU's branch predictor learns those "
+        "rows' paths through the trees, which traffic never lets it do. "
+    )
 
 
 def _shadow_lines(results: dict[str, Any]) -> list[str]:

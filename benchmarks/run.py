@@ -35,6 +35,9 @@ VENV_BIN = Path(sys.executable).parent
 WORK = ROOT / "build" / "bench"
 MODEL = "fraud"
 BUCKET = "sds-bench-dev"
+# The warm benchmark's traffic: the history's last payments, as 3,200 distinct 1-payment requests
+# and 32 of 100 payments (quick runs: 300).
+REQUEST_PAYMENTS = 3_200
 SECTIONS = (
     "bundle",
     "cold_start",
@@ -67,6 +70,8 @@ class Plan:
     # Issue 17 (benchmarks/batch_scale.py): the training curve's sizes, the batch run's size.
     scale_sizes: tuple[int, ...] = batch_scale.SCALE_SIZES
     batch_events: int = batch_scale.BATCH_EVENTS
+    # The warm benchmark's distinct requests are made of this many payments (`request_events`).
+    request_payments: int = REQUEST_PAYMENTS
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
@@ -95,6 +100,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
             max_iter=20,
             scale_sizes=scale_sizes if args.scale_sizes else (20_000,),
             batch_events=args.batch_events or 20_000,
+            request_payments=300,
         )
     # 1M-event training is the long pole (minutes per run on 2 cores): two runs, min and max.
     return Plan(
@@ -190,8 +196,9 @@ def dataset(size: int) -> Path:
     return path
 
 
-def request_events(path: Path, count: int = 100) -> list[dict[str, Any]]:
-    """The last `count` payments of the history as a client would send them (no label)."""
+def request_events(path: Path, count: int = REQUEST_PAYMENTS) -> list[dict[str, Any]]:
+    """The last `count` payments of the history as a client would send them (no label): the
+    warm benchmark's distinct requests (`benchmarks.warm_worker.requests_of`)."""
     with gzip.open(path, "rt") as source:
         payments = [r for r in map(json.loads, source) if r.get("type", "payment") == "payment"]
     events = []
@@ -437,6 +444,11 @@ def run_warm(
             "single": series(ours, "raw_single"),
             "batch100": series(ours, "raw_batch100"),
         },
+        "raw_onnx_repeated": {
+            "single": series(ours, "raw_repeated_single"),
+            "batch100": series(ours, "raw_repeated_batch100"),
+        },
+        "requests": {"single": ours["single_requests"], "batch100": ours["batch100_requests"]},
         "raw_onnx_after_read": {
             "single": series(bare, "raw_after_read_single"),
             "batch100": series(bare, "raw_after_read_batch100"),
@@ -667,7 +679,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 for name, bundle in built.items()
             }
-            events = request_events(history)
+            events = request_events(history, plan.request_payments)
             events_file = WORK / "request-events.json"
             events_file.write_text(json.dumps(events))
             results["served_model"] = {

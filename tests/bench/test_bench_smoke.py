@@ -54,9 +54,11 @@ def test_quick_run_writes_results_with_sane_figures(tmp_path: Path) -> None:
         assert_figure(cold[name]["peak_rss_bytes"], low=20e6, high=4e9)
     assert_figure(cold["ratio_ours_to_baseline"], low=0.01, high=100)
 
-    # And warm latency has the floor, ours and the baseline, scoring alike
+    # And warm latency has the floor, ours and the baseline, scoring alike, on distinct requests
+    # (each request's payments scored the same by both), and the floor on one request repeated
     warm = results["warm"]
-    for name in ("raw_onnx", "ours", "baseline", "baseline_1_thread"):
+    assert warm["requests"] == {"single": 300, "batch100": 3}
+    for name in ("raw_onnx", "raw_onnx_repeated", "ours", "baseline", "baseline_1_thread"):
         for label in ("single", "batch100"):
             assert_figure(warm[name][label]["p50_us"], low=0.5, high=1e6)
             assert warm[name][label]["p99_us"]["median"] >= warm[name][label]["p50_us"]["median"]
