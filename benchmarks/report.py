@@ -406,7 +406,7 @@ def _traffic(warm: dict[str, Any]) -> str:
     if not requests:
         return "Every call sent the same request. "
     return (
-        f"The calls cycle through {requests['single']} distinct 1-payment requests and "
+        f"The calls cycle through {requests['single']:,} distinct 1-payment requests and "
         f"{requests['batch100']} of 100 payments (the history's last payments, each payment in "
         "one request of each size), as a function's traffic brings new payments; every floor is "
         "timed on the same requests in the same order. Timed on one request repeated, the raw "
