@@ -6,8 +6,9 @@ predictions on AWS.
 In one process: a small model is trained on generated payments and served by `InferenceApp` with
 an empty SQLite feature store, capture writing to stdout as on Lambda (`stdout_sink`), stdout
 being /dev/null (as the warm benchmark's worker has it). Three series, each timed per call with
-`perf_counter_ns` over `blocks` blocks of `calls` calls (after 200 warm-up calls), with requests
-of 1 and of 100 payments:
+`perf_counter_ns` over `blocks` blocks of `calls` calls (after a warm-up pass), with requests of 1
+and of 100 payments, distinct as traffic is (the history's payments, each in one request of each
+size; `warm_worker.requests_of`), the calls cycling through them:
 
 1. the whole handler with capture on and 2. with capture off, interleaved block by block: the
    difference of their p50s, per event, is what capture costs in the warm handler (the target);
@@ -37,6 +38,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from benchmarks.warm_worker import requests_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,11 +85,13 @@ def _percentiles(samples: list[int]) -> dict[str, float]:
     }
 
 
-def _timed(call: Callable[[], Any], calls: int) -> list[int]:
+def _timed(call: Callable[[int], Any], calls: int, count: int) -> list[int]:
+    """Each call's time; call i is given request number i modulo `count`."""
     samples = []
-    for _ in range(calls):
+    for i in range(calls):
+        number = i % count
         started = time.perf_counter_ns()
-        call()
+        call(number)
         samples.append(time.perf_counter_ns() - started)
     return samples
 
@@ -103,7 +108,9 @@ def _proxy(events: list[dict[str, Any]], number: int) -> dict[str, Any]:
     }
 
 
-def run(*, quick: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+def run(
+    *, quick: bool = False, log: Callable[[str], None] = print, request_payments: int = 3_200
+) -> dict[str, Any]:
     from lambdas.inference.app import InferenceApp
     from sds.kernel.capture import Capturer, stdout_sink
     from sds.kernel.features import Columns, featurize_columns
@@ -137,7 +144,8 @@ def run(*, quick: bool = False, log: Callable[[str], None] = print) -> dict[str,
     payments = [
         {k: v for k, v in e.items() if k != "is_fraud"} for e in history if e["type"] == "payment"
     ]
-    requests = {"single": payments[:1], "batch100": payments[:100]}
+    payments = payments[-request_payments:]
+    requests = {"single": requests_of(payments, 1), "batch100": requests_of(payments, 100)}
     quiet = lambda values, dimensions: None  # noqa: E731
     with_capture = InferenceApp(settings, metrics=quiet, capture=stdout_sink)
     without = InferenceApp(settings, metrics=quiet)
@@ -148,8 +156,8 @@ def run(*, quick: bool = False, log: Callable[[str], None] = print) -> dict[str,
     sys.stdout = devnull
     results: dict[str, Any] = {"calls_per_block": calls, "blocks": blocks}
     try:
-        for label, events in requests.items():
-            results[label] = _series(with_capture, without, events, calls=calls, blocks=blocks)
+        for label, batches in requests.items():
+            results[label] = _series(with_capture, without, batches, calls=calls, blocks=blocks)
             log(
                 f"capture {label}: {results[label]['capture_per_event_us']['p50']:.2f} us per "
                 f"event (capture alone, p50), handler on-off "
@@ -201,26 +209,36 @@ def run(*, quick: bool = False, log: Callable[[str], None] = print) -> dict[str,
 
 
 def _series(
-    with_capture: Any, without: Any, events: list[dict[str, Any]], *, calls: int, blocks: int
+    with_capture: Any,
+    without: Any,
+    batches: list[list[dict[str, Any]]],
+    *,
+    calls: int,
+    blocks: int,
 ) -> dict[str, Any]:
-    """Capture alone, and the handler with and without it, on one request, block by block."""
+    """Capture alone, and the handler with and without it, on distinct requests of the same
+    size, block by block."""
     from sds.kernel.features import Columns, featurize_columns
 
-    n = len(events)
+    n = len(batches[0])
     capturer = with_capture.capturer
-    features = featurize_columns(
-        Columns.of(events).with_inputs({name: [0.0] * n for name in _aggregates()})
-    )
-    scores = [float(s) for s in with_capture.model.predict(features)]
-    proxy = _proxy(events, 0)
-    for app in (with_capture, without):  # the series time scoring, not a refusal
-        answer = app.handle(proxy, None)
-        if answer["statusCode"] != 200:
-            raise RuntimeError(f"the benchmark request was refused: {answer['body'][:300]}")
+    prepared = []
+    for number, events in enumerate(batches):
+        features = featurize_columns(
+            Columns.of(events).with_inputs({name: [0.0] * n for name in _aggregates()})
+        )
+        scores = [float(s) for s in with_capture.model.predict(features)]
+        prepared.append((events, features, scores, _proxy(events, number)))
+    for *_, proxy in prepared:  # the series time scoring, not a refusal
+        for app in (with_capture, without):
+            answer = app.handle(proxy, None)
+            if answer["statusCode"] != 200:
+                raise RuntimeError(f"the benchmark request was refused: {answer['body'][:300]}")
 
-    def capture_only() -> None:
+    def capture_only(number: int) -> None:
+        events, features, scores, _ = prepared[number]
         capturer.capture(
-            request_id="bench-0",
+            request_id=f"bench-{number}",
             received_us=time.time_ns() // 1000,
             started_ns=time.perf_counter_ns(),
             events=events,
@@ -229,17 +247,18 @@ def _series(
             online_features=True,
         )
 
-    series: dict[str, Callable[[], Any]] = {
+    series: dict[str, Callable[[int], Any]] = {
         "capture": capture_only,
-        "on": lambda: with_capture.handle(proxy, None),
-        "off": lambda: without.handle(proxy, None),
+        "on": lambda number: with_capture.handle(prepared[number][3], None),
+        "off": lambda number: without.handle(prepared[number][3], None),
     }
+    count = len(prepared)
     for call in series.values():
-        _timed(call, 200)  # warm-up
+        _timed(call, max(200, count), count)  # warm-up: every request at least once
     per_block: dict[str, list[dict[str, float]]] = {name: [] for name in series}
     for _ in range(blocks):  # interleaved: the machine's drift hits the three alike
         for name, call in series.items():
-            per_block[name].append(_percentiles(_timed(call, calls)))
+            per_block[name].append(_percentiles(_timed(call, calls, count)))
 
     def median(name: str, key: str) -> float:
         return statistics.median(b[key] for b in per_block[name])
@@ -250,6 +269,7 @@ def _series(
     ]
     return {
         "events": n,
+        "requests": count,
         "capture_call": {
             k: median("capture", k) for k in ("p50_us", "p90_us", "p99_us", "mean_us")
         },

@@ -735,7 +735,9 @@ def main(argv: list[str] | None = None) -> int:
             from benchmarks import capture
 
             log("capture: in-process cost per event, cost per million predictions on AWS")
-            results["capture"] = capture.run(quick=plan.quick, log=log)
+            results["capture"] = capture.run(
+                quick=plan.quick, log=log, request_payments=plan.request_payments
+            )
             checkpoint(results, args.out)
         if "shadow" in plan.sections:
             from benchmarks import shadow
@@ -747,6 +749,7 @@ def main(argv: list[str] | None = None) -> int:
                 blocks=plan.warm_blocks,
                 max_iter=plan.max_iter,
                 log=log,
+                request_payments=plan.request_payments,
             )
             checkpoint(results, args.out)
         if "synth" in plan.sections:

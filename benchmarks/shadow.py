@@ -7,14 +7,16 @@ Two HistGradientBoosting versions are trained with `sds train`'s defaults (200 i
 generated events and registered in a local registry. Two `InferenceApp`s serve version 1, as one
 warm execution environment each, with capture on (into a sink that drops the bytes, so the figure
 is the process's work, not a disk's): one alone, one with version 2 as its shadow. Both read the
-same SQLite feature store. The calls alternate between the two apps (alone, shadowed, alone, ...)
-so a busy machine's drift hits both alike, and each call is timed with `perf_counter_ns`. Per
+same SQLite feature store. The requests are distinct, as traffic is (the history's last 3,200
+payments as 1-payment requests, and as 32 requests of 100; `warm_worker.requests_of`), and each
+goes to both apps: the calls alternate between the two (alone, shadowed, alone, ...) so a busy
+machine's drift hits both alike, and each call is timed with `perf_counter_ns`. Per
 block of consecutive calls, the added latency is the median of the shadowed calls minus the median
 of the alone ones; divided by the request's payments it is the cost per event. It is taken in wall
 time and in the thread's CPU time: on a shared machine a call's wall time stretches with every
 preemption, its CPU time does not, so CPU time is the figure to trust when the load is high.
 Reported: the median (min-max) over the blocks, for 1-payment and 100-payment requests, and the
-floor, the challenger's own `InferenceSession.run` on the same rows.
+floor, the challenger's own `InferenceSession.run` on the same requests' rows, in the same order.
 """
 
 from __future__ import annotations
@@ -24,15 +26,16 @@ import json
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from benchmarks.measure import stats
-from benchmarks.warm_worker import proxy_event
+from benchmarks.warm_worker import proxy_event, requests_of
 
 MODEL = "fraud"
 TARGET_US_PER_EVENT = 15.0
+REQUEST_PAYMENTS = 3_200  # the distinct requests' payments (quick runs: 300)
 
 
 def _drop(lines: bytes) -> None:
@@ -105,11 +108,16 @@ def _payments(history: Path, count: int) -> list[dict[str, Any]]:
 
 
 def _paired(
-    alone: Callable[[], Any], shadowed: Callable[[], Any], calls: int, blocks: int
+    alone: Callable[[Any], Any],
+    shadowed: Callable[[Any], Any],
+    requests: Sequence[Any],
+    calls: int,
+    blocks: int,
 ) -> dict[str, Any]:
     """Per block: the median shadowed call minus the median alone call, in microseconds, of
     wall time (`perf_counter_ns`) and of the thread's CPU time (`thread_time_ns`: what the call
-    itself computed, which a busy machine's preemptions do not stretch). Calls alternate."""
+    itself computed, which a busy machine's preemptions do not stretch). Calls alternate, both
+    apps answering each request in turn."""
     wall, cpu = time.perf_counter_ns, time.thread_time_ns
     added_wall: list[float] = []
     added_cpu: list[float] = []
@@ -119,11 +127,12 @@ def _paired(
         s_wall: list[int] = []
         a_cpu: list[int] = []
         s_cpu: list[int] = []
-        for _ in range(calls):
+        for i in range(calls):
+            request = requests[i % len(requests)]
             c0, t0 = cpu(), wall()
-            alone()
+            alone(request)
             t1, c1 = wall(), cpu()
-            shadowed()
+            shadowed(request)
             t2, c2 = wall(), cpu()
             a_wall.append(t1 - t0)
             s_wall.append(t2 - t1)
@@ -140,7 +149,13 @@ def _paired(
 
 
 def run(
-    *, events: int, calls: int, blocks: int, max_iter: int | None, log: Callable[[str], None]
+    *,
+    events: int,
+    calls: int,
+    blocks: int,
+    max_iter: int | None,
+    log: Callable[[str], None],
+    request_payments: int = REQUEST_PAYMENTS,
 ) -> dict[str, Any]:
     import numpy as np
 
@@ -160,34 +175,35 @@ def run(
             "blocks": blocks,
             "target_us_per_event": TARGET_US_PER_EVENT,
         }
-        payments = _payments(history, 100)
+        payments = _payments(history, request_payments)
         for size in (1, 100):
-            request = proxy_event(payments[:size])
-            # Same answers, or the figure compares two different things.
-            if alone.handle(request) != shadowed.handle(request):
-                raise RuntimeError("the shadowed app answered differently")
-            for _ in range(200):  # warm-up, both
-                alone.handle(request)
-                shadowed.handle(request)
-            log(f"shadow: {blocks} blocks of {calls} paired calls, {size}-payment requests")
-            figures = _paired(
-                lambda r=request: alone.handle(r),  # type: ignore[misc]
-                lambda r=request: shadowed.handle(r),  # type: ignore[misc]
-                calls,
-                blocks,
+            batches = requests_of(payments, size)
+            requests = [proxy_event(batch) for batch in batches]
+            # Same answers, or the figure compares two different things (also the warm-up).
+            for request in requests:
+                if alone.handle(request) != shadowed.handle(request):
+                    raise RuntimeError("the shadowed app answered differently")
+            log(
+                f"shadow: {blocks} blocks of {calls} paired calls over {len(requests)} distinct "
+                f"{size}-payment requests"
             )
+            figures = _paired(alone.handle, shadowed.handle, requests, calls, blocks)
             # The floor: the challenger's own run on the rows the handler scored, nothing else.
-            columns, _ = alone._with_aggregates(Columns.of(payments[:size], optional=("type",)), {})
-            features = np.asarray(featurize_columns(columns), dtype=np.float32)
+            matrices = []
+            for batch in batches:
+                columns, _ = alone._with_aggregates(Columns.of(batch, optional=("type",)), {})
+                matrices.append(np.asarray(featurize_columns(columns), dtype=np.float32))
             floor = []
             for _ in range(blocks):
                 samples = []
-                for _ in range(calls):
+                for i in range(calls):
+                    features = matrices[i % len(matrices)]
                     t0 = time.perf_counter_ns()
                     shadowed.shadow.predict(features)
                     samples.append(time.perf_counter_ns() - t0)
                 floor.append(statistics.median(samples) / 1000)
             results[f"{size}_event"] = {
+                "requests": len(requests),
                 "added_wall_us_per_request": figures["added_wall_us"],
                 "added_wall_us_per_event": stats(
                     [v / size for v in figures["added_wall_us"]["values"]]
@@ -207,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     if args.quick:
-        figures = run(events=3000, calls=200, blocks=2, max_iter=20, log=print)
+        figures = run(
+            events=3000, calls=200, blocks=2, max_iter=20, log=print, request_payments=300
+        )
     else:
         figures = run(events=20_000, calls=2000, blocks=5, max_iter=None, log=print)
     print(json.dumps(figures, indent=2))
