@@ -14,12 +14,11 @@ from sds.kernel.activation import hook_environment
 from stacks.bundling import source_bundle
 from stacks.components.nag import (
     acknowledge,
-    acknowledge_compliance,
-    acknowledge_function_outside_vpc,
     acknowledge_own_policy,
     acknowledge_wildcard_resource,
 )
 from stacks.components.retention import log_group
+from stacks.components.small_function import function_role, small_function
 from stacks.config import LogSettings
 
 HANDLER = "lambdas.activation_hook.handler.lambda_handler"
@@ -59,36 +58,39 @@ class ActivationHook(Construct):
         super().__init__(scope, construct_id)
         self.log_group = log_group(self, "Logs", settings=logs)
         self.role = self._build_role(environment=environment, guarded=guarded)
-        self.function = lambda_.Function(
+        self.function = small_function(
             self,
             "Function",
             description=f"sds {environment}: CodeDeploy BeforeAllowTraffic hook of alias live "
             "(shifts traffic only to an Active version)",
-            runtime=lambda_.Runtime.PYTHON_3_12,
-            architecture=lambda_.Architecture.ARM_64,
             handler=HANDLER,
             code=lambda_.Code.from_asset(
                 str(source_bundle(PACKAGES, name="lambda-hook", source_root=source_root))
             ),
-            memory_size=256,
-            timeout=TIMEOUT,
             role=self.role,
             log_group=self.log_group,
-            logging_format=lambda_.LoggingFormat.JSON,
-            tracing=lambda_.Tracing.ACTIVE,
+            memory_mb=256,
+            timeout=TIMEOUT,
             environment=hook_environment(function_name=guarded.function_name),
+            why_no_dead_letter_queue="Invoked only by CodeDeploy, once per deployment; whatever "
+            "happens it reports a status, and without one CodeDeploy fails the deployment after "
+            "an hour: a failed invocation has nothing to replay from a queue.",
+            why_no_reserved_concurrency="Only CodeDeploy invokes it, once per deployment of this "
+            "environment (one at a time per deployment group), so it cannot be flooded; a "
+            "reservation would be carved out of the account's pool, which new accounts start at "
+            "10, too few to reserve from.",
+            reaches="Lambda, CodeDeploy, X-Ray",
         )
         self._acknowledge()
 
     def _build_role(self, *, environment: str, guarded: lambda_.IFunction) -> iam.Role:
-        role = iam.Role(
+        role = function_role(
             self,
             "Role",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             description=f"sds {environment}: activation hook (reads and wakes the inference "
             "function's versions)",
+            log_group=self.log_group,
         )
-        self.log_group.grant_write(role)
         versions = f"{guarded.function_arn}:*"
         role.add_to_policy(
             iam.PolicyStatement(
@@ -122,38 +124,6 @@ class ActivationHook(Construct):
             "are read-only and return deployment metadata. X-Ray's PutTraceSegments/"
             "PutTelemetryRecords likewise accept only '*'.",
         )
-        acknowledge(
-            self.function,
-            "AwsSolutions-L1",
-            "Runs from the inference bundle, built for CPython 3.12 (the serving contract).",
-        )
-        acknowledge(
-            self.function,
-            "Serverless-LambdaLatestVersion",
-            "Same as AwsSolutions-L1: the bundle is built for CPython 3.12 on purpose.",
-        )
-        acknowledge(
-            self.function,
-            "Serverless-LambdaDLQ",
-            "Invoked only by CodeDeploy, once per deployment; whatever happens it reports a "
-            "status, and without one CodeDeploy fails the deployment after an hour: a failed "
-            "invocation has nothing to replay from a queue.",
-        )
-        acknowledge_compliance(
-            self.function,
-            "LambdaDLQ",
-            "Invoked only by CodeDeploy, once per deployment; whatever happens it reports a "
-            "status, and without one CodeDeploy fails the deployment after an hour: a failed "
-            "invocation has nothing to replay from a queue.",
-        )
-        acknowledge_compliance(
-            self.function,
-            "LambdaConcurrency",
-            "Only CodeDeploy invokes it, once per deployment of this environment (one at a "
-            "time per deployment group), so it cannot be flooded; a reservation would be carved "
-            "out of the account's pool, which new accounts start at 10, too few to reserve from.",
-        )
-        acknowledge_function_outside_vpc(self.function, "Lambda, CodeDeploy, X-Ray")
         acknowledge_own_policy(
             self.role,
             "the activation hook: read and wake the guarded function's versions, read this "

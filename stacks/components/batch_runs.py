@@ -40,19 +40,15 @@ from stacks.components.data_key import READ, READ_WRITE, key_use
 from stacks.components.nag import (
     acknowledge,
     acknowledge_compliance,
-    acknowledge_function_outside_vpc,
     acknowledge_own_policy,
     acknowledge_wildcard_resource,
 )
 from stacks.components.registry_paths import RegistryPaths
 from stacks.components.retention import log_group
+from stacks.components.small_function import function_role, small_function
 from stacks.config import BatchSettings, LogSettings
 
 HANDLER = "lambdas.inference.batch.lambda_handler"
-_ARCHITECTURES = {
-    "x86_64": lambda_.Architecture.X86_64,
-    "arm64": lambda_.Architecture.ARM_64,
-}
 # A run of 100M events takes minutes to an hour; a stuck one must not run (and bill) for a year.
 RUN_TIMEOUT = cdk.Duration.hours(24)
 _THROTTLED = ["Lambda.TooManyRequestsException"]
@@ -81,22 +77,19 @@ class BatchRuns(Construct):
         self.role = self._build_function_role(
             environment=environment, model_name=model_name, registry=registry, key=key,
         )  # fmt: skip
-        self.function = lambda_.Function(
+        self.function = small_function(
             self,
             "Function",
             description=f"sds {environment}: batch scoring and feature backfill steps "
             "(the inference bundle)",
-            runtime=lambda_.Runtime.PYTHON_3_12,
-            architecture=_ARCHITECTURES[architecture],
             handler=HANDLER,
             code=lambda_.Code.from_asset(str(code_dir)),
-            memory_size=settings.memory_mb,
-            ephemeral_storage_size=cdk.Size.mebibytes(settings.ephemeral_storage_mb),
-            timeout=cdk.Duration.seconds(settings.timeout_seconds),
+            architecture=architecture,
             role=self.role,
             log_group=self.function_logs,
-            logging_format=lambda_.LoggingFormat.JSON,
-            tracing=lambda_.Tracing.ACTIVE,
+            memory_mb=settings.memory_mb,
+            ephemeral_storage_mb=settings.ephemeral_storage_mb,
+            timeout=cdk.Duration.seconds(settings.timeout_seconds),
             environment=batch_environment(
                 model_name=model_name,
                 registry_uri=f"s3://{registry.bucket_name}",
@@ -104,6 +97,16 @@ class BatchRuns(Construct):
                 data_bucket=data.bucket_name,
                 output_prefix=settings.output_prefix,
             ),
+            why_no_dead_letter_queue="Invoked synchronously by the state machine only: every "
+            "failure is returned to the map, written to its ResultWriter output and named in the "
+            "run's summary; a dead-letter queue applies to asynchronous invocations.",
+            why_no_reserved_concurrency="Only the state machine invokes it, and each of a run's "
+            "Distributed Maps runs at most infra.batch.max_concurrency items at once: that is its "
+            "cap, and the maps retry throttling (Lambda.TooManyRequestsException) with backoff. A "
+            "reservation would hold that many executions out of the account's pool every day no "
+            "run is going (the inference function included), and new accounts, which start at "
+            "10, cannot reserve any.",
+            reaches="S3 for the history, the runs and the model, X-Ray",
         )
         self.machine_logs = log_group(self, "StateMachineLogs", settings=logs)
         self.machine_role = self._build_machine_role(environment=environment, key=key)
@@ -132,13 +135,12 @@ class BatchRuns(Construct):
     def _build_function_role(
         self, *, environment: str, model_name: str, registry: s3.IBucket, key: kms.IKey | None
     ) -> iam.Role:
-        role = iam.Role(
+        role = function_role(
             self,
             "FunctionRole",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             description=f"sds {environment}: batch function (reads history, writes batch results)",
+            log_group=self.function_logs,
         )
-        self.function_logs.grant_write(role)
         self._versions = registry.arn_for_objects(RegistryPaths(model_name).versions)
         self._history = self._data.arn_for_objects("*")
         statements = [
@@ -428,36 +430,6 @@ class BatchRuns(Construct):
             "AwsSolutions-IAM5[Resource::*]",
             "X-Ray's PutTraceSegments/PutTelemetryRecords do not support resource-level "
             "permissions; '*' is the only valid resource for active tracing.",
-        )
-        acknowledge(
-            self.function,
-            "AwsSolutions-L1",
-            "Runs from the inference bundle, built for CPython 3.12 (the serving contract).",
-        )
-        acknowledge(
-            self.function,
-            "Serverless-LambdaLatestVersion",
-            "Same as AwsSolutions-L1: the bundle is built for CPython 3.12 on purpose.",
-        )
-        synchronous_only = (
-            "Invoked synchronously by the state machine only: every failure is returned to the "
-            "map, written to its ResultWriter output and named in the run's summary; a "
-            "dead-letter queue applies to asynchronous invocations."
-        )
-        acknowledge(self.function, "Serverless-LambdaDLQ", synchronous_only)
-        acknowledge_compliance(self.function, "LambdaDLQ", synchronous_only)
-        acknowledge_compliance(
-            self.function,
-            "LambdaConcurrency",
-            "Only the state machine invokes it, and each of a run's Distributed Maps runs at most "
-            "infra.batch.max_concurrency items at once: that is its cap, and the maps retry "
-            "throttling (Lambda.TooManyRequestsException) with backoff. A reservation would hold "
-            "that many executions out of the account's pool every day no run is going (the "
-            "inference function included), and new accounts, which start at 10, cannot reserve "
-            "any.",
-        )
-        acknowledge_function_outside_vpc(
-            self.function, "S3 for the history, the runs and the model, X-Ray"
         )
         acknowledge_own_policy(
             self.role,

@@ -44,18 +44,23 @@ from stacks.components.data_key import READ, key_use
 from stacks.components.nag import (
     acknowledge,
     acknowledge_compliance,
-    acknowledge_function_outside_vpc,
     acknowledge_own_policy,
     acknowledge_wildcard_resource,
 )
 from stacks.components.registry_paths import RegistryPaths
 from stacks.components.retention import log_group
+from stacks.components.small_function import function_role, small_function
 from stacks.config import LogSettings
 
 HANDLER = "lambdas.monitor.handler.lambda_handler"
 PACKAGES = ("sds.kernel", "lambdas.monitor")
 ARCHITECTURE = "arm64"
 _SOURCE_ROOT = Path(__file__).resolve().parents[2]
+_NO_QUEUE = (
+    "A failed scheduled run loses nothing: the captures stay in S3, Lambda retries the run "
+    'twice, and an invocation with {"day": "YYYY-MM-DD"} publishes that day again; its Errors '
+    "metric shows the failure. A queue would only hold schedule events, which carry nothing."
+)
 
 
 def monitor_bundle_spec(*, python: str, root: Path = _SOURCE_ROOT) -> BundleSpec:
@@ -105,21 +110,24 @@ class DriftMonitor(Construct):
             registry=registry,
             key=key,
         )
-        self.function = lambda_.Function(
+        self.function = small_function(
             self,
             "Function",
             description=f"sds {environment}: publishes daily drift figures of served traffic",
-            runtime=lambda_.Runtime.PYTHON_3_12,
-            architecture=lambda_.Architecture.ARM_64,
             handler=HANDLER,
             code=code,
-            memory_size=1024,
-            timeout=cdk.Duration.minutes(15),
+            architecture=ARCHITECTURE,  # what its bundle is built for
             role=self.role,
             log_group=self.log_group,
-            logging_format=lambda_.LoggingFormat.JSON,
-            tracing=lambda_.Tracing.ACTIVE,
+            memory_mb=1024,
+            timeout=cdk.Duration.minutes(15),
             environment=target.to_environ(),
+            why_no_dead_letter_queue=_NO_QUEUE,
+            why_no_reserved_concurrency="Only its schedule (monitor.schedule, daily by default) "
+            "and operators invoke it: it runs about once a day and cannot be flooded; a "
+            "reservation would be carved out of the account's pool, which new accounts start at "
+            "10, too few to reserve from.",
+            reaches="S3 for captures and manifests, X-Ray",
         )
         self.schedule = (
             None
@@ -152,13 +160,12 @@ class DriftMonitor(Construct):
         registry: s3.IBucket,
         key: kms.IKey | None,
     ) -> iam.Role:
-        role = iam.Role(
+        role = function_role(
             self,
             "Role",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             description=f"sds {environment}: drift monitor (reads captures and manifests only)",
+            log_group=self.log_group,
         )
-        self.log_group.grant_write(role)
         self._captures = captures.arn_for_objects(f"{CAPTURES_PREFIX}*")
         self._manifests = registry.arn_for_objects(
             f"{RegistryPaths(model_name).root}versions/*/manifest.json"
@@ -280,33 +287,6 @@ class DriftMonitor(Construct):
         ]
 
     def _acknowledge(self) -> None:
-        acknowledge(
-            self.function,
-            "AwsSolutions-L1",
-            "The monitor runs the serving kernel's capture parser, built and tested for CPython "
-            "3.12 (the inference function's runtime); both move together.",
-        )
-        acknowledge(
-            self.function,
-            "Serverless-LambdaLatestVersion",
-            "Same as AwsSolutions-L1: the kernel it runs targets CPython 3.12 on purpose.",
-        )
-        no_queue = (
-            "A failed scheduled run loses nothing: the captures stay in S3, Lambda retries the "
-            'run twice, and an invocation with {"day": "YYYY-MM-DD"} publishes that day again; '
-            "its Errors metric shows the failure. A queue would only hold schedule events, "
-            "which carry nothing."
-        )
-        acknowledge(self.function, "Serverless-LambdaDLQ", no_queue)
-        acknowledge_compliance(self.function, "LambdaDLQ", no_queue)
-        acknowledge_compliance(
-            self.function,
-            "LambdaConcurrency",
-            "Only its schedule (monitor.schedule, daily by default) and operators invoke it: it "
-            "runs about once a day and cannot be flooded; a reservation would be carved out of "
-            "the account's pool, which new accounts start at 10, too few to reserve from.",
-        )
-        acknowledge_function_outside_vpc(self.function, "S3 for captures and manifests, X-Ray")
         acknowledge_own_policy(
             self.role,
             "the drift monitor: write its logs, list and read the captures, read the version "

@@ -42,13 +42,9 @@ from constructs import Construct
 
 from sds.kernel.activity import FEATURE_DETAIL_TYPES, SOURCE, UpdaterSettings
 from stacks.components.data_key import TABLE_READ_WRITE, table_key_use
-from stacks.components.nag import (
-    acknowledge,
-    acknowledge_compliance,
-    acknowledge_function_outside_vpc,
-    acknowledge_own_policy,
-)
+from stacks.components.nag import acknowledge, acknowledge_compliance, acknowledge_own_policy
 from stacks.components.retention import log_group
+from stacks.components.small_function import function_role, small_function
 from stacks.config import FeatureSettings, LogSettings
 
 HANDLER = "lambdas.features_updater.handler.lambda_handler"
@@ -57,10 +53,6 @@ TIMEOUT = cdk.Duration.seconds(60)
 # function's timeout, so a batch retried after throttling is not delivered twice meanwhile.
 VISIBILITY_TIMEOUT = cdk.Duration.seconds(6 * 60)
 DEAD_LETTER_RETENTION = cdk.Duration.days(14)
-_ARCHITECTURES = {
-    "x86_64": lambda_.Architecture.X86_64,
-    "arm64": lambda_.Architecture.ARM_64,
-}
 
 
 class FeatureUpdater(Construct):
@@ -115,23 +107,32 @@ class FeatureUpdater(Construct):
         )
         self.log_group = log_group(self, "Logs", settings=logs)
         self.role = self._build_role(environment=environment, table=table, key=key)
-        self.function = lambda_.Function(
+        self.function = small_function(
             self,
             "Function",
             description=f"sds {environment}: folds activity events into the feature table",
-            runtime=lambda_.Runtime.PYTHON_3_12,
-            architecture=_ARCHITECTURES[architecture],
             handler=HANDLER,
             code=lambda_.Code.from_asset(str(code_dir)),
-            memory_size=settings.updater_memory_mb,
-            timeout=TIMEOUT,
+            architecture=architecture,
             role=self.role,
             log_group=self.log_group,
-            logging_format=lambda_.LoggingFormat.JSON,
-            tracing=lambda_.Tracing.ACTIVE,
+            memory_mb=settings.updater_memory_mb,
+            timeout=TIMEOUT,
             environment=UpdaterSettings(
                 feature_store_uri=f"dynamodb://{table.table_name}", environment=environment
             ).to_environ(),
+            why_no_dead_letter_queue="Invoked by its SQS event source only: failed messages go "
+            "back to the queue and, after max_receive_count deliveries, to the queue's own "
+            "dead-letter queue (alarmed); a function DLQ applies to asynchronous invocations, "
+            "which never happen here.",
+            why_no_reserved_concurrency="Only its SQS event source invokes it. Reserved "
+            "concurrency would make Lambda throttle the pollers' batches, which return to the "
+            "queue and count towards max_receive_count: events would reach the dead-letter queue "
+            "for being throttled, not for failing (AWS advises the event source's maximum "
+            "concurrency instead). The table is on demand and takes what the pollers scale to, "
+            "and a reservation would be carved out of the account's pool, which new accounts "
+            "start at 10, too few to reserve from.",
+            reaches="DynamoDB for the feature table, SQS through its event source, X-Ray",
         )
         # Lambda's pollers read the queue: no maximum concurrency, so that while the queue is
         # empty they can drop to two long polls at a time (fewer billed requests).
@@ -177,13 +178,12 @@ class FeatureUpdater(Construct):
     def _build_role(
         self, *, environment: str, table: dynamodb.ITable, key: kms.IKey | None
     ) -> iam.Role:
-        role = iam.Role(
+        role = function_role(
             self,
             "Role",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             description=f"sds {environment}: feature updater (reads and writes the feature table)",
+            log_group=self.log_group,
         )
-        self.log_group.grant_write(role)
         role.add_to_policy(
             iam.PolicyStatement(
                 sid="FoldAccountAggregates",
@@ -219,38 +219,6 @@ class FeatureUpdater(Construct):
             "AwsSolutions-IAM5[Resource::*]",
             "X-Ray's PutTraceSegments/PutTelemetryRecords do not support resource-level "
             "permissions; '*' is the only valid resource for active tracing.",
-        )
-        acknowledge(
-            self.function,
-            "AwsSolutions-L1",
-            "The updater runs the serving kernel, which is built and tested for CPython 3.12 (the "
-            "inference function's runtime); both move together.",
-        )
-        acknowledge(
-            self.function,
-            "Serverless-LambdaLatestVersion",
-            "Same as AwsSolutions-L1: the kernel it runs targets CPython 3.12 on purpose.",
-        )
-        no_function_dlq = (
-            "Invoked by its SQS event source only: failed messages go back to the queue and, "
-            "after max_receive_count deliveries, to the queue's own dead-letter queue (alarmed); "
-            "a function DLQ applies to asynchronous invocations, which never happen here."
-        )
-        acknowledge(self.function, "Serverless-LambdaDLQ", no_function_dlq)
-        acknowledge_compliance(self.function, "LambdaDLQ", no_function_dlq)
-        acknowledge_compliance(
-            self.function,
-            "LambdaConcurrency",
-            "Only its SQS event source invokes it. Reserved concurrency would make Lambda "
-            "throttle the pollers' batches, which return to the queue and count towards "
-            "max_receive_count: events would reach the dead-letter queue for being throttled, "
-            "not for failing (AWS advises the event source's maximum concurrency instead). The "
-            "table is on demand and takes what the pollers scale to, and a reservation would be "
-            "carved out of the account's pool, which new accounts start at 10, too few to "
-            "reserve from.",
-        )
-        acknowledge_function_outside_vpc(
-            self.function, "DynamoDB for the feature table, SQS through its event source, X-Ray"
         )
         acknowledge_own_policy(
             self.role,

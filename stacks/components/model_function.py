@@ -23,14 +23,11 @@ from stacks.components.nag import (
 )
 from stacks.components.registry_paths import RegistryPaths
 from stacks.components.retention import log_group
+from stacks.components.small_function import RUNTIME, lambda_architecture
 from stacks.config import CaptureSettings, LambdaSettings, LogSettings, Pin, Serving
 
 HANDLER = "lambdas.inference.handler.lambda_handler"
 ALIAS_NAME = "live"
-_ARCHITECTURES = {
-    "x86_64": lambda_.Architecture.X86_64,
-    "arm64": lambda_.Architecture.ARM_64,
-}
 
 
 class ModelFunction(Construct):
@@ -163,8 +160,8 @@ class ModelFunction(Construct):
             self,
             "Function",
             description=description,
-            runtime=lambda_.Runtime.PYTHON_3_12,
-            architecture=_ARCHITECTURES[settings.architecture],
+            runtime=RUNTIME,
+            architecture=lambda_architecture(settings.architecture),
             handler=HANDLER,
             code=lambda_.Code.from_asset(str(code_dir)),
             memory_size=settings.memory_mb,

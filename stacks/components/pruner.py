@@ -31,13 +31,12 @@ from stacks.bundling import source_bundle
 from stacks.components.data_key import READ, key_use
 from stacks.components.nag import (
     acknowledge,
-    acknowledge_compliance,
-    acknowledge_function_outside_vpc,
     acknowledge_own_policy,
     acknowledge_wildcard_resource,
 )
 from stacks.components.registry_paths import RegistryPaths
 from stacks.components.retention import log_group
+from stacks.components.small_function import function_role, small_function
 from stacks.config import LogSettings
 
 HANDLER = "lambdas.pruner.handler.lambda_handler"
@@ -46,6 +45,11 @@ PACKAGES = ("sds.kernel", "lambdas.pruner")
 _SOURCE_ROOT = Path(__file__).resolve().parents[2]
 _SCHEDULE = events.Schedule.rate(cdk.Duration.days(1))
 DEPLOYMENT_SUCCEEDED = "CodeDeploy Deployment State-change Notification"
+_NO_QUEUE = (
+    "A missed or failed run changes nothing and the next one (daily, and after every "
+    "deployment) does the same work; failures show in the function's Errors metric and logs. A "
+    "queue would only hold events nobody replays."
+)
 
 
 def pruner_code(source_root: Path = _SOURCE_ROOT, build_root: Path | None = None) -> Path:
@@ -92,21 +96,23 @@ class VersionPruner(Construct):
             alias_key=f"{RegistryPaths(model_name).root}aliases/{environment}.json",
             group=group,
         )
-        self.function = lambda_.Function(
+        self.function = small_function(
             self,
             "Function",
             description=f"sds {environment}: prunes published versions of the inference function",
-            runtime=lambda_.Runtime.PYTHON_3_12,
-            architecture=lambda_.Architecture.ARM_64,
             handler=HANDLER,
             code=lambda_.Code.from_asset(str(pruner_code())),
-            memory_size=256,
-            timeout=cdk.Duration.minutes(5),
             role=self.role,
             log_group=self.log_group,
-            logging_format=lambda_.LoggingFormat.JSON,
-            tracing=lambda_.Tracing.ACTIVE,
+            memory_mb=256,
+            timeout=cdk.Duration.minutes(5),
             environment=target.to_environ(),
+            why_no_dead_letter_queue=_NO_QUEUE,
+            why_no_reserved_concurrency="Only its two EventBridge rules invoke it (a daily "
+            "schedule, a finished deployment): it runs a few times a day and cannot be flooded; "
+            "a reservation would be carved out of the account's pool, which new accounts start "
+            "at 10, too few to reserve from.",
+            reaches="Lambda, CodeDeploy, S3, X-Ray",
         )
         self.rules = [
             events.Rule(
@@ -150,13 +156,12 @@ class VersionPruner(Construct):
         alias_key: str,
         group: codedeploy.ILambdaDeploymentGroup,
     ) -> iam.Role:
-        role = iam.Role(
+        role = function_role(
             self,
             "Role",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             description=f"sds {environment}: pruner (deletes unneeded inference versions only)",
+            log_group=self.log_group,
         )
-        self.log_group.grant_write(role)
         self._versions = f"{function.function_arn}:*"
         statements = [
             iam.PolicyStatement(
@@ -204,39 +209,6 @@ class VersionPruner(Construct):
             "X-Ray's PutTraceSegments/PutTelemetryRecords do not support resource-level "
             "permissions; '*' is the only valid resource for active tracing.",
         )
-        acknowledge(
-            self.function,
-            "AwsSolutions-L1",
-            "The pruner runs the serving kernel, which is built and tested for CPython 3.12 (the "
-            "inference function's runtime); both move together.",
-        )
-        acknowledge(
-            self.function,
-            "Serverless-LambdaLatestVersion",
-            "Same as AwsSolutions-L1: the kernel it runs targets CPython 3.12 on purpose.",
-        )
-        acknowledge(
-            self.function,
-            "Serverless-LambdaDLQ",
-            "A missed or failed run changes nothing and the next one (daily, and after every "
-            "deployment) does the same work; failures show in the function's Errors metric and "
-            "logs. A queue would only hold events nobody replays.",
-        )
-        acknowledge_compliance(
-            self.function,
-            "LambdaDLQ",
-            "A missed or failed run changes nothing and the next one (daily, and after every "
-            "deployment) does the same work; failures show in the function's Errors metric and "
-            "logs. A queue would only hold events nobody replays.",
-        )
-        acknowledge_compliance(
-            self.function,
-            "LambdaConcurrency",
-            "Only its two EventBridge rules invoke it (a daily schedule, a finished deployment): "
-            "it runs a few times a day and cannot be flooded; a reservation would be carved out "
-            "of the account's pool, which new accounts start at 10, too few to reserve from.",
-        )
-        acknowledge_function_outside_vpc(self.function, "Lambda, CodeDeploy, S3, X-Ray")
         acknowledge_own_policy(
             self.role,
             "the pruner: list and delete this function's published versions, read the registry "

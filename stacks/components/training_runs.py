@@ -42,11 +42,11 @@ from stacks.bundling import source_bundle
 from stacks.components.nag import (
     acknowledge,
     acknowledge_compliance,
-    acknowledge_function_outside_vpc,
     acknowledge_own_policy,
     acknowledge_wildcard_resource,
 )
 from stacks.components.retention import log_group
+from stacks.components.small_function import function_role, small_function
 from stacks.config import LogSettings
 
 HANDLER = "lambdas.training_endpoints.handler.lambda_handler"
@@ -112,22 +112,25 @@ class TrainingRuns(Construct):
         self.role = self._build_function_role(
             lease=lease, vpc=vpc, subnet_ids=endpoint_subnet_ids, services=services
         )
-        self.function = lambda_.Function(
+        self.function = small_function(
             self,
             "LeaseFunction",
             description=f"sds {environment}: leases the training network's interface endpoints "
             "for a training run, and releases them",
-            runtime=lambda_.Runtime.PYTHON_3_12,
-            architecture=lambda_.Architecture.ARM_64,
             handler=HANDLER,
             code=lambda_.Code.from_asset(str(lease_function_code())),
-            memory_size=256,
-            timeout=cdk.Duration.minutes(1),
             role=self.role,
             log_group=self.function_logs,
-            logging_format=lambda_.LoggingFormat.JSON,
-            tracing=lambda_.Tracing.ACTIVE,
+            memory_mb=256,
+            timeout=cdk.Duration.minutes(1),
             environment=lease.to_environ(),
+            why_no_dead_letter_queue="Invoked synchronously by the state machine (which retries "
+            "and catches every failure) and by the hourly sweep, whose next run does the same "
+            "work.",
+            why_no_reserved_concurrency="Only the training run's state machine and the hourly "
+            "sweep invoke it, a few times per run: it cannot be flooded, and a reservation would "
+            "come out of an account pool new accounts start at 10.",
+            reaches="EC2, ECS, Step Functions, X-Ray",
         )
         self.machine_logs = log_group(self, "StateMachineLogs", settings=logs)
         self.state_machine = sfn.StateMachine(
@@ -193,14 +196,13 @@ class TrainingRuns(Construct):
     def _build_function_role(
         self, *, lease: EndpointLease, vpc: ec2.IVpc, subnet_ids: list[str], services: list[str]
     ) -> iam.Role:
-        role = iam.Role(
+        role = function_role(
             self,
             "LeaseRole",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             description=f"sds {self._environment}: creates and deletes the training network's "
             "tagged interface endpoints",
+            log_group=self.function_logs,
         )
-        self.function_logs.grant_write(role)
         stack = cdk.Stack.of(self)
 
         def ec2_arn(resource: str, name: str) -> str:
@@ -460,38 +462,6 @@ class TrainingRuns(Construct):
             "the endpoint lease function: create, tag and delete this environment's tagged "
             "interface endpoints in the training network",
         )
-        acknowledge(
-            self.function,
-            "AwsSolutions-L1",
-            "The function runs the serving kernel's SDK helpers, built and tested for CPython "
-            "3.12 (the inference function's runtime); both move together.",
-        )
-        acknowledge(
-            self.function,
-            "Serverless-LambdaLatestVersion",
-            "Same as AwsSolutions-L1: the kernel it runs targets CPython 3.12 on purpose.",
-        )
-        for rule in ("Serverless-LambdaDLQ",):
-            acknowledge(
-                self.function,
-                rule,
-                "Invoked synchronously by the state machine (which retries and catches every "
-                "failure) and by the hourly sweep, whose next run does the same work.",
-            )
-        acknowledge_compliance(
-            self.function,
-            "LambdaDLQ",
-            "Invoked synchronously by the state machine (which retries and catches every "
-            "failure) and by the hourly sweep, whose next run does the same work.",
-        )
-        acknowledge_compliance(
-            self.function,
-            "LambdaConcurrency",
-            "Only the training run's state machine and the hourly sweep invoke it, a few times "
-            "per run: it cannot be flooded, and a reservation would come out of an account pool "
-            "new accounts start at 10.",
-        )
-        acknowledge_function_outside_vpc(self.function, "EC2, ECS, Step Functions, X-Ray")
         acknowledge(
             self.sweep,
             "Serverless-EventBusDLQ",

@@ -127,12 +127,14 @@ def test_its_code_is_the_kernel_and_its_handler_and_imports_without_third_party_
     assert "lambdas/pruner/handler.py" in shipped and "sds/kernel/retention.py" in shipped
     assert not [p for p in shipped if p.startswith(("lambdas/inference", "sds/ops", "sds/cli"))]
     # And the handler imports on Python 3.12 with nothing but the folder (boto3 is imported
-    # when it runs, from the Lambda runtime)
+    # when it runs, from the Lambda runtime); -B: bytecode written into the folder would change
+    # the asset every later synth ships
     probe = subprocess.run(
         [
             lambda_python,
             "-I",
             "-S",
+            "-B",
             "-c",
             f"import sys; sys.path[:0] = [{str(code)!r}]; import lambdas.pruner.handler",
         ],
@@ -143,3 +145,4 @@ def test_its_code_is_the_kernel_and_its_handler_and_imports_without_third_party_
     )
     assert probe.returncode == 0, probe.stderr
     assert Path(code).name == pruner_code().name  # same sources, same folder (no rebuild)
+    assert not list(code.rglob("__pycache__"))  # the folder is still what the stack ships
