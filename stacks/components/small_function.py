@@ -34,7 +34,7 @@ from stacks.components.nag import (
 )
 
 # Every function of the stacks runs the serving kernel, whose bundles are built for this runtime
-# (stacks/bundling.py finds a CPython of the same version to build them): they move together.
+# (with the CPython of the same version app.py finds): they move together.
 RUNTIME = lambda_.Runtime.PYTHON_3_12
 _ARCHITECTURES = {
     "x86_64": lambda_.Architecture.X86_64,
