@@ -36,6 +36,7 @@ from sds.kernel.batch.jobs import aggregates_at_payments
 from sds.kernel.batch.run import RunPlan, collect_step, make_plan, shuffled_segments
 from sds.kernel.batch.shuffle import (
     HistoryError,
+    Origin,
     PartitionHistory,
     Shuffled,
     default_workers,
@@ -318,18 +319,23 @@ def _order(
 _SEGMENTS: dict[str, list[tuple[str, Shuffled]]] = {}
 
 
-def _load(plan: dict[str, Any], partition: int) -> PartitionHistory:
+def _load(plan: dict[str, Any], partition: int, *, check_ids: bool = False) -> PartitionHistory:
+    """The partition's history; with `check_ids` (the first pass, which reads every partition),
+    refused if an event id it checks is held under two accounts (`read_partition`)."""
     run = RunPlan.from_json(plan)
     output = open_storage(run.output)
     if run.output not in _SEGMENTS:  # read once per process: every partition needs them
         _SEGMENTS.clear()
         _SEGMENTS[run.output] = shuffled_segments(output)
-    return load_partition(read_partition(output, _SEGMENTS[run.output], partition))
+    origin = Origin(run.items, open_storage(run.input)) if check_ids else None
+    return load_partition(
+        read_partition(output, _SEGMENTS[run.output], partition, check_ids=origin)
+    )
 
 
 def _keys_worker(plan: dict[str, Any], partition: int) -> dict[str, Any]:
     """A partition's payments (in its time order): time, input order, label; its event count."""
-    history = _load(plan, partition)
+    history = _load(plan, partition, check_ids=True)
     payments = history.payments
     labels = history.labels
     return {

@@ -6,7 +6,8 @@ environment's Step Functions state machine with a Lambda per item):
 
     part-00000.jsonl.gz ...        the results: one part per partition of accounts
     _run/plan.json                 what the run is: job, input files, model, items, partitions
-    _run/work/items/item-N.json    item N is shuffled (its object: _run/work/shuffle/item-N.jsonl)
+    _run/work/items/item-N.json    item N is shuffled (its object: _run/work/shuffle/item-N.jsonl,
+                                   each partition's events and id rows: sds.kernel.batch.shuffle)
     _run/work/shuffled.json        every item is shuffled (their segment offsets, in one place)
     _run/parts/part-N.json         part N is finished (written after the part, with its counts)
     _run/manifest.json             the run is finished: totals, every part, and any failures
@@ -16,7 +17,8 @@ written only after its part is stored whole, so a run interrupted at any point a
 with the same arguments recomputes exactly the parts that are not finished (and the items not yet
 shuffled). The plan pins the input (each file's size and version), the model (version and
 sha256) and the partitioning: a run with other input, model or partitions is refused instead of
-mixing results.
+mixing results. So is a run planned by a version of sds whose work files were laid out otherwise
+(`FORMAT`): the steps would misread them.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from sds.kernel.batch import jobs, shuffle
 from sds.kernel.batch.shuffle import (
     HistoryError,
     Item,
+    Origin,
     Shuffled,
     Source,
     estimated_json_bytes,
@@ -43,11 +46,13 @@ from sds.kernel.batch.shuffle import (
     read_partition,
     shuffle_item,
 )
-from sds.kernel.batch.storage import Storage
+from sds.kernel.batch.storage import Storage, open_storage
 from sds.kernel.errors import Refused, UsageError
 from sds.kernel.serving import LoadedModel
 
-FORMAT = "sds-batch-run/1"
+# 2: each partition's segment of an item's object is followed by its id rows (the check that an
+# event id is not held under two accounts); a run of format 1 has none, and is refused.
+FORMAT = "sds-batch-run/2"
 PLAN = "_run/plan.json"
 SHUFFLED = "_run/work/shuffled.json"
 WORK = "_run/work/"
@@ -147,7 +152,11 @@ class RunPlan:
     @classmethod
     def from_json(cls, document: dict[str, Any]) -> RunPlan:
         if document.get("format") != FORMAT:
-            raise Refused(f"the run's plan has format {document.get('format')!r}, not {FORMAT}")
+            raise Refused(
+                f"the run's plan has format {document.get('format')!r}, and this version of sds "
+                f"reads {FORMAT}: the run was planned by another version; finish it with that "
+                "version, or remove it (or use another output location) to start over"
+            )
         model = document.get("model")
         return cls(
             job=str(document["job"]),
@@ -220,7 +229,10 @@ def begin(
     number of partitions when `plan`'s was chosen by the caller (otherwise the existing run's is
     kept), or files that are not a run's."""
     if output.exists(PLAN):
-        existing = RunPlan.from_json(read_json(output, PLAN))
+        try:
+            existing = RunPlan.from_json(read_json(output, PLAN))
+        except Refused as exc:
+            raise Refused(f"{output.uri}: {exc}") from None
         mine, theirs = plan.identity(), existing.identity()
         if not chosen_partitions:
             mine["partitions"] = theirs["partitions"]
@@ -322,12 +334,16 @@ def part_step(
     load: ModelLoader,
     segments: Sequence[tuple[str, Shuffled]] | None = None,
 ) -> dict[str, Any]:
-    """Compute part `partition` and store it, then its status (a no-op if it is finished)."""
+    """Compute part `partition` and store it, then its status (a no-op if it is finished).
+
+    Refused (HistoryError, nothing stored) when an event id whose check falls to this
+    partition is held under two accounts anywhere in the history (`read_partition`)."""
     if output.exists(part_status(partition)):
         return read_json(output, part_status(partition))
     started = time.perf_counter()
     segments = shuffled_segments(output) if segments is None else segments
-    history = load_partition(read_partition(output, segments, partition))
+    origin = Origin(plan.items, open_storage(plan.input))
+    history = load_partition(read_partition(output, segments, partition, check_ids=origin))
     if plan.job == "score":
         assert plan.model is not None
         model = load(plan.model)

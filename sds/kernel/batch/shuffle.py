@@ -9,13 +9,23 @@ two steps, the same on one machine and on Step Functions:
    `RANGE_BYTES` (a line belongs to the range its first byte is in), a `.jsonl.gz` file is one
    item (gzip cannot be entered in the middle). Each item reads its lines once, validates each
    event (`sds.kernel.events.validate`: a problem stops the run and names the file and line),
-   and writes one object holding its events grouped by partition, `partition_of(account)`, with
-   the offsets of each partition's segment (`Shuffled`). Memory is bounded: segments are spooled
-   to local files while the item is read.
-2. Per partition: read that partition's segment of every item, parse, drop redelivered events
-   (the same id with the same content; the same id with other content is an error), and order
-   them by time (ties keep input order): `load_partition`. All of an account's events are there,
-   so its aggregates are exact; memory holds one partition (about `PARTITION_BYTES` of JSON).
+   and writes one object holding, for each partition p, its events (those of the accounts with
+   `partition_of(account) == p`) and then its id segment: a fixed-size row per event whose id
+   has `partition_of(event_id) == p` (`ID_ROW`: a digest of the id, the partition its account
+   went to, its line in the item), with the offsets of every segment (`Shuffled`). Memory is
+   bounded: segments are spooled to local files while the item is read.
+2. Per partition p (`read_partition`, then `load_partition`): read p's segments of every item
+   (one read per item: they are adjacent). First the id rows: every occurrence of an event id
+   is in one partition's id segments, whatever its account, so an id held under two accounts
+   (its occurrences went to two account partitions) is found there, and the run stops naming
+   the id, both accounts and both lines (`check_event_ids`). Then the events: parse, drop
+   redelivered ones (the same id with the same content, which is always the same account and
+   so the same partition; the same id with other content is an error), and order them by time
+   (ties keep input order). All of an account's events are there, so its aggregates are exact;
+   memory holds one partition (about `PARTITION_BYTES` of JSON and 30 bytes per id row).
+
+So the batch runs and partitioned training accept exactly the histories `training.data.
+read_history` accepts, in bounded memory: no step holds every event id of the history.
 
 Each spooled line carries its position in its item, so input order (and so every result) does
 not depend on how many partitions or workers there were.
@@ -24,7 +34,9 @@ not depend on how many partitions or workers there were.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
+import struct
 import tempfile
 import zlib
 from collections.abc import Iterator, Sequence
@@ -36,7 +48,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from sds.kernel.batch.storage import Storage, StoredFile, iter_chunks
+from sds.kernel.batch.storage import Storage, StorageError, StoredFile, iter_chunks
 from sds.kernel.errors import SdsError
 from sds.kernel.events import validate
 from sds.kernel.features import parse_time
@@ -54,6 +66,15 @@ MIN_PARTITIONS = 64
 READ_CHUNK = 8 * MIB
 SPOOL_BUFFER = 16 * MIB  # an item's events held in memory before they go to its spool files
 _SAMPLE = MIB  # compressed bytes decompressed to estimate a .gz file's size
+
+# An id row: the event id's blake2b digest (16 bytes), the partition its account went to, and its
+# line in the item (the position its event's record carries). Two different ids share a digest
+# with probability about n**2 / 2**129 among n events (below 1e-18 at 10 billion), and even then
+# nothing is refused wrongly: a clash is confirmed on the events themselves before it is named.
+ID_DIGEST_BYTES = 16
+ID_ROW = np.dtype([("hi", "<u8"), ("lo", "<u8"), ("account", "<u2"), ("position", "<u4")])
+_ID_ROW = struct.Struct("<16sHI")
+assert ID_ROW.itemsize == _ID_ROW.size == 22 and MAX_PARTITIONS <= 2**16
 
 
 class HistoryError(SdsError, ValueError):
@@ -193,7 +214,9 @@ class Shuffled:
     """What shuffling one item wrote: its object's partition segments and what it read."""
 
     item: int
-    offsets: list[int]  # segment p is bytes [offsets[p], offsets[p + 1]) of the item's object
+    # Partition p's events are bytes [offsets[2p], offsets[2p + 1]) of the item's object, its id
+    # rows the bytes right after them, [offsets[2p + 1], offsets[2p + 2]).
+    offsets: list[int]
     events: int = 0
     payments: int = 0
     labelled: int = 0  # payments carrying a label
@@ -224,7 +247,12 @@ class Shuffled:
         )
 
     def segment(self, partition: int) -> tuple[int, int]:
-        return self.offsets[partition], self.offsets[partition + 1]
+        """Where partition `partition`'s events are in the item's object."""
+        return self.offsets[2 * partition], self.offsets[2 * partition + 1]
+
+    def id_segment(self, partition: int) -> tuple[int, int]:
+        """Where the id rows of the events whose id `partition_of` sends to `partition` are."""
+        return self.offsets[2 * partition + 1], self.offsets[2 * partition + 2]
 
 
 def item_lines(storage: Storage, item: Item) -> Iterator[tuple[str, bytes]]:
@@ -303,9 +331,9 @@ def parse_event(line: bytes, where: str, *, labels_required: bool) -> dict[str, 
 
 @dataclass
 class _Spool:
-    """An item's events grouped by partition: in memory, then in one local file per partition."""
+    """An item's records grouped by segment: in memory, then in one local file per segment."""
 
-    partitions: int
+    segments: int
     root: Path | None = None
     buffers: list[bytearray] = field(default_factory=list)
     written: list[int] = field(default_factory=list)
@@ -313,40 +341,40 @@ class _Spool:
     folder: tempfile.TemporaryDirectory[str] | None = None
 
     def __post_init__(self) -> None:
-        self.buffers = [bytearray() for _ in range(self.partitions)]
-        self.written = [0] * self.partitions
+        self.buffers = [bytearray() for _ in range(self.segments)]
+        self.written = [0] * self.segments
 
-    def add(self, partition: int, record: bytes) -> None:
-        self.buffers[partition] += record
+    def add(self, segment: int, record: bytes) -> None:
+        self.buffers[segment] += record
         self.held += len(record)
         if self.held >= SPOOL_BUFFER:
             self.flush()
 
-    def _path(self, partition: int) -> Path:
+    def _path(self, segment: int) -> Path:
         assert self.folder is not None
-        return Path(self.folder.name) / str(partition)
+        return Path(self.folder.name) / str(segment)
 
     def flush(self) -> None:
         if self.folder is None:
             self.folder = tempfile.TemporaryDirectory(prefix="sds-shuffle-", dir=self.root)
-        for partition, buffer in enumerate(self.buffers):
+        for segment, buffer in enumerate(self.buffers):
             if buffer:
-                with open(self._path(partition), "ab") as handle:
+                with open(self._path(segment), "ab") as handle:
                     handle.write(buffer)
-                self.written[partition] += len(buffer)
+                self.written[segment] += len(buffer)
                 buffer.clear()
         self.held = 0
 
     def write(self, handle: Any) -> list[int]:
-        """Every partition's records, in partition order, into `handle`; the offsets."""
+        """Every segment's records, in segment order, into `handle`; the offsets."""
         offsets = [0]
-        for partition, buffer in enumerate(self.buffers):
-            if self.written[partition]:
-                with open(self._path(partition), "rb") as spooled:
+        for segment, buffer in enumerate(self.buffers):
+            if self.written[segment]:
+                with open(self._path(segment), "rb") as spooled:
                     while chunk := spooled.read(READ_CHUNK):
                         handle.write(chunk)
             handle.write(buffer)
-            offsets.append(offsets[-1] + self.written[partition] + len(buffer))
+            offsets.append(offsets[-1] + self.written[segment] + len(buffer))
         return offsets
 
     def close(self) -> None:
@@ -364,8 +392,9 @@ def shuffle_item(
     labels_required: bool = False,
     spool_root: Path | None = None,
 ) -> Shuffled:
-    """Read, validate and partition one item's events into the object `key` of `output`."""
-    spool = _Spool(partitions, spool_root)
+    """Read, validate and partition one item's events into the object `key` of `output`, each
+    partition's events followed by its id rows (`Shuffled.segment`, `Shuffled.id_segment`)."""
+    spool = _Spool(2 * partitions, spool_root)
     result = Shuffled(item=item.index, offsets=[])
     try:
         for position, (where, line) in enumerate(item_lines(storage, item)):
@@ -379,7 +408,13 @@ def shuffle_item(
                     result.labelled += 1
                     result.fraud += bool(event[LABEL])
             record = b"%d\t%s\n" % (position, line.strip())
-            spool.add(partition_of(event["account_id"], partitions), record)
+            account = partition_of(event["account_id"], partitions)
+            spool.add(2 * account, record)
+            event_id = event["event_id"]
+            spool.add(
+                2 * partition_of(event_id, partitions) + 1,
+                _ID_ROW.pack(_id_digest(event_id), account, position),
+            )
         with output.open_write(key) as handle:
             result.offsets = spool.write(handle)
     finally:
@@ -391,14 +426,54 @@ def shuffle_item(
 # Step 2: one partition ----------------------------------------------------------------------------
 
 
+def _id_digest(event_id: str) -> bytes:
+    return hashlib.blake2b(
+        event_id.encode("utf-8", "surrogatepass"), digest_size=ID_DIGEST_BYTES
+    ).digest()
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a run's events came from: its items (by index) and the storage they were read
+    from. It names an event's line the way validation does (`item_lines`)."""
+
+    items: Sequence[Item]
+    storage: Storage
+
+    def where(self, item: int, position: int) -> str:
+        """The file and line of the line at `position` (0-based) of item `item`; in a plain
+        file's later range, the line's byte offset (found by reading the range again)."""
+        found = self.items[item]
+        if found.source.compressed or found.start == 0:
+            return f"{found.source.name}:{position + 1}"
+        try:
+            for index, (where, _) in enumerate(item_lines(self.storage, found)):
+                if index == position:
+                    return where
+        except (HistoryError, StorageError):
+            pass  # the input changed or went away since the shuffle: say what is known
+        return f"{found.source.name} (line {position + 1} of the range from byte {found.start})"
+
+
 def read_partition(
-    storage: Storage, shuffled: Sequence[tuple[str, Shuffled]], partition: int
+    storage: Storage,
+    shuffled: Sequence[tuple[str, Shuffled]],
+    partition: int,
+    *,
+    check_ids: Origin | None = None,
 ) -> list[tuple[int, bytes]]:
     """(input order, event line) of every event of `partition`, from each item's object
-    (`shuffled`: (object key, what shuffling the item wrote))."""
+    (`shuffled`: (object key, what shuffling the item wrote)).
+
+    With `check_ids` (the run's origin), the partition's id rows are read in the same read, and
+    an event id held under two accounts anywhere in the history is refused first
+    (`check_event_ids`): every partition's check together covers every id once."""
     lines: list[tuple[int, bytes]] = []
+    ids: list[bytes] = []
+    counts: list[tuple[int, int]] = []  # (item, its id rows)
     for key, done in shuffled:
-        start, end = done.segment(partition)
+        start, split = done.segment(partition)
+        end = done.id_segment(partition)[1] if check_ids is not None else split
         if end <= start:
             continue
         data = storage.read(key, start, end)
@@ -407,11 +482,89 @@ def read_partition(
                 f"{storage.name(key)}: holds {len(data)} bytes of partition {partition}, "
                 f"expected {end - start} (the shuffle's work files changed under the run)"
             )
+        if end > split:
+            ids.append(data[split - start :])
+            counts.append((done.item, (end - split) // ID_ROW.itemsize))
+            data = data[: split - start]
         base = done.item << 32
         for record in data.splitlines():
             position, _, line = record.partition(b"\t")
             lines.append((base | int(position), line))
+    if check_ids is not None and ids:
+        rows = np.frombuffer(b"".join(ids), ID_ROW)
+        items = np.repeat(
+            np.array([i for i, _ in counts], np.uint32), np.array([n for _, n in counts])
+        )
+        check_event_ids(rows, items, storage, shuffled, check_ids)
     return lines
+
+
+def check_event_ids(
+    rows: np.ndarray,
+    items: np.ndarray,
+    storage: Storage,
+    shuffled: Sequence[tuple[str, Shuffled]],
+    origin: Origin,
+) -> None:
+    """Refuse an event id that `rows` (id rows, `ID_ROW`, each of item `items[i]`) show under
+    two accounts: HistoryError names the id, both accounts and both lines (its first occurrence
+    and the first under another account). The same id under one account is a redelivery, or a
+    conflict `load_partition` names: both are in one account partition.
+
+    A digest seen under two account partitions is confirmed on the events themselves (read
+    back from the shuffle's objects), so two ids that share a digest are never refused."""
+    if len(rows) < 2:
+        return
+    hi, lo, account = rows["hi"], rows["lo"], rows["account"]
+    order = np.lexsort((account, lo, hi))
+    hi, lo, account = hi[order], lo[order], account[order]
+    same = (hi[1:] == hi[:-1]) & (lo[1:] == lo[:-1])
+    clash = same & (account[1:] != account[:-1])
+    if not clash.any():
+        return
+    # Runs of one digest in sorted order; those that hold two account partitions, each in input
+    # order, the run whose first occurrence comes first in the input first.
+    starts = np.flatnonzero(np.concatenate(([True], ~same)))
+    clashing = np.logical_or.reduceat(np.append(clash, False), starts)
+    ends = np.append(starts[1:], len(order))
+    position = rows["position"]
+    groups = []
+    for first, last in zip(starts[clashing].tolist(), ends[clashing].tolist(), strict=True):
+        group = sorted(order[first:last].tolist(), key=lambda r: (items[r], position[r]))
+        groups.append(group)
+    groups.sort(key=lambda g: (items[g[0]], position[g[0]]))
+    objects = {done.item: (key, done) for key, done in shuffled}
+    segments: dict[tuple[int, int], bytes] = {}
+
+    def event_at(item: int, partition: int, at: int) -> dict[str, Any]:
+        if (item, partition) not in segments:
+            key, done = objects[item]
+            segments[item, partition] = b"\n" + storage.read(key, *done.segment(partition))
+        data = segments[item, partition]
+        found = data.find(b"\n%d\t" % at)
+        if found < 0:
+            raise HistoryError(
+                f"{storage.name(objects[item][0])}: has no line {at} in partition {partition} "
+                "(the shuffle's work files changed under the run)"
+            )
+        line_end = data.find(b"\n", found + 1)
+        line = data[found + 1 : None if line_end < 0 else line_end].partition(b"\t")[2]
+        event: dict[str, Any] = orjson.loads(line)
+        return event
+
+    for group in groups:
+        seen: dict[str, tuple[int, int, str]] = {}  # id -> (item, position, account id)
+        for row in group:
+            item, at = int(items[row]), int(position[row])
+            event = event_at(item, int(rows["account"][row]), at)
+            event_id, account_id = event["event_id"], event["account_id"]
+            known = seen.setdefault(event_id, (item, at, account_id))
+            if known[2] != account_id:
+                raise HistoryError(
+                    f"event {event_id} appears twice with different content, under two "
+                    f"accounts: {known[2]} ({origin.where(known[0], known[1])}) and "
+                    f"{account_id} ({origin.where(item, at)})"
+                )
 
 
 @dataclass(frozen=True)
