@@ -239,6 +239,60 @@ def test_a_failed_part_is_named_and_the_next_execution_computes_only_what_is_mis
     assert environment.app.handle({"action": "plan", **run, "run_id": "exec-3"})["finished"]
 
 
+def test_the_part_that_checks_an_event_id_held_under_two_accounts_refuses_the_run(
+    environment: Environment, tmp_path: Path
+) -> None:
+    # Given two objects on S3 holding one event id under two accounts, which the shuffle sends
+    # to different account partitions
+    records = generate_activity(400, seed=12)
+    twin = [r for r in records if r["type"] == "payment"][3]
+    home = shuffle.partition_of(twin["account_id"], 4)
+    other = min(
+        r["account_id"] for r in records if shuffle.partition_of(r["account_id"], 4) != home
+    )
+    half = len(records) // 2
+    assert records.index(twin) < half
+    first = environment.upload(
+        "training-data/dup/a.jsonl", write_jsonl(records[:half], tmp_path / "a.jsonl")
+    )
+    second = environment.upload(
+        "training-data/dup/b.jsonl",
+        write_jsonl([*records[half:], {**twin, "account_id": other}], tmp_path / "b.jsonl"),
+    )
+    output = f"s3://{environment.data_bucket}/batch/dup-1"
+    run = {
+        "job": "features",
+        "input": f"s3://{environment.data_bucket}/training-data/dup/",
+        "output": output,
+        "model": None,
+        "partitions": 4,
+    }
+    plan = environment.app.handle({"action": "plan", **run, "run_id": "exec-1"})
+    for item in range(plan["items"]):
+        environment.app.handle({"action": "shuffle", "output": output, "item": item})
+    environment.app.handle({"action": "collect", "output": output})
+
+    # When the Distributed Map calls the part action for every partition
+    refused: dict[int, str] = {}
+    for part in range(4):
+        try:
+            environment.app.handle({"action": "part", "output": output, "part": part})
+        except shuffle.HistoryError as exc:
+            refused[part] = str(exc)
+
+    # Then the part that checks that id fails, naming it, both accounts and both objects' lines
+    checker = shuffle.partition_of(twin["event_id"], 4)
+    assert refused == {
+        checker: f"event {twin['event_id']} appears twice with different content, under two "
+        f"accounts: {twin['account_id']} ({first}:{records.index(twin) + 1}) and {other} "
+        f"({second}:{len(records) - half + 1})"
+    }
+    # And it stored no part, so the run is not complete and claims no manifest
+    summary = environment.app.handle({"action": "summarize", "output": output, "run_id": "exec-1"})
+    assert not summary["complete"] and summary["missing_parts"] == 1
+    assert f"part-{checker:05d}.jsonl.gz" not in environment.objects("batch/dup-1/")
+
+
 @pytest.mark.parametrize(
     ("input_key", "output", "problem"),
     [

@@ -299,6 +299,40 @@ def test_given_an_output_holding_another_kind_of_run_then_it_is_refused_untouche
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
+def test_a_run_planned_by_a_version_with_other_work_files_is_refused_untouched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a run interrupted in its second part, as the previous version of sds planned it
+    # (its work files without the id rows this version reads)
+    data = write_jsonl(generate_activity(300, seed=9), tmp_path / "h.jsonl")
+    out = tmp_path / "out"
+    real = batch_run.jobs.feature_rows
+    calls: list[int] = []
+
+    def failing_second(history: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("interrupted")
+        return real(history)
+
+    monkeypatch.setattr(batch_run.jobs, "feature_rows", failing_second)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        run_locally("features", data=str(data), out=str(out), workers=1, partitions=3)
+    monkeypatch.setattr(batch_run.jobs, "feature_rows", real)
+    plan = json.loads((out / "_run" / "plan.json").read_text())
+    (out / "_run" / "plan.json").write_text(json.dumps({**plan, "format": "sds-batch-run/1"}))
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    # When this version is asked to resume it
+    with pytest.raises(Refused) as raised:
+        run_locally("features", data=str(data), out=str(out), workers=1, partitions=3)
+
+    # Then it says where, which format and what to do, and changes nothing there
+    assert str(raised.value).startswith(f"{out}: the run's plan has format 'sds-batch-run/1'")
+    assert "finish it with that version, or remove it" in str(raised.value)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
 def test_given_a_model_that_cannot_be_served_then_the_run_fails_before_writing_anything(
     tmp_path: Path, trained: TrainedModel
 ) -> None:
