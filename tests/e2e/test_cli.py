@@ -104,6 +104,56 @@ def test_errors_are_one_clear_line_and_non_zero(fresh_copy: Callable[[], Project
         assert "Traceback" not in result.stderr
 
 
+def test_train_backfill_and_score_refuse_an_event_id_held_under_two_accounts(
+    fresh_copy: Callable[[], Project],
+) -> None:
+    from sds.kernel.batch.shuffle import partition_count, partition_of
+    from training.data import write_jsonl
+    from training.synthetic import generate_activity
+
+    # Given a history of two files large enough for several partitions, the second redelivering
+    # an event of the first under another account, which the shuffle puts in another partition
+    project = fresh_copy()
+    records = generate_activity(8000, seed=41)
+    twin = [r for r in records if r["type"] == "payment"][7]
+    half = len(records) // 2
+    first = write_jsonl(records[:half], project.path / "data" / "dup" / "a.jsonl")
+    size = first.stat().st_size * 2
+    partitions = partition_count(size)
+    home = partition_of(twin["account_id"], partitions)
+    other = min(
+        r["account_id"] for r in records if partition_of(r["account_id"], partitions) != home
+    )
+    second = write_jsonl(
+        [*records[half:], {**twin, "account_id": other}],
+        project.path / "data" / "dup" / "b.jsonl",
+    )
+    assert partitions > 1 and partition_count(first.stat().st_size + second.stat().st_size) == (
+        partitions
+    )
+    refusal = (
+        f"event {twin['event_id']} appears twice with different content, under two accounts: "
+        f"{twin['account_id']} (data/dup/a.jsonl:{records.index(twin) + 1}) and {other} "
+        f"(data/dup/b.jsonl:{len(records) - half + 1})"
+    )
+
+    # When each command reads it as users run them, with two worker processes
+    commands = [
+        ("train", "--data", "data/dup", "--workers", "2", "--quiet"),
+        ("backfill", "--data", "data/dup", "--out", "data/features", "--workers", "2"),
+        ("score", "--version", "1", "--data", "data/dup", "--out", "data/scores", "--workers", "2"),
+    ]
+    for args in commands:
+        result = project.sds(*args, check=False)
+
+        # Then each exits 1 with one line naming the id, both accounts and both lines
+        assert result.code == 1, (args, result)
+        assert result.stderr.strip().splitlines()[-1].endswith(refusal), (args, result.stderr)
+        assert "Traceback" not in result.stderr
+    # And training registered nothing
+    assert [v["version"] for v in project.sds("models", "--json").json()["versions"]] == [1, 2]
+
+
 def test_a_tampered_artifact_is_refused_everywhere(fresh_copy: Callable[[], Project]) -> None:
     project = fresh_copy()
     onnx = project.path / ".sds/registries/dev/models/fraud/versions/1/model.onnx"
