@@ -504,7 +504,7 @@ class TrainingSettings:
     # Training from capture: the out-of-time holdout is the most recent matured days.
     holdout_days: int = 7
     # The task's local disk, where training partitions the history while it reads it (about
-    # 250 bytes per activity event): Fargate gives 20 GiB; more is billed per GB-hour of a run.
+    # 270 bytes per activity event): Fargate gives 20 GiB; more is billed per GB-hour of a run.
     ephemeral_storage_gib: int = 20
 
     FARGATE_CPU: ClassVar[tuple[int, ...]] = (256, 512, 1024, 2048, 4096, 8192, 16384)

@@ -327,9 +327,12 @@ def _load(plan: dict[str, Any], partition: int, *, check_ids: bool = False) -> P
     if run.output not in _SEGMENTS:  # read once per process: every partition needs them
         _SEGMENTS.clear()
         _SEGMENTS[run.output] = shuffled_segments(output)
-    origin = Origin(run.items, open_storage(run.input)) if check_ids else None
+    origin = Origin(run.items, open_storage(run.input))
     return load_partition(
-        read_partition(output, _SEGMENTS[run.output], partition, check_ids=origin)
+        read_partition(
+            output, _SEGMENTS[run.output], partition, check_ids=origin if check_ids else None
+        ),
+        origin,
     )
 
 

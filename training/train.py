@@ -347,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--work-dir",
         default=os.environ.get("TRAINING_WORK_DIR"),
-        help="local folder for the partitioned history while it is read: about 250 bytes per "
+        help="local folder for the partitioned history while it is read: about 270 bytes per "
         "event (env TRAINING_WORK_DIR; default: the temporary folder)",
     )
     add_capture_arguments(parser)

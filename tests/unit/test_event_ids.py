@@ -142,10 +142,10 @@ def test_a_batch_run_refuses_it_with_the_same_meaning_and_finishes_nothing(
     assert not (out / f"part-{checker:05d}.jsonl.gz").exists()
 
 
-def test_in_one_account_partition_the_same_conflict_is_refused_too(tmp_path: Path) -> None:
+def test_in_one_account_partition_the_same_conflict_is_refused_alike(tmp_path: Path) -> None:
     # Given the same history read into one partition: both events land in it
     conflict = _conflict(tmp_path, "two files")
-    with pytest.raises(HistoryError, match=f"^event {conflict.event_id} appears twice with diff"):
+    with pytest.raises(HistoryError) as raised:
         run_locally(
             "features",
             data=str(conflict.location),
@@ -153,6 +153,38 @@ def test_in_one_account_partition_the_same_conflict_is_refused_too(tmp_path: Pat
             workers=1,
             partitions=1,
         )
+    assert str(raised.value) == conflict.refusal
+
+
+def test_other_content_under_one_account_names_both_lines(tmp_path: Path) -> None:
+    # Given an event redelivered by a second file with another time, under its own account
+    records = generate_activity(300, seed=34)
+    twin = [r for r in records if r["type"] == "payment"][2]
+    first = write_jsonl(records, tmp_path / "data" / "a.jsonl")
+    second = write_jsonl(
+        [{**twin, "occurred_at": records[-1]["occurred_at"]}], tmp_path / "data" / "b.jsonl.gz"
+    )
+
+    # When it is backfilled, and read by read_history
+    with pytest.raises(HistoryError) as raised:
+        run_locally(
+            "features",
+            data=str(tmp_path / "data"),
+            out=str(tmp_path / "o"),
+            workers=1,
+            partitions=PARTITIONS,
+        )
+    with pytest.raises(DataError) as read:
+        read_history(tmp_path / "data")
+
+    # Then both name the id as twice with different content; the run names the two lines
+    assert str(raised.value) == (
+        f"event {twin['event_id']} appears twice with different content, under account "
+        f"{twin['account_id']}: {first}:{records.index(twin) + 1} and {second}:1"
+    )
+    assert str(read.value) == (
+        f"{second}:1: event {twin['event_id']} appears twice with different content"
+    )
 
 
 def test_a_line_in_a_later_range_of_a_plain_file_is_named_by_its_byte(tmp_path: Path) -> None:

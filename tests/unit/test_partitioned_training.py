@@ -151,8 +151,8 @@ def test_only_one_partition_is_loaded_at_a_time_and_only_the_kept_payments_are_f
     featurized: list[int] = []
     load, featurize = partitioned.load_partition, partitioned.featurize_batch
 
-    def recording_load(lines: Any) -> Any:
-        history = load(lines)
+    def recording_load(lines: Any, origin: Any = None) -> Any:
+        history = load(lines, origin)
         loaded.append(len(history.events))
         return history
 

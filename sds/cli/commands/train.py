@@ -87,7 +87,7 @@ def register(commands: Commands) -> None:
     )
     reading.add_argument(
         "--work-dir",
-        help="folder for the partitioned history while it is read, about 250 bytes per event "
+        help="folder for the partitioned history while it is read, about 270 bytes per event "
         "(default: the system's temporary folder)",
     )
     where = parser.add_mutually_exclusive_group()

@@ -343,7 +343,7 @@ def part_step(
     started = time.perf_counter()
     segments = shuffled_segments(output) if segments is None else segments
     origin = Origin(plan.items, open_storage(plan.input))
-    history = load_partition(read_partition(output, segments, partition, check_ids=origin))
+    history = load_partition(read_partition(output, segments, partition, check_ids=origin), origin)
     if plan.job == "score":
         assert plan.model is not None
         model = load(plan.model)

@@ -72,6 +72,7 @@ _SAMPLE = MIB  # compressed bytes decompressed to estimate a .gz file's size
 # with probability about n**2 / 2**129 among n events (below 1e-18 at 10 billion), and even then
 # nothing is refused wrongly: a clash is confirmed on the events themselves before it is named.
 ID_DIGEST_BYTES = 16
+_LINE = (1 << 32) - 1  # a line's position in its item, in an input order (item << 32 | position)
 ID_ROW = np.dtype([("hi", "<u8"), ("lo", "<u8"), ("account", "<u2"), ("position", "<u4")])
 _ID_ROW = struct.Struct("<16sHI")
 assert ID_ROW.itemsize == _ID_ROW.size == 22 and MAX_PARTITIONS <= 2**16
@@ -561,10 +562,25 @@ def check_event_ids(
             known = seen.setdefault(event_id, (item, at, account_id))
             if known[2] != account_id:
                 raise HistoryError(
-                    f"event {event_id} appears twice with different content, under two "
-                    f"accounts: {known[2]} ({origin.where(known[0], known[1])}) and "
-                    f"{account_id} ({origin.where(item, at)})"
+                    conflict_message(
+                        event_id,
+                        (known[2], origin.where(known[0], known[1])),
+                        (account_id, origin.where(item, at)),
+                    )
                 )
+
+
+def conflict_message(event_id: str, first: tuple[str, str], second: tuple[str, str]) -> str:
+    """How a run names an event id with two contents: (account, file and line) of each."""
+    if first[0] != second[0]:
+        return (
+            f"event {event_id} appears twice with different content, under two accounts: "
+            f"{first[0]} ({first[1]}) and {second[0]} ({second[1]})"
+        )
+    return (
+        f"event {event_id} appears twice with different content, under account {first[0]}: "
+        f"{first[1]} and {second[1]}"
+    )
 
 
 @dataclass(frozen=True)
@@ -584,8 +600,13 @@ class PartitionHistory:
         )
 
 
-def load_partition(lines: Sequence[tuple[int, bytes]]) -> PartitionHistory:
-    """Parse a partition's events, drop redeliveries and order them by (time, input order)."""
+def load_partition(
+    lines: Sequence[tuple[int, bytes]], origin: Origin | None = None
+) -> PartitionHistory:
+    """Parse a partition's events, drop redeliveries and order them by (time, input order).
+
+    The same id with other content is refused (HistoryError), naming both lines when `origin`
+    (the run's) is given."""
     records: dict[str, tuple[int, dict[str, Any]]] = {}
     duplicates = 0
     for position, line in sorted(lines, key=lambda pair: pair[0]):
@@ -594,7 +615,15 @@ def load_partition(lines: Sequence[tuple[int, bytes]]) -> PartitionHistory:
         known = records.get(event_id)
         if known is not None:
             if known[1] != event:
-                raise HistoryError(f"event {event_id} appears twice with different content")
+                if origin is None:
+                    raise HistoryError(f"event {event_id} appears twice with different content")
+                raise HistoryError(
+                    conflict_message(
+                        event_id,
+                        (known[1]["account_id"], origin.where(known[0] >> 32, known[0] & _LINE)),
+                        (event["account_id"], origin.where(position >> 32, position & _LINE)),
+                    )
+                )
             duplicates += 1
             continue
         records[event_id] = (position, event)
