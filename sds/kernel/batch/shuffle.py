@@ -345,9 +345,11 @@ class _Spool:
         self.buffers = [bytearray() for _ in range(self.segments)]
         self.written = [0] * self.segments
 
-    def add(self, segment: int, record: bytes) -> None:
+    def add(self, segment: int, record: bytes, id_segment: int, id_row: bytes) -> None:
+        """One event: its record into its account's segment, its id row into its id's."""
         self.buffers[segment] += record
-        self.held += len(record)
+        self.buffers[id_segment] += id_row
+        self.held += len(record) + len(id_row)
         if self.held >= SPOOL_BUFFER:
             self.flush()
 
@@ -396,6 +398,7 @@ def shuffle_item(
     """Read, validate and partition one item's events into the object `key` of `output`, each
     partition's events followed by its id rows (`Shuffled.segment`, `Shuffled.id_segment`)."""
     spool = _Spool(2 * partitions, spool_root)
+    pack_id = _ID_ROW.pack
     result = Shuffled(item=item.index, offsets=[])
     try:
         for position, (where, line) in enumerate(item_lines(storage, item)):
@@ -408,13 +411,13 @@ def shuffle_item(
                 if LABEL in event:
                     result.labelled += 1
                     result.fraud += bool(event[LABEL])
-            record = b"%d\t%s\n" % (position, line.strip())
             account = partition_of(event["account_id"], partitions)
-            spool.add(2 * account, record)
             event_id = event["event_id"]
             spool.add(
+                2 * account,
+                b"%d\t%s\n" % (position, line.strip()),
                 2 * partition_of(event_id, partitions) + 1,
-                _ID_ROW.pack(_id_digest(event_id), account, position),
+                pack_id(_id_digest(event_id), account, position),
             )
         with output.open_write(key) as handle:
             result.offsets = spool.write(handle)
