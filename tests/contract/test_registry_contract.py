@@ -588,6 +588,89 @@ def test_audit_events_are_append_only(registry: Registry, store: ObjectStore) ->
     assert json.loads(store.get(event_key).data) == event
 
 
+class _ReaderBetweenTheMoversWrites:
+    """The registry's store, with another command reading the alias right after it is written,
+    before its mover writes the move's audit event (the instant `ensure_audited` can meet)."""
+
+    def __init__(self, store: ObjectStore, reader: Callable[[], None]) -> None:
+        self._store = store
+        self._reader: Callable[[], None] | None = reader
+
+    @property
+    def uri(self) -> str:
+        return self._store.uri
+
+    def get(self, key: str) -> StoredObject:
+        return self._store.get(key)
+
+    def list(self, prefix: str) -> list[str]:
+        return self._store.list(prefix)
+
+    def put(
+        self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None
+    ) -> str:
+        etag = self._store.put(key, data, if_none_match=if_none_match, if_match=if_match)
+        if key.endswith("/aliases/live.json") and self._reader is not None:
+            reader, self._reader = self._reader, None
+            reader()
+        return etag
+
+
+def test_a_move_whose_event_another_command_rebuilt_meanwhile_keeps_the_movers_own_event(
+    store: ObjectStore,
+) -> None:
+    # Given a second command (a promotion of the same version, finding it already live) that
+    # reads the alias in the instant between the mover's two writes, and rebuilds the event
+    register(Registry(store, "fraud"), "a")
+    others = Registry(store, "fraud", declared_actor="CHG-2")
+    rebuilt: list[dict[str, Any]] = []
+
+    def other_command() -> None:
+        state = others.get_alias("live")
+        assert state is not None
+        others.ensure_audited(state)
+        rebuilt.append(json.loads(store.get(f"models/fraud/events/{state.event_id}.json").data))
+
+    mover = Registry(_ReaderBetweenTheMoversWrites(store, other_command), "fraud")  # type: ignore[arg-type]
+
+    # When the mover finishes its move (details only it knows)
+    state = mover.move_alias(
+        "live", 1, expected=None, kind="promoted", actor=ACTOR, reason="go", details={"gate": "ok"}
+    )
+
+    # Then neither command failed, the rebuilt event was there for an instant, and the trail
+    # holds the mover's own event under the move's id, once
+    assert rebuilt and rebuilt[0]["recovered"] is True
+    [event] = [e for e in Registry(store, "fraud").events() if e["id"] == state.event_id]
+    assert event["by"] == ACTOR and event["gate"] == "ok" and "recovered" not in event
+    assert "duration_ms" in event
+
+
+def test_a_rebuilt_event_never_replaces_the_movers_own(registry: Registry) -> None:
+    # Given a move whose event was written by its mover
+    register(registry, "a")
+    state = registry.move_alias(
+        "live", 1, expected=None, kind="promoted", actor=ACTOR, reason="go", details={"gate": "ok"}
+    )
+
+    # When another command rebuilds it anyway (it read the alias before the event existed)
+    registry.record_event(
+        "promoted",
+        version=1,
+        actor=ACTOR,
+        reason="go",
+        alias="live",
+        event_id=state.event_id,
+        details={"recovered": True},
+        annotate=False,
+        rebuilt=True,
+    )
+
+    # Then nothing fails, and the mover's event stands
+    [event] = [e for e in registry.events() if e["id"] == state.event_id]
+    assert event["gate"] == "ok" and "recovered" not in event
+
+
 # Copying between registries ----------------------------------------------------------------------
 
 

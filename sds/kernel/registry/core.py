@@ -541,7 +541,9 @@ class Registry:
         `move_alias` writes the alias, then its event (keyed by the alias's `event_id`). A failure
         in between leaves a moved alias without an event, and a retried command then finds the
         alias already where it wanted it. Such commands call this, so the retry completes the
-        trail; the event is rebuilt from the alias document and marked `recovered`.
+        trail; the event is rebuilt from the alias document and marked `recovered`. A command
+        that reads the alias in the instant between its mover's two writes rebuilds the event
+        too: the mover's own write then replaces the rebuilt one (`_put_event`).
         """
         if not state.event_id:
             return
@@ -565,6 +567,7 @@ class Registry:
                 "recovered": True,
             },
             annotate=False,  # the move was not this caller's: their declared name does not apply
+            rebuilt=True,
         )
 
     # Audit ------------------------------------------------------------------------------------
@@ -581,9 +584,11 @@ class Registry:
         details: Mapping[str, Any] | None = None,
         attempts: int = 5,
         annotate: bool = True,
+        rebuilt: bool = False,
     ) -> dict[str, Any]:
         """Write one audit event; `by` is the actor, and `declared_actor` (the registry's, unless
-        `annotate` is false) is added when there is one."""
+        `annotate` is false) is added when there is one. A `rebuilt` event (`ensure_audited`)
+        is written only where none is: the one found may be its mover's own."""
         event_id = event_id or _event_id()
         event = {
             "id": event_id,
@@ -601,13 +606,39 @@ class Registry:
         key = f"{self._base}/events/{event_id}.json"
         for attempt in range(attempts):
             try:
-                self._put_once(key, _dumps(event))
+                self._put_event(key, _dumps(event), rebuilt=rebuilt)
                 return event
             except StoreError:
                 if attempt == attempts - 1:
                     raise
                 time.sleep(0.05 * 2**attempt)
         return event  # pragma: no cover - the loop returns or raises
+
+    def _put_event(self, key: str, data: bytes, *, rebuilt: bool) -> None:
+        """Write an audit event once.
+
+        A move's event can meet one that `ensure_audited` rebuilt from the alias document in the
+        instant between the mover's two writes (the alias, then its event). Whoever rebuilds
+        finds its work done if any event is there; the mover's own event replaces a rebuilt one,
+        which lacks what only the mover knew (its details, the duration, the declared actor).
+        """
+        try:
+            self.store.put(key, data, if_none_match=True)
+            return
+        except PreconditionFailed:
+            pass
+        for _ in range(5):
+            found = self.store.get(key)
+            if rebuilt or found.data == data:
+                return
+            if not _rebuilt(found.data):
+                raise VersionConflict(f"{key} already exists with different content")
+            try:
+                self.store.put(key, data, if_match=found.etag)
+                return
+            except PreconditionFailed:  # another rebuilt copy replaced it: read it again
+                continue
+        raise VersionConflict(f"{key} kept changing while its mover wrote it")
 
     def events(self, *, alias: str | None = None) -> list[dict[str, Any]]:
         prefix = f"{self._base}/events/"
@@ -620,6 +651,15 @@ class Registry:
             if alias is None or event.get("alias") in (alias, None):
                 found.append(event)
         return found
+
+
+def _rebuilt(data: bytes) -> bool:
+    """Whether a stored audit event is one `ensure_audited` rebuilt from an alias document."""
+    try:
+        event = json.loads(data)
+    except ValueError:
+        return False
+    return isinstance(event, dict) and event.get("recovered") is True
 
 
 def _event_id() -> str:
