@@ -616,34 +616,37 @@ class _ReaderBetweenTheMoversWrites:
         return etag
 
 
-def test_a_move_whose_event_another_command_rebuilt_meanwhile_keeps_the_movers_own_event(
+def test_a_move_whose_event_another_command_rebuilt_meanwhile_succeeds_audited_once(
     store: ObjectStore,
 ) -> None:
     # Given a second command (a promotion of the same version, finding it already live) that
     # reads the alias in the instant between the mover's two writes, and rebuilds the event
     register(Registry(store, "fraud"), "a")
     others = Registry(store, "fraud", declared_actor="CHG-2")
-    rebuilt: list[dict[str, Any]] = []
 
     def other_command() -> None:
         state = others.get_alias("live")
         assert state is not None
         others.ensure_audited(state)
-        rebuilt.append(json.loads(store.get(f"models/fraud/events/{state.event_id}.json").data))
 
     mover = Registry(_ReaderBetweenTheMoversWrites(store, other_command), "fraud")  # type: ignore[arg-type]
 
-    # When the mover finishes its move (details only it knows)
+    # When the mover finishes its move
     state = mover.move_alias(
         "live", 1, expected=None, kind="promoted", actor=ACTOR, reason="go", details={"gate": "ok"}
     )
 
-    # Then neither command failed, the rebuilt event was there for an instant, and the trail
-    # holds the mover's own event under the move's id, once
-    assert rebuilt and rebuilt[0]["recovered"] is True
+    # Then neither command failed, and the move is audited once, by the rebuilt event (events
+    # are write-once): its mover, reason, version and sha256, marked recovered
+    assert state.version == 1
     [event] = [e for e in Registry(store, "fraud").events() if e["id"] == state.event_id]
-    assert event["by"] == ACTOR and event["gate"] == "ok" and "recovered" not in event
-    assert "duration_ms" in event
+    assert (event["type"], event["by"], event["reason"], event["version"]) == (
+        "promoted",
+        ACTOR,
+        "go",
+        1,
+    )
+    assert event["sha256"] == state.sha256 and event["recovered"] is True
 
 
 def test_a_rebuilt_event_never_replaces_the_movers_own(registry: Registry) -> None:
@@ -669,6 +672,17 @@ def test_a_rebuilt_event_never_replaces_the_movers_own(registry: Registry) -> No
     # Then nothing fails, and the mover's event stands
     [event] = [e for e in registry.events() if e["id"] == state.event_id]
     assert event["gate"] == "ok" and "recovered" not in event
+
+
+def test_an_event_id_taken_by_another_event_is_still_refused(registry: Registry) -> None:
+    # Given an audit event already written
+    register(registry, "a")
+    [event] = registry.events()
+
+    # When another event (not a rebuilt one) is written under its id, then it is refused
+    with pytest.raises(VersionConflict):
+        registry.record_event("promoted", version=1, actor=ACTOR, reason="x", event_id=event["id"])
+    assert registry.events() == [event]
 
 
 # Copying between registries ----------------------------------------------------------------------

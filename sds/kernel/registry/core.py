@@ -543,7 +543,7 @@ class Registry:
         alias already where it wanted it. Such commands call this, so the retry completes the
         trail; the event is rebuilt from the alias document and marked `recovered`. A command
         that reads the alias in the instant between its mover's two writes rebuilds the event
-        too: the mover's own write then replaces the rebuilt one (`_put_event`).
+        too, and the mover then keeps that one (`_put_event`).
         """
         if not state.event_id:
             return
@@ -615,30 +615,24 @@ class Registry:
         return event  # pragma: no cover - the loop returns or raises
 
     def _put_event(self, key: str, data: bytes, *, rebuilt: bool) -> None:
-        """Write an audit event once.
+        """Write an audit event once (events are write-once: the registry bucket refuses any
+        other write there).
 
         A move's event can meet one that `ensure_audited` rebuilt from the alias document in the
-        instant between the mover's two writes (the alias, then its event). Whoever rebuilds
-        finds its work done if any event is there; the mover's own event replaces a rebuilt one,
-        which lacks what only the mover knew (its details, the duration, the declared actor).
+        instant between the mover's two writes (the alias, then its event). Either way the move
+        is audited once: whoever rebuilds finds its work done if any event is there, and the
+        mover finds its move's event rebuilt (who moved it, why, from which version, when)
+        without what only the mover knew (the duration, the declared actor, its details), which
+        that rare race loses rather than failing a move that has happened.
         """
         try:
             self.store.put(key, data, if_none_match=True)
             return
         except PreconditionFailed:
-            pass
-        for _ in range(5):
-            found = self.store.get(key)
-            if rebuilt or found.data == data:
-                return
-            if not _rebuilt(found.data):
-                raise VersionConflict(f"{key} already exists with different content")
-            try:
-                self.store.put(key, data, if_match=found.etag)
-                return
-            except PreconditionFailed:  # another rebuilt copy replaced it: read it again
-                continue
-        raise VersionConflict(f"{key} kept changing while its mover wrote it")
+            found = self.store.get(key).data
+        if rebuilt or found == data or _rebuilt(found):
+            return
+        raise VersionConflict(f"{key} already exists with different content")
 
     def events(self, *, alias: str | None = None) -> list[dict[str, Any]]:
         prefix = f"{self._base}/events/"
