@@ -10,6 +10,7 @@ docs/multi-account.md).
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections.abc import Iterable, Mapping
@@ -28,6 +29,20 @@ class AwsError(SdsError, RuntimeError):
 def error_code(exc: BaseException) -> str:
     response = getattr(exc, "response", None) or {}
     return str(response.get("Error", {}).get("Code", ""))
+
+
+def start_execution(
+    sfn: Any, *, machine: str, name: str, document: Mapping[str, Any], what: str
+) -> str:
+    """Start an execution of a state machine with `document` as its input; its ARN. `what`
+    names the machine in the error (for example "dev's batch state machine")."""
+    try:
+        response = sfn.start_execution(
+            stateMachineArn=machine, name=name, input=json.dumps(document)
+        )
+    except Exception as exc:
+        raise AwsError(f"starting {what}: {exc}") from exc
+    return str(response["executionArn"])
 
 
 # boto3's default session is not thread-safe while it creates clients (sds.kernel.sdk).

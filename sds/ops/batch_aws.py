@@ -12,7 +12,6 @@ finished parts are not computed again.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from sds.kernel.batch.run import MANIFEST, read_json
 from sds.kernel.batch.settings import BatchFunctionSettings, run_input
 from sds.kernel.batch.storage import open_storage
 from sds.kernel.errors import UsageError
-from sds.ops.aws import AwsError
+from sds.ops.aws import AwsError, start_execution
 from sds.ops.batch import model_for
 from sds.ops.workspace import Workspace
 
@@ -128,14 +127,9 @@ def run_on_aws(
     name = f"{job}-{stamp}-{uuid.uuid4().hex[:6]}"
     sfn = discovery.clients["stepfunctions"]
     started = time.monotonic()
-    try:
-        arn = str(
-            sfn.start_execution(stateMachineArn=machine, name=name, input=json.dumps(document))[
-                "executionArn"
-            ]
-        )
-    except Exception as exc:
-        raise AwsError(f"starting {env}'s batch state machine: {exc}") from exc
+    arn = start_execution(
+        sfn, machine=machine, name=name, document=document, what=f"{env}'s batch state machine"
+    )
     what = f"model v{model['version']}" if model else "the account aggregates"
     say(f"started {name} on {env}'s batch state machine: {job} ({what}) of {data} into {out}")
     run = AwsRun(env=env, job=job, execution=arn, output=out, status=RUNNING)

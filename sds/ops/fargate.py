@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sds.kernel.registry import Version
-from sds.ops.aws import AwsError, Clients
+from sds.ops.aws import AwsError, Clients, start_execution
 from sds.ops.promotion import OperationError, registering_environment
 from sds.ops.workspace import Workspace
 
@@ -166,14 +166,13 @@ def start_training_run(
     ARN of the task it started, once it has."""
     sfn = clients["stepfunctions"]
     document = {"run_id": run_id, "command": command, "actor": actor}
-    try:
-        execution = str(
-            sfn.start_execution(stateMachineArn=machine, name=run_id, input=json.dumps(document))[
-                "executionArn"
-            ]
-        )
-    except Exception as exc:
-        raise AwsError(f"starting {env}'s training run state machine: {exc}") from exc
+    execution = start_execution(
+        sfn,
+        machine=machine,
+        name=run_id,
+        document=document,
+        what=f"{env}'s training run state machine",
+    )
     say(f"started training run {run_id} on {env}'s training state machine")
     return task_of_execution(sfn, execution, env=env, say=say, poll_s=poll_s, timeout_s=timeout_s)
 
