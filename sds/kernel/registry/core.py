@@ -626,13 +626,10 @@ class Registry:
         that rare race loses rather than failing a move that has happened.
         """
         try:
-            self.store.put(key, data, if_none_match=True)
-            return
-        except PreconditionFailed:
-            found = self.store.get(key).data
-        if rebuilt or found == data or _rebuilt(found):
-            return
-        raise VersionConflict(f"{key} already exists with different content")
+            self._put_once(key, data)
+        except VersionConflict:
+            if not (rebuilt or _rebuilt(self.store.get(key).data)):
+                raise
 
     def events(self, *, alias: str | None = None) -> list[dict[str, Any]]:
         prefix = f"{self._base}/events/"
