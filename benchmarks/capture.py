@@ -4,17 +4,20 @@ predictions on AWS.
     python -m benchmarks.capture [--quick] [--out FILE]      (also `make bench --only capture`)
 
 In one process: a small model is trained on generated payments and served by `InferenceApp` with
-an empty SQLite feature store, capture writing to stdout as on Lambda (`stdout_sink`), stdout
-being /dev/null (as the warm benchmark's worker has it). Three series, each timed per call with
+an empty SQLite feature store, composed as the Lambda handler composes it: metric lines and
+capture records kept per request and written to stdout in one write at its end
+(`StdoutLines`), stdout flushed after every write as the Lambda runtime's is
+(`warm_worker.LambdaStdout`), into /dev/null. Three series, each timed per call with
 `perf_counter_ns` over `blocks` blocks of `calls` calls (after a warm-up pass), with requests of 1
 and of 100 payments, distinct as traffic is (the history's payments, each in one request of each
 size; `warm_worker.requests_of`), the calls cycling through them:
 
 1. the whole handler with capture on and 2. with capture off, interleaved block by block: the
    difference of their p50s, per event, is what capture costs in the warm handler (the target);
-3. `Capturer.capture` alone, on the same feature rows and scores, in a tight loop: a lower bound
-   (its code and data stay hot; in the handler, scoring runs between two captures and the first
-   call after it is about twice as slow, which is most of the gap).
+3. `Capturer.capture` alone, on the same feature rows and scores, in a tight loop, into a sink
+   that keeps the last request's lines: a lower bound (its code and data stay hot; in the
+   handler, everything else a request runs comes between two captures, and a capture there
+   takes about three times as long).
 
 The cost per million predictions on AWS prices what the capture path bills for each record: the
 log bytes CloudWatch Logs ingests (the record as measured here, plus the 26 bytes of overhead
@@ -39,7 +42,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.warm_worker import requests_of
+from benchmarks.warm_worker import LambdaStdout, requests_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -111,8 +114,8 @@ def _proxy(events: list[dict[str, Any]], number: int) -> dict[str, Any]:
 def run(
     *, quick: bool = False, log: Callable[[str], None] = print, request_payments: int = 3_200
 ) -> dict[str, Any]:
-    from lambdas.inference.app import InferenceApp
-    from sds.kernel.capture import Capturer, stdout_sink
+    from lambdas.inference.app import InferenceApp, StdoutLines
+    from sds.kernel.capture import Capturer
     from sds.kernel.features import Columns, featurize_columns
     from sds.kernel.registry import open_registry
     from sds.kernel.settings import ServingSettings
@@ -146,18 +149,32 @@ def run(
     ]
     payments = payments[-request_payments:]
     requests = {"single": requests_of(payments, 1), "batch100": requests_of(payments, 100)}
-    quiet = lambda values, dimensions: None  # noqa: E731
-    with_capture = InferenceApp(settings, metrics=quiet, capture=stdout_sink)
-    without = InferenceApp(settings, metrics=quiet)
-    assert with_capture.model is not None and with_capture.capturer is not None
+    apps = {}
+    for name, captured in (("on", True), ("off", False)):
+        stdout = StdoutLines()  # as `lambdas.inference.handler` composes the function's app
+        app = InferenceApp(
+            settings, metrics=stdout.metrics, capture=stdout.capture if captured else None
+        )
+        apps[name] = _handler(app, stdout)
+        if captured:
+            assert app.model is not None and app.capturer is not None
+            model = app.model
+            alone = Capturer(
+                env=settings.environment,
+                model={"name": "fraud", "version": version.number, "sha256": version.sha256},
+                threshold=app.model.threshold,
+                sink=_keep_last,
+            )
 
     real_stdout = sys.stdout
     devnull = open(os.devnull, "w")  # noqa: SIM115 - restored in finally
-    sys.stdout = devnull
+    sys.stdout = LambdaStdout(devnull)
     results: dict[str, Any] = {"calls_per_block": calls, "blocks": blocks}
     try:
         for label, batches in requests.items():
-            results[label] = _series(with_capture, without, batches, calls=calls, blocks=blocks)
+            results[label] = _series(
+                apps["on"], apps["off"], model, alone, batches, calls=calls, blocks=blocks
+            )
             log(
                 f"capture {label}: {results[label]['capture_per_event_us']['p50']:.2f} us per "
                 f"event (capture alone, p50), handler on-off "
@@ -182,7 +199,7 @@ def run(
                 started_ns=time.perf_counter_ns(),
                 events=events,
                 features=features,
-                scores=[float(v) for v in with_capture.model.predict(features)],
+                scores=[float(v) for v in model.predict(features)],
                 online_features=True,
             )
     finally:
@@ -208,9 +225,33 @@ def run(
     return results
 
 
+def _handler(app: Any, stdout: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """`app` as `lambdas.inference.handler.lambda_handler` serves it: the request's stdout
+    lines written in one write when it ends."""
+
+    def handle(event: dict[str, Any]) -> dict[str, Any]:
+        try:
+            response: dict[str, Any] = app.handle(event, None)
+            return response
+        finally:
+            stdout.flush()
+
+    return handle
+
+
+_last: list[bytes] = []
+
+
+def _keep_last(lines: bytes) -> None:
+    """The sink of capture alone: keeps the last request's lines (nothing is written)."""
+    _last[:] = [lines]
+
+
 def _series(
-    with_capture: Any,
-    without: Any,
+    on: Callable[[dict[str, Any]], dict[str, Any]],
+    off: Callable[[dict[str, Any]], dict[str, Any]],
+    model: Any,
+    capturer: Any,
     batches: list[list[dict[str, Any]]],
     *,
     calls: int,
@@ -221,17 +262,16 @@ def _series(
     from sds.kernel.features import Columns, featurize_columns
 
     n = len(batches[0])
-    capturer = with_capture.capturer
     prepared = []
     for number, events in enumerate(batches):
         features = featurize_columns(
             Columns.of(events).with_inputs({name: [0.0] * n for name in _aggregates()})
         )
-        scores = [float(s) for s in with_capture.model.predict(features)]
+        scores = [float(s) for s in model.predict(features)]
         prepared.append((events, features, scores, _proxy(events, number)))
     for *_, proxy in prepared:  # the series time scoring, not a refusal
-        for app in (with_capture, without):
-            answer = app.handle(proxy, None)
+        for handle in (on, off):
+            answer = handle(proxy)
             if answer["statusCode"] != 200:
                 raise RuntimeError(f"the benchmark request was refused: {answer['body'][:300]}")
 
@@ -249,8 +289,8 @@ def _series(
 
     series: dict[str, Callable[[int], Any]] = {
         "capture": capture_only,
-        "on": lambda number: with_capture.handle(prepared[number][3], None),
-        "off": lambda number: without.handle(prepared[number][3], None),
+        "on": lambda number: on(prepared[number][3]),
+        "off": lambda number: off(prepared[number][3]),
     }
     count = len(prepared)
     for call in series.values():

@@ -30,13 +30,16 @@ store outages) is counted per Environment, in one line at the end of the request
 Each scored payment is captured (`sds.kernel.capture`: the event, the feature vector as scored,
 the model, score and decision), sampled per event id at the environment's CAPTURE_SAMPLE_RATE,
 as one line per payment to the capture sink: stdout on Lambda, where the function's log
-subscription ships them to S3, a JSON Lines file under `sds serve`. Capture never fails a request:
-a sink that raises is logged and counted (`CaptureFailures`).
+subscription ships them to S3, a JSON Lines file under `sds serve`. Capture runs once the
+response is built (its latency field ends at the decision). Capture never fails a request: a
+sink that raises is logged and counted (`CaptureFailures`). On Lambda a request's metric lines
+and capture records reach stdout in one write at its end (`StdoutLines`): the runtime flushes
+every write, a system call each.
 
 With a shadow pin (SHADOW_MODEL_VERSION), a challenger is loaded at cold start beside the live
 model, the same way (same registry, same sha256 and feature-schema checks). When capture is on it
-scores the same float32 matrix the live model scored (the account aggregates are read once), after
-the live model and before the response is built, and its score and decision go into the capture
+scores the same float32 matrix the live model scored (the account aggregates are read once), once
+the live model's response is built, and its score and decision go into the capture
 record beside the live ones (`sds.kernel.capture`). The live model alone decides: the response is
 built from the live scores only, byte for byte what it is without a shadow. The bound on what a
 challenger costs a request: one ONNX Runtime run on the request's matrix when it works (`make bench`
@@ -114,8 +117,8 @@ def _emf_directive(names: tuple[str, ...], dimensions: tuple[str, ...]) -> orjso
     return orjson.Fragment(orjson.dumps(directive))
 
 
-def emf_metrics(values: Mapping[str, float], dimensions: Mapping[str, str]) -> None:
-    """Emit a request's CloudWatch metrics as one Embedded Metric Format log line (no API call)."""
+def emf_line(values: Mapping[str, float], dimensions: Mapping[str, str]) -> bytes:
+    """A request's CloudWatch metrics as one Embedded Metric Format log line (no API call)."""
     document = {
         "_aws": {
             "Timestamp": int(time.time() * 1000),
@@ -124,7 +127,47 @@ def emf_metrics(values: Mapping[str, float], dimensions: Mapping[str, str]) -> N
         **values,
         **dimensions,
     }
-    sys.stdout.write(orjson.dumps(document, option=orjson.OPT_APPEND_NEWLINE).decode())
+    return orjson.dumps(document, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def emf_metrics(values: Mapping[str, float], dimensions: Mapping[str, str]) -> None:
+    """Write a request's metrics line to stdout at once (`StdoutLines` batches them instead)."""
+    sys.stdout.write(emf_line(values, dimensions).decode())
+
+
+class StdoutLines:
+    """What the function writes to stdout, its metric lines and its capture records, kept and
+    written in one write at the end of each request (`flush`).
+
+    On Lambda the runtime flushes stdout after every write (awslambdaric wraps it in
+    `Unbuffered`), so each write is a system call to the pipe the platform reads logs from: one
+    per request instead of one per line (a metrics line, then the capture records). Lines keep
+    their order; a request's lines are flushed even when it fails.
+    """
+
+    __slots__ = ("_pending",)
+
+    def __init__(self) -> None:
+        self._pending: list[bytes] = []
+
+    def metrics(self, values: Mapping[str, float], dimensions: Mapping[str, str]) -> None:
+        """A `MetricSink`."""
+        self._pending.append(emf_line(values, dimensions))
+
+    def capture(self, lines: bytes) -> None:
+        """A `CaptureSink`."""
+        self._pending.append(lines)
+
+    def flush(self) -> None:
+        """Write what is pending in one write; never raises (logging must not fail serving)."""
+        if not self._pending:
+            return
+        data = b"".join(self._pending)
+        self._pending.clear()
+        try:
+            sys.stdout.write(data.decode())
+        except Exception:
+            logger.exception("could not write %d bytes of metrics and capture records", len(data))
 
 
 def _dumps(document: Mapping[str, Any]) -> str:
@@ -404,18 +447,7 @@ class InferenceApp:
         # The handler's own matrix: C-contiguous float32 in the verified layout, scored without
         # the wrapper's per-call checks (`LoadedModel.score_matrix`; `predict` gives the same).
         scores = model.score_matrix(features)
-        if self.capturer is not None:
-            shadow = self._shadow_scores(features, metrics) if self.capturer.shadowing else None
-            self._capture(
-                event,
-                (received_us, started_ns),
-                events,
-                features,
-                scores,
-                missing,
-                metrics,
-                shadow,
-            )
+        decided_ns = time.perf_counter_ns()
         threshold = model.threshold
         predictions = [
             {"fraud_probability": round(score, 6), "is_fraud": score >= threshold, "event_id": i}
@@ -425,12 +457,31 @@ class InferenceApp:
         document: dict[str, Any] = {"model": self._model_ref, "predictions": predictions}
         if missing is not None:
             document["online_features"] = {"available": False, "reason": missing}
-        return self._json(200, document)
+        response = self._json(200, document)
+        if self.capturer is not None:
+            # After the response is built: the record's latency ends at the decision, and
+            # capture runs on what writing the response left in the CPU's caches.
+            shadow = self._shadow_scores(features, metrics) if self.capturer.shadowing else None
+            self._capture(
+                event,
+                received_us,
+                started_ns,
+                decided_ns,
+                events,
+                features,
+                scores,
+                missing,
+                metrics,
+                shadow,
+            )
+        return response
 
     def _capture(
         self,
         event: Mapping[str, Any],
-        received: tuple[int, int],
+        received_us: int,
+        started_ns: int,
+        decided_ns: int,
         events: list[Mapping[str, Any]],
         features: Any,
         scores: list[float],
@@ -438,18 +489,21 @@ class InferenceApp:
         metrics: dict[str, float],
         shadow: tuple[list[float] | None, int, str | None] | None = None,
     ) -> None:
-        """Capture the request's scored events; `received` is (wall clock in microseconds,
-        perf counter in nanoseconds) when scoring started, `shadow` the challenger's scores,
-        scoring time in nanoseconds and error (`_shadow_scores`)."""
+        """Capture the request's scored events: scoring started at `received_us` (wall clock,
+        microseconds) and `started_ns` (perf counter, nanoseconds), the decision was made at
+        `decided_ns`; `shadow` is the challenger's scores, scoring time in nanoseconds and error
+        (`_shadow_scores`)."""
         assert self.capturer is not None
         context = event.get("requestContext")
-        request_id = context.get("requestId") if isinstance(context, Mapping) else None
+        # A proxy event is parsed JSON, its requestContext a dict: no ABC check needed.
+        request_id = context.get("requestId") if isinstance(context, dict) else None
         shadow_scores, shadow_ns, shadow_error = shadow or (None, 0, None)
         try:
             self.capturer.capture(
                 request_id=request_id if isinstance(request_id, str) else None,
-                received_us=received[0],
-                started_ns=received[1],
+                received_us=received_us,
+                started_ns=started_ns,
+                decided_ns=decided_ns,
                 events=events,
                 features=features,
                 scores=scores,

@@ -4,7 +4,8 @@ Thin on purpose: the model is loaded once per execution environment, here at ini
 SnapStart snapshot), from MODEL_NAME / MODEL_VERSION / MODEL_SHA256 / REGISTRY_URI. A load
 failure does not crash the environment: the app answers 503 with the reason and emits a metric.
 Scored payments are captured to stdout (`sds.kernel.capture`): each line is a log event of the
-function's log group, which a subscription filter ships to S3. All logic lives in
+function's log group, which a subscription filter ships to S3. A request's metric lines and
+capture records are written together, in one write at its end (`StdoutLines`). All logic lives in
 `lambdas.inference.app`.
 """
 
@@ -14,13 +15,18 @@ import logging
 import os
 from typing import Any
 
-from lambdas.inference.app import InferenceApp
-from sds.kernel.capture import stdout_sink
+from lambdas.inference.app import InferenceApp, StdoutLines
 
 logging.getLogger().setLevel(os.environ.get("LOG_LEVEL", "INFO"))
 
-app = InferenceApp.from_environ(os.environ, capture=stdout_sink)
+# Metric lines and capture records go to stdout in one write per request (see `StdoutLines`).
+stdout = StdoutLines()
+app = InferenceApp.from_environ(os.environ, metrics=stdout.metrics, capture=stdout.capture)
+stdout.flush()  # what the init emitted (a model that failed to load)
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return app.handle(event, context)
+    try:
+        return app.handle(event, context)
+    finally:
+        stdout.flush()

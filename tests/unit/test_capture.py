@@ -116,9 +116,9 @@ def test_each_scored_payment_is_one_record_holding_what_the_model_saw_and_said(
     assert [r["event_id"] for r in records] == [e["event_id"] for e in events]
     # each readable by the contract's parser, in the documented field order
     assert list(records[0]) == [
-        "record", "schema_version", "env", "request_id", "received_at", "latency_ms",
-        "event_id", "account_id", "occurred_at", "model", "score", "decision", "threshold",
-        "online_features", "sample_rate", "feature_schema", "features", "event",
+        "record", "schema_version", "env", "model", "threshold", "sample_rate", "feature_schema",
+        "request_id", "received_at", "latency_ms", "event_id", "account_id", "occurred_at",
+        "score", "decision", "online_features", "features", "event",
     ]  # fmt: skip
     # The feature vector is exactly the float32 row the model scored (aggregates included)
     columns = Columns.of(events).with_inputs(
@@ -288,6 +288,29 @@ def test_parse_refuses_what_is_not_a_record_of_this_schema() -> None:
         parse({**good, "score": "high"})
     with pytest.raises(CaptureError, match="occurred_at"):
         parse({**good, "occurred_at": "yesterday"})
+
+
+def test_latency_runs_to_the_decision_in_milliseconds_to_three_decimals() -> None:
+    lines: list[bytes] = []
+    capturer = Capturer(
+        env="dev",
+        model={"name": "fraud", "version": 3, "sha256": "a" * 64},
+        threshold=0.5,
+        sink=lines.append,
+    )
+    for decided_ns, expected in ((1_234_567, 1.235), (1_234_499, 1.234), (999, 0.001), (0, 0.0)):
+        capturer.capture(
+            request_id="r",
+            received_us=1_772_366_400_000_000,
+            started_ns=1_000_000_000,
+            decided_ns=1_000_000_000 + decided_ns,
+            events=[payment(1)],
+            features=np.zeros((1, 22), dtype=np.float32),
+            scores=[0.2],
+            online_features=True,
+        )
+        assert json.loads(lines[-1])["latency_ms"] == expected
+        assert f'"latency_ms":{expected}'.encode() in lines[-1]  # no float noise in the text
 
 
 def test_partitions_are_utc_days() -> None:
