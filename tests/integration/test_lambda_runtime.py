@@ -208,6 +208,12 @@ def test_the_bundle_serves_api_gateway_events_under_awslambdaric_cold_and_warm(
     assert bad.result["statusCode"] == 400
     # And the model was loaded (from S3, verified) once, at init, not per request
     assert output_text.count("loaded model fraud v1") == 1, output_text[-3000:]
+    # And each scored payment's capture record, and each scored request's behaviour metrics,
+    # reached the runtime's stdout whole, one JSON document per line
+    lines = [json.loads(x) for x in output_text.splitlines() if x.startswith("{")]
+    captured = [x["event_id"] for x in lines if x.get("record") == "sds.capture"]
+    assert captured == [e["event_id"] for e in events] + [events[0]["event_id"]]
+    assert [x["Predictions"] for x in lines if "Predictions" in x] == [3, 1]
     init_ms = (runtime_api.first_poll_at - started) * 1000
     print(f"\nawslambdaric: init (imports + verified model load from S3) {init_ms:.0f} ms")
 
