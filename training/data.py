@@ -22,7 +22,7 @@ import numpy as np
 
 from sds.kernel.errors import SdsError
 from sds.kernel.events import validate
-from sds.kernel.features import parse_time
+from sds.kernel.features import times_of
 
 LABEL = "is_fraud"
 _WRITE_BATCH = 10_000  # lines encoded and written at a time
@@ -177,7 +177,7 @@ def read_history(location: str | Path) -> History:
     if not records:
         raise DataError(f"{text}: no events")
     events = list(records.values())
-    times = np.fromiter((parse_time(e["occurred_at"]) for e in events), np.int64, len(events))
+    times = times_of(events)
     order = np.argsort(times, kind="stable")
     events = [events[i] for i in order]
     times = times[order]

@@ -35,6 +35,7 @@ from sds.kernel.features import (
     featurize_batch,
     featurize_columns,
     parse_time,
+    parse_times,
     validate_event,
 )
 from training.synthetic import LABEL, generate_activity
@@ -593,7 +594,7 @@ def test_a_single_event_is_checked_as_its_batch_of_one_would_be(events: list[Any
     inputs = dict(zip(FIELD_NAMES, ([value] for value in row), strict=True))
     # When the one-event path checks it (the most common request)
     # Then it answers what the checks over columns answer for a batch of one
-    assert features_module._row_is_valid(row) == features_module._columns_are_valid([row], inputs)
+    assert features_module._row_is_valid(row) == features_module._columns_are_valid(inputs)
 
 
 _time_texts = st.one_of(
@@ -640,3 +641,44 @@ def test_given_any_text_then_a_time_is_read_exactly_when_the_published_pattern_a
 
     # Then it is accepted exactly when both accept it, with the same microsecond
     assert got == expected
+
+
+def _outcome(call: Any) -> Any:
+    try:
+        return call()
+    except ValueError as exc:
+        return ("ValueError", str(exc))
+
+
+@given(
+    texts=st.lists(
+        st.one_of(
+            _time_texts,
+            st.sampled_from(["2026-03-01T12:00:00Z", "2026-03-01T12:00:00.5+01:00"]),
+            st.sampled_from([None, 17, b"2026-03-01T12:00:00Z"]),
+        ),
+        max_size=12,
+    )
+)
+@settings(max_examples=800, deadline=None)
+def test_a_column_of_times_is_read_as_each_time_is_read_alone(texts: list[Any]) -> None:
+    # Given any column of texts, times or not, shorter or longer than the column path's minimum
+    # When the column is read at once (the request's and the history's path)
+    # Then it is what reading each time alone gives, and the first invalid one is named the same
+    def each() -> list[int]:
+        return [parse_time(text) for text in texts]
+
+    assert _outcome(lambda: parse_times(texts)) == _outcome(each)
+
+
+def test_a_long_column_of_valid_times_takes_the_column_path_and_reads_them_exactly() -> None:
+    texts = [f"2026-03-01T12:00:{s:02d}.{s:06d}+01:00" for s in range(60)] + [
+        "2000-01-01T00:00:00Z",
+        "2099-12-31T23:59:59.999999Z",
+    ]
+    expected = [parse_time(text) for text in texts]
+    assert parse_times(texts) == expected
+    assert features_module.times_of([{"occurred_at": t} for t in texts]).tolist() == expected
+    # one time outside the years in a long column: named as parse_time names it
+    with pytest.raises(ValueError, match="must be in the years 2000 to 2099"):
+        parse_times([*texts, "2100-01-01T00:00:00Z"])

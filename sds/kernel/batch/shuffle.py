@@ -52,7 +52,7 @@ import orjson
 from sds.kernel.batch.storage import Storage, StorageError, StoredFile, iter_chunks
 from sds.kernel.errors import SdsError
 from sds.kernel.events import validate
-from sds.kernel.features import parse_time
+from sds.kernel.features import times_of
 
 MIB = 1024 * 1024
 HISTORY_SUFFIXES = (".jsonl", ".jsonl.gz")
@@ -638,7 +638,7 @@ def load_partition(
         if LABEL in event:
             labels[event["event_id"]] = bool(event.pop(LABEL))
         events.append(event)
-    times = np.fromiter((parse_time(e["occurred_at"]) for e in events), np.int64, len(events))
+    times = times_of(events)
     order = np.fromiter((p for p, _ in records.values()), np.int64, len(events))
     ranked = np.lexsort((order, times))
     return PartitionHistory(
