@@ -480,8 +480,9 @@ class InferenceApp:
             document["online_features"] = {"available": False, "reason": missing}
         response = self._json(200, document)
         if self.capturer is not None:
-            # After the response is built: the record's latency ends at the decision, and
-            # capture runs on what writing the response left in the CPU's caches.
+            # Once the response is built (the record's latency ends at the decision): measured,
+            # capture costs a request less here than between scoring and the response
+            # (benchmarks/README.md, section 12).
             shadow = self._shadow_scores(features, metrics) if self.capturer.shadowing else None
             self._capture(
                 event,

@@ -4,7 +4,8 @@ The contract between the handler, which writes them, and everything that reads t
 (training from capture, `sds monitor`, an analyst's query): `Capturer` builds and writes the
 records, `parse` reads one back and checks it, both here. A record is one JSON object on one
 line. On AWS the handler writes the lines to stdout (with the request's metric lines, in one
-write: `lambdas.inference.app.StdoutLines`), so they become log events of the function's log group, and a subscription filter (`SUBSCRIPTION_FILTER`) ships them through Firehose to S3 with
+write: `lambdas.inference.app.StdoutLines`), so they become log events of the function's log
+group, and a subscription filter (`SUBSCRIPTION_FILTER`) ships them through Firehose to S3 with
 no network call on the request path; `sds serve` writes the same lines to JSON Lines files under
 `.sds/capture/<env>/`. Both are partitioned by the UTC day the record was served,
 `dt=YYYY-MM-DD/` (`partition`).
