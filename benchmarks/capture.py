@@ -3,11 +3,12 @@ predictions on AWS.
 
     python -m benchmarks.capture [--quick] [--out FILE]      (also `make bench --only capture`)
 
-In one process: a small model is trained on generated payments and served by `InferenceApp` with
-an empty SQLite feature store, composed as the Lambda handler composes it: metric lines and
-capture records kept per request and written to stdout in one write at its end
-(`StdoutLines`), stdout flushed after every write as the Lambda runtime's is
-(`warm_worker.LambdaStdout`), into /dev/null. Three series, each timed per call with
+A small model is trained on generated payments here; then, in a fresh process of the Lambda's
+Python (3.12) on the inference bundle (`benchmarks/capture_worker.py`, as the warm benchmark's
+worker runs), it is served by `InferenceApp` with an empty SQLite feature store, composed as the
+Lambda handler composes it: metric lines and capture records kept per request and written to
+stdout in one write at its end (`StdoutLines`), stdout flushed after every write as the Lambda
+runtime's is (`warm_worker.LambdaStdout`), into /dev/null. Three series, each timed per call with
 `perf_counter_ns` over `blocks` blocks of `calls` calls (after a warm-up pass), with requests of 1
 and of 100 payments, distinct as traffic is (the history's payments, each in one request of each
 size; `warm_worker.requests_of`), the calls cycling through them:
@@ -34,15 +35,13 @@ import argparse
 import gzip
 import json
 import os
-import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-from benchmarks.warm_worker import LambdaStdout, requests_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,56 +73,28 @@ GB = 1024**3
 LAMBDA_MEMORY_MB = 1024  # every environment's function in cdk.json
 
 
-def _percentiles(samples: list[int]) -> dict[str, float]:
-    ordered = sorted(samples)
-
-    def at(q: float) -> float:
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1000
-
-    return {
-        "p50_us": at(0.5),
-        "p90_us": at(0.9),
-        "p99_us": at(0.99),
-        "mean_us": statistics.fmean(ordered) / 1000,
-    }
-
-
-def _timed(call: Callable[[int], Any], calls: int, count: int) -> list[int]:
-    """Each call's time; call i is given request number i modulo `count`."""
-    samples = []
-    for i in range(calls):
-        number = i % count
-        started = time.perf_counter_ns()
-        call(number)
-        samples.append(time.perf_counter_ns() - started)
-    return samples
-
-
-def _proxy(events: list[dict[str, Any]], number: int) -> dict[str, Any]:
-    return {
-        "resource": "/{proxy+}",
-        "path": "/predict",
-        "httpMethod": "POST",
-        "headers": {"Content-Type": "application/json"},
-        "body": json.dumps({"events": events}),
-        "isBase64Encoded": False,
-        "requestContext": {"requestId": f"bench-{number}", "stage": "live", "path": "/predict"},
-    }
-
-
 def run(
-    *, quick: bool = False, log: Callable[[str], None] = print, request_payments: int = 3_200
+    *,
+    python: str,
+    bundle: Path,
+    quick: bool = False,
+    log: Callable[[str], None] = print,
+    request_payments: int = 3_200,
 ) -> dict[str, Any]:
-    from lambdas.inference.app import InferenceApp, StdoutLines
+    """Train the served model here, time the handler in a worker (`capture_worker`, `python`
+    on the inference `bundle`), and price the records."""
     from sds.kernel.capture import Capturer
     from sds.kernel.features import Columns, featurize_columns
     from sds.kernel.registry import open_registry
+    from sds.kernel.serving import load_model
     from sds.kernel.settings import ServingSettings
     from training.data import write_jsonl
     from training.synthetic import generate_activity
     from training.train import STEPS, Progress, TrainParams, train
 
-    calls, blocks = (200, 2) if quick else (2000, 5)
+    # Short blocks, many of them: a pause of the machine then hits one pair of blocks, not a fifth
+    # of the run, and the median difference over the pairs shrugs it off.
+    calls, blocks = (200, 2) if quick else (500, 20)
     work = Path(tempfile.mkdtemp(prefix="sds-bench-capture-"))
     history = generate_activity(2000 if quick else 4000, seed=11)
     log("capture: training the served model")
@@ -148,63 +119,52 @@ def run(
         {k: v for k, v in e.items() if k != "is_fraud"} for e in history if e["type"] == "payment"
     ]
     payments = payments[-request_payments:]
-    requests = {"single": requests_of(payments, 1), "batch100": requests_of(payments, 100)}
-    apps = {}
-    for name, captured in (("on", True), ("off", False)):
-        stdout = StdoutLines()  # as `lambdas.inference.handler` composes the function's app
-        app = InferenceApp(
-            settings, metrics=stdout.metrics, capture=stdout.capture if captured else None
-        )
-        apps[name] = _handler(app, stdout)
-        if captured:
-            assert app.model is not None and app.capturer is not None
-            model = app.model
-            alone = Capturer(
-                env=settings.environment,
-                model={"name": "fraud", "version": version.number, "sha256": version.sha256},
-                threshold=app.model.threshold,
-                sink=_keep_last,
-            )
-
-    real_stdout = sys.stdout
-    devnull = open(os.devnull, "w")  # noqa: SIM115 - restored in finally
-    sys.stdout = LambdaStdout(devnull)
+    (work / "payments.json").write_text(json.dumps(payments))
+    config = {
+        "model_name": settings.model_name,
+        "model_version": settings.model_version,
+        "model_sha256": settings.model_sha256,
+        "registry_uri": settings.registry_uri,
+        "environment": settings.environment,
+        "feature_store_uri": settings.feature_store_uri,
+        "payments": str(work / "payments.json"),
+        "calls": calls,
+        "blocks": blocks,
+    }
+    (work / "config.json").write_text(json.dumps(config))
     results: dict[str, Any] = {"calls_per_block": calls, "blocks": blocks}
-    try:
-        for label, batches in requests.items():
-            results[label] = _series(
-                apps["on"], apps["off"], model, alone, batches, calls=calls, blocks=blocks
-            )
-            log(
-                f"capture {label}: {results[label]['capture_per_event_us']['p50']:.2f} us per "
-                f"event (capture alone, p50), handler on-off "
-                f"{results[label]['handler_difference_per_event_us']['median']:.2f} us per event"
-            )
-        lines: list[bytes] = []
-        sample = Capturer(
-            env="prod",
-            model={"name": "fraud", "version": version.number, "sha256": version.sha256},
-            threshold=0.5,
-            sink=lines.append,
+    timed = _worker(python, bundle, work / "config.json", work / "timed.json")
+    results["python"] = timed.pop("python")
+    for label in ("single", "batch100"):
+        results[label] = timed[label]
+        log(
+            f"capture {label}: {results[label]['capture_per_event_us']['p50']:.2f} us per "
+            f"event (capture alone, p50), handler on-off "
+            f"{results[label]['handler_difference_per_event_us']['median']:.2f} us per event"
         )
-        for start in range(0, min(len(payments), 2000), 100):
-            events = payments[start : start + 100]
-            columns = Columns.of(events).with_inputs(
-                {name: [0.0] * len(events) for name in _aggregates()}
-            )
-            features = featurize_columns(columns)
-            sample.capture(
-                request_id="r" * 36,
-                received_us=time.time_ns() // 1000,
-                started_ns=time.perf_counter_ns(),
-                events=events,
-                features=features,
-                scores=[float(v) for v in model.predict(features)],
-                online_features=True,
-            )
-    finally:
-        sys.stdout = real_stdout
-        devnull.close()
+    lines: list[bytes] = []
+    model = load_model(settings)
+    sample = Capturer(
+        env="prod",
+        model={"name": "fraud", "version": version.number, "sha256": version.sha256},
+        threshold=0.5,
+        sink=lines.append,
+    )
+    for start in range(0, min(len(payments), 2000), 100):
+        events = payments[start : start + 100]
+        columns = Columns.of(events).with_inputs(
+            {name: [0.0] * len(events) for name in _aggregates()}
+        )
+        features = featurize_columns(columns)
+        sample.capture(
+            request_id="r" * 36,
+            received_us=time.time_ns() // 1000,
+            started_ns=time.perf_counter_ns(),
+            events=events,
+            features=features,
+            scores=[float(v) for v in model.predict(features)],
+            online_features=True,
+        )
     data = b"".join(lines)
     records = data.count(b"\n")
     record_bytes = len(data) / records
@@ -221,112 +181,30 @@ def run(
         per_event_us=max(0.0, results["single"]["handler_difference_per_event_us"]["median"]),
     )
     results["target_us_per_event"] = 10.0
-    results["python"] = sys.version.split()[0]
     return results
 
 
-def _handler(app: Any, stdout: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """`app` as `lambdas.inference.handler.lambda_handler` serves it: the request's stdout
-    lines written in one write when it ends."""
-
-    def handle(event: dict[str, Any]) -> dict[str, Any]:
-        try:
-            response: dict[str, Any] = app.handle(event, None)
-            return response
-        finally:
-            stdout.flush()
-
-    return handle
-
-
-_last: list[bytes] = []
-
-
-def _keep_last(lines: bytes) -> None:
-    """The sink of capture alone: keeps the last request's lines (nothing is written)."""
-    _last[:] = [lines]
-
-
-def _series(
-    on: Callable[[dict[str, Any]], dict[str, Any]],
-    off: Callable[[dict[str, Any]], dict[str, Any]],
-    model: Any,
-    capturer: Any,
-    batches: list[list[dict[str, Any]]],
-    *,
-    calls: int,
-    blocks: int,
-) -> dict[str, Any]:
-    """Capture alone, and the handler with and without it, on distinct requests of the same
-    size, block by block."""
-    from sds.kernel.features import Columns, featurize_columns
-
-    n = len(batches[0])
-    prepared = []
-    for number, events in enumerate(batches):
-        features = featurize_columns(
-            Columns.of(events).with_inputs({name: [0.0] * n for name in _aggregates()})
-        )
-        scores = [float(s) for s in model.predict(features)]
-        prepared.append((events, features, scores, _proxy(events, number)))
-    for *_, proxy in prepared:  # the series time scoring, not a refusal
-        for handle in (on, off):
-            answer = handle(proxy)
-            if answer["statusCode"] != 200:
-                raise RuntimeError(f"the benchmark request was refused: {answer['body'][:300]}")
-
-    def capture_only(number: int) -> None:
-        events, features, scores, _ = prepared[number]
-        capturer.capture(
-            request_id=f"bench-{number}",
-            received_us=time.time_ns() // 1000,
-            started_ns=time.perf_counter_ns(),
-            events=events,
-            features=features,
-            scores=scores,
-            online_features=True,
-        )
-
-    series: dict[str, Callable[[int], Any]] = {
-        "capture": capture_only,
-        "on": lambda number: on(prepared[number][3]),
-        "off": lambda number: off(prepared[number][3]),
-    }
-    count = len(prepared)
-    for call in series.values():
-        _timed(call, max(200, count), count)  # warm-up: every request at least once
-    per_block: dict[str, list[dict[str, float]]] = {name: [] for name in series}
-    for _ in range(blocks):  # interleaved: the machine's drift hits the three alike
-        for name, call in series.items():
-            per_block[name].append(_percentiles(_timed(call, calls, count)))
-
-    def median(name: str, key: str) -> float:
-        return statistics.median(b[key] for b in per_block[name])
-
-    difference = [
-        (on["p50_us"] - off["p50_us"]) / n
-        for on, off in zip(per_block["on"], per_block["off"], strict=True)
-    ]
-    return {
-        "events": n,
-        "requests": count,
-        "capture_call": {
-            k: median("capture", k) for k in ("p50_us", "p90_us", "p99_us", "mean_us")
+def _worker(python: str, bundle: Path, config: Path, out: Path) -> dict[str, Any]:
+    """`capture_worker.py` in a fresh process of the Lambda's Python on the bundle."""
+    result = subprocess.run(
+        [python, "-S", "-P", str(ROOT / "benchmarks" / "capture_worker.py"), str(config), str(out)],
+        env={
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONPATH": str(bundle),
+            "PYTHONDONTWRITEBYTECODE": "1",  # /var/task is read-only on Lambda
+            "HOME": os.environ.get("HOME", "/tmp"),
         },
-        "capture_per_event_us": {
-            "p50": median("capture", "p50_us") / n,
-            "mean": median("capture", "mean_us") / n,
-            "blocks": [round(b["p50_us"] / n, 3) for b in per_block["capture"]],
-        },
-        "handler_p50_us": {
-            "capture_on": median("on", "p50_us"),
-            "capture_off": median("off", "p50_us"),
-        },
-        "handler_difference_per_event_us": {
-            "median": statistics.median(difference),
-            "blocks": [round(d, 3) for d in difference],
-        },
-    }
+        cwd=out.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"the capture worker failed:\n{result.stderr[-3000:]}")
+    timed: dict[str, Any] = json.loads(out.read_text())
+    return timed
 
 
 def _aggregates() -> tuple[str, ...]:
@@ -365,7 +243,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="few calls (a smoke run)")
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = parser.parse_args(argv)
-    results = run(quick=args.quick, log=lambda m: print(m, file=sys.stderr))
+    from benchmarks import bundles
+
+    python = bundles.lambda_python()
+    results = run(
+        python=python,
+        bundle=bundles.build("ours", python).path,
+        quick=args.quick,
+        log=lambda m: print(m, file=sys.stderr),
+    )
     text = json.dumps(results, indent=2)
     if args.out:
         args.out.write_text(text + "\n")

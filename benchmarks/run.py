@@ -735,8 +735,13 @@ def main(argv: list[str] | None = None) -> int:
             from benchmarks import capture
 
             log("capture: in-process cost per event, cost per million predictions on AWS")
+            capture_bundle = built["ours"] if "ours" in built else bundles.build("ours", python)
             results["capture"] = capture.run(
-                quick=plan.quick, log=log, request_payments=plan.request_payments
+                python=python,
+                bundle=capture_bundle.path,
+                quick=plan.quick,
+                log=log,
+                request_payments=plan.request_payments,
             )
             checkpoint(results, args.out)
         if "shadow" in plan.sections:

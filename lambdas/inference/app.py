@@ -38,8 +38,8 @@ every write, a system call each.
 
 With a shadow pin (SHADOW_MODEL_VERSION), a challenger is loaded at cold start beside the live
 model, the same way (same registry, same sha256 and feature-schema checks). When capture is on it
-scores the same float32 matrix the live model scored (the account aggregates are read once), once
-the live model's response is built, and its score and decision go into the capture
+scores the same float32 matrix the live model scored (the account aggregates are read once),
+right after the live model, and its score and decision go into the capture
 record beside the live ones (`sds.kernel.capture`). The live model alone decides: the response is
 built from the live scores only, byte for byte what it is without a shadow. The bound on what a
 challenger costs a request: one ONNX Runtime run on the request's matrix when it works (`make bench`
@@ -469,6 +469,13 @@ class InferenceApp:
         # the wrapper's per-call checks (`LoadedModel.score_matrix`; `predict` gives the same).
         scores = model.score_matrix(features)
         decided_ns = time.perf_counter_ns()
+        # The challenger scores right after the live model, before the response is built.
+        capturer = self.capturer
+        shadow = (
+            self._shadow_scores(features, metrics)
+            if capturer is not None and capturer.shadowing
+            else None
+        )
         threshold = model.threshold
         predictions = [
             {"fraud_probability": shown, "is_fraud": score >= threshold, "event_id": i}
@@ -479,11 +486,10 @@ class InferenceApp:
         if missing is not None:
             document["online_features"] = {"available": False, "reason": missing}
         response = self._json(200, document)
-        if self.capturer is not None:
+        if capturer is not None:
             # Once the response is built (the record's latency ends at the decision): measured,
             # capture costs a request less here than between scoring and the response
             # (benchmarks/README.md, section 12).
-            shadow = self._shadow_scores(features, metrics) if self.capturer.shadowing else None
             self._capture(
                 event,
                 received_us,
