@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.append(str(Path(__file__).resolve().parent))  # after the bundle: warm_worker only
-from warm_worker import LambdaStdout, requests_of
+from warm_worker import LambdaStdout, proxy_event, requests_of
 
 REQUEST_SIZES = (("single", 1), ("batch100", 100))
 
@@ -57,16 +57,11 @@ def _timed(call: Callable[[int], Any], calls: int, count: int) -> list[int]:
     return samples
 
 
-def proxy(events: list[dict[str, Any]], number: int) -> dict[str, Any]:
-    return {
-        "resource": "/{proxy+}",
-        "path": "/predict",
-        "httpMethod": "POST",
-        "headers": {"Content-Type": "application/json"},
-        "body": json.dumps({"events": events}),
-        "isBase64Encoded": False,
-        "requestContext": {"requestId": f"bench-{number}", "stage": "live", "path": "/predict"},
-    }
+def request(events: list[dict[str, Any]], number: int) -> dict[str, Any]:
+    """The warm benchmark's proxy event for `events`, with a request id of its own."""
+    event = proxy_event(events)
+    event["requestContext"]["requestId"] = f"bench-{number}"
+    return event
 
 
 def _handler(app: Any, stdout: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
@@ -113,10 +108,10 @@ def series(
             Columns.of(events).with_inputs({name: [0.0] * n for name in NAMES})
         )
         scores = [float(s) for s in model.predict(features)]
-        prepared.append((events, features, scores, proxy(events, number)))
-    for *_, request in prepared:  # the series time scoring, not a refusal
+        prepared.append((events, features, scores, request(events, number)))
+    for *_, event in prepared:  # the series time scoring, not a refusal
         for handle in (on, off):
-            answer = handle(request)
+            answer = handle(event)
             if answer["statusCode"] != 200:
                 raise RuntimeError(f"the benchmark request was refused: {answer['body'][:300]}")
 
