@@ -82,7 +82,27 @@ def run(
     request_payments: int = 3_200,
 ) -> dict[str, Any]:
     """Train the served model here, time the handler in a worker (`capture_worker`, `python`
-    on the inference `bundle`), and price the records."""
+    on the inference `bundle`), and price the records; nothing is left behind."""
+    with tempfile.TemporaryDirectory(prefix="sds-bench-capture-") as folder:
+        return _measure(
+            Path(folder),
+            python=python,
+            bundle=bundle,
+            quick=quick,
+            log=log,
+            request_payments=request_payments,
+        )
+
+
+def _measure(
+    work: Path,
+    *,
+    python: str,
+    bundle: Path,
+    quick: bool,
+    log: Callable[[str], None],
+    request_payments: int,
+) -> dict[str, Any]:
     from sds.kernel.capture import Capturer
     from sds.kernel.features import Columns, featurize_columns
     from sds.kernel.registry import open_registry
@@ -95,7 +115,6 @@ def run(
     # Short blocks, many of them: a pause of the machine then hits one pair of blocks, not a fifth
     # of the run, and the median difference over the pairs shrugs it off.
     calls, blocks = (200, 2) if quick else (500, 20)
-    work = Path(tempfile.mkdtemp(prefix="sds-bench-capture-"))
     history = generate_activity(2000 if quick else 4000, seed=11)
     log("capture: training the served model")
     version = train(
