@@ -35,7 +35,6 @@ import argparse
 import gzip
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -152,7 +151,7 @@ def _measure(
     }
     (work / "config.json").write_text(json.dumps(config))
     results: dict[str, Any] = {"calls_per_block": calls, "blocks": blocks}
-    timed = _worker(python, bundle, work / "config.json", work / "timed.json")
+    timed = _worker(python, bundle, work / "config.json")
     results["python"] = timed.pop("python")
     for label in ("single", "batch100"):
         results[label] = timed[label]
@@ -203,27 +202,22 @@ def _measure(
     return results
 
 
-def _worker(python: str, bundle: Path, config: Path, out: Path) -> dict[str, Any]:
+def _worker(python: str, bundle: Path, config: Path) -> dict[str, Any]:
     """`capture_worker.py` in a fresh process of the Lambda's Python on the bundle."""
-    result = subprocess.run(
-        [python, "-S", "-P", str(ROOT / "benchmarks" / "capture_worker.py"), str(config), str(out)],
+    from benchmarks import measure
+
+    return measure.worker(
+        python,
+        ROOT / "benchmarks" / "capture_worker.py",
+        [str(config)],
         env={
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "PYTHONPATH": str(bundle),
             "PYTHONDONTWRITEBYTECODE": "1",  # /var/task is read-only on Lambda
             "HOME": os.environ.get("HOME", "/tmp"),
         },
-        cwd=out.parent,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        timeout=1800,
-        check=False,
+        what="the capture worker",
     )
-    if result.returncode != 0:
-        raise RuntimeError(f"the capture worker failed:\n{result.stderr[-3000:]}")
-    timed: dict[str, Any] = json.loads(out.read_text())
-    return timed
 
 
 def _aggregates() -> tuple[str, ...]:

@@ -200,6 +200,37 @@ def cpu_seconds(pid: int) -> float:
 # Warm latency -------------------------------------------------------------------------------
 
 
+def worker(
+    python: str,
+    script: Path,
+    args: Sequence[str],
+    *,
+    env: dict[str, str],
+    what: str,
+    after: Sequence[str] = (),
+    timeout: float = 1800,
+) -> dict[str, Any]:
+    """Run a benchmark worker script in a fresh process of the Lambda's `python` (`-S -P`: only
+    what `env`'s PYTHONPATH names is importable), in a temporary folder, and read the JSON it
+    writes to the path given after `args` (then `after`). Its stdout (EMF lines, logs) is
+    dropped; `what` names it in the error, with the end of its stderr."""
+    with tempfile.TemporaryDirectory(prefix="sds-bench-worker-") as tmp:
+        out = Path(tmp) / "out.json"
+        result = subprocess.run(
+            [python, "-S", "-P", str(script), *args, str(out), *after],
+            env=env,
+            cwd=tmp,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"{what} failed:\n{result.stderr[-3000:]}")
+        return dict(json.loads(out.read_text()))
+
+
 def warm(
     bundle: Bundle,
     *,
@@ -210,31 +241,11 @@ def warm(
     blocks: int,
     raw: bool,
 ) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="sds-bench-warm-") as tmp:
-        out = Path(tmp) / "warm.json"
-        command = [
-            python,
-            "-S",
-            "-P",  # only the bundle on sys.path, not the worker's own folder
-            str(ROOT / "benchmarks" / "warm_worker.py"),
-            bundle.handler,
-            str(events_file),
-            str(calls),
-            str(blocks),
-            str(out),
-        ]
-        if raw:
-            command.append("--raw")
-        result = subprocess.run(
-            command,
-            env=env,
-            cwd=tmp,
-            stdout=subprocess.DEVNULL,  # EMF metric lines, as CloudWatch would receive them
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=1800,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"warm {bundle.name} failed:\n{result.stderr[-3000:]}")
-        return dict(json.loads(out.read_text()))
+    return worker(
+        python,
+        ROOT / "benchmarks" / "warm_worker.py",
+        [bundle.handler, str(events_file), str(calls), str(blocks)],
+        env=env,
+        what=f"warm {bundle.name}",
+        after=["--raw"] if raw else [],
+    )

@@ -22,9 +22,7 @@ same run:
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -80,21 +78,9 @@ def build(python: str) -> bundles.Bundle:
 
 
 def _probe(python: str, env: dict[str, str], *args: str) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="sds-bench-powertools-") as tmp:
-        out = Path(tmp) / "probe.json"
-        result = subprocess.run(
-            [python, "-S", "-P", str(PROBE), *args, str(out)],
-            env=env,
-            cwd=tmp,
-            stdout=subprocess.DEVNULL,  # EMF lines and logs of the handlers' init
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"powertools probe {args[0]} failed:\n{result.stderr[-3000:]}")
-        return dict(json.loads(out.read_text()))
+    return measure.worker(
+        python, PROBE, args, env=env, what=f"powertools probe {args[0]}", timeout=600
+    )
 
 
 def _series(result: dict[str, Any], label: str) -> dict[str, Any]:
