@@ -7,9 +7,14 @@ suites serve, attack and promote this one model and copy its registry before cha
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sds.kernel.registry import Registry, Version, open_registry
 from sds.kernel.settings import ServingSettings
@@ -17,6 +22,7 @@ from training.data import write_jsonl
 from training.synthetic import generate_activity
 from training.train import STEPS, Progress, TrainParams, train
 
+ROOT = Path(__file__).resolve().parents[2]
 MODEL = "fraud"
 TRAINER = "trainer@ci"
 SMALL_PARAMS = TrainParams(max_iter=20, seed=1)
@@ -68,6 +74,22 @@ class TrainedModel:
             "ENVIRONMENT": "test",
             "FEATURE_STORE_URI": self.feature_store_uri,
         }
+
+    def run_probe(self, source: str, *args: str, **environ: str) -> tuple[Any, list[str]]:
+        """Run `source` in a fresh interpreter with this version's Lambda environment (quiet
+        logs, then `environ`), as a cold start imports the handler; the JSON it printed after
+        `RESULT `, and every line of its stdout."""
+        result = subprocess.run(
+            [sys.executable, "-c", source, *args],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, **self.environ(), "LOG_LEVEL": "WARNING", **environ},
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        return json.loads(next(x for x in lines if x.startswith("RESULT "))[7:]), lines
 
 
 def train_small_model(work: Path, *, events: int = 4000, seed: int = 3) -> TrainedModel:

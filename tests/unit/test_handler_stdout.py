@@ -9,17 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from lambdas.inference.app import StdoutLines
 from tests.support.trained_model import TrainedModel
-
-ROOT = Path(__file__).resolve().parents[2]
 
 # A fresh interpreter, stdout counted per write as the Lambda runtime flushes it, then the handler
 # imported (cold start) and called as the runtime calls it.
@@ -73,18 +68,7 @@ real.write("RESULT " + json.dumps({"init": writes[: len(writes) - sum(
 
 
 def _run_probe(trained: TrainedModel, **extra: str) -> dict[str, object]:
-    env = {**os.environ, **trained.environ(), "LOG_LEVEL": "WARNING", **extra}
-    result = subprocess.run(
-        [sys.executable, "-c", _PROBE],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    line = next(x for x in result.stdout.splitlines() if x.startswith("RESULT "))
-    report: dict[str, object] = json.loads(line[7:])
+    report: dict[str, object] = trained.run_probe(_PROBE, **extra)[0]
     return report
 
 

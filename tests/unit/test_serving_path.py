@@ -14,14 +14,9 @@ to `pickle.load`/`loads`/`Unpickler`).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 from tests.support.trained_model import TrainedModel
 
-ROOT = Path(__file__).resolve().parents[2]
 FORBIDDEN = ("sklearn", "scipy", "skops", "joblib", "cloudpickle", "dill")
 NUMPY_PICKLE_IMPORTER = "numpy._core._methods"
 
@@ -98,18 +93,7 @@ print("RESULT " + json.dumps({
 def test_serving_a_request_imports_no_scikit_learn_scipy_or_pickle_users(
     trained: TrainedModel,
 ) -> None:
-    env = {**os.environ, **trained.environ(), "LOG_LEVEL": "WARNING"}
-    result = subprocess.run(
-        [sys.executable, "-c", _PROBE, ",".join(FORBIDDEN)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    report = json.loads(next(line for line in lines if line.startswith("RESULT "))[7:])
+    report, lines = trained.run_probe(_PROBE, ",".join(FORBIDDEN))
 
     response = report["response"]
     assert response["statusCode"] == 200, response
@@ -136,18 +120,7 @@ def test_the_probe_would_notice_a_scikit_learn_import(trained: TrainedModel) -> 
         "import lambdas.inference.handler as handler",
         "import sklearn.ensemble\nimport lambdas.inference.handler as handler",
     )
-    env = {**os.environ, **trained.environ(), "LOG_LEVEL": "WARNING"}
-    result = subprocess.run(
-        [sys.executable, "-c", probe, ",".join(FORBIDDEN)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=120,
-    )
-    report = json.loads(
-        next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))[7:]
-    )
+    report, _ = trained.run_probe(probe, ",".join(FORBIDDEN))
 
     assert "sklearn" in report["loaded"]
     assert "scipy" in {m.split(".")[0] for m in report["loaded"]}
