@@ -207,8 +207,6 @@ class Capturer:
         self._fingerprint = feature_fingerprint()
         self._shadow: dict[str, Any] | None = None
         self._shadow_threshold = 0.0
-        # Whether records carry a challenger's result (`with_shadow`).
-        self.shadowing = False
         self._settle()
 
     def with_shadow(self, *, model: Mapping[str, Any], threshold: float) -> None:
@@ -219,8 +217,12 @@ class Capturer:
             "sha256": model["sha256"],
         }
         self._shadow_threshold = float(threshold)
-        self.shadowing = True
         self._settle()
+
+    @property
+    def shadowing(self) -> bool:
+        """Whether records carry a challenger's result (`with_shadow`)."""
+        return self._shadow is not None
 
     def _settle(self) -> None:
         # The record's first fields, the same in every record, as JSON once: `{"record": ...,`
