@@ -166,14 +166,10 @@ def _dumps(document: Any) -> bytes:
     try:
         return orjson.dumps(document, option=_OPTIONS)
     except orjson.JSONEncodeError:
-        return _reference_dumps(document)
-
-
-def _reference_dumps(document: Any) -> bytes:
-    """What orjson refuses (a lone surrogate escape a client sent in a string) the standard
-    library writes as an escape, as the handler's responses do."""
-    text = json.dumps(document, ensure_ascii=True, separators=(",", ":"), default=_plain)
-    return text.encode() + b"\n"
+        # What orjson refuses (a lone surrogate escape a client sent in a string) the standard
+        # library writes as an escape, as the handler's responses do.
+        text = json.dumps(document, ensure_ascii=True, separators=(",", ":"), default=_plain)
+        return text.encode() + b"\n"
 
 
 class Capturer:
@@ -317,11 +313,8 @@ class Capturer:
                     }
             if excluding:
                 self._drop(record)
-            try:
-                line = orjson.dumps(record, option=_OPTIONS)
-            except orjson.JSONEncodeError:
-                line = _reference_dumps(record)
-            lines.append(head + line[1:])  # the head's '{...,' then this record's fields and '}'
+            # The head's '{...,', then this record's own fields and its '}'.
+            lines.append(head + _dumps(record)[1:])
         self.sink(b"".join(lines))
         return len(lines)
 
