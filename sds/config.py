@@ -671,7 +671,8 @@ class BatchSettings:
 
     memory_mb: int = 2048
     timeout_seconds: int = 900
-    # /tmp, where a shuffle item spools its partitions (a .jsonl.gz object is one item, whole).
+    # /tmp, where a shuffle item spools its partitions: its range of a .jsonl object (64 MiB),
+    # or of a .jsonl.gz object's content (64 MiB; a 16th of it, for one of more than 1 GiB).
     ephemeral_storage_mb: int = 4096
     # Items (input ranges, then partitions) processed at once: the cap on concurrent functions.
     max_concurrency: int = 100

@@ -148,7 +148,7 @@ def run_locally(
 
 
 def _shuffle(plan: RunPlan, todo: list[int], workers: int, progress: Progress) -> int:
-    total = sum(plan.items[i].end - plan.items[i].start for i in todo)
+    total = sum(plan.items[i].size for i in todo)
     label = (
         f"partitioning {len(plan.items)} input item(s) by account into {plan.partitions} "
         f"partitions ({workers} workers)"

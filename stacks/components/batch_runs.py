@@ -5,7 +5,7 @@
 
 A history's events are partitioned by account before anything is computed, because an account's
 point-in-time aggregates need all of its events (sds.kernel.batch.shuffle): the first map reads
-each input item (a range of a .jsonl object, or a whole .jsonl.gz object) and writes its events
+each input item (a range of a .jsonl object, or of a .jsonl.gz object's content) and writes its events
 grouped by partition; the second computes one part per partition (scores, or the aggregates).
 Each map reads its items from a JSON list the previous step wrote (S3 ItemReader), caps the
 functions running at once (`max_concurrency`), and writes every item's result, failures

@@ -122,7 +122,7 @@ def execute(env: Environment, run: dict[str, Any], *, name: str = "exec-1") -> d
 def test_the_item_processor_writes_the_parts_a_local_run_writes(
     environment: Environment, tmp_path: Path, trained: Trained, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Given a history on S3: a plain object cut into several ranges and a gzipped one
+    # Given a history on S3: a plain object and a gzipped one, each cut into several ranges
     monkeypatch.setattr(shuffle, "RANGE_BYTES", 200_000)
     records = generate_activity(2500, seed=6)
     half = len(records) // 2
@@ -151,6 +151,9 @@ def test_the_item_processor_writes_the_parts_a_local_run_writes(
     assert manifest["model"]["version"] == trained.version.number
     assert manifest["model"]["sha256"] == trained.version.sha256
     assert manifest["totals"]["events"] == len(records) and manifest["items"] > 2
+    plan = json.loads(written["_run/plan.json"])
+    packed_ranges = [i for i in plan["items"] if i["source"]["name"].endswith(".gz")]
+    assert len(packed_ranges) > 1 and packed_ranges[-1]["to_end"]
     assert not [key for key in written if key.startswith("_run/work/")]
     # And each part is, byte for byte, the part `sds score` writes on one machine
     (tmp_path / "data").mkdir()

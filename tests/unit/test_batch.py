@@ -8,6 +8,7 @@ with the same account history.
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,14 @@ from sds.kernel import pointintime
 from sds.kernel.aggregates import NAMES
 from sds.kernel.batch import run as batch_run
 from sds.kernel.batch.run import ModelRef
-from sds.kernel.batch.shuffle import HistoryError, Source, item_lines, plan_items
+from sds.kernel.batch.shuffle import (
+    MAX_GZ_RANGES,
+    HistoryError,
+    Origin,
+    Source,
+    item_lines,
+    plan_items,
+)
 from sds.kernel.batch.storage import LocalStorage
 from sds.kernel.errors import Refused, UsageError
 from sds.kernel.features import parse_time
@@ -114,33 +122,85 @@ def test_the_result_does_not_depend_on_the_number_of_workers(tmp_path: Path) -> 
         assert part.read_bytes() == (tmp_path / "two" / part.name).read_bytes()
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(
     lengths=st.lists(st.integers(0, 40), min_size=1, max_size=60),
     range_bytes=st.integers(1, 200),
     trailing_newline=st.booleans(),
+    compression=st.sampled_from(["none", "gzip", "gzip members", "gzip members, padded"]),
+    misestimate=st.sampled_from([0.0, 0.3, 1.0, 3.0]),
 )
-def test_every_line_of_a_plain_file_belongs_to_exactly_one_range(
+def test_every_line_of_a_file_belongs_to_exactly_one_range_and_is_named_by_its_line(
     tmp_path_factory: pytest.TempPathFactory,
     lengths: list[int],
     range_bytes: int,
     trailing_newline: bool,
+    compression: str,
+    misestimate: float,
 ) -> None:
-    # Given a file of lines of any lengths (empty ones too)
+    # Given a file of lines of any lengths (empty ones too), plain or gzipped (in one member, or
+    # in several, cut anywhere, with zero padding after each, as gzip.GzipFile reads them)
     lines = [(f"{i}:" + "x" * n).encode() for i, n in enumerate(lengths)]
     content = b"\n".join(lines) + (b"\n" if trailing_newline else b"")
-    path = tmp_path_factory.mktemp("ranges") / "h.jsonl"
-    path.write_bytes(content)
+    stored = content
+    if compression != "none":
+        cuts = [0, len(content) // 3, len(content) // 2, len(content)]
+        members = (
+            [content]
+            if compression == "gzip"
+            else [content[a:b] for a, b in itertools.pairwise(cuts)]
+        )
+        padding = b"\x00" * 7 if compression.endswith("padded") else b""
+        stored = b"".join(gzip.compress(m, mtime=0) + padding for m in members)
+    path = tmp_path_factory.mktemp("ranges") / ("h.jsonl" if compression == "none" else "h.gz")
+    path.write_bytes(stored)
     storage = LocalStorage(path)
-    source = Source("", str(path), len(content), "1")
+    source = Source("", str(path), len(stored), "1")
+    # (a .gz file's size is estimated: the estimate may be far off, either way)
+    estimate = len(content) if compression == "none" else round(len(content) * misestimate)
 
     # When it is cut into ranges and each range reads its lines
+    items = plan_items([source], [estimate], range_bytes)
     read = [
-        line for item in plan_items([source], range_bytes) for _, line in item_lines(storage, item)
+        (item.index, where, line) for item in items for where, line in item_lines(storage, item)
     ]
 
     # Then together they read every line once, in order
-    assert read == lines
+    assert [line for _, _, line in read] == lines
+    # And a .gz file's lines are named by their line number, in any range, as a problem in one
+    # is named after the shuffle (`Origin.where`)
+    if compression != "none":
+        assert [where for _, where, _ in read] == [f"{path}:{n + 1}" for n in range(len(lines))]
+        origin = Origin(items, storage)
+        by_item = itertools.groupby(read, key=lambda entry: entry[0])
+        positions = [(index, p) for index, group in by_item for p, _ in enumerate(group)]
+        assert [origin.where(index, p) for index, p in positions] == [w for _, w, _ in read]
+        assert len(items) <= MAX_GZ_RANGES and items[-1].to_end
+
+
+def test_a_truncated_or_corrupt_gzip_file_is_named_whatever_range_reads_it(tmp_path: Path) -> None:
+    # Given a gzipped history cut short, and one with garbage after its member
+    content = b"".join(b'{"line": %d}\n' % i for i in range(2000))
+    packed = gzip.compress(content, mtime=0)
+    truncated = tmp_path / "truncated.jsonl.gz"
+    truncated.write_bytes(packed[: len(packed) - 9])
+    garbage = tmp_path / "garbage.jsonl.gz"
+    garbage.write_bytes(packed + b"not gzip")
+
+    for path in (truncated, garbage):
+        storage = LocalStorage(path)
+        source = Source("", str(path), path.stat().st_size, "1")
+        # When each of its ranges is read
+        for item in plan_items([source], [len(content)], 4096):
+            # Then the one that reaches the damage says the file is not valid gzip; the others
+            # read their lines
+            try:
+                list(item_lines(storage, item))
+            except HistoryError as exc:
+                assert str(exc).startswith(f"{path}: not a valid gzip file (")
+                assert item.to_end
+            else:
+                assert not item.to_end
 
 
 # Scoring = the API --------------------------------------------------------------------------------
@@ -320,7 +380,7 @@ def test_a_run_planned_by_a_version_with_other_work_files_is_refused_untouched(
         run_locally("features", data=str(data), out=str(out), workers=1, partitions=3)
     monkeypatch.setattr(batch_run.jobs, "feature_rows", real)
     plan = json.loads((out / "_run" / "plan.json").read_text())
-    (out / "_run" / "plan.json").write_text(json.dumps({**plan, "format": "sds-batch-run/1"}))
+    (out / "_run" / "plan.json").write_text(json.dumps({**plan, "format": "sds-batch-run/2"}))
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
 
     # When this version is asked to resume it
@@ -328,7 +388,7 @@ def test_a_run_planned_by_a_version_with_other_work_files_is_refused_untouched(
         run_locally("features", data=str(data), out=str(out), workers=1, partitions=3)
 
     # Then it says where, which format and what to do, and changes nothing there
-    assert str(raised.value).startswith(f"{out}: the run's plan has format 'sds-batch-run/1'")
+    assert str(raised.value).startswith(f"{out}: the run's plan has format 'sds-batch-run/2'")
     assert "finish it with that version, or remove it" in str(raised.value)
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 

@@ -38,7 +38,7 @@ from sds.kernel.batch.shuffle import (
     Origin,
     Shuffled,
     Source,
-    estimated_json_bytes,
+    estimated_sizes,
     list_sources,
     load_partition,
     partition_count,
@@ -52,7 +52,8 @@ from sds.kernel.serving import LoadedModel
 
 # 2: each partition's segment of an item's object is followed by its id rows (the check that an
 # event id is not held under two accounts); a run of format 1 has none, and is refused.
-FORMAT = "sds-batch-run/2"
+# 3: a .gz file's items are ranges of its decompressed content (format 2: one item, whole).
+FORMAT = "sds-batch-run/3"
 PLAN = "_run/plan.json"
 SHUFFLED = "_run/work/shuffled.json"
 WORK = "_run/work/"
@@ -124,7 +125,7 @@ class RunPlan:
             "format": FORMAT,
             "job": self.job,
             "sources": [[s.name, s.size, s.version] for s in self.sources],
-            "items": [[i.source.name, i.start, i.end] for i in self.items],
+            "items": [[i.source.name, i.start, i.end, i.to_end] for i in self.items],
             "partitions": self.partitions,
             "model": None
             if self.model is None
@@ -191,17 +192,17 @@ def make_plan(
     if partitions is not None and not 1 <= partitions <= 10_000:
         raise UsageError(f"--partitions must be between 1 and 10000, got {partitions}")
     sources = list_sources(source)
+    sizes = estimated_sizes(source, sources)
     if partitions is None:
         partitions = partition_count(
-            estimated_json_bytes(source, sources),
-            partition_bytes=partition_bytes or shuffle.PARTITION_BYTES,
+            sum(sizes), partition_bytes=partition_bytes or shuffle.PARTITION_BYTES
         )
     return RunPlan(
         job=job,
         input=source.uri,
         output=output,
         sources=tuple(sources),
-        items=tuple(plan_items(sources, range_bytes or shuffle.RANGE_BYTES)),
+        items=tuple(plan_items(sources, sizes, range_bytes or shuffle.RANGE_BYTES)),
         partitions=partitions,
         model=model,
         created_at=now_iso(),
