@@ -119,7 +119,11 @@ def rounded(scores: list[float]) -> list[float]:
     scaled = np.array(scores, dtype=np.float64) * 1e6
     whole = np.rint(scaled)
     out: list[float] = (whole / 1e6).tolist()
-    for i in np.flatnonzero(np.abs(np.abs(scaled - whole) - 0.5) < 1e-6).tolist():
+    # An infinite score (no model gives one) makes inf - inf, which numpy warns about: the NaN
+    # is no tie, and `out` already holds what `round` gives (the same infinity).
+    with np.errstate(invalid="ignore"):
+        ties = np.abs(np.abs(scaled - whole) - 0.5) < 1e-6
+    for i in np.flatnonzero(ties).tolist():
         out[i] = round(scores[i], 6)
     return out
 
