@@ -139,7 +139,8 @@ def test_every_line_of_a_file_belongs_to_exactly_one_range_and_is_named_by_its_l
     misestimate: float,
 ) -> None:
     # Given a file of lines of any lengths (empty ones too), plain or gzipped (in one member, or
-    # in several, cut anywhere, with zero padding after each, as gzip.GzipFile reads them)
+    # in three cut at a third and a half of the content, wherever that falls, with zero padding
+    # after each, as gzip.GzipFile reads them)
     lines = [(f"{i}:" + "x" * n).encode() for i, n in enumerate(lengths)]
     content = b"\n".join(lines) + (b"\n" if trailing_newline else b"")
     stored = content
