@@ -292,9 +292,9 @@ def item_lines(storage: Storage, item: Item) -> Iterator[tuple[str, bytes]]:
     """(where, line) of each line of the item: `where` names the file and line (or, inside a
     plain file's later ranges, the line's byte offset)."""
     name = item.source.name
+    base = max(item.start - 1, 0)  # where `_lines` starts reading (see there)
     if item.source.compressed:
         skipped = _Skipped()
-        base = max(item.start - 1, 0)
         end = _NO_END if item.to_end else item.end
         chunks = _inflated(storage, item.source, base, skipped)
         # Line numbers: the newlines before the range's first line (one more, when the range
@@ -302,8 +302,9 @@ def item_lines(storage: Storage, item: Item) -> Iterator[tuple[str, bytes]]:
         for index, (_, line) in enumerate(_lines(chunks, base, item.start, end)):
             yield f"{name}:{skipped.newlines + (item.start > 0) + index + 1}", line
         return
-    chunks = iter_chunks(storage, item.source.key, max(item.start - 1, 0), READ_CHUNK)
-    lines = _lines(chunks, max(item.start - 1, 0), item.start, item.end)
+    lines = _lines(
+        iter_chunks(storage, item.source.key, base, READ_CHUNK), base, item.start, item.end
+    )
     if item.start == 0:
         for number, (_, line) in enumerate(lines, start=1):
             yield f"{name}:{number}", line
