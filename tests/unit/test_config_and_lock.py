@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from pathlib import Path
 
@@ -302,3 +303,18 @@ def test_malformed_lock_files_are_named(tmp_path: Path, text: str, message: str)
 
 def test_a_missing_lock_file_means_no_pins(tmp_path: Path) -> None:
     assert read_lock(tmp_path / "models.lock.json", model="fraud").pins == {}
+
+
+def test_every_discovery_parameter_is_documented_with_its_stack() -> None:
+    # Given the sentence of docs/infrastructure.md that lists what the tools find in SSM
+    from sds.kernel.discovery import PARAMETERS
+
+    text = (ROOT / "docs" / "infrastructure.md").read_text()
+    sentence = text.split("SSM parameters under `/sds/<env>/`", 1)[1].split("\n\n", 1)[0]
+    # Then it names every key of the contract, no other key, each in its stack's group
+    groups = {
+        stack: re.findall(r"`([a-z-]+)`", group)
+        for group, stack in re.findall(r"([^;]*?)\((\w+)\)[;.]", sentence)
+    }
+    documented = {key: stack for stack, keys in groups.items() for key in keys}
+    assert documented == dict(PARAMETERS)
