@@ -8,7 +8,11 @@ builds the float32 matrix ONNX Runtime scores), training maps it over history in
 no second version for serving.
 
 `validate_event` checks one event against `FIELDS`, the published input schema that the manifest
-records and the API documents, and names every problem it finds. `event_columns` is its fast
+records and the API documents, and names every problem it finds. It is the one gate every entry
+point shares (/predict, /events, `sds ingest`, `sds label`, the feature updater, the training and
+batch readers): a string that is not valid Unicode (a lone surrogate, which the standard
+library's JSON parser reads from an escape) is refused there, so no store or capture ever holds
+one. `event_columns` is its fast
 counterpart for a whole batch: it returns the columns only when every event certainly passes
 `validate_event` (plain JSON values), and None otherwise, so the problems a client sees always
 come from `validate_event`.
@@ -229,6 +233,23 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+NOT_UNICODE = "is not valid Unicode (a lone surrogate)"
+
+
+def is_unicode(text: str) -> bool:
+    """Whether `text` is valid Unicode: no lone surrogate, which the standard library's JSON
+    parser reads from an escape such as "\\ud800" (orjson refuses it), and which no UTF-8 file,
+    SQLite store, DynamoDB item or orjson reader can hold. `isascii` is O(1) in CPython (the
+    string records it), so an ASCII id costs one call."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_field(spec: Field, value: Any, where: str) -> Problem | None:
     if spec.kind in ("number", "integer"):
         if spec.kind == "integer" and not (isinstance(value, int) and not isinstance(value, bool)):
@@ -259,6 +280,10 @@ def _check_field(spec: Field, value: Any, where: str) -> Problem | None:
     if spec.kind == "id":
         if not 0 < len(value) <= MAX_ID_LENGTH:
             return Problem(where, f"must be 1 to {MAX_ID_LENGTH} characters")
+        # Every other kind of string is checked against the allowed values or a pattern, which
+        # no lone surrogate matches; an id is free text.
+        if not is_unicode(value):
+            return Problem(where, NOT_UNICODE)
         return None
     if spec.kind == "enum" and value not in spec.allowed:
         shown = value if len(value) <= 40 else value[:40] + "..."
@@ -431,7 +456,9 @@ def _row_is_valid(row: tuple[Any, ...]) -> bool:
             return False
         if allowed is not None and value not in allowed:
             return False
-        if is_id and not 0 < len(value) <= MAX_ID_LENGTH:
+        if is_id and not (
+            0 < len(value) <= MAX_ID_LENGTH and (value.isascii() or is_unicode(value))
+        ):
             return False
     return True
 
@@ -462,6 +489,10 @@ def _columns_are_valid(inputs: Mapping[str, Column]) -> bool:
         column = inputs[name]
         lengths = list(map(len, column))
         if not (min(lengths) > 0 and max(lengths) <= MAX_ID_LENGTH):
+            return False
+        # str.isascii through map is a C call per id; only a column with a non-ASCII id pays
+        # for the encoding test.
+        if not (all(map(str.isascii, column)) or all(map(is_unicode, column))):
             return False
     return all(set(inputs[name]) <= allowed for name, allowed in _ALLOWED_VALUES)
 

@@ -31,7 +31,7 @@ from sds.kernel.capture import (
     partition,
     sampled,
 )
-from sds.kernel.features import Columns, featurize_columns
+from sds.kernel.features import NOT_UNICODE, Columns, featurize_columns
 from sds.kernel.settings import (
     CAPTURE_EXCLUDE,
     CAPTURE_SAMPLE_RATE,
@@ -247,19 +247,22 @@ def test_nothing_is_captured_for_a_request_that_is_not_scored(trained: TrainedMo
     assert sink.writes == []
 
 
-def test_the_reference_path_captures_too_even_what_orjson_cannot_write(
+def test_an_event_id_with_a_lone_surrogate_is_refused_and_nothing_is_captured(
     trained: TrainedModel,
 ) -> None:
-    # Given an event id with a lone surrogate escape, which only the reference parser accepts
+    # Given an event id with a lone surrogate escape, which the standard library's parser reads
+    # (orjson refuses it) and which no capture reader could read back
     sink = Sink()
     app = app_with(trained, sink)
     body = json.dumps({"events": [payment(1)]}).replace("evt-1", "evt-\\ud800")
     event = {**proxy([payment(1)]), "body": body}
-    assert app.handle(event, None)["statusCode"] == 200
-    # Then the record is still written, the id escaped as the standard library writes it
-    (line,) = sink.writes[0].splitlines()
-    assert b'"event_id":"evt-\\ud800"' in line
-    assert parse(json.loads(line)).event_id == "evt-\ud800"
+    # When it is sent to /predict
+    response = app.handle(event, None)
+    # Then it is a 400 that names the field, and nothing is captured
+    assert response["statusCode"] == 400
+    problems = json.loads(response["body"])["problems"]
+    assert {"field": "events[0].event_id", "reason": NOT_UNICODE} in problems
+    assert sink.writes == []
 
 
 def test_parse_refuses_what_is_not_a_record_of_this_schema() -> None:

@@ -27,6 +27,7 @@ from sds.kernel.features import (
     FIELDS,
     MERCHANT_CATEGORIES,
     N_FEATURES,
+    NOT_UNICODE,
     USD_PER_UNIT,
     Columns,
     event_columns,
@@ -425,6 +426,10 @@ def test_given_something_that_is_not_an_object_then_one_problem_says_so(value: A
         ("event_id", "", "must be 1 to 128 characters"),
         ("account_id", "x" * 129, "must be 1 to 128 characters"),
         ("account_id", 7, "must be a string"),
+        # What the standard library's parser reads from the escape "\\ud800": no store takes it.
+        ("event_id", "evt-\ud800", NOT_UNICODE),
+        ("account_id", "\udc00", NOT_UNICODE),
+        ("currency", "\ud800", "'\\ud800' is not one of " + ", ".join(CURRENCIES)),
         ("occurred_at", "2026-03-01T12:00:00", TIME_REASON),
         ("occurred_at", "yesterday", TIME_REASON),
         ("occurred_at", 1767225600, TIME_REASON),
@@ -563,6 +568,8 @@ class Amount(float):
         [valid_event(surprise=1)],
         [valid_event(type="payment")],  # not allowed unless optional
         [valid_event(occurred_at="2026-02-30T00:00:00Z")],
+        [valid_event(event_id="evt-\ud800")],
+        [valid_event(), valid_event(), valid_event(account_id="acct-é\udfff")],
     ],
     ids=[
         "float subclass",
@@ -575,6 +582,8 @@ class Amount(float):
         "unknown field",
         "optional field not declared",
         "a time that is no date",
+        "a lone surrogate in an id",
+        "a lone surrogate in an id of a batch",
     ],
 )
 def test_given_anything_unusual_then_batch_validation_declines_and_never_raises(
