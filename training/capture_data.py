@@ -20,7 +20,8 @@ label each. Which captures count, in this order (each exclusion is counted in `c
    left out (`unlabelled: exclude`).
 
 Capture records are this project's own contract, so a malformed line is an error naming the file
-and line (a newer schema version too: upgrade to read it). Labels come from producers through the
+and line (a newer schema version too: upgrade to read it); only a file's incomplete last line (a
+write cut short) is skipped, with a warning (`sds.kernel.capture.records`). Labels come from producers through the
 event bus, so a malformed label line is skipped and counted, never fatal.
 """
 
@@ -38,7 +39,13 @@ from typing import Any
 import numpy as np
 import orjson
 
-from sds.kernel.capture import PARTITION_KEY, Capture, CaptureError, feature_fingerprint, parse
+from sds.kernel.capture import (
+    PARTITION_KEY,
+    Capture,
+    CaptureError,
+    feature_fingerprint,
+    records,
+)
 from sds.kernel.events import LABEL_KINDS, validate
 from sds.kernel.features import N_FEATURES, TIME_FORMAT_HINT, format_time, parse_time
 from training.data import DataError
@@ -157,12 +164,16 @@ def partitions(location: str, first_day: str) -> Iterator[tuple[str, bytes]]:
     return _local_partitions(Path(location), first_day)
 
 
-def _lines(name: str, raw: bytes) -> Iterator[tuple[str, bytes]]:
+def decompressed(name: str, raw: bytes) -> bytes:
+    """A partition file's bytes, gunzipped if its name ends in .gz."""
     try:
-        data = gzip.decompress(raw) if name.endswith(".gz") else raw
+        return gzip.decompress(raw) if name.endswith(".gz") else raw
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{name}: not a valid gzip file ({exc})") from None
-    for lineno, line in enumerate(data.splitlines(), start=1):
+
+
+def _lines(name: str, raw: bytes) -> Iterator[tuple[str, bytes]]:
+    for lineno, line in enumerate(decompressed(name, raw).splitlines(), start=1):
         if line.strip():
             yield f"{name}:{lineno}", line
 
@@ -211,13 +222,11 @@ def read_labels(location: str, *, first_day: str, as_of_us: int) -> Labels:
 
 def _captures(location: str, first_day: str) -> Iterator[tuple[str, Capture]]:
     for name, raw in partitions(location, first_day):
-        for where, line in _lines(name, raw):
-            try:
-                yield name, parse(orjson.loads(line))
-            except orjson.JSONDecodeError as exc:
-                raise DataError(f"{where}: not a capture record: invalid JSON ({exc})") from None
-            except CaptureError as exc:
-                raise DataError(f"{where}: {exc}") from None
+        try:
+            for _where, record in records(name, decompressed(name, raw)):
+                yield name, record
+        except CaptureError as exc:
+            raise DataError(str(exc)) from None
 
 
 def read_served(captures: str, labels: str, *, env: str, window: Window) -> Served:

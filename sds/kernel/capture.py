@@ -69,8 +69,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,6 +100,8 @@ PAYMENT_FIELDS_EXCLUDABLE = tuple(f for f in FIELD_NAMES if f not in KEPT_PAYMEN
 EXCLUDABLE = (*RECORD_FIELDS_EXCLUDABLE, *PAYMENT_FIELDS_EXCLUDABLE)
 
 _TWO_TO_64 = 1 << 64
+
+logger = logging.getLogger("sds.capture")
 
 # What a sink receives: the request's records, one JSON object per line, each line ending in \n.
 CaptureSink = Callable[[bytes], None]
@@ -472,3 +475,39 @@ def _shadow(value: Any) -> ShadowScore | None:
     except CaptureError as exc:
         raise CaptureError(f"shadow.{exc}") from None
     return ShadowScore(name, version, sha, score, decision, threshold, cost)
+
+
+def records(name: str, data: bytes) -> Iterator[tuple[str, Capture]]:
+    """Each record of one capture file (`data`: its bytes, decompressed), with where it is
+    (`name:line`), for every reader of captures (training from capture, `sds monitor`,
+    `sds compare`). Blank lines are skipped.
+
+    A line that is not a record is a `CaptureError` naming the file and line: captures are this
+    project's own contract, so a malformed one is corruption, not noise. One exception, as a
+    mature log reader makes it: a last line that has no newline after it and is not whole JSON
+    was cut short (the writer stopped mid-write: a crash, a full disk). It is skipped with a
+    warning naming the file (logger `sds.capture`), and the records before it are read."""
+    lines = data.splitlines()
+    last = len(lines)
+    unterminated = bool(data) and not data.endswith((b"\n", b"\r"))
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{name}:{lineno}"
+        try:
+            document = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            if lineno == last and unterminated:
+                logger.warning(
+                    "warning: %s: the last line (%d) is incomplete (%d bytes, no newline at the "
+                    "end: a write cut short); skipped",
+                    name,
+                    lineno,
+                    len(line),
+                )
+                return
+            raise CaptureError(f"{where}: not a capture record: invalid JSON ({exc})") from None
+        try:
+            yield where, parse(document)
+        except CaptureError as exc:
+            raise CaptureError(f"{where}: {exc}") from None

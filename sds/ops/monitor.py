@@ -26,14 +26,11 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from sds.kernel import drift
-from sds.kernel.capture import PARTITION_KEY, Capture, CaptureError, parse
+from sds.kernel.capture import PARTITION_KEY, Capture, CaptureError, records
 from sds.kernel.features import format_time
 from sds.kernel.registry import Registry, RegistryError
-from training.capture_data import DAY_US, Window, partitions, read_labels
-from training.capture_data import _lines as lines_of
+from training.capture_data import DAY_US, Window, decompressed, partitions, read_labels
 from training.data import DataError
 
 REPORT_SCHEMA = 1
@@ -256,13 +253,11 @@ def _captures(location: str, first_day: str, last_day: str) -> Iterator[Capture]
         found = _PARTITION.search(name)
         if found is not None and found.group(1) > last_day:
             return  # partitions come in day order: nothing after this one is read
-        for where, line in lines_of(name, raw):
-            try:
-                yield parse(orjson.loads(line))
-            except orjson.JSONDecodeError as exc:
-                raise DataError(f"{where}: not a capture record: invalid JSON ({exc})") from None
-            except CaptureError as exc:
-                raise DataError(f"{where}: {exc}") from None
+        try:
+            for _where, record in records(name, decompressed(name, raw)):
+                yield record
+        except CaptureError as exc:
+            raise DataError(str(exc)) from None
 
 
 def monitor(

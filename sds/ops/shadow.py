@@ -27,16 +27,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import orjson
 
 from sds.config import EnvironmentConfig, ShadowedIn
-from sds.kernel.capture import Capture, CaptureError, parse
+from sds.kernel.capture import Capture, CaptureError, records
 from sds.kernel.features import format_time
 from sds.kernel.lock import LockFileError, Pin, read_lock, write_shadow
 from sds.kernel.registry import RegistryError, Version, VersionNotFound
 from sds.ops.promotion import GateFailure, GateResult, OperationError, check_gates
 from sds.ops.workspace import Workspace
-from training.capture_data import DAY_US, partitions, read_labels
+from training.capture_data import DAY_US, decompressed, partitions, read_labels
 from training.data import DataError
 from training.evaluate import evaluate
 
@@ -328,32 +327,22 @@ def _records(location: str, env: str, since_us: int | None, until_us: int | None
     payment twice; a payment scored again after a shadow was pinned counts for the new pair)."""
     first_day = "0000-00-00" if since_us is None else format_time(since_us - DAY_US)[:10]
     chosen: dict[tuple[str, str, str | None], Capture] = {}
-    for name, raw in partitions(location, first_day):
-        data = raw
-        if name.endswith(".gz"):
-            import gzip
-
-            data = gzip.decompress(raw)
-        for lineno, line in enumerate(data.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = parse(orjson.loads(line))
-            except orjson.JSONDecodeError as exc:
-                raise DataError(f"{name}:{lineno}: not a capture record: {exc}") from None
-            except CaptureError as exc:
-                raise DataError(f"{name}:{lineno}: {exc}") from None
-            if record.env != env:
-                continue
-            if since_us is not None and record.occurred_at_us < since_us:
-                continue
-            if until_us is not None and record.occurred_at_us >= until_us:
-                continue
-            shadow = None if record.shadow is None else record.shadow.model_sha256
-            key = (record.event_id, record.model_sha256, shadow)
-            known = chosen.get(key)
-            if known is None or record.received_at_us < known.received_at_us:
-                chosen[key] = record
+    try:
+        for name, raw in partitions(location, first_day):
+            for _where, record in records(name, decompressed(name, raw)):
+                if record.env != env:
+                    continue
+                if since_us is not None and record.occurred_at_us < since_us:
+                    continue
+                if until_us is not None and record.occurred_at_us >= until_us:
+                    continue
+                shadow = None if record.shadow is None else record.shadow.model_sha256
+                key = (record.event_id, record.model_sha256, shadow)
+                known = chosen.get(key)
+                if known is None or record.received_at_us < known.received_at_us:
+                    chosen[key] = record
+    except CaptureError as exc:
+        raise DataError(str(exc)) from None
     return sorted(chosen.values(), key=lambda r: (r.occurred_at_us, r.event_id))
 
 

@@ -10,7 +10,10 @@ exclusions that leave fields out everywhere, and a capture that never fails a re
 from __future__ import annotations
 
 import json
+import logging
+import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,7 @@ from sds.kernel.capture import (
     feature_fingerprint,
     parse,
     partition,
+    records,
     sampled,
 )
 from sds.kernel.features import NOT_UNICODE, Columns, featurize_columns
@@ -416,3 +420,74 @@ def test_sds_serve_captures_into_day_files_and_takes_labels_on_post_events(
     bad = {**events, "body": json.dumps({"events": [label, {**label, "is_fraud": "yes"}]})}
     assert apps.handle(bad)["statusCode"] == 400
     assert len(list(labels.rglob("*.jsonl"))) == 1
+
+
+# Reading capture files back: an incomplete last line ----------------------------------------------
+
+
+def _capture_lines(count: int) -> list[bytes]:
+    lines: list[bytes] = []
+    Capturer(
+        env="dev",
+        model={"name": "fraud", "version": 3, "sha256": "a" * 64},
+        threshold=0.5,
+        sink=lines.append,
+    ).capture(
+        request_id="r",
+        received_us=1_772_366_400_000_000,
+        started_ns=0,
+        events=[payment(i) for i in range(count)],
+        features=np.zeros((count, 22), dtype=np.float32),
+        scores=[0.7] * count,
+        online_features=True,
+    )
+    return lines[0].splitlines(keepends=True)
+
+
+def test_a_file_cut_short_mid_write_is_read_up_to_its_last_whole_record_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Given a capture file whose writer crashed in the middle of its third record
+    first, second, third = _capture_lines(3)
+    data = first + second + third[:40]
+    # When it is read
+    with caplog.at_level(logging.WARNING, logger="sds.capture"):
+        found = list(records("dt=2026-03-01/host-1.jsonl", data))
+    # Then the two whole records are read, and a warning names the file and the line skipped
+    assert [where for where, _ in found] == [
+        "dt=2026-03-01/host-1.jsonl:1",
+        "dt=2026-03-01/host-1.jsonl:2",
+    ]
+    assert [r.event_id for _, r in found] == ["evt-0", "evt-1"]
+    (warning,) = caplog.messages
+    assert "dt=2026-03-01/host-1.jsonl: the last line (3) is incomplete" in warning
+
+
+def test_a_whole_last_record_without_its_newline_is_read_silently(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    first, second = _capture_lines(2)
+    with caplog.at_level(logging.WARNING, logger="sds.capture"):
+        found = list(records("f.jsonl", first + second.rstrip(b"\n")))
+    assert [r.event_id for _, r in found] == ["evt-0", "evt-1"]
+    assert caplog.messages == []
+
+
+@pytest.mark.parametrize(
+    ("data", "where"),
+    [
+        # a broken line followed by others is corruption, not a write cut short
+        (lambda a, b, c: a + b[:40] + b"\n" + c, "f.jsonl:2"),
+        # a broken last line that ends with its newline was written whole: corruption too
+        (lambda a, b, c: a + b + c[:40] + b"\n", "f.jsonl:3"),
+        # a whole JSON line that is not a record, even last and unterminated
+        (lambda a, b, c: a + b + b'{"_aws": {}}', "f.jsonl:3"),
+    ],
+    ids=["torn line in the middle", "torn last line with its newline", "last line not a record"],
+)
+def test_corruption_anywhere_else_is_an_error_naming_the_file_and_line(
+    data: Callable[[bytes, bytes, bytes], bytes], where: str
+) -> None:
+    first, second, third = _capture_lines(3)
+    with pytest.raises(CaptureError, match=f"^{re.escape(where)}: not a capture record"):
+        list(records("f.jsonl", data(first, second, third)))

@@ -5,6 +5,7 @@ and the report as a table, as JSON with a stable schema, and as a self-contained
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 from collections.abc import Mapping
@@ -275,6 +276,24 @@ def test_only_the_windows_partitions_are_read(
     # And a report that reaches March 10th names the broken line
     with pytest.raises(DataError, match=r"broken\.jsonl:1: not a capture record"):
         report(tmp_path, {}, window("2026-03-01", "2026-03-11"))
+
+
+def test_a_capture_file_cut_short_mid_write_is_reported_up_to_its_last_whole_record(
+    tmp_path: Path, population: dict[str, Payments], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given 150 payments captured on March 1st, the file cut short in its last record
+    traffic.capture(
+        tmp_path / "capture", population["unchanged"].take(slice(0, 150)),
+        day_us=day("2026-03-01"), version=1, sha256=SHA, threshold=0.5,
+    )  # fmt: skip
+    (file,) = (tmp_path / "capture").rglob("*.jsonl")
+    file.write_bytes(file.read_bytes()[:-50])
+    # When the monitor reports March 1st
+    with caplog.at_level(logging.WARNING, logger="sds.capture"):
+        document = report(tmp_path, {}, window("2026-03-01", "2026-03-02"))
+    # Then it reads the 149 whole records and warns about the file, naming it
+    assert document["sources"]["records"] == 149
+    assert any(f"{file}: the last line (150) is incomplete" in m for m in caplog.messages)
 
 
 # Labels -----------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ shadow."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 import time
@@ -364,6 +365,22 @@ def test_status_shows_the_shadow_beside_the_pin(ws: Workspace) -> None:
     assert status.shadow == Pin(2, two.sha256)
     assert status.to_dict()["shadow"] == {"version": 2, "sha256": two.sha256}
     assert status.state == "in sync"
+
+
+def test_compare_reads_a_capture_file_cut_short_up_to_its_last_whole_record(
+    ws: Workspace, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given 50 payments served with a shadow, the capture file cut short in its last record
+    one, two = register(ws), register(ws)
+    serve(ws, "dev", one, two, n=50, days_ago=60, seed=3)
+    (file,) = ws.capture_dir("dev").rglob("*.jsonl")
+    file.write_bytes(file.read_bytes()[:-30])
+    # When the two are compared
+    with caplog.at_level(logging.WARNING, logger="sds.capture"):
+        (pair,) = compare(ws, env="dev").pairs
+    # Then the 49 whole records are compared, and a warning names the file
+    assert pair.events == 49
+    assert any(f"{file}: the last line (50) is incomplete" in m for m in caplog.messages)
 
 
 def test_a_payment_scored_again_counts_once_per_pair(ws: Workspace) -> None:

@@ -12,6 +12,7 @@ same held-out payments.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -138,6 +139,24 @@ def test_a_malformed_capture_is_an_error_naming_the_file_and_line(tmp_path: Path
     with pytest.raises(DataError) as error:
         read_served(str(captures), str(tmp_path / "labels"), env="dev", window=window())
     assert f"{file}:2: schema_version 9" in str(error.value)
+
+
+def test_a_capture_file_cut_short_mid_write_is_read_up_to_its_last_whole_record(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a capture file whose writer crashed in the middle of its last record (sds serve
+    # killed mid-write: no newline after it)
+    captures = tmp_path / "capture"
+    payments = traffic(days=1, per_day=3, start_us=JAN_1 + DAY_US)
+    write_captures(captures, payments)
+    (file,) = captures.rglob("*.jsonl")
+    file.write_bytes(file.read_bytes()[:-100])
+    # When training reads dev's served traffic
+    with caplog.at_level(logging.WARNING, logger="sds.capture"):
+        served = read_served(str(captures), str(tmp_path / "labels"), env="dev", window=window())
+    # Then the whole records count, and a warning names the file and the line skipped
+    assert served.event_ids == [p.event_id for p in payments[:2]]
+    assert any(f"{file}: the last line (3) is incomplete" in m for m in caplog.messages)
 
 
 def test_nothing_usable_says_why(tmp_path: Path) -> None:
