@@ -11,9 +11,9 @@ and, after the queue's `maxReceiveCount`, moved to the dead-letter queue, where 
 - a redelivered event (already folded, or twice in the batch) succeeds and is counted once;
 - an event older than the longest window is dropped, succeeds, and is counted (`TooOld`);
 - an event no aggregate reads succeeds (`Ignored`);
-- an invalid message (not an activity event, or one with problems) fails: retrying cannot fix
-  it, but it is kept in the dead-letter queue for whoever sent it (`Invalid`, and the problems
-  are logged);
+- an invalid message (not an activity event, or one with problems, or an event id a message
+  before it in the batch carries with other content) fails: retrying cannot fix it, but it is
+  kept in the dead-letter queue for whoever sent it (`Invalid`, and the problems are logged);
 - an event dated more than `FUTURE_TOLERANCE` after the updater's clock fails (`FromTheFuture`):
   a producer's clock is wrong, and folding it would keep a bucket until that date;
 - an event the store could not take (a conflict that would not settle, DynamoDB unavailable)
@@ -34,7 +34,7 @@ from typing import Any
 
 from sds.kernel.activity import activity_event
 from sds.kernel.aggregates import MINUTE
-from sds.kernel.events import timed
+from sds.kernel.events import conflict_message, timed
 from sds.kernel.features import Problem
 from sds.kernel.online import ApplyResult, OnlineFeatures, now_micros
 
@@ -103,6 +103,7 @@ class FeatureUpdater:
         failed: list[str] = []
         pending: list[tuple[int, Mapping[str, Any]]] = []
         messages_of: dict[str, list[str]] = {}  # event id -> the messages that carry it
+        first: dict[str, tuple[str, Mapping[str, Any]]] = {}  # event id -> its first message
         for record in records:
             message_id = str(record.get("messageId", "")) if isinstance(record, Mapping) else ""
             parsed, problems = self._parse(record)
@@ -131,6 +132,23 @@ class FeatureUpdater:
             event_id = str(activity["event_id"])
             if event_id not in messages_of:
                 pending.append((occurred, activity))
+                first[event_id] = (message_id, activity)
+            elif first[event_id][1] != activity:
+                # Not a redelivery: the same id with other content is refused, as `sds ingest`
+                # and training refuse it; the message stays in the dead-letter queue to be seen.
+                counts["Invalid"] += 1
+                known_message, known = first[event_id]
+                logger.warning(
+                    "invalid activity event in message %s: %s",
+                    message_id or "?",
+                    conflict_message(
+                        event_id,
+                        (str(known["account_id"]), f"message {known_message or '?'}"),
+                        (str(activity["account_id"]), f"message {message_id or '?'}"),
+                    ),
+                )
+                failed.append(message_id)
+                continue
             messages_of.setdefault(event_id, []).append(message_id)
         result = self.online.apply(pending, now=now) if pending else ApplyResult()
         for event_id, reason in result.failed.items():

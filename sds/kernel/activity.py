@@ -85,6 +85,8 @@ def activity_event(body: Any) -> tuple[dict[str, Any] | None, list[Problem]]:
     if isinstance(body, (str, bytes)):
         try:
             body = json.loads(body)
+        except RecursionError:
+            return None, [Problem("body", "is not JSON (nested too deeply)")]
         except ValueError as exc:
             return None, [Problem("body", f"is not JSON ({str(exc)[:80]})")]
     if not isinstance(body, Mapping):

@@ -105,6 +105,36 @@ def validate_batch(
     return problems
 
 
+def conflict_message(event_id: str, first: tuple[str, str], second: tuple[str, str]) -> str:
+    """How an event id with two contents is refused, everywhere (training, batch runs, ingest,
+    POST /events): (account, where it is) of each occurrence."""
+    if first[0] != second[0]:
+        return (
+            f"event {event_id} appears twice with different content, under two accounts: "
+            f"{first[0]} ({first[1]}) and {second[0]} ({second[1]})"
+        )
+    return (
+        f"event {event_id} appears twice with different content, under account {first[0]}: "
+        f"{first[1]} and {second[1]}"
+    )
+
+
+def first_conflict(located: Iterable[tuple[str, Mapping[str, Any]]]) -> str | None:
+    """`conflict_message` for the first event id of validated activity events (each with where
+    it is) that appears again with other content, or None. An exact copy is a redelivery, not a
+    conflict: the updater counts it once."""
+    seen: dict[str, tuple[str, Mapping[str, Any]]] = {}
+    for where, event in located:
+        known = seen.setdefault(str(event["event_id"]), (where, event))
+        if known[1] != event:
+            return conflict_message(
+                str(event["event_id"]),
+                (str(known[1]["account_id"]), known[0]),
+                (str(event["account_id"]), where),
+            )
+    return None
+
+
 def timed(events: Iterable[Mapping[str, Any]]) -> list[tuple[int, Mapping[str, Any]]]:
     """Validated events with their time in microseconds, as the online updater takes them."""
     return [(parse_time(event["occurred_at"]), event) for event in events]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sds.kernel.errors import UsageError
-from sds.kernel.events import validate
+from sds.kernel.events import first_conflict, validate
 from sds.kernel.features import parse_time
 from sds.kernel.featurestore import open_feature_store
 from sds.kernel.online import ApplyResult, OnlineFeatures
@@ -47,8 +47,11 @@ class IngestResult:
 
 def read_events(location: str) -> list[tuple[int, dict[str, Any]]]:
     """Every event of a file, directory or s3:// prefix, validated, with its time; labels on
-    payments (training data) are dropped. A problem anywhere raises before anything is stored."""
+    payments (training data) are dropped. A problem anywhere (a line that is not JSON, an invalid
+    event, one event id with two contents) raises, naming its file and line, before anything is
+    stored."""
     found: list[tuple[int, dict[str, Any]]] = []
+    located: list[tuple[str, dict[str, Any]]] = []
     problems: list[str] = []
     for name, raw in sources(location):
         try:
@@ -61,7 +64,16 @@ def read_events(location: str) -> list[tuple[int, dict[str, Any]]]:
             where = f"{name}:{lineno}"
             try:
                 record = json.loads(line)
-            except ValueError as exc:
+            except json.JSONDecodeError as exc:
+                problems.append(f"{where}: invalid JSON ({exc.msg})")
+                continue
+            except UnicodeDecodeError:
+                problems.append(f"{where}: not valid UTF-8")
+                continue
+            except RecursionError:
+                problems.append(f"{where}: invalid JSON (nested too deeply)")
+                continue
+            except ValueError as exc:  # e.g. a number with 5000 digits
                 problems.append(f"{where}: invalid JSON ({str(exc)[:100]})")
                 continue
             found_problems = validate(record, where=where, extra_fields=(LABEL,))
@@ -70,6 +82,12 @@ def read_events(location: str) -> list[tuple[int, dict[str, Any]]]:
                 continue
             event = {k: v for k, v in record.items() if k != LABEL}
             found.append((parse_time(event["occurred_at"]), event))
+            located.append((where, event))
+    # One event id with two contents is refused as training and batch runs refuse it (an exact
+    # copy is a redelivery: the updater counts it once).
+    conflict = first_conflict(located)
+    if conflict is not None:
+        problems.append(conflict)
     if problems:
         shown = "; ".join(problems[:MAX_PROBLEMS_SHOWN])
         more = f" (and {len(problems) - MAX_PROBLEMS_SHOWN} more)" if len(problems) > 5 else ""

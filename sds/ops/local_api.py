@@ -41,7 +41,7 @@ from urllib.parse import parse_qs, urlsplit
 from lambdas.inference.app import InferenceApp, MetricSink
 from sds.kernel.capture import CaptureSink
 from sds.kernel.errors import SdsError
-from sds.kernel.events import KINDS, LABEL_KINDS, timed, validate_batch
+from sds.kernel.events import KINDS, LABEL_KINDS, first_conflict, timed, validate_batch
 from sds.kernel.featurestore import open_feature_store
 from sds.kernel.lock import LockFileError, Pin, read_lock
 from sds.kernel.online import OnlineFeatures
@@ -347,10 +347,9 @@ class EventsEndpoint:
             refusal = {"error": "method_not_allowed", "message": "/events accepts POST"}
             return _proxy(405, refusal, {"Allow": "POST"})
         try:
-            body = json.loads(event.get("body") or "")
+            body = _json_body(event)
         except ValueError as exc:
-            message = f"the body is not valid JSON: {str(exc)[:200]}"
-            return _proxy(400, {"error": "invalid_json", "message": message})
+            return _proxy(400, {"error": "invalid_json", "message": str(exc)})
         items = body.get("events") if isinstance(body, dict) else None
         if not isinstance(items, list) or not 0 < len(items) <= self.MAX_EVENTS:
             message = f'send {{"events": [...]}} with 1 to {self.MAX_EVENTS} activity events'
@@ -368,6 +367,17 @@ class EventsEndpoint:
             )
         labels = [item for item in items if item["type"] in LABEL_KINDS]
         activity = [item for item in items if item["type"] not in LABEL_KINDS]
+        # One event id with two contents is refused as `sds ingest` and training refuse it; an
+        # exact copy is a redelivery (the updater counts it once). Labels may differ: a review,
+        # then a chargeback, label one payment twice.
+        conflict = first_conflict(
+            (f"events[{i}]", item)
+            for i, item in enumerate(items)
+            if item["type"] not in LABEL_KINDS
+        )
+        if conflict is not None:
+            message = f"{conflict}; nothing was stored"
+            return _proxy(400, {"error": "conflicting_events", "message": message})
         if activity and self.online is None:
             return _proxy(503, {"error": "no_feature_store", "message": "no feature store"})
         document: dict[str, Any] = {"accepted": len(items), "labels": len(labels)}
@@ -382,6 +392,22 @@ class EventsEndpoint:
         if labels and self.labels is not None:
             self.labels.store(labels)
         return _proxy(202, document)
+
+
+def _json_body(event: Mapping[str, Any]) -> Any:
+    """The request's JSON document; ValueError says what is wrong with it (as /predict does)."""
+    raw = event.get("body") or ""
+    if event.get("isBase64Encoded") is True:  # the local API's form of a body that is not UTF-8
+        try:
+            raw = base64.b64decode(str(raw), validate=True).decode("utf-8")
+        except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+            raise ValueError("the body is not valid UTF-8") from None
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ValueError("the JSON is nested too deeply") from None
+    except ValueError as exc:
+        raise ValueError(f"the body is not valid JSON: {str(exc)[:200]}") from None
 
 
 def _proxy(
@@ -524,7 +550,13 @@ def make_handler(
                 body=body,
                 source_ip=self.client_address[0],
             )
-            response = handle(event)
+            try:
+                response = handle(event)
+            except Exception:
+                # What API Gateway answers when the function raises: the client always gets an
+                # answer, and the traceback stays in the server's log.
+                logger.exception("%s %s: the handler raised", self.command, self.path)
+                response = _proxy(502, {"message": "Internal server error"})
             payload = response.get("body") or ""
             data = (
                 base64.b64decode(payload)

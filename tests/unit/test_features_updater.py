@@ -313,3 +313,44 @@ def test_updater_settings_round_trip_and_name_what_is_missing() -> None:
     assert UpdaterSettings.from_environ(settings.to_environ()) == settings
     with pytest.raises(UpdaterSettingsError, match="FEATURE_STORE_URI is required"):
         UpdaterSettings.from_environ({"ENVIRONMENT": "prod"})
+
+
+def test_a_message_nested_too_deeply_or_with_a_lone_surrogate_comes_back_alone(
+    store: Any, metrics: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a batch with good events, a body nested 5000 deep, and an account id "\ud800"
+    updater = updater_over(store, metrics)
+    event = batch(login("l1"), login("l2"))
+    surrogate = json.dumps(envelope(login("l3"), id="s", time="t")).replace(
+        '"account_id": "acct"', '"account_id": "\\ud800"'
+    )
+    assert "\\ud800" in surrogate
+    event["Records"] += [record("[" * 5000, "nested"), record(surrogate, "surrogate")]
+    # When it is handled
+    with caplog.at_level(logging.WARNING, logger="sds.features_updater"):
+        response = updater.handle(event)
+    # Then exactly those two come back, each problem logged, and the good ones are folded
+    assert failures(response) == ["nested", "surrogate"]
+    assert burst(store) == 2 and metrics.lines[-1]["Invalid"] == 2
+    assert "body: is not JSON (nested too deeply)" in caplog.text
+    assert "detail.account_id: is not valid Unicode (a lone surrogate)" in caplog.text
+
+
+def test_one_event_id_with_two_contents_in_a_batch_folds_the_first_and_refuses_the_other(
+    store: Any, metrics: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a batch where event l1 comes under two accounts, and an exact copy of l2
+    updater = updater_over(store, metrics)
+    event = batch(login("l1"), login("l1", account="other"), login("l2"), login("l2"))
+    # When it is handled
+    with caplog.at_level(logging.WARNING, logger="sds.features_updater"):
+        response = updater.handle(event)
+    # Then the other content comes back (to the dead-letter queue), named as training names it;
+    # the exact copy is a redelivery, counted once
+    assert failures(response) == ["m1"]
+    assert burst(store) == 2 and burst(store, "other") == 0
+    assert metrics.lines[-1]["Invalid"] == 1 and metrics.lines[-1]["Duplicates"] == 1
+    assert (
+        "event l1 appears twice with different content, under two accounts: "
+        "acct (message m0) and other (message m1)"
+    ) in caplog.text

@@ -53,7 +53,7 @@ import orjson
 
 from sds.kernel.batch.storage import Storage, StorageError, StoredFile, iter_chunks
 from sds.kernel.errors import SdsError
-from sds.kernel.events import validate
+from sds.kernel.events import conflict_message, validate
 from sds.kernel.features import times_of
 
 MIB = 1024 * 1024
@@ -668,19 +668,6 @@ def check_event_ids(
                         (account_id, origin.where(item, at)),
                     )
                 )
-
-
-def conflict_message(event_id: str, first: tuple[str, str], second: tuple[str, str]) -> str:
-    """How a run names an event id with two contents: (account, file and line) of each."""
-    if first[0] != second[0]:
-        return (
-            f"event {event_id} appears twice with different content, under two accounts: "
-            f"{first[0]} ({first[1]}) and {second[0]} ({second[1]})"
-        )
-    return (
-        f"event {event_id} appears twice with different content, under account {first[0]}: "
-        f"{first[1]} and {second[1]}"
-    )
 
 
 @dataclass(frozen=True)

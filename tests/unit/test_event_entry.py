@@ -1,0 +1,249 @@
+"""Where events enter the local feature store: `POST /events` (the local API, over real HTTP) and
+`sds ingest FILE` (the CLI). Both share one gate with /predict and training: an input with a
+problem (not JSON, nested too deeply, a string that is not valid Unicode, one event id with two
+contents) is refused whole with an answer that names the problem, and nothing of it is stored;
+an exact copy of an event is a redelivery, counted once."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sds.cli.main import main
+from sds.kernel.features import NOT_UNICODE
+from sds.ops.capture_store import LabelFiles
+from sds.ops.local_api import LocalApi, PinnedApps
+from training.synthetic import LABEL, generate_activity
+
+ROOT = Path(__file__).resolve().parents[2]
+NESTED = b'{"events": ' + b"[" * 2000 + b"]" * 2000 + b"}"
+
+
+def activity(count: int, *, seed: int = 7) -> list[dict[str, Any]]:
+    """Valid activity events (logins and payments), without training labels."""
+    records = generate_activity(count, seed=seed)[:count]
+    return [{k: v for k, v in e.items() if k != LABEL} for e in records]
+
+
+def stored_event_ids(database: Path) -> int:
+    """How many event ids the SQLite feature store recorded (0 if it was never created)."""
+    if not database.exists():
+        return 0
+    with sqlite3.connect(database) as connection:
+        return int(connection.execute("select count(*) from events").fetchone()[0])
+
+
+# POST /events ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[LocalApi]:
+    """The local API with a feature store and a labels folder, and no model pinned."""
+    apps = PinnedApps(
+        lock_path=tmp_path / "models.lock.json",
+        model="fraud",
+        env="dev",
+        registry_uri=f"file://{tmp_path / 'registry'}",
+        max_events=100,
+        max_body_bytes=262_144,
+        feature_store_uri=f"sqlite://{tmp_path / 'features.db'}",
+        labels=LabelFiles(tmp_path / "labels"),
+    )
+    server = LocalApi(apps).start()
+    yield server
+    server.stop()
+
+
+def post_events(api: LocalApi, body: bytes) -> tuple[int, Any]:
+    host, port = api.server.server_address[:2]
+    connection = http.client.HTTPConnection(str(host), int(port), timeout=15)
+    try:
+        connection.request("POST", "/events", body, {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize(
+    ("body", "error", "message"),
+    [
+        (NESTED, "invalid_json", "the JSON is nested too deeply"),
+        (b'{"events": [1', "invalid_json", "the body is not valid JSON"),
+        (b'{"events": ["\xff"]}', "invalid_json", "the body is not valid UTF-8"),
+    ],
+    ids=["nested 2000 deep", "cut short", "not UTF-8"],
+)
+def test_a_body_that_is_not_json_gets_a_400_that_says_why_and_the_api_keeps_serving(
+    api: LocalApi, tmp_path: Path, body: bytes, error: str, message: str
+) -> None:
+    # When a body that cannot be read is posted
+    status, answer = post_events(api, body)
+    # Then the client gets a 400 naming the problem (not a dropped connection)
+    assert (status, answer["error"]) == (400, error)
+    assert answer["message"].startswith(message)
+    # and the next request is served
+    events = activity(3)
+    status, answer = post_events(api, json.dumps({"events": events}).encode())
+    assert status == 202 and answer["accepted"] == len(events)
+
+
+def test_a_lone_surrogate_in_an_event_gets_a_400_naming_the_field_and_stores_nothing(
+    api: LocalApi, tmp_path: Path
+) -> None:
+    # Given a batch of good events and one whose account id is the escape "\ud800"
+    events = activity(5)
+    body = json.dumps({"events": [*events, {**events[0], "event_id": "x"}]})
+    body = body.replace(
+        '"event_id": "x", "account_id": "' + events[0]["account_id"],
+        '"event_id": "x", "account_id": "\\ud800',
+    )
+    assert "\\ud800" in body
+    # When it is posted
+    status, answer = post_events(api, body.encode())
+    # Then it is refused whole, the field named, and nothing of the batch is stored
+    assert status == 400
+    assert {"field": "events[5].account_id", "reason": NOT_UNICODE} in answer["problems"]
+    assert stored_event_ids(tmp_path / "features.db") == 0
+
+
+def test_one_event_id_with_two_contents_is_refused_and_an_exact_copy_is_counted_once(
+    api: LocalApi, tmp_path: Path
+) -> None:
+    # Given a login, and the same event id under another account
+    (first,) = [e for e in activity(20) if e["type"] == "login"][:1]
+    other = {**first, "account_id": first["account_id"] + "-other"}
+    # When both are posted in one request
+    status, answer = post_events(api, json.dumps({"events": [first, other]}).encode())
+    # Then the request is refused, naming both, and nothing is stored
+    assert (status, answer["error"]) == (400, "conflicting_events")
+    assert answer["message"] == (
+        f"event {first['event_id']} appears twice with different content, under two accounts: "
+        f"{first['account_id']} (events[0]) and {other['account_id']} (events[1]); "
+        "nothing was stored"
+    )
+    assert stored_event_ids(tmp_path / "features.db") == 0
+    # And an exact copy is a redelivery: accepted, folded once
+    status, answer = post_events(api, json.dumps({"events": [first, first]}).encode())
+    assert status == 202 and answer["duplicates"] == 1
+    # while two labels of one payment (a review, then a chargeback) are not a conflict
+    labels = [
+        {"type": "label", "event_id": "p-1", "is_fraud": verdict, "labelled_at": at, "source": s}
+        for verdict, at, s in (
+            (False, "2026-03-02T00:00:00Z", "review"),
+            (True, "2026-03-20T00:00:00Z", "chargeback"),
+        )
+    ]
+    status, answer = post_events(api, json.dumps({"events": labels}).encode())
+    assert status == 202 and answer["labels"] == 2
+
+
+def test_a_handler_that_raises_answers_502_as_api_gateway_does_and_the_api_keeps_serving(
+    api: LocalApi, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a route whose code raises (a defect, not the client's fault)
+    def broken(event: Any) -> Any:
+        raise RuntimeError("a defect")
+
+    monkeypatch.setattr(api.apps.events, "handle", broken)
+    # When it is called
+    with caplog.at_level(logging.ERROR, logger="sds.ops.local_api"):
+        status, answer = post_events(api, b'{"events": []}')
+    # Then the client gets API Gateway's answer, not a dropped connection; the traceback is logged
+    assert (status, answer) == (502, {"message": "Internal server error"})
+    assert "RuntimeError: a defect" in caplog.text
+    monkeypatch.undo()
+    assert post_events(api, json.dumps({"events": activity(2)}).encode())[0] == 202
+
+
+# sds ingest --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    shutil.copy(ROOT / "cdk.json", tmp_path / "cdk.json")
+    monkeypatch.setenv("SDS_PROJECT_DIR", str(tmp_path))
+    monkeypatch.setenv("SDS_ACTOR", "tester")
+    for name in ("SDS_HOME", "SDS_LOCK_FILE", "SDS_TARGET", "SDS_REGISTRY_DEV", "SDS_AWS"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path
+
+
+def ingest(capsys: pytest.CaptureFixture[str], path: Path) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(["ingest", str(path), "--env", "dev", "--clock", "events", "--quiet"])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def feature_store(project: Path) -> Path:
+    found = list(project.rglob("*.db"))
+    assert len(found) <= 1, found
+    return found[0] if found else project / "no-store.db"
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+def test_ingest_validates_the_whole_file_before_storing_a_lone_surrogate_at_its_end(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given 1500 good events and, last, one whose account id is the escape "\ud800"
+    events = activity(1500)
+    bad = json.dumps({**events[0], "event_id": "bad"}).replace(
+        json.dumps(events[0]["account_id"]), '"\\ud800"'
+    )
+    path = write_lines(project / "events.jsonl", [*map(json.dumps, events), bad])
+    # When it is ingested
+    code, out, err = ingest(capsys, path)
+    # Then it is refused with the file, line and field named, and nothing is stored
+    assert code != 0 and out == ""
+    assert f"{path}:1501.account_id: {NOT_UNICODE}" in err
+    assert "nothing was stored" in err
+    assert stored_event_ids(feature_store(project)) == 0
+
+
+def test_ingest_names_the_line_of_json_nested_too_deeply_without_a_traceback(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_lines(
+        project / "events.jsonl", [json.dumps(activity(1)[0]), (b"[" * 5000).decode()]
+    )
+    code, _, err = ingest(capsys, path)
+    assert code != 0
+    assert f"{path}:2: invalid JSON (nested too deeply)" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert stored_event_ids(feature_store(project)) == 0
+
+
+def test_ingest_refuses_one_event_id_with_two_contents_as_training_does(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a history where one event id appears under two accounts (line 3 and the last)
+    events = activity(5)
+    twin = {**events[2], "account_id": "someone-else"}
+    path = write_lines(project / "events.jsonl", [*map(json.dumps, events), json.dumps(twin)])
+    # When it is ingested
+    code, _, err = ingest(capsys, path)
+    # Then it is refused with the message training and batch runs give, and nothing is stored
+    assert code != 0
+    assert (
+        f"event {twin['event_id']} appears twice with different content, under two accounts: "
+        f"{events[2]['account_id']} ({path}:3) and someone-else ({path}:{len(events) + 1})"
+    ) in err
+    assert stored_event_ids(feature_store(project)) == 0
+    # And a file holding an exact copy is a redelivery: ingested, the copy counted once
+    path = write_lines(project / "events.jsonl", [*map(json.dumps, events), json.dumps(events[2])])
+    code, out, _ = ingest(capsys, path)
+    assert code == 0
+    assert f"dev: {len(events) + 1} events -> " in out and "1 already there" in out
