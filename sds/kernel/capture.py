@@ -169,8 +169,9 @@ def _dumps(document: Any) -> bytes:
     try:
         return orjson.dumps(document, option=_OPTIONS)
     except orjson.JSONEncodeError:
-        # What orjson refuses (a lone surrogate escape a client sent in a string) the standard
-        # library writes as an escape, as the handler's responses do.
+        # Validation refuses what orjson cannot write in an event (a lone surrogate, an integer
+        # beyond 64 bits); should anything else reach here, the standard library writes it, as
+        # the handler's responses do, rather than fail the request.
         text = json.dumps(document, ensure_ascii=True, separators=(",", ":"), default=_plain)
         return text.encode() + b"\n"
 
