@@ -1,5 +1,5 @@
-"""Where events enter the local feature store: `POST /events` (the local API, over real HTTP) and
-`sds ingest FILE` (the CLI). Both share one gate with /predict and training: an input with a
+"""Where events enter: `POST /events` (the local API, over real HTTP), `sds ingest FILE` (the
+CLI), and the training and batch readers. All share one gate with /predict: an input with a
 problem (not JSON, nested too deeply, a string that is not valid Unicode, one event id with two
 contents) is refused whole with an answer that names the problem, and nothing of it is stored;
 an exact copy of an event is a redelivery, counted once."""
@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import re
 import shutil
 import sqlite3
 from collections.abc import Iterator
@@ -18,9 +19,11 @@ from typing import Any
 import pytest
 
 from sds.cli.main import main
+from sds.kernel.batch.shuffle import HistoryError, parse_event
 from sds.kernel.features import NOT_UNICODE
 from sds.ops.capture_store import LabelFiles
 from sds.ops.local_api import LocalApi, PinnedApps
+from training.data import DataError, read_history
 from training.synthetic import LABEL, generate_activity
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -247,3 +250,24 @@ def test_ingest_refuses_one_event_id_with_two_contents_as_training_does(
     code, out, _ = ingest(capsys, path)
     assert code == 0
     assert f"dev: {len(events) + 1} events -> " in out and "1 already there" in out
+
+
+# Training and batch readers ---------------------------------------------------------------------
+
+
+def test_training_and_batch_readers_refuse_a_lone_surrogate_naming_the_file_and_line(
+    tmp_path: Path,
+) -> None:
+    # Given a labelled history whose third line has the account id "\ud800"
+    records = generate_activity(5, seed=3)
+    lines = [json.dumps(r) for r in records]
+    lines[2] = lines[2].replace(json.dumps(records[2]["account_id"]), '"\\ud800"')
+    path = write_lines(tmp_path / "history.jsonl", lines)
+    # When training reads it (the standard library's parser reads the escape)
+    with pytest.raises(DataError) as error:
+        read_history(path)
+    # Then the line and the field are named
+    assert str(error.value) == f"{path}:3.account_id: {NOT_UNICODE}"
+    # And the batch runs' reader (orjson) refuses the same line as JSON it cannot hold
+    with pytest.raises(HistoryError, match=rf"^{re.escape(str(path))}:3: invalid JSON"):
+        parse_event(lines[2].encode(), f"{path}:3", labels_required=True)
