@@ -12,10 +12,9 @@ records and the API documents, and names every problem it finds. It is the one g
 point shares (/predict, /events, `sds ingest`, `sds label`, the feature updater, the training and
 batch readers): a string that is not valid Unicode (a lone surrogate, which the standard
 library's JSON parser reads from an escape) is refused there, so no store or capture ever holds
-one. `event_columns` is its fast
-counterpart for a whole batch: it returns the columns only when every event certainly passes
-`validate_event` (plain JSON values), and None otherwise, so the problems a client sees always
-come from `validate_event`.
+one. `event_columns` is its fast counterpart for a whole batch: it returns the columns only when
+every event certainly passes `validate_event` (plain JSON values), and None otherwise, so the
+problems a client sees always come from `validate_event`.
 
 A payment carries its envelope (`event_id`, `account_id`, `occurred_at`) and its own fields. The
 account aggregates (`sds.kernel.aggregates`: failed logins, payments and amounts in a window,
