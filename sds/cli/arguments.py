@@ -15,9 +15,10 @@ import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from sds.config import ConfigError
+from sds.kernel.errors import UsageError
 from sds.kernel.registry import RegistryError
 from sds.ops.workspace import Workspace
 
@@ -26,24 +27,100 @@ Run = Callable[[argparse.Namespace], int]
 AWS_HELP = "work against the deployed stacks, found through SSM /sds/<env>/ (or SDS_TARGET=aws)"
 
 
-def common_options() -> argparse.ArgumentParser:
+JSON_HELP = "machine-readable output on stdout (errors too, usage errors included)"
+PROJECT_DIR_HELP = "the directory holding cdk.json (default: $SDS_PROJECT_DIR, else search upward)"
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are `UsageError`s: `main` reports them as it reports
+    every error (one line on stderr, exit 2, and the JSON document with --json), instead of
+    argparse's usage text and `sys.exit(2)`. Subcommand parsers are of the same class."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see: {self.prog} --help)")
+
+
+def global_options(parser: argparse.ArgumentParser) -> None:
+    """The options accepted before the command (`sds --json --project-dir DIR models`); each
+    command accepts them after its name too (`common_options`)."""
+    parser.add_argument("--json", action="store_true", default=False, help=JSON_HELP)
+    parser.add_argument("--project-dir", default=None, help=PROJECT_DIR_HELP)
+    parser.add_argument("--aws", action="store_true", default=False, help=AWS_HELP)
+
+
+def common_options() -> Parser:
     """The options every reporting command takes (a parent parser)."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", help="machine-readable output on stdout")
-    common.add_argument(
-        "--project-dir", help="the directory holding cdk.json (default: search upward)"
-    )
-    # Also accepted after the command; SUPPRESS keeps a top-level `sds --aws CMD` in effect.
+    common = Parser(add_help=False)
+    # Also accepted before the command: SUPPRESS keeps a top-level `sds --json CMD` in effect.
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON_HELP)
+    common.add_argument("--project-dir", default=argparse.SUPPRESS, help=PROJECT_DIR_HELP)
     common.add_argument("--aws", action="store_true", default=argparse.SUPPRESS, help=AWS_HELP)
     return common
+
+
+def json_option() -> Parser:
+    """`--json` alone, for a command that needs no project (a parent parser)."""
+    only = Parser(add_help=False)
+    only.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON_HELP)
+    return only
+
+
+def _positive_count() -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{text!r}: must be a whole number, 1 or more")
+        return value
+
+    return parse
+
+
+def workers_option(parser: argparse._ActionsContainer, help_text: str) -> None:
+    """`--workers N`: worker processes, 1 or more (0 or less is a usage error, never a default)."""
+    parser.add_argument("--workers", type=_positive_count(), default=None, help=help_text)
+
+
+def _moment(text: str) -> str:
+    from training.capture_data import parse_moment
+    from training.data import DataError
+
+    try:
+        parse_moment(text, what="")
+    except DataError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected a date (2026-03-01) or an ISO 8601 time with a time zone "
+            "(2026-03-01T12:00:00Z)"
+        ) from None
+    return text
+
+
+def moment_option(parser: argparse._ActionsContainer, flag: str, help_text: str) -> None:
+    """A `--since`/`--until`/`--as-of` time, checked as the arguments are parsed (a usage error,
+    exit 2, for every command alike); the command receives the text as typed."""
+    parser.add_argument(flag, type=_moment, default=None, help=help_text)
+
+
+def port_number(text: str) -> int:
+    """A TCP port, 0 (any free one) to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: a port is a number from 0 to 65535")
+    return value
 
 
 @dataclass(frozen=True)
 class Commands:
     """The `sds` subcommands; each command module's `register` adds its own through `add`."""
 
-    subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
-    common: argparse.ArgumentParser
+    subparsers: argparse._SubParsersAction[Parser]
+    common: Parser
+    json_only: Parser
 
     def add(
         self,
@@ -56,11 +133,12 @@ class Commands:
     ) -> argparse.ArgumentParser:
         """Add command `name`, run by `run`; its --help shows `help_text` and `examples`.
 
-        `options=False` leaves out the common options (--json, --project-dir, --aws).
+        `options=False` leaves out the options about the project (--project-dir, --aws): the
+        command takes --json only.
         """
         parser = self.subparsers.add_parser(
             name,
-            parents=[self.common] if options else [],
+            parents=[self.common] if options else [self.json_only],
             help=help_text,
             description=textwrap.fill(help_text, 88),
             epilog="examples:\n" + "\n".join(f"  {e}" for e in examples),

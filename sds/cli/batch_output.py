@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from sds.cli.arguments import workers_option
 from sds.cli.render import print_json
 from sds.progress import Progress, human_bytes
 
@@ -25,12 +26,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         help="where the parts and the run's manifest go (a folder or s3://bucket/prefix); "
         "running again with the same arguments resumes the run there",
     )
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        help="worker processes on this machine (default: one per core)",
-    )
+    workers_option(parser, "worker processes on this machine (default: one per core)")
     parser.add_argument(
         "--partitions",
         type=int,

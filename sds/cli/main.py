@@ -24,10 +24,17 @@ import sys
 from collections.abc import Sequence
 
 from sds import __version__
-from sds.cli.arguments import AWS_HELP, Commands, common_options, resolve_environments
+from sds.cli.arguments import (
+    Commands,
+    Parser,
+    common_options,
+    global_options,
+    json_option,
+    resolve_environments,
+)
 from sds.cli.commands import COMMANDS
 from sds.cli.render import report_error
-from sds.kernel.errors import SdsError
+from sds.kernel.errors import SdsError, UsageError
 
 EPILOG = """examples:
   sds generate --events 100000 --out data/events.jsonl.gz
@@ -43,8 +50,9 @@ EPILOG = """examples:
   sds history --env dev
   sds serve --env dev --port 8080
 
-every command takes --json (results on stdout; errors as {"error": {...}}) and has its own
---help with examples. --aws (or SDS_TARGET=aws) works against the deployed stacks.
+every command takes --json (results on stdout; errors, usage errors included, as
+{"error": {...}}) and has its own --help with examples. --json, --project-dir and --aws go
+before or after the command. --aws (or SDS_TARGET=aws) works against the deployed stacks.
 
 exit codes: 0 done (or nothing to do), 1 error (or `status --check` found a disagreement),
 2 usage error, 3 refused (a promotion gate failed, a concurrent change won, or a rollback's
@@ -55,17 +63,17 @@ shell completion: eval "$(sds completion bash)"   (also zsh, fish, tcsh, powersh
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="sds",
         description="Serverless data science on AWS: train, register, promote, roll back and serve models.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"sds {__version__}")
-    parser.add_argument("--aws", action="store_true", default=False, help=AWS_HELP)
+    global_options(parser)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    commands = Commands(subparsers, common_options())
+    commands = Commands(subparsers, common_options(), json_option())
     for command in COMMANDS:
         command.register(commands)
     return parser
@@ -77,8 +85,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         import argcomplete
 
         argcomplete.autocomplete(parser)
-    args = parser.parse_args(argv)
-    as_json = getattr(args, "json", False)
+    words = list(sys.argv[1:] if argv is None else argv)
+    # A usage error is reported as JSON when --json is anywhere on the line (before `--`), even
+    # where the parser did not get to it.
+    as_json = "--json" in words[: words.index("--") if "--" in words else len(words)]
+    try:
+        args = parser.parse_args(words)
+    except UsageError as exc:
+        return report_error(exc, as_json=as_json)
+    as_json = bool(args.json)
     try:
         resolve_environments(args)
         return int(args.func(args))

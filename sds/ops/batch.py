@@ -28,9 +28,9 @@ from sds.kernel.batch.run import (
 )
 from sds.kernel.batch.shuffle import default_workers
 from sds.kernel.batch.storage import open_storage
-from sds.kernel.errors import Refused, UsageError
+from sds.kernel.errors import SdsError, UsageError
 from sds.kernel.lock import read_pin
-from sds.kernel.registry import RegistryError
+from sds.kernel.registry import RegistryError, VersionNotFound
 from sds.ops.workspace import Workspace
 from sds.progress import Progress
 
@@ -75,15 +75,18 @@ def model_for(ws: Workspace, env: str, version: int | None) -> ModelRef:
     if version is None:
         pin = read_pin(ws.lock_path, model=ws.model, env=env)
         if pin is None:
-            raise Refused(
+            raise SdsError(
                 f"{env} has no pinned model to score with: promote one (sds promote VERSION "
                 f"--to {env}) or name a version with --version"
             )
         return ModelRef(ws.model, pin.version, pin.sha256, registry.uri)
     try:
         found = registry.get_version(version)
+    except VersionNotFound:
+        # The same error (exit 1) as every command given a version that does not exist.
+        raise VersionNotFound(f"version {version} is not in {env}'s registry") from None
     except RegistryError as exc:
-        raise Refused(f"version {version} cannot be used from {env}'s registry: {exc}") from exc
+        raise type(exc)(f"version {version} cannot be used from {env}'s registry: {exc}") from exc
     return ModelRef(ws.model, found.number, found.sha256, registry.uri)
 
 
@@ -102,7 +105,7 @@ def run_locally(
     """Plan (or resume) a run of `job` over `data` into `out`, and run every step not done."""
     started = time.perf_counter()
     local.reset_worker_peak()
-    workers = workers or default_workers()
+    workers = default_workers() if workers is None else workers
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
     check_locations(data, out)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from sds.cli.main import build_parser
+from sds.kernel.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -53,5 +54,5 @@ def test_a_documented_command_parses(command: str) -> None:
             words = words[: words.index(stop)]
     try:
         build_parser().parse_args(words[1:])
-    except SystemExit as exc:
-        pytest.fail(f"{command!r} is not a valid sds command (exit {exc.code})")
+    except UsageError as exc:
+        pytest.fail(f"{command!r} is not a valid sds command: {exc}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sds.cli.arguments import Commands, env_option, workspace
+from sds.cli.arguments import Commands, env_option, moment_option, workspace
 from sds.cli.render import print_json
 from sds.config import EnvironmentConfig
 from sds.kernel.errors import UsageError
@@ -24,10 +24,10 @@ def register(commands: Commands) -> None:
         ],
     )
     env_option(parser, "--env", required=True, help="whose captures")
-    parser.add_argument("--since", help="payments from (a date or ISO 8601 time, UTC)")
-    parser.add_argument("--until", help="payments before (default: no end)")
-    parser.add_argument(
-        "--as-of", help="labels known by, and maturity measured at, this time (default: now)"
+    moment_option(parser, "--since", "payments from (a date or ISO 8601 time, UTC)")
+    moment_option(parser, "--until", "payments before (default: no end)")
+    moment_option(
+        parser, "--as-of", "labels known by, and maturity measured at, this time (default: now)"
     )
     parser.add_argument(
         "--limit", type=int, default=20, help="disagreements listed per pair (default: 20)"

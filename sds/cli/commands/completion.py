@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from sds.cli.arguments import Commands
+from sds.cli.render import print_json
 
 
 def register(commands: Commands) -> None:
@@ -17,8 +18,9 @@ def register(commands: Commands) -> None:
             'eval "$(sds completion bash)"     # add to ~/.bashrc',
             'eval "$(sds completion zsh)"      # add to ~/.zshrc',
             "sds completion fish > ~/.config/fish/completions/sds.fish",
+            "sds completion bash --json        # the script as a JSON string",
         ],
-        options=False,  # a shell script, not a result: no --json, no project needed
+        options=False,  # no project needed: --json only
     )
     parser.add_argument("shell", choices=["bash", "zsh", "fish", "tcsh", "powershell"])
 
@@ -26,5 +28,9 @@ def register(commands: Commands) -> None:
 def run(args: argparse.Namespace) -> int:
     from argcomplete.shell_integration import shellcode
 
-    print(shellcode(["sds"], shell=args.shell), end="")  # type: ignore[no-untyped-call]
+    script = shellcode(["sds"], shell=args.shell)  # type: ignore[no-untyped-call]
+    if args.json:
+        print_json({"shell": args.shell, "script": script})
+    else:
+        print(script, end="")
     return 0

@@ -9,6 +9,7 @@ from typing import Any
 
 from sds.cli.arguments import Commands
 from sds.cli.render import print_json
+from sds.kernel.errors import UsageError
 
 
 def register(commands: Commands) -> None:
@@ -31,6 +32,11 @@ def run(args: argparse.Namespace) -> int:
     from training.data import write_jsonl
     from training.synthetic import LABEL, activity_chunks
 
+    out = Path(args.out)
+    if out.is_dir():
+        raise UsageError(
+            f"--out {args.out} is a folder: name the file to write, e.g. {out / 'events.jsonl.gz'}"
+        )
     counts = {"events": 0, "payments": 0, "fraud": 0}
 
     def counted() -> Iterator[dict[str, Any]]:
@@ -43,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
                     counts["fraud"] += event[LABEL]
                 yield event
 
-    path = write_jsonl(counted(), Path(args.out))
+    path = write_jsonl(counted(), out)
     payments, fraud = counts["payments"], counts["fraud"]
     logins = counts["events"] - payments
     if args.json:

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sds.cli.arguments import Commands, env_option, workspace
+from sds.cli.arguments import Commands, env_option, moment_option, workspace
 from sds.cli.render import fmt, print_json, table
 from sds.config import EnvironmentConfig
 from sds.kernel.errors import UsageError
@@ -28,15 +28,15 @@ def register(commands: Commands) -> None:
         ],
     )
     env_option(parser, "--env", default_first=True, help="whose traffic (default: the first)")
-    parser.add_argument(
+    moment_option(
+        parser,
         "--since",
-        help="payments received from (a date, 2026-03-01, or an ISO 8601 time; default: 14 "
+        "payments received from (a date, 2026-03-01, or an ISO 8601 time; default: 14 "
         "days before --until)",
     )
-    parser.add_argument("--until", help="payments received before (default: --as-of)")
-    parser.add_argument(
-        "--as-of",
-        help="labels known by, and maturity measured at, this time (default: now)",
+    moment_option(parser, "--until", "payments received before (default: --as-of)")
+    moment_option(
+        parser, "--as-of", "labels known by, and maturity measured at, this time (default: now)"
     )
     parser.add_argument(
         "--html",
@@ -75,6 +75,11 @@ def run(args: argparse.Namespace) -> int:
     except DataError as exc:
         raise UsageError(str(exc)) from None
     html = Path(args.html) if args.html else None
+    if html is not None and html.is_dir():
+        raise UsageError(
+            f"--html {args.html} is a folder: name the page to write, e.g. "
+            f"{html / f'drift-{env.name}.html'}"
+        )
     if html is not None and not html.parent.is_dir():
         raise UsageError(f"--html {args.html}: the folder {html.parent} does not exist")
     report = monitor(

@@ -4,11 +4,13 @@ environment's pin (a promote or rollback takes effect on the next request)."""
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 
-from sds.cli.arguments import Commands, env_option, workspace
+from sds.cli.arguments import Commands, env_option, port_number, workspace
 from sds.config import EnvironmentConfig
+from sds.kernel.errors import SdsError
 
 
 def register(commands: Commands) -> None:
@@ -19,8 +21,13 @@ def register(commands: Commands) -> None:
         ["sds serve --env dev", "sds serve --env staging --port 8081 --json"],
     )
     env_option(parser, "--env", default_first=True)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--host", default="127.0.0.1", help="the address to listen on")
+    parser.add_argument(
+        "--port",
+        type=port_number,
+        default=8080,
+        help="the TCP port, 0 to 65535 (0: any free one; default: 8080)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,7 +37,10 @@ def run(args: argparse.Namespace) -> int:
     env: EnvironmentConfig = args.env
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     apps = PinnedApps.for_environment(ws, env.name)
-    api = LocalApi(apps, host=args.host, port=args.port)
+    try:
+        api = LocalApi(apps, host=args.host, port=args.port)
+    except OSError as exc:
+        raise SdsError(_cannot_listen(args.host, args.port, exc)) from None
     current = apps.current()
     state = (
         f"{ws.model} v{current.model.version}"
@@ -60,3 +70,14 @@ def run(args: argparse.Namespace) -> int:
     finally:
         api.server.server_close()
     return 0
+
+
+def _cannot_listen(host: str, port: int, exc: OSError) -> str:
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.EADDRINUSE:
+        hint = "; is another server on it? choose another --port (0 takes any free one)"
+    elif exc.errno == errno.EACCES:
+        hint = "; ports below 1024 need privileges: choose --port 1024 or more"
+    else:
+        hint = ""
+    return f"cannot listen on {host}:{port}: {reason.lower()}{hint}"

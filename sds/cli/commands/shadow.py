@@ -35,9 +35,12 @@ def run(args: argparse.Namespace) -> int:
     from sds.progress import Progress
 
     env: EnvironmentConfig = args.env
-    if args.clear == (args.version is not None):
+    if args.clear and args.version is not None:
+        raise UsageError("give a VERSION to shadow or --clear to remove the shadow, not both")
+    if not args.clear and args.version is None:
         raise UsageError(
-            "say which version shadows (sds shadow VERSION --env ENV) or --clear, not both"
+            "say which version shadows (sds shadow VERSION --env ENV), or remove the shadow "
+            "with --clear (sds shadow --env ENV --clear)"
         )
     ws = workspace(args)
     if args.clear:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sds.cli.arguments import Commands, env_option, workspace
+from sds.cli.arguments import Commands, env_option, moment_option, workers_option, workspace
 from sds.cli.render import print_json
 from sds.config import EnvironmentConfig
 from sds.kernel.errors import UsageError
@@ -59,15 +59,15 @@ def register(commands: Commands) -> None:
         help="train on --env's captures instead of --data; registers where its promotion "
         "chain starts",
     )
-    capture.add_argument(
+    moment_option(
+        capture,
         "--since",
-        help="payments from (a date, 2026-03-01, or an ISO 8601 time; default: --until minus "
+        "payments from (a date, 2026-03-01, or an ISO 8601 time; default: --until minus "
         "the environment's infra.training.window_days)",
     )
-    capture.add_argument("--until", help="payments before (default: --as-of)")
-    capture.add_argument(
-        "--as-of",
-        help="labels known by, and maturity measured at, this time (default: now)",
+    moment_option(capture, "--until", "payments before (default: --as-of)")
+    moment_option(
+        capture, "--as-of", "labels known by, and maturity measured at, this time (default: now)"
     )
     capture.add_argument(
         "--holdout-days",
@@ -80,11 +80,7 @@ def register(commands: Commands) -> None:
     reading = parser.add_argument_group(
         "reading a --data history on this machine (in bounded memory, partitioned by account)"
     )
-    reading.add_argument(
-        "--workers",
-        type=int,
-        help="processes reading the history's partitions (default: one per core)",
-    )
+    workers_option(reading, "processes reading the history's partitions (default: one per core)")
     reading.add_argument(
         "--work-dir",
         help="folder for the partitioned history while it is read, about 270 bytes per event "
@@ -169,8 +165,6 @@ def run(args: argparse.Namespace) -> int:
         params = params_from_args(args)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    if args.workers is not None and args.workers < 1:
-        raise UsageError(f"--workers must be at least 1, got {args.workers}")
     if args.work_dir is not None and not Path(args.work_dir).is_dir():
         raise UsageError(f"--work-dir {args.work_dir}: no such folder")
     version = train(
