@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -275,3 +276,212 @@ def test_promote_from_one_environment_to_the_next_resolves_both(
     assert (ended.json()["env"], ended.json()["copied_from"]) == ("staging", "dev")
     pins = read_lock(ws.lock_path, model=ws.model).pins
     assert pins["staging"].version == pins["dev"].version == 1
+
+
+# Usage errors: one line, exit 2, and JSON with --json -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("promote", "abc", "--to", "dev", "--json"),
+        ("--json", "promote", "abc", "--to", "dev"),
+        ("promote", "--to", "dev", "--json", "--no-such-option"),
+        ("--json", "no-such-command"),
+    ],
+    ids=["after", "before", "unknown option", "unknown command"],
+)
+def test_a_usage_error_the_parser_finds_is_json_when_json_is_anywhere_on_the_line(
+    argv: tuple[str, ...], project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # When the command line cannot be parsed, with --json somewhere on it
+    ended = sds(capsys, *argv)
+
+    # Then it exits 2, in one line on stderr and as the same JSON document as any error
+    assert ended.code == 2, ended
+    assert "usage:" not in ended.err
+    error = ended.json()["error"]
+    assert (error["type"], error["exit_code"]) == ("UsageError", 2)
+    assert ended.error_line == f"sds: error: {error['message']}"
+    assert "--help" in error["message"]  # says where the usage is
+
+
+def test_a_usage_error_without_json_is_one_line_and_nothing_on_stdout(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ended = sds(capsys, "promote", "abc", "--to", "dev")
+    assert ended.code == 2
+    assert ended.out == ""
+    assert ended.err.strip() == ended.error_line
+    assert "invalid int value: 'abc'" in ended.error_line
+
+
+def test_promote_without_a_version_is_a_usage_error(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ended = sds(capsys, "promote", "--to", "staging", "--json")
+    assert ended.code == 2
+    assert ended.json()["error"]["type"] == "UsageError"
+    assert "say which version" in ended.error_line
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("--json", "--project-dir", "{project}", "models"),
+        ("--project-dir", "{project}", "models", "--json"),
+        ("models", "--json", "--project-dir", "{project}"),
+    ],
+    ids=["both before", "project before", "both after"],
+)
+def test_global_options_work_before_or_after_the_command(
+    argv: tuple[str, ...],
+    project: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a project found only through --project-dir (no $SDS_PROJECT_DIR, elsewhere)
+    monkeypatch.delenv("SDS_PROJECT_DIR")
+    monkeypatch.chdir("/")
+    register(Workspace.discover(project_dir=project), "one")
+
+    # When --project-dir and --json are given before or after the command
+    ended = sds(capsys, *(word.format(project=project) for word in argv))
+
+    # Then both apply
+    assert ended.code == 0, ended
+    assert [v["version"] for v in ended.json()["versions"]] == [1]
+
+
+def test_completion_takes_json_too(capsys: pytest.CaptureFixture[str]) -> None:
+    plain = sds(capsys, "completion", "bash")
+    as_json = sds(capsys, "completion", "bash", "--json")
+    assert plain.code == as_json.code == 0
+    assert as_json.json() == {"shell": "bash", "script": plain.out}
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("compare", "--env", "dev"),
+        ("monitor", "--env", "dev"),
+        ("train", "--from-capture", "--env", "dev"),
+    ],
+    ids=lambda argv: argv[0],
+)
+@pytest.mark.parametrize("option", ["--since", "--until", "--as-of"])
+def test_a_time_that_is_not_one_is_the_same_usage_error_for_every_command(
+    argv: tuple[str, ...], option: str, project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ended = sds(capsys, *argv, option, "garbage", "--json")
+    assert ended.code == 2, ended
+    assert ended.error_line == (
+        f"sds: error: argument {option}: 'garbage': expected a date (2026-03-01) or an ISO 8601 "
+        f"time with a time zone (2026-03-01T12:00:00Z) (see: sds {argv[0]} --help)"
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("score", "--data", "in.jsonl", "--out", "out"),
+        ("backfill", "--data", "in.jsonl", "--out", "out"),
+        ("train", "--data", "in.jsonl"),
+    ],
+    ids=lambda argv: argv[0],
+)
+@pytest.mark.parametrize("workers", ["0", "-3", "two"])
+def test_workers_below_one_is_the_same_usage_error_for_every_command(
+    argv: tuple[str, ...], workers: str, project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # When a command is given no workers at all (never silently "the default")
+    ended = sds(capsys, *argv, "--workers", workers)
+    # Then it is refused before anything runs, naming the valid range
+    assert ended.code == 2, ended
+    assert f"argument --workers: '{workers}': must be a whole number, 1 or more" in ended.err
+    assert not (project / "out").exists()
+
+
+def test_scoring_with_a_version_that_does_not_exist_is_the_error_show_gives(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (project / "in.jsonl").write_text("")
+    score = sds(capsys, "score", "--version", "99", "--data", "in.jsonl", "--out", "out", "--json")
+    show = sds(capsys, "show", "99", "--json")
+    assert score.code == show.code == 1
+    assert score.json()["error"]["type"] == show.json()["error"]["type"] == "VersionNotFound"
+    assert score.error_line == "sds: error: version 99 is not in dev's registry"
+
+
+def test_shadow_with_neither_a_version_nor_clear_says_one_of_them_is_needed(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    neither = sds(capsys, "shadow", "--env", "dev")
+    both = sds(capsys, "shadow", "3", "--env", "dev", "--clear")
+    assert neither.code == both.code == 2
+    assert "not both" not in neither.error_line
+    assert "say which version shadows" in neither.error_line and "--clear" in neither.error_line
+    assert "not both" in both.error_line
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (("generate", "--events", "10", "--out", "{folder}"), "--out {folder} is a folder"),
+        (("monitor", "--env", "dev", "--html", "{folder}"), "--html {folder} is a folder"),
+    ],
+    ids=["generate --out", "monitor --html"],
+)
+def test_a_folder_where_a_file_is_written_is_named_in_one_line(
+    argv: tuple[str, ...],
+    named: str,
+    project: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Given an existing folder, named where the command writes a file
+    folder = tmp_path / "scr"
+    folder.mkdir()
+
+    # When the command runs
+    ended = sds(capsys, *(word.format(folder=folder) for word in argv))
+
+    # Then one line names the folder (no "[Errno 21]"), and nothing is left beside it
+    assert ended.code == 2, ended
+    assert ended.error_line.startswith(f"sds: error: {named.format(folder=folder)}: name the ")
+    assert "Errno" not in ended.err
+    assert list(folder.iterdir()) == []
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "http"])
+def test_serve_on_a_port_that_is_not_one_is_a_usage_error(
+    port: str, project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ended = sds(capsys, "serve", "--env", "dev", "--port", port)
+    assert ended.code == 2
+    assert ended.error_line == (
+        f"sds: error: argument --port: '{port}': a port is a number from 0 to 65535 "
+        "(see: sds serve --help)"
+    )
+
+
+def test_serve_on_a_port_in_use_names_the_host_and_port(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a port something already listens on
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        # When serving on it
+        ended = sds(capsys, "serve", "--env", "dev", "--port", str(port), "--json")
+
+    # Then one line says where it could not listen, and what to do
+    assert ended.code == 1
+    assert ended.error_line.startswith(
+        f"sds: error: cannot listen on 127.0.0.1:{port}: address already in use; "
+    )
+    assert "--port" in ended.error_line
+    assert ended.json()["error"]["exit_code"] == 1
