@@ -89,7 +89,11 @@ def test_errors_are_one_clear_line_and_non_zero(fresh_copy: Callable[[], Project
         (("show", "9"), 1, "no version 9"),
         (("promote", "--to", "dev"), 2, "say which version"),
         (("train", "--data", "missing.jsonl"), 1, "missing.jsonl: no such file"),
-        (("train", "--data", "data/events.jsonl.gz", "--workers", "0"), 2, "--workers must be"),
+        (
+            ("train", "--data", "data/events.jsonl.gz", "--workers", "0"),
+            2,
+            "--workers: '0': must be",
+        ),
         (("train", "--data", "data/events.jsonl.gz", "--work-dir", "nowhere"), 2, "no such folder"),
         (("train", "--on-fargate", "--workers", "2"), 2, "--workers: only when this machine"),
         (("train", "--from-capture", "--work-dir", "data"), 2, "not with --from-capture"),
