@@ -94,6 +94,11 @@ def _cmd(text: str) -> None:
     _say(f"\n$ {text}")
 
 
+# How the demo's requests are shown: as curl needs them to be sent (without the header, `curl -d`
+# sends a form, which the API refuses with 415).
+JSON_BODY = "-H 'Content-Type: application/json'"
+
+
 def _post(
     url: str, path: str, events: list[dict[str, Any]]
 ) -> tuple[int, dict[str, Any], dict[str, str]]:
@@ -148,7 +153,9 @@ def _score(url: str, event: dict[str, Any]) -> float:
 def _show_event_path(url: str) -> tuple[float, float]:
     """A payment, then a burst of failed logins on its account, then the same payment again:
     the second score is higher because the account aggregates changed, not the payment."""
-    _cmd(f"curl -s -X POST {url}/predict -d '{{\"events\": [{{... account acct-demo-targeted}}]}}'")
+    _cmd(
+        f"curl -s -X POST {url}/predict {JSON_BODY} -d '{{\"events\": [{{... account acct-demo-targeted}}]}}'"
+    )
     before = _score(url, _payment(TARGETED, "-a"))
     logins = [
         {
@@ -160,7 +167,9 @@ def _show_event_path(url: str) -> tuple[float, float]:
         }
         for i in range(7)
     ]
-    _cmd(f"curl -s -X POST {url}/events -d '{{\"events\": [6 failed logins, 1 login]}}'")
+    _cmd(
+        f"curl -s -X POST {url}/events {JSON_BODY} -d '{{\"events\": [6 failed logins, 1 login]}}'"
+    )
     status, body, _ = _post(url, "/events", logins)
     if status != 202:
         raise DemoFailure(f"POST /events: HTTP {status} {body}")
@@ -168,7 +177,9 @@ def _show_event_path(url: str) -> tuple[float, float]:
         f"  HTTP {status}: {body['accepted']} events accepted, {body['applied']} counted by an "
         "aggregate (a successful login counts in none)"
     )
-    _cmd(f"curl -s -X POST {url}/predict -d '{{\"events\": [{{the same payment, again}}]}}'")
+    _cmd(
+        f"curl -s -X POST {url}/predict {JSON_BODY} -d '{{\"events\": [{{the same payment, again}}]}}'"
+    )
     after = _score(url, _payment(TARGETED, "-b"))
     if not after > before:
         raise DemoFailure(
@@ -401,18 +412,21 @@ def _write_monitor_report(
 
     config = ws.config.env(env)
     now = time.time_ns() // 1000
-    since = _day(now - DAY_US)
+    # Payments received from yesterday to the end of today (the captures are stamped when they
+    # were served), labels as of three weeks after the replayed payments, as the retraining saw
+    # them. The window is the printed command's, parsed as `sds monitor` parses it: it runs as
+    # typed (--until is needed: it defaults to --as-of, months before these payments arrived).
+    since, until, as_of = _day(now - DAY_US), _day(now + DAY_US), loop["window"]["as_of"]
     path = project.home / "reports" / f"drift-{env}.html"
-    _cmd(f"sds monitor --env {env} --since {since} --as-of {loop['window']['as_of']} --html {path}")
+    _cmd(f"sds monitor --env {env} --since {since} --until {until} --as-of {as_of} --html {path}")
     report = monitor(
         env=env,
         captures=ws.captures_uri(env),
         labels=ws.labels_uri(env),
         window=Window(
             since_us=parse_moment(since, what="--since"),
-            until_us=now + 1,
-            # labels as of three weeks after the replayed payments, as the retraining saw them
-            as_of_us=parse_moment(loop["window"]["as_of"], what="--as-of"),
+            until_us=parse_moment(until, what="--until"),
+            as_of_us=parse_moment(as_of, what="--as-of"),
             maturity_days=config.labels.maturity_days,
             unlabelled=config.labels.unlabelled,
         ),
@@ -519,14 +533,14 @@ def _run(project: Workspace, *, events: int, keep: bool, report: dict[str, Any])
         apps = PinnedApps.for_environment(ws, env)
         with LocalApi(apps) as api:
             _cmd(f"sds serve --env {env}   # started on {api.url}")
-            _cmd(f"curl -s -X POST {api.url}/predict -d '{{\"events\": [...]}}'")
+            _cmd(f"curl -s -X POST {api.url}/predict {JSON_BODY} -d '{{\"events\": [...]}}'")
             _show_predictions(api.url, v1)
             burst = _show_event_path(api.url)
 
             _cmd(f"sds promote {v2} --to {env} --reason 'tuned model'")
             change = promote(ws, to_env=env, version=v2, reason="demo: tuned model")
             _say(f"{env}: version {change.previous} -> version {change.version}")
-            _cmd(f"curl -s -X POST {api.url}/predict ...   # same server, no restart")
+            _cmd(f"curl -s -X POST {api.url}/predict {JSON_BODY} ...   # same server, no restart")
             timings["switch to v2 seen by the API"] = _show_predictions(api.url, v2)
 
             upper = [n for n, e in ws.config.environments.items() if e.promote_from == env]
@@ -560,7 +574,7 @@ def _run(project: Workspace, *, events: int, keep: bool, report: dict[str, Any])
             change = rollback(ws, env=env, reason="demo: false positives on routine payments")
             timings["rollback"] = time.monotonic() - t0
             _say(f"{env}: version {change.previous} -> version {change.version}")
-            _cmd(f"curl -s -X POST {api.url}/predict ...")
+            _cmd(f"curl -s -X POST {api.url}/predict {JSON_BODY} ...")
             timings["switch to v1 seen by the API"] = _show_predictions(api.url, v1)
 
             _say(

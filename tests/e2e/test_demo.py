@@ -5,8 +5,11 @@ deciding."""
 from __future__ import annotations
 
 import re
+import shlex
 
+from sds.cli.main import build_parser
 from tests.e2e.cli_project import Project
+from training.capture_data import parse_moment
 
 
 def test_demo_trains_promotes_serves_and_rolls_back(trained_project: Project) -> None:
@@ -36,6 +39,13 @@ def test_demo_trains_promotes_serves_and_rolls_back(trained_project: Project) ->
     assert f"monitor report          {report}" in out
     assert re.search(r"v1: \d+ payments, alert rate \d+\.\d+% \(its holdout's: ", out)
     assert report.read_text().startswith("<!DOCTYPE html>")
+    # Every command it prints runs as typed: the curl lines send JSON as JSON, and the monitor
+    # line's window (the one the report was made of) is not empty
+    curls = [line for line in out.splitlines() if line.startswith("$ curl -s -X POST")]
+    assert curls and all("-H 'Content-Type: application/json'" in line for line in curls)
+    (typed,) = [line for line in out.splitlines() if line.startswith("$ sds monitor ")]
+    args = build_parser().parse_args(shlex.split(typed)[2:])
+    assert parse_moment(args.since, what="--since") < parse_moment(args.until, what="--until")
     # The demo works in its own workspace: the project's lock file is untouched.
     assert not (trained_project.path / "models.lock.json").exists()
     assert not (trained_project.path / ".sds" / "demo").exists()

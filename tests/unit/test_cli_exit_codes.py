@@ -485,3 +485,16 @@ def test_serve_on_a_port_in_use_names_the_host_and_port(
     )
     assert "--port" in ended.error_line
     assert ended.json()["error"]["exit_code"] == 1
+
+
+def test_monitor_since_after_as_of_without_until_says_until_is_needed(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # When a window starts after --as-of, which --until defaults to
+    ended = sds(capsys, "monitor", "--env", "dev", "--since", "2026-11-29", "--as-of", "2026-04-20")
+    # Then the usage error says why the window is empty and what to add
+    assert ended.code == 2
+    assert ended.error_line == (
+        "sds: error: the window is empty: --since 2026-11-29 is not before --until, which "
+        "defaults to --as-of (2026-04-20): give --until too"
+    )

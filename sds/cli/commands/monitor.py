@@ -65,6 +65,11 @@ def run(args: argparse.Namespace) -> int:
             if args.since is None
             else parse_moment(args.since, what="--since")
         )
+        if args.until is None and since >= until:
+            raise UsageError(
+                f"the window is empty: --since {args.since} is not before --until, which "
+                f"defaults to --as-of ({args.as_of or 'now'}): give --until too"
+            )
         window = Window(
             since_us=since,
             until_us=until,
