@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from sds.cli.arguments import workers_option
 from sds.cli.render import print_json
+from sds.kernel.errors import UsageError
 from sds.progress import Progress, human_bytes
 
 STEPS = 4  # partition, collect, compute, manifest
@@ -33,12 +35,36 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="partitions of accounts, one output part each (default: from the input's size)",
     )
+    parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard the run already in --out (its parts, progress and manifest) and start "
+        "over; only where --out holds an sds run and nothing else, on this machine",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress display")
     parser.add_argument(
         "--no-wait",
         action="store_true",
         help="with --aws: start the run and print its execution ARN without following it",
     )
+
+
+def start_over(args: argparse.Namespace) -> str:
+    """How to start over when --out holds a run this one cannot resume: the same command line,
+    with --restart."""
+    words = [w for w in getattr(args, "command_line", None) or [] if w != "--restart"]
+    command = (
+        shlex.join(["sds", *words, "--restart"]) if words else "the same command with --restart"
+    )
+    return f"to discard it and start over: {command} (or use another --out)"
+
+
+def check_restart(args: argparse.Namespace, *, on_aws: bool) -> None:
+    if args.restart and on_aws:
+        raise UsageError(
+            "--restart: only for runs on this machine; on AWS, name a new --out prefix (or "
+            "delete the old one's objects)"
+        )
 
 
 def report_local_run(args: argparse.Namespace, run: Callable[[Progress], Any], *, what: str) -> int:

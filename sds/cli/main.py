@@ -94,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         return report_error(exc, as_json=as_json)
     as_json = bool(args.json)
+    args.command_line = words  # as typed, for messages that say what to run instead
     try:
         resolve_environments(args)
         return int(args.func(args))

@@ -101,8 +101,13 @@ def run_locally(
     progress: Progress | None = None,
     keep_work: bool = False,
     range_bytes: int | None = None,
+    restart: bool = False,
+    start_over: str = "discard it with restart, or use another output location",
 ) -> LocalRun:
-    """Plan (or resume) a run of `job` over `data` into `out`, and run every step not done."""
+    """Plan (or resume) a run of `job` over `data` into `out`, and run every step not done.
+
+    With `restart`, a run already at `out` is discarded first (only if `out` holds an sds run
+    and nothing else); `start_over` ends the refusal of a run that cannot be resumed."""
     started = time.perf_counter()
     local.reset_worker_peak()
     workers = default_workers() if workers is None else workers
@@ -117,6 +122,8 @@ def run_locally(
         make_plan(job, source, out, model=model, partitions=partitions, range_bytes=range_bytes),
         output,
         chosen_partitions=partitions is not None,
+        restart=restart,
+        start_over=start_over,
     )
     if resumed and output.exists(MANIFEST):
         manifest = read_json(output, MANIFEST)

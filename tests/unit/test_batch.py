@@ -353,8 +353,11 @@ def test_given_an_output_holding_another_kind_of_run_then_it_is_refused_untouche
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
 
     # When a backfill is asked to write there
-    with pytest.raises(Refused, match="holds a run of another job, model"):
+    with pytest.raises(Refused) as refused:
         run_locally("features", data=str(data), out=str(out), workers=1)
+    assert "cannot resume" in str(refused.value)
+    assert "it is a score run, this one a features run" in str(refused.value)
+    assert f"it scored with fraud v{trained.version.number} (" in str(refused.value)
 
     # Then nothing there changed
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before

@@ -7,41 +7,23 @@ The CLI runs in-process (`sds.cli.main.main`) on a throwaway project with local 
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import socket
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from sds.cli.commands import envs
-from sds.cli.main import main
 from sds.kernel.errors import Refused
 from sds.kernel.lock import read_lock
 from sds.kernel.registry import Registry, Version
 from sds.ops.promotion import promote
 from sds.ops.workspace import Workspace
+from tests.unit.cli_run import sds
 
 ROOT = Path(__file__).resolve().parents[2]
 METRICS = {"roc_auc": 0.93, "pr_auc": 0.6, "expected_calibration_error": 0.01}
-
-
-@dataclass
-class Ended:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-    @property
-    def error_line(self) -> str:
-        lines = self.err.strip().splitlines()
-        assert [line for line in lines if line.startswith("sds:")] == [lines[-1]], lines
-        return lines[-1]
 
 
 @pytest.fixture
@@ -55,13 +37,6 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for env in ("DEV", "STAGING", "PROD"):
         monkeypatch.delenv(f"SDS_REGISTRY_{env}", raising=False)
     return tmp_path
-
-
-def sds(capsys: pytest.CaptureFixture[str], *argv: str) -> Ended:
-    capsys.readouterr()
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return Ended(code, captured.out, captured.err)
 
 
 def register(ws: Workspace, tag: str) -> Version:

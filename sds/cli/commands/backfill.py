@@ -11,7 +11,13 @@ from __future__ import annotations
 import argparse
 
 from sds.cli.arguments import Commands, env_option, workspace
-from sds.cli.batch_output import add_run_options, report_aws_run, report_local_run
+from sds.cli.batch_output import (
+    add_run_options,
+    check_restart,
+    report_aws_run,
+    report_local_run,
+    start_over,
+)
 from sds.config import EnvironmentConfig
 
 
@@ -34,6 +40,7 @@ def register(commands: Commands) -> None:
 def run(args: argparse.Namespace) -> int:
     ws = workspace(args)
     env: EnvironmentConfig = args.env
+    check_restart(args, on_aws=ws.on_aws)
     if ws.on_aws:
         from sds.ops.batch_aws import run_on_aws
 
@@ -61,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers,
             partitions=args.partitions,
             progress=progress,
+            restart=args.restart,
+            start_over=start_over(args),
         ),
         what="the account aggregates",
     )

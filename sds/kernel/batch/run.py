@@ -17,13 +17,15 @@ written only after its part is stored whole, so a run interrupted at any point a
 with the same arguments recomputes exactly the parts that are not finished (and the items not yet
 shuffled). The plan pins the input (each file's size and version), the model (version and
 sha256) and the partitioning: a run with other input, model or partitions is refused instead of
-mixing results. So is a run planned by a version of sds whose work files were laid out otherwise
+mixing results, saying what differs (`differences`); the caller may discard the old run instead
+(`begin(restart=True)`, `discard_run`: only where the location holds an sds run and nothing else). So is a run planned by a version of sds whose work files were laid out otherwise
 (`FORMAT`): the steps would misread them.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -221,14 +223,36 @@ def put_json(storage: Storage, key: str, document: dict[str, Any]) -> None:
     storage.put_bytes(key, json.dumps(document, indent=1, sort_keys=True).encode() + b"\n")
 
 
+class RunMismatch(Refused):
+    """The output location holds a run this one cannot resume: other input, model, partitions
+    or job (resuming would mix the results of both)."""
+
+
+# What a run writes at the top of its output location, besides `_run/`: its parts, and a part
+# being written (a local file is written under a hidden name, then renamed).
+_RUN_FILE = re.compile(r"\.?part-[0-9]{5}\.jsonl\.gz(\.[0-9]+\.partial)?")
+START_OVER = "use another output location, or remove it to start over"
+
+
 def begin(
-    plan: RunPlan, output: Storage, *, chosen_partitions: bool = True
+    plan: RunPlan,
+    output: Storage,
+    *,
+    chosen_partitions: bool = True,
+    restart: bool = False,
+    start_over: str = START_OVER,
 ) -> tuple[RunPlan, bool]:
     """Start the run, or resume the one already at `output`: (the plan in force, resumed).
 
     Refused (nothing written) when `output` holds a run of other input or model, of another
     number of partitions when `plan`'s was chosen by the caller (otherwise the existing run's is
-    kept), or files that are not a run's."""
+    kept), or files that are not a run's. `start_over` ends the refusal of a run that cannot be
+    resumed (what the caller offers to do about it).
+
+    With `restart`, the run already at `output` (if any) is discarded first, whatever it was:
+    only when `output` holds an sds run's files and nothing else (`discard_run`)."""
+    if restart and output.exists(PLAN):
+        discard_run(output)
     if output.exists(PLAN):
         try:
             existing = RunPlan.from_json(read_json(output, PLAN))
@@ -238,20 +262,112 @@ def begin(
         if not chosen_partitions:
             mine["partitions"] = theirs["partitions"]
         if mine != theirs:
-            differs = [k for k, v in mine.items() if theirs.get(k) != v]
-            raise Refused(
-                f"{output.uri} holds a run of another {', '.join(differs)} (started "
-                f"{existing.created_at}); use another output location, or remove it to start over"
+            raise RunMismatch(
+                f"{output.uri} holds a run this one cannot resume (started "
+                f"{existing.created_at}): {'; '.join(differences(existing, plan, mine, theirs))}; "
+                f"resuming would mix the results of both; {start_over}"
             )
         return existing, True
     strangers = [f.key for f in output.list() if not f.key.startswith("_run/")]
+    if strangers == [""]:
+        raise Refused(
+            f"{output.uri} is a file: a run writes its parts into a folder (or under an S3 "
+            "prefix); name a new or empty one"
+        )
     if strangers:
         raise Refused(
-            f"{output.uri} is not empty and holds no sds run ({strangers[0]}, ...): refusing to "
+            f"{output.uri} is not empty and holds no sds run ({_some(strangers)}): refusing to "
             "write results among other files; choose an empty or new output location"
         )
     put_json(output, PLAN, plan.to_json())
     return plan, False
+
+
+def differences(
+    existing: RunPlan, plan: RunPlan, mine: dict[str, Any], theirs: dict[str, Any]
+) -> list[str]:
+    """What makes `plan` another run than `existing`, in words (their `identity()`s differ)."""
+    found: list[str] = []
+    if mine["job"] != theirs["job"]:
+        found.append(f"it is a {existing.job} run, this one a {plan.job} run")
+    before = {s.name: s for s in existing.sources}
+    after = {s.name: s for s in plan.sources}
+    for name, old in before.items():
+        new = after.get(name)
+        if new is None:
+            found.append(f"{name} is no longer in the input")
+        elif (old.size, old.version) != (new.size, new.version):
+            found.append(f"{name} changed since ({_change(old, new)})")
+    found += [f"{name} is new in the input" for name in after if name not in before]
+    if not found and mine["items"] != theirs["items"]:
+        found.append("the input is cut into other items")
+    if mine["model"] != theirs["model"]:
+        found.append(f"it scored with {_model(existing.model)}, this one with {_model(plan.model)}")
+    if mine["partitions"] != theirs["partitions"]:
+        found.append(f"it has {existing.partitions} partition(s), this one {plan.partitions}")
+    if mine["format"] != theirs["format"]:  # not reached: from_json refuses another format
+        found.append(f"it has format {theirs['format']}")
+    return found
+
+
+def _change(old: Source, new: Source) -> str:
+    said = [] if old.size == new.size else [f"{old.size} -> {new.size} bytes"]
+    if old.version != new.version:
+        said.append(f"modified {_version(old.version)} -> {_version(new.version)}")
+    return ", ".join(said)
+
+
+def _version(version: str) -> str:
+    """A file's version as a person reads it: a local file's mtime (nanoseconds) as a UTC time;
+    an S3 object's ETag as it is."""
+    if version.isdigit():
+        moment = datetime.fromtimestamp(int(version) / 1e9, UTC)
+        return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return version
+
+
+def _model(model: ModelRef | None) -> str:
+    return (
+        "no model" if model is None else f"{model.name} v{model.version} ({model.sha256[:12]}...)"
+    )
+
+
+def _some(keys: Sequence[str], shown: int = 3) -> str:
+    more = len(keys) - shown
+    return ", ".join(keys[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
+def discard_run(output: Storage) -> None:
+    """Remove the run at `output`: its plan, work, statuses, manifest and parts.
+
+    Refused, removing nothing, unless `output` is an sds run: a plan that says so, and no file
+    besides the run's own. The plan goes last, so an interrupted discard is still a run, which
+    another discard finishes."""
+    try:
+        document = read_json(output, PLAN)
+    except (ValueError, Refused):
+        document = {}
+    if not str(document.get("format", "")).startswith("sds-batch-run/"):
+        raise Refused(
+            f"{output.name(PLAN)} is not an sds run's plan: not removing anything at {output.uri}"
+        )
+    files = [f.key for f in output.list()]
+    strangers = [k for k in files if not k.startswith("_run/") and not _RUN_FILE.fullmatch(k)]
+    if strangers:
+        raise Refused(
+            f"{output.uri} holds files that are not the run's ({_some(strangers)}): not removing "
+            "anything; move them, or use another output location"
+        )
+    output.delete_prefix(MANIFEST)  # first: the run no longer looks finished
+    for key in files:
+        if _RUN_FILE.fullmatch(key):
+            output.delete_prefix(key)
+    for prefix in ("_run/parts/", WORK):
+        output.delete_prefix(prefix)
+    for key in files:  # anything else of the run's (none in this version's layout)
+        if key.startswith("_run/") and key != PLAN and not key.startswith(("_run/parts/", WORK)):
+            output.delete_prefix(key)
+    output.delete_prefix(PLAN)
 
 
 def check_locations(input_uri: str, output_uri: str) -> None:

@@ -1,0 +1,186 @@
+"""A batch run's --out after a failure: what the refusal to resume says, and `--restart`.
+
+A run pins its input (each file's size and version): after a run fails on a bad line and the
+file is fixed in place, resuming would mix results computed from two different inputs, so it is
+refused; the refusal says what changed and the exact command that starts over. `--restart`
+discards the old run's files, and only where the folder holds an sds run and nothing else.
+The CLI runs in-process (`sds.cli.main.main`) on a throwaway project.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from sds.cli.main import main
+from tests.unit.cli_run import Ended, sds
+from training.data import write_jsonl
+from training.synthetic import generate_activity
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    shutil.copy(ROOT / "cdk.json", tmp_path / "cdk.json")
+    monkeypatch.setenv("SDS_PROJECT_DIR", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    for name in ("SDS_HOME", "SDS_LOCK_FILE", "SDS_TARGET"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()
+    }
+
+
+def cut_line(path: Path, number: int) -> None:
+    """Line `number` cut short, as an interrupted copy leaves it."""
+    lines = path.read_bytes().split(b"\n")
+    lines[number - 1] = lines[number - 1][:30]
+    path.write_bytes(b"\n".join(lines))
+
+
+def backfill(capsys: pytest.CaptureFixture[str], *extra: str) -> Ended:
+    return sds(capsys, "backfill", "--data", "h.jsonl", "--out", "s13", "--quiet", *extra)
+
+
+@pytest.fixture
+def failed_then_fixed(project: Path, capsys: pytest.CaptureFixture[str]) -> bytes:
+    """A run that failed on line 419 of h.jsonl, then h.jsonl fixed in place; its good bytes."""
+    good = write_jsonl(generate_activity(400, seed=5), project / "h.jsonl").read_bytes()
+    cut_line(project / "h.jsonl", 419)
+    failed = backfill(capsys)
+    assert failed.code == 1 and "h.jsonl:419: invalid JSON" in failed.error_line, failed
+    (project / "h.jsonl").write_bytes(good + b"\n")  # fixed: not the bytes the run pinned
+    return good
+
+
+def test_resuming_onto_fixed_input_is_refused_saying_what_changed_and_how_to_start_over(
+    project: Path, capsys: pytest.CaptureFixture[str], failed_then_fixed: bytes
+) -> None:
+    before = files(project / "s13")
+
+    # When the same command runs again on the fixed file
+    ended = backfill(capsys, "--json")
+
+    # Then it is refused (exit 3), naming the file that changed and how, and the exact command
+    assert ended.code == 3, ended
+    message = ended.json()["error"]["message"]
+    assert message.startswith("s13 holds a run this one cannot resume (started ")
+    assert "h.jsonl changed since (" in message and " bytes, modified " in message
+    assert message.endswith(
+        "to discard it and start over: sds backfill --data h.jsonl --out s13 --quiet --json "
+        "--restart (or use another --out)"
+    )
+    assert "another sources" not in message
+    # And nothing there changed
+    assert files(project / "s13") == before
+
+
+def test_restart_discards_the_old_run_and_gives_what_a_fresh_run_gives(
+    project: Path, capsys: pytest.CaptureFixture[str], failed_then_fixed: bytes
+) -> None:
+    # When starting over with --restart
+    ended = backfill(capsys, "--restart", "--json")
+
+    # Then the run completes, and its parts are those of a run into a new folder
+    assert ended.code == 0, ended
+    assert ended.json()["manifest"]["complete"] is True
+    fresh = sds(capsys, "backfill", "--data", "h.jsonl", "--out", "fresh", "--quiet")
+    assert fresh.code == 0, fresh
+    parts = {k: v for k, v in files(project / "s13").items() if k.startswith("part-")}
+    assert parts and parts == {
+        k: v for k, v in files(project / "fresh").items() if k.startswith("part-")
+    }
+    # And running it again resumes nothing: the finished run is kept
+    again = backfill(capsys)
+    assert again.code == 0 and again.out.startswith("nothing to do: s13 holds a finished run")
+
+
+def test_restart_of_a_finished_run_recomputes_it(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_jsonl(generate_activity(200, seed=5), project / "h.jsonl")
+    assert backfill(capsys).code == 0
+    ended = backfill(capsys, "--restart")
+    assert ended.code == 0, ended
+    assert not ended.out.startswith("nothing to do") and "rows" in ended.out
+
+
+def test_restart_removes_nothing_where_the_folder_holds_other_files_too(
+    project: Path, capsys: pytest.CaptureFixture[str], failed_then_fixed: bytes
+) -> None:
+    # Given the run's folder also holds a file of the user's
+    (project / "s13" / "notes.txt").write_text("mine")
+    before = files(project / "s13")
+
+    # When starting over with --restart
+    ended = backfill(capsys, "--restart")
+
+    # Then it is refused and nothing is removed
+    assert ended.code == 3
+    assert ended.error_line == (
+        "sds: error: s13 holds files that are not the run's (notes.txt): not removing anything; "
+        "move them, or use another output location"
+    )
+    assert files(project / "s13") == before
+
+
+def test_restart_never_removes_a_folder_that_is_not_an_sds_run(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a folder of the user's, with a _run/plan.json that is not an sds plan
+    write_jsonl(generate_activity(100, seed=5), project / "h.jsonl")
+    (project / "s13" / "_run").mkdir(parents=True)
+    (project / "s13" / "_run" / "plan.json").write_text('{"format": "something else"}')
+    (project / "s13" / "part-00000.jsonl.gz").write_bytes(b"not ours")
+    before = files(project / "s13")
+
+    ended = backfill(capsys, "--restart")
+
+    assert ended.code == 3
+    assert "is not an sds run's plan: not removing anything at s13" in ended.error_line
+    assert files(project / "s13") == before
+
+
+@pytest.mark.parametrize("extra", [(), ("--restart",)], ids=["plain", "--restart"])
+def test_an_out_folder_of_other_files_is_refused_naming_some(
+    project: Path, capsys: pytest.CaptureFixture[str], extra: tuple[str, ...]
+) -> None:
+    write_jsonl(generate_activity(100, seed=5), project / "h.jsonl")
+    (project / "s13").mkdir()
+    for name in "abcd":
+        (project / "s13" / name).write_text(name)
+
+    ended = backfill(capsys, *extra)
+
+    assert ended.code == 3
+    assert "s13 is not empty and holds no sds run (a, b, c and 1 more)" in ended.error_line
+    assert sorted(files(project / "s13")) == ["a", "b", "c", "d"]
+
+
+def test_an_out_that_is_a_file_is_named_as_a_file(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_jsonl(generate_activity(100, seed=5), project / "h.jsonl")
+    (project / "s13").write_text("a file")
+
+    ended = backfill(capsys)
+
+    assert ended.code == 3
+    assert ended.error_line == (
+        "sds: error: s13 is a file: a run writes its parts into a folder (or under an S3 "
+        "prefix); name a new or empty one"
+    )
+    assert (project / "s13").read_text() == "a file"
+
+
+def test_restart_on_aws_is_a_usage_error(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["--aws", "backfill", "--data", "s3://b/in/", "--out", "s3://b/out/", "--restart"])
+    assert code == 2
+    assert "--restart: only for runs on this machine" in capsys.readouterr().err
