@@ -65,22 +65,20 @@ def json_option() -> Parser:
     return only
 
 
-def _positive_count() -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = 0
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{text!r}: must be a whole number, 1 or more")
-        return value
-
-    return parse
+def positive_count(text: str) -> int:
+    """A count of things, 1 or more: 0 or less is a usage error (never "the default")."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a whole number, 1 or more")
+    return value
 
 
 def workers_option(parser: argparse._ActionsContainer, help_text: str) -> None:
     """`--workers N`: worker processes, 1 or more (0 or less is a usage error, never a default)."""
-    parser.add_argument("--workers", type=_positive_count(), default=None, help=help_text)
+    parser.add_argument("--workers", type=positive_count, default=None, help=help_text)
 
 
 def _moment(text: str) -> str:

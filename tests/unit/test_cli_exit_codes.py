@@ -356,6 +356,16 @@ def test_a_time_that_is_not_one_is_the_same_usage_error_for_every_command(
     )
 
 
+@pytest.mark.parametrize("events", ["0", "-5"])
+def test_generating_no_events_is_a_usage_error_and_writes_nothing(
+    events: str, project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ended = sds(capsys, "generate", "--events", events, "--out", str(project / "e.jsonl"))
+    assert ended.code == 2
+    assert f"argument --events: '{events}': must be a whole number, 1 or more" in ended.error_line
+    assert not (project / "e.jsonl").exists()
+
+
 @pytest.mark.parametrize(
     "argv",
     [

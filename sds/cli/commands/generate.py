@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sds.cli.arguments import Commands
+from sds.cli.arguments import Commands, positive_count
 from sds.cli.render import print_json
 from sds.kernel.errors import UsageError
 
@@ -23,7 +23,9 @@ def register(commands: Commands) -> None:
             "sds generate --events 1000 --seed 3 --out data/small.jsonl --json",
         ],
     )
-    parser.add_argument("--events", type=int, default=100_000, help="payments to generate")
+    parser.add_argument(
+        "--events", type=positive_count, default=100_000, help="payments to generate (1 or more)"
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", required=True, help="output path (.jsonl or .jsonl.gz)")
 
