@@ -17,9 +17,10 @@ written only after its part is stored whole, so a run interrupted at any point a
 with the same arguments recomputes exactly the parts that are not finished (and the items not yet
 shuffled). The plan pins the input (each file's size and version), the model (version and
 sha256) and the partitioning: a run with other input, model or partitions is refused instead of
-mixing results, saying what differs (`differences`); the caller may discard the old run instead
-(`begin(restart=True)`, `discard_run`: only where the location holds an sds run and nothing else). So is a run planned by a version of sds whose work files were laid out otherwise
-(`FORMAT`): the steps would misread them.
+mixing results, saying what differs (`differences`). So is a run planned by a version of sds
+whose work files were laid out otherwise (`FORMAT`): the steps would misread them. The caller may
+discard the old run instead (`begin(restart=True)`, `discard_run`), only where the location
+holds an sds run and nothing else.
 """
 
 from __future__ import annotations
@@ -305,8 +306,6 @@ def differences(
         found.append(f"it scored with {_model(existing.model)}, this one with {_model(plan.model)}")
     if mine["partitions"] != theirs["partitions"]:
         found.append(f"it has {existing.partitions} partition(s), this one {plan.partitions}")
-    if mine["format"] != theirs["format"]:  # not reached: from_json refuses another format
-        found.append(f"it has format {theirs['format']}")
     return found
 
 
@@ -322,7 +321,7 @@ def _version(version: str) -> str:
     an S3 object's ETag as it is."""
     if version.isdigit():
         moment = datetime.fromtimestamp(int(version) / 1e9, UTC)
-        return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"  # two saves in one second
     return version
 
 
