@@ -91,7 +91,19 @@ class LockFile:
         return json.dumps(document, indent=2) + "\n"
 
 
+# What git leaves in a file it could not merge: `<<<<<<< ours`, `=======`, `>>>>>>> theirs`.
+_CONFLICT_MARKER = re.compile(r"^(?:<{7}|={7}|>{7})(?: |$)", re.MULTILINE)
+
+
 def parse_lock(text: str, *, where: str = "models.lock.json") -> LockFile:
+    marker = _CONFLICT_MARKER.search(text)
+    if marker is not None:
+        line = text.count("\n", 0, marker.start()) + 1
+        raise LockFileError(
+            f"{where}: unresolved merge conflict (conflict markers from line {line}): resolve "
+            "the merge conflict, keeping one pin per environment (sds status then shows "
+            "whether each pin matches its registry alias)"
+        )
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -129,6 +141,9 @@ def read_lock(path: Path, *, model: str) -> LockFile:
         text = path.read_text()
     except FileNotFoundError:
         return LockFile(model=model, pins={})
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise LockFileError(f"{path}: cannot be read ({reason})") from None
     lock = parse_lock(text, where=str(path))
     if lock.model and lock.model != model:
         raise LockFileError(
@@ -144,6 +159,30 @@ def read_pin(path: Path, *, model: str, env: str) -> Pin | None:
 def read_shadow(path: Path, *, model: str, env: str) -> Pin | None:
     """The challenger `env` runs beside its live model, if any."""
     return read_lock(path, model=model).shadows.get(env)
+
+
+def check_writable(path: Path, *, model: str) -> LockFile:
+    """The lock file as it is, after making sure a pin can be written to it: it parses (no merge
+    conflict, no malformed entry) and its folder takes a new file (the write is a rename of one).
+
+    Commands that move a registry alias call it before anything moves, so a lock file that
+    cannot take the pin refuses the command with nothing changed, instead of failing after the
+    alias moved.
+    """
+    lock = read_lock(path, model=model)
+    import tempfile  # as in atomic_write_text: not on the inference function's cold start
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_name(path.name + ".lock"), "a"):
+            pass
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise LockFileError(f"{path}: cannot be written ({reason}: {path.parent})") from None
+    return lock
 
 
 @contextlib.contextmanager

@@ -38,6 +38,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from sds.kernel.activation import (
@@ -59,7 +60,9 @@ from sds.ops.promotion import (
     CAS_ATTEMPTS,
     ConcurrentRollback,
     OperationError,
+    lock_ready,
     rollback_target,
+    served_versions,
     sync_env_pin,
 )
 from sds.ops.workspace import Workspace
@@ -300,6 +303,7 @@ def rollback_live(
     lines (none when the target is Active)."""
     started = time.monotonic()
     ws.ensure_writable(env)  # an environment in another account takes credentials there
+    lock_ready(ws, f"roll back {env}")  # the pin is written last: it must be writable first
     clients = clients or ws.discovery.clients
     function = ws.discovery.get(env, "function-name")
     alias = ws.discovery.get(env, "alias-name")
@@ -314,7 +318,12 @@ def rollback_live(
             current = registry.get_alias(env)
             if current is None:
                 raise OperationError(f"nothing is live in {env}: there is nothing to roll back")
-            target_version, history = rollback_target(env, current, to_version)
+            target_version, history = rollback_target(
+                env,
+                current,
+                to_version,
+                served=partial(served_versions, registry, env, current),
+            )
             # The manifest names the sha256 to look for; `move_alias` verifies every artifact
             # before the registry alias moves (and `live` is put back if that fails).
             target = _manifest(registry, env, target_version)

@@ -10,15 +10,16 @@ back down its history stack (or to `--to N`) without gates: it is the emergency 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from sds.config import Gates, MustBeatLive
 from sds.kernel.behaviour import expected_alert_rate
 from sds.kernel.comparison import Comparison, ComparisonError
 from sds.kernel.errors import Refused, SdsError
-from sds.kernel.lock import Pin, read_lock, sync_pin
+from sds.kernel.lock import LockFile, LockFileError, Pin, check_writable, sync_pin
 from sds.kernel.registry import (
     AliasState,
     ConcurrentUpdate,
@@ -257,6 +258,74 @@ def must_beat_live(ws: Workspace, env: str, version: Version, gate: MustBeatLive
     )
 
 
+def lock_ready(ws: Workspace, action: str) -> LockFile:
+    """models.lock.json, checked before anything moves: it must read cleanly (no merge conflict)
+    and take a new pin, or the command is refused with nothing changed (`action` says which,
+    e.g. "promote version 5 to dev")."""
+    try:
+        return check_writable(ws.lock_path, model=ws.model)
+    except LockFileError as exc:
+        raise LockFileError(f"cannot {action}: {exc}; nothing was changed") from None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A version about to enter an environment (as its live model or its shadow), read and
+    verified (every artifact against its sha256) in the registry it comes from."""
+
+    version: Version
+    source_env: str
+    source: Registry
+
+
+def candidate(ws: Workspace, *, env: str, version: int, source_env: str) -> Candidate:
+    """`version`, verified in `source_env`'s registry, ready for `admit` into `env`."""
+    source = ws.registry(source_env)
+    try:
+        return Candidate(source.verify_version(version), source_env, source)
+    except VersionNotFound:
+        hint = (
+            f"; promote it there first: sds promote {version} --to {source_env}"
+            if source_env != env
+            else ""
+        )
+        raise OperationError(f"version {version} is not in {source_env}'s registry{hint}") from None
+    except RegistryError as exc:
+        raise OperationError(f"{source_env}: {exc}") from None
+
+
+def admit(
+    ws: Workspace,
+    *,
+    env: str,
+    candidate: Candidate,
+    gates: Gates | None = None,
+    refusal: type[GateFailure] = GateFailure,
+    reason: str = "",
+    on_upload: Callable[[str, int, int], None] | None = None,
+) -> tuple[Registry, list[GateResult], str | None]:
+    """Check `env`'s gates (or `gates`) on the candidate's manifest, then copy it into `env`'s
+    registry if it comes from another: the order promote and shadow share, so a version that
+    fails the gates is refused (`refusal`) before a byte of it is copied.
+
+    (`env`'s registry, the gate results, the environment it was copied from or None.)
+    """
+    results = check_gates(ws, env, candidate.version, gates=gates)
+    if not all(r.passed for r in results):
+        raise refusal(env, candidate.version.number, results)
+    target = ws.registry(env, write=True)
+    if target.uri == candidate.source.uri:
+        return target, results, None
+    number = candidate.version.number
+    try:
+        target.import_version(
+            candidate.source, number, actor=ws.actor, reason=reason, on_upload=on_upload
+        )
+    except RegistryError as exc:
+        raise OperationError(f"copying version {number} to {env}: {exc}") from None
+    return target, results, candidate.source_env
+
+
 def _sync_pin(ws: Workspace, env: str, registry: Registry) -> Pin | None:
     def current() -> Pin | None:
         state = registry.get_alias(env)
@@ -297,37 +366,29 @@ def promote(
     source_env = from_env or target_config.promote_from or to_env
     live_in_source: AliasState | None = None
     pinned_shadow: Pin | None = None
+    what = f"promote version {version}" if version is not None else "promote"
+    lock = lock_ready(ws, f"{what} to {to_env}")
     if shadow:
         if version is not None or from_env is not None:
             raise OperationError(
                 "--shadow promotes the shadow's version: name no version or --from"
             )
-        pinned_shadow = read_lock(ws.lock_path, model=ws.model).shadows.get(to_env)
+        pinned_shadow = lock.shadows.get(to_env)
         if pinned_shadow is None:
             raise OperationError(
                 f"{to_env} has no shadow to promote (sds shadow VERSION --env {to_env})"
             )
         # The shadow is already in the target's registry: it was verified there when pinned.
         version, source_env = pinned_shadow.version, to_env
-    source = ws.registry(source_env)
     if version is None:
         if from_env is None:
             raise OperationError("say which version: sds promote VERSION --to ENV, or --from ENV")
-        state = source.get_alias(from_env)
+        state = ws.registry(from_env).get_alias(from_env)
         if state is None:
             raise OperationError(f"nothing is live in {from_env}: promote a version there first")
         version, live_in_source = state.version, state
-    try:
-        origin = source.verify_version(version)
-    except VersionNotFound:
-        hint = (
-            f"; promote it there first: sds promote {version} --to {source_env}"
-            if source_env != to_env
-            else ""
-        )
-        raise OperationError(f"version {version} is not in {source_env}'s registry{hint}") from None
-    except RegistryError as exc:
-        raise OperationError(f"{source_env}: {exc}") from None
+    chosen = candidate(ws, env=to_env, version=version, source_env=source_env)
+    origin = chosen.version
     if pinned_shadow is not None and pinned_shadow.sha256 != origin.sha256:
         raise OperationError(
             f"version {version} in {to_env}'s registry (sha256 {origin.sha256[:12]}...) is not "
@@ -343,20 +404,9 @@ def promote(
             "refusing to promote it"
         )
 
-    results = check_gates(ws, to_env, origin)
-    if not all(r.passed for r in results):
-        raise GateFailure(to_env, version, results)
-
-    target = ws.registry(to_env, write=True)
-    copied_from = None
-    if target.uri != source.uri:
-        try:
-            target.import_version(
-                source, version, actor=ws.actor, reason=reason, on_upload=on_upload
-            )
-        except RegistryError as exc:
-            raise OperationError(f"copying version {version} to {to_env}: {exc}") from None
-        copied_from = source_env
+    target, results, copied_from = admit(
+        ws, env=to_env, candidate=chosen, reason=reason, on_upload=on_upload
+    )
 
     previous: int | None = None
     changed = False
@@ -380,9 +430,14 @@ def promote(
             break
         except ConcurrentUpdate:
             continue  # someone moved the alias meanwhile: re-read and promote over it
+        except Exception as exc:
+            raise _failed_move(target, to_env, previous, version, exc) from exc
     else:
         raise OperationError(f"{to_env}: the alias kept changing; try again")
-    _sync_pin(ws, to_env, target)
+    try:
+        _sync_pin(ws, to_env, target)
+    except Exception as exc:
+        raise _interrupted_promotion(to_env, previous, version, exc) from exc
     return AliasChange(
         action="promote",
         env=to_env,
@@ -396,23 +451,103 @@ def promote(
     )
 
 
+def _failed_move(
+    registry: Registry, env: str, previous: int | None, version: int, exc: Exception
+) -> OperationError:
+    """What to tell after `move_alias` failed: nothing moved (the version failed verification,
+    or the alias write failed), or the move may have landed (its audit event failed)."""
+    try:
+        now = registry.get_alias(env)
+    except Exception:  # the store is still failing: whether the move landed is unknown
+        return _interrupted_promotion(env, previous, version, exc)
+    if now is not None and now.version == version:
+        return _interrupted_promotion(env, previous, version, exc)
+    return OperationError(f"{env}: cannot promote version {version}: {exc}; the alias did not move")
+
+
+def _interrupted_promotion(
+    env: str, previous: int | None, version: int, exc: Exception
+) -> OperationError:
+    # Everything checkable was checked before the alias moved (gates, the copy, the lock file):
+    # what fails here (the alias's audit event, the pin's write) may follow a move that landed.
+    # Re-running the same promotion is safe: it finds the alias moved, completes the audit trail
+    # and writes the pin from the alias.
+    before = "nothing" if previous is None else str(previous)
+    return OperationError(
+        f"{env}: promotion {before} -> {version} was interrupted ({exc}) and may have landed "
+        f"in the registry without its pin; finish it with: sds promote {version} --to {env} "
+        "(safe to repeat)"
+    )
+
+
+class NeverServed(Refused, OperationError):
+    """`rollback --to N` named a version the environment never served. A rollback takes no
+    gates: it returns only to a model the environment served (it passed the environment's gates
+    when it went live); any other version goes live by promotion, gates first. Nothing moved."""
+
+    label = "refused"
+
+
+def served_versions(registry: Registry, env: str, current: AliasState) -> set[int]:
+    """The versions `env` has served: where its alias is, its rollback stack, and every version
+    its audit trail shows the alias moved to (promoted, rolled back)."""
+    served = {current.version, *current.history}
+    for event in registry.events(alias=env):
+        if event.get("alias") == env and event.get("type") in ("promoted", "rolled_back"):
+            version = event.get("version")
+            if isinstance(version, int) and not isinstance(version, bool):
+                served.add(version)
+    return served
+
+
+def _versions(numbers: Collection[int]) -> str:
+    listed = [str(n) for n in sorted(numbers)]
+    if len(listed) == 1:
+        return f"version {listed[0]}"
+    return f"versions {', '.join(listed[:-1])} and {listed[-1]}"
+
+
 def rollback_target(
-    env: str, current: AliasState, to_version: int | None
+    env: str,
+    current: AliasState,
+    to_version: int | None,
+    *,
+    served: Callable[[], Collection[int]],
 ) -> tuple[int, tuple[int, ...]]:
     """The version a rollback goes to and the alias history it leaves behind.
 
     Without `to_version` it pops the history stack; with it, the stack is cut back to just
-    below the last occurrence of that version (or kept, if the version was never live).
+    below the last occurrence of that version, or kept as it is for a version `env` served that
+    is not on it (one it was rolled back from). `served()` (the versions `env` has served, read
+    only when needed: it lists the audit trail) refuses a version `env` never served.
     """
     if to_version is None:
         if not current.history:
+            others = set(served()) - {current.version}
+            if not others:
+                raise OperationError(
+                    f"nothing earlier to roll back to: {env} has served only version "
+                    f"{current.version}"
+                )
             raise OperationError(
-                f"{env} has served only version {current.version}: no earlier version to roll back to"
+                f"nothing earlier to roll back to: {env} serves version {current.version}, the "
+                f"oldest on its rollback history (it has also served {_versions(others)}; to "
+                f"return to one: sds rollback --env {env} --to VERSION)"
             )
         return current.history[-1], current.history[:-1]
     if to_version in current.history:
         cut = len(current.history) - 1 - current.history[::-1].index(to_version)
         return to_version, current.history[:cut]
+    if to_version == current.version:
+        return to_version, current.history
+    known = served()
+    if to_version not in known:
+        raise NeverServed(
+            f"version {to_version} was never live in {env} (it has served "
+            f"{_versions(known)}): a rollback returns only to a version {env} served; to make "
+            f"version {to_version} live, promote it, gates first: sds promote {to_version} "
+            f"--to {env}"
+        )
     return to_version, current.history
 
 
@@ -427,10 +562,13 @@ def rollback(
     """Point `env` back at the version live before the current one (or at `to_version`)."""
     started = time.monotonic()
     registry = ws.registry(env, write=True)
+    lock_ready(ws, f"roll back {env}")
     current = registry.get_alias(env)
     if current is None:
         raise OperationError(f"nothing is live in {env}: there is nothing to roll back")
-    target_version, history = rollback_target(env, current, to_version)
+    target_version, history = rollback_target(
+        env, current, to_version, served=partial(served_versions, registry, env, current)
+    )
     if target_version == current.version:
         registry.ensure_audited(current)  # a retry completes an interrupted move's audit
         _sync_pin(ws, env, registry)
@@ -480,7 +618,12 @@ def _interrupted_rollback(env: str, current: int, target: int, exc: Exception) -
 
 
 def model_table(ws: Workspace, env: str) -> list[dict[str, Any]]:
-    """Versions in `env`'s registry with key metrics and the environments serving each."""
+    """Versions in `env`'s registry with key metrics and the environments serving each.
+
+    A version whose manifest cannot be read (corrupt, or not describing that version) is listed
+    too, with its metrics empty and `problem` saying what is wrong, so one bad version hides none
+    of the others; `problem` is None for every readable one.
+    """
     registry = ws.registry(env)
     live: dict[int, list[str]] = {}
     for name in ws.config.environments:
@@ -492,14 +635,21 @@ def model_table(ws: Workspace, env: str) -> list[dict[str, Any]]:
             live.setdefault(state.version, []).append(name)
     rows = []
     for number in registry.list_versions():
-        info = registry.get_version(number)
-        metrics: Mapping[str, Any] = info.metrics
+        row: dict[str, Any] = {"version": number}
+        try:
+            info = registry.get_version(number)
+        except RegistryError as exc:
+            manifest: Mapping[str, Any] = {}
+            metrics: Mapping[str, Any] = {}
+            row.update(sha256=None, problem=str(exc))
+        else:
+            manifest, metrics = info.manifest, info.metrics
+            row.update(sha256=info.sha256, problem=None)
         rows.append(
             {
-                "version": number,
-                "created_at": info.manifest.get("created_at"),
-                "created_by": info.manifest.get("created_by"),
-                "sha256": info.sha256,
+                **row,
+                "created_at": manifest.get("created_at"),
+                "created_by": manifest.get("created_by"),
                 "roc_auc": metrics.get("roc_auc"),
                 "pr_auc": metrics.get("pr_auc"),
                 "precision_at_alert_rate": metrics.get("precision_at_alert_rate"),

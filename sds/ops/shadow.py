@@ -33,7 +33,15 @@ from sds.kernel.capture import Capture, CaptureError, records
 from sds.kernel.features import format_time
 from sds.kernel.lock import LockFileError, Pin, read_lock, write_shadow
 from sds.kernel.registry import RegistryError, Version, VersionNotFound
-from sds.ops.promotion import GateFailure, GateResult, OperationError, check_gates
+from sds.ops.promotion import (
+    Candidate,
+    GateFailure,
+    GateResult,
+    OperationError,
+    admit,
+    candidate,
+    lock_ready,
+)
 from sds.ops.workspace import Workspace
 from training.capture_data import DAY_US, decompressed, partitions, read_labels
 from training.data import DataError
@@ -90,41 +98,28 @@ class ShadowChange:
         }
 
 
-def _verified_in(
-    ws: Workspace,
-    env: str,
-    version: int,
-    *,
-    reason: str,
-    on_upload: Callable[[str, int, int], None] | None,
-) -> tuple[Version, str | None]:
-    """`version`, complete and verified in `env`'s registry; copied from the environment below
-    (verified there first) when only that one has it. (version, where it was copied from)."""
+def _candidate(ws: Workspace, env: str, version: int) -> Candidate:
+    """`version`, verified where it is: in `env`'s registry, or else in the registry of the
+    environment below (from which `admit` copies it, once the gates pass)."""
     config = ws.config.env(env)
     target = ws.registry(env)
     try:
-        return target.verify_version(version), None
+        return Candidate(target.verify_version(version), env, target)
     except VersionNotFound:
         if config.promote_from is None:
             raise OperationError(f"version {version} is not in {env}'s registry") from None
     except RegistryError as exc:
         raise OperationError(f"{env}: version {version}: {exc}") from None
     source_env = config.promote_from
-    source = ws.registry(source_env)
     try:
-        source.verify_version(version)
-    except VersionNotFound:
+        return candidate(ws, env=env, version=version, source_env=source_env)
+    except OperationError:
+        if version in ws.registry(source_env).list_versions():
+            raise  # it is there but does not verify: the message says why
         raise OperationError(
             f"version {version} is in neither {env}'s nor {source_env}'s registry; promote it "
             f"to {source_env} first: sds promote {version} --to {source_env}"
         ) from None
-    except RegistryError as exc:
-        raise OperationError(f"{source_env}: version {version}: {exc}") from None
-    try:
-        target.import_version(source, version, actor=ws.actor, reason=reason, on_upload=on_upload)
-        return target.verify_version(version), source_env
-    except RegistryError as exc:
-        raise OperationError(f"copying version {version} to {env}: {exc}") from None
 
 
 def set_shadow(
@@ -135,9 +130,15 @@ def set_shadow(
     reason: str = "",
     on_upload: Callable[[str, int, int], None] | None = None,
 ) -> ShadowChange:
-    """Pin `version` as `env`'s shadow (see the module docstring)."""
+    """Pin `version` as `env`'s shadow (see the module docstring).
+
+    In the order a promotion checks and moves (`sds.ops.promotion.admit`): the lock file must
+    take the pin, the version must verify where it is and pass `env`'s shadow gates on its
+    manifest; only then is it copied into `env`'s registry (when it comes from below) and pinned.
+    A refused version leaves nothing behind.
+    """
     config = ws.config.env(env)
-    lock = read_lock(ws.lock_path, model=ws.model)
+    lock = lock_ready(ws, f"shadow version {version} in {env}")
     live = lock.pins.get(env)
     if live is None:
         raise OperationError(
@@ -147,11 +148,17 @@ def set_shadow(
     if live.version == version:
         raise OperationError(f"version {version} is live in {env}: it cannot shadow itself")
     previous = lock.shadows.get(env)
-    candidate, copied_from = _verified_in(ws, env, version, reason=reason, on_upload=on_upload)
-    pin = Pin(version=version, sha256=candidate.sha256)
-    results = check_gates(ws, env, candidate, gates=config.shadow.gates)
-    if not all(r.passed for r in results):
-        raise ShadowGateFailure(env, version, results)
+    chosen = _candidate(ws, env, version)
+    _, results, copied_from = admit(
+        ws,
+        env=env,
+        candidate=chosen,
+        gates=config.shadow.gates,
+        refusal=ShadowGateFailure,
+        reason=reason,
+        on_upload=on_upload,
+    )
+    pin = Pin(version=version, sha256=chosen.version.sha256)
     if previous == pin:
         return ShadowChange("shadow", env, live, pin, previous, False, copied_from, results)
     try:
@@ -177,7 +184,7 @@ def set_shadow(
 def clear_shadow(ws: Workspace, *, env: str, reason: str = "") -> ShadowChange:
     """Remove `env`'s shadow pin (a no-op if it has none)."""
     ws.config.env(env)
-    lock = read_lock(ws.lock_path, model=ws.model)
+    lock = lock_ready(ws, f"clear {env}'s shadow")
     previous = lock.shadows.get(env)
     live = lock.pins.get(env)
     if previous is None:

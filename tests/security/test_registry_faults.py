@@ -302,3 +302,44 @@ def test_an_interrupted_rollback_names_the_command_that_is_safe_to_repeat(tmp_pa
         "landed, then failed: told --to 1",
         landed_failures,
     )
+
+
+@pytest.mark.parametrize("scenario", ["promote (alias move)", "promote (copy up + alias move)"])
+def test_an_interrupted_promotion_says_what_landed_and_how_to_finish(
+    scenario: str, tmp_path: Path
+) -> None:
+    """Everything a promotion can check is checked before its alias moves; what fails after (the
+    alias's audit event, the pin) must say the move may have landed and name the command that
+    finishes it, and a failure before the move must not claim one."""
+    command, _ = SCENARIOS[scenario]
+    env, version = ("dev", 3) if scenario == "promote (alias move)" else ("staging", 2)
+    clean = file_backend(tmp_path / "clean")
+    prepare(clean)
+    clean.injector.arm(None)
+    command(clean)
+    landed_failures = 0
+    for k in range(1, clean.injector.calls + 1):
+        for mode in MODES:
+            # Given a promotion whose k-th store operation fails
+            setup = file_backend(tmp_path / f"k{k}-{mode}")
+            prepare(setup)
+            setup.injector.arm(k, mode)
+
+            # When it runs
+            try:
+                command(setup)
+            except Exception as exc:
+                # Then the error says whether the alias may have moved, as the registry shows
+                setup.injector.arm(None)
+                alias = setup.registry(env).get_alias(env)
+                finish = f"finish it with: sds promote {version} --to {env}"
+                if alias is not None and alias.version == version:  # it landed
+                    landed_failures += 1
+                    assert isinstance(exc, OperationError), exc
+                    assert "may have landed" in str(exc) and finish in str(exc), exc
+                else:
+                    assert "may have landed" not in str(exc), exc
+    assert landed_failures > 0
+    record(
+        f"registry faults, file backend: {scenario}", "landed, then failed: told", landed_failures
+    )

@@ -10,7 +10,8 @@ cdk.json, the copy up the chain, the alias history stack. After every step it ch
 - every pin in models.lock.json is exactly its environment's alias (version and sha256);
 - the history explains every alias value: the alias's last move has an audit event for that
   version, every version on the rollback stack was once moved to, and the model agrees with
-  the registry on where each alias is and what rollback would return to.
+  the registry on where each alias is and what rollback would return to;
+- `rollback --to N` never puts a version live that its environment did not serve before.
 """
 
 from __future__ import annotations
@@ -123,6 +124,8 @@ class Promotions(RuleBasedStateMachine):
         elif to_version in stack:
             cut = len(stack) - 1 - stack[::-1].index(to_version)
             target, rest = to_version, stack[:cut]
+        elif to_version != current and to_version not in self.moved_to[env]:
+            return "error"  # never served there: a rollback takes no gates, so it refuses
         else:
             target, rest = to_version, list(stack)
         if target == current:

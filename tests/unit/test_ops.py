@@ -10,9 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from sds.kernel.lock import read_lock
+from sds.kernel.errors import EXIT_REFUSED
+from sds.kernel.lock import LockFileError, read_lock
 from sds.kernel.registry import Version
-from sds.ops.promotion import GateFailure, OperationError, check_gates, promote, rollback
+from sds.ops.promotion import (
+    GateFailure,
+    NeverServed,
+    OperationError,
+    check_gates,
+    model_table,
+    promote,
+    rollback,
+)
 from sds.ops.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -160,8 +169,14 @@ def test_rollback_walks_back_the_history_stack(ws: Workspace) -> None:
     assert rollback(ws, env="dev", reason="bad").version == 2
     assert rollback(ws, env="dev", reason="still bad").version == 1
     assert pins(ws) == {"dev": 1}
-    with pytest.raises(OperationError, match="no earlier version"):
+    with pytest.raises(OperationError) as exhausted:
         rollback(ws, env="dev")
+    # The message says what dev served and why there is nothing to go back to, not "only 1"
+    assert str(exhausted.value) == (
+        "nothing earlier to roll back to: dev serves version 1, the oldest on its rollback "
+        "history (it has also served versions 2 and 3; to return to one: sds rollback --env "
+        "dev --to VERSION)"
+    )
     kinds = [e["type"] for e in ws.registry("dev").events() if e["type"] != "registered"]
     assert kinds == ["promoted", "promoted", "promoted", "rolled_back", "rolled_back"]
     last = ws.registry("dev").events()[-1]
@@ -187,6 +202,153 @@ def test_rollback_with_nothing_live_or_unknown_version_is_refused(ws: Workspace)
     with pytest.raises(OperationError, match="version 9"):
         rollback(ws, env="dev", to_version=9)
     assert pins(ws) == {"dev": 1}
+    with pytest.raises(OperationError) as only:
+        rollback(ws, env="dev")
+    assert str(only.value) == "nothing earlier to roll back to: dev has served only version 1"
+
+
+def test_rollback_to_a_version_the_environment_never_served_is_refused(ws: Workspace) -> None:
+    # Given versions 1 and 2 live in staging in turn, and version 3, which fails staging's
+    # gates, in staging's registry (copied there, as a shadow would have it) but never live
+    register(ws)
+    register(ws)
+    register(ws, metrics={**GOOD, "roc_auc": 0.76})
+    promote(ws, to_env="dev", version=1)
+    promote(ws, to_env="staging", from_env="dev")
+    promote(ws, to_env="dev", version=2)
+    promote(ws, to_env="staging", from_env="dev")
+    ws.registry("staging").import_version(ws.registry("dev"), 3, actor="tester")
+
+    # When a rollback is asked to put version 3 live
+    with pytest.raises(NeverServed) as refused:
+        rollback(ws, env="staging", to_version=3, reason="emergency")
+
+    # Then it is refused (exit 3), says why and what to run instead, and nothing moved
+    assert refused.value.exit_code == EXIT_REFUSED
+    assert str(refused.value) == (
+        "version 3 was never live in staging (it has served versions 1 and 2): a rollback "
+        "returns only to a version staging served; to make version 3 live, promote it, gates "
+        "first: sds promote 3 --to staging"
+    )
+    assert ws.registry("staging").get_alias("staging").version == 2  # type: ignore[union-attr]
+    assert pins(ws) == {"dev": 2, "staging": 2}
+
+    # And a version staging served, even one it was rolled back from, is a valid target
+    assert rollback(ws, env="staging", reason="back").version == 1
+    assert rollback(ws, env="staging", to_version=2, reason="forward again").version == 2
+
+
+def conflict(ws: Workspace) -> str:
+    """Leave models.lock.json as `git merge` leaves a conflicting change to it."""
+    ours = ws.lock_path.read_text().splitlines(keepends=True)
+    theirs = [line.replace('"version": 1', '"version": 7') for line in ours]
+    text = "".join(
+        [*ours[:3], "<<<<<<< HEAD\n", *ours[3:], "=======\n", *theirs[3:], ">>>>>>> theirs\n"]
+    )
+    ws.lock_path.write_text(text)
+    return text
+
+
+@pytest.mark.parametrize("command", ["promote", "rollback"])
+def test_a_lock_file_with_a_merge_conflict_refuses_before_the_alias_moves(
+    ws: Workspace, command: str
+) -> None:
+    # Given versions 1 then 2 live in dev, then models.lock.json left with conflict markers
+    for _ in range(3):
+        register(ws)
+    promote(ws, to_env="dev", version=1)
+    promote(ws, to_env="dev", version=2)
+    text = conflict(ws)
+    events = ws.registry("dev").events()
+
+    # When a command that writes the pin runs
+    with pytest.raises(LockFileError) as refused:
+        if command == "promote":
+            promote(ws, to_env="dev", version=3, reason="mid-merge")
+        else:
+            rollback(ws, env="dev", reason="mid-merge")
+
+    # Then it names the file and the problem, and nothing changed: alias, audit trail, file
+    message = str(refused.value)
+    assert str(ws.lock_path) in message and "resolve the merge conflict" in message
+    assert "line 4" in message and message.endswith("nothing was changed")
+    assert ws.registry("dev").get_alias("dev").version == 2  # type: ignore[union-attr]
+    assert ws.registry("dev").events() == events
+    assert ws.lock_path.read_text() == text
+
+
+def test_a_lock_file_that_cannot_be_written_refuses_before_the_alias_moves(
+    tmp_path: Path,
+) -> None:
+    # Given a lock file whose folder is not a folder (nothing can be written there)
+    shutil.copy(ROOT / "cdk.json", tmp_path / "cdk.json")
+    (tmp_path / "pins").write_text("a file, not a folder\n")
+    lock = tmp_path / "pins" / "models.lock.json"
+    ws = Workspace.discover(
+        project_dir=tmp_path, environ={"SDS_ACTOR": "tester", "SDS_LOCK_FILE": str(lock)}
+    )
+    register(ws)
+
+    # When a promotion runs, it is refused naming the file, and the alias does not move
+    with pytest.raises(LockFileError, match=r"cannot promote version 1 to dev: .*pins"):
+        promote(ws, to_env="dev", version=1)
+    assert ws.registry("dev").get_alias("dev") is None
+
+
+def test_a_pin_write_failing_after_the_alias_moved_says_how_to_finish(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sds.kernel.lock
+
+    # Given version 1 live in dev, and a disk that fails the next write of the lock file
+    register(ws)
+    register(ws)
+    promote(ws, to_env="dev", version=1)
+    write = sds.kernel.lock.atomic_write_text
+
+    def full(path: Path, text: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sds.kernel.lock, "atomic_write_text", full)
+
+    # When version 2 is promoted, the alias moves but the pin cannot be written
+    with pytest.raises(OperationError) as failed:
+        promote(ws, to_env="dev", version=2)
+
+    # Then the error says what may have landed and the command that finishes it
+    assert str(failed.value) == (
+        "dev: promotion 1 -> 2 was interrupted ([Errno 28] No space left on device) and may "
+        "have landed in the registry without its pin; finish it with: sds promote 2 --to dev "
+        "(safe to repeat)"
+    )
+    # And that command does finish it, once the disk has room
+    monkeypatch.setattr(sds.kernel.lock, "atomic_write_text", write)
+    assert not promote(ws, to_env="dev", version=2).changed
+    assert pins(ws) == {"dev": 2}
+
+
+def test_the_model_table_lists_every_version_and_marks_an_unreadable_one(ws: Workspace) -> None:
+    # Given three versions, the second with a corrupt manifest, and the third live in dev
+    for _ in range(3):
+        register(ws)
+    promote(ws, to_env="dev", version=3)
+    manifest = ws.home / "registries" / "dev" / "models" / ws.model / "versions" / "2"
+    (manifest / "manifest.json").write_text("{broken")
+
+    # When the versions are listed
+    rows = model_table(ws, "dev")
+
+    # Then every version is there, the corrupt one with its problem and no metrics
+    assert [(r["version"], r["problem"]) for r in rows] == [
+        (1, None),
+        (2, "version 2: manifest.json is not valid JSON"),
+        (3, None),
+    ]
+    assert rows[1]["roc_auc"] is None and rows[0]["roc_auc"] == GOOD["roc_auc"]
+    assert rows[2]["live_in"] == ["dev"]
+    # And a command that does not need version 2 still works
+    assert rollback(ws, env="dev", to_version=3).changed is False
+    assert promote(ws, to_env="dev", version=1).changed
 
 
 def test_unknown_version_and_environment_are_named(ws: Workspace) -> None:

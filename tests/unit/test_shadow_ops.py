@@ -18,7 +18,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from sds.kernel.capture import Capturer
 from sds.kernel.features import N_FEATURES, format_time
-from sds.kernel.lock import Pin, read_lock
+from sds.kernel.lock import LockFileError, Pin, read_lock
 from sds.kernel.registry import Version
 from sds.ops.capture_store import CaptureFiles, LabelFiles
 from sds.ops.promotion import GateFailure, OperationError, promote
@@ -142,6 +142,50 @@ def test_the_shadow_gates_come_from_config(tmp_path: Path) -> None:
     ):
         set_shadow(ws, env="dev", version=2)
     assert read_lock(ws.lock_path, model=ws.model).shadows == {}
+
+
+def test_a_version_failing_the_shadow_gates_is_refused_before_it_is_copied(
+    ws: Workspace,
+) -> None:
+    # Given version 1 live in staging, and version 2 in dev only, below staging's shadow gate
+    register(ws)
+    register(ws, metrics={**GOOD, "roc_auc": 0.76})
+    promote(ws, to_env="dev", version=1)
+    promote(ws, to_env="staging", from_env="dev")
+    copied: list[str] = []
+
+    # When it is asked to shadow staging
+    with pytest.raises(ShadowGateFailure, match=r"may not shadow in staging: min_roc_auc"):
+        set_shadow(ws, env="staging", version=2, on_upload=lambda name, *_: copied.append(name))
+
+    # Then nothing of it reached staging: no version, no "copied" event, no upload, no pin
+    staging = ws.registry("staging")
+    assert staging.list_versions() == [1]
+    assert [e["version"] for e in staging.events() if e["type"] == "copied"] == [1]
+    assert copied == []
+    assert read_lock(ws.lock_path, model=ws.model).shadows == {}
+
+
+def test_a_shadow_is_refused_with_nothing_changed_while_the_lock_file_has_a_merge_conflict(
+    ws: Workspace,
+) -> None:
+    # Given version 1 live in staging and the lock file left mid-merge by git
+    register(ws)
+    register(ws)
+    promote(ws, to_env="dev", version=1)
+    promote(ws, to_env="staging", from_env="dev")
+    text = ws.lock_path.read_text()
+    conflicted = text.replace('"staging": {', '"staging": {\n<<<<<<< HEAD\n=======\n>>>>>>> b\n', 1)
+    ws.lock_path.write_text(conflicted)
+
+    # When version 2 is asked to shadow staging
+    with pytest.raises(LockFileError, match="merge conflict") as refused:
+        set_shadow(ws, env="staging", version=2)
+
+    # Then the message names the file and nothing was copied or pinned
+    assert str(ws.lock_path) in str(refused.value) and "nothing was changed" in str(refused.value)
+    assert ws.registry("staging").list_versions() == [1]
+    assert ws.lock_path.read_text() == conflicted
 
 
 def test_promoting_the_shadow_moves_the_pin_from_shadow_to_live(ws: Workspace) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from sds.cli.arguments import Commands, env_option, workspace
 from sds.cli.render import fmt, print_json, table
@@ -25,6 +26,14 @@ def run(args: argparse.Namespace) -> int:
     ws = workspace(args)
     env: EnvironmentConfig = args.env
     rows = model_table(ws, env.name)
+    # The listing goes on past an unreadable version; each is marked and named on stderr.
+    for row in rows:
+        if row["problem"] is not None:
+            print(
+                f"warning: {env.name}: {row['problem']} (listed as unreadable; sds show "
+                f"{row['version']} --env {env.name} verifies it)",
+                file=sys.stderr,
+            )
     if args.json:
         print_json({"env": env.name, "registry": ws.registry_uri(env.name), "versions": rows})
         return 0
@@ -39,7 +48,9 @@ def run(args: argparse.Namespace) -> int:
             [
                 [
                     str(r["version"]),
-                    str(r["created_at"])[:19].replace("T", " "),
+                    "unreadable"
+                    if r["problem"] is not None
+                    else str(r["created_at"])[:19].replace("T", " "),
                     fmt(r["roc_auc"]),
                     fmt(r["pr_auc"]),
                     fmt(r["precision_at_alert_rate"]),
