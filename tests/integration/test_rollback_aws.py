@@ -83,10 +83,14 @@ def test_rollback_switches_live_to_the_lambda_version_serving_the_previous_model
 def test_rollback_to_a_model_no_deploy_published_is_refused_and_changes_nothing(
     deploy: Callable[..., Deployed], cli: Callable[..., CliResult], project: Path
 ) -> None:
-    # Given model 3 registered (and once live) but never deployed to a Lambda version
+    # Given model 3 once live in the registry (promoted, then rolled back from) but never
+    # deployed to a Lambda version
     dev = deploy("dev")
     one, two = deploy_two_models(dev, cli)
     three = dev.register("three")
+    assert cli("promote", str(three.number), "--to", "dev").code == 0
+    assert cli("--aws", "rollback", "--env", "dev", "--reason", "not deployed yet").code == 0
+    rolled_back = len([e for e in dev.registry.events() if e["type"] == "rolled_back"])
     pin_before = project.read_text()
 
     # When an operator asks to roll back to it
@@ -99,8 +103,49 @@ def test_rollback_to_a_model_no_deploy_published_is_refused_and_changes_nothing(
     state = dev.registry.get_alias("dev")
     assert state is not None and state.version == two.number
     assert project.read_text() == pin_before
-    assert not [e for e in dev.registry.events() if e["type"] == "rolled_back"]
+    assert len([e for e in dev.registry.events() if e["type"] == "rolled_back"]) == rolled_back
     del one
+
+
+def test_rollback_to_a_model_the_environment_never_served_is_refused_before_live_moves(
+    deploy: Callable[..., Deployed], cli: Callable[..., CliResult], project: Path
+) -> None:
+    # Given two deploys, and model 3 in dev's registry that never went live there
+    dev = deploy("dev")
+    deploy_two_models(dev, cli)
+    three = dev.register("three")
+    pin_before = project.read_text()
+
+    # When an operator asks the emergency exit (no gates) to put it live
+    result = cli("--aws", "rollback", "--env", "dev", "--to", str(three.number), "--reason", "x")
+
+    # Then it is refused (exit 3) with the promotion to run instead, and nothing moved
+    assert result.code == 3, result.err
+    assert f"version {three.number} was never live in dev" in result.err
+    assert f"sds promote {three.number} --to dev" in result.err
+    assert dev.live()["FunctionVersion"] == "3"
+    assert dev.registry.get_alias("dev").version == 2  # type: ignore[union-attr]
+    assert project.read_text() == pin_before
+
+
+def test_a_lock_file_with_a_merge_conflict_refuses_the_rollback_before_live_moves(
+    deploy: Callable[..., Deployed], cli: Callable[..., CliResult], project: Path
+) -> None:
+    # Given two deploys, and models.lock.json left with git's conflict markers
+    dev = deploy("dev")
+    deploy_two_models(dev, cli)
+    conflicted = "<<<<<<< HEAD\n" + project.read_text() + "=======\n{}\n>>>>>>> theirs\n"
+    project.write_text(conflicted)
+
+    # When an operator rolls back on AWS
+    result = cli("--aws", "rollback", "--env", "dev", "--reason", "mid-merge")
+
+    # Then it is refused naming the file and the conflict, before live or the alias moved
+    assert result.code == 1
+    assert "resolve the merge conflict" in result.err and "nothing was changed" in result.err
+    assert dev.live()["FunctionVersion"] == "3"
+    assert dev.registry.get_alias("dev").version == 2  # type: ignore[union-attr]
+    assert project.read_text() == conflicted
 
 
 class StopDeploymentStub:
