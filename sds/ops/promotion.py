@@ -529,10 +529,15 @@ def rollback_target(
                     f"nothing earlier to roll back to: {env} has served only version "
                     f"{current.version}"
                 )
+            back = (
+                f"sds rollback --env {env} --to {min(others)} returns to it"
+                if len(others) == 1
+                else f"sds rollback --env {env} --to VERSION returns to one of them"
+            )
             raise OperationError(
                 f"nothing earlier to roll back to: {env} serves version {current.version}, the "
-                f"oldest on its rollback history (it has also served {_versions(others)}; to "
-                f"return to one: sds rollback --env {env} --to VERSION)"
+                f"oldest on its rollback history (it has also served {_versions(others)}: "
+                f"{back})"
             )
         return current.history[-1], current.history[:-1]
     if to_version in current.history:

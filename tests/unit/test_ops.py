@@ -174,8 +174,8 @@ def test_rollback_walks_back_the_history_stack(ws: Workspace) -> None:
     # The message says what dev served and why there is nothing to go back to, not "only 1"
     assert str(exhausted.value) == (
         "nothing earlier to roll back to: dev serves version 1, the oldest on its rollback "
-        "history (it has also served versions 2 and 3; to return to one: sds rollback --env "
-        "dev --to VERSION)"
+        "history (it has also served versions 2 and 3: sds rollback --env dev --to VERSION "
+        "returns to one of them)"
     )
     kinds = [e["type"] for e in ws.registry("dev").events() if e["type"] != "registered"]
     assert kinds == ["promoted", "promoted", "promoted", "rolled_back", "rolled_back"]
