@@ -34,6 +34,7 @@ DEPLOYING = "deploying"
 OUT_OF_SYNC = "out of sync"
 EMPTY = "nothing promoted"
 UNREACHABLE = "unreachable"
+LOCK_UNREADABLE = "pin unreadable"
 
 
 @dataclass(frozen=True)
@@ -106,11 +107,16 @@ class EnvironmentStatus:
     deployments: list[Deployment] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
+    # models.lock.json cannot be read (a merge conflict, say): the registry and Lambda are
+    # still shown, and the problem is the first warning.
+    lock_error: str | None = None
 
     @property
     def state(self) -> str:
         if self.error is not None:
             return UNREACHABLE
+        if self.lock_error is not None:
+            return LOCK_UNREADABLE
         if self.warnings:
             return OUT_OF_SYNC
         if self.deployments:
@@ -163,8 +169,7 @@ def environment_status(
         lock = read_lock(ws.lock_path, model=ws.model)
         result.pin, result.shadow = lock.pins.get(env), lock.shadows.get(env)
     except LockFileError as exc:
-        result.error = str(exc)
-        return result
+        result.lock_error = str(exc)
     try:
         result.registry_uri = ws.registry_uri(env)
         result.alias = ws.registry(env).get_alias(env)
@@ -185,6 +190,10 @@ def environment_status(
         if not type(exc).__module__.startswith(("botocore", "boto3")):
             raise
         result.error = f"AWS: {exc}"
+        return result
+    if result.lock_error is not None:
+        # Without the pin there is nothing to compare: say what the file's problem is.
+        result.warnings = [result.lock_error]
         return result
     result.warnings = disagreements(result)
     return result

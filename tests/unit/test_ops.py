@@ -454,3 +454,24 @@ def test_a_recovered_audit_event_keeps_the_movers_identity_not_the_retriers_note
     (event,) = [e for e in alices.events() if e["id"] == state.event_id]
     assert (event["by"], event["recovered"]) == ("alice", True)
     assert "declared_actor" not in event
+
+
+def test_status_mid_merge_shows_the_registry_and_names_the_lock_files_problem(
+    ws: Workspace,
+) -> None:
+    from sds.ops.status import LOCK_UNREADABLE, environment_status
+
+    # Given version 1 live in dev, and models.lock.json with git's conflict markers in it
+    register(ws)
+    promote(ws, to_env="dev", version=1)
+    conflict(ws)
+
+    # When the status of dev is read
+    status = environment_status(ws, "dev")
+
+    # Then the registry alias is still shown, and the state and warning say the pin is unreadable
+    # and why (not "unreachable": the registry was reached)
+    assert status.alias is not None and status.alias.version == 1
+    assert status.state == LOCK_UNREADABLE and not status.ok
+    (warning,) = status.warnings
+    assert str(ws.lock_path) in warning and "resolve the merge conflict" in warning
