@@ -165,20 +165,32 @@ def set_shadow(
         write_shadow(ws.lock_path, model=ws.model, env=env, shadow=pin, live=live)
     except LockFileError as exc:
         raise OperationError(str(exc)) from None
-    ws.registry(env).record_event(
-        "shadowed",
-        version=version,
-        actor=ws.actor,
-        reason=reason,
-        alias=env,
-        details={
-            "env": env,
-            "sha256": pin.sha256,
-            "live_version": live.version,
-            "previous_shadow": None if previous is None else previous.version,
-        },
-    )
+    try:
+        ws.registry(env).record_event(
+            "shadowed",
+            version=version,
+            actor=ws.actor,
+            reason=reason,
+            alias=env,
+            details={
+                "env": env,
+                "sha256": pin.sha256,
+                "live_version": live.version,
+                "previous_shadow": None if previous is None else previous.version,
+            },
+        )
+    except Exception as exc:
+        raise _unaudited(env, f"version {version} is pinned as {env}'s shadow", exc) from exc
     return ShadowChange("shadow", env, live, pin, previous, True, copied_from, results)
+
+
+def _unaudited(env: str, landed: str, exc: Exception) -> OperationError:
+    # The pin is the change (in models.lock.json, reviewed in its commit); the audit event in the
+    # registry comes after it, and a re-run finds nothing to do, so say what landed.
+    return OperationError(
+        f"{env}: {landed} in models.lock.json, but its audit event could not be written to "
+        f"{env}'s registry ({exc}); the pin stands: say why in the lock file's commit"
+    )
 
 
 def clear_shadow(ws: Workspace, *, env: str, reason: str = "") -> ShadowChange:
@@ -190,14 +202,19 @@ def clear_shadow(ws: Workspace, *, env: str, reason: str = "") -> ShadowChange:
     if previous is None:
         return ShadowChange("clear", env, live, None, None, False)
     write_shadow(ws.lock_path, model=ws.model, env=env, shadow=None)
-    ws.registry(env).record_event(
-        "shadow_cleared",
-        version=previous.version,
-        actor=ws.actor,
-        reason=reason,
-        alias=env,
-        details={"env": env, "sha256": previous.sha256},
-    )
+    try:
+        ws.registry(env).record_event(
+            "shadow_cleared",
+            version=previous.version,
+            actor=ws.actor,
+            reason=reason,
+            alias=env,
+            details={"env": env, "sha256": previous.sha256},
+        )
+    except Exception as exc:
+        raise _unaudited(
+            env, f"the shadow pin (version {previous.version}) is removed", exc
+        ) from exc
     return ShadowChange("clear", env, live, None, previous, True)
 
 

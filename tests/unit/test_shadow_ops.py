@@ -188,6 +188,35 @@ def test_a_shadow_is_refused_with_nothing_changed_while_the_lock_file_has_a_merg
     assert ws.lock_path.read_text() == conflicted
 
 
+def test_a_shadow_whose_audit_event_fails_says_the_pin_landed(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sds.kernel.registry import Registry
+    from sds.kernel.registry.store import StoreError
+
+    # Given version 1 live in dev, and a registry that refuses the next audit event
+    register(ws)
+    two = register(ws)
+    promote(ws, to_env="dev", version=1)
+
+    def refuse(self: Registry, kind: str, **_: Any) -> dict[str, Any]:
+        raise StoreError("events/...: access denied")
+
+    monkeypatch.setattr(Registry, "record_event", refuse)
+
+    # When version 2 is pinned as dev's shadow
+    with pytest.raises(OperationError) as failed:
+        set_shadow(ws, env="dev", version=2, reason="challenger")
+
+    # Then the error says what landed (the pin) and what did not (the audit event)
+    assert str(failed.value) == (
+        "dev: version 2 is pinned as dev's shadow in models.lock.json, but its audit event "
+        "could not be written to dev's registry (events/...: access denied); the pin stands: "
+        "say why in the lock file's commit"
+    )
+    assert read_lock(ws.lock_path, model=ws.model).shadows == {"dev": Pin(2, two.sha256)}
+
+
 def test_promoting_the_shadow_moves_the_pin_from_shadow_to_live(ws: Workspace) -> None:
     register(ws)
     two = register(ws)
