@@ -2,9 +2,11 @@
 
 `sds rollback --aws --env ENV [--to N] --reason TEXT` does, in this order:
 
-1. picks the target model version from the environment's registry alias (its previous version,
-   or N) and finds the published Lambda version whose environment pins exactly that model
-   (MODEL_VERSION and MODEL_SHA256); if no deploy ever published one, it refuses and says so;
+1. checks that models.lock.json can take the pin (step 6) before anything moves; picks the
+   target model version from the environment's registry alias (its previous version, or N, a
+   version the environment served: `sds.ops.promotion.rollback_target`) and finds the
+   published Lambda version whose environment pins exactly that model (MODEL_VERSION and
+   MODEL_SHA256); if no deploy ever published one, it refuses and says so;
 2. makes sure that version can serve: one GetFunctionConfiguration; if Lambda reports it
    `Inactive` (a SnapStart snapshot deleted or failed to regenerate) it is invoked once, which
    starts its re-creation, and the command waits, with a line on stderr every few seconds, until

@@ -1,10 +1,14 @@
 """Promotion and rollback: move an environment's registry alias and its pin, safely.
 
 Each environment has its own registry and an alias named after the environment. `promote`
-copies a version up the chain (verifying sha256), checks the target's gates before anything
-moves, moves the alias by compare-and-swap and then syncs the pin in models.lock.json from the
-alias, so pin and alias agree however concurrent commands interleave. `rollback` moves the alias
-back down its history stack (or to `--to N`) without gates: it is the emergency exit.
+checks everything it can before anything moves (that models.lock.json reads cleanly and can take
+the pin, that the version verifies, the target's gates on its manifest), then copies it up the
+chain (verifying sha256), moves the alias by compare-and-swap and syncs the pin in
+models.lock.json from the alias, so pin and alias agree however concurrent commands interleave;
+what fails after the alias moved says so and names the command that finishes it. `sds shadow`
+admits its challenger through the same `candidate` and `admit`. `rollback` moves the alias back
+down its history stack (or to `--to N`, a version the environment served) without gates: it is
+the emergency exit.
 """
 
 from __future__ import annotations
@@ -366,13 +370,11 @@ def promote(
     source_env = from_env or target_config.promote_from or to_env
     live_in_source: AliasState | None = None
     pinned_shadow: Pin | None = None
+    if shadow and (version is not None or from_env is not None):
+        raise OperationError("--shadow promotes the shadow's version: name no version or --from")
     what = f"promote version {version}" if version is not None else "promote"
     lock = lock_ready(ws, f"{what} to {to_env}")
     if shadow:
-        if version is not None or from_env is not None:
-            raise OperationError(
-                "--shadow promotes the shadow's version: name no version or --from"
-            )
         pinned_shadow = lock.shadows.get(to_env)
         if pinned_shadow is None:
             raise OperationError(
