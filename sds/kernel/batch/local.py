@@ -1,9 +1,9 @@
 """The steps of a batch run on this machine: one worker process per core, bounded memory each.
 
-`parallel` runs a module-level function over argument tuples in a pool of `spawn`ed processes
-(a fresh interpreter each: ONNX Runtime's and OpenMP's threads do not survive a fork) and yields
-results as they complete; with one worker, or one task, it runs them in this process. The first
-error cancels what has not started and is raised as it was raised in the worker.
+`parallel` runs a module-level function over argument tuples in worker processes
+(`sds.kernel.batch.pool`: `spawn`ed, stopped promptly and quietly on Ctrl-C) and yields results
+as they complete; with one worker, or one task, it runs them in this process. The first error
+stops the other workers and is raised as it was raised in the worker.
 
 The worker functions below take plain, picklable arguments (the plan as JSON, locations as
 strings) and open what they need themselves; a worker keeps the model it loaded for the next
@@ -12,13 +12,12 @@ partitions it gets.
 
 from __future__ import annotations
 
-import multiprocessing
 import resource
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any, TypeVar
 
+from sds.kernel.batch.pool import run_in_processes
 from sds.kernel.batch.run import ModelRef, RunPlan, part_step, shuffle_step, shuffled_segments
 from sds.kernel.batch.shuffle import Shuffled
 from sds.kernel.batch.storage import open_storage
@@ -77,23 +76,10 @@ def parallel(
         for index, arguments in enumerate(tasks):
             yield index, function(*arguments)
         return
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context) as pool:
-        pending: dict[Future[tuple[T, int]], int] = {
-            pool.submit(_measured, function, *arguments): index
-            for index, arguments in enumerate(tasks)
-        }
-        try:
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    index = pending.pop(future)
-                    result, peak = future.result()
-                    _worker_peak = max(_worker_peak, peak)
-                    yield index, result
-        finally:
-            for future in pending:
-                future.cancel()
+    measured = [(function, *arguments) for arguments in tasks]
+    for index, (result, peak) in run_in_processes(_measured, measured, processes=workers):
+        _worker_peak = max(_worker_peak, peak)
+        yield index, result
 
 
 # Worker functions ----------------------------------------------------------------------------------

@@ -133,15 +133,21 @@ class LocalStorage:
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-        partial.write_bytes(data)
-        os.replace(partial, target)
+        try:
+            partial.write_bytes(data)
+            os.replace(partial, target)
+        finally:  # interrupted (Ctrl-C) or failed: no half-written file left behind
+            partial.unlink(missing_ok=True)
 
     def put_file(self, key: str, path: Path) -> None:
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-        shutil.copyfile(path, partial)
-        os.replace(partial, target)
+        try:
+            shutil.copyfile(path, partial)
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
 
     @contextmanager
     def open_write(self, key: str) -> Iterator[BinaryIO]:
