@@ -240,21 +240,24 @@ class Progress:
         def amounts(n: int, total: int) -> str:
             return human_bytes_of(n, total) if unit is None else f"{n}/{total} {unit}"
 
-        def ending(ok: bool) -> str:
+        def ending(outcome: str) -> str:
             elapsed = time.perf_counter() - started
-            if ok:
+            if outcome == "done":
                 return f"{indent}{label}: {amount(done)} in {elapsed:.1f} s"
             moved = amounts(done, total_bytes)
-            return f"{indent}{label}: failed after {elapsed:.1f} s ({moved})"
+            return f"{indent}{label}: {outcome} after {elapsed:.1f} s ({moved})"
 
         if not self.live:
             self._print(f"{indent}{label} ({amount(total_bytes)}) ...")
-            ok = False
+            outcome = "failed"
             try:
                 yield advance
-                ok = True
+                outcome = "done"
+            except KeyboardInterrupt:
+                outcome = "interrupted"
+                raise
             finally:
-                self._print(ending(ok))
+                self._print(ending(outcome))
             return
 
         full, _, empty, _ = self._glyphs
@@ -271,19 +274,22 @@ class Progress:
             outer, nested = self._render, self._ticker is not None
             self._render = render
         own = None if nested else _Ticker(self._draw, self.interval)
-        ok = False
+        outcome = "failed"
         try:
             if own is not None:
                 own.start()
             yield advance
-            ok = True
+            outcome = "done"
+        except KeyboardInterrupt:
+            outcome = "interrupted"
+            raise
         finally:
             if own is not None:
                 own.stop()
             with self._lock:
                 self._render = outer
             if own is not None:  # on its own, the transfer leaves a permanent line
-                self._write(f"\r{ending(ok)}{CLEAR_TO_END}\n")
+                self._write(f"\r{ending(outcome)}{CLEAR_TO_END}\n")
 
     @contextmanager
     def uploading(self, label: str) -> Iterator[UploadCallback]:

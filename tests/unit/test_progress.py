@@ -267,6 +267,24 @@ def test_a_failed_plain_upload_says_how_far_it_got_and_the_error_goes_through() 
     assert re.fullmatch(rf"uploading: failed after {DURATION} \(1\.0/3\.9 KiB\)", lines[1])
 
 
+@pytest.mark.parametrize("live", [False, True])
+def test_an_interrupted_transfer_says_interrupted_not_failed(live: bool) -> None:
+    # Given a transfer under way (Ctrl-C while a batch run's workers read their input)
+    stream = io.StringIO()
+    progress = Progress(1, stream=stream, live=live, width=80)
+
+    # When Ctrl-C lands
+    with pytest.raises(KeyboardInterrupt), progress.transfer("read", 4000) as advance:
+        advance(1000)
+        raise KeyboardInterrupt
+
+    # Then its last line says it was interrupted and how far it got: nothing failed
+    final = drawn_lines(stream.getvalue())[-1] if live else stream.getvalue().splitlines()[-1]
+    assert re.fullmatch(rf"read: interrupted after {DURATION} \(1\.0/3\.9 KiB\)", final)
+    assert "failed" not in stream.getvalue()
+    assert progress_threads() == []
+
+
 def test_an_upload_that_stores_nothing_prints_nothing() -> None:
     stream = io.StringIO()
     progress = Progress(1, stream=stream, live=False)

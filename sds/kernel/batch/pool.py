@@ -14,12 +14,14 @@ worker that died, a consumer that stopped iterating):
   inherited across exec), so the signal cannot land while the interpreter starts; the worker
   unblocks it once its own handler is installed, and a signal that arrived meanwhile is delivered
   then;
-- in a worker, the first SIGINT raises KeyboardInterrupt in the task (its `finally` blocks and
-  context managers remove what the task had half-written, as in the main process) and the worker
-  exits quietly with 130; further SIGINTs are ignored, so that cleanup is not cut short;
-- the main process, however its loop ends before every task is done, sends each worker SIGINT
-  itself (`kill -INT` may have reached the main process alone), waits up to `GRACE_SECONDS` for
-  them, then kills what is left: it returns only when no worker is alive.
+- in a worker, the first SIGINT or SIGTERM raises an exception in the task (not an `Exception`:
+  the task's `finally` blocks and context managers remove what it had half-written, as in the
+  main process) and the worker exits quietly with 128 + the signal's number; later signals are
+  ignored, so that this cleanup is not cut short;
+- the main process, however its loop ends before every task is done, sends each worker SIGTERM
+  (`kill -INT` may have reached the main process alone; SIGTERM also reaches a worker that
+  inherited an ignored SIGINT, as a script's `cmd &` does), waits up to `GRACE_SECONDS` for them, then kills
+  what is left: it returns only when no worker is alive. A Ctrl-C meanwhile waits until then.
 
 A task's exception is raised in the main process as it was raised in the worker, with the worker's
 traceback as its cause; a worker that dies (the out-of-memory killer, a crash) raises `WorkerLost`
@@ -193,7 +195,7 @@ def _serve(connection: Connection) -> None:
     """A worker's life: run the tasks the pipe brings until told to stop (None), the main
     process goes away (EOF), SIGINT or SIGTERM. Never a traceback of its own."""
     signal.signal(signal.SIGTERM, _stopped)
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not ignored (nohup)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not ignored (`cmd &`)
         signal.signal(signal.SIGINT, _stopped)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     try:
