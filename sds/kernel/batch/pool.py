@@ -36,7 +36,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from multiprocessing import get_context, resource_tracker
@@ -79,7 +79,7 @@ class _Worker:
 
 def run_in_processes(
     function: Callable[..., Any], tasks: Sequence[tuple[Any, ...]], *, processes: int
-) -> Iterator[tuple[int, Any]]:
+) -> Generator[tuple[int, Any], None, None]:
     """(task index, result) of `function(*task)` for each task, in completion order, computed in
     `processes` worker processes (at most one per task). Tasks start in order; the first error
     stops the run (the other workers are interrupted, their tasks left for the next run)."""
@@ -106,21 +106,25 @@ def run_in_processes(
 def _start(workers: list[_Worker], count: int) -> None:
     """Spawn `count` workers into `workers` (the caller stops them, even if this is interrupted)."""
     context = get_context("spawn")
-    # Started first: starting it unblocks SIGINT in this thread afterwards (it blocks SIGINT
-    # around its own start, as below), which would undo the blocking for every worker.
-    resource_tracker.ensure_running()
-    with _sigint_blocked():  # inherited by the workers: see the module's docstring
-        for _ in range(count):
-            mine, theirs = context.Pipe()
-            process = context.Process(target=_serve, args=(theirs,), name="sds-worker")
-            # Daemonic: should this process exit without stopping them, multiprocessing's exit
-            # handler terminates them rather than waiting for them.
-            process.daemon = True
-            try:
-                process.start()
-            finally:
-                theirs.close()  # the worker's end: a worker then sees EOF when this process ends
-            workers.append(_Worker(process, mine))
+    # A Ctrl-C meanwhile is deferred: a thread that does not block SIGINT (ONNX Runtime's, in
+    # this process) takes the signal at once, and a KeyboardInterrupt between spawning a worker
+    # and sending it its start-up data would leave it to die with a traceback, unknown to us.
+    with _sigint_deferred(raise_after=True):
+        # Started first: starting it unblocks SIGINT in this thread afterwards (it blocks SIGINT
+        # around its own start, as below), which would undo the blocking for the workers.
+        resource_tracker.ensure_running()
+        with _sigint_blocked():  # inherited by the workers: see the module's docstring
+            for _ in range(count):
+                mine, theirs = context.Pipe()
+                process = context.Process(target=_serve, args=(theirs,), name="sds-worker")
+                # Daemonic: should this process exit without stopping them, multiprocessing's
+                # exit handler terminates them rather than waiting for them.
+                process.daemon = True
+                try:
+                    process.start()
+                finally:
+                    theirs.close()  # the worker's end: it sees EOF when this process ends
+                workers.append(_Worker(process, mine))
 
 
 def _give(worker: _Worker, todo: deque[tuple[int, tuple[Any, ...]]]) -> None:

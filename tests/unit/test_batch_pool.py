@@ -1,0 +1,139 @@
+"""The batch steps' worker processes (`sds.kernel.batch.pool`): results as they come, and every
+way a run can end before its last task (an error, Ctrl-C, a consumer that stops, a worker that
+dies) stops every worker promptly, lets it clean up, and prints no traceback of its own.
+
+The e2e side (Ctrl-C to the whole process group of a real `sds score`) is
+tests/e2e/test_interrupt.py.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from sds.kernel.batch.pool import WorkerLost, run_in_processes
+
+# A hang test's bound, not a speed target: stopping takes milliseconds, a hang forever.
+PROMPTLY = 20.0
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def linger(marker: str) -> None:
+    """A long task that cleans up after itself, as the batch steps do (partial files)."""
+    Path(f"{marker}.started").touch()
+    try:
+        time.sleep(120)
+    finally:
+        Path(f"{marker}.cleaned").touch()
+
+
+def fail(message: str, once_started: str) -> None:
+    wait_for(Path(f"{once_started}.started"))
+    raise ValueError(message)
+
+
+def ctrl_c(marker: str, once_started: str) -> None:
+    """The terminal's Ctrl-C as it lands: SIGINT to the main process and to this worker."""
+    wait_for(Path(f"{once_started}.started"))
+    Path(f"{marker}.started").touch()
+    try:
+        os.kill(os.getppid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(120)
+    finally:
+        Path(f"{marker}.cleaned").touch()
+
+
+def killed() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def call(function: object, *arguments: object) -> object:
+    assert callable(function)
+    return function(*arguments)
+
+
+def wait_for(path: Path) -> None:
+    deadline = time.monotonic() + PROMPTLY
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.01)
+
+
+def test_every_task_s_result_comes_back_once_with_its_index() -> None:
+    results = dict(run_in_processes(square, [(x,) for x in range(7)], processes=2))
+
+    assert results == {x: x * x for x in range(7)}
+    assert multiprocessing.active_children() == []
+
+
+def test_a_task_s_error_is_raised_as_raised_in_the_worker_and_stops_the_others(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # Given a run whose second worker is busy with a long task when the first one fails
+    marker = tmp_path / "long"
+    tasks = [(linger, str(marker)), (fail, "part 3 is corrupt", str(marker))]
+
+    # When
+    started = time.monotonic()
+    with pytest.raises(ValueError, match="part 3 is corrupt") as raised:
+        list(run_in_processes(call, tasks, processes=2))
+
+    # Then the error is the worker's, with its traceback as the cause
+    assert "fail" in str(raised.value.__cause__)
+    # And the long task was stopped, not waited for, after it cleaned up
+    assert time.monotonic() - started < PROMPTLY
+    assert Path(f"{marker}.cleaned").exists()
+    assert multiprocessing.active_children() == []
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_ctrl_c_stops_every_worker_promptly_after_its_cleanup_and_quietly(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # Given two workers busy with long tasks, and Ctrl-C reaching the main process and one
+    # worker (the other never sees it: `kill -INT` of the main process alone)
+    tasks = [(linger, str(tmp_path / "a")), (ctrl_c, str(tmp_path / "b"), str(tmp_path / "a"))]
+
+    # When
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        list(run_in_processes(call, tasks, processes=2))
+
+    # Then both stopped promptly, each after its cleanup, and no worker printed a traceback
+    assert time.monotonic() - started < PROMPTLY
+    assert (tmp_path / "a.cleaned").exists()
+    assert (tmp_path / "b.cleaned").exists()
+    assert multiprocessing.active_children() == []
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_consumer_that_stops_iterating_stops_the_workers(tmp_path: Path) -> None:
+    # Given a run with a quick task and a long one
+    runner = run_in_processes(call, [(square, 3), (linger, str(tmp_path / "long"))], processes=2)
+
+    # When its consumer takes the first result and goes away
+    assert next(runner) == (0, 9)
+    wait_for(tmp_path / "long.started")
+    started = time.monotonic()
+    runner.close()
+
+    # Then the long task was stopped (after its cleanup), not waited for
+    assert time.monotonic() - started < PROMPTLY
+    assert (tmp_path / "long.cleaned").exists()
+    assert multiprocessing.active_children() == []
+
+
+def test_a_worker_that_dies_raises_worker_lost_instead_of_hanging() -> None:
+    with pytest.raises(WorkerLost, match=r"killed by SIGKILL \(out of memory\?\) while on task 1"):
+        list(run_in_processes(call, [(square, 2), (killed,)], processes=2))
+
+    assert multiprocessing.active_children() == []
