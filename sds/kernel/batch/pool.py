@@ -52,8 +52,6 @@ GRACE_SECONDS = 5.0
 before they are killed. A worker handles SIGINT between two Python bytecodes, so only a long
 native call (one ONNX Runtime batch, one zlib block) delays it: milliseconds in practice."""
 
-EXIT_INTERRUPTED = 128 + signal.SIGINT
-
 
 class WorkerLost(SdsError):
     """A worker process exited while it had a task: killed (out of memory?) or crashed."""
@@ -214,7 +212,8 @@ def _serve(connection: Connection) -> None:
             except OSError:
                 raise
             except Exception as exc:  # the result or its exception does not pickle: say so
-                failure = RuntimeError(f"{function.__name__}: {type(exc).__name__}: {exc}")
+                name = getattr(function, "__name__", repr(function))
+                failure = RuntimeError(f"{name}: {type(exc).__name__}: {exc}")
                 connection.send(("error", failure, traceback.format_exc()))
     except _Stopped as stop:
         raise SystemExit(128 + stop.signum) from None
@@ -271,5 +270,5 @@ def _sigint_deferred(*, raise_after: bool) -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-    if caught and raise_after and previous is signal.default_int_handler:
-        raise KeyboardInterrupt
+    if caught and raise_after and callable(previous):
+        previous(signal.SIGINT, None)  # Python's own raises KeyboardInterrupt
