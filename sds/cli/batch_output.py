@@ -10,7 +10,7 @@ from typing import Any
 
 from sds.cli.arguments import workers_option
 from sds.cli.render import print_json
-from sds.kernel.errors import SdsError, UsageError
+from sds.kernel.errors import UsageError
 from sds.progress import Progress, human_bytes
 
 STEPS = 4  # partition, collect, compute, manifest
@@ -67,19 +67,13 @@ def check_restart(args: argparse.Namespace, *, on_aws: bool) -> None:
         )
 
 
-class Interrupted(SdsError):
-    """Ctrl-C stopped a local run; the message says how to resume it."""
-
-    exit_code = 130  # 128 + SIGINT, as for any command Ctrl-C stops (sds.cli.main)
-    label = "interrupted"
-
-
 def report_local_run(args: argparse.Namespace, run: Callable[[Progress], Any], *, what: str) -> int:
     try:
         result = run(Progress(STEPS, enabled=not args.quiet))
     except KeyboardInterrupt:
-        # The workers are stopped by now (sds.kernel.batch.pool) and every finished part kept.
-        raise Interrupted(
+        # The workers are stopped by now (sds.kernel.batch.pool) and every finished part kept:
+        # `main` prints this after "sds: interrupted".
+        raise KeyboardInterrupt(
             f"run the same command again to resume: {args.out} keeps what was finished"
         ) from None
     manifest = result.manifest

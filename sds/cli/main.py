@@ -116,8 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         # Credentials, endpoints, permissions: the SDK's message is the useful part.
         return report_error(exc, as_json=as_json, label="error: AWS")
-    except KeyboardInterrupt:
-        print("sds: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # a command may say how to resume (sds.cli.batch_output)
+        print(f"sds: interrupted: {exc}" if str(exc) else "sds: interrupted", file=sys.stderr)
         return 130
 
 

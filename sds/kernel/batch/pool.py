@@ -57,8 +57,9 @@ class WorkerLost(SdsError):
     """A worker process exited while it had a task: killed (out of memory?) or crashed."""
 
 
-class _RemoteTraceback(Exception):
-    """The worker's traceback, as text: the cause of the exception raised in the main process."""
+class _RemoteTraceback(SdsError):
+    """The worker's traceback, as text: the cause of the exception raised in the main process
+    (never raised itself)."""
 
     def __init__(self, text: str) -> None:
         super().__init__(text)
@@ -215,32 +216,23 @@ def _serve(connection: Connection) -> None:
                 name = getattr(function, "__name__", repr(function))
                 failure = RuntimeError(f"{name}: {type(exc).__name__}: {exc}")
                 connection.send(("error", failure, traceback.format_exc()))
-    except _Stopped as stop:
-        raise SystemExit(128 + stop.signum) from None
+    except KeyboardInterrupt:
+        raise SystemExit(128 + (_stopped_by or signal.SIGINT)) from None
     except (EOFError, OSError):  # the main process is gone: nobody to answer
         return
 
 
-class _Stopped(BaseException):
-    """Raised in a worker's task by SIGINT or SIGTERM: not an error of the task (BaseException,
-    as KeyboardInterrupt, so that no `except Exception` takes it for one)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-_stopping = False
+_stopped_by = 0  # the signal that stopped this worker (0: none yet)
 
 
 def _stopped(signum: int, frame: FrameType | None) -> None:
     # Once: a second signal (Ctrl-C reaches the worker, then the main process's SIGTERM) must not
     # cut the task's cleanup short. The handler stays in place rather than SIG_IGN: a signal
     # already on its way would then be reported as "ignored due to race condition".
-    global _stopping
-    if not _stopping:
-        _stopping = True
-        raise _Stopped(signum)
+    global _stopped_by
+    if not _stopped_by:
+        _stopped_by = signum
+        raise KeyboardInterrupt  # not an Exception: no task's `except Exception` takes it
 
 
 # SIGINT in the main process ------------------------------------------------------------------
