@@ -14,14 +14,15 @@ worker that died, a consumer that stopped iterating):
   inherited across exec), so the signal cannot land while the interpreter starts; the worker
   unblocks it once its own handler is installed, and a signal that arrived meanwhile is delivered
   then;
-- in a worker, the first SIGINT or SIGTERM raises an exception in the task (not an `Exception`:
-  the task's `finally` blocks and context managers remove what it had half-written, as in the
-  main process) and the worker exits quietly with 128 + the signal's number; later signals are
-  ignored, so that this cleanup is not cut short;
+- in a worker, the first SIGINT or SIGTERM raises KeyboardInterrupt in the task (not an
+  `Exception`: the task's `finally` blocks and context managers remove what it had half-written,
+  as in the main process) and the worker exits quietly with 128 + the signal's number; later
+  signals are ignored, so that this cleanup is not cut short;
 - the main process, however its loop ends before every task is done, sends each worker SIGTERM
   (`kill -INT` may have reached the main process alone; SIGTERM also reaches a worker that
-  inherited an ignored SIGINT, as a script's `cmd &` does), waits up to `GRACE_SECONDS` for them, then kills
-  what is left: it returns only when no worker is alive. A Ctrl-C meanwhile waits until then.
+  inherited an ignored SIGINT, as a script's `cmd &` does), waits up to `GRACE_SECONDS` for
+  them, then kills what is left: it returns only when no worker is alive. A Ctrl-C meanwhile
+  waits until then.
 
 A task's exception is raised in the main process as it was raised in the worker, with the worker's
 traceback as its cause; a worker that dies (the out-of-memory killer, a crash) raises `WorkerLost`
