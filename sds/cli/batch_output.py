@@ -86,11 +86,18 @@ def report_local_run(args: argparse.Namespace, run: Callable[[Progress], Any], *
         return 0
     rate = f"{result.events_per_second:,.0f} events/s"
     memory = result.peak_rss_bytes
+    main, largest_worker = memory.get("main", 0), memory.get("largest_worker", 0)
+    # No worker ran when the work fitted one process (one worker, or one task): say so, rather
+    # than "0 B per worker".
+    peak = (
+        f"peak memory {human_bytes(largest_worker)} per worker, {human_bytes(main)} main"
+        if largest_worker
+        else f"peak memory {human_bytes(main)} (in one process)"
+    )
     print(
         f"{totals['rows']} rows ({what}) from {totals['events']} events into "
         f"{len(manifest['parts'])} parts in {args.out}: {result.seconds:.1f} s, {rate} with "
-        f"{result.workers} worker(s); peak memory {human_bytes(memory.get('largest_worker', 0))} "
-        f"per worker, {human_bytes(memory.get('main', 0))} main"
+        f"{result.workers} worker(s); {peak}"
         + (f" (resumed: {result.parts_skipped} part(s) were finished)" if result.resumed else "")
     )
     backtest = manifest.get("backtest")

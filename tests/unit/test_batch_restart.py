@@ -9,6 +9,7 @@ The CLI runs in-process (`sds.cli.main.main`) on a throwaway project.
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -184,3 +185,26 @@ def test_restart_on_aws_is_a_usage_error(project: Path, capsys: pytest.CaptureFi
     code = main(["--aws", "backfill", "--data", "s3://b/in/", "--out", "s3://b/out/", "--restart"])
     assert code == 2
     assert "--restart: only for runs on this machine" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("workers", "expected"), [("1", "(in one process)"), ("2", "per worker")])
+def test_the_summary_says_where_the_peak_memory_was_measured(
+    project: Path, capsys: pytest.CaptureFixture[str], workers: str, expected: str
+) -> None:
+    # Given a history of two files, backfilled into two partitions (work for two workers)
+    (project / "history").mkdir()
+    for name, seed in (("a.jsonl", 1), ("b.jsonl", 2)):
+        write_jsonl(generate_activity(300, seed=seed), project / "history" / name)
+
+    # When it runs with one worker (in this process) or two
+    ended = sds(
+        capsys,
+        *("backfill", "--data", "history", "--out", "o", "--partitions", "2", "--quiet"),
+        *("--workers", workers),
+    )
+
+    # Then the summary names a measured peak and where it was measured, never "0 B per worker"
+    assert ended.code == 0, ended
+    peak = re.search(r"peak memory ([0-9.]+) [KMG]iB (.*)$", ended.out.strip())
+    assert peak is not None and float(peak[1]) > 0, ended.out
+    assert peak[2].startswith(expected), ended.out
