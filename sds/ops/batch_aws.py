@@ -135,7 +135,15 @@ def run_on_aws(
     run = AwsRun(env=env, job=job, execution=arn, output=out, status=RUNNING)
     if not wait:
         return run
-    run.status, described = _follow(sfn, arn, say, poll_seconds or POLL_SECONDS)
+    try:
+        run.status, described = _follow(sfn, arn, say, poll_seconds or POLL_SECONDS)
+    except KeyboardInterrupt:
+        # Ctrl-C stops the following, not the run: say so, and how to stop it (`main` prints
+        # this after "sds: interrupted").
+        raise KeyboardInterrupt(
+            f"stopped following; the run keeps going on AWS: {arn} (stop it with: aws "
+            f"stepfunctions stop-execution --execution-arn {arn})"
+        ) from None
     run.seconds = time.monotonic() - started
     output = open_storage(out)
     if output.exists(MANIFEST):

@@ -562,3 +562,41 @@ def test_a_failed_execution_names_the_failed_parts(
     assert "ended FAILED: States.ExceedToleratedFailureThreshold" in summary
     assert "part 3: States.TaskFailed: MemoryError: too big" in summary
     assert "run the same command again" in summary
+
+
+def test_ctrl_c_while_following_a_run_on_aws_says_the_run_goes_on_and_how_to_stop_it(
+    environment: Environment,
+    deployed_batch: str,
+    cli: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sds.kernel import sdk
+
+    # Given an execution that Ctrl-C interrupts while the CLI follows it
+    arn = "arn:aws:states:us-east-1:123456789012:execution:sds-dev-batch:features-1"
+
+    class Interrupted:
+        def start_execution(self, **_: Any) -> dict[str, Any]:
+            return {"executionArn": arn}
+
+        def describe_execution(self, **_: Any) -> dict[str, Any]:
+            raise KeyboardInterrupt
+
+    made = sdk.client
+    monkeypatch.setattr(
+        sdk,
+        "client",
+        lambda service: Interrupted() if service == "stepfunctions" else made(service),
+    )
+
+    # When an operator backfills on AWS and presses Ctrl-C
+    data = f"s3://{environment.data_bucket}/training-data/"
+    output = f"s3://{environment.data_bucket}/batch/features-3/"
+    result = cli("--aws", "backfill", "--env", "dev", "--data", data, "--out", output)
+
+    # Then it exits 130 saying the run goes on, with the command that stops it
+    assert result.code == 130, result.err
+    assert result.err.strip().splitlines()[-1] == (
+        f"sds: interrupted: stopped following; the run keeps going on AWS: {arn} (stop it with: "
+        f"aws stepfunctions stop-execution --execution-arn {arn})"
+    )
