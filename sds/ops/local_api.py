@@ -283,7 +283,17 @@ class PinnedApps:
                 self._pin, self._shadow = lock.pins.get(self.env), lock.shadows.get(self.env)
                 self._pin_error = None
             except LockFileError as exc:
-                self._pin, self._shadow, self._pin_error = None, None, str(exc)
+                if self._pin is None or self._pin_error is not None:
+                    self._pin, self._shadow, self._pin_error = None, None, str(exc)
+                else:
+                    # As a deployed function does while its lock file is being merged: the last
+                    # pin read keeps serving until the file reads again.
+                    logger.warning(
+                        "%s; still serving %s v%s, the last pin read, until the file is fixed",
+                        exc,
+                        self.model,
+                        self._pin.version,
+                    )
             self._stamp = stamp
         return self._pin
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import select
 import socket
 import threading
@@ -367,3 +368,59 @@ def wait_for_threads(count: int) -> None:
 def test_connection_limits_must_be_positive() -> None:
     with pytest.raises(ValueError, match="drain_timeout_s must be positive"):
         ConnectionLimits(drain_timeout_s=0)
+
+
+def test_a_lock_file_that_stops_reading_while_serving_keeps_the_last_pin_serving(
+    trained: TrainedModel, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given the local API serving dev's pin
+    lock = tmp_path / "models.lock.json"
+    write_pin(lock, model=MODEL, env="dev", pin=Pin(trained.version.number, trained.version.sha256))
+    apps = PinnedApps(
+        lock_path=lock,
+        model=MODEL,
+        env="dev",
+        registry_uri=trained.registry_uri,
+        max_events=100,
+        max_body_bytes=MAX_BODY_BYTES,
+        feature_store_uri=trained.feature_store_uri,
+    )
+    health = {"httpMethod": "GET", "path": "/health", "headers": {}, "body": None}
+    assert apps.handle(health)["statusCode"] == 200
+
+    # When the lock file is left mid-merge (conflict markers)
+    good = lock.read_text()
+    lock.write_text("<<<<<<< HEAD\n" + good + "=======\n" + good + ">>>>>>> theirs\n")
+    os.utime(lock, ns=(time.time_ns(), time.time_ns() + 1_000_000))
+
+    # Then the last pin read keeps serving, and the log says why the file is not followed
+    response = apps.handle(health)
+    assert response["statusCode"] == 200, response
+    assert json.loads(response["body"])["model"]["version"] == trained.version.number
+    assert "merge conflict" in caplog.text and "still serving" in caplog.text
+
+    # and once the file reads again, it is followed again
+    lock.write_text(good)
+    os.utime(lock, ns=(time.time_ns(), time.time_ns() + 2_000_000))
+    assert apps.handle(health)["statusCode"] == 200
+
+
+def test_a_lock_file_that_never_read_is_a_503_naming_it(
+    trained: TrainedModel, tmp_path: Path
+) -> None:
+    # Given a lock file with conflict markers before the API has ever read it
+    lock = tmp_path / "models.lock.json"
+    lock.write_text("<<<<<<< HEAD\n{}\n=======\n{}\n>>>>>>> theirs\n")
+    apps = PinnedApps(
+        lock_path=lock,
+        model=MODEL,
+        env="dev",
+        registry_uri=trained.registry_uri,
+        max_events=100,
+        max_body_bytes=MAX_BODY_BYTES,
+    )
+
+    # Then there is nothing to serve: 503, naming the file's problem
+    response = apps.handle({"httpMethod": "GET", "path": "/health", "headers": {}, "body": None})
+    assert response["statusCode"] == 503
+    assert "merge conflict" in json.loads(response["body"])["message"]
