@@ -25,11 +25,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lambdas.inference.app import InferenceApp
-from sds.kernel.lock import Pin, write_pin
-from sds.ops.local_api import LocalApi, PinnedApps
+from sds.ops.local_api import LocalApi
 from tests.security.hostile_requests import Case, cases, check_answer, dumps, proxy, valid_event
 from tests.security.security_report import merge
-from tests.support.trained_model import MODEL, TrainedModel
+from tests.support.trained_model import TrainedModel
 
 MAX_EVENTS = 20
 MAX_BODY_BYTES = 65_536
@@ -146,21 +145,8 @@ def test_every_problem_is_listed_but_the_list_is_bounded(fuzzed_app: InferenceAp
 
 @pytest.fixture
 def local_api(tmp_path: Path, trained: TrainedModel) -> Iterator[LocalApi]:
-    lock = tmp_path / "models.lock.json"
-    write_pin(
-        lock,
-        model=MODEL,
-        env="dev",
-        pin=Pin(version=trained.version.number, sha256=trained.version.sha256),
-    )
-    apps = PinnedApps(
-        lock_path=lock,
-        model=MODEL,
-        env="dev",
-        registry_uri=trained.registry_uri,
-        max_events=MAX_EVENTS,
-        max_body_bytes=MAX_BODY_BYTES,
-        feature_store_uri=trained.feature_store_uri,
+    apps = trained.serving_locally(
+        tmp_path / "models.lock.json", max_events=MAX_EVENTS, max_body_bytes=MAX_BODY_BYTES
     )
     api = LocalApi(apps, host="127.0.0.1", port=0).start()
     try:

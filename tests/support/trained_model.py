@@ -14,13 +14,16 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sds.kernel.registry import Registry, Version, open_registry
 from sds.kernel.settings import ServingSettings
 from training.data import write_jsonl
 from training.synthetic import generate_activity
 from training.train import STEPS, Progress, TrainParams, train
+
+if TYPE_CHECKING:
+    from sds.ops.local_api import PinnedApps
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "fraud"
@@ -63,6 +66,25 @@ class TrainedModel:
         }
         values.update(overrides)
         return ServingSettings(**values)  # type: ignore[arg-type]
+
+    def serving_locally(self, lock: Path, **overrides: Any) -> PinnedApps:
+        """The local API's apps (`sds serve`) serving this version: pinned for dev in `lock`
+        (a fresh lock file), with the limits of the unit tests, then `overrides`."""
+        from sds.kernel.lock import Pin, write_pin
+        from sds.ops.local_api import PinnedApps
+
+        write_pin(lock, model=MODEL, env="dev", pin=Pin(self.version.number, self.version.sha256))
+        values: dict[str, Any] = {
+            "lock_path": lock,
+            "model": MODEL,
+            "env": "dev",
+            "registry_uri": self.registry_uri,
+            "max_events": 100,
+            "max_body_bytes": 262_144,
+            "feature_store_uri": self.feature_store_uri,
+        }
+        values.update(overrides)
+        return PinnedApps(**values)
 
     def environ(self) -> dict[str, str]:
         """The Lambda environment variables for this version."""

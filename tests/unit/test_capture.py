@@ -361,22 +361,12 @@ def test_sds_serve_captures_into_day_files_and_takes_labels_on_post_events(
     trained: TrainedModel, tmp_path: Path
 ) -> None:
     # Given what `sds serve --env dev` builds: the pinned app, capturing into dev's folder
-    from sds.kernel.lock import Pin, write_pin
     from sds.ops.capture_store import CaptureFiles, LabelFiles
-    from sds.ops.local_api import PinnedApps
     from training.capture_data import Window, read_served
 
-    lock = tmp_path / "models.lock.json"
-    version = trained.version
-    write_pin(lock, model="fraud", env="dev", pin=Pin(version.number, version.sha256))
     captures, labels = tmp_path / "capture" / "dev", tmp_path / "labels" / "dev"
-    apps = PinnedApps(
-        lock_path=lock,
-        model="fraud",
-        env="dev",
-        registry_uri=trained.registry_uri,
-        max_events=100,
-        max_body_bytes=262_144,
+    apps = trained.serving_locally(
+        tmp_path / "models.lock.json",
         feature_store_uri=f"sqlite://{tmp_path / 'features.db'}",
         capture=CaptureFiles(captures),
         labels=LabelFiles(labels),

@@ -22,9 +22,8 @@ from typing import Any
 
 import pytest
 
-from sds.kernel.lock import Pin, write_pin
-from sds.ops.local_api import GATEWAY_MAX_BODY, ConnectionLimits, LocalApi, PinnedApps
-from tests.support.trained_model import MODEL, TrainedModel
+from sds.ops.local_api import GATEWAY_MAX_BODY, ConnectionLimits, LocalApi
+from tests.support.trained_model import TrainedModel
 
 MAX_BODY_BYTES = 262_144
 EVENT = {
@@ -52,21 +51,12 @@ StartApi = Callable[..., LocalApi]
 def start_api(trained: TrainedModel, tmp_path: Path) -> Iterator[StartApi]:
     """Starts local APIs serving the trained model; every one is stopped after the test."""
     lock = tmp_path / "models.lock.json"
-    write_pin(lock, model=MODEL, env="dev", pin=Pin(trained.version.number, trained.version.sha256))
     started: list[LocalApi] = []
 
     def start(
         *, max_body_bytes: int = MAX_BODY_BYTES, limits: ConnectionLimits | None = None
     ) -> LocalApi:
-        apps = PinnedApps(
-            lock_path=lock,
-            model=MODEL,
-            env="dev",
-            registry_uri=trained.registry_uri,
-            max_events=100,
-            max_body_bytes=max_body_bytes,
-            feature_store_uri=trained.feature_store_uri,
-        )
+        apps = trained.serving_locally(lock, max_body_bytes=max_body_bytes)
         api = LocalApi(apps, limits=limits).start()
         started.append(api)
         return api
@@ -375,16 +365,7 @@ def test_a_lock_file_that_stops_reading_while_serving_keeps_the_last_pin_serving
 ) -> None:
     # Given the local API serving dev's pin
     lock = tmp_path / "models.lock.json"
-    write_pin(lock, model=MODEL, env="dev", pin=Pin(trained.version.number, trained.version.sha256))
-    apps = PinnedApps(
-        lock_path=lock,
-        model=MODEL,
-        env="dev",
-        registry_uri=trained.registry_uri,
-        max_events=100,
-        max_body_bytes=MAX_BODY_BYTES,
-        feature_store_uri=trained.feature_store_uri,
-    )
+    apps = trained.serving_locally(lock)
     health = {"httpMethod": "GET", "path": "/health", "headers": {}, "body": None}
     assert apps.handle(health)["statusCode"] == 200
 
@@ -410,15 +391,8 @@ def test_a_lock_file_that_never_read_is_a_503_naming_it(
 ) -> None:
     # Given a lock file with conflict markers before the API has ever read it
     lock = tmp_path / "models.lock.json"
+    apps = trained.serving_locally(lock)
     lock.write_text("<<<<<<< HEAD\n{}\n=======\n{}\n>>>>>>> theirs\n")
-    apps = PinnedApps(
-        lock_path=lock,
-        model=MODEL,
-        env="dev",
-        registry_uri=trained.registry_uri,
-        max_events=100,
-        max_body_bytes=MAX_BODY_BYTES,
-    )
 
     # Then there is nothing to serve: 503, naming the file's problem
     response = apps.handle({"httpMethod": "GET", "path": "/health", "headers": {}, "body": None})

@@ -15,9 +15,8 @@ from typing import Any
 
 import pytest
 
-from sds.kernel.lock import Pin, write_pin
-from sds.ops.local_api import LocalApi, PinnedApps
-from tests.support.trained_model import MODEL, TrainedModel
+from sds.ops.local_api import LocalApi
+from tests.support.trained_model import TrainedModel
 
 LOGIN = {
     "type": "login",
@@ -44,17 +43,7 @@ FORM = "application/x-www-form-urlencoded"  # what curl -d sends unless told oth
 
 @pytest.fixture
 def api(trained: TrainedModel, tmp_path: Path) -> Iterator[LocalApi]:
-    lock = tmp_path / "models.lock.json"
-    write_pin(lock, model=MODEL, env="dev", pin=Pin(trained.version.number, trained.version.sha256))
-    apps = PinnedApps(
-        lock_path=lock,
-        model=MODEL,
-        env="dev",
-        registry_uri=trained.registry_uri,
-        max_events=100,
-        max_body_bytes=262_144,
-        feature_store_uri=trained.feature_store_uri,
-    )
+    apps = trained.serving_locally(tmp_path / "models.lock.json")
     with LocalApi(apps) as started:
         yield started
 
