@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -220,8 +221,21 @@ def read_labels(location: str, *, first_day: str, as_of_us: int) -> Labels:
 # Captures ----------------------------------------------------------------------------------------
 
 
-def _captures(location: str, first_day: str) -> Iterator[tuple[str, Capture]]:
+# A partition's day in a file's name (`.../dt=YYYY-MM-DD/...`).
+_PARTITION_DAY = re.compile(rf"/{PARTITION_KEY}=(\d{{4}}-\d{{2}}-\d{{2}})/")
+
+
+def capture_records(
+    location: str, first_day: str, last_day: str | None = None
+) -> Iterator[tuple[str, Capture]]:
+    """(file name, record) of every capture record in the day partitions of `location` from
+    `first_day` to `last_day` (or the last one), in order: the one reader of captures (training
+    from capture, `sds monitor`, `sds compare`). A malformed record is a DataError naming its
+    file and line (`sds.kernel.capture.records`, which also says what it skips)."""
     for name, raw in partitions(location, first_day):
+        found = _PARTITION_DAY.search(name)
+        if last_day is not None and found is not None and found.group(1) > last_day:
+            return  # partitions come in day order: nothing after this one is read
         try:
             for _where, record in records(name, decompressed(name, raw)):
                 yield name, record
@@ -257,7 +271,7 @@ def read_served(captures: str, labels: str, *, env: str, window: Window) -> Serv
     sources: list[str] = []
     digest = hashlib.sha256()
     fingerprint = feature_fingerprint()
-    for name, record in _captures(captures, first_day):
+    for name, record in capture_records(captures, first_day):
         if not sources or sources[-1] != name:
             sources.append(name)
         counts["records"] += 1

@@ -20,21 +20,18 @@ HTML page is drawn from), so the table, the JSON and the page cannot disagree.
 
 from __future__ import annotations
 
-import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from sds.kernel import drift
-from sds.kernel.capture import PARTITION_KEY, Capture, CaptureError, records
 from sds.kernel.features import format_time
 from sds.kernel.registry import Registry, RegistryError
-from training.capture_data import DAY_US, Window, decompressed, partitions, read_labels
+from training.capture_data import DAY_US, Window, capture_records, read_labels
 from training.data import DataError
 
 REPORT_SCHEMA = 1
-_PARTITION = re.compile(rf"/{PARTITION_KEY}=(\d{{4}}-\d{{2}}-\d{{2}})/")
 DEFAULT_DAYS = 14
 
 
@@ -246,20 +243,6 @@ def _figures(
     return document
 
 
-def _captures(location: str, first_day: str, last_day: str) -> Iterator[Capture]:
-    """The records of the day partitions from `first_day` to `last_day`; a malformed one is an
-    error naming its file and line, as in training (captures are this project's own contract)."""
-    for name, raw in partitions(location, first_day):
-        found = _PARTITION.search(name)
-        if found is not None and found.group(1) > last_day:
-            return  # partitions come in day order: nothing after this one is read
-        try:
-            for _where, record in records(name, decompressed(name, raw)):
-                yield record
-        except CaptureError as exc:
-            raise DataError(str(exc)) from None
-
-
 def monitor(
     *,
     env: str,
@@ -286,7 +269,7 @@ def monitor(
     days: dict[int, str] = {}
     models: dict[tuple[str, int, str], _Model] = {}
     matured_before = window.as_of_us - window.maturity_days * DAY_US
-    for record in _captures(captures, first_day, last_day):
+    for _name, record in capture_records(captures, first_day, last_day):
         counts["records"] += 1
         if record.env != env:
             counts["other_env"] += 1

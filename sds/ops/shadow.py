@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from sds.config import EnvironmentConfig, ShadowedIn
-from sds.kernel.capture import Capture, CaptureError, records
+from sds.kernel.capture import Capture
 from sds.kernel.features import format_time
 from sds.kernel.lock import LockFileError, Pin, read_lock, write_shadow
 from sds.kernel.registry import RegistryError, Version, VersionNotFound
@@ -43,7 +43,7 @@ from sds.ops.promotion import (
     lock_ready,
 )
 from sds.ops.workspace import Workspace
-from training.capture_data import DAY_US, decompressed, partitions, read_labels
+from training.capture_data import DAY_US, capture_records, read_labels
 from training.data import DataError
 from training.evaluate import evaluate
 
@@ -351,22 +351,18 @@ def _records(location: str, env: str, since_us: int | None, until_us: int | None
     payment twice; a payment scored again after a shadow was pinned counts for the new pair)."""
     first_day = "0000-00-00" if since_us is None else format_time(since_us - DAY_US)[:10]
     chosen: dict[tuple[str, str, str | None], Capture] = {}
-    try:
-        for name, raw in partitions(location, first_day):
-            for _where, record in records(name, decompressed(name, raw)):
-                if record.env != env:
-                    continue
-                if since_us is not None and record.occurred_at_us < since_us:
-                    continue
-                if until_us is not None and record.occurred_at_us >= until_us:
-                    continue
-                shadow = None if record.shadow is None else record.shadow.model_sha256
-                key = (record.event_id, record.model_sha256, shadow)
-                known = chosen.get(key)
-                if known is None or record.received_at_us < known.received_at_us:
-                    chosen[key] = record
-    except CaptureError as exc:
-        raise DataError(str(exc)) from None
+    for _name, record in capture_records(location, first_day):
+        if record.env != env:
+            continue
+        if since_us is not None and record.occurred_at_us < since_us:
+            continue
+        if until_us is not None and record.occurred_at_us >= until_us:
+            continue
+        shadow = None if record.shadow is None else record.shadow.model_sha256
+        key = (record.event_id, record.model_sha256, shadow)
+        known = chosen.get(key)
+        if known is None or record.received_at_us < known.received_at_us:
+            chosen[key] = record
     return sorted(chosen.values(), key=lambda r: (r.occurred_at_us, r.event_id))
 
 
