@@ -129,37 +129,31 @@ class LocalStorage:
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
-    def put_bytes(self, key: str, data: bytes) -> None:
+    @contextmanager
+    def _replacing(self, key: str) -> Iterator[Path]:
+        """A hidden file to write `key`'s content to: renamed onto `key` when the block ends,
+        removed if it fails or is interrupted (Ctrl-C), so no half-written file is left behind."""
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
         try:
-            partial.write_bytes(data)
-            os.replace(partial, target)
-        finally:  # interrupted (Ctrl-C) or failed: no half-written file left behind
-            partial.unlink(missing_ok=True)
-
-    def put_file(self, key: str, path: Path) -> None:
-        target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-        try:
-            shutil.copyfile(path, partial)
+            yield partial
             os.replace(partial, target)
         finally:
             partial.unlink(missing_ok=True)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        with self._replacing(key) as partial:
+            partial.write_bytes(data)
+
+    def put_file(self, key: str, path: Path) -> None:
+        with self._replacing(key) as partial:
+            shutil.copyfile(path, partial)
 
     @contextmanager
     def open_write(self, key: str) -> Iterator[BinaryIO]:
-        target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-        try:
-            with open(partial, "wb") as handle:
-                yield handle
-            os.replace(partial, target)
-        finally:
-            partial.unlink(missing_ok=True)
+        with self._replacing(key) as partial, open(partial, "wb") as handle:
+            yield handle
 
     def delete_prefix(self, prefix: str) -> None:
         target = self._path(prefix.rstrip("/"))
