@@ -13,26 +13,14 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from sds.cli.main import main
 from sds.ops.workspace import Workspace
+from tests.unit.cli_run import Ended, sds
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@dataclass
-class Ended:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
 
 
 @pytest.fixture
@@ -46,13 +34,6 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for env in ("DEV", "STAGING", "PROD"):
         monkeypatch.delenv(f"SDS_REGISTRY_{env}", raising=False)
     return tmp_path
-
-
-def sds(capsys: pytest.CaptureFixture[str], *argv: str) -> Ended:
-    capsys.readouterr()
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return Ended(code, captured.out, captured.err)
 
 
 def train(capsys: pytest.CaptureFixture[str], data: Path, *options: str, trees: int) -> Ended:
