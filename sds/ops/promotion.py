@@ -519,9 +519,11 @@ def rollback_target(
     """The version a rollback goes to and the alias history it leaves behind.
 
     Without `to_version` it pops the history stack; with it, the stack is cut back to just
-    below the last occurrence of that version, or kept as it is for a version `env` served that
-    is not on it (one it was rolled back from). `served()` (the versions `env` has served, read
-    only when needed: it lists the audit trail) refuses a version `env` never served.
+    below the last occurrence of that version, or, for a version `env` served that is not on it
+    (one it was rolled back from), the version it leaves is pushed, as a promotion pushes it: a
+    plain rollback afterwards returns to where this one started. `served()` (the versions `env`
+    has served, read only when needed: it lists the audit trail) refuses a version `env` never
+    served.
     """
     if to_version is None:
         if not current.history:
@@ -555,7 +557,7 @@ def rollback_target(
             f"version {to_version} live, promote it, gates first: sds promote {to_version} "
             f"--to {env}"
         )
-    return to_version, current.history
+    return to_version, (*current.history, current.version)
 
 
 def sync_env_pin(ws: Workspace, env: str, registry: Registry) -> Pin | None:

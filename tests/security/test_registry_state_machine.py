@@ -126,8 +126,8 @@ class Promotions(RuleBasedStateMachine):
             target, rest = to_version, stack[:cut]
         elif to_version != current and to_version not in self.moved_to[env]:
             return "error"  # never served there: a rollback takes no gates, so it refuses
-        else:
-            target, rest = to_version, list(stack)
+        else:  # a version it was rolled back from: the one it leaves is pushed, as promote does
+            target, rest = to_version, [*stack, current]
         if target == current:
             return "no-op"
         if target not in self.present[env]:

@@ -194,6 +194,58 @@ def test_rollback_to_a_given_version(ws: Workspace) -> None:
     assert state is not None and state.history == ()
 
 
+def test_a_plain_rollback_after_rolling_forward_returns_to_where_it_started(
+    ws: Workspace,
+) -> None:
+    # Given versions 1, 2 and 3 promoted to dev in turn, then a rollback to 1
+    for _ in range(3):
+        register(ws)
+    for n in (1, 2, 3):
+        promote(ws, to_env="dev", version=n)
+    rollback(ws, env="dev", to_version=1, reason="all bad")
+
+    # When dev is rolled forward to 3 (off its stack: it was rolled back from), then back again
+    assert rollback(ws, env="dev", to_version=3, reason="3 was fine").version == 3
+    change = rollback(ws, env="dev", reason="no, it was not")
+
+    # Then the plain rollback returns to 1, where the forward move started, as a promotion's
+    # rollback returns to the version it replaced
+    assert (change.previous, change.version) == (3, 1)
+    assert pins(ws) == {"dev": 1}
+    # And each move was audited as a rollback
+    kinds = [e["type"] for e in ws.registry("dev").events() if e["type"] != "registered"]
+    assert kinds == ["promoted"] * 3 + ["rolled_back"] * 3
+
+
+def test_a_lost_audit_event_of_a_rollback_forward_is_rebuilt_as_a_rollback(
+    tmp_path: Path,
+) -> None:
+    from sds.kernel.registry import open_registry
+
+    # Given 1 then 2 live, a rollback to 1, then a rollback forward to 2 whose audit event was
+    # lost (the alias's history then ends with the version it left, as a promotion's does)
+    uri = (tmp_path / "registry").as_uri()
+    registry = open_registry(uri, "fraud")
+    for data in (b"one", b"two"):
+        registry.register({"model.onnx": data}, {}, actor="alice")
+    state = registry.move_alias("dev", 1, expected=None, kind="promoted", actor="a", reason="")
+    state = registry.move_alias("dev", 2, expected=state, kind="promoted", actor="a", reason="")
+    state = registry.move_alias(
+        "dev", 1, expected=state, kind="rolled_back", actor="a", reason="", history=()
+    )
+    state = registry.move_alias(
+        "dev", 2, expected=state, kind="rolled_back", actor="a", reason="fwd", history=(1,)
+    )
+    (tmp_path / "registry" / "models" / "fraud" / "events" / f"{state.event_id}.json").unlink()
+
+    # When a retry completes the trail
+    registry.ensure_audited(registry.get_alias("dev"))  # type: ignore[arg-type]
+
+    # Then the rebuilt event says what the move was: a rollback, not a promotion
+    (event,) = [e for e in registry.events() if e["id"] == state.event_id]
+    assert (event["type"], event["recovered"], event["reason"]) == ("rolled_back", True, "fwd")
+
+
 def test_rollback_with_nothing_live_or_unknown_version_is_refused(ws: Workspace) -> None:
     with pytest.raises(OperationError, match="nothing is live"):
         rollback(ws, env="dev")

@@ -142,6 +142,9 @@ class AliasState:
     reason: str
     event_id: str
     etag: str = field(default="", compare=False)
+    # How it got there: the audit event's type ("promoted", "rolled_back"); "" in documents
+    # written before it was recorded.
+    kind: str = ""
 
     def to_document(self) -> dict[str, Any]:
         return {
@@ -154,6 +157,7 @@ class AliasState:
             "updated_by": self.updated_by,
             "reason": self.reason,
             "event_id": self.event_id,
+            **({"kind": self.kind} if self.kind else {}),
         }
 
     @classmethod
@@ -169,6 +173,7 @@ class AliasState:
             reason=str(document.get("reason", "")),
             event_id=str(document.get("event_id", "")),
             etag=etag,
+            kind=str(document.get("kind", "")),
         )
 
 
@@ -506,6 +511,7 @@ class Registry:
             updated_by=actor,
             reason=reason,
             event_id=event_id,
+            kind=kind,
         )
         try:
             etag = self.store.put(
@@ -552,9 +558,12 @@ class Registry:
             return
         except NotFound:
             pass
+        # An alias written before moves recorded their kind: a move that pushed the version it
+        # left was a promotion (a rollback to a version off the stack pushes too, but those
+        # documents record their kind).
         pushed = state.previous is None or state.history[-1:] == (state.previous,)
         self.record_event(
-            "promoted" if pushed else "rolled_back",
+            state.kind or ("promoted" if pushed else "rolled_back"),
             version=state.version,
             actor=state.updated_by,
             reason=state.reason,
