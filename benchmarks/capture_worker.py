@@ -27,23 +27,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.append(str(Path(__file__).resolve().parent))  # after the bundle: warm_worker only
-from warm_worker import LambdaStdout, proxy_event, requests_of
+from warm_worker import LambdaStdout, proxy_event, requests_of, summarize
 
 REQUEST_SIZES = (("single", 1), ("batch100", 100))
-
-
-def _percentiles(samples: list[int]) -> dict[str, float]:
-    ordered = sorted(samples)
-
-    def at(q: float) -> float:
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1000
-
-    return {
-        "p50_us": at(0.5),
-        "p90_us": at(0.9),
-        "p99_us": at(0.99),
-        "mean_us": statistics.fmean(ordered) / 1000,
-    }
 
 
 def _timed(call: Callable[[int], Any], calls: int, count: int) -> list[int]:
@@ -138,7 +124,7 @@ def series(
     per_block: dict[str, list[dict[str, float]]] = {name: [] for name in timed}
     for _ in range(blocks):  # interleaved: the machine's drift hits the three alike
         for name, call in timed.items():
-            per_block[name].append(_percentiles(_timed(call, calls, count)))
+            per_block[name].append(summarize(_timed(call, calls, count)))
 
     def median(name: str, key: str) -> float:
         return statistics.median(b[key] for b in per_block[name])
