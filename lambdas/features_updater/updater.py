@@ -16,6 +16,11 @@ and, after the queue's `maxReceiveCount`, moved to the dead-letter queue, where 
   kept in the dead-letter queue for whoever sent it (`Invalid`, and the problems are logged);
 - an event dated more than `FUTURE_TOLERANCE` after the updater's clock fails (`FromTheFuture`):
   a producer's clock is wrong, and folding it would keep a bucket until that date;
+- an event whose id the store already holds with other content (folded from an earlier batch:
+  a producer reused the id) is never folded and fails (`Conflicts`, and the conflict is logged):
+  like an invalid message, it ends in the dead-letter queue, while the rest of the batch is
+  applied. Ids recorded before the store kept content digests cannot be told apart: a copy of
+  one is a duplicate;
 - an event the store could not take (a conflict that would not settle, DynamoDB unavailable)
   fails, and comes back.
 
@@ -34,7 +39,7 @@ from typing import Any
 
 from sds.kernel.activity import activity_event
 from sds.kernel.aggregates import MINUTE
-from sds.kernel.events import conflict_message, timed
+from sds.kernel.events import conflict_message, content_digest, timed
 from sds.kernel.features import Problem
 from sds.kernel.online import ApplyResult, OnlineFeatures, now_micros
 
@@ -51,6 +56,7 @@ METRICS = (
     "Ignored",
     "Invalid",
     "FromTheFuture",
+    "Conflicts",
     "Failed",
     "Commits",
     "Retries",
@@ -103,7 +109,8 @@ class FeatureUpdater:
         failed: list[str] = []
         pending: list[tuple[int, Mapping[str, Any]]] = []
         messages_of: dict[str, list[str]] = {}  # event id -> the messages that carry it
-        first: dict[str, tuple[str, Mapping[str, Any]]] = {}  # event id -> its first message
+        # event id -> its first message, that message's event and its content digest
+        first: dict[str, tuple[str, Mapping[str, Any], str]] = {}
         for record in records:
             message_id = str(record.get("messageId", "")) if isinstance(record, Mapping) else ""
             parsed, problems = self._parse(record)
@@ -130,14 +137,15 @@ class FeatureUpdater:
                 failed.append(message_id)
                 continue
             event_id = str(activity["event_id"])
+            digest = content_digest(activity)
             if event_id not in messages_of:
                 pending.append((occurred, activity))
-                first[event_id] = (message_id, activity)
-            elif first[event_id][1] != activity:
+                first[event_id] = (message_id, activity, digest)
+            elif first[event_id][2] != digest:
                 # Not a redelivery: the same id with other content is refused, as `sds ingest`
                 # and training refuse it; the message stays in the dead-letter queue to be seen.
                 counts["Invalid"] += 1
-                known_message, known = first[event_id]
+                known_message, known, _ = first[event_id]
                 logger.warning(
                     "invalid activity event in message %s: %s",
                     message_id or "?",
@@ -154,9 +162,21 @@ class FeatureUpdater:
         for event_id, reason in result.failed.items():
             logger.error("event %s not applied: %s", event_id, reason)
             failed.extend(messages_of.get(event_id, []))
+        for event_id, reason in result.conflicts.items():
+            # Retrying cannot fix it: after the queue's receive count, the dead-letter queue.
+            logger.warning(
+                "event %s of message(s) %s not folded: %s",
+                event_id,
+                ", ".join(m or "?" for m in messages_of.get(event_id, [])),
+                reason,
+            )
+            failed.extend(messages_of.get(event_id, []))
+        counts["Conflicts"] = sum(len(messages_of.get(i, [])) for i in result.conflicts)
         counts["Applied"] = result.applied
-        # Copies of an event inside this batch are duplicates too.
-        counts["Duplicates"] = result.duplicates + sum(len(m) - 1 for m in messages_of.values())
+        # Copies of an event inside this batch are duplicates too (those of a conflict fail).
+        counts["Duplicates"] = result.duplicates + sum(
+            len(m) - 1 for i, m in messages_of.items() if i not in result.conflicts
+        )
         counts["TooOld"] = result.too_old
         counts["Ignored"] = result.ignored
         counts["Failed"] = len(result.failed)

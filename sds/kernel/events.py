@@ -16,6 +16,8 @@ see a label.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -106,8 +108,9 @@ def validate_batch(
 
 
 def conflict_message(event_id: str, first: tuple[str, str], second: tuple[str, str]) -> str:
-    """How an event id with two contents is refused, everywhere (training, batch runs, ingest,
-    POST /events): (account, where it is) of each occurrence."""
+    """How an event id with two contents in one input is refused, everywhere (training, batch
+    runs, ingest, POST /events, the feature updater's batch): (account, where it is) of each
+    occurrence."""
     if first[0] != second[0]:
         return (
             f"event {event_id} appears twice with different content, under two accounts: "
@@ -119,14 +122,48 @@ def conflict_message(event_id: str, first: tuple[str, str], second: tuple[str, s
     )
 
 
+def recorded_conflict_message(event_id: str, copy: tuple[str, str | None]) -> str:
+    """`conflict_message`'s sibling for an event id the feature store already holds with other
+    content (folded from an earlier input, whose place is not kept): (account, where it is, if
+    known) of the copy that is refused."""
+    account, where = copy
+    place = f"{account}, {where}" if where else account
+    return (
+        f"event {event_id} was already stored from an earlier input with different content; "
+        f"this copy (account {place}) is refused: event ids must not be reused"
+    )
+
+
+def _canonical(value: Any) -> Any:
+    # 5 and 5.0 are one JSON number (and equal in Python): one form, whichever a producer wrote.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def content_digest(event: Mapping[str, Any]) -> str:
+    """The sha256 (hex) of a validated event's canonical JSON (keys sorted, no spaces, integral
+    numbers without a fraction): the one test of "same content" for an event id, within one
+    input (`first_conflict`) and against the ids the feature store has recorded."""
+    canonical = json.dumps(
+        _canonical(event), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 def first_conflict(located: Iterable[tuple[str, Mapping[str, Any]]]) -> str | None:
     """`conflict_message` for the first event id of validated activity events (each with where
-    it is) that appears again with other content, or None. An exact copy is a redelivery, not a
-    conflict: the updater counts it once."""
-    seen: dict[str, tuple[str, Mapping[str, Any]]] = {}
+    it is) that appears again with other content (`content_digest`), or None. An exact copy is
+    a redelivery, not a conflict: the updater counts it once."""
+    seen: dict[str, tuple[str, Mapping[str, Any], str]] = {}
     for where, event in located:
-        known = seen.setdefault(str(event["event_id"]), (where, event))
-        if known[1] != event:
+        digest = content_digest(event)
+        known = seen.setdefault(str(event["event_id"]), (where, event, digest))
+        if known[2] != digest:
             return conflict_message(
                 str(event["event_id"]),
                 (str(known[1]["account_id"]), known[0]),

@@ -5,6 +5,13 @@ the local API's `POST /events` and the inference handler's enrichment; only the 
 (DynamoDB on AWS, SQLite locally). Updates are idempotent per event id and safe under
 concurrency: an entity is read, folded and committed with compare-and-swap, and a commit that
 finds an event already recorded drops it and folds the rest again.
+
+The store records each event id with the digest of its content (`sds.kernel.events.
+content_digest`): a copy with the same content is a duplicate (a retry, an at-least-once
+redelivery: counted, silent), one with other content is a conflict, never applied and reported
+per event id (`ApplyResult.conflicts`). `recorded_conflicts` finds them before anything is
+committed, so a caller can refuse a whole input (`sds ingest`, `POST /events`); a writer racing
+in between is still caught at commit.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from sds.kernel.aggregates import (
     evaluate_columns,
     fold,
 )
+from sds.kernel.events import conflict_message, content_digest, recorded_conflict_message
 from sds.kernel.featurestore import (
     EMPTY,
     DuplicateEvents,
@@ -30,6 +38,7 @@ from sds.kernel.featurestore import (
     FeatureStoreError,
     Stored,
     VersionConflict,
+    split_recorded,
 )
 
 COMMIT_ATTEMPTS = 10
@@ -42,7 +51,9 @@ def now_micros() -> int:
 
 @dataclass
 class ApplyResult:
-    """What one batch did; `failed` maps event ids to the reason they were not applied."""
+    """What one batch did; `failed` maps event ids to the reason they were not applied (the
+    store failed: try again), `conflicts` event ids to why they never will be (the id is
+    recorded with other content)."""
 
     applied: int = 0
     duplicates: int = 0
@@ -52,6 +63,7 @@ class ApplyResult:
     commits: int = 0
     retries: int = 0
     failed: dict[str, str] = field(default_factory=dict)
+    conflicts: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -63,6 +75,7 @@ class ApplyResult:
             "commits": self.commits,
             "retries": self.retries,
             "failed": dict(self.failed),
+            "conflicts": dict(self.conflicts),
         }
 
 
@@ -88,14 +101,34 @@ class OnlineFeatures:
         now = self.clock() if now is None else now
         result = ApplyResult()
         by_entity: dict[str, list[TimedEvent]] = {}
-        seen: set[str] = set()
-        for occurred, event in events:
+        digests: dict[str, str] = {}
+        first: dict[str, tuple[int, Mapping[str, Any]]] = {}
+        for index, (occurred, event) in enumerate(events):
             event_id = str(event["event_id"])
-            if event_id in seen:
-                result.duplicates += 1
+            digest = content_digest(event)
+            if event_id in digests:
+                if digests[event_id] == digest:
+                    result.duplicates += 1
+                elif event_id not in result.conflicts:
+                    # Callers refuse such an input first (`first_conflict`); never fold either.
+                    known_index, known = first[event_id]
+                    result.conflicts[event_id] = conflict_message(
+                        event_id,
+                        (str(known[self.entity_key]), f"events[{known_index}]"),
+                        (str(event[self.entity_key]), f"events[{index}]"),
+                    )
                 continue
-            seen.add(event_id)
+            digests[event_id] = digest
+            first[event_id] = (index, event)
             by_entity.setdefault(str(event[self.entity_key]), []).append((occurred, event))
+        if result.conflicts:
+            by_entity = {
+                entity: kept
+                for entity, items in by_entity.items()
+                if (
+                    kept := [(t, e) for t, e in items if str(e["event_id"]) not in result.conflicts]
+                )
+            }
         result.entities = len(by_entity)
         try:
             stored = dict(self.store.read(list(by_entity)))
@@ -111,7 +144,7 @@ class OnlineFeatures:
             step = limit or len(items)
             for start in range(0, len(items), step):
                 current = self._apply_entity(
-                    entity, items[start : start + step], current, now, result
+                    entity, items[start : start + step], current, now, digests, result
                 )
         return result
 
@@ -121,6 +154,7 @@ class OnlineFeatures:
         items: list[TimedEvent],
         current: Stored | None,
         now: int,
+        digests: Mapping[str, str],
         result: ApplyResult,
     ) -> Stored | None:
         """Fold and commit one part of an entity's events; the state it left (None: unknown,
@@ -143,13 +177,20 @@ class OnlineFeatures:
                     state=folded.state,
                     events={i: times[i] + LONGEST_WINDOW + LATENESS for i in folded.applied},
                     expires_at=self._expiry(folded.state, now),
+                    digests={i: digests[i] for i in folded.applied},
                 )
                 result.commits += 1
                 current = Stored(folded.state, current.version + 1)
                 break
             except DuplicateEvents as exc:
                 result.duplicates += sum(1 for _, e in items if str(e["event_id"]) in exc.event_ids)
-                items = [(t, e) for t, e in items if str(e["event_id"]) not in exc.event_ids]
+                for _, event in items:
+                    if (event_id := str(event["event_id"])) in exc.conflicts:
+                        result.conflicts[event_id] = recorded_conflict_message(
+                            event_id, (entity, None)
+                        )
+                recorded = exc.event_ids | exc.conflicts
+                items = [(t, e) for t, e in items if str(e["event_id"]) not in recorded]
             except VersionConflict:
                 pass
             except FeatureStoreError as exc:
@@ -169,6 +210,28 @@ class OnlineFeatures:
         result.too_old += len(folded.too_old)
         result.ignored += len(folded.ignored)
         return current
+
+    def recorded_conflicts(
+        self, located: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> list[tuple[str, str]]:
+        """(where, `recorded_conflict_message`) for each validated event (with where it is)
+        whose id the store already holds with other content, in input order: what refuses an
+        input before anything of it is committed. One consistent read of the ids."""
+        if not located:
+            return []
+        recorded = self.store.recorded([str(event["event_id"]) for _, event in located])
+        if not recorded:
+            return []
+        digests = {str(e["event_id"]): content_digest(e) for _, e in located}
+        _, conflicting = split_recorded(recorded, digests)
+        refused = set(conflicting)
+        found: list[tuple[str, str]] = []
+        for where, event in located:
+            event_id = str(event["event_id"])
+            if event_id in refused:
+                account = str(event[self.entity_key])
+                found.append((where, recorded_conflict_message(event_id, (account, where))))
+        return found
 
     def _expiry(self, state: EntityState, now: int) -> int:
         """When nothing in `state` can count any more (DynamoDB TTL, SQLite expiry)."""

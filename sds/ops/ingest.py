@@ -2,7 +2,8 @@
 
 The same updater as the feature-updater Lambda (`sds.kernel.online.OnlineFeatures`), over the
 embedded SQLite store `sds serve` reads. The whole input is validated first: a file with a
-problem stores nothing. Two clocks: `wall` (events older than the longest window are dropped,
+problem stores nothing, and neither does one that reuses an event id the store already holds with
+other content (an exact copy of a stored event is a duplicate, counted and skipped). Two clocks: `wall` (events older than the longest window are dropped,
 as they would be live) and `events` (a replay: time stands at the latest event applied so far,
 so a history is folded exactly as it would have been when it happened).
 """
@@ -45,11 +46,19 @@ class IngestResult:
         }
 
 
-def read_events(location: str) -> list[tuple[int, dict[str, Any]]]:
-    """Every event of a file, directory or s3:// prefix, validated, with its time; labels on
-    payments (training data) are dropped. A problem anywhere (a line that is not JSON, an invalid
-    event, one event id with two contents) raises, naming its file and line, before anything is
-    stored."""
+@dataclass
+class InputEvents:
+    """A validated input: each event with its time, and with where it is (file:line)."""
+
+    timed: list[tuple[int, dict[str, Any]]]
+    located: list[tuple[str, dict[str, Any]]]
+
+
+def read_events(location: str) -> InputEvents:
+    """Every event of a file, directory or s3:// prefix, validated, with its time and place;
+    labels on payments (training data) are dropped. A problem anywhere (a line that is not JSON,
+    an invalid event, one event id with two contents) raises, naming its file and line, before
+    anything is stored."""
     found: list[tuple[int, dict[str, Any]]] = []
     located: list[tuple[str, dict[str, Any]]] = []
     problems: list[str] = []
@@ -89,12 +98,20 @@ def read_events(location: str) -> list[tuple[int, dict[str, Any]]]:
     if conflict is not None:
         problems.append(conflict)
     if problems:
-        shown = "; ".join(problems[:MAX_PROBLEMS_SHOWN])
-        more = f" (and {len(problems) - MAX_PROBLEMS_SHOWN} more)" if len(problems) > 5 else ""
-        raise DataError(f"{len(problems)} problem(s), nothing was stored: {shown}{more}")
+        raise _refusal(problems)
     if not found:
         raise DataError(f"{location}: no events")
-    return found
+    return InputEvents(timed=found, located=located)
+
+
+def _refusal(problems: list[str]) -> DataError:
+    shown = "; ".join(problems[:MAX_PROBLEMS_SHOWN])
+    more = (
+        f" (and {len(problems) - MAX_PROBLEMS_SHOWN} more)"
+        if len(problems) > MAX_PROBLEMS_SHOWN
+        else ""
+    )
+    return DataError(f"{len(problems)} problem(s), nothing was stored: {shown}{more}")
 
 
 def ingest(
@@ -113,11 +130,17 @@ def ingest(
             "sds ingest feeds the local feature store; on AWS, producers put events on the "
             f"environment's event bus ({env}/Features), and an archive replay refills a table"
         )
-    timed = read_events(location)
+    events = read_events(location)
+    timed = events.timed
     if clock == "events":
         timed.sort(key=lambda pair: pair[0])
     uri = ws.feature_store_uri(env)
     online = OnlineFeatures(open_feature_store(uri))
+    # An id the store holds with other content refuses the whole input before anything is
+    # committed; a writer racing in between is caught at commit (`totals.conflicts`).
+    conflicts = online.recorded_conflicts(events.located)
+    if conflicts:
+        raise _refusal([message for _, message in conflicts])
     result = IngestResult(env=env, store=uri, events=len(timed))
     latest = 0
     for start in range(0, len(timed), BATCH):
@@ -135,6 +158,7 @@ def ingest(
         totals.commits += done.commits
         totals.retries += done.retries
         totals.failed.update(done.failed)
+        totals.conflicts.update(done.conflicts)
         if on_batch is not None:
             on_batch(start + len(batch), len(timed))
     return result

@@ -31,7 +31,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -42,7 +42,7 @@ from lambdas.inference.app import InferenceApp, MetricSink, _content_type
 from sds.kernel.capture import CaptureSink
 from sds.kernel.errors import SdsError
 from sds.kernel.events import KINDS, LABEL_KINDS, first_conflict, timed, validate_batch
-from sds.kernel.featurestore import open_feature_store
+from sds.kernel.featurestore import FeatureStoreError, open_feature_store
 from sds.kernel.lock import LockFileError, Pin, read_lock
 from sds.kernel.online import OnlineFeatures
 from sds.kernel.settings import ServingSettings
@@ -342,8 +342,9 @@ class PinnedApps:
 class EventsEndpoint:
     """`POST /events`: activity events into the feature store and label events into the labels
     folder, locally (on AWS they go to the environment's event bus). A batch with a problem is
-    refused whole (400, every problem named); otherwise 202 with what the updater did and how many
-    labels were stored."""
+    refused whole (400, every problem named), and so is one that reuses an event id the store
+    already holds with other content (409, each such event named; an exact copy is a duplicate,
+    counted); otherwise 202 with what the updater did and how many labels were stored."""
 
     PATH = "/events"
     MAX_EVENTS = 1000
@@ -396,8 +397,29 @@ class EventsEndpoint:
         document: dict[str, Any] = {"accepted": len(items), "labels": len(labels)}
         if activity:
             assert self.online is not None
+            located = [
+                (f"events[{i}]", item)
+                for i, item in enumerate(items)
+                if item["type"] not in LABEL_KINDS
+            ]
+            # An id the store already holds with other content (an earlier request's) refuses
+            # the whole batch before anything is stored; an exact copy is a duplicate.
+            try:
+                conflicts = self.online.recorded_conflicts(located)
+            except FeatureStoreError as exc:
+                return _proxy(503, {"error": "feature_store_unavailable", "message": str(exc)})
+            if conflicts:
+                return _proxy(409, _conflict_document(conflicts, stored=False))
             result = self.online.apply(timed(activity))
             document |= result.to_dict()
+            if result.conflicts and not result.failed:
+                # A writer raced this request with other content for an id: the rest of the
+                # batch is stored (and its labels), the conflicting events never are.
+                if labels and self.labels is not None:
+                    self.labels.store(labels)
+                where = {str(item["event_id"]): place for place, item in located}
+                listed = [(where[i], message) for i, message in result.conflicts.items()]
+                return _proxy(409, document | _conflict_document(listed, stored=True))
             if result.failed:
                 # Nothing of the labels is stored either: the caller retries the whole batch,
                 # and a retry of the activity counts each event once.
@@ -405,6 +427,19 @@ class EventsEndpoint:
         if labels and self.labels is not None:
             self.labels.store(labels)
         return _proxy(202, document)
+
+
+def _conflict_document(conflicts: Sequence[tuple[str, str]], *, stored: bool) -> dict[str, Any]:
+    """The 409 of `POST /events`: each event whose id is already stored with other content."""
+    outcome = "the other events were stored" if stored else "nothing was stored"
+    return {
+        "error": "conflicts_with_stored_events",
+        "message": (
+            f"{len(conflicts)} event(s) reuse an event id already stored with different "
+            f"content; {outcome}"
+        ),
+        "problems": [{"field": where, "reason": reason} for where, reason in conflicts[:1000]],
+    }
 
 
 def _json_body(event: Mapping[str, Any]) -> Any:

@@ -1,6 +1,7 @@
 """What the online feature store guarantees, for every backend (SQLite locally, DynamoDB on AWS):
-one-round-trip reads, compare-and-swap commits, and event ids recorded exactly once, so the
-updater over it is idempotent and safe under concurrency.
+one-round-trip reads, compare-and-swap commits, and event ids recorded exactly once with the
+digest of their content, so the updater over it is idempotent and safe under concurrency, and an
+id reused for other content is refused, not taken for a redelivery.
 
 The DynamoDB backend runs against a moto server the session starts (tests/conftest.py), on a
 fresh table per test created as the stack creates it, through the kernel's own client. It is the
@@ -10,6 +11,7 @@ count events twice for moto's sake, not the store's."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -108,6 +110,90 @@ def test_a_commit_with_a_recorded_event_writes_nothing_and_names_it(store: Featu
     assert store.read(["acct"])["acct"] == Stored(state=STATE, version=1)
 
 
+def test_a_recorded_id_with_its_digest_is_a_duplicate_and_with_another_a_conflict(
+    store: FeatureStore,
+) -> None:
+    # Given e1 and e2 recorded with their content digests, and e3 recorded without one (as
+    # before digests were kept)
+    store.commit(
+        "acct",
+        expected_version=0,
+        state=STATE,
+        events={"e1": T0 + DAY, "e2": T0 + DAY},
+        expires_at=T0,
+        digests={"e1": "d1", "e2": "d2"},
+    )
+    store.commit("acct", expected_version=1, state=STATE, events={"e3": T0 + DAY}, expires_at=T0)
+    # When a commit records them again: e1 with its digest, e2 and e3 with other ones, and e9
+    with pytest.raises(DuplicateEvents) as raised:
+        store.commit(
+            "acct",
+            expected_version=2,
+            state={},
+            events={"e1": T0, "e2": T0, "e3": T0, "e9": T0},
+            expires_at=T0,
+            digests={"e1": "d1", "e2": "changed", "e3": "any", "e9": "d9"},
+        )
+    # Then nothing is written: e1 is a copy, e2 a conflict, e3 a copy (nothing can tell)
+    assert (raised.value.event_ids, raised.value.conflicts) == ({"e1", "e3"}, {"e2"})
+    assert "recorded with different content: e2" in str(raised.value)
+    assert store.read(["acct"])["acct"] == Stored(state=STATE, version=2)
+    assert store.recorded(["e9", "e3", "e2", "e1"]) == {"e1": "d1", "e2": "d2", "e3": None}
+
+
+def test_recorded_answers_for_many_ids_at_once(store: FeatureStore) -> None:
+    ids = [f"e{i}" for i in range(150)]
+    store.commit(
+        "acct",
+        expected_version=0,
+        state=STATE,
+        events=dict.fromkeys(ids[:90], T0 + DAY),
+        expires_at=T0,
+        digests={i: f"d-{i}" for i in ids[:90]},
+    )
+    store.commit(
+        "acct",
+        expected_version=1,
+        state=STATE,
+        events=dict.fromkeys(ids[90:120], T0 + DAY),
+        expires_at=T0,
+        digests={i: f"d-{i}" for i in ids[90:120]},
+    )
+    assert store.recorded([*ids, "unknown"]) == {i: f"d-{i}" for i in ids[:120]}
+
+
+def test_the_updater_never_folds_an_id_reused_with_other_content_and_names_it(
+    store: FeatureStore,
+) -> None:
+    # Given e1 and e2 folded into acct
+    online = OnlineFeatures(store)
+    online.apply([(T0, login("e1")), (T0 + 1, login("e2"))], now=T0 + 2)
+    # When a later batch brings e1 again as is, e2 under another account, and a new e3
+    result = online.apply(
+        [(T0, login("e1")), (T0 + 1, login("e2", account="other")), (T0 + 3, login("e3"))],
+        now=T0 + 4,
+    )
+    # Then e1 is a duplicate, e2 a conflict (never folded, its account's state untouched), e3
+    # applied; the conflict is named
+    assert (result.applied, result.duplicates, result.failed) == (1, 1, {})
+    assert result.conflicts == {
+        "e2": "event e2 was already stored from an earlier input with different content; this "
+        "copy (account other) is refused: event ids must not be reused"
+    }
+    values = online.read([("acct", T0 + MINUTE), ("other", T0 + MINUTE)])
+    assert [v[BURST] for v in values] == [3, 0]
+    # And the check before a commit finds it too, where it is in its input
+    located = [("a.jsonl:1", login("e1")), ("a.jsonl:2", login("e2", account="other"))]
+    assert online.recorded_conflicts(located) == [
+        (
+            "a.jsonl:2",
+            "event e2 was already stored from an earlier input with different content; this "
+            "copy (account other, a.jsonl:2) is refused: event ids must not be reused",
+        )
+    ]
+    assert online.recorded_conflicts([("x", login("e9"))]) == []
+
+
 def test_one_read_returns_many_entities(store: FeatureStore) -> None:
     accounts = [f"acct-{i}" for i in range(150)]
     for i, account in enumerate(accounts):
@@ -199,4 +285,38 @@ def test_many_processes_opening_a_new_sqlite_store_at_once_all_get_it(tmp_path: 
         store = SqliteFeatureStore(path)
         assert store._db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert store.read(["nobody"]) == {}
+        store.close()
+
+
+def test_many_processes_opening_an_old_sqlite_store_at_once_migrate_it_once(
+    tmp_path: Path,
+) -> None:
+    # Given store files written before event ids kept a digest, each holding one id
+    for trial in range(10):
+        path = tmp_path / f"trial-{trial}" / "features.db"
+        path.parent.mkdir()
+        old = sqlite3.connect(path)
+        old.executescript(
+            "CREATE TABLE entities (entity TEXT PRIMARY KEY, state TEXT NOT NULL, "
+            "version INTEGER NOT NULL, expires_at INTEGER NOT NULL);"
+            "CREATE TABLE events (event_id TEXT PRIMARY KEY, expires_at INTEGER NOT NULL);"
+            "INSERT INTO events VALUES ('old', 1);"
+        )
+        old.close()
+        start = threading.Barrier(8)
+
+        def open_store(path: Path = path, start: threading.Barrier = start) -> None:
+            start.wait(timeout=60)
+            SqliteFeatureStore(path).close()
+
+        # When eight handles open each at the same moment
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda _: open_store(), range(8)))
+        # Then each file gained the column once, its old id kept without a digest
+        store = SqliteFeatureStore(path)
+        assert store.recorded(["old"]) == {"old": None}
+        store.commit(
+            "a", expected_version=0, state={}, events={"new": 1}, expires_at=1, digests={"new": "d"}
+        )
+        assert store.recorded(["old", "new"]) == {"old": None, "new": "d"}
         store.close()

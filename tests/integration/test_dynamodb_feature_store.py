@@ -21,6 +21,7 @@ import pytest
 from sds.kernel.aggregates import AGGREGATES, DAY, HOUR, LATENESS, SECOND, EntityState
 from sds.kernel.aws.client import ClientConfig
 from sds.kernel.aws.dynamodb import DynamoDBClient
+from sds.kernel.events import content_digest
 from sds.kernel.featurestore import (
     DuplicateEvents,
     FeatureStoreError,
@@ -218,13 +219,20 @@ def test_keys_held_back_until_the_deadline_fail_the_read(scripted: list[Scripted
     assert len(server.received) > 2
 
 
-def cancelled(*reasons: str) -> Any:
+def cancelled(*reasons: str, items: dict[int, dict[str, Any]] | None = None) -> Any:
+    """A cancelled transaction's answer; `items`: the old item returned for a reason (ALL_OLD)."""
     answer = dynamodb_error("TransactionCanceledException", "Transaction cancelled")
     document = json.loads(answer.body)
-    document["CancellationReasons"] = [{"Code": r} for r in reasons]
+    document["CancellationReasons"] = [
+        {"Code": r, **({"Item": (items or {})[i]} if i in (items or {}) else {})}
+        for i, r in enumerate(reasons)
+    ]
     answer.body = json.dumps(document).encode()
     answer.headers["x-amz-crc32"] = str(zlib.crc32(answer.body) & 0xFFFFFFFF)
     return answer
+
+
+RECORDED_E1 = {1: {"pk": {"S": "ns#event#e1"}, "ttl": {"N": "1"}}}
 
 
 @pytest.mark.parametrize(
@@ -242,12 +250,108 @@ def test_a_cancelled_transaction_says_why(
     raised: type[Exception],
     message: str,
 ) -> None:
-    store, _ = scripted_store(scripted, cancelled(*reasons))
+    store, _ = scripted_store(scripted, cancelled(*reasons, items=RECORDED_E1))
     with pytest.raises(raised, match=message) as found:
         store.commit(
             "acct", expected_version=2, state={}, events={"e1": T0, "e2": T0}, expires_at=T0
         )
     assert type(found.value) is raised
+
+
+def test_a_collision_is_told_apart_by_the_digest_the_cancellation_returns(
+    scripted: list[ScriptedServer],
+) -> None:
+    # Given a table where e1 is recorded with another content's digest, e2 with this one's
+    recorded = {
+        1: {"pk": {"S": "ns#event#e1"}, "ttl": {"N": "1"}, "digest": {"S": "other"}},
+        2: {"pk": {"S": "ns#event#e2"}, "ttl": {"N": "1"}, "digest": {"S": "d2"}},
+    }
+    store, server = scripted_store(
+        scripted, cancelled("None", "ConditionalCheckFailed", "ConditionalCheckFailed", items=recorded)
+    )  # fmt: skip
+    # When a commit records both
+    with pytest.raises(DuplicateEvents) as raised:
+        store.commit(
+            "acct",
+            expected_version=2,
+            state={},
+            events={"e1": T0, "e2": T0},
+            expires_at=T0,
+            digests={"e1": "d1", "e2": "d2"},
+        )
+    # Then e1 is a conflict, e2 a duplicate, from the one request (each event item asked for
+    # the item it collided with)
+    assert (raised.value.conflicts, raised.value.event_ids) == ({"e1"}, {"e2"})
+    assert [r.headers["x-amz-target"] for r in server.received] == [
+        "DynamoDB_20120810.TransactWriteItems"
+    ]
+    sent = json.loads(server.received[0].body)["TransactItems"]
+    assert [item["Put"].get("ReturnValuesOnConditionCheckFailure") for item in sent] == [
+        None,
+        "ALL_OLD",
+        "ALL_OLD",
+    ]
+    assert sent[1]["Put"]["Item"]["digest"] == {"S": "d1"}
+
+
+def test_a_cancellation_without_the_old_items_reads_their_digests_consistently(
+    scripted: list[ScriptedServer],
+) -> None:
+    # Given an endpoint that cancels on e1 without returning the item it collided with
+    found = {"Responses": {"t": [{"pk": {"S": "ns#event#e1"}, "digest": {"S": "other"}}]}}
+    store, server = scripted_store(
+        scripted, cancelled("None", "ConditionalCheckFailed"), json_answer(found)
+    )
+    store.namespace = "ns"
+    # When a commit records e1 with its digest
+    with pytest.raises(DuplicateEvents) as raised:
+        store.commit(
+            "acct", expected_version=2, state={}, events={"e1": T0}, expires_at=T0, digests={"e1": "d1"}
+        )  # fmt: skip
+    # Then the store read the recorded digest (consistently) and found a conflict
+    assert raised.value.conflicts == {"e1"} and not raised.value.event_ids
+    read = json.loads(server.received[1].body)["RequestItems"]["t"]
+    assert read["ConsistentRead"] is True and read["Keys"] == [{"pk": {"S": "ns#event#e1"}}]
+
+
+def test_event_items_carry_the_digest_and_writes_stay_one_transaction_per_commit(
+    table: str, aws: Any
+) -> None:
+    # Given a store on moto's DynamoDB
+    store = DynamoDBFeatureStore(table, consistent_read=True)
+    online = OnlineFeatures(store)
+    first = {"type": "login", "event_id": "e1", "account_id": "acct", "outcome": "failure"}
+    # When e1 is folded, then sent again as is and with other content
+    online.apply([(T0, first)], now=T0 + 1)
+    again = online.apply([(T0, dict(first))], now=T0 + 2)
+    changed = online.apply([(T0, {**first, "account_id": "other"})], now=T0 + 3)
+    # Then its item holds its content digest; the copy is a duplicate, the change a conflict
+    item = aws.client("dynamodb").get_item(
+        TableName=table, Key={"pk": {"S": store.event_key("e1")}}
+    )
+    assert item["Item"]["digest"]["S"] == content_digest(first)
+    assert (again.duplicates, again.conflicts) == (1, {})
+    assert list(changed.conflicts) == ["e1"] and changed.applied == 0
+    assert (
+        "event e1 was already stored from an earlier input with different content"
+        in (changed.conflicts["e1"])
+    )
+    burst = [v["failed_logins_last_1h"] for v in online.read([("acct", T0 + 5), ("other", T0 + 5)])]
+    assert burst == [1, 0]
+
+
+def test_an_event_item_written_before_digests_counts_as_a_duplicate(table: str, aws: Any) -> None:
+    # Given e1 recorded by a version of the store that kept no digest
+    store = DynamoDBFeatureStore(table, consistent_read=True)
+    aws.client("dynamodb").put_item(
+        TableName=table, Item={"pk": {"S": store.event_key("e1")}, "ttl": {"N": "9999999999"}}
+    )
+    # When e1 arrives, whatever its content
+    login = {"type": "login", "event_id": "e1", "account_id": "acct", "outcome": "failure"}
+    result = OnlineFeatures(store).apply([(T0, login)], now=T0 + 1)
+    # Then nothing can tell: it is a duplicate, as before
+    assert (result.duplicates, result.conflicts, result.applied) == (1, {}, 0)
+    assert store.recorded(["e1", "e2"]) == {"e1": None}
 
 
 def test_a_commit_holds_at_most_99_events_and_the_updater_splits_an_accounts_batch(

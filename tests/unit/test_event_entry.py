@@ -2,7 +2,9 @@
 CLI), and the training and batch readers. All share one gate with /predict: an input with a
 problem (not JSON, nested too deeply, a string that is not valid Unicode, one event id with two
 contents) is refused whole with an answer that names the problem, and nothing of it is stored;
-an exact copy of an event is a redelivery, counted once."""
+an exact copy of an event is a redelivery, counted once. Across inputs too: an event id the
+feature store already holds with other content refuses the later input (409, or an error from
+`sds ingest`), while a plain copy of a stored event is a silent, counted duplicate."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import re
 import shutil
 import sqlite3
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,18 @@ def activity(count: int, *, seed: int = 7) -> list[dict[str, Any]]:
     """Valid activity events (logins and payments), without training labels."""
     records = generate_activity(count, seed=seed)[:count]
     return [{k: v for k, v in e.items() if k != LABEL} for e in records]
+
+
+def failed_login(event_id: str, account: str = "acct", *, ago: int = 60) -> dict[str, Any]:
+    """A failed login `ago` seconds before now: one the aggregates read, so its id is recorded."""
+    at = datetime.now(UTC) - timedelta(seconds=ago)
+    return {
+        "type": "login",
+        "event_id": event_id,
+        "account_id": account,
+        "occurred_at": at.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "outcome": "failure",
+    }
 
 
 def stored_event_ids(database: Path) -> int:
@@ -149,6 +164,37 @@ def test_one_event_id_with_two_contents_is_refused_and_an_exact_copy_is_counted_
     assert status == 202 and answer["labels"] == 2
 
 
+def test_an_event_id_stored_by_an_earlier_request_with_other_content_gets_a_409(
+    api: LocalApi, tmp_path: Path
+) -> None:
+    # Given a first request that stored four failed logins
+    first = [failed_login(f"l{i}", ago=60 + i) for i in range(4)]
+    assert post_events(api, json.dumps({"events": first}).encode())[0] == 202
+    assert stored_event_ids(tmp_path / "features.db") == 4
+    # When a second request reuses one of their ids under another account, beside new logins
+    reused = {**first[2], "account_id": "someone-else"}
+    body = {"events": [failed_login("n1"), reused, failed_login("n2")]}
+    status, answer = post_events(api, json.dumps(body).encode())
+    # Then it is refused with 409, the event named where it is, and nothing of it is stored
+    assert (status, answer["error"]) == (409, "conflicts_with_stored_events")
+    assert answer["message"] == (
+        "1 event(s) reuse an event id already stored with different content; nothing was stored"
+    )
+    assert answer["problems"] == [
+        {
+            "field": "events[1]",
+            "reason": "event l2 was already stored from an earlier input with different "
+            "content; this copy (account someone-else, events[1]) is refused: event ids must not "
+            "be reused",
+        }
+    ]
+    assert stored_event_ids(tmp_path / "features.db") == 4
+    # And the first request sent again (a client's retry) is accepted: duplicates, counted
+    status, answer = post_events(api, json.dumps({"events": first}).encode())
+    assert status == 202
+    assert (answer["applied"], answer["duplicates"], answer["conflicts"]) == (0, 4, {})
+
+
 def test_a_handler_that_raises_answers_502_as_api_gateway_does_and_the_api_keeps_serving(
     api: LocalApi, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -250,6 +296,91 @@ def test_ingest_refuses_one_event_id_with_two_contents_as_training_does(
     code, out, _ = ingest(capsys, path)
     assert code == 0
     assert f"dev: {len(events) + 1} events -> " in out and "1 already there" in out
+
+
+def test_ingest_refuses_a_file_reusing_a_stored_event_id_with_other_content(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a first file ingested
+    events = activity(8)
+    first = write_lines(project / "first.jsonl", [json.dumps(e) for e in events[:5]])
+    assert ingest(capsys, first)[0] == 0
+    stored = stored_event_ids(feature_store(project))
+    # When a second file brings new events and, on its line 2, one of the first file's ids with
+    # another amount or outcome
+    changed = dict(events[2])
+    if changed["type"] == "payment":
+        changed["amount"] = changed["amount"] + 1
+    else:
+        changed["outcome"] = "success" if changed["outcome"] == "failure" else "failure"
+    second = write_lines(
+        project / "second.jsonl", [json.dumps(e) for e in (events[5], changed, *events[6:])]
+    )
+    code, out, err = ingest(capsys, second)
+    # Then it is refused with one line that names the event id and where it is, and nothing of
+    # the file is stored
+    assert code == 1 and out == ""
+    assert err.strip() == (
+        f"sds: error: 1 problem(s), nothing was stored: event {changed['event_id']} was already "
+        "stored from an earlier input with different content; this copy (account "
+        f"{changed['account_id']}, {second}:2) is refused: event ids must not be reused"
+    )
+    assert stored_event_ids(feature_store(project)) == stored
+    # And the first file ingested again is a silent redelivery: every event already there
+    code, out, err = ingest(capsys, first)
+    assert code == 0 and err == ""
+    assert "dev: 5 events -> 0 applied" in out
+
+
+def test_ingest_reports_a_conflict_a_concurrent_writer_brought_in_after_its_check(
+    project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a stored login, and a file that reuses its id under another account beside a new
+    # event, ingested while another writer stores the login between the check and the commit
+    first, fresh = failed_login("l1", ago=120), failed_login("l2")
+    assert ingest(capsys, write_lines(project / "a.jsonl", [json.dumps(first)]))[0] == 0
+    monkeypatch.setattr("sds.kernel.online.OnlineFeatures.recorded_conflicts", lambda *_: [])
+    reused = {**first, "account_id": "someone-else"}
+    path = write_lines(project / "b.jsonl", [json.dumps(reused), json.dumps(fresh)])
+    # When it is ingested
+    code, out, err = ingest(capsys, path)
+    # Then the commit catches it: the conflicting event is not folded, named, and the run fails
+    assert code == 1
+    assert "1 applied" in out
+    assert (
+        "refused l1: event l1 was already stored from an earlier input with different content; "
+        "this copy (account someone-else) is refused"
+    ) in err
+
+
+def test_an_old_store_file_without_digests_keeps_working_and_gains_them(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a feature store file written before digests were kept, holding event id "old-1"
+    database = project / ".sds" / "features" / "dev.db"
+    database.parent.mkdir(parents=True)
+    with sqlite3.connect(database) as connection:
+        connection.executescript(
+            "CREATE TABLE entities (entity TEXT PRIMARY KEY, state TEXT NOT NULL, "
+            "version INTEGER NOT NULL, expires_at INTEGER NOT NULL);"
+            "CREATE TABLE events (event_id TEXT PRIMARY KEY, expires_at INTEGER NOT NULL);"
+            "INSERT INTO events VALUES ('old-1', 99999999999999999);"
+        )
+    connection.close()
+    logins = [failed_login("l1", ago=120), failed_login("l2")]
+    # When a file with "old-1" (whatever its content) and a new login is ingested into it
+    old = {**logins[0], "event_id": "old-1"}
+    code, out, _ = ingest(capsys, write_lines(project / "e.jsonl", map(json.dumps, [old, logins[1]])))  # fmt: skip
+    # Then the old id is a duplicate (nothing can tell), the new one is folded with its digest
+    assert code == 0 and "1 applied, 1 already there" in out
+    with sqlite3.connect(database) as connection:
+        rows = dict(connection.execute("SELECT event_id, digest FROM events").fetchall())
+    connection.close()
+    assert rows["old-1"] is None and len(rows[logins[1]["event_id"]]) == 64
+    # And the new id is now guarded: other content under it is refused
+    changed = {**logins[1], "account_id": "someone-else"}
+    code, _, err = ingest(capsys, write_lines(project / "f.jsonl", [json.dumps(changed)]))
+    assert code == 1 and f"event {changed['event_id']} was already stored" in err
 
 
 # Training and batch readers ---------------------------------------------------------------------

@@ -131,6 +131,7 @@ def test_a_batch_is_folded_and_nothing_comes_back(store: Any, metrics: Recorder)
             "Ignored": 1,
             "Invalid": 0,
             "FromTheFuture": 0,
+            "Conflicts": 0,
             "Failed": 0,
             "Commits": 2,
             "Retries": 0,
@@ -354,3 +355,29 @@ def test_one_event_id_with_two_contents_in_a_batch_folds_the_first_and_refuses_t
         "event l1 appears twice with different content, under two accounts: "
         "acct (message m0) and other (message m1)"
     ) in caplog.text
+
+
+def test_an_event_id_reused_across_batches_with_other_content_comes_back_and_is_counted(
+    store: Any, metrics: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a batch that folded l1 and l2 into acct
+    updater = updater_over(store, metrics)
+    assert failures(updater.handle(batch(login("l1"), login("l2")))) == []
+    # When a later batch brings l1 again as is, l2 under another account (a producer reused the
+    # id), and a new l3
+    event = batch(login("l1"), login("l2", account="other"), login("l3"))
+    with caplog.at_level(logging.WARNING, logger="sds.features_updater"):
+        response = updater.handle(event)
+    # Then only l2's message comes back (to end in the dead-letter queue), counted and logged;
+    # the rest of the batch is applied, and l2 is folded nowhere
+    assert failures(response) == ["m1"]
+    line = metrics.lines[-1]
+    assert (line["Conflicts"], line["Applied"], line["Duplicates"], line["Failed"]) == (1, 1, 1, 0)
+    assert burst(store) == 3 and burst(store, "other") == 0
+    assert (
+        "event l2 of message(s) m1 not folded: event l2 was already stored from an earlier input "
+        "with different content; this copy (account other) is refused"
+    ) in caplog.text
+    # And each redelivery of it comes back again, until the queue moves it aside
+    assert failures(updater.handle(batch(login("l2", account="other")))) == ["m0"]
+    assert metrics.lines[-1]["Conflicts"] == 1

@@ -16,7 +16,8 @@ def register(commands: Commands) -> None:
         "ingest",
         run,
         "fold activity events from a file into an environment's local feature store (what "
-        "`sds serve` reads the account aggregates from); nothing is stored if any event is invalid",
+        "`sds serve` reads the account aggregates from); nothing is stored if any event is invalid "
+        "or reuses an event id the store holds with other content",
         [
             "sds ingest data/events.jsonl.gz --env dev",
             "sds ingest data/events.jsonl.gz --env dev --clock events   # replay a history",
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     result = ingest(ws, env.name, args.data, clock=args.clock, on_batch=progress)
     if args.json:
         print_json(result.to_dict())
-        return 1 if result.totals.failed else 0
+        return 1 if result.totals.failed or result.totals.conflicts else 0
     totals = result.totals
     print(
         f"{env.name}: {result.events} events -> {totals.applied} applied, "
@@ -57,4 +58,7 @@ def run(args: argparse.Namespace) -> int:
     )
     for event_id, reason in list(totals.failed.items())[:5]:
         print(f"  failed {event_id}: {reason}", file=sys.stderr)
-    return 1 if totals.failed else 0
+    # Only a writer racing this run gets here: conflicts with the store refuse the input first.
+    for event_id, reason in list(totals.conflicts.items())[:5]:
+        print(f"  refused {event_id}: {reason}", file=sys.stderr)
+    return 1 if totals.failed or totals.conflicts else 0

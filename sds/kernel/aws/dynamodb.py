@@ -36,11 +36,21 @@ Item = dict[str, Any]
 
 class TransactionCanceled(AwsError):
     """`TransactWriteItems` wrote nothing; `reasons` holds DynamoDB's cancellation reason code
-    for each item in request order (`None` for an item that was not the cause)."""
+    for each item in request order (`None` for an item that was not the cause), and `items` the
+    item as it was for each one whose condition failed and that asked for it
+    (`ReturnValuesOnConditionCheckFailure: ALL_OLD`), else None."""
 
-    def __init__(self, message: str, *, reasons: list[str | None], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        reasons: list[str | None],
+        items: list[Item | None] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(message, **kwargs)
         self.reasons = reasons
+        self.items = items if items is not None else [None] * len(reasons)
 
 
 class DynamoDBClient(AwsClient):
@@ -64,6 +74,7 @@ class DynamoDBClient(AwsClient):
             return TransactionCanceled(
                 message,
                 reasons=[_reason_code(reason) for reason in reasons],
+                items=[_reason_item(reason) for reason in reasons],
                 service=self.service,
                 operation=operation,
                 code=code,
@@ -186,6 +197,11 @@ class DynamoDBClient(AwsClient):
 def _reason_code(reason: Any) -> str | None:
     code = reason.get("Code") if isinstance(reason, dict) else None
     return None if code in (None, "", "None") else str(code)
+
+
+def _reason_item(reason: Any) -> Item | None:
+    item = reason.get("Item") if isinstance(reason, dict) else None
+    return item if isinstance(item, dict) else None
 
 
 # Typed attribute values ------------------------------------------------------------------------

@@ -1,14 +1,22 @@
 """The online feature store: each account's aggregate state, and which events it holds.
 
 A store keeps, per entity, the bucketed state `sds.kernel.aggregates.fold` produces, with a
-version for compare-and-swap, and the ids of the events folded in (until they are too old to
-matter), so a redelivered event is never counted twice. The logic (folding, evaluating, retries)
-lives in `sds.kernel.online`; a store only persists, with two guarantees:
+version for compare-and-swap, and the ids of the events folded in, each with the digest of its
+content (`sds.kernel.events.content_digest`), until they are too old to matter: a redelivered
+event is never counted twice, and an id reused for other content is told apart from a
+redelivery. The logic (folding, evaluating, retries) lives in `sds.kernel.online`; a store only
+persists, with these guarantees:
 
 - `read(entities)` returns every requested entity's state in one round trip;
 - `commit(...)` writes an entity's new state only if its version is still the one read, and only
   if none of the events is already recorded; otherwise nothing is written and it raises
-  `VersionConflict` or `DuplicateEvents` (naming the duplicates).
+  `VersionConflict` or `DuplicateEvents` (naming the copies, and apart the conflicts: ids
+  recorded with another digest);
+- `recorded(event_ids)` says which ids are recorded, with their digests (a check before any
+  commit: `sds ingest` and `POST /events` refuse an input that conflicts with the store).
+
+Ids recorded before digests were kept have none (None): a later copy of one is a duplicate,
+whatever its content, since nothing can tell.
 
 `open_feature_store("sqlite:///path/to/file.db" | "dynamodb://table")` picks the backend
 (`sds.kernel.featurestore.sqlite`, `sds.kernel.featurestore.dynamodb`); both pass one contract
@@ -19,7 +27,7 @@ splits an account's batch to fit.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -40,11 +48,37 @@ class VersionConflict(FeatureStoreError):
 
 
 class DuplicateEvents(FeatureStoreError):
-    """Some of the events are already recorded: drop them and refold the rest."""
+    """Some of the events are already recorded, and nothing was written: drop them and refold
+    the rest. `event_ids` are copies (the same digest, or an id recorded without one);
+    `conflicts` are ids recorded with another digest (never to be applied: a reused id)."""
 
-    def __init__(self, event_ids: Sequence[str]) -> None:
-        super().__init__(f"already recorded: {', '.join(sorted(event_ids)[:5])}")
+    def __init__(self, event_ids: Iterable[str], conflicts: Iterable[str] = ()) -> None:
         self.event_ids = frozenset(event_ids)
+        self.conflicts = frozenset(conflicts)
+        parts = []
+        if self.event_ids:
+            parts.append(f"already recorded: {', '.join(sorted(self.event_ids)[:5])}")
+        if self.conflicts:
+            shown = ", ".join(sorted(self.conflicts)[:5])
+            parts.append(f"recorded with different content: {shown}")
+        super().__init__("; ".join(parts))
+
+
+def split_recorded(
+    recorded: Mapping[str, str | None], digests: Mapping[str, str]
+) -> tuple[list[str], list[str]]:
+    """The recorded ids among `digests`' as (duplicates, conflicts): a conflict is recorded with
+    a digest other than the one given; an id recorded without a digest (before they were kept)
+    or given without one is a duplicate, since nothing can tell."""
+    duplicates: list[str] = []
+    conflicts: list[str] = []
+    for event_id, stored in recorded.items():
+        given = digests.get(event_id)
+        if stored is not None and given is not None and stored != given:
+            conflicts.append(event_id)
+        else:
+            duplicates.append(event_id)
+    return duplicates, conflicts
 
 
 @dataclass(frozen=True)
@@ -69,6 +103,11 @@ class FeatureStore(Protocol):
         """Every requested entity that has state (absent ones are left out), in one round trip."""
         ...
 
+    def recorded(self, event_ids: Sequence[str]) -> Mapping[str, str | None]:
+        """Each of `event_ids` already recorded, with its content digest (None: recorded
+        before digests were kept); read consistently."""
+        ...
+
     def commit(
         self,
         entity: str,
@@ -77,10 +116,13 @@ class FeatureStore(Protocol):
         state: EntityState,
         events: Mapping[str, int],
         expires_at: int,
+        digests: Mapping[str, str] | None = None,
     ) -> None:
         """Store `state` and record `events` (event id -> time after which the id may be
-        forgotten, microseconds), if the version still matches and no id is recorded yet.
-        `expires_at`: when the entity's state can no longer affect any value (microseconds)."""
+        forgotten, microseconds) with their content `digests` (event id -> digest; an id
+        without one is recorded without), if the version still matches and no id is recorded
+        yet. `expires_at`: when the entity's state can no longer affect any value
+        (microseconds)."""
         ...
 
 

@@ -6,11 +6,16 @@ seconds) so that DynamoDB deletes them once they can no longer matter:
 - an account: `pk = "<definitions>#account#<account_id>"`, its bucketed state as compact JSON
   (`state`) and a `version`. A commit is a conditional put on that version (compare-and-swap;
   `attribute_not_exists` for the first one); `ttl` is when nothing in the state can count any more.
-- an event folded in: `pk = "<definitions>#event#<event_id>"`, written with
-  `attribute_not_exists(pk)` in the same `TransactWriteItems` as the account's new state, and kept
-  until the event is older than the longest window (plus lateness). A redelivered event makes the
-  transaction fail on its own item (`ConditionalCheckFailed`): nothing is written, and the store
-  raises `DuplicateEvents` naming it.
+- an event folded in: `pk = "<definitions>#event#<event_id>"` with the digest of its content
+  (`digest`, `sds.kernel.events.content_digest`), written with `attribute_not_exists(pk)` in the
+  same `TransactWriteItems` as the account's new state, and kept until the event is older than
+  the longest window (plus lateness). A redelivered event makes the transaction fail on its own
+  item (`ConditionalCheckFailed`): nothing is written, and the store raises `DuplicateEvents`
+  naming it. Each event item asks for the item it collided with
+  (`ReturnValuesOnConditionCheckFailure: ALL_OLD`), so the cancellation itself says whether the
+  id was recorded with the same digest (a duplicate) or another (a conflict: an id reused for
+  other content), with no extra request; an item from before digests were kept has none, and
+  counts as a duplicate.
 
 `<definitions>` is the first 16 hex digits of the aggregate definitions' fingerprint
 (`sds.kernel.aggregates.fingerprint`): definitions that change start from an empty state in the
@@ -52,6 +57,7 @@ from sds.kernel.featurestore import (
     FeatureStoreError,
     Stored,
     VersionConflict,
+    split_recorded,
 )
 
 # The table's shape, as the stack creates it (stacks/components/feature_table.py) and the tests.
@@ -59,6 +65,7 @@ PARTITION_KEY = "pk"
 TTL_ATTRIBUTE = "ttl"
 STATE = "state"
 VERSION = "version"
+DIGEST = "digest"
 
 ITEM_LIMIT_BYTES = 400 * 1024  # DynamoDB's maximum item size, names and values together
 BATCH_GET_LIMIT = 100  # keys per BatchGetItem request
@@ -134,19 +141,34 @@ class DynamoDBFeatureStore:
         found: dict[str, Stored] = {}
         keys = list(by_key)
         for start in range(0, len(keys), BATCH_GET_LIMIT):
-            for item in self._batch_get(keys[start : start + BATCH_GET_LIMIT]):
+            for item in self._batch_get(keys[start : start + BATCH_GET_LIMIT], (STATE, VERSION)):
                 key = item.get(PARTITION_KEY, {}).get("S")
                 if key in by_key:
                     found[by_key[key]] = self._stored(by_key[key], item)
         return found
 
-    def _batch_get(self, keys: list[str]) -> list[dict[str, Any]]:
+    def recorded(self, event_ids: Sequence[str]) -> Mapping[str, str | None]:
+        by_key = {self.event_key(event_id): event_id for event_id in dict.fromkeys(event_ids)}
+        found: dict[str, str | None] = {}
+        keys = list(by_key)
+        for start in range(0, len(keys), BATCH_GET_LIMIT):
+            chunk = keys[start : start + BATCH_GET_LIMIT]
+            for item in self._batch_get(chunk, (DIGEST,), consistent=True):
+                key = item.get(PARTITION_KEY, {}).get("S")
+                if key in by_key:
+                    found[by_key[key]] = _digest(item)
+        return found
+
+    def _batch_get(
+        self, keys: list[str], attributes: tuple[str, ...], *, consistent: bool = False
+    ) -> list[dict[str, Any]]:
+        names = {"#k": PARTITION_KEY, **{f"#a{i}": name for i, name in enumerate(attributes)}}
         request: dict[str, Any] = {
             "Keys": [{PARTITION_KEY: {"S": key}} for key in keys],
-            "ProjectionExpression": "#k, #s, #v",
-            "ExpressionAttributeNames": {"#k": PARTITION_KEY, "#s": STATE, "#v": VERSION},
+            "ProjectionExpression": ", ".join(names),
+            "ExpressionAttributeNames": names,
         }
-        if self.consistent_read:
+        if consistent or self.consistent_read:
             request["ConsistentRead"] = True
         pending: dict[str, Any] = {self.table: request}
         items: list[dict[str, Any]] = []
@@ -192,8 +214,10 @@ class DynamoDBFeatureStore:
         state: EntityState,
         events: Mapping[str, int],
         expires_at: int,
+        digests: Mapping[str, str] | None = None,
     ) -> None:
         ids = list(events)
+        digests = digests or {}
         if len(ids) > TRANSACTION_LIMIT - 1:
             raise ValueError(
                 f"a commit records at most {TRANSACTION_LIMIT - 1} events, got {len(ids)} "
@@ -223,16 +247,22 @@ class DynamoDBFeatureStore:
             put["ExpressionAttributeValues"] = {":v": {"N": str(expected_version)}}
         items: list[dict[str, Any]] = [{"Put": put}]
         for event_id in ids:
+            event_item = {
+                PARTITION_KEY: {"S": self.event_key(event_id)},
+                TTL_ATTRIBUTE: {"N": str(_epoch_seconds(events[event_id]))},
+            }
+            if event_id in digests:
+                event_item[DIGEST] = {"S": digests[event_id]}
             items.append(
                 {
                     "Put": {
                         "TableName": self.table,
-                        "Item": {
-                            PARTITION_KEY: {"S": self.event_key(event_id)},
-                            TTL_ATTRIBUTE: {"N": str(_epoch_seconds(events[event_id]))},
-                        },
+                        "Item": event_item,
                         "ConditionExpression": "attribute_not_exists(#k)",
                         "ExpressionAttributeNames": {"#k": PARTITION_KEY},
+                        # On a collision, the recorded item comes back with the cancellation:
+                        # its digest tells a redelivery from a reused id, at no extra request.
+                        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
                     }
                 }
             )
@@ -245,21 +275,32 @@ class DynamoDBFeatureStore:
         try:
             self.client.call("TransactWriteItems", request)
         except TransactionCanceled as exc:
-            raise self._cancelled(entity, ids, exc) from exc
+            raise self._cancelled(entity, ids, digests, exc) from exc
         except AwsError as exc:
             raise self._error(f"commit of {entity!r}", exc) from exc
 
     def _cancelled(
-        self, entity: str, ids: list[str], exc: TransactionCanceled
+        self,
+        entity: str,
+        ids: list[str],
+        digests: Mapping[str, str],
+        exc: TransactionCanceled,
     ) -> FeatureStoreError:
         reasons = exc.reasons
-        duplicates = [
-            event_id
-            for event_id, reason in zip(ids, reasons[1:], strict=False)
+        collided = {
+            event_id: old
+            for event_id, reason, old in zip(ids, reasons[1:], exc.items[1:], strict=False)
             if reason == "ConditionalCheckFailed"
-        ]
-        if duplicates:
-            return DuplicateEvents(duplicates)
+        }
+        recorded = {event_id: _digest(old) for event_id, old in collided.items()}
+        unreturned = [event_id for event_id, old in collided.items() if old is None]
+        if unreturned:
+            # An endpoint that did not return the items asked for: read their digests (a
+            # consistent read; an id gone since, by TTL, counts as a duplicate).
+            found = self.recorded(unreturned)
+            recorded.update({event_id: found.get(event_id) for event_id in unreturned})
+        if recorded:
+            return DuplicateEvents(*split_recorded(recorded, digests))
         if reasons and reasons[0] == "ConditionalCheckFailed":
             return VersionConflict(f"{entity}: changed since it was read")
         if "TransactionConflict" in reasons:
@@ -279,6 +320,12 @@ class DynamoDBFeatureStore:
         if isinstance(exc, AwsConnectionError):
             return FeatureStoreError(f"{self.uri}: {what} failed: DynamoDB did not answer: {exc}")
         return FeatureStoreError(f"{self.uri}: {what} failed: {exc}")
+
+
+def _digest(item: Mapping[str, Any] | None) -> str | None:
+    """An event item's content digest (None: written before digests were kept, or not sent)."""
+    value = (item or {}).get(DIGEST)
+    return str(value["S"]) if isinstance(value, Mapping) and "S" in value else None
 
 
 def _epoch_seconds(micros: int) -> int:

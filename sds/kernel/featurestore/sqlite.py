@@ -3,6 +3,10 @@
 One file, safe for several processes at once (`sds serve` reading while `sds ingest` writes):
 write-ahead logging, and each commit in an IMMEDIATE transaction that checks the version and
 the event ids before writing anything.
+
+Each recorded event id keeps its content digest (`events.digest`). A file written before digests
+were kept gains the column when it is opened (its ids keep none: a later copy of one counts as a
+duplicate, whatever its content), and older code can still write to it.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from sds.kernel.featurestore import (
     FeatureStoreError,
     Stored,
     VersionConflict,
+    split_recorded,
 )
 
 _SCHEMA = """
@@ -30,7 +35,8 @@ CREATE TABLE IF NOT EXISTS entities (
 );
 CREATE TABLE IF NOT EXISTS events (
     event_id TEXT PRIMARY KEY,
-    expires_at INTEGER NOT NULL
+    expires_at INTEGER NOT NULL,
+    digest TEXT
 );
 CREATE INDEX IF NOT EXISTS events_expiry ON events (expires_at);
 """
@@ -68,12 +74,30 @@ class SqliteFeatureStore:
                 # store; the AWS one is DynamoDB). An fsync per commit made folding 10x slower.
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.executescript(_SCHEMA)
+                self._add_digest_column()
                 return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or time.monotonic() + pause > deadline:
                     raise
             time.sleep(pause)
             pause = min(pause * 2, 0.1)
+
+    def _add_digest_column(self) -> None:
+        """Migrate a file from before digests were kept (checked and altered in one write
+        transaction, so two processes opening an old file at once add the column once)."""
+        if self._has_digest_column():
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            if not self._has_digest_column():
+                self._db.execute("ALTER TABLE events ADD COLUMN digest TEXT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _has_digest_column(self) -> bool:
+        return any(row[1] == "digest" for row in self._db.execute("PRAGMA table_info(events)"))
 
     @property
     def uri(self) -> str:
@@ -101,6 +125,25 @@ class SqliteFeatureStore:
                 raise FeatureStoreError(f"{self.path}: read failed: {exc}") from exc
         return found
 
+    def recorded(self, event_ids: Sequence[str]) -> Mapping[str, str | None]:
+        with self._lock:
+            try:
+                return self._recorded(list(dict.fromkeys(event_ids)))
+            except sqlite3.Error as exc:
+                raise FeatureStoreError(f"{self.path}: read failed: {exc}") from exc
+
+    def _recorded(self, ids: list[str]) -> dict[str, str | None]:
+        found: dict[str, str | None] = {}
+        for start in range(0, len(ids), _MAX_VARIABLES):
+            chunk = ids[start : start + _MAX_VARIABLES]
+            for event_id, digest in self._db.execute(
+                "SELECT event_id, digest FROM events WHERE event_id IN "
+                f"({','.join('?' * len(chunk))})",
+                chunk,
+            ):
+                found[event_id] = digest
+        return found
+
     def commit(
         self,
         entity: str,
@@ -109,12 +152,13 @@ class SqliteFeatureStore:
         state: EntityState,
         events: Mapping[str, int],
         expires_at: int,
+        digests: Mapping[str, str] | None = None,
     ) -> None:
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    self._commit(entity, expected_version, state, events, expires_at)
+                    self._commit(entity, expected_version, state, events, expires_at, digests or {})
                 except BaseException:
                     self._db.execute("ROLLBACK")
                     raise
@@ -129,20 +173,11 @@ class SqliteFeatureStore:
         state: EntityState,
         events: Mapping[str, int],
         expires_at: int,
+        digests: Mapping[str, str],
     ) -> None:
-        ids = list(events)
-        recorded: list[str] = []
-        for start in range(0, len(ids), _MAX_VARIABLES):
-            chunk = ids[start : start + _MAX_VARIABLES]
-            recorded += [
-                row[0]
-                for row in self._db.execute(
-                    f"SELECT event_id FROM events WHERE event_id IN ({','.join('?' * len(chunk))})",
-                    chunk,
-                )
-            ]
+        recorded = self._recorded(list(events))
         if recorded:
-            raise DuplicateEvents(recorded)
+            raise DuplicateEvents(*split_recorded(recorded, digests))
         row = self._db.execute(
             "SELECT version FROM entities WHERE entity = ?", (entity,)
         ).fetchone()
@@ -156,7 +191,8 @@ class SqliteFeatureStore:
             (entity, document, expected_version + 1, expires_at),
         )
         self._db.executemany(
-            "INSERT INTO events (event_id, expires_at) VALUES (?, ?)", list(events.items())
+            "INSERT INTO events (event_id, expires_at, digest) VALUES (?, ?, ?)",
+            [(event_id, expiry, digests.get(event_id)) for event_id, expiry in events.items()],
         )
 
     def expire(self, now: int) -> int:
