@@ -109,8 +109,7 @@ class FeatureUpdater:
         failed: list[str] = []
         pending: list[tuple[int, Mapping[str, Any]]] = []
         messages_of: dict[str, list[str]] = {}  # event id -> the messages that carry it
-        # event id -> its first message, that message's event and its content digest
-        first: dict[str, tuple[str, Mapping[str, Any], str]] = {}
+        first: dict[str, tuple[str, Mapping[str, Any]]] = {}  # event id -> its first message
         for record in records:
             message_id = str(record.get("messageId", "")) if isinstance(record, Mapping) else ""
             parsed, problems = self._parse(record)
@@ -137,15 +136,14 @@ class FeatureUpdater:
                 failed.append(message_id)
                 continue
             event_id = str(activity["event_id"])
-            digest = content_digest(activity)
             if event_id not in messages_of:
                 pending.append((occurred, activity))
-                first[event_id] = (message_id, activity, digest)
-            elif first[event_id][2] != digest:
+                first[event_id] = (message_id, activity)
+            elif content_digest(first[event_id][1]) != content_digest(activity):
                 # Not a redelivery: the same id with other content is refused, as `sds ingest`
                 # and training refuse it; the message stays in the dead-letter queue to be seen.
                 counts["Invalid"] += 1
-                known_message, known, _ = first[event_id]
+                known_message, known = first[event_id]
                 logger.warning(
                     "invalid activity event in message %s: %s",
                     message_id or "?",

@@ -134,9 +134,13 @@ def recorded_conflict_message(event_id: str, copy: tuple[str, str | None]) -> st
     )
 
 
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+_SCALARS = (str, int, bool, type(None))
+
+
 def _canonical(value: Any) -> Any:
     # 5 and 5.0 are one JSON number (and equal in Python): one form, whichever a producer wrote.
-    if isinstance(value, float) and value.is_integer():
+    if type(value) is float and value.is_integer():
         return int(value)
     if isinstance(value, Mapping):
         return {str(k): _canonical(v) for k, v in value.items()}
@@ -149,21 +153,22 @@ def content_digest(event: Mapping[str, Any]) -> str:
     """The sha256 (hex) of a validated event's canonical JSON (keys sorted, no spaces, integral
     numbers without a fraction): the one test of "same content" for an event id, within one
     input (`first_conflict`) and against the ids the feature store has recorded."""
-    canonical = json.dumps(
-        _canonical(event), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    )
-    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+    # The updater digests every event it folds: a flat event's scalars go through as they are.
+    canonical = {
+        str(key): value if type(value) in _SCALARS else _canonical(value)
+        for key, value in event.items()
+    }
+    return hashlib.sha256(_ENCODER.encode(canonical).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def first_conflict(located: Iterable[tuple[str, Mapping[str, Any]]]) -> str | None:
     """`conflict_message` for the first event id of validated activity events (each with where
     it is) that appears again with other content (`content_digest`), or None. An exact copy is
     a redelivery, not a conflict: the updater counts it once."""
-    seen: dict[str, tuple[str, Mapping[str, Any], str]] = {}
+    seen: dict[str, tuple[str, Mapping[str, Any]]] = {}
     for where, event in located:
-        digest = content_digest(event)
-        known = seen.setdefault(str(event["event_id"]), (where, event, digest))
-        if known[2] != digest:
+        known = seen.setdefault(str(event["event_id"]), (where, event))
+        if known[1] is not event and content_digest(known[1]) != content_digest(event):
             return conflict_message(
                 str(event["event_id"]),
                 (str(known[1]["account_id"]), known[0]),

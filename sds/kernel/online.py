@@ -222,7 +222,11 @@ class OnlineFeatures:
         recorded = self.store.recorded([str(event["event_id"]) for _, event in located])
         if not recorded:
             return []
-        digests = {str(e["event_id"]): content_digest(e) for _, e in located}
+        digests = {
+            event_id: content_digest(e)
+            for _, e in located
+            if (event_id := str(e["event_id"])) in recorded
+        }
         _, conflicting = split_recorded(recorded, digests)
         refused = set(conflicting)
         found: list[tuple[str, str]] = []

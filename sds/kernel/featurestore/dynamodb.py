@@ -141,34 +141,19 @@ class DynamoDBFeatureStore:
         found: dict[str, Stored] = {}
         keys = list(by_key)
         for start in range(0, len(keys), BATCH_GET_LIMIT):
-            for item in self._batch_get(keys[start : start + BATCH_GET_LIMIT], (STATE, VERSION)):
+            for item in self._batch_get(keys[start : start + BATCH_GET_LIMIT]):
                 key = item.get(PARTITION_KEY, {}).get("S")
                 if key in by_key:
                     found[by_key[key]] = self._stored(by_key[key], item)
         return found
 
-    def recorded(self, event_ids: Sequence[str]) -> Mapping[str, str | None]:
-        by_key = {self.event_key(event_id): event_id for event_id in dict.fromkeys(event_ids)}
-        found: dict[str, str | None] = {}
-        keys = list(by_key)
-        for start in range(0, len(keys), BATCH_GET_LIMIT):
-            chunk = keys[start : start + BATCH_GET_LIMIT]
-            for item in self._batch_get(chunk, (DIGEST,), consistent=True):
-                key = item.get(PARTITION_KEY, {}).get("S")
-                if key in by_key:
-                    found[by_key[key]] = _digest(item)
-        return found
-
-    def _batch_get(
-        self, keys: list[str], attributes: tuple[str, ...], *, consistent: bool = False
-    ) -> list[dict[str, Any]]:
-        names = {"#k": PARTITION_KEY, **{f"#a{i}": name for i, name in enumerate(attributes)}}
+    def _batch_get(self, keys: list[str]) -> list[dict[str, Any]]:
         request: dict[str, Any] = {
             "Keys": [{PARTITION_KEY: {"S": key}} for key in keys],
-            "ProjectionExpression": ", ".join(names),
-            "ExpressionAttributeNames": names,
+            "ProjectionExpression": "#k, #s, #v",
+            "ExpressionAttributeNames": {"#k": PARTITION_KEY, "#s": STATE, "#v": VERSION},
         }
-        if consistent or self.consistent_read:
+        if self.consistent_read:
             request["ConsistentRead"] = True
         pending: dict[str, Any] = {self.table: request}
         items: list[dict[str, Any]] = []
@@ -203,6 +188,31 @@ class DynamoDBFeatureStore:
                 "was the item written by something else?"
             ) from exc
         return Stored(state=state, version=version)
+
+    def recorded(self, event_ids: Sequence[str]) -> Mapping[str, str | None]:
+        """Not on the scoring path: the check before a commit, and a cancellation whose items
+        did not come back. Consistent reads, `UnprocessedKeys` fetched again by the client."""
+        by_key = {self.event_key(event_id): event_id for event_id in dict.fromkeys(event_ids)}
+        found: dict[str, str | None] = {}
+        keys = list(by_key)
+        for start in range(0, len(keys), BATCH_GET_LIMIT):
+            request = {
+                "Keys": [
+                    {PARTITION_KEY: {"S": key}} for key in keys[start : start + BATCH_GET_LIMIT]
+                ],
+                "ProjectionExpression": "#k, #d",
+                "ExpressionAttributeNames": {"#k": PARTITION_KEY, "#d": DIGEST},
+                "ConsistentRead": True,
+            }
+            try:
+                answer = self.client.batch_get_item({self.table: request})
+            except AwsError as exc:
+                raise self._error("read of event ids", exc) from exc
+            for item in answer.get(self.table, []):
+                key = item.get(PARTITION_KEY, {}).get("S")
+                if key in by_key:
+                    found[by_key[key]] = _digest(item)
+        return found
 
     # Commits ------------------------------------------------------------------------------
 
