@@ -195,6 +195,25 @@ def test_an_event_id_stored_by_an_earlier_request_with_other_content_gets_a_409(
     assert (answer["applied"], answer["duplicates"], answer["conflicts"]) == (0, 4, {})
 
 
+def test_a_conflict_a_concurrent_writer_brought_in_after_the_check_is_a_409_too(
+    api: LocalApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a stored login, and a request reusing its id under another account beside a new
+    # login, while another writer stores the first between the request's check and its commit
+    assert post_events(api, json.dumps({"events": [failed_login("l1")]}).encode())[0] == 202
+    monkeypatch.setattr("sds.kernel.online.OnlineFeatures.recorded_conflicts", lambda *_: [])
+    reused = {**failed_login("l1"), "account_id": "someone-else"}
+    body = {"events": [failed_login("n1"), reused]}
+    # When it is posted
+    status, answer = post_events(api, json.dumps(body).encode())
+    # Then the commit caught it: 409 naming it where it is, and saying the rest was stored
+    assert (status, answer["error"]) == (409, "conflicts_with_stored_events")
+    assert answer["message"].endswith("the other events were stored")
+    assert [p["field"] for p in answer["problems"]] == ["events[1]"]
+    assert answer["applied"] == 1 and list(answer["conflicts"]) == ["l1"]
+    assert stored_event_ids(tmp_path / "features.db") == 2
+
+
 def test_a_handler_that_raises_answers_502_as_api_gateway_does_and_the_api_keeps_serving(
     api: LocalApi, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
