@@ -325,6 +325,7 @@ def rollback_live(
                 current,
                 to_version,
                 served=partial(served_versions, registry, env, current),
+                command=ws.command,
             )
             # The manifest names the sha256 to look for; `move_alias` verifies every artifact
             # before the registry alias moves (and `live` is put back if that fails).
@@ -412,7 +413,7 @@ def rollback_live(
                 if to_version is None:
                     raise ConcurrentRollback(
                         f"{env}: a promotion moved the registry alias while this rollback ran; "
-                        f"live is back on Lambda version {before}. Check `sds history --env {env}` "
+                        f"live is back on Lambda version {before}. Check `{ws.command(f'history --env {env}')}` "
                         "and run the rollback again (with --to VERSION to be explicit)"
                     ) from None
                 continue

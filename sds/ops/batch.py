@@ -76,8 +76,8 @@ def model_for(ws: Workspace, env: str, version: int | None) -> ModelRef:
         pin = read_pin(ws.lock_path, model=ws.model, env=env)
         if pin is None:
             raise SdsError(
-                f"{env} has no pinned model to score with: promote one (sds promote VERSION "
-                f"--to {env}) or name a version with --version"
+                f"{env} has no pinned model to score with: promote one "
+                f"({ws.command(f'promote VERSION --to {env}')}) or name a version with --version"
             )
         return ModelRef(ws.model, pin.version, pin.sha256, registry.uri)
     try:

@@ -23,7 +23,7 @@ from sds.config import Gates, MustBeatLive
 from sds.kernel.behaviour import expected_alert_rate
 from sds.kernel.comparison import Comparison, ComparisonError
 from sds.kernel.errors import Refused, SdsError
-from sds.kernel.lock import LockFile, LockFileError, Pin, check_writable, sync_pin
+from sds.kernel.lock import LockFile, LockFileError, Pin, check_writable, read_lock, sync_pin
 from sds.kernel.registry import (
     AliasState,
     ConcurrentUpdate,
@@ -112,17 +112,76 @@ def registering_environment(ws: Workspace, env: str, *, on_fargate: bool) -> str
     if not on_fargate:
         raise VersionsAllocatedElsewhere(
             f"{env} receives versions only by promotion: versions are allocated in {start}, "
-            f"where the promotion chain starts. Train there (sds train --env {start} --data "
-            f"PATH, then sds promote VERSION --to {start} and up the chain), or run {env}'s "
+            f"where the promotion chain starts. Train there "
+            f"({ws.command(f'train --env {start} --data PATH')}, then "
+            f"{ws.command(f'promote VERSION --to {start}')} and up the chain), or run {env}'s "
             f"training task on its data, which registers in {start}: sds --aws train --env "
             f"{env} --on-fargate"
         )
     return start
 
 
+def _pin_document(pin: Pin | None) -> dict[str, Any] | None:
+    return None if pin is None else pin.to_dict()
+
+
+@dataclass(frozen=True)
+class LockChange:
+    """What writing an environment's pin from its registry alias did to models.lock.json: the
+    pin before and after, and the shadow pin the same write removed (the shadow's version went
+    live, or nothing is live any more), if any. A promotion whose alias was already in place can
+    still rewrite a stale pin: the command says so instead of "nothing to do"."""
+
+    env: str
+    was: Pin | None
+    pin: Pin | None
+    shadow_removed: Pin | None = None
+
+    @property
+    def pin_rewritten(self) -> bool:
+        # As the lock file compares pins: by what is written (an expected alert rate included).
+        return _pin_document(self.was) != _pin_document(self.pin)
+
+    @property
+    def changed(self) -> bool:
+        return self.pin_rewritten or self.shadow_removed is not None
+
+    def was_phrase(self) -> str:
+        """What the pin was, said against what it is now ("version 1", "none", ...)."""
+        was, now = self.was, self.pin
+        if was is None:
+            return "there was none"
+        if now is not None and was.version == now.version:
+            if was.sha256 != now.sha256:
+                return f"was version {was.version} with sha256 {was.sha256[:12]}..."
+            if was.expected_alert_rate is None:
+                return f"was version {was.version} without its expected alert rate"
+            return f"was version {was.version} expecting alert rate {was.expected_alert_rate:g}"
+        return f"was version {was.version}"
+
+    def shadow_phrase(self) -> str | None:
+        """The sentence about the removed shadow pin, or None when the shadow pin is as it was."""
+        removed = self.shadow_removed
+        if removed is None:
+            return None
+        if self.pin is None:
+            return f"shadow pin removed (version {removed.version}): nothing is live in {self.env}"
+        return f"shadow pin removed: its version {removed.version} is live in {self.env} now"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "changed": self.changed,
+            "pin_rewritten": self.pin_rewritten,
+            "pin_was": _pin_document(self.was),
+            "pin": _pin_document(self.pin),
+            "shadow_removed": _pin_document(self.shadow_removed),
+        }
+
+
 @dataclass(frozen=True)
 class AliasChange:
-    """What a promote or rollback did (or found already done)."""
+    """What a promote or rollback did (or found already done), in the registry (`changed`: the
+    alias moved) and in models.lock.json (`lock`)."""
 
     action: str
     env: str
@@ -133,6 +192,7 @@ class AliasChange:
     copied_from: str | None = None
     gates: list[GateResult] = field(default_factory=list)
     duration_ms: float = 0.0
+    lock: LockChange | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -145,6 +205,7 @@ class AliasChange:
             "copied_from": self.copied_from,
             "gates": [g.to_dict() for g in self.gates],
             "duration_ms": self.duration_ms,
+            "lock_file": None if self.lock is None else self.lock.to_dict(),
         }
 
 
@@ -230,7 +291,7 @@ def must_beat_live(ws: Workspace, env: str, version: Version, gate: MustBeatLive
             name,
             False,
             f"version {version.number} was not trained from served traffic, so nothing shows it "
-            f"beats {live}: train one with sds train --from-capture",
+            f"beats {live}: train one with {ws.command(f'train --from-capture --env {env}')}",
         )
     served = comparison.against(state.version, state.sha256)
     if served is None:
@@ -289,7 +350,7 @@ def candidate(ws: Workspace, *, env: str, version: int, source_env: str) -> Cand
         return Candidate(source.verify_version(version), source_env, source)
     except VersionNotFound:
         hint = (
-            f"; promote it there first: sds promote {version} --to {source_env}"
+            f"; promote it there first: {ws.command(f'promote {version} --to {source_env}')}"
             if source_env != env
             else ""
         )
@@ -330,8 +391,13 @@ def admit(
     return target, results, candidate.source_env
 
 
-def _sync_pin(ws: Workspace, env: str, registry: Registry) -> Pin | None:
+def _sync_pin(ws: Workspace, env: str, registry: Registry) -> LockChange:
+    before: list[LockFile] = []
+
     def current() -> Pin | None:
+        # Called under the lock file's lock, just before `sync_pin` reads and rewrites the file:
+        # what is read here is exactly what the write replaces.
+        before.append(read_lock(ws.lock_path, model=ws.model))
         state = registry.get_alias(env)
         if state is None:
             return None
@@ -344,7 +410,12 @@ def _sync_pin(ws: Workspace, env: str, registry: Registry) -> Pin | None:
             expected_alert_rate=expected_alert_rate(manifest),
         )
 
-    return sync_pin(ws.lock_path, model=ws.model, env=env, current=current)
+    pin = sync_pin(ws.lock_path, model=ws.model, env=env, current=current)
+    lock = before[-1]
+    shadow = lock.shadows.get(env)
+    # As `sync_pin` decides: a shadow goes with the live pin, or when it is what is live now.
+    removed = shadow if shadow is not None and (pin is None or shadow == pin) else None
+    return LockChange(env=env, was=lock.pins.get(env), pin=pin, shadow_removed=removed)
 
 
 def promote(
@@ -378,13 +449,16 @@ def promote(
         pinned_shadow = lock.shadows.get(to_env)
         if pinned_shadow is None:
             raise OperationError(
-                f"{to_env} has no shadow to promote (sds shadow VERSION --env {to_env})"
+                f"{to_env} has no shadow to promote "
+                f"({ws.command(f'shadow VERSION --env {to_env}')})"
             )
         # The shadow is already in the target's registry: it was verified there when pinned.
         version, source_env = pinned_shadow.version, to_env
     if version is None:
         if from_env is None:
-            raise OperationError("say which version: sds promote VERSION --to ENV, or --from ENV")
+            raise OperationError(
+                f"say which version: {ws.command('promote VERSION --to ENV')}, or --from ENV"
+            )
         state = ws.registry(from_env).get_alias(from_env)
         if state is None:
             raise OperationError(f"nothing is live in {from_env}: promote a version there first")
@@ -433,13 +507,13 @@ def promote(
         except ConcurrentUpdate:
             continue  # someone moved the alias meanwhile: re-read and promote over it
         except Exception as exc:
-            raise _failed_move(target, to_env, previous, version, exc) from exc
+            raise _failed_move(ws, target, to_env, previous, version, exc) from exc
     else:
         raise OperationError(f"{to_env}: the alias kept changing; try again")
     try:
-        _sync_pin(ws, to_env, target)
+        lock_change = _sync_pin(ws, to_env, target)
     except Exception as exc:
-        raise _interrupted_promotion(to_env, previous, version, exc) from exc
+        raise _interrupted_promotion(ws, to_env, previous, version, exc) from exc
     return AliasChange(
         action="promote",
         env=to_env,
@@ -450,25 +524,26 @@ def promote(
         copied_from=copied_from,
         gates=results,
         duration_ms=round((time.monotonic() - started) * 1000, 1),
+        lock=lock_change,
     )
 
 
 def _failed_move(
-    registry: Registry, env: str, previous: int | None, version: int, exc: Exception
+    ws: Workspace, registry: Registry, env: str, previous: int | None, version: int, exc: Exception
 ) -> OperationError:
     """What to tell after `move_alias` failed: nothing moved (the version failed verification,
     or the alias write failed), or the move may have landed (its audit event failed)."""
     try:
         now = registry.get_alias(env)
     except Exception:  # the store is still failing: whether the move landed is unknown
-        return _interrupted_promotion(env, previous, version, exc)
+        return _interrupted_promotion(ws, env, previous, version, exc)
     if now is not None and now.version == version:
-        return _interrupted_promotion(env, previous, version, exc)
+        return _interrupted_promotion(ws, env, previous, version, exc)
     return OperationError(f"{env}: cannot promote version {version}: {exc}; the alias did not move")
 
 
 def _interrupted_promotion(
-    env: str, previous: int | None, version: int, exc: Exception
+    ws: Workspace, env: str, previous: int | None, version: int, exc: Exception
 ) -> OperationError:
     # Everything checkable was checked before the alias moved (gates, the copy, the lock file):
     # what fails here (the alias's audit event, the pin's write) may follow a move that landed.
@@ -477,8 +552,8 @@ def _interrupted_promotion(
     before = "nothing" if previous is None else str(previous)
     return OperationError(
         f"{env}: promotion {before} -> {version} was interrupted ({exc}) and may have landed "
-        f"in the registry without its pin; finish it with: sds promote {version} --to {env} "
-        "(safe to repeat)"
+        f"in the registry without its pin; finish it with: "
+        f"{ws.command(f'promote {version} --to {env}')} (safe to repeat)"
     )
 
 
@@ -515,6 +590,7 @@ def rollback_target(
     to_version: int | None,
     *,
     served: Callable[[], Collection[int]],
+    command: Callable[[str], str],
 ) -> tuple[int, tuple[int, ...]]:
     """The version a rollback goes to and the alias history it leaves behind.
 
@@ -523,7 +599,8 @@ def rollback_target(
     (one it was rolled back from), the version it leaves is pushed, as a promotion pushes it: a
     plain rollback afterwards returns to where this one started. `served()` (the versions `env`
     has served, read only when needed: it lists the audit trail) refuses a version `env` never
-    served.
+    served. `command` renders the commands its refusals name (`Workspace.command`: with `--aws`
+    on AWS).
     """
     if to_version is None:
         if not current.history:
@@ -534,9 +611,9 @@ def rollback_target(
                     f"{current.version}"
                 )
             back = (
-                f"sds rollback --env {env} --to {min(others)} returns to it"
+                f"{command(f'rollback --env {env} --to {min(others)}')} returns to it"
                 if len(others) == 1
-                else f"sds rollback --env {env} --to VERSION returns to one of them"
+                else f"{command(f'rollback --env {env} --to VERSION')} returns to one of them"
             )
             raise OperationError(
                 f"nothing earlier to roll back to: {env} serves version {current.version}, the "
@@ -554,14 +631,15 @@ def rollback_target(
         raise NeverServed(
             f"version {to_version} was never live in {env} (it has served "
             f"{_versions(known)}): a rollback returns only to a version {env} served; to make "
-            f"version {to_version} live, promote it, gates first: sds promote {to_version} "
-            f"--to {env}"
+            f"version {to_version} live, promote it, gates first: "
+            f"{command(f'promote {to_version} --to {env}')}"
         )
     return to_version, (*current.history, current.version)
 
 
-def sync_env_pin(ws: Workspace, env: str, registry: Registry) -> Pin | None:
-    """Rewrite `env`'s pin in models.lock.json from its registry alias (under the file's lock)."""
+def sync_env_pin(ws: Workspace, env: str, registry: Registry) -> LockChange:
+    """Rewrite `env`'s pin in models.lock.json from its registry alias (under the file's lock);
+    what it changed there."""
     return _sync_pin(ws, env, registry)
 
 
@@ -576,12 +654,25 @@ def rollback(
     if current is None:
         raise OperationError(f"nothing is live in {env}: there is nothing to roll back")
     target_version, history = rollback_target(
-        env, current, to_version, served=partial(served_versions, registry, env, current)
+        env,
+        current,
+        to_version,
+        served=partial(served_versions, registry, env, current),
+        command=ws.command,
     )
     if target_version == current.version:
         registry.ensure_audited(current)  # a retry completes an interrupted move's audit
-        _sync_pin(ws, env, registry)
-        return AliasChange("rollback", env, current.version, current.sha256, current.version, False)
+        unchanged = _sync_pin(ws, env, registry)
+        return AliasChange(
+            "rollback",
+            env,
+            current.version,
+            current.sha256,
+            current.version,
+            False,
+            duration_ms=round((time.monotonic() - started) * 1000, 1),
+            lock=unchanged,
+        )
     try:
         state = registry.move_alias(
             env,
@@ -601,11 +692,11 @@ def rollback(
             f"{env}: cannot roll back to version {target_version}: {exc}"
         ) from None
     except Exception as exc:
-        raise _interrupted_rollback(env, current.version, target_version, exc) from exc
+        raise _interrupted_rollback(ws, env, current.version, target_version, exc) from exc
     try:
-        _sync_pin(ws, env, registry)
+        lock_change = _sync_pin(ws, env, registry)
     except Exception as exc:
-        raise _interrupted_rollback(env, current.version, target_version, exc) from exc
+        raise _interrupted_rollback(ws, env, current.version, target_version, exc) from exc
     return AliasChange(
         action="rollback",
         env=env,
@@ -614,15 +705,18 @@ def rollback(
         previous=current.version,
         changed=True,
         duration_ms=round((time.monotonic() - started) * 1000, 1),
+        lock=lock_change,
     )
 
 
-def _interrupted_rollback(env: str, current: int, target: int, exc: Exception) -> OperationError:
+def _interrupted_rollback(
+    ws: Workspace, env: str, current: int, target: int, exc: Exception
+) -> OperationError:
     # The alias may already have moved (its audit event or the pin failed to write): a plain
     # re-run would then roll back one version too far, so name the command that is safe to repeat.
     return OperationError(
         f"{env}: rollback {current} -> {target} was interrupted ({exc}) and may have landed; "
-        f"finish it with: sds rollback --env {env} --to {target} (safe to repeat)"
+        f"finish it with: {ws.command(f'rollback --env {env} --to {target}')} (safe to repeat)"
     )
 
 

@@ -118,7 +118,7 @@ def _candidate(ws: Workspace, env: str, version: int) -> Candidate:
             raise  # it is there but does not verify: the message says why
         raise OperationError(
             f"version {version} is in neither {env}'s nor {source_env}'s registry; promote it "
-            f"to {source_env} first: sds promote {version} --to {source_env}"
+            f"to {source_env} first: {ws.command(f'promote {version} --to {source_env}')}"
         ) from None
 
 
@@ -143,7 +143,7 @@ def set_shadow(
     if live is None:
         raise OperationError(
             f"nothing is live in {env}: a shadow scores beside a live model; promote one first "
-            f"(sds promote VERSION --to {env})"
+            f"({ws.command(f'promote VERSION --to {env}')})"
         )
     if live.version == version:
         raise OperationError(f"version {version} is live in {env}: it cannot shadow itself")
@@ -570,7 +570,8 @@ def shadowed_in(
             name,
             False,
             f"version {version.number} has not shadowed version {live.version} (live in "
-            f"{where}) on any captured payment: sds shadow {version.number} --env {where}",
+            f"{where}) on any captured payment: "
+            f"{ws.command(f'shadow {version.number} --env {where}')}",
         )
     matured = len(figures.matured[0])
     if matured < gate.min_events:

@@ -117,6 +117,14 @@ class Workspace:
     def on_aws(self) -> bool:
         return self.target == "aws"
 
+    def command(self, arguments: str) -> str:
+        """`sds ARGUMENTS` as a hint prints it, for this workspace's target: every "run this"
+        a command prints goes through here, so that run as printed it acts where the command
+        did. On AWS it says `--aws` explicitly, however the target was chosen (`--aws` or
+        `$SDS_TARGET`): a hint pasted into another shell must not move the local registry's
+        alias and rewrite the shared lock file instead."""
+        return f"sds --aws {arguments}" if self.on_aws else f"sds {arguments}"
+
     @property
     def actor(self) -> str:
         """Who acts, as audit events and manifests record it: on AWS the caller's identity

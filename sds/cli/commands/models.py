@@ -29,9 +29,9 @@ def run(args: argparse.Namespace) -> int:
     # The listing goes on past an unreadable version; each is marked and named on stderr.
     for row in rows:
         if row["problem"] is not None:
+            show = ws.command(f"show {row['version']} --env {env.name}")
             print(
-                f"warning: {env.name}: {row['problem']} (listed as unreadable; sds show "
-                f"{row['version']} --env {env.name} verifies it)",
+                f"warning: {env.name}: {row['problem']} (listed as unreadable; {show} verifies it)",
                 file=sys.stderr,
             )
     if args.json:
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     if not rows:
         print(
             f"no versions in {env.name}'s registry ({ws.registry_uri(env.name)}); "
-            "train one with sds train"
+            f"train one with {ws.command('train')}"
         )
         return 0
     print(

@@ -4,11 +4,15 @@ environment, after its gates pass; the copy between registries shows as an uploa
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from sds.cli.arguments import Commands, env_option, version_argument, workspace
 from sds.cli.render import print_json
 from sds.config import EnvironmentConfig
 from sds.kernel.errors import UsageError
+
+if TYPE_CHECKING:
+    from sds.ops.promotion import AliasChange
 
 
 def register(commands: Commands) -> None:
@@ -51,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     elif source is not None:
         what = f"what is live in {source.name}"
     else:
-        raise UsageError("say which version: sds promote VERSION --to ENV, or --from ENV")
+        usage = workspace(args).command("promote VERSION --to ENV")
+        raise UsageError(f"say which version: {usage}, or --from ENV")
     ws = workspace(args)
     progress = Progress(0, enabled=not args.quiet)
     with progress.uploading(f"copying {what} into {to.name}'s registry") as on_upload:
@@ -66,13 +71,41 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.json:
         print_json(change.to_dict())
-    elif not change.changed:
-        print(f"{to.name} already serves version {change.version}; nothing to do")
+        return 0
+    lock, deploy = change.lock, f"deploy with: cdk deploy '{to.name}/*'"
+    if not change.changed:
+        # The alias was already there; the lock file may still have been behind it (a stale or
+        # missing pin, a shadow pin of the live version): say what the re-run rewrote.
+        if lock is None or not lock.changed:
+            print(f"{to.name} already serves version {change.version}; nothing to do")
+            return 0
+        print(f"{to.name} already serves version {change.version}")
     else:
         before = "nothing" if change.previous is None else f"version {change.previous}"
         copied = f", copied from {change.copied_from}" if change.copied_from else ""
         print(f"{to.name}: {before} -> version {change.version}{copied}")
         for gate in change.gates:
             print(f"  gate {gate.gate}: passed ({gate.detail})")
-        print(f"  pin written to {ws.lock_path.name}: deploy with: cdk deploy '{to.name}/*'")
+    print_lock_change(change, ws.lock_path.name, deploy)
     return 0
+
+
+def print_lock_change(change: AliasChange, name: str, deploy: str) -> None:
+    """What a promotion or rollback did to the lock file (`name`), as the lines under its
+    headline: the shadow pin it removed, and the pin it wrote, saying what the pin was whenever
+    that is not simply the version the alias moved from (a stale or missing pin the write
+    brought back in line with the alias)."""
+    lock = change.lock
+    if lock is None:
+        print(f"  pin written to {name}: {deploy}")
+        return
+    shadow = lock.shadow_phrase()
+    if shadow is not None:
+        print(f"  {shadow}")
+    was = None if lock.was is None else lock.was.version
+    if not lock.pin_rewritten:
+        print(f"  pin in {name} already followed the alias: {deploy}")
+    elif change.changed and was == change.previous:
+        print(f"  pin written to {name}: {deploy}")
+    else:
+        print(f"  pin rewritten in {name} to follow the alias ({lock.was_phrase()}): {deploy}")

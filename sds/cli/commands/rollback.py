@@ -72,15 +72,30 @@ def run(args: argparse.Namespace) -> int:
             "a local rollback switches no Lambda version"
         )
     change = rollback(ws, env=env.name, to_version=args.to, reason=args.reason)
+    lock = change.lock
     if args.json:
         print_json(change.to_dict())
     elif not change.changed:
-        print(f"{env.name} already serves version {change.version}; nothing to do")
+        if lock is None or not lock.changed:
+            print(f"{env.name} already serves version {change.version}; nothing to do")
+        else:  # the alias was there, the lock file behind it: say what the re-run rewrote
+            print(f"{env.name} already serves version {change.version}")
+            shadow = lock.shadow_phrase()
+            if shadow is not None:
+                print(f"  {shadow}")
+            if lock.pin_rewritten:
+                print(
+                    f"  pin rewritten in {ws.lock_path.name} to follow the alias "
+                    f"({lock.was_phrase()})"
+                )
     else:
         print(
             f"{env.name}: version {change.previous} -> version {change.version} "
             f"(rolled back in {change.duration_ms:.0f} ms; pin updated in {ws.lock_path.name})"
         )
+        shadow = None if lock is None else lock.shadow_phrase()
+        if shadow is not None:
+            print(f"  {shadow}")
     return 0
 
 

@@ -37,12 +37,12 @@ def run(args: argparse.Namespace) -> int:
     env: EnvironmentConfig = args.env
     if args.clear and args.version is not None:
         raise UsageError("give a VERSION to shadow or --clear to remove the shadow, not both")
+    ws = workspace(args)
     if not args.clear and args.version is None:
         raise UsageError(
-            "say which version shadows (sds shadow VERSION --env ENV), or remove the shadow "
-            "with --clear (sds shadow --env ENV --clear)"
+            f"say which version shadows ({ws.command('shadow VERSION --env ENV')}), or remove "
+            f"the shadow with --clear ({ws.command('shadow --env ENV --clear')})"
         )
-    ws = workspace(args)
     if args.clear:
         change = clear_shadow(ws, env=env.name, reason=args.reason)
     else:
