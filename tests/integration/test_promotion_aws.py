@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import re
+import shlex
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from tests.integration.deployed import CliResult, Deployed, read_pin
 
@@ -79,3 +84,59 @@ def test_a_tampered_source_version_is_not_copied(
     assert result.code == 1
     assert "does not match its manifest" in result.err
     assert object_versions(staging) == []
+
+
+def test_the_promotion_a_refusal_names_run_as_printed_promotes_on_aws(
+    deploy: Callable[..., Deployed],
+    cli: Callable[..., CliResult],
+    project: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given version 1 live in dev, and staging and prod empty
+    dev, staging, prod = deploy("dev"), deploy("staging"), deploy("prod")
+    one = dev.register("one")
+    assert cli("--aws", "promote", "1", "--to", "dev").code == 0
+
+    # When promoting it to prod, skipping staging
+    skipped = cli("--aws", "promote", "1", "--to", "prod", "--reason", "skip")
+
+    # Then it is refused, naming the promotion to staging with --aws
+    assert skipped.code == 1
+    hint = re.search(r"promote it there first: (.*)$", skipped.err.strip())
+    assert hint is not None, skipped.err
+    assert hint[1] == "sds --aws promote 1 --to staging"
+
+    # And that command, run as printed in a shell without SDS_TARGET, promotes in staging's
+    # registry on AWS (without --aws it would look for version 1 in the local registry)
+    monkeypatch.delenv("SDS_TARGET")
+    done = cli(*shlex.split(hint[1])[1:], "--reason", "as the hint says")
+    assert done.code == 0, done.err
+    assert staging.registry.get_alias("staging").version == 1  # type: ignore[union-attr]
+    assert read_pin(project, "staging") == {"version": 1, "sha256": one.sha256}
+    assert prod.registry.list_versions() == []
+
+
+def test_a_promotion_already_live_on_aws_says_it_rewrote_a_stale_pin(
+    deploy: Callable[..., Deployed], cli: Callable[..., CliResult], project: Path
+) -> None:
+    # Given version 2 live in dev, and a lock file whose dev pin still says version 1
+    dev = deploy("dev")
+    one, two = dev.register("one"), dev.register("two")
+    assert cli("--aws", "promote", "1", "--to", "dev").code == 0
+    assert cli("--aws", "promote", "2", "--to", "dev").code == 0
+    document = json.loads(project.read_text())
+    document["environments"]["dev"] = {"version": 1, "sha256": one.sha256}
+    project.write_text(json.dumps(document))
+
+    # When version 2 is promoted to dev again
+    result = cli("--aws", "promote", "2", "--to", "dev", "--reason", "again")
+
+    # Then the output says the pin was rewritten, and from what, rather than "nothing to do"
+    assert result.code == 0, result.err
+    assert "nothing to do" not in result.out
+    assert result.out.splitlines() == [
+        "dev already serves version 2",
+        "  pin rewritten in models.lock.json to follow the alias (was version 1): "
+        "deploy with: cdk deploy 'dev/*'",
+    ]
+    assert read_pin(project, "dev") == {"version": 2, "sha256": two.sha256}

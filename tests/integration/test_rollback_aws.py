@@ -8,6 +8,8 @@ through SSM, the Lambda API, CodeDeploy and the S3 registry.
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -107,6 +109,37 @@ def test_rollback_to_a_model_no_deploy_published_is_refused_and_changes_nothing(
     del one
 
 
+def test_the_command_a_refused_rollback_names_run_as_printed_rolls_forward_on_aws(
+    deploy: Callable[..., Deployed],
+    cli: Callable[..., CliResult],
+    project: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given two deploys, rolled back once: dev serves model 1 on Lambda version 2
+    dev = deploy("dev")
+    one, two = deploy_two_models(dev, cli)
+    assert cli("--aws", "rollback", "--env", "dev", "--reason", "first").code == 0
+
+    # When rolling back again, past the oldest version on dev's history
+    refused = cli("--aws", "rollback", "--env", "dev", "--reason", "second")
+
+    # Then it names the command that returns to model 2, with --aws
+    assert refused.code == 1
+    hint = re.search(r"(sds [^:]*?) returns to it\)", refused.err)
+    assert hint is not None, refused.err
+    assert hint[1] == "sds --aws rollback --env dev --to 2"
+
+    # And that command, run as printed in a shell without SDS_TARGET, switches live on AWS
+    # (without --aws it would find nothing live in the local registry, or move it)
+    monkeypatch.delenv("SDS_TARGET")
+    again = cli(*shlex.split(hint[1])[1:], "--reason", "as the hint says")
+    assert again.code == 0, again.err
+    assert dev.live()["FunctionVersion"] == "3"
+    assert dev.registry.get_alias("dev").version == two.number  # type: ignore[union-attr]
+    assert read_pin(project, "dev") == {"version": 2, "sha256": two.sha256}
+    del one
+
+
 def test_rollback_to_a_model_the_environment_never_served_is_refused_before_live_moves(
     deploy: Callable[..., Deployed], cli: Callable[..., CliResult], project: Path
 ) -> None:
@@ -122,7 +155,7 @@ def test_rollback_to_a_model_the_environment_never_served_is_refused_before_live
     # Then it is refused (exit 3) with the promotion to run instead, and nothing moved
     assert result.code == 3, result.err
     assert f"version {three.number} was never live in dev" in result.err
-    assert f"sds promote {three.number} --to dev" in result.err
+    assert f"sds --aws promote {three.number} --to dev" in result.err
     assert dev.live()["FunctionVersion"] == "3"
     assert dev.registry.get_alias("dev").version == 2  # type: ignore[union-attr]
     assert project.read_text() == pin_before

@@ -100,6 +100,31 @@ def test_training_on_this_machine_above_the_chain_start_is_refused_naming_what_t
     assert [ws.registry(name).list_versions() for name in ("dev", "staging", "prod")] == [[]] * 3
 
 
+@pytest.mark.parametrize("how", ["--aws", "SDS_TARGET=aws"])
+def test_the_refusal_on_aws_names_commands_that_act_on_aws(
+    how: str,
+    project: Path,
+    capsys: pytest.CaptureFixture[str],
+    small_history: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given the AWS target, chosen by the flag or by the environment variable
+    flags = ["--aws"] if how == "--aws" else []
+    if how != "--aws":
+        monkeypatch.setenv("SDS_TARGET", "aws")
+
+    # When training on this machine for staging
+    ended = sds(capsys, *flags, "train", "--env", "staging", "--data", str(small_history), "--json")
+
+    # Then the commands it names say --aws: run as printed in any shell, they train in dev's
+    # registry on AWS and promote there, never in the local registry
+    assert ended.code == 3, ended
+    assert (
+        "Train there (sds --aws train --env dev --data PATH, then sds --aws promote VERSION "
+        "--to dev and up the chain)" in ended.json()["error"]["message"]
+    )
+
+
 def test_an_environment_without_a_training_task_names_where_to_train(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -105,7 +105,7 @@ def _detail(r: EnvironmentStatus, ws: Workspace) -> str:
         line(
             "shadow",
             f"v{r.shadow.version}  sha256 {_sha(r.shadow.sha256)}  (scores beside the pin, "
-            f"decides nothing: sds compare --env {r.env})",
+            f"decides nothing: {ws.command(f'compare --env {r.env}')})",
         )
     alias = r.alias
     how = "" if alias is None else f", {moved(alias)}"
