@@ -389,9 +389,13 @@ def _show_shadow(
     except GateFailure as refused:
         _say(f"refused: {refused}")
         return {"version": challenger, "payments": pairs[0].events, "promoted": False}
-    _say(f"{env}: version {change.previous} -> version {change.version} (the shadow pin is gone)")
+    # As `sds promote` prints it: the move, the gates, what happened to the shadow pin.
+    _say(f"{env}: version {change.previous} -> version {change.version}")
     for result in change.gates:
         _say(f"  gate {result.gate}: passed ({result.detail})")
+    shadow = None if change.lock is None else change.lock.shadow_phrase()
+    if shadow is not None:
+        _say(f"  {shadow}")
     _show_predictions(url, challenger)
     return {
         "version": challenger,
