@@ -61,6 +61,7 @@ from sds.ops.aws import AwsError, Clients, error_code
 from sds.ops.promotion import (
     CAS_ATTEMPTS,
     ConcurrentRollback,
+    LockChange,
     OperationError,
     lock_ready,
     rollback_target,
@@ -103,6 +104,7 @@ class LiveRollback:
     duration_ms: float = 0.0
     target_state: str = ""  # the state Lambda first reported for lambda_to (Active, Inactive, ...)
     activation_ms: float = 0.0  # how long the rollback waited for lambda_to to become Active
+    lock: LockChange | None = None  # what it changed in models.lock.json
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -121,6 +123,7 @@ class LiveRollback:
             "duration_ms": self.duration_ms,
             "target_state": self.target_state,
             "activation_ms": self.activation_ms,
+            "lock_file": None if self.lock is None else self.lock.to_dict(),
         }
 
 
@@ -345,10 +348,10 @@ def rollback_live(
             if target_version == current.version:
                 registry.ensure_audited(current)  # a retry completes an interrupted move's audit
             if target_version == current.version and chosen == before and not routed:
-                sync_env_pin(ws, env, registry)
+                unchanged = sync_env_pin(ws, env, registry)
                 return LiveRollback(
                     env, current.version, current.sha256, current.version, False,
-                    function, alias, before, before, stopped, _ms(started),
+                    function, alias, before, before, stopped, _ms(started), lock=unchanged,
                 )  # fmt: skip
             if chosen not in ready:
                 # Before anything moves: a version that cannot serve must never get `live`.
@@ -432,13 +435,13 @@ def rollback_live(
         else:
             raise ConcurrentRollback(f"{env}: the registry alias kept changing; try again")
     try:
-        sync_env_pin(ws, env, registry)
+        lock_change = sync_env_pin(ws, env, registry)
     except Exception as exc:
         raise _interrupted(env, previous, state_version, exc) from exc
     return LiveRollback(
         env, state_version, state_sha, previous, True,
         function, alias, before, chosen, stopped, _ms(started),
-        activation.initial, round(activation.waited_s * 1000, 1),
+        activation.initial, round(activation.waited_s * 1000, 1), lock=lock_change,
     )  # fmt: skip
 
 

@@ -140,6 +140,36 @@ def test_the_command_a_refused_rollback_names_run_as_printed_rolls_forward_on_aw
     del one
 
 
+def test_a_rollback_already_in_place_on_aws_says_it_rewrote_a_stale_pin(
+    deploy: Callable[..., Deployed], cli: Callable[..., CliResult], project: Path
+) -> None:
+    # Given dev rolled back to model 1 on AWS, and a lock file whose pin still says model 2
+    dev = deploy("dev")
+    one, two = deploy_two_models(dev, cli)
+    assert cli("--aws", "rollback", "--env", "dev", "--reason", "first").code == 0
+    document = json.loads(project.read_text())
+    document["environments"]["dev"] = {"version": 2, "sha256": two.sha256}
+    project.write_text(json.dumps(document))
+
+    # When rolling back to model 1 again, where dev already is
+    result = cli("--aws", "rollback", "--env", "dev", "--to", "1", "--reason", "again")
+
+    # Then nothing moves on Lambda, and the output says the pin was rewritten, from what
+    assert result.code == 0, result.err
+    assert result.out.splitlines() == [
+        f"dev already serves model version 1 (Lambda {dev.function}:live -> version 2)",
+        "  pin rewritten in models.lock.json to follow the alias (was version 2): commit it",
+    ]
+    assert read_pin(project, "dev") == {"version": 1, "sha256": one.sha256}
+    # And --json says the same in lock_file; once in line, a re-run has nothing to do
+    project.write_text(json.dumps(document))
+    change = cli("--aws", "rollback", "--env", "dev", "--to", "1", "--json").json()
+    assert change["changed"] is False
+    assert change["lock_file"]["pin_was"] == {"version": 2, "sha256": two.sha256}
+    again = cli("--aws", "rollback", "--env", "dev", "--to", "1", "--reason", "again")
+    assert again.out.endswith("; nothing to do\n")
+
+
 def test_rollback_to_a_model_the_environment_never_served_is_refused_before_live_moves(
     deploy: Callable[..., Deployed], cli: Callable[..., CliResult], project: Path
 ) -> None:

@@ -270,7 +270,7 @@ def test_a_rollback_to_the_live_version_says_it_rewrote_a_stale_pin(
     assert ended.code == 0, ended.err
     assert ended.out.splitlines() == [
         "dev already serves version 2",
-        "  pin rewritten in models.lock.json to follow the alias (was version 1)",
+        "  pin rewritten in models.lock.json to follow the alias (was version 1): commit it",
     ]
     assert lock_document(project)["environments"]["dev"]["version"] == 2
     rerun = sds(capsys, "rollback", "--env", "dev", "--to", "2", "--json").json()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from sds.cli.arguments import Commands, env_option, version_argument, workspace
 from sds.cli.render import print_json
@@ -16,6 +17,9 @@ from sds.config import EnvironmentConfig
 from sds.kernel.activation import DEFAULT_TIMEOUT_S
 from sds.kernel.errors import UsageError
 from sds.ops.workspace import Workspace
+
+if TYPE_CHECKING:
+    from sds.ops.promotion import LockChange
 
 ACTIVATION_HELP = (
     "with --aws: how long to wait for an Inactive or Pending target Lambda version to become "
@@ -80,14 +84,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{env.name} already serves version {change.version}; nothing to do")
         else:  # the alias was there, the lock file behind it: say what the re-run rewrote
             print(f"{env.name} already serves version {change.version}")
-            shadow = lock.shadow_phrase()
-            if shadow is not None:
-                print(f"  {shadow}")
-            if lock.pin_rewritten:
-                print(
-                    f"  pin rewritten in {ws.lock_path.name} to follow the alias "
-                    f"({lock.was_phrase()})"
-                )
+            _print_lock_change(lock, ws.lock_path.name)
     else:
         print(
             f"{env.name}: version {change.previous} -> version {change.version} "
@@ -118,11 +115,17 @@ def _run_live(ws: Workspace, env: str, args: argparse.Namespace) -> int:
     if args.json:
         print_json(done.to_dict())
         return 0
+    lock = done.lock
     if not done.changed:
-        print(
+        serves = (
             f"{env} already serves model version {done.version} "
-            f"(Lambda {done.function}:{done.alias} -> version {done.lambda_to}); nothing to do"
+            f"(Lambda {done.function}:{done.alias} -> version {done.lambda_to})"
         )
+        if lock is None or not lock.changed:
+            print(f"{serves}; nothing to do")
+            return 0
+        print(serves)  # the alias was there, the lock file behind it: say what was rewritten
+        _print_lock_change(lock, ws.lock_path.name)
         return 0
     if done.lambda_from == done.lambda_to:
         switched = f"already on Lambda version {done.lambda_to}, which serves it"
@@ -139,9 +142,21 @@ def _run_live(ws: Workspace, env: str, args: argparse.Namespace) -> int:
         )
     for deployment in done.stopped_deployments:
         print(f"  stopped CodeDeploy deployment {deployment} first (without its own rollback)")
+    shadow = None if lock is None else lock.shadow_phrase()
+    if shadow is not None:
+        print(f"  {shadow}")
     print(
         f"  registry alias moved and audited; pin rewritten in {ws.lock_path.name}: commit it "
         "so the next deploy keeps the rollback"
     )
     print(f"  done in {done.duration_ms:.0f} ms")
     return 0
+
+
+def _print_lock_change(lock: LockChange, name: str) -> None:
+    """What a rollback that moved no alias still changed in the lock file (`name`)."""
+    shadow = lock.shadow_phrase()
+    if shadow is not None:
+        print(f"  {shadow}")
+    if lock.pin_rewritten:
+        print(f"  pin rewritten in {name} to follow the alias ({lock.was_phrase()}): commit it")
