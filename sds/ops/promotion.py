@@ -147,7 +147,7 @@ class LockChange:
         return self.pin_rewritten or self.shadow_removed is not None
 
     def was_phrase(self) -> str:
-        """What the pin was, said against what it is now ("version 1", "none", ...)."""
+        """What the pin was, said against what it is now ("was version 1", "there was none")."""
         was, now = self.was, self.pin
         if was is None:
             return "there was none"
