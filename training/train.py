@@ -13,6 +13,11 @@ features (the shared `sds.kernel.features.featurize_batch`), partition by partit
 1e-4 -> register both artifacts with a manifest.
 With `--from-capture` it trains on served traffic instead (`training.from_capture`).
 
+Stopped (Ctrl-C, or SIGTERM: ECS StopTask, `docker stop`, `timeout`), it cleans up as it goes
+(workers stopped, the partitioned history removed), registers nothing it has not finished
+(the registry writes a version's manifest last: an interrupted registration leaves an
+invisible, never-reused number) and exits 130, or 143 for SIGTERM, with one line saying so.
+
 The registry is where versions are allocated (the start of the promotion chain): the Fargate
 task of every environment is deployed with that registry in its command. Who registers is the
 identity that signs the registry's requests: for an `s3://` registry the caller's AWS identity
@@ -41,6 +46,7 @@ from sds.config import TASK_ROLE_ARN
 from sds.kernel.behaviour import holdout_behaviour
 from sds.kernel.features import FEATURE_NAMES, feature_schema
 from sds.kernel.registry import Registry, Version, aws_actor, default_actor, open_registry
+from sds.kernel.signals import sigterm_as_interrupt, stop_reason
 from sds.progress import Progress, human_bytes
 from training.drift_reference import holdout_reference
 from training.evaluate import evaluate
@@ -355,6 +361,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # The task's ENTRYPOINT: ECS StopTask sends SIGTERM (then SIGKILL after the stop timeout),
+    # which must run the same cleanup as Ctrl-C.
+    with sigterm_as_interrupt():
+        try:
+            return _run(argv)
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM, cleaned up on the way out
+            how, code = stop_reason(exc)
+            print(
+                f"training {how}: a version is registered only once complete, so nothing "
+                "half-written is left",
+                file=sys.stderr,
+            )
+            return code
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.from_capture:
         missing = [n for n in ("captures", "labels", "capture_env") if not getattr(args, n)]

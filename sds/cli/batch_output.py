@@ -11,6 +11,7 @@ from typing import Any
 from sds.cli.arguments import workers_option
 from sds.cli.render import print_json
 from sds.kernel.errors import UsageError
+from sds.kernel.signals import reworded
 from sds.progress import Progress, human_bytes
 
 STEPS = 4  # partition, collect, compute, manifest
@@ -70,11 +71,11 @@ def check_restart(args: argparse.Namespace, *, on_aws: bool) -> None:
 def report_local_run(args: argparse.Namespace, run: Callable[[Progress], Any], *, what: str) -> int:
     try:
         result = run(Progress(STEPS, enabled=not args.quiet))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         # The workers are stopped by now (sds.kernel.batch.pool) and every finished part kept:
-        # `main` prints this after "sds: interrupted".
-        raise KeyboardInterrupt(
-            f"run the same command again to resume: {args.out} keeps what was finished"
+        # `main` prints this after "sds: interrupted" (or "sds: stopped by SIGTERM").
+        raise reworded(
+            exc, f"run the same command again to resume: {args.out} keeps what was finished"
         ) from None
     manifest = result.manifest
     if args.json:

@@ -2,7 +2,9 @@
 
 Exit codes: 0 done (or nothing to do), 1 error, 2 usage error, 3 refused (a promotion gate
 failed, a concurrent change won, or a rollback's target Lambda version cannot serve); 130 when
-interrupted, 141 (SIGPIPE's) quietly when the reader of stdout goes away. Errors are one line on
+interrupted (Ctrl-C), 143 when stopped by SIGTERM (`timeout`, systemd, `docker stop`: the same
+cleanup as Ctrl-C, `sds.kernel.signals`), 141 (SIGPIPE's) quietly when the reader of stdout goes
+away. Errors are one line on
 stderr; `--json` prints machine-readable results on stdout, and errors there as
 `{"error": {...}}`.
 
@@ -35,6 +37,7 @@ from sds.cli.arguments import (
 from sds.cli.commands import COMMANDS
 from sds.cli.render import report_error
 from sds.kernel.errors import SdsError, UsageError
+from sds.kernel.signals import sigterm_as_interrupt, stop_reason
 
 EPILOG = """examples:
   sds generate --events 100000 --out data/events.jsonl.gz
@@ -56,7 +59,8 @@ before or after the command. --aws (or SDS_TARGET=aws) works against the deploye
 
 exit codes: 0 done (or nothing to do), 1 error (or `status --check` found a disagreement),
 2 usage error, 3 refused (a promotion gate failed, a concurrent change won, or a rollback's
-target Lambda version cannot serve).
+target Lambda version cannot serve), 130 interrupted (Ctrl-C), 143 stopped by SIGTERM (cleaned up
+as on Ctrl-C).
 
 shell completion: eval "$(sds completion bash)"   (also zsh, fish, tcsh, powershell)
 """
@@ -80,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # SIGTERM (`timeout`, systemd, `docker stop`) stops a command as Ctrl-C does: the same
+    # cleanup, then `_run` reports which one it was.
+    with sigterm_as_interrupt():
+        return _run(argv)
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions: answer, then exit
         import argcomplete
@@ -116,9 +127,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         # Credentials, endpoints, permissions: the SDK's message is the useful part.
         return report_error(exc, as_json=as_json, label="error: AWS")
-    except KeyboardInterrupt as exc:  # a command may say how to resume (sds.cli.batch_output)
-        print(f"sds: interrupted: {exc}" if str(exc) else "sds: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM; a command may say how to resume
+        how, code = stop_reason(exc)  # (sds.cli.batch_output)
+        print(f"sds: {how}: {exc}" if str(exc) else f"sds: {how}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

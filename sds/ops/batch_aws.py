@@ -24,6 +24,7 @@ from sds.kernel.batch.run import MANIFEST, read_json
 from sds.kernel.batch.settings import BatchFunctionSettings, run_input
 from sds.kernel.batch.storage import open_storage
 from sds.kernel.errors import UsageError
+from sds.kernel.signals import reworded
 from sds.ops.aws import AwsError, start_execution
 from sds.ops.batch import model_for
 from sds.ops.workspace import Workspace
@@ -137,12 +138,13 @@ def run_on_aws(
         return run
     try:
         run.status, described = _follow(sfn, arn, say, poll_seconds or POLL_SECONDS)
-    except KeyboardInterrupt:
-        # Ctrl-C stops the following, not the run: say so, and how to stop it (`main` prints
-        # this after "sds: interrupted").
-        raise KeyboardInterrupt(
+    except KeyboardInterrupt as exc:
+        # Ctrl-C (or SIGTERM) stops the following, not the run: say so, and how to stop it
+        # (`main` prints this after "sds: interrupted" or "sds: stopped by SIGTERM").
+        raise reworded(
+            exc,
             f"stopped following; the run keeps going on AWS: {arn} (stop it with: aws "
-            f"stepfunctions stop-execution --execution-arn {arn})"
+            f"stepfunctions stop-execution --execution-arn {arn})",
         ) from None
     run.seconds = time.monotonic() - started
     output = open_storage(out)

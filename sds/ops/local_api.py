@@ -18,6 +18,10 @@ and discarded for a bounded time and amount ("lingering close", as nginx does), 
 sends its whole body before reading (Python's http.client) reads the 413 instead of a reset.
 Every read and write has a timeout and a body has a deadline, so a slow or endless body cannot
 hold a thread for good.
+
+Stopping is graceful, as uvicorn's and gunicorn's is: `stop(grace_s=...)` stops accepting
+connections, answers what is in flight (with `Connection: close`), and waits up to `grace_s`
+for it before returning; an idle keep-alive connection is not waited for.
 """
 
 from __future__ import annotations
@@ -526,16 +530,61 @@ def to_proxy_event(
     }
 
 
+class InFlight:
+    """The requests being answered (from their request line to their response's last byte), so
+    a stopping server can wait for them; once `draining`, each response closes its connection."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._changed = threading.Condition()
+        self.draining = False
+
+    def begin(self) -> None:
+        with self._changed:
+            self._count += 1
+
+    def end(self) -> None:
+        with self._changed:
+            self._count -= 1
+            self._changed.notify_all()
+
+    def drain(self, timeout_s: float) -> int:
+        """From now on every response closes its connection; wait up to `timeout_s` for the
+        requests in flight to be answered. Returns how many are still unanswered."""
+        self.draining = True
+        with self._changed:
+            self._changed.wait_for(lambda: self._count == 0, timeout=timeout_s)
+            return self._count
+
+
 def make_handler(
-    handle: Callable[[dict[str, Any]], Mapping[str, Any]], limits: ConnectionLimits | None = None
+    handle: Callable[[dict[str, Any]], Mapping[str, Any]],
+    limits: ConnectionLimits | None = None,
+    in_flight: InFlight | None = None,
 ) -> type[BaseHTTPRequestHandler]:
     connection_limits = limits or ConnectionLimits()
+    requests = in_flight or InFlight()
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "sds-local-api"
         protocol_version = "HTTP/1.1"
         # Per read and write, and for an idle keep-alive connection (StreamRequestHandler applies it).
         timeout = connection_limits.idle_timeout_s
+        _counted = False
+
+        def parse_request(self) -> bool:
+            # The request line is in: in flight until its response is written (below).
+            requests.begin()
+            self._counted = True
+            return super().parse_request()
+
+        def handle_one_request(self) -> None:
+            try:
+                super().handle_one_request()
+            finally:
+                if self._counted:
+                    self._counted = False
+                    requests.end()
 
         def _framing(self) -> int | None:
             """The body's length (None: chunked), or the refusal API Gateway would answer with."""
@@ -638,6 +687,8 @@ def make_handler(
             self.send_response(status)
             for key, value in headers.items():
                 self.send_header(key, str(value))
+            if requests.draining and not self.close_connection:
+                self.send_header("Connection", "close")  # the server is stopping
             if not any(k.lower() == "content-type" for k in headers):
                 self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
@@ -664,7 +715,10 @@ class LocalApi:
         limits: ConnectionLimits | None = None,
     ) -> None:
         self.apps = apps
-        self.server = ThreadingHTTPServer((host, port), make_handler(apps.handle, limits))
+        self.in_flight = InFlight()
+        self.server = ThreadingHTTPServer(
+            (host, port), make_handler(apps.handle, limits, self.in_flight)
+        )
         self.server.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -679,15 +733,19 @@ class LocalApi:
         self._thread.start()
         return self
 
-    def serve_forever(self) -> None:
-        self.apps.current()
-        self.server.serve_forever()
+    def wait(self) -> None:
+        """Until the server stops (interruptible: Ctrl-C, or SIGTERM made an interruption)."""
+        while self._thread is not None and self._thread.is_alive():
+            self._thread.join(timeout=1.0)
 
-    def stop(self) -> None:
+    def stop(self, *, grace_s: float = 0.0) -> int:
+        """Stop accepting connections and wait up to `grace_s` for the requests in flight to be
+        answered; returns how many were not (left to die with the process)."""
         self.server.shutdown()
         self.server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        return self.in_flight.drain(grace_s)
 
     def __enter__(self) -> LocalApi:
         return self.start()

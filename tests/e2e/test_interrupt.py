@@ -157,7 +157,7 @@ def assert_stopped_quietly(running: Running, out: Path) -> None:
     code, took, stderr = running.wait()
     assert code == 130, stderr
     assert took < STOPS_WITHIN
-    assert "Traceback" not in stderr
+    assert "Traceback" not in stderr, stderr
     last = stderr.splitlines()[-1]
     assert (
         last

@@ -1,6 +1,7 @@
 """The batch steps' worker processes (`sds.kernel.batch.pool`): results as they come, and every
-way a run can end before its last task (an error, Ctrl-C, a consumer that stops, a worker that
-dies) stops every worker promptly, lets it clean up, and prints no traceback of its own.
+way a run can end before its last task (an error, Ctrl-C, SIGTERM, a consumer that stops, a
+worker that dies) stops every worker promptly, lets it clean up, and prints no traceback of its
+own.
 
 The e2e side (Ctrl-C to the whole process group of a real `sds score`) is
 tests/e2e/test_interrupt.py.
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from sds.kernel.batch.pool import WorkerLost, run_in_processes
+from sds.kernel.signals import Terminated, sigterm_as_interrupt
 
 # A hang test's bound, not a speed target: stopping takes milliseconds, a hang forever.
 PROMPTLY = 20.0
@@ -50,6 +52,28 @@ def ctrl_c(marker: str, once_started: str) -> None:
         time.sleep(120)
     finally:
         Path(f"{marker}.cleaned").touch()
+
+
+def sigterm(marker: str, once_started: str, *, group: bool) -> None:
+    """`kill PID` of the main process (and, with `group`, of this worker too: `kill -- -PGID`,
+    `timeout`)."""
+    wait_for(Path(f"{once_started}.started"))
+    Path(f"{marker}.started").touch()
+    try:
+        os.kill(os.getppid(), signal.SIGTERM)
+        if group:
+            os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(120)
+    finally:
+        Path(f"{marker}.cleaned").touch()
+
+
+def sigterm_alone(marker: str, once_started: str) -> None:
+    sigterm(marker, once_started, group=False)
+
+
+def sigterm_to_group(marker: str, once_started: str) -> None:
+    sigterm(marker, once_started, group=True)
 
 
 def killed() -> None:
@@ -137,3 +161,26 @@ def test_a_worker_that_dies_raises_worker_lost_instead_of_hanging() -> None:
         list(run_in_processes(call, [(square, 2), (killed,)], processes=2))
 
     assert multiprocessing.active_children() == []
+
+
+@pytest.mark.parametrize("task", [sigterm_alone, sigterm_to_group], ids=["main alone", "group"])
+def test_sigterm_stops_every_worker_after_its_cleanup_as_ctrl_c_does(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], task: object
+) -> None:
+    # Given two workers busy with long tasks under an entry point that handles SIGTERM
+    # (`sigterm_as_interrupt`, as `sds` and `python -m training.train` do), and SIGTERM reaching
+    # the main process (and, to the group, the worker that sends it)
+    tasks = [(linger, str(tmp_path / "a")), (task, str(tmp_path / "b"), str(tmp_path / "a"))]
+
+    # When
+    started = time.monotonic()
+    with pytest.raises(Terminated), sigterm_as_interrupt():
+        list(run_in_processes(call, tasks, processes=2))
+
+    # Then it ended as an interruption that says it was SIGTERM; both workers stopped promptly,
+    # each after its cleanup, quietly
+    assert time.monotonic() - started < PROMPTLY
+    assert (tmp_path / "a.cleaned").exists()
+    assert (tmp_path / "b.cleaned").exists()
+    assert multiprocessing.active_children() == []
+    assert "Traceback" not in capfd.readouterr().err

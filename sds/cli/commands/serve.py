@@ -1,5 +1,9 @@
 """`sds serve`: the inference API on this machine, over the real handler, following the
-environment's pin (a promote or rollback takes effect on the next request)."""
+environment's pin (a promote or rollback takes effect on the next request).
+
+Ctrl-C or SIGTERM (`docker stop`, systemd, `kill`) stops it gracefully, as uvicorn and gunicorn
+stop: no new connection is accepted, the requests in flight are answered (for up to
+`GRACE_SECONDS`), and it exits 0. A second Ctrl-C stops it at once (exit 130)."""
 
 from __future__ import annotations
 
@@ -7,10 +11,15 @@ import argparse
 import errno
 import json
 import logging
+import sys
 
 from sds.cli.arguments import Commands, env_option, port_number, workspace
 from sds.config import EnvironmentConfig
 from sds.kernel.errors import SdsError
+from sds.kernel.signals import stop_reason
+
+GRACE_SECONDS = 30.0
+"""How long a stopping server waits for the requests in flight (gunicorn's `graceful_timeout`)."""
 
 
 def register(commands: Commands) -> None:
@@ -63,12 +72,20 @@ def run(args: argparse.Namespace) -> int:
             f"follows the {env.name} pin in {ws.lock_path}"
         )
         print(f"try: curl -s {api.url}/health   |   Ctrl-C stops", flush=True)
+    api.start()
     try:
-        api.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        api.server.server_close()
+        api.wait()
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (sds.kernel.signals)
+        how, _ = stop_reason(exc)
+        print(f"sds serve: {how}: finishing the requests in flight", file=sys.stderr, flush=True)
+    unanswered = api.stop(grace_s=GRACE_SECONDS)
+    if unanswered:
+        print(
+            f"sds serve: stopped; {unanswered} request(s) unanswered after {GRACE_SECONDS:.0f} s",
+            file=sys.stderr,
+        )
+        return 1
+    print("sds serve: stopped", file=sys.stderr)
     return 0
 
 

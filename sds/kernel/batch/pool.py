@@ -1,4 +1,5 @@
-"""Worker processes for the batch steps on this machine, stopped promptly and quietly on Ctrl-C.
+"""Worker processes for the batch steps on this machine, stopped promptly and quietly on Ctrl-C
+or SIGTERM.
 
 `run_in_processes` runs a module-level function over argument tuples in `spawn`ed processes (a
 fresh interpreter each: ONNX Runtime's and OpenMP's threads do not survive a fork), one pipe per
@@ -10,10 +11,10 @@ they start) or keep waiting for a task the main process never sends, while the m
 for them at exit: a hang. Here one path ends every unfinished run (Ctrl-C, a task's error, a
 worker that died, a consumer that stopped iterating):
 
-- a worker starts with SIGINT blocked (the main process blocks it while spawning, and the mask is
-  inherited across exec), so the signal cannot land while the interpreter starts; the worker
-  unblocks it once its own handler is installed, and a signal that arrived meanwhile is delivered
-  then;
+- a worker starts with SIGINT and SIGTERM blocked (the main process blocks them while spawning,
+  and the mask is inherited across exec), so neither can land while the interpreter starts; the
+  worker unblocks them once its own handlers are installed, and a signal that arrived meanwhile
+  is delivered then;
 - in a worker, the first SIGINT or SIGTERM raises KeyboardInterrupt in the task (not an
   `Exception`: the task's `finally` blocks and context managers remove what it had half-written,
   as in the main process) and the worker exits quietly with 128 + the signal's number; later
@@ -22,7 +23,9 @@ worker that died, a consumer that stopped iterating):
   (`kill -INT` may have reached the main process alone; SIGTERM also reaches a worker that
   inherited an ignored SIGINT, as a script's `cmd &` does), waits up to `GRACE_SECONDS` for
   them, then kills what is left: it returns only when no worker is alive. A Ctrl-C meanwhile
-  waits until then.
+  waits until then, and so does a SIGTERM where the entry point turned it into an interruption
+  (`sds.kernel.signals.Terminated`, a KeyboardInterrupt: the main process then ends its run the
+  same way).
 
 A task's exception is raised in the main process as it was raised in the worker, with the worker's
 traceback as its cause; a worker that dies (the out-of-memory killer, a crash) raises `WorkerLost`
@@ -106,14 +109,16 @@ def run_in_processes(
 def _start(workers: list[_Worker], count: int) -> None:
     """Spawn `count` workers into `workers` (the caller stops them, even if this is interrupted)."""
     context = get_context("spawn")
-    # A Ctrl-C meanwhile is deferred: a thread that does not block SIGINT (ONNX Runtime's, in
-    # this process) takes the signal at once, and a KeyboardInterrupt between spawning a worker
-    # and sending it its start-up data would leave it to die with a traceback, unknown to us.
-    with _sigint_deferred(raise_after=True):
-        # Started first: starting it unblocks SIGINT in this thread afterwards (it blocks SIGINT
-        # around its own start, as below), which would undo the blocking for the workers.
+    # A Ctrl-C (or SIGTERM) meanwhile is deferred: a thread that does not block the signal (ONNX
+    # Runtime's, in this process) takes it at once, and a KeyboardInterrupt between spawning a
+    # worker and sending it its start-up data would leave it to die with a traceback, unknown to
+    # us.
+    with _interrupts_deferred(raise_after=True):
+        # Started first: starting it unblocks SIGINT and SIGTERM in this thread afterwards (it
+        # blocks them around its own start, as below), which would undo the blocking for the
+        # workers.
         resource_tracker.ensure_running()
-        with _sigint_blocked():  # inherited by the workers: see the module's docstring
+        with _interrupts_blocked():  # inherited by the workers: see the module's docstring
             for _ in range(count):
                 mine, theirs = context.Pipe()
                 process = context.Process(target=_serve, args=(theirs,), name="sds-worker")
@@ -168,8 +173,9 @@ def _stop(workers: list[_Worker], *, interrupt: bool) -> None:
     """Stop every worker and wait for it. A finished run tells its idle workers to exit; an
     unfinished one stops them with SIGTERM (they clean up and exit quietly). Either way, what is
     still alive after `GRACE_SECONDS` is killed. A Ctrl-C meanwhile is held until the workers are
-    gone, then raised (unless the run is already ending with an exception)."""
-    with _sigint_deferred(raise_after=not interrupt):
+    gone, then raised (unless the run is already ending with an exception); so is a SIGTERM the
+    entry point turned into an interruption."""
+    with _interrupts_deferred(raise_after=not interrupt):
         for worker in workers:
             if interrupt:
                 _signal(worker.process, signal.SIGTERM)
@@ -201,8 +207,9 @@ def _serve(connection: Connection) -> None:
     signal.signal(signal.SIGTERM, _stopped)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not ignored (`cmd &`)
         signal.signal(signal.SIGINT, _stopped)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     try:
+        # Inside the `try`: a signal that arrived while the worker started is delivered here.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _INTERRUPTS)
         while (task := connection.recv()) is not None:
             function, *arguments = task
             try:
@@ -236,14 +243,17 @@ def _stopped(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt  # not an Exception: no task's `except Exception` takes it
 
 
-# SIGINT in the main process ------------------------------------------------------------------
+# Interruptions in the main process -----------------------------------------------------------
+
+_INTERRUPTS = {signal.SIGINT, signal.SIGTERM}
 
 
 @contextmanager
-def _sigint_blocked() -> Iterator[None]:
-    """SIGINT blocked in this thread (so in the processes it spawns meanwhile). A SIGINT that
-    arrives is not lost: it is delivered when unblocked, or to another thread at once."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+def _interrupts_blocked() -> Iterator[None]:
+    """SIGINT and SIGTERM blocked in this thread (so in the processes it spawns meanwhile). A
+    signal that arrives is not lost: it is delivered when unblocked, or to another thread at
+    once."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
     try:
         yield
     finally:
@@ -251,17 +261,27 @@ def _sigint_blocked() -> Iterator[None]:
 
 
 @contextmanager
-def _sigint_deferred(*, raise_after: bool) -> Iterator[None]:
-    """A Ctrl-C inside is noted, not raised (only the main thread can change the handler, and
-    only its handler raises KeyboardInterrupt); with `raise_after`, raised at the end."""
+def _interrupts_deferred(*, raise_after: bool) -> Iterator[None]:
+    """A Ctrl-C inside is noted, not raised, and so is a SIGTERM whose handler is Python's (the
+    entry point's `sigterm_as_interrupt`; SIGTERM's default, dying at once, is left alone): only
+    the main thread can change a handler, and only its handlers raise. With `raise_after`, the
+    first one noted is raised at the end, by the handler it would have met."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     caught: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    previous: dict[int, Callable[[int, FrameType | None], Any]] = {
+        signum: handler
+        for signum in (signal.SIGINT, signal.SIGTERM)
+        if callable(handler := signal.getsignal(signum))
+    }
+    for signum in previous:
+        signal.signal(signum, lambda signum, frame: caught.append(signum))
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-    if caught and raise_after and callable(previous):
-        previous(signal.SIGINT, None)  # Python's own raises KeyboardInterrupt
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if caught and raise_after:
+        first = caught[0]
+        previous[first](first, None)  # Python's own raises KeyboardInterrupt; ours, Terminated

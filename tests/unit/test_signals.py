@@ -1,0 +1,114 @@
+"""SIGTERM made an interruption (`sds.kernel.signals`): the one mechanism behind `sds`'s and
+`python -m training.train`'s handling of `timeout`, systemd, `docker stop` and ECS StopTask.
+
+The commands' side (a real `sds score`, `backfill`, `train`, `serve` sent SIGTERM) is
+tests/e2e/test_terminate.py.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from sds.kernel.signals import Terminated, reworded, sigterm_as_interrupt, stop_reason
+
+
+@pytest.fixture(autouse=True)
+def default_sigterm() -> Iterator[None]:
+    """Each test starts from SIGTERM's default and leaves it so, whatever it does."""
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def kill_me() -> None:
+    """`kill PID` of this process; returns once Python has run the handler (or it is ignored)."""
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.01)  # a signal to oneself is delivered at once; this is the next bytecode
+
+
+def test_sigterm_raises_an_interruption_that_runs_the_cleanup_and_says_it_was_sigterm() -> None:
+    cleaned: list[str] = []
+
+    # Given code that cleans up after an interruption, under the entry point's handling
+    with pytest.raises(Terminated) as raised, sigterm_as_interrupt():
+        try:
+            # When SIGTERM arrives
+            kill_me()
+            pytest.fail("SIGTERM did not interrupt")
+        finally:
+            cleaned.append("partial file removed")
+
+    # Then the cleanup ran, and it is Ctrl-C's kind of exception, reported as SIGTERM with 143
+    assert cleaned == ["partial file removed"]
+    assert isinstance(raised.value, KeyboardInterrupt)
+    assert stop_reason(raised.value) == ("stopped by SIGTERM", 143)
+    assert stop_reason(KeyboardInterrupt()) == ("interrupted", 130)
+
+
+def test_a_second_sigterm_does_not_cut_the_cleanup_short() -> None:
+    cleaned = []
+
+    # Given a first SIGTERM being handled
+    with pytest.raises(Terminated), sigterm_as_interrupt():
+        try:
+            kill_me()
+        finally:
+            # When another arrives during the cleanup (a second `kill`, or the process group's)
+            kill_me()
+            cleaned.append(True)
+
+    # Then the cleanup went on to its end
+    assert cleaned == [True]
+
+
+def test_the_previous_handling_is_restored_after_the_block() -> None:
+    # Given the handling installed, then left
+    with sigterm_as_interrupt():
+        assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN)
+
+    # Then SIGTERM's disposition is the default again
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_sigterm_ignored_on_purpose_stays_ignored() -> None:
+    # Given SIGTERM ignored by whoever started the process
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+    # When the handling is asked for and SIGTERM arrives
+    with sigterm_as_interrupt():
+        kill_me()
+        # Then nothing was raised, and it is still ignored
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+
+
+def test_outside_the_main_thread_it_changes_nothing() -> None:
+    seen: list[object] = []
+
+    def other_thread() -> None:
+        with sigterm_as_interrupt():
+            seen.append(signal.getsignal(signal.SIGTERM))
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    thread.join()
+
+    assert seen == [signal.SIG_DFL]
+
+
+def test_a_message_added_on_the_way_out_keeps_the_kind_of_interruption() -> None:
+    # Given an interruption of each kind, reworded with what the command knows (how to resume)
+    terminated = reworded(Terminated(), "run the same command again to resume")
+    interrupted = reworded(KeyboardInterrupt(), "run the same command again to resume")
+
+    # Then each is still reported as what it was
+    assert stop_reason(terminated) == ("stopped by SIGTERM", 143)
+    assert stop_reason(interrupted) == ("interrupted", 130)
+    assert str(terminated) == "run the same command again to resume"
