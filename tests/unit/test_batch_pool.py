@@ -184,3 +184,29 @@ def test_sigterm_stops_every_worker_after_its_cleanup_as_ctrl_c_does(
     assert (tmp_path / "b.cleaned").exists()
     assert multiprocessing.active_children() == []
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_sigterm_while_workers_are_spawned_is_held_until_each_is_known_then_stops_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Given SIGTERM landing in the instant after the first worker process is started, before
+    # the pool has it in hand (the entry point handles SIGTERM)
+    start = multiprocessing.context.SpawnProcess.start
+    sent = []
+
+    def start_then_sigterm(process: multiprocessing.context.SpawnProcess) -> None:
+        start(process)
+        if not sent:
+            sent.append(process)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(multiprocessing.context.SpawnProcess, "start", start_then_sigterm)
+    tasks = [(linger, str(tmp_path / "a")), (linger, str(tmp_path / "b"))]
+
+    # When the run starts
+    with pytest.raises(Terminated), sigterm_as_interrupt():
+        list(run_in_processes(call, tasks, processes=2))
+
+    # Then the interruption came once the workers were the pool's, and none is left running
+    assert sent
+    assert multiprocessing.active_children() == []

@@ -12,9 +12,11 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from sds.kernel.registry import open_registry
 from sds.kernel.signals import Terminated, reworded, sigterm_as_interrupt, stop_reason
 
 
@@ -112,3 +114,32 @@ def test_a_message_added_on_the_way_out_keeps_the_kind_of_interruption() -> None
     assert stop_reason(terminated) == ("stopped by SIGTERM", 143)
     assert stop_reason(interrupted) == ("interrupted", 130)
     assert str(terminated) == "run the same command again to resume"
+
+
+@pytest.mark.parametrize("after", ["model.onnx", "model.skops"])
+def test_sigterm_between_a_registration_s_objects_leaves_no_version_and_no_alias_moved(
+    tmp_path: Path, after: str
+) -> None:
+    # Given a registry with a version and an alias on it, and a registration (the training
+    # task's last step) that SIGTERM reaches once `after` is stored: after the claim of its
+    # number, or between its artifacts, before its manifest
+    registry = open_registry((tmp_path / "registry").as_uri(), "fraud")
+    artifacts = {"model.onnx": b"onnx bytes", "model.skops": b"skops bytes"}
+    registry.register(artifacts, {}, actor="ci")
+    registry.move_alias("dev", 1, expected=None, kind="promoted", actor="ci", reason="")
+    aliases = registry.list_aliases()
+
+    def on_upload(name: str, stored: int, total: int) -> None:
+        if name == after:
+            kill_me()
+
+    # When
+    with pytest.raises(Terminated), sigterm_as_interrupt():
+        registry.register(artifacts, {}, actor="ci", on_upload=on_upload)
+
+    # Then a reader sees no new version, and the alias where it was
+    assert registry.list_versions() == [1]
+    assert registry.list_aliases() == aliases
+    # And the interrupted number is never reused: the next registration is complete under the next
+    assert registry.register(artifacts, {}, actor="ci").number == 3
+    assert registry.verify_version(3).number == 3
