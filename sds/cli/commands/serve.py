@@ -3,7 +3,8 @@ environment's pin (a promote or rollback takes effect on the next request).
 
 Ctrl-C or SIGTERM (`docker stop`, systemd, `kill`) stops it gracefully, as uvicorn and gunicorn
 stop: no new connection is accepted, the requests in flight are answered (for up to
-`GRACE_SECONDS`), and it exits 0. A second Ctrl-C stops it at once (exit 130)."""
+`GRACE_SECONDS`), and it exits 0 (1 if some were still unanswered then). A second Ctrl-C stops it
+at once (exit 130)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,15 @@ import errno
 import json
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 from sds.cli.arguments import Commands, env_option, port_number, workspace
 from sds.config import EnvironmentConfig
 from sds.kernel.errors import SdsError
 from sds.kernel.signals import stop_reason
+
+if TYPE_CHECKING:
+    from lambdas.inference.app import InferenceApp
 
 GRACE_SECONDS = 30.0
 """How long a stopping server waits for the requests in flight (gunicorn's `graceful_timeout`)."""
@@ -51,29 +56,9 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise SdsError(_cannot_listen(args.host, args.port, exc)) from None
     current = apps.current()
-    state = (
-        f"{ws.model} v{current.model.version}"
-        if current.model is not None
-        else f"no model ({current.unavailable})"
-    )
-    if args.json:  # one line, so a script can read the URL and go on
-        started = {
-            "url": api.url,
-            "env": env.name,
-            "model": ws.model,
-            "model_version": None if current.model is None else current.model.version,
-            "unavailable": current.unavailable,
-            "lock_file": str(ws.lock_path),
-        }
-        print(json.dumps(started, sort_keys=True), flush=True)
-    else:
-        print(
-            f"serving {env.name} on {api.url} ({state}); "
-            f"follows the {env.name} pin in {ws.lock_path}"
-        )
-        print(f"try: curl -s {api.url}/health   |   Ctrl-C stops", flush=True)
     api.start()
-    try:
+    try:  # from here on, Ctrl-C and SIGTERM stop the server gracefully
+        _announce(args, ws.model, str(ws.lock_path), env.name, api.url, current)
         api.wait()
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (sds.kernel.signals)
         how, _ = stop_reason(exc)
@@ -87,6 +72,29 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print("sds serve: stopped", file=sys.stderr)
     return 0
+
+
+def _announce(
+    args: argparse.Namespace, model: str, lock_file: str, env: str, url: str, current: InferenceApp
+) -> None:
+    state = (
+        f"{model} v{current.model.version}"
+        if current.model is not None
+        else f"no model ({current.unavailable})"
+    )
+    if args.json:  # one line, so a script can read the URL and go on
+        started = {
+            "url": url,
+            "env": env,
+            "model": model,
+            "model_version": None if current.model is None else current.model.version,
+            "unavailable": current.unavailable,
+            "lock_file": lock_file,
+        }
+        print(json.dumps(started, sort_keys=True), flush=True)
+    else:
+        print(f"serving {env} on {url} ({state}); follows the {env} pin in {lock_file}")
+        print(f"try: curl -s {url}/health   |   Ctrl-C stops", flush=True)
 
 
 def _cannot_listen(host: str, port: int, exc: OSError) -> str:
