@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,9 +49,11 @@ class Running:
     """`sds ...` (or `python -m MODULE ...`) started in its own process group, its stderr read as
     it comes."""
 
-    def __init__(self, project: Project, *args: str, module: str = "sds") -> None:
+    def __init__(
+        self, project: Project, *args: str, module: str = "sds", prefix: Sequence[str] = ()
+    ) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", module, *args],
+            [*prefix, sys.executable, "-m", module, *args],
             cwd=project.path,
             env=project.env,
             stdin=subprocess.DEVNULL,
@@ -76,15 +78,18 @@ class Running:
     def signal_when(self, reached: Callable[[], bool], signum: int, *, group: bool) -> None:
         """`signum` once `reached()`: to the whole group (a terminal, `timeout`, `kill -- -PGID`)
         or to the main process alone (`kill PID`, systemd's default, ECS to a container's PID 1)."""
+        self.wait_for(reached)
+        if group:
+            os.killpg(self.process.pid, signum)
+        else:
+            os.kill(self.process.pid, signum)
+
+    def wait_for(self, reached: Callable[[], bool]) -> None:
         deadline = time.monotonic() + 120
         while not reached():
             assert self.process.poll() is None, f"finished before the phase: {self.lines}"
             assert time.monotonic() < deadline, f"never reached the phase: {self.lines}"
             time.sleep(0.005)
-        if group:
-            os.killpg(self.process.pid, signum)
-        else:
-            os.kill(self.process.pid, signum)
 
     def wait(self) -> tuple[int, float, str]:
         """(exit code, seconds it took to stop, stderr), killing the group if it hangs."""

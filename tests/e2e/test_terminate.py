@@ -12,6 +12,7 @@ stderr, a part's status file, a file appearing), not after a guessed delay.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -207,6 +208,59 @@ def test_sigterm_to_the_training_task_s_entry_point_leaves_the_registry_as_it_wa
     assert running.survivors() == []
     assert registry_state(registry) == before
     assert list(work.iterdir()) == []
+
+
+def unshare_works() -> bool:
+    try:
+        done = subprocess.run([*UNSHARE, "true"], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+UNSHARE = ["unshare", "--pid", "--fork", "--mount-proc"]
+
+
+@pytest.mark.skipif(not unshare_works(), reason="needs a PID namespace of its own (unshare, root)")
+def test_the_training_entry_point_as_a_container_s_pid_1_stops_on_sigterm(
+    fresh_copy: Callable[[], Project], history: Path, tmp_path: Path
+) -> None:
+    # Given `python -m training.train` as PID 1 of a PID namespace of its own, as in the ECS
+    # task's container (its ENTRYPOINT, no init process): the kernel delivers PID 1 only the
+    # signals it has a handler for, so with Python's default SIGTERM was not even received
+    # (the task ran on until SIGKILL, the stop timeout later)
+    project = fresh_copy()
+    registry = project.path / ".sds" / "registries" / "dev"
+    before = registry_state(registry)
+    work = tmp_path / "work"
+    work.mkdir()
+    project.env.update(
+        TRAINING_DATA_URI=str(history), REGISTRY_URI=registry.as_uri(), TRAINING_WORK_DIR=str(work)
+    )
+    running = Running(project, "--workers", "2", module="training.train", prefix=UNSHARE)
+
+    # When the container's PID 1 is sent SIGTERM from outside (ECS StopTask, `docker stop`)
+    # while it fits
+    running.wait_for(line_starting("[4/8]", running))
+    init = next(m for m in Path("/proc").glob("[0-9]*") if parent_of(m) == running.process.pid)
+    os.kill(int(init.name), signal.SIGTERM)
+
+    # Then it stops with 143 (unshare passes its exit status on), registering nothing
+    code, took, stderr = running.wait()
+    assert code == 143, stderr
+    assert took < STOPS_WITHIN
+    assert stderr.splitlines()[-1].startswith("training stopped by SIGTERM"), stderr
+    assert running.survivors() == []
+    assert registry_state(registry) == before
+    assert list(work.iterdir()) == []
+
+
+def parent_of(proc: Path) -> int | None:
+    try:
+        stat = (proc / "stat").read_text()
+    except OSError:
+        return None
+    return int(stat[stat.rindex(")") + 2 :].split()[1])
 
 
 def test_sigterm_during_generate_leaves_no_partial_file(
