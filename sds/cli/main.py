@@ -4,9 +4,8 @@ Exit codes: 0 done (or nothing to do), 1 error, 2 usage error, 3 refused (a prom
 failed, a concurrent change won, or a rollback's target Lambda version cannot serve); 130 when
 interrupted (Ctrl-C), 143 when stopped by SIGTERM (`timeout`, systemd, `docker stop`: the same
 cleanup as Ctrl-C, `sds.kernel.signals`), 141 (SIGPIPE's) quietly when the reader of stdout goes
-away. Errors are one line on
-stderr; `--json` prints machine-readable results on stdout, and errors there as
-`{"error": {...}}`.
+away. Errors are one line on stderr; `--json` prints machine-readable results on stdout, and
+errors there as `{"error": {...}}`.
 
 Local mode is the zero-config default. `--aws` (or `SDS_TARGET=aws`) works against the deployed
 stacks instead: registries come from SSM `/sds/<env>/registry-bucket` (unless
