@@ -38,8 +38,10 @@ def history(trained_project: Project, tmp_path_factory: pytest.TempPathFactory) 
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(trained_project: Project, history: Path) -> Path:
-    out = history.parent / "uninterrupted"
+def uninterrupted(
+    trained_project: Project, history: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    out = tmp_path_factory.mktemp("uninterrupted") / "out"
     trained_project.sds(*SCORE, "--data", str(history), "--out", str(out), "--quiet")
     return out
 

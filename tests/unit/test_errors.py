@@ -43,7 +43,10 @@ def project_error_classes() -> dict[str, type[BaseException]]:
     }
 
 
-ERRORS = project_error_classes()
+# Interruptions are not errors: a KeyboardInterrupt subclass (SIGTERM's) exits 128 + its signal.
+EVERYTHING = project_error_classes()
+ERRORS = {n: c for n, c in EVERYTHING.items() if not issubclass(c, KeyboardInterrupt)}
+INTERRUPTIONS = {n: c for n, c in EVERYTHING.items() if issubclass(c, KeyboardInterrupt)}
 
 
 def test_the_walk_finds_the_errors_of_every_layer() -> None:
@@ -65,6 +68,12 @@ def test_every_error_class_declares_a_documented_exit_code(name: str) -> None:
     cls = ERRORS[name]
     assert issubclass(cls, SdsError), f"{name} does not derive from sds.kernel.errors.SdsError"
     assert cls.exit_code in DOCUMENTED_EXIT_CODES, (name, cls.exit_code)
+
+
+def test_every_interruption_declares_its_documented_exit_code() -> None:
+    assert {n: c.exit_code for n, c in INTERRUPTIONS.items()} == {  # type: ignore[attr-defined]
+        "sds.kernel.signals.Terminated": 143  # README "The CLI": 130 Ctrl-C, 143 SIGTERM
+    }
 
 
 @pytest.mark.parametrize(

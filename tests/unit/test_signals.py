@@ -7,6 +7,7 @@ tests/e2e/test_terminate.py.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -69,6 +70,32 @@ def test_a_second_sigterm_does_not_cut_the_cleanup_short() -> None:
 
     # Then the cleanup went on to its end
     assert cleaned == [True]
+
+
+def test_a_sigterm_that_library_code_swallows_is_raised_again() -> None:
+    # Given a first SIGTERM swallowed by code that catches everything (numpy.random's import
+    # can swallow one that lands while it initializes)
+    with pytest.raises(Terminated), sigterm_as_interrupt():
+        with contextlib.suppress(BaseException):
+            kill_me()
+
+        # When the command goes on with its work
+        deadline = time.monotonic() + 20  # a bound for a hang, not a speed target
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+
+        # Then it is interrupted again, not left to run until SIGKILL
+        pytest.fail("the swallowed SIGTERM was not raised again")
+
+
+def test_no_thread_outlives_the_block() -> None:
+    before = threading.active_count()
+
+    with pytest.raises(Terminated), sigterm_as_interrupt():
+        kill_me()
+
+    assert threading.active_count() == before
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
 def test_the_previous_handling_is_restored_after_the_block() -> None:

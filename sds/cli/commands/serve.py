@@ -22,6 +22,7 @@ from sds.kernel.signals import stop_reason
 
 if TYPE_CHECKING:
     from lambdas.inference.app import InferenceApp
+    from sds.ops.local_api import LocalApi
 
 GRACE_SECONDS = 30.0
 """How long a stopping server waits for the requests in flight (gunicorn's `graceful_timeout`)."""
@@ -63,6 +64,12 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (sds.kernel.signals)
         how, _ = stop_reason(exc)
         print(f"sds serve: {how}: finishing the requests in flight", file=sys.stderr, flush=True)
+        # Inside the `except`: a repeated SIGTERM is ignored while the interruption is handled.
+        return _stop(api)
+    return _stop(api)  # the server stopped by itself
+
+
+def _stop(api: LocalApi) -> int:
     unanswered = api.stop(grace_s=GRACE_SECONDS)
     if unanswered:
         print(
