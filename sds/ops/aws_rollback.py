@@ -40,6 +40,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -105,6 +106,8 @@ class LiveRollback:
     target_state: str = ""  # the state Lambda first reported for lambda_to (Active, Inactive, ...)
     activation_ms: float = 0.0  # how long the rollback waited for lambda_to to become Active
     lock: LockChange | None = None  # what it changed in models.lock.json
+    lease_waited_ms: float = 0.0  # how long it waited for another rollback's lease
+    broken_lease: dict[str, Any] | None = None  # the dead holder's lease it broke (--break-lease)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -124,15 +127,86 @@ class LiveRollback:
             "target_state": self.target_state,
             "activation_ms": self.activation_ms,
             "lock_file": None if self.lock is None else self.lock.to_dict(),
+            "lease_waited_ms": self.lease_waited_ms,
+            "broken_lease": self.broken_lease,
         }
 
 
 # Lease --------------------------------------------------------------------------------------
 
+LEASE_WAIT_S = 2 * LEASE_TTL_S
+"""How long a rollback waits for another one's lease unless told otherwise (`--lease-timeout`):
+a dead holder's lease expires within `LEASE_TTL_S`; a live one renews it while it waits for its
+target, and this one gives up (naming the holder) rather than wait for it indefinitely."""
+LEASE_POLL_S = (0.25, 2.0)
+"""The first and the longest pause between two reads of a held lease (backoff with jitter)."""
+LEASE_REPORT_S = 5.0
+"""At most this long between two progress lines while the lease stays held."""
+LEASE_ID_CHARS = 12
+"""How much of a holder's token is its lease id (shown while waiting, typed to break it)."""
+
 
 def lease_key(model: str, env: str) -> str:
     # Under aliases/ (the promoter policy's alias prefix); not *.json, so it is never an alias.
     return f"models/{model}/aliases/{env}.lease"
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a lease, as its document says: enough to decide whether to wait or break it."""
+
+    holder: str
+    token: str
+    since: str  # when it took the lease (ISO 8601, UTC)
+    renewed: str  # when it last renewed it
+    expires: float  # seconds since the epoch, by the holder's clock
+
+    @property
+    def id(self) -> str:
+        """The lease id an operator types to break this lease (`--break-lease ID`)."""
+        return self.token[:LEASE_ID_CHARS]
+
+    def expires_in(self) -> float:
+        return self.expires - time.time()
+
+    def matches(self, lease_id: str) -> bool:
+        return len(lease_id) >= LEASE_ID_CHARS and self.token.startswith(lease_id.lower())
+
+    def describe(self) -> str:
+        expiry = max(0.0, self.expires_in())
+        return (
+            f"held by {self.holder} since {_clock_time(self.since)} "
+            f"(lease id {self.id}, expires in {expiry:.0f} s)"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "holder": self.holder,
+            "lease_id": self.id,
+            "since": self.since,
+            "renewed": self.renewed,
+            "expires": datetime.fromtimestamp(self.expires, UTC).isoformat().replace("+00:00", "Z"),
+        }
+
+
+def read_holder(data: bytes) -> Holder | None:
+    """The live holder a lease document names; None if it was released (or is unreadable: no
+    holder writes such a document, so nobody is waiting on it)."""
+    try:
+        taken = json.loads(data)
+        holder = taken.get("holder")
+        if not holder:
+            return None
+        since = str(taken.get("since", "?"))
+        return Holder(
+            holder=str(holder),
+            token=str(taken.get("token", "")),
+            since=since,
+            renewed=str(taken.get("renewed", since)),
+            expires=float(taken.get("expires", 0)),
+        )
+    except (ValueError, TypeError, AttributeError):
+        return None
 
 
 class Lease:
@@ -145,28 +219,34 @@ class Lease:
         self.token = token
         self.ttl_s = ttl_s
         self.etag = ""
+        self.since = now_iso()
         self.renewed_at = 0.0
+        self.waited_s = 0.0  # how long it waited for another holder before taking it
+        self.broken: Holder | None = None  # the holder whose lease it broke to take it
 
     def document(self) -> bytes:
-        now = time.time()
         held = {
             "holder": self.holder,
             "token": self.token,
-            "since": now_iso(),
-            "expires": now + self.ttl_s,
+            "since": self.since,
+            "renewed": now_iso(),
+            "expires": time.time() + self.ttl_s,
         }
         return json.dumps(held, sort_keys=True).encode()
 
-    def renew(self) -> None:
-        """Extend the lease (at most every third of its lifetime; cheap to call often)."""
-        if time.monotonic() - self.renewed_at < self.ttl_s / 3:
+    def renew(self, *, force: bool = False) -> None:
+        """Extend the lease (at most every third of its lifetime; cheap to call often). `force`
+        writes now: a compare-and-swap that proves the lease is still this holder's before a step
+        that must not run twice at once (switching `live`)."""
+        if not force and time.monotonic() - self.renewed_at < self.ttl_s / 3:
             return
         try:
             self.etag = self.store.put(self.key, self.document(), if_match=self.etag)
         except PreconditionFailed:
             raise ConcurrentRollback(
-                f"{self.key} was taken over by another command while this one waited; "
-                "nothing was switched: check `sds --aws status` and run the rollback again"
+                f"{self.key} was taken over by another command while this one ran (its lease "
+                "expired, or someone broke it with --break-lease); nothing was switched: check "
+                "`sds --aws status` and run the rollback again"
             ) from None
         self.renewed_at = time.monotonic()
 
@@ -178,43 +258,126 @@ def lease(
     *,
     holder: str,
     ttl_s: float = LEASE_TTL_S,
-    wait_s: float = 2 * LEASE_TTL_S,
+    wait_s: float = LEASE_WAIT_S,
+    what: str = "",
+    say: Say | None = None,
+    break_id: str | None = None,
+    on_break: Callable[[Holder], None] | None = None,
+    how_to_break: str = "",
+    poll_s: tuple[float, float] | None = None,
+    report_s: float | None = None,
 ) -> Iterator[Lease]:
-    """Hold `key` exclusively: at most one holder at a time, and a dead holder's lease expires."""
+    """Hold `key` exclusively: at most one holder at a time, and a dead holder's lease expires.
+
+    A held lease is waited for (up to `wait_s`, then `ConcurrentRollback` naming its holder):
+    `say` gets a line at once naming the holder, since when and when its lease expires, one every
+    `report_s` seconds, and one when it is taken. Reads back off from `poll_s[0]` to `poll_s[1]`
+    with jitter, and never sleep past the lease's expiry. `break_id` takes over the lease of
+    exactly that holder (its lease id, as the first line showed it) without waiting, for a holder
+    the operator knows is dead; `on_break` is called (to audit it) before anything else runs,
+    and if it fails the lease is released. Ctrl-C while waiting: `KeyboardInterrupt` after a
+    line saying so; nothing is held yet, so nothing is left behind.
+    """
+    say = say or _silent
+    what = what or key
+    first_poll, longest_poll = poll_s or LEASE_POLL_S
+    report_s = LEASE_REPORT_S if report_s is None else report_s
     held = Lease(store, key, holder=holder, token=uuid.uuid4().hex, ttl_s=ttl_s)
-    deadline = time.monotonic() + wait_s
-    while not held.etag:
-        now = time.time()
-        data = held.document()
-        try:
-            current = store.get(key)
-        except NotFound:
-            current = None
-        try:
-            if current is None:
-                held.etag = store.put(key, data, if_none_match=True)
-            else:
-                taken = json.loads(current.data)
-                if not taken.get("holder") or float(taken.get("expires", 0)) < now:
-                    held.etag = store.put(key, data, if_match=current.etag)
-        except PreconditionFailed:
-            pass  # another command took it first: wait for it
-        if not held.etag:
-            if time.monotonic() > deadline:
-                who = json.loads(current.data) if current is not None else {}
-                raise ConcurrentRollback(
-                    f"another rollback ({who.get('holder', 'unknown')}, since "
-                    f"{who.get('since', '?')}) still holds {key}; try again when it is done"
-                )
-            time.sleep(0.02 + random.random() * 0.08)
-    held.renewed_at = time.monotonic()
+    started = time.monotonic()
+    pause = first_poll
+    shown: Holder | None = None  # the holder the last line named
+    line_at = started
+    taken: Holder | None = None
+    breaking = False
     try:
+        while True:
+            try:
+                current = store.get(key)
+            except NotFound:
+                current = None
+            taken = read_holder(current.data) if current is not None else None
+            expired = taken is not None and taken.expires_in() < 0
+            breaking = (
+                taken is not None and not expired and break_id is not None
+                and taken.matches(break_id)
+            )  # fmt: skip
+            try:
+                if current is None:
+                    held.etag = store.put(key, held.document(), if_none_match=True)
+                elif taken is None or expired or breaking:
+                    held.etag = store.put(key, held.document(), if_match=current.etag)
+            except PreconditionFailed:
+                continue  # another command wrote it meanwhile: read who holds it now
+            if held.etag:
+                break
+            assert taken is not None  # only a live holder's lease is not taken above
+            elapsed = time.monotonic() - started
+            if break_id is not None and not breaking:
+                raise ConcurrentRollback(
+                    f"{what} is {taken.describe()}, not lease id {break_id}: nothing was broken "
+                    "or moved. Check who holds it now before breaking anything"
+                )
+            if elapsed >= wait_s:
+                still = f"still {taken.describe()} after {elapsed:.0f} s"
+                raise ConcurrentRollback(
+                    f"{what} is {still if wait_s > 0 else taken.describe()}; nothing was moved. Run the "
+                    f"command again when it is done{_break_hint(how_to_break, taken)}"
+                )
+            if shown is None or shown.token != taken.token:
+                prefix = "waiting for" if shown is None else f"  [{elapsed:4.0f} s] now waiting for"
+                say(f"{prefix} {what}, {taken.describe()}; Ctrl-C to stop")
+                if shown is None and how_to_break:
+                    say(f"  if that command is known dead: {how_to_break.format(id=taken.id)}")
+                shown, line_at = taken, time.monotonic()
+            elif time.monotonic() - line_at >= report_s:
+                expiry = max(0.0, taken.expires_in())
+                say(
+                    f"  [{elapsed:4.0f} s] still held by {taken.holder} (expires in {expiry:.0f} s)"
+                )
+                line_at = time.monotonic()
+            wait = pause * random.uniform(0.8, 1.2)
+            # Wake up just after it expires (a dead holder's lease), and not after the deadline.
+            wait = min(wait, max(0.05, taken.expires_in() + 0.05), max(0.0, wait_s - elapsed))
+            time.sleep(wait)
+            pause = min(longest_poll, pause * 2)
+    except KeyboardInterrupt:
+        if shown is not None:
+            elapsed = time.monotonic() - started
+            say(f"  [{elapsed:4.0f} s] interrupted while waiting for {what}; nothing was moved")
+        raise
+    held.renewed_at = time.monotonic()
+    held.waited_s = time.monotonic() - started if shown is not None else 0.0
+    try:
+        if taken is not None and breaking:
+            held.broken = taken
+            if on_break is not None:
+                on_break(taken)
+            say(f"broke {what}, {taken.describe()}: it is this command's now")
+        elif shown is not None:
+            how = "expired" if taken is not None else "was released"
+            say(f"  [{held.waited_s:4.0f} s] {what} {how}: going on")
+        elif break_id is not None:
+            say(f"{what} is not held (released or expired): nothing to break, going on")
         yield held
     finally:
         released = json.dumps({"holder": None, "released_by": holder, "at": now_iso()}).encode()
         # If it expired and someone took it over, it is theirs now: leave it.
         with suppress(PreconditionFailed):
             store.put(key, released, if_match=held.etag)
+
+
+def _break_hint(how_to_break: str, taken: Holder) -> str:
+    if not how_to_break:
+        return ""
+    return f"; if that command is known dead: {how_to_break.format(id=taken.id)}"
+
+
+def _clock_time(iso: str) -> str:
+    """12:00:03 UTC from an ISO 8601 timestamp (as written by `now_iso`), else the text itself."""
+    try:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).strftime("%H:%M:%S UTC")
+    except ValueError:
+        return iso
 
 
 # Lambda and CodeDeploy ----------------------------------------------------------------------
@@ -302,10 +465,14 @@ def rollback_live(
     clients: Clients | None = None,
     stop_wait_s: float = 30.0,
     activation_timeout_s: float = ACTIVATION_TIMEOUT_S,
+    lease_timeout_s: float = LEASE_WAIT_S,
+    break_lease: str | None = None,
     say: Say | None = None,
 ) -> LiveRollback:
-    """Switch `live` back (see the module docstring); `say` receives the activation step's
-    lines (none when the target is Active)."""
+    """Switch `live` back (see the module docstring); `say` receives the lines of the two waits
+    (for another rollback's lease, for the target to become Active; none when neither waits).
+    `break_lease` takes over the lease of the holder with that lease id (one known dead) at once,
+    audited as a `lease_broken` event; any other holder is refused."""
     started = time.monotonic()
     ws.ensure_writable(env)  # an environment in another account takes credentials there
     lock_ready(ws, f"roll back {env}")  # the pin is written last: it must be writable first
@@ -318,7 +485,30 @@ def rollback_live(
     lambda_client = clients["lambda"]
     stopped: list[str] = []
     ready: dict[str, Activation] = {}  # Lambda versions found (or made) Active by this rollback
-    with lease(registry.store, lease_key(ws.model, env), holder=ws.actor) as held:
+
+    def audit_break(broken: Holder) -> None:
+        current = registry.get_alias(env)
+        registry.record_event(
+            "lease_broken",
+            version=current.version if current is not None else 0,
+            actor=ws.actor,
+            reason=reason,
+            alias=env,
+            details={"env": env, "target": "aws", "lease": held_key, "broken": broken.to_dict()},
+        )
+
+    held_key = lease_key(ws.model, env)
+    with lease(
+        registry.store,
+        held_key,
+        holder=ws.actor,
+        wait_s=lease_timeout_s,
+        what=f"{env}'s rollback lease",
+        say=say,
+        break_id=break_lease,
+        on_break=audit_break,
+        how_to_break="run this rollback again with --break-lease {id} (audited)",
+    ) as held:
         for _ in range(CAS_ATTEMPTS):
             current = registry.get_alias(env)
             if current is None:
@@ -352,6 +542,7 @@ def rollback_live(
                 return LiveRollback(
                     env, current.version, current.sha256, current.version, False,
                     function, alias, before, before, stopped, _ms(started), lock=unchanged,
+                    lease_waited_ms=_ms_of(held.waited_s), broken_lease=_broken(held),
                 )  # fmt: skip
             if chosen not in ready:
                 # Before anything moves: a version that cannot serve must never get `live`.
@@ -367,6 +558,9 @@ def rollback_live(
                 )
                 live = get_live_alias(lambda_client, function, alias)  # a stop may have moved it
                 before = str(live["FunctionVersion"])
+            # Still this command's lease (not expired, not broken by someone who thought it
+            # dead): else another rollback may be moving `live` too.
+            held.renew(force=True)
             revision = _switch(lambda_client, function, alias, chosen, live.get("RevisionId", ""))
             details = {
                 "env": env,
@@ -378,6 +572,7 @@ def rollback_live(
                 "lambda_to_state": activation.initial,
                 "activation_ms": round(activation.waited_s * 1000, 1),
                 "stopped_deployments": stopped,
+                "lease_waited_ms": _ms_of(held.waited_s),
             }
             if target_version == current.version:
                 # The registry already says so: only `live` had drifted (e.g. a stopped canary).
@@ -442,6 +637,7 @@ def rollback_live(
         env, state_version, state_sha, previous, True,
         function, alias, before, chosen, stopped, _ms(started),
         activation.initial, round(activation.waited_s * 1000, 1), lock=lock_change,
+        lease_waited_ms=_ms_of(held.waited_s), broken_lease=_broken(held),
     )  # fmt: skip
 
 
@@ -533,3 +729,11 @@ def get_live_alias(lambda_client: Any, function: str, alias: str) -> dict[str, A
 
 def _ms(started: float) -> float:
     return round((time.monotonic() - started) * 1000, 1)
+
+
+def _ms_of(seconds: float) -> float:
+    return round(seconds * 1000, 1)
+
+
+def _broken(held: Lease) -> dict[str, Any] | None:
+    return held.broken.to_dict() if held.broken is not None else None

@@ -26,6 +26,19 @@ ACTIVATION_HELP = (
     f"Active before refusing (seconds; default {DEFAULT_TIMEOUT_S:.0f}; 0: refuse unless it is "
     "Active now)"
 )
+# sds.ops.aws_rollback's LEASE_WAIT_S and LEASE_TTL_S (importing it here would load numpy on
+# every start of the CLI; a test checks that the two agree)
+LEASE_HELP = (
+    "with --aws: how long to wait while another rollback of ENV holds its lease before refusing "
+    "(seconds; default 120: a dead holder's lease expires within 60 s; 0: refuse at once if it "
+    "is held)"
+)
+LEASE_ID_CHARS = 12  # sds.ops.aws_rollback.LEASE_ID_CHARS
+BREAK_HELP = (
+    "with --aws: take over the lease of a rollback known to be dead (killed, its machine gone) "
+    "at once instead of waiting for it to expire; ID is the lease id the waiting line shows. "
+    "Audited as a lease_broken event; refused if someone else holds the lease now"
+)
 
 
 def seconds(text: str) -> float:
@@ -36,6 +49,17 @@ def seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
     if not value >= 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text!r}")
+    return value
+
+
+def lease_id(text: str) -> str:
+    """A lease id as the waiting line shows it (hex digits, at least its first 12)."""
+    value = text.strip().lower()
+    if len(value) < LEASE_ID_CHARS or any(c not in "0123456789abcdef" for c in value):
+        raise argparse.ArgumentTypeError(
+            f"not a lease id: {text!r} (the {LEASE_ID_CHARS} hex digits after 'lease id' in the "
+            "line that names the holder)"
+        )
     return value
 
 
@@ -61,6 +85,10 @@ def register(commands: Commands) -> None:
         metavar="SECONDS",
         help=ACTIVATION_HELP,
     )
+    parser.add_argument(
+        "--lease-timeout", type=seconds, default=None, metavar="SECONDS", help=LEASE_HELP
+    )
+    parser.add_argument("--break-lease", type=lease_id, default=None, metavar="ID", help=BREAK_HELP)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,6 +103,15 @@ def run(args: argparse.Namespace) -> int:
             "--activation-timeout applies to rollbacks on AWS only (sds --aws rollback ...): "
             "a local rollback switches no Lambda version"
         )
+    for given, option in (
+        (args.lease_timeout, "--lease-timeout"),
+        (args.break_lease, "--break-lease"),
+    ):
+        if given is not None:
+            raise UsageError(
+                f"{option} applies to rollbacks on AWS only (sds --aws rollback ...): a local "
+                "rollback takes no lease (its registry alias moves by compare-and-swap)"
+            )
     change = rollback(ws, env=env.name, to_version=args.to, reason=args.reason)
     lock = change.lock
     if args.json:
@@ -97,9 +134,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_live(ws: Workspace, env: str, args: argparse.Namespace) -> int:
-    from sds.ops.aws_rollback import rollback_live
+    from sds.ops.aws_rollback import LEASE_WAIT_S, rollback_live
 
-    def say(line: str) -> None:  # the activation step, on stderr; --json stays quiet
+    if args.break_lease is not None and not args.reason.strip():
+        raise UsageError(
+            "--break-lease needs --reason: breaking another operator's lease is audited, "
+            "say why you know its rollback is dead (e.g. --reason 'killed it, INC-42')"
+        )
+
+    def say(line: str) -> None:  # the lease and activation waits, on stderr; --json: quiet
         if not args.json:
             print(line, file=sys.stderr, flush=True)
 
@@ -110,6 +153,8 @@ def _run_live(ws: Workspace, env: str, args: argparse.Namespace) -> int:
         to_version=args.to,
         reason=args.reason,
         activation_timeout_s=timeout,
+        lease_timeout_s=LEASE_WAIT_S if args.lease_timeout is None else args.lease_timeout,
+        break_lease=args.break_lease,
         say=say,
     )
     if args.json:
@@ -139,6 +184,11 @@ def _run_live(ws: Workspace, env: str, args: argparse.Namespace) -> int:
         print(
             f"  Lambda version {done.lambda_to} was {done.target_state}: Active after "
             f"{done.activation_ms / 1000:.0f} s, then switched"
+        )
+    if done.broken_lease is not None:
+        print(
+            f"  broke the lease of {done.broken_lease['holder']} (lease id "
+            f"{done.broken_lease['lease_id']}) first: audited as lease_broken"
         )
     for deployment in done.stopped_deployments:
         print(f"  stopped CodeDeploy deployment {deployment} first (without its own rollback)")
