@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +16,7 @@ from sds.kernel.registry.s3 import S3Store
 from sds.ops.aws_rollback import ConcurrentRollback, lease
 from sds.ops.workspace import Workspace
 from tests.integration.deployed import Deployed
+from tests.integration.leases import HOLDER, TOKEN, CountingStore, held_by
 
 
 def test_registry_resolution_order_override_then_ssm_then_local(
@@ -109,3 +112,189 @@ def test_envs_with_aws_shows_each_registry_or_what_is_missing(
     rows = {row["env"]: row["registry"] for row in cli("--aws", "envs", "--json").json()}
     assert rows["dev"] == f"s3://{dev.bucket}"
     assert rows["prod"].startswith("(not found: SSM parameter /sds/prod/registry-bucket")
+
+
+# Waiting for a held lease: what the waiter says, how often it reads ---------------------------
+
+
+def test_a_waiter_says_at_once_who_holds_the_lease_and_polls_with_backoff_until_it_expires(
+    s3_store: Callable[..., S3Store],
+) -> None:
+    # Given the lease of a rollback that was killed: nobody releases it, it expires in 1.5 s
+    store = s3_store()
+    key = "models/fraud/aliases/dev.lease"
+    held_by(store, key, HOLDER, expires_in=1.5)
+    counting = CountingStore(store, key)
+    lines: list[str] = []
+
+    # When another rollback takes the lease
+    started = time.monotonic()
+    with lease(
+        counting,  # type: ignore[arg-type]
+        key,
+        holder="bob",
+        what="dev's rollback lease",
+        say=lines.append,
+        how_to_break="add --break-lease {id}",
+        report_s=0.5,
+    ):
+        # Then it holds it once the dead holder's lease expired
+        assert json.loads(store.get(key).data)["holder"] == "bob"
+    assert time.monotonic() - started < 10  # a hang, not a speed check
+
+    # And its first line named the holder, since when, the lease id and the expiry, at once
+    assert re.fullmatch(
+        rf"waiting for dev's rollback lease, held by {re.escape(HOLDER)} since 12:00:03 UTC "
+        r"\(lease id 0123456789ab, expires in [12] s\); Ctrl-C to stop",
+        lines[0],
+    ), lines
+    assert lines[1] == "  if that command is known dead: add --break-lease 0123456789ab"
+    # And it said it was still waiting, then that the lease expired
+    assert any(re.match(r"  \[ +\d s\] still held by .*alice \(expires in", ln) for ln in lines)
+    assert re.fullmatch(r"  \[ +\d s\] dev's rollback lease expired: going on", lines[-1])
+    # And it read the lease a handful of times in 1.5 s (backoff from 0.25 s), not every 20-100 ms
+    assert 2 <= counting.gets <= 8, counting.gets
+
+
+def test_a_released_lease_is_taken_at_the_next_read_and_said_so(
+    s3_store: Callable[..., S3Store],
+) -> None:
+    # Given a lease held for a minute by a live holder, which releases it after 0.5 s
+    store = s3_store()
+    key = "models/fraud/aliases/dev.lease"
+    held_by(store, key, HOLDER, expires_in=60)
+
+    def release() -> None:
+        current = store.get(key)
+        released = {"holder": None, "released_by": HOLDER, "at": "now"}
+        store.put(key, json.dumps(released).encode(), if_match=current.etag)
+
+    timer = threading.Timer(0.5, release)
+    timer.start()
+    lines: list[str] = []
+    # When another command waits for it
+    try:
+        with lease(store, key, holder="bob", what="dev's rollback lease", say=lines.append) as held:
+            # Then it goes on as soon as it reads the release, long before the expiry
+            assert json.loads(store.get(key).data)["holder"] == "bob"
+            assert 0.4 < held.waited_s < 10
+    finally:
+        timer.join()
+    assert "expires in 60 s" in lines[0] or "expires in 59 s" in lines[0]
+    assert re.fullmatch(r"  \[ +\d s\] dev's rollback lease was released: going on", lines[-1])
+
+
+def test_a_lease_timeout_of_zero_refuses_at_once_naming_the_holder_and_how_to_break_it(
+    s3_store: Callable[..., S3Store],
+) -> None:
+    store = s3_store()
+    key = "models/fraud/aliases/dev.lease"
+    held_by(store, key, HOLDER, expires_in=60)
+    counting = CountingStore(store, key)
+    lines: list[str] = []
+    # When a command that will not wait finds it held
+    with (
+        pytest.raises(ConcurrentRollback) as refused,
+        lease(
+            counting,  # type: ignore[arg-type]
+            key,
+            holder="bob",
+            wait_s=0,
+            what="dev's rollback lease",
+            say=lines.append,
+            how_to_break="add --break-lease {id}",
+        ),
+    ):
+        pass
+    # Then one read, no waiting line, and the refusal says who, since when, and what to do
+    assert counting.gets == 1 and lines == []
+    message = str(refused.value)
+    assert message.startswith(
+        f"dev's rollback lease is held by {HOLDER} since 12:00:03 UTC (lease id 0123456789ab, "
+    )
+    assert message.endswith("if that command is known dead: add --break-lease 0123456789ab")
+    assert json.loads(store.get(key).data)["holder"] == HOLDER  # untouched
+
+
+def test_breaking_a_dead_holders_lease_takes_it_at_once_and_only_that_holders(
+    s3_store: Callable[..., S3Store],
+) -> None:
+    store = s3_store()
+    key = "models/fraud/aliases/dev.lease"
+    # Given a lease held for another minute by a holder the operator knows is dead
+    held_by(store, key, HOLDER, expires_in=60)
+    counting = CountingStore(store, key)
+
+    # When breaking it with another lease id (not the current holder's): refused, untouched
+    with (
+        pytest.raises(ConcurrentRollback, match="not lease id 0123456789ff: nothing was broken"),
+        lease(store, key, holder="bob", break_id="0123456789ff"),
+    ):
+        pass
+    assert json.loads(store.get(key).data)["token"] == TOKEN
+
+    # When breaking it with its lease id
+    broken: list[Any] = []
+    lines: list[str] = []
+    with lease(
+        counting,  # type: ignore[arg-type]
+        key,
+        holder="bob",
+        what="dev's rollback lease",
+        say=lines.append,
+        break_id="0123456789ab",
+        on_break=broken.append,
+    ) as held:
+        # Then it holds it after one read, with no wait, and the break was handed to the audit
+        assert counting.gets == 1
+        assert json.loads(store.get(key).data)["holder"] == "bob"
+        (who,) = broken
+        assert (who.holder, who.id, held.broken) == (HOLDER, "0123456789ab", who)
+        assert lines[0].startswith(f"broke dev's rollback lease, held by {HOLDER} since 12:00:03")
+
+    # And a failed audit releases the lease it took: nothing is held by a break not recorded
+    held_by(store, key, HOLDER, expires_in=60)
+
+    def audit_fails(_: Any) -> None:
+        raise RuntimeError("events not writable")
+
+    with (
+        pytest.raises(RuntimeError),
+        lease(store, key, holder="bob", break_id="0123456789ab", on_break=audit_fails),
+    ):
+        pass
+    assert json.loads(store.get(key).data)["holder"] is None
+
+
+def test_ctrl_c_while_waiting_leaves_the_holders_lease_alone(
+    s3_store: Callable[..., S3Store],
+) -> None:
+    store = s3_store()
+    key = "models/fraud/aliases/dev.lease"
+    held_by(store, key, HOLDER, expires_in=60)
+
+    class Interrupting(CountingStore):
+        def get(self, key: str) -> Any:
+            if self.gets == 2:
+                raise KeyboardInterrupt
+            return super().get(key)
+
+    lines: list[str] = []
+    # When the operator presses Ctrl-C during the wait
+    with (
+        pytest.raises(KeyboardInterrupt),
+        lease(
+            Interrupting(store, key),
+            key,
+            holder="bob",
+            what="dev's rollback lease",
+            say=lines.append,
+        ),  # type: ignore[arg-type]
+    ):
+        pass
+    # Then it says so, and the holder's lease is as it was (the waiter held nothing)
+    assert re.fullmatch(
+        r"  \[ +\d s\] interrupted while waiting for dev's rollback lease; nothing was moved",
+        lines[-1],
+    )
+    assert json.loads(store.get(key).data)["token"] == TOKEN
