@@ -25,7 +25,11 @@
 Concurrent rollbacks of one environment are serialized by a lease object next to the alias
 (created with If-None-Match, taken over and released with If-Match, expiring if its holder dies),
 so the Lambda alias and the registry alias always move in the same order; a rollback waiting for
-its target to become Active renews its lease meanwhile. Promotions do not touch the Lambda alias
+its target to become Active renews its lease meanwhile, and checks it is still its own before it
+switches `live`. A rollback that finds the lease held says at once whose it is and until when,
+waits (with backoff) for its release or expiry up to `--lease-timeout`, or, told the lease id of
+a holder known dead (`--break-lease`), takes it over at once, audited as `lease_broken`.
+Promotions do not touch the Lambda alias
 (a deploy does) and take no lease; if one moves the registry alias between steps 1 and 5, the
 Lambda alias is put back and the rollback is re-planned (`--to N`) or refused (a relative
 rollback must not pop a history that just changed under it).

@@ -130,7 +130,7 @@ def test_a_waiter_says_at_once_who_holds_the_lease_and_polls_with_backoff_until_
     # When another rollback takes the lease
     started = time.monotonic()
     with lease(
-        counting,  # type: ignore[arg-type]
+        counting,
         key,
         holder="bob",
         what="dev's rollback lease",
@@ -196,7 +196,7 @@ def test_a_lease_timeout_of_zero_refuses_at_once_naming_the_holder_and_how_to_br
     with (
         pytest.raises(ConcurrentRollback) as refused,
         lease(
-            counting,  # type: ignore[arg-type]
+            counting,
             key,
             holder="bob",
             wait_s=0,
@@ -237,7 +237,7 @@ def test_breaking_a_dead_holders_lease_takes_it_at_once_and_only_that_holders(
     broken: list[Any] = []
     lines: list[str] = []
     with lease(
-        counting,  # type: ignore[arg-type]
+        counting,
         key,
         holder="bob",
         what="dev's rollback lease",
@@ -289,7 +289,7 @@ def test_ctrl_c_while_waiting_leaves_the_holders_lease_alone(
             holder="bob",
             what="dev's rollback lease",
             say=lines.append,
-        ),  # type: ignore[arg-type]
+        ),
     ):
         pass
     # Then it says so, and the holder's lease is as it was (the waiter held nothing)
