@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sds.cli.arguments import Commands, env_option, version_argument, workspace
 from sds.cli.render import print_json
@@ -73,6 +73,7 @@ def register(commands: Commands) -> None:
             'sds rollback --env dev --to 2 --reason "back to the last good model"',
             'sds --aws rollback --env prod --reason "alarm on false positives"',
             'sds --aws rollback --env prod --to 7 --activation-timeout 900 --reason "incident 42"',
+            'sds --aws rollback --env prod --break-lease 7f1b0437742b --reason "killed it, INC-42"',
         ],
     )
     env_option(parser, "--env", required=True)
@@ -168,8 +169,10 @@ def _run_live(ws: Workspace, env: str, args: argparse.Namespace) -> int:
         )
         if lock is None or not lock.changed:
             print(f"{serves}; nothing to do")
+            _say_broken(done.broken_lease)
             return 0
         print(serves)  # the alias was there, the lock file behind it: say what was rewritten
+        _say_broken(done.broken_lease)
         _print_lock_change(lock, ws.lock_path.name)
         return 0
     if done.lambda_from == done.lambda_to:
@@ -185,11 +188,7 @@ def _run_live(ws: Workspace, env: str, args: argparse.Namespace) -> int:
             f"  Lambda version {done.lambda_to} was {done.target_state}: Active after "
             f"{done.activation_ms / 1000:.0f} s, then switched"
         )
-    if done.broken_lease is not None:
-        print(
-            f"  broke the lease of {done.broken_lease['holder']} (lease id "
-            f"{done.broken_lease['lease_id']}) first: audited as lease_broken"
-        )
+    _say_broken(done.broken_lease)
     for deployment in done.stopped_deployments:
         print(f"  stopped CodeDeploy deployment {deployment} first (without its own rollback)")
     shadow = None if lock is None else lock.shadow_phrase()
@@ -210,3 +209,11 @@ def _print_lock_change(lock: LockChange, name: str) -> None:
         print(f"  {shadow}")
     if lock.pin_rewritten:
         print(f"  pin rewritten in {name} to follow the alias ({lock.was_phrase()}): commit it")
+
+
+def _say_broken(broken: dict[str, Any] | None) -> None:
+    if broken is not None:
+        print(
+            f"  broke the lease of {broken['holder']} (lease id {broken['lease_id']}) first: "
+            "audited as lease_broken"
+        )
