@@ -49,3 +49,23 @@ def held_by(store: ObjectStore, key: str, holder: str, *, expires_in: float) -> 
 
 def lease_document(store: ObjectStore, key: str) -> dict[str, Any]:
     return dict(json.loads(store.get(key).data))
+
+
+def expires_when_read(monkeypatch: Any, times: int) -> None:
+    """Make the lease in every `S3Store` expire just before its `times`-th read: a dead holder's
+    lease running out while a waiter polls it, without the test depending on how fast it runs."""
+    from sds.kernel.registry.s3 import S3Store
+
+    real_get = S3Store.get
+    reads: list[str] = []
+
+    def get(self: S3Store, key: str) -> Any:
+        if key.endswith(".lease"):
+            reads.append(key)
+            if len(reads) == times:
+                current = real_get(self, key)
+                document = {**json.loads(current.data), "expires": time.time() - 1}
+                self.put(key, json.dumps(document).encode(), if_match=current.etag)
+        return real_get(self, key)
+
+    monkeypatch.setattr(S3Store, "get", get)

@@ -120,10 +120,10 @@ def test_envs_with_aws_shows_each_registry_or_what_is_missing(
 def test_a_waiter_says_at_once_who_holds_the_lease_and_polls_with_backoff_until_it_expires(
     s3_store: Callable[..., S3Store],
 ) -> None:
-    # Given the lease of a rollback that was killed: nobody releases it, it expires in 1.5 s
+    # Given the lease of a rollback that was killed: nobody releases it, it expires in 2 s
     store = s3_store()
     key = "models/fraud/aliases/dev.lease"
-    held_by(store, key, HOLDER, expires_in=1.5)
+    held_by(store, key, HOLDER, expires_in=2)
     counting = CountingStore(store, key)
     lines: list[str] = []
 
@@ -152,7 +152,7 @@ def test_a_waiter_says_at_once_who_holds_the_lease_and_polls_with_backoff_until_
     # And it said it was still waiting, then that the lease expired
     assert any(re.match(r"  \[ +\d s\] still held by .*alice \(expires in", ln) for ln in lines)
     assert re.fullmatch(r"  \[ +\d s\] dev's rollback lease expired: going on", lines[-1])
-    # And it read the lease a handful of times in 1.5 s (backoff from 0.25 s), not every 20-100 ms
+    # And it read the lease a handful of times in 2 s (backoff from 0.25 s), not every 20-100 ms
     assert 2 <= counting.gets <= 8, counting.gets
 
 

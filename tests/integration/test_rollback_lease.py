@@ -22,7 +22,14 @@ from sds.kernel.registry.s3 import S3Store
 from sds.ops import aws_rollback
 from tests.integration import snapstart
 from tests.integration.deployed import ACTOR, CliResult, Deployed
-from tests.integration.leases import HOLDER, LEASE_ID, TOKEN, held_by, lease_document
+from tests.integration.leases import (
+    HOLDER,
+    LEASE_ID,
+    TOKEN,
+    expires_when_read,
+    held_by,
+    lease_document,
+)
 from tests.integration.snapstart import LambdaStates, with_states
 from tests.integration.test_rollback_aws import deploy_two_models
 
@@ -40,13 +47,16 @@ def unchanged(dev: Deployed, pin_before: str, project: Path) -> None:
 
 
 def test_a_rollback_behind_a_dead_holders_lease_says_who_holds_it_and_goes_on_at_its_expiry(
-    deploy: Callable[..., Deployed], cli: Callable[..., CliResult]
+    deploy: Callable[..., Deployed],
+    cli: Callable[..., CliResult],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Given two deploys (live on Lambda version 3), and the lease of a rollback that was killed
-    # mid-wait: nobody renews or releases it, it expires in 1.5 s
+    # mid-wait: nobody renews or releases it, it expires in 30 s (here: at the waiter's 3rd read)
     dev = deploy("dev")
     deploy_two_models(dev, cli)
-    held_by(dev.registry.store, KEY, HOLDER, expires_in=1.5)
+    held_by(dev.registry.store, KEY, HOLDER, expires_in=30)
+    expires_when_read(monkeypatch, 3)
 
     # When the next operator rolls back
     result = cli("--aws", "rollback", "--env", "dev", "--reason", "after kill")
@@ -56,7 +66,7 @@ def test_a_rollback_behind_a_dead_holders_lease_says_who_holds_it_and_goes_on_at
     err = result.err.splitlines()
     assert re.fullmatch(
         rf"waiting for dev's rollback lease, held by {re.escape(HOLDER)} since 12:00:03 UTC "
-        rf"\(lease id {LEASE_ID}, expires in [12] s\); Ctrl-C to stop",
+        rf"\(lease id {LEASE_ID}, expires in (30|29) s\); Ctrl-C to stop",
         err[0],
     ), err
     # And how to break it if that command is known dead
@@ -73,11 +83,14 @@ def test_a_rollback_behind_a_dead_holders_lease_says_who_holds_it_and_goes_on_at
 
 
 def test_under_json_the_wait_for_the_lease_is_quiet_and_reported(
-    deploy: Callable[..., Deployed], cli: Callable[..., CliResult]
+    deploy: Callable[..., Deployed],
+    cli: Callable[..., CliResult],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     dev = deploy("dev")
     deploy_two_models(dev, cli)
-    held_by(dev.registry.store, KEY, HOLDER, expires_in=1.0)
+    held_by(dev.registry.store, KEY, HOLDER, expires_in=30)
+    expires_when_read(monkeypatch, 2)
     result = cli("--aws", "rollback", "--env", "dev", "--reason", "x", "--json")
     assert result.code == 0, result.err
     assert result.err == ""  # nothing but the JSON document
