@@ -35,6 +35,7 @@ from sds.cli.arguments import (
 )
 from sds.cli.commands import COMMANDS
 from sds.cli.render import report_error
+from sds.kernel.aws.errors import explain
 from sds.kernel.errors import SdsError, UsageError
 from sds.kernel.signals import sigterm_as_interrupt, stop_reason
 
@@ -122,10 +123,12 @@ def _run(argv: Sequence[str] | None) -> int:
     except (OSError, ValueError) as exc:
         return report_error(exc, as_json=as_json)
     except Exception as exc:
-        if not type(exc).__module__.startswith(("botocore", "boto3")):
+        # An AWS failure no command wrapped (credentials, region, a bucket that is gone): said
+        # through the one mapping of AWS errors to what to do (sds.kernel.aws.errors.explain).
+        explained = explain(exc)
+        if explained is None:
             raise
-        # Credentials, endpoints, permissions: the SDK's message is the useful part.
-        return report_error(exc, as_json=as_json, label="error: AWS")
+        return report_error(explained, as_json=as_json)
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM; a command may say how to resume
         how, code = stop_reason(exc)  # (sds.cli.batch_output)
         print(f"sds: {how}: {exc}" if str(exc) else f"sds: {how}", file=sys.stderr)

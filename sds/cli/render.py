@@ -1,6 +1,7 @@
 """What every command prints the same way: JSON documents, tables, values, and errors.
 
-Errors are one line on stderr, `sds: <label>: <message>`; with `--json` the same error is also a
+Errors are one line on stderr, `sds: <label>: <message>` (`one_line`: whitespace collapsed, raw
+XML or HTML bodies cut to the error code and message they carry); with `--json` the same error is also a
 document on stdout, `{"error": {"message", "type", "exit_code"}}` plus whatever fields the error
 adds itself (`SdsError.details`, e.g. a failed promotion's gates).
 """
@@ -11,6 +12,7 @@ import json
 import sys
 from typing import Any
 
+from sds.kernel.aws.errors import one_line
 from sds.kernel.errors import EXIT_ERROR, SdsError
 
 
@@ -38,10 +40,15 @@ def fmt(value: Any, digits: int = 4) -> str:
 
 
 def error_document(exc: BaseException) -> dict[str, Any]:
-    """The `--json` report of `exc`: an SdsError's own (with its details), else the bare error."""
-    if isinstance(exc, SdsError):
-        return exc.to_dict()
-    return {"error": {"message": str(exc), "type": type(exc).__name__, "exit_code": EXIT_ERROR}}
+    """The `--json` report of `exc`: an SdsError's own (with its details), else the bare error;
+    its message on one line, as on stderr."""
+    document = (
+        exc.to_dict()
+        if isinstance(exc, SdsError)
+        else {"error": {"message": str(exc), "type": type(exc).__name__, "exit_code": EXIT_ERROR}}
+    )
+    document["error"]["message"] = one_line(str(document["error"]["message"]))
+    return document
 
 
 def report_error(exc: BaseException, *, as_json: bool, label: str | None = None) -> int:
@@ -52,5 +59,5 @@ def report_error(exc: BaseException, *, as_json: bool, label: str | None = None)
         label = exc.label if isinstance(exc, SdsError) else "error"
     if as_json:
         print_json(error_document(exc))
-    print(f"sds: {label}: {exc}", file=sys.stderr)
+    print(f"sds: {label}: {one_line(str(exc))}", file=sys.stderr)
     return code

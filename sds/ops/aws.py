@@ -18,12 +18,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sds.kernel import sdk
+from sds.kernel.aws.errors import AwsError, AwsFailure, explain
 from sds.kernel.discovery import PARAMETERS, parameter_name
 from sds.kernel.errors import SdsError
 
+__all__ = ["AwsError", "AwsFailure", "failure"]
 
-class AwsError(SdsError, RuntimeError):
-    """An AWS call failed or the deployed stack is not what the command needs."""
+
+def failure(exc: BaseException, *, doing: str, resource: str = "") -> SdsError:
+    """`exc` as the error to raise for a failed AWS call: explained (`explain`: one line, with
+    the fix) when it is an AWS failure, else `doing` and the error's own message."""
+    explained = explain(exc, doing=doing, resource=resource)
+    if explained is not None:
+        return explained
+    return AwsError(f"{doing}: {exc}")
 
 
 def error_code(exc: BaseException) -> str:
@@ -41,7 +49,7 @@ def start_execution(
             stateMachineArn=machine, name=name, input=json.dumps(document)
         )
     except Exception as exc:
-        raise AwsError(f"starting {what}: {exc}") from exc
+        raise failure(exc, doing=f"starting {what}") from exc
     return str(response["executionArn"])
 
 
@@ -106,7 +114,7 @@ def assume_role(sts: Any, *, role_arn: str, session: str, region: str) -> Client
     try:
         found = sts.assume_role(RoleArn=role_arn, RoleSessionName=session)["Credentials"]
     except Exception as exc:
-        raise AwsError(f"assuming {role_arn}: {exc}") from exc
+        raise failure(exc, doing=f"assuming {role_arn}") from exc
     return Clients(
         role=RoleSession(
             role_arn=role_arn,
@@ -136,7 +144,9 @@ class Discovery:
                     for parameter in response.get("Parameters", []):
                         found[parameter["Name"].rsplit("/", 1)[-1]] = parameter["Value"]
             except Exception as exc:
-                raise AwsError(f"reading SSM parameters /sds/{env}/*: {exc}") from exc
+                raise failure(
+                    exc, doing=f"reading SSM parameters /sds/{env}/*", resource=f"/sds/{env}/*"
+                ) from exc
             self._cache[env] = found
         return self._cache[env]
 

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from sds.config import ConfigError, ProjectConfig, load_project, promotion_source_role_name
 from sds.kernel.capture import CAPTURES_PREFIX, LABELS_PREFIX
+from sds.kernel.discovery import PARAMETERS, parameter_name
 from sds.kernel.registry import Registry, aws_actor, default_actor, open_registry
 from sds.kernel.registry.s3 import S3Store
 from sds.kernel.registry.store import ReadOnlyView
@@ -210,6 +211,15 @@ class Workspace:
             return f"s3://{self._discovery(env).get(env, 'registry-bucket')}"
         return (self.home / "registries" / env).as_uri()
 
+    def registry_source(self, env: str) -> tuple[str, str]:
+        """Where `env`'s registry location came from, and the stack that creates its bucket
+        (none for an override): what an AWS error about the bucket names."""
+        if env in self.registry_overrides:
+            return f"SDS_REGISTRY_{env.upper()}", ""
+        if self.on_aws:
+            return parameter_name(env, "registry-bucket"), f"{env}/{PARAMETERS['registry-bucket']}"
+        return "", ""
+
     def registry(self, env: str, *, write: bool = False) -> Registry:
         """`env`'s registry; every event it writes carries `declared_actor`, if any.
 
@@ -220,11 +230,19 @@ class Workspace:
         if write:
             self.ensure_writable(env)
         account = None if env in self.registry_overrides else self.other_account(env)
+        source, stack = self.registry_source(env)
         if account is None:
             uri = self.registry_uri(env)
-            return open_registry(uri, self.model, declared_actor=self.declared_actor)
+            return open_registry(
+                uri, self.model, declared_actor=self.declared_actor, source=source, stack=stack
+            )
         discovery = self._discovery(env)
-        store = S3Store(discovery.get(env, "registry-bucket"), client=discovery.clients["s3"])
+        store = S3Store(
+            discovery.get(env, "registry-bucket"),
+            client=discovery.clients["s3"],
+            source=source,
+            stack=stack,
+        )
         return Registry(ReadOnlyView(store), self.model, declared_actor=self.declared_actor)
 
     def feature_store_uri(self, env: str) -> str:

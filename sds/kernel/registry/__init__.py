@@ -41,9 +41,12 @@ __all__ = [
 ]
 
 
-def open_store(uri: str, *, read_only: bool = False) -> ObjectStore:
+def open_store(
+    uri: str, *, read_only: bool = False, source: str = "", stack: str = ""
+) -> ObjectStore:
     """The object store at `uri`; with `read_only`, one that refuses writes (and, on S3, reads
-    without the AWS SDK)."""
+    without the AWS SDK). On S3, `source` (where the bucket's name came from) and `stack` (which
+    stack creates it) go into the errors AWS failures raise."""
     parsed = urlparse(uri)
     if parsed.scheme == "file":
         if parsed.netloc not in ("", "localhost"):
@@ -56,14 +59,21 @@ def open_store(uri: str, *, read_only: bool = False) -> ObjectStore:
         if read_only:
             from sds.kernel.registry.s3_read import S3ReadStore
 
-            return S3ReadStore(parsed.netloc, parsed.path.lstrip("/"))
+            return S3ReadStore(parsed.netloc, parsed.path.lstrip("/"), source=source, stack=stack)
         from sds.kernel.registry.s3 import S3Store
 
-        return S3Store(parsed.netloc, parsed.path.lstrip("/"))
+        return S3Store(parsed.netloc, parsed.path.lstrip("/"), source=source, stack=stack)
     raise RegistryError(f"unsupported registry URI {uri!r}: use file:///path or s3://bucket")
 
 
 def open_registry(
-    uri: str, model: str, *, read_only: bool = False, declared_actor: str | None = None
+    uri: str,
+    model: str,
+    *,
+    read_only: bool = False,
+    declared_actor: str | None = None,
+    source: str = "",
+    stack: str = "",
 ) -> Registry:
-    return Registry(open_store(uri, read_only=read_only), model, declared_actor=declared_actor)
+    store = open_store(uri, read_only=read_only, source=source, stack=stack)
+    return Registry(store, model, declared_actor=declared_actor)

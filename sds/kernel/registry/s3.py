@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from sds.kernel.aws.errors import explained
 from sds.kernel.registry.store import NotFound, PreconditionFailed, StoredObject
 
 _CONFLICT_CODES = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
@@ -48,8 +49,15 @@ class S3Store:
         client: Any = None,
         multipart_threshold: int = MULTIPART_THRESHOLD,
         part_size: int = PART_SIZE,
+        source: str = "",
+        stack: str = "",
     ) -> None:
+        """`source` says where the bucket's name came from (`/sds/dev/registry-bucket`,
+        `SDS_REGISTRY_DEV`) and `stack` which stack creates it (`dev/Registry`): an AWS failure
+        names them with the fix (`sds.kernel.aws.errors.explain`)."""
         self.bucket = bucket
+        self.source = source
+        self.stack = stack
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self._client = client
         self.multipart_threshold = multipart_threshold
@@ -65,20 +73,33 @@ class S3Store:
     def uri(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
 
+    def _explained(self, doing: str, key: str) -> contextlib.AbstractContextManager[None]:
+        return explained(
+            doing=f"{doing} s3://{self.bucket}/{self.prefix}{key}",
+            resource=f"registry bucket {self.bucket}",
+            source=self.source,
+            stack=self.stack,
+        )
+
     def get(self, key: str) -> StoredObject:
         from botocore.exceptions import ClientError
 
-        try:
-            response = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
-                raise NotFound(key) from None
-            raise
-        return StoredObject(data=response["Body"].read(), etag=response["ETag"].strip('"'))
+        with self._explained("reading", key):
+            try:
+                response = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                    raise NotFound(key) from None
+                raise
+            return StoredObject(data=response["Body"].read(), etag=response["ETag"].strip('"'))
 
     def put(
         self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None
     ) -> str:
+        with self._explained("writing", key):
+            return self._put(key, data, if_none_match=if_none_match, if_match=if_match)
+
+    def _put(self, key: str, data: bytes, *, if_none_match: bool, if_match: str | None) -> str:
         from botocore.exceptions import ClientError
 
         if if_match is None and len(data) >= self.multipart_threshold:
@@ -155,7 +176,8 @@ class S3Store:
 
     def list(self, prefix: str) -> list[str]:
         keys: list[str] = []
-        paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
-            keys.extend(o["Key"][len(self.prefix) :] for o in page.get("Contents", []))
+        with self._explained("listing", prefix):
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+                keys.extend(o["Key"][len(self.prefix) :] for o in page.get("Contents", []))
         return sorted(keys)

@@ -9,14 +9,26 @@ etags, `NotFound` for a missing key) and refuses every write: writers (the CLI, 
 
 from __future__ import annotations
 
-from sds.kernel.aws.errors import AwsError
+import contextlib
+
+from sds.kernel.aws.errors import AwsError, explained
 from sds.kernel.aws.s3 import NOT_FOUND_CODES, S3Client
 from sds.kernel.registry.store import NotFound, ReadOnlyStoreError, StoredObject
 
 
 class S3ReadStore:
-    def __init__(self, bucket: str, prefix: str = "", *, client: S3Client | None = None) -> None:
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        client: S3Client | None = None,
+        source: str = "",
+        stack: str = "",
+    ) -> None:
         self.bucket = bucket
+        self.source = source  # where the bucket's name came from, as `S3Store`'s
+        self.stack = stack
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self._client = client
 
@@ -30,13 +42,22 @@ class S3ReadStore:
     def uri(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
 
+    def _explained(self, doing: str, key: str) -> contextlib.AbstractContextManager[None]:
+        return explained(
+            doing=f"{doing} s3://{self.bucket}/{self.prefix}{key}",
+            resource=f"registry bucket {self.bucket}",
+            source=self.source,
+            stack=self.stack,
+        )
+
     def get(self, key: str) -> StoredObject:
-        try:
-            found = self.client.get_object(self.bucket, self.prefix + key)
-        except AwsError as exc:
-            if exc.code in NOT_FOUND_CODES:
-                raise NotFound(key) from None
-            raise
+        with self._explained("reading", key):
+            try:
+                found = self.client.get_object(self.bucket, self.prefix + key)
+            except AwsError as exc:
+                if exc.code in NOT_FOUND_CODES:
+                    raise NotFound(key) from None
+                raise
         return StoredObject(data=found.data, etag=found.etag)
 
     def put(
@@ -46,5 +67,6 @@ class S3ReadStore:
         raise ReadOnlyStoreError(self.uri, key)
 
     def list(self, prefix: str) -> list[str]:
-        keys = self.client.list_objects_v2(self.bucket, self.prefix + prefix)
+        with self._explained("listing", prefix):
+            keys = self.client.list_objects_v2(self.bucket, self.prefix + prefix)
         return sorted(k[len(self.prefix) :] for k in keys)
