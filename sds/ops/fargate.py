@@ -174,7 +174,15 @@ def start_training_run(
         what=f"{env}'s training run state machine",
     )
     say(f"started training run {run_id} on {env}'s training state machine")
-    return task_of_execution(sfn, execution, env=env, say=say, poll_s=poll_s, timeout_s=timeout_s)
+    try:
+        return task_of_execution(
+            sfn, execution, env=env, say=say, poll_s=poll_s, timeout_s=timeout_s
+        )
+    except KeyboardInterrupt as exc:
+        raise type(exc)(
+            f"stopped following; the training run keeps going: {execution} (stop it with: aws "
+            f"stepfunctions stop-execution --execution-arn {execution})"
+        ) from None
 
 
 def task_of_execution(
@@ -331,9 +339,13 @@ def run_training(
         task = wait_for_task(
             clients, cluster=cluster, task_arn=task_arn, say=say, poll_s=poll_s, timeout_s=timeout_s
         )
-    except KeyboardInterrupt:
-        say(f"stopped waiting; the task keeps running: {task_arn}")
-        raise
+    except KeyboardInterrupt as exc:
+        # Ctrl-C stops the waiting, not the task: say so, and how to stop it, in the line `main`
+        # prints after "sds: interrupted" (the same kind of interruption, SIGTERM's included).
+        raise type(exc)(
+            f"stopped waiting; the task keeps running: {task_arn} (stop it with: aws ecs "
+            f"stop-task --cluster {cluster} --task {task_arn})"
+        ) from None
     containers = task.get("containers") or [{}]
     exit_code = containers[0].get("exitCode")
     if exit_code != 0:
@@ -345,9 +357,13 @@ def run_training(
     new = [registry.get_version(n) for n in sorted(set(registry.list_versions()) - before)]
     mine = [v for v in new if v.manifest.get("run_id") == run_id]
     if not mine:
+        # A task stopped from outside (ECS StopTask, a scale-in) may still exit 0: its reason is
+        # the story.
+        stopped = task.get("stoppedReason") or containers[0].get("reason")
         raise OperationError(
             f"training task {task_arn} finished but registered no version in "
             f"{registered_in}'s registry ({registry.uri})"
+            + (f"; ECS says: {stopped}" if stopped else "")
         )
     return TrainingRun(
         env=env,
