@@ -101,7 +101,6 @@ _ACCESS_DENIED = frozenset(
         "UnauthorizedOperation",
         "AuthorizationError",
         "Forbidden",
-        "403",
     }
 )
 _THROTTLED = frozenset(
@@ -154,7 +153,11 @@ def one_line(text: str) -> str:
         body = flat[raw.start() :]
         head = flat[: raw.start()].rstrip(" :")
         code, message = _tag(body, "Code"), _tag(body, "Message")
-        said = ": ".join(part for part in (code, message) if part) or "an unreadable answer"
+        said = ": ".join(part for part in (code, message) if part) or (
+            "an HTML page, not an AWS answer (a proxy in the way?)"
+            if re.match(r"<!doctype|<html", body, re.I)
+            else "an answer that is not AWS's"
+        )
         flat = f"{head}: {said}" if head else said
     return flat
 

@@ -1,0 +1,121 @@
+"""AWS failures as `sds --aws` says them: one line on stderr that names what failed and the fix
+(`sds.kernel.aws.errors.explain`), the same for every command, exit code 1.
+
+Against the session's moto server: a registry bucket SSM names but that is gone, no credentials,
+no region. Answers moto does not give (credentials AWS rejects, access denied, a body the SDK
+cannot parse) are in tests/unit/test_aws_errors.py, from a stand-in endpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from tests.integration.deployed import CliResult, Deployed, act_as
+
+GONE = "sds-registry-deleted-0123"
+BUCKET_GONE = (
+    f"sds: error: registry bucket {GONE} (from /sds/dev/registry-bucket) does not exist: "
+    "is dev/Registry deployed?\n"
+)
+NO_CREDENTIALS = (
+    "sds: error: no AWS credentials: configure them (aws configure, AWS_PROFILE, aws sso login)\n"
+)
+NO_REGION = (
+    "sds: error: no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION, or a profile's region)\n"
+)
+# Every command that reads or writes dev's registry on AWS.
+REGISTRY_COMMANDS = [
+    ("models", "--env", "dev"),
+    ("show", "1", "--env", "dev"),
+    ("history", "--env", "dev"),
+    ("rollback", "--env", "dev", "--reason", "r"),
+    ("promote", "1", "--to", "dev", "--reason", "r"),
+]
+
+
+@pytest.fixture
+def dev_without_its_bucket(deploy: Callable[..., Deployed]) -> Deployed:
+    """dev deployed, then its registry bucket deleted while SSM still names it (by name: a
+    bucket name that never existed is the same to S3)."""
+    dev = deploy("dev")
+    dev.clients("ssm").put_parameter(
+        Name="/sds/dev/registry-bucket", Value=GONE, Type="String", Overwrite=True
+    )
+    return dev
+
+
+@pytest.mark.parametrize("command", REGISTRY_COMMANDS, ids=lambda c: c[0])
+def test_a_registry_bucket_that_is_gone_is_named_with_its_parameter_and_stack(
+    dev_without_its_bucket: Deployed, cli: Callable[..., CliResult], command: tuple[str, ...]
+) -> None:
+    # Given dev's SSM parameter names a bucket that does not exist
+    # When any registry command runs against dev
+    result = cli("--aws", *command)
+
+    # Then one line names the bucket, where its name came from and the stack that creates it
+    assert (result.code, result.err) == (1, BUCKET_GONE)
+
+
+def test_the_json_error_says_the_same_one_line(
+    dev_without_its_bucket: Deployed, cli: Callable[..., CliResult]
+) -> None:
+    # Given dev's registry bucket is gone
+    # When a command asks for JSON
+    result = cli("--aws", "--json", "models", "--env", "dev")
+
+    # Then the error document carries the message stderr shows, and exit code 1
+    assert result.code == 1
+    assert result.json()["error"]["message"] == BUCKET_GONE.removeprefix("sds: error: ").strip()
+    assert result.json()["error"]["exit_code"] == 1
+
+
+def test_status_names_the_bucket_that_is_gone(
+    dev_without_its_bucket: Deployed, cli: Callable[..., CliResult]
+) -> None:
+    # Given dev's registry bucket is gone
+    # When asking for dev's status
+    result = cli("--aws", "status", "--env", "dev")
+
+    # Then its warning is the same explanation
+    assert BUCKET_GONE.removeprefix("sds: error: ") in result.out
+
+
+def test_no_credentials_says_how_to_configure_them(
+    deploy: Callable[..., Deployed],
+    cli: Callable[..., CliResult],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a deployed dev, and a shell without AWS credentials
+    deploy("dev")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name)
+    act_as(monkeypatch, {})
+
+    # When rolling back (discovery first) and reading the registry (its own S3 client)
+    rollback = cli("--aws", "rollback", "--env", "dev", "--reason", "r")
+    monkeypatch.setenv("SDS_REGISTRY_DEV", "s3://any-bucket")
+    models = cli("--aws", "models", "--env", "dev")
+
+    # Then each says so in one line, with the ways to configure them
+    assert (rollback.code, rollback.err) == (1, NO_CREDENTIALS)
+    assert (models.code, models.err) == (1, NO_CREDENTIALS)
+
+
+def test_no_region_says_which_variables_set_it(
+    deploy: Callable[..., Deployed],
+    cli: Callable[..., CliResult],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a deployed dev, and a shell without an AWS region
+    deploy("dev")
+    monkeypatch.delenv("AWS_REGION")
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    act_as(monkeypatch, {})
+
+    # When rolling back
+    result = cli("--aws", "rollback", "--env", "dev", "--reason", "r")
+
+    # Then one line says how to set one
+    assert (result.code, result.err) == (1, NO_REGION)
