@@ -53,7 +53,12 @@ def wait_for_the_task(deployed: Deployed) -> str:
 
 
 def play_the_container(
-    deployed: Deployed, sent: list[dict[str, Any]], *, registry: Deployed | None, register: bool
+    deployed: Deployed,
+    sent: list[dict[str, Any]],
+    *,
+    registry: Deployed | None,
+    register: bool,
+    reason: str = "Essential container exited",
 ) -> threading.Thread:
     """Play `deployed`'s task: register in `registry` (where the task definition says) a version
     whose manifest carries the run id from the command, as the entry point does."""
@@ -74,7 +79,7 @@ def play_the_container(
         deployed.clients("ecs").stop_task(
             cluster=deployed.extra["training-cluster"],
             task=task,
-            reason="Essential container exited",
+            reason=reason,
         )
 
     thread = threading.Thread(target=container, daemon=True)
@@ -186,6 +191,96 @@ def test_a_version_another_run_registered_meanwhile_is_not_reported_as_this_one(
     with pytest.raises(OperationError, match="registered no version in dev's registry"):
         run()
     container.join()
+
+
+def test_a_task_stopped_from_outside_says_why_it_registered_nothing(
+    deploy: Callable[..., Deployed], workspace: Callable[[], Workspace]
+) -> None:
+    # Given a task someone stops (ECS StopTask) before it registers anything, its exit code 0
+    dev = deploy("dev", training=True)
+    sent, _lines, run = start(workspace, dev)
+    container = play_the_container(
+        dev, sent, registry=dev, register=False, reason="Task stopped by alice: wrong data"
+    )
+
+    # When the task stops, Then the error says it registered nothing, and ECS's reason
+    with pytest.raises(OperationError) as raised:
+        run()
+    container.join()
+    assert "registered no version in dev's registry" in str(raised.value)
+    assert str(raised.value).endswith("; ECS says: Task stopped by alice: wrong data")
+
+
+class Terminated(KeyboardInterrupt):
+    """Another kind of interruption (as SIGTERM's): it must stay what it is."""
+
+
+@pytest.mark.parametrize("kind", [KeyboardInterrupt, Terminated])
+def test_ctrl_c_while_waiting_leaves_the_task_running_and_says_how_to_stop_it(
+    deploy: Callable[..., Deployed],
+    workspace: Callable[[], Workspace],
+    kind: type[KeyboardInterrupt],
+) -> None:
+    # Given a training task on Fargate, and Ctrl-C as soon as it is reported running
+    dev = deploy("dev", training=True)
+    ecs = dev.clients("ecs")
+    cluster = dev.extra["training-cluster"]
+
+    def say(line: str) -> None:
+        if line.endswith(("pending", "running", "provisioning")):
+            raise kind()
+
+    # When the waiting is interrupted
+    with pytest.raises(kind) as raised:
+        run_training(
+            workspace(),
+            env="dev",
+            reason="weekly",
+            clients=Clients(overrides={"ecs": ecs}),
+            say=say,
+            poll_s=0.05,
+        )
+
+    # Then the interruption (of the same kind) says the task keeps running and the command that
+    # stops it, in one line; and the task is still running
+    (task,) = ecs.list_tasks(cluster=cluster)["taskArns"]
+    assert str(raised.value) == (
+        f"stopped waiting; the task keeps running: {task} "
+        f"(stop it with: aws ecs stop-task --cluster {cluster} --task {task})"
+    )
+    (described,) = ecs.describe_tasks(cluster=cluster, tasks=[task])["tasks"]
+    assert described["lastStatus"] != "STOPPED"
+
+
+def test_ctrl_c_while_the_run_leases_its_endpoints_says_how_to_stop_the_execution(
+    deploy: Callable[..., Deployed],
+    workspace: Callable[[], Workspace],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given staging, whose training run leases its endpoints before its task starts, and Ctrl-C
+    # while the CLI follows the lease
+    dev = deploy("dev")
+    staging = deploy("staging", training=True, registers_in=dev)
+    _sent, machine = watch_run_task(monkeypatch, runs=staging)
+
+    def say(line: str) -> None:
+        if "leasing the training network" in line:
+            raise KeyboardInterrupt
+
+    # When the following is interrupted
+    with pytest.raises(KeyboardInterrupt) as raised:
+        run_training(workspace(), env="staging", reason="weekly", say=say, poll_s=0.05)
+
+    # Then it says the run keeps going, and the command that stops it
+    assert machine is not None
+    (execution,) = machine.started
+    arn = (
+        f"arn:aws:states:us-east-1:123456789012:execution:RunsStateMachine-test:{execution['name']}"
+    )
+    assert str(raised.value) == (
+        f"stopped following; the training run keeps going: {arn} "
+        f"(stop it with: aws stepfunctions stop-execution --execution-arn {arn})"
+    )
 
 
 def test_the_cli_trains_staging_on_its_isolated_network_and_registers_in_dev(
