@@ -20,12 +20,11 @@ from typing import Any
 from sds.kernel import sdk
 from sds.kernel.aws.errors import AwsError, AwsFailure, explain
 from sds.kernel.discovery import PARAMETERS, parameter_name
-from sds.kernel.errors import SdsError
 
 __all__ = ["AwsError", "AwsFailure", "failure"]
 
 
-def failure(exc: BaseException, *, doing: str, resource: str = "") -> SdsError:
+def failure(exc: BaseException, *, doing: str, resource: str = "") -> AwsError:
     """`exc` as the error to raise for a failed AWS call: explained (`explain`: one line, with
     the fix) when it is an AWS failure, else `doing` and the error's own message."""
     explained = explain(exc, doing=doing, resource=resource)
@@ -144,9 +143,7 @@ class Discovery:
                     for parameter in response.get("Parameters", []):
                         found[parameter["Name"].rsplit("/", 1)[-1]] = parameter["Value"]
             except Exception as exc:
-                raise failure(
-                    exc, doing=f"reading SSM parameters /sds/{env}/*", resource=f"/sds/{env}/*"
-                ) from exc
+                raise failure(exc, doing=f"reading SSM parameters /sds/{env}/*") from exc
             self._cache[env] = found
         return self._cache[env]
 

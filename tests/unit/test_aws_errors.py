@@ -16,7 +16,8 @@ from pathlib import Path
 
 import boto3
 import pytest
-from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError
+from boto3.exceptions import S3UploadFailedError
+from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError, ProfileNotFound
 
 from sds.cli.render import report_error
 from sds.kernel.aws.errors import AwsError, AwsFailure, explain, one_line
@@ -218,6 +219,11 @@ def test_the_sdks_own_failures_and_anything_else() -> None:
     assert str(explain(kernel)).startswith("no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION")
     throttled = ClientError({"Error": {"Code": "ThrottlingException"}}, "GetParameters")
     assert "throttled" in str(explain(throttled, doing="reading SSM parameters /sds/dev/*"))
+    assert str(explain(ProfileNotFound(profile="nope"))) == (
+        "unusable AWS credentials (The config profile (nope) could not be found): "
+        "fix them (aws configure, AWS_PROFILE, aws sso login)"
+    )
+    assert str(explain(S3UploadFailedError("Failed to upload x"))).endswith("Failed to upload x")
     assert explain(ValueError("not AWS")) is None
 
 

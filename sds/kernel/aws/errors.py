@@ -114,21 +114,30 @@ _THROTTLED = frozenset(
         "ProvisionedThroughputExceededException",
     }
 )
+_UNUSABLE_CREDENTIALS = frozenset(
+    {
+        "PartialCredentials",
+        "ProfileNotFound",
+        "CredentialsEndpointError",
+        "InvalidCredentialsEndpoint",
+    }
+)
 _CONNECTION = frozenset({"ConnectionError", "ConnectTimeout", "ReadTimeout", "TLSError"})
 _GENERIC_DENIAL = frozenset({"", "access denied", "forbidden", "access denied."})
 
 CREDENTIALS_FIX = "aws configure, AWS_PROFILE, aws sso login"
 OPERATOR_POLICIES = (
-    "the environment's operator policy grants it (stack outputs PromoterPolicyArn to promote "
-    "and roll back, TrainingOperatorPolicyArn to train: docs/infrastructure.md, Permissions)"
+    "the caller's IAM policy does not allow it (an operator's comes from the environment's stack "
+    "outputs: PromoterPolicyArn to promote and roll back, TrainingOperatorPolicyArn to train; "
+    "docs/infrastructure.md, Permissions)"
 )
 
 # botocore's errors that are not an AWS answer, by what they mean (looked up only when botocore
 # is already loaded: the kernel never imports the SDK to explain an error).
 _SDK_ERRORS = (
     ("NoCredentialsError", "NoCredentials"),
-    ("PartialCredentialsError", "NoCredentials"),
-    ("ProfileNotFound", "NoCredentials"),
+    ("PartialCredentialsError", "PartialCredentials"),
+    ("ProfileNotFound", "ProfileNotFound"),
     ("SSOTokenLoadError", "SSOTokenExpired"),
     ("UnauthorizedSSOTokenError", "SSOTokenExpired"),
     ("TokenRetrievalError", "SSOTokenExpired"),
@@ -191,8 +200,8 @@ def _parts(exc: BaseException) -> tuple[str, str, str, str, int | None] | None:
             kind = getattr(sdk, name, None)
             if isinstance(kind, type) and isinstance(exc, kind):
                 return code, str(exc), "", "", None
-        if isinstance(exc, getattr(sdk, "BotoCoreError", ())):
-            return type(exc).__name__, str(exc), "", "", None
+    if type(exc).__module__.split(".")[0] in ("botocore", "boto3"):  # any other of the SDK's
+        return type(exc).__name__, str(exc), "", "", None
     return None
 
 
@@ -246,6 +255,8 @@ def _message(
         return "no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION, or a profile's region)"
     if code in _REJECTED_CREDENTIALS:
         return f"AWS rejected the credentials ({code}): refresh them ({CREDENTIALS_FIX})"
+    if code in _UNUSABLE_CREDENTIALS:
+        return f"unusable AWS credentials ({message}): fix them ({CREDENTIALS_FIX})"
     if code in _CONNECTION:
         return f"{context}cannot reach AWS ({message}): check the network and AWS_ENDPOINT_URL"
     if code == "NoSuchBucket":
