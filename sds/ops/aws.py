@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sds.kernel import sdk
-from sds.kernel.aws.errors import AwsError, AwsFailure, explain
+from sds.kernel.aws.errors import AwsError as AwsError
+from sds.kernel.aws.errors import explain
 from sds.kernel.discovery import PARAMETERS, parameter_name
 
-__all__ = ["AwsError", "AwsFailure", "failure"]
+# AwsError is the kernel's, re-exported: a failure `explain` said is one too, so `except AwsError`
+# in the operator application catches every AWS failure, explained or not.
 
 
 def failure(exc: BaseException, *, doing: str, resource: str = "") -> AwsError:
