@@ -56,7 +56,7 @@ def test_the_walk_finds_the_errors_of_every_layer() -> None:
         "sds.kernel.lock.LockFileError",
         "sds.config.ConfigError",
         "sds.ops.promotion.GateFailure",
-        "sds.ops.aws.AwsError",
+        "sds.kernel.aws.errors.AwsFailure",
         "training.data.DataError",
         "training.onnx_export.ParityError",
     ):
@@ -96,7 +96,8 @@ def test_every_interruption_declares_its_documented_exit_code() -> None:
         ("sds.kernel.registry.core.VersionConflict", 1),
         ("sds.config.ConfigError", 1),
         ("sds.kernel.lock.LockFileError", 1),
-        ("sds.ops.aws.AwsError", 1),
+        ("sds.kernel.aws.errors.AwsError", 1),  # sds.ops.aws re-exports it
+        ("sds.kernel.aws.errors.AwsFailure", 1),
         ("sds.kernel.activation.ActivationError", 1),
         ("training.data.DataError", 1),
     ],
