@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sds.kernel.registry import Version
+from sds.kernel.signals import reworded
 from sds.ops.aws import AwsError, Clients, start_execution
 from sds.ops.promotion import OperationError, registering_environment
 from sds.ops.workspace import Workspace
@@ -179,9 +180,10 @@ def start_training_run(
             sfn, execution, env=env, say=say, poll_s=poll_s, timeout_s=timeout_s
         )
     except KeyboardInterrupt as exc:
-        raise type(exc)(
+        raise reworded(
+            exc,
             f"stopped following; the training run keeps going: {execution} (stop it with: aws "
-            f"stepfunctions stop-execution --execution-arn {execution})"
+            f"stepfunctions stop-execution --execution-arn {execution})",
         ) from None
 
 
@@ -342,9 +344,10 @@ def run_training(
     except KeyboardInterrupt as exc:
         # Ctrl-C stops the waiting, not the task: say so, and how to stop it, in the line `main`
         # prints after "sds: interrupted" (the same kind of interruption, SIGTERM's included).
-        raise type(exc)(
+        raise reworded(
+            exc,
             f"stopped waiting; the task keeps running: {task_arn} (stop it with: aws ecs "
-            f"stop-task --cluster {cluster} --task {task_arn})"
+            f"stop-task --cluster {cluster} --task {task_arn})",
         ) from None
     containers = task.get("containers") or [{}]
     exit_code = containers[0].get("exitCode")
