@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 import sds.kernel.sdk
+from sds.kernel.signals import Terminated
 from sds.ops.aws import Clients
 from sds.ops.fargate import TrainingRun, run_training
 from sds.ops.promotion import OperationError
@@ -211,17 +212,14 @@ def test_a_task_stopped_from_outside_says_why_it_registered_nothing(
     assert str(raised.value).endswith("; ECS says: Task stopped by alice: wrong data")
 
 
-class Terminated(KeyboardInterrupt):
-    """Another kind of interruption (as SIGTERM's): it must stay what it is."""
-
-
 @pytest.mark.parametrize("kind", [KeyboardInterrupt, Terminated])
 def test_ctrl_c_while_waiting_leaves_the_task_running_and_says_how_to_stop_it(
     deploy: Callable[..., Deployed],
     workspace: Callable[[], Workspace],
     kind: type[KeyboardInterrupt],
 ) -> None:
-    # Given a training task on Fargate, and Ctrl-C as soon as it is reported running
+    # Given a training task on Fargate, and Ctrl-C (or SIGTERM's `Terminated`, which must stay
+    # what it is: it exits 143) as soon as it is reported running
     dev = deploy("dev", training=True)
     ecs = dev.clients("ecs")
     cluster = dev.extra["training-cluster"]
