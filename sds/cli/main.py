@@ -34,10 +34,10 @@ from sds.cli.arguments import (
     resolve_environments,
 )
 from sds.cli.commands import COMMANDS
-from sds.cli.render import report_error
+from sds.cli.render import report_error, report_interruption
 from sds.kernel.aws.errors import explain
 from sds.kernel.errors import SdsError, UsageError
-from sds.kernel.signals import sigterm_as_interrupt, stop_reason
+from sds.kernel.signals import sigterm_as_interrupt
 
 EPILOG = """examples:
   sds generate --events 100000 --out data/events.jsonl.gz
@@ -130,9 +130,7 @@ def _run(argv: Sequence[str] | None) -> int:
             raise
         return report_error(explained, as_json=as_json)
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM; a command may say how to resume
-        how, code = stop_reason(exc)  # (sds.cli.batch_output)
-        print(f"sds: {how}: {exc}" if str(exc) else f"sds: {how}", file=sys.stderr)
-        return code
+        return report_interruption(exc, as_json=as_json)  # (sds.cli.batch_output)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 Errors are one line on stderr, `sds: <label>: <message>` (`one_line`: whitespace collapsed, raw
 XML or HTML bodies cut to the error code and message they carry); with `--json` the same error is also a
 document on stdout, `{"error": {"message", "type", "exit_code"}}` plus whatever fields the error
-adds itself (`SdsError.details`, e.g. a failed promotion's gates).
+adds itself (`SdsError.details`, e.g. a failed promotion's gates). An interruption (Ctrl-C,
+SIGTERM) is reported the same way (`report_interruption`), type `KeyboardInterrupt` or
+`Terminated`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 from sds.kernel.aws.errors import one_line
 from sds.kernel.errors import EXIT_ERROR, SdsError
+from sds.kernel.signals import stop_reason
 
 
 def print_json(document: Any) -> None:
@@ -60,4 +63,17 @@ def report_error(exc: BaseException, *, as_json: bool, label: str | None = None)
     if as_json:
         print_json(error_document(exc))
     print(f"sds: {label}: {one_line(str(exc))}", file=sys.stderr)
+    return code
+
+
+def report_interruption(exc: KeyboardInterrupt, *, as_json: bool) -> int:
+    """Print how a command was stopped (Ctrl-C or SIGTERM, and what it says about resuming), as
+    `report_error` prints an error, and return its exit code (130 or 143)."""
+    how, code = stop_reason(exc)
+    message = one_line(str(exc))
+    if as_json:
+        print_json(
+            {"error": {"message": message or how, "type": type(exc).__name__, "exit_code": code}}
+        )
+    print(f"sds: {how}: {message}" if message else f"sds: {how}", file=sys.stderr)
     return code

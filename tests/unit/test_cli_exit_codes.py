@@ -18,6 +18,7 @@ from sds.cli.commands import envs
 from sds.kernel.errors import Refused
 from sds.kernel.lock import read_lock
 from sds.kernel.registry import Registry, Version
+from sds.kernel.signals import Terminated
 from sds.ops.promotion import promote
 from sds.ops.workspace import Workspace
 from tests.unit.cli_run import sds
@@ -131,6 +132,49 @@ def test_main_exits_with_the_code_an_error_declares_and_reports_its_details(
             "type": "_ChangedUnderneath",
             "exit_code": 3,
         },
+    }
+
+
+@pytest.mark.parametrize(
+    ("stop", "code", "how"),
+    [
+        (KeyboardInterrupt, 130, "interrupted"),
+        (Terminated, 143, "stopped by SIGTERM"),
+    ],
+)
+def test_an_interruption_under_json_is_a_json_document_too(
+    project: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    stop: type[KeyboardInterrupt],
+    code: int,
+    how: str,
+) -> None:
+    # Given a command stopped by Ctrl-C or SIGTERM, saying how to resume
+    def stopped(args: argparse.Namespace) -> int:
+        raise stop("run the same command again to resume")
+
+    monkeypatch.setattr(envs, "run", stopped)
+
+    # When it runs, with and without --json
+    plain = sds(capsys, "envs")
+    as_json = sds(capsys, "envs", "--json")
+
+    # Then both exit with the signal's code and say so in one stderr line; under --json a
+    # script also gets the error document on stdout, as for any other way a command ends
+    assert plain.code == as_json.code == code
+    assert plain.out == ""
+    assert (
+        plain.error_line
+        == as_json.error_line
+        == f"sds: {how}: run the same command again to resume"
+    )
+    assert as_json.json() == {
+        "error": {
+            "message": "run the same command again to resume",
+            "type": stop.__name__,
+            "exit_code": code,
+        }
     }
 
 
