@@ -51,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
     ws = workspace(args)
     env: EnvironmentConfig = args.env
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    # The served function's lines, not the AWS SDK's chatter ("Found credentials in ...").
+    for sdk in ("botocore", "boto3", "urllib3"):
+        logging.getLogger(sdk).setLevel(logging.WARNING)
     apps = PinnedApps.for_environment(ws, env.name)
     try:
         api = LocalApi(apps, host=args.host, port=args.port)
