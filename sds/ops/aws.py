@@ -35,6 +35,12 @@ def failure(exc: BaseException, *, doing: str, resource: str = "") -> AwsError:
     return AwsError(f"{doing}: {exc}")
 
 
+class NotDeployed(AwsError):
+    """SSM was read and holds no parameter the command needs: the stack that publishes it is
+    not deployed here. Every other failure to read (credentials, network, access) is a plain
+    `AwsError`: `sds status` and `sds envs` tell "not deployed" from "unreachable" by this."""
+
+
 def error_code(exc: BaseException) -> str:
     response = getattr(exc, "response", None) or {}
     return str(response.get("Error", {}).get("Code", ""))
@@ -152,7 +158,7 @@ class Discovery:
     def get(self, env: str, key: str) -> str:
         value = self.parameters(env).get(key)
         if not value:
-            raise AwsError(
+            raise NotDeployed(
                 f"SSM parameter {parameter_name(env, key)} not found: is {env} deployed here? "
                 f"(cdk deploy '{env}/{PARAMETERS[key]}')"
             )

@@ -109,9 +109,35 @@ def test_envs_with_aws_shows_each_registry_or_what_is_missing(
     deploy: Callable[..., Deployed], cli: Callable[..., Any]
 ) -> None:
     dev = deploy("dev")
-    rows = {row["env"]: row["registry"] for row in cli("--aws", "envs", "--json").json()}
-    assert rows["dev"] == f"s3://{dev.bucket}"
-    assert rows["prod"].startswith("(not found: SSM parameter /sds/prod/registry-bucket")
+    listed = cli("--aws", "envs", "--json")
+    assert listed.code == 0
+    rows = {row["env"]: row for row in listed.json()}
+    assert (rows["dev"]["registry"], rows["dev"]["state"]) == (f"s3://{dev.bucket}", "found")
+    assert (rows["prod"]["registry"], rows["prod"]["state"]) == (None, "not deployed")
+    assert rows["prod"]["problem"].startswith("SSM parameter /sds/prod/registry-bucket not found")
+    table = cli("--aws", "envs").out
+    assert "(not deployed: SSM parameter /sds/prod/registry-bucket not found" in table
+
+
+def test_envs_with_aws_that_cannot_reach_ssm_says_unreachable_not_missing(
+    deploy: Callable[..., Any], cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import boto3
+
+    # Given an endpoint nothing listens on (a fresh default session, so the SDK reads it)
+    deploy("dev")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+
+    # When listing the environments
+    result = cli("--aws", "envs")
+
+    # Then each is unreachable with the cause on stderr, never "not deployed", and exit 1
+    assert result.code == 1
+    assert "(unreachable)" in result.out and "not deployed" not in result.out
+    errors = result.err.splitlines()
+    assert len(errors) == 3 and errors[0].startswith("sds: error: dev is unreachable: ")
+    assert "Could not connect to the endpoint URL" in errors[0]
 
 
 # Waiting for a held lease: what the waiter says, how often it reads ---------------------------

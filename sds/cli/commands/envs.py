@@ -1,14 +1,25 @@
-"""`sds envs`: the environments in cdk.json, where each one's registry is and what it pins."""
+"""`sds envs`: the environments in cdk.json, where each one's registry is and what it pins.
+
+With --aws the registry is found through SSM: an environment whose stacks publish nothing there is
+`not deployed` (with the stack to deploy), one that could not be read is `unreachable` (with the
+cause, one line on stderr, and exit 1: the listing could not say where that registry is).
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from sds.cli.arguments import Commands, workspace
 from sds.cli.render import print_json, table
+from sds.kernel.errors import EXIT_ERROR
 from sds.kernel.lock import read_lock
-from sds.ops.aws import AwsError
+from sds.ops.aws import AwsError, NotDeployed
+
+FOUND = "found"
+NOT_DEPLOYED = "not deployed"
+UNREACHABLE = "unreachable"
 
 
 def register(commands: Commands) -> None:
@@ -26,21 +37,35 @@ def run(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     for name, env in ws.config.environments.items():
         pin = lock.pins.get(name)
+        registry: str | None = None
+        state, problem = FOUND, None
         try:
             registry = ws.registry_uri(name)
-        except AwsError as exc:  # with --aws, an environment that is not deployed (yet)
-            registry = f"(not found: {exc})"
+        except NotDeployed as exc:  # with --aws, SSM answered: not deployed here (yet)
+            state, problem = NOT_DEPLOYED, str(exc)
+        except AwsError as exc:  # with --aws, SSM could not be read: credentials, network...
+            state, problem = UNREACHABLE, str(exc)
         rows.append(
             {
                 "env": name,
                 "promote_from": env.promote_from,
                 "registry": registry,
+                "state": state,
+                "problem": problem,
                 "pin": None if pin is None else pin.to_dict(),
             }
         )
     if args.json:
         print_json(rows)
-        return 0
+    else:
+        _print_table(rows)
+    for row in rows:
+        if row["state"] == UNREACHABLE:
+            print(f"sds: error: {row['env']} is unreachable: {row['problem']}", file=sys.stderr)
+    return EXIT_ERROR if any(row["state"] == UNREACHABLE for row in rows) else 0
+
+
+def _print_table(rows: list[dict[str, Any]]) -> None:
     print(
         table(
             [
@@ -48,11 +73,18 @@ def run(args: argparse.Namespace) -> int:
                     str(r["env"]),
                     str(r["promote_from"] or "-"),
                     "-" if r["pin"] is None else f"v{r['pin']['version']}",
-                    str(r["registry"]),
+                    _where(r),
                 ]
                 for r in rows
             ],
             ["ENV", "PROMOTED FROM", "PIN", "REGISTRY"],
         )
     )
-    return 0
+
+
+def _where(row: dict[str, Any]) -> str:
+    if row["state"] == NOT_DEPLOYED:
+        return f"(not deployed: {row['problem']})"
+    if row["state"] == UNREACHABLE:
+        return "(unreachable)"
+    return str(row["registry"])
