@@ -316,6 +316,7 @@ class ShadowReport:
     without_shadow: int
     pinned_shadow: Pin | None
     pairs: list[PairFigures]
+    target: str = "local"  # where the captures were read: "aws" or "local"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -541,6 +542,7 @@ def compare(
         without_shadow=without,
         pinned_shadow=pinned,
         pairs=pairs,
+        target=ws.target,
     )
 
 
@@ -609,6 +611,13 @@ def render_report(report: ShadowReport) -> Iterable[str]:
         yield f"  shadow pinned now: version {report.pinned_shadow.version}"
     if not report.pairs:
         yield "  no payment was scored by a shadow in this window"
+        if report.target == "aws" and report.pinned_shadow is not None:
+            # On AWS a shadow pin scores only once deployed (locally the API follows the pin).
+            yield (
+                f"  shadow v{report.pinned_shadow.version} scores only once deployed: "
+                f"sds --aws status --env {report.env} says whether it is "
+                f"(deploy it with: cdk deploy '{report.env}/*')"
+            )
         return
     for figures in report.pairs:
         yield ""
