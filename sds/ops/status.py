@@ -9,10 +9,18 @@ Three places name the model version an environment serves, and they should agree
   version and sha256 are in the environment of the published version it points at), plus any
   CodeDeploy deployment still moving it.
 
+The shadow pin (`sds shadow`) is compared the same way with the challenger that published version
+loads (`SHADOW_MODEL_*`): a shadow pinned but never deployed scores nothing.
+
 Locally the API (`sds serve`) follows the pin, so pin and registry alias are the whole story.
 `environment_status` reads them without changing anything and explains every disagreement with
 what to do about it. A deployment in progress is expected to disagree for a while: the state is
 then `deploying`, not a warning.
+
+An environment whose stacks publish nothing in SSM is `not deployed` (a fact status reports, with
+the stack to deploy); one that could not be read at all (credentials, network, a registry bucket
+that is gone) is `unreachable`, with the cause: status could not look, which the CLI makes an
+error.
 """
 
 from __future__ import annotations
@@ -24,8 +32,8 @@ from typing import Any
 from sds.kernel.lock import LockFileError, Pin, read_lock
 from sds.kernel.registry import AliasState, RegistryError
 from sds.kernel.retention import appspec_versions
-from sds.kernel.settings import served_model
-from sds.ops.aws import AwsError, Clients
+from sds.kernel.settings import model_pins
+from sds.ops.aws import AwsError, Clients, NotDeployed
 from sds.ops.aws_rollback import IN_FLIGHT, get_live_alias
 from sds.ops.workspace import Workspace
 
@@ -34,17 +42,20 @@ DEPLOYING = "deploying"
 OUT_OF_SYNC = "out of sync"
 EMPTY = "nothing promoted"
 UNREACHABLE = "unreachable"
+NOT_DEPLOYED = "not deployed"
 LOCK_UNREADABLE = "pin unreadable"
 
 
 @dataclass(frozen=True)
 class ServedVersion:
-    """One published Lambda version behind the alias, and the model its environment pins."""
+    """One published Lambda version behind the alias, the model its environment pins and the
+    shadow it loads beside it, if any."""
 
     function_version: str
     weight: float
     model_version: int | None
     sha256: str | None
+    shadow: Pin | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -52,6 +63,7 @@ class ServedVersion:
             "weight": self.weight,
             "model_version": self.model_version,
             "sha256": self.sha256,
+            "shadow": None if self.shadow is None else self.shadow.to_dict(),
         }
 
 
@@ -72,6 +84,7 @@ class LiveAlias:
             "function_version": self.primary.function_version,
             "model_version": self.primary.model_version,
             "sha256": self.primary.sha256,
+            "shadow": None if self.primary.shadow is None else self.primary.shadow.to_dict(),
             "routing": [s.to_dict() for s in self.served[1:]],
         }
 
@@ -106,7 +119,10 @@ class EnvironmentStatus:
     live: LiveAlias | None = None
     deployments: list[Deployment] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # Could not be read (credentials, network, access, a bucket that is gone): the cause.
     error: str | None = None
+    # Read, and not deployed here: which SSM parameter is missing and the stack to deploy.
+    not_deployed: str | None = None
     # models.lock.json cannot be read (a merge conflict, say): the registry and Lambda are
     # still shown, and the problem is the first warning.
     lock_error: str | None = None
@@ -117,6 +133,8 @@ class EnvironmentStatus:
             return UNREACHABLE
         if self.lock_error is not None:
             return LOCK_UNREADABLE
+        if self.not_deployed is not None:
+            return NOT_DEPLOYED
         if self.warnings:
             return OUT_OF_SYNC
         if self.deployments:
@@ -127,7 +145,16 @@ class EnvironmentStatus:
 
     @property
     def ok(self) -> bool:
+        """Nothing to fix: every place agrees (an environment not deployed agrees when nothing
+        is pinned or promoted for it)."""
+        if self.state == NOT_DEPLOYED:
+            return not self.warnings
         return self.state in (IN_SYNC, DEPLOYING, EMPTY)
+
+    @property
+    def read(self) -> bool:
+        """Everything status reports could be read (false: unreachable, or the pin unreadable)."""
+        return self.state not in (UNREACHABLE, LOCK_UNREADABLE)
 
     def to_dict(self) -> dict[str, Any]:
         alias = None
@@ -152,6 +179,7 @@ class EnvironmentStatus:
             "deployments": [d.to_dict() for d in self.deployments],
             "warnings": list(self.warnings),
             "error": self.error,
+            "not_deployed": self.not_deployed,
         }
 
 
@@ -183,6 +211,17 @@ def environment_status(
                 application=ws.discovery.get(env, "codedeploy-application"),
                 group=ws.discovery.get(env, "deployment-group"),
             )
+    except NotDeployed as exc:
+        # Whatever was read before the missing parameter (a registry without its Inference
+        # stack, say) is still compared; the pin of an environment not deployed is a warning.
+        result.not_deployed = str(exc)
+        if result.lock_error is None:
+            # Pin against registry alias only if the registry was found (its stack deployed).
+            read = [] if result.registry_uri is None else disagreements(result)
+            result.warnings = read + _not_deployed(result)
+        else:
+            result.warnings = [result.lock_error]
+        return result
     except (AwsError, RegistryError) as exc:
         result.error = str(exc)
         return result
@@ -199,21 +238,28 @@ def environment_status(
     return result
 
 
+def sds(s: EnvironmentStatus) -> str:
+    """How a hint starts its command line: `sds --aws` when status read AWS, so the hint runs
+    as printed against what status looked at."""
+    return "sds --aws" if s.target == "aws" else "sds"
+
+
 def disagreements(s: EnvironmentStatus) -> list[str]:
     """Every way pin, registry alias and Lambda alias disagree, each with what to do."""
     env, pin, alias, live = s.env, s.pin, s.alias, s.live
+    run = sds(s)
     found: list[str] = []
     if alias is not None and pin is None:
         found.append(
             f"the registry alias serves v{alias.version} but models.lock.json has no pin for "
             f"{env}, so the next deploy ships no model: pull the lock file change that "
-            f"promoted it, or write the pin with: sds promote {alias.version} --to {env}"
+            f"promoted it, or write the pin with: {run} promote {alias.version} --to {env}"
         )
     elif alias is None and pin is not None:
         found.append(
             f"models.lock.json pins v{pin.version} but {env}'s registry has no alias {env} "
             f"({s.registry_uri}): is this the right registry? promote it there with: "
-            f"sds promote {pin.version} --to {env}"
+            f"{run} promote {pin.version} --to {env}"
         )
     elif alias is not None and pin is not None:
         if alias.version != pin.version:
@@ -221,13 +267,14 @@ def disagreements(s: EnvironmentStatus) -> list[str]:
                 f"models.lock.json pins v{pin.version} but the registry alias is "
                 f"v{alias.version} ({moved(alias)}): the next deploy would ship v{pin.version}; "
                 f"pull the lock file change that moved it, or make the pin follow the alias "
-                f"with: sds promote {alias.version} --to {env}"
+                f"with: {run} promote {alias.version} --to {env}"
             )
         elif alias.sha256 != pin.sha256:
             found.append(
                 f"v{pin.version} has sha256 {pin.sha256[:12]}... in models.lock.json but "
                 f"{alias.sha256[:12]}... in the registry: one of them was edited by hand; do "
-                "not deploy until `sds show` and the lock file's history explain it"
+                f"not deploy until `{run} show {pin.version} --env {env}` and the lock file's "
+                "history explain it"
             )
     if live is None:
         return found
@@ -245,6 +292,7 @@ def disagreements(s: EnvironmentStatus) -> list[str]:
         )
     if s.deployments:
         return found  # the deployment is moving `live`; it disagrees until it is done
+    found += _shadow_disagreement(s, live)
     if expected is None:
         if served.model_version is not None:
             found.append(
@@ -273,6 +321,48 @@ def disagreements(s: EnvironmentStatus) -> list[str]:
     return found
 
 
+def _shadow_disagreement(s: EnvironmentStatus, live: LiveAlias) -> list[str]:
+    """The shadow pin against the shadow the version behind `live` loads: a shadow pinned and
+    never deployed scores nothing (and `sds compare` has nothing to show)."""
+    want, have, served = s.shadow, live.primary.shadow, live.primary
+    where = f"{live.function}:{live.alias} (Lambda version {served.function_version})"
+    deploy = f"cdk deploy '{s.env}/*'"
+    if want is not None and have is None:
+        return [
+            f"models.lock.json's shadow v{want.version} is not deployed: {where} loads no "
+            f"shadow, so no payment is scored by it; deploy it with: {deploy}"
+        ]
+    if want is None and have is not None:
+        return [
+            f"{where} loads shadow v{have.version}, which models.lock.json no longer pins: the "
+            f"next deploy removes it ({deploy}); keep it with: {sds(s)} shadow {have.version} "
+            f"--env {s.env}"
+        ]
+    if want is not None and have is not None:
+        if want.version != have.version:
+            return [
+                f"{where} loads shadow v{have.version} but models.lock.json's shadow is "
+                f"v{want.version}: deploy it with: {deploy}"
+            ]
+        if want.sha256 != have.sha256:
+            return [
+                f"{where} loads shadow v{have.version} with sha256 {have.sha256[:12]}... but "
+                f"models.lock.json says {want.sha256[:12]}...: redeploy with: {deploy}"
+            ]
+    return []
+
+
+def _not_deployed(s: EnvironmentStatus) -> list[str]:
+    """What the lock file expects of an environment that is not deployed."""
+    if s.pin is None:
+        return []
+    shadow = "" if s.shadow is None else f" (and shadow v{s.shadow.version})"
+    return [
+        f"models.lock.json pins v{s.pin.version}{shadow} for {s.env}, which is not deployed "
+        f"here: deploy it with: cdk deploy '{s.env}/*'"
+    ]
+
+
 def live_alias(lambda_client: Any, function: str, alias: str) -> LiveAlias:
     answer = get_live_alias(lambda_client, function, alias)
     weights: Mapping[str, float] = answer.get("RoutingConfig", {}).get(
@@ -284,13 +374,15 @@ def live_alias(lambda_client: Any, function: str, alias: str) -> LiveAlias:
     served = []
     for version, weight in shares:
         config = lambda_client.get_function_configuration(FunctionName=function, Qualifier=version)
-        pin = served_model(config.get("Environment", {}).get("Variables", {}))
+        pins = model_pins(config.get("Environment", {}).get("Variables", {}))
+        pin = pins.get("live")
         served.append(
             ServedVersion(
                 function_version=version,
                 weight=round(weight, 4),
                 model_version=None if pin is None else pin.version,
                 sha256=None if pin is None else pin.sha256,
+                shadow=pins.get("shadow"),
             )
         )
     return LiveAlias(function=function, alias=alias, served=served)

@@ -45,11 +45,17 @@ class Deployed:
     def registry(self) -> Registry:
         return open_registry(f"s3://{self.bucket}", MODEL)
 
-    def publish(self, model: Version | None) -> str:
-        """What `cdk deploy` does after a promotion: new environment, new published version."""
+    def publish(self, model: Version | None, shadow: Version | None = None) -> str:
+        """What `cdk deploy` does after a promotion: new environment, new published version
+        (with `shadow`, the challenger `sds shadow` pinned beside the model)."""
         variables = {"MODEL_NAME": MODEL, "ENVIRONMENT": self.env}
         if model is not None:
             variables |= {"MODEL_VERSION": str(model.number), "MODEL_SHA256": model.sha256}
+        if shadow is not None:
+            variables |= {
+                "SHADOW_MODEL_VERSION": str(shadow.number),
+                "SHADOW_MODEL_SHA256": shadow.sha256,
+            }
         lam = self.clients("lambda")
         lam.update_function_configuration(
             FunctionName=self.function, Environment={"Variables": variables}

@@ -88,7 +88,13 @@ def test_status_follows_a_promotion_through_deploy_and_canary(
     assert status["state"] == "deploying" and status["warnings"] == []
     assert status["lambda"]["model_version"] == 1
     assert status["lambda"]["routing"] == [
-        {"function_version": new, "weight": 0.1, "model_version": 2, "sha256": two.sha256}
+        {
+            "function_version": new,
+            "weight": 0.1,
+            "model_version": 2,
+            "sha256": two.sha256,
+            "shadow": None,
+        }
     ]
     (listed,) = status["deployments"]
     assert listed["id"] == deployment
@@ -125,9 +131,13 @@ def test_a_canary_left_behind_and_a_deploy_not_done_are_warned_about(
         "serves v1 (Lambda version 2) but the pin is v2: deploy it with: cdk deploy 'dev/*'"
         in result.out
     )
-    # And environments that were never deployed here are reported, not crashed on
-    assert lines[2].split()[0] == "staging" and lines[2].endswith("unreachable")
-    assert "warning: staging: SSM parameter /sds/staging/registry-bucket not found" in result.out
+    # And environments that were never deployed here are reported as such, not as unreachable
+    # (nothing is pinned for them: not a failure)
+    assert lines[2].split()[0] == "staging" and lines[2].endswith("not deployed")
+    assert (
+        "staging: not deployed: SSM parameter /sds/staging/registry-bucket not found" in result.out
+    )
+    assert result.err == ""
 
 
 def test_a_lock_file_behind_the_registry_is_warned_about(
@@ -151,4 +161,120 @@ def test_a_lock_file_behind_the_registry_is_warned_about(
     assert result.code == 1
     (warning,) = environment(result, "dev")["warnings"]
     assert warning.startswith("models.lock.json pins v1 but the registry alias is v2 (moved ")
-    assert "'theirs'" in warning and "sds promote 2 --to dev" in warning
+    # And the command it names targets AWS, as status did
+    assert (
+        "'theirs'" in warning and "follow the alias with: sds --aws promote 2 --to dev" in warning
+    )
+
+
+def test_a_shadow_pinned_but_not_deployed_is_warned_about_until_it_is_deployed(
+    deploy: Callable[..., Deployed], cli: Callable[..., CliResult]
+) -> None:
+    # Given v1 deployed and live in dev, then v2 pinned as its shadow (not deployed yet)
+    dev = deploy("dev")
+    one = dev.register("one")
+    assert cli("--aws", "promote", "1", "--to", "dev").code == 0
+    dev.point_live(dev.publish(one))
+    two = dev.register("two")
+    assert cli("--aws", "shadow", "2", "--env", "dev", "--reason", "challenger").code == 0
+
+    # When asking for the status
+    pending = cli("--aws", "status", "--env", "dev", "--check")
+
+    # Then status says the shadow is not deployed and what deploys it; --check fails
+    assert pending.code == 1
+    assert "dev (aws): out of sync" in pending.out
+    assert "warning: models.lock.json's shadow v2 is not deployed: " in pending.out
+    assert "loads no shadow, so no payment is scored by it; deploy it with: cdk deploy 'dev/*'" in (
+        pending.out
+    )
+    # And the hint to compare repeats --aws
+    assert "decides nothing: sds --aws compare --env dev" in pending.out
+
+    # When the deploy publishes a version that loads it
+    dev.point_live(dev.publish(one, shadow=two))
+    synced = cli("--aws", "status", "--env", "dev", "--json", "--check")
+
+    # Then everything agrees, and the Lambda's shadow is reported
+    assert synced.code == 0, synced.out
+    status = environment(synced, "dev")
+    assert status["state"] == "in sync" and status["warnings"] == []
+    assert status["lambda"]["shadow"] == {"version": 2, "sha256": two.sha256}
+    assert "+ shadow v2" in cli("--aws", "status", "--env", "dev").out
+
+    # When the shadow is cleared in models.lock.json, and not deployed
+    assert cli("--aws", "shadow", "--env", "dev", "--clear", "--reason", "enough").code == 0
+    cleared = cli("--aws", "status", "--env", "dev", "--json", "--check")
+
+    # Then the shadow the Lambda still loads is named, with the deploy that removes it
+    assert cleared.code == 1
+    (warning,) = environment(cleared, "dev")["warnings"]
+    assert "loads shadow v2, which models.lock.json no longer pins" in warning
+    assert "cdk deploy 'dev/*'" in warning
+
+
+def test_an_environment_that_cannot_be_read_is_an_error_even_without_check(
+    deploy: Callable[..., Deployed], cli: Callable[..., CliResult]
+) -> None:
+    # Given dev deployed, with its registry bucket deleted since (SSM still names it)
+    dev = deploy("dev")
+    dev.clients("ssm").put_parameter(
+        Name="/sds/dev/registry-bucket", Value="sds-gone-bucket", Type="String", Overwrite=True
+    )
+
+    # When asking for the status, without --check
+    result = cli("--aws", "status")
+
+    # Then dev is unreachable, its cause is one line on stderr, and status exits 1: it could not
+    # look, which a script must not take for "all fine"
+    assert result.code == 1
+    lines = result.out.splitlines()
+    assert lines[1].split()[0] == "dev" and lines[1].endswith("unreachable")
+    (error,) = result.err.splitlines()
+    assert error.startswith("sds: error: dev is unreachable: ") and "bucket" in error.lower()
+    # And staging and prod, never deployed here, are not called unreachable
+    assert lines[2].endswith("not deployed") and lines[3].endswith("not deployed")
+
+    # And --json carries the same: the cause, and that status could not read everything
+    as_json = cli("--aws", "status", "--json")
+    assert as_json.code == 1
+    document = as_json.json()
+    assert document["read"] is False and document["ok"] is False
+    assert "bucket" in environment(as_json, "dev")["error"].lower()
+    assert environment(as_json, "dev")["registry"]["uri"] == "s3://sds-gone-bucket"
+    assert environment(as_json, "dev")["state"] == "unreachable"
+    assert environment(as_json, "prod")["state"] == "not deployed"
+    assert environment(as_json, "prod")["error"] is None
+
+
+def test_a_pinned_environment_whose_inference_stack_is_gone_is_not_deployed_and_named(
+    deploy: Callable[..., Deployed], cli: Callable[..., CliResult]
+) -> None:
+    # Given v1 promoted and pinned in dev, then dev's Inference stack destroyed (its SSM
+    # parameters gone; the registry is still there)
+    dev = deploy("dev")
+    dev.register("one")
+    assert cli("--aws", "promote", "1", "--to", "dev").code == 0
+    for key in ("function-name", "alias-name", "api-url", "deployment-group"):
+        dev.clients("ssm").delete_parameter(Name=f"/sds/dev/{key}")
+    dev.clients("ssm").delete_parameter(Name="/sds/dev/codedeploy-application")
+
+    # When asking for its status
+    plain = cli("--aws", "status", "--env", "dev")
+    checked = cli("--aws", "status", "--env", "dev", "--json", "--check")
+
+    # Then it is "not deployed" (read, not a failure: exit 0), with the registry it did read,
+    # the stack that is missing, and a warning that the pin is not served: --check fails
+    assert plain.code == 0 and plain.err == ""
+    assert "dev (aws): not deployed" in plain.out
+    assert "not deployed: SSM parameter /sds/dev/function-name not found" in plain.out
+    assert "cdk deploy 'dev/Inference'" in plain.out
+    assert checked.code == 1
+    status = environment(checked, "dev")
+    assert status["state"] == "not deployed" and status["error"] is None
+    assert status["registry"]["alias"]["version"] == 1
+    (warning,) = status["warnings"]
+    assert warning == (
+        "models.lock.json pins v1 for dev, which is not deployed here: deploy it with: "
+        "cdk deploy 'dev/*'"
+    )

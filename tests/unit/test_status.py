@@ -6,15 +6,21 @@ that are awkward to stage there, on the same `disagreements` the command uses.
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 
 from sds.kernel.lock import Pin
 from sds.kernel.registry import AliasState
 from sds.kernel.retention import appspec_versions
+from sds.ops.shadow import ShadowReport, render_report
 from sds.ops.status import (
     DEPLOYING,
     EMPTY,
     IN_SYNC,
+    LOCK_UNREADABLE,
+    NOT_DEPLOYED,
     OUT_OF_SYNC,
     UNREACHABLE,
     Deployment,
@@ -23,8 +29,10 @@ from sds.ops.status import (
     ServedVersion,
     disagreements,
 )
+from tests.unit.cli_run import sds
 
 SHA = {n: f"{n:x}" * 64 for n in range(1, 4)}
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def alias(version: int, sha256: str | None = None) -> AliasState:
@@ -41,8 +49,13 @@ def alias(version: int, sha256: str | None = None) -> AliasState:
     )
 
 
-def live(*served: tuple[str, float, int | None, str | None]) -> LiveAlias:
-    return LiveAlias("fn", "live", [ServedVersion(v, w, m, s) for v, w, m, s in served])
+def live(
+    *served: tuple[str, float, int | None, str | None], shadow: Pin | None = None
+) -> LiveAlias:
+    """`live` over `served` (version, weight, model, sha256); `shadow`: what the first loads."""
+    versions = [ServedVersion(v, w, m, s) for v, w, m, s in served]
+    versions[0] = ServedVersion(*served[0], shadow=shadow)
+    return LiveAlias("fn", "live", versions)
 
 
 def verdict(status: EnvironmentStatus) -> tuple[str, list[str]]:
@@ -128,6 +141,169 @@ def test_given_an_error_then_the_environment_is_unreachable_and_not_ok() -> None
     status = EnvironmentStatus("prod", "aws", error="SSM parameter /sds/prod/... not found")
     assert status.state == UNREACHABLE and not status.ok
     assert status.to_dict()["error"].startswith("SSM parameter")
+
+
+def test_given_a_shadow_pinned_but_not_deployed_then_deploying_it_is_named() -> None:
+    # Given v2 pinned and served, and v3 pinned as its shadow after the last deploy
+    status = EnvironmentStatus(
+        "prod",
+        "aws",
+        pin=Pin(2, SHA[2]),
+        shadow=Pin(3, SHA[3]),
+        alias=alias(2),
+        live=live(("7", 1.0, 2, SHA[2])),
+    )
+    # Then it is out of sync (--check fails): the shadow scores nothing until deployed
+    state, (warning,) = verdict(status)
+    assert state == OUT_OF_SYNC and not status.ok
+    assert warning.startswith("models.lock.json's shadow v3 is not deployed: fn:live (Lambda")
+    assert warning.endswith("deploy it with: cdk deploy 'prod/*'")
+
+
+def test_given_a_deployed_shadow_the_pin_no_longer_has_then_it_is_named() -> None:
+    # Given the shadow cleared in models.lock.json, and the deployed version still loading it
+    status = EnvironmentStatus(
+        "prod",
+        "aws",
+        pin=Pin(2, SHA[2]),
+        alias=alias(2),
+        live=live(("7", 1.0, 2, SHA[2]), shadow=Pin(3, SHA[3])),
+    )
+    state, (warning,) = verdict(status)
+    assert state == OUT_OF_SYNC
+    assert "loads shadow v3, which models.lock.json no longer pins" in warning
+    assert "cdk deploy 'prod/*'" in warning and "sds --aws shadow 3 --env prod" in warning
+
+
+@pytest.mark.parametrize(
+    ("deployed", "expected"),
+    [
+        (Pin(1, SHA[1]), "loads shadow v1 but models.lock.json's shadow is v3"),
+        (Pin(3, SHA[1]), "but models.lock.json says 333333333333...: redeploy"),
+    ],
+)
+def test_given_another_shadow_deployed_than_pinned_then_redeploying_is_named(
+    deployed: Pin, expected: str
+) -> None:
+    status = EnvironmentStatus(
+        "prod",
+        "aws",
+        pin=Pin(2, SHA[2]),
+        shadow=Pin(3, SHA[3]),
+        alias=alias(2),
+        live=live(("7", 1.0, 2, SHA[2]), shadow=deployed),
+    )
+    _, (warning,) = verdict(status)
+    assert expected in warning and "cdk deploy 'prod/*'" in warning
+
+
+def test_given_the_pinned_shadow_deployed_then_in_sync_and_reported() -> None:
+    status = EnvironmentStatus(
+        "prod",
+        "aws",
+        pin=Pin(2, SHA[2]),
+        shadow=Pin(3, SHA[3]),
+        alias=alias(2),
+        live=live(("7", 1.0, 2, SHA[2]), shadow=Pin(3, SHA[3])),
+    )
+    assert verdict(status) == (IN_SYNC, [])
+    assert status.to_dict()["lambda"]["shadow"] == {"version": 3, "sha256": SHA[3]}
+
+
+def test_given_a_shadow_deployment_in_flight_then_the_shadow_may_lag() -> None:
+    status = EnvironmentStatus(
+        "prod",
+        "aws",
+        pin=Pin(2, SHA[2]),
+        shadow=Pin(3, SHA[3]),
+        alias=alias(2),
+        live=live(("7", 1.0, 2, SHA[2])),
+        deployments=[Deployment("d-1", "InProgress", "2026-11-26T10:00:00", "7", "8")],
+    )
+    assert verdict(status) == (DEPLOYING, [])
+
+
+@pytest.mark.parametrize(
+    ("target", "command"), [("aws", "sds --aws promote 3 --to prod"), ("local", "sds promote 3")]
+)
+def test_given_a_hint_then_it_runs_against_what_status_read(target: str, command: str) -> None:
+    # Given a pin behind the registry alias, read on AWS or locally
+    status = EnvironmentStatus("prod", target, pin=Pin(2, SHA[2]), alias=alias(3))
+    # Then the command the hint names targets the same place (`--aws` repeated on AWS)
+    _, (warning,) = verdict(status)
+    assert f"make the pin follow the alias with: {command}" in warning
+    one_sha = EnvironmentStatus("prod", target, pin=Pin(2, SHA[3]), alias=alias(2))
+    _, (warning,) = verdict(one_sha)
+    assert f"`{command.split(' promote')[0]} show 2 --env prod`" in warning
+
+
+def test_given_an_environment_not_deployed_then_it_says_so_and_only_a_pin_is_wrong() -> None:
+    missing = "SSM parameter /sds/prod/registry-bucket not found: is prod deployed here?"
+    # Given nothing pinned for an environment not deployed: a fact, not a problem
+    quiet = EnvironmentStatus("prod", "aws", not_deployed=missing)
+    assert quiet.state == NOT_DEPLOYED and quiet.ok and quiet.read
+    assert quiet.to_dict()["not_deployed"] == missing and quiet.to_dict()["error"] is None
+    # Given a pin for it: what the lock file expects is not served, --check fails
+    pinned = EnvironmentStatus(
+        "prod", "aws", pin=Pin(2, SHA[2]), not_deployed=missing, warnings=["pinned"]
+    )
+    assert pinned.state == NOT_DEPLOYED and not pinned.ok and pinned.read
+
+
+def test_given_a_failure_to_read_then_status_could_not_look() -> None:
+    assert not EnvironmentStatus("prod", "aws", error="Unable to locate credentials").read
+    assert not EnvironmentStatus("prod", "aws", lock_error="conflict").read
+    assert EnvironmentStatus("prod", "aws", lock_error="conflict").state == LOCK_UNREADABLE
+
+
+def test_given_a_lock_file_that_cannot_be_read_then_status_exits_1_without_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a local project whose models.lock.json is mid-merge
+    shutil.copy(ROOT / "cdk.json", tmp_path / "cdk.json")
+    monkeypatch.setenv("SDS_PROJECT_DIR", str(tmp_path))
+    monkeypatch.setenv("SDS_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("SDS_LOCK_FILE", str(tmp_path / "models.lock.json"))
+    monkeypatch.delenv("SDS_TARGET", raising=False)
+    (tmp_path / "models.lock.json").write_text("<<<<<<< HEAD\n{}\n=======\n{}\n>>>>>>> b\n")
+
+    # When asking for the status (a report, not --check)
+    plain, as_json = sds(capsys, "status"), sds(capsys, "status", "--json")
+
+    # Then status could not read the pins it reports: exit 1, the reason in the report and JSON
+    assert plain.code == 1 and "pin unreadable" in plain.out
+    assert as_json.code == 1 and as_json.json()["read"] is False
+
+
+def shadow_report(target: str) -> ShadowReport:
+    return ShadowReport(
+        env="dev",
+        since=None,
+        until=None,
+        as_of="2026-11-30T10:00:00Z",
+        matured_before="2026-10-31T10:00:00Z",
+        maturity_days=30,
+        unlabelled="legitimate",
+        records=2000,
+        without_shadow=2000,
+        pinned_shadow=Pin(3, SHA[3]),
+        pairs=[],
+        target=target,
+    )
+
+
+def test_given_compare_on_aws_finds_no_shadowed_payment_then_it_says_the_pin_needs_a_deploy() -> (
+    None
+):
+    # (the hint status's check backs: a shadow pinned on AWS scores only once deployed)
+    lines = list(render_report(shadow_report("aws")))
+    assert lines[-2] == "  no payment was scored by a shadow in this window"
+    assert lines[-1] == (
+        "  shadow v3 scores only once deployed: sds --aws status --env dev says whether it is "
+        "(deploy it with: cdk deploy 'dev/*')"
+    )
+    # Locally the API follows the pin: no deploy to name
+    assert list(render_report(shadow_report("local")))[-1].endswith("in this window")
 
 
 @pytest.mark.parametrize(

@@ -1,15 +1,22 @@
 """`sds status`: what each environment serves (pin, registry alias and, with --aws, the Lambda
-alias and any deployment in progress), with a warning wherever they disagree."""
+alias and any deployment in progress), with a warning wherever they disagree.
+
+The report (table or detail, its warnings included) is on stdout. An environment that could not
+be read is an error: its cause is one line on stderr (`sds: error: ENV is unreachable: ...`) and
+the exit code is 1, with or without --check, so a script never takes "could not look" for "all
+fine". `--check` also exits 1 when anything disagrees. `--json` carries everything, errors too.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from sds.cli.arguments import Commands, env_option, workspace
 from sds.cli.render import print_json, table
 from sds.config import EnvironmentConfig
 from sds.kernel.errors import EXIT_ERROR
-from sds.ops.status import EnvironmentStatus, moved
+from sds.ops.status import EnvironmentStatus, moved, sds
 from sds.ops.workspace import Workspace
 
 
@@ -28,7 +35,10 @@ def register(commands: Commands) -> None:
     )
     env_option(parser, "--env", help="one environment, in detail (default: all, as a table)")
     parser.add_argument(
-        "--check", action="store_true", help="exit 1 when anything disagrees (for scripts and CI)"
+        "--check",
+        action="store_true",
+        help="exit 1 when anything disagrees (for scripts and CI); an environment that cannot "
+        "be read exits 1 with or without it",
     )
 
 
@@ -39,12 +49,14 @@ def run(args: argparse.Namespace) -> int:
     env: EnvironmentConfig | None = args.env
     results = status(ws, None if env is None else [env.name])
     ok = all(r.ok for r in results)
+    read = all(r.read for r in results)
     if args.json:
         print_json(
             {
                 "target": ws.target,
                 "lock_file": str(ws.lock_path),
                 "ok": ok,
+                "read": read,
                 "environments": [r.to_dict() for r in results],
             }
         )
@@ -53,11 +65,18 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(_table(results, aws=ws.on_aws))
         for r in results:
-            for line in ([r.error] if r.error else []) + r.warnings:
+            if r.not_deployed is not None:
+                print(f"{r.env}: not deployed: {r.not_deployed}")
+            for line in r.warnings:
                 print(f"warning: {r.env}: {line}")
         if not ws.on_aws:
             print("(local target: the API follows the pin; add --aws for the deployed Lambda)")
-    return EXIT_ERROR if args.check and not ok else 0
+    for r in results:
+        if r.error is not None:
+            print(f"sds: error: {r.env} is unreachable: {r.error}", file=sys.stderr)
+    if not read or (args.check and not ok):
+        return EXIT_ERROR
+    return 0
 
 
 def _version(version: int | None) -> str:
@@ -112,7 +131,7 @@ def _detail(r: EnvironmentStatus, ws: Workspace) -> str:
     line(
         "registry",
         f"{_version(None if alias is None else alias.version)}  sha256 {_sha(None if alias is None else alias.sha256)}  "
-        f"({r.registry_uri or '?'}{how})",
+        f"({r.registry_uri or ('not deployed' if r.not_deployed else 'not read')}{how})",
     )
     if r.live is not None:
         first = r.live.primary
@@ -121,19 +140,25 @@ def _detail(r: EnvironmentStatus, ws: Workspace) -> str:
             f"{_version(first.model_version)}  sha256 {_sha(first.sha256)}  "
             f"({r.live.function}:{r.live.alias} -> Lambda version {first.function_version})",
         )
+        if first.shadow is not None:
+            line("", f"+ shadow v{first.shadow.version}  sha256 {_sha(first.shadow.sha256)}")
         for s in r.live.served[1:]:
             line(
                 "",
                 f"+ {s.weight:.0%} of requests to Lambda version {s.function_version} "
                 f"({_version(s.model_version)}, sha256 {_sha(s.sha256)})",
             )
+    elif r.not_deployed is not None:
+        line("lambda", "-  (not deployed)")
     elif r.target == "local" and r.error is None:
         line("lambda", "not checked locally (the local API follows the pin); add --aws")
     for d in r.deployments:
         moving = f", Lambda version {d.from_version} -> {d.to_version}" if d.to_version else ""
         line("deployment", f"{d.id} {d.status} since {d.created[:19].replace('T', ' ')}{moving}")
-    if r.target == "aws" and not r.deployments and r.error is None:
+    if r.target == "aws" and not r.deployments and r.error is None and r.not_deployed is None:
         line("deployment", "none in progress")
-    for message in ([r.error] if r.error else []) + r.warnings:
+    if r.not_deployed is not None:
+        lines.append(f"not deployed: {r.not_deployed}")
+    for message in r.warnings:
         lines.append(f"warning: {message}")
     return "\n".join(lines)
