@@ -272,6 +272,9 @@ def test_given_a_lock_file_that_cannot_be_read_then_status_exits_1_without_check
 
     # Then status could not read the pins it reports: exit 1, the reason in the report and JSON
     assert plain.code == 1 and "pin unreadable" in plain.out
+    (error,) = plain.err.splitlines()  # once, not once per environment
+    assert error.startswith("sds: error: ") and "models.lock.json" in error
+    assert "warning:" not in plain.out
     assert as_json.code == 1 and as_json.json()["read"] is False
 
 

@@ -2,8 +2,8 @@
 alias and any deployment in progress), with a warning wherever they disagree.
 
 The report (table or detail, its warnings included) is on stdout. An environment that could not
-be read is an error: its cause is one line on stderr (`sds: error: ENV is unreachable: ...`) and
-the exit code is 1, with or without --check, so a script never takes "could not look" for "all
+be read is an error: its cause is one line on stderr (`sds: error: ENV is unreachable: ...`, or
+the lock file's problem, once) and the exit code is 1, with or without --check, so a script never takes "could not look" for "all
 fine". `--check` also exits 1 when anything disagrees. `--json` carries everything, errors too.
 """
 
@@ -67,13 +67,15 @@ def run(args: argparse.Namespace) -> int:
         for r in results:
             if r.not_deployed is not None:
                 print(f"{r.env}: not deployed: {r.not_deployed}")
-            for line in r.warnings:
+            for line in _warnings(r):
                 print(f"warning: {r.env}: {line}")
         if not ws.on_aws:
             print("(local target: the API follows the pin; add --aws for the deployed Lambda)")
     for r in results:
         if r.error is not None:
             print(f"sds: error: {r.env} is unreachable: {r.error}", file=sys.stderr)
+    for problem in sorted({r.lock_error for r in results if r.lock_error is not None}):
+        print(f"sds: error: {problem}", file=sys.stderr)  # once, not once per environment
     if not read or (args.check and not ok):
         return EXIT_ERROR
     return 0
@@ -159,6 +161,11 @@ def _detail(r: EnvironmentStatus, ws: Workspace) -> str:
         line("deployment", "none in progress")
     if r.not_deployed is not None:
         lines.append(f"not deployed: {r.not_deployed}")
-    for message in r.warnings:
+    for message in _warnings(r):
         lines.append(f"warning: {message}")
     return "\n".join(lines)
+
+
+def _warnings(r: EnvironmentStatus) -> list[str]:
+    """The report's warnings; a lock file that cannot be read is an error, on stderr."""
+    return [w for w in r.warnings if w != r.lock_error]
