@@ -29,13 +29,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sds.kernel.aws.errors import explain
 from sds.kernel.lock import LockFileError, Pin, read_lock
 from sds.kernel.registry import AliasState, RegistryError
 from sds.kernel.retention import appspec_versions
 from sds.kernel.settings import model_pins
 from sds.ops.aws import AwsError, Clients, NotDeployed
 from sds.ops.aws_rollback import IN_FLIGHT, get_live_alias
-from sds.ops.workspace import Workspace
+from sds.ops.workspace import Workspace, command_prefix
 
 IN_SYNC = "in sync"
 DEPLOYING = "deploying"
@@ -226,9 +227,12 @@ def environment_status(
         result.error = str(exc)
         return result
     except Exception as exc:
-        if not type(exc).__module__.startswith(("botocore", "boto3")):
+        # A Lambda or CodeDeploy call that failed (denied, throttled): said as every AWS
+        # failure is (sds.kernel.aws.errors.explain), with what to do.
+        explained = explain(exc, doing=f"reading {env}'s Lambda alias and deployments")
+        if explained is None:
             raise
-        result.error = f"AWS: {exc}"
+        result.error = str(explained)
         return result
     if result.lock_error is not None:
         # Without the pin there is nothing to compare: say what the file's problem is.
@@ -241,7 +245,7 @@ def environment_status(
 def sds(s: EnvironmentStatus) -> str:
     """How a hint starts its command line: `sds --aws` when status read AWS, so the hint runs
     as printed against what status looked at."""
-    return "sds --aws" if s.target == "aws" else "sds"
+    return command_prefix(on_aws=s.target == "aws")
 
 
 def disagreements(s: EnvironmentStatus) -> list[str]:

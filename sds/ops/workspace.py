@@ -43,6 +43,12 @@ from sds.ops.aws import AwsError, Clients, Discovery, assume_role, session_name
 TARGETS = ("local", "aws")
 
 
+def command_prefix(*, on_aws: bool) -> str:
+    """How a hint's command line starts: `sds --aws` on AWS, `sds` locally (`Workspace.command`;
+    `sds status` builds its hints from what it read, with the target it read)."""
+    return "sds --aws" if on_aws else "sds"
+
+
 @dataclass(frozen=True)
 class Workspace:
     project_dir: Path
@@ -124,7 +130,7 @@ class Workspace:
         did. On AWS it says `--aws` explicitly, however the target was chosen (`--aws` or
         `$SDS_TARGET`): a hint pasted into another shell must not move the local registry's
         alias and rewrite the shared lock file instead."""
-        return f"sds --aws {arguments}" if self.on_aws else f"sds {arguments}"
+        return f"{command_prefix(on_aws=self.on_aws)} {arguments}"
 
     @property
     def actor(self) -> str:

@@ -78,8 +78,10 @@ def test_status_names_the_bucket_that_is_gone(
     # When asking for dev's status
     result = cli("--aws", "status", "--env", "dev")
 
-    # Then its warning is the same explanation
-    assert BUCKET_GONE.removeprefix("sds: error: ") in result.out
+    # Then dev is unreachable (exit 1), and its cause, on stderr, is the same explanation
+    assert result.code == 1
+    assert "dev (aws): unreachable" in result.out
+    assert BUCKET_GONE.removeprefix("sds: error: ").strip() in result.err
 
 
 def test_no_credentials_says_how_to_configure_them(

@@ -6,6 +6,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.integration.deployed import CliResult, Deployed
 
 
@@ -278,3 +280,34 @@ def test_a_pinned_environment_whose_inference_stack_is_gone_is_not_deployed_and_
         "models.lock.json pins v1 for dev, which is not deployed here: deploy it with: "
         "cdk deploy 'dev/*'"
     )
+
+
+def test_a_call_aws_refuses_is_one_explained_line_and_exit_1(
+    deploy: Callable[..., Deployed],
+    cli: Callable[..., CliResult],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from botocore.exceptions import ClientError
+
+    import sds.ops.status
+
+    # Given dev deployed, and a caller whose policy lacks CodeDeploy's ListDeployments
+    deploy("dev")
+
+    def denied(*args: object, **kwargs: object) -> None:
+        error = {"Code": "AccessDeniedException", "Message": "not authorized"}
+        raise ClientError({"Error": error}, "ListDeployments")
+
+    monkeypatch.setattr(sds.ops.status, "deployments", denied)
+
+    # When asking for dev's status
+    result = cli("--aws", "status", "--env", "dev")
+
+    # Then dev could not be read (exit 1), and stderr says so in one line that names what it
+    # was reading and what to do, as every AWS failure is said, not the SDK's bare message
+    assert result.code == 1
+    assert "dev (aws): unreachable" in result.out
+    (line,) = result.err.splitlines()
+    assert line.startswith("sds: error: dev is unreachable: ")
+    assert "reading dev's Lambda alias and deployments" in line
+    assert "PromoterPolicyArn" in line

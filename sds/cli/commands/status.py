@@ -16,7 +16,7 @@ from sds.cli.arguments import Commands, env_option, workspace
 from sds.cli.render import print_json, table
 from sds.config import EnvironmentConfig
 from sds.kernel.errors import EXIT_ERROR
-from sds.ops.status import EnvironmentStatus, moved, sds
+from sds.ops.status import EnvironmentStatus, moved
 from sds.ops.workspace import Workspace
 
 
