@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from sds.kernel.aws.errors import explained
+from sds.kernel.registry.s3_read import S3Location
 from sds.kernel.registry.store import NotFound, PreconditionFailed, StoredObject
 
 _CONFLICT_CODES = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
@@ -40,7 +40,7 @@ def _is_conflict(exc: Any) -> bool:
     return error.get("Code") in _CONFLICT_CODES or status in ("412", "409")
 
 
-class S3Store:
+class S3Store(S3Location):
     def __init__(
         self,
         bucket: str,
@@ -55,10 +55,7 @@ class S3Store:
         """`source` says where the bucket's name came from (`/sds/dev/registry-bucket`,
         `SDS_REGISTRY_DEV`) and `stack` which stack creates it (`dev/Registry`): an AWS failure
         names them with the fix (`sds.kernel.aws.errors.explain`)."""
-        self.bucket = bucket
-        self.source = source
-        self.stack = stack
-        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        super().__init__(bucket, prefix, source=source, stack=stack)
         self._client = client
         self.multipart_threshold = multipart_threshold
         self.part_size = part_size
@@ -68,18 +65,6 @@ class S3Store:
         if self._client is None:
             self._client = s3_client()
         return self._client
-
-    @property
-    def uri(self) -> str:
-        return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
-
-    def _explained(self, doing: str, key: str) -> contextlib.AbstractContextManager[None]:
-        return explained(
-            doing=f"{doing} s3://{self.bucket}/{self.prefix}{key}",
-            resource=f"registry bucket {self.bucket}",
-            source=self.source,
-            stack=self.stack,
-        )
 
     def get(self, key: str) -> StoredObject:
         from botocore.exceptions import ClientError

@@ -16,27 +16,17 @@ from sds.kernel.aws.s3 import NOT_FOUND_CODES, S3Client
 from sds.kernel.registry.store import NotFound, ReadOnlyStoreError, StoredObject
 
 
-class S3ReadStore:
-    def __init__(
-        self,
-        bucket: str,
-        prefix: str = "",
-        *,
-        client: S3Client | None = None,
-        source: str = "",
-        stack: str = "",
-    ) -> None:
+class S3Location:
+    """Where a registry's objects are on S3, and how a failure there is said: the bucket, the
+    key prefix, where the bucket's name came from (`source`: `/sds/dev/registry-bucket`,
+    `SDS_REGISTRY_DEV`) and which stack creates it (`stack`: `dev/Registry`), so that an AWS
+    failure names them with the fix (`sds.kernel.aws.errors.explain`). Both S3 stores are one."""
+
+    def __init__(self, bucket: str, prefix: str, *, source: str, stack: str) -> None:
         self.bucket = bucket
-        self.source = source  # where the bucket's name came from, as `S3Store`'s
+        self.source = source
         self.stack = stack
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
-        self._client = client
-
-    @property
-    def client(self) -> S3Client:
-        if self._client is None:
-            self._client = S3Client()
-        return self._client
 
     @property
     def uri(self) -> str:
@@ -49,6 +39,26 @@ class S3ReadStore:
             source=self.source,
             stack=self.stack,
         )
+
+
+class S3ReadStore(S3Location):
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        client: S3Client | None = None,
+        source: str = "",
+        stack: str = "",
+    ) -> None:
+        super().__init__(bucket, prefix, source=source, stack=stack)
+        self._client = client
+
+    @property
+    def client(self) -> S3Client:
+        if self._client is None:
+            self._client = S3Client()
+        return self._client
 
     def get(self, key: str) -> StoredObject:
         with self._explained("reading", key):
