@@ -30,10 +30,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from sds.kernel.registry import Version
-from sds.kernel.signals import reworded
+from sds.kernel.signals import Terminated, reworded
 from sds.ops.aws import AwsError, Clients, start_execution
 from sds.ops.promotion import OperationError, registering_environment
 from sds.ops.workspace import Workspace
+
+# The training entry point's exit status when SIGTERM stopped it (sds.kernel.signals).
+STOPPED_BY_SIGTERM = Terminated.exit_code
 
 Say = Callable[[str], None]
 
@@ -351,14 +354,22 @@ def run_training(
         ) from None
     containers = task.get("containers") or [{}]
     exit_code = containers[0].get("exitCode")
-    if exit_code != 0:
-        reason_text = task.get("stoppedReason") or containers[0].get("reason") or "no reason given"
+    reason_text = task.get("stoppedReason") or containers[0].get("reason") or "no reason given"
+    if exit_code not in (0, STOPPED_BY_SIGTERM):
         raise OperationError(
             f"training task failed (exit code {exit_code}, {reason_text}); "
             "its log group (Training stack) has the details"
         )
     new = [registry.get_version(n) for n in sorted(set(registry.list_versions()) - before)]
     mine = [v for v in new if v.manifest.get("run_id") == run_id]
+    if exit_code == STOPPED_BY_SIGTERM and not mine:
+        # training.train's own exit on SIGTERM (ECS StopTask, a scale-in) before its version
+        # was complete: it left nothing half-written, and the run can simply start again. (Once
+        # registered, a version is complete whatever stopped the task after: it is reported.)
+        raise OperationError(
+            f"training task stopped by SIGTERM ({reason_text}) before it registered a "
+            "version; nothing half-written is left: start it again when ready"
+        )
     if not mine:
         # A task stopped from outside (ECS StopTask, a scale-in) may still exit 0: its reason is
         # the story.

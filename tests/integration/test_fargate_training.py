@@ -89,9 +89,17 @@ def play_the_container(
 
 
 def start(
-    workspace: Callable[[], Workspace], deployed: Deployed, **kwargs: Any
+    workspace: Callable[[], Workspace],
+    deployed: Deployed,
+    *,
+    events: dict[str, Callable[..., None]] | None = None,
+    **kwargs: Any,
 ) -> tuple[list[dict[str, Any]], list[str], Callable[[], TrainingRun]]:
+    """The run as the CLI starts it, on one ECS client: its RunTask parameters are recorded, and
+    `events` (botocore event name -> handler) are registered on it."""
     ecs = deployed.clients("ecs")
+    for name, handler in (events or {}).items():
+        ecs.meta.events.register(name, handler)
     sent: list[dict[str, Any]] = []
     ecs.meta.events.register(
         "provide-client-params.ecs.RunTask", lambda params, **_: sent.append(dict(params))
@@ -210,6 +218,34 @@ def test_a_task_stopped_from_outside_says_why_it_registered_nothing(
     container.join()
     assert "registered no version in dev's registry" in str(raised.value)
     assert str(raised.value).endswith("; ECS says: Task stopped by alice: wrong data")
+
+
+def test_a_task_stopped_by_sigterm_says_so_and_that_nothing_is_half_written(
+    deploy: Callable[..., Deployed], workspace: Callable[[], Workspace]
+) -> None:
+    # Given a task stopped (ECS StopTask) while it trains: the entry point exits 143, as
+    # `python -m training.train` does on SIGTERM (moto's stopped container reports 0: set it)
+    def exited_143(parsed: dict[str, Any], **_: Any) -> None:
+        for task in parsed.get("tasks", []):
+            if task.get("lastStatus") == "STOPPED":
+                for container in task.get("containers", []):
+                    container["exitCode"] = 143
+
+    dev = deploy("dev", training=True)
+    sent, _lines, run = start(workspace, dev, events={"after-call.ecs.DescribeTasks": exited_143})
+    container = play_the_container(
+        dev, sent, registry=dev, register=False, reason="Task stopped by alice: wrong data"
+    )
+
+    # When the task stops, Then the error names SIGTERM and ECS's reason, and says the run can
+    # simply start again (a version is registered only once complete)
+    with pytest.raises(OperationError) as raised:
+        run()
+    container.join()
+    assert str(raised.value) == (
+        "training task stopped by SIGTERM (Task stopped by alice: wrong data) before it "
+        "registered a version; nothing half-written is left: start it again when ready"
+    )
 
 
 @pytest.mark.parametrize("kind", [KeyboardInterrupt, Terminated])
