@@ -178,6 +178,33 @@ def test_an_interruption_under_json_is_a_json_document_too(
     }
 
 
+@pytest.mark.parametrize(("stop", "code"), [(KeyboardInterrupt, 130), (Terminated, 143)])
+def test_an_interrupted_ingest_says_that_running_it_again_stores_the_rest(
+    project: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    stop: type[KeyboardInterrupt],
+    code: int,
+) -> None:
+    from sds.ops import ingest as ingest_ops
+
+    # Given an ingest stopped (Ctrl-C or SIGTERM) between two accounts' commits
+    def stopped(*args: object, **kwargs: object) -> None:
+        raise stop()
+
+    monkeypatch.setattr(ingest_ops, "ingest", stopped)
+    (project / "events.jsonl").write_text("")
+
+    # When it runs
+    ended = sds(capsys, "ingest", str(project / "events.jsonl"))
+
+    # Then it exits with the signal's code, and its last line says how to finish the job
+    assert ended.code == code
+    assert ended.error_line.endswith(
+        ": run the same command again to store the rest: what was stored counts as already there"
+    )
+
+
 def test_an_operating_system_error_exits_1_in_one_line(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

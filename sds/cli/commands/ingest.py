@@ -8,6 +8,7 @@ import sys
 from sds.cli.arguments import Commands, env_option, workspace
 from sds.cli.render import print_json
 from sds.config import EnvironmentConfig
+from sds.kernel.signals import reworded
 from sds.ops.ingest import CLOCKS
 
 
@@ -46,7 +47,15 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet and not args.json:
             print(f"  {done}/{total} events", file=sys.stderr, flush=True)
 
-    result = ingest(ws, env.name, args.data, clock=args.clock, on_batch=progress)
+    try:
+        result = ingest(ws, env.name, args.data, clock=args.clock, on_batch=progress)
+    except KeyboardInterrupt as exc:
+        # Each account's events are committed atomically, with their ids: a rerun stores the
+        # rest, and counts what this run stored as already there.
+        raise reworded(
+            exc,
+            "run the same command again to store the rest: what was stored counts as already there",
+        ) from None
     if args.json:
         print_json(result.to_dict())
         return 1 if result.totals.failed or result.totals.conflicts else 0
