@@ -7,7 +7,6 @@ The CLI runs in-process (`sds.cli.main.main`) on a throwaway project with local 
 from __future__ import annotations
 
 import argparse
-import shutil
 import socket
 from pathlib import Path
 from typing import Any
@@ -23,21 +22,7 @@ from sds.ops.promotion import promote
 from sds.ops.workspace import Workspace
 from tests.unit.cli_run import sds
 
-ROOT = Path(__file__).resolve().parents[2]
 METRICS = {"roc_auc": 0.93, "pr_auc": 0.6, "expected_calibration_error": 0.01}
-
-
-@pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The repository's cdk.json in a temporary folder, with local state and lock file there."""
-    shutil.copy(ROOT / "cdk.json", tmp_path / "cdk.json")
-    monkeypatch.setenv("SDS_PROJECT_DIR", str(tmp_path))
-    monkeypatch.setenv("SDS_ACTOR", "tester")
-    for name in ("SDS_HOME", "SDS_LOCK_FILE", "SDS_TARGET"):
-        monkeypatch.delenv(name, raising=False)
-    for env in ("DEV", "STAGING", "PROD"):
-        monkeypatch.delenv(f"SDS_REGISTRY_{env}", raising=False)
-    return tmp_path
 
 
 def register(ws: Workspace, tag: str) -> Version:

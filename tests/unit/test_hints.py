@@ -11,11 +11,8 @@ from __future__ import annotations
 import ast
 import json
 import re
-import shutil
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from sds.kernel.lock import read_lock
 from sds.ops.workspace import Workspace
@@ -23,19 +20,6 @@ from tests.unit.cli_run import Ended, sds
 from tests.unit.test_shadow_ops import register
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The repository's cdk.json in a temporary folder, with local state and lock file there."""
-    shutil.copy(ROOT / "cdk.json", tmp_path / "cdk.json")
-    monkeypatch.setenv("SDS_PROJECT_DIR", str(tmp_path))
-    monkeypatch.setenv("SDS_ACTOR", "tester")
-    for name in ("SDS_HOME", "SDS_LOCK_FILE", "SDS_TARGET"):
-        monkeypatch.delenv(name, raising=False)
-    for env in ("DEV", "STAGING", "PROD"):
-        monkeypatch.delenv(f"SDS_REGISTRY_{env}", raising=False)
-    return tmp_path
 
 
 def local(project: Path) -> Workspace:
