@@ -218,10 +218,20 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def write_pin(path: Path, *, model: str, env: str, pin: Pin | None) -> Pin | None:
     """Set (or, with None, clear) one environment's pin, keeping every other pin as it is."""
-    return sync_pin(path, model=model, env=env, current=lambda: pin)
+    return sync_pin(path, model=model, env=env, current=lambda: pin).pin
 
 
-def sync_pin(path: Path, *, model: str, env: str, current: Callable[[], Pin | None]) -> Pin | None:
+@dataclass(frozen=True)
+class PinSync:
+    """What `sync_pin` did to one environment's entries: the pin it wrote (`pin`), the one it
+    replaced (`was`), and the shadow pin it removed with it (`shadow_removed`), if any."""
+
+    pin: Pin | None
+    was: Pin | None
+    shadow_removed: Pin | None = None
+
+
+def sync_pin(path: Path, *, model: str, env: str, current: Callable[[], Pin | None]) -> PinSync:
     """Write the pin from `current()` evaluated while holding the lock file's lock.
 
     Callers pass a function that reads the environment's registry alias. Because every
@@ -233,13 +243,14 @@ def sync_pin(path: Path, *, model: str, env: str, current: Callable[[], Pin | No
         lock = read_lock(path, model=model)
         pins = dict(lock.pins)
         shadows = dict(lock.shadows)
+        removed: Pin | None = None
         if pin is None:
             pins.pop(env, None)
-            shadows.pop(env, None)  # a shadow scores beside a live model, never alone
+            removed = shadows.pop(env, None)  # a shadow scores beside a live model, never alone
         else:
             pins[env] = pin
             if shadows.get(env) == pin:
-                shadows.pop(env)  # the challenger is live now: it moves from shadow to live
+                removed = shadows.pop(env)  # the challenger is live now: from shadow to live
         # Compared as written: a pin's expected alert rate is not part of its identity, but a
         # pin that gains one (a promotion re-run on a lock from before it) is rewritten.
         if (
@@ -248,7 +259,7 @@ def sync_pin(path: Path, *, model: str, env: str, current: Callable[[], Pin | No
             or not path.exists()
         ):
             atomic_write_text(path, LockFile(model=model, pins=pins, shadows=shadows).to_json())
-        return pin
+        return PinSync(pin=pin, was=lock.pins.get(env), shadow_removed=removed)
 
 
 def _documents(pins: dict[str, Pin]) -> dict[str, dict[str, Any]]:

@@ -23,7 +23,7 @@ from sds.config import Gates, MustBeatLive
 from sds.kernel.behaviour import expected_alert_rate
 from sds.kernel.comparison import Comparison, ComparisonError
 from sds.kernel.errors import Refused, SdsError
-from sds.kernel.lock import LockFile, LockFileError, Pin, check_writable, read_lock, sync_pin
+from sds.kernel.lock import LockFile, LockFileError, Pin, check_writable, sync_pin
 from sds.kernel.registry import (
     AliasState,
     ConcurrentUpdate,
@@ -392,12 +392,7 @@ def admit(
 
 
 def _sync_pin(ws: Workspace, env: str, registry: Registry) -> LockChange:
-    before: list[LockFile] = []
-
     def current() -> Pin | None:
-        # Called under the lock file's lock, just before `sync_pin` reads and rewrites the file:
-        # what is read here is exactly what the write replaces.
-        before.append(read_lock(ws.lock_path, model=ws.model))
         state = registry.get_alias(env)
         if state is None:
             return None
@@ -410,12 +405,8 @@ def _sync_pin(ws: Workspace, env: str, registry: Registry) -> LockChange:
             expected_alert_rate=expected_alert_rate(manifest),
         )
 
-    pin = sync_pin(ws.lock_path, model=ws.model, env=env, current=current)
-    lock = before[-1]
-    shadow = lock.shadows.get(env)
-    # As `sync_pin` decides: a shadow goes with the live pin, or when it is what is live now.
-    removed = shadow if shadow is not None and (pin is None or shadow == pin) else None
-    return LockChange(env=env, was=lock.pins.get(env), pin=pin, shadow_removed=removed)
+    synced = sync_pin(ws.lock_path, model=ws.model, env=env, current=current)
+    return LockChange(env=env, was=synced.was, pin=synced.pin, shadow_removed=synced.shadow_removed)
 
 
 def promote(
