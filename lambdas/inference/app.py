@@ -229,6 +229,16 @@ def _content_type(headers: Any) -> str:
     return str(list(headers.values())[index])
 
 
+def unsupported_media_type(headers: Any) -> str | None:
+    """Why a body of the request's Content-Type is refused (None: JSON, or none given): the one
+    rule of `POST /predict` and of the local API's `POST /events` (`sds.ops.local_api`), so a
+    `curl -d` without `-H 'Content-Type: application/json'` gets the same 415 from both."""
+    media_type = _content_type(headers).split(";", 1)[0].strip().lower()
+    if media_type and media_type != "application/json" and not media_type.endswith("+json"):
+        return f"Content-Type must be application/json, got {media_type[:60]!r}"
+    return None
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON (numbers must be finite)")
 
@@ -616,13 +626,9 @@ class InferenceApp:
     # Request parsing --------------------------------------------------------------------------
 
     def _body_bytes(self, event: Mapping[str, Any]) -> bytes:
-        media_type = _content_type(event.get("headers")).split(";", 1)[0].strip().lower()
-        if media_type and media_type != "application/json" and not media_type.endswith("+json"):
-            raise RequestError(
-                415,
-                "unsupported_media_type",
-                f"Content-Type must be application/json, got {media_type[:60]!r}",
-            )
+        unsupported = unsupported_media_type(event.get("headers"))
+        if unsupported is not None:
+            raise RequestError(415, "unsupported_media_type", unsupported)
         raw = event.get("body")
         if raw is None or raw == "":
             raise RequestError(

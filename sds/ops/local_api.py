@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
-from lambdas.inference.app import InferenceApp, MetricSink, _content_type
+from lambdas.inference.app import InferenceApp, MetricSink, unsupported_media_type
 from sds.kernel.capture import CaptureSink
 from sds.kernel.errors import SdsError
 from sds.kernel.events import KINDS, LABEL_KINDS, first_conflict, timed, validate_batch
@@ -361,7 +361,7 @@ class EventsEndpoint:
         if event.get("httpMethod") != "POST":
             refusal = {"error": "method_not_allowed", "message": "/events accepts POST"}
             return _proxy(405, refusal, {"Allow": "POST"})
-        unsupported = _unsupported_media_type(event.get("headers"))
+        unsupported = unsupported_media_type(event.get("headers"))
         if unsupported is not None:
             return _proxy(415, {"error": "unsupported_media_type", "message": unsupported})
         try:
@@ -460,16 +460,6 @@ def _json_body(event: Mapping[str, Any]) -> Any:
         raise ValueError("the JSON is nested too deeply") from None
     except ValueError as exc:
         raise ValueError(f"the body is not valid JSON: {str(exc)[:200]}") from None
-
-
-def _unsupported_media_type(headers: Any) -> str | None:
-    """Why a body of the request's Content-Type is refused (None if it is JSON or not given):
-    the rule and message of `POST /predict` (`lambdas.inference.app`), so `curl -d` without
-    `-H 'Content-Type: application/json'` gets the same 415 from both."""
-    media_type = _content_type(headers).split(";", 1)[0].strip().lower()
-    if media_type and media_type != "application/json" and not media_type.endswith("+json"):
-        return f"Content-Type must be application/json, got {media_type[:60]!r}"
-    return None
 
 
 def _proxy(
