@@ -98,13 +98,15 @@ def read_events(location: str) -> InputEvents:
     if conflict is not None:
         problems.append(conflict)
     if problems:
-        raise _refusal(problems)
+        raise refused_input(problems)
     if not found:
         raise DataError(f"{location}: no events")
     return InputEvents(timed=found, located=located)
 
 
-def _refusal(problems: list[str]) -> DataError:
+def refused_input(problems: list[str]) -> DataError:
+    """How an input with problems is refused, by `sds ingest` and `sds label` alike: how many,
+    the first few, and that nothing of it was stored."""
     shown = "; ".join(problems[:MAX_PROBLEMS_SHOWN])
     more = (
         f" (and {len(problems) - MAX_PROBLEMS_SHOWN} more)"
@@ -140,7 +142,7 @@ def ingest(
     # committed; a writer racing in between is caught at commit (`totals.conflicts`).
     conflicts = online.recorded_conflicts(events.located)
     if conflicts:
-        raise _refusal([message for _, message in conflicts])
+        raise refused_input([message for _, message in conflicts])
     result = IngestResult(env=env, store=uri, events=len(timed))
     latest = 0
     for start in range(0, len(timed), BATCH):

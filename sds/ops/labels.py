@@ -18,10 +18,9 @@ from typing import Any
 from sds.kernel.errors import UsageError
 from sds.kernel.events import LABEL_KINDS, validate
 from sds.ops.capture_store import LabelFiles
+from sds.ops.ingest import refused_input
 from sds.ops.workspace import Workspace
 from training.data import DataError, sources
-
-MAX_PROBLEMS_SHOWN = 5
 
 
 @dataclass(frozen=True)
@@ -73,13 +72,7 @@ def read_labels(location: str) -> tuple[list[dict[str, Any]], int]:
                 continue
             found[key] = record
     if problems:
-        shown = "; ".join(problems[:MAX_PROBLEMS_SHOWN])
-        more = (
-            f" (and {len(problems) - MAX_PROBLEMS_SHOWN} more)"
-            if len(problems) > MAX_PROBLEMS_SHOWN
-            else ""
-        )
-        raise DataError(f"{len(problems)} problem(s), nothing was stored: {shown}{more}")
+        raise refused_input(problems)
     if not found:
         raise DataError(f"{location}: no labels")
     return list(found.values()), duplicates
