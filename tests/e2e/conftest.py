@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.cli_project import Project, make_project
+from tests.e2e.stopping import SCORE, two_file_history
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +37,20 @@ def fresh_copy(trained_project: Project, tmp_path: Path) -> Callable[[], Project
         return Project(target, dict(trained_project.env))
 
     return copy
+
+
+@pytest.fixture(scope="module")
+def history(trained_project: Project, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A history in two files, for the runs stopped mid-way (test_interrupt, test_terminate)."""
+    return two_file_history(trained_project, tmp_path_factory.mktemp("history"))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(
+    trained_project: Project, history: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """What `sds score` writes for `history` when nothing stops it: a stopped run's rerun must
+    finish with the same."""
+    out = tmp_path_factory.mktemp("uninterrupted") / "out"
+    trained_project.sds(*SCORE, "--data", str(history), "--out", str(out), "--quiet")
+    return out

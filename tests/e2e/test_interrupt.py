@@ -23,27 +23,12 @@ from tests.e2e.stopping import (
     Running,
     assert_stopped_quietly,
     results,
-    two_file_history,
     workers_starting,
 )
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/self/stat").exists(), reason="reads the process group from /proc (Linux)"
 )
-
-
-@pytest.fixture(scope="module")
-def history(trained_project: Project, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return two_file_history(trained_project, tmp_path_factory.mktemp("history"))
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(
-    trained_project: Project, history: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    out = tmp_path_factory.mktemp("uninterrupted") / "out"
-    trained_project.sds(*SCORE, "--data", str(history), "--out", str(out), "--quiet")
-    return out
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,6 @@ from tests.e2e.stopping import (
     assert_stopped_quietly,
     line_starting,
     results,
-    two_file_history,
     workers_starting,
 )
 from tests.e2e.test_serve import EVENT, free_port
@@ -43,20 +42,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 MAIN_ALONE, GROUP = False, True
-
-
-@pytest.fixture(scope="module")
-def history(trained_project: Project, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return two_file_history(trained_project, tmp_path_factory.mktemp("history"))
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(
-    trained_project: Project, history: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    out = tmp_path_factory.mktemp("uninterrupted") / "out"
-    trained_project.sds(*SCORE, "--data", str(history), "--out", str(out), "--quiet")
-    return out
 
 
 def parts_under_way(out: Path) -> Callable[[], bool]:
