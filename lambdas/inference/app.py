@@ -15,11 +15,11 @@ Each payment is scored with its account's aggregates (`sds.kernel.aggregates`) a
 (`sds.kernel.online.OnlineFeatures.read_columns`).
 
 The warm path is built for the requests that are almost all of them, valid ones: the body is
-parsed with orjson, the events are validated and featurized together, column by column
-(`sds.kernel.features.event_columns`, `featurize_columns`), and the response is written with
-orjson. Anything that path does not accept is answered by the reference path, the standard
-library's parser and `validate_event` per event, so every error a client can see (status, code,
-message, problems in order) is exactly what that reference gives.
+read straight into columns, parsed and validated together in C (`sds.kernel.features.BatchDecoder`,
+msgspec), the events are featurized together, column by column (`featurize_columns`), and the
+response is written with orjson. Anything that path does not accept is answered by the reference
+path, the standard library's parser and `validate_event` per event, so every error a client can
+see (status, code, message, problems in order) is exactly what that reference gives.
 
 Metrics are Embedded Metric Format lines on stdout (no API call): a scored request writes the
 served version's behaviour (`sds.kernel.behaviour`: predictions, flagged, score histogram) with
@@ -59,7 +59,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -69,12 +69,11 @@ from sds.kernel.aggregates import NAMES as AGGREGATES
 from sds.kernel.behaviour import NAMESPACE, behaviour_counts, version_dimensions
 from sds.kernel.capture import Capturer, CaptureSink
 from sds.kernel.features import (
-    ABSENT,
     FIELD_NAMES,
     TIME_US,
+    BatchDecoder,
     Columns,
     Problem,
-    event_columns,
     featurize_columns,
     validate_event,
 )
@@ -273,6 +272,10 @@ class InferenceApp:
         self.shadow: LoadedModel | None = None
         self.shadow_unavailable: str | None = None
         self._shadow_failures = 0
+        # The warm path's reader: a body it declines is read by the reference path (`_events`).
+        self.decoder = BatchDecoder(
+            max_events=self.settings.max_events, optional={"type": (PAYMENT,)}
+        )
         if settings is None or settings_error is not None:
             self.unavailable = settings_error or "the function is misconfigured"
             self._emit({"ModelLoadFailure": 1.0})
@@ -465,17 +468,15 @@ class InferenceApp:
     def _predict(self, event: Mapping[str, Any], metrics: dict[str, float]) -> Response:
         received_us, started_ns = time.time_ns() // 1000, time.perf_counter_ns()
         data = self._body_bytes(event)
-        try:
-            body = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            body = None
-        columns = self._valid_columns(body)
-        if columns is None:
+        decoded = self.decoder(data)
+        events: list[Mapping[str, Any]] | None
+        if decoded is None:
             # Not certainly valid: the reference path decides, and names every problem.
             events = self._events(self._parse_json(data))
             columns = Columns.of(events, optional=OPTIONAL_FIELDS)
         else:
-            events = body["events"]
+            columns, payments = decoded
+            events = None  # the payments as JSON objects, made for the capture only
         model = self._require_model()
         columns, missing = self._with_aggregates(columns, metrics)
         features = featurize_columns(columns)
@@ -509,7 +510,7 @@ class InferenceApp:
                 received_us,
                 started_ns,
                 decided_ns,
-                events,
+                self.decoder.as_dicts(payments) if events is None else events,
                 features,
                 scores,
                 missing,
@@ -524,7 +525,7 @@ class InferenceApp:
         received_us: int,
         started_ns: int,
         decided_ns: int,
-        events: list[Mapping[str, Any]],
+        events: Sequence[Mapping[str, Any]],
         features: Any,
         scores: list[float],
         missing: str | None,
@@ -610,18 +611,6 @@ class InferenceApp:
                 "fallback decision",
             )
         return columns.with_inputs({name: [0.0] * columns.size for name in AGGREGATES}), reason
-
-    def _valid_columns(self, body: Any) -> Columns | None:
-        """The events as columns if the request is certainly valid, else None."""
-        if type(body) is not dict or len(body) != 1:
-            return None
-        events = body.get("events")
-        if type(events) is not list or not 0 < len(events) <= self.settings.max_events:
-            return None
-        columns = event_columns(events, optional=OPTIONAL_FIELDS)
-        if columns is None or not all(t is ABSENT or t == PAYMENT for t in columns["type"]):
-            return None
-        return columns
 
     # Request parsing --------------------------------------------------------------------------
 

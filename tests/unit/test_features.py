@@ -5,6 +5,7 @@ event; the batch validation accepts exactly the batches whose every event valida
 from __future__ import annotations
 
 import copy
+import json
 import math
 import re
 from datetime import UTC, datetime, timedelta
@@ -19,7 +20,6 @@ from hypothesis import strategies as st
 import sds.kernel.features as features_module
 from sds.kernel import aggregates, pointintime
 from sds.kernel.features import (
-    ABSENT,
     COMPUTED_REASON,
     CURRENCIES,
     FEATURE_NAMES,
@@ -29,8 +29,8 @@ from sds.kernel.features import (
     N_FEATURES,
     NOT_UNICODE,
     USD_PER_UNIT,
+    BatchDecoder,
     Columns,
-    event_columns,
     feature_schema,
     featurize,
     featurize_batch,
@@ -182,9 +182,9 @@ def test_given_any_valid_events_then_batch_features_equal_per_event_features_and
     assert per_event == [formulas(e, SOME) for e in events]
     some = {name: [SOME[name]] * len(events) for name in AGGREGATES}
     assert featurize_batch(events, some).tolist() == as_float32(per_event)
-    columns = event_columns(events)
-    assert columns is not None
-    assert featurize_columns(columns.with_inputs(some)).tolist() == as_float32(per_event)
+    decoded = DECODER(body_of(events))
+    assert decoded is not None
+    assert featurize_columns(decoded[0].with_inputs(some)).tolist() == as_float32(per_event)
 
 
 def test_given_history_longer_than_a_chunk_then_the_chunks_join_to_the_same_matrix(
@@ -527,83 +527,137 @@ def mixed_batches(draw: st.DrawFn) -> list[Any]:
     return events
 
 
+MAX_EVENTS = 20
+DECODER = BatchDecoder(max_events=MAX_EVENTS)
+PAYMENTS = BatchDecoder(max_events=MAX_EVENTS, optional={"type": ("payment",)})
+
+
+def body_of(events: Any) -> bytes:
+    return json.dumps({"events": events}).encode()
+
+
 @settings(max_examples=600, deadline=None)
 @given(events=mixed_batches())
-def test_given_mixed_batches_then_batch_validation_accepts_exactly_when_every_event_validates(
+def test_given_mixed_batches_then_the_decoder_accepts_exactly_when_every_event_validates(
     events: list[Any],
 ) -> None:
-    columns = event_columns(events, optional=("type",))
+    # Given a request of valid events, some of them broken (a payment may say its type)
+    decoded = PAYMENTS(body_of(events))
+
+    # Then it is read only if every event passes validate_event and says it is a payment, if
+    # it says anything
     every_event_valid = all(
         validate_event(e, where=f"events[{i}]", extra_fields=("type",)) == []
+        and e.get("type", "payment") == "payment"
         for i, e in enumerate(events)
     )
-
-    assert (columns is not None) == every_event_valid, events
-    if columns is not None:
+    assert (decoded is not None) == every_event_valid, events
+    if decoded is not None:
+        # And its columns are the reference's, value for value and type for type
+        columns, payments = decoded
+        reference = Columns.of(events)
         assert columns.size == len(events)
-        for name in FIELD_NAMES:
-            assert list(columns[name]) == [e[name] for e in events]
-        assert list(columns["type"]) == [e.get("type", ABSENT) for e in events]
-        assert list(columns[features_module.TIME_US]) == [
-            parse_time(e["occurred_at"]) for e in events
-        ]
+        for name in (*FIELD_NAMES, features_module.TIME_US):
+            assert list(map(repr, columns[name])) == list(map(repr, reference[name])), name
+        # And the events, as JSON objects, are the ones sent
+        assert PAYMENTS.as_dicts(payments) == events
         per_event = as_float32([featurize(e, ZERO) for e in events])
         assert featurize_columns(columns.with_inputs(zeros(events))).tolist() == per_event
 
 
-class Amount(float):
-    """A float subclass: valid for `validate_event`, not a plain JSON value."""
+def _dumped(event: dict[str, Any]) -> str:
+    return json.dumps(event)[1:-1]
 
 
 @pytest.mark.parametrize(
-    "events",
+    "body",
     [
-        [valid_event(amount=Amount(3.0))],
-        [valid_event(), {**valid_event(), "amount": float("nan")}],
-        [valid_event(amount=float("inf"))],
-        [valid_event(amount=10**400)],
-        [valid_event(hour_of_day=3.0)],
-        [valid_event(is_new_device=1)],
-        [valid_event(), [valid_event()]],
-        [valid_event(surprise=1)],
-        [valid_event(type="payment")],  # not allowed unless optional
-        [valid_event(occurred_at="2026-02-30T00:00:00Z")],
-        [valid_event(event_id="evt-\ud800")],
-        [valid_event(), valid_event(), valid_event(account_id="acct-é\udfff")],
+        body_of([valid_event(), {**valid_event(), "amount": float("nan")}]),
+        body_of([valid_event(amount=float("inf"))]),
+        body_of([valid_event(amount=10**400)]),
+        body_of([valid_event(amount=-1e-300)]),
+        body_of([valid_event(amount=1_000_000_001)]),
+        body_of([valid_event(hour_of_day=3.0)]),
+        body_of([valid_event(hour_of_day=True)]),
+        body_of([valid_event(is_new_device=1)]),
+        body_of([valid_event(), [valid_event()]]),
+        body_of([valid_event(surprise=1)]),
+        body_of([valid_event(type="payment")]),  # not allowed unless optional
+        body_of([valid_event(occurred_at="2026-02-30T00:00:00Z")]),
+        body_of([valid_event(occurred_at="2026-03-01t12:00:00Z")]),
+        body_of([valid_event(event_id="evt-\ud800")]),
+        body_of([valid_event(), valid_event(), valid_event(account_id="acct-é\udfff")]),
+        body_of([valid_event(event_id="")]),
+        body_of([valid_event(event_id="😀" * 129)]),
+        body_of([valid_event(country="us")]),
+        body_of([valid_event(currency="usd")]),
+        body_of([]),
+        body_of([valid_event()] * (MAX_EVENTS + 1)),
+        json.dumps({"events": [valid_event()], "more": 1}).encode(),
+        json.dumps([valid_event()]).encode(),
+        f'{{"events": [{{{_dumped(valid_event())}, "amount": -1}}]}}'.encode(),
+        f'{{"events": [{{"amount": -1, {_dumped(valid_event())}}}]}}'.encode(),
+        body_of([valid_event()]) + b" x",
+        body_of([valid_event()]).replace(b"evt-1", b"evt-\xff"),
+        body_of([valid_event()]),
     ],
     ids=[
-        "float subclass",
         "NaN after a valid event",
         "infinity",
         "integer beyond float range",
+        "a negative amount",
+        "an amount above the maximum",
         "float hour",
+        "boolean hour",
         "int for a boolean",
         "an event that is not an object",
         "unknown field",
         "optional field not declared",
         "a time that is no date",
+        "a time in lower case",
         "a lone surrogate in an id",
         "a lone surrogate in an id of a batch",
+        "an empty id",
+        "an id of 129 characters",
+        "a country in lower case",
+        "a currency in lower case",
+        "no events",
+        "more events than the limit",
+        "a key beside events",
+        "a list, not an object",
+        "a key sent twice, the last copy invalid",
+        "a key sent twice, the first copy invalid",
+        "trailing text",
+        "bytes that are not UTF-8",
+        "a valid body (control)",
     ],
 )
-def test_given_anything_unusual_then_batch_validation_declines_and_never_raises(
-    events: list[Any],
-) -> None:
-    assert event_columns(events) is None
+def test_given_anything_unusual_then_the_decoder_declines_and_never_raises(body: bytes) -> None:
+    decoded = DECODER(body)
+
+    if body == body_of([valid_event()]):
+        assert decoded is not None  # the control: the same decoder reads a valid body
+    else:
+        assert decoded is None
 
 
-@settings(max_examples=600, deadline=None)
-@given(events=mixed_batches())
-def test_a_single_event_is_checked_as_its_batch_of_one_would_be(events: list[Any]) -> None:
-    # Given one event, valid or broken, whose fields are all present
-    event = events[0]
-    if not isinstance(event, dict) or not set(FIELD_NAMES) <= set(event):
-        return
-    row = features_module._FIELD_GETTER(event)
-    inputs = dict(zip(FIELD_NAMES, ([value] for value in row), strict=True))
-    # When the one-event path checks it (the most common request)
-    # Then it answers what the checks over columns answer for a batch of one
-    assert features_module._row_is_valid(row) == features_module._columns_are_valid(inputs)
+def test_a_key_sent_twice_is_read_as_the_standard_library_reads_it_the_last_copy() -> None:
+    text = f'{{"events": [{{{_dumped(valid_event())}, "amount": 7}}]}}'
+
+    decoded = DECODER(text.encode())
+
+    assert decoded is not None and json.loads(text)["events"][0]["amount"] == 7
+    assert list(decoded[0]["amount"]) == [7] and DECODER.as_dicts(decoded[1])[0]["amount"] == 7
+
+
+def test_ids_are_counted_in_characters_as_validate_event_counts_them() -> None:
+    # Given an id of 128 characters outside the Basic Multilingual Plane (4 bytes each in UTF-8)
+    event = valid_event(event_id="😀" * 128)
+
+    assert validate_event(event) == []
+    assert DECODER(body_of([event])) is not None
+    # And escaped as surrogate pairs, as json.dumps writes it
+    assert DECODER(json.dumps({"events": [event]}, ensure_ascii=True).encode()) is not None
 
 
 _time_texts = st.one_of(

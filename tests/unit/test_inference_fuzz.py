@@ -11,7 +11,6 @@ import base64
 import json
 from typing import Any
 
-import orjson
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -270,14 +269,10 @@ def test_given_mutated_events_then_valid_ones_are_scored_and_each_invalid_event_
 
 
 def _reference_answer(app: InferenceApp, event: dict[str, Any]) -> dict[str, Any]:
-    """The answer of the reference path alone: orjson refuses everything, so the standard
-    library parses and `validate_event` validates each event."""
-
-    def refuse(data: Any) -> Any:
-        raise orjson.JSONDecodeError("refused", "", 0)
-
+    """The answer of the reference path alone: the warm path's reader declines everything, so
+    the standard library parses and `validate_event` validates each event."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(app_module.orjson, "loads", refuse)
+        patch.setattr(app, "decoder", lambda data: None)
         return app.handle(event, None)
 
 
@@ -306,7 +301,7 @@ def request_texts(draw: st.DrawFn) -> str:
 def test_given_any_body_then_the_fast_path_answers_exactly_as_the_reference_path(
     served: InferenceApp, text: str, b64: bool
 ) -> None:
-    """orjson and the batch validation are an optimization: same status, headers and document
+    """The warm path's reader (msgspec) is an optimization: same status, headers and document
     (numbers included) as the standard library's parser and per-event validation."""
     try:
         event = predict(text, b64=b64)
