@@ -191,7 +191,7 @@ def run(
             # The floor: the challenger's own run on the rows the handler scored, nothing else.
             matrices = []
             for batch in batches:
-                columns, _ = alone._with_aggregates(Columns.of(batch, optional=("type",)), {})
+                columns, _ = alone._with_aggregates(Columns.of(batch), {})
                 matrices.append(np.asarray(featurize_columns(columns), dtype=np.float32))
             floor = []
             for _ in range(blocks):

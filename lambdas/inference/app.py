@@ -473,7 +473,7 @@ class InferenceApp:
         if decoded is None:
             # Not certainly valid: the reference path decides, and names every problem.
             events = self._events(self._parse_json(data))
-            columns = Columns.of(events, optional=OPTIONAL_FIELDS)
+            columns = Columns.of(events)
         else:
             columns, payments = decoded
             events = None  # the payments as JSON objects, made for the capture only

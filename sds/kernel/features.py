@@ -334,29 +334,14 @@ Column = Sequence[Any]
 Matrix = npt.NDArray[np.float32]
 
 
-class _Absent:
-    """The value of an optional field an event does not carry (JSON has no such value)."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "ABSENT"
-
-
-ABSENT: Any = _Absent()
-
-
 class Columns:
     """A batch of events as columns: `columns[name]` holds that input's value for each event."""
 
-    __slots__ = ("inputs", "optional", "size")
+    __slots__ = ("inputs", "size")
 
-    def __init__(
-        self, size: int, inputs: Mapping[str, Column], optional: tuple[str, ...] = ()
-    ) -> None:
+    def __init__(self, size: int, inputs: Mapping[str, Column]) -> None:
         self.size = size
         self.inputs = inputs
-        self.optional = optional
 
     def __getitem__(self, name: str) -> Column:
         return self.inputs[name]
@@ -366,22 +351,16 @@ class Columns:
         for name, column in more.items():
             if len(column) != self.size:
                 raise ValueError(f"column {name!r} has {len(column)} values for {self.size} events")
-        return Columns(self.size, {**self.inputs, **more}, self.optional)
+        return Columns(self.size, {**self.inputs, **more})
 
     @classmethod
-    def of(cls, events: Sequence[Mapping[str, Any]], *, optional: Iterable[str] = ()) -> Columns:
+    def of(cls, events: Sequence[Mapping[str, Any]]) -> Columns:
         """Columns of events that carry every field of `FIELDS` (validated: nothing is checked
-        here); each optional field is a column too, `ABSENT` where an event does not carry it."""
-        return cls.of_rows(list(map(_FIELD_GETTER, events)), events, optional=tuple(optional))
+        here; any other key is not read)."""
+        return cls.of_rows(list(map(_FIELD_GETTER, events)))
 
     @classmethod
-    def of_rows(
-        cls,
-        rows: Sequence[tuple[Any, ...]],
-        events: Sequence[Mapping[str, Any]],
-        *,
-        optional: tuple[str, ...] = (),
-    ) -> Columns:
+    def of_rows(cls, rows: Sequence[tuple[Any, ...]]) -> Columns:
         """Columns from each event's values of `FIELDS`, in order (`_FIELD_GETTER`), and
         `TIME_US`: `occurred_at` parsed (ValueError if one is not a valid time)."""
         if rows:
@@ -389,9 +368,7 @@ class Columns:
         else:
             inputs = {name: () for name in FIELD_NAMES}
         inputs[TIME_US] = parse_times(inputs["occurred_at"])
-        for name in optional:
-            inputs[name] = [event.get(name, ABSENT) for event in events]
-        return cls(len(rows), inputs, optional)
+        return cls(len(rows), inputs)
 
 
 _FIELD_GETTER = itemgetter(*FIELD_NAMES)
@@ -470,7 +447,7 @@ class BatchDecoder:
         except self._error:
             return None
         try:
-            return Columns.of_rows(list(map(self._row, events)), events), events
+            return Columns.of_rows(list(map(self._row, events))), events
         except ValueError:  # an occurred_at that is not a valid time
             return None
 
