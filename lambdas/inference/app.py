@@ -476,7 +476,7 @@ class InferenceApp:
             columns = Columns.of(events)
         else:
             columns, payments = decoded
-            events = None
+            events = None  # the payments as JSON objects, made for the capture only
         model = self._require_model()
         columns, missing = self._with_aggregates(columns, metrics)
         features = featurize_columns(columns)
@@ -510,7 +510,7 @@ class InferenceApp:
                 received_us,
                 started_ns,
                 decided_ns,
-                payments if events is None else events,
+                self.decoder.as_dicts(payments) if events is None else events,
                 features,
                 scores,
                 missing,

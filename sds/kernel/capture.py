@@ -158,29 +158,7 @@ def partition(micros: int) -> str:
 def _plain(value: Any) -> Any:
     if hasattr(value, "tolist"):  # a numpy row
         return value.tolist()
-    if hasattr(value, "__struct_fields__"):  # an event as the warm path read it
-        return _event_dict(value)
     raise TypeError(f"{type(value).__name__} is not JSON")
-
-
-def _event_json(value: Any) -> Any:
-    """orjson's `default`: an event as the warm path read it (`sds.kernel.features.BatchDecoder`,
-    a msgspec struct) written by msgspec, as the JSON object it was sent as."""
-    if hasattr(value, "__struct_fields__"):
-        import msgspec
-
-        return orjson.Fragment(msgspec.json.encode(value))
-    raise TypeError(f"{type(value).__name__} is not JSON")
-
-
-def _event_dict(event: Any) -> Mapping[str, Any]:
-    """An event as a mapping: a dict as it is, a struct the warm path read as its JSON object."""
-    if hasattr(event, "__struct_fields__"):
-        import msgspec
-
-        as_dict: dict[str, Any] = msgspec.to_builtins(event)
-        return as_dict
-    return event  # type: ignore[no-any-return]
 
 
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
@@ -189,7 +167,7 @@ _OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE
 def _dumps(document: Any) -> bytes:
     """One line: the document and its newline."""
     try:
-        return orjson.dumps(document, default=_event_json, option=_OPTIONS)
+        return orjson.dumps(document, option=_OPTIONS)
     except orjson.JSONEncodeError:
         # Validation refuses what orjson cannot write in an event (a lone surrogate, an integer
         # beyond 64 bits); should anything else reach here, the standard library writes it, as
@@ -349,9 +327,7 @@ class Capturer:
             record.pop(name, None)
         if self._event_exclude and "event" in record:
             record["event"] = {
-                k: v
-                for k, v in _event_dict(record["event"]).items()
-                if k not in self._event_exclude
+                k: v for k, v in record["event"].items() if k not in self._event_exclude
             }
 
 

@@ -402,8 +402,7 @@ class BatchDecoder:
     value validated together, in C (msgspec, with a type per field generated from `FIELDS`).
 
     The warm path's reader. `decoder(data)` returns the batch's `Columns` and its events (msgspec
-    structs, which read like the JSON objects for their fields; `as_dicts` gives the objects, and
-    the capture writes them as they are) only when the body certainly passes
+    structs: `as_dicts` gives the JSON objects) only when the body certainly passes
     `validate_event` for every event: valid UTF-8 JSON, one key, 1 to `max_events` events, each
     an object with every field of `FIELDS` valid, no other key but the `optional` ones, each of
     those one of its allowed values. Anything else answers None, and the caller's reference path
@@ -430,15 +429,8 @@ class BatchDecoder:
             (name, Literal[allowed] | msgspec.UnsetType, msgspec.UNSET)
             for name, allowed in (optional or {}).items()
         ]
-        # Events hold strings, numbers and booleans only: nothing for the cyclic GC to track. An
-        # event reads like the JSON object it was for its fields (`event["amount"]`, in C).
-        event = msgspec.defstruct(
-            "Event",
-            fields,
-            forbid_unknown_fields=True,
-            gc=False,
-            namespace={"__getitem__": object.__getattribute__},
-        )
+        # Events hold strings, numbers and booleans only: nothing for the cyclic GC to track.
+        event = msgspec.defstruct("Event", fields, forbid_unknown_fields=True, gc=False)
         events = Annotated[list[event], msgspec.Meta(min_length=1, max_length=max_events)]  # type: ignore[valid-type]
         body = msgspec.defstruct("Body", [(key, events)], forbid_unknown_fields=True)
         self._decode = msgspec.json.Decoder(body).decode
