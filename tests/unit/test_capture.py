@@ -203,6 +203,24 @@ def test_a_sample_rate_of_zero_captures_nothing(trained: TrainedModel) -> None:
     assert sink.writes == [] and app.capturer is None
 
 
+def test_each_record_keeps_the_event_as_it_was_sent(trained: TrainedModel) -> None:
+    # Given payments as clients send them: an amount as an integer, one saying its type
+    sink = Sink()
+    app = app_with(trained, sink)
+    sent = [payment(1, amount=12), {**payment(2), "type": "payment"}]
+    event = proxy(sent)
+    # (read by the warm path's reader, which gives its own objects, not the parsed JSON)
+    assert app.decoder(event["body"].encode()) is not None
+
+    app.handle(event, None)
+
+    # Then each record's event is the JSON object sent, value for value and type for type
+    records = sink.records()
+    assert [r["event"] for r in records] == sent
+    assert type(records[0]["event"]["amount"]) is int
+    assert "type" not in records[0]["event"] and records[1]["event"]["type"] == "payment"
+
+
 def test_excluded_fields_are_left_out_wherever_they_appear(trained: TrainedModel) -> None:
     # Given an environment that keeps account ids and request ids out of its captures
     sink = Sink()
