@@ -420,6 +420,8 @@ class BatchDecoder:
         optional: Mapping[str, tuple[str, ...]] | None = None,
         key: str = "events",
     ) -> None:
+        # Imported here, as in `_wire_type`: the feature updater's bundle imports this module
+        # too (`validate_event`) and ships no msgspec.
         import msgspec
 
         fields: list[tuple[str, Any] | tuple[str, Any, Any]] = [
