@@ -463,10 +463,15 @@ class BatchDecoder:
 
 @dataclass(frozen=True)
 class Feature:
-    """Model inputs computed from input columns: one output column per name, in order."""
+    """Model inputs computed from input columns: one output column per name, in order.
+
+    A one-hot feature also says which input it encodes (`one_hot`: the input's name and its
+    categories, in the order of `names`), so that `featurize_columns` can write a large batch's
+    block of it from each event's category alone; `compute` gives the same columns."""
 
     names: tuple[str, ...]
     compute: Callable[[Columns], Sequence[Column]]
+    one_hot: tuple[str, tuple[str, ...]] | None = None
 
 
 def _feature(name: str, compute: Callable[[Columns], Column]) -> Feature:
@@ -481,7 +486,7 @@ def _one_hot(name: str, categories: tuple[str, ...]) -> Feature:
             return [()] * len(categories)
         return list(zip(*map(rows.__getitem__, columns[name]), strict=True))
 
-    return Feature(tuple(f"{name}={c}" for c in categories), compute)
+    return Feature(tuple(f"{name}={c}" for c in categories), compute, (name, categories))
 
 
 # Each value is a float, an int or a bool; the matrix holds them as float32 (True is 1.0).
@@ -515,13 +520,66 @@ def feature_columns(columns: Columns) -> list[Column]:
     return [column for feature in FEATURES for column in feature.compute(columns)]
 
 
+# From this many events, `featurize_columns` writes each one-hot block with numpy.
+_BLOCKS_FROM = 10
+
+
+class _Layout:
+    """How `featurize_columns` assembles a large batch's matrix: the features other than one-hot
+    (`dense`, their values read in one pass), and the matrix's column blocks in `FEATURE_NAMES`
+    order: a run of those dense columns (`slice`), or a one-hot feature's block, taken from
+    the rows of an identity matrix by each event's category (the input's name, its categories'
+    row numbers, the identity)."""
+
+    def __init__(self, features: Sequence[Feature]) -> None:
+        self.dense = tuple(f for f in features if f.one_hot is None)
+        self.width = sum(len(f.names) for f in self.dense)
+        self.blocks: list[slice | tuple[str, dict[str, int], Matrix]] = []
+        start = 0
+        for feature in features:
+            if feature.one_hot is None:
+                stop = start + len(feature.names)
+                last = self.blocks[-1] if self.blocks else None
+                if isinstance(last, slice):  # the run of dense columns goes on
+                    self.blocks[-1] = slice(last.start, stop)
+                else:
+                    self.blocks.append(slice(start, stop))
+                start = stop
+            else:
+                name, categories = feature.one_hot
+                index = {category: i for i, category in enumerate(categories)}
+                self.blocks.append((name, index, np.eye(len(categories), dtype=np.float32)))
+
+
+_LAYOUT = _Layout(FEATURES)
+
+
 def featurize_columns(columns: Columns) -> Matrix:
     """The model's input: one float32 row per event, one column per feature."""
-    # Row by row from the feature columns in one pass: numpy's nested-list conversion costs a
-    # call per row or column, which dominates for the one-event requests that are most of them.
-    values = chain.from_iterable(zip(*feature_columns(columns), strict=True))
-    matrix = np.fromiter(values, dtype=np.float32, count=columns.size * N_FEATURES)
-    return matrix.reshape(columns.size, N_FEATURES)
+    size = columns.size
+    if size < _BLOCKS_FROM:
+        # Row by row from the feature columns in one pass: numpy's nested-list conversion costs a
+        # call per row or column, which dominates for the one-event requests that are most of
+        # them, and for a few events this pass beats assembling blocks.
+        cells = chain.from_iterable(zip(*feature_columns(columns), strict=True))
+        matrix = np.fromiter(cells, dtype=np.float32, count=size * N_FEATURES)
+        return matrix.reshape(size, N_FEATURES)
+    # The same matrix in blocks: the dense features' values in one pass as above, and each
+    # one-hot block taken in C from the event's category, without a Python value per cell (ten
+    # of a row's 22 here). Measured alone: 82 against 109 us for 100 events, 46 against 75 ms
+    # for a chunk of 64,000 in training; 10 events is where the two break even.
+    layout = _LAYOUT
+    dense = [column for feature in layout.dense for column in feature.compute(columns)]
+    values = np.fromiter(
+        chain.from_iterable(zip(*dense, strict=True)), dtype=np.float32, count=size * layout.width
+    ).reshape(size, layout.width)
+    blocks = [
+        values[:, block]
+        if isinstance(block, slice)
+        else block[2][list(map(block[1].__getitem__, columns[block[0]]))]
+        for block in layout.blocks
+    ]
+    return np.concatenate(blocks, axis=1)
 
 
 def featurize(event: Mapping[str, Any], computed: Mapping[str, float]) -> list[float]:

@@ -187,6 +187,29 @@ def test_given_any_valid_events_then_batch_features_equal_per_event_features_and
     assert featurize_columns(decoded[0].with_inputs(some)).tolist() == as_float32(per_event)
 
 
+@settings(max_examples=150, deadline=None)
+@given(events=st.lists(events_strategy, min_size=0, max_size=30))
+def test_a_batch_assembled_in_blocks_is_the_matrix_written_row_by_row(
+    events: list[dict[str, Any]],
+) -> None:
+    # Given any batch, smaller or larger than the size from which one-hot blocks are used
+    columns = Columns.of(events).with_inputs(
+        {name: [SOME[name]] * len(events) for name in AGGREGATES}
+    )
+    # When the matrix is assembled both ways
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(features_module, "_BLOCKS_FROM", 0)
+        in_blocks = featurize_columns(columns)
+        patch.setattr(features_module, "_BLOCKS_FROM", len(events) + 1)
+        row_by_row = featurize_columns(columns)
+    # Then it is the same float32 matrix, C-contiguous (what ONNX Runtime reads without a copy)
+    assert in_blocks.dtype == row_by_row.dtype == np.float32
+    assert in_blocks.shape == row_by_row.shape == (len(events), N_FEATURES)
+    assert in_blocks.flags.c_contiguous
+    assert np.array_equal(in_blocks, row_by_row)
+    assert in_blocks.tolist() == as_float32([featurize(e, SOME) for e in events])
+
+
 def test_given_history_longer_than_a_chunk_then_the_chunks_join_to_the_same_matrix(
     history: list[dict[str, Any]], computed: dict[str, list[float]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
