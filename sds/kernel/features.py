@@ -71,6 +71,13 @@ TIME_PATTERN = (
     r"^(20[0-9]{2})-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?"
     r"(Z|[+-][0-9]{2}:[0-9]{2})$"
 )
+# A column's shapes and years in one match (`parse_times`): each time the published pattern, its
+# groups not captured, then a newline. Its years, 20xx, are exactly EARLIEST_YEAR to LATEST_YEAR.
+assert (EARLIEST_YEAR, LATEST_YEAR) == (2000, 2099), "TIME_PATTERN spells the years out"
+_TIMES = re.compile(f"(?:{TIME_PATTERN[1:-1].replace('(', '(?:')}\n)*")
+# Times per match: a longer string costs more per time (measured: 65,536 joined take twice as
+# long as 16 matches of 4,096).
+_TIMES_PER_MATCH = 4096
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 TIME_FORMAT_HINT = "an ISO 8601 time with a time zone, e.g. 2026-03-01T12:00:00Z"
@@ -104,26 +111,35 @@ def parse_times(texts: Sequence[Any]) -> list[int]:
     """`parse_time` of each text, in order; ValueError names what is wrong with the first
     invalid one, as `parse_time` does.
 
-    A column of times is checked and parsed a step at a time over the whole column (the shape,
-    the years, the date and time, the offset from the epoch), without a Python call per time:
-    about 0.65 us a time instead of 1 us for a request of 100 payments. Shorter columns, and any
-    column with an invalid time, go through `parse_time` one by one.
+    A column of times is checked and parsed a step at a time over the whole column, without a
+    Python call per time: the shapes and the years in one regular-expression match of the joined
+    texts (per `_TIMES_PER_MATCH`), then the dates and times, then the offsets from the epoch.
+    Measured alone, 100 times: 17 us for the match against 33 for a match per text and the
+    years compared. Shorter columns, and any column with an invalid time, go through
+    `parse_time` one by one.
     """
     if len(texts) < _COLUMN_PARSE_FROM:
         return list(map(parse_time, texts))
     try:
-        if all(map(_TIME.fullmatch, texts)):
-            years = [text[:4] for text in texts]
-            low, high = _YEARS
-            if low <= min(years) and max(years) <= high:
-                deltas = map(sub, map(datetime.fromisoformat, texts), repeat(_EPOCH))
-                return [
-                    (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-                    for delta in deltas
-                ]
+        if _are_times(texts):
+            deltas = map(sub, map(datetime.fromisoformat, texts), repeat(_EPOCH))
+            return [
+                (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+                for delta in deltas
+            ]
     except (TypeError, ValueError):  # not a string, or not a real date: named below
         pass
     return list(map(parse_time, texts))
+
+
+def _are_times(texts: Sequence[Any]) -> bool:
+    """Whether every text has the published pattern's shape and years (TypeError: one is not a
+    string). A text holding a newline either breaks the match or holds two times, which
+    `datetime.fromisoformat` then refuses, as `parse_time` does."""
+    for start in range(0, len(texts), _TIMES_PER_MATCH):
+        if _TIMES.fullmatch("\n".join(texts[start : start + _TIMES_PER_MATCH]) + "\n") is None:
+            return False
+    return True
 
 
 def times_of(events: Sequence[Mapping[str, Any]]) -> npt.NDArray[np.int64]:

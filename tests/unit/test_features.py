@@ -768,3 +768,22 @@ def test_a_long_column_of_valid_times_takes_the_column_path_and_reads_them_exact
     # one time outside the years in a long column: named as parse_time names it
     with pytest.raises(ValueError, match="must be in the years 2000 to 2099"):
         parse_times([*texts, "2100-01-01T00:00:00Z"])
+    # two times in one text (the column is matched joined with newlines): not a time
+    with pytest.raises(ValueError, match="must be an ISO 8601 time"):
+        parse_times([*texts, "2026-03-01T12:00:00Z\n2026-03-01T12:00:00Z"])
+    with pytest.raises(ValueError, match="must be an ISO 8601 time"):
+        parse_times([*texts, "2026-03-01T12:00:00Z\n"])
+
+
+def test_a_column_longer_than_one_match_is_checked_in_every_part(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a column matched in parts of 7 times (4,096 unpatched)
+    monkeypatch.setattr(features_module, "_TIMES_PER_MATCH", 7)
+    texts = [f"2026-03-01T12:{m:02d}:00.5-02:00" for m in range(60)]
+    # Then every part is read, and a bad time in the last part only is named
+    assert parse_times(texts) == [parse_time(text) for text in texts]
+    with pytest.raises(ValueError, match="must be in the years 2000 to 2099"):
+        parse_times([*texts, "1999-12-31T23:59:59Z"])
+    with pytest.raises(ValueError, match="must be a real date"):
+        parse_times([*texts, "2026-02-30T00:00:00Z"])
