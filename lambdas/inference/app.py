@@ -119,11 +119,13 @@ def rounded(scores: list[float]) -> list[float]:
     whole = np.rint(scaled)
     out: list[float] = (whole / 1e6).tolist()
     # An infinite score (no model gives one) makes inf - inf, which numpy warns about: the NaN
-    # is no tie, and `out` already holds what `round` gives (the same infinity).
+    # is no tie, and `out` already holds what `round` gives (the same infinity). `whole` is the
+    # nearest integer, so no product is more than 0.5 from it: a tie is one at least 0.5 - 1e-6.
     with np.errstate(invalid="ignore"):
-        ties = np.abs(np.abs(scaled - whole) - 0.5) < 1e-6
-    for i in np.flatnonzero(ties).tolist():
-        out[i] = round(scores[i], 6)
+        ties = np.abs(scaled - whole) > 0.5 - 1e-6
+    if ties.any():
+        for i in np.flatnonzero(ties).tolist():
+            out[i] = round(scores[i], 6)
     return out
 
 
