@@ -13,6 +13,7 @@ sources on top and is assembled with hard links, so a source edit costs a copy o
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -318,7 +319,7 @@ def build_bundle(spec: BundleSpec) -> Path:
     key = _bundle_key(spec, deps_key)
     final = spec.build_root / "lambda-bundle" / key
     if final.is_dir():
-        return final
+        return _reused(final)
     deps = _build_dependencies(spec, deps_key)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=final.parent))
@@ -335,8 +336,18 @@ def build_bundle(spec: BundleSpec) -> Path:
     return published
 
 
+def _reused(bundle: Path) -> Path:
+    """A cached bundle, marked as just used: `_prune` keeps the most recently used, so a bundle a
+    synth reuses is not dropped by the bundles that synth then builds (it was, when it was the
+    oldest there: the assembly then named a folder that no longer existed)."""
+    with contextlib.suppress(OSError):  # a read-only cache: nothing is pruned from it either
+        os.utime(bundle)
+    return bundle
+
+
 def _prune(folder: Path, *, keep: Path, retain: int = 3) -> None:
-    """Drop all but the newest few bundles so build/ does not grow with every edit."""
+    """Drop all but the few most recently built or used bundles (`_reused`), so build/ does not
+    grow with every edit."""
     bundles = sorted(
         (p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
         key=lambda p: p.stat().st_mtime,
@@ -379,7 +390,7 @@ def source_bundle(
         digest.update(len(content).to_bytes(8, "big") + content)
     final = build_root / name / digest.hexdigest()[:20]
     if final.is_dir():
-        return final
+        return _reused(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     for path in files:

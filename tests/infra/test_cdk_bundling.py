@@ -14,6 +14,7 @@ from stacks.bundling import (
     _deps_key,
     _strip,
     find_python,
+    source_bundle,
 )
 
 
@@ -45,6 +46,21 @@ def test_bundle_is_rebuilt_when_shipped_source_changes_only(source: Path) -> Non
     assert _bundle_key(spec, _deps_key(spec)) == before  # tests are not shipped
     (source / "pkg" / "logic.py").write_text("VALUE = 2\n")
     assert _bundle_key(spec, _deps_key(spec)) != before
+
+
+def test_a_bundle_reused_by_a_synth_survives_the_bundles_built_after_it(source: Path) -> None:
+    # Given three bundles built one after the other, the first of them the oldest
+    def bundle(value: int) -> Path:
+        (source / "pkg" / "logic.py").write_text(f"VALUE = {value}\n")
+        return source_bundle(("pkg",), name="lambda-bundle", source_root=source)
+
+    first, second, third = bundle(1), bundle(2), bundle(3)
+    # When a synth reuses the first (a cache hit), then builds a fourth
+    assert bundle(1) == first
+    fourth = bundle(4)
+    # Then the three most recently used are kept: the least recently used one is dropped
+    assert first.is_dir() and third.is_dir() and fourth.is_dir()
+    assert not second.exists()
 
 
 def test_dependencies_are_keyed_by_requirements_and_platform(source: Path) -> None:
