@@ -187,7 +187,8 @@ def test_status_shows_pin_and_registry_alias_and_warns_when_they_disagree(
 ) -> None:
     project = fresh_copy()
     empty = project.sds("status", "--check")
-    assert empty.stdout.splitlines()[1].split() == ["dev", "-", "-", "nothing", "promoted"]
+    assert empty.stdout.splitlines()[0].split() == ["ENV", "PIN", "SHADOW", "REGISTRY", "STATE"]
+    assert empty.stdout.splitlines()[1].split() == ["dev", "-", "-", "-", "nothing", "promoted"]
 
     project.sds("promote", "1", "--to", "dev", "--reason", "first")
     synced = project.sds("status", "--env", "dev", "--json", "--check").json()
@@ -202,7 +203,7 @@ def test_status_shows_pin_and_registry_alias_and_warns_when_they_disagree(
     (project.path / "models.lock.json").write_text(ours)
     behind = project.sds("status", "--check", check=False)
     assert behind.code == 1
-    assert behind.stdout.splitlines()[1].split() == ["dev", "v1", "v2", "out", "of", "sync"]
+    assert behind.stdout.splitlines()[1].split() == ["dev", "v1", "-", "v2", "out", "of", "sync"]
     assert "warning: dev: models.lock.json pins v1 but the registry alias is v2" in behind.stdout
     assert "sds promote 2 --to dev" in behind.stdout
     assert project.sds("status").code == 0  # a report is not a failure without --check
@@ -210,6 +211,11 @@ def test_status_shows_pin_and_registry_alias_and_warns_when_they_disagree(
     # The command it names makes them agree again
     project.sds("promote", "2", "--to", "dev")
     assert "dev (local): in sync" in project.sds("status", "--env", "dev", "--check").stdout
+
+    # And a challenger pinned beside the model shows in its own column
+    project.sds("shadow", "1", "--env", "dev", "--reason", "challenger")
+    shadowed = project.sds("status", "--check").stdout.splitlines()[1].split()
+    assert shadowed == ["dev", "v2", "v1", "v2", "in", "sync"]
 
 
 def test_with_json_errors_are_json_on_stdout_too(fresh_copy: Callable[[], Project]) -> None:

@@ -126,8 +126,12 @@ def test_a_canary_left_behind_and_a_deploy_not_done_are_warned_about(
     # Then the table shows the split, and both problems are warned about with what to do
     assert result.code == 0  # without --check, a report is not a failure
     lines = result.out.splitlines()
-    assert lines[0].split() == ["ENV", "PIN", "REGISTRY", "LAMBDA", "DEPLOYMENT", "STATE"]
-    assert lines[1].split() == ["dev", "v2", "v2", "v1", "+20%", "v2", "-", "out", "of", "sync"]
+    assert lines[0].split() == [
+        "ENV", "PIN", "SHADOW", "REGISTRY", "LAMBDA", "DEPLOYMENT", "STATE"
+    ]  # fmt: skip
+    assert lines[1].split() == [
+        "dev", "v2", "-", "v2", "v1", "+20%", "v2", "-", "out", "of", "sync"
+    ]  # fmt: skip
     assert "an interrupted canary: undo it with: sds --aws rollback --env dev" in result.out
     assert (
         "serves v1 (Lambda version 2) but the pin is v2: deploy it with: cdk deploy 'dev/*'"

@@ -90,12 +90,15 @@ def _sha(sha256: str | None) -> str:
 
 
 def _table(results: list[EnvironmentStatus], *, aws: bool) -> str:
-    headers = ["ENV", "PIN", "REGISTRY"] + (["LAMBDA", "DEPLOYMENT"] if aws else []) + ["STATE"]
+    headers = ["ENV", "PIN", "SHADOW", "REGISTRY"]
+    headers += (["LAMBDA", "DEPLOYMENT"] if aws else []) + ["STATE"]
     rows = []
     for r in results:
         row = [
             r.env,
             _version(None if r.pin is None else r.pin.version),
+            # The challenger pinned beside the model (`sds shadow`); --env shows what AWS loads.
+            _version(None if r.shadow is None else r.shadow.version),
             _version(None if r.alias is None else r.alias.version),
         ]
         if aws:
