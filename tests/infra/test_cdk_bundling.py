@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -55,6 +57,9 @@ def test_a_bundle_reused_by_a_synth_survives_the_bundles_built_after_it(source: 
         return source_bundle(("pkg",), name="lambda-bundle", source_root=source)
 
     first, second, third = bundle(1), bundle(2), bundle(3)
+    now = time.time()
+    for age, built in ((300, first), (200, second), (100, third)):  # whatever the clock's grain
+        os.utime(built, (now - age, now - age))
     # When a synth reuses the first (a cache hit), then builds a fourth
     assert bundle(1) == first
     fourth = bundle(4)
