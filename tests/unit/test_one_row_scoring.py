@@ -1,0 +1,118 @@
+"""A one-row request runs on buffers bound to the ONNX Runtime session at load
+(`sds.kernel.serving._OneRow`): its score is exactly what `InferenceSession.run` gives, whatever
+row came before, from any thread, and a model the binding does not fit keeps the plain run."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+from lambdas.inference.app import InferenceApp
+from sds.kernel.serving import LoadedModel, _OneRow
+
+
+def _model(served: InferenceApp) -> LoadedModel:
+    assert served.model is not None
+    return served.model
+
+
+def _rows(model: LoadedModel, count: int, seed: int) -> list[Any]:
+    width = model.session.get_inputs()[0].shape[1]
+    # Features of the model's own scale: amounts' logs up to ~14, hours, counts; varied scores.
+    values = np.random.default_rng(seed).random((count, width)) * 12
+    return [np.ascontiguousarray(row[None, :], dtype=np.float32) for row in values]
+
+
+def _run(model: LoadedModel, row: Any) -> float:
+    (probabilities,) = model.session.run([model.output_name], {model.input_name: row})
+    return float(probabilities[0, 1])
+
+
+def test_each_row_gets_its_own_score_exactly_as_run_gives_it(served: InferenceApp) -> None:
+    model = _model(served)
+    assert model._one_row is not None  # the registry's classifier is bound
+    rows = _rows(model, 300, seed=1)
+    scores = [model.score_matrix(row) for row in rows]
+    assert scores == [[_run(model, row)] for row in rows]
+    # The rows score differently, so a binding that kept its first row would have failed above.
+    assert len({score for (score,) in scores}) > 10
+
+
+def test_a_row_that_finds_the_buffers_busy_is_scored_by_run(served: InferenceApp) -> None:
+    model = _model(served)
+    assert model._one_row is not None
+    row = _rows(model, 1, seed=2)[0]
+    with model._one_row._busy:  # another thread's run in progress
+        assert model.score_matrix(row) == [_run(model, row)]
+
+
+def test_rows_scored_from_several_threads_at_once_each_get_their_own_score(
+    served: InferenceApp,
+) -> None:
+    # `sds serve` answers requests in threads, all on one app.
+    model = _model(served)
+    per_thread = [_rows(model, 200, seed=10 + n) for n in range(4)]
+    expected = [[[_run(model, row)] for row in rows] for rows in per_thread]
+    got: list[list[list[float]]] = [[] for _ in per_thread]
+    start = threading.Barrier(len(per_thread))
+
+    def score(n: int) -> None:
+        start.wait()
+        got[n] = [model.score_matrix(row) for row in per_thread[n]]
+
+    threads = [threading.Thread(target=score, args=(n,)) for n in range(len(per_thread))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert got == expected
+
+
+def test_a_failed_run_frees_the_buffers(served: InferenceApp) -> None:
+    model = _model(served)
+    assert model._one_row is not None
+    with pytest.raises(ValueError):
+        model.score_matrix(np.zeros((1, 3), dtype=np.float32))  # not the model's width
+    assert not model._one_row._busy.locked()
+    row = _rows(model, 1, seed=3)[0]
+    assert model.score_matrix(row) == [_run(model, row)]
+
+
+def test_larger_batches_are_scored_by_run(served: InferenceApp) -> None:
+    model = _model(served)
+    matrix = np.concatenate(_rows(model, 5, seed=4))
+    (probabilities,) = model.session.run([model.output_name], {model.input_name: matrix})
+    assert model.score_matrix(matrix) == probabilities[:, 1].tolist()
+
+
+def _session(shape: list[int | str | None]) -> Any:
+    """A model of one Identity op: float `features` of `shape` in, `probabilities` the same."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["features"], ["probabilities"])],
+        "identity",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, shape)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def test_the_binding_fits_rows_of_a_fixed_width_in_and_two_probabilities_out_only() -> None:
+    assert _OneRow.bind(_session([None, 2]), "features", "probabilities") is not None
+    assert _OneRow.bind(_session([None, 3]), "features", "probabilities") is None
+    assert _OneRow.bind(_session([None]), "features", "probabilities") is None
+    assert _OneRow.bind(_session([None, "width"]), "features", "probabilities") is None
+    assert _OneRow.bind(_session([None, 2]), "features", "label") is None
+
+
+def test_a_bound_identity_model_returns_each_rows_second_value() -> None:
+    one_row = _OneRow.bind(_session([None, 2]), "features", "probabilities")
+    assert one_row is not None
+    for first, second in ((0.25, 0.75), (0.5, 0.125), (1.0, 0.0)):
+        assert one_row.score(np.array([[first, second]], dtype=np.float32)) == second
