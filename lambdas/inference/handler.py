@@ -21,7 +21,9 @@ logging.getLogger().setLevel(os.environ.get("LOG_LEVEL", "INFO"))
 
 # Metric lines and capture records go to stdout in one write per request (see `StdoutLines`).
 stdout = StdoutLines()
-app = InferenceApp.from_environ(os.environ, metrics=stdout.metrics, capture=stdout.capture)
+app = InferenceApp.from_environ(
+    os.environ, metrics=stdout.metrics, capture=stdout.capture, lines=stdout.line
+)
 stdout.flush()  # what the init emitted (a model that failed to load)
 
 

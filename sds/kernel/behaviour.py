@@ -62,9 +62,15 @@ _SORT_FROM = 12
 def behaviour_counts(scores: Sequence[float], threshold: float) -> dict[str, int]:
     """A request's behaviour metrics: predictions, flagged, and the score histogram.
 
-    On the warm path of every request. A score on an edge counts in the bucket above it; flagged
-    are the scores at or above the threshold (`is_fraud` in the response).
+    A score on an edge counts in the bucket above it; flagged are the scores at or above the
+    threshold (`is_fraud` in the response).
     """
+    return dict(zip(BEHAVIOUR_METRICS, behaviour_values(scores, threshold), strict=True))
+
+
+def behaviour_values(scores: Sequence[float], threshold: float) -> tuple[int, ...]:
+    """`behaviour_counts`' values, in `BEHAVIOUR_METRICS` order: what the handler writes for
+    every request (`lambdas.inference.app.BehaviourLine`)."""
     events = len(scores)
     if events < _SORT_FROM:
         # One C-level bisect per score
@@ -78,7 +84,12 @@ def behaviour_counts(scores: Sequence[float], threshold: float) -> dict[str, int
         below = [0, *[bisect_left(ordered, edge) for edge in SCORE_EDGES], events]
         counts = [high - low for low, high in pairwise(below)]
         flagged = events - bisect_left(ordered, threshold)
-    return dict(zip(BEHAVIOUR_METRICS, (events, flagged, *counts), strict=True))
+    return (events, flagged, *counts)
+
+
+def score_bucket(score: float) -> int:
+    """The index in `SCORE_BUCKETS` of the bucket `score` counts in."""
+    return _bucket(score)
 
 
 def holdout_behaviour(scores: Sequence[float], threshold: float) -> dict[str, Any]:

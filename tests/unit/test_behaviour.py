@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from itertools import pairwise
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from lambdas.inference.app import BehaviourLine, emf_line
 from sds.kernel.behaviour import (
     BEHAVIOUR_METRICS,
     FLAGGED,
@@ -63,6 +65,41 @@ def test_every_score_counts_once_where_the_bucket_rule_and_the_response_put_it(
     # And flagged is what the response calls is_fraud
     assert counts[FLAGGED] == sum(score >= threshold for score in scores)
     assert counts[PREDICTIONS] == sum(histogram(counts)) == len(scores)
+
+
+_TIMESTAMP = re.compile(rb'^\{"_aws":\{"Timestamp":(\d+),')
+_SCORES = st.one_of(st.floats(0, 1), st.sampled_from(SCORE_BOUNDS))
+
+
+def _without_timestamp(line: bytes) -> tuple[int, bytes]:
+    found = _TIMESTAMP.match(line)
+    assert found is not None, line[:60]
+    return int(found[1]), line[found.end() :]
+
+
+@given(
+    scores=st.one_of(st.lists(_SCORES, min_size=1, max_size=1), st.lists(_SCORES, max_size=40)),
+    threshold=_SCORES,
+    environment=st.sampled_from(["dev", "prod", "100%", 'q"uote', "é"]),
+    version=st.integers(1, 10**6),
+)
+def test_the_rendered_behaviour_line_is_the_emf_line_of_the_counts_byte_for_byte(
+    scores: list[float], threshold: float, environment: str, version: int
+) -> None:
+    # Given a version's dimensions, with characters JSON escapes and a % (the template's own)
+    dimensions = version_dimensions(environment=environment, model="fraud", version=version)
+    # When a request's line is rendered from the version's template
+    rendered = BehaviourLine(dimensions).render(scores, threshold)
+    # Then it is the line the generic writer makes from the counts, but for the clock's reading
+    expected = emf_line(behaviour_counts(scores, threshold), dimensions)
+    (at, after), (expected_at, expected_after) = map(_without_timestamp, (rendered, expected))
+    assert after == expected_after
+    assert abs(at - expected_at) < 60_000
+
+
+def test_dimensions_that_clash_with_the_lines_keys_are_refused() -> None:
+    with pytest.raises(ValueError, match="clash"):
+        BehaviourLine({"Predictions": "x"})
 
 
 def test_a_request_names_every_metric_in_a_fixed_order_within_the_format_limits() -> None:
