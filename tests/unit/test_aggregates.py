@@ -186,12 +186,58 @@ def test_a_stored_state_reads_back_as_the_standard_library_reads_it(
 ) -> None:
     # Given any state as a feature store keeps it (the text `encode_state` writes)
     text = agg.encode_state(state)
-    # When the scoring path decodes it (orjson, the standard library for what orjson refuses)
+    # When the scoring path decodes it (msgspec, the standard library for what msgspec refuses)
     decoded = agg.decode_state(text)
     # Then it is the state that was written, exactly what the standard library's parser gives
     assert decoded == state
     assert decoded == agg.state_from_json(json.loads(text))
     assert agg.decode_state(text.encode()) == state
+
+
+_json_scalars = st.one_of(
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=3),
+)
+_raw_documents = st.one_of(
+    st.dictionaries(
+        st.text(max_size=6),
+        st.dictionaries(
+            # bucket starts as text: canonical integers, and what int() reads otherwise or not
+            st.one_of(
+                st.integers(-(2**65), 2**65).map(str),
+                st.text(alphabet="0123456789+-_ .e\u0663", max_size=6),
+            ),
+            st.one_of(_json_scalars, st.lists(_json_scalars, max_size=3)),
+            max_size=4,
+        ),
+        max_size=3,
+    ),
+    st.lists(_json_scalars, max_size=2),
+    _json_scalars,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_raw_documents)
+def test_any_stored_text_reads_as_the_standard_library_reads_it_or_fails_as_it_does(
+    document: Any,
+) -> None:
+    # Given any JSON a store could hold, not only what `encode_state` writes
+    text = json.dumps(document)
+    try:
+        expected: Any = agg.state_from_json(json.loads(text))
+    except Exception as exc:
+        expected = type(exc)
+    # When the scoring path decodes it
+    try:
+        decoded: Any = agg.decode_state(text)
+    except Exception as exc:
+        decoded = type(exc)
+    # Then it gets the standard library's state, or the same error
+    assert decoded == expected
 
 
 def _typed_states() -> st.SearchStrategy[dict[str, dict[int, agg.BucketValue]]]:
@@ -229,7 +275,7 @@ def test_evaluating_many_queries_at_once_gives_each_querys_own_values(
         assert {name: columns[name][i] for name in agg.NAMES} == alone
 
 
-def test_without_orjson_a_state_reads_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_msgspec_a_state_reads_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
     # Given states as the updater writes them, one with a sum beyond 64 bits and a lone surrogate
     states = [
         {"txn_count_last_1h": {T0: 3, T0 + 5 * MINUTE: 1}},
@@ -240,6 +286,6 @@ def test_without_orjson_a_state_reads_the_same(monkeypatch: pytest.MonkeyPatch) 
     ]
     texts = [agg.encode_state(state) for state in states]
     # When a bundle without orjson reads them (the feature updater's: the kernel and numpy only)
-    monkeypatch.setattr(agg, "_fast_loads", None)
+    monkeypatch.setattr(agg, "_decode_typed", None)
     # Then each reads back as written
     assert [agg.decode_state(text) for text in texts] == states
