@@ -34,17 +34,25 @@ from sds.kernel.reference import USD_PER_UNIT
 SEMANTICS_VERSION = 1
 
 # msgspec where the bundle ships it (the inference function's): a state's JSON read straight into
-# its types, in C. The feature updater's bundle is the kernel and numpy only, and reads states
-# with the standard library (`decode_state`).
-_decode_typed: Callable[[str | bytes], Any] | None
-try:
-    import msgspec
+# its types, in C (`decode_state`). Imported at the first state read, not with this module: the
+# feature updater's bundle and the training image, which import it too, ship no msgspec.
+_TypedDecoder = tuple[Callable[[str | bytes], Any] | None, type[Exception]]
+_typed: _TypedDecoder | None = None
 
-    _decode_typed = msgspec.json.Decoder(dict[str, dict[int, int | frozenset[str]]]).decode
-    _DecodeError: type[Exception] = msgspec.DecodeError
-except ImportError:  # pragma: no cover - the updater's bundle
-    _decode_typed = None
-    _DecodeError = ValueError
+
+def _typed_decoder() -> _TypedDecoder:
+    """msgspec's decoder of a state and its error, or (None, ValueError) without msgspec."""
+    global _typed
+    if _typed is None:
+        try:
+            import msgspec
+        except ImportError:
+            _typed = (None, ValueError)
+        else:
+            decoder = msgspec.json.Decoder(dict[str, dict[int, int | frozenset[str]]])
+            _typed = (decoder.decode, msgspec.DecodeError)
+    return _typed
+
 
 SECOND = 1_000_000  # times are integer microseconds since the epoch
 MINUTE = 60 * SECOND
@@ -347,10 +355,11 @@ def decode_state(text: str | bytes) -> EntityState:
     takes only what `encode_state` writes (canonical integers, lists of strings): anything else
     (a float, a boolean, a lone surrogate escape, a key such as "05") is read by the standard
     library, which gives the same state or names the problem."""
-    if _decode_typed is not None:
+    decode, refused = _typed or _typed_decoder()
+    if decode is not None:
         try:
-            state: EntityState = _decode_typed(text)
-        except _DecodeError:  # a ValidationError is one; the standard library names the problem
+            state: EntityState = decode(text)
+        except refused:  # a ValidationError is one; the standard library names the problem
             pass
         else:
             return state
