@@ -175,7 +175,10 @@ def main(argv: list[str]) -> int:
     for name, captured in (("on", True), ("off", False)):
         stdout = StdoutLines()  # as `lambdas.inference.handler` composes the function's app
         app = InferenceApp(
-            settings, metrics=stdout.metrics, capture=stdout.capture if captured else None
+            settings,
+            metrics=stdout.metrics,
+            capture=stdout.capture if captured else None,
+            lines=stdout.line,
         )
         if app.model is None:
             raise RuntimeError(f"the model did not load: {app.unavailable}")
