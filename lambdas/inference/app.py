@@ -170,7 +170,7 @@ class BehaviourLine:
     """One version's behaviour line, `emf_line(behaviour_counts(scores, threshold), dimensions)`
     byte for byte, written from a template made once: the line every scored request writes,
     without a dict of its 12 metrics or a serialization per request (measured in the handler,
-    about 4 us of a 1-event request: docs/decisions.md 48). All a 1-score line holds but its
+    about 7 us of a 1-event request: docs/decisions.md 48). All a 1-score line holds but its
     timestamp is written in advance, one per bucket and decision: the most common request's.
     """
 

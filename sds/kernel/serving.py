@@ -90,8 +90,9 @@ class _OneRow:
     """A one-row run on input and output buffers bound to the session once (ONNX Runtime's
     IOBinding): a run then creates no tensors, allocates no output and converts nothing back.
 
-    Measured in the handler, a 1-event request takes about 8 us less than with `run`, most of it
-    not the calls saved but the memory they no longer touch (docs/decisions.md 47). Rebinding per
+    Measured in the handler, a 1-event request takes about 5 us less than with `run`, most of it
+    not the calls saved (1.3 us alone) but the memory they no longer touch (docs/decisions.md
+    47). Rebinding per
     request is slower than `run` (12 against 8 us alone), so other sizes keep `run`. The buffers
     serve one run at a time: a run that finds them busy (`sds serve` answers requests in threads)
     returns None, and the caller runs as usual.
