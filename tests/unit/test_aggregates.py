@@ -201,15 +201,44 @@ _json_scalars = st.one_of(
     st.none(),
     st.text(max_size=3),
 )
+# Bucket starts as text that `int` reads otherwise than canonically, or not at all.
+_odd_starts = st.text(alphabet="0123456789+-_ .e\u0663", max_size=6)
+_state_like = st.dictionaries(
+    st.one_of(st.sampled_from(agg.NAMES), st.text(max_size=3)),
+    st.dictionaries(
+        st.integers(-(2**65), 2**65).map(str),
+        st.one_of(
+            st.integers(min_value=-(2**70), max_value=2**70),
+            st.lists(st.text(max_size=3), max_size=3),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    min_size=1,
+    max_size=3,
+)
+
+
+@st.composite
+def _near_states(draw: st.DrawFn) -> dict[str, dict[str, Any]]:
+    """A document as `encode_state` writes one, with at most one odd start or value in it."""
+    document: dict[str, dict[str, Any]] = draw(_state_like)
+    buckets = draw(st.sampled_from(sorted(document)))
+    odd = draw(st.sampled_from(["none", "start", "value"]))
+    if odd == "start":
+        document[buckets][draw(_odd_starts)] = draw(st.integers(0, 9))
+    elif odd == "value":
+        start = draw(st.sampled_from(sorted(document[buckets])))
+        document[buckets][start] = draw(st.one_of(_json_scalars, st.lists(_json_scalars)))
+    return document
+
+
 _raw_documents = st.one_of(
+    _near_states(),
     st.dictionaries(
         st.text(max_size=6),
         st.dictionaries(
-            # bucket starts as text: canonical integers, and what int() reads otherwise or not
-            st.one_of(
-                st.integers(-(2**65), 2**65).map(str),
-                st.text(alphabet="0123456789+-_ .e\u0663", max_size=6),
-            ),
+            st.one_of(st.integers(-(2**65), 2**65).map(str), _odd_starts),
             st.one_of(_json_scalars, st.lists(_json_scalars, max_size=3)),
             max_size=4,
         ),
