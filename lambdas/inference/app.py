@@ -232,12 +232,10 @@ class StdoutLines:
         self._pending.append(emf_line(values, dimensions))
 
     def capture(self, lines: bytes) -> None:
-        """A `CaptureSink`."""
+        """A `CaptureSink`; also the `LineSink` of rendered metric lines (`line`)."""
         self._pending.append(lines)
 
-    def line(self, line: bytes) -> None:
-        """A metrics line already rendered (`BehaviourLine`): a `LineSink`."""
-        self._pending.append(line)
+    line = capture  # a metrics line already rendered (`BehaviourLine`) is kept the same way
 
     def flush(self) -> None:
         """Write what is pending in one write; never raises (logging must not fail serving)."""
