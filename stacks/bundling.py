@@ -317,7 +317,7 @@ def build_bundle(spec: BundleSpec) -> Path:
     """Return a folder ready for `lambda_.Code.from_asset`, building it only when inputs changed."""
     deps_key = _deps_key(spec)
     key = _bundle_key(spec, deps_key)
-    final = spec.build_root / "lambda-bundle" / key
+    final = spec.build_root / "lambda-bundle" / _family(spec) / key
     if final.is_dir():
         return _reused(final)
     deps = _build_dependencies(spec, deps_key)
@@ -336,6 +336,27 @@ def build_bundle(spec: BundleSpec) -> Path:
     return published
 
 
+def _family(spec: BundleSpec) -> str:
+    """The folder that holds one bundle's builds, one per source edit (`kind-arch-digest`).
+
+    Pruning keeps the last few builds of each family: with one folder for all, a synth that built
+    more bundles than the folder kept (the inference and updater bundles of both architectures, or
+    a test's own monitor build) pruned a bundle it had built a moment before, and the assembly
+    named a folder that no longer existed.
+    """
+    kind = spec.packages[-1].rsplit(".", 1)[-1] if spec.packages else "bundle"
+    identity = _digest(
+        [
+            *(package.encode() for package in spec.packages),
+            str(spec.requirements.relative_to(spec.source_root)).encode()
+            if spec.requirements.is_relative_to(spec.source_root)
+            else str(spec.requirements).encode(),
+            spec.architecture.encode(),
+        ]
+    )
+    return f"{kind}-{spec.architecture}-{identity[:8]}"
+
+
 def _reused(bundle: Path) -> Path:
     """A cached bundle, marked as just used: `_prune` keeps the most recently used, so a bundle a
     synth reuses is not dropped by the bundles that synth then builds (it was, when it was the
@@ -346,8 +367,9 @@ def _reused(bundle: Path) -> Path:
 
 
 def _prune(folder: Path, *, keep: Path, retain: int = 3) -> None:
-    """Drop all but the few most recently built or used bundles (`_reused`), so build/ does not
-    grow with every edit."""
+    """Drop all but the few most recently built or used builds in `folder` (one bundle's family,
+    or one source bundle's folder; `_reused` marks a use), so build/ does not grow with every
+    edit."""
     bundles = sorted(
         (p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
         key=lambda p: p.stat().st_mtime,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from stacks.bundling import (
     _bundle_key,
     _deps_key,
     _strip,
+    build_bundle,
     find_python,
     source_bundle,
 )
@@ -66,6 +69,35 @@ def test_a_bundle_reused_by_a_synth_survives_the_bundles_built_after_it(source: 
     # Then the three most recently used are kept: the least recently used one is dropped
     assert first.is_dir() and third.is_dir() and fourth.is_dir()
     assert not second.exists()
+
+
+def test_a_synth_of_more_bundles_than_the_cache_keeps_prunes_none_of_them(source: Path) -> None:
+    # Given two bundles (as the inference and updater bundles), each for both architectures: four
+    # at once, more than the three builds the cache keeps. Their dependency trees are already
+    # cached, so no pip runs; this interpreter compiles (the recipe wants 3.12, the test does not).
+    (source / "other").mkdir()
+    (source / "other" / "__init__.py").write_text("")
+    (source / "other.txt").write_text("numpy==2.4.6\n")
+    specs = [
+        dataclasses.replace(_spec(source, architecture), packages=packages, requirements=source / r)
+        for packages, r in ((("pkg",), "requirements.txt"), (("other",), "other.txt"))
+        for architecture in ("x86_64", "arm64")
+    ]
+    for spec in specs:
+        (spec.build_root / "lambda-deps" / _deps_key(spec)).mkdir(parents=True, exist_ok=True)
+    specs = [dataclasses.replace(spec, python=sys.executable) for spec in specs]
+    # When one synth builds them all, one after the other
+    built = [build_bundle(spec) for spec in specs]
+    # Then every one of them is still there for the assembly to name
+    assert len(set(built)) == 4
+    assert all((path / "pkg" / "logic.py").is_file() or (path / "other").is_dir() for path in built)
+    # And edits to one bundle prune only that bundle's oldest builds
+    edits = []
+    for value in range(2, 6):
+        (source / "pkg" / "logic.py").write_text(f"VALUE = {value}\n")
+        edits.append(build_bundle(specs[0]))
+    assert not built[0].exists() and not edits[0].exists()
+    assert all(path.is_dir() for path in edits[1:] + built[1:])
 
 
 def test_dependencies_are_keyed_by_requirements_and_platform(source: Path) -> None:
