@@ -82,6 +82,7 @@ from sds.kernel.features import (
     BatchDecoder,
     Columns,
     Problem,
+    batch_envelope,
     featurize_columns,
     validate_event,
 )
@@ -738,31 +739,13 @@ class InferenceApp:
                 'the body must be a JSON object: {"events": [...]}',
                 [Problem("body", "must be a JSON object")],
             )
-        problems = [
-            # An empty key would give a problem that names nothing.
-            Problem(str(key)[:40] or '""', "is not a known field (expected only 'events')")
-            for key in body
-            if key != "events"
-        ]
-        events = body.get("events")
-        limit = self.settings.max_events
-        if "events" not in body:
-            problems.insert(0, Problem("events", "is required"))
-        elif not isinstance(events, list):
-            problems.insert(0, Problem("events", "must be a list of events"))
-        elif not events:
-            problems.insert(0, Problem("events", "must contain at least one event"))
-        elif len(events) > limit:
-            problems.insert(0, Problem("events", f"has {len(events)} events; the limit is {limit}"))
-        else:
-            for index, item in enumerate(events):
-                where = f"events[{index}]"
-                problems.extend(validate_event(item, where=where, extra_fields=OPTIONAL_FIELDS))
-                if isinstance(item, Mapping) and item.get("type", PAYMENT) != PAYMENT:
-                    shown = str(item["type"])[:40]
-                    problems.append(
-                        Problem(f"{where}.type", f"{shown!r}: only payments are scored")
-                    )
+        events, problems = batch_envelope(body, limit=self.settings.max_events)
+        for index, item in enumerate(events or ()):
+            where = f"events[{index}]"
+            problems.extend(validate_event(item, where=where, extra_fields=OPTIONAL_FIELDS))
+            if isinstance(item, Mapping) and item.get("type", PAYMENT) != PAYMENT:
+                shown = str(item["type"])[:40]
+                problems.append(Problem(f"{where}.type", f"{shown!r}: only payments are scored"))
         if problems:
             raise RequestError(
                 400,

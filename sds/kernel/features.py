@@ -312,6 +312,35 @@ def _check_field(spec: Field, value: Any, where: str) -> Problem | None:
     return None
 
 
+def batch_envelope(
+    body: Any, *, limit: int, key: str = "events"
+) -> tuple[list[Any] | None, list[Problem]]:
+    """A batch request's items and every problem with its envelope, `{key: [1 to limit items]}`:
+    the body not an object, `key` missing, not a list, empty or too long, any other key. The
+    items are None when they cannot be checked one by one (anything wrong with `key` itself).
+    One gate for every endpoint that takes a batch (/predict, the local API's /events)."""
+    if not isinstance(body, dict):
+        return None, [Problem("body", "must be a JSON object")]
+    problems = [
+        # An empty key would give a problem that names nothing.
+        Problem(str(name)[:40] or '""', f"is not a known field (expected only '{key}')")
+        for name in body
+        if name != key
+    ]
+    items = body.get(key)
+    if key not in body:
+        problems.insert(0, Problem(key, "is required"))
+    elif not isinstance(items, list):
+        problems.insert(0, Problem(key, f"must be a list of {key}"))
+    elif not items:
+        problems.insert(0, Problem(key, f"must contain at least one {key.removesuffix('s')}"))
+    elif len(items) > limit:
+        problems.insert(0, Problem(key, f"has {len(items)} {key}; the limit is {limit}"))
+    else:
+        return items, problems
+    return None, problems
+
+
 def validate_event(
     event: Any, *, where: str = "event", extra_fields: Iterable[str] = ()
 ) -> list[Problem]:

@@ -4,14 +4,19 @@
 handler validates with and every manifest records), so the document cannot drift from what the
 API accepts. The handler serves it at `GET /openapi.json` with the deployed limits
 (`MAX_EVENTS`, `MAX_BODY_BYTES`), with or without a model loaded, and the contract test
-(schemathesis, tests/contract_api/) fuzzes the API against it.
+(schemathesis, tests/contract_api/) fuzzes the API against it. The local API (`sds serve`) adds
+its own `POST /events` (`EventsRoute`), each event kind's schema derived from
+`sds.kernel.events.KINDS`, the table the endpoint validates with.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sds.kernel.aggregates import AGGREGATES
+from sds.kernel.events import KINDS, LABEL_KINDS, TYPE
 from sds.kernel.features import FIELDS, SCHEMA_VERSION, Field
 from sds.kernel.settings import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_EVENTS
 
@@ -64,6 +69,128 @@ def event_schema() -> dict[str, Any]:
         "required": [spec.name for spec in FIELDS],
         "additionalProperties": False,
         "properties": properties,
+    }
+
+
+@dataclass(frozen=True)
+class EventsRoute:
+    """`POST /events` as the local API serves it (`sds serve`): the event kinds it takes and its
+    batch limit. On AWS, events go to the environment's event bus instead."""
+
+    kinds: Sequence[str]
+    max_events: int
+
+
+def _kind_schema_name(kind: str) -> str:
+    return f"{kind.capitalize()}Event"
+
+
+def kind_schema(kind: str) -> dict[str, Any]:
+    """One event of `kind` as `POST /events` takes it: `type` and every field of the kind
+    (`sds.kernel.events.KINDS`, the table `validate` checks against), all required."""
+    spec = KINDS[kind]
+    properties: dict[str, Any] = {TYPE: {"type": "string", "enum": [kind]}}
+    properties |= {field.name: _event_property(field) for field in spec.fields}
+    return {
+        "type": "object",
+        "description": spec.description,
+        "required": list(properties),
+        "additionalProperties": False,
+        "properties": properties,
+    }
+
+
+def _events_components(route: EventsRoute) -> dict[str, Any]:
+    refs = {kind: f"#/components/schemas/{_kind_schema_name(kind)}" for kind in route.kinds}
+    counts = {
+        name: {"type": "integer", "minimum": 0, "description": description}
+        for name, description in (
+            ("applied", "Events folded into the account aggregates"),
+            ("duplicates", "Copies of events already stored: counted once"),
+            ("too_old", "Events older than every aggregate's window: nothing to fold them into"),
+            ("ignored", "Events no aggregate reads"),
+            ("entities", "Accounts whose aggregates were written"),
+            ("commits", "Writes to the feature store"),
+            ("retries", "Writes retried after a concurrent writer"),
+        )
+    }
+    by_id = {"type": "object", "additionalProperties": {"type": "string"}}
+    return {
+        **{_kind_schema_name(kind): kind_schema(kind) for kind in route.kinds},
+        "EventsRequest": {
+            "type": "object",
+            "required": ["events"],
+            "additionalProperties": False,
+            "properties": {
+                "events": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": route.max_events,
+                    "items": {
+                        "oneOf": [{"$ref": ref} for ref in refs.values()],
+                        "discriminator": {"propertyName": TYPE, "mapping": refs},
+                    },
+                }
+            },
+        },
+        "EventsAccepted": {
+            "type": "object",
+            "required": ["accepted", "labels"],
+            "properties": {
+                "accepted": {"type": "integer", "minimum": 1, "description": "Events taken"},
+                "labels": {"type": "integer", "minimum": 0, "description": "Labels stored"},
+                **counts,
+                "failed": by_id | {"description": "Event ids that could not be stored, and why"},
+                "conflicts": by_id
+                | {"description": "Event ids already stored with other content, and why"},
+            },
+        },
+    }
+
+
+def _events_path(route: EventsRoute) -> dict[str, Any]:
+    labels = [kind for kind in route.kinds if kind in LABEL_KINDS]
+    taken = ", ".join(route.kinds)
+    return {
+        "post": {
+            "operationId": "postEvents",
+            "summary": f"Feed 1 to {route.max_events} events ({taken}) to the local stores",
+            "description": (
+                "The local API's stand-in for the environment's event bus: activity events are "
+                "folded into the feature store the scoring reads"
+                + (", labels are kept for training from captures" if labels else "")
+                + ". A batch with any problem is refused whole; an exact copy of a stored event "
+                "is a redelivery, counted once."
+            ),
+            "requestBody": {"required": True, "content": _json_content("EventsRequest")},
+            "responses": {
+                "202": {
+                    "description": "Stored: what the feature store did with the events",
+                    "content": _json_content("EventsAccepted"),
+                },
+                "400": {
+                    "description": (
+                        "Invalid JSON, invalid events (`problems` lists every one), or one "
+                        "event id with two contents in the batch; nothing was stored"
+                    ),
+                    "content": _json_content("Error"),
+                },
+                "409": {
+                    "description": (
+                        "An event id the feature store already holds with other content: "
+                        "`problems` names each; the message says whether the rest was stored"
+                    ),
+                    "content": _json_content("Error"),
+                },
+                "415": {"description": ERROR_CODES[415], "content": _json_content("Error")},
+                "503": {
+                    "description": (
+                        "No feature store, or it could not store the batch: send it again"
+                    ),
+                    "content": _json_content("Error"),
+                },
+            },
+        }
     }
 
 
@@ -180,10 +307,12 @@ def build_openapi(
     max_events: int = DEFAULT_MAX_EVENTS,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     model_name: str | None = None,
+    events: EventsRoute | None = None,
 ) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of the inference API with these deployed limits."""
+    """The OpenAPI 3.1 document of the inference API with these deployed limits, and of the
+    local API's `POST /events` when it serves one (`events`)."""
     title = "sds inference API" + (f" ({model_name})" if model_name else "")
-    return {
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": title,
@@ -256,3 +385,7 @@ def build_openapi(
         },
         "components": _components(max_events),
     }
+    if events is not None:
+        document["paths"]["/events"] = _events_path(events)
+        document["components"]["schemas"] |= _events_components(events)
+    return document

@@ -42,13 +42,27 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
-from lambdas.inference.app import InferenceApp, MetricSink, unsupported_media_type
+from lambdas.inference.app import (
+    MAX_PROBLEMS_LISTED,
+    InferenceApp,
+    MetricSink,
+    unsupported_media_type,
+)
 from sds.kernel.capture import CaptureSink
 from sds.kernel.errors import SdsError
-from sds.kernel.events import KINDS, LABEL_KINDS, first_conflict, timed, validate_batch
+from sds.kernel.events import (
+    ACTIVITY_KINDS,
+    KINDS,
+    LABEL_KINDS,
+    first_conflict,
+    timed,
+    validate_batch,
+)
+from sds.kernel.features import Problem, batch_envelope
 from sds.kernel.featurestore import FeatureStoreError, open_feature_store
 from sds.kernel.lock import LockFileError, Pin, read_lock
 from sds.kernel.online import OnlineFeatures
+from sds.kernel.openapi import EventsRoute, build_openapi
 from sds.kernel.settings import ServingSettings
 from sds.ops.capture_store import CaptureFiles, LabelFiles
 from sds.ops.workspace import Workspace
@@ -338,9 +352,20 @@ class PinnedApps:
     def handle(self, event: Mapping[str, Any]) -> Mapping[str, Any]:
         """One API Gateway proxy event: POST /events feeds the feature store, the rest is the
         inference API of the current pin."""
-        if "/" + str(event.get("path", "")).strip("/") == EventsEndpoint.PATH:
+        path = "/" + str(event.get("path", "")).strip("/")
+        if path == EventsEndpoint.PATH:
             return self.events.handle(event)
-        return self.current().handle(event, None)
+        response = self.current().handle(event, None)
+        if path == "/openapi.json" and response["statusCode"] == 200:
+            # The handler's document, and this server's own route: POST /events.
+            document = build_openapi(
+                max_events=self.max_events,
+                max_body_bytes=self.max_body_bytes,
+                model_name=self.model,
+                events=EventsRoute(self.events.kinds, EventsEndpoint.MAX_EVENTS),
+            )
+            response = {**response, "body": json.dumps(document)}
+        return response
 
 
 class EventsEndpoint:
@@ -348,7 +373,9 @@ class EventsEndpoint:
     folder, locally (on AWS they go to the environment's event bus). A batch with a problem is
     refused whole (400, every problem named), and so is one that reuses an event id the store
     already holds with other content (409, each such event named; an exact copy is a duplicate,
-    counted); otherwise 202 with what the updater did and how many labels were stored."""
+    counted); otherwise 202 with what the updater did and how many labels were stored. The
+    envelope is checked as /predict checks it (`batch_envelope`: one key, 1 to `MAX_EVENTS`
+    events), and the local API's `GET /openapi.json` documents the route (`EventsRoute`)."""
 
     PATH = "/events"
     MAX_EVENTS = 1000
@@ -356,6 +383,8 @@ class EventsEndpoint:
     def __init__(self, online: OnlineFeatures | None, labels: LabelFiles | None = None) -> None:
         self.online = online
         self.labels = labels
+        # Labels are taken only where there is a folder to keep them.
+        self.kinds = tuple(KINDS) if labels is not None else ACTIVITY_KINDS
 
     def handle(self, event: Mapping[str, Any]) -> dict[str, Any]:
         if event.get("httpMethod") != "POST":
@@ -368,21 +397,12 @@ class EventsEndpoint:
             body = _json_body(event)
         except ValueError as exc:
             return _proxy(400, {"error": "invalid_json", "message": str(exc)})
-        items = body.get("events") if isinstance(body, dict) else None
-        if not isinstance(items, list) or not 0 < len(items) <= self.MAX_EVENTS:
-            message = f'send {{"events": [...]}} with 1 to {self.MAX_EVENTS} activity events'
-            return _proxy(400, {"error": "invalid_request", "message": message})
-        kinds = tuple(KINDS) if self.labels is not None else None
-        problems = validate_batch(items, kinds=kinds)
+        items, problems = batch_envelope(body, limit=self.MAX_EVENTS)
+        if items is not None:
+            problems.extend(validate_batch(items, kinds=self.kinds))
         if problems:
-            return _proxy(
-                400,
-                {
-                    "error": "invalid_request",
-                    "message": f"{len(problems)} problem(s); nothing was stored",
-                    "problems": [p.to_dict() for p in problems[:1000]],
-                },
-            )
+            return _proxy(400, _problems_document(problems))
+        assert items is not None
         labels = [item for item in items if item["type"] in LABEL_KINDS]
         activity = [item for item in items if item["type"] not in LABEL_KINDS]
         # One event id with two contents is refused as `sds ingest` and training refuse it; an
@@ -427,10 +447,30 @@ class EventsEndpoint:
             if result.failed:
                 # Nothing of the labels is stored either: the caller retries the whole batch,
                 # and a retry of the activity counts each event once.
-                return _proxy(503, document)
+                failure = {
+                    "error": "feature_store_unavailable",
+                    "message": (
+                        f"{len(result.failed)} event(s) could not be stored; send the whole "
+                        "batch again (what was stored is counted once)"
+                    ),
+                }
+                return _proxy(503, failure | document)
         if labels and self.labels is not None:
             self.labels.store(labels)
         return _proxy(202, document)
+
+
+def _problems_document(problems: Sequence[Problem]) -> dict[str, Any]:
+    """The 400 of `POST /events` for a batch with problems, listed as /predict lists them."""
+    listed = problems[:MAX_PROBLEMS_LISTED]
+    document: dict[str, Any] = {
+        "error": "invalid_request",
+        "message": f"{len(problems)} problem(s); nothing was stored",
+        "problems": [p.to_dict() for p in listed],
+    }
+    if len(problems) > len(listed):
+        document["problems_not_listed"] = len(problems) - len(listed)
+    return document
 
 
 def _conflict_document(conflicts: Sequence[tuple[str, str]], *, stored: bool) -> dict[str, Any]:

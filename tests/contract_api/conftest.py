@@ -2,7 +2,7 @@
 
 `contract_api_url` trains a small model once per session into a registry on disk, pins it in a
 private lock file, and starts `sds.ops.local_api.LocalApi` (the real handler behind a local API
-Gateway) on a free loopback port. `contract_api_schema` loads the OpenAPI document the way a
+Gateway, and `POST /events` into a feature store and a labels folder) on a free loopback port. `contract_api_schema` loads the OpenAPI document the way a
 client would: from `GET /openapi.json` of that server.
 """
 
@@ -15,6 +15,7 @@ import pytest
 
 from sds.kernel.lock import Pin, write_pin
 from sds.kernel.registry import open_registry
+from sds.ops.capture_store import LabelFiles
 from sds.ops.local_api import LocalApi, PinnedApps
 from training.data import write_jsonl
 from training.synthetic import generate_activity
@@ -48,6 +49,7 @@ def contract_api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         max_events=100,
         max_body_bytes=262_144,
         feature_store_uri=f"sqlite://{root / 'features.db'}",
+        labels=LabelFiles(root / "labels"),
     )
     with LocalApi(apps, host="127.0.0.1", port=0) as api:
         assert apps.current().model is not None, apps.current().unavailable

@@ -1,11 +1,15 @@
-"""The inference API keeps the contract it publishes: schemathesis against `sds serve`'s server.
+"""The local API keeps the contract it publishes: schemathesis against `sds serve`'s server.
 
 Given the real handler behind the local API Gateway on a loopback port, serving a trained model,
 when schemathesis generates requests from the server's own `GET /openapi.json`, valid ones
 (positive) and invalid ones (negative: wrong types, out-of-range values, missing and unknown
 fields, wrong media types), then no response is a 5xx, every status code, header and body matches
-the document, valid events are scored (2xx) and invalid ones rejected with a 4xx. Examples are
-bounded so the whole run stays well under a minute on 2 cores.
+the document, valid events are scored or stored (2xx) and invalid ones rejected with a 4xx.
+Examples are bounded so the whole run stays well under a minute on 2 cores.
+
+`POST /events` refuses one event id with two contents, within a batch (400) or against what an
+earlier request stored (409): the document cannot say that ids must be unique, so valid examples
+get a fresh id for each event.
 
 One deliberate difference: JSON Schema counts `3.0` as an integer, the API does not (integer
 fields take integer literals; tests/unit/test_features.py pins that). The document cannot say so,
@@ -14,6 +18,7 @@ so valid examples write integral floats in integer fields as integer literals.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -32,6 +37,8 @@ OPERATIONS = [
     pytest.param("GET", "/model", POSITIVE, 3, id="GET /model"),
     pytest.param("GET", "/health", POSITIVE, 3, id="GET /health"),
     pytest.param("GET", "/openapi.json", POSITIVE, 3, id="GET /openapi.json"),
+    pytest.param("POST", "/events", POSITIVE, 60, id="POST /events valid"),
+    pytest.param("POST", "/events", NEGATIVE, 60, id="POST /events invalid"),
 ]
 
 
@@ -43,6 +50,8 @@ def test_operation_conforms_to_the_published_document(
     strategy = operation.as_strategy(generation_mode=mode)
     if mode is POSITIVE:
         strategy = strategy.map(_integer_literals)
+        if path == "/events":
+            strategy = strategy.map(_fresh_event_ids)
     seen: list[int] = []
 
     @given(case=strategy)
@@ -61,10 +70,21 @@ def test_operation_conforms_to_the_published_document(
     assert all(status < 500 for status in seen)
 
 
-def _integer_literals(case: Any) -> Any:
+def _events(case: Any) -> list[Any]:
     events = case.body.get("events") if isinstance(case.body, dict) else None
-    for event in events if isinstance(events, list) else []:
+    return events if isinstance(events, list) else []
+
+
+def _integer_literals(case: Any) -> Any:
+    for event in _events(case):
         for name in INTEGER_FIELDS & set(event):
             if isinstance(event[name], float) and event[name].is_integer():
                 event[name] = int(event[name])
+    return case
+
+
+def _fresh_event_ids(case: Any) -> Any:
+    for event in _events(case):
+        if event.get("type") != "label":  # a label names the payment it labels
+            event["event_id"] = uuid.uuid4().hex
     return case

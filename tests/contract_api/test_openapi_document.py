@@ -17,8 +17,10 @@ from openapi_spec_validator import validate
 
 from lambdas.inference.app import ROUTES, InferenceApp
 from sds.kernel import aggregates, features, openapi
+from sds.kernel.events import ACTIVITY_KINDS, KINDS
 from sds.kernel.features import FIELD_NAMES, FIELDS, feature_schema
 from sds.kernel.settings import ServingSettings
+from sds.ops.local_api import EventsEndpoint
 
 
 def test_the_document_is_valid_openapi_3_1() -> None:
@@ -100,3 +102,38 @@ def test_over_http_a_wrong_method_gets_405_with_allow(
 
     assert raised.value.code == 405
     assert raised.value.headers["Allow"] == ", ".join(ROUTES[path])
+
+
+def test_the_local_api_documents_its_own_post_events_with_the_kinds_it_takes(
+    contract_api_url: str,
+) -> None:
+    # Given the local API (labels folder configured), when its document is read over HTTP
+    with urllib.request.urlopen(f"{contract_api_url}/openapi.json", timeout=10) as response:
+        document = json.loads(response.read())
+    # Then it is valid OpenAPI, and documents the handler's routes and its own POST /events
+    validate(document)
+    paths = {path: tuple(m.upper() for m in ops) for path, ops in document["paths"].items()}
+    assert paths == {**ROUTES, EventsEndpoint.PATH: ("POST",)}
+    schemas = document["components"]["schemas"]
+    events = schemas["EventsRequest"]["properties"]["events"]
+    assert events["maxItems"] == EventsEndpoint.MAX_EVENTS
+    assert set(events["items"]["discriminator"]["mapping"]) == set(KINDS)
+    # And each kind's schema is the table the endpoint validates with, `type` included
+    for name, kind in KINDS.items():
+        schema = schemas[openapi._kind_schema_name(name)]
+        assert schema["required"] == ["type", *(field.name for field in kind.fields)]
+        assert schema["properties"]["type"]["enum"] == [name]
+        assert schema["additionalProperties"] is False
+
+
+def test_without_a_labels_folder_the_documented_kinds_are_the_activity_ones() -> None:
+    # Given the events endpoint as a server without a labels folder runs it
+    route = openapi.EventsRoute(EventsEndpoint(None).kinds, EventsEndpoint.MAX_EVENTS)
+    # When the document is built
+    document = openapi.build_openapi(events=route)
+    # Then labels are not offered, and the handler's document has no /events at all
+    validate(document)
+    mapping = document["components"]["schemas"]["EventsRequest"]["properties"]["events"]["items"]
+    assert set(mapping["discriminator"]["mapping"]) == set(ACTIVITY_KINDS)
+    assert "LabelEvent" not in document["components"]["schemas"]
+    assert "/events" not in openapi.build_openapi()["paths"]

@@ -24,6 +24,7 @@ import pytest
 from sds.cli.main import main
 from sds.kernel.batch.shuffle import HistoryError, parse_event
 from sds.kernel.features import NOT_UNICODE
+from sds.kernel.featurestore import FeatureStoreError
 from sds.ops.capture_store import LabelFiles
 from sds.ops.local_api import LocalApi, PinnedApps
 from training.data import DataError, read_history
@@ -212,6 +213,65 @@ def test_a_conflict_a_concurrent_writer_brought_in_after_the_check_is_a_409_too(
     assert [p["field"] for p in answer["problems"]] == ["events[1]"]
     assert answer["applied"] == 1 and list(answer["conflicts"]) == ["l1"]
     assert stored_event_ids(tmp_path / "features.db") == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "problems"),
+    [
+        ([], [("body", "must be a JSON object")]),
+        ({}, [("events", "is required")]),
+        ({"events": {}}, [("events", "must be a list of events")]),
+        ({"events": []}, [("events", "must contain at least one event")]),
+        ({"events": [{}] * 1001}, [("events", "has 1001 events; the limit is 1000")]),
+        ({"events": "LOGINS", "batch": 1}, [("batch", "is not a known field")]),
+        ({"events": "LOGINS", "": 1}, [('""', "is not a known field")]),
+        (
+            {"events": 7, "batch": 1},
+            [("events", "must be a list of events"), ("batch", "is not a known field")],
+        ),
+    ],
+    ids=[
+        "not an object",
+        "no events",
+        "not a list",
+        "empty",
+        "too many",
+        "valid events and another key",
+        "valid events and an empty key",
+        "two problems",
+    ],
+)
+def test_a_batch_envelope_with_problems_gets_a_400_naming_each_and_stores_nothing(
+    api: LocalApi, tmp_path: Path, body: Any, problems: list[tuple[str, str]]
+) -> None:
+    # Given a body whose envelope is wrong, around valid logins where it holds any
+    logins = [failed_login("e1"), failed_login("e2")]
+    if isinstance(body, dict):
+        body = {key: logins if value == "LOGINS" else value for key, value in body.items()}
+    # When it is posted
+    status, answer = post_events(api, json.dumps(body).encode())
+    # Then every problem is named, as /predict names them, and nothing is stored
+    assert (status, answer["error"]) == (400, "invalid_request")
+    named = [(p["field"], p["reason"]) for p in answer["problems"]]
+    assert [(field, reason.split(" (")[0]) for field, reason in named] == problems
+    assert answer["message"] == f"{len(problems)} problem(s); nothing was stored"
+    assert stored_event_ids(tmp_path / "features.db") == 0
+
+
+def test_a_batch_the_store_could_not_take_gets_a_503_that_says_to_send_it_again(
+    api: LocalApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a feature store that cannot be read
+    def unavailable(*_: Any) -> Any:
+        raise FeatureStoreError("the store is locked")
+
+    monkeypatch.setattr(api.apps.online.store, "read", unavailable)
+    # When a batch is posted
+    status, answer = post_events(api, json.dumps({"events": [failed_login("f1")]}).encode())
+    # Then the answer is an error a client can act on, with what failed and why
+    assert (status, answer["error"]) == (503, "feature_store_unavailable")
+    assert answer["message"].startswith("1 event(s) could not be stored; send the whole batch")
+    assert answer["failed"] == {"f1": "the store is locked"}
 
 
 def test_a_handler_that_raises_answers_502_as_api_gateway_does_and_the_api_keeps_serving(
