@@ -117,22 +117,13 @@ def _events_components(route: EventsRoute) -> dict[str, Any]:
     by_id = {"type": "object", "additionalProperties": {"type": "string"}}
     return {
         **{_kind_schema_name(kind): kind_schema(kind) for kind in route.kinds},
-        "EventsRequest": {
-            "type": "object",
-            "required": ["events"],
-            "additionalProperties": False,
-            "properties": {
-                "events": {
-                    "type": "array",
-                    "minItems": 1,
-                    "maxItems": route.max_events,
-                    "items": {
-                        "oneOf": [{"$ref": ref} for ref in refs.values()],
-                        "discriminator": {"propertyName": TYPE, "mapping": refs},
-                    },
-                }
+        "EventsRequest": _batch_request(
+            {
+                "oneOf": [{"$ref": ref} for ref in refs.values()],
+                "discriminator": {"propertyName": TYPE, "mapping": refs},
             },
-        },
+            route.max_events,
+        ),
         "EventsAccepted": {
             "type": "object",
             "required": ["accepted", "labels"],
@@ -194,6 +185,19 @@ def _events_path(route: EventsRoute) -> dict[str, Any]:
     }
 
 
+def _batch_request(items: dict[str, Any], max_events: int) -> dict[str, Any]:
+    """`{"events": [1 to max_events items]}` and nothing else: the envelope
+    `sds.kernel.features.batch_envelope` checks."""
+    return {
+        "type": "object",
+        "required": ["events"],
+        "additionalProperties": False,
+        "properties": {
+            "events": {"type": "array", "minItems": 1, "maxItems": max_events, "items": items}
+        },
+    }
+
+
 def _json_content(ref: str) -> dict[str, Any]:
     return {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}
 
@@ -217,19 +221,7 @@ def _components(max_events: int) -> dict[str, Any]:
     return {
         "schemas": {
             "Event": event_schema(),
-            "PredictRequest": {
-                "type": "object",
-                "required": ["events"],
-                "additionalProperties": False,
-                "properties": {
-                    "events": {
-                        "type": "array",
-                        "minItems": 1,
-                        "maxItems": max_events,
-                        "items": {"$ref": "#/components/schemas/Event"},
-                    }
-                },
-            },
+            "PredictRequest": _batch_request({"$ref": "#/components/schemas/Event"}, max_events),
             "Prediction": {
                 "type": "object",
                 "required": ["fraud_probability", "is_fraud"],
