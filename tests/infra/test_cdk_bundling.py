@@ -90,7 +90,8 @@ def test_a_synth_of_more_bundles_than_the_cache_keeps_prunes_none_of_them(source
     built = [build_bundle(spec) for spec in specs]
     # Then every one of them is still there for the assembly to name
     assert len(set(built)) == 4
-    assert all((path / "pkg" / "logic.py").is_file() or (path / "other").is_dir() for path in built)
+    for spec, path in zip(specs, built, strict=True):
+        assert (path / spec.packages[0] / "__init__.py").is_file(), spec
     # And edits to one bundle prune only that bundle's oldest builds
     edits = []
     for value in range(2, 6):
