@@ -92,10 +92,9 @@ class _OneRow:
 
     Measured in the handler, a 1-event request takes about 5 us less than with `run`, most of it
     not the calls saved (1.3 us alone) but the memory they no longer touch (docs/decisions.md
-    47). Rebinding per
-    request is slower than `run` (12 against 8 us alone), so other sizes keep `run`. The buffers
-    serve one run at a time: a run that finds them busy (`sds serve` answers requests in threads)
-    returns None, and the caller runs as usual.
+    47). Rebinding per request is slower than `run` (12 against 8 us alone), so other sizes keep
+    `run`. The buffers serve one run at a time: a run that finds them busy (`sds serve` answers
+    requests in threads) returns None, and the caller runs as usual.
     """
 
     __slots__ = ("_busy", "_input", "_output", "_run")
