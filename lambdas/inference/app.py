@@ -269,6 +269,17 @@ class RequestError(Exception):
         self.message = message
         self.problems = problems or []
 
+    def document(self) -> dict[str, Any]:
+        """The error body clients get: the code, the message, and the first
+        `MAX_PROBLEMS_LISTED` problems with a count of the rest."""
+        document: dict[str, Any] = {"error": self.code, "message": self.message}
+        if self.problems:
+            listed = self.problems[:MAX_PROBLEMS_LISTED]
+            document["problems"] = [p.to_dict() for p in listed]
+            if len(self.problems) > len(listed):
+                document["problems_not_listed"] = len(self.problems) - len(listed)
+        return document
+
 
 def _content_type(headers: Any) -> str:
     """The first Content-Type header, whatever its case ("" if none)."""
@@ -732,14 +743,14 @@ class InferenceApp:
             ) from None
 
     def _events(self, body: Any) -> list[Mapping[str, Any]]:
-        if not isinstance(body, dict):
+        events, problems = batch_envelope(body, limit=self.settings.max_events)
+        if not isinstance(body, dict):  # the one problem, with its own message
             raise RequestError(
                 400,
                 "invalid_request",
                 'the body must be a JSON object: {"events": [...]}',
-                [Problem("body", "must be a JSON object")],
+                problems,
             )
-        events, problems = batch_envelope(body, limit=self.settings.max_events)
         for index, item in enumerate(events or ()):
             where = f"events[{index}]"
             problems.extend(validate_event(item, where=where, extra_fields=OPTIONAL_FIELDS))
@@ -768,10 +779,4 @@ class InferenceApp:
         }
 
     def _error(self, error: RequestError) -> Response:
-        document: dict[str, Any] = {"error": error.code, "message": error.message}
-        if error.problems:
-            listed = error.problems[:MAX_PROBLEMS_LISTED]
-            document["problems"] = [p.to_dict() for p in listed]
-            if len(error.problems) > len(listed):
-                document["problems_not_listed"] = len(error.problems) - len(listed)
-        return self._json(error.status, document)
+        return self._json(error.status, error.document())

@@ -42,12 +42,7 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
-from lambdas.inference.app import (
-    MAX_PROBLEMS_LISTED,
-    InferenceApp,
-    MetricSink,
-    unsupported_media_type,
-)
+from lambdas.inference.app import InferenceApp, MetricSink, RequestError, unsupported_media_type
 from sds.kernel.capture import CaptureSink
 from sds.kernel.errors import SdsError
 from sds.kernel.events import (
@@ -58,7 +53,7 @@ from sds.kernel.events import (
     timed,
     validate_batch,
 )
-from sds.kernel.features import Problem, batch_envelope
+from sds.kernel.features import batch_envelope
 from sds.kernel.featurestore import FeatureStoreError, open_feature_store
 from sds.kernel.lock import LockFileError, Pin, read_lock
 from sds.kernel.online import OnlineFeatures
@@ -401,7 +396,8 @@ class EventsEndpoint:
         if items is not None:
             problems.extend(validate_batch(items, kinds=self.kinds))
         if problems:
-            return _proxy(400, _problems_document(problems))
+            message = f"{len(problems)} problem(s); nothing was stored"
+            return _proxy(400, RequestError(400, "invalid_request", message, problems).document())
         assert items is not None
         labels = [item for item in items if item["type"] in LABEL_KINDS]
         activity = [item for item in items if item["type"] not in LABEL_KINDS]
@@ -458,19 +454,6 @@ class EventsEndpoint:
         if labels and self.labels is not None:
             self.labels.store(labels)
         return _proxy(202, document)
-
-
-def _problems_document(problems: Sequence[Problem]) -> dict[str, Any]:
-    """The 400 of `POST /events` for a batch with problems, listed as /predict lists them."""
-    listed = problems[:MAX_PROBLEMS_LISTED]
-    document: dict[str, Any] = {
-        "error": "invalid_request",
-        "message": f"{len(problems)} problem(s); nothing was stored",
-        "problems": [p.to_dict() for p in listed],
-    }
-    if len(problems) > len(listed):
-        document["problems_not_listed"] = len(problems) - len(listed)
-    return document
 
 
 def _conflict_document(conflicts: Sequence[tuple[str, str]], *, stored: bool) -> dict[str, Any]:
