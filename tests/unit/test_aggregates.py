@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -37,7 +37,7 @@ def payment(
 
 
 def by_definition(
-    events: list[tuple[int, Mapping[str, Any]]], entity: str, at: int, aggregate: Aggregate
+    events: Sequence[tuple[int, Mapping[str, Any]]], entity: str, at: int, aggregate: Aggregate
 ) -> float:
     """The rule in words: events of the entity in [floor(t - window), t)."""
     start = (at - aggregate.window) - (at - aggregate.window) % aggregate.bucket
@@ -271,7 +271,7 @@ def test_any_stored_text_reads_as_the_standard_library_reads_it_or_fails_as_it_d
 
 def _typed_states() -> st.SearchStrategy[dict[str, dict[int, agg.BucketValue]]]:
     """States as folding makes them: sets of strings for count_distinct, integers otherwise."""
-    per_aggregate = {
+    per_aggregate: dict[str, st.SearchStrategy[dict[int, agg.BucketValue]]] = {
         a.name: st.dictionaries(
             st.integers(min_value=T0 - 9 * agg.DAY, max_value=T0 + agg.DAY).map(a.bucket_of),
             st.frozensets(st.sampled_from(["US", "GB", "FR"]), min_size=1)
@@ -306,7 +306,7 @@ def test_evaluating_many_queries_at_once_gives_each_querys_own_values(
 
 def test_without_msgspec_a_state_reads_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
     # Given states as the updater writes them, one with a sum beyond 64 bits and a lone surrogate
-    states = [
+    states: list[agg.EntityState] = [
         {"txn_count_last_1h": {T0: 3, T0 + 5 * MINUTE: 1}},
         {
             "amount_usd_last_24h": {T0: 2**70},
