@@ -192,11 +192,13 @@ class OnlineFeatures:
                 recorded = exc.event_ids | exc.conflicts
                 items = [(t, e) for t, e in items if str(e["event_id"]) not in recorded]
             except VersionConflict:
-                pass
+                # Another writer changed the account first: fold again onto what it wrote. (A
+                # commit made again without events already stored is no retry: they are counted
+                # as duplicates.)
+                result.retries += 1
             except FeatureStoreError as exc:
                 result.failed.update({str(e["event_id"]): str(exc) for _, e in items})
                 return None
-            result.retries += 1
             try:
                 current = self.store.read([entity]).get(entity, EMPTY)
             except FeatureStoreError as exc:

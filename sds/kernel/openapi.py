@@ -111,7 +111,7 @@ def _events_components(route: EventsRoute) -> dict[str, Any]:
             ("ignored", "Events no aggregate reads"),
             ("entities", "Accounts whose aggregates were written"),
             ("commits", "Writes to the feature store"),
-            ("retries", "Writes retried after a concurrent writer"),
+            ("retries", "Writes made again because another writer changed the account first"),
         )
     }
     by_id = {"type": "object", "additionalProperties": {"type": "string"}}

@@ -209,7 +209,32 @@ def test_the_updater_counts_a_redelivered_event_once(store: FeatureStore) -> Non
     first = online.apply([(T0, login("e1")), (T0 + 1, login("e2"))], now=T0 + 2)
     again = online.apply([(T0 + 1, login("e2")), (T0, login("e1"))], now=T0 + 3)
     assert (first.applied, again.applied, again.duplicates) == (2, 0, 2)
+    # A redelivery is no retry: nothing else wrote the account
+    assert (first.retries, again.retries) == (0, 0)
     assert online.read([("acct", T0 + MINUTE)])[0][BURST] == 2
+
+
+def test_the_updater_folds_again_onto_what_a_concurrent_writer_committed_and_counts_the_retry(
+    make_store: Callable[[], FeatureStore],
+) -> None:
+    # Given an updater whose first commit meets another writer's commit to the same account
+    store, other = make_store(), make_store()
+    commit = store.commit
+    raced: list[str] = []
+
+    def racing_commit(entity: str, **kwargs: Any) -> None:
+        if not raced:
+            raced.append(entity)
+            OnlineFeatures(other).apply([(T0, login("theirs"))], now=T0 + 1)
+        commit(entity, **kwargs)
+
+    store.commit = racing_commit  # type: ignore[method-assign]
+    # When it applies its own event
+    result = OnlineFeatures(store).apply([(T0 + 1, login("ours"))], now=T0 + 2)
+    # Then it retried once, onto the other writer's state: both events count, neither twice
+    assert raced == ["acct"]
+    assert (result.applied, result.retries, result.commits, result.failed) == (1, 1, 1, {})
+    assert OnlineFeatures(other).read([("acct", T0 + MINUTE)])[0][BURST] == 2
 
 
 def test_an_out_of_order_event_lands_in_its_own_bucket(store: FeatureStore) -> None:
