@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from sds.kernel.behaviour import holdout_behaviour
 from sds.kernel.comparison import Comparison, Served
 from sds.kernel.features import feature_schema, format_time
 from sds.kernel.registry import Registry, Version
@@ -31,7 +32,7 @@ from training import capture_data
 from training.capture_data import DAY_US, Window, parse_moment, read_served
 from training.data import DataError
 from training.evaluate import evaluate
-from training.onnx_export import check_parity, to_onnx
+from training.onnx_export import check_parity, onnx_scores, to_onnx
 from training.params import TrainParams
 
 STEPS = 7
@@ -136,7 +137,17 @@ def train_from_capture(
         lambda: fit(train_x, train_y.astype(np.int64), params, sample_weight=weights),
         lambda m: f"{m.n_iter_} trees",
     )
-    scores = model.predict_proba(holdout_x)[:, 1]
+    onnx_bytes = progress.run(
+        "exporting to ONNX", lambda: to_onnx(model), lambda b: f"{len(b)} bytes"
+    )
+    worst = progress.run(
+        "checking ONNX parity with scikit-learn on the holdout",
+        lambda: check_parity(model, onnx_bytes, holdout_x),
+        lambda w: f"max |difference| {w:.2g}",
+    )
+    # Evaluated and compared as served: the threshold is one of the scores the function gives,
+    # and the candidate meets the served models on the scores it would serve (train.py).
+    scores = onnx_scores(onnx_bytes, holdout_x)
     metrics, threshold = progress.run(
         f"evaluating on the {len(holdout_y)} most recent matured payments (the last "
         f"{holdout_days} days)",
@@ -156,19 +167,13 @@ def train_from_capture(
         ),
         _comparison_summary,
     )
-    onnx_bytes = progress.run(
-        "exporting to ONNX", lambda: to_onnx(model), lambda b: f"{len(b)} bytes"
-    )
-    worst = progress.run(
-        "checking ONNX parity with scikit-learn on the holdout",
-        lambda: check_parity(model, onnx_bytes, holdout_x),
-        lambda w: f"max |difference| {w:.2g}",
-    )
     metrics["onnx_max_abs_diff"] = worst
     metadata: dict[str, Any] = {
         "algorithm": "sklearn.ensemble.HistGradientBoostingClassifier",
         "metrics": metrics,
         "decision_threshold": threshold,
+        # What the version does as served, as `sds train` records it (train.py).
+        "behaviour": holdout_behaviour(scores.tolist(), threshold),
         "params": asdict(params),
         "feature_schema": feature_schema(),
         "library_versions": library_versions(),

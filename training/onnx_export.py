@@ -90,9 +90,11 @@ def to_onnx(model: Any, n_features: int = N_FEATURES) -> bytes:
 
 
 def onnx_scores(onnx_bytes: bytes, features: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
+    """The fraud score of each row as the served model gives it (float32), bit for bit: on the
+    serving session (`sds.kernel.serving.serving_session`)."""
+    from sds.kernel.serving import serving_session
 
-    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    session = serving_session(onnx_bytes)
     _labels, probabilities = session.run(None, {INPUT_NAME: features.astype(np.float32)})
     return np.asarray(probabilities)[:, 1]
 

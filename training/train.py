@@ -226,7 +226,18 @@ def train(
         lambda m: f"{m.n_iter_} trees",
     )
     holdout_x, holdout_y = features[train_rows:], labels[train_rows:]
-    scores = model.predict_proba(holdout_x)[:, 1]
+    onnx_bytes = progress.run(
+        "exporting to ONNX", lambda: to_onnx(model), lambda b: f"{len(b)} bytes"
+    )
+    worst = progress.run(
+        "checking ONNX parity with scikit-learn on the holdout",
+        lambda: check_parity(model, onnx_bytes, holdout_x),
+        lambda w: f"max |difference| {w:.2g}",
+    )
+    # Evaluated as served: the threshold is one of the scores the function gives (scikit-learn's
+    # float64 scores can put it between tied served ones, flagging none of them), and the
+    # metrics, behaviour and drift reference are the served model's.
+    scores = onnx_scores(onnx_bytes, holdout_x)
     metrics, threshold = progress.run(
         f"evaluating on the {rows.payments - rows.cut} most recent payments"
         + (f" ({len(holdout_y)} sampled, weighted back)" if sampled else ""),
@@ -238,22 +249,14 @@ def train(
         ),
         lambda r: f"ROC AUC {r[0]['roc_auc']:.4f}, PR AUC {r[0]['pr_auc']:.4f}",
     )
-    onnx_bytes = progress.run(
-        "exporting to ONNX", lambda: to_onnx(model), lambda b: f"{len(b)} bytes"
-    )
-    worst = progress.run(
-        "checking ONNX parity with scikit-learn on the holdout",
-        lambda: check_parity(model, onnx_bytes, holdout_x),
-        lambda w: f"max |difference| {w:.2g}",
-    )
     metrics["onnx_max_abs_diff"] = worst
     metadata = {
         "algorithm": "sklearn.ensemble.HistGradientBoostingClassifier",
         "metrics": metrics,
         "decision_threshold": threshold,
-        # What the version does as served (ONNX scores): the deployment's alert-rate alarms
-        # expect its alert rate, and the histogram is the baseline drift is measured against.
-        "behaviour": holdout_behaviour(onnx_scores(onnx_bytes, holdout_x).tolist(), threshold),
+        # What the version does as served: the deployment's alert-rate alarms expect its alert
+        # rate, and the histogram is the baseline drift is measured against.
+        "behaviour": holdout_behaviour(scores.tolist(), threshold),
         "params": asdict(params),
         "feature_schema": feature_schema(),
         "library_versions": library_versions(),

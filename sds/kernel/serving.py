@@ -23,21 +23,33 @@ class ModelUnavailable(Unavailable, RuntimeError):
     """No model can be served (no pin, or the pinned model failed to load or verify)."""
 
 
+def serving_session(onnx_bytes: bytes) -> Any:
+    """An ONNX Runtime session that scores as the served model does, one thread.
+
+    One request at a time per Lambda environment: threads would only add scheduling jitter. And
+    with more threads, ONNX Runtime's tree ensembles add a row's trees up in another order on a
+    batch of about 100 rows or more, which changes the last bit of a score. So training scores
+    its holdout on this session too: the decision threshold it chooses, and the alert rate it
+    records, are those of the scores the function serves, bit for bit (a threshold taken from
+    other scores can fall between tied served scores and flag none of them)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(
+        onnx_bytes, sess_options=options, providers=["CPUExecutionProvider"]
+    )
+
+
 class LoadedModel:
     """A verified ONNX model, ready to score feature vectors."""
 
     def __init__(self, onnx_bytes: bytes, manifest: Mapping[str, Any]) -> None:
         import numpy as np
-        import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        # One request at a time per Lambda environment: threads only add scheduling jitter.
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
         self._np = np
-        self.session = ort.InferenceSession(
-            onnx_bytes, sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        self.session = serving_session(onnx_bytes)
         self.manifest = manifest
         self.name = str(manifest["model"])
         self.version = int(manifest["version"])

@@ -19,6 +19,7 @@ from sds.kernel import pointintime
 from sds.kernel.behaviour import SCORE_BOUNDS, SCORE_BUCKETS, expected_alert_rate
 from sds.kernel.features import FEATURE_NAMES, feature_schema, featurize_batch
 from sds.kernel.registry import open_registry
+from sds.kernel.serving import LoadedModel
 from tests.support.trained_model import MODEL, SMALL_PARAMS, TRAINER, TrainedModel
 from training.data import read_history
 from training.evaluate import evaluate, expected_calibration_error
@@ -168,6 +169,26 @@ def test_the_manifest_records_what_the_version_flags_on_its_holdout_as_served(
     assert sum(1 for count in expected if count) >= 3  # the scores spread over the buckets
     # And it is what the deployment's alarms will expect of the version
     assert expected_alert_rate(manifest) == behaviour["alert_rate"]
+
+
+def test_the_decision_threshold_is_a_score_the_served_model_gives(trained: TrainedModel) -> None:
+    # Given the registered version served as the function serves it: each holdout payment alone
+    # (a 1-event request) and all of them in one batch
+    manifest = trained.version.manifest
+    model = LoadedModel(trained.registry().read_artifact(trained.version.number), manifest)
+    holdout = np.ascontiguousarray(_holdout(trained), dtype=np.float32)
+    alone = [model.score_matrix(holdout[i : i + 1])[0] for i in range(len(holdout))]
+    together = model.score_matrix(holdout)
+    # Then a payment's score does not depend on its request, and the threshold is one of them:
+    # chosen from other scores (scikit-learn's float64), it can fall between tied served scores
+    # and flag none of them
+    assert alone == together
+    threshold = manifest["decision_threshold"]
+    assert threshold in together
+    # And what the manifest says the version flags is what it flags: at least the alert rate
+    flagged = sum(score >= threshold for score in together)
+    assert flagged == manifest["behaviour"]["flagged"]
+    assert flagged >= round(manifest["metrics"]["alert_rate"] * len(holdout))
 
 
 def test_the_registered_onnx_model_scores_the_holdout_like_the_registered_estimator(

@@ -19,9 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sds.kernel.behaviour import expected_alert_rate
 from sds.kernel.errors import UsageError
 from sds.kernel.features import format_time
 from sds.kernel.registry import open_registry
+from sds.kernel.serving import LoadedModel
 from sds.ops.labels import ingest_labels
 from sds.ops.workspace import Workspace
 from tests.unit.served_traffic import (
@@ -260,6 +262,15 @@ def test_training_from_capture_registers_a_candidate_compared_with_what_served(
     assert served["candidate"]["roc_auc"] > 0.85 > served["live"]["roc_auc"]
     assert served["candidate"]["pr_auc"] > served["live"]["pr_auc"]
     assert manifest["metrics"]["roc_auc"] == pytest.approx(served["candidate"]["roc_auc"])
+    # And, as `sds train` records it, what it flags as served: its threshold one of its own
+    # served scores, so the deployment's alert-rate alarms expect what it will do
+    behaviour = manifest["behaviour"]
+    holdout = np.asarray([p.features for p in matured[-7 * 40 :]], dtype=np.float32)
+    scores = LoadedModel(registry.read_artifact(1), manifest).score_matrix(holdout)
+    assert manifest["decision_threshold"] in scores
+    flagged = sum(score >= manifest["decision_threshold"] for score in scores)
+    assert (behaviour["flagged"], behaviour["holdout_events"]) == (flagged, 7 * 40)
+    assert expected_alert_rate(manifest) == flagged / (7 * 40) > 0
 
 
 def test_the_task_command_trains_from_capture_with_the_flags_the_stack_writes(
