@@ -38,16 +38,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from sds.kernel.activity import activity_event
-from sds.kernel.aggregates import MINUTE
 from sds.kernel.events import conflict_message, content_digest, timed
 from sds.kernel.features import Problem
-from sds.kernel.online import ApplyResult, OnlineFeatures, now_micros
+from sds.kernel.online import FUTURE_TOLERANCE, ApplyResult, OnlineFeatures, now_micros
 
 logger = logging.getLogger("sds.features_updater")
 
 NAMESPACE = "sds/features"
-# How far ahead of the updater's clock an event may be dated (producers' clocks drift a little).
-FUTURE_TOLERANCE = 5 * MINUTE
 METRICS = (
     "Events",
     "Applied",

@@ -25,6 +25,8 @@ from sds.kernel.aggregates import (
     AGGREGATES,
     LATENESS,
     LONGEST_WINDOW,
+    MINUTE,
+    SECOND,
     Aggregate,
     EntityState,
     evaluate_columns,
@@ -47,6 +49,23 @@ TimedEvent = tuple[int, Mapping[str, Any]]  # (occurred_at in microseconds, the 
 
 def now_micros() -> int:
     return _time.time_ns() // 1000
+
+
+# How far ahead of the clock folding them an event may be dated (producers' clocks drift a
+# little). A later one is refused wherever events enter (the feature updater, `sds ingest`, the
+# local `POST /events`): its producer's clock is wrong, and folding it would keep a bucket until
+# that date.
+FUTURE_TOLERANCE = 5 * MINUTE
+
+
+def ahead_of_clock(occurred: int, now: int) -> str | None:
+    """Why an event dated `occurred` may not be folded at `now`, or None if it may."""
+    if occurred <= now + FUTURE_TOLERANCE:
+        return None
+    return (
+        f"is {(occurred - now) // SECOND} s ahead of the clock (more than "
+        f"{FUTURE_TOLERANCE // SECOND} s): is the producer's clock right?"
+    )
 
 
 @dataclass

@@ -3,9 +3,11 @@
 The same updater as the feature-updater Lambda (`sds.kernel.online.OnlineFeatures`), over the
 embedded SQLite store `sds serve` reads. The whole input is validated first: a file with a
 problem stores nothing, and neither does one that reuses an event id the store already holds with
-other content (an exact copy of a stored event is a duplicate, counted and skipped). Two clocks: `wall` (events older than the longest window are dropped,
-as they would be live) and `events` (a replay: time stands at the latest event applied so far,
-so a history is folded exactly as it would have been when it happened).
+other content (an exact copy of a stored event is a duplicate, counted and skipped). Two clocks:
+`wall` (events older than the longest window are dropped, as they would be live, and one dated
+ahead of this machine's clock refuses the input, as the feature updater refuses it) and `events`
+(a replay: time stands at the latest event applied so far, so a history is folded exactly as it
+would have been when it happened).
 """
 
 from __future__ import annotations
@@ -13,15 +15,16 @@ from __future__ import annotations
 import gzip
 import json
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sds.kernel.aggregates import LATENESS
 from sds.kernel.errors import UsageError
 from sds.kernel.events import first_conflict, validate
 from sds.kernel.features import parse_time
 from sds.kernel.featurestore import open_feature_store
-from sds.kernel.online import ApplyResult, OnlineFeatures
+from sds.kernel.online import ApplyResult, OnlineFeatures, ahead_of_clock, now_micros
 from sds.ops.workspace import Workspace
 from training.data import LABEL, DataError, sources
 
@@ -134,7 +137,16 @@ def ingest(
         )
     events = read_events(location)
     timed = events.timed
-    if clock == "events":
+    if clock == "wall":
+        now = now_micros()
+        ahead = [
+            f"{where}.occurred_at: {reason}"
+            for (occurred, _), (where, _) in zip(timed, events.located, strict=True)
+            if (reason := ahead_of_clock(occurred, now)) is not None
+        ]
+        if ahead:
+            raise refused_input(ahead)
+    else:
         timed.sort(key=lambda pair: pair[0])
     uri = ws.feature_store_uri(env)
     online = OnlineFeatures(open_feature_store(uri))
@@ -144,15 +156,14 @@ def ingest(
     if conflicts:
         raise refused_input([message for _, message in conflicts])
     result = IngestResult(env=env, store=uri, events=len(timed))
-    latest = 0
-    for start in range(0, len(timed), BATCH):
-        batch = timed[start : start + BATCH]
-        now = None
-        if clock == "events":
-            latest = max(latest, max(t for t, _ in batch))
-            now = latest
-        done = online.apply(batch, now=now)
-        totals = result.totals
+    totals = result.totals
+    if on_batch is not None:
+        on_batch(0, len(timed))  # storing starts
+    done_events = 0
+    for batch in _batches(timed, replay=clock == "events"):
+        # A replay folds a batch at its last event's time (the latest so far); live, at the wall
+        # clock.
+        done = online.apply(batch, now=batch[-1][0] if clock == "events" else None)
         totals.applied += done.applied
         totals.duplicates += done.duplicates
         totals.too_old += done.too_old
@@ -161,6 +172,30 @@ def ingest(
         totals.retries += done.retries
         totals.failed.update(done.failed)
         totals.conflicts.update(done.conflicts)
+        done_events += len(batch)
         if on_batch is not None:
-            on_batch(start + len(batch), len(timed))
+            on_batch(done_events, len(timed))
+    key = online.entity_key
+    totals.entities = len(
+        {str(e[key]) for _, e in timed if str(e["event_id"]) not in totals.conflicts}
+    )
     return result
+
+
+def _batches(
+    timed: Sequence[tuple[int, dict[str, Any]]], *, replay: bool
+) -> Iterator[Sequence[tuple[int, dict[str, Any]]]]:
+    """The input in batches of at most `BATCH` events. A replay's (sorted by time) also spans at
+    most `LATENESS`: folded at its last event's time, no event of it is judged against a time
+    more than that after its own, so none is dropped as too old that was not too old when it
+    happened, and no bucket is expired that a window of one of its events still holds (a sparse
+    history's 500 events can span weeks: batched by count alone, a replay dropped most of them)."""
+    start = 0
+    while start < len(timed):
+        stop = min(start + BATCH, len(timed))
+        if replay:
+            last = timed[start][0] + LATENESS
+            # The first event past the span ends the batch (times are sorted).
+            stop = next((i for i in range(start + 1, stop) if timed[i][0] > last), stop)
+        yield timed[start:stop]
+        start = stop

@@ -53,10 +53,10 @@ from sds.kernel.events import (
     timed,
     validate_batch,
 )
-from sds.kernel.features import batch_envelope
+from sds.kernel.features import Problem, batch_envelope, parse_time
 from sds.kernel.featurestore import FeatureStoreError, open_feature_store
 from sds.kernel.lock import LockFileError, Pin, read_lock
-from sds.kernel.online import OnlineFeatures
+from sds.kernel.online import OnlineFeatures, ahead_of_clock
 from sds.kernel.openapi import EventsRoute, build_openapi
 from sds.kernel.settings import ServingSettings
 from sds.ops.capture_store import CaptureFiles, LabelFiles
@@ -395,6 +395,15 @@ class EventsEndpoint:
         items, problems = batch_envelope(body, limit=self.MAX_EVENTS)
         if items is not None:
             problems.extend(validate_batch(items, kinds=self.kinds))
+        if items is not None and not problems and self.online is not None:
+            # Dated ahead of the clock: refused, as the feature updater refuses it on AWS.
+            now = self.online.clock()
+            problems.extend(
+                Problem(f"events[{i}].occurred_at", reason)
+                for i, item in enumerate(items)
+                if item["type"] not in LABEL_KINDS
+                and (reason := ahead_of_clock(parse_time(item["occurred_at"]), now)) is not None
+            )
         if problems:
             message = f"{len(problems)} problem(s); nothing was stored"
             return _proxy(400, RequestError(400, "invalid_request", message, problems).document())

@@ -35,7 +35,7 @@ from sds.kernel.featurestore.dynamodb import (
     client_config,
     table_definition,
 )
-from sds.kernel.online import OnlineFeatures
+from sds.kernel.online import FUTURE_TOLERANCE, OnlineFeatures
 from tests.integration.aws_fakes import HANG, ScriptedServer, dynamodb_error, json_answer
 
 T0 = 1_767_225_600 * SECOND
@@ -44,7 +44,6 @@ KEYS = {
     "AWS_SECRET_ACCESS_KEY": "secret-test",
     "AWS_REGION": "eu-west-1",
 }
-FUTURE_TOLERANCE = 5 * 60 * SECOND  # lambdas/features_updater refuses events dated later
 
 
 @pytest.fixture

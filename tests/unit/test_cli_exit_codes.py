@@ -174,7 +174,8 @@ def test_an_interrupted_ingest_says_that_running_it_again_stores_the_rest(
     from sds.ops import ingest as ingest_ops
 
     # Given an ingest stopped (Ctrl-C or SIGTERM) between two accounts' commits
-    def stopped(*args: object, **kwargs: object) -> None:
+    def stopped(*args: object, on_batch: Any, **kwargs: object) -> None:
+        on_batch(0, 2)  # storing started
         raise stop()
 
     monkeypatch.setattr(ingest_ops, "ingest", stopped)

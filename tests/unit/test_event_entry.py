@@ -24,7 +24,8 @@ import pytest
 from sds.cli.main import main
 from sds.kernel.batch.shuffle import HistoryError, parse_event
 from sds.kernel.features import NOT_UNICODE
-from sds.kernel.featurestore import FeatureStoreError
+from sds.kernel.featurestore import FeatureStoreError, open_feature_store
+from sds.kernel.online import OnlineFeatures
 from sds.ops.capture_store import LabelFiles
 from sds.ops.local_api import LocalApi, PinnedApps
 from training.data import DataError, read_history
@@ -430,6 +431,117 @@ def test_ingest_reports_a_conflict_a_concurrent_writer_brought_in_after_its_chec
         "refused l1: event l1 was already stored from an earlier input with different content; "
         "this copy (account someone-else) is refused"
     ) in err
+
+
+def _login_at(event_id: str, account: str, at: datetime) -> dict[str, Any]:
+    return {
+        **failed_login(event_id, account),
+        "occurred_at": at.isoformat(timespec="seconds").replace("+00:00", "Z"),
+    }
+
+
+def _aggregates(project: Path, account: str, at: datetime) -> dict[str, float]:
+    store = open_feature_store(f"sqlite://{feature_store(project)}")
+    try:
+        return OnlineFeatures(store).read([(account, int(at.timestamp()) * 1_000_000)])[0]
+    finally:
+        store.close()
+
+
+def test_a_replay_of_a_sparse_history_folds_every_event_as_it_happened(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given 600 failed logins of one account, one every 30 minutes: 12.5 days, more than the
+    # longest window (8 days) within the ingest's first 500 events
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    logins = [_login_at(f"l{i}", "acct", start + timedelta(minutes=30 * i)) for i in range(600)]
+    path = write_lines(project / "sparse.jsonl", [json.dumps(e) for e in logins])
+    # When it is replayed
+    capsys.readouterr()
+    code = main(["ingest", str(path), "--env", "dev", "--clock", "events", "--json"])
+    result = json.loads(capsys.readouterr().out)
+    # Then none is dropped as too old (none was when it happened), and the account is counted
+    assert code == 0
+    assert (result["applied"], result["too_old"], result["entities"]) == (600, 0, 1)
+    # And ten minutes after its last login (March 13, 11:40) the 24-hour window, from its first
+    # whole hour (March 12, 11:00), holds 50 logins, and the hour from 10:40 holds two
+    after = start + timedelta(minutes=30 * 599 + 10)
+    values = _aggregates(project, "acct", after)
+    assert values["num_failed_logins_last_24_hours"] == 50
+    assert values["failed_logins_last_1h"] == 2
+
+
+def test_a_replay_with_one_event_dated_decades_ahead_still_folds_every_other_one(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given three failed logins of acct-42 and a login of acct-7 dated 70 years later (a typo)
+    start = datetime(2026, 11, 30, 21, tzinfo=UTC)
+    logins = [_login_at(f"l{i}", "acct-42", start + timedelta(minutes=i)) for i in range(3)]
+    typo = _login_at("l-typo", "acct-7", start.replace(year=2096))
+    path = write_lines(project / "typo.jsonl", [json.dumps(e) for e in (*logins, typo)])
+    # When it is replayed
+    code, out, _ = ingest(capsys, path)
+    # Then every event is applied, and acct-42 counts its three logins half an hour later
+    assert code == 0
+    assert "dev: 4 events -> 4 applied, 0 already there, 0 too old" in out
+    values = _aggregates(project, "acct-42", start + timedelta(minutes=30))
+    assert values["failed_logins_last_1h"] == 3
+
+
+def test_ingest_on_the_wall_clock_refuses_an_event_dated_ahead_of_it_as_the_updater_does(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a file whose second login is dated an hour from now
+    ahead = failed_login("l-ahead", ago=-3600)
+    path = write_lines(project / "a.jsonl", [json.dumps(failed_login("l-now")), json.dumps(ahead)])
+    # When it is ingested on the wall clock
+    capsys.readouterr()
+    code = main(["ingest", str(path), "--env", "dev", "--quiet"])
+    err = capsys.readouterr().err
+    # Then it is refused, naming the line and why, and nothing is stored
+    assert code == 1
+    assert re.search(
+        rf"nothing was stored: {re.escape(str(path))}:2\.occurred_at: is 3[56][0-9]{{2}} s ahead "
+        r"of the clock \(more than 300 s\): is the producer's clock right\?",
+        err,
+    ), err
+    assert stored_event_ids(feature_store(project)) == 0
+
+
+def test_post_events_refuses_an_event_dated_ahead_of_the_clock_and_stores_nothing(
+    api: LocalApi, tmp_path: Path
+) -> None:
+    # Given a batch whose second login is dated an hour from now
+    batch = [failed_login("l-now"), failed_login("l-ahead", ago=-3600)]
+    # When it is posted
+    status, body = post_events(api, json.dumps({"events": batch}).encode())
+    # Then it is a 400 naming the event's time, and nothing of the batch is stored
+    assert status == 400
+    assert body["error"] == "invalid_request"
+    (problem,) = body["problems"]
+    assert problem["field"] == "events[1].occurred_at"
+    assert problem["reason"].endswith(
+        "s ahead of the clock (more than 300 s): is the producer's clock right?"
+    )
+    assert stored_event_ids(tmp_path / "features.db") == 0
+
+
+def test_ingest_interrupted_while_reading_says_that_nothing_was_stored(
+    project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an ingest interrupted (Ctrl-C) while it still validates its input
+    def interrupted(location: str) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("sds.ops.ingest.read_events", interrupted)
+    path = write_lines(project / "a.jsonl", [json.dumps(failed_login("l1"))])
+    # When it stops
+    capsys.readouterr()
+    code = main(["ingest", str(path), "--env", "dev"])
+    err = capsys.readouterr().err
+    # Then it says nothing was stored, not to rerun it to "store the rest"
+    assert code == 130
+    assert "nothing was stored" in err and "store the rest" not in err
 
 
 def test_an_old_store_file_without_digests_keeps_working_and_gains_them(

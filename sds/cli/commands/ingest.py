@@ -43,13 +43,19 @@ def run(args: argparse.Namespace) -> int:
     ws = workspace(args)
     env: EnvironmentConfig = args.env
 
+    storing = False  # set once the input is validated and the first batch may be committed
+
     def progress(done: int, total: int) -> None:
-        if not args.quiet and not args.json:
+        nonlocal storing
+        storing = True
+        if done and not args.quiet and not args.json:
             print(f"  {done}/{total} events", file=sys.stderr, flush=True)
 
     try:
         result = ingest(ws, env.name, args.data, clock=args.clock, on_batch=progress)
     except KeyboardInterrupt as exc:
+        if not storing:
+            raise reworded(exc, "nothing was stored (the input was still being read)") from None
         # Each account's events are committed atomically, with their ids: a rerun stores the
         # rest, and counts what this run stored as already there.
         raise reworded(
