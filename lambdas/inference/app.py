@@ -84,6 +84,7 @@ from sds.kernel.features import (
     Problem,
     batch_envelope,
     featurize_columns,
+    json_int,
     validate_event,
 )
 from sds.kernel.featurestore import FeatureStoreError, open_feature_store
@@ -307,6 +308,59 @@ def unsupported_media_type(headers: Any) -> str | None:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON (numbers must be finite)")
+
+
+def _not_a_payment(kind: Any) -> str:
+    """Why an event of another `type` is not scored (a kind named, anything else described)."""
+    if isinstance(kind, str):
+        return f"{kind[:40]!r}: only payments are scored"
+    return 'must be "payment": only payments are scored'
+
+
+def request_body(event: Mapping[str, Any], max_body_bytes: int | None) -> bytes:
+    """A proxy event's body as bytes (base64 decoded); RequestError says what is wrong with it:
+    the media type, an empty body, a body over `max_body_bytes` (None: no limit of its own).
+    The one reader of a request body, /predict's and the local API's /events."""
+    unsupported = unsupported_media_type(event.get("headers"))
+    if unsupported is not None:
+        raise RequestError(415, "unsupported_media_type", unsupported)
+    raw = event.get("body")
+    if raw is None or raw == "":
+        raise RequestError(400, "empty_body", 'the request body is empty; send {"events": [...]}')
+    if not isinstance(raw, str):
+        raise RequestError(400, "bad_event", "the request body must be a string")
+    if event.get("isBase64Encoded") is True:
+        try:
+            data = base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError):
+            raise RequestError(400, "invalid_body", "the body is not valid base64") from None
+    else:
+        data = raw.encode("utf-8", errors="surrogatepass")
+    if max_body_bytes is not None and len(data) > max_body_bytes:
+        raise RequestError(
+            413,
+            "payload_too_large",
+            f"the body has {len(data)} bytes; the limit is {max_body_bytes}",
+        )
+    return data
+
+
+def parse_json(data: bytes) -> Any:
+    """The reference parser, the standard library's: its errors are the messages clients see,
+    and it decides what the fast reader declines (an integer beyond 64 bits; a lone surrogate
+    escape). An integer too long for Python to convert is read so that its field's range check
+    names it (`json_int`)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RequestError(400, "invalid_body", "the body is not valid UTF-8") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant, parse_int=json_int)
+    except RecursionError:
+        raise RequestError(400, "invalid_json", "the JSON is nested too deeply") from None
+    except ValueError as exc:
+        message = str(exc).splitlines()[0][:200]
+        raise RequestError(400, "invalid_json", f"the body is not valid JSON: {message}") from None
 
 
 class InferenceApp:
@@ -551,12 +605,12 @@ class InferenceApp:
 
     def _predict(self, event: Mapping[str, Any], metrics: dict[str, float]) -> Response:
         received_us, started_ns = time.time_ns() // 1000, time.perf_counter_ns()
-        data = self._body_bytes(event)
+        data = request_body(event, self.settings.max_body_bytes)
         decoded = self.decoder(data)
         events: list[Mapping[str, Any]] | None
         if decoded is None:
             # Not certainly valid: the reference path decides, and names every problem.
-            events = self._events(self._parse_json(data))
+            events = self._events(parse_json(data))
             columns = Columns.of(events)
         else:
             columns, payments = decoded
@@ -698,50 +752,6 @@ class InferenceApp:
 
     # Request parsing --------------------------------------------------------------------------
 
-    def _body_bytes(self, event: Mapping[str, Any]) -> bytes:
-        unsupported = unsupported_media_type(event.get("headers"))
-        if unsupported is not None:
-            raise RequestError(415, "unsupported_media_type", unsupported)
-        raw = event.get("body")
-        if raw is None or raw == "":
-            raise RequestError(
-                400, "empty_body", 'the request body is empty; send {"events": [...]}'
-            )
-        if not isinstance(raw, str):
-            raise RequestError(400, "bad_event", "the request body must be a string")
-        if event.get("isBase64Encoded") is True:
-            try:
-                data = base64.b64decode(raw, validate=True)
-            except (binascii.Error, ValueError):
-                raise RequestError(400, "invalid_body", "the body is not valid base64") from None
-        else:
-            data = raw.encode("utf-8", errors="surrogatepass")
-        if len(data) > self.settings.max_body_bytes:
-            raise RequestError(
-                413,
-                "payload_too_large",
-                f"the body has {len(data)} bytes; the limit is {self.settings.max_body_bytes}",
-            )
-        return data
-
-    def _parse_json(self, data: bytes) -> Any:
-        """The reference parser, the standard library's: its errors are the messages clients see,
-        and it decides what orjson refuses or reads otherwise (an integer beyond 64 bits, which
-        orjson reads as a float; a lone surrogate escape)."""
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise RequestError(400, "invalid_body", "the body is not valid UTF-8") from None
-        try:
-            return json.loads(text, parse_constant=_reject_constant)
-        except RecursionError:
-            raise RequestError(400, "invalid_json", "the JSON is nested too deeply") from None
-        except ValueError as exc:
-            message = str(exc).splitlines()[0][:200]
-            raise RequestError(
-                400, "invalid_json", f"the body is not valid JSON: {message}"
-            ) from None
-
     def _events(self, body: Any) -> list[Mapping[str, Any]]:
         events, problems = batch_envelope(body, limit=self.settings.max_events)
         if not isinstance(body, dict):  # the one problem, with its own message
@@ -755,8 +765,7 @@ class InferenceApp:
             where = f"events[{index}]"
             problems.extend(validate_event(item, where=where, extra_fields=OPTIONAL_FIELDS))
             if isinstance(item, Mapping) and item.get("type", PAYMENT) != PAYMENT:
-                shown = str(item["type"])[:40]
-                problems.append(Problem(f"{where}.type", f"{shown!r}: only payments are scored"))
+                problems.append(Problem(f"{where}.type", _not_a_payment(item["type"])))
         if problems:
             raise RequestError(
                 400,

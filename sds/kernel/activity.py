@@ -24,7 +24,7 @@ from typing import Any
 from sds.kernel.aggregates import SOURCES
 from sds.kernel.errors import SdsError
 from sds.kernel.events import KINDS, validate
-from sds.kernel.features import Problem
+from sds.kernel.features import Problem, json_int
 
 SOURCE = "sds.activity"
 # The detail-types the feature rule sends to the updater: the event kinds an aggregate reads.
@@ -84,7 +84,7 @@ def activity_event(body: Any) -> tuple[dict[str, Any] | None, list[Problem]]:
     parsed), or every problem found with it."""
     if isinstance(body, (str, bytes)):
         try:
-            body = json.loads(body)
+            body = json.loads(body, parse_int=json_int)
         except RecursionError:
             return None, [Problem("body", "is not JSON (nested too deeply)")]
         except ValueError as exc:

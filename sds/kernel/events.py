@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sds.kernel.features import FIELDS, Field, Problem, parse_time, validate_fields
@@ -40,10 +40,16 @@ class Kind:
 
 
 PAYMENT = Kind("payment", FIELDS, "A card payment from the account (the event the API scores)")
+# The envelope's fields as a login has them: the same checks, described for a login.
+_LOGIN_DESCRIPTIONS = {
+    "event_id": "Unique id of the login attempt",
+    "account_id": "The account logged in to: the account aggregates are kept per account",
+    "occurred_at": "When the login was attempted (ISO 8601 with a time zone)",
+}
 LOGIN = Kind(
     "login",
     (
-        *ENVELOPE,
+        *(replace(f, description=_LOGIN_DESCRIPTIONS[f.name]) for f in ENVELOPE),
         Field("outcome", "enum", "Whether the login succeeded", allowed=("success", "failure")),
     ),
     "An attempt to log in to the account",

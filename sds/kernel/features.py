@@ -250,6 +250,22 @@ def _is_number(value: Any) -> bool:
 
 
 NOT_UNICODE = "is not valid Unicode (a lone surrogate)"
+# Python converts at most this many digits of an integer (`sys.get_int_max_str_digits`, a guard
+# against quadratic conversions).
+_INT_DIGITS = 4300
+
+
+def json_int(text: str) -> int:
+    """A JSON integer, as the standard library's parser's `parse_int`: `int(text)`, except for
+    one too long to convert, which Python refuses with an error that names no field and tells
+    the client to change an interpreter setting. That one reads as a power of ten of its sign and
+    number of digits: more than any field takes, so the field's own range check names it (the
+    value is never used, only refused)."""
+    digits = len(text) - text.startswith("-")
+    if digits <= _INT_DIGITS:
+        return int(text)
+    magnitude: int = 10 ** (digits - 1)
+    return -magnitude if text.startswith("-") else magnitude
 
 
 def is_unicode(text: str) -> bool:
@@ -274,8 +290,12 @@ def _check_field(spec: Field, value: Any, where: str) -> Problem | None:
             return Problem(where, "must be a number")
         try:
             as_float = float(value)
-        except OverflowError:
-            return Problem(where, f"must be at most {spec.maximum:g}")
+        except OverflowError:  # an integer beyond a float's range: past one of the bounds
+            if value < 0 and spec.minimum is not None:
+                return Problem(where, f"must be >= {spec.minimum:g}")
+            if value > 0 and spec.maximum is not None:
+                return Problem(where, f"must be <= {spec.maximum:g}")
+            return Problem(where, "must be a finite number")
         if not math.isfinite(as_float):
             return Problem(where, "must be a finite number")
         if spec.minimum is not None and as_float < spec.minimum:

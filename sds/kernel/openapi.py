@@ -22,18 +22,28 @@ from sds.kernel.settings import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_EVENTS
 
 ERROR_CODES: dict[int, str] = {
     400: "Invalid JSON or invalid events: `problems` lists every one, with field and reason",
-    413: "The body is larger than `MAX_BODY_BYTES`",
+    413: (
+        "The body is larger than `MAX_BODY_BYTES` (the function's `Error`), or than API "
+        "Gateway's 10 MiB (the gateway's own answer, `GatewayError`)"
+    ),
     415: "The body is not `application/json`",
-    503: "No model is deployed, or the pinned model failed to load or verify",
+    503: (
+        "No model is deployed, the pinned model failed to load or verify, or the account "
+        "aggregates could not be read (`features_unavailable`, where the environment answers "
+        "503 rather than scoring without them)"
+    ),
 }
 
 _MODEL_HEADERS: dict[str, Any] = {
     "X-Model-Version": {
-        "description": "The model version that answered (present whenever a model is loaded)",
+        "description": (
+            "The model version that answered (on every answer of the function while a model is "
+            "loaded; not on API Gateway's own answers)"
+        ),
         "schema": {"type": "string", "pattern": "^[0-9]+$"},
     },
     "X-Model-Name": {
-        "description": "The model name (present whenever a model is loaded)",
+        "description": "The model name (as `X-Model-Version`)",
         "schema": {"type": "string"},
     },
 }
@@ -161,8 +171,9 @@ def _events_path(route: EventsRoute) -> dict[str, Any]:
                 },
                 "400": {
                     "description": (
-                        "Invalid JSON, invalid events (`problems` lists every one), or one "
-                        "event id with two contents in the batch; nothing was stored"
+                        "Invalid JSON, invalid events (`problems` lists every one, an "
+                        "activity event dated more than 5 minutes ahead of the clock too), or "
+                        "one event id with two contents in the batch; nothing was stored"
                     ),
                     "content": _json_content("Error"),
                 },
@@ -172,6 +183,10 @@ def _events_path(route: EventsRoute) -> dict[str, Any]:
                         "`problems` names each; the message says whether the rest was stored"
                     ),
                     "content": _json_content("Error"),
+                },
+                "413": {
+                    "description": "The body is larger than API Gateway's 10 MiB",
+                    "content": _json_content("GatewayError"),
                 },
                 "415": {"description": ERROR_CODES[415], "content": _json_content("Error")},
                 "503": {
@@ -198,15 +213,21 @@ def _batch_request(items: dict[str, Any], max_events: int) -> dict[str, Any]:
     }
 
 
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
 def _json_content(ref: str) -> dict[str, Any]:
-    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}
+    return {"application/json": {"schema": _ref(ref)}}
 
 
 def _error_response(status: int, *, with_model_headers: bool = True) -> dict[str, Any]:
-    response: dict[str, Any] = {
-        "description": ERROR_CODES[status],
-        "content": _json_content("Error"),
-    }
+    content = (
+        {"application/json": {"schema": {"oneOf": [_ref("Error"), _ref("GatewayError")]}}}
+        if status == 413
+        else _json_content("Error")
+    )
+    response: dict[str, Any] = {"description": ERROR_CODES[status], "content": content}
     if with_model_headers:
         response["headers"] = _MODEL_HEADERS
     return response
@@ -245,6 +266,19 @@ def _components(max_events: int) -> dict[str, Any]:
                         "description": "One prediction per event, in request order",
                         "items": {"$ref": "#/components/schemas/Prediction"},
                     },
+                    "online_features": {
+                        "type": "object",
+                        "description": (
+                            "Present only when the account aggregates could not be read and "
+                            "the environment scores without them (`when_features_unavailable: "
+                            "score`): every aggregate was 0"
+                        ),
+                        "required": ["available", "reason"],
+                        "properties": {
+                            "available": {"const": False},
+                            "reason": {"type": "string"},
+                        },
+                    },
                 },
             },
             "ModelDescription": {
@@ -269,6 +303,12 @@ def _components(max_events: int) -> dict[str, Any]:
                     "message": {"type": ["string", "null"]},
                     "model": {"oneOf": [model_ref, {"type": "null"}]},
                 },
+            },
+            "GatewayError": {
+                "type": "object",
+                "description": "An answer of API Gateway itself, before the function runs",
+                "required": ["message"],
+                "properties": {"message": {"type": "string", "examples": ["Request Too Long"]}},
             },
             "Error": {
                 "type": "object",

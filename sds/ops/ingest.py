@@ -22,7 +22,7 @@ from typing import Any
 from sds.kernel.aggregates import LATENESS
 from sds.kernel.errors import UsageError
 from sds.kernel.events import first_conflict, validate
-from sds.kernel.features import parse_time
+from sds.kernel.features import json_int, parse_time
 from sds.kernel.featurestore import open_feature_store
 from sds.kernel.online import ApplyResult, OnlineFeatures, ahead_of_clock, now_micros
 from sds.ops.workspace import Workspace
@@ -75,7 +75,7 @@ def read_events(location: str) -> InputEvents:
                 continue
             where = f"{name}:{lineno}"
             try:
-                record = json.loads(line)
+                record = json.loads(line, parse_int=json_int)
             except json.JSONDecodeError as exc:
                 problems.append(f"{where}: invalid JSON ({exc.msg})")
                 continue
@@ -85,7 +85,7 @@ def read_events(location: str) -> InputEvents:
             except RecursionError:
                 problems.append(f"{where}: invalid JSON (nested too deeply)")
                 continue
-            except ValueError as exc:  # e.g. a number with 5000 digits
+            except ValueError as exc:
                 problems.append(f"{where}: invalid JSON ({str(exc)[:100]})")
                 continue
             found_problems = validate(record, where=where, extra_fields=(LABEL,))

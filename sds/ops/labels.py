@@ -17,6 +17,7 @@ from typing import Any
 
 from sds.kernel.errors import UsageError
 from sds.kernel.events import LABEL_KINDS, validate
+from sds.kernel.features import json_int
 from sds.ops.capture_store import LabelFiles
 from sds.ops.ingest import refused_input
 from sds.ops.workspace import Workspace
@@ -58,7 +59,7 @@ def read_labels(location: str) -> tuple[list[dict[str, Any]], int]:
                 continue
             where = f"{name}:{lineno}"
             try:
-                record = json.loads(line)
+                record = json.loads(line, parse_int=json_int)
             except (ValueError, RecursionError) as exc:
                 problems.append(f"{where}: invalid JSON ({str(exc)[:100]})")
                 continue

@@ -32,6 +32,7 @@ import json
 import logging
 import re
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -42,7 +43,13 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
-from lambdas.inference.app import InferenceApp, MetricSink, RequestError, unsupported_media_type
+from lambdas.inference.app import (
+    InferenceApp,
+    MetricSink,
+    RequestError,
+    parse_json,
+    request_body,
+)
 from sds.kernel.capture import CaptureSink
 from sds.kernel.errors import SdsError
 from sds.kernel.events import (
@@ -385,13 +392,11 @@ class EventsEndpoint:
         if event.get("httpMethod") != "POST":
             refusal = {"error": "method_not_allowed", "message": "/events accepts POST"}
             return _proxy(405, refusal, {"Allow": "POST"})
-        unsupported = unsupported_media_type(event.get("headers"))
-        if unsupported is not None:
-            return _proxy(415, {"error": "unsupported_media_type", "message": unsupported})
         try:
-            body = _json_body(event)
-        except ValueError as exc:
-            return _proxy(400, {"error": "invalid_json", "message": str(exc)})
+            # The body read and parsed as /predict reads it: the same answers to the same faults.
+            body = parse_json(request_body(event, None))
+        except RequestError as exc:
+            return _proxy(exc.status, exc.document())
         items, problems = batch_envelope(body, limit=self.MAX_EVENTS)
         if items is not None:
             problems.extend(validate_batch(items, kinds=self.kinds))
@@ -476,22 +481,6 @@ def _conflict_document(conflicts: Sequence[tuple[str, str]], *, stored: bool) ->
         ),
         "problems": [{"field": where, "reason": reason} for where, reason in conflicts[:1000]],
     }
-
-
-def _json_body(event: Mapping[str, Any]) -> Any:
-    """The request's JSON document; ValueError says what is wrong with it (as /predict does)."""
-    raw = event.get("body") or ""
-    if event.get("isBase64Encoded") is True:  # the local API's form of a body that is not UTF-8
-        try:
-            raw = base64.b64decode(str(raw), validate=True).decode("utf-8")
-        except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
-            raise ValueError("the body is not valid UTF-8") from None
-    try:
-        return json.loads(raw)
-    except RecursionError:
-        raise ValueError("the JSON is nested too deeply") from None
-    except ValueError as exc:
-        raise ValueError(f"the body is not valid JSON: {str(exc)[:200]}") from None
 
 
 def _proxy(
@@ -654,7 +643,10 @@ def make_handler(
             self, code: int, message: str | None = None, explain: str | None = None
         ) -> None:
             # http.server's own refusals (malformed request line, unknown method, headers too
-            # long) as JSON, with the same lingering close.
+            # long) as JSON, with the same lingering close. A request line it could not read
+            # leaves the version at HTTP/0.9, which has no status line: answer in HTTP/1.1.
+            if self.request_version == "HTTP/0.9":
+                self.request_version = "HTTP/1.1"
             self._refuse(_Refusal(code, message or self.responses.get(code, ("error",))[0]))
 
         def _read_body(self) -> bytes:
@@ -715,14 +707,27 @@ def make_handler(
                 self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            self.wfile.write(data)
+            if self.command != "HEAD":  # its answer's headers only (RFC 9110, 9.3.2)
+                self.wfile.write(data)
 
-        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _serve
+        # Every method goes to the handler, as API Gateway's ANY methods send it (HEAD too).
+        do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _serve
 
         def log_message(self, format: str, *args: Any) -> None:
             logger.info("%s %s", self.address_string(), format % args)
 
     return Handler
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that goes away mid-request (a reset, a broken pipe) is one log line, not a
+        traceback; anything else is a bug, logged with its traceback."""
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError):
+            logger.info("%s: the client went away (%s)", client_address[0], error)
+            return
+        logger.exception("error answering %s", client_address[0])
 
 
 class LocalApi:
@@ -738,9 +743,7 @@ class LocalApi:
     ) -> None:
         self.apps = apps
         self.in_flight = InFlight()
-        self.server = ThreadingHTTPServer(
-            (host, port), make_handler(apps.handle, limits, self.in_flight)
-        )
+        self.server = _Server((host, port), make_handler(apps.handle, limits, self.in_flight))
         self.server.daemon_threads = True
         self._thread: threading.Thread | None = None
 

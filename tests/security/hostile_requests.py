@@ -305,8 +305,7 @@ def cases(max_events: int, max_body_bytes: int) -> st.SearchStrategy[Case]:
         marker = "__HUGE__"
         events[index][name] = marker
         text = dumps({"events": events}).replace(f'"{marker}"', literal)
-        if len(literal.lstrip("-")) > 4300:  # past Python's int digit limit: not parsed at all
-            return Case("huge numbers", proxy(text), 400, error="invalid_json")
+        # Past Python's int digit limit (4300) too: the field is named, as for any other
         return Case(
             "huge numbers",
             proxy(text),

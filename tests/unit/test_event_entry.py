@@ -98,9 +98,10 @@ def post_events(api: LocalApi, body: bytes) -> tuple[int, Any]:
     [
         (NESTED, "invalid_json", "the JSON is nested too deeply"),
         (b'{"events": [1', "invalid_json", "the body is not valid JSON"),
-        (b'{"events": ["\xff"]}', "invalid_json", "the body is not valid UTF-8"),
+        (b'{"events": ["\xff"]}', "invalid_body", "the body is not valid UTF-8"),
+        (b"", "empty_body", "the request body is empty"),
     ],
-    ids=["nested 2000 deep", "cut short", "not UTF-8"],
+    ids=["nested 2000 deep", "cut short", "not UTF-8", "empty"],
 )
 def test_a_body_that_is_not_json_gets_a_400_that_says_why_and_the_api_keeps_serving(
     api: LocalApi, tmp_path: Path, body: bytes, error: str, message: str
@@ -114,6 +115,20 @@ def test_a_body_that_is_not_json_gets_a_400_that_says_why_and_the_api_keeps_serv
     events = activity(3)
     status, answer = post_events(api, json.dumps({"events": events}).encode())
     assert status == 202 and answer["accepted"] == len(events)
+
+
+def test_an_integer_too_long_for_python_to_convert_gets_a_400_naming_its_field(
+    api: LocalApi, tmp_path: Path
+) -> None:
+    # Given a payment whose amount has 5000 digits (Python converts at most 4300)
+    payment = next(e for e in activity(20) if e["type"] == "payment")
+    raw = json.dumps({"events": [{**payment, "amount": 12345}]}).replace("12345", "1" * 5000)
+    # When it is posted
+    status, answer = post_events(api, raw.encode())
+    # Then the answer names the field and its range, as /predict's does, and nothing is stored
+    assert status == 400
+    assert answer["problems"] == [{"field": "events[0].amount", "reason": "must be <= 1e+09"}]
+    assert stored_event_ids(tmp_path / "features.db") == 0
 
 
 def test_a_lone_surrogate_in_an_event_gets_a_400_naming_the_field_and_stores_nothing(

@@ -345,7 +345,7 @@ def test_given_several_bad_events_then_400_lists_every_problem_with_field_and_re
             "events[0].event_id",
             "must be 1 to 128 characters",
         ),
-        ({"events": [valid_event(amount=10**400)]}, "events[0].amount", "must be at most 1e+09"),
+        ({"events": [valid_event(amount=10**400)]}, "events[0].amount", "must be <= 1e+09"),
         (
             {"events": [valid_event(txn_count_last_1h=10**30)]},
             "events[0].txn_count_last_1h",
@@ -360,6 +360,11 @@ def test_given_several_bad_events_then_400_lists_every_problem_with_field_and_re
             {"events": [valid_event(type="login")]},
             "events[0].type",
             "'login': only payments are scored",
+        ),
+        (
+            {"events": [valid_event(type=None)]},
+            "events[0].type",
+            'must be "payment": only payments are scored',
         ),
     ],
 )
@@ -383,6 +388,25 @@ def test_given_a_number_that_overflows_to_infinity_then_it_is_named_not_scored(
     assert problems_of(body) == {"events[0].amount": "must be a finite number"}
 
 
+def test_given_integers_too_long_for_python_to_convert_then_their_fields_are_named(
+    served: InferenceApp,
+) -> None:
+    # Given integers of 5000 digits, beyond what Python converts (4300), in two fields
+    raw = (
+        json.dumps({"events": [valid_event(amount=12345, account_age_days=678)]})
+        .replace("12345", "1" * 5000)
+        .replace("678", "-" + "9" * 5000)
+    )
+    # When they are posted
+    status, _, body = call(served, proxy(raw=raw))
+    # Then each field's range is what the client reads, not an interpreter's limit
+    assert status == 400
+    assert problems_of(body) == {
+        "events[0].amount": "must be <= 1e+09",
+        "events[0].account_age_days": "must be >= 0",
+    }
+
+
 def test_given_a_thousand_bad_events_then_the_listing_is_capped_and_says_how_many_more(
     trained: TrainedModel,
 ) -> None:
@@ -403,11 +427,6 @@ def test_given_a_thousand_bad_events_then_the_listing_is_capped_and_says_how_man
         ('{"events": [{"amount": NaN}]}', "invalid_json", "NaN is not valid JSON"),
         ('{"events": [{"amount": Infinity}]}', "invalid_json", "Infinity is not valid JSON"),
         ('{"events": [{"amount": -Infinity}]}', "invalid_json", "-Infinity is not valid JSON"),
-        (
-            '{"events": [{"amount": ' + "9" * 5000 + "}]}",
-            "invalid_json",
-            "the body is not valid JSON",
-        ),
         ("[" * 100_000 + "]" * 100_000, "invalid_json", "the JSON is nested too deeply"),
         ('{"events": ' + "[" * 50_000 + "]" * 50_000 + "}", "invalid_json", "nested too deeply"),
         ("[]", "invalid_request", "the body must be a JSON object"),

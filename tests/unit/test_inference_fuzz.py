@@ -329,10 +329,13 @@ def test_given_mixed_valid_and_invalid_events_then_the_problems_are_the_per_even
             p.to_dict() for p in validate_event(event, where=where, extra_fields=("type",))
         ]
         if isinstance(event, dict) and event.get("type", "payment") != "payment":
-            shown = str(event["type"])[:40]
-            expected.append(
-                {"field": f"{where}.type", "reason": f"{shown!r}: only payments are scored"}
+            kind = event["type"]
+            reason = (
+                f"{kind[:40]!r}: only payments are scored"
+                if isinstance(kind, str)
+                else 'must be "payment": only payments are scored'
             )
+            expected.append({"field": f"{where}.type", "reason": reason})
     body = json.loads(response["body"])
     if expected:
         assert response["statusCode"] == 400

@@ -240,6 +240,8 @@ HEAD = b"POST /predict HTTP/1.1\r\nHost: local\r\nContent-Type: application/json
         (HEAD + b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}}\r\n0\r\n\r\n", 400, "declared size"),
         (HEAD + b"Content-Length: 10\r\n\r\n{}", 400, "ended before"),
         (b"BREW /predict HTTP/1.1\r\nHost: local\r\nContent-Length: 2\r\n\r\n{}", 501, "BREW"),
+        # A request line it cannot read at all: still answered with a status line, in HTTP/1.1
+        (b"\x00\x01\x02 x\r\n\r\n", 400, "Bad HTTP/0.9 request type"),
     ],
     ids=[
         "length-and-chunked",
@@ -253,6 +255,7 @@ HEAD = b"POST /predict HTTP/1.1\r\nHost: local\r\nContent-Type: application/json
         "chunk-overrun",
         "truncated-body",
         "unknown-method",
+        "unreadable-request-line",
     ],
 )
 def test_framing_that_cannot_be_read_is_refused_with_a_json_message(
@@ -398,3 +401,55 @@ def test_a_lock_file_that_never_read_is_a_503_naming_it(
     response = apps.handle({"httpMethod": "GET", "path": "/health", "headers": {}, "body": None})
     assert response["statusCode"] == 503
     assert "merge conflict" in json.loads(response["body"])["message"]
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "allow"),
+    [("/health", 405, "GET"), ("/predict", 405, "POST"), ("/nowhere", 404, None)],
+)
+def test_head_gets_the_handlers_answer_without_a_body(
+    start_api: StartApi, path: str, status: int, allow: str | None
+) -> None:
+    # Given the local API (API Gateway's ANY methods pass HEAD to the function)
+    api = start_api()
+    # When a client sends HEAD
+    connection = http.client.HTTPConnection(*address(api), timeout=PATIENCE_S)
+    try:
+        connection.request("HEAD", path)
+        response = connection.getresponse()
+        body = response.read()
+        headers = {k.lower(): v for k, v in response.getheaders()}
+    finally:
+        connection.close()
+    # Then it gets the function's answer (never a 5xx), its headers and no body
+    assert response.status == status
+    assert headers.get("allow") == allow
+    assert int(headers["content-length"]) > 0 and body == b""
+    assert_serves(api)
+
+
+def test_a_client_that_goes_away_is_one_log_line_not_a_traceback(
+    start_api: StartApi, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given the local API, and a client gone while its request was answered (a reset)
+    api = start_api()
+    caplog.set_level("INFO", logger="sds.ops.local_api")
+    # When the server meets the error
+    try:
+        raise ConnectionResetError(104, "Connection reset by peer")
+    except ConnectionResetError:
+        api.server.handle_error(None, ("127.0.0.1", 5))
+    # Then it logs one line saying so, without a traceback
+    (record,) = caplog.records
+    assert record.getMessage() == (
+        "127.0.0.1: the client went away ([Errno 104] Connection reset by peer)"
+    )
+    assert record.exc_info is None
+    # And an error that is not the client's is logged with its traceback
+    caplog.clear()
+    try:
+        raise ValueError("a bug")
+    except ValueError:
+        api.server.handle_error(None, ("127.0.0.1", 5))
+    (record,) = caplog.records
+    assert record.exc_info is not None
