@@ -68,6 +68,7 @@ from sds.ops.promotion import (
     ConcurrentRollback,
     LockChange,
     OperationError,
+    interrupted_rollback,
     lock_ready,
     rollback_target,
     served_versions,
@@ -626,17 +627,17 @@ def rollback_live(
                     f"{env}: cannot roll back to version {target_version}: {exc}; "
                     f"live is back on Lambda version {before}"
                 ) from None
-            except Exception as exc:
+            except (Exception, KeyboardInterrupt) as exc:
                 # The alias write or its audit event failed midway: the move may have landed.
-                raise _interrupted(env, current.version, target_version, exc) from exc
+                raise interrupted_rollback(ws, env, current.version, target_version, exc) from exc
             state_version, state_sha, previous = state.version, state.sha256, current.version
             break
         else:
             raise ConcurrentRollback(f"{env}: the registry alias kept changing; try again")
     try:
         lock_change = sync_env_pin(ws, env, registry)
-    except Exception as exc:
-        raise _interrupted(env, previous, state_version, exc) from exc
+    except (Exception, KeyboardInterrupt) as exc:
+        raise interrupted_rollback(ws, env, previous, state_version, exc) from exc
     return LiveRollback(
         env, state_version, state_sha, previous, True,
         function, alias, before, chosen, stopped, _ms(started),
@@ -702,14 +703,6 @@ def _ensure_servable(
 
 def _silent(line: str) -> None:
     del line
-
-
-def _interrupted(env: str, current: int | None, target: int, exc: Exception) -> OperationError:
-    # `live` already serves the target; re-running a plain rollback would go one step too far.
-    return OperationError(
-        f"{env}: rollback {current} -> {target} was interrupted ({exc}) and may have landed; "
-        f"finish it with: sds --aws rollback --env {env} --to {target} (safe to repeat)"
-    )
 
 
 def _manifest(registry: Registry, env: str, version: int) -> Version:

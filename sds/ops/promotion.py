@@ -32,6 +32,7 @@ from sds.kernel.registry import (
     Version,
     VersionNotFound,
 )
+from sds.kernel.signals import reworded
 from sds.ops.aws import AwsError
 from sds.ops.workspace import Workspace
 
@@ -682,12 +683,12 @@ def rollback(
         raise OperationError(
             f"{env}: cannot roll back to version {target_version}: {exc}"
         ) from None
-    except Exception as exc:
-        raise _interrupted_rollback(ws, env, current.version, target_version, exc) from exc
+    except (Exception, KeyboardInterrupt) as exc:
+        raise interrupted_rollback(ws, env, current.version, target_version, exc) from exc
     try:
         lock_change = _sync_pin(ws, env, registry)
-    except Exception as exc:
-        raise _interrupted_rollback(ws, env, current.version, target_version, exc) from exc
+    except (Exception, KeyboardInterrupt) as exc:
+        raise interrupted_rollback(ws, env, current.version, target_version, exc) from exc
     return AliasChange(
         action="rollback",
         env=env,
@@ -700,14 +701,24 @@ def rollback(
     )
 
 
-def _interrupted_rollback(
-    ws: Workspace, env: str, current: int, target: int, exc: Exception
-) -> OperationError:
-    # The alias may already have moved (its audit event or the pin failed to write): a plain
-    # re-run would then roll back one version too far, so name the command that is safe to repeat.
+def interrupted_rollback(
+    ws: Workspace, env: str, current: int | None, target: int, exc: BaseException
+) -> BaseException:
+    """What a rollback stopped after it began to move the alias raises: the alias may already
+    have moved (and its audit event or the pin not yet be written), so a plain re-run would roll
+    back one version too far. It names the command that is safe to repeat, which also completes
+    the audit trail and the pin. An error becomes an `OperationError`; an interruption (Ctrl-C,
+    SIGTERM) stays one, with the same words."""
+    finish = ws.command(f"rollback --env {env} --to {target}")
+    if isinstance(exc, KeyboardInterrupt):
+        return reworded(
+            exc,
+            f"{env}: rollback {current} -> {target} may have landed; finish it with: {finish} "
+            "(safe to repeat)",
+        )
     return OperationError(
         f"{env}: rollback {current} -> {target} was interrupted ({exc}) and may have landed; "
-        f"finish it with: {ws.command(f'rollback --env {env} --to {target}')} (safe to repeat)"
+        f"finish it with: {finish} (safe to repeat)"
     )
 
 

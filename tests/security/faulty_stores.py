@@ -35,8 +35,17 @@ class Injector:
         self.mode = "before"
         self.operations: list[str] = []
         self.fired: str | None = None
+        self.raises: Callable[[str], BaseException] = InjectedFault
 
-    def arm(self, fail_at: int | None, mode: str = "before") -> None:
+    def arm(
+        self,
+        fail_at: int | None,
+        mode: str = "before",
+        raises: Callable[[str], BaseException] = InjectedFault,
+    ) -> None:
+        """Fail the `fail_at`-th operation (`mode`: before it reaches the store, or after it was
+        applied) with `raises(what happened)`: a fault, or an interruption (KeyboardInterrupt:
+        Ctrl-C or SIGTERM landing between two operations)."""
         self.calls, self.fail_at, self.mode, self.operations, self.fired = (
             0,
             fail_at,
@@ -44,18 +53,19 @@ class Injector:
             [],
             None,
         )
+        self.raises = raises
 
     def _before(self, what: str) -> None:
         self.calls += 1
         self.operations.append(what)
         if self.calls == self.fail_at and self.mode == "before":
             self.fired = f"{what}: lost before it reached the store"
-            raise InjectedFault(self.fired)
+            raise self.raises(self.fired)
 
     def _after(self, what: str) -> None:
         if self.calls == self.fail_at and self.mode == "after":
             self.fired = f"{what}: applied, then the response was lost"
-            raise InjectedFault(self.fired)
+            raise self.raises(self.fired)
 
 
 class FaultyStore:

@@ -304,6 +304,43 @@ def test_an_interrupted_rollback_names_the_command_that_is_safe_to_repeat(tmp_pa
     )
 
 
+def test_a_rollback_interrupted_after_its_alias_moved_says_how_to_finish_and_that_finishes_it(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C or SIGTERM between the alias move and its audit event or the pin: the interruption
+    must say the move may have landed and name `--to <target>`; a plain re-run would go back one
+    version too far. Running the named command completes the audit trail and the pin."""
+    command, retry = SCENARIOS["rollback"]
+    clean = file_backend(tmp_path / "clean")
+    prepare(clean)
+    clean.injector.arm(None)
+    command(clean)
+    landed = 0
+    for k in range(1, clean.injector.calls + 1):
+        for mode in MODES:
+            # Given a rollback 2 -> 1 interrupted at its k-th store operation
+            setup = file_backend(tmp_path / f"k{k}-{mode}")
+            prepare(setup)
+            setup.injector.arm(k, mode, raises=KeyboardInterrupt)
+            try:
+                command(setup)
+            except KeyboardInterrupt as interruption:
+                alias = setup.registry("dev").get_alias("dev")
+                if alias is None or alias.version != 1:
+                    continue  # it had not moved: a plain re-run is right
+                # Then, where the alias moved, it stays an interruption that names the command
+                landed += 1
+                assert "dev: rollback 2 -> 1 may have landed; finish it with: sds rollback " in (
+                    str(interruption)
+                ), interruption
+                assert "--env dev --to 1 (safe to repeat)" in str(interruption)
+                # And that command completes the audit event and the pin
+                setup.injector.arm(None)
+                retry(setup)
+                check_converged(setup, {"dev": 1, "staging": None, "prod": None}, [1, 2, 3])
+    assert landed > 0
+
+
 @pytest.mark.parametrize("scenario", ["promote (alias move)", "promote (copy up + alias move)"])
 def test_an_interrupted_promotion_says_what_landed_and_how_to_finish(
     scenario: str, tmp_path: Path
