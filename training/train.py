@@ -45,8 +45,15 @@ import numpy as np
 from sds.config import TASK_ROLE_ARN
 from sds.kernel.behaviour import holdout_behaviour
 from sds.kernel.features import FEATURE_NAMES, feature_schema
-from sds.kernel.registry import Registry, Version, aws_actor, default_actor, open_registry
-from sds.kernel.signals import sigterm_as_interrupt, stop_reason
+from sds.kernel.registry import (
+    Registry,
+    RegistryError,
+    Version,
+    aws_actor,
+    default_actor,
+    open_registry,
+)
+from sds.kernel.signals import reworded, sigterm_as_interrupt, stop_reason
 from sds.progress import Progress, human_bytes
 from training.drift_reference import holdout_reference
 from training.evaluate import evaluate
@@ -310,19 +317,48 @@ def register_model(
         metadata["run_id"] = run_id
     artifacts = {"model.onnx": onnx_bytes, "model.skops": to_skops(model)}
 
+    claimed: list[int] = []
+
     def register() -> Version:
         # One bar over the artifacts and the manifest, as each object is stored.
         with progress.uploading(f"uploading {len(artifacts) + 1} objects") as on_upload:
             return registry.register(
-                artifacts, metadata, actor=actor, reason=reason, on_upload=on_upload
+                artifacts,
+                metadata,
+                actor=actor,
+                reason=reason,
+                on_upload=on_upload,
+                on_claimed=claimed.append,
             )
 
-    size = sum(len(data) for data in artifacts.values())
-    return progress.run(
-        f"registering in {registry.uri}{note}",
-        register,
-        lambda v: f"version {v.number} ({human_bytes(size)} of artifacts)",
-    )
+    try:
+        size = sum(len(data) for data in artifacts.values())
+        return progress.run(
+            f"registering in {registry.uri}{note}",
+            register,
+            lambda v: f"version {v.number} ({human_bytes(size)} of artifacts)",
+        )
+    except KeyboardInterrupt as exc:
+        raise _interrupted_registration(exc, registry, claimed) from None
+
+
+def _interrupted_registration(
+    exc: KeyboardInterrupt, registry: Registry, claimed: list[int]
+) -> KeyboardInterrupt:
+    """An interruption while a version was being registered, saying whether it was completed
+    first: stopped after its manifest was stored, the version is registered in full (its audit
+    event may be missing), and a caller told only "interrupted" would train it again."""
+    if claimed:
+        try:
+            version = registry.get_version(claimed[-1])
+        except (RegistryError, OSError):
+            return exc  # not complete (or not readable now): nothing of it is visible
+        return reworded(
+            exc,
+            f"version {version.number} was registered in full before the interruption "
+            f"(sha256 {version.sha256[:12]}...); it is there to promote, not to train again",
+        )
+    return exc
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -372,7 +408,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM, cleaned up on the way out
             how, code = stop_reason(exc)
             print(
-                f"training {how}: a version is registered only once complete, so nothing "
+                f"training {how}: {exc}"
+                if str(exc)  # what it completed first (a version registered in full)
+                else f"training {how}: a version is registered only once complete, so nothing "
                 "half-written is left",
                 file=sys.stderr,
             )

@@ -251,6 +251,38 @@ def test_given_onnx_scores_that_differ_from_scikit_learn_then_nothing_is_registe
     assert registry.store.list("models/") == []  # not even a claimed number or an audit event
 
 
+@pytest.mark.parametrize("when", ["uploading its artifacts", "writing its audit event"])
+def test_an_interrupted_registration_says_whether_the_version_was_registered_in_full(
+    small_history: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    # Given training interrupted (Ctrl-C) while its version is being stored: while its first
+    # artifact is uploaded, or once its manifest is stored, as the audit event is written
+    registry = open_registry((tmp_path / "registry").as_uri(), MODEL)
+    target = "_write_rest" if when == "uploading its artifacts" else "record_event"
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(type(registry), target, interrupted)
+    # When it stops
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        train(
+            data=small_history,
+            registry=registry,
+            params=TrainParams(max_iter=5),
+            actor=TRAINER,
+            progress=Progress(STEPS, enabled=False),
+        )
+    # Then it says a version was registered exactly when one is there in full
+    if when == "uploading its artifacts":
+        assert registry.list_versions() == [] and str(stopped.value) == ""
+    else:
+        assert registry.list_versions() == [1]
+        assert str(stopped.value).startswith(
+            "version 1 was registered in full before the interruption (sha256 "
+        )
+
+
 def test_the_parity_check_passes_within_tolerance_and_reports_the_worst_difference(
     trained: TrainedModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:

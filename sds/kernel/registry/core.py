@@ -285,10 +285,13 @@ class Registry:
         reason: str = "",
         max_attempts: int = 20,
         on_upload: UploadCallback | None = None,
+        on_claimed: Callable[[int], None] | None = None,
     ) -> Version:
         """Store a new version under the next free number and return it.
 
-        `on_upload` is told after each object is stored: each artifact, then the manifest.
+        `on_upload` is told after each object is stored: each artifact, then the manifest;
+        `on_claimed` the number once it is claimed (a caller stopped midway can then tell
+        whether that version was completed: `get_version`).
         """
         if PRIMARY_ARTIFACT not in artifacts:
             raise RegistryError(f"a version needs a {PRIMARY_ARTIFACT} artifact")
@@ -307,6 +310,8 @@ class Registry:
                 )
             except PreconditionFailed:
                 continue  # another writer claimed this number first: take the next one
+            if on_claimed is not None:
+                on_claimed(number)
             manifest = self._manifest(number, artifacts, metadata, actor=actor, source=None)
             self._write_rest(number, artifacts, manifest, on_upload)
             info = Version(manifest=manifest)
