@@ -62,14 +62,15 @@ MAX_ID_LENGTH = MAX_EVENT_ID_LENGTH
 EARLIEST_YEAR = 2000
 LATEST_YEAR = 2099
 # ASCII digits only (as the published pattern): `\d` would let other scripts' digits through.
+# An offset's minutes run 00 to 59 (RFC 3339): `datetime.fromisoformat` reads "+00:99" as +01:39.
 _TIME = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?"
-    r"(?:Z|[+-][0-9]{2}:[0-9]{2})"
+    r"(?:Z|[+-][0-9]{2}:[0-5][0-9])"
 )
 _YEARS = (f"{EARLIEST_YEAR:04d}", f"{LATEST_YEAR:04d}")  # four ASCII digits compare as numbers
 TIME_PATTERN = (
     r"^(20[0-9]{2})-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?"
-    r"(Z|[+-][0-9]{2}:[0-9]{2})$"
+    r"(Z|[+-][0-9]{2}:[0-5][0-9])$"
 )
 # A column's shapes and years in one match (`parse_times`): each time the published pattern, its
 # groups not captured, then a newline. Its years, 20xx, are exactly EARLIEST_YEAR to LATEST_YEAR.

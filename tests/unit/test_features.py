@@ -513,6 +513,14 @@ def test_times_are_exact_microseconds_since_the_epoch() -> None:
     assert features_module.format_time(1_767_225_600_000_001) == "2026-01-01T00:00:00.000001Z"
 
 
+@pytest.mark.parametrize("offset", ["+00:60", "-00:60", "+00:99", "+05:75"])
+def test_an_offset_whose_minutes_are_not_00_to_59_is_refused(offset: str) -> None:
+    # RFC 3339's minutes run 00 to 59; datetime.fromisoformat would read +00:99 as +01:39
+    with pytest.raises(ValueError, match="must be an ISO 8601 time with a time zone"):
+        parse_time(f"2026-11-30T12:00:00{offset}")
+    assert parse_time("2026-11-30T12:00:00+05:59") == parse_time("2026-11-30T06:01:00Z")
+
+
 # Batch validation: the columns of exactly the batches whose every event validates -------------
 
 _plain_values = st.one_of(
@@ -697,7 +705,9 @@ _time_texts = st.one_of(
         st.sampled_from(["00", "59", "60"]),
         st.sampled_from(["00", "59", "60", "61"]),
         st.sampled_from(["", ".1", ".123456", ".1234567", "."]),
-        st.sampled_from(["Z", "+01:00", "-23:59", "+24:00", "z", "", "+0100", "Z\n"]),
+        st.sampled_from(
+            ["Z", "+01:00", "-23:59", "+24:00", "+00:60", "-00:99", "z", "", "+0100", "Z\n"]
+        ),
     ),
     st.text(max_size=30),
 )
