@@ -12,6 +12,7 @@ would have been when it happened).
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import json
 import zlib
@@ -64,6 +65,7 @@ def read_events(location: str) -> InputEvents:
     anything is stored."""
     found: list[tuple[int, dict[str, Any]]] = []
     located: list[tuple[str, dict[str, Any]]] = []
+    as_read: list[tuple[str, dict[str, Any]]] = []  # with their labels: what training compares
     problems: list[str] = []
     for name, raw in sources(location):
         try:
@@ -74,6 +76,13 @@ def read_events(location: str) -> InputEvents:
             if not line.strip():
                 continue
             where = f"{name}:{lineno}"
+            if lineno == 1 and line.startswith(codecs.BOM_UTF8):
+                # The standard library's parser would skip it; training and batch runs refuse it.
+                problems.append(
+                    f"{where}: the file starts with a UTF-8 byte order mark (BOM), which training "
+                    "and batch runs refuse too: save it without one"
+                )
+                continue
             try:
                 record = json.loads(line, parse_int=json_int)
             except json.JSONDecodeError as exc:
@@ -95,9 +104,10 @@ def read_events(location: str) -> InputEvents:
             event = {k: v for k, v in record.items() if k != LABEL}
             found.append((parse_time(event["occurred_at"]), event))
             located.append((where, event))
-    # One event id with two contents is refused as training and batch runs refuse it (an exact
-    # copy is a redelivery: the updater counts it once).
-    conflict = first_conflict(located)
+            as_read.append((where, record))
+    # One event id with two contents is refused as training and batch runs refuse it, a label
+    # included (an exact copy is a redelivery: the updater counts it once).
+    conflict = first_conflict(as_read)
     if conflict is not None:
         problems.append(conflict)
     if problems:

@@ -393,6 +393,42 @@ def test_ingest_refuses_one_event_id_with_two_contents_as_training_does(
     assert f"dev: {len(events) + 1} events -> " in out and "1 already there" in out
 
 
+def test_ingest_refuses_a_payment_sent_twice_with_two_labels_as_training_does(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a history where one payment appears twice, the copies differing in their label only
+    records = [e for e in generate_activity(40, seed=3) if e["type"] == "payment"][:5]
+    relabelled = {**records[1], LABEL: not records[1][LABEL]}
+    path = write_lines(project / "h.jsonl", [*map(json.dumps, records), json.dumps(relabelled)])
+    # When it is ingested, and read as training and batch runs read it (`sds backfill`)
+    code, _, err = ingest(capsys, path)
+    batch = main(["backfill", "--data", str(path), "--out", str(project / "out"), "--quiet"])
+    batch_err = capsys.readouterr().err
+    # Then both refuse it with the same message, and nothing is stored
+    assert (code, batch) == (1, 1)
+    message = f"event {records[1]['event_id']} appears twice with different content"
+    assert message in err and message in batch_err
+    assert stored_event_ids(feature_store(project)) == 0
+
+
+def test_ingest_refuses_a_file_starting_with_a_byte_order_mark_as_training_does(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a history saved with a UTF-8 byte order mark
+    path = project / "bom.jsonl"
+    records = generate_activity(5, seed=3)[:5]
+    path.write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(e) + "\n" for e in records).encode())
+    # When it is ingested, and read as training and batch runs read it (`sds backfill`)
+    code, _, err = ingest(capsys, path)
+    batch = main(["backfill", "--data", str(path), "--out", str(project / "out"), "--quiet"])
+    batch_err = capsys.readouterr().err
+    # Then both refuse it, naming the mark, and nothing is stored
+    assert (code, batch) == (1, 1)
+    assert "byte order mark" in batch_err
+    assert f"{path}:1: the file starts with a UTF-8 byte order mark (BOM)" in err
+    assert stored_event_ids(feature_store(project)) == 0
+
+
 def test_ingest_refuses_a_file_reusing_a_stored_event_id_with_other_content(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
