@@ -21,6 +21,7 @@ from sds.kernel.registry import open_registry
 from tests.support.trained_model import MODEL, SMALL_PARAMS, TRAINER
 from training.data import LABEL, DataError, read_history, write_jsonl
 from training.evaluate import evaluate
+from training.onnx_export import onnx_scores, to_onnx
 from training.partitioned import TrainingSet, downsample, time_ordered_split, training_set
 from training.synthetic import activity_chunks, generate_activity
 from training.train import STEPS, Progress, fit, train
@@ -199,7 +200,8 @@ def test_a_trained_version_has_the_metrics_of_the_in_memory_rows(
         params,
         sample_weight=expected.weights[:rows],
     )
-    scores = model.predict_proba(expected.features[rows:])[:, 1]
+    # (evaluated as served: on its ONNX scores)
+    scores = onnx_scores(to_onnx(model), expected.features[rows:])
     metrics, threshold = evaluate(
         expected.labels[rows:],
         scores,
