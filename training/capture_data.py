@@ -138,12 +138,12 @@ def _local_partitions(root: Path, first_day: str) -> Iterator[tuple[str, bytes]]
 
 
 def _s3_partitions(uri: str, first_day: str) -> Iterator[tuple[str, bytes]]:
-    import boto3  # only when the data lives on S3
+    from sds.kernel.sdk import client  # boto3, only when the data lives on S3
 
     bucket, _, prefix = uri.removeprefix("s3://").partition("/")
     if prefix and not prefix.endswith("/"):
         prefix += "/"
-    s3 = boto3.client("s3")
+    s3 = client("s3")
     keys: list[str] = []
     # Keys sort by day (dt=YYYY-MM-DD): one listing from the first day on.
     start_after = f"{prefix}{PARTITION_KEY}={first_day}"

@@ -101,10 +101,10 @@ def _local_sources(path: Path) -> Iterator[tuple[str, bytes]]:
 
 
 def _s3_sources(uri: str) -> Iterator[tuple[str, bytes]]:
-    import boto3  # only needed when history lives on S3
+    from sds.kernel.sdk import client  # boto3, only when the data lives on S3
 
     bucket, _, prefix = uri.removeprefix("s3://").partition("/")
-    s3 = boto3.client("s3")
+    s3 = client("s3")
     keys: list[str] = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         keys.extend(o["Key"] for o in page.get("Contents", []) if _is_history_file(o["Key"]))

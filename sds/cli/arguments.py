@@ -201,6 +201,20 @@ def resolve_environments(args: argparse.Namespace) -> None:
         setattr(args, option.dest, None if name is None else config.env(name))
 
 
+def target_region(args: argparse.Namespace) -> str | None:
+    """The region cdk.json gives the environments the command targets (`--env`, `--to`,
+    `--from`, resolved), when they share one: what AWS clients call where no region is
+    configured (`sds.kernel.sdk.region`). None for a command that targets no environment
+    (`status` of all, `envs`) or environments in different regions: nothing says which."""
+    options: tuple[_EnvironmentOption, ...] = getattr(args, _ENVIRONMENT_OPTIONS, ())
+    regions = {
+        env.infra.region
+        for env in (getattr(args, option.dest) for option in options)
+        if env is not None
+    }
+    return regions.pop() if len(regions) == 1 else None
+
+
 # Completion -----------------------------------------------------------------------------------
 
 

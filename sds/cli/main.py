@@ -32,9 +32,11 @@ from sds.cli.arguments import (
     global_options,
     json_option,
     resolve_environments,
+    target_region,
 )
 from sds.cli.commands import COMMANDS
 from sds.cli.render import report_error, report_interruption
+from sds.kernel import sdk
 from sds.kernel.aws.errors import explain
 from sds.kernel.errors import SdsError, UsageError
 from sds.kernel.signals import sigterm_as_interrupt
@@ -108,7 +110,9 @@ def _run(argv: Sequence[str] | None) -> int:
     args.command_line = words  # as typed, for messages that say what to run instead
     try:
         resolve_environments(args)
-        return int(args.func(args))
+        # Where no AWS region is configured, the targeted environment's own, from cdk.json.
+        with sdk.default_region(target_region(args)):
+            return int(args.func(args))
     except SdsError as exc:  # every error sds raises on purpose carries its exit code
         return report_error(exc, as_json=as_json)
     except BrokenPipeError:

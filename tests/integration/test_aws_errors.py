@@ -8,11 +8,13 @@ cannot parse) are in tests/unit/test_aws_errors.py, from a stand-in endpoint.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
-from tests.integration.deployed import CliResult, Deployed, act_as
+from tests.integration.deployed import ROOT, CliResult, Deployed, act_as
 
 GONE = "sds-registry-deleted-0123"
 BUCKET_GONE = (
@@ -116,8 +118,85 @@ def test_no_region_says_which_variables_set_it(
     monkeypatch.delenv("AWS_DEFAULT_REGION")
     act_as(monkeypatch, {})
 
-    # When rolling back
-    result = cli("--aws", "rollback", "--env", "dev", "--reason", "r")
+    # When a command that targets no one environment reads AWS (status of all of them)
+    result = cli("--aws", "status")
 
-    # Then one line says how to set one
-    assert (result.code, result.err) == (1, NO_REGION)
+    # Then each environment is unreachable, and its cause says how to set a region
+    assert result.code == 1
+    said = NO_REGION.removeprefix("sds: error: ").strip()
+    assert result.err.splitlines() == [
+        f"sds: error: {env} is unreachable: {said}" for env in ("dev", "staging", "prod")
+    ]
+
+
+def test_aws_region_comes_before_aws_default_region(
+    deploy: Callable[..., Deployed],
+    cli: Callable[..., CliResult],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given dev deployed in us-east-1, and a shell whose AWS_REGION says so while its
+    # AWS_DEFAULT_REGION names another region (as the AWS CLI v2 reads them: AWS_REGION wins)
+    deploy("dev").register("first")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    act_as(monkeypatch, {})
+
+    # When reading dev's audit trail
+    result = cli("--aws", "history", "--env", "dev")
+
+    # Then it is read in us-east-1, where dev is
+    assert (result.code, result.err) == (0, "")
+
+
+def test_aws_region_alone_is_a_region(
+    deploy: Callable[..., Deployed],
+    cli: Callable[..., CliResult],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a shell with AWS_REGION and no AWS_DEFAULT_REGION, and no credentials
+    deploy("dev")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name)
+    act_as(monkeypatch, {})
+
+    # When reading dev's audit trail
+    result = cli("--aws", "history", "--env", "dev")
+
+    # Then the region is taken, and what is missing is the credentials
+    assert (result.code, result.err) == (1, NO_CREDENTIALS)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("history", "--env", "dev"), ("promote", "1", "--to", "dev", "--reason", "r")],
+    ids=lambda c: c[0],
+)
+def test_without_a_region_the_targeted_environment_s_region_in_cdk_json_is_called(
+    deploy: Callable[..., Deployed],
+    cli: Callable[..., CliResult],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    command: tuple[str, ...],
+) -> None:
+    # Given dev deployed in us-east-1 (its infra.region in cdk.json), and a shell without an
+    # AWS region
+    deploy("dev").register("first")
+    monkeypatch.delenv("AWS_REGION")
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    act_as(monkeypatch, {})
+
+    # When a command targets dev, with cdk.json's region for it, then with another one
+    in_cdk_json = cli("--aws", *command)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    project = json.loads((ROOT / "cdk.json").read_text())
+    project["context"]["environments"]["dev"]["infra"]["region"] = "eu-west-1"
+    (elsewhere / "cdk.json").write_text(json.dumps(project))
+    in_another_region = cli("--aws", "--project-dir", str(elsewhere), *command)
+
+    # Then each calls the region cdk.json gives dev: dev is found only where it is deployed
+    assert (in_cdk_json.code, in_cdk_json.err) == (0, "")
+    assert in_another_region.code == 1
+    assert "/sds/dev/registry-bucket not found: is dev deployed here?" in in_another_region.err

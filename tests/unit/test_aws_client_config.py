@@ -16,6 +16,7 @@ from typing import Any
 import certifi
 import pytest
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import NoRegionError
 from cryptography import x509
 from hypothesis import given
 from hypothesis import strategies as st
@@ -36,6 +37,42 @@ def test_the_region_comes_from_aws_region_then_aws_default_region() -> None:
     assert S3Client(environ={**KEYS, "AWS_DEFAULT_REGION": "ap-south-1"}).region == "ap-south-1"
     with pytest.raises(ConfigurationError, match="no AWS region: set AWS_REGION"):
         S3Client(environ=KEYS)
+
+
+@pytest.mark.parametrize(
+    ("variables", "profile_region", "expected"),
+    [
+        ({"AWS_REGION": "eu-west-1", "AWS_DEFAULT_REGION": "ap-south-1"}, "ca-central-1",
+         "eu-west-1"),
+        ({"AWS_DEFAULT_REGION": "ap-south-1"}, "ca-central-1", "ap-south-1"),
+        ({}, "ca-central-1", "ca-central-1"),
+        ({}, None, "us-west-2"),  # nothing configured: the default a command set (cdk.json's)
+    ],
+)  # fmt: skip
+def test_the_sdk_clients_region_is_aws_region_then_the_sdk_s_own_then_the_default(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    variables: dict[str, str],
+    profile_region: str | None,
+    expected: str,
+) -> None:
+    import boto3
+
+    from sds.kernel import sdk
+
+    config = tmp_path / "config"
+    config.write_text(f"[default]\nregion = {profile_region}\n" if profile_region else "")
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in {**KEYS, **variables, "AWS_CONFIG_FILE": str(config)}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+
+    with sdk.default_region("us-west-2"):
+        assert sdk.client("ssm").meta.region_name == expected
+    if not variables and not profile_region:  # and once the command is done, none again
+        with pytest.raises(NoRegionError):
+            sdk.client("ssm")
 
 
 def test_the_service_endpoint_variable_wins_over_the_global_one() -> None:
