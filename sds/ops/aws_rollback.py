@@ -45,7 +45,6 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 
 from sds.kernel.activation import (
@@ -71,7 +70,6 @@ from sds.ops.promotion import (
     interrupted_rollback,
     lock_ready,
     rollback_target,
-    served_versions,
     sync_env_pin,
 )
 from sds.ops.workspace import Workspace
@@ -518,13 +516,7 @@ def rollback_live(
             current = registry.get_alias(env)
             if current is None:
                 raise OperationError(f"nothing is live in {env}: there is nothing to roll back")
-            target_version, history = rollback_target(
-                env,
-                current,
-                to_version,
-                served=partial(served_versions, registry, env, current),
-                command=ws.command,
-            )
+            target_version, history = rollback_target(ws, registry, env, current, to_version)
             # The manifest names the sha256 to look for; `move_alias` verifies every artifact
             # before the registry alias moves (and `live` is put back if that fails).
             target = _manifest(registry, env, target_version)

@@ -576,24 +576,40 @@ def _versions(numbers: Collection[int]) -> str:
     return f"versions {', '.join(listed[:-1])} and {listed[-1]}"
 
 
+def version_exists(ws: Workspace, env: str, registry: Registry, version: int) -> bool:
+    """Whether `version` was ever registered: it is in `env`'s `registry`, or in the registry
+    where `env`'s versions are allocated (its chain start, decision 3), which never deletes one.
+    A chain start these credentials cannot read (another account, not deployed) cannot say it
+    was not: True."""
+    if version in registry.list_versions():
+        return True
+    start = ws.config.env(env).chain_start
+    if start == env:
+        return False
+    try:
+        return version in ws.registry(start).list_versions()
+    except (RegistryError, AwsError):
+        return True
+
+
 def rollback_target(
-    env: str,
-    current: AliasState,
-    to_version: int | None,
-    *,
-    served: Callable[[], Collection[int]],
-    command: Callable[[str], str],
+    ws: Workspace, registry: Registry, env: str, current: AliasState, to_version: int | None
 ) -> tuple[int, tuple[int, ...]]:
-    """The version a rollback goes to and the alias history it leaves behind.
+    """The version a rollback of `env` (whose registry is `registry`) goes to and the alias
+    history it leaves behind: the one choice of target, on AWS (`sds.ops.aws_rollback`) and
+    locally.
 
     Without `to_version` it pops the history stack; with it, the stack is cut back to just
     below the last occurrence of that version, or, for a version `env` served that is not on it
     (one it was rolled back from), the version it leaves is pushed, as a promotion pushes it: a
-    plain rollback afterwards returns to where this one started. `served()` (the versions `env`
-    has served, read only when needed: it lists the audit trail) refuses a version `env` never
-    served. `command` renders the commands its refusals name (`Workspace.command`: with `--aws`
-    on AWS).
+    plain rollback afterwards returns to where this one started. The versions `env` has served
+    (`served_versions`, read only when needed: it lists the audit trail) bound `to_version`: a
+    version that does not exist is an error (exit 1, as `show` and `promote` say it), one that
+    exists but `env` never served is refused (exit 3), with the promotion to run instead. The
+    commands its messages name are `ws.command`'s (with `--aws` on AWS).
     """
+    served = partial(served_versions, registry, env, current)
+    command = ws.command
     if to_version is None:
         if not current.history:
             others = set(served()) - {current.version}
@@ -620,6 +636,16 @@ def rollback_target(
         return to_version, current.history
     known = served()
     if to_version not in known:
+        if not version_exists(ws, env, registry, to_version):
+            start = ws.config.env(env).chain_start
+            where = f"{env}'s registry" + (
+                "" if start == env else f", nor in {start}'s, where versions are registered"
+            )
+            # The same error (exit 1) as every command given a version that does not exist.
+            raise VersionNotFound(
+                f"version {to_version} is not in {where}: a rollback returns only to a version "
+                f"{env} served ({_versions(known)})"
+            )
         raise NeverServed(
             f"version {to_version} was never live in {env} (it has served "
             f"{_versions(known)}): a rollback returns only to a version {env} served; to make "
@@ -645,13 +671,7 @@ def rollback(
     current = registry.get_alias(env)
     if current is None:
         raise OperationError(f"nothing is live in {env}: there is nothing to roll back")
-    target_version, history = rollback_target(
-        env,
-        current,
-        to_version,
-        served=partial(served_versions, registry, env, current),
-        command=ws.command,
-    )
+    target_version, history = rollback_target(ws, registry, env, current, to_version)
     if target_version == current.version:
         registry.ensure_audited(current)  # a retry completes an interrupted move's audit
         unchanged = _sync_pin(ws, env, registry)

@@ -191,6 +191,33 @@ def test_rollback_to_a_model_the_environment_never_served_is_refused_before_live
     assert project.read_text() == pin_before
 
 
+def test_rollback_to_a_model_that_does_not_exist_is_an_error_before_live_moves(
+    deploy: Callable[..., Deployed], cli: Callable[..., CliResult], project: Path
+) -> None:
+    # Given models 1 then 2 live in dev and in staging, and model 3 registered in dev only
+    dev, staging = deploy("dev"), deploy("staging")
+    for model in deploy_two_models(dev, cli):
+        assert cli("--aws", "promote", str(model.number), "--to", "staging").code == 0
+    three = dev.register("three")
+    pin_before = project.read_text()
+
+    # When an operator rolls staging back to a version that was never registered
+    result = cli("--aws", "rollback", "--env", "staging", "--to", "99", "--reason", "x")
+
+    # Then it is an error (exit 1), as for `show 99`, and nothing moved
+    assert (result.code, result.err) == (
+        1,
+        "sds: error: version 99 is not in staging's registry, nor in dev's, where versions are "
+        "registered: a rollback returns only to a version staging served (versions 1 and 2)\n",
+    )
+    # And model 3, which exists but staging never served, is still refused (exit 3)
+    refused = cli("--aws", "rollback", "--env", "staging", "--to", str(three.number))
+    assert refused.code == 3, refused.err
+    assert f"version {three.number} was never live in staging" in refused.err
+    assert staging.registry.get_alias("staging").version == 2  # type: ignore[union-attr]
+    assert project.read_text() == pin_before
+
+
 def test_a_lock_file_with_a_merge_conflict_refuses_the_rollback_before_live_moves(
     deploy: Callable[..., Deployed], cli: Callable[..., CliResult], project: Path
 ) -> None:

@@ -455,6 +455,27 @@ def test_scoring_with_a_version_that_does_not_exist_is_the_error_show_gives(
     assert score.error_line == "sds: error: version 99 is not in dev's registry"
 
 
+def test_rolling_back_to_a_version_that_does_not_exist_is_the_error_show_gives(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given version 1 live in dev
+    ws = Workspace.discover()
+    ws.registry("dev").register({"model.onnx": b"m"}, {"metrics": {"roc_auc": 0.9}}, actor="t")
+    promote(ws, to_env="dev", version=1)
+
+    # When rolling dev back to version 99, which was never registered
+    rollback = sds(capsys, "rollback", "--env", "dev", "--to", "99", "--reason", "x", "--json")
+    show = sds(capsys, "show", "99", "--json")
+
+    # Then it exits 1 with the error every command gives such a version, not a refusal (3)
+    assert rollback.code == show.code == 1
+    assert rollback.json()["error"]["type"] == show.json()["error"]["type"] == "VersionNotFound"
+    assert rollback.json()["error"]["message"] == (
+        "version 99 is not in dev's registry: a rollback returns only to a version dev served "
+        "(version 1)"
+    )
+
+
 def test_shadow_with_neither_a_version_nor_clear_says_one_of_them_is_needed(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from sds.kernel.errors import EXIT_REFUSED
 from sds.kernel.lock import LockFileError, read_lock
-from sds.kernel.registry import Version
+from sds.kernel.registry import Version, VersionNotFound
 from sds.ops.promotion import (
     GateFailure,
     NeverServed,
@@ -251,8 +251,13 @@ def test_rollback_with_nothing_live_or_unknown_version_is_refused(ws: Workspace)
         rollback(ws, env="dev")
     register(ws)
     promote(ws, to_env="dev", version=1)
-    with pytest.raises(OperationError, match="version 9"):
+    with pytest.raises(VersionNotFound) as unknown:
         rollback(ws, env="dev", to_version=9)
+    assert unknown.value.exit_code == 1
+    assert str(unknown.value) == (
+        "version 9 is not in dev's registry: a rollback returns only to a version dev served "
+        "(version 1)"
+    )
     assert pins(ws) == {"dev": 1}
     with pytest.raises(OperationError) as only:
         rollback(ws, env="dev")
@@ -288,6 +293,37 @@ def test_rollback_to_a_version_the_environment_never_served_is_refused(ws: Works
     # And a version staging served, even one it was rolled back from, is a valid target
     assert rollback(ws, env="staging", reason="back").version == 1
     assert rollback(ws, env="staging", to_version=2, reason="forward again").version == 2
+
+
+def test_rollback_to_a_version_that_does_not_exist_is_an_error_before_never_live(
+    ws: Workspace,
+) -> None:
+    # Given versions 1 to 3 registered in dev, where versions are allocated, and 1 then 2 live
+    # in prod
+    for _ in range(3):
+        register(ws)
+    for version in (1, 2):
+        promote(ws, to_env="dev", version=version)
+        promote(ws, to_env="staging", from_env="dev")
+        promote(ws, to_env="prod", from_env="staging")
+
+    # When rolling prod back to version 5, which does not exist anywhere
+    with pytest.raises(VersionNotFound) as unknown:
+        rollback(ws, env="prod", to_version=5, reason="typo")
+
+    # Then it is an error (exit 1), as `show 5` and `promote 5` are, naming where it looked,
+    # not a refusal whose hint (`sds promote 5 --to prod`) would fail too
+    assert unknown.value.exit_code == 1
+    assert str(unknown.value) == (
+        "version 5 is not in prod's registry, nor in dev's, where versions are registered: a "
+        "rollback returns only to a version prod served (versions 1 and 2)"
+    )
+    # And version 3, which exists (in dev) but was never live in prod, is still refused (exit 3)
+    with pytest.raises(NeverServed) as refused:
+        rollback(ws, env="prod", to_version=3, reason="not served")
+    assert refused.value.exit_code == EXIT_REFUSED
+    assert ws.registry("prod").get_alias("prod").version == 2  # type: ignore[union-attr]
+    assert pins(ws) == {"dev": 2, "staging": 2, "prod": 2}
 
 
 def conflict(ws: Workspace) -> str:
