@@ -49,20 +49,14 @@ def global_options(parser: argparse.ArgumentParser) -> None:
 
 
 def common_options() -> Parser:
-    """The options every reporting command takes (a parent parser)."""
+    """The options every command takes after its name (a parent parser): the global ones, so
+    that `sds CMD --json` is `sds --json CMD`, for a command that needs no project too."""
     common = Parser(add_help=False)
     # Also accepted before the command: SUPPRESS keeps a top-level `sds --json CMD` in effect.
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON_HELP)
     common.add_argument("--project-dir", default=argparse.SUPPRESS, help=PROJECT_DIR_HELP)
     common.add_argument("--aws", action="store_true", default=argparse.SUPPRESS, help=AWS_HELP)
     return common
-
-
-def json_option() -> Parser:
-    """`--json` alone, for a command that needs no project (a parent parser)."""
-    only = Parser(add_help=False)
-    only.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON_HELP)
-    return only
 
 
 def positive_count(text: str) -> int:
@@ -118,25 +112,15 @@ class Commands:
 
     subparsers: argparse._SubParsersAction[Parser]
     common: Parser
-    json_only: Parser
 
     def add(
-        self,
-        name: str,
-        run: Run,
-        help_text: str,
-        examples: Sequence[str],
-        *,
-        options: bool = True,
+        self, name: str, run: Run, help_text: str, examples: Sequence[str]
     ) -> argparse.ArgumentParser:
-        """Add command `name`, run by `run`; its --help shows `help_text` and `examples`.
-
-        `options=False` leaves out the options about the project (--project-dir, --aws): the
-        command takes --json only.
-        """
+        """Add command `name`, run by `run`; its --help shows `help_text` and `examples`, and it
+        takes the global options after its name too (`common_options`)."""
         parser = self.subparsers.add_parser(
             name,
-            parents=[self.common] if options else [self.json_only],
+            parents=[self.common],
             help=help_text,
             description=textwrap.fill(help_text, 88),
             epilog="examples:\n" + "\n".join(f"  {e}" for e in examples),

@@ -30,7 +30,6 @@ from sds.cli.arguments import (
     Parser,
     common_options,
     global_options,
-    json_option,
     resolve_environments,
     target_region,
 )
@@ -79,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     global_options(parser)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    commands = Commands(subparsers, common_options(), json_option())
+    commands = Commands(subparsers, common_options())
     for command in COMMANDS:
         command.register(commands)
     return parser

@@ -9,6 +9,7 @@ import pytest
 
 from sds.cli.main import build_parser
 from sds.kernel.errors import UsageError
+from tests.unit.cli_run import sds
 
 
 def subcommands() -> dict[str, argparse.ArgumentParser]:
@@ -61,6 +62,30 @@ def test_given_the_top_level_help_then_every_example_parses_and_exit_codes_are_l
 def test_given_any_command_that_reports_then_it_takes_json() -> None:
     without = {name for name, p in subcommands().items() if "--json" not in p.format_help()}
     assert without == set()
+
+
+@pytest.mark.parametrize("name", sorted(subcommands()))
+def test_given_any_command_then_it_takes_the_global_options_after_its_name_too(name: str) -> None:
+    # As the README says: --json, --project-dir and --aws go before or after the command
+    taken = {option for action in subcommands()[name]._actions for option in action.option_strings}
+    assert {"--json", "--project-dir", "--aws"} <= taken
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["completion", "bash", "--project-dir", "."],
+        ["completion", "--aws", "bash"],
+        ["--aws", "--project-dir", ".", "completion", "bash", "--json"],
+    ],
+    ids=" ".join,
+)
+def test_given_the_global_options_then_completion_takes_them_where_they_are(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    ended = sds(capsys, *argv)
+    assert (ended.code, ended.err) == (0, "")
+    assert "complete -o nospace" in ended.out  # the script, needing no project to print
 
 
 @pytest.mark.parametrize("name", ["train", "models", "show", "promote", "rollback", "status"])

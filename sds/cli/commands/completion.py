@@ -20,7 +20,6 @@ def register(commands: Commands) -> None:
             "sds completion fish > ~/.config/fish/completions/sds.fish",
             "sds completion bash --json        # the script as a JSON string",
         ],
-        options=False,  # no project needed: --json only
     )
     parser.add_argument("shell", choices=["bash", "zsh", "fish", "tcsh", "powershell"])
 
