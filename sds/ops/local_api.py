@@ -766,7 +766,11 @@ class LocalApi:
     def stop(self, *, grace_s: float = 0.0) -> int:
         """Stop accepting connections and wait up to `grace_s` for the requests in flight to be
         answered; returns how many were not (left to die with the process)."""
-        self.server.shutdown()
+        thread = self._thread
+        if thread is not None and thread.ident is not None:
+            # Only a loop that started can acknowledge a shutdown (stopped while starting,
+            # before it did, it would wait for good).
+            self.server.shutdown()
         self.server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)

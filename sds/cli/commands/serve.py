@@ -60,8 +60,10 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise SdsError(_cannot_listen(args.host, args.port, exc)) from None
     current = apps.current()
-    api.start()
     try:  # from here on, Ctrl-C and SIGTERM stop the server gracefully
+        # Started inside: a signal while it starts (a client may already be connected) must
+        # stop it as gracefully as one later.
+        api.start()
         _announce(args, ws.model, str(ws.lock_path), env.name, api.url, current)
         api.wait()
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (sds.kernel.signals)
