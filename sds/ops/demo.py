@@ -593,7 +593,7 @@ def _run(project: Workspace, *, events: int, keep: bool, report: dict[str, Any])
             report_path = _write_monitor_report(ws, project, env, loop)
 
         _cmd(f"sds history --env {env}")
-        for event in history(ws, env):
+        for event in history(ws, env).events:
             _say(
                 f"  {str(event['at'])[:19]}  {event['type']:<12} v{event['version']}  "
                 f"{event.get('reason') or ''}"

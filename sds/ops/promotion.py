@@ -26,6 +26,7 @@ from sds.kernel.errors import Refused, SdsError
 from sds.kernel.lock import LockFile, LockFileError, Pin, check_writable, sync_pin
 from sds.kernel.registry import (
     AliasState,
+    AuditTrail,
     ConcurrentUpdate,
     Registry,
     RegistryError,
@@ -557,16 +558,24 @@ class NeverServed(Refused, OperationError):
     label = "refused"
 
 
-def served_versions(registry: Registry, env: str, current: AliasState) -> set[int]:
+@dataclass(frozen=True)
+class ServedVersions:
+    """The versions an environment has served, as far as its alias and audit trail show, and
+    the audit event files that could not be read (`AuditTrail.unreadable`), which may show more."""
+
+    versions: frozenset[int]
+    unreadable: tuple[str, ...] = ()
+
+
+def served_versions(registry: Registry, env: str, current: AliasState) -> ServedVersions:
     """The versions `env` has served: where its alias is, its rollback stack, and every version
     its audit trail shows the alias moved to (promoted, rolled back)."""
     served = {current.version, *current.history}
-    for event in registry.events(alias=env):
+    trail = registry.audit_trail(alias=env)
+    for event in trail.events:  # each one's version an integer (`Registry.audit_trail`)
         if event.get("alias") == env and event.get("type") in ("promoted", "rolled_back"):
-            version = event.get("version")
-            if isinstance(version, int) and not isinstance(version, bool):
-                served.add(version)
-    return served
+            served.add(event["version"])
+    return ServedVersions(frozenset(served), tuple(trail.unreadable))
 
 
 def _versions(numbers: Collection[int]) -> str:
@@ -605,14 +614,15 @@ def rollback_target(
     plain rollback afterwards returns to where this one started. The versions `env` has served
     (`served_versions`, read only when needed: it lists the audit trail) bound `to_version`: a
     version that does not exist is an error (exit 1, as `show` and `promote` say it), one that
-    exists but `env` never served is refused (exit 3), with the promotion to run instead. The
-    commands its messages name are `ws.command`'s (with `--aws` on AWS).
+    exists but `env` never served is refused (exit 3), with the promotion to run instead, naming
+    any audit event that could not be read. The commands its messages name are `ws.command`'s
+    (with `--aws` on AWS).
     """
     served = partial(served_versions, registry, env, current)
     command = ws.command
     if to_version is None:
         if not current.history:
-            others = set(served()) - {current.version}
+            others = set(served().versions) - {current.version}
             if not others:
                 raise OperationError(
                     f"nothing earlier to roll back to: {env} has served only version "
@@ -635,7 +645,7 @@ def rollback_target(
     if to_version == current.version:
         return to_version, current.history
     known = served()
-    if to_version not in known:
+    if to_version not in known.versions:
         if not version_exists(ws, env, registry, to_version):
             start = ws.config.env(env).chain_start
             where = f"{env}'s registry" + (
@@ -644,12 +654,20 @@ def rollback_target(
             # The same error (exit 1) as every command given a version that does not exist.
             raise VersionNotFound(
                 f"version {to_version} is not in {where}: a rollback returns only to a version "
-                f"{env} served ({_versions(known)})"
+                f"{env} served ({_versions(known.versions)})"
+            )
+        unread = ""
+        if known.unreadable:
+            # The trail the refusal rests on is incomplete: say so, and where to look.
+            count = len(known.unreadable)
+            unread = (
+                f"; {count} audit event{'s' if count > 1 else ''} could not be read and may "
+                f"show more, {'the first ' if count > 1 else ''}{known.unreadable[0]}"
             )
         raise NeverServed(
             f"version {to_version} was never live in {env} (it has served "
-            f"{_versions(known)}): a rollback returns only to a version {env} served; to make "
-            f"version {to_version} live, promote it, gates first: "
+            f"{_versions(known.versions)}{unread}): a rollback returns only to a version {env} "
+            f"served; to make version {to_version} live, promote it, gates first: "
             f"{command(f'promote {to_version} --to {env}')}"
         )
     return to_version, (*current.history, current.version)
@@ -785,5 +803,6 @@ def model_table(ws: Workspace, env: str) -> list[dict[str, Any]]:
     return rows
 
 
-def history(ws: Workspace, env: str) -> list[dict[str, Any]]:
-    return ws.registry(env).events(alias=env)
+def history(ws: Workspace, env: str) -> AuditTrail:
+    """`env`'s audit trail: its events, and the event files that could not be read."""
+    return ws.registry(env).audit_trail(alias=env)

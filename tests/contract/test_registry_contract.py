@@ -578,6 +578,55 @@ def test_events_can_be_filtered_by_alias_keeping_registrations(registry: Registr
     ]
 
 
+@pytest.mark.parametrize(
+    ("stored", "problem"),
+    [
+        (b"{bad", "not valid JSON"),
+        (b"\xff\xfe", "not valid JSON"),
+        (b"[1]", "not a JSON object but an array"),
+        (b'"promoted"', "not a JSON object but a string"),
+        (b"null", "not a JSON object but null"),
+        (b'{"version": 1, "alias": "live"}', "its type is not a string"),
+        (b'{"type": "promoted", "version": "1", "alias": "live"}', "its version is not an integer"),
+        (
+            b'{"type": "promoted", "version": true, "alias": "live"}',
+            "its version is not an integer",
+        ),
+        (b'{"type": "promoted", "version": 1, "alias": ["live"]}', "its alias is neither"),
+    ],
+    ids=[
+        "not-json",
+        "not-utf8",
+        "array",
+        "string",
+        "null",
+        "no-type",
+        "version-string",
+        "version-bool",
+        "alias-list",
+    ],
+)
+def test_an_unreadable_audit_event_is_named_and_left_in_place_while_the_rest_is_read(
+    registry: Registry, store: ObjectStore, stored: bytes, problem: str
+) -> None:
+    # Given a registration and a promotion, and an event file that is not an audit event
+    register(registry, "a")
+    registry.move_alias("live", 1, expected=None, kind="promoted", actor="a", reason="")
+    bad = "models/fraud/events/20990101T000000000000Z-damaged.json"
+    store.put(bad, stored)
+
+    # When the audit trail is read
+    trail = registry.audit_trail(alias="live")
+
+    # Then every readable event is there, the other one is named with what is wrong with it,
+    # and it is left where it was
+    assert [(e["type"], e["version"]) for e in trail.events] == [("registered", 1), ("promoted", 1)]
+    [line] = trail.unreadable
+    assert line.startswith(f"{registry.uri}/{bad}: {problem}")
+    assert registry.events(alias="live") == trail.events == registry.audit_trail().events
+    assert store.get(bad).data == stored
+
+
 def test_audit_events_are_append_only(registry: Registry, store: ObjectStore) -> None:
     register(registry, "a")
     [event] = registry.events()

@@ -7,6 +7,7 @@ one, is what the caller said about themselves (`$SDS_ACTOR` on AWS), an annotati
 from __future__ import annotations
 
 import argparse
+import sys
 
 from sds.cli.arguments import Commands, env_option, workspace
 from sds.cli.render import fmt, print_json, table
@@ -28,7 +29,15 @@ def run(args: argparse.Namespace) -> int:
 
     ws = workspace(args)
     env: EnvironmentConfig = args.env
-    events = history(ws, env.name)
+    trail = history(ws, env.name)
+    # The trail goes on past an event file that cannot be read; each is named on stderr.
+    for problem in trail.unreadable:
+        print(
+            f"warning: {env.name}: audit event {problem} (left out of the history; the file is "
+            "left as it is)",
+            file=sys.stderr,
+        )
+    events = trail.events
     if args.json:
         print_json(events)
         return 0

@@ -13,6 +13,7 @@ from urllib.parse import unquote, urlparse
 
 from sds.kernel.registry.core import (
     AliasState,
+    AuditTrail,
     ConcurrentUpdate,
     IntegrityError,
     Registry,
@@ -27,6 +28,7 @@ from sds.kernel.registry.store import FileStore, ObjectStore, ReadOnlyView
 
 __all__ = [
     "AliasState",
+    "AuditTrail",
     "ConcurrentUpdate",
     "IntegrityError",
     "Registry",

@@ -177,6 +177,16 @@ class AliasState:
         )
 
 
+@dataclass(frozen=True)
+class AuditTrail:
+    """Audit events as read (`Registry.audit_trail`): the readable ones, and one line for each
+    event file that is not (`<registry URI>/<key>: <what is wrong>`). Nothing is deleted: the
+    file stays where it is for whoever investigates."""
+
+    events: list[dict[str, Any]]
+    unreadable: list[str]
+
+
 class Registry:
     """One model's registry over an object store.
 
@@ -646,16 +656,64 @@ class Registry:
                 raise
 
     def events(self, *, alias: str | None = None) -> list[dict[str, Any]]:
+        """The audit events (of `alias` and the registrations), in time order; an event file
+        that cannot be read is left out (`audit_trail` says which)."""
+        return self.audit_trail(alias=alias).events
+
+    def audit_trail(self, *, alias: str | None = None) -> AuditTrail:
+        """The audit events (of `alias` and the registrations), in time order, each a JSON
+        object of the shape `record_event` writes, and one line for every event file that is
+        not one (which object, what is wrong), so that a reader can say what it left out."""
         prefix = f"{self._base}/events/"
         found: list[dict[str, Any]] = []
+        unreadable: list[str] = []
         for key in self.store.list(prefix):
             try:
-                event = json.loads(self.store.get(key).data)
-            except (NotFound, json.JSONDecodeError):
+                data = self.store.get(key).data
+            except NotFound:
+                continue  # listed, then gone (the bucket's lifecycle): nothing to read
+            try:
+                event = _audit_event(data)
+            except ValueError as exc:
+                unreadable.append(f"{self.uri}/{key}: {exc}")
                 continue
             if alias is None or event.get("alias") in (alias, None):
                 found.append(event)
-        return found
+        return AuditTrail(events=found, unreadable=unreadable)
+
+
+def _audit_event(data: bytes) -> dict[str, Any]:
+    """One stored audit event, checked for the fields its readers rely on; ValueError says
+    what is wrong with it."""
+    try:
+        event = json.loads(data)
+    except ValueError:  # not JSON, or not UTF-8
+        raise ValueError("not valid JSON") from None
+    if not isinstance(event, dict):
+        raise ValueError(f"not a JSON object but {_json_type(event)}")
+    if not isinstance(event.get("type"), str):
+        raise ValueError("its type is not a string")
+    version = event.get("version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ValueError("its version is not an integer")
+    if not isinstance(event.get("alias"), (str, type(None))):
+        raise ValueError("its alias is neither a string nor null")
+    return event
+
+
+def _json_type(value: Any) -> str:
+    """How JSON calls `value`'s type, with its article ("an array", "a string")."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return "null"
 
 
 def _rebuilt(data: bytes) -> bool:

@@ -1,0 +1,102 @@
+"""The registry commands on a damaged registry: an audit event, a manifest or an alias that is not
+what the registry writes. Each says in one line which file and what is wrong (a warning where
+the command can go on, an error with its exit code where it cannot), never a traceback, and
+leaves the file where it is.
+
+The CLI runs in-process (`sds.cli.main.main`) on a throwaway project with local registries; the
+registry's own checks run on every backend in tests/contract/test_registry_contract.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sds.ops.promotion import promote
+from sds.ops.workspace import Workspace
+from tests.unit.cli_run import sds
+
+METRICS = {"roc_auc": 0.93, "pr_auc": 0.6, "expected_calibration_error": 0.01}
+BAD_EVENT = "20990101T000000000000Z-damaged.json"
+
+
+@pytest.fixture
+def ws(project: Path) -> Workspace:
+    """Versions 1, 2 and 3 in dev, promoted there in turn (3 is live)."""
+    ws = Workspace.discover(project_dir=project)
+    for tag in ("one", "two", "three"):
+        payload = tag.encode() * 64
+        version = ws.registry("dev").register(
+            {"model.onnx": b"onnx" + payload, "model.skops": b"skops" + payload},
+            {"metrics": METRICS},
+            actor="tester",
+            reason=tag,
+        )
+        promote(ws, to_env="dev", version=version.number)
+    return ws
+
+
+def model_dir(ws: Workspace, env: str = "dev") -> Path:
+    return ws.home / "registries" / env / "models" / ws.model
+
+
+# Audit events ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("stored", "problem"),
+    [(b"[1]", "not a JSON object but an array"), (b"{bad", "not valid JSON")],
+    ids=["array", "not-json"],
+)
+@pytest.mark.parametrize("as_json", [False, True], ids=["table", "json"])
+def test_history_names_an_unreadable_audit_event_and_lists_the_rest(
+    ws: Workspace, capsys: pytest.CaptureFixture[str], stored: bytes, problem: str, as_json: bool
+) -> None:
+    # Given dev's audit trail, and an event file in it that is not an audit event
+    bad = model_dir(ws) / "events" / BAD_EVENT
+    bad.write_bytes(stored)
+
+    # When the history is shown
+    ended = sds(capsys, "history", "--env", "dev", *(["--json"] if as_json else []))
+
+    # Then it succeeds with every readable event, and one warning line names the file and
+    # what is wrong with it; the file is left as it was
+    assert ended.code == 0, ended
+    assert ended.err == (
+        f"warning: dev: audit event {bad.as_uri()}: {problem} (left out of the history; the "
+        "file is left as it is)\n"
+    )
+    if as_json:
+        events = [(e["type"], e["version"]) for e in ended.json()]
+        assert events == [(kind, n) for n in (1, 2, 3) for kind in ("registered", "promoted")]
+    else:
+        assert len(ended.out.splitlines()) == 1 + 6  # the header and the six events
+    assert bad.read_bytes() == stored
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["stderr", "json"])
+def test_a_rollback_past_an_unreadable_audit_event_is_refused_and_names_it(
+    ws: Workspace, capsys: pytest.CaptureFixture[str], as_json: bool
+) -> None:
+    # Given an event file in dev's audit trail that is not an audit event
+    bad = model_dir(ws) / "events" / BAD_EVENT
+    bad.write_text("[1]")
+
+    # When rolling back to a version dev never served
+    ended = sds(capsys, *(["--json"] if as_json else []), "rollback", "--env", "dev", "--to", "99")
+
+    # Then it is refused (exit 3) in one line that says the trail it read was incomplete and
+    # where; nothing moved
+    message = (
+        "version 99 was never live in dev (it has served versions 1, 2 and 3; 1 audit event "
+        f"could not be read and may show more, {bad.as_uri()}: not a JSON object but an array): "
+        "a rollback returns only to a version dev served; to make version 99 live, promote it, "
+        "gates first: sds promote 99 --to dev"
+    )
+    assert ended.code == 3, ended
+    assert ended.error_line == f"sds: refused: {message}"
+    if as_json:
+        assert ended.json()["error"] == {"message": message, "type": "NeverServed", "exit_code": 3}
+    state = ws.registry("dev").get_alias("dev")
+    assert state is not None and state.version == 3
