@@ -178,8 +178,10 @@ def load_model(settings: ServingSettings) -> LoadedModel:
         raise ModelUnavailable(
             f"model {settings.model_name} v{settings.model_version} could not be loaded: {exc}"
         ) from exc
+    # The registry checked the manifest's shape as it read it (a feature_schema, if any, is an
+    # object; a decision_threshold, if any, a number; serving, if any, an object of strings):
+    # what is left to check here is what serving needs and another model may lack.
     schema = version.manifest.get("feature_schema")
-    # A manifest is data from elsewhere: a non-object schema must give a 503, not crash the init.
     trained_on = schema.get("features") if isinstance(schema, Mapping) else None
     expected = feature_schema()
     if trained_on != expected["features"]:
@@ -196,16 +198,10 @@ def load_model(settings: ServingSettings) -> LoadedModel:
             f"computes {expected['aggregates']['fingerprint'][:12]}...); retrain it or deploy "
             "matching code"
         )
-    threshold = version.manifest.get("decision_threshold")
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+    if version.manifest.get("decision_threshold") is None:
         raise ModelUnavailable(
             f"model {settings.model_name} v{settings.model_version}: the manifest has no numeric "
             "decision_threshold; re-register it with this version of sds"
-        )
-    if not isinstance(version.manifest.get("serving", {}), Mapping):
-        raise ModelUnavailable(
-            f"model {settings.model_name} v{settings.model_version}: the manifest's serving "
-            "section is not an object"
         )
     try:
         return LoadedModel(onnx_bytes, version.manifest)

@@ -7,6 +7,7 @@ read, and copies between registries that verify every byte and converge when re-
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -293,7 +294,10 @@ def test_given_a_tampered_secondary_artifact_then_verification_catches_it(
     ("manifest", "message"),
     [
         (b"{not json", "not valid JSON"),
+        (b"\xff\xfe{}", "not valid JSON"),
+        (b"[1]", "does not describe version 1"),
         (json.dumps({"version": 7}).encode(), "does not describe version 1"),
+        (json.dumps({"version": True}).encode(), "does not describe version 1"),
         (json.dumps({"version": 1, "sha256": "0" * 64, "artifacts": {}}).encode(), "no model.onnx"),
     ],
 )
@@ -305,6 +309,132 @@ def test_given_a_corrupt_manifest_then_reading_the_version_raises_integrity_erro
 
     with pytest.raises(IntegrityError, match=message):
         registry.get_version(1)
+
+
+def _set(*path: str, to: Any) -> Callable[[dict[str, Any]], None]:
+    """A change to a manifest: the field at `path` (its keys) set `to` a value, or removed for
+    `_GONE`."""
+
+    def change(manifest: dict[str, Any]) -> None:
+        *parents, last = path
+        document = manifest
+        for name in parents:
+            document = document[name]
+        if to is _GONE:
+            del document[last]
+        else:
+            document[last] = to
+
+    return change
+
+
+_GONE = object()
+_ENTRY = {"sha256": "0" * 64, "size": 1, "format": "x"}
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (_set("artifacts", to=[]), "artifacts is an array, not an object"),
+        (
+            _set("artifacts", "model.skops", to="x"),
+            "artifacts.model.skops is a string, not an object",
+        ),
+        (_set("artifacts", "model.onnx", to=None), "artifacts.model.onnx is null, not an object"),
+        (_set("artifacts", "../up", to=_ENTRY), "artifacts names an invalid artifact '../up'"),
+        (
+            _set("artifacts", "model.skops", "sha256", to=5),
+            "artifacts.model.skops.sha256 is a number, not a sha256 (64 hex digits)",
+        ),
+        (
+            _set("artifacts", "model.skops", "size", to="12"),
+            "artifacts.model.skops.size is a string, not a size in bytes",
+        ),
+        (
+            _set("artifacts", "model.skops", "size", to=-1),
+            "artifacts.model.skops.size is a number, not a size in bytes",
+        ),
+        (
+            _set("artifacts", "model.skops", "size", to=_GONE),
+            "artifacts.model.skops.size is missing",
+        ),
+        (
+            _set("artifacts", "model.skops", "format", to=[]),
+            "artifacts.model.skops.format is an array",
+        ),
+        (_set("sha256", to=_GONE), "sha256 is missing"),
+        (_set("model", to=7), "model is a number, not a string"),
+        (_set("created_at", to=7), "created_at is a number, not a string"),
+        (_set("metrics", to=[1]), "metrics is an array, not an object"),
+        (_set("metrics", to=None), "metrics is null, not an object"),
+        (_set("metrics", "roc_auc", to="high"), "metrics.roc_auc is a string, not a number"),
+        (_set("metrics", "roc_auc", to=True), "metrics.roc_auc is a boolean, not a number"),
+        (_set("decision_threshold", to="0.5"), "decision_threshold is a string, not a number"),
+        (_set("behaviour", to=1), "behaviour is a number, not an object"),
+        (
+            _set("behaviour", to={"alert_rate": "1%"}),
+            "behaviour.alert_rate is a string, not a number",
+        ),
+        (_set("feature_schema", to="v1"), "feature_schema is a string, not an object"),
+        (
+            _set("feature_schema", to={"aggregates": []}),
+            "feature_schema.aggregates is an array, not an object",
+        ),
+        (_set("serving", to=[]), "serving is an array, not an object"),
+        (_set("serving", to={"input": 1}), "serving.input is a number, not a string"),
+        (_set("data", to="s3://x"), "data is a string, not an object"),
+        (_set("params", to=[1]), "params is an array, not an object"),
+        (_set("source", to="elsewhere"), "source is a string, not an object or null"),
+    ],
+    ids=lambda p: p if isinstance(p, str) else "",
+)
+def test_given_a_manifest_of_another_shape_then_every_read_names_the_file_and_the_field(
+    registry: Registry,
+    store: ObjectStore,
+    change: Callable[[dict[str, Any]], None],
+    problem: str,
+) -> None:
+    # Given a version whose manifest (valid JSON) has a field of another shape than the
+    # registry and training write
+    registry.register(
+        artifacts("a"),
+        {"metrics": {"roc_auc": 0.9}, "decision_threshold": 0.5, "params": {"x": 1}},
+        actor=ACTOR,
+    )
+    manifest = json.loads(store.get(key(1, "manifest.json")).data)
+    change(manifest)
+    store.put(key(1, "manifest.json"), json.dumps(manifest).encode())
+
+    # When the version is read, verified, or an alias is moved to it
+    # Then each is refused with the registry's integrity error naming the file and the field
+    expected = f"version 1: manifest.json: {problem}"
+    with pytest.raises(IntegrityError) as read:
+        registry.get_version(1)
+    assert str(read.value).startswith(expected)
+    with pytest.raises(IntegrityError, match=re.escape(expected)):
+        registry.verify_version(1)
+    with pytest.raises(IntegrityError, match=re.escape(expected)):
+        registry.move_alias("live", 1, expected=None, kind="promoted", actor="a", reason="")
+    assert registry.get_alias("live") is None
+
+
+def test_a_manifest_as_training_writes_it_reads_back_whole(registry: Registry) -> None:
+    # Given every field the readers check, in the shapes training writes them
+    metadata: dict[str, Any] = {
+        "metrics": {"roc_auc": 0.9, "holdout_events": 120, "alert_rate": 0.01},
+        "decision_threshold": 0.42,
+        "behaviour": {"alert_rate": 0.0125, "decision_threshold": 0.42, "flagged": 3},
+        "feature_schema": {"features": ["a", "b"], "aggregates": {"fingerprint": "f"}},
+        "serving": {"input": "features", "output": "probabilities", "positive_class": 1},
+        "data": {"events": 10},
+        "params": {"max_iter": 5},
+        "comparison": {"anything": "its own reader checks it"},
+    }
+    info = registry.register(artifacts("a"), metadata, actor=ACTOR)
+
+    # When it is read back, then it is the manifest that was written
+    assert registry.get_version(1).manifest == info.manifest
+    assert registry.get_version(1).metrics == metadata["metrics"]
 
 
 def test_given_a_manifest_whose_sha_disagrees_with_its_artifact_entry_then_it_is_rejected(

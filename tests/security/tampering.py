@@ -64,6 +64,15 @@ def corrupt_manifest(root: Path, version: int) -> str:
     return "manifest.json truncated (invalid JSON)"
 
 
+def manifest_of_another_shape(root: Path, version: int) -> str:
+    path, manifest = _manifest(root, version)
+    artifacts = manifest["artifacts"]
+    assert isinstance(artifacts, dict)
+    artifacts["model.skops"] = "x"
+    path.write_text(json.dumps(manifest))
+    return "manifest (valid JSON) lists an artifact entry that is not an object"
+
+
 def consistent_substitution(root: Path, version: int) -> str:
     """The strongest registry-side attack: a different but valid model, with a manifest whose
     sha256 and size describe it correctly. Only the pin (deployed with the code) can catch it."""
@@ -107,6 +116,7 @@ TAMPERS: dict[str, Tamper] = {
     "manifest/artifact mismatch": manifest_disagrees,
     "manifest for another version": manifest_for_another_version,
     "corrupt manifest": corrupt_manifest,
+    "manifest of another shape": manifest_of_another_shape,
     "consistent substitution (only the pin catches it)": consistent_substitution,
     "version missing": remove_version,
     "trained on other features": other_features,

@@ -201,7 +201,12 @@ def one_line_refusal(done: subprocess.CompletedProcess[str]) -> str:
 
 @pytest.mark.parametrize(
     "damage",
-    ["tampered artifact (sha256 mismatch)", "truncated object", "manifest/artifact mismatch"],
+    [
+        "tampered artifact (sha256 mismatch)",
+        "truncated object",
+        "manifest/artifact mismatch",
+        "manifest of another shape",
+    ],
 )
 def test_cli_show_and_promote_refuse_a_damaged_version(damage: str, project: CliProject) -> None:
     TAMPERS[damage](project.registry("dev"), 1)

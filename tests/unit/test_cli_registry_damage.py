@@ -9,6 +9,7 @@ registry's own checks run on every backend in tests/contract/test_registry_contr
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,91 @@ def test_a_rollback_past_an_unreadable_audit_event_is_refused_and_names_it(
         assert ended.json()["error"] == {"message": message, "type": "NeverServed", "exit_code": 3}
     state = ws.registry("dev").get_alias("dev")
     assert state is not None and state.version == 3
+
+
+# Manifests ---------------------------------------------------------------------------------------
+
+
+def reshape(ws: Workspace, version: int, field: str, value: object) -> str:
+    """Set one field of a version's manifest (still valid JSON); the manifest as it was."""
+    path = model_dir(ws) / "versions" / str(version) / "manifest.json"
+    before = path.read_text()
+    manifest = json.loads(before)
+    document = manifest
+    *parents, last = field.split("/")
+    for name in parents:
+        document = document[name]
+    document[last] = value
+    path.write_text(json.dumps(manifest))
+    return before
+
+
+SKOPS_NOT_AN_OBJECT = "version 1: manifest.json: artifacts.model.skops is a string, not an object"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("show", "1"), SKOPS_NOT_AN_OBJECT),
+        (
+            ("rollback", "--env", "dev", "--to", "1"),
+            f"dev: cannot roll back to version 1: {SKOPS_NOT_AN_OBJECT}",
+        ),
+        (("promote", "1", "--to", "dev"), f"dev: {SKOPS_NOT_AN_OBJECT}"),
+    ],
+    ids=["show", "rollback", "promote"],
+)
+@pytest.mark.parametrize("as_json", [False, True], ids=["stderr", "json"])
+def test_a_manifest_of_another_shape_is_an_error_naming_the_file_and_the_field(
+    ws: Workspace,
+    capsys: pytest.CaptureFixture[str],
+    argv: tuple[str, ...],
+    message: str,
+    as_json: bool,
+) -> None:
+    # Given version 1's manifest listing an artifact that is not an object
+    reshape(ws, 1, "artifacts/model.skops", "x")
+    lock = ws.lock_path.read_text()
+
+    # When a command reads version 1
+    ended = sds(capsys, *(["--json"] if as_json else []), *argv)
+
+    # Then it fails (exit 1) in one line naming the file and the field, and, for a rollback,
+    # without claiming it may have landed: nothing moved
+    assert ended.code == 1, ended
+    assert ended.error_line == f"sds: error: {message}"
+    if as_json:
+        assert ended.json()["error"]["message"] == message
+        assert ended.json()["error"]["exit_code"] == 1
+    state = ws.registry("dev").get_alias("dev")
+    assert state is not None and state.version == 3
+    assert ws.lock_path.read_text() == lock
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["table", "json"])
+def test_models_lists_a_manifest_of_another_shape_as_unreadable_with_a_warning(
+    ws: Workspace, capsys: pytest.CaptureFixture[str], as_json: bool
+) -> None:
+    # Given version 1's metrics that are not an object of numbers
+    reshape(ws, 1, "metrics", [1])
+
+    # When the versions are listed
+    ended = sds(capsys, "models", *(["--json"] if as_json else []))
+
+    # Then all three are listed, version 1 as unreadable, and one warning names the problem
+    problem = "version 1: manifest.json: metrics is an array, not an object"
+    assert ended.code == 0, ended
+    assert ended.err == (
+        f"warning: dev: {problem} (listed as unreadable; sds show 1 --env dev verifies it)\n"
+    )
+    if as_json:
+        rows = ended.json()["versions"]
+        assert [(r["version"], r["problem"], r["live_in"]) for r in rows] == [
+            (1, problem, []),
+            (2, None, []),
+            (3, None, ["dev"]),
+        ]
+    else:
+        rows = [line.split() for line in ended.out.splitlines()[1:]]
+        assert [(r[0], r[1]) for r in rows][:1] == [("1", "unreadable")]
+        assert rows[2][-1] == "dev"

@@ -706,12 +706,16 @@ def test_given_a_pinned_version_missing_from_the_registry_then_503(
     assert_unavailable(app, "has no version 1")
 
 
+ABSENT = object()  # a change to `_register_variant` that leaves the field out of the manifest
+
+
 def _register_variant(
     trained: TrainedModel, tmp_path: Path, *, onnx: bytes | None = None, **changes: Any
 ) -> ServingSettings:
     root = trained.copy_registry(tmp_path / "registry")
     registry = open_registry(root.as_uri(), MODEL)
     metadata = {**trained.version.manifest, **changes}
+    metadata = {key: value for key, value in metadata.items() if value is not ABSENT}
     version = registry.register(
         {"model.onnx": registry.read_artifact(1) if onnx is None else onnx}, metadata, actor="t"
     )
@@ -732,13 +736,33 @@ def test_given_a_model_trained_on_other_features_then_503_asks_to_retrain_or_red
     assert [m[0] for m in seen if m[0] == "ModelLoadFailure"] == ["ModelLoadFailure"]
 
 
-@pytest.mark.parametrize("schema", [None, [], "v1", {}])
+@pytest.mark.parametrize("schema", [ABSENT, {}], ids=["absent", "empty"])
 def test_given_a_manifest_without_a_usable_feature_schema_then_503_not_a_crash_loop(
     trained: TrainedModel, tmp_path: Path, schema: Any
 ) -> None:
     app, seen = _load_failure(_register_variant(trained, tmp_path, feature_schema=schema))
 
     assert_unavailable(app, "was trained on different features than this code computes")
+    assert [m[0] for m in seen if m[0] == "ModelLoadFailure"] == ["ModelLoadFailure"]
+
+
+@pytest.mark.parametrize(
+    ("schema", "said"),
+    [(None, "null"), ([], "an array"), ("v1", "a string"), ({"features": "f"}, None)],
+    ids=["null", "array", "string", "features-string"],
+)
+def test_given_a_feature_schema_of_another_shape_then_503_names_the_manifest_field(
+    trained: TrainedModel, tmp_path: Path, schema: Any, said: str | None
+) -> None:
+    app, seen = _load_failure(_register_variant(trained, tmp_path, feature_schema=schema))
+
+    # The registry refuses the manifest as it reads it (`Registry.get_version`)
+    problem = (
+        f"feature_schema is {said}, not an object"
+        if said is not None
+        else "feature_schema.features is a string, not an array"
+    )
+    assert_unavailable(app, f"could not be loaded: version 2: manifest.json: {problem}")
     assert [m[0] for m in seen if m[0] == "ModelLoadFailure"] == ["ModelLoadFailure"]
 
 
@@ -776,13 +800,29 @@ def test_from_environ_with_a_valid_pin_serves_it(trained: TrainedModel) -> None:
     }
 
 
-@pytest.mark.parametrize("threshold", [None, "0.5", True])
-def test_given_a_manifest_without_a_numeric_threshold_then_503_names_it(
-    trained: TrainedModel, tmp_path: Path, threshold: Any
+def test_given_a_manifest_without_a_threshold_then_503_names_it(
+    trained: TrainedModel, tmp_path: Path
+) -> None:
+    app, seen = _load_failure(_register_variant(trained, tmp_path, decision_threshold=ABSENT))
+
+    assert_unavailable(app, "the manifest has no numeric decision_threshold")
+    assert [m[0] for m in seen if m[0] == "ModelLoadFailure"] == ["ModelLoadFailure"]
+
+
+@pytest.mark.parametrize(
+    ("threshold", "said"), [(None, "null"), ("0.5", "a string"), (True, "a boolean")]
+)
+def test_given_a_threshold_that_is_not_a_number_then_503_names_the_manifest_field(
+    trained: TrainedModel, tmp_path: Path, threshold: Any, said: str
 ) -> None:
     app, seen = _load_failure(_register_variant(trained, tmp_path, decision_threshold=threshold))
 
-    assert_unavailable(app, "the manifest has no numeric decision_threshold")
+    # The registry refuses the manifest as it reads it (`Registry.get_version`)
+    assert_unavailable(
+        app,
+        f"could not be loaded: version 2: manifest.json: decision_threshold is {said}, "
+        "not a number",
+    )
     assert [m[0] for m in seen if m[0] == "ModelLoadFailure"] == ["ModelLoadFailure"]
 
 

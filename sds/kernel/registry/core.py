@@ -13,7 +13,9 @@ Guarantees:
   a create-only write; a writer that loses the race moves on to the next number. The manifest is
   written last, so a version exists only once every artifact is stored; a crash leaves an
   invisible, never-reused number, not a half version.
-- Every read of an artifact is checked against the sha256 in the manifest.
+- Every read of an artifact is checked against the sha256 in the manifest, and every read of a
+  manifest checks its shape (`_read_manifest`): one its readers cannot rely on is an
+  IntegrityError naming the file and the field, never a crash further on.
 - Aliases move by compare-and-swap on the alias object's etag, and only to a version whose
   artifacts are all present and verified. Every move and registration writes an audit event.
 """
@@ -243,17 +245,7 @@ class Registry:
             raise VersionNotFound(
                 f"model {self.model!r} has no version {version} in {self.uri}"
             ) from None
-        try:
-            manifest = json.loads(raw)
-        except json.JSONDecodeError:
-            raise IntegrityError(f"version {version}: manifest.json is not valid JSON") from None
-        if not isinstance(manifest, dict) or manifest.get("version") != version:
-            raise IntegrityError(f"version {version}: manifest does not describe version {version}")
-        if PRIMARY_ARTIFACT not in manifest.get("artifacts", {}):
-            raise IntegrityError(f"version {version}: manifest lists no {PRIMARY_ARTIFACT}")
-        if manifest["artifacts"][PRIMARY_ARTIFACT].get("sha256") != manifest.get("sha256"):
-            raise IntegrityError(f"version {version}: manifest sha256 disagrees with its artifact")
-        return Version(manifest=manifest)
+        return Version(manifest=_read_manifest(version, raw))
 
     def read_artifact(
         self, version: int, name: str = PRIMARY_ARTIFACT, *, info: Version | None = None
@@ -714,6 +706,89 @@ def _json_type(value: Any) -> str:
     if isinstance(value, (int, float)):
         return "a number"
     return "null"
+
+
+def _read_manifest(version: int, raw: bytes) -> dict[str, Any]:
+    """Version `version`'s manifest from its stored bytes, checked for the shape every reader
+    of a manifest relies on (`Version`, the CLI, the gates, the pin, the serving path): the
+    fields the registry writes, and those training writes wherever they are present. Anything
+    else raises IntegrityError naming the file and the field, as a manifest that is not JSON
+    does, so that every command handles it as it handles that one.
+
+    The sections with a reader of their own check themselves and say what is wrong there:
+    `comparison` (`sds.kernel.comparison`) and `drift_reference` (`sds.kernel.drift`).
+    """
+    where = f"version {version}: manifest.json"
+    try:
+        manifest = json.loads(raw)
+    except ValueError:  # not JSON, or not UTF-8
+        raise IntegrityError(f"{where} is not valid JSON") from None
+    number = manifest.get("version") if isinstance(manifest, dict) else None
+    if isinstance(number, bool) or number != version:
+        raise IntegrityError(f"version {version}: manifest does not describe version {version}")
+    document: dict[str, Any] = manifest
+
+    def check(
+        parent: Mapping[str, Any], key: str, kind: str, *, at: str = "", required: bool = False
+    ) -> Any:
+        """`parent[key]` if it is `kind` (None if it is absent and not `required`); `at` is
+        where `parent` is in the manifest, for the message."""
+        field = f"{at}.{key}" if at else key
+        if key not in parent:
+            if required:
+                raise IntegrityError(f"{where}: {field} is missing")
+            return None
+        value = parent[key]
+        if not _KINDS[kind](value):
+            raise IntegrityError(f"{where}: {field} is {_json_type(value)}, not {kind}")
+        return value
+
+    artifacts = check(document, "artifacts", "an object", required=True)
+    if PRIMARY_ARTIFACT not in artifacts:
+        raise IntegrityError(f"version {version}: manifest lists no {PRIMARY_ARTIFACT}")
+    for name in artifacts:
+        if not _ARTIFACT.match(name) or name == MANIFEST:
+            raise IntegrityError(f"{where}: artifacts names an invalid artifact {name!r}")
+        entry = check(artifacts, name, "an object", at="artifacts")
+        listed = f"artifacts.{name}"
+        check(entry, "sha256", "a sha256 (64 hex digits)", at=listed, required=True)
+        check(entry, "size", "a size in bytes", at=listed, required=True)
+        check(entry, "format", "a string", at=listed)
+    check(document, "sha256", "a sha256 (64 hex digits)", required=True)
+    if artifacts[PRIMARY_ARTIFACT]["sha256"] != document["sha256"]:
+        raise IntegrityError(f"version {version}: manifest sha256 disagrees with its artifact")
+    check(document, "model", "a string", required=True)
+    check(document, "created_at", "a string")
+    check(document, "created_by", "a string")
+    metrics = check(document, "metrics", "an object")
+    for name in metrics or {}:
+        check(metrics, name, "a number", at="metrics")
+    check(document, "decision_threshold", "a number")
+    if check(document, "behaviour", "an object") is not None:
+        check(document["behaviour"], "alert_rate", "a number", at="behaviour")
+        check(document["behaviour"], "decision_threshold", "a number", at="behaviour")
+    if check(document, "feature_schema", "an object") is not None:
+        check(document["feature_schema"], "features", "an array", at="feature_schema")
+        check(document["feature_schema"], "aggregates", "an object", at="feature_schema")
+    if check(document, "serving", "an object") is not None:
+        check(document["serving"], "input", "a string", at="serving")
+        check(document["serving"], "output", "a string", at="serving")
+    check(document, "data", "an object")
+    check(document, "params", "an object")
+    check(document, "source", "an object or null")  # null: registered here, not copied
+    return document
+
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_KINDS: dict[str, Callable[[Any], bool]] = {
+    "a string": lambda v: isinstance(v, str),
+    "a number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "a size in bytes": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+    "a sha256 (64 hex digits)": lambda v: isinstance(v, str) and bool(_SHA256.match(v)),
+    "an object": lambda v: isinstance(v, dict),
+    "an object or null": lambda v: v is None or isinstance(v, dict),
+    "an array": lambda v: isinstance(v, list),
+}
 
 
 def _rebuilt(data: bytes) -> bool:
