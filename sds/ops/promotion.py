@@ -34,7 +34,7 @@ from sds.kernel.registry import (
     VersionNotFound,
 )
 from sds.kernel.signals import reworded
-from sds.ops.aws import AwsError
+from sds.ops.aws import AwsError, NotDeployed
 from sds.ops.workspace import Workspace
 
 CAS_ATTEMPTS = 10
@@ -760,24 +760,41 @@ def interrupted_rollback(
     )
 
 
-def model_table(ws: Workspace, env: str) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class ModelTable:
+    """What `sds models` lists: a row per version in an environment's registry, and every
+    environment whose live version could not be read, with why (`live_unknown`): the rows'
+    `live_in` leave those out."""
+
+    rows: list[dict[str, Any]]
+    live_unknown: dict[str, str] = field(default_factory=dict)
+
+
+def model_table(ws: Workspace, env: str) -> ModelTable:
     """Versions in `env`'s registry with key metrics and the environments serving each.
 
     A version whose manifest cannot be read (corrupt, or not describing that version) is listed
     too, with its metrics empty and `problem` saying what is wrong, so one bad version hides none
-    of the others; `problem` is None for every readable one.
+    of the others; `problem` is None for every readable one. Likewise an environment whose live
+    version cannot be read (its alias corrupt, its registry unreachable) hides no version: it is
+    in `live_unknown`, with the reason. One that is not deployed serves nothing: no reason.
     """
     registry = ws.registry(env)
+    numbers = registry.list_versions()  # `env`'s own registry unreadable: that is the error
     live: dict[int, list[str]] = {}
+    live_unknown: dict[str, str] = {}
     for name in ws.config.environments:
         try:
             state = live_version(ws, name)
-        except (RegistryError, AwsError):  # not deployed, or in an account these credentials
-            continue  # cannot read: the table shows what can be seen
+        except NotDeployed:
+            continue  # its stacks publish nothing: it serves nothing, and that is not a problem
+        except (RegistryError, AwsError) as exc:
+            live_unknown[name] = str(exc)  # corrupt, or unreachable with these credentials
+            continue
         if state is not None:
             live.setdefault(state.version, []).append(name)
     rows = []
-    for number in registry.list_versions():
+    for number in numbers:
         row: dict[str, Any] = {"version": number}
         try:
             info = registry.get_version(number)
@@ -800,7 +817,7 @@ def model_table(ws: Workspace, env: str) -> list[dict[str, Any]]:
                 "live_in": live.get(number, []),
             }
         )
-    return rows
+    return ModelTable(rows, live_unknown)
 
 
 def history(ws: Workspace, env: str) -> AuditTrail:

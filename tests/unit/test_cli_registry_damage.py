@@ -189,3 +189,49 @@ def test_models_lists_a_manifest_of_another_shape_as_unreadable_with_a_warning(
         rows = [line.split() for line in ended.out.splitlines()[1:]]
         assert [(r[0], r[1]) for r in rows][:1] == [("1", "unreadable")]
         assert rows[2][-1] == "dev"
+
+
+# Aliases -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["table", "json"])
+def test_models_names_an_environment_whose_live_version_cannot_be_read(
+    ws: Workspace, capsys: pytest.CaptureFixture[str], as_json: bool
+) -> None:
+    # Given dev's alias (version 3) corrupt, and staging and prod never deployed to
+    alias = model_dir(ws) / "aliases" / "dev.json"
+    alias.write_text("{oops")
+
+    # When the versions are listed
+    ended = sds(capsys, "models", *(["--json"] if as_json else []))
+
+    # Then every version is listed, none as live in dev, and one warning says that which
+    # version dev serves could not be read, and why; nothing about staging or prod
+    problem = f"alias 'dev' in {ws.registry('dev').uri} is corrupt"
+    assert ended.code == 0, ended
+    assert ended.err == (
+        f"warning: dev: cannot tell which version is live in dev: {problem} (LIVE IN leaves dev "
+        "out; sds status --env dev checks it)\n"
+    )
+    if as_json:
+        document = ended.json()
+        assert [(r["version"], r["live_in"]) for r in document["versions"]] == [
+            (1, []),
+            (2, []),
+            (3, []),
+        ]
+        assert document["live_unknown"] == {"dev": problem}
+    else:
+        rows = [line.split() for line in ended.out.splitlines()[1:]]
+        assert [(r[0], r[-1]) for r in rows] == [("1", "-"), ("2", "-"), ("3", "-")]
+    assert alias.read_text() == "{oops"
+
+
+def test_models_with_every_alias_readable_warns_about_nothing(
+    ws: Workspace, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ended = sds(capsys, "models", "--json")
+
+    assert (ended.code, ended.err) == (0, "")
+    assert ended.json()["live_unknown"] == {}
+    assert [r["live_in"] for r in ended.json()["versions"]] == [[], [], ["dev"]]

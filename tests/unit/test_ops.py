@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+import sds.ops.promotion
 from sds.kernel.errors import EXIT_REFUSED
 from sds.kernel.lock import LockFileError, read_lock
-from sds.kernel.registry import Version, VersionNotFound
+from sds.kernel.registry import AliasState, Version, VersionNotFound
+from sds.ops.aws import AwsError, NotDeployed
 from sds.ops.promotion import (
     GateFailure,
     NeverServed,
@@ -424,7 +426,7 @@ def test_the_model_table_lists_every_version_and_marks_an_unreadable_one(ws: Wor
     (manifest / "manifest.json").write_text("{broken")
 
     # When the versions are listed
-    rows = model_table(ws, "dev")
+    rows = model_table(ws, "dev").rows
 
     # Then every version is there, the corrupt one with its problem and no metrics
     assert [(r["version"], r["problem"]) for r in rows] == [
@@ -437,6 +439,35 @@ def test_the_model_table_lists_every_version_and_marks_an_unreadable_one(ws: Wor
     # And a command that does not need version 2 still works
     assert rollback(ws, env="dev", to_version=3).changed is False
     assert promote(ws, to_env="dev", version=1).changed
+
+
+def test_the_model_table_says_which_environments_it_could_not_read_but_not_undeployed_ones(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given version 1 live in dev, staging not deployed (SSM publishes nothing for it), and
+    # prod's registry unreachable with these credentials
+    register(ws)
+    promote(ws, to_env="dev", version=1)
+    real = sds.ops.promotion.live_version
+
+    def live_version(ws: Workspace, env: str) -> AliasState | None:
+        if env == "staging":
+            raise NotDeployed("SSM parameter /sds/staging/registry-bucket not found")
+        if env == "prod":
+            raise AwsError("access denied to GetObject on registry bucket sds-prod")
+        return real(ws, env)
+
+    monkeypatch.setattr(sds.ops.promotion, "live_version", live_version)
+
+    # When the versions are listed
+    listing = model_table(ws, "dev")
+
+    # Then dev's live version is shown, prod is named with why it could not be read, and
+    # staging, which serves nothing, is not
+    assert [r["live_in"] for r in listing.rows] == [["dev"]]
+    assert listing.live_unknown == {
+        "prod": "access denied to GetObject on registry bucket sds-prod"
+    }
 
 
 def test_unknown_version_and_environment_are_named(ws: Workspace) -> None:

@@ -25,8 +25,16 @@ def run(args: argparse.Namespace) -> int:
 
     ws = workspace(args)
     env: EnvironmentConfig = args.env
-    rows = model_table(ws, env.name)
-    # The listing goes on past an unreadable version; each is marked and named on stderr.
+    listing = model_table(ws, env.name)
+    rows = listing.rows
+    # The listing goes on past an environment whose live version cannot be read and past an
+    # unreadable version; each is named on stderr.
+    for name, problem in listing.live_unknown.items():
+        print(
+            f"warning: {name}: cannot tell which version is live in {name}: {problem} "
+            f"(LIVE IN leaves {name} out; {ws.command(f'status --env {name}')} checks it)",
+            file=sys.stderr,
+        )
     for row in rows:
         if row["problem"] is not None:
             show = ws.command(f"show {row['version']} --env {env.name}")
@@ -35,7 +43,15 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     if args.json:
-        print_json({"env": env.name, "registry": ws.registry_uri(env.name), "versions": rows})
+        print_json(
+            {
+                "env": env.name,
+                "registry": ws.registry_uri(env.name),
+                "versions": rows,
+                # Environments left out of every version's live_in: why each could not be read.
+                "live_unknown": listing.live_unknown,
+            }
+        )
         return 0
     if not rows:
         print(
