@@ -80,20 +80,27 @@ def test_history_names_an_unreadable_audit_event_and_lists_the_rest(
 def test_a_rollback_past_an_unreadable_audit_event_is_refused_and_names_it(
     ws: Workspace, capsys: pytest.CaptureFixture[str], as_json: bool
 ) -> None:
-    # Given an event file in dev's audit trail that is not an audit event
+    # Given a version 4 registered in dev but never promoted, and an event file in dev's audit
+    # trail that is not an audit event
+    ws.registry("dev").register(
+        {"model.onnx": b"onnx four", "model.skops": b"skops four"},
+        {"metrics": METRICS},
+        actor="tester",
+        reason="four",
+    )
     bad = model_dir(ws) / "events" / BAD_EVENT
     bad.write_text("[1]")
 
-    # When rolling back to a version dev never served
-    ended = sds(capsys, *(["--json"] if as_json else []), "rollback", "--env", "dev", "--to", "99")
+    # When rolling back to that version, which dev never served
+    ended = sds(capsys, *(["--json"] if as_json else []), "rollback", "--env", "dev", "--to", "4")
 
     # Then it is refused (exit 3) in one line that says the trail it read was incomplete and
     # where; nothing moved
     message = (
-        "version 99 was never live in dev (it has served versions 1, 2 and 3; 1 audit event "
+        "version 4 was never live in dev (it has served versions 1, 2 and 3; 1 audit event "
         f"could not be read and may show more, {bad.as_uri()}: not a JSON object but an array): "
-        "a rollback returns only to a version dev served; to make version 99 live, promote it, "
-        "gates first: sds promote 99 --to dev"
+        "a rollback returns only to a version dev served; to make version 4 live, promote it, "
+        "gates first: sds promote 4 --to dev"
     )
     assert ended.code == 3, ended
     assert ended.error_line == f"sds: refused: {message}"
