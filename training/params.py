@@ -2,12 +2,93 @@
 
 Kept apart from `training.train` (numpy, scikit-learn, ONNX) so the `sds` CLI can build its
 parser without importing any of them: a rollback should not pay for the training stack.
+
+Each parameter's valid values are written once, in `BOUNDS`: `TrainParams` checks them when it
+is made, and each flag's argparse type (`Bounds.parse`) checks them as the command line is
+parsed, so an out-of-range flag is a usage error naming it before any data is read, not
+scikit-learn's complaint after the history was partitioned. The ranges are scikit-learn's
+(`HistGradientBoostingClassifier._parameter_constraints`) and numpy's (a `random_state` seeds
+`RandomState`: 0 to 2**32 - 1), narrowed where a wider value makes no sense here (a learning rate
+above 1, a holdout of more than half the history).
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, fields
+from numbers import Integral, Real
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The values a parameter takes: whole numbers (`kind` int) or finite numbers (float)
+    from `low` (excluded when `low_open`) up to `high` (excluded when `high_open`; None: no
+    upper bound)."""
+
+    kind: type[int] | type[float]
+    low: float
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def allows(self, value: object) -> bool:
+        # numpy's integers and floats count as numbers; True and False do not.
+        if isinstance(value, bool) or not isinstance(value, Integral if self.kind is int else Real):
+            return False
+        # Whole numbers compared as such (a float cannot hold 10**400); others must be finite.
+        number: int | float = int(value) if isinstance(value, Integral) else float(value)
+        if isinstance(number, float) and not math.isfinite(number):
+            return False
+        if number <= self.low if self.low_open else number < self.low:
+            return False
+        if self.high is None:
+            return True
+        return number < self.high if self.high_open else number <= self.high
+
+    def __str__(self) -> str:
+        what = "a whole number" if self.kind is int else "a number"
+        low, high = _number(self.low), None if self.high is None else _number(self.high)
+        if high is None:
+            return f"{what} above {low}" if self.low_open else f"{what}, {low} or more"
+        if not self.low_open and not self.high_open:
+            return f"{what} from {low} to {high}"
+        start = f"above {low}" if self.low_open else f"from {low}"
+        end = f"below {high}" if self.high_open else f"up to {high}"
+        return f"{what} {start} and {end}"
+
+    def parse(self, text: str) -> int | float:
+        """An argparse type: the value `text` spells, if allowed (else ArgumentTypeError, which
+        argparse reports naming the option: `argument --max-depth: '0': must be ...`)."""
+        try:
+            value = self.kind(text)
+        except ValueError:
+            value = None
+        if not self.allows(value):
+            raise argparse.ArgumentTypeError(f"{text!r}: must be {self}")
+        assert value is not None
+        return value
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+# A seed for numpy's RandomState (scikit-learn's random_state) and default_rng: 0 to 2**32 - 1.
+SEED = Bounds(int, 0, 2**32 - 1)
+
+BOUNDS: dict[str, Bounds] = {
+    "max_iter": Bounds(int, 1),
+    "learning_rate": Bounds(float, 0, 1, low_open=True),
+    "max_leaf_nodes": Bounds(int, 2),
+    "max_depth": Bounds(int, 1),  # or None: no limit (the default)
+    "min_samples_leaf": Bounds(int, 1),
+    "l2_regularization": Bounds(float, 0),
+    "holdout_fraction": Bounds(float, 0.05, 0.5),
+    "alert_rate": Bounds(float, 0, 0.5, low_open=True, high_open=True),
+    "negative_rate": Bounds(float, 0.001, 1),
+    "seed": SEED,
+}
 
 
 @dataclass(frozen=True)
@@ -26,56 +107,46 @@ class TrainParams:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.max_iter < 1:
-            raise ValueError("max_iter must be >= 1")
-        if not 0 < self.learning_rate <= 1:
-            raise ValueError("learning_rate must be in (0, 1]")
-        if self.max_leaf_nodes < 2:
-            raise ValueError("max_leaf_nodes must be >= 2")
-        if not 0.05 <= self.holdout_fraction <= 0.5:
-            raise ValueError("holdout_fraction must be between 0.05 and 0.5")
-        if not 0 < self.alert_rate < 0.5:
-            raise ValueError("alert_rate must be between 0 and 0.5")
-        if not 0.001 <= self.negative_rate <= 1:
-            raise ValueError("negative_rate must be between 0.001 and 1 (1 keeps every payment)")
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if field.name == "max_depth" and value is None:
+                continue
+            bounds = BOUNDS[field.name]
+            if not bounds.allows(value):
+                raise ValueError(f"{field.name} must be {bounds}, got {value!r}")
+
+
+HELP = {
+    "max_iter": "boosting iterations (trees)",
+    "learning_rate": "shrinkage of each tree's contribution",
+    "max_leaf_nodes": "most leaves a tree has",
+    "max_depth": "deepest a tree grows",
+    "min_samples_leaf": "fewest payments in a leaf",
+    "l2_regularization": "L2 penalty on leaf values",
+    "holdout_fraction": "share of the most recent payments held out for evaluation",
+    "alert_rate": "share of events flagged as fraud; sets the decision threshold",
+    "negative_rate": "share of legitimate payments to train on (every fraud is kept; the kept "
+    "ones are weighted back, metrics too); below 1 to fit a large history faster, 1 keeps "
+    "every payment",
+    "seed": "seed of the sample and of the fit",
+}
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """A flag per parameter (`--max-iter` for max_iter), its range checked as it is parsed."""
     defaults = TrainParams()
     group = parser.add_argument_group("model parameters")
-    group.add_argument("--max-iter", type=int, default=defaults.max_iter)
-    group.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    group.add_argument("--max-leaf-nodes", type=int, default=defaults.max_leaf_nodes)
-    group.add_argument("--max-depth", type=int, default=defaults.max_depth)
-    group.add_argument("--min-samples-leaf", type=int, default=defaults.min_samples_leaf)
-    group.add_argument("--l2-regularization", type=float, default=defaults.l2_regularization)
-    group.add_argument("--holdout-fraction", type=float, default=defaults.holdout_fraction)
-    group.add_argument(
-        "--alert-rate",
-        type=float,
-        default=defaults.alert_rate,
-        help="share of events flagged as fraud; sets the decision threshold (default 0.01)",
-    )
-    group.add_argument(
-        "--negative-rate",
-        type=float,
-        default=defaults.negative_rate,
-        help="share of legitimate payments to train on (every fraud is kept; the kept ones are "
-        "weighted back, metrics too); below 1 to fit a large history faster (default 1)",
-    )
-    group.add_argument("--seed", type=int, default=defaults.seed)
+    for field in fields(TrainParams):
+        bounds = BOUNDS[field.name]
+        default = getattr(defaults, field.name)
+        said = f"; default {'no limit' if default is None else default}"
+        group.add_argument(
+            f"--{field.name.replace('_', '-')}",
+            type=bounds.parse,
+            default=default,
+            help=f"{HELP[field.name]} ({bounds}{said})",
+        )
 
 
 def params_from_args(args: argparse.Namespace) -> TrainParams:
-    return TrainParams(
-        max_iter=args.max_iter,
-        learning_rate=args.learning_rate,
-        max_leaf_nodes=args.max_leaf_nodes,
-        max_depth=args.max_depth,
-        min_samples_leaf=args.min_samples_leaf,
-        l2_regularization=args.l2_regularization,
-        holdout_fraction=args.holdout_fraction,
-        alert_rate=args.alert_rate,
-        negative_rate=args.negative_rate,
-        seed=args.seed,
-    )
+    return TrainParams(**{field.name: getattr(args, field.name) for field in fields(TrainParams)})

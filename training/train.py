@@ -38,12 +38,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
 from sds.config import TASK_ROLE_ARN
 from sds.kernel.behaviour import holdout_behaviour
+from sds.kernel.errors import UsageError
 from sds.kernel.features import FEATURE_NAMES, feature_schema
 from sds.kernel.registry import (
     Registry,
@@ -361,8 +362,16 @@ def _interrupted_registration(
     return exc
 
 
+class _Parser(argparse.ArgumentParser):
+    """A parser whose usage errors `main` reports as the task's others: one line
+    (`error: argument --max-depth: '0': must be ...`), exit 2, no usage text."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m training.train",
         description="Train a fraud model and register it (locally or in the Fargate task).",
     )
@@ -418,7 +427,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
     if args.from_capture:
         missing = [n for n in ("captures", "labels", "capture_env") if not getattr(args, n)]
         if missing or not args.registry:

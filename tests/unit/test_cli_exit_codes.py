@@ -218,6 +218,39 @@ def test_a_usage_error_exits_2(project: Path, capsys: pytest.CaptureFixture[str]
     }
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "expected"),
+    [
+        ("--max-iter", "0", "a whole number, 1 or more"),
+        ("--learning-rate", "0", "a number above 0 and up to 1"),
+        ("--max-leaf-nodes", "1", "a whole number, 2 or more"),
+        ("--max-depth", "0", "a whole number, 1 or more"),
+        ("--max-depth", "two", "a whole number, 1 or more"),
+        ("--min-samples-leaf", "0", "a whole number, 1 or more"),
+        ("--l2-regularization", "-1", "a number, 0 or more"),
+        ("--l2-regularization", "nan", "a number, 0 or more"),
+        ("--holdout-fraction", "0.9", "a number from 0.05 to 0.5"),
+        ("--alert-rate", "0.5", "a number above 0 and below 0.5"),
+        ("--negative-rate", "0", "a number from 0.001 to 1"),
+        ("--seed", "-1", "a whole number from 0 to 4294967295"),
+        ("--seed", "5000000000", "a whole number from 0 to 4294967295"),
+    ],
+)
+def test_a_training_parameter_out_of_range_is_a_usage_error_naming_it_before_any_work(
+    option: str, value: str, expected: str, project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a history that is not there (reading it would be an error, exit 1)
+    missing = project / "nowhere.jsonl"
+    # When training with a parameter scikit-learn or numpy would refuse
+    ended = sds(capsys, "train", "--data", str(missing), option, value, "--quiet", "--json")
+    # Then the parser refuses it (exit 2), naming the option, before reading anything
+    assert ended.code == 2, ended
+    assert ended.error_line == (
+        f"sds: error: argument {option}: {value!r}: must be {expected} (see: sds train --help)"
+    )
+    assert ended.json()["error"]["type"] == "UsageError"
+
+
 @pytest.mark.parametrize("value", ["-1", "soon", "nan", "inf"])
 def test_an_activation_timeout_that_is_not_a_duration_is_a_usage_error(
     project: Path, capsys: pytest.CaptureFixture[str], value: str

@@ -103,7 +103,7 @@ def test_a_sampled_training_run_records_the_sampling_and_reports_the_whole_histo
 
 @pytest.mark.parametrize("rate", [0, 1.5, 0.0001])
 def test_a_negative_rate_outside_the_range_is_refused_by_name(rate: float) -> None:
-    with pytest.raises(ValueError, match=r"negative_rate must be between 0\.001 and 1"):
+    with pytest.raises(ValueError, match=r"negative_rate must be a number from 0\.001 to 1"):
         TrainParams(negative_rate=rate)
 
 

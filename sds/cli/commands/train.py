@@ -161,10 +161,7 @@ def run(args: argparse.Namespace) -> int:
             "--data is required: a .jsonl[.gz] file, a directory or s3://bucket/prefix "
             "(make some with: sds generate --out data/events.jsonl.gz)"
         )
-    try:
-        params = params_from_args(args)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    params = params_from_args(args)  # each in range: checked as the arguments were parsed
     if args.work_dir is not None and not Path(args.work_dir).is_dir():
         raise UsageError(f"--work-dir {args.work_dir}: no such folder")
     version = train(
