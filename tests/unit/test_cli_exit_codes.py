@@ -456,6 +456,30 @@ def test_generating_no_events_is_a_usage_error_and_writes_nothing(
     assert not (project / "e.jsonl").exists()
 
 
+@pytest.mark.parametrize("seed", ["-4", "seven", "1.5"])
+def test_generating_with_a_seed_that_is_not_one_is_a_usage_error_naming_it(
+    seed: str, project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = project / "e.jsonl"
+    ended = sds(capsys, "generate", "--events", "10", "--seed", seed, "--out", str(out))
+    assert ended.code == 2, ended
+    assert ended.error_line == (
+        f"sds: error: argument --seed: {seed!r}: must be a whole number, 0 or more "
+        "(see: sds generate --help)"
+    )
+    assert not out.exists()
+
+
+def test_any_seed_numpy_takes_generates(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # default_rng takes any whole number from 0 up, beyond RandomState's 2**32 - 1
+    for seed in ("0", "5000000000"):
+        out = project / f"e-{seed}.jsonl"
+        assert (
+            sds(capsys, "generate", "--events", "10", "--seed", seed, "--out", str(out)).code == 0
+        )
+        assert out.exists()
+
+
 @pytest.mark.parametrize(
     "argv",
     [

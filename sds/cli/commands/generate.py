@@ -10,6 +10,7 @@ from typing import Any
 from sds.cli.arguments import Commands, positive_count
 from sds.cli.render import print_json
 from sds.kernel.errors import UsageError
+from training.params import Bounds
 
 
 def register(commands: Commands) -> None:
@@ -26,7 +27,15 @@ def register(commands: Commands) -> None:
     parser.add_argument(
         "--events", type=positive_count, default=100_000, help="payments to generate (1 or more)"
     )
-    parser.add_argument("--seed", type=int, default=7)
+    # numpy's default_rng takes any whole number from 0 up: the same argparse check as the
+    # training parameters', so a negative seed is a usage error naming --seed.
+    seed = Bounds(int, 0)
+    parser.add_argument(
+        "--seed",
+        type=seed.parse,
+        default=7,
+        help=f"the same seed writes the same file ({seed}; default 7)",
+    )
     parser.add_argument("--out", required=True, help="output path (.jsonl or .jsonl.gz)")
 
 
