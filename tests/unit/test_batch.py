@@ -332,6 +332,24 @@ def test_an_interrupted_run_resumes_with_only_the_parts_that_are_not_finished(
     assert run_locally("features", data=str(data), out=str(out), workers=1).nothing_to_do
 
 
+def test_a_restarted_run_in_the_same_process_computes_from_its_own_shuffle(
+    tmp_path: Path,
+) -> None:
+    # Given a run of one history, its parts computed in this process (one worker)
+    first = write_jsonl(generate_activity(300, seed=8), tmp_path / "a.jsonl")
+    other = write_jsonl(generate_activity(200, seed=9), tmp_path / "b.jsonl")
+    out = tmp_path / "out"
+    run_locally("features", data=str(first), out=str(out), workers=1, partitions=2)
+
+    # When the same process starts over there on another history
+    run_locally("features", data=str(other), out=str(out), workers=1, partitions=2, restart=True)
+
+    # Then its parts are that history's, as a run into a new folder gives them
+    fresh = tmp_path / "fresh"
+    run_locally("features", data=str(other), out=str(fresh), workers=1, partitions=2)
+    assert _rows(out) == _rows(fresh)
+
+
 def test_a_finished_run_keeps_no_work_files(tmp_path: Path) -> None:
     data = write_jsonl(generate_activity(300, seed=9), tmp_path / "h.jsonl")
     run_locally("features", data=str(data), out=str(tmp_path / "out"), workers=1)

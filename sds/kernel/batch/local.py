@@ -118,13 +118,18 @@ def shuffle_worker(
     return done.to_json()
 
 
-_SEGMENTS: dict[str, list[tuple[str, Shuffled]]] = {}
+# The shuffle's segments of the run a process computes parts of, by run: its output location
+# and when it was planned. Not by location alone: a process that runs parts of two runs in turn
+# (with one worker, parts run in the calling process) may meet the same location twice, after
+# `--restart` or in another folder of the same relative name, with other segments each time.
+_SEGMENTS: dict[tuple[str, str], list[tuple[str, Shuffled]]] = {}
 
 
 def part_worker(plan: dict[str, Any], partition: int) -> dict[str, Any]:
     run = RunPlan.from_json(plan)
     output = open_storage(run.output)
-    if run.output not in _SEGMENTS:  # read once per process: every partition needs them
+    key = (run.output, run.created_at)
+    if key not in _SEGMENTS:  # read once per process: every partition needs them
         _SEGMENTS.clear()
-        _SEGMENTS[run.output] = shuffled_segments(output)
-    return part_step(run, output, partition, load=load_cached, segments=_SEGMENTS[run.output])
+        _SEGMENTS[key] = shuffled_segments(output)
+    return part_step(run, output, partition, load=load_cached, segments=_SEGMENTS[key])
