@@ -8,8 +8,10 @@ one partition, so it does not grow with the history).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sds.kernel.batch import local
@@ -21,6 +23,7 @@ from sds.kernel.batch.run import (
     begin,
     check_locations,
     collect_step,
+    discard_failed,
     finished_parts,
     make_plan,
     read_json,
@@ -107,7 +110,9 @@ def run_locally(
     """Plan (or resume) a run of `job` over `data` into `out`, and run every step not done.
 
     With `restart`, a run already at `out` is discarded first (only if `out` holds an sds run
-    and nothing else); `start_over` ends the refusal of a run that cannot be resumed."""
+    and nothing else); `start_over` ends the refusal of a run that cannot be resumed. A run that
+    fails with an error before finishing a part is discarded (`discard_failed`), the folder too
+    if this call made it; an interrupted one (Ctrl-C, SIGTERM) is kept, to resume."""
     started = time.perf_counter()
     local.reset_worker_peak()
     workers = default_workers() if workers is None else workers
@@ -116,6 +121,7 @@ def run_locally(
     check_locations(data, out)
     progress = progress or Progress(STEPS, enabled=False)
     source, output = open_storage(data), open_storage(out)
+    new_folder = not out.startswith("s3://") and not Path(out).exists()
     if job == "score" and model is not None:
         local.load_cached(model)  # a model that cannot be served fails the run before it starts
     plan, resumed = begin(
@@ -129,20 +135,33 @@ def run_locally(
         manifest = read_json(output, MANIFEST)
         return LocalRun(manifest, True, workers, 0, 0, plan.partitions, 0.0, nothing_to_do=True)
 
-    todo = [
-        i for i in range(len(plan.items)) if not output.exists(f"_run/work/items/item-{i:05d}.json")
-    ]
-    shuffled = _shuffle(plan, todo, workers, progress)
-    progress.run("collecting the shuffle", lambda: collect_step(plan, output))
+    try:
+        todo = [
+            i
+            for i in range(len(plan.items))
+            if not output.exists(f"_run/work/items/item-{i:05d}.json")
+        ]
+        shuffled = _shuffle(plan, todo, workers, progress)
+        progress.run("collecting the shuffle", lambda: collect_step(plan, output))
 
-    finished = finished_parts(plan, output)
-    parts = [p for p in range(plan.partitions) if p not in finished]
-    _compute(plan, parts, workers, progress)
-    manifest = progress.run(
-        "writing the run's manifest",
-        lambda: summarize(plan, output, started_at=plan.created_at),
-        lambda m: f"{m['totals']['rows']} rows in {len(m['parts'])} parts",
-    )
+        finished = finished_parts(plan, output)
+        parts = [p for p in range(plan.partitions) if p not in finished]
+        _compute(plan, parts, workers, progress)
+        manifest = progress.run(
+            "writing the run's manifest",
+            lambda: summarize(plan, output, started_at=plan.created_at),
+            lambda m: f"{m['totals']['rows']} rows in {len(m['parts'])} parts",
+        )
+    except Exception:
+        # An error (a bad line, a full disk), not Ctrl-C: a run that finished no part leaves
+        # --out as it found it, so that it does not refuse the next run (the workers are stopped
+        # by now). The run's own error is the one reported, whatever the cleanup meets.
+        with contextlib.suppress(Exception):
+            if discard_failed(plan, output) and not out.startswith("s3://"):
+                _remove_empty_folders(Path(out) / "_run")
+                if new_folder:
+                    Path(out).rmdir()
+        raise
     if manifest["complete"] and not keep_work:
         output.delete_prefix(WORK)
     return LocalRun(
@@ -155,6 +174,15 @@ def run_locally(
         seconds=time.perf_counter() - started,
         peak_rss_bytes=peak_rss(),
     )
+
+
+def _remove_empty_folders(root: Path) -> None:
+    """`root` and the folders under it, those that hold no file (`rmdir` refuses the others)."""
+    for folder in sorted((p for p in root.rglob("*") if p.is_dir()), reverse=True):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+    with contextlib.suppress(OSError):
+        root.rmdir()
 
 
 def _shuffle(plan: RunPlan, todo: list[int], workers: int, progress: Progress) -> int:

@@ -350,6 +350,51 @@ def test_a_restarted_run_in_the_same_process_computes_from_its_own_shuffle(
     assert _rows(out) == _rows(fresh)
 
 
+@pytest.mark.parametrize("existing", [False, True], ids=["new folder", "empty folder"])
+def test_a_run_that_fails_before_finishing_a_part_leaves_out_as_it_found_it(
+    tmp_path: Path, existing: bool
+) -> None:
+    # Given a history with a line that is not JSON
+    path = write_jsonl(generate_activity(50, seed=1), tmp_path / "h.jsonl")
+    path.write_text(path.read_text() + "junk\n")
+    out = tmp_path / "out"
+    if existing:
+        out.mkdir()
+
+    # When a run fails on it
+    with pytest.raises(HistoryError, match="invalid JSON"):
+        run_locally("features", data=str(path), out=str(out), workers=1)
+
+    # Then it left nothing: no plan to refuse the next run, no folder it made
+    assert sorted(out.rglob("*")) == [] and out.exists() == existing
+    # And a run of another input there goes ahead
+    good = write_jsonl(generate_activity(50, seed=2), tmp_path / "good.jsonl")
+    done = run_locally("features", data=str(good), out=str(out), workers=1)
+    assert done.manifest["complete"] and not done.resumed
+
+
+def test_a_run_interrupted_before_finishing_a_part_is_kept_to_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a run stopped by Ctrl-C in its shuffle, before any part
+    data = write_jsonl(generate_activity(300, seed=8), tmp_path / "h.jsonl")
+    out = tmp_path / "out"
+    real = batch_run.shuffle_item
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(batch_run, "shuffle_item", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_locally("features", data=str(data), out=str(out), workers=1)
+
+    # Then its plan is kept: the same command resumes it
+    assert (out / "_run" / "plan.json").exists()
+    monkeypatch.setattr(batch_run, "shuffle_item", real)
+    done = run_locally("features", data=str(data), out=str(out), workers=1)
+    assert done.resumed and done.manifest["complete"]
+
+
 def test_a_finished_run_keeps_no_work_files(tmp_path: Path) -> None:
     data = write_jsonl(generate_activity(300, seed=9), tmp_path / "h.jsonl")
     run_locally("features", data=str(data), out=str(tmp_path / "out"), workers=1)

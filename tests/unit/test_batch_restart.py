@@ -1,10 +1,13 @@
-"""A batch run's --out after a failure: what the refusal to resume says, and `--restart`.
+"""A batch run's --out after a failure or an interruption: what is kept, what the refusal to
+resume says, and `--restart`.
 
-A run pins its input (each file's size and version): after a run fails on a bad line and the
-file is fixed in place, resuming would mix results computed from two different inputs, so it is
-refused; the refusal says what changed and the exact command that starts over. `--restart`
-discards the old run's files, and only where the folder holds an sds run and nothing else.
-The CLI runs in-process (`sds.cli.main.main`) on a throwaway project.
+A run that fails with an error before it finishes a part (a bad line stops the shuffle) wrote no
+result: it leaves --out as it found it, so the run on the fixed file goes ahead there. A run that
+finished parts, or was interrupted, is kept to resume, and pins its input (each file's size and
+version): once the input changed, resuming would mix results computed from two different inputs,
+so it is refused; the refusal says what changed and the exact command that starts over.
+`--restart` discards the old run's files, and only where the folder holds an sds run and nothing
+else. The CLI runs in-process (`sds.cli.main.main`) on a throwaway project.
 """
 
 from __future__ import annotations
@@ -12,10 +15,12 @@ from __future__ import annotations
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from sds.cli.main import main
+from sds.kernel.batch import run as batch_run
 from tests.unit.cli_run import Ended, sds
 from training.data import write_jsonl
 from training.synthetic import generate_activity
@@ -50,14 +55,48 @@ def backfill(capsys: pytest.CaptureFixture[str], *extra: str) -> Ended:
     return sds(capsys, "backfill", "--data", "h.jsonl", "--out", "s13", "--quiet", *extra)
 
 
-@pytest.fixture
-def failed_then_fixed(project: Path, capsys: pytest.CaptureFixture[str]) -> bytes:
-    """A run that failed on line 419 of h.jsonl, then h.jsonl fixed in place; its good bytes."""
+def test_a_run_that_failed_on_a_bad_line_leaves_out_to_the_fixed_file_s_run(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a run that failed on line 419 of h.jsonl
     good = write_jsonl(generate_activity(400, seed=5), project / "h.jsonl").read_bytes()
     cut_line(project / "h.jsonl", 419)
     failed = backfill(capsys)
     assert failed.code == 1 and "h.jsonl:419: invalid JSON" in failed.error_line, failed
-    (project / "h.jsonl").write_bytes(good + b"\n")  # fixed: not the bytes the run pinned
+    # Then it left nothing in --out (it made the folder: that is gone too)
+    assert not (project / "s13").exists()
+
+    # When h.jsonl is fixed in place and the same command runs again
+    (project / "h.jsonl").write_bytes(good + b"\n")
+    ended = backfill(capsys, "--json")
+
+    # Then it runs, from the start
+    assert ended.code == 0, ended
+    assert ended.json()["manifest"]["complete"] is True and ended.json()["resumed"] is False
+
+
+@pytest.fixture
+def failed_then_fixed(
+    project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> bytes:
+    """A run interrupted in its second part (the first one finished), then h.jsonl changed in
+    place; its new bytes."""
+    good = write_jsonl(generate_activity(400, seed=5), project / "h.jsonl").read_bytes()
+    real = batch_run.jobs.feature_rows
+    calls: list[int] = []
+
+    def interrupted(history: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(history)
+
+    monkeypatch.setattr(batch_run.jobs, "feature_rows", interrupted)
+    stopped = backfill(capsys, "--partitions", "3", "--workers", "1")
+    assert stopped.code == 130 and "run the same command again to resume" in stopped.error_line
+    monkeypatch.setattr(batch_run.jobs, "feature_rows", real)
+    assert len(list((project / "s13").glob("part-*"))) == 1
+    (project / "h.jsonl").write_bytes(good + b"\n")  # changed: not the bytes the run pinned
     return good
 
 

@@ -20,7 +20,9 @@ sha256) and the partitioning: a run with other input, model or partitions is ref
 mixing results, saying what differs (`differences`). So is a run planned by a version of sds
 whose work files were laid out otherwise (`FORMAT`): the steps would misread them. The caller may
 discard the old run instead (`begin(restart=True)`, `discard_run`), only where the location
-holds an sds run and nothing else.
+holds an sds run and nothing else. A run that fails with an error before it finishes a part is
+discarded by its caller (`discard_failed`): it wrote no result, and its plan would only refuse
+the next run (an interrupted one is kept, to resume).
 """
 
 from __future__ import annotations
@@ -367,6 +369,20 @@ def discard_run(output: Storage) -> None:
         if key.startswith("_run/") and key != PLAN and not key.startswith(("_run/parts/", WORK)):
             output.delete_prefix(key)
     output.delete_prefix(PLAN)
+
+
+def discard_failed(plan: RunPlan, output: Storage) -> bool:
+    """After `plan`'s run failed with an error (not an interruption): discard it, as
+    `discard_run` does, if it finished no part, and say whether it did.
+
+    Such a run wrote no result, so nothing would mix; left in place, its plan would refuse every
+    other run at `output` (a failure on a bad line is fixed by changing the input, which makes
+    the next run another one). Only its shuffle is lost, which the next run redoes. A run that
+    finished parts is kept: the same command resumes it."""
+    if output.exists(MANIFEST) or finished_parts(plan, output):
+        return False
+    discard_run(output)
+    return True
 
 
 def check_locations(input_uri: str, output_uri: str) -> None:
