@@ -48,10 +48,12 @@ class SdsError(Exception):
 
 
 class Refused(SdsError):
-    """Deliberately not done, and nothing was changed: a gate failed or a concurrent change won."""
+    """Deliberately not done, and nothing was changed: a gate failed or a concurrent change won.
+    Every refusal says so on stderr (`sds: refused: ...`), as its exit code (3) does."""
 
     exit_code = EXIT_REFUSED
     http_status = 409
+    label = "refused"
 
 
 class UsageError(SdsError):

@@ -83,8 +83,6 @@ class TargetNotServable(Refused, OperationError):
     """The Lambda version a rollback would switch `live` to cannot serve (Failed, its re-creation
     failed, or it did not become Active in time). Nothing was switched or moved."""
 
-    label = "refused"
-
     def __init__(self, message: str, cause: VersionNotReady) -> None:
         super().__init__(message)
         self.cause = cause

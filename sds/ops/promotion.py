@@ -57,7 +57,6 @@ class GateResult:
 class GateFailure(Refused, OperationError):
     """The version fails one or more of the target environment's gates; nothing moved."""
 
-    label = "refused"
     # What the version may not do: "version 3 may not go to prod: ...".
     refused_action = "go to"
 
@@ -88,8 +87,6 @@ class VersionsAllocatedElsewhere(Refused, OperationError):
     """Asked to register a new version in an environment that receives versions only by
     promotion; nothing was trained. The message names where versions are allocated and what to
     run instead."""
-
-    label = "refused"
 
 
 def registering_environment(ws: Workspace, env: str, *, on_fargate: bool) -> str:
@@ -554,8 +551,6 @@ class NeverServed(Refused, OperationError):
     """`rollback --to N` named a version the environment never served. A rollback takes no
     gates: it returns only to a model the environment served (it passed the environment's gates
     when it went live); any other version goes live by promotion, gates first. Nothing moved."""
-
-    label = "refused"
 
 
 @dataclass(frozen=True)

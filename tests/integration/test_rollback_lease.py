@@ -113,7 +113,7 @@ def test_a_lease_timeout_of_zero_refuses_at_once_and_names_the_holder(
     # Then exit 3 in one line naming the holder, its lease id and how to break it; nothing moved
     assert result.code == 3, result.err
     assert result.err.startswith(
-        f"sds: error: dev's rollback lease is held by {HOLDER} since 12:00:03 UTC "
+        f"sds: refused: dev's rollback lease is held by {HOLDER} since 12:00:03 UTC "
         f"(lease id {LEASE_ID}, expires in "
     )
     assert f"--break-lease {LEASE_ID} (audited)" in result.err

@@ -111,6 +111,7 @@ def test_resuming_onto_fixed_input_is_refused_saying_what_changed_and_how_to_sta
     # Then it is refused (exit 3), naming the file that changed and how, and the exact command
     assert ended.code == 3, ended
     message = ended.json()["error"]["message"]
+    assert ended.error_line == f"sds: refused: {message}"
     assert message.startswith("s13 holds a run this one cannot resume (started ")
     assert "h.jsonl changed since (" in message and " bytes, modified " in message
     assert message.endswith(
@@ -165,7 +166,7 @@ def test_restart_removes_nothing_where_the_folder_holds_other_files_too(
     # Then it is refused and nothing is removed
     assert ended.code == 3
     assert ended.error_line == (
-        "sds: error: s13 holds files that are not the run's (notes.txt): not removing anything; "
+        "sds: refused: s13 holds files that are not the run's (notes.txt): not removing anything; "
         "move them, or use another output location"
     )
     assert files(project / "s13") == before
@@ -214,7 +215,7 @@ def test_an_out_that_is_a_file_is_named_as_a_file(
 
     assert ended.code == 3
     assert ended.error_line == (
-        "sds: error: s13 is a file: a run writes its parts into a folder (or under an S3 "
+        "sds: refused: s13 is a file: a run writes its parts into a folder (or under an S3 "
         "prefix); name a new or empty one"
     )
     assert (project / "s13").read_text() == "a file"

@@ -75,7 +75,7 @@ def test_a_local_rollback_that_loses_a_concurrent_update_is_refused_with_exit_3(
     # Then it is refused (exit 3, as the same loss with --aws), in one line and as JSON
     assert raced == ["dev"]
     assert ended.code == 3, ended
-    assert ended.error_line.startswith("sds: error: dev: alias 'dev' was moved by someone else")
+    assert ended.error_line.startswith("sds: refused: dev: alias 'dev' was moved by someone else")
     error = ended.json()["error"]
     assert (error["type"], error["exit_code"]) == ("ConcurrentRollback", 3)
     # And nothing of its own was done: the alias is the other operator's, the pin untouched
@@ -108,7 +108,7 @@ def test_main_exits_with_the_code_an_error_declares_and_reports_its_details(
     # Then both exit 3; stderr has the one line; the JSON has the error's own fields too
     assert plain.code == as_json.code == 3
     assert plain.out == ""
-    assert plain.error_line == "sds: error: dev changed while this command ran"
+    assert plain.error_line == "sds: refused: dev changed while this command ran"
     assert as_json.json() == {
         "env": "dev",
         "retry": True,

@@ -70,6 +70,14 @@ def test_every_error_class_declares_a_documented_exit_code(name: str) -> None:
     assert cls.exit_code in DOCUMENTED_EXIT_CODES, (name, cls.exit_code)
 
 
+@pytest.mark.parametrize("name", sorted(ERRORS))
+def test_stderr_calls_a_refusal_a_refusal_and_nothing_else(name: str) -> None:
+    # `sds: refused: ...` exactly when the exit code is 3, whichever class refused
+    cls = ERRORS[name]
+    assert issubclass(cls, SdsError)
+    assert (cls.label == "refused") == (cls.exit_code == 3), (name, cls.label, cls.exit_code)
+
+
 def test_every_interruption_declares_its_documented_exit_code() -> None:
     assert {n: c.exit_code for n, c in INTERRUPTIONS.items()} == {  # type: ignore[attr-defined]
         "sds.kernel.signals.Terminated": 143  # README "The CLI": 130 Ctrl-C, 143 SIGTERM
