@@ -20,6 +20,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from sds.kernel.batch.shuffle import HistoryError, list_sources
+from sds.kernel.batch.storage import StorageError, open_storage
 from sds.kernel.errors import SdsError
 from sds.kernel.events import validate
 from sds.kernel.features import times_of
@@ -83,41 +85,19 @@ class History:
         return str(self.events[int(self.payments[payment])]["occurred_at"])
 
 
-def _is_history_file(name: str) -> bool:
-    return name.endswith(".jsonl") or name.endswith(".jsonl.gz")
-
-
-def _local_sources(path: Path) -> Iterator[tuple[str, bytes]]:
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and _is_history_file(p.name))
-        if not files:
-            raise DataError(f"{path}: no .jsonl or .jsonl.gz files")
-        for file in files:
-            yield str(file), file.read_bytes()
-    elif path.is_file():
-        yield str(path), path.read_bytes()
-    else:
-        raise DataError(f"{path}: no such file or directory")
-
-
-def _s3_sources(uri: str) -> Iterator[tuple[str, bytes]]:
-    from sds.kernel.sdk import client  # boto3, only when the data lives on S3
-
-    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
-    s3 = client("s3")
-    keys: list[str] = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        keys.extend(o["Key"] for o in page.get("Contents", []) if _is_history_file(o["Key"]))
-    if not keys:
-        raise DataError(f"{uri}: no .jsonl or .jsonl.gz objects under this prefix")
-    for key in sorted(keys):
-        yield f"s3://{bucket}/{key}", s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-
-
 def sources(location: str | Path) -> Iterator[tuple[str, bytes]]:
-    """(name, bytes) of each history file of a file, directory or s3:// prefix, in name order."""
-    text = str(location)
-    return _s3_sources(text) if text.startswith("s3://") else _local_sources(Path(text))
+    """(name, bytes) of each history file of a file, directory or s3:// prefix, in name order.
+
+    The files are those the batch runs and partitioned training read, listed by the same
+    function (`sds.kernel.batch.shuffle.list_sources`: `.jsonl` and `.jsonl.gz`, not a run's
+    `_run/` or dot files; a location that is one file, whatever its name), which also says what
+    is wrong with a location that is not there or holds none, the same for every command."""
+    try:
+        storage = open_storage(location)
+        for source in list_sources(storage):
+            yield source.name, storage.read(source.key)
+    except (HistoryError, StorageError) as exc:
+        raise DataError(str(exc)) from None
 
 
 def fingerprint_entry(name: str, content_sha256: bytes) -> bytes:

@@ -125,9 +125,6 @@ def training_set(
     folder by default), removed when the rows are built, whatever happens. Partitions hold about
     `partition_bytes` of JSON each (the backfill's default) unless `partitions` says how many.
     """
-    text = str(location)
-    if not text.startswith("s3://") and not Path(text).exists():
-        raise DataError(f"{text}: no such file or directory")
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     if work_dir is not None and not Path(work_dir).is_dir():

@@ -20,6 +20,7 @@ from sds.kernel.registry import Registry, Version
 from sds.kernel.signals import Terminated
 from sds.ops.promotion import promote
 from sds.ops.workspace import Workspace
+from tests.support.trained_model import TrainedModel
 from tests.unit.cli_run import sds
 
 METRICS = {"roc_auc": 0.93, "pr_auc": 0.6, "expected_calibration_error": 0.01}
@@ -498,6 +499,52 @@ def test_workers_below_one_is_the_same_usage_error_for_every_command(
     # Then it is refused before anything runs, naming the valid range
     assert ended.code == 2, ended
     assert f"argument --workers: '{workers}': must be a whole number, 1 or more" in ended.err
+    assert not (project / "out").exists()
+
+
+READERS = {
+    "train": ("train", "--data", "{data}", "--quiet"),
+    "score": ("score", "--version", "{version}", "--data", "{data}", "--out", "out", "--quiet"),
+    "backfill": ("backfill", "--data", "{data}", "--out", "out", "--quiet"),
+    "ingest": ("ingest", "{data}"),
+    "label": ("label", "{data}"),
+}
+
+
+@pytest.mark.parametrize("command", sorted(READERS))
+@pytest.mark.parametrize(
+    ("given", "problem"),
+    [
+        ("empty folder", "no .jsonl or .jsonl.gz files"),
+        ("folder of other files", "no .jsonl or .jsonl.gz files"),
+        ("nothing", "no such file, folder or prefix"),
+    ],
+)
+def test_every_command_reading_events_says_the_same_of_a_location_without_any(
+    command: str,
+    given: str,
+    problem: str,
+    project: Path,
+    trained: TrainedModel,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a folder with no history file in it, or nothing at all
+    data = project / "events"
+    if given != "nothing":
+        data.mkdir()
+    if given == "folder of other files":
+        (data / "notes.txt").write_text("no events here")
+        (data / ".hidden.jsonl").write_text("{}")
+    monkeypatch.setenv("SDS_REGISTRY_DEV", trained.registry_uri)  # what score --version reads
+
+    # When a command is given it to read
+    words = READERS[command]
+    ended = sds(capsys, *(w.format(data=data, version=trained.version.number) for w in words))
+
+    # Then each one says what is missing there, in the same words
+    assert ended.code == 1, ended
+    assert ended.error_line == f"sds: error: {data}: {problem}"
     assert not (project / "out").exists()
 
 

@@ -241,7 +241,8 @@ def test_given_nothing_to_read_then_the_error_says_what_is_missing(tmp_path: Pat
     blank = _write_lines(tmp_path / "blank.jsonl", ["", ""])
 
     assert (
-        _error(tmp_path / "nope.jsonl") == f"{tmp_path / 'nope.jsonl'}: no such file or directory"
+        _error(tmp_path / "nope.jsonl")
+        == f"{tmp_path / 'nope.jsonl'}: no such file, folder or prefix"
     )
     assert _error(tmp_path / "empty") == f"{tmp_path / 'empty'}: no .jsonl or .jsonl.gz files"
     assert _error(blank) == f"{blank}: no events"

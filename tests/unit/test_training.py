@@ -513,7 +513,7 @@ def test_given_missing_training_data_then_the_command_exits_non_zero_with_one_cl
     assert result.returncode == 1
     assert result.stdout == ""
     errors = [line for line in result.stderr.splitlines() if not line.startswith(("[", " "))]
-    assert errors == [f"error: {missing}: no such file or directory"]
+    assert errors == [f"error: {missing}: no such file, folder or prefix"]
     assert not (tmp_path / "registry").exists()
 
 

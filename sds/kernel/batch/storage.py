@@ -60,7 +60,10 @@ class Storage(Protocol):
         """A binary file object reading the whole object from its start."""
         ...
 
-    def exists(self, key: str) -> bool: ...
+    def exists(self, key: str) -> bool:
+        """Whether the object at `key` exists; for "", whether the location itself does (a
+        local folder counts, even empty)."""
+        ...
 
     def put_bytes(self, key: str, data: bytes) -> None: ...
 
@@ -127,7 +130,8 @@ class LocalStorage:
             raise StorageError(f"{self.name(key)}: {exc.strerror or exc}") from None
 
     def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        path = self._path(key)
+        return path.exists() if not key else path.is_file()
 
     @contextmanager
     def _replacing(self, key: str) -> Iterator[Path]:
