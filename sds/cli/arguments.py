@@ -40,6 +40,20 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see: {self.prog} --help)")
 
 
+class CommandParser(Parser):
+    """A command's parser (`sds show`): words after the command that it does not know are its
+    usage error (`see: sds show --help`). argparse would hand them up to the top-level parser,
+    whose error points at `sds --help`; nothing there could take them."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+
 def global_options(parser: argparse.ArgumentParser) -> None:
     """The options accepted before the command (`sds --json --project-dir DIR models`); each
     command accepts them after its name too (`common_options`)."""
@@ -48,10 +62,10 @@ def global_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--aws", action="store_true", default=False, help=AWS_HELP)
 
 
-def common_options() -> Parser:
+def common_options() -> CommandParser:
     """The options every command takes after its name (a parent parser): the global ones, so
     that `sds CMD --json` is `sds --json CMD`, for a command that needs no project too."""
-    common = Parser(add_help=False)
+    common = CommandParser(add_help=False)
     # Also accepted before the command: SUPPRESS keeps a top-level `sds --json CMD` in effect.
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON_HELP)
     common.add_argument("--project-dir", default=argparse.SUPPRESS, help=PROJECT_DIR_HELP)
@@ -110,8 +124,8 @@ def port_number(text: str) -> int:
 class Commands:
     """The `sds` subcommands; each command module's `register` adds its own through `add`."""
 
-    subparsers: argparse._SubParsersAction[Parser]
-    common: Parser
+    subparsers: argparse._SubParsersAction[CommandParser]
+    common: CommandParser
 
     def add(
         self, name: str, run: Run, help_text: str, examples: Sequence[str]

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 
 from sds import __version__
 from sds.cli.arguments import (
+    CommandParser,
     Commands,
     Parser,
     common_options,
@@ -76,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"sds {__version__}")
     global_options(parser)
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=CommandParser
+    )
     subparsers.required = True
     commands = Commands(subparsers, common_options())
     for command in COMMANDS:

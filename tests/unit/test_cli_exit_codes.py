@@ -372,6 +372,24 @@ def test_a_usage_error_the_parser_finds_is_json_when_json_is_anywhere_on_the_lin
     assert "--help" in error["message"]  # says where the usage is
 
 
+@pytest.mark.parametrize(
+    ("argv", "unknown", "see"),
+    [
+        (("show", "1", "--nope"), "--nope", "sds show --help"),
+        (("promote", "1", "--to", "dev", "now", "--json"), "now", "sds promote --help"),
+        (("completion", "bash", "--aws"), "--aws", "sds completion --help"),
+        (("--nope", "show", "1"), "--nope", "sds --help"),
+    ],
+    ids=["option after a command", "word after a command", "top-level option", "before it"],
+)
+def test_an_unknown_word_points_at_the_help_of_the_command_it_was_given_to(
+    argv: tuple[str, ...], unknown: str, see: str, project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ended = sds(capsys, *argv)
+    assert ended.code == 2, ended
+    assert ended.error_line == f"sds: error: unrecognized arguments: {unknown} (see: {see})"
+
+
 def test_a_usage_error_without_json_is_one_line_and_nothing_on_stdout(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
