@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from sds.kernel.batch.shuffle import HistoryError, list_sources
+from sds.kernel.batch.shuffle import GZIP_MAGIC, HistoryError, list_sources, misnamed_gzip
 from sds.kernel.batch.storage import StorageError, open_storage
 from sds.kernel.errors import SdsError
 from sds.kernel.events import validate
@@ -100,6 +100,20 @@ def sources(location: str | Path) -> Iterator[tuple[str, bytes]]:
         raise DataError(str(exc)) from None
 
 
+def decoded(name: str, raw: bytes) -> bytes:
+    """A history file's content: decompressed when its name ends in .gz, as it is otherwise.
+    DataError, naming the file, when it is not valid gzip, or is gzip under another name."""
+    if name.endswith(".gz"):
+        try:
+            return gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise DataError(f"{name}: not a valid gzip file ({exc})") from None
+    problem = misnamed_gzip(name, raw[: len(GZIP_MAGIC)])
+    if problem is not None:
+        raise DataError(problem)
+    return raw
+
+
 def fingerprint_entry(name: str, content_sha256: bytes) -> bytes:
     """What one history file adds to a data fingerprint: its base name and its bytes' sha256
     (so a history fingerprints the same wherever it is copied)."""
@@ -118,10 +132,7 @@ def read_history(location: str | Path) -> History:
     for name, raw in sources(location):
         names.append(name)
         digest.update(fingerprint_entry(name, hashlib.sha256(raw).digest()))
-        try:
-            data = gzip.decompress(raw) if name.endswith(".gz") else raw
-        except (OSError, EOFError, zlib.error) as exc:
-            raise DataError(f"{name}: not a valid gzip file ({exc})") from None
+        data = decoded(name, raw)
         for lineno, line in enumerate(data.splitlines(), start=1):
             if not line.strip():
                 continue

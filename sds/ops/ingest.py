@@ -13,9 +13,7 @@ would have been when it happened).
 from __future__ import annotations
 
 import codecs
-import gzip
 import json
-import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +25,7 @@ from sds.kernel.features import json_int, parse_time
 from sds.kernel.featurestore import open_feature_store
 from sds.kernel.online import ApplyResult, OnlineFeatures, ahead_of_clock, now_micros
 from sds.ops.workspace import Workspace
-from training.data import LABEL, DataError, sources
+from training.data import LABEL, DataError, decoded, sources
 
 CLOCKS = ("wall", "events")
 BATCH = 500
@@ -68,10 +66,7 @@ def read_events(location: str) -> InputEvents:
     as_read: list[tuple[str, dict[str, Any]]] = []  # with their labels: what training compares
     problems: list[str] = []
     for name, raw in sources(location):
-        try:
-            data = gzip.decompress(raw) if name.endswith(".gz") else raw
-        except (OSError, EOFError, zlib.error) as exc:
-            raise DataError(f"{name}: not a valid gzip file ({exc})") from None
+        data = decoded(name, raw)
         for lineno, line in enumerate(data.splitlines(), start=1):
             if not line.strip():
                 continue

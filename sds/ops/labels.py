@@ -9,9 +9,7 @@ environment's event bus, which delivers them to the captures bucket's `labels/` 
 
 from __future__ import annotations
 
-import gzip
 import json
-import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +19,7 @@ from sds.kernel.features import json_int
 from sds.ops.capture_store import LabelFiles
 from sds.ops.ingest import refused_input
 from sds.ops.workspace import Workspace
-from training.data import DataError, sources
+from training.data import DataError, decoded, sources
 
 
 @dataclass(frozen=True)
@@ -50,10 +48,7 @@ def read_labels(location: str) -> tuple[list[dict[str, Any]], int]:
     duplicates = 0
     problems: list[str] = []
     for name, raw in sources(location):
-        try:
-            data = gzip.decompress(raw) if name.endswith(".gz") else raw
-        except (OSError, EOFError, zlib.error) as exc:
-            raise DataError(f"{name}: not a valid gzip file ({exc})") from None
+        data = decoded(name, raw)
         for lineno, line in enumerate(data.splitlines(), start=1):
             if not line.strip():
                 continue

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import itertools
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from sds.kernel.batch.shuffle import (
     Source,
     item_lines,
     plan_items,
+    shuffle_item,
 )
 from sds.kernel.batch.storage import LocalStorage
 from sds.kernel.errors import Refused, UsageError
@@ -507,6 +509,31 @@ def test_given_an_invalid_event_then_the_run_names_its_file_and_line_and_writes_
     with pytest.raises(HistoryError, match=rf"h.jsonl:{len(records) + 1}.*{problem}"):
         run_locally("features", data=str(path), out=str(tmp_path / "out"), workers=1)
     assert not list((tmp_path / "out").glob("part-*"))
+
+
+def test_a_gzip_file_named_jsonl_is_named_whatever_item_reads_it_first(tmp_path: Path) -> None:
+    # Given a gzip-compressed history under a plain name, planned as several byte ranges
+    plain = write_jsonl(generate_activity(300, seed=3), tmp_path / "plain.jsonl").read_bytes()
+    path = tmp_path / "h.jsonl"
+    path.write_bytes(gzip.compress(plain, mtime=0))
+    storage = LocalStorage(path)
+    plan = batch_run.make_plan(
+        "features", storage, str(tmp_path / "o"), model=None, range_bytes=4096
+    )
+    assert len(plan.items) > 2
+
+    # When any of its items is shuffled, first or not
+    expected = f"{path}: gzip-compressed, but its name does not end in .gz: rename it h.jsonl.gz"
+    for item in (plan.items[0], plan.items[-1]):
+        with pytest.raises(HistoryError) as raised:
+            shuffle_item(storage, item, 4, LocalStorage(tmp_path / f"s{item.index}"), "x")
+        # Then the error says what the file is, not that its first line is invalid JSON
+        assert str(raised.value) == expected
+    # And so does the run
+    with pytest.raises(HistoryError, match=re.escape(expected)):
+        run_locally(
+            "features", data=str(path), out=str(tmp_path / "out"), workers=2, range_bytes=4096
+        )
 
 
 def test_given_an_event_id_with_two_contents_then_the_run_says_which(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ The CLI runs in-process (`sds.cli.main.main`) on a throwaway project with local 
 from __future__ import annotations
 
 import argparse
+import gzip
 import socket
 from pathlib import Path
 from typing import Any
@@ -563,6 +564,36 @@ def test_every_command_reading_events_says_the_same_of_a_location_without_any(
     # Then each one says what is missing there, in the same words
     assert ended.code == 1, ended
     assert ended.error_line == f"sds: error: {data}: {problem}"
+    assert not (project / "out").exists()
+
+
+@pytest.mark.parametrize("command", sorted(READERS))
+@pytest.mark.parametrize("where", ["file", "folder"])
+def test_every_command_reading_events_names_a_gzip_file_without_gz_in_its_name(
+    command: str,
+    where: str,
+    project: Path,
+    trained: TrainedModel,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a gzip-compressed history named .jsonl, given as a file or in a folder
+    (project / "events").mkdir()
+    path = project / "events" / "h.jsonl"
+    path.write_bytes(gzip.compress(trained.data.read_bytes()[:20_000], mtime=0))
+    data = path if where == "file" else path.parent
+    monkeypatch.setenv("SDS_REGISTRY_DEV", trained.registry_uri)  # what score --version reads
+
+    # When a command reads it
+    words = READERS[command]
+    ended = sds(capsys, *(w.format(data=data, version=trained.version.number) for w in words))
+
+    # Then it says what the file is and what to call it, not "invalid JSON"
+    assert ended.code == 1, ended
+    assert ended.error_line == (
+        f"sds: error: {path}: gzip-compressed, but its name does not end in .gz: rename it "
+        "h.jsonl.gz"
+    )
     assert not (project / "out").exists()
 
 

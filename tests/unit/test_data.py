@@ -236,6 +236,17 @@ def test_given_a_number_too_long_to_parse_then_the_error_names_file_and_line(
     assert _error(path).startswith(f"{path}:1: invalid JSON")
 
 
+def test_given_a_gzip_file_named_jsonl_then_the_error_says_so_and_what_to_call_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "h.jsonl"
+    path.write_bytes(gzip.compress((_good_line() + "\n").encode()))
+
+    assert _error(path) == (
+        f"{path}: gzip-compressed, but its name does not end in .gz: rename it h.jsonl.gz"
+    )
+
+
 def test_given_nothing_to_read_then_the_error_says_what_is_missing(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     blank = _write_lines(tmp_path / "blank.jsonl", ["", ""])

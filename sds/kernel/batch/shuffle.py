@@ -92,6 +92,20 @@ class HistoryError(SdsError, ValueError):
     """The history is missing or malformed; the message names the file and line."""
 
 
+GZIP_MAGIC = b"\x1f\x8b"  # how every gzip file starts (RFC 1952); no JSON Lines file can
+
+
+def misnamed_gzip(name: str, head: bytes) -> str | None:
+    """What is wrong with a file whose first bytes `head` are gzip's but whose name does not
+    end in .gz, or None. The name says how a file is read (and, for a plain one, where it can
+    be cut into work items), as it does for pandas, DuckDB or Spark; read as text, such a file
+    would fail on its first line as invalid JSON, which does not say what to do."""
+    if name.endswith(".gz") or not head.startswith(GZIP_MAGIC):
+        return None
+    base = name.rsplit("/", 1)[-1]
+    return f"{name}: gzip-compressed, but its name does not end in .gz: rename it {base}.gz"
+
+
 @dataclass(frozen=True)
 class Source:
     """One input file (or object) of a history."""
@@ -497,7 +511,17 @@ def shuffle_item(
     result = Shuffled(item=item.index, offsets=[])
     try:
         for position, (where, line) in enumerate(item_lines(storage, item)):
-            event = parse_event(line, where, labels_required=labels_required)
+            try:
+                event = parse_event(line, where, labels_required=labels_required)
+            except HistoryError:
+                # A gzip file under a plain name fails on its first line, in whichever of its
+                # items is read first: say what it is (two bytes read, on the way out only).
+                if not item.source.compressed:
+                    head = storage.read(item.source.key, 0, len(GZIP_MAGIC))
+                    problem = misnamed_gzip(item.source.name, head)
+                    if problem is not None:
+                        raise HistoryError(problem) from None
+                raise
             if event is None:
                 continue
             result.events += 1
