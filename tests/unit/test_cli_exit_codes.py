@@ -378,10 +378,10 @@ def test_a_usage_error_the_parser_finds_is_json_when_json_is_anywhere_on_the_lin
     [
         (("show", "1", "--nope"), "--nope", "sds show --help"),
         (("promote", "1", "--to", "dev", "now", "--json"), "now", "sds promote --help"),
-        (("completion", "bash", "--aws"), "--aws", "sds completion --help"),
+        (("completion", "bash", "--force"), "--force", "sds completion --help"),
         (("--nope", "show", "1"), "--nope", "sds --help"),
     ],
-    ids=["option after a command", "word after a command", "top-level option", "before it"],
+    ids=["option after a command", "word after a command", "option after a word", "before it"],
 )
 def test_an_unknown_word_points_at_the_help_of_the_command_it_was_given_to(
     argv: tuple[str, ...], unknown: str, see: str, project: Path, capsys: pytest.CaptureFixture[str]

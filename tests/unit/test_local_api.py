@@ -428,6 +428,11 @@ def test_head_gets_the_handlers_answer_without_a_body(
     assert_serves(api)
 
 
+# A documentation address (RFC 5737): the lines about it are this test's, whatever else other
+# tests' servers still log meanwhile.
+CLIENT = "192.0.2.7"
+
+
 def test_a_client_that_goes_away_is_one_log_line_not_a_traceback(
     start_api: StartApi, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -438,11 +443,11 @@ def test_a_client_that_goes_away_is_one_log_line_not_a_traceback(
     try:
         raise ConnectionResetError(104, "Connection reset by peer")
     except ConnectionResetError:
-        api.server.handle_error(None, ("127.0.0.1", 5))
+        api.server.handle_error(None, (CLIENT, 5))
     # Then it logs one line saying so, without a traceback
-    (record,) = caplog.records
+    (record,) = [r for r in caplog.records if CLIENT in r.getMessage()]
     assert record.getMessage() == (
-        "127.0.0.1: the client went away ([Errno 104] Connection reset by peer)"
+        f"{CLIENT}: the client went away ([Errno 104] Connection reset by peer)"
     )
     assert record.exc_info is None
     # And an error that is not the client's is logged with its traceback
@@ -450,6 +455,6 @@ def test_a_client_that_goes_away_is_one_log_line_not_a_traceback(
     try:
         raise ValueError("a bug")
     except ValueError:
-        api.server.handle_error(None, ("127.0.0.1", 5))
-    (record,) = caplog.records
+        api.server.handle_error(None, (CLIENT, 5))
+    (record,) = [r for r in caplog.records if CLIENT in r.getMessage()]
     assert record.exc_info is not None
