@@ -32,7 +32,6 @@ from training import capture_data
 from training.capture_data import DAY_US, Window, parse_moment, read_served
 from training.data import DataError
 from training.evaluate import evaluate
-from training.onnx_export import check_parity, onnx_scores, to_onnx
 from training.params import TrainParams
 
 STEPS = 7
@@ -117,7 +116,13 @@ def train_from_capture(
     progress: Progress | None = None,
 ) -> Version:
     """Train on `env`'s served traffic, compare with the models that served it, register."""
-    from training.train import code_version, fit, library_versions, register_model
+    from training.train import (
+        code_version,
+        export_as_served,
+        fit,
+        library_versions,
+        register_model,
+    )
 
     progress = progress or Progress(STEPS)
     served = progress.run(
@@ -137,17 +142,9 @@ def train_from_capture(
         lambda: fit(train_x, train_y.astype(np.int64), params, sample_weight=weights),
         lambda m: f"{m.n_iter_} trees",
     )
-    onnx_bytes = progress.run(
-        "exporting to ONNX", lambda: to_onnx(model), lambda b: f"{len(b)} bytes"
-    )
-    worst = progress.run(
-        "checking ONNX parity with scikit-learn on the holdout",
-        lambda: check_parity(model, onnx_bytes, holdout_x),
-        lambda w: f"max |difference| {w:.2g}",
-    )
-    # Evaluated and compared as served: the threshold is one of the scores the function gives,
-    # and the candidate meets the served models on the scores it would serve (train.py).
-    scores = onnx_scores(onnx_bytes, holdout_x)
+    # Evaluated and compared as served: the candidate meets the served models on the scores it
+    # would serve.
+    onnx_bytes, worst, scores = export_as_served(model, holdout_x, progress)
     metrics, threshold = progress.run(
         f"evaluating on the {len(holdout_y)} most recent matured payments (the last "
         f"{holdout_days} days)",

@@ -234,18 +234,7 @@ def train(
         lambda m: f"{m.n_iter_} trees",
     )
     holdout_x, holdout_y = features[train_rows:], labels[train_rows:]
-    onnx_bytes = progress.run(
-        "exporting to ONNX", lambda: to_onnx(model), lambda b: f"{len(b)} bytes"
-    )
-    worst = progress.run(
-        "checking ONNX parity with scikit-learn on the holdout",
-        lambda: check_parity(model, onnx_bytes, holdout_x),
-        lambda w: f"max |difference| {w:.2g}",
-    )
-    # Evaluated as served: the threshold is one of the scores the function gives (scikit-learn's
-    # float64 scores can put it between tied served ones, flagging none of them), and the
-    # metrics, behaviour and drift reference are the served model's.
-    scores = onnx_scores(onnx_bytes, holdout_x)
+    onnx_bytes, worst, scores = export_as_served(model, holdout_x, progress)
     metrics, threshold = progress.run(
         f"evaluating on the {rows.payments - rows.cut} most recent payments"
         + (f" ({len(holdout_y)} sampled, weighted back)" if sampled else ""),
@@ -294,6 +283,26 @@ def train(
         reason=reason,
         progress=progress,
     )
+
+
+def export_as_served(
+    model: Any, holdout_x: np.ndarray, progress: Progress
+) -> tuple[bytes, float, np.ndarray]:
+    """Two steps of every trainer: the model exported to ONNX and its parity with scikit-learn
+    checked on the holdout; then the holdout's scores as the function serves them, which the
+    trainer evaluates: the threshold is one of the scores served (scikit-learn's float64 scores
+    can put it between tied served ones, flagging none of them), and the metrics, behaviour,
+    drift reference and comparisons are the served model's. (ONNX bytes, worst difference,
+    holdout scores.)"""
+    onnx_bytes = progress.run(
+        "exporting to ONNX", lambda: to_onnx(model), lambda b: f"{len(b)} bytes"
+    )
+    worst = progress.run(
+        "checking ONNX parity with scikit-learn on the holdout",
+        lambda: check_parity(model, onnx_bytes, holdout_x),
+        lambda w: f"max |difference| {w:.2g}",
+    )
+    return onnx_bytes, worst, onnx_scores(onnx_bytes, holdout_x)
 
 
 def register_model(
