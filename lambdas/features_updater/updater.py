@@ -14,7 +14,8 @@ and, after the queue's `maxReceiveCount`, moved to the dead-letter queue, where 
 - an invalid message (not an activity event, or one with problems, or an event id a message
   before it in the batch carries with other content) fails: retrying cannot fix it, but it is
   kept in the dead-letter queue for whoever sent it (`Invalid`, and the problems are logged);
-- an event dated more than `FUTURE_TOLERANCE` after the updater's clock fails (`FromTheFuture`):
+- an event dated more than `FUTURE_TOLERANCE` after the updater's clock fails (`FromTheFuture`,
+  `sds.kernel.online.ahead_of_clock`, the check `sds ingest` and the local API make too):
   a producer's clock is wrong, and folding it would keep a bucket until that date;
 - an event whose id the store already holds with other content (folded from an earlier batch:
   a producer reused the id) is never folded and fails (`Conflicts`, and the conflict is logged):
@@ -40,7 +41,7 @@ from typing import Any
 from sds.kernel.activity import activity_event
 from sds.kernel.events import conflict_message, content_digest, timed
 from sds.kernel.features import Problem
-from sds.kernel.online import FUTURE_TOLERANCE, ApplyResult, OnlineFeatures, now_micros
+from sds.kernel.online import ApplyResult, OnlineFeatures, ahead_of_clock, now_micros
 
 logger = logging.getLogger("sds.features_updater")
 
@@ -120,15 +121,15 @@ class FeatureUpdater:
                 failed.append(message_id)
                 continue
             ((occurred, activity),) = timed([parsed])
-            if occurred > now + FUTURE_TOLERANCE:
+            ahead = ahead_of_clock(occurred, now)
+            if ahead is not None:
                 counts["FromTheFuture"] += 1
                 logger.warning(
-                    "event %s of message %s is dated %s, ahead of the updater's clock by more "
-                    "than %d s: not folded (is the producer's clock right?)",
+                    "event %s of message %s, dated %s, %s: not folded",
                     activity["event_id"],
                     message_id,
                     activity["occurred_at"],
-                    FUTURE_TOLERANCE // 1_000_000,
+                    ahead,
                 )
                 failed.append(message_id)
                 continue
