@@ -200,6 +200,18 @@ class Gates:
     must_beat_live: MustBeatLive | None = None
     shadowed_in: ShadowedIn | None = None
 
+    def __post_init__(self) -> None:
+        # Each metric is a fraction (evaluate.py): a bound outside [0, 1] no version can meet,
+        # so every promotion would fail on a typo rather than on the model.
+        for key in (
+            "min_roc_auc",
+            "min_pr_auc",
+            "min_precision_at_alert_rate",
+            "max_calibration_error",
+        ):
+            bound = getattr(self, key)
+            _require(bound is None or 0 <= bound <= 1, key, "must be from 0 to 1")
+
 
 @dataclass(frozen=True)
 class ShadowSettings:

@@ -11,6 +11,7 @@ import pytest
 
 from sds.config import (
     ConfigError,
+    Gates,
     LambdaSettings,
     TrainingSettings,
     load_project,
@@ -129,6 +130,23 @@ def test_a_fourth_environment_is_config_only() -> None:
     [
         ({"gates": {"min_roc_auc": "high"}}, "environments.dev.gates.min_roc_auc: expected float"),
         ({"gates": {"min_auc": 0.8}}, "environments.dev.gates: unknown key(s) min_auc"),
+        ({"gates": {"min_roc_auc": 5}}, "environments.dev.gates.min_roc_auc: must be from 0 to 1"),
+        (
+            {"gates": {"max_calibration_error": -0.1}},
+            "environments.dev.gates.max_calibration_error: must be from 0 to 1",
+        ),
+        (
+            {"shadow": {"gates": {"min_pr_auc": 1.5}}},
+            "environments.dev.shadow.gates.min_pr_auc: must be from 0 to 1",
+        ),
+        (
+            {"gates": {"min_precision_at_alert_rate": True}},
+            "environments.dev.gates.min_precision_at_alert_rate: expected float, got a boolean",
+        ),
+        (
+            {"shadow": {"gates": {"require_live_in": "qa"}}},
+            "environments.dev.shadow.gates.require_live_in: unknown environment 'qa'",
+        ),
         ({"promote_from": "nowhere"}, "environments.dev.promote_from: unknown environment"),
         ({"serving": {"max_events": 0}}, "environments.dev.serving.max_events: must be >= 1"),
         (
@@ -191,11 +209,21 @@ def test_an_infra_block_from_an_earlier_release_names_the_new_place_of_each_key(
     assert "docs/infrastructure.md" in str(error.value)
 
 
+def test_gates_at_the_ends_of_their_range_are_accepted() -> None:
+    # A bound of 0 or 1 is strict but meetable: the range check must not refuse it.
+    gates = {"min_roc_auc": 1, "min_pr_auc": 0, "max_calibration_error": 0}
+    project = parse_project({"environments": {"dev": {"gates": gates, "shadow": {"gates": gates}}}})
+    assert project.env("dev").gates.min_roc_auc == 1
+    assert project.env("dev").shadow.gates.max_calibration_error == 0
+
+
 def test_settings_groups_name_the_key_when_built_in_code() -> None:
     with pytest.raises(ValueError, match="memory_mb must be between 128 and 10240"):
         LambdaSettings(memory_mb=64)
     with pytest.raises(ValueError, match="schedule must be an EventBridge"):
         TrainingSettings(schedule="weekly")
+    with pytest.raises(ValueError, match="min_roc_auc must be from 0 to 1"):
+        Gates(min_roc_auc=5)
 
 
 def test_promotion_cycles_and_missing_start_are_rejected() -> None:
