@@ -60,7 +60,7 @@ from training.drift_reference import holdout_reference
 from training.evaluate import evaluate
 from training.from_capture import add_capture_arguments, train_from_capture, window_from_args
 from training.onnx_export import check_parity, onnx_scores, to_onnx
-from training.params import TrainParams, add_training_arguments, params_from_args
+from training.params import WORKERS, TrainParams, add_training_arguments, params_from_args
 from training.partitioned import TrainingSet, downsample, time_ordered_split, training_set
 
 STEPS = 8
@@ -403,9 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print the manifest as JSON")
     parser.add_argument(
         "--workers",
-        type=int,
+        type=WORKERS.parse,
         default=None,
-        help="processes reading the history's partitions (default: one per core)",
+        help=f"processes reading the history's partitions ({WORKERS}; default: one per core)",
     )
     parser.add_argument(
         "--work-dir",
