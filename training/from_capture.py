@@ -32,7 +32,7 @@ from training import capture_data
 from training.capture_data import DAY_US, Window, parse_moment, read_served
 from training.data import DataError
 from training.evaluate import evaluate
-from training.params import TrainParams
+from training.params import HOLDOUT_DAYS, TrainParams
 
 STEPS = 7
 MIN_EVENTS = 10  # on each side of the split, and per served model compared
@@ -263,7 +263,12 @@ def add_capture_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--unlabelled", choices=capture_data.UNLABELLED_POLICIES, default="legitimate"
     )
-    group.add_argument("--holdout-days", type=int, default=7)
+    group.add_argument(
+        "--holdout-days",
+        type=HOLDOUT_DAYS.parse,
+        default=7,
+        help=f"the out-of-time holdout: the most recent matured days ({HOLDOUT_DAYS}; default 7)",
+    )
 
 
 def make_window(
@@ -295,8 +300,6 @@ def make_window(
 
 def window_from_args(args: argparse.Namespace, *, now_us: int) -> Window:
     """The window of `python -m training.train --from-capture`'s flags."""
-    if args.holdout_days < 1:
-        raise DataError("--holdout-days must be >= 1")
     return make_window(
         since=args.since,
         until=args.until,

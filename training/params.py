@@ -76,9 +76,10 @@ def _number(value: float) -> str:
 
 # A seed for numpy's RandomState (scikit-learn's random_state) and default_rng: 0 to 2**32 - 1.
 SEED = Bounds(int, 0, 2**32 - 1)
-# How a run reads its data, not a parameter of the model (so not in the manifest's params):
-# processes reading a history's partitions.
+# How a run reads its data, not parameters of the model (so not in the manifest's params):
+# processes reading a history's partitions, and whole days of served traffic held out.
 WORKERS = Bounds(int, 1)
+HOLDOUT_DAYS = Bounds(int, 1)
 
 BOUNDS: dict[str, Bounds] = {
     "max_iter": Bounds(int, 1),

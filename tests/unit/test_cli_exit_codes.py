@@ -253,6 +253,20 @@ def test_a_training_parameter_out_of_range_is_a_usage_error_naming_it_before_any
     assert ended.json()["error"]["type"] == "UsageError"
 
 
+@pytest.mark.parametrize("value", ["0", "-2", "week"])
+def test_a_holdout_of_less_than_a_day_is_a_usage_error_naming_it_as_the_task_does(
+    value: str, project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # When training from capture with no holdout (the environment's captures are never read)
+    ended = sds(capsys, "train", "--from-capture", "--env", "dev", "--holdout-days", value)
+    # Then the parser refuses it (exit 2) in the words of `python -m training.train`
+    assert ended.code == 2, ended
+    assert ended.error_line == (
+        f"sds: error: argument --holdout-days: {value!r}: must be a whole number, 1 or more "
+        "(see: sds train --help)"
+    )
+
+
 @pytest.mark.parametrize("value", ["-1", "soon", "nan", "inf"])
 def test_an_activation_timeout_that_is_not_a_duration_is_a_usage_error(
     project: Path, capsys: pytest.CaptureFixture[str], value: str

@@ -540,6 +540,7 @@ def test_given_no_data_or_registry_then_the_command_says_which_settings_are_need
         ("--seed", "5000000000", "a whole number from 0 to 4294967295"),
         ("--workers", "0", "a whole number, 1 or more"),
         ("--workers", "-3", "a whole number, 1 or more"),
+        ("--holdout-days", "0", "a whole number, 1 or more"),
     ],
 )
 def test_given_invalid_parameters_on_the_command_line_then_it_exits_2_with_one_line(

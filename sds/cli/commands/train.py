@@ -24,7 +24,7 @@ from sds.kernel.errors import UsageError
 
 
 def register(commands: Commands) -> None:
-    from training.params import add_training_arguments
+    from training.params import HOLDOUT_DAYS, add_training_arguments
 
     parser = commands.add(
         "train",
@@ -71,9 +71,9 @@ def register(commands: Commands) -> None:
     )
     capture.add_argument(
         "--holdout-days",
-        type=int,
-        help="the out-of-time holdout: the most recent matured days (default: the "
-        "environment's infra.training.holdout_days)",
+        type=HOLDOUT_DAYS.parse,
+        help=f"the out-of-time holdout: the most recent matured days ({HOLDOUT_DAYS}; default: "
+        "the environment's infra.training.holdout_days)",
     )
     parser.add_argument("--reason", default="", help="why (recorded in the audit trail)")
     parser.add_argument("--quiet", action="store_true", help="no progress display")
@@ -212,8 +212,6 @@ def _run_from_capture(args: argparse.Namespace) -> int:
         )
     except (ValueError, DataError) as exc:
         raise UsageError(str(exc)) from None
-    if holdout_days < 1:
-        raise UsageError("--holdout-days must be >= 1")
     registering = env.chain_start
     version = train_from_capture(
         captures=ws.captures_uri(env.name),
