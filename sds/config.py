@@ -156,7 +156,8 @@ class MustBeatLive:
             "metric",
             f"must be one of {', '.join(COMPARED_METRICS)}",
         )
-        _require(self.margin >= 0, "margin", "must be >= 0")
+        # Every compared metric is a fraction: a margin of 1 or more no version can beat.
+        _require(0 <= self.margin < 1, "margin", "must be >= 0 and below 1")
 
     @property
     def higher_is_better(self) -> bool:
@@ -181,7 +182,8 @@ class ShadowedIn:
             "metric",
             f"must be one of {', '.join(COMPARED_METRICS)}",
         )
-        _require(self.margin >= 0, "margin", "must be >= 0")
+        # Every compared metric is a fraction: a margin of 1 or more no version can beat.
+        _require(0 <= self.margin < 1, "margin", "must be >= 0 and below 1")
 
     @property
     def higher_is_better(self) -> bool:

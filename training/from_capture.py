@@ -32,7 +32,7 @@ from training import capture_data
 from training.capture_data import DAY_US, Window, parse_moment, read_served
 from training.data import DataError
 from training.evaluate import evaluate
-from training.params import HOLDOUT_DAYS, TrainParams
+from training.params import HOLDOUT_DAYS, MATURITY_DAYS, WINDOW_DAYS, TrainParams
 
 STEPS = 7
 MIN_EVENTS = 10  # on each side of the split, and per served model compared
@@ -254,12 +254,20 @@ def add_capture_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--labels", help="labels: folder or s3://bucket/labels/")
     group.add_argument("--capture-env", help="the environment whose traffic was captured")
     group.add_argument(
-        "--window-days", type=int, default=90, help="without --since: the days before --until"
+        "--window-days",
+        type=WINDOW_DAYS.parse,
+        default=90,
+        help=f"without --since: the days before --until ({WINDOW_DAYS}; default 90)",
     )
     group.add_argument("--since", help="payments from (a date or ISO 8601 time, UTC)")
     group.add_argument("--until", help="payments before (default: now)")
     group.add_argument("--as-of", help="labels known by, maturity measured at (default: now)")
-    group.add_argument("--maturity-days", type=int, default=30)
+    group.add_argument(
+        "--maturity-days",
+        type=MATURITY_DAYS.parse,
+        default=30,
+        help=f"a payment younger than this is left out ({MATURITY_DAYS}; default 30)",
+    )
     group.add_argument(
         "--unlabelled", choices=capture_data.UNLABELLED_POLICIES, default="legitimate"
     )

@@ -80,6 +80,8 @@ SEED = Bounds(int, 0, 2**32 - 1)
 # processes reading a history's partitions, and whole days of served traffic held out.
 WORKERS = Bounds(int, 1)
 HOLDOUT_DAYS = Bounds(int, 1)
+WINDOW_DAYS = Bounds(int, 1)
+MATURITY_DAYS = Bounds(int, 0)
 
 BOUNDS: dict[str, Bounds] = {
     "max_iter": Bounds(int, 1),

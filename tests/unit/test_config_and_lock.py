@@ -144,6 +144,14 @@ def test_a_fourth_environment_is_config_only() -> None:
             "environments.dev.gates.min_precision_at_alert_rate: expected float, got a boolean",
         ),
         (
+            {"gates": {"must_beat_live": {"metric": "pr_auc", "margin": 1}}},
+            "environments.dev.gates.must_beat_live.margin: must be >= 0 and below 1",
+        ),
+        (
+            {"gates": {"shadowed_in": {"env": "dev", "margin": -0.01}}},
+            "environments.dev.gates.shadowed_in.margin: must be >= 0 and below 1",
+        ),
+        (
             {"shadow": {"gates": {"require_live_in": "qa"}}},
             "environments.dev.shadow.gates.require_live_in: unknown environment 'qa'",
         ),

@@ -322,18 +322,26 @@ def test_the_task_names_what_is_missing_for_training_from_capture(
     assert "--from-capture needs --captures, --labels, --capture-env" in capsys.readouterr().err
 
 
-def test_the_tasks_holdout_days_below_one_is_a_usage_error_before_the_captures_are_read(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("option", "value", "bound"),
+    [
+        ("--holdout-days", "0", "1 or more"),
+        ("--window-days", "0", "1 or more"),
+        ("--maturity-days", "-1", "0 or more"),
+    ],
+)
+def test_the_tasks_day_counts_out_of_range_are_usage_errors_before_the_captures_are_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, value: str, bound: str
 ) -> None:
     # Given a task command line whose captures are not there (reading them would fail, exit 1)
     argv = ["--from-capture", "--captures", str(tmp_path / "captures"), "--labels"]
     argv += [str(tmp_path / "labels"), "--capture-env", "dev", "--registry", "file:///tmp/r"]
-    # When the holdout is no days at all
-    code = train_module.main([*argv, "--holdout-days", "0"])
+    # When a count of days is out of its range
+    code = train_module.main([*argv, option, value])
     # Then the parser refuses it (exit 2), naming the option and its range
     assert code == 2
     assert capsys.readouterr().err == (
-        "error: argument --holdout-days: '0': must be a whole number, 1 or more\n"
+        f"error: argument {option}: '{value}': must be a whole number, {bound}\n"
     )
 
 
