@@ -1,7 +1,10 @@
 """Synthetic account activity: logins and card payments over 90 days, with fraud in the events.
 
-`generate_activity(payments, seed)` is deterministic (the same seed gives byte-identical files);
-`activity_chunks` gives the same records a chunk at a time, for histories too long to hold.
+`generate_activity(payments, seed)` is deterministic (the same seed and size give byte-identical
+files); `activity_chunks` gives the same records a chunk at a time, for histories too long to hold.
+Ids carry the seed and the size (`p-7-60000-00000001`, `acct-7-60000-000308`): histories of
+another seed or size are other accounts and other events, so one feature store or training
+folder can hold several without an id meaning two things.
 Accounts log in and pay in sessions; now and then a login fails (a typo) or a customer pays
 abroad, at night or from a new device. Fraud arrives in episodes the account's history gives
 away only through its aggregates:
@@ -161,7 +164,7 @@ def _activity(payments: int, seed: int, chunk: int) -> Iterator[list[dict[str, A
 
     yield from _events(
         rng,
-        seed,
+        f"{seed}-{payments}",
         chunk,
         _Logins(
             np.concatenate(login_time).astype(np.int64),
@@ -191,7 +194,7 @@ class _Logins:
 
 def _events(
     rng: np.random.Generator,
-    seed: int,
+    world: str,
     chunk: int,
     logins: _Logins,
     time: np.ndarray,
@@ -237,11 +240,11 @@ def _events(
         for index, stamp in zip(picked.tolist(), stamps, strict=True):
             if index < first_payment:
                 who, ok = int(logins.account[index]), bool(logins.ok[index])
-                envelope = _envelope("login", seed, index + 1, who, stamp)
+                envelope = _envelope("login", world, index + 1, who, stamp)
                 records.append({**envelope, "outcome": "success" if ok else "failure"})
                 continue
             i = index - first_payment
-            envelope = _envelope("payment", seed, i + 1, int(account[i]), stamp)
+            envelope = _envelope("payment", world, i + 1, int(account[i]), stamp)
             fields = {
                 "amount": float(amount[i]),
                 "currency": CURRENCIES[int(currency[i])],
@@ -257,11 +260,12 @@ def _events(
         yield records
 
 
-def _envelope(kind: str, seed: int, number: int, account: int, stamp: str) -> dict[str, Any]:
+def _envelope(kind: str, world: str, number: int, account: int, stamp: str) -> dict[str, Any]:
+    """The event's envelope; `world` is the seed and size (`7-60000`), which the ids carry."""
     return {
         "type": kind,
-        "event_id": f"{kind[0]}-{seed}-{number:08d}",
-        "account_id": f"acct-{seed}-{account:06d}",
+        "event_id": f"{kind[0]}-{world}-{number:08d}",
+        "account_id": f"acct-{world}-{account:06d}",
         "occurred_at": stamp,
     }
 

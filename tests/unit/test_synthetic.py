@@ -27,6 +27,15 @@ def test_the_same_seed_gives_the_same_events_and_another_seed_others() -> None:
     assert generate_activity(300, seed=1) != generate_activity(300, seed=2)
 
 
+def test_histories_of_another_size_share_no_event_or_account_id() -> None:
+    # Given two histories of one seed and different sizes (the runbook's and `--help`'s example)
+    small, large = generate_activity(300, seed=1), generate_activity(400, seed=1)
+    # Then no id means two things: both can go into one feature store or one training folder
+    assert not {e["event_id"] for e in small} & {e["event_id"] for e in large}
+    assert not {e["account_id"] for e in small} & {e["account_id"] for e in large}
+    assert small[0]["event_id"].startswith(("p-1-300-", "l-1-300-"))
+
+
 def test_events_are_time_ordered_uniquely_identified_and_typed(
     activity: list[dict[str, Any]],
 ) -> None:
