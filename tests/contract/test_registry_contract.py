@@ -437,6 +437,50 @@ def test_a_manifest_as_training_writes_it_reads_back_whole(registry: Registry) -
     assert registry.get_version(1).metrics == metadata["metrics"]
 
 
+@pytest.mark.parametrize(
+    ("metadata", "problem"),
+    [
+        ({"metrics": {"roc_auc": "high"}}, "metrics.roc_auc is a string, not a number"),
+        ({"decision_threshold": "0.5"}, "decision_threshold is a string, not a number"),
+        (
+            {"feature_schema": {"features": "a,b"}},
+            "feature_schema.features is a string, not an array",
+        ),
+        ({"params": [1]}, "params is an array, not an object"),
+        ({"params": {"classes": {0, 1}}}, "params is not JSON (Object of type set"),
+    ],
+    ids=lambda p: p if isinstance(p, str) else "",
+)
+def test_given_metadata_its_readers_would_refuse_then_register_refuses_it_and_stores_nothing(
+    registry: Registry, store: ObjectStore, metadata: dict[str, Any], problem: str
+) -> None:
+    # Given a registry holding one version
+    register(registry, "a")
+    before = sorted(store.list("models/"))
+    told: list[Any] = []
+
+    # When a version is registered with a field of a shape every reader of the manifest refuses
+    with pytest.raises(RegistryError) as refused:
+        registry.register(
+            artifacts("b"),
+            metadata,
+            actor=ACTOR,
+            on_claimed=told.append,
+            on_upload=lambda *a: told.append(a),
+        )
+
+    # Then the refusal names the field, and nothing was stored: no number claimed, no artifact,
+    # no manifest, no audit event
+    assert f"manifest.json: {problem}" in str(refused.value)
+    assert not isinstance(refused.value, IntegrityError)  # the caller's input, not stored damage
+    assert sorted(store.list("models/")) == before
+    assert told == []
+    # And the next good version gets the number the refused one would have had
+    assert register(registry, "c") == 2
+    assert registry.list_versions() == [1, 2]
+    assert [e["version"] for e in events_of(registry, "registered")] == [1, 2]
+
+
 def test_given_a_manifest_whose_sha_disagrees_with_its_artifact_entry_then_it_is_rejected(
     registry: Registry, store: ObjectStore
 ) -> None:

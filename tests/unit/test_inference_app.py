@@ -724,6 +724,17 @@ def _register_variant(
     )
 
 
+def _damage_manifest(trained: TrainedModel, tmp_path: Path, **changes: Any) -> ServingSettings:
+    """A pin on a version whose stored manifest has `changes` applied, written straight to the
+    file as damage would be: the registry refuses to register a manifest of that shape."""
+    settings = _register_variant(trained, tmp_path)
+    version = tmp_path / "registry" / "models" / MODEL / "versions" / str(settings.model_version)
+    path = version / "manifest.json"
+    manifest = json.loads(path.read_bytes())
+    path.write_text(json.dumps({**manifest, **changes}))
+    return settings
+
+
 def test_given_a_model_trained_on_other_features_then_503_asks_to_retrain_or_redeploy(
     trained: TrainedModel, tmp_path: Path
 ) -> None:
@@ -754,7 +765,7 @@ def test_given_a_manifest_without_a_usable_feature_schema_then_503_not_a_crash_l
 def test_given_a_feature_schema_of_another_shape_then_503_names_the_manifest_field(
     trained: TrainedModel, tmp_path: Path, schema: Any, said: str | None
 ) -> None:
-    app, seen = _load_failure(_register_variant(trained, tmp_path, feature_schema=schema))
+    app, seen = _load_failure(_damage_manifest(trained, tmp_path, feature_schema=schema))
 
     # The registry refuses the manifest as it reads it (`Registry.get_version`)
     problem = (
@@ -815,7 +826,7 @@ def test_given_a_manifest_without_a_threshold_then_503_names_it(
 def test_given_a_threshold_that_is_not_a_number_then_503_names_the_manifest_field(
     trained: TrainedModel, tmp_path: Path, threshold: Any, said: str
 ) -> None:
-    app, seen = _load_failure(_register_variant(trained, tmp_path, decision_threshold=threshold))
+    app, seen = _load_failure(_damage_manifest(trained, tmp_path, decision_threshold=threshold))
 
     # The registry refuses the manifest as it reads it (`Registry.get_version`)
     assert_unavailable(

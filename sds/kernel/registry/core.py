@@ -15,7 +15,9 @@ Guarantees:
   invisible, never-reused number, not a half version.
 - Every read of an artifact is checked against the sha256 in the manifest, and every read of a
   manifest checks its shape (`_read_manifest`): one its readers cannot rely on is an
-  IntegrityError naming the file and the field, never a crash further on.
+  IntegrityError naming the file and the field, never a crash further on. `register` applies
+  the same check (`_check_manifest`) before it claims a number, so it never writes such a
+  manifest: metadata of another shape is refused, naming the field, and nothing is stored.
 - Aliases move by compare-and-swap on the alias object's etag, and only to a version whose
   artifacts are all present and verified. Every move and registration writes an audit event.
 """
@@ -304,6 +306,16 @@ class Registry:
         for _ in range(max_attempts):
             claimed, _complete = self._numbers_in_use()
             number = max(claimed, default=0) + 1
+            manifest = self._manifest(number, artifacts, metadata, actor=actor, source=None)
+            # Before the number is claimed: a manifest its readers would refuse would make a
+            # version that exists but cannot be read. Refused here, it leaves no trace.
+            try:
+                _check_manifest_to_write(manifest)
+            except ValueError as exc:
+                raise RegistryError(
+                    f"cannot register a version of model {self.model!r} in {self.uri}: "
+                    f"manifest.json: {exc} (nothing was stored)"
+                ) from None
             try:
                 self.store.put(
                     self._version_key(number, PRIMARY_ARTIFACT),
@@ -314,7 +326,6 @@ class Registry:
                 continue  # another writer claimed this number first: take the next one
             if on_claimed is not None:
                 on_claimed(number)
-            manifest = self._manifest(number, artifacts, metadata, actor=actor, source=None)
             self._write_rest(number, artifacts, manifest, on_upload)
             info = Version(manifest=manifest)
             self.record_event(
@@ -710,14 +721,9 @@ def _json_type(value: Any) -> str:
 
 def _read_manifest(version: int, raw: bytes) -> dict[str, Any]:
     """Version `version`'s manifest from its stored bytes, checked for the shape every reader
-    of a manifest relies on (`Version`, the CLI, the gates, the pin, the serving path): the
-    fields the registry writes, and those training writes wherever they are present. Anything
-    else raises IntegrityError naming the file and the field, as a manifest that is not JSON
-    does, so that every command handles it as it handles that one.
-
-    The sections with a reader of their own check themselves and say what is wrong there:
-    `comparison` (`sds.kernel.comparison`) and `drift_reference` (`sds.kernel.drift`).
-    """
+    of a manifest relies on (`_check_manifest`). Anything else raises IntegrityError naming
+    the file and the field, as a manifest that is not JSON does, so that every command handles
+    it as it handles that one."""
     where = f"version {version}: manifest.json"
     try:
         manifest = json.loads(raw)
@@ -726,7 +732,24 @@ def _read_manifest(version: int, raw: bytes) -> dict[str, Any]:
     number = manifest.get("version") if isinstance(manifest, dict) else None
     if isinstance(number, bool) or number != version:
         raise IntegrityError(f"version {version}: manifest does not describe version {version}")
+    try:
+        _check_manifest(manifest)
+    except ValueError as exc:
+        raise IntegrityError(f"{where}: {exc}") from None
     document: dict[str, Any] = manifest
+    return document
+
+
+def _check_manifest(document: dict[str, Any]) -> None:
+    """Check a manifest (as JSON parses it) for the shape every reader of a manifest relies on
+    (`Version`, the CLI, the gates, the pin, the serving path): the fields the registry writes,
+    and those training writes wherever they are present. ValueError names the field and what is
+    wrong with it. Readers check what they read (`_read_manifest`); `Registry.register` checks
+    what it is about to write, so that no version exists that its readers refuse.
+
+    The sections with a reader of their own check themselves and say what is wrong there:
+    `comparison` (`sds.kernel.comparison`) and `drift_reference` (`sds.kernel.drift`).
+    """
 
     def check(
         parent: Mapping[str, Any], key: str, kind: str, *, at: str = "", required: bool = False
@@ -736,19 +759,19 @@ def _read_manifest(version: int, raw: bytes) -> dict[str, Any]:
         field = f"{at}.{key}" if at else key
         if key not in parent:
             if required:
-                raise IntegrityError(f"{where}: {field} is missing")
+                raise ValueError(f"{field} is missing")
             return None
         value = parent[key]
         if not _KINDS[kind](value):
-            raise IntegrityError(f"{where}: {field} is {_json_type(value)}, not {kind}")
+            raise ValueError(f"{field} is {_json_type(value)}, not {kind}")
         return value
 
     artifacts = check(document, "artifacts", "an object", required=True)
     if PRIMARY_ARTIFACT not in artifacts:
-        raise IntegrityError(f"version {version}: manifest lists no {PRIMARY_ARTIFACT}")
+        raise ValueError(f"artifacts lists no {PRIMARY_ARTIFACT}")
     for name in artifacts:
         if not _ARTIFACT.match(name) or name == MANIFEST:
-            raise IntegrityError(f"{where}: artifacts names an invalid artifact {name!r}")
+            raise ValueError(f"artifacts names an invalid artifact {name!r}")
         entry = check(artifacts, name, "an object", at="artifacts")
         listed = f"artifacts.{name}"
         check(entry, "sha256", "a sha256 (64 hex digits)", at=listed, required=True)
@@ -756,7 +779,7 @@ def _read_manifest(version: int, raw: bytes) -> dict[str, Any]:
         check(entry, "format", "a string", at=listed)
     check(document, "sha256", "a sha256 (64 hex digits)", required=True)
     if artifacts[PRIMARY_ARTIFACT]["sha256"] != document["sha256"]:
-        raise IntegrityError(f"version {version}: manifest sha256 disagrees with its artifact")
+        raise ValueError(f"sha256 disagrees with artifacts.{PRIMARY_ARTIFACT}.sha256")
     check(document, "model", "a string", required=True)
     check(document, "created_at", "a string")
     check(document, "created_by", "a string")
@@ -776,7 +799,26 @@ def _read_manifest(version: int, raw: bytes) -> dict[str, Any]:
     check(document, "data", "an object")
     check(document, "params", "an object")
     check(document, "source", "an object or null")  # null: registered here, not copied
-    return document
+
+
+def _check_manifest_to_write(manifest: Mapping[str, Any]) -> None:
+    """Check a manifest about to be written as its readers will read it: as JSON, parsed back
+    (a tuple is read as an array) and checked by `_check_manifest`. ValueError names the field,
+    also for a value that is not JSON at all."""
+    try:
+        document = _dumps(manifest)
+    except (TypeError, ValueError) as exc:  # not JSON: a set, a numpy integer, a cycle
+        name = next((key for key in manifest if not _is_json(manifest[key])), "a field")
+        raise ValueError(f"{name} is not JSON ({exc})") from None
+    _check_manifest(json.loads(document))
+
+
+def _is_json(value: Any) -> bool:
+    try:
+        _dumps({"value": value})
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
