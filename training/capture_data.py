@@ -323,9 +323,19 @@ def read_served(captures: str, labels: str, *, env: str, window: Window) -> Serv
         digest.update(f"{record.event_id}\0{int(label)}\0{record.model_sha256}\n".encode())
     counts["used"] = len(rows)
     if not rows:
+        # Say which window the records missed (by default the days before now, while traffic
+        # replayed from a history is dated by its payments), and how to choose another.
+        where = (
+            f"; the window takes payments from {format_time(window.since_us)} to "
+            f"{format_time(window.until_us)} that matured before "
+            f"{format_time(window.matured_before)}"
+        )
+        if counts["outside_window"] or counts["young"]:
+            where += " (by the payment's time: choose it with --since, --until and --as-of)"
         raise DataError(
             f"none of {env}'s {counts['records']} capture records can be trained on: "
             + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items() if v)
+            + where
         )
     records = [record for record, _ in rows]
     return Served(

@@ -168,6 +168,12 @@ def test_nothing_usable_says_why(tmp_path: Path) -> None:
         read_served(str(tmp_path / "c"), str(tmp_path / "l"), env="dev", window=window())
     assert "none of dev's 6 capture records can be trained on" in str(error.value)
     assert "young 6" in str(error.value)
+    # And it names the window they missed and how to choose another
+    assert str(error.value).endswith(
+        "; the window takes payments from 2026-01-01T00:00:00.000000Z to 2026-02-10T00:00:00.000000Z "
+        "that matured before 2026-01-31T00:00:00.000000Z (by the payment's time: choose it with --since, "
+        "--until and --as-of)"
+    )
     # And no captures at all names how to get some
     with pytest.raises(DataError, match="sds serve --env dev"):
         read_served(str(tmp_path / "none"), str(tmp_path / "l"), env="dev", window=window())
