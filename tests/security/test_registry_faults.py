@@ -341,6 +341,92 @@ def test_a_rollback_interrupted_after_its_alias_moved_says_how_to_finish_and_tha
     assert landed > 0
 
 
+# An interrupted promotion: how to set up, the promotion, where it goes and the version it makes
+# live, and what moves in its source before the printed command runs.
+INTERRUPTED_PROMOTIONS: dict[
+    str,
+    tuple[Callable[[Setup], None], Callable[[Setup], Any], str, int, Callable[[Setup], Any]],
+] = {
+    "promote 3 --to dev": (
+        prepare,
+        lambda s: promote(s.workspace, to_env="dev", version=3, reason="interrupted"),
+        "dev",
+        3,
+        lambda s: None,
+    ),
+    "promote --from dev --to staging, then dev moves on": (
+        prepare,
+        lambda s: promote(s.workspace, to_env="staging", from_env="dev", reason="interrupted"),
+        "staging",
+        2,
+        lambda s: promote(s.workspace, to_env="dev", version=3),
+    ),
+}
+
+
+@pytest.mark.parametrize("scenario", list(INTERRUPTED_PROMOTIONS))
+def test_a_promotion_interrupted_after_its_alias_moved_says_how_to_finish_and_that_finishes_it(
+    scenario: str, tmp_path: Path
+) -> None:
+    """Ctrl-C or SIGTERM at any store operation of a promotion: once its alias may have moved,
+    the interruption must say so and name the command that finishes it, the version named (a
+    re-run with --from would promote whatever its source serves by then). That command, run
+    after the source moved on (prod's gate no longer holds), completes the audit trail and the
+    pin without moving the alias, and again changes nothing. Where the alias did not move and
+    the interruption does not say it may have, nothing needs finishing."""
+    setup_state, command, env, version, meanwhile = INTERRUPTED_PROMOTIONS[scenario]
+    clean = file_backend(tmp_path / "clean")
+    setup_state(clean)
+    clean.injector.arm(None)
+    command(clean)
+    operations = clean.injector.calls
+    meanwhile(clean)
+    expected, _ = outcome(clean)
+    finish = f"finish it with: sds promote {version} --to {env} (safe to repeat)"
+    landed = claimed = 0
+    for k in range(1, operations + 1):
+        for mode in MODES:
+            # Given a promotion interrupted at its k-th store operation
+            setup = file_backend(tmp_path / f"k{k}-{mode}")
+            setup_state(setup)
+            setup.injector.arm(k, mode, raises=KeyboardInterrupt)
+            try:
+                command(setup)
+            except KeyboardInterrupt as interruption:
+                message = str(interruption)
+            else:  # the operation answered "not found": there was no response to lose
+                assert setup.injector.fired is None
+                continue
+            setup.injector.arm(None)
+            alias = setup.registry(env).get_alias(env)
+            moved = alias is not None and alias.version == version
+
+            # Then, where the alias moved, it stays an interruption that says so and names the
+            # command to finish it
+            if moved:
+                landed += 1
+                assert f"{env}: promotion " in message and f" -> {version} may have landed; " in (
+                    message
+                ), message
+                assert message.endswith(finish), message
+            if "may have landed" not in message:
+                assert not moved
+                continue
+            claimed += 1
+
+            # And that command, run once the source moved on, finishes it: alias, pin and audit
+            # trail agree; run again, it changes nothing
+            meanwhile(setup)
+            done = promote(setup.workspace, to_env=env, version=version, reason="finish")
+            check_converged(setup, expected, [1, 2, 3])
+            again = promote(setup.workspace, to_env=env, version=version, reason="again")
+            assert not again.changed and again.lock is not None and not again.lock.changed
+            check_converged(setup, expected, [1, 2, 3])
+            assert done.version == version
+    assert landed > 0 and claimed >= landed
+    record(f"registry faults, file backend: {scenario}", "interrupted, landed: told", landed)
+
+
 @pytest.mark.parametrize("scenario", ["promote (alias move)", "promote (copy up + alias move)"])
 def test_an_interrupted_promotion_says_what_landed_and_how_to_finish(
     scenario: str, tmp_path: Path

@@ -408,8 +408,7 @@ def test_a_pin_write_failing_after_the_alias_moved_says_how_to_finish(
     # Then the error says what may have landed and the command that finishes it
     assert str(failed.value) == (
         "dev: promotion 1 -> 2 was interrupted ([Errno 28] No space left on device) and may "
-        "have landed in the registry without its pin; finish it with: sds promote 2 --to dev "
-        "(safe to repeat)"
+        "have landed; finish it with: sds promote 2 --to dev (safe to repeat)"
     )
     # And that command does finish it, once the disk has room
     monkeypatch.setattr(sds.kernel.lock, "atomic_write_text", write)
