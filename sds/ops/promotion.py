@@ -471,18 +471,27 @@ def promote(
             "refusing to promote it"
         )
 
+    target = ws.registry(to_env, write=True)
+    live = target.get_alias(to_env)
+    if live is not None and live.version == version and live.sha256 == origin.sha256:
+        # Already live: nothing moves, so no gate applies (they guard moves, and one may no
+        # longer hold: prod's require_live_in once staging moved on). This is how the command
+        # an interrupted promotion names (`_interrupted_promotion`) finishes it, safe to repeat.
+        return _already_live(ws, target, to_env, live, started=started)
+
     target, results, copied_from = admit(
         ws, env=to_env, candidate=chosen, reason=reason, on_upload=on_upload
     )
 
     previous: int | None = None
-    changed = False
     for _ in range(CAS_ATTEMPTS):
         current = target.get_alias(to_env)
-        previous = None if current is None else current.version
         if current is not None and current.version == version:
-            target.ensure_audited(current)  # a retry completes an interrupted move's audit
-            break  # already live: re-running a promotion is a no-op
+            # A concurrent promotion of the same version moved it first.
+            return _already_live(
+                ws, target, to_env, current, started=started, gates=results, copied_from=copied_from
+            )
+        previous = None if current is None else current.version
         try:
             target.move_alias(
                 to_env,
@@ -493,7 +502,6 @@ def promote(
                 reason=reason,
                 details={"env": to_env, "from_env": copied_from},
             )
-            changed = True
             break
         except ConcurrentUpdate:
             continue  # someone moved the alias meanwhile: re-read and promote over it
@@ -513,9 +521,42 @@ def promote(
         version=version,
         sha256=origin.sha256,
         previous=previous,
-        changed=changed,
+        changed=True,
         copied_from=copied_from,
         gates=results,
+        duration_ms=round((time.monotonic() - started) * 1000, 1),
+        lock=lock_change,
+    )
+
+
+def _already_live(
+    ws: Workspace,
+    registry: Registry,
+    env: str,
+    state: AliasState,
+    *,
+    started: float,
+    gates: list[GateResult] | None = None,
+    copied_from: str | None = None,
+) -> AliasChange:
+    """A promotion that finds `env`'s alias (in `registry`) already on its version (`state`)
+    moves nothing: it completes what a move interrupted before its audit event or its pin left
+    undone (the event, rebuilt from the alias; the pin, written from the alias) and says what it
+    changed."""
+    try:
+        registry.ensure_audited(state)
+        lock_change = _sync_pin(ws, env, registry)
+    except (Exception, KeyboardInterrupt) as exc:
+        raise _interrupted_promotion(ws, env, state.previous, state.version, exc) from exc
+    return AliasChange(
+        action="promote",
+        env=env,
+        version=state.version,
+        sha256=state.sha256,
+        previous=state.version,
+        changed=False,
+        copied_from=copied_from,
+        gates=[] if gates is None else gates,
         duration_ms=round((time.monotonic() - started) * 1000, 1),
         lock=lock_change,
     )
@@ -540,8 +581,9 @@ def _interrupted_promotion(
 ) -> BaseException:
     # Everything checkable was checked before the alias moved (gates, the copy, the lock file):
     # what fails or is interrupted here (the alias's write or its audit event, the pin's write)
-    # may follow a move that landed. The command that finishes it names the version: a re-run
-    # with --from would promote whatever its source serves by then.
+    # may follow a move that landed. The command that finishes it names the version (a re-run
+    # with --from or --shadow would promote whatever its source or the shadow pin says by then)
+    # and, finding the version live, asks no gate again (`_already_live`): safe to repeat.
     before = "nothing" if previous is None else str(previous)
     return may_have_landed(
         ws,
