@@ -5,7 +5,8 @@ checks everything it can before anything moves (that models.lock.json reads clea
 the pin, that the version verifies, the target's gates on its manifest), then copies it up the
 chain (verifying sha256), moves the alias by compare-and-swap and syncs the pin in
 models.lock.json from the alias, so pin and alias agree however concurrent commands interleave;
-what fails after the alias moved says so and names the command that finishes it. `sds shadow`
+what fails or is interrupted (Ctrl-C, SIGTERM) once the alias may have moved says so and names
+the command that finishes it (`may_have_landed`, shared with rollback). `sds shadow`
 admits its challenger through the same `candidate` and `admit`. `rollback` moves the alias back
 down its history stack (or to `--to N`, a version the environment served) without gates: it is
 the emergency exit.
@@ -470,18 +471,27 @@ def promote(
             "refusing to promote it"
         )
 
+    target = ws.registry(to_env, write=True)
+    live = target.get_alias(to_env)
+    if live is not None and live.version == version and live.sha256 == origin.sha256:
+        # Already live: nothing moves, so no gate applies (they guard moves, and one may no
+        # longer hold: prod's require_live_in once staging moved on). This is how the command
+        # an interrupted promotion names (`_interrupted_promotion`) finishes it, safe to repeat.
+        return _already_live(ws, target, to_env, live, started=started)
+
     target, results, copied_from = admit(
         ws, env=to_env, candidate=chosen, reason=reason, on_upload=on_upload
     )
 
     previous: int | None = None
-    changed = False
     for _ in range(CAS_ATTEMPTS):
         current = target.get_alias(to_env)
-        previous = None if current is None else current.version
         if current is not None and current.version == version:
-            target.ensure_audited(current)  # a retry completes an interrupted move's audit
-            break  # already live: re-running a promotion is a no-op
+            # A concurrent promotion of the same version moved it first.
+            return _already_live(
+                ws, target, to_env, current, started=started, gates=results, copied_from=copied_from
+            )
+        previous = None if current is None else current.version
         try:
             target.move_alias(
                 to_env,
@@ -492,17 +502,18 @@ def promote(
                 reason=reason,
                 details={"env": to_env, "from_env": copied_from},
             )
-            changed = True
             break
         except ConcurrentUpdate:
             continue  # someone moved the alias meanwhile: re-read and promote over it
         except Exception as exc:
             raise _failed_move(ws, target, to_env, previous, version, exc) from exc
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the alias write may have landed
+            raise _interrupted_promotion(ws, to_env, previous, version, exc) from exc
     else:
         raise OperationError(f"{to_env}: the alias kept changing; try again")
     try:
         lock_change = _sync_pin(ws, to_env, target)
-    except Exception as exc:
+    except (Exception, KeyboardInterrupt) as exc:
         raise _interrupted_promotion(ws, to_env, previous, version, exc) from exc
     return AliasChange(
         action="promote",
@@ -510,7 +521,7 @@ def promote(
         version=version,
         sha256=origin.sha256,
         previous=previous,
-        changed=changed,
+        changed=True,
         copied_from=copied_from,
         gates=results,
         duration_ms=round((time.monotonic() - started) * 1000, 1),
@@ -518,9 +529,42 @@ def promote(
     )
 
 
+def _already_live(
+    ws: Workspace,
+    registry: Registry,
+    env: str,
+    state: AliasState,
+    *,
+    started: float,
+    gates: list[GateResult] | None = None,
+    copied_from: str | None = None,
+) -> AliasChange:
+    """A promotion that finds `env`'s alias (in `registry`) already on its version (`state`)
+    moves nothing: it completes what a move interrupted before its audit event or its pin left
+    undone (the event, rebuilt from the alias; the pin, written from the alias) and says what it
+    changed."""
+    try:
+        registry.ensure_audited(state)
+        lock_change = _sync_pin(ws, env, registry)
+    except (Exception, KeyboardInterrupt) as exc:
+        raise _interrupted_promotion(ws, env, state.previous, state.version, exc) from exc
+    return AliasChange(
+        action="promote",
+        env=env,
+        version=state.version,
+        sha256=state.sha256,
+        previous=state.version,
+        changed=False,
+        copied_from=copied_from,
+        gates=[] if gates is None else gates,
+        duration_ms=round((time.monotonic() - started) * 1000, 1),
+        lock=lock_change,
+    )
+
+
 def _failed_move(
     ws: Workspace, registry: Registry, env: str, previous: int | None, version: int, exc: Exception
-) -> OperationError:
+) -> BaseException:
     """What to tell after `move_alias` failed: nothing moved (the version failed verification,
     or the alias write failed), or the move may have landed (its audit event failed)."""
     try:
@@ -533,17 +577,20 @@ def _failed_move(
 
 
 def _interrupted_promotion(
-    ws: Workspace, env: str, previous: int | None, version: int, exc: Exception
-) -> OperationError:
+    ws: Workspace, env: str, previous: int | None, version: int, exc: BaseException
+) -> BaseException:
     # Everything checkable was checked before the alias moved (gates, the copy, the lock file):
-    # what fails here (the alias's audit event, the pin's write) may follow a move that landed.
-    # Re-running the same promotion is safe: it finds the alias moved, completes the audit trail
-    # and writes the pin from the alias.
+    # what fails or is interrupted here (the alias's write or its audit event, the pin's write)
+    # may follow a move that landed. The command that finishes it names the version (a re-run
+    # with --from or --shadow would promote whatever its source or the shadow pin says by then)
+    # and, finding the version live, asks no gate again (`_already_live`): safe to repeat.
     before = "nothing" if previous is None else str(previous)
-    return OperationError(
-        f"{env}: promotion {before} -> {version} was interrupted ({exc}) and may have landed "
-        f"in the registry without its pin; finish it with: "
-        f"{ws.command(f'promote {version} --to {env}')} (safe to repeat)"
+    return may_have_landed(
+        ws,
+        env,
+        f"promotion {before} -> {version}",
+        finish=f"promote {version} --to {env}",
+        exc=exc,
     )
 
 
@@ -737,21 +784,34 @@ def rollback(
 def interrupted_rollback(
     ws: Workspace, env: str, current: int | None, target: int, exc: BaseException
 ) -> BaseException:
-    """What a rollback stopped after it began to move the alias raises: the alias may already
-    have moved (and its audit event or the pin not yet be written), so a plain re-run would roll
-    back one version too far. It names the command that is safe to repeat, which also completes
-    the audit trail and the pin. An error becomes an `OperationError`; an interruption (Ctrl-C,
-    SIGTERM) stays one, with the same words."""
-    finish = ws.command(f"rollback --env {env} --to {target}")
+    """What a rollback stopped after it began to move the alias raises (`may_have_landed`): a
+    plain re-run would roll back one version too far, so it names `--to` the target."""
+    return may_have_landed(
+        ws,
+        env,
+        f"rollback {current} -> {target}",
+        finish=f"rollback --env {env} --to {target}",
+        exc=exc,
+    )
+
+
+def may_have_landed(
+    ws: Workspace, env: str, move: str, *, finish: str, exc: BaseException
+) -> BaseException:
+    """What a promotion or rollback (`move`, e.g. "rollback 2 -> 1") stopped after it began to
+    move `env`'s alias raises: the alias may already have moved, its audit event or the pin not
+    yet be written. It names `finish`, the command (arguments to `ws.command`) that is safe to
+    repeat and completes the move, its audit trail and the pin. An error becomes an
+    `OperationError` (exit 1); an interruption (Ctrl-C, SIGTERM) stays one, with the same words,
+    and its exit code (130, 143)."""
+    command = ws.command(finish)
     if isinstance(exc, KeyboardInterrupt):
         return reworded(
-            exc,
-            f"{env}: rollback {current} -> {target} may have landed; finish it with: {finish} "
-            "(safe to repeat)",
+            exc, f"{env}: {move} may have landed; finish it with: {command} (safe to repeat)"
         )
     return OperationError(
-        f"{env}: rollback {current} -> {target} was interrupted ({exc}) and may have landed; "
-        f"finish it with: {finish} (safe to repeat)"
+        f"{env}: {move} was interrupted ({exc}) and may have landed; finish it with: {command} "
+        "(safe to repeat)"
     )
 
 

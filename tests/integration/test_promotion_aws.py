@@ -7,6 +7,7 @@ import re
 import shlex
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -139,4 +140,65 @@ def test_a_promotion_already_live_on_aws_says_it_rewrote_a_stale_pin(
         "  pin rewritten in models.lock.json to follow the alias (was version 1): "
         "deploy with: cdk deploy 'dev/*'",
     ]
+    assert read_pin(project, "dev") == {"version": 2, "sha256": two.sha256}
+
+
+def test_a_promotion_interrupted_after_its_alias_moved_on_aws_names_the_command_that_finishes_it(
+    deploy: Callable[..., Deployed],
+    cli: Callable[..., CliResult],
+    project: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sds.kernel.sdk
+
+    # Given version 1 live in dev, and Ctrl-C landing as the next alias move's audit event is
+    # about to be sent (the alias itself written)
+    dev = deploy("dev")
+    dev.register("one")
+    two = dev.register("two")
+    assert cli("--aws", "promote", "1", "--to", "dev").code == 0
+    armed = [True]
+
+    def ctrl_c(request: Any, **_: Any) -> None:
+        if armed[0] and "/models/fraud/events/" in request.url:
+            armed[0] = False
+            raise KeyboardInterrupt
+
+    real_client = sds.kernel.sdk.client
+
+    def watched(service: str) -> Any:
+        made = real_client(service)
+        if service == "s3":
+            made.meta.events.register("before-send.s3.PutObject", ctrl_c)
+        return made
+
+    monkeypatch.setattr(sds.kernel.sdk, "client", watched)
+
+    # When version 2 is promoted
+    first = cli("--aws", "promote", "2", "--to", "dev", "--reason", "better PR AUC")
+
+    # Then it exits as interrupted, saying the promotion may have landed and the command, on
+    # AWS, that finishes it; the alias moved, the pin did not
+    assert first.code == 130
+    last = first.err.strip().splitlines()[-1]
+    assert last == (
+        "sds: interrupted: dev: promotion 1 -> 2 may have landed; finish it with: "
+        "sds --aws promote 2 --to dev (safe to repeat)"
+    )
+    assert dev.registry.get_alias("dev").version == 2  # type: ignore[union-attr]
+    assert read_pin(project, "dev") != {"version": 2, "sha256": two.sha256}
+
+    # And that command, run as printed, completes the audit trail and the pin, moving nothing
+    command = last.split("finish it with: ")[1].removesuffix(" (safe to repeat)")
+    second = cli(*shlex.split(command)[1:])
+    assert second.code == 0, second.err
+    assert second.out.splitlines()[0] == "dev already serves version 2"
+    state = dev.registry.get_alias("dev")
+    assert state is not None and state.version == 2
+    (event,) = [e for e in dev.registry.events() if e["id"] == state.event_id]
+    assert (event["type"], event["reason"], event["recovered"]) == (
+        "promoted",
+        "better PR AUC",
+        True,
+    )
     assert read_pin(project, "dev") == {"version": 2, "sha256": two.sha256}

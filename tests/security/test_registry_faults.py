@@ -27,7 +27,7 @@ from sds.config import load_project
 from sds.kernel.lock import read_lock
 from sds.kernel.registry import Registry
 from sds.kernel.registry.store import FileStore, ObjectStore
-from sds.ops.promotion import OperationError, promote, rollback
+from sds.ops.promotion import GateFailure, OperationError, promote, rollback
 from sds.ops.workspace import Workspace
 from tests.security.faulty_stores import (
     MODES,
@@ -339,6 +339,113 @@ def test_a_rollback_interrupted_after_its_alias_moved_says_how_to_finish_and_tha
                 retry(setup)
                 check_converged(setup, {"dev": 1, "staging": None, "prod": None}, [1, 2, 3])
     assert landed > 0
+
+
+def prepare_prod(setup: Setup) -> None:
+    """As `prepare`, and version 2 live in staging too (prod takes only what staging serves)."""
+    prepare(setup)
+    promote(setup.workspace, to_env="staging", version=2)
+
+
+# An interrupted promotion: how to set up, the promotion, where it goes and the version it makes
+# live, and what moves in its source before the printed command runs (the source alias moving
+# on, and with it prod's `require_live_in` gate).
+INTERRUPTED_PROMOTIONS: dict[
+    str,
+    tuple[Callable[[Setup], None], Callable[[Setup], Any], str, int, Callable[[Setup], Any]],
+] = {
+    "promote 3 --to dev": (
+        prepare,
+        lambda s: promote(s.workspace, to_env="dev", version=3, reason="interrupted"),
+        "dev",
+        3,
+        lambda s: None,
+    ),
+    "promote --from dev --to staging, then dev moves on": (
+        prepare,
+        lambda s: promote(s.workspace, to_env="staging", from_env="dev", reason="interrupted"),
+        "staging",
+        2,
+        lambda s: promote(s.workspace, to_env="dev", version=3),
+    ),
+    "promote --from staging --to prod, then staging moves on": (
+        prepare_prod,
+        lambda s: promote(s.workspace, to_env="prod", from_env="staging", reason="interrupted"),
+        "prod",
+        2,
+        lambda s: promote(s.workspace, to_env="staging", version=3),
+    ),
+}
+
+
+@pytest.mark.parametrize("scenario", list(INTERRUPTED_PROMOTIONS))
+def test_a_promotion_interrupted_after_its_alias_moved_says_how_to_finish_and_that_finishes_it(
+    scenario: str, tmp_path: Path
+) -> None:
+    """Ctrl-C or SIGTERM at any store operation of a promotion: once its alias may have moved,
+    the interruption must say so and name the command that finishes it, the version named (a
+    re-run with --from would promote whatever its source serves by then). That command, run
+    after the source moved on (prod's gate no longer holds), completes the audit trail and the
+    pin without moving the alias, and again changes nothing. Interrupted as the move began,
+    before the alias moved, "may have" stays true: the command is then the promotion itself,
+    gates first. Where the interruption does not say it may have landed, nothing moved."""
+    setup_state, command, env, version, meanwhile = INTERRUPTED_PROMOTIONS[scenario]
+    clean = file_backend(tmp_path / "clean")
+    setup_state(clean)
+    before, _ = outcome(clean)
+    clean.injector.arm(None)
+    command(clean)
+    operations = clean.injector.calls
+    meanwhile(clean)
+    expected, _ = outcome(clean)
+    finish = f"finish it with: sds promote {version} --to {env} (safe to repeat)"
+    landed = claimed = 0
+    for k in range(1, operations + 1):
+        for mode in MODES:
+            # Given a promotion interrupted at its k-th store operation
+            setup = file_backend(tmp_path / f"k{k}-{mode}")
+            setup_state(setup)
+            setup.injector.arm(k, mode, raises=KeyboardInterrupt)
+            try:
+                command(setup)
+            except KeyboardInterrupt as interruption:
+                message = str(interruption)
+            else:  # the operation answered "not found": there was no response to lose
+                assert setup.injector.fired is None
+                continue
+            setup.injector.arm(None)
+            alias = setup.registry(env).get_alias(env)
+            moved = alias is not None and alias.version == version
+
+            # Then, where the alias moved, it stays an interruption that says so and names the
+            # command to finish it
+            if moved:
+                landed += 1
+                assert f"{env}: promotion " in message and f" -> {version} may have landed; " in (
+                    message
+                ), message
+                assert message.endswith(finish), message
+            if "may have landed" not in message:
+                assert not moved
+                continue
+            claimed += 1
+
+            # And that command, run once the source moved on, finishes it without moving the
+            # alias again: alias, pin and audit trail agree; run again, it changes nothing
+            meanwhile(setup)
+            try:
+                done = promote(setup.workspace, to_env=env, version=version, reason="finish")
+            except GateFailure:  # it had not landed, and the version may no longer go there
+                assert not moved
+                check_converged(setup, {**expected, env: before[env]}, [1, 2, 3])
+                continue
+            assert done.version == version and done.changed is not moved
+            check_converged(setup, expected, [1, 2, 3])
+            again = promote(setup.workspace, to_env=env, version=version, reason="again")
+            assert not again.changed and again.lock is not None and not again.lock.changed
+            check_converged(setup, expected, [1, 2, 3])
+    assert landed > 0 and claimed >= landed
+    record(f"registry faults, file backend: {scenario}", "interrupted, landed: told", landed)
 
 
 @pytest.mark.parametrize("scenario", ["promote (alias move)", "promote (copy up + alias move)"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import shlex
 import socket
 from pathlib import Path
 from typing import Any
@@ -191,6 +192,64 @@ def test_an_interrupted_ingest_says_that_running_it_again_stores_the_rest(
     assert ended.error_line.endswith(
         ": run the same command again to store the rest: what was stored counts as already there"
     )
+
+
+@pytest.mark.parametrize(
+    ("stop", "code", "how"),
+    [(KeyboardInterrupt, 130, "interrupted"), (Terminated, 143, "stopped by SIGTERM")],
+)
+def test_a_promotion_interrupted_after_its_alias_moved_names_the_command_that_finishes_it(
+    project: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    stop: type[KeyboardInterrupt],
+    code: int,
+    how: str,
+) -> None:
+    from sds.kernel import lock as lock_file
+
+    # Given version 1 live in dev, and a promotion of version 2 stopped (Ctrl-C or SIGTERM)
+    # after its alias moved, as it writes the pin
+    ws = Workspace.discover(project_dir=project)
+    register(ws, "one")
+    two = register(ws, "two")
+    promote(ws, to_env="dev", version=1)
+    write = lock_file.atomic_write_text
+
+    def stopped(path: Path, text: str) -> None:
+        raise stop()
+
+    monkeypatch.setattr(lock_file, "atomic_write_text", stopped)
+
+    # When it runs
+    ended = sds(capsys, "promote", "2", "--to", "dev", "--reason", "better")
+
+    # Then it exits with the signal's code, saying the promotion may have landed and the
+    # command that finishes it
+    assert ended.code == code
+    assert ended.error_line == (
+        f"sds: {how}: dev: promotion 1 -> 2 may have landed; finish it with: "
+        "sds promote 2 --to dev (safe to repeat)"
+    )
+
+    # And that command, run as printed, writes the pin from the alias, and again does nothing
+    monkeypatch.setattr(lock_file, "atomic_write_text", write)
+    command = ended.error_line.split("finish it with: ")[1].removesuffix(" (safe to repeat)")
+    finished = sds(capsys, *shlex.split(command)[1:])
+    assert finished.code == 0, finished.err
+    assert finished.out.splitlines() == [
+        "dev already serves version 2",
+        "  pin rewritten in models.lock.json to follow the alias (was version 1): "
+        "deploy with: cdk deploy 'dev/*'",
+    ]
+    pin = read_lock(ws.lock_path, model=ws.model).pins["dev"]
+    assert (pin.version, pin.sha256) == (2, two.sha256)
+    state = ws.registry("dev").get_alias("dev")
+    assert state is not None and state.version == 2
+    (promoted,) = [e for e in ws.registry("dev").events() if e["id"] == state.event_id]
+    assert (promoted["type"], promoted["reason"]) == ("promoted", "better")
+    again = sds(capsys, *shlex.split(command)[1:])
+    assert again.out == "dev already serves version 2; nothing to do\n"
 
 
 def test_an_operating_system_error_exits_1_in_one_line(

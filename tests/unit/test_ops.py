@@ -156,6 +156,31 @@ def test_prod_requires_the_version_to_be_live_in_staging(ws: Workspace) -> None:
     assert pins(ws) == {"dev": 2, "staging": 1, "prod": 1}
 
 
+def test_a_version_already_live_is_not_gated_again_and_its_pin_is_written(
+    ws: Workspace,
+) -> None:
+    # Given version 1 live in prod without its pin (a promotion interrupted before the pin),
+    # and staging moved on to version 2 since: prod's require_live_in no longer holds for 1
+    register(ws)
+    register(ws)
+    promote(ws, to_env="dev", version=1)
+    promote(ws, to_env="staging", from_env="dev")
+    promote(ws, to_env="prod", from_env="staging")
+    document = json.loads(ws.lock_path.read_text())
+    del document["environments"]["prod"]
+    ws.lock_path.write_text(json.dumps(document))
+    promote(ws, to_env="dev", version=2)
+    promote(ws, to_env="staging", from_env="dev")
+
+    # When version 1 is promoted to prod again (the command the interruption names)
+    change = promote(ws, to_env="prod", version=1)
+
+    # Then nothing moves and no gate is asked (they guard moves): the pin follows the alias
+    assert not change.changed and change.gates == []
+    assert change.lock is not None and change.lock.pin_rewritten
+    assert pins(ws) == {"dev": 2, "staging": 2, "prod": 1}
+
+
 def test_gate_without_metric_fails_with_a_clear_reason(ws: Workspace) -> None:
     version = register(ws, metrics={"roc_auc": 0.9})
     results = check_gates(ws, "staging", version)
@@ -408,8 +433,7 @@ def test_a_pin_write_failing_after_the_alias_moved_says_how_to_finish(
     # Then the error says what may have landed and the command that finishes it
     assert str(failed.value) == (
         "dev: promotion 1 -> 2 was interrupted ([Errno 28] No space left on device) and may "
-        "have landed in the registry without its pin; finish it with: sds promote 2 --to dev "
-        "(safe to repeat)"
+        "have landed; finish it with: sds promote 2 --to dev (safe to repeat)"
     )
     # And that command does finish it, once the disk has room
     monkeypatch.setattr(sds.kernel.lock, "atomic_write_text", write)
