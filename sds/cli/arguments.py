@@ -221,9 +221,22 @@ def completed(action: argparse.Action, completer: Callable[..., list[str]]) -> a
     return action
 
 
+def version_number(text: str) -> int:
+    """A model version as typed: `3`, or `v3` as `sds status` prints it (and users copy it from
+    there). 1 or more; anything else (`vx`, `0`, `-1`, `3.5`) is a usage error naming it."""
+    digits = text.removeprefix("v")
+    # isascii: int() would take other scripts' digits, spaces and a sign too.
+    if not (digits.isascii() and digits.isdigit()) or int(digits) < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a model version is a whole number, 1 or more, as in 3 or v3"
+        )
+    return int(digits)
+
+
 def version_argument(parser: argparse.ArgumentParser, *flags: str, **kwargs: Any) -> None:
-    """A model version number, completed from the environment's local registry."""
-    completed(parser.add_argument(*flags, type=int, **kwargs), complete_version)
+    """A model version number (`version_number`: `3` or `v3`), completed from the environment's
+    local registry."""
+    completed(parser.add_argument(*flags, type=version_number, **kwargs), complete_version)
 
 
 def _completion_workspace(parsed_args: argparse.Namespace) -> Workspace:
@@ -241,7 +254,8 @@ def complete_env(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list
 
 
 def complete_version(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
-    """Version numbers in the environment's local registry (no network calls while typing)."""
+    """Version numbers in the environment's local registry (no network calls while typing), as
+    the prefix has them begun: `3` or `v3`."""
     try:
         ws = _completion_workspace(parsed_args)
         if ws.on_aws or getattr(parsed_args, "aws", False):
@@ -257,4 +271,6 @@ def complete_version(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> 
         versions = ws.registry(env).list_versions()
     except (ConfigError, RegistryError, OSError, ValueError):
         return []
-    return [str(v) for v in versions if str(v).startswith(prefix)]
+    # Completed as begun: `v` then tab offers v1, v2, ...; a digit offers bare numbers.
+    shown = "v" if prefix.startswith("v") else ""
+    return [f"{shown}{v}" for v in versions if f"{shown}{v}".startswith(prefix)]

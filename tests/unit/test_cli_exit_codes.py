@@ -418,6 +418,80 @@ def test_promote_from_one_environment_to_the_next_resolves_both(
     assert pins["staging"].version == pins["dev"].version == 1
 
 
+# Version numbers: 3 or v3, as status prints them ----------------------------------------------
+
+
+def test_a_version_copied_from_status_as_v2_is_taken_by_promote_rollback_and_show(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given v1 then v2 (given as `v2`) promoted in dev
+    ws = Workspace.discover(project_dir=project)
+    register(ws, "one")
+    register(ws, "two")
+    promote(ws, to_env="dev", version=1)
+    promoted = sds(capsys, "promote", "v2", "--to", "dev", "--reason", "x", "--json")
+    assert promoted.code == 0, promoted
+    assert promoted.json()["version"] == 2
+    # And `sds status` printing dev's pin as v2
+    status = sds(capsys, "status")
+    (row,) = [line.split() for line in status.out.splitlines() if line.startswith("dev ")]
+    assert row[1] == "v2"
+
+    # When that word is given back to show, and v1 to rollback
+    show = sds(capsys, "show", row[1], "--json")
+    rollback = sds(capsys, "rollback", "--env", "dev", "--to", "v1", "--reason", "x", "--json")
+
+    # Then each took it as the number it names
+    assert show.code == 0, show
+    assert show.json()["version"] == 2
+    assert rollback.code == 0, rollback
+    assert rollback.json()["version"] == 1
+    assert read_lock(ws.lock_path, model=ws.model).pins["dev"].version == 1
+
+
+# (the argument as argparse names it, the command line with {v} where the version goes)
+VERSION_ARGUMENTS = [
+    ("version", ("show", "{v}")),
+    ("version", ("promote", "{v}", "--to", "dev")),
+    ("version", ("shadow", "{v}", "--env", "dev")),
+    ("--to", ("rollback", "--env", "dev", "--to", "{v}")),
+    ("--version", ("score", "--version", "{v}", "--data", "in.jsonl", "--out", "out")),
+]
+
+
+@pytest.mark.parametrize("value", ["vx", "0", "v0", "-1", "3.5", "v", "V3", "+3", " 3", "v-3"])
+@pytest.mark.parametrize(
+    ("argument", "argv"), VERSION_ARGUMENTS, ids=[argv[0] for _, argv in VERSION_ARGUMENTS]
+)
+def test_a_version_that_is_no_whole_number_from_1_is_a_usage_error_naming_argument_and_value(
+    argument: str,
+    argv: tuple[str, ...],
+    value: str,
+    project: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    words = [w.format(v=value) for w in argv]
+    ended = sds(capsys, *words)
+    assert ended.code == 2, ended
+    assert ended.error_line == (
+        f"sds: error: argument {argument}: {value!r}: a model version is a whole number, "
+        f"1 or more, as in 3 or v3 (see: sds {words[0]} --help)"
+    )
+    assert not (project / "models.lock.json").exists()
+
+
+def test_version_completion_offers_the_form_being_typed(project: Path) -> None:
+    from sds.cli.arguments import complete_version
+
+    ws = Workspace.discover(project_dir=project)
+    for tag in ("one", "two"):
+        register(ws, tag)
+    parsed = argparse.Namespace(project_dir=str(project), env="dev")
+    assert complete_version("", parsed) == ["1", "2"]
+    assert complete_version("v", parsed) == ["v1", "v2"]
+    assert complete_version("v2", parsed) == ["v2"]
+
+
 # Usage errors: one line, exit 2, and JSON with --json -------------------------------------------
 
 
@@ -471,7 +545,7 @@ def test_a_usage_error_without_json_is_one_line_and_nothing_on_stdout(
     assert ended.code == 2
     assert ended.out == ""
     assert ended.err.strip() == ended.error_line
-    assert "invalid int value: 'abc'" in ended.error_line
+    assert "argument version: 'abc': a model version is a whole number" in ended.error_line
 
 
 def test_promote_without_a_version_is_a_usage_error(

@@ -113,3 +113,45 @@ def test_given_on_fargate_then_the_command_works_against_aws() -> None:
     assert build_parser().parse_args(["--aws", "train"]).aws is True
     with pytest.raises(UsageError):  # still one or the other
         build_parser().parse_args(["train", "--on-fargate", "--local"])
+
+
+def test_given_any_version_argument_then_it_is_the_one_version_number_type() -> None:
+    from sds.cli.arguments import complete_version, version_number
+
+    versions = {
+        (name, action.dest): action
+        for name, parser in subcommands().items()
+        for action in parser._actions
+        if "version" in action.dest or getattr(action, "completer", None) is complete_version
+    }
+    # Every argument that takes a model version (a --to of rollback included) ...
+    assert set(versions) == {
+        ("promote", "version"),
+        ("rollback", "to"),
+        ("score", "version"),
+        ("shadow", "version"),
+        ("show", "version"),
+    }
+    # ... parses it with the one shared type and completes it from the registry
+    for action in versions.values():
+        assert action.type is version_number
+        assert getattr(action, "completer", None) is complete_version
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["show", "{v}"],
+        ["promote", "{v}", "--to", "dev"],
+        ["shadow", "{v}", "--env", "dev"],
+        ["rollback", "--env", "dev", "--to", "{v}"],
+        ["score", "--version", "{v}", "--data", "in.jsonl", "--out", "out"],
+    ],
+    ids=lambda argv: argv[0],
+)
+@pytest.mark.parametrize("value", ["3", "v3", "03", "v03"])
+def test_given_a_version_as_status_prints_it_or_bare_then_it_is_the_number(
+    argv: list[str], value: str
+) -> None:
+    args = build_parser().parse_args([w.format(v=value) for w in argv])
+    assert (args.to if argv[0] == "rollback" else args.version) == 3

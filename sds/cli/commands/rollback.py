@@ -70,7 +70,7 @@ def register(commands: Commands) -> None:
         "point an environment back at the previous (or a given) version",
         [
             'sds rollback --env dev --reason "false positives spiking"',
-            'sds rollback --env dev --to 2 --reason "back to the last good model"',
+            'sds rollback --env dev --to v2 --reason "back to the last good model"',
             'sds --aws rollback --env prod --reason "alarm on false positives"',
             'sds --aws rollback --env prod --to 7 --activation-timeout 900 --reason "incident 42"',
             'sds --aws rollback --env prod --break-lease 7f1b0437742b --reason "killed it, INC-42"',
