@@ -3,8 +3,15 @@
 A label says what a scored payment turned out to be (`sds.kernel.events.LABEL`: `event_id`,
 `is_fraud`, `labelled_at`, `source`). Training from capture joins them with the captures by event
 id. The whole input is validated first, every problem named: a file with a problem stores
-nothing. On AWS, labels are not ingested from this machine: producers put them on the
-environment's event bus, which delivers them to the captures bucket's `labels/` prefix.
+nothing.
+
+Sending labels again is safe: a label already stored with the same content (`sds.kernel.events.
+content_digest`) is counted as already there and not stored twice. One with the same `event_id`
+and other content is a new label, stored beside the earlier one: an event may be labelled twice
+(a review, then a chargeback), and training takes the latest by `labelled_at` (on a tie, fraud).
+
+On AWS, labels are not ingested from this machine: producers put them on the environment's
+event bus, which delivers them to the captures bucket's `labels/` prefix.
 """
 
 from __future__ import annotations
@@ -14,21 +21,27 @@ from dataclasses import dataclass
 from typing import Any
 
 from sds.kernel.errors import UsageError
-from sds.kernel.events import LABEL_KINDS, validate
+from sds.kernel.events import LABEL_KINDS, content_digest, validate
 from sds.kernel.features import json_int
 from sds.ops.capture_store import LabelFiles
 from sds.ops.ingest import refused_input
 from sds.ops.workspace import Workspace
+from training.capture_data import decompressed, partitions
 from training.data import DataError, decoded, sources
 
 
 @dataclass(frozen=True)
 class LabelResult:
+    """What one `sds label` did: `stored` new labels (`fraud` of them fraud) in the file at
+    `path` (None when none was new), `duplicates` lines repeating an earlier line of the input,
+    `already_there` labels the environment had stored before with the same content."""
+
     env: str
     stored: int
     fraud: int
     duplicates: int
-    path: str
+    already_there: int
+    path: str | None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -37,6 +50,7 @@ class LabelResult:
             "fraud": self.fraud,
             "legitimate": self.stored - self.fraud,
             "duplicates": self.duplicates,
+            "already_there": self.already_there,
             "path": self.path,
         }
 
@@ -62,7 +76,7 @@ def read_labels(location: str) -> tuple[list[dict[str, Any]], int]:
             if found_problems:
                 problems.extend(f"{p.field}: {p.reason}" for p in found_problems)
                 continue
-            key = json.dumps(record, sort_keys=True)
+            key = content_digest(record)
             if key in found:
                 duplicates += 1
                 continue
@@ -74,19 +88,40 @@ def read_labels(location: str) -> tuple[list[dict[str, Any]], int]:
     return list(found.values()), duplicates
 
 
+def stored_digests(location: str) -> set[str]:
+    """The content digest of every label stored in the labels folder `location`, read as
+    training reads it (every day partition); a line that is not a JSON object is left out: no
+    valid label is a copy of it."""
+    digests: set[str] = set()
+    for name, raw in partitions(location, first_day=""):  # "": from the first day on
+        for line in decompressed(name, raw).splitlines():
+            try:
+                record = json.loads(line, parse_int=json_int)
+            except (ValueError, RecursionError):
+                continue
+            if isinstance(record, dict):
+                digests.add(content_digest(record))
+    return digests
+
+
 def ingest_labels(ws: Workspace, env: str, location: str) -> LabelResult:
-    """Validate every label of `location`, then store them as one batch in `env`'s labels."""
+    """Validate every label of `location`, then store the ones `env` does not hold yet as one
+    batch in its labels."""
     if ws.on_aws:
         raise UsageError(
             "sds label stores labels on this machine; on AWS, producers put label events on the "
             f"environment's event bus, which delivers them to {env}'s captures bucket (labels/)"
         )
     labels, duplicates = read_labels(location)
-    path = LabelFiles(ws.labels_dir(env)).store(labels)
+    folder = ws.labels_dir(env)
+    stored = stored_digests(str(folder))
+    new = [label for label in labels if content_digest(label) not in stored]
+    path = LabelFiles(folder).store(new) if new else None
     return LabelResult(
         env=env,
-        stored=len(labels),
-        fraud=sum(1 for label in labels if label["is_fraud"]),
+        stored=len(new),
+        fraud=sum(1 for label in new if label["is_fraud"]),
         duplicates=duplicates,
-        path=str(path),
+        already_there=len(labels) - len(new),
+        path=None if path is None else str(path),
     )

@@ -24,8 +24,10 @@ from sds.kernel.errors import UsageError
 from sds.kernel.features import format_time
 from sds.kernel.registry import open_registry
 from sds.kernel.serving import LoadedModel
+from sds.ops.capture_store import LabelFiles
 from sds.ops.labels import ingest_labels
 from sds.ops.workspace import Workspace
+from tests.unit.cli_run import sds
 from tests.unit.served_traffic import (
     DAY_US,
     JAN_1,
@@ -37,6 +39,7 @@ from tests.unit.served_traffic import (
 )
 from training import train as train_module
 from training.capture_data import Window, read_served
+from training.capture_data import read_labels as capture_labels
 from training.data import DataError
 from training.from_capture import make_window, train_from_capture
 from training.params import TrainParams
@@ -405,3 +408,76 @@ def test_sds_label_on_aws_points_at_the_event_bus(ws: Workspace, tmp_path: Path)
     on_aws = dataclasses.replace(ws, target="aws")
     with pytest.raises(UsageError, match="event bus"):
         ingest_labels(on_aws, "prod", str(tmp_path / "labels.jsonl"))
+
+
+def stored_labels(project: Path) -> list[dict[str, object]]:
+    """Every label line stored in dev's local labels, by event id and time (files made in the
+    same second have no order)."""
+    files = (project / ".sds" / "labels" / "dev").rglob("*.jsonl")
+    found = [json.loads(line) for file in files for line in file.read_text().splitlines()]
+    return sorted(found, key=lambda label: (label["event_id"], label["labelled_at"]))
+
+
+def test_sds_label_sent_again_stores_nothing_and_says_the_labels_are_already_there(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given two labels stored in dev
+    items = [label("evt-1", True, JAN_1), label("evt-2", False, JAN_1, source="review")]
+    first = project / "labels.jsonl"
+    first.write_text("".join(json.dumps(i) + "\n" for i in items))
+    assert sds(capsys, "label", str(first), "--env", "dev").code == 0
+    # When the same labels are sent again (written another way: keys reordered, spaced)
+    again = project / "again.jsonl"
+    resent = (json.dumps(dict(reversed(i.items())), separators=(" , ", " : ")) for i in items)
+    again.write_text("".join(line + "\n" for line in resent))
+    ended = sds(capsys, "label", str(again), "--env", "dev")
+    # Then nothing is stored twice, and they are reported as already there, not as new
+    assert ended.code == 0, ended
+    assert ended.out == "dev: no new labels (2 already there)\n"
+    assert stored_labels(project) == items
+    # And the JSON report says so too, without a file
+    document = sds(capsys, "label", str(again), "--env", "dev", "--json").json()
+    assert (document["stored"], document["already_there"], document["path"]) == (0, 2, None)
+    # And training reads each label once
+    read = capture_labels(str(project / ".sds" / "labels" / "dev"), first_day="", as_of_us=JAN_1)
+    assert read.read == 2
+
+
+def test_sds_label_stores_only_what_is_new_of_a_file_that_is_partly_stored(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given one label already stored, as `POST /events` on `sds serve` stores it
+    LabelFiles(project / ".sds" / "labels" / "dev").store([label("evt-1", True, JAN_1)])
+    # When a file holding it, a new one, and the new one again is labelled
+    items = [label("evt-1", True, JAN_1), label("evt-2", True, JAN_1), label("evt-2", True, JAN_1)]
+    source = project / "labels.jsonl"
+    source.write_text("".join(json.dumps(i) + "\n" for i in items))
+    ended = sds(capsys, "label", str(source), "--env", "dev")
+    # Then only the new one is stored, and each of the others is counted for what it is
+    assert ended.code == 0, ended
+    assert ended.out.startswith(
+        "dev: 1 labels stored (1 fraud, 0 legitimate, 1 already there, 1 repeated lines skipped) "
+        "in "
+    )
+    assert [i["event_id"] for i in stored_labels(project)] == ["evt-1", "evt-2"]
+
+
+def test_sds_label_stores_a_new_label_of_a_labelled_event_beside_the_earlier_one(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a review's verdict on evt-1 stored
+    review = label("evt-1", False, JAN_1, source="review")
+    LabelFiles(project / ".sds" / "labels" / "dev").store([review])
+    # When a chargeback on the same event comes later (same event id, other content)
+    chargeback = label("evt-1", True, JAN_1 + DAY_US)
+    source = project / "labels.jsonl"
+    source.write_text(json.dumps(chargeback) + "\n")
+    ended = sds(capsys, "label", str(source), "--env", "dev", "--json")
+    # Then it is a new label, stored beside the review: nothing is overwritten
+    assert ended.code == 0, ended
+    assert (ended.json()["stored"], ended.json()["already_there"]) == (1, 0)
+    assert stored_labels(project) == [review, chargeback]
+    # And training takes the latest
+    labels_dir = str(project / ".sds" / "labels" / "dev")
+    read = capture_labels(labels_dir, first_day="", as_of_us=JAN_1 + 2 * DAY_US)
+    assert read.by_event == {"evt-1": True}

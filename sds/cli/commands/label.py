@@ -14,7 +14,8 @@ def register(commands: Commands) -> None:
         "label",
         run,
         "store label events (what scored payments turned out to be) in an environment's local "
-        "labels, for training from capture; nothing is stored if any label is invalid",
+        "labels, for training from capture; labels already stored with the same content are "
+        "counted as already there, not stored again; nothing is stored if any label is invalid",
         [
             "sds label chargebacks.jsonl --env dev",
             "sds label reviews/ --env prod --json",
@@ -38,8 +39,12 @@ def run(args: argparse.Namespace) -> int:
         print_json(result.to_dict())
         return 0
     again = f", {result.duplicates} repeated lines skipped" if result.duplicates else ""
+    there = f", {result.already_there} already there" if result.already_there else ""
+    if result.path is None:
+        print(f"{env.name}: no new labels ({result.already_there} already there{again})")
+        return 0
     print(
         f"{env.name}: {result.stored} labels stored ({result.fraud} fraud, "
-        f"{result.stored - result.fraud} legitimate{again}) in {result.path}"
+        f"{result.stored - result.fraud} legitimate{there}{again}) in {result.path}"
     )
     return 0
