@@ -3,7 +3,8 @@
 A label says what a scored payment turned out to be (`sds.kernel.events.LABEL`: `event_id`,
 `is_fraud`, `labelled_at`, `source`). Training from capture joins them with the captures by event
 id. The whole input is validated first, every problem named: a file with a problem stores
-nothing.
+nothing, and neither does one with a label dated more than a few minutes ahead of this machine's
+clock (`sds.kernel.online.ahead_of_clock`, the rule `sds ingest` applies to `occurred_at`).
 
 Sending labels again is safe: a label already stored with the same content (`sds.kernel.events.
 content_digest`) is counted as already there and not stored twice. One with the same `event_id`
@@ -22,7 +23,8 @@ from typing import Any
 
 from sds.kernel.errors import UsageError
 from sds.kernel.events import LABEL_KINDS, content_digest, validate
-from sds.kernel.features import json_int
+from sds.kernel.features import json_int, parse_time
+from sds.kernel.online import ahead_of_clock, now_micros
 from sds.ops.capture_store import LabelFiles
 from sds.ops.ingest import refused_input
 from sds.ops.workspace import Workspace
@@ -55,9 +57,10 @@ class LabelResult:
         }
 
 
-def read_labels(location: str) -> tuple[list[dict[str, Any]], int]:
+def read_labels(location: str, *, now: int) -> tuple[list[dict[str, Any]], int]:
     """Every label of a file, directory or s3:// prefix, validated, and how many lines repeated
-    an earlier one exactly. A problem anywhere raises before anything is stored."""
+    an earlier one exactly. A problem anywhere (a label dated ahead of `now` included) raises
+    before anything is stored."""
     found: dict[str, dict[str, Any]] = {}
     duplicates = 0
     problems: list[str] = []
@@ -75,6 +78,12 @@ def read_labels(location: str) -> tuple[list[dict[str, Any]], int]:
             found_problems = validate(record, where=where, kinds=LABEL_KINDS)
             if found_problems:
                 problems.extend(f"{p.field}: {p.reason}" for p in found_problems)
+                continue
+            # A producer's clock that is wrong: training would not see the label until then,
+            # and then take it as the latest word on the payment.
+            ahead = ahead_of_clock(parse_time(record["labelled_at"]), now)
+            if ahead is not None:
+                problems.append(f"{where}.labelled_at: {ahead}")
                 continue
             key = content_digest(record)
             if key in found:
@@ -112,7 +121,7 @@ def ingest_labels(ws: Workspace, env: str, location: str) -> LabelResult:
             "sds label stores labels on this machine; on AWS, producers put label events on the "
             f"environment's event bus, which delivers them to {env}'s captures bucket (labels/)"
         )
-    labels, duplicates = read_labels(location)
+    labels, duplicates = read_labels(location, now=now_micros())
     folder = ws.labels_dir(env)
     stored = stored_digests(str(folder))
     new = [label for label in labels if content_digest(label) not in stored]

@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from sds.kernel import online
+from sds.kernel.aggregates import SECOND
 from sds.kernel.behaviour import expected_alert_rate
 from sds.kernel.errors import UsageError
 from sds.kernel.features import format_time
+from sds.kernel.online import now_micros
 from sds.kernel.registry import open_registry
 from sds.kernel.serving import LoadedModel
 from sds.ops.capture_store import LabelFiles
@@ -481,3 +485,46 @@ def test_sds_label_stores_a_new_label_of_a_labelled_event_beside_the_earlier_one
     labels_dir = str(project / ".sds" / "labels" / "dev")
     read = capture_labels(labels_dir, first_day="", as_of_us=JAN_1 + 2 * DAY_US)
     assert read.by_event == {"evt-1": True}
+
+
+def test_sds_label_refuses_a_file_with_a_label_dated_ahead_of_the_clock_and_stores_nothing(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a file whose second label is dated an hour from now (the first, a minute from now,
+    # is within the drift the clocks may have)
+    now = now_micros()
+    items = [label("evt-1", True, now + 60 * SECOND), label("evt-2", True, now + 3600 * SECOND)]
+    source = project / "labels.jsonl"
+    source.write_text("".join(json.dumps(i) + "\n" for i in items))
+    # When it is labelled
+    ended = sds(capsys, "label", str(source), "--env", "dev")
+    # Then the whole file is refused as `sds ingest` refuses an event ahead of the clock, naming
+    # the line, and nothing is stored
+    assert ended.code == 1, ended
+    assert re.fullmatch(
+        rf"sds: error: 1 problem\(s\), nothing was stored: {re.escape(str(source))}:2\."
+        r"labelled_at: is 3[56][0-9]{2} s ahead of the clock \(more than 300 s\): is the "
+        r"producer's clock right\?",
+        ended.error_line,
+    ), ended.error_line
+    assert stored_labels(project) == []
+
+
+def test_sds_label_judges_the_clock_by_the_rule_events_are_judged_by(
+    project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = project / "labels.jsonl"
+    # Given the tolerance events have ahead of the clock cut to 10 seconds
+    monkeypatch.setattr(online, "FUTURE_TOLERANCE", 10 * SECOND)
+    # When a label dated a minute from now is labelled
+    source.write_text(json.dumps(label("evt-1", True, now_micros() + 60 * SECOND)) + "\n")
+    refused = sds(capsys, "label", str(source), "--env", "dev")
+    # Then it is refused by that tolerance
+    assert refused.code == 1, refused
+    assert "labelled_at: is 5" in refused.error_line and "(more than 10 s)" in refused.error_line
+    # And with the tolerance raised to two hours, one dated an hour from now is taken
+    monkeypatch.setattr(online, "FUTURE_TOLERANCE", 2 * 3600 * SECOND)
+    source.write_text(json.dumps(label("evt-1", True, now_micros() + 3600 * SECOND)) + "\n")
+    taken = sds(capsys, "label", str(source), "--env", "dev", "--json")
+    assert taken.code == 0, taken
+    assert taken.json()["stored"] == 1

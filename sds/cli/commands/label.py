@@ -15,7 +15,8 @@ def register(commands: Commands) -> None:
         run,
         "store label events (what scored payments turned out to be) in an environment's local "
         "labels, for training from capture; labels already stored with the same content are "
-        "counted as already there, not stored again; nothing is stored if any label is invalid",
+        "counted as already there, not stored again; nothing is stored if any label is invalid "
+        "or dated more than 5 minutes ahead of this machine's clock",
         [
             "sds label chargebacks.jsonl --env dev",
             "sds label reviews/ --env prod --json",
