@@ -29,8 +29,8 @@ from sds.kernel.batch.run import (
     read_json,
     summarize,
 )
-from sds.kernel.batch.shuffle import default_workers
-from sds.kernel.batch.storage import open_storage
+from sds.kernel.batch.shuffle import HistoryError, default_workers
+from sds.kernel.batch.storage import Storage, open_storage
 from sds.kernel.errors import SdsError, UsageError
 from sds.kernel.lock import read_pin
 from sds.kernel.registry import RegistryError, VersionNotFound
@@ -142,7 +142,11 @@ def run_locally(
             if not output.exists(f"_run/work/items/item-{i:05d}.json")
         ]
         shuffled = _shuffle(plan, todo, workers, progress)
-        progress.run("collecting the shuffle", lambda: collect_step(plan, output))
+        progress.run(
+            "collecting the shuffle",
+            lambda: _collect(plan, output),
+            lambda document: f"{document['events']} events",
+        )
 
         finished = finished_parts(plan, output)
         parts = [p for p in range(plan.partitions) if p not in finished]
@@ -174,6 +178,16 @@ def run_locally(
         seconds=time.perf_counter() - started,
         peak_rss_bytes=peak_rss(),
     )
+
+
+def _collect(plan: RunPlan, output: Storage) -> dict[str, Any]:
+    """The shuffle's record (`collect_step`); a history with no events is refused here, as
+    `sds train` and `sds ingest` refuse it: a run of it would finish with empty parts and a
+    manifest of nothing. Raised inside the run, it is cleaned up as any failed run is."""
+    document = collect_step(plan, output)
+    if not document["events"]:
+        raise HistoryError(f"{plan.input}: no events")
+    return document
 
 
 def _remove_empty_folders(root: Path) -> None:

@@ -375,6 +375,31 @@ def test_a_run_that_fails_before_finishing_a_part_leaves_out_as_it_found_it(
     assert done.manifest["complete"] and not done.resumed
 
 
+@pytest.mark.parametrize("job", ["features", "score"])
+@pytest.mark.parametrize("existing", [False, True], ids=["new folder", "empty folder"])
+def test_a_history_with_no_events_is_refused_and_leaves_out_as_it_found_it(
+    tmp_path: Path, trained: TrainedModel, job: str, existing: bool
+) -> None:
+    # Given a folder of history files without a single event (and more partitions than one)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.jsonl").write_text("\n\n")
+    (data / "b.jsonl.gz").write_bytes(gzip.compress(b"", mtime=0))
+    out = tmp_path / "out"
+    if existing:
+        out.mkdir()
+    model = _model(trained) if job == "score" else None
+
+    # When a run is asked to read it
+    with pytest.raises(HistoryError) as raised:
+        run_locally(job, data=str(data), out=str(out), model=model, workers=1, partitions=3)
+
+    # Then it says so, naming the input, as training and ingest do
+    assert str(raised.value) == f"{data}: no events"
+    # And it left nothing: no plan, no manifest, no empty parts, no folder it made
+    assert sorted(out.rglob("*")) == [] and out.exists() == existing
+
+
 def test_a_run_interrupted_before_finishing_a_part_is_kept_to_resume(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
