@@ -99,7 +99,12 @@ def report_local_run(args: argparse.Namespace, run: Callable[[Progress], Any], *
         f"{totals['rows']} rows ({what}) from {totals['events']} events into "
         f"{len(manifest['parts'])} parts in {args.out}: {result.seconds:.1f} s, {rate} with "
         f"{result.workers} worker(s); {peak}"
-        + (f" (resumed: {result.parts_skipped} part(s) were finished)" if result.resumed else "")
+        + (
+            f" (resumed: {result.parts_skipped} part(s) were finished; this run computed "
+            f"{result.parts_computed} part(s) from {result.events_computed} events)"
+            if result.resumed
+            else ""
+        )
     )
     backtest = manifest.get("backtest")
     if backtest:

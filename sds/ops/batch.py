@@ -3,13 +3,16 @@
 The run's steps, layout and resumability are the kernel's (`sds.kernel.batch.run`); this module
 chooses the model, runs the steps in parallel (`sds.kernel.batch.local`), shows progress, and
 reports what the run did: rows, throughput, and the peak memory of the largest worker (each holds
-one partition, so it does not grow with the history).
+one partition, so it does not grow with the history). The throughput is this invocation's: the
+events of the parts it computed over its own time, so a resumed run does not count the parts an
+earlier one finished.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,8 +32,8 @@ from sds.kernel.batch.run import (
     read_json,
     summarize,
 )
-from sds.kernel.batch.shuffle import default_workers
-from sds.kernel.batch.storage import open_storage
+from sds.kernel.batch.shuffle import HistoryError, default_workers
+from sds.kernel.batch.storage import Storage, open_storage
 from sds.kernel.errors import SdsError, UsageError
 from sds.kernel.lock import read_pin
 from sds.kernel.registry import RegistryError, VersionNotFound
@@ -53,6 +56,9 @@ class LocalRun:
     seconds: float
     peak_rss_bytes: dict[str, int] = field(default_factory=dict)
     nothing_to_do: bool = False  # the output held a finished run already
+    # The events of the parts this invocation computed (the manifest's are every part's, those
+    # an interrupted run finished before included).
+    events_computed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -65,11 +71,14 @@ class LocalRun:
             "seconds": round(self.seconds, 3),
             "peak_rss_bytes": self.peak_rss_bytes,
             "nothing_to_do": self.nothing_to_do,
+            "events_computed": self.events_computed,
+            "events_per_second": round(self.events_per_second, 1),
         }
 
     @property
     def events_per_second(self) -> float:
-        return self.manifest["totals"]["events"] / self.seconds if self.seconds else 0.0
+        """This invocation's throughput: its events over its time, whatever was resumed."""
+        return self.events_computed / self.seconds if self.seconds else 0.0
 
 
 def model_for(ws: Workspace, env: str, version: int | None) -> ModelRef:
@@ -106,14 +115,16 @@ def run_locally(
     range_bytes: int | None = None,
     restart: bool = False,
     start_over: str = "discard it with restart, or use another output location",
+    clock: Callable[[], float] = time.perf_counter,
 ) -> LocalRun:
     """Plan (or resume) a run of `job` over `data` into `out`, and run every step not done.
 
     With `restart`, a run already at `out` is discarded first (only if `out` holds an sds run
     and nothing else); `start_over` ends the refusal of a run that cannot be resumed. A run that
     fails with an error before finishing a part is discarded (`discard_failed`), the folder too
-    if this call made it; an interrupted one (Ctrl-C, SIGTERM) is kept, to resume."""
-    started = time.perf_counter()
+    if this call made it; an interrupted one (Ctrl-C, SIGTERM) is kept, to resume. `clock` times
+    the call (its `seconds`, and so its `events_per_second`)."""
+    started = clock()
     local.reset_worker_peak()
     workers = default_workers() if workers is None else workers
     if workers < 1:
@@ -142,11 +153,15 @@ def run_locally(
             if not output.exists(f"_run/work/items/item-{i:05d}.json")
         ]
         shuffled = _shuffle(plan, todo, workers, progress)
-        progress.run("collecting the shuffle", lambda: collect_step(plan, output))
+        progress.run(
+            "collecting the shuffle",
+            lambda: _collect(plan, output),
+            lambda document: f"{document['events']} events",
+        )
 
         finished = finished_parts(plan, output)
         parts = [p for p in range(plan.partitions) if p not in finished]
-        _compute(plan, parts, workers, progress)
+        events = _compute(plan, parts, workers, progress)
         manifest = progress.run(
             "writing the run's manifest",
             lambda: summarize(plan, output, started_at=plan.created_at),
@@ -171,9 +186,20 @@ def run_locally(
         items_shuffled=shuffled,
         parts_computed=len(parts),
         parts_skipped=len(finished),
-        seconds=time.perf_counter() - started,
+        seconds=clock() - started,
         peak_rss_bytes=peak_rss(),
+        events_computed=events,
     )
+
+
+def _collect(plan: RunPlan, output: Storage) -> dict[str, Any]:
+    """The shuffle's record (`collect_step`); a history with no events is refused here, as
+    `sds train` and `sds ingest` refuse it: a run of it would finish with empty parts and a
+    manifest of nothing. Raised inside the run, it is cleaned up as any failed run is."""
+    document = collect_step(plan, output)
+    if not document["events"]:
+        raise HistoryError(f"{plan.input}: no events")
+    return document
 
 
 def _remove_empty_folders(root: Path) -> None:
@@ -205,25 +231,28 @@ def _shuffle(plan: RunPlan, todo: list[int], workers: int, progress: Progress) -
     return progress.run(label, work, lambda n: f"{n} item(s) shuffled")
 
 
-def _compute(plan: RunPlan, parts: list[int], workers: int, progress: Progress) -> None:
+def _compute(plan: RunPlan, parts: list[int], workers: int, progress: Progress) -> int:
+    """Compute `parts`; the events they hold (what this invocation scored or aggregated)."""
     verb = "scoring" if plan.job == "score" else "computing the account aggregates of"
     label = f"{verb} {plan.partitions} partitions ({workers} workers)"
     if not parts:
         progress.run(label, lambda: None, lambda _: "every part was finished (resumed)")
-        return
+        return 0
     tasks = [(plan.to_json(), p) for p in parts]
-    rows = 0
+    rows = events = 0
 
     def work() -> int:
-        nonlocal rows
+        nonlocal rows, events
         # Progress in parts: each is about the same size (accounts hash evenly).
         with progress.transfer("parts", len(parts), unit="parts") as advance:
             for _, status in local.parallel(local.part_worker, tasks, workers=workers):
                 rows += int(status["rows"])
+                events += int(status["events"])
                 advance(1)
         return rows
 
     progress.run(label, work, lambda n: f"{n} rows in {len(parts)} part(s)")
+    return events
 
 
 def peak_rss() -> dict[str, int]:

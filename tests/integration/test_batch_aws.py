@@ -180,6 +180,35 @@ def test_the_item_processor_writes_the_parts_a_local_run_writes(
     assert len(rows) == sum(r["type"] == "payment" for r in records)
 
 
+def test_scoring_an_s3_prefix_with_no_events_on_this_machine_leaves_no_object_in_out(
+    environment: Environment, tmp_path: Path, trained: Trained
+) -> None:
+    # Given a prefix on S3 whose history objects hold no event
+    (tmp_path / "a.jsonl").write_bytes(b"")
+    (tmp_path / "b.jsonl.gz").write_bytes(gzip.compress(b"", mtime=0))
+    environment.upload("training-data/empty/a.jsonl", tmp_path / "a.jsonl")
+    data = environment.upload("training-data/empty/b.jsonl.gz", tmp_path / "b.jsonl.gz")
+    data = data.rsplit("/", 1)[0]
+    model = ModelRef(
+        MODEL, trained.version.number, trained.version.sha256, trained.registry_root.as_uri()
+    )
+
+    # When `sds score` runs over it on this machine, into an S3 prefix
+    with pytest.raises(shuffle.HistoryError) as raised:
+        run_locally(
+            "score",
+            data=data,
+            out=f"s3://{environment.data_bucket}/batch/empty",
+            model=model,
+            workers=1,
+            partitions=2,
+        )
+
+    # Then it is refused, naming the prefix, and no object of the run is left under --out
+    assert str(raised.value) == f"{data}: no events"
+    assert environment.objects("batch/") == {}
+
+
 def test_a_failed_part_is_named_and_the_next_execution_computes_only_what_is_missing(
     environment: Environment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -334,6 +334,53 @@ def test_an_interrupted_run_resumes_with_only_the_parts_that_are_not_finished(
     assert run_locally("features", data=str(data), out=str(out), workers=1).nothing_to_do
 
 
+def test_a_resumed_run_s_rate_counts_only_the_events_it_scored_itself(
+    tmp_path: Path, trained: TrainedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a scoring run that stopped with an error in its third part (two were finished)
+    data = write_jsonl(generate_activity(600, seed=8), tmp_path / "h.jsonl")
+    out = tmp_path / "out"
+    real = batch_run.jobs.score_rows
+    calls: list[int] = []
+
+    def failing(history: Any, model: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("the machine went away")
+        return real(history, model)
+
+    monkeypatch.setattr(batch_run.jobs, "score_rows", failing)
+    with pytest.raises(RuntimeError):
+        run_locally(
+            "score", data=str(data), out=str(out), model=_model(trained), workers=1, partitions=4
+        )
+    before = {p.name for p in (out / "_run" / "parts").iterdir()}
+    assert len(before) == 2
+
+    # When the same command resumes it, taking 4 seconds by its clock
+    monkeypatch.setattr(batch_run.jobs, "score_rows", real)
+    ticks = iter([100.0, 104.0])
+    done = run_locally(
+        "score",
+        data=str(data),
+        out=str(out),
+        model=_model(trained),
+        workers=1,
+        partitions=4,
+        clock=lambda: next(ticks),
+    )
+
+    # Then its rate is the events of the two parts it scored over its 4 seconds, not the run's
+    # every event (those of the parts the first run finished included)
+    statuses = [json.loads(p.read_text()) for p in (out / "_run" / "parts").iterdir()]
+    mine = sum(s["events"] for s in statuses if f"part-{s['part']:05d}.json" not in before)
+    assert done.resumed and done.parts_computed == 2 and done.seconds == 4.0
+    assert 0 < mine < done.manifest["totals"]["events"]
+    assert done.events_computed == mine
+    assert done.events_per_second == mine / 4.0
+    assert done.to_dict()["events_per_second"] == round(mine / 4.0, 1)
+
+
 def test_a_restarted_run_in_the_same_process_computes_from_its_own_shuffle(
     tmp_path: Path,
 ) -> None:
@@ -373,6 +420,31 @@ def test_a_run_that_fails_before_finishing_a_part_leaves_out_as_it_found_it(
     good = write_jsonl(generate_activity(50, seed=2), tmp_path / "good.jsonl")
     done = run_locally("features", data=str(good), out=str(out), workers=1)
     assert done.manifest["complete"] and not done.resumed
+
+
+@pytest.mark.parametrize("job", ["features", "score"])
+@pytest.mark.parametrize("existing", [False, True], ids=["new folder", "empty folder"])
+def test_a_history_with_no_events_is_refused_and_leaves_out_as_it_found_it(
+    tmp_path: Path, trained: TrainedModel, job: str, existing: bool
+) -> None:
+    # Given a folder of history files without a single event (and more partitions than one)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.jsonl").write_text("\n\n")
+    (data / "b.jsonl.gz").write_bytes(gzip.compress(b"", mtime=0))
+    out = tmp_path / "out"
+    if existing:
+        out.mkdir()
+    model = _model(trained) if job == "score" else None
+
+    # When a run is asked to read it
+    with pytest.raises(HistoryError) as raised:
+        run_locally(job, data=str(data), out=str(out), model=model, workers=1, partitions=3)
+
+    # Then it says so, naming the input, as training and ingest do
+    assert str(raised.value) == f"{data}: no events"
+    # And it left nothing: no plan, no manifest, no empty parts, no folder it made
+    assert sorted(out.rglob("*")) == [] and out.exists() == existing
 
 
 def test_a_run_interrupted_before_finishing_a_part_is_kept_to_resume(

@@ -12,6 +12,8 @@ else. The CLI runs in-process (`sds.cli.main.main`) on a throwaway project.
 
 from __future__ import annotations
 
+import functools
+import json
 import re
 import shutil
 from pathlib import Path
@@ -21,6 +23,8 @@ import pytest
 
 from sds.cli.main import main
 from sds.kernel.batch import run as batch_run
+from sds.ops import batch
+from tests.support.trained_model import TrainedModel
 from tests.unit.cli_run import Ended, sds
 from training.data import write_jsonl
 from training.synthetic import generate_activity
@@ -248,3 +252,47 @@ def test_the_summary_says_where_the_peak_memory_was_measured(
     peak = re.search(r"peak memory ([0-9.]+) [KMG]iB (.*)$", ended.out.strip())
     assert peak is not None and float(peak[1]) > 0, ended.out
     assert peak[2].startswith(expected), ended.out
+
+
+def test_a_resumed_score_prints_the_rate_of_the_events_it_scored_itself(
+    project: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    trained: TrainedModel,
+) -> None:
+    # Given `sds score` stopped by Ctrl-C in its second part (the first one finished)
+    write_jsonl(generate_activity(400, seed=5), project / "h.jsonl")
+    monkeypatch.setenv("SDS_REGISTRY_DEV", trained.registry_uri)
+    words = ("score", "--version", str(trained.version.number), "--data", "h.jsonl")
+    words += ("--out", "s13", "--partitions", "3", "--workers", "1", "--quiet")
+    real = batch_run.jobs.score_rows
+    calls: list[int] = []
+
+    def interrupted(history: Any, model: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(history, model)
+
+    monkeypatch.setattr(batch_run.jobs, "score_rows", interrupted)
+    assert sds(capsys, *words).code == 130
+    monkeypatch.setattr(batch_run.jobs, "score_rows", real)
+    [first] = [json.loads(p.read_text()) for p in (project / "s13" / "_run" / "parts").iterdir()]
+
+    # When the same command resumes it, in 5 seconds by its clock
+    ticks = iter([10.0, 15.0])
+    monkeypatch.setattr(
+        batch, "run_locally", functools.partial(batch.run_locally, clock=lambda: next(ticks))
+    )
+    ended = sds(capsys, *words)
+
+    # Then the rate it prints is of the events of the two parts it scored, over its 5 seconds
+    assert ended.code == 0, ended
+    manifest = json.loads((project / "s13" / "_run" / "manifest.json").read_text())
+    mine = manifest["totals"]["events"] - first["events"]
+    assert 0 < mine < manifest["totals"]["events"]
+    summary = ended.out.splitlines()[0]
+    assert f"in s13: 5.0 s, {mine / 5:,.0f} events/s with 1 worker(s);" in summary, summary
+    assert summary.endswith(
+        f"(resumed: 1 part(s) were finished; this run computed 2 part(s) from {mine} events)"
+    )

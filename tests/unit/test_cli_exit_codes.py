@@ -714,6 +714,48 @@ def test_every_command_reading_events_says_the_same_of_a_location_without_any(
     assert not (project / "out").exists()
 
 
+@pytest.mark.parametrize("command", sorted(set(READERS) - {"label"}))  # label reads labels
+@pytest.mark.parametrize(
+    "given", ["empty file", "empty .jsonl.gz", "blank lines", "folder of empty files"]
+)
+def test_every_command_reading_events_refuses_a_history_with_no_events_in_the_same_words(
+    command: str,
+    given: str,
+    project: Path,
+    trained: TrainedModel,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given history files that hold no event
+    data = {
+        "empty file": project / "h.jsonl",
+        "empty .jsonl.gz": project / "h.jsonl.gz",
+        "blank lines": project / "h.jsonl",
+        "folder of empty files": project / "events",
+    }[given]
+    if given == "empty file":
+        data.write_bytes(b"")
+    elif given == "empty .jsonl.gz":
+        data.write_bytes(gzip.compress(b"", mtime=0))
+    elif given == "blank lines":
+        data.write_bytes(b"\n\n  \n")
+    else:
+        data.mkdir()
+        (data / "a.jsonl").write_bytes(b"")
+        (data / "b.jsonl.gz").write_bytes(gzip.compress(b"", mtime=0))
+    monkeypatch.setenv("SDS_REGISTRY_DEV", trained.registry_uri)  # what score --version reads
+    monkeypatch.chdir(project)  # where --out out is
+
+    # When a command is given it to read
+    words = READERS[command]
+    ended = sds(capsys, *(w.format(data=data, version=trained.version.number) for w in words))
+
+    # Then each one refuses it as a data error naming it, and a batch run leaves no --out
+    assert ended.code == 1, ended
+    assert ended.error_line == f"sds: error: {data}: no events"
+    assert not (project / "out").exists()
+
+
 @pytest.mark.parametrize("command", sorted(READERS))
 @pytest.mark.parametrize("where", ["file", "folder"])
 def test_every_command_reading_events_names_a_gzip_file_without_gz_in_its_name(
