@@ -34,8 +34,11 @@ def served(trained: TrainedModel) -> InferenceApp:
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The repository's cdk.json in a temporary folder, with local state and lock file there."""
+    """The repository's cdk.json in a temporary folder, with local state and lock file there,
+    and the working directory: a relative path a command is given (`--out out`) lands there, where
+    the test looks for it, never in the repository."""
     shutil.copy(ROOT / "cdk.json", tmp_path / "cdk.json")
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SDS_PROJECT_DIR", str(tmp_path))
     monkeypatch.setenv("SDS_ACTOR", "tester")
     for name in ("SDS_HOME", "SDS_LOCK_FILE", "SDS_TARGET"):

@@ -744,7 +744,6 @@ def test_every_command_reading_events_refuses_a_history_with_no_events_in_the_sa
         (data / "a.jsonl").write_bytes(b"")
         (data / "b.jsonl.gz").write_bytes(gzip.compress(b"", mtime=0))
     monkeypatch.setenv("SDS_REGISTRY_DEV", trained.registry_uri)  # what score --version reads
-    monkeypatch.chdir(project)  # where --out out is
 
     # When a command is given it to read
     words = READERS[command]
