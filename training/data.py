@@ -153,18 +153,21 @@ def read_history(location: str | Path) -> History:
                 label = record.get(LABEL)
                 if not isinstance(label, bool):
                     raise DataError(f"{where}.{LABEL}: a payment's label must be true or false")
-                labels[event["event_id"]] = label
             elif LABEL in record:
                 raise DataError(f"{where}.{LABEL}: only payments are labelled")
             known = records.get(event["event_id"])
             if known is not None:
-                if known != event:
+                # The label is content too, as the batch runs' reader and `sds ingest` compare
+                # it: a copy labelled otherwise is refused, never a silent relabel.
+                if known != event or labels.get(event["event_id"]) != record.get(LABEL):
                     raise DataError(
                         f"{where}: event {event['event_id']} appears twice with different content"
                     )
                 duplicates += 1
                 continue
             records[event["event_id"]] = event
+            if LABEL in record:
+                labels[event["event_id"]] = record[LABEL]
     if not records:
         raise DataError(f"{text}: no events")
     events = list(records.values())

@@ -9,7 +9,8 @@ event could not be applied come back to the queue (`batchItemFailures`), to be d
 and, after the queue's `maxReceiveCount`, moved to the dead-letter queue, where an alarm fires.
 
 - a redelivered event (already folded, or twice in the batch) succeeds and is counted once;
-- an event older than the longest window is dropped, succeeds, and is counted (`TooOld`);
+- an event older than the longest window and its lateness (`LATENESS`, an hour) is dropped,
+  succeeds, and is counted (`TooOld`);
 - an event no aggregate reads succeeds (`Ignored`);
 - an invalid message (not an activity event, or one with problems, or an event id a message
   before it in the batch carries with other content) fails: retrying cannot fix it, but it is

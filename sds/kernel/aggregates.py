@@ -208,7 +208,7 @@ class FoldResult:
 
     state: EntityState
     applied: list[str] = field(default_factory=list)  # event ids that changed the state
-    too_old: list[str] = field(default_factory=list)  # older than the longest window: dropped
+    too_old: list[str] = field(default_factory=list)  # past the longest window + LATENESS: dropped
     ignored: list[str] = field(default_factory=list)  # no aggregate reads them
 
 
@@ -222,11 +222,14 @@ def fold(
     """Add `(time, event)` pairs of one entity to its state, dropping expired buckets.
 
     Pure: the caller guarantees each event is folded once (by event id) and persists the result.
-    An event older than `now - LONGEST_WINDOW` can affect no value any more and is dropped;
-    buckets are kept until `LATENESS` after they leave their aggregate's window.
+    Buckets are kept until `LATENESS` after they leave their aggregate's window, so a payment
+    scored up to `LATENESS` behind `now` still reads its whole window; an event is dropped only
+    when it can count for no such payment either: older than `now - LATENESS - LONGEST_WINDOW`.
+    (Dropped at `now - LONGEST_WINDOW`, an event delivered a week late was missing from the
+    7-day window of a payment scored minutes behind the updater's clock, which history counts.)
     """
     result = FoldResult({name: dict(buckets) for name, buckets in state.items()})
-    horizon = now - max((a.window + a.bucket for a in aggregates), default=0)
+    horizon = now - LATENESS - max((a.window + a.bucket for a in aggregates), default=0)
     for time, event in events:
         event_id = str(event["event_id"])
         if time < horizon:

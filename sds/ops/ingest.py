@@ -4,10 +4,10 @@ The same updater as the feature-updater Lambda (`sds.kernel.online.OnlineFeature
 embedded SQLite store `sds serve` reads. The whole input is validated first: a file with a
 problem stores nothing, and neither does one that reuses an event id the store already holds with
 other content (an exact copy of a stored event is a duplicate, counted and skipped). Two clocks:
-`wall` (events older than the longest window are dropped, as they would be live, and one dated
-ahead of this machine's clock refuses the input, as the feature updater refuses it) and `events`
-(a replay: time stands at the latest event applied so far, so a history is folded exactly as it
-would have been when it happened).
+`wall` (events older than the longest window and its lateness are dropped, as they would be live,
+and one dated ahead of this machine's clock refuses the input, as the feature updater refuses it)
+and `events` (a replay: time stands at the latest event applied so far, so a history is folded
+exactly as it would have been when it happened).
 """
 
 from __future__ import annotations

@@ -2,13 +2,15 @@
 
 A payment is scored with its account's aggregates over the events before it, so a replay may not
 fold an account's later events before its earlier payments are scored, and must fold every
-earlier one first. `replay` goes in rounds: round r holds the r-th event of every account. Each
-round's payments are scored together (in requests of `batch` payments: nothing in the round can
-change another account's aggregates), then the round's events are folded into the feature store,
-each with the store's clock at its own time, as `sds ingest --clock events` does. So each payment
-sees exactly the events of its account before it, what the point-in-time computation of training
-gives (`sds.kernel.pointintime`; a test holds the two equal), and the captures of a replay are
-what live traffic would have produced.
+earlier one first. `replay` goes in rounds: round r holds the events at the r-th distinct time of
+every account (events of one account at one microsecond share a round: history counts none of
+them for another, so none may be folded before the others are scored). Each round's payments are
+scored together (in requests of `batch` payments: nothing in the round can change the aggregates
+another of its payments reads), then the round's events are folded into the feature store, each
+with the store's clock at its own time, as `sds ingest --clock events` does. So each payment sees
+exactly the events of its account before it, what the point-in-time computation of training
+gives (`sds.kernel.pointintime`; tests/unit/test_traffic.py holds the two equal), and the
+captures of a replay are what live traffic would have produced.
 """
 
 from __future__ import annotations
@@ -41,13 +43,17 @@ class ReplayResult:
 
 
 def rounds(events: Sequence[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
-    """The events in rounds: round r holds each account's r-th event (by time), in time order."""
+    """The events in rounds: round r holds each account's events at its r-th distinct time, in
+    time order."""
     ordered = sorted(timed(events), key=lambda pair: pair[0])
-    seen: dict[str, int] = {}
+    last: dict[str, tuple[int, int]] = {}  # account -> (its latest time so far, that round)
     found: list[list[Mapping[str, Any]]] = []
-    for _, event in ordered:
-        index = seen.get(str(event["account_id"]), 0)
-        seen[str(event["account_id"])] = index + 1
+    for moment, event in ordered:
+        account = str(event["account_id"])
+        latest, index = last.get(account, (moment, 0))
+        if moment != latest:
+            index += 1
+        last[account] = (moment, index)
         if index == len(found):
             found.append([])
         found[index].append(event)

@@ -88,9 +88,10 @@ def test_only_matching_events_count_and_sums_are_exact_cents() -> None:
     assert values["distinct_countries_last_7d"] == 2
 
 
-def test_fold_drops_events_older_than_the_longest_window_and_expires_buckets() -> None:
+def test_fold_drops_events_past_the_longest_window_and_its_lateness_and_expires_buckets() -> None:
     now = T0 + 30 * agg.DAY
-    result = fold({}, [(now - agg.LONGEST_WINDOW - 1, login("old", "acct"))], now=now)
+    horizon = now - agg.LONGEST_WINDOW - agg.LATENESS
+    result = fold({}, [(horizon - 1, login("old", "acct"))], now=now)
     assert result.too_old == ["old"] and result.state == {}
     # A bucket is kept LATENESS after it leaves its window, then dropped at the next fold
     state = fold({}, [(T0, login("x", "acct"))], now=T0).state
@@ -98,6 +99,23 @@ def test_fold_drops_events_older_than_the_longest_window_and_expires_buckets() -
     later = fold(state, [], now=T0 + BURST.window + agg.LATENESS + BURST.bucket).state
     assert BURST.name not in later
     assert "num_failed_logins_last_24_hours" in later  # its 24-hour window still holds it
+
+
+def test_a_payment_scored_behind_the_updaters_clock_sees_an_event_delivered_late() -> None:
+    # Given a payment at 23:30 on day 8, whose 7-day window of countries starts at day 1's 00:00
+    countries = next(a for a in AGGREGATES if a.name == "distinct_countries_last_7d")
+    at = T0 + 7 * agg.DAY + 23 * HOUR + 30 * MINUTE
+    assert countries.window_start(at) == T0
+    # And a payment of day 1, 00:10, that the queue delivers a week late: the updater folds it
+    # at 00:15 on day 9, 45 minutes after the payment above happened
+    late = payment("late", "acct", country="DE")
+    folded = fold({}, [(T0 + 10 * MINUTE, late)], now=at + 45 * MINUTE)
+    # When the payment is scored then (less than LATENESS behind the updater's clock)
+    online = evaluate(folded.state, at)[countries.name]
+    offline = compute([late], np.array([T0 + 10 * MINUTE]), ["acct"], np.array([at]))
+    # Then the late payment counts online as it does in history
+    assert folded.too_old == []
+    assert online == offline[countries.name][0] == 1
 
 
 def test_declarations_are_checked() -> None:

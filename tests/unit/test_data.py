@@ -73,6 +73,14 @@ def test_a_redelivered_event_counts_once_and_a_conflicting_one_is_refused(tmp_pa
         f"{path}:{len(records) + 1}: event {records[3]['event_id']} appears twice with "
         "different content"
     )
+    # A copy labelled otherwise is a conflict too (the batch runs' reader refuses it), not a
+    # relabel by whichever line comes last
+    paid = next(r for r in records if r["type"] == "payment")
+    relabelled = {**paid, LABEL: not paid[LABEL]}
+    path = write_jsonl([*records, relabelled], tmp_path / "relabelled.jsonl")
+    assert _error(path) == (
+        f"{path}:{len(records) + 1}: event {paid['event_id']} appears twice with different content"
+    )
 
 
 def test_given_blank_lines_then_they_are_skipped(tmp_path: Path) -> None:
