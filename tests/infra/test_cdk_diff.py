@@ -62,6 +62,9 @@ def test_cdk_diff_of_a_promotion_shows_model_version_and_a_new_retained_lambda_v
     assert any(line.startswith("[~] AWS::CloudWatch::Dashboard") for line in changed)
     # And nothing else changes
     assert len(changed) == 4 + 4 + 2, changed
+    # And the output the docs show a reviewer lists exactly these changes (v7 -> v8, as here)
+    for doc in DOCUMENTED_DIFFS:
+        assert _resource_changes(doc.read_text()) == _resource_changes(output), doc.name
 
 
 def test_cdk_diff_of_a_shadow_pin_shows_shadow_model_version_appear(
@@ -85,6 +88,22 @@ def test_cdk_diff_of_a_shadow_pin_shows_shadow_model_version_appear(
     assert "[~] .MODEL_VERSION:" not in lines
     # And the function publishes a new version (it loads the challenger at its cold start)
     assert any(line.startswith("[+] AWS::Lambda::Version") for line in lines)
+
+
+DOCUMENTED_DIFFS = (ROOT / "docs" / "infrastructure.md", ROOT / "docs" / "runbook.md")
+
+
+def _resource_changes(text: str) -> set[tuple[str, str, str]]:
+    """The (change, resource type, construct path) of each resource line of a `cdk diff` of
+    prod/Inference: in a document, the lines of its code block that shows that diff."""
+    if "```" in text:
+        text = text.split("```\nStack prod/Inference (prod-Inference)\n", 1)[1].split("```", 1)[0]
+    changes = {
+        (words[0], words[1], words[2])
+        for words in (line.split() for line in text.splitlines())
+        if len(words) >= 3 and words[0] in ("[+]", "[-]", "[~]") and words[1].startswith("AWS::")
+    }
+    return {change for change in changes if not change[1].startswith("AWS::CDK::")}
 
 
 def _cli_diff(deployed: Path, proposed: Path, work: Path) -> str:
