@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 
 from sds.kernel import drift
+from sds.kernel.behaviour import expected_alert_rate
 from sds.kernel.capture import PARTITION_KEY, Capture, CaptureError, parse
 from sds.kernel.features import format_time, parse_time
 
@@ -120,9 +121,9 @@ def _reference(
     manifest = manifests(name, version)
     if manifest is None or manifest.get("sha256") not in (None, sha256):
         return None, None, f"{name} version {version} with this sha256 is not in the registry"
-    metrics = manifest.get("metrics") or {}
-    rate = metrics.get("alert_rate") if isinstance(metrics, Mapping) else None
-    expected = float(rate) if isinstance(rate, (int, float)) and rate > 0 else None
+    # What the version flagged on its holdout as served (ties at the threshold included), as the
+    # deployment's alert-rate alarms read it: not the rate the threshold aimed at.
+    expected = expected_alert_rate(manifest)
     try:
         reference = drift.read_reference(manifest)
     except ValueError as exc:

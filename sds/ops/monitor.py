@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sds.kernel import drift
+from sds.kernel.behaviour import expected_alert_rate
 from sds.kernel.features import format_time
 from sds.kernel.registry import Registry, RegistryError
 from training.capture_data import DAY_US, Window, capture_records, read_labels
@@ -145,9 +146,9 @@ def _model(name: str, version: int, sha256: str, manifests: ManifestLookup, env:
             f"{str(manifest.get('sha256'))[:12]}..., served {sha256[:12]}...): not compared"
         )
     else:
-        metrics = manifest.get("metrics") or {}
-        rate = metrics.get("alert_rate") if isinstance(metrics, Mapping) else None
-        expected = float(rate) if isinstance(rate, (int, float)) else None
+        # What the version flagged on its holdout as served (ties at the threshold included),
+        # as the deployment's alert-rate alarms read it: not the rate the threshold aimed at.
+        expected = expected_alert_rate(manifest)
         try:
             reference = drift.read_reference(manifest)
         except ValueError as exc:

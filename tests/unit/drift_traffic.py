@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from sds.kernel import pointintime
+from sds.kernel.behaviour import holdout_behaviour
 from sds.kernel.capture import Capturer, partition
 from sds.kernel.features import FEATURE_NAMES, featurize_batch, format_time, parse_time
 from training.data import read_history, write_jsonl
@@ -61,10 +62,16 @@ def payments(tmp: Path, count: int, *, seed: int, amount_factor: float = 1.0) ->
 
 
 def manifest(
-    reference: Payments | None, *, version: int, sha256: str, alert_rate: float = 0.1
+    reference: Payments | None,
+    *,
+    version: int,
+    sha256: str,
+    alert_rate: float = 0.1,
+    threshold: float | None = None,
 ) -> dict[str, Any]:
     """A version's manifest as the monitor reads it (with the holdout's reference, or without,
-    as a model trained before training stored one)."""
+    as a model trained before training stored one; with a `threshold`, the `behaviour` block of
+    what the reference's payments flag at it, as training records it)."""
     document: dict[str, Any] = {
         "version": version,
         "sha256": sha256,
@@ -74,6 +81,8 @@ def manifest(
         document["drift_reference"] = holdout_reference(
             reference.features, np.asarray(reference.scores)
         )
+        if threshold is not None:
+            document["behaviour"] = holdout_behaviour(reference.scores, threshold)
     return document
 
 

@@ -258,6 +258,32 @@ def test_a_version_missing_from_the_registry_is_reported_without_psi(
     assert version["total"]["captured"] == 200
 
 
+def test_the_expected_alert_rate_is_what_the_version_flagged_on_its_holdout(
+    tmp_path: Path, population: dict[str, Payments]
+) -> None:
+    # Given a version whose threshold aimed at 1% of its holdout but, as scores tie at a coarse
+    # model's threshold, flagged 10% of it (the manifest's behaviour block), serving the same mix
+    holdout = population["holdout"]
+    threshold = traffic.threshold_for(holdout, 0.1)
+    traffic.capture(
+        tmp_path / "capture", population["unchanged"], day_us=day("2026-03-01"), version=1,
+        sha256=SHA, threshold=threshold,
+    )  # fmt: skip
+    manifest = traffic.manifest(
+        holdout, version=1, sha256=SHA, alert_rate=0.01, threshold=threshold
+    )
+    flagged_on_holdout = manifest["behaviour"]["alert_rate"]
+    assert flagged_on_holdout == pytest.approx(0.1, abs=0.01)
+
+    # When the monitor reports it
+    (version,) = report(tmp_path, {1: manifest}, window("2026-03-01", "2026-03-02"))["versions"]
+
+    # Then it expects the rate the version flagged on its holdout, which the day's rate matches,
+    # as the deployment's alert-rate alarms expect it: not the 1% the threshold aimed at
+    assert version["expected_alert_rate"] == flagged_on_holdout
+    assert version["total"]["alert_rate"] == pytest.approx(flagged_on_holdout, rel=0.2)
+
+
 def test_only_the_windows_partitions_are_read(
     tmp_path: Path, population: dict[str, Payments]
 ) -> None:

@@ -76,3 +76,38 @@ def test_a_version_without_reference_publishes_volume_and_alert_rate_but_no_psi(
     assert "ScorePSI" not in document and document["Captured"] == len(served.events)
     # And the bad line and the unreadable file are counted, not fatal
     assert counts["invalid_records"] == 1 and counts["unreadable_files"] == 1
+
+
+def test_the_alert_rate_ratio_is_against_what_the_version_flagged_on_its_holdout(
+    tmp_path: Path,
+) -> None:
+    # Given a version whose threshold aimed at 1% of its holdout but flagged 10% of it (scores
+    # tied at the threshold), serving the holdout's mix
+    folder = tmp_path / "activity"
+    folder.mkdir()
+    population = traffic.payments(folder, 2000, seed=5)
+    holdout, served = population.take(slice(0, None, 2)), population.take(slice(1, None, 2))
+    threshold = traffic.threshold_for(holdout, 0.1)
+    traffic.capture(
+        tmp_path / "capture", served, day_us=day("2026-03-02"), version=1, sha256="c" * 64,
+        threshold=threshold,
+    )  # fmt: skip
+    manifest = traffic.manifest(
+        holdout, version=1, sha256="c" * 64, alert_rate=0.01, threshold=threshold
+    )
+    files = [(str(p), p.read_bytes()) for p in (tmp_path / "capture").rglob("*.jsonl")]
+
+    # When the function tallies the day
+    (entry,), _ = tally(
+        lambda partition: files if partition == "2026-03-02" else [],
+        env="dev",
+        days=["2026-03-02"],
+        manifests=lambda name, version: manifest,
+    )
+
+    # Then the ratio compares the day with what the version flagged on its holdout (about 1,
+    # inside the alarm's band), not with the 1% the threshold aimed at (about 10: an alarm on
+    # traffic that did not change)
+    figures = entry.figures()
+    assert entry.expected_alert_rate == manifest["behaviour"]["alert_rate"]
+    assert figures["alert_rate_ratio"] == pytest.approx(1.0, abs=0.25)
