@@ -49,6 +49,17 @@ def split(served: capture_data.Served, window: Window, holdout_days: int) -> int
             f"{len(served)} usable captures give {cut} before and {len(served) - cut} in the "
             f"holdout (from {format_time(start)}): widen the window or shorten --holdout-days"
         )
+    # Checked here, not left to the evaluation, whose advice (--holdout-fraction) is the
+    # history trainer's: this holdout is chosen by days.
+    fraud = int(served.labels[cut:].sum())
+    if fraud in (0, len(served) - cut):
+        kind = "fraud" if fraud else "legitimate"
+        raise DataError(
+            f"the holdout (the {len(served) - cut} payments from {format_time(start)}) holds "
+            f"only {kind} payments: its metrics and the comparison with the served model need "
+            "both; lengthen --holdout-days, or move the window (--until, --as-of) to include "
+            "labelled fraud"
+        )
     return cut
 
 

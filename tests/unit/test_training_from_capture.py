@@ -286,6 +286,38 @@ def test_training_from_capture_registers_a_candidate_compared_with_what_served(
     assert expected_alert_rate(manifest) == flagged / (7 * 40) > 0
 
 
+def test_a_holdout_without_fraud_is_refused_with_advice_for_a_holdout_chosen_by_days(
+    tmp_path: Path,
+) -> None:
+    # Given 40 days of dev traffic whose chargebacks cover only the payments before the holdout
+    payments = traffic(days=40, per_day=40, served="weak")
+    captures, labels = tmp_path / "capture", tmp_path / "labels"
+    write_captures(captures, payments)
+    early = [p for p in payments if p.occurred_us < JAN_1 + 23 * DAY_US]
+    write_labels(labels, chargebacks(early), day_us=JAN_1 + 45 * DAY_US)
+    registry = open_registry((tmp_path / "registry").as_uri(), "fraud")
+    # When a model is trained from it with a 7-day holdout
+    with pytest.raises(DataError) as error:
+        train_from_capture(
+            captures=str(captures),
+            labels=str(labels),
+            env="dev",
+            window=window(),
+            holdout_days=7,
+            registry=registry,
+            params=PARAMS,
+            actor="tester",
+        )
+    # Then it says the holdout has no fraud and names this trainer's options, not the history
+    # trainer's --holdout-fraction (which does not choose this holdout)
+    message = str(error.value)
+    assert "the holdout (the 280 payments from 2026-01-24T00:00:00.000000Z)" in message
+    assert "only legitimate payments" in message and "--holdout-days" in message
+    assert "--holdout-fraction" not in message
+    # And nothing is registered
+    assert registry.list_versions() == []
+
+
 def test_the_task_command_trains_from_capture_with_the_flags_the_stack_writes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
