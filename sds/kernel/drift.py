@@ -8,7 +8,8 @@ the same figures and the function needs no wheel.
 Reference (the manifest's `drift_reference`, schema version 1): for the score and for each
 feature, the interior edges of `BINS` quantile bins of the holdout (duplicates dropped: a binary
 feature has one edge, two bins) and the holdout's share of each bin. A value `x` falls in bin
-`bisect_right(edges, x)`: bin 0 is below the first edge, the last bin is at or above the last one.
+`bisect_right(edges, x)`: bin 0 is below the first edge, the last bin is at or above the last one
+(a feature's value and edges compared as the float32 numbers the model takes: `float32`).
 Quantile bins put a tenth of the holdout in each bin, so a shift anywhere in the distribution
 moves mass between bins; equal-width bins over a fraud score would put almost every payment in the
 first bin and see nothing.
@@ -23,6 +24,7 @@ shift worth a look, above 0.25 a shift that changes what the model sees. A day w
 from __future__ import annotations
 
 import math
+from array import array
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -128,7 +130,7 @@ class Reference:
             return score_bin, None
         return score_bin, tuple(
             bisect_right(edges, v) if v == v else -1
-            for edges, v in zip(self.feature_edges, features, strict=True)
+            for edges, v in zip(self.feature_edges, float32(features), strict=True)
         )
 
 
@@ -171,8 +173,18 @@ def read_reference(manifest: Mapping[str, Any]) -> Reference | None:
         score=_read_distribution(document.get("score"), f"{REFERENCE_KEY}.score"),
         features=distributions,
         feature_names=tuple(str(n) for n in names),
-        feature_edges=tuple(distributions[str(n)].edges for n in names),
+        feature_edges=tuple(tuple(float32(distributions[str(n)].edges)) for n in names),
     )
+
+
+def float32(values: Sequence[float]) -> array[float]:
+    """`values` as the float32 numbers they stand for. A feature vector is float32 (the model's
+    input), and its capture record writes each value as the shortest decimal that reads back as
+    that float32 (`4.6151204` for log1p(100)), which as a float64 is a hair off it, below it as
+    often as above; the holdout's edges are the float32 values themselves (4.6151204109191895).
+    Compared in float64, every served payment at a repeated value that is an edge (a popular
+    amount) would fall in the bin below it, and unchanged traffic would show drift."""
+    return array("f", values)
 
 
 # Comparing served traffic with it ----------------------------------------------------------------

@@ -18,7 +18,7 @@ import pytest
 
 from sds.cli.main import main
 from sds.kernel import drift
-from sds.kernel.capture import sampled
+from sds.kernel.capture import Capturer, records, sampled
 from sds.kernel.features import FEATURE_NAMES
 from sds.ops.monitor import monitor
 from tests.support.trained_model import TrainedModel
@@ -142,6 +142,41 @@ def test_a_flag_gets_two_bins_and_a_continuous_value_ten_quantile_bins() -> None
     edges = drift.quantile_edges(continuous)
     assert len(edges) == drift.BINS - 1
     assert drift.histogram(continuous, edges) == [100] * drift.BINS
+
+
+def test_served_features_at_a_repeated_holdout_value_fall_in_its_bin_as_captured() -> None:
+    # Given a holdout whose amount is 100.00 for two payments in five (a popular price: its
+    # float32 log1p is one of the reference's edges), served again unchanged, each payment's
+    # features captured as the handler captures them (a float32 row) and read back
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(1000, len(FEATURE_NAMES))).astype(np.float32)
+    amount = FEATURE_NAMES.index("amount_usd_log1p")
+    popular = np.float32(np.log1p(100.0))
+    rows[:, amount] = np.where(rng.random(1000) < 0.4, popular, rng.uniform(0, 8, 1000))
+    reference = drift.read_reference(
+        {"drift_reference": drift.reference(rows.astype(np.float64).tolist(), [0.5] * 1000,
+                                            FEATURE_NAMES)}
+    )  # fmt: skip
+    assert reference is not None and float(popular) in reference.features["amount_usd_log1p"].edges
+    lines: list[bytes] = []
+    capturer = Capturer(
+        env="dev", model={"name": "fraud", "version": 1, "sha256": SHA}, threshold=0.5,
+        sink=lines.append,
+    )  # fmt: skip
+    for i, row in enumerate(rows):
+        capturer.capture(
+            request_id=None, received_us=day("2026-03-01"), started_ns=0, decided_ns=0,
+            events=[{"event_id": f"e-{i}", "account_id": "a", "occurred_at": "2026-03-01T00:00:00Z"}],
+            features=row.reshape(1, -1), scores=[0.5], online_features=True,
+        )  # fmt: skip
+    cell = drift.Cell()
+    for _where, record in records("served.jsonl", b"".join(lines)):
+        bins = reference.bins(record.score, record.features)
+        cell.add(decision=record.decision, sample_rate=1.0, reference=reference, bins=bins)
+
+    # When its feature PSI is computed, then the unchanged amount is stable: every payment at
+    # 100.00 fell in the bin the holdout's did, not the one below it
+    assert cell.feature_psi(reference)["amount_usd_log1p"] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_a_malformed_reference_in_a_manifest_is_an_error_naming_the_part() -> None:
