@@ -444,6 +444,20 @@ def collect_step(plan: RunPlan, output: Storage) -> dict[str, Any]:
     return document
 
 
+def collect_run(plan: RunPlan, output: Storage) -> dict[str, Any]:
+    """`collect_step`, and a history with no events refused (`HistoryError`) in the words
+    `sds train` and `sds ingest` use: the run would finish with empty parts and a manifest of
+    nothing. The shuffle's counts are the first to know it.
+
+    Every runner (`sds score` and `sds backfill` on one machine, the batch function's collect
+    step on AWS) calls this, and discards the run when it raises (`discard_failed`): the run
+    finished no part, so its output location is left as it was."""
+    document = collect_step(plan, output)
+    if not document["events"]:
+        raise HistoryError(f"{plan.input}: no events")
+    return document
+
+
 def shuffled_segments(output: Storage) -> list[tuple[str, Shuffled]]:
     document = read_json(output, SHUFFLED)
     done = [Shuffled.from_json(r) for r in document["items"]]
