@@ -8,7 +8,8 @@ so a part computed here is the part a local run writes. The state machine calls:
   and the list of items left to shuffle (the first Distributed Map's items);
 - `shuffle` (one per input item, in a Distributed Map): partition the item's events by account;
 - `collect`: merge the items' offsets, write the list of parts left to compute; a history
-  with no events fails the run here, which removes what it wrote (`discard_failed`);
+  with no events, or no payments, fails the run here, which removes what it wrote
+  (`discard_failed`);
 - `part` (one per partition, in a Distributed Map): score, or compute the aggregates of, one
   partition and store its part;
 - `summarize`: the run's manifest, with every failed item named (from the maps' ResultWriter
@@ -146,10 +147,10 @@ class BatchApp:
             shuffled = collect_run(plan, output)
         except Exception:
             # As on one machine (sds.ops.batch): a run that fails before finishing a part (a
-            # history with no events, say) wrote no result and leaves the output prefix as it
-            # found it, the maps' result files under it too. The execution fails on the error
-            # raised, which the CLI reports; its own error is the one raised, whatever the
-            # cleanup meets.
+            # history with no events or no payments, say) wrote no result and leaves the output
+            # prefix as it found it, the maps' result files under it too. The execution fails
+            # on the error raised, which the CLI reports; its own error is the one raised,
+            # whatever the cleanup meets.
             with contextlib.suppress(Exception):
                 discard_failed(plan, output)
             raise

@@ -219,24 +219,37 @@ def test_scoring_an_s3_prefix_with_no_events_on_this_machine_leaves_no_object_in
     assert environment.objects("batch/") == {}
 
 
-def empty_history(env: Environment, tmp_path: Path) -> str:
-    """A prefix on S3 whose history objects hold no event: an empty object, a gzip of nothing
-    and blank lines."""
-    (tmp_path / "a.jsonl").write_bytes(b"")
-    (tmp_path / "b.jsonl.gz").write_bytes(gzip.compress(b"", mtime=0))
-    (tmp_path / "c.jsonl").write_bytes(b"\n  \n")
-    for name in ("a.jsonl", "b.jsonl.gz", "c.jsonl"):
-        env.upload(f"training-data/empty/{name}", tmp_path / name)
-    return f"s3://{env.data_bucket}/training-data/empty"
+def nothing_to_compute(env: Environment, tmp_path: Path, given: str) -> tuple[str, str]:
+    """A prefix on S3 whose history gives a run nothing to compute, and how it is refused:
+    objects holding no event (an empty one, a gzip of nothing, blank lines), or logins and no
+    payment (a part has one row per payment)."""
+    if given == "no events":
+        (tmp_path / "a.jsonl").write_bytes(b"")
+        (tmp_path / "b.jsonl.gz").write_bytes(gzip.compress(b"", mtime=0))
+        (tmp_path / "c.jsonl").write_bytes(b"\n  \n")
+        names, problem = ["a.jsonl", "b.jsonl.gz", "c.jsonl"], "no events"
+    else:
+        logins = [r for r in generate_activity(300, seed=8) if r["type"] == "login"]
+        write_jsonl(logins[:10], tmp_path / "a.jsonl")
+        write_jsonl(logins[10:], tmp_path / "b.jsonl.gz")
+        names, problem = ["a.jsonl", "b.jsonl.gz"], f"no payments among {len(logins)} events"
+    for name in names:
+        env.upload(f"training-data/nothing/{name}", tmp_path / name)
+    data = f"s3://{env.data_bucket}/training-data/nothing"
+    return data, f"{data}: {problem}"
 
 
+NOTHING_TO_COMPUTE = ["no events", "logins only"]
+
+
+@pytest.mark.parametrize("given", NOTHING_TO_COMPUTE)
 @pytest.mark.parametrize("job", ["score", "features"])
-def test_a_history_with_no_events_fails_the_run_on_aws_and_leaves_no_object_in_out(
-    environment: Environment, tmp_path: Path, job: str
+def test_a_history_with_nothing_to_compute_fails_the_run_on_aws_and_leaves_no_object_in_out(
+    environment: Environment, tmp_path: Path, job: str, given: str
 ) -> None:
-    # Given a prefix on S3 whose history objects hold no event
-    data = empty_history(environment, tmp_path)
-    output = f"s3://{environment.data_bucket}/batch/empty"
+    # Given a prefix on S3 whose history holds no event, or no payment
+    data, refusal = nothing_to_compute(environment, tmp_path, given)
+    output = f"s3://{environment.data_bucket}/batch/nothing"
     model = environment.model if job == "score" else None
     run = {"job": job, "input": data, "output": output, "model": model, "partitions": 2}
 
@@ -246,7 +259,7 @@ def test_a_history_with_no_events_fails_the_run_on_aws_and_leaves_no_object_in_o
 
     # Then the collect step fails the run in the words `sds score` uses on this machine, and
     # nothing of the run (plan, item lists, shuffle, the map's result files) is left under --out
-    assert str(raised.value) == f"{data}: no events"
+    assert str(raised.value) == refusal
     assert environment.objects("batch/") == {}
 
 
@@ -669,20 +682,22 @@ class RunningSteps:
         return {"mapRuns": []}
 
 
+@pytest.mark.parametrize("given", NOTHING_TO_COMPUTE)
 @pytest.mark.parametrize("command", ["score", "backfill"])
-def test_sds_aws_score_or_backfill_of_a_history_with_no_events_says_so_as_on_this_machine(
+def test_sds_aws_score_or_backfill_of_a_history_with_nothing_to_compute_says_so_as_locally(
     environment: Environment,
     deployed_batch: str,
     cli: Any,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     command: str,
+    given: str,
 ) -> None:
     from sds.kernel import sdk
 
-    # Given a prefix in dev's data bucket whose objects hold no event
-    data = empty_history(environment, tmp_path)
-    output = f"s3://{environment.data_bucket}/batch/empty"
+    # Given a prefix in dev's data bucket whose history holds no event, or no payment
+    data, refusal = nothing_to_compute(environment, tmp_path, given)
+    output = f"s3://{environment.data_bucket}/batch/nothing"
     machine = RunningSteps(environment)
     made = sdk.client
     monkeypatch.setattr(
@@ -696,7 +711,7 @@ def test_sds_aws_score_or_backfill_of_a_history_with_no_events_says_so_as_on_thi
     # and leaves no object under --out
     assert isinstance(machine.raised, shuffle.HistoryError)
     assert result.code == 1, result.err
-    assert result.err.strip().splitlines()[-1] == f"sds: error: {data}: no events"
+    assert result.err.strip().splitlines()[-1] == f"sds: error: {refusal}"
     assert "run the same command again" not in result.out + result.err
     assert environment.objects("batch/") == {}
 
@@ -704,7 +719,7 @@ def test_sds_aws_score_or_backfill_of_a_history_with_no_events_says_so_as_on_thi
     result = cli("--aws", command, "--env", "dev", "--data", data, "--out", output, "--json")
     assert result.code == 1, result.err
     report = result.json()
-    assert report["error"]["message"] == f"{data}: no events"
+    assert report["error"]["message"] == refusal
     assert report["execution"].split(":")[-1].startswith(("score-", "features-"))
 
 
