@@ -7,7 +7,9 @@ so a part computed here is the part a local run writes. The state machine calls:
 - `plan`: check the locations, verify the model can be served, write (or resume) the run's plan
   and the list of items left to shuffle (the first Distributed Map's items);
 - `shuffle` (one per input item, in a Distributed Map): partition the item's events by account;
-- `collect`: merge the items' offsets, write the list of parts left to compute;
+- `collect`: merge the items' offsets, write the list of parts left to compute; a history
+  with no events, or no payments, fails the run here, which removes what it wrote
+  (`discard_failed`);
 - `part` (one per partition, in a Distributed Map): score, or compute the aggregates of, one
   partition and store its part;
 - `summarize`: the run's manifest, with every failed item named (from the maps' ResultWriter
@@ -18,6 +20,7 @@ Each call reads the plan from the run's output location, so items carry only the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -33,7 +36,8 @@ from sds.kernel.batch.run import (
     RunPlan,
     begin,
     check_locations,
-    collect_step,
+    collect_run,
+    discard_failed,
     finished_parts,
     item_status,
     make_plan,
@@ -139,7 +143,17 @@ class BatchApp:
     def collect(self, event: Mapping[str, Any]) -> dict[str, Any]:
         output = open_storage(str(event["output"]))
         plan = RunPlan.from_json(read_json(output, PLAN))
-        shuffled = collect_step(plan, output)
+        try:
+            shuffled = collect_run(plan, output)
+        except Exception:
+            # As on one machine (sds.ops.batch): a run that fails before finishing a part (a
+            # history with no events or no payments, say) wrote no result and leaves the output
+            # prefix as it found it, the maps' result files under it too. The execution fails
+            # on the error raised, which the CLI reports; its own error is the one raised,
+            # whatever the cleanup meets.
+            with contextlib.suppress(Exception):
+                discard_failed(plan, output)
+            raise
         finished = finished_parts(plan, output)
         todo = [{"part": p} for p in range(plan.partitions) if p not in finished]
         output.put_bytes(PARTS, json.dumps(todo).encode())
@@ -201,14 +215,24 @@ def _failure(entry: Mapping[str, Any]) -> dict[str, Any]:
         if name in given:
             failure[name] = given[name]
     failure["error"] = entry.get("Error")
-    cause = entry.get("Cause") or ""
-    try:  # a Lambda error's cause is its own JSON document
-        document = json.loads(cause)
-        cause = f"{document.get('errorType', '')}: {document.get('errorMessage', '')}".strip(": ")
-    except (ValueError, AttributeError):
-        pass
-    failure["cause"] = str(cause)[:1000]
+    cause = str(entry.get("Cause") or "")
+    raised = function_error(cause)
+    if raised is not None:
+        cause = f"{raised[0]}: {raised[1]}".strip(": ")
+    failure["cause"] = cause[:1000]
     return failure
+
+
+def function_error(cause: str | None) -> tuple[str, str] | None:
+    """(type, message) of the error the function raised, from the cause Step Functions reports
+    for it (the function's own error document, in JSON); None for any other cause."""
+    try:
+        document = json.loads(cause or "")
+    except ValueError:
+        return None
+    if not isinstance(document, dict) or not {"errorType", "errorMessage"} & document.keys():
+        return None
+    return str(document.get("errorType", "")), str(document.get("errorMessage", ""))
 
 
 def _key(storage: Storage, key: str) -> str:
@@ -228,4 +252,4 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return _app.handle(event)
 
 
-__all__ = ["BatchApp", "failed_items", "lambda_handler"]
+__all__ = ["BatchApp", "failed_items", "function_error", "lambda_handler"]

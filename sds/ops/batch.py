@@ -25,15 +25,15 @@ from sds.kernel.batch.run import (
     RunPlan,
     begin,
     check_locations,
-    collect_step,
+    collect_run,
     discard_failed,
     finished_parts,
     make_plan,
     read_json,
     summarize,
 )
-from sds.kernel.batch.shuffle import HistoryError, default_workers
-from sds.kernel.batch.storage import Storage, open_storage
+from sds.kernel.batch.shuffle import default_workers
+from sds.kernel.batch.storage import open_storage
 from sds.kernel.errors import SdsError, UsageError
 from sds.kernel.lock import read_pin
 from sds.kernel.registry import RegistryError, VersionNotFound
@@ -155,7 +155,7 @@ def run_locally(
         shuffled = _shuffle(plan, todo, workers, progress)
         progress.run(
             "collecting the shuffle",
-            lambda: _collect(plan, output),
+            lambda: collect_run(plan, output),
             lambda document: f"{document['events']} events",
         )
 
@@ -190,16 +190,6 @@ def run_locally(
         peak_rss_bytes=peak_rss(),
         events_computed=events,
     )
-
-
-def _collect(plan: RunPlan, output: Storage) -> dict[str, Any]:
-    """The shuffle's record (`collect_step`); a history with no events is refused here, as
-    `sds train` and `sds ingest` refuse it: a run of it would finish with empty parts and a
-    manifest of nothing. Raised inside the run, it is cleaned up as any failed run is."""
-    document = collect_step(plan, output)
-    if not document["events"]:
-        raise HistoryError(f"{plan.input}: no events")
-    return document
 
 
 def _remove_empty_folders(root: Path) -> None:

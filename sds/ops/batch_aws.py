@@ -7,7 +7,8 @@ in the environment's training-data bucket, the output under its batch prefix: wh
 may touch), pins the model (the environment's pin, or `--version` from its registry), starts an
 execution, reports each map's progress while it runs, and reads the run's manifest (or names
 the failed items) when it ends. Starting the same command again after a failure resumes the run:
-finished parts are not computed again.
+finished parts are not computed again. A run the function refused before keeping anything (a
+history with no events) is reported as its error alone (`BatchRunFailed`), as on this machine.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from lambdas.inference.batch import RESULTS, failed_items
-from sds.kernel.batch.run import MANIFEST, read_json
+from lambdas.inference.batch import RESULTS, failed_items, function_error
+from sds.kernel.batch.run import MANIFEST, PLAN, read_json
 from sds.kernel.batch.settings import BatchFunctionSettings, run_input
 from sds.kernel.batch.storage import open_storage
-from sds.kernel.errors import UsageError
+from sds.kernel.errors import SdsError, UsageError
 from sds.kernel.signals import reworded
 from sds.ops.aws import AwsError, start_execution
 from sds.ops.batch import model_for
@@ -33,6 +34,19 @@ Say = Callable[[str], None]
 POLL_SECONDS = 5.0
 MAP_LABELS = {"Shuffle": "partitioning by account", "ComputeParts": "parts"}
 RUNNING = "RUNNING"
+
+
+class BatchRunFailed(SdsError):
+    """A run on AWS that the batch function refused before it kept anything (a history with no
+    events, a model that cannot be served): the function's message, the words the same run
+    gives on this machine, and nothing to resume."""
+
+    def __init__(self, message: str, *, execution: str, output: str) -> None:
+        super().__init__(message)
+        self.execution, self.output = execution, output
+
+    def details(self) -> dict[str, Any]:
+        return {"execution": self.execution, "output": self.output}
 
 
 @dataclass
@@ -152,6 +166,12 @@ def run_on_aws(
         run.manifest = read_json(output, MANIFEST)
     if not run.complete:
         run.error, run.cause = described.get("error"), described.get("cause")
+        raised = function_error(run.cause)
+        if raised is not None and not output.exists(PLAN):
+            # A step of the function failed the run, and the run kept nothing (it never
+            # planned, or it removed what it wrote, as a history with no events does): there
+            # is nothing to resume, and the function's error is the whole story.
+            raise BatchRunFailed(raised[1], execution=arn, output=out)
         run.failures = failed_items(output, f"{RESULTS}{name}/")
     return run
 
@@ -191,4 +211,4 @@ def _map_progress(sfn: Any, arn: str) -> dict[str, str]:
     return progress
 
 
-__all__ = ["AwsRun", "UsageError", "run_on_aws"]
+__all__ = ["AwsRun", "BatchRunFailed", "UsageError", "run_on_aws"]

@@ -108,8 +108,18 @@ def execute(env: Environment, run: dict[str, Any], *, name: str = "exec-1") -> d
         items = json.loads(
             env.s3.get_object(Bucket=env.data_bucket, Key=plan["items_key"])["Body"].read()
         )
-        for item in items:
-            env.app.handle({"action": "shuffle", "output": run["output"], **item})
+        results = [
+            env.app.handle({"action": "shuffle", "output": run["output"], **item}) for item in items
+        ]
+        # The map's ResultWriter files, as the service writes them under the run's output
+        written = f"{plan['results_prefix'].rstrip('/')}/shuffle-map-run"
+        for key, body in {
+            "manifest.json": {"DestinationBucket": env.data_bucket},
+            "SUCCEEDED_0.json": [{"Output": json.dumps(r)} for r in results],
+        }.items():
+            env.s3.put_object(
+                Bucket=env.data_bucket, Key=f"{written}/{key}", Body=json.dumps(body).encode()
+            )
     collected = env.app.handle({"action": "collect", "output": run["output"]})
     parts = json.loads(
         env.s3.get_object(Bucket=env.data_bucket, Key=collected["parts_key"])["Body"].read()
@@ -206,6 +216,50 @@ def test_scoring_an_s3_prefix_with_no_events_on_this_machine_leaves_no_object_in
 
     # Then it is refused, naming the prefix, and no object of the run is left under --out
     assert str(raised.value) == f"{data}: no events"
+    assert environment.objects("batch/") == {}
+
+
+def nothing_to_compute(env: Environment, tmp_path: Path, given: str) -> tuple[str, str]:
+    """A prefix on S3 whose history gives a run nothing to compute, and how it is refused:
+    objects holding no event (an empty one, a gzip of nothing, blank lines), or logins and no
+    payment (a part has one row per payment)."""
+    if given == "no events":
+        (tmp_path / "a.jsonl").write_bytes(b"")
+        (tmp_path / "b.jsonl.gz").write_bytes(gzip.compress(b"", mtime=0))
+        (tmp_path / "c.jsonl").write_bytes(b"\n  \n")
+        names, problem = ["a.jsonl", "b.jsonl.gz", "c.jsonl"], "no events"
+    else:
+        logins = [r for r in generate_activity(300, seed=8) if r["type"] == "login"]
+        write_jsonl(logins[:10], tmp_path / "a.jsonl")
+        write_jsonl(logins[10:], tmp_path / "b.jsonl.gz")
+        names, problem = ["a.jsonl", "b.jsonl.gz"], f"no payments among {len(logins)} events"
+    for name in names:
+        env.upload(f"training-data/nothing/{name}", tmp_path / name)
+    data = f"s3://{env.data_bucket}/training-data/nothing"
+    return data, f"{data}: {problem}"
+
+
+NOTHING_TO_COMPUTE = ["no events", "logins only"]
+
+
+@pytest.mark.parametrize("given", NOTHING_TO_COMPUTE)
+@pytest.mark.parametrize("job", ["score", "features"])
+def test_a_history_with_nothing_to_compute_fails_the_run_on_aws_and_leaves_no_object_in_out(
+    environment: Environment, tmp_path: Path, job: str, given: str
+) -> None:
+    # Given a prefix on S3 whose history holds no event, or no payment
+    data, refusal = nothing_to_compute(environment, tmp_path, given)
+    output = f"s3://{environment.data_bucket}/batch/nothing"
+    model = environment.model if job == "score" else None
+    run = {"job": job, "input": data, "output": output, "model": model, "partitions": 2}
+
+    # When the state machine runs the function's steps over it
+    with pytest.raises(shuffle.HistoryError) as raised:
+        execute(environment, run)
+
+    # Then the collect step fails the run in the words `sds score` uses on this machine, and
+    # nothing of the run (plan, item lists, shuffle, the map's result files) is left under --out
+    assert str(raised.value) == refusal
     assert environment.objects("batch/") == {}
 
 
@@ -591,6 +645,82 @@ def test_a_failed_execution_names_the_failed_parts(
     assert "ended FAILED: States.ExceedToleratedFailureThreshold" in summary
     assert "part 3: States.TaskFailed: MemoryError: too big" in summary
     assert "run the same command again" in summary
+
+
+class RunningSteps:
+    """moto's Step Functions records executions but runs none: this client starts an execution
+    by running the state machine's steps with the batch function (`execute`), and describes it
+    as the service does: SUCCEEDED, or FAILED with the error a step raised (a function's error
+    is the execution's error, its cause the function's error document in JSON)."""
+
+    def __init__(self, env: Environment) -> None:
+        self._env = env
+        self.raised: Exception | None = None
+
+    def start_execution(self, **kwargs: Any) -> dict[str, Any]:
+        try:
+            execute(self._env, json.loads(kwargs["input"]), name=kwargs["name"])
+        except Exception as exc:
+            self.raised = exc
+        return {
+            "executionArn": f"arn:aws:states:us-east-1:123456789012:execution:m:{kwargs['name']}"
+        }
+
+    def describe_execution(self, **_: Any) -> dict[str, Any]:
+        if self.raised is None:
+            return {"status": "SUCCEEDED"}
+        kind = type(self.raised).__name__
+        cause = {
+            "errorMessage": str(self.raised),
+            "errorType": kind,
+            "requestId": "c0ffee00-0000-4000-8000-000000000000",
+            "stackTrace": ['  File "/var/task/lambdas/inference/batch.py", line 1, in collect\n'],
+        }
+        return {"status": "FAILED", "error": kind, "cause": json.dumps(cause)}
+
+    def list_map_runs(self, **_: Any) -> dict[str, Any]:
+        return {"mapRuns": []}
+
+
+@pytest.mark.parametrize("given", NOTHING_TO_COMPUTE)
+@pytest.mark.parametrize("command", ["score", "backfill"])
+def test_sds_aws_score_or_backfill_of_a_history_with_nothing_to_compute_says_so_as_locally(
+    environment: Environment,
+    deployed_batch: str,
+    cli: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    command: str,
+    given: str,
+) -> None:
+    from sds.kernel import sdk
+
+    # Given a prefix in dev's data bucket whose history holds no event, or no payment
+    data, refusal = nothing_to_compute(environment, tmp_path, given)
+    output = f"s3://{environment.data_bucket}/batch/nothing"
+    machine = RunningSteps(environment)
+    made = sdk.client
+    monkeypatch.setattr(
+        sdk, "client", lambda service: machine if service == "stepfunctions" else made(service)
+    )
+
+    # When an operator runs it on AWS
+    result = cli("--aws", command, "--env", "dev", "--data", data, "--out", output)
+
+    # Then it fails with the line `sds score` prints on this machine, not as a run to resume,
+    # and leaves no object under --out
+    assert isinstance(machine.raised, shuffle.HistoryError)
+    assert result.code == 1, result.err
+    assert result.err.strip().splitlines()[-1] == f"sds: error: {refusal}"
+    assert "run the same command again" not in result.out + result.err
+    assert environment.objects("batch/") == {}
+
+    # And --json reports it as an error naming the execution
+    result = cli("--aws", command, "--env", "dev", "--data", data, "--out", output, "--json")
+    assert result.code == 1, result.err
+    report = result.json()
+    assert report["error"]["message"] == refusal
+    assert report["execution"].split(":")[-1].startswith(("score-", "features-"))
 
 
 def test_ctrl_c_while_following_a_run_on_aws_says_the_run_goes_on_and_how_to_stop_it(

@@ -447,6 +447,32 @@ def test_a_history_with_no_events_is_refused_and_leaves_out_as_it_found_it(
     assert sorted(out.rglob("*")) == [] and out.exists() == existing
 
 
+@pytest.mark.parametrize("job", ["features", "score"])
+@pytest.mark.parametrize("existing", [False, True], ids=["new folder", "empty folder"])
+def test_a_history_of_logins_only_is_refused_and_leaves_out_as_it_found_it(
+    tmp_path: Path, trained: TrainedModel, job: str, existing: bool
+) -> None:
+    # Given a folder of history files holding logins and no payment (one redelivered)
+    logins = [r for r in generate_activity(300, seed=7) if r["type"] == "login"]
+    data = tmp_path / "data"
+    data.mkdir()
+    write_jsonl(logins[:10], data / "a.jsonl")
+    write_jsonl([*logins[10:], logins[3]], data / "b.jsonl.gz")
+    out = tmp_path / "out"
+    if existing:
+        out.mkdir()
+    model = _model(trained) if job == "score" else None
+
+    # When a run is asked to read it
+    with pytest.raises(HistoryError) as raised:
+        run_locally(job, data=str(data), out=str(out), model=model, workers=1, partitions=3)
+
+    # Then it says there is nothing to compute, as training does (counting the lines read)
+    assert str(raised.value) == f"{data}: no payments among {len(logins) + 1} events"
+    # And it left nothing: no plan, no manifest, no empty parts, no folder it made
+    assert sorted(out.rglob("*")) == [] and out.exists() == existing
+
+
 def test_a_run_interrupted_before_finishing_a_part_is_kept_to_resume(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

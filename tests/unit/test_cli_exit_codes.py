@@ -24,6 +24,8 @@ from sds.ops.promotion import promote
 from sds.ops.workspace import Workspace
 from tests.support.trained_model import TrainedModel
 from tests.unit.cli_run import sds
+from training.data import write_jsonl
+from training.synthetic import generate_activity
 
 METRICS = {"roc_auc": 0.93, "pr_auc": 0.6, "expected_calibration_error": 0.01}
 
@@ -752,6 +754,43 @@ def test_every_command_reading_events_refuses_a_history_with_no_events_in_the_sa
     # Then each one refuses it as a data error naming it, and a batch run leaves no --out
     assert ended.code == 1, ended
     assert ended.error_line == f"sds: error: {data}: no events"
+    assert not (project / "out").exists()
+
+
+# `sds ingest` is not one: logins are what it folds into the login aggregates.
+COMPUTING_FROM_PAYMENTS = ("train", "score", "backfill")
+
+
+@pytest.mark.parametrize("command", COMPUTING_FROM_PAYMENTS)
+@pytest.mark.parametrize("given", ["file", "folder"])
+def test_every_command_computing_from_payments_refuses_a_history_of_logins_in_the_same_words(
+    command: str,
+    given: str,
+    project: Path,
+    trained: TrainedModel,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a history of logins, without a single payment
+    logins = [r for r in generate_activity(200, seed=5) if r["type"] == "login"]
+    if given == "file":
+        data = write_jsonl(logins, project / "h.jsonl.gz")
+    else:
+        data = project / "events"
+        data.mkdir()
+        write_jsonl(logins[:7], data / "a.jsonl")
+        write_jsonl(logins[7:], data / "b.jsonl.gz")
+    monkeypatch.setenv("SDS_REGISTRY_DEV", trained.registry_uri)  # what score --version reads
+    monkeypatch.chdir(project)  # where --out out is
+
+    # When a command that computes something for each payment is given it
+    words = READERS[command]
+    ended = sds(capsys, *(w.format(data=data, version=trained.version.number) for w in words))
+
+    # Then each one refuses it as a data error naming it, in train's words, and a batch run
+    # leaves no --out
+    assert ended.code == 1, ended
+    assert ended.error_line == f"sds: error: {data}: no payments among {len(logins)} events"
     assert not (project / "out").exists()
 
 

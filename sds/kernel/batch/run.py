@@ -444,6 +444,24 @@ def collect_step(plan: RunPlan, output: Storage) -> dict[str, Any]:
     return document
 
 
+def collect_run(plan: RunPlan, output: Storage) -> dict[str, Any]:
+    """`collect_step`, and the history refused (`HistoryError`) where it gives the run nothing
+    to compute, as `sds train` refuses it and in its words: no events, or no payments (both jobs
+    write one row per payment, so the run would finish with empty parts and a manifest of
+    nothing). The shuffle's counts are the first to know it. They count the lines read, so the
+    events of "no payments among N events" include redeliveries, which training counts once.
+
+    Every runner (`sds score` and `sds backfill` on one machine, the batch function's collect
+    step on AWS) calls this, and discards the run when it raises (`discard_failed`): the run
+    finished no part, so its output location is left as it was."""
+    document = collect_step(plan, output)
+    if not document["events"]:
+        raise HistoryError(f"{plan.input}: no events")
+    if not document["payments"]:
+        raise HistoryError(f"{plan.input}: no payments among {document['events']} events")
+    return document
+
+
 def shuffled_segments(output: Storage) -> list[tuple[str, Shuffled]]:
     document = read_json(output, SHUFFLED)
     done = [Shuffled.from_json(r) for r in document["items"]]
