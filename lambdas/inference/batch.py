@@ -48,7 +48,7 @@ from sds.kernel.batch.run import (
     summarize,
 )
 from sds.kernel.batch.settings import BatchFunctionSettings, BatchSettingsError
-from sds.kernel.batch.shuffle import Shuffled
+from sds.kernel.batch.shuffle import HistoryError, Shuffled
 from sds.kernel.batch.storage import S3Storage, Storage, open_storage
 
 logger = logging.getLogger("sds.batch")
@@ -145,12 +145,13 @@ class BatchApp:
         plan = RunPlan.from_json(read_json(output, PLAN))
         try:
             shuffled = collect_run(plan, output)
-        except Exception:
-            # As on one machine (sds.ops.batch): a run that fails before finishing a part (a
-            # history with no events or no payments, say) wrote no result and leaves the output
-            # prefix as it found it, the maps' result files under it too. The execution fails
-            # on the error raised, which the CLI reports; its own error is the one raised,
-            # whatever the cleanup meets.
+        except HistoryError:
+            # As on one machine (sds.ops.batch): a history the run refuses (no events, no
+            # payments) wrote no result and leaves the output prefix as it found it, the maps'
+            # result files under it too. The execution fails on the error raised, which the CLI
+            # reports; its own error is the one raised, whatever the cleanup meets. Any other
+            # error (S3 unreachable a moment) keeps the shuffle, which may have taken hours:
+            # running the command again resumes from it.
             with contextlib.suppress(Exception):
                 discard_failed(plan, output)
             raise

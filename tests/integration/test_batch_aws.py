@@ -263,6 +263,35 @@ def test_a_history_with_nothing_to_compute_fails_the_run_on_aws_and_leaves_no_ob
     assert environment.objects("batch/") == {}
 
 
+def test_a_collect_step_that_meets_a_passing_fault_keeps_the_shuffle_for_the_next_execution(
+    environment: Environment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a backfill whose collect step meets a fault that is no refusal of the history (S3
+    # unreachable a moment), after its shuffle
+    data = environment.upload(
+        "training-data/h.jsonl", write_jsonl(generate_activity(600, seed=4), tmp_path / "h.jsonl")
+    )
+    output = f"s3://{environment.data_bucket}/batch/passing"
+    run = {"job": "features", "input": data, "output": output, "model": None, "partitions": 2}
+    real = batch_run.collect_step
+
+    def unreachable(plan: Any, storage: Any) -> Any:
+        raise ConnectionError("S3 did not answer")
+
+    monkeypatch.setattr(batch_run, "collect_step", unreachable)
+    with pytest.raises(ConnectionError):
+        execute(environment, run)
+    kept = environment.objects("batch/passing/")
+
+    # Then the run's plan and shuffle stay (only a refused history is discarded), and the next
+    # execution resumes from them: nothing is shuffled again
+    assert "_run/plan.json" in kept and any("shuffle" in key for key in kept), sorted(kept)
+    monkeypatch.setattr(batch_run, "collect_step", real)
+    plan = environment.app.handle({"action": "plan", **run, "run_id": "exec-2"})
+    assert plan["shuffle"] is False or plan["items"] == 0, plan
+    assert execute(environment, run, name="exec-2")["complete"]
+
+
 def test_a_failed_part_is_named_and_the_next_execution_computes_only_what_is_missing(
     environment: Environment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
