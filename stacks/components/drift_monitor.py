@@ -5,10 +5,11 @@ An EventBridge schedule (config `monitor.schedule`, daily by default) invokes th
 (`lambdas/monitor`), which reads the last whole days of the environment's captures
 (`captures/dt=YYYY-MM-DD/` of the captures bucket), each served version's manifest from the
 registry, and prints the figures in embedded metric format (`sds.kernel.drift.NAMESPACE`): no
-API call, no always-on resource. Two alarms watch them, on the `Environment` dimension (the
-largest value any version published): the score's PSI against the training holdout reaching
-`monitor.score_psi_alarm`, and the alert rate leaving the band `monitor.alert_rate_ratio_min` ..
-`max` around the rate the version's manifest expects. A third watches the monitor itself: a run
+API call, no always-on resource. Three alarms watch them, on the `Environment` dimension (the
+largest value any version published, the smallest for the low side of the band): the score's PSI
+against the training holdout reaching `monitor.score_psi_alarm`, and the alert rate leaving the
+band `monitor.alert_rate_ratio_min` .. `max` around the rate the version's manifest expects (one
+alarm above it, one below). A fourth watches the monitor itself: a run
 that fails (after Lambda's two retries of a scheduled one) would otherwise leave the drift alarms
 quietly without data, which they read as "no drift".
 
