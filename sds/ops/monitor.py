@@ -2,7 +2,8 @@
 
 It reads the environment's captures (`sds.kernel.capture`, locally `.sds/capture/<env>`, on AWS
 the captures bucket's `captures/` prefix) and its labels, and reports for each model version and
-day it served: volume (captured payments, and the served volume they estimate under sampling),
+day it served, and each day without payments since (a gap, `_report_days`, shown as a day of zero
+with no rates): volume (captured payments, and the served volume they estimate under sampling),
 alert rate, the score's PSI against the training holdout stored in the version's manifest
 (`sds.kernel.drift`, bins stated in the report), each feature's PSI, and, once the day's payments
 have matured, precision and recall against the labels. Labels and maturity are training's
@@ -21,13 +22,13 @@ HTML page is drawn from), so the table, the JSON and the page cannot disagree.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from sds.kernel import drift
 from sds.kernel.behaviour import expected_alert_rate
-from sds.kernel.features import format_time
+from sds.kernel.features import format_time, parse_time
 from sds.kernel.registry import Registry, RegistryError
 from training.capture_data import DAY_US, Window, capture_records, read_labels
 from training.data import DataError
@@ -73,7 +74,9 @@ class _Labels:
 
     def to_dict(self, *, matures_on: str) -> dict[str, Any]:
         tp, fp, fn = self.true_positives, self.false_positives, self.false_negatives
-        if not self.matured:
+        if not self.payments:
+            status = "no payments"
+        elif not self.matured:
             status = "not yet matured"
         elif self.matured < self.payments:
             status = "partly matured"
@@ -113,6 +116,9 @@ class _Model:
     expected_alert_rate: float | None
     days: dict[str, _Figures] = field(default_factory=dict)
     total: _Figures = field(default_factory=_Figures)
+    # The days the report lists for it (`_report_days`): those it served and the gaps between
+    # and after them, each a day of zero.
+    report_days: list[str] = field(default_factory=list)
 
 
 ManifestLookup = Callable[[str, int], Mapping[str, Any] | None]
@@ -200,8 +206,8 @@ class Report:
                     "expected_alert_rate": m.expected_alert_rate,
                     "total": _figures(m, m.total, day=None, maturity_days=maturity),
                     "days": [
-                        _figures(m, m.days[day], day=day, maturity_days=maturity)
-                        for day in sorted(m.days)
+                        _figures(m, m.days.get(day, _Figures()), day=day, maturity_days=maturity)
+                        for day in m.report_days
                     ],
                 }
                 for m in self.models
@@ -216,7 +222,14 @@ def _figures(
     score_psi = cell.score_psi(reference)
     feature_psi = cell.feature_psi(reference)
     worst = max(feature_psi.items(), key=lambda kv: kv[1], default=None)
-    matures_on = format_time(figures.last_occurred_us + maturity_days * DAY_US)
+    # A day without payments matures when a payment at its end would: a date all the same, so
+    # the field keeps its type on every day.
+    last_occurred_us = (
+        figures.last_occurred_us
+        if cell.captured or day is None
+        else parse_time(f"{day}T00:00:00Z") + DAY_US
+    )
+    matures_on = format_time(last_occurred_us + maturity_days * DAY_US)
     document: dict[str, Any] = {
         "captured": cell.captured,
         "served_estimate": round(cell.served_estimate, 3),
@@ -240,7 +253,7 @@ def _figures(
         "labels": figures.labels.to_dict(matures_on=matures_on),
     }
     if day is not None:
-        document = {"day": day, **document}
+        document = {"day": day, "gap": not cell.captured, **document}
     return document
 
 
@@ -311,12 +324,40 @@ def monitor(
             f"capture on: sds serve --env {env}; on AWS the function's captures reach S3 within "
             "minutes)"
         )
+    generated_at_us = time.time_ns() // 1000 if now_us is None else now_us
+    # The report's last day: the window's, or today's when the window runs past the run (a day
+    # to come has no payments yet), never before a day some version served.
+    last = min(window.until_us - 1, generated_at_us) // DAY_US
+    _report_days(models.values(), last_day=format_time(max([last, *days]) * DAY_US)[:10])
     return Report(
         env=env,
         window=window,
         captures=captures,
         labels=labels,
-        generated_at_us=time.time_ns() // 1000 if now_us is None else now_us,
+        generated_at_us=generated_at_us,
         counts=counts,
         models=sorted(models.values(), key=lambda m: (m.name, m.version, m.sha256)),
     )
+
+
+def _report_days(models: Iterable[_Model], *, last_day: str) -> None:
+    """Set each version's `report_days`: every day from the first it served in the window (one
+    that went live mid-window has no days before it) to the report's last day, so that a day
+    without payments (the API down, capture off, its delivery broken) shows as a day of zero
+    instead of vanishing between its neighbours. A version ends at its own last day instead when
+    another one served after it: it was replaced, and the days after are not gaps. A gap at the
+    very start of the window looks like a version going live: a wider --since shows it."""
+    served = {id(m): sorted(m.days) for m in models if m.days}
+    for model in models:
+        own = served.get(id(model))
+        if not own:
+            continue
+        replaced = any(days[-1] > own[-1] for days in served.values())
+        model.report_days = _day_range(own[0], own[-1] if replaced else last_day)
+
+
+def _day_range(first: str, last: str) -> list[str]:
+    """The UTC days from `first` to `last`, both included (YYYY-MM-DD)."""
+    start = parse_time(f"{first}T00:00:00Z") // DAY_US
+    end = parse_time(f"{last}T00:00:00Z") // DAY_US
+    return [format_time(index * DAY_US)[:10] for index in range(start, end + 1)]

@@ -4,7 +4,9 @@ network, so it opens from a CI artifact or an e-mail attachment as it is.
 Drawn from the report's JSON document (`sds.ops.monitor.Report.to_dict`), so the page shows
 exactly what `--json` prints. Per model version: volume and alert rate per day, the score's PSI
 per day against the stable and drift lines, the score's distribution served against the training
-holdout, and each feature's PSI per day as a coloured grid.
+holdout, and each feature's PSI per day as a coloured grid. A day without payments (a gap) is
+marked red in the table and on every plot: the volume drops to zero there, and the rates, which
+it has none of, break their lines.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ padding-top: 1em; } table { border-collapse: collapse; margin: 0.5em 0 1em; }
 th, td { border: 1px solid #ddd; padding: 3px 6px; text-align: right; font-variant-numeric:
 tabular-nums; } th { background: #f4f4f4; } td.name { text-align: left; }
 .note { background: #fff3cd; padding: 0.5em; } .plots { display: flex; flex-wrap: wrap; gap: 1em; }
+.note.gap, tr.gap td { background: #f8d7da; }
 svg { background: #fafafa; border: 1px solid #eee; } .legend { font-size: 12px; color: #555; }
 """
 
@@ -52,8 +55,11 @@ def _line_chart(
     series: Mapping[str, Sequence[float | None]],
     *,
     lines: Mapping[str, float] | None = None,
+    gaps: Sequence[bool] = (),
 ) -> str:
-    """A line per series over the days, with optional horizontal reference lines."""
+    """A line per series over the days, with optional horizontal reference lines. A day marked
+    in `gaps` (no payments) gets a red band, and a series without a value that day (a rate of no
+    payments) breaks its line there instead of joining its neighbours across it."""
     values = [v for s in series.values() for v in s if v is not None]
     values += list((lines or {}).values())
     top = max([*values, 1e-12]) * 1.1
@@ -73,6 +79,19 @@ def _line_chart(
         f"{_axis(top / 1.1)}</text>",
         f'<text x="{_PAD - 4}" y="{y(0) + 4:.1f}" font-size="10" text-anchor="end">0</text>',
     ]
+    band = max(min(step * 0.6, 24.0), 4.0)
+    for i, gap in enumerate(gaps):
+        if gap:
+            parts.append(
+                f'<rect class="gap" x="{_PAD + i * step - band / 2:.1f}" y="{_PAD:.1f}" '
+                f'width="{band:.1f}" height="{_HEIGHT - 2 * _PAD}" fill="#f8d7da">'
+                f"<title>{escape(labels[i])}: no payments captured</title></rect>"
+            )
+    if any(gaps):
+        parts.append(
+            f'<text x="{_WIDTH - _PAD}" y="{_HEIGHT - 4}" font-size="11" text-anchor="end" '
+            'fill="#c00">red: no payments</text>'
+        )
     for name, level in (lines or {}).items():
         parts.append(
             f'<line x1="{_PAD}" y1="{y(level):.1f}" x2="{_WIDTH - _PAD}" y2="{y(level):.1f}" '
@@ -83,17 +102,21 @@ def _line_chart(
     palette = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd")
     for index, (name, points) in enumerate(series.items()):
         colour = palette[index % len(palette)]
-        coords = [
-            f"{_PAD + i * step:.1f},{y(v):.1f}" for i, v in enumerate(points) if v is not None
-        ]
-        if coords:
-            parts.append(
-                f'<polyline fill="none" stroke="{colour}" stroke-width="2" '
-                f'points="{" ".join(coords)}"/>'
-            )
+        runs: list[list[tuple[float, float]]] = [[]]
+        for i, v in enumerate(points):
+            if v is None:
+                runs.append([])
+            else:
+                runs[-1].append((_PAD + i * step, y(v)))
+        for run in runs:
+            if len(run) > 1:
+                parts.append(
+                    f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="'
+                    + " ".join(f"{cx:.1f},{cy:.1f}" for cx, cy in run)
+                    + '"/>'
+                )
             parts += [
-                f'<circle cx="{c.split(",")[0]}" cy="{c.split(",")[1]}" r="3" fill="{colour}"/>'
-                for c in coords
+                f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="3" fill="{colour}"/>' for cx, cy in run
             ]
         parts.append(
             f'<text x="{_PAD + 120 * index}" y="{_HEIGHT - 4}" font-size="11" fill="{colour}">'
@@ -174,15 +197,15 @@ def _day_table(version: Mapping[str, Any]) -> str:
         labels = day["labels"]
         colour = _COLOURS[day["score_drift"]]
         rows.append(
-            "<tr>"
-            f'<td class="name">{escape(day["day"])}</td><td>{day["captured"]}</td>'
+            ('<tr class="gap">' if day.get("gap") else "<tr>")
+            + f'<td class="name">{escape(day["day"])}</td><td>{day["captured"]}</td>'
             f"<td>{_num(day['served_estimate'], 0)}</td><td>{_pct(day['alert_rate'])}</td>"
             f'<td style="background:{colour}">{_num(day["score_psi"])}</td>'
             f"<td>{escape(worst['feature']) + ' ' + _num(worst['psi']) if worst else '-'}</td>"
             f'<td class="name">{escape(labels["status"])}'
             + (
                 f" (on {escape(labels['matures_on'][:10])})"
-                if labels["status"] != "matured"
+                if labels["status"] not in ("matured", "no payments")
                 else ""
             )
             + f"</td><td>{_num(labels['precision'])}</td><td>{_num(labels['recall'])}</td></tr>"
@@ -193,22 +216,34 @@ def _day_table(version: Mapping[str, Any]) -> str:
 def _version_section(version: Mapping[str, Any]) -> str:
     days = version["days"]
     labels = [day["day"] for day in days]
+    gaps = [day["gap"] for day in days]
+    gap_days = [day["day"] for day in days if day["gap"]]
     note = version["reference"]["note"]
     expected = version["expected_alert_rate"]
     parts = [
         f"<h2>{escape(version['model'])} version {version['version']} "
         f"<small>sha256 {escape(version['sha256'][:12])}&hellip;</small></h2>",
         f'<p class="note">{escape(note)}</p>' if note else "",
+        (
+            f'<p class="note gap">No payments captured on {escape(", ".join(gap_days))} (marked '
+            "red): the API down, capture off or its delivery broken?</p>"
+            if gap_days
+            else ""
+        ),
         _day_table(version),
         '<div class="plots">',
         _line_chart(
-            "captured payments per day", labels, {"captured": [d["captured"] for d in days]}
+            "captured payments per day",
+            labels,
+            {"captured": [d["captured"] for d in days]},
+            gaps=gaps,
         ),
         _line_chart(
             "alert rate per day",
             labels,
             {"alert rate": [d["alert_rate"] for d in days]},
             lines={"expected": expected} if expected is not None else None,
+            gaps=gaps,
         ),
     ]
     if version["reference"]["available"]:
@@ -218,6 +253,7 @@ def _version_section(version: Mapping[str, Any]) -> str:
                 labels,
                 {"score PSI": [d["score_psi"] for d in days]},
                 lines={"0.1": 0.1, "0.25": 0.25},
+                gaps=gaps,
             )
         )
         if version["total"]["score_histogram"]:

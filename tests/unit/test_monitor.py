@@ -23,7 +23,7 @@ from sds.kernel.features import FEATURE_NAMES
 from sds.ops.monitor import monitor
 from tests.support.trained_model import TrainedModel
 from tests.unit import drift_traffic as traffic
-from tests.unit.drift_traffic import Payments, day
+from tests.unit.drift_traffic import DAY_US, Payments, day
 from training.capture_data import Window
 from training.data import DataError
 
@@ -247,6 +247,73 @@ def test_volume_and_alert_rate_are_reported_per_version_and_day(
     assert first_version["total"]["captured"] == 2500
     assert first_version["expected_alert_rate"] == 0.05
     assert document["sources"]["other_env"] == 1000
+
+
+def test_a_day_without_payments_is_a_day_of_zero_from_each_versions_first_day_on(
+    tmp_path: Path, population: dict[str, Payments]
+) -> None:
+    # Given version 1 serving March 1st and 4th but not the 2nd and 3rd (the API down), version
+    # 2 going live beside it on March 3rd, and nothing captured on March 5th (capture broken)
+    holdout, served = population["holdout"], population["unchanged"].take(slice(0, 300))
+    captures = tmp_path / "capture"
+    for when, version in (("03-01", 1), ("03-04", 1), ("03-03", 2), ("03-04", 2)):
+        traffic.capture(
+            captures, served, day_us=day(f"2026-{when}"), version=version, sha256=SHA,
+            threshold=0.5, id_prefix=f"{when}-{version}-",
+        )  # fmt: skip
+    manifests = {v: traffic.manifest(holdout, version=v, sha256=SHA) for v in (1, 2)}
+
+    # When the monitor reports March 1st to 5th
+    document = report(tmp_path, manifests, window("2026-03-01", "2026-03-06"))
+
+    # Then every day from each version's first one to the window's last is listed, in order:
+    # version 2 has no days before it went live
+    v1, v2 = days_of(document, 1), days_of(document, 2)
+    assert list(v1) == ["2026-03-01", "2026-03-02", "2026-03-03", "2026-03-04", "2026-03-05"]
+    assert list(v2) == ["2026-03-03", "2026-03-04", "2026-03-05"]
+    # And a day without payments is a day of zero, marked, with no rates: null, not 0
+    for gap in (v1["2026-03-02"], v1["2026-03-03"], v1["2026-03-05"], v2["2026-03-05"]):
+        assert gap["gap"] is True
+        assert gap["captured"] == 0 and gap["served_estimate"] == 0 and gap["flagged"] == 0
+        assert gap["alert_rate"] is None and gap["score_psi"] is None
+        assert gap["score_drift"] == "-" and gap["score_histogram"] is None
+        assert gap["feature_psi"] == {} and gap["max_feature_psi"] is None
+        assert gap["labels"]["status"] == "no payments" and gap["labels"]["precision"] is None
+    assert v1["2026-03-01"]["gap"] is False and v1["2026-03-01"]["captured"] == 300
+    assert v1["2026-03-01"]["score_psi"] is not None
+    # And the document is strict JSON (no NaN) and the totals count the served days only
+    json.dumps(document, allow_nan=False)
+    (first,) = [v for v in document["versions"] if v["version"] == 1]
+    assert first["total"]["captured"] == 600
+
+
+def test_a_replaced_version_ends_where_it_stopped_and_no_day_to_come_is_listed(
+    tmp_path: Path, population: dict[str, Payments]
+) -> None:
+    # Given version 1 serving March 1st and 2nd, replaced by version 2 from March 3rd to 4th
+    served = population["unchanged"].take(slice(0, 200))
+    for when, version in (("03-01", 1), ("03-02", 1), ("03-03", 2), ("03-04", 2)):
+        traffic.capture(
+            tmp_path / "capture", served, day_us=day(f"2026-{when}"), version=version,
+            sha256=SHA, threshold=0.5, id_prefix=f"{when}-",
+        )  # fmt: skip
+
+    # When the monitor reports a window running to March 10th, on March 5th at noon
+    document = monitor(
+        env="dev",
+        captures=str(tmp_path / "capture"),
+        labels=str(tmp_path / "labels"),
+        window=window("2026-03-01", "2026-03-10"),
+        manifests=lambda name, version: None,
+        now_us=day("2026-03-05") + DAY_US // 2,
+    ).to_dict()
+
+    # Then version 1's days end at its last (the days after are version 2's, not gaps), and
+    # version 2's run to the day of the report (today, without payments yet), not beyond it
+    assert list(days_of(document, 1)) == ["2026-03-01", "2026-03-02"]
+    v2 = days_of(document, 2)
+    assert list(v2) == ["2026-03-03", "2026-03-04", "2026-03-05"]
+    assert [d["gap"] for d in v2.values()] == [False, False, True]
 
 
 def test_a_retried_request_counts_once_and_a_version_without_reference_is_said_not_fatal(
@@ -514,7 +581,7 @@ def test_the_json_report_has_a_stable_schema(
     assert set(version["total"]) == FIGURE_KEYS
     assert [d["day"] for d in version["days"]] == ["2026-03-01", "2026-03-02"]
     for figures in version["days"]:
-        assert set(figures) == FIGURE_KEYS | {"day"}
+        assert set(figures) == FIGURE_KEYS | {"day", "gap"}
         assert set(figures["labels"]) == LABEL_KEYS
         assert set(figures["feature_psi"]) == set(FEATURE_NAMES)
     # And the trained model's manifest carried the holdout's reference
@@ -551,6 +618,59 @@ def test_the_table_names_each_version_and_day_and_the_html_page_is_self_containe
     for svg in re.findall(r"<svg.*?</svg>", html, flags=re.DOTALL):
         ElementTree.fromstring(svg)
     assert not list(tmp_path.glob(".drift.html*"))  # no temporary file left
+
+
+def test_a_day_without_payments_shows_as_zero_in_the_table_the_json_and_the_page(
+    project: Path,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    trained: TrainedModel,
+    population: dict[str, Payments],
+) -> None:
+    # Given the project's version serving March 1st, 2nd and 4th, and nothing on March 3rd
+    version = trained.version
+    traffic.capture(
+        project / ".sds" / "capture" / "dev", population["unchanged"].take(slice(0, 400)),
+        day_us=day("2026-03-04"), version=version.number, sha256=version.sha256,
+        threshold=float(version.manifest["decision_threshold"]), id_prefix="2026-03-04",
+    )  # fmt: skip
+    span = ("--since", "2026-03-01", "--until", "2026-03-05", "--as-of", "2026-03-06")
+
+    # When the monitor reports March 1st to 4th as a table with its page, and as JSON
+    page = tmp_path / "drift.html"
+    code, out, _ = sds(capsys, "monitor", "--env", "dev", *span, "--html", str(page))
+    json_code, json_out, _ = sds(capsys, "monitor", "--env", "dev", *span, "--json")
+
+    # Then the table has a row of zero for March 3rd, without rates, and says so under it
+    assert code == 0 and json_code == 0
+    assert re.search(r"2026-03-03\s+0\s+-\s+-\s+-\s+no payments\s+-\s+-\n", out), out
+    assert "no payments captured on 2026-03-03:" in out
+    # And the JSON lists the day between its neighbours, marked
+    (served,) = json.loads(json_out)["versions"]
+    assert [(d["day"], d["captured"], d["gap"]) for d in served["days"]] == [
+        ("2026-03-01", 400, False),
+        ("2026-03-02", 400, False),
+        ("2026-03-03", 0, True),
+        ("2026-03-04", 400, False),
+    ]
+    # And on the page the volume drops to zero that day, each plot marks it, and the rates'
+    # lines break there instead of joining March 2nd to March 4th
+    plots = {
+        ElementTree.fromstring(svg).get("aria-label"): ElementTree.fromstring(svg)
+        for svg in re.findall(r"<svg.*?</svg>", page.read_text(), flags=re.DOTALL)
+    }
+    volume = plots["captured payments per day"]
+    (line,) = volume.iter("{http://www.w3.org/2000/svg}polyline")
+    heights = [float(point.split(",")[1]) for point in line.get("points", "").split()]
+    assert len(heights) == 4 and heights[2] == max(heights) > heights[1]  # y grows downwards
+    for title in ("captured payments per day", "alert rate per day", "score PSI per day"):
+        marks = [r for r in plots[title].iter("{http://www.w3.org/2000/svg}rect")
+                 if r.get("class") == "gap"]  # fmt: skip
+        assert len(marks) == 1, title
+    for title in ("alert rate per day", "score PSI per day"):
+        lines = list(plots[title].iter("{http://www.w3.org/2000/svg}polyline"))
+        assert [len(p.get("points", "").split()) for p in lines] == [2], title
+    assert '<tr class="gap"><td class="name">2026-03-03</td><td>0</td>' in page.read_text()
 
 
 def test_monitor_errors_name_the_problem(

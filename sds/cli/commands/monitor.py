@@ -135,7 +135,7 @@ def _text(report: dict[str, Any]) -> str:
             labels = day["labels"]
             label_status = (
                 labels["status"]
-                if labels["status"] == "matured"
+                if labels["status"] in ("matured", "no payments")
                 else f"{labels['status']} (on {labels['matures_on'][:10]})"
             )
             rows.append(
@@ -166,6 +166,12 @@ def _text(report: dict[str, Any]) -> str:
                 ],
             )
         )
+        gaps = [day["day"] for day in version["days"] if day["gap"]]
+        if gaps:
+            lines.append(
+                f"  no payments captured on {', '.join(gaps)}: the API down, capture off or its "
+                "delivery broken? (docs/runbook.md, section 10)"
+            )
         for day in version["days"]:
             if day["drifted_features"]:
                 lines.append(
