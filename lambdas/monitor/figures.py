@@ -7,8 +7,12 @@ Metrics (namespace `sds/drift`, dimensions `Environment` and `Environment, Model
 `MIN_EVENTS_FOR_PSI` payments that day, `AlertRateRatio` (the alert rate over the one its manifest
 expects), `ScorePSI` and `MaxFeaturePSI` against the training holdout in its manifest. A version
 whose manifest has no reference (trained before training stored one) gets no PSI metric, and the
-summary says so. Labels are not published: precision and recall wait for matured labels, which
-`sds monitor` reports.
+summary says so. A day on which the environment served nothing at all (the API down, capture off or
+its delivery broken) publishes `Captured` and `Flagged` 0 on the `Environment` dimension alone, so
+the volume shows the gap as a zero instead of a hole; no version is named (the captures are all
+that says which versions serve) and no rate or PSI is published (none of them is measured on no
+payments, and the alarms read missing data as no breach). Labels are not published: precision
+and recall wait for matured labels, which `sds monitor` reports.
 """
 
 from __future__ import annotations
@@ -191,6 +195,12 @@ def tally(
     return sorted(found.values(), key=lambda t: (t.day, t.name, t.version)), counts
 
 
+def days_without_payments(days: Iterable[str], tallies: Iterable[Tally]) -> list[str]:
+    """Those of `days` on which no version served the environment a payment, in order."""
+    served = {entry.day for entry in tallies}
+    return sorted(set(days) - served)
+
+
 def days_before(now_us: int, count: int) -> list[str]:
     """The `count` whole UTC days before the one `now_us` is in, oldest first."""
     today = now_us - now_us % DAY_US
@@ -198,12 +208,38 @@ def days_before(now_us: int, count: int) -> list[str]:
 
 
 def emf_documents(
-    env: str, tallies: Iterable[Tally], *, now_ms: int | None = None
+    env: str,
+    tallies: Iterable[Tally],
+    *,
+    empty_days: Iterable[str] = (),
+    now_ms: int | None = None,
 ) -> list[dict[str, Any]]:
-    """One embedded-metric-format document per version and day. Timestamped at the run: a
-    datapoint in an already evaluated period would never reach the alarms."""
+    """One embedded-metric-format document per version and day, and one of zero volume on the
+    `Environment` dimension per day in `empty_days` (`days_without_payments`). Timestamped at
+    the run: a datapoint in an already evaluated period would never reach the alarms."""
     stamp = int(time.time() * 1000) if now_ms is None else now_ms
-    documents = []
+    documents = [
+        {
+            "_aws": {
+                "Timestamp": stamp,
+                "CloudWatchMetrics": [
+                    {
+                        "Namespace": drift.NAMESPACE,
+                        "Dimensions": [["Environment"]],
+                        "Metrics": [
+                            {"Name": "Captured", "Unit": "Count"},
+                            {"Name": "Flagged", "Unit": "Count"},
+                        ],
+                    }
+                ],
+            },
+            "Environment": env,
+            "Day": day,
+            "Captured": 0,
+            "Flagged": 0,
+        }
+        for day in empty_days
+    ]
     for entry in tallies:
         figures = entry.figures()
         values = {

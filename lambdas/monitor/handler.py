@@ -3,7 +3,8 @@ hand with `{"day": "YYYY-MM-DD"}` to publish one past day again.
 
 Thin on purpose: settings come from the environment (`sds.kernel.drift.MonitorTarget`), the work
 is `lambdas.monitor.figures`. It prints one embedded-metric-format line per model version and day
-(CloudWatch turns them into the metrics the alarms watch, with no API call) and one JSON summary.
+(CloudWatch turns them into the metrics the alarms watch, with no API call), one of zero volume
+per day the environment served nothing, and one JSON summary.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ import time
 from datetime import datetime
 from typing import Any
 
-from lambdas.monitor.figures import days_before, emf_documents, s3_reader, tally
+from lambdas.monitor.figures import (
+    days_before,
+    days_without_payments,
+    emf_documents,
+    s3_reader,
+    tally,
+)
 from sds.kernel import sdk
 from sds.kernel.drift import MonitorTarget
 from sds.kernel.registry import RegistryError, open_registry
@@ -49,11 +56,13 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
         days=days,
         manifests=manifest,
     )
-    for document in emf_documents(target.environment, tallies):
+    empty = days_without_payments(days, tallies)
+    for document in emf_documents(target.environment, tallies, empty_days=empty):
         sys.stdout.write(json.dumps(document) + "\n")
     summary = {
         "environment": target.environment,
         "days": days,
+        "days_without_payments": empty,
         "counts": counts,
         "versions": [t.figures() for t in tallies],
     }

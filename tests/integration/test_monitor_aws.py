@@ -162,16 +162,22 @@ def test_the_scheduled_function_publishes_metrics_that_breach_the_alarms_only_on
 
 
 @pytest.mark.usefixtures("monitor_environment")
-def test_a_day_without_traffic_publishes_nothing_and_a_bad_day_is_refused(
+def test_a_day_without_traffic_publishes_a_volume_of_zero_only_and_a_bad_day_is_refused(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     # When the function runs for a day nothing was served, and with a day that is not a date
     summary = handler.lambda_handler({"day": "2026-02-01"}, None)
     out = capsys.readouterr().out
 
-    # Then it publishes no metric (missing data is not a breach) and says so in its summary
-    assert emf_lines(out) == []
+    # Then it publishes the environment's volume as zero and nothing an alarm reads (missing
+    # data is not a breach), and says so in its summary
+    (line,) = emf_lines(out)
+    (directive,) = line["_aws"]["CloudWatchMetrics"]
+    assert directive["Dimensions"] == [["Environment"]]
+    assert {m["Name"] for m in directive["Metrics"]} == {"Captured", "Flagged"}
+    assert line["Captured"] == 0 and "ScorePSI" not in line and "AlertRateRatio" not in line
     assert summary["versions"] == [] and summary["counts"]["records"] == 0
+    assert summary["days_without_payments"] == ["2026-02-01"]
     with pytest.raises(ValueError, match='"day" must be a date'):
         handler.lambda_handler({"day": "yesterday"}, None)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lambdas.monitor.figures import days_before, emf_documents, tally
-from sds.kernel.drift import MonitorSettingsError, MonitorTarget
+from lambdas.monitor.figures import days_before, days_without_payments, emf_documents, tally
+from sds.kernel.drift import NAMESPACE, MonitorSettingsError, MonitorTarget
 from tests.unit import drift_traffic as traffic
 from tests.unit.drift_traffic import day
 
@@ -111,3 +111,40 @@ def test_the_alert_rate_ratio_is_against_what_the_version_flagged_on_its_holdout
     figures = entry.figures()
     assert entry.expected_alert_rate == manifest["behaviour"]["alert_rate"]
     assert figures["alert_rate_ratio"] == pytest.approx(1.0, abs=0.25)
+
+
+def test_a_day_the_environment_served_nothing_publishes_a_volume_of_zero_and_no_rate(
+    tmp_path: Path,
+) -> None:
+    # Given 200 payments served on March 1st and none on March 2nd (the API down)
+    folder = tmp_path / "activity"
+    folder.mkdir()
+    traffic.capture(
+        tmp_path / "capture", traffic.payments(folder, 400, seed=6), day_us=day("2026-03-01"),
+        version=1, sha256="c" * 64, threshold=0.5,
+    )  # fmt: skip
+    files = [(str(p), p.read_bytes()) for p in (tmp_path / "capture").rglob("*.jsonl")]
+
+    # When the function tallies both days
+    days = ["2026-03-01", "2026-03-02"]
+    tallies, _ = tally(
+        lambda partition: files if partition == "2026-03-01" else [],
+        env="dev",
+        days=days,
+        manifests=lambda name, version: None,
+    )
+    empty = days_without_payments(days, tallies)
+    documents = emf_documents("dev", tallies, empty_days=empty, now_ms=1)
+
+    # Then March 2nd is a day without payments, published as a volume of zero for the
+    # environment: no version named, no alert rate or PSI for the alarms to read
+    assert empty == ["2026-03-02"]
+    (zero,) = [d for d in documents if d["Day"] == "2026-03-02"]
+    (directive,) = zero["_aws"]["CloudWatchMetrics"]
+    assert directive["Namespace"] == NAMESPACE and directive["Dimensions"] == [["Environment"]]
+    assert {m["Name"] for m in directive["Metrics"]} == {"Captured", "Flagged"}
+    assert zero["Captured"] == 0 and zero["Flagged"] == 0 and zero["Environment"] == "dev"
+    assert "ModelVersion" not in zero and "AlertRate" not in zero
+    # And the day that served is published as before, once
+    (served,) = [d for d in documents if d["Day"] == "2026-03-01"]
+    assert served["Captured"] > 0 and served["ModelVersion"] == "1"
