@@ -325,9 +325,10 @@ def monitor(
             "minutes)"
         )
     generated_at_us = time.time_ns() // 1000 if now_us is None else now_us
-    # The report's last day: the window's, or today's when the window runs past the run (a day
-    # to come has no payments yet), never before a day some version served.
-    last = min(window.until_us - 1, generated_at_us) // DAY_US
+    # The report's last day: the window's, or yesterday's when the window runs into today (a day
+    # under way, just after midnight say, is no gap yet, and a day to come has no payments),
+    # never before a day some version served (today, with payments, is listed).
+    last = min((window.until_us - 1) // DAY_US, generated_at_us // DAY_US - 1)
     _report_days(models.values(), last_day=format_time(max([last, *days]) * DAY_US)[:10])
     return Report(
         env=env,

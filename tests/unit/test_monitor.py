@@ -290,9 +290,10 @@ def test_a_day_without_payments_is_a_day_of_zero_from_each_versions_first_day_on
 def test_a_replaced_version_ends_where_it_stopped_and_no_day_to_come_is_listed(
     tmp_path: Path, population: dict[str, Payments]
 ) -> None:
-    # Given version 1 serving March 1st and 2nd, replaced by version 2 from March 3rd to 4th
+    # Given version 1 serving March 1st and 2nd, replaced by version 2 on March 3rd, and nothing
+    # served since
     served = population["unchanged"].take(slice(0, 200))
-    for when, version in (("03-01", 1), ("03-02", 1), ("03-03", 2), ("03-04", 2)):
+    for when, version in (("03-01", 1), ("03-02", 1), ("03-03", 2)):
         traffic.capture(
             tmp_path / "capture", served, day_us=day(f"2026-{when}"), version=version,
             sha256=SHA, threshold=0.5, id_prefix=f"{when}-",
@@ -309,11 +310,11 @@ def test_a_replaced_version_ends_where_it_stopped_and_no_day_to_come_is_listed(
     ).to_dict()
 
     # Then version 1's days end at its last (the days after are version 2's, not gaps), and
-    # version 2's run to the day of the report (today, without payments yet), not beyond it
+    # version 2's at the last whole day, a gap: today, under way without payments yet, is none
     assert list(days_of(document, 1)) == ["2026-03-01", "2026-03-02"]
     v2 = days_of(document, 2)
-    assert list(v2) == ["2026-03-03", "2026-03-04", "2026-03-05"]
-    assert [d["gap"] for d in v2.values()] == [False, False, True]
+    assert list(v2) == ["2026-03-03", "2026-03-04"]
+    assert [d["gap"] for d in v2.values()] == [False, True]
 
 
 def test_a_retried_request_counts_once_and_a_version_without_reference_is_said_not_fatal(
