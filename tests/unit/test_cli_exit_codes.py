@@ -420,6 +420,39 @@ def test_promote_from_one_environment_to_the_next_resolves_both(
     assert pins["staging"].version == pins["dev"].version == 1
 
 
+def test_promoting_back_a_version_already_in_the_targets_registry_says_nothing_was_copied(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given staging rolled back from version 2 (copied from dev) to version 1
+    ws = Workspace.discover(project_dir=project)
+    register(ws, "one"), register(ws, "two")
+    first = sds(capsys, "promote", "1", "--to", "staging")
+    assert first.out.splitlines()[0] == "staging: nothing -> version 1, copied from dev", first
+    assert "copying version 1 into staging's registry" in first.err
+    second = sds(capsys, "promote", "2", "--to", "staging", "--json").json()
+    assert (second["copied"], second["copied_from"], second["from_env"]) == (True, "dev", "dev")
+    assert sds(capsys, "rollback", "--env", "staging").code == 0
+    events = len(ws.registry("staging").events())
+
+    # When version 2 is promoted to staging again
+    ended = sds(capsys, "promote", "2", "--to", "staging")
+
+    # Then the headline says it was already there (and no copy progress was shown), not copied
+    assert ended.code == 0, ended
+    assert ended.out.splitlines()[0] == (
+        "staging: version 1 -> version 2, already in staging's registry (nothing copied)"
+    )
+    assert "copying" not in ended.err
+    # And the registry's trail has the promotion, no second copy
+    assert [e["type"] for e in ws.registry("staging").events()[events:]] == ["promoted"]
+
+    # And --json says the same: it comes from dev, but was not copied this time
+    assert sds(capsys, "rollback", "--env", "staging").code == 0
+    again = sds(capsys, "promote", "2", "--to", "staging", "--json").json()
+    assert (again["changed"], again["previous"], again["version"]) == (True, 1, 2)
+    assert (again["copied"], again["copied_from"], again["from_env"]) == (False, None, "dev")
+
+
 # Version numbers: 3 or v3, as status prints them ----------------------------------------------
 
 
