@@ -844,6 +844,25 @@ def may_have_landed(
     )
 
 
+def flagged_phrase(metrics: Mapping[str, Any]) -> str:
+    """Where a version's precision@alert was measured, from its manifest's metrics: at the share
+    of the holdout its threshold flagged, against the alert rate it was chosen for ("at 2.03%
+    flagged (target 1%)"). Tied scores at the threshold are all flagged, so the share can exceed
+    the target. Manifests from before the share was recorded say only the target."""
+
+    def number(key: str) -> float | None:
+        value = metrics.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        return float(value)
+
+    flagged, target = number("flagged_at_alert_rate"), number("alert_rate")
+    aimed = None if target is None else f"{target * 100:g}%"
+    if flagged is None:
+        return "" if aimed is None else f"at the threshold for {aimed} (share flagged not recorded)"
+    return f"at {flagged:.2%} flagged" + ("" if aimed is None else f" (target {aimed})")
+
+
 @dataclass(frozen=True)
 class ModelTable:
     """What `sds models` lists: a row per version in an environment's registry, and every
@@ -897,6 +916,7 @@ def model_table(ws: Workspace, env: str) -> ModelTable:
                 "roc_auc": metrics.get("roc_auc"),
                 "pr_auc": metrics.get("pr_auc"),
                 "precision_at_alert_rate": metrics.get("precision_at_alert_rate"),
+                "flagged_at_alert_rate": metrics.get("flagged_at_alert_rate"),
                 "expected_calibration_error": metrics.get("expected_calibration_error"),
                 "live_in": live.get(number, []),
             }

@@ -453,6 +453,42 @@ def test_promoting_back_a_version_already_in_the_targets_registry_says_nothing_w
     assert (again["copied"], again["copied_from"], again["from_env"]) == (False, None, "dev")
 
 
+def test_show_says_over_which_share_of_the_holdout_precision_at_alert_was_measured(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a version whose tied top scores flagged 2.025% of its holdout for a 1% target, and
+    # one registered before the share was recorded
+    ws = Workspace.discover(project_dir=project)
+    operating_point = {"alert_rate": 0.01, "precision_at_alert_rate": 0.4938}
+    for tag, extra in (("tied", {"flagged_at_alert_rate": 0.02025}), ("old", {})):
+        ws.registry("dev").register(
+            {"model.onnx": b"onnx" + tag.encode(), "model.skops": b"skops" + tag.encode()},
+            {"metrics": {**METRICS, **operating_point, **extra}},
+            actor="tester",
+        )
+
+    # When each is shown
+    tied, old = sds(capsys, "show", "1"), sds(capsys, "show", "2")
+
+    # Then the precision line says the share flagged and the target (the share is also listed)
+    assert tied.code == old.code == 0, (tied, old)
+    lines = {line.split()[0]: line for line in tied.out.splitlines()}
+    assert lines["precision_at_alert_rate"].split(maxsplit=1)[1] == (
+        "0.4938 at 2.02% flagged (target 1%)"
+    )
+    assert lines["flagged_at_alert_rate"].split() == ["flagged_at_alert_rate", "0.0203"]
+    # And the older manifest still reads, saying what it does not know
+    (line,) = [x for x in old.out.splitlines() if x.split()[0] == "precision_at_alert_rate"]
+    assert line.split(maxsplit=1)[1] == (
+        "0.4938 at the threshold for 1% (share flagged not recorded)"
+    )
+    assert "flagged_at_alert_rate" not in old.out
+    assert sds(capsys, "show", "1", "--json").json()["metrics"]["flagged_at_alert_rate"] == 0.02025
+    # And `sds models --json` carries it beside the precision (None for the older version)
+    rows = sds(capsys, "models", "--json").json()["versions"]
+    assert [r["flagged_at_alert_rate"] for r in rows] == [0.02025, None]
+
+
 # Version numbers: 3 or v3, as status prints them ----------------------------------------------
 
 
