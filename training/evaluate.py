@@ -40,6 +40,11 @@ def evaluate(
 ) -> tuple[dict[str, Any], float]:
     """(metrics, decision threshold that flags `alert_rate` of the holdout as fraud).
 
+    The threshold is the score of the event that brings the flagged share to `alert_rate`; every
+    event scoring as much is flagged too, so with tied scores at the threshold more than
+    `alert_rate` is flagged. `flagged_at_alert_rate` is the share actually flagged, the one
+    `precision_at_alert_rate` and `recall_at_alert_rate` are measured over.
+
     `weights` are the holdout rows' sampling weights (1/rate for the legitimate payments kept by
     negative downsampling, 1 for fraud): every figure is then the one the whole holdout would
     give, in expectation, rather than the sample's (whose fraud rate is inflated).
@@ -66,6 +71,7 @@ def evaluate(
         "roc_auc": float(roc_auc_score(labels, scores, sample_weight=weights)),
         "pr_auc": float(average_precision_score(labels, scores, sample_weight=weights)),
         "alert_rate": alert_rate,
+        "flagged_at_alert_rate": float(w[flagged].sum() / w.sum()),
         "precision_at_alert_rate": float(fraud[flagged].sum() / w[flagged].sum()),
         "recall_at_alert_rate": float(fraud[flagged].sum() / fraud.sum()),
         "expected_calibration_error": expected_calibration_error(labels, scores, weights=weights),

@@ -33,7 +33,7 @@ from sds.kernel.errors import SdsError
 from sds.kernel.features import format_time, parse_time
 from sds.ops.labels import ingest_labels
 from sds.ops.local_api import LocalApi, PinnedApps
-from sds.ops.promotion import GateFailure, history, promote, rollback
+from sds.ops.promotion import GateFailure, flagged_phrase, history, promote, rollback
 from sds.ops.shadow import compare, render_report, set_shadow
 from sds.ops.traffic import replay
 from sds.ops.workspace import Workspace
@@ -525,7 +525,8 @@ def _run(project: Workspace, *, events: int, keep: bool, report: dict[str, Any])
             m = version.metrics
             _say(
                 f"registered version {version.number}: ROC AUC {m['roc_auc']:.4f}, "
-                f"PR AUC {m['pr_auc']:.4f}, precision@1% {m['precision_at_alert_rate']:.3f}"
+                f"PR AUC {m['pr_auc']:.4f}, precision {m['precision_at_alert_rate']:.3f} "
+                + flagged_phrase(m)
             )
             versions.append(version.number)
         v1, v2 = versions

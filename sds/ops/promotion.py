@@ -181,7 +181,8 @@ class LockChange:
 @dataclass(frozen=True)
 class AliasChange:
     """What a promote or rollback did (or found already done), in the registry (`changed`: the
-    alias moved) and in models.lock.json (`lock`)."""
+    alias moved; `copied`: the version was copied into it from `from_env`'s registry) and in
+    models.lock.json (`lock`)."""
 
     action: str
     env: str
@@ -189,10 +190,15 @@ class AliasChange:
     sha256: str
     previous: int | None
     changed: bool
-    copied_from: str | None = None
+    from_env: str | None = None
+    copied: bool = False
     gates: list[GateResult] = field(default_factory=list)
     duration_ms: float = 0.0
     lock: LockChange | None = None
+
+    @property
+    def copied_from(self) -> str | None:
+        return self.from_env if self.copied else None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -202,6 +208,8 @@ class AliasChange:
             "sha256": self.sha256,
             "previous": self.previous,
             "changed": self.changed,
+            "from_env": self.from_env,
+            "copied": self.copied,
             "copied_from": self.copied_from,
             "gates": [g.to_dict() for g in self.gates],
             "duration_ms": self.duration_ms,
@@ -359,6 +367,23 @@ def candidate(ws: Workspace, *, env: str, version: int, source_env: str) -> Cand
         raise OperationError(f"{source_env}: {exc}") from None
 
 
+@dataclass(frozen=True)
+class Admission:
+    """What `admit` did: `env`'s registry, the gate results, and where the version came from:
+    `from_env`, the environment whose registry it comes from (None when it is `env`'s own), and
+    `copied`, whether this command stored it in `env`'s registry. A version promoted back (prod
+    rolled back from v2 to v1, then v2 promoted again) is already there: nothing is copied."""
+
+    registry: Registry
+    gates: list[GateResult]
+    from_env: str | None
+    copied: bool
+
+    @property
+    def copied_from(self) -> str | None:
+        return self.from_env if self.copied else None
+
+
 def admit(
     ws: Workspace,
     *,
@@ -368,27 +393,33 @@ def admit(
     refusal: type[GateFailure] = GateFailure,
     reason: str = "",
     on_upload: Callable[[str, int, int], None] | None = None,
-) -> tuple[Registry, list[GateResult], str | None]:
+) -> Admission:
     """Check `env`'s gates (or `gates`) on the candidate's manifest, then copy it into `env`'s
-    registry if it comes from another: the order promote and shadow share, so a version that
-    fails the gates is refused (`refusal`) before a byte of it is copied.
-
-    (`env`'s registry, the gate results, the environment it was copied from or None.)
-    """
+    registry if it comes from another and is not there yet: the order promote and shadow share,
+    so a version that fails the gates is refused (`refusal`) before a byte of it is copied."""
     results = check_gates(ws, env, candidate.version, gates=gates)
     if not all(r.passed for r in results):
         raise refusal(env, candidate.version.number, results)
     target = ws.registry(env, write=True)
     if target.uri == candidate.source.uri:
-        return target, results, None
+        return Admission(target, results, None, copied=False)
     number = candidate.version.number
+    stored: list[str] = []
+
+    def uploaded(name: str, done: int, total: int) -> None:
+        # `import_version` reports each object it stores, and nothing when the target already
+        # holds the version: what was reported is what this command copied.
+        stored.append(name)
+        if on_upload is not None:
+            on_upload(name, done, total)
+
     try:
         target.import_version(
-            candidate.source, number, actor=ws.actor, reason=reason, on_upload=on_upload
+            candidate.source, number, actor=ws.actor, reason=reason, on_upload=uploaded
         )
     except RegistryError as exc:
         raise OperationError(f"copying version {number} to {env}: {exc}") from None
-    return target, results, candidate.source_env
+    return Admission(target, results, candidate.source_env, copied=bool(stored))
 
 
 def _sync_pin(ws: Workspace, env: str, registry: Registry) -> LockChange:
@@ -479,18 +510,15 @@ def promote(
         # an interrupted promotion names (`_interrupted_promotion`) finishes it, safe to repeat.
         return _already_live(ws, target, to_env, live, started=started)
 
-    target, results, copied_from = admit(
-        ws, env=to_env, candidate=chosen, reason=reason, on_upload=on_upload
-    )
+    admitted = admit(ws, env=to_env, candidate=chosen, reason=reason, on_upload=on_upload)
+    target, results = admitted.registry, admitted.gates
 
     previous: int | None = None
     for _ in range(CAS_ATTEMPTS):
         current = target.get_alias(to_env)
         if current is not None and current.version == version:
             # A concurrent promotion of the same version moved it first.
-            return _already_live(
-                ws, target, to_env, current, started=started, gates=results, copied_from=copied_from
-            )
+            return _already_live(ws, target, to_env, current, started=started, admitted=admitted)
         previous = None if current is None else current.version
         try:
             target.move_alias(
@@ -500,7 +528,7 @@ def promote(
                 kind="promoted",
                 actor=ws.actor,
                 reason=reason,
-                details={"env": to_env, "from_env": copied_from},
+                details={"env": to_env, "from_env": admitted.from_env},
             )
             break
         except ConcurrentUpdate:
@@ -522,7 +550,8 @@ def promote(
         sha256=origin.sha256,
         previous=previous,
         changed=True,
-        copied_from=copied_from,
+        from_env=admitted.from_env,
+        copied=admitted.copied,
         gates=results,
         duration_ms=round((time.monotonic() - started) * 1000, 1),
         lock=lock_change,
@@ -536,8 +565,7 @@ def _already_live(
     state: AliasState,
     *,
     started: float,
-    gates: list[GateResult] | None = None,
-    copied_from: str | None = None,
+    admitted: Admission | None = None,
 ) -> AliasChange:
     """A promotion that finds `env`'s alias (in `registry`) already on its version (`state`)
     moves nothing: it completes what a move interrupted before its audit event or its pin left
@@ -555,8 +583,9 @@ def _already_live(
         sha256=state.sha256,
         previous=state.version,
         changed=False,
-        copied_from=copied_from,
-        gates=[] if gates is None else gates,
+        from_env=None if admitted is None else admitted.from_env,
+        copied=admitted is not None and admitted.copied,
+        gates=[] if admitted is None else admitted.gates,
         duration_ms=round((time.monotonic() - started) * 1000, 1),
         lock=lock_change,
     )
@@ -815,6 +844,25 @@ def may_have_landed(
     )
 
 
+def flagged_phrase(metrics: Mapping[str, Any]) -> str:
+    """Where a version's precision@alert was measured, from its manifest's metrics: at the share
+    of the holdout its threshold flagged, against the alert rate it was chosen for ("at 2.03%
+    flagged (target 1%)"). Tied scores at the threshold are all flagged, so the share can exceed
+    the target. Manifests from before the share was recorded say only the target."""
+
+    def number(key: str) -> float | None:
+        value = metrics.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        return float(value)
+
+    flagged, target = number("flagged_at_alert_rate"), number("alert_rate")
+    aimed = None if target is None else f"{target * 100:g}%"
+    if flagged is None:
+        return "" if aimed is None else f"at the threshold for {aimed} (share flagged not recorded)"
+    return f"at {flagged:.2%} flagged" + ("" if aimed is None else f" (target {aimed})")
+
+
 @dataclass(frozen=True)
 class ModelTable:
     """What `sds models` lists: a row per version in an environment's registry, and every
@@ -868,6 +916,7 @@ def model_table(ws: Workspace, env: str) -> ModelTable:
                 "roc_auc": metrics.get("roc_auc"),
                 "pr_auc": metrics.get("pr_auc"),
                 "precision_at_alert_rate": metrics.get("precision_at_alert_rate"),
+                "flagged_at_alert_rate": metrics.get("flagged_at_alert_rate"),
                 "expected_calibration_error": metrics.get("expected_calibration_error"),
                 "live_in": live.get(number, []),
             }

@@ -114,9 +114,13 @@ def replay_archive(
     clients: Clients | None = None,
     now: datetime | None = None,
     on_progress: Callable[[ReplayReport], None] | None = None,
+    on_started: Callable[[ReplayReport], None] | None = None,
 ) -> ReplayReport:
     """Start a replay of `env`'s archive from `since` (default: the longest window plus its
-    lateness ago) to `until` (default: now), to the feature rule; with `wait`, follow it."""
+    lateness ago) to `until` (default: now), to the feature rule; with `wait`, follow it.
+
+    `on_started` sees the report once the replay has started, before it is followed: what
+    started (window, archive, replay), in its first state."""
     if not ws.on_aws:
         raise UsageError(
             "replay sends a deployed environment's archived activity events through its feature "
@@ -190,6 +194,8 @@ def replay_archive(
         retention_days=None if retention is None else int(retention),
         warnings=warnings,
     )
+    if on_started is not None:
+        on_started(report)
     if wait:
         follow(report, events, poll_seconds=poll_seconds, on_progress=on_progress)
     return report

@@ -149,7 +149,7 @@ def set_shadow(
         raise OperationError(f"version {version} is live in {env}: it cannot shadow itself")
     previous = lock.shadows.get(env)
     chosen = _candidate(ws, env, version)
-    _, results, copied_from = admit(
+    admitted = admit(
         ws,
         env=env,
         candidate=chosen,
@@ -158,6 +158,7 @@ def set_shadow(
         reason=reason,
         on_upload=on_upload,
     )
+    results, copied_from = admitted.gates, admitted.copied_from
     pin = Pin(version=version, sha256=chosen.version.sha256)
     if previous == pin:
         return ShadowChange("shadow", env, live, pin, previous, False, copied_from, results)

@@ -18,6 +18,9 @@ def test_demo_trains_promotes_serves_and_rolls_back(trained_project: Project) ->
     assert "X-Model-Version: 1" in out and "X-Model-Version: 2" in out
     assert out.index("X-Model-Version: 2") < out.rindex("X-Model-Version: 1")
     assert "refused: version 2 may not go to prod" in out
+    # Each trained version's precision says over which share of its holdout it was measured
+    flagged = re.findall(r"precision \d\.\d{3} at (\d+\.\d{2})% flagged \(target 1%\)", out)
+    assert len(flagged) == 2, out
     assert "served after promote    v1 -> v2 -> v1" in out
     # The loop: every streamed payment captured, labels stored, two retrainings from capture,
     # and the one that does not beat the live model refused by must_beat_live

@@ -51,6 +51,38 @@ def test_promote_from_dev_to_staging_copies_verified_bytes_and_a_rerun_writes_no
     assert (object_versions(staging), object_versions(dev)) == before
 
 
+def test_promoting_back_a_version_staging_already_holds_says_nothing_was_copied(
+    deploy: Callable[..., Deployed], cli: Callable[..., CliResult]
+) -> None:
+    # Given versions 1 and 2 both copied from dev into staging, and version 2 live there
+    dev, staging = deploy("dev"), deploy("staging")
+    dev.register("one"), dev.register("two")
+    for version in ("1", "2"):
+        moved = cli("--aws", "promote", version, "--to", "staging", "--json")
+        assert moved.code == 0, moved.err
+        assert moved.json()["copied_from"] == "dev"
+
+    # When version 1 is promoted back into staging
+    before = [key for key, _ in object_versions(staging) if "/versions/" in key]
+    result = cli("--aws", "promote", "1", "--to", "staging", "--reason", "back to v1")
+
+    # Then the headline says it was already in staging's registry, and nothing was copied
+    assert result.code == 0, result.err
+    assert result.out.splitlines()[0] == (
+        "staging: version 2 -> version 1, already in staging's registry (nothing copied)"
+    )
+    assert "copying" not in result.err
+    assert [key for key, _ in object_versions(staging) if "/versions/" in key] == before
+    state = staging.registry.get_alias("staging")
+    assert state is not None and state.version == 1
+
+    # And --json says so too
+    forth = cli("--aws", "promote", "2", "--to", "staging", "--json")
+    assert forth.code == 0, forth.err
+    assert (forth.json()["copied"], forth.json()["copied_from"]) == (False, None)
+    assert (forth.json()["from_env"], forth.json()["previous"]) == ("dev", 1)
+
+
 def test_gates_are_checked_before_anything_moves(
     deploy: Callable[..., Deployed], cli: Callable[..., CliResult], project: Path
 ) -> None:

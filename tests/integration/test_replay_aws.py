@@ -10,10 +10,14 @@ input before anything starts.
 
 from __future__ import annotations
 
+import io
 import json
+import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -254,6 +258,102 @@ def test_a_replay_is_addressed_to_the_feature_rule_only(
     destination = events.describe_replay(ReplayName=replay["ReplayName"])["Destination"]
     bus_arn = events.describe_event_bus(Name=activity.bus)["Arn"]
     assert destination == {"Arn": bus_arn, "FilterArns": [activity.rule_arn]}
+
+
+def polled_as(monkeypatch: pytest.MonkeyPatch, *answers: dict[str, Any]) -> list[str]:
+    """Make DescribeReplay answer `answers` (merged into moto's, whose replay completes at once)
+    in turn, polled without waiting; the states moto answered, as the command polls."""
+    import sds.kernel.sdk
+    import sds.ops.replay
+
+    polls: list[str] = []
+
+    def rewritten(parsed: dict[str, Any], **_: Any) -> None:
+        polls.append(parsed["State"])
+        if len(polls) <= len(answers):
+            parsed.update(answers[len(polls) - 1])
+
+    real_client = sds.kernel.sdk.client
+
+    def watched(service: str) -> Any:
+        made = real_client(service)
+        if service == "events":
+            made.meta.events.register("after-call.events.DescribeReplay", rewritten)
+        return made
+
+    monkeypatch.setattr(sds.kernel.sdk, "client", watched)
+    monkeypatch.setattr(sds.ops.replay, "time", SimpleNamespace(sleep=lambda seconds: None))
+    return polls
+
+
+def as_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
+    """stdout and stderr in one stream, in the order they were written, as a terminal shows."""
+    terminal = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", terminal)
+    monkeypatch.setattr(sys, "stderr", terminal)
+    return terminal
+
+
+def test_with_wait_the_replay_says_what_it_started_then_its_progress_then_how_it_ended(
+    activity: Activity, cli: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a replay EventBridge reports running once before it completes
+    activity.put(history(now_micros())[:5])
+    halfway = datetime(2026, 11, 24, 13, 5, 41, tzinfo=UTC)
+    polls = polled_as(monkeypatch, {"State": "RUNNING", "EventLastReplayedTime": halfway})
+    terminal = as_on_a_terminal(monkeypatch)
+
+    # When the replay is run with --wait
+    result = cli("replay", "--env", ENV, "--since", "2h", "--wait")
+
+    # Then the first line says what started (window, archive, replay), the progress follows,
+    # and the last line says how it ended
+    assert result.code == 0, terminal.getvalue()
+    lines = terminal.getvalue().splitlines()
+    assert len(polls) == 2, polls
+    (name,) = [r["ReplayName"] for r in activity.aws.client("events").list_replays()["Replays"]]
+    assert lines[0].startswith(f"{ENV}: replaying "), lines
+    assert lines[0].endswith(
+        f"from archive {activity.archive} to the feature rule: {name} STARTING"
+    ), lines
+    assert lines[1:] == [
+        "  RUNNING: replayed up to 2026-11-24T13:05:41+00:00",
+        f"{ENV}: replay {name} COMPLETED",
+    ]
+
+
+def test_a_replay_that_fails_while_waited_for_says_so_last_and_exits_1(
+    activity: Activity, cli: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a replay EventBridge reports failed
+    polled_as(monkeypatch, {"State": "FAILED", "StateReason": "the bus is gone"})
+    terminal = as_on_a_terminal(monkeypatch)
+
+    # When the replay is run with --wait
+    result = cli("replay", "--env", ENV, "--since", "2h", "--wait")
+
+    # Then what started comes first, and the end says it failed and why
+    assert result.code == 1
+    lines = terminal.getvalue().splitlines()
+    assert lines[0].endswith(" STARTING") and lines[0].startswith(f"{ENV}: replaying "), lines
+    assert lines[1].startswith(f"{ENV}: replay sds-{ENV}-features-"), lines
+    assert lines[1].endswith(" FAILED"), lines
+    assert lines[2:] == ["sds: error: the replay FAILED: the bus is gone"]
+
+
+def test_under_json_a_waited_replay_is_one_document(
+    activity: Activity, cli: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a replay EventBridge reports running once before it completes
+    polled_as(monkeypatch, {"State": "RUNNING"})
+
+    # When the replay is run with --wait --json
+    result = cli("replay", "--env", ENV, "--since", "2h", "--wait", "--json")
+
+    # Then stdout is one JSON document, in the state it ended in, and no progress was printed
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["state"] == "COMPLETED"
+    assert result.err == ""
 
 
 @pytest.mark.parametrize(

@@ -420,6 +420,75 @@ def test_promote_from_one_environment_to_the_next_resolves_both(
     assert pins["staging"].version == pins["dev"].version == 1
 
 
+def test_promoting_back_a_version_already_in_the_targets_registry_says_nothing_was_copied(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given staging rolled back from version 2 (copied from dev) to version 1
+    ws = Workspace.discover(project_dir=project)
+    register(ws, "one"), register(ws, "two")
+    first = sds(capsys, "promote", "1", "--to", "staging")
+    assert first.out.splitlines()[0] == "staging: nothing -> version 1, copied from dev", first
+    assert "copying version 1 into staging's registry" in first.err
+    second = sds(capsys, "promote", "2", "--to", "staging", "--json").json()
+    assert (second["copied"], second["copied_from"], second["from_env"]) == (True, "dev", "dev")
+    assert sds(capsys, "rollback", "--env", "staging").code == 0
+    events = len(ws.registry("staging").events())
+
+    # When version 2 is promoted to staging again
+    ended = sds(capsys, "promote", "2", "--to", "staging")
+
+    # Then the headline says it was already there (and no copy progress was shown), not copied
+    assert ended.code == 0, ended
+    assert ended.out.splitlines()[0] == (
+        "staging: version 1 -> version 2, already in staging's registry (nothing copied)"
+    )
+    assert "copying" not in ended.err
+    # And the registry's trail has the promotion, no second copy
+    assert [e["type"] for e in ws.registry("staging").events()[events:]] == ["promoted"]
+
+    # And --json says the same: it comes from dev, but was not copied this time
+    assert sds(capsys, "rollback", "--env", "staging").code == 0
+    again = sds(capsys, "promote", "2", "--to", "staging", "--json").json()
+    assert (again["changed"], again["previous"], again["version"]) == (True, 1, 2)
+    assert (again["copied"], again["copied_from"], again["from_env"]) == (False, None, "dev")
+
+
+def test_show_says_over_which_share_of_the_holdout_precision_at_alert_was_measured(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a version whose tied top scores flagged 2.025% of its holdout for a 1% target, and
+    # one registered before the share was recorded
+    ws = Workspace.discover(project_dir=project)
+    operating_point = {"alert_rate": 0.01, "precision_at_alert_rate": 0.4938}
+    for tag, extra in (("tied", {"flagged_at_alert_rate": 0.02025}), ("old", {})):
+        ws.registry("dev").register(
+            {"model.onnx": b"onnx" + tag.encode(), "model.skops": b"skops" + tag.encode()},
+            {"metrics": {**METRICS, **operating_point, **extra}},
+            actor="tester",
+        )
+
+    # When each is shown
+    tied, old = sds(capsys, "show", "1"), sds(capsys, "show", "2")
+
+    # Then the precision line says the share flagged and the target (the share is also listed)
+    assert tied.code == old.code == 0, (tied, old)
+    lines = {line.split()[0]: line for line in tied.out.splitlines()}
+    assert lines["precision_at_alert_rate"].split(maxsplit=1)[1] == (
+        "0.4938 at 2.02% flagged (target 1%)"
+    )
+    assert lines["flagged_at_alert_rate"].split() == ["flagged_at_alert_rate", "0.0203"]
+    # And the older manifest still reads, saying what it does not know
+    (line,) = [x for x in old.out.splitlines() if x.split()[0] == "precision_at_alert_rate"]
+    assert line.split(maxsplit=1)[1] == (
+        "0.4938 at the threshold for 1% (share flagged not recorded)"
+    )
+    assert "flagged_at_alert_rate" not in old.out
+    assert sds(capsys, "show", "1", "--json").json()["metrics"]["flagged_at_alert_rate"] == 0.02025
+    # And `sds models --json` carries it beside the precision (None for the older version)
+    rows = sds(capsys, "models", "--json").json()["versions"]
+    assert [r["flagged_at_alert_rate"] for r in rows] == [0.02025, None]
+
+
 # Version numbers: 3 or v3, as status prints them ----------------------------------------------
 
 

@@ -56,6 +56,7 @@ def test_weighted_metrics_equal_the_metrics_of_the_holdout_the_weights_stand_for
         "pr_auc",
         "precision_at_alert_rate",
         "recall_at_alert_rate",
+        "flagged_at_alert_rate",
         "brier_score",
         "holdout_fraud_rate",
     ):

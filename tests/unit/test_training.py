@@ -129,6 +129,7 @@ def test_the_manifest_metrics_show_a_model_that_learned_the_fraud_signal(
         "pr_auc",
         "precision_at_alert_rate",
         "recall_at_alert_rate",
+        "flagged_at_alert_rate",
         "expected_calibration_error",
         "brier_score",
         "onnx_max_abs_diff",
@@ -372,6 +373,29 @@ def test_given_a_perfect_ranking_then_the_metrics_say_so() -> None:
     assert metrics["precision_at_alert_rate"] == metrics["recall_at_alert_rate"] == 1.0
     assert threshold == pytest.approx(scores[95])
     assert (scores >= threshold).sum() == 5
+
+
+def test_given_tied_scores_at_the_threshold_then_the_metrics_say_how_much_was_flagged() -> None:
+    # Given 100 events where the 1% target lands inside a block of 3 tied top scores, 1 fraud
+    labels = np.array([0] * 98 + [1, 0])
+    scores = np.concatenate([np.linspace(0.0, 0.5, 97), [0.9, 0.9, 0.9]])
+
+    # When evaluated at a 1% alert rate
+    metrics, threshold = evaluate(labels, scores, alert_rate=0.01)
+
+    # Then the threshold (chosen as before) flags all three tied events, and the metrics say so:
+    # the precision is over the 3% flagged, not the 1% aimed at
+    assert threshold == 0.9
+    assert metrics["alert_rate"] == 0.01
+    assert metrics["flagged_at_alert_rate"] == pytest.approx(0.03)
+    assert metrics["precision_at_alert_rate"] == pytest.approx(1 / 3)
+
+
+def test_without_ties_the_share_flagged_is_the_target() -> None:
+    labels = np.array([0] * 95 + [1] * 5)
+    metrics, _ = evaluate(labels, np.linspace(0.0, 0.99, 100), alert_rate=0.05)
+
+    assert metrics["flagged_at_alert_rate"] == pytest.approx(0.05)
 
 
 def test_calibration_error_is_zero_for_calibrated_scores_and_large_for_overconfident_ones() -> None:

@@ -82,12 +82,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"{to.name} already serves version {change.version}")
     else:
         before = "nothing" if change.previous is None else f"version {change.previous}"
-        copied = f", copied from {change.copied_from}" if change.copied_from else ""
-        print(f"{to.name}: {before} -> version {change.version}{copied}")
+        print(f"{to.name}: {before} -> version {change.version}{copied_phrase(change)}")
         for gate in change.gates:
             print(f"  gate {gate.gate}: passed ({gate.detail})")
     print_lock_change(change, ws.lock_path.name, deploy)
     return 0
+
+
+def copied_phrase(change: AliasChange) -> str:
+    """Where the version came from, as the end of the headline: copied from the environment
+    below, or found already in the target's registry (promoted back after a rollback)."""
+    if change.copied:
+        return f", copied from {change.from_env}"
+    if change.from_env is not None:
+        return f", already in {change.env}'s registry (nothing copied)"
+    return ""
 
 
 def print_lock_change(change: AliasChange, name: str, deploy: str) -> None:

@@ -49,25 +49,40 @@ def run(args: argparse.Namespace) -> int:
         last = "-" if report.last_replayed is None else report.last_replayed.isoformat()
         print(f"  {report.state}: replayed up to {last}", file=sys.stderr, flush=True)
 
+    def started(report: ReplayReport) -> None:
+        # What started comes first, before the progress of a --wait: the window, the archive
+        # and the replay's name, in its first state. With --json, one document at the end.
+        if args.json:
+            return
+        document = report.to_dict()
+        print(
+            f"{env.name}: replaying {document['since']} .. {document['until']} from archive "
+            f"{report.archive} to the feature rule: {report.name} {report.state}",
+            flush=True,
+        )
+        for warning in report.warnings:
+            print(f"  note: {warning}", flush=True)
+
     report = replay_archive(
-        ws, env=env.name, since=args.since, until=args.until, wait=args.wait, on_progress=progress
+        ws,
+        env=env.name,
+        since=args.since,
+        until=args.until,
+        wait=args.wait,
+        on_progress=progress,
+        on_started=started,
     )
     if args.json:
         print_json(report.to_dict())
         return 0 if report.ok else EXIT_ERROR
-    document = report.to_dict()
-    print(
-        f"{env.name}: replaying {document['since']} .. {document['until']} from archive "
-        f"{report.archive} to the feature rule: {report.name} {report.state}"
-    )
-    for warning in report.warnings:
-        print(f"  note: {warning}")
     if not args.wait:
         print(
             f"  follow it with: aws events describe-replay --replay-name {report.name} "
             "(or run with --wait)"
         )
-    elif not report.ok:
+        return 0 if report.ok else EXIT_ERROR
+    print(f"{env.name}: replay {report.name} {report.state}", flush=True)
+    if not report.ok:
         print(f"sds: error: the replay {report.state}: {report.reason or 'no reason given'}",
               file=sys.stderr)  # fmt: skip
     return 0 if report.ok else EXIT_ERROR

@@ -21,6 +21,8 @@ def register(commands: Commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sds.ops.promotion import flagged_phrase
+
     ws = workspace(args)
     env: EnvironmentConfig = args.env
     version = ws.registry(env.name).verify_version(args.version)
@@ -37,8 +39,12 @@ def run(args: argparse.Namespace) -> int:
         f"  data          {data.get('events')} events, fingerprint {str(data.get('fingerprint'))[:12]}..."
     )
     print(f"  threshold     {fmt(manifest.get('decision_threshold'))}")
-    for key, value in sorted(version.metrics.items()):
-        print(f"  {key:<28}{fmt(value)}")
+    metrics = version.metrics
+    for key, value in sorted(metrics.items()):
+        # Precision@alert is measured over the share the threshold flags, which tied scores can
+        # take above the target alert rate: the line says which.
+        where = flagged_phrase(metrics) if key == "precision_at_alert_rate" else ""
+        print(f"  {key:<28}{fmt(value)}{' ' + where if where else ''}")
     params = ", ".join(f"{k}={v}" for k, v in sorted(manifest.get("params", {}).items()))
     print(f"  params        {params}")
     if manifest.get("source"):
