@@ -565,10 +565,13 @@ def _run(project: Workspace, *, events: int, keep: bool, report: dict[str, Any])
                     moved = promote(
                         ws, to_env=upper[0], from_env=env, reason="demo: passed dev checks"
                     )
-                    _say(
-                        f"{upper[0]}: nothing -> version {moved.version} "
-                        f"(copied from {moved.copied_from}, sha256 verified)"
+                    came = (
+                        f"copied from {moved.from_env}, sha256 verified"
+                        if moved.copied
+                        else f"already in {upper[0]}'s registry"
                     )
+                    before = "nothing" if moved.previous is None else f"version {moved.previous}"
+                    _say(f"{upper[0]}: {before} -> version {moved.version} ({came})")
                     for gate in moved.gates:
                         _say(f"  gate {gate.gate}: passed ({gate.detail})")
                 except GateFailure as refused:
