@@ -9,6 +9,7 @@ it was trained on the feature schema this code computes.
 from __future__ import annotations
 
 import functools
+import math
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -18,9 +19,66 @@ from sds.kernel.features import Matrix, feature_schema
 from sds.kernel.registry import open_registry
 from sds.kernel.settings import ServingSettings
 
+# From this many scores, `shown_scores` works in numpy (fewer, a call per score is cheaper).
+SHOWN_IN_NUMPY_FROM = 64
+
 
 class ModelUnavailable(Unavailable, RuntimeError):
     """No model can be served (no pin, or the pinned model failed to load or verify)."""
+
+
+def shown_score(score: float, flagged: bool) -> float:
+    """`score` to 6 decimals, rounded toward its decision: up if `flagged`, down if not.
+    Exactly: the double nearest the decimal ceiling (floor) of the score's own value.
+
+    The product with 1e6 is rounded once, and rounding never crosses an integer, so its ceiling
+    (floor) is the exact one unless it came out a whole number, which it does when the score
+    is a multiple of 1e-6 (0, 0.5, 1: exactly) or lies within the product's rounding of one
+    (no float32 probability does: checked for all of them; a double may): then the score's
+    exact ratio decides. A NaN or an infinity (no model gives one) is shown as it is, as
+    `round` left it.
+    """
+    scaled = score * 1e6
+    if scaled - scaled == 0.0:  # finite (inf - inf and NaN - NaN are NaN)
+        whole = math.ceil(scaled) if flagged else math.floor(scaled)
+        if whole != scaled:
+            return whole / 1e6
+    elif score - score != 0.0:
+        return score
+    numerator, denominator = score.as_integer_ratio()
+    scaled_exactly = numerator * 1_000_000
+    whole = -(-scaled_exactly // denominator) if flagged else scaled_exactly // denominator
+    return whole / 1_000_000  # an int's true division is correctly rounded, however large
+
+
+def shown_scores(scores: Sequence[float], threshold: float) -> list[float]:
+    """Each score as shown beside its decision (`score >= threshold`), the API's
+    fraud_probability and the rows of `sds score`: to 6 decimals, up if the score is flagged
+    and down if not (`shown_score`), so that a shown score is at least the threshold exactly
+    when its score is, and within 1e-6 of it.
+
+    Rounding to nearest would not keep that: the threshold is itself a served score, so the
+    scores at it would show below it (0.690989077... as 0.690989). For a large request in
+    numpy, the same doubles: the products that come out whole numbers are left to
+    `shown_score`.
+    """
+    if len(scores) < SHOWN_IN_NUMPY_FROM:
+        return [shown_score(score, score >= threshold) for score in scores]
+    import numpy as np
+
+    values = np.array(scores, dtype=np.float64)
+    with np.errstate(over="ignore"):  # beyond 1e302 (no model's score): left to `shown_score`
+        scaled = values * 1e6
+    down = np.floor(scaled)
+    up = np.ceil(scaled)
+    whole = np.where(values >= threshold, up, down)
+    whole += 0.0  # a ceiling of -0.5 is -0.0, where `math.ceil` gives 0
+    whole /= 1e6
+    out: list[float] = whole.tolist()
+    # A NaN is not whole and is shown as NaN; an infinity is "whole", and `shown_score` keeps it.
+    for i in np.flatnonzero(down == up).tolist():
+        out[i] = shown_score(scores[i], scores[i] >= threshold)
+    return out
 
 
 def serving_session(onnx_bytes: bytes) -> Any:
