@@ -63,7 +63,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import orjson
 
 from sds.kernel.aggregates import NAMES as AGGREGATES
@@ -90,7 +89,7 @@ from sds.kernel.features import (
 from sds.kernel.featurestore import FeatureStoreError, open_feature_store
 from sds.kernel.online import OnlineFeatures
 from sds.kernel.openapi import build_openapi
-from sds.kernel.serving import LoadedModel, ModelUnavailable, load_model
+from sds.kernel.serving import LoadedModel, ModelUnavailable, load_model, shown_scores
 from sds.kernel.settings import ServingSettings, SettingsError
 
 logger = logging.getLogger("sds.inference")
@@ -113,32 +112,6 @@ OPTIONAL_FIELDS = ("type",)
 PAYMENT = "payment"
 # A challenger that raises this many times in a row is switched off for the execution environment.
 SHADOW_FAILURE_LIMIT = 3
-# From this many scores, `rounded` rounds them in numpy (fewer, a call per score is cheaper).
-ROUND_IN_NUMPY_FROM = 24
-
-
-def rounded(scores: list[float]) -> list[float]:
-    """`round(score, 6)` of each score: the response's fraud_probability.
-
-    For a large request in numpy, exactly as `round` does it: score * 1e6 rounded half to even,
-    divided by 1e6, is the double nearest the decimal `round` writes and reads back, unless the
-    product's own rounding could have carried it across a half: the products within 1e-6 of one
-    (the ties, which float32 scores such as 1/128 have) are left to `round` itself.
-    """
-    if len(scores) < ROUND_IN_NUMPY_FROM:
-        return [round(score, 6) for score in scores]
-    scaled = np.array(scores, dtype=np.float64) * 1e6
-    whole = np.rint(scaled)
-    out: list[float] = (whole / 1e6).tolist()
-    # An infinite score (no model gives one) makes inf - inf, which numpy warns about: the NaN
-    # is no tie, and `out` already holds what `round` gives (the same infinity). `whole` is the
-    # nearest integer, so no product is more than 0.5 from it: a tie is one at least 0.5 - 1e-6.
-    with np.errstate(invalid="ignore"):
-        ties = np.abs(scaled - whole) > 0.5 - 1e-6
-    if ties.any():
-        for i in np.flatnonzero(ties).tolist():
-            out[i] = round(scores[i], 6)
-    return out
 
 
 @functools.lru_cache(maxsize=64)
@@ -630,9 +603,11 @@ class InferenceApp:
             else None
         )
         threshold = model.threshold
+        # Each score rounded toward its decision: is_fraud is fraud_probability >= the threshold.
+        shown = shown_scores(scores, threshold)
         predictions = [
-            {"fraud_probability": shown, "is_fraud": score >= threshold, "event_id": i}
-            for score, shown, i in zip(scores, rounded(scores), columns["event_id"], strict=True)
+            {"fraud_probability": value, "is_fraud": score >= threshold, "event_id": i}
+            for score, value, i in zip(scores, shown, columns["event_id"], strict=True)
         ]
         self._emit_behaviour(scores, threshold)
         document: dict[str, Any] = {"model": self._model_ref, "predictions": predictions}

@@ -28,7 +28,7 @@ repeats, then the request's and the payment's; `*` marks the ones `capture.exclu
 | `event_id` | the payment's id: captures and labels are joined on it |
 | `account_id` * | the payment's account |
 | `occurred_at` | the payment's own time, as sent |
-| `score` | the fraud probability, unrounded (the response rounds it to 6 digits) |
+| `score` | the fraud probability, unrounded (the response shows 6 decimals, rounded toward `decision`) |
 | `decision` | `score >= threshold`: what the response said (`is_fraud`) |
 | `online_features` | whether the account aggregates were read (false: scored with zeros) |
 | `features` * | the model's input exactly as scored: float32 values in `FEATURE_NAMES` order |

@@ -248,10 +248,22 @@ def _components(max_events: int) -> dict[str, Any]:
                 "required": ["fraud_probability", "is_fraud"],
                 "additionalProperties": False,
                 "properties": {
-                    "fraud_probability": {"type": "number", "minimum": 0, "maximum": 1},
+                    "fraud_probability": {
+                        "type": "number",
+                        "minimum": 0,
+                        "maximum": 1,
+                        "description": (
+                            "The model's score to 6 decimals, rounded toward its decision: up "
+                            "when is_fraud, down otherwise (within 1e-6 of the score), so that "
+                            "is_fraud is exactly fraud_probability >= decision_threshold"
+                        ),
+                    },
                     "is_fraud": {
                         "type": "boolean",
-                        "description": "fraud_probability >= the version's decision threshold",
+                        "description": (
+                            "The model's score >= the version's decision_threshold (GET "
+                            "/model); equally, fraud_probability >= decision_threshold"
+                        ),
                     },
                     "event_id": {"type": "string"},
                 },

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sds.kernel.serving import shown_scores
 from tests.e2e.cli_project import Project
 from tests.e2e.test_serve import EVENT, predict, serving, wait_for_version
 
@@ -43,7 +44,7 @@ def test_serve_follows_the_shadow_pin_and_compare_and_promote_use_what_it_captur
     records = [r for r in captured(project) if "shadow" in r]
     assert len(records) == 20
     assert {r["shadow"]["model"]["version"] for r in records} == {2}
-    assert [round(r["score"], 6) for r in records] == [
+    assert [shown_scores([r["score"]], r["threshold"])[0] for r in records] == [
         p["fraud_probability"] for p in again["predictions"]
     ]
 

@@ -35,10 +35,11 @@ from sds.kernel.batch.shuffle import (
 )
 from sds.kernel.batch.storage import LocalStorage
 from sds.kernel.errors import Refused, UsageError
-from sds.kernel.features import parse_time
+from sds.kernel.features import featurize_batch, parse_time
 from sds.kernel.featurestore import open_feature_store
 from sds.kernel.online import OnlineFeatures
-from sds.kernel.serving import ModelUnavailable
+from sds.kernel.registry import open_registry
+from sds.kernel.serving import LoadedModel, ModelUnavailable, shown_scores
 from sds.ops.batch import run_locally
 from tests.support.trained_model import TrainedModel
 from training.data import LABEL, read_history, write_jsonl
@@ -246,10 +247,12 @@ def test_a_batch_score_is_the_score_the_api_gives_with_the_same_account_history(
 
     # Then every payment has the API's score and decision, and names the model
     assert set(batch) == set(api) and len(api) > 50
+    threshold = trained.version.manifest["decision_threshold"]
     for event_id, prediction in api.items():
         row = batch[event_id]
         assert row["fraud_probability"] == prediction["fraud_probability"], event_id
         assert row["is_fraud"] == prediction["is_fraud"], event_id
+        assert row["is_fraud"] == (row["fraud_probability"] >= threshold), event_id
         assert (row["model_version"], row["model_sha256"]) == (
             trained.version.number,
             trained.version.sha256,
@@ -288,6 +291,63 @@ def test_a_scored_history_with_labels_reports_a_backtest_and_keeps_each_label(
     assert backtest["flagged"] == sum(r["is_fraud"] for r in rows) > 0
     assert backtest["precision"] == pytest.approx(flagged_fraud / backtest["flagged"])
     assert backtest["recall"] == pytest.approx(flagged_fraud / backtest["fraud"])
+
+
+def test_every_row_s_decision_is_its_shown_score_against_the_version_s_threshold(
+    tmp_path: Path, trained: TrainedModel, small_history: Path
+) -> None:
+    # Given each payment's score, as the API's model gives it with the account's history
+    history = read_history(small_history)
+    payments = history.payment_events
+    computed = pointintime.compute(
+        history.events,
+        history.times,
+        [e["account_id"] for e in payments],
+        history.payment_times,
+    )
+    model = LoadedModel(trained.registry().read_artifact(1), trained.version.manifest)
+    matrix = featurize_batch(payments, {n: v.tolist() for n, v in computed.items()})
+    scores = dict(zip([e["event_id"] for e in payments], model.predict(matrix), strict=True))
+    # and a version whose threshold is one of them (as training chooses it), one that
+    # round(score, 6) would show below the threshold
+    below_when_rounded = sorted(s for s in scores.values() if round(s, 6) < s and s > 0.5)
+    assert below_when_rounded, "no high score rounds down: the case is not exercised"
+    threshold = below_when_rounded[0]
+    root = trained.copy_registry(tmp_path / "registry")
+    version = open_registry(root.as_uri(), "fraud").register(
+        {"model.onnx": trained.registry().read_artifact(1)},
+        {**trained.version.manifest, "decision_threshold": threshold},
+        actor="t",
+    )
+
+    # When the history is scored with it (a backtest)
+    done = run_locally(
+        "score",
+        data=str(small_history),
+        out=str(tmp_path / "out"),
+        model=ModelRef("fraud", version.number, version.sha256, root.as_uri()),
+        workers=1,
+        partitions=3,
+    )
+
+    # Then each row's decision is its fraud_probability against the version's threshold
+    rows = _rows(tmp_path / "out")
+    assert len(rows) == len(scores)
+    undecidable = [r for r in rows if r["is_fraud"] != (r["fraud_probability"] >= threshold)]
+    assert undecidable == [], threshold
+    # the decision made on its score, the score shown toward it
+    for row in rows:
+        score = scores[row["event_id"]]
+        assert row["is_fraud"] == (score >= threshold)
+        assert [row["fraud_probability"]] == shown_scores([score], threshold)
+    # and recomputing the decisions from the output finds those the run counted
+    flagged = sum(r["fraud_probability"] >= threshold for r in rows)
+    assert (
+        flagged
+        == done.manifest["backtest"]["flagged"]
+        == sum(s >= threshold for s in scores.values())
+    )
+    assert flagged > 0
 
 
 # Resuming -------------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from sds.kernel.capture import (
     sampled,
 )
 from sds.kernel.features import NOT_UNICODE, Columns, featurize_columns
+from sds.kernel.serving import shown_scores
 from sds.kernel.settings import (
     CAPTURE_EXCLUDE,
     CAPTURE_SAMPLE_RATE,
@@ -139,7 +140,7 @@ def test_each_scored_payment_is_one_record_holding_what_the_model_saw_and_said(
             trained.version.number,
             trained.version.sha256,
         )
-        assert round(capture.score, 6) == answer["fraud_probability"]
+        assert shown_scores([capture.score], capture.threshold) == [answer["fraud_probability"]]
         assert capture.decision is answer["is_fraud"]
         assert capture.threshold == trained.version.manifest["decision_threshold"]
         # who asked, when, in which environment, and the payment as sent

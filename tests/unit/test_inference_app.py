@@ -21,6 +21,7 @@ from sds.kernel.featurestore import FeatureStoreError
 from sds.kernel.featurestore.sqlite import SqliteFeatureStore
 from sds.kernel.online import OnlineFeatures
 from sds.kernel.registry import open_registry
+from sds.kernel.serving import SHOWN_IN_NUMPY_FROM, shown_scores
 from sds.kernel.settings import ServingSettings
 from tests.support.trained_model import MODEL, TrainedModel
 from training.onnx_export import onnx_scores
@@ -126,7 +127,51 @@ def test_given_valid_events_then_each_gets_a_prediction_from_the_pinned_version(
     assert 0 <= ordinary["fraud_probability"] < risky["fraud_probability"] <= 1
     threshold = trained.version.manifest["decision_threshold"]
     for prediction in body["predictions"]:
-        assert prediction["is_fraud"] is (prediction["fraud_probability"] >= round(threshold, 6))
+        assert prediction["is_fraud"] is (prediction["fraud_probability"] >= threshold)
+
+
+def test_every_decision_is_the_shown_score_against_the_published_threshold(
+    trained: TrainedModel, tmp_path: Path
+) -> None:
+    # Given a version whose threshold is one of its served scores, as training chooses it, and
+    # one that round(score, 6) would show below the threshold (its 7th digit onwards < .5)
+    events = [
+        valid_event(
+            event_id=f"e-{i}",
+            account_id=f"acct-{i}",
+            amount=12.5 * i + 1.0,
+            hour_of_day=i % 24,
+            account_age_days=7 * i,
+        )
+        for i in range(SHOWN_IN_NUMPY_FROM + 16)  # a request long enough for numpy's path
+    ]
+    scores = _scores(InferenceApp(trained.settings(), metrics=lambda *a: None), events)
+    below_when_rounded = sorted(
+        (score, i) for i, score in enumerate(scores) if round(score, 6) < score
+    )
+    assert below_when_rounded, "no score rounds down: the case is not exercised"
+    threshold, at = below_when_rounded[len(below_when_rounded) // 2]
+    app = InferenceApp(
+        _register_variant(trained, tmp_path, decision_threshold=threshold),
+        metrics=lambda *a: None,
+    )
+    _, _, described = call(app, proxy(method="GET", path="/model"))
+    assert described["decision_threshold"] == threshold
+
+    # When the payment at the threshold is scored alone, and with the others in one request
+    _, _, alone = call(app, proxy({"events": [events[at]]}))
+    _, _, together = call(app, proxy({"events": events}))
+
+    # Then each decision is its fraud_probability against the threshold GET /model publishes
+    for body in (alone, together):
+        for prediction in body["predictions"]:
+            shown = prediction["fraud_probability"]
+            assert prediction["is_fraud"] is (shown >= threshold), (prediction, threshold)
+    # and the payment at the threshold is flagged, shown at or above it
+    assert alone["predictions"][0]["is_fraud"] is together["predictions"][at]["is_fraud"] is True
+    assert alone["predictions"][0]["fraud_probability"] >= threshold
+    # among payments on both sides of it
+    assert 0 < sum(p["is_fraud"] for p in together["predictions"]) < len(events)
 
 
 def test_served_scores_equal_the_registered_scikit_learn_estimator_on_the_same_events(
@@ -144,7 +189,8 @@ def test_served_scores_equal_the_registered_scikit_learn_estimator_on_the_same_e
 
     assert np.max(np.abs(np.asarray(served_scores) - expected)) <= 1e-4
     onnx = trained.registry().read_artifact(1)
-    assert served_scores == [round(float(s), 6) for s in onnx_scores(onnx, vectors)]
+    threshold = trained.version.manifest["decision_threshold"]
+    assert served_scores == shown_scores(onnx_scores(onnx, vectors).tolist(), threshold)
 
 
 def test_serving_is_stateless_a_batch_scores_like_its_events_one_by_one(
@@ -909,9 +955,9 @@ def test_a_payment_is_scored_with_its_account_aggregates_read_in_one_round_trip(
         data,
         np.asarray([featurize(events[0], burst), featurize(events[1], ZERO)], dtype=np.float32),
     )
-    assert [p["fraud_probability"] for p in body["predictions"][:2]] == [
-        round(float(s), 6) for s in expected
-    ]
+    assert [p["fraud_probability"] for p in body["predictions"][:2]] == shown_scores(
+        expected.tolist(), trained.version.manifest["decision_threshold"]
+    )
     # and the burst is what moved the score: without it the same payment scores lower
     _, _, quiet = call(app, proxy({"events": [valid_event(account_id="acct-quiet")]}))
     assert (

@@ -15,7 +15,6 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-import lambdas.inference.app as app_module
 from lambdas.inference.app import InferenceApp
 from sds.kernel.features import CURRENCIES, FIELD_NAMES, MERCHANT_CATEGORIES, validate_event
 
@@ -342,40 +341,3 @@ def test_given_mixed_valid_and_invalid_events_then_the_problems_are_the_per_even
         assert body["problems"] == expected
     else:
         assert response["statusCode"] == 200, body
-
-
-def _float32s() -> st.SearchStrategy[float]:
-    return st.floats(width=32, allow_nan=True, allow_infinity=True)
-
-
-@settings(max_examples=500, deadline=None)
-@given(
-    scores=st.lists(
-        st.one_of(
-            _float32s(),  # what ONNX Runtime's float32 probabilities are, widened
-            st.floats(min_value=0.0, max_value=1.0),  # any double: the guard, not the width
-            st.integers(min_value=0, max_value=63).map(lambda k: (2 * k + 1) / 128),  # ties
-        ),
-        max_size=3 * app_module.ROUND_IN_NUMPY_FROM,
-    )
-)
-def test_scores_are_rounded_exactly_as_round_rounds_them(scores: list[float]) -> None:
-    # Given any scores, short lists and long ones (numpy's path), ties included
-    # When the response rounds them
-    # Then each is the very float round(score, 6) gives: the same bits, so the same JSON text
-    expected = [round(score, 6) for score in scores]
-    assert [repr(x) for x in app_module.rounded(scores)] == [repr(x) for x in expected]
-
-
-def test_a_long_request_of_float32_ties_is_rounded_half_to_even_as_round_does() -> None:
-    ties = [(2 * k + 1) / 128 for k in range(64)]  # each score * 1e6 ends in exactly .5
-    assert app_module.rounded(ties) == [round(t, 6) for t in ties]
-    assert app_module.rounded(ties)[0] == 0.007812  # 7812.5 -> 7812, the even neighbour
-
-
-def test_decimal_halves_are_rounded_as_their_exact_binary_values_are() -> None:
-    # Given doubles written as 6-digit halves (0.0000125, ...): the product with 1e6 rounds to
-    # exactly .5 for many of them, whatever side of the half the double itself lies on
-    halves = [float(f"0.{k:06d}5") for k in range(0, 100_000, 7)]
-    # Then each is rounded as round() rounds its exact value, never as the rounded product says
-    assert app_module.rounded(halves) == [round(x, 6) for x in halves]

@@ -18,7 +18,7 @@ from lambdas.inference.app import SHADOW_FAILURE_LIMIT, InferenceApp
 from sds.kernel.capture import SCHEMA_VERSION, CaptureError, parse
 from sds.kernel.lock import LockFileError, Pin, read_lock, sync_pin, write_pin, write_shadow
 from sds.kernel.registry import Version, open_registry
-from sds.kernel.serving import LoadedModel, ModelUnavailable, load_model
+from sds.kernel.serving import LoadedModel, ModelUnavailable, load_model, shown_scores
 from sds.kernel.settings import (
     SHADOW_MODEL_SHA256,
     SHADOW_MODEL_VERSION,
@@ -126,7 +126,9 @@ def test_the_challenger_scores_the_live_models_matrix_and_is_captured_beside_it(
     features = np.asarray([r["features"] for r in captured], dtype=np.float32)
     expected = app.shadow.predict(features)  # type: ignore[union-attr]
     for record, prediction, score in zip(captured, body["predictions"], expected, strict=True):
-        assert round(record["score"], 6) == prediction["fraud_probability"]
+        assert shown_scores([record["score"]], record["threshold"]) == [
+            prediction["fraud_probability"]
+        ]
         assert record["decision"] is prediction["is_fraud"]
         shadow = record["shadow"]
         assert shadow["model"] == {"name": MODEL, "version": 2, "sha256": version.sha256}

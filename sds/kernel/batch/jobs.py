@@ -7,8 +7,9 @@ it with the offline point-in-time computation (`sds.kernel.pointintime`), which 
 equal to what the online feature store serves at that moment. Scoring then featurizes the
 payments with the API's feature function (`featurize_batch`) and scores them with the model the
 API loads (`sds.kernel.serving.LoadedModel`, verified against its pin): a row's score is the
-score the API gives that payment with the same account history, rounded the same way, and its
-decision uses the version's own threshold.
+score the API gives that payment with the same account history, shown the same way (to 6
+decimals, rounded toward its decision: `sds.kernel.serving.shown_scores`), and its decision uses
+the version's own threshold.
 """
 
 from __future__ import annotations
@@ -25,10 +26,9 @@ from sds.kernel import pointintime
 from sds.kernel.aggregates import NAMES as AGGREGATES
 from sds.kernel.batch.shuffle import LABEL, PartitionHistory
 from sds.kernel.features import featurize_batch
-from sds.kernel.serving import LoadedModel
+from sds.kernel.serving import LoadedModel, shown_scores
 
 JOBS = ("score", "features")
-SCORE_DIGITS = 6  # as the API rounds fraud_probability
 SCORE_CHUNK = 65_536  # payments featurized and scored at a time
 # gzip level 1: parts are written once and read by tools; level 6 would triple the write time
 # for about a fifth less size.
@@ -91,13 +91,14 @@ def score_rows(
         matrix = featurize_batch(
             chunk, {n: computed[n][start : start + SCORE_CHUNK].tolist() for n in AGGREGATES}
         )
-        for event, score in zip(chunk, model.predict(matrix), strict=True):
+        scores = model.predict(matrix)
+        for event, score, shown in zip(chunk, scores, shown_scores(scores, threshold), strict=True):
             flagged = score >= threshold
             row: dict[str, Any] = {
                 "event_id": event["event_id"],
                 "account_id": event["account_id"],
                 "occurred_at": event["occurred_at"],
-                "fraud_probability": round(score, SCORE_DIGITS),
+                "fraud_probability": shown,
                 "is_fraud": flagged,
                 "model_version": model.version,
                 "model_sha256": model.sha256,
