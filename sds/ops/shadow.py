@@ -33,6 +33,7 @@ from sds.kernel.capture import Capture
 from sds.kernel.features import format_time
 from sds.kernel.lock import LockFileError, Pin, read_lock, write_shadow
 from sds.kernel.registry import RegistryError, Version, VersionNotFound
+from sds.kernel.serving import shown_score
 from sds.ops.promotion import (
     Candidate,
     GateFailure,
@@ -420,9 +421,11 @@ def _pair(
             "event_id": scored[i].event_id,
             "occurred_at": format_time(scored[i].occurred_at_us),
             "account_id": scored[i].account_id,
-            "live_score": round(float(live_scores[i]), 6),
+            # Shown beside their decisions as the API shows a score (`shown_score`): a score
+            # flagged is never printed below its threshold.
+            "live_score": shown_score(float(live_scores[i]), bool(live_flags[i])),
             "live_decision": bool(live_flags[i]),
-            "shadow_score": round(float(shadow_scores[i]), 6),
+            "shadow_score": shown_score(float(shadow_scores[i]), bool(shadow_flags[i])),
             "shadow_decision": bool(shadow_flags[i]),
             "label": labels.get(scored[i].event_id),
         }

@@ -13,6 +13,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from sds.cli.commands import envs
@@ -451,6 +452,28 @@ def test_promoting_back_a_version_already_in_the_targets_registry_says_nothing_w
     again = sds(capsys, "promote", "2", "--to", "staging", "--json").json()
     assert (again["changed"], again["previous"], again["version"]) == (True, 1, 2)
     assert (again["copied"], again["copied_from"], again["from_env"]) == (False, None, "dev")
+
+
+def test_show_prints_the_threshold_in_full_never_above_the_scores_it_flags(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a version whose threshold is a served float32 score, 0.690989077...
+    ws = Workspace.discover(project_dir=project)
+    threshold = float(np.float32(0.69098908))
+    ws.registry("dev").register(
+        {"model.onnx": b"onnx", "model.skops": b"skops"},
+        {"metrics": METRICS, "decision_threshold": threshold},
+        actor="tester",
+    )
+
+    # When it is shown
+    shown = sds(capsys, "show", "1")
+
+    # Then the threshold is the very number decisions compare with (to 4 places it read 0.6910,
+    # above the scores it flags)
+    assert shown.code == 0, shown
+    (line,) = [x for x in shown.out.splitlines() if x.split()[0] == "threshold"]
+    assert float(line.split()[1]) == threshold
 
 
 def test_show_says_over_which_share_of_the_holdout_precision_at_alert_was_measured(

@@ -299,6 +299,51 @@ def serve(
     return {"fraud": fraud, "live": live_scores, "shadow": shadow_scores}
 
 
+def test_a_listed_disagreement_shows_each_score_on_the_side_of_its_own_decision(
+    ws: Workspace,
+) -> None:
+    # Given a live model whose threshold is one of its float32 scores that rounding to nearest
+    # would show below it (0.690989077... as 0.690989), flagging payments scored exactly there
+    # and just below, and a shadow flagging the reverse
+    one, two = register(ws), register(ws)
+    threshold = float(np.float32(0.69098908))
+    below = float(np.nextafter(np.float32(threshold), np.float32(0)))
+    capturer = Capturer(
+        env="dev",
+        model={"name": ws.model, "version": one.number, "sha256": one.sha256},
+        threshold=threshold,
+        sink=CaptureFiles(ws.capture_dir("dev")),
+    )
+    capturer.with_shadow(
+        model={"name": ws.model, "version": two.number, "sha256": two.sha256},
+        threshold=threshold,
+    )
+    events = [
+        {"event_id": f"t-{i}", "account_id": "acct-1", "occurred_at": format_time(NOW_US - i)}
+        for i in range(2)
+    ]
+    capturer.capture(
+        request_id="req-t",
+        received_us=NOW_US,
+        started_ns=time.perf_counter_ns(),
+        events=events,
+        features=np.zeros((2, N_FEATURES), dtype=np.float32),
+        scores=[threshold, below],
+        online_features=True,
+        shadow_scores=[below, threshold],
+        shadow_ns=40_000,
+    )
+
+    # When the two are compared
+    (pair,) = compare(ws, env="dev", limit=5).pairs
+
+    # Then every listed score is at least the threshold exactly when its decision flags it
+    assert len(pair.listed) == 2
+    for row in pair.listed:
+        assert (row["live_score"] >= threshold) is row["live_decision"], row
+        assert (row["shadow_score"] >= threshold) is row["shadow_decision"], row
+
+
 def test_compare_reports_agreement_alert_rates_correlation_and_disagreements(
     ws: Workspace,
 ) -> None:

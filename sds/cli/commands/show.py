@@ -38,7 +38,9 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"  data          {data.get('events')} events, fingerprint {str(data.get('fingerprint'))[:12]}..."
     )
-    print(f"  threshold     {fmt(manifest.get('decision_threshold'))}")
+    # In full: rounded, it could print above the scores it flags (0.6910 for 0.690989077...).
+    threshold = manifest.get("decision_threshold")
+    print(f"  threshold     {repr(threshold) if isinstance(threshold, float) else fmt(threshold)}")
     metrics = version.metrics
     for key, value in sorted(metrics.items()):
         # Precision@alert is measured over the share the threshold flags, which tied scores can
