@@ -23,6 +23,7 @@ from typing import Any
 from lambdas.inference.batch import RESULTS, failed_items, function_error
 from sds.kernel.batch.run import MANIFEST, PLAN, read_json
 from sds.kernel.batch.settings import BatchFunctionSettings, run_input
+from sds.kernel.batch.shuffle import HistoryError
 from sds.kernel.batch.storage import open_storage
 from sds.kernel.errors import SdsError, UsageError
 from sds.kernel.signals import reworded
@@ -97,15 +98,30 @@ class AwsRun:
                 f"{len(self.manifest['parts'])} parts in {self.output} ({name} on {self.env}, "
                 f"{self.seconds:.0f} s)"
             )
+        # A step that refused the history (a bad line, say) fails the same way when run again,
+        # and once the input is fixed the run is refused as changed: resuming cannot help.
+        refused = any(str(f.get("cause", "")).startswith(REFUSED) for f in self.failures)
         lines = [
             f"{name} on {self.env} ended {self.status}"
             + (f": {self.error}: {self.cause}" if self.error else "")
-            + "; run the same command again to compute what is missing (finished parts are kept)"
+            + (
+                "; the history has a problem named below, which running again meets again: fix "
+                f"the input, then run the command into a new --out prefix (or delete {self.output}'s "
+                "objects first: a changed input cannot resume this run)"
+                if refused
+                else "; run the same command again to compute what is missing (finished parts "
+                "are kept)"
+            )
         ]
         lines += [_describe(f) for f in self.failures[:10]]
         if len(self.failures) > 10:
             lines.append(f"  ... and {len(self.failures) - 10} more (see {self.output}/{RESULTS})")
         return "\n".join(lines)
+
+
+# How a failure's cause starts when a step refused the history itself (`failed_items` keeps the
+# function's error type before its message).
+REFUSED = f"{HistoryError.__name__}:"
 
 
 def _describe(failure: dict[str, Any]) -> str:

@@ -617,8 +617,24 @@ def test_sds_aws_score_refuses_locations_the_state_machine_cannot_use_before_sta
     ]
 
 
+@pytest.mark.parametrize(
+    ("cause", "advice"),
+    [
+        ({"errorType": "MemoryError", "errorMessage": "too big"}, "run the same command again"),
+        (
+            {"errorType": "HistoryError", "errorMessage": "s3://b/h.jsonl:3: invalid JSON"},
+            "fix the input, then run the command into a new --out prefix",
+        ),
+    ],
+    ids=["passing fault", "refused history"],
+)
 def test_a_failed_execution_names_the_failed_parts(
-    environment: Environment, deployed_batch: str, workspace: Any, tmp_path: Path
+    environment: Environment,
+    deployed_batch: str,
+    workspace: Any,
+    tmp_path: Path,
+    cause: dict[str, str],
+    advice: str,
 ) -> None:
     import dataclasses
 
@@ -631,7 +647,7 @@ def test_a_failed_execution_names_the_failed_parts(
         {
             "Input": json.dumps({"action": "part", "output": output, "part": 3}),
             "Error": "States.TaskFailed",
-            "Cause": json.dumps({"errorType": "MemoryError", "errorMessage": "too big"}),
+            "Cause": json.dumps(cause),
         }
     ]
 
@@ -665,15 +681,18 @@ def test_a_failed_execution_names_the_failed_parts(
         out=output, version=None, say=lines.append,
     )  # fmt: skip
 
-    # Then it failed, says why and which part, and how to go on
+    # Then it failed, says why and which part, and how to go on: resume after a passing fault,
+    # fix the input after a refusal of the history (which a resumed run would meet again)
+    described = f"{cause['errorType']}: {cause['errorMessage']}"
     assert run.exit_code == 1 and not run.complete
     assert run.failures == [
-        {"step": "part", "part": 3, "error": "States.TaskFailed", "cause": "MemoryError: too big"}
+        {"step": "part", "part": 3, "error": "States.TaskFailed", "cause": described}
     ]
     summary = run.summary()
     assert "ended FAILED: States.ExceedToleratedFailureThreshold" in summary
-    assert "part 3: States.TaskFailed: MemoryError: too big" in summary
-    assert "run the same command again" in summary
+    assert f"part 3: States.TaskFailed: {described}" in summary
+    assert advice in summary
+    assert ("run the same command again" in summary) is (cause["errorType"] == "MemoryError")
 
 
 class RunningSteps:
