@@ -219,25 +219,12 @@ def emf_documents(
     the run: a datapoint in an already evaluated period would never reach the alarms."""
     stamp = int(time.time() * 1000) if now_ms is None else now_ms
     documents = [
-        {
-            "_aws": {
-                "Timestamp": stamp,
-                "CloudWatchMetrics": [
-                    {
-                        "Namespace": drift.NAMESPACE,
-                        "Dimensions": [["Environment"]],
-                        "Metrics": [
-                            {"Name": "Captured", "Unit": "Count"},
-                            {"Name": "Flagged", "Unit": "Count"},
-                        ],
-                    }
-                ],
-            },
-            "Environment": env,
-            "Day": day,
-            "Captured": 0,
-            "Flagged": 0,
-        }
+        _emf(
+            stamp,
+            [["Environment"]],
+            {"Environment": env, "Day": day},
+            {"Captured": (0, "Count"), "Flagged": (0, "Count")},
+        )
         for day in empty_days
     ]
     for entry in tallies:
@@ -250,26 +237,41 @@ def emf_documents(
             "ScorePSI": (figures["score_psi"], "None"),
             "MaxFeaturePSI": (figures["max_feature_psi"], "None"),
         }
-        present = {name: pair for name, pair in values.items() if pair[0] is not None}
         documents.append(
-            {
-                "_aws": {
-                    "Timestamp": stamp,
-                    "CloudWatchMetrics": [
-                        {
-                            "Namespace": drift.NAMESPACE,
-                            "Dimensions": [["Environment"], ["Environment", "ModelVersion"]],
-                            "Metrics": [
-                                {"Name": name, "Unit": unit} for name, (_, unit) in present.items()
-                            ],
-                        }
-                    ],
+            _emf(
+                stamp,
+                [["Environment"], ["Environment", "ModelVersion"]],
+                {
+                    "Environment": env,
+                    "ModelVersion": str(entry.version),
+                    "Day": entry.day,
+                    "DriftedFeatures": figures["drifted_features"],
                 },
-                "Environment": env,
-                "ModelVersion": str(entry.version),
-                "Day": entry.day,
-                "DriftedFeatures": figures["drifted_features"],
-                **{name: value for name, (value, _) in present.items()},
-            }
+                {name: pair for name, pair in values.items() if pair[0] is not None},
+            )
         )
     return documents
+
+
+def _emf(
+    stamp: int,
+    dimensions: list[list[str]],
+    fields: Mapping[str, Any],
+    values: Mapping[str, tuple[Any, str]],
+) -> dict[str, Any]:
+    """One embedded-metric-format document: `values` (name -> (value, unit)) as metrics of
+    `dimensions` in the drift namespace, beside `fields` (the dimensions' values and the rest)."""
+    return {
+        "_aws": {
+            "Timestamp": stamp,
+            "CloudWatchMetrics": [
+                {
+                    "Namespace": drift.NAMESPACE,
+                    "Dimensions": dimensions,
+                    "Metrics": [{"Name": name, "Unit": unit} for name, (_, unit) in values.items()],
+                }
+            ],
+        },
+        **fields,
+        **{name: value for name, (value, _) in values.items()},
+    }
