@@ -348,13 +348,11 @@ def _report_days(models: Iterable[_Model], *, last_day: str) -> None:
     instead of vanishing between its neighbours. A version ends at its own last day instead when
     another one served after it: it was replaced, and the days after are not gaps. A gap at the
     very start of the window looks like a version going live: a wider --since shows it."""
-    served = {id(m): sorted(m.days) for m in models if m.days}
-    for model in models:
-        own = served.get(id(model))
-        if not own:
-            continue
-        replaced = any(days[-1] > own[-1] for days in served.values())
-        model.report_days = _day_range(own[0], own[-1] if replaced else last_day)
+    served = [m for m in models if m.days]
+    latest = max((max(m.days) for m in served), default="")
+    for model in served:
+        first, last = min(model.days), max(model.days)
+        model.report_days = _day_range(first, last if last < latest else last_day)
 
 
 def _day_range(first: str, last: str) -> list[str]:
