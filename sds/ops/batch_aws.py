@@ -207,6 +207,7 @@ def run_on_aws(
     out: str,
     version: int | None,
     say: Say,
+    partitions: int | None = None,
     wait: bool = True,
     poll_seconds: float | None = None,
 ) -> AwsRun:
@@ -222,7 +223,9 @@ def run_on_aws(
     if job == "score":
         ref = model_for(ws, env, version)
         model = {"version": ref.version, "sha256": ref.sha256}
-    document = run_input(job=job, input_uri=data, output_uri=out, model=model, partitions=None)
+    document = run_input(
+        job=job, input_uri=data, output_uri=out, model=model, partitions=partitions
+    )
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     name = f"{job}-{stamp}-{uuid.uuid4().hex[:6]}"
     sfn = discovery.clients["stepfunctions"]

@@ -574,7 +574,10 @@ def test_sds_aws_backfill_without_waiting_prints_the_execution(
     data = f"s3://{environment.data_bucket}/training-data/"
     output = f"s3://{environment.data_bucket}/batch/features-1/"
 
-    result = cli("--aws", "backfill", "--env", "dev", "--data", data, "--out", output, "--no-wait")
+    result = cli(
+        "--aws", "backfill", "--env", "dev", "--data", data, "--out", output, "--no-wait",
+        "--partitions", "3",
+    )  # fmt: skip
 
     assert result.code == 0, result.err
     assert "started features-" in result.out
@@ -586,6 +589,7 @@ def test_sds_aws_backfill_without_waiting_prints_the_execution(
     )
     assert json.loads(described["input"])["model"] is None
     assert json.loads(described["input"])["output"] == output.rstrip("/")
+    assert json.loads(described["input"])["partitions"] == 3  # as on this machine
 
 
 @pytest.mark.parametrize(
@@ -788,10 +792,15 @@ def refused_plan(env: Environment, tmp_path: Path, given: str) -> tuple[list[str
     if given == "other files at --out":
         env.s3.put_object(Bucket=env.data_bucket, Key="batch/refused/notes.txt", Body=b"mine")
         return ["--data", data, "--out", output], f"{output} is not empty and holds no sds run"
-    assert given == "no history files"
-    env.s3.put_object(Bucket=env.data_bucket, Key="training-data/docs/a.txt", Body=b"x")
-    prefix = f"{bucket}/training-data/docs"
-    return ["--data", prefix, "--out", output], f"{prefix}: no .jsonl or .jsonl.gz files"
+    if given == "no history files":
+        env.s3.put_object(Bucket=env.data_bucket, Key="training-data/docs/a.txt", Body=b"x")
+        prefix = f"{bucket}/training-data/docs"
+        return ["--data", prefix, "--out", output], f"{prefix}: no .jsonl or .jsonl.gz files"
+    assert given == "partitions out of range"
+    return (
+        ["--data", data, "--out", output, "--partitions", "0"],
+        "--partitions must be between 1 and 10000, got 0",
+    )
 
 
 @pytest.mark.parametrize(
@@ -800,6 +809,7 @@ def refused_plan(env: Environment, tmp_path: Path, given: str) -> tuple[list[str
         ("another run at --out", "RunMismatch", 3),
         ("other files at --out", "Refused", 3),
         ("no history files", "HistoryError", 1),
+        ("partitions out of range", "UsageError", 2),
     ],
 )
 @pytest.mark.parametrize("command", ["score", "backfill"])
