@@ -27,7 +27,7 @@ from typing import Any, cast
 
 from lambdas.inference.batch import RESULTS, failed_items, function_error
 from sds.kernel.aws.errors import one_line
-from sds.kernel.batch.run import MANIFEST, read_json
+from sds.kernel.batch.run import MANIFEST, check_locations, read_json
 from sds.kernel.batch.settings import BatchFunctionSettings, run_input
 from sds.kernel.batch.shuffle import HistoryError
 from sds.kernel.batch.storage import open_storage
@@ -216,9 +216,11 @@ def run_on_aws(
     bucket = discovery.get(env, "training-data-bucket")
     machine = discovery.get(env, "batch-state-machine")
     out = out.rstrip("/")
+    # What the plan step refuses about the locations, said before anything starts.
     BatchFunctionSettings(ws.model, "", env, bucket, settings.output_prefix).check_locations(
         data, out
     )
+    check_locations(data, out)
     model = None
     if job == "score":
         ref = model_for(ws, env, version)

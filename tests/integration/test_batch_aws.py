@@ -708,9 +708,11 @@ class RunningSteps:
     def __init__(self, env: Environment) -> None:
         self._env = env
         self.raised: Exception | None = None
+        self.started: list[str] = []
 
     def start_execution(self, **kwargs: Any) -> dict[str, Any]:
         self.raised = None
+        self.started.append(kwargs["name"])
         try:
             execute(self._env, json.loads(kwargs["input"]), name=kwargs["name"])
         except Exception as exc:
@@ -796,6 +798,11 @@ def refused_plan(env: Environment, tmp_path: Path, given: str) -> tuple[list[str
         env.s3.put_object(Bucket=env.data_bucket, Key="training-data/docs/a.txt", Body=b"x")
         prefix = f"{bucket}/training-data/docs"
         return ["--data", prefix, "--out", output], f"{prefix}: no .jsonl or .jsonl.gz files"
+    if given == "--out inside --data":
+        return (
+            ["--data", f"{bucket}/batch/", "--out", output],
+            f"the output {output} is inside the input {bucket}/batch/",
+        )
     assert given == "partitions out of range"
     return (
         ["--data", data, "--out", output, "--partitions", "0"],
@@ -810,6 +817,7 @@ def refused_plan(env: Environment, tmp_path: Path, given: str) -> tuple[list[str
         ("other files at --out", "Refused", 3),
         ("no history files", "HistoryError", 1),
         ("partitions out of range", "UsageError", 2),
+        ("--out inside --data", "UsageError", 2),
     ],
 )
 @pytest.mark.parametrize("command", ["score", "backfill"])
@@ -853,9 +861,12 @@ def test_a_run_the_plan_step_refuses_exits_on_aws_as_on_this_machine_with_one_li
     assert last.startswith(f"sds: {label}: {problem}"), on_aws.err
     assert "errorType" not in on_aws.out + on_aws.err and "stackTrace" not in on_aws.err
     assert "run the same command again" not in on_aws.out + on_aws.err
-    # And the refusal wrote nothing under --out; the plan step's raw cause is in --json
+    # And the refusal wrote nothing under --out
     assert environment.objects("batch/") == before
-    assert json.loads(as_json.json()["cause"])["errorType"] == kind
+    if given == "--out inside --data":  # refused by the CLI, before it starts anything
+        assert not machine.started
+    else:  # refused by the plan step, whose raw cause only --json carries
+        assert json.loads(as_json.json()["cause"])["errorType"] == kind
 
 
 def test_a_step_s_passing_fault_is_one_line_naming_it_and_the_run_resumes(
