@@ -3,11 +3,11 @@ follow it.
 
 The state machine (`/sds/<env>/batch-state-machine`, the Batch stack) runs the same steps as a
 local run, each item in the batch function. This module checks the locations first (the input
-in the environment's training-data bucket, the output under its batch prefix: what the function
-may touch), pins the model (the environment's pin, or `--version` from its registry), starts an
-execution, reports each map's progress while it runs, and reads the run's manifest (or names
-the failed items) when it ends. Starting the same command again after a failure resumes the run:
-finished parts are not computed again.
+in the environment's training-data bucket, the output under its batch prefix and not inside the
+input: what the plan step would refuse), pins the model (the environment's pin, or `--version`
+from its registry), starts an execution, reports each map's progress while it runs, and reads
+the run's manifest (or names the failed items) when it ends. Starting the same command again
+after a failure resumes the run: finished parts are not computed again.
 
 A run that a step of the function failed with an error of sds's own (the plan refusing a run at
 `--out` it cannot resume, a history with no events or no files) fails the command with that
@@ -66,7 +66,8 @@ def step_error(kind: str) -> type[SdsError] | None:
     """The class of the error a step of the batch function raised, from the type Step Functions
     reports for it (the class's name): one of sds's own errors in the code the function runs,
     which carries its exit code; None for any other error (MemoryError, a timeout, the service's
-    `States.*`). Classes of that code that share a name share their exit code and label too
+    `States.*`). This module imports the function's code, so each such class is defined here;
+    classes of it that share a name share their exit code and label too
     (tests/unit/test_batch_aws.py), so the first by module is as good as any."""
     found = [
         c
