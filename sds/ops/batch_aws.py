@@ -3,25 +3,31 @@ follow it.
 
 The state machine (`/sds/<env>/batch-state-machine`, the Batch stack) runs the same steps as a
 local run, each item in the batch function. This module checks the locations first (the input
-in the environment's training-data bucket, the output under its batch prefix: what the function
-may touch), pins the model (the environment's pin, or `--version` from its registry), starts an
-execution, reports each map's progress while it runs, and reads the run's manifest (or names
-the failed items) when it ends. Starting the same command again after a failure resumes the run:
-finished parts are not computed again. A run the function refused before keeping anything (a
-history with no events) is reported as its error alone (`BatchRunFailed`), as on this machine.
+in the environment's training-data bucket, the output under its batch prefix and not inside the
+input: what the plan step would refuse), pins the model (the environment's pin, or `--version`
+from its registry), starts an execution, reports each map's progress while it runs, and reads
+the run's manifest (or names the failed items) when it ends. Starting the same command again
+after a failure resumes the run: finished parts are not computed again.
+
+A run that a step of the function failed with an error of sds's own (the plan refusing a run at
+`--out` it cannot resume, a history with no events or no files) fails the command with that
+error (`step_error`, `BatchRunFailed`): its message, type and exit code, the ones the same run
+gives on this machine, so a script sees the same exit code whichever target ran it. Step
+Functions' raw cause (the function's error document, with its stack trace) is in `--json` only.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from lambdas.inference.batch import RESULTS, failed_items, function_error
-from sds.kernel.batch.run import MANIFEST, PLAN, read_json
+from sds.kernel.aws.errors import one_line
+from sds.kernel.batch.run import MANIFEST, check_locations, read_json
 from sds.kernel.batch.settings import BatchFunctionSettings, run_input
 from sds.kernel.batch.shuffle import HistoryError
 from sds.kernel.batch.storage import open_storage
@@ -38,16 +44,61 @@ RUNNING = "RUNNING"
 
 
 class BatchRunFailed(SdsError):
-    """A run on AWS that the batch function refused before it kept anything (a history with no
-    events, a model that cannot be served): the function's message, the words the same run
-    gives on this machine, and nothing to resume."""
+    """A run on AWS that a step of the batch function failed with an error of sds's own. Raised
+    as that error (`failed_as`): the function's message, the words the same run gives on this
+    machine, with its type and exit code; `--json` adds the execution, the output and the cause
+    Step Functions reported."""
 
-    def __init__(self, message: str, *, execution: str, output: str) -> None:
+    def __init__(self, message: str, *, execution: str, output: str, cause: str) -> None:
         super().__init__(message)
-        self.execution, self.output = execution, output
+        self.execution, self.output, self.cause = execution, output, cause
 
     def details(self) -> dict[str, Any]:
-        return {"execution": self.execution, "output": self.output}
+        return {"execution": self.execution, "output": self.output, "cause": self.cause}
+
+
+# Where the errors the batch function raises on purpose are defined: the code it runs (the
+# inference bundle: the kernel and its handlers).
+FUNCTION_CODE = ("sds.kernel.", "lambdas.inference.")
+
+
+def step_error(kind: str) -> type[SdsError] | None:
+    """The class of the error a step of the batch function raised, from the type Step Functions
+    reports for it (the class's name): one of sds's own errors in the code the function runs,
+    which carries its exit code; None for any other error (MemoryError, a timeout, the service's
+    `States.*`). This module imports the function's code, so each such class is defined here;
+    classes of it that share a name share their exit code and label too
+    (tests/unit/test_batch_aws.py), so the first by module is as good as any."""
+    found = [
+        c
+        for c in _subclasses(SdsError)
+        if c.__name__ == kind and c.__module__.startswith(FUNCTION_CODE)
+    ]
+    return min(found, key=lambda c: c.__module__) if found else None
+
+
+def _subclasses(cls: type[SdsError]) -> Iterator[type[SdsError]]:
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _subclasses(sub)
+
+
+def failed_as(kind: type[SdsError]) -> type[BatchRunFailed]:
+    """`BatchRunFailed` as `kind`: named so (the `--json` type), with its exit code, label and
+    HTTP status. Only those: `kind`'s constructor and fields are its own (a store's key, a
+    version's state), and the step reported its message alone."""
+    made = type(
+        kind.__name__,
+        (BatchRunFailed,),
+        {
+            "__module__": __name__,
+            "__doc__": kind.__doc__,
+            "exit_code": kind.exit_code,
+            "label": kind.label,
+            "http_status": kind.http_status,
+        },
+    )
+    return cast("type[BatchRunFailed]", made)
 
 
 @dataclass
@@ -103,7 +154,7 @@ class AwsRun:
         refused = any(str(f.get("cause", "")).startswith(REFUSED) for f in self.failures)
         lines = [
             f"{name} on {self.env} ended {self.status}"
-            + (f": {self.error}: {self.cause}" if self.error else "")
+            + (f": {_why(self.error, self.cause)}" if self.error else "")
             + (
                 "; the history has a problem named below, which running again meets again: fix "
                 f"the input, then run the command into a new --out prefix (or delete {self.output}'s "
@@ -124,6 +175,25 @@ class AwsRun:
 REFUSED = f"{HistoryError.__name__}:"
 
 
+# The most of a cause the summary shows (a `States.Runtime` error's carries the state's input).
+CAUSE_CHARS = 300
+
+
+def _why(error: str, cause: str | None) -> str:
+    """Why an execution failed, on one line: a step's error document as its message (Step
+    Functions names the error by its type), any other cause in the service's words, cut; the
+    raw cause is in `--json`."""
+    raised = function_error(cause)
+    if raised is not None:
+        kind, message = raised
+        said = message if kind == error else f"{kind}: {message}"
+    else:
+        said = one_line(cause or "")
+        if len(said) > CAUSE_CHARS:
+            said = said[:CAUSE_CHARS] + "... (the whole cause: --json)"
+    return f"{error}: {said}" if said else error
+
+
 def _describe(failure: dict[str, Any]) -> str:
     which = f"part {failure['part']}" if "part" in failure else f"item {failure.get('item', '?')}"
     return f"  {failure.get('step')} {which}: {failure.get('error')}: {failure.get('cause')}"
@@ -138,6 +208,7 @@ def run_on_aws(
     out: str,
     version: int | None,
     say: Say,
+    partitions: int | None = None,
     wait: bool = True,
     poll_seconds: float | None = None,
 ) -> AwsRun:
@@ -146,14 +217,18 @@ def run_on_aws(
     bucket = discovery.get(env, "training-data-bucket")
     machine = discovery.get(env, "batch-state-machine")
     out = out.rstrip("/")
+    # What the plan step refuses about the locations, said before anything starts.
     BatchFunctionSettings(ws.model, "", env, bucket, settings.output_prefix).check_locations(
         data, out
     )
+    check_locations(data, out)
     model = None
     if job == "score":
         ref = model_for(ws, env, version)
         model = {"version": ref.version, "sha256": ref.sha256}
-    document = run_input(job=job, input_uri=data, output_uri=out, model=model, partitions=None)
+    document = run_input(
+        job=job, input_uri=data, output_uri=out, model=model, partitions=partitions
+    )
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     name = f"{job}-{stamp}-{uuid.uuid4().hex[:6]}"
     sfn = discovery.clients["stepfunctions"]
@@ -183,11 +258,12 @@ def run_on_aws(
     if not run.complete:
         run.error, run.cause = described.get("error"), described.get("cause")
         raised = function_error(run.cause)
-        if raised is not None and not output.exists(PLAN):
-            # A step of the function failed the run, and the run kept nothing (it never
-            # planned, or it removed what it wrote, as a history with no events does): there
-            # is nothing to resume, and the function's error is the whole story.
-            raise BatchRunFailed(raised[1], execution=arn, output=out)
+        kind = None if raised is None else step_error(raised[0])
+        if raised is not None and kind is not None:
+            # A step (plan, collect, summarize) failed the run with an error of sds's own (the
+            # plan refused it, the history gave it nothing to compute): that error, and its exit
+            # code, is the whole story, as the same step's is on this machine.
+            raise failed_as(kind)(raised[1], execution=arn, output=out, cause=str(run.cause))
         run.failures = failed_items(output, f"{RESULTS}{name}/")
     return run
 
@@ -227,4 +303,4 @@ def _map_progress(sfn: Any, arn: str) -> dict[str, str]:
     return progress
 
 
-__all__ = ["AwsRun", "BatchRunFailed", "UsageError", "run_on_aws"]
+__all__ = ["AwsRun", "BatchRunFailed", "UsageError", "run_on_aws", "step_error"]

@@ -574,7 +574,10 @@ def test_sds_aws_backfill_without_waiting_prints_the_execution(
     data = f"s3://{environment.data_bucket}/training-data/"
     output = f"s3://{environment.data_bucket}/batch/features-1/"
 
-    result = cli("--aws", "backfill", "--env", "dev", "--data", data, "--out", output, "--no-wait")
+    result = cli(
+        "--aws", "backfill", "--env", "dev", "--data", data, "--out", output, "--no-wait",
+        "--partitions", "3",
+    )  # fmt: skip
 
     assert result.code == 0, result.err
     assert "started features-" in result.out
@@ -586,6 +589,7 @@ def test_sds_aws_backfill_without_waiting_prints_the_execution(
     )
     assert json.loads(described["input"])["model"] is None
     assert json.loads(described["input"])["output"] == output.rstrip("/")
+    assert json.loads(described["input"])["partitions"] == 3  # as on this machine
 
 
 @pytest.mark.parametrize(
@@ -704,8 +708,11 @@ class RunningSteps:
     def __init__(self, env: Environment) -> None:
         self._env = env
         self.raised: Exception | None = None
+        self.started: list[str] = []
 
     def start_execution(self, **kwargs: Any) -> dict[str, Any]:
+        self.raised = None
+        self.started.append(kwargs["name"])
         try:
             execute(self._env, json.loads(kwargs["input"]), name=kwargs["name"])
         except Exception as exc:
@@ -763,12 +770,146 @@ def test_sds_aws_score_or_backfill_of_a_history_with_nothing_to_compute_says_so_
     assert "run the same command again" not in result.out + result.err
     assert environment.objects("batch/") == {}
 
-    # And --json reports it as an error naming the execution
+    # And --json reports it as the same error as on this machine, naming the execution
     result = cli("--aws", command, "--env", "dev", "--data", data, "--out", output, "--json")
     assert result.code == 1, result.err
     report = result.json()
-    assert report["error"]["message"] == refusal
+    assert report["error"] == {"message": refusal, "type": "HistoryError", "exit_code": 1}
     assert report["execution"].split(":")[-1].startswith(("score-", "features-"))
+
+
+def refused_plan(env: Environment, tmp_path: Path, given: str) -> tuple[list[str], str]:
+    """The arguments of a run whose plan step refuses it (before it writes anything), and how
+    the refusal's line starts."""
+    bucket = f"s3://{env.data_bucket}"
+    data = env.upload(
+        "training-data/h.jsonl", write_jsonl(generate_activity(200, seed=5), tmp_path / "h.jsonl")
+    )
+    output = f"{bucket}/batch/refused"
+    if given == "another run at --out":
+        other = env.upload("training-data/other.jsonl", tmp_path / "h.jsonl")
+        run = {"job": "features", "input": other, "output": output, "model": None}
+        env.app.handle({"action": "plan", **run, "partitions": None, "run_id": "earlier"})
+        return ["--data", data, "--out", output], f"{output} holds a run this one cannot resume"
+    if given == "other files at --out":
+        env.s3.put_object(Bucket=env.data_bucket, Key="batch/refused/notes.txt", Body=b"mine")
+        return ["--data", data, "--out", output], f"{output} is not empty and holds no sds run"
+    if given == "no history files":
+        env.s3.put_object(Bucket=env.data_bucket, Key="training-data/docs/a.txt", Body=b"x")
+        prefix = f"{bucket}/training-data/docs"
+        return ["--data", prefix, "--out", output], f"{prefix}: no .jsonl or .jsonl.gz files"
+    if given == "--out inside --data":
+        return (
+            ["--data", f"{bucket}/batch/", "--out", output],
+            f"the output {output} is inside the input {bucket}/batch/",
+        )
+    assert given == "partitions out of range"
+    return (
+        ["--data", data, "--out", output, "--partitions", "0"],
+        "--partitions must be between 1 and 10000, got 0",
+    )
+
+
+@pytest.mark.parametrize(
+    ("given", "kind", "code"),
+    [
+        ("another run at --out", "RunMismatch", 3),
+        ("other files at --out", "Refused", 3),
+        ("no history files", "HistoryError", 1),
+        ("partitions out of range", "UsageError", 2),
+        ("--out inside --data", "UsageError", 2),
+    ],
+)
+@pytest.mark.parametrize("command", ["score", "backfill"])
+def test_a_run_the_plan_step_refuses_exits_on_aws_as_on_this_machine_with_one_line(
+    environment: Environment,
+    deployed_batch: str,
+    cli: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    command: str,
+    given: str,
+    kind: str,
+    code: int,
+) -> None:
+    from sds.kernel import sdk
+
+    # Given a run the plan step refuses, and what --out holds before it
+    arguments, problem = refused_plan(environment, tmp_path, given)
+    before = environment.objects("batch/")
+    machine = RunningSteps(environment)
+    made = sdk.client
+    monkeypatch.setattr(
+        sdk, "client", lambda service: machine if service == "stepfunctions" else made(service)
+    )
+
+    # When the same backfill runs on this machine, and the command on AWS
+    monkeypatch.setenv("SDS_TARGET", "local")
+    local = cli("backfill", *arguments, "--workers", "1", "--json")
+    monkeypatch.setenv("SDS_TARGET", "aws")
+    on_aws = cli("--aws", command, "--env", "dev", *arguments)
+    as_json = cli("--aws", command, "--env", "dev", *arguments, "--json")
+
+    # Then both exit with the refusal's own code, and --json reports the same error type
+    assert local.code == on_aws.code == as_json.code == code, (local.err, on_aws.err)
+    assert local.json()["error"]["type"] == as_json.json()["error"]["type"] == kind
+    assert as_json.json()["error"]["exit_code"] == code
+    # and the command says so in one line naming the problem, not Step Functions' raw cause
+    # (the function's error document, with its stack trace)
+    label = "refused" if code == 3 else "error"
+    last = on_aws.err.strip().splitlines()[-1]
+    assert last.startswith(f"sds: {label}: {problem}"), on_aws.err
+    assert "errorType" not in on_aws.out + on_aws.err and "stackTrace" not in on_aws.err
+    assert "run the same command again" not in on_aws.out + on_aws.err
+    # And the refusal wrote nothing under --out
+    assert environment.objects("batch/") == before
+    if given == "--out inside --data":  # refused by the CLI, before it starts anything
+        assert not machine.started
+    else:  # refused by the plan step, whose raw cause only --json carries
+        assert json.loads(as_json.json()["cause"])["errorType"] == kind
+
+
+def test_a_step_s_passing_fault_is_one_line_naming_it_and_the_run_resumes(
+    environment: Environment,
+    deployed_batch: str,
+    cli: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sds.kernel import sdk
+
+    # Given a backfill on AWS whose collect step meets a fault that is no error of sds's (S3
+    # unreachable a moment), after its shuffle
+    data = environment.upload(
+        "training-data/h.jsonl", write_jsonl(generate_activity(300, seed=4), tmp_path / "h.jsonl")
+    )
+    output = f"s3://{environment.data_bucket}/batch/fault"
+    machine = RunningSteps(environment)
+    made = sdk.client
+    monkeypatch.setattr(
+        sdk, "client", lambda service: machine if service == "stepfunctions" else made(service)
+    )
+
+    def unreachable(plan: Any, storage: Any) -> Any:
+        raise ConnectionError("S3 did not answer")
+
+    monkeypatch.setattr(batch_run, "collect_step", unreachable)
+
+    # When it runs
+    result = cli("--aws", "backfill", "--env", "dev", "--data", data, "--out", output)
+
+    # Then it fails (exit 1) naming the fault in the function's words, not its raw error
+    # document, and says that running it again resumes
+    assert result.code == 1, result.err
+    (ended,) = [line for line in result.out.splitlines() if " ended FAILED" in line]
+    assert ended.endswith(
+        "ended FAILED: ConnectionError: S3 did not answer; run the same command again to compute "
+        "what is missing (finished parts are kept)"
+    ), ended
+    assert "errorType" not in result.out + result.err
+    # and --json keeps the raw cause
+    result = cli("--aws", "backfill", "--env", "dev", "--data", data, "--out", output, "--json")
+    assert json.loads(result.json()["cause"])["errorMessage"] == "S3 did not answer"
 
 
 def test_ctrl_c_while_following_a_run_on_aws_says_the_run_goes_on_and_how_to_stop_it(

@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
                 out=args.out,
                 version=None,
                 say=say,
+                partitions=args.partitions,
                 wait=not args.no_wait,
             ),
         )

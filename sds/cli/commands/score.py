@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
                 out=args.out,
                 version=args.version,
                 say=say,
+                partitions=args.partitions,
                 wait=not args.no_wait,
             ),
         )

@@ -1,0 +1,138 @@
+"""How `sds --aws score|backfill` reports a run that failed.
+
+A step of the batch function that fails a run with an error of sds's own fails the command with
+that error: found by the name Step Functions reports (`step_error`), raised with its message,
+type, exit code and label (`failed_as`), as the same step fails it on this machine. Any other
+failure is the run's summary, its cause on one line (the raw cause in --json).
+tests/integration/test_batch_aws.py runs both end to end on the moto server."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pkgutil
+from collections import defaultdict
+
+import pytest
+
+import lambdas.inference
+from sds.kernel.batch.run import RunMismatch
+from sds.kernel.batch.shuffle import HistoryError
+from sds.kernel.errors import Refused, SdsError, UsageError
+from sds.ops.batch_aws import (
+    CAUSE_CHARS,
+    FUNCTION_CODE,
+    AwsRun,
+    BatchRunFailed,
+    failed_as,
+    step_error,
+)
+
+
+def _subclasses(cls: type[SdsError]) -> set[type[SdsError]]:
+    found = set(cls.__subclasses__())
+    for sub in list(found):
+        found |= _subclasses(sub)
+    return found
+
+
+def function_errors() -> list[type[SdsError]]:
+    """Every error class of the code the batch function runs (the inference bundle: the kernel
+    and its handlers), each module of it imported."""
+    for root in (importlib.import_module("sds.kernel"), lambdas.inference):
+        for module in pkgutil.walk_packages(root.__path__, prefix=f"{root.__name__}."):
+            importlib.import_module(module.name)
+    return sorted(
+        (c for c in _subclasses(SdsError) if c.__module__.startswith(FUNCTION_CODE)),
+        key=lambda c: (c.__module__, c.__name__),
+    )
+
+
+def test_classes_of_the_function_s_code_that_share_a_name_exit_alike() -> None:
+    # Step Functions reports an error by its class's name only
+    by_name: dict[str, set[tuple[int, str]]] = defaultdict(set)
+    for kind in function_errors():
+        by_name[kind.__name__].add((kind.exit_code, kind.label))
+    assert {name: said for name, said in by_name.items() if len(said) > 1} == {}
+
+
+@pytest.mark.parametrize("kind", function_errors(), ids=lambda kind: kind.__name__)
+def test_a_step_s_error_fails_the_command_as_that_error(kind: type[SdsError]) -> None:
+    # Given the type Step Functions reports for an error the function raised
+    found = step_error(kind.__name__)
+
+    # When the command raises it
+    assert found is not None and found.__name__ == kind.__name__
+    error = failed_as(found)("the step's message", execution="arn", output="s3://b/o", cause="{}")
+
+    # Then it exits, is introduced and is typed as that error, with the run's details in --json
+    assert isinstance(error, BatchRunFailed) and str(error) == "the step's message"
+    assert (error.exit_code, error.label) == (kind.exit_code, kind.label)
+    assert error.to_dict() == {
+        "execution": "arn",
+        "output": "s3://b/o",
+        "cause": "{}",
+        "error": {
+            "message": "the step's message",
+            "type": kind.__name__,
+            "exit_code": kind.exit_code,
+        },
+    }
+
+
+def test_refusals_of_a_run_keep_their_exit_codes() -> None:
+    assert step_error("RunMismatch") is RunMismatch and RunMismatch.exit_code == 3
+    assert step_error("Refused") is Refused and step_error("UsageError") is UsageError
+    assert step_error("HistoryError") is HistoryError and HistoryError.exit_code == 1
+
+
+@pytest.mark.parametrize(
+    "name", ["MemoryError", "Sandbox.Timedout", "States.Runtime", "BatchRunFailed", "ConfigError"]
+)
+def test_other_errors_are_no_step_s_error_of_sds_s(name: str) -> None:
+    # A fault (the run resumes), the service's own, or an error of the CLI's, not the function's
+    assert step_error(name) is None
+
+
+def failed_run(error: str, cause: str) -> AwsRun:
+    return AwsRun(
+        env="dev",
+        job="features",
+        execution="arn:aws:states:us-east-1:123456789012:execution:sds-dev-batch:features-1",
+        output="s3://b/batch/x",
+        status="FAILED",
+        error=error,
+        cause=cause,
+    )
+
+
+def test_a_failed_run_names_its_step_s_fault_in_one_line_without_its_error_document() -> None:
+    # Given an execution a step failed with a fault (the function's error document as the cause)
+    document = {
+        "errorMessage": "S3 did not answer",
+        "errorType": "ConnectionError",
+        "requestId": "c0ffee00-0000-4000-8000-000000000000",
+        "stackTrace": ['  File "/var/task/lambdas/inference/batch.py", line 1, in collect\n'],
+    }
+    run = failed_run("ConnectionError", json.dumps(document))
+
+    # Then the summary names it by type and message, and keeps the document for --json
+    (line,) = run.summary().splitlines()
+    assert line.startswith("features-1 on dev ended FAILED: ConnectionError: S3 did not answer; ")
+    assert "stackTrace" not in line and run.to_dict()["cause"] == json.dumps(document)
+
+
+def test_a_failed_run_cuts_a_long_cause_of_the_service_s_own() -> None:
+    # Given an execution the service failed, its cause carrying the state's input
+    state_input = json.dumps({"output": "s3://b/batch/x", "plan": {"items": list(range(200))}})
+    cause = (
+        "An error occurred while executing the state 'Shuffle'. The JSONPath "
+        f"'$.plan.items_key' could not be found in the input\n'{state_input}'"
+    )
+    run = failed_run("States.Runtime", cause)
+
+    # Then the summary says it on one line, cut, and --json has all of it
+    (line,) = run.summary().splitlines()
+    assert "ended FAILED: States.Runtime: An error occurred while executing the state" in line
+    assert "... (the whole cause: --json); run the same command again" in line
+    assert len(line) < CAUSE_CHARS + 300 and run.to_dict()["cause"] == cause
