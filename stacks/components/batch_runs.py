@@ -46,6 +46,7 @@ from stacks.components.nag import (
 from stacks.components.registry_paths import RegistryPaths
 from stacks.components.retention import log_group
 from stacks.components.small_function import function_role, small_function
+from stacks.components.state_machine_role import deliver_logs_and_traces
 from stacks.config import BatchSettings, LogSettings
 
 HANDLER = "lambdas.inference.batch.lambda_handler"
@@ -332,24 +333,7 @@ class BatchRuns(Construct):
             ),
             # What CloudWatch Logs' vended log delivery and X-Ray need; none of these actions
             # supports resource-level permissions.
-            iam.PolicyStatement(
-                sid="DeliverLogsAndTraces",
-                actions=[
-                    "logs:CreateLogDelivery",
-                    "logs:GetLogDelivery",
-                    "logs:UpdateLogDelivery",
-                    "logs:DeleteLogDelivery",
-                    "logs:ListLogDeliveries",
-                    "logs:PutResourcePolicy",
-                    "logs:DescribeResourcePolicies",
-                    "logs:DescribeLogGroups",
-                    "xray:PutTraceSegments",
-                    "xray:PutTelemetryRecords",
-                    "xray:GetSamplingRules",
-                    "xray:GetSamplingTargets",
-                ],
-                resources=["*"],
-            ),
+            deliver_logs_and_traces(),
         ]
         for statement in statements:
             role.add_to_policy(statement)

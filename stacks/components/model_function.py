@@ -28,6 +28,13 @@ from stacks.config import CaptureSettings, LambdaSettings, LogSettings, Pin, Ser
 
 HANDLER = "lambdas.inference.handler.lambda_handler"
 ALIAS_NAME = "live"
+# Why no dead-letter queue: every caller invokes it synchronously and gets every error back.
+_NO_QUEUE = (
+    "Invoked synchronously only: by API Gateway for every request, and once per version by the "
+    "activation hook and by a rollback (sds rollback, with the promoter policy) to wake an "
+    "Inactive version. A dead-letter queue applies to asynchronous invocations; each of these "
+    "callers receives every error directly."
+)
 
 
 class ModelFunction(Construct):
@@ -180,15 +187,14 @@ class ModelFunction(Construct):
 
     def _acknowledge(self, *, snapstart: bool, reserved: bool) -> None:
         acknowledge_own_policy(
-            self.role, "the inference function: write its logs, read this model's versions"
+            self.role,
+            "the inference function: write its logs, read this model's versions and the feature "
+            "table's items",
         )
-        acknowledge_function_outside_vpc(self.function, "S3 for the model, X-Ray")
-        acknowledge_compliance(
-            self.function,
-            "LambdaDLQ",
-            "Invoked synchronously by API Gateway only; a dead-letter queue applies to "
-            "asynchronous invocations, and the caller receives every error directly.",
+        acknowledge_function_outside_vpc(
+            self.function, "S3 for the model, DynamoDB for the account aggregates, X-Ray"
         )
+        acknowledge_compliance(self.function, "LambdaDLQ", _NO_QUEUE)
         if not reserved:
             acknowledge_compliance(
                 self.function,
@@ -215,12 +221,7 @@ class ModelFunction(Construct):
             "Serverless-LambdaLatestVersion",
             "Same as AwsSolutions-L1: the bundle is built for CPython 3.12 on purpose.",
         )
-        acknowledge(
-            self.function,
-            "Serverless-LambdaDLQ",
-            "Invoked synchronously by API Gateway only; a dead-letter queue applies to "
-            "asynchronous invocations, and the caller receives every error directly.",
-        )
+        acknowledge(self.function, "Serverless-LambdaDLQ", _NO_QUEUE)
         if snapstart:
             cdk.Annotations.of(self.function).acknowledge_warning(
                 "@aws-cdk/aws-lambda:snapStartRequirePublish",

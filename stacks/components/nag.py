@@ -78,8 +78,9 @@ def acknowledge_function_outside_vpc(function: IConstruct, reaches: str) -> None
         f"It calls AWS APIs only ({reaches}), over TLS and signed with its role, which IAM "
         "limits to this environment's resources; nothing it reaches lives in a VPC. Inside one "
         "it would need an interface endpoint per API and AZ (7.30 USD a month each) to reach "
-        "the same APIs, for no boundary IAM does not already draw. No one can invoke it but "
-        "the principals its resource policy names.",
+        "the same APIs, for no boundary IAM does not already draw. Invoking it takes IAM too: "
+        "only the services its resource policy names (each for its own source ARN) and this "
+        "account's roles whose own policies grant lambda:InvokeFunction on it can.",
     )
 
 

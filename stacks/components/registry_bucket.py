@@ -12,14 +12,21 @@ from stacks.components.nag import acknowledge_compliance
 from stacks.config import RegistrySettings
 
 
-def acknowledge_single_region(bucket: s3.IBucket, what: str) -> None:
-    """Acknowledge S3BucketReplicationEnabled for one of the environment's buckets."""
+def acknowledge_single_region(
+    bucket: s3.IBucket, what: str, *, retained: bool, deletes: str
+) -> None:
+    """Acknowledge S3BucketReplicationEnabled for one of the environment's versioned buckets;
+    `retained` is whether it outlives its stack, `deletes` who may delete from it."""
+    kept = (
+        "retained when its stack is deleted"
+        if retained
+        else "deleted with its stack (CDK empties it first)"
+    )
     acknowledge_compliance(
         bucket,
         "S3BucketReplicationEnabled",
         f"{what} Within the region it is versioned (overwritten or deleted objects stay "
-        "recoverable), retained when its stack is deleted and, for the data buckets, refuses "
-        "deletes but by the retention role; a replica in a second region would double its "
+        f"recoverable) and {kept}; {deletes}. A replica in a second region would double its "
         "storage and need a second key, for a regional outage that the serving function "
         "(regional too) would share.",
     )
@@ -138,6 +145,8 @@ class RegistryBucket(Construct):
             self.access_logs,
             "Server access logs: evidence of who read the registry and the training data, kept "
             "for infra.registry.access_log_expiration_days.",
+            retained=retain_logs,
+            deletes="no role of this project may delete from it",
         )
         acknowledge_s3_managed_key(
             self.access_logs,
@@ -149,6 +158,9 @@ class RegistryBucket(Construct):
             "Model versions: each is also stored in every environment it was promoted to (dev, "
             "staging, prod; in a multi-account setup, in other accounts), and can be retrained "
             "from the training data and the recorded code version.",
+            retained=settings.retain,
+            deletes="its policy refuses deletes under the model's prefix to everyone but the "
+            "retention role",
         )
         if key is None:
             acknowledge_s3_managed_key(

@@ -8,6 +8,7 @@ import aws_cdk as cdk
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_codedeploy as codedeploy
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
 from constructs import Construct
@@ -107,7 +108,10 @@ class SafeDeployment(Construct):
                 )
         self.application = codedeploy.LambdaApplication(self, "Application", application_name=None)
         self.group = self._build_deployment_group(
-            alias=alias, settings=deployment, pre_traffic_hook=pre_traffic_hook
+            environment=environment,
+            alias=alias,
+            settings=deployment,
+            pre_traffic_hook=pre_traffic_hook,
         )
 
     def _build_alarms(
@@ -180,18 +184,27 @@ class SafeDeployment(Construct):
     def _build_deployment_group(
         self,
         *,
+        environment: str,
         alias: lambda_.Alias,
         settings: DeploymentSettings,
         pre_traffic_hook: lambda_.IFunction | None,
     ) -> codedeploy.LambdaDeploymentGroup:
-        # CDK names the hook in the alias's update policy (BeforeAllowTrafficHook), lets the
-        # group's role invoke it, and grants it PutLifecycleEventHookExecutionStatus on this
-        # deployment group only.
-        group = codedeploy.LambdaDeploymentGroup(
+        # CDK names the hook in the alias's update policy (BeforeAllowTrafficHook) and grants it
+        # PutLifecycleEventHookExecutionStatus on this deployment group only. The group gets a
+        # role CDK cannot add to: it would attach AWSCodeDeployRoleForLambdaLimited, which
+        # updates the aliases of every function in the account (another environment's `live`,
+        # where environments share one) and reads objects under CodeDeploy/ in any bucket.
+        self.service_role = self._build_service_role(
+            environment=environment,
+            function=alias.version.lambda_,
+            pre_traffic_hook=pre_traffic_hook,
+        )
+        return codedeploy.LambdaDeploymentGroup(
             self,
             "DeploymentGroup",
             application=self.application,
             alias=alias,
+            role=self.service_role.without_policy_updates(),
             deployment_config=DEPLOYMENT_CONFIGS[settings.strategy],
             alarms=list(self.alarms),
             auto_rollback=codedeploy.AutoRollbackConfig(
@@ -201,22 +214,82 @@ class SafeDeployment(Construct):
             ),
             pre_hook=pre_traffic_hook,
         )
+
+    def _build_service_role(
+        self,
+        *,
+        environment: str,
+        function: lambda_.IFunction,
+        pre_traffic_hook: lambda_.IFunction | None,
+    ) -> iam.Role:
+        """What AWSCodeDeployRoleForLambdaLimited grants CodeDeploy for a Lambda deployment,
+        scoped to this environment's function (its alias calls) and hook; nothing for S3, since
+        CloudFormation hands CodeDeploy the AppSpec itself.
+
+        The alias and alarm grants are inline in the role, so the deployment group (which names
+        the role) exists only once they do: a deployment the same stack update starts finds them
+        in place. The hook's is in the role's own policy, which the hook's role names the group
+        in: inline, it would make the group wait for the hook and the hook for the group."""
+        versions = f"{function.function_arn}:*"
+        role = iam.Role(
+            self,
+            "ServiceRole",
+            assumed_by=iam.ServicePrincipal("codedeploy.amazonaws.com"),
+            description=f"sds {environment}: CodeDeploy's role for the deployment group (shifts "
+            "alias live of the inference function)",
+            inline_policies={
+                "ShiftLiveAlias": iam.PolicyDocument(
+                    statements=[
+                        iam.PolicyStatement(
+                            sid="ShiftLiveAlias",
+                            actions=[
+                                "lambda:GetAlias",
+                                "lambda:UpdateAlias",
+                                "lambda:GetProvisionedConcurrencyConfig",
+                            ],
+                            resources=[function.function_arn, versions],
+                        ),
+                        iam.PolicyStatement(
+                            sid="ReadAlarms",
+                            actions=["cloudwatch:DescribeAlarms"],
+                            resources=["*"],
+                        ),
+                    ]
+                )
+            },
+        )
+        acknowledge_wildcard_resource(
+            role,
+            versions,
+            "The inference function's own alias and versions (qualified ARNs): CodeDeploy reads "
+            "alias live, its versions' provisioned concurrency, and shifts live between them.",
+        )
         acknowledge(
-            group,
-            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
-            "AWSCodeDeployRoleForLambdaLimited]",
-            "AWS's purpose-built CodeDeploy service-role policy for Lambda: it can only shift "
-            "aliases of functions and read the alarms CodeDeploy watches.",
+            role,
+            "AwsSolutions-IAM5[Resource::*]",
+            "cloudwatch:DescribeAlarms, read-only, on '*' as in AWS's own service-role policy "
+            "for CodeDeploy on Lambda (AWSCodeDeployRoleForLambdaLimited): CodeDeploy reads the "
+            "state of the alarms this deployment group lists, whose names CloudFormation "
+            "generates.",
         )
         if pre_traffic_hook is not None:
+            hook_versions = f"{pre_traffic_hook.function_arn}:*"
+            role.add_to_policy(
+                iam.PolicyStatement(
+                    sid="InvokePreTrafficHook",
+                    actions=["lambda:InvokeFunction"],
+                    resources=[pre_traffic_hook.function_arn, hook_versions],
+                )
+            )
             acknowledge_wildcard_resource(
-                group.role,
-                f"{pre_traffic_hook.function_arn}:*",
-                "CDK's grant for CodeDeploy to invoke the pre-traffic hook function: the hook's "
-                "own versions and aliases (qualified ARNs), nothing else.",
+                role,
+                hook_versions,
+                "CodeDeploy invokes the pre-traffic hook function: the hook's own versions and "
+                "aliases (qualified ARNs), nothing else.",
             )
         acknowledge_own_policy(
-            group.role,
-            "CodeDeploy's service role for this deployment group (invoke the pre-traffic hook)",
+            role,
+            "CodeDeploy's service role for this deployment group: read and shift alias live of "
+            "this environment's inference function, read its alarms, invoke the pre-traffic hook",
         )
-        return group
+        return role

@@ -66,6 +66,9 @@ class TrainingDataBucket(Construct):
             self.bucket,
             "Training data: extracts of payment history whose source of record is upstream (the "
             "payment system), from which they can be exported again.",
+            retained=settings.retain,
+            deletes="the one role of this project that may delete from it is the batch "
+            "function's, and only its own runs' work files under the batch output prefix",
         )
         if key is None:
             acknowledge_s3_managed_key(

@@ -47,6 +47,7 @@ from stacks.components.nag import (
 )
 from stacks.components.retention import log_group
 from stacks.components.small_function import function_role, small_function
+from stacks.components.state_machine_role import deliver_logs_and_traces
 from stacks.config import LogSettings
 
 HANDLER = "lambdas.training_endpoints.handler.lambda_handler"
@@ -133,9 +134,13 @@ class TrainingRuns(Construct):
             reaches="EC2, ECS, Step Functions, X-Ray",
         )
         self.machine_logs = log_group(self, "StateMachineLogs", settings=logs)
+        self.machine_role = self._build_machine_role(
+            cluster=cluster, task_definition=task_definition
+        )
         self.state_machine = sfn.StateMachine(
             self,
             "StateMachine",
+            role=self.machine_role.without_policy_updates(),
             comment=f"sds {environment}: a {model_name} training run (sds train --on-fargate, "
             "the schedule): lease the interface endpoints, run the task, release them",
             definition_body=sfn.DefinitionBody.from_chainable(
@@ -290,6 +295,83 @@ class TrainingRuns(Construct):
 
     # The state machine ---------------------------------------------------------------------------
 
+    def _build_machine_role(
+        self, *, cluster: ecs.ICluster, task_definition: ecs.TaskDefinition
+    ) -> iam.Role:
+        """Invokes the lease function, runs the training task definition in its cluster (passing
+        its two roles to ECS tasks), follows and stops that cluster's tasks, delivers its logs
+        and traces; nothing else. What CDK would grant for `ecs:runTask.sync`, but with
+        DescribeTasks and StopTask on this cluster's tasks instead of every task in the account,
+        and the cluster and the service to pass roles to as conditions."""
+        stack = cdk.Stack.of(self)
+        role = iam.Role(
+            self,
+            "StateMachineRole",
+            # Step Functions of this account only, for its state machines (as CDK trusts it).
+            assumed_by=iam.ServicePrincipal(
+                "states.amazonaws.com",
+                conditions={
+                    "ArnLike": {
+                        "aws:SourceArn": stack.format_arn(
+                            service="states",
+                            resource="stateMachine",
+                            resource_name="*",
+                            arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+                        )
+                    },
+                    "StringEquals": {"aws:SourceAccount": stack.account},
+                },
+            ),
+            description=f"sds {self._environment}: training run state machine (leases the "
+            "endpoints, runs the training task)",
+        )
+        self._function_versions = f"{self.function.function_arn}:*"
+        self._cluster_tasks = stack.format_arn(
+            service="ecs", resource="task", resource_name=f"{cluster.cluster_name}/*"
+        )
+        execution_role = task_definition.obtain_execution_role()
+        statements = [
+            iam.PolicyStatement(
+                sid="InvokeLeaseFunction",
+                actions=["lambda:InvokeFunction"],
+                resources=[self.function.function_arn, self._function_versions],
+            ),
+            iam.PolicyStatement(
+                sid="RunTrainingTask",
+                actions=["ecs:RunTask"],
+                resources=[task_definition.task_definition_arn],
+                conditions={"ArnEquals": {"ecs:cluster": cluster.cluster_arn}},
+            ),
+            iam.PolicyStatement(
+                sid="FollowAndStopTasks",
+                actions=["ecs:DescribeTasks", "ecs:StopTask"],
+                resources=[self._cluster_tasks],
+            ),
+            iam.PolicyStatement(
+                sid="PassTaskRoles",
+                actions=["iam:PassRole"],
+                resources=[execution_role.role_arn, task_definition.task_role.role_arn],
+                conditions={"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}},
+            ),
+            # ecs:runTask.sync learns that the task stopped from the EventBridge rule Step
+            # Functions manages in the account under this fixed name.
+            iam.PolicyStatement(
+                sid="FollowTaskEvents",
+                actions=["events:PutTargets", "events:PutRule", "events:DescribeRule"],
+                resources=[
+                    stack.format_arn(
+                        service="events",
+                        resource="rule",
+                        resource_name="StepFunctionsGetEventsForECSTaskRule",
+                    )
+                ],
+            ),
+            deliver_logs_and_traces(),
+        ]
+        for statement in statements:
+            role.add_to_policy(statement)
+        return role
+
     def _invoke(self, construct_id: str, action: str, result_path: str) -> tasks.LambdaInvoke:
         payload: dict[str, object] = {"action": action}
         if action == "release":
@@ -404,19 +486,26 @@ class TrainingRuns(Construct):
     # Acknowledgments -----------------------------------------------------------------------------
 
     def _acknowledge(self) -> None:
-        machine_role = self.state_machine.role
+        machine_role = self.machine_role
         acknowledge_wildcard_resource(
             machine_role,
-            f"{self.function.function_arn}:*",
+            self._function_versions,
             "The lease function's own versions (qualified ARNs), as Step Functions invokes a "
             "function; the state machine invokes nothing else.",
+        )
+        acknowledge_wildcard_resource(
+            machine_role,
+            self._cluster_tasks,
+            "ecs:DescribeTasks and ecs:StopTask on the training cluster's tasks only: task ids "
+            "are generated at launch, and ecs:runTask.sync follows (and, when the execution "
+            "stops, stops) the one task the run started.",
         )
         acknowledge(
             machine_role,
             "AwsSolutions-IAM5[Resource::*]",
-            "What CDK grants for ecs:runTask.sync (ecs:StopTask, ecs:DescribeTasks: task ids are "
-            "generated at launch), CloudWatch Logs' log delivery and X-Ray, none of which "
-            "supports resource-level permissions here.",
+            "CloudWatch Logs' log delivery actions (CreateLogDelivery, ..., DescribeLogGroups) "
+            "and X-Ray's accept only '*' (Service Authorization Reference); they deliver this "
+            "state machine's own logs and traces.",
         )
         acknowledge_own_policy(
             machine_role,

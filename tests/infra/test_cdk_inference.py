@@ -137,6 +137,43 @@ def test_deployment_group_uses_the_configured_strategy_and_rolls_back_on_every_a
     assert len(watched) == 6
 
 
+def test_codedeploy_shifts_the_aliases_of_this_environments_function_only(
+    synthesized: SynthesizedApp, env: str
+) -> None:
+    # Given the role CodeDeploy uses for this environment's deployment group
+    template = _inference(synthesized, env)
+    _, group = one(template, "AWS::CodeDeploy::DeploymentGroup")
+    role_id = group["Properties"]["ServiceRoleArn"]["Fn::GetAtt"][0]
+    function_id, _ = model_function(template)
+    (hook_id,) = [k for k in resources(template, "AWS::Lambda::Function") if "ActivationHook" in k]
+
+    # Then it holds no AWS managed policy: AWSCodeDeployRoleForLambdaLimited updates the aliases
+    # of every function in the account (another environment's `live` in a shared account) and
+    # reads objects under CodeDeploy/ in any bucket
+    assert not template["Resources"][role_id]["Properties"].get("ManagedPolicyArns")
+    statements = role_statements(template, role_id)
+    # And it reads and shifts aliases of this environment's inference function only
+    function = {"Fn::GetAtt": [function_id, "Arn"]}
+    (aliases,) = [s for s in statements if "lambda:UpdateAlias" in actions_of(s)]
+    assert sorted(actions_of(aliases)) == [
+        "lambda:GetAlias",
+        "lambda:GetProvisionedConcurrencyConfig",
+        "lambda:UpdateAlias",
+    ]
+    assert aliases["Resource"] == [function, {"Fn::Join": ["", [function, ":*"]]}]
+    # And besides, it reads the state of the alarms it watches and invokes its hook: nothing else
+    by_action = {a: s for s in statements for a in actions_of(s)}
+    assert by_action["cloudwatch:DescribeAlarms"]["Resource"] == "*"
+    assert {"Fn::GetAtt": [hook_id, "Arn"]} in by_action["lambda:InvokeFunction"]["Resource"]
+    assert sorted(by_action) == [
+        "cloudwatch:DescribeAlarms",
+        "lambda:GetAlias",
+        "lambda:GetProvisionedConcurrencyConfig",
+        "lambda:InvokeFunction",
+        "lambda:UpdateAlias",
+    ]
+
+
 def test_alarms_watch_the_alias_and_the_api_with_configured_thresholds(
     synthesized: SynthesizedApp, env: str
 ) -> None:

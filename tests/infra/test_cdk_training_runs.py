@@ -234,6 +234,46 @@ def test_the_lease_function_creates_and_deletes_only_tagged_endpoints_of_its_net
 
 
 @pytest.mark.parametrize("leased", LEASED)
+def test_the_state_machine_runs_follows_and_stops_only_its_own_clusters_task(
+    synthesized: SynthesizedApp, leased: str
+) -> None:
+    # Given the role of the training run's state machine
+    template = _training(synthesized, leased)
+    _, machine = one(template, "AWS::StepFunctions::StateMachine")
+    role_id = machine["Properties"]["RoleArn"]["Fn::GetAtt"][0]
+    statements = role_statements(template, role_id)
+    by_action = {a: s for s in statements for a in actions_of(s)}
+    cluster_id, _ = one(template, "AWS::ECS::Cluster")
+    task_id, _ = one(template, "AWS::ECS::TaskDefinition")
+    lease_id, _ = one(template, "AWS::Lambda::Function", prefix="RunsLeaseFunction")
+
+    # Then it runs the training task definition in its cluster only, as the operator may
+    run = by_action["ecs:RunTask"]
+    assert run["Resource"] == {"Ref": task_id}
+    assert run["Condition"] == {"ArnEquals": {"ecs:cluster": {"Fn::GetAtt": [cluster_id, "Arn"]}}}
+    # And follows and stops that cluster's tasks only (task ids are generated at launch)
+    for action in ("ecs:DescribeTasks", "ecs:StopTask"):
+        tasks = json.dumps(by_action[action]["Resource"]).replace(" ", "")
+        assert tasks.endswith(f':task/",{{"Ref":"{cluster_id}"}},"/*"]]}}'), tasks
+    # And passes the task's two roles to ECS tasks only
+    passing = by_action["iam:PassRole"]
+    assert len(passing["Resource"]) == 2
+    assert passing["Condition"] == {
+        "StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}
+    }
+    # And invokes the lease function only
+    assert by_action["lambda:InvokeFunction"]["Resource"][0] == {"Fn::GetAtt": [lease_id, "Arn"]}
+    # And '*' only where nothing narrower exists: log delivery and X-Ray
+    wildcard = sorted(a for s in statements if s["Resource"] == "*" for a in actions_of(s))
+    assert wildcard and all(a.startswith(("logs:", "xray:")) for a in wildcard), wildcard
+    # And only Step Functions of this account assumes it, for its state machines
+    (trust,) = template["Resources"][role_id]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "states.amazonaws.com"}
+    assert set(trust["Condition"]) == {"ArnLike", "StringEquals"}
+    assert trust["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+
+
+@pytest.mark.parametrize("leased", LEASED)
 def test_the_lease_function_runs_outside_the_vpc_and_knows_its_network(
     synthesized: SynthesizedApp, leased: str
 ) -> None:
