@@ -625,7 +625,7 @@ def test_a_payment_ahead_of_the_clock_gets_the_reference_path_s_answer_among_its
     body = json.loads(fast["body"])
     far = (parse_time("2099-12-31T23:59:59Z") - parse_time(NOW)) // SECOND_US
     assert [(p["field"], p["reason"].split(" (")[0]) for p in body["problems"]] == [
-        ("events[1].occurred_at", "is 300 s ahead of the clock"),
+        ("events[1].occurred_at", "is 301 s ahead of the clock"),
         ("events[1].amount", "must be >= 0"),
         ("events[2].occurred_at", f"is {far} s ahead of the clock"),
     ]
