@@ -358,6 +358,34 @@ def wait_for_threads(count: int) -> None:
         time.sleep(0.02)
 
 
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback on this machine")
+def test_an_ipv6_address_is_listened_on_and_its_url_is_bracketed(
+    trained: TrainedModel, tmp_path: Path
+) -> None:
+    # Given the local API asked to listen on the IPv6 loopback (`sds serve --host ::1`)
+    apps = trained.serving_locally(tmp_path / "models.lock.json")
+    with LocalApi(apps, host="::1", port=0) as api:
+        # Then its URL is one a client can use, and it serves there
+        port = int(api.server.server_address[1])
+        assert api.url == f"http://[::1]:{port}"
+        connection = http.client.HTTPConnection("::1", port, timeout=PATIENCE_S)
+        try:
+            connection.request("POST", "/predict", json.dumps({"events": [EVENT]}), JSON)
+            response = connection.getresponse()
+            assert response.status == 200, response.read()
+        finally:
+            connection.close()
+
+
 def test_connection_limits_must_be_positive() -> None:
     with pytest.raises(ValueError, match="drain_timeout_s must be positive"):
         ConnectionLimits(drain_timeout_s=0)
