@@ -270,6 +270,9 @@ class PinnedApps:
         self._pin: Pin | None = None
         self._shadow: Pin | None = None
         self._pin_error: str | None = None
+        # What the log last said is served: said again at each change, a return to an app
+        # loaded before (a rollback) included.
+        self._serving: tuple[Pin | None, Pin | None, str | None] | None = None
 
     @classmethod
     def for_environment(cls, ws: Workspace, env: str) -> PinnedApps:
@@ -346,11 +349,19 @@ class PinnedApps:
                         settings, metrics=self.metrics, online=self.online, capture=self.capture
                     )
                     self._apps[(pin, shadow)] = app
-                if pin is not None and app.model is not None:
-                    logger.info("now serving %s v%s", self.model, pin.version)
-                if app.shadow is not None:
-                    logger.info("shadowed by %s v%s", self.model, app.shadow.version)
+            serving = (pin, shadow, self._pin_error)
+            if serving != self._serving:
+                self._serving = serving
+                self._log_serving(app)
             return app
+
+    def _log_serving(self, app: InferenceApp) -> None:
+        if app.model is None:
+            logger.warning("now serving no model: %s", app.unavailable)
+            return
+        logger.info("now serving %s v%s", self.model, app.model.version)
+        if app.shadow is not None:
+            logger.info("shadowed by %s v%s", self.model, app.shadow.version)
 
     def handle(self, event: Mapping[str, Any]) -> Mapping[str, Any]:
         """One API Gateway proxy event: POST /events feeds the feature store, the rest is the

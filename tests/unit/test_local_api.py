@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from sds.kernel.lock import Pin, write_pin
 from sds.ops.local_api import GATEWAY_MAX_BODY, ConnectionLimits, LocalApi
 from tests.support.trained_model import TrainedModel
 
@@ -415,6 +416,38 @@ def test_a_lock_file_that_stops_reading_while_serving_keeps_the_last_pin_serving
     lock.write_text(good)
     os.utime(lock, ns=(time.time_ns(), time.time_ns() + 2_000_000))
     assert apps.handle(health)["statusCode"] == 200
+
+
+def test_the_log_says_what_is_served_each_time_the_pin_changes_back_and_forth(
+    trained: TrainedModel, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given the local API serving dev's pin, its log read from the first request on
+    lock = tmp_path / "models.lock.json"
+    apps = trained.serving_locally(lock)
+    caplog.set_level("INFO", logger="sds.ops.local_api")
+    health = {"httpMethod": "GET", "path": "/health", "headers": {}, "body": None}
+    pin = Pin(trained.version.number, trained.version.sha256)
+
+    def pinned(to: Pin | None, tick: int) -> int:
+        write_pin(lock, model="fraud", env="dev", pin=to)
+        os.utime(lock, ns=(time.time_ns(), time.time_ns() + tick * 1_000_000))
+        return int(apps.handle(health)["statusCode"])
+
+    # When requests come, then the pin is cleared (a rollback past the first version), then
+    # pinned again: back to the app loaded first
+    assert apps.handle(health)["statusCode"] == 200
+    assert apps.handle(health)["statusCode"] == 200
+    assert pinned(None, 1) == 503
+    assert pinned(pin, 2) == 200
+
+    # Then the log says what is served at each change, and only then
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("now serving")]
+    assert said == [
+        f"now serving fraud v{pin.version}",
+        "now serving no model: no model is deployed to environment 'dev': promote a version "
+        "(sds promote VERSION --to dev) and deploy",
+        f"now serving fraud v{pin.version}",
+    ]
 
 
 def test_a_lock_file_that_never_read_is_a_503_naming_it(
