@@ -1044,6 +1044,19 @@ def test_serve_on_an_ipv6_port_in_use_names_the_address_in_brackets(
     )
 
 
+def test_serve_on_an_address_of_another_machine_says_which_addresses_it_can_take(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # When serving on an address no interface of this machine has (TEST-NET-1, RFC 5737)
+    ended = sds(capsys, "serve", "--env", "dev", "--host", "192.0.2.1", "--port", "0")
+    # Then the error names it, and says what --host takes
+    assert ended.code == 1
+    assert ended.error_line == (
+        "sds: error: cannot listen on 192.0.2.1:0: cannot assign requested address; --host "
+        "takes an address of this machine (127.0.0.1, or 0.0.0.0 for all of them)"
+    )
+
+
 def test_monitor_since_after_as_of_without_until_says_until_is_needed(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
