@@ -5,14 +5,18 @@ I/O at import time; `handler.py` builds one `InferenceApp` per execution environ
 
 Routes: POST /predict, GET /model, GET /health, GET /openapi.json (the OpenAPI document from
 `sds.kernel.openapi`, served even without a model). Status codes: 200 scored; 400 invalid JSON or
-events (every problem named, with field and reason); 404 unknown route; 405 wrong method; 413
+events (every problem named, with field and reason), a payment dated more than
+`sds.kernel.online.FUTURE_TOLERANCE` ahead of the app's clock among them; 404 unknown route; 405 wrong method; 413
 body too large; 415 not JSON; 503 no model deployed, the model failed to load, or the account
 aggregates could not be read (when the environment refuses to score without them). Nothing a
 client sends reaches a 500.
 
 Each payment is scored with its account's aggregates (`sds.kernel.aggregates`) as of its
 `occurred_at`, read from the feature store in one round trip for the whole request
-(`sds.kernel.online.OnlineFeatures.read_columns`).
+(`sds.kernel.online.OnlineFeatures.read_columns`). A payment dated ahead of the clock is refused
+(`ahead_of_clock`, as the feature updater refuses such an event): no event after the clock has been
+folded yet, so its window would read empty and its score would mislead. The clock is read once
+per request, and the warm path compares it with the latest time of the batch only.
 
 The warm path is built for the requests that are almost all of them, valid ones: the body is
 read straight into columns, parsed and validated together in C (`sds.kernel.features.BatchDecoder`,
@@ -87,7 +91,7 @@ from sds.kernel.features import (
     validate_event,
 )
 from sds.kernel.featurestore import FeatureStoreError, open_feature_store
-from sds.kernel.online import OnlineFeatures
+from sds.kernel.online import OnlineFeatures, ahead_of_clock, now_micros
 from sds.kernel.openapi import build_openapi
 from sds.kernel.serving import LoadedModel, ModelUnavailable, load_model, shown_scores
 from sds.kernel.settings import ServingSettings, SettingsError
@@ -349,9 +353,13 @@ class InferenceApp:
         online: OnlineFeatures | None = None,
         capture: CaptureSink | None = None,
         lines: LineSink | None = None,
+        clock: Callable[[], int] = now_micros,
     ) -> None:
         self.settings = settings or ServingSettings(None, None, None, None)  # type: ignore[arg-type]
         self.metrics = metrics
+        # Microseconds since the epoch: when a request was received, and the latest a payment
+        # it scores may be dated (with `ahead_of_clock`'s tolerance).
+        self.clock = clock
         self.capturer: Capturer | None = None
         self.online = online
         self.online_error: str | None = None
@@ -577,13 +585,18 @@ class InferenceApp:
         return self.model
 
     def _predict(self, event: Mapping[str, Any], metrics: dict[str, float]) -> Response:
-        received_us, started_ns = time.time_ns() // 1000, time.perf_counter_ns()
+        received_us, started_ns = self.clock(), time.perf_counter_ns()
         data = request_body(event, self.settings.max_body_bytes)
         decoded = self.decoder(data)
+        if (
+            decoded is not None
+            and ahead_of_clock(max(decoded[0][TIME_US]), received_us) is not None
+        ):
+            decoded = None  # a payment dated ahead of the clock: the reference path names it
         events: list[Mapping[str, Any]] | None
         if decoded is None:
             # Not certainly valid: the reference path decides, and names every problem.
-            events = self._events(parse_json(data))
+            events = self._events(parse_json(data), received_us)
             columns = Columns.of(events)
         else:
             columns, payments = decoded
@@ -727,7 +740,9 @@ class InferenceApp:
 
     # Request parsing --------------------------------------------------------------------------
 
-    def _events(self, body: Any) -> list[Mapping[str, Any]]:
+    def _events(self, body: Any, now: int) -> list[Mapping[str, Any]]:
+        """The request's payments, valid and not dated ahead of `now`; else RequestError naming
+        every problem."""
         events, problems = batch_envelope(body, limit=self.settings.max_events)
         if not isinstance(body, dict):  # the one problem, with its own message
             raise RequestError(
@@ -736,9 +751,14 @@ class InferenceApp:
                 'the body must be a JSON object: {"events": [...]}',
                 problems,
             )
+        not_ahead = functools.partial(ahead_of_clock, now=now)
         for index, item in enumerate(events or ()):
             where = f"events[{index}]"
-            problems.extend(validate_event(item, where=where, extra_fields=OPTIONAL_FIELDS))
+            problems.extend(
+                validate_event(
+                    item, where=where, extra_fields=OPTIONAL_FIELDS, check_time=not_ahead
+                )
+            )
             if isinstance(item, Mapping) and item.get("type", PAYMENT) != PAYMENT:
                 problems.append(Problem(f"{where}.type", _not_a_payment(item["type"])))
         if problems:

@@ -283,7 +283,13 @@ def is_unicode(text: str) -> bool:
     return True
 
 
-def _check_field(spec: Field, value: Any, where: str) -> Problem | None:
+# A further rule for a valid time (microseconds): why it is refused, or None (see `validate_event`).
+TimeCheck = Callable[[int], str | None]
+
+
+def _check_field(
+    spec: Field, value: Any, where: str, check_time: TimeCheck | None = None
+) -> Problem | None:
     if spec.kind in ("number", "integer"):
         if spec.kind == "integer" and not (isinstance(value, int) and not isinstance(value, bool)):
             return Problem(where, "must be an integer")
@@ -308,10 +314,11 @@ def _check_field(spec: Field, value: Any, where: str) -> Problem | None:
         return None if isinstance(value, bool) else Problem(where, "must be true or false")
     if spec.kind == "time":
         try:
-            parse_time(value)
+            micros = parse_time(value)
         except ValueError as exc:
             return Problem(where, str(exc))
-        return None
+        reason = None if check_time is None else check_time(micros)
+        return None if reason is None else Problem(where, reason)
     if not isinstance(value, str):
         return Problem(where, "must be a string")
     if spec.kind == "id":
@@ -363,16 +370,30 @@ def batch_envelope(
 
 
 def validate_event(
-    event: Any, *, where: str = "event", extra_fields: Iterable[str] = ()
+    event: Any,
+    *,
+    where: str = "event",
+    extra_fields: Iterable[str] = (),
+    check_time: TimeCheck | None = None,
 ) -> list[Problem]:
-    """Every problem with one payment: missing, unknown and invalid fields, in schema order."""
-    return validate_fields(event, FIELDS, where=where, extra_fields=extra_fields)
+    """Every problem with one payment: missing, unknown and invalid fields, in schema order.
+    `check_time` is a caller's own rule for a valid `occurred_at` (/predict's: not ahead of the
+    clock); its reason is the field's problem, in the field's place."""
+    return validate_fields(
+        event, FIELDS, where=where, extra_fields=extra_fields, check_time=check_time
+    )
 
 
 def validate_fields(
-    event: Any, fields: Sequence[Field], *, where: str = "event", extra_fields: Iterable[str] = ()
+    event: Any,
+    fields: Sequence[Field],
+    *,
+    where: str = "event",
+    extra_fields: Iterable[str] = (),
+    check_time: TimeCheck | None = None,
 ) -> list[Problem]:
-    """Every problem with one event against `fields`: missing, unknown and invalid fields."""
+    """Every problem with one event against `fields`: missing, unknown and invalid fields (a
+    valid time also against `check_time`, when given)."""
     if not isinstance(event, Mapping):
         return [Problem(where, "must be a JSON object")]
     problems: list[Problem] = []
@@ -380,7 +401,7 @@ def validate_fields(
         if spec.name not in event:
             problems.append(Problem(f"{where}.{spec.name}", "is required"))
             continue
-        problem = _check_field(spec, event[spec.name], f"{where}.{spec.name}")
+        problem = _check_field(spec, event[spec.name], f"{where}.{spec.name}", check_time)
         if problem is not None:
             problems.append(problem)
     known = {spec.name for spec in fields} | set(extra_fields)

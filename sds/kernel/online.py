@@ -62,8 +62,9 @@ def ahead_of_clock(occurred: int, now: int) -> str | None:
     """Why an event dated `occurred` may not be folded at `now`, or None if it may."""
     if occurred <= now + FUTURE_TOLERANCE:
         return None
+    # Whole seconds rounded up: 300.5 s is "301 s", never "300 s (more than 300 s)".
     return (
-        f"is {(occurred - now) // SECOND} s ahead of the clock (more than "
+        f"is {-((now - occurred) // SECOND)} s ahead of the clock (more than "
         f"{FUTURE_TOLERANCE // SECOND} s): is the producer's clock right?"
     )
 

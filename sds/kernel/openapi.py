@@ -15,13 +15,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sds.kernel.aggregates import AGGREGATES
+from sds.kernel.aggregates import AGGREGATES, MINUTE
 from sds.kernel.events import KINDS, LABEL_KINDS, TYPE
 from sds.kernel.features import FIELDS, SCHEMA_VERSION, Field
+from sds.kernel.online import FUTURE_TOLERANCE
 from sds.kernel.settings import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_EVENTS
 
+# How far ahead of the server's clock an event may be dated (`sds.kernel.online.ahead_of_clock`).
+_TOLERANCE = f"{FUTURE_TOLERANCE // MINUTE} minutes"
+
 ERROR_CODES: dict[int, str] = {
-    400: "Invalid JSON or invalid events: `problems` lists every one, with field and reason",
+    400: (
+        "Invalid JSON or invalid events: `problems` lists every one, with field and reason (a "
+        f"payment dated more than {_TOLERANCE} ahead of the server's clock among them)"
+    ),
     413: (
         "The body is larger than `MAX_BODY_BYTES` (the function's `Error`), or than API "
         "Gateway's 10 MiB (the gateway's own answer, `GatewayError`)"
@@ -64,6 +71,12 @@ def event_schema() -> dict[str, Any]:
     optional `type`, as on the event bus. The account aggregates are not sent: the system
     computes them from the account's events (`x-computed-features` lists them)."""
     properties = {spec.name: _event_property(spec) for spec in FIELDS}
+    # /predict's own rule on top of the feature schema's (`InferenceApp`).
+    properties["occurred_at"]["description"] += (
+        f", at most {_TOLERANCE} ahead of the server's clock: a later one is refused (400, saying how far "
+        "ahead), as the feature store refuses such an event, since its account aggregates "
+        "cannot be known yet"
+    )
     properties["type"] = {
         "type": "string",
         "enum": ["payment"],
@@ -172,7 +185,7 @@ def _events_path(route: EventsRoute) -> dict[str, Any]:
                 "400": {
                     "description": (
                         "Invalid JSON, invalid events (`problems` lists every one, an "
-                        "activity event dated more than 5 minutes ahead of the clock too), or "
+                        f"activity event dated more than {_TOLERANCE} ahead of the clock too), or "
                         "one event id with two contents in the batch; nothing was stored"
                     ),
                     "content": _json_content("Error"),

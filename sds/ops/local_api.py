@@ -27,6 +27,7 @@ for it before returning; an idle keep-alive connection is not waited for.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import logging
@@ -269,6 +270,9 @@ class PinnedApps:
         self._pin: Pin | None = None
         self._shadow: Pin | None = None
         self._pin_error: str | None = None
+        # What the log last said is served: said again at each change, a return to an app
+        # loaded before (a rollback) included.
+        self._serving: tuple[Pin | None, Pin | None, str | None] | None = None
 
     @classmethod
     def for_environment(cls, ws: Workspace, env: str) -> PinnedApps:
@@ -345,11 +349,19 @@ class PinnedApps:
                         settings, metrics=self.metrics, online=self.online, capture=self.capture
                     )
                     self._apps[(pin, shadow)] = app
-                if pin is not None and app.model is not None:
-                    logger.info("now serving %s v%s", self.model, pin.version)
-                if app.shadow is not None:
-                    logger.info("shadowed by %s v%s", self.model, app.shadow.version)
+            serving = (pin, shadow, self._pin_error)
+            if serving != self._serving:
+                self._serving = serving
+                self._log_serving(app)
             return app
+
+    def _log_serving(self, app: InferenceApp) -> None:
+        if app.model is None:
+            logger.warning("now serving no model: %s", app.unavailable)
+            return
+        logger.info("now serving %s v%s", self.model, app.model.version)
+        if app.shadow is not None:
+            logger.info("shadowed by %s v%s", self.model, app.shadow.version)
 
     def handle(self, event: Mapping[str, Any]) -> Mapping[str, Any]:
         """One API Gateway proxy event: POST /events feeds the feature store, the rest is the
@@ -719,7 +731,34 @@ def make_handler(
     return Handler
 
 
+def _address_family(host: str, port: int) -> socket.AddressFamily:
+    """IPv4 where the host has an IPv4 address (as before: `localhost` is 127.0.0.1), IPv6 where
+    it has only IPv6 ones (`::1`, `::`); a host that does not resolve is named by the bind."""
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError:
+        return socket.AF_INET
+    families = {family for family, *_ in found}
+    return socket.AF_INET6 if families == {socket.AF_INET6} else socket.AF_INET
+
+
+def host_in_url(host: str) -> str:
+    """A host as a URL writes it: an IPv6 address in brackets (RFC 3986)."""
+    return f"[{host}]" if ":" in host else host
+
+
 class _Server(ThreadingHTTPServer):
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        self.address_family = _address_family(*address)
+        super().__init__(address, handler)
+
+    def server_bind(self) -> None:
+        if self.address_family == socket.AF_INET6:
+            # `::` takes IPv4 clients too, as `python -m http.server --bind ::` does.
+            with contextlib.suppress(OSError, AttributeError):
+                self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that goes away mid-request (a reset, a broken pipe) is one log line, not a
         traceback; anything else is a bug, logged with its traceback."""
@@ -750,7 +789,7 @@ class LocalApi:
     @property
     def url(self) -> str:
         host, port = self.server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"http://{host_in_url(str(host))}:{port}"
 
     def start(self) -> LocalApi:
         self.apps.current()  # load the pinned model now, not on the first request

@@ -17,8 +17,10 @@ from openapi_spec_validator import validate
 
 from lambdas.inference.app import ROUTES, InferenceApp
 from sds.kernel import aggregates, features, openapi
+from sds.kernel.aggregates import MINUTE
 from sds.kernel.events import ACTIVITY_KINDS, KINDS
 from sds.kernel.features import FIELD_NAMES, FIELDS, feature_schema
+from sds.kernel.online import FUTURE_TOLERANCE
 from sds.kernel.settings import ServingSettings
 from sds.ops.local_api import EventsEndpoint
 
@@ -44,13 +46,26 @@ def test_the_event_schema_is_the_feature_schema_plus_an_optional_type() -> None:
     assert event["additionalProperties"] is False
     assert set(event["properties"]) == {*FIELD_NAMES, "type"}
     for field in FIELDS:
-        published = inputs["properties"][field.name]
-        assert published.items() <= event["properties"][field.name].items(), field.name
+        published = dict(inputs["properties"][field.name])
+        documented = event["properties"][field.name]
+        assert documented.pop("description").startswith(published.pop("description"))
+        assert published.items() <= documented.items(), field.name
     assert event["properties"]["event_id"]["maxLength"] == features.MAX_EVENT_ID_LENGTH
     assert event["properties"]["type"]["enum"] == ["payment"]
     # The aggregates are documented as computed, never as inputs
     computed = [f["name"] for f in event["x-computed-features"]]
     assert computed == list(aggregates.NAMES) and not set(computed) & set(event["properties"])
+
+
+def test_the_document_says_a_payment_ahead_of_the_clock_is_refused_and_by_how_much() -> None:
+    # Given the tolerance the API applies to occurred_at (`sds.kernel.online`)
+    tolerance = f"{FUTURE_TOLERANCE // MINUTE} minutes ahead of the server's clock"
+    # When the document is read, then the field and the 400 both state the rule
+    document = openapi.build_openapi()
+    occurred_at = document["components"]["schemas"]["Event"]["properties"]["occurred_at"]
+    assert f"at most {tolerance}: a later one is refused (400" in occurred_at["description"]
+    refused = document["paths"]["/predict"]["post"]["responses"]["400"]["description"]
+    assert f"a payment dated more than {tolerance}" in refused
 
 
 def test_the_document_follows_the_deployed_limits() -> None:

@@ -75,7 +75,7 @@ valid_event = st.fixed_dictionaries(
         "event_id": event_ids,
         "account_id": event_ids,
         "occurred_at": st.sampled_from(
-            ["2026-03-01T12:00:00Z", "2031-12-31T23:59:59.999999-08:00"]
+            ["2026-03-01T12:00:00Z", "2025-12-31T23:59:59.999999-08:00"]
         ),
         "amount": st.floats(0, 1e9, allow_nan=False) | st.integers(0, 10**9),
         "currency": st.sampled_from(CURRENCIES),

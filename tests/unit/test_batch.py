@@ -261,6 +261,26 @@ def test_a_batch_score_is_the_score_the_api_gives_with_the_same_account_history(
     assert len({row["fraud_probability"] for row in batch.values()}) > 10
 
 
+def test_a_history_dated_ahead_of_the_clock_is_scored_which_the_api_refuses(
+    tmp_path: Path, trained: TrainedModel
+) -> None:
+    # Given a history of payments and logins dated in 2098 (the API refuses such a payment: its
+    # account's events cannot have been folded yet; a history holds them all)
+    records = [
+        {**r, "occurred_at": "2098" + r["occurred_at"].removeprefix("2026")}
+        for r in generate_activity(400, seed=3)
+    ]
+    assert all(r["occurred_at"].startswith("2098-") for r in records)
+    data = write_jsonl(records, tmp_path / "h.jsonl")
+
+    # When it is scored as a batch, then every payment is scored
+    run_locally(
+        "score", data=str(data), out=str(tmp_path / "out"), model=_model(trained), workers=1
+    )
+    payments = {r["event_id"] for r in records if r["type"] == "payment"}
+    assert {r["event_id"] for r in _rows(tmp_path / "out")} == payments
+
+
 def test_a_scored_history_with_labels_reports_a_backtest_and_keeps_each_label(
     tmp_path: Path, trained: TrainedModel, small_history: Path
 ) -> None:

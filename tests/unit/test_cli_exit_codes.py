@@ -1022,6 +1022,41 @@ def test_serve_on_a_port_in_use_names_the_host_and_port(
     assert ended.json()["error"]["exit_code"] == 1
 
 
+def test_serve_on_an_ipv6_port_in_use_names_the_address_in_brackets(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given an IPv6 loopback port something already listens on
+    with socket.socket(socket.AF_INET6) as taken:
+        try:
+            taken.bind(("::1", 0))
+        except OSError:
+            pytest.skip("no IPv6 loopback on this machine")
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        # When serving on it
+        ended = sds(capsys, "serve", "--env", "dev", "--host", "::1", "--port", str(port))
+
+    # Then the address is the one taken, in brackets, and the reason is that it is in use
+    assert ended.code == 1
+    assert ended.error_line.startswith(
+        f"sds: error: cannot listen on [::1]:{port}: address already in use; "
+    )
+
+
+def test_serve_on_an_address_of_another_machine_says_which_addresses_it_can_take(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # When serving on an address no interface of this machine has (TEST-NET-1, RFC 5737)
+    ended = sds(capsys, "serve", "--env", "dev", "--host", "192.0.2.1", "--port", "0")
+    # Then the error names it, and says what --host takes
+    assert ended.code == 1
+    assert ended.error_line == (
+        "sds: error: cannot listen on 192.0.2.1:0: cannot assign requested address; --host "
+        "takes an address of this machine (127.0.0.1, or 0.0.0.0 for all of them)"
+    )
+
+
 def test_monitor_since_after_as_of_without_until_says_until_is_needed(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

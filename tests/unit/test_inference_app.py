@@ -16,10 +16,16 @@ import skops.io as sio
 from lambdas.inference.app import InferenceApp
 from sds.kernel.aggregates import NAMES as AGGREGATES
 from sds.kernel.behaviour import BEHAVIOUR_METRICS, SCORE_BOUNDS, SCORE_BUCKETS
-from sds.kernel.features import COMPUTED_REASON, FIELD_NAMES, featurize, parse_time
+from sds.kernel.features import (
+    COMPUTED_REASON,
+    FIELD_NAMES,
+    featurize,
+    format_time,
+    parse_time,
+)
 from sds.kernel.featurestore import FeatureStoreError
 from sds.kernel.featurestore.sqlite import SqliteFeatureStore
-from sds.kernel.online import OnlineFeatures
+from sds.kernel.online import FUTURE_TOLERANCE, OnlineFeatures
 from sds.kernel.registry import open_registry
 from sds.kernel.serving import SHOWN_IN_NUMPY_FROM, shown_scores
 from sds.kernel.settings import ServingSettings
@@ -555,6 +561,88 @@ def test_given_a_body_that_is_not_a_string_then_400(served: InferenceApp) -> Non
     status, _, body = call(served, event)
 
     assert (status, body["error"]) == (400, "bad_event")
+
+
+# Payments dated ahead of the clock -------------------------------------------------------------
+
+SECOND_US = 1_000_000
+
+
+def clocked(trained: TrainedModel, at: str = NOW) -> InferenceApp:
+    """The app serving the trained version with its clock stopped at `at`."""
+    now = parse_time(at)
+    return InferenceApp(trained.settings(), metrics=lambda *a: None, clock=lambda: now)
+
+
+def reference_answer(app: InferenceApp, event: dict[str, Any]) -> dict[str, Any]:
+    """The reference path's answer alone (the fast reader declines every body)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(app, "decoder", lambda data: None)
+        return app.handle(event, None)
+
+
+def test_given_a_payment_dated_ahead_of_the_clock_then_400_says_how_far(
+    trained: TrainedModel,
+) -> None:
+    # Given the app's clock at NOW, a payment at the tolerance and one 10 minutes ahead
+    app = clocked(trained)
+    at_limit = format_time(parse_time(NOW) + FUTURE_TOLERANCE)
+    ahead = format_time(parse_time(NOW) + 600 * SECOND_US)
+    events = [valid_event(occurred_at=at_limit), ordinary_event(occurred_at=ahead)]
+
+    # When they are sent together, then the later one is refused by name, with how far ahead
+    status, _, body = call(app, proxy({"events": events}))
+
+    assert status == 400
+    assert problems_of(body) == {
+        "events[1].occurred_at": (
+            "is 600 s ahead of the clock (more than 300 s): is the producer's clock right?"
+        )
+    }
+    # And the one at the tolerance alone is scored: a producer's clock may drift that much
+    status, _, body = call(app, proxy({"events": events[:1]}))
+    assert status == 200 and len(body["predictions"]) == 1
+
+
+def test_a_payment_ahead_of_the_clock_gets_the_reference_path_s_answer_among_its_other_problems(
+    trained: TrainedModel,
+) -> None:
+    # Given a clock at NOW and a batch: valid, ahead of the clock with a bad amount, ahead only
+    app = clocked(trained)
+    ahead = format_time(parse_time(NOW) + FUTURE_TOLERANCE + 1)
+    events = [
+        valid_event(),
+        valid_event(occurred_at=ahead, amount=-1),
+        ordinary_event(occurred_at="2099-12-31T23:59:59Z"),
+    ]
+    event = proxy({"events": events})
+
+    # When the request is answered by the warm path and by the reference path alone
+    fast, reference = app.handle(event, None), reference_answer(app, event)
+
+    # Then both answer the same 400, each problem of an event in its field order
+    assert fast == reference
+    body = json.loads(fast["body"])
+    far = (parse_time("2099-12-31T23:59:59Z") - parse_time(NOW)) // SECOND_US
+    assert [(p["field"], p["reason"].split(" (")[0]) for p in body["problems"]] == [
+        ("events[1].occurred_at", "is 301 s ahead of the clock"),
+        ("events[1].amount", "must be >= 0"),
+        ("events[2].occurred_at", f"is {far} s ahead of the clock"),
+    ]
+
+
+def test_the_clock_is_read_once_per_request(trained: TrainedModel) -> None:
+    reads: list[int] = []
+
+    def clock() -> int:
+        reads.append(1)
+        return parse_time(NOW)
+
+    app = InferenceApp(trained.settings(), metrics=lambda *a: None, clock=clock)
+
+    call(app, proxy({"events": [valid_event(), ordinary_event()]}))
+
+    assert len(reads) == 1
 
 
 # Metrics ---------------------------------------------------------------------------------------

@@ -2,12 +2,14 @@
 is JSON with `error` and `message`, and every valid request is scored, one prediction per event.
 
 A few hundred examples per property keep this under a few seconds on 2 cores; the 10,000-case
-version runs in the slow suite.
+version runs in the slow suite. The app's clock is stopped at `CLOCK`, so that payments at the
+tolerance ahead of it are valid and later ones are not, whatever the day the tests run.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from typing import Any
 
@@ -16,7 +18,16 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from lambdas.inference.app import InferenceApp
-from sds.kernel.features import CURRENCIES, FIELD_NAMES, MERCHANT_CATEGORIES, validate_event
+from sds.kernel.features import (
+    CURRENCIES,
+    FIELD_NAMES,
+    MERCHANT_CATEGORIES,
+    format_time,
+    parse_time,
+    validate_event,
+)
+from sds.kernel.online import FUTURE_TOLERANCE, ahead_of_clock
+from tests.support.trained_model import TrainedModel
 
 FUZZ = settings(
     max_examples=300,
@@ -51,6 +62,23 @@ finite_json_values = st.recursive(
     max_leaves=6,
 )
 
+CLOCK = parse_time("2026-06-01T00:00:00Z")
+AT_THE_TOLERANCE = format_time(CLOCK + FUTURE_TOLERANCE)
+# Times the app refuses: just past the tolerance, and a producer's clock years ahead.
+AHEAD = [format_time(CLOCK + FUTURE_TOLERANCE + 1), "2031-07-04T00:00:00Z"]
+NOT_AHEAD = functools.partial(ahead_of_clock, now=CLOCK)
+
+
+@pytest.fixture(scope="module")
+def served(trained: TrainedModel) -> InferenceApp:
+    """The inference app serving the trained version, its clock stopped at `CLOCK`."""
+    app = InferenceApp(
+        trained.settings(), metrics=lambda values, dimensions: None, clock=lambda: CLOCK
+    )
+    assert app.model is not None, app.unavailable
+    return app
+
+
 VALID = {
     "event_id": "evt-1",
     "account_id": "acct-1",
@@ -69,7 +97,7 @@ valid_events = st.fixed_dictionaries(
         "event_id": st.text(min_size=1, max_size=128),
         "account_id": st.text(min_size=1, max_size=20),
         "occurred_at": st.sampled_from(
-            ["2026-03-01T12:00:00Z", "2026-03-01T12:00:00.123+02:00", "2031-07-04T00:00:00Z"]
+            ["2026-03-01T12:00:00Z", "2026-03-01T12:00:00.123+02:00", AT_THE_TOLERANCE]
         ),
         "amount": st.floats(0, 1e9, allow_nan=False) | st.integers(0, 10**9),
         "currency": st.sampled_from(CURRENCIES),
@@ -224,7 +252,7 @@ def mutated_requests(draw: st.DrawFn) -> list[Any]:
     events: list[Any] = [dict(e) for e in draw(st.lists(valid_events, min_size=1, max_size=6))]
     for index in range(len(events)):
         for _ in range(draw(st.integers(0, 3))):
-            action = draw(st.sampled_from(["drop", "replace", "add", "swap_event"]))
+            action = draw(st.sampled_from(["drop", "replace", "add", "swap_event", "ahead"]))
             event = events[index]
             if not isinstance(event, dict):
                 break
@@ -234,13 +262,15 @@ def mutated_requests(draw: st.DrawFn) -> list[Any]:
                 event[draw(st.sampled_from([*FIELD_NAMES, "type"]))] = draw(finite_json_values)
             elif action == "add":
                 event[draw(st.text(max_size=10))] = draw(finite_json_values)
+            elif action == "ahead":
+                event["occurred_at"] = draw(st.sampled_from(AHEAD))
             else:
                 events[index] = draw(finite_json_values)
     return events
 
 
 def _is_valid(event: Any) -> bool:
-    if validate_event(event, extra_fields=("type",)):
+    if validate_event(event, extra_fields=("type",), check_time=NOT_AHEAD):
         return False
     return bool(event.get("type", "payment") == "payment")
 
@@ -297,6 +327,7 @@ def request_texts(draw: st.DrawFn) -> str:
 @example(text=json.dumps({"events": [{"event_id": "\ud800", **VALID}]}), b64=False)
 @example(text=json.dumps({"events": [{**VALID, "hour_of_day": 10**22}]}), b64=False)
 @example(text=json.dumps({"events": [{**VALID, "amount": 1e-7}]}), b64=False)
+@example(text=json.dumps({"events": [VALID, {**VALID, "occurred_at": AHEAD[0]}]}), b64=False)
 def test_given_any_body_then_the_fast_path_answers_exactly_as_the_reference_path(
     served: InferenceApp, text: str, b64: bool
 ) -> None:
@@ -325,7 +356,10 @@ def test_given_mixed_valid_and_invalid_events_then_the_problems_are_the_per_even
     for index, event in enumerate(events):
         where = f"events[{index}]"
         expected += [
-            p.to_dict() for p in validate_event(event, where=where, extra_fields=("type",))
+            p.to_dict()
+            for p in validate_event(
+                event, where=where, extra_fields=("type",), check_time=NOT_AHEAD
+            )
         ]
         if isinstance(event, dict) and event.get("type", "payment") != "payment":
             kind = event["type"]

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from sds.kernel.lock import Pin, write_pin
 from sds.ops.local_api import GATEWAY_MAX_BODY, ConnectionLimits, LocalApi
 from tests.support.trained_model import TrainedModel
 
@@ -358,6 +359,34 @@ def wait_for_threads(count: int) -> None:
         time.sleep(0.02)
 
 
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback on this machine")
+def test_an_ipv6_address_is_listened_on_and_its_url_is_bracketed(
+    trained: TrainedModel, tmp_path: Path
+) -> None:
+    # Given the local API asked to listen on the IPv6 loopback (`sds serve --host ::1`)
+    apps = trained.serving_locally(tmp_path / "models.lock.json")
+    with LocalApi(apps, host="::1", port=0) as api:
+        # Then its URL is one a client can use, and it serves there
+        port = int(api.server.server_address[1])
+        assert api.url == f"http://[::1]:{port}"
+        connection = http.client.HTTPConnection("::1", port, timeout=PATIENCE_S)
+        try:
+            connection.request("POST", "/predict", json.dumps({"events": [EVENT]}), JSON)
+            response = connection.getresponse()
+            assert response.status == 200, response.read()
+        finally:
+            connection.close()
+
+
 def test_connection_limits_must_be_positive() -> None:
     with pytest.raises(ValueError, match="drain_timeout_s must be positive"):
         ConnectionLimits(drain_timeout_s=0)
@@ -387,6 +416,38 @@ def test_a_lock_file_that_stops_reading_while_serving_keeps_the_last_pin_serving
     lock.write_text(good)
     os.utime(lock, ns=(time.time_ns(), time.time_ns() + 2_000_000))
     assert apps.handle(health)["statusCode"] == 200
+
+
+def test_the_log_says_what_is_served_each_time_the_pin_changes_back_and_forth(
+    trained: TrainedModel, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given the local API serving dev's pin, its log read from the first request on
+    lock = tmp_path / "models.lock.json"
+    apps = trained.serving_locally(lock)
+    caplog.set_level("INFO", logger="sds.ops.local_api")
+    health = {"httpMethod": "GET", "path": "/health", "headers": {}, "body": None}
+    pin = Pin(trained.version.number, trained.version.sha256)
+
+    def pinned(to: Pin | None, tick: int) -> int:
+        write_pin(lock, model="fraud", env="dev", pin=to)
+        os.utime(lock, ns=(time.time_ns(), time.time_ns() + tick * 1_000_000))
+        return int(apps.handle(health)["statusCode"])
+
+    # When requests come, then the pin is cleared (a rollback past the first version), then
+    # pinned again: back to the app loaded first
+    assert apps.handle(health)["statusCode"] == 200
+    assert apps.handle(health)["statusCode"] == 200
+    assert pinned(None, 1) == 503
+    assert pinned(pin, 2) == 200
+
+    # Then the log says what is served at each change, and only then
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("now serving")]
+    assert said == [
+        f"now serving fraud v{pin.version}",
+        "now serving no model: no model is deployed to environment 'dev': promote a version "
+        "(sds promote VERSION --to dev) and deploy",
+        f"now serving fraud v{pin.version}",
+    ]
 
 
 def test_a_lock_file_that_never_read_is_a_503_naming_it(

@@ -110,11 +110,15 @@ def _announce(
 
 
 def _cannot_listen(host: str, port: int, exc: OSError) -> str:
+    from sds.ops.local_api import host_in_url
+
     reason = exc.strerror or str(exc)
     if exc.errno == errno.EADDRINUSE:
         hint = "; is another server on it? choose another --port (0 takes any free one)"
     elif exc.errno == errno.EACCES:
         hint = "; ports below 1024 need privileges: choose --port 1024 or more"
+    elif exc.errno == errno.EADDRNOTAVAIL:
+        hint = "; --host takes an address of this machine (127.0.0.1, or 0.0.0.0 for all of them)"
     else:
         hint = ""
-    return f"cannot listen on {host}:{port}: {reason.lower()}{hint}"
+    return f"cannot listen on {host_in_url(host)}:{port}: {reason.lower()}{hint}"
