@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sds.cli.arguments import workers_option
-from sds.cli.render import print_json
+from sds.cli.render import print_json, report_error
 from sds.kernel.errors import UsageError
 from sds.kernel.signals import reworded
 from sds.progress import Progress, human_bytes
@@ -123,13 +123,25 @@ def _ratio(value: float | None) -> str:
 
 
 def report_aws_run(args: argparse.Namespace, run: Callable[[Callable[[str], None]], Any]) -> int:
+    """Follow a run on AWS and print it: started (`--no-wait`) or finished. A run that fails is
+    reported as `main` reports every error (one line on stderr; with --json, the error's document
+    on stdout, its failed items in it), the failed items it names on stderr after that line."""
+    from sds.ops.batch_aws import BatchRunFailed
+
     def say(line: str) -> None:
         if not args.quiet:
             print(line, file=sys.stderr, flush=True)
 
-    result = run(say)
+    try:
+        result = run(say)
+    except BatchRunFailed as exc:
+        code = report_error(exc, as_json=args.json)
+        if not args.json:
+            for line in exc.listing():
+                print(line, file=sys.stderr)
+        return code
     if args.json:
         print_json(result.to_dict())
     else:
         print(result.summary())
-    return int(result.exit_code)
+    return 0
