@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sds.cli.arguments import workers_option
-from sds.cli.render import print_json
+from sds.cli.render import print_json, report_error
 from sds.kernel.errors import UsageError
 from sds.kernel.signals import reworded
 from sds.progress import Progress, human_bytes
@@ -60,12 +60,38 @@ def start_over(args: argparse.Namespace) -> str:
     return f"to discard it and start over: {command} (or use another --out)"
 
 
-def check_restart(args: argparse.Namespace, *, on_aws: bool) -> None:
-    if args.restart and on_aws:
-        raise UsageError(
-            "--restart: only for runs on this machine; on AWS, name a new --out prefix (or "
-            "delete the old one's objects)"
-        )
+# Run options that apply on one target only, given as (option, its attribute, whether it is for
+# --aws, what to do instead): given for the other target, one is a usage error, not ignored.
+ONE_TARGET = (
+    (
+        "--restart",
+        "restart",
+        False,
+        "on AWS, name a new --out prefix (or delete the old one's objects)",
+    ),
+    (
+        "--workers",
+        "workers",
+        False,
+        "on AWS, the batch state machine runs infra.batch.max_concurrency functions at once "
+        "(cdk.json)",
+    ),
+    (
+        "--no-wait",
+        "no_wait",
+        True,
+        "a run on this machine is followed until it ends (Ctrl-C stops it; the same command "
+        "resumes it)",
+    ),
+)
+
+
+def check_target(args: argparse.Namespace, *, on_aws: bool) -> None:
+    """Refuse (exit 2) an option given for a run on the target it does not apply to."""
+    for option, name, for_aws, instead in ONE_TARGET:
+        if getattr(args, name) not in (None, False) and for_aws != on_aws:
+            where = "only applies with --aws" if for_aws else "only for runs on this machine"
+            raise UsageError(f"{option}: {where}; {instead}")
 
 
 def report_local_run(args: argparse.Namespace, run: Callable[[Progress], Any], *, what: str) -> int:
@@ -123,13 +149,25 @@ def _ratio(value: float | None) -> str:
 
 
 def report_aws_run(args: argparse.Namespace, run: Callable[[Callable[[str], None]], Any]) -> int:
+    """Follow a run on AWS and print it: started (`--no-wait`) or finished. A run that fails is
+    reported as `main` reports every error (one line on stderr; with --json, the error's document
+    on stdout, its failed items in it), the failed items it names on stderr after that line."""
+    from sds.ops.batch_aws import BatchRunFailed
+
     def say(line: str) -> None:
         if not args.quiet:
             print(line, file=sys.stderr, flush=True)
 
-    result = run(say)
+    try:
+        result = run(say)
+    except BatchRunFailed as exc:
+        code = report_error(exc, as_json=args.json)
+        if not args.json:
+            for line in exc.listing():
+                print(line, file=sys.stderr)
+        return code
     if args.json:
         print_json(result.to_dict())
     else:
         print(result.summary())
-    return int(result.exit_code)
+    return 0

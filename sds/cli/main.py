@@ -1,11 +1,12 @@
 """`sds`: train, register, promote, roll back and serve models, per environment.
 
 Exit codes: 0 done (or nothing to do), 1 error, 2 usage error, 3 refused (a promotion gate
-failed, a concurrent change won, or a rollback's target Lambda version cannot serve); 130 when
-interrupted (Ctrl-C), 143 when stopped by SIGTERM (`timeout`, systemd, `docker stop`: the same
-cleanup as Ctrl-C, `sds.kernel.signals`), 141 (SIGPIPE's) quietly when the reader of stdout goes
-away. Errors are one line on stderr; `--json` prints machine-readable results on stdout, and
-errors there as `{"error": {...}}`.
+failed, a concurrent change won, a rollback's target was never served by that environment or its
+Lambda version cannot serve, or a batch run's --out holds another run (of other input, say) or
+other files, with --aws too); 130 when interrupted (Ctrl-C), 143 when stopped by SIGTERM
+(`timeout`, systemd, `docker stop`: the same cleanup as Ctrl-C, `sds.kernel.signals`), 141
+(SIGPIPE's) quietly when the reader of stdout goes away. Errors are one line on stderr;
+`--json` prints machine-readable results on stdout, and errors there as `{"error": {...}}`.
 
 Local mode is the zero-config default. `--aws` (or `SDS_TARGET=aws`) works against the deployed
 stacks instead: registries come from SSM `/sds/<env>/registry-bucket` (unless
@@ -60,9 +61,10 @@ every command takes --json (results on stdout; errors, usage errors included, as
 before or after the command. --aws (or SDS_TARGET=aws) works against the deployed stacks.
 
 exit codes: 0 done (or nothing to do), 1 error (or `status --check` found a disagreement),
-2 usage error, 3 refused (a promotion gate failed, a concurrent change won, or a rollback's
-target Lambda version cannot serve), 130 interrupted (Ctrl-C), 143 stopped by SIGTERM (cleaned up
-as on Ctrl-C).
+2 usage error, 3 refused (a promotion gate failed, a concurrent change won, a rollback's target
+was never served by that environment or its Lambda version cannot serve, or a batch run's --out
+holds another run (of other input, say) or other files, with --aws too), 130 interrupted
+(Ctrl-C), 143 stopped by SIGTERM (cleaned up as on Ctrl-C).
 
 shell completion: eval "$(sds completion bash)"   (also zsh, fish, tcsh, powershell)
 """

@@ -9,8 +9,9 @@ for a command line that cannot work (2), everything else an error (1). The CLI's
 to the `--json` error report through `details()`.
 
 Exit codes (as `sds --help`, the README and docs/runbook.md document them): 0 done (or nothing to
-do), 1 error, 2 usage error, 3 refused (a promotion gate failed, a concurrent change won, or a
-rollback's target Lambda version cannot serve).
+do), 1 error, 2 usage error, 3 refused (a promotion gate failed, a concurrent change won, a
+rollback's target was never served by that environment or its Lambda version cannot serve, or a
+batch run's --out holds another run (of other input, say) or other files, with --aws too).
 """
 
 from __future__ import annotations

@@ -6,14 +6,16 @@ local run, each item in the batch function. This module checks the locations fir
 in the environment's training-data bucket, the output under its batch prefix and not inside the
 input: what the plan step would refuse), pins the model (the environment's pin, or `--version`
 from its registry), starts an execution, reports each map's progress while it runs, and reads
-the run's manifest (or names the failed items) when it ends. Starting the same command again
-after a failure resumes the run: finished parts are not computed again.
+the run's manifest when it ends. Starting the same command again after a failure resumes the
+run: finished parts are not computed again.
 
-A run that a step of the function failed with an error of sds's own (the plan refusing a run at
-`--out` it cannot resume, a history with no events or no files) fails the command with that
-error (`step_error`, `BatchRunFailed`): its message, type and exit code, the ones the same run
-gives on this machine, so a script sees the same exit code whichever target ran it. Step
-Functions' raw cause (the function's error document, with its stack trace) is in `--json` only.
+A run that ends without its manifest fails the command (`BatchRunFailed`), reported as every
+error is: one line naming what failed and what to do, then the map items that failed (`listing`;
+in `--json`, the error's document carries them, with the execution and Step Functions' raw
+cause). A run that a step of the function failed with an error of sds's own (the plan refusing a
+run at `--out` it cannot resume, a history with no events or no files, a bad line in it) fails
+as that error (`step_error`, `failed_as`): its message, type and exit code, the ones the same run
+gives on this machine, so a script sees the same exit code whichever target ran it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -44,17 +46,44 @@ RUNNING = "RUNNING"
 
 
 class BatchRunFailed(SdsError):
-    """A run on AWS that a step of the batch function failed with an error of sds's own. Raised
-    as that error (`failed_as`): the function's message, the words the same run gives on this
-    machine, with its type and exit code; `--json` adds the execution, the output and the cause
-    Step Functions reported."""
+    """A run on AWS that ended without finishing: its message names what failed and what to do,
+    on one line; `listing` names the map items that failed, for the lines after it. `--json` adds
+    the execution, the output, its status, the cause Step Functions reported and every failed
+    item. Raised as the error of sds's own that a step failed the run with, if one did
+    (`failed_as`)."""
 
-    def __init__(self, message: str, *, execution: str, output: str, cause: str) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        execution: str,
+        output: str,
+        status: str,
+        cause: str | None,
+        failures: list[dict[str, Any]] | None = None,
+    ) -> None:
         super().__init__(message)
-        self.execution, self.output, self.cause = execution, output, cause
+        self.execution, self.output, self.status, self.cause = execution, output, status, cause
+        self.failures = failures or []
 
     def details(self) -> dict[str, Any]:
-        return {"execution": self.execution, "output": self.output, "cause": self.cause}
+        return {
+            "execution": self.execution,
+            "output": self.output,
+            "status": self.status,
+            "cause": self.cause,
+            "failures": self.failures,
+        }
+
+    def listing(self) -> list[str]:
+        """The failed map items, one a line (the first ten; `--json` has every one)."""
+        lines = [_describe(f) for f in self.failures[:LISTED]]
+        if len(self.failures) > LISTED:
+            lines.append(f"  ... and {len(self.failures) - LISTED} more (--json lists every one)")
+        return lines
+
+
+LISTED = 10
 
 
 # Where the errors the batch function raises on purpose are defined: the code it runs (the
@@ -110,17 +139,14 @@ class AwsRun:
     status: str
     seconds: float = 0.0
     manifest: dict[str, Any] | None = None
-    error: str | None = None
-    cause: str | None = None
-    failures: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.execution.rsplit(":", 1)[-1]
 
     @property
     def complete(self) -> bool:
         return self.manifest is not None and bool(self.manifest.get("complete"))
-
-    @property
-    def exit_code(self) -> int:
-        return 0 if self.complete or self.status == RUNNING else 1
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -132,42 +158,55 @@ class AwsRun:
             "complete": self.complete,
             "seconds": round(self.seconds, 1),
             "manifest": self.manifest,
-            "error": self.error,
-            "cause": self.cause,
-            "failures": self.failures,
         }
 
     def summary(self) -> str:
-        name = self.execution.rsplit(":", 1)[-1]
+        """The run started (`--no-wait`), or finished: one line."""
         if self.status == RUNNING:
-            return f"started {name} on {self.env}: follow it with the AWS console or CLI ({self.execution})"
-        if self.complete:
-            assert self.manifest is not None
-            totals = self.manifest["totals"]
-            return (
-                f"{totals['rows']} rows from {totals['events']} events into "
-                f"{len(self.manifest['parts'])} parts in {self.output} ({name} on {self.env}, "
-                f"{self.seconds:.0f} s)"
-            )
-        # A step that refused the history (a bad line, say) fails the same way when run again,
-        # and once the input is fixed the run is refused as changed: resuming cannot help.
-        refused = any(str(f.get("cause", "")).startswith(REFUSED) for f in self.failures)
-        lines = [
-            f"{name} on {self.env} ended {self.status}"
-            + (f": {_why(self.error, self.cause)}" if self.error else "")
-            + (
-                "; the history has a problem named below, which running again meets again: fix "
-                f"the input, then run the command into a new --out prefix (or delete {self.output}'s "
-                "objects first: a changed input cannot resume this run)"
-                if refused
-                else "; run the same command again to compute what is missing (finished parts "
-                "are kept)"
-            )
-        ]
-        lines += [_describe(f) for f in self.failures[:10]]
-        if len(self.failures) > 10:
-            lines.append(f"  ... and {len(self.failures) - 10} more (see {self.output}/{RESULTS})")
-        return "\n".join(lines)
+            return f"started {self.name} on {self.env}: follow it with the AWS console or CLI ({self.execution})"
+        assert self.manifest is not None
+        totals = self.manifest["totals"]
+        return (
+            f"{totals['rows']} rows from {totals['events']} events into "
+            f"{len(self.manifest['parts'])} parts in {self.output} ({self.name} on {self.env}, "
+            f"{self.seconds:.0f} s)"
+        )
+
+
+def run_failed(
+    run: AwsRun, error: str | None, cause: str | None, failures: list[dict[str, Any]]
+) -> BatchRunFailed:
+    """The error a run that ended without finishing fails the command with, given the error and
+    cause Step Functions reported and the map items that failed. An item that refused the history
+    (a bad line, say) makes it that HistoryError, in the words the same run fails with on this
+    machine: running again meets it again, and a fixed input is refused as changed, so the line
+    says to fix it and start over. Any other failure (a part out of memory) passes: running
+    again computes what is missing."""
+    ended = f"{run.name} on {run.env} ended {run.status}"
+    failed = f" ({len(failures)} failed item(s))" if failures else ""
+    refused = [f["cause"] for f in failures if str(f.get("cause", "")).startswith(REFUSED)]
+    kind: type[BatchRunFailed] = BatchRunFailed
+    if refused:
+        kind = failed_as(HistoryError)
+        message = (
+            f"{refused[0].removeprefix(REFUSED).strip()}; {ended}{failed}: fix the input, then "
+            f"run the command into a new --out prefix (or delete {run.output}'s objects first: "
+            "a changed input cannot resume this run)"
+        )
+    else:
+        why = f": {_why(error, cause)}" if error else " without finishing every part"
+        message = (
+            f"{ended}{why}{failed}; run the same command again to compute what is missing "
+            "(finished parts are kept)"
+        )
+    return kind(
+        message,
+        execution=run.execution,
+        output=run.output,
+        status=run.status,
+        cause=cause,
+        failures=failures,
+    )
 
 
 # How a failure's cause starts when a step refused the history itself (`failed_items` keeps the
@@ -195,8 +234,16 @@ def _why(error: str, cause: str | None) -> str:
 
 
 def _describe(failure: dict[str, Any]) -> str:
-    which = f"part {failure['part']}" if "part" in failure else f"item {failure.get('item', '?')}"
-    return f"  {failure.get('step')} {which}: {failure.get('error')}: {failure.get('cause')}"
+    """A failed map item: `part 2: MemoryError: ...`, `shuffle item 0: HistoryError: ...` (the
+    error's type once, where the function's cause names it already)."""
+    which = (
+        f"part {failure['part']}"
+        if "part" in failure
+        else f"{failure.get('step')} item {failure.get('item', '?')}"
+    )
+    error, cause = str(failure.get("error")), str(failure.get("cause") or "")
+    said = cause if cause.startswith(f"{error}:") else f"{error}: {cause}".rstrip(": ")
+    return f"  {which}: {said}"
 
 
 def run_on_aws(
@@ -255,17 +302,17 @@ def run_on_aws(
     output = open_storage(out)
     if output.exists(MANIFEST):
         run.manifest = read_json(output, MANIFEST)
-    if not run.complete:
-        run.error, run.cause = described.get("error"), described.get("cause")
-        raised = function_error(run.cause)
-        kind = None if raised is None else step_error(raised[0])
-        if raised is not None and kind is not None:
-            # A step (plan, collect, summarize) failed the run with an error of sds's own (the
-            # plan refused it, the history gave it nothing to compute): that error, and its exit
-            # code, is the whole story, as the same step's is on this machine.
-            raise failed_as(kind)(raised[1], execution=arn, output=out, cause=str(run.cause))
-        run.failures = failed_items(output, f"{RESULTS}{name}/")
-    return run
+    if run.complete:
+        return run
+    error, cause = described.get("error"), described.get("cause")
+    raised = function_error(cause)
+    kind = None if raised is None else step_error(raised[0])
+    if raised is not None and kind is not None:
+        # A step (plan, collect, summarize) failed the run with an error of sds's own (the plan
+        # refused it, the history gave it nothing to compute): that error, and its exit code, is
+        # the whole story, as the same step's is on this machine.
+        raise failed_as(kind)(raised[1], execution=arn, output=out, status=run.status, cause=cause)
+    raise run_failed(run, error, cause, failed_items(output, f"{RESULTS}{name}/"))
 
 
 def _follow(sfn: Any, arn: str, say: Say, poll_seconds: float) -> tuple[str, dict[str, Any]]:
@@ -303,4 +350,4 @@ def _map_progress(sfn: Any, arn: str) -> dict[str, str]:
     return progress
 
 
-__all__ = ["AwsRun", "BatchRunFailed", "UsageError", "run_on_aws", "step_error"]
+__all__ = ["AwsRun", "BatchRunFailed", "UsageError", "run_failed", "run_on_aws", "step_error"]

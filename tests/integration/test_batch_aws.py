@@ -98,35 +98,75 @@ def environment(aws: Any, trained: Trained) -> Iterator[Environment]:
     )
 
 
-def execute(env: Environment, run: dict[str, Any], *, name: str = "exec-1") -> dict[str, Any]:
-    """What the state machine does with the function, step by step (without the map's failure
-    handling: a raised error stops here, as it would fail a map item)."""
+class MapFailed(Exception):
+    """A Distributed Map with more failed items than it tolerates, as Step Functions reports the
+    execution that the `TooManyFailures` state ends: this error and cause."""
+
+    error = "States.ExceedToleratedFailureThreshold"
+
+    def __init__(self) -> None:
+        super().__init__("The specified tolerated failure threshold was exceeded")
+
+
+def execute(
+    env: Environment, run: dict[str, Any], *, name: str = "exec-1", maps: bool = False
+) -> dict[str, Any]:
+    """What the state machine does with the function, step by step. Without `maps`, a raised
+    error stops here, as it would fail a map item; with it, a map item's error is that item's
+    failure, as the Distributed Maps handle it (`map_items`), and a failed map ends the run with
+    Summarize and `MapFailed`."""
     plan = env.app.handle({"action": "plan", **run, "run_id": name})
     if plan["finished"]:
         return env.app.handle({"action": "summarize", "output": run["output"], "run_id": name})
-    if plan["shuffle"]:
-        items = json.loads(
-            env.s3.get_object(Bucket=env.data_bucket, Key=plan["items_key"])["Body"].read()
-        )
-        results = [
-            env.app.handle({"action": "shuffle", "output": run["output"], **item}) for item in items
-        ]
-        # The map's ResultWriter files, as the service writes them under the run's output
-        written = f"{plan['results_prefix'].rstrip('/')}/shuffle-map-run"
-        for key, body in {
-            "manifest.json": {"DestinationBucket": env.data_bucket},
-            "SUCCEEDED_0.json": [{"Output": json.dumps(r)} for r in results],
-        }.items():
-            env.s3.put_object(
-                Bucket=env.data_bucket, Key=f"{written}/{key}", Body=json.dumps(body).encode()
+    try:
+        if plan["shuffle"]:
+            items = json.loads(
+                env.s3.get_object(Bucket=env.data_bucket, Key=plan["items_key"])["Body"].read()
             )
-    collected = env.app.handle({"action": "collect", "output": run["output"]})
-    parts = json.loads(
-        env.s3.get_object(Bucket=env.data_bucket, Key=collected["parts_key"])["Body"].read()
-    )
-    for part in parts:
-        env.app.handle({"action": "part", "output": run["output"], **part})
+            events = [{"action": "shuffle", "output": run["output"], **item} for item in items]
+            map_items(env, plan, "shuffle-map-run", events, catch=maps)
+        collected = env.app.handle({"action": "collect", "output": run["output"]})
+        parts = json.loads(
+            env.s3.get_object(Bucket=env.data_bucket, Key=collected["parts_key"])["Body"].read()
+        )
+        events = [{"action": "part", "output": run["output"], **part} for part in parts]
+        map_items(env, plan, "parts-map-run", events, catch=maps)
+    except MapFailed:
+        env.app.handle({"action": "summarize", "output": run["output"], "run_id": name})
+        raise
     return env.app.handle({"action": "summarize", "output": run["output"], "run_id": name})
+
+
+def map_items(
+    env: Environment, plan: dict[str, Any], label: str, events: list[Any], *, catch: bool
+) -> None:
+    """A Distributed Map: the function called with each item, and the results written as the
+    map's ResultWriter writes them under the run's output. With `catch`, an item's error is its
+    failure (the error's type, and the function's error document as the cause) and a map with
+    any failed item fails (`MapFailed`: these tests tolerate none); without, it is raised."""
+    succeeded, failed = [], []
+    for event in events:
+        try:
+            succeeded.append({"Output": json.dumps(env.app.handle(event))})
+        except Exception as exc:
+            if not catch:
+                raise
+            kind = type(exc).__name__
+            cause = {"errorType": kind, "errorMessage": str(exc)}
+            failed.append({"Input": json.dumps(event), "Error": kind, "Cause": json.dumps(cause)})
+    written = f"{plan['results_prefix'].rstrip('/')}/{label}"
+    files: dict[str, Any] = {
+        "manifest.json": {"DestinationBucket": env.data_bucket},
+        "SUCCEEDED_0.json": succeeded,
+    }
+    if failed:
+        files["FAILED_0.json"] = failed
+    for key, body in files.items():
+        env.s3.put_object(
+            Bucket=env.data_bucket, Key=f"{written}/{key}", Body=json.dumps(body).encode()
+        )
+    if failed:
+        raise MapFailed
 
 
 def test_the_item_processor_writes_the_parts_a_local_run_writes(
@@ -622,11 +662,18 @@ def test_sds_aws_score_refuses_locations_the_state_machine_cannot_use_before_sta
 
 
 @pytest.mark.parametrize(
-    ("cause", "advice"),
+    ("cause", "kind", "said", "advice"),
     [
-        ({"errorType": "MemoryError", "errorMessage": "too big"}, "run the same command again"),
+        (
+            {"errorType": "MemoryError", "errorMessage": "too big"},
+            "BatchRunFailed",
+            "ended FAILED: States.ExceedToleratedFailureThreshold",
+            "run the same command again",
+        ),
         (
             {"errorType": "HistoryError", "errorMessage": "s3://b/h.jsonl:3: invalid JSON"},
+            "HistoryError",
+            "s3://b/h.jsonl:3: invalid JSON; ",
             "fix the input, then run the command into a new --out prefix",
         ),
     ],
@@ -638,12 +685,14 @@ def test_a_failed_execution_names_the_failed_parts(
     workspace: Any,
     tmp_path: Path,
     cause: dict[str, str],
+    kind: str,
+    said: str,
     advice: str,
 ) -> None:
     import dataclasses
 
     from sds.ops.aws import Clients, Discovery
-    from sds.ops.batch_aws import run_on_aws
+    from sds.ops.batch_aws import BatchRunFailed, run_on_aws
 
     # Given an execution that fails with a part over the tolerance, as ResultWriter recorded it
     output = f"s3://{environment.data_bucket}/batch/features-2"
@@ -680,30 +729,40 @@ def test_a_failed_execution_names_the_failed_parts(
     lines: list[str] = []
 
     # When the run is started and followed
-    run = run_on_aws(
-        ws, "features", env="dev", data=f"s3://{environment.data_bucket}/training-data/",
-        out=output, version=None, say=lines.append,
-    )  # fmt: skip
+    with pytest.raises(BatchRunFailed) as raised:
+        run_on_aws(
+            ws, "features", env="dev", data=f"s3://{environment.data_bucket}/training-data/",
+            out=output, version=None, say=lines.append,
+        )  # fmt: skip
 
-    # Then it failed, says why and which part, and how to go on: resume after a passing fault,
-    # fix the input after a refusal of the history (which a resumed run would meet again)
+    # Then it fails (exit 1), as the history's error where the part refused the history, saying
+    # why and how to go on: resume after a passing fault, fix the input after a refusal of the
+    # history (which a resumed run would meet again); the failed part is named after that
+    failure = raised.value
     described = f"{cause['errorType']}: {cause['errorMessage']}"
-    assert run.exit_code == 1 and not run.complete
-    assert run.failures == [
+    assert (type(failure).__name__, failure.exit_code) == (kind, 1)
+    assert failure.failures == [
         {"step": "part", "part": 3, "error": "States.TaskFailed", "cause": described}
     ]
-    summary = run.summary()
-    assert "ended FAILED: States.ExceedToleratedFailureThreshold" in summary
-    assert f"part 3: States.TaskFailed: {described}" in summary
-    assert advice in summary
-    assert ("run the same command again" in summary) is (cause["errorType"] == "MemoryError")
+    message = str(failure)
+    assert said in message and advice in message
+    assert ("run the same command again" in message) is (cause["errorType"] == "MemoryError")
+    assert failure.listing() == [f"  part 3: States.TaskFailed: {described}"]
+
+
+def error_and_after(err: str) -> tuple[str, list[str]]:
+    """The command's error line on stderr, and the lines after it."""
+    lines = err.strip().splitlines()
+    (at,) = [i for i, line in enumerate(lines) if line.startswith("sds:")]
+    return lines[at], lines[at + 1 :]
 
 
 class RunningSteps:
     """moto's Step Functions records executions but runs none: this client starts an execution
-    by running the state machine's steps with the batch function (`execute`), and describes it
-    as the service does: SUCCEEDED, or FAILED with the error a step raised (a function's error
-    is the execution's error, its cause the function's error document in JSON)."""
+    by running the state machine's steps with the batch function (`execute`, its maps' failures
+    handled as the service handles them), and describes it as the service does: SUCCEEDED, or
+    FAILED with the error a step raised (a function's error is the execution's error, its cause
+    the function's error document in JSON) or a failed map's (`MapFailed`)."""
 
     def __init__(self, env: Environment) -> None:
         self._env = env
@@ -714,7 +773,7 @@ class RunningSteps:
         self.raised = None
         self.started.append(kwargs["name"])
         try:
-            execute(self._env, json.loads(kwargs["input"]), name=kwargs["name"])
+            execute(self._env, json.loads(kwargs["input"]), name=kwargs["name"], maps=True)
         except Exception as exc:
             self.raised = exc
         return {
@@ -724,6 +783,8 @@ class RunningSteps:
     def describe_execution(self, **_: Any) -> dict[str, Any]:
         if self.raised is None:
             return {"status": "SUCCEEDED"}
+        if isinstance(self.raised, MapFailed):
+            return {"status": "FAILED", "error": MapFailed.error, "cause": str(self.raised)}
         kind = type(self.raised).__name__
         cause = {
             "errorMessage": str(self.raised),
@@ -901,8 +962,8 @@ def test_a_step_s_passing_fault_is_one_line_naming_it_and_the_run_resumes(
     # Then it fails (exit 1) naming the fault in the function's words, not its raw error
     # document, and says that running it again resumes
     assert result.code == 1, result.err
-    (ended,) = [line for line in result.out.splitlines() if " ended FAILED" in line]
-    assert ended.endswith(
+    ended, after = error_and_after(result.err)
+    assert not after and ended.endswith(
         "ended FAILED: ConnectionError: S3 did not answer; run the same command again to compute "
         "what is missing (finished parts are kept)"
     ), ended
@@ -910,6 +971,139 @@ def test_a_step_s_passing_fault_is_one_line_naming_it_and_the_run_resumes(
     # and --json keeps the raw cause
     result = cli("--aws", "backfill", "--env", "dev", "--data", data, "--out", output, "--json")
     assert json.loads(result.json()["cause"])["errorMessage"] == "S3 did not answer"
+
+
+def test_a_run_on_aws_with_failed_parts_fails_in_one_line_that_says_to_resume_then_names_them(
+    environment: Environment,
+    deployed_batch: str,
+    cli: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sds.kernel import sdk
+
+    # Given a backfill on AWS whose third part fails (out of memory), the others finishing
+    data = environment.upload(
+        "training-data/h.jsonl", write_jsonl(generate_activity(900, seed=2), tmp_path / "h.jsonl")
+    )
+    output = f"s3://{environment.data_bucket}/batch/parts-failed"
+    arguments = ["--aws", "backfill", "--env", "dev", "--data", data, "--out", output]
+    machine = RunningSteps(environment)
+    made = sdk.client
+    monkeypatch.setattr(
+        sdk, "client", lambda service: machine if service == "stepfunctions" else made(service)
+    )
+    real = batch_run.jobs.feature_rows
+    calls: list[int] = []
+
+    def flaky(history: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 3:
+            raise MemoryError("the partition did not fit")
+        return real(history)
+
+    monkeypatch.setattr(batch_run.jobs, "feature_rows", flaky)
+
+    # When it runs
+    result = cli(*arguments, "--partitions", "4")
+
+    # Then it fails (exit 1) as every error does: one line on stderr naming what failed and
+    # saying that running again resumes, then the failed part; nothing on stdout
+    assert result.code == 1, result.err
+    assert result.out == ""
+    line, after = error_and_after(result.err)
+    name = machine.started[-1]
+    assert line == (
+        f"sds: error: {name} on dev ended FAILED: States.ExceedToleratedFailureThreshold: The "
+        "specified tolerated failure threshold was exceeded (1 failed item(s)); run the same "
+        "command again to compute what is missing (finished parts are kept)"
+    )
+    assert after == ["  part 2: MemoryError: the partition did not fit"]
+
+    # And --json prints the error's document, with the failed items and the execution
+    def out_of_memory(history: Any) -> Any:
+        raise MemoryError("the partition did not fit")
+
+    monkeypatch.setattr(batch_run.jobs, "feature_rows", out_of_memory)  # the part left fails
+    result = cli(*arguments, "--json")
+    assert result.code == 1, result.err
+    report = result.json()
+    assert report["error"] == {
+        "message": error_and_after(result.err)[0].removeprefix("sds: error: "),
+        "type": "BatchRunFailed",
+        "exit_code": 1,
+    }
+    assert report["failures"] == [
+        {
+            "step": "part",
+            "part": 2,
+            "error": "MemoryError",
+            "cause": "MemoryError: the partition did not fit",
+        }
+    ]
+    assert report["execution"].endswith(f":{machine.started[-1]}")
+    assert report["status"] == "FAILED" and report["output"] == output
+
+    # And running it again computes the part that failed
+    monkeypatch.setattr(batch_run.jobs, "feature_rows", real)
+    result = cli(*arguments)
+    assert result.code == 0, result.err
+    assert "into 4 parts" in result.out
+
+
+def test_a_history_with_a_bad_line_fails_on_aws_as_on_this_machine(
+    environment: Environment,
+    deployed_batch: str,
+    cli: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sds.kernel import sdk
+
+    # Given a history in dev's data bucket whose third line is not JSON
+    lines = write_jsonl(generate_activity(300, seed=4), tmp_path / "h.jsonl").read_text()
+    bad = lines.splitlines()
+    bad[2] = "{not json"
+    (tmp_path / "h.jsonl").write_text("\n".join(bad) + "\n")
+    data = environment.upload("training-data/bad/h.jsonl", tmp_path / "h.jsonl")
+    output = f"s3://{environment.data_bucket}/batch/bad"
+    machine = RunningSteps(environment)
+    made = sdk.client
+    monkeypatch.setattr(
+        sdk, "client", lambda service: machine if service == "stepfunctions" else made(service)
+    )
+
+    # When it is backfilled on this machine, and on AWS
+    monkeypatch.setenv("SDS_TARGET", "local")
+    local = cli("backfill", "--data", data, "--out", str(tmp_path / "out"), "--workers", "1")
+    local_json = cli("backfill", "--data", data, "--out", str(tmp_path / "out"), "--json")
+    monkeypatch.setenv("SDS_TARGET", "aws")
+    on_aws = cli("--aws", "backfill", "--env", "dev", "--data", data, "--out", output)
+    as_json = cli("--aws", "backfill", "--env", "dev", "--data", data, "--out", output, "--json")
+
+    # Then both fail (exit 1) with a line naming the bad line in the same words; on AWS the line
+    # goes on to say what to do (a resumed run would meet it again), and the failed item follows
+    assert local.code == local_json.code == on_aws.code == as_json.code == 1, on_aws.err
+    problem = local.err.strip().splitlines()[-1].removeprefix("sds: error: ")
+    assert problem.startswith(f"{data}:3: invalid JSON"), problem
+    assert on_aws.out == ""
+    line, after = error_and_after(on_aws.err)
+    assert line.startswith(f"sds: error: {problem}; {machine.started[0]} on dev ended FAILED")
+    assert line.endswith(
+        "fix the input, then run the command into a new --out prefix (or delete "
+        f"{output}'s objects first: a changed input cannot resume this run)"
+    )
+    assert after == [f"  shuffle item 0: HistoryError: {problem}"]
+    assert "run the same command again" not in on_aws.err
+    # And --json reports the same error type as on this machine, with the failed item and the
+    # execution
+    report = as_json.json()
+    assert local_json.json()["error"]["type"] == report["error"]["type"] == "HistoryError"
+    assert report["error"]["exit_code"] == 1
+    assert [(f["step"], f["item"], f["error"]) for f in report["failures"]] == [
+        ("shuffle", 0, "HistoryError")
+    ]
+    assert report["execution"].endswith(f":{machine.started[-1]}")
 
 
 def test_ctrl_c_while_following_a_run_on_aws_says_the_run_goes_on_and_how_to_stop_it(

@@ -3,7 +3,8 @@
 A step of the batch function that fails a run with an error of sds's own fails the command with
 that error: found by the name Step Functions reports (`step_error`), raised with its message,
 type, exit code and label (`failed_as`), as the same step fails it on this machine. Any other
-failure is the run's summary, its cause on one line (the raw cause in --json).
+failure fails it as `BatchRunFailed` (`run_failed`), its cause on one line (the raw cause in
+--json).
 tests/integration/test_batch_aws.py runs both end to end on the moto server."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import importlib
 import json
 import pkgutil
 from collections import defaultdict
+from typing import Any
 
 import pytest
 
@@ -25,6 +27,7 @@ from sds.ops.batch_aws import (
     AwsRun,
     BatchRunFailed,
     failed_as,
+    run_failed,
     step_error,
 )
 
@@ -63,7 +66,9 @@ def test_a_step_s_error_fails_the_command_as_that_error(kind: type[SdsError]) ->
 
     # When the command raises it
     assert found is not None and found.__name__ == kind.__name__
-    error = failed_as(found)("the step's message", execution="arn", output="s3://b/o", cause="{}")
+    error = failed_as(found)(
+        "the step's message", execution="arn", output="s3://b/o", status="FAILED", cause="{}"
+    )
 
     # Then it exits, is introduced and is typed as that error, with the run's details in --json
     assert isinstance(error, BatchRunFailed) and str(error) == "the step's message"
@@ -71,7 +76,9 @@ def test_a_step_s_error_fails_the_command_as_that_error(kind: type[SdsError]) ->
     assert error.to_dict() == {
         "execution": "arn",
         "output": "s3://b/o",
+        "status": "FAILED",
         "cause": "{}",
+        "failures": [],
         "error": {
             "message": "the step's message",
             "type": kind.__name__,
@@ -94,16 +101,17 @@ def test_other_errors_are_no_step_s_error_of_sds_s(name: str) -> None:
     assert step_error(name) is None
 
 
-def failed_run(error: str, cause: str) -> AwsRun:
-    return AwsRun(
+def failed_run(
+    error: str | None, cause: str | None, failures: list[dict[str, Any]] | None = None
+) -> BatchRunFailed:
+    run = AwsRun(
         env="dev",
         job="features",
         execution="arn:aws:states:us-east-1:123456789012:execution:sds-dev-batch:features-1",
         output="s3://b/batch/x",
         status="FAILED",
-        error=error,
-        cause=cause,
     )
+    return run_failed(run, error, cause, failures or [])
 
 
 def test_a_failed_run_names_its_step_s_fault_in_one_line_without_its_error_document() -> None:
@@ -114,12 +122,13 @@ def test_a_failed_run_names_its_step_s_fault_in_one_line_without_its_error_docum
         "requestId": "c0ffee00-0000-4000-8000-000000000000",
         "stackTrace": ['  File "/var/task/lambdas/inference/batch.py", line 1, in collect\n'],
     }
-    run = failed_run("ConnectionError", json.dumps(document))
+    failure = failed_run("ConnectionError", json.dumps(document))
 
-    # Then the summary names it by type and message, and keeps the document for --json
-    (line,) = run.summary().splitlines()
+    # Then the error names it by type and message, and keeps the document for --json
+    (line,) = str(failure).splitlines()
     assert line.startswith("features-1 on dev ended FAILED: ConnectionError: S3 did not answer; ")
-    assert "stackTrace" not in line and run.to_dict()["cause"] == json.dumps(document)
+    assert "stackTrace" not in line and failure.to_dict()["cause"] == json.dumps(document)
+    assert type(failure) is BatchRunFailed and failure.exit_code == 1 and failure.listing() == []
 
 
 def test_a_failed_run_cuts_a_long_cause_of_the_service_s_own() -> None:
@@ -129,10 +138,51 @@ def test_a_failed_run_cuts_a_long_cause_of_the_service_s_own() -> None:
         "An error occurred while executing the state 'Shuffle'. The JSONPath "
         f"'$.plan.items_key' could not be found in the input\n'{state_input}'"
     )
-    run = failed_run("States.Runtime", cause)
+    failure = failed_run("States.Runtime", cause)
 
-    # Then the summary says it on one line, cut, and --json has all of it
-    (line,) = run.summary().splitlines()
+    # Then the error says it on one line, cut, and --json has all of it
+    (line,) = str(failure).splitlines()
     assert "ended FAILED: States.Runtime: An error occurred while executing the state" in line
     assert "... (the whole cause: --json); run the same command again" in line
-    assert len(line) < CAUSE_CHARS + 300 and run.to_dict()["cause"] == cause
+    assert len(line) < CAUSE_CHARS + 300 and failure.to_dict()["cause"] == cause
+
+
+def test_a_run_with_failed_items_names_them_after_its_line_the_history_s_refusal_first() -> None:
+    # Given a run whose parts map failed: eleven parts out of memory, one refusing the history
+    failures = [
+        {"step": "part", "part": p, "error": "MemoryError", "cause": "MemoryError: too big"}
+        for p in range(11)
+    ]
+    refusal = "s3://b/h.jsonl:9: event e-1 appears twice with different content"
+    failures.append(
+        {"step": "part", "part": 11, "error": "HistoryError", "cause": f"HistoryError: {refusal}"}
+    )
+    failure = failed_run("States.ExceedToleratedFailureThreshold", "threshold", failures)
+
+    # Then it fails as the history's error, in its words, saying to fix the input (a resumed
+    # run meets it again), with every failure in --json and the first ten after its line
+    assert (type(failure).__name__, failure.exit_code) == ("HistoryError", 1)
+    assert str(failure).startswith(
+        f"{refusal}; features-1 on dev ended FAILED (12 failed item(s)): fix the input"
+    )
+    assert failure.to_dict()["failures"] == failures
+    assert failure.listing() == [
+        *(f"  part {p}: MemoryError: too big" for p in range(10)),
+        "  ... and 2 more (--json lists every one)",
+    ]
+
+
+def test_a_run_that_ended_without_an_error_and_without_its_parts_says_so() -> None:
+    # A parts map whose failures stayed within its tolerance: the execution succeeded
+    failures = [{"step": "part", "part": 1, "error": "Sandbox.Timedout", "cause": ""}]
+    run = AwsRun(
+        env="dev", job="score", execution="arn:x:score-1", output="s3://b/o", status="SUCCEEDED"
+    )
+
+    failure = run_failed(run, None, None, failures)
+
+    assert str(failure) == (
+        "score-1 on dev ended SUCCEEDED without finishing every part (1 failed item(s)); run the "
+        "same command again to compute what is missing (finished parts are kept)"
+    )
+    assert failure.listing() == ["  part 1: Sandbox.Timedout"]

@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 
-from sds.cli.main import main
 from sds.kernel.batch import run as batch_run
 from sds.ops import batch
 from tests.support.trained_model import TrainedModel
@@ -225,10 +224,36 @@ def test_an_out_that_is_a_file_is_named_as_a_file(
     assert (project / "s13").read_text() == "a file"
 
 
-def test_restart_on_aws_is_a_usage_error(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["--aws", "backfill", "--data", "s3://b/in/", "--out", "s3://b/out/", "--restart"])
-    assert code == 2
-    assert "--restart: only for runs on this machine" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    ("target", "option", "said"),
+    [
+        (["--aws"], ["--restart"], "--restart: only for runs on this machine; on AWS, name a new"),
+        (["--aws"], ["--workers", "2"], "--workers: only for runs on this machine; on AWS, "),
+        ([], ["--no-wait"], "--no-wait: only applies with --aws; a run on this machine is "),
+    ],
+    ids=["--restart with --aws", "--workers with --aws", "--no-wait on this machine"],
+)
+@pytest.mark.parametrize("command", ["score", "backfill"])
+def test_an_option_for_the_other_target_is_a_usage_error(
+    project: Path,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    target: list[str],
+    option: list[str],
+    said: str,
+) -> None:
+    # Given a history, and an option that applies only on the other target
+    write_jsonl(generate_activity(100, seed=5), project / "h.jsonl")
+    data, out = ("s3://b/in/", "s3://b/out/") if target else ("h.jsonl", "s13")
+
+    # When a run is asked for with it
+    ended = sds(capsys, *target, command, "--data", data, "--out", out, *option)
+
+    # Then it is refused as a usage error (exit 2) saying where the option applies, not ignored;
+    # nothing ran
+    assert ended.code == 2, ended.err
+    assert ended.error_line.startswith(f"sds: error: {said}"), ended.err
+    assert not (project / "s13").exists()
 
 
 @pytest.mark.parametrize(("workers", "expected"), [("1", "(in one process)"), ("2", "per worker")])

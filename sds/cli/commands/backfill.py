@@ -13,7 +13,7 @@ import argparse
 from sds.cli.arguments import Commands, env_option, workspace
 from sds.cli.batch_output import (
     add_run_options,
-    check_restart,
+    check_target,
     report_aws_run,
     report_local_run,
     start_over,
@@ -40,7 +40,7 @@ def register(commands: Commands) -> None:
 def run(args: argparse.Namespace) -> int:
     ws = workspace(args)
     env: EnvironmentConfig = args.env
-    check_restart(args, on_aws=ws.on_aws)
+    check_target(args, on_aws=ws.on_aws)
     if ws.on_aws:
         from sds.ops.batch_aws import run_on_aws
 
