@@ -438,6 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(argv: Sequence[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        params = params_from_args(args, from_capture=args.from_capture)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -454,7 +455,6 @@ def _run(argv: Sequence[str] | None) -> int:
         )
         return 2
     try:
-        params = params_from_args(args)
         # Asked first: a run that cannot say who it is fails before it trains, not after.
         actor, declared = task_actor(args.registry)
         registry = open_registry(args.registry, args.model, declared_actor=declared)

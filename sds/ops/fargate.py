@@ -2,7 +2,8 @@
 
 Cluster, task definition, subnets and security group come from SSM (`/sds/<env>/training-*`);
 the container runs the same `python -m training.train` as `sds train --local`, with the task
-definition's own command (registry, model, data) plus `--reason` and a fresh `--run-id`. The
+definition's own command (registry, model, data) plus the data location and model parameters the
+caller gave, `--reason` and a fresh `--run-id` (`task_command`). The
 task definition's registry is where the environment's promotion chain starts (versions are
 allocated there only), so prod's task trains on prod's data and registers in dev. The task
 records its own identity (its role, from STS) as the actor, and `SDS_ACTOR`, set to whoever
@@ -25,15 +26,17 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sds.kernel.errors import UsageError
 from sds.kernel.registry import Version
 from sds.kernel.signals import Terminated, reworded
 from sds.ops.aws import AwsError, Clients, start_execution
 from sds.ops.promotion import OperationError, registering_environment
 from sds.ops.workspace import Workspace
+from training.params import HISTORY_ONLY, flag, parameter_arguments
 
 # The training entry point's exit status when SIGTERM stopped it (sds.kernel.signals).
 STOPPED_BY_SIGTERM = Terminated.exit_code
@@ -81,6 +84,7 @@ def start_training_task(
     run_id: str,
     reason: str = "",
     data: str | None = None,
+    parameters: Mapping[str, int | float] | None = None,
     say: Say = print,
     poll_s: float = 5.0,
     lease_timeout_s: float = LEASE_TIMEOUT_S,
@@ -98,15 +102,14 @@ def start_training_task(
     ecs = clients["ecs"]
     definition = ecs.describe_task_definition(taskDefinition=task_definition)["taskDefinition"]
     container = definition["containerDefinitions"][0]
-    command = list(container.get("command", []))
-    if data is not None:
-        if "--data" in command:
-            command[command.index("--data") + 1] = data
-        else:
-            command += ["--data", data]
-    if reason:
-        command += ["--reason", reason]
-    command += ["--run-id", run_id]
+    command = task_command(
+        list(container.get("command", [])),
+        env=env,
+        run_id=run_id,
+        reason=reason,
+        data=data,
+        parameters=parameters,
+    )
     network = ws.config.env(env).infra.network
     if network.leased_endpoints:
         task_arn = start_training_run(
@@ -152,6 +155,44 @@ def start_training_task(
         detail = "; ".join(f"{f.get('arn', '')} {f.get('reason', '')}".strip() for f in failures)
         raise AwsError(f"ECS could not start the training task in {cluster}: {detail or 'no task'}")
     return cluster, str(tasks[0]["taskArn"])
+
+
+def task_command(
+    deployed: list[str],
+    *,
+    env: str,
+    run_id: str,
+    reason: str = "",
+    data: str | None = None,
+    parameters: Mapping[str, int | float] | None = None,
+) -> list[str]:
+    """The container's command for this run: the task definition's (`deployed`), its data
+    location replaced by `data`, then the model `parameters` given (later flags win), the reason
+    and the run id. Each flag and its value are one word (`--reason=...`), so a value that
+    starts with a dash is still the flag's value to the entry point's parser.
+
+    A task deployed to train from capture (`infra.training.source: capture`) reads no history:
+    `data`, or a parameter only a history's training uses, is refused rather than ignored."""
+    parameters = dict(parameters or {})
+    command = list(deployed)
+    if "--from-capture" in command:
+        unused = (["--data"] if data is not None else []) + [
+            flag(name) for name in HISTORY_ONLY if name in parameters
+        ]
+        if unused:
+            raise UsageError(
+                f"{', '.join(unused)}: {env}'s training task trains from capture "
+                "(infra.training.source: capture), not on a history"
+            )
+    elif data is not None:
+        if "--data" in command:
+            at = command.index("--data")
+            del command[at : at + 2]
+        command.append(f"--data={data}")
+    command += parameter_arguments(parameters)
+    if reason:
+        command.append(f"--reason={reason}")
+    return [*command, f"--run-id={run_id}"]
 
 
 def start_training_run(
@@ -317,6 +358,7 @@ def run_training(
     env: str,
     reason: str = "",
     data: str | None = None,
+    parameters: Mapping[str, int | float] | None = None,
     clients: Clients | None = None,
     say: Say = print,
     poll_s: float = 5.0,
@@ -335,6 +377,7 @@ def run_training(
         run_id=run_id,
         reason=reason,
         data=data,
+        parameters=parameters,
         say=say,
         poll_s=poll_s,
     )

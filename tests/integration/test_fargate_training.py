@@ -14,6 +14,7 @@ the CLI starts the training run's state machine, which moto cannot run, so
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -35,12 +36,18 @@ from tests.integration.deployed import ACTOR, ROOT, CliResult, Deployed, act_as,
 from tests.integration.training_runs import PlayedStateMachine, publish_state_machine
 from training.data import write_jsonl
 from training.synthetic import generate_activity
+from training.train import build_parser
 
 
 def the_override(sent: list[dict[str, Any]]) -> tuple[list[str], dict[str, str]]:
     """The container's command and environment, as the CLI asked ECS to run them."""
     (override,) = sent[0]["overrides"]["containerOverrides"]
     return list(override["command"]), {e["name"]: e["value"] for e in override["environment"]}
+
+
+def as_the_container_reads(command: list[str]) -> argparse.Namespace:
+    """`command` as the container's entry point (`python -m training.train`) parses it."""
+    return build_parser().parse_args(command)
 
 
 def wait_for_the_task(deployed: Deployed) -> str:
@@ -67,25 +74,50 @@ def play_the_container(
     def container() -> None:
         task = wait_for_the_task(deployed)
         time.sleep(0.3)  # let the CLI report the task as pending for a moment
-        if register:
-            assert registry is not None
-            command, environment = the_override(sent)
-            assert command[command.index("--registry") + 1] == f"s3://{registry.bucket}"
-            registry.registry.register(
-                {"model.onnx": b"trained on fargate"},
-                {"metrics": {"roc_auc": 0.9}, "run_id": command[command.index("--run-id") + 1]},
-                actor="the task's role",
-                reason=environment.get("SDS_ACTOR", ""),
+        try:
+            if register:
+                assert registry is not None
+                command, environment = the_override(sent)
+                read = as_the_container_reads(command)
+                assert read.registry == f"s3://{registry.bucket}"
+                registry.registry.register(
+                    {"model.onnx": b"trained on fargate"},
+                    {"metrics": {"roc_auc": 0.9}, "run_id": read.run_id},
+                    actor="the task's role",
+                    reason=environment.get("SDS_ACTOR", ""),
+                )
+        finally:  # a container that cannot read its command still stops (the CLI then says so)
+            deployed.clients("ecs").stop_task(
+                cluster=deployed.extra["training-cluster"],
+                task=task,
+                reason=reason,
             )
-        deployed.clients("ecs").stop_task(
-            cluster=deployed.extra["training-cluster"],
-            task=task,
-            reason=reason,
-        )
 
     thread = threading.Thread(target=container, daemon=True)
     thread.start()
     return thread
+
+
+def stopping_any_task(deployed: Deployed) -> Callable[[], None]:
+    """Stop every task `deployed`'s cluster runs from now on (a run the test expects refused
+    then ends instead of waiting for it); call the function returned to stop watching."""
+    ecs = deployed.clients("ecs")
+    cluster = deployed.extra["training-cluster"]
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.05):
+            for task in ecs.list_tasks(cluster=cluster, desiredStatus="RUNNING")["taskArns"]:
+                ecs.stop_task(cluster=cluster, task=task, reason="stopped by the test")
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        done.set()
+        thread.join()
+
+    return stop
 
 
 def start(
@@ -175,7 +207,8 @@ def test_on_fargate_runs_the_task_from_ssm_waits_with_progress_and_reports_the_v
     assert override["name"] == "train"
     command = override["command"]
     assert command[:2] == ["--registry", f"s3://{dev.bucket}"]
-    assert command[-4:-2] == ["--reason", "weekly"] and command[-2] == "--run-id"
+    read = as_the_container_reads(command)
+    assert (read.reason, read.data) == ("weekly", f"s3://{dev.bucket}/training-data/")
     # And the task is told who started it, as an annotation: the caller's identity (STS) and
     # what the caller declared ($SDS_ACTOR)
     caller = dev.clients("sts").get_caller_identity()["Arn"]
@@ -183,8 +216,81 @@ def test_on_fargate_runs_the_task_from_ssm_waits_with_progress_and_reports_the_v
     # And it reported progress until the task stopped, and the version of this run
     assert any("started training task" in line for line in lines)
     assert any(line.endswith("stopped") for line in lines)
-    assert result.version.number == 1 and result.version.manifest["run_id"] == command[-1]
+    assert result.version.number == 1 and result.version.manifest["run_id"] == read.run_id
     assert (result.env, result.registered_in, result.exit_code) == ("dev", "dev", 0)
+
+
+@pytest.mark.parametrize("reason", ["-CHG-4711", "weekly retrain: café ✓ — après l'incident"])
+def test_model_parameters_and_a_reason_of_any_shape_reach_the_container_as_given(
+    deploy: Callable[..., Deployed],
+    cli: Callable[..., CliResult],
+    monkeypatch: pytest.MonkeyPatch,
+    reason: str,
+) -> None:
+    # Given dev's training task
+    dev = deploy("dev", training=True)
+    sent, _ = watch_run_task(monkeypatch)
+    container = play_the_container(dev, sent, registry=dev, register=True)
+
+    # When training on Fargate with model parameters, and a reason that starts with a dash or
+    # holds spaces and non-ASCII letters
+    result = cli(
+        "train", "--env", "dev", "--on-fargate", "--max-iter", "300", "--negative-rate", "0.5",
+        f"--reason={reason}",
+    )  # fmt: skip
+    container.join()
+
+    # Then the container reads each of them as given, and the others at their defaults
+    assert result.code == 0, result.err
+    command, _ = the_override(sent)
+    read = as_the_container_reads(command)
+    assert (read.max_iter, read.negative_rate, read.reason) == (300, 0.5, reason)
+    assert read.learning_rate is None and read.data == f"s3://{dev.bucket}/training-data/"
+
+
+def test_a_task_that_trains_from_capture_refuses_data_and_a_historys_parameters(
+    deploy: Callable[..., Deployed],
+    cli: Callable[..., CliResult],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given dev's task deployed to train from capture (infra.training.source: capture)
+    dev = deploy("dev", training=True)
+    ecs = dev.clients("ecs")
+    deployed = ecs.describe_task_definition(taskDefinition=dev.extra["training-task-definition"])
+    (container,) = deployed["taskDefinition"]["containerDefinitions"]
+    container["command"] = [
+        *container["command"][:4],
+        *("--from-capture", "--captures", f"s3://{dev.bucket}/captures/"),
+        *("--labels", f"s3://{dev.bucket}/labels/", "--capture-env", "dev"),
+    ]
+    capture = ecs.register_task_definition(
+        family="sds-dev-train-capture",
+        requiresCompatibilities=["FARGATE"],
+        networkMode="awsvpc",
+        cpu="2048",
+        memory="8192",
+        containerDefinitions=[container],
+    )["taskDefinition"]["taskDefinitionArn"]
+    dev.clients("ssm").put_parameter(
+        Name="/sds/dev/training-task-definition", Value=capture, Type="String", Overwrite=True
+    )
+    sent, _ = watch_run_task(monkeypatch)
+    stop_watching = stopping_any_task(dev)
+
+    # When running it with a history and a history's sampling
+    result = cli(
+        "train", "--env", "dev", "--on-fargate", "--data", "s3://elsewhere/history/",
+        "--negative-rate", "0.5",
+    )  # fmt: skip
+    stop_watching()
+
+    # Then both are refused, naming them and why, and no task started
+    assert result.code == 2, result.err
+    assert (
+        "sds: error: --data, --negative-rate: dev's training task trains from capture "
+        "(infra.training.source: capture), not on a history" in result.err
+    )
+    assert sent == []
 
 
 def test_a_version_another_run_registered_meanwhile_is_not_reported_as_this_one(
@@ -340,7 +446,8 @@ def test_the_cli_trains_staging_on_its_isolated_network_and_registers_in_dev(
     (execution,) = machine.started
     command = execution["input"]["command"]
     assert command[:2] == ["--registry", f"s3://{dev.bucket}"]
-    assert command[-4:] == ["--reason", "weekly", "--run-id", execution["name"]]
+    read = as_the_container_reads(command)
+    assert (read.reason, read.run_id) == ("weekly", execution["name"])
     caller = dev.clients("sts").get_caller_identity()["Arn"]
     assert execution["input"]["actor"] == f"{caller} ({ACTOR})"
     # And the CLI started no task itself: the one task is the state machine's
