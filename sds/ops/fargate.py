@@ -30,10 +30,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sds.kernel.discovery import TRAINING_STACK, parameter_name
 from sds.kernel.errors import UsageError
 from sds.kernel.registry import Version
 from sds.kernel.signals import Terminated, reworded
-from sds.ops.aws import AwsError, Clients, start_execution
+from sds.ops.aws import AwsError, Clients, NotDeployed, failure, start_execution
 from sds.ops.promotion import OperationError, registering_environment
 from sds.ops.workspace import Workspace
 from training.params import HISTORY_ONLY, flag, parameter_arguments
@@ -97,11 +98,17 @@ def start_training_task(
     discovery = ws.discovery
     cluster = discovery.get(env, "training-cluster")
     task_definition = discovery.get(env, "training-task-definition")
-    subnets = [s for s in discovery.get(env, "training-subnets").split(",") if s]
-    security_group = discovery.get(env, "training-security-group")
     ecs = clients["ecs"]
-    definition = ecs.describe_task_definition(taskDefinition=task_definition)["taskDefinition"]
-    container = definition["containerDefinitions"][0]
+    try:
+        definition = ecs.describe_task_definition(taskDefinition=task_definition)
+    except Exception as exc:
+        raise failure(
+            exc,
+            doing=f"reading {env}'s training task definition {task_definition} (from "
+            f"{parameter_name(env, 'training-task-definition')}, deployed by "
+            f"'{env}/{TRAINING_STACK}')",
+        ) from exc
+    container = definition["taskDefinition"]["containerDefinitions"][0]
     command = task_command(
         list(container.get("command", [])),
         env=env,
@@ -124,31 +131,45 @@ def start_training_task(
             timeout_s=lease_timeout_s,
         )
         return cluster, task_arn
+    subnets = [s for s in discovery.get(env, "training-subnets").split(",") if s]
+    if not subnets:
+        raise NotDeployed(
+            f"SSM parameter {parameter_name(env, 'training-subnets')} names no subnet: "
+            f"redeploy {env}'s training network (cdk deploy '{env}/{TRAINING_STACK}')"
+        )
+    security_group = discovery.get(env, "training-security-group")
     isolated = network.isolated
-    response = ecs.run_task(
-        cluster=cluster,
-        taskDefinition=task_definition,
-        launchType="FARGATE",
-        count=1,
-        startedBy="sds-cli",
-        networkConfiguration={
-            "awsvpcConfiguration": {
-                "subnets": subnets,
-                "securityGroups": [security_group],
-                # Public subnets (no NAT) need a public IP to reach ECR and S3's APIs.
-                "assignPublicIp": "DISABLED" if isolated else "ENABLED",
-            }
-        },
-        overrides={
-            "containerOverrides": [
-                {
-                    "name": container["name"],
-                    "command": command,
-                    "environment": [{"name": "SDS_ACTOR", "value": started_by(ws)}],
+    try:
+        response = ecs.run_task(
+            cluster=cluster,
+            taskDefinition=task_definition,
+            launchType="FARGATE",
+            count=1,
+            startedBy="sds-cli",
+            networkConfiguration={
+                "awsvpcConfiguration": {
+                    "subnets": subnets,
+                    "securityGroups": [security_group],
+                    # Public subnets (no NAT) need a public IP to reach ECR and S3's APIs.
+                    "assignPublicIp": "DISABLED" if isolated else "ENABLED",
                 }
-            ]
-        },
-    )
+            },
+            overrides={
+                "containerOverrides": [
+                    {
+                        "name": container["name"],
+                        "command": command,
+                        "environment": [{"name": "SDS_ACTOR", "value": started_by(ws)}],
+                    }
+                ]
+            },
+        )
+    except Exception as exc:
+        raise failure(
+            exc,
+            doing=f"starting {env}'s training task in cluster {cluster} (from "
+            f"{parameter_name(env, 'training-cluster')}, deployed by '{env}/{TRAINING_STACK}')",
+        ) from exc
     failures = response.get("failures") or []
     tasks = response.get("tasks") or []
     if failures or not tasks:

@@ -293,6 +293,57 @@ def test_a_task_that_trains_from_capture_refuses_data_and_a_historys_parameters(
     assert sent == []
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "said"),
+    [
+        (
+            "training-cluster",
+            "sds-dev-training-gone",
+            "starting dev's training task in cluster sds-dev-training-gone (from "
+            "/sds/dev/training-cluster, deployed by 'dev/Training'): RunTask: "
+            "ClusterNotFoundException: ",
+        ),
+        (
+            "training-task-definition",
+            "arn:aws:ecs:us-east-1:123456789012:task-definition/sds-dev-train-gone:3",
+            "reading dev's training task definition arn:aws:ecs:us-east-1:123456789012:"
+            "task-definition/sds-dev-train-gone:3 (from /sds/dev/training-task-definition, "
+            "deployed by 'dev/Training'): DescribeTaskDefinition: ",
+        ),
+        (
+            "training-subnets",
+            ",",
+            "SSM parameter /sds/dev/training-subnets names no subnet: redeploy dev's training "
+            "network (cdk deploy 'dev/Training')",
+        ),
+    ],
+)
+def test_a_task_that_cannot_start_says_what_is_missing_where_it_was_found_and_what_deploys_it(
+    deploy: Callable[..., Deployed],
+    cli: Callable[..., CliResult],
+    monkeypatch: pytest.MonkeyPatch,
+    key: str,
+    value: str,
+    said: str,
+) -> None:
+    # Given dev's training stack, one of whose discovery parameters names nothing usable
+    dev = deploy("dev", training=True)
+    dev.clients("ssm").put_parameter(
+        Name=f"/sds/dev/{key}", Value=value, Type="String", Overwrite=True
+    )
+    sent, _ = watch_run_task(monkeypatch)
+
+    # When training on Fargate
+    result = cli("train", "--env", "dev", "--on-fargate", "--reason", "weekly")
+
+    # Then the error names it, the parameter it came from and the stack that deploys it
+    assert result.code == 1
+    (line,) = result.err.splitlines()
+    assert line.startswith(f"sds: error: {said}"), line
+    assert len(sent) == (1 if key == "training-cluster" else 0)  # ECS refused the one sent
+    assert dev.clients("ecs").list_tasks(cluster=dev.extra["training-cluster"])["taskArns"] == []
+
+
 def test_a_version_another_run_registered_meanwhile_is_not_reported_as_this_one(
     deploy: Callable[..., Deployed], workspace: Callable[[], Workspace]
 ) -> None:
