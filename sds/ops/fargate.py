@@ -34,7 +34,14 @@ from sds.kernel.discovery import TRAINING_STACK, parameter_name
 from sds.kernel.errors import UsageError
 from sds.kernel.registry import Version
 from sds.kernel.signals import Terminated, reworded
-from sds.ops.aws import AwsError, Clients, NotDeployed, failure, start_execution
+from sds.ops.aws import (
+    AwsError,
+    Clients,
+    NotDeployed,
+    error_code,
+    failure,
+    start_execution,
+)
 from sds.ops.promotion import OperationError, registering_environment
 from sds.ops.workspace import Workspace
 from training.params import HISTORY_ONLY, flag, parameter_arguments
@@ -77,6 +84,37 @@ class TrainingRun:
         }
 
 
+@dataclass(frozen=True)
+class TaskLog:
+    """Where the training container logs: its task definition's `awslogs` group, and the stream
+    each task gets in it (`<prefix>/<container>/<task id>`)."""
+
+    group: str
+    stream_prefix: str
+    container: str
+
+    def stream(self, task_arn: str) -> str:
+        return f"{self.stream_prefix}/{self.container}/{task_arn.rsplit('/', 1)[-1]}"
+
+    @classmethod
+    def of(cls, container: dict[str, Any]) -> TaskLog | None:
+        """The container definition's log, if it goes to CloudWatch Logs under a stream prefix
+        (without one, the stream is named after an id only ECS knows)."""
+        config = container.get("logConfiguration") or {}
+        options = config.get("options") or {}
+        group, prefix = options.get("awslogs-group"), options.get("awslogs-stream-prefix")
+        if config.get("logDriver") != "awslogs" or not group or not prefix:
+            return None
+        return cls(group=str(group), stream_prefix=str(prefix), container=str(container["name"]))
+
+
+@dataclass(frozen=True)
+class StartedTask:
+    cluster: str
+    arn: str
+    log: TaskLog | None
+
+
 def start_training_task(
     ws: Workspace,
     *,
@@ -89,8 +127,8 @@ def start_training_task(
     say: Say = print,
     poll_s: float = 5.0,
     lease_timeout_s: float = LEASE_TIMEOUT_S,
-) -> tuple[str, str]:
-    """Start the task (its version's manifest will carry `run_id`); return (cluster, task ARN).
+) -> StartedTask:
+    """Start the task (its version's manifest will carry `run_id`): its cluster, ARN and log.
 
     Where the endpoints are leased per run, through the training run's state machine: this
     returns once the execution has started the task (after the lease, typically a minute or
@@ -109,6 +147,7 @@ def start_training_task(
             f"'{env}/{TRAINING_STACK}')",
         ) from exc
     container = definition["taskDefinition"]["containerDefinitions"][0]
+    log = TaskLog.of(container)
     command = task_command(
         list(container.get("command", [])),
         env=env,
@@ -130,7 +169,7 @@ def start_training_task(
             poll_s=poll_s,
             timeout_s=lease_timeout_s,
         )
-        return cluster, task_arn
+        return StartedTask(cluster, task_arn, log)
     subnets = [s for s in discovery.get(env, "training-subnets").split(",") if s]
     if not subnets:
         raise NotDeployed(
@@ -175,7 +214,7 @@ def start_training_task(
     if failures or not tasks:
         detail = "; ".join(f"{f.get('arn', '')} {f.get('reason', '')}".strip() for f in failures)
         raise AwsError(f"ECS could not start the training task in {cluster}: {detail or 'no task'}")
-    return cluster, str(tasks[0]["taskArn"])
+    return StartedTask(cluster, str(tasks[0]["taskArn"]), log)
 
 
 def task_command(
@@ -391,7 +430,7 @@ def run_training(
     registry = ws.registry(registered_in)
     before = set(registry.list_versions())
     run_id = uuid.uuid4().hex
-    cluster, task_arn = start_training_task(
+    started_task = start_training_task(
         ws,
         env=env,
         clients=clients,
@@ -402,6 +441,7 @@ def run_training(
         say=say,
         poll_s=poll_s,
     )
+    cluster, task_arn = started_task.cluster, started_task.arn
     where = "" if registered_in == env else f"; it registers in {registered_in}"
     say(f"started training task {task_arn.rsplit('/', 1)[-1]} in {cluster}{where}")
     try:
@@ -416,28 +456,43 @@ def run_training(
             f"stopped waiting; the task keeps running: {task_arn} (stop it with: aws ecs "
             f"stop-task --cluster {cluster} --task {task_arn})",
         ) from None
-    containers = task.get("containers") or [{}]
-    exit_code = containers[0].get("exitCode")
-    reason_text = task.get("stoppedReason") or containers[0].get("reason") or "no reason given"
-    if exit_code not in (0, STOPPED_BY_SIGTERM):
-        raise OperationError(
-            f"training task failed (exit code {exit_code}, {reason_text}); "
-            "its log group (Training stack) has the details"
-        )
+    exit_code = ((task.get("containers") or [{}])[0]).get("exitCode")
+    why = _why_stopped(task)
+    # A version is registered in full once its manifest is stored (the registry writes it last),
+    # whatever happens to the task after: it is found first, and never trained again.
     new = [registry.get_version(n) for n in sorted(set(registry.list_versions()) - before)]
     mine = [v for v in new if v.manifest.get("run_id") == run_id]
-    if exit_code == STOPPED_BY_SIGTERM and not mine:
-        # training.train's own exit on SIGTERM (ECS StopTask, a scale-in) before its version
-        # was complete: it left nothing half-written, and the run can simply start again. (Once
-        # registered, a version is complete whatever stopped the task after: it is reported.)
+    if mine and exit_code not in (0, STOPPED_BY_SIGTERM):
+        version = mine[-1]
         raise OperationError(
-            f"training task stopped by SIGTERM ({reason_text}) before it registered a "
+            f"training task {task_arn} failed (exit code {exit_code}; {why}) after it registered "
+            f"version {version.number} in full in {registered_in} (sha256 {version.sha256[:12]}"
+            "...): it is there to promote, not to train again; " + _log_says(clients, started_task)
+        )
+    if not mine and exit_code is None:
+        # ECS stopped it before the container ran (an image it could not pull, a network
+        # without a route to ECR or to the logs): the container's log is empty, ECS's reason is
+        # the story.
+        raise OperationError(
+            f"training task {task_arn} stopped before its container ran ({why}); nothing was "
+            "registered"
+        )
+    if not mine and exit_code == STOPPED_BY_SIGTERM:
+        # training.train's own exit on SIGTERM (ECS StopTask, a scale-in) before its version
+        # was complete: it left nothing half-written, and the run can simply start again.
+        raise OperationError(
+            f"training task stopped by SIGTERM ({why}) before it registered a "
             "version; nothing half-written is left: start it again when ready"
+        )
+    if not mine and exit_code != 0:
+        raise OperationError(
+            f"training task {task_arn} failed (exit code {exit_code}; {why}); "
+            + _log_says(clients, started_task)
         )
     if not mine:
         # A task stopped from outside (ECS StopTask, a scale-in) may still exit 0: its reason is
         # the story.
-        stopped = task.get("stoppedReason") or containers[0].get("reason")
+        stopped = _why_stopped(task, default="")
         raise OperationError(
             f"training task {task_arn} finished but registered no version in "
             f"{registered_in}'s registry ({registry.uri})"
@@ -451,3 +506,42 @@ def run_training(
         version=mine[-1],
         duration_s=round(time.monotonic() - started, 1),
     )
+
+
+# The most of a failed task's log an error quotes: its last line (training.train's last word is
+# one line: `error: ...`, or a traceback's last), from this many of the stream's last events.
+_LOG_EVENTS = 20
+
+
+def _why_stopped(task: dict[str, Any], default: str = "no reason given") -> str:
+    """ECS's reasons for a stopped task: the container's own first (`OutOfMemoryError: ...`,
+    `CannotPullContainerError: ...`), then the task's (`Essential container in task exited`)."""
+    container = (task.get("containers") or [{}])[0]
+    reasons = [str(r) for r in (container.get("reason"), task.get("stoppedReason")) if r]
+    return "; ".join(dict.fromkeys(reasons)) or default
+
+
+def _log_says(clients: Clients, task: StartedTask) -> str:
+    """The end of a failed task's log, and where the whole of it is."""
+    if task.log is None:
+        return "its log group (Training stack) has the details"
+    stream = task.log.stream(task.arn)
+    where = f"log group {task.log.group}, stream {stream}"
+    try:
+        answer = clients["logs"].get_log_events(
+            logGroupName=task.log.group,
+            logStreamName=stream,
+            startFromHead=False,
+            limit=_LOG_EVENTS,
+        )
+    except Exception as exc:  # the log is a pointer for the reader: where it is says enough
+        return f"its log ({where}) could not be read ({error_code(exc) or exc})"
+    lines = [
+        line.strip()
+        for event in answer.get("events", [])
+        for line in str(event.get("message", "")).splitlines()
+        if line.strip()
+    ]
+    if not lines:
+        return f"its log ({where}) is empty"
+    return f"its log ends: {lines[-1]} ({where})"

@@ -60,6 +60,33 @@ def wait_for_the_task(deployed: Deployed) -> str:
     return str(arns[0])
 
 
+def the_log(deployed: Deployed, task: str) -> tuple[str, str]:
+    """(log group, stream) of `task`'s container, as its task definition's awslogs options say."""
+    ecs = deployed.clients("ecs")
+    found = ecs.describe_task_definition(taskDefinition=deployed.extra["training-task-definition"])
+    (container,) = found["taskDefinition"]["containerDefinitions"]
+    options = container["logConfiguration"]["options"]
+    stream = f"{options['awslogs-stream-prefix']}/{container['name']}/{task.rsplit('/', 1)[-1]}"
+    return options["awslogs-group"], stream
+
+
+def stopped_as(exit_code: int | None, container_reason: str | None = None) -> Callable[..., None]:
+    """A DescribeTasks handler: the stopped task's container exited with `exit_code` (None: it
+    never ran) for `container_reason`, as ECS reports it (moto's stopped container says 0)."""
+
+    def handler(parsed: dict[str, Any], **_: Any) -> None:
+        for task in parsed.get("tasks", []):
+            if task.get("lastStatus") == "STOPPED":
+                for container in task.get("containers", []):
+                    container.pop("exitCode", None)
+                    if exit_code is not None:
+                        container["exitCode"] = exit_code
+                    if container_reason is not None:
+                        container["reason"] = container_reason
+
+    return handler
+
+
 def play_the_container(
     deployed: Deployed,
     sent: list[dict[str, Any]],
@@ -67,9 +94,11 @@ def play_the_container(
     registry: Deployed | None,
     register: bool,
     reason: str = "Essential container exited",
+    log: list[str] | None = None,
 ) -> threading.Thread:
     """Play `deployed`'s task: register in `registry` (where the task definition says) a version
-    whose manifest carries the run id from the command, as the entry point does."""
+    whose manifest carries the run id from the command, as the entry point does; write `log`'s
+    lines to its log stream, as the awslogs driver does."""
 
     def container() -> None:
         task = wait_for_the_task(deployed)
@@ -85,6 +114,16 @@ def play_the_container(
                     {"metrics": {"roc_auc": 0.9}, "run_id": read.run_id},
                     actor="the task's role",
                     reason=environment.get("SDS_ACTOR", ""),
+                )
+            if log:
+                logs = deployed.clients("logs")
+                group, stream = the_log(deployed, task)
+                logs.create_log_stream(logGroupName=group, logStreamName=stream)
+                now = int(time.time() * 1000)
+                logs.put_log_events(
+                    logGroupName=group,
+                    logStreamName=stream,
+                    logEvents=[{"timestamp": now, "message": line} for line in log],
                 )
         finally:  # a container that cannot read its command still stops (the CLI then says so)
             deployed.clients("ecs").stop_task(
@@ -403,6 +442,117 @@ def test_a_task_stopped_by_sigterm_says_so_and_that_nothing_is_half_written(
         "training task stopped by SIGTERM (Task stopped by alice: wrong data) before it "
         "registered a version; nothing half-written is left: start it again when ready"
     )
+
+
+def test_a_retrain_from_capture_with_nothing_captured_fails_in_the_containers_own_words(
+    deploy: Callable[..., Deployed], workspace: Callable[[], Workspace], tmp_path: Path
+) -> None:
+    # Given what the container says when it trains from capture and nothing was captured (the
+    # real entry point, on empty folders)
+    said = subprocess.run(
+        [
+            sys.executable, "-m", "training.train", "--from-capture",
+            "--captures", str(tmp_path / "captures"), "--labels", str(tmp_path / "labels"),
+            "--capture-env", "dev", "--registry", (tmp_path / "registry").as_uri(),
+        ],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert said.returncode == 1, said.stderr
+    last = said.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {tmp_path / 'captures'}: no capture records from ")
+    # And dev's task, which exits with it
+    dev = deploy("dev", training=True)
+    sent, _lines, run = start(
+        workspace, dev, events={"after-call.ecs.DescribeTasks": stopped_as(said.returncode)}
+    )
+    container = play_the_container(
+        dev,
+        sent,
+        registry=dev,
+        register=False,
+        reason="Essential container in task exited",
+        log=said.stderr.splitlines(),
+    )
+
+    # When the task stops
+    with pytest.raises(OperationError) as raised:
+        run()
+    container.join()
+
+    # Then the error says it failed, how, what its log ends with, and where the log is
+    task = wait_for_the_task(dev)
+    group, stream = the_log(dev, task)
+    assert str(raised.value) == (
+        f"training task {task} failed (exit code 1; Essential container in task exited); its "
+        f"log ends: {last} (log group {group}, stream {stream})"
+    )
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "container_reason", "register", "log", "expected"),
+    [
+        (
+            137,
+            "OutOfMemoryError: Container killed due to memory usage",
+            False,
+            ["[3/8] fitting HistGradientBoosting on 41000000 payments before 2026-05-01"],
+            "training task {task} failed (exit code 137; OutOfMemoryError: Container killed due "
+            "to memory usage; Essential container in task exited); its log ends: [3/8] fitting "
+            "HistGradientBoosting on 41000000 payments before 2026-05-01 ({where})",
+        ),
+        (
+            None,
+            "CannotPullContainerError: pull image manifest has been retried 7 time(s)",
+            False,
+            None,
+            "training task {task} stopped before its container ran (CannotPullContainerError: "
+            "pull image manifest has been retried 7 time(s); Essential container in task "
+            "exited); nothing was registered",
+        ),
+        (
+            1,
+            None,
+            True,
+            ["error: version 1 was registered in full (sha256 ...), then registering failed: ..."],
+            "training task {task} failed (exit code 1; Essential container in task exited) after "
+            "it registered version 1 in full in dev (sha256 {sha256}...): it is there to "
+            "promote, not to train again; its log ends: error: version 1 was registered in full "
+            "(sha256 ...), then registering failed: ... ({where})",
+        ),
+    ],
+    ids=["out of memory", "never ran", "failed after registering"],
+)
+def test_a_failed_task_says_what_ecs_and_its_log_say_and_whether_its_version_is_complete(
+    deploy: Callable[..., Deployed],
+    workspace: Callable[[], Workspace],
+    exit_code: int | None,
+    container_reason: str | None,
+    register: bool,
+    log: list[str] | None,
+    expected: str,
+) -> None:
+    # Given dev's task, whose container stops as ECS reports it
+    dev = deploy("dev", training=True)
+    handler = stopped_as(exit_code, container_reason)
+    sent, _lines, run = start(workspace, dev, events={"after-call.ecs.DescribeTasks": handler})
+    container = play_the_container(
+        dev,
+        sent,
+        registry=dev,
+        register=register,
+        reason="Essential container in task exited",
+        log=log,
+    )
+
+    # When the task stops, Then the error says so in one line
+    with pytest.raises(OperationError) as raised:
+        run()
+    container.join()
+    task = wait_for_the_task(dev)
+    group, stream = the_log(dev, task)
+    sha256 = dev.registry.get_version(1).sha256[:12] if register else ""
+    where = f"log group {group}, stream {stream}"
+    assert str(raised.value) == expected.format(task=task, sha256=sha256, where=where)
 
 
 @pytest.mark.parametrize("kind", [KeyboardInterrupt, Terminated])
