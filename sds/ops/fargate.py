@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sds.kernel.aws.errors import explain
 from sds.kernel.discovery import TRAINING_STACK, parameter_name
 from sds.kernel.errors import UsageError
 from sds.kernel.registry import Version
@@ -284,11 +285,7 @@ def start_training_run(
             sfn, execution, env=env, say=say, poll_s=poll_s, timeout_s=timeout_s
         )
     except KeyboardInterrupt as exc:
-        raise reworded(
-            exc,
-            f"stopped following; the training run keeps going: {execution} (stop it with: aws "
-            f"stepfunctions stop-execution --execution-arn {execution})",
-        ) from None
+        raise reworded(exc, f"stopped following; {_run_keeps_going(execution)}") from None
 
 
 def task_of_execution(
@@ -303,7 +300,7 @@ def task_of_execution(
         try:
             events = _history(sfn, execution)
         except Exception as exc:
-            raise AwsError(f"following {execution}: {exc}") from exc
+            raise _not_followed(exc, f"{env}'s training run", _run_keeps_going(execution)) from exc
         for event in events:
             entered = (event.get("stateEnteredEventDetails") or {}).get("name", "")
             if entered in _STEPS and entered not in reported:
@@ -315,17 +312,38 @@ def task_of_execution(
         try:
             described = sfn.describe_execution(executionArn=execution)
         except Exception as exc:
-            raise AwsError(f"following {execution}: {exc}") from exc
+            raise _not_followed(exc, f"{env}'s training run", _run_keeps_going(execution)) from exc
         status = str(described.get("status"))
         if status != "RUNNING":
             raise _before_the_task(env, execution, status, described)
         if time.monotonic() - started > timeout_s:
             raise AwsError(
-                f"{env}'s training run {execution} started no task in {timeout_s:.0f} s; it "
-                "keeps going: follow it in the Step Functions console"
+                f"stopped following after {timeout_s:.0f} s: {env}'s training run started no "
+                f"task; {_run_keeps_going(execution)}"
             )
         time.sleep(interval)
         interval = min(interval * 2, poll_s)
+
+
+def _task_keeps_running(cluster: str, task_arn: str) -> str:
+    return (
+        f"the task keeps running: {task_arn} (stop it with: aws ecs stop-task --cluster "
+        f"{cluster} --task {task_arn})"
+    )
+
+
+def _run_keeps_going(execution: str) -> str:
+    return (
+        f"the training run keeps going: {execution} (stop it with: aws stepfunctions "
+        f"stop-execution --execution-arn {execution})"
+    )
+
+
+def _not_followed(exc: Exception, what: str, keeps: str) -> AwsError:
+    """A failure to follow a run that has started: what AWS said, and that the run goes on (a
+    caller who took "try again" for "start it again" would run it twice)."""
+    said = explain(exc) or exc
+    return AwsError(f"could not follow {what} ({said}); {keeps}")
 
 
 def _history(sfn: Any, execution: str) -> list[dict[str, Any]]:
@@ -391,7 +409,11 @@ def wait_for_task(
     last = ""
     interval = min(0.25, poll_s)
     while True:
-        described = ecs.describe_tasks(cluster=cluster, tasks=[task_arn])
+        try:
+            described = ecs.describe_tasks(cluster=cluster, tasks=[task_arn])
+        except Exception as exc:
+            keeps = _task_keeps_running(cluster, task_arn)
+            raise _not_followed(exc, "the training task", keeps) from exc
         tasks = described.get("tasks") or []
         if not tasks:
             raise AwsError(f"task {task_arn} disappeared from {cluster}")
@@ -405,8 +427,8 @@ def wait_for_task(
             return task
         if elapsed > timeout_s:
             raise AwsError(
-                f"training task {task_arn} still {status.lower()} after {timeout_s:.0f} s; "
-                "it keeps running: follow it in the ECS console or its log group"
+                f"stopped waiting after {timeout_s:.0f} s, the training task still "
+                f"{status.lower()}; {_task_keeps_running(cluster, task_arn)}"
             )
         time.sleep(interval)
         interval = min(interval * 2, poll_s)
@@ -451,11 +473,7 @@ def run_training(
     except KeyboardInterrupt as exc:
         # Ctrl-C stops the waiting, not the task: say so, and how to stop it, in the line `main`
         # prints after "sds: interrupted" (the same kind of interruption, SIGTERM's included).
-        raise reworded(
-            exc,
-            f"stopped waiting; the task keeps running: {task_arn} (stop it with: aws ecs "
-            f"stop-task --cluster {cluster} --task {task_arn})",
-        ) from None
+        raise reworded(exc, f"stopped waiting; {_task_keeps_running(cluster, task_arn)}") from None
     exit_code = ((task.get("containers") or [{}])[0]).get("exitCode")
     why = _why_stopped(task)
     # A version is registered in full once its manifest is stored (the registry writes it last),

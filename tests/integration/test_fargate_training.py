@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -25,10 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 import sds.kernel.sdk
 from sds.kernel.signals import Terminated
-from sds.ops.aws import Clients
+from sds.ops.aws import AwsError, Clients
 from sds.ops.fargate import TrainingRun, run_training
 from sds.ops.promotion import OperationError
 from sds.ops.workspace import Workspace
@@ -591,6 +593,92 @@ def test_ctrl_c_while_waiting_leaves_the_task_running_and_says_how_to_stop_it(
     )
     (described,) = ecs.describe_tasks(cluster=cluster, tasks=[task])["tasks"]
     assert described["lastStatus"] != "STOPPED"
+
+
+class _Refused:
+    status_code = 400
+
+
+def test_a_run_that_cannot_be_followed_says_the_task_keeps_running_and_how_to_stop_it(
+    deploy: Callable[..., Deployed], workspace: Callable[[], Workspace]
+) -> None:
+    # Given a training task on Fargate, and ECS throttling every DescribeTasks once it started
+    # (after the SDK's retries)
+    def throttled(**_: Any) -> tuple[Any, dict[str, Any]]:
+        return _Refused(), {"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}
+
+    dev = deploy("dev", training=True)
+    _sent, _lines, run = start(workspace, dev, events={"before-call.ecs.DescribeTasks": throttled})
+
+    # When the command cannot follow it
+    with pytest.raises(AwsError) as raised:
+        run()
+
+    # Then it says what AWS said, that the task keeps running, and the command that stops it
+    # (told only "try again", the caller would start a second task)
+    task = wait_for_the_task(dev)
+    cluster = dev.extra["training-cluster"]
+    assert str(raised.value) == (
+        "could not follow the training task (AWS throttled the request (ThrottlingException) "
+        f"after retries: try again shortly); the task keeps running: {task} (stop it with: aws "
+        f"ecs stop-task --cluster {cluster} --task {task})"
+    )
+    (described,) = dev.clients("ecs").describe_tasks(cluster=cluster, tasks=[task])["tasks"]
+    assert described["lastStatus"] != "STOPPED"
+
+
+def test_a_task_still_running_when_the_wait_ends_says_how_to_stop_it(
+    deploy: Callable[..., Deployed], workspace: Callable[[], Workspace]
+) -> None:
+    # Given a training task that outlasts the command's wait
+    dev = deploy("dev", training=True)
+    _sent, _lines, run = start(workspace, dev, timeout_s=0.3)
+
+    # When the wait ends, Then the error says the task keeps running and how to stop it
+    with pytest.raises(AwsError) as raised:
+        run()
+    task = wait_for_the_task(dev)
+    cluster = dev.extra["training-cluster"]
+    assert re.fullmatch(
+        r"stopped waiting after 0 s, the training task still \w+; the task keeps running: "
+        + re.escape(f"{task} (stop it with: aws ecs stop-task --cluster {cluster} --task {task})"),
+        str(raised.value),
+    ), str(raised.value)
+
+
+def test_a_training_run_that_cannot_be_followed_says_it_keeps_going_and_how_to_stop_it(
+    deploy: Callable[..., Deployed],
+    workspace: Callable[[], Workspace],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given staging, whose training run leases its endpoints, and a caller whose role may start
+    # the run but not read its history
+    dev = deploy("dev")
+    staging = deploy("staging", training=True, registers_in=dev)
+    _sent, machine = watch_run_task(monkeypatch, runs=staging)
+    assert machine is not None
+
+    def denied(operation: str) -> Any:
+        error = {"Error": {"Code": "AccessDeniedException", "Message": "not authorized"}}
+        raise ClientError(error, "GetExecutionHistory")
+
+    monkeypatch.setattr(machine, "get_paginator", denied)
+
+    # When the command cannot follow it
+    with pytest.raises(AwsError) as raised:
+        run_training(workspace(), env="staging", reason="weekly", say=lambda _: None, poll_s=0.05)
+
+    # Then it says what AWS said, that the run keeps going, and the command that stops it
+    (execution,) = machine.started
+    arn = (
+        f"arn:aws:states:us-east-1:123456789012:execution:RunsStateMachine-test:{execution['name']}"
+    )
+    message = str(raised.value)
+    assert message.startswith("could not follow staging's training run (access denied")
+    assert message.endswith(
+        f"; the training run keeps going: {arn} (stop it with: aws stepfunctions stop-execution "
+        f"--execution-arn {arn})"
+    )
 
 
 def test_ctrl_c_while_the_run_leases_its_endpoints_says_how_to_stop_the_execution(
