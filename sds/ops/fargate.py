@@ -6,8 +6,9 @@ definition's own command (registry, model, data) plus the data location and mode
 caller gave, `--reason` and a fresh `--run-id` (`task_command`). The
 task definition's registry is where the environment's promotion chain starts (versions are
 allocated there only), so prod's task trains on prod's data and registers in dev. The task
-records its own identity (its role, from STS) as the actor, and `SDS_ACTOR`, set to whoever
-started it (their identity, and what they declared), as an annotation. While it runs, every
+records its own identity (its role and task ARN: `training.train.task_actor`) as the actor, and
+`SDS_ACTOR`, set to whoever started it (their identity, and what they declared), as an
+annotation. While it runs, every
 status change is reported; when it stops, the command reports the version it registered: the
 one whose manifest carries the run id.
 
