@@ -10,7 +10,9 @@ records its own identity (its role and task ARN: `training.train.task_actor`) as
 `SDS_ACTOR`, set to whoever started it (their identity, and what they declared), as an
 annotation. While it runs, every
 status change is reported; when it stops, the command reports the version it registered: the
-one whose manifest carries the run id.
+one whose manifest carries the run id. A task that failed is reported with ECS's reasons and the
+last line of its log stream (a version it completed first is named: it is not to be trained
+again); a wait that ends, or cannot go on, says the task keeps running and how to stop it.
 
 Where the isolated network's interface endpoints are leased per run (`infra.network.endpoints:
 during_runs`), the command does not start the task itself: it starts an execution of the
