@@ -16,8 +16,12 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from numbers import Integral, Real
+from typing import Any
+
+from sds.kernel.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -138,8 +142,17 @@ HELP = {
 }
 
 
+# What only training on a history uses: training from capture holds out whole days
+# (--holdout-days) and keeps every captured payment, weighed by its capture rate.
+HISTORY_ONLY = ("holdout_fraction", "negative_rate")
+
+
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    """A flag per parameter (`--max-iter` for max_iter), its range checked as it is parsed."""
+    """A flag per parameter (`--max-iter` for max_iter), its range checked as it is parsed.
+
+    A flag not given is None in the parsed arguments (`given_parameters` tells them apart), and
+    `params_from_args` gives it its default: what a command passes on to another process (the
+    Fargate task's command line) is what its own command line said, no more."""
     defaults = TrainParams()
     group = parser.add_argument_group("model parameters")
     for field in fields(TrainParams):
@@ -147,12 +160,44 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         default = getattr(defaults, field.name)
         said = f"; default {'no limit' if default is None else default}"
         group.add_argument(
-            f"--{field.name.replace('_', '-')}",
+            flag(field.name),
             type=bounds.parse,
-            default=default,
+            default=None,
             help=f"{HELP[field.name]} ({bounds}{said})",
         )
 
 
-def params_from_args(args: argparse.Namespace) -> TrainParams:
-    return TrainParams(**{field.name: getattr(args, field.name) for field in fields(TrainParams)})
+def flag(name: str) -> str:
+    """The command-line flag of a parameter: `--max-iter` for max_iter."""
+    return f"--{name.replace('_', '-')}"
+
+
+def given_parameters(args: argparse.Namespace) -> dict[str, int | float]:
+    """The model parameters the command line gave, by name."""
+    given: dict[str, int | float] = {}
+    for field in fields(TrainParams):
+        value = getattr(args, field.name)
+        if value is not None:
+            given[field.name] = value
+    return given
+
+
+def parameter_arguments(given: Mapping[str, int | float]) -> list[str]:
+    """`given` as the flags that give them, one word each (`--max-iter=300`), for the command
+    line of another process running `add_training_arguments`' parser."""
+    return [f"{flag(name)}={value}" for name, value in given.items()]
+
+
+def params_from_args(args: argparse.Namespace, *, from_capture: bool = False) -> TrainParams:
+    """The parameters the command line gave, the others at their defaults. `from_capture`
+    refuses those only a history's training uses: recorded in the manifest, they would say a
+    version was trained in a way it was not."""
+    given = given_parameters(args)
+    unused = [flag(name) for name in HISTORY_ONLY if name in given] if from_capture else []
+    if unused:
+        raise UsageError(
+            f"{', '.join(unused)}: only when training on a history; training from capture holds "
+            "out whole days (--holdout-days) and weighs each payment by its capture rate"
+        )
+    values: dict[str, Any] = dict(given)  # each checked by its flag's type, then by TrainParams
+    return TrainParams(**values)

@@ -17,6 +17,8 @@ Stopped (Ctrl-C, or SIGTERM: ECS StopTask, `docker stop`, `timeout`), it cleans 
 (workers stopped, the partitioned history removed), registers nothing it has not finished
 (the registry writes a version's manifest last: an interrupted registration leaves an
 invisible, never-reused number) and exits 130, or 143 for SIGTERM, with one line saying so.
+Stopped or failing once a version's manifest is stored (its audit event, say), that line says
+the version was registered in full: it is there to promote, not to train again.
 
 The registry is where versions are allocated (the start of the promotion chain): the Fargate
 task of every environment is deployed with that registry in its command. Who registers is the
@@ -349,26 +351,34 @@ def register_model(
             lambda v: f"version {v.number} ({human_bytes(size)} of artifacts)",
         )
     except KeyboardInterrupt as exc:
-        raise _interrupted_registration(exc, registry, claimed) from None
-
-
-def _interrupted_registration(
-    exc: KeyboardInterrupt, registry: Registry, claimed: list[int]
-) -> KeyboardInterrupt:
-    """An interruption while a version was being registered, saying whether it was completed
-    first: stopped after its manifest was stored, the version is registered in full (its audit
-    event may be missing), and a caller told only "interrupted" would train it again."""
-    if claimed:
-        try:
-            version = registry.get_version(claimed[-1])
-        except (RegistryError, OSError):
-            return exc  # not complete (or not readable now): nothing of it is visible
-        return reworded(
+        version = _completed(registry, claimed)
+        if version is None:
+            raise
+        raise reworded(
             exc,
             f"version {version.number} was registered in full before the interruption "
             f"(sha256 {version.sha256[:12]}...); it is there to promote, not to train again",
-        )
-    return exc
+        ) from None
+    except Exception as exc:
+        version = _completed(registry, claimed)
+        if version is None:
+            raise
+        raise RegistryError(
+            f"version {version.number} was registered in full (sha256 {version.sha256[:12]}...), "
+            f"then registering failed: {exc}; it is there to promote, not to train again"
+        ) from exc
+
+
+def _completed(registry: Registry, claimed: list[int]) -> Version | None:
+    """The version a registration stopped midway (interrupted, or failed) had completed, if it
+    had: once its manifest is stored a version is registered in full (its audit event may be
+    missing), and a caller told only "interrupted" or "failed" would train it again."""
+    if not claimed:
+        return None
+    try:
+        return registry.get_version(claimed[-1])
+    except (RegistryError, OSError):
+        return None  # not complete (or not readable now): nothing of it is visible
 
 
 class _Parser(argparse.ArgumentParser):
@@ -438,6 +448,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(argv: Sequence[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        params = params_from_args(args, from_capture=args.from_capture)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -454,7 +465,6 @@ def _run(argv: Sequence[str] | None) -> int:
         )
         return 2
     try:
-        params = params_from_args(args)
         # Asked first: a run that cannot say who it is fails before it trains, not after.
         actor, declared = task_actor(args.registry)
         registry = open_registry(args.registry, args.model, declared_actor=declared)

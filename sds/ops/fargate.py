@@ -2,13 +2,17 @@
 
 Cluster, task definition, subnets and security group come from SSM (`/sds/<env>/training-*`);
 the container runs the same `python -m training.train` as `sds train --local`, with the task
-definition's own command (registry, model, data) plus `--reason` and a fresh `--run-id`. The
+definition's own command (registry, model, data) plus the data location and model parameters the
+caller gave, `--reason` and a fresh `--run-id` (`task_command`). The
 task definition's registry is where the environment's promotion chain starts (versions are
 allocated there only), so prod's task trains on prod's data and registers in dev. The task
-records its own identity (its role, from STS) as the actor, and `SDS_ACTOR`, set to whoever
-started it (their identity, and what they declared), as an annotation. While it runs, every
+records its own identity (its role and task ARN: `training.train.task_actor`) as the actor, and
+`SDS_ACTOR`, set to whoever started it (their identity, and what they declared), as an
+annotation. While it runs, every
 status change is reported; when it stops, the command reports the version it registered: the
-one whose manifest carries the run id.
+one whose manifest carries the run id. A task that failed is reported with ECS's reasons and the
+last line of its log stream (a version it completed first is named: it is not to be trained
+again); a wait that ends, or cannot go on, says the task keeps running and how to stop it.
 
 Where the isolated network's interface endpoints are leased per run (`infra.network.endpoints:
 during_runs`), the command does not start the task itself: it starts an execution of the
@@ -25,15 +29,26 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sds.kernel.aws.errors import explain
+from sds.kernel.discovery import TRAINING_STACK, parameter_name
+from sds.kernel.errors import UsageError
 from sds.kernel.registry import Version
 from sds.kernel.signals import Terminated, reworded
-from sds.ops.aws import AwsError, Clients, start_execution
+from sds.ops.aws import (
+    AwsError,
+    Clients,
+    NotDeployed,
+    error_code,
+    failure,
+    start_execution,
+)
 from sds.ops.promotion import OperationError, registering_environment
 from sds.ops.workspace import Workspace
+from training.params import HISTORY_ONLY, flag, parameter_arguments
 
 # The training entry point's exit status when SIGTERM stopped it (sds.kernel.signals).
 STOPPED_BY_SIGTERM = Terminated.exit_code
@@ -73,6 +88,37 @@ class TrainingRun:
         }
 
 
+@dataclass(frozen=True)
+class TaskLog:
+    """Where the training container logs: its task definition's `awslogs` group, and the stream
+    each task gets in it (`<prefix>/<container>/<task id>`)."""
+
+    group: str
+    stream_prefix: str
+    container: str
+
+    def stream(self, task_arn: str) -> str:
+        return f"{self.stream_prefix}/{self.container}/{task_arn.rsplit('/', 1)[-1]}"
+
+    @classmethod
+    def of(cls, container: dict[str, Any]) -> TaskLog | None:
+        """The container definition's log, if it goes to CloudWatch Logs under a stream prefix
+        (without one, the stream is named after an id only ECS knows)."""
+        config = container.get("logConfiguration") or {}
+        options = config.get("options") or {}
+        group, prefix = options.get("awslogs-group"), options.get("awslogs-stream-prefix")
+        if config.get("logDriver") != "awslogs" or not group or not prefix:
+            return None
+        return cls(group=str(group), stream_prefix=str(prefix), container=str(container["name"]))
+
+
+@dataclass(frozen=True)
+class StartedTask:
+    cluster: str
+    arn: str
+    log: TaskLog | None
+
+
 def start_training_task(
     ws: Workspace,
     *,
@@ -81,11 +127,12 @@ def start_training_task(
     run_id: str,
     reason: str = "",
     data: str | None = None,
+    parameters: Mapping[str, int | float] | None = None,
     say: Say = print,
     poll_s: float = 5.0,
     lease_timeout_s: float = LEASE_TIMEOUT_S,
-) -> tuple[str, str]:
-    """Start the task (its version's manifest will carry `run_id`); return (cluster, task ARN).
+) -> StartedTask:
+    """Start the task (its version's manifest will carry `run_id`): its cluster, ARN and log.
 
     Where the endpoints are leased per run, through the training run's state machine: this
     returns once the execution has started the task (after the lease, typically a minute or
@@ -93,20 +140,26 @@ def start_training_task(
     discovery = ws.discovery
     cluster = discovery.get(env, "training-cluster")
     task_definition = discovery.get(env, "training-task-definition")
-    subnets = [s for s in discovery.get(env, "training-subnets").split(",") if s]
-    security_group = discovery.get(env, "training-security-group")
     ecs = clients["ecs"]
-    definition = ecs.describe_task_definition(taskDefinition=task_definition)["taskDefinition"]
-    container = definition["containerDefinitions"][0]
-    command = list(container.get("command", []))
-    if data is not None:
-        if "--data" in command:
-            command[command.index("--data") + 1] = data
-        else:
-            command += ["--data", data]
-    if reason:
-        command += ["--reason", reason]
-    command += ["--run-id", run_id]
+    try:
+        definition = ecs.describe_task_definition(taskDefinition=task_definition)
+    except Exception as exc:
+        raise failure(
+            exc,
+            doing=f"reading {env}'s training task definition {task_definition} (from "
+            f"{parameter_name(env, 'training-task-definition')}, deployed by "
+            f"'{env}/{TRAINING_STACK}')",
+        ) from exc
+    container = definition["taskDefinition"]["containerDefinitions"][0]
+    log = TaskLog.of(container)
+    command = task_command(
+        list(container.get("command", [])),
+        env=env,
+        run_id=run_id,
+        reason=reason,
+        data=data,
+        parameters=parameters,
+    )
     network = ws.config.env(env).infra.network
     if network.leased_endpoints:
         task_arn = start_training_run(
@@ -120,38 +173,90 @@ def start_training_task(
             poll_s=poll_s,
             timeout_s=lease_timeout_s,
         )
-        return cluster, task_arn
+        return StartedTask(cluster, task_arn, log)
+    subnets = [s for s in discovery.get(env, "training-subnets").split(",") if s]
+    if not subnets:
+        raise NotDeployed(
+            f"SSM parameter {parameter_name(env, 'training-subnets')} names no subnet: "
+            f"redeploy {env}'s training network (cdk deploy '{env}/{TRAINING_STACK}')"
+        )
+    security_group = discovery.get(env, "training-security-group")
     isolated = network.isolated
-    response = ecs.run_task(
-        cluster=cluster,
-        taskDefinition=task_definition,
-        launchType="FARGATE",
-        count=1,
-        startedBy="sds-cli",
-        networkConfiguration={
-            "awsvpcConfiguration": {
-                "subnets": subnets,
-                "securityGroups": [security_group],
-                # Public subnets (no NAT) need a public IP to reach ECR and S3's APIs.
-                "assignPublicIp": "DISABLED" if isolated else "ENABLED",
-            }
-        },
-        overrides={
-            "containerOverrides": [
-                {
-                    "name": container["name"],
-                    "command": command,
-                    "environment": [{"name": "SDS_ACTOR", "value": started_by(ws)}],
+    try:
+        response = ecs.run_task(
+            cluster=cluster,
+            taskDefinition=task_definition,
+            launchType="FARGATE",
+            count=1,
+            startedBy="sds-cli",
+            networkConfiguration={
+                "awsvpcConfiguration": {
+                    "subnets": subnets,
+                    "securityGroups": [security_group],
+                    # Public subnets (no NAT) need a public IP to reach ECR and S3's APIs.
+                    "assignPublicIp": "DISABLED" if isolated else "ENABLED",
                 }
-            ]
-        },
-    )
+            },
+            overrides={
+                "containerOverrides": [
+                    {
+                        "name": container["name"],
+                        "command": command,
+                        "environment": [{"name": "SDS_ACTOR", "value": started_by(ws)}],
+                    }
+                ]
+            },
+        )
+    except Exception as exc:
+        raise failure(
+            exc,
+            doing=f"starting {env}'s training task in cluster {cluster} (from "
+            f"{parameter_name(env, 'training-cluster')}, deployed by '{env}/{TRAINING_STACK}')",
+        ) from exc
     failures = response.get("failures") or []
     tasks = response.get("tasks") or []
     if failures or not tasks:
         detail = "; ".join(f"{f.get('arn', '')} {f.get('reason', '')}".strip() for f in failures)
         raise AwsError(f"ECS could not start the training task in {cluster}: {detail or 'no task'}")
-    return cluster, str(tasks[0]["taskArn"])
+    return StartedTask(cluster, str(tasks[0]["taskArn"]), log)
+
+
+def task_command(
+    deployed: list[str],
+    *,
+    env: str,
+    run_id: str,
+    reason: str = "",
+    data: str | None = None,
+    parameters: Mapping[str, int | float] | None = None,
+) -> list[str]:
+    """The container's command for this run: the task definition's (`deployed`), its data
+    location replaced by `data`, then the model `parameters` given (later flags win), the reason
+    and the run id. Each flag and its value are one word (`--reason=...`), so a value that
+    starts with a dash is still the flag's value to the entry point's parser.
+
+    A task deployed to train from capture (`infra.training.source: capture`) reads no history:
+    `data`, or a parameter only a history's training uses, is refused rather than ignored."""
+    parameters = dict(parameters or {})
+    command = list(deployed)
+    if "--from-capture" in command:
+        unused = (["--data"] if data is not None else []) + [
+            flag(name) for name in HISTORY_ONLY if name in parameters
+        ]
+        if unused:
+            raise UsageError(
+                f"{', '.join(unused)}: {env}'s training task trains from capture "
+                "(infra.training.source: capture), not on a history"
+            )
+    elif data is not None:
+        if "--data" in command:
+            at = command.index("--data")
+            del command[at : at + 2]
+        command.append(f"--data={data}")
+    command += parameter_arguments(parameters)
+    if reason:
+        command.append(f"--reason={reason}")
+    return [*command, f"--run-id={run_id}"]
 
 
 def start_training_run(
@@ -183,11 +288,7 @@ def start_training_run(
             sfn, execution, env=env, say=say, poll_s=poll_s, timeout_s=timeout_s
         )
     except KeyboardInterrupt as exc:
-        raise reworded(
-            exc,
-            f"stopped following; the training run keeps going: {execution} (stop it with: aws "
-            f"stepfunctions stop-execution --execution-arn {execution})",
-        ) from None
+        raise reworded(exc, f"stopped following; {_run_keeps_going(execution)}") from None
 
 
 def task_of_execution(
@@ -202,7 +303,7 @@ def task_of_execution(
         try:
             events = _history(sfn, execution)
         except Exception as exc:
-            raise AwsError(f"following {execution}: {exc}") from exc
+            raise _not_followed(exc, f"{env}'s training run", _run_keeps_going(execution)) from exc
         for event in events:
             entered = (event.get("stateEnteredEventDetails") or {}).get("name", "")
             if entered in _STEPS and entered not in reported:
@@ -214,17 +315,38 @@ def task_of_execution(
         try:
             described = sfn.describe_execution(executionArn=execution)
         except Exception as exc:
-            raise AwsError(f"following {execution}: {exc}") from exc
+            raise _not_followed(exc, f"{env}'s training run", _run_keeps_going(execution)) from exc
         status = str(described.get("status"))
         if status != "RUNNING":
             raise _before_the_task(env, execution, status, described)
         if time.monotonic() - started > timeout_s:
             raise AwsError(
-                f"{env}'s training run {execution} started no task in {timeout_s:.0f} s; it "
-                "keeps going: follow it in the Step Functions console"
+                f"stopped following after {timeout_s:.0f} s: {env}'s training run started no "
+                f"task; {_run_keeps_going(execution)}"
             )
         time.sleep(interval)
         interval = min(interval * 2, poll_s)
+
+
+def _task_keeps_running(cluster: str, task_arn: str) -> str:
+    return (
+        f"the task keeps running: {task_arn} (stop it with: aws ecs stop-task --cluster "
+        f"{cluster} --task {task_arn})"
+    )
+
+
+def _run_keeps_going(execution: str) -> str:
+    return (
+        f"the training run keeps going: {execution} (stop it with: aws stepfunctions "
+        f"stop-execution --execution-arn {execution})"
+    )
+
+
+def _not_followed(exc: Exception, what: str, keeps: str) -> AwsError:
+    """A failure to follow a run that has started: what AWS said, and that the run goes on (a
+    caller who took "try again" for "start it again" would run it twice)."""
+    said = explain(exc) or exc
+    return AwsError(f"could not follow {what} ({said}); {keeps}")
 
 
 def _history(sfn: Any, execution: str) -> list[dict[str, Any]]:
@@ -290,7 +412,11 @@ def wait_for_task(
     last = ""
     interval = min(0.25, poll_s)
     while True:
-        described = ecs.describe_tasks(cluster=cluster, tasks=[task_arn])
+        try:
+            described = ecs.describe_tasks(cluster=cluster, tasks=[task_arn])
+        except Exception as exc:
+            keeps = _task_keeps_running(cluster, task_arn)
+            raise _not_followed(exc, "the training task", keeps) from exc
         tasks = described.get("tasks") or []
         if not tasks:
             raise AwsError(f"task {task_arn} disappeared from {cluster}")
@@ -304,8 +430,8 @@ def wait_for_task(
             return task
         if elapsed > timeout_s:
             raise AwsError(
-                f"training task {task_arn} still {status.lower()} after {timeout_s:.0f} s; "
-                "it keeps running: follow it in the ECS console or its log group"
+                f"stopped waiting after {timeout_s:.0f} s, the training task still "
+                f"{status.lower()}; {_task_keeps_running(cluster, task_arn)}"
             )
         time.sleep(interval)
         interval = min(interval * 2, poll_s)
@@ -317,6 +443,7 @@ def run_training(
     env: str,
     reason: str = "",
     data: str | None = None,
+    parameters: Mapping[str, int | float] | None = None,
     clients: Clients | None = None,
     say: Say = print,
     poll_s: float = 5.0,
@@ -328,16 +455,18 @@ def run_training(
     registry = ws.registry(registered_in)
     before = set(registry.list_versions())
     run_id = uuid.uuid4().hex
-    cluster, task_arn = start_training_task(
+    started_task = start_training_task(
         ws,
         env=env,
         clients=clients,
         run_id=run_id,
         reason=reason,
         data=data,
+        parameters=parameters,
         say=say,
         poll_s=poll_s,
     )
+    cluster, task_arn = started_task.cluster, started_task.arn
     where = "" if registered_in == env else f"; it registers in {registered_in}"
     say(f"started training task {task_arn.rsplit('/', 1)[-1]} in {cluster}{where}")
     try:
@@ -347,33 +476,44 @@ def run_training(
     except KeyboardInterrupt as exc:
         # Ctrl-C stops the waiting, not the task: say so, and how to stop it, in the line `main`
         # prints after "sds: interrupted" (the same kind of interruption, SIGTERM's included).
-        raise reworded(
-            exc,
-            f"stopped waiting; the task keeps running: {task_arn} (stop it with: aws ecs "
-            f"stop-task --cluster {cluster} --task {task_arn})",
-        ) from None
-    containers = task.get("containers") or [{}]
-    exit_code = containers[0].get("exitCode")
-    reason_text = task.get("stoppedReason") or containers[0].get("reason") or "no reason given"
-    if exit_code not in (0, STOPPED_BY_SIGTERM):
-        raise OperationError(
-            f"training task failed (exit code {exit_code}, {reason_text}); "
-            "its log group (Training stack) has the details"
-        )
+        raise reworded(exc, f"stopped waiting; {_task_keeps_running(cluster, task_arn)}") from None
+    exit_code = ((task.get("containers") or [{}])[0]).get("exitCode")
+    why = _why_stopped(task)
+    # A version is registered in full once its manifest is stored (the registry writes it last),
+    # whatever happens to the task after: it is found first, and never trained again.
     new = [registry.get_version(n) for n in sorted(set(registry.list_versions()) - before)]
     mine = [v for v in new if v.manifest.get("run_id") == run_id]
-    if exit_code == STOPPED_BY_SIGTERM and not mine:
-        # training.train's own exit on SIGTERM (ECS StopTask, a scale-in) before its version
-        # was complete: it left nothing half-written, and the run can simply start again. (Once
-        # registered, a version is complete whatever stopped the task after: it is reported.)
+    if mine and exit_code not in (0, STOPPED_BY_SIGTERM):
+        version = mine[-1]
         raise OperationError(
-            f"training task stopped by SIGTERM ({reason_text}) before it registered a "
+            f"training task {task_arn} failed (exit code {exit_code}; {why}) after it registered "
+            f"version {version.number} in full in {registered_in} (sha256 {version.sha256[:12]}"
+            "...): it is there to promote, not to train again; " + _log_says(clients, started_task)
+        )
+    if not mine and exit_code is None:
+        # ECS stopped it before the container ran (an image it could not pull, a network
+        # without a route to ECR or to the logs): the container's log is empty, ECS's reason is
+        # the story.
+        raise OperationError(
+            f"training task {task_arn} stopped before its container ran ({why}); nothing was "
+            "registered"
+        )
+    if not mine and exit_code == STOPPED_BY_SIGTERM:
+        # training.train's own exit on SIGTERM (ECS StopTask, a scale-in) before its version
+        # was complete: it left nothing half-written, and the run can simply start again.
+        raise OperationError(
+            f"training task stopped by SIGTERM ({why}) before it registered a "
             "version; nothing half-written is left: start it again when ready"
+        )
+    if not mine and exit_code != 0:
+        raise OperationError(
+            f"training task {task_arn} failed (exit code {exit_code}; {why}); "
+            + _log_says(clients, started_task)
         )
     if not mine:
         # A task stopped from outside (ECS StopTask, a scale-in) may still exit 0: its reason is
         # the story.
-        stopped = task.get("stoppedReason") or containers[0].get("reason")
+        stopped = _why_stopped(task, default="")
         raise OperationError(
             f"training task {task_arn} finished but registered no version in "
             f"{registered_in}'s registry ({registry.uri})"
@@ -387,3 +527,42 @@ def run_training(
         version=mine[-1],
         duration_s=round(time.monotonic() - started, 1),
     )
+
+
+# The most of a failed task's log an error quotes: its last line (training.train's last word is
+# one line: `error: ...`, or a traceback's last), from this many of the stream's last events.
+_LOG_EVENTS = 20
+
+
+def _why_stopped(task: dict[str, Any], default: str = "no reason given") -> str:
+    """ECS's reasons for a stopped task: the container's own first (`OutOfMemoryError: ...`,
+    `CannotPullContainerError: ...`), then the task's (`Essential container in task exited`)."""
+    container = (task.get("containers") or [{}])[0]
+    reasons = [str(r) for r in (container.get("reason"), task.get("stoppedReason")) if r]
+    return "; ".join(dict.fromkeys(reasons)) or default
+
+
+def _log_says(clients: Clients, task: StartedTask) -> str:
+    """The end of a failed task's log, and where the whole of it is."""
+    if task.log is None:
+        return "its log group (Training stack) has the details"
+    stream = task.log.stream(task.arn)
+    where = f"log group {task.log.group}, stream {stream}"
+    try:
+        answer = clients["logs"].get_log_events(
+            logGroupName=task.log.group,
+            logStreamName=stream,
+            startFromHead=False,
+            limit=_LOG_EVENTS,
+        )
+    except Exception as exc:  # the log is a pointer for the reader: where it is says enough
+        return f"its log ({where}) could not be read ({error_code(exc) or exc})"
+    lines = [
+        line.strip()
+        for event in answer.get("events", [])
+        for line in str(event.get("message", "")).splitlines()
+        if line.strip()
+    ]
+    if not lines:
+        return f"its log ({where}) is empty"
+    return f"its log ends: {lines[-1]} ({where})"

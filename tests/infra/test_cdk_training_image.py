@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -62,6 +64,59 @@ def test_training_image_installs_every_library_its_entry_points_import() -> None
     assert imported - dependencies <= installed, imported - dependencies - installed
 
 
+def _image_files(context: Path) -> dict[str, Path]:
+    """What the Dockerfile's COPY instructions put in the image, read from `context`: image path
+    -> the file copied there (a source folder's files keep their place under the destination)."""
+    copied: dict[str, Path] = {}
+    for line in (ROOT / "training" / "Dockerfile").read_text().splitlines():
+        if not line.startswith("COPY "):
+            continue
+        *sources, destination = shlex.split(line)[1:]
+        for pattern in sources:
+            for source in sorted(context.glob(pattern)):
+                if source.is_dir():
+                    for file in sorted(source.rglob("*")):
+                        if file.is_file() and "__pycache__" not in file.parts:
+                            copied[f"{destination}{file.relative_to(source)}"] = file
+                else:
+                    copied[f"{destination}{source.name}"] = source
+    return copied
+
+
+# The container's `python -m training.train`, run from the image's /app alone: the project's
+# editable install (which would find any module of the checkout) is taken off the import path.
+_ENTRY_POINT_ALONE = """
+import runpy, sys
+sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in getattr(f, "__module__", "")]
+import training.partitioned, training.from_capture
+sys.argv = ["python -m training.train", "--help"]
+runpy.run_module("training.train", run_name="__main__")
+"""
+
+
+def test_the_image_holds_every_module_its_entry_point_imports(tmp_path: Path) -> None:
+    # Given the image's /app, as the Dockerfile's COPY instructions lay it out
+    app = tmp_path / "app"
+    for name, source in _image_files(ROOT).items():
+        target = app / name.removeprefix("/app/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+
+    # When the container's entry point starts there
+    started = subprocess.run(
+        [sys.executable, "-c", _ENTRY_POINT_ALONE],
+        cwd=app,
+        env={"PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    # Then it finds every module of the project it imports (sds.config's task contract too)
+    assert started.returncode == 0, started.stderr
+    assert "usage: python -m training.train" in started.stdout
+
+
 def test_dockerfile_runs_the_same_entry_point_as_local_training() -> None:
     dockerfile = (ROOT / "training" / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["python", "-m", "training.train"]' in dockerfile
@@ -82,3 +137,5 @@ def test_image_build_context_holds_only_what_the_image_copies(synthesized: Synth
     tops = {name.split("/", 1)[0] for name in staged}
     assert tops <= {"sds", "training", ".dockerignore"}, tops
     assert not [name for name in staged if "__pycache__" in name or name.endswith(".pyc")]
+    # And it holds every file the Dockerfile copies (a COPY of a file it ignores fails the build)
+    assert _image_files(context).keys() == _image_files(ROOT).keys()

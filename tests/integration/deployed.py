@@ -135,6 +135,8 @@ def training_stack(
     ]
     group = ec2.create_security_group(GroupName=f"train-{suffix}", Description="t", VpcId=vpc)
     aws.hold_state("ecs::task")  # the test plays the container and stops the task itself
+    log_group = f"sds-{env}-training-logs-{suffix}"
+    aws.client("logs").create_log_group(logGroupName=log_group)
     ecs = aws.client("ecs")
     cluster = ecs.create_cluster(clusterName=f"sds-{env}-training-{suffix}")["cluster"]
     task = ecs.register_task_definition(
@@ -149,6 +151,15 @@ def training_stack(
                 "image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/train:latest",
                 "essential": True,
                 "memory": 8192,  # moto sums container memory to place the task
+                # As the stack's container logs (ecs.LogDrivers.aws_logs, stream prefix "train")
+                "logConfiguration": {
+                    "logDriver": "awslogs",
+                    "options": {
+                        "awslogs-group": log_group,
+                        "awslogs-region": "us-east-1",
+                        "awslogs-stream-prefix": "train",
+                    },
+                },
                 "command": [
                     "--registry",
                     f"s3://{registry_bucket or bucket}",

@@ -14,7 +14,9 @@ the CLI starts the training run's state machine, which moto cannot run, so
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -24,10 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 import sds.kernel.sdk
 from sds.kernel.signals import Terminated
-from sds.ops.aws import Clients
+from sds.ops.aws import AwsError, Clients
 from sds.ops.fargate import TrainingRun, run_training
 from sds.ops.promotion import OperationError
 from sds.ops.workspace import Workspace
@@ -35,12 +38,18 @@ from tests.integration.deployed import ACTOR, ROOT, CliResult, Deployed, act_as,
 from tests.integration.training_runs import PlayedStateMachine, publish_state_machine
 from training.data import write_jsonl
 from training.synthetic import generate_activity
+from training.train import build_parser
 
 
 def the_override(sent: list[dict[str, Any]]) -> tuple[list[str], dict[str, str]]:
     """The container's command and environment, as the CLI asked ECS to run them."""
     (override,) = sent[0]["overrides"]["containerOverrides"]
     return list(override["command"]), {e["name"]: e["value"] for e in override["environment"]}
+
+
+def as_the_container_reads(command: list[str]) -> argparse.Namespace:
+    """`command` as the container's entry point (`python -m training.train`) parses it."""
+    return build_parser().parse_args(command)
 
 
 def wait_for_the_task(deployed: Deployed) -> str:
@@ -53,6 +62,33 @@ def wait_for_the_task(deployed: Deployed) -> str:
     return str(arns[0])
 
 
+def the_log(deployed: Deployed, task: str) -> tuple[str, str]:
+    """(log group, stream) of `task`'s container, as its task definition's awslogs options say."""
+    ecs = deployed.clients("ecs")
+    found = ecs.describe_task_definition(taskDefinition=deployed.extra["training-task-definition"])
+    (container,) = found["taskDefinition"]["containerDefinitions"]
+    options = container["logConfiguration"]["options"]
+    stream = f"{options['awslogs-stream-prefix']}/{container['name']}/{task.rsplit('/', 1)[-1]}"
+    return options["awslogs-group"], stream
+
+
+def stopped_as(exit_code: int | None, container_reason: str | None = None) -> Callable[..., None]:
+    """A DescribeTasks handler: the stopped task's container exited with `exit_code` (None: it
+    never ran) for `container_reason`, as ECS reports it (moto's stopped container says 0)."""
+
+    def handler(parsed: dict[str, Any], **_: Any) -> None:
+        for task in parsed.get("tasks", []):
+            if task.get("lastStatus") == "STOPPED":
+                for container in task.get("containers", []):
+                    container.pop("exitCode", None)
+                    if exit_code is not None:
+                        container["exitCode"] = exit_code
+                    if container_reason is not None:
+                        container["reason"] = container_reason
+
+    return handler
+
+
 def play_the_container(
     deployed: Deployed,
     sent: list[dict[str, Any]],
@@ -60,32 +96,69 @@ def play_the_container(
     registry: Deployed | None,
     register: bool,
     reason: str = "Essential container exited",
+    log: list[str] | None = None,
 ) -> threading.Thread:
     """Play `deployed`'s task: register in `registry` (where the task definition says) a version
-    whose manifest carries the run id from the command, as the entry point does."""
+    whose manifest carries the run id from the command, as the entry point does; write `log`'s
+    lines to its log stream, as the awslogs driver does."""
 
     def container() -> None:
         task = wait_for_the_task(deployed)
         time.sleep(0.3)  # let the CLI report the task as pending for a moment
-        if register:
-            assert registry is not None
-            command, environment = the_override(sent)
-            assert command[command.index("--registry") + 1] == f"s3://{registry.bucket}"
-            registry.registry.register(
-                {"model.onnx": b"trained on fargate"},
-                {"metrics": {"roc_auc": 0.9}, "run_id": command[command.index("--run-id") + 1]},
-                actor="the task's role",
-                reason=environment.get("SDS_ACTOR", ""),
+        try:
+            if register:
+                assert registry is not None
+                command, environment = the_override(sent)
+                read = as_the_container_reads(command)
+                assert read.registry == f"s3://{registry.bucket}"
+                registry.registry.register(
+                    {"model.onnx": b"trained on fargate"},
+                    {"metrics": {"roc_auc": 0.9}, "run_id": read.run_id},
+                    actor="the task's role",
+                    reason=environment.get("SDS_ACTOR", ""),
+                )
+            if log:
+                logs = deployed.clients("logs")
+                group, stream = the_log(deployed, task)
+                logs.create_log_stream(logGroupName=group, logStreamName=stream)
+                now = int(time.time() * 1000)
+                logs.put_log_events(
+                    logGroupName=group,
+                    logStreamName=stream,
+                    logEvents=[{"timestamp": now, "message": line} for line in log],
+                )
+        finally:  # a container that cannot read its command still stops (the CLI then says so)
+            deployed.clients("ecs").stop_task(
+                cluster=deployed.extra["training-cluster"],
+                task=task,
+                reason=reason,
             )
-        deployed.clients("ecs").stop_task(
-            cluster=deployed.extra["training-cluster"],
-            task=task,
-            reason=reason,
-        )
 
     thread = threading.Thread(target=container, daemon=True)
     thread.start()
     return thread
+
+
+def stopping_any_task(deployed: Deployed) -> Callable[[], None]:
+    """Stop every task `deployed`'s cluster runs from now on (a run the test expects refused
+    then ends instead of waiting for it); call the function returned to stop watching."""
+    ecs = deployed.clients("ecs")
+    cluster = deployed.extra["training-cluster"]
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.05):
+            for task in ecs.list_tasks(cluster=cluster, desiredStatus="RUNNING")["taskArns"]:
+                ecs.stop_task(cluster=cluster, task=task, reason="stopped by the test")
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        done.set()
+        thread.join()
+
+    return stop
 
 
 def start(
@@ -175,7 +248,8 @@ def test_on_fargate_runs_the_task_from_ssm_waits_with_progress_and_reports_the_v
     assert override["name"] == "train"
     command = override["command"]
     assert command[:2] == ["--registry", f"s3://{dev.bucket}"]
-    assert command[-4:-2] == ["--reason", "weekly"] and command[-2] == "--run-id"
+    read = as_the_container_reads(command)
+    assert (read.reason, read.data) == ("weekly", f"s3://{dev.bucket}/training-data/")
     # And the task is told who started it, as an annotation: the caller's identity (STS) and
     # what the caller declared ($SDS_ACTOR)
     caller = dev.clients("sts").get_caller_identity()["Arn"]
@@ -183,8 +257,132 @@ def test_on_fargate_runs_the_task_from_ssm_waits_with_progress_and_reports_the_v
     # And it reported progress until the task stopped, and the version of this run
     assert any("started training task" in line for line in lines)
     assert any(line.endswith("stopped") for line in lines)
-    assert result.version.number == 1 and result.version.manifest["run_id"] == command[-1]
+    assert result.version.number == 1 and result.version.manifest["run_id"] == read.run_id
     assert (result.env, result.registered_in, result.exit_code) == ("dev", "dev", 0)
+
+
+@pytest.mark.parametrize("reason", ["-CHG-4711", "weekly retrain: café ✓ — après l'incident"])
+def test_model_parameters_and_a_reason_of_any_shape_reach_the_container_as_given(
+    deploy: Callable[..., Deployed],
+    cli: Callable[..., CliResult],
+    monkeypatch: pytest.MonkeyPatch,
+    reason: str,
+) -> None:
+    # Given dev's training task
+    dev = deploy("dev", training=True)
+    sent, _ = watch_run_task(monkeypatch)
+    container = play_the_container(dev, sent, registry=dev, register=True)
+
+    # When training on Fargate with model parameters, and a reason that starts with a dash or
+    # holds spaces and non-ASCII letters
+    result = cli(
+        "train", "--env", "dev", "--on-fargate", "--max-iter", "300", "--negative-rate", "0.5",
+        f"--reason={reason}",
+    )  # fmt: skip
+    container.join()
+
+    # Then the container reads each of them as given, and the others at their defaults
+    assert result.code == 0, result.err
+    command, _ = the_override(sent)
+    read = as_the_container_reads(command)
+    assert (read.max_iter, read.negative_rate, read.reason) == (300, 0.5, reason)
+    assert read.learning_rate is None and read.data == f"s3://{dev.bucket}/training-data/"
+
+
+def test_a_task_that_trains_from_capture_refuses_data_and_a_historys_parameters(
+    deploy: Callable[..., Deployed],
+    cli: Callable[..., CliResult],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given dev's task deployed to train from capture (infra.training.source: capture)
+    dev = deploy("dev", training=True)
+    ecs = dev.clients("ecs")
+    deployed = ecs.describe_task_definition(taskDefinition=dev.extra["training-task-definition"])
+    (container,) = deployed["taskDefinition"]["containerDefinitions"]
+    container["command"] = [
+        *container["command"][:4],
+        *("--from-capture", "--captures", f"s3://{dev.bucket}/captures/"),
+        *("--labels", f"s3://{dev.bucket}/labels/", "--capture-env", "dev"),
+    ]
+    capture = ecs.register_task_definition(
+        family="sds-dev-train-capture",
+        requiresCompatibilities=["FARGATE"],
+        networkMode="awsvpc",
+        cpu="2048",
+        memory="8192",
+        containerDefinitions=[container],
+    )["taskDefinition"]["taskDefinitionArn"]
+    dev.clients("ssm").put_parameter(
+        Name="/sds/dev/training-task-definition", Value=capture, Type="String", Overwrite=True
+    )
+    sent, _ = watch_run_task(monkeypatch)
+    stop_watching = stopping_any_task(dev)
+
+    # When running it with a history and a history's sampling
+    result = cli(
+        "train", "--env", "dev", "--on-fargate", "--data", "s3://elsewhere/history/",
+        "--negative-rate", "0.5",
+    )  # fmt: skip
+    stop_watching()
+
+    # Then both are refused, naming them and why, and no task started
+    assert result.code == 2, result.err
+    assert (
+        "sds: error: --data, --negative-rate: dev's training task trains from capture "
+        "(infra.training.source: capture), not on a history" in result.err
+    )
+    assert sent == []
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "said"),
+    [
+        (
+            "training-cluster",
+            "sds-dev-training-gone",
+            "starting dev's training task in cluster sds-dev-training-gone (from "
+            "/sds/dev/training-cluster, deployed by 'dev/Training'): RunTask: "
+            "ClusterNotFoundException: ",
+        ),
+        (
+            "training-task-definition",
+            "arn:aws:ecs:us-east-1:123456789012:task-definition/sds-dev-train-gone:3",
+            "reading dev's training task definition arn:aws:ecs:us-east-1:123456789012:"
+            "task-definition/sds-dev-train-gone:3 (from /sds/dev/training-task-definition, "
+            "deployed by 'dev/Training'): DescribeTaskDefinition: ",
+        ),
+        (
+            "training-subnets",
+            ",",
+            "SSM parameter /sds/dev/training-subnets names no subnet: redeploy dev's training "
+            "network (cdk deploy 'dev/Training')",
+        ),
+    ],
+)
+def test_a_task_that_cannot_start_says_what_is_missing_where_it_was_found_and_what_deploys_it(
+    deploy: Callable[..., Deployed],
+    cli: Callable[..., CliResult],
+    monkeypatch: pytest.MonkeyPatch,
+    key: str,
+    value: str,
+    said: str,
+) -> None:
+    # Given dev's training stack, one of whose discovery parameters names nothing usable
+    dev = deploy("dev", training=True)
+    dev.clients("ssm").put_parameter(
+        Name=f"/sds/dev/{key}", Value=value, Type="String", Overwrite=True
+    )
+    sent, _ = watch_run_task(monkeypatch)
+
+    # When training on Fargate
+    result = cli("train", "--env", "dev", "--on-fargate", "--reason", "weekly")
+
+    # Then the error names it, the parameter it came from and the stack that deploys it
+    assert result.code == 1
+    (line,) = result.err.splitlines()
+    assert line.startswith(f"sds: error: {said}"), line
+    assert len(sent) == (1 if key == "training-cluster" else 0)  # ECS refused the one sent
+    assert dev.clients("ecs").list_tasks(cluster=dev.extra["training-cluster"])["taskArns"] == []
 
 
 def test_a_version_another_run_registered_meanwhile_is_not_reported_as_this_one(
@@ -248,6 +446,117 @@ def test_a_task_stopped_by_sigterm_says_so_and_that_nothing_is_half_written(
     )
 
 
+def test_a_retrain_from_capture_with_nothing_captured_fails_in_the_containers_own_words(
+    deploy: Callable[..., Deployed], workspace: Callable[[], Workspace], tmp_path: Path
+) -> None:
+    # Given what the container says when it trains from capture and nothing was captured (the
+    # real entry point, on empty folders)
+    said = subprocess.run(
+        [
+            sys.executable, "-m", "training.train", "--from-capture",
+            "--captures", str(tmp_path / "captures"), "--labels", str(tmp_path / "labels"),
+            "--capture-env", "dev", "--registry", (tmp_path / "registry").as_uri(),
+        ],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert said.returncode == 1, said.stderr
+    last = said.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {tmp_path / 'captures'}: no capture records from ")
+    # And dev's task, which exits with it
+    dev = deploy("dev", training=True)
+    sent, _lines, run = start(
+        workspace, dev, events={"after-call.ecs.DescribeTasks": stopped_as(said.returncode)}
+    )
+    container = play_the_container(
+        dev,
+        sent,
+        registry=dev,
+        register=False,
+        reason="Essential container in task exited",
+        log=said.stderr.splitlines(),
+    )
+
+    # When the task stops
+    with pytest.raises(OperationError) as raised:
+        run()
+    container.join()
+
+    # Then the error says it failed, how, what its log ends with, and where the log is
+    task = wait_for_the_task(dev)
+    group, stream = the_log(dev, task)
+    assert str(raised.value) == (
+        f"training task {task} failed (exit code 1; Essential container in task exited); its "
+        f"log ends: {last} (log group {group}, stream {stream})"
+    )
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "container_reason", "register", "log", "expected"),
+    [
+        (
+            137,
+            "OutOfMemoryError: Container killed due to memory usage",
+            False,
+            ["[3/8] fitting HistGradientBoosting on 41000000 payments before 2026-05-01"],
+            "training task {task} failed (exit code 137; OutOfMemoryError: Container killed due "
+            "to memory usage; Essential container in task exited); its log ends: [3/8] fitting "
+            "HistGradientBoosting on 41000000 payments before 2026-05-01 ({where})",
+        ),
+        (
+            None,
+            "CannotPullContainerError: pull image manifest has been retried 7 time(s)",
+            False,
+            None,
+            "training task {task} stopped before its container ran (CannotPullContainerError: "
+            "pull image manifest has been retried 7 time(s); Essential container in task "
+            "exited); nothing was registered",
+        ),
+        (
+            1,
+            None,
+            True,
+            ["error: version 1 was registered in full (sha256 ...), then registering failed: ..."],
+            "training task {task} failed (exit code 1; Essential container in task exited) after "
+            "it registered version 1 in full in dev (sha256 {sha256}...): it is there to "
+            "promote, not to train again; its log ends: error: version 1 was registered in full "
+            "(sha256 ...), then registering failed: ... ({where})",
+        ),
+    ],
+    ids=["out of memory", "never ran", "failed after registering"],
+)
+def test_a_failed_task_says_what_ecs_and_its_log_say_and_whether_its_version_is_complete(
+    deploy: Callable[..., Deployed],
+    workspace: Callable[[], Workspace],
+    exit_code: int | None,
+    container_reason: str | None,
+    register: bool,
+    log: list[str] | None,
+    expected: str,
+) -> None:
+    # Given dev's task, whose container stops as ECS reports it
+    dev = deploy("dev", training=True)
+    handler = stopped_as(exit_code, container_reason)
+    sent, _lines, run = start(workspace, dev, events={"after-call.ecs.DescribeTasks": handler})
+    container = play_the_container(
+        dev,
+        sent,
+        registry=dev,
+        register=register,
+        reason="Essential container in task exited",
+        log=log,
+    )
+
+    # When the task stops, Then the error says so in one line
+    with pytest.raises(OperationError) as raised:
+        run()
+    container.join()
+    task = wait_for_the_task(dev)
+    group, stream = the_log(dev, task)
+    sha256 = dev.registry.get_version(1).sha256[:12] if register else ""
+    where = f"log group {group}, stream {stream}"
+    assert str(raised.value) == expected.format(task=task, sha256=sha256, where=where)
+
+
 @pytest.mark.parametrize("kind", [KeyboardInterrupt, Terminated])
 def test_ctrl_c_while_waiting_leaves_the_task_running_and_says_how_to_stop_it(
     deploy: Callable[..., Deployed],
@@ -284,6 +593,92 @@ def test_ctrl_c_while_waiting_leaves_the_task_running_and_says_how_to_stop_it(
     )
     (described,) = ecs.describe_tasks(cluster=cluster, tasks=[task])["tasks"]
     assert described["lastStatus"] != "STOPPED"
+
+
+class _Refused:
+    status_code = 400
+
+
+def test_a_run_that_cannot_be_followed_says_the_task_keeps_running_and_how_to_stop_it(
+    deploy: Callable[..., Deployed], workspace: Callable[[], Workspace]
+) -> None:
+    # Given a training task on Fargate, and ECS throttling every DescribeTasks once it started
+    # (after the SDK's retries)
+    def throttled(**_: Any) -> tuple[Any, dict[str, Any]]:
+        return _Refused(), {"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}
+
+    dev = deploy("dev", training=True)
+    _sent, _lines, run = start(workspace, dev, events={"before-call.ecs.DescribeTasks": throttled})
+
+    # When the command cannot follow it
+    with pytest.raises(AwsError) as raised:
+        run()
+
+    # Then it says what AWS said, that the task keeps running, and the command that stops it
+    # (told only "try again", the caller would start a second task)
+    task = wait_for_the_task(dev)
+    cluster = dev.extra["training-cluster"]
+    assert str(raised.value) == (
+        "could not follow the training task (AWS throttled the request (ThrottlingException) "
+        f"after retries: try again shortly); the task keeps running: {task} (stop it with: aws "
+        f"ecs stop-task --cluster {cluster} --task {task})"
+    )
+    (described,) = dev.clients("ecs").describe_tasks(cluster=cluster, tasks=[task])["tasks"]
+    assert described["lastStatus"] != "STOPPED"
+
+
+def test_a_task_still_running_when_the_wait_ends_says_how_to_stop_it(
+    deploy: Callable[..., Deployed], workspace: Callable[[], Workspace]
+) -> None:
+    # Given a training task that outlasts the command's wait
+    dev = deploy("dev", training=True)
+    _sent, _lines, run = start(workspace, dev, timeout_s=0.3)
+
+    # When the wait ends, Then the error says the task keeps running and how to stop it
+    with pytest.raises(AwsError) as raised:
+        run()
+    task = wait_for_the_task(dev)
+    cluster = dev.extra["training-cluster"]
+    assert re.fullmatch(
+        r"stopped waiting after 0 s, the training task still \w+; the task keeps running: "
+        + re.escape(f"{task} (stop it with: aws ecs stop-task --cluster {cluster} --task {task})"),
+        str(raised.value),
+    ), str(raised.value)
+
+
+def test_a_training_run_that_cannot_be_followed_says_it_keeps_going_and_how_to_stop_it(
+    deploy: Callable[..., Deployed],
+    workspace: Callable[[], Workspace],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given staging, whose training run leases its endpoints, and a caller whose role may start
+    # the run but not read its history
+    dev = deploy("dev")
+    staging = deploy("staging", training=True, registers_in=dev)
+    _sent, machine = watch_run_task(monkeypatch, runs=staging)
+    assert machine is not None
+
+    def denied(operation: str) -> Any:
+        error = {"Error": {"Code": "AccessDeniedException", "Message": "not authorized"}}
+        raise ClientError(error, "GetExecutionHistory")
+
+    monkeypatch.setattr(machine, "get_paginator", denied)
+
+    # When the command cannot follow it
+    with pytest.raises(AwsError) as raised:
+        run_training(workspace(), env="staging", reason="weekly", say=lambda _: None, poll_s=0.05)
+
+    # Then it says what AWS said, that the run keeps going, and the command that stops it
+    (execution,) = machine.started
+    arn = (
+        f"arn:aws:states:us-east-1:123456789012:execution:RunsStateMachine-test:{execution['name']}"
+    )
+    message = str(raised.value)
+    assert message.startswith("could not follow staging's training run (access denied")
+    assert message.endswith(
+        f"; the training run keeps going: {arn} (stop it with: aws stepfunctions stop-execution "
+        f"--execution-arn {arn})"
+    )
 
 
 def test_ctrl_c_while_the_run_leases_its_endpoints_says_how_to_stop_the_execution(
@@ -340,7 +735,8 @@ def test_the_cli_trains_staging_on_its_isolated_network_and_registers_in_dev(
     (execution,) = machine.started
     command = execution["input"]["command"]
     assert command[:2] == ["--registry", f"s3://{dev.bucket}"]
-    assert command[-4:] == ["--reason", "weekly", "--run-id", execution["name"]]
+    read = as_the_container_reads(command)
+    assert (read.reason, read.run_id) == ("weekly", execution["name"])
     caller = dev.clients("sts").get_caller_identity()["Arn"]
     assert execution["input"]["actor"] == f"{caller} ({ACTOR})"
     # And the CLI started no task itself: the one task is the state machine's

@@ -52,7 +52,7 @@ from tests.security.security_report import record
 from tests.security.security_templates import ROOT, VARIANT, AuditedApp, Statement
 from training.data import read_history, write_jsonl
 from training.synthetic import generate_activity
-from training.train import STEPS, Progress, TrainParams, train
+from training.train import STEPS, Progress, TrainParams, build_parser, train
 
 WRITE_OR_DELETE = ("s3:Put", "s3:Delete", "s3:Copy", "s3:Replicate", "s3:Restore", "s3:Abort")
 AUTO_DELETE_PROVIDER = "CustomS3AutoDeleteObjectsCustomResourceProviderRole"
@@ -825,7 +825,7 @@ def play_the_container(
         registry_of((registry or deployed).registry_bucket).register(
             {"model.onnx": b"trained on fargate"},
             # the run id the CLI passes finds the version the task registered
-            {"metrics": GOOD_METRICS, "run_id": command[command.index("--run-id") + 1]},
+            {"metrics": GOOD_METRICS, "run_id": build_parser().parse_args(command).run_id},
             actor="the training task",
         )
         ecs.stop_task(cluster=deployed.cluster, task=tasks[0], reason="Essential container exited")

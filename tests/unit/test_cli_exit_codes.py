@@ -329,6 +329,47 @@ def test_a_holdout_of_less_than_a_day_is_a_usage_error_naming_it_as_the_task_doe
     )
 
 
+@pytest.mark.parametrize(
+    ("given", "refused"),
+    [
+        (("--negative-rate", "0.5"), "--negative-rate"),
+        (
+            ("--holdout-fraction", "0.3", "--negative-rate", "0.1"),
+            "--holdout-fraction, --negative-rate",
+        ),
+    ],
+)
+def test_training_from_capture_refuses_the_parameters_only_a_history_uses(
+    given: tuple[str, ...], refused: str, project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # When training from capture with a parameter it has no use for (its manifest would record
+    # it as if it had been applied)
+    ended = sds(capsys, "train", "--from-capture", "--env", "dev", *given)
+    # Then it is a usage error naming it, before the captures are read
+    assert ended.code == 2, ended
+    assert ended.error_line.startswith(f"sds: error: {refused}: only when training on a history")
+
+
+@pytest.mark.parametrize(
+    ("given", "refused"),
+    [
+        (("--since", "2026-01-01"), "--since"),
+        (("--until", "2026-03-01", "--holdout-days", "3"), "--until, --holdout-days"),
+    ],
+)
+def test_on_fargate_the_capture_window_flags_are_refused_not_ignored(
+    given: tuple[str, ...], refused: str, project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # When running an environment's Fargate task with a flag of training from capture on
+    # this machine (the task takes the window it is deployed with)
+    ended = sds(capsys, "train", "--env", "dev", "--on-fargate", *given)
+    # Then it is a usage error naming it, before anything is asked of AWS
+    assert ended.code == 2, ended
+    assert ended.error_line.startswith(
+        f"sds: error: {refused}: only with --from-capture on this machine"
+    )
+
+
 @pytest.mark.parametrize("value", ["-1", "soon", "nan", "inf"])
 def test_an_activation_timeout_that_is_not_a_duration_is_a_usage_error(
     project: Path, capsys: pytest.CaptureFixture[str], value: str

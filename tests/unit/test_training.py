@@ -17,8 +17,10 @@ import skops.io as sio
 import training.onnx_export as onnx_export
 from sds.kernel import pointintime
 from sds.kernel.behaviour import SCORE_BOUNDS, SCORE_BUCKETS, expected_alert_rate
+from sds.kernel.errors import SdsError
 from sds.kernel.features import FEATURE_NAMES, feature_schema, featurize_batch
 from sds.kernel.registry import open_registry
+from sds.kernel.registry.store import StoreError
 from sds.kernel.serving import LoadedModel
 from tests.support.trained_model import MODEL, SMALL_PARAMS, TRAINER, TrainedModel
 from training.data import read_history
@@ -281,6 +283,41 @@ def test_an_interrupted_registration_says_whether_the_version_was_registered_in_
         assert registry.list_versions() == [1]
         assert str(stopped.value).startswith(
             "version 1 was registered in full before the interruption (sha256 "
+        )
+
+
+@pytest.mark.parametrize("when", ["uploading its artifacts", "writing its audit event"])
+def test_a_failed_registration_says_whether_the_version_was_registered_in_full(
+    small_history: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    # Given a store that fails while the version is being stored: while its artifacts are
+    # uploaded, or once its manifest is stored, as its audit event is written
+    registry = open_registry((tmp_path / "registry").as_uri(), MODEL)
+    target = "_write_rest" if when == "uploading its artifacts" else "record_event"
+
+    def failing(*args: object, **kwargs: object) -> None:
+        raise StoreError("the registry's store answered 503 Slow Down, five times")
+
+    monkeypatch.setattr(type(registry), target, failing)
+    # When the registration fails
+    with pytest.raises(SdsError) as failed:
+        train(
+            data=small_history,
+            registry=registry,
+            params=TrainParams(max_iter=5),
+            actor=TRAINER,
+            progress=Progress(STEPS, enabled=False),
+        )
+    # Then the error says a version was registered exactly when one is there in full
+    if when == "uploading its artifacts":
+        assert registry.list_versions() == []
+        assert str(failed.value) == "the registry's store answered 503 Slow Down, five times"
+    else:
+        assert registry.list_versions() == [1]
+        assert str(failed.value).startswith("version 1 was registered in full (sha256 ")
+        assert str(failed.value).endswith(
+            "then registering failed: the registry's store answered 503 Slow Down, five times; "
+            "it is there to promote, not to train again"
         )
 
 

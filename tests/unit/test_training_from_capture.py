@@ -390,6 +390,22 @@ def test_the_tasks_day_counts_out_of_range_are_usage_errors_before_the_captures_
     )
 
 
+def test_the_task_refuses_the_parameters_only_a_history_uses_when_it_trains_from_capture(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a task command line training from capture (its captures are not there: reading them
+    # would fail, exit 1)
+    argv = ["--from-capture", "--captures", str(tmp_path / "captures"), "--labels"]
+    argv += [str(tmp_path / "labels"), "--capture-env", "dev", "--registry", "file:///tmp/r"]
+    # When it is also given a history's sampling (as a Fargate run could append it)
+    code = train_module.main([*argv, "--negative-rate=0.5"])
+    # Then it is a usage error naming it (its manifest would record what was not applied)
+    assert code == 2
+    assert capsys.readouterr().err.startswith(
+        "error: --negative-rate: only when training on a history;"
+    )
+
+
 # --- sds label ------------------------------------------------------------------------------------
 
 

@@ -91,7 +91,8 @@ def register(commands: Commands) -> None:
         "--on-fargate",
         action=_OnFargate,
         help="run the environment's training task on ECS Fargate (implies --aws), wait, and "
-        "report the registered version; --data then overrides the task's data location",
+        "report the registered version; --data then overrides the task's data location, and "
+        "the model parameters given are passed to the task",
     )
     where.add_argument(
         "--local",
@@ -147,6 +148,13 @@ def run(args: argparse.Namespace) -> int:
                 "--on-fargate runs the training the environment's task is deployed with; to "
                 "train its task from capture, set infra.training.source to capture and deploy"
             )
+        window = _given(args, CAPTURE_ONLY)
+        if window:
+            raise UsageError(
+                f"{', '.join(window)}: only with --from-capture on this machine; a task that "
+                "trains from capture takes the window it is deployed with "
+                "(infra.training.window_days, holdout_days)"
+            )
         return _run_on_fargate(args)
     if args.from_capture:
         return _run_from_capture(args)
@@ -200,7 +208,7 @@ def _run_from_capture(args: argparse.Namespace) -> int:
     training = env.infra.training
     holdout_days = training.holdout_days if args.holdout_days is None else args.holdout_days
     try:
-        params = params_from_args(args)
+        params = params_from_args(args, from_capture=True)
         window = make_window(
             since=args.since,
             until=args.until,
@@ -254,6 +262,7 @@ def _run_from_capture(args: argparse.Namespace) -> int:
 
 def _run_on_fargate(args: argparse.Namespace) -> int:
     from sds.ops.fargate import run_training
+    from training.params import given_parameters
 
     ws = workspace(args)  # on AWS: --on-fargate implies --aws
     env: EnvironmentConfig = args.env
@@ -262,7 +271,14 @@ def _run_on_fargate(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(line, file=sys.stderr, flush=True)
 
-    done = run_training(ws, env=env.name, reason=args.reason, data=args.data, say=say)
+    done = run_training(
+        ws,
+        env=env.name,
+        reason=args.reason,
+        data=args.data,
+        parameters=given_parameters(args),
+        say=say,
+    )
     if args.json:
         print_json(done.to_dict())
     else:
