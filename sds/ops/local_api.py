@@ -341,6 +341,7 @@ class PinnedApps:
                     capture_exclude=self.capture_exclude,
                     shadow_version=None if shadow is None else shadow.version,
                     shadow_sha256=None if shadow is None else shadow.sha256,
+                    follows_lock_file=True,
                 )
                 if self._pin_error is not None:
                     app = InferenceApp(None, settings_error=self._pin_error, metrics=self.metrics)

@@ -444,8 +444,9 @@ def test_the_log_says_what_is_served_each_time_the_pin_changes_back_and_forth(
     said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("now serving")]
     assert said == [
         f"now serving fraud v{pin.version}",
-        "now serving no model: no model is deployed to environment 'dev': promote a version "
-        "(sds promote VERSION --to dev) and deploy",
+        # nothing to deploy locally: this server follows the pin
+        "now serving no model: no model is pinned for environment 'dev': promote a version "
+        "(sds promote VERSION --to dev); this server serves it on the next request",
         f"now serving fraud v{pin.version}",
     ]
 
