@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import io
 import json
 import logging
@@ -64,10 +65,10 @@ from sds.kernel.events import (
     timed,
     validate_batch,
 )
-from sds.kernel.features import Problem, batch_envelope, parse_time
+from sds.kernel.features import batch_envelope
 from sds.kernel.featurestore import FeatureStoreError, open_feature_store
 from sds.kernel.lock import LockFileError, Pin, read_lock
-from sds.kernel.online import OnlineFeatures, ahead_of_clock
+from sds.kernel.online import OnlineFeatures, ahead_of_clock, now_micros
 from sds.kernel.openapi import EventsRoute, build_openapi
 from sds.kernel.settings import ServingSettings
 from sds.ops.capture_store import CaptureFiles, LabelFiles
@@ -435,6 +436,8 @@ class EventsEndpoint:
     def __init__(self, online: OnlineFeatures | None, labels: LabelFiles | None = None) -> None:
         self.online = online
         self.labels = labels
+        # The feature store's clock: what it may fold (`ahead_of_clock`).
+        self.clock = now_micros if online is None else online.clock
         # Labels are taken only where there is a folder to keep them.
         self.kinds = tuple(KINDS) if labels is not None else ACTIVITY_KINDS
 
@@ -449,16 +452,10 @@ class EventsEndpoint:
             return _proxy(exc.status, exc.document())
         items, problems = batch_envelope(body, limit=self.MAX_EVENTS)
         if items is not None:
-            problems.extend(validate_batch(items, kinds=self.kinds))
-        if items is not None and not problems and self.online is not None:
-            # Dated ahead of the clock: refused, as the feature updater refuses it on AWS.
-            now = self.online.clock()
-            problems.extend(
-                Problem(f"events[{i}].occurred_at", reason)
-                for i, item in enumerate(items)
-                if item["type"] not in LABEL_KINDS
-                and (reason := ahead_of_clock(parse_time(item["occurred_at"]), now)) is not None
-            )
+            # An activity event dated ahead of the clock is refused, as the feature updater
+            # refuses it on AWS, and named among the batch's other problems, as /predict names it.
+            not_ahead = functools.partial(ahead_of_clock, now=self.clock())
+            problems.extend(validate_batch(items, kinds=self.kinds, check_time=not_ahead))
         if problems:
             message = f"{len(problems)} problem(s); nothing was stored"
             return _proxy(400, RequestError(400, "invalid_request", message, problems).document())
