@@ -14,10 +14,12 @@ and, after the queue's `maxReceiveCount`, moved to the dead-letter queue, where 
 - an event no aggregate reads succeeds (`Ignored`);
 - an invalid message (not an activity event, or one with problems, or an event id a message
   before it in the batch carries with other content) fails: retrying cannot fix it, but it is
-  kept in the dead-letter queue for whoever sent it (`Invalid`, and the problems are logged);
-- an event dated more than `FUTURE_TOLERANCE` after the updater's clock fails (`FromTheFuture`,
-  `sds.kernel.online.ahead_of_clock`, the check `sds ingest` and the local API make too):
-  a producer's clock is wrong, and folding it would keep a bucket until that date;
+  kept in the dead-letter queue for whoever sent it (`Invalid`, and the problems are logged,
+  every one: a date ahead of the clock too);
+- an event dated more than `FUTURE_TOLERANCE` after the updater's clock, and valid otherwise,
+  fails (`FromTheFuture`, `sds.kernel.online.ahead_of_clock`, the check `sds ingest` and the
+  local API make too, through the same validation): a producer's clock is wrong, and folding it
+  would keep a bucket until that date;
 - an event whose id the store already holds with other content (folded from an earlier batch:
   a producer reused the id) is never folded and fails (`Conflicts`, and the conflict is logged):
   like an invalid message, it ends in the dead-letter queue, while the rest of the batch is
@@ -41,7 +43,7 @@ from typing import Any
 
 from sds.kernel.activity import activity_event
 from sds.kernel.events import conflict_message, content_digest, timed
-from sds.kernel.features import Problem
+from sds.kernel.features import Problem, TimeCheck
 from sds.kernel.online import ApplyResult, OnlineFeatures, ahead_of_clock, now_micros
 
 logger = logging.getLogger("sds.features_updater")
@@ -83,6 +85,20 @@ def emf_metrics(values: Mapping[str, float], dimensions: Mapping[str, str]) -> N
     sys.stdout.write(json.dumps(document, separators=(",", ":")) + "\n")
 
 
+class _AheadOfClock:
+    """`ahead_of_clock` at the batch's clock, as one message's `check_time`, counting its
+    refusals: a message refused for its date alone is told from an invalid one."""
+
+    def __init__(self, now: int) -> None:
+        self.now = now
+        self.refused = 0
+
+    def __call__(self, occurred: int) -> str | None:
+        reason = ahead_of_clock(occurred, self.now)
+        self.refused += reason is not None
+        return reason
+
+
 class FeatureUpdater:
     def __init__(
         self,
@@ -111,29 +127,23 @@ class FeatureUpdater:
         first: dict[str, tuple[str, Mapping[str, Any]]] = {}  # event id -> its first message
         for record in records:
             message_id = str(record.get("messageId", "")) if isinstance(record, Mapping) else ""
-            parsed, problems = self._parse(record)
+            ahead = _AheadOfClock(now)
+            parsed, problems = self._parse(record, ahead)
             if parsed is None:
-                counts["Invalid"] += 1
+                # Dated ahead and nothing else: the producer's clock; anything more: invalid.
+                only_ahead = ahead.refused == len(problems)
+                counts["FromTheFuture" if only_ahead else "Invalid"] += 1
                 logger.warning(
-                    "invalid activity event in message %s: %s",
+                    "%s in message %s: %s",
+                    "activity event dated ahead of the clock"
+                    if only_ahead
+                    else "invalid activity event",
                     message_id or "?",
                     "; ".join(f"{p.field}: {p.reason}" for p in problems[:10]),
                 )
                 failed.append(message_id)
                 continue
             ((occurred, activity),) = timed([parsed])
-            ahead = ahead_of_clock(occurred, now)
-            if ahead is not None:
-                counts["FromTheFuture"] += 1
-                logger.warning(
-                    "event %s of message %s, dated %s, %s: not folded",
-                    activity["event_id"],
-                    message_id,
-                    activity["occurred_at"],
-                    ahead,
-                )
-                failed.append(message_id)
-                continue
             event_id = str(activity["event_id"])
             if event_id not in messages_of:
                 pending.append((occurred, activity))
@@ -183,10 +193,10 @@ class FeatureUpdater:
         return {"batchItemFailures": [{"itemIdentifier": m} for m in dict.fromkeys(failed)]}
 
     @staticmethod
-    def _parse(record: Any) -> tuple[dict[str, Any] | None, list[Problem]]:
+    def _parse(record: Any, check_time: TimeCheck) -> tuple[dict[str, Any] | None, list[Problem]]:
         if not isinstance(record, Mapping) or "body" not in record:
             return None, [Problem("record", "is not an SQS message")]
-        return activity_event(record["body"])
+        return activity_event(record["body"], check_time=check_time)
 
     def _emit(self, values: Mapping[str, float]) -> None:
         try:

@@ -23,8 +23,8 @@ from typing import Any
 
 from sds.kernel.aggregates import SOURCES
 from sds.kernel.errors import SdsError
-from sds.kernel.events import KINDS, validate
-from sds.kernel.features import Problem, json_int
+from sds.kernel.events import KINDS, TYPE, validate
+from sds.kernel.features import Problem, TimeCheck, json_int
 
 SOURCE = "sds.activity"
 # The detail-types the feature rule sends to the updater: the event kinds an aggregate reads.
@@ -79,9 +79,12 @@ def envelope(
     return document
 
 
-def activity_event(body: Any) -> tuple[dict[str, Any] | None, list[Problem]]:
+def activity_event(
+    body: Any, *, check_time: TimeCheck | None = None
+) -> tuple[dict[str, Any] | None, list[Problem]]:
     """The activity event inside one EventBridge envelope (an SQS message body, as text or
-    parsed), or every problem found with it."""
+    parsed), or every problem found with it, a time `check_time` refuses among them
+    (`sds.kernel.events.validate`)."""
     if isinstance(body, (str, bytes)):
         try:
             body = json.loads(body, parse_int=json_int)
@@ -97,8 +100,9 @@ def activity_event(body: Any) -> tuple[dict[str, Any] | None, list[Problem]]:
     detail = body.get("detail")
     if not isinstance(detail, Mapping):
         return None, [Problem("detail", "must be the activity event (a JSON object)")]
-    problems = validate(detail, where="detail")
-    if not problems and body.get("detail-type") != detail.get("type"):
+    problems = validate(detail, where="detail", check_time=check_time)
+    type_known = not any(p.field == f"detail.{TYPE}" for p in problems)
+    if type_known and body.get("detail-type") != detail.get("type"):
         problems.append(
             Problem("detail-type", f"{str(body.get('detail-type'))[:40]!r} is not the event's type")
         )

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sds.kernel.features import FIELDS, Field, Problem, parse_time, validate_fields
+from sds.kernel.features import FIELDS, Field, Problem, TimeCheck, parse_time, validate_fields
 
 TYPE = "type"
 ENVELOPE: tuple[Field, ...] = tuple(
@@ -80,8 +80,13 @@ def validate(
     where: str = "event",
     kinds: Iterable[str] | None = None,
     extra_fields: Iterable[str] = (),
+    check_time: TimeCheck | None = None,
 ) -> list[Problem]:
-    """Every problem with one event of one of `kinds` (default: the activity kinds)."""
+    """Every problem with one event of one of `kinds` (default: the activity kinds), in its
+    fields' order. `check_time` is the caller's further rule for an activity event's
+    `occurred_at` (`sds.kernel.online.ahead_of_clock` at its clock, what the feature store folds);
+    its reason is that field's problem, in the field's place among the others, as /predict places
+    it (`sds.kernel.features.validate_event`). A label is not folded: its time is not checked."""
     if not isinstance(event, Mapping):
         return [Problem(where, "must be a JSON object")]
     known = ACTIVITY_KINDS if kinds is None else tuple(kinds)
@@ -92,7 +97,11 @@ def validate(
         shown = str(kind) if len(str(kind)) <= 40 else str(kind)[:40] + "..."
         return [Problem(f"{where}.{TYPE}", f"{shown!r} is not one of {', '.join(known)}")]
     return validate_fields(
-        event, KINDS[kind].fields, where=where, extra_fields=(TYPE, *extra_fields)
+        event,
+        KINDS[kind].fields,
+        where=where,
+        extra_fields=(TYPE, *extra_fields),
+        check_time=check_time if kind in ACTIVITY_KINDS else None,
     )
 
 
@@ -102,13 +111,21 @@ def validate_batch(
     where: str = "events",
     kinds: Iterable[str] | None = None,
     extra_fields: Iterable[str] = (),
+    check_time: TimeCheck | None = None,
 ) -> list[Problem]:
-    """Every problem of every event in a batch, each located by its index."""
+    """Every problem of every event in a batch (`validate`), each located by its index, event
+    by event."""
     kinds = None if kinds is None else tuple(kinds)
     problems: list[Problem] = []
     for index, event in enumerate(events):
         problems.extend(
-            validate(event, where=f"{where}[{index}]", kinds=kinds, extra_fields=extra_fields)
+            validate(
+                event,
+                where=f"{where}[{index}]",
+                kinds=kinds,
+                extra_fields=extra_fields,
+                check_time=check_time,
+            )
         )
     return problems
 

@@ -212,13 +212,26 @@ class _OneRow:
             self._busy.release()
 
 
+def no_model_message(settings: ServingSettings) -> str:
+    """Why nothing is served without a pin, and what serves a model where `settings` apply: on a
+    function, a promotion and then a deploy; under `sds serve`, which follows the lock file, the
+    promotion alone."""
+    state, then = (
+        ("pinned for", "; this server serves it on the next request")
+        if settings.follows_lock_file
+        else ("deployed to", " and deploy")
+    )
+    env = settings.environment
+    return (
+        f"no model is {state} environment {env!r}: "
+        f"promote a version (sds promote VERSION --to {env}){then}"
+    )
+
+
 def load_model(settings: ServingSettings) -> LoadedModel:
     """Fetch the pinned version, verify it end to end, and open an ONNX Runtime session."""
     if settings.model_version is None or settings.registry_uri is None:
-        raise ModelUnavailable(
-            f"no model is deployed to environment {settings.environment!r}: "
-            f"promote a version (sds promote VERSION --to {settings.environment}) and deploy"
-        )
+        raise ModelUnavailable(no_model_message(settings))
     try:
         # Read-only: on S3 through the kernel's own client, so the Lambda never imports boto3.
         registry = open_registry(settings.registry_uri, settings.model_name, read_only=True)

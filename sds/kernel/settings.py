@@ -98,6 +98,10 @@ class ServingSettings:
     shadow_sha256: str | None = None
     # Why the shadow pin could not be read (the function then serves without a challenger).
     shadow_error: str | None = None
+    # Where the pin comes from: False, the function's environment, so a new pin is served once
+    # it is deployed; True, models.lock.json itself, read at each request (`sds serve`), so a
+    # promotion is served on the next request. Not a variable: no function reads the lock file.
+    follows_lock_file: bool = False
 
     @property
     def has_pin(self) -> bool:

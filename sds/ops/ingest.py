@@ -13,6 +13,7 @@ exactly as it would have been when it happened).
 from __future__ import annotations
 
 import codecs
+import functools
 import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from typing import Any
 from sds.kernel.aggregates import LATENESS
 from sds.kernel.errors import UsageError
 from sds.kernel.events import first_conflict, validate
-from sds.kernel.features import json_int, parse_time
+from sds.kernel.features import TimeCheck, json_int, parse_time
 from sds.kernel.featurestore import open_feature_store
 from sds.kernel.online import ApplyResult, OnlineFeatures, ahead_of_clock, now_micros
 from sds.ops.workspace import Workspace
@@ -56,11 +57,11 @@ class InputEvents:
     located: list[tuple[str, dict[str, Any]]]
 
 
-def read_events(location: str) -> InputEvents:
+def read_events(location: str, *, check_time: TimeCheck | None = None) -> InputEvents:
     """Every event of a file, directory or s3:// prefix, validated, with its time and place;
     labels on payments (training data) are dropped. A problem anywhere (a line that is not JSON,
-    an invalid event, one event id with two contents) raises, naming its file and line, before
-    anything is stored."""
+    an invalid event, a time `check_time` refuses, one event id with two contents) raises,
+    naming its file and line, before anything is stored: every problem at once, line by line."""
     found: list[tuple[int, dict[str, Any]]] = []
     located: list[tuple[str, dict[str, Any]]] = []
     as_read: list[tuple[str, dict[str, Any]]] = []  # with their labels: what training compares
@@ -92,7 +93,9 @@ def read_events(location: str) -> InputEvents:
             except ValueError as exc:
                 problems.append(f"{where}: invalid JSON ({str(exc)[:100]})")
                 continue
-            found_problems = validate(record, where=where, extra_fields=(LABEL,))
+            found_problems = validate(
+                record, where=where, extra_fields=(LABEL,), check_time=check_time
+            )
             if found_problems:
                 problems.extend(f"{p.field}: {p.reason}" for p in found_problems)
                 continue
@@ -140,18 +143,12 @@ def ingest(
             "sds ingest feeds the local feature store; on AWS, producers put events on the "
             f"environment's event bus ({env}/Features), and an archive replay refills a table"
         )
-    events = read_events(location)
+    # On the wall clock, an event dated ahead of it is refused as the feature updater refuses it,
+    # named with the input's other problems.
+    not_ahead = functools.partial(ahead_of_clock, now=now_micros()) if clock == "wall" else None
+    events = read_events(location, check_time=not_ahead)
     timed = events.timed
-    if clock == "wall":
-        now = now_micros()
-        ahead = [
-            f"{where}.occurred_at: {reason}"
-            for (occurred, _), (where, _) in zip(timed, events.located, strict=True)
-            if (reason := ahead_of_clock(occurred, now)) is not None
-        ]
-        if ahead:
-            raise refused_input(ahead)
-    else:
+    if clock == "events":
         timed.sort(key=lambda pair: pair[0])
     uri = ws.feature_store_uri(env)
     online = OnlineFeatures(open_feature_store(uri))

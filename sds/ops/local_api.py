@@ -4,7 +4,10 @@ Each HTTP request becomes an API Gateway REST proxy event for `InferenceApp.hand
 what Lambda receives behind API Gateway. Like a Lambda alias, the server follows the
 environment's pin in models.lock.json: each pin gets its own app instance (a "published
 version", loaded once), and every request is routed to the app of the current pin, so a
-`promote` or `rollback` takes effect on the next request, without a restart. The shadow pin is
+`promote` or `rollback` takes effect on the next request, without a restart. A pin whose model
+failed to load (its artifact missing or corrupt in the registry) is loaded again by a request at
+least `RETRY_FAILED_LOAD_S` after the failure, so fixing the registry is enough there too; a model
+that loaded is never loaded again. The shadow pin is
 followed the same way: `sds shadow` (or `--clear`) gives the next request an app with (or without)
 the challenger scoring beside the live model. The handler
 captures every scored payment through the same sink interface as on Lambda, into JSON Lines files
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import io
 import json
 import logging
@@ -61,10 +65,10 @@ from sds.kernel.events import (
     timed,
     validate_batch,
 )
-from sds.kernel.features import Problem, batch_envelope, parse_time
+from sds.kernel.features import batch_envelope
 from sds.kernel.featurestore import FeatureStoreError, open_feature_store
 from sds.kernel.lock import LockFileError, Pin, read_lock
-from sds.kernel.online import OnlineFeatures, ahead_of_clock
+from sds.kernel.online import OnlineFeatures, ahead_of_clock, now_micros
 from sds.kernel.openapi import EventsRoute, build_openapi
 from sds.kernel.settings import ServingSettings
 from sds.ops.capture_store import CaptureFiles, LabelFiles
@@ -76,6 +80,9 @@ logger = logging.getLogger("sds.ops.local_api")
 GATEWAY_MAX_BODY = 10 * 1024 * 1024
 # API Gateway's answer to a larger body: 413 with its REQUEST_TOO_LARGE gateway response.
 GATEWAY_TOO_LARGE = "Request Too Long"
+# How long a pin whose model failed to load answers 503 before a request loads it again: a
+# broken pin costs one load attempt per pause, not one per request.
+RETRY_FAILED_LOAD_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -227,7 +234,12 @@ def _no_metrics(values: Mapping[str, float], dimensions: Mapping[str, str]) -> N
 
 
 class PinnedApps:
-    """The app serving the current pin; a new pin gets a new app, like a new Lambda version."""
+    """The app serving the current pin; a new pin gets a new app, like a new Lambda version.
+
+    An app whose model failed to load is replaced by a new one (a new load) on the first request
+    `retry_failed_load_s` or more after it was made, by `clock` (monotonic seconds): unlike a
+    Lambda version, whose artifact the deploy checked, a local pin's registry can be fixed under
+    a running server."""
 
     def __init__(
         self,
@@ -245,7 +257,11 @@ class PinnedApps:
         capture_sample_rate: float = 1.0,
         capture_exclude: tuple[str, ...] = (),
         labels: LabelFiles | None = None,
+        retry_failed_load_s: float = RETRY_FAILED_LOAD_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if not retry_failed_load_s >= 0:
+            raise ValueError(f"retry_failed_load_s must be >= 0, got {retry_failed_load_s!r}")
         self.lock_path = lock_path
         self.model = model
         self.env = env
@@ -265,13 +281,19 @@ class PinnedApps:
         self.events = EventsEndpoint(self.online, labels)
         # One app per (live pin, shadow pin): a new shadow is a new "published version" too.
         self._apps: dict[tuple[Pin | None, Pin | None], InferenceApp] = {}
+        # When each app whose pinned model failed to load was made (by `clock`).
+        self._failed_at: dict[tuple[Pin | None, Pin | None], float] = {}
+        self.retry_failed_load_s = retry_failed_load_s
+        self.clock = clock
+        # Loads happen under the mutex: concurrent requests wait for one load, never start two.
         self._mutex = threading.Lock()
         self._stamp: tuple[int, int] | None = None
         self._pin: Pin | None = None
         self._shadow: Pin | None = None
         self._pin_error: str | None = None
-        # What the log last said is served: said again at each change, a return to an app
-        # loaded before (a rollback) included.
+        # What the log last said is served (the pins, and why nothing is, if nothing is): said
+        # again at each change, a return to an app loaded before (a rollback) and a pin that
+        # recovered from a failed load included.
         self._serving: tuple[Pin | None, Pin | None, str | None] | None = None
 
     @classmethod
@@ -325,8 +347,12 @@ class PinnedApps:
         with self._mutex:
             pin = self._current_pin()
             shadow = self._shadow
-            app = self._apps.get((pin, shadow))
-            if app is None:
+            key = (pin, shadow)
+            app = self._apps.get(key)
+            failed_at = self._failed_at.get(key)
+            if app is None or (
+                failed_at is not None and self.clock() - failed_at >= self.retry_failed_load_s
+            ):
                 settings = ServingSettings(
                     model_name=self.model,
                     model_version=None if pin is None else pin.version,
@@ -341,6 +367,7 @@ class PinnedApps:
                     capture_exclude=self.capture_exclude,
                     shadow_version=None if shadow is None else shadow.version,
                     shadow_sha256=None if shadow is None else shadow.sha256,
+                    follows_lock_file=True,
                 )
                 if self._pin_error is not None:
                     app = InferenceApp(None, settings_error=self._pin_error, metrics=self.metrics)
@@ -348,18 +375,30 @@ class PinnedApps:
                     app = InferenceApp(
                         settings, metrics=self.metrics, online=self.online, capture=self.capture
                     )
-                    self._apps[(pin, shadow)] = app
-            serving = (pin, shadow, self._pin_error)
+                    self._apps[key] = app
+                    if pin is not None and app.model is None:
+                        self._failed_at[key] = self.clock()
+                    else:
+                        self._failed_at.pop(key, None)
+            serving = (pin, shadow, self._pin_error or app.unavailable)
             if serving != self._serving:
-                self._serving = serving
-                self._log_serving(app)
+                previous, self._serving = self._serving, serving
+                recovered = (
+                    previous is not None and previous[:2] == serving[:2] and previous[2] is not None
+                )
+                self._log_serving(app, recovered=recovered)
             return app
 
-    def _log_serving(self, app: InferenceApp) -> None:
+    def _log_serving(self, app: InferenceApp, *, recovered: bool = False) -> None:
         if app.model is None:
             logger.warning("now serving no model: %s", app.unavailable)
             return
-        logger.info("now serving %s v%s", self.model, app.model.version)
+        if recovered:
+            logger.info(
+                "now serving %s v%s (recovered: its model loads now)", self.model, app.model.version
+            )
+        else:
+            logger.info("now serving %s v%s", self.model, app.model.version)
         if app.shadow is not None:
             logger.info("shadowed by %s v%s", self.model, app.shadow.version)
 
@@ -397,6 +436,8 @@ class EventsEndpoint:
     def __init__(self, online: OnlineFeatures | None, labels: LabelFiles | None = None) -> None:
         self.online = online
         self.labels = labels
+        # The feature store's clock: what it may fold (`ahead_of_clock`).
+        self.clock = now_micros if online is None else online.clock
         # Labels are taken only where there is a folder to keep them.
         self.kinds = tuple(KINDS) if labels is not None else ACTIVITY_KINDS
 
@@ -411,16 +452,10 @@ class EventsEndpoint:
             return _proxy(exc.status, exc.document())
         items, problems = batch_envelope(body, limit=self.MAX_EVENTS)
         if items is not None:
-            problems.extend(validate_batch(items, kinds=self.kinds))
-        if items is not None and not problems and self.online is not None:
-            # Dated ahead of the clock: refused, as the feature updater refuses it on AWS.
-            now = self.online.clock()
-            problems.extend(
-                Problem(f"events[{i}].occurred_at", reason)
-                for i, item in enumerate(items)
-                if item["type"] not in LABEL_KINDS
-                and (reason := ahead_of_clock(parse_time(item["occurred_at"]), now)) is not None
-            )
+            # An activity event dated ahead of the clock is refused, as the feature updater
+            # refuses it on AWS, and named among the batch's other problems, as /predict names it.
+            not_ahead = functools.partial(ahead_of_clock, now=self.clock())
+            problems.extend(validate_batch(items, kinds=self.kinds, check_time=not_ahead))
         if problems:
             message = f"{len(problems)} problem(s); nothing was stored"
             return _proxy(400, RequestError(400, "invalid_request", message, problems).document())

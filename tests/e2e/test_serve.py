@@ -97,9 +97,14 @@ def test_serves_the_pin_and_follows_promote_and_rollback_without_restart(
 ) -> None:
     project = fresh_copy()
     with serving(project) as url:
-        # No pin yet: the API is up and says clearly that nothing is deployed.
+        # No pin yet: the API is up and says clearly that nothing is pinned, and that a
+        # promotion is enough here (nothing to deploy: the server follows the pin).
         status, _, body = predict(url, [EVENT])
-        assert status == 503 and "no model is deployed" in body["message"]
+        assert status == 503
+        assert body["message"] == (
+            "no model is pinned for environment 'dev': promote a version "
+            "(sds promote VERSION --to dev); this server serves it on the next request"
+        )
 
         project.sds("promote", "1", "--to", "dev")
         wait_for_version(url, 1)

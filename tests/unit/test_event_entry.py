@@ -577,11 +577,64 @@ def test_post_events_refuses_an_event_dated_ahead_of_the_clock_and_stores_nothin
     assert stored_event_ids(tmp_path / "features.db") == 0
 
 
+AHEAD = (
+    r"is 3[56][0-9]{2} s ahead of the clock \(more than 300 s\): is the producer's clock right\?"
+)
+
+
+def test_post_events_names_dates_ahead_of_the_clock_with_every_other_problem_at_once(
+    api: LocalApi, tmp_path: Path
+) -> None:
+    # Given a batch with an invalid login, one dated an hour ahead, and one that is both
+    bad_outcome = {**failed_login("l-bad"), "outcome": "maybe"}
+    ahead = failed_login("l-ahead", ago=-3600)
+    both = {**failed_login("l-both", ago=-3600), "outcome": "maybe"}
+    del both["account_id"]
+    # When it is posted
+    status, body = post_events(api, json.dumps({"events": [bad_outcome, ahead, both]}).encode())
+    # Then one answer names every problem, the dates among them, in /predict's order: event by
+    # event, each event's problems in its fields' order
+    assert (status, body["error"]) == (400, "invalid_request")
+    named = [(p["field"], p["reason"]) for p in body["problems"]]
+    assert [field for field, _ in named] == [
+        "events[0].outcome",
+        "events[1].occurred_at",
+        "events[2].account_id",
+        "events[2].occurred_at",
+        "events[2].outcome",
+    ]
+    assert re.fullmatch(AHEAD, named[1][1]) and re.fullmatch(AHEAD, named[3][1]), named
+    assert body["message"] == "5 problem(s); nothing was stored"
+    assert stored_event_ids(tmp_path / "features.db") == 0
+
+
+def test_ingest_names_dates_ahead_of_the_clock_with_every_other_problem_at_once(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a file whose first login is invalid and whose second is dated an hour ahead
+    bad_outcome = {**failed_login("l-bad"), "outcome": "maybe"}
+    ahead = failed_login("l-ahead", ago=-3600)
+    path = write_lines(project / "a.jsonl", [json.dumps(bad_outcome), json.dumps(ahead)])
+    # When it is ingested on the wall clock
+    capsys.readouterr()
+    code = main(["ingest", str(path), "--env", "dev", "--quiet"])
+    err = capsys.readouterr().err
+    # Then one refusal names both, line by line
+    assert code == 1
+    where = re.escape(str(path))
+    assert re.search(
+        rf"2 problem\(s\), nothing was stored: {where}:1\.outcome: 'maybe' is not one of "
+        rf"success, failure; {where}:2\.occurred_at: {AHEAD}",
+        err,
+    ), err
+    assert stored_event_ids(feature_store(project)) == 0
+
+
 def test_ingest_interrupted_while_reading_says_that_nothing_was_stored(
     project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given an ingest interrupted (Ctrl-C) while it still validates its input
-    def interrupted(location: str) -> Any:
+    def interrupted(location: str, **options: Any) -> Any:
         raise KeyboardInterrupt
 
     monkeypatch.setattr("sds.ops.ingest.read_events", interrupted)

@@ -224,6 +224,44 @@ def test_an_event_dated_in_the_future_comes_back(store: Any, metrics: Recorder) 
     assert metrics.lines[-1]["FromTheFuture"] == 1 and metrics.lines[-1]["Applied"] == 1
 
 
+def test_an_invalid_event_dated_in_the_future_is_logged_with_every_problem(
+    store: Any, metrics: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a message whose login has an invalid outcome and is dated an hour ahead, in an
+    # envelope whose detail-type is not the event's type
+    updater = updater_over(store, metrics, now=T0)
+    both = {**login("both", at=T0 + HOUR), "outcome": "maybe"}
+    wrapped = envelope(both, id="eb-0", time="t")
+    wrapped["detail-type"] = "payment"
+    # When it is handled
+    with caplog.at_level(logging.WARNING, logger="sds.features_updater"):
+        response = updater.handle({"Records": [record(wrapped, "m0")]})
+    # Then it comes back, counted once, as invalid, and its log line names every problem
+    assert failures(response) == ["m0"]
+    assert metrics.lines[-1]["Invalid"] == 1 and metrics.lines[-1]["FromTheFuture"] == 0
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line == (
+        "invalid activity event in message m0: detail.occurred_at: is 3600 s ahead of the clock "
+        "(more than 300 s): is the producer's clock right?; detail.outcome: 'maybe' is not one "
+        "of success, failure; detail-type: 'payment' is not the event's type"
+    )
+
+
+def test_an_event_whose_only_problem_is_its_date_is_counted_from_the_future_and_logged(
+    store: Any, metrics: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    updater = updater_over(store, metrics, now=T0)
+    with caplog.at_level(logging.WARNING, logger="sds.features_updater"):
+        response = updater.handle(batch(login("later", at=T0 + 6 * MINUTE)))
+    assert failures(response) == ["m0"]
+    assert metrics.lines[-1]["FromTheFuture"] == 1 and metrics.lines[-1]["Invalid"] == 0
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line == (
+        "activity event dated ahead of the clock in message m0: detail.occurred_at: is 360 s "
+        "ahead of the clock (more than 300 s): is the producer's clock right?"
+    )
+
+
 class FailingFor:
     """A store that cannot commit one account (a conflict that would not settle, DynamoDB
     unavailable for that partition)."""

@@ -795,8 +795,11 @@ def test_given_no_pin_then_every_model_route_answers_503_with_how_to_deploy_one(
         metrics=collect(seen),
     )
 
-    assert_unavailable(app, "no model is deployed to environment 'dev'")
-    assert_unavailable(app, "sds promote VERSION --to dev")
+    assert_unavailable(
+        app,
+        "no model is deployed to environment 'dev': promote a version "
+        "(sds promote VERSION --to dev) and deploy",
+    )
     assert [m for m in seen if m[0] == "ModelLoadFailure"] == []  # a valid state, not a failure
 
 

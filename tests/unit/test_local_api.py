@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import select
+import shutil
 import socket
 import threading
 import time
@@ -444,10 +445,116 @@ def test_the_log_says_what_is_served_each_time_the_pin_changes_back_and_forth(
     said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("now serving")]
     assert said == [
         f"now serving fraud v{pin.version}",
-        "now serving no model: no model is deployed to environment 'dev': promote a version "
-        "(sds promote VERSION --to dev) and deploy",
+        # nothing to deploy locally: this server follows the pin
+        "now serving no model: no model is pinned for environment 'dev': promote a version "
+        "(sds promote VERSION --to dev); this server serves it on the next request",
         f"now serving fraud v{pin.version}",
     ]
+
+
+HEALTH = {"httpMethod": "GET", "path": "/health", "headers": {}, "body": None}
+
+
+def load_failures(caplog: pytest.LogCaptureFixture) -> int:
+    return sum(r.getMessage().startswith("model load failed") for r in caplog.records)
+
+
+def loads(caplog: pytest.LogCaptureFixture) -> int:
+    return sum(r.getMessage().startswith("loaded model fraud") for r in caplog.records)
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_pin_whose_model_failed_to_load_recovers_once_the_registry_is_fixed(
+    trained: TrainedModel, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given the local API on a pin whose artifact is missing from the local registry
+    registry = trained.copy_registry(tmp_path / "registry")
+    artifact = registry / "models" / "fraud" / "versions" / str(trained.version.number)
+    artifact /= "model.onnx"
+    aside = tmp_path / "model.onnx"
+    shutil.move(artifact, aside)
+    clock = Clock()
+    caplog.set_level("INFO")
+    apps = trained.serving_locally(
+        tmp_path / "models.lock.json",
+        registry_uri=registry.as_uri(),
+        retry_failed_load_s=5.0,
+        clock=clock,
+    )
+    assert apps.handle(HEALTH)["statusCode"] == 503
+    assert load_failures(caplog) == 1
+
+    # When the registry is fixed, the requests within the pause are not a reload each
+    shutil.move(aside, artifact)
+    clock.now += 4.9
+    assert apps.handle(HEALTH)["statusCode"] == 503
+    assert load_failures(caplog) == 1 and loads(caplog) == 0
+
+    # Then the first request after it loads the model, and the log says the pin recovered
+    clock.now += 0.1
+    response = apps.handle(HEALTH)
+    assert response["statusCode"] == 200, response
+    assert json.loads(response["body"])["model"]["version"] == trained.version.number
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("now serving")]
+    assert said[-1] == (
+        f"now serving fraud v{trained.version.number} (recovered: its model loads now)"
+    )
+
+    # And a loaded app is never loaded again, whatever happens to the registry after
+    shutil.move(artifact, aside)
+    clock.now += 3600
+    assert apps.handle(HEALTH)["statusCode"] == 200
+    assert loads(caplog) == 1 and load_failures(caplog) == 1
+
+
+def test_a_pin_that_keeps_failing_is_retried_once_per_pause_by_concurrent_requests(
+    trained: TrainedModel, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given the local API on a pin whose artifact is corrupt in the local registry
+    registry = trained.copy_registry(tmp_path / "registry")
+    artifact = registry / "models" / "fraud" / "versions" / str(trained.version.number)
+    (artifact / "model.onnx").write_bytes(b"not a model")
+    clock = Clock()
+    caplog.set_level("INFO")
+    apps = trained.serving_locally(
+        tmp_path / "models.lock.json",
+        registry_uri=registry.as_uri(),
+        retry_failed_load_s=5.0,
+        clock=clock,
+    )
+    assert apps.handle(HEALTH)["statusCode"] == 503
+
+    # When the pause is over and many requests arrive at once, twice over
+    statuses: list[int] = []
+
+    def request(start: threading.Barrier) -> None:
+        start.wait()
+        statuses.append(int(apps.handle(HEALTH)["statusCode"]))
+
+    for _ in range(2):
+        clock.now += 5.0
+        start = threading.Barrier(8)
+        threads = [threading.Thread(target=request, args=(start,)) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=PATIENCE_S)
+
+    # Then each pause ends in one reload, still failing, and every request is answered 503
+    assert statuses == [503] * 16
+    assert load_failures(caplog) == 3
+    # and the log says "now serving no model" once, not at each failed retry
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("now serving")]
+    assert len(said) == 1 and "sha256" in said[0], said
 
 
 def test_a_lock_file_that_never_read_is_a_503_naming_it(
