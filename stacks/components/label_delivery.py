@@ -2,8 +2,8 @@
 
 Producers put labels (`sds.kernel.events.LABEL`: a chargeback, a review's verdict) on the same
 bus as the activity events, as every activity event is put: source `sds.activity`, detail-type
-the event's `type` (`label`), detail the event itself. A rule selects them by detail-type
-and hands the event itself (`detail`, not EventBridge's envelope), through a role
+the event's `type` (`label`), detail the event itself. A rule selects them by source and
+detail-type and hands the event itself (`detail`, not EventBridge's envelope), through a role
 EventBridge may assume for this bus's rules only, to a Firehose stream, which writes one per line
 to `labels/dt=YYYY-MM-DD/` as gzipped JSON Lines, where training from capture reads them. The bus
 is a parameter: this construct does not care which stack owns it.
@@ -19,6 +19,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk.interfaces.aws_events import IRuleRef
 from constructs import Construct
 
+from sds.kernel.activity import SOURCE
 from sds.kernel.capture import LABELS_PREFIX
 from sds.kernel.events import LABEL_KINDS
 from stacks.components.firehose_to_s3 import FirehoseToS3, processor
@@ -70,7 +71,9 @@ class LabelDelivery(Construct):
             "Labels",
             description=f"sds {environment}: label events to the captures bucket (labels/)",
             event_bus=bus,
-            event_pattern=events.EventPattern(detail_type=list(LABEL_KINDS)),
+            # As producers put them (sds.kernel.activity.put_events_entry, with the producer
+            # policy's one source): an event of another source is no label.
+            event_pattern=events.EventPattern(source=[SOURCE], detail_type=list(LABEL_KINDS)),
             targets=[
                 _Stream(
                     self.delivery.arn,
