@@ -951,6 +951,17 @@ def parse_environment(
                 f"(its task could not register versions in {chain_start}); remove the setting "
                 f"and train in {chain_start}"
             )
+    elif start is not None and start.infra.registry.kms:
+        # Its task and its training operator would need the chain start's key, which only the
+        # chain start's own stacks are granted.
+        raise ConfigError(
+            f"environments.{chain_start}.infra.registry.kms: is true, but {name}'s training task "
+            f"registers its versions in {chain_start}'s registry (versions are allocated only "
+            f"where the promotion chain starts), and no stack of {name} is granted {chain_start}'s "
+            f"key: KMS would refuse its registrations and its training operator's reads. Set it "
+            f"to false for {chain_start} ({name} may keep its own), or place {name} in another "
+            f"account or region than {chain_start} (it then has no training task)"
+        )
     elif (
         start is not None
         and infra.training.schedule is not None

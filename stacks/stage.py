@@ -8,6 +8,7 @@ import aws_cdk as cdk
 from constructs import Construct
 
 from stacks.batch_stack import BatchStack
+from stacks.components.retention import keep_provider_logs
 from stacks.config import EnvironmentSpec
 from stacks.features_stack import FeaturesStack
 from stacks.inference_stack import InferenceStack
@@ -112,6 +113,9 @@ class EnvironmentStage(cdk.Stage):
             batch=spec.batch,
             logs=spec.logs,
         )
+        # CDK's own custom-resource providers log with the same retention as everything else.
+        for stack in self.stacks:
+            keep_provider_logs(stack, settings=spec.logs)
         cdk.Tags.of(self).add("sds:environment", spec.name)
         cdk.Tags.of(self).add("sds:model", spec.model_name)
 

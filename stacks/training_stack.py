@@ -67,7 +67,8 @@ class TrainingStack(cdk.Stack):
             self, producer=registry_stack, encrypted=registry_stack.key is not None
         )
         # Versions go where they are allocated: this registry at the chain start, else the chain
-        # start's (an SSE-S3 registry in the shipped config: dev has no registry key).
+        # start's, an SSE-S3 one (sds.config refuses `registry.kms` there while another
+        # environment trains in it: its key is granted to its own stacks only).
         registry = (
             stateful.registry if versions_in is None else _versions_registry(self, versions_in)
         )

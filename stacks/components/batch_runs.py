@@ -45,6 +45,7 @@ from stacks.components.nag import (
 )
 from stacks.components.registry_paths import RegistryPaths
 from stacks.components.retention import log_group
+from stacks.components.service_role import service_role
 from stacks.components.small_function import function_role, small_function
 from stacks.components.state_machine_role import deliver_logs_and_traces
 from stacks.config import BatchSettings, LogSettings
@@ -307,10 +308,13 @@ class BatchRuns(Construct):
     def _build_machine_role(self, *, environment: str, key: kms.IKey | None) -> iam.Role:
         """Invokes the batch function, reads the maps' item lists and writes their results under
         the output prefix, delivers its logs and traces; nothing else."""
-        role = iam.Role(
+        role = service_role(
             self,
             "StateMachineRole",
-            assumed_by=iam.ServicePrincipal("states.amazonaws.com"),
+            # This account's Step Functions only. No aws:SourceArn: the Distributed Maps' child
+            # executions run under this role too, and Step Functions' documentation does not say
+            # which source ARN they pass.
+            service="states.amazonaws.com",
             description=f"sds {environment}: batch state machine (invokes the batch function, "
             "reads item lists and writes map results under the batch output prefix)",
         )

@@ -24,6 +24,7 @@ from constructs import Construct
 from sds.kernel.capture import CAPTURES_PREFIX, SUBSCRIPTION_FILTER
 from stacks.components.firehose_to_s3 import FirehoseToS3, processor
 from stacks.components.nag import acknowledge_own_policy
+from stacks.components.service_role import service_role
 from stacks.config import LogSettings
 
 
@@ -55,22 +56,19 @@ class CaptureDelivery(Construct):
             ],
             logs_settings=logs_settings,
         )
-        self.role = iam.Role(
+        # CloudWatch Logs assumes it for the function's log group only, whichever form of the
+        # group's ARN it passes as the source (the group's, or its streams' with `:*`).
+        group = stack.format_arn(
+            service="logs",
+            resource="log-group",
+            resource_name=log_group.log_group_name,
+            arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+        )
+        self.role = service_role(
             self,
             "SubscriptionRole",
-            assumed_by=iam.ServicePrincipal(
-                "logs.amazonaws.com",
-                conditions={
-                    "StringLike": {
-                        "aws:SourceArn": stack.format_arn(
-                            service="logs",
-                            resource="log-group",
-                            resource_name="*",
-                            arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
-                        )
-                    }
-                },
-            ),
+            service="logs.amazonaws.com",
+            sources=[group, f"{group}:*"],
             description=f"sds {environment}: CloudWatch Logs puts capture records into Firehose",
         )
         policy = iam.Policy(

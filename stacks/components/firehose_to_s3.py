@@ -26,6 +26,7 @@ from stacks.components.capture_bucket import ERRORS_PREFIX
 from stacks.components.data_key import READ_WRITE, key_use
 from stacks.components.nag import acknowledge_own_policy, acknowledge_wildcard_resource
 from stacks.components.retention import log_group
+from stacks.components.service_role import service_role
 from stacks.config import LogSettings
 
 # Firehose flushes a buffer after this long or this much data, whichever comes first.
@@ -71,13 +72,10 @@ class FirehoseToS3(Construct):
             if logs_settings.retain
             else cdk.RemovalPolicy.DESTROY,
         )
-        self.role = iam.Role(
+        self.role = service_role(
             self,
             "Role",
-            assumed_by=iam.ServicePrincipal(
-                "firehose.amazonaws.com",
-                conditions={"StringEquals": {"aws:SourceAccount": stack.account}},
-            ),
+            service="firehose.amazonaws.com",
             description=f"{purpose}: Firehose writes {prefix} of the captures bucket",
         )
         errors = f"{ERRORS_PREFIX}{prefix}"

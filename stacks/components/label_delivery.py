@@ -1,26 +1,30 @@
 """Label delivery: label events from the environment's event bus to the captures bucket.
 
 Producers put labels (`sds.kernel.events.LABEL`: a chargeback, a review's verdict) on the same
-bus as the activity events, as every activity event is put: detail-type the event's `type`
-(`label`), detail the event itself. A rule selects them by detail-type and hands the event
-itself (`detail`, not EventBridge's envelope) to a Firehose stream, which writes one per line to
-`labels/dt=YYYY-MM-DD/` as gzipped JSON Lines, where training from capture reads them. The bus
+bus as the activity events, as every activity event is put: source `sds.activity`, detail-type
+the event's `type` (`label`), detail the event itself. A rule selects them by source and
+detail-type and hands the event itself (`detail`, not EventBridge's envelope), through a role
+EventBridge may assume for this bus's rules only, to a Firehose stream, which writes one per line
+to `labels/dt=YYYY-MM-DD/` as gzipped JSON Lines, where training from capture reads them. The bus
 is a parameter: this construct does not care which stack owns it.
 """
 
 from __future__ import annotations
 
+import jsii
 from aws_cdk import aws_events as events
-from aws_cdk import aws_events_targets as targets
-from aws_cdk import aws_kinesisfirehose as firehose
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
+from aws_cdk.interfaces.aws_events import IRuleRef
 from constructs import Construct
 
+from sds.kernel.activity import SOURCE
 from sds.kernel.capture import LABELS_PREFIX
 from sds.kernel.events import LABEL_KINDS
 from stacks.components.firehose_to_s3 import FirehoseToS3, processor
 from stacks.components.nag import acknowledge, acknowledge_own_policy
+from stacks.components.service_role import rules_on, service_role
 from stacks.config import LogSettings
 
 
@@ -47,18 +51,34 @@ class LabelDelivery(Construct):
             processors=[processor("AppendDelimiterToRecord")],
             logs_settings=logs_settings,
         )
-        stream = firehose.DeliveryStream.from_delivery_stream_attributes(
-            self, "Stream", delivery_stream_arn=self.delivery.arn
+        # EventBridge puts the labels into the stream through a role for this bus's rules only.
+        self.events_role = service_role(
+            self,
+            "EventsRole",
+            service="events.amazonaws.com",
+            sources=[rules_on(self, bus)],
+            description=f"sds {environment}: EventBridge puts label events into their stream",
+        )
+        self.events_role.add_to_policy(
+            iam.PolicyStatement(
+                sid="PutLabels",
+                actions=["firehose:PutRecord", "firehose:PutRecordBatch"],
+                resources=[self.delivery.arn],
+            )
         )
         self.rule = events.Rule(
             self,
             "Labels",
             description=f"sds {environment}: label events to the captures bucket (labels/)",
             event_bus=bus,
-            event_pattern=events.EventPattern(detail_type=list(LABEL_KINDS)),
+            # As producers put them (sds.kernel.activity.put_events_entry, with the producer
+            # policy's one source): an event of another source is no label.
+            event_pattern=events.EventPattern(source=[SOURCE], detail_type=list(LABEL_KINDS)),
             targets=[
-                targets.FirehoseDeliveryStream(
-                    stream, message=events.RuleTargetInput.from_event_path("$.detail")
+                _Stream(
+                    self.delivery.arn,
+                    role=self.events_role,
+                    message=events.RuleTargetInput.from_event_path("$.detail"),
                 )
             ],
         )
@@ -69,8 +89,22 @@ class LabelDelivery(Construct):
             "keeps every label event, so a delivery that still failed is replayed from it (the "
             "rule's FailedInvocations metric shows one). A queue would keep nothing more.",
         )
-        # The target's role, which CDK creates next to the stream it may put records into.
         acknowledge_own_policy(
-            stream.node.find_child("EventsRole"),
+            self.events_role,
             "EventBridge's role for the label rule: put records into the label stream",
         )
+
+
+@jsii.implements(events.IRuleTarget)
+class _Stream:
+    """A Firehose stream as a rule's target, through a role of the caller's (CDK's own target
+    makes one that trusts EventBridge for any rule of any account)."""
+
+    def __init__(self, arn: str, *, role: iam.IRole, message: events.RuleTargetInput) -> None:
+        self._arn = arn
+        self._role = role
+        self._message = message
+
+    def bind(self, rule: IRuleRef, id: str | None = None) -> events.RuleTargetConfig:
+        del rule, id
+        return events.RuleTargetConfig(arn=self._arn, role=self._role, input=self._message)

@@ -42,10 +42,34 @@ def log_group(scope: Construct, construct_id: str, *, settings: LogSettings) -> 
         "No log holds cardholder data (the API's schema admits no card number). The functions "
         "log versions, request ids, event ids and failures, the API callers and statuses, "
         "training its progress, the batch state machine its steps' S3 locations and counts, "
-        "flow logs addresses; the inference function's log group also carries the capture "
-        "records (payments as sent, less capture.exclude) that its subscription ships to the "
-        "captures bucket, for infra.log_retention_days. A customer-managed key would add 1 USD "
+        "flow logs addresses, CDK's custom-resource providers the buckets they empty and the "
+        "security group they restrict; the inference function's log group also carries the "
+        "capture records (payments as sent, less capture.exclude) that its subscription ships to "
+        "the captures bucket, for infra.log_retention_days. A customer-managed key would add 1 USD "
         "a month per environment and a key-policy grant to the CloudWatch Logs service; the "
         "environment's data key is kept for S3, scoped per bucket.",
     )
     return group
+
+
+def keep_provider_logs(stack: cdk.Stack, *, settings: LogSettings) -> None:
+    """Give the function of each of CDK's custom-resource providers in `stack` (the buckets'
+    auto-delete, the VPC's default security group restriction) a log group like every other.
+
+    Their function would log to `/aws/lambda/<name>`, which Lambda creates on first use without
+    retention, so it is kept forever and outlives the stack. CDK's `CustomResourceProvider` has
+    no log group option (aws-cdk-lib 2.275), so its function's `LoggingConfig` is set here, on
+    the CloudFormation resource. Call it once every construct of the stack exists: the providers
+    are created by the constructs that need them.
+    """
+    for provider in stack.node.find_all():
+        if not isinstance(provider, cdk.CustomResourceProviderBase):
+            continue
+        (function,) = [
+            child
+            for child in provider.node.children
+            if isinstance(child, cdk.CfnResource)
+            and child.cfn_resource_type == "AWS::Lambda::Function"
+        ]
+        group = log_group(provider, "Logs", settings=settings)
+        function.add_property_override("LoggingConfig", {"LogGroup": group.log_group_name})

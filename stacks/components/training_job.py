@@ -28,6 +28,7 @@ from stacks.components.nag import (
 )
 from stacks.components.registry_paths import RegistryPaths
 from stacks.components.retention import log_group
+from stacks.components.service_role import rules_on, service_role
 from stacks.config import LabelSettings, LogSettings, TrainingImage, TrainingSettings
 
 
@@ -221,7 +222,15 @@ class TrainingJob(Construct):
         security_group: ec2.ISecurityGroup,
         public_ip: bool,
     ) -> events.Rule:
-        """An EventBridge rule that starts the task on the configured schedule."""
+        """An EventBridge rule that starts the task on the configured schedule, through a role
+        EventBridge may assume for this account's rules only."""
+        self.schedule_role = service_role(
+            self,
+            "ScheduleRole",
+            service="events.amazonaws.com",
+            sources=[rules_on(self)],
+            description=f"{description}: EventBridge starts the training task",
+        )
         return events.Rule(
             self,
             "Schedule",
@@ -235,6 +244,7 @@ class TrainingJob(Construct):
                     subnet_selection=subnets,
                     security_groups=[security_group],
                     assign_public_ip=public_ip,
+                    role=self.schedule_role,
                     retry_attempts=2,
                     max_event_age=cdk.Duration.hours(2),
                 )
@@ -405,7 +415,7 @@ class TrainingJob(Construct):
         if self.schedule is None:
             return
         acknowledge_wildcard_resource(
-            self.task_definition,
+            self.schedule_role,
             cdk.Stack.of(self).format_arn(
                 service="ecs",
                 resource="task",
@@ -422,9 +432,7 @@ class TrainingJob(Construct):
             "is otherwise harmless: the next schedule trains again, and the FailedInvocations "
             "metric shows it; nothing is lost that a queue would keep.",
         )
-        events_role = self.task_definition.node.try_find_child("EventsRole")
-        if events_role is not None:
-            acknowledge_own_policy(
-                events_role,
-                "the schedule's EventBridge role: run this task definition, pass its two roles",
-            )
+        acknowledge_own_policy(
+            self.schedule_role,
+            "the schedule's EventBridge role: run this task definition, pass its two roles",
+        )

@@ -17,11 +17,13 @@ state machine creates them before its task starts and deletes them after it stop
 
 from __future__ import annotations
 
+import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
 from constructs import Construct
 
 from stacks.components.nag import acknowledge_compliance, acknowledge_own_policy
 from stacks.components.retention import log_group
+from stacks.components.service_role import service_role
 from stacks.config import LogSettings, NetworkSettings
 
 _INTERFACE_ENDPOINTS = {
@@ -45,6 +47,19 @@ class TrainingNetwork(Construct):
         self.isolated = isolated
         subnet_type = ec2.SubnetType.PRIVATE_ISOLATED if isolated else ec2.SubnetType.PUBLIC
         flow_logs = log_group(self, "FlowLogs", settings=logs)
+        # The flow log names this role, so the role names this account's flow logs, not its id.
+        self.flow_logs_role = service_role(
+            self,
+            "FlowLogsRole",
+            service="vpc-flow-logs.amazonaws.com",
+            sources=[
+                cdk.Stack.of(self).format_arn(
+                    service="ec2", resource="vpc-flow-log", resource_name="*"
+                )
+            ],
+            description="sds training network: VPC Flow Logs writes rejected traffic to its "
+            "log group",
+        )
         self.vpc = ec2.Vpc(
             self,
             "Vpc",
@@ -65,7 +80,9 @@ class TrainingNetwork(Construct):
             },
             flow_logs={
                 "FlowLogs": ec2.FlowLogOptions(
-                    destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_logs),
+                    destination=ec2.FlowLogDestination.to_cloud_watch_logs(
+                        flow_logs, self.flow_logs_role
+                    ),
                     traffic_type=ec2.FlowLogTrafficType.REJECT,
                 )
             },
@@ -91,7 +108,7 @@ class TrainingNetwork(Construct):
         else:
             self._acknowledge_public_subnets()
         acknowledge_own_policy(
-            self.vpc.node.find_child("FlowLogs").node.find_child("IAMRole"),
+            self.flow_logs_role,
             "the VPC flow logs' delivery role: write rejected traffic to its log group",
         )
 

@@ -46,6 +46,7 @@ from stacks.components.nag import (
     acknowledge_wildcard_resource,
 )
 from stacks.components.retention import log_group
+from stacks.components.service_role import rules_on, service_role
 from stacks.components.small_function import function_role, small_function
 from stacks.components.state_machine_role import deliver_logs_and_traces
 from stacks.config import LogSettings
@@ -178,23 +179,39 @@ class TrainingRuns(Construct):
         self.schedule = (
             None
             if schedule is None
-            else events.Rule(
-                self,
-                "Schedule",
+            else self._build_schedule(
+                expression=schedule,
                 description=f"sds {environment}: scheduled training of {model_name}",
-                schedule=events.Schedule.expression(schedule),
-                targets=[
-                    targets.SfnStateMachine(
-                        self.state_machine,
-                        # No command: the task definition's own (as the ECS target ran it).
-                        input=events.RuleTargetInput.from_object({}),
-                        retry_attempts=2,
-                        max_event_age=cdk.Duration.hours(2),
-                    )
-                ],
             )
         )
         self._acknowledge()
+
+    def _build_schedule(self, *, expression: str, description: str) -> events.Rule:
+        """A rule that starts an execution on the configured schedule, through a role EventBridge
+        may assume for this account's rules only."""
+        self.schedule_role = service_role(
+            self,
+            "ScheduleRole",
+            service="events.amazonaws.com",
+            sources=[rules_on(self)],
+            description=f"{description}: EventBridge starts a training run",
+        )
+        return events.Rule(
+            self,
+            "Schedule",
+            description=description,
+            schedule=events.Schedule.expression(expression),
+            targets=[
+                targets.SfnStateMachine(
+                    self.state_machine,
+                    # No command: the task definition's own (as the ECS target ran it).
+                    input=events.RuleTargetInput.from_object({}),
+                    role=self.schedule_role,
+                    retry_attempts=2,
+                    max_event_age=cdk.Duration.hours(2),
+                )
+            ],
+        )
 
     # The lease function --------------------------------------------------------------------------
 
@@ -304,24 +321,19 @@ class TrainingRuns(Construct):
         DescribeTasks and StopTask on this cluster's tasks instead of every task in the account,
         and the cluster and the service to pass roles to as conditions."""
         stack = cdk.Stack.of(self)
-        role = iam.Role(
+        role = service_role(
             self,
             "StateMachineRole",
             # Step Functions of this account only, for its state machines (as CDK trusts it).
-            assumed_by=iam.ServicePrincipal(
-                "states.amazonaws.com",
-                conditions={
-                    "ArnLike": {
-                        "aws:SourceArn": stack.format_arn(
-                            service="states",
-                            resource="stateMachine",
-                            resource_name="*",
-                            arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
-                        )
-                    },
-                    "StringEquals": {"aws:SourceAccount": stack.account},
-                },
-            ),
+            service="states.amazonaws.com",
+            sources=[
+                stack.format_arn(
+                    service="states",
+                    resource="stateMachine",
+                    resource_name="*",
+                    arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+                )
+            ],
             description=f"sds {self._environment}: training run state machine (leases the "
             "endpoints, runs the training task)",
         )
@@ -557,9 +569,8 @@ class TrainingRuns(Construct):
             "A missed sweep loses nothing: the next one, an hour later, does the same work.",
         )
         if self.schedule is not None:
-            events_role = self.state_machine.node.find_child("EventsRole")
             acknowledge_own_policy(
-                events_role,
+                self.schedule_role,
                 "the schedule's EventBridge role: start this state machine's executions",
             )
             acknowledge(

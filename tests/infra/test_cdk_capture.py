@@ -20,6 +20,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk.assertions import Template
 
 import app as cdk_app
+from sds.kernel.activity import SOURCE
 from sds.kernel.capture import SUBSCRIPTION_FILTER
 from stacks.components.label_delivery import LabelDelivery
 from stacks.components.nag import recording_only
@@ -268,13 +269,14 @@ def _label_stack(*, encrypted: bool) -> tuple[cdk.Stack, list[tuple[str, str]]]:
 def test_label_events_on_the_bus_land_under_labels_one_per_line(encrypted: bool) -> None:
     stack, _ = _label_stack(encrypted=encrypted)
     template = Template.from_stack(stack).to_json()
-    # Then a rule on the given bus selects the label detail-type
+    # Then a rule on the given bus selects label events as producers put them: the activity
+    # source (all the producer policy admits), detail-type label
     (rule_id, rule), *others = resources(template, "AWS::Events::Rule").items()
     assert not others
     props = rule["Properties"]
     bus_id = next(iter(resources(template, "AWS::Events::EventBus")))
     assert props["EventBusName"] == {"Ref": bus_id}
-    assert props["EventPattern"] == {"detail-type": ["label"]}
+    assert props["EventPattern"] == {"source": [SOURCE], "detail-type": ["label"]}
     # and hands Firehose the event itself (the detail), not the EventBridge envelope
     (target,) = props["Targets"]
     stream_id = next(iter(resources(template, "AWS::KinesisFirehose::DeliveryStream")))

@@ -340,6 +340,20 @@ def test_prod_refuses_to_synthesize_without_a_notification_target(
     assert parse_project(context).env("prod").infra.alarms.topic_arn
 
 
+def test_a_kms_registry_where_other_environments_register_refuses_to_synthesize(
+    lock_file: Path, lambda_python: str
+) -> None:
+    # Given cdk.json with a customer-managed key on dev's registry, where staging's and prod's
+    # training tasks register their versions (their stacks are granted only their own keys)
+    context = copy.deepcopy(cdk_context())
+    context["environments"]["dev"]["infra"]["registry"] = {"kms": True}
+    app = cdk.App(context=context)
+    # When the app is built, Then it refuses, naming the setting
+    with pytest.raises(ConfigError) as error:
+        cdk_app.build(app, lock_path=lock_file, lambda_python=lambda_python, nag=False)
+    assert str(error.value).startswith("environments.dev.infra.registry.kms: is true, but ")
+
+
 def test_every_deployment_strategy_name_maps_to_a_codedeploy_config() -> None:
     assert set(DEPLOYMENT_CONFIGS) == set(DeploymentSettings.STRATEGIES)
 

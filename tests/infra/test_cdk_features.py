@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sds.kernel.activity import FEATURE_DETAIL_TYPES, SOURCE, UpdaterSettings
+from sds.kernel.events import KINDS, LABEL_KINDS
 from sds.kernel.featurestore.dynamodb import PARTITION_KEY, TTL_ATTRIBUTE
 from stacks.components.feature_updater import HANDLER
 from tests.infra.infra_helpers import actions_of, one, resources, role_statements
@@ -287,6 +288,41 @@ def test_producers_may_put_activity_events_on_this_bus_and_nothing_else(
     assert outputs["EventProducerPolicyArn"]["Value"]["Ref"].startswith("ActivityProducerPolicy")
     assert outputs["FeatureReplayPolicyArn"]["Value"]["Ref"].startswith("ReplayPolicy")
     assert outputs["EventBusName"]["Value"] == {"Ref": bus_id}
+
+
+def _documented_row(path: Path, first_cell: str) -> list[str]:
+    """The cells of the one table row of `path` whose first cell starts with `first_cell`."""
+    (row,) = [line for line in path.read_text().splitlines() if line.startswith(f"| {first_cell}")]
+    return [cell.strip() for cell in row.strip().strip("|").split("|")]
+
+
+def test_the_documented_producer_permissions_are_what_the_policy_grants(
+    synthesized: SynthesizedApp, env: str
+) -> None:
+    # Given the producer policy: PutEvents on the bus, the source as its only condition (or a
+    # detail-type condition naming the kinds it admits)
+    features = _features(synthesized, env)
+    policies = resources(features, "AWS::IAM::ManagedPolicy")
+    (producer,) = [v for k, v in policies.items() if k.startswith("ActivityProducerPolicy")]
+    (statement,) = producer["Properties"]["PolicyDocument"]["Statement"]
+    condition = statement["Condition"]["StringEquals"]
+    kinds = condition.get("events:detail-type", list(KINDS))
+    # When SECURITY.md and docs/infrastructure.md say what a producer can do
+    root = Path(__file__).resolve().parents[2]
+    _, can, cannot = _documented_row(root / "SECURITY.md", "an event producer")
+    _, used_by, grants = _documented_row(
+        root / "docs" / "infrastructure.md", "`EventProducerPolicyArn`"
+    )
+    # Then both name the source and every kind of event the policy lets a producer put (label
+    # events included: they decide what training from capture learns)
+    assert condition["events:source"] == SOURCE
+    for cell in (can, grants):
+        assert f"`{SOURCE}`" in cell
+        for kind in kinds:
+            assert kind in cell, (kind, cell)
+    for kind in set(KINDS) - set(kinds):
+        assert kind in cannot, (kind, cannot)
+    assert all(kind in used_by for kind in kinds if kind in LABEL_KINDS)
 
 
 def test_the_replay_policy_replays_this_archive_and_follows_its_own_replays(

@@ -87,6 +87,37 @@ def test_every_function_runs_python_3_12_logs_json_to_its_own_group_and_traces(
     assert seen == OUR_HANDLERS
 
 
+def test_cdks_custom_resource_providers_log_to_a_group_kept_for_the_retention(
+    synthesized: SynthesizedApp,
+) -> None:
+    # Given every stack of every environment, and the functions of CDK's own custom-resource
+    # providers in it (the buckets' auto-delete where a bucket goes with its stack, the training
+    # VPC's default security group restriction), which Lambda would otherwise give a log group
+    # of its own, kept forever
+    seen: set[str] = set()
+    for (env, stack), template in synthesized.templates().items():
+        infra = synthesized.project.env(env).infra
+        for logical_id, function in resources(template, "AWS::Lambda::Function").items():
+            props = function["Properties"]
+            if props["Handler"].startswith("lambdas."):
+                continue
+            where = f"{env}/{stack}/{logical_id}"
+            # Then each logs to a log group of the stack, kept for the configured retention and
+            # retained with the stack's other log groups
+            group = props.get("LoggingConfig", {}).get("LogGroup", {}).get("Ref")
+            assert group is not None, where
+            found = template["Resources"][group]
+            assert found["Type"] == "AWS::Logs::LogGroup", where
+            assert found["Properties"]["RetentionInDays"] == infra.log_retention_days, where
+            assert found["DeletionPolicy"] == ("Retain" if infra.retain_data else "Delete"), where
+            seen.add(logical_id.rstrip("0123456789ABCDEF"))
+    # (both providers were met)
+    assert seen == {
+        "CustomS3AutoDeleteObjectsCustomResourceProviderHandler",
+        "CustomVpcRestrictDefaultSGCustomResourceProviderHandler",
+    }
+
+
 def _small_stack(**overrides: Any) -> dict[str, Any]:
     stack = cdk.Stack(cdk.App(), "Small")
     logs = log_group(stack, "Logs", settings=LogSettings(retention_days=14, retain=False))

@@ -184,6 +184,21 @@ def test_a_scheduled_run_is_an_execution_of_the_state_machine(altered: Synthesiz
     assert target["Arn"] == {"Ref": machine_id}
     assert json.loads(target["Input"]) == {}
     assert target["RetryPolicy"] == {"MaximumEventAgeInSeconds": 7200, "MaximumRetryAttempts": 2}
+    # through a role EventBridge may assume for this account's rules only
+    role = template["Resources"][target["RoleArn"]["Fn::GetAtt"][0]]["Properties"]
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "events.amazonaws.com"}
+    assert trust["Condition"] == {
+        "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
+        "ArnLike": {
+            "aws:SourceArn": {
+                "Fn::Join": [
+                    "",
+                    ["arn:aws:events:us-east-1:", {"Ref": "AWS::AccountId"}, ":rule/*"],
+                ]
+            }
+        },
+    }
     # And no rule starts the task directly
     for found in resources(template, "AWS::Events::Rule").values():
         assert "EcsParameters" not in json.dumps(found)

@@ -118,6 +118,25 @@ def test_training_settings_away_from_the_chain_start_are_refused() -> None:
     )
 
 
+def test_a_customer_managed_key_where_other_environments_register_is_refused() -> None:
+    # Given cdk.json with dev's registry (where staging's and prod's tasks register) on a KMS key
+    context = json.loads((ROOT / "cdk.json").read_text())["context"]
+    context["environments"]["dev"]["infra"]["registry"] = {"kms": True}
+    # When it is loaded, Then it is refused, naming the setting: no stack of staging is granted
+    # dev's key, so staging's registrations would fail
+    with pytest.raises(ConfigError) as error:
+        parse_project(context)
+    assert str(error.value).startswith(
+        "environments.dev.infra.registry.kms: is true, but staging's training task registers its "
+        "versions in dev's registry"
+    )
+    assert "Set it to false for dev" in str(error.value)
+    # And a chain start whose environments above it train elsewhere (no task) may have a key
+    context["environments"]["staging"]["infra"]["region"] = "eu-west-1"
+    context["environments"]["prod"]["infra"]["region"] = "eu-west-1"
+    assert parse_project(context).env("dev").infra.registry.kms is True
+
+
 def test_a_fourth_environment_is_config_only() -> None:
     context = json.loads((ROOT / "cdk.json").read_text())["context"]
     context["environments"]["qa"] = {"promote_from": "dev", "gates": {"min_roc_auc": 0.7}}
