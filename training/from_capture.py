@@ -18,7 +18,6 @@ the locations read and every count of what was and was not used.
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -32,7 +31,13 @@ from training import capture_data
 from training.capture_data import DAY_US, Window, parse_moment, read_served
 from training.data import DataError
 from training.evaluate import evaluate
-from training.params import HOLDOUT_DAYS, MATURITY_DAYS, WINDOW_DAYS, TrainParams
+from training.params import (
+    HOLDOUT_DAYS,
+    MATURITY_DAYS,
+    WINDOW_DAYS,
+    TrainParams,
+    recorded_params,
+)
 
 STEPS = 7
 MIN_EVENTS = 10  # on each side of the split, and per served model compared
@@ -182,7 +187,7 @@ def train_from_capture(
         "decision_threshold": threshold,
         # What the version does as served, as `sds train` records it (train.py).
         "behaviour": holdout_behaviour(scores.tolist(), threshold),
-        "params": asdict(params),
+        "params": recorded_params(params, from_capture=True),
         "feature_schema": feature_schema(),
         "library_versions": library_versions(),
         "data": {

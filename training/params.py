@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from numbers import Integral, Real
 from typing import Any
 
@@ -145,6 +145,13 @@ HELP = {
 # What only training on a history uses: training from capture holds out whole days
 # (--holdout-days) and keeps every captured payment, weighed by its capture rate.
 HISTORY_ONLY = ("holdout_fraction", "negative_rate")
+
+
+def recorded_params(params: TrainParams, *, from_capture: bool = False) -> dict[str, Any]:
+    """The manifest's `params`: what shaped the model. From capture, those only a history's
+    training uses are left out (their defaults, recorded, would say they applied)."""
+    unused = HISTORY_ONLY if from_capture else ()
+    return {name: value for name, value in asdict(params).items() if name not in unused}
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:

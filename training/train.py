@@ -38,7 +38,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -62,7 +61,13 @@ from training.drift_reference import holdout_reference
 from training.evaluate import evaluate
 from training.from_capture import add_capture_arguments, train_from_capture, window_from_args
 from training.onnx_export import check_parity, onnx_scores, to_onnx
-from training.params import WORKERS, TrainParams, add_training_arguments, params_from_args
+from training.params import (
+    WORKERS,
+    TrainParams,
+    add_training_arguments,
+    params_from_args,
+    recorded_params,
+)
 from training.partitioned import TrainingSet, downsample, time_ordered_split, training_set
 
 STEPS = 8
@@ -256,7 +261,7 @@ def train(
         # What the version does as served: the deployment's alert-rate alarms expect its alert
         # rate, and the histogram is the baseline drift is measured against.
         "behaviour": holdout_behaviour(scores.tolist(), threshold),
-        "params": asdict(params),
+        "params": recorded_params(params),
         "feature_schema": feature_schema(),
         "library_versions": library_versions(),
         "data": {

@@ -13,6 +13,11 @@ status change is reported; when it stops, the command reports the version it reg
 one whose manifest carries the run id. A task that failed is reported with ECS's reasons and the
 last line of its log stream (a version it completed first is named: it is not to be trained
 again); a wait that ends, or cannot go on, says the task keeps running and how to stop it.
+Ctrl-C (or SIGTERM) stops the command, never the task, and says what there is to stop
+(`Launch`): the task and the command that stops it once ECS named it; while RunTask (or the
+training run's StartExecution) has not answered, that a task (or run) may have started and the
+command that finds it (ECS records the task as started by `sds-cli-<run id>`, the execution is
+named after the run); before, that none was.
 
 Where the isolated network's interface endpoints are leased per run (`infra.network.endpoints:
 during_runs`), the command does not start the task itself: it starts an execution of the
@@ -119,12 +124,34 @@ class StartedTask:
     log: TaskLog | None
 
 
+@dataclass
+class Launch:
+    """How far the command got in starting the run: what an interruption says about it. An
+    interruption stops the command, not the task; the person needs to know whether there is a
+    task (or a training run) to stop, and how, without waiting for an answer AWS never gave."""
+
+    asked: str = ""  # set while a start is asked for and not answered: how to find what started
+    execution: str = ""  # the training run's execution (endpoints leased per run), once started
+    task: tuple[str, str] | None = None  # (cluster, task ARN), once ECS named the task
+
+    def interrupted(self) -> str:
+        """The line printed after `sds: interrupted` (or `stopped by SIGTERM`)."""
+        if self.task is not None:
+            return f"stopped waiting; {_task_keeps_running(*self.task)}"
+        if self.execution:
+            return f"stopped following; {_run_keeps_going(self.execution)}"
+        if self.asked:
+            return self.asked
+        return "stopped before the training task was started; no task was started"
+
+
 def start_training_task(
     ws: Workspace,
     *,
     env: str,
     clients: Clients,
     run_id: str,
+    launch: Launch,
     reason: str = "",
     data: str | None = None,
     parameters: Mapping[str, int | float] | None = None,
@@ -133,6 +160,7 @@ def start_training_task(
     lease_timeout_s: float = LEASE_TIMEOUT_S,
 ) -> StartedTask:
     """Start the task (its version's manifest will carry `run_id`): its cluster, ARN and log.
+    `launch` is kept up to date with what has been started, for an interruption to say.
 
     Where the endpoints are leased per run, through the training run's state machine: this
     returns once the execution has started the task (after the lease, typically a minute or
@@ -169,10 +197,12 @@ def start_training_task(
             run_id=run_id,
             command=command,
             actor=started_by(ws),
+            launch=launch,
             say=say,
             poll_s=poll_s,
             timeout_s=lease_timeout_s,
         )
+        launch.task = (cluster, task_arn)
         return StartedTask(cluster, task_arn, log)
     subnets = [s for s in discovery.get(env, "training-subnets").split(",") if s]
     if not subnets:
@@ -182,13 +212,20 @@ def start_training_task(
         )
     security_group = discovery.get(env, "training-security-group")
     isolated = network.isolated
+    # Who started the task, as ECS records it: this run, so that the task can be found by it.
+    by = f"sds-cli-{run_id}"
+    launch.asked = (
+        "stopped before ECS answered RunTask; the training task may have started: find it with: "
+        f"aws ecs list-tasks --cluster {cluster} --started-by {by} (stop it with: aws ecs "
+        f"stop-task --cluster {cluster} --task <its ARN>)"
+    )
     try:
         response = ecs.run_task(
             cluster=cluster,
             taskDefinition=task_definition,
             launchType="FARGATE",
             count=1,
-            startedBy="sds-cli",
+            startedBy=by,
             networkConfiguration={
                 "awsvpcConfiguration": {
                     "subnets": subnets,
@@ -218,7 +255,8 @@ def start_training_task(
     if failures or not tasks:
         detail = "; ".join(f"{f.get('arn', '')} {f.get('reason', '')}".strip() for f in failures)
         raise AwsError(f"ECS could not start the training task in {cluster}: {detail or 'no task'}")
-    return StartedTask(cluster, str(tasks[0]["taskArn"]), log)
+    launch.task = (cluster, str(tasks[0]["taskArn"]))
+    return StartedTask(cluster, launch.task[1], log)
 
 
 def task_command(
@@ -267,15 +305,23 @@ def start_training_run(
     run_id: str,
     command: list[str],
     actor: str,
+    launch: Launch,
     say: Say,
     poll_s: float = 5.0,
     timeout_s: float = LEASE_TIMEOUT_S,
 ) -> str:
     """Start an execution of the training run's state machine (named `run_id`) and return the
-    ARN of the task it started, once it has."""
+    ARN of the task it started, once it has (`launch` keeps the execution meanwhile)."""
     sfn = clients["stepfunctions"]
     document = {"run_id": run_id, "command": command, "actor": actor}
-    execution = start_execution(
+    # The execution's ARN, known before it starts: it is named after the run.
+    named = machine.replace(":stateMachine:", ":execution:", 1) + f":{run_id}"
+    launch.asked = (
+        "stopped before Step Functions answered StartExecution; the training run may have "
+        f"started: check with: aws stepfunctions describe-execution --execution-arn {named} "
+        f"(stop it with: aws stepfunctions stop-execution --execution-arn {named})"
+    )
+    launch.execution = start_execution(
         sfn,
         machine=machine,
         name=run_id,
@@ -283,12 +329,9 @@ def start_training_run(
         what=f"{env}'s training run state machine",
     )
     say(f"started training run {run_id} on {env}'s training state machine")
-    try:
-        return task_of_execution(
-            sfn, execution, env=env, say=say, poll_s=poll_s, timeout_s=timeout_s
-        )
-    except KeyboardInterrupt as exc:
-        raise reworded(exc, f"stopped following; {_run_keeps_going(execution)}") from None
+    return task_of_execution(
+        sfn, launch.execution, env=env, say=say, poll_s=poll_s, timeout_s=timeout_s
+    )
 
 
 def task_of_execution(
@@ -455,28 +498,31 @@ def run_training(
     registry = ws.registry(registered_in)
     before = set(registry.list_versions())
     run_id = uuid.uuid4().hex
-    started_task = start_training_task(
-        ws,
-        env=env,
-        clients=clients,
-        run_id=run_id,
-        reason=reason,
-        data=data,
-        parameters=parameters,
-        say=say,
-        poll_s=poll_s,
-    )
-    cluster, task_arn = started_task.cluster, started_task.arn
-    where = "" if registered_in == env else f"; it registers in {registered_in}"
-    say(f"started training task {task_arn.rsplit('/', 1)[-1]} in {cluster}{where}")
+    launch = Launch()
     try:
+        started_task = start_training_task(
+            ws,
+            env=env,
+            clients=clients,
+            run_id=run_id,
+            launch=launch,
+            reason=reason,
+            data=data,
+            parameters=parameters,
+            say=say,
+            poll_s=poll_s,
+        )
+        cluster, task_arn = started_task.cluster, started_task.arn
+        where = "" if registered_in == env else f"; it registers in {registered_in}"
+        say(f"started training task {task_arn.rsplit('/', 1)[-1]} in {cluster}{where}")
         task = wait_for_task(
             clients, cluster=cluster, task_arn=task_arn, say=say, poll_s=poll_s, timeout_s=timeout_s
         )
     except KeyboardInterrupt as exc:
-        # Ctrl-C stops the waiting, not the task: say so, and how to stop it, in the line `main`
-        # prints after "sds: interrupted" (the same kind of interruption, SIGTERM's included).
-        raise reworded(exc, f"stopped waiting; {_task_keeps_running(cluster, task_arn)}") from None
+        # Ctrl-C stops the command, not the task: say what was started and how to stop it, in
+        # the line `main` prints after "sds: interrupted" (the same kind of interruption,
+        # SIGTERM's included).
+        raise reworded(exc, launch.interrupted()) from None
     exit_code = ((task.get("containers") or [{}])[0]).get("exitCode")
     why = _why_stopped(task)
     # A version is registered in full once its manifest is stored (the registry writes it last),

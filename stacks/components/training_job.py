@@ -337,59 +337,6 @@ class TrainingJob(Construct):
         for resource, reason in reasons.items():
             acknowledge_wildcard_resource(self.task_role, resource, f"Scoped to {reason}.")
 
-    def _grant_data_and_registry(
-        self,
-        data: s3.IBucket,
-        registry: s3.IBucket,
-        versions_in: str,
-        model_name: str,
-        data_prefix: str,
-    ) -> None:
-        """Above the chain start: read this environment's training data in its own bucket,
-        register versions and events in `versions_in`'s registry (and read what registering
-        needs there: its versions, and the model's listing to find the next number)."""
-        paths = RegistryPaths(model_name)
-        training_data = data.arn_for_objects(f"{data_prefix}*")
-        versions = registry.arn_for_objects(paths.versions)
-        audit = registry.arn_for_objects(paths.events)
-        statements = [
-            iam.PolicyStatement(
-                sid="ReadTrainingData", actions=["s3:GetObject"], resources=[training_data]
-            ),
-            iam.PolicyStatement(
-                sid="ListTrainingData",
-                actions=["s3:ListBucket"],
-                resources=[data.bucket_arn],
-                conditions={"StringLike": {"s3:prefix": [f"{data_prefix}*"]}},
-            ),
-            iam.PolicyStatement(
-                sid="ListModel",
-                actions=["s3:ListBucket"],
-                resources=[registry.bucket_arn],
-                conditions={"StringLike": {"s3:prefix": [f"{paths.root}*"]}},
-            ),
-            iam.PolicyStatement(
-                sid="RegisterVersions",
-                actions=["s3:GetObject", "s3:PutObject"],
-                resources=[versions],
-            ),
-            iam.PolicyStatement(
-                sid="WriteAuditEvents", actions=["s3:PutObject"], resources=[audit]
-            ),
-        ]
-        for statement in statements:
-            self.task_role.add_to_policy(statement)
-        reasons = {
-            training_data: f"read-only, this environment's training data prefix ({data_prefix})",
-            versions: f"this model's versions in {versions_in}'s registry, where versions are "
-            "allocated; new versions are written once (If-None-Match) with the next free number, "
-            "and existing ones read to find it",
-            audit: f"this model's append-only audit events in {versions_in}'s registry, one "
-            "fresh key per event",
-        }
-        for resource, reason in reasons.items():
-            acknowledge_wildcard_resource(self.task_role, resource, f"Scoped to {reason}.")
-
     def _acknowledge_platform(self) -> None:
         acknowledge_own_policy(
             self.task_role,

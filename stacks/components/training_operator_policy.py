@@ -4,8 +4,9 @@ Exactly what `sds train --env <env> --on-fargate` (sds/ops/fargate.py) does, and
 does around it by hand: start this environment's task definition (its current revision) in its
 cluster, hand ECS the task's own two roles and no other (or, where the interface endpoints are
 leased per run, start and follow the training run's state machine instead, and no task
-directly), watch and stop tasks of that cluster, read the task's log group, and read the
-registry to report the version the task registered.
+directly), watch and stop tasks of that cluster (and list them, where it starts the task itself:
+the command an interrupted start prints finds the task that way), read the task's log group, and
+read the registry to report the version the task registered.
 """
 
 from __future__ import annotations
@@ -118,7 +119,10 @@ class TrainingOperatorPolicy(Construct):
             self.policy,
             "AwsSolutions-IAM5[Resource::*]",
             "ecs:DescribeTaskDefinition does not support resource-level permissions; it reads "
-            "the task's container command, which the CLI extends with the run's reason.",
+            "the task's container command, which the CLI extends with the run's reason. "
+            "ecs:ListTasks (where the CLI starts the task itself) is authorized on container "
+            "instances, which Fargate tasks have none of: the ecs:cluster condition limits it to "
+            "this cluster.",
         )
         reasons = {
             tasks: "tasks of this environment's training cluster only (task ids are generated "
@@ -170,7 +174,8 @@ class TrainingOperatorPolicy(Construct):
 def _start_task(
     task_definition: ecs.TaskDefinition, cluster: ecs.ICluster, roles: list[str]
 ) -> list[iam.PolicyStatement]:
-    """Run the task definition in its cluster, handing ECS the task's own two roles."""
+    """Run the task definition in its cluster, handing ECS the task's own two roles; list the
+    cluster's tasks (to find one whose start was interrupted before ECS answered)."""
     return [
         iam.PolicyStatement(
             sid="RunTrainingTask",
@@ -183,5 +188,11 @@ def _start_task(
             actions=["iam:PassRole"],
             resources=roles,
             conditions={"StringEquals": {"iam:PassedToService": ECS_TASKS}},
+        ),
+        iam.PolicyStatement(
+            sid="FindStartedTasks",
+            actions=["ecs:ListTasks"],
+            resources=["*"],
+            conditions={"ArnEquals": {"ecs:cluster": cluster.cluster_arn}},
         ),
     ]

@@ -595,6 +595,104 @@ def test_ctrl_c_while_waiting_leaves_the_task_running_and_says_how_to_stop_it(
     assert described["lastStatus"] != "STOPPED"
 
 
+def interrupting(kind: type[KeyboardInterrupt]) -> Callable[..., None]:
+    """A botocore event handler: Ctrl-C (or SIGTERM's `Terminated`) as the event fires."""
+
+    def handler(**_: Any) -> None:
+        raise kind()
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    ("event", "kind"),
+    [("before-call", KeyboardInterrupt), ("after-call", Terminated)],
+    ids=["before-ecs-started-it", "after-ecs-started-it"],
+)
+def test_ctrl_c_while_ecs_starts_the_task_says_it_may_have_started_and_how_to_find_it(
+    deploy: Callable[..., Deployed],
+    workspace: Callable[[], Workspace],
+    event: str,
+    kind: type[KeyboardInterrupt],
+) -> None:
+    # Given Ctrl-C (or SIGTERM) while RunTask is in flight: before ECS got it, or after ECS
+    # started the task but before its answer was read
+    dev = deploy("dev", training=True)
+    sent, _lines, run = start(workspace, dev, events={f"{event}.ecs.RunTask": interrupting(kind)})
+
+    # When the start is interrupted
+    with pytest.raises(kind) as raised:
+        run()
+
+    # Then the interruption (of the same kind) says the task may have started, the command that
+    # finds it (started by this run: its run id) and the one that stops it
+    (params,) = sent
+    by = params["startedBy"]
+    cluster = dev.extra["training-cluster"]
+    assert str(raised.value) == (
+        "stopped before ECS answered RunTask; the training task may have started: find it with: "
+        f"aws ecs list-tasks --cluster {cluster} --started-by {by} (stop it with: aws ecs "
+        f"stop-task --cluster {cluster} --task <its ARN>)"
+    )
+    command, _environment = the_override(sent)
+    assert by == f"sds-cli-{as_the_container_reads(command).run_id}"
+    # And that command finds the task if ECS started it, and nothing if not
+    found = dev.clients("ecs").list_tasks(cluster=cluster, startedBy=by)["taskArns"]
+    assert len(found) == (1 if event == "after-call" else 0)
+
+
+@pytest.mark.parametrize("kind", [KeyboardInterrupt, Terminated])
+def test_ctrl_c_once_the_task_started_before_the_wait_names_it_and_how_to_stop_it(
+    deploy: Callable[..., Deployed],
+    workspace: Callable[[], Workspace],
+    kind: type[KeyboardInterrupt],
+) -> None:
+    # Given Ctrl-C (or SIGTERM) the instant RunTask answered, before the waiting starts
+    dev = deploy("dev", training=True)
+    ecs = dev.clients("ecs")
+    cluster = dev.extra["training-cluster"]
+
+    def say(line: str) -> None:
+        if line.startswith("started training task"):
+            raise kind()
+
+    # When the command is interrupted there
+    with pytest.raises(kind) as raised:
+        run_training(
+            workspace(),
+            env="dev",
+            reason="weekly",
+            clients=Clients(overrides={"ecs": ecs}),
+            say=say,
+            poll_s=0.05,
+        )
+
+    # Then it names the task, which keeps running, and the command that stops it
+    (task,) = ecs.list_tasks(cluster=cluster)["taskArns"]
+    assert str(raised.value) == (
+        f"stopped waiting; the task keeps running: {task} "
+        f"(stop it with: aws ecs stop-task --cluster {cluster} --task {task})"
+    )
+
+
+def test_ctrl_c_before_the_task_is_asked_for_says_no_task_was_started(
+    deploy: Callable[..., Deployed], workspace: Callable[[], Workspace]
+) -> None:
+    # Given Ctrl-C while the command reads the task definition, before RunTask is sent
+    dev = deploy("dev", training=True)
+    events = {"before-call.ecs.DescribeTaskDefinition": interrupting(KeyboardInterrupt)}
+    sent, _lines, run = start(workspace, dev, events=events)
+
+    # When the command is interrupted there
+    with pytest.raises(KeyboardInterrupt) as raised:
+        run()
+
+    # Then it says no task was started (there is nothing to look for, nor to stop)
+    assert str(raised.value) == "stopped before the training task was started; no task was started"
+    assert sent == []
+    assert dev.clients("ecs").list_tasks(cluster=dev.extra["training-cluster"])["taskArns"] == []
+
+
 class _Refused:
     status_code = 400
 
@@ -710,6 +808,43 @@ def test_ctrl_c_while_the_run_leases_its_endpoints_says_how_to_stop_the_executio
         f"stopped following; the training run keeps going: {arn} "
         f"(stop it with: aws stepfunctions stop-execution --execution-arn {arn})"
     )
+
+
+def test_ctrl_c_while_step_functions_starts_the_run_says_it_may_have_started_and_how_to_check(
+    deploy: Callable[..., Deployed],
+    workspace: Callable[[], Workspace],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given staging, whose training run leases its endpoints, and Ctrl-C once Step Functions
+    # started the execution, before its answer was read
+    dev = deploy("dev")
+    staging = deploy("staging", training=True, registers_in=dev)
+    _sent, machine = watch_run_task(monkeypatch, runs=staging)
+    assert machine is not None
+    started = machine.start_execution
+
+    def start_execution(**params: Any) -> dict[str, str]:
+        started(**params)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(machine, "start_execution", start_execution)
+
+    # When the start is interrupted
+    with pytest.raises(KeyboardInterrupt) as raised:
+        run_training(workspace(), env="staging", reason="weekly", say=lambda _: None, poll_s=0.05)
+
+    # Then it says the run may have started, and the commands that check and stop it: the
+    # execution's own ARN (named after the run)
+    (execution,) = machine.started
+    arn = (
+        f"arn:aws:states:us-east-1:123456789012:execution:RunsStateMachine-test:{execution['name']}"
+    )
+    assert str(raised.value) == (
+        "stopped before Step Functions answered StartExecution; the training run may have "
+        f"started: check with: aws stepfunctions describe-execution --execution-arn {arn} "
+        f"(stop it with: aws stepfunctions stop-execution --execution-arn {arn})"
+    )
+    assert machine.describe_execution(executionArn=arn)["status"] == "RUNNING"
 
 
 def test_the_cli_trains_staging_on_its_isolated_network_and_registers_in_dev(

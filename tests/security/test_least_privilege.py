@@ -464,6 +464,7 @@ OPERATOR_POLICIES: dict[str, tuple[str, str, dict[str, list[str]], tuple[str, li
             # (where the endpoints are leased per run: StartTrainingRun, FollowTrainingRuns)
             "RunTrainingTask": ["ecs:RunTask"],
             "PassTaskRoles": ["iam:PassRole"],
+            "FindStartedTasks": ["ecs:ListTasks"],
             "ReadTaskDefinition": ["ecs:DescribeTaskDefinition"],
             "WatchAndStopTasks": ["ecs:DescribeTasks", "ecs:StopTask"],
             "ReadTaskLogs": [
@@ -528,7 +529,7 @@ def test_each_operator_policy_holds_exactly_its_actions_on_its_own_environment(
         expected = {**expected, kms_sid: kms_actions}
     if role == "training operator" and audited_app.leased_endpoints[env]:
         # a run is an execution of the state machine; the task is never started directly
-        direct = ("RunTrainingTask", "PassTaskRoles")
+        direct = ("RunTrainingTask", "PassTaskRoles", "FindStartedTasks")
         expected = {sid: a for sid, a in expected.items() if sid not in direct} | LEASED_RUNS
     # Then it holds exactly the expected actions, statement by statement, all Allow, no wildcard
     assert {s.document["Sid"]: sorted(s.actions) for s in statements} == expected
@@ -540,9 +541,11 @@ def test_each_operator_policy_holds_exactly_its_actions_on_its_own_environment(
         for other in ENVIRONMENTS:
             if other not in (env, reads_from):
                 assert f'"{other}-Registry"' not in text and f"/sds/{other}/" not in text
-        # and "*" only where the action has no resource-level permissions
+        # and "*" only where the action has no resource-level permissions (ListTasks has them on
+        # container instances only, which Fargate tasks have none of: its condition names the
+        # cluster, checked below)
         if "*" in statement.resources:
-            assert statement.actions == ["ecs:DescribeTaskDefinition"], statement
+            assert statement.actions in (["ecs:DescribeTaskDefinition"], ["ecs:ListTasks"])
         # KMS only through S3, for the bucket the policy is about
         if statement.actions[0].startswith("kms:"):
             condition = statement.document["Condition"]
@@ -593,7 +596,7 @@ def test_the_training_operator_starts_only_its_task_and_passes_only_its_roles(
         assert rendered(statements["FollowTrainingRuns"]) == [
             f"arn:aws:states:us-east-1:<AWS::AccountId>:execution:<{machine}.Name>:*"
         ]
-        assert "RunTrainingTask" not in statements and "PassTaskRoles" not in statements
+        assert not {"RunTrainingTask", "PassTaskRoles", "FindStartedTasks"} & set(statements)
     else:
         _runs_only_its_task(statements, task_definition, cluster, task)
     # Watching and stopping: tasks of this cluster only
@@ -621,6 +624,9 @@ def _runs_only_its_task(
     assert passing["Condition"] == {
         "StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}
     }
+    # ListTasks: this cluster's tasks only (what an interrupted start's message runs)
+    listing = statements["FindStartedTasks"].document
+    assert listing["Condition"] == {"ArnEquals": {"ecs:cluster": {"Fn::GetAtt": [cluster, "Arn"]}}}
 
 
 def test_the_inference_role_never_reaches_training_data(audited_app: AuditedApp) -> None:

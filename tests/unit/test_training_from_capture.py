@@ -268,6 +268,18 @@ def test_training_from_capture_registers_a_candidate_compared_with_what_served(
     # the holdout is the last 7 matured days, out of time
     assert data["holdout_from"] == "2026-01-24T00:00:00.000000Z"
     assert data["holdout_events"] == 7 * 40 and data["train_events"] == 23 * 40
+    # And its params are what shaped the model: not a history's holdout share or sampling,
+    # which this training does not use (it holds out days and keeps every captured payment)
+    assert manifest["params"] == {
+        "max_iter": 30,
+        "learning_rate": 0.1,
+        "max_leaf_nodes": 31,
+        "max_depth": None,
+        "min_samples_leaf": 20,
+        "l2_regularization": 0.0,
+        "alert_rate": 0.01,
+        "seed": 1,
+    }
     # And the comparison holds both models' metrics on the same held-out payments
     (served,) = manifest["comparison"]["served"]
     assert (served["version"], served["sha256"], served["events"]) == (1, "a" * 64, 7 * 40)
@@ -356,6 +368,9 @@ def test_the_task_command_trains_from_capture_with_the_flags_the_stack_writes(
     manifest = json.loads(capsys.readouterr().out)
     assert manifest["data"]["source"] == "capture" and manifest["data"]["env"] == "prod"
     assert manifest["data"]["maturity_days"] == 20 and manifest["data"]["holdout_days"] == 5
+    assert manifest["params"]["max_iter"] == 20
+    assert "negative_rate" not in manifest["params"]
+    assert "holdout_fraction" not in manifest["params"]
     assert manifest["comparison"]["served"][0]["version"] == 1
     assert open_registry((tmp_path / "registry").as_uri(), "fraud").list_versions() == [1]
 
