@@ -553,6 +553,52 @@ def test_show_says_over_which_share_of_the_holdout_precision_at_alert_was_measur
     assert [r["flagged_at_alert_rate"] for r in rows] == [0.02025, None]
 
 
+def test_show_says_what_each_version_was_trained_on_a_history_or_served_payments(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a version trained on a history, one trained from an environment's capture (its
+    # manifest records payments and a window, no event count), and one recording neither
+    ws = Workspace.discover(project_dir=project)
+    history = {
+        "events": 89425,
+        "payments": 60000,
+        "uri": "data/events.jsonl.gz",
+        "fingerprint": "fb75fd9152e63bd",
+    }
+    capture = {
+        "source": "capture",
+        "env": "dev",
+        "payments": 17513,
+        "since": "2026-01-01T00:00:00.000000Z",
+        "until": "2026-04-01T00:00:00.000000Z",
+        "as_of": "2026-04-20T00:00:00.000000Z",
+        "fingerprint": "2f67f27c54bb686",
+    }
+    for tag, data in (("history", history), ("capture", capture), ("none", None)):
+        ws.registry("dev").register(
+            {"model.onnx": b"onnx" + tag.encode(), "model.skops": b"skops" + tag.encode()},
+            {"metrics": METRICS, **({"data": data} if data else {})},
+            actor="tester",
+        )
+
+    # When each is shown
+    lines = []
+    for version in ("1", "2", "3"):
+        shown = sds(capsys, "show", version)
+        assert shown.code == 0, shown
+        (line,) = [x for x in shown.out.splitlines() if x.split()[0] == "data"]
+        lines.append(line.split(maxsplit=1)[1])
+
+    # Then each says what its manifest records, never "None events"
+    assert lines == [
+        "89425 events (60000 payments) from data/events.jsonl.gz, fingerprint fb75fd9152e6...",
+        "17513 payments captured in dev from 2026-01-01T00:00:00.000000Z until "
+        "2026-04-01T00:00:00.000000Z, labels as of 2026-04-20T00:00:00.000000Z, fingerprint "
+        "2f67f27c54bb...",
+        "not recorded",
+    ]
+
+
 # Version numbers: 3 or v3, as status prints them ----------------------------------------------
 
 

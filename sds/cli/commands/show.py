@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
+from typing import Any
 
 from sds.cli.arguments import Commands, env_option, version_argument, workspace
 from sds.cli.render import fmt, print_json
@@ -20,6 +22,24 @@ def register(commands: Commands) -> None:
     env_option(parser, "--env", default_first=True)
 
 
+def data_phrase(data: Mapping[str, Any]) -> str:
+    """What a version was trained on, as its manifest's `data` records it: a history's events, or
+    an environment's captured payments in a window, with the labels known by `as_of`; and the
+    data's fingerprint."""
+    if not data:
+        return "not recorded"
+    if data.get("source") == "capture":
+        what = (
+            f"{data.get('payments')} payments captured in {data.get('env')} from "
+            f"{data.get('since')} until {data.get('until')}, labels as of {data.get('as_of')}"
+        )
+    else:
+        what = (
+            f"{data.get('events')} events ({data.get('payments')} payments) from {data.get('uri')}"
+        )
+    return f"{what}, fingerprint {str(data.get('fingerprint'))[:12]}..."
+
+
 def run(args: argparse.Namespace) -> int:
     from sds.ops.promotion import flagged_phrase
 
@@ -35,9 +55,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"  sha256        {version.sha256}  (verified)")
     print(f"  created       {manifest.get('created_at')} by {manifest.get('created_by')}")
     print(f"  code          {manifest.get('code_version')}")
-    print(
-        f"  data          {data.get('events')} events, fingerprint {str(data.get('fingerprint'))[:12]}..."
-    )
+    print(f"  data          {data_phrase(data)}")
     # In full: rounded, it could print above the scores it flags (0.6910 for 0.690989077...).
     threshold = manifest.get("decision_threshold")
     print(f"  threshold     {repr(threshold) if isinstance(threshold, float) else fmt(threshold)}")
