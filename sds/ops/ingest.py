@@ -15,7 +15,7 @@ from __future__ import annotations
 import codecs
 import functools
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,11 +25,14 @@ from sds.kernel.events import first_conflict, validate
 from sds.kernel.features import TimeCheck, json_int, parse_time
 from sds.kernel.featurestore import open_feature_store
 from sds.kernel.online import ApplyResult, OnlineFeatures, ahead_of_clock, now_micros
+from sds.kernel.signals import reworded
 from sds.ops.workspace import Workspace
+from sds.progress import Progress
 from training.data import LABEL, DataError, decoded, sources
 
 CLOCKS = ("wall", "events")
 BATCH = 500
+STEPS = 3  # read, check the store's ids, fold
 MAX_PROBLEMS_SHOWN = 5
 
 
@@ -133,9 +136,14 @@ def ingest(
     location: str,
     *,
     clock: str = "wall",
-    on_batch: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> IngestResult:
-    """Validate every event of `location`, then fold them into `env`'s feature store."""
+    """Validate every event of `location`, then fold them into `env`'s feature store, in
+    `STEPS` steps of `progress` (none shown without one).
+
+    An interruption (Ctrl-C, SIGTERM) says what it left: nothing while the input is read and
+    checked; after that, each account's events are committed atomically with their ids, so
+    running the same command again stores the rest."""
     if clock not in CLOCKS:
         raise UsageError(f"--clock must be one of {', '.join(CLOCKS)}, got {clock!r}")
     if ws.on_aws:
@@ -143,45 +151,83 @@ def ingest(
             "sds ingest feeds the local feature store; on AWS, producers put events on the "
             f"environment's event bus ({env}/Features), and an archive replay refills a table"
         )
-    # On the wall clock, an event dated ahead of it is refused as the feature updater refuses it,
-    # named with the input's other problems.
-    not_ahead = functools.partial(ahead_of_clock, now=now_micros()) if clock == "wall" else None
-    events = read_events(location, check_time=not_ahead)
-    timed = events.timed
-    if clock == "events":
-        timed.sort(key=lambda pair: pair[0])
+    progress = progress or Progress(STEPS, enabled=False)
     uri = ws.feature_store_uri(env)
-    online = OnlineFeatures(open_feature_store(uri))
-    # An id the store holds with other content refuses the whole input before anything is
-    # committed; a writer racing in between is caught at commit (`totals.conflicts`).
-    conflicts = online.recorded_conflicts(events.located)
+    try:
+        events = progress.run(
+            f"reading {location}",
+            lambda: _read_input(location, clock),
+            lambda found: f"{len(found.timed)} valid events",
+        )
+        online = OnlineFeatures(open_feature_store(uri))
+        # An id the store holds with other content refuses the whole input before anything is
+        # committed; a writer racing in between is caught at commit (`totals.conflicts`).
+        conflicts = progress.run(
+            f"checking the event ids {env}'s feature store holds",
+            lambda: online.recorded_conflicts(events.located),
+            lambda found: f"{len(found)} held with other content",
+        )
+    except KeyboardInterrupt as exc:
+        raise reworded(exc, "nothing was stored (the input was still being read)") from None
     if conflicts:
         raise refused_input([message for _, message in conflicts])
+    timed = events.timed
     result = IngestResult(env=env, store=uri, events=len(timed))
-    totals = result.totals
-    if on_batch is not None:
-        on_batch(0, len(timed))  # storing starts
-    done_events = 0
-    for batch in _batches(timed, replay=clock == "events"):
-        # A replay folds a batch at its last event's time (the latest so far); live, at the wall
-        # clock.
-        done = online.apply(batch, now=batch[-1][0] if clock == "events" else None)
-        totals.applied += done.applied
-        totals.duplicates += done.duplicates
-        totals.too_old += done.too_old
-        totals.ignored += done.ignored
-        totals.commits += done.commits
-        totals.retries += done.retries
-        totals.failed.update(done.failed)
-        totals.conflicts.update(done.conflicts)
-        done_events += len(batch)
-        if on_batch is not None:
-            on_batch(done_events, len(timed))
+    try:
+        progress.run(
+            f"folding {len(timed)} events into {env}'s feature store ({clock} clock)",
+            lambda: _fold(online, timed, result.totals, clock=clock, progress=progress),
+            lambda totals: f"{totals.applied} applied, {totals.duplicates} already there",
+        )
+    except KeyboardInterrupt as exc:
+        raise reworded(
+            exc,
+            "run the same command again to store the rest: what was stored counts as already there",
+        ) from None
     key = online.entity_key
+    totals = result.totals
     totals.entities = len(
         {str(e[key]) for _, e in timed if str(e["event_id"]) not in totals.conflicts}
     )
     return result
+
+
+def _read_input(location: str, clock: str) -> InputEvents:
+    """The input, validated; in time order for a replay (`clock="events"`)."""
+    # On the wall clock, an event dated ahead of it is refused as the feature updater refuses it,
+    # named with the input's other problems.
+    not_ahead = functools.partial(ahead_of_clock, now=now_micros()) if clock == "wall" else None
+    events = read_events(location, check_time=not_ahead)
+    if clock == "events":
+        events.timed.sort(key=lambda pair: pair[0])
+    return events
+
+
+def _fold(
+    online: OnlineFeatures,
+    timed: Sequence[tuple[int, dict[str, Any]]],
+    totals: ApplyResult,
+    *,
+    clock: str,
+    progress: Progress,
+) -> ApplyResult:
+    """Apply `timed` in `_batches`, adding up into `totals` (kept as far as it got, if stopped)."""
+    # Counted in events: a replay's batches are as many as its hours of history.
+    with progress.transfer("folded", len(timed), unit="events") as advance:
+        for batch in _batches(timed, replay=clock == "events"):
+            # A replay folds a batch at its last event's time (the latest so far); live, at the
+            # wall clock.
+            done = online.apply(batch, now=batch[-1][0] if clock == "events" else None)
+            totals.applied += done.applied
+            totals.duplicates += done.duplicates
+            totals.too_old += done.too_old
+            totals.ignored += done.ignored
+            totals.commits += done.commits
+            totals.retries += done.retries
+            totals.failed.update(done.failed)
+            totals.conflicts.update(done.conflicts)
+            advance(len(batch))
+    return totals
 
 
 def _batches(

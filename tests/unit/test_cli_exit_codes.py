@@ -177,18 +177,24 @@ def test_an_interrupted_ingest_says_that_running_it_again_stores_the_rest(
     stop: type[KeyboardInterrupt],
     code: int,
 ) -> None:
-    from sds.ops import ingest as ingest_ops
+    from sds.kernel.online import OnlineFeatures
 
-    # Given an ingest stopped (Ctrl-C or SIGTERM) between two accounts' commits
-    def stopped(*args: object, on_batch: Any, **kwargs: object) -> None:
-        on_batch(0, 2)  # storing started
-        raise stop()
+    # Given a replay stopped (Ctrl-C or SIGTERM) after its first batch was committed
+    apply = OnlineFeatures.apply
+    batches = 0
 
-    monkeypatch.setattr(ingest_ops, "ingest", stopped)
-    (project / "events.jsonl").write_text("")
+    def stopped(self: OnlineFeatures, *args: Any, **kwargs: Any) -> Any:
+        nonlocal batches
+        batches += 1
+        if batches > 1:
+            raise stop()
+        return apply(self, *args, **kwargs)
+
+    monkeypatch.setattr(OnlineFeatures, "apply", stopped)
+    data = write_jsonl(generate_activity(300, seed=5), project / "events.jsonl")
 
     # When it runs
-    ended = sds(capsys, "ingest", str(project / "events.jsonl"))
+    ended = sds(capsys, "ingest", str(data), "--clock", "events")
 
     # Then it exits with the signal's code, and its last line says how to finish the job
     assert ended.code == code

@@ -522,6 +522,40 @@ def test_a_replay_of_a_sparse_history_folds_every_event_as_it_happened(
     assert values["failed_logins_last_1h"] == 2
 
 
+def test_a_replay_shows_its_progress_in_steps_however_many_hours_its_history_spans(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a history of 1000 events over weeks: a replay folds it in hundreds of batches (an
+    # hour of history at most each)
+    path = write_lines(project / "history.jsonl", [json.dumps(e) for e in activity(1000)])
+    # When it is replayed with its stderr in a log (not a terminal)
+    capsys.readouterr()
+    code = main(["ingest", str(path), "--env", "dev", "--clock", "events"])
+    out, err = capsys.readouterr()
+    # Then stderr shows each step as the other long commands do (a start line and a done line;
+    # the fold's count of events within), not a line per batch, and stdout has the summary
+    assert code == 0
+    assert re.fullmatch(
+        r"\[1/3\] reading .*history\.jsonl \.\.\.\n"
+        r"      done in \d+\.\d s: 1000 valid events\n"
+        r"\[2/3\] checking the event ids dev's feature store holds \.\.\.\n"
+        r"      done in \d+\.\d s: 0 held with other content\n"
+        r"\[3/3\] folding 1000 events into dev's feature store \(events clock\) \.\.\.\n"
+        r"      folded \(1000 events\) \.\.\.\n"
+        r"      folded: 1000 events in \d+\.\d s\n"
+        r"      done in \d+\.\d s: \d+ applied, 0 already there\n",
+        err,
+    ), err
+    assert out.startswith("dev: 1000 events -> ")
+    # And --quiet shows none of it, while --json keeps stdout one JSON document
+    code, out, err = ingest(capsys, path)
+    assert (code, err) == (0, "")
+    assert out.startswith("dev: 1000 events -> 0 applied")
+    capsys.readouterr()
+    assert main(["ingest", str(path), "--env", "dev", "--clock", "events", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["events"] == 1000
+
+
 def test_a_replay_with_one_event_dated_decades_ahead_still_folds_every_other_one(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -8,7 +8,6 @@ import sys
 from sds.cli.arguments import Commands, env_option, workspace
 from sds.cli.render import print_json
 from sds.config import EnvironmentConfig
-from sds.kernel.signals import reworded
 from sds.ops.ingest import CLOCKS
 
 
@@ -34,34 +33,22 @@ def register(commands: Commands) -> None:
         help="wall: drop events older than the longest window (and its hour of lateness), as live; "
         "events: replay history as it happened (time stands at the latest event so far)",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.add_argument("--quiet", action="store_true", help="no progress display")
 
 
 def run(args: argparse.Namespace) -> int:
-    from sds.ops.ingest import ingest
+    from sds.ops.ingest import STEPS, ingest
+    from sds.progress import Progress
 
     ws = workspace(args)
     env: EnvironmentConfig = args.env
-
-    storing = False  # set once the input is validated and the first batch may be committed
-
-    def progress(done: int, total: int) -> None:
-        nonlocal storing
-        storing = True
-        if done and not args.quiet and not args.json:
-            print(f"  {done}/{total} events", file=sys.stderr, flush=True)
-
-    try:
-        result = ingest(ws, env.name, args.data, clock=args.clock, on_batch=progress)
-    except KeyboardInterrupt as exc:
-        if not storing:
-            raise reworded(exc, "nothing was stored (the input was still being read)") from None
-        # Each account's events are committed atomically, with their ids: a rerun stores the
-        # rest, and counts what this run stored as already there.
-        raise reworded(
-            exc,
-            "run the same command again to store the rest: what was stored counts as already there",
-        ) from None
+    result = ingest(
+        ws,
+        env.name,
+        args.data,
+        clock=args.clock,
+        progress=Progress(STEPS, enabled=not args.quiet),
+    )
     if args.json:
         print_json(result.to_dict())
         return 1 if result.totals.failed or result.totals.conflicts else 0
