@@ -162,6 +162,10 @@ def workspace(args: argparse.Namespace) -> Workspace:
 # Environments ---------------------------------------------------------------------------------
 
 _ENVIRONMENT_OPTIONS = "environment_options"  # the namespace attribute listing a command's
+ENV_HELP = "the environment (a name from cdk.json)"
+ENV_FIRST_HELP = (
+    "the environment (a name from cdk.json; default: the first, where versions are registered)"
+)
 
 
 @dataclass(frozen=True)
@@ -175,7 +179,9 @@ def env_option(
 ) -> None:
     """An option naming an environment: it completes names from cdk.json and, once parsed, holds
     that environment's config (`resolve_environments`). With `default_first`, leaving it out
-    means the first environment of the promotion chain (where new versions are registered)."""
+    means the first environment of the promotion chain (where new versions are registered).
+    Without a `help`, its help says that it takes an environment's name (and that default)."""
+    kwargs.setdefault("help", ENV_FIRST_HELP if default_first else ENV_HELP)
     action = completed(parser.add_argument(*flags, **kwargs), complete_env)
     declared = parser.get_default(_ENVIRONMENT_OPTIONS) or ()
     option = _EnvironmentOption(action.dest, default_first)
@@ -221,6 +227,9 @@ def completed(action: argparse.Action, completer: Callable[..., list[str]]) -> a
     return action
 
 
+VERSION_HELP = "the model version (3, or v3 as the status report prints it)"
+
+
 def version_number(text: str) -> int:
     """A model version as typed: `3`, or `v3` as `sds status` prints it (and users copy it from
     there). 1 or more; anything else (`vx`, `0`, `-1`, `3.5`) is a usage error naming it."""
@@ -235,7 +244,8 @@ def version_number(text: str) -> int:
 
 def version_argument(parser: argparse.ArgumentParser, *flags: str, **kwargs: Any) -> None:
     """A model version number (`version_number`: `3` or `v3`), completed from the environment's
-    local registry."""
+    local registry. Without a `help`, its help says what it takes."""
+    kwargs.setdefault("help", VERSION_HELP)
     completed(parser.add_argument(*flags, type=version_number, **kwargs), complete_version)
 
 

@@ -155,3 +155,42 @@ def test_given_a_version_as_status_prints_it_or_bare_then_it_is_the_number(
 ) -> None:
     args = build_parser().parse_args([w.format(v=value) for w in argv])
     assert (args.to if argv[0] == "rollback" else args.version) == 3
+
+
+def _flag_or_argument(action: argparse.Action) -> str:
+    return "/".join(action.option_strings) or action.dest
+
+
+def _says_its_default(action: argparse.Action, default_first: set[str]) -> bool:
+    """Whether an argument has a default its help should state: a value argparse fills in (not
+    a flag's False, an unset None, or an empty --reason), or the first environment."""
+    if action.dest in default_first:
+        return True
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+        return False
+    return action.default not in (None, False, "", argparse.SUPPRESS)
+
+
+@pytest.mark.parametrize("name", sorted(subcommands()))
+def test_given_any_command_then_its_help_says_what_each_argument_does_and_its_default(
+    name: str,
+) -> None:
+    parser = subcommands()[name]
+    formatter = parser._get_formatter()
+    default_first = {
+        option.dest
+        for option in parser.get_default("environment_options") or ()
+        if option.default_first
+    }
+    missing, no_default = [], []
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        # As `--help` shows it (argparse expands `%(default)s` and its friends).
+        shown = formatter._expand_help(action) if action.help else ""
+        if not shown.strip() or action.help == argparse.SUPPRESS:
+            missing.append(_flag_or_argument(action))
+        elif _says_its_default(action, default_first) and "default" not in shown:
+            no_default.append(f"{_flag_or_argument(action)} (default {action.default!r})")
+    assert not missing, f"sds {name} --help: no help text for {', '.join(missing)}"
+    assert not no_default, f"sds {name} --help: the default is not said for {', '.join(no_default)}"

@@ -33,7 +33,12 @@ def register(commands: Commands) -> None:
             "sds --aws backfill --env dev --data s3://my-data/events/ --out s3://my-data/features/",
         ],
     )
-    env_option(parser, "--env", default_first=True, help="with --aws: whose state machine runs it")
+    env_option(
+        parser,
+        "--env",
+        default_first=True,
+        help="with --aws: whose state machine runs it (default: the first)",
+    )
     add_run_options(parser)
 
 

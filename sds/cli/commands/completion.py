@@ -21,7 +21,11 @@ def register(commands: Commands) -> None:
             "sds completion bash --json        # the script as a JSON string",
         ],
     )
-    parser.add_argument("shell", choices=["bash", "zsh", "fish", "tcsh", "powershell"])
+    parser.add_argument(
+        "shell",
+        choices=["bash", "zsh", "fish", "tcsh", "powershell"],
+        help="the shell to complete in: %(choices)s",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

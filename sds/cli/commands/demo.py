@@ -15,7 +15,12 @@ def register(commands: Commands) -> None:
         "the whole local loop: data, train, promote, serve, roll back",
         ["sds demo", "sds demo --events 20000 --json"],
     )
-    parser.add_argument("--events", type=int, default=60_000)
+    parser.add_argument(
+        "--events",
+        type=int,
+        default=60_000,
+        help="payments in the demo's synthetic history (default 60000)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the demo workspace (.sds/demo)")
 
 

@@ -25,7 +25,10 @@ def register(commands: Commands) -> None:
         ],
     )
     parser.add_argument(
-        "--events", type=positive_count, default=100_000, help="payments to generate (1 or more)"
+        "--events",
+        type=positive_count,
+        default=100_000,
+        help="payments to generate (1 or more; default 100000)",
     )
     # numpy's default_rng takes any whole number from 0 up: the same argparse check as the
     # training parameters', so a negative seed is a usage error naming --seed.

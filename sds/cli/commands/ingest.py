@@ -31,7 +31,8 @@ def register(commands: Commands) -> None:
         choices=CLOCKS,
         default="wall",
         help="wall: drop events older than the longest window (and its hour of lateness), as live; "
-        "events: replay history as it happened (time stands at the latest event so far)",
+        "events: replay history as it happened (time stands at the latest event so far); "
+        "default: wall",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress display")
 

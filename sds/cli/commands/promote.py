@@ -27,7 +27,12 @@ def register(commands: Commands) -> None:
             'sds promote --shadow --to prod --reason "beat v12 in shadow on 40k payments"',
         ],
     )
-    version_argument(parser, "version", nargs="?")
+    version_argument(
+        parser,
+        "version",
+        nargs="?",
+        help="the version to make live (3 or v3); or name it with --from or --shadow",
+    )
     env_option(parser, "--to", required=True, help="target environment")
     env_option(parser, "--from", dest="from_env", help="promote what is live in this environment")
     parser.add_argument(

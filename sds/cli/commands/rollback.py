@@ -76,7 +76,7 @@ def register(commands: Commands) -> None:
             'sds --aws rollback --env prod --break-lease 7f1b0437742b --reason "killed it, INC-42"',
         ],
     )
-    env_option(parser, "--env", required=True)
+    env_option(parser, "--env", required=True, help="the environment whose live model to roll back")
     version_argument(parser, "--to", help="version to roll back to (default: the previous one)")
     parser.add_argument("--reason", default="", help="why (recorded in the audit trail)")
     parser.add_argument(

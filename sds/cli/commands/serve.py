@@ -35,8 +35,15 @@ def register(commands: Commands) -> None:
         "run the inference API locally, following the environment's pin",
         ["sds serve --env dev", "sds serve --env staging --port 8081 --json"],
     )
-    env_option(parser, "--env", default_first=True)
-    parser.add_argument("--host", default="127.0.0.1", help="the address to listen on")
+    env_option(
+        parser, "--env", default_first=True, help="whose pinned model to serve (default: the first)"
+    )
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="the address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0: every "
+        "interface)",
+    )
     parser.add_argument(
         "--port",
         type=port_number,

@@ -23,7 +23,9 @@ def register(commands: Commands) -> None:
             "sds shadow 13 --env staging --json",
         ],
     )
-    version_argument(parser, "version", nargs="?")
+    version_argument(
+        parser, "version", nargs="?", help="the version to shadow (3 or v3); none with --clear"
+    )
     env_option(parser, "--env", required=True, help="the environment whose live model it shadows")
     parser.add_argument("--clear", action="store_true", help="remove the environment's shadow")
     parser.add_argument("--reason", default="", help="why (recorded in the audit trail)")
