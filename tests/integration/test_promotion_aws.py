@@ -169,7 +169,7 @@ def test_a_promotion_already_live_on_aws_says_it_rewrote_a_stale_pin(
     assert "nothing to do" not in result.out
     assert result.out.splitlines() == [
         "dev already serves version 2",
-        "  pin rewritten in models.lock.json to follow the alias (was version 1): "
+        f"  pin rewritten in {project.resolve()} to follow the alias (was version 1): "
         "deploy with: cdk deploy 'dev/*'",
     ]
     assert read_pin(project, "dev") == {"version": 2, "sha256": two.sha256}

@@ -158,7 +158,7 @@ def test_a_rollback_already_in_place_on_aws_says_it_rewrote_a_stale_pin(
     assert result.code == 0, result.err
     assert result.out.splitlines() == [
         f"dev already serves model version 1 (Lambda {dev.function}:live -> version 2)",
-        "  pin rewritten in models.lock.json to follow the alias (was version 2): commit it",
+        f"  pin rewritten in {project.resolve()} to follow the alias (was version 2): commit it",
     ]
     assert read_pin(project, "dev") == {"version": 1, "sha256": one.sha256}
     # And --json says the same in lock_file; once in line, a re-run has nothing to do

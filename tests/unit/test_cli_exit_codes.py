@@ -248,7 +248,7 @@ def test_a_promotion_interrupted_after_its_alias_moved_names_the_command_that_fi
     assert finished.code == 0, finished.err
     assert finished.out.splitlines() == [
         "dev already serves version 2",
-        "  pin rewritten in models.lock.json to follow the alias (was version 1): "
+        f"  pin rewritten in {ws.lock_path} to follow the alias (was version 1): "
         "deploy with: cdk deploy 'dev/*'",
     ]
     pin = read_lock(ws.lock_path, model=ws.model).pins["dev"]

@@ -26,6 +26,11 @@ def local(project: Path) -> Workspace:
     return Workspace.discover(project_dir=project, environ={"SDS_ACTOR": "tester"})
 
 
+def lock_file(project: Path) -> Path:
+    """The project's lock file as the commands name it: by its resolved path."""
+    return (project / "models.lock.json").resolve()
+
+
 def lock_document(project: Path) -> dict[str, Any]:
     document: dict[str, Any] = json.loads((project / "models.lock.json").read_text())
     return document
@@ -150,7 +155,7 @@ def test_promoting_the_shadow_says_the_shadow_pin_is_gone(project: Path, capsys:
         "dev: version 1 -> version 2",
         *[line for line in ended.out.splitlines() if line.startswith("  gate ")],
         "  shadow pin removed: its version 2 is live in dev now",
-        "  pin written to models.lock.json: deploy with: cdk deploy 'dev/*'",
+        f"  pin written to {lock_file(project)}: deploy with: cdk deploy 'dev/*'",
     ]
     assert "shadow" not in lock_document(project)["environments"]["dev"]
 
@@ -191,7 +196,7 @@ def test_a_promotion_already_live_says_it_rewrote_a_stale_pin(project: Path, cap
     assert ended.code == 0, ended.err
     assert ended.out.splitlines() == [
         "dev already serves version 2",
-        "  pin rewritten in models.lock.json to follow the alias (was version 1): "
+        f"  pin rewritten in {lock_file(project)} to follow the alias (was version 1): "
         "deploy with: cdk deploy 'dev/*'",
     ]
     pin = read_lock(project / "models.lock.json", model=ws.model).pins["dev"]
@@ -227,7 +232,7 @@ def test_a_promotion_already_live_says_it_wrote_a_missing_pin(project: Path, cap
     # When version 1 is promoted to dev again, Then it says the pin was written, from nothing
     ended = sds(capsys, "promote", "1", "--to", "dev")
     assert ended.out.splitlines()[1] == (
-        "  pin rewritten in models.lock.json to follow the alias (there was none): "
+        f"  pin rewritten in {lock_file(project)} to follow the alias (there was none): "
         "deploy with: cdk deploy 'dev/*'"
     )
     assert lock_document(project)["environments"]["dev"]["version"] == 1
@@ -250,8 +255,33 @@ def test_a_rollback_to_the_live_version_says_it_rewrote_a_stale_pin(
     assert ended.code == 0, ended.err
     assert ended.out.splitlines() == [
         "dev already serves version 2",
-        "  pin rewritten in models.lock.json to follow the alias (was version 1): commit it",
+        f"  pin rewritten in {lock_file(project)} to follow the alias (was version 1): commit it",
     ]
     assert lock_document(project)["environments"]["dev"]["version"] == 2
     rerun = sds(capsys, "rollback", "--env", "dev", "--to", "2", "--json").json()
     assert rerun["lock_file"]["changed"] is False
+
+
+def test_promote_shadow_and_rollback_name_the_lock_file_they_wrote_by_its_full_path(
+    project: Path, capsys: Any, monkeypatch: Any
+) -> None:
+    # Given SDS_LOCK_FILE naming a lock file in another folder, by a relative path
+    (project / "elsewhere").mkdir()
+    monkeypatch.setenv("SDS_LOCK_FILE", "elsewhere/rw-lock.json")
+    lock = (project / "elsewhere" / "rw-lock.json").resolve()
+    ws = local(project)
+    register(ws), register(ws), register(ws)
+
+    # When versions are promoted, shadowed and rolled back
+    promoted = [sds(capsys, "promote", version, "--to", "dev") for version in ("1", "2")]
+    shadowed = sds(capsys, "shadow", "3", "--env", "dev")
+    rolled_back = sds(capsys, "rollback", "--env", "dev")
+
+    # Then each says where the pin went as `sds serve` says where it reads it: the path
+    # resolved, not a base name that could be any folder's
+    deploy = "deploy with: cdk deploy 'dev/*'"
+    assert promoted[0].out.splitlines()[-1] == f"  pin written to {lock}: {deploy}"
+    assert promoted[1].out.splitlines()[-1] == f"  pin written to {lock}: {deploy}"
+    assert shadowed.out.splitlines()[-1] == f"  pin written to {lock}: {deploy}"
+    assert rolled_back.out.splitlines()[0].endswith(f"; pin updated in {lock})")
+    assert read_lock(lock, model=ws.model).pins["dev"].version == 1

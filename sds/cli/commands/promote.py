@@ -4,6 +4,7 @@ environment, after its gates pass; the copy between registries shows as an uploa
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sds.cli.arguments import Commands, env_option, version_argument, workspace
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{to.name}: {before} -> version {change.version}{copied_phrase(change)}")
         for gate in change.gates:
             print(f"  gate {gate.gate}: passed ({gate.detail})")
-    print_lock_change(change, ws.lock_path.name, deploy)
+    print_lock_change(change, ws.lock_path, deploy)
     return 0
 
 
@@ -104,22 +105,23 @@ def copied_phrase(change: AliasChange) -> str:
     return ""
 
 
-def print_lock_change(change: AliasChange, name: str, deploy: str) -> None:
-    """What a promotion or rollback did to the lock file (`name`), as the lines under its
+def print_lock_change(change: AliasChange, lock_file: Path, deploy: str) -> None:
+    """What a promotion or rollback did to `lock_file` (named by its resolved path, as every
+    command names it: it may be anywhere, through SDS_LOCK_FILE), as the lines under its
     headline: the shadow pin it removed, and the pin it wrote, saying what the pin was whenever
     that is not simply the version the alias moved from (a stale or missing pin the write
     brought back in line with the alias)."""
     lock = change.lock
     if lock is None:
-        print(f"  pin written to {name}: {deploy}")
+        print(f"  pin written to {lock_file}: {deploy}")
         return
     shadow = lock.shadow_phrase()
     if shadow is not None:
         print(f"  {shadow}")
     was = None if lock.was is None else lock.was.version
     if not lock.pin_rewritten:
-        print(f"  pin in {name} already followed the alias: {deploy}")
+        print(f"  pin in {lock_file} already followed the alias: {deploy}")
     elif change.changed and was == change.previous:
-        print(f"  pin written to {name}: {deploy}")
+        print(f"  pin written to {lock_file}: {deploy}")
     else:
-        print(f"  pin rewritten in {name} to follow the alias ({lock.was_phrase()}): {deploy}")
+        print(f"  pin rewritten in {lock_file} to follow the alias ({lock.was_phrase()}): {deploy}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sds.cli.arguments import Commands, env_option, version_argument, workspace
@@ -122,11 +123,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"{env.name} already serves version {change.version}; nothing to do")
         else:  # the alias was there, the lock file behind it: say what the re-run rewrote
             print(f"{env.name} already serves version {change.version}")
-            _print_lock_change(lock, ws.lock_path.name)
+            _print_lock_change(lock, ws.lock_path)
     else:
         print(
             f"{env.name}: version {change.previous} -> version {change.version} "
-            f"(rolled back in {change.duration_ms:.0f} ms; pin updated in {ws.lock_path.name})"
+            f"(rolled back in {change.duration_ms:.0f} ms; pin updated in {ws.lock_path})"
         )
         shadow = None if lock is None else lock.shadow_phrase()
         if shadow is not None:
@@ -173,7 +174,7 @@ def _run_live(ws: Workspace, env: str, args: argparse.Namespace) -> int:
             return 0
         print(serves)  # the alias was there, the lock file behind it: say what was rewritten
         _say_broken(done.broken_lease)
-        _print_lock_change(lock, ws.lock_path.name)
+        _print_lock_change(lock, ws.lock_path)
         return 0
     if done.lambda_from == done.lambda_to:
         switched = f"already on Lambda version {done.lambda_to}, which serves it"
@@ -195,20 +196,22 @@ def _run_live(ws: Workspace, env: str, args: argparse.Namespace) -> int:
     if shadow is not None:
         print(f"  {shadow}")
     print(
-        f"  registry alias moved and audited; pin rewritten in {ws.lock_path.name}: commit it "
+        f"  registry alias moved and audited; pin rewritten in {ws.lock_path}: commit it "
         "so the next deploy keeps the rollback"
     )
     print(f"  done in {done.duration_ms:.0f} ms")
     return 0
 
 
-def _print_lock_change(lock: LockChange, name: str) -> None:
-    """What a rollback that moved no alias still changed in the lock file (`name`)."""
+def _print_lock_change(lock: LockChange, lock_file: Path) -> None:
+    """What a rollback that moved no alias still changed in `lock_file`."""
     shadow = lock.shadow_phrase()
     if shadow is not None:
         print(f"  {shadow}")
     if lock.pin_rewritten:
-        print(f"  pin rewritten in {name} to follow the alias ({lock.was_phrase()}): commit it")
+        print(
+            f"  pin rewritten in {lock_file} to follow the alias ({lock.was_phrase()}): commit it"
+        )
 
 
 def _say_broken(broken: dict[str, Any] | None) -> None:

@@ -73,5 +73,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"{env.name}: version {change.shadow.version} shadows {live}{before}{copied}")
         for gate in change.gates:
             print(f"  gate {gate.gate}: passed ({gate.detail})")
-    print(f"  pin written to {ws.lock_path.name}: deploy with: cdk deploy '{env.name}/*'")
+    print(f"  pin written to {ws.lock_path}: deploy with: cdk deploy '{env.name}/*'")
     return 0
