@@ -810,6 +810,16 @@ def test_generating_no_events_is_a_usage_error_and_writes_nothing(
     assert not (project / "e.jsonl").exists()
 
 
+@pytest.mark.parametrize("events", ["0", "-5"])
+def test_a_demo_of_no_events_is_a_usage_error_before_it_starts(
+    events: str, project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ended = sds(capsys, "demo", "--events", events)
+    assert ended.code == 2, ended
+    assert f"argument --events: '{events}': must be a whole number, 1 or more" in ended.error_line
+    assert "sds generate" not in ended.out
+
+
 @pytest.mark.parametrize("seed", ["-4", "seven", "1.5"])
 def test_generating_with_a_seed_that_is_not_one_is_a_usage_error_naming_it(
     seed: str, project: Path, capsys: pytest.CaptureFixture[str]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from sds.cli.arguments import Commands, workspace
+from sds.cli.arguments import Commands, positive_count, workspace
 
 
 def register(commands: Commands) -> None:
@@ -17,7 +17,7 @@ def register(commands: Commands) -> None:
     )
     parser.add_argument(
         "--events",
-        type=int,
+        type=positive_count,
         default=60_000,
         help="payments in the demo's synthetic history (default 60000)",
     )
