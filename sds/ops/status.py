@@ -14,7 +14,9 @@ loads (`SHADOW_MODEL_*`): a shadow pinned but never deployed scores nothing.
 
 Locally the API (`sds serve`) follows the pin, so pin and registry alias are the whole story.
 `environment_status` reads them without changing anything and explains every disagreement with
-what to do about it. A deployment in progress is expected to disagree for a while: the state is
+what to do about it. Each version pin, shadow pin and registry alias name is looked up in the
+environment's registry too: one whose manifest or an artifact is missing (deleted, or never
+completely written) cannot be loaded, whatever agrees on it (its bytes are checked by `sds show`). A deployment in progress is expected to disagree for a while: the state is
 then `deploying`, not a warning.
 
 An environment whose stacks publish nothing in SSM is `not deployed` (a fact status reports, with
@@ -31,7 +33,7 @@ from typing import Any
 
 from sds.kernel.aws.errors import explain
 from sds.kernel.lock import LockFileError, Pin, read_lock
-from sds.kernel.registry import AliasState, RegistryError
+from sds.kernel.registry import AliasState, Registry, RegistryError, VersionNotFound
 from sds.kernel.retention import appspec_versions
 from sds.kernel.settings import model_pins
 from sds.ops.aws import AwsError, Clients, NotDeployed
@@ -108,6 +110,15 @@ class Deployment:
         }
 
 
+@dataclass(frozen=True)
+class StoredVersion:
+    """A version as the environment's registry holds it: complete, with its sha256, or not
+    usable, with what is wrong (`problem`, a phrase: "is not in s3://...")."""
+
+    sha256: str | None = None
+    problem: str | None = None
+
+
 @dataclass
 class EnvironmentStatus:
     env: str
@@ -117,6 +128,8 @@ class EnvironmentStatus:
     # The challenger the next deploy loads beside the pinned model (`sds shadow`), if any.
     shadow: Pin | None = None
     alias: AliasState | None = None
+    # Each version the pin, the shadow pin and the alias name, as the registry holds it.
+    stored: dict[int, StoredVersion] = field(default_factory=dict)
     live: LiveAlias | None = None
     deployments: list[Deployment] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -201,7 +214,9 @@ def environment_status(
         result.lock_error = str(exc)
     try:
         result.registry_uri = ws.registry_uri(env)
-        result.alias = ws.registry(env).get_alias(env)
+        registry = ws.registry(env)
+        result.alias = registry.get_alias(env)
+        result.stored = stored_versions(registry, result)
         if ws.on_aws:
             clients = clients or ws.discovery.clients
             function = ws.discovery.get(env, "function-name")
@@ -221,7 +236,7 @@ def environment_status(
             read = [] if result.registry_uri is None else disagreements(result)
             result.warnings = read + _not_deployed(result)
         else:
-            result.warnings = [result.lock_error]
+            result.warnings = [result.lock_error, *unusable(result)]
         return result
     except (AwsError, RegistryError) as exc:
         result.error = str(exc)
@@ -235,8 +250,9 @@ def environment_status(
         result.error = str(explained)
         return result
     if result.lock_error is not None:
-        # Without the pin there is nothing to compare: say what the file's problem is.
-        result.warnings = [result.lock_error]
+        # Without the pin there is nothing to compare: say what the file's problem is (and
+        # whether the alias names a version that cannot be loaded, which needs no pin).
+        result.warnings = [result.lock_error, *unusable(result)]
         return result
     result.warnings = disagreements(result)
     return result
@@ -248,8 +264,62 @@ def sds(s: EnvironmentStatus) -> str:
     return command_prefix(on_aws=s.target == "aws")
 
 
+def stored_versions(registry: Registry, s: EnvironmentStatus) -> dict[int, StoredVersion]:
+    """Each version `s`'s pin, shadow pin and registry alias name, looked up in `registry`: its
+    manifest read and its artifacts listed (`Registry.check_complete`)."""
+    named = {p.version for p in (s.pin, s.shadow, s.alias) if p is not None}
+    found: dict[int, StoredVersion] = {}
+    for number in sorted(named):
+        try:
+            found[number] = StoredVersion(sha256=registry.check_complete(number).sha256)
+        except VersionNotFound:
+            found[number] = StoredVersion(problem=f"is not in {registry.uri}")
+        except RegistryError as exc:  # a manifest that cannot be read, a missing artifact
+            found[number] = StoredVersion(problem=f"is damaged in the registry ({exc})")
+    return found
+
+
+def unusable(s: EnvironmentStatus) -> list[str]:
+    """A warning for each version the pin, the shadow pin or the registry alias name that the
+    registry does not hold complete, or holds as another model, with who names it and what to
+    do: a deploy of it could not load its model."""
+    env, run = s.env, sds(s)
+    namers = [
+        ("models.lock.json pins", s.pin),
+        ("models.lock.json's shadow is", s.shadow),
+        (f"the registry alias {env} points at", s.alias),
+    ]
+    found: list[str] = []
+    for number, stored in sorted(s.stored.items()):
+        naming = [(who, p.sha256) for who, p in namers if p is not None and p.version == number]
+        problem = stored.problem
+        if problem is None:
+            naming = [(who, sha256) for who, sha256 in naming if sha256 != stored.sha256]
+            if not naming:
+                continue
+            problem = f"is another model in the registry (sha256 {str(stored.sha256)[:12]}...)"
+        whom = " and ".join(who for who, _ in naming)
+        if s.alias is not None and s.alias.version == number:
+            fix = (
+                f"move {env} to a complete version with: {run} rollback --env {env}, or "
+                f"{run} promote VERSION --to {env}"
+            )
+        elif s.pin is not None and s.pin.version == number:
+            fix = f"pin a complete version with: {run} promote VERSION --to {env}"
+        else:
+            fix = (
+                f"shadow a complete version with: {run} shadow VERSION --env {env}, or remove "
+                f"the shadow with: {run} shadow --env {env} --clear"
+            )
+        found.append(
+            f"v{number}, which {whom}, {problem}: a deploy of it cannot load its model; {fix}"
+        )
+    return found
+
+
 def disagreements(s: EnvironmentStatus) -> list[str]:
-    """Every way pin, registry alias and Lambda alias disagree, each with what to do."""
+    """Every way pin, registry alias and Lambda alias disagree, and every version they name that
+    the registry does not hold complete (`unusable`), each with what to do."""
     env, pin, alias, live = s.env, s.pin, s.alias, s.live
     run = sds(s)
     found: list[str] = []
@@ -280,6 +350,7 @@ def disagreements(s: EnvironmentStatus) -> list[str]:
                 f"not deploy until `{run} show {pin.version} --env {env}` and the lock file's "
                 "history explain it"
             )
+    found += unusable(s)
     if live is None:
         return found
     served = live.primary

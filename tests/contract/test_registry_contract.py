@@ -503,6 +503,23 @@ def test_given_a_missing_artifact_then_reading_it_raises_integrity_error(
         registry.verify_version(1)
     with pytest.raises(VersionNotFound):
         registry.read_artifact(1, "model.nothing")
+    # Checking that the version is complete lists its objects, and finds the same gap
+    with pytest.raises(IntegrityError, match=r"^version 1: model\.skops is missing from "):
+        registry.check_complete(1)
+
+
+def test_a_complete_version_checks_complete_without_reading_its_artifacts(
+    registry: Registry, store: ObjectStore
+) -> None:
+    register(registry, "a")
+    tampered = key(1, "model.skops")
+    store.put(tampered, b"other bytes")  # a check that read it would refuse it
+
+    assert registry.check_complete(1).number == 1
+    # A claimed number without a manifest is no version, as everywhere else
+    store.put(key(2, "model.onnx"), b"half a model", if_none_match=True)
+    with pytest.raises(VersionNotFound):
+        registry.check_complete(2)
 
 
 # Aliases: compare-and-swap ---------------------------------------------------------------------

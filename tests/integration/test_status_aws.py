@@ -173,6 +173,34 @@ def test_a_lock_file_behind_the_registry_is_warned_about(
     )
 
 
+def test_a_version_deployed_and_pinned_but_gone_from_the_registry_is_not_in_sync(
+    deploy: Callable[..., Deployed], cli: Callable[..., CliResult]
+) -> None:
+    # Given v1 then v2 promoted and deployed in dev, then v2's manifest deleted from the bucket:
+    # the function serves it while warm, and no new execution environment can load it
+    dev = deploy("dev")
+    for tag in ("one", "two"):
+        version = dev.register(tag)
+        assert cli("--aws", "promote", str(version.number), "--to", "dev").code == 0
+        dev.point_live(dev.publish(version))
+    dev.clients("s3").delete_object(Bucket=dev.bucket, Key="models/fraud/versions/2/manifest.json")
+
+    # When checking dev's status
+    result = cli("--aws", "status", "--env", "dev", "--json", "--check")
+
+    # Then pin, registry alias and Lambda agreeing on v2 is not "in sync": v2 is not there, and
+    # the warning says what to run, on AWS
+    assert result.code == 1, result.out
+    status = environment(result, "dev")
+    assert status["state"] == "out of sync"
+    (warning,) = status["warnings"]
+    assert warning.startswith(
+        "v2, which models.lock.json pins and the registry alias dev points at, is not in "
+        f"s3://{dev.bucket}: a deploy of it cannot load its model; "
+    )
+    assert "sds --aws rollback --env dev" in warning
+
+
 def test_a_shadow_pinned_but_not_deployed_is_warned_about_until_it_is_deployed(
     deploy: Callable[..., Deployed], cli: Callable[..., CliResult]
 ) -> None:

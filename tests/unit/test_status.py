@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from sds.kernel.lock import Pin
+from sds.kernel.lock import Pin, read_pin, write_pin
 from sds.kernel.registry import AliasState
 from sds.kernel.retention import appspec_versions
+from sds.ops.promotion import promote
 from sds.ops.shadow import ShadowReport, render_report
 from sds.ops.status import (
     DEPLOYING,
@@ -27,8 +28,10 @@ from sds.ops.status import (
     EnvironmentStatus,
     LiveAlias,
     ServedVersion,
+    StoredVersion,
     disagreements,
 )
+from sds.ops.workspace import Workspace
 from tests.unit.cli_run import sds
 
 SHA = {n: f"{n:x}" * 64 for n in range(1, 4)}
@@ -331,3 +334,122 @@ def test_given_an_appspec_then_its_versions_are_read_or_left_unknown(
 ) -> None:
     # (status lists such a deployment without its versions)
     assert (appspec_versions(revision) or (None, None)) == expected
+
+
+def test_given_a_shadow_the_registry_lacks_then_shadowing_or_clearing_is_named() -> None:
+    # Given prod's pin and alias on a complete v2, and its shadow pin on v3, which is not there
+    status = EnvironmentStatus(
+        "prod",
+        "local",
+        pin=Pin(2, SHA[2]),
+        shadow=Pin(3, SHA[3]),
+        alias=alias(2),
+        stored={2: StoredVersion(SHA[2]), 3: StoredVersion(problem="is not in file:///r")},
+    )
+    state, (warning,) = verdict(status)
+    assert state == OUT_OF_SYNC
+    assert warning == (
+        "v3, which models.lock.json's shadow is, is not in file:///r: a deploy of it cannot load "
+        "its model; shadow a complete version with: sds shadow VERSION --env prod, or remove the "
+        "shadow with: sds shadow --env prod --clear"
+    )
+
+
+def test_given_a_version_the_registry_holds_as_another_model_then_it_is_named() -> None:
+    # Given pin and alias on v2, and the registry's v2 a model of another sha256
+    status = EnvironmentStatus(
+        "prod", "aws", pin=Pin(2, SHA[2]), alias=alias(2), stored={2: StoredVersion(SHA[1])}
+    )
+    state, (warning,) = verdict(status)
+    assert state == OUT_OF_SYNC
+    assert warning.startswith(
+        "v2, which models.lock.json pins and the registry alias prod points at, is another model "
+        f"in the registry (sha256 {SHA[1][:12]}...): a deploy of it cannot load its model; move "
+        "prod to a complete version with: sds --aws rollback --env prod"
+    )
+
+
+def registered_and_promoted(project: Path, *tags: str) -> Workspace:
+    """A local workspace whose dev registry holds a version per tag, each promoted in turn."""
+    ws = Workspace.discover(project_dir=project)
+    for tag in tags:
+        payload = tag.encode() * 64
+        version = ws.registry("dev").register(
+            {"model.onnx": b"onnx" + payload, "model.skops": b"skops" + payload},
+            {"metrics": {"roc_auc": 0.93}},
+            actor="tester",
+        )
+        promote(ws, to_env="dev", version=version.number)
+    return ws
+
+
+def stored(ws: Workspace, version: int, name: str) -> Path:
+    return ws.home / "registries" / "dev" / "models" / ws.model / "versions" / str(version) / name
+
+
+@pytest.mark.parametrize(
+    ("lost", "problem"),
+    [
+        ("manifest.json", "is not in {uri}"),
+        (
+            "model.skops",
+            "is damaged in the registry (version 2: model.skops is missing from {uri})",
+        ),
+    ],
+    ids=["manifest", "artifact"],
+)
+def test_given_pin_and_alias_on_a_version_no_longer_complete_then_it_is_not_in_sync(
+    project: Path, capsys: pytest.CaptureFixture[str], lost: str, problem: str
+) -> None:
+    # Given v2 pinned and promoted in dev, then one of its objects lost from the registry
+    ws = registered_and_promoted(project, "one", "two")
+    stored(ws, 2, lost).unlink()
+
+    # When checking dev's status
+    checked = sds(capsys, "status", "--env", "dev", "--check", "--json")
+    text = sds(capsys, "status", "--env", "dev")
+
+    # Then it is out of sync, not "in sync": nothing could load the model pin and alias name;
+    # the warning names the version, what is wrong with it and what to do, in text and JSON
+    assert checked.code == 1, checked.out
+    (status,) = checked.json()["environments"]
+    assert status["state"] == OUT_OF_SYNC and status["ok"] is False
+    (warning,) = status["warnings"]
+    uri = ws.registry_uri("dev")
+    assert warning.startswith(
+        "v2, which models.lock.json pins and the registry alias dev points at, "
+        + problem.format(uri=uri)
+    ), warning
+    assert "sds rollback --env dev" in warning
+    assert text.code == 0 and f"warning: {warning}" in text.out.splitlines()
+
+
+def test_given_a_pin_on_a_version_the_registry_never_held_then_it_is_named(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given v1 promoted in dev, and models.lock.json edited by hand to pin v7, never registered
+    ws = registered_and_promoted(project, "one")
+    pin = read_pin(ws.lock_path, model=ws.model, env="dev")
+    assert pin is not None
+    write_pin(ws.lock_path, model=ws.model, env="dev", pin=Pin(7, pin.sha256))
+
+    # When checking dev's status
+    checked = sds(capsys, "status", "--env", "dev", "--check", "--json")
+
+    # Then besides the pin behind the alias, it says that v7 is not in the registry at all
+    assert checked.code == 1
+    (status,) = checked.json()["environments"]
+    behind, missing = status["warnings"]
+    assert behind.startswith("models.lock.json pins v7 but the registry alias is v1")
+    assert missing.startswith(
+        f"v7, which models.lock.json pins, is not in {ws.registry_uri('dev')}"
+    )
+
+
+def test_given_every_version_named_complete_then_status_stays_in_sync(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registered_and_promoted(project, "one", "two")
+    checked = sds(capsys, "status", "--check", "--json")
+    assert checked.code == 0, checked.out
+    assert [e["state"] for e in checked.json()["environments"]] == [IN_SYNC, EMPTY, EMPTY]

@@ -280,6 +280,17 @@ class Registry:
         """The version, after reading and checking every one of its artifacts."""
         return self.read_version(version)[0]
 
+    def check_complete(self, version: int) -> Version:
+        """The version, after checking that every artifact its manifest lists is stored: one
+        listing, no artifact read (`verify_version` reads each and checks its bytes). Raises as
+        `read_artifact` does for an artifact that is missing."""
+        info = self.get_version(version)
+        stored = set(self.store.list(self._version_key(version, "")))
+        for name in info.artifacts:
+            if self._version_key(version, name) not in stored:
+                raise IntegrityError(f"version {version}: {name} is missing from {self.uri}")
+        return info
+
     def register(
         self,
         artifacts: Mapping[str, bytes],
