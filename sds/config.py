@@ -1095,10 +1095,20 @@ def _chain_starts(promote_from: Mapping[str, str | None]) -> dict[str, str]:
 
 
 def load_project(cdk_json: Path) -> ProjectConfig:
+    """The project config in `cdk_json`; a ConfigError names the file and what is wrong there."""
     try:
         document = json.loads(cdk_json.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{cdk_json}: not found (run sds from the project directory)") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{cdk_json}: invalid JSON: {exc}") from None
-    return parse_project(document.get("context", {}))
+    context = document.get("context", {}) if isinstance(document, dict) else None
+    if not isinstance(context, dict):
+        raise ConfigError(
+            f'{cdk_json}: expected a JSON object with a "context" object holding the project\'s '
+            "settings"
+        )
+    try:
+        return parse_project(context)
+    except ConfigError as exc:
+        raise ConfigError(f"{cdk_json}: {exc}") from None

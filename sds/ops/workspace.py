@@ -80,11 +80,12 @@ class Workspace:
     ) -> Workspace:
         environ = os.environ if environ is None else environ
         cwd = cwd or Path.cwd()
-        root = project_dir or (
-            Path(environ["SDS_PROJECT_DIR"])
-            if environ.get("SDS_PROJECT_DIR")
-            else find_project(cwd)
-        )
+        if project_dir is not None:
+            root = named_project(project_dir, "--project-dir")
+        elif environ.get("SDS_PROJECT_DIR"):
+            root = named_project(Path(environ["SDS_PROJECT_DIR"]), "SDS_PROJECT_DIR")
+        else:
+            root = find_project(cwd)
         root = root.resolve()
         config = load_project(root / "cdk.json")
 
@@ -277,6 +278,18 @@ class Workspace:
         if self.on_aws:
             return f"s3://{self.discovery.get(env, 'captures-bucket')}/{LABELS_PREFIX}"
         return str(self.labels_dir(env))
+
+
+def named_project(directory: Path, how: str) -> Path:
+    """The project directory `how` (`--project-dir`, `SDS_PROJECT_DIR`) names, if it holds a
+    cdk.json: no search upward from there, and the error says where the directory was named."""
+    if not (directory / "cdk.json").exists():
+        what = "holds no cdk.json" if directory.is_dir() else "does not exist"
+        raise ConfigError(
+            f"{how} names {directory}, which {what}: name the directory that holds the "
+            "project's cdk.json"
+        )
+    return directory
 
 
 def find_project(start: Path) -> Path:

@@ -277,6 +277,68 @@ def test_an_operating_system_error_exits_1_in_one_line(
     assert ended.json()["error"]["exit_code"] == 1
 
 
+CONTEXT_EXPECTED = 'expected a JSON object with a "context" object holding the project\'s settings'
+
+
+@pytest.mark.parametrize(
+    ("document", "problem"),
+    [
+        ("[]", CONTEXT_EXPECTED),
+        ('{"context": []}', CONTEXT_EXPECTED),
+        ("{}", "environments: expected a non-empty object of environment settings"),
+    ],
+    ids=["array", "context-array", "no-environments"],
+)
+def test_a_cdk_json_of_another_shape_is_an_error_naming_the_file(
+    project: Path, capsys: pytest.CaptureFixture[str], document: str, problem: str
+) -> None:
+    # Given the project's cdk.json replaced by valid JSON of another shape
+    (project / "cdk.json").write_text(document)
+
+    # When a registry command loads it
+    ended = sds(capsys, "models", "--json")
+
+    # Then it is one error line (exit 1, no traceback) naming the file and what is wrong
+    message = f"{project / 'cdk.json'}: {problem}"
+    assert ended.code == 1
+    assert ended.error_line == f"sds: error: {message}"
+    assert ended.json()["error"] == {"message": message, "type": "ConfigError", "exit_code": 1}
+
+
+@pytest.mark.parametrize("how", ["--project-dir", "SDS_PROJECT_DIR"])
+@pytest.mark.parametrize("exists", [False, True], ids=["missing", "empty"])
+def test_a_project_dir_without_cdk_json_names_where_it_was_given(
+    project: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    how: str,
+    exists: bool,
+) -> None:
+    # Given a project directory named explicitly that does not exist, or holds no cdk.json
+    elsewhere = project / "elsewhere"
+    if exists:
+        elsewhere.mkdir()
+    if how == "SDS_PROJECT_DIR":
+        monkeypatch.setenv("SDS_PROJECT_DIR", str(elsewhere))
+        argv: tuple[str, ...] = ("status", "--json")
+    else:
+        argv = ("status", "--project-dir", str(elsewhere), "--json")
+
+    # When a command looks for the project there
+    ended = sds(capsys, *argv)
+
+    # Then the error names the option or variable and the directory; running elsewhere would
+    # not help (the explicit directory wins), so it does not say to
+    what = "holds no cdk.json" if exists else "does not exist"
+    message = (
+        f"{how} names {elsewhere}, which {what}: name the directory that holds the project's "
+        "cdk.json"
+    )
+    assert ended.code == 1
+    assert ended.error_line == f"sds: error: {message}"
+    assert ended.json()["error"]["message"] == message
+
+
 def test_a_usage_error_exits_2(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ended = sds(capsys, "train", "--json")
     assert ended.code == 2

@@ -227,9 +227,9 @@ def test_an_infra_block_from_an_earlier_release_names_the_new_place_of_each_key(
     # When any command loads it
     with pytest.raises(ConfigError) as error:
         load_project(cdk_json)
-    # Then the error says where each old key lives now, not just "unknown key"
+    # Then the error names the file and says where each old key lives now, not just "unknown key"
     assert str(error.value).startswith(
-        "environments.dev.infra.memory_mb has moved to environments.dev.infra.lambda.memory_mb; "
+        f"{cdk_json}: environments.dev.infra.memory_mb has moved to environments.dev.infra.lambda.memory_mb; "
         "environments.dev.infra.isolated_network has moved to "
         "environments.dev.infra.network.isolated"
     )
