@@ -874,19 +874,25 @@ class ModelTable:
 
 
 def model_table(ws: Workspace, env: str) -> ModelTable:
-    """Versions in `env`'s registry with key metrics and the environments serving each.
+    """Versions in `env`'s registry with key metrics and the environments serving each: those of
+    `env`'s promotion chain (version numbers count each chain's own versions, so another chain's
+    version 3 is another model).
 
     A version whose manifest cannot be read (corrupt, or not describing that version) is listed
     too, with its metrics empty and `problem` saying what is wrong, so one bad version hides none
     of the others; `problem` is None for every readable one. Likewise an environment whose live
     version cannot be read (its alias corrupt, its registry unreachable) hides no version: it is
-    in `live_unknown`, with the reason. One that is not deployed serves nothing: no reason.
+    in `live_unknown`, with the reason, as `env` is when its alias points at a version its
+    registry does not hold. One that is not deployed serves nothing: no reason.
     """
     registry = ws.registry(env)
     numbers = registry.list_versions()  # `env`'s own registry unreadable: that is the error
+    chain = ws.config.env(env).chain_start
     live: dict[int, list[str]] = {}
     live_unknown: dict[str, str] = {}
-    for name in ws.config.environments:
+    for name, config in ws.config.environments.items():
+        if config.chain_start != chain:
+            continue
         try:
             state = live_version(ws, name)
         except NotDeployed:
@@ -894,7 +900,12 @@ def model_table(ws: Workspace, env: str) -> ModelTable:
         except (RegistryError, AwsError) as exc:
             live_unknown[name] = str(exc)  # corrupt, or unreachable with these credentials
             continue
-        if state is not None:
+        if state is not None and name == env and state.version not in numbers:
+            live_unknown[name] = (
+                f"its registry alias points at version {state.version}, which is not in "
+                f"{registry.uri}"
+            )
+        elif state is not None:
             live.setdefault(state.version, []).append(name)
     rows = []
     for number in numbers:

@@ -242,3 +242,52 @@ def test_models_with_every_alias_readable_warns_about_nothing(
     assert (ended.code, ended.err) == (0, "")
     assert ended.json()["live_unknown"] == {}
     assert [r["live_in"] for r in ended.json()["versions"]] == [[], [], ["dev"]]
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["table", "json"])
+def test_models_names_an_environment_whose_alias_points_at_a_version_not_there(
+    ws: Workspace, capsys: pytest.CaptureFixture[str], as_json: bool
+) -> None:
+    # Given dev's alias on version 3, whose manifest is gone (deleted, or never written whole)
+    (model_dir(ws) / "versions" / "3" / "manifest.json").unlink()
+
+    # When the versions are listed
+    ended = sds(capsys, "models", *(["--json"] if as_json else []))
+
+    # Then versions 1 and 2 are listed, neither live in dev, and one warning says that dev's
+    # alias points at a version the registry does not hold, as --json's live_unknown does
+    problem = f"its registry alias points at version 3, which is not in {ws.registry_uri('dev')}"
+    assert ended.code == 0, ended
+    assert ended.err == (
+        f"warning: dev: cannot tell which version is live in dev: {problem} (LIVE IN leaves dev "
+        "out; sds status --env dev checks it)\n"
+    )
+    if as_json:
+        document = ended.json()
+        assert [(r["version"], r["live_in"]) for r in document["versions"]] == [(1, []), (2, [])]
+        assert document["live_unknown"] == {"dev": problem}
+
+
+def test_models_lists_as_live_only_environments_of_the_same_promotion_chain(
+    ws: Workspace, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a second promotion chain, sandbox, whose own version 1 (another model) is live there
+    cdk_json = ws.project_dir / "cdk.json"
+    document = json.loads(cdk_json.read_text())
+    environments = document["context"]["environments"]
+    environments["sandbox"] = environments["dev"]
+    cdk_json.write_text(json.dumps(document))
+    sandbox = Workspace.discover(project_dir=ws.project_dir)
+    sandbox.registry("sandbox").register(
+        {"model.onnx": b"sandbox's own"}, {"metrics": METRICS}, actor="tester"
+    )
+    promote(sandbox, to_env="sandbox", version=1)
+
+    # When dev's versions, then sandbox's, are listed
+    dev_rows = sds(capsys, "models", "--json").json()["versions"]
+    sandbox_rows = sds(capsys, "models", "--env", "sandbox", "--json").json()["versions"]
+
+    # Then dev's version 1 is not said to be live in sandbox, nor sandbox's in dev: version
+    # numbers count each chain's own versions
+    assert [(r["version"], r["live_in"]) for r in dev_rows] == [(1, []), (2, []), (3, ["dev"])]
+    assert [(r["version"], r["live_in"]) for r in sandbox_rows] == [(1, ["sandbox"])]
