@@ -667,6 +667,41 @@ def test_given_a_corrupt_alias_object_then_reading_it_raises_integrity_error(
         registry.get_alias("live")
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [
+        ("version", "1", "version is a string, not a version number (1 or more)"),
+        ("version", 1.5, "version is a number, not a version number (1 or more)"),
+        ("version", True, "version is a boolean, not a version number (1 or more)"),
+        ("version", 0, "version is a number, not a version number (1 or more)"),
+        ("history", "1", "history is a string, not an array of version numbers"),
+        ("history", [1, "2"], "history is an array, not an array of version numbers"),
+        ("previous", "1", "previous is a string, not a version number (1 or more) or null"),
+        ("sha256", 5, "sha256 is a number, not a sha256 (64 hex digits)"),
+        ("alias", "staging", "it describes alias 'staging'"),
+        ("reason", None, "reason is null, not a string"),
+    ],
+)
+def test_given_an_alias_of_another_shape_then_reading_it_names_the_field(
+    registry: Registry, store: ObjectStore, field: str, value: Any, problem: str
+) -> None:
+    # Given an alias whose document was edited by hand: valid JSON, one field of another shape
+    register(registry, "a")
+    registry.move_alias("live", 1, expected=None, kind="promoted", actor="a", reason="")
+    document = json.loads(store.get("models/fraud/aliases/live.json").data)
+    document[field] = value
+    store.put("models/fraud/aliases/live.json", json.dumps(document).encode())
+
+    # When it is read, then it is refused, naming the field, never read as something else
+    # (a history of "12" is not versions 1 and 2)
+    with pytest.raises(IntegrityError) as raised:
+        registry.get_alias("live")
+    assert str(raised.value) == (
+        f"alias 'live' in {registry.uri} is corrupt (models/fraud/aliases/live.json): {problem}; "
+        "the audit trail records where it last moved"
+    )
+
+
 def test_metadata_cannot_override_what_the_registry_records(registry: Registry) -> None:
     forged = {
         "version": 99,

@@ -214,7 +214,10 @@ def test_models_names_an_environment_whose_live_version_cannot_be_read(
 
     # Then every version is listed, none as live in dev, and one warning says that which
     # version dev serves could not be read, and why; nothing about staging or prod
-    problem = f"alias 'dev' in {ws.registry('dev').uri} is corrupt"
+    problem = (
+        f"alias 'dev' in {ws.registry('dev').uri} is corrupt (models/{ws.model}/aliases/dev.json): "
+        "not valid JSON; the audit trail records where it last moved"
+    )
     assert ended.code == 0, ended
     assert ended.err == (
         f"warning: dev: cannot tell which version is live in dev: {problem} (LIVE IN leaves dev "

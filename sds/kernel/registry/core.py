@@ -20,6 +20,8 @@ Guarantees:
   manifest: metadata of another shape is refused, naming the field, and nothing is stored.
 - Aliases move by compare-and-swap on the alias object's etag, and only to a version whose
   artifacts are all present and verified. Every move and registration writes an audit event.
+  Every read of an alias checks its document's shape too (`_alias_document`): one edited by hand
+  into another shape is an IntegrityError naming the field, never read as something else.
 """
 
 from __future__ import annotations
@@ -492,9 +494,12 @@ class Registry:
         except NotFound:
             return None
         try:
-            return AliasState.from_document(json.loads(stored.data), stored.etag)
-        except (ValueError, KeyError, TypeError):
-            raise IntegrityError(f"alias {alias!r} in {self.uri} is corrupt") from None
+            return AliasState.from_document(_alias_document(alias, stored.data), stored.etag)
+        except ValueError as exc:
+            raise IntegrityError(
+                f"alias {alias!r} in {self.uri} is corrupt ({self._alias_key(alias)}): {exc}; "
+                "the audit trail records where it last moved"
+            ) from None
 
     def list_aliases(self) -> dict[str, AliasState]:
         prefix = f"{self._base}/aliases/"
@@ -730,6 +735,36 @@ def _json_type(value: Any) -> str:
     return "null"
 
 
+def _alias_document(alias: str, raw: bytes) -> dict[str, Any]:
+    """Alias `alias`'s stored document, checked for the shape `AliasState.to_document` writes:
+    ValueError names the field, so that a document edited by hand is refused, never read as
+    something else (a history of "12" as versions 1 and 2)."""
+    try:
+        document = json.loads(raw)
+    except ValueError:  # not JSON, or not UTF-8
+        raise ValueError("not valid JSON") from None
+    if not isinstance(document, dict):
+        raise ValueError(f"not a JSON object but {_json_type(document)}")
+    if document.get("alias") != alias:
+        raise ValueError(f"it describes alias {document.get('alias')!r}")
+
+    def check(key: str, kind: str, *, required: bool = False) -> None:
+        if key not in document:
+            if required:
+                raise ValueError(f"{key} is missing")
+            return
+        if not _KINDS[kind](document[key]):
+            raise ValueError(f"{key} is {_json_type(document[key])}, not {kind}")
+
+    check("version", "a version number (1 or more)", required=True)
+    check("sha256", "a sha256 (64 hex digits)", required=True)
+    check("previous", "a version number (1 or more) or null")
+    check("history", "an array of version numbers")
+    for key in ("updated_at", "updated_by", "reason", "event_id", "kind"):
+        check(key, "a string")
+    return document
+
+
 def _read_manifest(version: int, raw: bytes) -> dict[str, Any]:
     """Version `version`'s manifest from its stored bytes, checked for the shape every reader
     of a manifest relies on (`_check_manifest`). Anything else raises IntegrityError naming
@@ -841,7 +876,14 @@ _KINDS: dict[str, Callable[[Any], bool]] = {
     "an object": lambda v: isinstance(v, dict),
     "an object or null": lambda v: v is None or isinstance(v, dict),
     "an array": lambda v: isinstance(v, list),
+    "a version number (1 or more)": lambda v: _is_version(v),
+    "a version number (1 or more) or null": lambda v: v is None or _is_version(v),
+    "an array of version numbers": lambda v: isinstance(v, list) and all(map(_is_version, v)),
 }
+
+
+def _is_version(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def _rebuilt(data: bytes) -> bool:
