@@ -366,6 +366,42 @@ def test_a_deletion_that_fails_is_reported_and_the_others_go_on(
     assert published(dev) == [1, 3, 4, 5, 6, 7]
 
 
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_sds_prune_names_a_deletion_that_failed_on_stderr_and_exits_1(
+    deploy: Callable[..., Deployed],
+    cli: Callable[..., CliResult],
+    monkeypatch: pytest.MonkeyPatch,
+    as_json: bool,
+) -> None:
+    import sds.ops.prune
+
+    # Given seven published versions of one model (dev keeps 5), and Lambda refusing to delete 1
+    dev = deploy("dev")
+    model, _ = promote_and_deploy(dev, cli, ["one"])["one"]
+    for _ in range(5):
+        dev.point_live(dev.publish(model))
+    failing = Clients(overrides={"lambda": FailingDeletes(dev.clients("lambda"), failing="1")})
+    real = sds.ops.prune.prune_versions
+    monkeypatch.setattr(
+        sds.ops.prune,
+        "prune_versions",
+        lambda ws, **kwargs: real(ws, **kwargs, clients=failing),
+    )
+
+    # When `sds --aws prune` runs, with or without --json
+    result = cli("--aws", "prune", "--env", "dev", *(["--json"] if as_json else []))
+
+    # Then it exits 1 and the failure is one line on stderr either way, as every error is; the
+    # JSON document names it too
+    assert result.code == 1
+    (line,) = result.err.splitlines()
+    assert line.startswith("sds: error: version 1 was not deleted: ")
+    assert "ResourceConflictException" in line
+    if as_json:
+        assert list(result.json()["failed"]) == ["1"]
+    assert published(dev) == [1, 3, 4, 5, 6, 7]
+
+
 def test_sds_prune_prints_what_it_keeps_and_why(
     deploy: Callable[..., Deployed], cli: Callable[..., CliResult]
 ) -> None:

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from sds.cli.arguments import Commands, env_option, workspace
 from sds.cli.render import print_json, table
 from sds.config import EnvironmentConfig
 from sds.kernel.errors import EXIT_ERROR
+
+if TYPE_CHECKING:
+    from lambdas.pruner.pruning import PruneReport
 
 
 def register(commands: Commands) -> None:
@@ -39,8 +43,16 @@ def run(args: argparse.Namespace) -> int:
     report = prune_versions(ws, env=env.name, dry_run=args.dry_run)
     if args.json:
         print_json(report.to_dict())
-        return 0 if report.ok else EXIT_ERROR
-    plan = report.plan
+    else:
+        _print_report(report)
+    # Each failure is an error: one line on stderr, with --json too.
+    for version, message in sorted(report.failed.items()):
+        print(f"sds: error: version {version} was not deleted: {message}", file=sys.stderr)
+    return 0 if report.ok else EXIT_ERROR
+
+
+def _print_report(report: PruneReport) -> None:
+    env, plan = report.target.environment, report.plan
     rows = []
     for decision in plan.decisions:
         if decision.keep:
@@ -60,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         why = "; ".join(decision.reasons) or "nothing needs it"
         rows.append([str(decision.version), models or "-", action, why])
     print(
-        f"{env.name}: {report.target.function} (keeps the {plan.versions_to_keep} newest, and "
+        f"{env}: {report.target.function} (keeps the {plan.versions_to_keep} newest, and "
         f"rollback targets {plan.history_depth} deep in the registry alias's history)"
     )
     print(table(rows, ["VERSION", "MODEL", "ACTION", "WHY"]) if rows else "no published versions")
@@ -71,6 +83,3 @@ def run(args: argparse.Namespace) -> int:
     else:
         gone = len(report.deleted) + len(report.already_gone)
         print(f"deleted {gone}, kept {len(plan.kept)}, failed {len(report.failed)}")
-    for version, message in sorted(report.failed.items()):
-        print(f"sds: error: version {version} was not deleted: {message}", file=sys.stderr)
-    return 0 if report.ok else EXIT_ERROR
