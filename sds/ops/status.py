@@ -280,41 +280,53 @@ def stored_versions(registry: Registry, s: EnvironmentStatus) -> dict[int, Store
 
 
 def unusable(s: EnvironmentStatus) -> list[str]:
-    """A warning for each version the pin, the shadow pin or the registry alias name that the
-    registry does not hold complete, or holds as another model, with who names it and what to
-    do: a deploy of it could not load its model."""
+    """A warning for the version the registry alias, and for the one the shadow pin, names that
+    the registry does not hold complete, or holds as another model, with what to do: a deploy of
+    it could not load its model. The pin is named beside the alias when it is the same model;
+    one on another version, or with another sha256, is in the warning that says it disagrees
+    with the alias (`disagreements`)."""
     env, run = s.env, sds(s)
-    namers = [
-        ("models.lock.json pins", s.pin),
-        ("models.lock.json's shadow is", s.shadow),
-        (f"the registry alias {env} points at", s.alias),
-    ]
     found: list[str] = []
-    for number, stored in sorted(s.stored.items()):
-        naming = [(who, p.sha256) for who, p in namers if p is not None and p.version == number]
-        problem = stored.problem
-        if problem is None:
-            naming = [(who, sha256) for who, sha256 in naming if sha256 != stored.sha256]
-            if not naming:
-                continue
-            problem = f"is another model in the registry (sha256 {str(stored.sha256)[:12]}...)"
-        whom = " and ".join(who for who, _ in naming)
-        if s.alias is not None and s.alias.version == number:
-            fix = (
-                f"move {env} to a complete version with: {run} rollback --env {env}, or "
+    alias, pin, shadow = s.alias, s.pin, s.shadow
+    if alias is not None:
+        pinned = pin is not None and (pin.version, pin.sha256) == (alias.version, alias.sha256)
+        problem = _stored_problem(s, alias.version, alias.sha256)
+        if problem is not None:
+            whom = ("models.lock.json pins and " if pinned else "") + (
+                f"the registry alias {env} points at"
+            )
+            found.append(
+                f"v{alias.version}, which {whom}, {problem}: a deploy of it cannot load its "
+                f"model; move {env} to a complete version with: {run} rollback --env {env}, or "
                 f"{run} promote VERSION --to {env}"
             )
-        elif s.pin is not None and s.pin.version == number:
-            fix = f"pin a complete version with: {run} promote VERSION --to {env}"
-        else:
-            fix = (
-                f"shadow a complete version with: {run} shadow VERSION --env {env}, or remove "
-                f"the shadow with: {run} shadow --env {env} --clear"
+    if shadow is not None:
+        problem = _stored_problem(s, shadow.version, shadow.sha256)
+        if problem is not None:
+            found.append(
+                f"v{shadow.version}, which models.lock.json's shadow is, {problem}: a deploy of "
+                f"it cannot load its model; shadow a complete version with: {run} shadow "
+                f"VERSION --env {env}, or remove the shadow with: {run} shadow --env {env} --clear"
             )
-        found.append(
-            f"v{number}, which {whom}, {problem}: a deploy of it cannot load its model; {fix}"
-        )
     return found
+
+
+def _stored_problem(s: EnvironmentStatus, version: int, sha256: str) -> str | None:
+    """What is wrong with `version` (named with `sha256`) in the registry, as a phrase ("is not
+    in s3://..."); None when it holds that model complete, or was not looked up."""
+    stored = s.stored.get(version)
+    if stored is None or stored.problem is not None:
+        return None if stored is None else stored.problem
+    if stored.sha256 != sha256:
+        return f"is another model in the registry (sha256 {str(stored.sha256)[:12]}...)"
+    return None
+
+
+def _pinned(s: EnvironmentStatus, pin: Pin) -> str:
+    """How a warning names the pin: `pins v7`, and what is wrong with v7 in the registry, if
+    anything (`pins v7, which is not in s3://...,`)."""
+    problem = _stored_problem(s, pin.version, pin.sha256)
+    return f"pins v{pin.version}" + ("" if problem is None else f", which {problem},")
 
 
 def disagreements(s: EnvironmentStatus) -> list[str]:
@@ -331,14 +343,14 @@ def disagreements(s: EnvironmentStatus) -> list[str]:
         )
     elif alias is None and pin is not None:
         found.append(
-            f"models.lock.json pins v{pin.version} but {env}'s registry has no alias {env} "
+            f"models.lock.json {_pinned(s, pin)} but {env}'s registry has no alias {env} "
             f"({s.registry_uri}): is this the right registry? promote it there with: "
             f"{run} promote {pin.version} --to {env}"
         )
     elif alias is not None and pin is not None:
         if alias.version != pin.version:
             found.append(
-                f"models.lock.json pins v{pin.version} but the registry alias is "
+                f"models.lock.json {_pinned(s, pin)} but the registry alias is "
                 f"v{alias.version} ({moved(alias)}): the next deploy would ship v{pin.version}; "
                 f"pull the lock file change that moved it, or make the pin follow the alias "
                 f"with: {run} promote {alias.version} --to {env}"

@@ -369,6 +369,37 @@ def test_given_a_version_the_registry_holds_as_another_model_then_it_is_named() 
     )
 
 
+def test_given_a_pin_of_another_sha256_on_a_complete_version_then_only_the_hand_edit_is_named() -> (
+    None
+):
+    # Given pin and alias on v2 with different sha256s, the registry holding the alias's model
+    status = EnvironmentStatus(
+        "prod", "local", pin=Pin(2, SHA[1]), alias=alias(2), stored={2: StoredVersion(SHA[2])}
+    )
+    # Then the one warning is the hand edit, not a version to move away from
+    state, (warning,) = verdict(status)
+    assert state == OUT_OF_SYNC and "one of them was edited by hand" in warning
+
+
+def test_given_a_pin_on_a_version_the_registry_lacks_and_no_alias_then_one_warning_says_both() -> (
+    None
+):
+    status = EnvironmentStatus(
+        "prod",
+        "local",
+        registry_uri="file:///r",
+        pin=Pin(3, SHA[3]),
+        stored={3: StoredVersion(problem="is not in file:///r")},
+    )
+    state, (warning,) = verdict(status)
+    assert state == OUT_OF_SYNC
+    assert warning == (
+        "models.lock.json pins v3, which is not in file:///r, but prod's registry has no alias "
+        "prod (file:///r): is this the right registry? promote it there with: sds promote 3 "
+        "--to prod"
+    )
+
+
 def registered_and_promoted(project: Path, *tags: str) -> Workspace:
     """A local workspace whose dev registry holds a version per tag, each promoted in turn."""
     ws = Workspace.discover(project_dir=project)
@@ -436,14 +467,16 @@ def test_given_a_pin_on_a_version_the_registry_never_held_then_it_is_named(
     # When checking dev's status
     checked = sds(capsys, "status", "--env", "dev", "--check", "--json")
 
-    # Then besides the pin behind the alias, it says that v7 is not in the registry at all
+    # Then the warning that the pin is behind the alias also says that v7 is not in the
+    # registry at all (the fix it names, making the pin follow the alias, is the fix for both)
     assert checked.code == 1
     (status,) = checked.json()["environments"]
-    behind, missing = status["warnings"]
-    assert behind.startswith("models.lock.json pins v7 but the registry alias is v1")
-    assert missing.startswith(
-        f"v7, which models.lock.json pins, is not in {ws.registry_uri('dev')}"
+    (warning,) = status["warnings"]
+    assert warning.startswith(
+        f"models.lock.json pins v7, which is not in {ws.registry_uri('dev')}, but the registry "
+        "alias is v1 "
     )
+    assert warning.endswith("make the pin follow the alias with: sds promote 1 --to dev")
 
 
 def test_given_every_version_named_complete_then_status_stays_in_sync(
