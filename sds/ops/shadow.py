@@ -43,7 +43,7 @@ from sds.ops.promotion import (
     candidate,
     lock_ready,
 )
-from sds.ops.workspace import Workspace
+from sds.ops.workspace import Workspace, command_prefix
 from training.capture_data import DAY_US, capture_records, read_labels
 from training.data import DataError
 from training.evaluate import evaluate
@@ -615,7 +615,10 @@ def render_report(report: ShadowReport) -> Iterable[str]:
         yield f"  shadow pinned now: version {report.pinned_shadow.version}"
     if not report.pairs:
         yield "  no payment was scored by a shadow in this window"
-        if report.target == "aws" and report.pinned_shadow is not None:
+        if report.pinned_shadow is None:
+            run = command_prefix(on_aws=report.target == "aws")
+            yield f"  {report.env} has no shadow: pin one with: {run} shadow VERSION --env {report.env}"
+        elif report.target == "aws":
             # On AWS a shadow pin scores only once deployed (locally the API follows the pin).
             yield (
                 f"  shadow v{report.pinned_shadow.version} scores only once deployed: "

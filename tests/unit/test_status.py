@@ -312,6 +312,21 @@ def test_given_compare_on_aws_finds_no_shadowed_payment_then_it_says_the_pin_nee
     assert list(render_report(shadow_report("local")))[-1].endswith("in this window")
 
 
+@pytest.mark.parametrize(("target", "sds_"), [("local", "sds"), ("aws", "sds --aws")])
+def test_given_compare_with_no_shadow_pinned_then_it_says_how_to_pin_one(
+    target: str, sds_: str
+) -> None:
+    # Given nothing scored by a shadow, and no shadow pinned in dev
+    report = shadow_report(target)
+    report = ShadowReport(**{**report.__dict__, "pinned_shadow": None})
+    # Then the report ends with what to run to have something to compare
+    lines = list(render_report(report))
+    assert lines[-2:] == [
+        "  no payment was scored by a shadow in this window",
+        f"  dev has no shadow: pin one with: {sds_} shadow VERSION --env dev",
+    ]
+
+
 @pytest.mark.parametrize(
     ("revision", "expected"),
     [
