@@ -1092,6 +1092,32 @@ def test_scoring_with_a_version_that_does_not_exist_is_the_error_show_gives(
     assert score.error_line == "sds: error: version 99 is not in dev's registry"
 
 
+@pytest.mark.parametrize("registered", [0, 2], ids=["empty", "two"])
+def test_showing_a_version_that_does_not_exist_says_where_the_versions_are_listed(
+    project: Path, capsys: pytest.CaptureFixture[str], registered: int
+) -> None:
+    # Given dev's registry empty, or holding versions 1 and 2
+    ws = Workspace.discover()
+    for tag in ("one", "two")[:registered]:
+        register(ws, tag)
+
+    # When showing version 99, in text and in JSON
+    text, as_json = sds(capsys, "show", "99"), sds(capsys, "show", "99", "--json")
+
+    # Then it is one error (exit 1) naming the registry and the command that lists its versions
+    message = (
+        f"model 'fraud' has no version 99 in {ws.registry_uri('dev')}: sds models --env dev "
+        "lists the versions it holds"
+    )
+    assert text.code == as_json.code == 1
+    assert text.error_line == f"sds: error: {message}"
+    assert as_json.json()["error"] == {
+        "message": message,
+        "type": "VersionNotFound",
+        "exit_code": 1,
+    }
+
+
 def test_rolling_back_to_a_version_that_does_not_exist_is_the_error_show_gives(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

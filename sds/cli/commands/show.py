@@ -9,6 +9,7 @@ from typing import Any
 from sds.cli.arguments import Commands, env_option, version_argument, workspace
 from sds.cli.render import fmt, print_json
 from sds.config import EnvironmentConfig
+from sds.kernel.registry import VersionNotFound
 
 
 def register(commands: Commands) -> None:
@@ -45,7 +46,11 @@ def run(args: argparse.Namespace) -> int:
 
     ws = workspace(args)
     env: EnvironmentConfig = args.env
-    version = ws.registry(env.name).verify_version(args.version)
+    try:
+        version = ws.registry(env.name).verify_version(args.version)
+    except VersionNotFound as exc:
+        listing = ws.command(f"models --env {env.name}")
+        raise VersionNotFound(f"{exc}: {listing} lists the versions it holds") from None
     manifest = dict(version.manifest)
     if args.json:
         print_json(manifest)
