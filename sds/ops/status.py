@@ -16,8 +16,9 @@ Locally the API (`sds serve`) follows the pin, so pin and registry alias are the
 `environment_status` reads them without changing anything and explains every disagreement with
 what to do about it. Each version pin, shadow pin and registry alias name is looked up in the
 environment's registry too: one whose manifest or an artifact is missing (deleted, or never
-completely written) cannot be loaded, whatever agrees on it (its bytes are checked by `sds show`). A deployment in progress is expected to disagree for a while: the state is
-then `deploying`, not a warning.
+completely written) cannot be loaded, whatever agrees on it (`sds show` checks its bytes). A
+deployment in progress is expected to disagree for a while: the state is then `deploying`, not a
+warning.
 
 An environment whose stacks publish nothing in SSM is `not deployed` (a fact status reports, with
 the stack to deploy); one that could not be read at all (credentials, network, a registry bucket
@@ -315,11 +316,11 @@ def _stored_problem(s: EnvironmentStatus, version: int, sha256: str) -> str | No
     """What is wrong with `version` (named with `sha256`) in the registry, as a phrase ("is not
     in s3://..."); None when it holds that model complete, or was not looked up."""
     stored = s.stored.get(version)
-    if stored is None or stored.problem is not None:
-        return None if stored is None else stored.problem
-    if stored.sha256 != sha256:
+    if stored is None:
+        return None
+    if stored.problem is None and stored.sha256 != sha256:
         return f"is another model in the registry (sha256 {str(stored.sha256)[:12]}...)"
-    return None
+    return stored.problem
 
 
 def _pinned(s: EnvironmentStatus, pin: Pin) -> str:
