@@ -35,7 +35,14 @@ from pathlib import Path
 from sds.config import ConfigError, ProjectConfig, load_project, promotion_source_role_name
 from sds.kernel.capture import CAPTURES_PREFIX, LABELS_PREFIX
 from sds.kernel.discovery import PARAMETERS, parameter_name
-from sds.kernel.registry import Registry, aws_actor, default_actor, open_registry
+from sds.kernel.registry import (
+    Registry,
+    RegistryError,
+    aws_actor,
+    check_uri,
+    default_actor,
+    open_registry,
+)
 from sds.kernel.registry.s3 import S3Store
 from sds.kernel.registry.store import ReadOnlyView
 from sds.ops.aws import AwsError, Clients, Discovery, assume_role, session_name
@@ -213,7 +220,12 @@ class Workspace:
         """Where `env`'s registry is. `env` is a name from cdk.json: the CLI resolves names once,
         as it parses its arguments (sds.cli.arguments), and says which names are known."""
         if env in self.registry_overrides:
-            return self.registry_overrides[env]
+            uri = self.registry_overrides[env]
+            try:
+                check_uri(uri)
+            except RegistryError as exc:
+                raise RegistryError(f"SDS_REGISTRY_{env.upper()}={uri}: {exc}") from None
+            return uri
         if self.on_aws:
             return f"s3://{self._discovery(env).get(env, 'registry-bucket')}"
         return (self.home / "registries" / env).as_uri()

@@ -339,6 +339,31 @@ def test_a_project_dir_without_cdk_json_names_where_it_was_given(
     assert ended.json()["error"]["message"] == message
 
 
+@pytest.mark.parametrize("uri", ["foo://x", "s3://", "file://host/path"])
+def test_a_registry_override_that_is_no_registry_uri_is_named_by_its_variable(
+    project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, uri: str
+) -> None:
+    # Given dev's registry overridden with something that is no registry URI
+    monkeypatch.setenv("SDS_REGISTRY_DEV", uri)
+
+    # When listing the environments, dev's versions and dev's status
+    listing = sds(capsys, "envs", "--json")
+    models = sds(capsys, "models", "--json")
+    status = sds(capsys, "status", "--env", "dev", "--json")
+
+    # Then each says that SDS_REGISTRY_DEV is the problem, and exits 1: envs does not list it as
+    # found (the listing cannot say where that registry is), the other environments still are
+    assert listing.code == models.code == status.code == 1
+    dev, staging, prod = listing.json()
+    assert dev["state"] == "unreachable" and dev["registry"] is None
+    assert dev["problem"].startswith(f"SDS_REGISTRY_DEV={uri}: ")
+    assert staging["state"] == prod["state"] == "found"
+    assert listing.error_line == f"sds: error: dev is unreachable: {dev['problem']}"
+    assert models.json()["error"]["message"] == dev["problem"]
+    (env,) = status.json()["environments"]
+    assert env["error"] == dev["problem"]
+
+
 def test_a_usage_error_exits_2(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ended = sds(capsys, "train", "--json")
     assert ended.code == 2

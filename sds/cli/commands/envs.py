@@ -2,7 +2,8 @@
 
 With --aws the registry is found through SSM: an environment whose stacks publish nothing there is
 `not deployed` (with the stack to deploy), one that could not be read is `unreachable` (with the
-cause, one line on stderr, and exit 1: the listing could not say where that registry is).
+cause, one line on stderr, and exit 1: the listing could not say where that registry is), as is
+one whose `SDS_REGISTRY_<ENV>` names no registry.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from sds.cli.arguments import Commands, workspace
 from sds.cli.render import print_json, table
 from sds.kernel.errors import EXIT_ERROR
 from sds.kernel.lock import read_lock
+from sds.kernel.registry import RegistryError
 from sds.ops.aws import AwsError, NotDeployed
 
 FOUND = "found"
@@ -43,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
             registry = ws.registry_uri(name)
         except NotDeployed as exc:  # with --aws, SSM answered: not deployed here (yet)
             state, problem = NOT_DEPLOYED, str(exc)
-        except AwsError as exc:  # with --aws, SSM could not be read: credentials, network...
+        except (AwsError, RegistryError) as exc:  # SSM could not be read (credentials,
+            # network...), or SDS_REGISTRY_<ENV> names no registry
             state, problem = UNREACHABLE, str(exc)
         rows.append(
             {

@@ -9,7 +9,7 @@ own client (`S3ReadStore`, no AWS SDK), which is how the Lambda loads its model.
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import ParseResult, unquote, urlparse
 
 from sds.kernel.registry.core import (
     AliasState,
@@ -37,10 +37,26 @@ __all__ = [
     "VersionConflict",
     "VersionNotFound",
     "aws_actor",
+    "check_uri",
     "default_actor",
     "open_registry",
     "open_store",
 ]
+
+
+def check_uri(uri: str) -> ParseResult:
+    """`uri` parsed, if it names a registry (`file:///path`, `s3://bucket[/prefix]`); else a
+    RegistryError saying what one looks like."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            raise RegistryError(f"{uri}: file URIs look like file:///absolute/path")
+        return parsed
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise RegistryError(f"{uri}: s3 URIs look like s3://bucket[/prefix]")
+        return parsed
+    raise RegistryError(f"unsupported registry URI {uri!r}: use file:///path or s3://bucket")
 
 
 def open_store(
@@ -49,15 +65,11 @@ def open_store(
     """The object store at `uri`; with `read_only`, one that refuses writes (and, on S3, reads
     without the AWS SDK). On S3, `source` (where the bucket's name came from) and `stack` (which
     stack creates it) go into the errors AWS failures raise."""
-    parsed = urlparse(uri)
+    parsed = check_uri(uri)
     if parsed.scheme == "file":
-        if parsed.netloc not in ("", "localhost"):
-            raise RegistryError(f"{uri}: file URIs look like file:///absolute/path")
         store = FileStore(Path(unquote(parsed.path)))
         return ReadOnlyView(store) if read_only else store
     if parsed.scheme == "s3":
-        if not parsed.netloc:
-            raise RegistryError(f"{uri}: s3 URIs look like s3://bucket[/prefix]")
         if read_only:
             from sds.kernel.registry.s3_read import S3ReadStore
 
@@ -65,7 +77,7 @@ def open_store(
         from sds.kernel.registry.s3 import S3Store
 
         return S3Store(parsed.netloc, parsed.path.lstrip("/"), source=source, stack=stack)
-    raise RegistryError(f"unsupported registry URI {uri!r}: use file:///path or s3://bucket")
+    raise AssertionError(f"check_uri let {uri!r} through")  # pragma: no cover
 
 
 def open_registry(
