@@ -646,7 +646,7 @@ def test_show_says_over_which_share_of_the_holdout_precision_at_alert_was_measur
     assert [r["flagged_at_alert_rate"] for r in rows] == [0.02025, None]
 
 
-def test_show_says_what_each_version_was_trained_on_a_history_or_served_payments(
+def test_show_says_what_each_version_was_trained_on_and_by_which_code_or_not_recorded(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Given a version trained on a history, one trained from an environment's capture (its
@@ -670,7 +670,7 @@ def test_show_says_what_each_version_was_trained_on_a_history_or_served_payments
     for tag, data in (("history", history), ("capture", capture), ("none", None)):
         ws.registry("dev").register(
             {"model.onnx": b"onnx" + tag.encode(), "model.skops": b"skops" + tag.encode()},
-            {"metrics": METRICS, **({"data": data} if data else {})},
+            {"metrics": METRICS, **({"data": data, "code_version": "abc123"} if data else {})},
             actor="tester",
         )
 
@@ -679,17 +679,26 @@ def test_show_says_what_each_version_was_trained_on_a_history_or_served_payments
     for version in ("1", "2", "3"):
         shown = sds(capsys, "show", version)
         assert shown.code == 0, shown
-        (line,) = [x for x in shown.out.splitlines() if x.split()[0] == "data"]
-        lines.append(line.split(maxsplit=1)[1])
+        (data,) = [x for x in shown.out.splitlines() if x.split()[0] == "data"]
+        (code,) = [x for x in shown.out.splitlines() if x.split()[0] == "code"]
+        lines.append((code.split(maxsplit=1)[1], data.split(maxsplit=1)[1]))
 
-    # Then each says what its manifest records, never "None events"
+    # Then each says what its manifest records, never "None events" nor "code None"
     assert lines == [
-        "89425 events (60000 payments) from data/events.jsonl.gz, fingerprint fb75fd9152e6...",
-        "17513 payments captured in dev from 2026-01-01T00:00:00.000000Z until "
-        "2026-04-01T00:00:00.000000Z, labels as of 2026-04-20T00:00:00.000000Z, fingerprint "
-        "2f67f27c54bb...",
-        "not recorded",
+        (
+            "abc123",
+            "89425 events (60000 payments) from data/events.jsonl.gz, fingerprint fb75fd9152e6...",
+        ),
+        (
+            "abc123",
+            "17513 payments captured in dev from 2026-01-01T00:00:00.000000Z until "
+            "2026-04-01T00:00:00.000000Z, labels as of 2026-04-20T00:00:00.000000Z, fingerprint "
+            "2f67f27c54bb...",
+        ),
+        ("not recorded", "not recorded"),
     ]
+    # And --json is the manifest as stored: no code_version where none was recorded
+    assert "code_version" not in sds(capsys, "show", "3", "--json").json()
 
 
 # Version numbers: 3 or v3, as status prints them ----------------------------------------------

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{ws.model} version {version.number} ({env.name}: {ws.registry_uri(env.name)})")
     print(f"  sha256        {version.sha256}  (verified)")
     print(f"  created       {manifest.get('created_at')} by {manifest.get('created_by')}")
-    print(f"  code          {manifest.get('code_version')}")
+    print(f"  code          {manifest.get('code_version') or 'not recorded'}")
     print(f"  data          {data_phrase(data)}")
     # In full: rounded, it could print above the scores it flags (0.6910 for 0.690989077...).
     threshold = manifest.get("decision_threshold")
