@@ -351,18 +351,31 @@ class Candidate:
     source: Registry
 
 
+def verified_version(ws: Workspace, env: str, registry: Registry, version: int) -> Version:
+    """`version` in `env`'s `registry`, every artifact verified against its sha256. A version
+    the registry does not hold is the one error every command reading a version gives it (`show`,
+    `promote`, `shadow`): the registry's words, and the command that lists what it holds."""
+    try:
+        return registry.verify_version(version)
+    except VersionNotFound as exc:
+        listing = ws.command(f"models --env {env}")
+        raise VersionNotFound(f"{exc}: {listing} lists the versions it holds") from None
+
+
 def candidate(ws: Workspace, *, env: str, version: int, source_env: str) -> Candidate:
-    """`version`, verified in `source_env`'s registry, ready for `admit` into `env`."""
+    """`version`, verified in `source_env`'s registry, ready for `admit` into `env`. One that
+    `source_env`'s registry lacks is `verified_version`'s error, unless it was registered (it is
+    where `source_env`'s chain starts): then the promotion to run first is named."""
     source = ws.registry(source_env)
     try:
-        return Candidate(source.verify_version(version), source_env, source)
+        return Candidate(verified_version(ws, source_env, source, version), source_env, source)
     except VersionNotFound:
-        hint = (
-            f"; promote it there first: {ws.command(f'promote {version} --to {source_env}')}"
-            if source_env != env
-            else ""
-        )
-        raise OperationError(f"version {version} is not in {source_env}'s registry{hint}") from None
+        if source_env == env or not version_exists(ws, source_env, source, version):
+            raise
+        raise OperationError(
+            f"version {version} is not in {source_env}'s registry; promote it there first: "
+            f"{ws.command(f'promote {version} --to {source_env}')}"
+        ) from None
     except RegistryError as exc:
         raise OperationError(f"{source_env}: {exc}") from None
 

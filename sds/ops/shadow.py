@@ -42,6 +42,7 @@ from sds.ops.promotion import (
     admit,
     candidate,
     lock_ready,
+    verified_version,
 )
 from sds.ops.workspace import Workspace, command_prefix
 from training.capture_data import DAY_US, capture_records, read_labels
@@ -105,10 +106,10 @@ def _candidate(ws: Workspace, env: str, version: int) -> Candidate:
     config = ws.config.env(env)
     target = ws.registry(env)
     try:
-        return Candidate(target.verify_version(version), env, target)
+        return Candidate(verified_version(ws, env, target, version), env, target)
     except VersionNotFound:
         if config.promote_from is None:
-            raise OperationError(f"version {version} is not in {env}'s registry") from None
+            raise
     except RegistryError as exc:
         raise OperationError(f"{env}: version {version}: {exc}") from None
     source_env = config.promote_from

@@ -149,6 +149,32 @@ def test_the_promotion_a_refusal_names_run_as_printed_promotes_on_aws(
     assert prod.registry.list_versions() == []
 
 
+@pytest.mark.parametrize("target", ["dev", "staging", "prod"])
+def test_promoting_on_aws_a_version_that_does_not_exist_is_the_error_show_gives(
+    deploy: Callable[..., Deployed], cli: Callable[..., CliResult], target: str
+) -> None:
+    # Given version 1 in dev's registry, the start of the chain, and staging and prod deployed
+    dev, staging, _ = deploy("dev"), deploy("staging"), deploy("prod")
+    dev.register("one")
+    assert cli("--aws", "promote", "1", "--to", "dev").code == 0
+    assert cli("--aws", "promote", "1", "--to", "staging").code == 0
+
+    # When promoting version 99, registered nowhere, to an environment
+    promoted = cli("--aws", "promote", "99", "--to", target, "--json")
+
+    # Then it is the error `sds --aws show` gives of the registry promote looked in (the one
+    # the target promotes from): the same exit code, type and message, never "promote it there
+    # first", and nothing was written
+    source = {"dev": "dev", "staging": "dev", "prod": "staging"}[target]
+    shown = cli("--aws", "show", "99", "--env", source, "--json")
+    assert promoted.code == shown.code == 1
+    assert promoted.json() == shown.json()
+    assert promoted.json()["error"]["type"] == "VersionNotFound"
+    assert promoted.err == shown.err
+    assert "sds --aws models --env" in promoted.err
+    assert staging.registry.list_versions() == [1]
+
+
 def test_a_promotion_already_live_on_aws_says_it_rewrote_a_stale_pin(
     deploy: Callable[..., Deployed], cli: Callable[..., CliResult], project: Path
 ) -> None:

@@ -1173,6 +1173,25 @@ def test_rolling_back_to_a_version_that_does_not_exist_is_the_error_show_gives(
     )
 
 
+@pytest.mark.parametrize("target", ["dev", "staging"])
+def test_promoting_a_version_that_does_not_exist_is_the_error_show_gives(
+    project: Path, capsys: pytest.CaptureFixture[str], target: str
+) -> None:
+    # Given version 1 in dev's registry, the start of the chain (staging promotes from dev)
+    register(Workspace.discover(), "one")
+
+    # When promoting version 99, which was never registered, to dev or to staging
+    promoted = sds(capsys, "promote", "99", "--to", target, "--json")
+    shown = sds(capsys, "show", "99", "--env", "dev", "--json")
+
+    # Then it is the error `show` gives of the registry it looked in (dev's): the same exit
+    # code, type and message, never "promote it there first"
+    assert promoted.code == shown.code == 1
+    assert promoted.json() == shown.json()
+    assert promoted.json()["error"]["type"] == "VersionNotFound"
+    assert promoted.error_line == shown.error_line
+
+
 def test_shadow_with_neither_a_version_nor_clear_says_one_of_them_is_needed(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

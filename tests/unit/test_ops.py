@@ -495,7 +495,9 @@ def test_the_model_table_says_which_environments_it_could_not_read_but_not_undep
 
 
 def test_unknown_version_and_environment_are_named(ws: Workspace) -> None:
-    with pytest.raises(OperationError, match="version 4 is not in dev's registry"):
+    with pytest.raises(
+        VersionNotFound, match=r"has no version 4 in .*: sds models --env dev lists"
+    ):
         promote(ws, to_env="dev", version=4)
     with pytest.raises(ValueError, match="unknown environment 'qa'"):
         promote(ws, to_env="qa", version=1)

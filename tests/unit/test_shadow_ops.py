@@ -17,6 +17,7 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from sds.kernel.capture import Capturer
+from sds.kernel.errors import SdsError
 from sds.kernel.features import N_FEATURES, format_time
 from sds.kernel.lock import LockFileError, Pin, read_lock
 from sds.kernel.registry import Version
@@ -113,7 +114,7 @@ def test_shadowing_above_dev_copies_the_version_without_making_it_live(ws: Works
     [
         ("nothing live", 2, "nothing is live in dev: a shadow scores beside a live model"),
         ("live", 1, "version 1 is live in dev: it cannot shadow itself"),
-        ("live", 9, "version 9 is not in dev's registry"),
+        ("live", 9, "model 'fraud' has no version 9 in .*: sds models --env dev lists"),
     ],
 )
 def test_a_shadow_that_cannot_be_is_refused_and_pins_nothing(
@@ -124,7 +125,7 @@ def test_a_shadow_that_cannot_be_is_refused_and_pins_nothing(
     if setup == "live":
         promote(ws, to_env="dev", version=1)
     before = ws.lock_path.read_text() if ws.lock_path.exists() else None
-    with pytest.raises(OperationError, match=message):
+    with pytest.raises(SdsError, match=message):
         set_shadow(ws, env="dev", version=version)
     assert (ws.lock_path.read_text() if ws.lock_path.exists() else None) == before
 

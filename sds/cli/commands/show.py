@@ -9,7 +9,6 @@ from typing import Any
 from sds.cli.arguments import Commands, env_option, version_argument, workspace
 from sds.cli.render import fmt, print_json
 from sds.config import EnvironmentConfig
-from sds.kernel.registry import VersionNotFound
 
 
 def register(commands: Commands) -> None:
@@ -42,15 +41,11 @@ def data_phrase(data: Mapping[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sds.ops.promotion import flagged_phrase
+    from sds.ops.promotion import flagged_phrase, verified_version
 
     ws = workspace(args)
     env: EnvironmentConfig = args.env
-    try:
-        version = ws.registry(env.name).verify_version(args.version)
-    except VersionNotFound as exc:
-        listing = ws.command(f"models --env {env.name}")
-        raise VersionNotFound(f"{exc}: {listing} lists the versions it holds") from None
+    version = verified_version(ws, env.name, ws.registry(env.name), args.version)
     manifest = dict(version.manifest)
     if args.json:
         print_json(manifest)
