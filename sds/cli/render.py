@@ -6,17 +6,61 @@ document on stdout, `{"error": {"message", "type", "exit_code"}}` plus whatever 
 adds itself (`SdsError.details`, e.g. a failed promotion's gates). An interruption (Ctrl-C,
 SIGTERM) is reported the same way (`report_interruption`), type `KeyboardInterrupt` or
 `Terminated`.
+
+A command with a result to report that failed all the same (a deletion refused among several
+done, an environment it could not read among those it lists) prints its report and raises a
+`FailedResult`: reported as every error, its `--json` document is the result's fields with
+"error" among them, never a result without it.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from sds.kernel.aws.errors import one_line
 from sds.kernel.errors import EXIT_ERROR, SdsError
 from sds.kernel.signals import stop_reason
+
+
+class FailedResult(SdsError):
+    """A command's result that is an error too: part of the work done and part not, or part of
+    what the report needed not read. The command prints its text report, then raises this, with
+    the document `--json` would have printed (`result`): `main` reports it as every error, one
+    line on stderr and the exit code, and with `--json` the result's fields next to "error".
+    A subclass names the failure (the `--json` type)."""
+
+    def __init__(self, message: str, result: Mapping[str, Any]) -> None:
+        super().__init__(message)
+        self.result = dict(result)
+
+    def details(self) -> dict[str, Any]:
+        return dict(self.result)
+
+
+class Unreadable(FailedResult):
+    """Something a report needed could not be read (an environment unreachable, models.lock.json,
+    a corrupt registry alias): the report says what it could, and the command fails, so a script
+    never takes "could not look" for "all fine"."""
+
+
+def unreachable(causes: Mapping[str, str]) -> list[str]:
+    """Each environment of `causes` that could not be reached, with why, as a phrase; those with
+    the same cause (no credentials, say) in one: "dev and prod are unreachable: ..."."""
+    by_cause: dict[str, list[str]] = {}
+    for env, cause in causes.items():
+        by_cause.setdefault(cause, []).append(env)
+    return [
+        f"{listing(envs)} {'is' if len(envs) == 1 else 'are'} unreachable: {cause}"
+        for cause, envs in by_cause.items()
+    ]
+
+
+def listing(names: list[str]) -> str:
+    """`names` as a phrase: "dev", "dev and prod", "dev, staging and prod"."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def print_json(document: Any) -> None:

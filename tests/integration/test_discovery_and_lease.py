@@ -132,12 +132,15 @@ def test_envs_with_aws_that_cannot_reach_ssm_says_unreachable_not_missing(
     # When listing the environments
     result = cli("--aws", "envs")
 
-    # Then each is unreachable with the cause on stderr, never "not deployed", and exit 1
+    # Then each is unreachable with its cause in the one error line on stderr, never "not
+    # deployed", and exit 1
     assert result.code == 1
     assert "(unreachable)" in result.out and "not deployed" not in result.out
-    errors = result.err.splitlines()
-    assert len(errors) == 3 and errors[0].startswith("sds: error: dev is unreachable: ")
-    assert "Could not connect to the endpoint URL" in errors[0]
+    (error,) = result.err.splitlines()
+    assert error.startswith("sds: error: dev is unreachable: ")
+    for env in ("staging", "prod"):
+        assert f"; {env} is unreachable: reading SSM parameters /sds/{env}/*: " in error
+    assert error.count("Could not connect to the endpoint URL") == 3
 
 
 # Waiting for a held lease: what the waiter says, how often it reads ---------------------------

@@ -392,13 +392,23 @@ def test_sds_prune_names_a_deletion_that_failed_on_stderr_and_exits_1(
     result = cli("--aws", "prune", "--env", "dev", *(["--json"] if as_json else []))
 
     # Then it exits 1 and the failure is one line on stderr either way, as every error is; the
-    # JSON document names it too
+    # JSON document is the report (what was deleted, kept and failed) with the error in it, as
+    # every command reports one
     assert result.code == 1
     (line,) = result.err.splitlines()
     assert line.startswith("sds: error: version 1 was not deleted: ")
     assert "ResourceConflictException" in line
     if as_json:
-        assert list(result.json()["failed"]) == ["1"]
+        document = result.json()
+        assert document["error"] == {
+            "message": line.removeprefix("sds: error: "),
+            "type": "NotDeleted",
+            "exit_code": 1,
+        }
+        assert list(document["failed"]) == ["1"]
+        assert document["deleted"] == [2]
+    else:
+        assert "deleted 1, kept 5, failed 1" in result.out
     assert published(dev) == [1, 3, 4, 5, 6, 7]
 
 

@@ -341,6 +341,30 @@ def test_a_replay_that_fails_while_waited_for_says_so_last_and_exits_1(
     assert lines[2:] == ["sds: error: the replay FAILED: the bus is gone"]
 
 
+def test_under_json_a_replay_that_fails_is_its_report_with_the_error_in_it(
+    activity: Activity, cli: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a replay EventBridge reports failed
+    polled_as(monkeypatch, {"State": "FAILED", "StateReason": "the bus is gone"})
+
+    # When the replay is run with --wait --json
+    result = cli("replay", "--env", ENV, "--since", "2h", "--wait", "--json")
+
+    # Then it exits 1 with the same one line on stderr as without --json, and stdout is one
+    # document: the replay's report, in the state it ended in, and the error as every command
+    # reports one
+    assert result.code == 1
+    assert result.err.splitlines() == ["sds: error: the replay FAILED: the bus is gone"]
+    document = json.loads(result.out)
+    assert document["error"] == {
+        "message": "the replay FAILED: the bus is gone",
+        "type": "ReplayFailed",
+        "exit_code": 1,
+    }
+    assert (document["state"], document["reason"]) == ("FAILED", "the bus is gone")
+    assert document["replay"].startswith(f"sds-{ENV}-features-")
+
+
 def test_under_json_a_waited_replay_is_one_document(
     activity: Activity, cli: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -352,13 +352,17 @@ def test_a_registry_override_that_is_no_registry_uri_is_named_by_its_variable(
     status = sds(capsys, "status", "--env", "dev", "--json")
 
     # Then each says that SDS_REGISTRY_DEV is the problem, and exits 1: envs does not list it as
-    # found (the listing cannot say where that registry is), the other environments still are
+    # found (the listing cannot say where that registry is), the other environments still are;
+    # envs and status say it in the same words, in one line and in the error object of --json
     assert listing.code == models.code == status.code == 1
-    dev, staging, prod = listing.json()
+    dev, staging, prod = listing.json()["environments"]
     assert dev["state"] == "unreachable" and dev["registry"] is None
     assert dev["problem"].startswith(f"SDS_REGISTRY_DEV={uri}: ")
     assert staging["state"] == prod["state"] == "found"
-    assert listing.error_line == f"sds: error: dev is unreachable: {dev['problem']}"
+    unreachable = f"dev is unreachable: {dev['problem']}"
+    assert listing.error_line == status.error_line == f"sds: error: {unreachable}"
+    error = {"message": unreachable, "type": "Unreadable", "exit_code": 1}
+    assert listing.json()["error"] == status.json()["error"] == error
     assert models.json()["error"]["message"] == dev["problem"]
     (env,) = status.json()["environments"]
     assert env["error"] == dev["problem"]

@@ -3,18 +3,17 @@
 With --aws the registry is found through SSM: an environment whose stacks publish nothing there is
 `not deployed` (with the stack to deploy), one that could not be read is `unreachable` (with the
 cause, one line on stderr, and exit 1: the listing could not say where that registry is), as is
-one whose `SDS_REGISTRY_<ENV>` names no registry.
+one whose `SDS_REGISTRY_<ENV>` names no registry. `--json` is the list of environments; when one
+could not be read, the error's document, with the list under "environments".
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from sds.cli.arguments import Commands, workspace
-from sds.cli.render import print_json, table
-from sds.kernel.errors import EXIT_ERROR
+from sds.cli.render import Unreadable, print_json, table, unreachable
 from sds.kernel.lock import read_lock
 from sds.kernel.registry import RegistryError
 from sds.ops.aws import AwsError, NotDeployed
@@ -58,14 +57,14 @@ def run(args: argparse.Namespace) -> int:
                 "pin": None if pin is None else pin.to_dict(),
             }
         )
+    if not args.json:
+        _print_table(rows)
+    problems = unreachable({r["env"]: r["problem"] for r in rows if r["state"] == UNREACHABLE})
+    if problems:
+        raise Unreadable("; ".join(problems), {"environments": rows})
     if args.json:
         print_json(rows)
-    else:
-        _print_table(rows)
-    for row in rows:
-        if row["state"] == UNREACHABLE:
-            print(f"sds: error: {row['env']} is unreachable: {row['problem']}", file=sys.stderr)
-    return EXIT_ERROR if any(row["state"] == UNREACHABLE for row in rows) else 0
+    return 0
 
 
 def _print_table(rows: list[dict[str, Any]]) -> None:

@@ -6,9 +6,14 @@ import argparse
 import sys
 
 from sds.cli.arguments import Commands, env_option, workspace
-from sds.cli.render import print_json
+from sds.cli.render import FailedResult, print_json
 from sds.config import EnvironmentConfig
 from sds.ops.ingest import CLOCKS
+
+
+class EventsNotStored(FailedResult):
+    """Events the feature store did not take (a commit that failed, a writer racing this run);
+    the others were stored (the totals say how many)."""
 
 
 def register(commands: Commands) -> None:
@@ -50,18 +55,27 @@ def run(args: argparse.Namespace) -> int:
         clock=args.clock,
         progress=Progress(STEPS, enabled=not args.quiet),
     )
+    totals = result.totals
+    if not args.json:
+        print(
+            f"{env.name}: {result.events} events -> {totals.applied} applied, "
+            f"{totals.duplicates} already there, {totals.too_old} too old, "
+            f"{totals.ignored} read by no aggregate ({result.store})"
+        )
+        for event_id, reason in list(totals.failed.items())[:5]:
+            print(f"  failed {event_id}: {reason}", file=sys.stderr)
+        # Only a writer racing this run gets here: conflicts with the store refuse the input
+        # first.
+        for event_id, reason in list(totals.conflicts.items())[:5]:
+            print(f"  refused {event_id}: {reason}", file=sys.stderr)
+    unstored = {**totals.failed, **totals.conflicts}
+    if unstored:
+        (first, reason), more = next(iter(unstored.items())), len(unstored) - 1
+        raise EventsNotStored(
+            f"{len(unstored)} event{'s were' if more else ' was'} not stored: {first}: {reason}"
+            + (f" (and {more} more)" if more else ""),
+            result.to_dict(),
+        )
     if args.json:
         print_json(result.to_dict())
-        return 1 if result.totals.failed or result.totals.conflicts else 0
-    totals = result.totals
-    print(
-        f"{env.name}: {result.events} events -> {totals.applied} applied, "
-        f"{totals.duplicates} already there, {totals.too_old} too old, "
-        f"{totals.ignored} read by no aggregate ({result.store})"
-    )
-    for event_id, reason in list(totals.failed.items())[:5]:
-        print(f"  failed {event_id}: {reason}", file=sys.stderr)
-    # Only a writer racing this run gets here: conflicts with the store refuse the input first.
-    for event_id, reason in list(totals.conflicts.items())[:5]:
-        print(f"  refused {event_id}: {reason}", file=sys.stderr)
-    return 1 if totals.failed or totals.conflicts else 0
+    return 0

@@ -1,20 +1,23 @@
 """`sds --aws prune`: delete published Lambda versions beyond `versions_to_keep`, never one that
 alias `live` serves or routes to, a deployment in flight moves, or a rollback can return to;
-prints what it keeps and why."""
+prints what it keeps and why. A deletion Lambda refuses does not stop the others; the command
+then fails (`NotDeleted`), its report (`--json`: with the error in it) saying what was done."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import TYPE_CHECKING
 
 from sds.cli.arguments import Commands, env_option, workspace
-from sds.cli.render import print_json, table
+from sds.cli.render import FailedResult, print_json, table
 from sds.config import EnvironmentConfig
-from sds.kernel.errors import EXIT_ERROR
 
 if TYPE_CHECKING:
     from lambdas.pruner.pruning import PruneReport
+
+
+class NotDeleted(FailedResult):
+    """A version Lambda refused to delete; the others went on (the report says which)."""
 
 
 def register(commands: Commands) -> None:
@@ -41,14 +44,19 @@ def run(args: argparse.Namespace) -> int:
     ws = workspace(args)
     env: EnvironmentConfig = args.env
     report = prune_versions(ws, env=env.name, dry_run=args.dry_run)
+    if not args.json:
+        _print_report(report)
+    if report.failed:
+        raise NotDeleted(
+            "; ".join(
+                f"version {version} was not deleted: {message}"
+                for version, message in sorted(report.failed.items())
+            ),
+            report.to_dict(),
+        )
     if args.json:
         print_json(report.to_dict())
-    else:
-        _print_report(report)
-    # Each failure is an error: one line on stderr, with --json too.
-    for version, message in sorted(report.failed.items()):
-        print(f"sds: error: version {version} was not deleted: {message}", file=sys.stderr)
-    return 0 if report.ok else EXIT_ERROR
+    return 0
 
 
 def _print_report(report: PruneReport) -> None:

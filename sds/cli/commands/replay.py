@@ -1,4 +1,6 @@
-"""`sds --aws replay`: replay an environment's activity archive into its feature table."""
+"""`sds --aws replay`: replay an environment's activity archive into its feature table. A replay
+EventBridge reports failed or cancelled fails the command (`ReplayFailed`), its report (`--json`:
+with the error in it) saying how far it got."""
 
 from __future__ import annotations
 
@@ -6,9 +8,12 @@ import argparse
 import sys
 
 from sds.cli.arguments import Commands, env_option, workspace
-from sds.cli.render import print_json
+from sds.cli.render import FailedResult, print_json
 from sds.config import REPLAY_DAYS, EnvironmentConfig
-from sds.kernel.errors import EXIT_ERROR
+
+
+class ReplayFailed(FailedResult):
+    """The replay ended FAILED or CANCELLED, with the reason EventBridge gave."""
 
 
 def register(commands: Commands) -> None:
@@ -72,17 +77,18 @@ def run(args: argparse.Namespace) -> int:
         on_progress=progress,
         on_started=started,
     )
+    if not args.json:  # with --json, one document once done: the report, or the error in it
+        if args.wait:
+            print(f"{env.name}: replay {report.name} {report.state}", flush=True)
+        else:
+            print(
+                f"  follow it with: aws events describe-replay --replay-name {report.name} "
+                "(or run with --wait)"
+            )
+    if not report.ok:
+        raise ReplayFailed(
+            f"the replay {report.state}: {report.reason or 'no reason given'}", report.to_dict()
+        )
     if args.json:
         print_json(report.to_dict())
-        return 0 if report.ok else EXIT_ERROR
-    if not args.wait:
-        print(
-            f"  follow it with: aws events describe-replay --replay-name {report.name} "
-            "(or run with --wait)"
-        )
-        return 0 if report.ok else EXIT_ERROR
-    print(f"{env.name}: replay {report.name} {report.state}", flush=True)
-    if not report.ok:
-        print(f"sds: error: the replay {report.state}: {report.reason or 'no reason given'}",
-              file=sys.stderr)  # fmt: skip
-    return 0 if report.ok else EXIT_ERROR
+    return 0

@@ -1,23 +1,28 @@
 """`sds status`: what each environment serves (pin, registry alias and, with --aws, the Lambda
 alias and any deployment in progress), with a warning wherever they disagree.
 
-The report (table or detail, its warnings included) is on stdout. An environment that could not
-be read is an error: its cause is one line on stderr (`sds: error: ENV is unreachable: ...`, or
-the lock file's problem, once) and the exit code is 1, with or without --check, so a script never takes "could not look" for "all
-fine". `--check` also exits 1 when anything disagrees. `--json` carries everything, errors too.
+The report (table or detail, its warnings included) is on stdout. What could not be read is an
+error: an environment unreachable or the lock file that cannot be read, said in one line on
+stderr (`sds: error: ENV is unreachable: ...`, the lock file's problem once) with exit code 1,
+with or without --check, so a script never takes "could not look" for "all fine". `--check` also fails (exit 1) when
+anything disagrees, naming where. `--json` carries the whole report, and when the command fails,
+the error as every command reports one, in the same document.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 
 from sds.cli.arguments import Commands, env_option, workspace
-from sds.cli.render import print_json, table
+from sds.cli.render import FailedResult, Unreadable, listing, print_json, table, unreachable
 from sds.config import EnvironmentConfig
-from sds.kernel.errors import EXIT_ERROR
 from sds.ops.status import EnvironmentStatus, moved
 from sds.ops.workspace import Workspace
+
+
+class OutOfSync(FailedResult):
+    """`status --check` found a disagreement (or a version nothing could load): the report's
+    warnings say what and what to do."""
 
 
 def register(commands: Commands) -> None:
@@ -49,36 +54,46 @@ def run(args: argparse.Namespace) -> int:
     env: EnvironmentConfig | None = args.env
     results = status(ws, None if env is None else [env.name])
     ok = all(r.ok for r in results)
-    read = all(r.read for r in results)
-    if args.json:
-        print_json(
-            {
-                "target": ws.target,
-                "lock_file": str(ws.lock_path),
-                "ok": ok,
-                "read": read,
-                "environments": [r.to_dict() for r in results],
-            }
+    document = {
+        "target": ws.target,
+        "lock_file": str(ws.lock_path),
+        "ok": ok,
+        "read": all(r.read for r in results),
+        "environments": [r.to_dict() for r in results],
+    }
+    if not args.json:  # with --json, one document at the end: the report, or the error in it
+        _print_report(results, env, ws)
+    # The lock file's problem once, not once per environment; then each environment's own.
+    problems = list(dict.fromkeys(r.lock_error for r in results if r.lock_error is not None))
+    problems += unreachable({r.env: r.error for r in results if r.error is not None})
+    if problems:
+        raise Unreadable("; ".join(problems), document)
+    if args.check and not ok:
+        names = [r.env for r in results if not r.ok]
+        raise OutOfSync(
+            f"{listing(names)} {'is' if len(names) == 1 else 'are'} out of sync (the report's "
+            "warnings say what disagrees and what to do)",
+            document,
         )
-    elif env is not None:
-        print(_detail(results[0], ws))
-    else:
-        print(_table(results, aws=ws.on_aws))
-        for r in results:
-            if r.not_deployed is not None:
-                print(f"{r.env}: not deployed: {r.not_deployed}")
-            for line in _warnings(r):
-                print(f"warning: {r.env}: {line}")
-        if not ws.on_aws:
-            print("(local target: the API follows the pin; add --aws for the deployed Lambda)")
-    for r in results:
-        if r.error is not None:
-            print(f"sds: error: {r.env} is unreachable: {r.error}", file=sys.stderr)
-    for problem in sorted({r.lock_error for r in results if r.lock_error is not None}):
-        print(f"sds: error: {problem}", file=sys.stderr)  # once, not once per environment
-    if not read or (args.check and not ok):
-        return EXIT_ERROR
+    if args.json:
+        print_json(document)
     return 0
+
+
+def _print_report(
+    results: list[EnvironmentStatus], env: EnvironmentConfig | None, ws: Workspace
+) -> None:
+    if env is not None:
+        print(_detail(results[0], ws))
+        return
+    print(_table(results, aws=ws.on_aws))
+    for r in results:
+        if r.not_deployed is not None:
+            print(f"{r.env}: not deployed: {r.not_deployed}")
+        for line in _warnings(r):
+            print(f"warning: {r.env}: {line}")
+    if not ws.on_aws:
+        print("(local target: the API follows the pin; add --aws for the deployed Lambda)")
 
 
 def _version(version: int | None) -> str:

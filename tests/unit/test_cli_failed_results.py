@@ -1,0 +1,115 @@
+"""Commands that have a result to report and fail all the same: an environment that could not be
+read, events the store did not take, a `--check` that found a disagreement. Each prints its report as usual and fails as every error
+does: one line on stderr and its exit code; with `--json`, one document holding the result's
+fields and `{"error": {"message", "type", "exit_code"}}`.
+
+The CLI runs in-process (`sds.cli.main.main`) on a throwaway project with local registries; the
+AWS-only commands (`prune`, `replay`) are tested the same way on moto in tests/integration.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sds.kernel.featurestore import FeatureStoreError
+from sds.ops.promotion import promote
+from sds.ops.workspace import Workspace
+from tests.unit.cli_run import sds
+
+METRICS = {"roc_auc": 0.93, "pr_auc": 0.6, "expected_calibration_error": 0.01}
+
+
+@pytest.fixture
+def ws(project: Path) -> Workspace:
+    """Version 1 registered in dev and promoted there (pinned in models.lock.json)."""
+    ws = Workspace.discover(project_dir=project)
+    ws.registry("dev").register(
+        {"model.onnx": b"onnx one", "model.skops": b"skops one"},
+        {"metrics": METRICS},
+        actor="tester",
+    )
+    promote(ws, to_env="dev", version=1)
+    return ws
+
+
+def test_status_says_each_environment_it_could_not_reach_in_one_line(
+    ws: Workspace, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given staging's and prod's registries overridden with something that is no registry
+    monkeypatch.setenv("SDS_REGISTRY_STAGING", "foo://x")
+    monkeypatch.setenv("SDS_REGISTRY_PROD", "foo://x")
+
+    # When asking for the status in JSON
+    ended = sds(capsys, "status", "--json")
+
+    # Then both are unreachable, each with its cause, in the one error line and in the error
+    # object next to the report
+    document = ended.json()
+    assert ended.code == document["error"]["exit_code"] == 1
+    staging, prod = document["environments"][1:]
+    assert staging["state"] == prod["state"] == "unreachable"
+    assert ended.error_line == (
+        f"sds: error: staging is unreachable: {staging['error']}; prod is unreachable: "
+        f"{prod['error']}"
+    )
+    assert document["error"]["message"] == ended.error_line.removeprefix("sds: error: ")
+    assert document["environments"][0]["state"] == "in sync"
+
+
+# --check ------------------------------------------------------------------------------------------
+
+
+def test_a_failed_check_is_an_error_in_json_too(
+    ws: Workspace, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given dev's alias on version 1 and the lock file gone (no pin: the next deploy ships none)
+    ws.lock_path.unlink()
+
+    # When checking the status, and reporting it without --check
+    checked = sds(capsys, "status", "--check", "--json")
+    reported = sds(capsys, "status", "--json")
+
+    # Then the check fails (exit 1) as an error naming where it found the disagreement; the
+    # report itself is the same, and is no error without --check
+    assert checked.code == 1, checked
+    message = "dev is out of sync (the report's warnings say what disagrees and what to do)"
+    assert checked.error_line == f"sds: error: {message}"
+    document = checked.json()
+    assert document.pop("error") == {"message": message, "type": "OutOfSync", "exit_code": 1}
+    assert document == reported.json()
+    assert (reported.code, reported.err) == (0, "")
+
+
+# Events the store did not take --------------------------------------------------------------------
+
+
+def test_events_the_store_did_not_take_fail_ingest_with_its_totals_in_json(
+    project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sds.kernel.featurestore.sqlite import SqliteFeatureStore
+    from training.data import write_jsonl
+    from training.synthetic import generate_activity
+
+    # Given a few events, and a feature store whose commits fail
+    events = project / "events.jsonl"
+    write_jsonl(generate_activity(20, seed=3), events)
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise FeatureStoreError("disk I/O error")
+
+    monkeypatch.setattr(SqliteFeatureStore, "commit", fail)
+
+    # When they are ingested with --json
+    ended = sds(capsys, "ingest", str(events), "--clock", "events", "--quiet", "--json")
+
+    # Then it fails (exit 1) in one line saying how many were not stored and why, and the JSON
+    # carries the totals (every failed event) next to the error
+    document = ended.json()
+    assert ended.code == document["error"]["exit_code"] == 1
+    failed = document["failed"]
+    assert failed and set(failed.values()) == {"disk I/O error"}
+    assert document["error"]["type"] == "EventsNotStored"
+    assert ended.error_line == f"sds: error: {document['error']['message']}"
+    assert document["error"]["message"].startswith(f"{len(failed)} events were not stored: ")
