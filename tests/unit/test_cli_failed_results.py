@@ -1,5 +1,5 @@
-"""Commands that have a result to report and fail all the same: an environment that could not be
-read, events the store did not take, a `--check` that found a disagreement. Each prints its report as usual and fails as every error
+"""Commands that have a result to report and fail all the same: an environment or the lock file
+that could not be read, events the store did not take, a `--check` that found a disagreement. Each prints its report as usual and fails as every error
 does: one line on stderr and its exit code; with `--json`, one document holding the result's
 fields and `{"error": {"message", "type", "exit_code"}}`.
 
@@ -32,6 +32,64 @@ def ws(project: Path) -> Workspace:
     )
     promote(ws, to_env="dev", version=1)
     return ws
+
+
+# models.lock.json that cannot be read ------------------------------------------------------------
+
+
+CONFLICT = "<<<<<<< HEAD\n{}\n=======\n{}\n>>>>>>> theirs\n"
+
+
+@pytest.mark.parametrize("damage", ["conflict", "folder"])
+def test_envs_lists_the_environments_and_names_a_lock_file_it_cannot_read_as_status_does(
+    ws: Workspace, capsys: pytest.CaptureFixture[str], damage: str
+) -> None:
+    # Given models.lock.json mid-merge, or a folder where it should be
+    ws.lock_path.unlink()
+    if damage == "conflict":
+        ws.lock_path.write_text(CONFLICT)
+    else:
+        ws.lock_path.mkdir()
+
+    # When the environments are listed, and their status asked for, in text and in JSON
+    envs, envs_json = sds(capsys, "envs"), sds(capsys, "envs", "--json")
+    status, status_json = sds(capsys, "status"), sds(capsys, "status", "--json")
+
+    # Then envs still lists every environment and where its registry is, says its pins could
+    # not be read, and fails as status does: the same exit code and the same one line
+    assert envs.code == status.code == 1, (envs, status)
+    problem = envs.error_line.removeprefix("sds: error: ")
+    assert problem.startswith(f"{ws.lock_path}: ")
+    assert status.error_line == envs.error_line
+    rows = [line.split() for line in envs.out.splitlines()]
+    assert [row[0] for row in rows] == ["ENV", "dev", "staging", "prod"]
+    assert [row[-2:] for row in rows[1:]] == [
+        ["unreadable", ws.registry_uri(env)] for env in ("dev", "staging", "prod")
+    ]
+    # And --json says the same: the listing, and the error as every command reports one
+    assert envs_json.code == status_json.code == 1
+    document = envs_json.json()
+    assert document["error"] == {"message": problem, "type": "Unreadable", "exit_code": 1}
+    assert [(r["env"], r["state"], r["pin"]) for r in document["environments"]] == [
+        ("dev", "found", None),
+        ("staging", "found", None),
+        ("prod", "found", None),
+    ]
+    assert status_json.json()["error"] == document["error"]
+    assert status_json.json()["read"] is False
+
+
+def test_envs_with_a_readable_lock_file_is_a_bare_list_as_before(
+    ws: Workspace, capsys: pytest.CaptureFixture[str]
+) -> None:
+    listed = sds(capsys, "envs", "--json")
+
+    assert (listed.code, listed.err) == (0, "")
+    assert [(r["env"], r["pin"] and r["pin"]["version"]) for r in listed.json()] == [
+        ("dev", 1),
+        ("staging", None),
+        ("prod", None),
+    ]
 
 
 def test_status_says_each_environment_it_could_not_reach_in_one_line(

@@ -3,8 +3,10 @@
 With --aws the registry is found through SSM: an environment whose stacks publish nothing there is
 `not deployed` (with the stack to deploy), one that could not be read is `unreachable` (with the
 cause, one line on stderr, and exit 1: the listing could not say where that registry is), as is
-one whose `SDS_REGISTRY_<ENV>` names no registry. `--json` is the list of environments; when one
-could not be read, the error's document, with the list under "environments".
+one whose `SDS_REGISTRY_<ENV>` names no registry. A models.lock.json that cannot be read fails the
+same way, as `sds status` does: every environment is listed, its pin `unreadable`, and the file's
+problem is the error. `--json` is the list of environments; when something could not be read, the
+error's document, with the list under "environments".
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 from sds.cli.arguments import Commands, workspace
 from sds.cli.render import Unreadable, print_json, table, unreachable
-from sds.kernel.lock import read_lock
+from sds.kernel.lock import LockFile, LockFileError, read_lock
 from sds.kernel.registry import RegistryError
 from sds.ops.aws import AwsError, NotDeployed
 
@@ -34,10 +36,15 @@ def register(commands: Commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     ws = workspace(args)
-    lock = read_lock(ws.lock_path, model=ws.model)
+    lock: LockFile | None = None
+    lock_error: str | None = None
+    try:
+        lock = read_lock(ws.lock_path, model=ws.model)
+    except LockFileError as exc:  # a merge conflict, say: the registries are still listed
+        lock_error = str(exc)
     rows: list[dict[str, Any]] = []
     for name, env in ws.config.environments.items():
-        pin = lock.pins.get(name)
+        pin = None if lock is None else lock.pins.get(name)
         registry: str | None = None
         state, problem = FOUND, None
         try:
@@ -58,8 +65,9 @@ def run(args: argparse.Namespace) -> int:
             }
         )
     if not args.json:
-        _print_table(rows)
-    problems = unreachable({r["env"]: r["problem"] for r in rows if r["state"] == UNREACHABLE})
+        _print_table(rows, pins_read=lock is not None)
+    problems = [] if lock_error is None else [lock_error]
+    problems += unreachable({r["env"]: r["problem"] for r in rows if r["state"] == UNREACHABLE})
     if problems:
         raise Unreadable("; ".join(problems), {"environments": rows})
     if args.json:
@@ -67,14 +75,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_table(rows: list[dict[str, Any]]) -> None:
+def _print_table(rows: list[dict[str, Any]], *, pins_read: bool) -> None:
     print(
         table(
             [
                 [
                     str(r["env"]),
                     str(r["promote_from"] or "-"),
-                    "-" if r["pin"] is None else f"v{r['pin']['version']}",
+                    _pin(r, pins_read=pins_read),
                     _where(r),
                 ]
                 for r in rows
@@ -82,6 +90,12 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
             ["ENV", "PROMOTED FROM", "PIN", "REGISTRY"],
         )
     )
+
+
+def _pin(row: dict[str, Any], *, pins_read: bool) -> str:
+    if not pins_read:
+        return "unreadable"
+    return "-" if row["pin"] is None else f"v{row['pin']['version']}"
 
 
 def _where(row: dict[str, Any]) -> str:
