@@ -23,7 +23,9 @@ warning.
 An environment whose stacks publish nothing in SSM is `not deployed` (a fact status reports, with
 the stack to deploy); one that could not be read at all (credentials, network, a registry bucket
 that is gone) is `unreachable`, with the cause: status could not look, which the CLI makes an
-error.
+error. A registry alias that was read but is not what the registry writes (edited by hand, cut
+short) is `alias corrupt`, said in the registry's words, as models.lock.json that cannot be read is
+`pin unreadable`: the rest is still read and shown, and the CLI makes either an error too.
 """
 
 from __future__ import annotations
@@ -34,7 +36,13 @@ from typing import Any
 
 from sds.kernel.aws.errors import explain
 from sds.kernel.lock import LockFileError, Pin, read_lock
-from sds.kernel.registry import AliasState, Registry, RegistryError, VersionNotFound
+from sds.kernel.registry import (
+    AliasState,
+    IntegrityError,
+    Registry,
+    RegistryError,
+    VersionNotFound,
+)
 from sds.kernel.retention import appspec_versions
 from sds.kernel.settings import model_pins
 from sds.ops.aws import AwsError, Clients, NotDeployed
@@ -48,6 +56,7 @@ EMPTY = "nothing promoted"
 UNREACHABLE = "unreachable"
 NOT_DEPLOYED = "not deployed"
 LOCK_UNREADABLE = "pin unreadable"
+ALIAS_CORRUPT = "alias corrupt"
 
 
 @dataclass(frozen=True)
@@ -141,6 +150,9 @@ class EnvironmentStatus:
     # models.lock.json cannot be read (a merge conflict, say): the registry and Lambda are
     # still shown, and the problem is the first warning.
     lock_error: str | None = None
+    # The registry alias was read and is not an alias (the registry's words): the pin and the
+    # Lambda are still shown, and the problem is a warning, after the lock file's.
+    alias_error: str | None = None
 
     @property
     def state(self) -> str:
@@ -148,6 +160,8 @@ class EnvironmentStatus:
             return UNREACHABLE
         if self.lock_error is not None:
             return LOCK_UNREADABLE
+        if self.alias_error is not None:
+            return ALIAS_CORRUPT
         if self.not_deployed is not None:
             return NOT_DEPLOYED
         if self.warnings:
@@ -168,8 +182,15 @@ class EnvironmentStatus:
 
     @property
     def read(self) -> bool:
-        """Everything status reports could be read (false: unreachable, or the pin unreadable)."""
-        return self.state not in (UNREACHABLE, LOCK_UNREADABLE)
+        """Everything status reports could be read (false: unreachable, the pin unreadable or the
+        alias corrupt)."""
+        return not self.unread and self.error is None
+
+    @property
+    def unread(self) -> list[str]:
+        """What was read and could not be used, the lock file's problem first: each one stops
+        the comparisons that need it."""
+        return [p for p in (self.lock_error, self.alias_error) if p is not None]
 
     def to_dict(self) -> dict[str, Any]:
         alias = None
@@ -216,7 +237,10 @@ def environment_status(
     try:
         result.registry_uri = ws.registry_uri(env)
         registry = ws.registry(env)
-        result.alias = registry.get_alias(env)
+        try:
+            result.alias = registry.get_alias(env)
+        except IntegrityError as exc:  # read, and not an alias: not a failure to read
+            result.alias_error = str(exc)
         result.stored = stored_versions(registry, result)
         if ws.on_aws:
             clients = clients or ws.discovery.clients
@@ -232,12 +256,12 @@ def environment_status(
         # Whatever was read before the missing parameter (a registry without its Inference
         # stack, say) is still compared; the pin of an environment not deployed is a warning.
         result.not_deployed = str(exc)
-        if result.lock_error is None:
+        if not result.unread:
             # Pin against registry alias only if the registry was found (its stack deployed).
             read = [] if result.registry_uri is None else disagreements(result)
             result.warnings = read + _not_deployed(result)
         else:
-            result.warnings = [result.lock_error, *unusable(result)]
+            result.warnings = [*result.unread, *unusable(result)]
         return result
     except (AwsError, RegistryError) as exc:
         result.error = str(exc)
@@ -250,10 +274,10 @@ def environment_status(
             raise
         result.error = str(explained)
         return result
-    if result.lock_error is not None:
-        # Without the pin there is nothing to compare: say what the file's problem is (and
-        # whether the alias names a version that cannot be loaded, which needs no pin).
-        result.warnings = [result.lock_error, *unusable(result)]
+    if result.unread:
+        # Without the pin, or the alias, there is nothing to compare: say what the problem is
+        # (and whether the other names a version that cannot be loaded, which needs neither).
+        result.warnings = [*result.unread, *unusable(result)]
         return result
     result.warnings = disagreements(result)
     return result

@@ -1,5 +1,6 @@
 """Commands that have a result to report and fail all the same: an environment or the lock file
-that could not be read, events the store did not take, a `--check` that found a disagreement. Each prints its report as usual and fails as every error
+that could not be read, a registry alias that is corrupt, events the store did not take, a
+`--check` that found a disagreement. Each prints its report as usual and fails as every error
 does: one line on stderr and its exit code; with `--json`, one document holding the result's
 fields and `{"error": {"message", "type", "exit_code"}}`.
 
@@ -90,6 +91,43 @@ def test_envs_with_a_readable_lock_file_is_a_bare_list_as_before(
         ("staging", None),
         ("prod", None),
     ]
+
+
+# A registry alias that was read, and is not an alias --------------------------------------------
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["table", "json"])
+def test_status_says_a_corrupt_alias_is_corrupt_not_unreachable(
+    ws: Workspace, capsys: pytest.CaptureFixture[str], as_json: bool
+) -> None:
+    # Given dev's registry alias overwritten with something that is not JSON
+    alias = ws.home / "registries" / "dev" / "models" / ws.model / "aliases" / "dev.json"
+    alias.write_text("{oops")
+
+    # When asking for the status
+    ended = sds(capsys, "status", *(["--json"] if as_json else []))
+
+    # Then it could not tell what dev serves (exit 1), and says the alias is corrupt in the
+    # registry's words, never that dev could not be reached; the other environments are read
+    problem = (
+        f"alias 'dev' in {ws.registry('dev').uri} is corrupt (models/{ws.model}/aliases/dev.json): "
+        "not valid JSON; the audit trail records where it last moved"
+    )
+    assert ended.code == 1, ended
+    assert ended.error_line == f"sds: error: {problem}"
+    assert "unreachable" not in ended.out + ended.err
+    if as_json:
+        document = ended.json()
+        assert document["error"] == {"message": problem, "type": "Unreadable", "exit_code": 1}
+        dev, staging, prod = document["environments"]
+        assert (dev["state"], dev["error"], dev["warnings"]) == ("alias corrupt", None, [problem])
+        assert dev["pin"]["version"] == 1  # the pin was still read
+        assert staging["state"] == prod["state"] == "nothing promoted"
+    else:
+        rows = [line.split() for line in ended.out.splitlines()[1:4]]
+        assert rows[0][0] == "dev" and rows[0][-2:] == ["alias", "corrupt"]
+        assert "warning:" not in ended.out  # the problem is the error, on stderr
+    assert alias.read_text() == "{oops"
 
 
 def test_status_says_each_environment_it_could_not_reach_in_one_line(

@@ -2,9 +2,10 @@
 alias and any deployment in progress), with a warning wherever they disagree.
 
 The report (table or detail, its warnings included) is on stdout. What could not be read is an
-error: an environment unreachable or the lock file that cannot be read, said in one line on
-stderr (`sds: error: ENV is unreachable: ...`, the lock file's problem once) with exit code 1,
-with or without --check, so a script never takes "could not look" for "all fine". `--check` also fails (exit 1) when
+error: an environment unreachable, the lock file that cannot be read or a registry alias that is
+corrupt, said in one line on stderr (`sds: error: ENV is unreachable: ...`, the lock file's
+problem once, the registry's words for the alias) with exit code 1, with or without --check, so
+a script never takes "could not look" for "all fine". `--check` also fails (exit 1) when
 anything disagrees, naming where. `--json` carries the whole report, and when the command fails,
 the error as every command reports one, in the same document.
 """
@@ -66,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     # The lock file's problem once, not once per environment; then each environment's own.
     problems = list(dict.fromkeys(r.lock_error for r in results if r.lock_error is not None))
     problems += unreachable({r.env: r.error for r in results if r.error is not None})
+    problems += [r.alias_error for r in results if r.alias_error is not None]
     if problems:
         raise Unreadable("; ".join(problems), document)
     if args.check and not ok:
@@ -185,5 +187,6 @@ def _detail(r: EnvironmentStatus, ws: Workspace) -> str:
 
 
 def _warnings(r: EnvironmentStatus) -> list[str]:
-    """The report's warnings; a lock file that cannot be read is an error, on stderr."""
-    return [w for w in r.warnings if w != r.lock_error]
+    """The report's warnings; a lock file or an alias that cannot be read is an error, on
+    stderr."""
+    return [w for w in r.warnings if w not in r.unread]
