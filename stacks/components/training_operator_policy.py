@@ -62,17 +62,13 @@ class TrainingOperatorPolicy(Construct):
         discovered = [parameters_arn]
         if versions_in is not None:
             discovered.append(discovery_parameters_arn(self, versions_in))
-        roles = [
-            task_definition.task_role.role_arn,
-            task_definition.obtain_execution_role().role_arn,
-        ]
         self.policy = iam.ManagedPolicy(
             self,
             "Policy",
             description=f"sds {environment}: run the {model_name} training task and follow it",
             statements=[
                 *(
-                    _start_task(task_definition, cluster, roles)
+                    _start_task(task_definition, cluster)
                     if state_machine is None
                     else self._start_execution(state_machine)
                 ),
@@ -171,11 +167,15 @@ class TrainingOperatorPolicy(Construct):
         ]
 
 
-def _start_task(
-    task_definition: ecs.TaskDefinition, cluster: ecs.ICluster, roles: list[str]
+def run_task(
+    task_definition: ecs.TaskDefinition, cluster: ecs.ICluster
 ) -> list[iam.PolicyStatement]:
-    """Run the task definition in its cluster, handing ECS the task's own two roles; list the
-    cluster's tasks (to find one whose start was interrupted before ECS answered)."""
+    """Run the task definition in its cluster, handing ECS the task's own two roles and no other:
+    what the operator needs where it starts the task, and the training run's state machine."""
+    roles = [
+        task_definition.task_role.role_arn,
+        task_definition.obtain_execution_role().role_arn,
+    ]
     return [
         iam.PolicyStatement(
             sid="RunTrainingTask",
@@ -189,6 +189,16 @@ def _start_task(
             resources=roles,
             conditions={"StringEquals": {"iam:PassedToService": ECS_TASKS}},
         ),
+    ]
+
+
+def _start_task(
+    task_definition: ecs.TaskDefinition, cluster: ecs.ICluster
+) -> list[iam.PolicyStatement]:
+    """`run_task`, and list the cluster's tasks (to find one whose start was interrupted before
+    ECS answered)."""
+    return [
+        *run_task(task_definition, cluster),
         iam.PolicyStatement(
             sid="FindStartedTasks",
             actions=["ecs:ListTasks"],

@@ -49,6 +49,7 @@ from stacks.components.retention import log_group
 from stacks.components.service_role import rules_on, service_role
 from stacks.components.small_function import function_role, small_function
 from stacks.components.state_machine_role import deliver_logs_and_traces
+from stacks.components.training_operator_policy import run_task
 from stacks.config import LogSettings
 
 HANDLER = "lambdas.training_endpoints.handler.lambda_handler"
@@ -341,29 +342,17 @@ class TrainingRuns(Construct):
         self._cluster_tasks = stack.format_arn(
             service="ecs", resource="task", resource_name=f"{cluster.cluster_name}/*"
         )
-        execution_role = task_definition.obtain_execution_role()
         statements = [
             iam.PolicyStatement(
                 sid="InvokeLeaseFunction",
                 actions=["lambda:InvokeFunction"],
                 resources=[self.function.function_arn, self._function_versions],
             ),
-            iam.PolicyStatement(
-                sid="RunTrainingTask",
-                actions=["ecs:RunTask"],
-                resources=[task_definition.task_definition_arn],
-                conditions={"ArnEquals": {"ecs:cluster": cluster.cluster_arn}},
-            ),
+            *run_task(task_definition, cluster),
             iam.PolicyStatement(
                 sid="FollowAndStopTasks",
                 actions=["ecs:DescribeTasks", "ecs:StopTask"],
                 resources=[self._cluster_tasks],
-            ),
-            iam.PolicyStatement(
-                sid="PassTaskRoles",
-                actions=["iam:PassRole"],
-                resources=[execution_role.role_arn, task_definition.task_role.role_arn],
-                conditions={"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}},
             ),
             # ecs:runTask.sync learns that the task stopped from the EventBridge rule Step
             # Functions manages in the account under this fixed name.
