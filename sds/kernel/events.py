@@ -83,10 +83,11 @@ def validate(
     check_time: TimeCheck | None = None,
 ) -> list[Problem]:
     """Every problem with one event of one of `kinds` (default: the activity kinds), in its
-    fields' order. `check_time` is the caller's further rule for an activity event's
-    `occurred_at` (`sds.kernel.online.ahead_of_clock` at its clock, what the feature store folds);
-    its reason is that field's problem, in the field's place among the others, as /predict places
-    it (`sds.kernel.features.validate_event`). A label is not folded: its time is not checked."""
+    fields' order. `check_time` is the caller's further rule for the event's time, whatever its
+    kind (`sds.kernel.online.ahead_of_clock` at its clock): an activity event's `occurred_at`,
+    what the feature store folds, and a label's `labelled_at`, which training would take as the
+    latest word on its payment once that date came. Its reason is that field's problem, in the
+    field's place among the others, as /predict places it (`sds.kernel.features.validate_event`)."""
     if not isinstance(event, Mapping):
         return [Problem(where, "must be a JSON object")]
     known = ACTIVITY_KINDS if kinds is None else tuple(kinds)
@@ -101,7 +102,7 @@ def validate(
         KINDS[kind].fields,
         where=where,
         extra_fields=(TYPE, *extra_fields),
-        check_time=check_time if kind in ACTIVITY_KINDS else None,
+        check_time=check_time,
     )
 
 

@@ -184,9 +184,10 @@ def _events_path(route: EventsRoute) -> dict[str, Any]:
                 },
                 "400": {
                     "description": (
-                        "Invalid JSON, invalid events (`problems` lists every one, an "
-                        f"activity event dated more than {_TOLERANCE} ahead of the clock too), or "
-                        "one event id with two contents in the batch; nothing was stored"
+                        "Invalid JSON, invalid events (`problems` lists every one, an event "
+                        f"dated more than {_TOLERANCE} ahead of the clock too: an activity "
+                        "event's `occurred_at`, a label's `labelled_at`), or one event id with "
+                        "two contents in the batch; nothing was stored"
                     ),
                     "content": _json_content("Error"),
                 },

@@ -17,13 +17,14 @@ event bus, which delivers them to the captures bucket's `labels/` prefix.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any
 
 from sds.kernel.errors import UsageError
 from sds.kernel.events import LABEL_KINDS, content_digest, validate
-from sds.kernel.features import json_int, parse_time
+from sds.kernel.features import json_int
 from sds.kernel.online import ahead_of_clock, now_micros
 from sds.ops.capture_store import LabelFiles
 from sds.ops.ingest import refused_input
@@ -64,6 +65,7 @@ def read_labels(location: str, *, now: int) -> tuple[list[dict[str, Any]], int]:
     found: dict[str, dict[str, Any]] = {}
     duplicates = 0
     problems: list[str] = []
+    not_ahead = functools.partial(ahead_of_clock, now=now)
     for name, raw in sources(location):
         data = decoded(name, raw)
         for lineno, line in enumerate(data.splitlines(), start=1):
@@ -75,15 +77,12 @@ def read_labels(location: str, *, now: int) -> tuple[list[dict[str, Any]], int]:
             except (ValueError, RecursionError) as exc:
                 problems.append(f"{where}: invalid JSON ({str(exc)[:100]})")
                 continue
-            found_problems = validate(record, where=where, kinds=LABEL_KINDS)
+            # A label dated ahead of `now` is a problem like any other (`validate`'s
+            # `check_time`): training would not see it until then, and then take it as the
+            # latest word on the payment.
+            found_problems = validate(record, where=where, kinds=LABEL_KINDS, check_time=not_ahead)
             if found_problems:
                 problems.extend(f"{p.field}: {p.reason}" for p in found_problems)
-                continue
-            # A producer's clock that is wrong: training would not see the label until then,
-            # and then take it as the latest word on the payment.
-            ahead = ahead_of_clock(parse_time(record["labelled_at"]), now)
-            if ahead is not None:
-                problems.append(f"{where}.labelled_at: {ahead}")
                 continue
             key = content_digest(record)
             if key in found:

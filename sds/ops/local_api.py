@@ -436,7 +436,8 @@ class EventsEndpoint:
     def __init__(self, online: OnlineFeatures | None, labels: LabelFiles | None = None) -> None:
         self.online = online
         self.labels = labels
-        # The feature store's clock: what it may fold (`ahead_of_clock`).
+        # The feature store's clock: what it may fold and what labels may be dated
+        # (`ahead_of_clock`).
         self.clock = now_micros if online is None else online.clock
         # Labels are taken only where there is a folder to keep them.
         self.kinds = tuple(KINDS) if labels is not None else ACTIVITY_KINDS
@@ -452,8 +453,9 @@ class EventsEndpoint:
             return _proxy(exc.status, exc.document())
         items, problems = batch_envelope(body, limit=self.MAX_EVENTS)
         if items is not None:
-            # An activity event dated ahead of the clock is refused, as the feature updater
-            # refuses it on AWS, and named among the batch's other problems, as /predict names it.
+            # An event dated ahead of the clock is refused (an activity event as the feature
+            # updater refuses it on AWS, a label as `sds label` refuses it), and named among the
+            # batch's other problems, as /predict names it.
             not_ahead = functools.partial(ahead_of_clock, now=self.clock())
             problems.extend(validate_batch(items, kinds=self.kinds, check_time=not_ahead))
         if problems:

@@ -642,6 +642,51 @@ def test_post_events_names_dates_ahead_of_the_clock_with_every_other_problem_at_
     assert stored_event_ids(tmp_path / "features.db") == 0
 
 
+def stored_label_files(folder: Path) -> list[Path]:
+    """The files the local API stored labels in under `folder` (none if it was never created)."""
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+def label_at(event_id: str, *, ahead: timedelta) -> dict[str, Any]:
+    """A chargeback label dated `ahead` of now."""
+    at = (datetime.now(UTC) + ahead).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return {
+        "type": "label",
+        "event_id": event_id,
+        "is_fraud": True,
+        "labelled_at": at,
+        "source": "chargeback",
+    }
+
+
+def test_post_events_refuses_a_label_dated_ahead_of_the_clock_as_sds_label_does(
+    api: LocalApi, tmp_path: Path
+) -> None:
+    # Given a batch with a valid login, a label dated an hour ahead, and an invalid login
+    ahead = label_at("p-1", ahead=timedelta(hours=1))
+    bad_outcome = {**failed_login("l-bad"), "outcome": "maybe"}
+    batch = [failed_login("l-now"), ahead, bad_outcome]
+    # When it is posted
+    status, body = post_events(api, json.dumps({"events": batch}).encode())
+    # Then the label's date is named among the batch's other problems, and nothing is stored
+    assert (status, body["error"]) == (400, "invalid_request")
+    named = [(p["field"], p["reason"]) for p in body["problems"]]
+    assert [field for field, _ in named] == ["events[1].labelled_at", "events[2].outcome"]
+    assert re.fullmatch(AHEAD, named[0][1]), named
+    assert body["message"] == "2 problem(s); nothing was stored"
+    # And a batch whose only problem is that label is refused too: neither the login nor the
+    # label is stored
+    status, body = post_events(api, json.dumps({"events": batch[:2]}).encode())
+    assert (status, [p["field"] for p in body["problems"]]) == (400, ["events[1].labelled_at"])
+    assert stored_event_ids(tmp_path / "features.db") == 0
+    assert stored_label_files(tmp_path / "labels") == []
+    # while a label dated a minute ahead (the drift clocks may have) is taken
+    within = label_at("p-1", ahead=timedelta(minutes=1))
+    status, body = post_events(api, json.dumps({"events": [within]}).encode())
+    assert (status, body["labels"]) == (202, 1)
+    assert len(stored_label_files(tmp_path / "labels")) == 1
+
+
 def test_ingest_names_dates_ahead_of_the_clock_with_every_other_problem_at_once(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
