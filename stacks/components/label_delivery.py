@@ -7,6 +7,11 @@ detail-type and hands the event itself (`detail`, not EventBridge's envelope), t
 EventBridge may assume for this bus's rules only, to a Firehose stream, which writes one per line
 to `labels/dt=YYYY-MM-DD/` as gzipped JSON Lines, where training from capture reads them. The bus
 is a parameter: this construct does not care which stack owns it.
+
+No function of the project is on this path, so nothing here validates a label or refuses one
+dated ahead of the clock, as `sds label` and the local `POST /events` do: Firehose stores what the
+rule hands it, and training from capture skips an invalid label (counted) and one dated after
+its `--as-of` (`training.capture_data.read_labels`).
 """
 
 from __future__ import annotations
