@@ -162,6 +162,7 @@ def workspace(args: argparse.Namespace) -> Workspace:
 # Environments ---------------------------------------------------------------------------------
 
 _ENVIRONMENT_OPTIONS = "environment_options"  # the namespace attribute listing a command's
+_GIVEN_ENVIRONMENTS = "environments_given"  # the ones of them given on the command line
 ENV_HELP = "the environment (a name from cdk.json)"
 ENV_FIRST_HELP = (
     "the environment (a name from cdk.json; default: the first, where versions are registered)"
@@ -191,6 +192,7 @@ def env_option(
 def resolve_environments(args: argparse.Namespace) -> None:
     """Replace each environment option's name with its config (or the first environment's,
     where that is the default); an unknown name raises ConfigError naming the known ones.
+    Which ones were given, not defaulted, is kept for `environment_given`.
 
     Commands without environment options need no project, and are left alone.
     """
@@ -198,11 +200,22 @@ def resolve_environments(args: argparse.Namespace) -> None:
     if not options:
         return
     config = workspace(args).config
+    given: set[str] = set()
     for option in options:
         name = getattr(args, option.dest)
-        if name is None and option.default_first:
+        if name is not None:
+            given.add(option.dest)
+        elif option.default_first:
             name = config.first_environment
         setattr(args, option.dest, None if name is None else config.env(name))
+    setattr(args, _GIVEN_ENVIRONMENTS, frozenset(given))
+
+
+def environment_given(args: argparse.Namespace, dest: str) -> bool:
+    """Whether environment option `dest` was on the command line, not left to its default: what
+    a command checks to refuse one that means nothing where it runs."""
+    given: frozenset[str] = getattr(args, _GIVEN_ENVIRONMENTS, frozenset())
+    return dest in given
 
 
 def target_region(args: argparse.Namespace) -> str | None:

@@ -90,8 +90,14 @@ def check_target(args: argparse.Namespace, *, on_aws: bool) -> None:
     """Refuse (exit 2) an option given for a run on the target it does not apply to."""
     for option, name, for_aws, instead in ONE_TARGET:
         if getattr(args, name) not in (None, False) and for_aws != on_aws:
-            where = "only applies with --aws" if for_aws else "only for runs on this machine"
-            raise UsageError(f"{option}: {where}; {instead}")
+            raise other_target(option, for_aws=for_aws, instead=instead)
+
+
+def other_target(option: str, *, for_aws: bool, instead: str) -> UsageError:
+    """The usage error for `option`, given on the target it does not apply to (`check_target`,
+    and a command's own such option)."""
+    where = "only applies with --aws" if for_aws else "only for runs on this machine"
+    return UsageError(f"{option}: {where}; {instead}")
 
 
 def report_local_run(args: argparse.Namespace, run: Callable[[Progress], Any], *, what: str) -> int:

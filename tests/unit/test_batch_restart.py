@@ -256,6 +256,25 @@ def test_an_option_for_the_other_target_is_a_usage_error(
     assert not (project / "s13").exists()
 
 
+@pytest.mark.parametrize("env", [["--env", "dev"], ["--env=prod"]], ids=["--env dev", "--env=prod"])
+def test_backfill_on_this_machine_refuses_env_which_only_picks_the_aws_state_machine(
+    project: Path, capsys: pytest.CaptureFixture[str], env: list[str]
+) -> None:
+    # Given a history
+    write_jsonl(generate_activity(100, seed=5), project / "h.jsonl")
+
+    # When it is backfilled on this machine for a named environment
+    ended = backfill(capsys, *env)
+
+    # Then it is refused as a usage error naming the option (the aggregates computed here are
+    # the same for every environment), not silently run as if no environment were named
+    assert ended.code == 2, ended.err
+    assert ended.error_line.startswith("sds: error: --env: only applies with --aws; "), ended.err
+    assert not (project / "s13").exists()
+    # And without --env it runs
+    assert backfill(capsys).code == 0
+
+
 @pytest.mark.parametrize(("workers", "expected"), [("1", "(in one process)"), ("2", "per worker")])
 def test_the_summary_says_where_the_peak_memory_was_measured(
     project: Path, capsys: pytest.CaptureFixture[str], workers: str, expected: str

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 
-from sds.cli.arguments import Commands, env_option, workspace
+from sds.cli.arguments import Commands, env_option, environment_given, workspace
 from sds.cli.batch_output import (
     add_run_options,
     check_target,
+    other_target,
     report_aws_run,
     report_local_run,
     start_over,
@@ -46,6 +47,16 @@ def run(args: argparse.Namespace) -> int:
     ws = workspace(args)
     env: EnvironmentConfig = args.env
     check_target(args, on_aws=ws.on_aws)
+    if not ws.on_aws and environment_given(args, "env"):
+        # The aggregates are the code's (sds.kernel.aggregates), the same for every
+        # environment: here --env would change nothing, and saying nothing would let a user
+        # believe it did.
+        raise other_target(
+            "--env",
+            for_aws=True,
+            instead="a backfill on this machine computes the same aggregates for every "
+            "environment (sds.kernel.aggregates); leave --env out",
+        )
     if ws.on_aws:
         from sds.ops.batch_aws import run_on_aws
 
