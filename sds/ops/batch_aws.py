@@ -15,7 +15,9 @@ in `--json`, the error's document carries them, with the execution and Step Func
 cause). A run that a step of the function failed with an error of sds's own (the plan refusing a
 run at `--out` it cannot resume, a history with no events or no files, a bad line in it) fails
 as that error (`step_error`, `failed_as`): its message, type and exit code, the ones the same run
-gives on this machine, so a script sees the same exit code whichever target ran it.
+gives on this machine, so a script sees the same exit code whichever target ran it. A step that
+AWS failed (S3 through the run's storage: `StorageError`, `AwsError`) fails as its error too,
+and its line adds that running the same command again resumes the run (`step_failed`).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from sds.kernel.aws.errors import one_line
 from sds.kernel.batch.run import MANIFEST, check_locations, read_json
 from sds.kernel.batch.settings import BatchFunctionSettings, run_input
 from sds.kernel.batch.shuffle import HistoryError
-from sds.kernel.batch.storage import open_storage
+from sds.kernel.batch.storage import StorageError, open_storage
 from sds.kernel.errors import SdsError, UsageError
 from sds.kernel.signals import reworded
 from sds.ops.aws import AwsError, start_execution
@@ -195,10 +197,7 @@ def run_failed(
         )
     else:
         why = f": {_why(error, cause)}" if error else " without finishing every part"
-        message = (
-            f"{ended}{why}{failed}; run the same command again to compute what is missing "
-            "(finished parts are kept)"
-        )
+        message = f"{ended}{why}{failed}; {RESUME}"
     return kind(
         message,
         execution=run.execution,
@@ -207,6 +206,29 @@ def run_failed(
         cause=cause,
         failures=failures,
     )
+
+
+def step_failed(
+    run: AwsRun, kind: type[SdsError], message: str, cause: str | None
+) -> BatchRunFailed:
+    """The error a run that a step (plan, collect, summarize) failed with an error of sds's own
+    fails the command with: that error, its message and exit code, as the same step's is on this
+    machine. Where AWS failed the step (`RESUMABLE`: S3 through the run's storage, any other call
+    through the kernel's client), the line adds that running again resumes the run: no step
+    discards a run for such an error (only a history the collect step refuses is discarded,
+    `BatchApp.collect`), so its shuffle and finished parts are kept. A refusal (of the input,
+    --out, the arguments, the model) says its message alone: the same command meets it again."""
+    if issubclass(kind, RESUMABLE):
+        message = f"{message}; {RESUME}"
+    return failed_as(kind)(
+        message, execution=run.execution, output=run.output, status=run.status, cause=cause
+    )
+
+
+# The errors of sds's own a step fails with when AWS failed it, not the run's input or settings.
+RESUMABLE: tuple[type[SdsError], ...] = (AwsError, StorageError)
+# What a run that ended unfinished, but that the same command resumes, tells the user to do.
+RESUME = "run the same command again to compute what is missing (finished parts are kept)"
 
 
 # How a failure's cause starts when a step refused the history itself (`failed_items` keeps the
@@ -308,10 +330,7 @@ def run_on_aws(
     raised = function_error(cause)
     kind = None if raised is None else step_error(raised[0])
     if raised is not None and kind is not None:
-        # A step (plan, collect, summarize) failed the run with an error of sds's own (the plan
-        # refused it, the history gave it nothing to compute): that error, and its exit code, is
-        # the whole story, as the same step's is on this machine.
-        raise failed_as(kind)(raised[1], execution=arn, output=out, status=run.status, cause=cause)
+        raise step_failed(run, kind, raised[1], cause)
     raise run_failed(run, error, cause, failed_items(output, f"{RESULTS}{name}/"))
 
 
@@ -350,4 +369,12 @@ def _map_progress(sfn: Any, arn: str) -> dict[str, str]:
     return progress
 
 
-__all__ = ["AwsRun", "BatchRunFailed", "UsageError", "run_failed", "run_on_aws", "step_error"]
+__all__ = [
+    "AwsRun",
+    "BatchRunFailed",
+    "UsageError",
+    "run_failed",
+    "run_on_aws",
+    "step_error",
+    "step_failed",
+]

@@ -22,6 +22,7 @@ from sds.kernel.batch import run as batch_run
 from sds.kernel.batch import shuffle
 from sds.kernel.batch.run import ModelRef
 from sds.kernel.batch.settings import BatchFunctionSettings, BatchSettingsError
+from sds.kernel.batch.storage import StorageError
 from sds.kernel.registry import Version, open_registry
 from sds.ops.batch import run_locally
 from training.data import write_jsonl
@@ -971,6 +972,65 @@ def test_a_step_s_passing_fault_is_one_line_naming_it_and_the_run_resumes(
     # and --json keeps the raw cause
     result = cli("--aws", "backfill", "--env", "dev", "--data", data, "--out", output, "--json")
     assert json.loads(result.json()["cause"])["errorMessage"] == "S3 did not answer"
+
+
+def test_a_step_that_s3_failed_keeps_its_type_says_that_the_command_resumes_and_it_does(
+    environment: Environment,
+    deployed_batch: str,
+    cli: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lambdas.inference import batch as batch_function
+    from sds.kernel import sdk
+
+    # Given a backfill on AWS whose collect step, after its shuffle, meets S3 refusing a request
+    # (the run's storage says so as a StorageError, an error of sds's own)
+    data = environment.upload(
+        "training-data/h.jsonl", write_jsonl(generate_activity(300, seed=4), tmp_path / "h.jsonl")
+    )
+    output = f"s3://{environment.data_bucket}/batch/throttled"
+    arguments = ["--aws", "backfill", "--env", "dev", "--data", data, "--out", output]
+    machine = RunningSteps(environment)
+    made = sdk.client
+    monkeypatch.setattr(
+        sdk, "client", lambda service: machine if service == "stepfunctions" else made(service)
+    )
+    refusal = f"{output}/_run/work/shuffled.json: SlowDown: Please reduce your request rate."
+    real = batch_run.collect_step
+
+    def throttled(plan: Any, storage: Any) -> Any:
+        raise StorageError(refusal)
+
+    monkeypatch.setattr(batch_run, "collect_step", throttled)
+
+    # When it runs
+    result = cli(*arguments)
+
+    # Then it fails as that error, in its words, and says that running it again resumes
+    assert result.code == 1, result.err
+    line, after = error_and_after(result.err)
+    assert not after and line == (
+        f"sds: error: {refusal}; run the same command again to compute what is missing "
+        "(finished parts are kept)"
+    ), result.err
+    result = cli(*arguments, "--json")
+    assert result.json()["error"]["type"] == "StorageError", result.err
+
+    # And running it again (S3 answering) finishes the run from its shuffle: no item is
+    # shuffled again
+    monkeypatch.setattr(batch_run, "collect_step", real)
+    shuffled: list[int] = []
+    real_shuffle = batch_function.shuffle_step
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        shuffled.append(1)
+        return real_shuffle(*args, **kwargs)
+
+    monkeypatch.setattr(batch_function, "shuffle_step", counted)
+    result = cli(*arguments)
+    assert result.code == 0, result.err
+    assert shuffled == []
 
 
 def test_a_run_on_aws_with_failed_parts_fails_in_one_line_that_says_to_resume_then_names_them(

@@ -18,9 +18,14 @@ from typing import Any
 import pytest
 
 import lambdas.inference
+from sds.kernel.aws.errors import AwsError
+from sds.kernel.aws.s3 import S3Error
 from sds.kernel.batch.run import RunMismatch
+from sds.kernel.batch.settings import BatchSettingsError
 from sds.kernel.batch.shuffle import HistoryError
+from sds.kernel.batch.storage import StorageError
 from sds.kernel.errors import Refused, SdsError, UsageError
+from sds.kernel.serving import ModelUnavailable
 from sds.ops.batch_aws import (
     CAUSE_CHARS,
     FUNCTION_CODE,
@@ -29,6 +34,7 @@ from sds.ops.batch_aws import (
     failed_as,
     run_failed,
     step_error,
+    step_failed,
 )
 
 
@@ -101,17 +107,62 @@ def test_other_errors_are_no_step_s_error_of_sds_s(name: str) -> None:
     assert step_error(name) is None
 
 
-def failed_run(
-    error: str | None, cause: str | None, failures: list[dict[str, Any]] | None = None
-) -> BatchRunFailed:
-    run = AwsRun(
+RESUME = "run the same command again to compute what is missing (finished parts are kept)"
+
+
+@pytest.mark.parametrize("kind", [AwsError, S3Error, StorageError], ids=lambda k: k.__name__)
+def test_a_step_that_aws_failed_says_that_the_same_command_resumes_the_run(
+    kind: type[SdsError],
+) -> None:
+    # Given a run whose collect step failed because S3 did (no step discards a run for that:
+    # its shuffle, and any finished part, are kept for the next execution)
+    found = step_error(kind.__name__)
+    assert found is not None
+    message = "s3://b/batch/x/_run/work/shuffled.json: SlowDown: Please reduce your request rate"
+
+    # When the command fails with it
+    failure = step_failed(aws_run(), found, message, cause="{}")
+
+    # Then its one line is the step's message, then that running the same command resumes, and
+    # it is still that error (type, exit code)
+    assert str(failure) == f"{message}; {RESUME}"
+    assert type(failure).__name__ == kind.__name__ and failure.exit_code == kind.exit_code
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [HistoryError, RunMismatch, Refused, UsageError, BatchSettingsError, ModelUnavailable],
+    ids=lambda k: k.__name__,
+)
+def test_a_step_that_refused_the_run_does_not_say_that_running_it_again_helps(
+    kind: type[SdsError],
+) -> None:
+    # Given a run a step refused (the input, --out, the arguments, the model): the same command
+    # would meet it again
+    found = step_error(kind.__name__)
+    assert found is not None
+
+    # When the command fails with it
+    failure = step_failed(aws_run(), found, "the step's message", cause="{}")
+
+    # Then it says the step's message alone
+    assert str(failure) == "the step's message"
+
+
+def aws_run() -> AwsRun:
+    return AwsRun(
         env="dev",
         job="features",
         execution="arn:aws:states:us-east-1:123456789012:execution:sds-dev-batch:features-1",
         output="s3://b/batch/x",
         status="FAILED",
     )
-    return run_failed(run, error, cause, failures or [])
+
+
+def failed_run(
+    error: str | None, cause: str | None, failures: list[dict[str, Any]] | None = None
+) -> BatchRunFailed:
+    return run_failed(aws_run(), error, cause, failures or [])
 
 
 def test_a_failed_run_names_its_step_s_fault_in_one_line_without_its_error_document() -> None:
