@@ -161,8 +161,10 @@ def workspace(args: argparse.Namespace) -> Workspace:
 
 # Environments ---------------------------------------------------------------------------------
 
-_ENVIRONMENT_OPTIONS = "environment_options"  # the namespace attribute listing a command's
-_GIVEN_ENVIRONMENTS = "environments_given"  # the ones of them given on the command line
+# The namespace attributes listing a command's environment options, and those of them given on
+# the command line (not left to their default).
+_ENVIRONMENT_OPTIONS = "environment_options"
+_GIVEN_ENVIRONMENTS = "environments_given"
 ENV_HELP = "the environment (a name from cdk.json)"
 ENV_FIRST_HELP = (
     "the environment (a name from cdk.json; default: the first, where versions are registered)"
