@@ -407,6 +407,32 @@ def test_only_the_windows_partitions_are_read(
         report(tmp_path, {}, window("2026-03-01", "2026-03-11"))
 
 
+def test_payments_of_a_windows_first_minutes_filed_under_the_day_before_are_counted(
+    tmp_path: Path, population: dict[str, Payments]
+) -> None:
+    # Given 300 payments served on March 2nd, and 120 served in its first 4 minutes whose
+    # records Firehose wrote into an object under March 1st (it files an object under the
+    # arrival day of its oldest record, which arrived just before midnight)
+    captures = tmp_path / "capture"
+    traffic.capture(
+        captures, population["unchanged"].take(slice(0, 300)), day_us=day("2026-03-02"),
+        version=1, sha256=SHA, threshold=0.5,
+    )  # fmt: skip
+    traffic.capture(
+        captures, population["unchanged"].take(slice(300, 420)), day_us=day("2026-03-02"),
+        version=1, sha256=SHA, threshold=0.5, id_prefix="early-", span_us=4 * 60_000_000,
+    )  # fmt: skip
+    (early,) = (captures / "dt=2026-03-02").glob("*early-*")
+    (captures / "dt=2026-03-01").mkdir()
+    early.rename(captures / "dt=2026-03-01" / early.name)
+
+    # When the monitor reports March 2nd
+    document = report(tmp_path, {}, window("2026-03-02", "2026-03-03"))
+
+    # Then the day counts all 420 payments it served
+    assert days_of(document, 1)["2026-03-02"]["captured"] == 420
+
+
 def test_a_capture_file_cut_short_mid_write_is_reported_up_to_its_last_whole_record(
     tmp_path: Path, population: dict[str, Payments], caplog: pytest.LogCaptureFixture
 ) -> None:
