@@ -345,6 +345,20 @@ def monitor(
     )
 
 
+def records_read(sources: Mapping[str, Any]) -> str:
+    """How many capture records the report read (`to_dict()["sources"]`), and how many of them
+    it did not count: the partitions beside the window hold other days' records."""
+    beside = [
+        f"{sources[key]} {what}"
+        for key, what in (
+            ("outside_window", "outside the window"),
+            ("other_env", "of another environment"),
+        )
+        if sources[key]
+    ]
+    return f"{sources['records']} capture records" + (f" ({', '.join(beside)})" if beside else "")
+
+
 def _report_days(models: Iterable[_Model], *, last_day: str) -> None:
     """Set each version's `report_days`: every day from the first it served in the window (one
     that went live mid-window has no days before it) to the report's last day, so that a day

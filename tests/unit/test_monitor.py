@@ -647,6 +647,25 @@ def test_the_table_names_each_version_and_day_and_the_html_page_is_self_containe
     assert not list(tmp_path.glob(".drift.html*"))  # no temporary file left
 
 
+def test_the_records_read_beside_the_window_are_not_counted_as_the_windows(
+    project: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # Given 400 payments served on March 1st and 400 on March 2nd
+    # When the monitor reports March 2nd only (it reads March 1st too, for its first minutes)
+    page = tmp_path / "drift.html"
+    code, out, _ = sds(
+        capsys, "monitor", "--env", "dev", "--since", "2026-03-02", "--until", "2026-03-03",
+        "--as-of", "2026-03-05", "--html", str(page),
+    )  # fmt: skip
+    # Then the header and the page say how many of the records read were outside the window,
+    # so the count matches the table's
+    assert code == 0
+    (header, *_) = out.splitlines()
+    assert header.endswith("; 800 capture records (400 outside the window)"), header
+    assert re.search(r"^2026-03-02\s+400\s", out, flags=re.MULTILINE), out
+    assert "800 capture records (400 outside the window) read from" in page.read_text()
+
+
 def test_a_day_without_payments_shows_as_zero_in_the_table_the_json_and_the_page(
     project: Path,
     capsys: pytest.CaptureFixture[str],

@@ -104,11 +104,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _text(report: dict[str, Any]) -> str:
+    from sds.ops.monitor import records_read
+
     window, sources = report["window"], report["sources"]
     lines = [
         f"{report['env']}: payments received {window['since']} to {window['until']}, labels as "
         f"of {window['as_of']} (matured after {window['maturity_days']} days); "
-        f"{sources['records']} capture records"
+        f"{records_read(sources)}"
         + (
             f", {sources['duplicates']} repeated event ids counted once"
             if sources["duplicates"]
