@@ -647,6 +647,23 @@ def test_the_table_names_each_version_and_day_and_the_html_page_is_self_containe
     assert not list(tmp_path.glob(".drift.html*"))  # no temporary file left
 
 
+def test_the_default_window_starts_at_midnight_so_its_first_day_is_whole(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given 400 payments served over March 1st, and another 400 over March 2nd
+    # When the monitor reports up to March 15th at noon, with no --since
+    code, out, _ = sds(
+        capsys, "monitor", "--env", "dev", "--until", "2026-03-15T12:00:00Z", "--as-of",
+        "2026-03-15T12:00:00Z", "--json",
+    )  # fmt: skip
+    document = json.loads(out)
+    # Then the window starts at the beginning of the UTC day 14 days before, not at noon: its
+    # first day shows all the payments it served, not a half that would read as a drop
+    assert code == 0
+    assert document["window"]["since"] == "2026-03-01T00:00:00.000000Z"
+    assert days_of(document, document["versions"][0]["version"])["2026-03-01"]["captured"] == 400
+
+
 def test_the_records_read_beside_the_window_are_not_counted_as_the_windows(
     project: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
