@@ -33,8 +33,13 @@ from sds.kernel.features import format_time, parse_time
 
 DAY_US = 86_400_000_000
 
-# (key, bytes) of the data files under one prefix.
-Reader = Callable[[str], Iterable[tuple[str, bytes]]]
+# (key, bytes) of the data files of one day partition (YYYY-MM-DD) written at or after a time
+# (microseconds since the epoch; 0: all of them).
+Reader = Callable[[str, int], Iterable[tuple[str, bytes]]]
+# An object is written after every record in it arrived, and a record arrives after it was
+# served, so an object written before a day began holds none of that day's payments. This much
+# earlier is read all the same, for the function's clock and S3's to disagree.
+WRITE_MARGIN_US = 3_600_000_000
 ManifestLookup = Callable[[str, int], Mapping[str, Any] | None]
 
 
@@ -84,17 +89,20 @@ def _is_data_file(key: str) -> bool:
 
 
 def s3_reader(s3: Any, captures_uri: str) -> Reader:
-    """Reads the data files of one day partition (`dt=YYYY-MM-DD/`) under the captures prefix."""
+    """Reads the data files of one day partition (`dt=YYYY-MM-DD/`) under the captures prefix,
+    those last modified at or after the time asked."""
     bucket, _, prefix = captures_uri.removeprefix("s3://").partition("/")
     if prefix and not prefix.endswith("/"):
         prefix += "/"
 
-    def read(day: str) -> Iterator[tuple[str, bytes]]:
+    def read(day: str, written_from_us: int) -> Iterator[tuple[str, bytes]]:
         pages = s3.get_paginator("list_objects_v2").paginate(
             Bucket=bucket, Prefix=f"{prefix}{PARTITION_KEY}={day}/"
         )
         for page in pages:
             for item in page.get("Contents", []):
+                if item["LastModified"].timestamp() * 1_000_000 < written_from_us:
+                    continue
                 if _is_data_file(item["Key"]):
                     body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
                     yield f"s3://{bucket}/{item['Key']}", body
@@ -137,19 +145,35 @@ def _reference(
     return reference, expected, None
 
 
+def _start(day: str) -> int:
+    return parse_time(f"{day}T00:00:00Z")
+
+
 def _next_day(day: str) -> str:
-    return format_time(parse_time(f"{day}T00:00:00Z") + DAY_US)[:10]
+    return format_time(_start(day) + DAY_US)[:10]
+
+
+def _previous_day(day: str) -> str:
+    return format_time(_start(day) - DAY_US)[:10]
 
 
 def tally(
     read: Reader, *, env: str, days: Iterable[str], manifests: ManifestLookup
 ) -> tuple[list[Tally], dict[str, int]]:
     """Each version's figures on each of `days` (YYYY-MM-DD, the UTC day a payment was scored)
-    of `env`'s captures. A record lands in its day's partition or a little later (Firehose
-    delivers in batches), so each day's partition and the next are read; a retried request's
-    second record counts once."""
+    of `env`'s captures; a retried request's second record counts once.
+
+    Firehose files an object under the day its oldest record arrived, and a record arrives a
+    little after it was served: a day's records are in its partition, the next one's (delivered
+    after midnight) or the day before's (an object opened just before midnight holds the first
+    minutes of the day, up to its buffer interval). So each day's partition and the next are read
+    whole, and of the day before only the objects written from the day's start on
+    (`WRITE_MARGIN_US` earlier): the others hold no payment served that day."""
     wanted = sorted(set(days))
-    partitions = sorted(set(wanted) | {_next_day(day) for day in wanted})
+    written_from = {day: 0 for day in wanted} | {_next_day(day): 0 for day in wanted}
+    for day in wanted:
+        written_from.setdefault(_previous_day(day), _start(day) - WRITE_MARGIN_US)
+    partitions = sorted(written_from)
     counts = dict.fromkeys(
         (
             "records",
@@ -165,7 +189,7 @@ def tally(
     known: dict[tuple[str, int, str], tuple[drift.Reference | None, float | None, str | None]] = {}
     seen: set[str] = set()
     for partition in partitions:
-        for record in _records(read(partition), counts):
+        for record in _records(read(partition, written_from[partition]), counts):
             counts["records"] += 1
             if record.env != env:
                 counts["other_env"] += 1

@@ -7,8 +7,10 @@ line. On AWS the handler writes the lines to stdout (with the request's metric l
 write: `lambdas.inference.app.StdoutLines`), so they become log events of the function's log
 group, and a subscription filter (`SUBSCRIPTION_FILTER`) ships them through Firehose to S3 with
 no network call on the request path; `sds serve` writes the same lines to JSON Lines files under
-`.sds/capture/<env>/`. Both are partitioned by the UTC day the record was served,
-`dt=YYYY-MM-DD/` (`partition`).
+`.sds/capture/<env>/`. Both are partitioned by UTC day, `dt=YYYY-MM-DD/` (`partition`): locally
+the day the record was written, on AWS the day the oldest record of its S3 object reached
+Firehose. So a record can sit in the partition of the day before or after the one it was served
+(`received_at`): readers select by the record's own times and read each day's neighbours too.
 
 Record, schema version 2 (fields in this order: first what every record of a served model
 repeats, then the request's and the payment's; `*` marks the ones `capture.exclude` may drop):

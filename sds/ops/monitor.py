@@ -11,9 +11,11 @@ have matured, precision and recall against the labels. Labels and maturity are t
 it is older than the environment's `labels.maturity_days`, and a matured payment without a label
 counts as the environment's `labels.unlabelled` policy says.
 
-It reads the day partitions of the window (and the day after it, where a late delivery lands)
-in one pass, holding the event ids seen and the figures, not the records: a retried request
-scores an event twice, and the first read counts.
+It reads the day partitions of the window, the day before it (Firehose files an object under
+the day its oldest record arrived, so one opened just before midnight holds the first minutes of
+the next day) and the day after it (where a late delivery lands) in one pass, holding the event
+ids seen and the figures, not the records: a retried request scores an event twice, and the
+first read counts.
 
 The report is a JSON document (`REPORT_SCHEMA`; `to_dict` is what `--json` prints and what the
 HTML page is drawn from), so the table, the JSON and the page cannot disagree.
@@ -271,9 +273,11 @@ def monitor(
     One pass over the captures, holding only the event ids seen (a retried request scores an
     event twice: the first read counts) and the figures; labels are read first, as a map from
     event id to the label that decides."""
-    first_day = format_time(window.since_us)[:10]
-    # A record lands in the partition of the day it was served, or a little later (Firehose
-    # delivers in batches): the day after `until` is read too, and nothing beyond it.
+    # A record lands in the partition of the day it reached Firehose (a little after it was
+    # served), or of the day before: Firehose files an object under the arrival of its oldest
+    # record, so one opened just before midnight holds the next day's first minutes. The day
+    # before `since` and the day after `until` are read too, and nothing beyond them.
+    first_day = format_time(window.since_us - DAY_US)[:10]
     last_day = format_time(window.until_us - 1 + DAY_US)[:10]
     known_labels = read_labels(
         labels, first_day=format_time(window.since_us - DAY_US)[:10], as_of_us=window.as_of_us
@@ -339,6 +343,20 @@ def monitor(
         counts=counts,
         models=sorted(models.values(), key=lambda m: (m.name, m.version, m.sha256)),
     )
+
+
+def records_read(sources: Mapping[str, Any]) -> str:
+    """How many capture records the report read (`to_dict()["sources"]`), and how many of them
+    it did not count: the partitions beside the window hold other days' records."""
+    beside = [
+        f"{sources[key]} {what}"
+        for key, what in (
+            ("outside_window", "outside the window"),
+            ("other_env", "of another environment"),
+        )
+        if sources[key]
+    ]
+    return f"{sources['records']} capture records" + (f" ({', '.join(beside)})" if beside else "")
 
 
 def _report_days(models: Iterable[_Model], *, last_day: str) -> None:

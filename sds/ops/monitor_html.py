@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sds.kernel.drift import verdict
+from sds.ops.monitor import records_read
 
 _WIDTH, _HEIGHT, _PAD = 560, 180, 36
 _COLOURS = {"stable": "#e7f5e9", "moderate": "#fff3cd", "drift": "#f8d7da", "-": "#f4f4f4"}
@@ -277,7 +278,7 @@ def render(report: Mapping[str, Any]) -> str:
         f"<p>Payments received from {escape(window['since'])} to {escape(window['until'])}; "
         f"labels known at {escape(window['as_of'])}, matured after "
         f"{window['maturity_days']} days (unlabelled: {escape(window['unlabelled'])}). "
-        f"{sources['records']} capture records read from {escape(sources['captures'])}, "
+        f"{escape(records_read(sources))} read from {escape(sources['captures'])}, "
         f"{sources['duplicates']} repeated event ids counted once. Generated "
         f"{escape(report['generated_at'])}.</p>"
         f'<p class="legend">PSI bins: {escape(psi["bins"])}. Below {psi["stable_below"]} '

@@ -101,9 +101,11 @@ def capture(
     env: str = "dev",
     sample_rate: float = 1.0,
     id_prefix: str = "",
+    span_us: int = DAY_US - 1,
 ) -> list[dict[str, Any]]:
     """Write `served` as captured on the UTC day starting at `day_us` (one request per payment,
-    spread over the day); the events as captured (event ids prefixed with `id_prefix`)."""
+    spread over its first `span_us`, by default the whole day) in that day's partition; the
+    events as captured (event ids prefixed with `id_prefix`)."""
     lines: list[bytes] = []
     capturer = Capturer(
         env=env,
@@ -112,7 +114,7 @@ def capture(
         sink=lines.append,
         sample_rate=sample_rate,
     )
-    step = (DAY_US - 1) // max(len(served.events), 1)
+    step = span_us // max(len(served.events), 1)
     events = []
     for i, (event, row) in enumerate(zip(served.events, served.features, strict=True)):
         received = day_us + i * step

@@ -407,6 +407,32 @@ def test_only_the_windows_partitions_are_read(
         report(tmp_path, {}, window("2026-03-01", "2026-03-11"))
 
 
+def test_payments_of_a_windows_first_minutes_filed_under_the_day_before_are_counted(
+    tmp_path: Path, population: dict[str, Payments]
+) -> None:
+    # Given 300 payments served on March 2nd, and 120 served in its first 4 minutes whose
+    # records Firehose wrote into an object under March 1st (it files an object under the
+    # arrival day of its oldest record, which arrived just before midnight)
+    captures = tmp_path / "capture"
+    traffic.capture(
+        captures, population["unchanged"].take(slice(0, 300)), day_us=day("2026-03-02"),
+        version=1, sha256=SHA, threshold=0.5,
+    )  # fmt: skip
+    traffic.capture(
+        captures, population["unchanged"].take(slice(300, 420)), day_us=day("2026-03-02"),
+        version=1, sha256=SHA, threshold=0.5, id_prefix="early-", span_us=4 * 60_000_000,
+    )  # fmt: skip
+    (early,) = (captures / "dt=2026-03-02").glob("*early-*")
+    (captures / "dt=2026-03-01").mkdir()
+    early.rename(captures / "dt=2026-03-01" / early.name)
+
+    # When the monitor reports March 2nd
+    document = report(tmp_path, {}, window("2026-03-02", "2026-03-03"))
+
+    # Then the day counts all 420 payments it served
+    assert days_of(document, 1)["2026-03-02"]["captured"] == 420
+
+
 def test_a_capture_file_cut_short_mid_write_is_reported_up_to_its_last_whole_record(
     tmp_path: Path, population: dict[str, Payments], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -619,6 +645,42 @@ def test_the_table_names_each_version_and_day_and_the_html_page_is_self_containe
     for svg in re.findall(r"<svg.*?</svg>", html, flags=re.DOTALL):
         ElementTree.fromstring(svg)
     assert not list(tmp_path.glob(".drift.html*"))  # no temporary file left
+
+
+def test_the_default_window_starts_at_midnight_so_its_first_day_is_whole(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given 400 payments served over March 1st, and another 400 over March 2nd
+    # When the monitor reports up to March 15th at noon, with no --since
+    code, out, _ = sds(
+        capsys, "monitor", "--env", "dev", "--until", "2026-03-15T12:00:00Z", "--as-of",
+        "2026-03-15T12:00:00Z", "--json",
+    )  # fmt: skip
+    document = json.loads(out)
+    # Then the window starts at the beginning of the UTC day 14 days before, not at noon: its
+    # first day shows all the payments it served, not a half that would read as a drop
+    assert code == 0
+    assert document["window"]["since"] == "2026-03-01T00:00:00.000000Z"
+    assert days_of(document, document["versions"][0]["version"])["2026-03-01"]["captured"] == 400
+
+
+def test_the_records_read_beside_the_window_are_not_counted_as_the_windows(
+    project: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # Given 400 payments served on March 1st and 400 on March 2nd
+    # When the monitor reports March 2nd only (it reads March 1st too, for its first minutes)
+    page = tmp_path / "drift.html"
+    code, out, _ = sds(
+        capsys, "monitor", "--env", "dev", "--since", "2026-03-02", "--until", "2026-03-03",
+        "--as-of", "2026-03-05", "--html", str(page),
+    )  # fmt: skip
+    # Then the header and the page say how many of the records read were outside the window,
+    # so the count matches the table's
+    assert code == 0
+    (header, *_) = out.splitlines()
+    assert header.endswith("; 800 capture records (400 outside the window)"), header
+    assert re.search(r"^2026-03-02\s+400\s", out, flags=re.MULTILINE), out
+    assert "800 capture records (400 outside the window) read from" in page.read_text()
 
 
 def test_a_day_without_payments_shows_as_zero_in_the_table_the_json_and_the_page(

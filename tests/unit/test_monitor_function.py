@@ -4,14 +4,24 @@ reports, and what it publishes for a version with and without a reference in its
 from __future__ import annotations
 
 import gzip
+import io
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from lambdas.monitor.figures import days_before, days_without_payments, emf_documents, tally
+from lambdas.monitor.figures import (
+    WRITE_MARGIN_US,
+    days_before,
+    days_without_payments,
+    emf_documents,
+    s3_reader,
+    tally,
+)
 from sds.kernel.drift import NAMESPACE, MonitorSettingsError, MonitorTarget
 from tests.unit import drift_traffic as traffic
-from tests.unit.drift_traffic import day
+from tests.unit.drift_traffic import DAY_US, day
 
 
 def test_the_settings_round_trip_and_a_missing_or_bad_one_is_named() -> None:
@@ -59,7 +69,7 @@ def test_a_version_without_reference_publishes_volume_and_alert_rate_but_no_psi(
 
     # When the function tallies March 2nd
     tallies, counts = tally(
-        lambda partition: files.get(partition, []),
+        lambda partition, _written_from: files.get(partition, []),
         env="dev",
         days=["2026-03-02"],
         manifests=lambda name, version: {"version": version, "sha256": "c" * 64},
@@ -99,7 +109,7 @@ def test_the_alert_rate_ratio_is_against_what_the_version_flagged_on_its_holdout
 
     # When the function tallies the day
     (entry,), _ = tally(
-        lambda partition: files if partition == "2026-03-02" else [],
+        lambda partition, _written_from: files if partition == "2026-03-02" else [],
         env="dev",
         days=["2026-03-02"],
         manifests=lambda name, version: manifest,
@@ -128,7 +138,7 @@ def test_a_day_the_environment_served_nothing_publishes_a_volume_of_zero_and_no_
     # When the function tallies both days
     days = ["2026-03-01", "2026-03-02"]
     tallies, _ = tally(
-        lambda partition: files if partition == "2026-03-01" else [],
+        lambda partition, _written_from: files if partition == "2026-03-01" else [],
         env="dev",
         days=days,
         manifests=lambda name, version: None,
@@ -148,3 +158,94 @@ def test_a_day_the_environment_served_nothing_publishes_a_volume_of_zero_and_no_
     # And the day that served is published as before, once
     (served,) = [d for d in documents if d["Day"] == "2026-03-01"]
     assert served["Captured"] > 0 and served["ModelVersion"] == "1"
+
+
+def test_payments_of_a_days_first_minutes_filed_under_the_day_before_count_on_their_day(
+    tmp_path: Path,
+) -> None:
+    # Given 200 payments served on March 1st, 300 on March 2nd, and 120 served in March 2nd's
+    # first 4 minutes whose records Firehose wrote into an object under March 1st (it files an
+    # object under the arrival day of its oldest record, which arrived just before midnight)
+    folder = tmp_path / "activity"
+    folder.mkdir()
+    served = traffic.payments(folder, 1400, seed=7)
+    captures = tmp_path / "capture"
+    for rows, when, prefix, span in (
+        (slice(0, 200), "2026-03-01", "a-", DAY_US - 1),
+        (slice(200, 500), "2026-03-02", "b-", DAY_US - 1),
+        (slice(500, 620), "2026-03-02", "early-", 4 * 60_000_000),
+    ):
+        traffic.capture(
+            captures, served.take(rows), day_us=day(when), version=1, sha256="c" * 64,
+            threshold=0.5, id_prefix=prefix, span_us=span,
+        )  # fmt: skip
+    (early,) = captures.rglob("*early-*")
+    files = {
+        "2026-03-01": [(str(p), p.read_bytes()) for p in captures.glob("dt=2026-03-01/*")]
+        + [(str(early), early.read_bytes())],
+        "2026-03-02": [(str(p), p.read_bytes()) for p in captures.glob("dt=2026-03-02/*b-*")],
+    }
+    asked: dict[str, int] = {}
+
+    def read(partition: str, written_from_us: int) -> list[tuple[str, bytes]]:
+        asked[partition] = written_from_us
+        return files.get(partition, [])
+
+    # When the function tallies March 2nd
+    (entry,), counts = tally(
+        read, env="dev", days=["2026-03-02"], manifests=lambda name, version: None
+    )
+
+    # Then the day counts all 420 payments it served, and March 1st's are another day's
+    assert entry.day == "2026-03-02" and entry.figures()["captured"] == 420
+    assert counts["other_days"] == 200
+    # And of March 1st's objects it asks only for those written late in the day: one written
+    # before March 2nd began holds no payment served on March 2nd
+    assert asked == {
+        "2026-03-01": day("2026-03-02") - WRITE_MARGIN_US,
+        "2026-03-02": 0,
+        "2026-03-03": 0,
+    }
+
+
+class _FakeS3:
+    """What `s3_reader` calls: a listing with each object's LastModified, and its body."""
+
+    def __init__(self, objects: dict[str, tuple[datetime, bytes]]) -> None:
+        self.objects = objects
+        self.listed: list[str] = []
+
+    def get_paginator(self, name: str) -> Any:
+        assert name == "list_objects_v2"
+        return self
+
+    def paginate(self, *, Bucket: str, Prefix: str) -> list[dict[str, Any]]:
+        self.listed.append(Prefix)
+        contents = [
+            {"Key": key, "LastModified": modified}
+            for key, (modified, _) in sorted(self.objects.items())
+            if key.startswith(Prefix)
+        ]
+        return [{"Contents": contents}]
+
+    def get_object(self, *, Bucket: str, Key: str) -> dict[str, Any]:
+        return {"Body": io.BytesIO(self.objects[Key][1])}
+
+
+def test_the_s3_reader_reads_a_partitions_objects_written_from_the_time_asked() -> None:
+    # Given two objects under March 1st, written at 23:50 and at 00:04 the next day
+    late = datetime(2026, 3, 2, 0, 4, tzinfo=UTC)
+    s3 = _FakeS3(
+        {
+            "captures/dt=2026-03-01/a.jsonl.gz": (datetime(2026, 3, 1, 23, 50, tzinfo=UTC), b"a"),
+            "captures/dt=2026-03-01/b.jsonl.gz": (late, b"b"),
+        }
+    )
+    read = s3_reader(s3, "s3://bucket/captures/")
+    # When the partition is read whole, and from March 2nd on
+    whole = list(read("2026-03-01", 0))
+    from_midnight = list(read("2026-03-01", day("2026-03-02")))
+    # Then the first gives both objects, the second only the one written since
+    assert [body for _, body in whole] == [b"a", b"b"]
+    assert from_midnight == [("s3://bucket/captures/dt=2026-03-01/b.jsonl.gz", b"b")]
+    assert s3.listed == ["captures/dt=2026-03-01/"] * 2

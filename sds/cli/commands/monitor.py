@@ -31,8 +31,8 @@ def register(commands: Commands) -> None:
     moment_option(
         parser,
         "--since",
-        "payments received from (a date, 2026-03-01, or an ISO 8601 time; default: 14 "
-        "days before --until)",
+        "payments received from (a date, 2026-03-01, or an ISO 8601 time; default: the "
+        "start of the UTC day 14 days before --until's)",
     )
     moment_option(parser, "--until", "payments received before (default: --as-of)")
     moment_option(
@@ -60,8 +60,10 @@ def run(args: argparse.Namespace) -> int:
             else parse_moment(args.as_of, what="--as-of")
         )
         until = as_of if args.until is None else parse_moment(args.until, what="--until")
+        # Whole UTC days: a first day cut at --until's time of day would show part of its
+        # volume, which reads as a drop in traffic.
         since = (
-            until - DEFAULT_DAYS * DAY_US
+            (until // DAY_US - DEFAULT_DAYS) * DAY_US
             if args.since is None
             else parse_moment(args.since, what="--since")
         )
@@ -104,11 +106,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _text(report: dict[str, Any]) -> str:
+    from sds.ops.monitor import records_read
+
     window, sources = report["window"], report["sources"]
     lines = [
         f"{report['env']}: payments received {window['since']} to {window['until']}, labels as "
         f"of {window['as_of']} (matured after {window['maturity_days']} days); "
-        f"{sources['records']} capture records"
+        f"{records_read(sources)}"
         + (
             f", {sources['duplicates']} repeated event ids counted once"
             if sources["duplicates"]
