@@ -16,8 +16,8 @@ first bin and see nothing.
 
 PSI (population stability index) = sum over bins of (served - reference) * ln(served / reference),
 each share floored at `FLOOR` so an empty bin counts as a small share, not an infinite one. Read it
-as the industry does: below `PSI_STABLE` (0.1) stable, from 0.1 to `PSI_DRIFT` (0.25) a moderate
-shift worth a look, above 0.25 a shift that changes what the model sees. A day with fewer than
+as the industry does: below `PSI_STABLE` (0.1) stable, from 0.1 to below `PSI_DRIFT` (0.25) a
+moderate shift worth a look, from 0.25 on a shift that changes what the model sees. A day with fewer than
 `MIN_EVENTS_FOR_PSI` captured payments gets no PSI: on a handful of payments the figure is noise.
 """
 

@@ -282,7 +282,7 @@ def render(report: Mapping[str, Any]) -> str:
         f"{sources['duplicates']} repeated event ids counted once. Generated "
         f"{escape(report['generated_at'])}.</p>"
         f'<p class="legend">PSI bins: {escape(psi["bins"])}. Below {psi["stable_below"]} '
-        f"stable, up to {psi['drift_above']} moderate, above it drift; no PSI under "
+        f"stable, below {psi['drift_above']} moderate, from it on drift; no PSI under "
         f"{psi['min_events']} payments.</p>" + "".join(sections) + "</body></html>\n"
     )
 
