@@ -18,7 +18,8 @@ from sds.kernel.online import OnlineFeatures
 
 logging.getLogger().setLevel(os.environ.get("LOG_LEVEL", "INFO"))
 
-# Per attempt; two attempts per call. The function's timeout (60 s) covers a batch's commits.
+# Per attempt; two attempts per call. A batch's commits stop `updater.TIME_RESERVE_MS` before the
+# function's timeout (60 s): on a slow table the rest of the batch comes back, not all of it.
 STORE_TIMEOUT_S = 3.0
 
 settings = UpdaterSettings.from_environ(os.environ)
@@ -33,5 +34,4 @@ updater = FeatureUpdater(
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    del context
-    return updater.handle(event)
+    return updater.handle(event, context)

@@ -26,7 +26,11 @@ and, after the queue's `maxReceiveCount`, moved to the dead-letter queue, where 
   applied. Ids recorded before the store kept content digests cannot be told apart: a copy of
   one is a duplicate;
 - an event the store could not take (a conflict that would not settle, DynamoDB unavailable)
-  fails, and comes back.
+  fails, and comes back;
+- so does an event whose account's commit would start with less than `TIME_RESERVE_MS` of the
+  invocation left (a slow table: each call may take two attempts of the store's timeout): the
+  batch answers before the function's timeout, which would bring back every message of it,
+  those already folded included.
 
 One Embedded Metric Format line per batch (namespace `sds/features`, dimension `Environment`)
 carries the counts: no API call, and no metric at all while nothing arrives.
@@ -64,6 +68,10 @@ METRICS = (
 )
 
 MetricSink = Callable[[Mapping[str, float], Mapping[str, str]], None]
+
+# The invocation's time no commit starts within: a commit and the read after it, two attempts of
+# the handler's store timeout each, with room to answer.
+TIME_RESERVE_MS = 15_000
 
 
 def emf_metrics(values: Mapping[str, float], dimensions: Mapping[str, str]) -> None:
@@ -113,8 +121,9 @@ class FeatureUpdater:
         self.metrics = metrics
         self.clock = clock
 
-    def handle(self, event: Mapping[str, Any]) -> dict[str, Any]:
-        """An SQS event source batch in; the partial batch response out."""
+    def handle(self, event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
+        """An SQS event source batch in; the partial batch response out. With Lambda's
+        `context`, no commit starts with less than `TIME_RESERVE_MS` of the invocation left."""
         records = event.get("Records")
         if not isinstance(records, list):
             raise ValueError("not an SQS event: no Records list")
@@ -165,7 +174,16 @@ class FeatureUpdater:
                 failed.append(message_id)
                 continue
             messages_of.setdefault(event_id, []).append(message_id)
-        result = self.online.apply(pending, now=now) if pending else ApplyResult()
+        out_of_time = (
+            None
+            if context is None
+            else lambda: context.get_remaining_time_in_millis() < TIME_RESERVE_MS
+        )
+        result = (
+            self.online.apply(pending, now=now, out_of_time=out_of_time)
+            if pending
+            else ApplyResult()
+        )
         for event_id, reason in result.failed.items():
             logger.error("event %s not applied: %s", event_id, reason)
             failed.extend(messages_of.get(event_id, []))

@@ -115,9 +115,18 @@ class OnlineFeatures:
             raise ValueError("all aggregates must share one entity key")
         self.entity_key = entities.pop() if entities else "account_id"
 
-    def apply(self, events: Sequence[TimedEvent], *, now: int | None = None) -> ApplyResult:
+    def apply(
+        self,
+        events: Sequence[TimedEvent],
+        *,
+        now: int | None = None,
+        out_of_time: Callable[[], bool] | None = None,
+    ) -> ApplyResult:
         """Fold validated events into the store: one read for all their entities, then one
-        commit per entity that changed (retried on conflicts and duplicates)."""
+        commit per entity that changed (retried on conflicts and duplicates). Once
+        `out_of_time()` says so, no further commit is started: the events left are in
+        `result.failed`, not attempted (a caller with a deadline, the updater's invocation, gives
+        them back instead of being stopped with every event of its batch in doubt)."""
         now = self.clock() if now is None else now
         result = ApplyResult()
         by_entity: dict[str, list[TimedEvent]] = {}
@@ -163,9 +172,12 @@ class OnlineFeatures:
             # more in this batch is committed in parts, each atomic with its event ids.
             step = limit or len(items)
             for start in range(0, len(items), step):
-                current = self._apply_entity(
-                    entity, items[start : start + step], current, now, digests, result
-                )
+                part = items[start : start + step]
+                if out_of_time is not None and out_of_time():
+                    reason = f"{entity}: not attempted, out of time before its commit"
+                    result.failed.update({str(e["event_id"]): reason for _, e in part})
+                    continue
+                current = self._apply_entity(entity, part, current, now, digests, result)
         return result
 
     def _apply_entity(

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from sds.kernel import aggregates
 from sds.kernel.aggregates import AGGREGATES, DAY, HOUR, MINUTE, SECOND
 from sds.kernel.aws.dynamodb import DynamoDBClient
 from sds.kernel.featurestore import (
@@ -237,6 +238,26 @@ def test_the_updater_folds_again_onto_what_a_concurrent_writer_committed_and_cou
     assert OnlineFeatures(other).read([("acct", T0 + MINUTE)])[0][BURST] == 2
 
 
+def test_changed_aggregate_definitions_start_empty_and_fold_the_history_again(
+    make_store: Callable[[], FeatureStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an account folded under today's aggregate definitions
+    OnlineFeatures(make_store()).apply([(T0, login("e1")), (T0 + 1, login("e2"))], now=T0 + 2)
+    # When the definitions change (another fingerprint) and the store is opened again
+    monkeypatch.setattr(aggregates, "SEMANTICS_VERSION", aggregates.SEMANTICS_VERSION + 1)
+    changed = make_store()
+    # Then the new definitions see neither the accounts nor the event ids of the old ones, and a
+    # refold of the history counts every event again, once (the runbook's replay, `sds ingest`)
+    assert changed.read(["acct"]) == {}
+    assert changed.recorded(["e1", "e2"]) == {}
+    refold = OnlineFeatures(changed).apply([(T0, login("e1"))], now=T0 + 2)
+    assert (refold.applied, refold.duplicates) == (1, 0)
+    assert OnlineFeatures(changed).read([("acct", T0 + MINUTE)])[0][BURST] == 1
+    # And the old definitions' state is still there for them
+    monkeypatch.undo()
+    assert OnlineFeatures(make_store()).read([("acct", T0 + MINUTE)])[0][BURST] == 2
+
+
 def test_an_out_of_order_event_lands_in_its_own_bucket(store: FeatureStore) -> None:
     online = OnlineFeatures(store)
     online.apply([(T0 + 50 * MINUTE, login("late-arriving-newer"))], now=T0 + 50 * MINUTE)
@@ -345,3 +366,36 @@ def test_many_processes_opening_an_old_sqlite_store_at_once_migrate_it_once(
         )
         assert store.recorded(["old", "new"]) == {"old": None, "new": "d"}
         store.close()
+
+
+def test_many_processes_opening_a_sqlite_store_under_new_definitions_at_once_share_one_part(
+    tmp_path: Path,
+) -> None:
+    # Given a store file with an account folded under one set of definitions
+    path = tmp_path / "features.db"
+    first = SqliteFeatureStore(path, namespace="0123456789abcdef")
+    first.commit("acct", expected_version=0, state=STATE, events={"e1": T0}, expires_at=T0)
+    first.close()
+    start = threading.Barrier(8)
+
+    def fold_under_new_definitions(index: int) -> None:
+        start.wait(timeout=60)
+        store = SqliteFeatureStore(path, namespace="fedcba9876543210")
+        OnlineFeatures(store).apply([(T0, login(f"n{index}"))], now=T0 + 1)
+        store.close()
+
+    # When eight handles open it under other definitions at the same moment, and each folds
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(fold_under_new_definitions, range(8)))
+    # Then they all folded into one part of their own, and the first definitions' is untouched
+    new = SqliteFeatureStore(path, namespace="fedcba9876543210")
+    assert OnlineFeatures(new).read([("acct", T0 + MINUTE)])[0][BURST] == 8
+    assert new.recorded(["e1"]) == {}
+    old = SqliteFeatureStore(path, namespace="0123456789abcdef")
+    assert old.read(["acct"]) == {"acct": Stored(state=STATE, version=1)}
+    assert old.recorded([f"n{i}" for i in range(8)]) == {}
+
+
+def test_a_sqlite_namespace_is_hex_digits(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="a namespace is hex digits, got 'x; DROP'"):
+        SqliteFeatureStore(tmp_path / "features.db", namespace="x; DROP")

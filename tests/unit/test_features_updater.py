@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from lambdas.features_updater.updater import FeatureUpdater
+from lambdas.features_updater.updater import TIME_RESERVE_MS, FeatureUpdater
 from sds.kernel.activity import (
     FEATURE_DETAIL_TYPES,
     SOURCE,
@@ -294,6 +294,50 @@ def test_events_the_store_could_not_take_come_back_with_every_copy(
     )
     assert failures(response) == ["m1", "m2"]
     assert metrics.lines[-1]["Failed"] == 1 and burst(store) == 1
+
+
+class SlowTable:
+    """A store whose every commit takes `commit_ms` of a Lambda invocation's time (a slow
+    table), and that invocation's context."""
+
+    max_events_per_commit = None
+
+    def __init__(self, inner: SqliteFeatureStore, *, remaining_ms: int, commit_ms: int) -> None:
+        self.inner = inner
+        self.remaining_ms = remaining_ms
+        self.commit_ms = commit_ms
+
+    @property
+    def uri(self) -> str:
+        return self.inner.uri
+
+    def read(self, entities: Sequence[str]) -> Mapping[str, Stored]:
+        return self.inner.read(entities)
+
+    def commit(self, entity: str, **kwargs: Any) -> None:
+        self.remaining_ms -= self.commit_ms
+        self.inner.commit(entity, **kwargs)
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+def test_a_batch_on_a_slow_table_answers_before_the_timeout_with_what_it_did_not_fold(
+    store: SqliteFeatureStore, metrics: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a table so slow that three accounts' commits leave less than the updater's reserve
+    slow = SlowTable(store, remaining_ms=TIME_RESERVE_MS + 10_000, commit_ms=4_000)
+    updater = updater_over(slow, metrics)
+    # When a batch of six accounts' events (one sent twice) is handled in that invocation
+    events = [login(f"l{i}", account=f"a{i}") for i in range(6)] + [login("l4", account="a4")]
+    with caplog.at_level(logging.ERROR, logger="sds.features_updater"):
+        response = updater.handle(batch(*events), slow)
+    # Then it answers with the messages of the accounts it did not reach, every copy, and no
+    # other: the first three are folded and acknowledged (a timeout would bring all back)
+    assert failures(response) == ["m3", "m4", "m6", "m5"]
+    assert [burst(store, f"a{i}") for i in range(6)] == [1, 1, 1, 0, 0, 0]
+    assert (metrics.lines[-1]["Applied"], metrics.lines[-1]["Failed"]) == (3, 3)
+    assert "event l3 not applied: a3: not attempted, out of time before its commit" in caplog.text
 
 
 def test_a_replayed_event_is_an_event_like_any_other(store: Any, metrics: Recorder) -> None:

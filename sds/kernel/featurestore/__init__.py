@@ -18,6 +18,11 @@ persists, with these guarantees:
 Ids recorded before digests were kept have none (None): a later copy of one is a duplicate,
 whatever its content, since nothing can tell.
 
+Both keep each set of aggregate definitions apart (`definitions_namespace`): after the
+definitions change, a store opened again holds no state and no event id for them, so a replay of
+the archive or `sds ingest` of the history folds every event again; the other definitions' part
+is kept as it was.
+
 `open_feature_store("sqlite:///path/to/file.db" | "dynamodb://table")` picks the backend
 (`sds.kernel.featurestore.sqlite`, `sds.kernel.featurestore.dynamodb`); both pass one contract
 suite (tests/contract/test_feature_store_contract.py). A store may bound how many events one
@@ -33,8 +38,18 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlparse
 
-from sds.kernel.aggregates import EntityState
+from sds.kernel.aggregates import EntityState, fingerprint
 from sds.kernel.errors import SdsError
+
+NAMESPACE_DIGITS = 16
+
+
+def definitions_namespace() -> str:
+    """The current aggregate definitions' part of a store: the first `NAMESPACE_DIGITS` hex
+    digits of their fingerprint (`sds.kernel.aggregates.fingerprint`). Definitions that change
+    read and write another part, which starts empty, instead of folding new meanings into old
+    buckets or finding every refolded event already recorded."""
+    return fingerprint()[:NAMESPACE_DIGITS]
 
 
 class FeatureStoreError(SdsError):

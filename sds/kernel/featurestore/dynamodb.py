@@ -48,7 +48,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sds.kernel.aggregates import EntityState, decode_state, encode_state, fingerprint
+from sds.kernel.aggregates import EntityState, decode_state, encode_state
 from sds.kernel.aws.client import ClientConfig
 from sds.kernel.aws.dynamodb import DynamoDBClient, TransactionCanceled
 from sds.kernel.aws.errors import AwsConnectionError, AwsError
@@ -57,6 +57,7 @@ from sds.kernel.featurestore import (
     FeatureStoreError,
     Stored,
     VersionConflict,
+    definitions_namespace,
     split_recorded,
 )
 
@@ -70,14 +71,8 @@ DIGEST = "digest"
 ITEM_LIMIT_BYTES = 400 * 1024  # DynamoDB's maximum item size, names and values together
 BATCH_GET_LIMIT = 100  # keys per BatchGetItem request
 TRANSACTION_LIMIT = 100  # items per TransactWriteItems request
-NAMESPACE_DIGITS = 16
 # Without a timeout from the caller (the updater, the CLI): generous, but bounded.
 DEFAULT_TIMEOUT = 5.0
-
-
-def definitions_namespace() -> str:
-    """The key prefix of the current aggregate definitions."""
-    return fingerprint()[:NAMESPACE_DIGITS]
 
 
 def client_config(timeout: float | None) -> ClientConfig:

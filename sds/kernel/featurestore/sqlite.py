@@ -7,10 +7,19 @@ the event ids before writing anything.
 Each recorded event id keeps its content digest (`events.digest`). A file written before digests
 were kept gains the column when it is opened (its ids keep none: a later copy of one counts as a
 duplicate, whatever its content), and older code can still write to it.
+
+Each set of aggregate definitions has its own tables, as it has its own key prefix in DynamoDB
+(`sds.kernel.featurestore.definitions_namespace`): `entities` and `events` belong to the
+definitions the file was first opened under (recorded in `meta`; a file from before this was
+kept is taken to hold the current ones), and other definitions get `entities_<namespace>` and
+`events_<namespace>`, empty until `sds ingest` folds their history. A store opened under changed
+definitions therefore never reads states folded under the old ones, nor takes the old event ids
+for copies, and the old tables are kept for the code that reads them (older code included).
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 import time
@@ -23,6 +32,7 @@ from sds.kernel.featurestore import (
     FeatureStoreError,
     Stored,
     VersionConflict,
+    definitions_namespace,
     split_recorded,
 )
 
@@ -39,7 +49,19 @@ CREATE TABLE IF NOT EXISTS events (
     digest TEXT
 );
 CREATE INDEX IF NOT EXISTS events_expiry ON events (expires_at);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# The tables of definitions other than the file's first (one statement each: they are created
+# inside a transaction, which `executescript` would commit first).
+_NAMESPACE_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS {entities} (entity TEXT PRIMARY KEY, state TEXT NOT NULL, "
+    "version INTEGER NOT NULL, expires_at INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS {events} (event_id TEXT PRIMARY KEY, "
+    "expires_at INTEGER NOT NULL, digest TEXT)",
+    "CREATE INDEX IF NOT EXISTS {events}_expiry ON {events} (expires_at)",
+)
+_DEFINITIONS = "definitions"  # the meta key: the namespace `entities` and `events` belong to
+_NAMESPACE = re.compile(r"[0-9a-f]{1,64}")  # part of a table name: hex digits only
 _MAX_VARIABLES = 500  # below SQLite's limit on bound parameters per statement
 _BUSY_TIMEOUT = 30.0  # seconds a statement waits for another connection's lock
 
@@ -47,8 +69,12 @@ _BUSY_TIMEOUT = 30.0  # seconds a statement waits for another connection's lock
 class SqliteFeatureStore:
     max_events_per_commit: int | None = None
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, namespace: str | None = None) -> None:
         self.path = Path(path)
+        self.namespace = namespace or definitions_namespace()
+        if not _NAMESPACE.fullmatch(self.namespace):
+            raise ValueError(f"a namespace is hex digits, got {self.namespace!r}")
+        self._entities, self._events = "entities", "events"
         self._lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -75,6 +101,7 @@ class SqliteFeatureStore:
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.executescript(_SCHEMA)
                 self._add_digest_column()
+                self._entities, self._events = self._definitions_tables()
                 return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or time.monotonic() + pause > deadline:
@@ -99,6 +126,42 @@ class SqliteFeatureStore:
     def _has_digest_column(self) -> bool:
         return any(row[1] == "digest" for row in self._db.execute("PRAGMA table_info(events)"))
 
+    def _definitions_tables(self) -> tuple[str, str]:
+        """The (entities, events) tables of this store's definitions: the plain ones if the file
+        was first opened under them (or before they were recorded: taken as these), else their
+        own, created empty (checked and created in one write transaction, as the migration)."""
+        own = f"entities_{self.namespace}", f"events_{self.namespace}"
+        home = self._home_namespace()
+        if home == self.namespace:
+            return "entities", "events"
+        if home is not None and self._has_table(own[1]):
+            return own
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
+                (_DEFINITIONS, self.namespace),
+            )
+            home = self._home_namespace()
+            if home != self.namespace:
+                for statement in _NAMESPACE_SCHEMA:
+                    self._db.execute(statement.format(entities=own[0], events=own[1]))
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        return ("entities", "events") if home == self.namespace else own
+
+    def _home_namespace(self) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (_DEFINITIONS,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _has_table(self, name: str) -> bool:
+        row = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+        ).fetchone()
+        return row is not None
+
     @property
     def uri(self) -> str:
         return f"sqlite://{self.path.resolve()}"
@@ -115,7 +178,7 @@ class SqliteFeatureStore:
                 for start in range(0, len(wanted), _MAX_VARIABLES):
                     chunk = wanted[start : start + _MAX_VARIABLES]
                     rows = self._db.execute(
-                        "SELECT entity, state, version FROM entities WHERE entity IN "
+                        f"SELECT entity, state, version FROM {self._entities} WHERE entity IN "
                         f"({','.join('?' * len(chunk))})",
                         chunk,
                     ).fetchall()
@@ -137,7 +200,7 @@ class SqliteFeatureStore:
         for start in range(0, len(ids), _MAX_VARIABLES):
             chunk = ids[start : start + _MAX_VARIABLES]
             for event_id, digest in self._db.execute(
-                "SELECT event_id, digest FROM events WHERE event_id IN "
+                f"SELECT event_id, digest FROM {self._events} WHERE event_id IN "
                 f"({','.join('?' * len(chunk))})",
                 chunk,
             ):
@@ -179,19 +242,20 @@ class SqliteFeatureStore:
         if recorded:
             raise DuplicateEvents(*split_recorded(recorded, digests))
         row = self._db.execute(
-            "SELECT version FROM entities WHERE entity = ?", (entity,)
+            f"SELECT version FROM {self._entities} WHERE entity = ?", (entity,)
         ).fetchone()
         if (0 if row is None else int(row[0])) != expected_version:
             raise VersionConflict(f"{entity}: changed since it was read")
         document = encode_state(state)
         self._db.execute(
-            "INSERT INTO entities (entity, state, version, expires_at) VALUES (?, ?, ?, ?) "
+            f"INSERT INTO {self._entities} (entity, state, version, expires_at) "
+            "VALUES (?, ?, ?, ?) "
             "ON CONFLICT (entity) DO UPDATE SET state = excluded.state, "
             "version = excluded.version, expires_at = excluded.expires_at",
             (entity, document, expected_version + 1, expires_at),
         )
         self._db.executemany(
-            "INSERT INTO events (event_id, expires_at, digest) VALUES (?, ?, ?)",
+            f"INSERT INTO {self._events} (event_id, expires_at, digest) VALUES (?, ?, ?)",
             [(event_id, expiry, digests.get(event_id)) for event_id, expiry in events.items()],
         )
 
@@ -199,9 +263,11 @@ class SqliteFeatureStore:
         """Forget event ids and entities past their expiry (DynamoDB's TTL does this there)."""
         with self._lock:
             try:
-                gone = self._db.execute("DELETE FROM events WHERE expires_at < ?", (now,)).rowcount
+                gone = self._db.execute(
+                    f"DELETE FROM {self._events} WHERE expires_at < ?", (now,)
+                ).rowcount
                 gone += self._db.execute(
-                    "DELETE FROM entities WHERE expires_at < ?", (now,)
+                    f"DELETE FROM {self._entities} WHERE expires_at < ?", (now,)
                 ).rowcount
             except sqlite3.Error as exc:
                 raise FeatureStoreError(f"{self.path}: expiry failed: {exc}") from exc
