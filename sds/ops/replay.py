@@ -44,7 +44,12 @@ def parse_when(text: str, *, now: datetime, option: str) -> datetime:
     value = text.strip()
     relative = _RELATIVE.match(value)
     if relative:
-        return now - timedelta(**{_UNITS[relative.group(2)]: int(relative.group(1))})
+        try:
+            return now - timedelta(**{_UNITS[relative.group(2)]: int(relative.group(1))})
+        except OverflowError:
+            raise UsageError(
+                f"{option} {text!r}: a span back from now this long reaches before the year 1"
+            ) from None
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:

@@ -386,6 +386,8 @@ def test_under_json_a_waited_replay_is_one_document(
         (("--since", "yesterday"), "--since 'yesterday': use an ISO 8601 time with a zone"),
         (("--until", "2026-11-20T00:00:00"), "--until '2026-11-20T00:00:00': say which time zone"),
         (("--since", "1h", "--until", "2h"), "must be before --until"),
+        (("--since", "1000000d"), "--since '1000000d': a span back from now this long"),
+        (("--until", "99999999999999999999h"), "--until '99999999999999999999h': a span back"),
     ],
 )
 def test_bad_times_are_refused_and_nothing_is_replayed(
