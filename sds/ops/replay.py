@@ -28,6 +28,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from sds.config import REPLAY_DAYS
 from sds.kernel.activity import replay_prefix
 from sds.kernel.errors import Refused, UsageError
+from sds.kernel.signals import reworded
 from sds.ops.aws import AwsError, Clients
 from sds.ops.workspace import Workspace
 
@@ -202,7 +203,17 @@ def replay_archive(
     if on_started is not None:
         on_started(report)
     if wait:
-        follow(report, events, poll_seconds=poll_seconds, on_progress=on_progress)
+        try:
+            follow(report, events, poll_seconds=poll_seconds, on_progress=on_progress)
+        except KeyboardInterrupt as exc:
+            # Ctrl-C (or SIGTERM) stops the following, not the replay: say so, and how to follow
+            # or cancel it (`main` prints this after "sds: interrupted").
+            raise reworded(
+                exc,
+                f"stopped following; the replay {name} goes on in EventBridge (follow it with: "
+                f"aws events describe-replay --replay-name {name}; cancel it with: aws events "
+                f"cancel-replay --replay-name {name})",
+            ) from None
     return report
 
 
