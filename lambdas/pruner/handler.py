@@ -66,6 +66,6 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
         failed = ", ".join(f"{v}: {m}" for v, m in sorted(report.failed.items()))
         raise PruneFailed(
             f"{len(report.failed)} version(s) of {target.function} could not be deleted "
-            f"({failed}); deleted {len(report.deleted)}"
+            f"({failed}); deleted {len(report.deleted) + len(report.already_gone)}"
         )
     return summary

@@ -4,6 +4,7 @@ test_prune_aws.py)."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -85,3 +86,25 @@ def test_an_event_that_asks_for_something_else_is_refused_and_nothing_is_pruned(
     assert planned.dry_runs == []
     assert '{"dry_run": true}' in str(refused.value)
     assert "nothing was deleted" in str(refused.value)
+
+
+def test_a_failed_run_counts_the_versions_already_gone_as_deleted_as_its_log_line_does(
+    planned: Planned, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a run that deleted version 1, found version 2 gone (a concurrent run deleted it)
+    # and could not delete version 3
+    report = SimpleNamespace(
+        ok=False,
+        deleted=[1],
+        already_gone=[2],
+        failed={3: "ResourceConflictException: in use"},
+        to_dict=lambda: {"action": "prune", "deleted": [1, 2], "failed": {"3": "in use"}},
+    )
+    monkeypatch.setattr(handler, "prune", lambda target, **_: report)
+
+    # When it runs, then it fails naming version 3, and says 2 were deleted, as its log line
+    with pytest.raises(handler.PruneFailed) as failed:
+        handler.lambda_handler({}, None)
+    assert "1 version(s) of fn could not be deleted (3: " in str(failed.value)
+    assert str(failed.value).endswith("; deleted 2")
+    assert '"deleted": [1, 2]' in capsys.readouterr().out
