@@ -28,6 +28,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from sds.config import REPLAY_DAYS
 from sds.kernel.activity import replay_prefix
 from sds.kernel.errors import Refused, UsageError
+from sds.kernel.signals import reworded
 from sds.ops.aws import AwsError, Clients
 from sds.ops.workspace import Workspace
 
@@ -44,7 +45,12 @@ def parse_when(text: str, *, now: datetime, option: str) -> datetime:
     value = text.strip()
     relative = _RELATIVE.match(value)
     if relative:
-        return now - timedelta(**{_UNITS[relative.group(2)]: int(relative.group(1))})
+        try:
+            return now - timedelta(**{_UNITS[relative.group(2)]: int(relative.group(1))})
+        except OverflowError:
+            raise UsageError(
+                f"{option} {text!r}: a span back from now this long reaches before the year 1"
+            ) from None
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
@@ -197,7 +203,17 @@ def replay_archive(
     if on_started is not None:
         on_started(report)
     if wait:
-        follow(report, events, poll_seconds=poll_seconds, on_progress=on_progress)
+        try:
+            follow(report, events, poll_seconds=poll_seconds, on_progress=on_progress)
+        except KeyboardInterrupt as exc:
+            # Ctrl-C (or SIGTERM) stops the following, not the replay: say so, and how to follow
+            # or cancel it (`main` prints this after "sds: interrupted").
+            raise reworded(
+                exc,
+                f"stopped following; the replay {name} goes on in EventBridge (follow it with: "
+                f"aws events describe-replay --replay-name {name}; cancel it with: aws events "
+                f"cancel-replay --replay-name {name})",
+            ) from None
     return report
 
 

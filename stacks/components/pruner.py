@@ -4,8 +4,8 @@ can need (`sds.kernel.retention`), daily and after each successful deployment.
 Zero idle cost: two EventBridge rules (a daily schedule, and CodeDeploy's "deployment succeeded"
 event for this deployment group) invoke a 256 MB function for a few seconds; no always-on
 resource. Its role can list this function's versions and aliases, delete its published versions
-(qualified ARNs only: never the function itself), read this environment's registry alias and
-read this deployment group's deployments, nothing else.
+(qualified ARNs only: never the function itself), read (and list the one key of) this
+environment's registry alias and read this deployment group's deployments, nothing else.
 
 Its code is the kernel and `lambdas/pruner` only (no third-party wheels: boto3 comes with the
 runtime), assembled under build/ like the inference bundle, so an edit to the pruner never
@@ -180,6 +180,15 @@ class VersionPruner(Construct):
                 sid="ReadRegistryAlias",
                 actions=["s3:GetObject"],
                 resources=[registry.arn_for_objects(alias_key)],
+            ),
+            # Listing that one key says whether the alias exists: to a caller that may not list
+            # the bucket, S3 answers the read of a missing key with 403, not 404
+            # (lambdas.pruner.pruning.registry_alias).
+            iam.PolicyStatement(
+                sid="FindRegistryAlias",
+                actions=["s3:ListBucket"],
+                resources=[registry.bucket_arn],
+                conditions={"StringEquals": {"s3:prefix": alias_key}},
             ),
             iam.PolicyStatement(
                 sid="ReadDeployments",

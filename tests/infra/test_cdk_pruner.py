@@ -94,6 +94,14 @@ def test_its_role_deletes_published_versions_of_this_function_only(
     alias_read = json.dumps(statements["ReadRegistryAlias"]["Resource"])
     assert actions_of(statements["ReadRegistryAlias"]) == ["s3:GetObject"]
     assert f"/models/fraud/aliases/{env}.json" in alias_read and "*" not in alias_read
+    # and it may list that one key: without s3:ListBucket, S3 answers the read of an alias that
+    # does not exist yet (nothing promoted) with 403, not 404, and the pruner would fail daily
+    finding = statements["FindRegistryAlias"]
+    assert actions_of(finding) == ["s3:ListBucket"]
+    assert "/" not in json.dumps(finding["Resource"])  # the bucket, not its objects
+    assert finding["Condition"] == {
+        "StringEquals": {"s3:prefix": f"models/fraud/aliases/{env}.json"}
+    }
     assert sorted(actions_of(statements["ReadDeployments"])) == [
         "codedeploy:GetDeployment",
         "codedeploy:ListDeployments",
@@ -104,6 +112,7 @@ def test_its_role_deletes_published_versions_of_this_function_only(
         "lambda:ListAliases",
         "lambda:ListVersionsByFunction",
         "s3:GetObject",
+        "s3:ListBucket",
         "codedeploy:GetDeployment",
         "codedeploy:ListDeployments",
         "logs:CreateLogStream",

@@ -18,8 +18,10 @@ from botocore.exceptions import ClientError
 
 import sds.kernel.settings as settings
 from lambdas.pruner import handler
-from lambdas.pruner.pruning import PruneReport, prune
-from sds.kernel.registry import Version
+from lambdas.pruner.pruning import PruneReport, alias_key, prune
+from sds.kernel.aws.errors import AwsFailure
+from sds.kernel.registry import Registry, Version
+from sds.kernel.registry.s3 import S3Store
 from sds.kernel.retention import PruneTarget
 from sds.ops.aws import Clients
 from sds.ops.prune import prune_versions
@@ -279,6 +281,77 @@ def test_a_model_any_pin_variable_names_keeps_its_newest_version(
     assert reasons(report)[2] == [
         "newest version serving model v2 (pinned as shadow by the function's configuration)"
     ]
+
+
+class WithoutListBucket:
+    """The S3 client of a caller without s3:ListBucket: S3 answers its read of a key that does
+    not exist with 403 AccessDenied, not 404 (and `denied` keys are refused even if they do)."""
+
+    def __init__(self, real: Any, denied: tuple[str, ...] = ()) -> None:
+        self.real = real
+        self.denied = denied
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def get_object(self, **kwargs: Any) -> Any:
+        try:
+            if kwargs["Key"] in self.denied:
+                raise self.real.exceptions.NoSuchKey({"Error": {"Code": "NoSuchKey"}}, "GetObject")
+            return self.real.get_object(**kwargs)
+        except self.real.exceptions.NoSuchKey:
+            raise ClientError(
+                {"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}, "GetObject"
+            ) from None
+
+
+def test_an_environment_nothing_was_promoted_to_is_pruned_without_reading_a_missing_alias(
+    deploy: Callable[..., Deployed],
+) -> None:
+    # Given five deploys before any promotion (the first deploy's version 1 and four more: no
+    # model, no registry alias), live on the newest, and the pruner's S3 access: it may read
+    # the alias object and list that one key, not the bucket
+    dev = deploy("dev")
+    for _ in range(4):
+        dev.point_live(dev.publish(None))
+    s3 = WithoutListBucket(dev.clients("s3"))
+    registry = Registry(S3Store(dev.bucket, client=s3), MODEL)
+
+    # When the pruner runs
+    report = prune(
+        target(dev, keep=2),
+        lambda_client=dev.clients("lambda"),
+        codedeploy=dev.clients("codedeploy"),
+        registry=registry,
+    )
+
+    # Then no registry alias protects anything, and the versions beyond the count go
+    assert report.deleted == [1, 2, 3]
+    assert published(dev) == [4, 5]
+
+
+def test_a_registry_alias_the_pruner_may_not_read_deletes_nothing(
+    deploy: Callable[..., Deployed], cli: Callable[..., CliResult]
+) -> None:
+    # Given a promoted model deployed, more deploys, and an alias object S3 refuses to read
+    dev = deploy("dev")
+    model, _ = promote_and_deploy(dev, cli, ["one"])["one"]
+    for _ in range(3):
+        dev.point_live(dev.publish(model))
+    assert alias_key(MODEL, "dev") in dev.registry.store.list("models/")  # where promote wrote it
+    s3 = WithoutListBucket(dev.clients("s3"), denied=(alias_key(MODEL, "dev"),))
+    registry = Registry(S3Store(dev.bucket, client=s3), MODEL)
+
+    # When the pruner runs, then the refusal is an error and nothing is deleted: an alias that
+    # exists but cannot be read is never taken for one that does not exist
+    with pytest.raises(AwsFailure, match="access denied to GetObject"):
+        prune(
+            target(dev, keep=1),
+            lambda_client=dev.clients("lambda"),
+            codedeploy=dev.clients("codedeploy"),
+            registry=registry,
+        )
+    assert published(dev) == [1, 2, 3, 4, 5]
 
 
 def test_latest_is_never_a_candidate_and_a_dry_run_deletes_nothing(

@@ -341,6 +341,39 @@ def test_a_replay_that_fails_while_waited_for_says_so_last_and_exits_1(
     assert lines[2:] == ["sds: error: the replay FAILED: the bus is gone"]
 
 
+def test_ctrl_c_while_waiting_stops_following_and_says_the_replay_goes_on(
+    activity: Activity, cli: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given Ctrl-C pressed while the command waits for the replay's first progress
+    import sds.kernel.sdk
+
+    real_client = sds.kernel.sdk.client
+
+    def interrupted(**_: Any) -> None:
+        raise KeyboardInterrupt
+
+    def watched(service: str) -> Any:
+        made = real_client(service)
+        if service == "events":
+            made.meta.events.register("before-call.events.DescribeReplay", interrupted)
+        return made
+
+    monkeypatch.setattr(sds.kernel.sdk, "client", watched)
+
+    # When the replay is run with --wait
+    result = cli("replay", "--env", ENV, "--since", "2h", "--wait")
+
+    # Then it exits as interrupted, and says that the replay it started goes on in EventBridge
+    # (Ctrl-C stopped the following, not the replay) and how to follow or cancel it
+    (name,) = [r["ReplayName"] for r in activity.aws.client("events").list_replays()["Replays"]]
+    assert result.code == 130
+    assert result.err.splitlines() == [
+        f"sds: interrupted: stopped following; the replay {name} goes on in EventBridge "
+        f"(follow it with: aws events describe-replay --replay-name {name}; cancel it with: "
+        f"aws events cancel-replay --replay-name {name})"
+    ]
+
+
 def test_under_json_a_replay_that_fails_is_its_report_with_the_error_in_it(
     activity: Activity, cli: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -386,6 +419,8 @@ def test_under_json_a_waited_replay_is_one_document(
         (("--since", "yesterday"), "--since 'yesterday': use an ISO 8601 time with a zone"),
         (("--until", "2026-11-20T00:00:00"), "--until '2026-11-20T00:00:00': say which time zone"),
         (("--since", "1h", "--until", "2h"), "must be before --until"),
+        (("--since", "1000000d"), "--since '1000000d': a span back from now this long"),
+        (("--until", "99999999999999999999h"), "--until '99999999999999999999h': a span back"),
     ],
 )
 def test_bad_times_are_refused_and_nothing_is_replayed(
