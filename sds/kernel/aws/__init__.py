@@ -10,7 +10,7 @@ creation (about 220 ms of a 450-600 ms start, issue 13); the CLI and training ke
 - `trust`: TLS roots (Amazon Trust Services for AWS endpoints; no `ssl` for plain http);
 - `client`: region, endpoint (`AWS_ENDPOINT_URL[_<SERVICE>]`), signing, bounded retries;
 - `s3`: `S3Client.get_object`, `list_objects_v2`;
-- `dynamodb`: `DynamoDBClient.call` and `get_item`, `batch_get_item`, `query`.
+- `dynamodb`: `DynamoDBClient.call` and the wrapped reads `get_item`, `batch_get_item`, `query`.
 """
 
 from __future__ import annotations

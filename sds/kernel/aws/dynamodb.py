@@ -2,8 +2,9 @@
 
 `call(operation, request)` sends any operation with the request document AWS's API reference
 documents (typed attribute values: `{"S": "..."}`, `{"N": "1"}`, ...) and returns the answer
-document; `get_item`, `batch_get_item` and `query` wrap the reads the serving path makes and
-follow `UnprocessedKeys` and `LastEvaluatedKey`. `to_item` / `from_item` convert between plain
+document; `get_item`, `batch_get_item` and `query` wrap single reads and follow `UnprocessedKeys`
+and `LastEvaluatedKey` (the feature store's `recorded` uses `batch_get_item`; its serving read
+calls `BatchGetItem` itself, to retry unprocessed keys under its own deadline). `to_item` / `from_item` convert between plain
 Python values and typed attribute values.
 
 Errors come back as `AwsError` with DynamoDB's code (`ResourceNotFoundException`,
