@@ -1,6 +1,6 @@
 """Run every benchmark of issue 5 and write benchmarks/results/latest.{json,md,png}.
 
-    python -m benchmarks.run            # the full run (`make bench`), about 10-15 minutes
+    python -m benchmarks.run            # the full run (`make bench`), 18 to 22 minutes on 2 cores
     python -m benchmarks.run --quick    # a smoke run of the harness, under a minute
 
 Ours and the baseline are measured in the same run, interleaved, so that their ratio is not

@@ -5,7 +5,8 @@ failed, a concurrent change won, a rollback's target was never served by that en
 Lambda version cannot serve, or a batch run's --out holds another run (of other input, say) or
 other files, with --aws too); 130 when interrupted (Ctrl-C), 143 when stopped by SIGTERM
 (`timeout`, systemd, `docker stop`: the same cleanup as Ctrl-C, `sds.kernel.signals`), 141
-(SIGPIPE's) quietly when the reader of stdout goes away. Errors are one line on stderr;
+(SIGPIPE's) quietly when the reader of stdout goes away (an error still says its one line on
+stderr). Errors are one line on stderr;
 `--json` prints machine-readable results on stdout, and errors there as `{"error": {...}}`.
 
 Local mode is the zero-config default. `--aws` (or `SDS_TARGET=aws`) works against the deployed
@@ -93,7 +94,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     # SIGTERM (`timeout`, systemd, `docker stop`) stops a command as Ctrl-C does: the same
     # cleanup, then `_run` reports which one it was.
     with sigterm_as_interrupt():
-        return _run(argv)
+        try:
+            code = _run(argv)
+            # Buffered output (stdout into a pipe) is written here, not at exit, so a reader
+            # that has gone by now is handled below rather than by the interpreter's final flush.
+            sys.stdout.flush()
+            return code
+        except BrokenPipeError:  # also from an error's --json document (report_error)
+            return _reader_gone()
+
+
+def _reader_gone() -> int:
+    """The reader went away (`sds history --json | head -1`): nothing is wrong and nobody is
+    left to tell. Quiet, as any Unix tool that SIGPIPE stops, with its exit status; stdout
+    points at /dev/null so the interpreter's final flush does not raise again."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 128 + 13
 
 
 def _run(argv: Sequence[str] | None) -> int:
@@ -119,12 +135,8 @@ def _run(argv: Sequence[str] | None) -> int:
             return int(args.func(args))
     except SdsError as exc:  # every error sds raises on purpose carries its exit code
         return report_error(exc, as_json=as_json)
-    except BrokenPipeError:
-        # The reader went away (`sds history --json | head -1`): nothing is wrong and nobody is
-        # left to tell. Quiet, as any Unix tool that SIGPIPE stops, with its exit status; stdout
-        # points at /dev/null so the interpreter's final flush does not raise again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 128 + 13
+    except BrokenPipeError:  # before OSError's handler: a reader gone is no error
+        return _reader_gone()
     # The fallback, for errors no sds class describes, all exit 1: the operating system's
     # (OSError, e.g. an unwritable --out path) and a bad value found by Python or a library
     # (ValueError, e.g. training's checks of its arguments), whose messages name the problem.

@@ -100,13 +100,14 @@ def error_document(exc: BaseException) -> dict[str, Any]:
 
 def report_error(exc: BaseException, *, as_json: bool, label: str | None = None) -> int:
     """Print `exc` (one line on stderr, and a JSON document on stdout with --json) and return
-    its exit code: an SdsError's own, else 1. `label` overrides how stderr introduces it."""
+    its exit code: an SdsError's own, else 1. `label` overrides how stderr introduces it. The
+    line comes first: it is said even when the document's reader has gone (BrokenPipeError)."""
     code = exc.exit_code if isinstance(exc, SdsError) else EXIT_ERROR
     if label is None:
         label = exc.label if isinstance(exc, SdsError) else "error"
+    print(f"sds: {label}: {one_line(str(exc))}", file=sys.stderr)
     if as_json:
         print_json(error_document(exc))
-    print(f"sds: {label}: {one_line(str(exc))}", file=sys.stderr)
     return code
 
 
@@ -115,9 +116,9 @@ def report_interruption(exc: KeyboardInterrupt, *, as_json: bool) -> int:
     `report_error` prints an error, and return its exit code (130 or 143)."""
     how, code = stop_reason(exc)
     message = one_line(str(exc))
+    print(f"sds: {how}: {message}" if message else f"sds: {how}", file=sys.stderr)
     if as_json:
         print_json(
             {"error": {"message": message or how, "type": type(exc).__name__, "exit_code": code}}
         )
-    print(f"sds: {how}: {message}" if message else f"sds: {how}", file=sys.stderr)
     return code

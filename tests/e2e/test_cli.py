@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
@@ -291,3 +292,52 @@ def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:
     stderr = process.stderr.read().decode()
     assert process.wait(timeout=60) == 141
     assert stderr == ""
+
+
+def _with_reader_gone(*args: str, buffered: bool = True) -> tuple[int, str]:
+    """Run `sds ARGS` with the reader of its stdout gone before anything is written: its exit
+    status and stderr. Buffered, as in a user's shell, the output is written as the command
+    ends; unbuffered (PYTHONUNBUFFERED, as CI runners often set), as it is printed."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if not buffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sds", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    return process.wait(timeout=60), stderr
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly_with_buffered_output() -> None:
+    # Given stdout buffered, so that the output is written when the command ends
+    # When the reader has gone by then (`sds completion bash | head -0`)
+    code, stderr = _with_reader_gone("completion", "bash")
+
+    # Then the last write ends the command as SIGPIPE would: 141, no traceback, nothing said
+    assert (code, stderr) == (141, "")
+
+
+def test_an_error_whose_reader_went_away_says_its_line_and_exits_quietly(
+    tmp_path: Path,
+) -> None:
+    cases = [
+        # a usage error, reported before any command runs
+        (("--json", "promote"), "the following arguments are required: --to"),
+        # an error a command raises
+        (("--json", "--project-dir", str(tmp_path), "models"), "holds no cdk.json"),
+    ]
+    for (args, message), buffered in itertools.product(cases, (True, False)):
+        # Given a command that fails with --json, its reader gone before the error's document
+        code, stderr = _with_reader_gone(*args, buffered=buffered)
+
+        # Then the error's one line is still on stderr, with no traceback, and the command
+        # ends as any that loses its reader: 141
+        assert code == 141, (args, buffered, code, stderr)
+        lines = stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("sds: error: "), (args, buffered, stderr)
+        assert message in lines[0], (args, stderr)

@@ -128,6 +128,39 @@ def test_no_region_says_which_variables_set_it(
     assert result.err.splitlines() == [f"sds: error: dev, staging and prod are unreachable: {said}"]
 
 
+def test_envs_without_a_region_lists_every_environment_unreachable_as_status_does(
+    deploy: Callable[..., Deployed],
+    cli: Callable[..., CliResult],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a deployed dev, and a shell without an AWS region
+    deploy("dev")
+    monkeypatch.delenv("AWS_REGION")
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    act_as(monkeypatch, {})
+
+    # When listing the environments on AWS, in text and in JSON
+    envs, envs_json = cli("--aws", "envs"), cli("--aws", "envs", "--json")
+
+    # Then every environment is still listed, unreachable, and the cause is the one line status
+    # says: how to set a region (exit 1)
+    said = NO_REGION.removeprefix("sds: error: ").strip()
+    line = f"sds: error: dev, staging and prod are unreachable: {said}"
+    assert (envs.code, envs.err.splitlines()) == (1, [line])
+    rows = [row.split() for row in envs.out.splitlines()]
+    assert [(row[0], row[-1]) for row in rows[1:]] == [
+        ("dev", "(unreachable)"),
+        ("staging", "(unreachable)"),
+        ("prod", "(unreachable)"),
+    ]
+    assert envs_json.code == 1
+    document = envs_json.json()
+    assert document["error"]["message"] == line.removeprefix("sds: error: ")
+    assert [(r["env"], r["state"], r["problem"]) for r in document["environments"]] == [
+        (env, "unreachable", said) for env in ("dev", "staging", "prod")
+    ]
+
+
 def test_aws_region_comes_before_aws_default_region(
     deploy: Callable[..., Deployed],
     cli: Callable[..., CliResult],

@@ -16,6 +16,7 @@ from typing import Any
 
 from sds.cli.arguments import Commands, workspace
 from sds.cli.render import Unreadable, print_json, table, unreachable
+from sds.kernel.aws.errors import explain
 from sds.kernel.lock import LockFile, LockFileError, read_lock
 from sds.kernel.registry import RegistryError
 from sds.ops.aws import AwsError, NotDeployed
@@ -54,6 +55,13 @@ def run(args: argparse.Namespace) -> int:
         except (AwsError, RegistryError) as exc:  # SSM could not be read (credentials,
             # network...), or SDS_REGISTRY_<ENV> names no registry
             state, problem = UNREACHABLE, str(exc)
+        except Exception as exc:
+            # An AWS failure before SSM answered (no region: the SDK refuses to make a client),
+            # said as every AWS failure is (sds.kernel.aws.errors.explain), as status says it.
+            explained = explain(exc, doing=f"reading SSM parameters /sds/{name}/*")
+            if explained is None:
+                raise
+            state, problem = UNREACHABLE, str(explained)
         rows.append(
             {
                 "env": name,
