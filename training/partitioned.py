@@ -55,7 +55,10 @@ def time_ordered_split(n: int, holdout_fraction: float) -> int:
     """Index of the first holdout row: everything before it is the past, used for training."""
     cut = round(n * (1 - holdout_fraction))
     if cut < 10 or n - cut < 10:
-        raise ValueError(f"need at least 10 training and 10 holdout events, got {n} events in all")
+        raise ValueError(
+            f"need at least 10 training and 10 holdout payments; the {n} payments give {cut} "
+            f"before the holdout and {n - cut} in it (--holdout-fraction {holdout_fraction:g})"
+        )
     return cut
 
 

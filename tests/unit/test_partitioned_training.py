@@ -276,6 +276,25 @@ def test_a_history_without_payments_is_refused_by_name(tmp_path: Path) -> None:
         _streamed(path, rate=1.0)
 
 
+def test_a_history_with_too_few_payments_is_refused_counting_payments_not_events(
+    tmp_path: Path,
+) -> None:
+    # Given a history of many logins and 40 payments
+    records = generate_activity(300, seed=3)
+    payments = [r for r in records if r["type"] == "payment"][:40]
+    logins = [r for r in records if r["type"] == "login"]
+    path = write_jsonl([*logins, *payments], tmp_path / "few.jsonl")
+    assert len(logins) > 40
+
+    # Then the error counts the payments on each side of the split, not the events
+    with pytest.raises(
+        ValueError,
+        match=r"need at least 10 training and 10 holdout payments; the 40 payments give 32 "
+        r"before the holdout and 8 in it \(--holdout-fraction 0\.2\)",
+    ):
+        _streamed(path, rate=1.0)
+
+
 def _relabelled(tmp_path: Path, fraud: slice) -> Path:
     """A generated history of 1,000 payments whose only fraud are the payments at `fraud` in time
     order."""
