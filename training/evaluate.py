@@ -1,10 +1,13 @@
-"""Holdout evaluation: ranking quality, the alerting operating point and calibration."""
+"""Holdout evaluation: ranking quality, the alerting operating point and calibration, and what
+the version does as served (the manifest's `behaviour`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
+
+from sds.kernel.behaviour import BEHAVIOUR_METRICS, behaviour_values, holdout_behaviour
 
 
 def expected_calibration_error(
@@ -80,3 +83,34 @@ def evaluate(
         "holdout_fraud_rate": float(fraud.sum() / w.sum()),
     }
     return metrics, threshold
+
+
+def served_behaviour(
+    scores: np.ndarray, threshold: float, *, weights: np.ndarray | None = None
+) -> dict[str, Any]:
+    """The manifest's `behaviour` block (`sds.kernel.behaviour.holdout_behaviour`): what the
+    version flags on its holdout at `threshold`, the alert rate its deployment's alarms and the
+    monitor expect of it.
+
+    With `weights` (a holdout sampled by negative downsampling) every figure is the whole
+    holdout's, as the metrics are: the sample over-represents fraud, so its own share flagged
+    is several times what the version flags in traffic. The counts are then estimates (the
+    weighted counts, rounded) and `alert_rate` their exact ratio, `flagged_at_alert_rate`.
+    """
+    behaviour = holdout_behaviour(scores.tolist(), threshold)
+    if weights is None:
+        return behaviour
+    weights = np.asarray(weights, dtype=np.float64)
+    totals = np.zeros(len(BEHAVIOUR_METRICS))
+    for weight in np.unique(weights):  # one weight per class: a count per distinct weight
+        totals += weight * np.asarray(
+            behaviour_values(scores[weights == weight].tolist(), threshold), dtype=np.float64
+        )
+    events, flagged, *counts = totals.tolist()
+    behaviour.update(
+        alert_rate=flagged / events,
+        flagged=round(flagged),
+        holdout_events=round(events),
+        score_histogram={**behaviour["score_histogram"], "counts": [round(c) for c in counts]},
+    )
+    return behaviour

@@ -45,7 +45,8 @@ MIN_EVENTS = 10  # on each side of the split, and per served model compared
 
 def split(served: capture_data.Served, window: Window, holdout_days: int) -> int:
     """Index of the first holdout row: the payments of the last `holdout_days` of the matured
-    range; everything before is training data."""
+    range; everything before is training data. Each side must hold fraud and legitimate
+    payments."""
     start = window.matured_before - holdout_days * DAY_US
     cut = int(np.searchsorted(served.times, start, side="left"))
     if cut < MIN_EVENTS or len(served) - cut < MIN_EVENTS:
@@ -54,8 +55,16 @@ def split(served: capture_data.Served, window: Window, holdout_days: int) -> int
             f"{len(served)} usable captures give {cut} before and {len(served) - cut} in the "
             f"holdout (from {format_time(start)}): widen the window or shorten --holdout-days"
         )
-    # Checked here, not left to the evaluation, whose advice (--holdout-fraction) is the
-    # history trainer's: this holdout is chosen by days.
+    # Checked here, not left to the fit and the evaluation, whose messages speak of "training
+    # data" and of the history trainer's --holdout-fraction: this split is chosen by days.
+    before = int(served.labels[:cut].sum())
+    if before in (0, cut):
+        kind = "fraud" if before else "legitimate"
+        raise DataError(
+            f"the {cut} payments before the holdout (before {format_time(start)}) hold only "
+            f"{kind} payments: the fit needs both; move --since earlier, or shorten "
+            "--holdout-days, for labelled fraud and legitimate payments before the holdout"
+        )
     fraud = int(served.labels[cut:].sum())
     if fraud in (0, len(served) - cut):
         kind = "fraud" if fraud else "legitimate"

@@ -55,8 +55,39 @@ def time_ordered_split(n: int, holdout_fraction: float) -> int:
     """Index of the first holdout row: everything before it is the past, used for training."""
     cut = round(n * (1 - holdout_fraction))
     if cut < 10 or n - cut < 10:
-        raise ValueError(f"need at least 10 training and 10 holdout events, got {n} events in all")
+        raise ValueError(
+            f"need at least 10 training and 10 holdout payments; the {n} payments give {cut} "
+            f"before the holdout and {n - cut} in it (--holdout-fraction {holdout_fraction:g})"
+        )
     return cut
+
+
+def check_classes(labels: np.ndarray, cut: int) -> None:
+    """Refuse, before a feature is computed, a history the fit or the evaluation cannot use: the
+    payments before the time-ordered split (the fit's) and after it (the holdout) must each hold
+    fraud and legitimate payments. `labels` are in time order, `cut` the first holdout row."""
+    n, fraud = len(labels), int(labels.sum())
+    if fraud in (0, n):
+        raise DataError(
+            f"the history's {n} payments "
+            + ("hold no fraud" if not fraud else "are all fraud")
+            + ": a model learns from fraud and legitimate payments, labelled is_fraud"
+        )
+    before, after = int(labels[:cut].sum()), int(labels[cut:].sum())
+    if before in (0, cut):
+        kind, count = ("fraud", fraud) if not before else ("legitimate", n - fraud)
+        raise DataError(
+            f"the {cut} payments before the holdout (the training part) hold no {kind} (the "
+            f"history's {count} {kind} payments are all in the holdout): the fit needs both; "
+            "use more data or a smaller --holdout-fraction"
+        )
+    if after in (0, n - cut):
+        kind, count = ("fraud", fraud) if not after else ("legitimate", n - fraud)
+        raise DataError(
+            f"the holdout (the most recent {n - cut} payments) holds no {kind} (the history's "
+            f"{count} {kind} payments are all before it): its metrics and the decision "
+            "threshold need both; use more data or a larger --holdout-fraction"
+        )
 
 
 def downsample(labels: np.ndarray, rate: float, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -283,6 +314,7 @@ def _order(
     ranked = np.lexsort((order, times))
     del times, order
     cut = time_ordered_split(n, holdout_fraction)
+    check_classes(labels[ranked], cut)
     kept, weights = downsample(labels[ranked], negative_rate, seed=seed)
     rank_of = np.empty(n, np.int64)
     rank_of[ranked] = np.arange(n)

@@ -44,7 +44,6 @@ from typing import Any, NoReturn
 import numpy as np
 
 from sds.config import TASK_ROLE_ARN
-from sds.kernel.behaviour import holdout_behaviour
 from sds.kernel.errors import UsageError
 from sds.kernel.features import FEATURE_NAMES, feature_schema
 from sds.kernel.registry import (
@@ -58,7 +57,7 @@ from sds.kernel.registry import (
 from sds.kernel.signals import reworded, sigterm_as_interrupt, stop_reason
 from sds.progress import Progress, human_bytes
 from training.drift_reference import holdout_reference
-from training.evaluate import evaluate
+from training.evaluate import evaluate, served_behaviour
 from training.from_capture import add_capture_arguments, train_from_capture, window_from_args
 from training.onnx_export import check_parity, onnx_scores, to_onnx
 from training.params import (
@@ -259,8 +258,11 @@ def train(
         "metrics": metrics,
         "decision_threshold": threshold,
         # What the version does as served: the deployment's alert-rate alarms expect its alert
-        # rate, and the histogram is the baseline drift is measured against.
-        "behaviour": holdout_behaviour(scores.tolist(), threshold),
+        # rate, and the histogram is the baseline drift is measured against. Both are the whole
+        # holdout's, weighted back as the metrics are (the sample over-represents fraud).
+        "behaviour": served_behaviour(
+            scores, threshold, weights=weights[train_rows:] if sampled else None
+        ),
         "params": recorded_params(params),
         "feature_schema": feature_schema(),
         "library_versions": library_versions(),
@@ -285,6 +287,7 @@ def train(
         metadata=metadata,
         holdout_x=holdout_x,
         scores=scores,
+        holdout_weights=weights[train_rows:] if sampled else None,
         run_id=run_id,
         actor=actor,
         reason=reason,
@@ -325,11 +328,12 @@ def register_model(
     reason: str,
     progress: Progress,
     note: str = "",
+    holdout_weights: np.ndarray | None = None,
 ) -> Version:
-    """The last step of every trainer: the manifest gets the holdout's drift reference and the
-    run id, and the ONNX and skops artifacts are registered as a new version, `note` after the
-    step's title."""
-    metadata["drift_reference"] = holdout_reference(holdout_x, scores)
+    """The last step of every trainer: the manifest gets the holdout's drift reference (of the
+    whole holdout a sampled one stands for, with `holdout_weights`) and the run id, and the ONNX
+    and skops artifacts are registered as a new version, `note` after the step's title."""
+    metadata["drift_reference"] = holdout_reference(holdout_x, scores, weights=holdout_weights)
     if run_id:
         metadata["run_id"] = run_id
     artifacts = {"model.onnx": onnx_bytes, "model.skops": to_skops(model)}

@@ -224,8 +224,9 @@ def _rows(out: Path) -> list[dict[str, Any]]:
 def test_a_redelivery_across_two_files_counts_once_on_every_path(
     tmp_path: Path, trained: TrainedModel
 ) -> None:
-    # Given an event delivered twice, the same content, in two files (one of them gzipped)
-    records = generate_activity(300, seed=32)
+    # Given an event delivered twice, the same content, in two files (one of them gzipped), in a
+    # history training can use (fraud on both sides of its time-ordered split)
+    records = generate_activity(400, seed=32)
     half = len(records) // 2
     again = records[[i for i, r in enumerate(records) if r["type"] == "payment"][3]]
     write_jsonl(records[:half], tmp_path / "data" / "a.jsonl")

@@ -276,6 +276,75 @@ def test_a_history_without_payments_is_refused_by_name(tmp_path: Path) -> None:
         _streamed(path, rate=1.0)
 
 
+def test_a_history_with_too_few_payments_is_refused_counting_payments_not_events(
+    tmp_path: Path,
+) -> None:
+    # Given a history of many logins and 40 payments
+    records = generate_activity(300, seed=3)
+    payments = [r for r in records if r["type"] == "payment"][:40]
+    logins = [r for r in records if r["type"] == "login"]
+    path = write_jsonl([*logins, *payments], tmp_path / "few.jsonl")
+    assert len(logins) > 40
+
+    # Then the error counts the payments on each side of the split, not the events
+    with pytest.raises(
+        ValueError,
+        match=r"need at least 10 training and 10 holdout payments; the 40 payments give 32 "
+        r"before the holdout and 8 in it \(--holdout-fraction 0\.2\)",
+    ):
+        _streamed(path, rate=1.0)
+
+
+def _relabelled(tmp_path: Path, fraud: slice) -> Path:
+    """A generated history of 1,000 payments whose only fraud are the payments at `fraud` in time
+    order."""
+    records = generate_activity(1000, seed=3)
+    payments = sorted(
+        (r for r in records if r["type"] == "payment"), key=lambda r: str(r["occurred_at"])
+    )
+    for payment in payments:
+        payment[LABEL] = False
+    for payment in payments[fraud]:
+        payment[LABEL] = True
+    return write_jsonl(records, tmp_path / "history.jsonl")
+
+
+@pytest.mark.parametrize(
+    ("fraud", "problem"),
+    [
+        (slice(0), r"the history's 1000 payments hold no fraud"),
+        (slice(None), r"the history's 1000 payments are all fraud"),
+        (
+            slice(950, 960),
+            r"the 800 payments before the holdout \(the training part\) hold no fraud "
+            r"\(the history's 10 fraud payments are all in the holdout\): .*a smaller "
+            r"--holdout-fraction",
+        ),
+        (
+            slice(100, 110),
+            r"the holdout \(the most recent 200 payments\) holds no fraud "
+            r"\(the history's 10 fraud payments are all before it\): .*a larger "
+            r"--holdout-fraction",
+        ),
+    ],
+)
+def test_a_split_without_fraud_or_legitimate_payments_on_a_side_is_refused_before_featurizing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fraud: slice, problem: str
+) -> None:
+    # Given a history whose fraud is nowhere, everywhere, only recent or only old
+    history = _relabelled(tmp_path, fraud)
+
+    def featurized(*args: Any) -> Any:
+        raise AssertionError("the features were computed before the split was checked")
+
+    monkeypatch.setattr(partitioned, "_rows_worker", featurized)
+    # When its training rows are read (in this process: one worker)
+    # Then the side of the time-ordered split that lacks a class is named, with what to change,
+    # before a feature is computed
+    with pytest.raises(DataError, match=problem):
+        _streamed(history, rate=1.0)
+
+
 # Generating a long history ------------------------------------------------------------------------
 
 

@@ -9,9 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sds.kernel import drift, pointintime
+from sds.kernel.behaviour import expected_alert_rate
+from sds.kernel.features import featurize_batch
 from sds.kernel.registry import open_registry
 from tests.support.trained_model import MODEL, SMALL_PARAMS, TRAINER, TrainedModel
+from training.data import read_history
+from training.drift_reference import weighted_distribution, weighted_edges
 from training.evaluate import evaluate
+from training.onnx_export import onnx_scores
 from training.train import STEPS, Progress, TrainParams, downsample, train
 
 
@@ -100,6 +106,100 @@ def test_a_sampled_training_run_records_the_sampling_and_reports_the_whole_histo
     # and the unsampled run says it was not sampled
     assert full["sampling"]["method"] == "none"
     assert full["sampling"]["kept_payments"] == full["sampling"]["payments"]
+
+
+def _whole_holdout(history_path: Path, train_events: int) -> np.ndarray:
+    """The features of every holdout payment, sampled or not, as the function would see them."""
+    history = read_history(history_path)
+    payments = history.payment_events
+    computed = pointintime.compute(
+        history.events,
+        history.times,
+        [e["account_id"] for e in payments],
+        history.payment_times,
+    )
+    features = featurize_batch(payments, {n: v.tolist() for n, v in computed.items()})
+    return np.asarray(features[train_events:], dtype=np.float32)
+
+
+def test_a_sampled_version_expects_what_it_does_on_the_whole_holdout_not_on_the_sample(
+    small_history: Path, tmp_path: Path
+) -> None:
+    # Given a version trained keeping a tenth of the legitimate payments
+    registry = open_registry(tmp_path.as_uri(), MODEL)
+    version = train(
+        data=small_history,
+        registry=registry,
+        params=dataclasses.replace(SMALL_PARAMS, negative_rate=0.1),
+        actor=TRAINER,
+        progress=Progress(STEPS, enabled=False),
+    )
+    manifest = version.manifest
+    # When it serves the whole holdout, every payment (the traffic it will meet: fraud is not
+    # over-represented there, as it is in the sample)
+    holdout = _whole_holdout(small_history, manifest["data"]["train_events"])
+    scores = onnx_scores(registry.read_artifact(version.number), holdout)
+    flagged = float((scores >= manifest["decision_threshold"]).mean())
+
+    # Then the alert rate its manifest expects (what the deployment's alarms and the monitor
+    # hold it to) is the whole holdout's, weighted back as its metrics are, not the sample's
+    behaviour = manifest["behaviour"]
+    assert behaviour["alert_rate"] == pytest.approx(manifest["metrics"]["flagged_at_alert_rate"])
+    assert expected_alert_rate(manifest) == behaviour["alert_rate"]
+    assert behaviour["alert_rate"] == pytest.approx(flagged, abs=0.01)
+    assert 0.5 < flagged / behaviour["alert_rate"] < 2  # inside the monitor's default band
+    assert behaviour["holdout_events"] == pytest.approx(manifest["data"]["holdout_events"], rel=0.2)
+    assert sum(behaviour["score_histogram"]["counts"]) == pytest.approx(
+        behaviour["holdout_events"], abs=len(behaviour["score_histogram"]["counts"])
+    )
+    # And its drift reference is the whole holdout's: that unchanged traffic reads as stable in
+    # its score and as drift in none of its features (the sample's own distributions, fraud
+    # over-represented, read as drift: score PSI 0.38 here; what remains is the noise of about
+    # 80 legitimate payments standing for 800)
+    reference = drift.read_reference(manifest)
+    assert reference is not None
+    assert reference.events == pytest.approx(manifest["data"]["holdout_events"], rel=0.2)
+    served = drift.proportions(drift.histogram(scores.tolist(), reference.score.edges))
+    assert drift.psi(reference.score.proportions, served) < drift.PSI_STABLE
+    for name, edges, column in zip(
+        reference.feature_names, reference.feature_edges, holdout.T, strict=True
+    ):
+        shares = drift.proportions(drift.histogram(drift.float32(column.tolist()), edges))
+        assert drift.psi(reference.features[name].proportions, shares) < drift.PSI_DRIFT, name
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_with_equal_weights_the_weighted_reference_is_the_unweighted_one(seed: int) -> None:
+    # Given values with repeats, NaN, a flag and a constant, each row weighing the same
+    rng = np.random.default_rng(seed)
+    columns = [
+        rng.normal(size=rng.integers(1, 300)),
+        np.round(rng.exponential(size=257), 1),
+        (rng.random(123) < 0.1).astype(np.float64),
+        np.where(rng.random(90) < 0.2, np.nan, rng.random(90)),
+        np.full(40, 3.0),
+        np.array([np.nan, np.nan]),
+    ]
+    for values in columns:
+        weight = np.full(len(values), float(rng.integers(1, 5)))
+        # Then the edges and shares are those the kernel gives the unweighted values
+        expected = drift.quantile_edges(values.tolist())
+        assert weighted_edges(values, weight) == expected
+        assert weighted_distribution(values, weight) == {
+            "edges": expected,
+            "proportions": drift.proportions(drift.histogram(values.tolist(), expected)),
+        }
+
+
+def test_a_weighted_reference_counts_each_row_as_the_payments_it_stands_for() -> None:
+    # Given 10 sampled rows, the low five standing for 10 payments each and the high five for 1
+    values = np.arange(10, dtype=np.float64)
+    weights = np.array([10.0] * 5 + [1.0] * 5)
+
+    # Then the deciles of the 55 payments fall among the low values, and the shares are of 55
+    distribution = weighted_distribution(values, weights)
+    assert distribution["edges"] == [1.0, 2.0, 3.0, 4.0]
+    assert distribution["proportions"] == pytest.approx([10 / 55] * 4 + [15 / 55])
 
 
 @pytest.mark.parametrize("rate", [0, 1.5, 0.0001])

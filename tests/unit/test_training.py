@@ -449,7 +449,7 @@ def test_given_a_holdout_with_one_class_then_evaluation_refuses_with_a_hint() ->
 
 def test_the_time_ordered_split_keeps_the_most_recent_fraction_for_the_holdout() -> None:
     assert time_ordered_split(1000, 0.2) == 800
-    with pytest.raises(ValueError, match="at least 10 training and 10 holdout events"):
+    with pytest.raises(ValueError, match="at least 10 training and 10 holdout payments"):
         time_ordered_split(30, 0.2)
 
 

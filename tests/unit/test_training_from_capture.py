@@ -330,6 +330,35 @@ def test_a_holdout_without_fraud_is_refused_with_advice_for_a_holdout_chosen_by_
     assert registry.list_versions() == []
 
 
+def test_a_training_part_without_fraud_is_named_as_such_not_as_the_data(tmp_path: Path) -> None:
+    # Given 40 days of dev traffic whose chargebacks cover only the holdout's payments
+    payments = traffic(days=40, per_day=40, served="weak")
+    captures, labels = tmp_path / "capture", tmp_path / "labels"
+    write_captures(captures, payments)
+    late = [p for p in payments if JAN_1 + 23 * DAY_US <= p.occurred_us < JAN_1 + 30 * DAY_US]
+    write_labels(labels, chargebacks(late), day_us=JAN_1 + 45 * DAY_US)
+    registry = open_registry((tmp_path / "registry").as_uri(), "fraud")
+    # When a model is trained from it with a 7-day holdout
+    with pytest.raises(DataError) as error:
+        train_from_capture(
+            captures=str(captures),
+            labels=str(labels),
+            env="dev",
+            window=window(),
+            holdout_days=7,
+            registry=registry,
+            params=PARAMS,
+            actor="tester",
+        )
+    # Then it says the payments before the holdout hold no fraud (the captures do hold some),
+    # with this trainer's options
+    message = str(error.value)
+    assert "the 920 payments before the holdout (before 2026-01-24T00:00:00.000000Z)" in message
+    assert "only legitimate payments" in message and "--since" in message
+    assert "--holdout-fraction" not in message
+    assert registry.list_versions() == []
+
+
 def test_the_task_command_trains_from_capture_with_the_flags_the_stack_writes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
