@@ -571,29 +571,67 @@ def test_a_lock_file_that_never_read_is_a_503_naming_it(
     assert "merge conflict" in json.loads(response["body"])["message"]
 
 
-@pytest.mark.parametrize(
-    ("path", "status", "allow"),
-    [("/health", 405, "GET"), ("/predict", 405, "POST"), ("/nowhere", 404, None)],
-)
-def test_head_gets_the_handlers_answer_without_a_body(
-    start_api: StartApi, path: str, status: int, allow: str | None
+def exchange(api: LocalApi, *requests: tuple[str, str]) -> list[tuple[int, dict[str, str], bytes]]:
+    """Requests one after the other on one connection with http.client (which reads no body
+    after HEAD, as RFC 9110 says): each answer's status, headers and body."""
+    connection = http.client.HTTPConnection(*address(api), timeout=PATIENCE_S)
+    answers: list[tuple[int, dict[str, str], bytes]] = []
+    try:
+        for method, path in requests:
+            connection.request(method, path)
+            response = connection.getresponse()
+            body = response.read()
+            headers = {k.lower(): v for k, v in response.getheaders()}
+            answers.append((response.status, headers, body))
+        return answers
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("path", ["/health", "/model", "/openapi.json"])
+def test_head_on_a_get_route_gets_its_status_and_headers_without_the_body(
+    start_api: StartApi, path: str
 ) -> None:
     # Given the local API (API Gateway's ANY methods pass HEAD to the function)
     api = start_api()
-    # When a client sends HEAD
-    connection = http.client.HTTPConnection(*address(api), timeout=PATIENCE_S)
-    try:
-        connection.request("HEAD", path)
-        response = connection.getresponse()
-        body = response.read()
-        headers = {k.lower(): v for k, v in response.getheaders()}
-    finally:
-        connection.close()
-    # Then it gets the function's answer (never a 5xx), its headers and no body
-    assert response.status == status
+    # When a client asks a GET route for GET, HEAD (a health check, `curl -I`), then GET again
+    # on one connection
+    got, headed, again = exchange(api, ("GET", path), ("HEAD", path), ("GET", path))
+    # Then HEAD gets GET's status and headers, Content-Length the GET body's, and no body
+    assert got[0] == 200 and len(got[2]) > 0
+    assert (headed[0], undated(headed[1])) == (got[0], undated(got[1])) and headed[2] == b""
+    assert int(headed[1]["content-length"]) == len(got[2])
+    # And nothing of the body followed on the connection: the next answer reads whole
+    assert (again[0], undated(again[1]), again[2]) == (got[0], undated(got[1]), got[2])
+
+
+def undated(headers: dict[str, str]) -> dict[str, str]:
+    """Headers but `Date`, which may tick between two answers."""
+    return {k: v for k, v in headers.items() if k != "date"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "allow"),
+    [
+        ("HEAD", "/predict", 405, "POST"),
+        ("HEAD", "/events", 405, "POST"),
+        ("HEAD", "/nowhere", 404, None),
+        ("POST", "/health", 405, "GET, HEAD"),
+        ("DELETE", "/openapi.json", 405, "GET, HEAD"),
+    ],
+)
+def test_a_method_or_route_not_served_is_refused_and_allow_lists_head_with_get(
+    start_api: StartApi, method: str, path: str, status: int, allow: str | None
+) -> None:
+    # Given the local API, when a route is asked for a method it does not take (or no route)
+    api = start_api()
+    [(answered, headers, body)] = exchange(api, (method, path))
+    # Then it is refused (never a 5xx) with the methods it takes, HEAD wherever GET is
+    assert answered == status
     assert headers.get("allow") == allow
-    assert int(headers["content-length"]) > 0 and body == b""
-    assert_serves(api)
+    # And a HEAD answer has no body, whatever its status
+    assert int(headers["content-length"]) > 0
+    assert (body == b"") == (method == "HEAD")
 
 
 # A documentation address (RFC 5737): the lines about it are this test's, whatever else other
