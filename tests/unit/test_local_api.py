@@ -318,6 +318,78 @@ def test_a_body_that_drips_in_slower_than_the_deadline_gets_408_and_is_let_go(
 
 
 @pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /health",
+        b"GET /health HTTP/1.1\r\nHost: local\r\nX-Slow: ",
+        # the connection's second request, after a HEAD (whose answer has no body; this one has)
+        b"HEAD /health HTTP/1.1\r\nHost: local\r\n\r\nGET /health",
+    ],
+    ids=["request line", "headers", "request line after a HEAD"],
+)
+def test_a_request_head_that_drips_in_slower_than_the_deadline_gets_408_and_is_let_go(
+    start_api: StartApi, head: bytes
+) -> None:
+    # Given a deadline of half a second for a request's line and headers
+    api = start_api(limits=ConnectionLimits(header_timeout_s=0.5, drain_timeout_s=0.5))
+    threads_before = handler_threads()
+    # When a client starts a request and sends one more byte of it every 50 ms (each read
+    # well within the idle timeout, so only a deadline on the whole head can end it)
+    said = trickle(api, head, b"a", 0.05)
+    # Then it is told 408 with the limits, and the connection is closed
+    status, headers, body = parse(said[said.rindex(b"HTTP/1.1 ") :])
+    assert status == 408 and "0.5 s in all" in body["message"]
+    assert headers["connection"] == "close"
+    wait_for_threads(threads_before)
+    assert_serves(api)
+
+
+def test_a_client_stalled_in_its_request_holds_no_one_else_up(start_api: StartApi) -> None:
+    # Given the local API with its default limits, and a client stalled in its headers
+    api = start_api()
+    with socket.create_connection(address(api), timeout=PATIENCE_S) as stalled:
+        stalled.sendall(HEAD)
+        # When another client sends a request meanwhile, then it is answered
+        assert_serves(api)
+
+
+def test_a_connection_that_sends_nothing_is_closed_quietly_after_the_idle_timeout(
+    start_api: StartApi,
+) -> None:
+    # Given an idle timeout of half a second
+    api = start_api(limits=ConnectionLimits(idle_timeout_s=0.5))
+    # When a client connects and sends nothing
+    with socket.create_connection(address(api), timeout=PATIENCE_S) as sock:
+        # Then the server closes the connection without a word (no request, nothing to answer)
+        assert sock.recv(65536) == b""
+    assert_serves(api)
+
+
+def test_a_kept_alive_connection_gets_the_whole_head_deadline_for_each_request(
+    start_api: StartApi,
+) -> None:
+    # Given a head deadline of 0.3 s (and the default idle timeout, 60 s)
+    api = start_api(limits=ConnectionLimits(header_timeout_s=0.3))
+    connection = http.client.HTTPConnection(*address(api), timeout=PATIENCE_S)
+    try:
+        connection.request("GET", "/health")
+        first = connection.getresponse()
+        first.read()
+        sock = connection.sock
+        # When the connection idles longer than the head deadline before its next request
+        time.sleep(0.6)
+        connection.request("GET", "/health")
+        second = connection.getresponse()
+        second.read()
+        # Then the wait counted against the idle timeout only: both are answered, on one
+        # connection (the deadline starts with a request's first byte)
+        assert (first.status, second.status) == (200, 200)
+        assert connection.sock is sock
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize(
     ("limits", "piece", "interval_s"),
     [
         # slow and endless: the lingering close ends on its time limit
@@ -391,6 +463,8 @@ def test_an_ipv6_address_is_listened_on_and_its_url_is_bracketed(
 def test_connection_limits_must_be_positive() -> None:
     with pytest.raises(ValueError, match="drain_timeout_s must be positive"):
         ConnectionLimits(drain_timeout_s=0)
+    with pytest.raises(ValueError, match="header_timeout_s must be positive"):
+        ConnectionLimits(header_timeout_s=-1)
 
 
 def test_a_lock_file_that_stops_reading_while_serving_keeps_the_last_pin_serving(
