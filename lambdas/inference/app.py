@@ -4,7 +4,8 @@ Takes API Gateway REST proxy events, returns proxy responses. Importable without
 I/O at import time; `handler.py` builds one `InferenceApp` per execution environment.
 
 Routes: POST /predict, GET /model, GET /health, GET /openapi.json (the OpenAPI document from
-`sds.kernel.openapi`, served even without a model). Status codes: 200 scored; 400 invalid JSON or
+`sds.kernel.openapi`, served even without a model), and HEAD wherever GET, answered as GET (its
+body left out by API Gateway, or `sds serve`). Status codes: 200 scored; 400 invalid JSON or
 events (every problem named, with field and reason), a payment dated more than
 `sds.kernel.online.FUTURE_TOLERANCE` ahead of the app's clock among them; 404 unknown route; 405 wrong method; 413
 body too large; 415 not JSON; 503 no model deployed, the model failed to load, or the account
@@ -104,6 +105,12 @@ ROUTES: Mapping[str, tuple[str, ...]] = {
     "/model": ("GET",),
     "/health": ("GET",),
     "/openapi.json": ("GET",),
+}
+# What each route answers: its methods, and HEAD wherever GET, answered as GET (RFC 9110, 9.3.2)
+# for health checks and `curl -I`; the HTTP layer (API Gateway, `sds serve`) sends that answer's
+# status and headers without its body.
+ALLOWED_METHODS: Mapping[str, tuple[str, ...]] = {
+    path: (*methods, "HEAD") if "GET" in methods else methods for path, methods in ROUTES.items()
 }
 
 Response = dict[str, Any]
@@ -540,7 +547,7 @@ class InferenceApp:
         if not isinstance(path, str) or not isinstance(method, str):
             raise RequestError(400, "bad_event", "not an API Gateway proxy event")
         normalized = "/" + path.strip("/")
-        allowed = ROUTES.get(normalized)
+        allowed = ALLOWED_METHODS.get(normalized)
         if allowed is None:
             raise RequestError(404, "not_found", f"no route {normalized[:100]}; try POST /predict")
         if method.upper() not in allowed:

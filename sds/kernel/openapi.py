@@ -3,7 +3,8 @@
 `build_openapi()` derives the event schema from `sds.kernel.features.FIELDS` (the same table the
 handler validates with and every manifest records), so the document cannot drift from what the
 API accepts. The handler serves it at `GET /openapi.json` with the deployed limits
-(`MAX_EVENTS`, `MAX_BODY_BYTES`), with or without a model loaded, and the contract test
+(`MAX_EVENTS`, `MAX_BODY_BYTES`), with or without a model loaded (each GET route documented with
+its HEAD, which the handler answers as GET), and the contract test
 (schemathesis, tests/contract_api/) fuzzes the API against it. The local API (`sds serve`) adds
 its own `POST /events` (`EventsRoute`), each event kind's schema derived from
 `sds.kernel.events.KINDS`, the table the endpoint validates with.
@@ -443,7 +444,22 @@ def build_openapi(
         },
         "components": _components(max_events),
     }
+    for item in document["paths"].values():
+        if "get" in item:
+            item["head"] = _head_operation(item["get"])
     if events is not None:
         document["paths"]["/events"] = _events_path(events)
         document["components"]["schemas"] |= _events_components(events)
     return document
+
+
+def _head_operation(get: dict[str, Any]) -> dict[str, Any]:
+    """HEAD on a GET route, as the handler answers it: GET's statuses and headers, no body."""
+    return {
+        "operationId": f"{get['operationId']}Head",
+        "summary": f"{get['summary']}: GET's status and headers, without the body",
+        "responses": {
+            status: {key: value for key, value in response.items() if key != "content"}
+            for status, response in get["responses"].items()
+        },
+    }

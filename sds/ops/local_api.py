@@ -19,8 +19,9 @@ unreadable framing) the way mature servers do: the refusal goes out first (befor
 when the client asked for it), with `Connection: close`, and what the client still sends is read
 and discarded for a bounded time and amount ("lingering close", as nginx does), so a client that
 sends its whole body before reading (Python's http.client) reads the 413 instead of a reset.
-Every read and write has a timeout and a body has a deadline, so a slow or endless body cannot
-hold a thread for good.
+Each connection has its own thread, every read and write has a timeout, and a request's line and
+headers (from its first byte) and its body each have a deadline, so a client that stalls, or
+trickles a request in a byte at a time, holds up no other client and is let go in bounded time.
 
 Stopping is graceful, as uvicorn's and gunicorn's is: `stop(grace_s=...)` stops accepting
 connections, answers what is in flight (with `Connection: close`), and waits up to `grace_s`
@@ -83,6 +84,10 @@ GATEWAY_TOO_LARGE = "Request Too Long"
 # How long a pin whose model failed to load answers 503 before a request loads it again: a
 # broken pin costs one load attempt per pause, not one per request.
 RETRY_FAILED_LOAD_S = 5.0
+# How long a client has for a request's line and headers, from the request's first byte: nginx's
+# `client_header_timeout` and Node's `headersTimeout` (60 s both). Each read waits at most the idle
+# timeout too, so a client that sends a byte now and then cannot hold a thread past this deadline.
+HEADER_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -90,17 +95,25 @@ class ConnectionLimits:
     """How long and how much the local API waits on one client, so none can hold a thread for good.
 
     The defaults follow nginx: 60 s for any single read or write (`client_body_timeout`,
-    `send_timeout`, and an idle keep-alive connection), a deadline for a whole body, and a bounded
+    `send_timeout`, and an idle keep-alive connection), a deadline for a request's line and
+    headers (`client_header_timeout`, `HEADER_TIMEOUT_S`) and one for a whole body, and a bounded
     lingering close after a refusal (`lingering_time`).
     """
 
     idle_timeout_s: float = 60.0
+    header_timeout_s: float = HEADER_TIMEOUT_S
     body_timeout_s: float = 60.0
     drain_timeout_s: float = 5.0
     drain_max_bytes: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
-        for name in ("idle_timeout_s", "body_timeout_s", "drain_timeout_s", "drain_max_bytes"):
+        for name in (
+            "idle_timeout_s",
+            "header_timeout_s",
+            "body_timeout_s",
+            "drain_timeout_s",
+            "drain_max_bytes",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
 
@@ -147,6 +160,50 @@ def _linger(sock: socket.socket, limits: ConnectionLimits) -> None:
             budget -= received
     except OSError:
         return  # too slow (timeout) or gone (reset): stop either way
+
+
+class _SocketReader(io.RawIOBase):
+    """A connection's socket as the handler's `rfile` reads it; while `deadline` is set (a request
+    line and headers being read), no read waits past it, nor longer than the idle timeout.
+
+    http.server reads the request line and headers through `rfile` with the socket's timeout per
+    read only: a client that sends a byte now and then would hold its thread for good.
+    """
+
+    def __init__(self, sock: socket.socket, idle_timeout_s: float) -> None:
+        self._sock = sock
+        self._idle_timeout_s = idle_timeout_s
+        self._retimed = False
+        self.deadline: float | None = None
+        self.timed_out = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.deadline is None:
+            return self._sock.recv_into(buffer)
+        try:
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("the request line and headers are late")
+            self._sock.settimeout(min(self._idle_timeout_s, remaining))
+            self._retimed = True
+            return self._sock.recv_into(buffer)
+        except TimeoutError:
+            self.timed_out = True
+            raise
+
+    def arm(self, timeout_s: float) -> None:
+        self.deadline = time.monotonic() + timeout_s
+        self.timed_out = False
+
+    def disarm(self) -> None:
+        """The head is in (or abandoned): reads wait the idle timeout again."""
+        self.deadline = None
+        if self._retimed:
+            self._retimed = False
+            self._sock.settimeout(self._idle_timeout_s)
 
 
 class _BodyReader:
@@ -632,19 +689,55 @@ def make_handler(
         timeout = connection_limits.idle_timeout_s
         _counted = False
 
+        def setup(self) -> None:
+            super().setup()
+            # The same buffered reading, through a reader that can hold the head to a deadline.
+            self.rfile.close()
+            self._reader = _SocketReader(self.connection, connection_limits.idle_timeout_s)
+            self.rfile = io.BufferedReader(self._reader)
+
         def parse_request(self) -> bool:
             # The request line is in: in flight until its response is written (below).
             requests.begin()
             self._counted = True
-            return super().parse_request()
+            parsed = super().parse_request()
+            self._reader.disarm()  # and so are the headers
+            return parsed
 
         def handle_one_request(self) -> None:
+            # Between requests a connection waits up to the idle timeout for the next one to
+            # start; once it has, its line and headers must be in by the header deadline.
+            try:
+                started = bool(cast(io.BufferedReader, self.rfile).peek(1))
+            except TimeoutError:
+                started = False  # idle: closed without a word, there is no request to answer
+            if not started:
+                self.close_connection = True
+                return
+            # Not the previous request's: a request line cut short leaves them as http.server
+            # leaves them for a 414 (parse_request sets them once the line is in).
+            self.requestline = self.request_version = self.command = ""
+            self._reader.arm(connection_limits.header_timeout_s)
             try:
                 super().handle_one_request()
             finally:
+                self._reader.disarm()
                 if self._counted:
                     self._counted = False
                     requests.end()
+            if self._reader.timed_out:
+                # http.server gives up on a read that timed out without a word: say why.
+                self._head_too_slow()
+
+        def _head_too_slow(self) -> None:
+            self._refuse(
+                _Refusal(
+                    408,
+                    "the request line and headers did not arrive in time (limits: "
+                    f"{connection_limits.header_timeout_s:g} s in all, "
+                    f"{connection_limits.idle_timeout_s:g} s between reads)",
+                )
+            )
 
         def _framing(self) -> int | None:
             """The body's length (None: chunked), or the refusal API Gateway would answer with."""
@@ -680,6 +773,7 @@ def make_handler(
             return length
 
         def handle_expect_100(self) -> bool:
+            self._reader.disarm()  # the headers are in
             # Refuse before the client sends a body we would refuse anyway (RFC 9110, 10.1.1).
             try:
                 self._framing()

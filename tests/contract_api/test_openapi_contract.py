@@ -33,12 +33,13 @@ from sds.kernel.online import now_micros
 INTEGER_FIELDS = frozenset(f.name for f in FIELDS if f.kind == "integer")
 
 POSITIVE, NEGATIVE = GenerationMode.POSITIVE, GenerationMode.NEGATIVE
-# The GET routes take no input, so only their positive side exists.
+# The GET (and HEAD) routes take no input, so only their positive side exists.
 OPERATIONS = [
     pytest.param("POST", "/predict", POSITIVE, 80, id="POST /predict valid"),
     pytest.param("POST", "/predict", NEGATIVE, 80, id="POST /predict invalid"),
     pytest.param("GET", "/model", POSITIVE, 3, id="GET /model"),
     pytest.param("GET", "/health", POSITIVE, 3, id="GET /health"),
+    pytest.param("HEAD", "/health", POSITIVE, 3, id="HEAD /health"),
     pytest.param("GET", "/openapi.json", POSITIVE, 3, id="GET /openapi.json"),
     pytest.param("POST", "/events", POSITIVE, 60, id="POST /events valid"),
     pytest.param("POST", "/events", NEGATIVE, 60, id="POST /events invalid"),

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from openapi_spec_validator import validate
 
-from lambdas.inference.app import ROUTES, InferenceApp
+from lambdas.inference.app import ALLOWED_METHODS, InferenceApp
 from sds.kernel import aggregates, features, openapi
 from sds.kernel.aggregates import MINUTE
 from sds.kernel.events import ACTIVITY_KINDS, KINDS
@@ -35,7 +35,22 @@ def test_the_document_is_valid_openapi_3_1() -> None:
 def test_every_route_the_handler_answers_is_documented_with_its_methods() -> None:
     paths = openapi.build_openapi()["paths"]
 
-    assert {path: tuple(m.upper() for m in ops) for path, ops in paths.items()} == dict(ROUTES)
+    assert {path: tuple(m.upper() for m in ops) for path, ops in paths.items()} == dict(
+        ALLOWED_METHODS
+    )
+
+
+def test_head_is_documented_wherever_get_is_with_gets_answers_and_no_body() -> None:
+    paths = openapi.build_openapi()["paths"]
+
+    for path, item in paths.items():
+        assert ("head" in item) == ("get" in item), path
+        if "get" in item:
+            got, headed = item["get"]["responses"], item["head"]["responses"]
+            assert headed.keys() == got.keys(), path
+            for status, answer in headed.items():
+                assert "content" not in answer, (path, status)
+                assert answer.get("headers") == got[status].get("headers"), (path, status)
 
 
 def test_the_event_schema_is_the_feature_schema_plus_an_optional_type() -> None:
@@ -116,7 +131,7 @@ def test_over_http_a_wrong_method_gets_405_with_allow(
         urllib.request.urlopen(request, timeout=10)
 
     assert raised.value.code == 405
-    assert raised.value.headers["Allow"] == ", ".join(ROUTES[path])
+    assert raised.value.headers["Allow"] == ", ".join(ALLOWED_METHODS[path])
 
 
 def test_the_local_api_documents_its_own_post_events_with_the_kinds_it_takes(
@@ -128,7 +143,7 @@ def test_the_local_api_documents_its_own_post_events_with_the_kinds_it_takes(
     # Then it is valid OpenAPI, and documents the handler's routes and its own POST /events
     validate(document)
     paths = {path: tuple(m.upper() for m in ops) for path, ops in document["paths"].items()}
-    assert paths == {**ROUTES, EventsEndpoint.PATH: ("POST",)}
+    assert paths == {**ALLOWED_METHODS, EventsEndpoint.PATH: ("POST",)}
     schemas = document["components"]["schemas"]
     events = schemas["EventsRequest"]["properties"]["events"]
     assert events["maxItems"] == EventsEndpoint.MAX_EVENTS

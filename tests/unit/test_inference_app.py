@@ -280,6 +280,18 @@ def test_get_health_reports_ok_with_the_model(served: InferenceApp) -> None:
     assert (status, body) == (200, {"status": "ok", "model": {"name": MODEL, "version": 1}})
 
 
+@pytest.mark.parametrize("path", ["/health", "/model", "/openapi.json"])
+def test_head_on_a_get_route_answers_as_get(served: InferenceApp, path: str) -> None:
+    # Given a GET route, when it is asked for HEAD (a health check, `curl -I`)
+    got = served.handle(proxy(method="GET", path=path), None)
+    headed = served.handle(proxy(method="HEAD", path=path), None)
+
+    # Then the answer is GET's, status and headers included; the HTTP layer (API Gateway, `sds
+    # serve`) sends it without the body, whose length its Content-Length gives
+    assert headed == got
+    assert got["statusCode"] == 200
+
+
 # Routing errors --------------------------------------------------------------------------------
 
 
@@ -302,9 +314,10 @@ def test_given_an_unknown_path_then_404_points_at_the_predict_route(
     [
         ("GET", "/predict", "POST"),
         ("PUT", "/predict", "POST"),
-        ("DELETE", "/model", "GET"),
-        ("POST", "/health", "GET"),
-        ("WHATEVER", "/model", "GET"),
+        ("HEAD", "/predict", "POST"),
+        ("DELETE", "/model", "GET, HEAD"),
+        ("POST", "/health", "GET, HEAD"),
+        ("WHATEVER", "/model", "GET, HEAD"),
     ],
 )
 def test_given_the_wrong_method_then_405_with_an_allow_header(

@@ -318,6 +318,78 @@ def test_a_body_that_drips_in_slower_than_the_deadline_gets_408_and_is_let_go(
 
 
 @pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /health",
+        b"GET /health HTTP/1.1\r\nHost: local\r\nX-Slow: ",
+        # the connection's second request, after a HEAD (whose answer has no body; this one has)
+        b"HEAD /health HTTP/1.1\r\nHost: local\r\n\r\nGET /health",
+    ],
+    ids=["request line", "headers", "request line after a HEAD"],
+)
+def test_a_request_head_that_drips_in_slower_than_the_deadline_gets_408_and_is_let_go(
+    start_api: StartApi, head: bytes
+) -> None:
+    # Given a deadline of half a second for a request's line and headers
+    api = start_api(limits=ConnectionLimits(header_timeout_s=0.5, drain_timeout_s=0.5))
+    threads_before = handler_threads()
+    # When a client starts a request and sends one more byte of it every 50 ms (each read
+    # well within the idle timeout, so only a deadline on the whole head can end it)
+    said = trickle(api, head, b"a", 0.05)
+    # Then it is told 408 with the limits, and the connection is closed
+    status, headers, body = parse(said[said.rindex(b"HTTP/1.1 ") :])
+    assert status == 408 and "0.5 s in all" in body["message"]
+    assert headers["connection"] == "close"
+    wait_for_threads(threads_before)
+    assert_serves(api)
+
+
+def test_a_client_stalled_in_its_request_holds_no_one_else_up(start_api: StartApi) -> None:
+    # Given the local API with its default limits, and a client stalled in its headers
+    api = start_api()
+    with socket.create_connection(address(api), timeout=PATIENCE_S) as stalled:
+        stalled.sendall(HEAD)
+        # When another client sends a request meanwhile, then it is answered
+        assert_serves(api)
+
+
+def test_a_connection_that_sends_nothing_is_closed_quietly_after_the_idle_timeout(
+    start_api: StartApi,
+) -> None:
+    # Given an idle timeout of half a second
+    api = start_api(limits=ConnectionLimits(idle_timeout_s=0.5))
+    # When a client connects and sends nothing
+    with socket.create_connection(address(api), timeout=PATIENCE_S) as sock:
+        # Then the server closes the connection without a word (no request, nothing to answer)
+        assert sock.recv(65536) == b""
+    assert_serves(api)
+
+
+def test_a_kept_alive_connection_gets_the_whole_head_deadline_for_each_request(
+    start_api: StartApi,
+) -> None:
+    # Given a head deadline of 0.3 s (and the default idle timeout, 60 s)
+    api = start_api(limits=ConnectionLimits(header_timeout_s=0.3))
+    connection = http.client.HTTPConnection(*address(api), timeout=PATIENCE_S)
+    try:
+        connection.request("GET", "/health")
+        first = connection.getresponse()
+        first.read()
+        sock = connection.sock
+        # When the connection idles longer than the head deadline before its next request
+        time.sleep(0.6)
+        connection.request("GET", "/health")
+        second = connection.getresponse()
+        second.read()
+        # Then the wait counted against the idle timeout only: both are answered, on one
+        # connection (the deadline starts with a request's first byte)
+        assert (first.status, second.status) == (200, 200)
+        assert connection.sock is sock
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize(
     ("limits", "piece", "interval_s"),
     [
         # slow and endless: the lingering close ends on its time limit
@@ -391,6 +463,8 @@ def test_an_ipv6_address_is_listened_on_and_its_url_is_bracketed(
 def test_connection_limits_must_be_positive() -> None:
     with pytest.raises(ValueError, match="drain_timeout_s must be positive"):
         ConnectionLimits(drain_timeout_s=0)
+    with pytest.raises(ValueError, match="header_timeout_s must be positive"):
+        ConnectionLimits(header_timeout_s=-1)
 
 
 def test_a_lock_file_that_stops_reading_while_serving_keeps_the_last_pin_serving(
@@ -571,29 +645,67 @@ def test_a_lock_file_that_never_read_is_a_503_naming_it(
     assert "merge conflict" in json.loads(response["body"])["message"]
 
 
-@pytest.mark.parametrize(
-    ("path", "status", "allow"),
-    [("/health", 405, "GET"), ("/predict", 405, "POST"), ("/nowhere", 404, None)],
-)
-def test_head_gets_the_handlers_answer_without_a_body(
-    start_api: StartApi, path: str, status: int, allow: str | None
+def exchange(api: LocalApi, *requests: tuple[str, str]) -> list[tuple[int, dict[str, str], bytes]]:
+    """Requests one after the other on one connection with http.client (which reads no body
+    after HEAD, as RFC 9110 says): each answer's status, headers and body."""
+    connection = http.client.HTTPConnection(*address(api), timeout=PATIENCE_S)
+    answers: list[tuple[int, dict[str, str], bytes]] = []
+    try:
+        for method, path in requests:
+            connection.request(method, path)
+            response = connection.getresponse()
+            body = response.read()
+            headers = {k.lower(): v for k, v in response.getheaders()}
+            answers.append((response.status, headers, body))
+        return answers
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("path", ["/health", "/model", "/openapi.json"])
+def test_head_on_a_get_route_gets_its_status_and_headers_without_the_body(
+    start_api: StartApi, path: str
 ) -> None:
     # Given the local API (API Gateway's ANY methods pass HEAD to the function)
     api = start_api()
-    # When a client sends HEAD
-    connection = http.client.HTTPConnection(*address(api), timeout=PATIENCE_S)
-    try:
-        connection.request("HEAD", path)
-        response = connection.getresponse()
-        body = response.read()
-        headers = {k.lower(): v for k, v in response.getheaders()}
-    finally:
-        connection.close()
-    # Then it gets the function's answer (never a 5xx), its headers and no body
-    assert response.status == status
+    # When a client asks a GET route for GET, HEAD (a health check, `curl -I`), then GET again
+    # on one connection
+    got, headed, again = exchange(api, ("GET", path), ("HEAD", path), ("GET", path))
+    # Then HEAD gets GET's status and headers, Content-Length the GET body's, and no body
+    assert got[0] == 200 and len(got[2]) > 0
+    assert (headed[0], undated(headed[1])) == (got[0], undated(got[1])) and headed[2] == b""
+    assert int(headed[1]["content-length"]) == len(got[2])
+    # And nothing of the body followed on the connection: the next answer reads whole
+    assert (again[0], undated(again[1]), again[2]) == (got[0], undated(got[1]), got[2])
+
+
+def undated(headers: dict[str, str]) -> dict[str, str]:
+    """Headers but `Date`, which may tick between two answers."""
+    return {k: v for k, v in headers.items() if k != "date"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "allow"),
+    [
+        ("HEAD", "/predict", 405, "POST"),
+        ("HEAD", "/events", 405, "POST"),
+        ("HEAD", "/nowhere", 404, None),
+        ("POST", "/health", 405, "GET, HEAD"),
+        ("DELETE", "/openapi.json", 405, "GET, HEAD"),
+    ],
+)
+def test_a_method_or_route_not_served_is_refused_and_allow_lists_head_with_get(
+    start_api: StartApi, method: str, path: str, status: int, allow: str | None
+) -> None:
+    # Given the local API, when a route is asked for a method it does not take (or no route)
+    api = start_api()
+    [(answered, headers, body)] = exchange(api, (method, path))
+    # Then it is refused (never a 5xx) with the methods it takes, HEAD wherever GET is
+    assert answered == status
     assert headers.get("allow") == allow
-    assert int(headers["content-length"]) > 0 and body == b""
-    assert_serves(api)
+    # And a HEAD answer has no body, whatever its status
+    assert int(headers["content-length"]) > 0
+    assert (body == b"") == (method == "HEAD")
 
 
 # A documentation address (RFC 5737): the lines about it are this test's, whatever else other
