@@ -95,29 +95,11 @@ def observe(
         configuration=configuration,
         aliases=aliases,
         deployments=in_flight(codedeploy, target),
-        registry_alias=registry_alias(registry, target.model, target.environment),
+        # None before the first promotion; S3 refuses the pruner's read of an alias that does not
+        # exist (its role may list only that key), which the store tells from a refusal
+        # (sds.kernel.aws.s3.is_missing)
+        registry_alias=registry.get_alias(target.environment),
     )
-
-
-def alias_key(model: str, env: str) -> str:
-    """Where the registry keeps alias `env` of `model` (the layout of `sds.kernel.registry`; a
-    test checks that the registry writes an alias there)."""
-    return f"models/{model}/aliases/{env}.json"
-
-
-def registry_alias(registry: Registry, model: str, env: str) -> AliasState | None:
-    """The registry alias named after `env`; None when nothing was ever promoted there.
-
-    Whether it exists is asked by listing its key, not by reading it: to a caller that may not
-    list the bucket (the pruner's role may list this one key only), S3 answers a read of a key
-    that does not exist with 403, not 404. A listed alias that cannot be read is an error, never
-    taken for a missing one. One created between the two calls is a first promotion: no
-    published version serves its model yet, so nothing it would protect can be deleted.
-    """
-    key = alias_key(model, env)
-    if key not in registry.store.list(key):
-        return None
-    return registry.get_alias(env)
 
 
 def in_flight(codedeploy: Any, target: PruneTarget) -> list[InFlightDeployment]:

@@ -183,7 +183,7 @@ class VersionPruner(Construct):
             ),
             # Listing that one key says whether the alias exists: to a caller that may not list
             # the bucket, S3 answers the read of a missing key with 403, not 404
-            # (lambdas.pruner.pruning.registry_alias).
+            # (sds.kernel.aws.s3.is_missing).
             iam.PolicyStatement(
                 sid="FindRegistryAlias",
                 actions=["s3:ListBucket"],

@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 
 import sds.kernel.settings as settings
 from lambdas.pruner import handler
-from lambdas.pruner.pruning import PruneReport, alias_key, prune
+from lambdas.pruner.pruning import PruneReport, prune
 from sds.kernel.aws.errors import AwsFailure
 from sds.kernel.registry import Registry, Version
 from sds.kernel.registry.s3 import S3Store
@@ -27,6 +27,7 @@ from sds.ops.aws import Clients
 from sds.ops.prune import prune_versions
 from sds.ops.workspace import Workspace
 from tests.integration.deployed import MODEL, CliResult, Deployed
+from tests.support.s3_denials import Listless
 
 
 def target(deployed: Deployed, *, keep: int) -> PruneTarget:
@@ -283,29 +284,18 @@ def test_a_model_any_pin_variable_names_keeps_its_newest_version(
     ]
 
 
-class WithoutListBucket:
-    """The S3 client of a caller without s3:ListBucket: S3 answers its read of a key that does
-    not exist with 403 AccessDenied, not 404 (and `denied` keys are refused even if they do)."""
-
-    def __init__(self, real: Any, denied: tuple[str, ...] = ()) -> None:
-        self.real = real
-        self.denied = denied
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.real, name)
-
-    def get_object(self, **kwargs: Any) -> Any:
-        try:
-            if kwargs["Key"] in self.denied:
-                raise self.real.exceptions.NoSuchKey({"Error": {"Code": "NoSuchKey"}}, "GetObject")
-            return self.real.get_object(**kwargs)
-        except self.real.exceptions.NoSuchKey:
-            raise ClientError(
-                {"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}, "GetObject"
-            ) from None
+ALIAS_KEY = f"models/{MODEL}/aliases/dev.json"  # where the pruner's role may read and list
 
 
-def test_an_environment_nothing_was_promoted_to_is_pruned_without_reading_a_missing_alias(
+def registry_as_the_pruner(deployed: Deployed, caller: Listless) -> Registry:
+    """The registry as the pruner's role reads it: S3 answers it 403 for a key that does not
+    exist (it may list the alias's key, not the bucket), and refuses `caller.refused`."""
+    s3 = deployed.clients("s3")
+    caller.install(s3.meta.events)
+    return Registry(S3Store(deployed.bucket, client=s3), MODEL)
+
+
+def test_an_environment_nothing_was_promoted_to_is_pruned_though_s3_refuses_its_missing_alias(
     deploy: Callable[..., Deployed],
 ) -> None:
     # Given five deploys before any promotion (the first deploy's version 1 and four more: no
@@ -314,8 +304,7 @@ def test_an_environment_nothing_was_promoted_to_is_pruned_without_reading_a_miss
     dev = deploy("dev")
     for _ in range(4):
         dev.point_live(dev.publish(None))
-    s3 = WithoutListBucket(dev.clients("s3"))
-    registry = Registry(S3Store(dev.bucket, client=s3), MODEL)
+    registry = registry_as_the_pruner(dev, Listless())
 
     # When the pruner runs
     report = prune(
@@ -338,9 +327,8 @@ def test_a_registry_alias_the_pruner_may_not_read_deletes_nothing(
     model, _ = promote_and_deploy(dev, cli, ["one"])["one"]
     for _ in range(3):
         dev.point_live(dev.publish(model))
-    assert alias_key(MODEL, "dev") in dev.registry.store.list("models/")  # where promote wrote it
-    s3 = WithoutListBucket(dev.clients("s3"), denied=(alias_key(MODEL, "dev"),))
-    registry = Registry(S3Store(dev.bucket, client=s3), MODEL)
+    assert ALIAS_KEY in dev.registry.store.list("models/")  # where promote wrote it
+    registry = registry_as_the_pruner(dev, Listless(refused=frozenset({ALIAS_KEY})))
 
     # When the pruner runs, then the refusal is an error and nothing is deleted: an alias that
     # exists but cannot be read is never taken for one that does not exist

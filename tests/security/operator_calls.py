@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.support.s3_denials import Listless
+
 ACCOUNT = "123456789012"  # moto's default account
 REGION = "us-east-1"
 PARTITION = "aws"
@@ -52,7 +54,11 @@ class Call:
 @contextlib.contextmanager
 def recording() -> Iterator[list[Call]]:
     """Every call made by boto3 clients created in the block through boto3's default session
-    (`sds.kernel.sdk.client`, `training.data`), in order."""
+    (`sds.kernel.sdk.client`, `training.data`), in order.
+
+    S3 answers them as it answers the policies judged here, which grant s3:ListBucket only
+    under an `s3:prefix` condition: a read of a key that does not exist is 403 AccessDenied,
+    not moto's 404 (`tests.support.s3_denials.Listless`)."""
     import boto3
 
     calls: list[Call] = []
@@ -62,6 +68,7 @@ def recording() -> Iterator[list[Call]]:
 
     session = boto3.Session()
     session.events.register("provide-client-params", record)
+    Listless().install(session.events)
     previous = boto3.DEFAULT_SESSION
     boto3.DEFAULT_SESSION = session
     try:

@@ -138,6 +138,14 @@ def test_a_cross_account_promotion_needs_the_targets_promoter_and_the_sources_ro
     source = statements_of(accounts_app, dev, "PromotionSourcePolicy")
     judges = {"staging": promoter, "dev": source, "*": promoter}
     assert refused(requests, judges, world) == []
+    # (staging had no alias yet: S3 refused the read of it, and listing exactly its key, which
+    # the promoter policy allows, said that it does not exist)
+    assert Request(
+        "s3:ListBucket",
+        f"arn:{PARTITION}:s3:::{staging.registry_bucket}",
+        {"s3:prefix": "models/fraud/aliases/staging.json"},
+        "",
+    ) in [Request(r.action, r.resource, r.context, "") for r in requests]
     assert Request("sts:AssumeRole", DEV_ROLE, {}, "") in [
         Request(r.action, r.resource, r.context, "") for r in requests
     ]

@@ -546,6 +546,11 @@ def test_each_operator_policy_holds_exactly_its_actions_on_its_own_environment(
         # cluster, checked below)
         if "*" in statement.resources:
             assert statement.actions in (["ecs:DescribeTaskDefinition"], ["ecs:ListTasks"])
+        # listing only under a prefix: to such a caller S3 answers the read of a missing key
+        # with 403, as `recording` plays it in the command tests below
+        if "s3:ListBucket" in statement.actions:
+            assert list(statement.document["Condition"]) == ["StringLike"]
+            assert list(statement.document["Condition"]["StringLike"]) == ["s3:prefix"]
         # KMS only through S3, for the bucket the policy is about
         if statement.actions[0].startswith("kms:"):
             condition = statement.document["Condition"]
@@ -719,6 +724,11 @@ def actions(requests: list[Request]) -> set[str]:
     return {r.action for r in requests}
 
 
+def listed(requests: list[Request]) -> set[str]:
+    """The prefixes the requests list (s3:ListBucket's s3:prefix)."""
+    return {r.context["s3:prefix"] for r in requests if r.action == "s3:ListBucket"}
+
+
 def test_promoting_up_the_chain_needs_the_targets_promoter_and_the_sources_read_only_policy(
     audited_app: AuditedApp, operator: Operator
 ) -> None:
@@ -753,6 +763,10 @@ def test_promoting_up_the_chain_needs_the_targets_promoter_and_the_sources_read_
     to_prod = requests_of(into_prod, world)
     assert refused(to_staging, {"staging": promoter["staging"], "dev": source["dev"]}, world) == []
     assert refused(to_prod, {"prod": promoter["prod"], "staging": source["staging"]}, world) == []
+    # (nothing was promoted to staging or prod before: S3 refused the read of each alias, and
+    # listing exactly its key, which the promoter policy allows, said that it does not exist)
+    assert f"models/{MODEL}/aliases/staging.json" in listed(to_staging)
+    assert f"models/{MODEL}/aliases/prod.json" in listed(to_prod)
     for requests, source_env in ((to_staging, "dev"), (to_prod, "staging")):
         on_source = [r for r in requests if world.owner(r) == source_env]
         assert actions(on_source) >= {"s3:GetObject", "ssm:GetParameters"}
@@ -802,6 +816,9 @@ def test_rolling_back_on_aws_needs_only_the_promoter_policy(
     promoter = statements_of(audited_app, prod, "Inference", "PromoterPolicy")
     assert refused(requests, {"prod": promoter}, world) == []
     assert {"lambda:UpdateAlias", "codedeploy:ListDeployments", "s3:PutObject"} <= actions(requests)
+    # (including the listing of the rollback lease's key: nobody held it before, and S3 refused
+    # the read of it)
+    assert f"models/{MODEL}/aliases/prod.lease" in listed(requests)
     # And without its Lambda statement the rollback could not switch live
     without = [s for s in promoter if s.get("Sid") != "SwitchLiveAlias"]
     assert any("lambda:UpdateAlias" in line for line in refused(requests, {"prod": without}, world))

@@ -9,7 +9,7 @@ creation (about 220 ms of a 450-600 ms start, issue 13); the CLI and training ke
 - `transport`: a small HTTP/1.1 client with kept-alive connections (no `http.client`);
 - `trust`: TLS roots (Amazon Trust Services for AWS endpoints; no `ssl` for plain http);
 - `client`: region, endpoint (`AWS_ENDPOINT_URL[_<SERVICE>]`), signing, bounded retries;
-- `s3`: `S3Client.get_object`, `list_objects_v2`;
+- `s3`: `S3Client.get_object`, `list_objects_v2`, `first_key`; `is_missing` (a 403 or a missing key);
 - `dynamodb`: `DynamoDBClient.call` and the wrapped reads `get_item`, `batch_get_item`, `query`.
 """
 

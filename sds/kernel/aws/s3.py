@@ -1,4 +1,6 @@
-"""S3 reads without the SDK: GetObject and ListObjectsV2 (what the registry's read path needs).
+"""S3 reads without the SDK: GetObject and ListObjectsV2 (what the registry's read path needs),
+and `is_missing`, which every S3 reader of sds (with this client or the SDK's) asks whether a
+failed read means that the key does not exist.
 
 Addressing as the SDK does it: virtual-hosted (`bucket.s3.<region>.amazonaws.com`) for
 DNS-compatible bucket names without dots, path style otherwise and on a custom endpoint
@@ -23,7 +25,9 @@ _BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]$")
 _XML_ENTITIES = (("&lt;", "<"), ("&gt;", ">"), ("&quot;", '"'), ("&apos;", "'"), ("&amp;", "&"))
 _STATUS_CODES = {304: "NotModified", 400: "BadRequest", 403: "Forbidden", 404: "NotFound"}
 _REDIRECT_STATUSES = frozenset({301, 307, 400})
-NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
+_NOT_FOUND_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
+# A refused read: GetObject's AccessDenied; HeadObject's answer has no body, only its status.
+_DENIED_CODES = frozenset({"AccessDenied", "Forbidden", "403"})
 Query = tuple[tuple[str, str], ...]
 
 
@@ -113,7 +117,7 @@ class S3Client(AwsClient):
 
     def get_object(self, bucket: str, key: str) -> S3Object:
         """The object's bytes and etag; AwsError with code NoSuchKey (HTTP 404) if it is absent
-        (AccessDenied, 403, when the caller may not list the bucket)."""
+        (AccessDenied, 403, when the caller may not list the bucket: `is_missing` tells)."""
         if not key:
             raise AwsError("an object key is required", service="s3", operation="GetObject")
         response = self._get("GetObject", bucket, key)
@@ -122,6 +126,18 @@ class S3Client(AwsClient):
             etag=response.headers.get("etag", "").strip('"'),
             content_type=response.headers.get("content-type"),
         )
+
+    def first_key(self, bucket: str, prefix: str) -> str | None:
+        """The first key under `prefix` in S3's order, None if there is none: one ListObjectsV2
+        request of one key (`max-keys=1`)."""
+        query: Query = (
+            ("list-type", "2"),
+            ("encoding-type", "url"),
+            ("prefix", prefix),
+            ("max-keys", "1"),
+        )
+        found, _ = _parse_list(self._get("ListObjectsV2", bucket, "", query).body)
+        return found[0] if found else None
 
     def list_objects_v2(
         self, bucket: str, prefix: str = "", *, page_size: int | None = None
@@ -141,6 +157,44 @@ class S3Client(AwsClient):
             keys.extend(found)
             if not token:
                 return keys
+
+
+def is_missing(error: BaseException, *, client: Any, bucket: str, key: str) -> bool:
+    """Whether `error`, raised by a read (GetObject, HeadObject) of `key` through `client` (this
+    module's `S3Client`, or the SDK's), says that the key does not exist.
+
+    A 404 does. S3 answers 404 only to a caller allowed s3:ListBucket on the bucket, though; to
+    any other it answers 403, as it does to a read the caller's policy refuses. The sds roles
+    and operator policies may list only under their model's or data's prefix (an `s3:prefix`
+    condition), and whether S3 counts that for a read, which has no prefix, is not documented:
+    so a 403 is checked by listing exactly `key` (ListObjectsV2 with Prefix=key, MaxKeys=1,
+    which such a condition allows). Missing if that listing does not name it; if it does, or
+    the listing fails too, the refusal stands: a refusal is never taken for a missing key.
+    """
+    code = _error_code(error)
+    if code in _NOT_FOUND_CODES:
+        return True
+    if code not in _DENIED_CODES:
+        return False
+    try:
+        if isinstance(client, S3Client):
+            first = client.first_key(bucket, key)
+        else:
+            listed = client.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
+            first = next((item["Key"] for item in listed.get("Contents", [])), None)
+    except Exception:  # refused, or failing: the first refusal is the answer
+        return False
+    return first != key
+
+
+def _error_code(error: BaseException) -> str:
+    """AWS's error code of this client's error or of the SDK's (`ClientError.response`)."""
+    if isinstance(error, AwsError):
+        return error.code
+    response = getattr(error, "response", None)
+    if isinstance(response, dict) and isinstance(response.get("Error"), dict):
+        return str(response["Error"].get("Code", ""))
+    return ""
 
 
 def _parse_list(body: bytes) -> tuple[list[str], str | None]:

@@ -258,10 +258,12 @@ class S3Storage:
             raise self._fail(key, exc) from exc
 
     def exists(self, key: str) -> bool:
+        from sds.kernel.aws.s3 import is_missing
+
         try:
             self.client.head_object(Bucket=self.bucket, Key=self._key(key))
         except Exception as exc:
-            if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+            if is_missing(exc, client=self.client, bucket=self.bucket, key=self._key(key)):
                 return False
             raise self._fail(key, exc) from exc
         return True

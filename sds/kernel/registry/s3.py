@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from sds.kernel.aws.s3 import is_missing
 from sds.kernel.registry.s3_read import S3Location
 from sds.kernel.registry.store import NotFound, PreconditionFailed, StoredObject
 
@@ -73,7 +74,7 @@ class S3Store(S3Location):
             try:
                 response = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)
             except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                if is_missing(exc, client=self.client, bucket=self.bucket, key=self.prefix + key):
                     raise NotFound(key) from None
                 raise
             return StoredObject(data=response["Body"].read(), etag=response["ETag"].strip('"'))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 
 from sds.kernel.aws.errors import AwsError, explained
-from sds.kernel.aws.s3 import NOT_FOUND_CODES, S3Client
+from sds.kernel.aws.s3 import S3Client, is_missing
 from sds.kernel.registry.store import NotFound, ReadOnlyStoreError, StoredObject
 
 
@@ -65,7 +65,7 @@ class S3ReadStore(S3Location):
             try:
                 found = self.client.get_object(self.bucket, self.prefix + key)
             except AwsError as exc:
-                if exc.code in NOT_FOUND_CODES:
+                if is_missing(exc, client=self.client, bucket=self.bucket, key=self.prefix + key):
                     raise NotFound(key) from None
                 raise
         return StoredObject(data=found.data, etag=found.etag)
