@@ -10,8 +10,8 @@ Examples are bounded so the whole run stays well under a minute on 2 cores.
 `POST /events` refuses one event id with two contents, within a batch (400) or against what an
 earlier request stored (409): the document cannot say that ids must be unique, so valid examples
 get a fresh id for each event. Both POST routes refuse an event dated more than 5 minutes ahead
-of the server's clock (400): the document says so in words, which no schema can check, so valid
-examples are dated in the past.
+of the server's clock (400; a label by its `labelled_at`): the document says so in words, which
+no schema can check, so valid examples are dated in the past.
 
 One deliberate difference: JSON Schema counts `3.0` as an integer, the API does not (integer
 fields take integer literals; tests/unit/test_features.py pins that). The document cannot say so,
@@ -89,12 +89,12 @@ def _integer_literals(case: Any) -> Any:
 
 def _not_ahead_of_the_clock(case: Any) -> Any:
     """What the document says only in words: an event is not dated ahead of the server's clock
-    (/predict refuses such a payment, /events such an activity event, as the updater does)."""
+    (/predict refuses such a payment, /events such an activity event, as the updater does, and
+    a label whose `labelled_at` is, as `sds label` does)."""
     for event in _events(case):
-        if isinstance(event.get("occurred_at"), str) and (
-            parse_time(event["occurred_at"]) > now_micros()
-        ):
-            event["occurred_at"] = "2026-01-01T00:00:00Z"
+        for field in ("occurred_at", "labelled_at"):
+            if isinstance(event.get(field), str) and parse_time(event[field]) > now_micros():
+                event[field] = "2026-01-01T00:00:00Z"
     return case
 
 
