@@ -27,7 +27,8 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         "--out",
         required=True,
         help="where the parts and the run's manifest go (a folder or s3://bucket/prefix); "
-        "running again with the same arguments resumes the run there",
+        "running again with the same arguments resumes the run there (with --aws, once the "
+        "run there has ended: one still going is refused)",
     )
     workers_option(parser, "worker processes on this machine (default: one per core)")
     parser.add_argument(

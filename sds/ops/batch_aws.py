@@ -7,7 +7,10 @@ in the environment's training-data bucket, the output under its batch prefix and
 input: what the plan step would refuse), pins the model (the environment's pin, or `--version`
 from its registry), starts an execution, reports each map's progress while it runs, and reads
 the run's manifest when it ends. Starting the same command again after a failure resumes the
-run: finished parts are not computed again.
+run: finished parts are not computed again. An execution that still writes `--out` (started
+with `--no-wait`, or whose following stopped: the run goes on) is no run to resume yet: the
+command refuses to start another one into it (`RunInProgress`, exit 3), naming the execution
+and how to wait for it or stop it.
 
 A run that ends without its manifest fails the command (`BatchRunFailed`), reported as every
 error is: one line naming what failed and what to do, then the map items that failed (`listing`;
@@ -22,6 +25,7 @@ and its line adds that running the same command again resumes the run (`step_fai
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -35,9 +39,9 @@ from sds.kernel.batch.run import MANIFEST, check_locations, read_json
 from sds.kernel.batch.settings import BatchFunctionSettings, run_input
 from sds.kernel.batch.shuffle import HistoryError
 from sds.kernel.batch.storage import StorageError, open_storage
-from sds.kernel.errors import SdsError, UsageError
+from sds.kernel.errors import Refused, SdsError, UsageError
 from sds.kernel.signals import reworded
-from sds.ops.aws import AwsError, start_execution
+from sds.ops.aws import AwsError, failure, start_execution
 from sds.ops.batch import model_for
 from sds.ops.workspace import Workspace
 
@@ -86,6 +90,22 @@ class BatchRunFailed(SdsError):
 
 
 LISTED = 10
+
+
+class RunInProgress(Refused):
+    """`--out` is being written by an execution of the batch state machine that is still running
+    (one started with `--no-wait`, or whose following stopped: Ctrl-C, a network failure). A
+    second run into it would not be refused by the plan step (the same input and model resume
+    the run there), and the two would compute the same parts and write its manifest at once.
+    Nothing was started; `--json` adds the running execution and the output. One of the
+    refusals the exit codes' list calls "--out holds another run" (sds/kernel/errors.py)."""
+
+    def __init__(self, message: str, *, execution: str, output: str) -> None:
+        super().__init__(message)
+        self.execution, self.output = execution, output
+
+    def details(self) -> dict[str, Any]:
+        return {"execution": self.execution, "output": self.output}
 
 
 # Where the errors the batch function raises on purpose are defined: the code it runs (the
@@ -301,10 +321,19 @@ def run_on_aws(
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     name = f"{job}-{stamp}-{uuid.uuid4().hex[:6]}"
     sfn = discovery.clients["stepfunctions"]
+    machine_name = f"{env}'s batch state machine"
+    running = running_into(sfn, machine=machine, output=out, what=machine_name)
+    if running is not None:
+        raise RunInProgress(
+            f"{out} is being written by a run still going on {machine_name}: {running}; wait "
+            f"for it to end (aws stepfunctions describe-execution --execution-arn {running}) or "
+            f"stop it (aws stepfunctions stop-execution --execution-arn {running}), then run "
+            "the command again",
+            execution=running,
+            output=out,
+        )
     started = time.monotonic()
-    arn = start_execution(
-        sfn, machine=machine, name=name, document=document, what=f"{env}'s batch state machine"
-    )
+    arn = start_execution(sfn, machine=machine, name=name, document=document, what=machine_name)
     what = f"model v{model['version']}" if model else "the account aggregates"
     say(f"started {name} on {env}'s batch state machine: {job} ({what}) of {data} into {out}")
     run = AwsRun(env=env, job=job, execution=arn, output=out, status=RUNNING)
@@ -332,6 +361,52 @@ def run_on_aws(
     if raised is not None and kind is not None:
         raise step_failed(run, kind, raised[1], cause)
     raise run_failed(run, error, cause, failed_items(output, f"{RESULTS}{name}/"))
+
+
+# How many running executions one ListExecutions call asks for (the service allows up to 1000).
+RUNNING_PAGE = 100
+
+
+def running_into(sfn: Any, *, machine: str, output: str, what: str) -> str | None:
+    """The ARN of an execution of `machine` that is running and writes `output` (the "output" of
+    its input, `run_input`'s document), or None. Every page of the running executions is read;
+    each one's input is described (ListExecutions does not carry it). An execution whose input
+    is no run's (started by hand) writes nothing this run would meet."""
+    token: str | None = None
+    try:
+        while True:
+            request: dict[str, Any] = {
+                "stateMachineArn": machine,
+                "statusFilter": RUNNING,
+                "maxResults": RUNNING_PAGE,
+            }
+            if token:
+                request["nextToken"] = token
+            page = sfn.list_executions(**request)
+            for execution in page.get("executions", []):
+                arn = str(execution["executionArn"])
+                described = sfn.describe_execution(executionArn=arn)
+                # (it may have ended since it was listed)
+                if described.get("status") == RUNNING and _output_of(described) == output:
+                    return arn
+            token = page.get("nextToken")
+            if not token:
+                return None
+    except Exception as exc:
+        raise failure(exc, doing=f"looking for runs of {what} still writing {output}") from exc
+
+
+def _output_of(described: dict[str, Any]) -> str | None:
+    """Where an execution's run writes, as the plan step reads it from the run's input (without a
+    trailing slash); None for an input that names no output. Read here rather than by a parser
+    in the kernel: the kernel ships in the batch function's bundle, which an edit there would
+    change for a reading only the CLI does."""
+    try:
+        document = json.loads(str(described.get("input") or ""))
+    except ValueError:
+        return None
+    found = document.get("output") if isinstance(document, dict) else None
+    return found.rstrip("/") if isinstance(found, str) else None
 
 
 def _follow(sfn: Any, arn: str, say: Say, poll_seconds: float) -> tuple[str, dict[str, Any]]:
@@ -372,6 +447,7 @@ def _map_progress(sfn: Any, arn: str) -> dict[str, str]:
 __all__ = [
     "AwsRun",
     "BatchRunFailed",
+    "RunInProgress",
     "UsageError",
     "run_failed",
     "run_on_aws",

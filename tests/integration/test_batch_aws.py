@@ -662,6 +662,186 @@ def test_sds_aws_score_refuses_locations_the_state_machine_cannot_use_before_sta
     ]
 
 
+def start_running(aws: Any, machine: str, output: str, *, data: str = "") -> str:
+    """An execution of `machine` writing `output` that is still running (moto runs none to its
+    end), as another operator's `sds --aws backfill --no-wait` leaves one; its ARN."""
+    document = {"job": "features", "input": data, "output": output, "model": None}
+    return str(
+        aws.client("stepfunctions").start_execution(
+            stateMachineArn=machine,
+            name=f"features-{len(output)}-{abs(hash(output)) % 10**6}",
+            input=json.dumps({**document, "partitions": None}),
+        )["executionArn"]
+    )
+
+
+def executions_of(aws: Any, machine: str) -> list[str]:
+    listed = aws.client("stepfunctions").list_executions(stateMachineArn=machine)["executions"]
+    return sorted(e["executionArn"] for e in listed)
+
+
+@pytest.mark.parametrize("command", ["score", "backfill"])
+def test_a_run_into_an_out_that_a_running_execution_writes_is_refused_naming_it(
+    aws: Any, environment: Environment, deployed_batch: str, cli: Any, command: str
+) -> None:
+    # Given a run into --out started without following it (`--no-wait`), still running on AWS
+    data = f"s3://{environment.data_bucket}/training-data/"
+    output = f"s3://{environment.data_bucket}/batch/busy"
+    arguments = ["--aws", command, "--env", "dev", "--data", data, "--no-wait"]
+    first = cli(*arguments, "--out", output, "--json")
+    assert first.code == 0, first.err
+    arn = first.json()["execution"]
+
+    # When the same command runs again while it runs (--out spelt with a trailing slash; not
+    # following it, so that a run it started would not be followed forever on moto)
+    again = cli(*arguments, "--out", f"{output}/")
+    as_json = cli(*arguments, "--out", output, "--json")
+
+    # Then it is refused (exit 3) in one line naming the running execution and what to do:
+    # wait for it to end or stop it, then run again; and it starts nothing
+    assert again.code == as_json.code == 3, again.err
+    line = again.err.strip().splitlines()[-1]
+    assert line == (
+        f"sds: refused: {output} is being written by a run still going on dev's batch state "
+        f"machine: {arn}; wait for it to end (aws stepfunctions describe-execution "
+        f"--execution-arn {arn}) or stop it (aws stepfunctions stop-execution --execution-arn "
+        f"{arn}), then run the command again"
+    ), again.err
+    report = as_json.json()
+    assert report["error"]["type"] == "RunInProgress" and report["error"]["exit_code"] == 3
+    assert (report["execution"], report["output"]) == (arn, output)
+    assert executions_of(aws, deployed_batch) == [arn]
+
+
+def test_a_running_execution_is_found_on_any_page_of_the_running_ones(
+    aws: Any,
+    environment: Environment,
+    deployed_batch: str,
+    cli: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a run into --out still running (its input naming --out with a trailing slash, as
+    # one started by hand may), started before two runs into other prefixes, and running
+    # executions listed one a page (the newest first: it is on the last page)
+    bucket = f"s3://{environment.data_bucket}"
+    output = f"{bucket}/batch/busy"
+    arn = start_running(aws, deployed_batch, f"{output}/")
+    for other in ("a", "b"):
+        start_running(aws, deployed_batch, f"{bucket}/batch/{other}")
+    monkeypatch.setattr("sds.ops.batch_aws.RUNNING_PAGE", 1, raising=False)
+
+    # When a backfill into --out starts
+    result = cli(
+        "--aws", "backfill", "--env", "dev", "--data", f"{bucket}/training-data/",
+        "--out", output, "--no-wait",
+    )  # fmt: skip
+
+    # Then it is refused, naming the run found on the last page
+    assert result.code == 3, result.err
+    assert (
+        f"{output} is being written by a run still going on dev's batch state machine: {arn};"
+        in result.err
+    )
+    assert len(executions_of(aws, deployed_batch)) == 3
+
+
+def test_running_executions_that_write_elsewhere_do_not_hold_up_a_run(
+    aws: Any, environment: Environment, deployed_batch: str, cli: Any
+) -> None:
+    # Given runs still going on AWS into other prefixes (one of them the --out's parent, one
+    # whose name --out starts with), and one whose input names no output at all
+    bucket = f"s3://{environment.data_bucket}"
+    output = f"{bucket}/batch/mine"
+    for other in (f"{bucket}/batch", f"{bucket}/batch/mine-2", f"{bucket}/batch/theirs"):
+        start_running(aws, deployed_batch, other)
+    aws.client("stepfunctions").start_execution(
+        stateMachineArn=deployed_batch, name="by-hand", input="{}"
+    )
+
+    # When a backfill into --out starts
+    result = cli(
+        "--aws", "backfill", "--env", "dev", "--data", f"{bucket}/training-data/",
+        "--out", output, "--no-wait", "--json",
+    )  # fmt: skip
+
+    # Then it starts: the running ones write elsewhere
+    assert result.code == 0, result.err
+    assert len(executions_of(aws, deployed_batch)) == 5
+
+
+def test_a_run_into_an_out_starts_again_once_the_earlier_run_there_has_ended(
+    aws: Any, environment: Environment, deployed_batch: str, cli: Any
+) -> None:
+    # Given a run into --out started without following it, then stopped
+    arguments = [
+        "--aws", "backfill", "--env", "dev",
+        "--data", f"s3://{environment.data_bucket}/training-data/",
+        "--out", f"s3://{environment.data_bucket}/batch/again", "--no-wait", "--json",
+    ]  # fmt: skip
+    first = cli(*arguments)
+    assert first.code == 0, first.err
+    arn = first.json()["execution"]
+    assert cli(*arguments).code == 3  # refused while it runs
+    aws.client("stepfunctions").stop_execution(executionArn=arn)
+
+    # When the same command runs again
+    again = cli(*arguments)
+
+    # Then it starts a new execution into the same --out
+    assert again.code == 0, again.err
+    assert again.json()["execution"] != arn
+    assert executions_of(aws, deployed_batch) == sorted([arn, again.json()["execution"]])
+
+
+def test_a_run_that_cannot_look_for_running_ones_starts_nothing(
+    environment: Environment, deployed_batch: str, cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from botocore.exceptions import ClientError
+
+    from sds.kernel import sdk
+
+    # Given a caller whose policy may start the batch state machine but not list its executions
+    started: list[dict[str, Any]] = []
+
+    class Denied:
+        def list_executions(self, **_: Any) -> dict[str, Any]:
+            error = {"Error": {"Code": "AccessDeniedException", "Message": "not authorized"}}
+            raise ClientError(error, "ListExecutions")
+
+        def start_execution(self, **kwargs: Any) -> dict[str, Any]:
+            started.append(kwargs)
+            return {"executionArn": "arn:aws:states:us-east-1:123456789012:execution:m:x"}
+
+    made = sdk.client
+    monkeypatch.setattr(
+        sdk, "client", lambda service: Denied() if service == "stepfunctions" else made(service)
+    )
+
+    # When a backfill starts
+    output = f"s3://{environment.data_bucket}/batch/unknown"
+    result = cli(
+        "--aws", "backfill", "--env", "dev",
+        "--data", f"s3://{environment.data_bucket}/training-data/", "--out", output, "--no-wait",
+    )  # fmt: skip
+
+    # Then it fails (exit 1) saying what it could not do and why, and starts nothing
+    assert result.code == 1, result.err
+    line = result.err.strip().splitlines()[-1]
+    assert line.startswith(
+        f"sds: error: looking for runs of dev's batch state machine still writing {output}"
+    ), line
+    assert "access denied" in line
+    assert started == []
+
+
+class NothingRunning:
+    """A fake Step Functions client's answer to the command's look for runs still writing --out:
+    none (the fake's executions end before the next one starts)."""
+
+    def list_executions(self, **_: Any) -> dict[str, Any]:
+        return {"executions": []}
+
+
 @pytest.mark.parametrize(
     ("cause", "kind", "said", "advice"),
     [
@@ -705,7 +885,7 @@ def test_a_failed_execution_names_the_failed_parts(
         }
     ]
 
-    class Failing:
+    class Failing(NothingRunning):
         def start_execution(self, **kwargs: Any) -> dict[str, Any]:
             name = kwargs["name"]
             environment.s3.put_object(
@@ -758,7 +938,7 @@ def error_and_after(err: str) -> tuple[str, list[str]]:
     return lines[at], lines[at + 1 :]
 
 
-class RunningSteps:
+class RunningSteps(NothingRunning):
     """moto's Step Functions records executions but runs none: this client starts an execution
     by running the state machine's steps with the batch function (`execute`, its maps' failures
     handled as the service handles them), and describes it as the service does: SUCCEEDED, or
@@ -1177,7 +1357,7 @@ def test_ctrl_c_while_following_a_run_on_aws_says_the_run_goes_on_and_how_to_sto
     # Given an execution that Ctrl-C interrupts while the CLI follows it
     arn = "arn:aws:states:us-east-1:123456789012:execution:sds-dev-batch:features-1"
 
-    class Interrupted:
+    class Interrupted(NothingRunning):
         def start_execution(self, **_: Any) -> dict[str, Any]:
             return {"executionArn": arn}
 
