@@ -129,3 +129,17 @@ def test_an_edit_to_what_the_lambda_carries_changes_its_asset(
     # and the training image follows the kernel, not the handler, its code version with it
     assert (image != before[1]) == relative.startswith("sds/kernel/")
     assert (version != before[2]) == relative.startswith("sds/kernel/")
+
+
+def test_an_edit_to_the_training_dockerfile_changes_the_image_and_its_code_version(
+    before: tuple[str, str, str], tmp_path: Path, lambda_python: str
+) -> None:
+    # Given the training image's Dockerfile edited (and nothing it copies)
+    project = _copy_project(tmp_path / "project")
+    _edit(project, "training/Dockerfile")
+    # When the app is synthesized again
+    code, image, version = _asset_hashes(project, tmp_path / "cdk.out", lambda_python)
+    # Then the image is a new asset (built and pushed on deploy), recorded as new code
+    assert image != before[1]
+    assert version != before[2]
+    assert code == before[0]
