@@ -38,6 +38,15 @@ DEFAULT_MODEL_NAME = "fraud"
 # ARN of the task's own role, which it records as who registered a version. Here, not in the
 # kernel, so it never changes the inference bundle.
 TASK_ROLE_ARN = "SDS_TASK_ROLE_ARN"
+# And what code it runs, which its manifests record as their `code_version`: the image has no git,
+# so its stack names the image by its content hash (`training_code_version`).
+CODE_VERSION = "SDS_CODE_VERSION"
+
+
+def training_code_version(image_hash: str) -> str:
+    """The training image's code version: its content hash (which is also its tag), marked so
+    that it is never taken for a git revision. It changes only when the image does."""
+    return f"image:{image_hash}"
 
 
 class ConfigError(SdsError, ValueError):

@@ -43,7 +43,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from sds.config import TASK_ROLE_ARN
+from sds.config import CODE_VERSION, TASK_ROLE_ARN
 from sds.kernel.errors import UsageError
 from sds.kernel.features import FEATURE_NAMES, feature_schema
 from sds.kernel.registry import (
@@ -139,14 +139,19 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def code_version() -> str:
-    """The git revision of the training code (`-dirty` if it has local changes)."""
-    if os.environ.get("SDS_CODE_VERSION"):
-        return os.environ["SDS_CODE_VERSION"]
+TRAINING_CODE = Path(__file__).resolve().parent
+
+
+def code_version(source: Path = TRAINING_CODE) -> str:
+    """What code trains: `SDS_CODE_VERSION` where it is set (the Fargate task, whose image has no
+    git: `image:<the image's content hash>`, set by its stack), else the git revision of the
+    checkout `source` is in (`-dirty` if its tracked files differ from it), else `unknown`."""
+    if os.environ.get(CODE_VERSION):
+        return os.environ[CODE_VERSION]
     try:
         out = subprocess.run(
             ["git", "describe", "--always", "--dirty", "--abbrev=12"],
-            cwd=Path(__file__).resolve().parent,
+            cwd=source,
             capture_output=True,
             text=True,
             timeout=10,

@@ -157,7 +157,8 @@ class RegistryBucket(Construct):
             self.bucket,
             "Model versions: each is also stored in every environment it was promoted to (dev, "
             "staging, prod; in a multi-account setup, in other accounts), and can be retrained "
-            "from the training data and the recorded code version.",
+            "from the training data and the code its manifest records (a git revision, or the "
+            "content hash of the training image, its tag in the CDK assets repository).",
             retained=settings.retain,
             deletes="its policy refuses deletes under the model's prefix to everyone but the "
             "retention role",

@@ -18,7 +18,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from sds.config import TASK_ROLE_ARN
+from sds.config import CODE_VERSION, TASK_ROLE_ARN, training_code_version
 from sds.kernel.capture import CAPTURES_PREFIX, LABELS_PREFIX
 from stacks.components.data_key import READ, READ_WRITE, key_use
 from stacks.components.nag import (
@@ -197,17 +197,25 @@ class TrainingJob(Construct):
             ),
         )
         self.log_group = log_group(self, "Logs", settings=logs)
+        self.image = ecr_assets.DockerImageAsset(
+            self,
+            "Image",
+            directory=str(image.context_dir),
+            file=image.dockerfile,
+            platform=ecr_assets.Platform.LINUX_AMD64,
+        )
         self.container = task_definition.add_container(
             "train",
-            image=ecs.ContainerImage.from_asset(
-                str(image.context_dir),
-                file=image.dockerfile,
-                platform=ecr_assets.Platform.LINUX_AMD64,
-            ),
+            image=ecs.ContainerImage.from_docker_image_asset(self.image),
             command=command,
-            # Who registers: the task's own role (fixed by the deploy, not by whoever starts the
-            # task) and, from ECS's task metadata endpoint, the task (training.train.task_actor).
-            environment={TASK_ROLE_ARN: self.task_role.role_arn},
+            environment={
+                # What code trains: the image has no git, so its content hash, which changes only
+                # when the image does (a commit elsewhere changes neither, nor `cdk diff`).
+                CODE_VERSION: training_code_version(self.image.asset_hash),
+                # Who registers: the task's own role (fixed by the deploy, not by whoever starts
+                # the task) and, from ECS's task metadata endpoint, the task (task_actor).
+                TASK_ROLE_ARN: self.task_role.role_arn,
+            },
             logging=ecs.LogDrivers.aws_logs(stream_prefix="train", log_group=self.log_group),
             essential=True,
         )
@@ -355,9 +363,10 @@ class TrainingJob(Construct):
         acknowledge(
             self.task_definition,
             "AwsSolutions-ECS2",
-            "The one variable is the task role's own ARN (SDS_TASK_ROLE_ARN), which the task "
-            "records as who registered a version: no secret, and fixed by the deploy so that "
-            "whoever starts the task cannot change it (a secret store would add nothing).",
+            "Two variables, no secret, both set by the deploy: the task role's own ARN "
+            "(SDS_TASK_ROLE_ARN), which the task records as who registered a version, and the "
+            "training image's content hash (SDS_CODE_VERSION), which it records as the code that "
+            "trained it (a secret store would add nothing).",
         )
         if self.schedule is None:
             return

@@ -2,7 +2,8 @@
 
 The app is synthesized from a copy of the project before and after each kind of edit, and the
 Lambda asset hash (the zip's S3 key, what makes CloudFormation publish a version and CodeDeploy
-start a canary) is compared. The training image asset is checked the same way.
+start a canary) is compared. The training image asset is checked the same way, and the code
+version the task records with it (an edit that keeps the image keeps it: no `cdk diff` noise).
 """
 
 from __future__ import annotations
@@ -49,8 +50,9 @@ def _copy_project(target: Path) -> Path:
     return target
 
 
-def _asset_hashes(project: Path, outdir: Path, lambda_python: str) -> tuple[str, str]:
-    """(Lambda code asset, training image asset) of dev, synthesized from `project`."""
+def _asset_hashes(project: Path, outdir: Path, lambda_python: str) -> tuple[str, str, str]:
+    """(Lambda code asset, training image asset, the code version the task records) of dev,
+    synthesized from `project`."""
     context = json.loads((project / "cdk.json").read_text())["context"]
     context["environments"] = {"dev": context["environments"]["dev"]}
     lock = outdir.parent / "models.lock.json"
@@ -70,8 +72,10 @@ def _asset_hashes(project: Path, outdir: Path, lambda_python: str) -> tuple[str,
     code_key = str(function["Properties"]["Code"]["S3Key"])
     tasks = Template.from_stack(stage.training).find_resources("AWS::ECS::TaskDefinition")
     (task,) = tasks.values()
-    image = json.dumps(task["Properties"]["ContainerDefinitions"][0]["Image"], sort_keys=True)
-    return code_key, image
+    (container,) = task["Properties"]["ContainerDefinitions"]
+    image = json.dumps(container["Image"], sort_keys=True)
+    environment = {v["Name"]: v["Value"] for v in container["Environment"]}
+    return code_key, image, str(environment["SDS_CODE_VERSION"])
 
 
 def _edit(project: Path, relative: str) -> None:
@@ -82,7 +86,7 @@ def _edit(project: Path, relative: str) -> None:
 @pytest.fixture(scope="module")
 def before(
     tmp_path_factory: pytest.TempPathFactory, lambda_bundle: Path, lambda_python: str
-) -> tuple[str, str]:
+) -> tuple[str, str, str]:
     del lambda_bundle  # built first, so the wheels for the Lambda platform are in build/
     work = tmp_path_factory.mktemp("hash-before")
     project = _copy_project(work / "project")
@@ -90,35 +94,52 @@ def before(
 
 
 def test_edits_above_the_kernel_leave_the_lambda_asset_unchanged(
-    before: tuple[str, str], tmp_path: Path, lambda_python: str
+    before: tuple[str, str, str], tmp_path: Path, lambda_python: str
 ) -> None:
     # Given the CLI, the operator application, the config loader, training and a stack edited
     project = _copy_project(tmp_path / "project")
     for relative in OUTSIDE_THE_BUNDLE:
         _edit(project, relative)
     # When the app is synthesized again
-    code, _image = _asset_hashes(project, tmp_path / "cdk.out", lambda_python)
+    code, _image, _version = _asset_hashes(project, tmp_path / "cdk.out", lambda_python)
     # Then the Lambda code asset is the very same: no new version, no canary
     assert code == before[0]
 
 
 def test_edits_outside_training_leave_the_training_image_unchanged(
-    before: tuple[str, str], tmp_path: Path, lambda_python: str
+    before: tuple[str, str, str], tmp_path: Path, lambda_python: str
 ) -> None:
     project = _copy_project(tmp_path / "project")
     for relative in ("sds/cli/main.py", "sds/ops/fargate.py", "lambdas/inference/app.py"):
         _edit(project, relative)
-    _code, image = _asset_hashes(project, tmp_path / "cdk.out", lambda_python)
+    _code, image, version = _asset_hashes(project, tmp_path / "cdk.out", lambda_python)
     assert image == before[1]
+    # and so the code version its versions record, which `cdk diff` would otherwise show
+    assert version == before[2]
 
 
 @pytest.mark.parametrize("relative", ["sds/kernel/features.py", "lambdas/inference/app.py"])
 def test_an_edit_to_what_the_lambda_carries_changes_its_asset(
-    before: tuple[str, str], tmp_path: Path, lambda_python: str, relative: str
+    before: tuple[str, str, str], tmp_path: Path, lambda_python: str, relative: str
 ) -> None:
     project = _copy_project(tmp_path / "project")
     _edit(project, relative)
-    code, image = _asset_hashes(project, tmp_path / "cdk.out", lambda_python)
+    code, image, version = _asset_hashes(project, tmp_path / "cdk.out", lambda_python)
     assert code != before[0]
-    # and the training image follows the kernel, not the handler
+    # and the training image follows the kernel, not the handler, its code version with it
     assert (image != before[1]) == relative.startswith("sds/kernel/")
+    assert (version != before[2]) == relative.startswith("sds/kernel/")
+
+
+def test_an_edit_to_the_training_dockerfile_changes_the_image_and_its_code_version(
+    before: tuple[str, str, str], tmp_path: Path, lambda_python: str
+) -> None:
+    # Given the training image's Dockerfile edited (and nothing it copies)
+    project = _copy_project(tmp_path / "project")
+    _edit(project, "training/Dockerfile")
+    # When the app is synthesized again
+    code, image, version = _asset_hashes(project, tmp_path / "cdk.out", lambda_python)
+    # Then the image is a new asset (built and pushed on deploy), recorded as new code
+    assert image != before[1]
+    assert version != before[2]
+    assert code == before[0]

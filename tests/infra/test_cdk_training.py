@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from tests.infra.infra_helpers import actions_of, one, resource_text, resources, role_statements
@@ -112,10 +113,30 @@ def test_fargate_task_trains_on_its_own_data_and_registers_where_versions_are_al
     rate = training.negative_rate
     sampling = ["--negative-rate", f"{rate:g}"] if rate < 1 else []
     assert command[6:] == sampling
-    # The only setting in its environment: its own role, for the audit trail (task_actor)
-    assert [v["Name"] for v in container["Environment"]] == ["SDS_TASK_ROLE_ARN"]
+    # Its environment: its own role, for the audit trail (task_actor), and the code it runs
+    assert [v["Name"] for v in container["Environment"]] == [
+        "SDS_CODE_VERSION",
+        "SDS_TASK_ROLE_ARN",
+    ]
     # the image is a CDK asset built from training/Dockerfile (synth needs no Docker engine)
     assert "cdk-hnb659fds-container-assets" in str(container["Image"])
+
+
+def test_the_task_records_the_content_hash_of_the_image_it_runs_as_its_code_version(
+    synthesized: SynthesizedApp, env: str
+) -> None:
+    # Given the training image asset synth staged for the environment (the image has no git)
+    stack = synthesized.stages[env].training
+    assert stack is not None
+    assets = Path(synthesized.stages[env].outdir) / f"{stack.artifact_id}.assets.json"
+    (asset_hash,) = json.loads(assets.read_text())["dockerImages"]
+    # When the task definition's container is read
+    _, task = one(_training(synthesized, env), "AWS::ECS::TaskDefinition")
+    (container,) = task["Properties"]["ContainerDefinitions"]
+    # Then it runs the image of that hash, and names it as the code its manifests record
+    assert json.dumps(container["Image"]).endswith(f':{asset_hash}"}}')
+    environment = {v["Name"]: v["Value"] for v in container["Environment"]}
+    assert environment["SDS_CODE_VERSION"] == f"image:{asset_hash}"
 
 
 def _output(env: str, name: str) -> dict[str, Any]:

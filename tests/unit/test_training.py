@@ -518,10 +518,65 @@ def test_each_parameter_s_range_is_what_scikit_learn_and_numpy_accept(name: str)
         assert not library_accepts(value), value
 
 
-def test_the_code_version_can_be_set_by_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SDS_CODE_VERSION", "abc123")
+def _git(checkout: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip()
 
-    assert code_version() == "abc123"
+
+@pytest.fixture
+def checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A git work tree with training code committed, and no code version set by the environment
+    (nor git configuration from the machine, nor a repository above the temp folder)."""
+    monkeypatch.delenv("SDS_CODE_VERSION", raising=False)
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(tmp_path / "no-gitconfig"))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+    repo = tmp_path / "repo"
+    (repo / "training").mkdir(parents=True)
+    (repo / "training" / "train.py").write_text("print('train')\n")
+    _git(repo, "init", "--quiet")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "--quiet", "-m", "training")
+    return repo
+
+
+def test_a_local_run_records_the_git_revision_of_a_clean_checkout(checkout: Path) -> None:
+    assert code_version(checkout / "training") == _git(checkout, "rev-parse", "--short=12", "HEAD")
+
+
+@pytest.mark.parametrize("staged", [False, True], ids=["edited", "staged"])
+def test_a_local_run_marks_the_revision_dirty_when_the_code_differs_from_it(
+    checkout: Path, staged: bool
+) -> None:
+    # Given a change to the committed code, in the work tree or staged only
+    revision = _git(checkout, "rev-parse", "--short=12", "HEAD")
+    (checkout / "training" / "train.py").write_text("print('changed')\n")
+    if staged:
+        _git(checkout, "add", ".")
+    # Then the version says the model was not trained from that revision as committed
+    assert code_version(checkout / "training") == f"{revision}-dirty"
+
+
+def test_the_code_version_is_unknown_outside_a_git_checkout(checkout: Path, tmp_path: Path) -> None:
+    # Given training code in no git work tree (as in the image; the fixture stops git's search)
+    elsewhere = tmp_path / "image" / "training"
+    elsewhere.mkdir(parents=True)
+    assert code_version(elsewhere) == "unknown"
+
+
+def test_the_code_version_set_by_the_environment_wins_over_git(
+    checkout: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the Fargate task's variable (the training image's content hash, set by its stack)
+    monkeypatch.setenv("SDS_CODE_VERSION", "image:" + "0123456789abcdef" * 4)
+    # Then it is recorded as it is, even where git could answer
+    assert code_version(checkout / "training") == "image:" + "0123456789abcdef" * 4
 
 
 # Command line ------------------------------------------------------------------------------------
