@@ -168,11 +168,14 @@ ECS_METADATA_VARIABLE = "ECS_CONTAINER_METADATA_URI_V4"  # set by ECS in every F
 def task_actor(registry_uri: str) -> tuple[str, str | None]:
     """(who registers, what they declare): see the module docstring.
 
-    In the Fargate task, who registers is the task itself: its role (which the deploy fixes in the
-    task definition) and the task's ARN from ECS's task metadata endpoint, a link-local address
-    only the container reaches; neither is something whoever starts the task can choose, and
-    asking them needs no network route (the isolated training network has no STS endpoint). On
-    S3 elsewhere it is STS's answer for the credentials in use; locally, SDS_ACTOR or user@host.
+    In the Fargate task, who registers is the task itself: its role (its ARN set by the deploy in
+    the task definition's environment) and the task's ARN from ECS's task metadata endpoint, a
+    link-local address only the container reaches; asking them needs no network route (the
+    isolated training network has no STS endpoint). It is a record, not a boundary: whoever may
+    run the task (the training operator policy) could override a container variable at launch,
+    as with any ECS task, though not the role the task's writes are authorized by (that takes
+    iam:PassRole, granted for the task's own roles only; CloudTrail names it). On S3 elsewhere
+    it is STS's answer for the credentials in use; locally, SDS_ACTOR or user@host.
     """
     declared = os.environ.get("SDS_ACTOR") or None
     role = os.environ.get(TASK_ROLE_ARN)

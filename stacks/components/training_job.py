@@ -212,8 +212,10 @@ class TrainingJob(Construct):
                 # What code trains: the image has no git, so its content hash, which changes only
                 # when the image does (a commit elsewhere changes neither, nor `cdk diff`).
                 CODE_VERSION: training_code_version(self.image.asset_hash),
-                # Who registers: the task's own role (fixed by the deploy, not by whoever starts
-                # the task) and, from ECS's task metadata endpoint, the task (task_actor).
+                # Who registers: the task's own role (set by the deploy; a record, as the code
+                # version is, which whoever may run the task could override at launch, while the
+                # role its writes are authorized by cannot be) and, from ECS's task metadata
+                # endpoint, the task (task_actor).
                 TASK_ROLE_ARN: self.task_role.role_arn,
             },
             logging=ecs.LogDrivers.aws_logs(stream_prefix="train", log_group=self.log_group),
