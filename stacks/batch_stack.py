@@ -3,7 +3,8 @@
 
 Stateless and idle-free: a state machine and a function cost nothing between runs. It reads the
 environment's training-data bucket and registry from the Registry stack and publishes the state
-machine's ARN under `/sds/<env>/batch-state-machine`.
+machine's ARN under `/sds/<env>/batch-state-machine`, and the policy of those who run it
+(`BatchOperatorPolicyArn`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import aws_cdk as cdk
 from constructs import Construct
 
 from sds.kernel.discovery import BATCH_STACK
+from stacks.components.batch_operator_policy import BatchOperatorPolicy
 from stacks.components.batch_runs import BatchRuns
 from stacks.components.discovery import publish_discovery
 from stacks.components.registry_reference import reference_registry
@@ -59,6 +61,17 @@ class BatchStack(cdk.Stack):
             settings=batch,
             logs=logs,
         )
+        operator = BatchOperatorPolicy(
+            self,
+            "BatchOperator",
+            environment=environment,
+            model_name=model_name,
+            state_machine=runs.state_machine,
+            data=stateful.training_data,
+            output_prefix=batch.output_prefix,
+            registry=stateful.registry,
+            key=stateful.key,
+        )
         self.state_machine = runs.state_machine
         self.function = runs.function
         publish_discovery(
@@ -72,4 +85,11 @@ class BatchStack(cdk.Stack):
             "StateMachineArn",
             value=runs.state_machine.state_machine_arn,
             description="Batch scoring and feature backfill (sds --aws score / backfill)",
+        )
+        cdk.CfnOutput(
+            self,
+            "BatchOperatorPolicyArn",
+            value=operator.policy.managed_policy_arn,
+            description="Attach to people and pipelines allowed to run batch scoring and "
+            "backfill here (sds --aws score / backfill) and follow them",
         )

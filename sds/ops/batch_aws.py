@@ -416,7 +416,12 @@ def _follow(sfn: Any, arn: str, say: Say, poll_seconds: float) -> tuple[str, dic
         try:
             described = dict(sfn.describe_execution(executionArn=arn))
         except Exception as exc:
-            raise AwsError(f"following {arn}: {exc}") from exc
+            # The network (or AWS) failed the following, not the run: say so, and how to go on.
+            raise AwsError(
+                f"following {arn}: {exc}; the run keeps going on AWS: {arn} (follow it with: aws "
+                f"stepfunctions describe-execution --execution-arn {arn}; stop it with: aws "
+                f"stepfunctions stop-execution --execution-arn {arn})"
+            ) from exc
         for label, line in _map_progress(sfn, arn).items():
             if reported.get(label) != line:
                 reported[label] = line

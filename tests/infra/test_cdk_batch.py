@@ -219,6 +219,20 @@ def test_the_state_machine_is_published_for_the_cli(synthesized: SynthesizedApp,
     ]
 
 
+@pytest.mark.parametrize("name", ENVIRONMENTS)
+def test_the_batch_operator_policy_is_published_as_a_stack_output(
+    synthesized: SynthesizedApp, name: str
+) -> None:
+    template = _batch(synthesized, name)
+    (policy_id,) = resources(template, "AWS::IAM::ManagedPolicy")
+    output = template["Outputs"]["BatchOperatorPolicyArn"]
+    assert policy_id.startswith("BatchOperatorPolicy")
+    assert output["Value"] == {"Ref": policy_id}
+    assert output["Description"].startswith("Attach to ")
+    policy = resources(template, "AWS::IAM::ManagedPolicy")[policy_id]
+    assert policy["Properties"]["Description"].startswith(f"sds {name}: ")
+
+
 def test_moto_s_step_functions_accepts_the_definition(
     synthesized: SynthesizedApp, moto_server: Any
 ) -> None:

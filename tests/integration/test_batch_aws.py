@@ -1382,3 +1382,44 @@ def test_ctrl_c_while_following_a_run_on_aws_says_the_run_goes_on_and_how_to_sto
         f"sds: interrupted: stopped following; the run keeps going on AWS: {arn} (stop it with: "
         f"aws stepfunctions stop-execution --execution-arn {arn})"
     )
+
+
+def test_a_network_failure_while_following_a_run_on_aws_says_the_run_goes_on_and_how_to_follow_it(
+    environment: Environment,
+    deployed_batch: str,
+    cli: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from botocore.exceptions import EndpointConnectionError
+
+    from sds.kernel import sdk
+
+    # Given an execution whose following loses the network
+    arn = "arn:aws:states:us-east-1:123456789012:execution:sds-dev-batch:features-2"
+
+    class Unreachable(NothingRunning):
+        def start_execution(self, **_: Any) -> dict[str, Any]:
+            return {"executionArn": arn}
+
+        def describe_execution(self, **_: Any) -> dict[str, Any]:
+            raise EndpointConnectionError(endpoint_url="https://states.us-east-1.amazonaws.com")
+
+    made = sdk.client
+    monkeypatch.setattr(
+        sdk,
+        "client",
+        lambda service: Unreachable() if service == "stepfunctions" else made(service),
+    )
+
+    # When an operator backfills on AWS
+    data = f"s3://{environment.data_bucket}/training-data/"
+    output = f"s3://{environment.data_bucket}/batch/features-4/"
+    result = cli("--aws", "backfill", "--env", "dev", "--data", data, "--out", output)
+
+    # Then it fails saying why, that the run goes on, and how to follow it or stop it
+    assert result.code != 0, result.err
+    line = result.err.strip().splitlines()[-1]
+    assert "Could not connect to the endpoint URL" in line, line
+    assert f"the run keeps going on AWS: {arn}" in line, line
+    assert f"aws stepfunctions describe-execution --execution-arn {arn}" in line, line
+    assert f"aws stepfunctions stop-execution --execution-arn {arn}" in line, line

@@ -2,7 +2,7 @@
 
 The least-privilege suite deploys an environment's resources on the moto server (names the
 templates leave to CloudFormation are invented here), runs a real command (`sds --aws promote`,
-`rollback`, `train --on-fargate`, the training container, the data reader) while `recording()`
+`rollback`, `train --on-fargate`, `score`, `backfill`, the training container, the data reader) while `recording()`
 captures every SDK call any boto3 client makes, turns each call into the IAM requests AWS would
 authorize (`requests_of`: the action, the resource ARN, the condition keys, and what the call
 implies: `kms:Decrypt` to read an SSE-KMS object, `iam:PassRole` for the roles of a task that
@@ -134,6 +134,7 @@ class Deployed:
     log_group: str | None = None
     archive: str | None = None  # the activity bus's archive (Features stack)
     state_machine: str | None = None  # the training run's (network.endpoints: during_runs)
+    batch_machine: str | None = None  # the Batch stack's state machine
 
     @property
     def function_arn(self) -> str:
@@ -158,6 +159,10 @@ class Deployed:
     def state_machine_arn(self) -> str:
         return f"arn:{PARTITION}:states:{REGION}:{self.account}:stateMachine:{self.state_machine}"
 
+    @property
+    def batch_machine_arn(self) -> str:
+        return f"arn:{PARTITION}:states:{REGION}:{self.account}:stateMachine:{self.batch_machine}"
+
     def identifiers(self) -> list[str]:
         """Strings that appear in the ARN of every resource of this environment."""
         found = [self.registry_bucket, self.data_bucket, f"parameter/sds/{self.env}/"]
@@ -171,6 +176,7 @@ class Deployed:
             self.execution_role_arn,
             self.archive,
             self.state_machine,
+            self.batch_machine,
         ):
             if value:
                 found.append(value)
@@ -192,10 +198,11 @@ def deploy(
     account: str = ACCOUNT,
     activity: bool = False,
     training_runs: bool = False,
+    batch: bool = False,
 ) -> Deployed:
     """Create what `<env>/*` creates (buckets, discovery parameters, and on request the function
-    with its deployment group, or the training cluster and task) through the moto server, in
-    `account`."""
+    with its deployment group, the training cluster and task, or the batch state machine) through
+    the moto server, in `account`."""
     s3, ssm = private_client("s3", account), private_client("ssm", account)
     name = _names(env)
     deployed = Deployed(
@@ -226,6 +233,14 @@ def deploy(
         parameters["training-state-machine"] = deployed.state_machine_arn
     if activity:
         parameters |= _deploy_activity(deployed, name)
+    if batch:  # moto runs no execution: a test plays what the state machine does
+        deployed.batch_machine = f"{name}-batch"
+        private_client("stepfunctions", account).create_state_machine(
+            name=deployed.batch_machine,
+            definition=json.dumps({"StartAt": "Plan", "States": {"Plan": {"Type": "Succeed"}}}),
+            roleArn=_role(f"{name}-batch", "states.amazonaws.com", account),
+        )
+        parameters["batch-state-machine"] = deployed.batch_machine_arn
     for key, value in parameters.items():
         ssm.put_parameter(Name=f"/sds/{env}/{key}", Value=value, Type="String")
     deployed.parameters = parameters
@@ -496,10 +511,15 @@ def _ecs(call: Call, world: World) -> list[Request]:
 
 
 def _states(call: Call) -> list[Request]:
-    """Step Functions authorizes StartExecution on the state machine, the rest on the
-    execution."""
+    """Step Functions authorizes StartExecution and ListExecutions on the state machine,
+    DescribeMapRun on the map run, the rest on the execution."""
     params = call.params
-    resource = params.get("stateMachineArn") or params.get("executionArn") or "*"
+    resource = (
+        params.get("stateMachineArn")
+        or params.get("executionArn")
+        or params.get("mapRunArn")
+        or "*"
+    )
     return [Request(f"states:{call.operation}", str(resource), {}, str(call))]
 
 
@@ -641,6 +661,11 @@ class Resolver:
             self.attrs[(logs, "Arn")] = (
                 f"arn:{PARTITION}:logs:{REGION}:{deployed.account}:log-group:{deployed.log_group}:*"
             )
+
+        if deployed.batch_machine is not None:
+            machine = _logical_id(templates["Batch"], "AWS::StepFunctions::StateMachine", "Runs")
+            self.refs[machine] = deployed.batch_machine_arn
+            self.attrs[(machine, "Name")] = deployed.batch_machine
 
     def __call__(self, value: Any) -> Any:
         if isinstance(value, str | bool | int):

@@ -5,7 +5,8 @@ when every IAM statement, bucket policy, API method and storage resource is read
 templates, then: every API method requires authorization; the function can only read version
 objects (and decrypt, never encrypt); training can never touch an alias or delete; only the
 environment's promoter policy can move its aliases and switch its Lambda alias; each operator
-policy (promoter, promotion source, training operator, data reader) holds exactly its actions,
+policy (promoter, promotion source, training operator, data reader, batch operator) holds exactly
+its actions,
 on its own environment's resources, and the read-only ones never write; the only deletions
 outside dev are the pruner's, of its own function's published versions, and the retention
 role's, of the registry's objects; no statement allows a
@@ -31,6 +32,8 @@ from typing import Any
 
 import pytest
 
+from lambdas.inference.batch import RESULTS
+from sds.kernel.batch.run import MANIFEST
 from sds.kernel.registry import Registry, Version, open_registry
 from sds.kernel.registry.s3 import S3Store
 from stacks.components.nag import _render
@@ -484,6 +487,30 @@ OPERATOR_POLICIES: dict[str, tuple[str, str, dict[str, list[str]], tuple[str, li
         {"ReadTrainingData": ["s3:GetObject"], "ListTrainingData": ["s3:ListBucket"]},
         ("DecryptTrainingData", ["kms:Decrypt"]),
     ),
+    "batch operator": (
+        "Batch",
+        "BatchOperatorPolicy",
+        {
+            "StartBatchRuns": ["states:ListExecutions", "states:StartExecution"],
+            "FollowBatchRuns": [
+                "states:DescribeExecution",
+                "states:ListMapRuns",
+                "states:StopExecution",
+            ],
+            "FollowBatchMaps": ["states:DescribeMapRun"],
+            "ReadBatchOutputs": ["s3:GetObject"],
+            "ListBatchOutputs": ["s3:ListBucket"],
+            "ReadVersions": ["s3:GetObject"],
+            "ListModel": ["s3:ListBucket"],
+            "Discover": ["ssm:GetParameter", "ssm:GetParameters"],
+        },
+        ("DecryptOutputsAndRegistry", ["kms:Decrypt"]),
+    ),
+}
+# The buckets whose objects each operator policy may decrypt (through S3), by stack output.
+DECRYPTS = {
+    "data reader": {"TrainingDataBucketArn"},
+    "batch operator": {"TrainingDataBucketArn", "RegistryBucketArn"},
 }
 
 
@@ -556,9 +583,12 @@ def test_each_operator_policy_holds_exactly_its_actions_on_its_own_environment(
             condition = statement.document["Condition"]
             assert set(condition) == {"StringEquals", "StringLike"}
             assert set(condition["StringEquals"]) == {"kms:ViaService"}
-            bucket = "TrainingDataBucketArn" if role == "data reader" else "RegistryBucketArn"
+            buckets = DECRYPTS.get(role, {"RegistryBucketArn"})
+            named = set()
             for context in condition["StringLike"]["kms:EncryptionContext:aws:s3:arn"]:
-                assert f'"OutputName": "{bucket}"' in json.dumps(context), context
+                (bucket,) = [b for b in buckets if f'"OutputName": "{b}"' in json.dumps(context)]
+                named.add(bucket)
+            assert named == buckets, named
     record("least privilege: operator policies", f"{role} (statements checked)", len(statements))
 
 
@@ -612,6 +642,30 @@ def test_the_training_operator_starts_only_its_task_and_passes_only_its_roles(
     container = task["ContainerDefinitions"][0]
     group = container["LogConfiguration"]["Options"]["awslogs-group"]
     assert statements["ReadTaskLogs"].document["Resource"] == {"Fn::GetAtt": [group["Ref"], "Arn"]}
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_the_batch_operator_runs_only_its_state_machine_and_reads_only_its_outputs(
+    audited_app: AuditedApp, env: str
+) -> None:
+    statements = {s.document["Sid"]: s for s in operator_policy(audited_app, env, "batch operator")}
+    template = audited_app.templates[(env, "Batch")]["Resources"]
+    (machine,) = [k for k, v in template.items() if v["Type"] == "AWS::StepFunctions::StateMachine"]
+    # This environment's batch state machine, its executions and map runs only
+    assert statements["StartBatchRuns"].document["Resource"] == {"Ref": machine}
+    assert rendered(statements["FollowBatchRuns"]) == [
+        f"arn:aws:states:us-east-1:<AWS::AccountId>:execution:<{machine}.Name>:*"
+    ]
+    assert rendered(statements["FollowBatchMaps"]) == [
+        f"arn:aws:states:us-east-1:<AWS::AccountId>:mapRun:<{machine}.Name>/*"
+    ]
+    # Reads (never writes) of the batch output prefix only, in the training-data bucket
+    assert rendered(statements["ReadBatchOutputs"]) == [_batch_output(audited_app, env)]
+    listing = statements["ListBatchOutputs"].document["Condition"]["StringLike"]["s3:prefix"]
+    assert listing == [f"{audited_app.batch_output[env]}*"]
+    assert rendered(statements["ReadVersions"])[0].endswith("/models/fraud/versions/*")
+    for statement in statements.values():
+        assert not [a for a in statement.actions if a.startswith(WRITE_OR_DELETE)]
 
 
 def _runs_only_its_task(
@@ -1092,3 +1146,125 @@ def test_replaying_the_archive_needs_only_the_feature_replay_policy(
     problems = refused(requests, {"dev": without}, world)
     assert problems and all("events:DescribeReplay" in p for p in problems)
     record("least privilege: commands", "replay --wait: AWS calls checked", len(calls))
+
+
+class BatchStateMachine:
+    """What the batch state machine does for the CLI on AWS, which moto's Step Functions does
+    not (its executions stay RUNNING, it has no map runs): the parts map reports its progress,
+    and at the CLI's first look at the execution it started (`job-...`, not one started by hand)
+    the run has ended: SUCCEEDED with its manifest written (`manifest`), or FAILED with a failed
+    part in the map's results. What it writes is the state machine's, not the operator's: not
+    recorded."""
+
+    def __init__(self, deployed: Deployed, out: str, *, manifest: bool) -> None:
+        self.deployed, self.manifest = deployed, manifest
+        self.bucket, _, self.prefix = out.removeprefix("s3://").partition("/")
+
+    def install(self, events: Any) -> None:
+        events.register("after-call.sfn.DescribeExecution", self.ended)
+        events.register("before-call.sfn.ListMapRuns", self.map_runs)
+        events.register("before-call.sfn.DescribeMapRun", self.map_run)
+
+    def ended(self, parsed: dict[str, Any], **_: Any) -> None:
+        if str(parsed.get("name", "")).startswith("by-hand"):
+            return
+        s3 = private_client("s3")
+        if self.manifest:
+            document = {"complete": True, "totals": {"rows": 3, "events": 5}, "parts": ["0"]}
+            s3.put_object(
+                Bucket=self.bucket, Key=f"{self.prefix}/{MANIFEST}", Body=json.dumps(document)
+            )
+            parsed["status"] = "SUCCEEDED"
+            return
+        failed = [{"Input": json.dumps({"action": "part", "part": 0}), "Error": "MemoryError"}]
+        s3.put_object(
+            Bucket=self.bucket,
+            Key=f"{self.prefix}/{RESULTS}{parsed['name']}/parts/FAILED_0.json",
+            Body=json.dumps(failed),
+        )
+        parsed["status"], parsed["error"] = "FAILED", "States.ExceedToleratedFailureThreshold"
+
+    def map_runs(self, **_: Any) -> tuple[Any, dict[str, Any]]:
+        machine = self.deployed.batch_machine
+        arn = f"arn:aws:states:us-east-1:{self.deployed.account}:mapRun:{machine}/ComputeParts:1"
+        return _Ok(), {"mapRuns": [{"mapRunArn": arn}]}
+
+    def map_run(self, **_: Any) -> tuple[Any, dict[str, Any]]:
+        counts = {"total": 1, "succeeded": 1, "running": 0, "failed": 0}
+        return _Ok(), {"itemCounts": counts}
+
+
+def test_scoring_and_backfilling_on_aws_need_only_the_batch_operator_policy(
+    audited_app: AuditedApp, operator: Operator
+) -> None:
+    # Given staging's Batch stack deployed (its data and registry KMS-encrypted), a version in
+    # its registry, and an execution started by hand that writes elsewhere, still running
+    staging = deploy("staging", kms=audited_app.kms["staging"], batch=True)
+    assert staging.key_arn is not None
+    world = World([staging])
+    register(staging.registry_bucket, "one")
+    prefix = audited_app.batch_output["staging"]
+    data, out = f"s3://{staging.data_bucket}/training-data/", f"s3://{staging.data_bucket}/{prefix}"
+    private_client("stepfunctions").start_execution(
+        stateMachineArn=staging.batch_machine_arn,
+        name="by-hand-1",
+        input=json.dumps({"output": f"{out}elsewhere"}),
+    )
+
+    # When an operator scores with version 1 (the run succeeds) and backfills (a part fails),
+    # every AWS call recorded
+    import boto3
+
+    with recording() as calls:
+        BatchStateMachine(staging, f"{out}scores-1", manifest=True).install(
+            boto3.DEFAULT_SESSION.events
+        )
+        code, output = operator(
+            "--aws", "score", "--env", "staging", "--version", "1",
+            "--data", data, "--out", f"{out}scores-1",
+        )  # fmt: skip
+        assert code == 0, output
+        assert "3 rows from 5 events into 1 parts" in output
+        # (a version the registry does not hold: S3 refuses the read, listing says it is missing)
+        code, output = operator(
+            "--aws", "score", "--env", "staging", "--version", "9",
+            "--data", data, "--out", f"{out}scores-9",
+        )  # fmt: skip
+        assert code == 1 and "version 9 is not in staging's registry" in output, output
+    with recording() as failing:
+        BatchStateMachine(staging, f"{out}features-1", manifest=False).install(
+            boto3.DEFAULT_SESSION.events
+        )
+        code, output = operator(
+            "--aws", "backfill", "--env", "staging", "--data", data, "--out", f"{out}features-1"
+        )
+        assert code == 1, output
+        assert "part 0: MemoryError" in output
+
+    # Then staging's batch operator policy allows every one of them: find the running runs,
+    # start one, follow it and its maps, read the version it pins, the run's manifest and its
+    # failed parts (decrypting them)
+    requests = requests_of(calls + failing, world)
+    policy = statements_of(audited_app, staging, "Batch", "BatchOperatorPolicy")
+    assert refused(requests, {"staging": policy}, world) == []
+    assert {
+        "ssm:GetParameters",
+        "states:ListExecutions",
+        "states:DescribeExecution",
+        "states:StartExecution",
+        "states:ListMapRuns",
+        "states:DescribeMapRun",
+        "s3:GetObject",
+        "s3:ListBucket",
+        "kms:Decrypt",
+    } <= actions(requests)
+    # (the operator writes nothing: the state machine does)
+    assert not [r for r in requests if r.action not in (*READ_ONLY, "states:StartExecution")
+                and not r.action.startswith(("states:List", "states:Describe"))]  # fmt: skip
+    # And without each statement a call of these commands is refused
+    for sid in ("StartBatchRuns", "FollowBatchRuns", "FollowBatchMaps", "ReadBatchOutputs",
+                "ListBatchOutputs", "ReadVersions", "ListModel", "Discover",
+                "DecryptOutputsAndRegistry"):  # fmt: skip
+        without = [s for s in policy if s.get("Sid") != sid]
+        assert refused(requests, {"staging": without}, world), sid
+    record("least privilege: commands", "score/backfill --aws: AWS calls checked", len(requests))

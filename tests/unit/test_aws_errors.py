@@ -250,3 +250,16 @@ def test_report_error_prints_any_error_on_one_line(capsys: pytest.CaptureFixture
     out, err = capsys.readouterr()
     assert (code, err) == (1, "sds: error: cannot write out.json: disk full\n")
     assert '"message": "cannot write out.json: disk full"' in out
+
+
+def test_a_denied_batch_run_names_the_batch_operator_policy() -> None:
+    # Given Step Functions refusing to start an execution of the batch state machine
+    denied = ClientError(
+        {"Error": {"Code": "AccessDeniedException", "Message": "not authorized"}},
+        "StartExecution",
+    )
+    # When explained, Then the line names the policy that grants it, with the others
+    said = str(explain(denied, doing="starting dev's batch state machine"))
+    assert "access denied to StartExecution" in said
+    assert "BatchOperatorPolicyArn to score and backfill on AWS" in said
+    assert "PromoterPolicyArn" in said and "TrainingOperatorPolicyArn" in said

@@ -128,8 +128,8 @@ _GENERIC_DENIAL = frozenset({"", "access denied", "forbidden", "access denied."}
 CREDENTIALS_FIX = "aws configure, AWS_PROFILE, aws sso login"
 OPERATOR_POLICIES = (
     "the caller's IAM policy does not allow it (an operator's comes from the environment's stack "
-    "outputs: PromoterPolicyArn to promote and roll back, TrainingOperatorPolicyArn to train; "
-    "docs/infrastructure.md, Permissions)"
+    "outputs: PromoterPolicyArn to promote and roll back, TrainingOperatorPolicyArn to train, "
+    "BatchOperatorPolicyArn to score and backfill on AWS; docs/infrastructure.md, Permissions)"
 )
 
 # botocore's errors that are not an AWS answer, by what they mean (looked up only when botocore
