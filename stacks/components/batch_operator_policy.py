@@ -23,6 +23,7 @@ from stacks.components.data_key import READ, key_use
 from stacks.components.nag import acknowledge_wildcard_resource
 from stacks.components.promotion_source_policy import discovery_parameters_arn
 from stacks.components.registry_paths import RegistryPaths
+from stacks.components.s3_listing import list_under
 
 
 class BatchOperatorPolicy(Construct):
@@ -88,21 +89,11 @@ class BatchOperatorPolicy(Construct):
                 iam.PolicyStatement(
                     sid="ReadBatchOutputs", actions=["s3:GetObject"], resources=[outputs]
                 ),
-                iam.PolicyStatement(
-                    sid="ListBatchOutputs",
-                    actions=["s3:ListBucket"],
-                    resources=[data.bucket_arn],
-                    conditions={"StringLike": {"s3:prefix": [f"{output_prefix}*"]}},
-                ),
+                list_under("ListBatchOutputs", data.bucket_arn, [output_prefix]),
                 iam.PolicyStatement(
                     sid="ReadVersions", actions=["s3:GetObject"], resources=[versions]
                 ),
-                iam.PolicyStatement(
-                    sid="ListModel",
-                    actions=["s3:ListBucket"],
-                    resources=[registry.bucket_arn],
-                    conditions={"StringLike": {"s3:prefix": [f"{paths.root}*"]}},
-                ),
+                list_under("ListModel", registry.bucket_arn, [paths.root]),
                 iam.PolicyStatement(
                     sid="Discover",
                     actions=["ssm:GetParameter", "ssm:GetParameters"],

@@ -9,6 +9,7 @@ from constructs import Construct
 
 from stacks.components.data_key import READ, key_use
 from stacks.components.nag import acknowledge_wildcard_resource
+from stacks.components.s3_listing import list_under
 
 
 class DataReaderPolicy(Construct):
@@ -35,12 +36,7 @@ class DataReaderPolicy(Construct):
                 iam.PolicyStatement(
                     sid="ReadTrainingData", actions=["s3:GetObject"], resources=[data]
                 ),
-                iam.PolicyStatement(
-                    sid="ListTrainingData",
-                    actions=["s3:ListBucket"],
-                    resources=[bucket.bucket_arn],
-                    conditions={"StringLike": {"s3:prefix": [f"{prefix}*"]}},
-                ),
+                list_under("ListTrainingData", bucket.bucket_arn, [prefix]),
             ],
         )
         if key is not None:

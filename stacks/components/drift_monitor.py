@@ -50,6 +50,7 @@ from stacks.components.nag import (
 )
 from stacks.components.registry_paths import RegistryPaths
 from stacks.components.retention import log_group
+from stacks.components.s3_listing import list_under
 from stacks.components.small_function import function_role, small_function
 from stacks.config import LogSettings
 
@@ -172,12 +173,7 @@ class DriftMonitor(Construct):
             f"{RegistryPaths(model_name).root}versions/*/manifest.json"
         )
         statements = [
-            iam.PolicyStatement(
-                sid="ListCaptures",
-                actions=["s3:ListBucket"],
-                resources=[captures.bucket_arn],
-                conditions={"StringLike": {"s3:prefix": [f"{CAPTURES_PREFIX}*"]}},
-            ),
+            list_under("ListCaptures", captures.bucket_arn, [CAPTURES_PREFIX]),
             iam.PolicyStatement(
                 sid="ReadCaptures", actions=["s3:GetObject"], resources=[self._captures]
             ),

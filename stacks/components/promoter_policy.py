@@ -16,6 +16,7 @@ from stacks.components.data_key import READ_WRITE, key_use
 from stacks.components.nag import acknowledge_wildcard_resource
 from stacks.components.promotion_source_policy import TRUSTED_ACTIONS
 from stacks.components.registry_paths import RegistryPaths
+from stacks.components.s3_listing import list_under
 from stacks.config import PromotionSource, promotion_source_role_name
 
 
@@ -79,12 +80,7 @@ class PromoterPolicy(Construct):
                     actions=["s3:GetObject", "s3:PutObject"],
                     resources=[registry.arn_for_objects(paths.events)],
                 ),
-                iam.PolicyStatement(
-                    sid="ListModel",
-                    actions=["s3:ListBucket"],
-                    resources=[registry.bucket_arn],
-                    conditions={"StringLike": {"s3:prefix": [f"{paths.root}*"]}},
-                ),
+                list_under("ListModel", registry.bucket_arn, [paths.root]),
                 iam.PolicyStatement(
                     sid="SwitchLiveAlias",
                     actions=[

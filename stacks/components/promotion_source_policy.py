@@ -27,6 +27,7 @@ from constructs import Construct
 from stacks.components.data_key import READ, key_use
 from stacks.components.nag import acknowledge_wildcard_resource
 from stacks.components.registry_paths import RegistryPaths
+from stacks.components.s3_listing import list_under
 from stacks.config import promotion_source_role_name
 
 
@@ -77,12 +78,7 @@ class PromotionSourcePolicy(Construct):
                     actions=["s3:GetObject"],
                     resources=[registry.arn_for_objects(prefix) for prefix in readable],
                 ),
-                iam.PolicyStatement(
-                    sid="ListModel",
-                    actions=["s3:ListBucket"],
-                    resources=[registry.bucket_arn],
-                    conditions={"StringLike": {"s3:prefix": [f"{paths.root}*"]}},
-                ),
+                list_under("ListModel", registry.bucket_arn, [paths.root]),
                 iam.PolicyStatement(
                     sid="Discover",
                     actions=["ssm:GetParameter", "ssm:GetParameters"],

@@ -39,6 +39,7 @@ from constructs import Construct
 from stacks.components.data_key import READ, key_use
 from stacks.components.nag import acknowledge_own_policy, acknowledge_wildcard_resource
 from stacks.components.registry_paths import RegistryPaths
+from stacks.components.s3_listing import list_under
 
 WRITE_ONCE_SID = "VersionsAndEventsAreCreatedOnlyIfAbsent"
 COMPARE_AND_SWAP_SID = "AliasesMoveOnlyByCompareAndSwap"
@@ -112,11 +113,11 @@ class RegistryProtection(Construct):
             )
         )
         role.add_to_policy(
-            iam.PolicyStatement(
-                sid="ListModelObjects",
+            list_under(
+                "ListModelObjects",
+                bucket.bucket_arn,
+                [paths.root],
                 actions=["s3:ListBucket", "s3:ListBucketVersions"],
-                resources=[bucket.bucket_arn],
-                conditions={"StringLike": {"s3:prefix": [f"{paths.root}*"]}},
             )
         )
         acknowledge_wildcard_resource(

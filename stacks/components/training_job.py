@@ -28,6 +28,7 @@ from stacks.components.nag import (
 )
 from stacks.components.registry_paths import RegistryPaths
 from stacks.components.retention import log_group
+from stacks.components.s3_listing import list_under
 from stacks.components.service_role import rules_on, service_role
 from stacks.config import LabelSettings, LogSettings, TrainingImage, TrainingSettings
 
@@ -265,12 +266,7 @@ class TrainingJob(Construct):
         data = bucket.arn_for_objects(f"{data_prefix}*")
         statements = [
             iam.PolicyStatement(sid="ReadTrainingData", actions=["s3:GetObject"], resources=[data]),
-            iam.PolicyStatement(
-                sid="ListTrainingData",
-                actions=["s3:ListBucket"],
-                resources=[bucket.bucket_arn],
-                conditions={"StringLike": {"s3:prefix": [f"{data_prefix}*"]}},
-            ),
+            list_under("ListTrainingData", bucket.bucket_arn, [data_prefix]),
         ]
         if key is not None:
             statements.append(
@@ -293,12 +289,7 @@ class TrainingJob(Construct):
             iam.PolicyStatement(
                 sid="ReadCapturesAndLabels", actions=["s3:GetObject"], resources=objects
             ),
-            iam.PolicyStatement(
-                sid="ListCapturesAndLabels",
-                actions=["s3:ListBucket"],
-                resources=[bucket.bucket_arn],
-                conditions={"StringLike": {"s3:prefix": [f"{p}*" for p in prefixes]}},
-            ),
+            list_under("ListCapturesAndLabels", bucket.bucket_arn, prefixes),
         ]
         if key is not None:
             statements.append(
@@ -318,12 +309,7 @@ class TrainingJob(Construct):
         versions = registry.arn_for_objects(paths.versions)
         audit = registry.arn_for_objects(paths.events)
         statements = [
-            iam.PolicyStatement(
-                sid="ListModel",
-                actions=["s3:ListBucket"],
-                resources=[registry.bucket_arn],
-                conditions={"StringLike": {"s3:prefix": [f"{paths.root}*"]}},
-            ),
+            list_under("ListModel", registry.bucket_arn, [paths.root]),
             iam.PolicyStatement(
                 sid="RegisterVersions",
                 actions=["s3:GetObject", "s3:PutObject"],

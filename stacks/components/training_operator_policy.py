@@ -24,6 +24,7 @@ from stacks.components.data_key import READ, key_use
 from stacks.components.nag import acknowledge, acknowledge_wildcard_resource
 from stacks.components.promotion_source_policy import discovery_parameters_arn
 from stacks.components.registry_paths import RegistryPaths
+from stacks.components.s3_listing import list_under
 
 ECS_TASKS = "ecs-tasks.amazonaws.com"
 
@@ -94,12 +95,7 @@ class TrainingOperatorPolicy(Construct):
                 iam.PolicyStatement(
                     sid="ReadVersions", actions=["s3:GetObject"], resources=[versions]
                 ),
-                iam.PolicyStatement(
-                    sid="ListModel",
-                    actions=["s3:ListBucket"],
-                    resources=[registry.bucket_arn],
-                    conditions={"StringLike": {"s3:prefix": [f"{paths.root}*"]}},
-                ),
+                list_under("ListModel", registry.bucket_arn, [paths.root]),
                 iam.PolicyStatement(
                     sid="Discover",
                     actions=["ssm:GetParameter", "ssm:GetParameters"],
