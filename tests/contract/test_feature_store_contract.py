@@ -27,6 +27,7 @@ from sds.kernel.aws.dynamodb import DynamoDBClient
 from sds.kernel.featurestore import (
     DuplicateEvents,
     FeatureStore,
+    FeatureStoreError,
     Stored,
     VersionConflict,
 )
@@ -90,6 +91,42 @@ def test_sets_and_large_sums_survive_the_round_trip(store: FeatureStore) -> None
     state = {"distinct_countries_last_7d": {T0: frozenset({"US", "DE"})}, "x": {T0: 10**15}}
     store.commit("acct", expected_version=0, state=state, events={"e1": T0}, expires_at=T0)
     assert store.read(["acct"])["acct"].state == state
+
+
+def overwrite_state(store: FeatureStore, entity: str, text: str) -> str:
+    """Put `text` where `entity`'s state is kept, behind the store's back (a hand edit, another
+    writer); what the store's errors name it by."""
+    if isinstance(store, SqliteFeatureStore):
+        with sqlite3.connect(store.path) as db:
+            db.execute("UPDATE entities SET state = ? WHERE entity = ?", (text, entity))
+        return str(store.path)
+    if isinstance(store, DynamoDBFeatureStore):
+        store.client.call(
+            "UpdateItem",
+            {
+                "TableName": store.table,
+                "Key": {"pk": {"S": store.account_key(entity)}},
+                "UpdateExpression": "SET #s = :s",
+                "ExpressionAttributeNames": {"#s": "state"},
+                "ExpressionAttributeValues": {":s": {"S": text}},
+            },
+        )
+        return store.uri
+    raise NotImplementedError(f"no way to overwrite a state in {type(store).__name__} yet")
+
+
+@pytest.mark.parametrize("text", ["not json", "[]", '{"x": {"1": null}}'])
+def test_an_unreadable_state_is_a_store_error_naming_the_store_and_the_account(
+    store: FeatureStore, text: str
+) -> None:
+    # Given an account whose stored state was overwritten with something that is not a state
+    store.commit("acct", expected_version=0, state=STATE, events={"e1": T0 + DAY}, expires_at=T0)
+    where = overwrite_state(store, "acct", text)
+    # When it is read, then the store refuses it as its own error (what serving answers 503 to),
+    # naming the store and the account, never a bare ValueError
+    with pytest.raises(FeatureStoreError) as refused:
+        store.read(["acct"])
+    assert str(refused.value).startswith(f"{where}: the stored state of 'acct' is not readable (")
 
 
 def test_a_commit_on_a_stale_version_writes_nothing(store: FeatureStore) -> None:

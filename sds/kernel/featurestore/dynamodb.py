@@ -177,7 +177,7 @@ class DynamoDBFeatureStore:
         try:
             state = decode_state(item[STATE]["S"])
             version = int(item[VERSION]["N"])
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise FeatureStoreError(
                 f"{self.uri}: the stored state of {entity!r} is not readable ({exc!r}); "
                 "was the item written by something else?"

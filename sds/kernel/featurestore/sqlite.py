@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from sds.kernel.aggregates import EntityState, decode_state, encode_state
 from sds.kernel.featurestore import (
@@ -183,10 +184,21 @@ class SqliteFeatureStore:
                         chunk,
                     ).fetchall()
                     for entity, state, version in rows:
-                        found[entity] = Stored(decode_state(state), int(version))
+                        found[entity] = self._stored(entity, state, version)
             except sqlite3.Error as exc:
                 raise FeatureStoreError(f"{self.path}: read failed: {exc}") from exc
         return found
+
+    def _stored(self, entity: str, state: Any, version: Any) -> Stored:
+        # What `decode_state` raises on text that is not a state is the standard library's
+        # error (ValueError, TypeError or AttributeError): the callers handle a store's error.
+        try:
+            return Stored(decode_state(state), int(version))
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise FeatureStoreError(
+                f"{self.path}: the stored state of {entity!r} is not readable ({exc!r}); "
+                "was the row written by something else?"
+            ) from exc
 
     def recorded(self, event_ids: Sequence[str]) -> Mapping[str, str | None]:
         with self._lock:
