@@ -24,7 +24,6 @@ from typing import Any
 from sds.kernel.aggregates import (
     AGGREGATES,
     LATENESS,
-    LONGEST_WINDOW,
     MINUTE,
     SECOND,
     Aggregate,
@@ -114,6 +113,9 @@ class OnlineFeatures:
         if len(entities) > 1:
             raise ValueError("all aggregates must share one entity key")
         self.entity_key = entities.pop() if entities else "account_id"
+        # How long after it happened an event can still count under these definitions (what
+        # `fold` drops past): its id is kept that long, so a redelivery is never folded twice.
+        self.id_lifetime = max((a.window + a.bucket for a in aggregates), default=0) + LATENESS
 
     def apply(
         self,
@@ -207,7 +209,7 @@ class OnlineFeatures:
                     entity,
                     expected_version=current.version,
                     state=folded.state,
-                    events={i: times[i] + LONGEST_WINDOW + LATENESS for i in folded.applied},
+                    events={i: times[i] + self.id_lifetime for i in folded.applied},
                     expires_at=self._expiry(folded.state, now),
                     digests={i: digests[i] for i in folded.applied},
                 )

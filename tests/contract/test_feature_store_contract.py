@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from sds.kernel import aggregates
-from sds.kernel.aggregates import AGGREGATES, DAY, HOUR, MINUTE, SECOND
+from sds.kernel.aggregates import AGGREGATES, DAY, HOUR, LATENESS, MINUTE, SECOND, Aggregate
 from sds.kernel.aws.dynamodb import DynamoDBClient
 from sds.kernel.featurestore import (
     DuplicateEvents,
@@ -293,6 +293,65 @@ def test_changed_aggregate_definitions_start_empty_and_fold_the_history_again(
     # And the old definitions' state is still there for them
     monkeypatch.undo()
     assert OnlineFeatures(make_store()).read([("acct", T0 + MINUTE)])[0][BURST] == 2
+
+
+def failed_logins(window: int, bucket: int) -> Aggregate:
+    """Custom aggregate definitions' one aggregate: failed logins over `window`."""
+    return Aggregate(
+        "failed_logins",
+        "Failed logins on the account",
+        source="login",
+        where=(("outcome", "failure"),),
+        function="count",
+        window=window,
+        bucket=bucket,
+    )
+
+
+@pytest.mark.parametrize(
+    ("definitions", "longest"),
+    [
+        ((failed_logins(30 * DAY, DAY),), 31 * DAY),
+        ((failed_logins(HOUR, 5 * MINUTE),), HOUR + 5 * MINUTE),
+        (AGGREGATES, 8 * DAY),
+    ],
+    ids=["longer", "shorter", "default"],
+)
+def test_an_event_id_is_kept_as_long_as_the_definitions_longest_window_can_count_it(
+    store: FeatureStore, definitions: tuple[Aggregate, ...], longest: int
+) -> None:
+    # Given aggregate definitions (custom ones with a longer or shorter window, or the default)
+    online = OnlineFeatures(store, aggregates=definitions)
+    written: dict[str, int] = {}
+    commit = store.commit
+
+    def recording_commit(entity: str, **kwargs: Any) -> None:
+        written.update(kwargs["events"])
+        commit(entity, **kwargs)
+
+    store.commit = recording_commit  # type: ignore[method-assign]
+    # When an event is folded
+    online.apply([(T0, login("e1"))], now=T0)
+    # Then its id is kept until their longest window (and the lateness allowed) can no longer
+    # count it
+    assert written == {"e1": T0 + longest + LATENESS}
+
+
+def test_a_redelivery_after_the_default_window_is_not_folded_again_by_a_longer_one(
+    tmp_path: Path,
+) -> None:
+    # Given an event folded under a 30-day aggregate into an SQLite store
+    store = SqliteFeatureStore(tmp_path / "features.db")
+    online = OnlineFeatures(store, aggregates=(failed_logins(30 * DAY, DAY),))
+    online.apply([(T0, login("e1"))], now=T0)
+    # When expiry runs 20 days later (past the default definitions' 8 days) and the event is
+    # delivered again
+    store.expire(T0 + 20 * DAY)
+    again = online.apply([(T0, login("e1"))], now=T0 + 20 * DAY)
+    # Then it is a duplicate: the 30-day window still counts it once
+    assert (again.applied, again.duplicates) == (0, 1)
+    assert online.read([("acct", T0 + 20 * DAY)])[0]["failed_logins"] == 1
+    store.close()
 
 
 def test_an_out_of_order_event_lands_in_its_own_bucket(store: FeatureStore) -> None:
