@@ -130,13 +130,7 @@ class S3Client(AwsClient):
     def first_key(self, bucket: str, prefix: str) -> str | None:
         """The first key under `prefix` in S3's order, None if there is none: one ListObjectsV2
         request of one key (`max-keys=1`)."""
-        query: Query = (
-            ("list-type", "2"),
-            ("encoding-type", "url"),
-            ("prefix", prefix),
-            ("max-keys", "1"),
-        )
-        found, _ = _parse_list(self._get("ListObjectsV2", bucket, "", query).body)
+        found, _ = self._list_page(bucket, prefix, max_keys=1, token=None)
         return found[0] if found else None
 
     def list_objects_v2(
@@ -147,16 +141,21 @@ class S3Client(AwsClient):
         keys: list[str] = []
         token: str | None = None
         while True:
-            query: Query = (("list-type", "2"), ("encoding-type", "url"), ("prefix", prefix))
-            if page_size is not None:
-                query = (*query, ("max-keys", str(page_size)))
-            if token:
-                query = (*query, ("continuation-token", token))
-            page = self._get("ListObjectsV2", bucket, "", query)
-            found, token = _parse_list(page.body)
+            found, token = self._list_page(bucket, prefix, max_keys=page_size, token=token)
             keys.extend(found)
             if not token:
                 return keys
+
+    def _list_page(
+        self, bucket: str, prefix: str, *, max_keys: int | None, token: str | None
+    ) -> tuple[list[str], str | None]:
+        """One ListObjectsV2 page: its keys, and the token of the next page (None: the last)."""
+        query: Query = (("list-type", "2"), ("encoding-type", "url"), ("prefix", prefix))
+        if max_keys is not None:
+            query = (*query, ("max-keys", str(max_keys)))
+        if token:
+            query = (*query, ("continuation-token", token))
+        return _parse_list(self._get("ListObjectsV2", bucket, "", query).body)
 
 
 def is_missing(error: BaseException, *, client: Any, bucket: str, key: str) -> bool:
