@@ -372,26 +372,20 @@ def running_into(sfn: Any, *, machine: str, output: str, what: str) -> str | Non
     its input, `run_input`'s document), or None. Every page of the running executions is read;
     each one's input is described (ListExecutions does not carry it). An execution whose input
     is no run's (started by hand) writes nothing this run would meet."""
-    token: str | None = None
     try:
-        while True:
-            request: dict[str, Any] = {
-                "stateMachineArn": machine,
-                "statusFilter": RUNNING,
-                "maxResults": RUNNING_PAGE,
-            }
-            if token:
-                request["nextToken"] = token
-            page = sfn.list_executions(**request)
+        pages = sfn.get_paginator("list_executions").paginate(
+            stateMachineArn=machine,
+            statusFilter=RUNNING,
+            PaginationConfig={"PageSize": RUNNING_PAGE},
+        )
+        for page in pages:
             for execution in page.get("executions", []):
                 arn = str(execution["executionArn"])
                 described = sfn.describe_execution(executionArn=arn)
                 # (it may have ended since it was listed)
                 if described.get("status") == RUNNING and _output_of(described) == output:
                     return arn
-            token = page.get("nextToken")
-            if not token:
-                return None
+        return None
     except Exception as exc:
         raise failure(exc, doing=f"looking for runs of {what} still writing {output}") from exc
 

@@ -804,7 +804,11 @@ def test_a_run_that_cannot_look_for_running_ones_starts_nothing(
     started: list[dict[str, Any]] = []
 
     class Denied:
-        def list_executions(self, **_: Any) -> dict[str, Any]:
+        def get_paginator(self, operation: str) -> Any:
+            assert operation == "list_executions"
+            return self
+
+        def paginate(self, **_: Any) -> Any:
             error = {"Error": {"Code": "AccessDeniedException", "Message": "not authorized"}}
             raise ClientError(error, "ListExecutions")
 
@@ -838,8 +842,12 @@ class NothingRunning:
     """A fake Step Functions client's answer to the command's look for runs still writing --out:
     none (the fake's executions end before the next one starts)."""
 
-    def list_executions(self, **_: Any) -> dict[str, Any]:
-        return {"executions": []}
+    def get_paginator(self, operation: str) -> Any:
+        assert operation == "list_executions"
+        return self
+
+    def paginate(self, **_: Any) -> Any:
+        return iter([{"executions": []}])
 
 
 @pytest.mark.parametrize(
