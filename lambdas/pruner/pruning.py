@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from sds.kernel.aws.errors import error_code
 from sds.kernel.lock import Pin
 from sds.kernel.registry import AliasState, Registry
 from sds.kernel.retention import (
@@ -149,15 +150,10 @@ def prune(
                 FunctionName=target.function, Qualifier=str(decision.version)
             )
         except Exception as exc:
-            if _error_code(exc) == "ResourceNotFoundException":
+            if error_code(exc) == "ResourceNotFoundException":
                 report.already_gone.append(decision.version)
             else:
                 report.failed[decision.version] = f"{type(exc).__name__}: {exc}"
             continue
         report.deleted.append(decision.version)
     return report
-
-
-def _error_code(exc: BaseException) -> str:
-    response = getattr(exc, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", ""))

@@ -43,6 +43,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sds.kernel.aws.errors import error_code
 from sds.kernel.errors import Refused, SdsError
 
 ACTIVE = "Active"
@@ -182,11 +183,6 @@ class VersionNotReady(Refused):
             "waited_s": round(self.waited_s, 1),
             "timed_out": self.timed_out,
         }
-
-
-def error_code(exc: BaseException) -> str:
-    response = getattr(exc, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", ""))
 
 
 def read_state(lambda_client: Any, function: str, version: str) -> VersionState:

@@ -19,6 +19,7 @@ from typing import Any
 
 from sds.kernel import sdk
 from sds.kernel.aws.errors import AwsError as AwsError
+from sds.kernel.aws.errors import error_code as error_code
 from sds.kernel.aws.errors import explain
 from sds.kernel.discovery import PARAMETERS, parameter_name
 
@@ -39,11 +40,6 @@ class NotDeployed(AwsError):
     """SSM was read and holds no parameter the command needs: the stack that publishes it is
     not deployed here. Every other failure to read (credentials, network, access) is a plain
     `AwsError`: `sds status` and `sds envs` tell "not deployed" from "unreachable" by this."""
-
-
-def error_code(exc: BaseException) -> str:
-    response = getattr(exc, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", ""))
 
 
 def start_execution(

@@ -44,6 +44,17 @@ class AwsError(SdsError):
         super().__init__(f"{prefix}{code_text}{message}{request_text}")
 
 
+def error_code(exc: BaseException) -> str:
+    """AWS's error code of a failed call, made with the kernel's client (`AwsError.code`) or the
+    SDK's (`ClientError.response`); "" for anything else."""
+    if isinstance(exc, AwsError):
+        return exc.code
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict) and isinstance(response.get("Error"), dict):
+        return str(response["Error"].get("Code", ""))
+    return ""
+
+
 class AwsConnectionError(AwsError):
     """No usable response: the endpoint was unreachable, timed out or broke the connection on
     every attempt, or its TLS certificate did not verify."""

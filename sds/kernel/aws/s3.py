@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 from urllib.parse import quote, unquote
 
 from sds.kernel.aws.client import AwsClient, Endpoint, dns_suffix
-from sds.kernel.aws.errors import AwsError
+from sds.kernel.aws.errors import AwsError, error_code
 from sds.kernel.aws.transport import Response
 
 # Virtual-hosted addressing needs a DNS label (no dots: the wildcard certificate covers one).
@@ -170,7 +170,7 @@ def is_missing(error: BaseException, *, client: Any, bucket: str, key: str) -> b
     which such a condition allows). Missing if that listing does not name it; if it does, or
     the listing fails too, the refusal stands: a refusal is never taken for a missing key.
     """
-    code = _error_code(error)
+    code = error_code(error)
     if code in _NOT_FOUND_CODES:
         return True
     if code not in _DENIED_CODES:
@@ -184,16 +184,6 @@ def is_missing(error: BaseException, *, client: Any, bucket: str, key: str) -> b
     except Exception:  # refused, or failing: the first refusal is the answer
         return False
     return first != key
-
-
-def _error_code(error: BaseException) -> str:
-    """AWS's error code of this client's error or of the SDK's (`ClientError.response`)."""
-    if isinstance(error, AwsError):
-        return error.code
-    response = getattr(error, "response", None)
-    if isinstance(response, dict) and isinstance(response.get("Error"), dict):
-        return str(response["Error"].get("Code", ""))
-    return ""
 
 
 def _parse_list(body: bytes) -> tuple[list[str], str | None]:

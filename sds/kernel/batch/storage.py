@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 from urllib.parse import unquote, urlparse
 
+from sds.kernel.aws.errors import error_code
 from sds.kernel.errors import SdsError, UsageError
 
 
@@ -247,7 +248,7 @@ class S3Storage:
             response = self.client.get_object(Bucket=self.bucket, Key=self._key(key), **extra)
             return bytes(response["Body"].read())
         except Exception as exc:
-            if _error_code(exc) == "InvalidRange":  # start at or past the end: nothing there
+            if error_code(exc) == "InvalidRange":  # start at or past the end: nothing there
                 return b""
             raise self._fail(key, exc) from exc
 
@@ -300,11 +301,6 @@ class S3Storage:
                 )
         except Exception as exc:
             raise self._fail(prefix, exc) from exc
-
-
-def _error_code(exc: Exception) -> str:
-    response = getattr(exc, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", ""))
 
 
 def open_storage(location: str | Path) -> Storage:
