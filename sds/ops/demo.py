@@ -38,6 +38,7 @@ from sds.ops.shadow import compare, render_report, set_shadow
 from sds.ops.traffic import replay
 from sds.ops.workspace import Workspace
 from training.data import write_jsonl
+from training.params import TrainParams, flag
 from training.synthetic import LABEL, generate_activity
 
 RISKY = {
@@ -92,6 +93,29 @@ def _say(text: str = "") -> None:
 
 def _cmd(text: str) -> None:
     _say(f"\n$ {text}")
+
+
+# The versions the demo trains, each with the word its reason starts with: two on the history,
+# then two from the captured traffic (one that beats the live model, one that cannot).
+HISTORY_MODELS = (
+    ("quick", TrainParams(max_iter=8, max_leaf_nodes=4, learning_rate=0.1)),
+    ("tuned", TrainParams(max_iter=120, max_leaf_nodes=15, learning_rate=0.08)),
+)
+CAPTURE_MODELS = (
+    ("retrained", TrainParams(max_iter=120, max_leaf_nodes=15, learning_rate=0.08)),
+    ("underfit", TrainParams(max_iter=1, max_leaf_nodes=2, learning_rate=0.1)),
+)
+
+
+def parameter_flags(params: TrainParams) -> str:
+    """The `sds train` flags of every parameter not at its default: the command the demo prints
+    trains the model the demo trains (`--max-iter 120 --learning-rate 0.08 ...`)."""
+    defaults = TrainParams()
+    return " ".join(
+        f"{flag(field.name)} {getattr(params, field.name)}"
+        for field in dataclasses.fields(TrainParams)
+        if getattr(params, field.name) != getattr(defaults, field.name)
+    )
 
 
 # How the demo's requests are shown: as curl needs them to be sent (without the header, `curl -d`
@@ -282,17 +306,13 @@ def _show_capture_loop(
     assert gate is not None
     from training.from_capture import STEPS as CAPTURE_STEPS
     from training.from_capture import make_window, train_from_capture
-    from training.train import Progress, TrainParams
+    from training.train import Progress
 
     candidates = {}
-    for label, params in (
-        ("retrained", TrainParams(max_iter=120, max_leaf_nodes=15, learning_rate=0.08)),
-        ("underfit", TrainParams(max_iter=1, max_leaf_nodes=2, learning_rate=0.1)),
-    ):
+    for label, params in CAPTURE_MODELS:
         _cmd(
             f"sds train --from-capture --env {env} --since {since} --until {until} --as-of "
-            f"{as_of} --max-iter {params.max_iter} --max-leaf-nodes {params.max_leaf_nodes} "
-            f"--reason '{label} on served traffic'"
+            f"{as_of} {parameter_flags(params)} --reason '{label} on served traffic'"
         )
         window = make_window(
             since=since,
@@ -335,7 +355,7 @@ def _show_capture_loop(
     number = candidates["underfit"]
     _cmd(f"sds promote {number} --to {env} --reason 'underfit on served traffic'")
     try:
-        promote(gated, to_env=env, version=number, reason="demo: underfit")
+        promote(gated, to_env=env, version=number, reason="demo: underfit on served traffic")
         decisions["underfit"] = True
     except GateFailure as refused:
         _say(f"refused: {refused}")
@@ -385,7 +405,9 @@ def _show_shadow(
         )
     _cmd(f"sds promote --shadow --to {env} --reason 'beat v{live} on served traffic'")
     try:
-        change = promote(ws, to_env=env, shadow=True, reason=f"demo: beat v{live}")
+        change = promote(
+            ws, to_env=env, shadow=True, reason=f"demo: beat v{live} on served traffic"
+        )
     except GateFailure as refused:
         _say(f"refused: {refused}")
         return {"version": challenger, "payments": pairs[0].events, "promoted": False}
@@ -501,17 +523,11 @@ def _run(project: Workspace, *, events: int, keep: bool, report: dict[str, Any])
         logins = sum(e["type"] == "login" for e in generated)
         _say(f"wrote {events} payments ({fraud} fraud, {fraud / events:.1%}) and {logins} logins")
 
-        from training.train import STEPS, Progress, TrainParams, train
+        from training.train import STEPS, Progress, train
 
         versions = []
-        for label, params in (
-            ("quick", TrainParams(max_iter=8, max_leaf_nodes=4, learning_rate=0.1)),
-            ("tuned", TrainParams(max_iter=120, max_leaf_nodes=15, learning_rate=0.08)),
-        ):
-            _cmd(
-                f"sds train --data {data} --max-iter {params.max_iter} "
-                f"--max-leaf-nodes {params.max_leaf_nodes} --reason '{label} model'"
-            )
+        for label, params in HISTORY_MODELS:
+            _cmd(f"sds train --data {data} {parameter_flags(params)} --reason '{label} model'")
             t0 = time.monotonic()
             version = train(
                 data=data,
