@@ -1011,6 +1011,10 @@ class _Server(ThreadingHTTPServer):
     bounded number of sockets."""
 
     daemon_threads = True
+    # The listen backlog, uvicorn's and gunicorn's default (`--backlog 2048`; the kernel may cap
+    # it, at net.core.somaxconn on Linux): socketserver's 5 drops a burst's connections before
+    # they are accepted, and their clients retry a second or more later instead of reading a 503.
+    request_queue_size = 2048
 
     def __init__(
         self,
