@@ -22,6 +22,10 @@ sends its whole body before reading (Python's http.client) reads the 413 instead
 Each connection has its own thread, every read and write has a timeout, and a request's line and
 headers (from its first byte) and its body each have a deadline, so a client that stalls, or
 trickles a request in a byte at a time, holds up no other client and is let go in bounded time.
+At most `ConnectionLimits.limit_concurrency` connections are handled at once (a kept-alive one
+counts while it is open), as uvicorn's `--limit-concurrency` bounds them: one more is answered
+`503` with `Retry-After` by the accepting thread at once, without a thread of its own, so a burst
+of connections costs neither threads nor memory without bound.
 
 Stopping is graceful, as uvicorn's and gunicorn's is: `stop(grace_s=...)` stops accepting
 connections, answers what is in flight (with `Connection: close`), and waits up to `grace_s`
