@@ -22,6 +22,10 @@ sends its whole body before reading (Python's http.client) reads the 413 instead
 Each connection has its own thread, every read and write has a timeout, and a request's line and
 headers (from its first byte) and its body each have a deadline, so a client that stalls, or
 trickles a request in a byte at a time, holds up no other client and is let go in bounded time.
+At most `ConnectionLimits.limit_concurrency` connections are handled at once (a kept-alive one
+counts while it is open), as uvicorn's `--limit-concurrency` bounds them: one more is answered
+`503` with `Retry-After` by the accepting thread at once, without a thread of its own, so a burst
+of connections costs neither threads nor memory without bound.
 
 Stopping is graceful, as uvicorn's and gunicorn's is: `stop(grace_s=...)` stops accepting
 connections, answers what is in flight (with `Connection: close`), and waits up to `grace_s`
@@ -32,11 +36,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import email.utils
 import functools
 import io
 import json
 import logging
 import re
+import selectors
 import socket
 import sys
 import threading
@@ -88,16 +94,31 @@ RETRY_FAILED_LOAD_S = 5.0
 # `client_header_timeout` and Node's `headersTimeout` (60 s both). Each read waits at most the idle
 # timeout too, so a client that sends a byte now and then cannot hold a thread past this deadline.
 HEADER_TIMEOUT_S = 60.0
+# How many connections are handled at once by default (`sds serve --limit-concurrency`): each has
+# its own thread, so this bounds the threads too.
+LIMIT_CONCURRENCY = 64
+# How many refused connections are lingered on at once; past that one is closed at once (the
+# client may then read a reset instead of the 503). It bounds the open sockets of a burst.
+MAX_LINGERING = 256
+# At most one log line per this many seconds about refused connections, so a burst (a load
+# test) costs the accepting thread no more than one write to the log a second.
+REFUSAL_LOG_INTERVAL_S = 1.0
+# What a connection refused for the concurrency limit is told to wait before it tries again.
+RETRY_AFTER_S = 1
+SERVER_VERSION = "sds-local-api"
 
 
 @dataclass(frozen=True)
 class ConnectionLimits:
-    """How long and how much the local API waits on one client, so none can hold a thread for good.
+    """How long and how much the local API waits on one client, so none can hold a thread for
+    good, and how many clients it handles at once.
 
     The defaults follow nginx: 60 s for any single read or write (`client_body_timeout`,
     `send_timeout`, and an idle keep-alive connection), a deadline for a request's line and
     headers (`client_header_timeout`, `HEADER_TIMEOUT_S`) and one for a whole body, and a bounded
-    lingering close after a refusal (`lingering_time`).
+    lingering close after a refusal (`lingering_time`). `limit_concurrency` is uvicorn's
+    `--limit-concurrency`: the connections handled at once (a kept-alive one counts while it is
+    open); one more is answered 503 at once, without a thread.
     """
 
     idle_timeout_s: float = 60.0
@@ -105,14 +126,20 @@ class ConnectionLimits:
     body_timeout_s: float = 60.0
     drain_timeout_s: float = 5.0
     drain_max_bytes: int = 64 * 1024 * 1024
+    limit_concurrency: int = LIMIT_CONCURRENCY
 
     def __post_init__(self) -> None:
+        if isinstance(self.limit_concurrency, bool) or not isinstance(self.limit_concurrency, int):
+            raise ValueError(
+                f"limit_concurrency must be a whole number, got {self.limit_concurrency!r}"
+            )
         for name in (
             "idle_timeout_s",
             "header_timeout_s",
             "body_timeout_s",
             "drain_timeout_s",
             "drain_max_bytes",
+            "limit_concurrency",
         ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
@@ -683,7 +710,7 @@ def make_handler(
     requests = in_flight or InFlight()
 
     class Handler(BaseHTTPRequestHandler):
-        server_version = "sds-local-api"
+        server_version = SERVER_VERSION
         protocol_version = "HTTP/1.1"
         # Per read and write, and for an idle keep-alive connection (StreamRequestHandler applies it).
         timeout = connection_limits.idle_timeout_s
@@ -878,10 +905,206 @@ def host_in_url(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+class _Lingerer:
+    """Lingers on refused connections, all of them in one thread (a selector), each as `_linger`
+    does for one: what the client still sends is discarded until it closes, for at most
+    `drain_timeout_s` and `drain_max_bytes`, then the socket is closed. A thread per refused
+    connection would bring back the unbounded threads the concurrency limit is there to prevent;
+    at most `max_sockets` are lingered on at once, one more is closed at once."""
+
+    def __init__(self, limits: ConnectionLimits, max_sockets: int = MAX_LINGERING) -> None:
+        self._limits = limits
+        self._max_sockets = max_sockets
+        self._mutex = threading.Lock()
+        self._arrived: list[socket.socket] = []
+        self._count = 0  # arrived or lingered on
+        self._closed = False
+        self._wake_read, self._wake_write = socket.socketpair()
+        self._wake_write.setblocking(False)
+        self._thread: threading.Thread | None = None
+
+    def add(self, sock: socket.socket) -> None:
+        """Take over a refused connection, answered and half-closed: it is closed from here on."""
+        with self._mutex:
+            if self._closed or self._count >= self._max_sockets:
+                sock.close()
+                return
+            self._arrived.append(sock)
+            self._count += 1
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="sds-local-api-linger", daemon=True
+                )
+                self._thread.start()
+        self._wake()
+
+    def close(self) -> None:
+        """Close every connection lingered on, and stop the thread."""
+        with self._mutex:
+            self._closed = True
+            thread = self._thread
+        self._wake()
+        if thread is not None:
+            thread.join(timeout=5)
+        self._wake_read.close()
+        self._wake_write.close()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):  # a full buffer: a wake-up is pending already
+            self._wake_write.send(b"\0")
+
+    def _run(self) -> None:
+        buffer = bytearray(_READ_SIZE)
+        # Each socket lingered on: its deadline and how many more bytes it may send.
+        lingering: dict[socket.socket, tuple[float, int]] = {}
+        with selectors.DefaultSelector() as selector:
+
+            def done(sock: socket.socket) -> None:
+                selector.unregister(sock)
+                sock.close()
+                del lingering[sock]
+                with self._mutex:
+                    self._count -= 1
+
+            selector.register(self._wake_read, selectors.EVENT_READ)
+            while True:
+                timeout = None
+                if lingering:
+                    first = min(deadline for deadline, _ in lingering.values())
+                    timeout = max(0.0, first - time.monotonic())
+                for key, _ in selector.select(timeout):
+                    sock = cast(socket.socket, key.fileobj)
+                    if sock is self._wake_read:
+                        with contextlib.suppress(OSError):
+                            sock.recv(4096)
+                        continue
+                    deadline, budget = lingering[sock]
+                    try:
+                        received = sock.recv_into(buffer, min(len(buffer), budget))
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        received = 0  # reset: gone
+                    if received == 0 or received >= budget:
+                        done(sock)  # the client closed, or sent too much: stop either way
+                    else:
+                        lingering[sock] = (deadline, budget - received)
+                now = time.monotonic()
+                for sock in [s for s, (deadline, _) in lingering.items() if deadline <= now]:
+                    done(sock)  # too slow to close
+                with self._mutex:
+                    arrived, self._arrived = self._arrived, []
+                    closed = self._closed
+                for sock in arrived:
+                    sock.setblocking(False)
+                    lingering[sock] = (
+                        now + self._limits.drain_timeout_s,
+                        self._limits.drain_max_bytes,
+                    )
+                    selector.register(sock, selectors.EVENT_READ)
+                if closed:
+                    for sock in list(lingering):
+                        done(sock)
+                    return
+
+
 class _Server(ThreadingHTTPServer):
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+    """One thread per connection, `limits.limit_concurrency` of them at most: a connection
+    accepted beyond that is answered `503` with `Retry-After` by the accepting thread itself, and
+    lingered on by one thread for all of them (`_Lingerer`), so a burst costs no thread and a
+    bounded number of sockets."""
+
+    daemon_threads = True
+    # The listen backlog, uvicorn's and gunicorn's default (`--backlog 2048`; the kernel may cap
+    # it, at net.core.somaxconn on Linux): socketserver's 5 drops a burst's connections before
+    # they are accepted, and their clients retry a second or more later instead of reading a 503.
+    request_queue_size = 2048
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        limits: ConnectionLimits,
+    ) -> None:
         self.address_family = _address_family(*address)
+        self.limits = limits
+        # A slot per connection being handled, taken as it is accepted, given back as it closes.
+        self._slots = threading.BoundedSemaphore(limits.limit_concurrency)
+        self._lingerer = _Lingerer(limits)
+        self.refused = 0  # connections refused with 503 (counted by the accepting thread only)
+        self._refusals_logged = 0
+        self._refusal_logged_at = -REFUSAL_LOG_INTERVAL_S
         super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self._refuse(request, client_address)
+            return
+        try:
+            super().process_request(request, client_address)  # starts its thread
+        except BaseException:
+            self._slots.release()  # no thread ("can't start new thread"): the slot is free
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def _refuse(self, sock: socket.socket, client_address: Any) -> None:
+        """Answer 503 without reading the request (the accepting thread must never wait on a
+        client), half-close, and hand the socket to the lingerer."""
+        self.refused += 1
+        limit = self.limits.limit_concurrency
+        # Said before the answer: whoever reads the 503 finds the line in the log.
+        now = time.monotonic()
+        if now - self._refusal_logged_at >= REFUSAL_LOG_INTERVAL_S:
+            self._refusal_logged_at = now
+            self._refusals_logged = self.refused
+            logger.warning(
+                "%s: connection refused with 503: already handling %d connections, the limit "
+                "(sds serve --limit-concurrency); %d refused in all, logged once a second at most",
+                client_address[0],
+                limit,
+                self.refused,
+            )
+        data = json.dumps(
+            {
+                "message": f"the local API is handling its limit of {limit} connections at once "
+                f"(sds serve --limit-concurrency); retry after {RETRY_AFTER_S} s"
+            }
+        ).encode()
+        head = (
+            "HTTP/1.1 503 Service Unavailable\r\n"
+            f"Server: {SERVER_VERSION}\r\n"
+            f"Date: {email.utils.formatdate(usegmt=True)}\r\n"
+            f"Retry-After: {RETRY_AFTER_S}\r\n"
+            "Connection: close\r\n"
+            "Content-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n"
+        )
+        try:
+            sock.setblocking(False)
+            # A new connection's send buffer (kilobytes at the least) takes these bytes whole.
+            answered = sock.send(head.encode("latin-1") + data) == len(head) + len(data)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            answered = False  # gone already (a reset), or the buffer was full: nobody to answer
+        if answered:
+            self._lingerer.add(sock)
+        else:
+            sock.close()
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._lingerer.close()
+        if self.refused > self._refusals_logged:
+            logger.warning(
+                "%d connection(s) refused with 503 since the last line about it; %d in all",
+                self.refused - self._refusals_logged,
+                self.refused,
+            )
 
     def server_bind(self) -> None:
         if self.address_family == socket.AF_INET6:
@@ -913,8 +1136,9 @@ class LocalApi:
     ) -> None:
         self.apps = apps
         self.in_flight = InFlight()
-        self.server = _Server((host, port), make_handler(apps.handle, limits, self.in_flight))
-        self.server.daemon_threads = True
+        connection_limits = limits or ConnectionLimits()
+        handler = make_handler(apps.handle, connection_limits, self.in_flight)
+        self.server = _Server((host, port), handler, connection_limits)
         self._thread: threading.Thread | None = None
 
     @property

@@ -7,6 +7,7 @@ The CLI runs in-process (`sds.cli.main.main`) on a throwaway project with local 
 from __future__ import annotations
 
 import argparse
+import errno
 import gzip
 import shlex
 import socket
@@ -1247,6 +1248,44 @@ def test_serve_on_a_port_that_is_not_one_is_a_usage_error(
         f"sds: error: argument --port: '{port}': a port is a number from 0 to 65535 "
         "(see: sds serve --help)"
     )
+
+
+@pytest.mark.parametrize("limit", ["0", "-1", "1.5", "many"])
+def test_serve_with_a_concurrency_limit_that_is_not_a_positive_whole_number_is_a_usage_error(
+    limit: str, project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ended = sds(capsys, "serve", "--env", "dev", "--limit-concurrency", limit)
+    assert ended.code == 2
+    assert ended.error_line == (
+        f"sds: error: argument --limit-concurrency: '{limit}': must be a whole number, 1 or more "
+        "(see: sds serve --help)"
+    )
+
+
+@pytest.mark.parametrize(("argv", "limit"), [((), 64), (("--limit-concurrency", "3"), 3)])
+def test_serve_hands_its_concurrency_limit_to_the_server(
+    argv: tuple[str, ...],
+    limit: int,
+    project: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sds.ops import local_api
+
+    # Given a server that records its limits (and cannot listen, so the command ends there)
+    given: list[local_api.ConnectionLimits] = []
+
+    def recording(*_: Any, limits: local_api.ConnectionLimits, **__: Any) -> None:
+        given.append(limits)
+        raise OSError(errno.EADDRINUSE, "Address already in use")
+
+    monkeypatch.setattr(local_api, "LocalApi", recording)
+    # When serving with the default limit, or one given
+    ended = sds(capsys, "serve", "--env", "dev", "--port", "0", *argv)
+    # Then the server gets it, and the default is the server's own
+    assert ended.code == 1
+    assert [g.limit_concurrency for g in given] == [limit]
+    assert local_api.ConnectionLimits().limit_concurrency == 64
 
 
 def test_serve_on_a_port_in_use_names_the_host_and_port(

@@ -738,3 +738,109 @@ def test_a_client_that_goes_away_is_one_log_line_not_a_traceback(
         api.server.handle_error(None, (CLIENT, 5))
     (record,) = [r for r in caplog.records if CLIENT in r.getMessage()]
     assert record.exc_info is not None
+
+
+def wait_for_threads_up(count: int) -> None:
+    deadline = time.monotonic() + PATIENCE_S
+    while handler_threads() < count:
+        assert time.monotonic() < deadline, f"{handler_threads()} handler threads, {count} expected"
+        time.sleep(0.01)
+
+
+def busy(api: LocalApi, body: bytes = b"") -> tuple[int, dict[str, str], Any]:
+    """A POST /predict on a fresh connection (http.client: the whole body, then the answer)."""
+    return post(api, body or json.dumps({"events": [EVENT]}).encode())
+
+
+def test_connections_beyond_the_limit_get_503_at_once_and_a_freed_slot_serves_again(
+    start_api: StartApi, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given the local API limited to 2 connections at once, both held: one kept alive after a
+    # request, one a slow client still sending its headers
+    api = start_api(limits=ConnectionLimits(limit_concurrency=2))
+    caplog.set_level("WARNING", logger="sds.ops.local_api")
+    before = handler_threads()  # other tests' connections still closing, if any
+    kept_alive = http.client.HTTPConnection(*address(api), timeout=PATIENCE_S)
+    kept_alive.request("GET", "/health")
+    assert kept_alive.getresponse().read()
+    slow = socket.create_connection(address(api), timeout=PATIENCE_S)
+    try:
+        slow.sendall(HEAD)
+        threads_held = before + 2
+        wait_for_threads_up(threads_held)
+
+        # When a third client sends a request (a body of 1 MiB, all of it before reading)
+        status, headers, body = busy(api, padded(1024 * 1024))
+
+        # Then it is told 503 at once, when to retry, and why, in the API's error shape
+        assert status == 503
+        assert headers["retry-after"] == "1"
+        assert headers["connection"] == "close"
+        assert headers["content-type"] == "application/json"
+        assert body == {
+            "message": "the local API is handling its limit of 2 connections at once "
+            "(sds serve --limit-concurrency); retry after 1 s"
+        }
+        # And no handler thread was started for it, and the log says so
+        assert handler_threads() == threads_held
+        assert api.server.refused == 1
+        (warning,) = [r for r in caplog.records if "refused" in r.getMessage()]
+        assert warning.levelname == "WARNING"
+        assert "503" in warning.getMessage() and "--limit-concurrency" in warning.getMessage()
+
+        # And when the kept-alive connection closes, a new connection is served
+        kept_alive.close()
+        wait_for_threads(threads_held - 1)
+        assert_serves(api)
+        # And the slow client was held, not dropped, all along: it can finish its request
+        slow.sendall(b"Content-Length: 2\r\nConnection: close\r\n\r\n{}")
+        said = bytearray()
+        while chunk := slow.recv(65536):
+            said += chunk
+        status, _, _ = parse(bytes(said))
+        assert status == 400
+    finally:
+        kept_alive.close()
+        slow.close()
+
+
+def test_a_burst_beyond_the_limit_starts_no_thread_and_logs_once_a_second(
+    start_api: StartApi, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given the local API limited to 1 connection, held by a client that sends nothing
+    api = start_api(limits=ConnectionLimits(limit_concurrency=1))
+    caplog.set_level("WARNING", logger="sds.ops.local_api")
+    before = handler_threads()  # other tests' connections still closing, if any
+    with socket.create_connection(address(api), timeout=PATIENCE_S):
+        wait_for_threads_up(before + 1)
+        # When 40 more clients connect at once
+        statuses: list[int] = []
+        peak = 0
+
+        def client() -> None:
+            statuses.append(busy(api)[0])
+
+        clients = [threading.Thread(target=client) for _ in range(40)]
+        for thread in clients:
+            thread.start()
+        for thread in clients:
+            while thread.is_alive():
+                peak = max(peak, handler_threads())
+                thread.join(timeout=0.001)
+        # Then every one is refused, without a handler thread of its own
+        assert statuses == [503] * 40
+        assert peak <= before + 1
+        assert api.server.refused == 40
+    # And the log has a line a second at most, each counting the refusals in all
+    lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert 1 <= len(lines) < 40
+    assert "; 1 refused in all" in lines[0]
+
+
+def test_the_concurrency_limit_defaults_to_64_and_must_be_a_positive_whole_number() -> None:
+    assert ConnectionLimits().limit_concurrency == 64
+    for wrong in (0, -1):
+        with pytest.raises(ValueError, match="limit_concurrency must be positive"):
+            ConnectionLimits(limit_concurrency=wrong)
+    with pytest.raises(ValueError, match="limit_concurrency must be a whole number"):
+        ConnectionLimits(limit_concurrency=1.5)  # type: ignore[arg-type]

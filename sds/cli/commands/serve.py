@@ -15,7 +15,7 @@ import logging
 import sys
 from typing import TYPE_CHECKING
 
-from sds.cli.arguments import Commands, env_option, port_number, workspace
+from sds.cli.arguments import Commands, env_option, port_number, positive_count, workspace
 from sds.config import EnvironmentConfig
 from sds.kernel.errors import SdsError
 from sds.kernel.signals import stop_reason
@@ -23,6 +23,10 @@ from sds.kernel.signals import stop_reason
 if TYPE_CHECKING:
     from lambdas.inference.app import InferenceApp
     from sds.ops.local_api import LocalApi
+
+LIMIT_CONCURRENCY = 64
+"""Connections handled at once by default (uvicorn's `--limit-concurrency`): `ConnectionLimits`'
+default (a test keeps them equal), written here so that parsing arguments imports no server."""
 
 GRACE_SECONDS = 30.0
 """How long a stopping server waits for the requests in flight (gunicorn's `graceful_timeout`)."""
@@ -50,10 +54,18 @@ def register(commands: Commands) -> None:
         default=8080,
         help="the TCP port, 0 to 65535 (0: any free one; default: 8080)",
     )
+    parser.add_argument(
+        "--limit-concurrency",
+        type=positive_count,
+        default=LIMIT_CONCURRENCY,
+        metavar="N",
+        help="the connections handled at once, a kept-alive one included while it is open; one "
+        f"more is answered 503 with Retry-After: 1 at once (default: {LIMIT_CONCURRENCY})",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from sds.ops.local_api import LocalApi, PinnedApps
+    from sds.ops.local_api import ConnectionLimits, LocalApi, PinnedApps
 
     ws = workspace(args)
     env: EnvironmentConfig = args.env
@@ -63,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger(sdk).setLevel(logging.WARNING)
     apps = PinnedApps.for_environment(ws, env.name)
     try:
-        api = LocalApi(apps, host=args.host, port=args.port)
+        limits = ConnectionLimits(limit_concurrency=args.limit_concurrency)
+        api = LocalApi(apps, host=args.host, port=args.port, limits=limits)
     except OSError as exc:
         raise SdsError(_cannot_listen(args.host, args.port, exc)) from None
     current = apps.current()
