@@ -910,6 +910,36 @@ def test_generating_no_events_is_a_usage_error_and_writes_nothing(
     assert not (project / "e.jsonl").exists()
 
 
+@pytest.mark.parametrize("beyond", ["numpy's sizes", "memory"])
+def test_generating_more_than_the_machine_can_hold_is_an_error_naming_the_count(
+    beyond: str, project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a count of payments numpy cannot size (10**30), or one this machine's memory cannot
+    # hold (numpy's MemoryError, simulated: a real one would allocate hundreds of GiB first)
+    events = str(10**30)
+    if beyond == "memory":
+        events = str(10**12)
+
+        def refuse(*_: object, **__: object) -> None:
+            raise MemoryError("Unable to allocate 298. GiB for an array")
+
+        monkeypatch.setattr("training.synthetic._choice", refuse)
+    out = project / "e.jsonl"
+
+    # When generating them
+    ended = sds(capsys, "generate", "--events", events, "--out", str(out), "--json")
+
+    # Then one line names the count and what to do (no traceback), and no file is written
+    assert ended.code == 1, ended
+    assert ended.error_line.startswith(
+        f"sds: error: {events} payments are more than this machine can generate at once ("
+    )
+    assert "generate fewer" in ended.error_line
+    assert ended.json()["error"]["type"] == "TooMany"
+    assert not out.exists()
+    assert not [p for p in project.iterdir() if p.name.startswith(".e.jsonl")]
+
+
 @pytest.mark.parametrize("events", ["0", "-5"])
 def test_a_demo_of_no_events_is_a_usage_error_before_it_starts(
     events: str, project: Path, capsys: pytest.CaptureFixture[str]
