@@ -296,7 +296,13 @@ def named_project(directory: Path, how: str) -> Path:
     """The project directory `how` (`--project-dir`, `SDS_PROJECT_DIR`) names, if it holds a
     cdk.json: no search upward from there, and the error says where the directory was named."""
     if not (directory / "cdk.json").exists():
-        what = "holds no cdk.json" if directory.is_dir() else "does not exist"
+        what = (
+            "holds no cdk.json"
+            if directory.is_dir()
+            else "is a file, not a directory"
+            if directory.exists()
+            else "does not exist"
+        )
         raise ConfigError(
             f"{how} names {directory}, which {what}: name the directory that holds the "
             "project's cdk.json"

@@ -306,18 +306,30 @@ def test_a_cdk_json_of_another_shape_is_an_error_naming_the_file(
 
 
 @pytest.mark.parametrize("how", ["--project-dir", "SDS_PROJECT_DIR"])
-@pytest.mark.parametrize("exists", [False, True], ids=["missing", "empty"])
+@pytest.mark.parametrize(
+    ("made", "what"),
+    [
+        (None, "does not exist"),
+        ("folder", "holds no cdk.json"),
+        ("file", "is a file, not a directory"),
+    ],
+    ids=["missing", "empty", "a file"],
+)
 def test_a_project_dir_without_cdk_json_names_where_it_was_given(
     project: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
     how: str,
-    exists: bool,
+    made: str | None,
+    what: str,
 ) -> None:
-    # Given a project directory named explicitly that does not exist, or holds no cdk.json
+    # Given a project directory named explicitly that does not exist, holds no cdk.json, or
+    # is a file
     elsewhere = project / "elsewhere"
-    if exists:
+    if made == "folder":
         elsewhere.mkdir()
+    elif made == "file":
+        elsewhere.write_text("{}")
     if how == "SDS_PROJECT_DIR":
         monkeypatch.setenv("SDS_PROJECT_DIR", str(elsewhere))
         argv: tuple[str, ...] = ("status", "--json")
@@ -329,7 +341,6 @@ def test_a_project_dir_without_cdk_json_names_where_it_was_given(
 
     # Then the error names the option or variable and the directory; running elsewhere would
     # not help (the explicit directory wins), so it does not say to
-    what = "holds no cdk.json" if exists else "does not exist"
     message = (
         f"{how} names {elsewhere}, which {what}: name the directory that holds the project's "
         "cdk.json"
