@@ -78,6 +78,24 @@ def test_a_run_that_failed_on_a_bad_line_leaves_out_to_the_fixed_file_s_run(
     assert ended.json()["manifest"]["complete"] is True and ended.json()["resumed"] is False
 
 
+def test_a_run_that_failed_removes_the_parent_folders_it_made_and_keeps_those_it_found(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a history with a bad line, and an --out two folders below one that exists
+    write_jsonl(generate_activity(400, seed=5), project / "h.jsonl")
+    cut_line(project / "h.jsonl", 419)
+    (project / "runs").mkdir()
+    out = project / "runs" / "2026" / "s13"
+
+    # When the run fails on that line
+    failed = sds(capsys, "backfill", "--data", "h.jsonl", "--out", str(out), "--quiet")
+
+    # Then the folders it made are gone (no empty runs/2026 left behind), the one it found kept
+    assert failed.code == 1 and "h.jsonl:419: invalid JSON" in failed.error_line, failed
+    assert (project / "runs").is_dir()
+    assert list((project / "runs").iterdir()) == []
+
+
 @pytest.fixture
 def failed_then_fixed(
     project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
