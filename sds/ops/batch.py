@@ -195,10 +195,15 @@ def run_locally(
 
 def _folders_to_make(out: Path) -> Path | None:
     """The outermost folder of `out` (`out` itself included) that does not exist yet: the run
-    makes it and those under it, and a run that fails removes them again. None if `out` exists."""
+    makes it and those under it, and a run that fails removes them again. None if `out` exists.
+    A file where one of its folders must be is a usage error, said before anything is made."""
     outermost = None
     for folder in (out, *out.parents):
         if folder.exists():
+            if folder != out and not folder.is_dir():
+                raise UsageError(
+                    f"the output {out}: {folder} is a file, not a folder; name a folder elsewhere"
+                )
             return outermost
         outermost = folder
     return outermost

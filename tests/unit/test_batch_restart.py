@@ -242,6 +242,25 @@ def test_an_out_that_is_a_file_is_named_as_a_file(
     assert (project / "s13").read_text() == "a file"
 
 
+def test_an_out_under_a_file_is_a_usage_error_naming_the_file(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a file where --out needs a folder
+    write_jsonl(generate_activity(100, seed=5), project / "h.jsonl")
+    (project / "s13").write_text("a file")
+
+    # When a run is asked to write under it
+    ended = sds(capsys, "backfill", "--data", "h.jsonl", "--out", "s13/run", "--quiet")
+
+    # Then one line names the file in the way (no "[Errno 20] Not a directory: s13/run/_run"),
+    # and the file is left as it was
+    assert ended.code == 2, ended
+    assert ended.error_line == (
+        "sds: error: the output s13/run: s13 is a file, not a folder; name a folder elsewhere"
+    )
+    assert (project / "s13").read_text() == "a file"
+
+
 @pytest.mark.parametrize(
     ("target", "option", "said"),
     [
