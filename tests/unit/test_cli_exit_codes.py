@@ -264,16 +264,16 @@ def test_a_promotion_interrupted_after_its_alias_moved_names_the_command_that_fi
 def test_an_operating_system_error_exits_1_in_one_line(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # Given an --out path below a file, which no directory can be created under
-    (project / "data").write_text("a file, not a directory")
+    # Given an --out name longer than the file system takes (an --out below a file is checked
+    # by generate itself: test_generating_under_a_file_names_the_file_in_the_way)
+    out = project / f"{'e' * 300}.jsonl"
 
     # When generating into it
-    out = project / "data" / "events.jsonl"
     ended = sds(capsys, "generate", "--events", "20", "--out", str(out), "--json")
 
     # Then it is an error (exit 1), named in one line and in the JSON document
     assert ended.code == 1
-    assert ended.error_line.startswith("sds: error: ") and "data" in ended.error_line
+    assert ended.error_line.startswith("sds: error: ") and "File name too long" in ended.error_line
     assert ended.json()["error"]["exit_code"] == 1
 
 
@@ -1276,6 +1276,21 @@ def test_a_folder_where_a_file_is_written_is_named_in_one_line(
     assert "Errno" not in ended.err
     assert list(folder.iterdir()) == []
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_generating_under_a_file_names_the_file_in_the_way(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a file where the folder of --out should be
+    (project / "data").write_text("a file")
+
+    # When generating into that folder
+    ended = sds(capsys, "generate", "--events", "10", "--out", "data/sub/e.jsonl")
+
+    # Then one line names the file (not "[Errno 17] File exists"), and the file is untouched
+    assert ended.code == 2, ended
+    assert ended.error_line == "sds: error: --out data/sub/e.jsonl: data is a file, not a folder"
+    assert (project / "data").read_text() == "a file"
 
 
 @pytest.mark.parametrize("port", ["99999", "-1", "http"])
