@@ -350,6 +350,34 @@ def test_a_project_dir_without_cdk_json_names_where_it_was_given(
     assert ended.json()["error"]["message"] == message
 
 
+@pytest.mark.parametrize("named", [True, False], ids=["SDS_HOME", "default .sds"])
+@pytest.mark.parametrize("argv", [("models",), ("train", "--data", "e.jsonl")], ids=str)
+def test_a_local_state_home_that_is_a_file_is_named_before_anything_is_read_or_written(
+    project: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    named: bool,
+    argv: tuple[str, ...],
+) -> None:
+    # Given the local state's home (SDS_HOME, or the project's .sds) is a file
+    write_jsonl(generate_activity(2000, seed=7), project / "e.jsonl")  # enough to train on
+    home = project / ("state" if named else ".sds")
+    home.write_text("a file")
+    if named:
+        monkeypatch.setenv("SDS_HOME", str(home))
+    else:
+        monkeypatch.delenv("SDS_HOME", raising=False)
+
+    # When a command reads (models) or writes (train) there
+    ended = sds(capsys, *argv)
+
+    # Then it fails (never "no versions" from a listing), naming the file, which is untouched
+    how = f"SDS_HOME names {home}, which" if named else str(home)
+    assert ended.code == 1, ended
+    assert ended.error_line.startswith(f"sds: error: {how} is a file, not a directory: ")
+    assert home.read_text() == "a file"
+
+
 @pytest.mark.parametrize("uri", ["foo://x", "s3://", "file://host/path"])
 def test_a_registry_override_that_is_no_registry_uri_is_named_by_its_variable(
     project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, uri: str
