@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from sds.kernel.aggregates import MINUTE, SECOND
+from sds.kernel.errors import SdsError
 from sds.kernel.features import CURRENCIES, MERCHANT_CATEGORIES, USD_PER_UNIT
 
 LABEL = "is_fraud"
@@ -53,6 +54,11 @@ _RATES = np.array([USD_PER_UNIT[code] for code in CURRENCIES])
 FRAUD_SHARE = 0.03  # of payments, roughly
 PAYMENTS_PER_ACCOUNT = 25
 CHUNK = 50_000  # records built at a time when streaming
+
+
+class TooMany(SdsError):
+    """More payments than this machine can draw at once (numpy could not allocate or index
+    the columns): an error naming the count, not a traceback from numpy."""
 
 
 def _choice(rng: np.random.Generator, weights: np.ndarray, size: int) -> np.ndarray:
@@ -87,7 +93,22 @@ def activity_chunks(
         raise ValueError("payments must be >= 1")
     if chunk < 1:
         raise ValueError("chunk must be >= 1")
-    return _activity(payments, seed, chunk)
+    return _within_memory(payments, _activity(payments, seed, chunk))
+
+
+def _within_memory(
+    payments: int, chunks: Iterator[list[dict[str, Any]]]
+) -> Iterator[list[dict[str, Any]]]:
+    # The draws are made for every payment at once: a count beyond memory fails in numpy with
+    # MemoryError, one beyond its 64-bit sizes with OverflowError, on the first chunk.
+    try:
+        yield from chunks
+    except (MemoryError, OverflowError) as exc:
+        raise TooMany(
+            f"{payments} payments are more than this machine can generate at once ({exc}): "
+            "generate fewer; files of other seeds share no id, so a folder of them is one "
+            "longer history"
+        ) from None
 
 
 def _activity(payments: int, seed: int, chunk: int) -> Iterator[list[dict[str, Any]]]:

@@ -121,18 +121,19 @@ def run_locally(
 
     With `restart`, a run already at `out` is discarded first (only if `out` holds an sds run
     and nothing else); `start_over` ends the refusal of a run that cannot be resumed. A run that
-    fails with an error before finishing a part is discarded (`discard_failed`), the folder too
-    if this call made it; an interrupted one (Ctrl-C, SIGTERM) is kept, to resume. `clock` times
-    the call (its `seconds`, and so its `events_per_second`)."""
+    fails with an error before finishing a part is discarded (`discard_failed`), and so are the
+    folders this call made (`out` and any of its parents that did not exist); an interrupted one
+    (Ctrl-C, SIGTERM) is kept, to resume. `clock` times the call (its `seconds`, and so its
+    `events_per_second`)."""
     started = clock()
     local.reset_worker_peak()
     workers = default_workers() if workers is None else workers
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
     check_locations(data, out)
+    made = None if out.startswith("s3://") else _folders_to_make(Path(out))
     progress = progress or Progress(STEPS, enabled=False)
     source, output = open_storage(data), open_storage(out)
-    new_folder = not out.startswith("s3://") and not Path(out).exists()
     if job == "score" and model is not None:
         local.load_cached(model)  # a model that cannot be served fails the run before it starts
     plan, resumed = begin(
@@ -174,8 +175,8 @@ def run_locally(
         with contextlib.suppress(Exception):
             if discard_failed(plan, output) and not out.startswith("s3://"):
                 _remove_empty_folders(Path(out) / "_run")
-                if new_folder:
-                    Path(out).rmdir()
+                if made is not None:
+                    _remove_made_folders(Path(out), made)
         raise
     if manifest["complete"] and not keep_work:
         output.delete_prefix(WORK)
@@ -190,6 +191,33 @@ def run_locally(
         peak_rss_bytes=peak_rss(),
         events_computed=events,
     )
+
+
+def _folders_to_make(out: Path) -> Path | None:
+    """The outermost folder of `out` (`out` itself included) that does not exist yet: the run
+    makes it and those under it, and a run that fails removes them again. None if `out` exists.
+    A file where one of its folders must be is a usage error, said before anything is made."""
+    outermost = None
+    for folder in (out, *out.parents):
+        if folder.exists():
+            if folder != out and not folder.is_dir():
+                raise UsageError(
+                    f"the output {out}: {folder} is a file, not a folder; name a folder elsewhere"
+                )
+            return outermost
+        outermost = folder
+    return outermost
+
+
+def _remove_made_folders(out: Path, made: Path) -> None:
+    """`out` and its parents up to `made`, the folders the failed run made, while empty."""
+    for folder in (out, *out.parents):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        if folder == made:
+            return
 
 
 def _remove_empty_folders(root: Path) -> None:

@@ -111,7 +111,7 @@ def _candidate(ws: Workspace, env: str, version: int) -> Candidate:
         if config.promote_from is None:
             raise
     except RegistryError as exc:
-        raise OperationError(f"{env}: version {version}: {exc}") from None
+        raise OperationError(f"{env}: {exc}") from None  # exc names the version
     source_env = config.promote_from
     try:
         return candidate(ws, env=env, version=version, source_env=source_env)

@@ -112,6 +112,14 @@ class Workspace:
         target = target or environ.get("SDS_TARGET", "").strip().lower() or "local"
         if target not in TARGETS:
             raise ConfigError(f"SDS_TARGET must be one of {', '.join(TARGETS)}, got {target!r}")
+        if target == "local" and home.exists() and not home.is_dir():
+            # Said here once: otherwise a listing finds "no versions" there, and a write fails
+            # with "Not a directory" on a path deep below it.
+            how = f"SDS_HOME names {home}, which" if environ.get("SDS_HOME") else str(home)
+            raise ConfigError(
+                f"{how} is a file, not a directory: sds keeps its local registries, feature "
+                "stores and captures in a directory there"
+            )
         return cls(
             project_dir=root,
             home=home.resolve(),
@@ -296,7 +304,13 @@ def named_project(directory: Path, how: str) -> Path:
     """The project directory `how` (`--project-dir`, `SDS_PROJECT_DIR`) names, if it holds a
     cdk.json: no search upward from there, and the error says where the directory was named."""
     if not (directory / "cdk.json").exists():
-        what = "holds no cdk.json" if directory.is_dir() else "does not exist"
+        what = (
+            "holds no cdk.json"
+            if directory.is_dir()
+            else "is a file, not a directory"
+            if directory.exists()
+            else "does not exist"
+        )
         raise ConfigError(
             f"{how} names {directory}, which {what}: name the directory that holds the "
             "project's cdk.json"

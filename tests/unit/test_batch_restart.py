@@ -78,6 +78,24 @@ def test_a_run_that_failed_on_a_bad_line_leaves_out_to_the_fixed_file_s_run(
     assert ended.json()["manifest"]["complete"] is True and ended.json()["resumed"] is False
 
 
+def test_a_run_that_failed_removes_the_parent_folders_it_made_and_keeps_those_it_found(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a history with a bad line, and an --out two folders below one that exists
+    write_jsonl(generate_activity(400, seed=5), project / "h.jsonl")
+    cut_line(project / "h.jsonl", 419)
+    (project / "runs").mkdir()
+    out = project / "runs" / "2026" / "s13"
+
+    # When the run fails on that line
+    failed = sds(capsys, "backfill", "--data", "h.jsonl", "--out", str(out), "--quiet")
+
+    # Then the folders it made are gone (no empty runs/2026 left behind), the one it found kept
+    assert failed.code == 1 and "h.jsonl:419: invalid JSON" in failed.error_line, failed
+    assert (project / "runs").is_dir()
+    assert list((project / "runs").iterdir()) == []
+
+
 @pytest.fixture
 def failed_then_fixed(
     project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
@@ -220,6 +238,25 @@ def test_an_out_that_is_a_file_is_named_as_a_file(
     assert ended.error_line == (
         "sds: refused: s13 is a file: a run writes its parts into a folder (or under an S3 "
         "prefix); name a new or empty one"
+    )
+    assert (project / "s13").read_text() == "a file"
+
+
+def test_an_out_under_a_file_is_a_usage_error_naming_the_file(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a file where --out needs a folder
+    write_jsonl(generate_activity(100, seed=5), project / "h.jsonl")
+    (project / "s13").write_text("a file")
+
+    # When a run is asked to write under it
+    ended = sds(capsys, "backfill", "--data", "h.jsonl", "--out", "s13/run", "--quiet")
+
+    # Then one line names the file in the way (no "[Errno 20] Not a directory: s13/run/_run"),
+    # and the file is left as it was
+    assert ended.code == 2, ended
+    assert ended.error_line == (
+        "sds: error: the output s13/run: s13 is a file, not a folder; name a folder elsewhere"
     )
     assert (project / "s13").read_text() == "a file"
 

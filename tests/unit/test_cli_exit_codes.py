@@ -265,16 +265,16 @@ def test_a_promotion_interrupted_after_its_alias_moved_names_the_command_that_fi
 def test_an_operating_system_error_exits_1_in_one_line(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # Given an --out path below a file, which no directory can be created under
-    (project / "data").write_text("a file, not a directory")
+    # Given an --out name longer than the file system takes (an --out below a file is checked
+    # by generate itself: test_generating_under_a_file_names_the_file_in_the_way)
+    out = project / f"{'e' * 300}.jsonl"
 
     # When generating into it
-    out = project / "data" / "events.jsonl"
     ended = sds(capsys, "generate", "--events", "20", "--out", str(out), "--json")
 
     # Then it is an error (exit 1), named in one line and in the JSON document
     assert ended.code == 1
-    assert ended.error_line.startswith("sds: error: ") and "data" in ended.error_line
+    assert ended.error_line.startswith("sds: error: ") and "File name too long" in ended.error_line
     assert ended.json()["error"]["exit_code"] == 1
 
 
@@ -307,18 +307,30 @@ def test_a_cdk_json_of_another_shape_is_an_error_naming_the_file(
 
 
 @pytest.mark.parametrize("how", ["--project-dir", "SDS_PROJECT_DIR"])
-@pytest.mark.parametrize("exists", [False, True], ids=["missing", "empty"])
+@pytest.mark.parametrize(
+    ("made", "what"),
+    [
+        (None, "does not exist"),
+        ("folder", "holds no cdk.json"),
+        ("file", "is a file, not a directory"),
+    ],
+    ids=["missing", "empty", "a file"],
+)
 def test_a_project_dir_without_cdk_json_names_where_it_was_given(
     project: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
     how: str,
-    exists: bool,
+    made: str | None,
+    what: str,
 ) -> None:
-    # Given a project directory named explicitly that does not exist, or holds no cdk.json
+    # Given a project directory named explicitly that does not exist, holds no cdk.json, or
+    # is a file
     elsewhere = project / "elsewhere"
-    if exists:
+    if made == "folder":
         elsewhere.mkdir()
+    elif made == "file":
+        elsewhere.write_text("{}")
     if how == "SDS_PROJECT_DIR":
         monkeypatch.setenv("SDS_PROJECT_DIR", str(elsewhere))
         argv: tuple[str, ...] = ("status", "--json")
@@ -330,7 +342,6 @@ def test_a_project_dir_without_cdk_json_names_where_it_was_given(
 
     # Then the error names the option or variable and the directory; running elsewhere would
     # not help (the explicit directory wins), so it does not say to
-    what = "holds no cdk.json" if exists else "does not exist"
     message = (
         f"{how} names {elsewhere}, which {what}: name the directory that holds the project's "
         "cdk.json"
@@ -338,6 +349,34 @@ def test_a_project_dir_without_cdk_json_names_where_it_was_given(
     assert ended.code == 1
     assert ended.error_line == f"sds: error: {message}"
     assert ended.json()["error"]["message"] == message
+
+
+@pytest.mark.parametrize("named", [True, False], ids=["SDS_HOME", "default .sds"])
+@pytest.mark.parametrize("argv", [("models",), ("train", "--data", "e.jsonl")], ids=str)
+def test_a_local_state_home_that_is_a_file_is_named_before_anything_is_read_or_written(
+    project: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    named: bool,
+    argv: tuple[str, ...],
+) -> None:
+    # Given the local state's home (SDS_HOME, or the project's .sds) is a file
+    write_jsonl(generate_activity(2000, seed=7), project / "e.jsonl")  # enough to train on
+    home = project / ("state" if named else ".sds")
+    home.write_text("a file")
+    if named:
+        monkeypatch.setenv("SDS_HOME", str(home))
+    else:
+        monkeypatch.delenv("SDS_HOME", raising=False)
+
+    # When a command reads (models) or writes (train) there
+    ended = sds(capsys, *argv)
+
+    # Then it fails (never "no versions" from a listing), naming the file, which is untouched
+    how = f"SDS_HOME names {home}, which" if named else str(home)
+    assert ended.code == 1, ended
+    assert ended.error_line.startswith(f"sds: error: {how} is a file, not a directory: ")
+    assert home.read_text() == "a file"
 
 
 @pytest.mark.parametrize("uri", ["foo://x", "s3://", "file://host/path"])
@@ -911,6 +950,36 @@ def test_generating_no_events_is_a_usage_error_and_writes_nothing(
     assert not (project / "e.jsonl").exists()
 
 
+@pytest.mark.parametrize("beyond", ["numpy's sizes", "memory"])
+def test_generating_more_than_the_machine_can_hold_is_an_error_naming_the_count(
+    beyond: str, project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a count of payments numpy cannot size (10**30), or one this machine's memory cannot
+    # hold (numpy's MemoryError, simulated: a real one would allocate hundreds of GiB first)
+    events = str(10**30)
+    if beyond == "memory":
+        events = str(10**12)
+
+        def refuse(*_: object, **__: object) -> None:
+            raise MemoryError("Unable to allocate 298. GiB for an array")
+
+        monkeypatch.setattr("training.synthetic._choice", refuse)
+    out = project / "e.jsonl"
+
+    # When generating them
+    ended = sds(capsys, "generate", "--events", events, "--out", str(out), "--json")
+
+    # Then one line names the count and what to do (no traceback), and no file is written
+    assert ended.code == 1, ended
+    assert ended.error_line.startswith(
+        f"sds: error: {events} payments are more than this machine can generate at once ("
+    )
+    assert "generate fewer" in ended.error_line
+    assert ended.json()["error"]["type"] == "TooMany"
+    assert not out.exists()
+    assert not [p for p in project.iterdir() if p.name.startswith(".e.jsonl")]
+
+
 @pytest.mark.parametrize("events", ["0", "-5"])
 def test_a_demo_of_no_events_is_a_usage_error_before_it_starts(
     events: str, project: Path, capsys: pytest.CaptureFixture[str]
@@ -1236,6 +1305,21 @@ def test_a_folder_where_a_file_is_written_is_named_in_one_line(
     assert "Errno" not in ended.err
     assert list(folder.iterdir()) == []
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_generating_under_a_file_names_the_file_in_the_way(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a file where the folder of --out should be
+    (project / "data").write_text("a file")
+
+    # When generating into that folder
+    ended = sds(capsys, "generate", "--events", "10", "--out", "data/sub/e.jsonl")
+
+    # Then one line names the file (not "[Errno 17] File exists"), and the file is untouched
+    assert ended.code == 2, ended
+    assert ended.error_line == "sds: error: --out data/sub/e.jsonl: data is a file, not a folder"
+    assert (project / "data").read_text() == "a file"
 
 
 @pytest.mark.parametrize("port", ["99999", "-1", "http"])

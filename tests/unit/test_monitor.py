@@ -739,14 +739,21 @@ def test_a_day_without_payments_shows_as_zero_in_the_table_the_json_and_the_page
 def test_monitor_errors_name_the_problem(
     project: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    # When the window is empty, the HTML folder does not exist, or nothing was captured
+    # When the window is empty, the HTML folder does not exist or is a file, or nothing was
+    # captured
     empty = sds(capsys, "monitor", "--env", "dev", "--since", "2026-03-05", "--until", "2026-03-01")
     folder = sds(capsys, "monitor", "--env", "dev", *WINDOW, "--html", str(tmp_path / "no" / "x"))
+    (tmp_path / "file").write_text("a file")
+    in_file = sds(
+        capsys, "monitor", "--env", "dev", *WINDOW, "--html", str(tmp_path / "file" / "x")
+    )
     nothing = sds(capsys, "monitor", "--env", "staging", *WINDOW)
 
     # Then each is one line naming it: usage errors exit 2, no data exits 1
     assert empty[0] == 2 and "the window is empty" in empty[2]
-    assert folder[0] == 2 and "does not exist" in folder[2]
+    assert folder[0] == 2 and f"the folder {tmp_path / 'no'} does not exist" in folder[2]
+    assert in_file[0] == 2 and f"x: {tmp_path / 'file'} is a file, not a folder" in in_file[2]
+    assert (tmp_path / "file").read_text() == "a file"
     assert nothing[0] == 1 and "no capture records" in nothing[2]
     with pytest.raises(DataError, match="no capture records"):
         monitor(

@@ -130,6 +130,29 @@ def test_a_shadow_that_cannot_be_is_refused_and_pins_nothing(
     assert (ws.lock_path.read_text() if ws.lock_path.exists() else None) == before
 
 
+def test_a_damaged_version_is_refused_as_promote_refuses_it_naming_it_once(
+    ws: Workspace,
+) -> None:
+    # Given v2 in dev whose model.skops no longer matches its manifest
+    register(ws)
+    damaged = register(ws)
+    promote(ws, to_env="dev", version=1)
+    path = ws.home / "registries" / "dev" / "models" / ws.model / "versions" / "2" / "model.skops"
+    path.write_bytes(path.read_bytes() + b"tampered")
+    before = ws.lock_path.read_text()
+
+    # When it is asked to shadow dev's live version, and to be promoted
+    with pytest.raises(OperationError) as shadowed:
+        set_shadow(ws, env="dev", version=damaged.number)
+    with pytest.raises(OperationError) as promoted:
+        promote(ws, to_env="dev", version=damaged.number)
+
+    # Then both say the same: where, which version (once) and what is wrong; nothing is pinned
+    assert str(shadowed.value) == str(promoted.value)
+    assert str(shadowed.value).startswith("dev: version 2: model.skops does not match its manifest")
+    assert ws.lock_path.read_text() == before
+
+
 def test_the_shadow_gates_come_from_config(tmp_path: Path) -> None:
     # Given dev's shadow gates ask for a PR AUC the challenger does not have
     ws = workspace(tmp_path, dev={"shadow": {"gates": {"min_pr_auc": 0.7}}})

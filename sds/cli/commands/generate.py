@@ -51,6 +51,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             f"--out {args.out} is a folder: name the file to write, e.g. {out / 'events.jsonl.gz'}"
         )
+    # The folders of --out are made as needed; a file where one must be is named here (mkdir
+    # would say "[Errno 17] File exists").
+    found = next((folder for folder in out.parents if folder.exists()), None)
+    if found is not None and not found.is_dir():
+        raise UsageError(f"--out {args.out}: {found} is a file, not a folder")
     counts = {"events": 0, "payments": 0, "fraud": 0}
 
     def counted() -> Iterator[dict[str, Any]]:

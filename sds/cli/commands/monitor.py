@@ -88,7 +88,12 @@ def run(args: argparse.Namespace) -> int:
             f"{html / f'drift-{env.name}.html'}"
         )
     if html is not None and not html.parent.is_dir():
-        raise UsageError(f"--html {args.html}: the folder {html.parent} does not exist")
+        what = (
+            f"{html.parent} is a file, not a folder"
+            if html.parent.exists()
+            else f"the folder {html.parent} does not exist"
+        )
+        raise UsageError(f"--html {args.html}: {what}")
     report = monitor(
         env=env.name,
         captures=ws.captures_uri(env.name),
