@@ -324,9 +324,10 @@ def monitor(
             figures.last_occurred_us = max(figures.last_occurred_us, record.occurred_at_us)
     if not counts["records"]:
         raise DataError(
-            f"{captures}: no capture records from {first_day} to {last_day} (serve {env} with "
-            f"capture on: sds serve --env {env}; on AWS the function's captures reach S3 within "
-            "minutes)"
+            f"{captures}: no capture records of payments received from {_moment(window.since_us)} "
+            f"to {_moment(window.until_us)} (the day folders {first_day} to {last_day} are empty "
+            f"or missing): serve {env} with capture on (sds serve --env {env}); on AWS the "
+            "function's captures reach S3 within minutes"
         )
     generated_at_us = time.time_ns() // 1000 if now_us is None else now_us
     # The report's last day: the window's, or yesterday's when the window runs into today (a day
@@ -357,6 +358,13 @@ def records_read(sources: Mapping[str, Any]) -> str:
         if sources[key]
     ]
     return f"{sources['records']} capture records" + (f" ({', '.join(beside)})" if beside else "")
+
+
+def _moment(micros: int) -> str:
+    """A window's bound as the user likely typed it: the date alone at midnight UTC
+    (`--since 2026-03-01`), else the full time (`--until` defaulted to now)."""
+    text = format_time(micros)
+    return text[:10] if micros % DAY_US == 0 else text
 
 
 def _report_days(models: Iterable[_Model], *, last_day: str) -> None:

@@ -765,6 +765,25 @@ def test_monitor_errors_name_the_problem(
         )
 
 
+def test_no_capture_records_names_the_window_asked_for_and_the_folders_read(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given an environment that captured nothing
+    # When its report is asked for a window given whole, and one whose --until defaults to --as-of
+    given = sds(capsys, "monitor", "--env", "staging", *WINDOW)
+    defaulted = sds(
+        capsys, "monitor", "--env", "staging", "--since", "2026-03-01", "--as-of", "2026-03-05"
+    )
+
+    # Then each error names the window as asked for (not the day folders around it, which are
+    # read to catch late deliveries and are named as such)
+    assert given[0] == 1
+    assert "no capture records of payments received from 2026-03-01 to 2026-03-03 " in given[2]
+    assert "(the day folders 2026-02-28 to 2026-03-03 are empty or missing)" in given[2]
+    assert defaulted[0] == 1
+    assert "received from 2026-03-01 to 2026-03-05 " in defaulted[2], defaulted[2]
+
+
 def test_training_stores_the_holdouts_reference_distributions_in_the_manifest(
     trained: TrainedModel,
 ) -> None:
