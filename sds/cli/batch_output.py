@@ -102,6 +102,8 @@ def other_target(option: str, *, for_aws: bool, instead: str) -> UsageError:
 
 
 def report_local_run(args: argparse.Namespace, run: Callable[[Progress], Any], *, what: str) -> int:
+    from sds.ops.batch import counted
+
     try:
         result = run(Progress(STEPS, enabled=not args.quiet))
     except KeyboardInterrupt as exc:
@@ -116,7 +118,7 @@ def report_local_run(args: argparse.Namespace, run: Callable[[Progress], Any], *
         return 0 if manifest["complete"] else 1
     totals = manifest["totals"]
     if result.nothing_to_do:
-        print(f"nothing to do: {args.out} holds a finished run ({totals['rows']} rows)")
+        print(f"nothing to do: {args.out} holds a finished run ({counted(totals['rows'], 'row')})")
         return 0
     rate = f"{result.events_per_second:,.0f} events/s"
     memory = result.peak_rss_bytes
@@ -128,13 +130,15 @@ def report_local_run(args: argparse.Namespace, run: Callable[[Progress], Any], *
         if largest_worker
         else f"peak memory {human_bytes(main)} (in one process)"
     )
+    skipped = result.parts_skipped
     print(
-        f"{totals['rows']} rows ({what}) from {totals['events']} events into "
-        f"{len(manifest['parts'])} parts in {args.out}: {result.seconds:.1f} s, {rate} with "
-        f"{result.workers} worker(s); {peak}"
+        f"{counted(totals['rows'], 'row')} ({what}) from {counted(totals['events'], 'event')} "
+        f"into {counted(len(manifest['parts']), 'part')} in {args.out}: {result.seconds:.1f} s, "
+        f"{rate} with {counted(result.workers, 'worker')}; {peak}"
         + (
-            f" (resumed: {result.parts_skipped} part(s) were finished; this run computed "
-            f"{result.parts_computed} part(s) from {result.events_computed} events)"
+            f" (resumed: {counted(skipped, 'part')} {'was' if skipped == 1 else 'were'} "
+            f"finished; this run computed {counted(result.parts_computed, 'part')} from "
+            f"{counted(result.events_computed, 'event')})"
             if result.resumed
             else ""
         )

@@ -166,7 +166,9 @@ def run_locally(
         manifest = progress.run(
             "writing the run's manifest",
             lambda: summarize(plan, output, started_at=plan.created_at),
-            lambda m: f"{m['totals']['rows']} rows in {len(m['parts'])} parts",
+            lambda m: (
+                f"{counted(m['totals']['rows'], 'row')} in {counted(len(m['parts']), 'part')}"
+            ),
         )
     except Exception:
         # An error (a bad line, a full disk), not Ctrl-C: a run that finished no part leaves
@@ -191,6 +193,12 @@ def run_locally(
         peak_rss_bytes=peak_rss(),
         events_computed=events,
     )
+
+
+def counted(n: int, noun: str) -> str:
+    """`1 part`, `2 parts`, `0 parts`: a count and its noun, plural unless the count is one (for
+    the nouns batch runs count, which all take an -s)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _folders_to_make(out: Path) -> Path | None:
@@ -232,8 +240,8 @@ def _remove_empty_folders(root: Path) -> None:
 def _shuffle(plan: RunPlan, todo: list[int], workers: int, progress: Progress) -> int:
     total = sum(plan.items[i].size for i in todo)
     label = (
-        f"partitioning {len(plan.items)} input item(s) by account into {plan.partitions} "
-        f"partitions ({workers} workers)"
+        f"partitioning {counted(len(plan.items), 'input item')} by account into "
+        f"{counted(plan.partitions, 'partition')} ({counted(workers, 'worker')})"
     )
     if not todo:
         progress.run(label, lambda: None, lambda _: "already done (resumed)")
@@ -246,13 +254,13 @@ def _shuffle(plan: RunPlan, todo: list[int], workers: int, progress: Progress) -
                 advance(int(done["read_bytes"]))
         return len(todo)
 
-    return progress.run(label, work, lambda n: f"{n} item(s) shuffled")
+    return progress.run(label, work, lambda n: f"{counted(n, 'item')} shuffled")
 
 
 def _compute(plan: RunPlan, parts: list[int], workers: int, progress: Progress) -> int:
     """Compute `parts`; the events they hold (what this invocation scored or aggregated)."""
     verb = "scoring" if plan.job == "score" else "computing the account aggregates of"
-    label = f"{verb} {plan.partitions} partitions ({workers} workers)"
+    label = f"{verb} {counted(plan.partitions, 'partition')} ({counted(workers, 'worker')})"
     if not parts:
         progress.run(label, lambda: None, lambda _: "every part was finished (resumed)")
         return 0
@@ -262,14 +270,15 @@ def _compute(plan: RunPlan, parts: list[int], workers: int, progress: Progress) 
     def work() -> int:
         nonlocal rows, events
         # Progress in parts: each is about the same size (accounts hash evenly).
-        with progress.transfer("parts", len(parts), unit="parts") as advance:
+        unit = "part" if len(parts) == 1 else "parts"  # "1/1 part", "3/16 parts"
+        with progress.transfer("parts", len(parts), unit=unit) as advance:
             for _, status in local.parallel(local.part_worker, tasks, workers=workers):
                 rows += int(status["rows"])
                 events += int(status["events"])
                 advance(1)
         return rows
 
-    progress.run(label, work, lambda n: f"{n} rows in {len(parts)} part(s)")
+    progress.run(label, work, lambda n: f"{counted(n, 'row')} in {counted(len(parts), 'part')}")
     return events
 
 

@@ -42,7 +42,7 @@ from sds.kernel.batch.storage import StorageError, open_storage
 from sds.kernel.errors import Refused, SdsError, UsageError
 from sds.kernel.signals import reworded
 from sds.ops.aws import AwsError, failure, start_execution
-from sds.ops.batch import model_for
+from sds.ops.batch import counted, model_for
 from sds.ops.workspace import Workspace
 
 Say = Callable[[str], None]
@@ -189,9 +189,9 @@ class AwsRun:
         assert self.manifest is not None
         totals = self.manifest["totals"]
         return (
-            f"{totals['rows']} rows from {totals['events']} events into "
-            f"{len(self.manifest['parts'])} parts in {self.output} ({self.name} on {self.env}, "
-            f"{self.seconds:.0f} s)"
+            f"{counted(totals['rows'], 'row')} from {counted(totals['events'], 'event')} into "
+            f"{counted(len(self.manifest['parts']), 'part')} in {self.output} ({self.name} on "
+            f"{self.env}, {self.seconds:.0f} s)"
         )
 
 
@@ -205,7 +205,7 @@ def run_failed(
     says to fix it and start over. Any other failure (a part out of memory) passes: running
     again computes what is missing."""
     ended = f"{run.name} on {run.env} ended {run.status}"
-    failed = f" ({len(failures)} failed item(s))" if failures else ""
+    failed = f" ({counted(len(failures), 'failed item')})" if failures else ""
     refused = [f["cause"] for f in failures if str(f.get("cause", "")).startswith(REFUSED)]
     kind: type[BatchRunFailed] = BatchRunFailed
     if refused:

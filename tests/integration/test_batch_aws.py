@@ -1263,7 +1263,7 @@ def test_a_run_on_aws_with_failed_parts_fails_in_one_line_that_says_to_resume_th
     name = machine.started[-1]
     assert line == (
         f"sds: error: {name} on dev ended FAILED: States.ExceedToleratedFailureThreshold: The "
-        "specified tolerated failure threshold was exceeded (1 failed item(s)); run the same "
+        "specified tolerated failure threshold was exceeded (1 failed item); run the same "
         "command again to compute what is missing (finished parts are kept)"
     )
     assert after == ["  part 2: MemoryError: the partition did not fit"]

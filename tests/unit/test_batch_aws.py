@@ -159,6 +159,18 @@ def aws_run() -> AwsRun:
     )
 
 
+@pytest.mark.parametrize(("parts", "said"), [(1, "into 1 part in"), (4, "into 4 parts in")])
+def test_a_finished_run_s_summary_counts_its_parts_in_words(parts: int, said: str) -> None:
+    # Given a run on AWS that finished into one part, or four
+    run = aws_run()
+    run.status = "SUCCEEDED"
+    run.manifest = {"complete": True, "totals": {"rows": 1, "events": 1}, "parts": [{}] * parts}
+
+    # Then its summary says "1 part" (and "1 row from 1 event"), "4 parts"
+    assert said in run.summary()
+    assert run.summary().startswith("1 row from 1 event into "), run.summary()
+
+
 def failed_run(
     error: str | None, cause: str | None, failures: list[dict[str, Any]] | None = None
 ) -> BatchRunFailed:
@@ -214,7 +226,7 @@ def test_a_run_with_failed_items_names_them_after_its_line_the_history_s_refusal
     # run meets it again), with every failure in --json and the first ten after its line
     assert (type(failure).__name__, failure.exit_code) == ("HistoryError", 1)
     assert str(failure).startswith(
-        f"{refusal}; features-1 on dev ended FAILED (12 failed item(s)): fix the input"
+        f"{refusal}; features-1 on dev ended FAILED (12 failed items): fix the input"
     )
     assert failure.to_dict()["failures"] == failures
     assert failure.listing() == [
@@ -233,7 +245,7 @@ def test_a_run_that_ended_without_an_error_and_without_its_parts_says_so() -> No
     failure = run_failed(run, None, None, failures)
 
     assert str(failure) == (
-        "score-1 on dev ended SUCCEEDED without finishing every part (1 failed item(s)); run the "
+        "score-1 on dev ended SUCCEEDED without finishing every part (1 failed item); run the "
         "same command again to compute what is missing (finished parts are kept)"
     )
     assert failure.listing() == ["  part 1: Sandbox.Timedout"]

@@ -335,6 +335,27 @@ def test_the_summary_says_where_the_peak_memory_was_measured(
     assert peak[2].startswith(expected), ended.out
 
 
+def test_a_run_of_one_part_counts_it_in_the_singular(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a history of one file
+    write_jsonl(generate_activity(100, seed=5), project / "h.jsonl")
+
+    # When it is backfilled into one partition by one worker, with progress shown
+    ended = sds(
+        capsys, "backfill", "--data", "h.jsonl", "--out", "o", "--partitions", "1", "--workers", "1"
+    )
+
+    # Then the summary and the progress say "1 part", never "1 parts"
+    assert ended.code == 0, ended
+    assert " into 1 part in o: " in ended.out and " with 1 worker; " in ended.out, ended.out
+    assert "partitioning 1 input item by account into 1 partition (1 worker)" in ended.err
+    assert "computing the account aggregates of 1 partition (1 worker)" in ended.err
+    assert re.search(r"\d+ rows in 1 part\b", ended.err), ended.err
+    assert not re.search(r"\b1 (part|partition|worker|item)s\b", ended.out + ended.err)
+    assert "(s)" not in ended.out
+
+
 def test_a_resumed_score_prints_the_rate_of_the_events_it_scored_itself(
     project: Path,
     capsys: pytest.CaptureFixture[str],
@@ -373,7 +394,7 @@ def test_a_resumed_score_prints_the_rate_of_the_events_it_scored_itself(
     mine = manifest["totals"]["events"] - first["events"]
     assert 0 < mine < manifest["totals"]["events"]
     summary = ended.out.splitlines()[0]
-    assert f"in s13: 5.0 s, {mine / 5:,.0f} events/s with 1 worker(s);" in summary, summary
+    assert f"in s13: 5.0 s, {mine / 5:,.0f} events/s with 1 worker;" in summary, summary
     assert summary.endswith(
-        f"(resumed: 1 part(s) were finished; this run computed 2 part(s) from {mine} events)"
+        f"(resumed: 1 part was finished; this run computed 2 parts from {mine} events)"
     )
