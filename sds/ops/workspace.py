@@ -323,6 +323,6 @@ def find_project(start: Path) -> Path:
         if (directory / "cdk.json").is_file():
             return directory
     raise ConfigError(
-        f"no cdk.json in {start} or any parent: run sds inside an sds project "
-        "(or set SDS_PROJECT_DIR)"
+        f"no cdk.json in {start} or any parent: run sds inside an sds project, or name its "
+        "directory with --project-dir DIR or the SDS_PROJECT_DIR environment variable"
     )

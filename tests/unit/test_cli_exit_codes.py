@@ -351,6 +351,29 @@ def test_a_project_dir_without_cdk_json_names_where_it_was_given(
     assert ended.json()["error"]["message"] == message
 
 
+def test_no_project_found_names_both_ways_to_point_at_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a directory with no cdk.json in it or above it, and no SDS_PROJECT_DIR
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    monkeypatch.chdir(outside)
+    monkeypatch.delenv("SDS_PROJECT_DIR", raising=False)
+    assert not any((d / "cdk.json").exists() for d in (outside, *outside.parents))
+
+    # When a command looks for the project
+    ended = sds(capsys, "models", "--json")
+
+    # Then the error says to run inside a project, or to name it either way sds takes one
+    message = (
+        f"no cdk.json in {outside} or any parent: run sds inside an sds project, or name its "
+        "directory with --project-dir DIR or the SDS_PROJECT_DIR environment variable"
+    )
+    assert ended.code == 1
+    assert ended.error_line == f"sds: error: {message}"
+    assert ended.json()["error"]["message"] == message
+
+
 @pytest.mark.parametrize("named", [True, False], ids=["SDS_HOME", "default .sds"])
 @pytest.mark.parametrize("argv", [("models",), ("train", "--data", "e.jsonl")], ids=str)
 def test_a_local_state_home_that_is_a_file_is_named_before_anything_is_read_or_written(
