@@ -622,6 +622,69 @@ def test_promote_from_one_environment_to_the_next_resolves_both(
     assert pins["staging"].version == pins["dev"].version == 1
 
 
+@pytest.mark.parametrize(
+    ("env", "instead"),
+    [
+        (
+            "dev",
+            "dev starts the promotion chain (it has no promote_from in cdk.json): make a version "
+            "registered there live with sds promote VERSION --to dev",
+        ),
+        (
+            "staging",
+            "promote from the environment before it in the chain (dev, its promote_from in "
+            "cdk.json): sds promote --from dev --to staging",
+        ),
+        (
+            "prod",
+            "promote from the environment before it in the chain (staging, its promote_from in "
+            "cdk.json): sds promote --from staging --to prod",
+        ),
+    ],
+)
+def test_promoting_an_environment_into_itself_is_a_usage_error_saying_where_to_promote_from(
+    project: Path, capsys: pytest.CaptureFixture[str], env: str, instead: str
+) -> None:
+    # Given v1 live in every environment
+    ws = Workspace.discover(project_dir=project)
+    register(ws, "one")
+    for name in ("dev", "staging", "prod"):
+        promote(ws, to_env=name, version=1)
+    audit = {name: len(ws.registry(name).events()) for name in ("dev", "staging", "prod")}
+
+    # When what is live in an environment is promoted into that same environment
+    ended = sds(capsys, "promote", "--from", env, "--to", env, "--quiet", "--json")
+
+    # Then it is refused as a usage error (exit 2) naming the mistake and the promotion meant,
+    # not "nothing to do", and nothing was written
+    message = (
+        f"--from and --to are both {env}: an environment is not promoted into itself; {instead}"
+    )
+    assert ended.code == 2, ended
+    assert ended.error_line == f"sds: error: {message}"
+    assert ended.json()["error"]["message"] == message
+    assert {name: len(ws.registry(name).events()) for name in audit} == audit
+
+
+def test_promoting_a_named_version_or_from_the_environment_below_is_still_allowed(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given v1 and v2 registered
+    ws = Workspace.discover(project_dir=project)
+    register(ws, "one"), register(ws, "two")
+
+    # When a version is promoted to the chain's start, what is live there to the next, and a
+    # version already live promoted again
+    named = sds(capsys, "promote", "1", "--to", "dev", "--quiet")
+    onward = sds(capsys, "promote", "--from", "dev", "--to", "staging", "--quiet")
+    again = sds(capsys, "promote", "1", "--to", "dev", "--quiet")
+
+    # Then each does what it did before
+    assert named.code == 0 and named.out.startswith("dev: nothing -> version 1"), named
+    assert onward.code == 0 and onward.out.startswith("staging: nothing -> version 1"), onward
+    assert again.code == 0 and "dev already serves version 1; nothing to do" in again.out, again
+
+
 def test_promoting_back_a_version_already_in_the_targets_registry_says_nothing_was_copied(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -59,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
     elif args.version is not None:
         what = f"version {args.version}"
     elif source is not None:
+        if source.name == to.name:
+            raise UsageError(_into_itself(args, to))
         what = f"what is live in {source.name}"
     else:
         usage = workspace(args).command("promote VERSION --to ENV")
@@ -93,6 +95,25 @@ def run(args: argparse.Namespace) -> int:
             print(f"  gate {gate.gate}: passed ({gate.detail})")
     print_lock_change(change, ws.lock_path, deploy)
     return 0
+
+
+def _into_itself(args: argparse.Namespace, env: EnvironmentConfig) -> str:
+    """`--from ENV --to ENV`: what is live in ENV is live there already. Say where a version
+    comes to ENV from instead: the environment before it in the chain, or, at the chain's start,
+    its own registry (where training registers versions)."""
+    problem = f"--from and --to are both {env.name}: an environment is not promoted into itself"
+    ws = workspace(args)
+    if env.promote_from is None:
+        return (
+            f"{problem}; {env.name} starts the promotion chain (it has no promote_from in "
+            f"cdk.json): make a version registered there live with "
+            f"{ws.command(f'promote VERSION --to {env.name}')}"
+        )
+    return (
+        f"{problem}; promote from the environment before it in the chain ({env.promote_from}, "
+        f"its promote_from in cdk.json): "
+        f"{ws.command(f'promote --from {env.promote_from} --to {env.name}')}"
+    )
 
 
 def copied_phrase(change: AliasChange) -> str:
