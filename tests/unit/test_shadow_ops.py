@@ -25,6 +25,7 @@ from sds.ops.capture_store import CaptureFiles, LabelFiles
 from sds.ops.promotion import GateFailure, OperationError, promote
 from sds.ops.shadow import ShadowGateFailure, clear_shadow, compare, set_shadow
 from sds.ops.workspace import Workspace
+from tests.unit.cli_run import sds
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = {"roc_auc": 0.93, "pr_auc": 0.6, "expected_calibration_error": 0.01}
@@ -424,6 +425,35 @@ def test_compare_with_a_window_and_without_shadowed_traffic(ws: Workspace) -> No
     (pair,) = compare(ws, env="dev", since_us=since).pairs
     assert pair.events == 100
     assert compare(ws, env="staging").pairs == []
+
+
+def test_compare_s_window_ends_at_as_of_unless_until_is_given(
+    ws: Workspace, project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given payments shadowed 60 and 20 days ago
+    one, two = register(ws), register(ws)
+    serve(ws, "dev", one, two, n=100, days_ago=60, seed=3)
+    serve(ws, "dev", one, two, n=100, days_ago=20, seed=4, prefix="late")
+    as_of = format_time(NOW_US - 40 * DAY_US)
+
+    # When they are compared as of 40 days ago, with and without --until, and from after --as-of
+    then = sds(capsys, "compare", "--env", "dev", "--as-of", as_of, "--json")
+    until = format_time(NOW_US)
+    later = sds(capsys, "compare", "--env", "dev", "--as-of", as_of, "--until", until, "--json")
+    since = format_time(NOW_US - 30 * DAY_US)
+    empty = sds(capsys, "compare", "--env", "dev", "--as-of", as_of, "--since", since)
+
+    # Then --until defaults to --as-of, as for `sds monitor`: the payments that came after it
+    # were not there to compare then; given, --until reaches past it
+    assert then.code == 0, then
+    assert then.json()["window"]["until"] == as_of
+    assert [p["events"] for p in then.json()["pairs"]] == [100]
+    assert later.code == 0, later
+    assert [p["events"] for p in later.json()["pairs"]] == [200]
+    # And a --since after the defaulted --until is a usage error that says where the end came from
+    assert empty.code == 2
+    assert "the window is empty" in empty.error_line
+    assert f"defaults to --as-of ({as_of}): give --until too" in empty.error_line
 
 
 # The shadowed_in gate ----------------------------------------------------------------------------

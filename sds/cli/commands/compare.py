@@ -25,7 +25,7 @@ def register(commands: Commands) -> None:
     )
     env_option(parser, "--env", required=True, help="whose captures")
     moment_option(parser, "--since", "payments from (a date or ISO 8601 time, UTC)")
-    moment_option(parser, "--until", "payments before (default: no end)")
+    moment_option(parser, "--until", "payments before (default: --as-of)")
     moment_option(
         parser, "--as-of", "labels known by, and maturity measured at, this time (default: now)"
     )
@@ -42,9 +42,16 @@ def run(args: argparse.Namespace) -> int:
     if args.limit < 0:
         raise UsageError("--limit must be >= 0")
     since = None if args.since is None else parse_moment(args.since, what="--since")
-    until = None if args.until is None else parse_moment(args.until, what="--until")
     as_of = None if args.as_of is None else parse_moment(args.as_of, what="--as-of")
+    # Payments after --as-of were not there to compare at that time: the window ends there
+    # unless --until says otherwise (and without --as-of it runs to now, the report's "now").
+    until = as_of if args.until is None else parse_moment(args.until, what="--until")
     if since is not None and until is not None and since >= until:
+        if args.until is None:
+            raise UsageError(
+                f"the window is empty: --since {args.since} is not before --until, which "
+                f"defaults to --as-of ({args.as_of}): give --until too"
+            )
         raise UsageError(f"--since {args.since} is not before --until {args.until}")
     report = compare(
         workspace(args),
