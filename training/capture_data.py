@@ -121,6 +121,12 @@ def _day(micros: int) -> str:
     return format_time(micros)[:10]
 
 
+def moment(micros: int) -> str:
+    """A window's bound as the user likely typed it: the date alone at midnight UTC
+    (`--since 2026-03-01`), else the full time (`--until` defaulted to now)."""
+    return _day(micros) if micros % DAY_US == 0 else format_time(micros)
+
+
 def _is_data_file(name: str) -> bool:
     base = name.rsplit("/", 1)[-1]
     return not base.startswith(".") and (base.endswith(".jsonl") or base.endswith(".jsonl.gz"))
@@ -289,8 +295,10 @@ def read_served(captures: str, labels: str, *, env: str, window: Window) -> Serv
         chosen[record.event_id] = record
     if not counts["records"]:
         raise DataError(
-            f"{captures}: no capture records from {first_day} on (serve {env} with capture on: "
-            f"sds serve --env {env}, or on AWS the function's captures reach S3 within minutes)"
+            f"{captures}: no capture records of payments made from {moment(window.since_us)} to "
+            f"{moment(window.until_us)} (the day folders from {first_day} on are empty or "
+            f"missing): serve {env} with capture on (sds serve --env {env}); on AWS the "
+            "function's captures reach S3 within minutes"
         )
     labelled = read_labels(labels, first_day=first_day, as_of_us=window.as_of_us)
     counts["labels_read"] = labelled.read

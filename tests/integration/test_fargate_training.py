@@ -461,7 +461,9 @@ def test_a_retrain_from_capture_with_nothing_captured_fails_in_the_containers_ow
     )  # fmt: skip
     assert said.returncode == 1, said.stderr
     last = said.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"error: {tmp_path / 'captures'}: no capture records from ")
+    assert last.startswith(
+        f"error: {tmp_path / 'captures'}: no capture records of payments made from "
+    )
     # And dev's task, which exits with it
     dev = deploy("dev", training=True)
     sent, _lines, run = start(

@@ -186,6 +186,39 @@ def test_nothing_usable_says_why(tmp_path: Path) -> None:
         read_served(str(tmp_path / "none"), str(tmp_path / "l"), env="dev", window=window())
 
 
+def test_no_capture_records_names_the_window_asked_for_and_the_folders_read(
+    tmp_path: Path,
+) -> None:
+    # Given an environment that captured nothing
+    # When training reads a window given by dates, and one whose --until defaulted to now
+    now = JAN_1 + 100 * DAY_US + 12 * 3600 * 1_000_000
+    defaulted = make_window(
+        since="2026-03-01",
+        until=None,
+        as_of=None,
+        window_days=90,
+        maturity_days=30,
+        unlabelled="legitimate",
+        now_us=now,
+    )
+    errors = []
+    for asked in (window(since_day=0, until_day=40), defaulted):
+        with pytest.raises(DataError) as error:
+            read_served(str(tmp_path / "none"), str(tmp_path / "l"), env="dev", window=asked)
+        errors.append(str(error.value))
+
+    # Then each error names the window as asked for (a date for a bound at midnight UTC), not
+    # the day folders read (from the day before, for payments scored just after midnight), which
+    # it names as such, and how to get captures
+    assert errors[0] == (
+        f"{tmp_path / 'none'}: no capture records of payments made from 2026-01-01 to "
+        "2026-02-10 (the day folders from 2025-12-31 on are empty or missing): serve dev with "
+        "capture on (sds serve --env dev); on AWS the function's captures reach S3 within minutes"
+    )
+    assert "payments made from 2026-03-01 to 2026-04-11T12:00:00.000000Z (" in errors[1], errors[1]
+    assert "(the day folders from 2026-02-28 on are empty or missing)" in errors[1]
+
+
 def test_a_window_given_by_dates_and_defaults() -> None:
     now = JAN_1 + 100 * DAY_US
     w = make_window(
