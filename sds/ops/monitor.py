@@ -32,7 +32,7 @@ from sds.kernel import drift
 from sds.kernel.behaviour import expected_alert_rate
 from sds.kernel.features import format_time, parse_time
 from sds.kernel.registry import Registry, RegistryError
-from training.capture_data import DAY_US, Window, capture_records, read_labels
+from training.capture_data import DAY_US, Window, capture_records, moment, read_labels
 from training.data import DataError
 
 REPORT_SCHEMA = 1
@@ -324,8 +324,8 @@ def monitor(
             figures.last_occurred_us = max(figures.last_occurred_us, record.occurred_at_us)
     if not counts["records"]:
         raise DataError(
-            f"{captures}: no capture records of payments received from {_moment(window.since_us)} "
-            f"to {_moment(window.until_us)} (the day folders {first_day} to {last_day} are empty "
+            f"{captures}: no capture records of payments received from {moment(window.since_us)} "
+            f"to {moment(window.until_us)} (the day folders {first_day} to {last_day} are empty "
             f"or missing): serve {env} with capture on (sds serve --env {env}); on AWS the "
             "function's captures reach S3 within minutes"
         )
@@ -358,13 +358,6 @@ def records_read(sources: Mapping[str, Any]) -> str:
         if sources[key]
     ]
     return f"{sources['records']} capture records" + (f" ({', '.join(beside)})" if beside else "")
-
-
-def _moment(micros: int) -> str:
-    """A window's bound as the user likely typed it: the date alone at midnight UTC
-    (`--since 2026-03-01`), else the full time (`--until` defaulted to now)."""
-    text = format_time(micros)
-    return text[:10] if micros % DAY_US == 0 else text
 
 
 def _report_days(models: Iterable[_Model], *, last_day: str) -> None:
