@@ -45,7 +45,7 @@ from sds.kernel.batch.shuffle import (
 )
 from sds.kernel.batch.storage import Storage, StorageError, open_storage
 from sds.kernel.features import N_FEATURES, featurize_batch
-from sds.progress import Progress
+from sds.progress import Progress, counted
 from training.data import DataError, fingerprint_entry
 
 HASH_CHUNK = 8 * 1024 * 1024
@@ -211,10 +211,10 @@ def _build(
         return events
 
     progress.run(
-        f"partitioning {source.uri} by account into {plan.partitions} partitions "
-        f"({len(plan.sources)} file(s), {workers} worker(s))",
+        f"partitioning {source.uri} by account into {counted(plan.partitions, 'partition')} "
+        f"({counted(len(plan.sources), 'file')}, {counted(workers, 'worker')})",
         shuffle,
-        lambda n: f"{n} events",
+        lambda n: counted(n, "event"),
     )
     fingerprint = history_fingerprint(source, named)
 

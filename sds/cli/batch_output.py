@@ -12,7 +12,7 @@ from sds.cli.arguments import workers_option
 from sds.cli.render import print_json, report_error
 from sds.kernel.errors import UsageError
 from sds.kernel.signals import reworded
-from sds.progress import Progress, human_bytes
+from sds.progress import Progress, counted, human_bytes
 
 STEPS = 4  # partition, collect, compute, manifest
 
@@ -102,8 +102,6 @@ def other_target(option: str, *, for_aws: bool, instead: str) -> UsageError:
 
 
 def report_local_run(args: argparse.Namespace, run: Callable[[Progress], Any], *, what: str) -> int:
-    from sds.ops.batch import counted
-
     try:
         result = run(Progress(STEPS, enabled=not args.quiet))
     except KeyboardInterrupt as exc:

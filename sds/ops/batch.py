@@ -38,7 +38,7 @@ from sds.kernel.errors import SdsError, UsageError
 from sds.kernel.lock import read_pin
 from sds.kernel.registry import RegistryError, VersionNotFound
 from sds.ops.workspace import Workspace
-from sds.progress import Progress
+from sds.progress import Progress, counted
 
 STEPS = 3
 
@@ -193,12 +193,6 @@ def run_locally(
         peak_rss_bytes=peak_rss(),
         events_computed=events,
     )
-
-
-def counted(n: int, noun: str) -> str:
-    """`1 part`, `2 parts`, `0 parts`: a count and its noun, plural unless the count is one (for
-    the nouns batch runs count, which all take an -s)."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _folders_to_make(out: Path) -> Path | None:

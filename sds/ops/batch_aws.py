@@ -42,8 +42,9 @@ from sds.kernel.batch.storage import StorageError, open_storage
 from sds.kernel.errors import Refused, SdsError, UsageError
 from sds.kernel.signals import reworded
 from sds.ops.aws import AwsError, failure, start_execution
-from sds.ops.batch import counted, model_for
+from sds.ops.batch import model_for
 from sds.ops.workspace import Workspace
+from sds.progress import counted
 
 Say = Callable[[str], None]
 POLL_SECONDS = 5.0

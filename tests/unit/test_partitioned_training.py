@@ -7,7 +7,9 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +144,38 @@ def test_the_rows_do_not_depend_on_how_many_partitions_or_workers_read_them(
     for field in ("kept", "features", "labels", "weights"):
         assert np.array_equal(getattr(one, field), getattr(many, field)), field
     assert (one.cut, one.holdout_from) == (many.cut, many.holdout_from)
+
+
+@pytest.mark.parametrize(
+    ("files", "partitions", "workers", "said"),
+    [
+        (1, 1, 1, "by account into 1 partition (1 file, 1 worker) ..."),
+        (3, 4, 2, "by account into 4 partitions (3 files, 2 workers) ..."),
+    ],
+)
+def test_the_partitioning_step_counts_partitions_files_and_workers_in_words(
+    scattered: Path, files: int, partitions: int, workers: int, said: str
+) -> None:
+    # Given a history in one file, or in three
+    location = scattered / "a.jsonl" if files == 1 else scattered
+    lines = io.StringIO()
+
+    # When its rows are built into one partition by one worker, or into four by two
+    training_set(
+        location,
+        holdout_fraction=0.2,
+        negative_rate=0.1,
+        seed=5,
+        progress=Progress(STEPS, stream=lines, live=False),
+        workers=workers,
+        partitions=partitions,
+    )
+
+    # Then the step's line says "1 partition (1 file, 1 worker)", or "4 partitions (3 files, 2
+    # workers)", and what it read in events
+    first, done = lines.getvalue().splitlines()[:2]
+    assert first.endswith(said), first
+    assert re.fullmatch(r"\s+done in [0-9.]+ s: \d+ events", done), done
 
 
 def test_only_one_partition_is_loaded_at_a_time_and_only_the_kept_payments_are_featurized(
