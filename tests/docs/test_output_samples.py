@@ -9,6 +9,7 @@ not compared.
 
 from __future__ import annotations
 
+import argparse
 import re
 import shutil
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from sds.cli.main import main
+from sds.cli.main import build_parser, main
 from sds.kernel.registry import open_registry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,3 +80,18 @@ def test_a_table_in_the_runbook_has_the_columns_the_command_prints(
     printed = capsys.readouterr().out.splitlines()
     assert columns(printed[0]) == documented
     assert len(printed) > 1  # a row under it: the header is the table's, not a message
+
+
+def test_the_runbooks_calls_to_a_local_server_use_the_port_sds_serve_listens_on() -> None:
+    # The runbook starts `sds serve` without --port: a call to any other port finds nothing.
+    (serve,) = [
+        parser
+        for action in build_parser()._actions
+        if isinstance(action, argparse._SubParsersAction)
+        for name, parser in action.choices.items()
+        if name == "serve"
+    ]
+    (port,) = [a.default for a in serve._actions if "--port" in a.option_strings]
+    called = re.findall(r"(?:localhost|127\.0\.0\.1):(\d+)", RUNBOOK.read_text())
+    assert called, "the runbook shows no call to a local server: this test checks nothing"
+    assert {int(p) for p in called} == {port}
