@@ -553,7 +553,9 @@ def _run(project: Workspace, *, events: int, keep: bool, report: dict[str, Any])
 
         apps = PinnedApps.for_environment(ws, env)
         with LocalApi(apps) as api:
-            _cmd(f"sds serve --env {env}   # started on {api.url}")
+            # Any free port (a demo must not fail on a busy 8080): the command names it.
+            port = api.server.server_address[1]
+            _cmd(f"sds serve --env {env} --port {port}   # started on {api.url}")
             _cmd(f"curl -s -X POST {api.url}/predict {JSON_BODY} -d '{{\"events\": [...]}}'")
             _show_predictions(api.url, v1)
             burst = _show_event_path(api.url)

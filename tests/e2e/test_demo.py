@@ -53,6 +53,12 @@ def test_demo_trains_promotes_serves_and_rolls_back(trained_project: Project) ->
     (typed,) = [line for line in out.splitlines() if line.startswith("$ sds monitor ")]
     args = build_parser().parse_args(shlex.split(typed)[2:])
     assert parse_moment(args.since, what="--since") < parse_moment(args.until, what="--until")
+    # The serve line names the port it started on (any free one, not the default 8080), and the
+    # curl lines reach that server
+    (served,) = [line for line in out.splitlines() if line.startswith("$ sds serve ")]
+    serve_args = build_parser().parse_args(shlex.split(served.split("#")[0])[2:])
+    assert served.endswith(f":{serve_args.port}"), served
+    assert all(f":{serve_args.port}/" in line for line in curls)
     # The demo works in its own workspace: the project's lock file is untouched.
     assert not (trained_project.path / "models.lock.json").exists()
     assert not (trained_project.path / ".sds" / "demo").exists()
