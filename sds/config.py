@@ -934,7 +934,8 @@ class ProjectConfig:
         raise ConfigError("no environment without promote_from: the promotion chain has no start")
 
 
-_ENV_KEYS = {"promote_from", "gates", "serving", "infra", "capture", "labels", "monitor", "shadow"}
+# In the order the error for an unknown key lists them, as every group's error does.
+_ENV_KEYS = ("promote_from", "gates", "serving", "infra", "capture", "labels", "monitor", "shadow")
 
 
 def parse_environment(
@@ -942,9 +943,11 @@ def parse_environment(
 ) -> EnvironmentConfig:
     """One environment; `start` is its chain start's config (None if it starts its chain)."""
     where = f"environments.{name}"
-    unknown = sorted(set(raw) - _ENV_KEYS)
+    unknown = sorted(set(raw) - set(_ENV_KEYS))
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(_ENV_KEYS)}"
+        )
     _reject_moved_keys(f"{where}.infra", raw.get("infra"))
     infra = _build(Infra, f"{where}.infra", raw.get("infra"))
     has_training = start is None or (infra.account, infra.region) == (

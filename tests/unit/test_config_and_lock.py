@@ -181,7 +181,11 @@ def test_a_fourth_environment_is_config_only() -> None:
             "environments.dev.serving.max_body_bytes: must be >= 1024",
         ),
         ({"serving": {"max_events": True}}, "expected int, got a boolean"),
-        ({"colour": "red"}, "environments.dev: unknown key(s) colour"),
+        (
+            {"colour": "red"},
+            "environments.dev: unknown key(s) colour; known: promote_from, gates, serving, infra, "
+            "capture, labels, monitor, shadow",
+        ),
         (
             {"infra": {"batch": {"max_concurrency": 0}}},
             "environments.dev.infra.batch.max_concurrency: must be between 1 and 10000",
