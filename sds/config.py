@@ -6,7 +6,7 @@ a typo in cdk.json must not silently fall back to a default.
 
 An environment's infrastructure settings (`environments.<env>.infra`) are a few stack-wide keys
 and one group per part of the system (`lambda`, `api`, `deployment`, `alarms`, `training`,
-`network`, `registry`, `features`); each construct receives only its group. Besides `gates`,
+`network`, `registry`, `features`, `batch`); each construct receives only its group. Besides `gates`,
 `serving` and `infra`, an environment has `capture` (what the handler records of each scored
 payment, and how long it is kept), `labels` (when a label counts as final for training from
 capture), `monitor` (the scheduled drift monitor and its alarms) and `shadow` (the gates a version
