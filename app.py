@@ -92,13 +92,8 @@ def build(
     nag: bool = True,
 ) -> list[EnvironmentStage]:
     """Add every environment in the `environments` context to `app`."""
-    project = parse_project(
-        {
-            key: value
-            for key in ("model_name", "environments")
-            if (value := app.node.try_get_context(key)) is not None
-        }
-    )
+    # All of the context: parse_project reads its own keys and refuses one misspelled.
+    project = parse_project(app.node.get_all_context())
     # `-c sds:lock_file=PATH` previews a lock file that is not (yet) the committed one, e.g.
     # `cdk diff 'prod/*' -c sds:lock_file=proposed.lock.json` in review.
     lock_path = lock_path or Path(app.node.try_get_context("sds:lock_file") or root / LOCK_FILE)

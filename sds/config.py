@@ -17,6 +17,7 @@ is one dataclass and one field of `Infra`.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 import types
@@ -1004,8 +1005,29 @@ def parse_environment(
     )
 
 
+# The project's own keys at the top of the CDK context. Beside them the context holds CDK's feature
+# flags and any value a user passes with `cdk -c`, which are not ours to refuse; a key spelled
+# nearly like one of ours is refused instead, since it would silently leave ours at its default
+# (a misspelled model_name deploys stacks, roles and a registry prefix under "fraud").
+PROJECT_KEYS = ("model_name", "environments")
+
+
+def _reject_misspelled_keys(context: Mapping[str, Any]) -> None:
+    for key in context:
+        if not isinstance(key, str) or key in PROJECT_KEYS:
+            continue
+        near = difflib.get_close_matches(key.lower(), PROJECT_KEYS, n=1, cutoff=0.8)
+        if near:
+            raise ConfigError(
+                f"{key}: not a key of this project; did you mean {near[0]}? (misspelled, it "
+                "would be ignored and its default used)"
+            )
+
+
 def parse_project(context: Mapping[str, Any]) -> ProjectConfig:
-    """Build the project config from the CDK context (the `context` object of cdk.json)."""
+    """Build the project config from the CDK context (the `context` object of cdk.json, or all of
+    an app's context: other keys are CDK's, refused only when spelled nearly like ours)."""
+    _reject_misspelled_keys(context)
     model_name = context.get("model_name", DEFAULT_MODEL_NAME)
     if not isinstance(model_name, str) or not model_name.replace("-", "").isalnum():
         raise ConfigError("model_name: expected letters, digits and dashes")

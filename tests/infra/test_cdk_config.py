@@ -323,6 +323,18 @@ def test_prod_refuses_to_synthesize_without_a_notification_target(
     assert parse_project(context).env("prod").infra.alarms.topic_arn
 
 
+def test_a_misspelled_model_name_refuses_to_synthesize(lock_file: Path, lambda_python: str) -> None:
+    # Given cdk.json (with CDK's own feature flags) whose model_name is misspelled
+    context = copy.deepcopy(cdk_context())
+    context["model_nme"] = context.pop("model_name", "fraud")
+    app = cdk.App(context=context)
+    # When the app is built, Then it refuses, naming the key meant, instead of deploying every
+    # stack under the default name
+    with pytest.raises(ConfigError) as error:
+        cdk_app.build(app, lock_path=lock_file, lambda_python=lambda_python, nag=False)
+    assert str(error.value).startswith("model_nme: not a key of this project; did you mean")
+
+
 def test_a_kms_registry_where_other_environments_register_refuses_to_synthesize(
     lock_file: Path, lambda_python: str
 ) -> None:

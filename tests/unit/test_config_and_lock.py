@@ -377,3 +377,33 @@ def test_every_discovery_parameter_is_documented_with_its_stack() -> None:
     }
     documented = {key: stack for stack, keys in groups.items() for key in keys}
     assert documented == dict(PARAMETERS)
+
+
+@pytest.mark.parametrize(
+    ("key", "meant"),
+    [("model_nme", "model_name"), ("Model_Name", "model_name"), ("environment", "environments")],
+)
+def test_a_project_key_spelled_nearly_right_is_refused_not_ignored(key: str, meant: str) -> None:
+    # Given a context whose model_name or environments is misspelled (the other one present)
+    context: dict[str, object] = {"model_name": "fraud", "environments": {"dev": {}}}
+    del context[meant]
+    context[key] = {"dev": {}} if meant == "environments" else "payments"
+
+    # Then the project is refused, naming the key and the one meant, instead of the misspelled
+    # one being ignored (a model_name left at its default deploys under another name)
+    with pytest.raises(ConfigError) as error:
+        parse_project(context)
+    assert str(error.value).startswith(f"{key}: not a key of this project; did you mean {meant}?")
+
+
+def test_cdk_s_own_context_keys_are_left_alone() -> None:
+    # CDK's feature flags and a user's own `cdk -c` values sit beside the project's keys
+    context = {
+        "model_name": "fraud",
+        "environments": {"dev": {}},
+        "@aws-cdk/core:checkSecretUsage": True,
+        "acknowledged-issue-numbers": [1],
+        "sds:lock_file": "proposed.lock.json",
+        "team": "risk",
+    }
+    assert parse_project(context).model_name == "fraud"
