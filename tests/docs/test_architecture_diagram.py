@@ -108,3 +108,18 @@ def test_every_environment_captures_what_it_serves_and_receives_labels(
     for edge in ("one line per\nscored payment", "subscription", "captures/", "labels/"):
         assert len(re.findall(rf'-> "?\w+"? \[label="?{re.escape(edge)}"? ', source)) == 3, edge
     assert source.count("captures (S3)\ncaptures/ labels/ dt=YYYY-MM-DD\nsampled 1, kept 365") == 3
+
+
+def test_the_readme_caption_names_every_colour_the_picture_uses(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Given the picture's title, which names each path's colour
+    source = _graph_source(ROOT / "cdk.json", monkeypatch, tmp_path)
+    (title,) = re.findall(r"label=\"sds: model [^\"]*\((.*?)\)\"", source)
+    colours = re.findall(r"(\w+): ", title)
+    assert len(colours) >= 6, title
+    # Then the README's caption under the picture says what each colour is
+    readme = (ROOT / "README.md").read_text()
+    caption = readme.split("Drawn from `cdk.json` by `make diagram`", 1)[1].split("\n\n", 1)[0]
+    missing = [c for c in colours if f"{c}:" not in caption.lower()]
+    assert missing == [], caption
