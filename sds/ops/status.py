@@ -21,11 +21,15 @@ deployment in progress is expected to disagree for a while: the state is then `d
 warning.
 
 An environment whose stacks publish nothing in SSM is `not deployed` (a fact status reports, with
-the stack to deploy); one that could not be read at all (credentials, network, a registry bucket
-that is gone) is `unreachable`, with the cause: status could not look, which the CLI makes an
-error. A registry alias that was read but is not what the registry writes (edited by hand, cut
-short) is `alias corrupt`, said in the registry's words, as models.lock.json that cannot be read is
-`pin unreadable`: the rest is still read and shown, and the CLI makes either an error too.
+the stack to deploy). One that cdk.json places in another account than the caller's credentials
+is `other account`: its registry alias, read through its promotion source role, is compared with
+the pin, and its Lambda alias and deployments are not read, since that takes credentials in its
+account (a fact too, naming that account). One that could not be read at all (credentials,
+network, a registry bucket that is gone) is `unreachable`, with the cause: status could not look,
+which the CLI makes an error. A registry alias that was read but is not what the registry writes
+(edited by hand, cut short) is `alias corrupt`, said in the registry's words, as models.lock.json
+that cannot be read is `pin unreadable`: the rest is still read and shown, and the CLI makes
+either an error too.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ OUT_OF_SYNC = "out of sync"
 EMPTY = "nothing promoted"
 UNREACHABLE = "unreachable"
 NOT_DEPLOYED = "not deployed"
+OTHER_ACCOUNT = "other account"
 LOCK_UNREADABLE = "pin unreadable"
 ALIAS_CORRUPT = "alias corrupt"
 
@@ -147,6 +152,9 @@ class EnvironmentStatus:
     error: str | None = None
     # Read, and not deployed here: which SSM parameter is missing and the stack to deploy.
     not_deployed: str | None = None
+    # In another account than the caller's credentials (cdk.json): its Lambda alias and
+    # deployments were not read, and this says with whose credentials they are.
+    other_account: str | None = None
     # models.lock.json cannot be read (a merge conflict, say): the registry and Lambda are
     # still shown, and the problem is the first warning.
     lock_error: str | None = None
@@ -164,6 +172,8 @@ class EnvironmentStatus:
             return ALIAS_CORRUPT
         if self.not_deployed is not None:
             return NOT_DEPLOYED
+        if self.other_account is not None:
+            return OTHER_ACCOUNT
         if self.warnings:
             return OUT_OF_SYNC
         if self.deployments:
@@ -175,8 +185,9 @@ class EnvironmentStatus:
     @property
     def ok(self) -> bool:
         """Nothing to fix: every place agrees (an environment not deployed agrees when nothing
-        is pinned or promoted for it)."""
-        if self.state == NOT_DEPLOYED:
+        is pinned or promoted for it; one in another account when its pin and registry alias
+        agree, all that can be seen from here)."""
+        if self.state in (NOT_DEPLOYED, OTHER_ACCOUNT):
             return not self.warnings
         return self.state in (IN_SYNC, DEPLOYING, EMPTY)
 
@@ -216,6 +227,7 @@ class EnvironmentStatus:
             "warnings": list(self.warnings),
             "error": self.error,
             "not_deployed": self.not_deployed,
+            "other_account": self.other_account,
         }
 
 
@@ -242,7 +254,18 @@ def environment_status(
         except IntegrityError as exc:  # read, and not an alias: not a failure to read
             result.alias_error = str(exc)
         result.stored = stored_versions(registry, result)
-        if ws.on_aws:
+        account = ws.other_account(env) if ws.on_aws else None
+        if account is not None:
+            # Its Lambda alias, deployments and their SSM parameters are in its own account: the
+            # caller's discovery would find none there and call it "not deployed". The promotion
+            # source role reads its registry only, so pin and registry alias are compared, as
+            # locally, and the status says where the rest is read.
+            result.other_account = (
+                f"{env} is in account {account} (cdk.json) and these credentials are for "
+                f"{ws.caller_account}: its Lambda alias and deployments are read with "
+                f"credentials for {account}"
+            )
+        elif ws.on_aws:
             clients = clients or ws.discovery.clients
             function = ws.discovery.get(env, "function-name")
             alias = ws.discovery.get(env, "alias-name")

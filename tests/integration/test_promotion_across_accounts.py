@@ -26,6 +26,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from sds.config import promotion_source_role_name
+from sds.kernel.lock import Pin, write_pin
 from sds.kernel.registry import Registry
 from sds.kernel.registry.s3 import S3Store
 from tests.integration.deployed import GOOD_METRICS, MODEL, ROOT, CliResult, act_as
@@ -277,3 +278,62 @@ def test_a_promoter_cannot_change_the_source_it_reads(
         assert result.code == 1, result
         assert f"changing dev's registry takes credentials in {DEV_ACCOUNT}" in result.err
     assert dev.registry.get_alias("dev") == before
+
+
+def test_status_of_an_environment_in_another_account_compares_pin_and_alias_and_says_where_its_lambda_is(
+    accounts: dict[str, Account], operator: Callable[[str, str], Operator], tmp_path: Path
+) -> None:
+    # Given version 1 live in dev (account A) and pinned for dev in models.lock.json
+    dev = accounts["dev"]
+    version = live_in_dev(dev, "one")
+    alias = dev.registry.get_alias("dev")
+    assert alias is not None
+    write_pin(tmp_path / "models.lock.json", model=MODEL, env="dev", pin=Pin(version, alias.sha256))
+    alice = operator(STAGING_ACCOUNT, "alice")
+    note = (
+        f"dev is in account {DEV_ACCOUNT} (cdk.json) and these credentials are for "
+        f"{STAGING_ACCOUNT}: its Lambda alias and deployments are read with credentials for "
+        f"{DEV_ACCOUNT}"
+    )
+
+    # When alice, in account B, asks for dev's status
+    detail = alice("status", "--env", "dev")
+    checked = alice("status", "--env", "dev", "--check")
+    document = alice("status", "--env", "dev", "--json")
+
+    # Then dev is not "not deployed" (it is, in A): its registry alias, read through the role,
+    # agrees with the pin, and the report says where its Lambda is read
+    assert detail.code == 0, detail.err
+    assert detail.out.startswith("dev (aws): other account\n"), detail.out
+    assert "not deployed" not in detail.out and "cdk deploy" not in detail.out
+    assert f"other account: {note}" in detail.out
+    assert "warning:" not in detail.out
+    # And --check finds nothing to fix from here
+    assert checked.code == 0, checked.err
+    (reported,) = document.json()["environments"]
+    assert reported["state"] == "other account" and reported["ok"] is True
+    assert reported["other_account"] == note and reported["not_deployed"] is None
+    assert reported["registry"]["alias"]["version"] == version and reported["lambda"] is None
+    assert alice.assumed == [DEV_SOURCE_ROLE] * 3  # once per command
+
+    # And the table says the same (prod, in C, does not trust B: it is unreachable)
+    every = alice("status")
+    assert f"dev: other account: {note}" in every.out
+    (row,) = [line for line in every.out.splitlines() if line.startswith("dev ")]
+    assert row.split()[-2:] == ["other", "account"], row
+
+    # And `sds envs` finds dev's registry through the same role
+    listed = alice("envs", "--json")
+    assert [r["registry"] for r in listed.json()["environments"] if r["env"] == "dev"] == [
+        f"s3://{dev.bucket}"
+    ]
+
+    # When the pin no longer agrees with dev's registry alias
+    write_pin(tmp_path / "models.lock.json", model=MODEL, env="dev", pin=None)
+    drifted = alice("status", "--env", "dev", "--check", "--json")
+
+    # Then it is a warning, and --check fails on it, still without calling dev "not deployed"
+    assert drifted.code == 1
+    (reported,) = drifted.json()["environments"]
+    assert reported["state"] == "other account" and reported["ok"] is False
+    assert reported["warnings"] and "models.lock.json has no pin for dev" in reported["warnings"][0]

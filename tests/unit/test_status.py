@@ -22,6 +22,7 @@ from sds.ops.status import (
     IN_SYNC,
     LOCK_UNREADABLE,
     NOT_DEPLOYED,
+    OTHER_ACCOUNT,
     OUT_OF_SYNC,
     UNREACHABLE,
     Deployment,
@@ -251,6 +252,23 @@ def test_given_an_environment_not_deployed_then_it_says_so_and_only_a_pin_is_wro
         "prod", "aws", pin=Pin(2, SHA[2]), not_deployed=missing, warnings=["pinned"]
     )
     assert pinned.state == NOT_DEPLOYED and not pinned.ok and pinned.read
+
+
+def test_given_an_environment_in_another_account_then_pin_and_registry_alias_decide() -> None:
+    note = "dev is in account 111111111111 (cdk.json) and these credentials are for 2222..."
+    # Given pin and registry alias that agree: a fact, nothing to fix from here
+    agreed = EnvironmentStatus(
+        "dev", "aws", pin=Pin(2, SHA[2]), alias=alias(2, SHA[2]), other_account=note
+    )
+    agreed.warnings = disagreements(agreed)
+    assert agreed.state == OTHER_ACCOUNT and agreed.ok and agreed.read
+    assert agreed.to_dict()["other_account"] == note and agreed.to_dict()["not_deployed"] is None
+    # Given a pin that is not the registry alias: a warning, --check fails
+    drifted = EnvironmentStatus(
+        "dev", "aws", pin=Pin(1, SHA[1]), alias=alias(2, SHA[2]), other_account=note
+    )
+    drifted.warnings = disagreements(drifted)
+    assert drifted.warnings and drifted.state == OTHER_ACCOUNT and not drifted.ok
 
 
 def test_given_a_failure_to_read_then_status_could_not_look() -> None:

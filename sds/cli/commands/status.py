@@ -1,5 +1,7 @@
 """`sds status`: what each environment serves (pin, registry alias and, with --aws, the Lambda
-alias and any deployment in progress), with a warning wherever they disagree.
+alias and any deployment in progress), with a warning wherever they disagree. An environment in
+another account than the caller's credentials shows its pin and registry alias, and a line saying
+whose credentials read its Lambda alias and deployments (`other account: ...`).
 
 The report (table or detail, its warnings included) is on stdout. What could not be read is an
 error: an environment unreachable, the lock file that cannot be read or a registry alias that is
@@ -92,6 +94,8 @@ def _print_report(
     for r in results:
         if r.not_deployed is not None:
             print(f"{r.env}: not deployed: {r.not_deployed}")
+        if r.other_account is not None:
+            print(f"{r.env}: other account: {r.other_account}")
         for line in _warnings(r):
             print(f"warning: {r.env}: {line}")
     if not ws.on_aws:
@@ -172,15 +176,20 @@ def _detail(r: EnvironmentStatus, ws: Workspace) -> str:
             )
     elif r.not_deployed is not None:
         line("lambda", "-  (not deployed)")
+    elif r.other_account is not None:
+        line("lambda", "-  (not read: another account)")
     elif r.target == "local" and r.error is None:
         line("lambda", "not checked locally (the local API follows the pin); add --aws")
     for d in r.deployments:
         moving = f", Lambda version {d.from_version} -> {d.to_version}" if d.to_version else ""
         line("deployment", f"{d.id} {d.status} since {d.created[:19].replace('T', ' ')}{moving}")
-    if r.target == "aws" and not r.deployments and r.error is None and r.not_deployed is None:
+    unread = r.error is not None or r.not_deployed is not None or r.other_account is not None
+    if r.target == "aws" and not r.deployments and not unread:
         line("deployment", "none in progress")
     if r.not_deployed is not None:
         lines.append(f"not deployed: {r.not_deployed}")
+    if r.other_account is not None:
+        lines.append(f"other account: {r.other_account}")
     for message in _warnings(r):
         lines.append(f"warning: {message}")
     return "\n".join(lines)
