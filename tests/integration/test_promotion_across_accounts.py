@@ -8,9 +8,11 @@ the bucket's policy grants that account nothing, which is the case of every regi
 A promoter in B (staging's promoter policy) runs the real `sds --aws promote`: it reads dev's
 registry by assuming dev's promotion source role in A (read-only), and writes staging's registry
 with its own credentials. Principals without that role are refused: B's promoter reading dev's
-bucket directly, and anyone in C. What moto cannot decide (the role's trust policy, the bucket
-policy's account perimeter, which call each policy allows) is checked on the synthesized
-templates: tests/infra/test_cdk_multi_account.py and tests/security/test_cross_account_privilege.py.
+bucket directly, and anyone in C. The same promoter's `sds --aws status` shows dev as `other
+account` (pin against registry alias; dev's Lambda is read with credentials in A). What moto
+cannot decide (the role's trust policy, the bucket policy's account perimeter, which call each
+policy allows) is checked on the synthesized templates: tests/infra/test_cdk_multi_account.py
+and tests/security/test_cross_account_privilege.py.
 """
 
 from __future__ import annotations
