@@ -1224,7 +1224,7 @@ def test_scoring_and_backfilling_on_aws_need_only_the_batch_operator_policy(
             "--data", data, "--out", f"{out}scores-1",
         )  # fmt: skip
         assert code == 0, output
-        assert "3 rows from 5 events into 1 parts" in output
+        assert "3 rows from 5 events into 1 part in" in output
         # (a version the registry does not hold: S3 refuses the read, listing says it is missing)
         code, output = operator(
             "--aws", "score", "--env", "staging", "--version", "9",
