@@ -245,6 +245,35 @@ def test_a_feature_reads_an_input_by_name_whatever_its_source() -> None:
         featurize_columns(columns)
 
 
+def test_a_feature_is_one_expression_compiled_into_its_columns_and_its_term_of_a_row() -> None:
+    # Given a feature declared as an expression over two inputs and the scope's functions
+    usd = features_module._feature("usd", "log1p(amount * USD_PER_UNIT[currency])")
+    events = [valid_event(amount=10.0, currency="EUR"), valid_event(amount=0.0, currency="JPY")]
+    columns = Columns.of(events)
+    expected = [math.log1p(10.0 * USD_PER_UNIT["EUR"]), 0.0]
+
+    # Then it reads those inputs, and its columns and its rows give the expression's values
+    assert usd.inputs == ("amount", "currency")
+    assert [list(c) for c in usd.compute(columns)] == [expected]
+    rows = features_module._compile_rows((usd, features_module._feature("hour", "hour_of_day")))
+    assert rows(columns) == [(expected[0], 3), (0.0, 3)]
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        ("log1p(amont)", "feature f: 'amont' is neither an input nor in scope"),
+        ("amount +", "feature f: 'amount +' is not an expression"),
+        ("columns", "feature f: 'columns' is neither an input nor in scope"),
+    ],
+)
+def test_a_feature_naming_an_unknown_input_or_not_an_expression_is_refused_at_import(
+    expression: str, message: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        features_module._feature("f", expression)
+
+
 # Purity ---------------------------------------------------------------------------------------
 
 
