@@ -135,6 +135,11 @@ def _value(where: str, value: Any, hint: Any) -> Any:
         return None
     if isinstance(value, bool) and base is not bool:
         raise ConfigError(f"{where}: expected {base.__name__}, got a boolean")
+    if base is str and isinstance(value, (int, float)):
+        # An account id or a name that looks like a number, written without quotes.
+        raise ConfigError(
+            f'{where}: expected a string, got the number {value!r}; write it in quotes: "{value}"'
+        )
     if not isinstance(value, _SCALARS[base]):
         raise ConfigError(f"{where}: expected {base.__name__}, got {type(value).__name__}")
     return value

@@ -182,6 +182,17 @@ def test_a_fourth_environment_is_config_only() -> None:
         ),
         ({"serving": {"max_events": True}}, "expected int, got a boolean"),
         (
+            # An account id written as a JSON number (which would also drop a leading zero)
+            {"infra": {"account": 111111111111}},
+            "environments.dev.infra.account: expected a string, got the number 111111111111; "
+            'write it in quotes: "111111111111"',
+        ),
+        (
+            {"infra": {"region": 1.5}},
+            "environments.dev.infra.region: expected a string, got the number 1.5; write it in "
+            'quotes: "1.5"',
+        ),
+        (
             {"colour": "red"},
             "environments.dev: unknown key(s) colour; known: promote_from, gates, serving, infra, "
             "capture, labels, monitor, shadow",
