@@ -262,8 +262,8 @@ def environment_status(
             # locally, and the status says where the rest is read.
             result.other_account = (
                 f"{env} is in account {account} (cdk.json) and these credentials are for "
-                f"{ws.caller_account}: its Lambda alias and deployments are read with "
-                f"credentials for {account}"
+                f"{ws.caller_account}: its Lambda alias and deployments are read, and what its "
+                f"warnings say to run is run, with credentials for {account}"
             )
         elif ws.on_aws:
             clients = clients or ws.discovery.clients

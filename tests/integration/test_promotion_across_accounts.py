@@ -294,8 +294,8 @@ def test_status_of_an_environment_in_another_account_compares_pin_and_alias_and_
     alice = operator(STAGING_ACCOUNT, "alice")
     note = (
         f"dev is in account {DEV_ACCOUNT} (cdk.json) and these credentials are for "
-        f"{STAGING_ACCOUNT}: its Lambda alias and deployments are read with credentials for "
-        f"{DEV_ACCOUNT}"
+        f"{STAGING_ACCOUNT}: its Lambda alias and deployments are read, and what its warnings "
+        f"say to run is run, with credentials for {DEV_ACCOUNT}"
     )
 
     # When alice, in account B, asks for dev's status
