@@ -29,7 +29,7 @@ from typing import Any, ClassVar, TypeVar
 
 from sds.kernel.aggregates import DAY, LATENESS, LONGEST_WINDOW
 from sds.kernel.capture import CaptureError, check_exclude, check_sample_rate
-from sds.kernel.errors import SdsError
+from sds.kernel.errors import SdsError, plural
 from sds.kernel.settings import FEATURES_UNAVAILABLE_POLICIES
 
 DEFAULT_MODEL_NAME = "fraud"
@@ -90,7 +90,8 @@ def _build(cls: type[T], where: str, raw: Any) -> T:
     unknown = sorted(set(raw) - set(known))
     if unknown:
         raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}"
+            f"{where}: unknown {plural(len(unknown), 'key')} {', '.join(unknown)}; "
+            f"known: {', '.join(known)}"
         )
     hints = typing.get_type_hints(cls)
     kwargs = {
@@ -952,7 +953,8 @@ def parse_environment(
     unknown = sorted(set(raw) - set(_ENV_KEYS))
     if unknown:
         raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(_ENV_KEYS)}"
+            f"{where}: unknown {plural(len(unknown), 'key')} {', '.join(unknown)}; "
+            f"known: {', '.join(_ENV_KEYS)}"
         )
     _reject_moved_keys(f"{where}.infra", raw.get("infra"))
     infra = _build(Infra, f"{where}.infra", raw.get("infra"))

@@ -50,12 +50,6 @@ def human_bytes(n: int) -> str:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def counted(n: int, noun: str) -> str:
-    """`1 part`, `2 parts`, `0 parts`: a count and its noun, plural unless the count is one (for
-    the nouns progress lines and summaries count, which all take an -s)."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
 def human_bytes_of(done: int, total: int) -> str:
     """Both amounts in the unit of the total: `1.2/3.4 MiB`, `300/900 B`."""
     if abs(total) < 1024:

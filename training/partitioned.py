@@ -44,8 +44,9 @@ from sds.kernel.batch.shuffle import (
     read_partition,
 )
 from sds.kernel.batch.storage import Storage, StorageError, open_storage
+from sds.kernel.errors import counted
 from sds.kernel.features import N_FEATURES, featurize_batch
-from sds.progress import Progress, counted
+from sds.progress import Progress
 from training.data import DataError, fingerprint_entry
 
 HASH_CHUNK = 8 * 1024 * 1024

@@ -46,6 +46,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from sds.kernel.activity import activity_event
+from sds.kernel.errors import plural
 from sds.kernel.events import conflict_message, content_digest, timed
 from sds.kernel.features import Problem, TimeCheck
 from sds.kernel.online import ApplyResult, OnlineFeatures, ahead_of_clock, now_micros
@@ -189,10 +190,12 @@ class FeatureUpdater:
             failed.extend(messages_of.get(event_id, []))
         for event_id, reason in result.conflicts.items():
             # Retrying cannot fix it: after the queue's receive count, the dead-letter queue.
+            carried = messages_of.get(event_id, [])
             logger.warning(
-                "event %s of message(s) %s not folded: %s",
+                "event %s of %s %s not folded: %s",
                 event_id,
-                ", ".join(m or "?" for m in messages_of.get(event_id, [])),
+                plural(len(carried), "message"),
+                ", ".join(m or "?" for m in carried),
                 reason,
             )
             failed.extend(messages_of.get(event_id, []))

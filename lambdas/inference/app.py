@@ -80,6 +80,7 @@ from sds.kernel.behaviour import (
     version_dimensions,
 )
 from sds.kernel.capture import Capturer, CaptureSink
+from sds.kernel.errors import counted
 from sds.kernel.features import (
     FIELD_NAMES,
     TIME_US,
@@ -772,7 +773,7 @@ class InferenceApp:
             raise RequestError(
                 400,
                 "invalid_request",
-                f"{len(problems)} problem(s) in the request; expected fields per event: "
+                f"{counted(len(problems), 'problem')} in the request; expected fields per event: "
                 + ", ".join(FIELD_NAMES),
                 problems,
             )

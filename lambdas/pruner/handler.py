@@ -17,7 +17,7 @@ from typing import Any
 
 from lambdas.pruner.pruning import prune
 from sds.kernel import sdk
-from sds.kernel.errors import SdsError
+from sds.kernel.errors import SdsError, counted
 from sds.kernel.registry import open_registry
 from sds.kernel.retention import PruneTarget
 
@@ -65,7 +65,7 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     if not report.ok:
         failed = ", ".join(f"{v}: {m}" for v, m in sorted(report.failed.items()))
         raise PruneFailed(
-            f"{len(report.failed)} version(s) of {target.function} could not be deleted "
+            f"{counted(len(report.failed), 'version')} of {target.function} could not be deleted "
             f"({failed}); deleted {len(report.deleted) + len(report.already_gone)}"
         )
     return summary

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sds.kernel.endpoints import TAG_KEY, EndpointLease
-from sds.kernel.errors import SdsError
+from sds.kernel.errors import SdsError, plural
 
 # EC2 spells endpoint states in either case depending on the API version; compared lowercased.
 AVAILABLE = "available"
@@ -140,13 +140,14 @@ def wait_for_endpoints(ec2: Any, lease: EndpointLease, *, token: str = "") -> Le
     report = lease_endpoints(ec2, lease, token=token)
     broken = {s: state for s, state in report.states.items() if state in BROKEN}
     if broken:
+        them, new = ("it", "a new one") if len(broken) == 1 else ("them", "new ones")
         raise LeaseFailed(
-            "interface endpoint(s) "
+            f"interface {plural(len(broken), 'endpoint')} "
             + ", ".join(
                 f"{service} ({report.endpoints[service]}) {state}"
                 for service, state in broken.items()
             )
-            + f" in {lease.vpc_id}; the release deletes them, a new run creates new ones"
+            + f" in {lease.vpc_id}; the release deletes {them}, a new run creates {new}"
         )
     if not report.available:
         pending = [f"{s} {state}" for s, state in report.states.items() if state != AVAILABLE]
@@ -210,5 +211,8 @@ def release_endpoints(
             f"{item.get('ResourceId', '?')} ({item.get('Error', {}).get('Message', 'no reason')})"
             for item in unsuccessful
         )
-        raise ReleaseFailed(f"could not delete endpoint(s) {failed}; the hourly sweep retries")
+        raise ReleaseFailed(
+            f"could not delete {plural(len(unsuccessful), 'endpoint')} {failed}; the hourly "
+            "sweep retries"
+        )
     return ReleaseReport(deleted=tuple(ids))

@@ -10,9 +10,9 @@ from typing import Any
 
 from sds.cli.arguments import workers_option
 from sds.cli.render import print_json, report_error
-from sds.kernel.errors import UsageError
+from sds.kernel.errors import UsageError, counted
 from sds.kernel.signals import reworded
-from sds.progress import Progress, counted, human_bytes
+from sds.progress import Progress, human_bytes
 
 STEPS = 4  # partition, collect, compute, manifest
 
@@ -149,7 +149,9 @@ def report_local_run(args: argparse.Namespace, run: Callable[[Progress], Any], *
             f"{backtest['flagged']}: precision {_ratio(precision)}, recall {_ratio(recall)}"
         )
     if totals["duplicates"]:
-        print(f"  {totals['duplicates']} redelivered event(s) counted once", file=sys.stderr)
+        print(
+            f"  {counted(totals['duplicates'], 'redelivered event')} counted once", file=sys.stderr
+        )
     return 0 if manifest["complete"] else 1
 
 

@@ -12,6 +12,10 @@ Exit codes (as `sds --help`, the README and docs/runbook.md document them): 0 do
 do), 1 error, 2 usage error, 3 refused (a promotion gate failed, a concurrent change won, a
 rollback's target was never served by that environment or its Lambda version cannot serve, or a
 batch run's --out holds another run (of other input, say) or other files, with --aws too).
+
+The wording of counts in messages lives here too, beside the errors that carry most of them, so
+the Lambda functions word them as the CLI does without importing it: `counted(2, "problem")` is
+"2 problems", `plural(1, "key")` is "key"; never "problem(s)".
 """
 
 from __future__ import annotations
@@ -22,6 +26,17 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_REFUSED = 3
+
+
+def plural(n: int, noun: str) -> str:
+    """`key` for a count of one, `keys` for any other (0 too): for a noun before a list of names,
+    as in "unknown keys a, b". Every noun sds counts takes an -s."""
+    return noun if n == 1 else f"{noun}s"
+
+
+def counted(n: int, noun: str) -> str:
+    """`1 part`, `2 parts`, `0 parts`: a count and its noun, in the singular for one only."""
+    return f"{n} {plural(n, noun)}"
 
 
 class SdsError(Exception):

@@ -34,11 +34,11 @@ from sds.kernel.batch.run import (
 )
 from sds.kernel.batch.shuffle import default_workers
 from sds.kernel.batch.storage import open_storage
-from sds.kernel.errors import SdsError, UsageError
+from sds.kernel.errors import SdsError, UsageError, counted
 from sds.kernel.lock import read_pin
 from sds.kernel.registry import RegistryError, VersionNotFound
 from sds.ops.workspace import Workspace
-from sds.progress import Progress, counted
+from sds.progress import Progress
 
 STEPS = 3
 

@@ -39,12 +39,11 @@ from sds.kernel.batch.run import MANIFEST, check_locations, read_json
 from sds.kernel.batch.settings import BatchFunctionSettings, run_input
 from sds.kernel.batch.shuffle import HistoryError
 from sds.kernel.batch.storage import StorageError, open_storage
-from sds.kernel.errors import Refused, SdsError, UsageError
+from sds.kernel.errors import Refused, SdsError, UsageError, counted
 from sds.kernel.signals import reworded
 from sds.ops.aws import AwsError, failure, start_execution
 from sds.ops.batch import model_for
 from sds.ops.workspace import Workspace
-from sds.progress import counted
 
 Say = Callable[[str], None]
 POLL_SECONDS = 5.0

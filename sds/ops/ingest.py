@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sds.kernel.aggregates import LATENESS
-from sds.kernel.errors import UsageError
+from sds.kernel.errors import UsageError, counted
 from sds.kernel.events import first_conflict, validate
 from sds.kernel.features import TimeCheck, json_int, parse_time
 from sds.kernel.featurestore import open_feature_store
@@ -127,7 +127,7 @@ def refused_input(problems: list[str]) -> DataError:
         if len(problems) > MAX_PROBLEMS_SHOWN
         else ""
     )
-    return DataError(f"{len(problems)} problem(s), nothing was stored: {shown}{more}")
+    return DataError(f"{counted(len(problems), 'problem')}, nothing was stored: {shown}{more}")
 
 
 def ingest(

@@ -63,7 +63,7 @@ from lambdas.inference.app import (
     request_body,
 )
 from sds.kernel.capture import CaptureSink
-from sds.kernel.errors import SdsError
+from sds.kernel.errors import SdsError, counted
 from sds.kernel.events import (
     ACTIVITY_KINDS,
     KINDS,
@@ -543,7 +543,7 @@ class EventsEndpoint:
             not_ahead = functools.partial(ahead_of_clock, now=self.clock())
             problems.extend(validate_batch(items, kinds=self.kinds, check_time=not_ahead))
         if problems:
-            message = f"{len(problems)} problem(s); nothing was stored"
+            message = f"{counted(len(problems), 'problem')}; nothing was stored"
             return _proxy(400, RequestError(400, "invalid_request", message, problems).document())
         assert items is not None
         labels = [item for item in items if item["type"] in LABEL_KINDS]
@@ -593,7 +593,7 @@ class EventsEndpoint:
                 failure = {
                     "error": "feature_store_unavailable",
                     "message": (
-                        f"{len(result.failed)} event(s) could not be stored; send the whole "
+                        f"{counted(len(result.failed), 'event')} could not be stored; send the whole "
                         "batch again (what was stored is counted once)"
                     ),
                 }
@@ -606,11 +606,12 @@ class EventsEndpoint:
 def _conflict_document(conflicts: Sequence[tuple[str, str]], *, stored: bool) -> dict[str, Any]:
     """The 409 of `POST /events`: each event whose id is already stored with other content."""
     outcome = "the other events were stored" if stored else "nothing was stored"
+    reuse = "reuses" if len(conflicts) == 1 else "reuse"
     return {
         "error": "conflicts_with_stored_events",
         "message": (
-            f"{len(conflicts)} event(s) reuse an event id already stored with different "
-            f"content; {outcome}"
+            f"{counted(len(conflicts), 'event')} {reuse} an event id already stored with "
+            f"different content; {outcome}"
         ),
         "problems": [{"field": where, "reason": reason} for where, reason in conflicts[:1000]],
     }
@@ -1101,8 +1102,8 @@ class _Server(ThreadingHTTPServer):
         self._lingerer.close()
         if self.refused > self._refusals_logged:
             logger.warning(
-                "%d connection(s) refused with 503 since the last line about it; %d in all",
-                self.refused - self._refusals_logged,
+                "%s refused with 503 since the last line about it; %d in all",
+                counted(self.refused - self._refusals_logged, "connection"),
                 self.refused,
             )
 

@@ -113,7 +113,7 @@ def _settings(cls: type = Infra, prefix: str = "") -> dict[str, Any]:
         ),
         (
             {"alarms": {"alert_rate": {"ratio": 2}}},
-            "environments.dev.infra.alarms.alert_rate: unknown key(s) ratio; known: enabled",
+            "environments.dev.infra.alarms.alert_rate: unknown key ratio; known: enabled",
         ),
         ({"training": {"cpu": 3000}}, "infra.training.cpu: must be a Fargate CPU size"),
         ({"training": {"memory_mb": 256}}, "infra.training.memory_mb: must be between 512 and"),
@@ -167,10 +167,10 @@ def _settings(cls: type = Infra, prefix: str = "") -> dict[str, Any]:
         ),
         (
             {"lambda": {"memory": 512}},
-            "environments.dev.infra.lambda: unknown key(s) memory; known: memory_mb, architecture",
+            "environments.dev.infra.lambda: unknown key memory; known: memory_mb, architecture",
         ),
         ({"lambda": 1024}, "environments.dev.infra.lambda: expected an object, got int"),
-        ({"alarm": {"throttles": 3}}, "environments.dev.infra: unknown key(s) alarm; known: "),
+        ({"alarm": {"throttles": 3}}, "environments.dev.infra: unknown key alarm; known: "),
     ],
 )
 def test_invalid_infra_settings_are_rejected_with_the_full_key_named(

@@ -148,7 +148,11 @@ def test_a_fourth_environment_is_config_only() -> None:
     ("change", "message"),
     [
         ({"gates": {"min_roc_auc": "high"}}, "environments.dev.gates.min_roc_auc: expected float"),
-        ({"gates": {"min_auc": 0.8}}, "environments.dev.gates: unknown key(s) min_auc"),
+        ({"gates": {"min_auc": 0.8}}, "environments.dev.gates: unknown key min_auc; known: "),
+        (
+            {"gates": {"min_auc": 0.8, "max_auc": 1}},
+            "environments.dev.gates: unknown keys max_auc, min_auc; known: ",
+        ),
         ({"gates": {"min_roc_auc": 5}}, "environments.dev.gates.min_roc_auc: must be from 0 to 1"),
         (
             {"gates": {"max_calibration_error": -0.1}},
@@ -194,8 +198,12 @@ def test_a_fourth_environment_is_config_only() -> None:
         ),
         (
             {"colour": "red"},
-            "environments.dev: unknown key(s) colour; known: promote_from, gates, serving, infra, "
+            "environments.dev: unknown key colour; known: promote_from, gates, serving, infra, "
             "capture, labels, monitor, shadow",
+        ),
+        (
+            {"colour": "red", "size": 2},
+            "environments.dev: unknown keys colour, size; known: promote_from, gates, serving, ",
         ),
         (
             {"infra": {"batch": {"max_concurrency": 0}}},

@@ -195,7 +195,7 @@ def test_an_event_id_stored_by_an_earlier_request_with_other_content_gets_a_409(
     # Then it is refused with 409, the event named where it is, and nothing of it is stored
     assert (status, answer["error"]) == (409, "conflicts_with_stored_events")
     assert answer["message"] == (
-        "1 event(s) reuse an event id already stored with different content; nothing was stored"
+        "1 event reuses an event id already stored with different content; nothing was stored"
     )
     assert answer["problems"] == [
         {
@@ -206,6 +206,13 @@ def test_an_event_id_stored_by_an_earlier_request_with_other_content_gets_a_409(
         }
     ]
     assert stored_event_ids(tmp_path / "features.db") == 4
+    # And a request reusing two of the ids is refused in the plural
+    body = {"events": [{**first[0], "account_id": "someone-else"}, reused]}
+    status, answer = post_events(api, json.dumps(body).encode())
+    assert (status, answer["message"]) == (
+        409,
+        "2 events reuse an event id already stored with different content; nothing was stored",
+    )
     # And the first request sent again (a client's retry) is accepted: duplicates, counted
     status, answer = post_events(api, json.dumps({"events": first}).encode())
     assert status == 202
@@ -270,7 +277,8 @@ def test_a_batch_envelope_with_problems_gets_a_400_naming_each_and_stores_nothin
     assert (status, answer["error"]) == (400, "invalid_request")
     named = [(p["field"], p["reason"]) for p in answer["problems"]]
     assert [(field, reason.split(" (")[0]) for field, reason in named] == problems
-    assert answer["message"] == f"{len(problems)} problem(s); nothing was stored"
+    counted = "1 problem" if len(problems) == 1 else f"{len(problems)} problems"
+    assert answer["message"] == f"{counted}; nothing was stored"
     assert stored_event_ids(tmp_path / "features.db") == 0
 
 
@@ -286,7 +294,7 @@ def test_a_batch_the_store_could_not_take_gets_a_503_that_says_to_send_it_again(
     status, answer = post_events(api, json.dumps({"events": [failed_login("f1")]}).encode())
     # Then the answer is an error a client can act on, with what failed and why
     assert (status, answer["error"]) == (503, "feature_store_unavailable")
-    assert answer["message"].startswith("1 event(s) could not be stored; send the whole batch")
+    assert answer["message"].startswith("1 event could not be stored; send the whole batch")
     assert answer["failed"] == {"f1": "the store is locked"}
 
 
@@ -452,7 +460,7 @@ def test_ingest_refuses_a_file_reusing_a_stored_event_id_with_other_content(
     # the file is stored
     assert code == 1 and out == ""
     assert err.strip() == (
-        f"sds: error: 1 problem(s), nothing was stored: event {changed['event_id']} was already "
+        f"sds: error: 1 problem, nothing was stored: event {changed['event_id']} was already "
         "stored from an earlier input with different content; this copy (account "
         f"{changed['account_id']}, {second}:2) is refused: event ids must not be reused"
     )
@@ -638,7 +646,7 @@ def test_post_events_names_dates_ahead_of_the_clock_with_every_other_problem_at_
         "events[2].outcome",
     ]
     assert re.fullmatch(AHEAD, named[1][1]) and re.fullmatch(AHEAD, named[3][1]), named
-    assert body["message"] == "5 problem(s); nothing was stored"
+    assert body["message"] == "5 problems; nothing was stored"
     assert stored_event_ids(tmp_path / "features.db") == 0
 
 
@@ -673,7 +681,7 @@ def test_post_events_refuses_a_label_dated_ahead_of_the_clock_as_sds_label_does(
     named = [(p["field"], p["reason"]) for p in body["problems"]]
     assert [field for field, _ in named] == ["events[1].labelled_at", "events[2].outcome"]
     assert re.fullmatch(AHEAD, named[0][1]), named
-    assert body["message"] == "2 problem(s); nothing was stored"
+    assert body["message"] == "2 problems; nothing was stored"
     # And a batch whose only problem is that label is refused too: neither the login nor the
     # label is stored
     status, body = post_events(api, json.dumps({"events": batch[:2]}).encode())
@@ -702,7 +710,7 @@ def test_ingest_names_dates_ahead_of_the_clock_with_every_other_problem_at_once(
     assert code == 1
     where = re.escape(str(path))
     assert re.search(
-        rf"2 problem\(s\), nothing was stored: {where}:1\.outcome: 'maybe' is not one of "
+        rf"2 problems, nothing was stored: {where}:1\.outcome: 'maybe' is not one of "
         rf"success, failure; {where}:2\.occurred_at: {AHEAD}",
         err,
     ), err

@@ -457,7 +457,7 @@ def test_an_event_id_reused_across_batches_with_other_content_comes_back_and_is_
     assert (line["Conflicts"], line["Applied"], line["Duplicates"], line["Failed"]) == (1, 1, 1, 0)
     assert burst(store) == 3 and burst(store, "other") == 0
     assert (
-        "event l2 of message(s) m1 not folded: event l2 was already stored from an earlier input "
+        "event l2 of message m1 not folded: event l2 was already stored from an earlier input "
         "with different content; this copy (account other) is refused"
     ) in caplog.text
     # And each redelivery of it comes back again, until the queue moves it aside

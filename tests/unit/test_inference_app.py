@@ -378,7 +378,7 @@ def test_given_several_bad_events_then_400_lists_every_problem_with_field_and_re
     assert status == 400
     assert headers["X-Model-Version"] == "1"
     assert body["message"].startswith(
-        "9 problem(s) in the request; expected fields per event: event_id, account_id"
+        "9 problems in the request; expected fields per event: event_id, account_id"
     )
     assert problems_of(body) == {
         "debug": "is not a known field (expected only 'events')",
@@ -440,6 +440,24 @@ def test_given_a_bad_request_then_the_problem_is_named(
 
     assert status == 400
     assert problems_of(answer)[field] == reason
+
+
+@pytest.mark.parametrize(
+    ("overrides", "counted"),
+    [({"amount": -5}, "1 problem"), ({"amount": -5, "country": 7}, "2 problems")],
+    ids=["one", "two"],
+)
+def test_the_400_message_counts_the_problems_in_the_singular_or_the_plural(
+    served: InferenceApp, overrides: dict[str, Any], counted: str
+) -> None:
+    # Given a payment with one bad field, or two
+    # When it is posted
+    status, _, body = call(served, proxy({"events": [valid_event(**overrides)]}))
+    # Then the message says "1 problem" or "2 problems", never "problem(s)"
+    assert status == 400
+    assert body["message"] == (
+        f"{counted} in the request; expected fields per event: {', '.join(FIELD_NAMES)}"
+    )
 
 
 def test_given_a_number_that_overflows_to_infinity_then_it_is_named_not_scored(

@@ -105,6 +105,6 @@ def test_a_failed_run_counts_the_versions_already_gone_as_deleted_as_its_log_lin
     # When it runs, then it fails naming version 3, and says 2 were deleted, as its log line
     with pytest.raises(handler.PruneFailed) as failed:
         handler.lambda_handler({}, None)
-    assert "1 version(s) of fn could not be deleted (3: " in str(failed.value)
+    assert "1 version of fn could not be deleted (3: " in str(failed.value)
     assert str(failed.value).endswith("; deleted 2")
     assert '"deleted": [1, 2]' in capsys.readouterr().out

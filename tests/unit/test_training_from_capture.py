@@ -526,7 +526,7 @@ def test_sds_label_stores_nothing_when_a_line_is_wrong_and_names_it(
     with pytest.raises(DataError) as error:
         ingest_labels(ws, "dev", str(source))
     message = str(error.value)
-    assert message.startswith("2 problem(s), nothing was stored")
+    assert message.startswith("2 problems, nothing was stored")
     assert f"{source}:2" in message and f"{source}:3: invalid JSON" in message
     assert not ws.labels_dir("dev").exists() or not list(ws.labels_dir("dev").rglob("*.jsonl"))
 
@@ -627,7 +627,7 @@ def test_sds_label_refuses_a_file_with_a_label_dated_ahead_of_the_clock_and_stor
     # the line, and nothing is stored
     assert ended.code == 1, ended
     assert re.fullmatch(
-        rf"sds: error: 1 problem\(s\), nothing was stored: {re.escape(str(source))}:2\."
+        rf"sds: error: 1 problem, nothing was stored: {re.escape(str(source))}:2\."
         r"labelled_at: is 3[56][0-9]{2} s ahead of the clock \(more than 300 s\): is the "
         r"producer's clock right\?",
         ended.error_line,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from sds.cli.arguments import Commands, env_option, port_number, positive_count, workspace
 from sds.config import EnvironmentConfig
-from sds.kernel.errors import SdsError
+from sds.kernel.errors import SdsError, counted
 from sds.kernel.signals import stop_reason
 
 if TYPE_CHECKING:
@@ -98,7 +98,8 @@ def _stop(api: LocalApi) -> int:
     unanswered = api.stop(grace_s=GRACE_SECONDS)
     if unanswered:
         print(
-            f"sds serve: stopped; {unanswered} request(s) unanswered after {GRACE_SECONDS:.0f} s",
+            f"sds serve: stopped; {counted(unanswered, 'request')} unanswered after "
+            f"{GRACE_SECONDS:.0f} s",
             file=sys.stderr,
         )
         return 1

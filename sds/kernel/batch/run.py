@@ -52,7 +52,7 @@ from sds.kernel.batch.shuffle import (
     shuffle_item,
 )
 from sds.kernel.batch.storage import Storage, open_storage
-from sds.kernel.errors import Refused, UsageError
+from sds.kernel.errors import Refused, UsageError, counted
 from sds.kernel.serving import LoadedModel
 
 # 2: each partition's segment of an item's object is followed by its id rows (the check that an
@@ -307,7 +307,9 @@ def differences(
     if mine["model"] != theirs["model"]:
         found.append(f"it scored with {_model(existing.model)}, this one with {_model(plan.model)}")
     if mine["partitions"] != theirs["partitions"]:
-        found.append(f"it has {existing.partitions} partition(s), this one {plan.partitions}")
+        found.append(
+            f"it has {counted(existing.partitions, 'partition')}, this one {plan.partitions}"
+        )
     return found
 
 
