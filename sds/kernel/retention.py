@@ -37,7 +37,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sds.kernel.errors import SdsError
+from sds.kernel.errors import SdsError, counted
 from sds.kernel.lock import Pin
 from sds.kernel.registry.core import AliasState
 
@@ -266,8 +266,9 @@ def _protected_models(
         protected[alias.version] = f"live in registry alias {alias.name}"
         recent = alias.history[-depth:] if depth else ()
         for steps, model in enumerate(reversed(recent), start=1):
-            back = "1 rollback" if steps == 1 else f"{steps} rollbacks"
-            protected.setdefault(model, f"{back} back in registry alias {alias.name}'s history")
+            protected.setdefault(
+                model, f"{counted(steps, 'rollback')} back in registry alias {alias.name}'s history"
+            )
     for role, pin in sorted(configuration.items()):
         protected.setdefault(pin.version, f"pinned as {role} by the function's configuration")
     return protected

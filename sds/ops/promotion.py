@@ -23,7 +23,7 @@ from typing import Any
 from sds.config import Gates, MustBeatLive
 from sds.kernel.behaviour import expected_alert_rate
 from sds.kernel.comparison import Comparison, ComparisonError
-from sds.kernel.errors import Refused, SdsError
+from sds.kernel.errors import Refused, SdsError, counted
 from sds.kernel.lock import LockFile, LockFileError, Pin, check_writable, sync_pin
 from sds.kernel.registry import (
     AliasState,
@@ -745,7 +745,7 @@ def rollback_target(
             # The trail the refusal rests on is incomplete: say so, and where to look.
             count = len(known.unreadable)
             unread = (
-                f"; {count} audit event{'s' if count > 1 else ''} could not be read and may "
+                f"; {counted(count, 'audit event')} could not be read and may "
                 f"show more, {'the first ' if count > 1 else ''}{known.unreadable[0]}"
             )
         raise NeverServed(
