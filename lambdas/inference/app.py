@@ -21,8 +21,8 @@ per request, and the warm path compares it with the latest time of the batch onl
 
 The warm path is built for the requests that are almost all of them, valid ones: the body is
 read straight into columns, parsed and validated together in C (`sds.kernel.features.BatchDecoder`,
-msgspec), the events are featurized together, column by column (`featurize_columns`), and the
-response is written with orjson. Anything that path does not accept is answered by the reference
+msgspec), the events are featurized together (`featurize_columns`: a few in one generated pass
+over their rows, more column by column), and the response is written with orjson. Anything that path does not accept is answered by the reference
 path, the standard library's parser and `validate_event` per event, so every error a client can
 see (status, code, message, problems in order) is exactly what that reference gives.
 
