@@ -1,16 +1,22 @@
 """Draw docs/architecture.png from the project's own configuration: `make diagram`.
 
-The environments, their order (promote_from), deployment strategies, API auth and training
-schedules come from cdk.json through `sds.config` (the loader the CDK app uses), so adding an
-environment or changing a canary shows up the next time the picture is drawn. Uses the
-`diagrams` package (pinned in requirements-dev.txt) and Graphviz `dot` (the Makefile installs
-it when missing).
+The environments, their order (promote_from), deployment strategies, API auth, training
+schedules and sources, batch concurrency and output prefix come from cdk.json through
+`sds.config` (the loader the CDK app uses), so adding an environment or changing a canary shows
+up the next time the picture is drawn. Uses the `diagrams` package (pinned in
+requirements-dev.txt) and Graphviz `dot` (the Makefile installs it when missing).
 
-Six paths, one colour each: requests (blue), activity events (purple: the bus, queue, feature
+Seven paths, one colour each: requests (blue), activity events (purple: the bus, queue, feature
 updater and feature table that keep the account aggregates), training (green), promotion and
-deployment (orange), rollback (red), and the loop (brown): what each function served, captured as
+deployment (orange), rollback (red), the loop (brown): what each function served, captured as
 a log line and shipped by a log subscription through Firehose to the environment's captures
-bucket, the label events the bus sends next to it, and the training from capture that reads both.
+bucket, the label events the bus sends next to it, and the training from capture that reads both,
+and batch runs (teal): `sds --aws score` and `sds --aws backfill` start the environment's state
+machine (the Batch stack), whose two distributed maps call the batch function (the inference
+bundle) on the input ranges, then on the partitions; it reads history from the training-data
+bucket and, to score, the version the run names from the registry, and writes scores or
+aggregates under the batch output prefix of that bucket (a backfill never writes the feature
+table).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from diagrams.aws.analytics import KinesisDataFirehose
 from diagrams.aws.compute import Fargate, Lambda
 from diagrams.aws.database import Dynamodb
 from diagrams.aws.devtools import Codedeploy
-from diagrams.aws.integration import SQS, Eventbridge
+from diagrams.aws.integration import SQS, Eventbridge, StepFunctions
 from diagrams.aws.management import CloudwatchAlarm, CloudwatchEventTimeBased, CloudwatchLogs
 from diagrams.aws.network import APIGateway
 from diagrams.aws.storage import S3
@@ -43,6 +49,7 @@ TRAINING = "#2e8b3e"
 PROMOTION = "#d97a00"
 ROLLBACK = "#c62828"
 CAPTURE = "#8d5524"
+BATCH = "#00897b"
 
 STRATEGY_LABELS = {
     "all_at_once": "all at once",
@@ -93,7 +100,7 @@ def draw(out: Path, *, cdk_json: Path = ROOT / "cdk.json") -> Path:
     title = (
         f"sds: model '{project.model_name}' in {len(order)} environments "
         "(blue: requests, purple: activity events, green: training, orange: promote + deploy, "
-        "red: rollback, brown: capture + labels)"
+        "red: rollback, brown: capture + labels, teal: batch score + backfill)"
     )
     with Diagram(
         title,
@@ -108,7 +115,9 @@ def draw(out: Path, *, cdk_json: Path = ROOT / "cdk.json") -> Path:
         # Edges that only explain (not flow top to bottom) must not move nodes between rows.
         side = {"constraint": "false"}
         with Cluster("operators and CI"):
-            people = User("data scientist / on-call\nsds train · promote · rollback")
+            people = User(
+                "data scientist / on-call\nsds train · promote · rollback\nsds score · backfill"
+            )
             lock = Git("models.lock.json in git\n(pin: version + sha256)")
             ci = GithubActions(
                 "CI (GitHub Actions)\nPR: make test + cdk diff\nmain: cdk deploy, approvals"
@@ -156,12 +165,19 @@ def draw(out: Path, *, cdk_json: Path = ROOT / "cdk.json") -> Path:
                                 f"schedule\n{infra.training.schedule}"
                             )
                             schedule >> Edge(color=TRAINING) >> training
+                with Cluster(f"{name}/Batch"):
+                    machine = StepFunctions(
+                        "state machine (Step Functions)\nshuffle map, then parts map\n"
+                        f"max {infra.batch.max_concurrency} at once"
+                    )
+                    batch = Lambda("batch function\n(inference bundle)")
                 with Cluster(f"{name}/Registry"):
                     registry = S3(f"registry (S3)\nalias {name}")
+                    data = S3(f"training data (S3)\nhistory, {infra.batch.output_prefix} results")
                     table = Dynamodb("feature table\n(account aggregates)")
                     rate = env.capture.sample_rate
                     captures = S3(
-                        f"captures (S3)\ncaptures/ labels/ dt=YYYY-MM-DD\n"
+                        f"captures (S3)\ncaptures/ labels/\ndt=YYYY-MM-DD\n"
                         f"sampled {rate:g}, kept {env.capture.retention_days} days"
                     )
 
@@ -188,6 +204,34 @@ def draw(out: Path, *, cdk_json: Path = ROOT / "cdk.json") -> Path:
             labels >> Edge(color=CAPTURE, label="labels/") >> captures
             if training is not None and infra.training.source == "capture":
                 captures >> Edge(color=TRAINING, label="train from capture", **side) >> training
+            if training is not None and infra.training.source == "history":
+                history = f"train from history\n({infra.training.data_prefix})"
+                data >> Edge(color=TRAINING, label=history, **side) >> training
+            (
+                people
+                >> Edge(color=BATCH, label=f"sds --aws score / backfill --env {name}")
+                >> machine
+            )
+            (
+                machine
+                >> Edge(color=BATCH, label="distributed maps\n(input ranges, then partitions)")
+                >> batch
+            )
+            batch >> Edge(color=BATCH, style="dashed", label="read history") >> data
+            (
+                batch
+                >> Edge(color=BATCH, label=f"write {infra.batch.output_prefix}\n(parts, manifest)")
+                >> data
+            )
+            (
+                batch
+                >> Edge(
+                    color=BATCH,
+                    style="dashed",
+                    label="load chosen version\n(sha256-verified; score)",
+                )
+                >> registry
+            )
             registries[name] = registry
             if training is not None:
                 # Versions are allocated where the chain starts: every task registers there.
