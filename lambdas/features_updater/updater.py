@@ -198,7 +198,7 @@ class FeatureUpdater:
                 ", ".join(m or "?" for m in carried),
                 reason,
             )
-            failed.extend(messages_of.get(event_id, []))
+            failed.extend(carried)
         counts["Conflicts"] = sum(len(messages_of.get(i, [])) for i in result.conflicts)
         counts["Applied"] = result.applied
         # Copies of an event inside this batch are duplicates too (those of a conflict fail).

@@ -22,9 +22,10 @@ per request, and the warm path compares it with the latest time of the batch onl
 The warm path is built for the requests that are almost all of them, valid ones: the body is
 read straight into columns, parsed and validated together in C (`sds.kernel.features.BatchDecoder`,
 msgspec), the events are featurized together (`featurize_columns`: a few in one generated pass
-over their rows, more column by column), and the response is written with orjson. Anything that path does not accept is answered by the reference
-path, the standard library's parser and `validate_event` per event, so every error a client can
-see (status, code, message, problems in order) is exactly what that reference gives.
+over their rows, more column by column), and the response is written with orjson. Anything that
+path does not accept is answered by the reference path, the standard library's parser and
+`validate_event` per event, so every error a client can see (status, code, message, problems in
+order) is exactly what that reference gives.
 
 Metrics are Embedded Metric Format lines on stdout (no API call): a scored request writes the
 served version's behaviour (`sds.kernel.behaviour`: predictions, flagged, score histogram) with

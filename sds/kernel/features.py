@@ -561,9 +561,9 @@ class Feature:
     """Model inputs computed from one event's inputs: one output column per name, in order.
 
     `expression` is the one definition, a Python expression over the event's input names (its
-    fields, its aggregates) and `_SCOPE`'s, whose value is the feature's; a one-hot feature says
-    which input it encodes instead (`one_hot`: the input's name and its categories, in the order
-    of `names`), and its expression is the tuple of those columns' values. Both forms a batch
+    fields, its aggregates) and `_SCOPE`'s, whose value is the feature's; a one-hot feature also
+    says which input it encodes (`one_hot`: the input's name and its categories, in the order of
+    `names`), and its expression is the tuple of those columns' values. Both forms a batch
     needs are compiled from that text alone (`_feature`, `_one_hot`): `compute`, the feature's
     columns over a batch, and a term of the comprehension `_compile_rows` generates, which
     writes a small batch's rows with every feature in one pass. The same text, never two
@@ -612,7 +612,7 @@ def _feature(name: str, expression: str) -> Feature:
     """A feature with one column: `expression`'s value per event (an input's own column when
     the expression is just its name)."""
     inputs = _inputs_of(name, expression, _SCOPE)
-    if expression == name and inputs == (name,):
+    if expression == name:  # an input of its own name
         return Feature((name,), expression, inputs, lambda columns: (columns[name],))
     source = f"lambda columns: ([{expression} {_over(inputs)}],)"
     return Feature((name,), expression, inputs, _compiled(source, f"feature {name}", _SCOPE))

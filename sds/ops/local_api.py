@@ -593,8 +593,8 @@ class EventsEndpoint:
                 failure = {
                     "error": "feature_store_unavailable",
                     "message": (
-                        f"{counted(len(result.failed), 'event')} could not be stored; send the whole "
-                        "batch again (what was stored is counted once)"
+                        f"{counted(len(result.failed), 'event')} could not be stored; send the "
+                        "whole batch again (what was stored is counted once)"
                     ),
                 }
                 return _proxy(503, failure | document)
