@@ -21,6 +21,7 @@ order of arrival: online and offline agree to the last digit, not within a toler
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -68,6 +69,8 @@ LATENESS = HOUR
 BucketValue = int | frozenset[str]
 # aggregate name -> bucket start (microseconds) -> value in that bucket
 EntityState = dict[str, dict[int, BucketValue]]
+Query = tuple[Mapping[str, Mapping[int, BucketValue]], int]  # an entity's state, a time
+AggregateColumns = dict[str, list[float]]  # aggregate name -> its value for each query
 
 
 def amount_usd_cents(event: Mapping[str, Any]) -> int:
@@ -277,49 +280,57 @@ def evaluate(
 
 
 def evaluate_columns(
-    queries: Sequence[tuple[Mapping[str, Mapping[int, BucketValue]], int]],
-    *,
-    aggregates: tuple[Aggregate, ...] = AGGREGATES,
-) -> dict[str, list[float]]:
+    queries: Sequence[Query], *, aggregates: tuple[Aggregate, ...] = AGGREGATES
+) -> AggregateColumns:
     """Every aggregate's value for many (state, time) queries at once, as columns:
     `columns[name][i]` is aggregate `name` of `queries[i]` (0 where nothing counts).
 
-    The scoring path's form: one aggregate at a time over the whole request, so each
-    declaration is read once per request instead of once per payment, and the columns are what
-    the features read (`sds.kernel.features.Columns.with_inputs`). An aggregate with no buckets
-    costs one lookup, and the window's first bucket is computed inline (`window_start`)."""
-    columns: dict[str, list[float]] = {}
-    for aggregate in aggregates:
-        name, window, bucket, scale = (
-            aggregate.name,
-            aggregate.window,
-            aggregate.bucket,
-            aggregate.scale,
-        )
+    The columns are what the features read (`sds.kernel.features.Columns.with_inputs`). The
+    scoring path holds its `evaluator` instead (`sds.kernel.online.OnlineFeatures`): finding the
+    one of `aggregates` hashes every declaration, as much as evaluating one query."""
+    return evaluator(aggregates)(queries)
+
+
+@functools.cache
+def evaluator(aggregates: tuple[Aggregate, ...]) -> Callable[[Sequence[Query]], AggregateColumns]:
+    """`evaluate_columns` for `aggregates`: a function generated from their declarations (once
+    per set of declarations), one pass over the queries with every aggregate's name, window,
+    bucket and scale written in as constants, so evaluating reads no declaration at all. For
+    each query and aggregate, the rule of this module: the buckets that start in
+    [floor(time - window), time), summed (`count`, `sum`) or their sets' union counted
+    (`count_distinct`), divided by `scale`; an aggregate with no buckets costs one lookup."""
+    body: list[str] = []
+    for index, aggregate in enumerate(aggregates):
         distinct = aggregate.function == "count_distinct"
-        column: list[float] = []
-        append = column.append
-        for state, time in queries:
-            buckets = state.get(name)
-            if not buckets:
-                append(0.0)
-                continue
-            first = time - window
-            first -= first % bucket
-            if distinct:
-                seen: set[str] = set()
-                for start, value in buckets.items():
-                    if first <= start < time:
-                        seen.update(value)  # type: ignore[arg-type]
-                append(len(seen) / scale)
-            else:
-                total = 0
-                for start, value in buckets.items():
-                    if first <= start < time:
-                        total += value  # type: ignore[operator]
-                append(total / scale)
-        columns[name] = column
-    return columns
+        body += [
+            f"buckets = state.get({aggregate.name!r})",
+            "if buckets:",
+            f"    first = time - {aggregate.window!r}",
+            f"    first -= first % {aggregate.bucket!r}",
+            "    seen = set()" if distinct else "    total = 0",
+            "    for start, value in buckets.items():",
+            "        if first <= start < time:",
+            "            seen.update(value)" if distinct else "            total += value",
+            f"    append_{index}({'len(seen)' if distinct else 'total'} / {aggregate.scale!r})",
+            "else:",
+            f"    append_{index}(0.0)",
+        ]
+    names = [aggregate.name for aggregate in aggregates]
+    source = "\n".join(
+        [
+            "def evaluate(queries):",
+            *(f"    column_{i} = []; append_{i} = column_{i}.append" for i in range(len(names))),
+            "    for state, time in queries:",
+            *(f"        {line}" for line in body or ["pass"]),
+            "    return {"
+            + ", ".join(f"{name!r}: column_{i}" for i, name in enumerate(names))
+            + "}",
+        ]
+    )
+    namespace: dict[str, Any] = {}
+    exec(compile(source, "<aggregates' evaluation>", "exec"), namespace)
+    evaluate: Callable[[Sequence[Query]], AggregateColumns] = namespace["evaluate"]
+    return evaluate
 
 
 def state_to_json(state: Mapping[str, Mapping[int, BucketValue]]) -> dict[str, dict[str, Any]]:

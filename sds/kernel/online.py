@@ -28,7 +28,7 @@ from sds.kernel.aggregates import (
     SECOND,
     Aggregate,
     EntityState,
-    evaluate_columns,
+    evaluator,
     fold,
 )
 from sds.kernel.events import conflict_message, content_digest, recorded_conflict_message
@@ -109,6 +109,7 @@ class OnlineFeatures:
         self.store = store
         self.aggregates = aggregates
         self.clock = clock
+        self._evaluate = evaluator(aggregates)  # `evaluate_columns`, found once
         entities = {a.entity for a in aggregates}
         if len(entities) > 1:
             raise ValueError("all aggregates must share one entity key")
@@ -294,4 +295,4 @@ class OnlineFeatures:
         stored = self.store.read(list(dict.fromkeys(entities)))
         empty = EMPTY.state
         states = [(found.state if (found := stored.get(e)) else empty) for e in entities]
-        return evaluate_columns(list(zip(states, times, strict=True)), aggregates=self.aggregates)
+        return self._evaluate(list(zip(states, times, strict=True)))

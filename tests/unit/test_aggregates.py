@@ -315,11 +315,74 @@ def test_evaluating_many_queries_at_once_gives_each_querys_own_values(
     # Given states and times, as a request's payments query them
     # When the scoring path evaluates them together, as columns
     columns = agg.evaluate_columns(queries)
-    # Then each payment's values are exactly what evaluating it alone gives
+    # Then each payment's values are exactly what evaluating it alone gives, and what the rule
+    # gives when read off the buckets directly
     assert list(columns) == list(agg.NAMES)
     for i, (state, at) in enumerate(queries):
         alone = evaluate(state, at)
         assert {name: columns[name][i] for name in agg.NAMES} == alone
+        assert alone == {a.name: from_buckets(state, at, a) for a in AGGREGATES}
+
+
+def from_buckets(
+    state: Mapping[str, Mapping[int, agg.BucketValue]], at: int, a: Aggregate
+) -> float:
+    """The rule on a state: the buckets that start in [floor(t - window), t), added up (their
+    sets' union counted), divided by the scale."""
+    inside = [v for start, v in state.get(a.name, {}).items() if a.window_start(at) <= start < at]
+    if a.function == "count_distinct":
+        return len(frozenset[str]().union(*inside)) / a.scale  # type: ignore[arg-type]
+    return sum(inside) / a.scale  # type: ignore[arg-type]
+
+
+def test_other_declarations_are_evaluated_by_their_own_windows_buckets_and_scales() -> None:
+    # Given declarations of its own, as a project may add (a 10-minute window in 2-minute
+    # buckets, a sum scaled by 1000, countries over 2 days), and a state with buckets inside
+    # and outside each window
+    declared = (
+        Aggregate("logins_10m", "", "login", "count", window=10 * MINUTE, bucket=2 * MINUTE),
+        Aggregate(
+            "paid_k",
+            "",
+            "payment",
+            "sum",
+            of="amount_usd_cents",
+            scale=1000,
+            window=HOUR,
+            bucket=HOUR,
+        ),
+        Aggregate(
+            "countries_2d",
+            "",
+            "payment",
+            "count_distinct",
+            of="country",
+            window=2 * agg.DAY,
+            bucket=agg.DAY,
+        ),
+    )
+    at = T0 + 3 * agg.DAY + 30 * MINUTE
+    state: dict[str, dict[int, agg.BucketValue]] = {
+        "logins_10m": {at - 12 * MINUTE: 5, at - 10 * MINUTE: 1, at - 2 * MINUTE: 2, at: 7},
+        "paid_k": {at - 150 * MINUTE: 1_000, at - 90 * MINUTE: 500, at - 30 * MINUTE: 2_500},
+        "countries_2d": {
+            T0: frozenset({"US"}),
+            T0 + agg.DAY: frozenset({"GB"}),
+            T0 + 2 * agg.DAY: frozenset({"GB", "FR"}),
+            T0 + 3 * agg.DAY: frozenset({"DE"}),
+        },
+    }
+    # When they are evaluated for two payments, one of them of an account with no state
+    columns = agg.evaluate_columns([(state, at), ({}, at)], aggregates=declared)
+    # Then each counts its own window, from the bucket its start falls in (at - 10 minutes for
+    # the logins, at - 90 minutes for the sum, T0 + 1 day for the countries), up to just before
+    # the payment; and nothing where nothing counts
+    assert columns == {"logins_10m": [3.0, 0.0], "paid_k": [3.0, 0.0], "countries_2d": [3.0, 0.0]}
+    assert columns == {a.name: [from_buckets(state, at, a), 0.0] for a in declared}
+
+
+def test_no_declarations_evaluate_to_no_columns() -> None:
+    assert agg.evaluate_columns([({}, T0)], aggregates=()) == {}
 
 
 def test_without_msgspec_a_state_reads_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
