@@ -83,6 +83,12 @@ _TIMES = re.compile(f"(?:{TIME_PATTERN[1:-1].replace('(', '(?:')}\n)*")
 # Times per match: a longer string costs more per time (measured: 65,536 joined take twice as
 # long as 16 matches of 4,096).
 _TIMES_PER_MATCH = 4096
+# The shape of `format_time` (27 characters: six fraction digits and "Z"), which sds writes and
+# most producers send, each followed by the newline that joins a column: a column of only those
+# is checked as bytes (`_are_times`), its digits made "0" and the whole compared to this shape
+# repeated, its years' first two digits read at their offsets. A subset of `_TIMES`' language.
+_FORMATTED = b"0000-00-00T00:00:00.000000Z\n"
+_DIGITS_AS_ZERO = bytes.maketrans(b"0123456789", b"0000000000")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 TIME_FORMAT_HINT = "an ISO 8601 time with a time zone, e.g. 2026-03-01T12:00:00Z"
@@ -140,7 +146,20 @@ def parse_times(texts: Sequence[Any]) -> list[int]:
 def _are_times(texts: Sequence[Any]) -> bool:
     """Whether every text has the published pattern's shape and years (TypeError: one is not a
     string). A text holding a newline either breaks the match or holds two times, which
-    `datetime.fromisoformat` then refuses, as `parse_time` does."""
+    `datetime.fromisoformat` then refuses, as `parse_time` does.
+
+    A column of `format_time`'s shape only is checked without the regular expression: 100
+    times in 3.8 us against 19.6 (Python 3.12, alone). A text holding a newline cannot pass
+    that check: the joined column would hold more newlines than `_FORMATTED` repeated."""
+    width, count = len(_FORMATTED), len(texts)
+    if count and len(texts[0]) == width - 1 and (joined := "\n".join(texts) + "\n").isascii():
+        data = joined.encode()
+        if (
+            data.translate(_DIGITS_AS_ZERO) == _FORMATTED * count
+            and data[0::width] == b"2" * count
+            and data[1::width] == b"0" * count
+        ):
+            return True  # the years 2000 to 2099 (`_YEARS`): 20, then two ASCII digits
     for start in range(0, len(texts), _TIMES_PER_MATCH):
         if _TIMES.fullmatch("\n".join(texts[start : start + _TIMES_PER_MATCH]) + "\n") is None:
             return False

@@ -797,6 +797,87 @@ def test_a_column_of_times_is_read_as_each_time_is_read_alone(texts: list[Any]) 
     assert _outcome(lambda: parse_times(texts)) == _outcome(each)
 
 
+# What one character of a time may become: another digit, a separator, a non-ASCII digit, none, two
+_NEAR_MISSES = ["0", "9", "2", "-", ":", "T", "Z", ".", "\n", "\u0662", "x", " ", "", "00"]
+
+
+def _formatted_or_nearly(
+    moment: datetime, at: int, replacement: str | None
+) -> str:  # format_time's shape, one character replaced by another (None: left as it is)
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return text if replacement is None else text[:at] + replacement + text[at + 1 :]
+
+
+@given(
+    texts=st.lists(
+        st.builds(
+            _formatted_or_nearly,
+            st.datetimes(min_value=datetime(1995, 1, 1), max_value=datetime(2104, 12, 31)),
+            st.integers(min_value=0, max_value=26),
+            st.one_of(
+                st.none(),
+                st.none(),
+                st.sampled_from(_NEAR_MISSES),
+            ),
+        ),
+        min_size=4,
+        max_size=12,
+    )
+)
+@settings(max_examples=800, deadline=None)
+def test_a_column_of_format_times_shape_is_read_as_each_time_is_read_alone(
+    texts: list[str],
+) -> None:
+    # Given columns of times as sds writes them (the shape `_are_times` checks without the
+    # regular expression), some with one character replaced, removed or doubled
+    # When the column is read at once
+    # Then it is what reading each time alone gives, and the first invalid one is named the same
+    def each() -> list[int]:
+        return [parse_time(text) for text in texts]
+
+    assert _outcome(lambda: parse_times(texts)) == _outcome(each)
+
+
+def test_every_character_of_format_times_shape_is_checked() -> None:
+    # Given a column of format_time's shape, and its last time with each character replaced by
+    # each of some near misses (another digit, a separator, a non-ASCII digit, none, two)
+    valid = [
+        "2026-03-01T12:00:00.000000Z",
+        "2051-07-31T23:59:59.999999Z",
+        "2000-01-01T00:00:00.000001Z",
+    ]
+    for at in range(27):
+        for replacement in _NEAR_MISSES:
+            texts = [
+                *valid,
+                _formatted_or_nearly(datetime(2026, 3, 29, 9, 58, 36, 167797), at, replacement),
+            ]
+
+            # Then the column reads as each time alone (a time's value, or the same error)
+            def each() -> list[int]:
+                return [parse_time(text) for text in texts]  # noqa: B023
+
+            assert _outcome(lambda: parse_times(texts)) == _outcome(each), texts  # noqa: B023
+
+
+def test_a_column_of_format_times_shape_is_checked_without_the_regular_expression(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given the regular expression out of reach
+    class Unreachable:
+        def fullmatch(self, text: str) -> None:
+            raise AssertionError("matched with the regular expression")
+
+    monkeypatch.setattr(features_module, "_TIMES", Unreachable())
+    texts = ["2000-01-01T00:00:00.000000Z", "2099-12-31T23:59:59.999999Z"] * 3
+    # Then a column of format_time's shape is still read, exactly
+    assert parse_times(texts) == [parse_time(text) for text in texts]
+    assert parse_times(texts)[1] == 4_102_444_799_999_999
+    # And a year outside 20xx is not taken for one of them
+    with pytest.raises(AssertionError, match="regular expression"):
+        parse_times([*texts, "2100-01-01T00:00:00.000000Z"])
+
+
 def test_a_long_column_of_valid_times_takes_the_column_path_and_reads_them_exactly() -> None:
     texts = [f"2026-03-01T12:00:{s:02d}.{s:06d}+01:00" for s in range(60)] + [
         "2000-01-01T00:00:00Z",
