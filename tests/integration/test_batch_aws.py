@@ -17,14 +17,16 @@ from typing import Any
 
 import pytest
 
+from lambdas.inference import batch as batch_app
 from lambdas.inference.batch import BatchApp
 from sds.kernel.batch import run as batch_run
 from sds.kernel.batch import shuffle
 from sds.kernel.batch.run import ModelRef
 from sds.kernel.batch.settings import BatchFunctionSettings, BatchSettingsError
-from sds.kernel.batch.storage import StorageError
+from sds.kernel.batch.storage import AlreadyExists, S3Storage, StorageError
 from sds.kernel.registry import Version, open_registry
 from sds.ops.batch import run_locally
+from tests.support.batch_race import rival_first
 from training.data import write_jsonl
 from training.synthetic import generate_activity
 from training.train import Progress, TrainParams, train
@@ -489,6 +491,99 @@ def test_a_model_that_does_not_match_its_pin_fails_the_plan(
     with pytest.raises(ModelUnavailable, match="does not match the deployed pin"):
         environment.app.handle({"action": "plan", **run})
     assert not environment.objects("batch/")
+
+
+# Two runs started at once into one prefix --------------------------------------------------------
+
+
+def test_a_second_create_only_write_of_an_s3_object_loses_and_leaves_the_first(
+    environment: Environment,
+) -> None:
+    # Given a run's plan created under a prefix
+    output = S3Storage(environment.data_bucket, "batch/x/")
+    output.create_bytes(batch_run.PLAN, b"first\n")
+
+    # When another writer creates it too (If-None-Match: *, which S3 answers 412)
+    with pytest.raises(AlreadyExists) as lost:
+        output.create_bytes(batch_run.PLAN, b"second\n")
+
+    # Then it is told it lost, naming the object, and the first one is there as it was
+    name = f"s3://{environment.data_bucket}/batch/x/_run/plan.json"
+    assert str(lost.value).startswith(f"{name}: already exists")
+    assert environment.objects("batch/x/") == {"_run/plan.json": b"first\n"}
+
+
+def racing_plan_steps(
+    env: Environment, monkeypatch: pytest.MonkeyPatch, mine: dict[str, Any], theirs: dict[str, Any]
+) -> dict[str, Any]:
+    """The plan step of `mine`, whose output prefix the plan step of `theirs` (another execution
+    started at the same moment) writes its plan to first, after both found none there. The
+    result of their step is in the returned dictionary's "theirs", once the other step ran."""
+    real = batch_app.open_storage
+    steps: dict[str, Any] = {}
+
+    def opened(location: str) -> Any:
+        storage = real(location)
+        if location == mine["output"] and "theirs" not in steps:
+            steps["theirs"] = rival_first(
+                storage, lambda: env.app.handle({"action": "plan", **theirs, "run_id": "theirs"})
+            )
+        return storage
+
+    monkeypatch.setattr(batch_app, "open_storage", opened)
+    steps["mine"] = env.app.handle({"action": "plan", **mine, "run_id": "mine"})
+    steps["theirs"] = steps["theirs"].began
+    return steps
+
+
+def test_of_two_executions_started_at_once_with_other_arguments_the_slower_plan_is_refused(
+    environment: Environment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given two backfills of one history into one prefix, of other partitions, whose plan steps
+    # both find no plan there
+    data = environment.upload(
+        "training-data/h.jsonl", write_jsonl(generate_activity(100, seed=2), tmp_path / "h.jsonl")
+    )
+    output = f"s3://{environment.data_bucket}/batch/at-once"
+    mine = {"job": "features", "input": data, "output": output, "model": None, "partitions": 2}
+    theirs = {**mine, "partitions": 3}
+
+    # When the other one's plan is written first
+    with pytest.raises(batch_run.RunMismatch) as refused:
+        racing_plan_steps(environment, monkeypatch, mine, theirs)
+
+    # Then this one's plan step is refused as the plan step of a later execution is
+    monkeypatch.undo()
+    with pytest.raises(batch_run.RunMismatch) as later:
+        environment.app.handle({"action": "plan", **mine, "run_id": "later"})
+    assert str(refused.value) == str(later.value)
+    assert "it has 3 partitions, this one 2" in str(refused.value)
+    # And the prefix holds the other run's plan, which goes on to finish
+    plan = json.loads(environment.objects("batch/at-once/")["_run/plan.json"])
+    assert (plan["run_id"], plan["partitions"]) == ("theirs", 3)
+    assert execute(environment, theirs, name="theirs")["complete"]
+
+
+def test_of_two_executions_started_at_once_with_the_same_arguments_the_slower_joins_the_other(
+    environment: Environment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given two backfills of one history into one prefix, with the same arguments, whose plan
+    # steps both find no plan there
+    data = environment.upload(
+        "training-data/h.jsonl", write_jsonl(generate_activity(100, seed=2), tmp_path / "h.jsonl")
+    )
+    output = f"s3://{environment.data_bucket}/batch/at-once"
+    run = {"job": "features", "input": data, "output": output, "model": None, "partitions": 2}
+
+    # When the other one's plan is written first
+    steps = racing_plan_steps(environment, monkeypatch, run, run)
+
+    # Then this one goes on with the other's plan, as a resumed run does
+    assert steps["theirs"]["resumed"] is False and steps["mine"]["resumed"] is True
+    plan = json.loads(environment.objects("batch/at-once/")["_run/plan.json"])
+    assert plan["run_id"] == "theirs"
+    monkeypatch.undo()
+    assert execute(environment, run, name="mine")["complete"]
 
 
 # `sds --aws score` and `sds --aws backfill` ---------------------------------------------------------

@@ -23,6 +23,11 @@ discard the old run instead (`begin(restart=True)`, `discard_run`), only where t
 holds an sds run and nothing else. A run that fails with an error before it finishes a part is
 discarded by its caller (`discard_failed`): it wrote no result, and its plan would only refuse
 the next run (an interrupted one is kept, to resume).
+
+Two runs started at once into one location can both find no plan there. The plan is only ever
+created where none is (`Storage.create_bytes`), so one of them writes it; the other reads it and
+goes on as a run started a moment later would: it joins the run if its own plan is the same, and
+is refused (`differences`) if not.
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ from sds.kernel.batch.shuffle import (
     read_partition,
     shuffle_item,
 )
-from sds.kernel.batch.storage import Storage, open_storage
+from sds.kernel.batch.storage import AlreadyExists, Storage, open_storage
 from sds.kernel.errors import Refused, UsageError, counted
 from sds.kernel.serving import LoadedModel
 
@@ -223,7 +228,11 @@ def read_json(storage: Storage, key: str) -> dict[str, Any]:
 
 
 def put_json(storage: Storage, key: str, document: dict[str, Any]) -> None:
-    storage.put_bytes(key, json.dumps(document, indent=1, sort_keys=True).encode() + b"\n")
+    storage.put_bytes(key, _json_bytes(document))
+
+
+def _json_bytes(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, indent=1, sort_keys=True).encode() + b"\n"
 
 
 class RunMismatch(Refused):
@@ -253,37 +262,53 @@ def begin(
     resumed (what the caller offers to do about it).
 
     With `restart`, the run already at `output` (if any) is discarded first, whatever it was:
-    only when `output` holds an sds run's files and nothing else (`discard_run`)."""
+    only when `output` holds an sds run's files and nothing else (`discard_run`).
+
+    A run that finds no plan creates its own only if there is still none: where another run
+    started at the same moment wrote its plan first, this one resumes it or is refused, as it
+    would be a moment later (a restart does not discard that run too)."""
     if restart and output.exists(PLAN):
         discard_run(output)
-    if output.exists(PLAN):
-        try:
-            existing = RunPlan.from_json(read_json(output, PLAN))
-        except Refused as exc:
-            raise Refused(f"{output.uri}: {exc}") from None
-        mine, theirs = plan.identity(), existing.identity()
-        if not chosen_partitions:
-            mine["partitions"] = theirs["partitions"]
-        if mine != theirs:
-            raise RunMismatch(
-                f"{output.uri} holds a run this one cannot resume (started "
-                f"{existing.created_at}): {'; '.join(differences(existing, plan, mine, theirs))}; "
-                f"resuming would mix the results of both; {start_over}"
+    if not output.exists(PLAN):
+        strangers = [f.key for f in output.list() if not f.key.startswith("_run/")]
+        if strangers == [""]:
+            raise Refused(
+                f"{output.uri} is a file: a run writes its parts into a folder (or under an S3 "
+                "prefix); name a new or empty one"
             )
-        return existing, True
-    strangers = [f.key for f in output.list() if not f.key.startswith("_run/")]
-    if strangers == [""]:
-        raise Refused(
-            f"{output.uri} is a file: a run writes its parts into a folder (or under an S3 "
-            "prefix); name a new or empty one"
+        if strangers:
+            raise Refused(
+                f"{output.uri} is not empty and holds no sds run ({_some(strangers)}): refusing "
+                "to write results among other files; choose an empty or new output location"
+            )
+        try:
+            output.create_bytes(PLAN, _json_bytes(plan.to_json()))
+            return plan, False
+        except AlreadyExists:
+            # Another run started here at the same moment and wrote its plan first (a restart
+            # does not discard it): this one goes on as if started just after it.
+            pass
+    return _resume(plan, output, chosen_partitions=chosen_partitions, start_over=start_over)
+
+
+def _resume(
+    plan: RunPlan, output: Storage, *, chosen_partitions: bool, start_over: str
+) -> tuple[RunPlan, bool]:
+    """The run at `output`, which `plan` resumes; refused if `plan` is another run (`begin`)."""
+    try:
+        existing = RunPlan.from_json(read_json(output, PLAN))
+    except Refused as exc:
+        raise Refused(f"{output.uri}: {exc}") from None
+    mine, theirs = plan.identity(), existing.identity()
+    if not chosen_partitions:
+        mine["partitions"] = theirs["partitions"]
+    if mine != theirs:
+        raise RunMismatch(
+            f"{output.uri} holds a run this one cannot resume (started "
+            f"{existing.created_at}): {'; '.join(differences(existing, plan, mine, theirs))}; "
+            f"resuming would mix the results of both; {start_over}"
         )
-    if strangers:
-        raise Refused(
-            f"{output.uri} is not empty and holds no sds run ({_some(strangers)}): refusing to "
-            "write results among other files; choose an empty or new output location"
-        )
-    put_json(output, PLAN, plan.to_json())
-    return plan, False
+    return existing, True
 
 
 def differences(

@@ -4,7 +4,10 @@ The few operations a run needs, with the same meaning on both: list the objects 
 (name and size), read a byte range, write an object whole (`put_file`, `put_bytes`: on S3 an
 object appears only when its upload completes, locally a file is written under a temporary name
 and renamed), say whether an object exists, delete a prefix. A finished part therefore is never
-half there, whichever store holds it.
+half there, whichever store holds it. An object can also be created only where none is
+(`create_bytes`, for a run's plan, which two runs started at once must not both write): locally a
+complete file linked to its name, which link(2) refuses if the name exists; on S3 `PutObject`
+with `If-None-Match: *`, which S3 answers 412.
 
 On S3 the calls go through the AWS SDK (`sds.kernel.sdk`): the batch function and the CLI use
 them, never the API's serving path.
@@ -15,6 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -28,6 +32,21 @@ from sds.kernel.errors import SdsError, UsageError
 
 class StorageError(SdsError):
     """A batch input or output location could not be read or written; the message names it."""
+
+
+class AlreadyExists(StorageError):
+    """A create-only write lost: an object was at its key already (another writer's, left as it
+    was), and nothing was written."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"{name}: already exists (another writer created it first)")
+
+
+# S3 answers 409 to a conditional write of a key while another one of it is in flight, and asks
+# for it to be sent again (the SDK's retries do not): sent again, it meets 412 once the other
+# one has landed.
+CONFLICT_ATTEMPTS = 5
+CONFLICT_RETRY_SECONDS = 0.2
 
 
 @dataclass(frozen=True)
@@ -67,6 +86,11 @@ class Storage(Protocol):
         ...
 
     def put_bytes(self, key: str, data: bytes) -> None: ...
+
+    def create_bytes(self, key: str, data: bytes) -> None:
+        """Store `data` at `key` only if no object is there (`AlreadyExists` if one is, and it is
+        left as it is); a reader sees the whole object or none."""
+        ...
 
     def put_file(self, key: str, path: Path) -> None:
         """Store a local file's content at `key` (the file is left as it is)."""
@@ -150,6 +174,20 @@ class LocalStorage:
     def put_bytes(self, key: str, data: bytes) -> None:
         with self._replacing(key) as partial:
             partial.write_bytes(data)
+
+    def create_bytes(self, key: str, data: bytes) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Linked from a complete file: link(2), unlike a rename, fails if the name exists.
+        with tempfile.NamedTemporaryFile(
+            dir=target.parent, prefix=f".{target.name}.", suffix=".partial"
+        ) as partial:
+            partial.write(data)
+            partial.flush()
+            try:
+                os.link(partial.name, target)
+            except FileExistsError:
+                raise AlreadyExists(self.name(key)) from None
 
     def put_file(self, key: str, path: Path) -> None:
         with self._replacing(key) as partial:
@@ -275,6 +313,22 @@ class S3Storage:
         except Exception as exc:
             raise self._fail(key, exc) from exc
 
+    def create_bytes(self, key: str, data: bytes) -> None:
+        for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+            try:
+                self.client.put_object(
+                    Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*"
+                )
+                return
+            except Exception as exc:
+                status = _status(exc)
+                if error_code(exc) == "PreconditionFailed" or status == 412:
+                    raise AlreadyExists(self.name(key)) from None
+                conflict = error_code(exc) == "ConditionalRequestConflict" or status == 409
+                if not conflict or attempt == CONFLICT_ATTEMPTS:
+                    raise self._fail(key, exc) from exc
+            time.sleep(CONFLICT_RETRY_SECONDS)
+
     def put_file(self, key: str, path: Path) -> None:
         try:
             # Multipart above 8 MiB: the object appears only when the upload completes.
@@ -301,6 +355,13 @@ class S3Storage:
                 )
         except Exception as exc:
             raise self._fail(prefix, exc) from exc
+
+
+def _status(exc: Exception) -> int | None:
+    """The HTTP status of a failed SDK call's answer (None without one)."""
+    response = getattr(exc, "response", None) or {}
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return int(status) if status is not None else None
 
 
 def open_storage(location: str | Path) -> Storage:
