@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import measure
+from sds.kernel.errors import counted
 
 # The default plan takes about 9 minutes on 2 quiet cores once the data exists; 16M (about
 # 35 minutes more with its data) is asked for by name.
@@ -112,11 +113,11 @@ def run_batch(
         model = _model(dataset(min(100_000, events)), root / "registry", max_iter)
         scoring: dict[str, Any] = {}
         for workers in range(1, cores + 1):
-            log(f"scoring {events} events with {workers} worker(s)")
+            log(f"scoring {events} events with {counted(workers, 'worker')}")
             scoring[str(workers)] = _run(
                 "score", data, root / f"scores-{workers}", workers=workers, model=model
             )
-        log(f"backfilling {events} events with {cores} worker(s)")
+        log(f"backfilling {events} events with {counted(cores, 'worker')}")
         backfill = _run("features", data, root / "features", workers=cores, model=None)
     one = scoring["1"]
     for figure in scoring.values():
@@ -217,7 +218,7 @@ def _run(
             env=dict(os.environ),
             timeout=6 * 3600,
         ),
-        f"{job} with {workers} worker(s)",
+        f"{job} with {counted(workers, 'worker')}",
     )
     run = json.loads(measured.stdout)
     events = run["manifest"]["totals"]["events"]

@@ -34,6 +34,7 @@ from typing import Any, cast
 
 from lambdas.features_updater.updater import FeatureUpdater
 from sds.kernel.activity import envelope
+from sds.kernel.errors import counted
 from sds.kernel.features import parse_time
 from sds.kernel.featurestore.dynamodb import DynamoDBFeatureStore, item_bytes, table_definition
 from sds.kernel.featurestore.sqlite import SqliteFeatureStore
@@ -311,7 +312,7 @@ def markdown(section: Mapping[str, Any]) -> list[str]:
     for size in (1, 100):
         figure = section["enrichment"][f"events_{size}"]
         lines.append(
-            f"- Enrichment in the warm handler, {size} payment(s), SQLite: p50 "
+            f"- Enrichment in the warm handler, {counted(size, 'payment')}, SQLite: p50 "
             f"{figure['p50_us']} us, p99 {figure['p99_us']} us."
         )
     lines += ["", "| per million events on AWS | USD | basis |", "|---|---:|---|"]

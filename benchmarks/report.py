@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from sds.kernel.errors import counted
+
 MIB = 1024 * 1024
 _COLORS = {
     "ours": "#2b7bba",
@@ -436,7 +438,7 @@ def _shadow_lines(results: dict[str, Any]) -> list[str]:
     for size in ("1", "100"):
         f = shadow[f"{size}_event"]
         lines.append(
-            f"| {size} payment(s) | {_s(f['added_cpu_us_per_event'], '{:.2f}')} | "
+            f"| {counted(int(size), 'payment')} | {_s(f['added_cpu_us_per_event'], '{:.2f}')} | "
             f"{_s(f['added_wall_us_per_event'], '{:.2f}')} | "
             f"{_s(f['floor_shadow_run_us'], '{:.1f}')} | {_s(f['request_alone_wall_us'])} |"
         )

@@ -29,6 +29,7 @@ from typing import Any
 
 from benchmarks import batch_scale, bundles, measure, report, tls_path
 from benchmarks.servers import FAKE_CREDENTIALS, RuntimeApi, base_env, moto_server
+from sds.kernel.errors import plural
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -78,7 +79,10 @@ def make_plan(args: argparse.Namespace) -> Plan:
     sections = tuple(args.only.split(",")) if args.only else SECTIONS
     unknown = set(sections) - set(SECTIONS)
     if unknown:
-        raise SystemExit(f"unknown section(s) {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
+        raise SystemExit(
+            f"unknown {plural(len(unknown), 'section')} {', '.join(sorted(unknown))}; "
+            f"choose from {', '.join(SECTIONS)}"
+        )
     scale_sizes = (
         tuple(int(size) for size in args.scale_sizes.split(","))
         if args.scale_sizes
