@@ -9,14 +9,17 @@ synthetic generator is `training.synthetic`.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
+import os
+import uuid
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
@@ -37,15 +40,20 @@ class DataError(SdsError, ValueError):
 def write_jsonl(events: Iterable[Mapping[str, Any]], path: Path) -> Path:
     """Write events as JSON Lines, streaming (any iterable, held a batch of lines at a time);
     `.gz` suffix compresses (deterministically: no mtime, no file name). The file appears only
-    once it is complete."""
+    once it is complete and on disk, replacing any file at `path`: a failure or an interruption
+    (Ctrl-C, SIGTERM) leaves `path` as it was and no partial file beside it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
+    # A name of its own ("x": never an existing file), so a second writer of the same path
+    # (another `sds generate --force`) writes its own file instead of truncating this one.
+    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.partial")
     try:
-        with open(partial, "wb") as raw:
-            out: BinaryIO = raw
-            if path.suffix == ".gz":
-                out = gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0)  # type: ignore[assignment]
-            with out:
+        with open(partial, "xb") as raw:
+            # gzip's trailer is written as it closes; the file itself stays open to be synced.
+            with (
+                gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0)
+                if path.suffix == ".gz"
+                else contextlib.nullcontext(raw)
+            ) as out:
                 batch: list[str] = []
                 for event in events:
                     batch.append(json.dumps(event, separators=(",", ":")) + "\n")
@@ -53,7 +61,11 @@ def write_jsonl(events: Iterable[Mapping[str, Any]], path: Path) -> Path:
                         out.write("".join(batch).encode())
                         batch.clear()
                 out.write("".join(batch).encode())
-        partial.replace(path)
+            # On disk before it takes the name, as the lock and the registry write theirs: a
+            # power cut after the rename must not leave an empty file that looks like history.
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
     return path

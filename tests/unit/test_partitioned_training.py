@@ -418,3 +418,32 @@ def test_a_failed_write_leaves_no_file(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
         write_jsonl(failing(), tmp_path / "h.jsonl.gz")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz"])
+def test_two_writers_of_one_path_each_leave_a_whole_file(suffix: str, tmp_path: Path) -> None:
+    # Given the bytes each of two histories is written as on its own
+    first, second = generate_activity(30, seed=1), generate_activity(20, seed=2)
+    alone = tmp_path / "alone"
+    whole = {
+        n: write_jsonl(r, alone / f"{n}{suffix}").read_bytes()
+        for n, r in (("first", first), ("second", second))
+    }
+
+    # And a history being written to h.jsonl(.gz), with a second writer of the same path (another
+    # `sds generate --force`) starting and finishing while the first is halfway
+    folder = tmp_path / "out"
+    path = folder / f"h{suffix}"
+
+    def meanwhile() -> Any:
+        yield from first[:10]
+        assert write_jsonl(second, path).read_bytes() == whole["second"]
+        yield from first[10:]
+
+    # When the first finishes
+    write_jsonl(meanwhile(), path)
+
+    # Then the path holds the first's file, whole (the last to finish wins), and no partial file
+    # of either is left beside it
+    assert path.read_bytes() == whole["first"]
+    assert [p.name for p in folder.iterdir()] == [path.name]
