@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import errno
 import gzip
+import itertools
 import shlex
 import socket
 from pathlib import Path
@@ -1098,6 +1099,89 @@ def test_any_seed_numpy_takes_generates(project: Path, capsys: pytest.CaptureFix
             sds(capsys, "generate", "--events", "10", "--seed", seed, "--out", str(out)).code == 0
         )
         assert out.exists()
+
+
+# An existing --out: refused unless --force, and replaced only by a whole file ----------------
+
+
+def test_generating_onto_an_existing_file_is_refused_and_leaves_it_as_it_was(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a file at --out (last week's history, say)
+    (project / "data").mkdir()
+    out = project / "data" / "events.jsonl.gz"
+    out.write_bytes(b"last week's history")
+
+    # When generating onto it without --force
+    ended = sds(capsys, "generate", "--events", "10", "--out", "data/events.jsonl.gz", "--json")
+
+    # Then it is a usage error naming the path and the way out, and the file is untouched
+    assert ended.code == 2, ended
+    assert ended.error_line == (
+        "sds: error: --out data/events.jsonl.gz exists: choose another path, or pass --force "
+        "to replace it"
+    )
+    assert ended.json()["error"]["type"] == "UsageError"
+    assert out.read_bytes() == b"last week's history"
+    assert [p.name for p in (project / "data").iterdir()] == ["events.jsonl.gz"]
+
+
+def test_generating_with_force_replaces_the_file_with_the_one_the_seed_writes(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a file at --out, and the file the same seed writes where nothing was
+    (project / "data").mkdir()
+    out = project / "data" / "events.jsonl.gz"
+    out.write_bytes(b"last week's history")
+    assert sds(capsys, "generate", "--events", "10", "--out", "fresh.jsonl.gz").code == 0
+
+    # When generating onto it with --force
+    ended = sds(capsys, "generate", "--events", "10", "--out", str(out), "--force")
+
+    # Then the file is replaced by the same bytes, and nothing else is left beside it
+    assert ended.code == 0, ended
+    assert out.read_bytes() == (project / "fresh.jsonl.gz").read_bytes()
+    assert [p.name for p in (project / "data").iterdir()] == ["events.jsonl.gz"]
+
+
+@pytest.mark.parametrize("before", [None, b"last week's history"], ids=["new", "--force"])
+def test_an_interrupted_generate_leaves_no_partial_file_and_any_old_file_intact(
+    before: bytes | None,
+    project: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given no file at --out, or one that --force is to replace
+    folder = project / "data"
+    folder.mkdir()
+    out = folder / "events.jsonl.gz"
+    if before is not None:
+        out.write_bytes(before)
+
+    # And Ctrl-C arriving after a first chunk of records went to the file being written
+    from training import synthetic
+
+    real = synthetic.activity_chunks
+    beside: list[str] = []
+
+    def interrupted(payments: int, **kwargs: Any) -> Any:
+        yield from itertools.islice(real(payments, **kwargs, chunk=64), 1)
+        beside.extend(p.name for p in folder.iterdir())
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(synthetic, "activity_chunks", interrupted)
+
+    # When generating
+    force = () if before is None else ("--force",)
+    ended = sds(capsys, "generate", "--events", "300", "--out", str(out), *force)
+
+    # Then it stops as interrupted (130), the partial file that was there is gone, and --out
+    # is what it was: absent, or the old file byte for byte
+    assert ended.code == 130, ended
+    assert [name for name in beside if name.startswith(".events.jsonl.gz.")], beside
+    assert [p.name for p in folder.iterdir()] == ([] if before is None else ["events.jsonl.gz"])
+    if before is not None:
+        assert out.read_bytes() == before
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ def register(commands: Commands) -> None:
         [
             "sds generate --events 100000 --out data/events.jsonl.gz",
             "sds generate --events 1000 --seed 3 --out data/small.jsonl --json",
+            "sds generate --events 100000 --out data/events.jsonl.gz --force   # replace it",
         ],
     )
     parser.add_argument(
@@ -39,7 +40,18 @@ def register(commands: Commands) -> None:
         default=7,
         help=f"the same seed writes the same file ({seed}; default 7)",
     )
-    parser.add_argument("--out", required=True, help="output path (.jsonl or .jsonl.gz)")
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="output path (.jsonl or .jsonl.gz); it appears only once complete, and an existing "
+        "file is refused unless --force",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the file at --out if there is one (it stays as it was until the new one "
+        "is complete)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,6 +62,11 @@ def run(args: argparse.Namespace) -> int:
     if out.is_dir():
         raise UsageError(
             f"--out {args.out} is a folder: name the file to write, e.g. {out / 'events.jsonl.gz'}"
+        )
+    # Hours of a generated history (or a file that is not one) are not replaced unasked.
+    if out.exists() and not args.force:
+        raise UsageError(
+            f"--out {args.out} exists: choose another path, or pass --force to replace it"
         )
     # The folders of --out are made as needed; a file where one must be is named here (mkdir
     # would say "[Errno 17] File exists").
