@@ -298,6 +298,9 @@ class MonitorSettings:
     # Alarm when a version's alert rate leaves this band around the rate its manifest expects.
     alert_rate_ratio_max: float = 2.0
     alert_rate_ratio_min: float = 0.5
+    # Alarm when a day's payments (all versions, estimated from the captures) are fewer than
+    # this; null: no volume alarm (an idle dev would raise it every day).
+    min_daily_payments: int | None = None
 
     def __post_init__(self) -> None:
         _require(
@@ -312,6 +315,17 @@ class MonitorSettings:
             0 <= self.alert_rate_ratio_min < 1 < self.alert_rate_ratio_max,
             "alert_rate_ratio_min",
             "and alert_rate_ratio_max must bracket 1 (min < 1 < max)",
+        )
+        _require(
+            self.min_daily_payments is None or self.min_daily_payments >= 1,
+            "min_daily_payments",
+            "must be a whole number >= 1, or null (no volume alarm)",
+        )
+        _require(
+            self.min_daily_payments is None or self.schedule is not None,
+            "min_daily_payments",
+            "needs monitor.schedule (the scheduled monitor publishes the daily payments it "
+            "compares); set a schedule, or leave min_daily_payments out",
         )
 
 
@@ -997,18 +1011,34 @@ def parse_environment(
             f"environments.{chain_start}.infra.training.schedule, or retrain {name} from what it "
             f"serves (infra.training.source: capture), which registers in {chain_start}"
         )
+    # Built in the order of _ENV_KEYS, so that of two bad groups the first one is named.
+    gates = _build(Gates, f"{where}.gates", raw.get("gates"))
+    serving = _build(Serving, f"{where}.serving", raw.get("serving"))
+    capture = _build(CaptureSettings, f"{where}.capture", raw.get("capture"))
+    labels = _build(LabelSettings, f"{where}.labels", raw.get("labels"))
+    monitor = _build(MonitorSettings, f"{where}.monitor", raw.get("monitor"))
+    shadow = _build(ShadowSettings, f"{where}.shadow", raw.get("shadow"))
+    if monitor.min_daily_payments is not None and capture.sample_rate == 0:
+        # The monitor counts what was captured: every day would count 0 and raise the alarm.
+        raise ConfigError(
+            f"{where}.monitor.min_daily_payments: is {monitor.min_daily_payments}, but "
+            "capture.sample_rate is 0: the monitor counts payments from their captures, so every "
+            "day would count 0 and raise the volume alarm. Capture some payments (a sample_rate "
+            "above 0; each record then stands for 1 / sample_rate payments), or leave "
+            "min_daily_payments out"
+        )
     return EnvironmentConfig(
         name=name,
         promote_from=raw.get("promote_from"),
-        gates=_build(Gates, f"{where}.gates", raw.get("gates")),
-        serving=_build(Serving, f"{where}.serving", raw.get("serving")),
+        gates=gates,
+        serving=serving,
         infra=infra,
         chain_start=chain_start,
         has_training=has_training,
-        capture=_build(CaptureSettings, f"{where}.capture", raw.get("capture")),
-        labels=_build(LabelSettings, f"{where}.labels", raw.get("labels")),
-        monitor=_build(MonitorSettings, f"{where}.monitor", raw.get("monitor")),
-        shadow=_build(ShadowSettings, f"{where}.shadow", raw.get("shadow")),
+        capture=capture,
+        labels=labels,
+        monitor=monitor,
+        shadow=shadow,
     )
 
 

@@ -7,12 +7,17 @@ Metrics (namespace `sds/drift`, dimensions `Environment` and `Environment, Model
 `MIN_EVENTS_FOR_PSI` payments that day, `AlertRateRatio` (the alert rate over the one its manifest
 expects), `ScorePSI` and `MaxFeaturePSI` against the training holdout in its manifest. A version
 whose manifest has no reference (trained before training stored one) gets no PSI metric, and the
-summary says so. A day on which the environment served nothing at all (the API down, capture off or
-its delivery broken) publishes `Captured` and `Flagged` 0 on the `Environment` dimension alone, so
-the volume shows the gap as a zero instead of a hole; no version is named (the captures are all
-that says which versions serve) and no rate or PSI is published (none of them is measured on no
-payments, and the alarms read missing data as no breach). Labels are not published: precision
-and recall wait for matured labels, which `sds monitor` reports.
+summary says so. Each reported day also publishes `Payments` on the `Environment` dimension alone:
+the payments every version served that day together, each captured record standing for 1 / its
+sample rate of them (`payments_by_day`; the volume alarm, `monitor.min_daily_payments`, reads its
+smallest value). A version's `Captured` on that dimension would not do: a day two versions served
+(a canary, a rollback) puts two datapoints there, and with `monitor.days` above 1, or a day
+published again, one period holds several days. A day on which the environment served nothing at
+all (the API down, capture off or its delivery broken) publishes `Payments`, `Captured` and
+`Flagged` 0 there, so the volume shows the gap as a zero instead of a hole; no version is named
+(the captures are all that says which versions serve) and no rate or PSI is published (none of
+them is measured on no payments, and the drift alarms read missing data as no breach). Labels are
+not published: precision and recall wait for matured labels, which `sds monitor` reports.
 """
 
 from __future__ import annotations
@@ -73,6 +78,7 @@ class Tally:
             "version": self.version,
             "day": self.day,
             "captured": cell.captured,
+            "served_estimate": round(cell.served_estimate, 3),
             "flagged": cell.flagged,
             "alert_rate": rate,
             "alert_rate_ratio": ratio,
@@ -225,6 +231,17 @@ def days_without_payments(days: Iterable[str], tallies: Iterable[Tally]) -> list
     return sorted(set(days) - served)
 
 
+def payments_by_day(days: Iterable[str], tallies: Iterable[Tally]) -> dict[str, float]:
+    """The payments the environment served on each of `days`, every version together: each
+    captured record stands for 1 / its sample rate of them (`Cell.served_estimate`, what
+    `sds monitor` reports per version and day as `served_estimate`); 0 on a day without any."""
+    found = dict.fromkeys(sorted(set(days)), 0.0)
+    for entry in tallies:
+        if entry.day in found:
+            found[entry.day] += entry.cell.served_estimate
+    return {day: round(value, 3) for day, value in found.items()}
+
+
 def days_before(now_us: int, count: int) -> list[str]:
     """The `count` whole UTC days before the one `now_us` is in, oldest first."""
     today = now_us - now_us % DAY_US
@@ -235,22 +252,24 @@ def emf_documents(
     env: str,
     tallies: Iterable[Tally],
     *,
-    empty_days: Iterable[str] = (),
+    days: Iterable[str],
     now_ms: int | None = None,
 ) -> list[dict[str, Any]]:
-    """One embedded-metric-format document per version and day, and one of zero volume on the
-    `Environment` dimension per day in `empty_days` (`days_without_payments`). Timestamped at
-    the run: a datapoint in an already evaluated period would never reach the alarms."""
+    """One embedded-metric-format document per day of `days` (those the run reports) on the
+    `Environment` dimension alone, with the day's `Payments` (`payments_by_day`), and `Captured`
+    and `Flagged` 0 on a day without payments (`days_without_payments`); then one per version
+    and day. Timestamped at the run: a datapoint in an already evaluated period would never
+    reach the alarms."""
     stamp = int(time.time() * 1000) if now_ms is None else now_ms
-    documents = [
-        _emf(
-            stamp,
-            [["Environment"]],
-            {"Environment": env, "Day": day},
-            {"Captured": (0, "Count"), "Flagged": (0, "Count")},
-        )
-        for day in empty_days
-    ]
+    tallies = list(tallies)
+    days = list(days)
+    empty = set(days_without_payments(days, tallies))
+    documents = []
+    for day, payments in payments_by_day(days, tallies).items():
+        values = {"Payments": (payments, "Count")}
+        if day in empty:
+            values |= {"Captured": (0, "Count"), "Flagged": (0, "Count")}
+        documents.append(_emf(stamp, [["Environment"]], {"Environment": env, "Day": day}, values))
     for entry in tallies:
         figures = entry.figures()
         values = {

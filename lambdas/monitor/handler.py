@@ -2,9 +2,9 @@
 hand with `{"day": "YYYY-MM-DD"}` to publish one past day again.
 
 Thin on purpose: settings come from the environment (`sds.kernel.drift.MonitorTarget`), the work
-is `lambdas.monitor.figures`. It prints one embedded-metric-format line per model version and day
-(CloudWatch turns them into the metrics the alarms watch, with no API call), one of zero volume
-per day the environment served nothing, and one JSON summary.
+is `lambdas.monitor.figures`. It prints one embedded-metric-format line per day with the environment's
+payments (zero on a day it served nothing), one per model version and day (CloudWatch turns them
+into the metrics the alarms watch, with no API call), and one JSON summary.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from lambdas.monitor.figures import (
     days_before,
     days_without_payments,
     emf_documents,
+    payments_by_day,
     s3_reader,
     tally,
 )
@@ -56,13 +57,13 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
         days=days,
         manifests=manifest,
     )
-    empty = days_without_payments(days, tallies)
-    for document in emf_documents(target.environment, tallies, empty_days=empty):
+    for document in emf_documents(target.environment, tallies, days=days):
         sys.stdout.write(json.dumps(document) + "\n")
     summary = {
         "environment": target.environment,
         "days": days,
-        "days_without_payments": empty,
+        "payments": payments_by_day(days, tallies),
+        "days_without_payments": days_without_payments(days, tallies),
         "counts": counts,
         "versions": [t.figures() for t in tallies],
     }

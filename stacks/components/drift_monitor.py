@@ -11,7 +11,11 @@ against the training holdout reaching `monitor.score_psi_alarm`, and the alert r
 band `monitor.alert_rate_ratio_min` .. `max` around the rate the version's manifest expects (one
 alarm above it, one below). A fourth watches the monitor itself: a run
 that fails (after Lambda's two retries of a scheduled one) would otherwise leave the drift alarms
-quietly without data, which they read as "no drift".
+quietly without data, which they read as "no drift". A fifth, only where
+`monitor.min_daily_payments` is set, watches the volume: a day on which the environment scored
+fewer payments than that (`Payments`, every version together, 0 on a day without any) raises it,
+whatever broke the traffic (a client, DNS, the API, capture); missing data keeps its state
+(docs/decisions.md, 60).
 
 Its role reads the captures prefix and the registry's version manifests, nothing else. The code
 needs the kernel's capture parser, which imports numpy and orjson: `monitor_bundle_spec` is its
@@ -239,10 +243,41 @@ class DriftMonitor(Construct):
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
 
+    def _build_volume_alarm(self, *, environment: str, minimum: int) -> cloudwatch.Alarm:
+        # The day's smallest figure: a run reporting several days (monitor.days), or a day
+        # published again, puts several in one period, and each is a day to judge. Missing data
+        # keeps the state: the 24-hour window slides, so it is empty for a moment whenever two
+        # runs are more than a day apart (breaching would flap; not breaching would clear an
+        # outage every day), and a run that failed is the Failed alarm's to report.
+        return cloudwatch.Alarm(
+            self,
+            "PaymentsLow",
+            alarm_description=f"sds {environment}: fewer than {minimum} payments scored on a day "
+            "(monitor.min_daily_payments; the monitor's Payments metric, every version together, "
+            "estimated from the captures). Check the API's request count and the clients' "
+            "integrations (a broken caller, a DNS change, a bad deploy of theirs), then the "
+            "captures' delivery; docs/runbook.md, section 10",
+            metric=self._metric("Payments", environment, "Minimum"),
+            threshold=minimum,
+            comparison_operator=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+            evaluation_periods=1,
+            datapoints_to_alarm=1,
+            treat_missing_data=cloudwatch.TreatMissingData.IGNORE,
+        )
+
     def _build_alarms(
         self, *, environment: str, settings: MonitorSettings
     ) -> list[cloudwatch.Alarm]:
         operators = cloudwatch.ComparisonOperator
+        volume = (
+            []
+            if settings.min_daily_payments is None
+            else [
+                self._build_volume_alarm(
+                    environment=environment, minimum=settings.min_daily_payments
+                )
+            ]
+        )
         return [
             cloudwatch.Alarm(
                 self,
@@ -281,6 +316,7 @@ class DriftMonitor(Construct):
                 threshold=settings.alert_rate_ratio_min,
                 operator=operators.LESS_THAN_THRESHOLD,
             ),
+            *volume,
         ]
 
     def _acknowledge(self) -> None:

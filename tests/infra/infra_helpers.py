@@ -1,9 +1,26 @@
-"""Small readers over synthesized CloudFormation templates (plain dicts)."""
+"""Small readers over synthesized CloudFormation templates (plain dicts), and `docs/cost.py`, the
+one that prices them."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
+from pathlib import Path
+from types import ModuleType
 from typing import Any
+
+_COST_SCRIPT = Path(__file__).resolve().parents[2] / "docs" / "cost.py"
+
+
+def cost_script() -> ModuleType:
+    """`docs/cost.py` (`make cost`), imported from its file: docs/ is not a package."""
+    spec = importlib.util.spec_from_file_location("sds_docs_cost", _COST_SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
+    spec.loader.exec_module(module)
+    return module
 
 
 def resources(template: dict[str, Any], type_: str) -> dict[str, dict[str, Any]]:

@@ -161,6 +161,8 @@ VARIANT_ENVIRONMENT = {
     },
     "capture": {"sample_rate": 0.5, "exclude": ["account_id", "request_id"]},
     "labels": {"maturity_days": 45, "unlabelled": "exclude"},
+    # The volume alarm: opt-in, so no cdk.json environment has it (nor its idle cost).
+    "monitor": {"min_daily_payments": 100},
 }
 
 

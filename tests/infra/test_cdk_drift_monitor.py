@@ -1,6 +1,7 @@
 """The drift monitor construct on its own, with a captures bucket and a registry made here (the
-stacks do not wire it yet): its function and settings, its schedule from config, its alarms on
-score PSI and the alert rate, a read-only role, and cdk-nag."""
+Features stack passes it its own): its function and settings, its schedule from config, its
+alarms on score PSI and the alert rate, the volume alarm where configured, a read-only role, and
+cdk-nag."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from sds.kernel.drift import NAMESPACE, MonitorTarget
 from stacks.bundling import build_bundle
 from stacks.components.drift_monitor import HANDLER, DriftMonitor, monitor_bundle_spec
 from stacks.components.nag import recording_only
-from tests.infra.infra_helpers import actions_of, resources, role_statements
+from tests.infra.infra_helpers import actions_of, cost_script, resources, role_statements
 
 LOGS = LogSettings(retention_days=30, retain=False)
 
@@ -163,6 +164,71 @@ def test_a_failed_run_of_the_monitor_alarms_and_notifies(tmp_path: Path) -> None
     assert len(failed["AlarmActions"]) == 1 and len(failed["OKActions"]) == 1
 
 
+def _volume_alarms(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        a["Properties"]
+        for a in resources(doc, "AWS::CloudWatch::Alarm").values()
+        if a["Properties"].get("MetricName") == "Payments"
+    ]
+
+
+def test_no_volume_alarm_unless_a_minimum_of_daily_payments_is_configured(tmp_path: Path) -> None:
+    # Given the monitor with its defaults (min_daily_payments null)
+    doc = template(build(tmp_path, MonitorSettings())[1])
+    # Then no alarm watches the volume: the drift alarms and the failed-run alarm only
+    assert _volume_alarms(doc) == []
+    assert len(resources(doc, "AWS::CloudWatch::Alarm")) == 4
+
+
+def test_a_configured_minimum_alarms_on_a_day_with_fewer_payments_and_notifies(
+    tmp_path: Path,
+) -> None:
+    # Given prod's monitor with a minimum of 5,000 payments a day
+    doc = template(build(tmp_path, MonitorSettings(min_daily_payments=5000))[1])
+
+    # Then one more alarm watches the environment's daily payments (every version together)
+    assert len(resources(doc, "AWS::CloudWatch::Alarm")) == 5
+    (alarm,) = _volume_alarms(doc)
+    assert alarm["Namespace"] == NAMESPACE
+    assert alarm["Dimensions"] == [{"Name": "Environment", "Value": "prod"}]
+    # And it fires on one day below the minimum: the smallest figure of a day's period, so a
+    # run that reports several days (monitor.days) or a day published again is judged on each
+    assert (alarm["Statistic"], alarm["Period"]) == ("Minimum", 86400)
+    assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (5000, "LessThanThreshold")
+    assert (alarm["EvaluationPeriods"], alarm["DatapointsToAlarm"]) == (1, 1)
+    # And between two runs, or when a run is missing (the Failed alarm's concern), it keeps its
+    # state: an outage stays in ALARM until a day with enough payments is published
+    assert alarm["TreatMissingData"] == "ignore"
+    # And its description names the environment, the threshold and where to look
+    description = alarm["AlarmDescription"]
+    assert description.startswith("sds prod: fewer than 5000 payments scored on a day")
+    assert "docs/runbook.md" in description
+    # And it notifies the same topic as the other monitor alarms, when raised and when cleared
+    (failed,) = [
+        a["Properties"]
+        for a in resources(doc, "AWS::CloudWatch::Alarm").values()
+        if a["Properties"]["Namespace"] == "AWS/Lambda"
+    ]
+    assert alarm["AlarmActions"] == failed["AlarmActions"] and len(alarm["AlarmActions"]) == 1
+    assert alarm["OKActions"] == failed["OKActions"] and len(alarm["OKActions"]) == 1
+
+
+def test_the_idle_cost_counts_the_volume_alarm_only_where_it_is_configured(
+    tmp_path: Path,
+) -> None:
+    # Given the monitor's template without and with the volume alarm
+    cost = cost_script()
+    default = template(build(tmp_path, MonitorSettings())[1])
+    configured = template(build(tmp_path, MonitorSettings(min_daily_payments=1))[1])
+    # When `make cost` prices them
+    _, without, _ = cost.raw_lines([default])
+    _, with_alarm, _ = cost.raw_lines([configured])
+    # Then the configured one bills one alarm metric more, at 0.10 USD a month beyond the free tier
+    assert (without["alarm_metrics"], with_alarm["alarm_metrics"]) == (4, 5)
+    (estimate,) = cost.estimate({("prod", "Monitor"): configured}, {"prod": "111111111111"})
+    assert estimate.row("alarms") == (0.0, ["5 alarm metrics, 5 in the free tier"])
+
+
 def test_its_role_only_reads_captures_and_manifests(tmp_path: Path) -> None:
     # Given the monitor with an encrypted captures bucket and registry
     _, stack, monitor = build(tmp_path, MonitorSettings(), with_key=True)
@@ -187,8 +253,8 @@ def test_its_role_only_reads_captures_and_manifests(tmp_path: Path) -> None:
 def test_cdk_nag_finds_nothing_unacknowledged_in_the_monitor(
     tmp_path: Path, pack_type: type[NagPack]
 ) -> None:
-    # Given the monitor in a stack (its buckets are the test's, not the monitor's)
-    app, stack, monitor = build(tmp_path, MonitorSettings(), with_key=True)
+    # Given the monitor in a stack, every alarm on (its buckets are the test's, not the monitor's)
+    app, stack, monitor = build(tmp_path, MonitorSettings(min_daily_payments=1), with_key=True)
     # When cdk-nag checks it
     report = pack_type(app).validate_scope(stack)
     # Then nothing under the monitor is left unacknowledged
@@ -221,7 +287,7 @@ def test_monitor_settings_are_checked_by_name() -> None:
 def test_every_acknowledgment_in_the_monitor_matches_a_real_finding(tmp_path: Path) -> None:
     # Given the monitor built with its acknowledgments recorded, not applied
     with recording_only() as acknowledged:
-        app, stack, _ = build(tmp_path, MonitorSettings(), with_key=True)
+        app, stack, _ = build(tmp_path, MonitorSettings(min_daily_payments=1), with_key=True)
     # When cdk-nag checks it
     findings = {
         (resource.construct_path, violation.rule_name)

@@ -1,11 +1,13 @@
 """Options no environment in cdk.json uses yet: API key auth, alarms to an e-mail and an existing
 topic, a public training network above the chain start, no dashboard, a registry destroyed with its
-stack. A config change must be enough to turn them on."""
+stack, the drift monitor's volume alarm. A config change must be enough to turn them on."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from tests.infra.infra_helpers import one, resources
-from tests.infra.synth import VARIANT, SynthesizedApp
+from tests.infra.synth import VARIANT, SynthesizedApp, cdk_context
 
 
 def test_api_key_mode_requires_a_key_on_every_method_with_a_throttled_usage_plan(
@@ -64,3 +66,27 @@ def test_training_above_the_chain_start_in_public_subnets_needs_no_endpoint(
         "Type": "AWS::SSM::Parameter::Value<String>",
         "Default": "/sds/dev/registry-bucket",
     } in [{k: p[k] for k in ("Type", "Default")} for p in parameters if "Default" in p]
+
+
+def test_the_volume_alarm_is_in_the_environment_that_sets_a_minimum_and_nowhere_else(
+    synthesized: SynthesizedApp,
+) -> None:
+    # Given the variant, with monitor.min_daily_payments 100, and cdk.json's environments without
+    def volume_alarms(env: str) -> list[dict[str, Any]]:
+        template = synthesized.template(env, "Features").to_json()
+        return [
+            a["Properties"]
+            for a in resources(template, "AWS::CloudWatch::Alarm").values()
+            if a["Properties"].get("MetricName") == "Payments"
+        ]
+
+    # Then only the variant's Features stack has an alarm on its daily payments
+    assert [env for env in cdk_context()["environments"] if volume_alarms(env)] == []
+    (alarm,) = volume_alarms(VARIANT)
+    assert alarm["Dimensions"] == [{"Name": "Environment", "Value": VARIANT}]
+    assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (100, "LessThanThreshold")
+    # And it reaches the environment's alarm targets, as its other alarms do: the e-mail topic
+    # (an output of the Inference stack) and the existing pager topic
+    pager = "arn:aws:sns:us-east-1:123456789012:team-pager"
+    assert len(alarm["AlarmActions"]) == 2 and pager in alarm["AlarmActions"]
+    assert alarm["OKActions"] == alarm["AlarmActions"]

@@ -7,21 +7,10 @@ that moves an environment's idle cost fails here until `make cost` rewrites the 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
+from tests.infra.infra_helpers import cost_script as _cost
 from tests.infra.synth import ROOT, SynthesizedApp, cdk_context
-
-
-def _cost() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("sds_docs_cost", ROOT / "docs" / "cost.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_the_readme_idle_cost_table_is_what_the_templates_give(synthesized: SynthesizedApp) -> None:

@@ -139,9 +139,12 @@ def test_the_scheduled_function_publishes_metrics_that_breach_the_alarms_only_on
     figures: dict[str, dict[str, Any]] = {}
     for when in ("2026-03-01", "2026-03-02"):
         summary = handler.lambda_handler({"day": when}, None)
-        (line,) = emf_lines(capsys.readouterr().out)
+        volume, line = emf_lines(capsys.readouterr().out)
         figures[when] = line
         assert summary["versions"][0]["captured"] == line["Captured"]
+        # (beside the day's payments on the environment's dimension, every capture counted)
+        assert volume["Payments"] == line["Captured"] == summary["payments"][when]
+        assert volume["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["Environment"]]
 
     # Then each day is one EMF document in the namespace the alarms watch, on their dimension
     for line in figures.values():
@@ -169,15 +172,18 @@ def test_a_day_without_traffic_publishes_a_volume_of_zero_only_and_a_bad_day_is_
     summary = handler.lambda_handler({"day": "2026-02-01"}, None)
     out = capsys.readouterr().out
 
-    # Then it publishes the environment's volume as zero and nothing an alarm reads (missing
-    # data is not a breach), and says so in its summary
+    # Then it publishes the environment's volume as zero (0 payments: what the volume alarm
+    # reads) and nothing the drift alarms read (missing data is not a breach), and says so in
+    # its summary
     (line,) = emf_lines(out)
     (directive,) = line["_aws"]["CloudWatchMetrics"]
     assert directive["Dimensions"] == [["Environment"]]
-    assert {m["Name"] for m in directive["Metrics"]} == {"Captured", "Flagged"}
-    assert line["Captured"] == 0 and "ScorePSI" not in line and "AlertRateRatio" not in line
+    assert {m["Name"] for m in directive["Metrics"]} == {"Payments", "Captured", "Flagged"}
+    assert line["Payments"] == 0 and line["Captured"] == 0
+    assert "ScorePSI" not in line and "AlertRateRatio" not in line
     assert summary["versions"] == [] and summary["counts"]["records"] == 0
     assert summary["days_without_payments"] == ["2026-02-01"]
+    assert summary["payments"] == {"2026-02-01": 0}
     with pytest.raises(ValueError, match='"day" must be a date'):
         handler.lambda_handler({"day": "yesterday"}, None)
 

@@ -13,6 +13,7 @@ from sds.config import (
     ConfigError,
     Gates,
     LambdaSettings,
+    MonitorSettings,
     TrainingSettings,
     load_project,
     parse_project,
@@ -229,6 +230,40 @@ def test_a_fourth_environment_is_config_only() -> None:
             {"infra": {"training": {"source": "capture", "negative_rate": 0.1}}},
             "environments.dev.infra.training.negative_rate: applies to training from history only",
         ),
+        (
+            {"monitor": {"min_daily_payments": 0}},
+            "environments.dev.monitor.min_daily_payments: must be a whole number >= 1, or null "
+            "(no volume alarm)",
+        ),
+        (
+            {"monitor": {"min_daily_payments": -5}},
+            "environments.dev.monitor.min_daily_payments: must be a whole number >= 1",
+        ),
+        (
+            {"monitor": {"min_daily_payments": 99.5}},
+            "environments.dev.monitor.min_daily_payments: expected int, got float",
+        ),
+        (
+            {"monitor": {"min_daily_payments": "1000"}},
+            "environments.dev.monitor.min_daily_payments: expected int, got str",
+        ),
+        (
+            {"monitor": {"min_daily_payments": True}},
+            "environments.dev.monitor.min_daily_payments: expected int, got a boolean",
+        ),
+        (
+            # Nothing would publish the figure it compares: the alarm could never judge a day.
+            {"monitor": {"min_daily_payments": 1000, "schedule": None}},
+            "environments.dev.monitor.min_daily_payments: needs monitor.schedule (the scheduled "
+            "monitor publishes the daily payments it compares); set a schedule, or leave "
+            "min_daily_payments out",
+        ),
+        (
+            # Nothing captured: every day would count 0 payments and raise the alarm.
+            {"monitor": {"min_daily_payments": 1000}, "capture": {"sample_rate": 0}},
+            "environments.dev.monitor.min_daily_payments: is 1000, but capture.sample_rate is 0: "
+            "the monitor counts payments from their captures",
+        ),
     ],
 )
 def test_invalid_settings_name_the_key(change: dict[str, object], message: str) -> None:
@@ -267,6 +302,27 @@ def test_gates_at_the_ends_of_their_range_are_accepted() -> None:
     assert project.env("dev").shadow.gates.max_calibration_error == 0
 
 
+def test_the_volume_alarms_threshold_is_off_by_default_and_any_whole_number_from_1() -> None:
+    # Given an environment without the setting, one with it null, and ones with 1 and a million
+    def monitor(settings: dict[str, object]) -> MonitorSettings:
+        return parse_project({"environments": {"dev": {"monitor": settings}}}).env("dev").monitor
+
+    # Then the default is no volume alarm, null says the same, and each number is taken as given
+    assert monitor({}).min_daily_payments is None
+    assert monitor({"min_daily_payments": None}).min_daily_payments is None
+    assert monitor({"min_daily_payments": 1}).min_daily_payments == 1
+    assert monitor({"min_daily_payments": 1_000_000}).min_daily_payments == 1_000_000
+    # And a sampled capture is enough: the monitor weighs each record by its sample rate
+    project = parse_project(
+        {
+            "environments": {
+                "dev": {"monitor": {"min_daily_payments": 50}, "capture": {"sample_rate": 0.01}}
+            }
+        }
+    )
+    assert project.env("dev").monitor.min_daily_payments == 50
+
+
 def test_settings_groups_name_the_key_when_built_in_code() -> None:
     with pytest.raises(ValueError, match="memory_mb must be between 128 and 10240"):
         LambdaSettings(memory_mb=64)
@@ -274,6 +330,8 @@ def test_settings_groups_name_the_key_when_built_in_code() -> None:
         TrainingSettings(schedule="weekly")
     with pytest.raises(ValueError, match="min_roc_auc must be from 0 to 1"):
         Gates(min_roc_auc=5)
+    with pytest.raises(ValueError, match="min_daily_payments must be a whole number >= 1"):
+        MonitorSettings(min_daily_payments=0)
 
 
 def test_promotion_cycles_and_missing_start_are_rejected() -> None:

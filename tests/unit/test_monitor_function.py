@@ -16,6 +16,7 @@ from lambdas.monitor.figures import (
     days_before,
     days_without_payments,
     emf_documents,
+    payments_by_day,
     s3_reader,
     tally,
 )
@@ -74,7 +75,8 @@ def test_a_version_without_reference_publishes_volume_and_alert_rate_but_no_psi(
         days=["2026-03-02"],
         manifests=lambda name, version: {"version": version, "sha256": "c" * 64},
     )
-    (document,) = emf_documents("dev", tallies, now_ms=1)
+    documents = emf_documents("dev", tallies, days=["2026-03-02"], now_ms=1)
+    (document,) = [d for d in documents if "ModelVersion" in d]
 
     # Then volume and alert rate are published, PSI is not, and the summary says why
     (entry,) = tallies
@@ -143,21 +145,80 @@ def test_a_day_the_environment_served_nothing_publishes_a_volume_of_zero_and_no_
         days=days,
         manifests=lambda name, version: None,
     )
-    empty = days_without_payments(days, tallies)
-    documents = emf_documents("dev", tallies, empty_days=empty, now_ms=1)
+    documents = emf_documents("dev", tallies, days=days, now_ms=1)
 
     # Then March 2nd is a day without payments, published as a volume of zero for the
-    # environment: no version named, no alert rate or PSI for the alarms to read
-    assert empty == ["2026-03-02"]
+    # environment: its payments (what the volume alarm reads) 0, no version named, no alert rate
+    # or PSI for the drift alarms to read
+    assert days_without_payments(days, tallies) == ["2026-03-02"]
     (zero,) = [d for d in documents if d["Day"] == "2026-03-02"]
     (directive,) = zero["_aws"]["CloudWatchMetrics"]
     assert directive["Namespace"] == NAMESPACE and directive["Dimensions"] == [["Environment"]]
-    assert {m["Name"] for m in directive["Metrics"]} == {"Captured", "Flagged"}
-    assert zero["Captured"] == 0 and zero["Flagged"] == 0 and zero["Environment"] == "dev"
+    assert {m["Name"] for m in directive["Metrics"]} == {"Payments", "Captured", "Flagged"}
+    assert zero["Payments"] == 0 and zero["Environment"] == "dev"
+    assert zero["Captured"] == 0 and zero["Flagged"] == 0
     assert "ModelVersion" not in zero and "AlertRate" not in zero
-    # And the day that served is published as before, once
-    (served,) = [d for d in documents if d["Day"] == "2026-03-01"]
+    # And the day that served is published as before, once, beside its payments
+    (served,) = [d for d in documents if d["Day"] == "2026-03-01" and "ModelVersion" in d]
     assert served["Captured"] > 0 and served["ModelVersion"] == "1"
+    (volume,) = [d for d in documents if d["Day"] == "2026-03-01" and "ModelVersion" not in d]
+    assert volume["Payments"] == served["Captured"] and "Captured" not in volume
+
+
+def test_each_reported_day_publishes_the_environments_payments_every_version_together(
+    tmp_path: Path,
+) -> None:
+    # Given March 1st served by version 1 (every payment captured) and by version 2 (a canary,
+    # captured at a sample rate of 0.5), March 2nd by version 2 alone, and March 3rd by none
+    folder = tmp_path / "activity"
+    folder.mkdir()
+    served = traffic.payments(folder, 1200, seed=8)
+    captures = tmp_path / "capture"
+    for rows, when, version, rate in (
+        (slice(0, 300), "2026-03-01", 1, 1.0),
+        (slice(300, 500), "2026-03-01", 2, 0.5),
+        (slice(500, 550), "2026-03-02", 2, 0.5),
+    ):
+        traffic.capture(
+            captures, served.take(rows), day_us=day(when), version=version, sha256="c" * 64,
+            threshold=0.5, sample_rate=rate, id_prefix=f"{when}-",
+        )  # fmt: skip
+    files = {
+        when: [(str(p), p.read_bytes()) for p in captures.glob(f"dt={when}/*")]
+        for when in ("2026-03-01", "2026-03-02")
+    }
+    days = ["2026-03-01", "2026-03-02", "2026-03-03"]
+
+    # When the function tallies the three days and publishes them
+    tallies, _ = tally(
+        lambda partition, _written_from: files.get(partition, []),
+        env="dev",
+        days=days,
+        manifests=lambda name, version: None,
+    )
+    documents = emf_documents("dev", tallies, days=days, now_ms=1)
+
+    # Then each day has one figure of payments, on the environment's dimension alone: the
+    # payments of every version together, a sampled record standing for 1 / its rate of them
+    volume = {d["Day"]: d for d in documents if "Payments" in d}
+    assert sorted(volume) == days and len([d for d in documents if "Payments" in d]) == 3
+    for document in volume.values():
+        (directive,) = document["_aws"]["CloudWatchMetrics"]
+        assert directive["Dimensions"] == [["Environment"]] and "ModelVersion" not in document
+        assert {"Name": "Payments", "Unit": "Count"} in directive["Metrics"]
+    captured = {(t.day, t.version): t.figures()["captured"] for t in tallies}
+    assert 0 < captured[("2026-03-01", 2)] < 200  # the canary's records are a sample
+    assert volume["2026-03-01"]["Payments"] == pytest.approx(
+        captured[("2026-03-01", 1)] + 2 * captured[("2026-03-01", 2)]
+    )
+    assert volume["2026-03-02"]["Payments"] == pytest.approx(2 * captured[("2026-03-02", 2)])
+    assert volume["2026-03-03"]["Payments"] == 0
+    # And it is the sum of the day's served estimates, the figure `sds monitor` reports per
+    # version as `served_estimate`
+    assert payments_by_day(days, tallies) == {day: volume[day]["Payments"] for day in days}
+    assert volume["2026-03-01"]["Payments"] == pytest.approx(
+        sum(t.figures()["served_estimate"] for t in tallies if t.day == "2026-03-01")
+    )
 
 
 def test_payments_of_a_days_first_minutes_filed_under_the_day_before_count_on_their_day(
