@@ -20,7 +20,7 @@ from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError, ProfileNotFound
 
 from sds.cli.render import report_error
-from sds.kernel.aws.errors import AwsError, AwsFailure, explain, one_line
+from sds.kernel.aws.errors import AwsError, AwsFailure, error_code, error_status, explain, one_line
 from sds.kernel.aws.s3 import S3Client
 from sds.kernel.registry.s3_read import S3ReadStore
 from tests.unit.cli_run import sds
@@ -263,3 +263,29 @@ def test_a_denied_batch_run_names_the_batch_operator_policy() -> None:
     assert "access denied to StartExecution" in said
     assert "BatchOperatorPolicyArn to score and backfill on AWS" in said
     assert "PromoterPolicyArn" in said and "TrainingOperatorPolicyArn" in said
+
+
+def test_a_failures_code_and_status_are_read_alike_from_the_kernels_and_the_sdks_errors() -> None:
+    # Given the same 412 as the kernel's client raises it and as the SDK raises it
+    ours = AwsFailure(
+        "At least one of the preconditions failed",
+        service="s3",
+        operation="PutObject",
+        code="PreconditionFailed",
+        status=412,
+    )
+    theirs = ClientError(
+        {
+            "Error": {
+                "Code": "PreconditionFailed",
+                "Message": "At least one of the preconditions failed",
+            },
+            "ResponseMetadata": {"HTTPStatusCode": 412},
+        },
+        "PutObject",
+    )
+    # Then both give their code and status; an error without an answer gives neither
+    assert [(error_code(e), error_status(e)) for e in (ours, theirs)] == [
+        ("PreconditionFailed", 412)
+    ] * 2
+    assert (error_code(ValueError("x")), error_status(ValueError("x"))) == ("", None)

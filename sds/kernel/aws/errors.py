@@ -55,6 +55,19 @@ def error_code(exc: BaseException) -> str:
     return ""
 
 
+def error_status(exc: BaseException) -> int | None:
+    """The HTTP status of a failed call's answer, made with the kernel's client (`AwsError.status`)
+    or the SDK's (`ClientError.response`); None without one."""
+    if isinstance(exc, AwsError):
+        return exc.status
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if isinstance(status, int):
+            return status
+    return None
+
+
 class AwsConnectionError(AwsError):
     """No usable response: the endpoint was unreachable, timed out or broke the connection on
     every attempt, or its TLS certificate did not verify."""
@@ -197,13 +210,12 @@ def _parts(exc: BaseException) -> tuple[str, str, str, str, int | None] | None:
     response = getattr(exc, "response", None)
     if isinstance(response, dict) and isinstance(response.get("Error"), dict):
         error = response["Error"]
-        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         return (
             str(error.get("Code", "")),
             str(error.get("Message", "")),
             "",
             str(getattr(exc, "operation_name", "")),
-            status if isinstance(status, int) else None,
+            error_status(exc),
         )
     sdk = sys.modules.get("botocore.exceptions")
     if sdk is not None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 from urllib.parse import unquote, urlparse
 
-from sds.kernel.aws.errors import error_code
+from sds.kernel.aws.errors import error_code, error_status
 from sds.kernel.errors import SdsError, UsageError
 
 
@@ -321,7 +321,7 @@ class S3Storage:
                 )
                 return
             except Exception as exc:
-                status = _status(exc)
+                status = error_status(exc)
                 if error_code(exc) == "PreconditionFailed" or status == 412:
                     raise AlreadyExists(self.name(key)) from None
                 conflict = error_code(exc) == "ConditionalRequestConflict" or status == 409
@@ -355,13 +355,6 @@ class S3Storage:
                 )
         except Exception as exc:
             raise self._fail(prefix, exc) from exc
-
-
-def _status(exc: Exception) -> int | None:
-    """The HTTP status of a failed SDK call's answer (None without one)."""
-    response = getattr(exc, "response", None) or {}
-    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return int(status) if status is not None else None
 
 
 def open_storage(location: str | Path) -> Storage:

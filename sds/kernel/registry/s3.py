@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from sds.kernel.aws.errors import error_code, error_status
 from sds.kernel.aws.s3 import is_missing
 from sds.kernel.registry.s3_read import S3Location
 from sds.kernel.registry.store import NotFound, PreconditionFailed, StoredObject
@@ -36,9 +37,7 @@ def s3_client() -> Any:
 
 
 def _is_conflict(exc: Any) -> bool:
-    error = exc.response.get("Error", {})
-    status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
-    return error.get("Code") in _CONFLICT_CODES or status in ("412", "409")
+    return error_code(exc) in _CONFLICT_CODES or error_status(exc) in (412, 409)
 
 
 class S3Store(S3Location):
