@@ -90,7 +90,9 @@ from sds.kernel.features import (
     Problem,
     batch_envelope,
     featurize_columns,
+    featurize_row,
     json_int,
+    parse_time,
     validate_event,
 )
 from sds.kernel.featurestore import FeatureStoreError, open_feature_store
@@ -123,6 +125,9 @@ LineSink = Callable[[bytes], None]
 # A payment sent to /predict may say what it is, as on the event bus.
 OPTIONAL_FIELDS = ("type",)
 PAYMENT = "payment"
+# A one-payment request's aggregates when the store cannot answer and the environment scores.
+_NO_AGGREGATES = (0.0,) * len(AGGREGATES)
+_OCCURRED_AT = FIELD_NAMES.index("occurred_at")
 # A challenger that raises this many times in a row is switched off for the execution environment.
 SHADOW_FAILURE_LIMIT = 3
 
@@ -391,6 +396,8 @@ class InferenceApp:
         self.decoder = BatchDecoder(
             max_events=self.settings.max_events, optional={"type": (PAYMENT,)}
         )
+        # A one-payment request is scored as a row, its aggregates in the features' order.
+        self._rows = self.online is None or self.online.names == AGGREGATES
         if settings is None or settings_error is not None:
             self.unavailable = settings_error or "the function is misconfigured"
             self._emit({"ModelLoadFailure": 1.0})
@@ -596,29 +603,43 @@ class InferenceApp:
     def _predict(self, event: Mapping[str, Any], metrics: dict[str, float]) -> Response:
         received_us, started_ns = self.clock(), time.perf_counter_ns()
         data = request_body(event, self.settings.max_body_bytes)
-        decoded = self.decoder(data)
-        if (
-            decoded is not None
-            and ahead_of_clock(max(decoded[0][TIME_US]), received_us) is not None
-        ):
-            decoded = None  # a payment dated ahead of the clock: the reference path names it
-        events: list[Mapping[str, Any]] | None
-        if decoded is None:
+        payments = self.decoder.events(data)
+        one: tuple[tuple[Any, ...], int] | None = None  # a one-payment request's fields and time
+        columns: Columns | None = None
+        if payments is not None:
+            if len(payments) == 1 and self._rows:
+                one = self._one(payments[0], received_us)
+            else:
+                columns = self._columns(payments, received_us)
+            if one is None and columns is None:
+                payments = None  # a time the reader cannot vouch for: the reference path decides
+        events: Sequence[Mapping[str, Any]] | None = None  # the payments as JSON, if parsed
+        if payments is None:
             # Not certainly valid: the reference path decides, and names every problem.
             events = self._events(parse_json(data), received_us)
             columns = Columns.of(events)
-        else:
-            columns, payments = decoded
-            events = None  # the payments as JSON objects, made for the capture only
         model = self._require_model()
-        columns, missing = self._with_aggregates(columns, metrics)
-        features = featurize_columns(columns)
-        # The handler's own matrix: C-contiguous float32 in the verified layout, scored without
-        # the wrapper's per-call checks (`LoadedModel.score_matrix`; `predict` gives the same).
-        scores = model.score_matrix(features)
+        capturer = self.capturer
+        event_ids: Sequence[Any]
+        if one is not None:
+            # One payment, the most common request: scored as a row from its fields, without
+            # columns or a matrix of its own (docs/decisions.md 61).
+            fields, occurred_us = one
+            computed, missing = self._row_aggregates(fields[1], occurred_us, metrics)
+            score, features = model.score_row(
+                featurize_row(fields, computed), keep=capturer is not None
+            )
+            scores, event_ids = [score], [fields[0]]
+        else:
+            assert columns is not None
+            columns, missing = self._with_aggregates(columns, metrics)
+            features = featurize_columns(columns)
+            # The handler's own matrix: C-contiguous float32 in the verified layout, scored
+            # without the wrapper's per-call checks (`LoadedModel.score_matrix`).
+            scores = model.score_matrix(features)
+            event_ids = columns["event_id"]
         decided_ns = time.perf_counter_ns()
         # The challenger scores right after the live model, before the response is built.
-        capturer = self.capturer
         shadow = (
             self._shadow_scores(features, metrics)
             if capturer is not None and capturer.shadowing
@@ -629,7 +650,7 @@ class InferenceApp:
         shown = shown_scores(scores, threshold)
         predictions = [
             {"fraud_probability": value, "is_fraud": score >= threshold, "event_id": i}
-            for score, value, i in zip(scores, shown, columns["event_id"], strict=True)
+            for score, value, i in zip(scores, shown, event_ids, strict=True)
         ]
         self._emit_behaviour(scores, threshold)
         document: dict[str, Any] = {"model": self._model_ref, "predictions": predictions}
@@ -637,6 +658,9 @@ class InferenceApp:
             document["online_features"] = {"available": False, "reason": missing}
         response = self._json(200, document)
         if capturer is not None:
+            if events is None:
+                assert payments is not None  # the reader's: made JSON objects for the capture only
+                events = self.decoder.as_dicts(payments)
             # Once the response is built (the record's latency ends at the decision): measured,
             # capture costs a request less here than between scoring and the response
             # (benchmarks/README.md, section 12).
@@ -645,7 +669,7 @@ class InferenceApp:
                 received_us,
                 started_ns,
                 decided_ns,
-                self.decoder.as_dicts(payments) if events is None else events,
+                events,
                 features,
                 scores,
                 missing,
@@ -723,6 +747,40 @@ class InferenceApp:
         self._shadow_failures = 0
         return scores, time.perf_counter_ns() - started, None
 
+    def _one(self, payment: Any, received_us: int) -> tuple[tuple[Any, ...], int] | None:
+        """A decoded payment's fields and time (microseconds), if its time is valid and not ahead
+        of the clock; else None (the reference path names the problem)."""
+        fields = self.decoder.fields(payment)
+        try:
+            occurred_us = parse_time(fields[_OCCURRED_AT])
+        except ValueError:
+            return None
+        if ahead_of_clock(occurred_us, received_us) is not None:
+            return None
+        return fields, occurred_us
+
+    def _columns(self, payments: list[Any], received_us: int) -> Columns | None:
+        """Decoded payments as columns, if every time is valid and none is ahead of the clock
+        (the clock is compared with the latest time only); else None."""
+        columns = self.decoder.columns(payments)
+        if columns is None or ahead_of_clock(max(columns[TIME_US]), received_us) is not None:
+            return None
+        return columns
+
+    def _row_aggregates(
+        self, account: str, occurred_us: int, metrics: dict[str, float]
+    ) -> tuple[tuple[float, ...], str | None]:
+        """`_with_aggregates` for one payment: its account's aggregates as a row, in
+        `AGGREGATES` order."""
+        reason = self.online_error
+        if self.online is not None:
+            try:
+                return self.online.read_row(account, occurred_us), None
+            except FeatureStoreError as exc:
+                reason = str(exc)
+        self._aggregates_unavailable(reason, metrics)
+        return _NO_AGGREGATES, reason
+
     def _with_aggregates(
         self, columns: Columns, metrics: dict[str, float]
     ) -> tuple[Columns, str | None]:
@@ -736,6 +794,12 @@ class InferenceApp:
                 reason = str(exc)
             else:
                 return columns.with_inputs(values), None
+        self._aggregates_unavailable(reason, metrics)
+        return columns.with_inputs({name: [0.0] * columns.size for name in AGGREGATES}), reason
+
+    def _aggregates_unavailable(self, reason: str | None, metrics: dict[str, float]) -> None:
+        """Count and log that the store could not answer; raise the 503 unless the environment
+        scores with zeros (WHEN_FEATURES_UNAVAILABLE)."""
         metrics["OnlineFeaturesUnavailable"] = 1.0
         logger.warning("account aggregates unavailable: %s", reason)
         if self.settings.when_features_unavailable != "score":
@@ -745,7 +809,6 @@ class InferenceApp:
                 f"the account aggregates could not be read: {reason}; retry, or use your "
                 "fallback decision",
             )
-        return columns.with_inputs({name: [0.0] * columns.size for name in AGGREGATES}), reason
 
     # Request parsing --------------------------------------------------------------------------
 

@@ -291,17 +291,14 @@ def evaluate_columns(
     return evaluator(aggregates)(queries)
 
 
-@functools.cache
-def evaluator(aggregates: tuple[Aggregate, ...]) -> Callable[[Sequence[Query]], AggregateColumns]:
-    """`evaluate_columns` for `aggregates`: a function generated from their declarations (once
-    per set of declarations), one pass over the queries with every aggregate's name, window,
-    bucket and scale written in as constants, so evaluating reads no declaration at all. For
-    each query and aggregate, the rule of this module: the buckets that start in
-    [floor(time - window), time), summed (`count`, `sum`) or their sets' union counted
-    (`count_distinct`), divided by `scale`; an aggregate with no buckets costs one lookup."""
+def _evaluation(aggregates: tuple[Aggregate, ...], keep: str) -> list[str]:
+    """The statements that evaluate every aggregate of `aggregates` for one query (`state`,
+    `time`), each aggregate's window, bucket and scale written in as constants, and keep each
+    value by `keep`, formatted with its index and value (`evaluator`, `row_evaluator`)."""
     body: list[str] = []
     for index, aggregate in enumerate(aggregates):
         distinct = aggregate.function == "count_distinct"
+        value = f"{'len(seen)' if distinct else 'total'} / {aggregate.scale!r}"
         body += [
             f"buckets = state.get({aggregate.name!r})",
             "if buckets:",
@@ -311,26 +308,61 @@ def evaluator(aggregates: tuple[Aggregate, ...]) -> Callable[[Sequence[Query]], 
             "    for start, value in buckets.items():",
             "        if first <= start < time:",
             "            seen.update(value)" if distinct else "            total += value",
-            f"    append_{index}({'len(seen)' if distinct else 'total'} / {aggregate.scale!r})",
+            "    " + keep.format(index=index, value=value),
             "else:",
-            f"    append_{index}(0.0)",
+            "    " + keep.format(index=index, value="0.0"),
         ]
+    return body or ["pass"]
+
+
+def _generated(source: str, name: str) -> Any:
+    namespace: dict[str, Any] = {}
+    exec(compile(source, "<aggregates' evaluation>", "exec"), namespace)
+    return namespace[name]
+
+
+@functools.cache
+def evaluator(aggregates: tuple[Aggregate, ...]) -> Callable[[Sequence[Query]], AggregateColumns]:
+    """`evaluate_columns` for `aggregates`: a function generated from their declarations (once
+    per set of declarations), one pass over the queries with every aggregate's name, window,
+    bucket and scale written in as constants, so evaluating reads no declaration at all. For
+    each query and aggregate, the rule of this module: the buckets that start in
+    [floor(time - window), time), summed (`count`, `sum`) or their sets' union counted
+    (`count_distinct`), divided by `scale`; an aggregate with no buckets costs one lookup."""
     names = [aggregate.name for aggregate in aggregates]
     source = "\n".join(
         [
             "def evaluate(queries):",
             *(f"    column_{i} = []; append_{i} = column_{i}.append" for i in range(len(names))),
             "    for state, time in queries:",
-            *(f"        {line}" for line in body or ["pass"]),
+            *(f"        {line}" for line in _evaluation(aggregates, "append_{index}({value})")),
             "    return {"
             + ", ".join(f"{name!r}: column_{i}" for i, name in enumerate(names))
             + "}",
         ]
     )
-    namespace: dict[str, Any] = {}
-    exec(compile(source, "<aggregates' evaluation>", "exec"), namespace)
-    evaluate: Callable[[Sequence[Query]], AggregateColumns] = namespace["evaluate"]
+    evaluate: Callable[[Sequence[Query]], AggregateColumns] = _generated(source, "evaluate")
     return evaluate
+
+
+@functools.cache
+def row_evaluator(
+    aggregates: tuple[Aggregate, ...],
+) -> Callable[[Mapping[str, Mapping[int, BucketValue]], int], tuple[float, ...]]:
+    """One query's values of `aggregates`, in their order: `evaluator`'s statements generated
+    into a function of (state, time) that returns a tuple, no list or dict around it (the
+    aggregates of a one-event request, `sds.kernel.features.featurize_row`'s `computed`)."""
+    source = "\n".join(
+        [
+            "def evaluate_row(state, time):",
+            *(f"    {line}" for line in _evaluation(aggregates, "value_{index} = {value}")),
+            "    return (" + "".join(f"value_{i}, " for i in range(len(aggregates))) + ")",
+        ]
+    )
+    evaluate_row: Callable[[Mapping[str, Mapping[int, BucketValue]], int], tuple[float, ...]] = (
+        _generated(source, "evaluate_row")
+    )
+    return evaluate_row
 
 
 def state_to_json(state: Mapping[str, Mapping[int, BucketValue]]) -> dict[str, dict[str, Any]]:

@@ -2,13 +2,15 @@
 
 A batch of events is read as columns (`Columns`: one sequence per input, in event order). Each
 entry of `FEATURES` is one Python expression over an event's inputs (`log1p(amount)`), compiled
-at import into the two forms a batch needs: the feature's columns (`Feature.compute`), from which
-a large batch's matrix is assembled, and a term of one generated comprehension that writes a
-small batch's rows, the one-event requests that are most of serving (`_compile_rows`). That one
-definition serves every caller: the inference Lambda featurizes a request's events together
-(`featurize_columns`, which builds the float32 matrix ONNX Runtime scores), training maps it over
-history in chunks (`featurize_batch`), and `featurize(event)` is a batch of one. There is no
-second version for serving: both forms are compiled from the same text.
+at import into the forms a batch needs: the feature's columns (`Feature.compute`), from which a
+large batch's matrix is assembled; a term of one generated comprehension that writes a small
+batch's rows (`_compile_rows`); and a term of one generated function of a single event's inputs
+(`_compile_row`), for the one-event requests that are most of serving. That one definition
+serves every caller: the inference Lambda featurizes a request's events together
+(`featurize_columns`, which builds the float32 matrix ONNX Runtime scores) and a one-event
+request from its fields alone (`featurize_row`), training maps it over history in chunks
+(`featurize_batch`), and `featurize(event)` is that row as floats. There is no second version for
+serving: every form is compiled from the same text.
 
 `validate_event` checks one event against `FIELDS`, the published input schema that the manifest
 records and the API documents, and names every problem it finds. It is the one gate every entry
@@ -552,14 +554,33 @@ class BatchDecoder:
         self._as_dicts = msgspec.to_builtins
 
     def __call__(self, data: bytes) -> tuple[Columns, list[Any]] | None:
+        events = self.events(data)
+        if events is None:
+            return None
+        columns = self.columns(events)
+        return None if columns is None else (columns, events)
+
+    def events(self, data: bytes) -> list[Any] | None:
+        """The body's events, every field checked but `occurred_at`, still a string to parse
+        (`parse_time`: a ValueError there declines the body too); None where `__call__` answers
+        None for any other reason."""
         try:
             events: list[Any] = self._events(self._decode(data))
         except self._error:
             return None
+        return events
+
+    def columns(self, events: list[Any]) -> Columns | None:
+        """Decoded events (`events`) as columns; None if an `occurred_at` is not a valid time."""
         try:
-            return Columns.of_rows(list(map(self._row, events))), events
-        except ValueError:  # an occurred_at that is not a valid time
+            return Columns.of_rows(list(map(self._row, events)))
+        except ValueError:
             return None
+
+    def fields(self, event: Any) -> tuple[Any, ...]:
+        """A decoded event's values of `FIELD_NAMES`, in order (`featurize_row`'s `fields`)."""
+        values: tuple[Any, ...] = self._row(event)
+        return values
 
     def as_dicts(self, events: list[Any]) -> list[dict[str, Any]]:
         """Decoded events as the JSON objects they were sent as: the fields in `FIELDS` order, an
@@ -658,19 +679,36 @@ def _one_hot(name: str, categories: tuple[str, ...]) -> Feature:
     )
 
 
+def _scope_of(features: Sequence[Feature]) -> dict[str, Any]:
+    """What the generated forms of `features` name beyond their inputs."""
+    scope = dict(_SCOPE)
+    for f in features:
+        scope.update(f.scope)
+    return scope
+
+
 def _compile_rows(features: Sequence[Feature]) -> Callable[[Columns], list[tuple[Any, ...]]]:
     """Each event's values of every feature, in `FEATURE_NAMES` order: one comprehension over the
     batch, its row a tuple of the features' expressions, generated from their text. For a few
     events this beats building each feature's column (a list per feature, a zip of them all)."""
-    scope = dict(_SCOPE)
-    for f in features:
-        scope.update(f.scope)
     inputs = tuple(dict.fromkeys(name for f in features for name in f.inputs))
     row = ", ".join(f.expression for f in features)
     rows: Callable[[Columns], list[tuple[Any, ...]]] = _compiled(
-        f"lambda columns: [({row},) {_over(inputs)}]", "feature rows", scope
+        f"lambda columns: [({row},) {_over(inputs)}]", "feature rows", _scope_of(features)
     )
     return rows
+
+
+def _compile_row(features: Sequence[Feature]) -> Callable[..., tuple[Any, ...]]:
+    """One event's values of every feature, in `FEATURE_NAMES` order, from its inputs passed as
+    arguments (`FIELD_NAMES`' values, then `aggregates.NAMES`'): the row `_compile_rows` writes,
+    from the same text, for an event that is not in columns at all (`featurize_row`)."""
+    parameters = ", ".join((*FIELD_NAMES, *aggregates.NAMES))
+    row = ", ".join(f.expression for f in features)
+    function: Callable[..., tuple[Any, ...]] = _compiled(
+        f"lambda {parameters}: ({row},)", "feature row", _scope_of(features)
+    )
+    return function
 
 
 # Each value is a float, an int or a bool; the matrix holds them as float32 (True is 1.0).
@@ -689,6 +727,7 @@ FEATURES: tuple[Feature, ...] = (
 FEATURE_NAMES: tuple[str, ...] = tuple(name for feature in FEATURES for name in feature.names)
 N_FEATURES = len(FEATURE_NAMES)
 _ROWS = _compile_rows(FEATURES)
+_ROW = _compile_row(FEATURES)
 
 
 # From this many events, `featurize_columns` assembles the matrix from the features' columns,
@@ -758,11 +797,19 @@ def featurize_columns(columns: Columns) -> Matrix:
     return np.concatenate(blocks, axis=1)
 
 
+def featurize_row(fields: Sequence[Any], computed: Sequence[float]) -> tuple[Any, ...]:
+    """One validated event's features (order: FEATURE_NAMES) from its values of `FIELD_NAMES`
+    (`fields`, in that order) and its account aggregates (`computed`, in `aggregates.NAMES`
+    order), as the expressions give them (floats, ints, booleans): the row of a one-event
+    request, scored without building columns or a list per input (docs/decisions.md 61)."""
+    return _ROW(*fields, *computed)
+
+
 def featurize(event: Mapping[str, Any], computed: Mapping[str, float]) -> list[float]:
     """One validated event's feature vector (order: FEATURE_NAMES), with its account aggregates
-    (`computed`: a value for each of `aggregates.NAMES`): the batch of one."""
-    columns = Columns.of((event,)).with_inputs({n: (computed[n],) for n in aggregates.NAMES})
-    return [float(value) for value in _ROWS(columns)[0]]
+    (`computed`: a value for each of `aggregates.NAMES`)."""
+    row = featurize_row(_FIELD_GETTER(event), [computed[n] for n in aggregates.NAMES])
+    return [float(value) for value in row]
 
 
 FEATURIZE_CHUNK = 65_536

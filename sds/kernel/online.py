@@ -30,6 +30,7 @@ from sds.kernel.aggregates import (
     EntityState,
     evaluator,
     fold,
+    row_evaluator,
 )
 from sds.kernel.events import conflict_message, content_digest, recorded_conflict_message
 from sds.kernel.featurestore import (
@@ -109,7 +110,9 @@ class OnlineFeatures:
         self.store = store
         self.aggregates = aggregates
         self.clock = clock
+        self.names = tuple(a.name for a in aggregates)
         self._evaluate = evaluator(aggregates)  # `evaluate_columns`, found once
+        self._evaluate_row = row_evaluator(aggregates)
         entities = {a.entity for a in aggregates}
         if len(entities) > 1:
             raise ValueError("all aggregates must share one entity key")
@@ -296,3 +299,10 @@ class OnlineFeatures:
         empty = EMPTY.state
         states = [(found.state if (found := stored.get(e)) else empty) for e in entities]
         return self._evaluate(list(zip(states, times, strict=True)))
+
+    def read_row(self, entity: str, time: int) -> tuple[float, ...]:
+        """`read_columns` of one query as a row: the values of the aggregates (in `names` order)
+        of `entity` at `time`, read and evaluated with no list or dict around them (a one-event
+        request's, `sds.kernel.features.featurize_row`)."""
+        found = self.store.read([entity]).get(entity)
+        return self._evaluate_row(EMPTY.state if found is None else found.state, time)

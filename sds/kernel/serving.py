@@ -137,6 +137,20 @@ class LoadedModel:
         scores: list[float] = probabilities[:, 1].tolist()
         return scores
 
+    def score_row(self, row: Sequence[Any], *, keep: bool = False) -> tuple[float, Matrix | None]:
+        """`score_matrix` of the one-row matrix of `row` (`featurize_row`'s values, in the
+        feature layout), written straight into the buffer bound at load: a one-event request
+        builds no matrix of its own. With `keep`, that matrix too (a copy, what a capture
+        records and a shadow scores), else None."""
+        one_row = self._one_row
+        if one_row is not None:
+            scored = one_row.score_row(row, keep)
+            if scored is not None:
+                return scored
+        matrix = self._np.array((row,), dtype=self._np.float32)
+        (probabilities,) = self._run(self._outputs, {self.input_name: matrix}, None)
+        return float(probabilities[0, 1]), matrix if keep else None
+
     def predict(self, vectors: Matrix | Sequence[Sequence[float]]) -> list[float]:
         """Fraud probability for each feature vector (rows of a float32 matrix: no copy)."""
         matrix = self._np.asarray(vectors, dtype=self._np.float32)
@@ -208,6 +222,18 @@ class _OneRow:
             self._input[:] = row
             self._run()
             return float(self._output[0, 1])
+        finally:
+            self._busy.release()
+
+    def score_row(self, row: Sequence[Any], keep: bool) -> tuple[float, Matrix | None] | None:
+        """`score` of the (1, width) matrix of `row`'s values, and with `keep` a copy of it;
+        None if the buffers are in use by another thread."""
+        if not self._busy.acquire(blocking=False):
+            return None
+        try:
+            self._input[0] = row
+            self._run()
+            return float(self._output[0, 1]), self._input.copy() if keep else None
         finally:
             self._busy.release()
 

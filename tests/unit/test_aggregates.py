@@ -322,6 +322,8 @@ def test_evaluating_many_queries_at_once_gives_each_querys_own_values(
         alone = evaluate(state, at)
         assert {name: columns[name][i] for name in agg.NAMES} == alone
         assert alone == {a.name: from_buckets(state, at, a) for a in AGGREGATES}
+        # and the row a one-payment request evaluates holds the same values, in NAMES order
+        assert agg.row_evaluator(AGGREGATES)(state, at) == tuple(alone.values())
 
 
 def from_buckets(
@@ -379,10 +381,14 @@ def test_other_declarations_are_evaluated_by_their_own_windows_buckets_and_scale
     # the payment; and nothing where nothing counts
     assert columns == {"logins_10m": [3.0, 0.0], "paid_k": [3.0, 0.0], "countries_2d": [3.0, 0.0]}
     assert columns == {a.name: [from_buckets(state, at, a), 0.0] for a in declared}
+    # And a row of them, in their declared order, holds the same values
+    assert agg.row_evaluator(declared)(state, at) == (3.0, 3.0, 3.0)
+    assert agg.row_evaluator(declared)({}, at) == (0.0, 0.0, 0.0)
 
 
 def test_no_declarations_evaluate_to_no_columns() -> None:
     assert agg.evaluate_columns([({}, T0)], aggregates=()) == {}
+    assert agg.row_evaluator(())({}, T0) == ()
 
 
 def test_without_msgspec_a_state_reads_the_same(monkeypatch: pytest.MonkeyPatch) -> None:

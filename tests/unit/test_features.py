@@ -35,6 +35,7 @@ from sds.kernel.features import (
     featurize,
     featurize_batch,
     featurize_columns,
+    featurize_row,
     parse_time,
     parse_times,
     validate_event,
@@ -185,6 +186,10 @@ def test_given_any_valid_events_then_batch_features_equal_per_event_features_and
     decoded = DECODER(body_of(events))
     assert decoded is not None
     assert featurize_columns(decoded[0].with_inputs(some)).tolist() == as_float32(per_event)
+    # and each decoded payment's row, as a one-payment request scores it, is its matrix row
+    computed = [SOME[name] for name in AGGREGATES]
+    rows = [featurize_row(DECODER.fields(payment), computed) for payment in decoded[1]]
+    assert np.array(rows, dtype=np.float32).tolist() == as_float32(per_event)
 
 
 @settings(max_examples=150, deadline=None)

@@ -182,6 +182,10 @@ def test_the_scoring_paths_column_read_answers_what_read_answers(
     assert columns == {name: [row[name] for row in rows] for name in rows[0]}
     assert columns["failed_logins_last_1h"] == [2, 0, 2]
     assert all(column[1] == 0.0 for column in columns.values())
+    # And a one-payment request's row read holds the same values, in the aggregates' order
+    assert online.names == tuple(columns)
+    for i, (entity, at) in enumerate(queries):
+        assert online.read_row(entity, at) == tuple(column[i] for column in columns.values())
 
 
 def test_invalid_messages_come_back_alone_and_their_problems_are_logged(

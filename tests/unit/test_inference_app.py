@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import skops.io as sio
 
+from lambdas.inference import app as app_module
 from lambdas.inference.app import InferenceApp
 from sds.kernel.aggregates import NAMES as AGGREGATES
 from sds.kernel.behaviour import BEHAVIOUR_METRICS, SCORE_BOUNDS, SCORE_BUCKETS
@@ -605,10 +606,17 @@ def clocked(trained: TrainedModel, at: str = NOW) -> InferenceApp:
     return InferenceApp(trained.settings(), metrics=lambda *a: None, clock=lambda: now)
 
 
+class Declining:
+    """A warm-path reader that declines every body (`BatchDecoder.events` answering None)."""
+
+    def events(self, data: bytes) -> None:
+        return None
+
+
 def reference_answer(app: InferenceApp, event: dict[str, Any]) -> dict[str, Any]:
     """The reference path's answer alone (the fast reader declines every body)."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(app, "decoder", lambda data: None)
+        patch.setattr(app, "decoder", Declining())
         return app.handle(event, None)
 
 
@@ -1087,8 +1095,35 @@ def test_a_payment_is_scored_with_its_account_aggregates_read_in_one_round_trip(
     )
 
 
+def test_one_payment_is_scored_as_a_row_exactly_as_in_a_batch(
+    trained: TrainedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a store holding a burst of failed logins on one account, and payments of that
+    # account, of another, at other hours and amounts
+    online = OnlineFeatures(SqliteFeatureStore(tmp_path / "features.db"))
+    online.apply(_failed_logins("acct-risky", 4), now=parse_time(NOW))
+    app = InferenceApp(trained.settings(), metrics=lambda *a: None, online=online)
+    events = [
+        valid_event(),
+        ordinary_event(),
+        valid_event(event_id="e3", amount=12, hour_of_day=23, is_new_device=False),
+        valid_event(event_id="e4", currency="JPY", amount=99_999.5, merchant_category="travel"),
+    ]
+    # When each is sent alone (scored as a row: no columns are built for it) and all together
+    _, _, batch = call(app, proxy({"events": events}))
+    with monkeypatch.context() as patch:
+        patch.setattr(app_module, "featurize_columns", None)  # the row path never calls it
+        singles = [call(app, proxy({"events": [e]})) for e in events]
+    # Then each alone gets exactly its prediction in the batch, aggregates included
+    assert [status for status, _, _ in singles] == [200] * len(events)
+    assert [body["predictions"][0] for _, _, body in singles] == batch["predictions"]
+    # (they score apart: a path that dropped an input or the aggregates would not pass above)
+    assert len({p["fraud_probability"] for p in batch["predictions"]}) >= 3
+
+
+@pytest.mark.parametrize("payments", [1, 2], ids=["one payment (a row)", "two (columns)"])
 def test_given_the_store_failing_and_an_environment_that_refuses_then_503_not_500(
-    trained: TrainedModel, tmp_path: Path
+    trained: TrainedModel, tmp_path: Path, payments: int
 ) -> None:
     seen: Metrics = []
     app = InferenceApp(
@@ -1097,7 +1132,7 @@ def test_given_the_store_failing_and_an_environment_that_refuses_then_503_not_50
         online=OnlineFeatures(BrokenStore(tmp_path / "features.db")),
     )
 
-    status, _, body = call(app, proxy({"events": [valid_event()]}))
+    status, _, body = call(app, proxy({"events": [valid_event(), ordinary_event()][:payments]}))
 
     assert status == 503
     assert body["error"] == "features_unavailable"
@@ -1105,8 +1140,9 @@ def test_given_the_store_failing_and_an_environment_that_refuses_then_503_not_50
     assert ("OnlineFeaturesUnavailable", 1.0, {"Environment": "test"}) in seen
 
 
+@pytest.mark.parametrize("payments", [1, 2], ids=["one payment (a row)", "two (columns)"])
 def test_given_the_store_failing_and_an_environment_that_scores_then_200_flagged(
-    trained: TrainedModel, tmp_path: Path
+    trained: TrainedModel, tmp_path: Path, payments: int
 ) -> None:
     seen: Metrics = []
     app = InferenceApp(
@@ -1114,16 +1150,23 @@ def test_given_the_store_failing_and_an_environment_that_scores_then_200_flagged
         metrics=collect(seen),
         online=OnlineFeatures(BrokenStore(tmp_path / "features.db")),
     )
+    events = [valid_event(), ordinary_event()][:payments]
 
-    status, _, body = call(app, proxy({"events": [valid_event()]}))
+    status, _, body = call(app, proxy({"events": events}))
 
     assert status == 200
     assert body["online_features"] == {
         "available": False,
         "reason": "features.db: read failed: disk I/O error",
     }
-    assert [p["event_id"] for p in body["predictions"]] == ["evt-risky"]
+    assert [p["event_id"] for p in body["predictions"]] == [e["event_id"] for e in events]
     assert ("OnlineFeaturesUnavailable", 1.0, {"Environment": "test"}) in seen
+    # scored with every aggregate 0, as an account the store has never seen is
+    data = trained.registry().read_artifact(1)
+    expected = onnx_scores(data, np.asarray([featurize(e, ZERO) for e in events], np.float32))
+    assert [p["fraud_probability"] for p in body["predictions"]] == shown_scores(
+        expected.tolist(), trained.version.manifest["decision_threshold"]
+    )
 
 
 def test_given_no_feature_store_configured_then_503_names_the_setting(

@@ -297,11 +297,18 @@ def test_given_mutated_events_then_valid_ones_are_scored_and_each_invalid_event_
 # The fast path changes nothing a client can see ------------------------------------------------
 
 
+class Declining:
+    """A warm-path reader that declines every body (`BatchDecoder.events` answering None)."""
+
+    def events(self, data: bytes) -> None:
+        return None
+
+
 def _reference_answer(app: InferenceApp, event: dict[str, Any]) -> dict[str, Any]:
     """The answer of the reference path alone: the warm path's reader declines everything, so
     the standard library parses and `validate_event` validates each event."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(app, "decoder", lambda data: None)
+        patch.setattr(app, "decoder", Declining())
         return app.handle(event, None)
 
 

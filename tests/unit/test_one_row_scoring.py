@@ -1,6 +1,8 @@
 """A one-row request runs on buffers bound to the ONNX Runtime session at load
 (`sds.kernel.serving._OneRow`): its score is exactly what `InferenceSession.run` gives, whatever
-row came before, from any thread, and a model the binding does not fit keeps the plain run."""
+row came before, from any thread, and a model the binding does not fit keeps the plain run. A
+row of Python values (`LoadedModel.score_row`, a one-event request's) is written into those
+buffers as its float32 matrix would be."""
 
 from __future__ import annotations
 
@@ -81,6 +83,62 @@ def test_a_failed_run_frees_the_buffers(served: InferenceApp) -> None:
     assert not model._one_row._busy.locked()
     row = _rows(model, 1, seed=3)[0]
     assert model.score_matrix(row) == [_run(model, row)]
+
+
+def _python_rows(model: LoadedModel, count: int, seed: int) -> list[tuple[Any, ...]]:
+    """Rows as `featurize_row` gives them: Python floats, ints and booleans."""
+    rows = []
+    for row in _rows(model, count, seed)[:count]:
+        values: list[Any] = row[0].tolist()
+        values[0] = int(values[0] * 1000)  # an int, as an hour of the day or a count is
+        values[1] = values[1] > 6.0  # a boolean, as is_foreign is
+        rows.append(tuple(values))
+    return rows
+
+
+def test_a_row_of_python_values_is_scored_as_its_float32_matrix_is(served: InferenceApp) -> None:
+    model = _model(served)
+    assert model._one_row is not None
+    rows = _python_rows(model, 200, seed=5)
+    matrices = [np.array((row,), dtype=np.float32) for row in rows]
+    expected = [_run(model, matrix) for matrix in matrices]
+    # Without the matrix (capture off), and with it (what a capture records and a shadow scores)
+    assert [model.score_row(row) for row in rows] == [(score, None) for score in expected]
+    for row, matrix, score in zip(rows, matrices, expected, strict=True):
+        got, kept = model.score_row(row, keep=True)
+        assert got == score
+        assert kept is not None and kept.dtype == np.float32 and kept.flags.c_contiguous
+        assert kept.tobytes() == matrix.tobytes()
+    assert len(set(expected)) > 10
+
+
+def test_a_row_scored_without_the_binding_gets_the_same_score_and_matrix(
+    served: InferenceApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = _model(served)
+    assert model._one_row is not None
+    rows = _python_rows(model, 20, seed=6)
+    bound = [model.score_row(row, keep=True) for row in rows]
+    with model._one_row._busy:  # another thread's run in progress: the plain run scores it
+        busy = [model.score_row(row, keep=True) for row in rows]
+    monkeypatch.setattr(model, "_one_row", None)  # a model the binding does not fit
+    unbound = [model.score_row(row, keep=True) for row in rows]
+    for scored in (busy, unbound):
+        assert [score for score, _ in scored] == [score for score, _ in bound]
+        assert [m.tobytes() for _, m in scored if m is not None] == [
+            m.tobytes() for _, m in bound if m is not None
+        ]
+    assert model.score_row(rows[0]) == (bound[0][0], None)
+
+
+def test_a_failed_row_frees_the_buffers(served: InferenceApp) -> None:
+    model = _model(served)
+    assert model._one_row is not None
+    with pytest.raises(ValueError):
+        model.score_row((1.0, 2.0, 3.0))  # not the model's width
+    assert not model._one_row._busy.locked()
+    row = _python_rows(model, 1, seed=7)[0]
+    assert model.score_row(row)[0] == _run(model, np.array((row,), dtype=np.float32))
 
 
 def test_larger_batches_are_scored_by_run(served: InferenceApp) -> None:
