@@ -168,6 +168,27 @@ def test_the_features_read_back_are_the_float32_values_scored_to_the_last_bit(
     assert read.tobytes() == matrix.tobytes()
 
 
+def test_a_payment_sent_alone_is_captured_as_the_same_payment_in_a_batch(
+    trained: TrainedModel,
+) -> None:
+    # Given payments sent one per request (each scored as a row) and then all in one request
+    sink = Sink()
+    app = app_with(trained, sink)
+    events = [payment(i, amount=amount) for i, amount in enumerate((0.01, 3.3333, 999_999.99))]
+    for event in events:
+        app.handle(proxy([event]), None)
+    alone = sink.records()
+    sink.writes.clear()
+    app.handle(proxy(events), None)
+    together = sink.records()
+    # Then each record holds the same features, to the last bit, score, decision and event
+    kept = ("event_id", "score", "decision", "online_features", "features", "event")
+    assert [{k: r[k] for k in kept} for r in alone] == [{k: r[k] for k in kept} for r in together]
+    matrix = featurize_columns(Columns.of(events).with_inputs({n: [0.0] * 3 for n in AGGREGATES}))
+    read = np.asarray([r["features"] for r in alone], dtype=np.float32)
+    assert read.tobytes() == matrix.tobytes()
+
+
 def test_sampling_is_decided_by_the_event_id_so_a_replay_captures_the_same_events(
     trained: TrainedModel,
 ) -> None:
