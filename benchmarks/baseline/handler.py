@@ -53,6 +53,11 @@ class JoblibModel:
     # What the handler calls on its own float32 matrix (`LoadedModel.score_matrix`).
     score_matrix = predict
 
+    def score_row(self, row: Sequence[Any], *, keep: bool = False) -> tuple[float, Any]:
+        """What the handler calls for a one-payment request (`LoadedModel.score_row`)."""
+        matrix = self._np.array((row,), dtype=self._np.float32)
+        return self.predict(matrix)[0], matrix if keep else None
+
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,

@@ -296,10 +296,17 @@ class PointInTime:
     def read(self, queries: list[tuple[str, int]]) -> list[dict[str, float]]:
         return [self.values[query] for query in queries]
 
+    names = aggregates.NAMES
+
     def read_columns(self, entities: list[str], times: list[int]) -> dict[str, list[float]]:
         """`read` as the handler asks for it (`OnlineFeatures.read_columns`)."""
         rows = self.read(list(zip(entities, times, strict=True)))
         return {name: [row[name] for row in rows] for name in aggregates.NAMES}
+
+    def read_row(self, entity: str, time: int) -> tuple[float, ...]:
+        """`read` of one payment as the handler asks for it (`OnlineFeatures.read_row`)."""
+        (row,) = self.read([(entity, time)])
+        return tuple(row[name] for name in self.names)
 
 
 @dataclass

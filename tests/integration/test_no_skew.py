@@ -87,6 +87,11 @@ class RecordingModel:
         self.matrices.append(np.array(matrix, copy=True))
         return self.model.score_matrix(matrix)
 
+    def score_row(self, row: Any, *, keep: bool = False) -> tuple[float, Any]:
+        score, matrix = self.model.score_row(row, keep=True)
+        self.matrices.append(matrix)
+        return score, matrix if keep else None
+
 
 @dataclass(order=True)
 class Step:
