@@ -12,11 +12,15 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import sys
 import time
+import weakref
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from sds.kernel.batch import pool
 from sds.kernel.batch.pool import WorkerLost, run_in_processes
 from sds.kernel.signals import Terminated, sigterm_as_interrupt
 
@@ -80,6 +84,20 @@ def killed() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def stopped_in_a_callback() -> str:
+    """A signal landing where Python cannot raise: in a weakref's callback, as in the module lock
+    an import drops; then the task goes on."""
+
+    class Thing:
+        pass
+
+    thing = Thing()
+    ref = weakref.ref(thing, lambda _: (os.kill(os.getpid(), signal.SIGTERM), time.sleep(1)))
+    del thing  # the callback runs here, and the signal's handler inside it
+    assert ref() is None
+    return "finished"
+
+
 def call(function: object, *arguments: object) -> object:
     assert callable(function)
     return function(*arguments)
@@ -138,6 +156,37 @@ def test_ctrl_c_stops_every_worker_promptly_after_its_cleanup_and_quietly(
     assert (tmp_path / "b.cleaned").exists()
     assert multiprocessing.active_children() == []
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_signal_in_a_callback_prints_no_traceback_and_the_next_one_stops_the_task(
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a worker's task whose SIGTERM lands inside a callback, where Python cannot raise
+    # When it runs, then the task finishes and the worker printed nothing
+    assert list(run_in_processes(stopped_in_a_callback, [()], processes=1)) == [(0, "finished")]
+    err = capfd.readouterr().err
+    assert "Exception ignored" not in err and "Traceback" not in err, err
+    # And the worker's hook, which did that, armed the handler again: the next signal raises
+    monkeypatch.setattr(sys, "unraisablehook", pool._unraisable)
+    monkeypatch.setattr(pool, "_stopped_by", 0)
+    raising_in_a_callback(lambda: pool._stopped(signal.SIGTERM, None))
+    assert pool._stopped_by == 0
+    with pytest.raises(KeyboardInterrupt):
+        pool._stopped(signal.SIGTERM, None)
+    assert pool._stopped_by == signal.SIGTERM
+    # while anything else raised in a callback is printed as Python prints it
+    raising_in_a_callback(lambda: int("boom"))
+    assert "ValueError: invalid literal for int() with base 10: 'boom'" in capfd.readouterr().err
+
+
+def raising_in_a_callback(function: Callable[[], object]) -> None:
+    class Thing:
+        pass
+
+    thing = Thing()
+    ref = weakref.ref(thing, lambda _: function())
+    del thing
+    assert ref() is None
 
 
 def test_a_consumer_that_stops_iterating_stops_the_workers(tmp_path: Path) -> None:

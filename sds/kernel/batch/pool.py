@@ -18,7 +18,8 @@ worker that died, a consumer that stopped iterating):
 - in a worker, the first SIGINT or SIGTERM raises KeyboardInterrupt in the task (not an
   `Exception`: the task's `finally` blocks and context managers remove what it had half-written,
   as in the main process) and the worker exits quietly with 128 + the signal's number; later
-  signals are ignored, so that this cleanup is not cut short;
+  signals are ignored, so that this cleanup is not cut short (one that lands where Python
+  cannot raise, in a callback, is dropped without a traceback and the next signal raises);
 - the main process, however its loop ends before every task is done, sends each worker SIGTERM
   (`kill -INT` may have reached the main process alone; SIGTERM also reaches a worker that
   inherited an ignored SIGINT, as a script's `cmd &` does), waits up to `GRACE_SECONDS` for
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -207,6 +209,7 @@ def _serve(connection: Connection) -> None:
     signal.signal(signal.SIGTERM, _stopped)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not ignored (`cmd &`)
         signal.signal(signal.SIGINT, _stopped)
+    sys.unraisablehook = _unraisable
     try:
         # Inside the `try`: a signal that arrived while the worker started is delivered here.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _INTERRUPTS)
@@ -241,6 +244,20 @@ def _stopped(signum: int, frame: FrameType | None) -> None:
     if not _stopped_by:
         _stopped_by = signum
         raise KeyboardInterrupt  # not an Exception: no task's `except Exception` takes it
+
+
+def _unraisable(unraisable: Any) -> None:
+    """A worker's `sys.unraisablehook`. Where Python cannot raise (a weakref's or `__del__`'s
+    callback: the module lock every import drops, for one), the KeyboardInterrupt `_stopped`
+    raised is swallowed, and Python's own hook prints it with a traceback ("Exception ignored
+    in ..."). Here it goes silently and `_stopped` is armed again: the SIGTERM the main process
+    sends every worker of an unfinished run then stops the task. Anything else is printed as
+    before."""
+    global _stopped_by
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        _stopped_by = 0
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 # Interruptions in the main process -----------------------------------------------------------
