@@ -148,8 +148,7 @@ class LoadedModel:
             if scored is not None:
                 return scored
         matrix = self._np.array((row,), dtype=self._np.float32)
-        (probabilities,) = self._run(self._outputs, {self.input_name: matrix}, None)
-        return float(probabilities[0, 1]), matrix if keep else None
+        return self.score_matrix(matrix)[0], matrix if keep else None
 
     def predict(self, vectors: Matrix | Sequence[Sequence[float]]) -> list[float]:
         """Fraud probability for each feature vector (rows of a float32 matrix: no copy)."""
@@ -214,19 +213,13 @@ class _OneRow:
         return cls(session, input_name, output_name, width)
 
     def score(self, row: Matrix) -> float | None:
-        """The positive class's probability for a (1, width) matrix; None if the buffers are in
-        use by another thread."""
-        if not self._busy.acquire(blocking=False):
-            return None
-        try:
-            self._input[:] = row
-            self._run()
-            return float(self._output[0, 1])
-        finally:
-            self._busy.release()
+        """`score_row` of a (1, width) matrix's row, without the copy."""
+        scored = self.score_row(row[0], False)
+        return None if scored is None else scored[0]
 
     def score_row(self, row: Sequence[Any], keep: bool) -> tuple[float, Matrix | None] | None:
-        """`score` of the (1, width) matrix of `row`'s values, and with `keep` a copy of it;
+        """The positive class's probability for `width` values (Python numbers, or an array's
+        row) written into the bound input, and with `keep` a copy of that (1, width) matrix;
         None if the buffers are in use by another thread."""
         if not self._busy.acquire(blocking=False):
             return None
