@@ -36,6 +36,7 @@ from sds.kernel.features import (
     featurize_batch,
     featurize_columns,
     featurize_row,
+    format_time,
     parse_time,
     parse_times,
     validate_event,
@@ -881,6 +882,72 @@ def test_a_column_of_format_times_shape_is_checked_without_the_regular_expressio
     # And a year outside 20xx is not taken for one of them
     with pytest.raises(AssertionError, match="regular expression"):
         parse_times([*texts, "2100-01-01T00:00:00.000000Z"])
+
+
+def test_a_column_of_format_times_shape_is_read_without_a_python_call_per_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a column of format_time's shape, and what reading each time alone gives
+    texts = [format_time(1_772_366_400_000_000 + i * 86_400_000_123) for i in range(40)]
+    texts += ["2000-01-01T00:00:00.000000Z", "2099-12-31T23:59:59.999999Z"]
+    expected = [parse_time(text) for text in texts]
+
+    # When Python's datetime parser is out of reach
+    class Unreachable:
+        @staticmethod
+        def fromisoformat(text: str) -> None:
+            raise AssertionError("read with datetime.fromisoformat")
+
+    monkeypatch.setattr(features_module, "datetime", Unreachable)
+    # Then the column is still read, exactly (numpy's parser, in one pass)
+    assert parse_times(texts) == expected
+    assert features_module.times_of([{"occurred_at": t} for t in texts]).tolist() == expected
+
+
+def test_every_day_of_the_years_in_format_times_shape_is_read_as_parse_time_reads_it() -> None:
+    # Given every day from 2000 to 2099, each at another time of day, as one column
+    day = timedelta(days=1)
+    moments = []
+    moment = datetime(2000, 1, 1, tzinfo=UTC)
+    while moment.year < 2100:
+        moments.append(
+            moment + (len(moments) * 7_919_000_017 % 86_400_000_000) * timedelta(microseconds=1)
+        )
+        moment += day
+    texts = [m.strftime("%Y-%m-%dT%H:%M:%S.%fZ") for m in moments]
+    assert len(texts) == 36_525 and texts[-1].startswith("2099-12-31")
+    # Then the column reads as each time alone
+    assert parse_times(texts) == [parse_time(text) for text in texts]
+
+
+def test_an_impossible_date_or_time_in_format_times_shape_is_named_as_parse_time_names_it() -> None:
+    # Given a column of format_time's shape whose last time is a date or time the calendar has
+    # or has not (months 00 to 13, days 00 to 32, in leap and other years; hours, minutes and
+    # seconds past their last)
+    valid = ["2026-03-01T12:00:00.000000Z"] * 4
+    candidates = [
+        f"{year}-{month:02d}-{day:02d}T12:00:00.000000Z"
+        for year in (2000, 2001, 2004, 2023, 2024, 2096, 2099)
+        for month in range(14)
+        for day in range(33)
+    ]
+    candidates += [
+        "2026-03-01T24:00:00.000000Z",
+        "2026-03-01T23:60:00.000000Z",
+        "2026-03-01T23:59:60.000000Z",
+        "2026-03-01T99:99:99.999999Z",
+        "2026-03-01T23:59:59.999999Z",
+    ]
+    refused = 0
+    for text in candidates:
+        column = [*valid, text]
+        # Then it reads, or is refused with the same error, as parse_time gives for it alone
+        assert _outcome(lambda: parse_times(column)) == _outcome(  # noqa: B023
+            lambda: [parse_time(t) for t in column]  # noqa: B023
+        ), text
+        refused += isinstance(_outcome(lambda: parse_time(text)), tuple)  # noqa: B023
+    # every impossible date (2000, 2004, 2024 and 2096 are leap years) and time
+    assert refused == 7 * 14 * 33 - (4 * 366 + 3 * 365) + 4
 
 
 def test_a_long_column_of_valid_times_takes_the_column_path_and_reads_them_exactly() -> None:
