@@ -495,12 +495,18 @@ class Columns:
     def of_rows(cls, rows: Sequence[tuple[Any, ...]]) -> Columns:
         """Columns from each event's values of `FIELDS`, in order (`_FIELD_GETTER`), and
         `TIME_US`: `occurred_at` parsed (ValueError if one is not a valid time)."""
-        if rows:
-            inputs: dict[str, Column] = dict(zip(FIELD_NAMES, zip(*rows, strict=True), strict=True))
-        else:
-            inputs = {name: () for name in FIELD_NAMES}
+        return cls.of_fields(len(rows), zip(*rows, strict=True))
+
+    @classmethod
+    def of_fields(cls, size: int, columns: Iterable[Column]) -> Columns:
+        """Columns from `size` events' column of each field of `FIELDS`, in order (any column
+        after those is not read), and `TIME_US`: `occurred_at` parsed (ValueError if one is not
+        a valid time)."""
+        if not size:
+            columns = [()] * len(FIELD_NAMES)
+        inputs: dict[str, Column] = dict(zip(FIELD_NAMES, columns, strict=False))
         inputs[TIME_US] = parse_times(inputs["occurred_at"])
-        return cls(len(rows), inputs)
+        return cls(size, inputs)
 
 
 _FIELD_GETTER = itemgetter(*FIELD_NAMES)
@@ -545,7 +551,7 @@ class BatchDecoder:
     library reads it (the last wins) when every copy is valid, else declined.
     """
 
-    __slots__ = ("_as_dicts", "_decode", "_error", "_events", "_row")
+    __slots__ = ("_as_dicts", "_decode", "_error", "_events", "_row", "_values")
 
     def __init__(
         self,
@@ -573,6 +579,10 @@ class BatchDecoder:
         self._error = msgspec.DecodeError  # a ValidationError is one
         self._events = attrgetter(key)
         self._row = attrgetter(*FIELD_NAMES)
+        # An event's values in its struct's order, read in C: `FIELDS`' first, as `columns`
+        # reads them (for 100 events, 179k instructions against 402k for `_row` and a zip).
+        assert event.__struct_fields__[: len(FIELD_NAMES)] == FIELD_NAMES, event.__struct_fields__
+        self._values = msgspec.structs.astuple
         self._as_dicts = msgspec.to_builtins
 
     def __call__(self, data: bytes) -> tuple[Columns, list[Any]] | None:
@@ -595,7 +605,7 @@ class BatchDecoder:
     def columns(self, events: list[Any]) -> Columns | None:
         """Decoded events (`events`) as columns; None if an `occurred_at` is not a valid time."""
         try:
-            return Columns.of_rows(list(map(self._row, events)))
+            return Columns.of_fields(len(events), zip(*map(self._values, events), strict=True))
         except ValueError:
             return None
 
