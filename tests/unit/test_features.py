@@ -216,6 +216,27 @@ def test_a_batch_assembled_in_blocks_is_the_matrix_written_row_by_row(
     assert in_blocks.tolist() == as_float32([featurize(e, SOME) for e in events])
 
 
+def test_a_batch_in_blocks_reads_every_kind_of_number_as_the_rows_do() -> None:
+    # Given a batch whose aggregate columns hold every kind of number an input may be: ints
+    # (one beyond a double's exact integers, one beyond a float32's), booleans, doubles that
+    # round to a float32's subnormal or to its zero, keeping the sign
+    values = [2**53 + 1, True, 1e-310, 3e-39, -0.0, 7, 1 / 3, 16_777_217, False, -2.5e-45]
+    events = [valid_event(amount=float(i)) for i in range(len(values))]
+    columns = Columns.of(events).with_inputs(
+        {name: values[k:] + values[:k] for k, name in enumerate(AGGREGATES)}
+    )
+    # When the matrix is assembled both ways
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(features_module, "_BLOCKS_FROM", 0)
+        in_blocks = featurize_columns(columns)
+        patch.setattr(features_module, "_BLOCKS_FROM", len(events) + 1)
+        row_by_row = featurize_columns(columns)
+    # Then both hold the same float32 bits
+    assert in_blocks.dtype == row_by_row.dtype == np.float32
+    assert in_blocks.tobytes() == row_by_row.tobytes()
+    assert np.signbit(in_blocks[in_blocks == 0]).any()
+
+
 def test_given_history_longer_than_a_chunk_then_the_chunks_join_to_the_same_matrix(
     history: list[dict[str, Any]], computed: dict[str, list[float]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
