@@ -193,6 +193,15 @@ def test_given_any_valid_events_then_batch_features_equal_per_event_features_and
     assert np.array(rows, dtype=np.float32).tolist() == as_float32(per_event)
 
 
+def _both_ways(columns: Columns) -> tuple[Any, Any]:
+    """The batch's matrix assembled in blocks, and written row by row."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(features_module, "_BLOCKS_FROM", 0)
+        in_blocks = featurize_columns(columns)
+        patch.setattr(features_module, "_BLOCKS_FROM", columns.size + 1)
+        return in_blocks, featurize_columns(columns)
+
+
 @settings(max_examples=150, deadline=None)
 @given(events=st.lists(events_strategy, min_size=0, max_size=30))
 def test_a_batch_assembled_in_blocks_is_the_matrix_written_row_by_row(
@@ -203,11 +212,7 @@ def test_a_batch_assembled_in_blocks_is_the_matrix_written_row_by_row(
         {name: [SOME[name]] * len(events) for name in AGGREGATES}
     )
     # When the matrix is assembled both ways
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(features_module, "_BLOCKS_FROM", 0)
-        in_blocks = featurize_columns(columns)
-        patch.setattr(features_module, "_BLOCKS_FROM", len(events) + 1)
-        row_by_row = featurize_columns(columns)
+    in_blocks, row_by_row = _both_ways(columns)
     # Then it is the same float32 matrix, C-contiguous (what ONNX Runtime reads without a copy)
     assert in_blocks.dtype == row_by_row.dtype == np.float32
     assert in_blocks.shape == row_by_row.shape == (len(events), N_FEATURES)
@@ -226,11 +231,7 @@ def test_a_batch_in_blocks_reads_every_kind_of_number_as_the_rows_do() -> None:
         {name: values[k:] + values[:k] for k, name in enumerate(AGGREGATES)}
     )
     # When the matrix is assembled both ways
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(features_module, "_BLOCKS_FROM", 0)
-        in_blocks = featurize_columns(columns)
-        patch.setattr(features_module, "_BLOCKS_FROM", len(events) + 1)
-        row_by_row = featurize_columns(columns)
+    in_blocks, row_by_row = _both_ways(columns)
     # Then both hold the same float32 bits
     assert in_blocks.dtype == row_by_row.dtype == np.float32
     assert in_blocks.tobytes() == row_by_row.tobytes()
