@@ -815,10 +815,11 @@ def featurize_columns(columns: Columns) -> Matrix:
     # The same matrix in blocks: each dense feature's column packed as doubles in C (`struct`
     # reads a float, an int or a bool as its double, as numpy does), and each one-hot block
     # taken in C from the event's category, without a Python value per cell; the blocks are
-    # cast to float32 together. Measured by instructions under Python 3.12, 100 events: the
+    # cast to float32 together. Counted in instructions under Python 3.12, 100 events: the
     # dense values 193k packed against 445k read one by one into float32 (`np.fromiter` over the
-    # rows); measured alone: 82 against 109 us when the rows were a zip of the features'
-    # columns, 46 against 75 ms for a chunk of 64,000 in training.
+    # rows; docs/decisions.md 62). Blocks against rows, when the rows were a zip of the
+    # features' columns (decision 46, measured alone): 82 against 109 us for 100 events, 46
+    # against 75 ms for a chunk of 64,000 in training.
     layout = _LAYOUT
     form = f"{size}d"
     packed = b"".join(
