@@ -98,7 +98,7 @@ from sds.kernel.features import (
 from sds.kernel.featurestore import FeatureStoreError, open_feature_store
 from sds.kernel.online import OnlineFeatures, ahead_of_clock, now_micros
 from sds.kernel.openapi import build_openapi
-from sds.kernel.serving import LoadedModel, ModelUnavailable, load_model, shown_scores
+from sds.kernel.serving import LoadedModel, ModelUnavailable, load_model, shown_score, shown_scores
 from sds.kernel.settings import ServingSettings, SettingsError
 
 logger = logging.getLogger("sds.inference")
@@ -275,16 +275,14 @@ class RequestError(Exception):
 
 def _content_type(headers: Any) -> str:
     """The first Content-Type header, whatever its case ("" if none)."""
-    if not headers or not isinstance(headers, Mapping):
+    if type(headers) is not dict and not isinstance(headers, Mapping):  # dict: no ABC check
         return ""
-    try:
-        # API Gateway passes every header of the request: find it without a Python-level loop.
-        index = list(map(str.lower, headers)).index("content-type")
-    except ValueError:
-        return ""
-    except TypeError:  # a key that is not a string (not from API Gateway)
-        return next((str(v) for k, v in headers.items() if str(k).lower() == "content-type"), "")
-    return str(list(headers.values())[index])
+    # API Gateway passes every header of the request; the loop stops at the one it wants,
+    # cheaper than lowering every name first (docs/decisions.md 63).
+    for name, value in headers.items():
+        if str(name).lower() == "content-type":
+            return str(value)
+    return ""
 
 
 def unsupported_media_type(headers: Any) -> str | None:
@@ -549,7 +547,7 @@ class InferenceApp:
         return response
 
     def _route(self, event: Any, metrics: dict[str, float]) -> Response:
-        if not isinstance(event, Mapping):
+        if type(event) is not dict and not isinstance(event, Mapping):  # dict: no ABC check
             raise RequestError(400, "bad_event", "not an API Gateway proxy event")
         path = event.get("path")
         method = event.get("httpMethod")
@@ -647,11 +645,21 @@ class InferenceApp:
         )
         threshold = model.threshold
         # Each score rounded toward its decision: is_fraud is fraud_probability >= the threshold.
-        shown = shown_scores(scores, threshold)
-        predictions = [
-            {"fraud_probability": value, "is_fraud": score >= threshold, "event_id": i}
-            for score, value, i in zip(scores, shown, event_ids, strict=True)
-        ]
+        if one is not None:  # without the lists and the zip a batch needs
+            flagged = scores[0] >= threshold
+            predictions = [
+                {
+                    "fraud_probability": shown_score(scores[0], flagged),
+                    "is_fraud": flagged,
+                    "event_id": event_ids[0],
+                }
+            ]
+        else:
+            shown = shown_scores(scores, threshold)
+            predictions = [
+                {"fraud_probability": value, "is_fraud": score >= threshold, "event_id": i}
+                for score, value, i in zip(scores, shown, event_ids, strict=True)
+            ]
         self._emit_behaviour(scores, threshold)
         document: dict[str, Any] = {"model": self._model_ref, "predictions": predictions}
         if missing is not None:

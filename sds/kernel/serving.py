@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import struct
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -180,7 +181,7 @@ class _OneRow:
     requests in threads) returns None, and the caller runs as usual.
     """
 
-    __slots__ = ("_busy", "_input", "_output", "_run")
+    __slots__ = ("_busy", "_bytes", "_input", "_output", "_pack", "_run")
 
     def __init__(self, session: Any, input_name: str, output_name: str, width: int) -> None:
         import numpy as np
@@ -192,6 +193,12 @@ class _OneRow:
         binding.bind_output(output_name, "cpu", 0, np.float32, [1, 2], self._output.ctypes.data)
         self._run = functools.partial(session._sess.run_with_iobinding, binding._iobinding, None)
         self._busy = threading.Lock()
+        # A row of Python numbers written into the input as native floats: each value converted
+        # to a double and cast to float32 by C, as numpy's assignment does (an int or a boolean
+        # as its float, a double beyond float32's range as an infinity), without numpy's
+        # discovery of each value's type (docs/decisions.md 63).
+        self._pack = struct.Struct(f"{width}f").pack_into
+        self._bytes = self._input.data.cast("B")  # the same memory, as struct writes it
 
     @classmethod
     def bind(cls, session: Any, input_name: str, output_name: str) -> _OneRow | None:
@@ -213,18 +220,28 @@ class _OneRow:
         return cls(session, input_name, output_name, width)
 
     def score(self, row: Matrix) -> float | None:
-        """`score_row` of a (1, width) matrix's row, without the copy."""
-        scored = self.score_row(row[0], False)
-        return None if scored is None else scored[0]
-
-    def score_row(self, row: Sequence[Any], keep: bool) -> tuple[float, Matrix | None] | None:
-        """The positive class's probability for `width` values (Python numbers, or an array's
-        row) written into the bound input, and with `keep` a copy of that (1, width) matrix;
-        None if the buffers are in use by another thread."""
+        """The positive class's probability for a (1, width) float32 matrix, copied into the
+        bound input by numpy; None if the buffers are in use by another thread."""
         if not self._busy.acquire(blocking=False):
             return None
         try:
-            self._input[0] = row
+            self._input[0] = row[0]
+            self._run()
+            return float(self._output[0, 1])
+        finally:
+            self._busy.release()
+
+    def score_row(self, row: Sequence[Any], keep: bool) -> tuple[float, Matrix | None] | None:
+        """`score` of `width` Python numbers (`featurize_row`'s), and with `keep` a copy of the
+        (1, width) matrix they were written as; None if the buffers are in use by another
+        thread."""
+        if not self._busy.acquire(blocking=False):
+            return None
+        try:
+            try:
+                self._pack(self._bytes, 0, *row)
+            except struct.error:  # not numbers, or not `width` of them: numpy's assignment
+                self._input[0] = row  # decides, as it did for every row before, and names it
             self._run()
             return float(self._output[0, 1]), self._input.copy() if keep else None
         finally:

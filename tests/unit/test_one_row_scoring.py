@@ -112,6 +112,50 @@ def test_a_row_of_python_values_is_scored_as_its_float32_matrix_is(served: Infer
     assert len(set(expected)) > 10
 
 
+def test_a_row_is_written_as_numpy_writes_it_for_every_kind_of_number(
+    served: InferenceApp,
+) -> None:
+    # The binding packs a row as C floats (`struct`); numpy's float32 conversion is the oracle,
+    # on the values where a cast can differ: beyond float32's range, below its smallest
+    # subnormal, ints beyond 2^53 and beyond 64 bits, a tie rounded once or twice, -0.0, NaN,
+    # numpy's own scalars, and a string only numpy reads.
+    model = _model(served)
+    assert model._one_row is not None
+    width = model.session.get_inputs()[0].shape[1]
+    edges: list[Any] = [
+        3.40282357e38,
+        -1e300,
+        2.0**1023,
+        float("inf"),
+        float("-inf"),
+        float("nan"),
+        -0.0,
+        5e-324,
+        1.4e-45,
+        0.7e-45,
+        2**53 + 1,
+        2**60 + 2**36 + 1,
+        2**70,
+        -(2**63),
+        10**30,
+        True,
+        False,
+        np.float64(1e39),
+        np.int64(2**62 + 2**37 + 1),
+        np.float32(0.1),
+    ]
+    rows = [
+        tuple(edges[(start + i) % len(edges)] for i in range(width)) for start in range(len(edges))
+    ]
+    rows.append(("1.5", *rows[0][1:]))  # refused by struct: numpy's assignment writes it
+    for row in rows:
+        with np.errstate(over="ignore"):  # numpy warns as it casts a double beyond float32
+            matrix = np.array((row,), dtype=np.float32)
+            score, kept = model.score_row(row, keep=True)
+        assert kept is not None and kept.tobytes() == matrix.tobytes(), row
+        assert score == _run(model, matrix), row
+
+
 def test_a_row_scored_without_the_binding_gets_the_same_score_and_matrix(
     served: InferenceApp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
