@@ -197,7 +197,10 @@ def _exclusive(path: Path) -> Iterator[None]:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Replace `path` with `text` so readers see the old or the new file, never a torn one."""
+    """Replace `path` with `text` (UTF-8) so readers see the old or the new file, never a torn
+    one, and the new one is on disk before it takes the name: a power cut after the rename
+    leaves the new content, not an empty file. The temporary file is hidden (a leading dot),
+    which every reader of a folder skips."""
     # Imported here: the inference function imports this module for `Pin` at every cold start
     # and never writes a file; tempfile (with shutil and random) is 5 ms of that start.
     import tempfile
@@ -205,7 +208,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as handle:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())

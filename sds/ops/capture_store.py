@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from sds.kernel.capture import partition
+from sds.kernel.lock import atomic_write_text
 
 
 def _now_us() -> int:
@@ -61,17 +62,12 @@ class LabelFiles:
         self.root = root
 
     def store(self, labels: Iterable[Mapping[str, Any]]) -> Path:
-        """Write a validated batch whole (temporary file, then rename); its path."""
+        """Write a validated batch whole and on disk before it takes its name (accepted labels
+        survive a power cut); its path."""
         folder = self.root / partition(_now_us())
         folder.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%dT%H%M%S")
         final = folder / f"labels-{stamp}-{uuid.uuid4().hex[:12]}.jsonl"
-        temporary = folder / f".{final.name}.tmp"
         text = "".join(json.dumps(dict(label), separators=(",", ":")) + "\n" for label in labels)
-        try:
-            temporary.write_text(text)
-            temporary.replace(final)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
+        atomic_write_text(final, text)
         return final

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sds.kernel.drift import verdict
+from sds.kernel.lock import atomic_write_text
 from sds.ops.monitor import records_read
 
 _WIDTH, _HEIGHT, _PAD = 560, 180, 36
@@ -290,11 +291,5 @@ def render(report: Mapping[str, Any]) -> str:
 def write(report: Mapping[str, Any], path: Path) -> Path:
     """Write the page of `report` to `path` whole (a temporary file, then a rename: a reader
     never sees half a page); its absolute path."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
-        temporary.write_text(render(report), encoding="utf-8")
-        temporary.replace(path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, render(report))
     return path.resolve()

@@ -104,6 +104,16 @@ class Storage(Protocol):
     def delete_prefix(self, prefix: str) -> None: ...
 
 
+def _sync(path: Path) -> None:
+    """Flush `path`'s written content to disk (fsync applies to the file, whichever descriptor
+    wrote it)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class LocalStorage:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -160,13 +170,15 @@ class LocalStorage:
 
     @contextmanager
     def _replacing(self, key: str) -> Iterator[Path]:
-        """A hidden file to write `key`'s content to: renamed onto `key` when the block ends,
+        """A hidden file to write `key`'s content to: synced to disk and renamed onto `key` when
+        the block ends (a power cut after the rename leaves the content, not an empty file),
         removed if it fails or is interrupted (Ctrl-C), so no half-written file is left behind."""
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
         try:
             yield partial
+            _sync(partial)
             os.replace(partial, target)
         finally:
             partial.unlink(missing_ok=True)
@@ -184,6 +196,7 @@ class LocalStorage:
         ) as partial:
             partial.write(data)
             partial.flush()
+            os.fsync(partial.fileno())
             try:
                 os.link(partial.name, target)
             except FileExistsError:
