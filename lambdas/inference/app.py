@@ -289,7 +289,10 @@ def unsupported_media_type(headers: Any) -> str | None:
     """Why a body of the request's Content-Type is refused (None: JSON, or none given): the one
     rule of `POST /predict` and of the local API's `POST /events` (`sds.ops.local_api`), so a
     `curl -d` without `-H 'Content-Type: application/json'` gets the same 415 from both."""
-    media_type = _content_type(headers).split(";", 1)[0].strip().lower()
+    given = _content_type(headers)
+    if given == "application/json":  # what nearly every client sends, as it is sent
+        return None
+    media_type = given.split(";", 1)[0].strip().lower()
     if media_type and media_type != "application/json" and not media_type.endswith("+json"):
         return f"Content-Type must be application/json, got {media_type[:60]!r}"
     return None
@@ -551,6 +554,8 @@ class InferenceApp:
             raise RequestError(400, "bad_event", "not an API Gateway proxy event")
         path = event.get("path")
         method = event.get("httpMethod")
+        if path == "/predict" and method == "POST":  # the route nearly every request takes
+            return self._predict(event, metrics)
         if not isinstance(path, str) or not isinstance(method, str):
             raise RequestError(400, "bad_event", "not an API Gateway proxy event")
         normalized = "/" + path.strip("/")
