@@ -28,6 +28,7 @@ from urllib.parse import unquote, urlparse
 
 from sds.kernel.aws.errors import error_code, error_status
 from sds.kernel.errors import SdsError, UsageError
+from sds.kernel.files import link_new
 
 
 class StorageError(SdsError):
@@ -198,7 +199,7 @@ class LocalStorage:
             partial.flush()
             os.fsync(partial.fileno())
             try:
-                os.link(partial.name, target)
+                link_new(partial.name, target, error=StorageError)
             except FileExistsError:
                 raise AlreadyExists(self.name(key)) from None
 

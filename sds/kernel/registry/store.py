@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 from sds.kernel.errors import Refused, SdsError
+from sds.kernel.files import link_new
 
 
 class StoreError(SdsError):
@@ -127,7 +128,7 @@ class FileStore:
             with self._locked(key):
                 if if_none_match:
                     try:
-                        os.link(tmp, path)
+                        link_new(tmp, path, error=StoreError)
                     except FileExistsError:
                         raise PreconditionFailed(key) from None
                 else:

@@ -1,0 +1,39 @@
+"""Creating a file under a name only if the name is free, on a local filesystem.
+
+The file registry and a local batch run write a complete hidden file, then link(2) it to its
+name: unlike a rename, link refuses a name that exists, so a writer that loses a race never
+replaces the winner's file. Some filesystems have no hard links (FAT and exFAT drives, some
+network and FUSE mounts), and link(2) then fails with a bare "Operation not permitted"; this
+names the cause and what to do instead.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+from sds.kernel.errors import SdsError
+
+# What link(2) answers on a filesystem without hard links: EPERM on Linux for FAT, exFAT and SMB
+# mounts (the source is our own new file, so the protected_hardlinks rule is not the cause),
+# EOPNOTSUPP / ENOTSUP or ENOSYS elsewhere.
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS})
+
+
+def link_new(source: str | Path, target: Path, *, error: type[SdsError]) -> None:
+    """Give the complete file `source` the name `target` if no file has it: FileExistsError if
+    one does (the caller's race to report). Where the filesystem has no hard links, `error` says
+    so; any other failure is link(2)'s own OSError."""
+    try:
+        os.link(source, target)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINKS:
+            raise
+        raise error(
+            f"{target.parent}: this filesystem has no hard links ({exc.strerror}), which sds "
+            "needs to create a file only if its name is free; keep this folder on a local "
+            "disk (ext4, XFS, APFS) or use an s3:// location"
+        ) from None
