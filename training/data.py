@@ -28,6 +28,7 @@ from sds.kernel.batch.storage import StorageError, open_storage
 from sds.kernel.errors import SdsError
 from sds.kernel.events import validate
 from sds.kernel.features import times_of
+from sds.kernel.files import sync_folder
 
 LABEL = "is_fraud"
 _WRITE_BATCH = 10_000  # lines encoded and written at a time
@@ -66,6 +67,7 @@ def write_jsonl(events: Iterable[Mapping[str, Any]], path: Path) -> Path:
             raw.flush()
             os.fsync(raw.fileno())
         os.replace(partial, path)
+        sync_folder(path.parent)
     finally:
         partial.unlink(missing_ok=True)
     return path

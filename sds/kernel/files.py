@@ -1,4 +1,5 @@
-"""Creating a file under a name only if the name is free, on a local filesystem.
+"""Naming files durably on a local filesystem: creating a file under a name only if the name
+is free (`link_new`), and making a new name itself survive a power cut (`sync_folder`).
 
 The file registry and a local batch run write a complete hidden file, then link(2) it to its
 name: unlike a rename, link refuses a name that exists, so a writer that loses a race never
@@ -37,3 +38,18 @@ def link_new(source: str | Path, target: Path, *, error: type[SdsError]) -> None
             "needs to create a file only if its name is free; keep this folder on a local "
             "disk (ext4, XFS, APFS) or use an s3:// location"
         ) from None
+
+
+def sync_folder(folder: Path) -> None:
+    """Flush `folder`'s entries to disk: after a rename or a link into it, the new name survives
+    a power cut (the file's own fsync keeps its content, not its name). A filesystem that cannot
+    sync a folder (EINVAL, EBADF: some network and FUSE mounts) is left as it is, as
+    PostgreSQL's fsync_fname leaves it: its names are as durable as it makes them."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)

@@ -33,6 +33,7 @@ from typing import Any
 
 from sds.kernel.behaviour import is_alert_rate
 from sds.kernel.errors import SdsError
+from sds.kernel.files import sync_folder
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -199,8 +200,9 @@ def _exclusive(path: Path) -> Iterator[None]:
 def atomic_write_text(path: Path, text: str) -> None:
     """Replace `path` with `text` (UTF-8) so readers see the old or the new file, never a torn
     one, and the new one is on disk before it takes the name: a power cut after the rename
-    leaves the new content, not an empty file. The temporary file is hidden (a leading dot),
-    which every reader of a folder skips."""
+    leaves the new content, not an empty file, and its folder is synced so the name survives
+    too (`sync_folder`). The temporary file is hidden (a leading dot), which every reader of a
+    folder skips."""
     # Imported here: the inference function imports this module for `Pin` at every cold start
     # and never writes a file; tempfile (with shutil and random) is 5 ms of that start.
     import tempfile
@@ -217,6 +219,7 @@ def atomic_write_text(path: Path, text: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    sync_folder(path.parent)
 
 
 def write_pin(path: Path, *, model: str, env: str, pin: Pin | None) -> Pin | None:

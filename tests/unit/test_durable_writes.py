@@ -3,9 +3,10 @@
 A rename is atomic but says nothing about the data: after a power cut, a file renamed before its
 content was synced can come back empty under its final name (ext4's delayed allocation, XFS).
 The registry, the lock file, accepted labels, training data, batch outputs and the monitor page
-are all written to a hidden file, synced, then renamed (or linked) into place. These tests watch
-the system calls of each writer: the file that takes the name must have been synced with exactly
-the content it carries.
+are all written to a hidden file, synced, then renamed (or linked) into place, and the folder is
+synced after, so that the name survives too. These tests watch the system calls of each writer:
+the file that takes the name must have been synced with exactly the content it carries, and its
+folder after it took the name.
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ from training.data import write_jsonl
 
 
 class Syscalls:
-    """What was synced (the file's content at the time) and what was renamed or linked."""
+    """What was synced (a file's content at the time), what was renamed or linked, and the
+    order of it all."""
 
     def __init__(self) -> None:
         self.synced: dict[str, bytes] = {}
         self.named: list[tuple[str, str]] = []  # (source, target)
+        self.order: list[tuple[str, str]] = []  # ("synced" or "named", the path synced or named)
 
 
 @pytest.fixture
@@ -42,14 +45,18 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> Syscalls:
         fd = fd if isinstance(fd, int) else fd.fileno()
         fsync(fd)
         path = os.readlink(f"/proc/self/fd/{fd}")
-        seen.synced[path] = Path(path).read_bytes()
+        if not os.path.isdir(path):
+            seen.synced[path] = Path(path).read_bytes()
+        seen.order.append(("synced", path))
 
     def watched_replace(src: Any, dst: Any, **kwargs: Any) -> None:
         seen.named.append((os.path.realpath(src), os.path.realpath(dst)))
+        seen.order.append(("named", os.path.realpath(dst)))
         replace(src, dst, **kwargs)
 
     def watched_link(src: Any, dst: Any, **kwargs: Any) -> None:
         seen.named.append((os.path.realpath(src), os.path.realpath(dst)))
+        seen.order.append(("named", os.path.realpath(dst)))
         link(src, dst, **kwargs)
 
     monkeypatch.setattr(os, "fsync", watched_fsync)
@@ -142,5 +149,10 @@ def test_a_file_is_synced_with_its_content_before_it_takes_its_name(
     assert Path(source).name.startswith("."), f"{source} is visible to readers while written"
     assert source in calls.synced, f"{final.name} took its name before its content was synced"
     assert calls.synced[source] == final.read_bytes(), "the synced content is not what was named"
+    named_at = max(i for i, step in enumerate(calls.order) if step == ("named", str(final)))
+    assert ("synced", str(final.parent)) in calls.order[named_at:], (
+        f"{final.parent} was not synced after {final.name} took its name: a power cut could "
+        "lose the name"
+    )
     leftovers = [p.name for p in final.parent.iterdir() if p.name.startswith(".")]
     assert leftovers == [], f"hidden files left behind: {leftovers}"

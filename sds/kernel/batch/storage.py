@@ -28,7 +28,7 @@ from urllib.parse import unquote, urlparse
 
 from sds.kernel.aws.errors import error_code, error_status
 from sds.kernel.errors import SdsError, UsageError
-from sds.kernel.files import link_new
+from sds.kernel.files import link_new, sync_folder
 
 
 class StorageError(SdsError):
@@ -181,6 +181,7 @@ class LocalStorage:
             yield partial
             _sync(partial)
             os.replace(partial, target)
+            sync_folder(target.parent)
         finally:
             partial.unlink(missing_ok=True)
 
@@ -202,6 +203,7 @@ class LocalStorage:
                 link_new(partial.name, target, error=StorageError)
             except FileExistsError:
                 raise AlreadyExists(self.name(key)) from None
+            sync_folder(target.parent)
 
     def put_file(self, key: str, path: Path) -> None:
         with self._replacing(key) as partial:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 from sds.kernel.errors import Refused, SdsError
-from sds.kernel.files import link_new
+from sds.kernel.files import link_new, sync_folder
 
 
 class StoreError(SdsError):
@@ -140,6 +140,7 @@ class FileStore:
                         if current != if_match:
                             raise PreconditionFailed(key)
                     os.replace(tmp, path)
+                sync_folder(path.parent)  # the new name too: an alias moved stays moved
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
