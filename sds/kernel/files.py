@@ -1,5 +1,6 @@
 """Naming files durably on a local filesystem: creating a file under a name only if the name
-is free (`link_new`), and making a new name itself survive a power cut (`sync_folder`).
+is free (`link_new`), and making a file's content (`sync_file`) and its new name
+(`sync_folder`) survive a power cut.
 
 The file registry and a local batch run write a complete hidden file, then link(2) it to its
 name: unlike a rename, link refuses a name that exists, so a writer that loses a race never
@@ -40,16 +41,26 @@ def link_new(source: str | Path, target: Path, *, error: type[SdsError]) -> None
         ) from None
 
 
+def sync_file(path: Path) -> None:
+    """Flush `path`'s written content to disk, whichever descriptor wrote it (fsync applies to
+    the file): before it takes its name, so a power cut leaves the content, not an empty file."""
+    _fsync(path, os.O_RDONLY, folder=False)
+
+
 def sync_folder(folder: Path) -> None:
     """Flush `folder`'s entries to disk: after a rename or a link into it, the new name survives
     a power cut (the file's own fsync keeps its content, not its name). A filesystem that cannot
     sync a folder (EINVAL, EBADF: some network and FUSE mounts) is left as it is, as
     PostgreSQL's fsync_fname leaves it: its names are as durable as it makes them."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    _fsync(folder, os.O_RDONLY | os.O_DIRECTORY, folder=True)
+
+
+def _fsync(path: Path, flags: int, *, folder: bool) -> None:
+    fd = os.open(path, flags)
     try:
         os.fsync(fd)
     except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.EBADF):
+        if not folder or exc.errno not in (errno.EINVAL, errno.EBADF):
             raise
     finally:
         os.close(fd)

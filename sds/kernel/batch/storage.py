@@ -28,7 +28,7 @@ from urllib.parse import unquote, urlparse
 
 from sds.kernel.aws.errors import error_code, error_status
 from sds.kernel.errors import SdsError, UsageError
-from sds.kernel.files import link_new, sync_folder
+from sds.kernel.files import link_new, sync_file, sync_folder
 
 
 class StorageError(SdsError):
@@ -105,16 +105,6 @@ class Storage(Protocol):
     def delete_prefix(self, prefix: str) -> None: ...
 
 
-def _sync(path: Path) -> None:
-    """Flush `path`'s written content to disk (fsync applies to the file, whichever descriptor
-    wrote it)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class LocalStorage:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -179,7 +169,7 @@ class LocalStorage:
         partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
         try:
             yield partial
-            _sync(partial)
+            sync_file(partial)
             os.replace(partial, target)
             sync_folder(target.parent)
         finally:
