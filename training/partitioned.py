@@ -199,6 +199,7 @@ def _build(
         model=None,
         partitions=partitions,
         partition_bytes=partition_bytes,
+        plan_id="",  # written nowhere: `work` is this training's own (no run's plan is there)
     )
     output = open_storage(work)
     named = [(s.key, s.name) for s in plan.sources]
@@ -356,7 +357,7 @@ def _load(plan: dict[str, Any], partition: int, *, check_ids: bool = False) -> P
     output = open_storage(run.output)
     if run.output not in _SEGMENTS:  # read once per process: every partition needs them
         _SEGMENTS.clear()
-        _SEGMENTS[run.output] = shuffled_segments(output)
+        _SEGMENTS[run.output] = shuffled_segments(run, output)
     origin = Origin(run.items, open_storage(run.input))
     return load_partition(
         read_partition(

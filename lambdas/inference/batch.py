@@ -46,6 +46,7 @@ from sds.kernel.batch.run import (
     shuffle_step,
     shuffled_segments,
     summarize,
+    work_prefix,
 )
 from sds.kernel.batch.settings import BatchFunctionSettings, BatchSettingsError
 from sds.kernel.batch.shuffle import HistoryError, Shuffled
@@ -53,8 +54,8 @@ from sds.kernel.batch.storage import S3Storage, Storage, open_storage
 
 logger = logging.getLogger("sds.batch")
 
-ITEMS = "_run/work/map/items.json"
-PARTS = "_run/work/map/parts.json"
+# The maps' item lists, with the run's work (`work_prefix`): "items.json", "parts.json".
+MAP = "map/"
 RESULTS = "_run/sfn/"
 MAX_FAILURES_RETURNED = 20  # in the state's output (256 KiB at most); all are in the manifest
 
@@ -62,7 +63,9 @@ MAX_FAILURES_RETURNED = 20  # in the state's output (256 KiB at most); all are i
 class BatchApp:
     def __init__(self, settings: BatchFunctionSettings) -> None:
         self.settings = settings
-        self._segments: dict[str, list[tuple[str, Shuffled]]] = {}
+        # The segments of the run a warm function computes parts of: by location and plan (a
+        # restart at the same location has segments of its own).
+        self._segments: dict[tuple[str, str], list[tuple[str, Shuffled]]] = {}
 
     def handle(self, event: Mapping[str, Any]) -> dict[str, Any]:
         action = event.get("action")
@@ -111,10 +114,11 @@ class BatchApp:
             chosen_partitions=partitions is not None,
         )
         finished = resumed and output.exists(MANIFEST)
-        done = {f.key for f in output.list("_run/work/items/")}
-        todo = [{"item": i.index} for i in plan.items if item_status(i.index) not in done]
+        done = {f.key for f in output.list(work_prefix(plan) + "items/")}
+        todo = [{"item": i.index} for i in plan.items if item_status(plan, i.index) not in done]
+        items_key = work_prefix(plan) + MAP + "items.json"
         if not finished:
-            output.put_bytes(ITEMS, json.dumps(todo).encode())
+            output.put_bytes(items_key, json.dumps(todo).encode())
         logger.info(
             "plan: %s of %s, %d items (%d to shuffle), %d partitions%s",
             plan.job,
@@ -130,7 +134,7 @@ class BatchApp:
             "shuffle": bool(todo) and not finished,
             "items": len(plan.items),
             "partitions": plan.partitions,
-            "items_key": _key(output, ITEMS),
+            "items_key": _key(output, items_key),
             "results_prefix": _key(output, RESULTS + str(event.get("run_id") or "run")),
         }
 
@@ -157,17 +161,23 @@ class BatchApp:
             raise
         finished = finished_parts(plan, output)
         todo = [{"part": p} for p in range(plan.partitions) if p not in finished]
-        output.put_bytes(PARTS, json.dumps(todo).encode())
-        return {"parts": len(todo), "parts_key": _key(output, PARTS), "events": shuffled["events"]}
+        parts_key = work_prefix(plan) + MAP + "parts.json"
+        output.put_bytes(parts_key, json.dumps(todo).encode())
+        return {
+            "parts": len(todo),
+            "parts_key": _key(output, parts_key),
+            "events": shuffled["events"],
+        }
 
     def part(self, event: Mapping[str, Any]) -> dict[str, Any]:
         output_uri = str(event["output"])
         output = open_storage(output_uri)
         plan = RunPlan.from_json(read_json(output, PLAN))
-        if output_uri not in self._segments:  # a warm function keeps them for the next part
-            self._segments = {output_uri: shuffled_segments(output)}
+        run = (output_uri, plan.plan_id)
+        if run not in self._segments:  # a warm function keeps them for the next part
+            self._segments = {run: shuffled_segments(plan, output)}
         status = part_step(
-            plan, output, int(event["part"]), load=load_cached, segments=self._segments[output_uri]
+            plan, output, int(event["part"]), load=load_cached, segments=self._segments[run]
         )
         return {"part": status["part"], "rows": status["rows"]}
 

@@ -28,6 +28,7 @@ from sds.kernel.batch.run import (
     collect_run,
     discard_failed,
     finished_parts,
+    item_status,
     make_plan,
     read_json,
     summarize,
@@ -120,10 +121,11 @@ def run_locally(
     """Plan (or resume) a run of `job` over `data` into `out`, and run every step not done.
 
     With `restart`, a run already at `out` is discarded first (only if `out` holds an sds run
-    and nothing else); `start_over` ends the refusal of a run that cannot be resumed. A run that
-    fails with an error before finishing a part is discarded (`discard_failed`), and so are the
-    folders this call made (`out` and any of its parents that did not exist); an interrupted one
-    (Ctrl-C, SIGTERM) is kept, to resume. `clock` times the call (its `seconds`, and so its
+    and nothing else); `start_over` ends the refusal of a run that cannot be resumed. A run this
+    call planned that fails with an error before finishing a part is discarded (`discard_failed`),
+    and so are the folders this call made (`out` and any of its parents that did not exist); an
+    interrupted one (Ctrl-C, SIGTERM) is kept, to resume, and so is a run this call resumed or
+    joined (another process may be computing it). `clock` times the call (its `seconds`, and so its
     `events_per_second`)."""
     started = clock()
     local.reset_worker_peak()
@@ -148,11 +150,7 @@ def run_locally(
         return LocalRun(manifest, True, workers, 0, 0, plan.partitions, 0.0, nothing_to_do=True)
 
     try:
-        todo = [
-            i
-            for i in range(len(plan.items))
-            if not output.exists(f"_run/work/items/item-{i:05d}.json")
-        ]
+        todo = [i for i in range(len(plan.items)) if not output.exists(item_status(plan, i))]
         shuffled = _shuffle(plan, todo, workers, progress)
         progress.run(
             "collecting the shuffle",
@@ -173,9 +171,11 @@ def run_locally(
     except Exception:
         # An error (a bad line, a full disk), not Ctrl-C: a run that finished no part leaves
         # --out as it found it, so that it does not refuse the next run (the workers are stopped
-        # by now). The run's own error is the one reported, whatever the cleanup meets.
+        # by now). Only a run this call planned: one it resumed or joined may be another
+        # process's, still working. The run's own error is the one reported, whatever the
+        # cleanup meets.
         with contextlib.suppress(Exception):
-            if discard_failed(plan, output) and not out.startswith("s3://"):
+            if not resumed and discard_failed(plan, output) and not out.startswith("s3://"):
                 _remove_empty_folders(Path(out) / "_run")
                 if made is not None:
                     _remove_made_folders(Path(out), made)

@@ -37,10 +37,10 @@ def two_file_history(project: Project, folder: Path) -> Path:
 
 
 def results(out: Path) -> dict[str, Any]:
-    """What a run wrote, less when and where: each part's rows and the manifest."""
+    """What a run wrote, less when, where and which plan: each part's rows and the manifest."""
     parts = {p.name: gzip.decompress(p.read_bytes()) for p in sorted(out.glob("part-*.jsonl.gz"))}
     manifest = json.loads((out / "_run" / "manifest.json").read_text())
-    for key in ("started_at", "finished_at", "output"):
+    for key in ("started_at", "finished_at", "output", "plan_id"):
         manifest.pop(key)
     return {"parts": parts, "manifest": manifest}
 

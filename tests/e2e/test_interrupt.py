@@ -46,7 +46,7 @@ def test_ctrl_c_during_score_stops_it_quietly_and_a_rerun_finishes_the_same_outp
     reached = {
         "workers starting to read": workers_starting(running, "[1/4]"),
         "workers starting to score": workers_starting(running, "[3/4]"),
-        "scoring under way": lambda: any((out / "_run" / "parts").glob("part-*.json")),
+        "scoring under way": lambda: any((out / "_run" / "parts").glob("*/part-*.json")),
     }[phase]
     running.interrupt_when(reached)
 

@@ -45,7 +45,7 @@ MAIN_ALONE, GROUP = False, True
 
 
 def parts_under_way(out: Path) -> Callable[[], bool]:
-    return lambda: any((out / "_run" / "parts").glob("part-*.json"))
+    return lambda: any((out / "_run" / "parts").glob("*/part-*.json"))
 
 
 @pytest.mark.parametrize(

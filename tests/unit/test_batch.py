@@ -434,7 +434,7 @@ def test_a_resumed_run_s_rate_counts_only_the_events_it_scored_itself(
         run_locally(
             "score", data=str(data), out=str(out), model=_model(trained), workers=1, partitions=4
         )
-    before = {p.name for p in (out / "_run" / "parts").iterdir()}
+    before = {p.name for p in (out / "_run" / "parts").glob("*/part-*.json")}
     assert len(before) == 2
 
     # When the same command resumes it, taking 4 seconds by its clock
@@ -452,7 +452,7 @@ def test_a_resumed_run_s_rate_counts_only_the_events_it_scored_itself(
 
     # Then its rate is the events of the two parts it scored over its 4 seconds, not the run's
     # every event (those of the parts the first run finished included)
-    statuses = [json.loads(p.read_text()) for p in (out / "_run" / "parts").iterdir()]
+    statuses = [json.loads(p.read_text()) for p in (out / "_run" / "parts").glob("*/part-*.json")]
     mine = sum(s["events"] for s in statuses if f"part-{s['part']:05d}.json" not in before)
     assert done.resumed and done.parts_computed == 2 and done.seconds == 4.0
     assert 0 < mine < done.manifest["totals"]["events"]

@@ -131,5 +131,5 @@ def part_worker(plan: dict[str, Any], partition: int) -> dict[str, Any]:
     key = (run.output, run.created_at)
     if key not in _SEGMENTS:  # read once per process: every partition needs them
         _SEGMENTS.clear()
-        _SEGMENTS[key] = shuffled_segments(output)
+        _SEGMENTS[key] = shuffled_segments(run, output)
     return part_step(run, output, partition, load=load_cached, segments=_SEGMENTS[key])

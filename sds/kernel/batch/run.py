@@ -5,11 +5,13 @@ the same steps, whoever runs them (`sds score` / `sds backfill` with a process p
 environment's Step Functions state machine with a Lambda per item):
 
     part-00000.jsonl.gz ...        the results: one part per partition of accounts
-    _run/plan.json                 what the run is: job, input files, model, items, partitions
-    _run/work/items/item-N.json    item N is shuffled (its object: _run/work/shuffle/item-N.jsonl,
-                                   each partition's events and id rows: sds.kernel.batch.shuffle)
-    _run/work/shuffled.json        every item is shuffled (their segment offsets, in one place)
-    _run/parts/part-N.json         part N is finished (written after the part, with its counts)
+    _run/plan.json                 what the run is: job, input files, model, items, partitions,
+                                   and its plan id (P below), new with every plan
+    _run/work/P/items/item-N.json  item N is shuffled (its object: _run/work/P/shuffle/
+                                   item-N.jsonl, each partition's events and id rows:
+                                   sds.kernel.batch.shuffle)
+    _run/work/P/shuffled.json      every item is shuffled (their segment offsets, in one place)
+    _run/parts/P/part-N.json       part N is finished (written after the part, with its counts)
     _run/manifest.json             the run is finished: totals, every part, and any failures
 
 Resumable by part: a part counts as finished only when its status exists, and a status is
@@ -27,7 +29,16 @@ the next run (an interrupted one is kept, to resume).
 Two runs started at once into one location can both find no plan there. The plan is only ever
 created where none is (`Storage.create_bytes`), so one of them writes it; the other reads it and
 goes on as a run started a moment later would: it joins the run if its own plan is the same, and
-is refused (`differences`) if not.
+is refused (`differences`) if not. Such a run computes the parts it finds unfinished, as the
+first does (the same bytes: a part depends on the plan and the input only).
+
+A run's records live under its plan id, so a process still working on a run that another process
+discarded (`--restart`, or a failed run's cleanup) can never make its records count in the run
+planned after it: they are in a folder that run never reads. Before it stores a part, and again
+before it writes that part's status, a step checks that its plan is still the one in force
+(`check_in_force`), and so does the manifest before it is written: such a process stops with
+`RunReplaced`, and never reports a run complete. Plans written before plan ids (none) keep the
+layout without P.
 """
 
 from __future__ import annotations
@@ -35,6 +46,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -65,25 +77,38 @@ from sds.kernel.serving import LoadedModel
 # 3: a .gz file's items are ranges of its decompressed content (format 2: one item, whole).
 FORMAT = "sds-batch-run/3"
 PLAN = "_run/plan.json"
-SHUFFLED = "_run/work/shuffled.json"
-WORK = "_run/work/"
+WORK = "_run/work/"  # every plan's work (the plan's own: `work_prefix`)
+PARTS = "_run/parts/"  # every plan's part statuses
 MANIFEST = "_run/manifest.json"
 
 
-def item_object(index: int) -> str:
-    return f"_run/work/shuffle/item-{index:05d}.jsonl"
+def _scoped(prefix: str, plan: RunPlan) -> str:
+    """`prefix` for `plan`'s own records: under its plan id (a plan from before ids: `prefix`)."""
+    return f"{prefix}{plan.plan_id}/" if plan.plan_id else prefix
 
 
-def item_status(index: int) -> str:
-    return f"_run/work/items/item-{index:05d}.json"
+def work_prefix(plan: RunPlan) -> str:
+    return _scoped(WORK, plan)
+
+
+def shuffled_key(plan: RunPlan) -> str:
+    return work_prefix(plan) + "shuffled.json"
+
+
+def item_object(plan: RunPlan, index: int) -> str:
+    return f"{work_prefix(plan)}shuffle/item-{index:05d}.jsonl"
+
+
+def item_status(plan: RunPlan, index: int) -> str:
+    return f"{work_prefix(plan)}items/item-{index:05d}.json"
 
 
 def part_object(partition: int) -> str:
     return f"part-{partition:05d}.jsonl.gz"
 
 
-def part_status(partition: int) -> str:
-    return f"_run/parts/part-{partition:05d}.json"
+def part_status(plan: RunPlan, partition: int) -> str:
+    return f"{_scoped(PARTS, plan)}part-{partition:05d}.json"
 
 
 def now_iso() -> str:
@@ -128,6 +153,9 @@ class RunPlan:
     model: ModelRef | None
     created_at: str
     run_id: str = ""
+    # Names this plan among every plan ever written at its output location (one per start or
+    # restart; not part of `identity`): its records are kept under it.
+    plan_id: str = ""
 
     def identity(self) -> dict[str, Any]:
         """What must be the same for a run to resume another (not where, when or who)."""
@@ -158,6 +186,7 @@ class RunPlan:
             "model": None if self.model is None else self.model.to_json(),
             "created_at": self.created_at,
             "run_id": self.run_id,
+            "plan_id": self.plan_id,
         }
 
     @classmethod
@@ -179,6 +208,7 @@ class RunPlan:
             model=None if model is None else ModelRef.from_json(model),
             created_at=str(document["created_at"]),
             run_id=str(document.get("run_id", "")),
+            plan_id=str(document.get("plan_id", "")),
         )
 
 
@@ -192,9 +222,12 @@ def make_plan(
     range_bytes: int | None = None,
     partition_bytes: int | None = None,
     run_id: str = "",
+    plan_id: str | None = None,
 ) -> RunPlan:
     """List the input, cut it into items and choose the number of partitions (sizes default to
-    `shuffle.RANGE_BYTES` and `shuffle.PARTITION_BYTES`)."""
+    `shuffle.RANGE_BYTES` and `shuffle.PARTITION_BYTES`). The plan id is new unless given: ""
+    for a plan that is never written at its output location (training's private work folder),
+    whose steps then check nothing against one (`check_in_force`)."""
     if job not in jobs.JOBS:
         raise UsageError(f"unknown batch job {job!r}; one of {', '.join(jobs.JOBS)}")
     if (job == "score") != (model is not None):
@@ -217,6 +250,7 @@ def make_plan(
         model=model,
         created_at=now_iso(),
         run_id=run_id,
+        plan_id=uuid.uuid4().hex if plan_id is None else plan_id,
     )
 
 
@@ -390,10 +424,10 @@ def discard_run(output: Storage) -> None:
     for key in files:
         if _RUN_FILE.fullmatch(key):
             output.delete_prefix(key)
-    for prefix in ("_run/parts/", WORK):
+    for prefix in (PARTS, WORK):
         output.delete_prefix(prefix)
     for key in files:  # anything else of the run's (none in this version's layout)
-        if key.startswith("_run/") and key != PLAN and not key.startswith(("_run/parts/", WORK)):
+        if key.startswith("_run/") and key != PLAN and not key.startswith((PARTS, WORK)):
             output.delete_prefix(key)
     output.delete_prefix(PLAN)
 
@@ -405,8 +439,13 @@ def discard_failed(plan: RunPlan, output: Storage) -> bool:
     Such a run wrote no result, so nothing would mix; left in place, its plan would refuse every
     other run at `output` (a failure on a bad line is fixed by changing the input, which makes
     the next run another one). Only its shuffle is lost, which the next run redoes. A run that
-    finished parts is kept: the same command resumes it."""
+    finished parts is kept: the same command resumes it, and so is a run planned since by
+    another process (the plan in force is not `plan`)."""
     if output.exists(MANIFEST) or finished_parts(plan, output):
+        return False
+    try:
+        check_in_force(plan, output)
+    except RunReplaced:
         return False
     discard_run(output)
     return True
@@ -437,37 +476,41 @@ def shuffle_step(
     spool_root: Path | None = None,
 ) -> Shuffled:
     """Shuffle item `index` (a no-op returning its record if it is already done)."""
-    if output.exists(item_status(index)):
-        return Shuffled.from_json(read_json(output, item_status(index)))
+    status = item_status(plan, index)
+    if output.exists(status):
+        return Shuffled.from_json(read_json(output, status))
     done = shuffle_item(
         source,
         plan.items[index],
         plan.partitions,
         output,
-        item_object(index),
+        item_object(plan, index),
         labels_required=labels_required,
         spool_root=spool_root,
     )
-    put_json(output, item_status(index), done.to_json())
+    check_in_force(plan, output)
+    put_json(output, status, done.to_json())
     return done
 
 
 def collect_step(plan: RunPlan, output: Storage) -> dict[str, Any]:
     """Every item's record in one document each partition reads; what the shuffle read."""
-    if output.exists(SHUFFLED):
-        return read_json(output, SHUFFLED)
+    shuffled = shuffled_key(plan)
+    if output.exists(shuffled):
+        return read_json(output, shuffled)
     records = []
     for item in plan.items:
-        if not output.exists(item_status(item.index)):
+        if not output.exists(item_status(plan, item.index)):
             raise HistoryError(f"item {item.index} ({item.source.name}) is not shuffled yet")
-        records.append(read_json(output, item_status(item.index)))
+        records.append(read_json(output, item_status(plan, item.index)))
     document = {
         "items": records,
         "events": sum(r["events"] for r in records),
         "payments": sum(r["payments"] for r in records),
         "read_bytes": sum(r["read_bytes"] for r in records),
     }
-    put_json(output, SHUFFLED, document)
+    check_in_force(plan, output)
+    put_json(output, shuffled, document)
     return document
 
 
@@ -489,15 +532,43 @@ def collect_run(plan: RunPlan, output: Storage) -> dict[str, Any]:
     return document
 
 
-def shuffled_segments(output: Storage) -> list[tuple[str, Shuffled]]:
-    document = read_json(output, SHUFFLED)
+def shuffled_segments(plan: RunPlan, output: Storage) -> list[tuple[str, Shuffled]]:
+    document = read_json(output, shuffled_key(plan))
     done = [Shuffled.from_json(r) for r in document["items"]]
-    return [(item_object(d.item), d) for d in done]
+    return [(item_object(plan, d.item), d) for d in done]
 
 
 def finished_parts(plan: RunPlan, output: Storage) -> set[int]:
-    names = {f.key for f in output.list("_run/parts/")}
-    return {p for p in range(plan.partitions) if part_status(p) in names}
+    """The parts of `plan` whose status is written (a part is stored whole before it)."""
+    names = {f.key for f in output.list(_scoped(PARTS, plan))}
+    return {p for p in range(plan.partitions) if part_status(plan, p) in names}
+
+
+class RunReplaced(Refused):
+    """The run this process works on is no longer the one at its output location: another
+    process discarded it (`--restart`, or a failed run's cleanup), and may have planned another
+    there. Nothing this process would still write could count in that run."""
+
+
+def check_in_force(plan: RunPlan, output: Storage) -> None:
+    """Raise `RunReplaced` unless `plan` is still the run at `output` (its plan, by plan id).
+    A plan without an id (written before ids, or never written: `make_plan`) has nothing to
+    check against."""
+    if not plan.plan_id:
+        return
+    current = read_json(output, PLAN) if output.exists(PLAN) else None
+    if current is not None and str(current.get("plan_id", "")) == plan.plan_id:
+        return
+    now = (
+        "its output location holds no run any more"
+        if current is None
+        else f"another run was planned there since ({current.get('created_at')})"
+    )
+    raise RunReplaced(
+        f"{output.uri}: the run planned {plan.created_at} was discarded by another process while "
+        f"this one worked on it ({now}): stopping without writing more; nothing of it counts "
+        "in any other run. Start the command again to resume or start the run in force"
+    )
 
 
 ModelLoader = Callable[[ModelRef], LoadedModel]
@@ -515,10 +586,11 @@ def part_step(
 
     Refused (HistoryError, nothing stored) when an event id whose check falls to this
     partition is held under two accounts anywhere in the history (`read_partition`)."""
-    if output.exists(part_status(partition)):
-        return read_json(output, part_status(partition))
+    status_key = part_status(plan, partition)
+    if output.exists(status_key):
+        return read_json(output, status_key)
     started = time.perf_counter()
-    segments = shuffled_segments(output) if segments is None else segments
+    segments = shuffled_segments(plan, output) if segments is None else segments
     origin = Origin(plan.items, open_storage(plan.input))
     history = load_partition(read_partition(output, segments, partition, check_ids=origin), origin)
     if plan.job == "score":
@@ -527,8 +599,12 @@ def part_step(
         rows, counts = jobs.score_rows(history, model)
     else:
         rows, counts = jobs.feature_rows(history)
+    # Stored, and then marked finished, only while the run is still the one at `output`: a part
+    # computed for a run discarded meanwhile is never written over the run planned since.
+    check_in_force(plan, output)
     with output.open_write(part_object(partition)) as handle:
         jobs.write_rows(handle, rows)
+    check_in_force(plan, output)
     status = {
         "part": partition,
         "object": part_object(partition),
@@ -536,7 +612,7 @@ def part_step(
         "seconds": round(time.perf_counter() - started, 3),
         "finished_at": now_iso(),
     }
-    put_json(output, part_status(partition), status)
+    put_json(output, status_key, status)
     return status
 
 
@@ -562,8 +638,13 @@ def summarize(
     execution: str | None = None,
 ) -> dict[str, Any]:
     """The run's manifest from every finished part's status; written only when every part is
-    finished (a run with failed parts reports them and stays resumable)."""
-    statuses = [read_json(output, part_status(p)) for p in sorted(finished_parts(plan, output))]
+    finished (a run with failed parts reports them and stays resumable). Refused
+    (`RunReplaced`) once `plan` is no longer the run at `output`, before the manifest as at the
+    start."""
+    check_in_force(plan, output)
+    statuses = [
+        read_json(output, part_status(plan, p)) for p in sorted(finished_parts(plan, output))
+    ]
     missing = sorted(set(range(plan.partitions)) - {int(s["part"]) for s in statuses})
     totals = {key: sum(int(s.get(key, 0)) for s in statuses) for key in TOTALS}
     if plan.job == "features":
@@ -573,6 +654,7 @@ def summarize(
         "format": FORMAT,
         "job": plan.job,
         "run_id": plan.run_id,
+        "plan_id": plan.plan_id,
         "input": plan.input,
         "output": plan.output,
         "files": len(plan.sources),
@@ -602,5 +684,6 @@ def summarize(
     if execution:
         manifest["execution"] = execution
     if not missing:
+        check_in_force(plan, output)  # a run discarded meanwhile is never reported finished
         put_json(output, MANIFEST, manifest)
     return manifest
