@@ -259,3 +259,21 @@ def test_a_run_whose_folder_was_restarted_by_another_fails_without_discarding_th
     done = run_locally("features", data=str(history), out=str(out), workers=1)
     assert done.resumed and done.manifest["complete"] and done.manifest["partitions"] == 2
     assert rows_in(out, 2) == payments_of(history) == done.manifest["totals"]["rows"]
+
+
+@pytest.mark.parametrize("plan_id", ["../../elsewhere", "A" * 32, "0" * 31, 7])
+def test_a_plan_whose_id_is_not_one_sds_writes_is_refused_before_any_key_is_made_of_it(
+    tmp_path: Path, history: Path, plan_id: Any
+) -> None:
+    # Given a plan at --out whose plan id is not 32 hex digits (edited, or not sds's)
+    out = tmp_path / "out"
+    document = make_plan("features", LocalStorage(history), str(out), model=None).to_json()
+    document["plan_id"] = plan_id
+    out.joinpath("_run").mkdir(parents=True)
+    (out / PLAN).write_text(json.dumps(document))
+
+    # When a run would resume it, then it is refused, naming the field, and nothing is written
+    with pytest.raises(batch_run.Refused, match="plan_id") as refused:
+        run_locally("features", data=str(history), out=str(out), workers=1)
+    assert "not an sds plan id" in str(refused.value)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["_run", PLAN]

@@ -80,6 +80,7 @@ PLAN = "_run/plan.json"
 WORK = "_run/work/"  # every plan's work (the plan's own: `work_prefix`)
 PARTS = "_run/parts/"  # every plan's part statuses
 MANIFEST = "_run/manifest.json"
+_PLAN_ID = re.compile(r"([0-9a-f]{32})?")  # uuid4's hex; none in a plan from before ids
 
 
 def _scoped(prefix: str, plan: RunPlan) -> str:
@@ -198,6 +199,9 @@ class RunPlan:
                 "version, or remove it (or use another output location) to start over"
             )
         model = document.get("model")
+        plan_id = str(document.get("plan_id", ""))
+        if not _PLAN_ID.fullmatch(plan_id):  # a part of every key the run writes
+            raise Refused(f"the run's plan has plan_id {plan_id[:80]!r}: not an sds plan id")
         return cls(
             job=str(document["job"]),
             input=str(document["input"]),
@@ -208,7 +212,7 @@ class RunPlan:
             model=None if model is None else ModelRef.from_json(model),
             created_at=str(document["created_at"]),
             run_id=str(document.get("run_id", "")),
-            plan_id=str(document.get("plan_id", "")),
+            plan_id=plan_id,
         )
 
 
