@@ -72,6 +72,24 @@ def planned(history: Path, out: Path, *, partitions: int, restart: bool = False)
     return plan
 
 
+def restart_while_computing(
+    history: Path, out: Path, monkeypatch: pytest.MonkeyPatch
+) -> list[RunPlan]:
+    """Once a part's rows are computed (the first time), another process restarts `out` with 2
+    partitions and shuffles (`--restart --partitions 2`): its plan is put in the list returned."""
+    real_rows = batch_run.jobs.feature_rows
+    restarted: list[RunPlan] = []
+
+    def feature_rows(partition_history: Any) -> Any:
+        result = real_rows(partition_history)
+        if not restarted:
+            restarted.append(planned(history, out, partitions=2, restart=True))
+        return result
+
+    monkeypatch.setattr(batch_run.jobs, "feature_rows", feature_rows)
+    return restarted
+
+
 def test_a_joined_run_that_fails_leaves_the_run_it_joined_which_finishes_whole(
     tmp_path: Path, history: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -117,15 +135,7 @@ def test_a_run_discarded_while_it_computes_a_part_stops_and_stores_nothing(
     output = LocalStorage(out)
     plan_a = planned(history, out, partitions=1)
     real_rows = batch_run.jobs.feature_rows
-    restarted: list[RunPlan] = []
-
-    def feature_rows(partition_history: Any) -> Any:
-        result = real_rows(partition_history)
-        if not restarted:
-            restarted.append(planned(history, out, partitions=2, restart=True))
-        return result
-
-    monkeypatch.setattr(batch_run.jobs, "feature_rows", feature_rows)
+    restarted = restart_while_computing(history, out, monkeypatch)
 
     # When A goes on to store its part
     with pytest.raises(RunReplaced) as stopped:
@@ -239,15 +249,7 @@ def test_a_run_whose_folder_was_restarted_by_another_fails_without_discarding_th
     # Given `sds backfill` computing its part, when another process restarts the folder
     out = tmp_path / "out"
     real_rows = batch_run.jobs.feature_rows
-    restarted: list[RunPlan] = []
-
-    def feature_rows(partition_history: Any) -> Any:
-        result = real_rows(partition_history)
-        if not restarted:
-            restarted.append(planned(history, out, partitions=2, restart=True))
-        return result
-
-    monkeypatch.setattr(batch_run.jobs, "feature_rows", feature_rows)
+    restarted = restart_while_computing(history, out, monkeypatch)
 
     # When the first run goes on
     with pytest.raises(RunReplaced):
