@@ -279,3 +279,44 @@ def test_a_plan_whose_id_is_not_one_sds_writes_is_refused_before_any_key_is_made
         run_locally("features", data=str(history), out=str(out), workers=1)
     assert "not an sds plan id" in str(refused.value)
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["_run", PLAN]
+
+
+def test_two_writers_of_one_part_with_the_same_process_id_each_write_their_own_file(
+    tmp_path: Path,
+) -> None:
+    # Given two writers of the same part that share a process id (two containers writing into
+    # one mounted folder each have a PID 1), played here by one process writing it twice at once
+    output = LocalStorage(tmp_path / "out")
+
+    # When the second writes its whole part while the first is still writing
+    with output.open_write("part-00000.jsonl.gz") as first:
+        first.write(b"first, ")
+        with output.open_write("part-00000.jsonl.gz") as second:
+            second.write(b"second\n")
+        first.write(b"whole\n")
+
+    # Then neither truncated nor moved the other's file: the last one renamed is there, whole,
+    # and nothing half-written is left
+    assert (tmp_path / "out" / "part-00000.jsonl.gz").read_bytes() == b"first, whole\n"
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["part-00000.jsonl.gz"]
+
+
+@pytest.mark.parametrize(
+    "leftover",
+    [".part-00000.jsonl.gz.1.partial", ".part-00000.jsonl.gz.1.0a1b2c3d.partial"],
+    ids=["earlier version's", "this version's"],
+)
+def test_a_part_left_half_written_by_a_killed_writer_is_discarded_with_its_run(
+    tmp_path: Path, history: Path, leftover: str
+) -> None:
+    # Given a run whose writer was killed while writing a part (its hidden file is left)
+    out = tmp_path / "out"
+    planned(history, out, partitions=1)
+    (out / leftover).write_bytes(b"half")
+
+    # When the run is discarded (`--restart`)
+    batch_run.discard_run(LocalStorage(out))
+
+    # Then the hidden file goes with it, and no file of the run is left
+    assert not (out / leftover).exists()
+    assert [p for p in out.rglob("*") if p.is_file()] == []

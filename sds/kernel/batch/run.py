@@ -279,8 +279,9 @@ class RunMismatch(Refused):
 
 
 # What a run writes at the top of its output location, besides `_run/`: its parts, and a part
-# being written (a local file is written under a hidden name, then renamed).
-_RUN_FILE = re.compile(r"\.?part-[0-9]{5}\.jsonl\.gz(\.[0-9]+\.partial)?")
+# being written (a local file is written under a hidden name, then renamed: the writer's process
+# id and a random token, or the process id alone where an earlier version wrote it).
+_RUN_FILE = re.compile(r"\.?part-[0-9]{5}\.jsonl\.gz(\.[0-9]+(\.[0-9a-f]{8})?\.partial)?")
 START_OVER = "use another output location, or remove it to start over"
 
 

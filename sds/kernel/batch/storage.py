@@ -16,6 +16,7 @@ them, never the API's serving path.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import tempfile
 import time
@@ -163,10 +164,12 @@ class LocalStorage:
     def _replacing(self, key: str) -> Iterator[Path]:
         """A hidden file to write `key`'s content to: synced to disk and renamed onto `key` when
         the block ends (a power cut after the rename leaves the content, not an empty file),
-        removed if it fails or is interrupted (Ctrl-C), so no half-written file is left behind."""
+        removed if it fails or is interrupted (Ctrl-C), so no half-written file is left behind.
+        Its name is this writer's alone: the process id, which another container writing into
+        the same folder may share, and a random token."""
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+        partial = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
         try:
             yield partial
             sync_file(partial)
