@@ -39,11 +39,11 @@ from sds.kernel.batch.run import (
     collect_run,
     discard_failed,
     finished_parts,
-    item_status,
     make_plan,
     part_step,
     read_json,
     shuffle_step,
+    shuffled_items,
     shuffled_segments,
     summarize,
     work_prefix,
@@ -114,8 +114,8 @@ class BatchApp:
             chosen_partitions=partitions is not None,
         )
         finished = resumed and output.exists(MANIFEST)
-        done = {f.key for f in output.list(work_prefix(plan) + "items/")}
-        todo = [{"item": i.index} for i in plan.items if item_status(plan, i.index) not in done]
+        done = shuffled_items(plan, output)
+        todo = [{"item": i.index} for i in plan.items if i.index not in done]
         items_key = work_prefix(plan) + MAP + "items.json"
         if not finished:
             output.put_bytes(items_key, json.dumps(todo).encode())

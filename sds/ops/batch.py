@@ -28,9 +28,9 @@ from sds.kernel.batch.run import (
     collect_run,
     discard_failed,
     finished_parts,
-    item_status,
     make_plan,
     read_json,
+    shuffled_items,
     summarize,
 )
 from sds.kernel.batch.shuffle import default_workers
@@ -150,7 +150,8 @@ def run_locally(
         return LocalRun(manifest, True, workers, 0, 0, plan.partitions, 0.0, nothing_to_do=True)
 
     try:
-        todo = [i for i in range(len(plan.items)) if not output.exists(item_status(plan, i))]
+        done = shuffled_items(plan, output)
+        todo = [i.index for i in plan.items if i.index not in done]
         shuffled = _shuffle(plan, todo, workers, progress)
         progress.run(
             "collecting the shuffle",

@@ -543,6 +543,12 @@ def shuffled_segments(plan: RunPlan, output: Storage) -> list[tuple[str, Shuffle
     return [(item_object(plan, d.item), d) for d in done]
 
 
+def shuffled_items(plan: RunPlan, output: Storage) -> set[int]:
+    """The items of `plan` whose status is written (an item's object is stored before it)."""
+    names = {f.key for f in output.list(work_prefix(plan) + "items/")}
+    return {i.index for i in plan.items if item_status(plan, i.index) in names}
+
+
 def finished_parts(plan: RunPlan, output: Storage) -> set[int]:
     """The parts of `plan` whose status is written (a part is stored whole before it)."""
     names = {f.key for f in output.list(_scoped(PARTS, plan))}
