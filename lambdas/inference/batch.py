@@ -63,8 +63,9 @@ MAX_FAILURES_RETURNED = 20  # in the state's output (256 KiB at most); all are i
 class BatchApp:
     def __init__(self, settings: BatchFunctionSettings) -> None:
         self.settings = settings
-        # The segments of the run a warm function computes parts of: by location and plan (a
-        # restart at the same location has segments of its own).
+        # The segments of the run a warm function computes parts of: by location and when it was
+        # planned, as a local run's workers keep them (`sds.kernel.batch.local`): a restart at
+        # the same location has segments of its own.
         self._segments: dict[tuple[str, str], list[tuple[str, Shuffled]]] = {}
 
     def handle(self, event: Mapping[str, Any]) -> dict[str, Any]:
@@ -173,7 +174,7 @@ class BatchApp:
         output_uri = str(event["output"])
         output = open_storage(output_uri)
         plan = RunPlan.from_json(read_json(output, PLAN))
-        run = (output_uri, plan.plan_id)
+        run = (output_uri, plan.created_at)
         if run not in self._segments:  # a warm function keeps them for the next part
             self._segments = {run: shuffled_segments(plan, output)}
         status = part_step(
