@@ -8,7 +8,7 @@ Python (3.12) on the inference bundle (`benchmarks/capture_worker.py`, as the wa
 worker runs), it is served by `InferenceApp` with an empty SQLite feature store, composed as the
 Lambda handler composes it: metric lines and capture records kept per request and written to
 stdout in one write at its end (`StdoutLines`), stdout flushed after every write as the Lambda
-runtime's is (`warm_worker.LambdaStdout`), into /dev/null. Three series, each timed per call with
+runtime's is (`warm_worker.Unbuffered`), into /dev/null. Three series, each timed per call with
 `perf_counter_ns` over `blocks` blocks of `calls` calls (after a warm-up pass), with requests of 1
 and of 100 payments, distinct as traffic is (the history's payments, each in one request of each
 size; `warm_worker.requests_of`), the calls cycling through them:

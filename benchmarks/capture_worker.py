@@ -9,7 +9,7 @@ version and sha256), the feature store, the payments the requests are made of, a
 blocks of each series. Two `InferenceApp`s serve the model, composed as
 `lambdas/inference/handler.py` composes the function's (metric lines and capture records written
 in one write at the end of each request, `StdoutLines`), one with capture and one without, into
-stdout flushed after every write as the Lambda runtime flushes it (`LambdaStdout`, /dev/null).
+stdout flushed after every write as the Lambda runtime flushes it (`Unbuffered`, /dev/null).
 Series, interleaved block by block, for requests of 1 and of 100 payments (distinct, cycled):
 the handler with capture, without, and `Capturer.capture` alone on the same rows and scores.
 Only the standard library and the bundle are importable here.
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.append(str(Path(__file__).resolve().parent))  # after the bundle: warm_worker only
-from warm_worker import LambdaStdout, proxy_event, requests_of, summarize
+from warm_worker import Unbuffered, proxy_event, requests_of, summarize
 
 REQUEST_SIZES = (("single", 1), ("batch100", 100))
 
@@ -171,6 +171,10 @@ def main(argv: list[str]) -> int:
         feature_store_uri=config["feature_store_uri"],
     )
     payments = json.loads(Path(config["payments"]).read_text())
+    # The runtime's stdout, set before the handler is made as the runtime sets it before the
+    # import (`StdoutLines` writes to the descriptor under it).
+    devnull = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+    sys.stdout = Unbuffered(devnull)
     handlers = {}
     for name, captured in (("on", True), ("off", False)):
         stdout = StdoutLines()  # as `lambdas.inference.handler` composes the function's app
@@ -191,8 +195,6 @@ def main(argv: list[str]) -> int:
         threshold=model.threshold,
         sink=_keep_last,
     )
-    devnull = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
-    sys.stdout = LambdaStdout(devnull)
     results: dict[str, Any] = {"python": sys.version.split()[0]}
     for label, size in REQUEST_SIZES:
         results[label] = series(

@@ -14,7 +14,7 @@ handler's read of those accounts' aggregates (what the handler's own scoring mee
 run on one request repeated (what a floor timed on a single request measures: the CPU learns
 the trees' branches for those rows, which traffic never lets it). Only the standard library and
 the bundle are importable here. stdout is flushed after every write, as the Lambda runtime's
-is (`LambdaStdout`); the parent sends it to /dev/null.
+is (`Unbuffered`); the parent sends it to /dev/null.
 """
 
 from __future__ import annotations
@@ -33,9 +33,11 @@ WARMUP_CALLS = 200
 REQUEST_SIZES = (("single", 1), ("batch100", 100))
 
 
-class LambdaStdout:
-    """stdout as the Lambda runtime has it: every write flushed at once (awslambdaric's
-    `Unbuffered`), so each write is a system call, as a function's log lines cost on Lambda."""
+class Unbuffered:
+    """stdout as the Lambda runtime has it: awslambdaric's `Unbuffered`, of the same name and
+    behaviour (every write flushed at once, so each write is a system call, as a function's log
+    lines cost on Lambda). The handler recognises it by its name as it does the runtime's
+    (`lambdas.inference.app.StdoutLines`); awslambdaric itself is not importable here."""
 
     def __init__(self, stream: Any) -> None:
         self.stream = stream
@@ -142,7 +144,7 @@ def main(argv: list[str]) -> int:
     module_name, function_name = handler_path.rsplit(".", 1)
     with open(events_path) as source:
         events = json.load(source)
-    sys.stdout = LambdaStdout(sys.stdout)  # the runtime's own, set before it imports the handler
+    sys.stdout = Unbuffered(sys.stdout)  # the runtime's own, set before it imports the handler
     started = time.perf_counter()
     module = importlib.import_module(module_name)
     init_ms = (time.perf_counter() - started) * 1000

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
+from collections.abc import Iterator
+from typing import Any, TextIO
 
 import pytest
+from awslambdaric.bootstrap import Unbuffered
 
 from lambdas.inference.app import StdoutLines
 from tests.support.trained_model import TrainedModel
@@ -137,3 +141,138 @@ def test_a_failed_write_is_logged_and_never_raises(
     stdout.capture(b"next\n")
     stdout.flush()
     assert written == ["next\n"]
+
+
+# Under the Lambda runtime's own stdout (awslambdaric's `Unbuffered`, every write flushed), the
+# lines go straight to its file descriptor.
+
+
+@pytest.fixture
+def pipe() -> Iterator[tuple[TextIO, int]]:
+    """A text stream on a pipe, and the pipe's read end (not blocking)."""
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(read_fd, False)
+    stream = open(write_fd, "w")  # noqa: SIM115 - closed below
+    try:
+        yield stream, read_fd
+    finally:
+        stream.close()
+        os.close(read_fd)
+
+
+def _runtime_stdout(monkeypatch: pytest.MonkeyPatch, stream: TextIO) -> StdoutLines:
+    """sys.stdout as the runtime sets it before importing a handler (`Unbuffered` around
+    `stream`; set in the test, since pytest sets its own between a fixture and the test), and the
+    `StdoutLines` the handler then makes."""
+    monkeypatch.setattr(sys, "stdout", Unbuffered(stream))
+    return StdoutLines()
+
+
+def _drain(read_fd: int) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        try:
+            chunk = os.read(read_fd, 1 << 16)
+        except BlockingIOError:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _recording_writes(monkeypatch: pytest.MonkeyPatch, most: int | None = None) -> list[bytes]:
+    """`os.write` recorded (the text layer writes in C, not through it), taking at most `most`
+    bytes a call."""
+    calls: list[bytes] = []
+    write = os.write
+
+    def recorded(fd: int, data: Any) -> int:
+        data = bytes(data)
+        calls.append(data)
+        return write(fd, data if most is None else data[:most])
+
+    monkeypatch.setattr(os, "write", recorded)
+    return calls
+
+
+def test_under_the_runtime_stdout_a_request_is_one_write_to_its_descriptor_in_order(
+    pipe: tuple[TextIO, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream, read_fd = pipe
+    stdout = _runtime_stdout(monkeypatch, stream)
+    calls = _recording_writes(monkeypatch)
+    # Given something printed before (the runtime flushes it at once), then a request's lines
+    print("before")
+    stdout.metrics({"Predictions": 1.0}, {"Environment": "test"})
+    stdout.capture(b'{"record":"sds.capture","event_id":"e-1"}\n')
+    stdout.flush()
+    print("after")
+    # Then the request's lines went to the pipe in one os.write, between the printed lines
+    assert len(calls) == 1 and calls[0].count(b"\n") == 2
+    lines = _drain(read_fd).decode().splitlines()
+    assert lines[0] == "before" and lines[-1] == "after"
+    assert json.loads(lines[1])["Predictions"] == 1
+    assert json.loads(lines[2])["event_id"] == "e-1"
+
+
+def test_a_large_write_the_pipe_takes_in_parts_arrives_whole(
+    pipe: tuple[TextIO, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream, read_fd = pipe
+    stdout = _runtime_stdout(monkeypatch, stream)
+    calls = _recording_writes(monkeypatch, most=7)
+    records = b"".join(b'{"record":"sds.capture","n":%d}\n' % n for n in range(20))
+    stdout.capture(records)
+    stdout.flush()
+    assert _drain(read_fd) == records
+    assert len(calls) == -(-len(records) // 7)  # written on from where each part ended
+
+
+def test_a_descriptor_that_takes_nothing_or_fails_is_logged_and_never_raises(
+    pipe: tuple[TextIO, int],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    stream, read_fd = pipe
+    stdout = _runtime_stdout(monkeypatch, stream)
+    _recording_writes(monkeypatch, most=0)  # a write that takes none of the bytes
+    stdout.capture(b"lost\n")
+    with caplog.at_level(logging.ERROR, logger="sds.inference"):
+        stdout.flush()
+    assert "could not write 5 bytes" in caplog.text and "took none" in caplog.text
+
+    def closed(fd: int, data: Any) -> int:
+        raise OSError(9, "Bad file descriptor")
+
+    monkeypatch.setattr(os, "write", closed)
+    stdout.capture(b"lost too\n")
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="sds.inference"):
+        stdout.flush()
+    assert "could not write 9 bytes" in caplog.text and "Bad file descriptor" in caplog.text
+    assert _drain(read_fd) == b""
+
+
+def test_stdout_replaced_after_it_was_made_gets_the_lines_as_text(
+    pipe: tuple[TextIO, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream, read_fd = pipe
+    stdout = _runtime_stdout(monkeypatch, stream)
+    calls = _recording_writes(monkeypatch)
+    written: list[str] = []
+    monkeypatch.setattr(sys, "stdout", type("Out", (), {"write": lambda _, t: written.append(t)})())
+    stdout.capture(b"line\n")
+    stdout.flush()
+    assert written == ["line\n"] and calls == [] and _drain(read_fd) == b""
+
+
+def test_a_stream_of_the_same_name_without_a_descriptor_gets_text(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import io
+
+    inner = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", Unbuffered(inner))
+    calls = _recording_writes(monkeypatch)
+    stdout = StdoutLines()
+    stdout.capture(b"line\n")
+    stdout.flush()
+    assert inner.getvalue() == "line\n" and calls == []
