@@ -40,7 +40,7 @@ diagram: $(DEV_STAMP)  ## Redraw docs/architecture.png from cdk.json (diagrams +
 	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq graphviz; }
 	$(PY) docs/diagram.py
 
-bench: $(DEV_STAMP)
+bench: $(DEV_STAMP) $(NODE_STAMP)  ## Every benchmark in one run (17 to 22 minutes); results in benchmarks/results/
 	$(PY) -m benchmarks.run
 
 cost: $(DEV_STAMP)  ## Idle monthly cost of every environment from the synthesized templates; updates README.md

@@ -623,6 +623,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     plan = make_plan(args)
     os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
+    # The venv first, as `make` puts it: its node and npx (`make install-dev`) run the CDK CLI
+    # pinned in node_modules, whatever Node the machine has.
+    os.environ["PATH"] = os.pathsep.join([str(VENV_BIN), os.environ.get("PATH", "")])
     started = time.perf_counter()
     log("start")
     python = bundles.lambda_python()
