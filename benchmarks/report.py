@@ -274,7 +274,11 @@ def markdown(results: dict[str, Any]) -> str:
         for name, label in (
             ("raw_onnx", "raw `InferenceSession.run` (floor)"),
             ("raw_onnx_repeated", "raw `InferenceSession.run` on one request, repeated"),
-            ("store_read", "feature store read of the request's accounts (floor)"),
+            (
+                "raw_onnx_capture_off",
+                "raw `InferenceSession.run`, in the capture-off handler's worker (floor)",
+            ),
+            ("store_read", "feature store read of the request's accounts, same worker (floor)"),
             (
                 "raw_onnx_after_read",
                 "raw `InferenceSession.run`, each right after the handler's aggregates read",

@@ -448,6 +448,11 @@ def run_warm(
             "single": series(ours, "raw_single"),
             "batch100": series(ours, "raw_batch100"),
         },
+        # The floor "above the floor" subtracts: the raw run timed in the capture-off worker.
+        "raw_onnx_capture_off": {
+            "single": series(bare, "raw_single"),
+            "batch100": series(bare, "raw_batch100"),
+        },
         "raw_onnx_repeated": {
             "single": series(ours, "raw_repeated_single"),
             "batch100": series(ours, "raw_repeated_batch100"),

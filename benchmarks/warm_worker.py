@@ -14,7 +14,9 @@ handler's read of those accounts' aggregates (what the handler's own scoring mee
 run on one request repeated (what a floor timed on a single request measures: the CPU learns
 the trees' branches for those rows, which traffic never lets it). Only the standard library and
 the bundle are importable here. stdout is flushed after every write, as the Lambda runtime's
-is (`Unbuffered`); the parent sends it to /dev/null.
+is (`Unbuffered`); the parent sends it to /dev/null. The series of one request size are timed
+block by block in turn (`time_interleaved`), so that each paired figure compares the same
+stretch of the machine's time.
 """
 
 from __future__ import annotations
@@ -107,33 +109,61 @@ def requests_of(events: list[dict[str, Any]], size: int) -> list[list[dict[str, 
     return [events[start : start + size] for start in range(0, len(events) - size + 1, size)]
 
 
-def time_calls(
-    call: Callable[[Any], Any],
-    calls: int,
-    blocks: int,
-    inputs: Sequence[Any],
-    before: Callable[[Any], Any] | None = None,
-) -> dict[str, Any]:
-    """Percentiles over all calls, and per block of consecutive calls (for the spread). Call i
-    takes `inputs[i % len(inputs)]`, after a warm-up pass over all of them; with `before`, each
-    timed call follows an untimed call of it on the same input."""
-    for i in range(max(WARMUP_CALLS, len(inputs))):
-        given = inputs[i % len(inputs)]
-        if before is not None:
-            before(given)
-        call(given)
-    clock = time.perf_counter_ns
-    samples = [0] * calls
-    for i in range(calls):
-        given = inputs[i % len(inputs)]
-        if before is not None:
-            before(given)
-        started = clock()
-        call(given)
-        samples[i] = clock() - started
+class Series:
+    """A timed series: `call` on `inputs[i % len(inputs)]` for call i, each after an untimed
+    `before` on the same input if given."""
+
+    __slots__ = ("before", "call", "inputs", "samples")
+
+    def __init__(
+        self,
+        call: Callable[[Any], Any],
+        inputs: Sequence[Any],
+        before: Callable[[Any], Any] | None = None,
+    ) -> None:
+        self.call, self.inputs, self.before = call, inputs, before
+        self.samples: list[int] = []
+
+    def warm_up(self) -> None:
+        """One pass over every input (at least WARMUP_CALLS calls), untimed."""
+        for i in range(max(WARMUP_CALLS, len(self.inputs))):
+            self._once(self.inputs[i % len(self.inputs)])
+
+    def _once(self, given: Any) -> None:
+        if self.before is not None:
+            self.before(given)
+        self.call(given)
+
+    def time(self, first: int, count: int) -> None:
+        """Calls first .. first + count - 1, each timed."""
+        clock, inputs, before, call = time.perf_counter_ns, self.inputs, self.before, self.call
+        samples = self.samples
+        for i in range(first, first + count):
+            given = inputs[i % len(inputs)]
+            if before is not None:
+                before(given)
+            started = clock()
+            call(given)
+            samples.append(clock() - started)
+
+
+def time_interleaved(series: dict[str, Series], calls: int, blocks: int) -> dict[str, Any]:
+    """Each series timed `calls` times, block by block in turn: block b of every series, then
+    block b + 1 of every series. A block of one series is thus compared with the same block of
+    another, timed seconds apart at most, so a slow spell of the machine (a neighbour's burst)
+    falls on both sides of a paired figure instead of on one series (results before 2026-12-05
+    timed each series whole, one after another). Percentiles over all calls, and per block."""
+    for one in series.values():
+        one.warm_up()
     size = calls // blocks
-    return summarize(samples) | {
-        "blocks": [summarize(samples[b * size : (b + 1) * size]) for b in range(blocks)]
+    for block in range(blocks):
+        for one in series.values():
+            gc.collect()
+            one.time(block * size, size)
+    return {
+        name: summarize(one.samples)
+        | {"blocks": [summarize(one.samples[b * size : (b + 1) * size]) for b in range(blocks)]}
+        for name, one in series.items()
     }
 
 
@@ -151,6 +181,7 @@ def main(argv: list[str]) -> int:
     handler = getattr(module, function_name)
     context = Context()
     results: dict[str, Any] = {"init_ms": init_ms}
+    series: dict[str, dict[str, Series]] = {}
     for label, size in REQUEST_SIZES:
         requests = [proxy_event(batch) for batch in requests_of(events, size)]
         if not requests:
@@ -166,8 +197,7 @@ def main(argv: list[str]) -> int:
             scores += [p["fraud_probability"] for p in predictions]
         results[f"{label}_scores"] = scores
         results[f"{label}_requests"] = len(requests)
-        gc.collect()
-        results[label] = time_calls(lambda event: handler(event, context), calls, blocks, requests)
+        series[label] = {label: Series(lambda event: handler(event, context), requests)}
     if raw:
         import numpy as np
 
@@ -177,6 +207,10 @@ def main(argv: list[str]) -> int:
         model = app.model
         session, feed, output = model.session, model.input_name, model.output_name
         store = app.online.store
+
+        def run(matrix: Any) -> Any:
+            return session.run([output], {feed: matrix})
+
         for label, size in REQUEST_SIZES:
             # The very matrices the handler scores: the same requests, aggregates from its store.
             matrices, accounts, reads = [], [], []
@@ -187,32 +221,27 @@ def main(argv: list[str]) -> int:
                 matrices.append(np.asarray(featurize_columns(columns), dtype=np.float32))
                 accounts.append(list(dict.fromkeys(columns["account_id"])))
                 reads.append((columns["account_id"], columns[TIME_US]))
-
-            def run(matrix: Any) -> Any:
-                return session.run([output], {feed: matrix})
-
-            gc.collect()
-            results[f"raw_{label}"] = time_calls(run, calls, blocks, matrices)
-            # The same run on the first request only, repeated: the floor as a benchmark of one
-            # request measures it (lower: the branch predictor learns those rows' tree paths).
-            gc.collect()
-            results[f"raw_repeated_{label}"] = time_calls(run, calls, blocks, matrices[:1])
-            # The feature store's read of each request's accounts, as the handler makes it: one
-            # round trip and its decoding. On AWS it is a DynamoDB call over the network, so
-            # the handler's own cost is what it adds above this and the raw run (the floor).
-            gc.collect()
-            results[f"store_{label}"] = time_calls(store.read, calls, blocks, accounts)
-            # The same raw runs, each right after the handler's read of that request's aggregates
-            # (untimed), as the handler's own scoring meets the CPU's caches: how much of the gap
-            # above the floor is the model's run itself, slowed by the work before it.
-            gc.collect()
-            results[f"raw_after_read_{label}"] = time_calls(
-                lambda pair: run(pair[0]),
-                calls,
-                blocks,
-                list(zip(matrices, reads, strict=True)),
-                before=lambda pair: app.online.read_columns(*pair[1]),
-            )
+            series[label] |= {
+                f"raw_{label}": Series(run, matrices),
+                # The same run on the first request only, repeated: the floor as a benchmark of
+                # one request measures it (lower: the branch predictor learns those rows' paths).
+                f"raw_repeated_{label}": Series(run, matrices[:1]),
+                # The feature store's read of each request's accounts, as the handler makes it:
+                # one round trip and its decoding. On AWS it is a DynamoDB call over the network,
+                # so the handler's own cost is what it adds above this and the raw run (the floor).
+                f"store_{label}": Series(store.read, accounts),
+                # The same raw runs, each right after the handler's read of that request's
+                # aggregates (untimed), as the handler's own scoring meets the CPU's caches: how
+                # much of the gap above the floor is the model's run itself, slowed by the work
+                # before it.
+                f"raw_after_read_{label}": Series(
+                    lambda pair: run(pair[0]),
+                    list(zip(matrices, reads, strict=True)),
+                    before=lambda pair: app.online.read_columns(*pair[1]),
+                ),
+            }
+    for label, _ in REQUEST_SIZES:  # each request size's series interleaved, block by block
+        results |= time_interleaved(series[label], calls, blocks)
     with open(out_path, "w") as sink:
         json.dump(results, sink)
     return 0
