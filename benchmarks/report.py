@@ -433,7 +433,9 @@ def _shadow_lines(results: dict[str, Any]) -> list[str]:
         "",
         "The same handler serving the same version with capture on, alone and with a second "
         "version as its shadow; calls alternate. Added = median shadowed call minus median alone "
-        "call, per block. CPU time is the thread's (not stretched by other work on the machine).",
+        "call, per block. CPU time is the thread's: time spent waiting for a core is left out, but "
+        "a slower spell of the machine (shared caches, clock) still stretches it, the "
+        "challenger's own run with it.",
         "",
         "| request | added per payment, CPU us | added per payment, wall us | "
         "challenger's own run, us | request alone, wall us |",
